@@ -1,0 +1,69 @@
+# bedside — the two commands the README promises (`make demo`, `make test`) and what they need.
+# Everything is installed by these targets on a fresh machine: Debian packages, the main
+# environment (.venv), the Enterprise Gateway environment (.venv-eg) and npm packages.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+EG_VENV := .venv-eg
+TORCH := torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: all system venv eg-venv npm deps test test-fast demo bench lint typecheck clean
+
+all: deps
+
+# Debian packages: bubblewrap for the kernel sandbox.
+system: $(VENV)/.system-stamp
+$(VENV)/.system-stamp:
+	@mkdir -p $(VENV)
+	@if ! command -v bwrap >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
+	  else echo "bubblewrap is missing: sudo apt-get install bubblewrap" >&2; exit 1; fi; fi
+	@touch $@
+
+# The main environment: the kernel, the sentry, the extension and the CLI.
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -e ".[analysis,dev]"
+	$(PY) -m bedside.kernel install --sys-prefix >/dev/null 2>&1 || true
+	@touch $@
+
+# Enterprise Gateway 3.3 pins jupyter_server<2, jupyter_client<7, pyzmq<25: its own environment.
+eg-venv: $(EG_VENV)/.stamp
+$(EG_VENV)/.stamp: gateway/requirements-eg.txt
+	@test -x $(EG_VENV)/bin/python || $(PYTHON) -m venv $(EG_VENV)
+	$(EG_VENV)/bin/python -m pip --disable-pip-version-check install -q -r gateway/requirements-eg.txt
+	@touch $@
+
+# npm packages: a pinned solc for the anchor contract and a JSON-RPC dev chain.
+npm: node_modules/.stamp
+node_modules/.stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+deps: system venv eg-venv npm
+
+test: deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: deps
+	$(VENV)/bin/bedside demo
+
+bench: deps
+	$(PY) bench/run_all.py
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) $(EG_VENV) node_modules build *.egg-info

@@ -1,0 +1,3 @@
+"""bedside.extension (see DESIGN.md)."""
+
+from __future__ import annotations

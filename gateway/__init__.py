@@ -1,0 +1,3 @@
+"""bedside.gateway (see DESIGN.md)."""
+
+from __future__ import annotations

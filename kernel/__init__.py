@@ -1,0 +1,3 @@
+"""bedside.kernel (see DESIGN.md)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""bedside.ledger (see DESIGN.md)."""
+
+from __future__ import annotations
