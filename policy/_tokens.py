@@ -68,7 +68,6 @@ def digit_hash(value: U64) -> U64:
     return mix(value ^ _DIGIT_SALT)
 
 
-
 def lower_bytes(text: str) -> bytes:
     """UTF-8 bytes of `text`, lower-cased, with the same length in characters as `text`."""
     if text.isascii():
@@ -114,7 +113,8 @@ def _word_at(aligned: U64, pos: I64) -> U64:
     lo = aligned[q]
     hi = aligned[q + 1]
     # hi << (64 - r) without a 64-bit shift (undefined in C) when r == 0.
-    return (lo >> r) | ((hi << np.uint64(8)) << (np.uint64(56) - r))
+    word: U64 = (lo >> r) | ((hi << np.uint64(8)) << (np.uint64(56) - r))
+    return word
 
 
 def _parse_head(word: U64, count: I64) -> U64:
