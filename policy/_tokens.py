@@ -21,6 +21,7 @@ never a missed identifier.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,15 +69,26 @@ def digit_hash(value: U64) -> U64:
     return mix(value ^ _DIGIT_SALT)
 
 
+# Non-ASCII characters that are neither letters nor digits («, —, █, emoji): separators.
+_NON_ASCII_SEPARATOR = re.compile(r"[^\w\x00-\x7f]|_")
+# The same set for Arrow's RE2, used when indexing values.
+NON_ASCII_SEPARATOR_RE2 = r"[^\p{L}\p{N}\x00-\x7f]"
+
+
 def lower_bytes(text: str) -> bytes:
-    """UTF-8 bytes of `text`, lower-cased, with the same length in characters as `text`."""
+    """UTF-8 bytes of `text`, lower-cased, with the same length in characters as `text`.
+
+    Non-ASCII punctuation becomes a space (one character for one, so character offsets of
+    the result are those of `text`).
+    """
     if text.isascii():
         return text.encode("ascii").translate(_LOWER)
     lowered = text.lower()
     if len(lowered) != len(text):
         # A few characters lower-case to two (e.g. U+0130); keep offsets right instead.
-        return text.encode("utf-8", "surrogatepass").translate(_LOWER)
-    return lowered.encode("utf-8", "surrogatepass")
+        lowered = text
+    lowered = _NON_ASCII_SEPARATOR.sub(" ", lowered)
+    return lowered.encode("utf-8", "surrogatepass").translate(_LOWER)
 
 
 @dataclass

@@ -338,6 +338,7 @@ class _Builder:
             self.kind_names.append(kind)
         code = self.kind_names.index(kind)
         arr = pc.utf8_lower(pc.utf8_trim_whitespace(values.drop_null()))
+        arr = pc.replace_substring_regex(arr, T.NON_ASCII_SEPARATOR_RE2, " ")
         arr = pc.unique(arr)
         arr = arr.filter(pc.greater(pc.utf8_length(arr), 0))
         for offset in range(0, len(arr), _CHUNK):
@@ -525,6 +526,8 @@ def _date_variants(isodates: list[str]) -> list[str]:
             (
                 f"{day}/{month}/{year}",
                 f"{month}/{day}/{year}",
+                f"{day:02d}{month:02d}{year}",
+                f"{month:02d}{day:02d}{year}",
                 f"{day} {mon} {year}",
                 f"{day} {full} {year}",
                 f"{mon} {day} {year}",
