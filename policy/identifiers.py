@@ -191,7 +191,7 @@ class IdentifierIndex:
 
         # Single tokens long enough to be indexed on their own.
         single = np.flatnonzero(
-            np.where(tok.is_digit, tok.ndigits >= self._min_digits, tok.end - tok.start >= 2)
+            np.where(tok.is_digit, tok.significant >= self._min_digits, tok.significant >= 2)
         )
         if len(single):
             hit, kind = self._lookup(tok.hash[single])
@@ -216,7 +216,7 @@ class IdentifierIndex:
                     ends.append(tok.end[at + k - 1])
                     kinds.append(kind)
 
-        self._digit_groups(buf, tok, starts, ends, kinds)
+        self._digit_groups(raw, buf, tok, starts, ends, kinds)
         if not starts:
             return []
         s = np.concatenate(starts)
@@ -254,53 +254,56 @@ class IdentifierIndex:
 
     def _digit_groups(
         self,
+        raw: bytes,
         buf: T.U8,
         tok: T.Tokens,
         starts: list[T.I64],
         ends: list[T.I64],
         kinds: list[T.U8],
     ) -> None:
-        """Match numbers whose digit groups are split differently from the indexed value."""
+        """Match numbers whose digit groups are split differently from the indexed value.
+
+        Runs of digit groups written as one number (see `group_gaps_ok`) with enough digits
+        for a phone number are rare in ordinary output, so their concatenations are built as
+        strings and hashed like any single token.
+        """
         ok = T.group_gaps_ok(buf, tok)
         joinable = np.flatnonzero(ok)
         if not len(joinable):
             return
-        # Chains of joinable digit groups; only chains with enough digits in all can match.
+        need = max(self._min_digits, MIN_GROUPED_DIGITS)
         raw_len = tok.end - tok.start
         chain = np.cumsum(np.concatenate(([1], ~ok)))  # chain id of each token
-        total = np.bincount(chain, weights=np.where(tok.is_digit, raw_len, 0))
-        need = max(self._min_digits, MIN_GROUPED_DIGITS)
+        total = np.bincount(chain, weights=raw_len)
         first = joinable[total[chain[joinable]] >= need]
-        value = tok.value[first]
-        ndig = tok.ndigits[first]
-        for k in range(2, MAX_DIGIT_GROUPS + 1):
-            last = first + k - 1
-            if k > 2:
-                alive = np.flatnonzero(last - 1 < len(ok))
-                first, value, ndig, last = first[alive], value[alive], ndig[alive], last[alive]
-                alive = np.flatnonzero(ok[last - 1])
-                first, value, ndig, last = first[alive], value[alive], ndig[alive], last[alive]
-            part = raw_len[last]
-            ndig = ndig + part
-            alive = np.flatnonzero(ndig <= T.MAX_DIGITS)
-            if not len(alive):
-                break
-            first, value, ndig, last, part = (
-                first[alive],
-                value[alive],
-                ndig[alive],
-                last[alive],
-                part[alive],
-            )
-            value = value * T.POW10[part] + tok.value[last]
-            enough = np.flatnonzero(ndig >= need)
-            if len(enough):
-                hit, kind = self._lookup(T.digit_hash(value[enough]))
-                if len(hit):
-                    idx = enough[hit]
-                    starts.append(tok.start[first[idx]])
-                    ends.append(tok.end[last[idx]])
-                    kinds.append(kind)
+        if not len(first):
+            return
+        windows: list[tuple[int, int]] = []
+        okl = ok.tolist()
+        for f in first.tolist():
+            last = f + 1
+            while True:
+                windows.append((f, last))
+                if last - f + 1 >= MAX_DIGIT_GROUPS or last >= len(okl) or not okl[last]:
+                    break
+                last += 1
+        s_list = tok.start.tolist()
+        e_list = tok.end.tolist()
+        joined = "\n".join(
+            "".join(raw[s_list[i] : e_list[i]].decode() for i in range(f, last + 1))
+            for f, last in windows
+        )
+        jt = T.tokenize(np.frombuffer(joined.encode(), dtype=np.uint8))
+        # One token per window, in order (the joined digits contain no separator).
+        cand = np.flatnonzero(jt.significant >= need)
+        if not len(cand):
+            return
+        hit, kind = self._lookup(jt.hash[cand])
+        if len(hit):
+            w = np.asarray(windows, dtype=np.int64)[cand[hit]]
+            starts.append(tok.start[w[:, 0]])
+            ends.append(tok.end[w[:, 1]])
+            kinds.append(kind)
 
 
 def _column_strings(series: pd.Series[Any]) -> pa.Array:
@@ -376,19 +379,13 @@ class _Builder:
         count = np.bincount(line, minlength=nlines)
         first_tok = np.zeros(nlines, dtype=np.int64)
         np.cumsum(count[:-1], out=first_tok[1:])
-        raw_len = tok.end - tok.start
-        too_long = np.where(tok.is_digit, raw_len > T.MAX_DIGITS, raw_len > T.MAX_LETTERS)
+        too_long = tok.significant > T.MAX_TOKEN
         bad = np.bincount(line, weights=too_long, minlength=nlines) > 0
-        chars = np.bincount(line, weights=raw_len, minlength=nlines)
+        sig = np.bincount(line, weights=tok.significant, minlength=nlines)
         digits = np.bincount(line, weights=tok.is_digit, minlength=nlines)
         all_digit = (digits == count) & (count > 0)
         letters = (digits == 0) & (count > 0)
-        # Significant digits of an all-digit value: the first group without leading zeros.
-        first_sig = np.zeros(nlines, dtype=np.int64)
-        has = count > 0
-        first_sig[has] = tok.ndigits[first_tok[has]] - raw_len[first_tok[has]]
-        sig = chars + first_sig
-        keep = ~bad & np.where(all_digit, sig >= self.min_digits, chars >= self.min_length)
+        keep = ~bad & np.where(all_digit, sig >= self.min_digits, sig >= self.min_length)
         indexed = 0
         for k in range(1, MAX_SEQ + 1):
             exact = count == k if k < MAX_SEQ else count >= k
@@ -400,9 +397,6 @@ class _Builder:
             seqs = np.stack([tok.hash[f + j] for j in range(k)])
             self._emit_seq(seqs)
             if k >= 2:
-                d = np.flatnonzero(all_digit[rows] & (sig[rows] <= T.MAX_DIGITS))
-                if len(d):
-                    self._emit_joined(tok, f[d], k)
                 if variants and 2 <= k <= 5:
                     n = np.flatnonzero(letters[rows])
                     if len(n):
@@ -418,14 +412,6 @@ class _Builder:
         self.lengths.add(k)
         self._pending.append(T.fold(seqs))
         self.pairs.append(T.pair_key(seqs[0], seqs[1]))
-
-    def _emit_joined(self, tok: T.Tokens, f: T.I64, k: int) -> None:
-        """All-digit values also match as one run of digits (`02079460123`, `19560312`)."""
-        value = tok.value[f].copy()
-        for j in range(1, k):
-            part = tok.end[f + j] - tok.start[f + j]
-            value = value * T.POW10[part] + tok.value[f + j]
-        self._pending.append(T.digit_hash(value))
 
     def _emit_names(self, seqs: T.U64) -> None:
         """Names: without title/suffix, surname first, without middle names."""
@@ -470,7 +456,14 @@ class _Builder:
         if pc.any(iso).as_py():
             dates = pc.unique(pc.utf8_slice_codeunits(chunk.filter(iso), 0, 10))
             out.append(pa.array(_date_variants(dates.to_pylist()), type=pa.large_string()))
-        return out
+        # Values written in digit groups (phones, dates) also match as one run of digits:
+        # `02079460123`, `19560312`.
+        joined: list[pa.Array] = []
+        for arr in [chunk, *out]:
+            grouped = pc.match_substring_regex(arr, r"^[^\p{L}]*\d[^\p{L}\d]+\d[^\p{L}]*$")
+            if pc.any(grouped).as_py():
+                joined.append(pc.replace_substring_regex(arr.filter(grouped), r"\D+", ""))
+        return out + joined
 
     def finish(self) -> IdentifierIndex:
         if self.hashes:
