@@ -19,7 +19,6 @@ milliseconds. Collisions only ever cause a false positive (an extra block), neve
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,8 +40,17 @@ _SEQ_SALT = 0x165667B19E3779F9
 _PAD = 8
 
 _LOWER = bytes.maketrans(bytes(range(ord("A"), ord("Z") + 1)), bytes(range(ord("a"), ord("z") + 1)))
-# Non-ASCII characters that are neither letters nor digits («, —, █, emoji) are separators.
-_NON_ASCII_SEPARATOR = re.compile(r"[^\w\x00-\x7f]")
+# Non-ASCII characters that are neither letters nor digits («, —, █, emoji) are separators:
+# `tokenize` decodes the code point of each multi-byte character and looks it up here.
+_alnum_bmp: list[B] = []
+
+
+def _alnum_table() -> B:
+    if not _alnum_bmp:
+        _alnum_bmp.append(np.array([chr(i).isalnum() for i in range(0x10000)], dtype=np.bool_))
+    return _alnum_bmp[0]
+
+
 # The same set for Arrow's RE2, used when indexing values.
 NON_ASCII_SEPARATOR_RE2 = r"[^\p{L}\p{N}\x00-\x7f]"
 
@@ -66,8 +74,8 @@ def seq_salt(k: int) -> np.uint64:
 def lower_bytes(text: str) -> bytes:
     """UTF-8 bytes of `text`, lower-cased, with the same length in characters as `text`.
 
-    Non-ASCII punctuation becomes a space (one character for one, so character offsets of
-    the result are those of `text`).
+    (Lower-casing that changes the length of the text, e.g. U+0130, is skipped so that
+    character offsets of the result are those of `text`.)
     """
     if text.isascii():
         return text.encode("ascii").translate(_LOWER)
@@ -75,7 +83,6 @@ def lower_bytes(text: str) -> bytes:
     if len(lowered) != len(text):
         # A few characters lower-case to two (e.g. U+0130); keep offsets right instead.
         lowered = text
-    lowered = _NON_ASCII_SEPARATOR.sub(" ", lowered)
     return lowered.encode("utf-8", "surrogatepass").translate(_LOWER)
 
 
@@ -94,18 +101,39 @@ class Tokens:
 
 
 def _word_at(aligned: U64, pos: I64) -> U64:
-    """The 8 bytes at byte offsets `pos` of the padded buffer, as little-endian words.
+    """The 8 bytes at byte offsets `pos` of a buffer, as little-endian words.
 
-    Built from the two aligned words around each offset, which is much cheaper than copying
-    an overlapping (stride-1) view of the whole buffer.
+    `aligned` is the buffer viewed as 64-bit words, with at least one spare word at the end.
+    Each word is built from the two aligned words around its offset, which is much cheaper than
+    copying an overlapping (stride-1) view of the whole buffer.
     """
     q = pos >> 3
-    r = (pos & 7).astype(np.uint64) << np.uint64(3)
+    r = ((pos & 7) << 3).view(np.uint64)
     lo = aligned[q]
     hi = aligned[q + 1]
     # hi << (64 - r) without a 64-bit shift (undefined in C) when r == 0.
     word: U64 = (lo >> r) | ((hi << np.uint64(8)) << (np.uint64(56) - r))
     return word
+
+
+def _non_ascii_separators(buf: U8, letter: B) -> None:
+    """Clear `letter` on the bytes of multi-byte characters that are not letters or digits."""
+    lead = np.flatnonzero(buf >= 0xC0)
+    if not len(lead):
+        return
+    n = len(buf)
+    b0 = buf[lead].astype(np.int64)
+    b1 = buf[np.minimum(lead + 1, n - 1)].astype(np.int64) & 0x3F
+    b2 = buf[np.minimum(lead + 2, n - 1)].astype(np.int64) & 0x3F
+    two = b0 < 0xE0
+    three = (b0 >= 0xE0) & (b0 < 0xF0)
+    cp = np.where(two, ((b0 & 0x1F) << 6) | b1, ((b0 & 0x0F) << 12) | (b1 << 6) | b2)
+    alnum = np.where(two | three, _alnum_table()[np.minimum(cp, 0xFFFF)], False)
+    bad = lead[~alnum]
+    width = np.where(two, 2, np.where(three, 3, 4))[~alnum]
+    for j in range(4):
+        at = bad[j < width] + j
+        letter[at[at < n]] = False
 
 
 def tokenize(buf: U8) -> Tokens:
@@ -115,7 +143,10 @@ def tokenize(buf: U8) -> Tokens:
         empty = np.empty(0, dtype=np.int64)
         return Tokens(empty, empty, np.empty(0, np.bool_), np.empty(0, np.uint64), empty)
     digit = (buf - np.uint8(48)) < 10
-    letter = ((buf - np.uint8(97)) < 26) | (buf >= 128)
+    high = buf >= 128
+    letter = ((buf - np.uint8(97)) < 26) | high
+    if high.any():
+        _non_ascii_separators(buf, letter)
     cls = digit.view(np.uint8) | (letter.view(np.uint8) << np.uint8(1))
     change = np.empty(n + 1, dtype=np.bool_)
     change[0] = True
@@ -140,17 +171,17 @@ def tokenize(buf: U8) -> Tokens:
             length[zero] -= 1
             zero = zero[(buf[hstart[zero]] == 48) & (length[zero] > 1)]
 
-    padded = np.zeros(((n + 3 * _PAD) // 8) * 8, dtype=np.uint8)
-    padded[_PAD : _PAD + n] = buf
+    padded = np.zeros(((n + 2 * _PAD) // 8 + 1) * 8, dtype=np.uint8)
+    padded[:n] = buf
     words = padded.view("<u8")
 
-    h = _word_at(words, hstart + _PAD) & LOW[np.minimum(length, 8)]
+    h = _word_at(words, hstart) & LOW[np.minimum(length, 8)]
     h ^= length.astype(np.uint64) * _LEN_SALT
     more = np.flatnonzero((length > 8) & (length <= MAX_TOKEN))
     j = 1
     while len(more):
         rest = length[more] - 8 * j
-        word = _word_at(words, hstart[more] + (_PAD + 8 * j)) & LOW[np.minimum(rest, 8)]
+        word = _word_at(words, hstart[more] + 8 * j) & LOW[np.minimum(rest, 8)]
         h[more] = (h[more] * _MUL1) ^ word
         more = more[rest > 8]
         j += 1
@@ -189,7 +220,9 @@ def group_gaps_ok(buf: U8, tok: Tokens) -> B:
         return np.zeros(0, dtype=np.bool_)
     gap_start = tok.end[:-1]
     width = tok.start[1:] - gap_start
-    ok = tok.is_digit[:-1] & tok.is_digit[1:] & (width <= 2)
+    # Groups of one digit are list items ("[0 1 0 1]"), not parts of a phone number.
+    wide = tok.is_digit & (tok.end - tok.start >= 2)
+    ok = wide[:-1] & wide[1:] & (width <= 2)
     idx = np.flatnonzero(ok)
     if len(idx):
         c1 = buf[gap_start[idx]]

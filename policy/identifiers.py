@@ -205,10 +205,14 @@ class IdentifierIndex:
         if self._lengths and ntok >= 2:
             keys = T.pair_key(tok.hash[:-1], tok.hash[1:])
             cand = _in_bitmap(self._pair_bits, self._pair_shift, keys)
+            gap_ok = self._gaps_ok(buf, tok, cand)
             for k in self._lengths:
                 c = cand[cand + k <= ntok]
+                # Every gap inside the window must be short and on one line.
+                for j in range(k - 1):
+                    c = c[gap_ok[c + j]]
                 if not len(c):
-                    break
+                    continue
                 hit, kind = self._lookup(T.fold([tok.hash[c + j] for j in range(k)]))
                 if len(hit):
                     at = c[hit]
@@ -240,6 +244,33 @@ class IdentifierIndex:
             IdentifierMatch(int(a), int(b), names[int(c)])
             for a, b, c in zip(s.tolist(), e.tolist(), kk.tolist(), strict=True)
         ]
+
+    @staticmethod
+    def _gaps_ok(buf: T.U8, tok: T.Tokens, cand: T.I64) -> T.B:
+        """Per token: is the gap to the next token at most 3 characters, without a newline?
+
+        Values are written on one line with short separators (`Smith, John`, `12 / 03 / 1956`);
+        numbers that merely follow each other across lines or table columns are not one value.
+        """
+        ok = np.zeros(len(tok), dtype=np.bool_)
+        if not len(cand):
+            return ok
+        if len(cand) * 8 > len(tok):
+            span = np.arange(len(tok) - 1)
+        else:
+            mark = np.zeros(len(tok) + MAX_SEQ, dtype=np.bool_)
+            for j in range(MAX_SEQ - 1):
+                mark[cand + j] = True
+            span = np.flatnonzero(mark[: len(tok) - 1])
+        gap_start = tok.end[span]
+        width = tok.start[span + 1] - gap_start
+        good = width <= 3
+        last = len(buf) - 1
+        for j in range(3):
+            at = buf[np.minimum(gap_start + j, last)]
+            good &= (j >= width) | ((at != 10) & (at != 13))
+        ok[span] = good
+        return ok
 
     def _lookup(self, h: T.U64) -> tuple[T.I64, T.U8]:
         """Positions in `h` present in the index, and their kinds."""
@@ -278,20 +309,33 @@ class IdentifierIndex:
         first = joinable[total[chain[joinable]] >= need]
         if not len(first):
             return
-        windows: list[tuple[int, int]] = []
-        okl = ok.tolist()
-        for f in first.tolist():
-            last = f + 1
-            while True:
-                windows.append((f, last))
-                if last - f + 1 >= MAX_DIGIT_GROUPS or last >= len(okl) or not okl[last]:
-                    break
-                last += 1
-        s_list = tok.start.tolist()
-        e_list = tok.end.tolist()
+        # Windows of 2..MAX_DIGIT_GROUPS joinable groups starting at each candidate.
+        starts_w: list[T.I64] = []
+        lasts_w: list[T.I64] = []
+        alive = first
+        for k in range(2, MAX_DIGIT_GROUPS + 1):
+            if k > 2:
+                nxt = alive + k - 2
+                alive = alive[nxt < len(ok)]
+                alive = alive[ok[alive + k - 2]]
+            if not len(alive):
+                break
+            starts_w.append(alive)
+            lasts_w.append(alive + k - 1)
+        f_all = np.concatenate(starts_w)
+        l_all = np.concatenate(lasts_w)
+        cum = np.concatenate(([0], np.cumsum(raw_len)))
+        enough = (cum[l_all + 1] - cum[f_all]) >= need
+        f_all, l_all = f_all[enough], l_all[enough]
+        if not len(f_all):
+            return
+        cols = np.minimum(f_all[:, None] + np.arange(MAX_DIGIT_GROUPS), len(tok) - 1)
+        s_rows = tok.start[cols].tolist()
+        e_rows = tok.end[cols].tolist()
+        widths = (l_all - f_all + 1).tolist()
         joined = "\n".join(
-            "".join(raw[s_list[i] : e_list[i]].decode() for i in range(f, last + 1))
-            for f, last in windows
+            "".join(raw[a:b].decode() for a, b in zip(sr[:w], er[:w], strict=True))
+            for sr, er, w in zip(s_rows, e_rows, widths, strict=True)
         )
         jt = T.tokenize(np.frombuffer(joined.encode(), dtype=np.uint8))
         # One token per window, in order (the joined digits contain no separator).
@@ -300,9 +344,8 @@ class IdentifierIndex:
             return
         hit, kind = self._lookup(jt.hash[cand])
         if len(hit):
-            w = np.asarray(windows, dtype=np.int64)[cand[hit]]
-            starts.append(tok.start[w[:, 0]])
-            ends.append(tok.end[w[:, 1]])
+            starts.append(tok.start[f_all[cand[hit]]])
+            ends.append(tok.end[l_all[cand[hit]]])
             kinds.append(kind)
 
 
@@ -452,17 +495,19 @@ class _Builder:
             if pc.any(national).as_py():
                 x = ph.filter(national)
                 out.append(pc.replace_substring_regex(x, r"^\s*\(?0", "+44 "))
-        iso = pc.match_substring_regex(chunk, r"^\d{4}-\d{2}-\d{2}(?:[ t]00:00(?::00(?:\.0+)?)?)?$")
-        if pc.any(iso).as_py():
-            dates = pc.unique(pc.utf8_slice_codeunits(chunk.filter(iso), 0, 10))
-            out.append(pa.array(_date_variants(dates.to_pylist()), type=pa.large_string()))
-        # Values written in digit groups (phones, dates) also match as one run of digits:
+        # Values written in digit groups (phones, ISO dates) also match as one run of digits:
         # `02079460123`, `19560312`.
         joined: list[pa.Array] = []
         for arr in [chunk, *out]:
             grouped = pc.match_substring_regex(arr, r"^[^\p{L}]*\d[^\p{L}\d]+\d[^\p{L}]*$")
             if pc.any(grouped).as_py():
                 joined.append(pc.replace_substring_regex(arr.filter(grouped), r"\D+", ""))
+        # Other date formats; their compact forms are listed explicitly (zero-padded), since
+        # joining `3/9/1973` into `391973` would match ordinary six-digit numbers.
+        iso = pc.match_substring_regex(chunk, r"^\d{4}-\d{2}-\d{2}(?:[ t]00:00(?::00(?:\.0+)?)?)?$")
+        if pc.any(iso).as_py():
+            dates = pc.unique(pc.utf8_slice_codeunits(chunk.filter(iso), 0, 10))
+            out.append(pa.array(_date_variants(dates.to_pylist()), type=pa.large_string()))
         return out + joined
 
     def finish(self) -> IdentifierIndex:
