@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 PATIENT_COLUMNS = (
     "mrn",
@@ -156,14 +157,42 @@ _LABS: tuple[
 )
 
 
+Column = Any  # a numpy array, or a pyarrow string array for text built with Arrow kernels
+
+
+def _digits(values: npt.NDArray[np.int64], width: int) -> pa.Array:
+    """Integers as zero-padded decimal text (Arrow kernels: no per-row Python)."""
+    return pc.utf8_lpad(pa.array(values).cast(pa.string()), width, "0")
+
+
+def _join(*parts: pa.Array | str, sep: str = "") -> pa.Array:
+    return pc.binary_join_element_wise(*parts, sep)
+
+
+def _iso_dates(days: npt.NDArray[np.datetime64]) -> pa.Array:
+    """datetime64[D] -> 'YYYY-MM-DD' text."""
+    year = days.astype("datetime64[Y]")
+    month = days.astype("datetime64[M]")
+    y = year.astype(np.int64) + 1970
+    m = (month - year).astype(np.int64) + 1
+    d = (days - month).astype(np.int64) + 1
+    return _join(_digits(y, 4), _digits(m, 2), _digits(d, 2), sep="-")
+
+
+def _take(column: Column, index: npt.NDArray[np.int64]) -> Column:
+    if isinstance(column, pa.Array):
+        return column.take(pa.array(index))
+    return column[index]
+
+
 @dataclass(frozen=True)
 class Pools:
     """Identifier building blocks drawn once with Faker, combined per row with numpy."""
 
-    first_female: npt.NDArray[np.str_]
-    first_male: npt.NDArray[np.str_]
-    last: npt.NDArray[np.str_]
-    postcodes: npt.NDArray[np.str_]
+    first_female: pa.Array
+    first_male: pa.Array
+    last: pa.Array
+    postcodes: pa.Array
 
 
 def make_pools(seed: int, *, postcodes: int = 60_000) -> Pools:
@@ -187,7 +216,10 @@ def make_pools(seed: int, *, postcodes: int = 60_000) -> Pools:
     while len(codes) < postcodes:
         codes[uk.postcode()] = None
     return Pools(
-        np.array(list(female)), np.array(list(male)), np.array(list(last)), np.array(list(codes))
+        pa.array(list(female), pa.string()),
+        pa.array(list(male), pa.string()),
+        pa.array(list(last), pa.string()),
+        pa.array(list(codes), pa.string()),
     )
 
 
@@ -196,7 +228,7 @@ def _choice(rng: np.random.Generator, weights: list[float], n: int) -> npt.NDArr
     return rng.choice(len(p), size=n, p=p / p.sum())
 
 
-def _mrns(index: npt.NDArray[np.int64], seed: int) -> npt.NDArray[np.str_]:
+def _mrns(index: npt.NDArray[np.int64], seed: int) -> pa.Array:
     """Unique 8-digit record numbers: an affine permutation of 0..10**8-1 keyed by the seed."""
     modulus = 100_000_000
     rng = np.random.default_rng([seed, 0x4D524E])
@@ -206,25 +238,23 @@ def _mrns(index: npt.NDArray[np.int64], seed: int) -> npt.NDArray[np.str_]:
         mult += 2
     offset = int(rng.integers(0, modulus))
     numbers = (index.astype(np.int64) * mult + offset) % modulus
-    return np.char.add("MRN", np.char.zfill(numbers.astype(str), 8))
+    return _join("MRN", _digits(numbers, 8))
 
 
-def _phones(rng: np.random.Generator, n: int) -> npt.NDArray[np.str_]:
+def _phones(rng: np.random.Generator, n: int) -> pa.Array:
     """UK-shaped numbers: mobiles `07xxx xxxxxx`, London `020 xxxx xxxx`, others `01xxx`."""
     kind = _choice(rng, [0.55, 0.15, 0.30], n)
     a = rng.integers(0, 10**9, n)
-    out = np.empty(n, dtype=object)
-    mob = kind == 0
-    m = a[mob]
-    out[mob] = [f"07{x // 10**6 % 1000:03d} {x % 10**6:06d}" for x in m.tolist()]
-    lon = kind == 1
-    out[lon] = [f"020 {7000 + x // 10**4 % 3000:04d} {x % 10**4:04d}" for x in a[lon].tolist()]
-    geo = kind == 2
-    out[geo] = [
-        f"01{x // 10**7 % 100:02d}{x // 10**6 % 10} {x // 10**3 % 1000:03d} {x % 1000:03d}"
-        for x in a[geo].tolist()
-    ]
-    return out.astype(str)
+    mobile = _join(_join("07", _digits(a // 10**6 % 1000, 3)), _digits(a % 10**6, 6), sep=" ")
+    london = _join("020", _digits(7000 + a // 10**4 % 3000, 4), _digits(a % 10**4, 4), sep=" ")
+    area = _join(
+        _join("01", _digits(a // 10**7 % 100, 2), _digits(a // 10**6 % 10, 1)),
+        _digits(a // 10**3 % 1000, 3),
+        _digits(a % 1000, 3),
+        sep=" ",
+    )
+    out = pc.if_else(pa.array(kind == 0), mobile, pc.if_else(pa.array(kind == 1), london, area))
+    return out
 
 
 def patients_chunk(start: int, n: int, seed: int, pools: Pools) -> dict[str, npt.NDArray[Any]]:
@@ -232,7 +262,6 @@ def patients_chunk(start: int, n: int, seed: int, pools: Pools) -> dict[str, npt
     rng = np.random.default_rng([seed, start])
     index = np.arange(start, start + n, dtype=np.int64)
     sex_f = rng.random(n) < 0.51
-    sex = np.where(sex_f, "F", "M")
     # Ages skewed older (hospital in-patients), some children and newborns.
     age = np.round(rng.beta(2.6, 1.5, n) * 100).astype(np.int64)
     child = rng.random(n) < 0.07
@@ -240,16 +269,14 @@ def patients_chunk(start: int, n: int, seed: int, pools: Pools) -> dict[str, npt
     age = np.clip(age, 0, 104)
     days = (age * 365.25 + rng.integers(0, 365, n)).astype(np.int64)
     ref = np.datetime64(REFERENCE_DATE.isoformat())
-    dob = (ref - days.astype("timedelta64[D]")).astype(str)
+    dob_days = ref - days.astype("timedelta64[D]")
 
-    first = np.where(
-        sex_f,
-        pools.first_female[rng.integers(0, len(pools.first_female), n)],
-        pools.first_male[rng.integers(0, len(pools.first_male), n)],
-    )
-    last = pools.last[rng.integers(0, len(pools.last), n)]
-    name = np.char.add(np.char.add(first, " "), last)
-    postcode = pools.postcodes[rng.integers(0, len(pools.postcodes), n)]
+    female_first = pools.first_female.take(pa.array(rng.integers(0, len(pools.first_female), n)))
+    male_first = pools.first_male.take(pa.array(rng.integers(0, len(pools.first_male), n)))
+    first = pc.if_else(pa.array(sex_f), female_first, male_first)
+    last = pools.last.take(pa.array(rng.integers(0, len(pools.last), n)))
+    name = _join(first, last, sep=" ")
+    postcode = pools.postcodes.take(pa.array(rng.integers(0, len(pools.postcodes), n)))
 
     ward = _wards(rng, age, sex_f)
     diagnosis = np.empty(n, dtype=object)
@@ -277,10 +304,10 @@ def patients_chunk(start: int, n: int, seed: int, pools: Pools) -> dict[str, npt
     return {
         "mrn": _mrns(index, seed),
         "name": name,
-        "dob": dob,
+        "dob": _iso_dates(dob_days),
         "postcode": postcode,
         "phone": _phones(rng, n),
-        "sex": sex,
+        "sex": _sex(sex_f),
         "age": age,
         "ward": np.array([w.name for w in WARDS], dtype=object)[ward],
         "diagnosis": diagnosis,
@@ -288,7 +315,12 @@ def patients_chunk(start: int, n: int, seed: int, pools: Pools) -> dict[str, npt
         "cost": cost,
         "hiv": hiv,
         "died": died,
+        "_dob_days": dob_days,  # for admissions; not written
     }
+
+
+def _sex(female: npt.NDArray[np.bool_]) -> pa.Array:
+    return pc.if_else(pa.array(female), "F", "M")
 
 
 def _wards(
@@ -307,9 +339,7 @@ def _wards(
     return ward
 
 
-def admissions_chunk(
-    patients: dict[str, npt.NDArray[Any]], start: int, seed: int
-) -> dict[str, npt.NDArray[Any]]:
+def admissions_chunk(patients: dict[str, Column], start: int, seed: int) -> dict[str, Column]:
     """Admissions of the given patients: the index stay (as in `patients`) plus earlier ones."""
     n = len(patients["mrn"])
     rng = np.random.default_rng([seed, start, 1])
@@ -324,7 +354,7 @@ def admissions_chunk(
     # Admission ids: unique over the whole hospital (patient index * 16 + stay number).
     stay = np.arange(m) - np.repeat(firsts, count)
     ids = 1_000_000_000 + (start + owner) * 16 + stay
-    admission_id = np.char.add("ADM", ids.astype(str))
+    admission_id = _join("ADM", pa.array(ids).cast(pa.string()))
 
     ward_names = np.array([w.name for w in WARDS], dtype=object)
     ward = np.where(
@@ -346,14 +376,14 @@ def admissions_chunk(
     back = np.where(is_index, rng.integers(0, 365, m), rng.integers(365, 5 * 365, m))
     discharged = end_ref - back.astype("timedelta64[D]")
     admitted = discharged - los.astype("timedelta64[D]")
-    dob = patients["dob"][owner].astype("datetime64[D]")
+    dob = patients["_dob_days"][owner]
     admitted = np.maximum(admitted, dob)
     discharged = np.maximum(discharged, admitted)
     return {
         "admission_id": admission_id,
-        "mrn": patients["mrn"][owner],
-        "admitted": admitted.astype(str),
-        "discharged": discharged.astype(str),
+        "mrn": _take(patients["mrn"], owner),
+        "admitted": admitted,
+        "discharged": discharged,
         "ward": ward,
         "diagnosis": diagnosis,
         "los_days": (discharged - admitted).astype(np.int64),
@@ -361,9 +391,7 @@ def admissions_chunk(
     }
 
 
-def labs_chunk(
-    admissions: dict[str, npt.NDArray[Any]], start: int, seed: int
-) -> dict[str, npt.NDArray[Any]]:
+def labs_chunk(admissions: dict[str, Column], start: int, seed: int) -> dict[str, Column]:
     """Two to four lab results per admission, taken during the stay."""
     rng = np.random.default_rng([seed, start, 2])
     n = len(admissions["admission_id"])
@@ -377,25 +405,31 @@ def labs_chunk(
         sel = np.flatnonzero(test == ti)
         value[sel] = sample(rng, len(sel))
         unit[sel] = u
-    admitted = admissions["admitted"][owner].astype("datetime64[m]")
+    admitted = admissions["admitted"][owner].astype("datetime64[s]")
     los = admissions["los_days"][owner]
     minutes = (rng.random(m) * (los + 1) * 24 * 60).astype(np.int64)
-    taken = admitted + minutes.astype("timedelta64[m]")
+    taken = admitted + (minutes * 60).astype("timedelta64[s]")
     return {
-        "admission_id": admissions["admission_id"][owner],
-        "mrn": admissions["mrn"][owner],
+        "admission_id": _take(admissions["admission_id"], owner),
+        "mrn": _take(admissions["mrn"], owner),
         "test": np.array([t for t, _, _ in _LABS], dtype=object)[test],
         "value": value,
         "unit": unit,
-        "taken_at": np.datetime_as_string(taken, unit="m"),
+        "taken_at": taken,
     }
 
 
-def _table(columns: dict[str, npt.NDArray[Any]]) -> pa.Table:
-    arrays = {}
+def _table(columns: dict[str, Column]) -> pa.Table:
+    arrays: dict[str, pa.Array] = {}
     for name, values in columns.items():
-        if values.dtype.kind in "OU":
-            arrays[name] = pa.array(values.astype(object), type=pa.string())
+        if name.startswith("_"):
+            continue
+        if isinstance(values, pa.Array):
+            arrays[name] = (
+                values.cast(pa.string()) if pa.types.is_large_string(values.type) else values
+            )
+        elif values.dtype.kind == "O":
+            arrays[name] = pa.array(values, type=pa.string())
         else:
             arrays[name] = pa.array(values)
     return pa.table(arrays)
