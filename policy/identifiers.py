@@ -70,6 +70,17 @@ def _word_hashes(words: Sequence[str]) -> T.U64:
     return T.tokenize(buf).hash
 
 
+_HIGH = np.uint64(0xFFFFFFFFFFFFFF00)
+
+
+def _sorted_unique(a: T.U64) -> T.U64:
+    """Sorted distinct values (np.unique's hash path is far slower on large uint64 arrays)."""
+    a = np.sort(a)
+    if len(a) > 1:
+        a = a[np.concatenate(([True], a[1:] != a[:-1]))]
+    return a
+
+
 def _bitmap(keys: T.U64) -> tuple[T.U64, np.uint64]:
     """A one-hash Bloom filter of `keys` (about 16 bits per key) and its slot shift."""
     bits = 1 << 12
@@ -77,8 +88,13 @@ def _bitmap(keys: T.U64) -> tuple[T.U64, np.uint64]:
         bits <<= 1
     shift = np.uint64(64 - (bits.bit_length() - 1))
     words = np.zeros(bits // 64, dtype=np.uint64)
-    slot = keys >> shift
-    np.bitwise_or.at(words, slot >> np.uint64(6), np.uint64(1) << (slot & np.uint64(63)))
+    slot = _sorted_unique(keys >> shift)
+    if len(slot):
+        # Distinct bits of one word: their sum is their OR.
+        word = slot >> np.uint64(6)
+        bit = np.uint64(1) << (slot & np.uint64(63))
+        first = np.flatnonzero(np.concatenate(([True], word[1:] != word[:-1])))
+        words[word[first]] = np.add.reduceat(bit, first)
     return words, shift
 
 
@@ -93,8 +109,7 @@ class IdentifierIndex:
 
     def __init__(
         self,
-        hashes: T.U64,
-        kinds: T.U8,
+        entries: T.U64,
         kind_names: Sequence[str],
         pairs: T.U64,
         lengths: Sequence[int],
@@ -103,14 +118,14 @@ class IdentifierIndex:
         min_length: int,
         min_digits: int,
     ) -> None:
-        self._hashes = hashes
-        self._kinds = kinds
+        # Sorted: the top 56 bits of each variant's hash, the column (kind) in the low byte.
+        self._entries = entries
         self._kind_names = list(kind_names)
         self._lengths = tuple(sorted({k for k in lengths if k >= 2}))
         self._n_values = n_values
         self._min_length = min_length
         self._min_digits = min_digits
-        self._bits, self._shift = _bitmap(hashes)
+        self._bits, self._shift = _bitmap(entries)
         self._pair_bits, self._pair_shift = _bitmap(pairs)
 
     # ------------------------------------------------------------------ construction
@@ -156,7 +171,7 @@ class IdentifierIndex:
 
     def __repr__(self) -> str:
         return (
-            f"<IdentifierIndex values={self._n_values} variants={len(self._hashes)} "
+            f"<IdentifierIndex values={self._n_values} variants={len(self._entries)} "
             f"kinds={self._kind_names}>"
         )
 
@@ -166,9 +181,7 @@ class IdentifierIndex:
 
     @property
     def nbytes(self) -> int:
-        return int(
-            self._hashes.nbytes + self._kinds.nbytes + self._bits.nbytes + self._pair_bits.nbytes
-        )
+        return int(self._entries.nbytes + self._bits.nbytes + self._pair_bits.nbytes)
 
     def first(self, text: str) -> IdentifierMatch | None:
         """The earliest match in `text`, or None when the text holds no identifier value."""
@@ -177,7 +190,7 @@ class IdentifierIndex:
 
     def find(self, text: str, limit: int | None = None) -> list[IdentifierMatch]:
         """Every identifier value in `text`, ordered by position (the first `limit` of them)."""
-        if not text or not len(self._hashes):
+        if not text or not len(self._entries):
             return []
         raw = T.lower_bytes(text)
         buf = np.frombuffer(raw, dtype=np.uint8)
@@ -278,10 +291,12 @@ class IdentifierIndex:
         if not len(cand):
             return cand, np.empty(0, dtype=np.uint8)
         hc = h[cand]
-        pos = np.searchsorted(self._hashes, hc)
-        pos[pos == len(self._hashes)] = 0
-        eq = self._hashes[pos] == hc
-        return cand[eq], self._kinds[pos[eq]]
+        hc = hc & _HIGH
+        pos = np.searchsorted(self._entries, hc)
+        pos[pos == len(self._entries)] = 0
+        found = self._entries[pos]
+        eq = (found & _HIGH) == hc
+        return cand[eq], (found[eq] & np.uint64(0xFF)).astype(np.uint8)
 
     def _digit_groups(
         self,
@@ -356,9 +371,11 @@ def _column_strings(series: pd.Series[Any]) -> pa.Array:
     s = series.dropna()
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
         s = s.dt.strftime("%Y-%m-%d")
-    elif not (pd.api.types.is_string_dtype(s.dtype) and s.map(type).eq(str).all()):
-        s = s.astype(str)
-    return pa.array(s.to_numpy(dtype=object), type=pa.large_string())
+    try:
+        return pa.array(s.to_numpy(dtype=object), type=pa.large_string())
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        # Not all text (numbers, dates as objects): index their text form.
+        return pa.array(s.astype(str).to_numpy(dtype=object), type=pa.large_string())
 
 
 class _Builder:
@@ -384,7 +401,6 @@ class _Builder:
             self.kind_names.append(kind)
         code = self.kind_names.index(kind)
         arr = pc.utf8_lower(pc.utf8_trim_whitespace(values.drop_null()))
-        arr = pc.replace_substring_regex(arr, T.NON_ASCII_SEPARATOR_RE2, " ")
         arr = pc.unique(arr)
         arr = arr.filter(pc.greater(pc.utf8_length(arr), 0))
         for offset in range(0, len(arr), _CHUNK):
@@ -519,13 +535,16 @@ class _Builder:
             kinds = np.empty(0, dtype=np.uint8)
         pairs = np.concatenate(self.pairs) if self.pairs else np.empty(0, dtype=np.uint64)
         self.hashes, self.kinds, self.pairs = [], [], []
-        # Sorted unique hashes; a hash shared by two columns keeps the first column's kind.
-        h, first = np.unique(h, return_index=True)
+        # One sorted array: hash (top 56 bits) | column code; where two columns share a variant,
+        # the first column added wins (smallest code sorts first).
+        entries = np.sort((h & _HIGH) | kinds.astype(np.uint64))
+        if len(entries):
+            keep = np.concatenate(([True], (entries[1:] & _HIGH) != (entries[:-1] & _HIGH)))
+            entries = entries[keep]
         return IdentifierIndex(
-            h,
-            kinds[first],
+            entries,
             self.kind_names,
-            np.unique(pairs),
+            _sorted_unique(pairs),
             sorted(self.lengths),
             self.n_values,
             min_length=self.min_length,
