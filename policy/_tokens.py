@@ -185,7 +185,9 @@ def tokenize(buf: U8) -> Tokens:
         h[more] = (h[more] * _MUL1) ^ word
         more = more[rest > 8]
         j += 1
-    h = mix(h)
+    # A bijective finaliser (odd multiply, xor-shift): distinct short tokens never collide.
+    h *= _MUL2
+    h ^= h >> np.uint64(29)
     too_long = np.flatnonzero(length > MAX_TOKEN)
     if len(too_long):
         # Over-long runs all hash to one value per length, which no index ever holds.
@@ -209,27 +211,27 @@ def pair_key(first: U64, second: U64) -> U64:
     return first * SEQ_MUL + second
 
 
-def group_gaps_ok(buf: U8, tok: Tokens) -> B:
-    """For each pair of neighbouring tokens: both digits, in one written number.
+def group_gaps_ok(buf: U8, tok: Tokens) -> I64:
+    """Tokens `i` such that tokens `i` and `i + 1` are digit groups of one written number.
 
     Groups of one number are joined by one space or '-' ("020 7946-0123"), or by a parenthesis
     with an optional space ("(020) 7946", "+44 (0)20"). Dots and wider gaps are left out: they
-    join the decimals and columns of ordinary tables, not phone numbers.
+    join the decimals and columns of ordinary tables, not phone numbers. Groups of one digit are
+    list items ("[0 1 0 1]"), not parts of a phone number.
     """
-    if len(tok) < 2:
-        return np.zeros(0, dtype=np.bool_)
-    gap_start = tok.end[:-1]
-    width = tok.start[1:] - gap_start
-    # Groups of one digit are list items ("[0 1 0 1]"), not parts of a phone number.
-    wide = tok.is_digit & (tok.end - tok.start >= 2)
-    ok = wide[:-1] & wide[1:] & (width <= 2)
-    idx = np.flatnonzero(ok)
-    if len(idx):
-        c1 = buf[gap_start[idx]]
-        c2 = buf[np.minimum(gap_start[idx] + 1, len(buf) - 1)]
-        one = width[idx] == 1
-        paren = (c1 == ord(")")) | (c2 == ord("("))
-        spaced = ((c1 == ord(" ")) | (c1 == ord(")"))) & ((c2 == ord(" ")) | (c2 == ord("(")))
-        good = np.where(one, (c1 == ord(" ")) | (c1 == ord("-")), paren & spaced)
-        ok[idx] = good
-    return ok
+    wide = np.flatnonzero(tok.is_digit & (tok.end - tok.start >= 2))
+    if len(wide) < 2:
+        return np.empty(0, dtype=np.int64)
+    idx = wide[:-1][wide[1:] == wide[:-1] + 1]
+    gap_start = tok.end[idx]
+    width = tok.start[idx + 1] - gap_start
+    near = width <= 2
+    idx, gap_start, width = idx[near], gap_start[near], width[near]
+    c1 = buf[gap_start]
+    c2 = buf[np.minimum(gap_start + 1, len(buf) - 1)]
+    one = width == 1
+    paren = (c1 == ord(")")) | (c2 == ord("("))
+    spaced = ((c1 == ord(" ")) | (c1 == ord(")"))) & ((c2 == ord(" ")) | (c2 == ord("(")))
+    good = np.where(one, (c1 == ord(" ")) | (c1 == ord("-")), paren & spaced)
+    result: I64 = idx[good]
+    return result

@@ -313,17 +313,23 @@ class IdentifierIndex:
         for a phone number are rare in ordinary output, so their concatenations are built as
         strings and hashed like any single token.
         """
-        ok = T.group_gaps_ok(buf, tok)
-        joinable = np.flatnonzero(ok)
+        joinable = T.group_gaps_ok(buf, tok)
         if not len(joinable):
             return
         need = max(self._min_digits, MIN_GROUPED_DIGITS)
         raw_len = tok.end - tok.start
-        chain = np.cumsum(np.concatenate(([1], ~ok)))  # chain id of each token
-        total = np.bincount(chain, weights=raw_len)
-        first = joinable[total[chain[joinable]] >= need]
+        cum = np.concatenate(([0], np.cumsum(raw_len)))
+        # Chains: runs of consecutive joinable pairs j..j+r-1, covering tokens j..j+r.
+        brk = np.concatenate(([True], joinable[1:] != joinable[:-1] + 1))
+        chain = np.cumsum(brk) - 1
+        chain_first = joinable[brk]
+        chain_last = np.append(joinable[:-1][brk[1:]], joinable[-1]) + 1
+        total = cum[chain_last + 1] - cum[chain_first]
+        first = joinable[total[chain] >= need]
         if not len(first):
             return
+        ok = np.zeros(len(tok), dtype=np.bool_)
+        ok[joinable] = True
         # Windows of 2..MAX_DIGIT_GROUPS joinable groups starting at each candidate.
         starts_w: list[T.I64] = []
         lasts_w: list[T.I64] = []
@@ -339,7 +345,6 @@ class IdentifierIndex:
             lasts_w.append(alive + k - 1)
         f_all = np.concatenate(starts_w)
         l_all = np.concatenate(lasts_w)
-        cum = np.concatenate(([0], np.cumsum(raw_len)))
         enough = (cum[l_all + 1] - cum[f_all]) >= need
         f_all, l_all = f_all[enough], l_all[enough]
         if not len(f_all):
