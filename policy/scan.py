@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from bedside.policy.identifiers import IdentifierIndex
@@ -124,15 +125,48 @@ _DECODERS: tuple[_Decoder, ...] = (
 )
 
 
-def _plain(
-    text: str, index: IdentifierIndex | None, phi: bool, phi_kinds: Iterable[str] | None
-) -> Iterator[Finding]:
-    if index is not None:
-        for m in index.find(text):
-            yield Finding("identifier", m.start, m.end, m.value_kind)
-    if phi:
-        for p in scan_phi(text, phi_kinds):
-            yield Finding("phi:" + p.kind, p.start, p.end)
+@dataclass(frozen=True)
+class _Segment:
+    """A text to scan: the output itself, its reversal, or something decoded from it."""
+
+    text: str
+    prefix: str  # "" for the output itself, else "encoded:<enc>+" (nested: several)
+    span: tuple[int, int] | None  # where in the output it came from (None: the output itself)
+    reversed: bool = False
+    phi: bool = True
+
+
+def _segments(text: str, decode: bool, want_reversed: bool) -> list[_Segment]:
+    out = [_Segment(text, "", None)]
+    if decode:
+        _collect(text, "", None, 1, out, want_reversed)
+    return out
+
+
+def _collect(
+    text: str,
+    prefix: str,
+    span: tuple[int, int] | None,
+    depth: int,
+    out: list[_Segment],
+    want_reversed: bool,
+) -> None:
+    for name, pattern, decoder, worth in _DECODERS:
+        if not worth(text):
+            continue
+        for m in pattern.finditer(text):
+            decoded = decoder(m.group(0))
+            if not decoded:
+                continue
+            where = span if span is not None else (m.start(), m.end())
+            inner = f"{prefix}encoded:{name}+"
+            out.append(_Segment(decoded, inner, where))
+            if depth < MAX_DEPTH:
+                _collect(decoded, inner, where, depth + 1, out, want_reversed)
+    if want_reversed:
+        # Identifiers written backwards. PHI patterns are not run on reversed text: reversed
+        # tables of numbers take phone-like shapes.
+        out.append(_Segment(text[::-1], f"{prefix}encoded:reversed+", span, True, False))
 
 
 def scan_text(
@@ -149,9 +183,33 @@ def scan_text(
     restricts the PHI patterns (a policy's `enabled_phi_patterns`).
     """
     kinds = None if phi_kinds is None else list(phi_kinds)
-    found = list(_plain(text, index, phi, kinds))
-    if decode:
-        found.extend(_encoded(text, index, phi, kinds, depth=1))
+    segments = _segments(text, decode, want_reversed=index is not None)
+    found: list[Finding] = []
+    n = len(text)
+    if index is not None:
+        # One index pass over all segments joined by newlines (no value spans a newline).
+        offsets: list[int] = []
+        pos = 0
+        for seg in segments:
+            offsets.append(pos)
+            pos += len(seg.text) + 1
+        joined = "\n".join(seg.text for seg in segments) if len(segments) > 1 else text
+        for m in index.find(joined):
+            i = bisect.bisect_right(offsets, m.start) - 1
+            seg = segments[i]
+            start, end = m.start - offsets[i], m.end - offsets[i]
+            if seg.span is not None:
+                start, end = seg.span
+            elif seg.reversed:
+                start, end = n - end, n - start
+            found.append(Finding(seg.prefix + "identifier", start, end, m.value_kind))
+    if phi:
+        for seg in segments:
+            if not seg.phi:
+                continue
+            for p in scan_phi(seg.text, kinds):
+                where = seg.span if seg.span is not None else (p.start, p.end)
+                found.append(Finding(seg.prefix + "phi:" + p.kind, where[0], where[1]))
     found.sort(key=lambda f: (f.start, -f.end, f.kind))
     out: list[Finding] = []
     seen: set[tuple[str, int, int]] = set()
@@ -161,31 +219,3 @@ def scan_text(
             seen.add(key)
             out.append(f)
     return out
-
-
-def _encoded(
-    text: str,
-    index: IdentifierIndex | None,
-    phi: bool,
-    kinds: list[str] | None,
-    depth: int,
-) -> Iterator[Finding]:
-    for name, pattern, decoder, worth in _DECODERS:
-        if not worth(text):
-            continue
-        for m in pattern.finditer(text):
-            span = m.group(0)
-            decoded = decoder(span)
-            if not decoded:
-                continue
-            inner = list(_plain(decoded, index, phi, kinds))
-            if depth < MAX_DEPTH:
-                inner.extend(_encoded(decoded, index, phi, kinds, depth + 1))
-            for f in inner:
-                yield Finding(f"encoded:{name}+{f.kind}", m.start(), m.end(), f.column)
-    # Reversed text: identifiers written backwards. (PHI patterns are not run on it: reversed
-    # tables of numbers take phone-like shapes.)
-    if index is not None:
-        n = len(text)
-        for f in _plain(text[::-1], index, False, kinds):
-            yield Finding(f"encoded:reversed+{f.kind}", n - f.end, n - f.start, f.column)
