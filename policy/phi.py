@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
+
 from bedside.policy.model import PHI_PATTERN_DEFAULTS
 
 
@@ -182,17 +184,59 @@ def scan_phi(text: str, kinds: Iterable[str] | None = None) -> list[PHIMatch]:
         if "ip_address" in wanted:
             checks.append(("ip_address", _IP, _always, _BEFORE_IP))
     found: list[PHIMatch] = []
+    windows = _number_windows(text)
     for kind, pattern, ok, before in checks:
-        for m in pattern.finditer(text):
-            if before and not _starts_clear(text, m.start(), before):
-                continue
-            if ok(text, m):
-                found.append(PHIMatch(kind, m.start(), m.end()))
+        spans = windows if pattern in _NUMBER_PATTERNS and windows is not None else [(0, len(text))]
+        for lo, hi in spans:
+            for m in pattern.finditer(text, lo, hi):
+                if before and not _starts_clear(text, m.start(), before):
+                    continue
+                if ok(text, m):
+                    found.append(PHIMatch(kind, m.start(), m.end()))
     found.sort(key=lambda p: (p.start, -p.end))
     return _drop_nested(found)
 
 
 _ANY_DIGIT = re.compile(r"\d")
+_NUMBER_PATTERNS = (_PHONE_UK, _PHONE_NA, _PHONE_INTL, _SSN, _NHS)
+_NUMBER_BYTES = np.zeros(256, dtype=np.bool_)
+_NUMBER_BYTES[np.frombuffer(b"0123456789", dtype=np.uint8)] = True
+_NUMBER_SEPARATORS = np.zeros(256, dtype=np.bool_)
+_NUMBER_SEPARATORS[np.frombuffer(b" ()+.-", dtype=np.uint8)] = True
+
+
+def _number_windows(text: str) -> list[tuple[int, int]] | None:
+    """Where phone numbers, SSNs and NHS numbers can be: runs of digits joined by at most two
+    separator characters, holding at least 9 digits (with two characters of context each side).
+
+    Only for long ASCII texts (elsewhere the patterns simply scan everything); None means scan
+    the whole text.
+    """
+    if len(text) < 2048 or not text.isascii():
+        return None
+    data = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    digit = _NUMBER_BYTES[data]
+    sep = _NUMBER_SEPARATORS[data]
+    # Separator runs of one or two characters join digits; longer ones (table columns) do not.
+    edge = np.diff(np.concatenate(([0], sep.view(np.int8), [0])))
+    s_start, s_end = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
+    joins = np.zeros(len(data) + 1, dtype=np.int8)
+    short = (s_end - s_start) <= 2
+    # Separator runs are disjoint and apart, so their ends never coincide with starts.
+    joins[s_start[short]] = 1
+    joins[s_end[short]] = -1
+    inside = digit | (np.cumsum(joins[:-1]) > 0)
+    edge = np.diff(np.concatenate(([0], inside.view(np.int8), [0])))
+    r_start, r_end = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
+    if not len(r_start):
+        return []
+    counts = np.concatenate(([0], np.cumsum(digit)))
+    enough = (counts[r_end] - counts[r_start]) >= 9
+    n = len(text)
+    return [
+        (max(0, a - 2), min(n, b + 2))
+        for a, b in zip(r_start[enough].tolist(), r_end[enough].tolist(), strict=True)
+    ]
 
 
 def _drop_nested(found: list[PHIMatch]) -> list[PHIMatch]:

@@ -16,8 +16,11 @@ import binascii
 import bisect
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 from bedside.policy.identifiers import IdentifierIndex
 from bedside.policy.phi import scan_phi
@@ -115,13 +118,82 @@ def _decode_ords(span: str) -> str | None:
     return "".join(chr(int(x)) for x in re.findall(r"\d+", span))
 
 
-_Decoder = tuple[str, re.Pattern[str], Callable[[str], str | None], Callable[[str], bool]]
-_DECODERS: tuple[_Decoder, ...] = (
-    ("base64", _BASE64, _decode_base64, lambda t: True),
-    ("hex", _HEX, _decode_hex, lambda t: True),
-    ("percent", _PERCENT, _decode_percent, lambda t: "%" in t),
-    ("int", _BIGINT, _decode_int, lambda t: True),
-    ("ords", _ORDS, _decode_ords, lambda t: "," in t),
+def _class(chars: str) -> npt.NDArray[np.bool_]:
+    table = np.zeros(256, dtype=np.bool_)
+    table[np.frombuffer(chars.encode(), dtype=np.uint8)] = True
+    return table
+
+
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_BASE64_BYTES = _class(_ALNUM + "+/_-=\r\n")
+_HEX_BYTES = _class("0123456789abcdefABCDEF")
+_SPACED_HEX_BYTES = _class("0123456789abcdefABCDEF :")
+_DIGIT_BYTES = _class("0123456789")
+_SPACED_HEX = re.compile(r"(?:[0-9a-fA-F]{2}[ :])+[0-9a-fA-F]{2}")
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_WHITESPACE = re.compile(r"\s")
+
+
+def _runs(
+    data: npt.NDArray[np.uint8], table: npt.NDArray[np.bool_], min_len: int
+) -> Iterator[tuple[int, int]]:
+    """Maximal runs of bytes in `table`, at least `min_len` long (ASCII text: byte = char)."""
+    inside = np.zeros(len(data) + 2, dtype=np.int8)
+    inside[1:-1] = table[data]
+    edges = np.flatnonzero(np.diff(inside))
+    starts, ends = edges[0::2], edges[1::2]
+    keep = ends - starts >= min_len
+    return zip(starts[keep].tolist(), ends[keep].tolist(), strict=True)
+
+
+def _spans(text: str, name: str) -> Iterator[tuple[int, int]]:
+    """Candidate spans of one encoding in `text` (character offsets)."""
+    if name == "percent":
+        if "%" not in text:
+            return
+        last_end = -1
+        for m in _PERCENT_ESCAPE.finditer(text):
+            if m.start() < last_end:
+                continue
+            start = m.start()
+            while start > 0 and not text[start - 1].isspace():
+                start -= 1
+            ws = _WHITESPACE.search(text, m.end())
+            end = ws.start() if ws else len(text)
+            last_end = end
+            yield start, end
+        return
+    if name == "ords":
+        if "," in text:
+            for m in _ORDS.finditer(text):
+                yield m.start(), m.end()
+        return
+    if not text.isascii():
+        pattern = {"base64": _BASE64, "hex": _HEX, "int": _BIGINT}[name]
+        for m in pattern.finditer(text):
+            yield m.start(), m.end()
+        return
+    data = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    if name == "base64":
+        yield from _runs(data, _BASE64_BYTES, 12)
+    elif name == "hex":
+        yield from _runs(data, _HEX_BYTES, 10)
+        for start, end in _runs(data, _SPACED_HEX_BYTES, 14):
+            spaced = _SPACED_HEX.search(text, start, end)
+            if spaced is not None and spaced.end() - spaced.start() >= 14:
+                yield spaced.start(), spaced.end()
+    elif name == "int":
+        for start, end in _runs(data, _DIGIT_BYTES, 7):
+            if (start == 0 or text[start - 1] != ".") and (end == len(text) or text[end] != "."):
+                yield start, end
+
+
+_DECODERS: tuple[tuple[str, Callable[[str], str | None]], ...] = (
+    ("base64", _decode_base64),
+    ("hex", _decode_hex),
+    ("percent", _decode_percent),
+    ("int", _decode_int),
+    ("ords", _decode_ords),
 )
 
 
@@ -151,14 +223,12 @@ def _collect(
     out: list[_Segment],
     want_reversed: bool,
 ) -> None:
-    for name, pattern, decoder, worth in _DECODERS:
-        if not worth(text):
-            continue
-        for m in pattern.finditer(text):
-            decoded = decoder(m.group(0))
+    for name, decoder in _DECODERS:
+        for start, end in _spans(text, name):
+            decoded = decoder(text[start:end])
             if not decoded:
                 continue
-            where = span if span is not None else (m.start(), m.end())
+            where = span if span is not None else (start, end)
             inner = f"{prefix}encoded:{name}+"
             out.append(_Segment(decoded, inner, where))
             if depth < MAX_DEPTH:
