@@ -233,10 +233,15 @@ def _number_windows(text: str) -> list[tuple[int, int]] | None:
     counts = np.concatenate(([0], np.cumsum(digit)))
     enough = (counts[r_end] - counts[r_start]) >= 9
     n = len(text)
-    return [
-        (max(0, a - 2), min(n, b + 2))
-        for a, b in zip(r_start[enough].tolist(), r_end[enough].tolist(), strict=True)
-    ]
+    # Merge windows that are close, so dense tables cost a few long scans, not many calls.
+    out: list[tuple[int, int]] = []
+    for a, b in zip(r_start[enough].tolist(), r_end[enough].tolist(), strict=True):
+        a, b = max(0, a - 2), min(n, b + 2)
+        if out and a - out[-1][1] < 64:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
 
 
 def _drop_nested(found: list[PHIMatch]) -> list[PHIMatch]:

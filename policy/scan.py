@@ -129,6 +129,7 @@ _BASE64_BYTES = _class(_ALNUM + "+/_-=\r\n")
 _HEX_BYTES = _class("0123456789abcdefABCDEF")
 _SPACED_HEX_BYTES = _class("0123456789abcdefABCDEF :")
 _DIGIT_BYTES = _class("0123456789")
+_HEX_LETTER_BYTES = _class("abcdefABCDEF")
 _SPACED_HEX = re.compile(r"(?:[0-9a-fA-F]{2}[ :])+[0-9a-fA-F]{2}")
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _WHITESPACE = re.compile(r"\s")
@@ -178,7 +179,11 @@ def _spans(text: str, name: str) -> Iterator[tuple[int, int]]:
         yield from _runs(data, _BASE64_BYTES, 12)
     elif name == "hex":
         yield from _runs(data, _HEX_BYTES, 10)
+        letters = np.concatenate(([0], np.cumsum(_HEX_LETTER_BYTES[data])))
         for start, end in _runs(data, _SPACED_HEX_BYTES, 14):
+            # Hex dumps of text have letters a-f; space-separated decimals are table rows.
+            if letters[end] == letters[start]:
+                continue
             spaced = _SPACED_HEX.search(text, start, end)
             if spaced is not None and spaced.end() - spaced.start() >= 14:
                 yield spaced.start(), spaced.end()
