@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bedside.policy._tokens import code_units
 from bedside.policy.model import PHI_PATTERN_DEFAULTS
 
 
@@ -209,12 +210,11 @@ def _number_windows(text: str) -> list[tuple[int, int]] | None:
     """Where phone numbers, SSNs and NHS numbers can be: runs of digits joined by at most two
     separator characters, holding at least 9 digits (with two characters of context each side).
 
-    Only for long ASCII texts (elsewhere the patterns simply scan everything); None means scan
-    the whole text.
+    Only for long texts (short ones are scanned whole); None means scan the whole text.
     """
-    if len(text) < 2048 or not text.isascii():
+    if len(text) < 2048:
         return None
-    data = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    data = code_units(text)
     digit = _NUMBER_BYTES[data]
     sep = _NUMBER_SEPARATORS[data]
     # Separator runs of one or two characters join digits; longer ones (table columns) do not.

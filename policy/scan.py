@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from bedside.policy._tokens import code_units
 from bedside.policy.identifiers import IdentifierIndex
 from bedside.policy.phi import scan_phi
 
@@ -40,14 +41,9 @@ class Finding:
     column: str = ""
 
 
-# Candidate spans for each encoding. Minimum lengths keep ordinary words and numbers out.
-_BASE64 = re.compile(r"[A-Za-z0-9+/_-]{12,}={0,2}(?:\r?\n[A-Za-z0-9+/_-]{4,}={0,2})*")
-_HEX = re.compile(
-    r"(?<![0-9A-Za-z])(?:0x|\\x)?((?:[0-9a-fA-F]{2}){5,})(?![0-9A-Za-z])"
-    r"|(?<![0-9A-Za-z])((?:[0-9a-fA-F]{2}[ :]){4,}[0-9a-fA-F]{2})(?![0-9A-Za-z])"
-)
-_PERCENT = re.compile(r"[^\s%]*(?:%[0-9A-Fa-f]{2}[^\s%]*)+")
-_BIGINT = re.compile(r"(?<![\d.])\d{7,}(?![\d.])")
+# Candidate spans of each encoding come from byte-class runs (`_spans`); minimum lengths keep
+# ordinary words and numbers out.
+# Lists of character codes ("[74, 111, 104, 110]"): printable ASCII codes, six or more.
 _ORDS = re.compile(
     r"(?<![\d.])(?:(?:3[2-9]|[4-9]\d|1[01]\d|12[0-6])\s*,\s*){5,}"
     r"(?:3[2-9]|[4-9]\d|1[01]\d|12[0-6])(?![\d.])"
@@ -169,12 +165,7 @@ def _spans(text: str, name: str) -> Iterator[tuple[int, int]]:
             for m in _ORDS.finditer(text):
                 yield m.start(), m.end()
         return
-    if not text.isascii():
-        pattern = {"base64": _BASE64, "hex": _HEX, "int": _BIGINT}[name]
-        for m in pattern.finditer(text):
-            yield m.start(), m.end()
-        return
-    data = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    data = code_units(text)
     if name == "base64":
         yield from _runs(data, _BASE64_BYTES, 12)
     elif name == "hex":
