@@ -65,7 +65,7 @@ def _printable(data: bytes) -> str | None:
 
 
 def _decode_base64(span: str) -> str | None:
-    compact = re.sub(r"\s+", "", span)
+    compact = span.replace("\n", "").replace("\r", "") if "\n" in span else span
     if len(compact) < 12:
         return None
     # Skip spans that are plain words or plain numbers: base64 of text mixes cases and digits.
@@ -126,6 +126,8 @@ _HEX_BYTES = _class("0123456789abcdefABCDEF")
 _SPACED_HEX_BYTES = _class("0123456789abcdefABCDEF :")
 _DIGIT_BYTES = _class("0123456789")
 _HEX_LETTER_BYTES = _class("abcdefABCDEF")
+_UPPER_BYTES = _class("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_LOWER_BYTES = _class("abcdefghijklmnopqrstuvwxyz")
 _SPACED_HEX = re.compile(r"(?:[0-9a-fA-F]{2}[ :])+[0-9a-fA-F]{2}")
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _WHITESPACE = re.compile(r"\s")
@@ -167,7 +169,13 @@ def _spans(text: str, name: str) -> Iterator[tuple[int, int]]:
         return
     data = code_units(text)
     if name == "base64":
-        yield from _runs(data, _BASE64_BYTES, 12)
+        # Base64 of text mixes upper- and lower-case letters (a 12-character run lacks one
+        # case with probability under 1 %); words, numbers and snake_case names do not.
+        upper = np.concatenate(([0], np.cumsum(_UPPER_BYTES[data])))
+        lower = np.concatenate(([0], np.cumsum(_LOWER_BYTES[data])))
+        for start, end in _runs(data, _BASE64_BYTES, 12):
+            if upper[end] > upper[start] and lower[end] > lower[start]:
+                yield start, end
     elif name == "hex":
         yield from _runs(data, _HEX_BYTES, 10)
         letters = np.concatenate(([0], np.cumsum(_HEX_LETTER_BYTES[data])))
