@@ -269,7 +269,8 @@ class Ledger:
                 )
             self._offsets.append(rec.offset)
             self._tree.append(rec.check)
-            self._sealed = entry.get("kind") == E.SEAL
+            if entry.get("kind") == E.SEAL:
+                self._sealed = True
             self._end = rec.offset + 4 + len(rec.payload) + 32
         if self._file.recovery:
             self.recovered.append(self._file.recovery)
@@ -327,8 +328,10 @@ class Ledger:
         """
         if self._closed:
             raise LedgerError(f"{self.path}: the ledger is closed")
-        if self._sealed:
-            raise LedgerError(f"{self.path}: the session is sealed; no entries can follow")
+        if self._sealed and entry.get("kind") not in E.AFTER_SEAL:
+            raise LedgerError(
+                f"{self.path}: the session is sealed; only checkpoints and anchors can follow"
+            )
         index = self.size
         e = dict(entry)
         if "v" not in e:

@@ -61,6 +61,7 @@ class VerifyReport:
     openings_withheld: int = 0
     anchors: list[dict[str, Any]] = field(default_factory=list)
     sealed: bool = False
+    last_content_entry: int = -1  # last entry that is not a checkpoint or an anchor
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -200,10 +201,10 @@ def verify_ledger(
             "for a ledger with checkpoints (the sentry writes one per receipt and at seal)",
             index=None,
         )
-    unsigned = report.size - report.signed_size
-    if report.checkpoints and unsigned:
+    # Checkpoint and anchor entries carry their own proof; any other entry needs a signature.
+    if report.checkpoints and report.last_content_entry >= report.signed_size:
         report.warnings.append(
-            f"the last {unsigned} entries (from entry {report.signed_size}) are after the latest "
+            f"entries {report.signed_size}..{report.last_content_entry} come after the latest "
             "signed checkpoint: nobody has signed them yet"
         )
     if not report.sealed:
@@ -247,6 +248,7 @@ def _verify_stream(
     stack_pop, stack_push = stack.pop, stack.append
     sha256 = hashlib.sha256
     check_entry = E.check_entry
+    after_seal = E.AFTER_SEAL
     for i, item in enumerate(iter_records(fh, start)):
         if isinstance(item, Tail):
             if item.nbytes:
@@ -276,9 +278,11 @@ def _verify_stream(
             raise LedgerIntegrityError(
                 f"entry belongs to session {entry['session']!r}, not {session!r}", index=i
             )
-        if sealed:
-            raise LedgerIntegrityError("entry after the seal: the session was closed", index=i)
         kind = entry["kind"]
+        if sealed and kind not in E.AFTER_SEAL:
+            raise LedgerIntegrityError(
+                f"a {kind} entry after the seal: the session was already closed", index=i
+            )
         kinds[kind] += 1
         if i == 0:
             if kind != E.HEADER:
@@ -290,9 +294,11 @@ def _verify_stream(
                 pending_external.setdefault(seen.size, []).append(seen)
         elif kind == E.HEADER:
             raise LedgerIntegrityError("a second session header", index=i)
-        elif kind == E.OUTPUT:
+        if kind == E.OUTPUT:
             decisions[entry["decision"]] += 1
-        elif kind == E.CHECKPOINT:
+        if kind not in after_seal:
+            report.last_content_entry = i
+        if kind == E.CHECKPOINT:
             _check_checkpoint(entry, i, frontier, verifiers, report)
             notes[i] = entry["note"]
         elif kind == E.ANCHOR:
@@ -349,15 +355,12 @@ def _verify_stream(
         pass
     if bar is not None:
         bar.update(progress_bytes)
-    if openings is not None and next_opening is not None:
+    if external and frontier.size == 0:
         raise LedgerIntegrityError(
-            f"an opening names entry {next_opening.index}, which the ledger does not have "
-            "(or which commits to nothing)",
-            index=next_opening.index,
+            "the ledger is empty, but the checkpoint given with --checkpoint covers entries: "
+            "all of them were cut off",
+            index=0,
         )
-    report.size = frontier.size
-    report.root = frontier.root()
-    report.sealed = sealed
     if pending_external:
         size = min(pending_external)
         seen = pending_external[size][0]
@@ -367,6 +370,15 @@ def _verify_stream(
             "were cut off",
             index=frontier.size,
         )
+    if openings is not None and next_opening is not None:
+        raise LedgerIntegrityError(
+            f"an opening names entry {next_opening.index}, which the ledger does not have "
+            "(or which commits to nothing)",
+            index=next_opening.index,
+        )
+    report.size = frontier.size
+    report.root = frontier.root()
+    report.sealed = sealed
 
 
 def _read_header(entry: dict[str, Any], report: VerifyReport, verifiers: list[Verifier]) -> None:
