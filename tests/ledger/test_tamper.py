@@ -153,10 +153,12 @@ def test_rewritten_entry_with_fresh_checksums_is_caught_by_the_next_checkpoint(
     session: Session,
 ) -> None:
     payloads = session.payloads
-    for k, payload in enumerate(payloads):
-        entry = parse_canonical(payload)
-        if entry["kind"] == "output" and entry["decision"] == "blocked":
-            break
+    k = next(
+        i
+        for i, p in enumerate(payloads)
+        if parse_canonical(p)["kind"] == "output" and parse_canonical(p)["decision"] == "blocked"
+    )
+    entry = parse_canonical(payloads[k])
     entry["decision"] = "released"  # pretend a blocked output had been released
     payloads[k] = canonical_json(entry)
     error = _failure(session, session.rebuild(payloads))
