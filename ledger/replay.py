@@ -13,6 +13,7 @@ nbformat/nbclient are imported only when this runs, so `bedside.ledger` stays Ju
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -121,6 +122,11 @@ class _Cell:
     outputs: list[tuple[int, dict[str, Any], Opening | None]] = field(default_factory=list)
 
 
+def _nbformat() -> Any:
+    """nbformat, imported on first use (it is untyped, hence Any)."""
+    return importlib.import_module("nbformat")
+
+
 def _opened(entry: dict[str, Any], index: int, opening: Opening | None) -> bytes | None:
     if opening is None:
         return None
@@ -198,8 +204,7 @@ def _to_output(index: int, entry: dict[str, Any], raw: bytes) -> dict[str, Any]:
 
 
 def build_notebook(cells: list[_Cell], ledger: Path) -> Any:
-    import nbformat
-
+    nbformat = _nbformat()
     nb = nbformat.v4.new_notebook()
     nb.metadata["bedside"] = {"ledger": ledger.name, "rebuilt_by": "bedside ledger replay"}
     for cell in cells:
@@ -221,7 +226,7 @@ def _execute(nb: Any, kernel: str, timeout: int, cwd: Path) -> list[list[dict[st
 
     captured: list[list[dict[str, Any]]] = [[] for _ in nb.cells]
 
-    class _Capturing(NotebookClient):  # type: ignore[misc]
+    class _Capturing(NotebookClient):
         def process_message(self, msg: dict[str, Any], cell: Any, cell_index: int) -> Any:
             if msg["msg_type"] in OUTPUT_TYPES:
                 captured[cell_index].append(
@@ -298,8 +303,7 @@ def replay(
 
     The re-run notebook is written beside it as `<name>.replayed.ipynb`.
     """
-    import nbformat
-
+    nbformat = _nbformat()
     lp, out = Path(ledger), Path(output)
     cells = _collect(lp, read_openings(openings))
     nb = build_notebook(cells, lp)
