@@ -474,7 +474,13 @@ def _check_anchor(
         )
     status = "not checked on chain (pass --rpc URL)"
     if rpc is not None:
-        from bedside.ledger import anchor as _anchor  # lazy: web3 is heavy
+        try:
+            from bedside.ledger import anchor as _anchor  # lazy: web3 is heavy
+        except ImportError as exc:
+            raise LedgerError(
+                f"checking anchors on chain needs bedside.ledger.anchor and web3 ({exc}); "
+                "install bedside with its default dependencies or drop --rpc"
+            ) from exc
 
         try:
             _anchor.verify_anchor_entry(

@@ -156,3 +156,54 @@ def test_publishable_openings_drop_blocked(
     report = verify_ledger(session_ledger, keys=[custodian.verifier_key], openings=out)
     assert report.openings_checked == 6 and report.openings_withheld == 3
     assert not report.openings_missing
+
+
+def test_anchor_entries_are_listed_and_checked_on_request(
+    tmp_path: Path, custodian: Signer, researcher: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chain check itself lives in bedside.ledger.anchor (anchor branch); here a stand-in
+    module records the call so the hand-over (entry, note bytes, rpc, confirmations) is tested."""
+    import sys
+    import types
+
+    from bedside.errors import AnchorError
+
+    path = tmp_path / "s.ledger"
+    ledger = build_session(path, custodian, researcher, cells=1)
+    cp_index = ledger.size - 1
+    note = ledger.entry(cp_index)["note"]
+    ledger.append(
+        E.anchor(
+            session=SESSION,
+            checkpoint_index=cp_index,
+            chain_id=31337,
+            contract="0x" + "11" * 20,
+            tx="0x" + "22" * 32,
+            block=7,
+            submitter="0x" + "33" * 20,
+            root="0x" + "44" * 32,
+        )
+    )
+    ledger.close()
+    report = verify_ledger(path, keys=[custodian.verifier_key])
+    assert report.anchors[0]["status"].startswith("not checked")
+
+    calls: list[tuple[object, ...]] = []
+    fake = types.ModuleType("bedside.ledger.anchor")
+
+    def verify_anchor_entry(
+        entry: dict[str, object], checkpoint_note: bytes, rpc_url: str, *, confirmations: int | None
+    ) -> None:
+        calls.append((entry["tx"], checkpoint_note, rpc_url, confirmations))
+        if rpc_url.endswith("bad"):
+            raise AnchorError("root not found in the transaction's logs")
+
+    fake.verify_anchor_entry = verify_anchor_entry  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "bedside.ledger.anchor", fake)
+    report = verify_ledger(
+        path, keys=[custodian.verifier_key], rpc="http://127.0.0.1:8545", confirmations=3
+    )
+    assert report.anchors[0]["status"] == "verified on chain"
+    assert calls == [("0x" + "22" * 32, note.encode(), "http://127.0.0.1:8545", 3)]
+    with pytest.raises(AnchorError, match=f"entry {cp_index + 1}"):
+        verify_ledger(path, keys=[custodian.verifier_key], rpc="http://x/bad")
