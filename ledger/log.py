@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import threading
 from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -196,7 +197,11 @@ class _RecordFile:
 
 
 class Ledger:
-    """An open session ledger (writer side). Not thread-safe: one writer per file."""
+    """An open session ledger (writer side).
+
+    One process writes a ledger file; within it, appends from several threads (the sentry
+    relays five channels) are serialised by a lock, so indices and bytes never interleave.
+    """
 
     def __init__(self, path: Path, records: _RecordFile, openings: _RecordFile) -> None:
         self.path = path
@@ -214,6 +219,7 @@ class Ledger:
         self._fh.seek(0, os.SEEK_END)
         self.recovered: list[Recovery] = []
         self._closed = False
+        self._lock = threading.RLock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -292,7 +298,7 @@ class Ledger:
         ofh.seek(0, os.SEEK_END)
         self._fh.seek(0, os.SEEK_END)
 
-    def close(self) -> None:
+    def _close_unlocked(self) -> None:
         """Flush (durably) and close both files."""
         if self._closed:
             return
@@ -312,7 +318,7 @@ class Ledger:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def append(
+    def _append_unlocked(
         self,
         entry: Mapping[str, Any],
         *,
@@ -387,7 +393,7 @@ class Ledger:
         payload = canonical_json({"index": index, **opening})
         self._openings.fh.write(encode_record(payload))
 
-    def append_checkpoint(self, note: str, *, sync: bool = True) -> int:
+    def _append_checkpoint_unlocked(self, note: str, *, sync: bool = True) -> int:
         """Append a checkpoint entry for a signed note of size <= the current size.
 
         Adds the consistency proof from the note's size to the entry's position so a streaming
@@ -409,7 +415,7 @@ class Ledger:
             E.checkpoint(session=self.session_id, note=note, size=cp.size, proof=proof), sync=sync
         )
 
-    def flush(self) -> None:
+    def _flush_unlocked(self) -> None:
         """Make every appended entry durable: write out, fsync openings, then the ledger."""
         if self._closed:
             raise LedgerError(f"{self.path}: the ledger is closed")
@@ -439,7 +445,7 @@ class Ledger:
     def leaf_hash(self, index: int) -> bytes:
         return self._tree[index]
 
-    def entry_bytes(self, index: int) -> bytes:
+    def _entry_bytes_unlocked(self, index: int) -> bytes:
         if not 0 <= index < self.size:
             raise LedgerError(f"{self.path}: no entry {index} (size {self.size})")
         self._fh.flush()  # buffered appends must reach the file before we read them back
@@ -473,6 +479,42 @@ class Ledger:
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.path)!r}, size={self.size})"
+
+    # -- locking wrappers ----------------------------------------------------------------------
+
+    def append(
+        self,
+        entry: Mapping[str, Any],
+        *,
+        opening: Mapping[str, Any] | None = None,
+        sync: bool = False,
+    ) -> int:
+        with self._lock:
+            return self._append_unlocked(entry, opening=opening, sync=sync)
+
+    append.__doc__ = _append_unlocked.__doc__
+
+    def append_checkpoint(self, note: str, *, sync: bool = True) -> int:
+        with self._lock:
+            return self._append_checkpoint_unlocked(note, sync=sync)
+
+    append_checkpoint.__doc__ = _append_checkpoint_unlocked.__doc__
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_unlocked()
+
+    flush.__doc__ = _flush_unlocked.__doc__
+
+    def entry_bytes(self, index: int) -> bytes:
+        with self._lock:
+            return self._entry_bytes_unlocked(index)
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_unlocked()
+
+    close.__doc__ = _close_unlocked.__doc__
 
 
 def b64(data: bytes) -> str:

@@ -124,6 +124,7 @@ def write_report(
     openings: str | os.PathLike[str] | None = None,
     rpc: str | None = None,
     confirmations: int | None = None,
+    progress: bool = False,
 ) -> bool:
     """Verify `ledger` and write the HTML report to `output`; returns whether it verified."""
     path = Path(ledger)
@@ -138,6 +139,7 @@ def write_report(
             rpc=rpc,
             confirmations=confirmations,
             on_entry=timeline,
+            progress=progress,
         )
     except Error as exc:
         failure = exc
