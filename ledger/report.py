@@ -211,7 +211,7 @@ def _render(
             (
                 "openings",
                 f"{report.openings_checked} match, {report.openings_withheld} withheld, "
-                f"{len(report.openings_missing)} missing",
+                f"{report.openings_missing_count} missing",
             ),
             (
                 "trusted keys",

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import hashlib
 import os
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -57,18 +59,16 @@ class VerifyReport:
     trusted_keys: list[str] = field(default_factory=list)
     self_asserted_keys: bool = False
     openings_checked: int = 0
-    openings_missing: list[int] = field(default_factory=list)
+    openings_missing: list[int] = field(default_factory=list)  # the first 100 only
+    openings_missing_count: int = 0
     openings_withheld: int = 0
     anchors: list[dict[str, Any]] = field(default_factory=list)
     sealed: bool = False
     last_content_entry: int = -1  # last entry that is not a checkpoint or an anchor
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def signed_size(self) -> int:
-        """How many entries the latest verified signature covers."""
-        sizes = [c.size for c in self.checkpoints + self.external_checkpoints]
-        return max(sizes, default=0)
+    checkpoint_count: int = 0
+    signed_size: int = 0  # how many entries the latest verified signature covers
 
     def summary(self) -> str:
         lines = [
@@ -82,7 +82,7 @@ class VerifyReport:
             )
         signers = sorted({s for c in self.checkpoints for s in c.signers})
         lines.append(
-            f"  {len(self.checkpoints)} signed checkpoint(s), latest covers {self.signed_size} "
+            f"  {self.checkpoint_count} signed checkpoint(s), latest covers {self.signed_size} "
             f"entries; signed by {', '.join(signers) or 'nobody'}"
             + (" (keys named by the ledger itself)" if self.self_asserted_keys else "")
         )
@@ -90,7 +90,7 @@ class VerifyReport:
             lines.append(
                 f"  openings: {self.openings_checked} match their commitments, "
                 f"{self.openings_withheld} withheld (blocked/refused), "
-                f"{len(self.openings_missing)} missing"
+                f"{self.openings_missing_count} missing"
             )
         for a in self.anchors:
             lines.append(
@@ -115,16 +115,54 @@ class VerifyReport:
                 {"index": c.index, "size": c.size, "root": c.root.hex(), "signers": list(c.signers)}
                 for c in self.checkpoints
             ],
+            "checkpoint_count": self.checkpoint_count,
             "signed_size": self.signed_size,
             "trusted_keys": self.trusted_keys,
             "self_asserted_keys": self.self_asserted_keys,
             "openings_checked": self.openings_checked,
-            "openings_missing": self.openings_missing,
+            "openings_missing": self.openings_missing_count,
+            "openings_missing_first": self.openings_missing,
             "openings_withheld": self.openings_withheld,
             "anchors": self.anchors,
             "sealed": self.sealed,
             "warnings": self.warnings,
         }
+
+
+_KEEP_CHECKPOINTS = 200
+_RECENT_NOTES = 1024
+
+
+class _Notes:
+    """Checkpoint notes by entry index, for the anchors that name them, in bounded memory.
+
+    The latest notes are kept; older ones are read back from the file by offset (16 bytes of
+    memory per checkpoint instead of the note).
+    """
+
+    def __init__(self, fh: Any) -> None:
+        self._fh = fh
+        self._recent: dict[int, str] = {}
+        self._index = array("q")
+        self._offset = array("q")
+
+    def add(self, index: int, offset: int, note: str) -> None:
+        self._index.append(index)
+        self._offset.append(offset)
+        self._recent[index] = note
+        if len(self._recent) > _RECENT_NOTES:
+            del self._recent[next(iter(self._recent))]
+
+    def get(self, index: int) -> str | None:
+        if index in self._recent:
+            return self._recent[index]
+        k = bisect.bisect_left(self._index, index)
+        if k == len(self._index) or self._index[k] != index:
+            return None
+        fd, offset = self._fh.fileno(), self._offset[k]
+        length = int.from_bytes(os.pread(fd, 4, offset), "big")
+        note: str = parse_canonical(os.pread(fd, length, offset + 4))["note"]
+        return note
 
 
 def iter_entries(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -211,7 +249,7 @@ def verify_ledger(
         report.warnings.append("the session is not sealed (still running, or cut short)")
     if report.openings_missing:
         report.warnings.append(
-            f"{len(report.openings_missing)} released entries have no opening "
+            f"{report.openings_missing_count} released entries have no opening "
             f"(first: entry {report.openings_missing[0]})"
         )
     return report
@@ -233,7 +271,7 @@ def _verify_stream(
     session = report.session
     kinds = report.kinds
     decisions = report.decisions
-    notes: dict[int, str] = {}  # checkpoint entry index -> note, for anchors
+    notes = _Notes(fh)  # checkpoint entry index -> note, for anchors
     pending_external: dict[int, list[CheckpointSeen]] = {}
     openings: Iterator[Opening] | None = (
         iter_openings(openings_file) if openings_file is not None else None
@@ -291,6 +329,7 @@ def _verify_stream(
             for note in external:
                 seen = _open_external(note, verifiers, report.origin)
                 report.external_checkpoints.append(seen)
+                report.signed_size = max(report.signed_size, seen.size)
                 pending_external.setdefault(seen.size, []).append(seen)
         elif kind == E.HEADER:
             raise LedgerIntegrityError("a second session header", index=i)
@@ -300,7 +339,7 @@ def _verify_stream(
             report.last_content_entry = i
         if kind == E.CHECKPOINT:
             _check_checkpoint(entry, i, frontier, verifiers, report)
-            notes[i] = entry["note"]
+            notes.add(i, item.offset, entry["note"])
         elif kind == E.ANCHOR:
             _check_anchor(entry, i, notes, rpc, confirmations, report)
         elif kind == E.SEAL:
@@ -327,7 +366,9 @@ def _verify_stream(
             elif withheld(entry):
                 report.openings_withheld += 1
             else:
-                report.openings_missing.append(i)
+                report.openings_missing_count += 1
+                if len(report.openings_missing) < 100:
+                    report.openings_missing.append(i)
         # Frontier.append, inlined: this loop runs a million times for a long session.
         node = item[2]
         n = i
@@ -454,13 +495,18 @@ def _check_checkpoint(
                 f"({exc}): an earlier entry was altered",
                 index=i,
             ) from exc
+    # Bounded: a sentry may checkpoint very often; the first and the latest are what a report shows.
+    if len(report.checkpoints) >= _KEEP_CHECKPOINTS:
+        del report.checkpoints[_KEEP_CHECKPOINTS // 2]
     report.checkpoints.append(CheckpointSeen(i, cp.size, cp.root, tuple(signers)))
+    report.checkpoint_count += 1
+    report.signed_size = max(report.signed_size, cp.size)
 
 
 def _check_anchor(
     entry: dict[str, Any],
     i: int,
-    notes: dict[int, str],
+    notes: _Notes,
     rpc: str | None,
     confirmations: int | None,
     report: VerifyReport,

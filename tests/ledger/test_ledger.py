@@ -207,3 +207,43 @@ def test_anchor_entries_are_listed_and_checked_on_request(
     assert calls == [("0x" + "22" * 32, note.encode(), "http://127.0.0.1:8545", 3)]
     with pytest.raises(AnchorError, match=f"entry {cp_index + 1}"):
         verify_ledger(path, keys=[custodian.verifier_key], rpc="http://x/bad")
+
+
+def test_old_checkpoint_notes_are_read_back_for_anchors(
+    tmp_path: Path, custodian: Signer, researcher: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verify keeps only recent notes in memory; an anchor naming an old one still gets it."""
+    import sys
+    import types
+
+    from bedside.ledger import verify as verify_module
+
+    monkeypatch.setattr(verify_module, "_RECENT_NOTES", 1)
+    monkeypatch.setattr(verify_module, "_KEEP_CHECKPOINTS", 2)
+    path = tmp_path / "s.ledger"
+    ledger = build_session(path, custodian, researcher, cells=3)
+    first = ledger.entry(4)
+    assert first["kind"] == "checkpoint"
+    ledger.append(
+        E.anchor(
+            session=SESSION,
+            checkpoint_index=4,
+            chain_id=1,
+            contract="0x00",
+            tx="0x01",
+            block=1,
+            submitter="0x02",
+            root="0x03",
+        )
+    )
+    ledger.close()
+    seen: list[bytes] = []
+    fake = types.ModuleType("bedside.ledger.anchor")
+    fake.verify_anchor_entry = (  # type: ignore[attr-defined]
+        lambda entry, note, rpc, *, confirmations: seen.append(note)
+    )
+    monkeypatch.setitem(sys.modules, "bedside.ledger.anchor", fake)
+    report = verify_ledger(path, keys=[custodian.verifier_key], rpc="http://127.0.0.1:1")
+    assert seen == [first["note"].encode()]
+    assert report.checkpoint_count == 5 and len(report.checkpoints) <= 2
+    assert report.signed_size == 16
