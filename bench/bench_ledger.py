@@ -120,15 +120,26 @@ def _plain_read(path: Path) -> float:
     return n / (time.process_time() - start)
 
 
-_CHILD = """
-import json, resource, sys, time
+# Peak memory is read from /proc (VmHWM: this process image's high-water mark). ru_maxrss is no
+# use here: Linux carries it over from the parent across fork+exec.
+_HWM = """
+def hwm_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+
+_CHILD = (
+    _HWM
+    + """
+import json, sys, time
 from bedside.ledger import verify_ledger
 t0, c0 = time.perf_counter(), time.process_time()
 report = verify_ledger(sys.argv[1], keys=[sys.argv[2]], openings=sys.argv[3] or None)
 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-print(json.dumps({"entries": report.size, "wall_s": wall, "cpu_s": cpu,
-                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"entries": report.size, "wall_s": wall, "cpu_s": cpu, "maxrss_mb": hwm_mb()}))
 """
+)
 
 
 def _verify_child(path: Path, vkey: str, openings: Path | None) -> dict[str, float]:
@@ -145,12 +156,7 @@ def _verify_child(path: Path, vkey: str, openings: Path | None) -> dict[str, flo
 
 def _baseline_rss() -> float:
     out = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import resource, bedside.ledger; print(resource.getrusage("
-            "resource.RUSAGE_SELF).ru_maxrss / 1024)",
-        ],
+        [sys.executable, "-c", _HWM + "import bedside.ledger\nprint(hwm_mb())"],
         check=True,
         capture_output=True,
         text=True,
