@@ -140,43 +140,58 @@ class _RecordFile:
         self.meta, self.data_start = read_meta(self.fh, magic, path)
         self.recovery: Recovery | None = None
 
-    def scan(self, *, recover: bool) -> list[Record]:
-        """Read every record; cut a torn tail when `recover` (else raise on one)."""
-        records: list[Record] = []
+    def scan(self, on_record: Callable[[Record], None], *, recover: bool) -> None:
+        """Stream every intact record to `on_record`; cut a torn tail when `recover`.
+
+        Holds one record at a time: a record failing its check is torn only if nothing but the
+        end of the file follows it, which is known only when the next item arrives.
+        """
+        pending: Record | None = None
+        count = 0
         tail: Tail | None = None
         for item in iter_records(self.fh, self.data_start):
             if isinstance(item, Tail):
                 tail = item
                 break
-            records.append(item)
+            if pending is not None:
+                if not pending.valid:
+                    raise LedgerIntegrityError(
+                        f"{self.path}: record {count - 1} fails its checksum and intact records "
+                        "follow it (corruption, not a torn write); restore the file from a copy",
+                        index=count - 1,
+                    )
+                on_record(pending)
+            pending = item
+            count += 1
         assert tail is not None
-        # A record failing its check is torn only if it is the last thing in the file.
-        bad = next((i for i, r in enumerate(records) if not r.valid), None)
-        if bad is not None and (bad != len(records) - 1 or tail.nbytes != 0):
-            raise LedgerIntegrityError(
-                f"{self.path}: record {bad} fails its checksum and intact records follow it "
-                "(corruption, not a torn write); restore the file from a copy",
-                index=bad,
-            )
         cut: int | None = None
         reason = ""
-        if bad is not None:
-            cut, reason = records[bad].offset, "the last record fails its checksum"
-            records.pop()
-        elif tail.nbytes != 0:
+        if pending is not None:
+            if pending.valid:
+                on_record(pending)
+            elif tail.nbytes == 0:
+                count -= 1
+                cut, reason = pending.offset, "the last record fails its checksum"
+            else:
+                raise LedgerIntegrityError(
+                    f"{self.path}: record {count - 1} fails its checksum and more damaged data "
+                    "follows it; restore the file from a copy",
+                    index=count - 1,
+                )
+        if cut is None and tail.nbytes != 0:
             cut, reason = tail.offset, tail.reason
         if cut is None:
-            return records
+            return
         size = self.fh.seek(0, os.SEEK_END)
         later = _later_record_exists(self.fh, cut, size)
         if later is not None:
             raise LedgerIntegrityError(
                 f"{self.path}: damaged record at offset {cut} is followed by intact data at "
                 f"offset {later} (corruption, not a torn write); restore the file from a copy",
-                index=len(records),
+                index=count,
             )
         if not recover:
-            raise LedgerIntegrityError(f"{self.path}: torn tail: {reason}", index=len(records))
+            raise LedgerIntegrityError(f"{self.path}: torn tail: {reason}", index=count)
         self.fh.seek(cut)
         torn = self.fh.read()
         saved: Path | None = self.path.with_name(self.path.name + ".torn")
@@ -193,7 +208,6 @@ class _RecordFile:
         os.fsync(self.fh.fileno())
         self.recovery = Recovery(self.path, cut, len(torn), reason, saved)
         log.warning("%s", self.recovery)
-        return records
 
     def close(self) -> None:
         self.fh.close()
@@ -270,27 +284,37 @@ class Ledger:
         return self
 
     def _load(self) -> None:
-        for i, rec in enumerate(self._file.scan(recover=True)):
+        def on_entry(rec: Record) -> None:
+            index = len(self._offsets)
             entry = parse_canonical(rec.payload)
-            if entry.get("seq") != i:
+            if entry.get("seq") != index:
                 raise LedgerIntegrityError(
-                    f"{self.path}: entry at position {i} says seq {entry.get('seq')}", index=i
+                    f"{self.path}: entry at position {index} says seq {entry.get('seq')}",
+                    index=index,
                 )
             self._offsets.append(rec.offset)
             self._tree.append(rec.check)
             if entry.get("kind") == E.SEAL:
                 self._sealed = True
             self._end = rec.offset + 4 + len(rec.payload) + 32
+
+        self._file.scan(on_entry, recover=True)
         if self._file.recovery:
             self.recovered.append(self._file.recovery)
         # Openings are written before their entry: an opening past the end belongs to an entry
         # the crash lost, so it goes too.
         keep_end = self._openings.data_start
-        for rec in self._openings.scan(recover=True):
+        orphaned = False
+
+        def on_opening(rec: Record) -> None:
+            nonlocal keep_end, orphaned
             index = parse_canonical(rec.payload).get("index")
-            if not isinstance(index, int) or index >= self.size:
-                break
+            if orphaned or not isinstance(index, int) or index >= self.size:
+                orphaned = True
+                return
             keep_end = rec.offset + 4 + len(rec.payload) + 32
+
+        self._openings.scan(on_opening, recover=True)
         if self._openings.recovery:
             self.recovered.append(self._openings.recovery)
         ofh = self._openings.fh
