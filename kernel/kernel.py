@@ -25,7 +25,7 @@ from bedside import __version__
 from bedside.errors import GuardError, PolicyError
 from bedside.kernel._provenance import ProvenanceTracker
 from bedside.kernel._scan import TextScanner
-from bedside.kernel.guard import ADVICE, OutputGuard, notice_bundle
+from bedside.kernel.guard import ADVICE, OutputGuard, _is_figure, notice_bundle
 from bedside.policy.decision import Decision
 
 POLICY_ENV = "BEDSIDE_POLICY"
@@ -176,6 +176,14 @@ class GuardedKernel(IPythonKernel):
                 return notice_bundle(decision), {"bedside": decision.to_metadata()}
             with self.tracker.quiet():
                 data, md = original(target, include=include, exclude=exclude)
+                if "image/svg+xml" in data and _is_figure(target):
+                    # SVG carries the plotted coordinates: a checked figure goes out as PNG.
+                    from IPython.core.pylabtools import print_figure
+
+                    data = {k: v for k, v in data.items() if k != "image/svg+xml"}
+                    data["image/png"] = print_figure(target, "png", base64=True)
+                    decision = Decision.redact("svg", "SVG output replaced by PNG",
+                                               ADVICE["svg"])  # fmt: skip
             if decision is not None and decision.rule not in ("pass", "schema-or-summary"):
                 md = dict(md or {})
                 md["bedside"] = decision.to_metadata()
