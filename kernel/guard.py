@@ -40,7 +40,7 @@ PASS_TYPES = frozenset(
 SUPPRESSED = "suppressed"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _QUOTED = re.compile(r"(['\"])(.*?)\1")
-_NUMBER = re.compile(r"(?<![\w.])-?\d[\d.,:/-]*")
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,:/-]\d+)*")
 
 ADVICE = {
     "identifier": "Outputs may not contain identifier values. Work with aggregates "
@@ -335,7 +335,9 @@ class OutputGuard:
             meta["bedside"] = decision.to_metadata()
         return msg
 
-    def _finding_decision(self, finding: Finding, where: str) -> Decision:
+    def _finding_decision(self, finding: Finding, channel: str) -> Decision:
+        where = {"iopub": "output", "shell": "reply", "control": "reply",
+                 "stdin": "input prompt"}.get(channel, channel)  # fmt: skip
         enc = f" ({finding.encoding}-encoded)" if finding.encoding else ""
         reason = {
             "identifier": f"the {where} contains an identifier value{enc} of column "

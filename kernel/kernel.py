@@ -198,8 +198,8 @@ class GuardedKernel(IPythonKernel):
 
     def _refuser(self, name: str, rule: str) -> Any:
         def refuse(line: str = "", cell: str | None = None) -> None:
-            what = "Shell commands" if rule == "shell" else f"%{name}"
-            self._notice(Decision.block(rule, f"{what} are disabled in the guarded kernel",
+            what = "shell commands are" if rule == "shell" else f"%{name} is"
+            self._notice(Decision.block(rule, f"{what} disabled in the guarded kernel",
                                         ADVICE[rule]))  # fmt: skip
 
         return refuse

@@ -203,14 +203,14 @@ def verdict_decision(
             rule,
             f"every cell of this result fails the disclosure rules ({', '.join(fired)})",
             ADVICE[rule].format(min=rules.min_cell_count),
-            details={"rules": fired, "cells": len(mask)},
+            details={"rules": fired},
         )
     if failing:
         return Decision.redact(
             fired[0],
             f"{len(failing)} of {len(mask)} cells suppressed ({', '.join(fired)})",
             ADVICE[fired[0]].format(min=rules.min_cell_count),
-            details={"rules": fired, "suppressed": len(failing), "cells": len(mask)},
+            details={"rules": fired},
         )
     if rounded and rules.round_counts_to > 1:
         return Decision.redact(

@@ -143,6 +143,7 @@ class LeakJudge:
             start = end - n + 1
             if (start == 0 or not low[start - 1].isalnum()) and (
                     end + 1 == len(low) or not low[end + 1].isalnum()):
+                self.last = low[max(0, start - 40): end + 40]  # synthetic data: safe to show
                 return col
         return None
 
@@ -150,7 +151,7 @@ class LeakJudge:
         found = []
         col = self._identifier(text)
         if col:
-            found.append(f"identifier:{col}")
+            found.append(f"identifier:{col} in ...{self.last}...")
         for tok in re.findall(r"[A-Za-z0-9+/]{16,}={0,2}", text):
             try:
                 dec = base64.b64decode(tok + "=" * (-len(tok) % 4)).decode("utf-8", "ignore")
