@@ -2,9 +2,10 @@
 
 The identifier index, the PHI patterns and the decoding of encoded spans (base64, hex, a big
 integer of a value's bytes, ...) are `bedside.policy.scan_text`, which the sentry runs too. This
-module adds what the kernel can do cheaply because it holds the tables: a structural check that an output does not reproduce protected rows: the numbers of the text, read with every
-stride up to `MAX_STRIDE` (one column, or several columns interleaved row by row), are compared as
-k-grams with the k-grams of each high-cardinality numeric column in row order.
+module adds what the kernel can do cheaply because it holds the tables: a structural check that
+an output does not reproduce protected rows. The numbers of the text, read with every stride up
+to `MAX_STRIDE` (one column, or several columns interleaved row by row), are compared as k-grams
+with the k-grams of each high-cardinality numeric column in row order.
 """
 
 from __future__ import annotations

@@ -60,14 +60,24 @@ def add_install_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--sys-prefix", action="store_true",
                        help=f"install into this environment ({sys.prefix})")  # fmt: skip
     where.add_argument("--prefix", help="install under this prefix")
-    parser.add_argument("--name", default=DEFAULT_NAME,
-                        help=f"kernelspec name (default {DEFAULT_NAME}; the sentry's spec may "
-                        "take that name, so use e.g. bedside-local for the bare kernel)")
+    parser.add_argument(
+        "--name",
+        default=DEFAULT_NAME,
+        help=f"kernelspec name (default {DEFAULT_NAME}; the sentry's spec may "
+        "take that name, so use e.g. bedside-local for the bare kernel)",
+    )
     parser.add_argument("--display-name", default=DEFAULT_DISPLAY_NAME)
-    parser.add_argument("--policy", type=Path,
-                        help="policy YAML baked into argv (else BEDSIDE_POLICY at launch)")
-    parser.add_argument("--env", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                        default=[], help="environment variable for the kernel (repeatable)")
+    parser.add_argument(
+        "--policy", type=Path, help="policy YAML baked into argv (else BEDSIDE_POLICY at launch)"
+    )
+    parser.add_argument(
+        "--env",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        default=[],
+        help="environment variable for the kernel (repeatable)",
+    )
 
 
 def run_install(args: argparse.Namespace) -> int:
