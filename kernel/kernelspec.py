@@ -51,7 +51,7 @@ def install_kernelspec(
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "kernel.json").write_text(json.dumps(spec, indent=1) + "\n")
         return str(KernelSpecManager().install_kernel_spec(
-            tmp, name, user=user, prefix=prefix, replace=True))  # fmt: skip
+            tmp, name, user=user, prefix=prefix))  # fmt: skip
 
 
 def add_install_arguments(parser: argparse.ArgumentParser) -> None:
