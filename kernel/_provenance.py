@@ -52,6 +52,16 @@ class Annotation:
     positives: pd.Series | pd.DataFrame | None = None  # ones of a 0/1 column per row
     top: pd.DataFrame | None = None  # columns top1, top2, total per row (one value column)
     suppress_rows: tuple[Any, ...] = ()  # describe(): rows that are extremes
+    # Computing the records behind each cell costs a second pass over the data, so groupby
+    # results defer it until the result is displayed (most intermediate results never are).
+    compute: Callable[[], tuple[Any, Any, Any]] | None = None
+
+    def resolve(self, tracker: ProvenanceTracker) -> Annotation:
+        if self.compute is not None:
+            with tracker.quiet():
+                self.counts, self.positives, self.top = self.compute()
+            self.compute = None
+        return self
 
 
 @dataclass
@@ -142,7 +152,7 @@ class ProvenanceTracker:
         if isinstance(obj, NDFrame):
             key = next(self._keys)
             self.annotations[key] = ann
-            while len(self.annotations) > 512:
+            while len(self.annotations) > 128:
                 self.annotations.popitem(last=False)
             obj.attrs[TAG] = ("agg", key)
         return obj
@@ -150,7 +160,8 @@ class ProvenanceTracker:
     def annotation_of(self, obj: object) -> Annotation | None:
         tag = tag_of(obj)
         if tag and tag[0] == "agg":
-            return self.annotations.get(tag[1])
+            ann = self.annotations.get(tag[1])
+            return None if ann is None else ann.resolve(self)
         return None
 
     def is_record_axis(self, labels: pd.Index, table: str) -> bool:
@@ -216,36 +227,36 @@ class ProvenanceTracker:
         if table is None or not isinstance(result, NDFrame):
             return result
         self.touched = True
-        with self.quiet():
+        stat, column_stats = _statistic_of(method, args, kwargs)
+        kind = "frequency" if stat in dr.FREQUENCY_STATISTICS else "magnitude"
+        if method == "value_counts":
+            kind = "frequency"
+        result_columns = list(getattr(result, "columns", []))
+        counted = result.copy() if method == "value_counts" else None
+
+        def compute() -> tuple[Any, Any, Any]:
             sizes = _ORIG["GroupBy.size"](gb)
             if isinstance(sizes, pd.DataFrame):  # as_index=False
                 sizes = sizes.set_index(list(sizes.columns[:-1])).iloc[:, 0]
-            stat, column_stats = _statistic_of(method, args, kwargs)
-            kind = "frequency" if stat in dr.FREQUENCY_STATISTICS else "magnitude"
-            if method == "value_counts":
-                counts: pd.Series | pd.DataFrame = result.copy()
-                kind = "frequency"
-            else:
-                counts = sizes
+            counts = counted if counted is not None else sizes
             positives = top = None
-            if isinstance(obj, pd.Series) and kind == "magnitude":
-                values = obj.to_numpy()
+            if kind == "magnitude":
                 codes = np.asarray(_ORIG["GroupBy.ngroup"](gb))
-                positives, top = _contributions(values, codes, sizes.index)
-            elif isinstance(obj, pd.DataFrame) and kind == "magnitude":
-                selected = [c for c in obj.columns if c in getattr(result, "columns", [])]
-                if selected:
-                    codes = np.asarray(_ORIG["GroupBy.ngroup"](gb))
+                if isinstance(obj, pd.Series):
+                    positives, top = _contributions(obj.to_numpy(), codes, sizes.index)
+                else:
                     pos = {}
-                    for c in selected:
+                    for c in (c for c in obj.columns if c in result_columns):
                         p, _ = _contributions(obj[c].to_numpy(), codes, sizes.index)
                         if p is not None:
                             pos[c] = p
                     positives = pd.DataFrame(pos) if pos else None
-            ann = Annotation(
-                table, kind, counts, stat, column_stats, positives, top,
-                suppress_rows=("min", "max") if method == "describe" else (),
-            )  # fmt: skip
+            return counts, positives, top
+
+        ann = Annotation(
+            table, kind, pd.Series(dtype=float), stat, column_stats, None, None,
+            suppress_rows=("min", "max") if method == "describe" else (), compute=compute,
+        )  # fmt: skip
         return self.annotate(result, ann)
 
     def annotate_frequency(self, table: str, result: Any, counts: Any) -> Any:
@@ -288,16 +299,15 @@ def _contributions(
         return pd.Series(pos.round().astype(int), index=labels), None
     a = np.abs(v)
     total = np.bincount(c, weights=a, minlength=ngroups)[:ngroups]
-    order = np.lexsort((-a, c))
-    cs, as_ = c[order], a[order]
-    first = np.ones(cs.size, dtype=bool)
-    first[1:] = cs[1:] != cs[:-1]
+    # The two largest per group in O(n): the maximum, then the maximum without its first holder.
     top1 = np.zeros(ngroups)
+    np.maximum.at(top1, c, a)
+    holders = np.flatnonzero(a == top1[c])
+    _, first = np.unique(c[holders], return_index=True)
+    rest = a.copy()
+    rest[holders[first]] = 0.0
     top2 = np.zeros(ngroups)
-    top1[cs[first]] = as_[first]
-    second = np.zeros(cs.size, dtype=bool)
-    second[1:] = first[:-1] & (cs[1:] == cs[:-1])
-    top2[cs[second]] = as_[second]
+    np.maximum.at(top2, c, rest)
     return None, pd.DataFrame({"top1": top1, "top2": top2, "total": total}, index=labels)
 
 
@@ -454,7 +464,8 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
             result = orig_crosstab(index, columns, values, *args, **kwargs)
             plain = {k: v for k, v in kwargs.items() if k in ("rownames", "colnames", "margins",
                                                              "margins_name", "dropna")}  # fmt: skip
-            counts = orig_crosstab(index, columns, **plain)
+            no_values = values is None and not kwargs.get("normalize")
+            counts = result if no_values else orig_crosstab(index, columns, **plain)
         tracker.touched = True
         kind = "frequency" if values is None else "magnitude"
         stat = "count" if values is None else str(kwargs.get("aggfunc", "mean"))

@@ -121,7 +121,7 @@ def test_subprocess_writing_to_fd_1(session: Session, judge: LeakJudge, tmp_path
 def test_raw_svg_is_refused(session: Session) -> None:
     got = session.execute(
         "from IPython.display import SVG, display\n"
-        "display(SVG('<svg xmlns=\"http://www.w3.org/2000/svg\"><circle r=\"4\"/></svg>'))"
+        'display(SVG(\'<svg xmlns="http://www.w3.org/2000/svg"><circle r="4"/></svg>\'))'
     )
     assert _meta(got, "display_data")["rule"] == "svg"
 
