@@ -80,7 +80,7 @@ def main() -> int:
             run_cell(kc, setup[name])
         times: dict[str, dict[str, list[float]]] = {k: {c: [] for c in CELLS} for k in kernels}
         for cell, code in CELLS.items():
-            for name, (_, kc) in kernels.items():  # warm-up
+            for _name, (_, kc) in kernels.items():  # warm-up
                 for _ in range(5):
                     run_cell(kc, code)
             for _ in range(args.runs):

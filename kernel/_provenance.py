@@ -115,6 +115,7 @@ class ProvenanceTracker:
     def __init__(self, rules: dr.DisclosureRules) -> None:
         self.rules = rules
         self.tables: dict[str, pd.Index] = {}
+        self._label_hashes: dict[str, np.ndarray] = {}
         self.annotations: OrderedDict[int, Annotation] = OrderedDict()
         self.cell_events: list[ReductionEvent] = []
         self.history: list[ReductionEvent] = []
@@ -167,10 +168,16 @@ class ProvenanceTracker:
     def is_record_axis(self, labels: pd.Index, table: str) -> bool:
         """True when the labels are record labels of the table (rows, not column names)."""
         base = self.tables.get(table)
-        if base is None or len(labels) == 0:
+        if base is None or len(labels) == 0 or isinstance(labels, pd.MultiIndex):
             return False
+        hashes = self._label_hashes.get(table)
+        if hashes is None:
+            hashes = self._label_hashes[table] = _label_hashes(base)
         with self.quiet():
-            return bool(pd.Index(labels).isin(base).all())
+            probe = pd.util.hash_array(np.asarray(labels, dtype=object))
+        pos = np.searchsorted(hashes, probe)
+        pos[pos >= hashes.size] = 0
+        return bool(hashes.size and (hashes[pos] == probe).all())
 
     # -- events ----------------------------------------------------------------------------
     def record_reduction(self, series: pd.Series, name: str, result: Any) -> None:
@@ -235,13 +242,10 @@ class ProvenanceTracker:
         counted = result.copy() if method == "value_counts" else None
 
         def compute() -> tuple[Any, Any, Any]:
-            sizes = _ORIG["GroupBy.size"](gb)
-            if isinstance(sizes, pd.DataFrame):  # as_index=False
-                sizes = sizes.set_index(list(sizes.columns[:-1])).iloc[:, 0]
+            codes, sizes = _group_codes(gb)
             counts = counted if counted is not None else sizes
             positives = top = None
             if kind == "magnitude":
-                codes = np.asarray(_ORIG["GroupBy.ngroup"](gb))
                 if isinstance(obj, pd.Series):
                     positives, top = _contributions(obj.to_numpy(), codes, sizes.index)
                 else:
@@ -281,6 +285,23 @@ class ProvenanceTracker:
 
 
 _ORIG: dict[str, Callable[..., Any]] = {}
+
+
+def _group_codes(gb: Any) -> tuple[np.ndarray, pd.Series]:
+    """Group number of every row and the records per group, from the grouping already done."""
+    grouper = getattr(gb, "_grouper", None)
+    try:
+        ids = np.asarray(grouper.ids)  # type: ignore[union-attr]
+        labels = grouper.result_index  # type: ignore[union-attr]
+        if ids.shape[0] == len(gb.obj) and len(labels):
+            n = np.bincount(ids[ids >= 0], minlength=len(labels))[: len(labels)]
+            return ids, pd.Series(n, index=labels)
+    except (AttributeError, TypeError, ValueError):
+        pass  # other pandas versions: the public API, one more pass over the data
+    sizes = _ORIG["GroupBy.size"](gb)
+    if isinstance(sizes, pd.DataFrame):  # as_index=False
+        sizes = sizes.set_index(list(sizes.columns[:-1])).iloc[:, 0]
+    return np.asarray(_ORIG["GroupBy.ngroup"](gb)), sizes
 
 
 def _contributions(

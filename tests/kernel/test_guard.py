@@ -112,7 +112,8 @@ def test_inspect_and_history_replies(session: Session, judge: LeakJudge) -> None
 def test_subprocess_writing_to_fd_1(session: Session, judge: LeakJudge, tmp_path: Any) -> None:
     path = tmp_path / "x.csv"
     got = session.execute(
-        f"df.head(5).to_csv({str(path)!r})\nimport subprocess\nsubprocess.run(['cat', {str(path)!r}])"
+        f"df.head(5).to_csv({str(path)!r})\n"
+        f"import subprocess\nsubprocess.run(['cat', {str(path)!r}])"
     )
     assert not judge.leaks(got.text())
     assert "blocked" in got.decisions()
