@@ -99,7 +99,7 @@ class Session:
             except queue.Empty:
                 return out
 
-    def request(self, send: Any, quiet: float = 0.4, timeout: float = 120) -> Reply:
+    def request(self, send: Any, quiet: float = 0.25, timeout: float = 120) -> Reply:
         msg_id = send()
         got = Reply()
         deadline = time.monotonic() + timeout
