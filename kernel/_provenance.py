@@ -438,7 +438,15 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
                 return orig(self, *args, **kwargs)
             with tracker.quiet():
                 result = orig(self, *args, **kwargs)
-            return tracker.annotate_groupby(self, method, args, kwargs, result)
+            try:
+                return tracker.annotate_groupby(self, method, args, kwargs, result)
+            except Exception:  # noqa: BLE001 - unknown records behind the cells: fail closed
+                return tracker.annotate(
+                    result,
+                    Annotation(
+                        table_of(self.obj, tracker) or "?", "magnitude", pd.Series(dtype=float)
+                    ),
+                )
 
         setattr(cls, method, wrapper)
 

@@ -57,6 +57,7 @@ ADVICE = {
     "cell": "An earlier result in this cell failed the disclosure rules, so the cell's "
     "outputs are withheld.",
     "error": "The error message contained data values and was shortened.",
+    "guard-error": "Try a simpler output; report the rule and cell to the custodian.",
 }
 
 
@@ -338,7 +339,35 @@ class OutputGuard:
         if msg_type in PASS_TYPES:
             return msg
         with self._lock, self.tracker.quiet():
-            return self._check(msg, msg_type, channel)
+            try:
+                if msg.get("buffers"):
+                    self._check_buffers(msg)
+                return self._check(msg, msg_type, channel)
+            except Exception as exc:  # noqa: BLE001 - the guard fails closed, never open
+                decision = Decision.block(
+                    "guard-error", f"the guard could not judge this message ({type(exc).__name__})",
+                    "Try a simpler output; report the rule and cell to the custodian.")  # fmt: skip
+                msg["buffers"] = []
+                self._replace(msg, msg_type, msg.get("content") or {}, decision)
+                msg.setdefault("metadata", {})["bedside"] = decision.to_metadata()
+                return msg
+
+    def _check_buffers(self, msg: dict[str, Any]) -> None:
+        """Binary buffers (widgets, comms) are scanned as text and as float64 rows."""
+        for buf in msg["buffers"]:
+            raw = bytes(buf)
+            finding = self.scanner.scan(raw.decode("utf-8", "ignore"), structure=False)
+            if finding is None and len(raw) % 8 == 0 and raw:
+                arr = np.frombuffer(raw, dtype=np.float64)
+                if self.scanner.rows.matches(arr[np.isfinite(arr)]):
+                    finding = Finding("row-level", "binary buffer of protected values")
+            if finding is not None:
+                msg["buffers"] = []
+                content = msg.get("content") or {}
+                decision = self._finding_decision(finding, "buffer")
+                self._replace(msg, msg["header"]["msg_type"], content, decision)
+                msg.setdefault("metadata", {})["bedside"] = decision.to_metadata()
+                return
 
     def _check(self, msg: dict[str, Any], msg_type: str, channel: str) -> dict[str, Any] | None:
         content = msg.get("content") or {}

@@ -156,3 +156,15 @@ def test_differencing_of_group_aggregates(session: Session) -> None:
     assert text.count("suppressed") == 1  # only the ward of the left-out patient
     third = session.execute("df[df.age > 50].groupby('ward').cost.mean()")
     assert "differencing" not in str(third.decisions()) and "blocked" not in third.decisions()
+
+
+def test_comm_buffers_are_scanned(session: Session, judge: LeakJudge) -> None:
+    got = session.execute(
+        "from comm import create_comm\n"
+        "c = create_comm(target_name='probe', data={'n': 1},"
+        " buffers=[df.head(5).to_csv().encode()])"
+    )
+    opened = got.of("comm_open")
+    assert opened and opened[0]["metadata"]["bedside"]["decision"] == "blocked"
+    assert not opened[0].get("buffers")
+    assert not judge.leaks(got.text())
