@@ -168,3 +168,10 @@ def test_comm_buffers_are_scanned(session: Session, judge: LeakJudge) -> None:
     assert opened and opened[0]["metadata"]["bedside"]["decision"] == "blocked"
     assert not opened[0].get("buffers")
     assert not judge.leaks(got.text())
+
+
+def test_coded_column_in_row_order_is_row_level(session: Session) -> None:
+    got = session.execute("df.diagnosis.iloc[100:140].tolist()")
+    assert _meta(got, "execute_result")["rule"] == "row-level"
+    got = session.execute("df.diagnosis.value_counts().sort_index()")
+    assert "blocked" not in got.decisions()
