@@ -142,7 +142,7 @@ class LeakJudge:
                 if len(v) >= 4:
                     self.auto.add_word(v, (col, len(v)))
         self.auto.make_automaton()
-        self.columns = {c: frame[c].to_numpy(dtype=float) for c in numeric}
+        self.columns = {c: _runs(frame[c].to_numpy(dtype=float)) for c in numeric}
 
     def _identifier(self, text: str) -> str | None:
         low = text.lower()
@@ -176,24 +176,25 @@ class LeakJudge:
                 break
         nums = np.array([float(x) for x in re.findall(r"(?<![\w.])-?\d+(?:\.\d+)?", text)[:5000]])
         for name, col in self.columns.items():
-            if nums.size >= 5 and _contains_run(nums, col[:200], 5):
+            if nums.size >= 5 and _contains_run(nums, col):
                 found.append(f"rows:{name}")
         return found
 
 
-def _contains_run(nums: np.ndarray, col: np.ndarray, k: int) -> bool:
-    """Do k consecutive values of the column appear in the text, read with some stride?"""
+def _runs(col: np.ndarray, k: int = 5) -> set[tuple[float, ...]]:
+    """k consecutive values of a column (first 400 rows), as rounded tuples."""
+    vals = np.round(col[:400].astype(float), 2).tolist()
+    return {
+        tuple(vals[i : i + k]) for i in range(len(vals) - k + 1) if len(set(vals[i : i + k])) > 1
+    }
+
+
+def _contains_run(nums: np.ndarray, runs: set[tuple[float, ...]], k: int = 5) -> bool:
+    """Do k consecutive column values appear in the text, read with some stride?"""
+    vals = np.round(nums, 2).tolist()
     for stride in range(1, 9):
         for off in range(stride):
-            seq = nums[off::stride]
-            for i in range(len(col) - k + 1):
-                w = col[i : i + k]
-                if len(set(w)) == 1:
-                    continue
-                hits = np.flatnonzero(
-                    np.isclose(seq[: len(seq) - k + 1] if len(seq) >= k else seq[:0], w[0])
-                )
-                for h in hits:
-                    if np.allclose(seq[h : h + k], w):
-                        return True
+            seq = vals[off::stride]
+            if any(tuple(seq[i : i + k]) in runs for i in range(len(seq) - k + 1)):
+                return True
     return False
