@@ -310,12 +310,12 @@ def wait_for_confirmations(
 # Deploying and anchoring
 
 
-def deploy_contract(w3: Web3, account: LocalAccount) -> str:
+def deploy_contract(w3: Web3, account: LocalAccount, *, timeout: float = DEFAULT_TIMEOUT) -> str:
     """Deploy BedsideAnchor from `account`; return its checksummed address."""
     artifact = contract_artifact()
     factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
     data = factory.constructor().data_in_transaction
-    receipt = _send(w3, account, {"data": data, "value": 0})
+    receipt = _send(w3, account, {"data": data, "value": 0}, timeout=timeout)
     address = receipt["contractAddress"]
     if address is None:
         tx_hash = w3.to_hex(receipt["transactionHash"])
@@ -332,7 +332,7 @@ class AnchorReceipt:
     tx: str
     block: int
     submitter: str
-    root: str  # hex of the bytes32 in the event
+    root: str  # 0x-hex of the bytes32 in the event, as explorers show it
     size: int  # uint64 in the event
     checkpoint_hash: str  # hex SHA-256 of the signed checkpoint note
     batch_index: int | None = None
@@ -361,7 +361,7 @@ class AnchorReceipt:
 
 
 def _anchor_call(
-    w3: Web3, contract: str, account: LocalAccount, root: bytes, size: int
+    w3: Web3, contract: str, account: LocalAccount, root: bytes, size: int, timeout: float
 ) -> tuple[Any, str]:
     artifact = contract_artifact()
     try:
@@ -375,31 +375,42 @@ def _anchor_call(
         )
     instance = w3.eth.contract(address=address, abi=artifact["abi"])
     data = instance.encode_abi("anchor", args=[root, size])
-    receipt = _send(w3, account, {"to": address, "data": data, "value": 0})
+    receipt = _send(w3, account, {"to": address, "data": data, "value": 0}, timeout=timeout)
     return receipt, address
 
 
 def anchor_checkpoint(
-    w3: Web3, contract: str, account: LocalAccount, checkpoint_note: bytes, tree_size: int
+    w3: Web3,
+    contract: str,
+    account: LocalAccount,
+    checkpoint_note: bytes,
+    tree_size: int,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> AnchorReceipt:
     """Anchor one signed checkpoint note: SHA-256 of the note and its tree size go on chain."""
     _check_size(checkpoint_note, tree_size)
     digest = hashlib.sha256(checkpoint_note).digest()
-    receipt, address = _anchor_call(w3, contract, account, digest, tree_size)
+    receipt, address = _anchor_call(w3, contract, account, digest, tree_size, timeout)
     return AnchorReceipt(
         chain_id=int(w3.eth.chain_id),
         contract=address,
         tx=w3.to_hex(receipt["transactionHash"]),
         block=int(receipt["blockNumber"]),
         submitter=account.address,
-        root=digest.hex(),
+        root="0x" + digest.hex(),
         size=tree_size,
         checkpoint_hash=digest.hex(),
     )
 
 
 def anchor_batch(
-    w3: Web3, contract: str, account: LocalAccount, notes: list[tuple[bytes, int]]
+    w3: Web3,
+    contract: str,
+    account: LocalAccount,
+    notes: list[tuple[bytes, int]],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> list[AnchorReceipt]:
     """Anchor many ledgers' checkpoints in one transaction.
 
@@ -412,14 +423,14 @@ def anchor_batch(
         _check_size(note, size)
     hashes = [hashlib.sha256(note).digest() for note, _ in notes]
     root = batch_root(hashes)
-    receipt, address = _anchor_call(w3, contract, account, root, len(notes))
+    receipt, address = _anchor_call(w3, contract, account, root, len(notes), timeout)
     common = {
         "chain_id": int(w3.eth.chain_id),
         "contract": address,
         "tx": w3.to_hex(receipt["transactionHash"]),
         "block": int(receipt["blockNumber"]),
         "submitter": account.address,
-        "root": root.hex(),
+        "root": "0x" + root.hex(),
         "size": len(notes),
         "batch_size": len(notes),
     }

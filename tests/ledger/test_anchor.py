@@ -120,7 +120,7 @@ def test_single_anchor_round_trip(chain: dict[str, Any]) -> None:
         "tx": entry["tx"],
         "block": entry["block"],
         "submitter": acct.address,
-        "root": hashlib.sha256(note).hexdigest(),
+        "root": "0x" + hashlib.sha256(note).hexdigest(),
         "size": 7,
     }
     assert re.fullmatch(r"0x[0-9a-f]{64}", entry["tx"])
@@ -179,7 +179,7 @@ def test_batch_anchor_is_one_transaction_with_a_proof_per_session(chain: dict[st
     for i, (receipt, (note, _)) in enumerate(zip(receipts, notes, strict=True)):
         entry = receipt.to_entry(40 + i)
         assert entry["batch_index"] == i and entry["batch_size"] == 5
-        assert entry["root"] == root.hex() and entry["size"] == 5
+        assert entry["root"] == "0x" + root.hex() and entry["size"] == 5
         assert entry["checkpoint_hash"] == hashes[i].hex()
         verify_anchor_entry(entry, note, w3, expected_submitter=acct.address)
     # A session's note does not verify under another session's proof.
@@ -294,7 +294,7 @@ def test_forged_anchored_event_from_another_contract(
 ) -> None:
     """A contract that emits an Anchored event naming someone else as submitter is caught."""
     w3 = chain["w3"]
-    root = bytes.fromhex(anchored["entry"]["root"])
+    root = bytes.fromhex(anchored["entry"]["root"][2:])
     victim = bytes(12) + bytes.fromhex(chain["other"].address[2:])
     # PUSH1 9; PUSH1 0; MSTORE; PUSH32 root; PUSH32 victim; PUSH32 topic; PUSH1 32; PUSH1 0; LOG3
     runtime = (
