@@ -41,6 +41,7 @@ def register(ledger_subparsers: Any) -> None:
     deploy.add_argument(
         "--timeout", type=float, default=600.0, metavar="S", help="seconds to wait to be mined"
     )
+    _fee_argument(deploy)
     deploy.set_defaults(handler=_deploy)
 
     anchor = ledger_subparsers.add_parser(
@@ -84,7 +85,27 @@ def register(ledger_subparsers: Any) -> None:
         metavar="S",
         help="seconds to wait for mining and confirmations",
     )
+    _fee_argument(anchor)
     anchor.set_defaults(handler=_anchor)
+
+
+def _fee_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--priority-fee-gwei",
+        type=float,
+        metavar="GWEI",
+        help="EIP-1559 tip to pay instead of the node's suggestion (e.g. when a chain enforces "
+        "a minimum tip its node does not suggest)",
+    )
+
+
+def _priority_fee(args: argparse.Namespace) -> int | None:
+    gwei = args.priority_fee_gwei
+    if gwei is None:
+        return None
+    if gwei < 0:
+        raise AnchorError("--priority-fee-gwei must not be negative")
+    return int(gwei * 10**9)
 
 
 def _deploy(args: argparse.Namespace) -> int:
@@ -92,7 +113,7 @@ def _deploy(args: argparse.Namespace) -> int:
 
     account = A.load_key(args.key)
     w3 = A.connect(args.rpc)
-    address = A.deploy_contract(w3, account, timeout=args.timeout)
+    address = A.deploy_contract(w3, account, timeout=args.timeout, priority_fee=_priority_fee(args))
     print(
         f"deployed BedsideAnchor on chain {w3.eth.chain_id} from {account.address}",
         file=sys.stderr,
@@ -162,11 +183,24 @@ def _anchor(args: argparse.Namespace) -> int:
         if len(ledgers) == 1 and not args.batch:
             receipts = [
                 A.anchor_checkpoint(
-                    w3, contract, account, notes[0][0], notes[0][1], timeout=args.timeout
+                    w3,
+                    contract,
+                    account,
+                    notes[0][0],
+                    notes[0][1],
+                    timeout=args.timeout,
+                    priority_fee=_priority_fee(args),
                 )
             ]
         else:
-            receipts = A.anchor_batch(w3, contract, account, notes, timeout=args.timeout)
+            receipts = A.anchor_batch(
+                w3,
+                contract,
+                account,
+                notes,
+                timeout=args.timeout,
+                priority_fee=_priority_fee(args),
+            )
         A.wait_for_confirmations(w3, receipts[0].block, args.confirmations, timeout=args.timeout)
 
         for (path, ledger, index, _note), receipt in zip(ledgers, receipts, strict=True):

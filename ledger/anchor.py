@@ -242,22 +242,35 @@ def load_key(path: str | os.PathLike[str]) -> LocalAccount:
     return account
 
 
-def _fees(w3: Web3) -> dict[str, int]:
-    """EIP-1559 fees where the chain has a base fee, a legacy gas price where it has not."""
+def _fees(w3: Web3, priority_fee: int | None = None) -> dict[str, int]:
+    """EIP-1559 fees where the chain has a base fee, a legacy gas price where it has not.
+
+    `priority_fee` (wei) overrides the node's suggested tip, for chains that enforce a minimum
+    tip their nodes do not suggest.
+    """
     latest = w3.eth.get_block("latest")
     base_fee = latest.get("baseFeePerGas")
     if base_fee is None:
-        return {"gasPrice": int(w3.eth.gas_price)}
-    try:
-        tip = int(w3.eth.max_priority_fee)
-    except Exception:
-        tip = 10**9  # 1 gwei: what most dev chains accept; Polygon answers the RPC above
+        price = int(w3.eth.gas_price)
+        return {"gasPrice": max(price, priority_fee or 0)}
+    if priority_fee is not None:
+        tip = priority_fee
+    else:
+        try:
+            tip = int(w3.eth.max_priority_fee)
+        except Exception:
+            tip = 10**9  # 1 gwei: what dev chains accept when they lack the RPC method
     # Twice the base fee leaves room for six full blocks of base-fee growth.
     return {"maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * int(base_fee) + tip}
 
 
 def _send(
-    w3: Web3, account: LocalAccount, tx: dict[str, Any], *, timeout: float = DEFAULT_TIMEOUT
+    w3: Web3,
+    account: LocalAccount,
+    tx: dict[str, Any],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    priority_fee: int | None = None,
 ) -> Any:
     from web3.exceptions import TimeExhausted
 
@@ -265,7 +278,7 @@ def _send(
     tx.setdefault("from", account.address)
     tx["chainId"] = w3.eth.chain_id
     tx["nonce"] = w3.eth.get_transaction_count(account.address, "pending")
-    tx.update(_fees(w3))
+    tx.update(_fees(w3, priority_fee))
     if "gas" not in tx:
         try:
             estimate = w3.eth.estimate_gas(tx)  # type: ignore[arg-type]
@@ -310,12 +323,19 @@ def wait_for_confirmations(
 # Deploying and anchoring
 
 
-def deploy_contract(w3: Web3, account: LocalAccount, *, timeout: float = DEFAULT_TIMEOUT) -> str:
+def deploy_contract(
+    w3: Web3,
+    account: LocalAccount,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    priority_fee: int | None = None,
+) -> str:
     """Deploy BedsideAnchor from `account`; return its checksummed address."""
     artifact = contract_artifact()
     factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
     data = factory.constructor().data_in_transaction
-    receipt = _send(w3, account, {"data": data, "value": 0}, timeout=timeout)
+    tx = {"data": data, "value": 0}
+    receipt = _send(w3, account, tx, timeout=timeout, priority_fee=priority_fee)
     address = receipt["contractAddress"]
     if address is None:
         tx_hash = w3.to_hex(receipt["transactionHash"])
@@ -361,7 +381,13 @@ class AnchorReceipt:
 
 
 def _anchor_call(
-    w3: Web3, contract: str, account: LocalAccount, root: bytes, size: int, timeout: float
+    w3: Web3,
+    contract: str,
+    account: LocalAccount,
+    root: bytes,
+    size: int,
+    timeout: float,
+    priority_fee: int | None,
 ) -> tuple[Any, str]:
     artifact = contract_artifact()
     try:
@@ -375,7 +401,8 @@ def _anchor_call(
         )
     instance = w3.eth.contract(address=address, abi=artifact["abi"])
     data = instance.encode_abi("anchor", args=[root, size])
-    receipt = _send(w3, account, {"to": address, "data": data, "value": 0}, timeout=timeout)
+    tx = {"to": address, "data": data, "value": 0}
+    receipt = _send(w3, account, tx, timeout=timeout, priority_fee=priority_fee)
     return receipt, address
 
 
@@ -387,11 +414,12 @@ def anchor_checkpoint(
     tree_size: int,
     *,
     timeout: float = DEFAULT_TIMEOUT,
+    priority_fee: int | None = None,
 ) -> AnchorReceipt:
     """Anchor one signed checkpoint note: SHA-256 of the note and its tree size go on chain."""
     _check_size(checkpoint_note, tree_size)
     digest = hashlib.sha256(checkpoint_note).digest()
-    receipt, address = _anchor_call(w3, contract, account, digest, tree_size, timeout)
+    receipt, address = _anchor_call(w3, contract, account, digest, tree_size, timeout, priority_fee)
     return AnchorReceipt(
         chain_id=int(w3.eth.chain_id),
         contract=address,
@@ -411,6 +439,7 @@ def anchor_batch(
     notes: list[tuple[bytes, int]],
     *,
     timeout: float = DEFAULT_TIMEOUT,
+    priority_fee: int | None = None,
 ) -> list[AnchorReceipt]:
     """Anchor many ledgers' checkpoints in one transaction.
 
@@ -423,7 +452,7 @@ def anchor_batch(
         _check_size(note, size)
     hashes = [hashlib.sha256(note).digest() for note, _ in notes]
     root = batch_root(hashes)
-    receipt, address = _anchor_call(w3, contract, account, root, len(notes), timeout)
+    receipt, address = _anchor_call(w3, contract, account, root, len(notes), timeout, priority_fee)
     common = {
         "chain_id": int(w3.eth.chain_id),
         "contract": address,

@@ -383,3 +383,15 @@ def test_malformed_entries_name_the_field(chain: dict[str, Any], anchored: dict[
         verify_anchor_entry(anchored["entry"] | {"root": "xyz"}, anchored["note"], chain["w3"])
     with pytest.raises(AnchorError, match="field 'block' has the wrong type"):
         verify_anchor_entry(anchored["entry"] | {"block": "7"}, anchored["note"], chain["w3"])
+
+
+def test_eip1559_fees_and_tip_override(chain: dict[str, Any]) -> None:
+    w3 = chain["w3"]
+    note = make_note("hospital.example/bedside/fees", 2)
+    receipt = anchor_checkpoint(
+        w3, chain["contract"], chain["submitter"], note, 2, priority_fee=3 * 10**9
+    )
+    tx = w3.eth.get_transaction(receipt.tx)
+    assert tx["type"] == 2  # EIP-1559 where the chain has a base fee
+    assert tx["maxPriorityFeePerGas"] == 3 * 10**9
+    assert tx["maxFeePerGas"] >= 3 * 10**9
