@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -21,7 +20,9 @@ import pytest
 from eth_utils import keccak
 
 from bedside.errors import AnchorError
+from bedside.ledger import Ledger, Signer
 from bedside.ledger import anchor as A
+from bedside.ledger import entries as E
 
 pytestmark = pytest.mark.integration
 
@@ -168,19 +169,131 @@ def test_batch_anchor_over_http(devchain: str, deployed: dict[str, Any]) -> None
         A.verify_anchor_entry(entry | {"proof": proof}, notes[2][0], devchain)
 
 
-def test_deploy_command_prints_the_address(devchain: str, tmp_path: Path) -> None:
-    key = key_file(tmp_path, KEY_1)
-    env = dict(os.environ)
-    result = subprocess.run(
-        [sys.executable, "-m", "bedside", "ledger", "deploy", "--rpc", devchain, "--key", str(key)],
+# --- the commands, end to end -------------------------------------------------------------
+
+
+def bedside(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bedside", *args],
         capture_output=True,
         text=True,
-        env=env,
-        timeout=120,
+        timeout=180,
     )
-    if "invalid choice: 'ledger'" in result.stderr:
-        pytest.skip("the `ledger` command group is not on this branch yet")
+
+
+def test_deploy_command_prints_the_address(devchain: str, tmp_path: Path) -> None:
+    result = bedside("ledger", "deploy", "--rpc", devchain, "--key", str(key_file(tmp_path, KEY_1)))
     assert result.returncode == 0, result.stderr
     address = result.stdout.strip()
     w3 = A.connect(devchain)
     assert w3.is_checksum_address(address) and w3.eth.get_code(address)
+
+
+def make_ledger(path: Path, custodian: Signer, name: str, *, seal: bool = False) -> None:
+    session, origin = name, f"hospital.example/bedside/{name}"
+    with Ledger.create(path, session_id=session, origin=origin) as ledger:
+        ledger.append(
+            E.header(
+                session=session,
+                origin=origin,
+                intent={"purpose": "anchoring test"},
+                policy_id="test-policy",
+                policy_digest="sha256:" + "ab" * 32,
+                kernel_env="sha256:" + "cd" * 32,
+                identities={"custodian": custodian.verifier_key},
+            )
+        )
+        ledger.append(E.metering(session=session, counters={"cells": 1}))
+        ledger.append_checkpoint(ledger.sign_checkpoint(custodian))
+        if seal:
+            ledger.append(E.seal(session=session))
+        ledger.flush()
+
+
+@pytest.fixture()
+def custodian_key(tmp_path: Path) -> tuple[Signer, Path]:
+    signer = Signer.generate("custodian")
+    pub = tmp_path / "custodian.pub"
+    pub.write_text(signer.verifier_key + "\n")
+    return signer, pub
+
+
+def test_anchor_command_appends_an_entry_that_verify_checks_on_chain(
+    devchain: str, deployed: dict[str, Any], tmp_path: Path, custodian_key: tuple[Signer, Path]
+) -> None:
+    signer, pub = custodian_key
+    path = tmp_path / "s1.ledger"
+    make_ledger(path, signer, "s1")
+    key = key_file(tmp_path, KEY_0)
+    common = ["--rpc", devchain, "--contract", deployed["contract"], "--key", str(key)]
+
+    result = bedside("ledger", "anchor", str(path), *common)
+    assert result.returncode == 0, result.stderr
+    assert "checkpoint entry 2 anchored on chain 1337" in result.stdout
+    with Ledger.open(path) as ledger:
+        entry = ledger.entry(ledger.size - 1)
+        note = ledger.entry(2)["note"].encode()
+    assert entry["kind"] == "anchor" and entry["checkpoint_index"] == 2
+    assert entry["checkpoint_hash"] == hashlib.sha256(note).hexdigest()
+    assert entry["submitter"] == deployed["account"].address and "batch_index" not in entry
+
+    verified = bedside("ledger", "verify", str(path), "--key", str(pub), "--rpc", devchain)
+    assert verified.returncode == 0, verified.stderr
+    assert "verified on chain" in verified.stdout
+
+    # The same checkpoint is not anchored twice through the same contract (no gas spent).
+    nonce = deployed["w3"].eth.get_transaction_count(deployed["account"].address)
+    again = bedside("ledger", "anchor", str(path), *common)
+    assert again.returncode == 1
+    assert "already anchored on chain 1337 by entry 3; sign a new checkpoint" in again.stderr
+    assert deployed["w3"].eth.get_transaction_count(deployed["account"].address) == nonce
+
+
+def test_batch_command_anchors_several_ledgers_in_one_transaction(
+    devchain: str, deployed: dict[str, Any], tmp_path: Path, custodian_key: tuple[Signer, Path]
+) -> None:
+    signer, pub = custodian_key
+    paths = [tmp_path / f"b{i}.ledger" for i in range(3)]
+    for i, path in enumerate(paths):
+        make_ledger(path, signer, f"b{i}")
+    key = key_file(tmp_path, KEY_0)
+    result = bedside(
+        "ledger", "anchor", str(paths[0]), "--batch", str(paths[1]), str(paths[2]),
+        "--rpc", devchain, "--contract", deployed["contract"], "--key", str(key),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    entries = []
+    for path in paths:
+        with Ledger.open(path) as ledger:
+            entries.append(ledger.entry(ledger.size - 1))
+    assert len({e["tx"] for e in entries}) == 1
+    assert [e["batch_index"] for e in entries] == [0, 1, 2]
+    assert all(e["batch_size"] == 3 == e["size"] for e in entries)
+    for path in paths:
+        verified = bedside("ledger", "verify", str(path), "--key", str(pub), "--rpc", devchain)
+        assert verified.returncode == 0, verified.stderr
+
+
+def test_anchor_command_refuses_before_paying_gas(
+    devchain: str, deployed: dict[str, Any], tmp_path: Path, custodian_key: tuple[Signer, Path]
+) -> None:
+    signer, _ = custodian_key
+    sealed = tmp_path / "sealed.ledger"
+    make_ledger(sealed, signer, "sealed", seal=True)
+    key = key_file(tmp_path, KEY_0)
+    common = ["--rpc", devchain, "--contract", deployed["contract"], "--key", str(key)]
+    w3, address = deployed["w3"], deployed["account"].address
+    nonce = w3.eth.get_transaction_count(address)
+
+    result = bedside("ledger", "anchor", str(sealed), *common)
+    assert result.returncode == 1 and "the session is sealed" in result.stderr
+
+    empty = tmp_path / "empty.ledger"
+    Ledger.create(empty, session_id="e", origin="hospital.example/bedside/e").close()
+    result = bedside("ledger", "anchor", str(empty), *common)
+    assert result.returncode == 1 and "holds no signed checkpoint" in result.stderr
+
+    key.chmod(0o644)
+    result = bedside("ledger", "anchor", str(empty), *common)
+    assert result.returncode == 1 and "chmod 600" in result.stderr
+    assert w3.eth.get_transaction_count(address) == nonce
