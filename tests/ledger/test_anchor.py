@@ -395,3 +395,29 @@ def test_eip1559_fees_and_tip_override(chain: dict[str, Any]) -> None:
     assert tx["type"] == 2  # EIP-1559 where the chain has a base fee
     assert tx["maxPriorityFeePerGas"] == 3 * 10**9
     assert tx["maxFeePerGas"] >= 3 * 10**9
+
+
+class LaggingFinalityProvider(EthereumTesterProvider):
+    """eth-tester calls every block final; Polygon finalizes some blocks behind the head. This
+    provider answers `finalized` with the block `lag` behind the head (the only thing mocked)."""
+
+    lag = 3
+
+    def make_request(self, method: Any, params: Any) -> Any:
+        if method == "eth_getBlockByNumber" and params and params[0] == "finalized":
+            result = super().make_request("eth_blockNumber", [])["result"]
+            head = int(result, 16) if isinstance(result, str) else int(result)
+            params = [max(head - self.lag, 0), *params[1:]]
+        return super().make_request(method, params)
+
+
+def test_not_final_until_the_finalized_block_passes_it() -> None:
+    w3 = Web3(LaggingFinalityProvider())
+    acct = funded(w3, "bedside-test-finality")
+    contract = deploy_contract(w3, acct)
+    note = make_note("hospital.example/bedside/finality", 6)
+    entry = anchor_checkpoint(w3, contract, acct, note, 6).to_entry(0)
+    with pytest.raises(AnchorError, match=r"^not final: block \d+ is after the finalized block"):
+        verify_anchor_entry(entry, note, w3, finalized=True)
+    w3.testing.mine(3)
+    verify_anchor_entry(entry, note, w3, finalized=True)
