@@ -55,7 +55,13 @@ def register(ledger_subparsers: Any) -> None:
             "and each ledger keeps its inclusion proof. Nothing else reaches the chain."
         ),
     )
-    anchor.add_argument("ledgers", nargs="*", type=Path, metavar="LEDGER")
+    anchor.add_argument(
+        "ledgers",
+        nargs="*",
+        type=Path,
+        metavar="LEDGER",
+        help="ledger file(s) to anchor; two or more go in one batch transaction",
+    )
     anchor.add_argument(
         "--batch",
         nargs="+",
@@ -159,7 +165,10 @@ def _anchor(args: argparse.Namespace) -> int:
     account = A.load_key(args.key)
     w3 = A.connect(args.rpc)
     chain_id = int(w3.eth.chain_id)
-    contract = w3.to_checksum_address(args.contract)
+    try:
+        contract = w3.to_checksum_address(args.contract)
+    except ValueError as exc:
+        raise AnchorError(f"--contract {args.contract!r} is not an address: {exc}") from exc
 
     with ExitStack() as stack:
         ledgers = []

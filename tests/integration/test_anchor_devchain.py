@@ -293,6 +293,10 @@ def test_anchor_command_refuses_before_paying_gas(
     result = bedside("ledger", "anchor", str(empty), *common)
     assert result.returncode == 1 and "holds no signed checkpoint" in result.stderr
 
+    bad = ["--rpc", devchain, "--contract", "0xnot-an-address", "--key", str(key)]
+    result = bedside("ledger", "anchor", str(sealed), *bad)
+    assert result.returncode == 1 and "is not an address" in result.stderr
+
     key.chmod(0o644)
     result = bedside("ledger", "anchor", str(empty), *common)
     assert result.returncode == 1 and "chmod 600" in result.stderr
