@@ -114,6 +114,26 @@ def _priority_fee(args: argparse.Namespace) -> int | None:
     return int(gwei * 10**9)
 
 
+def _rpc_failures(handler: Any) -> Any:
+    """Turn a JSON-RPC endpoint failing mid-command into an AnchorError without its URL path."""
+
+    def run(args: argparse.Namespace) -> int:
+        from web3.exceptions import Web3Exception
+
+        from .anchor import _redact, _scrub
+
+        try:
+            result: int = handler(args)
+        except (OSError, Web3Exception) as exc:
+            raise AnchorError(
+                f"the JSON-RPC endpoint {_redact(args.rpc)} failed: {_scrub(str(exc), args.rpc)}"
+            ) from exc
+        return result
+
+    return run
+
+
+@_rpc_failures
 def _deploy(args: argparse.Namespace) -> int:
     from . import anchor as A
 
@@ -150,6 +170,7 @@ def _latest_checkpoint(ledger: Any, path: Path, chain_id: int, contract: str) ->
     )
 
 
+@_rpc_failures
 def _anchor(args: argparse.Namespace) -> int:
     from bedside.ledger import Ledger
 

@@ -210,8 +210,31 @@ def connect(rpc_url: str, *, timeout: float = 30.0) -> Web3:
     try:
         w3.eth.chain_id  # noqa: B018 - fail here, with the URL in the message, not later
     except Exception as exc:
-        raise AnchorError(f"cannot reach the JSON-RPC endpoint {rpc_url}: {exc}") from exc
+        where, why = _redact(rpc_url), _scrub(str(exc), rpc_url)
+        raise AnchorError(f"cannot reach the JSON-RPC endpoint {where}: {why}") from exc
     return w3
+
+
+def _scrub(text: str, url: str) -> str:
+    """`text` with the URL's path and query (where API keys live) replaced by an ellipsis."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    secrets = [url, f"{parts.path}?{parts.query}", parts.query, parts.path]
+    for secret in sorted({x for x in secrets if x not in ("", "/", "?")}, key=len, reverse=True):
+        text = text.replace(secret, "…")
+    return text
+
+
+def _redact(url: str) -> str:
+    """Scheme and host only: provider URLs often carry an API key in the path or query."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    rest = "/…" if parts.path not in ("", "/") or parts.query else ""
+    return f"{parts.scheme}://{host}{port}{rest}"
 
 
 def load_key(path: str | os.PathLike[str]) -> LocalAccount:
@@ -228,7 +251,10 @@ def load_key(path: str | os.PathLike[str]) -> LocalAccount:
             f"{p}: key file is readable by other users (mode {stat.S_IMODE(mode):04o}); "
             f"fix: chmod 600 {p}"
         )
-    text = p.read_text(encoding="ascii", errors="replace").strip()
+    try:
+        text = p.read_text(encoding="ascii", errors="replace").strip()
+    except OSError as exc:
+        raise AnchorError(f"{p}: cannot read the key file: {exc.strerror}") from exc
     hex_key = text[2:] if text.startswith(("0x", "0X")) else text
     if len(hex_key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in hex_key):
         raise AnchorError(
@@ -520,16 +546,22 @@ def verify_anchor_entry(
     confirmations or finality of the block. `rpc_url` may also be a connected Web3 (the tests'
     in-process chain). Without `confirmations` or `finalized`, one confirmation (mined) suffices.
     """
+    from web3.exceptions import Web3Exception
+
     w3 = connect(rpc_url) if isinstance(rpc_url, str) else rpc_url
-    _verify(
-        w3,
-        entry,
-        checkpoint_note,
-        confirmations=confirmations,
-        finalized=finalized,
-        expected_contract=expected_contract,
-        expected_submitter=expected_submitter,
-    )
+    try:
+        _verify(
+            w3,
+            entry,
+            checkpoint_note,
+            confirmations=confirmations,
+            finalized=finalized,
+            expected_contract=expected_contract,
+            expected_submitter=expected_submitter,
+        )
+    except (OSError, Web3Exception) as exc:  # endpoint failed mid-way; requests errors are OSError
+        why = _scrub(str(exc), rpc_url) if isinstance(rpc_url, str) else str(exc)
+        raise AnchorError(f"the JSON-RPC endpoint failed during verification: {why}") from exc
 
 
 def _verify(

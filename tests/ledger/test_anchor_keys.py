@@ -47,3 +47,16 @@ def test_out_of_range_key(tmp_path: Path) -> None:
 def test_missing_key_file(tmp_path: Path) -> None:
     with pytest.raises(AnchorError, match="cannot read the key file"):
         load_key(tmp_path / "nope.key")
+
+
+def test_unreachable_endpoint_is_named_without_its_api_key() -> None:
+    from bedside.ledger.anchor import connect
+
+    # Port 9 on loopback (discard) is closed here: the connection is refused at once.
+    url = "http://127.0.0.1:9/v2/SECRET-API-KEY?token=SECRET"
+    with pytest.raises(AnchorError, match=r"cannot reach the JSON-RPC endpoint") as info:
+        connect(url, timeout=5)
+    assert "SECRET" not in str(info.value)
+    assert "http://127.0.0.1:9/…" in str(info.value)
+    with pytest.raises(AnchorError, match="must start with http"):
+        connect("ws://127.0.0.1:8546")
