@@ -192,8 +192,11 @@ def test_batch_anchor_is_one_transaction_with_a_proof_per_session(chain: dict[st
 def test_batch_proofs_verify_at_every_index(n: int) -> None:
     hashes = [hashlib.sha256(bytes([i])).digest() for i in range(n)]
     root = batch_root(hashes)
+    all_root, all_paths = anchor._root_and_paths(hashes)
+    assert all_root == root
     for i in range(n):
         proof = batch_inclusion_proof(i, hashes)
+        assert proof == all_paths[i]
         verify_batch_inclusion(hashes[i], i, n, proof, root)
         if proof:
             with pytest.raises(AnchorError, match="too short"):
