@@ -1,0 +1,540 @@
+"""The hospital airlock: release requests wait in an outbox until custodians let them out.
+
+The sandboxed kernel leaves each request in `<state>/outbox/<id>/` (the artifact and
+`request.json`, see `bedside.kernel.release`). The airlock runs on the trusted side (the sentry,
+or a custodian's `bedside review` command): it repeats every check that can be made from the
+artifact bytes alone, records each step (request, check results, approval, denial, delivery) as
+a `release` entry in the session ledger, enforces the two-person rule, and delivers an approved
+artifact to the researcher's `releases/` folder beside a DSSE envelope holding an in-toto
+Statement v1 signed with the custodian key.
+
+Layout of the state directory::
+
+    <state>/airlock.json            ledger, workspace, policy, custodian key, requester
+    <state>/outbox/<id>/request.json  written by the kernel, untrusted
+    <state>/outbox/<id>/<artifact>    the bytes to release
+    <state>/outbox/<id>/status.json   written by the airlock only
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+from bedside.ledger import attestation
+from bedside.policy.release import KINDS, ReleaseRules
+
+from bedside.errors import ReleaseError
+
+_ID = re.compile(r"^r-[0-9]{14}-[0-9a-f]{6}$")
+_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$")
+_FORMATS = {"model": {"safetensors", "skops"}, "table": {"csv"}, "figure": {"png"}}
+ATTESTATION_SUFFIX = ".intoto.json"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A person acting on a request: the name they gave and, when they sign, their key."""
+
+    name: str
+    key: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **({"key": self.key} if self.key else {})}
+
+
+@dataclass
+class ReleaseRequest:
+    """One request in the outbox as the airlock sees it."""
+
+    id: str
+    folder: Path
+    request: dict[str, Any]
+    status: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        return str(self.status.get("status", "new"))
+
+    @property
+    def artifact(self) -> Path:
+        return self.folder / self.request["filename"]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.request.get("name"), "kind": self.request.get("kind"),
+            "size": self.request.get("size"), "status": self.state,
+            "approvals": [a["name"] for a in self.status.get("approvals", [])],
+            "required": self.status.get("approvals_required"),
+            "refusals": [c["check"] for c in self.status.get("checks", []) if not c["passed"]],
+        }
+
+
+class Airlock:
+    """The outbox of one session and the custodians' workflow over it."""
+
+    def __init__(
+        self,
+        state_dir: str | Path,
+        *,
+        ledger: Any,
+        signer: Any,
+        workspace: str | Path,
+        rules: ReleaseRules,
+        policy_id: str = "",
+        policy_digest: str = "",
+        requester: Identity | None = None,
+        n_records: int | None = None,
+        find_identifier: Callable[[str], Any] | None = None,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.outbox = self.state_dir / "outbox"
+        self.outbox.mkdir(parents=True, exist_ok=True)
+        self.ledger = ledger
+        self.signer = signer
+        self.workspace = Path(workspace)
+        self.rules = rules
+        self.policy_id = policy_id
+        self.policy_digest = policy_digest
+        self.requester = requester
+        self.n_records = n_records
+        self.find_identifier = find_identifier
+
+    # -- configuration ---------------------------------------------------------------------
+
+    @staticmethod
+    def configure(state_dir: str | Path, *, ledger: str | Path, key: str | Path,
+                  workspace: str | Path, policy: str | Path | None = None,
+                  requester: Identity | None = None) -> Path:
+        """Write `<state>/airlock.json` (the sentry does this when a session starts)."""
+        state = Path(state_dir)
+        state.mkdir(parents=True, exist_ok=True)
+        (state / "outbox").mkdir(exist_ok=True)
+        conf = {"ledger": str(Path(ledger).resolve()), "key": str(Path(key).resolve()),
+                "workspace": str(Path(workspace).resolve()),
+                "policy": str(Path(policy).resolve()) if policy else None,
+                "requester": requester.to_dict() if requester else None}
+        path = state / "airlock.json"
+        path.write_text(json.dumps(conf, indent=2))
+        return path
+
+    @classmethod
+    def from_state(cls, state_dir: str | Path) -> Airlock:
+        from bedside.ledger import Ledger, Signer
+
+        state = Path(state_dir)
+        try:
+            conf = json.loads((state / "airlock.json").read_text())
+        except FileNotFoundError:
+            raise ReleaseError(f"{state}: no airlock.json; is this the sentry's state directory "
+                               "(`--state DIR` or BEDSIDE_STATE)?") from None
+        rules, pid, pdigest, n_records, find = ReleaseRules(), "", "", None, None
+        if conf.get("policy"):
+            rules, pid, pdigest, n_records, find = _policy_bits(Path(conf["policy"]))
+        req = conf.get("requester")
+        return cls(
+            state, ledger=Ledger.open(conf["ledger"]), signer=Signer.load(conf["key"]),
+            workspace=conf["workspace"], rules=rules, policy_id=pid, policy_digest=pdigest,
+            requester=Identity(req["name"], req.get("key")) if req else None,
+            n_records=n_records, find_identifier=find,
+        )
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        # One custodian at a time: approvals and ledger appends must not interleave.
+        with open(self.outbox / ".lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _load(self, folder: Path) -> ReleaseRequest:
+        try:
+            request = json.loads((folder / "request.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ReleaseError(f"{folder}: unreadable request.json ({exc})") from exc
+        status_path = folder / "status.json"
+        status = json.loads(status_path.read_text()) if status_path.exists() else {}
+        return ReleaseRequest(folder.name, folder, request, status)
+
+    def _save(self, req: ReleaseRequest) -> None:
+        tmp = req.folder / "status.json.tmp"
+        tmp.write_text(json.dumps(req.status, indent=2, sort_keys=True))
+        tmp.replace(req.folder / "status.json")
+
+    def requests(self) -> list[ReleaseRequest]:
+        """Every request, after ingesting the ones the kernel left since the last look."""
+        self.ingest()
+        return [self._load(f) for f in sorted(self.outbox.iterdir())
+                if f.is_dir() and (f / "request.json").exists()]
+
+    def get(self, request_id: str) -> ReleaseRequest:
+        if not _ID.match(request_id):
+            raise ReleaseError(f"{request_id!r} is not a release request id (r-YYYYMMDDhhmmss-"
+                               "xxxxxx); `bedside review list` shows them")
+        self.ingest()
+        folder = self.outbox / request_id
+        if not (folder / "request.json").exists():
+            raise ReleaseError(f"no release request {request_id} in {self.outbox}")
+        return self._load(folder)
+
+    # -- ingest: the trusted re-check --------------------------------------------------------
+
+    def ingest(self) -> list[ReleaseRequest]:
+        done = []
+        with self._locked():
+            for folder in sorted(self.outbox.iterdir()):
+                if folder.is_dir() and (folder / "request.json").exists() and \
+                        not (folder / "status.json").exists():
+                    done.append(self._ingest_one(folder))
+        return done
+
+    def _ingest_one(self, folder: Path) -> ReleaseRequest:
+        req = self._load(folder)
+        r = req.request
+        problems = _validate_request(folder.name, r)
+        data = b""
+        if not problems:
+            try:
+                data = req.artifact.read_bytes()
+            except OSError:
+                problems.append("the artifact file is missing")
+        kind = r.get("kind") if r.get("kind") in KINDS else "model"
+        rules = self.rules.for_kind(kind)
+        digest = hashlib.sha256(data).hexdigest()
+        commitment, opening = _commit_artifact(data)
+        request_entry = self._append(
+            {"step": "request", "request": req.id, "artifact_kind": kind,
+             "name": str(r.get("name", ""))[:64], "size": len(data),
+             "artifact": commitment, "producing_cells": _cells(r.get("producing_cells"))},
+            opening=opening,
+        )
+        checks: list[dict[str, Any]] = []
+        for c in r.get("checks", []) if isinstance(r.get("checks"), list) else []:
+            if isinstance(c, dict) and {"check", "passed", "evidence"} <= c.keys():
+                checks.append({"check": str(c["check"]), "passed": bool(c["passed"]),
+                               "evidence": str(c["evidence"])[:500], "by": "kernel"})
+        if problems:
+            checks.append({"check": "request", "passed": False, "evidence": "; ".join(problems),
+                           "by": "airlock"})
+        else:
+            for c in self.recheck(r, data, digest):
+                checks.append({**c.to_dict(), "by": "airlock"})
+                checks[-1].pop("details", None)
+        passed = all(c["passed"] for c in checks)
+        checks_entry = self._append({"step": "checks", "request": req.id, "passed": passed,
+                                     "checks": checks})
+        req.status = {
+            "status": "pending" if passed else "refused",
+            "digest": f"sha256:{digest}", "checks": checks, "approvals": [],
+            "approvals_required": 0 if rules.mode == "auto" else rules.approvals_required,
+            "mode": rules.mode, "entries": [request_entry, checks_entry], "ingested": _now(),
+        }
+        self._save(req)
+        if passed and rules.mode == "auto":
+            self._deliver(req)
+        return req
+
+    def recheck(self, r: dict[str, Any], data: bytes, digest: str) -> list[Any]:
+        """The checks that need only the bytes: digest, mode, size, format, records, identifiers.
+
+        The kernel's own results (membership inference, leaf sizes with the training data at
+        hand) are recorded as reported by the kernel; these are the ones it cannot fake.
+        """
+        from bedside.kernel._model_checks import CheckResult
+
+        kind = r["kind"]
+        rules = self.rules.for_kind(kind)
+        out: list[CheckResult] = []
+        claimed = str(r.get("digest", "")).removeprefix("sha256:")
+        out.append(CheckResult("digest", claimed == digest,
+                               "the artifact matches the digest the kernel reported"
+                               if claimed == digest else
+                               "the artifact's SHA-256 differs from the kernel's report"))
+        if rules.mode == "deny":
+            out.append(CheckResult("mode", False, f"the policy denies every {kind} release "
+                                   f"(release.{kind}.mode: deny)"))
+        out.append(CheckResult(
+            "max_bytes", len(data) <= rules.max_bytes,
+            f"{len(data)} bytes, cap {rules.max_bytes} (release.{kind}.max_bytes)"))
+        fmt = r["format"]
+        if fmt == "safetensors":
+            out.extend(self._recheck_safetensors(data))
+        elif fmt == "skops":
+            out.extend(self._recheck_skops(data, rules.min_leaf_size))
+        elif fmt == "csv" and self.find_identifier is not None:
+            lines = data.decode("utf-8", "replace").splitlines()
+            hits = sum(1 for line in lines if self.find_identifier(line) is not None)
+            out.append(CheckResult("identifiers", hits == 0,
+                                   f"{hits} lines hold identifier values of the loaded datasets"
+                                   if hits else "no identifier values in the table"))
+        return out
+
+    def _recheck_safetensors(self, data: bytes) -> list[Any]:
+        from bedside.kernel._model_checks import CheckResult
+        from safetensors import SafetensorError
+        from safetensors.numpy import load
+
+        try:
+            # The header alone says every shape; numpy loads without torch or pickle.
+            tensors = load(data) if len(data) < 2**31 else {}
+            header_len = int.from_bytes(data[:8], "little")
+            meta = json.loads(data[8:8 + header_len]).get("__metadata__", {}) or {}
+        except (SafetensorError, ValueError, OSError) as exc:
+            return [CheckResult("format", False, f"not a readable safetensors file ({exc})")]
+        out = [CheckResult("format", True, f"safetensors, {len(tensors)} tensors, no code")]
+        n = self.n_records
+        shaped = [(k, list(v.shape)) for k, v in tensors.items() if n and n > 1 and n in v.shape]
+        out.append(CheckResult(
+            "record_shaped", not shaped,
+            f"tensor {shaped[0][0]!r} has shape {shaped[0][1]}: a dimension equals the number of "
+            f"records in the loaded datasets ({n})" if shaped else
+            "no tensor has a dimension equal to the number of records"))
+        if self.find_identifier is not None:
+            strings = _json_strings(meta)
+            hits = sum(1 for s in strings if self.find_identifier(s) is not None)
+            out.append(CheckResult("vocabulary", hits == 0,
+                                   f"the metadata holds {hits} identifier values of the loaded "
+                                   "datasets" if hits else "no identifier values in the metadata"))
+        return out
+
+    def _recheck_skops(self, data: bytes, min_leaf_size: int) -> list[Any]:
+        import skops.io
+        from bedside.kernel._model_checks import (
+            CheckResult,
+            TrainingData,
+            check_leaf_sizes,
+            check_sklearn_instances,
+            check_vocabularies,
+        )
+
+        try:
+            untrusted = skops.io.get_untrusted_types(data=data)
+        except Exception as exc:  # noqa: BLE001 - any parse failure is a refusal
+            return [CheckResult("format", False, f"not a readable skops file ({exc})")]
+        if untrusted:
+            return [CheckResult("format", False, "the skops file names types outside skops' "
+                                f"trusted set: {', '.join(sorted(untrusted)[:5])}")]
+        est = skops.io.loads(data)  # only trusted types: nothing runs but sklearn's own code
+        out = [CheckResult("format", True, "skops, only trusted types")]
+        out.append(check_sklearn_instances(est, TrainingData(n_records=self.n_records)))
+        leaf = check_leaf_sizes(est, min_leaf_size)
+        if leaf is not None:
+            out.append(leaf)
+        if self.find_identifier is not None:
+            out.append(check_vocabularies(est, self.find_identifier))
+        return out
+
+    # -- the custodians' decisions -----------------------------------------------------------
+
+    def approve(self, request_id: str, approver: Identity, approver_signer: Any = None,
+                ) -> ReleaseRequest:
+        """Record one custodian's approval; deliver once `approvals_required` distinct ones."""
+        req = self.get(request_id)
+        with self._locked():
+            req = self._load(req.folder)
+            self._must_be_pending(req)
+            approver = self._signed_identity(approver, approver_signer)
+            if self.requester is not None and (
+                approver.name == self.requester.name
+                or (approver.key is not None and approver.key == self.requester.key)
+            ):
+                raise ReleaseError(
+                    f"two_person_rule: {approver.name} requested {req.id} and cannot approve "
+                    "it; another custodian must")
+            for a in req.status["approvals"]:
+                if a["name"] == approver.name or (approver.key and a.get("key") == approver.key):
+                    raise ReleaseError(
+                        f"two_person_rule: {approver.name} already approved {req.id}; "
+                        f"{req.status['approvals_required']} distinct custodians must approve")
+            sig = self._decision_sig(req, "approve", approver_signer)
+            idx = self._append({"step": "approval", "request": req.id, **approver.to_dict(),
+                                **sig})
+            req.status["approvals"].append({**approver.to_dict(), "entry": idx, "ts": _now()})
+            req.status["entries"].append(idx)
+            self._save(req)
+            if len(req.status["approvals"]) >= req.status["approvals_required"]:
+                self._deliver(req)
+        return req
+
+    def deny(self, request_id: str, approver: Identity, reason: str,
+             approver_signer: Any = None) -> ReleaseRequest:
+        if not reason.strip():
+            raise ReleaseError("a denial needs --reason: the researcher reads it")
+        req = self.get(request_id)
+        with self._locked():
+            req = self._load(req.folder)
+            self._must_be_pending(req)
+            approver = self._signed_identity(approver, approver_signer)
+            sig = self._decision_sig(req, "deny", approver_signer)
+            idx = self._append({"step": "denial", "request": req.id, **approver.to_dict(),
+                                "reason": reason[:500], **sig})
+            req.status.update(status="denied", denial={**approver.to_dict(), "reason": reason,
+                                                       "entry": idx, "ts": _now()})
+            req.status["entries"].append(idx)
+            self._save(req)
+        return req
+
+    def _must_be_pending(self, req: ReleaseRequest) -> None:
+        if req.state != "pending":
+            refusals = ", ".join(c["check"] for c in req.status.get("checks", [])
+                                 if not c["passed"])
+            extra = f" (refused by: {refusals})" if refusals else ""
+            raise ReleaseError(f"{req.id} is {req.state}{extra}; only pending requests can be "
+                               "approved or denied")
+
+    @staticmethod
+    def _signed_identity(who: Identity, signer: Any) -> Identity:
+        return Identity(who.name, signer.verifier_key if signer is not None else who.key)
+
+    @staticmethod
+    def _decision_sig(req: ReleaseRequest, decision: str, signer: Any) -> dict[str, str]:
+        if signer is None:
+            return {}
+        msg = rfc8785.dumps({"request": req.id, "digest": req.status["digest"],
+                             "decision": decision})
+        return {"sig": base64.b64encode(signer.sign(msg)).decode()}
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    def _deliver(self, req: ReleaseRequest) -> None:
+        digest = req.status["digest"]
+        approvers = [a["name"] for a in req.status["approvals"]]
+        idx = self._append({"step": "delivery", "request": req.id, "digest": digest,
+                            "name": req.request["filename"], "approvers": approvers})
+        req.status["entries"].append(idx)
+        size = self.ledger.size
+        entries = [self.ledger.entry(i) for i in range(size)]
+        evidence = attestation.ledger_evidence(entries, req.status["entries"])
+        evidence["origin"] = getattr(self.ledger, "origin", None)
+        evidence["session"] = self._session()
+        try:
+            evidence["checkpoint"] = self.ledger.sign_checkpoint(self.signer)
+        except Exception:  # noqa: BLE001 - the root and proofs above stand on their own
+            evidence["checkpoint"] = None
+        predicate = {
+            "request": req.id, "kind": req.request["kind"], "format": req.request["format"],
+            "policy": {"id": self.policy_id, "digest": self.policy_digest},
+            "requester": self.requester.to_dict() if self.requester else None,
+            "approvers": [{k: a[k] for k in ("name", "key", "entry") if k in a}
+                          for a in req.status["approvals"]],
+            "mode": req.status["mode"],
+            "checks": [{k: c[k] for k in ("check", "passed", "by")}
+                       for c in req.status["checks"]],
+            "producing_cells": _cells(req.request.get("producing_cells")),
+            "custodian": self.signer.verifier_key,
+            "ledger": evidence,
+        }
+        stmt = attestation.statement(subject_name=req.request["filename"],
+                                     digest_hex=digest.removeprefix("sha256:"),
+                                     predicate=predicate)
+        envelope = attestation.sign_statement(stmt, self.signer)
+        out = self.workspace / "releases"
+        out.mkdir(parents=True, exist_ok=True)
+        target = out / req.request["filename"]
+        target.write_bytes(req.artifact.read_bytes())
+        att = out / (req.request["filename"] + ATTESTATION_SUFFIX)
+        att.write_text(json.dumps(envelope, indent=2))
+        req.status.update(status="delivered", delivered={
+            "artifact": str(target), "attestation": str(att), "entry": idx, "ts": _now()})
+        self._save(req)
+
+    # -- ledger ------------------------------------------------------------------------------
+
+    def _session(self) -> str:
+        sid = getattr(self.ledger, "session_id", None)
+        if sid:
+            return str(sid)
+        try:
+            return str(self.ledger.entry(0).get("session", ""))
+        except Exception:  # noqa: BLE001 - an empty ledger has no header yet
+            return ""
+
+    def _append(self, body: dict[str, Any], *, opening: dict[str, Any] | None = None) -> int:
+        entry = {"v": 1, "kind": "release", "ts": _now(), "session": self._session(), **body}
+        return int(self.ledger.append(entry, opening=opening, sync=True))
+
+
+def _commit_artifact(data: bytes) -> tuple[str, dict[str, Any]]:
+    from bedside.ledger import commit
+
+    commitment, salt = commit("bedside/artifact/v1", data)
+    # The opening keeps the digest, not the bytes: the artifact itself stays in the outbox.
+    return commitment, {"domain": "bedside/artifact/v1", "salt": base64.b64encode(salt).decode(),
+                        "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _validate_request(folder_id: str, r: Any) -> list[str]:
+    problems = []
+    if not isinstance(r, dict):
+        return ["request.json is not an object"]
+    if r.get("id") != folder_id or not _ID.match(folder_id):
+        problems.append("the request id does not match its folder")
+    kind = r.get("kind")
+    if kind not in KINDS:
+        problems.append(f"unknown kind {kind!r}")
+    elif r.get("format") not in _FORMATS[kind]:
+        problems.append(f"format {r.get('format')!r} is not allowed for a {kind}")
+    if not isinstance(r.get("filename"), str) or not _FILE.match(r["filename"]):
+        problems.append("the artifact file name is not a plain file name")
+    return problems
+
+
+def _cells(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        return []
+    return [v for v in value if isinstance(v, int | str) and len(str(v)) <= 64][:200]
+
+
+def _json_strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        try:
+            inner = json.loads(value)
+        except ValueError:
+            return [value]
+        return [value] if isinstance(inner, str) else _json_strings(inner)
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*_json_strings(k), *_json_strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in _json_strings(v)]
+    return []
+
+
+def _policy_bits(path: Path) -> tuple[ReleaseRules, str, str, int | None, Any]:
+    from bedside.policy import load_policy  # type: ignore[attr-defined]
+
+    policy = load_policy(path)
+    rules = policy.release if isinstance(policy.release, ReleaseRules) else \
+        ReleaseRules.from_dict(policy.release, path=str(path))
+    n_records, find = None, None
+    try:
+        from bedside.policy import IdentifierIndex, load_dataset  # type: ignore[attr-defined]
+
+        frames = []
+        total = 0
+        for ds in policy.datasets.values():
+            df = load_dataset(ds)
+            total += len(df)
+            frames.append((df, ds.identifiers))
+        index = IdentifierIndex.from_frames(frames)
+        n_records, find = total or None, index.first
+    except ImportError:
+        pass
+    return rules, policy.id, policy.digest, n_records, find
