@@ -105,7 +105,8 @@ def check_sklearn_instances(est: Any, data: TrainingData) -> CheckResult:
     """Instance-based estimators, and any fitted array with one row per training record."""
     rows = RowIndex(data.x_train) if data.x_train is not None else None
     n = data.n_train
-    for path, value in _walk_estimator(est):
+    fitted = list(_walk_estimator(est))
+    for path, value in fitted:
         attr = path.rsplit(".", 1)[-1]
         if attr in _INSTANCE_ATTRS and value is not None:
             shape = getattr(value, "shape", None)
@@ -115,6 +116,7 @@ def check_sklearn_instances(est: Any, data: TrainingData) -> CheckResult:
                 "(logistic regression, a shallow tree with large leaves, a neural network)",
                 {"attribute": path, "shape": list(shape) if shape else None},
             )
+    for path, value in fitted:
         if isinstance(value, np.ndarray) and value.ndim >= 1 and value.size:
             if n is not None and n > 1 and value.shape[0] == n:
                 return CheckResult(

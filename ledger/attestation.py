@@ -48,7 +48,7 @@ class RawSigner(Protocol):
 def vkey_public(vkey: str) -> tuple[str, bytes]:
     """C2SP verifier key `name+hexid+base64(0x01||pub32)` → (key id `name+hexid`, pub32)."""
     try:
-        name, keyid, blob = vkey.rsplit("+", 2)
+        name, keyid, blob = vkey.split("+", 2)
         raw = base64.b64decode(blob, validate=True)
     except ValueError as exc:
         raise SignatureError(f"not a C2SP verifier key: {vkey!r}") from exc
@@ -124,6 +124,8 @@ def root_from_path(index: int, size: int, leaf: bytes, path: Sequence[bytes]) ->
     """RFC 9162 §2.1.3.2: the root an inclusion proof leads to (raises on a malformed proof)."""
     if not 0 <= index < size:
         raise LedgerIntegrityError(f"index {index} outside a tree of size {size}", index=index)
+    if len(leaf) != 32 or any(len(p) != 32 for p in path):
+        raise LedgerIntegrityError("inclusion proof hashes must be 32 bytes", index=index)
     fn, sn, r = index, size - 1, leaf
     for p in path:
         if sn == 0:
