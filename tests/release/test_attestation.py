@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
+from bedside.ledger import attestation as att
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from securesystemslib.dsse import Envelope
 
 from bedside.errors import LedgerIntegrityError, SignatureError
-from bedside.ledger import attestation as att
 
 VECTORS = Path("/work/shared/vectors")
 LEAVES = [bytes.fromhex(h) for h in ("", "00", "10", "2021", "3031", "40414243",

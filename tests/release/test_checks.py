@@ -6,6 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from bedside.kernel._model_checks import TrainingData
+from bedside.kernel.release import run_checks, serialise
+from bedside.policy.release import ReleaseRules
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
@@ -14,9 +17,6 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
 from bedside.errors import ReleaseError
-from bedside.kernel._model_checks import TrainingData
-from bedside.kernel.release import serialise, run_checks
-from bedside.policy.release import ReleaseRules
 
 
 def checks(obj, cohort, *, rules=None, find=None, train=True):
