@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import rfc8785
-from bedside.ledger import attestation
-from bedside.policy.release import KINDS, ReleaseRules
 
 from bedside.errors import ReleaseError
+from bedside.ledger import attestation
+from bedside.policy.release import KINDS, ReleaseRules
 
 _ID = re.compile(r"^r-[0-9]{14}-[0-9a-f]{6}$")
 _FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$")
@@ -219,12 +219,10 @@ class Airlock:
         kind = r.get("kind") if r.get("kind") in KINDS else "model"
         rules = self.rules.for_kind(kind)
         digest = hashlib.sha256(data).hexdigest()
-        commitment, opening = _commit_artifact(data)
+        cells = _cells(r.get("producing_cells"))
         request_entry = self._append(
-            {"step": "request", "request": req.id, "artifact_kind": kind,
-             "name": str(r.get("name", ""))[:64], "size": len(data),
-             "artifact": commitment, "producing_cells": _cells(r.get("producing_cells"))},
-            opening=opening,
+            "request", "requested", req.id, data, str(r.get("filename") or req.id), cells,
+            {"artifact_kind": kind, "size": len(data)}, keep_opening=True,
         )
         checks: list[dict[str, Any]] = []
         for c in r.get("checks", []) if isinstance(r.get("checks"), list) else []:
@@ -239,8 +237,9 @@ class Airlock:
                 checks.append({**c.to_dict(), "by": "airlock"})
                 checks[-1].pop("details", None)
         passed = all(c["passed"] for c in checks)
-        checks_entry = self._append({"step": "checks", "request": req.id, "passed": passed,
-                                     "checks": checks})
+        checks_entry = self._append(
+            "checks", "checked" if passed else "refused", req.id, data,
+            str(r.get("filename") or req.id), cells, {"passed": passed, "checks": checks})
         req.status = {
             "status": "pending" if passed else "refused",
             "digest": f"sha256:{digest}", "checks": checks, "approvals": [],
@@ -322,6 +321,7 @@ class Airlock:
 
     def _recheck_skops(self, data: bytes, min_leaf_size: int) -> list[Any]:
         import skops.io
+
         from bedside.kernel._model_checks import (
             CheckResult,
             TrainingData,
@@ -370,8 +370,9 @@ class Airlock:
                         f"two_person_rule: {approver.name} already approved {req.id}; "
                         f"{req.status['approvals_required']} distinct custodians must approve")
             sig = self._decision_sig(req, "approve", approver_signer)
-            idx = self._append({"step": "approval", "request": req.id, **approver.to_dict(),
-                                **sig})
+            idx = self._append("approval", "approved", req.id, req.artifact.read_bytes(),
+                               req.request["filename"], _cells(req.request.get("producing_cells")),
+                               {**approver.to_dict(), **sig}, approver=approver.name)
             req.status["approvals"].append({**approver.to_dict(), "entry": idx, "ts": _now()})
             req.status["entries"].append(idx)
             self._save(req)
@@ -389,8 +390,10 @@ class Airlock:
             self._must_be_pending(req)
             approver = self._signed_identity(approver, approver_signer)
             sig = self._decision_sig(req, "deny", approver_signer)
-            idx = self._append({"step": "denial", "request": req.id, **approver.to_dict(),
-                                "reason": reason[:500], **sig})
+            idx = self._append("denial", "denied", req.id, req.artifact.read_bytes(),
+                               req.request["filename"], _cells(req.request.get("producing_cells")),
+                               {**approver.to_dict(), "reason": reason[:500], **sig},
+                               approver=approver.name)
             req.status.update(status="denied", denial={**approver.to_dict(), "reason": reason,
                                                        "entry": idx, "ts": _now()})
             req.status["entries"].append(idx)
@@ -422,14 +425,14 @@ class Airlock:
     def _deliver(self, req: ReleaseRequest) -> None:
         digest = req.status["digest"]
         approvers = [a["name"] for a in req.status["approvals"]]
-        idx = self._append({"step": "delivery", "request": req.id, "digest": digest,
-                            "name": req.request["filename"], "approvers": approvers})
+        data = req.artifact.read_bytes()
+        idx = self._append("delivery", "released", req.id, data, req.request["filename"],
+                           _cells(req.request.get("producing_cells")), {"approvers": approvers},
+                           keep_opening=True)
         req.status["entries"].append(idx)
-        size = self.ledger.size
-        entries = [self.ledger.entry(i) for i in range(size)]
-        evidence = attestation.ledger_evidence(entries, req.status["entries"])
+        evidence = attestation.ledger_evidence(self.ledger, req.status["entries"])
         evidence["origin"] = getattr(self.ledger, "origin", None)
-        evidence["session"] = self._session()
+        evidence["session"] = self.ledger.session_id
         try:
             evidence["checkpoint"] = self.ledger.sign_checkpoint(self.signer)
         except Exception:  # noqa: BLE001 - the root and proofs above stand on their own
@@ -454,7 +457,7 @@ class Airlock:
         out = self.workspace / "releases"
         out.mkdir(parents=True, exist_ok=True)
         target = out / req.request["filename"]
-        target.write_bytes(req.artifact.read_bytes())
+        target.write_bytes(data)
         att = out / (req.request["filename"] + ATTESTATION_SUFFIX)
         att.write_text(json.dumps(envelope, indent=2))
         req.status.update(status="delivered", delivered={
@@ -463,27 +466,22 @@ class Airlock:
 
     # -- ledger ------------------------------------------------------------------------------
 
-    def _session(self) -> str:
-        sid = getattr(self.ledger, "session_id", None)
-        if sid:
-            return str(sid)
-        try:
-            return str(self.ledger.entry(0).get("session", ""))
-        except Exception:  # noqa: BLE001 - an empty ledger has no header yet
-            return ""
+    def _append(self, step: str, decision: str, request_id: str, data: bytes, name: str,
+                cells: list[Any], extra: dict[str, Any], *, approver: str | None = None,
+                keep_opening: bool = False) -> int:
+        """One `release` entry. Decisions other than "released" keep their opening in the
+        hospital (`publishable_openings` drops them); only the request and the delivery keep
+        one at all, so a large model is not copied into the openings file at every step."""
+        from bedside.ledger import entries
 
-    def _append(self, body: dict[str, Any], *, opening: dict[str, Any] | None = None) -> int:
-        entry = {"v": 1, "kind": "release", "ts": _now(), "session": self._session(), **body}
-        return int(self.ledger.append(entry, opening=opening, sync=True))
-
-
-def _commit_artifact(data: bytes) -> tuple[str, dict[str, Any]]:
-    from bedside.ledger import commit
-
-    commitment, salt = commit("bedside/artifact/v1", data)
-    # The opening keeps the digest, not the bytes: the artifact itself stays in the outbox.
-    return commitment, {"domain": "bedside/artifact/v1", "salt": base64.b64encode(salt).decode(),
-                        "sha256": hashlib.sha256(data).hexdigest()}
+        producers = [c for c in cells if isinstance(c, int)]
+        entry, opening = entries.release(
+            session=self.ledger.session_id, name=name, artifact=data, decision=decision,
+            producers=producers, approver=approver, rule=step,
+        )
+        entry.update({"step": step, "request": request_id, **extra})
+        return int(self.ledger.append(entry, opening=opening if keep_opening else None,
+                                      sync=True))
 
 
 def _validate_request(folder_id: str, r: Any) -> list[str]:

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bedside.errors import ReleaseError
 from bedside.kernel._model_checks import (
     CheckResult,
     TrainingData,
@@ -37,8 +38,6 @@ from bedside.kernel._model_checks import (
     vocabularies,
 )
 from bedside.policy.release import KINDS, KindRules, ReleaseRules
-
-from bedside.errors import ReleaseError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ARCHITECTURE_KEY = "bedside.architecture"

@@ -6,7 +6,8 @@ their RFC 6962 inclusion proofs. The envelope is securesystemslib's DSSE `Envelo
 through a small `securesystemslib.signer.Signer` adapter over the custodian's bedside key (the
 same Ed25519 key that signs the ledger's checkpoints), so there is one key to guard, not two.
 
-`verify_release` returns None and raises `ReleaseError` / `SignatureError` /
+Entries and proofs come from `bedside.ledger` (its RFC 6962 log); `verify_release` returns a
+summary and raises `ReleaseError` / `SignatureError` /
 `LedgerIntegrityError` naming what failed, in the style of sigstore-python's verifier.
 """
 
@@ -30,6 +31,21 @@ from bedside.errors import LedgerIntegrityError, ReleaseError, SignatureError
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 PREDICATE_TYPE = "https://bedside.dev/release/v1"
+
+
+class LedgerView(Protocol):
+    """The read side of `bedside.ledger.Ledger` an attestation needs."""
+
+    @property
+    def size(self) -> int: ...
+
+    def root_at(self, size: int) -> bytes: ...
+
+    def leaf_hash(self, index: int) -> bytes: ...
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]: ...
+
+    def entry(self, index: int) -> dict[str, Any]: ...
 
 
 class RawSigner(Protocol):
@@ -86,66 +102,6 @@ class CustodianSigner(SSLSigner):
 
 
 # ---------------------------------------------------------------------------------------------
-# RFC 6962 Merkle helpers over RFC 8785 entries
-
-
-def entry_bytes(entry: Mapping[str, Any]) -> bytes:
-    return rfc8785.dumps(dict(entry))
-
-
-def leaf_hash(entry: Mapping[str, Any]) -> bytes:
-    return hashlib.sha256(b"\x00" + entry_bytes(entry)).digest()
-
-
-def _node(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
-
-
-def merkle_root(leaves: Sequence[bytes]) -> bytes:
-    if not leaves:
-        return hashlib.sha256(b"").digest()
-    if len(leaves) == 1:
-        return leaves[0]
-    k = 1 << ((len(leaves) - 1).bit_length() - 1)
-    return _node(merkle_root(leaves[:k]), merkle_root(leaves[k:]))
-
-
-def inclusion_path(leaves: Sequence[bytes], index: int) -> list[bytes]:
-    """RFC 6962 §2.1.1 PATH(m, D[n])."""
-    if len(leaves) <= 1:
-        return []
-    k = 1 << ((len(leaves) - 1).bit_length() - 1)
-    if index < k:
-        return [*inclusion_path(leaves[:k], index), merkle_root(leaves[k:])]
-    return [*inclusion_path(leaves[k:], index - k), merkle_root(leaves[:k])]
-
-
-def root_from_path(index: int, size: int, leaf: bytes, path: Sequence[bytes]) -> bytes:
-    """RFC 9162 §2.1.3.2: the root an inclusion proof leads to (raises on a malformed proof)."""
-    if not 0 <= index < size:
-        raise LedgerIntegrityError(f"index {index} outside a tree of size {size}", index=index)
-    if len(leaf) != 32 or any(len(p) != 32 for p in path):
-        raise LedgerIntegrityError("inclusion proof hashes must be 32 bytes", index=index)
-    fn, sn, r = index, size - 1, leaf
-    for p in path:
-        if sn == 0:
-            raise LedgerIntegrityError("inclusion proof is too long", index=index)
-        if fn & 1 or fn == sn:
-            r = _node(p, r)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            r = _node(r, p)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise LedgerIntegrityError("inclusion proof is too short", index=index)
-    return r
-
-
-# ---------------------------------------------------------------------------------------------
 # Building
 
 
@@ -160,16 +116,15 @@ def statement(
     }
 
 
-def ledger_evidence(entries: Sequence[Mapping[str, Any]], indexes: Sequence[int],
-                    ) -> dict[str, Any]:
-    """The checkpoint (size, root) over `entries` and an inclusion proof for each index."""
-    leaves = [leaf_hash(e) for e in entries]
+def ledger_evidence(ledger: LedgerView, indexes: Sequence[int]) -> dict[str, Any]:
+    """The ledger's current size and root, and an RFC 6962 inclusion proof for each index."""
+    size = ledger.size
     return {
-        "size": len(leaves),
-        "root": merkle_root(leaves).hex(),
+        "size": size,
+        "root": ledger.root_at(size).hex(),
         "entries": [
-            {"index": i, "leaf": leaves[i].hex(),
-             "proof": [p.hex() for p in inclusion_path(leaves, i)]}
+            {"index": i, "leaf": ledger.leaf_hash(i).hex(),
+             "proof": [p.hex() for p in ledger.inclusion_proof(i, size)]}
             for i in indexes
         ],
     }
@@ -234,34 +189,31 @@ def verify_subject(stmt: Mapping[str, Any], artifact: Path) -> str:
                        "the artifact was changed after release")
 
 
-def verify_inclusion(predicate: Mapping[str, Any],
-                     entry_at: Callable[[int], Mapping[str, Any]], size: int) -> None:
+def verify_inclusion(predicate: Mapping[str, Any], ledger: LedgerView) -> None:
     """Each entry named in the predicate is in the ledger, under the attested checkpoint."""
+    from bedside.ledger.merkle import verify_inclusion as merkle_inclusion
+
     ev = predicate.get("ledger") or {}
     try:
         cp_size, cp_root = int(ev["size"]), bytes.fromhex(ev["root"])
-        items = list(ev["entries"])
+        items = [(int(it["index"]), bytes.fromhex(it["leaf"]), [bytes.fromhex(p) for p in
+                  it["proof"]]) for it in ev["entries"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise ReleaseError("the attestation has no ledger checkpoint and entries") from exc
     if not items:
         raise ReleaseError("the attestation names no ledger entries")
-    if cp_size > size:
+    if not 0 < cp_size <= ledger.size:
         raise LedgerIntegrityError(f"the attested checkpoint has {cp_size} entries but the "
-                                   f"ledger only {size}: it is not the ledger of this release")
-    local = merkle_root([leaf_hash(entry_at(i)) for i in range(cp_size)])
+                                   f"ledger {ledger.size}: it is not the ledger of this release")
+    local = ledger.root_at(cp_size)
     if local != cp_root:
         raise LedgerIntegrityError(
             f"the ledger's root at size {cp_size} is {local.hex()}, the attestation says "
             f"{cp_root.hex()}: the ledger or the attestation was changed")
-    for item in items:
-        i = int(item["index"])
-        leaf = leaf_hash(entry_at(i)) if i < size else b""
-        if leaf.hex() != item["leaf"]:
+    for i, leaf, path in items:
+        if not 0 <= i < cp_size or ledger.leaf_hash(i) != leaf:
             raise LedgerIntegrityError("the ledger entry differs from the attested one", index=i)
-        path = [bytes.fromhex(p) for p in item["proof"]]
-        if root_from_path(i, cp_size, leaf, path) != cp_root:
-            raise LedgerIntegrityError("the inclusion proof does not lead to the attested root",
-                                       index=i)
+        merkle_inclusion(leaf, i, cp_size, path, cp_root)
 
 
 def header_keys(header: Mapping[str, Any]) -> list[str]:
@@ -308,7 +260,7 @@ def verify_release(artifact: Path, envelope_path: Path, ledger_path: Path,
                 "header; pass the custodian's verifier key with --key")
         keys = [custodian]
     key = verify_signature(env, keys)
-    verify_inclusion(predicate, ledger.entry, size)
+    verify_inclusion(predicate, ledger)
     _verify_story(predicate, ledger.entry, digest)
     return {"digest": digest, "key": key, "size": predicate["ledger"]["size"],
             "entries": len(predicate["ledger"]["entries"]),

@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
 import torch
-from bedside.gateway.airlock import Airlock, Identity
-from bedside.kernel.release import request_release
-from bedside.ledger import Ledger, Signer
-from bedside.ledger.attestation import verify_release
-from bedside.policy.release import ReleaseRules
 
 from bedside._cli import main as bedside
-from bedside.errors import ReleaseError
+from bedside.errors import LedgerIntegrityError, ReleaseError, SignatureError
+from bedside.gateway.airlock import Airlock, Identity
+from bedside.kernel.release import request_release
+from bedside.ledger import Ledger, Signer, entries
+from bedside.ledger.attestation import verify_release
+from bedside.policy.release import ReleaseRules
 
 from .test_checks import train_net
 
@@ -37,13 +36,12 @@ def session(tmp_path):
     ledger_path = tmp_path / "state" / "session.ledger"
     ledger_path.parent.mkdir()
     ledger = Ledger.create(ledger_path, session_id="s-test", origin=ORIGIN)
-    ledger.append({
-        "v": 1, "kind": "header", "session": "s-test",
-        "ts": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "intent": "diabetes risk model", "policy": {"id": "test", "digest": "sha256:00"},
-        "identities": {"custodian": signers["custodian"].verifier_key,
-                       "researcher": signers["dana"].verifier_key},
-    })
+    ledger.append(entries.header(
+        session="s-test", origin=ORIGIN, intent={"purpose": "diabetes risk model"},
+        policy_id="test", policy_digest="sha256:00", kernel_env="sha256:00",
+        identities={"custodian": signers["custodian"].verifier_key,
+                    "researcher": signers["dana"].verifier_key},
+    ), sync=True)
     state = tmp_path / "state"
     workspace = tmp_path / "workspace"
     Airlock.configure(state, ledger=ledger_path, key=keys / "custodian.key",
@@ -222,26 +220,28 @@ def test_tampered_attestation_fails_verification(session, cohort):
     stmt["predicate"]["approvers"].append({"name": "carol"})
     env["payload"] = base64.b64encode(json.dumps(stmt).encode()).decode()
     envelope.write_text(json.dumps(env))
-    with pytest.raises(ReleaseError, match="not signed by a trusted key"):
+    with pytest.raises(SignatureError, match="not signed by a trusted key"):
         verify_release(artifact, envelope, session.ledger_path)
 
 
 def test_attestation_signed_by_another_key_fails(session, cohort):
     artifact, envelope = _deliver(session, cohort)
-    with pytest.raises(ReleaseError, match="not signed by a trusted key"):
+    with pytest.raises(SignatureError, match="not signed by a trusted key"):
         verify_release(artifact, envelope, session.ledger_path,
                        keys=[session.signers["alice"].verifier_key])
 
 
 def test_attestation_against_another_ledger_fails(session, cohort, tmp_path):
     artifact, envelope = _deliver(session, cohort)
-    other = Ledger.create(tmp_path / "other" / "session.ledger", session_id="s-other",
+    (tmp_path / "other").mkdir()
+    # The same session replayed with one approver changed: a forged copy of the ledger.
+    other = Ledger.create(tmp_path / "other" / "session.ledger", session_id="s-test",
                           origin=ORIGIN)
     for i in range(session.ledger.size):
         e = dict(session.ledger.entry(i))
         if e.get("step") == "delivery":
             e["approvers"] = ["mallory"]
-        other.append(e)
-    with pytest.raises(ReleaseError, match="changed|differs"):
+        other.append(e, sync=True)
+    with pytest.raises(LedgerIntegrityError, match="changed|differs"):
         verify_release(artifact, envelope, tmp_path / "other" / "session.ledger",
                        keys=[session.signers["custodian"].verifier_key])

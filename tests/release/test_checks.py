@@ -6,9 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from bedside.kernel._model_checks import TrainingData
-from bedside.kernel.release import run_checks, serialise
-from bedside.policy.release import ReleaseRules
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
@@ -17,6 +14,9 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
 from bedside.errors import ReleaseError
+from bedside.kernel._model_checks import TrainingData
+from bedside.kernel.release import run_checks, serialise
+from bedside.policy.release import ReleaseRules
 
 
 def checks(obj, cohort, *, rules=None, find=None, train=True):
@@ -103,7 +103,7 @@ def test_overfit_model_fails_membership_inference(cohort):
     # Noisy labels and a wide network trained to zero loss on 100 records: it can only memorise.
     rng = np.random.default_rng(0)
     noisy = np.where(rng.random(len(cohort.y_train)) < 0.3, 1 - cohort.y_train, cohort.y_train)
-    net = train_net(cohort.x_train[:100], noisy[:100], hidden=128, epochs=600)
+    net = train_net(cohort.x_train[:100], noisy[:100], hidden=128, epochs=300)
     data = TrainingData.from_args((cohort.x_train[:100], noisy[:100]),
                                   (cohort.x_test, cohort.y_test))
     artifact = serialise(net, name="m", kind="model")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from bedside.policy.release import ReleaseRules, parse_size
 
 from bedside.errors import PolicyError
+from bedside.policy.release import ReleaseRules, parse_size
 
 
 def test_defaults_review_models_with_two_approvers():
