@@ -58,3 +58,54 @@ def test_sizes():
     assert parse_size(1000) == 1000
     with pytest.raises(PolicyError):
         parse_size("-3 MB")
+
+
+POLICY = """\
+version: bedside/v1
+id: st-elsewhere
+datasets:
+  patients:
+    path: patients.csv
+    record_id: mrn
+    identifiers: [mrn, name]
+disclosure:
+  min_cell_count: 10
+outputs:
+  mime_allow: [text/plain]
+release:
+  approvals_required: 2
+  model:
+    mode: review
+    max_bytes: 50 MB
+    mia_auc_max: 0.65
+  table:
+    mode: {table_mode}
+"""
+
+
+def _write(tmp_path, table_mode):
+    (tmp_path / "patients.csv").write_text("mrn,name,age\nMRN0000001,Ada Lovelace,70\n")
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY.format(table_mode=table_mode))
+    return path
+
+
+def test_load_policy_reads_the_release_section(tmp_path):
+    from bedside.policy import load_policy
+
+    policy = load_policy(_write(tmp_path, "auto"))
+    assert policy.release.for_kind("model").max_bytes == 50_000_000
+    assert policy.release.for_kind("model").mia_auc_max == 0.65
+    assert policy.release.for_kind("table").mode == "auto"
+    assert policy.to_dict()["release"]["model"]["approvals_required"] == 2
+
+
+def test_load_policy_points_at_the_bad_release_line(tmp_path):
+    from bedside.policy import load_policy
+
+    path = _write(tmp_path, "whenever")
+    with pytest.raises(PolicyError) as err:
+        load_policy(path)
+    assert err.value.line == 19  # the `mode:` line under `table:`
+    assert "release.table.mode" in err.value.message
+    assert err.value.path == str(path)
