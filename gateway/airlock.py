@@ -219,7 +219,7 @@ class Airlock:
         kind = r.get("kind") if r.get("kind") in KINDS else "model"
         rules = self.rules.for_kind(kind)
         digest = hashlib.sha256(data).hexdigest()
-        cells = _cells(r.get("producing_cells"))
+        cells = self._producers(_cells(r.get("producing_cells")))
         request_entry = self._append(
             "request", "requested", req.id, data, str(r.get("filename") or req.id), cells,
             {"artifact_kind": kind, "size": len(data)}, keep_opening=True,
@@ -245,6 +245,7 @@ class Airlock:
             "digest": f"sha256:{digest}", "checks": checks, "approvals": [],
             "approvals_required": 0 if rules.mode == "auto" else rules.approvals_required,
             "mode": rules.mode, "entries": [request_entry, checks_entry], "ingested": _now(),
+            "producers": cells,
         }
         self._save(req)
         if passed and rules.mode == "auto":
@@ -371,7 +372,7 @@ class Airlock:
                         f"{req.status['approvals_required']} distinct custodians must approve")
             sig = self._decision_sig(req, "approve", approver_signer)
             idx = self._append("approval", "approved", req.id, req.artifact.read_bytes(),
-                               req.request["filename"], _cells(req.request.get("producing_cells")),
+                               req.request["filename"], req.status.get("producers", []),
                                {**approver.to_dict(), **sig}, approver=approver.name)
             req.status["approvals"].append({**approver.to_dict(), "entry": idx, "ts": _now()})
             req.status["entries"].append(idx)
@@ -391,7 +392,7 @@ class Airlock:
             approver = self._signed_identity(approver, approver_signer)
             sig = self._decision_sig(req, "deny", approver_signer)
             idx = self._append("denial", "denied", req.id, req.artifact.read_bytes(),
-                               req.request["filename"], _cells(req.request.get("producing_cells")),
+                               req.request["filename"], req.status.get("producers", []),
                                {**approver.to_dict(), "reason": reason[:500], **sig},
                                approver=approver.name)
             req.status.update(status="denied", denial={**approver.to_dict(), "reason": reason,
@@ -427,7 +428,7 @@ class Airlock:
         approvers = [a["name"] for a in req.status["approvals"]]
         data = req.artifact.read_bytes()
         idx = self._append("delivery", "released", req.id, data, req.request["filename"],
-                           _cells(req.request.get("producing_cells")), {"approvers": approvers},
+                           req.status.get("producers", []), {"approvers": approvers},
                            keep_opening=True)
         req.status["entries"].append(idx)
         evidence = attestation.ledger_evidence(self.ledger, req.status["entries"])
@@ -446,7 +447,7 @@ class Airlock:
             "mode": req.status["mode"],
             "checks": [{k: c[k] for k in ("check", "passed", "by")}
                        for c in req.status["checks"]],
-            "producing_cells": _cells(req.request.get("producing_cells")),
+            "producers": req.status.get("producers", []),
             "custodian": self.signer.verifier_key,
             "ledger": evidence,
         }
@@ -465,6 +466,21 @@ class Airlock:
         self._save(req)
 
     # -- ledger ------------------------------------------------------------------------------
+
+    def _producers(self, cells: list[Any]) -> list[int]:
+        """Ledger indexes of the execute requests behind an artifact.
+
+        The kernel names the message ids of the cells it ran (or, outside a sentry session,
+        plain entry indexes); the ledger's execute_request entries carry the same ids.
+        """
+        wanted = {c for c in cells if isinstance(c, str) and c}
+        out = sorted({c for c in cells if isinstance(c, int) and 0 <= c < self.ledger.size})
+        if wanted:
+            for i in range(self.ledger.size):
+                e = self.ledger.entry(i)
+                if e.get("kind") == "execute_request" and e.get("msg_id") in wanted:
+                    out.append(i)
+        return sorted(set(out))
 
     def _append(self, step: str, decision: str, request_id: str, data: bytes, name: str,
                 cells: list[Any], extra: dict[str, Any], *, approver: str | None = None,

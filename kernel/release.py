@@ -309,3 +309,49 @@ def write_request(outbox: Path, ticket: ReleaseTicket, artifact: Artifact) -> Pa
     tmp.write_text(json.dumps(body, indent=2, sort_keys=True, default=str))
     tmp.replace(folder / "request.json")
     return folder
+
+
+OUTBOX_ENV = "BEDSIDE_OUTBOX"
+
+
+@dataclass
+class _KernelContext:
+    """What `request_release` reads from a running guarded kernel."""
+
+    policy: Any
+    identifier_index: Any
+    outbox: str | None
+    n_records: int | None
+    release_table_check: Callable[[Any], CheckResult] | None
+    release_figure_check: Callable[[Any], CheckResult] | None
+
+
+def release_from_kernel(kernel: Any, obj: Any, *, name: str, kind: str, train: Any = None,
+                        holdout: Any = None) -> ReleaseTicket:
+    """`hospital.release(...)` in the guarded kernel: the kernel's policy, identifier index and
+    output guard (disclosure rules for tables, the figure check for figures) feed the checks;
+    every cell executed so far is named as a producer (the airlock maps the message ids to the
+    ledger's execute-request entries)."""
+    frames = getattr(kernel.scanner, "_frames", [])
+
+    def judged(check: str) -> Callable[[Any], CheckResult]:
+        def run(obj: Any) -> CheckResult:
+            decision, _ = kernel.guard.judge_object(obj)
+            if decision is not None and decision.action.value != "released":
+                return CheckResult(check, False, f"the output guard {decision.action.value} it: "
+                                   f"{decision.rule} — {decision.reason}",
+                                   {"rule": decision.rule})
+            return CheckResult(check, True, "passes the output guard's rules")
+        return run
+
+    ctx = _KernelContext(
+        policy=kernel.policy,
+        identifier_index=kernel.scanner.index,
+        outbox=os.environ.get(OUTBOX_ENV),
+        n_records=max((len(f) for f, _ in frames), default=None),
+        release_table_check=judged("disclosure"),
+        release_figure_check=judged("figure"),
+    )
+    return request_release(ctx, obj, name=name, kind=kind,
+                           producing_cells=list(getattr(kernel, "executed_cells", [])),
+                           train=train, holdout=holdout)
