@@ -106,25 +106,29 @@ DECISIONS = ("released", "redacted", "blocked")
 
 def now() -> str:
     """RFC 3339 UTC timestamp with microseconds, e.g. 2026-11-29T16:05:00.123456Z."""
-    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+_COMMON_ITEMS = tuple(_COMMON.items())
+_SCHEMA_ITEMS = {kind: tuple(fields.items()) for kind, fields in _SCHEMA.items()}
 
 
 def check_entry(entry: Mapping[str, Any], index: int | None = None) -> None:
     """Raise LedgerIntegrityError naming `index` unless `entry` matches the v1 schema."""
     if not isinstance(entry, Mapping):
         raise LedgerIntegrityError("entry is not a JSON object", index=index)
-    for name, types in _COMMON.items():
-        value = entry.get(name)
-        if type(value) not in types:
+    get = entry.get
+    for name, types in _COMMON_ITEMS:
+        if type(get(name)) not in types:
             raise LedgerIntegrityError(f"entry field {name!r} is missing or mistyped", index=index)
     if entry["v"] != VERSION:
         raise LedgerIntegrityError(f"entry version {entry['v']} is not {VERSION}", index=index)
     kind = entry["kind"]
-    schema = _SCHEMA.get(kind)
+    schema = _SCHEMA_ITEMS.get(kind)
     if schema is None:
         raise LedgerIntegrityError(f"unknown entry kind {kind!r}", index=index)
-    for name, types in schema.items():
-        if type(entry.get(name)) not in types or (name not in entry):
+    for name, types in schema:
+        if type(get(name)) not in types or (types is _OPT_STR and name not in entry):
             raise LedgerIntegrityError(
                 f"{kind} entry field {name!r} is missing or mistyped", index=index
             )

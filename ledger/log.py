@@ -33,7 +33,7 @@ from ._records import (
     record_check,
 )
 from .commitment import canonical_json, parse_canonical
-from .merkle import Frontier, LeafHashes
+from .merkle import MerkleTree
 from .note import Checkpoint, Signer, sign_note
 
 log = logging.getLogger(__name__)
@@ -205,8 +205,7 @@ class Ledger:
         meta = records.meta
         self.session_id: str = meta["session"]
         self.origin: str = meta["origin"]
-        self._frontier = Frontier()
-        self._leaves = LeafHashes()
+        self._tree = MerkleTree()
         self._offsets = array("Q")
         self._end = records.data_start
         self._sealed = False
@@ -269,8 +268,7 @@ class Ledger:
                     f"{self.path}: entry at position {i} says seq {entry.get('seq')}", index=i
                 )
             self._offsets.append(rec.offset)
-            self._leaves.append(rec.check)
-            self._frontier.append(rec.check)
+            self._tree.append(rec.check)
             self._sealed = entry.get("kind") == E.SEAL
             self._end = rec.offset + 4 + len(rec.payload) + 32
         if self._file.recovery:
@@ -333,10 +331,14 @@ class Ledger:
             raise LedgerError(f"{self.path}: the session is sealed; no entries can follow")
         index = self.size
         e = dict(entry)
-        e.setdefault("v", E.VERSION)
-        e.setdefault("session", self.session_id)
-        e.setdefault("ts", E.now())
-        e.setdefault("seq", index)
+        if "v" not in e:
+            e["v"] = E.VERSION
+        if "session" not in e:
+            e["session"] = self.session_id
+        if "ts" not in e:
+            e["ts"] = E.now()
+        if "seq" not in e:
+            e["seq"] = index
         if e["seq"] != index:
             raise LedgerError(
                 f"{self.path}: entry carries seq {e['seq']} but would be entry {index}; "
@@ -361,8 +363,7 @@ class Ledger:
         leaf = record[-32:]
         self._offsets.append(self._end)
         self._end += len(record)
-        self._leaves.append(leaf)
-        self._frontier.append(leaf)
+        self._tree.append(leaf)
         self._dirty = True
         if kind == E.SEAL:
             self._sealed = True
@@ -398,9 +399,9 @@ class Ledger:
             )
         if cp.size > self.size or cp.size == 0:
             raise LedgerError(f"checkpoint size {cp.size} is outside 1..{self.size}")
-        if self._leaves.root(cp.size) != cp.root:
+        if self._tree.root(cp.size) != cp.root:
             raise LedgerError("checkpoint root does not match this ledger at its size")
-        proof = self._leaves.consistency_proof(cp.size, self.size)
+        proof = self._tree.consistency_proof(cp.size, self.size)
         return self.append(
             E.checkpoint(session=self.session_id, note=note, size=cp.size, proof=proof), sync=sync
         )
@@ -420,20 +421,20 @@ class Ledger:
 
     @property
     def size(self) -> int:
-        return self._frontier.size
+        return len(self._tree)
 
     @property
     def sealed(self) -> bool:
         return self._sealed
 
     def root(self) -> bytes:
-        return self._frontier.root()
+        return self._tree.root()
 
     def root_at(self, size: int) -> bytes:
-        return self._leaves.root(size)
+        return self._tree.root(size)
 
     def leaf_hash(self, index: int) -> bytes:
-        return self._leaves[index]
+        return self._tree[index]
 
     def entry_bytes(self, index: int) -> bytes:
         if not 0 <= index < self.size:
@@ -459,10 +460,10 @@ class Ledger:
         return sign_note(self.checkpoint_body().decode("utf-8"), signer)
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
-        return self._leaves.inclusion_proof(index, self.size if size is None else size)
+        return self._tree.inclusion_proof(index, self.size if size is None else size)
 
     def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
-        return self._leaves.consistency_proof(size1, self.size if size2 is None else size2)
+        return self._tree.consistency_proof(size1, self.size if size2 is None else size2)
 
     def __len__(self) -> int:
         return self.size

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -242,6 +243,10 @@ def _verify_stream(
     progress_bytes = 0
     i = 0
     item: Record | Tail
+    stack = frontier._stack
+    stack_pop, stack_push = stack.pop, stack.append
+    sha256 = hashlib.sha256
+    check_entry = E.check_entry
     for i, item in enumerate(iter_records(fh, start)):
         if isinstance(item, Tail):
             if item.nbytes:
@@ -260,7 +265,7 @@ def _verify_stream(
             entry = parse_canonical(item.payload)
         except ValueError as exc:
             raise LedgerIntegrityError(f"entry is not canonical JSON: {exc}", index=i) from exc
-        E.check_entry(entry, i)
+        check_entry(entry, i)
         if entry["seq"] != i:
             raise LedgerIntegrityError(
                 f"entry says it is entry {entry['seq']}: an entry was deleted, reordered or "
@@ -317,7 +322,14 @@ def _verify_stream(
                 report.openings_withheld += 1
             else:
                 report.openings_missing.append(i)
-        frontier.append(item.check)
+        # Frontier.append, inlined: this loop runs a million times for a long session.
+        node = item[2]
+        n = i
+        while n & 1:
+            node = sha256(b"\x01" + stack_pop() + node).digest()
+            n >>= 1
+        stack_push(node)
+        frontier.size = i + 1
         if pending_external and frontier.size in pending_external:
             for seen in pending_external.pop(frontier.size):
                 if seen.root != frontier.root():

@@ -35,15 +35,27 @@ def build_session(
         )
         ledger.append(entry, opening=opening)
         entry, opening = E.output(
-            session=SESSION, msg_id=f"out-{c}", parent=msg, channel="iopub", msg_type="stream",
-            content={"name": "stdout", "text": f"{c * 2}\n"}, decision="released", rule="pass",
+            session=SESSION,
+            msg_id=f"out-{c}",
+            parent=msg,
+            channel="iopub",
+            msg_type="stream",
+            content={"name": "stdout", "text": f"{c * 2}\n"},
+            decision="released",
+            rule="pass",
             layer="sentry",
         )
         ledger.append(entry, opening=opening)
         entry, opening = E.output(
-            session=SESSION, msg_id=f"blk-{c}", parent=msg, channel="iopub", msg_type="stream",
-            content={"name": "stdout", "text": "MRN 12345678\n"}, decision="blocked",
-            rule="identifier", layer="sentry",
+            session=SESSION,
+            msg_id=f"blk-{c}",
+            parent=msg,
+            channel="iopub",
+            msg_type="stream",
+            content={"name": "stdout", "text": "MRN 12345678\n"},
+            decision="blocked",
+            rule="identifier",
+            layer="sentry",
         )
         ledger.append(entry, opening=opening)
         ledger.append_checkpoint(cosign(ledger.sign_checkpoint(custodian), researcher))

@@ -7,8 +7,6 @@ import stat
 from pathlib import Path
 
 import pytest
-
-from bedside.errors import LedgerError, LedgerIntegrityError, SignatureError
 from bedside.ledger import (
     Ledger,
     Signer,
@@ -22,8 +20,9 @@ from bedside.ledger import (
 )
 from bedside.ledger import entries as E
 from bedside.ledger.note import Checkpoint, open_checkpoint
-
 from ledger_session import ORIGIN, SESSION, build_session
+
+from bedside.errors import LedgerError, LedgerIntegrityError, SignatureError
 
 
 def test_signer_roundtrip_and_file_mode(tmp_path: Path) -> None:
@@ -68,9 +67,17 @@ def test_append_reopen_same_root(tmp_path: Path, custodian: Signer, researcher: 
 
 def test_checkpoint_body_and_signature(tmp_path: Path, custodian: Signer) -> None:
     ledger = Ledger.create(tmp_path / "s.ledger", session_id=SESSION, origin=ORIGIN)
-    ledger.append(E.header(session=SESSION, origin=ORIGIN, intent={}, policy_id="p",
-                           policy_digest="sha256:00", kernel_env="sha256:00",
-                           identities={"custodian": custodian.verifier_key}))
+    ledger.append(
+        E.header(
+            session=SESSION,
+            origin=ORIGIN,
+            intent={},
+            policy_id="p",
+            policy_digest="sha256:00",
+            kernel_env="sha256:00",
+            identities={"custodian": custodian.verifier_key},
+        )
+    )
     body = ledger.checkpoint_body()
     assert body == Checkpoint(ORIGIN, 1, ledger.root()).body()
     cp, signers = open_checkpoint(ledger.sign_checkpoint(custodian), [custodian.verifier])
@@ -82,8 +89,17 @@ def test_append_rules(tmp_path: Path, custodian: Signer) -> None:
     ledger = Ledger.create(tmp_path / "s.ledger", session_id=SESSION, origin=ORIGIN)
     with pytest.raises(LedgerError, match="header must be entry 0"):
         ledger.append(E.metering(session=SESSION, counters={}))
-    ledger.append(E.header(session=SESSION, origin=ORIGIN, intent={}, policy_id="p",
-                           policy_digest="sha256:00", kernel_env="sha256:00", identities={}))
+    ledger.append(
+        E.header(
+            session=SESSION,
+            origin=ORIGIN,
+            intent={},
+            policy_id="p",
+            policy_digest="sha256:00",
+            kernel_env="sha256:00",
+            identities={},
+        )
+    )
     with pytest.raises(LedgerError, match="diverged"):
         ledger.append({**E.metering(session=SESSION, counters={}), "seq": 5})
     with pytest.raises(LedgerError, match="session"):
@@ -102,8 +118,9 @@ def test_append_rules(tmp_path: Path, custodian: Signer) -> None:
         Ledger.create(tmp_path / "s.ledger", session_id=SESSION, origin=ORIGIN)
 
 
-def test_mirror_copy_has_the_same_root(tmp_path: Path, custodian: Signer,
-                                       researcher: Signer) -> None:
+def test_mirror_copy_has_the_same_root(
+    tmp_path: Path, custodian: Signer, researcher: Signer
+) -> None:
     hospital = build_session(tmp_path / "h.ledger", custodian, researcher)
     mirror = Ledger.create(tmp_path / "r.ledger", session_id=SESSION, origin=ORIGIN)
     for i in range(hospital.size):
@@ -113,10 +130,10 @@ def test_mirror_copy_has_the_same_root(tmp_path: Path, custodian: Signer,
     mirror.close()
 
 
-def test_verify_intact_ledger(session_ledger: Path, custodian: Signer,
-                              researcher: Signer) -> None:
-    report = verify_ledger(session_ledger, keys=[custodian.verifier_key],
-                           openings=openings_path(session_ledger))
+def test_verify_intact_ledger(session_ledger: Path, custodian: Signer, researcher: Signer) -> None:
+    report = verify_ledger(
+        session_ledger, keys=[custodian.verifier_key], openings=openings_path(session_ledger)
+    )
     assert report.sealed and report.size == 16
     assert report.openings_checked == 9 and not report.openings_missing
     assert report.decisions == {"released": 3, "blocked": 3}
@@ -127,8 +144,9 @@ def test_verify_intact_ledger(session_ledger: Path, custodian: Signer,
     assert info.value.index == 14
 
 
-def test_publishable_openings_drop_blocked(session_ledger: Path, tmp_path: Path,
-                                           custodian: Signer) -> None:
+def test_publishable_openings_drop_blocked(
+    session_ledger: Path, tmp_path: Path, custodian: Signer
+) -> None:
     out = tmp_path / "public.openings"
     kept, dropped = publishable_openings(session_ledger, out)
     assert (kept, dropped) == (6, 3)
