@@ -81,8 +81,26 @@ def _identity(args: argparse.Namespace) -> tuple[Any, Any]:
     return Identity(args.who), signer
 
 
+def _live(args: argparse.Namespace) -> int | None:
+    """The sentry's pid while it owns the session's ledger; then we read and queue only."""
+    from bedside.gateway.airlock import owner_alive
+
+    if not args.state:
+        raise ReleaseError("no state directory: pass `bedside review --state DIR …` or set "
+                           "BEDSIDE_STATE to the sentry's state directory")
+    return owner_alive(Path(args.state))
+
+
+def _requests(args: argparse.Namespace) -> list[Any]:
+    from bedside.gateway.airlock import read_requests
+
+    if _live(args):
+        return read_requests(Path(args.state))
+    return list(_airlock(args).requests())
+
+
 def _list(args: argparse.Namespace) -> int:
-    rows = [r.summary() for r in _airlock(args).requests()]
+    rows = [r.summary() for r in _requests(args)]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -98,7 +116,9 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    req = _airlock(args).get(args.id)
+    from bedside.gateway.airlock import read_request
+
+    req = read_request(Path(args.state), args.id) if _live(args) else _airlock(args).get(args.id)
     print(f"{req.id}: {req.request.get('name')} ({req.request.get('kind')}, "
           f"{req.request.get('format')}, {req.request.get('size')} bytes) — {req.state}")
     print(f"  digest {req.status.get('digest')}")
@@ -111,12 +131,33 @@ def _show(args: argparse.Namespace) -> int:
         print(f"  denied by {d['name']}: {d['reason']}")
     if "delivered" in req.status:
         print(f"  delivered to {req.status['delivered']['artifact']}")
+    for outcome in sorted((req.folder / "decisions").glob("*.outcome")):
+        print(f"  queued decision {outcome.stem}: {outcome.read_text()}")
+    for queued in sorted((req.folder / "decisions").glob("*.json")):
+        print(f"  queued decision {queued.stem}: waiting for the sentry")
     return 0
 
 
-def _approve(args: argparse.Namespace) -> int:
+def _decide(args: argparse.Namespace, decision: str) -> Any:
+    from bedside.gateway.airlock import Airlock
+
     who, signer = _identity(args)
-    req = _airlock(args).approve(args.id, who, signer)
+    reason = getattr(args, "reason", "") or ""
+    if _live(args):
+        Airlock.queue_decision(Path(args.state), args.id, decision, who, signer, reason)
+        print(f"{args.id}: {decision} by {who.name} queued; the sentry records it in the ledger "
+              "(`bedside review show` reports the outcome)")
+        return None
+    lock = _airlock(args)
+    if decision == "deny":
+        return lock.deny(args.id, who, reason, signer)
+    return lock.approve(args.id, who, signer)
+
+
+def _approve(args: argparse.Namespace) -> int:
+    req = _decide(args, "approve")
+    if req is None:
+        return 0
     if req.state == "delivered":
         print(f"{req.id} approved by {', '.join(a['name'] for a in req.status['approvals'])}; "
               f"delivered to {req.status['delivered']['artifact']}")
@@ -127,9 +168,9 @@ def _approve(args: argparse.Namespace) -> int:
 
 
 def _deny(args: argparse.Namespace) -> int:
-    who, signer = _identity(args)
-    req = _airlock(args).deny(args.id, who, args.reason, signer)
-    print(f"{req.id} denied by {who.name}")
+    req = _decide(args, "deny")
+    if req is not None:
+        print(f"{req.id} denied by {args.who}")
     return 0
 
 

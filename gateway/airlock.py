@@ -22,6 +22,7 @@ import base64
 import fcntl
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from typing import Any
 
 import rfc8785
 
-from bedside.errors import ReleaseError
+from bedside.errors import LedgerIntegrityError, ReleaseError
 from bedside.ledger import attestation
 from bedside.policy.release import KINDS, ReleaseRules
 
@@ -100,7 +101,11 @@ class Airlock:
         requester: Identity | None = None,
         n_records: int | None = None,
         find_identifier: Callable[[str], Any] | None = None,
+        append: Callable[..., int] | None = None,
     ) -> None:
+        """`ledger` is read (entries, proofs, checkpoints); `append` writes, and defaults to
+        `ledger.append` — the sentry passes its own `HospitalLedger.append` so that release
+        entries ride on its receipts to the researcher's copy of the ledger."""
         self.state_dir = Path(state_dir)
         self.outbox = self.state_dir / "outbox"
         self.outbox.mkdir(parents=True, exist_ok=True)
@@ -113,21 +118,26 @@ class Airlock:
         self.requester = requester
         self.n_records = n_records
         self.find_identifier = find_identifier
+        self._ledger_append = append
 
     # -- configuration ---------------------------------------------------------------------
 
     @staticmethod
     def configure(state_dir: str | Path, *, ledger: str | Path, key: str | Path,
                   workspace: str | Path, policy: str | Path | None = None,
-                  requester: Identity | None = None) -> Path:
-        """Write `<state>/airlock.json` (the sentry does this when a session starts)."""
+                  requester: Identity | None = None, owner_pid: int | None = None) -> Path:
+        """Write `<state>/airlock.json` (the sentry does this when a session starts).
+
+        `owner_pid` names the live process that owns the ledger (the sentry): while it runs,
+        `bedside review` queues signed decisions for it instead of appending itself."""
         state = Path(state_dir)
         state.mkdir(parents=True, exist_ok=True)
         (state / "outbox").mkdir(exist_ok=True)
         conf = {"ledger": str(Path(ledger).resolve()), "key": str(Path(key).resolve()),
                 "workspace": str(Path(workspace).resolve()),
                 "policy": str(Path(policy).resolve()) if policy else None,
-                "requester": requester.to_dict() if requester else None}
+                "requester": requester.to_dict() if requester else None,
+                "owner_pid": owner_pid}
         path = state / "airlock.json"
         path.write_text(json.dumps(conf, indent=2))
         return path
@@ -353,11 +363,36 @@ class Airlock:
     def approve(self, request_id: str, approver: Identity, approver_signer: Any = None,
                 ) -> ReleaseRequest:
         """Record one custodian's approval; deliver once `approvals_required` distinct ones."""
+        return self._decide(request_id, "approve", approver, approver_signer, None, "")
+
+    def deny(self, request_id: str, approver: Identity, reason: str,
+             approver_signer: Any = None) -> ReleaseRequest:
+        return self._decide(request_id, "deny", approver, approver_signer, None, reason)
+
+    def _decide(self, request_id: str, decision: str, approver: Identity, signer: Any,
+                sig: str | None, reason: str) -> ReleaseRequest:
+        if decision == "deny" and not reason.strip():
+            raise ReleaseError("a denial needs --reason: the researcher reads it")
         req = self.get(request_id)
         with self._locked():
             req = self._load(req.folder)
             self._must_be_pending(req)
-            approver = self._signed_identity(approver, approver_signer)
+            approver = Identity(approver.name,
+                                signer.verifier_key if signer is not None else approver.key)
+            if sig is None and signer is not None:
+                sig = base64.b64encode(signer.sign(decision_message(req.id, req.status["digest"],
+                                                                    decision))).decode()
+            signed = {"sig": sig} if sig else {}
+            if decision == "deny":
+                idx = self._append("denial", "denied", req.id, req.artifact.read_bytes(),
+                                   req.request["filename"], req.status.get("producers", []),
+                                   {**approver.to_dict(), "reason": reason[:500], **signed},
+                                   approver=approver.name)
+                req.status.update(status="denied", denial={
+                    **approver.to_dict(), "reason": reason, "entry": idx, "ts": _now()})
+                req.status["entries"].append(idx)
+                self._save(req)
+                return req
             if self.requester is not None and (
                 approver.name == self.requester.name
                 or (approver.key is not None and approver.key == self.requester.key)
@@ -370,10 +405,9 @@ class Airlock:
                     raise ReleaseError(
                         f"two_person_rule: {approver.name} already approved {req.id}; "
                         f"{req.status['approvals_required']} distinct custodians must approve")
-            sig = self._decision_sig(req, "approve", approver_signer)
             idx = self._append("approval", "approved", req.id, req.artifact.read_bytes(),
                                req.request["filename"], req.status.get("producers", []),
-                               {**approver.to_dict(), **sig}, approver=approver.name)
+                               {**approver.to_dict(), **signed}, approver=approver.name)
             req.status["approvals"].append({**approver.to_dict(), "entry": idx, "ts": _now()})
             req.status["entries"].append(idx)
             self._save(req)
@@ -381,25 +415,64 @@ class Airlock:
                 self._deliver(req)
         return req
 
-    def deny(self, request_id: str, approver: Identity, reason: str,
-             approver_signer: Any = None) -> ReleaseRequest:
-        if not reason.strip():
+    # -- a live session: the sentry owns the ledger, custodians queue signed decisions ------
+
+    @staticmethod
+    def queue_decision(state_dir: str | Path, request_id: str, decision: str, who: Identity,
+                       signer: Any, reason: str = "") -> Path:
+        """Leave a signed decision for the airlock's owner (the sentry) to apply.
+
+        While a session is live only the sentry writes its ledger (its receipts carry every new
+        entry to the researcher's copy), so `bedside review` queues instead of appending.
+        """
+        if signer is None:
+            raise ReleaseError("during a live session decisions must be signed: pass --key")
+        if decision == "deny" and not reason.strip():
             raise ReleaseError("a denial needs --reason: the researcher reads it")
-        req = self.get(request_id)
-        with self._locked():
-            req = self._load(req.folder)
-            self._must_be_pending(req)
-            approver = self._signed_identity(approver, approver_signer)
-            sig = self._decision_sig(req, "deny", approver_signer)
-            idx = self._append("denial", "denied", req.id, req.artifact.read_bytes(),
-                               req.request["filename"], req.status.get("producers", []),
-                               {**approver.to_dict(), "reason": reason[:500], **sig},
-                               approver=approver.name)
-            req.status.update(status="denied", denial={**approver.to_dict(), "reason": reason,
-                                                       "entry": idx, "ts": _now()})
-            req.status["entries"].append(idx)
-            self._save(req)
-        return req
+        req = read_request(Path(state_dir), request_id)
+        if "digest" not in req.status:
+            raise ReleaseError(f"{request_id} has not been checked by the airlock yet; try again "
+                               "in a moment")
+        msg = decision_message(req.id, req.status["digest"], decision)
+        body = {"decision": decision, "name": who.name, "key": signer.verifier_key,
+                "reason": reason, "sig": base64.b64encode(signer.sign(msg)).decode(),
+                "ts": _now()}
+        folder = req.folder / "decisions"
+        folder.mkdir(exist_ok=True)
+        tag = hashlib.sha256(msg + who.name.encode()).hexdigest()[:8]
+        path = folder / f"{datetime.now(UTC):%Y%m%d%H%M%S%f}-{tag}.json"
+        path.write_text(json.dumps(body, indent=2))
+        return path
+
+    def poll(self) -> list[str]:
+        """Ingest new requests and apply queued decisions; the sentry calls this in its loop.
+
+        Returns one line per decision applied or rejected (the rejection is also written next
+        to the decision, for `bedside review show`)."""
+        from bedside.ledger import Verifier
+
+        self.ingest()
+        log: list[str] = []
+        for folder in sorted(self.outbox.iterdir()):
+            queued = folder / "decisions"
+            if not queued.is_dir():
+                continue
+            for path in sorted(queued.glob("*.json")):
+                try:
+                    d = json.loads(path.read_text())
+                    req = self._load(folder)
+                    Verifier(d["key"]).verify(
+                        decision_message(req.id, req.status.get("digest", ""), d["decision"]),
+                        base64.b64decode(d["sig"]))
+                    self._decide(req.id, d["decision"], Identity(d["name"], d["key"]), None,
+                                 d["sig"], d.get("reason", ""))
+                    outcome = "applied"
+                except (ReleaseError, LedgerIntegrityError, KeyError, ValueError) as exc:
+                    outcome = f"rejected: {exc}"
+                path.rename(path.with_suffix(".done"))
+                path.with_suffix(".outcome").write_text(outcome)
+                log.append(f"{folder.name} {path.stem}: {outcome}")
+        return log
 
     def _must_be_pending(self, req: ReleaseRequest) -> None:
         if req.state != "pending":
@@ -408,18 +481,6 @@ class Airlock:
             extra = f" (refused by: {refusals})" if refusals else ""
             raise ReleaseError(f"{req.id} is {req.state}{extra}; only pending requests can be "
                                "approved or denied")
-
-    @staticmethod
-    def _signed_identity(who: Identity, signer: Any) -> Identity:
-        return Identity(who.name, signer.verifier_key if signer is not None else who.key)
-
-    @staticmethod
-    def _decision_sig(req: ReleaseRequest, decision: str, signer: Any) -> dict[str, str]:
-        if signer is None:
-            return {}
-        msg = rfc8785.dumps({"request": req.id, "digest": req.status["digest"],
-                             "decision": decision})
-        return {"sig": base64.b64encode(signer.sign(msg)).decode()}
 
     # -- delivery ----------------------------------------------------------------------------
 
@@ -496,8 +557,53 @@ class Airlock:
             producers=producers, approver=approver, rule=step,
         )
         entry.update({"step": step, "request": request_id, **extra})
-        return int(self.ledger.append(entry, opening=opening if keep_opening else None,
-                                      sync=True))
+        append = self._ledger_append or self.ledger.append
+        return int(append(entry, opening=opening if keep_opening else None, sync=True))
+
+
+def decision_message(request_id: str, digest: str, decision: str) -> bytes:
+    """What a custodian signs: this decision on this request about these exact bytes."""
+    return rfc8785.dumps({"request": request_id, "digest": digest, "decision": decision})
+
+
+def read_request(state_dir: Path, request_id: str) -> ReleaseRequest:
+    """One request as it stands, without ingesting or touching the ledger (for a live session)."""
+    if not _ID.match(request_id):
+        raise ReleaseError(f"{request_id!r} is not a release request id (r-YYYYMMDDhhmmss-"
+                           "xxxxxx); `bedside review list` shows them")
+    folder = state_dir / "outbox" / request_id
+    try:
+        request = json.loads((folder / "request.json").read_text())
+    except (OSError, ValueError):
+        raise ReleaseError(f"no release request {request_id} in {state_dir / 'outbox'}") from None
+    status_path = folder / "status.json"
+    status = json.loads(status_path.read_text()) if status_path.exists() else {}
+    return ReleaseRequest(request_id, folder, request, status)
+
+
+def read_requests(state_dir: Path) -> list[ReleaseRequest]:
+    outbox = state_dir / "outbox"
+    if not outbox.is_dir():
+        return []
+    return [read_request(state_dir, f.name) for f in sorted(outbox.iterdir())
+            if f.is_dir() and _ID.match(f.name) and (f / "request.json").exists()]
+
+
+def owner_alive(state_dir: Path) -> int | None:
+    """The pid of a live process that owns this session's ledger (the sentry), if any."""
+    try:
+        pid = int(json.loads((state_dir / "airlock.json").read_text()).get("owner_pid") or 0)
+    except (OSError, ValueError, TypeError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
 
 
 def _validate_request(folder_id: str, r: Any) -> list[str]:

@@ -245,3 +245,45 @@ def test_attestation_against_another_ledger_fails(session, cohort, tmp_path):
     with pytest.raises(LedgerIntegrityError, match="changed|differs"):
         verify_release(artifact, envelope, tmp_path / "other" / "session.ledger",
                        keys=[session.signers["custodian"].verifier_key])
+
+
+def test_live_session_custodians_queue_signed_decisions_the_sentry_applies(session, cohort,
+                                                                            capsys):
+    """While the sentry owns the ledger, `bedside review` never appends to it: decisions are
+    queued, signed, and the sentry's airlock verifies and records them."""
+    import os
+
+    Airlock.configure(session.state, ledger=session.ledger_path,
+                      key=session.keys / "custodian.key", workspace=session.workspace,
+                      requester=Identity("dana", session.signers["dana"].verifier_key),
+                      owner_pid=os.getpid())  # this test process plays the sentry
+    sentry = airlock(session)
+    ticket = _submit(session, train_net(cohort.x_train, cohort.y_train), cohort)
+    sentry.poll()
+    size = session.ledger.size
+    state = ["--state", str(session.state)]
+    assert bedside(["review", *state, "approve", ticket.id, "--as", "alice"]) == 1
+    assert "must be signed" in capsys.readouterr().err
+    for who in ("dana", "alice", "bob"):
+        assert bedside(["review", *state, "approve", ticket.id, "--as", who,
+                        "--key", str(session.keys / f"{who}.key")]) == 0
+        assert "queued" in capsys.readouterr().out
+    assert session.ledger.size == size  # nothing appended by the CLI
+    log = sentry.poll()
+    assert any("rejected: two_person_rule: dana" in line for line in log)
+    assert sum("applied" in line for line in log) == 2
+    assert bedside(["review", *state, "show", ticket.id]) == 0
+    out = capsys.readouterr().out
+    assert "delivered to" in out and "rejected: two_person_rule" in out
+    artifact = session.workspace / "releases" / "m.safetensors"
+    verify_release(artifact, artifact.with_name("m.safetensors.intoto.json"), session.ledger_path)
+    # A forged decision (signature by another key) is rejected, not applied.
+    ticket2 = _submit(session, train_net(cohort.x_train, cohort.y_train), cohort)
+    sentry.poll()
+    path = Airlock.queue_decision(session.state, ticket2.id, "approve", Identity("carol"),
+                                  session.signers["alice"])
+    forged = json.loads(path.read_text())
+    forged["key"] = session.signers["bob"].verifier_key
+    path.write_text(json.dumps(forged))
+    assert any("rejected" in line for line in sentry.poll())
+    assert sentry.get(ticket2.id).status["approvals"] == []
