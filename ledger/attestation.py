@@ -23,8 +23,12 @@ from typing import Any, Protocol
 import rfc8785
 from securesystemslib.dsse import Envelope
 from securesystemslib.exceptions import VerificationError
-from securesystemslib.signer import Key, Signature, SSlibKey
-from securesystemslib.signer import Signer as SSLSigner
+from securesystemslib.signer import (  # type: ignore[attr-defined]  # re-exported, no __all__
+    Key,
+    Signature,
+    SSlibKey,
+)
+from securesystemslib.signer import Signer as SSLSigner  # type: ignore[attr-defined]
 
 from bedside.errors import LedgerIntegrityError, ReleaseError, SignatureError
 
