@@ -287,3 +287,25 @@ def test_live_session_custodians_queue_signed_decisions_the_sentry_applies(sessi
     path.write_text(json.dumps(forged))
     assert any("rejected" in line for line in sentry.poll())
     assert sentry.get(ticket2.id).status["approvals"] == []
+
+
+def test_kernel_text_carrying_identifiers_never_reaches_the_ledger(session, cohort):
+    """A hostile kernel writes patient identifiers into its check report: the request is
+    refused and no identifier value is written to the ledger (which leaves the hospital)."""
+    mrns = list(cohort.frame["mrn"])
+    ticket = _submit(session, train_net(cohort.x_train, cohort.y_train), cohort)
+    path = session.state / "outbox" / ticket.id / "request.json"
+    body = json.loads(path.read_text())
+    body["checks"][0]["evidence"] = "fine, patients " + ", ".join(mrns[:20])
+    path.write_text(json.dumps(body))
+    lock = airlock(session)
+    known = {m.lower() for m in mrns}
+    lock.find_identifier = lambda text: next(
+        (w for w in text.replace(",", " ").lower().split() if w in known), None)
+    req = lock.get(ticket.id)
+    assert req.state == "refused"
+    assert "request" in req.summary()["refusals"]
+    evidence = {c["check"]: c["evidence"] for c in req.status["checks"]}
+    assert "identifier values" in evidence["request"]
+    raw = session.ledger_path.read_bytes()
+    assert not any(m.encode() in raw for m in mrns)
