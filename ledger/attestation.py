@@ -265,10 +265,25 @@ def verify_release(artifact: Path, envelope_path: Path, ledger_path: Path,
         keys = [custodian]
     key = verify_signature(env, keys)
     verify_inclusion(predicate, ledger)
+    _verify_checkpoint_note(predicate, key)
     _verify_story(predicate, ledger.entry, digest)
     return {"digest": digest, "key": key, "size": predicate["ledger"]["size"],
             "entries": len(predicate["ledger"]["entries"]),
             "approvers": [a.get("name") for a in predicate.get("approvers", [])]}
+
+
+def _verify_checkpoint_note(predicate: Mapping[str, Any], key: str) -> None:
+    """The attested checkpoint, when present, is a note the same custodian key signed."""
+    from bedside.ledger import Verifier, open_checkpoint
+
+    note = (predicate.get("ledger") or {}).get("checkpoint")
+    if note is None:
+        return
+    cp, _ = open_checkpoint(str(note), [Verifier(key)])
+    ev = predicate["ledger"]
+    if cp.size != int(ev["size"]) or cp.root.hex() != ev["root"]:
+        raise LedgerIntegrityError("the signed checkpoint in the attestation is not the "
+                                   "attested size and root")
 
 
 def _verify_story(predicate: Mapping[str, Any], entry_at: Callable[[int], Mapping[str, Any]],
