@@ -134,3 +134,26 @@ def test_refused_release_names_the_check_and_never_the_records(hospital_kernel):
     # What reaches the client: no identifier value of any patient.
     text = reply.text()
     assert not any(m in text for m in frame["mrn"].head(200))
+
+
+def test_tables_and_figures_pass_the_output_guard_before_release(hospital_kernel):
+    root, state, frame, session = hospital_kernel
+    reply = run(session, """\
+        counts = df.groupby("ward").size().to_frame("patients")
+        ok = hospital.release(counts, name="ward-counts", kind="table")
+        raw = hospital.release(df[["mrn", "age"]].head(20), name="raw", kind="table")
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots()
+        ax.hist(df["age"], bins=10)
+        fig_ok = hospital.release(fig, name="ages", kind="figure")
+        print(ok.status, raw.status, fig_ok.status)
+        print([c.name for c in raw.refusals])
+    """)
+    shown = reply.shown()
+    assert "submitted refused submitted" in shown, shown
+    assert "disclosure" in shown or "identifiers" in shown
+    csv = (state / "outbox").glob("*/ward-counts.csv")
+    assert next(csv).read_text().startswith("ward,patients")
+    assert list((state / "outbox").glob("*/ages.png"))
