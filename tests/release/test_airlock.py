@@ -309,3 +309,29 @@ def test_kernel_text_carrying_identifiers_never_reaches_the_ledger(session, coho
     assert "identifier values" in evidence["request"]
     raw = session.ledger_path.read_bytes()
     assert not any(m.encode() in raw for m in mrns)
+
+
+def test_airlock_accepts_sound_sklearn_models_and_refuses_foreign_types(session, cohort):
+    """Trees and boosting predictors are scikit-learn internals skops does not trust by default;
+    the airlock accepts them, and refuses a type from outside scikit-learn."""
+    import fractions
+    import hashlib
+
+    import skops.io
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+
+    lock = airlock(session)
+    for model in (RandomForestClassifier(n_estimators=5, min_samples_leaf=20, random_state=0),
+                  HistGradientBoostingClassifier(max_iter=5, min_samples_leaf=20)):
+        model.fit(cohort.x_train, cohort.y_train)
+        data = skops.io.dumps(model)
+        digest = hashlib.sha256(data).hexdigest()
+        results = lock.recheck({"kind": "model", "format": "skops", "digest": digest}, data,
+                               digest)
+        assert all(r.passed for r in results), [r for r in results if not r.passed]
+    model = RandomForestClassifier(n_estimators=2, min_samples_leaf=20).fit(
+        cohort.x_train, cohort.y_train)
+    model.smuggled = fractions.Fraction(1, 3)  # a type from outside sklearn
+    data = skops.io.dumps(model)
+    results = {r.name: r for r in lock.recheck({"kind": "model", "format": "skops"}, data, "")}
+    assert not results["format"].passed and "fractions.Fraction" in results["format"].evidence
