@@ -335,3 +335,16 @@ def test_airlock_accepts_sound_sklearn_models_and_refuses_foreign_types(session,
     data = skops.io.dumps(model)
     results = {r.name: r for r in lock.recheck({"kind": "model", "format": "skops"}, data, "")}
     assert not results["format"].passed and "fractions.Fraction" in results["format"].evidence
+
+
+def test_auto_mode_delivers_a_passing_table_without_review(session, cohort):
+    rules = {"table": {"mode": "auto"}}
+    table = cohort.frame.groupby("diabetes").size().to_frame("patients")
+    ticket = request_release(hospital(session, **rules), table, name="counts", kind="table")
+    lock = airlock(session, **rules)
+    req = lock.get(ticket.id)
+    assert req.state == "delivered" and req.status["approvals"] == []
+    artifact = session.workspace / "releases" / "counts.csv"
+    summary = verify_release(artifact, artifact.with_name("counts.csv.intoto.json"),
+                             session.ledger_path)
+    assert summary["approvers"] == []
