@@ -182,7 +182,12 @@ class ProvenanceTracker:
                 fails.append(dr.THRESHOLD)
             if name in ("min", "max") and rules.extremes == "suppress":
                 fails.append(dr.EXTREMES)
-            if name in ("sum", "mean") and not binary and n and np.issubdtype(values.dtype, np.number):
+            if (
+                name in ("sum", "mean")
+                and not binary
+                and n
+                and np.issubdtype(values.dtype, np.number)
+            ):
                 v = np.abs(values[notna].astype(float))
                 top = np.sort(v)[-2:][::-1] if v.size > 1 else v
                 fails.extend(dr.top_summary_fails(list(top), float(v.sum()), n, rules))
@@ -191,7 +196,10 @@ class ProvenanceTracker:
             )
             family = {"mean": "sum"}.get(name, name)
             for prev in itertools.chain(self.history, self.cell_events):
-                if prev.column != event.column or {"mean": "sum"}.get(prev.statistic, prev.statistic) != family:
+                if (
+                    prev.column != event.column
+                    or {"mean": "sum"}.get(prev.statistic, prev.statistic) != family
+                ):
                     continue
                 if abs(prev.n - n) >= rules.min_cell_count:
                     continue
@@ -352,7 +360,11 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
     def frame_reduce(self: pd.DataFrame, op: Any, name: str, *a: Any, **kw: Any) -> Any:
         result = orig_f_reduce(self, op, name, *a, **kw)
         table = None if tracker.busy else table_of(self, tracker)
-        if table is not None and isinstance(result, pd.Series) and kw.get("axis", 0) in (0, None, "index"):
+        if (
+            table is not None
+            and isinstance(result, pd.Series)
+            and kw.get("axis", 0) in (0, None, "index")
+        ):
             with tracker.quiet():
                 n = self.notna().sum()
             result = tracker.annotate_summary(table, result, n.reindex(result.index).fillna(0))
@@ -461,13 +473,22 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
             return orig_pivot(data, values, index, columns, aggfunc, *args, **kwargs)
         with tracker.quiet():
             result = orig_pivot(data, values, index, columns, aggfunc, *args, **kwargs)
-            counts = orig_pivot(data, None, index, columns, "size", **{
-                k: v for k, v in kwargs.items() if k in ("margins", "dropna", "observed")})
+            counts = orig_pivot(
+                data,
+                None,
+                index,
+                columns,
+                "size",
+                **{k: v for k, v in kwargs.items() if k in ("margins", "dropna", "observed")},
+            )
         tracker.touched = True
         stat = aggfunc if isinstance(aggfunc, str) else "mixed"
         kind = "frequency" if stat in dr.FREQUENCY_STATISTICS else "magnitude"
-        if isinstance(counts, pd.DataFrame) and isinstance(result, pd.DataFrame) and \
-                counts.shape != result.shape:
+        if (
+            isinstance(counts, pd.DataFrame)
+            and isinstance(result, pd.DataFrame)
+            and counts.shape != result.shape
+        ):
             counts = counts.min(axis=1) if isinstance(counts, pd.DataFrame) else counts
         return tracker.annotate(result, Annotation(table, kind, counts, stat))
 

@@ -40,7 +40,7 @@ PASS_TYPES = frozenset(
 SUPPRESSED = "suppressed"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _QUOTED = re.compile(r"(['\"])(.*?)\1")
-_NUMBER = re.compile(r"(?<![\w.])-?\d[\d.,:/-]*")
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,:/-]\d+)*")
 
 ADVICE = {
     "identifier": "Outputs may not contain identifier values. Work with aggregates "
@@ -299,7 +299,9 @@ class OutputGuard:
             stream_key = str(content.get("name", "stdout"))
             if stream_key in self._muted_streams:
                 return None
-        if msg_type == "error" or (msg_type == "execute_reply" and content.get("status") == "error"):
+        if msg_type == "error" or (
+            msg_type == "execute_reply" and content.get("status") == "error"
+        ):
             decision = self._scrub_error(content)
         if msg_type in OUTPUT_TYPES:
             if self.cell_block is None:
@@ -309,7 +311,8 @@ class OutputGuard:
             data = content.get("data") or {}
             if "image/svg+xml" in data:
                 decision = Decision.block(
-                    "svg", "SVG output carries the plotted coordinates", ADVICE["svg"])
+                    "svg", "SVG output carries the plotted coordinates", ADVICE["svg"]
+                )
         if decision is None or not decision.blocked:
             text = "\n".join(_strings(content))
             if msg_type == "stream":
@@ -335,7 +338,9 @@ class OutputGuard:
             meta["bedside"] = decision.to_metadata()
         return msg
 
-    def _finding_decision(self, finding: Finding, where: str) -> Decision:
+    def _finding_decision(self, finding: Finding, channel: str) -> Decision:
+        where = {"iopub": "output", "shell": "reply", "control": "reply",
+                 "stdin": "input prompt"}.get(channel, channel)  # fmt: skip
         enc = f" ({finding.encoding}-encoded)" if finding.encoding else ""
         reason = {
             "identifier": f"the {where} contains an identifier value{enc} of column "
@@ -343,8 +348,12 @@ class OutputGuard:
             "phi": f"the {where} contains personal data ({finding.kind})",
             "row-level": f"the {where} reproduces protected rows ({finding.kind})",
         }[finding.rule]
-        return Decision.block(finding.rule, reason, ADVICE[finding.rule],
-                              details={"kind": finding.kind, "encoding": finding.encoding})
+        return Decision.block(
+            finding.rule,
+            reason,
+            ADVICE[finding.rule],
+            details={"kind": finding.kind, "encoding": finding.encoding},
+        )
 
     def _replace(self, msg: dict[str, Any], msg_type: str, content: dict[str, Any],
                  decision: Decision) -> None:  # fmt: skip
@@ -357,7 +366,9 @@ class OutputGuard:
             new["data"] = bundle
             new["metadata"] = {}
             msg["content"] = new
-        elif msg_type == "error" or (msg_type == "execute_reply" and content.get("status") == "error"):
+        elif msg_type == "error" or (
+            msg_type == "execute_reply" and content.get("status") == "error"
+        ):
             msg["content"] = {**content, "evalue": text, "traceback": [text]}
             msg["content"].pop("user_expressions", None)
             if msg_type == "execute_reply":
@@ -393,7 +404,11 @@ class OutputGuard:
 
         def quoted(m: re.Match[str]) -> str:
             inner = m.group(2)
-            return m.group(0) if inner in allowed or inner in self.code else f"{m.group(1)}<value>{m.group(1)}"
+            return (
+                m.group(0)
+                if inner in allowed or inner in self.code
+                else f"{m.group(1)}<value>{m.group(1)}"
+            )
 
         def number(m: re.Match[str]) -> str:
             return m.group(0) if m.group(0) in self.code else "<n>"

@@ -270,6 +270,7 @@ def _report(args: argparse.Namespace) -> int:
             openings=args.openings,
             rpc=args.rpc,
             confirmations=args.confirmations,
+            progress=sys.stderr.isatty(),
         )
     except Error as exc:
         return _fail(exc)

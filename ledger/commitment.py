@@ -106,7 +106,10 @@ def _make_encode() -> Callable[[Any], str]:
     # JSONEncoder.encode builds a new C encoder on every call; build one once (no circularity
     # markers: entries are trees) and fall back to the pure-Python encoder where there is none.
     try:
-        from json.encoder import c_make_encoder, encode_basestring
+        from json.encoder import (  # type: ignore[attr-defined]
+            c_make_encoder,
+            encode_basestring,
+        )
     except ImportError:  # pragma: no cover
         return _ENCODER.encode
     if c_make_encoder is None:  # pragma: no cover

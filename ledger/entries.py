@@ -94,6 +94,8 @@ _SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     INTERRUPTED: {"reason": _STR},
 }
 KINDS = tuple(_SCHEMA)
+#: What may follow the seal: the final signed checkpoint (covering the seal) and its anchors.
+AFTER_SEAL = (CHECKPOINT, ANCHOR)
 _COMMON: dict[str, tuple[type, ...]] = {
     "v": _INT,
     "kind": _STR,

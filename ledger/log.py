@@ -12,10 +12,12 @@ torn last record and says so.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
+import threading
 from array import array
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -39,6 +41,8 @@ from .note import Checkpoint, Signer, sign_note
 log = logging.getLogger(__name__)
 
 FORMAT = "bedside-ledger/v1"
+_OPENING_KEYS = {"field", "domain", "salt", "content"}
+_json_str: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def openings_path(path: str | os.PathLike[str]) -> Path:
@@ -196,7 +200,11 @@ class _RecordFile:
 
 
 class Ledger:
-    """An open session ledger (writer side). Not thread-safe: one writer per file."""
+    """An open session ledger (writer side).
+
+    One process writes a ledger file; within it, appends from several threads (the sentry
+    relays five channels) are serialised by a lock, so indices and bytes never interleave.
+    """
 
     def __init__(self, path: Path, records: _RecordFile, openings: _RecordFile) -> None:
         self.path = path
@@ -214,6 +222,7 @@ class Ledger:
         self._fh.seek(0, os.SEEK_END)
         self.recovered: list[Recovery] = []
         self._closed = False
+        self._lock = threading.RLock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -269,7 +278,8 @@ class Ledger:
                 )
             self._offsets.append(rec.offset)
             self._tree.append(rec.check)
-            self._sealed = entry.get("kind") == E.SEAL
+            if entry.get("kind") == E.SEAL:
+                self._sealed = True
             self._end = rec.offset + 4 + len(rec.payload) + 32
         if self._file.recovery:
             self.recovered.append(self._file.recovery)
@@ -291,7 +301,7 @@ class Ledger:
         ofh.seek(0, os.SEEK_END)
         self._fh.seek(0, os.SEEK_END)
 
-    def close(self) -> None:
+    def _close_unlocked(self) -> None:
         """Flush (durably) and close both files."""
         if self._closed:
             return
@@ -311,7 +321,7 @@ class Ledger:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def append(
+    def _append_unlocked(
         self,
         entry: Mapping[str, Any],
         *,
@@ -327,8 +337,10 @@ class Ledger:
         """
         if self._closed:
             raise LedgerError(f"{self.path}: the ledger is closed")
-        if self._sealed:
-            raise LedgerError(f"{self.path}: the session is sealed; no entries can follow")
+        if self._sealed and entry.get("kind") not in E.AFTER_SEAL:
+            raise LedgerError(
+                f"{self.path}: the session is sealed; only checkpoints and anchors can follow"
+            )
         index = self.size
         e = dict(entry)
         if "v" not in e:
@@ -381,10 +393,19 @@ class Ledger:
                 f"opening for a {kind} entry must be field/domain {expected}, "
                 f"got {opening.get('field')}/{opening.get('domain')}"
             )
-        payload = canonical_json({"index": index, **opening})
+        salt, content = opening.get("salt"), opening.get("content")
+        if set(opening) == _OPENING_KEYS and type(salt) is str and type(content) is str:
+            # The common case, written directly: sorted keys, base64 values need no escaping
+            # beyond what the C string encoder does. Same bytes as canonical_json.
+            payload = (
+                f'{{"content":{_json_str(content)},"domain":{_json_str(expected[1])},'
+                f'"field":{_json_str(expected[0])},"index":{index},"salt":{_json_str(salt)}}}'
+            ).encode()
+        else:
+            payload = canonical_json({"index": index, **opening})
         self._openings.fh.write(encode_record(payload))
 
-    def append_checkpoint(self, note: str, *, sync: bool = True) -> int:
+    def _append_checkpoint_unlocked(self, note: str, *, sync: bool = True) -> int:
         """Append a checkpoint entry for a signed note of size <= the current size.
 
         Adds the consistency proof from the note's size to the entry's position so a streaming
@@ -406,7 +427,7 @@ class Ledger:
             E.checkpoint(session=self.session_id, note=note, size=cp.size, proof=proof), sync=sync
         )
 
-    def flush(self) -> None:
+    def _flush_unlocked(self) -> None:
         """Make every appended entry durable: write out, fsync openings, then the ledger."""
         if self._closed:
             raise LedgerError(f"{self.path}: the ledger is closed")
@@ -436,7 +457,7 @@ class Ledger:
     def leaf_hash(self, index: int) -> bytes:
         return self._tree[index]
 
-    def entry_bytes(self, index: int) -> bytes:
+    def _entry_bytes_unlocked(self, index: int) -> bytes:
         if not 0 <= index < self.size:
             raise LedgerError(f"{self.path}: no entry {index} (size {self.size})")
         self._fh.flush()  # buffered appends must reach the file before we read them back
@@ -470,6 +491,42 @@ class Ledger:
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.path)!r}, size={self.size})"
+
+    # -- locking wrappers ----------------------------------------------------------------------
+
+    def append(
+        self,
+        entry: Mapping[str, Any],
+        *,
+        opening: Mapping[str, Any] | None = None,
+        sync: bool = False,
+    ) -> int:
+        with self._lock:
+            return self._append_unlocked(entry, opening=opening, sync=sync)
+
+    append.__doc__ = _append_unlocked.__doc__
+
+    def append_checkpoint(self, note: str, *, sync: bool = True) -> int:
+        with self._lock:
+            return self._append_checkpoint_unlocked(note, sync=sync)
+
+    append_checkpoint.__doc__ = _append_checkpoint_unlocked.__doc__
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_unlocked()
+
+    flush.__doc__ = _flush_unlocked.__doc__
+
+    def entry_bytes(self, index: int) -> bytes:
+        with self._lock:
+            return self._entry_bytes_unlocked(index)
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_unlocked()
+
+    close.__doc__ = _close_unlocked.__doc__
 
 
 def b64(data: bytes) -> str:

@@ -188,7 +188,9 @@ def check_cells(
                 if p_ratio_violated(cell, rules.p_ratio, rules.zeros_disclosive):
                     fails.append(P_RATIO)
         mask.append(tuple(dict.fromkeys(fails)))
-    return CellVerdict(verdict_decision(mask, rules, rounded=statistic in FREQUENCY_STATISTICS), mask)
+    return CellVerdict(
+        verdict_decision(mask, rules, rounded=statistic in FREQUENCY_STATISTICS), mask
+    )
 
 
 def verdict_decision(
@@ -203,14 +205,14 @@ def verdict_decision(
             rule,
             f"every cell of this result fails the disclosure rules ({', '.join(fired)})",
             ADVICE[rule].format(min=rules.min_cell_count),
-            details={"rules": fired, "cells": len(mask)},
+            details={"rules": fired},
         )
     if failing:
         return Decision.redact(
             fired[0],
             f"{len(failing)} of {len(mask)} cells suppressed ({', '.join(fired)})",
             ADVICE[fired[0]].format(min=rules.min_cell_count),
-            details={"rules": fired, "suppressed": len(failing), "cells": len(mask)},
+            details={"rules": fired},
         )
     if rounded and rules.round_counts_to > 1:
         return Decision.redact(

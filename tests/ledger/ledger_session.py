@@ -15,7 +15,8 @@ def build_session(
     path: Path, custodian: Signer, researcher: Signer, *, cells: int = 3, seal: bool = True
 ) -> Ledger:
     """A session: header, per cell an execute request, a released and a blocked output, a
-    cosigned checkpoint after each cell, metering, and a seal."""
+    cosigned checkpoint after each cell, metering, a checkpoint, the seal and a final cosigned
+    checkpoint (17 entries for 3 cells)."""
     ledger = Ledger.create(path, session_id=SESSION, origin=ORIGIN)
     ledger.append(
         E.header(
@@ -63,5 +64,7 @@ def build_session(
     if seal:
         ledger.append_checkpoint(ledger.sign_checkpoint(custodian))
         ledger.append(E.seal(session=SESSION))
+        # The final checkpoint covers the seal; the researcher keeps a copy of it.
+        ledger.append_checkpoint(cosign(ledger.sign_checkpoint(custodian), researcher))
     ledger.flush()
     return ledger
