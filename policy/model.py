@@ -753,23 +753,6 @@ def _read_release(top: _Reader) -> ReleaseRules:
     return ReleaseRules.from_dict(child.plain(), path=top.where, line_of=line_of)
 
 
-def _jsonable(value: Any, top: _Reader, line: int) -> Any:
-    """Keep release rules hashable as JSON: dates and other YAML types become strings."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v, top, line) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v, top, line) for v in value]
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise top.error(
-                "release rules cannot contain infinite or NaN numbers", line, "use a finite number"
-            )
-        return value
-    return str(value)
-
-
 def _read_phi(top: _Reader) -> dict[str, bool]:
     phi = dict(PHI_PATTERN_DEFAULTS)
     reader = top.section_reader("phi_patterns", tuple(PHI_PATTERN_DEFAULTS))
