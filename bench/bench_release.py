@@ -53,9 +53,13 @@ def bench_checks(mb: int) -> dict[str, float]:
     frame = patients(n=3000, seed=5)
     x, y = _features(frame)
     hidden = int((mb * 1e6 / 4) ** 0.5)
-    net = torch.nn.Sequential(torch.nn.Linear(3, hidden), torch.nn.ReLU(),
-                              torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
-                              torch.nn.Linear(hidden, 2))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(3, hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, 2),
+    )
     opt = torch.optim.SGD(net.parameters(), 1e-3)
     xt, yt = torch.tensor(x[:2000]), torch.tensor(y[:2000])
     for _ in range(3):
@@ -83,13 +87,21 @@ def bench_checks(mb: int) -> dict[str, float]:
     from bedside.gateway.airlock import Airlock
 
     with tempfile.TemporaryDirectory() as tmp:
-        lock = Airlock(tmp, ledger=None, signer=None, workspace=tmp,
-                       rules=ReleaseRules.from_dict({"model": {"max_bytes": "1 GB"}}),
-                       n_records=3000)
+        lock = Airlock(
+            tmp,
+            ledger=None,
+            signer=None,
+            workspace=tmp,
+            rules=ReleaseRules.from_dict({"model": {"max_bytes": "1 GB"}}),
+            n_records=3000,
+        )
         t0 = time.perf_counter()
         digest = hashlib.sha256(artifact.data).hexdigest()
-        rechecks = lock.recheck({"kind": "model", "format": "safetensors",
-                                 "digest": f"sha256:{digest}"}, artifact.data, digest)
+        rechecks = lock.recheck(
+            {"kind": "model", "format": "safetensors", "digest": f"sha256:{digest}"},
+            artifact.data,
+            digest,
+        )
         t_airlock = time.perf_counter() - t0
     assert all(r.passed for r in rechecks), [r for r in rechecks if not r.passed]
     total = t_serialise + t_checks + t_airlock
@@ -101,8 +113,12 @@ def bench_checks(mb: int) -> dict[str, float]:
         "airlock_recheck_s": round(t_airlock, 3),
         "release_total_s": round(total, 3),
         "ratio_vs_plain_save": round(total / t_plain, 2),
-        "checks": {r.name: round(float(r.details.get("auc", 0)), 3) if r.name ==
-                   "membership_inference" else r.passed for r in results},
+        "checks": {
+            r.name: round(float(r.details.get("auc", 0)), 3)
+            if r.name == "membership_inference"
+            else r.passed
+            for r in results
+        },
     }
 
 
@@ -132,10 +148,12 @@ def _start(spec_root: Path, name: str, argv: list[str], cwd: Path):
 
     d = spec_root / name
     d.mkdir(parents=True, exist_ok=True)
-    (d / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": name,
-                                               "language": "python"}))
-    km = KernelManager(kernel_name=name,
-                       kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec_root)]))
+    (d / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": name, "language": "python"})
+    )
+    km = KernelManager(
+        kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec_root)])
+    )
     km.start_kernel(cwd=str(cwd))
     kc = km.blocking_client()
     kc.start_channels()
@@ -168,7 +186,8 @@ def bench_training(rounds: int, epochs: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         patients(n=20000, seed=9).to_parquet(root / "patients.parquet", index=False)
-        (root / "policy.yaml").write_text(textwrap.dedent("""\
+        (root / "policy.yaml").write_text(
+            textwrap.dedent("""\
             version: bedside/v1
             id: bench
             datasets:
@@ -180,16 +199,35 @@ def bench_training(rounds: int, epochs: int) -> dict[str, float]:
               min_cell_count: 10
             outputs:
               mime_allow: [text/plain]
-            """))
+            """)
+        )
         kernels = {
-            "guarded": (_start(root / "kernels", "guarded",
-                               [sys.executable, "-m", "bedside.kernel", "-f", "{connection_file}",
-                                "--policy", str(root / "policy.yaml")], root),
-                        'df = hospital.load("patients")'),
-            "plain": (_start(root / "kernels", "plain",
-                             [sys.executable, "-m", "ipykernel_launcher", "-f",
-                              "{connection_file}"], root),
-                      'import pandas as pd; df = pd.read_parquet("patients.parquet")'),
+            "guarded": (
+                _start(
+                    root / "kernels",
+                    "guarded",
+                    [
+                        sys.executable,
+                        "-m",
+                        "bedside.kernel",
+                        "-f",
+                        "{connection_file}",
+                        "--policy",
+                        str(root / "policy.yaml"),
+                    ],
+                    root,
+                ),
+                'df = hospital.load("patients")',
+            ),
+            "plain": (
+                _start(
+                    root / "kernels",
+                    "plain",
+                    [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                    root,
+                ),
+                'import pandas as pd; df = pd.read_parquet("patients.parquet")',
+            ),
         }
         loop: dict[str, list[float]] = {"guarded": [], "plain": []}
         cell: dict[str, list[float]] = {"guarded": [], "plain": []}
@@ -209,10 +247,14 @@ def bench_training(rounds: int, epochs: int) -> dict[str, float]:
     g_loop, p_loop = statistics.median(loop["guarded"]), statistics.median(loop["plain"])
     g_cell, p_cell = statistics.median(cell["guarded"]), statistics.median(cell["plain"])
     return {
-        "records": 20000, "epochs": epochs, "rounds": rounds,
-        "loop_guarded_s": round(g_loop, 3), "loop_plain_s": round(p_loop, 3),
+        "records": 20000,
+        "epochs": epochs,
+        "rounds": rounds,
+        "loop_guarded_s": round(g_loop, 3),
+        "loop_plain_s": round(p_loop, 3),
         "loop_ratio": round(g_loop / p_loop, 3),
-        "cell_guarded_s": round(g_cell, 3), "cell_plain_s": round(p_cell, 3),
+        "cell_guarded_s": round(g_cell, 3),
+        "cell_plain_s": round(p_cell, 3),
         "cell_ratio": round(g_cell / p_cell, 3),
         # The fastest round of each is the least disturbed by other load on the machine.
         "loop_ratio_best": round(min(loop["guarded"]) / min(loop["plain"]), 3),

@@ -1,10 +1,10 @@
 """`bedside review …` for custodians and `bedside release verify …` for anyone holding a release.
 
-    bedside review list                         requests in the outbox and their state
-    bedside review show ID                      checks, evidence, approvals of one request
-    bedside review approve ID --as NAME --key K one approval (the two-person rule counts them)
-    bedside review deny ID --as NAME --key K --reason TEXT
-    bedside release verify ARTIFACT --attestation FILE --ledger LEDGER [--key VKEY]
+bedside review list                         requests in the outbox and their state
+bedside review show ID                      checks, evidence, approvals of one request
+bedside review approve ID --as NAME --key K one approval (the two-person rule counts them)
+bedside review deny ID --as NAME --key K --reason TEXT
+bedside release verify ARTIFACT --attestation FILE --ledger LEDGER [--key VKEY]
 """
 
 from __future__ import annotations
@@ -20,12 +20,17 @@ from bedside.errors import ReleaseError
 
 def register(subparsers: Any) -> None:
     review = subparsers.add_parser(
-        "review", help="custodians: list, inspect, approve or deny release requests",
+        "review",
+        help="custodians: list, inspect, approve or deny release requests",
         description="Release requests wait in the hospital outbox (under the sentry's state "
         "directory) until enough distinct custodians approve them (release.<kind>."
-        "approvals_required in the policy). The requester cannot approve their own request.")
-    review.add_argument("--state", default=os.environ.get("BEDSIDE_STATE"),
-                        help="the sentry's state directory (default: $BEDSIDE_STATE)")
+        "approvals_required in the policy). The requester cannot approve their own request.",
+    )
+    review.add_argument(
+        "--state",
+        default=os.environ.get("BEDSIDE_STATE"),
+        help="the sentry's state directory (default: $BEDSIDE_STATE)",
+    )
     sub = review.add_subparsers(dest="review_command", metavar="ACTION", required=True)
     p = sub.add_parser("list", help="every request and its state")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -36,10 +41,18 @@ def register(subparsers: Any) -> None:
     for name, fn in (("approve", _approve), ("deny", _deny)):
         p = sub.add_parser(name, help=f"{name} a pending request as a named custodian")
         p.add_argument("id")
-        p.add_argument("--as", dest="who", required=True, metavar="NAME",
-                       help="your name as a custodian (recorded in the ledger)")
-        p.add_argument("--key", metavar="FILE",
-                       help="your signer key (`bedside keys new NAME`); signs your decision")
+        p.add_argument(
+            "--as",
+            dest="who",
+            required=True,
+            metavar="NAME",
+            help="your name as a custodian (recorded in the ledger)",
+        )
+        p.add_argument(
+            "--key",
+            metavar="FILE",
+            help="your signer key (`bedside keys new NAME`); signs your decision",
+        )
         if name == "deny":
             p.add_argument("--reason", required=True, help="why; the researcher reads it")
         p.set_defaults(handler=fn)
@@ -47,17 +60,25 @@ def register(subparsers: Any) -> None:
     release = subparsers.add_parser("release", help="verify a released artifact")
     rsub = release.add_subparsers(dest="release_command", metavar="ACTION", required=True)
     p = rsub.add_parser(
-        "verify", help="check an artifact against its attestation and the session ledger",
+        "verify",
+        help="check an artifact against its attestation and the session ledger",
         description="Checks the artifact's SHA-256 against the attested subject, the DSSE "
         "signature against the custodian key, and that the ledger entries named in the "
-        "attestation are in the ledger under the attested checkpoint.")
+        "attestation are in the ledger under the attested checkpoint.",
+    )
     p.add_argument("artifact", type=Path)
-    p.add_argument("--attestation", type=Path,
-                   help="the DSSE envelope (default: ARTIFACT.intoto.json)")
+    p.add_argument(
+        "--attestation", type=Path, help="the DSSE envelope (default: ARTIFACT.intoto.json)"
+    )
     p.add_argument("--ledger", type=Path, required=True, help="the session ledger file")
-    p.add_argument("--key", action="append", default=[], metavar="VKEY",
-                   help="trusted custodian verifier key (repeatable; default: the key the "
-                   "ledger's header names as custodian)")
+    p.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="trusted custodian verifier key (repeatable; default: the key the "
+        "ledger's header names as custodian)",
+    )
     p.set_defaults(handler=_verify)
 
 
@@ -65,8 +86,10 @@ def _airlock(args: argparse.Namespace) -> Any:
     from bedside.gateway.airlock import Airlock
 
     if not args.state:
-        raise ReleaseError("no state directory: pass `bedside review --state DIR …` or set "
-                           "BEDSIDE_STATE to the sentry's state directory")
+        raise ReleaseError(
+            "no state directory: pass `bedside review --state DIR …` or set "
+            "BEDSIDE_STATE to the sentry's state directory"
+        )
     return Airlock.from_state(args.state)
 
 
@@ -86,8 +109,10 @@ def _live(args: argparse.Namespace) -> int | None:
     from bedside.gateway.airlock import owner_alive
 
     if not args.state:
-        raise ReleaseError("no state directory: pass `bedside review --state DIR …` or set "
-                           "BEDSIDE_STATE to the sentry's state directory")
+        raise ReleaseError(
+            "no state directory: pass `bedside review --state DIR …` or set "
+            "BEDSIDE_STATE to the sentry's state directory"
+        )
     return owner_alive(Path(args.state))
 
 
@@ -110,8 +135,7 @@ def _list(args: argparse.Namespace) -> int:
         extra = f" refused by {', '.join(r['refusals'])}" if r["refusals"] else ""
         if r["status"] == "pending":
             extra = f" approvals {len(r['approvals'])}/{r['required']}"
-        print(f"{r['id']}  {r['status']:<9} {r['kind']:<6} {r['name']} ({r['size']} bytes)"
-              f"{extra}")
+        print(f"{r['id']}  {r['status']:<9} {r['kind']:<6} {r['name']} ({r['size']} bytes){extra}")
     return 0
 
 
@@ -119,8 +143,10 @@ def _show(args: argparse.Namespace) -> int:
     from bedside.gateway.airlock import read_request
 
     req = read_request(Path(args.state), args.id) if _live(args) else _airlock(args).get(args.id)
-    print(f"{req.id}: {req.request.get('name')} ({req.request.get('kind')}, "
-          f"{req.request.get('format')}, {req.request.get('size')} bytes) — {req.state}")
+    print(
+        f"{req.id}: {req.request.get('name')} ({req.request.get('kind')}, "
+        f"{req.request.get('format')}, {req.request.get('size')} bytes) — {req.state}"
+    )
     print(f"  digest {req.status.get('digest')}")
     for c in req.status.get("checks", []):
         print(f"  {'ok' if c['passed'] else 'NO'}  {c['check']:<22} [{c['by']}] {c['evidence']}")
@@ -145,8 +171,10 @@ def _decide(args: argparse.Namespace, decision: str) -> Any:
     reason = getattr(args, "reason", "") or ""
     if _live(args):
         Airlock.queue_decision(Path(args.state), args.id, decision, who, signer, reason)
-        print(f"{args.id}: {decision} by {who.name} queued; the sentry records it in the ledger "
-              "(`bedside review show` reports the outcome)")
+        print(
+            f"{args.id}: {decision} by {who.name} queued; the sentry records it in the ledger "
+            "(`bedside review show` reports the outcome)"
+        )
         return None
     lock = _airlock(args)
     if decision == "deny":
@@ -159,11 +187,15 @@ def _approve(args: argparse.Namespace) -> int:
     if req is None:
         return 0
     if req.state == "delivered":
-        print(f"{req.id} approved by {', '.join(a['name'] for a in req.status['approvals'])}; "
-              f"delivered to {req.status['delivered']['artifact']}")
+        print(
+            f"{req.id} approved by {', '.join(a['name'] for a in req.status['approvals'])}; "
+            f"delivered to {req.status['delivered']['artifact']}"
+        )
     else:
-        print(f"{req.id}: approval {len(req.status['approvals'])} of "
-              f"{req.status['approvals_required']} recorded")
+        print(
+            f"{req.id}: approval {len(req.status['approvals'])} of "
+            f"{req.status['approvals_required']} recorded"
+        )
     return 0
 
 
@@ -179,7 +211,9 @@ def _verify(args: argparse.Namespace) -> int:
 
     att = args.attestation or args.artifact.with_name(args.artifact.name + ".intoto.json")
     summary = verify_release(args.artifact, att, args.ledger, keys=args.key or None)
-    print(f"OK {args.artifact.name}: sha256 {summary['digest']}, signed by {summary['key']}, "
-          f"{summary['entries']} ledger entries included at size {summary['size']}; approvers: "
-          f"{', '.join(summary['approvers']) or '(auto)'}")
+    print(
+        f"OK {args.artifact.name}: sha256 {summary['digest']}, signed by {summary['key']}, "
+        f"{summary['entries']} ledger entries included at size {summary['size']}; approvers: "
+        f"{', '.join(summary['approvers']) or '(auto)'}"
+    )
     return 0

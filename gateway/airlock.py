@@ -79,8 +79,11 @@ class ReleaseRequest:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "id": self.id, "name": self.request.get("name"), "kind": self.request.get("kind"),
-            "size": self.request.get("size"), "status": self.state,
+            "id": self.id,
+            "name": self.request.get("name"),
+            "kind": self.request.get("kind"),
+            "size": self.request.get("size"),
+            "status": self.state,
             "approvals": [a["name"] for a in self.status.get("approvals", [])],
             "required": self.status.get("approvals_required"),
             "refusals": [c["check"] for c in self.status.get("checks", []) if not c["passed"]],
@@ -125,9 +128,16 @@ class Airlock:
     # -- configuration ---------------------------------------------------------------------
 
     @staticmethod
-    def configure(state_dir: str | Path, *, ledger: str | Path, key: str | Path,
-                  workspace: str | Path, policy: str | Path | None = None,
-                  requester: Identity | None = None, owner_pid: int | None = None) -> Path:
+    def configure(
+        state_dir: str | Path,
+        *,
+        ledger: str | Path,
+        key: str | Path,
+        workspace: str | Path,
+        policy: str | Path | None = None,
+        requester: Identity | None = None,
+        owner_pid: int | None = None,
+    ) -> Path:
         """Write `<state>/airlock.json` (the sentry does this when a session starts).
 
         `owner_pid` names the live process that owns the ledger (the sentry): while it runs,
@@ -135,11 +145,14 @@ class Airlock:
         state = Path(state_dir)
         state.mkdir(parents=True, exist_ok=True)
         (state / "outbox").mkdir(exist_ok=True)
-        conf = {"ledger": str(Path(ledger).resolve()), "key": str(Path(key).resolve()),
-                "workspace": str(Path(workspace).resolve()),
-                "policy": str(Path(policy).resolve()) if policy else None,
-                "requester": requester.to_dict() if requester else None,
-                "owner_pid": owner_pid}
+        conf = {
+            "ledger": str(Path(ledger).resolve()),
+            "key": str(Path(key).resolve()),
+            "workspace": str(Path(workspace).resolve()),
+            "policy": str(Path(policy).resolve()) if policy else None,
+            "requester": requester.to_dict() if requester else None,
+            "owner_pid": owner_pid,
+        }
         path = state / "airlock.json"
         path.write_text(json.dumps(conf, indent=2))
         return path
@@ -152,17 +165,25 @@ class Airlock:
         try:
             conf = json.loads((state / "airlock.json").read_text())
         except FileNotFoundError:
-            raise ReleaseError(f"{state}: no airlock.json; is this the sentry's state directory "
-                               "(`--state DIR` or BEDSIDE_STATE)?") from None
+            raise ReleaseError(
+                f"{state}: no airlock.json; is this the sentry's state directory "
+                "(`--state DIR` or BEDSIDE_STATE)?"
+            ) from None
         rules, pid, pdigest, n_records, find = ReleaseRules(), "", "", None, None
         if conf.get("policy"):
             rules, pid, pdigest, n_records, find = _policy_bits(Path(conf["policy"]))
         req = conf.get("requester")
         return cls(
-            state, ledger=Ledger.open(conf["ledger"]), signer=Signer.load(conf["key"]),
-            workspace=conf["workspace"], rules=rules, policy_id=pid, policy_digest=pdigest,
+            state,
+            ledger=Ledger.open(conf["ledger"]),
+            signer=Signer.load(conf["key"]),
+            workspace=conf["workspace"],
+            rules=rules,
+            policy_id=pid,
+            policy_digest=pdigest,
             requester=Identity(req["name"], req.get("key")) if req else None,
-            n_records=n_records, find_identifier=find,
+            n_records=n_records,
+            find_identifier=find,
         )
 
     # -- reading ----------------------------------------------------------------------------
@@ -194,13 +215,18 @@ class Airlock:
     def requests(self) -> list[ReleaseRequest]:
         """Every request, after ingesting the ones the kernel left since the last look."""
         self.ingest()
-        return [self._load(f) for f in sorted(self.outbox.iterdir())
-                if f.is_dir() and (f / "request.json").exists()]
+        return [
+            self._load(f)
+            for f in sorted(self.outbox.iterdir())
+            if f.is_dir() and (f / "request.json").exists()
+        ]
 
     def get(self, request_id: str) -> ReleaseRequest:
         if not _ID.match(request_id):
-            raise ReleaseError(f"{request_id!r} is not a release request id (r-YYYYMMDDhhmmss-"
-                               "xxxxxx); `bedside review list` shows them")
+            raise ReleaseError(
+                f"{request_id!r} is not a release request id (r-YYYYMMDDhhmmss-"
+                "xxxxxx); `bedside review list` shows them"
+            )
         self.ingest()
         folder = self.outbox / request_id
         if not (folder / "request.json").exists():
@@ -213,8 +239,11 @@ class Airlock:
         done = []
         with self._locked():
             for folder in sorted(self.outbox.iterdir()):
-                if folder.is_dir() and (folder / "request.json").exists() and \
-                        not (folder / "status.json").exists():
+                if (
+                    folder.is_dir()
+                    and (folder / "request.json").exists()
+                    and not (folder / "status.json").exists()
+                ):
                     done.append(self._ingest_one(folder))
         return done
 
@@ -234,8 +263,14 @@ class Airlock:
         cells = self._producers(_cells(r.get("producing_cells")))
         filename = r["filename"] if not problems else req.id
         request_entry = self._append(
-            "request", "requested", req.id, data, filename, cells,
-            {"artifact_kind": kind, "size": len(data)}, keep_opening=True,
+            "request",
+            "requested",
+            req.id,
+            data,
+            filename,
+            cells,
+            {"artifact_kind": kind, "size": len(data)},
+            keep_opening=True,
         )
         checks: list[dict[str, Any]] = []
         smuggled = 0
@@ -244,29 +279,54 @@ class Airlock:
                 name = str(c["check"])
                 evidence, hit = self._clean(str(c["evidence"])[:500])
                 smuggled += hit or not _CHECK.match(name)
-                checks.append({"check": name if _CHECK.match(name) else "unnamed",
-                               "passed": bool(c["passed"]), "evidence": evidence, "by": "kernel"})
+                checks.append(
+                    {
+                        "check": name if _CHECK.match(name) else "unnamed",
+                        "passed": bool(c["passed"]),
+                        "evidence": evidence,
+                        "by": "kernel",
+                    }
+                )
         if smuggled:
             # Text from the sandbox goes into the ledger, which leaves: it must not carry records.
-            problems.append(f"{smuggled} check reports from the kernel hold identifier values "
-                            "or malformed names")
+            problems.append(
+                f"{smuggled} check reports from the kernel hold identifier values "
+                "or malformed names"
+            )
         if problems:
-            checks.append({"check": "request", "passed": False, "evidence": "; ".join(problems),
-                           "by": "airlock"})
+            checks.append(
+                {
+                    "check": "request",
+                    "passed": False,
+                    "evidence": "; ".join(problems),
+                    "by": "airlock",
+                }
+            )
         if not problems or smuggled and len(problems) == 1:
             for c in self.recheck(r, data, digest):
                 evidence, _ = self._clean(c.evidence)
-                checks.append({"check": c.name, "passed": c.passed, "evidence": evidence,
-                               "by": "airlock"})
+                checks.append(
+                    {"check": c.name, "passed": c.passed, "evidence": evidence, "by": "airlock"}
+                )
         passed = all(c["passed"] for c in checks)
         checks_entry = self._append(
-            "checks", "checked" if passed else "refused", req.id, data, filename, cells,
-            {"passed": passed, "checks": checks})
+            "checks",
+            "checked" if passed else "refused",
+            req.id,
+            data,
+            filename,
+            cells,
+            {"passed": passed, "checks": checks},
+        )
         req.status = {
             "status": "pending" if passed else "refused",
-            "digest": f"sha256:{digest}", "checks": checks, "approvals": [],
+            "digest": f"sha256:{digest}",
+            "checks": checks,
+            "approvals": [],
             "approvals_required": 0 if rules.mode == "auto" else rules.approvals_required,
-            "mode": rules.mode, "entries": [request_entry, checks_entry], "ingested": _now(),
+            "mode": rules.mode,
+            "entries": [request_entry, checks_entry],
+            "ingested": _now(),
             "producers": cells,
         }
         self._save(req)
@@ -299,16 +359,30 @@ class Airlock:
         rules = self.rules.for_kind(kind)
         out: list[CheckResult] = []
         claimed = str(r.get("digest", "")).removeprefix("sha256:")
-        out.append(CheckResult("digest", claimed == digest,
-                               "the artifact matches the digest the kernel reported"
-                               if claimed == digest else
-                               "the artifact's SHA-256 differs from the kernel's report"))
+        out.append(
+            CheckResult(
+                "digest",
+                claimed == digest,
+                "the artifact matches the digest the kernel reported"
+                if claimed == digest
+                else "the artifact's SHA-256 differs from the kernel's report",
+            )
+        )
         if rules.mode == "deny":
-            out.append(CheckResult("mode", False, f"the policy denies every {kind} release "
-                                   f"(release.{kind}.mode: deny)"))
-        out.append(CheckResult(
-            "max_bytes", len(data) <= rules.max_bytes,
-            f"{len(data)} bytes, cap {rules.max_bytes} (release.{kind}.max_bytes)"))
+            out.append(
+                CheckResult(
+                    "mode",
+                    False,
+                    f"the policy denies every {kind} release (release.{kind}.mode: deny)",
+                )
+            )
+        out.append(
+            CheckResult(
+                "max_bytes",
+                len(data) <= rules.max_bytes,
+                f"{len(data)} bytes, cap {rules.max_bytes} (release.{kind}.max_bytes)",
+            )
+        )
         fmt = r["format"]
         if fmt == "safetensors":
             out.extend(self._recheck_safetensors(data))
@@ -317,9 +391,15 @@ class Airlock:
         elif fmt == "csv" and self.find_identifier is not None:
             lines = data.decode("utf-8", "replace").splitlines()
             hits = sum(1 for line in lines if self.find_identifier(line) is not None)
-            out.append(CheckResult("identifiers", hits == 0,
-                                   f"{hits} lines hold identifier values of the loaded datasets"
-                                   if hits else "no identifier values in the table"))
+            out.append(
+                CheckResult(
+                    "identifiers",
+                    hits == 0,
+                    f"{hits} lines hold identifier values of the loaded datasets"
+                    if hits
+                    else "no identifier values in the table",
+                )
+            )
         return out
 
     def _recheck_safetensors(self, data: bytes) -> list[Any]:
@@ -331,7 +411,7 @@ class Airlock:
             header_len = int.from_bytes(data[:8], "little")
             if not 2 <= header_len <= min(len(data) - 8, 100 * 2**20):
                 raise ValueError("bad header length")
-            header = json.loads(data[8:8 + header_len])
+            header = json.loads(data[8 : 8 + header_len])
             meta = header.pop("__metadata__", None) or {}
             shapes = {k: list(v["shape"]) for k, v in header.items()}
             end = max((v["data_offsets"][1] for v in header.values()), default=0)
@@ -342,17 +422,27 @@ class Airlock:
         out = [CheckResult("format", True, f"safetensors, {len(shapes)} tensors, no code")]
         n = self.n_records
         shaped = [(k, s) for k, s in shapes.items() if n and n > 1 and n in s]
-        out.append(CheckResult(
-            "record_shaped", not shaped,
-            f"tensor {shaped[0][0]!r} has shape {shaped[0][1]}: a dimension equals the number of "
-            f"records in the loaded datasets ({n})" if shaped else
-            "no tensor has a dimension equal to the number of records"))
+        if shaped:
+            name, shape = shaped[0]
+            evidence = (
+                f"tensor {name!r} has shape {shape}: a dimension equals the number of records "
+                f"in the loaded datasets ({n})"
+            )
+        else:
+            evidence = "no tensor has a dimension equal to the number of records"
+        out.append(CheckResult("record_shaped", not shaped, evidence))
         if self.find_identifier is not None:
             strings = _json_strings(meta)
             hits = sum(1 for s in strings if self.find_identifier(s) is not None)
-            out.append(CheckResult("vocabulary", hits == 0,
-                                   f"the metadata holds {hits} identifier values of the loaded "
-                                   "datasets" if hits else "no identifier values in the metadata"))
+            out.append(
+                CheckResult(
+                    "vocabulary",
+                    hits == 0,
+                    f"the metadata holds {hits} identifier values of the loaded datasets"
+                    if hits
+                    else "no identifier values in the metadata",
+                )
+            )
         return out
 
     def _recheck_skops(self, data: bytes, min_leaf_size: int) -> list[Any]:
@@ -374,8 +464,14 @@ class Airlock:
         # predictors, optimiser state); those are data, not code. Anything else is refused.
         foreign = sorted(t for t in unknown if not t.startswith(SKLEARN_PREFIX))
         if foreign:
-            return [CheckResult("format", False, "the skops file names types outside "
-                                f"scikit-learn and skops' trusted set: {', '.join(foreign[:5])}")]
+            return [
+                CheckResult(
+                    "format",
+                    False,
+                    "the skops file names types outside "
+                    f"scikit-learn and skops' trusted set: {', '.join(foreign[:5])}",
+                )
+            ]
         est = skops.io.loads(data, trusted=unknown)
         out = [CheckResult("format", True, "skops, only trusted types")]
         out.append(check_sklearn_instances(est, TrainingData(n_records=self.n_records)))
@@ -388,36 +484,58 @@ class Airlock:
 
     # -- the custodians' decisions -----------------------------------------------------------
 
-    def approve(self, request_id: str, approver: Identity, approver_signer: Any = None,
-                ) -> ReleaseRequest:
+    def approve(
+        self,
+        request_id: str,
+        approver: Identity,
+        approver_signer: Any = None,
+    ) -> ReleaseRequest:
         """Record one custodian's approval; deliver once `approvals_required` distinct ones."""
         return self._decide(request_id, "approve", approver, approver_signer, None, "")
 
-    def deny(self, request_id: str, approver: Identity, reason: str,
-             approver_signer: Any = None) -> ReleaseRequest:
+    def deny(
+        self, request_id: str, approver: Identity, reason: str, approver_signer: Any = None
+    ) -> ReleaseRequest:
         return self._decide(request_id, "deny", approver, approver_signer, None, reason)
 
-    def _decide(self, request_id: str, decision: str, approver: Identity, signer: Any,
-                sig: str | None, reason: str) -> ReleaseRequest:
+    def _decide(
+        self,
+        request_id: str,
+        decision: str,
+        approver: Identity,
+        signer: Any,
+        sig: str | None,
+        reason: str,
+    ) -> ReleaseRequest:
         if decision == "deny" and not reason.strip():
             raise ReleaseError("a denial needs --reason: the researcher reads it")
         req = self.get(request_id)
         with self._locked():
             req = self._load(req.folder)
             self._must_be_pending(req)
-            approver = Identity(approver.name,
-                                signer.verifier_key if signer is not None else approver.key)
+            approver = Identity(
+                approver.name, signer.verifier_key if signer is not None else approver.key
+            )
             if sig is None and signer is not None:
-                sig = base64.b64encode(signer.sign(decision_message(req.id, req.status["digest"],
-                                                                    decision))).decode()
+                sig = base64.b64encode(
+                    signer.sign(decision_message(req.id, req.status["digest"], decision))
+                ).decode()
             signed = {"sig": sig} if sig else {}
             if decision == "deny":
-                idx = self._append("denial", "denied", req.id, req.artifact.read_bytes(),
-                                   req.request["filename"], req.status.get("producers", []),
-                                   {**approver.to_dict(), "reason": reason[:500], **signed},
-                                   approver=approver.name)
-                req.status.update(status="denied", denial={
-                    **approver.to_dict(), "reason": reason, "entry": idx, "ts": _now()})
+                idx = self._append(
+                    "denial",
+                    "denied",
+                    req.id,
+                    req.artifact.read_bytes(),
+                    req.request["filename"],
+                    req.status.get("producers", []),
+                    {**approver.to_dict(), "reason": reason[:500], **signed},
+                    approver=approver.name,
+                )
+                req.status.update(
+                    status="denied",
+                    denial={**approver.to_dict(), "reason": reason, "entry": idx, "ts": _now()},
+                )
                 req.status["entries"].append(idx)
                 self._save(req)
                 return req
@@ -427,15 +545,24 @@ class Airlock:
             ):
                 raise ReleaseError(
                     f"two_person_rule: {approver.name} requested {req.id} and cannot approve "
-                    "it; another custodian must")
+                    "it; another custodian must"
+                )
             for a in req.status["approvals"]:
                 if a["name"] == approver.name or (approver.key and a.get("key") == approver.key):
                     raise ReleaseError(
                         f"two_person_rule: {approver.name} already approved {req.id}; "
-                        f"{req.status['approvals_required']} distinct custodians must approve")
-            idx = self._append("approval", "approved", req.id, req.artifact.read_bytes(),
-                               req.request["filename"], req.status.get("producers", []),
-                               {**approver.to_dict(), **signed}, approver=approver.name)
+                        f"{req.status['approvals_required']} distinct custodians must approve"
+                    )
+            idx = self._append(
+                "approval",
+                "approved",
+                req.id,
+                req.artifact.read_bytes(),
+                req.request["filename"],
+                req.status.get("producers", []),
+                {**approver.to_dict(), **signed},
+                approver=approver.name,
+            )
             req.status["approvals"].append({**approver.to_dict(), "entry": idx, "ts": _now()})
             req.status["entries"].append(idx)
             self._save(req)
@@ -446,8 +573,14 @@ class Airlock:
     # -- a live session: the sentry owns the ledger, custodians queue signed decisions ------
 
     @staticmethod
-    def queue_decision(state_dir: str | Path, request_id: str, decision: str, who: Identity,
-                       signer: Any, reason: str = "") -> Path:
+    def queue_decision(
+        state_dir: str | Path,
+        request_id: str,
+        decision: str,
+        who: Identity,
+        signer: Any,
+        reason: str = "",
+    ) -> Path:
         """Leave a signed decision for the airlock's owner (the sentry) to apply.
 
         While a session is live only the sentry writes its ledger (its receipts carry every new
@@ -459,12 +592,18 @@ class Airlock:
             raise ReleaseError("a denial needs --reason: the researcher reads it")
         req = read_request(Path(state_dir), request_id)
         if "digest" not in req.status:
-            raise ReleaseError(f"{request_id} has not been checked by the airlock yet; try again "
-                               "in a moment")
+            raise ReleaseError(
+                f"{request_id} has not been checked by the airlock yet; try again in a moment"
+            )
         msg = decision_message(req.id, req.status["digest"], decision)
-        body = {"decision": decision, "name": who.name, "key": signer.verifier_key,
-                "reason": reason, "sig": base64.b64encode(signer.sign(msg)).decode(),
-                "ts": _now()}
+        body = {
+            "decision": decision,
+            "name": who.name,
+            "key": signer.verifier_key,
+            "reason": reason,
+            "sig": base64.b64encode(signer.sign(msg)).decode(),
+            "ts": _now(),
+        }
         folder = req.folder / "decisions"
         folder.mkdir(exist_ok=True)
         tag = hashlib.sha256(msg + who.name.encode()).hexdigest()[:8]
@@ -491,9 +630,16 @@ class Airlock:
                     req = self._load(folder)
                     Verifier(d["key"]).verify(
                         decision_message(req.id, req.status.get("digest", ""), d["decision"]),
-                        base64.b64decode(d["sig"]))
-                    self._decide(req.id, d["decision"], Identity(d["name"], d["key"]), None,
-                                 d["sig"], d.get("reason", ""))
+                        base64.b64decode(d["sig"]),
+                    )
+                    self._decide(
+                        req.id,
+                        d["decision"],
+                        Identity(d["name"], d["key"]),
+                        None,
+                        d["sig"],
+                        d.get("reason", ""),
+                    )
                     outcome = "applied"
                 except (ReleaseError, LedgerIntegrityError, KeyError, ValueError) as exc:
                     outcome = f"rejected: {exc}"
@@ -504,11 +650,13 @@ class Airlock:
 
     def _must_be_pending(self, req: ReleaseRequest) -> None:
         if req.state != "pending":
-            refusals = ", ".join(c["check"] for c in req.status.get("checks", [])
-                                 if not c["passed"])
+            refusals = ", ".join(
+                c["check"] for c in req.status.get("checks", []) if not c["passed"]
+            )
             extra = f" (refused by: {refusals})" if refusals else ""
-            raise ReleaseError(f"{req.id} is {req.state}{extra}; only pending requests can be "
-                               "approved or denied")
+            raise ReleaseError(
+                f"{req.id} is {req.state}{extra}; only pending requests can be approved or denied"
+            )
 
     # -- delivery ----------------------------------------------------------------------------
 
@@ -516,9 +664,16 @@ class Airlock:
         digest = req.status["digest"]
         approvers = [a["name"] for a in req.status["approvals"]]
         data = req.artifact.read_bytes()
-        idx = self._append("delivery", "released", req.id, data, req.request["filename"],
-                           req.status.get("producers", []), {"approvers": approvers},
-                           keep_opening=True)
+        idx = self._append(
+            "delivery",
+            "released",
+            req.id,
+            data,
+            req.request["filename"],
+            req.status.get("producers", []),
+            {"approvers": approvers},
+            keep_opening=True,
+        )
         req.status["entries"].append(idx)
         evidence = attestation.ledger_evidence(self.ledger, req.status["entries"])
         evidence["origin"] = getattr(self.ledger, "origin", None)
@@ -528,21 +683,26 @@ class Airlock:
         except Exception:  # noqa: BLE001 - the root and proofs above stand on their own
             evidence["checkpoint"] = None
         predicate = {
-            "request": req.id, "kind": req.request["kind"], "format": req.request["format"],
+            "request": req.id,
+            "kind": req.request["kind"],
+            "format": req.request["format"],
             "policy": {"id": self.policy_id, "digest": self.policy_digest},
             "requester": self.requester.to_dict() if self.requester else None,
-            "approvers": [{k: a[k] for k in ("name", "key", "entry") if k in a}
-                          for a in req.status["approvals"]],
+            "approvers": [
+                {k: a[k] for k in ("name", "key", "entry") if k in a}
+                for a in req.status["approvals"]
+            ],
             "mode": req.status["mode"],
-            "checks": [{k: c[k] for k in ("check", "passed", "by")}
-                       for c in req.status["checks"]],
+            "checks": [{k: c[k] for k in ("check", "passed", "by")} for c in req.status["checks"]],
             "producers": req.status.get("producers", []),
             "custodian": self.signer.verifier_key,
             "ledger": evidence,
         }
-        stmt = attestation.statement(subject_name=req.request["filename"],
-                                     digest_hex=digest.removeprefix("sha256:"),
-                                     predicate=predicate)
+        stmt = attestation.statement(
+            subject_name=req.request["filename"],
+            digest_hex=digest.removeprefix("sha256:"),
+            predicate=predicate,
+        )
         envelope = attestation.sign_statement(stmt, self.signer)
         out = self.workspace / "releases"
         out.mkdir(parents=True, exist_ok=True)
@@ -550,8 +710,15 @@ class Airlock:
         target.write_bytes(data)
         att = out / (req.request["filename"] + ATTESTATION_SUFFIX)
         att.write_text(json.dumps(envelope, indent=2))
-        req.status.update(status="delivered", delivered={
-            "artifact": str(target), "attestation": str(att), "entry": idx, "ts": _now()})
+        req.status.update(
+            status="delivered",
+            delivered={
+                "artifact": str(target),
+                "attestation": str(att),
+                "entry": idx,
+                "ts": _now(),
+            },
+        )
         self._save(req)
 
     # -- ledger ------------------------------------------------------------------------------
@@ -571,9 +738,19 @@ class Airlock:
                     out.append(i)
         return sorted(set(out))
 
-    def _append(self, step: str, decision: str, request_id: str, data: bytes, name: str,
-                cells: list[Any], extra: dict[str, Any], *, approver: str | None = None,
-                keep_opening: bool = False) -> int:
+    def _append(
+        self,
+        step: str,
+        decision: str,
+        request_id: str,
+        data: bytes,
+        name: str,
+        cells: list[Any],
+        extra: dict[str, Any],
+        *,
+        approver: str | None = None,
+        keep_opening: bool = False,
+    ) -> int:
         """One `release` entry. Decisions other than "released" keep their opening in the
         hospital (`publishable_openings` drops them); only the request and the delivery keep
         one at all, so a large model is not copied into the openings file at every step."""
@@ -581,8 +758,13 @@ class Airlock:
 
         producers = [c for c in cells if isinstance(c, int)]
         entry, opening = entries.release(
-            session=self.ledger.session_id, name=name, artifact=data, decision=decision,
-            producers=producers, approver=approver, rule=step,
+            session=self.ledger.session_id,
+            name=name,
+            artifact=data,
+            decision=decision,
+            producers=producers,
+            approver=approver,
+            rule=step,
         )
         entry.update({"step": step, "request": request_id, **extra})
         append = self._ledger_append or self.ledger.append
@@ -597,8 +779,10 @@ def decision_message(request_id: str, digest: str, decision: str) -> bytes:
 def read_request(state_dir: Path, request_id: str) -> ReleaseRequest:
     """One request as it stands, without ingesting or touching the ledger (for a live session)."""
     if not _ID.match(request_id):
-        raise ReleaseError(f"{request_id!r} is not a release request id (r-YYYYMMDDhhmmss-"
-                           "xxxxxx); `bedside review list` shows them")
+        raise ReleaseError(
+            f"{request_id!r} is not a release request id (r-YYYYMMDDhhmmss-"
+            "xxxxxx); `bedside review list` shows them"
+        )
     folder = state_dir / "outbox" / request_id
     try:
         request = json.loads((folder / "request.json").read_text())
@@ -613,8 +797,11 @@ def read_requests(state_dir: Path) -> list[ReleaseRequest]:
     outbox = state_dir / "outbox"
     if not outbox.is_dir():
         return []
-    return [read_request(state_dir, f.name) for f in sorted(outbox.iterdir())
-            if f.is_dir() and _ID.match(f.name) and (f / "request.json").exists()]
+    return [
+        read_request(state_dir, f.name)
+        for f in sorted(outbox.iterdir())
+        if f.is_dir() and _ID.match(f.name) and (f / "request.json").exists()
+    ]
 
 
 def owner_alive(state_dir: Path) -> int | None:
@@ -674,8 +861,11 @@ def _policy_bits(path: Path) -> tuple[ReleaseRules, str, str, int | None, Any]:
     from bedside.policy import load_policy  # type: ignore[attr-defined]
 
     policy = load_policy(path)
-    rules = policy.release if isinstance(policy.release, ReleaseRules) else \
-        ReleaseRules.from_dict(policy.release, path=str(path))
+    rules = (
+        policy.release
+        if isinstance(policy.release, ReleaseRules)
+        else ReleaseRules.from_dict(policy.release, path=str(path))
+    )
     n_records, find = None, None
     try:
         from bedside.policy import IdentifierIndex, load_dataset  # type: ignore[attr-defined]

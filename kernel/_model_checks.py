@@ -38,8 +38,12 @@ class CheckResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"check": self.name, "passed": self.passed, "evidence": self.evidence,
-                "details": self.details}
+        return {
+            "check": self.name,
+            "passed": self.passed,
+            "evidence": self.evidence,
+            "details": self.details,
+        }
 
 
 @dataclass
@@ -115,7 +119,8 @@ def check_sklearn_instances(est: Any, data: TrainingData) -> CheckResult:
         if attr in _INSTANCE_ATTRS and value is not None:
             shape = getattr(value, "shape", None)
             return CheckResult(
-                "instance_based", False,
+                "instance_based",
+                False,
                 f"{path}: {_INSTANCE_ATTRS[attr]} (shape {shape}); use a parametric model "
                 "(logistic regression, a shallow tree with large leaves, a neural network)",
                 {"attribute": path, "shape": list(shape) if shape else None},
@@ -124,7 +129,8 @@ def check_sklearn_instances(est: Any, data: TrainingData) -> CheckResult:
         if isinstance(value, np.ndarray) and value.ndim >= 1 and value.size:
             if n is not None and n > 1 and value.shape[0] == n:
                 return CheckResult(
-                    "record_shaped", False,
+                    "record_shaped",
+                    False,
                     f"{path} has shape {list(value.shape)}: one row per training record ({n})",
                     {"attribute": path, "shape": list(value.shape), "n_train": n},
                 )
@@ -132,7 +138,8 @@ def check_sklearn_instances(est: Any, data: TrainingData) -> CheckResult:
                 hits = rows.count_in(value)
                 if hits:
                     return CheckResult(
-                        "training_rows", False,
+                        "training_rows",
+                        False,
                         f"{path} contains {hits} rows equal to training records",
                         {"attribute": path, "rows": hits},
                     )
@@ -147,7 +154,8 @@ def check_torch_tensors(module: Any, data: TrainingData) -> CheckResult:
         shape = list(tensor.shape)
         if n is not None and n > 1 and n in shape:
             return CheckResult(
-                "record_shaped", False,
+                "record_shaped",
+                False,
                 f"tensor {name!r} has shape {shape}: a dimension equals the number of training "
                 f"records ({n}); store no per-record state in the module (if the width is a "
                 "coincidence, change it)",
@@ -157,13 +165,15 @@ def check_torch_tensors(module: Any, data: TrainingData) -> CheckResult:
             hits = rows.count_in(tensor.detach().cpu().float().numpy())
             if hits:
                 return CheckResult(
-                    "training_rows", False,
+                    "training_rows",
+                    False,
                     f"tensor {name!r} (shape {shape}) contains {hits} rows equal to training "
                     "records",
                     {"tensor": name, "shape": shape, "rows": hits},
                 )
-    return CheckResult("record_shaped", True,
-                       "no parameter or buffer is shaped like or holds the training data")
+    return CheckResult(
+        "record_shaped", True, "no parameter or buffer is shaped like or holds the training data"
+    )
 
 
 def check_leaf_sizes(est: Any, min_leaf_size: int) -> CheckResult | None:
@@ -193,13 +203,15 @@ def check_leaf_sizes(est: Any, min_leaf_size: int) -> CheckResult | None:
                         smallest, where = int(bad.min()), path
     if small:
         return CheckResult(
-            "min_leaf_size", False,
+            "min_leaf_size",
+            False,
             f"{small} leaves hold fewer than {min_leaf_size} training records (smallest "
             f"{smallest}, in {where}); set min_samples_leaf={min_leaf_size} or more",
             {"leaves": small, "smallest": smallest, "min_leaf_size": min_leaf_size},
         )
-    return CheckResult("min_leaf_size", True,
-                       f"every leaf holds at least {min_leaf_size} training records")
+    return CheckResult(
+        "min_leaf_size", True, f"every leaf holds at least {min_leaf_size} training records"
+    )
 
 
 def _walk_estimator(obj: Any, prefix: str = "", depth: int = 0) -> Iterator[tuple[str, Any]]:
@@ -274,8 +286,11 @@ def _strings(value: Any) -> list[str]:
     if isinstance(value, list | tuple):
         out: list[str] = []
         for v in value:
-            out.extend(_strings(v) if isinstance(v, list | tuple | np.ndarray | dict) else
-                       ([v] if isinstance(v, str) else []))
+            out.extend(
+                _strings(v)
+                if isinstance(v, list | tuple | np.ndarray | dict)
+                else ([v] if isinstance(v, str) else [])
+            )
         return out
     if isinstance(value, np.ndarray) and value.dtype.kind in "OUS":
         return [str(v) for v in value.ravel() if isinstance(v, str | np.str_)]
@@ -285,14 +300,19 @@ def _strings(value: Any) -> list[str]:
 def check_vocabularies(obj: Any, find_identifier: Callable[[str], Any] | None) -> CheckResult:
     """Categorical vocabularies must not hold identifier values of the loaded datasets."""
     if find_identifier is None:
-        return CheckResult("vocabulary", True, "no identifier index loaded; vocabularies not "
-                           "scanned", {"scanned": False})
+        return CheckResult(
+            "vocabulary",
+            True,
+            "no identifier index loaded; vocabularies not scanned",
+            {"scanned": False},
+        )
     for path, strings in vocabularies(obj):
         hits = sum(1 for s in strings if find_identifier(s) is not None)
         if hits:
             # Count only: the values themselves must not reach a log or an error message.
             return CheckResult(
-                "vocabulary", False,
+                "vocabulary",
+                False,
                 f"{path} holds {hits} of {len(strings)} values that are identifier values of "
                 "the loaded datasets; drop identifier columns before encoding",
                 {"attribute": path, "identifier_values": hits, "size": len(strings)},
@@ -334,8 +354,9 @@ def per_record_loss(model: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return ((flat - tgt) ** 2).mean(1).numpy()
 
 
-def check_membership_inference(model: Any, data: TrainingData, auc_max: float,
-                               *, seed: int = 0) -> CheckResult:
+def check_membership_inference(
+    model: Any, data: TrainingData, auc_max: float, *, seed: int = 0
+) -> CheckResult:
     """The loss-threshold attack (Yeom et al. 2018): members have lower loss than non-members.
 
     The attack AUC over a balanced sample of training and held-out records is threshold-free;
@@ -343,10 +364,15 @@ def check_membership_inference(model: Any, data: TrainingData, auc_max: float,
     """
     from sklearn.metrics import roc_auc_score
 
-    if data.x_train is None or data.y_train is None or data.x_holdout is None \
-            or data.y_holdout is None:
+    if (
+        data.x_train is None
+        or data.y_train is None
+        or data.x_holdout is None
+        or data.y_holdout is None
+    ):
         return CheckResult(
-            "membership_inference", False,
+            "membership_inference",
+            False,
             "the policy sets mia_auc_max but no training and held-out records were given; call "
             "hospital.release(..., train=(X_train, y_train), holdout=(X_test, y_test))",
             {"auc_max": auc_max},
@@ -359,20 +385,28 @@ def check_membership_inference(model: Any, data: TrainingData, auc_max: float,
     loss_out = per_record_loss(model, data.x_holdout[ho], data.y_holdout[ho])
     labels = np.r_[np.ones(m), np.zeros(m)]
     auc = float(roc_auc_score(labels, -np.r_[loss_in, loss_out]))
-    details = {"auc": round(auc, 4), "auc_max": auc_max, "records": m,
-               "mean_loss_train": round(float(loss_in.mean()), 4),
-               "mean_loss_holdout": round(float(loss_out.mean()), 4)}
+    details = {
+        "auc": round(auc, 4),
+        "auc_max": auc_max,
+        "records": m,
+        "mean_loss_train": round(float(loss_in.mean()), 4),
+        "mean_loss_holdout": round(float(loss_out.mean()), 4),
+    }
     if auc > auc_max:
         return CheckResult(
-            "membership_inference", False,
+            "membership_inference",
+            False,
             f"loss-threshold attack AUC {auc:.3f} > {auc_max} on {m} training vs {m} held-out "
             f"records (mean loss {loss_in.mean():.3f} vs {loss_out.mean():.3f}): the model "
             "remembers its training records; regularise, stop earlier or train on more records",
             details,
         )
-    return CheckResult("membership_inference", True,
-                       f"loss-threshold attack AUC {auc:.3f} ≤ {auc_max} on {m}+{m} records",
-                       details)
+    return CheckResult(
+        "membership_inference",
+        True,
+        f"loss-threshold attack AUC {auc:.3f} ≤ {auc_max} on {m}+{m} records",
+        details,
+    )
 
 
 def _torch() -> Any:

@@ -86,15 +86,19 @@ class ReleaseTicket:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "name": self.name, "kind": self.kind, "filename": self.filename,
-            "digest": f"sha256:{self.digest}", "size": self.size, "status": self.status,
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "filename": self.filename,
+            "digest": f"sha256:{self.digest}",
+            "size": self.size,
+            "status": self.status,
             "checks": [c.to_dict() for c in self.checks],
             "producing_cells": list(self.producing_cells),
         }
 
     def __repr__(self) -> str:
-        lines = [f"release {self.id}: {self.name} ({self.kind}, {self.size} bytes) — "
-                 f"{self.status}"]
+        lines = [f"release {self.id}: {self.name} ({self.kind}, {self.size} bytes) — {self.status}"]
         for c in self.checks:
             lines.append(f"  {'ok ' if c.passed else 'NO '} {c.name}: {c.evidence}")
         if self.status == "submitted":
@@ -121,14 +125,16 @@ def serialise(obj: Any, *, name: str, kind: str) -> Artifact:
         )
     if kind == "table":
         if not hasattr(obj, "to_csv"):
-            raise ReleaseError(f"cannot release a {type(obj).__name__} as a table: pass a "
-                               "pandas DataFrame")
+            raise ReleaseError(
+                f"cannot release a {type(obj).__name__} as a table: pass a pandas DataFrame"
+            )
         return Artifact(name, kind, "csv", f"{name}.csv", obj.to_csv().encode())
     if kind == "figure":
         fig = getattr(obj, "figure", obj)
         if not hasattr(fig, "savefig"):
-            raise ReleaseError(f"cannot release a {type(obj).__name__} as a figure: pass a "
-                               "matplotlib Figure")
+            raise ReleaseError(
+                f"cannot release a {type(obj).__name__} as a figure: pass a matplotlib Figure"
+            )
         buf = io.BytesIO()
         fig.savefig(buf, format="png", metadata={"Software": "bedside"})
         return Artifact(name, kind, "png", f"{name}.png", buf.getvalue())
@@ -190,8 +196,14 @@ def run_checks(
     """Every check the policy asks for, in a fixed order; all run so the evidence is complete."""
     results: list[CheckResult] = []
     if rules.mode == "deny":
-        results.append(CheckResult("mode", False, f"the policy denies every {artifact.kind} "
-                                   f"release (release.{artifact.kind}.mode: deny)"))
+        results.append(
+            CheckResult(
+                "mode",
+                False,
+                f"the policy denies every {artifact.kind} "
+                f"release (release.{artifact.kind}.mode: deny)",
+            )
+        )
     results.append(size_check(artifact, rules))
     if artifact.kind == "model":
         if artifact.format == "skops":
@@ -216,13 +228,18 @@ def run_checks(
 def size_check(artifact: Artifact, rules: KindRules) -> CheckResult:
     if artifact.size > rules.max_bytes:
         return CheckResult(
-            "max_bytes", False,
+            "max_bytes",
+            False,
             f"{artifact.filename} is {artifact.size} bytes, over the policy cap of "
             f"{rules.max_bytes} (release.{artifact.kind}.max_bytes)",
             {"size": artifact.size, "max_bytes": rules.max_bytes},
         )
-    return CheckResult("max_bytes", True, f"{artifact.size} ≤ {rules.max_bytes} bytes",
-                       {"size": artifact.size, "max_bytes": rules.max_bytes})
+    return CheckResult(
+        "max_bytes",
+        True,
+        f"{artifact.size} ≤ {rules.max_bytes} bytes",
+        {"size": artifact.size, "max_bytes": rules.max_bytes},
+    )
 
 
 def _text_identifiers(obj: Any, artifact: Artifact, find: Callable[[str], Any]) -> CheckResult:
@@ -235,8 +252,13 @@ def _text_identifiers(obj: Any, artifact: Artifact, find: Callable[[str], Any]) 
         texts = [t.get_text() for t in fig.findobj(Text)]
     hits = sum(1 for t in texts if t and find(t) is not None)
     if hits:
-        return CheckResult("identifiers", False, f"{hits} text lines of the {artifact.kind} hold "
-                           "identifier values of the loaded datasets", {"lines": hits})
+        return CheckResult(
+            "identifiers",
+            False,
+            f"{hits} text lines of the {artifact.kind} hold "
+            "identifier values of the loaded datasets",
+            {"lines": hits},
+        )
     return CheckResult("identifiers", True, "no identifier values in the text")
 
 
@@ -262,8 +284,10 @@ def request_release(
     checks that compare the model with its training records.
     """
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ReleaseError(f"release name {name!r} is not a plain file name: use letters, "
-                           "digits, '.', '_' or '-' (at most 64)")
+        raise ReleaseError(
+            f"release name {name!r} is not a plain file name: use letters, "
+            "digits, '.', '_' or '-' (at most 64)"
+        )
     if kind not in KINDS:
         raise ReleaseError(f"unknown release kind {kind!r}: use one of {', '.join(KINDS)}")
     policy = getattr(catalog, "policy", None)
@@ -277,22 +301,36 @@ def request_release(
 
     artifact = serialise(obj, name=name, kind=kind)
     checks = run_checks(
-        obj, artifact, rules, data, find_identifier=find,
+        obj,
+        artifact,
+        rules,
+        data,
+        find_identifier=find,
         table_check=getattr(catalog, "release_table_check", None),
         figure_check=getattr(catalog, "release_figure_check", None),
     )
     refused = any(not c.passed for c in checks)
     ticket = ReleaseTicket(
         id=f"r-{datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}",
-        name=name, kind=kind, filename=artifact.filename, digest=artifact.digest,
-        size=artifact.size, status="refused" if refused else "submitted", checks=checks,
+        name=name,
+        kind=kind,
+        filename=artifact.filename,
+        digest=artifact.digest,
+        size=artifact.size,
+        status="refused" if refused else "submitted",
+        checks=checks,
         producing_cells=list(producing_cells),
     )
-    box = outbox if outbox is not None else getattr(catalog, "outbox", None) or \
-        os.environ.get("BEDSIDE_OUTBOX")
+    box = (
+        outbox
+        if outbox is not None
+        else getattr(catalog, "outbox", None) or os.environ.get("BEDSIDE_OUTBOX")
+    )
     if box is None:
-        raise ReleaseError("no hospital outbox is configured for this kernel: the custodian "
-                           "sets BEDSIDE_OUTBOX (the sentry does this for its kernels)")
+        raise ReleaseError(
+            "no hospital outbox is configured for this kernel: the custodian "
+            "sets BEDSIDE_OUTBOX (the sentry does this for its kernels)"
+        )
     write_request(Path(box), ticket, artifact)
     return ticket
 
@@ -303,8 +341,11 @@ def write_request(outbox: Path, ticket: ReleaseTicket, artifact: Artifact) -> Pa
     folder = outbox / ticket.id
     folder.mkdir(parents=True, exist_ok=False)
     (folder / artifact.filename).write_bytes(artifact.data)
-    body = {**ticket.to_dict(), "format": artifact.format,
-            "requested": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")}
+    body = {
+        **ticket.to_dict(),
+        "format": artifact.format,
+        "requested": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
     tmp = folder / "request.json.tmp"
     tmp.write_text(json.dumps(body, indent=2, sort_keys=True, default=str))
     tmp.replace(folder / "request.json")
@@ -326,8 +367,9 @@ class _KernelContext:
     release_figure_check: Callable[[Any], CheckResult] | None
 
 
-def release_from_kernel(kernel: Any, obj: Any, *, name: str, kind: str, train: Any = None,
-                        holdout: Any = None) -> ReleaseTicket:
+def release_from_kernel(
+    kernel: Any, obj: Any, *, name: str, kind: str, train: Any = None, holdout: Any = None
+) -> ReleaseTicket:
     """`hospital.release(...)` in the guarded kernel: the kernel's policy, identifier index and
     output guard (disclosure rules for tables, the figure check for figures) feed the checks;
     every cell executed so far is named as a producer (the airlock maps the message ids to the
@@ -338,10 +380,15 @@ def release_from_kernel(kernel: Any, obj: Any, *, name: str, kind: str, train: A
         def run(obj: Any) -> CheckResult:
             decision, _ = kernel.guard.judge_object(obj)
             if decision is not None and decision.action.value != "released":
-                return CheckResult(check, False, f"the output guard {decision.action.value} it: "
-                                   f"{decision.rule} — {decision.reason}",
-                                   {"rule": decision.rule})
+                return CheckResult(
+                    check,
+                    False,
+                    f"the output guard {decision.action.value} it: "
+                    f"{decision.rule} — {decision.reason}",
+                    {"rule": decision.rule},
+                )
             return CheckResult(check, True, "passes the output guard's rules")
+
         return run
 
     if kind == "table":
@@ -357,6 +404,12 @@ def release_from_kernel(kernel: Any, obj: Any, *, name: str, kind: str, train: A
         release_table_check=judged("disclosure"),
         release_figure_check=judged("figure"),
     )
-    return request_release(ctx, obj, name=name, kind=kind,
-                           producing_cells=list(getattr(kernel, "executed_cells", [])),
-                           train=train, holdout=holdout)
+    return request_release(
+        ctx,
+        obj,
+        name=name,
+        kind=kind,
+        producing_cells=list(getattr(kernel, "executed_cells", [])),
+        train=train,
+        holdout=holdout,
+    )

@@ -93,8 +93,9 @@ class CustodianSigner(SSLSigner):
         self._key = sslib_key(signer.verifier_key)
 
     @classmethod
-    def from_priv_key_uri(cls, priv_key_uri: str, public_key: Key,
-                          secrets_handler: Callable[[str], str] | None = None) -> SSLSigner:
+    def from_priv_key_uri(
+        cls, priv_key_uri: str, public_key: Key, secrets_handler: Callable[[str], str] | None = None
+    ) -> SSLSigner:
         raise ValueError("CustodianSigner wraps a loaded bedside key; it has no URI scheme")
 
     @property
@@ -127,8 +128,11 @@ def ledger_evidence(ledger: LedgerView, indexes: Sequence[int]) -> dict[str, Any
         "size": size,
         "root": ledger.root_at(size).hex(),
         "entries": [
-            {"index": i, "leaf": ledger.leaf_hash(i).hex(),
-             "proof": [p.hex() for p in ledger.inclusion_proof(i, size)]}
+            {
+                "index": i,
+                "leaf": ledger.leaf_hash(i).hex(),
+                "proof": [p.hex() for p in ledger.inclusion_proof(i, size)],
+            }
             for i in indexes
         ],
     }
@@ -151,15 +155,15 @@ def read_envelope(path: Path) -> tuple[Envelope, dict[str, Any]]:
         env = Envelope.from_dict(raw)
         stmt = json.loads(env.payload)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ReleaseError(f"{path}: not a DSSE envelope holding a JSON statement ({exc})") \
-            from exc
+        raise ReleaseError(f"{path}: not a DSSE envelope holding a JSON statement ({exc})") from exc
     if env.payload_type != PAYLOAD_TYPE:
         raise ReleaseError(f"{path}: payloadType is {env.payload_type!r}, not {PAYLOAD_TYPE}")
     if not isinstance(stmt, dict) or stmt.get("_type") != STATEMENT_TYPE:
         raise ReleaseError(f"{path}: the payload is not an in-toto Statement v1")
     if stmt.get("predicateType") != PREDICATE_TYPE:
-        raise ReleaseError(f"{path}: predicateType is {stmt.get('predicateType')!r}, not "
-                           f"{PREDICATE_TYPE}")
+        raise ReleaseError(
+            f"{path}: predicateType is {stmt.get('predicateType')!r}, not {PREDICATE_TYPE}"
+        )
     return env, stmt
 
 
@@ -170,8 +174,7 @@ def verify_signature(env: Envelope, vkeys: Sequence[str]) -> str:
         accepted = env.verify([sslib_key(v) for v in vkeys], 1)
     except (VerificationError, ValueError) as exc:
         names = ", ".join(sorted(keys))
-        raise SignatureError(f"the attestation is not signed by a trusted key ({names})") \
-            from exc
+        raise SignatureError(f"the attestation is not signed by a trusted key ({names})") from exc
     return keys[next(iter(accepted))]
 
 
@@ -185,12 +188,15 @@ def verify_subject(stmt: Mapping[str, Any], artifact: Path) -> str:
     for s in subjects:
         if s.get("digest", {}).get("sha256") == digest:
             if s.get("name") != artifact.name:
-                raise ReleaseError(f"{artifact.name}: the attestation names this digest "
-                                   f"{s.get('name')!r}")
+                raise ReleaseError(
+                    f"{artifact.name}: the attestation names this digest {s.get('name')!r}"
+                )
             return digest
     want = ", ".join(str(s.get("digest", {}).get("sha256")) for s in subjects)
-    raise ReleaseError(f"{artifact}: SHA-256 {digest} is not the attested digest ({want}); "
-                       "the artifact was changed after release")
+    raise ReleaseError(
+        f"{artifact}: SHA-256 {digest} is not the attested digest ({want}); "
+        "the artifact was changed after release"
+    )
 
 
 def verify_inclusion(predicate: Mapping[str, Any], ledger: LedgerView) -> None:
@@ -200,20 +206,25 @@ def verify_inclusion(predicate: Mapping[str, Any], ledger: LedgerView) -> None:
     ev = predicate.get("ledger") or {}
     try:
         cp_size, cp_root = int(ev["size"]), bytes.fromhex(ev["root"])
-        items = [(int(it["index"]), bytes.fromhex(it["leaf"]), [bytes.fromhex(p) for p in
-                  it["proof"]]) for it in ev["entries"]]
+        items = [
+            (int(it["index"]), bytes.fromhex(it["leaf"]), [bytes.fromhex(p) for p in it["proof"]])
+            for it in ev["entries"]
+        ]
     except (KeyError, TypeError, ValueError) as exc:
         raise ReleaseError("the attestation has no ledger checkpoint and entries") from exc
     if not items:
         raise ReleaseError("the attestation names no ledger entries")
     if not 0 < cp_size <= ledger.size:
-        raise LedgerIntegrityError(f"the attested checkpoint has {cp_size} entries but the "
-                                   f"ledger {ledger.size}: it is not the ledger of this release")
+        raise LedgerIntegrityError(
+            f"the attested checkpoint has {cp_size} entries but the "
+            f"ledger {ledger.size}: it is not the ledger of this release"
+        )
     local = ledger.root_at(cp_size)
     if local != cp_root:
         raise LedgerIntegrityError(
             f"the ledger's root at size {cp_size} is {local.hex()}, the attestation says "
-            f"{cp_root.hex()}: the ledger or the attestation was changed")
+            f"{cp_root.hex()}: the ledger or the attestation was changed"
+        )
     for i, leaf, path in items:
         if not 0 <= i < cp_size or ledger.leaf_hash(i) != leaf:
             raise LedgerIntegrityError("the ledger entry differs from the attested one", index=i)
@@ -242,8 +253,9 @@ def header_keys(header: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def verify_release(artifact: Path, envelope_path: Path, ledger_path: Path,
-                   *, keys: Sequence[str] | None = None) -> dict[str, Any]:
+def verify_release(
+    artifact: Path, envelope_path: Path, ledger_path: Path, *, keys: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Digest, signature, ledger inclusion. Raises on the first failure; returns a summary."""
     from bedside.ledger import Ledger
 
@@ -261,15 +273,20 @@ def verify_release(artifact: Path, envelope_path: Path, ledger_path: Path,
         if not isinstance(custodian, str) or custodian not in trusted:
             raise SignatureError(
                 "the attestation's custodian key is not among the identities in the ledger's "
-                "header; pass the custodian's verifier key with --key")
+                "header; pass the custodian's verifier key with --key"
+            )
         keys = [custodian]
     key = verify_signature(env, keys)
     verify_inclusion(predicate, ledger)
     _verify_checkpoint_note(predicate, key)
     _verify_story(predicate, ledger.entry, digest)
-    return {"digest": digest, "key": key, "size": predicate["ledger"]["size"],
-            "entries": len(predicate["ledger"]["entries"]),
-            "approvers": [a.get("name") for a in predicate.get("approvers", [])]}
+    return {
+        "digest": digest,
+        "key": key,
+        "size": predicate["ledger"]["size"],
+        "entries": len(predicate["ledger"]["entries"]),
+        "approvers": [a.get("name") for a in predicate.get("approvers", [])],
+    }
 
 
 def _verify_checkpoint_note(predicate: Mapping[str, Any], key: str) -> None:
@@ -282,20 +299,23 @@ def _verify_checkpoint_note(predicate: Mapping[str, Any], key: str) -> None:
     cp, _ = open_checkpoint(str(note), [Verifier(key)])
     ev = predicate["ledger"]
     if cp.size != int(ev["size"]) or cp.root.hex() != ev["root"]:
-        raise LedgerIntegrityError("the signed checkpoint in the attestation is not the "
-                                   "attested size and root")
+        raise LedgerIntegrityError(
+            "the signed checkpoint in the attestation is not the attested size and root"
+        )
 
 
-def _verify_story(predicate: Mapping[str, Any], entry_at: Callable[[int], Mapping[str, Any]],
-                  digest: str) -> None:
+def _verify_story(
+    predicate: Mapping[str, Any], entry_at: Callable[[int], Mapping[str, Any]], digest: str
+) -> None:
     """The included entries must tell this release's story: request, checks passed, distinct
     approvers (none of them the requester), and a delivery of this very digest."""
     steps: dict[str, list[Mapping[str, Any]]] = {}
     for item in predicate["ledger"]["entries"]:
         e = entry_at(int(item["index"]))
         if e.get("kind") != "release" or e.get("request") != predicate.get("request"):
-            raise LedgerIntegrityError("an attested entry is not part of this release",
-                                       index=int(item["index"]))
+            raise LedgerIntegrityError(
+                "an attested entry is not part of this release", index=int(item["index"])
+            )
         steps.setdefault(str(e.get("step")), []).append(e)
     delivery = steps.get("delivery", [])
     if len(delivery) != 1 or delivery[0].get("digest") != f"sha256:{digest}":

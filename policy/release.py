@@ -30,8 +30,16 @@ MODES: tuple[str, ...] = ("auto", "review", "deny")
 
 LineOf = Callable[[tuple[str, ...]], "int | None"]
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20,
-          "gib": 2**30}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?\s*$", re.IGNORECASE)
 
 _DEFAULT_MAX_BYTES = {"model": 200 * 10**6, "table": 10**6, "figure": 5 * 10**6}
@@ -57,9 +65,7 @@ class KindRules:
 class ReleaseRules:
     """The whole `release:` section, one `KindRules` per kind."""
 
-    kinds: dict[str, KindRules] = field(
-        default_factory=lambda: {k: _default(k) for k in KINDS}
-    )
+    kinds: dict[str, KindRules] = field(default_factory=lambda: {k: _default(k) for k in KINDS})
 
     def for_kind(self, kind: str) -> KindRules:
         try:
@@ -97,46 +103,68 @@ class ReleaseRules:
         if d is None:
             return cls()
         if not isinstance(d, Mapping):
-            raise fail((), "`release:` must be a mapping of kinds", "write `release: {model: "
-                       "{mode: review}}` or remove the section for the defaults")
+            raise fail(
+                (),
+                "`release:` must be a mapping of kinds",
+                "write `release: {model: {mode: review}}` or remove the section for the defaults",
+            )
         known = {*KINDS, "approvals_required"}
         for key in d:
             if key not in known:
-                raise fail((str(key),), f"unknown key `release.{key}`",
-                           f"use one of {', '.join(sorted(known))}")
-        default_approvals = _approvals(d.get("approvals_required", 2), ("approvals_required",),
-                                       fail)
+                raise fail(
+                    (str(key),),
+                    f"unknown key `release.{key}`",
+                    f"use one of {', '.join(sorted(known))}",
+                )
+        default_approvals = _approvals(
+            d.get("approvals_required", 2), ("approvals_required",), fail
+        )
         kinds: dict[str, KindRules] = {}
         for kind in KINDS:
             raw = d.get(kind, {}) or {}
             if not isinstance(raw, Mapping):
-                raise fail((kind,), f"`release.{kind}` must be a mapping",
-                           f"write `{kind}: {{mode: review}}`")
+                raise fail(
+                    (kind,),
+                    f"`release.{kind}` must be a mapping",
+                    f"write `{kind}: {{mode: review}}`",
+                )
             allowed = _KIND_KEYS if kind == "model" else _KIND_KEYS - _MODEL_ONLY
             for key in raw:
                 if key not in allowed:
-                    raise fail((kind, str(key)), f"unknown key `release.{kind}.{key}`",
-                               f"use one of {', '.join(sorted(allowed))}")
+                    raise fail(
+                        (kind, str(key)),
+                        f"unknown key `release.{kind}.{key}`",
+                        f"use one of {', '.join(sorted(allowed))}",
+                    )
             base = _default(kind)
             mode = raw.get("mode", base.mode)
             if mode not in MODES:
-                raise fail((kind, "mode"), f"`release.{kind}.mode` is {mode!r}",
-                           f"use one of {', '.join(MODES)}")
+                raise fail(
+                    (kind, "mode"),
+                    f"`release.{kind}.mode` is {mode!r}",
+                    f"use one of {', '.join(MODES)}",
+                )
             max_bytes = _size(raw.get("max_bytes", base.max_bytes), (kind, "max_bytes"), fail)
-            approvals = _approvals(raw.get("approvals_required", default_approvals),
-                                   (kind, "approvals_required"), fail)
+            approvals = _approvals(
+                raw.get("approvals_required", default_approvals), (kind, "approvals_required"), fail
+            )
             min_leaf = raw.get("min_leaf_size", base.min_leaf_size)
             if isinstance(min_leaf, bool) or not isinstance(min_leaf, int) or min_leaf < 1:
-                raise fail((kind, "min_leaf_size"),
-                           f"`release.{kind}.min_leaf_size` is {min_leaf!r}",
-                           "write a whole number of records, at least 1 (10 is usual)")
+                raise fail(
+                    (kind, "min_leaf_size"),
+                    f"`release.{kind}.min_leaf_size` is {min_leaf!r}",
+                    "write a whole number of records, at least 1 (10 is usual)",
+                )
             auc = raw.get("mia_auc_max", base.mia_auc_max)
             if auc is not None and (
                 isinstance(auc, bool) or not isinstance(auc, int | float) or not 0.5 <= auc <= 1
             ):
-                raise fail((kind, "mia_auc_max"), f"`release.{kind}.mia_auc_max` is {auc!r}",
-                           "write an attack AUC between 0.5 (chance) and 1.0, e.g. 0.6; "
-                           "`null` turns the membership-inference check off")
+                raise fail(
+                    (kind, "mia_auc_max"),
+                    f"`release.{kind}.mia_auc_max` is {auc!r}",
+                    "write an attack AUC between 0.5 (chance) and 1.0, e.g. 0.6; "
+                    "`null` turns the membership-inference check off",
+                )
             kinds[kind] = KindRules(
                 kind=kind,
                 mode=mode,
@@ -154,9 +182,12 @@ def _default(kind: str) -> KindRules:
 
 def _approvals(value: Any, keys: tuple[str, ...], fail: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise fail(keys, f"`release.{'.'.join(keys)}` is {value!r}",
-                   "write the number of distinct custodians who must approve (1 or more; "
-                   "2 is the two-person rule)")
+        raise fail(
+            keys,
+            f"`release.{'.'.join(keys)}` is {value!r}",
+            "write the number of distinct custodians who must approve (1 or more; "
+            "2 is the two-person rule)",
+        )
     return value
 
 
@@ -169,8 +200,11 @@ def _size(value: Any, keys: tuple[str, ...], fail: Any) -> int:
             n = int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
             if n > 0:
                 return n
-    raise fail(keys, f"`release.{'.'.join(keys)}` is {value!r}",
-               "write a positive size in bytes or with a unit, e.g. `200 MB` or `512 KiB`")
+    raise fail(
+        keys,
+        f"`release.{'.'.join(keys)}` is {value!r}",
+        "write a positive size in bytes or with a unit, e.g. `200 MB` or `512 KiB`",
+    )
 
 
 def parse_size(value: str | int) -> int:

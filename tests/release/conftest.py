@@ -33,11 +33,17 @@ def make_patients(n: int, seed: int) -> pd.DataFrame:
     chol = rng.normal(5.2, 1.0, n).round(2)
     risk = 0.04 * (age - 50) + 0.08 * (bmi - 27) + 0.03 * (sbp - 130) + 0.5 * (chol - 5.2)
     y = (risk + rng.normal(0, 1.0, n) > 0).astype(np.int64)
-    return pd.DataFrame({
-        "mrn": [f"MRN{fake.unique.random_number(digits=7, fix_len=True)}" for _ in range(n)],
-        "name": [fake.name() for _ in range(n)],
-        "age": age, "bmi": bmi, "sbp": sbp, "cholesterol": chol, "diabetes": y,
-    })
+    return pd.DataFrame(
+        {
+            "mrn": [f"MRN{fake.unique.random_number(digits=7, fix_len=True)}" for _ in range(n)],
+            "name": [fake.name() for _ in range(n)],
+            "age": age,
+            "bmi": bmi,
+            "sbp": sbp,
+            "cholesterol": chol,
+            "diabetes": y,
+        }
+    )
 
 
 FEATURES = ["age", "bmi", "sbp", "cholesterol"]

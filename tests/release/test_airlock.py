@@ -36,32 +36,61 @@ def session(tmp_path):
     ledger_path = tmp_path / "state" / "session.ledger"
     ledger_path.parent.mkdir()
     ledger = Ledger.create(ledger_path, session_id="s-test", origin=ORIGIN)
-    ledger.append(entries.header(
-        session="s-test", origin=ORIGIN, intent={"purpose": "diabetes risk model"},
-        policy_id="test", policy_digest="sha256:00", kernel_env="sha256:00",
-        identities={"custodian": signers["custodian"].verifier_key,
-                    "researcher": signers["dana"].verifier_key},
-    ), sync=True)
+    ledger.append(
+        entries.header(
+            session="s-test",
+            origin=ORIGIN,
+            intent={"purpose": "diabetes risk model"},
+            policy_id="test",
+            policy_digest="sha256:00",
+            kernel_env="sha256:00",
+            identities={
+                "custodian": signers["custodian"].verifier_key,
+                "researcher": signers["dana"].verifier_key,
+            },
+        ),
+        sync=True,
+    )
     state = tmp_path / "state"
     workspace = tmp_path / "workspace"
-    Airlock.configure(state, ledger=ledger_path, key=keys / "custodian.key",
-                      workspace=workspace,
-                      requester=Identity("dana", signers["dana"].verifier_key))
-    return SimpleNamespace(tmp=tmp_path, keys=keys, signers=signers, ledger=ledger,
-                           ledger_path=ledger_path, state=state, workspace=workspace)
+    Airlock.configure(
+        state,
+        ledger=ledger_path,
+        key=keys / "custodian.key",
+        workspace=workspace,
+        requester=Identity("dana", signers["dana"].verifier_key),
+    )
+    return SimpleNamespace(
+        tmp=tmp_path,
+        keys=keys,
+        signers=signers,
+        ledger=ledger,
+        ledger_path=ledger_path,
+        state=state,
+        workspace=workspace,
+    )
 
 
 def airlock(session, **rules):
-    return Airlock(session.state, ledger=session.ledger, signer=session.signers["custodian"],
-                   workspace=session.workspace, rules=ReleaseRules.from_dict(rules or None),
-                   policy_id="test", policy_digest="sha256:00",
-                   requester=Identity("dana", session.signers["dana"].verifier_key))
+    return Airlock(
+        session.state,
+        ledger=session.ledger,
+        signer=session.signers["custodian"],
+        workspace=session.workspace,
+        rules=ReleaseRules.from_dict(rules or None),
+        policy_id="test",
+        policy_digest="sha256:00",
+        requester=Identity("dana", session.signers["dana"].verifier_key),
+    )
 
 
 def hospital(session, **rules):
     """The duck-typed part of the kernel's `hospital` object the release API reads."""
-    return SimpleNamespace(policy=SimpleNamespace(release=ReleaseRules.from_dict(rules or None)),
-                           outbox=session.state / "outbox", identifier_index=None)
+    return SimpleNamespace(
+        policy=SimpleNamespace(release=ReleaseRules.from_dict(rules or None)),
+        outbox=session.state / "outbox",
+        identifier_index=None,
+    )
 
 
 def release_entries(ledger):
@@ -70,10 +99,15 @@ def release_entries(ledger):
 
 def test_torch_model_is_requested_reviewed_delivered_and_verified(session, cohort, capsys):
     net = train_net(cohort.x_train, cohort.y_train)
-    ticket = request_release(hospital(session), net, name="diabetes-risk", kind="model",
-                             producing_cells=[3, 4],
-                             train=(cohort.x_train, cohort.y_train),
-                             holdout=(cohort.x_test, cohort.y_test))
+    ticket = request_release(
+        hospital(session),
+        net,
+        name="diabetes-risk",
+        kind="model",
+        producing_cells=[3, 4],
+        train=(cohort.x_train, cohort.y_train),
+        holdout=(cohort.x_test, cohort.y_test),
+    )
     assert ticket.status == "submitted", ticket
     state = ["--state", str(session.state)]
 
@@ -83,12 +117,38 @@ def test_torch_model_is_requested_reviewed_delivered_and_verified(session, cohor
     assert bedside(["review", *state, "show", ticket.id]) == 0
     assert "membership_inference" in capsys.readouterr().out
 
-    assert bedside(["review", *state, "approve", ticket.id, "--as", "alice",
-                    "--key", str(session.keys / "alice.key")]) == 0
+    assert (
+        bedside(
+            [
+                "review",
+                *state,
+                "approve",
+                ticket.id,
+                "--as",
+                "alice",
+                "--key",
+                str(session.keys / "alice.key"),
+            ]
+        )
+        == 0
+    )
     assert "approval 1 of 2" in capsys.readouterr().out
     assert not (session.workspace / "releases").exists()
-    assert bedside(["review", *state, "approve", ticket.id, "--as", "bob",
-                    "--key", str(session.keys / "bob.key")]) == 0
+    assert (
+        bedside(
+            [
+                "review",
+                *state,
+                "approve",
+                ticket.id,
+                "--as",
+                "bob",
+                "--key",
+                str(session.keys / "bob.key"),
+            ]
+        )
+        == 0
+    )
     assert "delivered" in capsys.readouterr().out
 
     artifact = session.workspace / "releases" / "diabetes-risk.safetensors"
@@ -102,12 +162,27 @@ def test_torch_model_is_requested_reviewed_delivered_and_verified(session, cohor
     assert stmt["predicate"]["requester"]["name"] == "dana"
 
     # Every step is a release entry in the ledger.
-    steps = [e["step"] for e in Ledger.open(session.ledger_path) and
-             release_entries(Ledger.open(session.ledger_path))]
+    steps = [
+        e["step"]
+        for e in Ledger.open(session.ledger_path)
+        and release_entries(Ledger.open(session.ledger_path))
+    ]
     assert steps == ["request", "checks", "approval", "approval", "delivery"]
 
-    assert bedside(["release", "verify", str(artifact), "--attestation", str(envelope),
-                    "--ledger", str(session.ledger_path)]) == 0
+    assert (
+        bedside(
+            [
+                "release",
+                "verify",
+                str(artifact),
+                "--attestation",
+                str(envelope),
+                "--ledger",
+                str(session.ledger_path),
+            ]
+        )
+        == 0
+    )
     assert "OK diabetes-risk.safetensors" in capsys.readouterr().out
     # The researcher loads the weights back without pickle.
     from safetensors.torch import load_file
@@ -116,25 +191,82 @@ def test_torch_model_is_requested_reviewed_delivered_and_verified(session, cohor
 
 
 def _submit(session, net, cohort, **rules):
-    return request_release(hospital(session, **rules), net, name="m", kind="model",
-                           train=(cohort.x_train, cohort.y_train),
-                           holdout=(cohort.x_test, cohort.y_test))
+    return request_release(
+        hospital(session, **rules),
+        net,
+        name="m",
+        kind="model",
+        train=(cohort.x_train, cohort.y_train),
+        holdout=(cohort.x_test, cohort.y_test),
+    )
 
 
 def test_requester_cannot_approve_and_one_custodian_counts_once(session, cohort, capsys):
     ticket = _submit(session, train_net(cohort.x_train, cohort.y_train), cohort)
     state = ["--state", str(session.state)]
-    assert bedside(["review", *state, "approve", ticket.id, "--as", "dana",
-                    "--key", str(session.keys / "dana.key")]) == 1
+    assert (
+        bedside(
+            [
+                "review",
+                *state,
+                "approve",
+                ticket.id,
+                "--as",
+                "dana",
+                "--key",
+                str(session.keys / "dana.key"),
+            ]
+        )
+        == 1
+    )
     assert "two_person_rule: dana requested" in capsys.readouterr().err
     # The requester's key under another name is still the requester.
-    assert bedside(["review", *state, "approve", ticket.id, "--as", "not-dana",
-                    "--key", str(session.keys / "dana.key")]) == 1
+    assert (
+        bedside(
+            [
+                "review",
+                *state,
+                "approve",
+                ticket.id,
+                "--as",
+                "not-dana",
+                "--key",
+                str(session.keys / "dana.key"),
+            ]
+        )
+        == 1
+    )
     assert "two_person_rule" in capsys.readouterr().err
-    assert bedside(["review", *state, "approve", ticket.id, "--as", "alice",
-                    "--key", str(session.keys / "alice.key")]) == 0
-    assert bedside(["review", *state, "approve", ticket.id, "--as", "alice",
-                    "--key", str(session.keys / "alice.key")]) == 1
+    assert (
+        bedside(
+            [
+                "review",
+                *state,
+                "approve",
+                ticket.id,
+                "--as",
+                "alice",
+                "--key",
+                str(session.keys / "alice.key"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        bedside(
+            [
+                "review",
+                *state,
+                "approve",
+                ticket.id,
+                "--as",
+                "alice",
+                "--key",
+                str(session.keys / "alice.key"),
+            ]
+        )
+        == 1
+    )
     assert "already approved" in capsys.readouterr().err
     assert not (session.workspace / "releases").exists()
 
@@ -142,8 +274,23 @@ def test_requester_cannot_approve_and_one_custodian_counts_once(session, cohort,
 def test_denial_is_recorded_and_final(session, cohort, capsys):
     ticket = _submit(session, train_net(cohort.x_train, cohort.y_train), cohort)
     state = ["--state", str(session.state)]
-    assert bedside(["review", *state, "deny", ticket.id, "--as", "alice",
-                    "--key", str(session.keys / "alice.key"), "--reason", "no DPIA"]) == 0
+    assert (
+        bedside(
+            [
+                "review",
+                *state,
+                "deny",
+                ticket.id,
+                "--as",
+                "alice",
+                "--key",
+                str(session.keys / "alice.key"),
+                "--reason",
+                "no DPIA",
+            ]
+        )
+        == 0
+    )
     assert bedside(["review", *state, "approve", ticket.id, "--as", "bob"]) == 1
     assert "is denied" in capsys.readouterr().err
     denial = release_entries(Ledger.open(session.ledger_path))[-1]
@@ -185,8 +332,9 @@ def test_airlock_recheck_catches_what_a_lying_kernel_hides(session, cohort):
     net.register_buffer("everyone", torch.zeros(600, 4))
     lock = airlock(session)
     lock.n_records = 600  # the records of the loaded datasets, known to the trusted side
-    ticket = request_release(hospital(session, model={"mia_auc_max": None}), net, name="m",
-                             kind="model")  # no training data given: the kernel sees nothing
+    ticket = request_release(
+        hospital(session, model={"mia_auc_max": None}), net, name="m", kind="model"
+    )  # no training data given: the kernel sees nothing
     assert ticket.status == "submitted"
     req = lock.get(ticket.id)
     assert req.state == "refused"
@@ -227,36 +375,43 @@ def test_tampered_attestation_fails_verification(session, cohort):
 def test_attestation_signed_by_another_key_fails(session, cohort):
     artifact, envelope = _deliver(session, cohort)
     with pytest.raises(SignatureError, match="not signed by a trusted key"):
-        verify_release(artifact, envelope, session.ledger_path,
-                       keys=[session.signers["alice"].verifier_key])
+        verify_release(
+            artifact, envelope, session.ledger_path, keys=[session.signers["alice"].verifier_key]
+        )
 
 
 def test_attestation_against_another_ledger_fails(session, cohort, tmp_path):
     artifact, envelope = _deliver(session, cohort)
     (tmp_path / "other").mkdir()
     # The same session replayed with one approver changed: a forged copy of the ledger.
-    other = Ledger.create(tmp_path / "other" / "session.ledger", session_id="s-test",
-                          origin=ORIGIN)
+    other = Ledger.create(tmp_path / "other" / "session.ledger", session_id="s-test", origin=ORIGIN)
     for i in range(session.ledger.size):
         e = dict(session.ledger.entry(i))
         if e.get("step") == "delivery":
             e["approvers"] = ["mallory"]
         other.append(e, sync=True)
     with pytest.raises(LedgerIntegrityError, match="changed|differs"):
-        verify_release(artifact, envelope, tmp_path / "other" / "session.ledger",
-                       keys=[session.signers["custodian"].verifier_key])
+        verify_release(
+            artifact,
+            envelope,
+            tmp_path / "other" / "session.ledger",
+            keys=[session.signers["custodian"].verifier_key],
+        )
 
 
-def test_live_session_custodians_queue_signed_decisions_the_sentry_applies(session, cohort,
-                                                                            capsys):
+def test_live_session_custodians_queue_signed_decisions_the_sentry_applies(session, cohort, capsys):
     """While the sentry owns the ledger, `bedside review` never appends to it: decisions are
     queued, signed, and the sentry's airlock verifies and records them."""
     import os
 
-    Airlock.configure(session.state, ledger=session.ledger_path,
-                      key=session.keys / "custodian.key", workspace=session.workspace,
-                      requester=Identity("dana", session.signers["dana"].verifier_key),
-                      owner_pid=os.getpid())  # this test process plays the sentry
+    Airlock.configure(
+        session.state,
+        ledger=session.ledger_path,
+        key=session.keys / "custodian.key",
+        workspace=session.workspace,
+        requester=Identity("dana", session.signers["dana"].verifier_key),
+        owner_pid=os.getpid(),
+    )  # this test process plays the sentry
     sentry = airlock(session)
     ticket = _submit(session, train_net(cohort.x_train, cohort.y_train), cohort)
     sentry.poll()
@@ -265,8 +420,21 @@ def test_live_session_custodians_queue_signed_decisions_the_sentry_applies(sessi
     assert bedside(["review", *state, "approve", ticket.id, "--as", "alice"]) == 1
     assert "must be signed" in capsys.readouterr().err
     for who in ("dana", "alice", "bob"):
-        assert bedside(["review", *state, "approve", ticket.id, "--as", who,
-                        "--key", str(session.keys / f"{who}.key")]) == 0
+        assert (
+            bedside(
+                [
+                    "review",
+                    *state,
+                    "approve",
+                    ticket.id,
+                    "--as",
+                    who,
+                    "--key",
+                    str(session.keys / f"{who}.key"),
+                ]
+            )
+            == 0
+        )
         assert "queued" in capsys.readouterr().out
     assert session.ledger.size == size  # nothing appended by the CLI
     log = sentry.poll()
@@ -280,8 +448,9 @@ def test_live_session_custodians_queue_signed_decisions_the_sentry_applies(sessi
     # A forged decision (signature by another key) is rejected, not applied.
     ticket2 = _submit(session, train_net(cohort.x_train, cohort.y_train), cohort)
     sentry.poll()
-    path = Airlock.queue_decision(session.state, ticket2.id, "approve", Identity("carol"),
-                                  session.signers["alice"])
+    path = Airlock.queue_decision(
+        session.state, ticket2.id, "approve", Identity("carol"), session.signers["alice"]
+    )
     forged = json.loads(path.read_text())
     forged["key"] = session.signers["bob"].verifier_key
     path.write_text(json.dumps(forged))
@@ -301,7 +470,8 @@ def test_kernel_text_carrying_identifiers_never_reaches_the_ledger(session, coho
     lock = airlock(session)
     known = {m.lower() for m in mrns}
     lock.find_identifier = lambda text: next(
-        (w for w in text.replace(",", " ").lower().split() if w in known), None)
+        (w for w in text.replace(",", " ").lower().split() if w in known), None
+    )
     req = lock.get(ticket.id)
     assert req.state == "refused"
     assert "request" in req.summary()["refusals"]
@@ -321,16 +491,18 @@ def test_airlock_accepts_sound_sklearn_models_and_refuses_foreign_types(session,
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 
     lock = airlock(session)
-    for model in (RandomForestClassifier(n_estimators=5, min_samples_leaf=20, random_state=0),
-                  HistGradientBoostingClassifier(max_iter=5, min_samples_leaf=20)):
+    for model in (
+        RandomForestClassifier(n_estimators=5, min_samples_leaf=20, random_state=0),
+        HistGradientBoostingClassifier(max_iter=5, min_samples_leaf=20),
+    ):
         model.fit(cohort.x_train, cohort.y_train)
         data = skops.io.dumps(model)
         digest = hashlib.sha256(data).hexdigest()
-        results = lock.recheck({"kind": "model", "format": "skops", "digest": digest}, data,
-                               digest)
+        results = lock.recheck({"kind": "model", "format": "skops", "digest": digest}, data, digest)
         assert all(r.passed for r in results), [r for r in results if not r.passed]
     model = RandomForestClassifier(n_estimators=2, min_samples_leaf=20).fit(
-        cohort.x_train, cohort.y_train)
+        cohort.x_train, cohort.y_train
+    )
     model.smuggled = fractions.Fraction(1, 3)  # a type from outside sklearn
     data = skops.io.dumps(model)
     results = {r.name: r for r in lock.recheck({"kind": "model", "format": "skops"}, data, "")}
@@ -345,6 +517,7 @@ def test_auto_mode_delivers_a_passing_table_without_review(session, cohort):
     req = lock.get(ticket.id)
     assert req.state == "delivered" and req.status["approvals"] == []
     artifact = session.workspace / "releases" / "counts.csv"
-    summary = verify_release(artifact, artifact.with_name("counts.csv.intoto.json"),
-                             session.ledger_path)
+    summary = verify_release(
+        artifact, artifact.with_name("counts.csv.intoto.json"), session.ledger_path
+    )
     assert summary["approvers"] == []

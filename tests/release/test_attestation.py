@@ -38,8 +38,9 @@ def test_pae_matches_the_dsse_vector():
 
 def test_statement_signs_and_verifies_with_the_custodian_key(tmp_path):
     signer = KeySigner("hospital.example/custodian")
-    stmt = att.statement(subject_name="m.safetensors", digest_hex="ab" * 32,
-                         predicate={"request": "r-1"})
+    stmt = att.statement(
+        subject_name="m.safetensors", digest_hex="ab" * 32, predicate={"request": "r-1"}
+    )
     env = att.sign_statement(stmt, signer)
     path = tmp_path / "m.safetensors.intoto.json"
     path.write_text(json.dumps(env))

@@ -34,8 +34,9 @@ def refusals(results):
 
 def train_net(x, y, *, hidden=16, epochs=150, seed=0):
     torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(),
-                              torch.nn.Linear(hidden, 2))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 2)
+    )
     opt = torch.optim.Adam(net.parameters(), 1e-2)
     xt, yt = torch.tensor(x), torch.tensor(y)
     for _ in range(epochs):
@@ -60,8 +61,9 @@ def test_instance_based_models_are_refused(cohort, model):
     model.fit(cohort.x_train, cohort.y_train)
     refused = refusals(checks(model, cohort))
     assert "instance_based" in refused
-    assert ("_fit_X" in refused["instance_based"]) or ("support_vectors_" in
-                                                       refused["instance_based"])
+    assert ("_fit_X" in refused["instance_based"]) or (
+        "support_vectors_" in refused["instance_based"]
+    )
 
 
 def test_instance_based_model_inside_a_pipeline_is_refused(cohort):
@@ -83,8 +85,9 @@ def test_torch_buffer_shaped_like_the_training_set_is_refused(cohort):
     net = train_net(cohort.x_train, cohort.y_train)
     net.register_buffer("per_patient", torch.zeros(len(cohort.x_train), 3))
     refused = refusals(checks(net, cohort))
-    assert f"equals the number of training records ({len(cohort.x_train)})" in \
-        refused["record_shaped"]
+    assert (
+        f"equals the number of training records ({len(cohort.x_train)})" in refused["record_shaped"]
+    )
 
 
 def test_deep_tree_with_tiny_leaves_is_refused(cohort):
@@ -104,11 +107,11 @@ def test_overfit_model_fails_membership_inference(cohort):
     rng = np.random.default_rng(0)
     noisy = np.where(rng.random(len(cohort.y_train)) < 0.3, 1 - cohort.y_train, cohort.y_train)
     net = train_net(cohort.x_train[:100], noisy[:100], hidden=128, epochs=300)
-    data = TrainingData.from_args((cohort.x_train[:100], noisy[:100]),
-                                  (cohort.x_test, cohort.y_test))
+    data = TrainingData.from_args(
+        (cohort.x_train[:100], noisy[:100]), (cohort.x_test, cohort.y_test)
+    )
     artifact = serialise(net, name="m", kind="model")
-    results = {c.name: c for c in run_checks(net, artifact, ReleaseRules().for_kind("model"),
-                                             data)}
+    results = {c.name: c for c in run_checks(net, artifact, ReleaseRules().for_kind("model"), data)}
     mia = results["membership_inference"]
     assert not mia.passed
     assert mia.details["auc"] > 0.6
@@ -133,8 +136,7 @@ def test_vocabulary_with_identifier_values_is_refused(cohort):
     enc = OneHotEncoder(handle_unknown="ignore").fit(cohort.frame[["mrn"]].iloc[:50])
     model = make_pipeline(enc, LogisticRegression())
     model.fit(cohort.frame[["mrn"]].iloc[:50], cohort.frame["diabetes"].iloc[:50])
-    results = checks(model, cohort, find=lambda s: s if s.lower() in mrns else None,
-                     train=False)
+    results = checks(model, cohort, find=lambda s: s if s.lower() in mrns else None, train=False)
     evidence = results["vocabulary"].evidence
     assert not results["vocabulary"].passed
     assert "50 of 50 values" in evidence
@@ -166,7 +168,7 @@ def test_safetensors_round_trip_keeps_weights_and_architecture(cohort):
     tensors = load(artifact.data)
     assert torch.equal(tensors["0.weight"], net.state_dict()["0.weight"])
     header_len = int.from_bytes(artifact.data[:8], "little")
-    meta = json.loads(artifact.data[8:8 + header_len])["__metadata__"]
+    meta = json.loads(artifact.data[8 : 8 + header_len])["__metadata__"]
     arch = json.loads(meta["bedside.architecture"])
     assert arch["class"] == "torch.nn.modules.container.Sequential"
     assert [m["type"] for m in arch["modules"]][1:] == ["Linear", "ReLU", "Linear"]

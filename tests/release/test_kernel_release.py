@@ -63,14 +63,28 @@ def hospital_kernel(tmp_path_factory):
     (state / "outbox").mkdir(parents=True)
     spec = root / "kernels" / "bedside-release"
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "bedside.kernel", "-f", "{connection_file}",
-                 "--policy", str(root / "policy.yaml")],
-        "display_name": "bedside release test", "language": "python",
-        "env": {"BEDSIDE_OUTBOX": str(state / "outbox")},
-    }))
-    km = KernelManager(kernel_name="bedside-release",
-                       kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(root / "kernels")]))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [
+                    sys.executable,
+                    "-m",
+                    "bedside.kernel",
+                    "-f",
+                    "{connection_file}",
+                    "--policy",
+                    str(root / "policy.yaml"),
+                ],
+                "display_name": "bedside release test",
+                "language": "python",
+                "env": {"BEDSIDE_OUTBOX": str(state / "outbox")},
+            }
+        )
+    )
+    km = KernelManager(
+        kernel_name="bedside-release",
+        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(root / "kernels")]),
+    )
     km.start_kernel(cwd=str(root))
     kc = km.blocking_client()
     kc.start_channels()
@@ -89,25 +103,44 @@ def run(session: Session, code: str):
 def test_model_released_from_the_guarded_kernel_is_verified(hospital_kernel, tmp_path):
     root, state, _, session = hospital_kernel
     assert "error" not in [m["header"]["msg_type"] for _, m in run(session, TRAIN).messages]
-    reply = run(session, """\
+    reply = run(
+        session,
+        """\
         t = hospital.release(net, name="mortality", kind="model",
                              train=(X[:1500], y[:1500]), holdout=(X[1500:], y[1500:]))
         print(t.status, t.id)
-    """)
+    """,
+    )
     shown = reply.shown()
     assert "submitted r-" in shown, shown
     request_id = shown.split("submitted ", 1)[1].split()[0]
 
     custodian, alice, bob = (Signer.generate(n) for n in ("hospital/custodian", "alice", "bob"))
     ledger = Ledger.create(tmp_path / "session.ledger", session_id="s-k", origin="hospital/x")
-    ledger.append(entries.header(
-        session="s-k", origin="hospital/x", intent={}, policy_id="release-tests",
-        policy_digest="sha256:00", kernel_env="sha256:00",
-        identities={"custodian": custodian.verifier_key}), sync=True)
+    ledger.append(
+        entries.header(
+            session="s-k",
+            origin="hospital/x",
+            intent={},
+            policy_id="release-tests",
+            policy_digest="sha256:00",
+            kernel_env="sha256:00",
+            identities={"custodian": custodian.verifier_key},
+        ),
+        sync=True,
+    )
     policy = load_policy(root / "policy.yaml")
-    lock = Airlock(state, ledger=ledger, signer=custodian, workspace=tmp_path / "ws",
-                   rules=policy.release, policy_id=policy.id, policy_digest=policy.digest,
-                   requester=Identity("dana"), n_records=2000)
+    lock = Airlock(
+        state,
+        ledger=ledger,
+        signer=custodian,
+        workspace=tmp_path / "ws",
+        rules=policy.release,
+        policy_id=policy.id,
+        policy_digest=policy.digest,
+        requester=Identity("dana"),
+        n_records=2000,
+    )
     req = lock.get(request_id)
     assert req.state == "pending", req.status["checks"]
     by_kernel = {c["check"] for c in req.status["checks"] if c["by"] == "kernel"}
@@ -115,20 +148,22 @@ def test_model_released_from_the_guarded_kernel_is_verified(hospital_kernel, tmp
     lock.approve(request_id, Identity("alice"), alice)
     lock.approve(request_id, Identity("bob"), bob)
     artifact = tmp_path / "ws" / "releases" / "mortality.safetensors"
-    summary = verify_release(artifact, Path(f"{artifact}.intoto.json"), tmp_path /
-                             "session.ledger")
+    summary = verify_release(artifact, Path(f"{artifact}.intoto.json"), tmp_path / "session.ledger")
     assert summary["approvers"] == ["alice", "bob"]
 
 
 def test_refused_release_names_the_check_and_never_the_records(hospital_kernel):
     _, _, frame, session = hospital_kernel
-    reply = run(session, """\
+    reply = run(
+        session,
+        """\
         from sklearn.neighbors import KNeighborsClassifier
         knn = KNeighborsClassifier().fit(X[:1500], y[:1500])
         t = hospital.release(knn, name="knn", kind="model",
                              train=(X[:1500], y[:1500]), holdout=(X[1500:], y[1500:]))
         print(t)
-    """)
+    """,
+    )
     shown = reply.shown()
     assert "refused" in shown and "instance_based" in shown and "_fit_X" in shown, shown
     # What reaches the client: no identifier value of any patient.
@@ -138,7 +173,9 @@ def test_refused_release_names_the_check_and_never_the_records(hospital_kernel):
 
 def test_tables_and_figures_pass_the_output_guard_before_release(hospital_kernel):
     root, state, frame, session = hospital_kernel
-    reply = run(session, """\
+    reply = run(
+        session,
+        """\
         counts = df.groupby("ward").size().to_frame("patients")
         ok = hospital.release(counts, name="ward-counts", kind="table")
         raw = hospital.release(df[["mrn", "age"]].head(20), name="raw", kind="table")
@@ -150,7 +187,8 @@ def test_tables_and_figures_pass_the_output_guard_before_release(hospital_kernel
         fig_ok = hospital.release(fig, name="ages", kind="figure")
         print(ok.status, raw.status, fig_ok.status)
         print([c.name for c in raw.refusals])
-    """)
+    """,
+    )
     shown = reply.shown()
     assert "submitted refused submitted" in shown, shown
     assert "disclosure" in shown or "identifiers" in shown

@@ -12,17 +12,27 @@ def test_defaults_review_models_with_two_approvers():
     rules = ReleaseRules.from_dict(None)
     model = rules.for_kind("model")
     assert (model.mode, model.approvals_required, model.min_leaf_size, model.mia_auc_max) == (
-        "review", 2, 10, 0.6)
+        "review",
+        2,
+        10,
+        0.6,
+    )
 
 
 def test_section_is_parsed_per_kind():
-    rules = ReleaseRules.from_dict({
-        "approvals_required": 3,
-        "model": {"mode": "review", "max_bytes": "150 MB", "min_leaf_size": 20,
-                  "mia_auc_max": None},
-        "table": {"mode": "auto", "approvals_required": 1},
-        "figure": {"mode": "deny"},
-    })
+    rules = ReleaseRules.from_dict(
+        {
+            "approvals_required": 3,
+            "model": {
+                "mode": "review",
+                "max_bytes": "150 MB",
+                "min_leaf_size": 20,
+                "mia_auc_max": None,
+            },
+            "table": {"mode": "auto", "approvals_required": 1},
+            "figure": {"mode": "deny"},
+        }
+    )
     assert rules.for_kind("model").max_bytes == 150_000_000
     assert rules.for_kind("model").approvals_required == 3
     assert rules.for_kind("model").mia_auc_max is None
@@ -36,8 +46,11 @@ def test_section_is_parsed_per_kind():
     [
         ({"model": {"mode": "sometimes"}}, ("release", "model", "mode"), "auto, review, deny"),
         ({"model": {"max_bytes": "lots"}}, ("release", "model", "max_bytes"), "200 MB"),
-        ({"model": {"approvals_required": 0}}, ("release", "model", "approvals_required"),
-         "two-person rule"),
+        (
+            {"model": {"approvals_required": 0}},
+            ("release", "model", "approvals_required"),
+            "two-person rule",
+        ),
         ({"model": {"mia_auc_max": 0.3}}, ("release", "model", "mia_auc_max"), "0.5 (chance)"),
         ({"table": {"min_leaf_size": 5}}, ("release", "table", "min_leaf_size"), "use one of"),
         ({"models": {}}, ("release", "models"), "use one of"),
