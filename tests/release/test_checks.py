@@ -182,3 +182,13 @@ def test_skops_round_trip_loads_with_trusted_types_only(cohort):
     assert skops.io.get_untrusted_types(data=artifact.data) == []
     loaded = skops.io.loads(artifact.data)
     np.testing.assert_array_equal(loaded.predict(cohort.x_test), model.predict(cohort.x_test))
+
+
+def test_training_rows_hidden_inside_a_weight_matrix_are_found(cohort):
+    """Rows copied into a larger weight at an offset that is not a multiple of the row width."""
+    net = train_net(cohort.x_train, cohort.y_train, hidden=16)
+    with torch.no_grad():
+        flat = net[0].weight.view(-1)  # 16 x 4 = 64 values
+        flat[5 : 5 + 12] = torch.tensor(cohort.x_train[10:13].ravel())
+    refused = refusals(checks(net, cohort))
+    assert "3 rows equal to training records" in refused["training_rows"]
