@@ -84,6 +84,15 @@ def bench_checks(mb: int) -> dict[str, float]:
     t_checks = time.perf_counter() - t0
     assert all(r.passed for r in results), [r for r in results if not r.passed]
 
+    from bedside.kernel._model_checks import check_membership_inference, check_torch_tensors
+
+    t0 = time.perf_counter()
+    check_torch_tensors(net, data)
+    t_rows = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    check_membership_inference(net, data, 0.6)
+    t_mia = time.perf_counter() - t0
+
     from bedside.gateway.airlock import Airlock
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,6 +119,8 @@ def bench_checks(mb: int) -> dict[str, float]:
         "plain_save_and_hash_s": round(t_plain, 3),
         "serialise_s": round(t_serialise, 3),
         "kernel_checks_s": round(t_checks, 3),
+        "of_which_training_rows_scan_s": round(t_rows, 3),
+        "of_which_membership_inference_s": round(t_mia, 3),
         "airlock_recheck_s": round(t_airlock, 3),
         "release_total_s": round(total, 3),
         "ratio_vs_plain_save": round(total / t_plain, 2),
