@@ -36,6 +36,7 @@ import pytest
 import websocket
 from faker import Faker
 
+from bedside.errors import GatewayError
 from bedside.gateway.eg import (
     EnterpriseGateway,
     GatewaySettings,
@@ -44,7 +45,6 @@ from bedside.gateway.eg import (
     local_kernelspec,
     sentry_kernelspec,
 )
-from bedside.errors import GatewayError
 
 USERNAME = "alice"
 
@@ -227,6 +227,7 @@ def start_gateway(
         mutual_tls: bool = False,
         authorized_users: list[str] | None = None,
         nodelay: bool = True,
+        list_kernels: bool = True,
     ) -> Iterator[RunningGateway]:
         home = tmp_path_factory.mktemp("eg")
         token_file = home / "token"
@@ -247,6 +248,7 @@ def start_gateway(
             keyfile=certs.server_key if certs else None,
             client_ca=certs.ca_cert if certs and mutual_tls else None,
             nodelay=nodelay,
+            list_kernels=list_kernels,  # so that tests can see that nothing was started
         )
         eg = EnterpriseGateway(home / "home", settings, log_level="DEBUG")
         eg.start(timeout=90)
