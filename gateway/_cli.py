@@ -90,6 +90,27 @@ def register(subparsers: Any) -> None:
     specs.add_argument("--out", type=Path, required=True, help="kernels directory to write into")
     specs.set_defaults(handler=_kernelspecs)
 
+    k8s = commands.add_parser(
+        "k8s",
+        help="write the Kubernetes kernelspec, pod template, NetworkPolicy and Helm values",
+        description=(
+            "Render the files for Enterprise Gateway's Kubernetes process proxy from a policy: "
+            "OUT/kernelspecs/NAME/{kernel.json,scripts/kernel-pod.yaml.j2}, "
+            "OUT/networkpolicy.yaml and OUT/helm-values.yaml. Nothing is deployed."
+        ),
+    )
+    k8s.add_argument("--policy", type=Path, required=True, help="the kernel policy (YAML)")
+    k8s.add_argument("--image", required=True, help="the bedside image (sentry and kernel)")
+    k8s.add_argument("--out", type=Path, required=True, help="directory to write into")
+    k8s.add_argument("--kernelspecs-image", help="image that carries the kernelspecs for EG")
+    k8s.add_argument("--hostname", help="the gateway's public host name (ingress)")
+    k8s.add_argument("--kernel-namespace", help="namespace of the kernel pods")
+    k8s.add_argument("--gateway-namespace", help="namespace of Enterprise Gateway")
+    k8s.add_argument("--authorized-users", default="", help="comma-separated KERNEL_USERNAMEs")
+    k8s.add_argument("--cpu-limit", help="CPU limit of the kernel container (e.g. 2)")
+    k8s.add_argument("--data-claim", help="PersistentVolumeClaim holding the datasets")
+    k8s.set_defaults(handler=_k8s)
+
 
 def _chain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", type=Path, required=True, help="the kernel policy (YAML)")
@@ -114,7 +135,7 @@ def _check_chain(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     if not policy.is_file():
         raise GatewayError(f"policy file {args.policy} does not exist")
     try:
-        from bedside.policy import load_policy  # type: ignore[attr-defined]
+        from bedside.policy import load_policy
     except ImportError:
         load_policy = None
     if load_policy is not None:
@@ -221,6 +242,37 @@ def _start(args: argparse.Namespace) -> int:
     finally:
         gateway.stop()
         signal.signal(signal.SIGTERM, previous)
+
+
+def _k8s(args: argparse.Namespace) -> int:
+    from bedside.gateway.kube import K8sSettings, render_deployment
+
+    policy_path = args.policy.resolve()
+    if not policy_path.is_file():
+        raise GatewayError(f"policy file {args.policy} does not exist")
+    from bedside.policy import load_policy
+
+    policy = load_policy(policy_path)
+    overrides = {
+        "kernelspecs_image": args.kernelspecs_image,
+        "hostname": args.hostname,
+        "kernel_namespace": args.kernel_namespace,
+        "gateway_namespace": args.gateway_namespace,
+        "cpu_limit": args.cpu_limit,
+        "data_claim": args.data_claim,
+    }
+    settings = K8sSettings(
+        image=args.image,
+        authorized_users=tuple(u.strip() for u in args.authorized_users.split(",") if u.strip()),
+        **{k: v for k, v in overrides.items() if v},
+    )
+    try:
+        written = render_deployment(policy, settings, args.out)
+    except ValueError as exc:
+        raise GatewayError(str(exc)) from exc
+    for role, path in written.items():
+        print(f"{role}: {path}")
+    return 0
 
 
 def _certs(args: argparse.Namespace) -> int:
