@@ -55,19 +55,6 @@ NO_SANDBOX_WARNING = (
     " [Warning: this kernel runs WITHOUT the hospital sandbox (--no-sandbox); "
     "for development only.]"
 )
-# Messages that may leave before the session has a header (the Jupyter handshake).
-HANDSHAKE_TYPES = frozenset(
-    {
-        "status",
-        "kernel_info_reply",
-        "comm_info_reply",
-        "shutdown_reply",
-        "interrupt_reply",
-        "usage_reply",
-        "bedside_intent_reply",
-        "bedside_status_reply",
-    }
-)
 # iopub outputs counted against (and stopped by) the session's egress budget.
 EGRESS_COUNTED = frozenset(
     {
@@ -591,6 +578,9 @@ class Sentry:
             blocked_original = self._committed_or_none(channel, msg_type, msg.content, msg.buffers)
         if end_of_cell and self.cpu is not None:
             self.meter.cpu_seconds = self.cpu.read()
+        if msg_type == "shutdown_reply" and channel == "control" and self._recording():
+            # The session ends here: leave a custodian-signed checkpoint in both copies.
+            self.ledger.custodian_checkpoint()
         idents = request.idents if (request is not None and channel != "iopub") else None
         self._emit(
             channel,
@@ -686,7 +676,7 @@ class Sentry:
             raw_content = dumps(content)
         if channel == "iopub" and msg_type in EGRESS_COUNTED and not decision.blocked:
             self.meter.egress_bytes += len(committed)
-        if self._ensure_header(msg_type):
+        if self._recording():
             self.ledger.output(
                 msg_id=header["msg_id"],
                 parent=parent[1],
@@ -716,14 +706,21 @@ class Sentry:
             )
         self._sockets[f"outer_{channel}"].send_multipart(frames)
 
-    def _ensure_header(self, msg_type: str = "") -> bool:
-        """Whether entries are written now; writes the default header on first need."""
-        if self.ledger.sealed:
+    def _recording(self) -> bool:
+        """Whether messages leaving now get ledger entries (after the header, before the seal).
+
+        Before the session's header (no cell yet, no intent) nothing is recorded: what leaves
+        then is the handshake and start-up noise, published before most clients subscribe, so
+        recording it would leave gaps in the researcher's copy. It still carries a receipt.
+        """
+        return self.ledger.has_header and not self.ledger.sealed
+
+    def _ensure_header(self) -> bool:
+        """Write the default header if the session has none; whether entries may follow."""
+        if self.ledger.sealed or self.refused is not None:
             return False
         if self.ledger.has_header:
             return True
-        if self.refused is not None or msg_type in HANDSHAKE_TYPES:
-            return False
         # No declared intent: the policy's defaults, recorded as such.
         self.ledger.header(
             intent={
@@ -878,7 +875,12 @@ class Sentry:
                 "ename": "SessionSealed",
                 "evalue": "the session is already sealed",
             }, False
-        self._ensure_header()
+        if not self._ensure_header():
+            return {
+                "status": "error",
+                "ename": "SessionRefused",
+                "evalue": "the session's intent was refused; it has no ledger to seal",
+            }, False
         if self.cpu is not None:
             self.meter.cpu_seconds = self.cpu.read()
         self.sealed = True
@@ -892,6 +894,7 @@ class Sentry:
             if value is not None:
                 counters[f"budget_{name}"] = int(value)
         index = self.ledger.metering(counters)
+        self.ledger.custodian_checkpoint()
         reason = msg.content.get("reason")
         seal_index = self.ledger.seal(reason if isinstance(reason, str) and reason else "sealed")
         return {
@@ -936,6 +939,7 @@ class Sentry:
         if self._ensure_header():
             cut = self.pending_executes[0] if self.pending_executes else None
             self.ledger.interrupted(f"kernel {how}", cut)
+            self.ledger.custodian_checkpoint()
         decision = Decision.block("kernel_died", f"the kernel {how}", layer=Layer.SENTRY)
         meta = {"bedside": decision.to_metadata()}
         if not self.pending_executes:
@@ -997,7 +1001,15 @@ class Sentry:
         self._ctx.term()
         ledger = getattr(self, "ledger", None)
         if ledger is not None:
-            ledger.close()
+            try:
+                if (
+                    ledger.has_header
+                    and not ledger.sealed
+                    and ledger.last_signed_size != ledger.size
+                ):
+                    ledger.custodian_checkpoint()
+            finally:
+                ledger.close()
         if self._private_dir is not None:
             shutil.rmtree(self._private_dir, ignore_errors=True)
 

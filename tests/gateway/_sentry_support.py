@@ -227,7 +227,8 @@ class Client:
     """A jupyter_client that records every message it receives, on every channel."""
 
     kc: BlockingKernelClient
-    received: list[dict[str, Any]] = field(default_factory=list)
+    # (channel, message) of everything received, in order.
+    received: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     @classmethod
     def connect(cls, sentry: RunningSentry, timeout: float = 90) -> Client:
@@ -249,10 +250,10 @@ class Client:
         return client
 
     def drain(self) -> None:
-        for channel in (self.kc.iopub_channel, self.kc.shell_channel):
+        for name, channel in (("iopub", self.kc.iopub_channel), ("shell", self.kc.shell_channel)):
             while True:
                 try:
-                    self.received.append(channel.get_msg(timeout=0.2))
+                    self.received.append((name, channel.get_msg(timeout=0.2)))
                 except Empty:
                     break
 
@@ -268,7 +269,7 @@ class Client:
             if remaining <= 0:
                 raise TimeoutError(f"no shell reply to {msg_id}")
             reply = self.kc.shell_channel.get_msg(timeout=remaining)
-            self.received.append(reply)
+            self.received.append(("shell", reply))
             if reply["parent_header"].get("msg_id") == msg_id:
                 return reply
 
@@ -292,7 +293,7 @@ class Client:
             if stdin_reply is not None:
                 try:
                     req = self.kc.stdin_channel.get_msg(timeout=0.05)
-                    self.received.append(req)
+                    self.received.append(("stdin", req))
                     self.kc.input(stdin_reply)
                 except Empty:
                     pass
@@ -300,7 +301,7 @@ class Client:
                 msg = self.kc.iopub_channel.get_msg(timeout=min(remaining, 0.2))
             except Empty:
                 continue
-            self.received.append(msg)
+            self.received.append(("iopub", msg))
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             outputs.append(msg)
@@ -362,3 +363,76 @@ def notices(outputs: list[dict]) -> list[dict]:
         if meta.get("decision") in ("blocked", "redacted"):
             out.append(meta)
     return out
+
+
+def committed(channel: str, msg: dict[str, Any]) -> bytes:
+    from bedside.ledger import entries
+
+    return entries.output_committed_bytes(
+        channel=channel,
+        msg_type=msg["msg_type"],
+        content=msg["content"],
+        buffers=[bytes(b) for b in msg.get("buffers", [])],
+    )
+
+
+def check_receipt(channel: str, msg: dict[str, Any], custodian_vkey: str) -> dict[str, Any]:
+    """What the researcher side checks on one message; returns the receipt. Raises on failure."""
+    import hashlib
+
+    import rfc8785
+
+    from bedside.ledger import DOMAIN_OUTPUT, Verifier, open_commitment
+
+    receipt = msg["metadata"]["bedside"]["receipt"]
+    assert receipt["key"] == custodian_vkey
+    body = {k: v for k, v in receipt.items() if k != "sig"}
+    Verifier(custodian_vkey).verify(rfc8785.dumps(body), base64.b64decode(receipt["sig"]))
+    raw = committed(channel, msg)
+    assert receipt["digest"] == "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert receipt["msg_id"] == msg["header"]["msg_id"]
+    for item in receipt["entries"]:
+        entry = item["entry"]
+        if entry["kind"] == "output" and entry["msg_id"] == msg["header"]["msg_id"]:
+            if entry["decision"] == "blocked":
+                assert "salt" not in item
+            else:
+                open_commitment(
+                    DOMAIN_OUTPUT, raw, base64.b64decode(item["salt"]), entry["content"]
+                )
+    return receipt
+
+
+class Mirror:
+    """The researcher's copy of the ledger, rebuilt from receipts alone.
+
+    Messages arrive on several channels, so receipts come out of order across channels: collect
+    them, then append every entry in index order and check each receipt's size and root.
+    """
+
+    def __init__(self, path: Path, custodian_vkey: str) -> None:
+        self.path = path
+        self.key = custodian_vkey
+        self.receipts: list[dict[str, Any]] = []
+
+    def feed(self, channel: str, msg: dict[str, Any]) -> None:
+        self.receipts.append(check_receipt(channel, msg, self.key))
+
+    def finish(self) -> Any:
+        from bedside.ledger import Ledger
+
+        items = sorted(
+            (item for r in self.receipts for item in r["entries"]), key=lambda i: i["index"]
+        )
+        indices = [i["index"] for i in items]
+        missing = sorted(set(range(max(indices) + 1)) - set(indices))
+        assert not missing, f"entries never received: {missing[:20]}"
+        assert items[0]["entry"]["kind"] == "header"
+        first = items[0]["entry"]
+        ledger = Ledger.create(self.path, session_id=first["session"], origin=first["origin"])
+        for item in items:
+            ledger.append(item["entry"])
+        for receipt in self.receipts:
+            if receipt["size"]:
+                assert receipt["root"] == ledger.root_at(receipt["size"]).hex()
+        return ledger
