@@ -3,6 +3,7 @@ researcher's JupyterLab would: what the client actually receives is what is chec
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -15,8 +16,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import rfc8785
 import websocket
 import yaml
+
+from bedside.errors import SignatureError
+from bedside.ledger import Verifier
 
 from .conftest import (
     GatewayKernel,
@@ -253,13 +258,21 @@ def test_mutual_tls_accepts_client_certificates_and_refuses_others(start_gateway
             )
 
 
-def test_gateway_kernel_is_protocol_compatible(eg_gateway):
+def test_gateway_kernel_is_protocol_compatible_and_receipts_verify(eg_gateway, hospital):
     k = GatewayKernel.start(eg_gateway, "bedside")
     try:
         reply, outputs = k.execute("1 + 1")
         assert reply["content"]["status"] == "ok"
         results = [m for m in outputs if m["msg_type"] == "execute_result"]
         assert results and results[0]["content"]["data"]["text/plain"] == "2"
-        assert "receipt" in json.dumps(results[0]["metadata"])
+        # The receipt the sentry signed verifies with the custodian's public key.
+        receipt = dict(results[0]["metadata"]["bedside"]["receipt"])
+        signature = base64.b64decode(receipt.pop("sig"))
+        assert receipt["key"] == hospital.verifier_key
+        Verifier(hospital.verifier_key).verify(rfc8785.dumps(receipt), signature)
+        with pytest.raises(SignatureError):
+            Verifier(hospital.verifier_key).verify(
+                rfc8785.dumps({**receipt, "size": receipt["size"] + 1}), signature
+            )
     finally:
         k.shutdown()
