@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -145,6 +146,12 @@ def _check_chain(args: argparse.Namespace) -> tuple[Path, Path, Path]:
         raise GatewayError(
             f"custodian key {args.custodian_key} does not exist; "
             "make one with `bedside keys new NAME`"
+        )
+    if not args.no_sandbox and shutil.which("bwrap") is None:
+        raise GatewayError(
+            "bubblewrap (bwrap) is not installed, so kernels cannot be sandboxed; run "
+            "`make system` (apt-get install bubblewrap), or pass --no-sandbox on a development "
+            "machine"
         )
     state = args.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
