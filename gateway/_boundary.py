@@ -14,6 +14,7 @@ import base64
 import binascii
 import fnmatch
 import html
+import logging
 import re
 import zlib
 from collections.abc import Callable, Iterator
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bedside.policy.decision import Action, Decision, Layer
+
+log = logging.getLogger("bedside.sentry")
 
 # A finding of the text scanner: (rule, kind), e.g. ("identifier", "mrn") or ("phi", "email").
 # The value itself never travels further than the scanner.
@@ -327,7 +330,11 @@ class BoundaryGuard:
         text = "\n\n".join(parts)
         if not text or trivially_clean(text):
             return None
-        return self.scan(text)
+        try:
+            return self.scan(text)
+        except Exception as exc:  # noqa: BLE001 - fail closed: a scanner fault blocks
+            log.exception("the text scanner failed; the message is blocked")
+            return ("scanner_error", type(exc).__name__)
 
     def _scan_buffers(self, buffers: list[bytes]) -> Decision | None:
         for number, buf in enumerate(buffers):
@@ -356,6 +363,14 @@ class BoundaryGuard:
 
     def _finding_decision(self, hit: Finding) -> Decision:
         rule, kind = hit
+        if rule == "scanner_error":
+            return Decision.block(
+                rule,
+                "the hospital's scanner could not read this output",
+                "Try a simpler output; the custodian finds the fault in the sentry log.",
+                layer=Layer.SENTRY,
+                details={"kind": kind},
+            )
         if rule == "identifier":
             reason = f"the output contains a patient identifier value ({kind})"
             advice = (

@@ -322,7 +322,12 @@ class Sentry:
                         frames = sock.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    handler(frames)
+                    try:
+                        handler(frames)
+                    except Exception:
+                        # Fail closed: the message is not relayed, the session goes on.
+                        self.dropped += 1
+                        log.exception("dropped a message the sentry could not process")
             clock = time.monotonic()
             if not events or clock - last_check > 0.2:
                 last_check = clock
