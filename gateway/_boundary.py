@@ -10,14 +10,20 @@ the rule that fired and never the value that tripped it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import fnmatch
 import html
+import logging
 import re
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from bedside.policy.decision import Action, Decision, Layer
+
+log = logging.getLogger("bedside.sentry")
 
 # A finding of the text scanner: (rule, kind), e.g. ("identifier", "mrn") or ("phi", "email").
 # The value itself never travels further than the scanner.
@@ -86,8 +92,12 @@ class Verdict:
         return self.decision.action is Action.BLOCKED
 
 
-def iter_text(obj: Any) -> Iterator[str]:
-    """Every string, key and number in a JSON value, depth first."""
+def iter_text(obj: Any, images: list[str] | None = None) -> Iterator[str]:
+    """Every string, key and number in a JSON value, depth first.
+
+    A small `execution_count` is structure, not text. With `images`, base64 PNG values of MIME
+    bundles are set aside there (read by `png_text`) instead of being scanned as text.
+    """
     stack = [obj]
     while stack:
         value = stack.pop()
@@ -95,6 +105,11 @@ def iter_text(obj: Any) -> Iterator[str]:
             yield value
         elif isinstance(value, dict):
             for key, item in value.items():
+                if key == "execution_count" and type(item) is int and 0 <= item < 1_000_000:
+                    continue
+                if key == "image/png" and images is not None and isinstance(item, str):
+                    images.append(item)
+                    continue
                 yield str(key)
                 stack.append(item)
         elif isinstance(value, list | tuple):
@@ -103,6 +118,108 @@ def iter_text(obj: Any) -> Iterator[str]:
             continue
         elif isinstance(value, int | float):
             yield str(value)
+
+
+# Words of the Jupyter protocol's own field names and values (split at "_" and "/").
+_PROTOCOL_WORDS = frozenset(
+    "status ok error aborted execution count user expressions payload name stdout stderr "
+    "text plain html data metadata transient code silent wait".split()
+)
+_WORD = re.compile(r"[^\W_]+")
+
+
+def trivially_clean(text: str) -> bool:
+    """True when `text` cannot hold an identifier value, a PHI pattern or an encoding of one.
+
+    Holds when, besides protocol words, the text has at most two numbers of at most two digits
+    and no letters: an identifier of the index has three characters or more and a date needs
+    three numbers. This keeps the per-message cost of trivial cells (`1+1`) near zero; every
+    other text goes through the full scanner.
+    """
+    numbers = 0
+    for word in _WORD.findall(text):
+        if word in _PROTOCOL_WORDS:
+            continue
+        if len(word) <= 2 and word.isdigit():
+            numbers += 1
+            if numbers <= 2:
+                continue
+        return False
+    return True
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_text(value: str) -> str | None:
+    """The text a base64 PNG carries (tEXt, zTXt, iTXt chunks); None if it is not a PNG.
+
+    Pixels are not read (no OCR): text drawn into an image is the in-kernel guard's to stop.
+    """
+    try:
+        raw = base64.b64decode(value, validate=False)
+    except (binascii.Error, ValueError):
+        return None
+    if not raw.startswith(_PNG_SIGNATURE):
+        return None
+    texts: list[str] = []
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(raw):
+        length = int.from_bytes(raw[pos : pos + 4], "big")
+        kind = raw[pos + 4 : pos + 8]
+        body = raw[pos + 8 : pos + 8 + length]
+        if len(body) < length:
+            return None
+        if kind == b"tEXt":
+            texts.append(body.decode("latin-1"))
+        elif kind in (b"zTXt", b"iTXt"):
+            try:
+                texts.append(_png_compressed_text(kind, body))
+            except (zlib.error, ValueError):
+                return None
+        elif kind not in _PNG_KNOWN_CHUNKS:
+            # Unknown chunks could carry anything: read them as text too.
+            texts.append(body.decode("latin-1"))
+        pos += 12 + length
+        if kind == b"IEND":
+            break
+    # Bytes after IEND are not part of the image.
+    texts.append(raw[pos:].decode("latin-1"))
+    return "\n".join(texts)
+
+
+_PNG_KNOWN_CHUNKS = frozenset(
+    {
+        b"IHDR",
+        b"PLTE",
+        b"IDAT",
+        b"IEND",
+        b"pHYs",
+        b"gAMA",
+        b"cHRM",
+        b"sRGB",
+        b"bKGD",
+        b"tIME",
+        b"tRNS",
+        b"sBIT",
+        b"iCCP",
+        b"hIST",
+        b"sPLT",
+    }
+)
+
+
+def _png_compressed_text(kind: bytes, body: bytes) -> str:
+    keyword, _, rest = body.partition(b"\x00")
+    if kind == b"zTXt":
+        return keyword.decode("latin-1") + " " + zlib.decompress(rest[1:]).decode("latin-1")
+    flag, method, rest = rest[0], rest[1], rest[2:]
+    lang, _, rest = rest.partition(b"\x00")
+    translated, _, text = rest.partition(b"\x00")
+    data = zlib.decompress(text) if flag == 1 and method == 0 else text
+    return " ".join(
+        part.decode("utf-8", errors="replace") for part in (keyword, lang, translated, data)
+    )
 
 
 # Protocol metadata ipykernel puts on replies, kept only in its strict shape and not scanned:
@@ -133,6 +250,44 @@ def split_protocol_metadata(metadata: dict[str, Any]) -> tuple[dict[str, Any], d
     return safe, rest
 
 
+_B64_THEN_LINE = re.compile(r"[A-Za-z0-9+/_-]{12,}={0,2}\r?\n[A-Za-z0-9+/_-]{4,}")
+
+
+def policy_scanner(policy: Any) -> tuple[Scan, int]:
+    """The text scanner of a policy and the number of identifier values it knows.
+
+    It reads the policy's datasets itself (the sentry is trusted and may), so rows that escaped
+    the kernel guard are recognised here: identifier values through the policy's identifier
+    index and the enabled PHI patterns, also inside encoded text (`scan_text`).
+    """
+    from bedside.policy import IdentifierIndex, load_dataset, scan_text
+
+    frames = [(load_dataset(ds), list(ds.identifiers)) for ds in policy.datasets.values()]
+    index = IdentifierIndex.from_frames(frames) if frames else None
+    kinds = list(policy.enabled_phi_patterns)
+
+    def scan(text: str) -> Finding | None:
+        found = scan_text(text, index, phi_kinds=kinds)
+        if not found and _B64_THEN_LINE.search(text):
+            # scan_text joins a base64 run with the lines after it (wrapped base64); a run
+            # followed by ordinary text then fails to decode. Read each line on its own too.
+            found = scan_text(text.replace("\n", "\n\n"), index, phi_kinds=kinds)
+        if not found:
+            return None
+        first = found[0]
+        kind = first.kind
+        how = ""
+        if kind.startswith("encoded:"):
+            how, _, kind = kind[len("encoded:") :].partition("+")
+        if kind.startswith("phi:"):
+            rule, what = "phi", kind[len("phi:") :]
+        else:
+            rule, what = "identifier", first.column or "identifier"
+        return rule, f"{what}, {how}-encoded" if how else what
+
+    return scan, len(index) if index is not None else 0
+
+
 def _mime_allowed(mime: str, patterns: list[str]) -> bool:
     return any(mime == pat or fnmatch.fnmatchcase(mime, pat) for pat in patterns)
 
@@ -161,11 +316,25 @@ class BoundaryGuard:
     # -- scanning -----------------------------------------------------------------------------
 
     def scan_value(self, *values: Any) -> Finding | None:
-        """The first finding in all text of `values` (the scanner also reads encoded text)."""
-        text = "\n".join(t for v in values for t in iter_text(v))
-        if not text:
+        """The first finding in all text of `values` (the scanner also reads encoded text).
+
+        PNG images are read for the text they carry rather than scanned as base64; a value
+        under image/png that is not a PNG is scanned as text.
+        """
+        images: list[str] = []
+        parts = [t for v in values for t in iter_text(v, images)]
+        for image in images:
+            carried = png_text(image)
+            parts.append(image if carried is None else carried)
+        # A blank line between fields, so no scanner joins the end of one with the next.
+        text = "\n\n".join(parts)
+        if not text or trivially_clean(text):
             return None
-        return self.scan(text)
+        try:
+            return self.scan(text)
+        except Exception as exc:  # noqa: BLE001 - fail closed: a scanner fault blocks
+            log.exception("the text scanner failed; the message is blocked")
+            return ("scanner_error", type(exc).__name__)
 
     def _scan_buffers(self, buffers: list[bytes]) -> Decision | None:
         for number, buf in enumerate(buffers):
@@ -194,6 +363,14 @@ class BoundaryGuard:
 
     def _finding_decision(self, hit: Finding) -> Decision:
         rule, kind = hit
+        if rule == "scanner_error":
+            return Decision.block(
+                rule,
+                "the hospital's scanner could not read this output",
+                "Try a simpler output; the custodian finds the fault in the sentry log.",
+                layer=Layer.SENTRY,
+                details={"kind": kind},
+            )
         if rule == "identifier":
             reason = f"the output contains a patient identifier value ({kind})"
             advice = (

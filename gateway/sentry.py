@@ -33,7 +33,7 @@ from typing import Any
 import zmq
 
 from bedside.errors import Error, GatewayError
-from bedside.gateway._boundary import BoundaryGuard, Finding, Scan, Verdict
+from bedside.gateway._boundary import BoundaryGuard, Scan, Verdict, policy_scanner
 from bedside.gateway._receipts import HospitalLedger, committed_bytes
 from bedside.gateway._session import (
     Budget,
@@ -184,35 +184,8 @@ class Sentry:
         )
 
     def _build_scan(self) -> Scan:
-        """The text scanner: identifier values of the policy's datasets and PHI patterns.
-
-        The sentry is trusted and reads the datasets itself, so rows that escaped the kernel
-        guard are still recognised here.
-        """
-        from bedside.policy import IdentifierIndex, load_dataset, scan_text
-
-        frames = []
-        for dataset in self.policy.datasets.values():
-            frames.append((load_dataset(dataset), list(dataset.identifiers)))
-        index = IdentifierIndex.from_frames(frames) if frames else None
-        kinds = list(self.policy.enabled_phi_patterns)
-        log.info("identifier index: %d values from %d datasets", len(index or ()), len(frames))
-
-        def scan(text: str) -> Finding | None:
-            found = scan_text(text, index, phi_kinds=kinds)
-            if not found:
-                return None
-            first = found[0]
-            kind = first.kind
-            how = ""
-            if kind.startswith("encoded:"):
-                how, _, kind = kind[len("encoded:") :].partition("+")
-            if kind.startswith("phi:"):
-                rule, what = "phi", kind[len("phi:") :]
-            else:
-                rule, what = "identifier", first.column or "identifier"
-            return rule, f"{what}, {how}-encoded" if how else what
-
+        scan, size = policy_scanner(self.policy)
+        log.info("identifier index: %d values from %d datasets", size, len(self.policy.datasets))
         return scan
 
     def _bind_outer(self) -> None:
@@ -349,7 +322,12 @@ class Sentry:
                         frames = sock.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    handler(frames)
+                    try:
+                        handler(frames)
+                    except Exception:
+                        # Fail closed: the message is not relayed, the session goes on.
+                        self.dropped += 1
+                        log.exception("dropped a message the sentry could not process")
             clock = time.monotonic()
             if not events or clock - last_check > 0.2:
                 last_check = clock

@@ -4,19 +4,17 @@ The index (built from identifier values) and the scanner (run on every output) t
 the same tokens and the same 64-bit hashes with these functions, so a value and its occurrence
 in an output hash alike by construction.
 
-A *token* is a maximal run of letters or a maximal run of digits (bytes >= 0x80 count as
-letters, so UTF-8 names stay whole). Splitting letters from digits makes `MRN00012345`,
-`mrn-12345` and `MRN 00012345` the same token sequence, and keeps the date in
-`1956-03-12T00:00`. A digit token stands for its integer value, so `03` == `3` and leading zeros
-never matter; digit groups concatenate arithmetically (`020` `7946` `0123` -> 2079460123), which
-is how a phone number written in any grouping is recognised.
+A *token* is a maximal run of letters or a maximal run of digits (non-ASCII letters count as
+letters, so UTF-8 names stay whole; non-ASCII punctuation is a separator). Splitting letters
+from digits makes `MRN00012345`, `mrn-12345` and `MRN 00012345` the same token sequence, and
+keeps the date in `1956-03-12T00:00`. Leading zeros of a digit token are dropped before
+hashing, so `03` == `3`.
 
 Hashing works on whole tokens, not bytes: each token's first 8 bytes are read as one
-little-endian 64-bit word through an overlapping (stride-1) view of the buffer, longer tokens
-add a word per 8 bytes, digit tokens are parsed to integers eight digits at a time with SWAR
-arithmetic. That keeps the per-byte work to a few comparisons, which is what lets a 1 MB output
-be scanned in a few milliseconds. Collisions only ever cause a false positive (an extra block),
-never a missed identifier.
+little-endian 64-bit word (built from the two aligned words around it), longer tokens add a word
+per 8 bytes, and a multiply/xor-shift finaliser spreads the bits. The per-byte work is a few
+comparisons to find token boundaries, which is what lets a 1 MB output be scanned in
+milliseconds. Collisions only ever cause a false positive (an extra block), never a miss.
 """
 
 from __future__ import annotations
@@ -31,31 +29,41 @@ I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
 B = npt.NDArray[np.bool_]
 
-MAX_LETTERS = 64  # longer letter runs (base64 blobs, ...) are never identifier tokens
-MAX_DIGITS = 19  # longest digit run that fits an unsigned 64-bit integer
+MAX_TOKEN = 64  # longer runs (base64 blobs, hex dumps) are never identifier tokens
 
 _LEN_SALT = np.uint64(0x9E3779B97F4A7C15)
-_LETTER_SALT = np.uint64(0x632BE59BD9B4E019)
-_DIGIT_SALT = np.uint64(0x85EBCA77C2B2AE63)
-_LONG_SALT = np.uint64(0x27D4EB2F165667C5)
+_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
+_MUL2 = np.uint64(0x94D049BB133111EB)
+_LONG = np.uint64(0x27D4EB2F165667C5)
 SEQ_MUL = np.uint64(0xC2B2AE3D27D4EB4F)  # folds the token hashes of a sequence
 _SEQ_SALT = 0x165667B19E3779F9
+_PAD = 8
 
 _LOWER = bytes.maketrans(bytes(range(ord("A"), ord("Z") + 1)), bytes(range(ord("a"), ord("z") + 1)))
+# Non-ASCII characters that are neither letters nor digits («, —, █, emoji) are separators:
+# `tokenize` decodes the code point of each multi-byte character and looks it up here.
+_alnum_bmp: list[B] = []
+
+
+def _alnum_table() -> B:
+    if not _alnum_bmp:
+        _alnum_bmp.append(np.array([chr(i).isalnum() for i in range(0x10000)], dtype=np.bool_))
+    return _alnum_bmp[0]
+
+
+# The same set for Arrow's RE2, used when indexing values.
+NON_ASCII_SEPARATOR_RE2 = r"[^\p{L}\p{N}\x00-\x7f]"
 
 # LOW[l]: mask of the low l bytes of a word.
 LOW = np.array([(1 << (8 * i)) - 1 for i in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
-_ZEROS = np.uint64(0x3030303030303030)
-POW10 = np.array([10**i for i in range(20)], dtype=np.uint64)
-_PAD = 8
 
 
 def mix(h: U64) -> U64:
     """splitmix64 finaliser: spreads a word over all 64 bits."""
     h = h ^ (h >> np.uint64(30))
-    h = h * np.uint64(0xBF58476D1CE4E5B9)
+    h = h * _MUL1
     h = h ^ (h >> np.uint64(27))
-    h = h * np.uint64(0x94D049BB133111EB)
+    h = h * _MUL2
     return h ^ (h >> np.uint64(31))
 
 
@@ -63,151 +71,128 @@ def seq_salt(k: int) -> np.uint64:
     return np.uint64((k * _SEQ_SALT) & ((1 << 64) - 1))
 
 
-def digit_hash(value: U64) -> U64:
-    """Hash of a digit token (or a run of digit groups) from its integer value."""
-    return mix(value ^ _DIGIT_SALT)
-
-
-
 def lower_bytes(text: str) -> bytes:
-    """UTF-8 bytes of `text`, lower-cased, with the same length in characters as `text`."""
+    """UTF-8 bytes of `text`, lower-cased, with the same length in characters as `text`.
+
+    (Lower-casing that changes the length of the text, e.g. U+0130, is skipped so that
+    character offsets of the result are those of `text`.)
+    """
     if text.isascii():
         return text.encode("ascii").translate(_LOWER)
     lowered = text.lower()
     if len(lowered) != len(text):
         # A few characters lower-case to two (e.g. U+0130); keep offsets right instead.
-        return text.encode("utf-8", "surrogatepass").translate(_LOWER)
-    return lowered.encode("utf-8", "surrogatepass")
+        lowered = text
+    return lowered.encode("utf-8", "surrogatepass").translate(_LOWER)
 
 
 @dataclass
 class Tokens:
-    """The tokens of one buffer: byte spans, kinds, hashes and digit values."""
+    """The tokens of one buffer: byte spans, kinds and hashes."""
 
     start: I64  # byte offset of the first byte
     end: I64  # byte offset after the last byte
     is_digit: B
-    hash: U64  # token hash (digits: of the integer value)
-    value: U64  # integer value of digit tokens (0 for letters and over-long digit runs)
-    ndigits: I64  # significant digits of digit tokens (0 for letters)
+    hash: U64
+    significant: I64  # length without the leading zeros of digit tokens
 
     def __len__(self) -> int:
         return len(self.start)
 
 
-def _parse8(x: U64) -> U64:
-    """Eight ASCII digits packed little-endian (first digit lowest) -> their integer value."""
-    x = x - _ZEROS
-    x = (x * np.uint64(10) + (x >> np.uint64(8))) & np.uint64(0x00FF00FF00FF00FF)
-    x = (x * np.uint64(100) + (x >> np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)
-    return (x * np.uint64(10000) + (x >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
-
-
 def _word_at(aligned: U64, pos: I64) -> U64:
-    """The 8 bytes at byte offsets `pos` of the padded buffer, as little-endian words.
+    """The 8 bytes at byte offsets `pos` of a buffer, as little-endian words.
 
-    Built from the two aligned words around each offset, which is much cheaper than copying
-    an overlapping (stride-1) view of the whole buffer.
+    `aligned` is the buffer viewed as 64-bit words, with at least one spare word at the end.
+    Each word is built from the two aligned words around its offset, which is much cheaper than
+    copying an overlapping (stride-1) view of the whole buffer.
     """
     q = pos >> 3
-    r = (pos & 7).astype(np.uint64) * np.uint64(8)
+    r = ((pos & 7) << 3).view(np.uint64)
     lo = aligned[q]
     hi = aligned[q + 1]
     # hi << (64 - r) without a 64-bit shift (undefined in C) when r == 0.
-    return (lo >> r) | ((hi << np.uint64(8)) << (np.uint64(56) - r))
+    word: U64 = (lo >> r) | ((hi << np.uint64(8)) << (np.uint64(56) - r))
+    return word
 
 
-def _parse_head(word: U64, count: I64) -> U64:
-    """Value of the first `count` (1..8) digits of `word` (bytes in text order)."""
-    pad = (8 - count).astype(np.uint64)
-    # Move the digits to the high bytes and fill the low bytes with ASCII '0'.
-    return _parse8((word << (pad * np.uint64(8))) | (_ZEROS & LOW[pad]))
+def _non_ascii_separators(buf: U8, letter: B) -> None:
+    """Clear `letter` on the bytes of multi-byte characters that are not letters or digits."""
+    lead = np.flatnonzero(buf >= 0xC0)
+    if not len(lead):
+        return
+    n = len(buf)
+    b0 = buf[lead].astype(np.int64)
+    b1 = buf[np.minimum(lead + 1, n - 1)].astype(np.int64) & 0x3F
+    b2 = buf[np.minimum(lead + 2, n - 1)].astype(np.int64) & 0x3F
+    two = b0 < 0xE0
+    three = (b0 >= 0xE0) & (b0 < 0xF0)
+    cp = np.where(two, ((b0 & 0x1F) << 6) | b1, ((b0 & 0x0F) << 12) | (b1 << 6) | b2)
+    alnum = np.where(two | three, _alnum_table()[np.minimum(cp, 0xFFFF)], False)
+    bad = lead[~alnum]
+    width = np.where(two, 2, np.where(three, 3, 4))[~alnum]
+    for j in range(4):
+        at = bad[j < width] + j
+        letter[at[at < n]] = False
 
 
 def tokenize(buf: U8) -> Tokens:
     """Split a lower-cased UTF-8 byte buffer into tokens and hash each one."""
     n = len(buf)
+    if n == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return Tokens(empty, empty, np.empty(0, np.bool_), np.empty(0, np.uint64), empty)
     digit = (buf - np.uint8(48)) < 10
-    letter = ((buf - np.uint8(97)) < 26) | (buf >= 128)
-    cls = digit.view(np.uint8) + (letter.view(np.uint8) << np.uint8(1))
+    high = buf >= 128
+    letter = ((buf - np.uint8(97)) < 26) | high
+    if high.any():
+        _non_ascii_separators(buf, letter)
+    cls = digit.view(np.uint8) | (letter.view(np.uint8) << np.uint8(1))
     change = np.empty(n + 1, dtype=np.bool_)
-    change[0] = cls[0] != 0 if n else False
+    change[0] = True
     np.not_equal(cls[1:], cls[:-1], out=change[1:n])
     change[n] = True
     bounds = np.flatnonzero(change)
-    if n == 0:
-        empty = np.empty(0, dtype=np.int64)
-        return Tokens(
-            empty,
-            empty,
-            np.empty(0, np.bool_),
-            empty.astype(np.uint64),
-            empty.astype(np.uint64),
-            empty,
-        )
-    kind = np.empty(len(bounds), dtype=np.uint8)
-    kind[:-1] = cls[bounds[:-1]]
-    kind[-1] = 0
-    is_tok = np.flatnonzero(kind != 0)
+    kind = cls[bounds[:-1]]
+    is_tok = np.flatnonzero(kind)
     start = bounds[is_tok]
     end = bounds[is_tok + 1]
     is_digit = kind[is_tok] == 1
     length = end - start
 
-    padded = np.zeros(((n + 3 * _PAD) // 8) * 8, dtype=np.uint8)
-    padded[_PAD : _PAD + n] = buf
+    # Drop leading zeros of digit tokens (keeping one digit): "0123" hashes as "123".
+    hstart = start
+    zero = np.flatnonzero((buf[start] == 48) & is_digit & (length > 1))
+    if len(zero):
+        hstart = start.copy()
+        length = length.copy()
+        while len(zero):
+            hstart[zero] += 1
+            length[zero] -= 1
+            zero = zero[(buf[hstart[zero]] == 48) & (length[zero] > 1)]
+
+    padded = np.zeros(((n + 2 * _PAD) // 8 + 1) * 8, dtype=np.uint8)
+    padded[:n] = buf
     words = padded.view("<u8")
 
-    # One gather serves every token: its first eight bytes, read at its start.
-    first = _word_at(words, start + _PAD)
-    short = np.minimum(length, 8)
-
-    # Letter tokens: word-wise hash of their bytes and length.
-    h = (first & LOW[short]) ^ (length.astype(np.uint64) * _LEN_SALT)
-    more = np.flatnonzero((length > 8) & ~is_digit)
+    h = _word_at(words, hstart) & LOW[np.minimum(length, 8)]
+    h ^= length.astype(np.uint64) * _LEN_SALT
+    more = np.flatnonzero((length > 8) & (length <= MAX_TOKEN))
     j = 1
-    while len(more) and j * 8 < MAX_LETTERS:
+    while len(more):
         rest = length[more] - 8 * j
-        word = _word_at(words, start[more] + _PAD + 8 * j) & LOW[np.minimum(rest, 8)]
-        h[more] = mix(h[more]) ^ word
+        word = _word_at(words, hstart[more] + 8 * j) & LOW[np.minimum(rest, 8)]
+        h[more] = (h[more] * _MUL1) ^ word
         more = more[rest > 8]
         j += 1
-    h ^= _LETTER_SALT
-
-    # Digit tokens: their integer value, parsed eight digits at a time.
-    value = np.zeros(len(start), dtype=np.uint64)
-    ndigits = np.zeros(len(start), dtype=np.int64)
-    di = np.flatnonzero(is_digit)
-    if len(di):
-        dl = length[di]
-        head = np.maximum(dl - 16, 0)  # digits before the last sixteen
-        head = np.where(dl > 8, np.where(dl > 16, head, dl - 8), dl)
-        v = _parse_head(first[di], head)
-        mid = np.flatnonzero(dl > 8)
-        if len(mid):
-            # Eight more digits after the head, and eight more after those for 17-19 digits.
-            pos = start[di[mid]] + _PAD + head[mid]
-            v[mid] = v[mid] * POW10[8] + _parse8(_word_at(words, pos))
-            top = mid[dl[mid] > 16]
-            if len(top):
-                pos = start[di[top]] + _PAD + head[top] + 8
-                v[top] = v[top] * POW10[8] + _parse8(_word_at(words, pos))
-        nd = np.searchsorted(POW10, v, side="right").astype(np.int64)
-        nd[nd == 0] = 1
-        too_long = dl > MAX_DIGITS
-        if too_long.any():
-            v[too_long] = 0
-            nd[too_long] = MAX_DIGITS + 1
-        value[di] = v
-        ndigits[di] = nd
-        h[di] = v ^ _DIGIT_SALT
-    h = mix(h)
-    long_letters = (length > MAX_LETTERS) & ~is_digit
-    long_digits = (length > MAX_DIGITS) & is_digit
-    too_long = long_letters | long_digits
-    if too_long.any():
-        h[too_long] = mix(length[too_long].astype(np.uint64) ^ _LONG_SALT)
-    return Tokens(start, end, is_digit, h, value, ndigits)
+    # A bijective finaliser (odd multiply, xor-shift): distinct short tokens never collide.
+    h *= _MUL2
+    h ^= h >> np.uint64(29)
+    too_long = np.flatnonzero(length > MAX_TOKEN)
+    if len(too_long):
+        # Over-long runs all hash to one value per length, which no index ever holds.
+        h[too_long] = mix(length[too_long].astype(np.uint64) ^ _LONG)
+    return Tokens(start, end, is_digit, h, length)
 
 
 def fold(hashes: list[U64] | U64) -> U64:
@@ -226,25 +211,27 @@ def pair_key(first: U64, second: U64) -> U64:
     return first * SEQ_MUL + second
 
 
-def group_gaps_ok(buf: U8, tok: Tokens) -> B:
-    """For each pair of neighbouring tokens: both digits, in one written number.
+def group_gaps_ok(buf: U8, tok: Tokens) -> I64:
+    """Tokens `i` such that tokens `i` and `i + 1` are digit groups of one written number.
 
     Groups of one number are joined by one space or '-' ("020 7946-0123"), or by a parenthesis
     with an optional space ("(020) 7946", "+44 (0)20"). Dots and wider gaps are left out: they
-    join the decimals and columns of ordinary tables, not phone numbers.
+    join the decimals and columns of ordinary tables, not phone numbers. Groups of one digit are
+    list items ("[0 1 0 1]"), not parts of a phone number.
     """
-    if len(tok) < 2:
-        return np.zeros(0, dtype=np.bool_)
-    gap_start = tok.end[:-1]
-    width = tok.start[1:] - gap_start
-    ok = tok.is_digit[:-1] & tok.is_digit[1:] & (width <= 2)
-    idx = np.flatnonzero(ok)
-    if len(idx):
-        c1 = buf[gap_start[idx]]
-        c2 = buf[np.minimum(gap_start[idx] + 1, len(buf) - 1)]
-        one = width[idx] == 1
-        paren = (c1 == ord(")")) | (c2 == ord("("))
-        spaced = ((c1 == ord(" ")) | (c1 == ord(")"))) & ((c2 == ord(" ")) | (c2 == ord("(")))
-        good = np.where(one, (c1 == ord(" ")) | (c1 == ord("-")), paren & spaced)
-        ok[idx] = good
-    return ok
+    wide = np.flatnonzero(tok.is_digit & (tok.end - tok.start >= 2))
+    if len(wide) < 2:
+        return np.empty(0, dtype=np.int64)
+    idx = wide[:-1][wide[1:] == wide[:-1] + 1]
+    gap_start = tok.end[idx]
+    width = tok.start[idx + 1] - gap_start
+    near = width <= 2
+    idx, gap_start, width = idx[near], gap_start[near], width[near]
+    c1 = buf[gap_start]
+    c2 = buf[np.minimum(gap_start + 1, len(buf) - 1)]
+    one = width == 1
+    paren = (c1 == ord(")")) | (c2 == ord("("))
+    spaced = ((c1 == ord(" ")) | (c1 == ord(")"))) & ((c2 == ord(" ")) | (c2 == ord("(")))
+    good = np.where(one, (c1 == ord(" ")) | (c1 == ord("-")), paren & spaced)
+    result: I64 = idx[good]
+    return result

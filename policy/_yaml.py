@@ -62,6 +62,10 @@ def parse_yaml(text: str, where: str) -> Node:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.context_mark is not None and exc.problem_mark is not None:
+            started = exc.context_mark.line + 1
+            if started != line:
+                problem += f" ({exc.context} on line {started})"
         raise PolicyError(
             f"invalid YAML: {problem}",
             path=where,

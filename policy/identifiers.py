@@ -70,6 +70,17 @@ def _word_hashes(words: Sequence[str]) -> T.U64:
     return T.tokenize(buf).hash
 
 
+_HIGH = np.uint64(0xFFFFFFFFFFFFFF00)
+
+
+def _sorted_unique(a: T.U64) -> T.U64:
+    """Sorted distinct values (np.unique's hash path is far slower on large uint64 arrays)."""
+    a = np.sort(a)
+    if len(a) > 1:
+        a = a[np.concatenate(([True], a[1:] != a[:-1]))]
+    return a
+
+
 def _bitmap(keys: T.U64) -> tuple[T.U64, np.uint64]:
     """A one-hash Bloom filter of `keys` (about 16 bits per key) and its slot shift."""
     bits = 1 << 12
@@ -77,8 +88,13 @@ def _bitmap(keys: T.U64) -> tuple[T.U64, np.uint64]:
         bits <<= 1
     shift = np.uint64(64 - (bits.bit_length() - 1))
     words = np.zeros(bits // 64, dtype=np.uint64)
-    slot = keys >> shift
-    np.bitwise_or.at(words, slot >> np.uint64(6), np.uint64(1) << (slot & np.uint64(63)))
+    slot = _sorted_unique(keys >> shift)
+    if len(slot):
+        # Distinct bits of one word: their sum is their OR.
+        word = slot >> np.uint64(6)
+        bit = np.uint64(1) << (slot & np.uint64(63))
+        first = np.flatnonzero(np.concatenate(([True], word[1:] != word[:-1])))
+        words[word[first]] = np.add.reduceat(bit, first)
     return words, shift
 
 
@@ -93,8 +109,7 @@ class IdentifierIndex:
 
     def __init__(
         self,
-        hashes: T.U64,
-        kinds: T.U8,
+        entries: T.U64,
         kind_names: Sequence[str],
         pairs: T.U64,
         lengths: Sequence[int],
@@ -103,14 +118,14 @@ class IdentifierIndex:
         min_length: int,
         min_digits: int,
     ) -> None:
-        self._hashes = hashes
-        self._kinds = kinds
+        # Sorted: the top 56 bits of each variant's hash, the column (kind) in the low byte.
+        self._entries = entries
         self._kind_names = list(kind_names)
         self._lengths = tuple(sorted({k for k in lengths if k >= 2}))
         self._n_values = n_values
         self._min_length = min_length
         self._min_digits = min_digits
-        self._bits, self._shift = _bitmap(hashes)
+        self._bits, self._shift = _bitmap(entries)
         self._pair_bits, self._pair_shift = _bitmap(pairs)
 
     # ------------------------------------------------------------------ construction
@@ -156,7 +171,7 @@ class IdentifierIndex:
 
     def __repr__(self) -> str:
         return (
-            f"<IdentifierIndex values={self._n_values} variants={len(self._hashes)} "
+            f"<IdentifierIndex values={self._n_values} variants={len(self._entries)} "
             f"kinds={self._kind_names}>"
         )
 
@@ -166,9 +181,7 @@ class IdentifierIndex:
 
     @property
     def nbytes(self) -> int:
-        return int(
-            self._hashes.nbytes + self._kinds.nbytes + self._bits.nbytes + self._pair_bits.nbytes
-        )
+        return int(self._entries.nbytes + self._bits.nbytes + self._pair_bits.nbytes)
 
     def first(self, text: str) -> IdentifierMatch | None:
         """The earliest match in `text`, or None when the text holds no identifier value."""
@@ -177,7 +190,7 @@ class IdentifierIndex:
 
     def find(self, text: str, limit: int | None = None) -> list[IdentifierMatch]:
         """Every identifier value in `text`, ordered by position (the first `limit` of them)."""
-        if not text or not len(self._hashes):
+        if not text or not len(self._entries):
             return []
         raw = T.lower_bytes(text)
         buf = np.frombuffer(raw, dtype=np.uint8)
@@ -191,7 +204,7 @@ class IdentifierIndex:
 
         # Single tokens long enough to be indexed on their own.
         single = np.flatnonzero(
-            np.where(tok.is_digit, tok.ndigits >= self._min_digits, tok.end - tok.start >= 2)
+            np.where(tok.is_digit, tok.significant >= self._min_digits, tok.significant >= 2)
         )
         if len(single):
             hit, kind = self._lookup(tok.hash[single])
@@ -205,10 +218,14 @@ class IdentifierIndex:
         if self._lengths and ntok >= 2:
             keys = T.pair_key(tok.hash[:-1], tok.hash[1:])
             cand = _in_bitmap(self._pair_bits, self._pair_shift, keys)
+            gap_ok = self._gaps_ok(buf, tok, cand)
             for k in self._lengths:
                 c = cand[cand + k <= ntok]
+                # Every gap inside the window must be short and on one line.
+                for j in range(k - 1):
+                    c = c[gap_ok[c + j]]
                 if not len(c):
-                    break
+                    continue
                 hit, kind = self._lookup(T.fold([tok.hash[c + j] for j in range(k)]))
                 if len(hit):
                     at = c[hit]
@@ -216,7 +233,7 @@ class IdentifierIndex:
                     ends.append(tok.end[at + k - 1])
                     kinds.append(kind)
 
-        self._digit_groups(buf, tok, starts, ends, kinds)
+        self._digit_groups(raw, buf, tok, starts, ends, kinds)
         if not starts:
             return []
         s = np.concatenate(starts)
@@ -241,66 +258,115 @@ class IdentifierIndex:
             for a, b, c in zip(s.tolist(), e.tolist(), kk.tolist(), strict=True)
         ]
 
+    @staticmethod
+    def _gaps_ok(buf: T.U8, tok: T.Tokens, cand: T.I64) -> T.B:
+        """Per token: is the gap to the next token at most 3 characters, without a newline?
+
+        Values are written on one line with short separators (`Smith, John`, `12 / 03 / 1956`);
+        numbers that merely follow each other across lines or table columns are not one value.
+        """
+        ok = np.zeros(len(tok), dtype=np.bool_)
+        if not len(cand):
+            return ok
+        if len(cand) * 8 > len(tok):
+            span = np.arange(len(tok) - 1)
+        else:
+            mark = np.zeros(len(tok) + MAX_SEQ, dtype=np.bool_)
+            for j in range(MAX_SEQ - 1):
+                mark[cand + j] = True
+            span = np.flatnonzero(mark[: len(tok) - 1])
+        gap_start = tok.end[span]
+        width = tok.start[span + 1] - gap_start
+        good = width <= 3
+        last = len(buf) - 1
+        for j in range(3):
+            at = buf[np.minimum(gap_start + j, last)]
+            good &= (j >= width) | ((at != 10) & (at != 13))
+        ok[span] = good
+        return ok
+
     def _lookup(self, h: T.U64) -> tuple[T.I64, T.U8]:
         """Positions in `h` present in the index, and their kinds."""
         cand = _in_bitmap(self._bits, self._shift, h)
         if not len(cand):
             return cand, np.empty(0, dtype=np.uint8)
         hc = h[cand]
-        pos = np.searchsorted(self._hashes, hc)
-        pos[pos == len(self._hashes)] = 0
-        eq = self._hashes[pos] == hc
-        return cand[eq], self._kinds[pos[eq]]
+        hc = hc & _HIGH
+        pos = np.searchsorted(self._entries, hc)
+        pos[pos == len(self._entries)] = 0
+        found = self._entries[pos]
+        eq = (found & _HIGH) == hc
+        return cand[eq], (found[eq] & np.uint64(0xFF)).astype(np.uint8)
 
     def _digit_groups(
         self,
+        raw: bytes,
         buf: T.U8,
         tok: T.Tokens,
         starts: list[T.I64],
         ends: list[T.I64],
         kinds: list[T.U8],
     ) -> None:
-        """Match numbers whose digit groups are split differently from the indexed value."""
-        ok = T.group_gaps_ok(buf, tok)
-        joinable = np.flatnonzero(ok)
+        """Match numbers whose digit groups are split differently from the indexed value.
+
+        Runs of digit groups written as one number (see `group_gaps_ok`) with enough digits
+        for a phone number are rare in ordinary output, so their concatenations are built as
+        strings and hashed like any single token.
+        """
+        joinable = T.group_gaps_ok(buf, tok)
         if not len(joinable):
             return
-        # Chains of joinable digit groups; only chains with enough digits in all can match.
-        raw_len = tok.end - tok.start
-        chain = np.cumsum(np.concatenate(([1], ~ok)))  # chain id of each token
-        total = np.bincount(chain, weights=np.where(tok.is_digit, raw_len, 0))
         need = max(self._min_digits, MIN_GROUPED_DIGITS)
-        first = joinable[total[chain[joinable]] >= need]
-        value = tok.value[first]
-        ndig = tok.ndigits[first]
+        raw_len = tok.end - tok.start
+        cum = np.concatenate(([0], np.cumsum(raw_len)))
+        # Chains: runs of consecutive joinable pairs j..j+r-1, covering tokens j..j+r.
+        brk = np.concatenate(([True], joinable[1:] != joinable[:-1] + 1))
+        chain = np.cumsum(brk) - 1
+        chain_first = joinable[brk]
+        chain_last = np.append(joinable[:-1][brk[1:]], joinable[-1]) + 1
+        total = cum[chain_last + 1] - cum[chain_first]
+        first = joinable[total[chain] >= need]
+        if not len(first):
+            return
+        ok = np.zeros(len(tok), dtype=np.bool_)
+        ok[joinable] = True
+        # Windows of 2..MAX_DIGIT_GROUPS joinable groups starting at each candidate.
+        starts_w: list[T.I64] = []
+        lasts_w: list[T.I64] = []
+        alive = first
         for k in range(2, MAX_DIGIT_GROUPS + 1):
-            last = first + k - 1
             if k > 2:
-                alive = np.flatnonzero(last - 1 < len(ok))
-                first, value, ndig, last = first[alive], value[alive], ndig[alive], last[alive]
-                alive = np.flatnonzero(ok[last - 1])
-                first, value, ndig, last = first[alive], value[alive], ndig[alive], last[alive]
-            part = raw_len[last]
-            ndig = ndig + part
-            alive = np.flatnonzero(ndig <= T.MAX_DIGITS)
+                nxt = alive + k - 2
+                alive = alive[nxt < len(ok)]
+                alive = alive[ok[alive + k - 2]]
             if not len(alive):
                 break
-            first, value, ndig, last, part = (
-                first[alive],
-                value[alive],
-                ndig[alive],
-                last[alive],
-                part[alive],
-            )
-            value = value * T.POW10[part] + tok.value[last]
-            enough = np.flatnonzero(ndig >= need)
-            if len(enough):
-                hit, kind = self._lookup(T.digit_hash(value[enough]))
-                if len(hit):
-                    idx = enough[hit]
-                    starts.append(tok.start[first[idx]])
-                    ends.append(tok.end[last[idx]])
-                    kinds.append(kind)
+            starts_w.append(alive)
+            lasts_w.append(alive + k - 1)
+        f_all = np.concatenate(starts_w)
+        l_all = np.concatenate(lasts_w)
+        enough = (cum[l_all + 1] - cum[f_all]) >= need
+        f_all, l_all = f_all[enough], l_all[enough]
+        if not len(f_all):
+            return
+        cols = np.minimum(f_all[:, None] + np.arange(MAX_DIGIT_GROUPS), len(tok) - 1)
+        s_rows = tok.start[cols].tolist()
+        e_rows = tok.end[cols].tolist()
+        widths = (l_all - f_all + 1).tolist()
+        joined = "\n".join(
+            "".join(raw[a:b].decode() for a, b in zip(sr[:w], er[:w], strict=True))
+            for sr, er, w in zip(s_rows, e_rows, widths, strict=True)
+        )
+        jt = T.tokenize(np.frombuffer(joined.encode(), dtype=np.uint8))
+        # One token per window, in order (the joined digits contain no separator).
+        cand = np.flatnonzero(jt.significant >= need)
+        if not len(cand):
+            return
+        hit, kind = self._lookup(jt.hash[cand])
+        if len(hit):
+            starts.append(tok.start[f_all[cand[hit]]])
+            ends.append(tok.end[l_all[cand[hit]]])
+            kinds.append(kind)
 
 
 def _column_strings(series: pd.Series[Any]) -> pa.Array:
@@ -310,9 +376,11 @@ def _column_strings(series: pd.Series[Any]) -> pa.Array:
     s = series.dropna()
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
         s = s.dt.strftime("%Y-%m-%d")
-    elif not (pd.api.types.is_string_dtype(s.dtype) and s.map(type).eq(str).all()):
-        s = s.astype(str)
-    return pa.array(s.to_numpy(dtype=object), type=pa.large_string())
+    try:
+        return pa.array(s.to_numpy(dtype=object), type=pa.large_string())
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        # Not all text (numbers, dates as objects): index their text form.
+        return pa.array(s.astype(str).to_numpy(dtype=object), type=pa.large_string())
 
 
 class _Builder:
@@ -375,19 +443,13 @@ class _Builder:
         count = np.bincount(line, minlength=nlines)
         first_tok = np.zeros(nlines, dtype=np.int64)
         np.cumsum(count[:-1], out=first_tok[1:])
-        raw_len = tok.end - tok.start
-        too_long = np.where(tok.is_digit, raw_len > T.MAX_DIGITS, raw_len > T.MAX_LETTERS)
+        too_long = tok.significant > T.MAX_TOKEN
         bad = np.bincount(line, weights=too_long, minlength=nlines) > 0
-        chars = np.bincount(line, weights=raw_len, minlength=nlines)
+        sig = np.bincount(line, weights=tok.significant, minlength=nlines)
         digits = np.bincount(line, weights=tok.is_digit, minlength=nlines)
         all_digit = (digits == count) & (count > 0)
         letters = (digits == 0) & (count > 0)
-        # Significant digits of an all-digit value: the first group without leading zeros.
-        first_sig = np.zeros(nlines, dtype=np.int64)
-        has = count > 0
-        first_sig[has] = tok.ndigits[first_tok[has]] - raw_len[first_tok[has]]
-        sig = chars + first_sig
-        keep = ~bad & np.where(all_digit, sig >= self.min_digits, chars >= self.min_length)
+        keep = ~bad & np.where(all_digit, sig >= self.min_digits, sig >= self.min_length)
         indexed = 0
         for k in range(1, MAX_SEQ + 1):
             exact = count == k if k < MAX_SEQ else count >= k
@@ -399,9 +461,6 @@ class _Builder:
             seqs = np.stack([tok.hash[f + j] for j in range(k)])
             self._emit_seq(seqs)
             if k >= 2:
-                d = np.flatnonzero(all_digit[rows] & (sig[rows] <= T.MAX_DIGITS))
-                if len(d):
-                    self._emit_joined(tok, f[d], k)
                 if variants and 2 <= k <= 5:
                     n = np.flatnonzero(letters[rows])
                     if len(n):
@@ -417,14 +476,6 @@ class _Builder:
         self.lengths.add(k)
         self._pending.append(T.fold(seqs))
         self.pairs.append(T.pair_key(seqs[0], seqs[1]))
-
-    def _emit_joined(self, tok: T.Tokens, f: T.I64, k: int) -> None:
-        """All-digit values also match as one run of digits (`02079460123`, `19560312`)."""
-        value = tok.value[f].copy()
-        for j in range(1, k):
-            part = tok.end[f + j] - tok.start[f + j]
-            value = value * T.POW10[part] + tok.value[f + j]
-        self._pending.append(T.digit_hash(value))
 
     def _emit_names(self, seqs: T.U64) -> None:
         """Names: without title/suffix, surname first, without middle names."""
@@ -465,11 +516,20 @@ class _Builder:
             if pc.any(national).as_py():
                 x = ph.filter(national)
                 out.append(pc.replace_substring_regex(x, r"^\s*\(?0", "+44 "))
+        # Values written in digit groups (phones, ISO dates) also match as one run of digits:
+        # `02079460123`, `19560312`.
+        joined: list[pa.Array] = []
+        for arr in [chunk, *out]:
+            grouped = pc.match_substring_regex(arr, r"^[^\p{L}]*\d[^\p{L}\d]+\d[^\p{L}]*$")
+            if pc.any(grouped).as_py():
+                joined.append(pc.replace_substring_regex(arr.filter(grouped), r"\D+", ""))
+        # Other date formats; their compact forms are listed explicitly (zero-padded), since
+        # joining `3/9/1973` into `391973` would match ordinary six-digit numbers.
         iso = pc.match_substring_regex(chunk, r"^\d{4}-\d{2}-\d{2}(?:[ t]00:00(?::00(?:\.0+)?)?)?$")
         if pc.any(iso).as_py():
             dates = pc.unique(pc.utf8_slice_codeunits(chunk.filter(iso), 0, 10))
             out.append(pa.array(_date_variants(dates.to_pylist()), type=pa.large_string()))
-        return out
+        return out + joined
 
     def finish(self) -> IdentifierIndex:
         if self.hashes:
@@ -480,13 +540,16 @@ class _Builder:
             kinds = np.empty(0, dtype=np.uint8)
         pairs = np.concatenate(self.pairs) if self.pairs else np.empty(0, dtype=np.uint64)
         self.hashes, self.kinds, self.pairs = [], [], []
-        # Sorted unique hashes; a hash shared by two columns keeps the first column's kind.
-        h, first = np.unique(h, return_index=True)
+        # One sorted array: hash (top 56 bits) | column code; where two columns share a variant,
+        # the first column added wins (smallest code sorts first).
+        entries = np.sort((h & _HIGH) | kinds.astype(np.uint64))
+        if len(entries):
+            keep = np.concatenate(([True], (entries[1:] & _HIGH) != (entries[:-1] & _HIGH)))
+            entries = entries[keep]
         return IdentifierIndex(
-            h,
-            kinds[first],
+            entries,
             self.kind_names,
-            np.unique(pairs),
+            _sorted_unique(pairs),
             sorted(self.lengths),
             self.n_values,
             min_length=self.min_length,
@@ -525,6 +588,8 @@ def _date_variants(isodates: list[str]) -> list[str]:
             (
                 f"{day}/{month}/{year}",
                 f"{month}/{day}/{year}",
+                f"{day:02d}{month:02d}{year}",
+                f"{month:02d}{day:02d}{year}",
                 f"{day} {mon} {year}",
                 f"{day} {full} {year}",
                 f"{mon} {day} {year}",

@@ -163,10 +163,12 @@ def scan_phi(text: str, kinds: Iterable[str] | None = None) -> list[PHIMatch]:
 
 
 def _drop_nested(found: list[PHIMatch]) -> list[PHIMatch]:
-    """Keep one match per span: a phone inside a longer phone match is the same finding."""
+    """Drop a match inside an earlier match of the same kind (one phone, not two)."""
     out: list[PHIMatch] = []
+    last_end: dict[str, int] = {}
     for m in found:
-        if out and m.start >= out[-1].start and m.end <= out[-1].end:
+        if m.end <= last_end.get(m.kind, -1):
             continue
+        last_end[m.kind] = max(m.end, last_end.get(m.kind, -1))
         out.append(m)
     return out

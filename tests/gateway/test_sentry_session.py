@@ -271,3 +271,17 @@ def test_sandboxed_kernel_cannot_read_the_custodian_key_and_leaks_nothing(hospit
         "except OSError as exc:\n    print('no network:', type(exc).__name__)"
     )
     assert any("no network" in m["content"].get("text", "") for m in outputs)
+
+
+def test_cpu_budget_interrupts_the_cell_and_stops_the_session(hospital, running):
+    sentry, client = running()
+    researcher = Signer.generate("researcher")
+    reply = client.request(
+        "bedside_intent_request", intent(hospital, researcher, cells=10, cpu_seconds=4)
+    )
+    assert reply["content"]["status"] == "ok", reply["content"]
+    reply, _ = client.execute("x = 0\nwhile True:\n    x += 1", timeout=90)
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    reply, _ = client.execute("1 + 1")
+    assert "CPU budget (4 s) is used up" in reply["content"]["evalue"]
