@@ -256,8 +256,8 @@ def main() -> int:
             custodian_key=hospital["key"],
             state_dir=hospital["state"],
             sandbox=sandbox,
+            kernel="plain",
         )
-        spec["argv"] += ["--kernel", "plain"]
         specs[label] = spec
     token_file = work / "token"
     token_file.write_text(secrets.token_urlsafe(32))
