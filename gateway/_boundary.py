@@ -253,6 +253,21 @@ def split_protocol_metadata(metadata: dict[str, Any]) -> tuple[dict[str, Any], d
 _B64_THEN_LINE = re.compile(r"[A-Za-z0-9+/_-]{12,}={0,2}\r?\n[A-Za-z0-9+/_-]{4,}")
 
 
+_DIGITS_AND_SEPARATORS = re.compile(r"^[\d\s./:-]+$")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _date_columns(frames: list[tuple[Any, list[str]]]) -> set[str]:
+    """Identifier columns holding dates (load_dataset writes them as ISO text)."""
+    out = set()
+    for frame, columns in frames:
+        for column in columns:
+            values = frame[column].dropna().astype(str).head(200)
+            if len(values) and values.map(lambda v: bool(_ISO_DATE.match(v))).mean() > 0.9:
+                out.add(column)
+    return out
+
+
 def policy_scanner(policy: Any) -> tuple[Scan, int]:
     """The text scanner of a policy and the number of identifier values it knows.
 
@@ -265,13 +280,29 @@ def policy_scanner(policy: Any) -> tuple[Scan, int]:
     frames = [(load_dataset(ds), list(ds.identifiers)) for ds in policy.datasets.values()]
     index = IdentifierIndex.from_frames(frames) if frames else None
     kinds = list(policy.enabled_phi_patterns)
+    dates = _date_columns(frames)
+
+    def plausible(finding: Any, scanned: str) -> bool:
+        # A date column matched by a bare run of digits ("6242000" as 6/24/2000) or by digits
+        # read backwards is how statistics, sums and timestamps trip the date matcher; a date
+        # written with separators ("2000-06-24", "24/06/2000") is still caught.
+        if finding.column not in dates:
+            return True
+        span = scanned[finding.start : finding.end]
+        if finding.kind == "identifier":
+            return not span.isdigit()
+        if finding.kind == "encoded:reversed+identifier":
+            return not _DIGITS_AND_SEPARATORS.match(span)
+        return True
 
     def scan(text: str) -> Finding | None:
-        found = scan_text(text, index, phi_kinds=kinds)
+        scanned = text
+        found = [f for f in scan_text(text, index, phi_kinds=kinds) if plausible(f, scanned)]
         if not found and _B64_THEN_LINE.search(text):
             # scan_text joins a base64 run with the lines after it (wrapped base64); a run
             # followed by ordinary text then fails to decode. Read each line on its own too.
-            found = scan_text(text.replace("\n", "\n\n"), index, phi_kinds=kinds)
+            scanned = text.replace("\n", "\n\n")
+            found = [f for f in scan_text(scanned, index, phi_kinds=kinds) if plausible(f, scanned)]
         if not found:
             return None
         first = found[0]

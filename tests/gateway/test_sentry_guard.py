@@ -188,3 +188,16 @@ def test_trivially_clean_is_conservative():
     assert not trivially_clean("12/3/56")  # a date needs three numbers: scanned
     assert not trivially_clean("Li Wu")
     assert not trivially_clean("123")
+
+
+def test_numbers_that_look_like_compact_dates_are_not_blocked(world):
+    guard, frame = world
+    dob = frame.dob.iloc[2]  # "YYYY-MM-DD"
+    year, month, day = dob.split("-")
+    compact = f"{int(month)}{int(day):02d}{year}"
+    for text in (f"Pseudo R-squ.: 0.{compact[::-1]}", f"total {compact}", "Time: 16:39:04"):
+        verdict = check(guard, "iopub", "stream", {"name": "stdout", "text": text})
+        assert not verdict.blocked, text
+    # With separators a date of birth is still caught, forwards.
+    for text in (dob, f"{day}/{month}/{year}"):
+        assert check(guard, "iopub", "stream", {"name": "stdout", "text": text}).blocked
