@@ -16,6 +16,7 @@ import importlib.util
 import logging
 import os
 import resource
+import secrets
 import shutil
 import signal
 import subprocess
@@ -41,10 +42,12 @@ log = logging.getLogger(__name__)
 # (through `sandbox_mode()`) to say in every notice when the kernel runs unconfined.
 SANDBOX_ENV = "BEDSIDE_SANDBOX"
 
-# The unprivileged user the kernel runs as when the sentry is root. Linux does not enforce
-# RLIMIT_NPROC for uid 0, and a uid-0 process can read root-owned files that end up visible, so
-# root sentries drop the kernel to `nobody` (with setpriv, inside the sandbox).
-NOBODY = 65534
+# Under a root sentry each kernel runs as a uid of its own, drawn from this range (no passwd
+# entry needed), switched to with setpriv inside the sandbox. Linux does not enforce RLIMIT_NPROC
+# for uid 0 and counts it per uid across the machine, so a shared uid such as `nobody` would let
+# one kernel's processes eat another's budget; and a uid-0 kernel could read any root-owned
+# file that ended up visible.
+KERNEL_UIDS = range(1_000_000, 1_900_000)
 
 # System paths the kernel needs, bound read-only when present. /etc is not bound wholesale: only
 # what the dynamic linker, name lookups, time zones, TLS roots and fonts read.
@@ -146,9 +149,9 @@ def launch(
         )
     spec.ipc_dir.mkdir(parents=True, exist_ok=True)
     spec.scratch_dir.mkdir(parents=True, exist_ok=True)
-    drop_to = NOBODY if os.geteuid() == 0 and shutil.which("setpriv") else None
+    drop_to = kernel_uid() if os.geteuid() == 0 and shutil.which("setpriv") else None
     if drop_to is not None:
-        # The kernel (as nobody) creates its ipc sockets here and writes its scratch files.
+        # The kernel (as its own uid) creates its ipc sockets here and writes its scratch files.
         # bubblewrap (uid 0 without CAP_DAC_OVERRIDE) must still create mount points in them;
         # both live only in the sentry's private state directory.
         for path in (spec.ipc_dir, spec.scratch_dir):
@@ -166,6 +169,21 @@ def launch(
         stderr=stderr,
         preexec_fn=_child_setup(limits),  # noqa: PLW1509 - single-threaded child setup
     )
+
+
+def kernel_uid() -> int:
+    """A uid from `KERNEL_UIDS` that no running process uses."""
+    in_use: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                in_use.add(entry.stat().st_uid)
+            except OSError:
+                continue
+    while True:
+        uid = KERNEL_UIDS.start + secrets.randbelow(len(KERNEL_UIDS))
+        if uid not in in_use:
+            return uid
 
 
 def bwrap_argv(
@@ -298,6 +316,8 @@ def _covered(path: str, roots: Sequence[str]) -> bool:
 def _kernel_env(kernel_argv: list[str], spec: SandboxSpec) -> dict[str, str]:
     exe_dir = str(Path(kernel_argv[0]).parent) if os.sep in kernel_argv[0] else ""
     env = {
+        "USER": "bedside",  # the kernel's uid has no passwd entry; getpass reads these first
+        "LOGNAME": "bedside",
         "PATH": os.pathsep.join(p for p in (exe_dir, "/usr/local/bin", "/usr/bin", "/bin") if p),
         "LANG": "C.UTF-8",
         "MPLBACKEND": "agg",

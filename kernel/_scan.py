@@ -1,17 +1,15 @@
 """Text scans every outgoing message passes: identifiers, PHI, encoded forms and row structure.
 
-The identifier index and the PHI patterns come from `bedside.policy` (the sentry runs the same
-ones). This module adds what only the kernel can do cheaply: decoding the encodings a value is
-commonly smuggled in (base64, hex, a big integer of its bytes) before scanning, and a structural
-check that an output does not reproduce protected rows: the numbers of the text, read with every
-stride up to `MAX_STRIDE` (one column, or several columns interleaved row by row), are compared as
-k-grams with the k-grams of each high-cardinality numeric column in row order.
+The identifier index, the PHI patterns and the decoding of encoded spans (base64, hex, a big
+integer of a value's bytes, ...) are `bedside.policy.scan_text`, which the sentry runs too. This
+module adds what the kernel can do cheaply because it holds the tables: a structural check that
+an output does not reproduce protected rows. The numbers of the text, read with every stride up
+to `MAX_STRIDE` (one column, or several columns interleaved row by row), are compared as k-grams
+with the k-grams of each high-cardinality numeric column in row order.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,14 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bedside.policy import IdentifierIndex, scan_text
+
 K = 5  # consecutive values that make a row-order match
 MAX_STRIDE = 8  # columns interleaved in a row-major print
 MIN_DISTINCT = 20  # columns with fewer distinct values match any text by chance
 _P = np.uint64(1_000_003)
 _NUM = re.compile(r"(?<![\w.])-?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?")
-_B64 = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
-_HEX = re.compile(r"\b(?:0x)?[0-9a-fA-F]{12,}\b")
-_BIGINT = re.compile(r"\b\d{12,}\b")
 
 
 @dataclass(frozen=True)
@@ -113,68 +110,33 @@ def numbers_in(text: str, limit: int = 200_000) -> np.ndarray:
     return out[np.isfinite(out)]
 
 
-def decoded_views(text: str) -> Iterable[tuple[str, str]]:
-    """The texts hidden in base64, hex and big-integer encodings inside `text`."""
-    for m in _B64.finditer(text):
-        tok = m.group(0)
-        for decode in (base64.b64decode, base64.urlsafe_b64decode):
-            try:
-                raw = decode(tok + "=" * (-len(tok) % 4))
-            except (binascii.Error, ValueError):
-                continue
-            s = raw.decode("utf-8", "ignore")
-            if s and sum(ch.isprintable() or ch.isspace() for ch in s) > 0.8 * len(s):
-                yield "base64", s
-                break
-    for m in _HEX.finditer(text):
-        tok = m.group(0).removeprefix("0x")
-        try:
-            yield "hex", bytes.fromhex(tok[: len(tok) // 2 * 2]).decode("utf-8", "ignore")
-        except ValueError:
-            pass
-    for m in _BIGINT.finditer(text):
-        n = int(m.group(0))
-        raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-        yield "integer", raw.decode("utf-8", "ignore")
-        yield "integer", raw[::-1].decode("utf-8", "ignore")
-
-
 class TextScanner:
-    """Identifier index + PHI + encodings + row structure over the loaded datasets."""
+    """`bedside.policy.scan_text` (identifiers, PHI, encoded forms) plus row structure."""
 
-    def __init__(self) -> None:
-        self.index: object | None = None
+    def __init__(self, phi_kinds: Iterable[str] | None = None) -> None:
+        self.index: IdentifierIndex | None = None
+        self.phi_kinds = None if phi_kinds is None else list(phi_kinds)
         self.rows = RowStructure()
         self._frames: list[tuple[pd.DataFrame, list[str]]] = []
 
     def add_table(self, frame: pd.DataFrame, identifiers: list[str]) -> None:
-        from bedside.kernel._compat import IdentifierIndex
-
+        """Index a newly loaded table: its identifier values and its numeric rows."""
         self._frames.append((frame, identifiers))
         self.index = IdentifierIndex.from_frames(self._frames)
         self.rows.add_frame(frame, identifiers)
 
-    def _identifier(self, text: str) -> str | None:
-        if self.index is None:
-            return None
-        m = self.index.first(text)  # type: ignore[attr-defined]
-        return None if m is None else str(m.value_kind)
-
     def scan(self, text: str, *, structure: bool = True) -> Finding | None:
         if not text:
             return None
-        kind = self._identifier(text)
-        if kind:
-            return Finding("identifier", kind)
-        from bedside.kernel._compat import scan_phi
-
-        phi = scan_phi(text)
-        if phi:
-            return Finding("phi", str(phi[0].kind))
-        for encoding, decoded in decoded_views(text):
-            kind = self._identifier(decoded)
-            if kind:
-                return Finding("identifier", kind, encoding)
+        found = scan_text(text, self.index, phi_kinds=self.phi_kinds)
+        if found:
+            f = found[0]
+            kind, _, inner = f.kind.partition("+")
+            encoding = kind.removeprefix("encoded:") if inner else ""
+            base = inner or kind
+            if base.startswith("phi:"):
+                return Finding("phi", base.removeprefix("phi:"), encoding)
+            return Finding("identifier", f.column or "identifier", encoding)
         if structure and self.rows.matches(numbers_in(text)):
             return Finding("row-level", "numeric columns in row order")
         return None

@@ -77,12 +77,23 @@ def notice_bundle(decision: Decision) -> dict[str, str]:
     return {"text/plain": text, "text/html": f'<div class="bedside-notice">{h}</div>'}
 
 
+# Protocol vocabulary: strings no identifier can be (identifiers are matched on whole tokens).
+_PROTOCOL = frozenset(
+    {"status", "ok", "error", "execution_count", "user_expressions", "payload", "name", "text",
+     "stdout", "stderr", "data", "metadata", "transient", "text/plain", "text/html", "image/png",
+     "application/json", "display_id", "found", "matches", "cursor_start", "cursor_end",
+     "ename", "evalue", "traceback", "source", "start", "comm_id", "target_name", "state",
+     "buffer_paths", "method", "update", "prompt", "password", "history", "restart"}
+)  # fmt: skip
+
+
 def _strings(obj: Any) -> Iterator[str]:
     if isinstance(obj, str):
-        yield obj
+        if obj not in _PROTOCOL:
+            yield obj
     elif isinstance(obj, dict):
         for k, v in obj.items():
-            if isinstance(k, str):
+            if isinstance(k, str) and k not in _PROTOCOL:
                 yield k
             yield from _strings(v)
     elif isinstance(obj, (list, tuple)):
@@ -180,21 +191,26 @@ class OutputGuard:
     def _judge_aggregate(self, obj: Any, ann: Annotation) -> tuple[Decision, Any]:
         rules = self.rules
         frame = obj.to_frame() if isinstance(obj, pd.Series) else obj
-        masks: list[tuple[str, ...]] = []
-        cell_fail = np.zeros(frame.shape, dtype=bool)
-        out = frame.astype(object).copy()
+        values = frame.to_numpy(dtype=object)
+        out = values.copy()
         counts = ann.counts
         fallback = int(np.nanmin(np.asarray(counts, dtype=float))) if np.size(counts) else 0
+        # Plain dicts: per-cell pandas lookups would cost more than the rest of the cell.
+        row_counts = _as_dict(counts) if isinstance(counts, pd.Series) else None
+        top = ann.top.to_dict("index") if ann.top is not None else {}
+        pos_rows = _as_dict(ann.positives) if isinstance(ann.positives, pd.Series) else None
+        masks: list[tuple[str, ...]] = []
+        changed = False
         for i, row in enumerate(frame.index):
             for j, col in enumerate(frame.columns):
                 stat = ann.column_stats.get(col, ann.statistic)
-                if isinstance(stat, str) and stat == "mixed":
+                if stat == "mixed":
                     stat = str(col) if str(col) in ("count", "size", "sum", "mean") else "mean"
-                if isinstance(counts, pd.DataFrame):
-                    n = _lookup(counts, row, col, fallback)
+                if row_counts is not None:
+                    n = _count(row_counts.get(row), fallback)
                 else:
-                    n = _lookup(counts, row, None, fallback)
-                value = frame.iat[i, j]
+                    n = _lookup(counts, row, col, fallback)
+                value = values[i, j]
                 fails: list[str] = []
                 if ann.kind == "frequency":
                     if n == 0:
@@ -205,36 +221,37 @@ class OutputGuard:
                 else:
                     if n < rules.min_cell_count:
                         fails.append(dr.THRESHOLD)
-                    if row in ann.suppress_rows or stat in ("min", "max"):
-                        if rules.extremes == "suppress":
-                            fails.append(dr.EXTREMES)
-                    pos = _positives(ann, row, col)
-                    if pos is not None and stat in ("mean", "sum"):
-                        fails.extend(dr.binary_class_fails(pos, n, rules))
-                    elif ann.top is not None and stat in ("mean", "sum") and row in ann.top.index:
-                        t = ann.top.loc[row]
-                        fails.extend(dr.top_summary_fails(
-                            [t["top1"], t["top2"]], t["total"], n, rules))  # fmt: skip
-                fails = list(dict.fromkeys(fails))
-                masks.append(tuple(fails))
-                if fails:
-                    cell_fail[i, j] = True
-                    out.iat[i, j] = SUPPRESSED
+                    if (row in ann.suppress_rows or stat in ("min", "max")) and (
+                        rules.extremes == "suppress"
+                    ):
+                        fails.append(dr.EXTREMES)
+                    if stat in ("mean", "sum"):
+                        pos = (_count(pos_rows.get(row), None) if pos_rows is not None
+                               else _positives(ann, row, col))  # fmt: skip
+                        if pos is not None:
+                            fails.extend(dr.binary_class_fails(pos, n, rules))
+                        elif row in top:
+                            t = top[row]
+                            fails.extend(dr.top_summary_fails(
+                                [t["top1"], t["top2"]], t["total"], n, rules))  # fmt: skip
+                cell = tuple(dict.fromkeys(fails))
+                masks.append(cell)
+                if cell:
+                    out[i, j] = SUPPRESSED
+                    changed = True
                 elif (ann.kind == "frequency" or stat in ("count", "size")) and _is_count(value):
-                    out.iat[i, j] = dr.round_count(value, rules.round_counts_to)
+                    out[i, j] = dr.round_count(value, rules.round_counts_to)
+                    changed = True
         rounded = ann.kind == "frequency" or any(
             ann.column_stats.get(c, ann.statistic) in ("count", "size") or str(c) == "count"
             for c in frame.columns
         )
         decision = dr.verdict_decision(masks, rules, rounded=rounded)
-        if decision.action is Action.RELEASED:
+        if decision.action is Action.RELEASED or decision.blocked or not changed:
             return decision, obj
-        if decision.blocked:
-            return decision, obj
+        red: Any = pd.DataFrame(out, index=frame.index, columns=frame.columns)
         if isinstance(obj, pd.Series):
-            red: Any = out.iloc[:, 0].rename(obj.name)
-        else:
-            red = out
+            red = red.iloc[:, 0].rename(obj.name)
         try:
             red = red.infer_objects()
         except (TypeError, ValueError):
@@ -299,7 +316,9 @@ class OutputGuard:
             stream_key = str(content.get("name", "stdout"))
             if stream_key in self._muted_streams:
                 return None
-        if msg_type == "error" or (msg_type == "execute_reply" and content.get("status") == "error"):
+        if msg_type == "error" or (
+            msg_type == "execute_reply" and content.get("status") == "error"
+        ):
             decision = self._scrub_error(content)
         if msg_type in OUTPUT_TYPES:
             if self.cell_block is None:
@@ -309,7 +328,8 @@ class OutputGuard:
             data = content.get("data") or {}
             if "image/svg+xml" in data:
                 decision = Decision.block(
-                    "svg", "SVG output carries the plotted coordinates", ADVICE["svg"])
+                    "svg", "SVG output carries the plotted coordinates", ADVICE["svg"]
+                )
         if decision is None or not decision.blocked:
             text = "\n".join(_strings(content))
             if msg_type == "stream":
@@ -345,8 +365,12 @@ class OutputGuard:
             "phi": f"the {where} contains personal data ({finding.kind})",
             "row-level": f"the {where} reproduces protected rows ({finding.kind})",
         }[finding.rule]
-        return Decision.block(finding.rule, reason, ADVICE[finding.rule],
-                              details={"kind": finding.kind, "encoding": finding.encoding})
+        return Decision.block(
+            finding.rule,
+            reason,
+            ADVICE[finding.rule],
+            details={"kind": finding.kind, "encoding": finding.encoding},
+        )
 
     def _replace(self, msg: dict[str, Any], msg_type: str, content: dict[str, Any],
                  decision: Decision) -> None:  # fmt: skip
@@ -359,7 +383,9 @@ class OutputGuard:
             new["data"] = bundle
             new["metadata"] = {}
             msg["content"] = new
-        elif msg_type == "error" or (msg_type == "execute_reply" and content.get("status") == "error"):
+        elif msg_type == "error" or (
+            msg_type == "execute_reply" and content.get("status") == "error"
+        ):
             msg["content"] = {**content, "evalue": text, "traceback": [text]}
             msg["content"].pop("user_expressions", None)
             if msg_type == "execute_reply":
@@ -395,7 +421,11 @@ class OutputGuard:
 
         def quoted(m: re.Match[str]) -> str:
             inner = m.group(2)
-            return m.group(0) if inner in allowed or inner in self.code else f"{m.group(1)}<value>{m.group(1)}"
+            return (
+                m.group(0)
+                if inner in allowed or inner in self.code
+                else f"{m.group(1)}<value>{m.group(1)}"
+            )
 
         def number(m: re.Match[str]) -> str:
             return m.group(0) if m.group(0) in self.code else "<n>"
@@ -436,6 +466,20 @@ def _lookup(counts: pd.Series | pd.DataFrame, row: Any, col: Any, fallback: int)
         v = None
     if isinstance(v, (pd.Series, pd.DataFrame, np.ndarray)):
         v = np.nanmin(np.asarray(v, dtype=float)) if np.size(v) else None
+    try:
+        return fallback if v is None or pd.isna(v) else int(v)
+    except (TypeError, ValueError):
+        return fallback
+
+
+def _as_dict(series: pd.Series) -> dict[Any, Any]:
+    try:
+        return dict(zip(series.index, series.to_numpy(), strict=True))
+    except TypeError:  # unhashable labels
+        return {}
+
+
+def _count(v: Any, fallback: Any) -> Any:
     try:
         return fallback if v is None or pd.isna(v) else int(v)
     except (TypeError, ValueError):

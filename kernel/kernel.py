@@ -40,7 +40,7 @@ _preloaded_policy: Any = None
 
 def load_kernel_policy(path: str | os.PathLike[str] | None = None) -> Any:
     """The policy the kernel runs under, from `path` or `BEDSIDE_POLICY`; raises PolicyError."""
-    from bedside.kernel._compat import load_policy
+    from bedside.policy import load_policy
 
     path = path or os.environ.get(POLICY_ENV)
     if not path:
@@ -69,7 +69,7 @@ class Hospital:
                 f"no table {name!r} in this hospital; available: {', '.join(sorted(datasets))}"
             )
         if name not in self._frames:
-            from bedside.kernel._compat import load_dataset
+            from bedside.policy import load_dataset
 
             dataset = datasets[name]
             frame = load_dataset(dataset)
@@ -117,7 +117,7 @@ class GuardedKernel(IPythonKernel):
         super().__init__(**kwargs)
         self.policy = _preloaded_policy or load_kernel_policy()
         self.tracker = ProvenanceTracker(self.policy.disclosure)
-        self.scanner = TextScanner()
+        self.scanner = TextScanner(self.policy.enabled_phi_patterns)
         self.guard = OutputGuard(self.policy, self.tracker, self.scanner)
         self.tracker.install()
         self.hospital = Hospital(self)

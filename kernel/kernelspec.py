@@ -51,7 +51,7 @@ def install_kernelspec(
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "kernel.json").write_text(json.dumps(spec, indent=1) + "\n")
         return str(KernelSpecManager().install_kernel_spec(
-            tmp, name, user=user, prefix=prefix, replace=True))  # fmt: skip
+            tmp, name, user=user, prefix=prefix))  # fmt: skip
 
 
 def add_install_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,14 +60,24 @@ def add_install_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--sys-prefix", action="store_true",
                        help=f"install into this environment ({sys.prefix})")  # fmt: skip
     where.add_argument("--prefix", help="install under this prefix")
-    parser.add_argument("--name", default=DEFAULT_NAME,
-                        help=f"kernelspec name (default {DEFAULT_NAME}; the sentry's spec may "
-                        "take that name, so use e.g. bedside-local for the bare kernel)")
+    parser.add_argument(
+        "--name",
+        default=DEFAULT_NAME,
+        help=f"kernelspec name (default {DEFAULT_NAME}; the sentry's spec may "
+        "take that name, so use e.g. bedside-local for the bare kernel)",
+    )
     parser.add_argument("--display-name", default=DEFAULT_DISPLAY_NAME)
-    parser.add_argument("--policy", type=Path,
-                        help="policy YAML baked into argv (else BEDSIDE_POLICY at launch)")
-    parser.add_argument("--env", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                        default=[], help="environment variable for the kernel (repeatable)")
+    parser.add_argument(
+        "--policy", type=Path, help="policy YAML baked into argv (else BEDSIDE_POLICY at launch)"
+    )
+    parser.add_argument(
+        "--env",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        default=[],
+        help="environment variable for the kernel (repeatable)",
+    )
 
 
 def run_install(args: argparse.Namespace) -> int:

@@ -18,10 +18,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from bedside.gateway import sandbox
-from bedside.gateway.sandbox import SANDBOX_ENV, SandboxSpec, bwrap_argv, launch
 
 from bedside.errors import GatewayError
+from bedside.gateway import sandbox
+from bedside.gateway.sandbox import SANDBOX_ENV, SandboxSpec, bwrap_argv, launch
 
 pytestmark = pytest.mark.skipif(
     sandbox.shutil.which("bwrap") is None, reason="bubblewrap missing: run `make system`"
@@ -48,7 +48,7 @@ def make_policy(root: Path, *, memory_mb: int = 1024, cpu_seconds: int = 60, pro
 
 @pytest.fixture
 def world(tmp_path: Path):
-    # pytest's tmp dirs are 0700: open them so the kernel (nobody, under a root sentry) can read
+    # pytest tmp dirs are 0700: open them so the kernel (its own uid under a root sentry) can read
     # the dataset, as a custodian's data directory would be.
     for parent in [tmp_path, *tmp_path.parents]:
         if str(parent) in ("/", "/tmp"):
@@ -202,7 +202,7 @@ def test_data_is_readable_but_read_only_and_writes_land_only_in_scratch(world):
     assert report["home"] == "/tmp"
     assert csv.read_text() == "mrn,age\nMRN000123,54\n"
     if os.geteuid() == 0:
-        assert report["uid"] == sandbox.NOBODY
+        assert report["uid"] in sandbox.KERNEL_UIDS
 
 
 def test_rlimits_from_the_policy_apply(world):
@@ -253,7 +253,7 @@ def test_rlimits_from_the_policy_apply(world):
     assert report["nproc"] == 8
     assert report["alloc"] == "MemoryError"
     if os.geteuid() == 0:
-        # RLIMIT_NPROC binds only because the kernel runs as nobody, not as root.
+        # RLIMIT_NPROC binds only because the kernel runs as a uid of its own, not as root.
         assert report["fork"] == "BlockingIOError"
     assert rc != 0  # SIGXCPU ended the busy loop
 
@@ -285,6 +285,8 @@ def test_kernel_dies_with_its_parent(world, tmp_path):
         parent.send_signal(signal.SIGKILL)
         parent.wait()
         assert wait_for(lambda: not processes_with(marker), 30), processes_with(marker)
+        # bubblewrap itself goes too, not only the kernel it ran.
+        assert wait_for(lambda: not processes_with(marker, bwrap=True), 30)
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -307,7 +309,7 @@ def test_no_sandbox_mode_is_loud_and_marked(world, caplog, monkeypatch):
 
 
 def test_argv_never_binds_root_or_the_state_dir(world):
-    argv = bwrap_argv([sys.executable, "-m", "bedside.kernel"], world.spec, drop_to=65534)
+    argv = bwrap_argv([sys.executable, "-m", "bedside.kernel"], world.spec, drop_to=1_234_567)
     pairs = list(zip(argv, argv[1:], argv[2:], strict=False))
     binds = [(src, dst) for flag, src, dst in pairs if flag in ("--bind", "--ro-bind")]
     assert ("/", "/") not in binds
@@ -325,7 +327,7 @@ def test_missing_kernel_executable_is_a_clear_error(world):
         bwrap_argv(["no-such-python-anywhere"], world.spec)
 
 
-def processes_with(marker: str) -> list[int]:
+def processes_with(marker: str, *, bwrap: bool = False) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -336,7 +338,7 @@ def processes_with(marker: str) -> list[int]:
             continue
         args = cmdline.rstrip(b"\0").split(b"\0")
         # The kernel itself (bubblewrap's argv ends with the marker too).
-        if args[-1] == marker.encode() and b"bwrap" not in args[0]:
+        if args[-1] == marker.encode() and (bwrap or b"bwrap" not in args[0]):
             pids.append(int(entry.name))
     return pids
 
