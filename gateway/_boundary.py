@@ -250,7 +250,9 @@ def split_protocol_metadata(metadata: dict[str, Any]) -> tuple[dict[str, Any], d
     return safe, rest
 
 
-_B64_THEN_LINE = re.compile(r"[A-Za-z0-9+/_-]{12,}={0,2}\r?\n[A-Za-z0-9+/_-]{4,}")
+_LONG_RUN = re.compile(r"[A-Za-z0-9+/_-]{12,}")
+# Between fields and lines: a break no base64, hex or digit run reads across.
+_LINE_BREAK = "\n\t\n"
 
 
 _DIGITS_AND_SEPARATORS = re.compile(r"^[\d\s./:-]+$")
@@ -298,10 +300,10 @@ def policy_scanner(policy: Any) -> tuple[Scan, int]:
     def scan(text: str) -> Finding | None:
         scanned = text
         found = [f for f in scan_text(text, index, phi_kinds=kinds) if plausible(f, scanned)]
-        if not found and _B64_THEN_LINE.search(text):
-            # scan_text joins a base64 run with the lines after it (wrapped base64); a run
-            # followed by ordinary text then fails to decode. Read each line on its own too.
-            scanned = text.replace("\n", "\n\n")
+        if not found and "\n" in text and _LONG_RUN.search(text):
+            # scan_text reads a base64 run across line breaks (wrapped base64), so a run next
+            # to a line of ordinary words decodes to nothing. Read each line on its own too.
+            scanned = text.replace("\n", _LINE_BREAK)
             found = [f for f in scan_text(scanned, index, phi_kinds=kinds) if plausible(f, scanned)]
         if not found:
             return None
@@ -357,8 +359,8 @@ class BoundaryGuard:
         for image in images:
             carried = png_text(image)
             parts.append(image if carried is None else carried)
-        # A blank line between fields, so no scanner joins the end of one with the next.
-        text = "\n\n".join(parts)
+        # A break between fields, so no decoder joins the end of one with the next.
+        text = _LINE_BREAK.join(parts)
         if not text or trivially_clean(text):
             return None
         try:

@@ -76,6 +76,8 @@ CONTROL_TYPES = frozenset(
     }
 )
 _MAX_REQUESTS = 10_000
+# Quiet time after which appended ledger entries are flushed to disk.
+QUIET_MS = 30
 
 
 @dataclass
@@ -314,7 +316,9 @@ class Sentry:
             poller.register(sock, zmq.POLLIN)
         last_check = 0.0
         while not self.stop_requested:
-            events = poller.poll(200)
+            # While entries wait to be made durable, wake up soon: the flush (two fsyncs)
+            # happens as soon as the burst of a cell has settled, off the messages' path.
+            events = poller.poll(QUIET_MS if self.ledger.dirty else 200)
             for sock, _ in events:
                 handler = handlers[sock]
                 for _ in range(64):
@@ -329,9 +333,9 @@ class Sentry:
                         self.dropped += 1
                         log.exception("dropped a message the sentry could not process")
             clock = time.monotonic()
+            self.ledger.flush_if_due(force=not events)
             if not events or clock - last_check > 0.2:
                 last_check = clock
-                self.ledger.flush_if_due()
                 code = self._check_kernel()
                 if code is not None:
                     return code

@@ -201,3 +201,11 @@ def test_numbers_that_look_like_compact_dates_are_not_blocked(world):
     # With separators a date of birth is still caught, forwards.
     for text in (dob, f"{day}/{month}/{year}"):
         assert check(guard, "iopub", "stream", {"name": "stdout", "text": text}).blocked
+
+
+def test_base64_next_to_ordinary_lines_is_read(world):
+    guard, frame = world
+    rows = frame.head(5)[["mrn", "name"]].to_csv()
+    encoded = base64.b64encode(rows.encode()).decode()
+    for text in (f"payload\n{encoded}\n", f"{encoded}\ndone\n", f"a\nheader\n{encoded}"):
+        assert check(guard, "iopub", "stream", {"name": "stdout", "text": text}).blocked, text
