@@ -1039,7 +1039,21 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return parser
 
 
+def add_sentry_command(subparsers: Any) -> None:
+    """`bedside sentry …` (internal, launched by kernelspecs): one line in gateway._cli."""
+    parser = subparsers.add_parser(
+        "sentry", help="run one kernel behind the sentry (launched by the bedside kernelspec)"
+    )
+    build_parser(parser)
+    parser.set_defaults(handler=run_from_args)
+
+
 def run_from_args(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=os.environ.get("BEDSIDE_SENTRY_LOG", "INFO"),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
     sentry = Sentry(
         connection_file=args.connection_file,
         policy_path=args.policy,
@@ -1083,11 +1097,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=os.environ.get("BEDSIDE_SENTRY_LOG", "INFO"),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
     args = build_parser().parse_args(argv)
     try:
         return run_from_args(args)
