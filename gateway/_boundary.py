@@ -437,7 +437,7 @@ class BoundaryGuard:
                     {},
                     [],
                 )
-            return self._blocked(
+            return self.notice(
                 channel,
                 msg_type,
                 content,
@@ -450,7 +450,7 @@ class BoundaryGuard:
 
         known = {"iopub": IOPUB_TYPES, "stdin": STDIN_TYPES}.get(channel, REPLY_TYPES)
         if msg_type not in known:
-            return self._blocked(
+            return self.notice(
                 channel,
                 msg_type,
                 content,
@@ -463,7 +463,7 @@ class BoundaryGuard:
             )
 
         if size > self.max_output_bytes:
-            return self._blocked(
+            return self.notice(
                 channel,
                 msg_type,
                 content,
@@ -481,7 +481,7 @@ class BoundaryGuard:
         if msg_type in DISPLAY_TYPES or msg_type == "inspect_reply":
             content, dropped = self._filter_bundle(content)
             if msg_type in DISPLAY_TYPES and not content.get("data"):
-                return self._blocked(
+                return self.notice(
                     channel,
                     msg_type,
                     content,
@@ -502,11 +502,11 @@ class BoundaryGuard:
         if safe_meta:
             metadata = {**safe_meta, **metadata}
         if hit is not None:
-            return self._blocked(channel, msg_type, content, self._finding_decision(hit))
+            return self.notice(channel, msg_type, content, self._finding_decision(hit))
         if buffers:
             buffer_block = self._scan_buffers(buffers)
             if buffer_block is not None:
-                return self._blocked(channel, msg_type, content, buffer_block)
+                return self.notice(channel, msg_type, content, buffer_block)
 
         if dropped:
             decision = Decision.redact(
@@ -574,7 +574,7 @@ class BoundaryGuard:
                 return ename
         return "BedsideBlocked"
 
-    def _blocked(
+    def notice(
         self, channel: str, msg_type: str, content: dict[str, Any], decision: Decision
     ) -> Verdict:
         """A notice in place of a blocked message, shaped so every client shows it."""

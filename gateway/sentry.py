@@ -596,7 +596,7 @@ class Sentry:
                 "Seal this session; ask the custodian for a larger budget if you need one.",
                 layer=Layer.SENTRY,
             )
-            return self.guard._blocked(channel, verdict.msg_type, verdict.content, decision)
+            return self.guard.notice(channel, verdict.msg_type, verdict.content, decision)
         return verdict
 
     def _emit_iopub(
@@ -646,7 +646,7 @@ class Sentry:
             decision = Decision.block(
                 "malformed", "the output cannot be encoded as JSON", layer=Layer.SENTRY
             )
-            verdict = self.guard._blocked(channel, msg_type, content, decision)
+            verdict = self.guard.notice(channel, msg_type, content, decision)
             msg_type, content, metadata, buffers = (
                 verdict.msg_type,
                 verdict.content,
