@@ -23,7 +23,7 @@ from queue import Empty
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "gateway"))
 
-from _sentry_support import make_hospital, make_patients, start_sentry  # noqa: E402
+from _sentry_support import Client, make_hospital, make_patients, start_sentry  # noqa: E402
 from jupyter_client import BlockingKernelClient, KernelManager  # noqa: E402
 
 ONE_MB = "print('x' * 1_000_000)"
@@ -85,11 +85,8 @@ def direct(cells: int) -> dict[str, float]:
 def through_sentry(root: Path, cells: int, *, sandbox: bool, kernel: str) -> dict[str, float]:
     hospital = make_hospital(root, frame=make_patients(5000), max_output_bytes=2_000_000)
     sentry = start_sentry(hospital, root / "run", sandbox=sandbox, kernel=kernel)
-    kc = BlockingKernelClient()
-    kc.load_connection_info(sentry.connection)
-    kc.start_channels()
+    kc = Client.connect(sentry).kc  # retries while the sentry loads its index
     try:
-        kc.wait_for_ready(timeout=120)
         drain(kc)
         return measure(kc, cells)
     finally:

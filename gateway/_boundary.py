@@ -137,7 +137,8 @@ def trivially_clean(text: str) -> bool:
     other text goes through the full scanner.
     """
     numbers = 0
-    for word in _WORD.findall(text):
+    for match in _WORD.finditer(text):
+        word = match.group(0)
         if word in _PROTOCOL_WORDS:
             continue
         if len(word) <= 2 and word.isdigit():
@@ -250,7 +251,25 @@ def split_protocol_metadata(metadata: dict[str, Any]) -> tuple[dict[str, Any], d
     return safe, rest
 
 
-_LONG_RUN = re.compile(r"[A-Za-z0-9+/_-]{12,}")
+_RUN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_=-"
+
+
+def _lines_join_runs(text: str) -> bool:
+    """Whether a line break sits inside a long run of base64 characters (linear time)."""
+    if "\n" not in text:
+        return False
+    lines = text.split("\n")
+    for upper, lower in zip(lines, lines[1:], strict=False):
+        upper = upper.rstrip("\r")
+        tail = len(upper) - len(upper.rstrip(_RUN_CHARS))
+        if not tail:
+            continue
+        head = len(lower) - len(lower.lstrip(_RUN_CHARS))
+        if head and max(tail, head) >= 12:
+            return True
+    return False
+
+
 # Between fields and lines: a break no base64, hex or digit run reads across.
 _LINE_BREAK = "\n\t\n"
 
@@ -300,7 +319,7 @@ def policy_scanner(policy: Any) -> tuple[Scan, int]:
     def scan(text: str) -> Finding | None:
         scanned = text
         found = [f for f in scan_text(text, index, phi_kinds=kinds) if plausible(f, scanned)]
-        if not found and "\n" in text and _LONG_RUN.search(text):
+        if not found and _lines_join_runs(text):
             # scan_text reads a base64 run across line breaks (wrapped base64), so a run next
             # to a line of ordinary words decodes to nothing. Read each line on its own too.
             scanned = text.replace("\n", _LINE_BREAK)
