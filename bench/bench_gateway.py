@@ -194,33 +194,50 @@ def p50(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def measure(eg: EnterpriseGateway, name: str, *, cells: int, big: int, starts: int) -> dict:
-    kernel = Kernel(eg, name)
+def measure_interleaved(
+    configs: dict[str, tuple[EnterpriseGateway, str]], *, cells: int, big: int, starts: int
+) -> dict[str, dict[str, Any]]:
+    """Measure every configuration round-robin (one cell each in turn), so that load from
+    other work on the machine falls on all of them alike and the ratios stay meaningful."""
+    kernels = {label: Kernel(eg, name) for label, (eg, name) in configs.items()}
+    trivial: dict[str, list[float]] = {label: [] for label in configs}
+    big_runs: dict[str, list[float]] = {label: [] for label in configs}
+    start_times: dict[str, list[float]] = {label: [] for label in configs}
     try:
-        for _ in range(5):
-            kernel.execute("1 + 1")
-        trivial = [kernel.execute("1 + 1")[0] for _ in range(cells)]
-        _, _, status = kernel.execute(SETUP_1MB)
-        assert status == "ok", f"{name}: 1 MB setup cell failed"
-        big_runs = []
+        for label, kernel in kernels.items():
+            for _ in range(5):
+                kernel.execute("1 + 1")
+            _, _, status = kernel.execute(SETUP_1MB)
+            assert status == "ok", f"{label}: 1 MB setup cell failed"
+        print(f"trivial cells x{cells} ...", file=sys.stderr, flush=True)
+        for _ in range(cells):
+            for label, kernel in kernels.items():
+                trivial[label].append(kernel.execute("1 + 1")[0])
+        print(f"1 MB outputs x{big} ...", file=sys.stderr, flush=True)
         for _ in range(big):
-            seconds, size, status = kernel.execute("print(TEXT)")
-            if status != "ok" or size < 1_000_000:
-                raise RuntimeError(f"{name}: the 1 MB output was not released ({size} bytes)")
-            big_runs.append(seconds)
+            for label, kernel in kernels.items():
+                seconds, size, status = kernel.execute("print(TEXT)")
+                if status != "ok" or size < 1_000_000:
+                    raise RuntimeError(f"{label}: the 1 MB output was not released ({size} B)")
+                big_runs[label].append(seconds)
     finally:
-        kernel.close()
-    start_times = []
+        for kernel in kernels.values():
+            kernel.close()
+    print(f"kernel starts x{starts} ...", file=sys.stderr, flush=True)
     for _ in range(starts):
-        k = Kernel(eg, name)
-        start_times.append(k.start_seconds)
-        k.close()
+        for label, (eg, name) in configs.items():
+            k = Kernel(eg, name)
+            start_times[label].append(k.start_seconds)
+            k.close()
     return {
-        "trivial_cell_p50_ms": p50(trivial) * 1e3,
-        "trivial_cell_p90_ms": float(np.percentile(trivial, 90)) * 1e3,
-        "output_1mb_p50_ms": p50(big_runs) * 1e3,
-        "kernel_start_p50_ms": p50(start_times) * 1e3,
-        "n": {"trivial": cells, "output_1mb": big, "kernel_start": starts},
+        label: {
+            "trivial_cell_p50_ms": p50(trivial[label]) * 1e3,
+            "trivial_cell_p90_ms": float(np.percentile(trivial[label], 90)) * 1e3,
+            "output_1mb_p50_ms": p50(big_runs[label]) * 1e3,
+            "kernel_start_p50_ms": p50(start_times[label]) * 1e3,
+            "n": {"trivial": cells, "output_1mb": big, "kernel_start": starts},
+        }
+        for label in configs
     }
 
 
@@ -233,7 +250,7 @@ def main() -> int:
         "--no-attribution", action="store_true", help="skip the sentry+plain-kernel runs"
     )
     args = parser.parse_args()
-    cells, big, starts = (20, 3, 2) if args.quick else (200, 15, 8)
+    cells, big, starts = (20, 3, 2) if args.quick else (150, 12, 6)
 
     work = Path(tempfile.mkdtemp(prefix="bedside-bench-"))
     hospital = make_hospital(work / "hospital")
@@ -256,8 +273,8 @@ def main() -> int:
             custodian_key=hospital["key"],
             state_dir=hospital["state"],
             sandbox=sandbox,
+            kernel="plain",
         )
-        spec["argv"] += ["--kernel", "plain"]
         specs[label] = spec
     token_file = work / "token"
     token_file.write_text(secrets.token_urlsafe(32))
@@ -269,24 +286,33 @@ def main() -> int:
         "targets": TARGETS,
         "runs": {},
     }
-    for variant, nodelay in (("stock", False), ("tuned", True)):
-        settings = GatewaySettings(
-            token_file=token_file,
-            kernelspecs=specs,
-            default_kernel="bedside",
-            port=free_port(),
-            authorized_users=["bench"],
-            nodelay=nodelay,
-        )
-        with EnterpriseGateway(work / f"eg-{variant}", settings, log_level="WARN") as eg:
-            names = ["plain", "bedside"]
-            if variant == "tuned" and not args.no_attribution:
-                names += ["sentry+plain", "sentry+plain-nosandbox"]
-            for name in names:
-                print(f"measuring {variant} EG / {name} ...", file=sys.stderr, flush=True)
-                results["runs"][f"{variant}/{name}"] = measure(
-                    eg, name, cells=cells, big=big, starts=starts
-                )
+    gateways = {}
+    try:
+        for variant, nodelay in (("stock", False), ("tuned", True)):
+            settings = GatewaySettings(
+                token_file=token_file,
+                kernelspecs=specs,
+                default_kernel="bedside",
+                port=free_port(),
+                authorized_users=["bench"],
+                nodelay=nodelay,
+            )
+            gateways[variant] = EnterpriseGateway(
+                work / f"eg-{variant}", settings, log_level="WARN"
+            )
+            gateways[variant].start()
+        configs = {
+            f"{variant}/{name}": (gateways[variant], name)
+            for variant in ("stock", "tuned")
+            for name in ("plain", "bedside")
+        }
+        if not args.no_attribution:
+            for name in ("sentry+plain", "sentry+plain-nosandbox"):
+                configs[f"tuned/{name}"] = (gateways["tuned"], name)
+        results["runs"] = measure_interleaved(configs, cells=cells, big=big, starts=starts)
+    finally:
+        for eg in gateways.values():
+            eg.stop()
 
     runs = results["runs"]
     metrics = {

@@ -74,35 +74,25 @@ def sentry_kernelspec(
     state_dir: Path,
     python: str = sys.executable,
     sandbox: bool = True,
+    kernel: str = "guarded",
     display_name: str = "bedside (guarded, hospital)",
 ) -> dict[str, Any]:
-    """The kernel.json of the guarded chain: EG's local process proxy runs the sentry, which
-    owns the kernel ports of the connection file and starts the sandboxed kernel behind it."""
-    argv = [
-        python,
-        "-m",
-        "bedside.gateway.sentry",
-        "-f",
-        "{connection_file}",
-        "--policy",
-        str(policy),
-        "--custodian-key",
-        str(custodian_key),
-        "--state-dir",
-        str(state_dir),
-    ]
-    if not sandbox:
-        argv.append("--no-sandbox")
-    return {
-        "argv": argv,
-        "display_name": display_name + ("" if sandbox else " [NO SANDBOX]"),
-        "language": "python",
-        "interrupt_mode": "message",
-        "metadata": {
-            "process_proxy": {"class_name": LOCAL_PROXY},
-            "bedside": {"policy": str(policy), "sandbox": sandbox},
-        },
-    }
+    """The kernel.json of the guarded chain for Enterprise Gateway: the `bedside` kernelspec
+    (the sentry owns the kernel ports of the connection file and starts the sandboxed kernel
+    behind it), launched by EG's local process proxy."""
+    from bedside.gateway.kernelspec import kernelspec_dict
+
+    spec = kernelspec_dict(
+        policy=policy,
+        custodian_key=custodian_key,
+        state_dir=state_dir,
+        sandbox=sandbox,
+        kernel=kernel,
+        display_name=display_name,
+        python=python,
+    )
+    spec["metadata"]["process_proxy"] = {"class_name": LOCAL_PROXY}
+    return spec
 
 
 def local_kernelspec(argv: Sequence[str], display_name: str) -> dict[str, Any]:

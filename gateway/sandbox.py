@@ -122,8 +122,9 @@ def launch(
     if not sandbox:
         log.warning(
             "\n%s\nbedside: the kernel runs WITHOUT the sandbox (--no-sandbox): it has the "
-            "network, can read every file the sentry can (including the custodian key) and has "
-            "no resource limits beyond %s. Use this only on a development machine.\n%s",
+            "network and can read every file the sentry can, including the custodian key; "
+            "only the resource limits %s still apply. Use this only on a development "
+            "machine.\n%s",
             "!" * 78,
             limits,
             "!" * 78,
@@ -151,6 +152,7 @@ def launch(
     spec.scratch_dir.mkdir(parents=True, exist_ok=True)
     drop_to = kernel_uid() if os.geteuid() == 0 and shutil.which("setpriv") else None
     if drop_to is not None:
+        _check_private_parent(spec.ipc_dir, spec.scratch_dir)
         # The kernel (as its own uid) creates its ipc sockets here and writes its scratch files.
         # bubblewrap (uid 0 without CAP_DAC_OVERRIDE) must still create mount points in them;
         # both live only in the sentry's private state directory.
@@ -169,6 +171,20 @@ def launch(
         stderr=stderr,
         preexec_fn=_child_setup(limits),  # noqa: PLW1509 - single-threaded child setup
     )
+
+
+def _check_private_parent(*paths: Path) -> None:
+    """The ipc and scratch directories become world-writable (sticky) for the kernel's uid, so
+    their parent must keep everyone else out, as the sentry's mkdtemp directory does."""
+    for path in paths:
+        parent = path.resolve().parent
+        info = parent.stat()
+        if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+            raise GatewayError(
+                f"sandbox: {path} must sit in a private directory (owned by this user, mode "
+                f"0700); {parent} has mode {info.st_mode & 0o777:o}. Create it with "
+                "tempfile.mkdtemp() or chmod 700 it."
+            )
 
 
 def kernel_uid() -> int:

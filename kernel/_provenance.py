@@ -54,12 +54,14 @@ class Annotation:
     suppress_rows: tuple[Any, ...] = ()  # describe(): rows that are extremes
     # Computing the records behind each cell costs a second pass over the data, so groupby
     # results defer it until the result is displayed (most intermediate results never are).
-    compute: Callable[[], tuple[Any, Any, Any]] | None = None
+    compute: Callable[[], tuple[Any, Any, Any, Any]] | None = None
+    value_name: Any = None  # the aggregated column of a SeriesGroupBy
+    records: dict[Any, np.ndarray] | None = None  # group label -> sorted record-label hashes
 
     def resolve(self, tracker: ProvenanceTracker) -> Annotation:
         if self.compute is not None:
             with tracker.quiet():
-                self.counts, self.positives, self.top = self.compute()
+                self.counts, self.positives, self.top, self.records = self.compute()
             self.compute = None
         return self
 
@@ -241,8 +243,9 @@ class ProvenanceTracker:
         result_columns = list(getattr(result, "columns", []))
         counted = result.copy() if method == "value_counts" else None
 
-        def compute() -> tuple[Any, Any, Any]:
+        def compute() -> tuple[Any, Any, Any, Any]:
             codes, sizes = _group_codes(gb)
+            records = _group_records(obj.index, codes, sizes.index)
             counts = counted if counted is not None else sizes
             positives = top = None
             if kind == "magnitude":
@@ -255,11 +258,12 @@ class ProvenanceTracker:
                         if p is not None:
                             pos[c] = p
                     positives = pd.DataFrame(pos) if pos else None
-            return counts, positives, top
+            return counts, positives, top, records
 
         ann = Annotation(
             table, kind, pd.Series(dtype=float), stat, column_stats, None, None,
             suppress_rows=("min", "max") if method == "describe" else (), compute=compute,
+            value_name=obj.name if isinstance(obj, pd.Series) else None,
         )  # fmt: skip
         return self.annotate(result, ann)
 
@@ -302,6 +306,24 @@ def _group_codes(gb: Any) -> tuple[np.ndarray, pd.Series]:
     if isinstance(sizes, pd.DataFrame):  # as_index=False
         sizes = sizes.set_index(list(sizes.columns[:-1])).iloc[:, 0]
     return np.asarray(_ORIG["GroupBy.ngroup"](gb)), sizes
+
+
+MAX_TRACKED_GROUPS = 1000  # the differencing log keeps record sets of tables up to this size
+
+
+def _group_records(index: pd.Index, codes: np.ndarray, labels: pd.Index) -> dict[Any, np.ndarray]:
+    """Sorted hashes of the record labels behind each group (for the differencing log)."""
+    if len(labels) > MAX_TRACKED_GROUPS or len(codes) != len(index):
+        return {}
+    values = index.to_numpy()
+    if values.dtype == object or not np.issubdtype(values.dtype, np.number):
+        values = np.asarray(values, dtype=object)
+    hashes = pd.util.hash_array(values)
+    ok = codes >= 0
+    order = np.argsort(codes[ok], kind="stable")
+    hs, cs = hashes[ok][order], codes[ok][order]
+    bounds = np.searchsorted(cs, np.arange(len(labels) + 1))
+    return {label: np.sort(hs[bounds[i] : bounds[i + 1]]) for i, label in enumerate(labels)}
 
 
 def _contributions(
@@ -416,7 +438,15 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
                 return orig(self, *args, **kwargs)
             with tracker.quiet():
                 result = orig(self, *args, **kwargs)
-            return tracker.annotate_groupby(self, method, args, kwargs, result)
+            try:
+                return tracker.annotate_groupby(self, method, args, kwargs, result)
+            except Exception:  # noqa: BLE001 - unknown records behind the cells: fail closed
+                return tracker.annotate(
+                    result,
+                    Annotation(
+                        table_of(self.obj, tracker) or "?", "magnitude", pd.Series(dtype=float)
+                    ),
+                )
 
         setattr(cls, method, wrapper)
 

@@ -5,7 +5,8 @@ integer of a value's bytes, ...) are `bedside.policy.scan_text`, which the sentr
 module adds what the kernel can do cheaply because it holds the tables: a structural check that
 an output does not reproduce protected rows. The numbers of the text, read with every stride up
 to `MAX_STRIDE` (one column, or several columns interleaved row by row), are compared as k-grams
-with the k-grams of each high-cardinality numeric column in row order.
+with the k-grams of each high-cardinality numeric column in row order; the words of the text
+likewise with single-token coded columns (diagnosis codes and the like).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import pandas as pd
 
 from bedside.policy import IdentifierIndex, scan_text
 
-K = 5  # consecutive values that make a row-order match
+K = 5  # consecutive numeric values that make a row-order match
+K_CATEGORY = 8  # consecutive codes (e.g. diagnoses): categories repeat, so a longer run
+MAX_CATEGORIES = 10_000
 MAX_STRIDE = 8  # columns interleaved in a row-major print
 MIN_DISTINCT = 20  # columns with fewer distinct values match any text by chance
 _P = np.uint64(1_000_003)
@@ -35,17 +38,75 @@ class Finding:
     encoding: str = ""
 
 
-def _kgram_hashes(q: np.ndarray) -> np.ndarray:
-    """Polynomial hashes of every K consecutive quantised values (uint64, wrapping)."""
-    m = q.size - K + 1
+def _kgram_hashes(q: np.ndarray, k: int = K) -> np.ndarray:
+    """Polynomial hashes of every k consecutive quantised values (uint64, wrapping)."""
+    m = q.size - k + 1
     if m <= 0:
         return np.empty(0, dtype=np.uint64)
     u = q.astype(np.uint64)
     h = np.zeros(m, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for j in range(K):
+        for j in range(k):
             h = h * _P + u[j : j + m]
     return h
+
+
+def _strided_match(hashes: np.ndarray, q: np.ndarray, k: int) -> bool:
+    """Does any k-gram of q, read with stride 1..MAX_STRIDE, occur in the sorted hashes?"""
+    if hashes.size == 0 or q.size < k:
+        return False
+    for stride in range(1, MAX_STRIDE + 1):
+        for offset in range(stride):
+            seq = q[offset::stride]
+            if seq.size < k:
+                continue
+            h = _kgram_hashes(seq, k)
+            idx = np.searchsorted(hashes, h)
+            idx[idx >= hashes.size] = 0
+            if (hashes[idx] == h).any():
+                return True
+    return False
+
+
+_TOKEN = re.compile(r"[\w.-]+")
+
+
+class CategoryStructure:
+    """k-grams of single-token categorical columns (codes such as ICD-10) in row order."""
+
+    def __init__(self) -> None:
+        self._hashes = np.empty(0, dtype=np.uint64)
+        self._codes: dict[str, int] = {}
+
+    def add_frame(self, frame: pd.DataFrame, skip: Iterable[str]) -> None:
+        skip = set(skip)
+        parts = [self._hashes]
+        for col in frame.columns:
+            s = frame[col]
+            if col in skip or pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+                continue
+            values = s.dropna().astype(str).str.lower()
+            uniques = values.unique()
+            if not MIN_DISTINCT <= len(uniques) <= MAX_CATEGORIES:
+                continue
+            if not all(_TOKEN.fullmatch(u) for u in uniques):
+                continue
+            for u in uniques:
+                self._codes.setdefault(u, len(self._codes) + 1)
+            q = np.fromiter((self._codes[v] for v in values), dtype=np.int64, count=len(values))
+            parts.append(_kgram_hashes(q, K_CATEGORY))
+        self._hashes = np.unique(np.concatenate(parts))
+
+    def matches(self, text: str, limit: int = 200_000) -> bool:
+        if self._hashes.size == 0:
+            return False
+        tokens = _TOKEN.findall(text[:limit].lower())
+        if len(tokens) < K_CATEGORY:
+            return False
+        # unknown tokens get codes no column uses, so they break every run
+        q = np.fromiter((self._codes.get(t, -1 - i) for i, t in enumerate(tokens)),
+                        dtype=np.int64, count=len(tokens))  # fmt: skip
+        return _strided_match(self._hashes, q, K_CATEGORY)
 
 
 def _quantise(values: np.ndarray) -> np.ndarray:
@@ -83,18 +144,7 @@ class RowStructure:
     def matches(self, numbers: np.ndarray) -> bool:
         if self._hashes.size == 0 or numbers.size < K:
             return False
-        q = _quantise(numbers)
-        for stride in range(1, MAX_STRIDE + 1):
-            for offset in range(stride):
-                seq = q[offset::stride]
-                if seq.size < K:
-                    continue
-                h = _kgram_hashes(seq)
-                idx = np.searchsorted(self._hashes, h)
-                idx[idx >= self._hashes.size] = 0
-                if (self._hashes[idx] == h).any():
-                    return True
-        return False
+        return _strided_match(self._hashes, _quantise(numbers), K)
 
 
 def numbers_in(text: str, limit: int = 200_000) -> np.ndarray:
@@ -117,6 +167,7 @@ class TextScanner:
         self.index: IdentifierIndex | None = None
         self.phi_kinds = None if phi_kinds is None else list(phi_kinds)
         self.rows = RowStructure()
+        self.categories = CategoryStructure()
         self._frames: list[tuple[pd.DataFrame, list[str]]] = []
 
     def add_table(self, frame: pd.DataFrame, identifiers: list[str]) -> None:
@@ -124,6 +175,7 @@ class TextScanner:
         self._frames.append((frame, identifiers))
         self.index = IdentifierIndex.from_frames(self._frames)
         self.rows.add_frame(frame, identifiers)
+        self.categories.add_frame(frame, identifiers)
 
     def scan(self, text: str, *, structure: bool = True) -> Finding | None:
         if not text:
@@ -139,4 +191,6 @@ class TextScanner:
             return Finding("identifier", f.column or "identifier", encoding)
         if structure and self.rows.matches(numbers_in(text)):
             return Finding("row-level", "numeric columns in row order")
+        if structure and self.categories.matches(text):
+            return Finding("row-level", "coded columns in row order")
         return None

@@ -57,6 +57,7 @@ ADVICE = {
     "cell": "An earlier result in this cell failed the disclosure rules, so the cell's "
     "outputs are withheld.",
     "error": "The error message contained data values and was shortened.",
+    "guard-error": "Try a simpler output; report the rule and cell to the custodian.",
 }
 
 
@@ -115,6 +116,9 @@ class OutputGuard:
         self.code = ""
         self.cell_id = ""
         self.cell_block: Decision | None = None
+        # Session memory of released aggregate cells: (table, column, statistic, group) ->
+        # record sets, so a later cell over almost the same records is refused (differencing).
+        self.released: dict[tuple[Any, ...], list[np.ndarray]] = {}
         self._stream_tail: dict[str, str] = {}
         self._muted_streams: set[str] = set()
         self._lock = threading.RLock()
@@ -200,6 +204,7 @@ class OutputGuard:
         top = ann.top.to_dict("index") if ann.top is not None else {}
         pos_rows = _as_dict(ann.positives) if isinstance(ann.positives, pd.Series) else None
         masks: list[tuple[str, ...]] = []
+        to_log: list[tuple[tuple[Any, ...], np.ndarray | None]] = []
         changed = False
         for i, row in enumerate(frame.index):
             for j, col in enumerate(frame.columns):
@@ -234,6 +239,13 @@ class OutputGuard:
                             t = top[row]
                             fails.extend(dr.top_summary_fails(
                                 [t["top1"], t["top2"]], t["total"], n, rules))  # fmt: skip
+                if not fails and ann.records:
+                    key = (ann.table, ann.value_name if ann.value_name is not None else col,
+                           _family(stat), row)  # fmt: skip
+                    if self._differs_slightly(key, ann.records.get(row)):
+                        fails.append(dr.DIFFERENCING)
+                    else:
+                        to_log.append((key, ann.records.get(row)))
                 cell = tuple(dict.fromkeys(fails))
                 masks.append(cell)
                 if cell:
@@ -247,6 +259,8 @@ class OutputGuard:
             for c in frame.columns
         )
         decision = dr.verdict_decision(masks, rules, rounded=rounded)
+        if not decision.blocked:
+            self._log_released(to_log)
         if decision.action is Action.RELEASED or decision.blocked or not changed:
             return decision, obj
         red: Any = pd.DataFrame(out, index=frame.index, columns=frame.columns)
@@ -258,6 +272,28 @@ class OutputGuard:
             pass
         red.attrs.clear()
         return decision, red
+
+    def _differs_slightly(self, key: tuple[Any, ...], records: np.ndarray | None) -> bool:
+        if records is None:
+            return False
+        for prev in self.released.get(key, ()):
+            if abs(prev.size - records.size) >= self.rules.min_cell_count:
+                continue
+            d = np.setxor1d(prev, records, assume_unique=True).size
+            if 0 < d < self.rules.min_cell_count:
+                return True
+        return False
+
+    def _log_released(self, cells: list[tuple[tuple[Any, ...], np.ndarray | None]]) -> None:
+        for key, records in cells:
+            if records is None:
+                continue
+            kept = self.released.setdefault(key, [])
+            if not any(p.size == records.size and np.array_equal(p, records) for p in kept):
+                kept.append(records)
+                del kept[:-4]
+        while len(self.released) > 5000:
+            self.released.pop(next(iter(self.released)))
 
     def _judge_figure(self, fig: Any) -> Decision | None:
         from matplotlib.collections import PathCollection
@@ -303,7 +339,35 @@ class OutputGuard:
         if msg_type in PASS_TYPES:
             return msg
         with self._lock, self.tracker.quiet():
-            return self._check(msg, msg_type, channel)
+            try:
+                if msg.get("buffers"):
+                    self._check_buffers(msg)
+                return self._check(msg, msg_type, channel)
+            except Exception as exc:  # noqa: BLE001 - the guard fails closed, never open
+                decision = Decision.block(
+                    "guard-error", f"the guard could not judge this message ({type(exc).__name__})",
+                    "Try a simpler output; report the rule and cell to the custodian.")  # fmt: skip
+                msg["buffers"] = []
+                self._replace(msg, msg_type, msg.get("content") or {}, decision)
+                msg.setdefault("metadata", {})["bedside"] = decision.to_metadata()
+                return msg
+
+    def _check_buffers(self, msg: dict[str, Any]) -> None:
+        """Binary buffers (widgets, comms) are scanned as text and as float64 rows."""
+        for buf in msg["buffers"]:
+            raw = bytes(buf)
+            finding = self.scanner.scan(raw.decode("utf-8", "ignore"), structure=False)
+            if finding is None and len(raw) % 8 == 0 and raw:
+                arr = np.frombuffer(raw, dtype=np.float64)
+                if self.scanner.rows.matches(arr[np.isfinite(arr)]):
+                    finding = Finding("row-level", "binary buffer of protected values")
+            if finding is not None:
+                msg["buffers"] = []
+                content = msg.get("content") or {}
+                decision = self._finding_decision(finding, "buffer")
+                self._replace(msg, msg["header"]["msg_type"], content, decision)
+                msg.setdefault("metadata", {})["bedside"] = decision.to_metadata()
+                return
 
     def _check(self, msg: dict[str, Any], msg_type: str, channel: str) -> dict[str, Any] | None:
         content = msg.get("content") or {}
@@ -470,6 +534,10 @@ def _lookup(counts: pd.Series | pd.DataFrame, row: Any, col: Any, fallback: int)
         return fallback if v is None or pd.isna(v) else int(v)
     except (TypeError, ValueError):
         return fallback
+
+
+def _family(stat: Any) -> str:
+    return {"mean": "sum", "size": "count"}.get(str(stat), str(stat))
 
 
 def _as_dict(series: pd.Series) -> dict[Any, Any]:

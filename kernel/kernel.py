@@ -148,10 +148,13 @@ class GuardedKernel(IPythonKernel):
             else:
                 msg = session.msg(msg_or_type, content=content, parent=parent, header=header,
                                   metadata=metadata)  # fmt: skip
+            if buffers:
+                msg["buffers"] = list(buffers)
             checked = guard.check(msg, self._channel_of(stream, msg))
             if checked is None:
                 return None
-            return original(stream, checked, ident=ident, buffers=buffers, track=track)
+            out_buffers = checked.pop("buffers", None) if buffers else buffers
+            return original(stream, checked, ident=ident, buffers=out_buffers, track=track)
 
         session.send = send  # type: ignore[method-assign]
 
@@ -171,7 +174,12 @@ class GuardedKernel(IPythonKernel):
         guard = self.guard
 
         def format(obj: Any, include: Any = None, exclude: Any = None) -> Any:  # noqa: A001
-            decision, target = guard.judge_object(obj)
+            try:
+                decision, target = guard.judge_object(obj)
+            except Exception as exc:  # noqa: BLE001 - fail closed
+                decision, target = Decision.block(
+                    "guard-error", f"the guard could not judge this object ({type(exc).__name__})",
+                    ADVICE["guard-error"]), obj  # fmt: skip
             if decision is not None and decision.blocked:
                 return notice_bundle(decision), {"bedside": decision.to_metadata()}
             with self.tracker.quiet():

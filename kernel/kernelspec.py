@@ -1,7 +1,9 @@
 """Install the guarded kernel as a Jupyter kernelspec, in ipykernel's style.
 
 The kernelspec's argv uses the absolute path of the current interpreter, so Jupyter (or
-Enterprise Gateway) launches the kernel in this environment whatever its own PATH is.
+Enterprise Gateway) launches the kernel in this environment whatever its own PATH is. Importing
+this module needs no Jupyter package (the `bedside` CLI registers its arguments on machines
+without Jupyter); installing imports jupyter_client.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-
-from jupyter_client.kernelspec import KernelSpecManager
 
 from bedside.errors import PolicyError
 
@@ -42,6 +42,8 @@ def install_kernelspec(
     prefix: str | None = None, policy: Path | None = None, env: dict[str, str] | None = None,
 ) -> str:  # fmt: skip
     """Install the kernelspec and return the directory it was written to."""
+    from jupyter_client.kernelspec import KernelSpecManager  # only when installing
+
     if policy is not None:
         policy = policy.resolve()
         if not policy.is_file():

@@ -260,12 +260,12 @@ def _compare(cells: list[_Cell], captured: list[list[dict[str, Any]]]) -> list[C
     for n, (cell, new) in enumerate(zip(cells, captured, strict=True)):
         result = CellReplay(n, cell.entry, cell.msg_id)
         for k, (index, entry, opening) in enumerate(cell.outputs):
-            if k >= len(new):
-                status = "missing"
-            elif entry["decision"] == "redacted":
+            if entry["decision"] == "redacted":
                 status = "not compared: redacted by the guard before it was committed"
             elif opening is None:
                 status = "not compared: no opening (blocked output)"
+            elif k >= len(new):
+                status = "missing"
             else:
                 msg = new[k]
                 content = dict(msg["content"])

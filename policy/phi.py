@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bedside.policy._tokens import code_units
 from bedside.policy.model import PHI_PATTERN_DEFAULTS
 
 
@@ -209,12 +210,11 @@ def _number_windows(text: str) -> list[tuple[int, int]] | None:
     """Where phone numbers, SSNs and NHS numbers can be: runs of digits joined by at most two
     separator characters, holding at least 9 digits (with two characters of context each side).
 
-    Only for long ASCII texts (elsewhere the patterns simply scan everything); None means scan
-    the whole text.
+    Only for long texts (short ones are scanned whole); None means scan the whole text.
     """
-    if len(text) < 2048 or not text.isascii():
+    if len(text) < 2048:
         return None
-    data = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    data = code_units(text)
     digit = _NUMBER_BYTES[data]
     sep = _NUMBER_SEPARATORS[data]
     # Separator runs of one or two characters join digits; longer ones (table columns) do not.
@@ -233,10 +233,15 @@ def _number_windows(text: str) -> list[tuple[int, int]] | None:
     counts = np.concatenate(([0], np.cumsum(digit)))
     enough = (counts[r_end] - counts[r_start]) >= 9
     n = len(text)
-    return [
-        (max(0, a - 2), min(n, b + 2))
-        for a, b in zip(r_start[enough].tolist(), r_end[enough].tolist(), strict=True)
-    ]
+    # Merge windows that are close, so dense tables cost a few long scans, not many calls.
+    out: list[tuple[int, int]] = []
+    for a, b in zip(r_start[enough].tolist(), r_end[enough].tolist(), strict=True):
+        a, b = max(0, a - 2), min(n, b + 2)
+        if out and a - out[-1][1] < 64:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
 
 
 def _drop_nested(found: list[PHIMatch]) -> list[PHIMatch]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from bedside.policy._tokens import code_units
 from bedside.policy.identifiers import IdentifierIndex
 from bedside.policy.phi import scan_phi
 
@@ -40,14 +41,9 @@ class Finding:
     column: str = ""
 
 
-# Candidate spans for each encoding. Minimum lengths keep ordinary words and numbers out.
-_BASE64 = re.compile(r"[A-Za-z0-9+/_-]{12,}={0,2}(?:\r?\n[A-Za-z0-9+/_-]{4,}={0,2})*")
-_HEX = re.compile(
-    r"(?<![0-9A-Za-z])(?:0x|\\x)?((?:[0-9a-fA-F]{2}){5,})(?![0-9A-Za-z])"
-    r"|(?<![0-9A-Za-z])((?:[0-9a-fA-F]{2}[ :]){4,}[0-9a-fA-F]{2})(?![0-9A-Za-z])"
-)
-_PERCENT = re.compile(r"[^\s%]*(?:%[0-9A-Fa-f]{2}[^\s%]*)+")
-_BIGINT = re.compile(r"(?<![\d.])\d{7,}(?![\d.])")
+# Candidate spans of each encoding come from byte-class runs (`_spans`); minimum lengths keep
+# ordinary words and numbers out.
+# Lists of character codes ("[74, 111, 104, 110]"): printable ASCII codes, six or more.
 _ORDS = re.compile(
     r"(?<![\d.])(?:(?:3[2-9]|[4-9]\d|1[01]\d|12[0-6])\s*,\s*){5,}"
     r"(?:3[2-9]|[4-9]\d|1[01]\d|12[0-6])(?![\d.])"
@@ -69,7 +65,7 @@ def _printable(data: bytes) -> str | None:
 
 
 def _decode_base64(span: str) -> str | None:
-    compact = re.sub(r"\s+", "", span)
+    compact = span.replace("\n", "").replace("\r", "") if "\n" in span else span
     if len(compact) < 12:
         return None
     # Skip spans that are plain words or plain numbers: base64 of text mixes cases and digits.
@@ -129,6 +125,9 @@ _BASE64_BYTES = _class(_ALNUM + "+/_-=\r\n")
 _HEX_BYTES = _class("0123456789abcdefABCDEF")
 _SPACED_HEX_BYTES = _class("0123456789abcdefABCDEF :")
 _DIGIT_BYTES = _class("0123456789")
+_HEX_LETTER_BYTES = _class("abcdefABCDEF")
+_UPPER_BYTES = _class("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_LOWER_BYTES = _class("abcdefghijklmnopqrstuvwxyz")
 _SPACED_HEX = re.compile(r"(?:[0-9a-fA-F]{2}[ :])+[0-9a-fA-F]{2}")
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _WHITESPACE = re.compile(r"\s")
@@ -168,17 +167,22 @@ def _spans(text: str, name: str) -> Iterator[tuple[int, int]]:
             for m in _ORDS.finditer(text):
                 yield m.start(), m.end()
         return
-    if not text.isascii():
-        pattern = {"base64": _BASE64, "hex": _HEX, "int": _BIGINT}[name]
-        for m in pattern.finditer(text):
-            yield m.start(), m.end()
-        return
-    data = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    data = code_units(text)
     if name == "base64":
-        yield from _runs(data, _BASE64_BYTES, 12)
+        # Base64 of text mixes upper- and lower-case letters (a 12-character run lacks one
+        # case with probability under 1 %); words, numbers and snake_case names do not.
+        upper = np.concatenate(([0], np.cumsum(_UPPER_BYTES[data])))
+        lower = np.concatenate(([0], np.cumsum(_LOWER_BYTES[data])))
+        for start, end in _runs(data, _BASE64_BYTES, 12):
+            if upper[end] > upper[start] and lower[end] > lower[start]:
+                yield start, end
     elif name == "hex":
         yield from _runs(data, _HEX_BYTES, 10)
+        letters = np.concatenate(([0], np.cumsum(_HEX_LETTER_BYTES[data])))
         for start, end in _runs(data, _SPACED_HEX_BYTES, 14):
+            # Hex dumps of text have letters a-f; space-separated decimals are table rows.
+            if letters[end] == letters[start]:
+                continue
             spaced = _SPACED_HEX.search(text, start, end)
             if spaced is not None and spaced.end() - spaced.start() >= 14:
                 yield spaced.start(), spaced.end()

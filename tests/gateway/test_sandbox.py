@@ -350,3 +350,15 @@ def wait_for(condition, timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return condition()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the kernel's own uid is used under root only")
+def test_ipc_and_scratch_must_live_in_a_private_directory(world, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    spec = SandboxSpec(
+        policy=world.policy, ipc_dir=shared / "ipc", scratch_dir=shared / "scratch", env={}
+    )
+    with pytest.raises(GatewayError, match="private directory"):
+        launch([sys.executable, "-c", "pass"], spec)

@@ -157,15 +157,13 @@ def guarded_kernel_available() -> bool:
 def chain_kernelspec(hospital: Hospital, *, sandbox: bool = True) -> dict[str, Any]:
     """The kernelspec `bedside gateway start` writes; the plain ipykernel stands in for the
     guarded kernel until that package is present (the sentry is the boundary either way)."""
-    extra = [] if guarded_kernel_available() else ["--kernel", "plain"]
-    spec = sentry_kernelspec(
+    return sentry_kernelspec(
         policy=hospital.policy,
         custodian_key=hospital.key,
         state_dir=hospital.state,
         sandbox=sandbox,
+        kernel="guarded" if guarded_kernel_available() else "plain",
     )
-    spec["argv"] += extra
-    return spec
 
 
 PLAIN = local_kernelspec(

@@ -144,3 +144,34 @@ def test_unprotected_data_is_untouched(session: Session) -> None:
     got = session.execute("pd.DataFrame({'a': range(3)})")
     assert got.decisions() == []
     assert "0  0" in got.of("execute_result")[0]["content"]["data"]["text/plain"]
+
+
+def test_differencing_of_group_aggregates(session: Session) -> None:
+    first = session.execute("df.groupby('ward').cost.mean()")
+    assert "blocked" not in first.decisions()
+    second = session.execute("df[df.mrn != df.mrn.iloc[11]].groupby('ward').cost.mean()")
+    meta = _meta(second, "execute_result")
+    assert meta["decision"] == "redacted" and "differencing" in meta["details"]["rules"]
+    text = second.of("execute_result")[0]["content"]["data"]["text/plain"]
+    assert text.count("suppressed") == 1  # only the ward of the left-out patient
+    third = session.execute("df[df.age > 50].groupby('ward').cost.mean()")
+    assert "differencing" not in str(third.decisions()) and "blocked" not in third.decisions()
+
+
+def test_comm_buffers_are_scanned(session: Session, judge: LeakJudge) -> None:
+    got = session.execute(
+        "from comm import create_comm\n"
+        "c = create_comm(target_name='probe', data={'n': 1},"
+        " buffers=[df.head(5).to_csv().encode()])"
+    )
+    opened = got.of("comm_open")
+    assert opened and opened[0]["metadata"]["bedside"]["decision"] == "blocked"
+    assert not opened[0].get("buffers")
+    assert not judge.leaks(got.text())
+
+
+def test_coded_column_in_row_order_is_row_level(session: Session) -> None:
+    got = session.execute("df.diagnosis.iloc[100:140].tolist()")
+    assert _meta(got, "execute_result")["rule"] == "row-level"
+    got = session.execute("df.diagnosis.value_counts().sort_index()")
+    assert "blocked" not in got.decisions()
