@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -151,11 +152,14 @@ class Sentry:
         self._ctx = zmq.Context()
         self._sockets: dict[str, zmq.Socket[bytes]] = {}
         self._cpu_checked = 0.0
+        self._guard_ready = threading.Event()
+        self._guard_error: BaseException | None = None
 
     # -- start --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Bind the outer ports, launch the kernel, load the policy's data and the ledger."""
+        """Bind the outer ports, launch the kernel, open the ledger; load the policy's data in
+        the background while the kernel boots (no kernel message is read before it is ready)."""
         from bedside.ledger import Signer
         from bedside.policy import load_policy
 
@@ -163,12 +167,10 @@ class Sentry:
         self.signer = Signer.load(self.custodian_key)
         self._bind_outer()
         self._launch_kernel()
-        self.guard = BoundaryGuard(
-            self._build_scan(),
-            mime_allow=list(self.policy.outputs.mime_allow),
-            max_output_bytes=int(self.policy.outputs.max_output_bytes),
-            notice_suffix="" if self.sandbox else NO_SANDBOX_WARNING,
+        self._guard_thread = threading.Thread(
+            target=self._build_guard, name="bedside-index", daemon=True
         )
+        self._guard_thread.start()
         self.budget = policy_ceiling(self.policy)
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.ledger = HospitalLedger(
@@ -184,6 +186,27 @@ class Sentry:
             self.ledger.path,
             "on" if self.sandbox else "OFF",
         )
+
+    def _build_guard(self) -> None:
+        try:
+            self.guard = BoundaryGuard(
+                self._build_scan(),
+                mime_allow=list(self.policy.outputs.mime_allow),
+                max_output_bytes=int(self.policy.outputs.max_output_bytes),
+                notice_suffix="" if self.sandbox else NO_SANDBOX_WARNING,
+            )
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the relay's thread
+            self._guard_error = exc
+        finally:
+            self._guard_ready.set()
+
+    def _wait_for_guard(self) -> None:
+        """Block until the guard exists; a failure to build it stops the sentry."""
+        self._guard_ready.wait()
+        if self._guard_error is not None:
+            raise GatewayError(
+                f"the sentry cannot build its guard: {self._guard_error}"
+            ) from self._guard_error
 
     def _build_scan(self) -> Scan:
         scan, size = policy_scanner(self.policy)
@@ -312,13 +335,23 @@ class Sentry:
             s["inner_hb"]: self._hb_from_kernel,
         }
         poller = zmq.Poller()
+        # Until the guard is built only the client side and heartbeats are served: what the
+        # kernel sends waits in its sockets.
+        waiting = [s[f"inner_{c}"] for c in ("shell", "control", "stdin", "iopub")]
         for sock in handlers:
-            poller.register(sock, zmq.POLLIN)
+            if sock not in waiting:
+                poller.register(sock, zmq.POLLIN)
         last_check = 0.0
         while not self.stop_requested:
+            if waiting and self._guard_ready.is_set():
+                self._wait_for_guard()
+                for sock in waiting:
+                    poller.register(sock, zmq.POLLIN)
+                waiting = []
             # While entries wait to be made durable, wake up soon: the flush (two fsyncs)
             # happens as soon as the burst of a cell has settled, off the messages' path.
-            events = poller.poll(QUIET_MS if self.ledger.dirty else 200)
+            busy = self.ledger.dirty or bool(waiting)
+            events = poller.poll(QUIET_MS if busy else 200)
             for sock, _ in events:
                 handler = handlers[sock]
                 for _ in range(64):
@@ -357,6 +390,7 @@ class Sentry:
 
     def _drain_kernel(self) -> None:
         """Relay what the kernel sent before it exited (its shutdown_reply, last outputs)."""
+        self._wait_for_guard()
         deadline = time.monotonic() + 0.5
         for channel in ("iopub", "control", "shell"):
             sock = self._sockets[f"inner_{channel}"]
