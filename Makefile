@@ -8,10 +8,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 EG_VENV := .venv-eg
+ACRO_VENV := .venv-acro
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: all system venv eg-venv npm deps test test-fast demo bench lint typecheck clean
+.PHONY: all system venv eg-venv acro-venv npm deps test test-fast demo bench lint typecheck clean
 
 all: deps
 
@@ -41,13 +42,21 @@ $(EG_VENV)/.stamp: gateway/requirements-eg.txt
 	$(EG_VENV)/bin/python -m pip --disable-pip-version-check install -q -r gateway/requirements-eg.txt
 	@touch $@
 
+# ACRO (SACRO), the reference for the disclosure rules, pins pandas<=2.3.3: its own environment,
+# used only by tests/kernel/test_acro_parity.py to compare verdicts cell by cell.
+acro-venv: $(ACRO_VENV)/.stamp
+$(ACRO_VENV)/.stamp:
+	@test -x $(ACRO_VENV)/bin/python || $(PYTHON) -m venv $(ACRO_VENV)
+	$(ACRO_VENV)/bin/python -m pip --disable-pip-version-check install -q acro
+	@touch $@
+
 # npm packages: a pinned solc for the anchor contract and a JSON-RPC dev chain.
 npm: node_modules/.stamp
 node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-deps: system venv eg-venv npm
+deps: system venv eg-venv acro-venv npm
 
 test: deps
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -66,4 +75,4 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) $(EG_VENV) node_modules build *.egg-info
+	rm -rf $(VENV) $(EG_VENV) $(ACRO_VENV) node_modules build *.egg-info

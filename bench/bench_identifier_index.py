@@ -9,6 +9,7 @@ build's own, and then 1 MB outputs of four shapes are scanned:
 - `log`: ordinary analysis output (model summaries, progress bars, p-values),
 - `leaky`: `log` with an identifier value in about one line in a hundred.
 
+`scan_text` (identifiers + PHI patterns + encodings, what the guards call) is timed too.
 Baselines measured in the same process on the same texts: `lower+in` (lower-case the text and
 test one value with `in`: a floor, it cannot look for a million values) and `regex+set`
 (Python `re.findall` of tokens and a set lookup: the obvious pure-Python token matcher).
@@ -67,7 +68,8 @@ def make_texts(sample: pd.DataFrame) -> dict[str, str]:
     from bedside.policy.synthetic import make_pools, patients_chunk
 
     pools = make_pools(99, postcodes=1000)
-    df = pd.DataFrame(patients_chunk(0, 20_000, 99, pools)).drop(columns=ID_COLUMNS)
+    chunk = patients_chunk(0, 20_000, 99, pools)
+    df = pd.DataFrame({k: v for k, v in chunk.items() if k not in ID_COLUMNS and k[0] != "_"})
     agg = df.groupby(["ward", "diagnosis", "sex"]).agg(
         n=("age", "size"),
         age=("age", "mean"),
@@ -107,7 +109,7 @@ def timed(fn: Any, text: str, repeat: int) -> tuple[float, float]:
 
 def build_and_scan(path: Path, repeat: int) -> list[dict[str, Any]]:
     """Run in a fresh process: load identifiers, build the index, scan the texts."""
-    from bedside.policy import IdentifierIndex
+    from bedside.policy import IdentifierIndex, scan_text
 
     frame = pd.read_parquet(path)
     for c in ID_COLUMNS:
@@ -153,6 +155,7 @@ def build_and_scan(path: Path, repeat: int) -> list[dict[str, Any]]:
         best, median = timed(index.find, text, repeat)
         b_low, _ = timed(lower_in, text, repeat)
         b_re, _ = timed(regex_set, text, max(3, repeat // 2))
+        full, _ = timed(lambda t: scan_text(t, index), text, max(3, repeat // 3))
         mbps = size / best
         results.append(
             {
@@ -163,6 +166,7 @@ def build_and_scan(path: Path, repeat: int) -> list[dict[str, Any]]:
                 "matches": found,
                 "find_mb_s": round(mbps, 1),
                 "find_mb_s_median": round(size / median, 1),
+                "scan_text_mb_s": round(size / full, 1),
                 "baseline_lower_in_mb_s": round(size / b_low, 1),
                 "baseline_regex_set_mb_s": round(size / b_re, 1),
                 "ratio_vs_regex_set": round(b_re / best, 2),

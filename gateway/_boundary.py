@@ -137,7 +137,8 @@ def trivially_clean(text: str) -> bool:
     other text goes through the full scanner.
     """
     numbers = 0
-    for word in _WORD.findall(text):
+    for match in _WORD.finditer(text):
+        word = match.group(0)
         if word in _PROTOCOL_WORDS:
             continue
         if len(word) <= 2 and word.isdigit():
@@ -250,7 +251,42 @@ def split_protocol_metadata(metadata: dict[str, Any]) -> tuple[dict[str, Any], d
     return safe, rest
 
 
-_B64_THEN_LINE = re.compile(r"[A-Za-z0-9+/_-]{12,}={0,2}\r?\n[A-Za-z0-9+/_-]{4,}")
+_RUN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_=-"
+
+
+def _lines_join_runs(text: str) -> bool:
+    """Whether a line break sits inside a long run of base64 characters (linear time)."""
+    if "\n" not in text:
+        return False
+    lines = text.split("\n")
+    for upper, lower in zip(lines, lines[1:], strict=False):
+        upper = upper.rstrip("\r")
+        tail = len(upper) - len(upper.rstrip(_RUN_CHARS))
+        if not tail:
+            continue
+        head = len(lower) - len(lower.lstrip(_RUN_CHARS))
+        if head and max(tail, head) >= 12:
+            return True
+    return False
+
+
+# Between fields and lines: a break no base64, hex or digit run reads across.
+_LINE_BREAK = "\n\t\n"
+
+
+_DIGITS_AND_SEPARATORS = re.compile(r"^[\d\s./:-]+$")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _date_columns(frames: list[tuple[Any, list[str]]]) -> set[str]:
+    """Identifier columns holding dates (load_dataset writes them as ISO text)."""
+    out = set()
+    for frame, columns in frames:
+        for column in columns:
+            values = frame[column].dropna().astype(str).head(200)
+            if len(values) and values.map(lambda v: bool(_ISO_DATE.match(v))).mean() > 0.9:
+                out.add(column)
+    return out
 
 
 def policy_scanner(policy: Any) -> tuple[Scan, int]:
@@ -265,13 +301,29 @@ def policy_scanner(policy: Any) -> tuple[Scan, int]:
     frames = [(load_dataset(ds), list(ds.identifiers)) for ds in policy.datasets.values()]
     index = IdentifierIndex.from_frames(frames) if frames else None
     kinds = list(policy.enabled_phi_patterns)
+    dates = _date_columns(frames)
+
+    def plausible(finding: Any, scanned: str) -> bool:
+        # A date column matched by a bare run of digits ("6242000" as 6/24/2000) or by digits
+        # read backwards is how statistics, sums and timestamps trip the date matcher; a date
+        # written with separators ("2000-06-24", "24/06/2000") is still caught.
+        if finding.column not in dates:
+            return True
+        span = scanned[finding.start : finding.end]
+        if finding.kind == "identifier":
+            return not span.isdigit()
+        if finding.kind == "encoded:reversed+identifier":
+            return not _DIGITS_AND_SEPARATORS.match(span)
+        return True
 
     def scan(text: str) -> Finding | None:
-        found = scan_text(text, index, phi_kinds=kinds)
-        if not found and _B64_THEN_LINE.search(text):
-            # scan_text joins a base64 run with the lines after it (wrapped base64); a run
-            # followed by ordinary text then fails to decode. Read each line on its own too.
-            found = scan_text(text.replace("\n", "\n\n"), index, phi_kinds=kinds)
+        scanned = text
+        found = [f for f in scan_text(text, index, phi_kinds=kinds) if plausible(f, scanned)]
+        if not found and _lines_join_runs(text):
+            # scan_text reads a base64 run across line breaks (wrapped base64), so a run next
+            # to a line of ordinary words decodes to nothing. Read each line on its own too.
+            scanned = text.replace("\n", _LINE_BREAK)
+            found = [f for f in scan_text(scanned, index, phi_kinds=kinds) if plausible(f, scanned)]
         if not found:
             return None
         first = found[0]
@@ -326,8 +378,8 @@ class BoundaryGuard:
         for image in images:
             carried = png_text(image)
             parts.append(image if carried is None else carried)
-        # A blank line between fields, so no scanner joins the end of one with the next.
-        text = "\n\n".join(parts)
+        # A break between fields, so no decoder joins the end of one with the next.
+        text = _LINE_BREAK.join(parts)
         if not text or trivially_clean(text):
             return None
         try:
@@ -404,7 +456,7 @@ class BoundaryGuard:
                     {},
                     [],
                 )
-            return self._blocked(
+            return self.notice(
                 channel,
                 msg_type,
                 content,
@@ -417,7 +469,7 @@ class BoundaryGuard:
 
         known = {"iopub": IOPUB_TYPES, "stdin": STDIN_TYPES}.get(channel, REPLY_TYPES)
         if msg_type not in known:
-            return self._blocked(
+            return self.notice(
                 channel,
                 msg_type,
                 content,
@@ -430,7 +482,7 @@ class BoundaryGuard:
             )
 
         if size > self.max_output_bytes:
-            return self._blocked(
+            return self.notice(
                 channel,
                 msg_type,
                 content,
@@ -448,7 +500,7 @@ class BoundaryGuard:
         if msg_type in DISPLAY_TYPES or msg_type == "inspect_reply":
             content, dropped = self._filter_bundle(content)
             if msg_type in DISPLAY_TYPES and not content.get("data"):
-                return self._blocked(
+                return self.notice(
                     channel,
                     msg_type,
                     content,
@@ -469,11 +521,11 @@ class BoundaryGuard:
         if safe_meta:
             metadata = {**safe_meta, **metadata}
         if hit is not None:
-            return self._blocked(channel, msg_type, content, self._finding_decision(hit))
+            return self.notice(channel, msg_type, content, self._finding_decision(hit))
         if buffers:
             buffer_block = self._scan_buffers(buffers)
             if buffer_block is not None:
-                return self._blocked(channel, msg_type, content, buffer_block)
+                return self.notice(channel, msg_type, content, buffer_block)
 
         if dropped:
             decision = Decision.redact(
@@ -541,7 +593,7 @@ class BoundaryGuard:
                 return ename
         return "BedsideBlocked"
 
-    def _blocked(
+    def notice(
         self, channel: str, msg_type: str, content: dict[str, Any], decision: Decision
     ) -> Verdict:
         """A notice in place of a blocked message, shaped so every client shows it."""

@@ -20,8 +20,9 @@ import rfc8785
 from bedside.ledger import Ledger, Signer, Verifier, entries, verify_note
 from bedside.policy.decision import Decision
 
-# How long appended entries may wait before they are made durable (fsync) while the session is
-# quiet; a seal, a cosigned checkpoint and the end of the session are durable at once.
+# How long appended entries may wait before they are made durable (fsync) when messages keep
+# flowing; the sentry flushes as soon as the relay is quiet, and a header, seal, checkpoint or
+# interruption is durable at once. One fsync per message would double a trivial cell's time.
 FLUSH_AFTER = 0.5
 
 
@@ -219,7 +220,13 @@ class HospitalLedger:
         body["sig"] = b64(self.signer.sign(rfc8785.dumps(body)))
         return body
 
+    @property
+    def dirty(self) -> bool:
+        return self._dirty_since is not None
+
     def flush_if_due(self, *, force: bool = False) -> None:
+        """Make appended entries durable when the relay is quiet (`force`) or at the latest
+        `FLUSH_AFTER` seconds after the first of them."""
         if self._dirty_since is None:
             return
         if force or time.monotonic() - self._dirty_since >= FLUSH_AFTER:

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -76,6 +77,8 @@ CONTROL_TYPES = frozenset(
     }
 )
 _MAX_REQUESTS = 10_000
+# Quiet time after which appended ledger entries are flushed to disk.
+QUIET_MS = 30
 
 
 @dataclass
@@ -149,11 +152,14 @@ class Sentry:
         self._ctx = zmq.Context()
         self._sockets: dict[str, zmq.Socket[bytes]] = {}
         self._cpu_checked = 0.0
+        self._guard_ready = threading.Event()
+        self._guard_error: BaseException | None = None
 
     # -- start --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Bind the outer ports, launch the kernel, load the policy's data and the ledger."""
+        """Bind the outer ports, launch the kernel, open the ledger; load the policy's data in
+        the background while the kernel boots (no kernel message is read before it is ready)."""
         from bedside.ledger import Signer
         from bedside.policy import load_policy
 
@@ -161,12 +167,10 @@ class Sentry:
         self.signer = Signer.load(self.custodian_key)
         self._bind_outer()
         self._launch_kernel()
-        self.guard = BoundaryGuard(
-            self._build_scan(),
-            mime_allow=list(self.policy.outputs.mime_allow),
-            max_output_bytes=int(self.policy.outputs.max_output_bytes),
-            notice_suffix="" if self.sandbox else NO_SANDBOX_WARNING,
+        self._guard_thread = threading.Thread(
+            target=self._build_guard, name="bedside-index", daemon=True
         )
+        self._guard_thread.start()
         self.budget = policy_ceiling(self.policy)
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.ledger = HospitalLedger(
@@ -182,6 +186,27 @@ class Sentry:
             self.ledger.path,
             "on" if self.sandbox else "OFF",
         )
+
+    def _build_guard(self) -> None:
+        try:
+            self.guard = BoundaryGuard(
+                self._build_scan(),
+                mime_allow=list(self.policy.outputs.mime_allow),
+                max_output_bytes=int(self.policy.outputs.max_output_bytes),
+                notice_suffix="" if self.sandbox else NO_SANDBOX_WARNING,
+            )
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the relay's thread
+            self._guard_error = exc
+        finally:
+            self._guard_ready.set()
+
+    def _wait_for_guard(self) -> None:
+        """Block until the guard exists; a failure to build it stops the sentry."""
+        self._guard_ready.wait()
+        if self._guard_error is not None:
+            raise GatewayError(
+                f"the sentry cannot build its guard: {self._guard_error}"
+            ) from self._guard_error
 
     def _build_scan(self) -> Scan:
         scan, size = policy_scanner(self.policy)
@@ -310,11 +335,23 @@ class Sentry:
             s["inner_hb"]: self._hb_from_kernel,
         }
         poller = zmq.Poller()
+        # Until the guard is built only the client side and heartbeats are served: what the
+        # kernel sends waits in its sockets.
+        waiting = [s[f"inner_{c}"] for c in ("shell", "control", "stdin", "iopub")]
         for sock in handlers:
-            poller.register(sock, zmq.POLLIN)
+            if sock not in waiting:
+                poller.register(sock, zmq.POLLIN)
         last_check = 0.0
         while not self.stop_requested:
-            events = poller.poll(200)
+            if waiting and self._guard_ready.is_set():
+                self._wait_for_guard()
+                for sock in waiting:
+                    poller.register(sock, zmq.POLLIN)
+                waiting = []
+            # While entries wait to be made durable, wake up soon: the flush (two fsyncs)
+            # happens as soon as the burst of a cell has settled, off the messages' path.
+            busy = self.ledger.dirty or bool(waiting)
+            events = poller.poll(QUIET_MS if busy else 200)
             for sock, _ in events:
                 handler = handlers[sock]
                 for _ in range(64):
@@ -329,9 +366,9 @@ class Sentry:
                         self.dropped += 1
                         log.exception("dropped a message the sentry could not process")
             clock = time.monotonic()
+            self.ledger.flush_if_due(force=not events)
             if not events or clock - last_check > 0.2:
                 last_check = clock
-                self.ledger.flush_if_due()
                 code = self._check_kernel()
                 if code is not None:
                     return code
@@ -353,6 +390,7 @@ class Sentry:
 
     def _drain_kernel(self) -> None:
         """Relay what the kernel sent before it exited (its shutdown_reply, last outputs)."""
+        self._wait_for_guard()
         deadline = time.monotonic() + 0.5
         for channel in ("iopub", "control", "shell"):
             sock = self._sockets[f"inner_{channel}"]
@@ -592,7 +630,7 @@ class Sentry:
                 "Seal this session; ask the custodian for a larger budget if you need one.",
                 layer=Layer.SENTRY,
             )
-            return self.guard._blocked(channel, verdict.msg_type, verdict.content, decision)
+            return self.guard.notice(channel, verdict.msg_type, verdict.content, decision)
         return verdict
 
     def _emit_iopub(
@@ -642,7 +680,7 @@ class Sentry:
             decision = Decision.block(
                 "malformed", "the output cannot be encoded as JSON", layer=Layer.SENTRY
             )
-            verdict = self.guard._blocked(channel, msg_type, content, decision)
+            verdict = self.guard.notice(channel, msg_type, content, decision)
             msg_type, content, metadata, buffers = (
                 verdict.msg_type,
                 verdict.content,
@@ -1035,7 +1073,21 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return parser
 
 
+def add_sentry_command(subparsers: Any) -> None:
+    """`bedside sentry …` (internal, launched by kernelspecs): one line in gateway._cli."""
+    parser = subparsers.add_parser(
+        "sentry", help="run one kernel behind the sentry (launched by the bedside kernelspec)"
+    )
+    build_parser(parser)
+    parser.set_defaults(handler=run_from_args)
+
+
 def run_from_args(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=os.environ.get("BEDSIDE_SENTRY_LOG", "INFO"),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
     sentry = Sentry(
         connection_file=args.connection_file,
         policy_path=args.policy,
@@ -1079,11 +1131,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=os.environ.get("BEDSIDE_SENTRY_LOG", "INFO"),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
     args = build_parser().parse_args(argv)
     try:
         return run_from_args(args)

@@ -52,6 +52,18 @@ class Annotation:
     positives: pd.Series | pd.DataFrame | None = None  # ones of a 0/1 column per row
     top: pd.DataFrame | None = None  # columns top1, top2, total per row (one value column)
     suppress_rows: tuple[Any, ...] = ()  # describe(): rows that are extremes
+    # Computing the records behind each cell costs a second pass over the data, so groupby
+    # results defer it until the result is displayed (most intermediate results never are).
+    compute: Callable[[], tuple[Any, Any, Any, Any]] | None = None
+    value_name: Any = None  # the aggregated column of a SeriesGroupBy
+    records: dict[Any, np.ndarray] | None = None  # group label -> sorted record-label hashes
+
+    def resolve(self, tracker: ProvenanceTracker) -> Annotation:
+        if self.compute is not None:
+            with tracker.quiet():
+                self.counts, self.positives, self.top, self.records = self.compute()
+            self.compute = None
+        return self
 
 
 @dataclass
@@ -105,6 +117,7 @@ class ProvenanceTracker:
     def __init__(self, rules: dr.DisclosureRules) -> None:
         self.rules = rules
         self.tables: dict[str, pd.Index] = {}
+        self._label_hashes: dict[str, np.ndarray] = {}
         self.annotations: OrderedDict[int, Annotation] = OrderedDict()
         self.cell_events: list[ReductionEvent] = []
         self.history: list[ReductionEvent] = []
@@ -142,7 +155,7 @@ class ProvenanceTracker:
         if isinstance(obj, NDFrame):
             key = next(self._keys)
             self.annotations[key] = ann
-            while len(self.annotations) > 512:
+            while len(self.annotations) > 128:
                 self.annotations.popitem(last=False)
             obj.attrs[TAG] = ("agg", key)
         return obj
@@ -150,16 +163,23 @@ class ProvenanceTracker:
     def annotation_of(self, obj: object) -> Annotation | None:
         tag = tag_of(obj)
         if tag and tag[0] == "agg":
-            return self.annotations.get(tag[1])
+            ann = self.annotations.get(tag[1])
+            return None if ann is None else ann.resolve(self)
         return None
 
     def is_record_axis(self, labels: pd.Index, table: str) -> bool:
         """True when the labels are record labels of the table (rows, not column names)."""
         base = self.tables.get(table)
-        if base is None or len(labels) == 0:
+        if base is None or len(labels) == 0 or isinstance(labels, pd.MultiIndex):
             return False
+        hashes = self._label_hashes.get(table)
+        if hashes is None:
+            hashes = self._label_hashes[table] = _label_hashes(base)
         with self.quiet():
-            return bool(pd.Index(labels).isin(base).all())
+            probe = pd.util.hash_array(np.asarray(labels, dtype=object))
+        pos = np.searchsorted(hashes, probe)
+        pos[pos >= hashes.size] = 0
+        return bool(hashes.size and (hashes[pos] == probe).all())
 
     # -- events ----------------------------------------------------------------------------
     def record_reduction(self, series: pd.Series, name: str, result: Any) -> None:
@@ -182,7 +202,12 @@ class ProvenanceTracker:
                 fails.append(dr.THRESHOLD)
             if name in ("min", "max") and rules.extremes == "suppress":
                 fails.append(dr.EXTREMES)
-            if name in ("sum", "mean") and not binary and n and np.issubdtype(values.dtype, np.number):
+            if (
+                name in ("sum", "mean")
+                and not binary
+                and n
+                and np.issubdtype(values.dtype, np.number)
+            ):
                 v = np.abs(values[notna].astype(float))
                 top = np.sort(v)[-2:][::-1] if v.size > 1 else v
                 fails.extend(dr.top_summary_fails(list(top), float(v.sum()), n, rules))
@@ -191,7 +216,10 @@ class ProvenanceTracker:
             )
             family = {"mean": "sum"}.get(name, name)
             for prev in itertools.chain(self.history, self.cell_events):
-                if prev.column != event.column or {"mean": "sum"}.get(prev.statistic, prev.statistic) != family:
+                if (
+                    prev.column != event.column
+                    or {"mean": "sum"}.get(prev.statistic, prev.statistic) != family
+                ):
                     continue
                 if abs(prev.n - n) >= rules.min_cell_count:
                     continue
@@ -208,36 +236,35 @@ class ProvenanceTracker:
         if table is None or not isinstance(result, NDFrame):
             return result
         self.touched = True
-        with self.quiet():
-            sizes = _ORIG["GroupBy.size"](gb)
-            if isinstance(sizes, pd.DataFrame):  # as_index=False
-                sizes = sizes.set_index(list(sizes.columns[:-1])).iloc[:, 0]
-            stat, column_stats = _statistic_of(method, args, kwargs)
-            kind = "frequency" if stat in dr.FREQUENCY_STATISTICS else "magnitude"
-            if method == "value_counts":
-                counts: pd.Series | pd.DataFrame = result.copy()
-                kind = "frequency"
-            else:
-                counts = sizes
+        stat, column_stats = _statistic_of(method, args, kwargs)
+        kind = "frequency" if stat in dr.FREQUENCY_STATISTICS else "magnitude"
+        if method == "value_counts":
+            kind = "frequency"
+        result_columns = list(getattr(result, "columns", []))
+        counted = result.copy() if method == "value_counts" else None
+
+        def compute() -> tuple[Any, Any, Any, Any]:
+            codes, sizes = _group_codes(gb)
+            records = _group_records(obj.index, codes, sizes.index)
+            counts = counted if counted is not None else sizes
             positives = top = None
-            if isinstance(obj, pd.Series) and kind == "magnitude":
-                values = obj.to_numpy()
-                codes = np.asarray(_ORIG["GroupBy.ngroup"](gb))
-                positives, top = _contributions(values, codes, sizes.index)
-            elif isinstance(obj, pd.DataFrame) and kind == "magnitude":
-                selected = [c for c in obj.columns if c in getattr(result, "columns", [])]
-                if selected:
-                    codes = np.asarray(_ORIG["GroupBy.ngroup"](gb))
+            if kind == "magnitude":
+                if isinstance(obj, pd.Series):
+                    positives, top = _contributions(obj.to_numpy(), codes, sizes.index)
+                else:
                     pos = {}
-                    for c in selected:
+                    for c in (c for c in obj.columns if c in result_columns):
                         p, _ = _contributions(obj[c].to_numpy(), codes, sizes.index)
                         if p is not None:
                             pos[c] = p
                     positives = pd.DataFrame(pos) if pos else None
-            ann = Annotation(
-                table, kind, counts, stat, column_stats, positives, top,
-                suppress_rows=("min", "max") if method == "describe" else (),
-            )  # fmt: skip
+            return counts, positives, top, records
+
+        ann = Annotation(
+            table, kind, pd.Series(dtype=float), stat, column_stats, None, None,
+            suppress_rows=("min", "max") if method == "describe" else (), compute=compute,
+            value_name=obj.name if isinstance(obj, pd.Series) else None,
+        )  # fmt: skip
         return self.annotate(result, ann)
 
     def annotate_frequency(self, table: str, result: Any, counts: Any) -> Any:
@@ -264,6 +291,41 @@ class ProvenanceTracker:
 _ORIG: dict[str, Callable[..., Any]] = {}
 
 
+def _group_codes(gb: Any) -> tuple[np.ndarray, pd.Series]:
+    """Group number of every row and the records per group, from the grouping already done."""
+    grouper = getattr(gb, "_grouper", None)
+    try:
+        ids = np.asarray(grouper.ids)  # type: ignore[union-attr]
+        labels = grouper.result_index  # type: ignore[union-attr]
+        if ids.shape[0] == len(gb.obj) and len(labels):
+            n = np.bincount(ids[ids >= 0], minlength=len(labels))[: len(labels)]
+            return ids, pd.Series(n, index=labels)
+    except (AttributeError, TypeError, ValueError):
+        pass  # other pandas versions: the public API, one more pass over the data
+    sizes = _ORIG["GroupBy.size"](gb)
+    if isinstance(sizes, pd.DataFrame):  # as_index=False
+        sizes = sizes.set_index(list(sizes.columns[:-1])).iloc[:, 0]
+    return np.asarray(_ORIG["GroupBy.ngroup"](gb)), sizes
+
+
+MAX_TRACKED_GROUPS = 1000  # the differencing log keeps record sets of tables up to this size
+
+
+def _group_records(index: pd.Index, codes: np.ndarray, labels: pd.Index) -> dict[Any, np.ndarray]:
+    """Sorted hashes of the record labels behind each group (for the differencing log)."""
+    if len(labels) > MAX_TRACKED_GROUPS or len(codes) != len(index):
+        return {}
+    values = index.to_numpy()
+    if values.dtype == object or not np.issubdtype(values.dtype, np.number):
+        values = np.asarray(values, dtype=object)
+    hashes = pd.util.hash_array(values)
+    ok = codes >= 0
+    order = np.argsort(codes[ok], kind="stable")
+    hs, cs = hashes[ok][order], codes[ok][order]
+    bounds = np.searchsorted(cs, np.arange(len(labels) + 1))
+    return {label: np.sort(hs[bounds[i] : bounds[i + 1]]) for i, label in enumerate(labels)}
+
+
 def _contributions(
     values: np.ndarray, codes: np.ndarray, labels: pd.Index
 ) -> tuple[pd.Series | None, pd.DataFrame | None]:
@@ -280,16 +342,15 @@ def _contributions(
         return pd.Series(pos.round().astype(int), index=labels), None
     a = np.abs(v)
     total = np.bincount(c, weights=a, minlength=ngroups)[:ngroups]
-    order = np.lexsort((-a, c))
-    cs, as_ = c[order], a[order]
-    first = np.ones(cs.size, dtype=bool)
-    first[1:] = cs[1:] != cs[:-1]
+    # The two largest per group in O(n): the maximum, then the maximum without its first holder.
     top1 = np.zeros(ngroups)
+    np.maximum.at(top1, c, a)
+    holders = np.flatnonzero(a == top1[c])
+    _, first = np.unique(c[holders], return_index=True)
+    rest = a.copy()
+    rest[holders[first]] = 0.0
     top2 = np.zeros(ngroups)
-    top1[cs[first]] = as_[first]
-    second = np.zeros(cs.size, dtype=bool)
-    second[1:] = first[:-1] & (cs[1:] == cs[:-1])
-    top2[cs[second]] = as_[second]
+    np.maximum.at(top2, c, rest)
     return None, pd.DataFrame({"top1": top1, "top2": top2, "total": total}, index=labels)
 
 
@@ -352,7 +413,11 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
     def frame_reduce(self: pd.DataFrame, op: Any, name: str, *a: Any, **kw: Any) -> Any:
         result = orig_f_reduce(self, op, name, *a, **kw)
         table = None if tracker.busy else table_of(self, tracker)
-        if table is not None and isinstance(result, pd.Series) and kw.get("axis", 0) in (0, None, "index"):
+        if (
+            table is not None
+            and isinstance(result, pd.Series)
+            and kw.get("axis", 0) in (0, None, "index")
+        ):
             with tracker.quiet():
                 n = self.notna().sum()
             result = tracker.annotate_summary(table, result, n.reindex(result.index).fillna(0))
@@ -373,7 +438,15 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
                 return orig(self, *args, **kwargs)
             with tracker.quiet():
                 result = orig(self, *args, **kwargs)
-            return tracker.annotate_groupby(self, method, args, kwargs, result)
+            try:
+                return tracker.annotate_groupby(self, method, args, kwargs, result)
+            except Exception:  # noqa: BLE001 - unknown records behind the cells: fail closed
+                return tracker.annotate(
+                    result,
+                    Annotation(
+                        table_of(self.obj, tracker) or "?", "magnitude", pd.Series(dtype=float)
+                    ),
+                )
 
         setattr(cls, method, wrapper)
 
@@ -442,7 +515,8 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
             result = orig_crosstab(index, columns, values, *args, **kwargs)
             plain = {k: v for k, v in kwargs.items() if k in ("rownames", "colnames", "margins",
                                                              "margins_name", "dropna")}  # fmt: skip
-            counts = orig_crosstab(index, columns, **plain)
+            no_values = values is None and not kwargs.get("normalize")
+            counts = result if no_values else orig_crosstab(index, columns, **plain)
         tracker.touched = True
         kind = "frequency" if values is None else "magnitude"
         stat = "count" if values is None else str(kwargs.get("aggfunc", "mean"))
@@ -461,13 +535,22 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
             return orig_pivot(data, values, index, columns, aggfunc, *args, **kwargs)
         with tracker.quiet():
             result = orig_pivot(data, values, index, columns, aggfunc, *args, **kwargs)
-            counts = orig_pivot(data, None, index, columns, "size", **{
-                k: v for k, v in kwargs.items() if k in ("margins", "dropna", "observed")})
+            counts = orig_pivot(
+                data,
+                None,
+                index,
+                columns,
+                "size",
+                **{k: v for k, v in kwargs.items() if k in ("margins", "dropna", "observed")},
+            )
         tracker.touched = True
         stat = aggfunc if isinstance(aggfunc, str) else "mixed"
         kind = "frequency" if stat in dr.FREQUENCY_STATISTICS else "magnitude"
-        if isinstance(counts, pd.DataFrame) and isinstance(result, pd.DataFrame) and \
-                counts.shape != result.shape:
+        if (
+            isinstance(counts, pd.DataFrame)
+            and isinstance(result, pd.DataFrame)
+            and counts.shape != result.shape
+        ):
             counts = counts.min(axis=1) if isinstance(counts, pd.DataFrame) else counts
         return tracker.annotate(result, Annotation(table, kind, counts, stat))
 

@@ -1,17 +1,16 @@
 """Text scans every outgoing message passes: identifiers, PHI, encoded forms and row structure.
 
-The identifier index and the PHI patterns come from `bedside.policy` (the sentry runs the same
-ones). This module adds what only the kernel can do cheaply: decoding the encodings a value is
-commonly smuggled in (base64, hex, a big integer of its bytes) before scanning, and a structural
-check that an output does not reproduce protected rows: the numbers of the text, read with every
-stride up to `MAX_STRIDE` (one column, or several columns interleaved row by row), are compared as
-k-grams with the k-grams of each high-cardinality numeric column in row order.
+The identifier index, the PHI patterns and the decoding of encoded spans (base64, hex, a big
+integer of a value's bytes, ...) are `bedside.policy.scan_text`, which the sentry runs too. This
+module adds what the kernel can do cheaply because it holds the tables: a structural check that
+an output does not reproduce protected rows. The numbers of the text, read with every stride up
+to `MAX_STRIDE` (one column, or several columns interleaved row by row), are compared as k-grams
+with the k-grams of each high-cardinality numeric column in row order; the words of the text
+likewise with single-token coded columns (diagnosis codes and the like).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,14 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-K = 5  # consecutive values that make a row-order match
+from bedside.policy import IdentifierIndex, scan_text
+
+K = 5  # consecutive numeric values that make a row-order match
+K_CATEGORY = 8  # consecutive codes (e.g. diagnoses): categories repeat, so a longer run
+MAX_CATEGORIES = 10_000
 MAX_STRIDE = 8  # columns interleaved in a row-major print
 MIN_DISTINCT = 20  # columns with fewer distinct values match any text by chance
 _P = np.uint64(1_000_003)
 _NUM = re.compile(r"(?<![\w.])-?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?")
-_B64 = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
-_HEX = re.compile(r"\b(?:0x)?[0-9a-fA-F]{12,}\b")
-_BIGINT = re.compile(r"\b\d{12,}\b")
 
 
 @dataclass(frozen=True)
@@ -38,17 +38,75 @@ class Finding:
     encoding: str = ""
 
 
-def _kgram_hashes(q: np.ndarray) -> np.ndarray:
-    """Polynomial hashes of every K consecutive quantised values (uint64, wrapping)."""
-    m = q.size - K + 1
+def _kgram_hashes(q: np.ndarray, k: int = K) -> np.ndarray:
+    """Polynomial hashes of every k consecutive quantised values (uint64, wrapping)."""
+    m = q.size - k + 1
     if m <= 0:
         return np.empty(0, dtype=np.uint64)
     u = q.astype(np.uint64)
     h = np.zeros(m, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for j in range(K):
+        for j in range(k):
             h = h * _P + u[j : j + m]
     return h
+
+
+def _strided_match(hashes: np.ndarray, q: np.ndarray, k: int) -> bool:
+    """Does any k-gram of q, read with stride 1..MAX_STRIDE, occur in the sorted hashes?"""
+    if hashes.size == 0 or q.size < k:
+        return False
+    for stride in range(1, MAX_STRIDE + 1):
+        for offset in range(stride):
+            seq = q[offset::stride]
+            if seq.size < k:
+                continue
+            h = _kgram_hashes(seq, k)
+            idx = np.searchsorted(hashes, h)
+            idx[idx >= hashes.size] = 0
+            if (hashes[idx] == h).any():
+                return True
+    return False
+
+
+_TOKEN = re.compile(r"[\w.-]+")
+
+
+class CategoryStructure:
+    """k-grams of single-token categorical columns (codes such as ICD-10) in row order."""
+
+    def __init__(self) -> None:
+        self._hashes = np.empty(0, dtype=np.uint64)
+        self._codes: dict[str, int] = {}
+
+    def add_frame(self, frame: pd.DataFrame, skip: Iterable[str]) -> None:
+        skip = set(skip)
+        parts = [self._hashes]
+        for col in frame.columns:
+            s = frame[col]
+            if col in skip or pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+                continue
+            values = s.dropna().astype(str).str.lower()
+            uniques = values.unique()
+            if not MIN_DISTINCT <= len(uniques) <= MAX_CATEGORIES:
+                continue
+            if not all(_TOKEN.fullmatch(u) for u in uniques):
+                continue
+            for u in uniques:
+                self._codes.setdefault(u, len(self._codes) + 1)
+            q = np.fromiter((self._codes[v] for v in values), dtype=np.int64, count=len(values))
+            parts.append(_kgram_hashes(q, K_CATEGORY))
+        self._hashes = np.unique(np.concatenate(parts))
+
+    def matches(self, text: str, limit: int = 200_000) -> bool:
+        if self._hashes.size == 0:
+            return False
+        tokens = _TOKEN.findall(text[:limit].lower())
+        if len(tokens) < K_CATEGORY:
+            return False
+        # unknown tokens get codes no column uses, so they break every run
+        q = np.fromiter((self._codes.get(t, -1 - i) for i, t in enumerate(tokens)),
+                        dtype=np.int64, count=len(tokens))  # fmt: skip
+        return _strided_match(self._hashes, q, K_CATEGORY)
 
 
 def _quantise(values: np.ndarray) -> np.ndarray:
@@ -86,18 +144,7 @@ class RowStructure:
     def matches(self, numbers: np.ndarray) -> bool:
         if self._hashes.size == 0 or numbers.size < K:
             return False
-        q = _quantise(numbers)
-        for stride in range(1, MAX_STRIDE + 1):
-            for offset in range(stride):
-                seq = q[offset::stride]
-                if seq.size < K:
-                    continue
-                h = _kgram_hashes(seq)
-                idx = np.searchsorted(self._hashes, h)
-                idx[idx >= self._hashes.size] = 0
-                if (self._hashes[idx] == h).any():
-                    return True
-        return False
+        return _strided_match(self._hashes, _quantise(numbers), K)
 
 
 def numbers_in(text: str, limit: int = 200_000) -> np.ndarray:
@@ -113,68 +160,37 @@ def numbers_in(text: str, limit: int = 200_000) -> np.ndarray:
     return out[np.isfinite(out)]
 
 
-def decoded_views(text: str) -> Iterable[tuple[str, str]]:
-    """The texts hidden in base64, hex and big-integer encodings inside `text`."""
-    for m in _B64.finditer(text):
-        tok = m.group(0)
-        for decode in (base64.b64decode, base64.urlsafe_b64decode):
-            try:
-                raw = decode(tok + "=" * (-len(tok) % 4))
-            except (binascii.Error, ValueError):
-                continue
-            s = raw.decode("utf-8", "ignore")
-            if s and sum(ch.isprintable() or ch.isspace() for ch in s) > 0.8 * len(s):
-                yield "base64", s
-                break
-    for m in _HEX.finditer(text):
-        tok = m.group(0).removeprefix("0x")
-        try:
-            yield "hex", bytes.fromhex(tok[: len(tok) // 2 * 2]).decode("utf-8", "ignore")
-        except ValueError:
-            pass
-    for m in _BIGINT.finditer(text):
-        n = int(m.group(0))
-        raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-        yield "integer", raw.decode("utf-8", "ignore")
-        yield "integer", raw[::-1].decode("utf-8", "ignore")
-
-
 class TextScanner:
-    """Identifier index + PHI + encodings + row structure over the loaded datasets."""
+    """`bedside.policy.scan_text` (identifiers, PHI, encoded forms) plus row structure."""
 
-    def __init__(self) -> None:
-        self.index: object | None = None
+    def __init__(self, phi_kinds: Iterable[str] | None = None) -> None:
+        self.index: IdentifierIndex | None = None
+        self.phi_kinds = None if phi_kinds is None else list(phi_kinds)
         self.rows = RowStructure()
+        self.categories = CategoryStructure()
         self._frames: list[tuple[pd.DataFrame, list[str]]] = []
 
     def add_table(self, frame: pd.DataFrame, identifiers: list[str]) -> None:
-        from bedside.kernel._compat import IdentifierIndex
-
+        """Index a newly loaded table: its identifier values and its numeric rows."""
         self._frames.append((frame, identifiers))
         self.index = IdentifierIndex.from_frames(self._frames)
         self.rows.add_frame(frame, identifiers)
-
-    def _identifier(self, text: str) -> str | None:
-        if self.index is None:
-            return None
-        m = self.index.first(text)  # type: ignore[attr-defined]
-        return None if m is None else str(m.value_kind)
+        self.categories.add_frame(frame, identifiers)
 
     def scan(self, text: str, *, structure: bool = True) -> Finding | None:
         if not text:
             return None
-        kind = self._identifier(text)
-        if kind:
-            return Finding("identifier", kind)
-        from bedside.kernel._compat import scan_phi
-
-        phi = scan_phi(text)
-        if phi:
-            return Finding("phi", str(phi[0].kind))
-        for encoding, decoded in decoded_views(text):
-            kind = self._identifier(decoded)
-            if kind:
-                return Finding("identifier", kind, encoding)
+        found = scan_text(text, self.index, phi_kinds=self.phi_kinds)
+        if found:
+            f = found[0]
+            kind, _, inner = f.kind.partition("+")
+            encoding = kind.removeprefix("encoded:") if inner else ""
+            base = inner or kind
+            if base.startswith("phi:"):
+                return Finding("phi", base.removeprefix("phi:"), encoding)
+            return Finding("identifier", f.column or "identifier", encoding)
         if structure and self.rows.matches(numbers_in(text)):
             return Finding("row-level", "numeric columns in row order")
+        if structure and self.categories.matches(text):
+            return Finding("row-level", "coded columns in row order")
         return None

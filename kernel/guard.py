@@ -57,6 +57,7 @@ ADVICE = {
     "cell": "An earlier result in this cell failed the disclosure rules, so the cell's "
     "outputs are withheld.",
     "error": "The error message contained data values and was shortened.",
+    "guard-error": "Try a simpler output; report the rule and cell to the custodian.",
 }
 
 
@@ -77,12 +78,23 @@ def notice_bundle(decision: Decision) -> dict[str, str]:
     return {"text/plain": text, "text/html": f'<div class="bedside-notice">{h}</div>'}
 
 
+# Protocol vocabulary: strings no identifier can be (identifiers are matched on whole tokens).
+_PROTOCOL = frozenset(
+    {"status", "ok", "error", "execution_count", "user_expressions", "payload", "name", "text",
+     "stdout", "stderr", "data", "metadata", "transient", "text/plain", "text/html", "image/png",
+     "application/json", "display_id", "found", "matches", "cursor_start", "cursor_end",
+     "ename", "evalue", "traceback", "source", "start", "comm_id", "target_name", "state",
+     "buffer_paths", "method", "update", "prompt", "password", "history", "restart"}
+)  # fmt: skip
+
+
 def _strings(obj: Any) -> Iterator[str]:
     if isinstance(obj, str):
-        yield obj
+        if obj not in _PROTOCOL:
+            yield obj
     elif isinstance(obj, dict):
         for k, v in obj.items():
-            if isinstance(k, str):
+            if isinstance(k, str) and k not in _PROTOCOL:
                 yield k
             yield from _strings(v)
     elif isinstance(obj, (list, tuple)):
@@ -104,6 +116,9 @@ class OutputGuard:
         self.code = ""
         self.cell_id = ""
         self.cell_block: Decision | None = None
+        # Session memory of released aggregate cells: (table, column, statistic, group) ->
+        # record sets, so a later cell over almost the same records is refused (differencing).
+        self.released: dict[tuple[Any, ...], list[np.ndarray]] = {}
         self._stream_tail: dict[str, str] = {}
         self._muted_streams: set[str] = set()
         self._lock = threading.RLock()
@@ -180,21 +195,27 @@ class OutputGuard:
     def _judge_aggregate(self, obj: Any, ann: Annotation) -> tuple[Decision, Any]:
         rules = self.rules
         frame = obj.to_frame() if isinstance(obj, pd.Series) else obj
-        masks: list[tuple[str, ...]] = []
-        cell_fail = np.zeros(frame.shape, dtype=bool)
-        out = frame.astype(object).copy()
+        values = frame.to_numpy(dtype=object)
+        out = values.copy()
         counts = ann.counts
         fallback = int(np.nanmin(np.asarray(counts, dtype=float))) if np.size(counts) else 0
+        # Plain dicts: per-cell pandas lookups would cost more than the rest of the cell.
+        row_counts = _as_dict(counts) if isinstance(counts, pd.Series) else None
+        top = ann.top.to_dict("index") if ann.top is not None else {}
+        pos_rows = _as_dict(ann.positives) if isinstance(ann.positives, pd.Series) else None
+        masks: list[tuple[str, ...]] = []
+        to_log: list[tuple[tuple[Any, ...], np.ndarray | None]] = []
+        changed = False
         for i, row in enumerate(frame.index):
             for j, col in enumerate(frame.columns):
                 stat = ann.column_stats.get(col, ann.statistic)
-                if isinstance(stat, str) and stat == "mixed":
+                if stat == "mixed":
                     stat = str(col) if str(col) in ("count", "size", "sum", "mean") else "mean"
-                if isinstance(counts, pd.DataFrame):
-                    n = _lookup(counts, row, col, fallback)
+                if row_counts is not None:
+                    n = _count(row_counts.get(row), fallback)
                 else:
-                    n = _lookup(counts, row, None, fallback)
-                value = frame.iat[i, j]
+                    n = _lookup(counts, row, col, fallback)
+                value = values[i, j]
                 fails: list[str] = []
                 if ann.kind == "frequency":
                     if n == 0:
@@ -205,42 +226,74 @@ class OutputGuard:
                 else:
                     if n < rules.min_cell_count:
                         fails.append(dr.THRESHOLD)
-                    if row in ann.suppress_rows or stat in ("min", "max"):
-                        if rules.extremes == "suppress":
-                            fails.append(dr.EXTREMES)
-                    pos = _positives(ann, row, col)
-                    if pos is not None and stat in ("mean", "sum"):
-                        fails.extend(dr.binary_class_fails(pos, n, rules))
-                    elif ann.top is not None and stat in ("mean", "sum") and row in ann.top.index:
-                        t = ann.top.loc[row]
-                        fails.extend(dr.top_summary_fails(
-                            [t["top1"], t["top2"]], t["total"], n, rules))  # fmt: skip
-                fails = list(dict.fromkeys(fails))
-                masks.append(tuple(fails))
-                if fails:
-                    cell_fail[i, j] = True
-                    out.iat[i, j] = SUPPRESSED
+                    if (row in ann.suppress_rows or stat in ("min", "max")) and (
+                        rules.extremes == "suppress"
+                    ):
+                        fails.append(dr.EXTREMES)
+                    if stat in ("mean", "sum"):
+                        pos = (_count(pos_rows.get(row), None) if pos_rows is not None
+                               else _positives(ann, row, col))  # fmt: skip
+                        if pos is not None:
+                            fails.extend(dr.binary_class_fails(pos, n, rules))
+                        elif row in top:
+                            t = top[row]
+                            fails.extend(dr.top_summary_fails(
+                                [t["top1"], t["top2"]], t["total"], n, rules))  # fmt: skip
+                if not fails and ann.records:
+                    key = (ann.table, ann.value_name if ann.value_name is not None else col,
+                           _family(stat), row)  # fmt: skip
+                    if self._differs_slightly(key, ann.records.get(row)):
+                        fails.append(dr.DIFFERENCING)
+                    else:
+                        to_log.append((key, ann.records.get(row)))
+                cell = tuple(dict.fromkeys(fails))
+                masks.append(cell)
+                if cell:
+                    out[i, j] = SUPPRESSED
+                    changed = True
                 elif (ann.kind == "frequency" or stat in ("count", "size")) and _is_count(value):
-                    out.iat[i, j] = dr.round_count(value, rules.round_counts_to)
+                    out[i, j] = dr.round_count(value, rules.round_counts_to)
+                    changed = True
         rounded = ann.kind == "frequency" or any(
             ann.column_stats.get(c, ann.statistic) in ("count", "size") or str(c) == "count"
             for c in frame.columns
         )
         decision = dr.verdict_decision(masks, rules, rounded=rounded)
-        if decision.action is Action.RELEASED:
+        if not decision.blocked:
+            self._log_released(to_log)
+        if decision.action is Action.RELEASED or decision.blocked or not changed:
             return decision, obj
-        if decision.blocked:
-            return decision, obj
+        red: Any = pd.DataFrame(out, index=frame.index, columns=frame.columns)
         if isinstance(obj, pd.Series):
-            red: Any = out.iloc[:, 0].rename(obj.name)
-        else:
-            red = out
+            red = red.iloc[:, 0].rename(obj.name)
         try:
             red = red.infer_objects()
         except (TypeError, ValueError):
             pass
         red.attrs.clear()
         return decision, red
+
+    def _differs_slightly(self, key: tuple[Any, ...], records: np.ndarray | None) -> bool:
+        if records is None:
+            return False
+        for prev in self.released.get(key, ()):
+            if abs(prev.size - records.size) >= self.rules.min_cell_count:
+                continue
+            d = np.setxor1d(prev, records, assume_unique=True).size
+            if 0 < d < self.rules.min_cell_count:
+                return True
+        return False
+
+    def _log_released(self, cells: list[tuple[tuple[Any, ...], np.ndarray | None]]) -> None:
+        for key, records in cells:
+            if records is None:
+                continue
+            kept = self.released.setdefault(key, [])
+            if not any(p.size == records.size and np.array_equal(p, records) for p in kept):
+                kept.append(records)
+                del kept[:-4]
+        while len(self.released) > 5000:
+            self.released.pop(next(iter(self.released)))
 
     def _judge_figure(self, fig: Any) -> Decision | None:
         from matplotlib.collections import PathCollection
@@ -286,7 +339,35 @@ class OutputGuard:
         if msg_type in PASS_TYPES:
             return msg
         with self._lock, self.tracker.quiet():
-            return self._check(msg, msg_type, channel)
+            try:
+                if msg.get("buffers"):
+                    self._check_buffers(msg)
+                return self._check(msg, msg_type, channel)
+            except Exception as exc:  # noqa: BLE001 - the guard fails closed, never open
+                decision = Decision.block(
+                    "guard-error", f"the guard could not judge this message ({type(exc).__name__})",
+                    "Try a simpler output; report the rule and cell to the custodian.")  # fmt: skip
+                msg["buffers"] = []
+                self._replace(msg, msg_type, msg.get("content") or {}, decision)
+                msg.setdefault("metadata", {})["bedside"] = decision.to_metadata()
+                return msg
+
+    def _check_buffers(self, msg: dict[str, Any]) -> None:
+        """Binary buffers (widgets, comms) are scanned as text and as float64 rows."""
+        for buf in msg["buffers"]:
+            raw = bytes(buf)
+            finding = self.scanner.scan(raw.decode("utf-8", "ignore"), structure=False)
+            if finding is None and len(raw) % 8 == 0 and raw:
+                arr = np.frombuffer(raw, dtype=np.float64)
+                if self.scanner.rows.matches(arr[np.isfinite(arr)]):
+                    finding = Finding("row-level", "binary buffer of protected values")
+            if finding is not None:
+                msg["buffers"] = []
+                content = msg.get("content") or {}
+                decision = self._finding_decision(finding, "buffer")
+                self._replace(msg, msg["header"]["msg_type"], content, decision)
+                msg.setdefault("metadata", {})["bedside"] = decision.to_metadata()
+                return
 
     def _check(self, msg: dict[str, Any], msg_type: str, channel: str) -> dict[str, Any] | None:
         content = msg.get("content") or {}
@@ -299,7 +380,9 @@ class OutputGuard:
             stream_key = str(content.get("name", "stdout"))
             if stream_key in self._muted_streams:
                 return None
-        if msg_type == "error" or (msg_type == "execute_reply" and content.get("status") == "error"):
+        if msg_type == "error" or (
+            msg_type == "execute_reply" and content.get("status") == "error"
+        ):
             decision = self._scrub_error(content)
         if msg_type in OUTPUT_TYPES:
             if self.cell_block is None:
@@ -309,7 +392,8 @@ class OutputGuard:
             data = content.get("data") or {}
             if "image/svg+xml" in data:
                 decision = Decision.block(
-                    "svg", "SVG output carries the plotted coordinates", ADVICE["svg"])
+                    "svg", "SVG output carries the plotted coordinates", ADVICE["svg"]
+                )
         if decision is None or not decision.blocked:
             text = "\n".join(_strings(content))
             if msg_type == "stream":
@@ -345,8 +429,12 @@ class OutputGuard:
             "phi": f"the {where} contains personal data ({finding.kind})",
             "row-level": f"the {where} reproduces protected rows ({finding.kind})",
         }[finding.rule]
-        return Decision.block(finding.rule, reason, ADVICE[finding.rule],
-                              details={"kind": finding.kind, "encoding": finding.encoding})
+        return Decision.block(
+            finding.rule,
+            reason,
+            ADVICE[finding.rule],
+            details={"kind": finding.kind, "encoding": finding.encoding},
+        )
 
     def _replace(self, msg: dict[str, Any], msg_type: str, content: dict[str, Any],
                  decision: Decision) -> None:  # fmt: skip
@@ -359,7 +447,9 @@ class OutputGuard:
             new["data"] = bundle
             new["metadata"] = {}
             msg["content"] = new
-        elif msg_type == "error" or (msg_type == "execute_reply" and content.get("status") == "error"):
+        elif msg_type == "error" or (
+            msg_type == "execute_reply" and content.get("status") == "error"
+        ):
             msg["content"] = {**content, "evalue": text, "traceback": [text]}
             msg["content"].pop("user_expressions", None)
             if msg_type == "execute_reply":
@@ -395,7 +485,11 @@ class OutputGuard:
 
         def quoted(m: re.Match[str]) -> str:
             inner = m.group(2)
-            return m.group(0) if inner in allowed or inner in self.code else f"{m.group(1)}<value>{m.group(1)}"
+            return (
+                m.group(0)
+                if inner in allowed or inner in self.code
+                else f"{m.group(1)}<value>{m.group(1)}"
+            )
 
         def number(m: re.Match[str]) -> str:
             return m.group(0) if m.group(0) in self.code else "<n>"
@@ -436,6 +530,24 @@ def _lookup(counts: pd.Series | pd.DataFrame, row: Any, col: Any, fallback: int)
         v = None
     if isinstance(v, (pd.Series, pd.DataFrame, np.ndarray)):
         v = np.nanmin(np.asarray(v, dtype=float)) if np.size(v) else None
+    try:
+        return fallback if v is None or pd.isna(v) else int(v)
+    except (TypeError, ValueError):
+        return fallback
+
+
+def _family(stat: Any) -> str:
+    return {"mean": "sum", "size": "count"}.get(str(stat), str(stat))
+
+
+def _as_dict(series: pd.Series) -> dict[Any, Any]:
+    try:
+        return dict(zip(series.index, series.to_numpy(), strict=True))
+    except TypeError:  # unhashable labels
+        return {}
+
+
+def _count(v: Any, fallback: Any) -> Any:
     try:
         return fallback if v is None or pd.isna(v) else int(v)
     except (TypeError, ValueError):

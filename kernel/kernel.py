@@ -40,7 +40,7 @@ _preloaded_policy: Any = None
 
 def load_kernel_policy(path: str | os.PathLike[str] | None = None) -> Any:
     """The policy the kernel runs under, from `path` or `BEDSIDE_POLICY`; raises PolicyError."""
-    from bedside.kernel._compat import load_policy
+    from bedside.policy import load_policy
 
     path = path or os.environ.get(POLICY_ENV)
     if not path:
@@ -69,7 +69,7 @@ class Hospital:
                 f"no table {name!r} in this hospital; available: {', '.join(sorted(datasets))}"
             )
         if name not in self._frames:
-            from bedside.kernel._compat import load_dataset
+            from bedside.policy import load_dataset
 
             dataset = datasets[name]
             frame = load_dataset(dataset)
@@ -117,7 +117,7 @@ class GuardedKernel(IPythonKernel):
         super().__init__(**kwargs)
         self.policy = _preloaded_policy or load_kernel_policy()
         self.tracker = ProvenanceTracker(self.policy.disclosure)
-        self.scanner = TextScanner()
+        self.scanner = TextScanner(self.policy.enabled_phi_patterns)
         self.guard = OutputGuard(self.policy, self.tracker, self.scanner)
         self.tracker.install()
         self.hospital = Hospital(self)
@@ -148,10 +148,13 @@ class GuardedKernel(IPythonKernel):
             else:
                 msg = session.msg(msg_or_type, content=content, parent=parent, header=header,
                                   metadata=metadata)  # fmt: skip
+            if buffers:
+                msg["buffers"] = list(buffers)
             checked = guard.check(msg, self._channel_of(stream, msg))
             if checked is None:
                 return None
-            return original(stream, checked, ident=ident, buffers=buffers, track=track)
+            out_buffers = checked.pop("buffers", None) if buffers else buffers
+            return original(stream, checked, ident=ident, buffers=out_buffers, track=track)
 
         session.send = send  # type: ignore[method-assign]
 
@@ -171,7 +174,12 @@ class GuardedKernel(IPythonKernel):
         guard = self.guard
 
         def format(obj: Any, include: Any = None, exclude: Any = None) -> Any:  # noqa: A001
-            decision, target = guard.judge_object(obj)
+            try:
+                decision, target = guard.judge_object(obj)
+            except Exception as exc:  # noqa: BLE001 - fail closed
+                decision, target = Decision.block(
+                    "guard-error", f"the guard could not judge this object ({type(exc).__name__})",
+                    ADVICE["guard-error"]), obj  # fmt: skip
             if decision is not None and decision.blocked:
                 return notice_bundle(decision), {"bedside": decision.to_metadata()}
             with self.tracker.quiet():

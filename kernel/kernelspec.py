@@ -1,7 +1,9 @@
 """Install the guarded kernel as a Jupyter kernelspec, in ipykernel's style.
 
 The kernelspec's argv uses the absolute path of the current interpreter, so Jupyter (or
-Enterprise Gateway) launches the kernel in this environment whatever its own PATH is.
+Enterprise Gateway) launches the kernel in this environment whatever its own PATH is. Importing
+this module needs no Jupyter package (the `bedside` CLI registers its arguments on machines
+without Jupyter); installing imports jupyter_client.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-
-from jupyter_client.kernelspec import KernelSpecManager
 
 from bedside.errors import PolicyError
 
@@ -42,6 +42,8 @@ def install_kernelspec(
     prefix: str | None = None, policy: Path | None = None, env: dict[str, str] | None = None,
 ) -> str:  # fmt: skip
     """Install the kernelspec and return the directory it was written to."""
+    from jupyter_client.kernelspec import KernelSpecManager  # only when installing
+
     if policy is not None:
         policy = policy.resolve()
         if not policy.is_file():
@@ -51,7 +53,7 @@ def install_kernelspec(
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "kernel.json").write_text(json.dumps(spec, indent=1) + "\n")
         return str(KernelSpecManager().install_kernel_spec(
-            tmp, name, user=user, prefix=prefix, replace=True))  # fmt: skip
+            tmp, name, user=user, prefix=prefix))  # fmt: skip
 
 
 def add_install_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,14 +62,24 @@ def add_install_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--sys-prefix", action="store_true",
                        help=f"install into this environment ({sys.prefix})")  # fmt: skip
     where.add_argument("--prefix", help="install under this prefix")
-    parser.add_argument("--name", default=DEFAULT_NAME,
-                        help=f"kernelspec name (default {DEFAULT_NAME}; the sentry's spec may "
-                        "take that name, so use e.g. bedside-local for the bare kernel)")
+    parser.add_argument(
+        "--name",
+        default=DEFAULT_NAME,
+        help=f"kernelspec name (default {DEFAULT_NAME}; the sentry's spec may "
+        "take that name, so use e.g. bedside-local for the bare kernel)",
+    )
     parser.add_argument("--display-name", default=DEFAULT_DISPLAY_NAME)
-    parser.add_argument("--policy", type=Path,
-                        help="policy YAML baked into argv (else BEDSIDE_POLICY at launch)")
-    parser.add_argument("--env", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                        default=[], help="environment variable for the kernel (repeatable)")
+    parser.add_argument(
+        "--policy", type=Path, help="policy YAML baked into argv (else BEDSIDE_POLICY at launch)"
+    )
+    parser.add_argument(
+        "--env",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        default=[],
+        help="environment variable for the kernel (repeatable)",
+    )
 
 
 def run_install(args: argparse.Namespace) -> int:

@@ -86,6 +86,16 @@ def lower_bytes(text: str) -> bytes:
     return lowered.encode("utf-8", "surrogatepass").translate(_LOWER)
 
 
+def code_units(text: str) -> U8:
+    """One byte per character of `text` (characters above U+00FF become 0xFF), so byte-class
+    tables can find runs at character offsets whatever the text's script."""
+    if text.isascii():
+        return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    units: U8 = np.minimum(points, 255).astype(np.uint8)
+    return units
+
+
 @dataclass
 class Tokens:
     """The tokens of one buffer: byte spans, kinds and hashes."""

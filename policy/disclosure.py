@@ -188,7 +188,9 @@ def check_cells(
                 if p_ratio_violated(cell, rules.p_ratio, rules.zeros_disclosive):
                     fails.append(P_RATIO)
         mask.append(tuple(dict.fromkeys(fails)))
-    return CellVerdict(verdict_decision(mask, rules, rounded=statistic in FREQUENCY_STATISTICS), mask)
+    return CellVerdict(
+        verdict_decision(mask, rules, rounded=statistic in FREQUENCY_STATISTICS), mask
+    )
 
 
 def verdict_decision(

@@ -23,9 +23,15 @@ Bloom-style "pair" bitmap and every sequence in a second bitmap. Scanning a text
 token, looks single tokens up, keeps only the positions whose next two tokens start some indexed
 sequence (one gather in the pair bitmap), folds the few surviving windows for each sequence
 length the index holds, and confirms bitmap hits by binary search. Everything is vectorised,
-memory is ~9 bytes per variant plus two bitmaps, and token boundaries and case-insensitivity
-come for free. Digit groups of a text joined by one or two separators are also concatenated (as
-integers, up to six groups) so a phone number regrouped any way matches.
+memory is ~8 bytes per variant (56-bit hash and the column code in one word) plus two bitmaps,
+and token boundaries and case-insensitivity come for free. Runs of two to six digit groups
+written as one number (one space, dash or parenthesis between groups, 9+ digits in all) are
+also joined, so a phone number regrouped any way matches.
+
+Tokens of one value must be separated by at most three characters on one line (`Smith, John`,
+`12 / 03 / 1956`): numbers that merely follow each other across table rows are not a date.
+Limits: values shorter than `min_length` characters and purely numeric values with fewer than
+`min_digits` significant digits are not indexed; a value's first eight tokens are used.
 
 Values never leave the index: it stores only hashes, and matches, errors and reprs carry offsets
 and the column name (the *kind*), never the value.

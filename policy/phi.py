@@ -14,6 +14,9 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
+
+from bedside.policy._tokens import code_units
 from bedside.policy.model import PHI_PATTERN_DEFAULTS
 
 
@@ -26,60 +29,68 @@ class PHIMatch:
     end: int
 
 
-_NOT_BEFORE = r"(?<![\w@+.\-/])"
+# Patterns start with a literal or a small character class (no look-behind), so the regex
+# engine can skip ahead quickly; what may precede a match is checked afterwards in Python.
 _NOT_AFTER = r"(?![\w@\-]|\.\d)"
+_BEFORE_NUMBER = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_@+.-/")
 
 _EMAIL = re.compile(
-    r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
+    r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}(?![\w-])"
 )
 
 # UK numbers: +44 / 0044 / trunk 0, then groups of 2-5, 3-4 and 3-4 digits with at most one
 # separator between groups; the digit count is checked afterwards.
 _PHONE_UK = re.compile(
-    _NOT_BEFORE
-    + r"(?:(?:\+|00)44[ .-]?(?:\(0\)[ .-]?)?\(?|\(?0)"
-    + r"\d{2,5}\)?[ .-]?\d{3,4}[ .-]?\d{3,4}"
-    + _NOT_AFTER
+    r"(?:(?:\+|00)44[ .-]?(?:\(0\)[ .-]?)?\(?|\(?0)"
+    r"\d{2,5}\)?[ .-]?\d{3,4}[ .-]?\d{3,4}" + _NOT_AFTER
 )
 # North American numbers: (555) 123-4567, 555-123-4567, 555.123.4567, +1 555 123 4567.
 _PHONE_NA = re.compile(
-    _NOT_BEFORE
-    + r"(?:\(\d{3}\)[ ]?\d{3}[ .-]\d{4}"
-    + r"|[2-9]\d{2}([.-])\d{3}\1\d{4}"
-    + r"|\+1[ .-]?\(?[2-9]\d{2}\)?[ .-]?\d{3}[ .-]?\d{4})"
-    + _NOT_AFTER
+    r"(?:\(\d{3}\)[ ]?\d{3}[ .-]\d{4}"
+    r"|[2-9]\d{2}([.-])\d{3}\1\d{4}"
+    r"|\+1[ .-]?\(?[2-9]\d{2}\)?[ .-]?\d{3}[ .-]?\d{4})" + _NOT_AFTER
 )
 # Other international numbers: +CC then 2-5 groups.
-_PHONE_INTL = re.compile(_NOT_BEFORE + r"\+[1-9]\d{0,2}(?:[ .-]?\(?\d{1,5}\)?){2,5}" + _NOT_AFTER)
-_SSN = re.compile(
-    r"(?<![\w\-.])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w\-]|\.\d)"
-    r"|(?i:\bssn\b\W{0,3})(?!000|666|9\d\d)\d{3}(?!00)\d{2}(?!0000)\d{4}\b"
-)
-_NHS = re.compile(r"(?<![\w\-.])(\d{3})([ -]?)(\d{3})\2(\d{4})(?![\w\-]|\.\d)")
+_PHONE_INTL = re.compile(r"\+[1-9]\d{0,2}(?:[ .-]?\(?\d{1,5}\)?){2,5}" + _NOT_AFTER)
+_SSN = re.compile(r"\d{3}-\d{2}-\d{4}(?![\w\-]|\.\d)")
+_SSN_LABELLED = re.compile(r"(?i)\bssn\b\W{0,3}(\d{9})\b")
+_NHS = re.compile(r"(\d{3})([ -]?)(\d{3})\2(\d{4})(?![\w\-]|\.\d)")
 _NHS_LABEL = re.compile(r"(?i)\bnhs\b")
 _MRN = re.compile(
-    r"(?i)(?<![a-z0-9])(?:mrn|medical[ _]record[ _](?:number|no\.?)|hospital[ _](?:number|no\.?)"
+    r"(?i)(?:mrn|medical[ _]record[ _](?:number|no\.?)|hospital[ _](?:number|no\.?)"
     r"|patient[ _]id)(?:[\s:#=_-]{0,3}|(?=\d))[a-z]{0,3}-?\d{5,}(?![a-z0-9])"
 )
+_MRN_WORDS = ("mrn", "medical", "hospital", "patient")
 _DATE = r"(?:\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|\d{1,2} [A-Za-z]{3,9},? \d{4}"
 _DATE += r"|[A-Za-z]{3,9} \d{1,2},? \d{4})"
 _DOB = re.compile(
     r"(?i)\b(?:dob|d\.o\.b\.?|date[ _]of[ _]birth|birth[ _]?date|born(?: on)?)"
     r"[\s:=\"']{0,4}" + _DATE
 )
-_POSTCODE = re.compile(r"(?i)(?<![\w-])[a-z]{1,2}\d[a-z\d]? ?\d[abd-hjlnp-uw-z]{2}(?![\w-])")
+_DOB_WORDS = ("dob", "d.o.b", "birth", "born")
+_POSTCODE = re.compile(r"(?i)[a-z]{1,2}\d[a-z\d]? ?\d[abd-hjlnp-uw-z]{2}(?![\w-])")
 _IP = re.compile(
-    r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+    r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
     r"(?![\w.])"
 )
+
+
+def _starts_clear(text: str, start: int, forbidden: frozenset[str]) -> bool:
+    return start == 0 or text[start - 1] not in forbidden
+
+
+_BEFORE_EMAIL = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_.%+-")
+_BEFORE_WORD = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_BEFORE_IP = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_.")
+_BEFORE_POSTCODE = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_-")
 
 
 def _digits(s: str) -> str:
     return "".join(ch for ch in s if ch.isdigit())
 
 
-def _uk_phone_ok(m: re.Match[str]) -> bool:
+def _uk_phone_ok(text: str, m: re.Match[str]) -> bool:
     d = _digits(m.group(0))
     if d.startswith("0044"):
         d = "0" + d[4:]
@@ -91,8 +102,21 @@ def _uk_phone_ok(m: re.Match[str]) -> bool:
     return len(d) in (10, 11) and d[0] == "0" and d[1] != "0"
 
 
-def _intl_ok(m: re.Match[str]) -> bool:
+def _intl_ok(text: str, m: re.Match[str]) -> bool:
     return 8 <= len(_digits(m.group(0))) <= 15
+
+
+def _ssn_ok(number: str) -> bool:
+    area, group, serial = number[:3], number[3:5], number[5:]
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def _dashed_ssn_ok(text: str, m: re.Match[str]) -> bool:
+    return _ssn_ok(m.group(0).replace("-", ""))
+
+
+def _labelled_ssn_ok(text: str, m: re.Match[str]) -> bool:
+    return _ssn_ok(m.group(1))
 
 
 def nhs_checksum_ok(number: str) -> bool:
@@ -106,22 +130,22 @@ def nhs_checksum_ok(number: str) -> bool:
     return check != 10 and check == int(number[9])
 
 
-def _nhs_ok(text: str) -> Callable[[re.Match[str]], bool]:
-    def ok(m: re.Match[str]) -> bool:
-        number = m.group(1) + m.group(3) + m.group(4)
-        if not nhs_checksum_ok(number) or len(set(number)) == 1:
-            return False
-        if m.group(2) == "-":
-            return True
-        # Space-separated or run together: ten digits alone prove little; one in eleven passes
-        # the check digit. Require the label within the 40 characters before.
-        return _NHS_LABEL.search(text, max(0, m.start() - 40), m.start()) is not None
-
-    return ok
+def _nhs_ok(text: str, m: re.Match[str]) -> bool:
+    number = m.group(1) + m.group(3) + m.group(4)
+    if not nhs_checksum_ok(number) or len(set(number)) == 1:
+        return False
+    if m.group(2) == "-":
+        return True
+    # Space-separated or run together: ten digits alone prove little; one in eleven passes
+    # the check digit. Require the label within the 40 characters before.
+    return _NHS_LABEL.search(text, max(0, m.start() - 40), m.start()) is not None
 
 
-def _always(_: re.Match[str]) -> bool:
+def _always(text: str, m: re.Match[str]) -> bool:
     return True
+
+
+_Check = Callable[[str, re.Match[str]], bool]
 
 
 def scan_phi(text: str, kinds: Iterable[str] | None = None) -> list[PHIMatch]:
@@ -131,35 +155,93 @@ def scan_phi(text: str, kinds: Iterable[str] | None = None) -> list[PHIMatch]:
     patterns a policy enables by default.
     """
     wanted = {k for k, on in PHI_PATTERN_DEFAULTS.items() if on} if kinds is None else set(kinds)
-    found: list[PHIMatch] = []
-    has_digit = any(ch.isdigit() for ch in text[:4096]) or re.search(r"\d", text) is not None
-    checks: list[tuple[str, re.Pattern[str], Callable[[re.Match[str]], bool]]] = []
+    if not text:
+        return []
+    lower = text.lower() if ("mrn" in wanted or "dob" in wanted or "ssn" in wanted) else ""
+    has_digit = _ANY_DIGIT.search(text) is not None
+    # (kind, pattern, check, characters that may not precede a match)
+    checks: list[tuple[str, re.Pattern[str], _Check, frozenset[str]]] = []
     if "email" in wanted and "@" in text:
-        checks.append(("email", _EMAIL, _always))
+        checks.append(("email", _EMAIL, _always, _BEFORE_EMAIL))
     if has_digit:
         if "phone" in wanted:
-            checks.append(("phone", _PHONE_UK, _uk_phone_ok))
-            checks.append(("phone", _PHONE_NA, _always))
+            checks.append(("phone", _PHONE_UK, _uk_phone_ok, _BEFORE_NUMBER))
+            checks.append(("phone", _PHONE_NA, _always, _BEFORE_NUMBER))
             if "+" in text:
-                checks.append(("phone", _PHONE_INTL, _intl_ok))
+                checks.append(("phone", _PHONE_INTL, _intl_ok, _BEFORE_NUMBER))
         if "ssn" in wanted:
-            checks.append(("ssn", _SSN, _always))
+            if "-" in text:
+                checks.append(("ssn", _SSN, _dashed_ssn_ok, _BEFORE_IP | {"-"}))
+            if "ssn" in lower:
+                checks.append(("ssn", _SSN_LABELLED, _labelled_ssn_ok, frozenset()))
         if "nhs_number" in wanted:
-            checks.append(("nhs_number", _NHS, _nhs_ok(text)))
-        if "mrn" in wanted:
-            checks.append(("mrn", _MRN, _always))
-        if "dob" in wanted:
-            checks.append(("dob", _DOB, _always))
+            checks.append(("nhs_number", _NHS, _nhs_ok, _BEFORE_IP | {"-"}))
+        if "mrn" in wanted and any(w in lower for w in _MRN_WORDS):
+            checks.append(("mrn", _MRN, _always, _BEFORE_WORD))
+        if "dob" in wanted and any(w in lower for w in _DOB_WORDS):
+            checks.append(("dob", _DOB, _always, frozenset()))
         if "postcode" in wanted:
-            checks.append(("postcode", _POSTCODE, _always))
+            checks.append(("postcode", _POSTCODE, _always, _BEFORE_POSTCODE))
         if "ip_address" in wanted:
-            checks.append(("ip_address", _IP, _always))
-    for kind, pattern, ok in checks:
-        for m in pattern.finditer(text):
-            if ok(m):
-                found.append(PHIMatch(kind, m.start(), m.end()))
+            checks.append(("ip_address", _IP, _always, _BEFORE_IP))
+    found: list[PHIMatch] = []
+    windows = _number_windows(text)
+    for kind, pattern, ok, before in checks:
+        spans = windows if pattern in _NUMBER_PATTERNS and windows is not None else [(0, len(text))]
+        for lo, hi in spans:
+            for m in pattern.finditer(text, lo, hi):
+                if before and not _starts_clear(text, m.start(), before):
+                    continue
+                if ok(text, m):
+                    found.append(PHIMatch(kind, m.start(), m.end()))
     found.sort(key=lambda p: (p.start, -p.end))
     return _drop_nested(found)
+
+
+_ANY_DIGIT = re.compile(r"\d")
+_NUMBER_PATTERNS = (_PHONE_UK, _PHONE_NA, _PHONE_INTL, _SSN, _NHS)
+_NUMBER_BYTES = np.zeros(256, dtype=np.bool_)
+_NUMBER_BYTES[np.frombuffer(b"0123456789", dtype=np.uint8)] = True
+_NUMBER_SEPARATORS = np.zeros(256, dtype=np.bool_)
+_NUMBER_SEPARATORS[np.frombuffer(b" ()+.-", dtype=np.uint8)] = True
+
+
+def _number_windows(text: str) -> list[tuple[int, int]] | None:
+    """Where phone numbers, SSNs and NHS numbers can be: runs of digits joined by at most two
+    separator characters, holding at least 9 digits (with two characters of context each side).
+
+    Only for long texts (short ones are scanned whole); None means scan the whole text.
+    """
+    if len(text) < 2048:
+        return None
+    data = code_units(text)
+    digit = _NUMBER_BYTES[data]
+    sep = _NUMBER_SEPARATORS[data]
+    # Separator runs of one or two characters join digits; longer ones (table columns) do not.
+    edge = np.diff(np.concatenate(([0], sep.view(np.int8), [0])))
+    s_start, s_end = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
+    joins = np.zeros(len(data) + 1, dtype=np.int8)
+    short = (s_end - s_start) <= 2
+    # Separator runs are disjoint and apart, so their ends never coincide with starts.
+    joins[s_start[short]] = 1
+    joins[s_end[short]] = -1
+    inside = digit | (np.cumsum(joins[:-1]) > 0)
+    edge = np.diff(np.concatenate(([0], inside.view(np.int8), [0])))
+    r_start, r_end = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
+    if not len(r_start):
+        return []
+    counts = np.concatenate(([0], np.cumsum(digit)))
+    enough = (counts[r_end] - counts[r_start]) >= 9
+    n = len(text)
+    # Merge windows that are close, so dense tables cost a few long scans, not many calls.
+    out: list[tuple[int, int]] = []
+    for a, b in zip(r_start[enough].tolist(), r_end[enough].tolist(), strict=True):
+        a, b = max(0, a - 2), min(n, b + 2)
+        if out and a - out[-1][1] < 64:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
 
 
 def _drop_nested(found: list[PHIMatch]) -> list[PHIMatch]:

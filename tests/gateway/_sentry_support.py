@@ -436,3 +436,27 @@ class Mirror:
             if receipt["size"]:
                 assert receipt["root"] == ledger.root_at(receipt["size"]).hex()
         return ledger
+
+
+CORPUS = Path(__file__).parents[1] / "corpus"
+IDENTIFIERS = ["mrn", "name", "dob", "postcode", "phone"]
+
+
+def corpus(name: str) -> list[dict]:
+    import yaml
+
+    return yaml.safe_load((CORPUS / name).read_text())
+
+
+def run_leak_cell(client: Client, case: dict) -> list[dict]:
+    """Run one leak cell the way its corpus entry says; the messages it produced."""
+    before = len(client.received)
+    if case["id"] == "L24":
+        client.execute("x = 1", user_expressions={"x": "df.mrn.head(5).tolist()"})
+    elif case["id"] == "L25":
+        client.execute("d = dict(zip(df.mrn, df.age))")
+        msg_id = client.kc.complete("d['", 3)
+        client.shell_reply(msg_id)
+    else:
+        client.execute(case["cell"], timeout=120)
+    return [m for _, m in client.received[before:]]

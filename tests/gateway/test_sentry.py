@@ -17,30 +17,25 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _sentry_support import (  # noqa: E402
+    IDENTIFIERS,
     Client,
     LeakOracle,
     Mirror,
+    corpus,
     make_hospital,
     make_patients,
     notices,
+    run_leak_cell,
     start_sentry,
 )
 
 from bedside.ledger import openings_path, verify_ledger  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
-
-CORPUS = Path(__file__).parents[1] / "corpus"
-IDENTIFIERS = ["mrn", "name", "dob", "postcode", "phone"]
-
-
-def corpus(name: str) -> list[dict]:
-    return yaml.safe_load((CORPUS / name).read_text())
 
 
 @pytest.fixture(scope="module")
@@ -72,25 +67,11 @@ def world(tmp_path_factory, frame):
         sentry.stop()
 
 
-def _leak_cell(client: Client, case: dict) -> list[dict]:
-    """Run one leak cell the way its corpus entry says; the messages it produced."""
-    before = len(client.received)
-    if case["id"] == "L24":
-        client.execute("x = 1", user_expressions={"x": "df.mrn.head(5).tolist()"})
-    elif case["id"] == "L25":
-        client.execute("d = dict(zip(df.mrn, df.age))")
-        msg_id = client.kc.complete("d['", 3)
-        client.shell_reply(msg_id)
-    else:
-        client.execute(case["cell"], timeout=120)
-    return [m for _, m in client.received[before:]]
-
-
 def test_leak_corpus_leaks_nothing_on_any_channel(world, oracle):
     sentry, client = world
     blocked_rules = {}
     for case in corpus("leaks.yaml"):
-        messages = _leak_cell(client, case)
+        messages = run_leak_cell(client, case)
         for msg in messages:
             leaked = oracle.leaks(msg)
             assert not leaked, f"{case['id']}: {msg['msg_type']} leaked {leaked}"

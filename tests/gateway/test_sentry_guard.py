@@ -188,3 +188,24 @@ def test_trivially_clean_is_conservative():
     assert not trivially_clean("12/3/56")  # a date needs three numbers: scanned
     assert not trivially_clean("Li Wu")
     assert not trivially_clean("123")
+
+
+def test_numbers_that_look_like_compact_dates_are_not_blocked(world):
+    guard, frame = world
+    dob = frame.dob.iloc[2]  # "YYYY-MM-DD"
+    year, month, day = dob.split("-")
+    compact = f"{int(month)}{int(day):02d}{year}"
+    for text in (f"Pseudo R-squ.: 0.{compact[::-1]}", f"total {compact}", "Time: 16:39:04"):
+        verdict = check(guard, "iopub", "stream", {"name": "stdout", "text": text})
+        assert not verdict.blocked, text
+    # With separators a date of birth is still caught, forwards.
+    for text in (dob, f"{day}/{month}/{year}"):
+        assert check(guard, "iopub", "stream", {"name": "stdout", "text": text}).blocked
+
+
+def test_base64_next_to_ordinary_lines_is_read(world):
+    guard, frame = world
+    rows = frame.head(5)[["mrn", "name"]].to_csv()
+    encoded = base64.b64encode(rows.encode()).decode()
+    for text in (f"payload\n{encoded}\n", f"{encoded}\ndone\n", f"a\nheader\n{encoded}"):
+        assert check(guard, "iopub", "stream", {"name": "stdout", "text": text}).blocked, text

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -230,6 +231,13 @@ def test_kernel_dies_with_the_sentry(hospital, running):
     sentry, client = running()
     kernels = _descendants(sentry.proc.pid)
     assert kernels
+    # The private directory a killed sentry cannot remove (the test removes it).
+    private = [
+        Path(arg).parents[1]
+        for pid in kernels
+        for arg in Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        if arg.endswith("/ipc/kernel.json")
+    ]
     os.kill(sentry.proc.pid, signal.SIGKILL)
     sentry.proc.wait(10)
     deadline = time.monotonic() + 20
@@ -241,6 +249,8 @@ def test_kernel_dies_with_the_sentry(hospital, running):
             break
         time.sleep(0.2)
     assert not alive
+    for path in private:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.skipif(

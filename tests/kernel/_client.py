@@ -28,15 +28,17 @@ def kernel_spec_dir(root: Path, name: str, policy: Path | None, module: str) -> 
     argv = [sys.executable, "-m", module, "-f", "{connection_file}"]
     if policy is not None:
         argv += ["--policy", str(policy)]
-    (d / "kernel.json").write_text(json.dumps(
-        {"argv": argv, "display_name": name, "language": "python"}))
+    (d / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": name, "language": "python"})
+    )
     return root / "kernels"
 
 
 def start(root: Path, name: str, policy: Path | None, module: str = "bedside.kernel") -> Any:
     kdir = kernel_spec_dir(root, name, policy, module)
-    km = KernelManager(kernel_name=name,
-                       kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kdir)]))
+    km = KernelManager(
+        kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kdir)])
+    )
     km.start_kernel()
     kc = km.blocking_client()
     kc.start_channels()
@@ -64,8 +66,10 @@ class Reply:
         return out
 
     def text(self) -> str:
-        return "\n".join(json.dumps({"c": m.get("content"), "m": m.get("metadata")}, default=str)
-                         for _, m in self.messages)
+        return "\n".join(
+            json.dumps({"c": m.get("content"), "m": m.get("metadata")}, default=str)
+            for _, m in self.messages
+        )
 
     def shown(self) -> str:
         """What a researcher reads: stream text, text/plain outputs, errors, replies."""
@@ -95,7 +99,7 @@ class Session:
             except queue.Empty:
                 return out
 
-    def request(self, send: Any, quiet: float = 0.4, timeout: float = 120) -> Reply:
+    def request(self, send: Any, quiet: float = 0.25, timeout: float = 120) -> Reply:
         msg_id = send()
         got = Reply()
         deadline = time.monotonic() + timeout
@@ -105,8 +109,11 @@ class Session:
                 raise TimeoutError(f"no reply to {msg_id}")
             for m in self._drain("iopub", 0.05):
                 got.messages.append(("iopub", m))
-                if (m["header"]["msg_type"] == "status" and m["parent_header"].get("msg_id") ==
-                        msg_id and m["content"]["execution_state"] == "idle"):
+                if (
+                    m["header"]["msg_type"] == "status"
+                    and m["parent_header"].get("msg_id") == msg_id
+                    and m["content"]["execution_state"] == "idle"
+                ):
                     idle = True
             for m in self._drain("shell", 0.01):
                 got.messages.append(("shell", m))
@@ -142,8 +149,9 @@ class LeakJudge:
         for end, (col, n) in self.auto.iter(low):
             start = end - n + 1
             if (start == 0 or not low[start - 1].isalnum()) and (
-                    end + 1 == len(low) or not low[end + 1].isalnum()):
-                self.last = low[max(0, start - 40): end + 40]  # synthetic data: safe to show
+                end + 1 == len(low) or not low[end + 1].isalnum()
+            ):
+                self.last = low[max(0, start - 40) : end + 40]  # synthetic data: safe to show
                 return col
         return None
 
@@ -179,12 +187,13 @@ def _contains_run(nums: np.ndarray, col: np.ndarray, k: int) -> bool:
         for off in range(stride):
             seq = nums[off::stride]
             for i in range(len(col) - k + 1):
-                w = col[i:i + k]
+                w = col[i : i + k]
                 if len(set(w)) == 1:
                     continue
-                hits = np.flatnonzero(np.isclose(seq[: len(seq) - k + 1] if len(seq) >= k else
-                                                 seq[:0], w[0]))
+                hits = np.flatnonzero(
+                    np.isclose(seq[: len(seq) - k + 1] if len(seq) >= k else seq[:0], w[0])
+                )
                 for h in hits:
-                    if np.allclose(seq[h:h + k], w):
+                    if np.allclose(seq[h : h + k], w):
                         return True
     return False

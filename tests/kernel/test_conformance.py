@@ -35,10 +35,14 @@ class GuardedKernelConformance(jupyter_kernel_test.KernelTests):
         {"code": "[n*n for n in range(1, 4)]", "result": "[1, 4, 9]"},
     ]
     code_display_data = [
-        {"code": "from IPython.display import HTML, display; display(HTML('<b>test</b>'))",
-         "mime": "text/html"},
-        {"code": "from IPython.display import Math, display; display(Math('\\\\frac{1}{2}'))",
-         "mime": "text/latex"},
+        {
+            "code": "from IPython.display import HTML, display; display(HTML('<b>test</b>'))",
+            "mime": "text/html",
+        },
+        {
+            "code": "from IPython.display import Math, display; display(Math('\\\\frac{1}{2}'))",
+            "mime": "text/latex",
+        },
     ]
     code_history_pattern = "1?2*"
     supported_history_operations = ("tail", "search")
@@ -55,10 +59,23 @@ class GuardedKernelConformance(jupyter_kernel_test.KernelTests):
         policy, _ = write_hospital(root)
         spec = root / "share" / "kernels" / cls.kernel_name
         spec.mkdir(parents=True)
-        (spec / "kernel.json").write_text(json.dumps({
-            "argv": [sys.executable, "-m", "bedside.kernel", "-f", "{connection_file}",
-                     "--policy", str(policy)],
-            "display_name": "bedside conformance", "language": "python"}))
+        (spec / "kernel.json").write_text(
+            json.dumps(
+                {
+                    "argv": [
+                        sys.executable,
+                        "-m",
+                        "bedside.kernel",
+                        "-f",
+                        "{connection_file}",
+                        "--policy",
+                        str(policy),
+                    ],
+                    "display_name": "bedside conformance",
+                    "language": "python",
+                }
+            )
+        )
         cls._saved_path = os.environ.get("JUPYTER_PATH")
         os.environ["JUPYTER_PATH"] = str(root / "share")
         super().setUpClass()

@@ -18,8 +18,10 @@ from tests.kernel._client import LeakJudge, Session
 CORPUS = Path("/work/shared/corpus")
 if not CORPUS.is_dir():  # the corpus may also be vendored beside the tests
     CORPUS = Path(__file__).parent / "corpus"
-EXCLUDED = {"L38": "needs the sentry (guard switched off in-process)",
-            "L39": "needs the sandbox (network egress)"}
+EXCLUDED = {
+    "L38": "needs the sentry (guard switched off in-process)",
+    "L39": "needs the sandbox (network egress)",
+}
 IDENTIFIERS = ["mrn", "name", "dob", "postcode", "phone"]
 NUMERIC = ["age", "los_days", "cost"]
 SETUP = 'import pandas as pd, numpy as np\ndf = hospital.load("patients")'
@@ -63,7 +65,8 @@ def test_leak_is_blocked(session: Session, judge: LeakJudge, cell: dict[str, Any
     leaks = judge.leaks(got.text())
     assert not leaks, f"{cell['id']} leaked {leaks}:\n{got.text()[:3000]}"
     assert {"blocked", "redacted"} & set(got.decisions()), (
-        f"{cell['id']}: no notice reached the researcher:\n{got.text()[:3000]}")
+        f"{cell['id']}: no notice reached the researcher:\n{got.text()[:3000]}"
+    )
 
 
 @pytest.mark.parametrize("cell", UTILITY, ids=[c["id"] for c in UTILITY])

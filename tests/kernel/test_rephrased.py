@@ -29,6 +29,7 @@ LEAKS = {
     "base64-urlsafe": "import base64\nprint(base64.urlsafe_b64encode(m.head(5).to_csv().encode()))",
     "numbers-row-major": "print(m[['years', 'paid']].head(20).to_numpy())",
     "numbers-list": "m.paid.head(30).tolist()",
+    "frame-without-identifiers": "print(m[['plan', 'years', 'paid']].head(15))",
     "stderr": "import sys\nprint(m.member_no.iloc[4], file=sys.stderr)",
     "fd-2": "import os\nos.write(2, m.head(5).to_json().encode())",
     "input-prompt": None,  # stdin: handled below

@@ -55,6 +55,14 @@ def patient_index(patients: pd.DataFrame) -> IdentifierIndex:
     return IdentifierIndex.from_frames([(patients, ["mrn", "name", "dob", "postcode", "phone"])])
 
 
+@pytest.fixture(scope="session")
+def ordinary_outputs(patients: pd.DataFrame) -> list[str]:
+    """Outputs of ordinary analysis on the demo patients, plus fixed realistic texts."""
+    from .outputs import FIXED, generated
+
+    return generated(patients) + FIXED
+
+
 @pytest.fixture
 def policy_dir(tmp_path: Path) -> Path:
     """A directory with the minimal policy and a one-row patients table it names."""

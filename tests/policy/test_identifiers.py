@@ -12,8 +12,6 @@ from hypothesis import strategies as st
 from bedside.policy import IdentifierIndex
 from bedside.policy.identifiers import _SUFFIXES, _TITLES
 
-from .outputs import FIXED, generated
-
 VALUES = {
     "name": ["John Smith", "Dr Mary Ann Jones", "Zoë Ångström", "Siobhán O'Brien"],
     "phone": ["020 7946 0123", "+44 161 496 0123", "07700 900456"],
@@ -150,9 +148,9 @@ def test_every_demo_identifier_is_found(
 
 
 def test_ordinary_outputs_do_not_match(
-    patients: pd.DataFrame, patient_index: IdentifierIndex
+    ordinary_outputs: list[str], patient_index: IdentifierIndex
 ) -> None:
-    for text in generated(patients) + [t for t in FIXED if "20" not in t[:4]]:
+    for text in ordinary_outputs:
         hits = patient_index.find(text)
         # Dates of birth can coincide with any date an output prints; only fixed texts without
         # dates are held to zero hits here (dates are covered in test_phi).
