@@ -1,0 +1,353 @@
+"""Benchmark: the guarded chain (sentry → bubblewrap → guarded kernel) behind Enterprise Gateway
+against a plain ipykernel behind the same gateway, measured in the same run, on a stock gateway
+(Nagle's algorithm on, as EG 3.3 ships) and on the bedside-tuned gateway (TCP_NODELAY).
+
+Measures, over the gateway's websocket as JupyterLab would use it:
+  trivial cell  `1 + 1`, round trip until the kernel is idle again (p50)  target ≤ 1.15×
+  1 MB output   `print(TEXT)` of 1,000,000 characters, until idle (p50)   target ≤ 1.3×
+  kernel start  POST /api/kernels until the first kernel_info_reply (p50) target ≤ 1.5×
+
+Run: .venv/bin/python bench/bench_gateway.py [--out bench-gateway.json] [--quick]
+Prints a table and writes the results as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import websocket
+
+from bedside.gateway.eg import (
+    EnterpriseGateway,
+    GatewaySettings,
+    free_port,
+    local_kernelspec,
+    sentry_kernelspec,
+)
+from bedside.ledger import Signer
+
+POLICY = """\
+version: bedside/v1
+id: bench-hospital
+datasets:
+  patients:
+    path: data/patients.parquet
+    record_id: mrn
+    identifiers: [mrn, name]
+outputs:
+  mime_allow: [text/plain, text/html, image/png, application/json]
+  max_output_bytes: 8000000
+  session_egress_bytes: 100000000000
+limits:
+  memory_mb: 8192
+  cpu_seconds: 36000
+  processes: 256
+session:
+  max_cells: 1000000
+  max_cpu_seconds: 36000
+  max_egress_bytes: 100000000000
+"""
+
+TARGETS = {"trivial_cell": 1.15, "output_1mb": 1.3, "kernel_start": 1.5}
+
+# 1,000,000 characters of ordinary words: no identifier, nothing PHI-shaped, so the output is
+# released and the sentry's scan of the whole text is what is measured.
+SETUP_1MB = (
+    "WORDS = 'cohort analysis survival model baseline outcome ward median interval'.split()\n"
+    "TEXT = ' '.join(WORDS[i % len(WORDS)] for i in range(200000))[:1000000]\n"
+    "len(TEXT)"
+)
+
+
+def make_hospital(root: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(3)
+    n = 2000
+    frame = pd.DataFrame(
+        {
+            "mrn": [f"MRN{9_000_000 + i * 13:08d}" for i in range(n)],
+            "name": [f"Patient{i:05d} Example" for i in range(n)],
+            "age": rng.integers(18, 100, size=n),
+        }
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    for path in [root, *root.parents]:
+        if str(path) in ("/", "/tmp"):
+            break
+        path.chmod(path.stat().st_mode | 0o755)
+    (root / "data").mkdir(exist_ok=True)
+    frame.to_parquet(root / "data" / "patients.parquet")
+    (root / "data" / "patients.parquet").chmod(0o644)
+    (root / "policy.yaml").write_text(POLICY)
+    (root / "policy.yaml").chmod(0o644)
+    keys = root / "secrets"
+    keys.mkdir(mode=0o700, exist_ok=True)
+    Signer.generate("bench-hospital").save(keys / "custodian.key")
+    state = root / "state"
+    state.mkdir(mode=0o700, exist_ok=True)
+    return {"policy": root / "policy.yaml", "key": keys / "custodian.key", "state": state}
+
+
+class Kernel:
+    """One kernel over the gateway's websocket."""
+
+    def __init__(self, eg: EnterpriseGateway, name: str) -> None:
+        self.eg = eg
+        start = time.perf_counter()
+        model = eg.api("POST", "/api/kernels", {"name": name, "env": {"KERNEL_USERNAME": "bench"}})
+        self.kernel_id = model["id"]
+        self.ws = websocket.create_connection(
+            f"{eg.ws_url}/api/kernels/{self.kernel_id}/channels",
+            header=[f"Authorization: token {eg.token}"],
+            timeout=120,
+        )
+        self.session = uuid.uuid4().hex
+        self._wait_ready()
+        self.start_seconds = time.perf_counter() - start
+
+    def send(self, msg_type: str, content: dict[str, Any]) -> str:
+        msg_id = uuid.uuid4().hex
+        self.ws.send(
+            json.dumps(
+                {
+                    "header": {
+                        "msg_id": msg_id,
+                        "msg_type": msg_type,
+                        "username": "bench",
+                        "session": self.session,
+                        "version": "5.3",
+                        "date": "",
+                    },
+                    "parent_header": {},
+                    "metadata": {},
+                    "content": content,
+                    "channel": "shell",
+                    "buffers": [],
+                }
+            )
+        )
+        return msg_id
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            msg_id = self.send("kernel_info_request", {})
+            self.ws.settimeout(2)
+            try:
+                while True:
+                    msg = json.loads(self.ws.recv())
+                    if msg["parent_header"].get("msg_id") == msg_id:
+                        return
+            except websocket.WebSocketTimeoutException:
+                continue
+        raise RuntimeError("kernel did not answer kernel_info within 120 s")
+
+    def execute(self, code: str) -> tuple[float, int, str]:
+        """(seconds until idle, bytes of output received, reply status)."""
+        self.ws.settimeout(120)
+        start = time.perf_counter()
+        msg_id = self.send(
+            "execute_request",
+            {
+                "code": code,
+                "silent": False,
+                "store_history": False,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": False,
+            },
+        )
+        received = 0
+        status = ""
+        idle = False
+        while not (idle and status):
+            raw = self.ws.recv()
+            msg = json.loads(raw)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "execute_reply":
+                status = msg["content"]["status"]
+            elif msg["msg_type"] == "status":
+                idle = msg["content"]["execution_state"] == "idle"
+            elif msg["msg_type"] in ("stream", "execute_result", "display_data"):
+                received += len(raw)
+        return time.perf_counter() - start, received, status
+
+    def close(self) -> None:
+        self.ws.close()
+        self.eg.api("DELETE", f"/api/kernels/{self.kernel_id}")
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def measure_interleaved(
+    configs: dict[str, tuple[EnterpriseGateway, str]], *, cells: int, big: int, starts: int
+) -> dict[str, dict[str, Any]]:
+    """Measure every configuration round-robin (one cell each in turn), so that load from
+    other work on the machine falls on all of them alike and the ratios stay meaningful."""
+    kernels = {label: Kernel(eg, name) for label, (eg, name) in configs.items()}
+    trivial: dict[str, list[float]] = {label: [] for label in configs}
+    big_runs: dict[str, list[float]] = {label: [] for label in configs}
+    start_times: dict[str, list[float]] = {label: [] for label in configs}
+    try:
+        for label, kernel in kernels.items():
+            for _ in range(5):
+                kernel.execute("1 + 1")
+            _, _, status = kernel.execute(SETUP_1MB)
+            assert status == "ok", f"{label}: 1 MB setup cell failed"
+        print(f"trivial cells x{cells} ...", file=sys.stderr, flush=True)
+        for _ in range(cells):
+            for label, kernel in kernels.items():
+                trivial[label].append(kernel.execute("1 + 1")[0])
+        print(f"1 MB outputs x{big} ...", file=sys.stderr, flush=True)
+        for _ in range(big):
+            for label, kernel in kernels.items():
+                seconds, size, status = kernel.execute("print(TEXT)")
+                if status != "ok" or size < 1_000_000:
+                    raise RuntimeError(f"{label}: the 1 MB output was not released ({size} B)")
+                big_runs[label].append(seconds)
+    finally:
+        for kernel in kernels.values():
+            kernel.close()
+    print(f"kernel starts x{starts} ...", file=sys.stderr, flush=True)
+    for _ in range(starts):
+        for label, (eg, name) in configs.items():
+            k = Kernel(eg, name)
+            start_times[label].append(k.start_seconds)
+            k.close()
+    return {
+        label: {
+            "trivial_cell_p50_ms": p50(trivial[label]) * 1e3,
+            "trivial_cell_p90_ms": float(np.percentile(trivial[label], 90)) * 1e3,
+            "output_1mb_p50_ms": p50(big_runs[label]) * 1e3,
+            "kernel_start_p50_ms": p50(start_times[label]) * 1e3,
+            "n": {"trivial": cells, "output_1mb": big, "kernel_start": starts},
+        }
+        for label in configs
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench-gateway.json"))
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
+    parser.add_argument("--no-sandbox", action="store_true", help="chain without bubblewrap")
+    parser.add_argument(
+        "--no-attribution", action="store_true", help="skip the sentry+plain-kernel runs"
+    )
+    args = parser.parse_args()
+    cells, big, starts = (20, 3, 2) if args.quick else (150, 12, 6)
+
+    work = Path(tempfile.mkdtemp(prefix="bedside-bench-"))
+    hospital = make_hospital(work / "hospital")
+    specs = {
+        "plain": local_kernelspec(
+            [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "plain"
+        ),
+        "bedside": sentry_kernelspec(
+            policy=hospital["policy"],
+            custodian_key=hospital["key"],
+            state_dir=hospital["state"],
+            sandbox=not args.no_sandbox,
+        ),
+    }
+    # Attribution (tuned gateway only): the sentry in front of a plain ipykernel, with and
+    # without bubblewrap, separates the sentry's and the sandbox's cost from the guarded kernel's.
+    for label, sandbox in (("sentry+plain", True), ("sentry+plain-nosandbox", False)):
+        spec = sentry_kernelspec(
+            policy=hospital["policy"],
+            custodian_key=hospital["key"],
+            state_dir=hospital["state"],
+            sandbox=sandbox,
+            kernel="plain",
+        )
+        specs[label] = spec
+    token_file = work / "token"
+    token_file.write_text(secrets.token_urlsafe(32))
+    results: dict[str, Any] = {
+        "benchmark": "bench_gateway",
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "enterprise_gateway": "3.3.0",
+        "sandbox": not args.no_sandbox,
+        "targets": TARGETS,
+        "runs": {},
+    }
+    gateways = {}
+    try:
+        for variant, nodelay in (("stock", False), ("tuned", True)):
+            settings = GatewaySettings(
+                token_file=token_file,
+                kernelspecs=specs,
+                default_kernel="bedside",
+                port=free_port(),
+                authorized_users=["bench"],
+                nodelay=nodelay,
+            )
+            gateways[variant] = EnterpriseGateway(
+                work / f"eg-{variant}", settings, log_level="WARN"
+            )
+            gateways[variant].start()
+        configs = {
+            f"{variant}/{name}": (gateways[variant], name)
+            for variant in ("stock", "tuned")
+            for name in ("plain", "bedside")
+        }
+        if not args.no_attribution:
+            for name in ("sentry+plain", "sentry+plain-nosandbox"):
+                configs[f"tuned/{name}"] = (gateways["tuned"], name)
+        results["runs"] = measure_interleaved(configs, cells=cells, big=big, starts=starts)
+    finally:
+        for eg in gateways.values():
+            eg.stop()
+
+    runs = results["runs"]
+    metrics = {
+        "trivial_cell": "trivial_cell_p50_ms",
+        "output_1mb": "output_1mb_p50_ms",
+        "kernel_start": "kernel_start_p50_ms",
+    }
+    ratios: dict[str, dict[str, float]] = {}
+    for label, (num, den) in {
+        # The chain's own cost on the same gateway.
+        "bedside_vs_plain_on_tuned_eg": ("tuned/bedside", "tuned/plain"),
+        "bedside_vs_plain_on_stock_eg": ("stock/bedside", "stock/plain"),
+        # What a custodian moving from stock EG + plain kernel to bedside sees.
+        "bedside_tuned_vs_plain_stock_eg": ("tuned/bedside", "stock/plain"),
+    }.items():
+        ratios[label] = {m: runs[num][key] / runs[den][key] for m, key in metrics.items()}
+    results["ratios"] = ratios
+    results["meets_targets"] = {
+        m: ratios["bedside_vs_plain_on_tuned_eg"][m] <= t for m, t in TARGETS.items()
+    }
+
+    print(f"{'run':<30}{'1+1 p50 ms':>12}{'1 MB p50 ms':>13}{'start p50 ms':>14}")
+    for name, run in runs.items():
+        print(
+            f"{name:<30}{run['trivial_cell_p50_ms']:>12.2f}{run['output_1mb_p50_ms']:>13.1f}"
+            f"{run['kernel_start_p50_ms']:>14.0f}"
+        )
+    for label, values in ratios.items():
+        text = "  ".join(f"{m} {v:.2f}x" for m, v in values.items())
+        print(f"{label}: {text}")
+    print(f"targets (bedside vs plain, tuned EG): {results['meets_targets']}")
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,666 @@
+"""The sentry's guard: what may leave the hospital, decided per message, whatever the kernel did.
+
+The in-kernel guard is cooperative; this one is not. It sees only messages, so it cannot count
+the records behind an aggregate, but it reads ALL text of every message (content, every MIME
+value, metadata, error tracebacks, widget state, and text hidden in base64, hex, big decimal
+numbers and the other encodings `bedside.policy.scan_text` decodes), applies the MIME allowlist
+and the per-output byte limit, and turns anything it will not release into a notice that names
+the rule that fired and never the value that tripped it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fnmatch
+import html
+import logging
+import re
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from bedside.policy.decision import Action, Decision, Layer
+
+log = logging.getLogger("bedside.sentry")
+
+# A finding of the text scanner: (rule, kind), e.g. ("identifier", "mrn") or ("phi", "email").
+# The value itself never travels further than the scanner.
+Finding = tuple[str, str]
+Scan = Callable[[str], Finding | None]
+
+# Messages whose content the guard rebuilds from a fixed shape instead of scanning.
+STATUS_STATES = frozenset({"busy", "idle", "starting"})
+DISPLAY_TYPES = frozenset({"display_data", "execute_result", "update_display_data"})
+IOPUB_TYPES = frozenset(
+    {
+        "stream",
+        "display_data",
+        "update_display_data",
+        "execute_result",
+        "execute_input",
+        "error",
+        "status",
+        "clear_output",
+        "comm_open",
+        "comm_msg",
+        "comm_close",
+        "debug_event",
+        "shutdown_reply",
+    }
+)
+REPLY_TYPES = frozenset(
+    {
+        "execute_reply",
+        "inspect_reply",
+        "complete_reply",
+        "history_reply",
+        "is_complete_reply",
+        "kernel_info_reply",
+        "comm_info_reply",
+        "shutdown_reply",
+        "interrupt_reply",
+        "debug_reply",
+        "usage_reply",
+        "create_subshell_reply",
+        "delete_subshell_reply",
+        "list_subshell_reply",
+    }
+)
+STDIN_TYPES = frozenset({"input_request"})
+
+# Binary buffers may leave only when they are small text that scans clean.
+MAX_TEXT_BUFFER = 64 * 1024
+
+
+@dataclass
+class Verdict:
+    """What leaves for one kernel message: its (possibly rewritten) type, content and buffers."""
+
+    decision: Decision
+    msg_type: str
+    content: dict[str, Any]
+    metadata: dict[str, Any]
+    buffers: list[bytes]
+    changed: bool = False
+    original_type: str = ""
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def blocked(self) -> bool:
+        return self.decision.action is Action.BLOCKED
+
+
+def iter_text(obj: Any, images: list[str] | None = None) -> Iterator[str]:
+    """Every string, key and number in a JSON value, depth first.
+
+    A small `execution_count` is structure, not text. With `images`, base64 PNG values of MIME
+    bundles are set aside there (read by `png_text`) instead of being scanned as text.
+    """
+    stack = [obj]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if key == "execution_count" and type(item) is int and 0 <= item < 1_000_000:
+                    continue
+                if key == "image/png" and images is not None and isinstance(item, str):
+                    images.append(item)
+                    continue
+                yield str(key)
+                stack.append(item)
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+        elif isinstance(value, bool) or value is None:
+            continue
+        elif isinstance(value, int | float):
+            yield str(value)
+
+
+# Words of the Jupyter protocol's own field names and values (split at "_" and "/").
+_PROTOCOL_WORDS = frozenset(
+    "status ok error aborted execution count user expressions payload name stdout stderr "
+    "text plain html data metadata transient code silent wait".split()
+)
+_WORD = re.compile(r"[^\W_]+")
+
+
+def trivially_clean(text: str) -> bool:
+    """True when `text` cannot hold an identifier value, a PHI pattern or an encoding of one.
+
+    Holds when, besides protocol words, the text has at most two numbers of at most two digits
+    and no letters: an identifier of the index has three characters or more and a date needs
+    three numbers. This keeps the per-message cost of trivial cells (`1+1`) near zero; every
+    other text goes through the full scanner.
+    """
+    numbers = 0
+    for match in _WORD.finditer(text):
+        word = match.group(0)
+        if word in _PROTOCOL_WORDS:
+            continue
+        if len(word) <= 2 and word.isdigit():
+            numbers += 1
+            if numbers <= 2:
+                continue
+        return False
+    return True
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_text(value: str) -> str | None:
+    """The text a base64 PNG carries (tEXt, zTXt, iTXt chunks); None if it is not a PNG.
+
+    Pixels are not read (no OCR): text drawn into an image is the in-kernel guard's to stop.
+    """
+    try:
+        raw = base64.b64decode(value, validate=False)
+    except (binascii.Error, ValueError):
+        return None
+    if not raw.startswith(_PNG_SIGNATURE):
+        return None
+    texts: list[str] = []
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(raw):
+        length = int.from_bytes(raw[pos : pos + 4], "big")
+        kind = raw[pos + 4 : pos + 8]
+        body = raw[pos + 8 : pos + 8 + length]
+        if len(body) < length:
+            return None
+        if kind == b"tEXt":
+            texts.append(body.decode("latin-1"))
+        elif kind in (b"zTXt", b"iTXt"):
+            try:
+                texts.append(_png_compressed_text(kind, body))
+            except (zlib.error, ValueError):
+                return None
+        elif kind not in _PNG_KNOWN_CHUNKS:
+            # Unknown chunks could carry anything: read them as text too.
+            texts.append(body.decode("latin-1"))
+        pos += 12 + length
+        if kind == b"IEND":
+            break
+    # Bytes after IEND are not part of the image.
+    texts.append(raw[pos:].decode("latin-1"))
+    return "\n".join(texts)
+
+
+_PNG_KNOWN_CHUNKS = frozenset(
+    {
+        b"IHDR",
+        b"PLTE",
+        b"IDAT",
+        b"IEND",
+        b"pHYs",
+        b"gAMA",
+        b"cHRM",
+        b"sRGB",
+        b"bKGD",
+        b"tIME",
+        b"tRNS",
+        b"sBIT",
+        b"iCCP",
+        b"hIST",
+        b"sPLT",
+    }
+)
+
+
+def _png_compressed_text(kind: bytes, body: bytes) -> str:
+    keyword, _, rest = body.partition(b"\x00")
+    if kind == b"zTXt":
+        return keyword.decode("latin-1") + " " + zlib.decompress(rest[1:]).decode("latin-1")
+    flag, method, rest = rest[0], rest[1], rest[2:]
+    lang, _, rest = rest.partition(b"\x00")
+    translated, _, text = rest.partition(b"\x00")
+    data = zlib.decompress(text) if flag == 1 and method == 0 else text
+    return " ".join(
+        part.decode("utf-8", errors="replace") for part in (keyword, lang, translated, data)
+    )
+
+
+# Protocol metadata ipykernel puts on replies, kept only in its strict shape and not scanned:
+# a timestamp's microseconds or a UUID would otherwise trip the date matcher by chance.
+_ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?$")
+_REPLY_STATUS = frozenset({"ok", "error", "aborted"})
+
+
+def split_protocol_metadata(metadata: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the protocol fields in their strict shape, everything else, which gets scanned).
+
+    The kernel's `engine` id is dropped: 122 free bits per message are a covert channel and no
+    client needs it.
+    """
+    safe: dict[str, Any] = {}
+    rest: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if key == "started" and isinstance(value, str) and _ISO_TIME.match(value):
+            safe[key] = value
+        elif key == "dependencies_met" and isinstance(value, bool):
+            safe[key] = value
+        elif key == "status" and value in _REPLY_STATUS:
+            safe[key] = value
+        elif key == "engine":
+            continue
+        else:
+            rest[key] = value
+    return safe, rest
+
+
+_RUN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_=-"
+
+
+def _lines_join_runs(text: str) -> bool:
+    """Whether a line break sits inside a long run of base64 characters (linear time)."""
+    if "\n" not in text:
+        return False
+    lines = text.split("\n")
+    for upper, lower in zip(lines, lines[1:], strict=False):
+        upper = upper.rstrip("\r")
+        tail = len(upper) - len(upper.rstrip(_RUN_CHARS))
+        if not tail:
+            continue
+        head = len(lower) - len(lower.lstrip(_RUN_CHARS))
+        if head and max(tail, head) >= 12:
+            return True
+    return False
+
+
+# Between fields and lines: a break no base64, hex or digit run reads across.
+_LINE_BREAK = "\n\t\n"
+
+
+_DIGITS_AND_SEPARATORS = re.compile(r"^[\d\s./:-]+$")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _date_columns(frames: list[tuple[Any, list[str]]]) -> set[str]:
+    """Identifier columns holding dates (load_dataset writes them as ISO text)."""
+    out = set()
+    for frame, columns in frames:
+        for column in columns:
+            values = frame[column].dropna().astype(str).head(200)
+            if len(values) and values.map(lambda v: bool(_ISO_DATE.match(v))).mean() > 0.9:
+                out.add(column)
+    return out
+
+
+def policy_scanner(policy: Any) -> tuple[Scan, int]:
+    """The text scanner of a policy and the number of identifier values it knows.
+
+    It reads the policy's datasets itself (the sentry is trusted and may), so rows that escaped
+    the kernel guard are recognised here: identifier values through the policy's identifier
+    index and the enabled PHI patterns, also inside encoded text (`scan_text`).
+    """
+    from bedside.policy import IdentifierIndex, load_dataset, scan_text
+
+    frames = [(load_dataset(ds), list(ds.identifiers)) for ds in policy.datasets.values()]
+    index = IdentifierIndex.from_frames(frames) if frames else None
+    kinds = list(policy.enabled_phi_patterns)
+    dates = _date_columns(frames)
+
+    def plausible(finding: Any, scanned: str) -> bool:
+        # A date column matched by a bare run of digits ("6242000" as 6/24/2000) or by digits
+        # read backwards is how statistics, sums and timestamps trip the date matcher; a date
+        # written with separators ("2000-06-24", "24/06/2000") is still caught.
+        if finding.column not in dates:
+            return True
+        span = scanned[finding.start : finding.end]
+        if finding.kind == "identifier":
+            return not span.isdigit()
+        if finding.kind == "encoded:reversed+identifier":
+            return not _DIGITS_AND_SEPARATORS.match(span)
+        return True
+
+    def scan(text: str) -> Finding | None:
+        scanned = text
+        found = [f for f in scan_text(text, index, phi_kinds=kinds) if plausible(f, scanned)]
+        if not found and _lines_join_runs(text):
+            # scan_text reads a base64 run across line breaks (wrapped base64), so a run next
+            # to a line of ordinary words decodes to nothing. Read each line on its own too.
+            scanned = text.replace("\n", _LINE_BREAK)
+            found = [f for f in scan_text(scanned, index, phi_kinds=kinds) if plausible(f, scanned)]
+        if not found:
+            return None
+        first = found[0]
+        kind = first.kind
+        how = ""
+        if kind.startswith("encoded:"):
+            how, _, kind = kind[len("encoded:") :].partition("+")
+        if kind.startswith("phi:"):
+            rule, what = "phi", kind[len("phi:") :]
+        else:
+            rule, what = "identifier", first.column or "identifier"
+        return rule, f"{what}, {how}-encoded" if how else what
+
+    return scan, len(index) if index is not None else 0
+
+
+def _mime_allowed(mime: str, patterns: list[str]) -> bool:
+    return any(mime == pat or fnmatch.fnmatchcase(mime, pat) for pat in patterns)
+
+
+class BoundaryGuard:
+    """Decides, for each message leaving the hospital, what of it may leave.
+
+    `scan` is the text scanner (identifier index + PHI patterns of the policy); `mime_allow` the
+    policy's MIME allowlist; `max_output_bytes` the per-output limit. `notice_suffix` is added to
+    every notice (the no-sandbox warning, when the sandbox is off).
+    """
+
+    def __init__(
+        self,
+        scan: Scan,
+        *,
+        mime_allow: list[str],
+        max_output_bytes: int,
+        notice_suffix: str = "",
+    ) -> None:
+        self.scan = scan
+        self.mime_allow = list(mime_allow)
+        self.max_output_bytes = int(max_output_bytes)
+        self.notice_suffix = notice_suffix
+
+    # -- scanning -----------------------------------------------------------------------------
+
+    def scan_value(self, *values: Any) -> Finding | None:
+        """The first finding in all text of `values` (the scanner also reads encoded text).
+
+        PNG images are read for the text they carry rather than scanned as base64; a value
+        under image/png that is not a PNG is scanned as text.
+        """
+        images: list[str] = []
+        parts = [t for v in values for t in iter_text(v, images)]
+        for image in images:
+            carried = png_text(image)
+            parts.append(image if carried is None else carried)
+        # A break between fields, so no decoder joins the end of one with the next.
+        text = _LINE_BREAK.join(parts)
+        if not text or trivially_clean(text):
+            return None
+        try:
+            return self.scan(text)
+        except Exception as exc:  # noqa: BLE001 - fail closed: a scanner fault blocks
+            log.exception("the text scanner failed; the message is blocked")
+            return ("scanner_error", type(exc).__name__)
+
+    def _scan_buffers(self, buffers: list[bytes]) -> Decision | None:
+        for number, buf in enumerate(buffers):
+            data = bytes(buf)
+            if len(data) > MAX_TEXT_BUFFER:
+                return Decision.block(
+                    "binary_buffer",
+                    f"binary buffer {number} ({len(data)} bytes) cannot be inspected",
+                    "Return results as text or an allowed MIME type; binary buffers above "
+                    f"{MAX_TEXT_BUFFER} bytes do not leave the hospital.",
+                    layer=Layer.SENTRY,
+                )
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                return Decision.block(
+                    "binary_buffer",
+                    f"binary buffer {number} is not text and cannot be inspected",
+                    "Return results as text or an allowed MIME type.",
+                    layer=Layer.SENTRY,
+                )
+            hit = self.scan_value(text)
+            if hit is not None:
+                return self._finding_decision(hit)
+        return None
+
+    def _finding_decision(self, hit: Finding) -> Decision:
+        rule, kind = hit
+        if rule == "scanner_error":
+            return Decision.block(
+                rule,
+                "the hospital's scanner could not read this output",
+                "Try a simpler output; the custodian finds the fault in the sentry log.",
+                layer=Layer.SENTRY,
+                details={"kind": kind},
+            )
+        if rule == "identifier":
+            reason = f"the output contains a patient identifier value ({kind})"
+            advice = (
+                "Aggregate before displaying (counts, means, models); identifier values of the "
+                "protected datasets never leave the hospital."
+            )
+        else:
+            reason = f"the output contains a personal-data pattern ({kind})"
+            advice = "Remove personal data (e-mail, phone, national numbers) from the output."
+        return Decision.block(rule, reason, advice, layer=Layer.SENTRY, details={"kind": kind})
+
+    # -- the decision -------------------------------------------------------------------------
+
+    def check(
+        self,
+        channel: str,
+        msg_type: str,
+        content: dict[str, Any],
+        metadata: dict[str, Any],
+        buffers: list[bytes],
+        size: int,
+    ) -> Verdict:
+        """The verdict for one message coming from the kernel on `channel`."""
+        if msg_type == "status":
+            state = content.get("execution_state")
+            if state in STATUS_STATES and not buffers:
+                return Verdict(
+                    Decision.release(layer=Layer.SENTRY),
+                    msg_type,
+                    {"execution_state": state},
+                    {},
+                    [],
+                )
+            return self.notice(
+                channel,
+                msg_type,
+                content,
+                Decision.block(
+                    "malformed",
+                    "a status message with unexpected content",
+                    layer=Layer.SENTRY,
+                ),
+            )
+
+        known = {"iopub": IOPUB_TYPES, "stdin": STDIN_TYPES}.get(channel, REPLY_TYPES)
+        if msg_type not in known:
+            return self.notice(
+                channel,
+                msg_type,
+                content,
+                Decision.block(
+                    "unknown_msg_type",
+                    f"message type {msg_type!r} is not expected on the {channel} channel",
+                    "Only standard Jupyter messages leave the hospital.",
+                    layer=Layer.SENTRY,
+                ),
+            )
+
+        if size > self.max_output_bytes:
+            return self.notice(
+                channel,
+                msg_type,
+                content,
+                Decision.block(
+                    "max_output_bytes",
+                    f"the output is {size} bytes, above the policy's limit of "
+                    f"{self.max_output_bytes} bytes per output",
+                    "Summarise the result or write it to a file for a reviewed release.",
+                    layer=Layer.SENTRY,
+                ),
+            )
+
+        decision = Decision.release(layer=Layer.SENTRY)
+        dropped: list[str] = []
+        if msg_type in DISPLAY_TYPES or msg_type == "inspect_reply":
+            content, dropped = self._filter_bundle(content)
+            if msg_type in DISPLAY_TYPES and not content.get("data"):
+                return self.notice(
+                    channel,
+                    msg_type,
+                    content,
+                    Decision.block(
+                        "mime_allow",
+                        "none of the output's MIME types is allowed by the policy",
+                        f"Allowed types: {', '.join(self.mime_allow)}.",
+                        layer=Layer.SENTRY,
+                        details={"dropped": dropped},
+                    ),
+                )
+        if msg_type == "execute_reply" and content.get("payload"):
+            content, more = self._filter_payload(content)
+            dropped.extend(more)
+
+        safe_meta, metadata = split_protocol_metadata(metadata)
+        hit = self.scan_value(content, metadata)
+        if safe_meta:
+            metadata = {**safe_meta, **metadata}
+        if hit is not None:
+            return self.notice(channel, msg_type, content, self._finding_decision(hit))
+        if buffers:
+            buffer_block = self._scan_buffers(buffers)
+            if buffer_block is not None:
+                return self.notice(channel, msg_type, content, buffer_block)
+
+        if dropped:
+            decision = Decision.redact(
+                "mime_allow",
+                f"dropped MIME types not allowed by the policy: {', '.join(sorted(set(dropped)))}",
+                f"Allowed types: {', '.join(self.mime_allow)}.",
+                layer=Layer.SENTRY,
+                details={"dropped": sorted(set(dropped))},
+            )
+        return Verdict(decision, msg_type, content, metadata, list(buffers), changed=bool(dropped))
+
+    def _filter_bundle(self, content: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        data = content.get("data")
+        if not isinstance(data, dict):
+            return content, []
+        dropped = [mime for mime in data if not _mime_allowed(mime, self.mime_allow)]
+        if not dropped:
+            return content, []
+        new = dict(content)
+        new["data"] = {k: v for k, v in data.items() if k not in dropped}
+        meta = content.get("metadata")
+        if isinstance(meta, dict):
+            new["metadata"] = {k: v for k, v in meta.items() if k not in dropped}
+        return new, dropped
+
+    def _filter_payload(self, content: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        payload = content.get("payload")
+        if not isinstance(payload, list):
+            return content, []
+        dropped: list[str] = []
+        items = []
+        for item in payload:
+            if isinstance(item, dict) and isinstance(item.get("data"), dict):
+                item, gone = self._filter_bundle(item)
+                dropped.extend(gone)
+            items.append(item)
+        new = dict(content)
+        new["payload"] = items
+        return new, dropped
+
+    # -- notices ------------------------------------------------------------------------------
+
+    def notice_text(self, decision: Decision) -> str:
+        text = f"[bedside] Output blocked by the hospital sentry (rule: {decision.rule})"
+        if decision.reason:
+            text += f": {decision.reason}."
+        if decision.advice:
+            text += f" {decision.advice}"
+        return text + self.notice_suffix
+
+    def notice_bundle(self, decision: Decision) -> dict[str, str]:
+        text = self.notice_text(decision)
+        return {
+            "text/plain": text,
+            "text/html": (
+                '<div class="bedside-notice" style="border-left:4px solid #b00;'
+                'padding:4px 8px;background:#fff4f4">' + html.escape(text) + "</div>"
+            ),
+        }
+
+    def _safe_ename(self, content: dict[str, Any]) -> str:
+        ename = content.get("ename")
+        if isinstance(ename, str) and ename.isidentifier() and len(ename) <= 64:
+            if self.scan_value(ename) is None:
+                return ename
+        return "BedsideBlocked"
+
+    def notice(
+        self, channel: str, msg_type: str, content: dict[str, Any], decision: Decision
+    ) -> Verdict:
+        """A notice in place of a blocked message, shaped so every client shows it."""
+        notice = self.notice_text(decision)
+        meta = {"bedside": decision.to_metadata()}
+        new_type = msg_type
+        new: dict[str, Any]
+        if msg_type == "stream":
+            name = content.get("name") if content.get("name") in ("stdout", "stderr") else "stderr"
+            new = {"name": name, "text": notice + "\n"}
+        elif msg_type == "error":
+            new = {"ename": self._safe_ename(content), "evalue": notice, "traceback": [notice]}
+        elif msg_type in DISPLAY_TYPES:
+            new = {"data": self.notice_bundle(decision), "metadata": {}}
+            if msg_type == "execute_result":
+                count = content.get("execution_count")
+                new["execution_count"] = count if isinstance(count, int) else None
+            else:
+                new["transient"] = {}
+                if msg_type == "update_display_data":
+                    # An update needs a display id we can no longer trust: show a new notice.
+                    new_type = "display_data"
+        elif msg_type == "input_request":
+            new = {"prompt": notice + "\n", "password": bool(content.get("password", False))}
+        elif channel == "iopub":
+            # comm traffic, execute_input, unknown types: a display notice in the cell instead.
+            new_type = "display_data"
+            new = {"data": self.notice_bundle(decision), "metadata": {}, "transient": {}}
+        else:
+            new = self._blocked_reply(msg_type, content, notice)
+        return Verdict(
+            decision,
+            new_type,
+            new,
+            meta,
+            [],
+            changed=True,
+            original_type=msg_type,
+        )
+
+    def _blocked_reply(self, msg_type: str, content: dict[str, Any], notice: str) -> dict[str, Any]:
+        status = content.get("status")
+        if msg_type != "execute_reply" or status not in ("ok", "error", "aborted"):
+            status = "error"
+        new: dict[str, Any] = {"status": status}
+        if status == "error":
+            ename = self._safe_ename(content) if content.get("status") == "error" else ""
+            new.update(ename=ename or "BedsideBlocked", evalue=notice, traceback=[notice])
+        if msg_type == "execute_reply":
+            count = content.get("execution_count")
+            new["execution_count"] = count if isinstance(count, int) else None
+            new["payload"] = []
+            expressions = content.get("user_expressions")
+            new["user_expressions"] = {
+                key: {
+                    "status": "error",
+                    "ename": "BedsideBlocked",
+                    "evalue": notice,
+                    "traceback": [],
+                }
+                for key in (expressions if isinstance(expressions, dict) else {})
+                if isinstance(key, str) and self.scan_value(key) is None
+            }
+        elif msg_type == "complete_reply":
+            new.update(matches=[], cursor_start=0, cursor_end=0, metadata={})
+        elif msg_type == "inspect_reply":
+            new.update(found=False, data={}, metadata={})
+        elif msg_type == "history_reply":
+            new["history"] = []
+        return new

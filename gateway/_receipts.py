@@ -1,0 +1,237 @@
+"""The hospital copy of the session ledger, written by the sentry, and the receipts it signs.
+
+The sentry is the ledger's author: it appends the header, each execute request, each output
+message that leaves (released or blocked), cosigned checkpoints, metering, interruptions and the
+seal. Each message that leaves carries a receipt with the entries appended since the previous
+receipt, the ledger's size and root, signed with the custodian's Ed25519 key
+(docs/dev/contracts.md, "the receipt").
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+
+from bedside.ledger import Ledger, Signer, Verifier, entries, verify_note
+from bedside.policy.decision import Decision
+
+# How long appended entries may wait before they are made durable (fsync) when messages keep
+# flowing; the sentry flushes as soon as the relay is quiet, and a header, seal, checkpoint or
+# interruption is durable at once. One fsync per message would double a trivial cell's time.
+FLUSH_AFTER = 0.5
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def committed_bytes(
+    channel: str, msg_type: str, content: dict[str, Any], buffers: list[bytes]
+) -> bytes:
+    """The bytes a ledger entry commits to for one message (contract: committed output bytes)."""
+    return entries.output_committed_bytes(
+        channel=channel, msg_type=msg_type, content=content, buffers=buffers
+    )
+
+
+class HospitalLedger:
+    """The sentry's ledger: appends entries and signs receipts and checkpoints."""
+
+    def __init__(self, path: Path, *, session_id: str, origin: str, signer: Signer) -> None:
+        self.path = path
+        self.session_id = session_id
+        self.origin = origin
+        self.signer = signer
+        self.key = signer.verifier_key
+        self.ledger = Ledger.create(path, session_id=session_id, origin=origin)
+        # Entries appended since the last receipt, as the receipt carries them.
+        self._pending: list[dict[str, Any]] = []
+        self.last_checkpoint: str | None = None
+        # Ledger size right after the latest checkpoint entry (nothing unsigned beyond it).
+        self.last_signed_size = 0
+        self._dirty_since: float | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.ledger.size)
+
+    @property
+    def has_header(self) -> bool:
+        return self.ledger.size > 0
+
+    @property
+    def sealed(self) -> bool:
+        return bool(self.ledger.sealed)
+
+    def append(
+        self,
+        entry: dict[str, Any],
+        *,
+        opening: dict[str, Any] | None = None,
+        public: bool = False,
+        sync: bool = False,
+    ) -> int:
+        """Append one entry; `public` puts the opening's salt in the next receipt."""
+        index = int(self.ledger.append(entry, opening=opening, sync=sync))
+        # Send the bytes the ledger wrote (seq, v, ts filled in), so both copies agree.
+        item: dict[str, Any] = {"index": index, "entry": self.ledger.entry(index)}
+        if public and opening is not None:
+            item["salt"] = opening["salt"]
+        self._pending.append(item)
+        if not sync and self._dirty_since is None:
+            self._dirty_since = time.monotonic()
+        return index
+
+    # -- entries --------------------------------------------------------------------------------
+
+    def header(
+        self,
+        *,
+        intent: dict[str, Any],
+        policy_id: str,
+        policy_digest: str,
+        environment_digest: str,
+        researcher_key: str | None,
+    ) -> tuple[int, dict[str, Any]]:
+        identities = {"custodian": self.key}
+        if researcher_key:
+            identities["researcher"] = researcher_key
+        entry = entries.header(
+            session=self.session_id,
+            origin=self.origin,
+            intent=intent,
+            policy_id=policy_id,
+            policy_digest=policy_digest,
+            kernel_env=environment_digest,
+            identities=identities,
+        )
+        index = self.append(entry, sync=True)
+        return index, self.ledger.entry(index)
+
+    def execute_request(
+        self, msg_id: str, code: str, researcher_sig: str | None, cell_id: str | None
+    ) -> int:
+        entry, opening = entries.execute_request(
+            session=self.session_id,
+            msg_id=msg_id,
+            code=code,
+            researcher_sig=researcher_sig,
+            cell_id=cell_id,
+        )
+        return self.append(entry, opening=opening)
+
+    def output(
+        self,
+        *,
+        msg_id: str,
+        parent: str,
+        channel: str,
+        msg_type: str,
+        committed: bytes,
+        decision: Decision,
+    ) -> int:
+        """An output entry; a blocked output's salt stays in the private openings file only."""
+        entry, opening = entries.output_from_bytes(
+            session=self.session_id,
+            msg_id=msg_id,
+            parent=parent,
+            channel=channel,
+            msg_type=msg_type,
+            committed=committed,
+            decision=decision.action,
+            rule=decision.rule,
+            layer=decision.layer,
+        )
+        return self.append(entry, opening=opening, public=not decision.blocked)
+
+    def interrupted(self, reason: str, msg_id: str | None) -> int:
+        entry = entries.interrupted(session=self.session_id, reason=reason, msg_id=msg_id)
+        return self.append(entry, sync=True)
+
+    def metering(self, counters: dict[str, int | str]) -> int:
+        """A metering record signed on its own by the custodian key (the settlement reference).
+
+        `sig` is over rfc8785({"session", "counters"}); `key` is the custodian verifier key.
+        """
+        entry = entries.metering(session=self.session_id, counters=counters)
+        body = {"session": self.session_id, "counters": entry["counters"]}
+        entry["key"] = self.key
+        entry["sig"] = b64(self.signer.sign(rfc8785.dumps(body)))
+        return self.append(entry)
+
+    def seal(self, reason: str) -> int:
+        return self.append(entries.seal(session=self.session_id, reason=reason), sync=True)
+
+    def cosigned_checkpoint(self, note: str, researcher_key: str) -> int:
+        """Store a checkpoint the researcher cosigned, after checking both signatures."""
+        _, signed = verify_note(note, [Verifier(self.key), Verifier(researcher_key)])
+        custodian = Verifier(self.key).name
+        researcher = Verifier(researcher_key).name
+        missing = [n for n in (custodian, researcher) if n not in signed]
+        if missing:
+            from bedside.errors import SignatureError
+
+            raise SignatureError(f"the checkpoint lacks the signature of {', '.join(missing)}")
+        index = int(self.ledger.append_checkpoint(note, sync=True))
+        self._pending.append({"index": index, "entry": self.ledger.entry(index)})
+        self.last_signed_size = self.size
+        return index
+
+    def custodian_checkpoint(self) -> int | None:
+        """Append a checkpoint signed by the custodian alone, covering every entry so far.
+
+        Written at the seal, when the kernel dies and at shutdown, so the hospital ledger
+        verifies on its own even when no researcher cosigned.
+        """
+        if not self.has_header or self.sealed:
+            return None
+        note = self.sign_checkpoint()
+        index = int(self.ledger.append_checkpoint(note, sync=True))
+        self._pending.append({"index": index, "entry": self.ledger.entry(index)})
+        self.last_signed_size = self.size
+        return index
+
+    # -- checkpoints and receipts ---------------------------------------------------------------
+
+    def sign_checkpoint(self) -> str:
+        self.last_checkpoint = self.ledger.sign_checkpoint(self.signer)
+        return self.last_checkpoint
+
+    def receipt(
+        self, msg_id: str, committed: bytes, *, checkpoint: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "v": 1,
+            "msg_id": msg_id,
+            "digest": "sha256:" + hashlib.sha256(committed).hexdigest(),
+            "entries": self._pending,
+            "size": self.size,
+            "root": self.ledger.root().hex(),
+            "key": self.key,
+        }
+        if checkpoint is not None:
+            body["checkpoint"] = checkpoint
+        self._pending = []
+        body["sig"] = b64(self.signer.sign(rfc8785.dumps(body)))
+        return body
+
+    @property
+    def dirty(self) -> bool:
+        return self._dirty_since is not None
+
+    def flush_if_due(self, *, force: bool = False) -> None:
+        """Make appended entries durable when the relay is quiet (`force`) or at the latest
+        `FLUSH_AFTER` seconds after the first of them."""
+        if self._dirty_since is None:
+            return
+        if force or time.monotonic() - self._dirty_since >= FLUSH_AFTER:
+            self.ledger.flush()
+            self._dirty_since = None
+
+    def close(self) -> None:
+        self.ledger.close()
