@@ -32,6 +32,18 @@ def register(subparsers: Any) -> None:
     commands = gateway.add_subparsers(dest="gateway_command", metavar="COMMAND")
     gateway.set_defaults(handler=lambda _args: gateway.print_help() or 2)
 
+    # `bedside sentry …` is what the kernelspecs launch. Its own parser lives with the sentry;
+    # importing it here would pull zmq and the guard into every `bedside --help`, so the
+    # arguments are handed over unparsed.
+    sentry = subparsers.add_parser(
+        "sentry",
+        help="run one kernel behind the sentry (internal: launched by the bedside kernelspec)",
+        add_help=False,
+        prefix_chars="\x00",  # no options of its own: every argument goes to the sentry's parser
+    )
+    sentry.add_argument("sentry_args", nargs=argparse.REMAINDER)
+    sentry.set_defaults(handler=_run_sentry)
+
     start = commands.add_parser(
         "start",
         help="start Enterprise Gateway with the guarded kernel (foreground; Ctrl-C stops it)",
@@ -295,3 +307,9 @@ def _certs(args: argparse.Namespace) -> int:
     for name, path in vars(made).items():
         print(f"{name}: {path}")
     return 0
+
+
+def _run_sentry(args: argparse.Namespace) -> int:
+    from bedside.gateway.sentry import main as sentry_main
+
+    return sentry_main(list(args.sentry_args))
