@@ -97,7 +97,14 @@ def strengthen(text: str, spans: Sequence[tuple[int, int]], weak: Sequence[bool]
     if not w.any():
         return w.tolist()
     sp = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
-    distinct = {text[a:b].lower() for (a, b), k in zip(sp.tolist(), w.tolist(), strict=True) if k}
+    # Distinct weak values, counting overlapping matches once ("01-21 1934" inside
+    # "1934-01-21 1934-09-14" is not another date).
+    distinct: set[str] = set()
+    last_end = -1
+    for a, b in sorted(map(tuple, sp[w].tolist())):
+        if a >= last_end:
+            distinct.add(text[a:b].lower())
+            last_end = b
     if len(distinct) >= LISTING or w.all():
         return [False] * len(w) if len(distinct) >= LISTING else w.tolist()
     strong = sp[~w]

@@ -186,14 +186,16 @@ def scan_phi(text: str, kinds: Iterable[str] | None = None) -> list[PHIMatch]:
             checks.append(("ip_address", _IP, _always, _BEFORE_IP))
     found: list[PHIMatch] = []
     windows = _number_windows(text)
+    # The number patterns run once over a copy of the text with everything outside the
+    # windows blanked out (NUL matches no pattern), so offsets stay those of `text`.
+    masked = text if windows is None else _mask(text, windows)
     for kind, pattern, ok, before in checks:
-        spans = windows if pattern in _NUMBER_PATTERNS and windows is not None else [(0, len(text))]
-        for lo, hi in spans:
-            for m in pattern.finditer(text, lo, hi):
-                if before and not _starts_clear(text, m.start(), before):
-                    continue
-                if ok(text, m):
-                    found.append(PHIMatch(kind, m.start(), m.end()))
+        subject = masked if pattern in _NUMBER_PATTERNS else text
+        for m in pattern.finditer(subject):
+            if before and not _starts_clear(text, m.start(), before):
+                continue
+            if ok(text, m):
+                found.append(PHIMatch(kind, m.start(), m.end()))
     found.sort(key=lambda p: (p.start, -p.end))
     return _drop_nested(found)
 
@@ -233,15 +235,27 @@ def _number_windows(text: str) -> list[tuple[int, int]] | None:
     counts = np.concatenate(([0], np.cumsum(digit)))
     enough = (counts[r_end] - counts[r_start]) >= 9
     n = len(text)
-    # Merge windows that are close, so dense tables cost a few long scans, not many calls.
-    out: list[tuple[int, int]] = []
-    for a, b in zip(r_start[enough].tolist(), r_end[enough].tolist(), strict=True):
-        a, b = max(0, a - 2), min(n, b + 2)
-        if out and a - out[-1][1] < 64:
-            out[-1] = (out[-1][0], b)
-        else:
-            out.append((a, b))
-    return out
+    a = np.maximum(r_start[enough] - 2, 0)
+    b = np.minimum(r_end[enough] + 2, n)
+    if not len(a):
+        return []
+    # Merge windows that are close (vectorised: windows are sorted and their ends increase).
+    new = np.concatenate(([True], (a[1:] - b[:-1]) >= 64))
+    first = np.flatnonzero(new)
+    last = np.append(first[1:] - 1, len(a) - 1)
+    return list(zip(a[first].tolist(), b[last].tolist(), strict=True))
+
+
+def _mask(text: str, windows: list[tuple[int, int]]) -> str:
+    """`text` with every character outside `windows` replaced by NUL."""
+    parts: list[str] = []
+    at = 0
+    for lo, hi in windows:
+        parts.append("\0" * (lo - at))
+        parts.append(text[lo:hi])
+        at = hi
+    parts.append("\0" * (len(text) - at))
+    return "".join(parts)
 
 
 def _drop_nested(found: list[PHIMatch]) -> list[PHIMatch]:
