@@ -10,8 +10,9 @@ valid area and group, MRNs and bare dates a label in front of them.
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -185,13 +186,19 @@ def scan_phi(text: str, kinds: Iterable[str] | None = None) -> list[PHIMatch]:
         if "ip_address" in wanted:
             checks.append(("ip_address", _IP, _always, _BEFORE_IP))
     found: list[PHIMatch] = []
-    windows = _number_windows(text)
-    # The number patterns run once over a copy of the text with everything outside the
-    # windows blanked out (NUL matches no pattern), so offsets stay those of `text`.
-    masked = text if windows is None else _mask(text, windows)
+    numbers = _number_windows(text)
+    # Long texts: each pattern runs only where it can match (digit runs for the number patterns,
+    # a label's neighbourhood for MRN/DOB/SSN, an "@" for e-mail), on a compact copy of those
+    # windows; a regex pass over a whole megabyte costs more than the rest of the scan.
+    words = len(text) >= _WINDOWED and (not lower or len(lower) == len(text))
     for kind, pattern, ok, before in checks:
-        subject = masked if pattern in _NUMBER_PATTERNS else text
-        for m in pattern.finditer(subject):
+        if pattern in _NUMBER_PATTERNS:
+            windows, bounded = numbers, True
+        elif words and pattern in _LABELS:
+            windows, bounded = _word_windows(lower or text, *_LABELS[pattern]), False
+        else:
+            windows, bounded = None, False
+        for m in _finditer(pattern, text, windows, bounded):
             if before and not _starts_clear(text, m.start(), before):
                 continue
             if ok(text, m):
@@ -202,6 +209,14 @@ def scan_phi(text: str, kinds: Iterable[str] | None = None) -> list[PHIMatch]:
 
 _ANY_DIGIT = re.compile(r"\d")
 _NUMBER_PATTERNS = (_PHONE_UK, _PHONE_NA, _PHONE_INTL, _SSN, _NHS)
+_WINDOWED = 2048  # shorter texts are scanned whole
+# Labelled patterns: the label words (lower case), characters before and after them to scan.
+_LABELS: dict[re.Pattern[str], tuple[tuple[str, ...], int, int]] = {
+    _MRN: (_MRN_WORDS, 1, 96),
+    _DOB: (_DOB_WORDS, 10, 64),
+    _SSN_LABELLED: (("ssn",), 1, 24),
+    _EMAIL: (("@",), 70, 320),
+}
 _NUMBER_BYTES = np.zeros(256, dtype=np.bool_)
 _NUMBER_BYTES[np.frombuffer(b"0123456789", dtype=np.uint8)] = True
 _NUMBER_SEPARATORS = np.zeros(256, dtype=np.bool_)
@@ -220,19 +235,17 @@ def _number_windows(text: str) -> list[tuple[int, int]] | None:
     digit = _NUMBER_BYTES[data]
     sep = _NUMBER_SEPARATORS[data]
     # Separator runs of one or two characters join digits; longer ones (table columns) do not.
-    edge = np.diff(np.concatenate(([0], sep.view(np.int8), [0])))
-    s_start, s_end = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
-    joins = np.zeros(len(data) + 1, dtype=np.int8)
-    short = (s_end - s_start) <= 2
-    # Separator runs are disjoint and apart, so their ends never coincide with starts.
-    joins[s_start[short]] = 1
-    joins[s_end[short]] = -1
-    inside = digit | (np.cumsum(joins[:-1]) > 0)
-    edge = np.diff(np.concatenate(([0], inside.view(np.int8), [0])))
+    three = sep[:-2] & sep[1:-1] & sep[2:]
+    long = np.zeros(len(data), dtype=np.bool_)
+    long[:-2] |= three
+    long[1:-1] |= three
+    long[2:] |= three
+    inside = digit | (sep & ~long)
+    edge = np.diff(inside.view(np.int8), prepend=np.int8(0), append=np.int8(0))
     r_start, r_end = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
     if not len(r_start):
         return []
-    counts = np.concatenate(([0], np.cumsum(digit)))
+    counts = np.concatenate(([0], np.cumsum(digit, dtype=np.int32)))
     enough = (counts[r_end] - counts[r_start]) >= 9
     n = len(text)
     a = np.maximum(r_start[enough] - 2, 0)
@@ -246,16 +259,54 @@ def _number_windows(text: str) -> list[tuple[int, int]] | None:
     return list(zip(a[first].tolist(), b[last].tolist(), strict=True))
 
 
-def _mask(text: str, windows: list[tuple[int, int]]) -> str:
-    """`text` with every character outside `windows` replaced by NUL."""
-    parts: list[str] = []
-    at = 0
+def _word_windows(
+    lower: str, words: tuple[str, ...], before: int, after: int
+) -> list[tuple[int, int]]:
+    """Windows of `before`/`after` characters around each occurrence of `words`, merged."""
+    n = len(lower)
+    spans: list[tuple[int, int]] = []
+    for w in words:
+        i = lower.find(w)
+        while i != -1:
+            spans.append((max(0, i - before), min(n, i + len(w) + after)))
+            i = lower.find(w, i + 1)
+    spans.sort()
+    out: list[tuple[int, int]] = []
+    for a, b in spans:
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(b, out[-1][1]))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _finditer(
+    pattern: re.Pattern[str], text: str, windows: list[tuple[int, int]] | None, bounded: bool
+) -> Iterator[re.Match[str]]:
+    """Matches of `pattern` in `text` inside `windows` (None: the whole text).
+
+    The windows are joined by NUL (which no pattern matches) into one compact string scanned
+    once; each hit is matched again on `text` at its offset, so callers get matches of `text`.
+    `bounded`: a match ends inside its window (else it may run on past it in `text`).
+    """
+    if windows is None:
+        yield from pattern.finditer(text)
+        return
+    if not windows:
+        return
+    at: list[int] = []
+    pos = 0
     for lo, hi in windows:
-        parts.append("\0" * (lo - at))
-        parts.append(text[lo:hi])
-        at = hi
-    parts.append("\0" * (len(text) - at))
-    return "".join(parts)
+        at.append(pos)
+        pos += hi - lo + 1
+    compact = "\0".join(text[lo:hi] for lo, hi in windows)
+    for m in pattern.finditer(compact):
+        i = bisect.bisect_right(at, m.start()) - 1
+        lo, hi = windows[i]
+        start = lo + m.start() - at[i]
+        again = pattern.match(text, start, hi) if bounded else pattern.match(text, start)
+        if again is not None:
+            yield again
 
 
 def _drop_nested(found: list[PHIMatch]) -> list[PHIMatch]:
