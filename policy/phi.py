@@ -221,11 +221,14 @@ _NUMBER_BYTES = np.zeros(256, dtype=np.bool_)
 _NUMBER_BYTES[np.frombuffer(b"0123456789", dtype=np.uint8)] = True
 _NUMBER_SEPARATORS = np.zeros(256, dtype=np.bool_)
 _NUMBER_SEPARATORS[np.frombuffer(b" ()+.-", dtype=np.uint8)] = True
+_PARENS = np.zeros(256, dtype=np.bool_)
+_PARENS[np.frombuffer(b"()", dtype=np.uint8)] = True
 
 
 def _number_windows(text: str) -> list[tuple[int, int]] | None:
-    """Where phone numbers, SSNs and NHS numbers can be: runs of digits joined by at most two
-    separator characters, holding at least 9 digits (with two characters of context each side).
+    """Where phone numbers, SSNs and NHS numbers can be: runs of digit groups joined as the
+    patterns join them (see below), holding at least 9 digits (with two characters of context
+    each side).
 
     Only for long texts (short ones are scanned whole); None means scan the whole text.
     """
@@ -234,13 +237,18 @@ def _number_windows(text: str) -> list[tuple[int, int]] | None:
     data = code_units(text)
     digit = _NUMBER_BYTES[data]
     sep = _NUMBER_SEPARATORS[data]
-    # Separator runs of one or two characters join digits; longer ones (table columns) do not.
-    three = sep[:-2] & sep[1:-1] & sep[2:]
-    long = np.zeros(len(data), dtype=np.bool_)
-    long[:-2] |= three
-    long[1:-1] |= three
-    long[2:] |= three
-    inside = digit | (sep & ~long)
+    # Separator runs join digit groups of one number when they are one character, or two with
+    # a parenthesis ("(020) 7946", "+44 (0)20"): no pattern allows more. Wider gaps are the
+    # columns of a table.
+    edge = np.diff(sep.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    s_start, s_end = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
+    width = s_end - s_start
+    inside = digit.copy()
+    inside[s_start[width == 1]] = True
+    two = s_start[width == 2]
+    two = two[_PARENS[data[two]] | _PARENS[data[two + 1]]]
+    inside[two] = True
+    inside[two + 1] = True
     edge = np.diff(inside.view(np.int8), prepend=np.int8(0), append=np.int8(0))
     r_start, r_end = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
     if not len(r_start):

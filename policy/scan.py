@@ -183,17 +183,19 @@ def _spans(text: str, name: str, data: npt.NDArray[np.uint8]) -> Iterator[tuple[
         # case with probability under 1 %); words, numbers and snake_case names do not.
         st, en = _runs(data, _BASE64_BYTES, 12)
         if len(st):
-            upper = np.concatenate(([0], np.cumsum(_UPPER_BYTES[data])))
-            lower = np.concatenate(([0], np.cumsum(_LOWER_BYTES[data])))
+            upper = np.concatenate(([0], np.cumsum(_UPPER_BYTES[data], dtype=np.int32)))
+            lower = np.concatenate(([0], np.cumsum(_LOWER_BYTES[data], dtype=np.int32)))
             mixed = (upper[en] > upper[st]) & (lower[en] > lower[st])
             yield from _pairs(st[mixed], en[mixed])
     elif name == "hex":
         yield from _pairs(*_runs(data, _HEX_BYTES, 10))
         st, en = _runs(data, _SPACED_HEX_BYTES, 14)
         if len(st):
-            # Hex dumps of text have letters a-f; space-separated decimals are table rows.
-            letters = np.concatenate(([0], np.cumsum(_HEX_LETTER_BYTES[data])))
-            has = letters[en] > letters[st]
+            # Hex dumps of text have letters a-f; space-separated decimals are table rows. Five
+            # pairs (ten hex digits) at least, or the pattern below cannot match.
+            letters = np.concatenate(([0], np.cumsum(_HEX_LETTER_BYTES[data], dtype=np.int32)))
+            digits = np.concatenate(([0], np.cumsum(_HEX_BYTES[data], dtype=np.int32)))
+            has = (letters[en] > letters[st]) & (digits[en] - digits[st] >= 10)
             for start, end in _pairs(st[has], en[has]):
                 spaced = _SPACED_HEX.search(text, start, end)
                 if spaced is not None and spaced.end() - spaced.start() >= 14:
