@@ -292,9 +292,6 @@ def scan_text(
     found: list[Finding] = []
     n = len(text)
     want_reversed = index is not None
-    if index is not None:
-        for m in index.find(text):
-            found.append(Finding("identifier", m.start, m.end, m.value_kind))
     if phi:
         for p in scan_phi(text, kinds):
             found.append(Finding("phi:" + p.kind, p.start, p.end))
@@ -303,36 +300,39 @@ def scan_text(
         layers.extend(_decoded_segments(text, want_reversed))
     if want_reversed:
         layers.append((None, 0, ("encoded:reversed+", text[::-1], True)))
-    if layers:
-        # Each distinct decoded text is scanned once; its findings are reported at every span
-        # it was decoded from. The index runs once over all of them joined by newlines (no
-        # value spans a newline).
-        distinct: dict[_Layer, int] = {}
-        for _, _, layer in layers:
-            distinct.setdefault(layer, len(distinct))
-        inner: list[list[tuple[str, str, int, int]]] = [[] for _ in distinct]
-        if index is not None:
-            texts = [layer[1] for layer in distinct]
-            offsets = list(itertools.accumulate((len(t) + 1 for t in texts), initial=0))
-            for m in index.find("\n".join(texts)):
-                i = bisect.bisect_right(offsets, m.start) - 1
-                inner[i].append(
-                    ("identifier", m.value_kind, m.start - offsets[i], m.end - offsets[i])
+    # Each distinct decoded text is scanned once; its findings are reported at every span it
+    # was decoded from.
+    distinct: dict[_Layer, int] = {}
+    for _, _, layer in layers:
+        distinct.setdefault(layer, len(distinct))
+    inner: list[list[tuple[str, str, int, int]]] = [[] for _ in distinct]
+    if index is not None:
+        # One index pass over the output and every decoded text, joined by newlines (no value
+        # spans a newline): a call costs the same few dozen array operations whatever its size.
+        texts = [text, *(layer[1] for layer in distinct)]
+        offsets = list(itertools.accumulate((len(t) + 1 for t in texts), initial=0))
+        joined = "\n".join(texts) if len(texts) > 1 else text
+        for m in index.find(joined):
+            if m.start < n:
+                found.append(Finding("identifier", m.start, m.end, m.value_kind))
+                continue
+            i = bisect.bisect_right(offsets, m.start) - 2
+            a, b = m.start - offsets[i + 1], m.end - offsets[i + 1]
+            inner[i].append(("identifier", m.value_kind, a, b))
+    if phi:
+        for layer, i in distinct.items():
+            if not layer[2]:
+                inner[i].extend(
+                    ("phi:" + p.kind, "", p.start, p.end) for p in scan_phi(layer[1], kinds)
                 )
-        if phi:
-            for layer, i in distinct.items():
-                if not layer[2]:
-                    inner[i].extend(
-                        ("phi:" + p.kind, "", p.start, p.end) for p in scan_phi(layer[1], kinds)
-                    )
-        for start, end, layer in layers:
-            prefix, _, rev = layer
-            for kind, column, a, b in inner[distinct[layer]]:
-                if start is None:
-                    # The whole output reversed: offsets map back onto the output.
-                    found.append(Finding(prefix + kind, n - b, n - a, column))
-                else:
-                    found.append(Finding(prefix + kind, start, end, column))
+    for start, end, layer in layers:
+        prefix = layer[0]
+        for kind, column, a, b in inner[distinct[layer]]:
+            if start is None:
+                # The whole output reversed: offsets map back onto the output.
+                found.append(Finding(prefix + kind, n - b, n - a, column))
+            else:
+                found.append(Finding(prefix + kind, start, end, column))
     if index is not None and index.date_kinds:
         weak = [f.kind.endswith("identifier") and f.column in index.date_kinds for f in found]
         if any(weak):
