@@ -87,7 +87,11 @@ class IdentifierMatch:
     strength: str = STRONG
 
 
-def strengthen(text: str, spans: Sequence[tuple[int, int]], weak: Sequence[bool]) -> list[bool]:
+def strengthen(
+    text: str,
+    spans: Sequence[tuple[int, int]] | T.I64,
+    weak: Sequence[bool] | T.B,
+) -> list[bool]:
     """Which of the weak `spans` of `text` stay weak (see `IdentifierMatch.strength`).
 
     `spans` are (start, end) character offsets in `text`, any order; `weak` says which start
@@ -95,7 +99,7 @@ def strengthen(text: str, spans: Sequence[tuple[int, int]], weak: Sequence[bool]
     """
     w = np.asarray(weak, dtype=np.bool_)
     if not w.any():
-        return w.tolist()
+        return [False] * len(w)
     sp = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
     # Distinct weak values, counting overlapping matches once ("01-21 1934" inside
     # "1934-01-21 1934-09-14" is not another date).
@@ -105,8 +109,10 @@ def strengthen(text: str, spans: Sequence[tuple[int, int]], weak: Sequence[bool]
         if a >= last_end:
             distinct.add(text[a:b].lower())
             last_end = b
-    if len(distinct) >= LISTING or w.all():
-        return [False] * len(w) if len(distinct) >= LISTING else w.tolist()
+    if len(distinct) >= LISTING:
+        return [False] * len(w)
+    if w.all():
+        return [True] * len(w)
     strong = sp[~w]
     strong = strong[np.argsort(strong[:, 0], kind="stable")]
     s_start, s_end = strong[:, 0], strong[:, 1]
@@ -132,7 +138,8 @@ def strengthen(text: str, spans: Sequence[tuple[int, int]], weak: Sequence[bool]
         near |= maybe & (same_r | same_l)
     out = w.copy()
     out[np.flatnonzero(w)[near]] = False
-    return out.tolist()
+    final: list[bool] = out.tolist()
+    return final
 
 
 def _word_hashes(words: Sequence[str]) -> T.U64:
