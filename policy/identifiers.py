@@ -33,6 +33,11 @@ Tokens of one value must be separated by at most three characters on one line (`
 Limits: values shorter than `min_length` characters and purely numeric values with fewer than
 `min_digits` significant digits are not indexed; a value's first eight tokens are used.
 
+Dates of birth: at a million patients nearly every date of the last century is someone's
+birthday, so a match of a date column (`date_kinds`) is `weak` when it stands alone and `strong`
+beside another identifier, or in a listing of several dates (`strengthen`); guards block on
+strong matches only (`bedside.policy.scan.findings_block`).
+
 Values never leave the index: it stores only hashes, and matches, errors and reprs carry offsets
 and the column name (the *kind*), never the value.
 """
@@ -105,10 +110,13 @@ def strengthen(
     # "1934-01-21 1934-09-14" is not another date).
     distinct: set[str] = set()
     last_end = -1
-    for a, b in sorted(map(tuple, sp[w].tolist())):
+    weak_spans = sp[w]
+    for a, b in weak_spans[np.argsort(weak_spans[:, 0], kind="stable")].tolist():
         if a >= last_end:
             distinct.add(text[a:b].lower())
             last_end = b
+            if len(distinct) >= LISTING:
+                break
     if len(distinct) >= LISTING:
         return [False] * len(w)
     if w.all():
