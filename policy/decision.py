@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class Action(str, enum.Enum):
+class Action(str, enum.Enum):  # noqa: UP042 (str() must stay "Action.X" for callers)
     RELEASED = "released"
     REDACTED = "redacted"
     BLOCKED = "blocked"
@@ -21,7 +21,7 @@ class Action(str, enum.Enum):
         return self.value
 
 
-class Layer(str, enum.Enum):
+class Layer(str, enum.Enum):  # noqa: UP042
     KERNEL = "kernel"
     SENTRY = "sentry"
 

@@ -33,6 +33,11 @@ Tokens of one value must be separated by at most three characters on one line (`
 Limits: values shorter than `min_length` characters and purely numeric values with fewer than
 `min_digits` significant digits are not indexed; a value's first eight tokens are used.
 
+Dates of birth: at a million patients nearly every date of the last century is someone's
+birthday, so a match of a date column (`date_kinds`) is `weak` when it stands alone and `strong`
+beside another identifier, or in a listing of several dates (`strengthen`); guards block on
+strong matches only (`bedside.policy.scan.findings_block`).
+
 Values never leave the index: it stores only hashes, and matches, errors and reprs carry offsets
 and the column name (the *kind*), never the value.
 """
@@ -49,6 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bedside.policy import _tokens as T
+from bedside.policy._tokens import code_units
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,13 +68,86 @@ _TITLES = ("mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "dame", "rev", 
 _SUFFIXES = ("jr", "sr", "md", "phd", "dds", "dvm", "ii", "iii", "iv", "obe", "mbe", "cbe", "esq")
 
 
+STRONG = "strong"
+WEAK = "weak"
+NEAR = 80  # a weak match this close (characters) to a strong one is part of a record
+SAME_LINE = 400  # ... or this close on the same line (a table row, a CSV line)
+LISTING = 5  # this many distinct weak values in one text are a listing of records
+
+
 @dataclass(frozen=True)
 class IdentifierMatch:
-    """Where an identifier value occurs in a text (character offsets) and from which column."""
+    """Where an identifier value occurs in a text (character offsets) and from which column.
+
+    `strength` is "weak" for a value of a date column (a date of birth) standing alone: at a
+    million patients nearly every date of the last century is someone's birthday, so a date
+    printed by itself says little. It is "strong" for every other value, and for a date within
+    `NEAR` characters of a strong match (or `SAME_LINE` on its line), or when the text holds
+    `LISTING` or more distinct weak values (a listing of rows); see `strengthen`.
+    """
 
     start: int
     end: int
     value_kind: str
+    strength: str = STRONG
+
+
+def strengthen(
+    text: str,
+    spans: Sequence[tuple[int, int]] | T.I64,
+    weak: Sequence[bool] | T.B,
+) -> list[bool]:
+    """Which of the weak `spans` of `text` stay weak (see `IdentifierMatch.strength`).
+
+    `spans` are (start, end) character offsets in `text`, any order; `weak` says which start
+    weak. Returns the final weak flag of each span.
+    """
+    w = np.asarray(weak, dtype=np.bool_)
+    if not w.any():
+        return [False] * len(w)
+    sp = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    # Distinct weak values, counting overlapping matches once ("01-21 1934" inside
+    # "1934-01-21 1934-09-14" is not another date).
+    distinct: set[str] = set()
+    last_end = -1
+    weak_spans = sp[w]
+    for a, b in weak_spans[np.argsort(weak_spans[:, 0], kind="stable")].tolist():
+        if a >= last_end:
+            distinct.add(text[a:b].lower())
+            last_end = b
+            if len(distinct) >= LISTING:
+                break
+    if len(distinct) >= LISTING:
+        return [False] * len(w)
+    if w.all():
+        return [True] * len(w)
+    strong = sp[~w]
+    strong = strong[np.argsort(strong[:, 0], kind="stable")]
+    s_start, s_end = strong[:, 0], strong[:, 1]
+    run_end = np.maximum.accumulate(s_end)
+    ws, we = sp[w, 0], sp[w, 1]
+    # Nearest strong span starting at/after a weak span's start, and the furthest-reaching one
+    # starting before it; a negative gap is an overlap.
+    right = np.searchsorted(s_start, ws, side="left")
+    gap_r = np.where(
+        right < len(s_start), s_start[np.minimum(right, len(s_start) - 1)] - we, 1 << 40
+    )
+    left = right - 1
+    gap_l = np.where(left >= 0, ws - run_end[np.maximum(left, 0)], 1 << 40)
+    near = (gap_r <= NEAR) | (gap_l <= NEAR)
+    maybe = ~near & ((gap_r <= SAME_LINE) | (gap_l <= SAME_LINE))
+    if maybe.any():
+        # Same line: no newline between the weak span and the strong neighbour.
+        nl = np.concatenate(([0], np.cumsum(code_units(text) == 10)))
+        r_at = s_start[np.minimum(right, len(s_start) - 1)]
+        l_at = run_end[np.maximum(left, 0)]
+        same_r = (gap_r <= SAME_LINE) & (nl[np.clip(r_at, 0, len(text))] == nl[we])
+        same_l = (gap_l <= SAME_LINE) & (nl[np.clip(l_at, 0, len(text))] == nl[ws])
+        near |= maybe & (same_r | same_l)
+    out = w.copy()
+    out[np.flatnonzero(w)[near]] = False
+    final: list[bool] = out.tolist()
+    return final
 
 
 def _word_hashes(words: Sequence[str]) -> T.U64:
@@ -123,12 +202,17 @@ class IdentifierIndex:
         *,
         min_length: int,
         min_digits: int,
+        date_kinds: Sequence[str] = (),
     ) -> None:
         # Sorted: the top 56 bits of each variant's hash, the column (kind) in the low byte.
         self._entries = entries
         self._kind_names = list(kind_names)
         self._lengths = tuple(sorted({k for k in lengths if k >= 2}))
         self._n_values = n_values
+        self._date_kinds = frozenset(date_kinds)
+        self._weak_code = np.array(
+            [k in self._date_kinds for k in self._kind_names] + [False], dtype=np.bool_
+        )
         self._min_length = min_length
         self._min_digits = min_digits
         self._bits, self._shift = _bitmap(entries)
@@ -184,6 +268,11 @@ class IdentifierIndex:
     @property
     def kinds(self) -> list[str]:
         return list(self._kind_names)
+
+    @property
+    def date_kinds(self) -> frozenset[str]:
+        """Columns whose values are dates: their matches are weak alone (see `strengthen`)."""
+        return self._date_kinds
 
     @property
     def nbytes(self) -> int:
@@ -250,18 +339,21 @@ class IdentifierIndex:
         keep = np.ones(len(s), dtype=np.bool_)
         keep[1:] = (s[1:] != s[:-1]) | (e[1:] != e[:-1])
         s, e, kk = s[keep], e[keep], kk[keep]
-        if limit is not None:
-            s, e, kk = s[:limit], e[:limit], kk[:limit]
         if len(raw) != len(text):
             # Byte offsets -> character offsets: count UTF-8 lead bytes before each offset.
             lead = np.empty(len(buf) + 1, dtype=np.int64)
             lead[0] = 0
             np.cumsum((buf & 0xC0) != 0x80, out=lead[1:])
             s, e = lead[s], lead[e]
+        weak = self._weak_code[kk]
+        if weak.any():
+            weak = np.asarray(strengthen(text, np.stack([s, e], axis=1), weak), dtype=np.bool_)
+        if limit is not None:
+            s, e, kk, weak = s[:limit], e[:limit], kk[:limit], weak[:limit]
         names = self._kind_names
         return [
-            IdentifierMatch(int(a), int(b), names[int(c)])
-            for a, b, c in zip(s.tolist(), e.tolist(), kk.tolist(), strict=True)
+            IdentifierMatch(int(a), int(b), names[int(c)], WEAK if w else STRONG)
+            for a, b, c, w in zip(s.tolist(), e.tolist(), kk.tolist(), weak.tolist(), strict=True)
         ]
 
     @staticmethod
@@ -401,6 +493,8 @@ class _Builder:
         self.kind_names: list[str] = []
         self.lengths: set[int] = set()
         self.n_values = 0
+        self.iso_count: dict[str, int] = {}
+        self.value_count: dict[str, int] = {}
         self._titles = _word_hashes(_TITLES)
         self._suffixes = _word_hashes(_SUFFIXES)
         self._pending: list[T.U64] = []  # hashes of the column being added
@@ -414,6 +508,9 @@ class _Builder:
         arr = pc.utf8_lower(pc.utf8_trim_whitespace(values.drop_null()))
         arr = pc.unique(arr)
         arr = arr.filter(pc.greater(pc.utf8_length(arr), 0))
+        iso = pc.sum(pc.match_substring_regex(arr, _ISO_DATE)).as_py() or 0
+        self.iso_count[kind] = self.iso_count.get(kind, 0) + iso
+        self.value_count[kind] = self.value_count.get(kind, 0) + len(arr)
         for offset in range(0, len(arr), _CHUNK):
             chunk = arr.slice(offset, _CHUNK)
             self.n_values += self._lines(chunk, variants=True)
@@ -531,7 +628,7 @@ class _Builder:
                 joined.append(pc.replace_substring_regex(arr.filter(grouped), r"\D+", ""))
         # Other date formats; their compact forms are listed explicitly (zero-padded), since
         # joining `3/9/1973` into `391973` would match ordinary six-digit numbers.
-        iso = pc.match_substring_regex(chunk, r"^\d{4}-\d{2}-\d{2}(?:[ t]00:00(?::00(?:\.0+)?)?)?$")
+        iso = pc.match_substring_regex(chunk, _ISO_DATE)
         if pc.any(iso).as_py():
             dates = pc.unique(pc.utf8_slice_codeunits(chunk.filter(iso), 0, 10))
             out.append(pa.array(_date_variants(dates.to_pylist()), type=pa.large_string()))
@@ -560,8 +657,14 @@ class _Builder:
             self.n_values,
             min_length=self.min_length,
             min_digits=self.min_digits,
+            # A column is a date column when nearly all its values are dates.
+            date_kinds=[
+                k for k, n in self.value_count.items() if n and self.iso_count.get(k, 0) >= 0.9 * n
+            ],
         )
 
+
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}(?:[ t]00:00(?::00(?:\.0+)?)?)?$"
 
 _MONTHS = (
     "january",

@@ -10,8 +10,9 @@ valid area and group, MRNs and bare dates a label in front of them.
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -185,30 +186,49 @@ def scan_phi(text: str, kinds: Iterable[str] | None = None) -> list[PHIMatch]:
         if "ip_address" in wanted:
             checks.append(("ip_address", _IP, _always, _BEFORE_IP))
     found: list[PHIMatch] = []
-    windows = _number_windows(text)
+    numbers = _number_windows(text)
+    # Long texts: each pattern runs only where it can match (digit runs for the number patterns,
+    # a label's neighbourhood for MRN/DOB/SSN, an "@" for e-mail), on a compact copy of those
+    # windows; a regex pass over a whole megabyte costs more than the rest of the scan.
+    words = len(text) >= _WINDOWED and (not lower or len(lower) == len(text))
     for kind, pattern, ok, before in checks:
-        spans = windows if pattern in _NUMBER_PATTERNS and windows is not None else [(0, len(text))]
-        for lo, hi in spans:
-            for m in pattern.finditer(text, lo, hi):
-                if before and not _starts_clear(text, m.start(), before):
-                    continue
-                if ok(text, m):
-                    found.append(PHIMatch(kind, m.start(), m.end()))
+        if pattern in _NUMBER_PATTERNS:
+            windows, bounded = numbers, True
+        elif words and pattern in _LABELS:
+            windows, bounded = _word_windows(lower or text, *_LABELS[pattern]), False
+        else:
+            windows, bounded = None, False
+        for m in _finditer(pattern, text, windows, bounded):
+            if before and not _starts_clear(text, m.start(), before):
+                continue
+            if ok(text, m):
+                found.append(PHIMatch(kind, m.start(), m.end()))
     found.sort(key=lambda p: (p.start, -p.end))
     return _drop_nested(found)
 
 
 _ANY_DIGIT = re.compile(r"\d")
 _NUMBER_PATTERNS = (_PHONE_UK, _PHONE_NA, _PHONE_INTL, _SSN, _NHS)
+_WINDOWED = 2048  # shorter texts are scanned whole
+# Labelled patterns: the label words (lower case), characters before and after them to scan.
+_LABELS: dict[re.Pattern[str], tuple[tuple[str, ...], int, int]] = {
+    _MRN: (_MRN_WORDS, 1, 96),
+    _DOB: (_DOB_WORDS, 10, 64),
+    _SSN_LABELLED: (("ssn",), 1, 24),
+    _EMAIL: (("@",), 70, 320),
+}
 _NUMBER_BYTES = np.zeros(256, dtype=np.bool_)
 _NUMBER_BYTES[np.frombuffer(b"0123456789", dtype=np.uint8)] = True
 _NUMBER_SEPARATORS = np.zeros(256, dtype=np.bool_)
 _NUMBER_SEPARATORS[np.frombuffer(b" ()+.-", dtype=np.uint8)] = True
+_PARENS = np.zeros(256, dtype=np.bool_)
+_PARENS[np.frombuffer(b"()", dtype=np.uint8)] = True
 
 
 def _number_windows(text: str) -> list[tuple[int, int]] | None:
-    """Where phone numbers, SSNs and NHS numbers can be: runs of digits joined by at most two
-    separator characters, holding at least 9 digits (with two characters of context each side).
+    """Where phone numbers, SSNs and NHS numbers can be: runs of digit groups joined as the
+    patterns join them (see below), holding at least 9 digits (with two characters of context
+    each side).
 
     Only for long texts (short ones are scanned whole); None means scan the whole text.
     """
@@ -217,31 +237,84 @@ def _number_windows(text: str) -> list[tuple[int, int]] | None:
     data = code_units(text)
     digit = _NUMBER_BYTES[data]
     sep = _NUMBER_SEPARATORS[data]
-    # Separator runs of one or two characters join digits; longer ones (table columns) do not.
-    edge = np.diff(np.concatenate(([0], sep.view(np.int8), [0])))
+    # Separator runs join digit groups of one number when they are one character, or two with
+    # a parenthesis ("(020) 7946", "+44 (0)20"): no pattern allows more. Wider gaps are the
+    # columns of a table.
+    edge = np.diff(sep.view(np.int8), prepend=np.int8(0), append=np.int8(0))
     s_start, s_end = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
-    joins = np.zeros(len(data) + 1, dtype=np.int8)
-    short = (s_end - s_start) <= 2
-    # Separator runs are disjoint and apart, so their ends never coincide with starts.
-    joins[s_start[short]] = 1
-    joins[s_end[short]] = -1
-    inside = digit | (np.cumsum(joins[:-1]) > 0)
-    edge = np.diff(np.concatenate(([0], inside.view(np.int8), [0])))
+    width = s_end - s_start
+    inside = digit.copy()
+    inside[s_start[width == 1]] = True
+    two = s_start[width == 2]
+    two = two[_PARENS[data[two]] | _PARENS[data[two + 1]]]
+    inside[two] = True
+    inside[two + 1] = True
+    edge = np.diff(inside.view(np.int8), prepend=np.int8(0), append=np.int8(0))
     r_start, r_end = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
     if not len(r_start):
         return []
-    counts = np.concatenate(([0], np.cumsum(digit)))
+    counts = np.concatenate(([0], np.cumsum(digit, dtype=np.int32)))
     enough = (counts[r_end] - counts[r_start]) >= 9
     n = len(text)
-    # Merge windows that are close, so dense tables cost a few long scans, not many calls.
+    a = np.maximum(r_start[enough] - 2, 0)
+    b = np.minimum(r_end[enough] + 2, n)
+    if not len(a):
+        return []
+    # Merge windows that are close (vectorised: windows are sorted and their ends increase).
+    new = np.concatenate(([True], (a[1:] - b[:-1]) >= 64))
+    first = np.flatnonzero(new)
+    last = np.append(first[1:] - 1, len(a) - 1)
+    return list(zip(a[first].tolist(), b[last].tolist(), strict=True))
+
+
+def _word_windows(
+    lower: str, words: tuple[str, ...], before: int, after: int
+) -> list[tuple[int, int]]:
+    """Windows of `before`/`after` characters around each occurrence of `words`, merged."""
+    n = len(lower)
+    spans: list[tuple[int, int]] = []
+    for w in words:
+        i = lower.find(w)
+        while i != -1:
+            spans.append((max(0, i - before), min(n, i + len(w) + after)))
+            i = lower.find(w, i + 1)
+    spans.sort()
     out: list[tuple[int, int]] = []
-    for a, b in zip(r_start[enough].tolist(), r_end[enough].tolist(), strict=True):
-        a, b = max(0, a - 2), min(n, b + 2)
-        if out and a - out[-1][1] < 64:
-            out[-1] = (out[-1][0], b)
+    for a, b in spans:
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(b, out[-1][1]))
         else:
             out.append((a, b))
     return out
+
+
+def _finditer(
+    pattern: re.Pattern[str], text: str, windows: list[tuple[int, int]] | None, bounded: bool
+) -> Iterator[re.Match[str]]:
+    """Matches of `pattern` in `text` inside `windows` (None: the whole text).
+
+    The windows are joined by NUL (which no pattern matches) into one compact string scanned
+    once; each hit is matched again on `text` at its offset, so callers get matches of `text`.
+    `bounded`: a match ends inside its window (else it may run on past it in `text`).
+    """
+    if windows is None:
+        yield from pattern.finditer(text)
+        return
+    if not windows:
+        return
+    at: list[int] = []
+    pos = 0
+    for lo, hi in windows:
+        at.append(pos)
+        pos += hi - lo + 1
+    compact = "\0".join(text[lo:hi] for lo, hi in windows)
+    for m in pattern.finditer(compact):
+        i = bisect.bisect_right(at, m.start()) - 1
+        lo, hi = windows[i]
+        start = lo + m.start() - at[i]
+        again = pattern.match(text, start, hi) if bounded else pattern.match(text, start)
+        if again is not None:
+            yield again
 
 
 def _drop_nested(found: list[PHIMatch]) -> list[PHIMatch]:

@@ -7,6 +7,12 @@ part of it is base64, hex, percent-encoding, a long integer holding UTF-8 bytes
 (`int.from_bytes(s.encode(), "big")`), a list of character codes, or the text reversed. A
 `Finding` says what was found and where (character offsets of the text as given, i.e. of the
 encoded span); it never carries the value.
+
+Cost on long outputs: candidate spans of every encoding come from vectorised byte-class runs
+with their filters applied to all runs at once; each distinct span is decoded once per call (long
+outputs repeat ids, hashes and rows), each distinct decoded text is scanned once, and the output,
+its reversal and all decoded texts go through the identifier index in one call. The PHI patterns
+run only on windows where they can match (see `phi`).
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import dataclasses
+import itertools
 import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
@@ -23,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bedside.policy._tokens import code_units
-from bedside.policy.identifiers import IdentifierIndex
+from bedside.policy.identifiers import STRONG, WEAK, IdentifierIndex, strengthen
 from bedside.policy.phi import scan_phi
 
 
@@ -39,6 +47,7 @@ class Finding:
     start: int
     end: int
     column: str = ""
+    strength: str = STRONG  # "weak": a date-of-birth value alone (see `findings_block`)
 
 
 # Candidate spans of each encoding come from byte-class runs (`_spans`); minimum lengths keep
@@ -135,18 +144,26 @@ _WHITESPACE = re.compile(r"\s")
 
 def _runs(
     data: npt.NDArray[np.uint8], table: npt.NDArray[np.bool_], min_len: int
-) -> Iterator[tuple[int, int]]:
-    """Maximal runs of bytes in `table`, at least `min_len` long (ASCII text: byte = char)."""
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Maximal runs of code units in `table`, at least `min_len` long (character offsets)."""
     inside = np.zeros(len(data) + 2, dtype=np.int8)
     inside[1:-1] = table[data]
     edges = np.flatnonzero(np.diff(inside))
     starts, ends = edges[0::2], edges[1::2]
     keep = ends - starts >= min_len
-    return zip(starts[keep].tolist(), ends[keep].tolist(), strict=True)
+    return starts[keep], ends[keep]
 
 
-def _spans(text: str, name: str) -> Iterator[tuple[int, int]]:
-    """Candidate spans of one encoding in `text` (character offsets)."""
+def _pairs(starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]) -> Iterator[tuple[int, int]]:
+    return zip(starts.tolist(), ends.tolist(), strict=True)
+
+
+def _spans(text: str, name: str, data: npt.NDArray[np.uint8]) -> Iterator[tuple[int, int]]:
+    """Candidate spans of one encoding in `text` (character offsets); `data` its code units.
+
+    Every filter is vectorised over all runs at once, so ordinary text costs a few passes over
+    its code units and no Python per run.
+    """
     if name == "percent":
         if "%" not in text:
             return
@@ -167,29 +184,36 @@ def _spans(text: str, name: str) -> Iterator[tuple[int, int]]:
             for m in _ORDS.finditer(text):
                 yield m.start(), m.end()
         return
-    data = code_units(text)
     if name == "base64":
         # Base64 of text mixes upper- and lower-case letters (a 12-character run lacks one
         # case with probability under 1 %); words, numbers and snake_case names do not.
-        upper = np.concatenate(([0], np.cumsum(_UPPER_BYTES[data])))
-        lower = np.concatenate(([0], np.cumsum(_LOWER_BYTES[data])))
-        for start, end in _runs(data, _BASE64_BYTES, 12):
-            if upper[end] > upper[start] and lower[end] > lower[start]:
-                yield start, end
+        st, en = _runs(data, _BASE64_BYTES, 12)
+        if len(st):
+            upper = np.concatenate(([0], np.cumsum(_UPPER_BYTES[data], dtype=np.int32)))
+            lower = np.concatenate(([0], np.cumsum(_LOWER_BYTES[data], dtype=np.int32)))
+            mixed = (upper[en] > upper[st]) & (lower[en] > lower[st])
+            yield from _pairs(st[mixed], en[mixed])
     elif name == "hex":
-        yield from _runs(data, _HEX_BYTES, 10)
-        letters = np.concatenate(([0], np.cumsum(_HEX_LETTER_BYTES[data])))
-        for start, end in _runs(data, _SPACED_HEX_BYTES, 14):
-            # Hex dumps of text have letters a-f; space-separated decimals are table rows.
-            if letters[end] == letters[start]:
-                continue
-            spaced = _SPACED_HEX.search(text, start, end)
-            if spaced is not None and spaced.end() - spaced.start() >= 14:
-                yield spaced.start(), spaced.end()
+        yield from _pairs(*_runs(data, _HEX_BYTES, 10))
+        st, en = _runs(data, _SPACED_HEX_BYTES, 14)
+        if len(st):
+            # Hex dumps of text have letters a-f; space-separated decimals are table rows. Five
+            # pairs (ten hex digits) at least, or the pattern below cannot match.
+            letters = np.concatenate(([0], np.cumsum(_HEX_LETTER_BYTES[data], dtype=np.int32)))
+            digits = np.concatenate(([0], np.cumsum(_HEX_BYTES[data], dtype=np.int32)))
+            has = (letters[en] > letters[st]) & (digits[en] - digits[st] >= 10)
+            for start, end in _pairs(st[has], en[has]):
+                spaced = _SPACED_HEX.search(text, start, end)
+                if spaced is not None and spaced.end() - spaced.start() >= 14:
+                    yield spaced.start(), spaced.end()
     elif name == "int":
-        for start, end in _runs(data, _DIGIT_BYTES, 7):
-            if (start == 0 or text[start - 1] != ".") and (end == len(text) or text[end] != "."):
-                yield start, end
+        st, en = _runs(data, _DIGIT_BYTES, 7)
+        if len(st):
+            n = len(data)
+            before = data[np.maximum(st - 1, 0)]
+            after = data[np.minimum(en, n - 1)]
+            ok = ((st == 0) | (before != 46)) & ((en == n) | (after != 46))  # 46: "."
+            yield from _pairs(st[ok], en[ok])
 
 
 _DECODERS: tuple[tuple[str, Callable[[str], str | None]], ...] = (
@@ -199,48 +223,60 @@ _DECODERS: tuple[tuple[str, Callable[[str], str | None]], ...] = (
     ("int", _decode_int),
     ("ords", _decode_ords),
 )
+_DECODER = dict(_DECODERS)
 
 
-@dataclass(frozen=True)
-class _Segment:
-    """A text to scan: the output itself, its reversal, or something decoded from it."""
-
-    text: str
-    prefix: str  # "" for the output itself, else "encoded:<enc>+" (nested: several)
-    span: tuple[int, int] | None  # where in the output it came from (None: the output itself)
-    reversed: bool = False
-    phi: bool = True
+# A decoded layer: (prefix such as "encoded:base64+", its text, whether it is a reversal).
+_Layer = tuple[str, str, bool]
+_Cache = dict[tuple[str, str, int], list[_Layer]]
 
 
-def _segments(text: str, decode: bool, want_reversed: bool) -> list[_Segment]:
-    out = [_Segment(text, "", None)]
-    if decode:
-        _collect(text, "", None, 1, out, want_reversed)
-    return out
-
-
-def _collect(
-    text: str,
-    prefix: str,
-    span: tuple[int, int] | None,
-    depth: int,
-    out: list[_Segment],
-    want_reversed: bool,
-) -> None:
-    for name, decoder in _DECODERS:
-        for start, end in _spans(text, name):
-            decoded = decoder(text[start:end])
-            if not decoded:
-                continue
-            where = span if span is not None else (start, end)
-            inner = f"{prefix}encoded:{name}+"
-            out.append(_Segment(decoded, inner, where))
-            if depth < MAX_DEPTH:
-                _collect(decoded, inner, where, depth + 1, out, want_reversed)
+def _inner_layers(text: str, depth: int, want_reversed: bool, cache: _Cache) -> list[_Layer]:
+    """Every layer decoded from spans of `text` (itself decoded `depth - 1` times)."""
+    out: list[_Layer] = []
+    data = code_units(text)
+    for name, _ in _DECODERS:
+        for start, end in _spans(text, name, data):
+            out.extend(_span_layers(name, text[start:end], depth, want_reversed, cache))
     if want_reversed:
         # Identifiers written backwards. PHI patterns are not run on reversed text: reversed
         # tables of numbers take phone-like shapes.
-        out.append(_Segment(text[::-1], f"{prefix}encoded:reversed+", span, True, False))
+        out.append(("encoded:reversed+", text[::-1], True))
+    return out
+
+
+def _span_layers(
+    name: str, chunk: str, depth: int, want_reversed: bool, cache: _Cache
+) -> list[_Layer]:
+    """The layers one encoded span decodes to. Memoised per call of `scan_text`: long outputs
+    repeat the same spans (ids, hashes, table rows), and each distinct one is decoded once."""
+    key = (name, chunk, depth)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    decoder = _DECODER[name]
+    decoded = decoder(chunk)
+    layers: list[_Layer] = []
+    if decoded:
+        prefix = f"encoded:{name}+"
+        layers.append((prefix, decoded, False))
+        if depth < MAX_DEPTH:
+            for p, t, r in _inner_layers(decoded, depth + 1, want_reversed, cache):
+                layers.append((prefix + p, t, r))
+    cache[key] = layers
+    return layers
+
+
+def _decoded_segments(text: str, want_reversed: bool) -> list[tuple[int, int, _Layer]]:
+    """(start, end, layer) for every decoded layer of every encoded span of `text`."""
+    cache: _Cache = {}
+    out: list[tuple[int, int, _Layer]] = []
+    data = code_units(text)
+    for name, _ in _DECODERS:
+        for start, end in _spans(text, name, data):
+            for layer in _span_layers(name, text[start:end], 1, want_reversed, cache):
+                out.append((start, end, layer))
+    return out
 
 
 def scan_text(
@@ -254,36 +290,63 @@ def scan_text(
     """Identifier values and PHI in `text`, also inside encoded spans, ordered by position.
 
     `index` may be None when no dataset is loaded (PHI patterns still run). `phi_kinds`
-    restricts the PHI patterns (a policy's `enabled_phi_patterns`).
+    restricts the PHI patterns (a policy's `enabled_phi_patterns`). A finding of a date column
+    is "weak" unless it sits beside another finding or in a listing (see `strengthen`);
+    `findings_block` says whether the findings should stop the text.
     """
     kinds = None if phi_kinds is None else list(phi_kinds)
-    segments = _segments(text, decode, want_reversed=index is not None)
     found: list[Finding] = []
     n = len(text)
-    if index is not None:
-        # One index pass over all segments joined by newlines (no value spans a newline).
-        offsets: list[int] = []
-        pos = 0
-        for seg in segments:
-            offsets.append(pos)
-            pos += len(seg.text) + 1
-        joined = "\n".join(seg.text for seg in segments) if len(segments) > 1 else text
-        for m in index.find(joined):
-            i = bisect.bisect_right(offsets, m.start) - 1
-            seg = segments[i]
-            start, end = m.start - offsets[i], m.end - offsets[i]
-            if seg.span is not None:
-                start, end = seg.span
-            elif seg.reversed:
-                start, end = n - end, n - start
-            found.append(Finding(seg.prefix + "identifier", start, end, m.value_kind))
+    want_reversed = index is not None
     if phi:
-        for seg in segments:
-            if not seg.phi:
+        for p in scan_phi(text, kinds):
+            found.append(Finding("phi:" + p.kind, p.start, p.end))
+    layers: list[tuple[int | None, int, _Layer]] = []
+    if decode:
+        layers.extend(_decoded_segments(text, want_reversed))
+    if want_reversed:
+        layers.append((None, 0, ("encoded:reversed+", text[::-1], True)))
+    # Each distinct decoded text is scanned once; its findings are reported at every span it
+    # was decoded from.
+    distinct: dict[_Layer, int] = {}
+    for _, _, layer in layers:
+        distinct.setdefault(layer, len(distinct))
+    inner: list[list[tuple[str, str, int, int]]] = [[] for _ in distinct]
+    if index is not None:
+        # One index pass over the output and every decoded text, joined by newlines (no value
+        # spans a newline): a call costs the same few dozen array operations whatever its size.
+        texts = [text, *(layer[1] for layer in distinct)]
+        offsets = list(itertools.accumulate((len(t) + 1 for t in texts), initial=0))
+        joined = "\n".join(texts) if len(texts) > 1 else text
+        for m in index.find(joined):
+            if m.start < n:
+                found.append(Finding("identifier", m.start, m.end, m.value_kind))
                 continue
-            for p in scan_phi(seg.text, kinds):
-                where = seg.span if seg.span is not None else (p.start, p.end)
-                found.append(Finding(seg.prefix + "phi:" + p.kind, where[0], where[1]))
+            i = bisect.bisect_right(offsets, m.start) - 2
+            a, b = m.start - offsets[i + 1], m.end - offsets[i + 1]
+            inner[i].append(("identifier", m.value_kind, a, b))
+    if phi:
+        for layer, i in distinct.items():
+            if not layer[2]:
+                inner[i].extend(
+                    ("phi:" + p.kind, "", p.start, p.end) for p in scan_phi(layer[1], kinds)
+                )
+    for start, end, layer in layers:
+        prefix = layer[0]
+        for kind, column, a, b in inner[distinct[layer]]:
+            if start is None:
+                # The whole output reversed: offsets map back onto the output.
+                found.append(Finding(prefix + kind, n - b, n - a, column))
+            else:
+                found.append(Finding(prefix + kind, start, end, column))
+    if index is not None and index.date_kinds:
+        weak = [f.kind.endswith("identifier") and f.column in index.date_kinds for f in found]
+        if any(weak):
+            final = strengthen(text, [(f.start, f.end) for f in found], weak)
+            found = [
+                dataclasses.replace(f, strength=WEAK) if w else f
+                for f, w in zip(found, final, strict=True)
+            ]
     found.sort(key=lambda f: (f.start, -f.end, f.kind))
     out: list[Finding] = []
     seen: set[tuple[str, int, int]] = set()
@@ -293,3 +356,11 @@ def scan_text(
             seen.add(key)
             out.append(f)
     return out
+
+
+def findings_block(findings: Iterable[Finding]) -> bool:
+    """Whether `findings` should stop the text they came from: any strong finding does.
+
+    Weak findings (a date of birth alone) are for the guards to log or count, not to block on.
+    """
+    return any(f.strength == STRONG for f in findings)

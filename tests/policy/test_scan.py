@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from bedside.policy import Finding, IdentifierIndex, scan_text
+from bedside.policy.scan import findings_block
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +116,46 @@ def test_image_payloads_are_not_misread(patient_index: IdentifierIndex) -> None:
     plt.close(fig)
     png = base64.b64encode(buf.getvalue()).decode()
     assert scan_text(png, patient_index) == []
+
+
+def test_a_date_of_birth_alone_is_weak(patient_index: IdentifierIndex, rows: pd.DataFrame) -> None:
+    dob, name = rows.dob.iloc[0], rows.name.iloc[0]
+    assert "dob" in patient_index.date_kinds
+    alone = scan_text(f"admissions peaked on {dob}.", patient_index)
+    assert [f.strength for f in alone if f.column == "dob"] == ["weak"]
+    assert not findings_block(alone)
+    # Beside another identifier (same line or a short window) it is part of a record.
+    for text in (f"{name}, {dob}", f"{name}\n{dob}", f"{name} | ward A | {dob}"):
+        found = scan_text(text, patient_index)
+        assert {f.strength for f in found} == {"strong"}, text
+        assert findings_block(found)
+    # Beside PHI too.
+    found = scan_text(f"x.y@example.org {dob}", patient_index)
+    assert all(f.strength == "strong" for f in found) and findings_block(found)
+    # Far away on another line it stays weak.
+    found = scan_text(f"{name}\n" + "-" * 200 + f"\n{dob}", patient_index)
+    assert findings_block(found)
+    assert [f.strength for f in found if f.column == "dob"] == ["weak"]
+
+
+def test_a_listing_of_dates_of_birth_is_strong(
+    patient_index: IdentifierIndex, rows: pd.DataFrame
+) -> None:
+    dates = sorted(set(rows.dob))[:5]
+    assert len(dates) == 5
+    few = scan_text(" ".join(dates[:4]), patient_index)
+    assert few and not findings_block(few)
+    many = scan_text("\n".join(dates), patient_index)
+    assert findings_block(many)
+    assert {f.strength for f in many} == {"strong"}
+    match = patient_index.first(dates[0])
+    assert match is not None and match.strength == "weak"
+    assert {m.strength for m in patient_index.find(" ".join(dates))} == {"strong"}
+
+
+def test_other_identifiers_are_strong(patient_index: IdentifierIndex, rows: pd.DataFrame) -> None:
+    for column in ["mrn", "name", "postcode", "phone"]:
+        found = scan_text(f"value {rows[column].iloc[3]} here", patient_index)
+        assert found and all(f.strength == "strong" for f in found), column
+        assert findings_block(found)
+    assert not findings_block([])
