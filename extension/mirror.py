@@ -1,0 +1,478 @@
+"""The researcher's copy of a session ledger, kept in step with the hospital's through receipts.
+
+`SessionMirror` sees every message of one kernel as parsed JSON, in both directions. Requests
+going to the hospital are signed with the researcher's key; every message coming back must carry
+a receipt signed by the custodian (docs/dev/contracts.md, "Sentry ↔ extension"): the mirror checks
+the signature, opens each released output's commitment with its salt, appends the entries the
+sentry wrote and compares size and root. Nothing here imports Jupyter, so the websocket
+connection, the headless runner and the tests share one implementation.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bedside.errors import Error, LedgerError, LedgerIntegrityError, SignatureError
+from bedside.ledger import (
+    DOMAIN_CODE,
+    DOMAIN_OUTPUT,
+    Ledger,
+    Signer,
+    Verifier,
+    canonical_json,
+    cosign,
+    open_checkpoint,
+    open_commitment,
+)
+from bedside.ledger.entries import output_committed_bytes
+
+log = logging.getLogger("bedside.extension")
+
+#: Researcher -> hospital control requests; the sentry consumes them and never forwards them.
+CONTROL_REPLIES = {
+    "bedside_intent_reply",
+    "bedside_cosign_reply",
+    "bedside_seal_reply",
+    "bedside_status_reply",
+}
+
+# Session states, as the REST API and the headless runner report them.
+PENDING = "pending-intent"
+ACTIVE = "active"
+REFUSED = "refused"
+UNMONITORED = "unmonitored"
+INTERRUPTED = "interrupted"
+EXHAUSTED = "budget-exhausted"
+SEALED = "sealed"
+
+
+def code_digest(code: str) -> str:
+    return "sha256:" + hashlib.sha256(code.encode("utf-8")).hexdigest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def new_message(msg_type: str, content: dict[str, Any], *, session: str) -> dict[str, Any]:
+    """A Jupyter shell message in the websocket JSON form."""
+    return {
+        "header": {
+            "msg_id": uuid.uuid4().hex,
+            "msg_type": msg_type,
+            "username": "bedside",
+            "session": session,
+            "date": _now(),
+            "version": "5.3",
+        },
+        "parent_header": {},
+        "metadata": {},
+        "content": content,
+        "channel": "shell",
+        "buffers": [],
+    }
+
+
+@dataclass
+class Verdict:
+    """What the mirror concluded about one message from the hospital."""
+
+    verified: bool
+    reason: str = ""
+    consumed: bool = False  # a control reply: not for the browser
+
+
+class SessionMirror:
+    """One kernel's session as the researcher sees it: intent, ledger copy, checkpoints.
+
+    `send` is set by whoever holds the websocket to the gateway (the server connection or the
+    headless runner) so that control requests (cosign, seal) can be sent from anywhere.
+    """
+
+    def __init__(
+        self,
+        *,
+        kernel_id: str,
+        directory: Path,
+        signer: Signer,
+        intent: dict[str, Any] | None,
+        custodian_key: str = "",
+        cosign_every_cell: bool = True,
+    ) -> None:
+        self.kernel_id = kernel_id
+        self.directory = directory
+        self.signer = signer
+        self.intent = intent
+        self.custodian: Verifier | None = Verifier(custodian_key) if custodian_key else None
+        self.cosign_every_cell = cosign_every_cell
+        self.client_session = uuid.uuid4().hex
+        self.state = PENDING
+        self.reason = ""
+        self.session_id = ""
+        self.ledger: Ledger | None = None
+        self.unverified = 0
+        self.verified = 0
+        self.last_checkpoint: str | None = None
+        self.anchor: dict[str, Any] | None = None
+        self.metering: dict[str, Any] | None = None
+        self.send: Callable[[dict[str, Any]], None] | None = None
+        self._code: dict[str, str] = {}
+        self._sigs: dict[str, str] = {}
+        self._pending_cells: set[str] = set()
+        self._waiters: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self.intent_msg_id = ""
+        directory.mkdir(parents=True, exist_ok=True)
+        self._save()
+
+    # -- paths and persistence -------------------------------------------------------------
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.directory / "session.ledger"
+
+    @property
+    def openings_path(self) -> Path:
+        return self.directory / "session.openings"
+
+    @property
+    def unverified_log(self) -> Path:
+        return self.directory / "unverified.jsonl"
+
+    def status(self) -> dict[str, Any]:
+        ledger = self.ledger
+        return {
+            "kernel_id": self.kernel_id,
+            "session": self.session_id,
+            "state": self.state,
+            "reason": self.reason,
+            "intent": self.intent,
+            "custodian_key": self.custodian.vkey if self.custodian else None,
+            "researcher_key": self.signer.verifier_key,
+            "entries": ledger.size if ledger else 0,
+            "root": ledger.root().hex() if ledger and ledger.size else None,
+            "last_checkpoint": self.last_checkpoint,
+            "anchor": self.anchor,
+            "metering": self.metering,
+            "verified_messages": self.verified,
+            "unverified_messages": self.unverified,
+            "cells_in_flight": sorted(self._pending_cells),
+        }
+
+    def _save(self) -> None:
+        tmp = self.directory / "status.json.tmp"
+        tmp.write_text(json.dumps(self.status(), indent=1, sort_keys=True))
+        tmp.replace(self.directory / "status.json")
+
+    def close(self) -> None:
+        if self.ledger is not None:
+            try:
+                self.ledger.flush()
+            except LedgerError:
+                pass
+            self.ledger.close()
+            self.ledger = None
+        self._save()
+
+    # -- researcher -> hospital ------------------------------------------------------------
+
+    def intent_request(self) -> dict[str, Any]:
+        """The first message of a session: the declared intent, signed by the researcher."""
+        intent = self.intent or {}
+        content = {
+            "intent": intent,
+            "researcher_key": self.signer.verifier_key,
+            "researcher_sig": _b64(self.signer.sign(canonical_json(intent))),
+        }
+        msg = new_message("bedside_intent_request", content, session=self.client_session)
+        self.intent_msg_id = msg["header"]["msg_id"]
+        return msg
+
+    def control_request(self, msg_type: str, content: dict[str, Any]) -> dict[str, Any]:
+        return new_message(msg_type, content, session=self.client_session)
+
+    def observe_request(self, msg: dict[str, Any]) -> None:
+        """Sign an execute request in place (metadata.bedside.researcher_sig)."""
+        header = msg.get("header") or {}
+        if header.get("msg_type") != "execute_request":
+            return
+        msg_id = str(header.get("msg_id", ""))
+        code = str((msg.get("content") or {}).get("code", ""))
+        digest = code_digest(code)
+        sig = _b64(self.signer.sign(canonical_json({"msg_id": msg_id, "code_digest": digest})))
+        meta = msg.setdefault("metadata", {})
+        meta.setdefault("bedside", {}).update({"researcher_sig": sig, "code_digest": digest})
+        self._code[msg_id] = code
+        self._sigs[msg_id] = sig
+        self._pending_cells.add(msg_id)
+
+    def cosign_request(self) -> dict[str, Any] | None:
+        """Ask the hospital to sign the current tree head; ours travels with the request."""
+        if self.ledger is None or self.ledger.size == 0 or self.state not in (ACTIVE, EXHAUSTED):
+            return None
+        note = self.ledger.sign_checkpoint(self.signer)
+        content = {"size": self.ledger.size, "root": self.ledger.root().hex(), "note": note}
+        return self.control_request("bedside_cosign_request", content)
+
+    # -- hospital -> researcher ------------------------------------------------------------
+
+    def observe_reply(self, msg: dict[str, Any]) -> Verdict:
+        """Check one message from the hospital; mark it and record what it carries."""
+        header = msg.get("header") or {}
+        msg_type = str(header.get("msg_type", ""))
+        parent = str((msg.get("parent_header") or {}).get("msg_id", ""))
+        if msg_type == "bedside_intent_reply" or (parent and parent == self.intent_msg_id):
+            self._on_intent_reply(msg)
+        try:
+            self._check_receipt(msg)
+        except Error as exc:
+            verdict = Verdict(False, exc.diagnostics())
+            self._record_unverified(msg, verdict.reason)
+        else:
+            verdict = Verdict(True)
+            self.verified += 1
+        if msg_type in CONTROL_REPLIES:
+            verdict.consumed = True
+            self._on_control_reply(msg_type, msg)
+        elif msg_type == "execute_reply" and parent in self._pending_cells:
+            self._pending_cells.discard(parent)
+            self._code.pop(parent, None)
+            self._sigs.pop(parent, None)
+            status = (msg.get("content") or {}).get("status")
+            ename = str((msg.get("content") or {}).get("ename", ""))
+            if status == "error" and "budget" in ename.lower():
+                self.state, self.reason = EXHAUSTED, str(msg["content"].get("evalue", ename))
+        waiter = self._waiters.pop(parent, None)
+        if waiter is not None:
+            waiter(msg)
+        meta = msg.setdefault("metadata", {})
+        if not isinstance(meta.get("bedside"), dict):
+            meta["bedside"] = {}
+        meta["bedside"]["verified"] = verdict.verified
+        if not verdict.verified:
+            meta["bedside"]["unverified_reason"] = verdict.reason
+        self._save()
+        return verdict
+
+    def expect_reply(self, msg_id: str, callback: Callable[[dict[str, Any]], None]) -> None:
+        self._waiters[msg_id] = callback
+
+    def mark_interrupted(self, reason: str) -> None:
+        """The gateway went away; the ledger stays valid up to the last receipt."""
+        if self.state in (SEALED, REFUSED):
+            return
+        if self.state != INTERRUPTED:
+            self.state, self.reason = INTERRUPTED, reason
+            log.warning("bedside session %s interrupted: %s", self.kernel_id, reason)
+        if self.ledger is not None:
+            self.ledger.flush()
+        self._save()
+
+    def mark_unmonitored(self, reason: str) -> None:
+        if self.state == PENDING:
+            self.state, self.reason = UNMONITORED, reason
+            log.warning("bedside session %s is not monitored: %s", self.kernel_id, reason)
+            self._save()
+
+    def _on_intent_reply(self, msg: dict[str, Any]) -> None:
+        content = msg.get("content") or {}
+        if content.get("status") != "ok":
+            self.state = REFUSED
+            self.reason = str(
+                content.get("reason") or content.get("evalue") or content.get("message") or content
+            )
+            log.error("bedside: the hospital refused the session intent: %s", self.reason)
+            return
+        self.session_id = str(content.get("session", self.session_id))
+        key = str(content.get("custodian_key") or "")
+        if self.custodian is None and key:
+            self.custodian = Verifier(key)  # pinned for the rest of the session
+        elif self.custodian is not None and key and key != self.custodian.vkey:
+            self.state = REFUSED
+            self.reason = (
+                f"the hospital answered with custodian key {key}, but this server trusts "
+                f"{self.custodian.vkey} (Bedside.custodian_key)"
+            )
+            return
+        self.state = ACTIVE
+
+    def _on_control_reply(self, msg_type: str, msg: dict[str, Any]) -> None:
+        content = msg.get("content") or {}
+        if msg_type == "bedside_cosign_reply" and content.get("note"):
+            self._take_checkpoint(str(content["note"]))
+        elif msg_type == "bedside_seal_reply" and content.get("status") == "ok":
+            self.state = SEALED
+            if isinstance(content.get("metering"), dict):
+                self.metering = content["metering"]
+            if content.get("note"):
+                self._take_checkpoint(str(content["note"]))
+            if self.ledger is not None:
+                self.ledger.flush()
+        elif msg_type == "bedside_status_reply" and isinstance(content.get("metering"), dict):
+            self.metering = content["metering"]
+
+    def _take_checkpoint(self, note: str) -> None:
+        verifiers = [v for v in (self.custodian, self.signer.verifier) if v is not None]
+        try:
+            _, names = open_checkpoint(note, verifiers)
+        except Error as exc:
+            log.warning("bedside: checkpoint from the hospital does not verify: %s", exc)
+            return
+        self.last_checkpoint = note
+        if self.signer.verifier.vkey.split("+")[0] not in names and self.send is not None:
+            # The hospital signed first: add our cosignature and hand it back.
+            cosigned = cosign(note, self.signer)
+            self.last_checkpoint = cosigned
+            self.send(self.control_request("bedside_cosign_request", {"note": cosigned}))
+
+    def _record_unverified(self, msg: dict[str, Any], reason: str) -> None:
+        self.unverified += 1
+        header = msg.get("header") or {}
+        log.warning(
+            "bedside: unverified %s %s from kernel %s: %s",
+            header.get("msg_type"),
+            header.get("msg_id"),
+            self.kernel_id,
+            reason,
+        )
+        line = {
+            "ts": _now(),
+            "msg_id": header.get("msg_id"),
+            "msg_type": header.get("msg_type"),
+            "channel": msg.get("channel"),
+            "reason": reason,
+        }
+        with self.unverified_log.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(line) + "\n")
+
+    def _check_receipt(self, msg: dict[str, Any]) -> None:
+        meta = msg.get("metadata") or {}
+        receipt = (meta.get("bedside") or {}).get("receipt") if isinstance(meta, dict) else None
+        if not isinstance(receipt, dict):
+            raise SignatureError("the message carries no bedside receipt")
+        if self.custodian is None:
+            raise SignatureError("no custodian key is configured or pinned yet")
+        if receipt.get("key") != self.custodian.vkey:
+            raise SignatureError(f"receipt signed by {receipt.get('key')}, not the custodian")
+        body = {k: v for k, v in receipt.items() if k != "sig"}
+        try:
+            sig = base64.b64decode(str(receipt.get("sig", "")), validate=True)
+        except ValueError as exc:
+            raise SignatureError("receipt signature is not base64") from exc
+        self.custodian.verify(canonical_json(body), sig)
+        header = msg.get("header") or {}
+        if receipt.get("msg_id") != header.get("msg_id"):
+            raise LedgerIntegrityError("the receipt names another message")
+        committed = output_committed_bytes(
+            channel=str(msg.get("channel", "")),
+            msg_type=str(header.get("msg_type", "")),
+            content=msg.get("content") or {},
+        )
+        if receipt.get("digest") != "sha256:" + hashlib.sha256(committed).hexdigest():
+            raise LedgerIntegrityError("the message content does not match its receipt digest")
+        for item in receipt.get("entries") or []:
+            self._append(item, msg, committed)
+        size = int(receipt.get("size", -1))
+        if self.ledger is None:
+            if size > 0:
+                raise LedgerIntegrityError(f"the hospital's ledger has {size} entries, ours none")
+            return
+        if self.ledger.size != size or self.ledger.root().hex() != receipt.get("root"):
+            raise LedgerIntegrityError(
+                f"ledger copies disagree: ours has {self.ledger.size} entries, root "
+                f"{self.ledger.root().hex()[:16]}…; the hospital's {size}, "
+                f"{str(receipt.get('root'))[:16]}…",
+                index=self.ledger.size,
+            )
+
+    def _append(self, item: dict[str, Any], msg: dict[str, Any], committed: bytes) -> None:
+        entry = item.get("entry")
+        index = item.get("index")
+        if not isinstance(entry, dict) or not isinstance(index, int):
+            raise LedgerIntegrityError("receipt entry without index or entry")
+        if self.ledger is None:
+            if index != 0 or entry.get("kind") != "header":
+                raise LedgerIntegrityError("the first entry must be the header", index=index)
+            self.session_id = str(entry.get("session", self.session_id))
+            origin = str(entry.get("origin", ""))
+            if self.ledger_path.exists():
+                self.ledger = Ledger.open(self.ledger_path)
+            else:
+                self.ledger = Ledger.create(
+                    self.ledger_path, session_id=self.session_id, origin=origin
+                )
+            self._check_header(entry)
+        if index < self.ledger.size:
+            if self.ledger.entry(index) != entry:
+                raise LedgerIntegrityError("the hospital rewrote an entry", index=index)
+            return  # already appended (a receipt resent after reconnecting)
+        if index != self.ledger.size:
+            raise LedgerIntegrityError(
+                f"entries {self.ledger.size}..{index - 1} never reached us", index=index
+            )
+        opening = self._opening(item, entry, msg, committed)
+        self.ledger.append(entry, opening=opening)
+        kind = entry.get("kind")
+        if kind == "checkpoint":
+            self._take_checkpoint(str(entry.get("note", "")))
+        elif kind == "anchor":
+            self.anchor = {k: v for k, v in entry.items() if k not in ("v", "session")}
+        elif kind == "metering":
+            self.metering = entry.get("counters")
+        elif kind == "seal":
+            self.state = SEALED
+            self.ledger.flush()
+        elif kind == "interrupted":
+            self.reason = str(entry.get("reason", ""))
+
+    def _check_header(self, entry: dict[str, Any]) -> None:
+        identities = entry.get("identities") or {}
+        mine = self.signer.verifier_key
+        if identities.get("researcher") not in (None, mine):
+            raise SignatureError(
+                "the session header names another researcher key", index=0
+            )
+        key = identities.get("custodian")
+        if self.custodian is not None and key not in (None, self.custodian.vkey):
+            raise SignatureError("the session header names another custodian key", index=0)
+
+    def _opening(
+        self, item: dict[str, Any], entry: dict[str, Any], msg: dict[str, Any], committed: bytes
+    ) -> dict[str, Any] | None:
+        salt_b64 = item.get("salt")
+        kind = entry.get("kind")
+        index = int(item["index"])
+        if kind == "execute_request":
+            msg_id = str(entry.get("msg_id", ""))
+            sig = self._sigs.get(msg_id)
+            if sig is not None and entry.get("researcher_sig") != sig:
+                raise SignatureError("the execute request carries another signature", index=index)
+            code = self._code.get(msg_id)
+            if salt_b64 and code is not None:
+                salt = base64.b64decode(str(salt_b64))
+                raw = code.encode("utf-8")
+                open_commitment(DOMAIN_CODE, raw, salt, str(entry["code"]), index=index)
+                return {"field": "code", "domain": DOMAIN_CODE, "salt": salt_b64,
+                        "content": _b64(raw)}
+            return None
+        if kind == "output" and salt_b64:
+            own = entry.get("msg_id") == (msg.get("header") or {}).get("msg_id")
+            if not own:
+                raise LedgerIntegrityError("a salt for another message's output", index=index)
+            salt = base64.b64decode(str(salt_b64))
+            open_commitment(DOMAIN_OUTPUT, committed, salt, str(entry["content"]), index=index)
+            return {"field": "content", "domain": DOMAIN_OUTPUT, "salt": salt_b64,
+                    "content": _b64(committed)}
+        return None
