@@ -61,7 +61,8 @@ class Bedside(LoggingConfigurable):
 
     ca_certs = Unicode(
         "",
-        help="""CA bundle (PEM) that signed the gateway's certificate. (BEDSIDE_CA_CERTS env var)""",
+        help="""CA bundle (PEM) that signed the gateway's certificate.
+        (BEDSIDE_CA_CERTS env var)""",
     ).tag(config=True)
 
     @default("ca_certs")

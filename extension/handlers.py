@@ -4,12 +4,12 @@ Every handler is a jupyter_server `APIHandler` behind `@web.authenticated` and `
 (resource `bedside`), so the server token, the identity provider and the authorizer apply
 exactly as they do to `/api/kernels`.
 
-    GET  /bedside/sessions                 the sessions this server has seen
-    GET  /bedside/sessions/{id}            one session: state, entries, root, last checkpoint, anchor
-    POST /bedside/sessions/{id}/seal       ask the hospital to seal (metering record, final checkpoint)
-    POST /bedside/sessions/{id}/anchor     anchor the last cosigned checkpoint on the configured chain
-    GET  /bedside/sessions/{id}/ledger     the ledger file
-    GET  /bedside/sessions/{id}/openings   the private openings file
+    GET  /bedside/sessions                the sessions this server has seen
+    GET  /bedside/sessions/{id}           one session: state, entries, root, checkpoint, anchor
+    POST /bedside/sessions/{id}/seal      ask the hospital to seal (metering, final checkpoint)
+    POST /bedside/sessions/{id}/anchor    anchor the last cosigned checkpoint on a chain
+    GET  /bedside/sessions/{id}/ledger    the ledger file
+    GET  /bedside/sessions/{id}/openings  the private openings file
 """
 
 from __future__ import annotations

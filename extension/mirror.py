@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bedside.errors import Error, LedgerError, LedgerIntegrityError, SignatureError
 from bedside.ledger import (
     DOMAIN_CODE,
     DOMAIN_OUTPUT,
@@ -34,6 +33,8 @@ from bedside.ledger import (
     open_commitment,
 )
 from bedside.ledger.entries import output_committed_bytes
+
+from bedside.errors import Error, LedgerError, LedgerIntegrityError, SignatureError
 
 log = logging.getLogger("bedside.extension")
 
@@ -441,9 +442,7 @@ class SessionMirror:
         identities = entry.get("identities") or {}
         mine = self.signer.verifier_key
         if identities.get("researcher") not in (None, mine):
-            raise SignatureError(
-                "the session header names another researcher key", index=0
-            )
+            raise SignatureError("the session header names another researcher key", index=0)
         key = identities.get("custodian")
         if self.custodian is not None and key not in (None, self.custodian.vkey):
             raise SignatureError("the session header names another custodian key", index=0)
@@ -464,8 +463,12 @@ class SessionMirror:
                 salt = base64.b64decode(str(salt_b64))
                 raw = code.encode("utf-8")
                 open_commitment(DOMAIN_CODE, raw, salt, str(entry["code"]), index=index)
-                return {"field": "code", "domain": DOMAIN_CODE, "salt": salt_b64,
-                        "content": _b64(raw)}
+                return {
+                    "field": "code",
+                    "domain": DOMAIN_CODE,
+                    "salt": salt_b64,
+                    "content": _b64(raw),
+                }
             return None
         if kind == "output" and salt_b64:
             own = entry.get("msg_id") == (msg.get("header") or {}).get("msg_id")
@@ -473,6 +476,10 @@ class SessionMirror:
                 raise LedgerIntegrityError("a salt for another message's output", index=index)
             salt = base64.b64decode(str(salt_b64))
             open_commitment(DOMAIN_OUTPUT, committed, salt, str(entry["content"]), index=index)
-            return {"field": "content", "domain": DOMAIN_OUTPUT, "salt": salt_b64,
-                    "content": _b64(committed)}
+            return {
+                "field": "content",
+                "domain": DOMAIN_OUTPUT,
+                "salt": salt_b64,
+                "content": _b64(committed),
+            }
         return None

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from bedside.ledger import Signer
 
 from bedside.errors import Error
-from bedside.ledger import Signer
 
 from .config import Bedside
 from .mirror import SessionMirror
@@ -43,7 +43,8 @@ def read_intent(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise Error(f"{p}: the session intent is not valid {p.suffix[1:] or 'JSON'}: {exc}") from exc
+        kind = p.suffix[1:] or "JSON"
+        raise Error(f"{p}: the session intent is not valid {kind}: {exc}") from exc
     if isinstance(data, dict) and isinstance(data.get("intent"), dict):
         data = data["intent"]
     if not isinstance(data, dict):
