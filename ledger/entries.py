@@ -1,0 +1,400 @@
+"""Typed constructors and the schema of ledger entries.
+
+Every entry is a JSON object written as RFC 8785 bytes with `"v": 1`, `"kind"`, `"session"`,
+`"ts"` (RFC 3339 UTC) and `"seq"` (its position in the log, filled in by `Ledger.append`). Code
+and output content never appear in an entry, only as a commitment; the constructors that commit
+return the entry together with its opening, which `Ledger.append(entry, opening=...)` stores in
+the private openings file.
+
+Use these functions instead of writing dicts by hand: they are the schema, and `check_entry` (used
+by both `Ledger.append` and the reviewer's `verify`) enforces the same rules.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bedside.errors import LedgerIntegrityError
+
+from .commitment import (
+    DOMAIN_ARTIFACT,
+    DOMAIN_CODE,
+    DOMAIN_OUTPUT,
+    canonical_json,
+    commit,
+)
+
+VERSION = 1
+
+HEADER = "header"
+EXECUTE_REQUEST = "execute_request"
+OUTPUT = "output"
+RELEASE = "release"
+CHECKPOINT = "checkpoint"
+ANCHOR = "anchor"
+SEAL = "seal"
+METERING = "metering"
+INTERRUPTED = "interrupted"
+
+#: Which entry field holds a commitment, and in which domain, per committing kind.
+COMMITTED_FIELD: dict[str, tuple[str, str]] = {
+    EXECUTE_REQUEST: ("code", DOMAIN_CODE),
+    OUTPUT: ("content", DOMAIN_OUTPUT),
+    RELEASE: ("artifact", DOMAIN_ARTIFACT),
+}
+
+_STR = (str,)
+_INT = (int,)
+_OPT_STR = (str, type(None))
+
+# kind -> {field: allowed types}; every listed field is required.
+_SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
+    HEADER: {
+        "origin": _STR,
+        "intent": (dict,),
+        "policy": (dict,),
+        "kernel_env": _STR,
+        "identities": (dict,),
+    },
+    EXECUTE_REQUEST: {"msg_id": _STR, "code": _STR, "researcher_sig": _OPT_STR},
+    OUTPUT: {
+        "msg_id": _STR,
+        "parent": _STR,
+        "channel": _STR,
+        "msg_type": _STR,
+        "content": _STR,
+        "decision": _STR,
+        "rule": _STR,
+        "layer": _STR,
+        "bytes": _INT,
+    },
+    RELEASE: {
+        "artifact": _STR,
+        "name": _STR,
+        "digest": _STR,
+        "decision": _STR,
+        "producers": (list,),
+    },
+    CHECKPOINT: {"note": _STR, "size": _INT, "proof": (list,)},
+    ANCHOR: {
+        "checkpoint_index": _INT,
+        "chain_id": _INT,
+        "contract": _STR,
+        "tx": _STR,
+        "block": _INT,
+        "submitter": _STR,
+        "root": _STR,
+    },
+    SEAL: {"reason": _STR},
+    METERING: {"counters": (dict,)},
+    INTERRUPTED: {"reason": _STR},
+}
+KINDS = tuple(_SCHEMA)
+_COMMON: dict[str, tuple[type, ...]] = {
+    "v": _INT,
+    "kind": _STR,
+    "session": _STR,
+    "ts": _STR,
+    "seq": _INT,
+}
+DECISIONS = ("released", "redacted", "blocked")
+
+
+def now() -> str:
+    """RFC 3339 UTC timestamp with microseconds, e.g. 2026-11-29T16:05:00.123456Z."""
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def check_entry(entry: Mapping[str, Any], index: int | None = None) -> None:
+    """Raise LedgerIntegrityError naming `index` unless `entry` matches the v1 schema."""
+    if not isinstance(entry, Mapping):
+        raise LedgerIntegrityError("entry is not a JSON object", index=index)
+    for name, types in _COMMON.items():
+        value = entry.get(name)
+        if type(value) not in types:
+            raise LedgerIntegrityError(f"entry field {name!r} is missing or mistyped", index=index)
+    if entry["v"] != VERSION:
+        raise LedgerIntegrityError(f"entry version {entry['v']} is not {VERSION}", index=index)
+    kind = entry["kind"]
+    schema = _SCHEMA.get(kind)
+    if schema is None:
+        raise LedgerIntegrityError(f"unknown entry kind {kind!r}", index=index)
+    for name, types in schema.items():
+        if type(entry.get(name)) not in types or (name not in entry):
+            raise LedgerIntegrityError(
+                f"{kind} entry field {name!r} is missing or mistyped", index=index
+            )
+    if kind == OUTPUT and entry["decision"] not in DECISIONS:
+        raise LedgerIntegrityError(
+            f"output decision {entry['decision']!r} is not one of {DECISIONS}", index=index
+        )
+
+
+def _base(kind: str, session: str, ts: str | None, fields: dict[str, Any]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"v": VERSION, "kind": kind, "session": session, "ts": ts or now()}
+    entry.update(fields)
+    return entry
+
+
+def _opening(field: str, domain: str, salt: bytes, content: bytes) -> dict[str, Any]:
+    return {
+        "field": field,
+        "domain": domain,
+        "salt": base64.b64encode(salt).decode(),
+        "content": base64.b64encode(content).decode(),
+    }
+
+
+def _value(x: Any) -> Any:
+    """Enum members (Action, Layer) become their values."""
+    return getattr(x, "value", x)
+
+
+def header(
+    *,
+    session: str,
+    origin: str,
+    intent: Mapping[str, Any],
+    policy_id: str,
+    policy_digest: str,
+    kernel_env: str,
+    identities: Mapping[str, str],
+    ts: str | None = None,
+) -> dict[str, Any]:
+    """The session header, entry 0: what was promised, under which policy, by whom.
+
+    `identities` maps a role ("custodian", "researcher") to its C2SP verifier key.
+    """
+    return _base(
+        HEADER,
+        session,
+        ts,
+        {
+            "origin": origin,
+            "intent": dict(intent),
+            "policy": {"id": policy_id, "digest": policy_digest},
+            "kernel_env": kernel_env,
+            "identities": dict(identities),
+        },
+    )
+
+
+def execute_request(
+    *,
+    session: str,
+    msg_id: str,
+    code: str | bytes,
+    researcher_sig: str | None,
+    cell_id: str | None = None,
+    ts: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An execute request: the code as a commitment. Returns (entry, opening)."""
+    raw = code.encode("utf-8") if isinstance(code, str) else code
+    commitment, salt = commit(DOMAIN_CODE, raw)
+    fields: dict[str, Any] = {
+        "msg_id": msg_id,
+        "code": commitment,
+        "researcher_sig": researcher_sig,
+    }
+    if cell_id is not None:
+        fields["cell_id"] = cell_id
+    return _base(EXECUTE_REQUEST, session, ts, fields), _opening("code", DOMAIN_CODE, salt, raw)
+
+
+def output_committed_bytes(
+    *, channel: str, msg_type: str, content: Mapping[str, Any], buffers: Sequence[bytes] = ()
+) -> bytes:
+    """The committed bytes of an output message (docs/dev/contracts.md)."""
+    return canonical_json(
+        {
+            "channel": channel,
+            "msg_type": msg_type,
+            "content": content,
+            "buffers": [hashlib.sha256(bytes(b)).hexdigest() for b in buffers],
+        }
+    )
+
+
+def output(
+    *,
+    session: str,
+    msg_id: str,
+    parent: str,
+    channel: str,
+    msg_type: str,
+    content: Mapping[str, Any],
+    buffers: Sequence[bytes] = (),
+    decision: Any,
+    rule: str,
+    layer: Any,
+    ts: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An output message as it leaves the sentry (released, redacted or blocked).
+
+    `decision` is a `bedside.policy.decision.Action` or its value; `content` is the message's
+    content after any redaction. Returns (entry, opening); the opening of a blocked output stays
+    in the hospital's openings file (see `publishable_openings`).
+    """
+    raw = output_committed_bytes(
+        channel=channel, msg_type=msg_type, content=content, buffers=buffers
+    )
+    return output_from_bytes(
+        session=session,
+        msg_id=msg_id,
+        parent=parent,
+        channel=channel,
+        msg_type=msg_type,
+        committed=raw,
+        decision=decision,
+        rule=rule,
+        layer=layer,
+        ts=ts,
+    )
+
+
+def output_from_bytes(
+    *,
+    session: str,
+    msg_id: str,
+    parent: str,
+    channel: str,
+    msg_type: str,
+    committed: bytes,
+    decision: Any,
+    rule: str,
+    layer: Any,
+    ts: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Like `output` when the caller already holds the committed bytes."""
+    commitment, salt = commit(DOMAIN_OUTPUT, committed)
+    entry = _base(
+        OUTPUT,
+        session,
+        ts,
+        {
+            "msg_id": msg_id,
+            "parent": parent,
+            "channel": channel,
+            "msg_type": msg_type,
+            "content": commitment,
+            "decision": str(_value(decision)),
+            "rule": rule,
+            "layer": str(_value(layer)),
+            "bytes": len(committed),
+        },
+    )
+    return entry, _opening("content", DOMAIN_OUTPUT, salt, committed)
+
+
+def release(
+    *,
+    session: str,
+    name: str,
+    artifact: bytes,
+    decision: Any,
+    producers: Sequence[int],
+    media_type: str | None = None,
+    attestation_digest: str | None = None,
+    approver: str | None = None,
+    rule: str | None = None,
+    ts: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A released (or refused) artifact: its digest, a commitment, the entries that produced it.
+
+    `attestation_digest` is "sha256:<hex>" of the DSSE envelope, when one was issued. The
+    opening holds the artifact bytes; pass `artifact=b""` and record only the digest when the
+    artifact is too large to keep beside the ledger.
+    """
+    commitment, salt = commit(DOMAIN_ARTIFACT, artifact)
+    fields: dict[str, Any] = {
+        "artifact": commitment,
+        "name": name,
+        "digest": "sha256:" + hashlib.sha256(artifact).hexdigest(),
+        "decision": str(_value(decision)),
+        "producers": [int(p) for p in producers],
+    }
+    for key, value in (
+        ("media_type", media_type),
+        ("attestation", attestation_digest),
+        ("approver", approver),
+        ("rule", rule),
+    ):
+        if value is not None:
+            fields[key] = value
+    return _base(RELEASE, session, ts, fields), _opening(
+        "artifact", DOMAIN_ARTIFACT, salt, artifact
+    )
+
+
+def checkpoint(
+    *, session: str, note: str, size: int, proof: Sequence[bytes] = (), ts: str | None = None
+) -> dict[str, Any]:
+    """A signed tree head for the first `size` entries.
+
+    `proof` is the consistency proof from `size` to the checkpoint entry's own position (empty
+    when the note covers every entry before it); `Ledger.append_checkpoint` fills it in.
+    """
+    return _base(
+        CHECKPOINT,
+        session,
+        ts,
+        {"note": note, "size": size, "proof": [base64.b64encode(p).decode() for p in proof]},
+    )
+
+
+def anchor(
+    *,
+    session: str,
+    checkpoint_index: int,
+    chain_id: int,
+    contract: str,
+    tx: str,
+    block: int,
+    submitter: str,
+    root: str,
+    proof: Mapping[str, Any] | None = None,
+    ts: str | None = None,
+) -> dict[str, Any]:
+    """Where the checkpoint at `checkpoint_index` was anchored on an EVM chain.
+
+    `root` is the anchored bytes32 as 0x-hex; `proof`, for batched anchors, is the inclusion of
+    SHA-256(checkpoint note) in the batch tree (format owned by `bedside.ledger.anchor`).
+    """
+    fields: dict[str, Any] = {
+        "checkpoint_index": checkpoint_index,
+        "chain_id": chain_id,
+        "contract": contract,
+        "tx": tx,
+        "block": block,
+        "submitter": submitter,
+        "root": root,
+    }
+    if proof is not None:
+        fields["proof"] = dict(proof)
+    return _base(ANCHOR, session, ts, fields)
+
+
+def seal(*, session: str, reason: str = "session ended", ts: str | None = None) -> dict[str, Any]:
+    """The last entry of a session; the ledger refuses appends after it."""
+    return _base(SEAL, session, ts, {"reason": reason})
+
+
+def metering(
+    *, session: str, counters: Mapping[str, int | str], ts: str | None = None
+) -> dict[str, Any]:
+    """Resource use so far (cells, cpu_ms, egress_bytes, …) as integer or string counters."""
+    return _base(METERING, session, ts, {"counters": dict(counters)})
+
+
+def interrupted(
+    *, session: str, reason: str, msg_id: str | None = None, ts: str | None = None
+) -> dict[str, Any]:
+    """The kernel was interrupted, restarted or died; `msg_id` names the request it cut short."""
+    fields: dict[str, Any] = {"reason": reason}
+    if msg_id is not None:
+        fields["msg_id"] = msg_id
+    return _base(INTERRUPTED, session, ts, fields)

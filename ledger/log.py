@@ -1,0 +1,475 @@
+"""The session ledger: an append-only, crash-safe file of entries under an RFC 6962 tree.
+
+`Ledger` is what the sentry (the log's author) and the researcher's extension (its mirror) write
+through. Each entry is checked against the schema, written as RFC 8785 bytes in a checksummed
+record, and hashed into the Merkle frontier; its opening (salt and content), if any, goes to the
+private `.openings` file beside it. Durability is explicit: `append(..., sync=True)` makes that
+entry durable before returning; otherwise entries are durable after the next `flush()` (group
+commit). A crash can only lose entries appended since the last sync, and `Ledger.open` cuts off a
+torn last record and says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+from array import array
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from bedside.errors import LedgerError, LedgerIntegrityError
+
+from . import entries as E
+from ._records import (
+    LEDGER_MAGIC,
+    OPENINGS_MAGIC,
+    Record,
+    Tail,
+    encode_record,
+    iter_records,
+    record_check,
+)
+from .commitment import canonical_json, parse_canonical
+from .merkle import Frontier, LeafHashes
+from .note import Checkpoint, Signer, sign_note
+
+log = logging.getLogger(__name__)
+
+FORMAT = "bedside-ledger/v1"
+
+
+def openings_path(path: str | os.PathLike[str]) -> Path:
+    """`.../session.ledger` -> `.../session.openings`."""
+    p = Path(path)
+    return p.with_suffix(".openings")
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """A torn tail that `Ledger.open` cut off: where, how many bytes, and why."""
+
+    file: Path
+    offset: int
+    nbytes: int
+    reason: str
+    saved_to: Path | None
+
+    def __str__(self) -> str:
+        saved = f"; the bytes were saved to {self.saved_to}" if self.saved_to else ""
+        return (
+            f"{self.file}: cut a torn tail of {self.nbytes} bytes at offset {self.offset} "
+            f"({self.reason}){saved}"
+        )
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_new(path: Path, magic: bytes, meta: bytes) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise LedgerError(f"{path}: already exists; open it with Ledger.open") from exc
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(magic + encode_record(meta))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_meta(fh: BinaryIO, magic: bytes, path: Path) -> tuple[dict[str, Any], int]:
+    """Read the magic and the meta record; returns (meta, offset of the first entry record)."""
+    head = fh.read(len(magic))
+    if head != magic:
+        raise LedgerIntegrityError(
+            f"{path}: not a bedside {'ledger' if magic == LEDGER_MAGIC else 'openings'} file "
+            "(bad magic bytes at offset 0)"
+        )
+    for item in iter_records(fh, len(magic)):
+        if isinstance(item, Tail) or not item.valid:
+            raise LedgerIntegrityError(f"{path}: the file header (meta record) is damaged")
+        try:
+            meta = parse_canonical(item.payload)
+        except ValueError as exc:
+            raise LedgerIntegrityError(f"{path}: the file header is not canonical JSON") from exc
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise LedgerIntegrityError(f"{path}: unknown ledger format in the file header")
+        return meta, item.offset + 4 + len(item.payload) + 32
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _later_record_exists(fh: BinaryIO, start: int, end: int) -> int | None:
+    """Offset of an intact record starting anywhere in (start, end), if there is one.
+
+    A torn write can only damage the last record; if an intact record follows the damage, the
+    damage is corruption in the middle of the file and must not be cut off.
+    """
+    if end - start > 64 << 20:
+        return start + 1  # too much to search; refuse to guess
+    fh.seek(start)
+    data = fh.read(end - start)
+    for o in range(1, len(data) - 4 - 32 + 1):
+        length = int.from_bytes(data[o : o + 4], "big")
+        stop = o + 4 + length + 32
+        if (
+            stop <= len(data)
+            and record_check(data[o + 4 : o + 4 + length]) == data[o + 4 + length : stop]
+        ):
+            return start + o
+    return None
+
+
+class _RecordFile:
+    """One append-only record file (the ledger or its openings) with torn-tail recovery."""
+
+    def __init__(self, path: Path, magic: bytes) -> None:
+        self.path = path
+        self.magic = magic
+        self.fh: BinaryIO = open(path, "r+b")  # noqa: SIM115 - owned by the Ledger
+        self.meta, self.data_start = read_meta(self.fh, magic, path)
+        self.recovery: Recovery | None = None
+
+    def scan(self, *, recover: bool) -> list[Record]:
+        """Read every record; cut a torn tail when `recover` (else raise on one)."""
+        records: list[Record] = []
+        tail: Tail | None = None
+        for item in iter_records(self.fh, self.data_start):
+            if isinstance(item, Tail):
+                tail = item
+                break
+            records.append(item)
+        assert tail is not None
+        # A record failing its check is torn only if it is the last thing in the file.
+        bad = next((i for i, r in enumerate(records) if not r.valid), None)
+        if bad is not None and (bad != len(records) - 1 or tail.nbytes != 0):
+            raise LedgerIntegrityError(
+                f"{self.path}: record {bad} fails its checksum and intact records follow it "
+                "(corruption, not a torn write); restore the file from a copy",
+                index=bad,
+            )
+        cut: int | None = None
+        reason = ""
+        if bad is not None:
+            cut, reason = records[bad].offset, "the last record fails its checksum"
+            records.pop()
+        elif tail.nbytes != 0:
+            cut, reason = tail.offset, tail.reason
+        if cut is None:
+            return records
+        size = self.fh.seek(0, os.SEEK_END)
+        later = _later_record_exists(self.fh, cut, size)
+        if later is not None:
+            raise LedgerIntegrityError(
+                f"{self.path}: damaged record at offset {cut} is followed by intact data at "
+                f"offset {later} (corruption, not a torn write); restore the file from a copy",
+                index=len(records),
+            )
+        if not recover:
+            raise LedgerIntegrityError(f"{self.path}: torn tail: {reason}", index=len(records))
+        self.fh.seek(cut)
+        torn = self.fh.read()
+        saved: Path | None = self.path.with_name(self.path.name + ".torn")
+        try:
+            assert saved is not None
+            with open(saved, "ab") as out:
+                out.write(torn)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError:
+            saved = None
+        self.fh.truncate(cut)
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.recovery = Recovery(self.path, cut, len(torn), reason, saved)
+        log.warning("%s", self.recovery)
+        return records
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class Ledger:
+    """An open session ledger (writer side). Not thread-safe: one writer per file."""
+
+    def __init__(self, path: Path, records: _RecordFile, openings: _RecordFile) -> None:
+        self.path = path
+        self._file = records
+        self._openings = openings
+        meta = records.meta
+        self.session_id: str = meta["session"]
+        self.origin: str = meta["origin"]
+        self._frontier = Frontier()
+        self._leaves = LeafHashes()
+        self._offsets = array("Q")
+        self._end = records.data_start
+        self._sealed = False
+        self._dirty = False
+        self._fh = records.fh
+        self._fh.seek(0, os.SEEK_END)
+        self.recovered: list[Recovery] = []
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], *, session_id: str, origin: str) -> Ledger:
+        """Create a new, empty ledger and its openings file (both mode 0600).
+
+        `origin` is the C2SP checkpoint origin line, e.g. "bedside.st-marys.nhs.uk/session/<id>".
+        """
+        p = Path(path)
+        if not origin or "\n" in origin:
+            raise LedgerError("origin must be one non-empty line (e.g. hospital.example/bedside)")
+        meta = canonical_json({"format": FORMAT, "session": session_id, "origin": origin})
+        _write_new(p, LEDGER_MAGIC, meta)
+        try:
+            _write_new(openings_path(p), OPENINGS_MAGIC, meta)
+        except LedgerError:
+            p.unlink()
+            raise
+        _fsync_dir(p)
+        return cls.open(p)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Ledger:
+        """Open an existing ledger for appending, recovering a torn tail if a crash left one.
+
+        `ledger.recovered` lists what was cut (empty after a clean shutdown). Entries that were
+        durable (synced) are never cut: only the record a crash interrupted.
+        """
+        p = Path(path)
+        if not p.exists():
+            raise LedgerError(f"{p}: no such ledger")
+        records = _RecordFile(p, LEDGER_MAGIC)
+        op = openings_path(p)
+        if not op.exists():
+            records.close()
+            raise LedgerError(f"{op}: the ledger's openings file is missing")
+        openings = _RecordFile(op, OPENINGS_MAGIC)
+        self = cls(p, records, openings)
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _load(self) -> None:
+        for i, rec in enumerate(self._file.scan(recover=True)):
+            entry = parse_canonical(rec.payload)
+            if entry.get("seq") != i:
+                raise LedgerIntegrityError(
+                    f"{self.path}: entry at position {i} says seq {entry.get('seq')}", index=i
+                )
+            self._offsets.append(rec.offset)
+            self._leaves.append(rec.check)
+            self._frontier.append(rec.check)
+            self._sealed = entry.get("kind") == E.SEAL
+            self._end = rec.offset + 4 + len(rec.payload) + 32
+        if self._file.recovery:
+            self.recovered.append(self._file.recovery)
+        # Openings are written before their entry: an opening past the end belongs to an entry
+        # the crash lost, so it goes too.
+        keep_end = self._openings.data_start
+        for rec in self._openings.scan(recover=True):
+            index = parse_canonical(rec.payload).get("index")
+            if not isinstance(index, int) or index >= self.size:
+                break
+            keep_end = rec.offset + 4 + len(rec.payload) + 32
+        if self._openings.recovery:
+            self.recovered.append(self._openings.recovery)
+        ofh = self._openings.fh
+        if ofh.seek(0, os.SEEK_END) != keep_end:
+            ofh.truncate(keep_end)
+            ofh.flush()
+            os.fsync(ofh.fileno())
+        ofh.seek(0, os.SEEK_END)
+        self._fh.seek(0, os.SEEK_END)
+
+    def close(self) -> None:
+        """Flush (durably) and close both files."""
+        if self._closed:
+            return
+        try:
+            if self._dirty:
+                self.flush()
+        finally:
+            self._closed = True
+            self._file.close()
+            self._openings.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(
+        self,
+        entry: Mapping[str, Any],
+        *,
+        opening: Mapping[str, Any] | None = None,
+        sync: bool = False,
+    ) -> int:
+        """Append one entry (and its opening); returns its index.
+
+        Missing `v`, `session`, `ts` and `seq` are filled in; present ones must agree with this
+        ledger. Send `ledger.entry(index)` (not the dict passed here) to the other copy so both
+        append identical bytes. With `sync=True` the entry is durable when this returns;
+        otherwise it is durable after the next `flush()`.
+        """
+        if self._closed:
+            raise LedgerError(f"{self.path}: the ledger is closed")
+        if self._sealed:
+            raise LedgerError(f"{self.path}: the session is sealed; no entries can follow")
+        index = self.size
+        e = dict(entry)
+        e.setdefault("v", E.VERSION)
+        e.setdefault("session", self.session_id)
+        e.setdefault("ts", E.now())
+        e.setdefault("seq", index)
+        if e["seq"] != index:
+            raise LedgerError(
+                f"{self.path}: entry carries seq {e['seq']} but would be entry {index}; "
+                "the two copies of the ledger have diverged"
+            )
+        if e["session"] != self.session_id:
+            raise LedgerError(
+                f"{self.path}: entry is for session {e['session']!r}, "
+                f"this ledger is {self.session_id!r}"
+            )
+        E.check_entry(e, index)
+        kind = e["kind"]
+        if (index == 0) != (kind == E.HEADER):
+            raise LedgerError(
+                f"{self.path}: the header must be entry 0 and only entry 0 (got {kind} at {index})"
+            )
+        payload = canonical_json(e)
+        if opening is not None:
+            self._write_opening(index, kind, opening)
+        record = encode_record(payload)
+        self._fh.write(record)
+        leaf = record[-32:]
+        self._offsets.append(self._end)
+        self._end += len(record)
+        self._leaves.append(leaf)
+        self._frontier.append(leaf)
+        self._dirty = True
+        if kind == E.SEAL:
+            self._sealed = True
+            sync = True
+        if sync:
+            self.flush()
+        return index
+
+    def _write_opening(self, index: int, kind: str, opening: Mapping[str, Any]) -> None:
+        expected = E.COMMITTED_FIELD.get(kind)
+        if expected is None:
+            raise LedgerError(f"a {kind} entry commits to nothing; it takes no opening")
+        if (opening.get("field"), opening.get("domain")) != expected:
+            raise LedgerError(
+                f"opening for a {kind} entry must be field/domain {expected}, "
+                f"got {opening.get('field')}/{opening.get('domain')}"
+            )
+        payload = canonical_json({"index": index, **opening})
+        self._openings.fh.write(encode_record(payload))
+
+    def append_checkpoint(self, note: str, *, sync: bool = True) -> int:
+        """Append a checkpoint entry for a signed note of size <= the current size.
+
+        Adds the consistency proof from the note's size to the entry's position so a streaming
+        verifier can check a note signed a few entries ago (while a cosignature travelled).
+        """
+        from .note import parse_note
+
+        cp = Checkpoint.parse(parse_note(note).text)
+        if cp.origin != self.origin:
+            raise LedgerError(
+                f"checkpoint origin {cp.origin!r} is not this ledger's {self.origin!r}"
+            )
+        if cp.size > self.size or cp.size == 0:
+            raise LedgerError(f"checkpoint size {cp.size} is outside 1..{self.size}")
+        if self._leaves.root(cp.size) != cp.root:
+            raise LedgerError("checkpoint root does not match this ledger at its size")
+        proof = self._leaves.consistency_proof(cp.size, self.size)
+        return self.append(
+            E.checkpoint(session=self.session_id, note=note, size=cp.size, proof=proof), sync=sync
+        )
+
+    def flush(self) -> None:
+        """Make every appended entry durable: write out, fsync openings, then the ledger."""
+        if self._closed:
+            raise LedgerError(f"{self.path}: the ledger is closed")
+        ofh = self._openings.fh
+        ofh.flush()
+        os.fsync(ofh.fileno())
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._dirty = False
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return self._frontier.size
+
+    @property
+    def sealed(self) -> bool:
+        return self._sealed
+
+    def root(self) -> bytes:
+        return self._frontier.root()
+
+    def root_at(self, size: int) -> bytes:
+        return self._leaves.root(size)
+
+    def leaf_hash(self, index: int) -> bytes:
+        return self._leaves[index]
+
+    def entry_bytes(self, index: int) -> bytes:
+        if not 0 <= index < self.size:
+            raise LedgerError(f"{self.path}: no entry {index} (size {self.size})")
+        self._fh.flush()  # buffered appends must reach the file before we read them back
+        offset = self._offsets[index]
+        length = int.from_bytes(os.pread(self._fh.fileno(), 4, offset), "big")
+        return os.pread(self._fh.fileno(), length, offset + 4)
+
+    def entry(self, index: int) -> dict[str, Any]:
+        obj: dict[str, Any] = parse_canonical(self.entry_bytes(index))
+        return obj
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(self.origin, self.size, self.root())
+
+    def checkpoint_body(self) -> bytes:
+        """C2SP tlog-checkpoint body for the current size and root."""
+        return self.checkpoint().body()
+
+    def sign_checkpoint(self, signer: Signer) -> str:
+        """A signed note over the current checkpoint (add cosignatures with `note.cosign`)."""
+        return sign_note(self.checkpoint_body().decode("utf-8"), signer)
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        return self._leaves.inclusion_proof(index, self.size if size is None else size)
+
+    def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
+        return self._leaves.consistency_proof(size1, self.size if size2 is None else size2)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __repr__(self) -> str:
+        return f"Ledger({str(self.path)!r}, size={self.size})"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()

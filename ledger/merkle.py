@@ -1,0 +1,258 @@
+"""RFC 6962 / RFC 9162 Merkle tree hashing: leaves, roots, inclusion and consistency proofs.
+
+The tree is the one Certificate Transparency and the Go checksum database use: a leaf hashes as
+SHA-256(0x00 || data), an interior node as SHA-256(0x01 || left || right), and a tree of n leaves
+splits at the largest power of two below n. `Frontier` keeps only the right edge of the tree (one
+hash per set bit of the size), so appending is O(log n) time and memory and a reader can compute
+the root of a million-entry ledger without holding it. Verification follows RFC 9162 §2.1.3.2 and
+§2.1.4.2 and is checked against the transparency-dev/merkle vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from bedside.errors import LedgerIntegrityError
+
+HASH_SIZE = 32
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+_sha256 = hashlib.sha256
+
+
+def hash_leaf(data: bytes) -> bytes:
+    """SHA-256(0x00 || data): the hash of one ledger entry's bytes."""
+    return _sha256(b"\x00" + data).digest()
+
+
+def hash_children(left: bytes, right: bytes) -> bytes:
+    """SHA-256(0x01 || left || right)."""
+    return _sha256(b"\x01" + left + right).digest()
+
+
+class ProofError(LedgerIntegrityError):
+    """An inclusion or consistency proof does not verify."""
+
+
+class Frontier:
+    """The right edge of an RFC 6962 tree: O(log n) append and root.
+
+    `_stack[j]` is the root of a perfect subtree; sizes are the set bits of `size`, largest first,
+    so the tree's root folds them from the right.
+    """
+
+    __slots__ = ("_stack", "size")
+
+    def __init__(self) -> None:
+        self._stack: list[bytes] = []
+        self.size = 0
+
+    def append(self, leaf_hash: bytes) -> None:
+        node = leaf_hash
+        n = self.size
+        stack = self._stack
+        # Each trailing 1-bit of the old size is a perfect subtree of the same height: merge it.
+        while n & 1:
+            node = _sha256(b"\x01" + stack.pop() + node).digest()
+            n >>= 1
+        stack.append(node)
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self._stack:
+            return EMPTY_ROOT
+        stack = self._stack
+        node = stack[-1]
+        for left in reversed(stack[:-1]):
+            node = _sha256(b"\x01" + left + node).digest()
+        return node
+
+    def copy(self) -> Frontier:
+        other = Frontier()
+        other._stack = list(self._stack)
+        other.size = self.size
+        return other
+
+
+def _split(n: int) -> int:
+    """The largest power of two strictly below n (n >= 2)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+class LeafHashes:
+    """Leaf hashes held compactly (32 bytes each) so a writer can answer proofs for any size."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def append(self, leaf_hash: bytes) -> None:
+        self._buf += leaf_hash
+
+    def truncate(self, size: int) -> None:
+        del self._buf[size * HASH_SIZE :]
+
+    def __len__(self) -> int:
+        return len(self._buf) // HASH_SIZE
+
+    def __getitem__(self, i: int) -> bytes:
+        return bytes(self._buf[i * HASH_SIZE : (i + 1) * HASH_SIZE])
+
+    def subtree_root(self, start: int, end: int) -> bytes:
+        """Root of the tree over leaves [start, end)."""
+        if end <= start:
+            return EMPTY_ROOT
+        frontier = Frontier()
+        buf = self._buf
+        for i in range(start, end):
+            frontier.append(bytes(buf[i * HASH_SIZE : (i + 1) * HASH_SIZE]))
+        return frontier.root()
+
+    def root(self, size: int | None = None) -> bytes:
+        return self.subtree_root(0, len(self) if size is None else size)
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """RFC 9162 §2.1.3.1 PATH(index, D[0:size])."""
+        if not 0 <= index < size <= len(self):
+            raise ProofError(f"no inclusion proof for entry {index} in a tree of size {size}")
+        proof: list[bytes] = []
+        start, end, m = 0, size, index
+        # Walk down from the root, collecting the sibling subtree at each level (root-first).
+        while end - start > 1:
+            k = _split(end - start)
+            if m < k:
+                proof.append(self.subtree_root(start + k, end))
+                end = start + k
+            else:
+                proof.append(self.subtree_root(start, start + k))
+                start += k
+                m -= k
+        proof.reverse()
+        return proof
+
+    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        """RFC 9162 §2.1.4.1 PROOF(size1, D[0:size2])."""
+        if not 0 < size1 <= size2 <= len(self):
+            raise ProofError(f"no consistency proof from size {size1} to size {size2}")
+        if size1 == size2:
+            return []
+        proof: list[bytes] = []
+        start, end, m, complete = 0, size2, size1, True
+        while True:
+            n = end - start
+            if m == n:
+                if not complete:
+                    proof.append(self.subtree_root(start, end))
+                break
+            k = _split(n)
+            if m <= k:
+                proof.append(self.subtree_root(start + k, end))
+                end = start + k
+            else:
+                proof.append(self.subtree_root(start, start + k))
+                start += k
+                m -= k
+                complete = False
+        proof.reverse()
+        return proof
+
+
+def root_of(leaf_hashes: Sequence[bytes]) -> bytes:
+    frontier = Frontier()
+    for leaf in leaf_hashes:
+        frontier.append(leaf)
+    return frontier.root()
+
+
+def verify_inclusion(
+    leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
+) -> None:
+    """Check that `leaf_hash` is entry `index` of the tree of `size` leaves with `root`.
+
+    Raises ProofError; returns None on success (no boolean for a security decision).
+    """
+    if index < 0 or index >= size:
+        raise ProofError(f"entry index {index} is outside a tree of size {size}")
+    if len(leaf_hash) != HASH_SIZE or len(root) != HASH_SIZE:
+        raise ProofError("leaf hash and root must be 32-byte SHA-256 hashes")
+    if any(len(p) != HASH_SIZE for p in proof):
+        raise ProofError("inclusion proof holds a hash that is not 32 bytes")
+    computed = _root_from_inclusion(leaf_hash, index, size, proof)
+    if computed != root:
+        raise ProofError(
+            f"inclusion proof for entry {index} does not lead to the root {root.hex()[:16]}…"
+        )
+
+
+def _root_from_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes:
+    # RFC 9162 §2.1.3.2.
+    fn, sn = index, size - 1
+    r = leaf_hash
+    for p in proof:
+        if sn == 0:
+            raise ProofError("inclusion proof is longer than the tree is deep")
+        if fn & 1 or fn == sn:
+            r = hash_children(p, r)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = hash_children(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ProofError("inclusion proof is shorter than the tree is deep")
+    return r
+
+
+def verify_consistency(
+    size1: int, size2: int, proof: Sequence[bytes], root1: bytes, root2: bytes
+) -> None:
+    """Check that the tree (size2, root2) extends the tree (size1, root1). Raises ProofError."""
+    if size2 < size1:
+        raise ProofError(f"tree size went backwards: {size1} then {size2}")
+    if size1 == 0:
+        # Every tree extends the empty tree; a proof "from zero" proves nothing, so refuse it.
+        raise ProofError("a consistency proof from an empty tree proves nothing")
+    if size1 == size2:
+        if proof:
+            raise ProofError("equal tree sizes need an empty consistency proof")
+        if root1 != root2:
+            raise ProofError(f"two different roots for the same tree size {size1}")
+        return
+    if not proof:
+        raise ProofError(f"empty consistency proof from size {size1} to {size2}")
+    if any(len(p) != HASH_SIZE for p in proof):
+        raise ProofError("consistency proof holds a hash that is not 32 bytes")
+    # RFC 9162 §2.1.4.2.
+    path = list(proof)
+    if size1 & (size1 - 1) == 0:
+        path.insert(0, root1)
+    fn, sn = size1 - 1, size2 - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise ProofError("consistency proof is longer than needed")
+        if fn & 1 or fn == sn:
+            fr = hash_children(c, fr)
+            sr = hash_children(c, sr)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = hash_children(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ProofError("consistency proof is shorter than needed")
+    if fr != root1:
+        raise ProofError(f"consistency proof does not reproduce the root of size {size1}")
+    if sr != root2:
+        raise ProofError(f"consistency proof does not reproduce the root of size {size2}")

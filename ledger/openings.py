@@ -1,0 +1,154 @@
+"""Reading openings files and producing the publishable copy.
+
+The hospital's openings file holds the salt and content of every commitment in the ledger. What
+may leave the hospital is a copy without the openings of blocked outputs and refused artifacts:
+`publishable_openings` writes that copy, so a reviewer can check every released output against
+its commitment while a blocked output stays a commitment only.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bedside.errors import LedgerError, LedgerIntegrityError
+
+from . import entries as E
+from ._records import LEDGER_MAGIC, OPENINGS_MAGIC, Tail, encode_record, iter_records
+from .commitment import canonical_json, parse_canonical
+
+
+@dataclass(frozen=True)
+class Opening:
+    """The salt and content that open the commitment of entry `index`."""
+
+    index: int
+    field: str
+    domain: str
+    salt: bytes
+    content: bytes
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, where: str) -> Opening:
+        try:
+            return cls(
+                int(d["index"]),
+                str(d["field"]),
+                str(d["domain"]),
+                base64.b64decode(d["salt"], validate=True),
+                base64.b64decode(d["content"], validate=True),
+            )
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise LedgerIntegrityError(f"{where}: malformed opening ({exc})") from exc
+
+
+def iter_openings(path: str | os.PathLike[str]) -> Iterator[Opening]:
+    """Stream the openings in a file, in index order; raises on damage or disorder."""
+    from .log import read_meta
+
+    p = Path(path)
+    try:
+        fh = open(p, "rb")  # noqa: SIM115 - closed in finally
+    except OSError as exc:
+        raise LedgerError(f"{p}: cannot read openings: {exc.strerror}") from exc
+    try:
+        _, start = read_meta(fh, OPENINGS_MAGIC, p)
+        last = -1
+        for n, item in enumerate(iter_records(fh, start)):
+            if isinstance(item, Tail):
+                if item.nbytes:
+                    raise LedgerIntegrityError(f"{p}: opening record {n}: {item.reason}")
+                return
+            if not item.valid:
+                raise LedgerIntegrityError(f"{p}: opening record {n} fails its checksum")
+            try:
+                d = parse_canonical(item.payload)
+            except ValueError as exc:
+                raise LedgerIntegrityError(f"{p}: opening record {n}: {exc}") from exc
+            opening = Opening.from_dict(d, where=f"{p}: opening record {n}")
+            if opening.index <= last:
+                raise LedgerIntegrityError(
+                    f"{p}: openings out of order (entry {opening.index} after {last})",
+                    index=opening.index,
+                )
+            last = opening.index
+            yield opening
+    finally:
+        fh.close()
+
+
+def read_openings(path: str | os.PathLike[str]) -> dict[int, Opening]:
+    """All openings of a file by entry index (small ledgers; use `iter_openings` to stream)."""
+    return {o.index: o for o in iter_openings(path)}
+
+
+def withheld(entry: dict[str, Any]) -> bool:
+    """True for entries whose opening must stay in the hospital (blocked, refused)."""
+    kind = entry.get("kind")
+    if kind == E.OUTPUT:
+        return entry.get("decision") == "blocked"
+    if kind == E.RELEASE:
+        return entry.get("decision") != "released"
+    return False
+
+
+def publishable_openings(
+    ledger_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    openings: str | os.PathLike[str] | None = None,
+) -> tuple[int, int]:
+    """Write the openings that may leave the hospital to `out_path`.
+
+    Drops the opening of every blocked output and every artifact not released. Returns (kept,
+    withheld) counts. `openings` defaults to the ledger's own openings file.
+    """
+    from .log import openings_path, read_meta
+
+    lp = Path(ledger_path)
+    src = Path(openings) if openings is not None else openings_path(lp)
+    out = Path(out_path)
+    kept = dropped = 0
+    with open(lp, "rb") as lfh:
+        meta, start = read_meta(lfh, LEDGER_MAGIC, lp)
+        records = iter_records(lfh, start)
+        index = -1
+        current: dict[str, Any] = {}
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with os.fdopen(fd, "wb") as ofh:
+            ofh.write(OPENINGS_MAGIC + encode_record(canonical_json(meta)))
+            for opening in iter_openings(src):
+                while index < opening.index:
+                    item = next(records)
+                    if isinstance(item, Tail):
+                        raise LedgerIntegrityError(
+                            f"{src}: opening for entry {opening.index}, which {lp} does not have",
+                            index=opening.index,
+                        )
+                    index += 1
+                    current = parse_canonical(item.payload)
+                if withheld(current):
+                    dropped += 1
+                    continue
+                kept += 1
+                ofh.write(
+                    encode_record(
+                        canonical_json(
+                            {
+                                "index": opening.index,
+                                "field": opening.field,
+                                "domain": opening.domain,
+                                "salt": base64.b64encode(opening.salt).decode(),
+                                "content": base64.b64encode(opening.content).decode(),
+                            }
+                        )
+                    )
+                )
+            ofh.flush()
+            os.fsync(ofh.fileno())
+    return kept, dropped

@@ -1,0 +1,483 @@
+"""Streaming verification of a ledger: what a reviewer runs before trusting anything in it.
+
+One pass over the file, constant memory (the Merkle frontier, a few counters and the handful of
+checkpoint notes that anchors refer to). For each entry: the record checksum, canonical JSON, the
+schema, its position (`seq`: catches deleted, reordered and duplicated entries), and — for
+checkpoints — the signatures against the trusted keys and the signed root against the root
+recomputed from the entries (which also proves every checkpoint consistent with the one before
+it). With openings, every commitment that has an opening is recomputed; with an RPC URL, every
+anchor is checked on chain. The first failure raises `LedgerIntegrityError(index=...)` naming the
+entry; success returns a `VerifyReport`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bedside.errors import AnchorError, LedgerError, LedgerIntegrityError, SignatureError
+
+from . import entries as E
+from ._records import LEDGER_MAGIC, Record, Tail, iter_records
+from .commitment import open_commitment, parse_canonical
+from .merkle import Frontier, ProofError, verify_consistency
+from .note import Checkpoint, Verifier, open_checkpoint
+from .openings import Opening, iter_openings, withheld
+
+
+@dataclass(frozen=True)
+class CheckpointSeen:
+    index: int  # entry index of the checkpoint entry (-1 for one given on the command line)
+    size: int
+    root: bytes
+    signers: tuple[str, ...]
+
+
+@dataclass
+class VerifyReport:
+    """What a successful verification established (and what it could not)."""
+
+    path: Path
+    origin: str = ""
+    session: str = ""
+    size: int = 0
+    root: bytes = b""
+    header: dict[str, Any] | None = None
+    kinds: Counter[str] = field(default_factory=Counter)
+    decisions: Counter[str] = field(default_factory=Counter)
+    checkpoints: list[CheckpointSeen] = field(default_factory=list)
+    external_checkpoints: list[CheckpointSeen] = field(default_factory=list)
+    trusted_keys: list[str] = field(default_factory=list)
+    self_asserted_keys: bool = False
+    openings_checked: int = 0
+    openings_missing: list[int] = field(default_factory=list)
+    openings_withheld: int = 0
+    anchors: list[dict[str, Any]] = field(default_factory=list)
+    sealed: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def signed_size(self) -> int:
+        """How many entries the latest verified signature covers."""
+        sizes = [c.size for c in self.checkpoints + self.external_checkpoints]
+        return max(sizes, default=0)
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.path}: OK — {self.size} entries, root {self.root.hex()}",
+            f"  origin {self.origin}, session {self.session}",
+            "  kinds: " + ", ".join(f"{k} {n}" for k, n in sorted(self.kinds.items())),
+        ]
+        if self.decisions:
+            lines.append(
+                "  outputs: " + ", ".join(f"{k} {n}" for k, n in sorted(self.decisions.items()))
+            )
+        signers = sorted({s for c in self.checkpoints for s in c.signers})
+        lines.append(
+            f"  {len(self.checkpoints)} signed checkpoint(s), latest covers {self.signed_size} "
+            f"entries; signed by {', '.join(signers) or 'nobody'}"
+            + (" (keys named by the ledger itself)" if self.self_asserted_keys else "")
+        )
+        if self.openings_checked or self.openings_missing or self.openings_withheld:
+            lines.append(
+                f"  openings: {self.openings_checked} match their commitments, "
+                f"{self.openings_withheld} withheld (blocked/refused), "
+                f"{len(self.openings_missing)} missing"
+            )
+        for a in self.anchors:
+            lines.append(
+                f"  anchor (entry {a['index']}): checkpoint entry {a['checkpoint_index']} on chain "
+                f"{a['chain_id']} tx {a['tx']} — {a['status']}"
+            )
+        lines.append(f"  sealed: {'yes' if self.sealed else 'no'}")
+        lines.extend(f"  warning: {w}" for w in self.warnings)
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "path": str(self.path),
+            "origin": self.origin,
+            "session": self.session,
+            "size": self.size,
+            "root": self.root.hex(),
+            "kinds": dict(self.kinds),
+            "decisions": dict(self.decisions),
+            "checkpoints": [
+                {"index": c.index, "size": c.size, "root": c.root.hex(), "signers": list(c.signers)}
+                for c in self.checkpoints
+            ],
+            "signed_size": self.signed_size,
+            "trusted_keys": self.trusted_keys,
+            "self_asserted_keys": self.self_asserted_keys,
+            "openings_checked": self.openings_checked,
+            "openings_missing": self.openings_missing,
+            "openings_withheld": self.openings_withheld,
+            "anchors": self.anchors,
+            "sealed": self.sealed,
+            "warnings": self.warnings,
+        }
+
+
+def iter_entries(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Read entries without verifying them (for replay and reports after `verify_ledger`)."""
+    from .log import read_meta
+
+    p = Path(path)
+    with open(p, "rb") as fh:
+        _, start = read_meta(fh, LEDGER_MAGIC, p)
+        for i, item in enumerate(iter_records(fh, start)):
+            if isinstance(item, Tail):
+                return
+            yield i, parse_canonical(item.payload)
+
+
+def _note_error(exc: LedgerError, index: int, what: str) -> SignatureError:
+    message = exc.message if isinstance(exc, LedgerIntegrityError) else str(exc)
+    return SignatureError(f"{what}: {message}", index=index)
+
+
+def verify_ledger(
+    path: str | os.PathLike[str],
+    keys: Sequence[str | Verifier] = (),
+    openings: str | os.PathLike[str] | None = None,
+    rpc: str | None = None,
+    *,
+    confirmations: int | None = None,
+    checkpoints: Sequence[str] = (),
+    require_checkpoint: bool = True,
+    progress: bool = False,
+    on_entry: Callable[[int, dict[str, Any]], None] | None = None,
+) -> VerifyReport:
+    """Verify the ledger at `path`; raise `LedgerIntegrityError` (index = first bad entry).
+
+    `keys` are the trusted verifier keys; without any, the keys the header names are used and
+    the report says the trust is self-asserted. `checkpoints` are signed notes held outside the
+    ledger (a researcher's cosigned copy, an anchored note): the ledger must contain and match
+    every one of them, which is how a truncation behind a signed checkpoint is caught.
+    """
+    p = Path(path)
+    report = VerifyReport(p)
+    verifiers = [k if isinstance(k, Verifier) else Verifier(k) for k in keys]
+    report.trusted_keys = [v.vkey for v in verifiers]
+    try:
+        fh = open(p, "rb")  # noqa: SIM115 - closed in finally
+    except OSError as exc:
+        raise LedgerError(f"{p}: cannot read the ledger: {exc.strerror}") from exc
+    bar: Any = None
+    try:
+        from .log import read_meta
+
+        meta, start = read_meta(fh, LEDGER_MAGIC, p)
+        report.origin, report.session = meta["origin"], meta["session"]
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=os.fstat(fh.fileno()).st_size,
+                unit="B",
+                unit_scale=True,
+                desc="verify",
+                leave=False,
+            )
+        _verify_stream(
+            fh, start, report, verifiers, openings, rpc, confirmations, checkpoints, bar, on_entry
+        )
+    finally:
+        fh.close()
+        if bar is not None:
+            bar.close()
+    if require_checkpoint and report.size and not report.checkpoints:
+        raise SignatureError(
+            "the ledger holds no signed checkpoint, so nothing in it is signed; ask the custodian "
+            "for a ledger with checkpoints (the sentry writes one per receipt and at seal)",
+            index=None,
+        )
+    unsigned = report.size - report.signed_size
+    if report.checkpoints and unsigned:
+        report.warnings.append(
+            f"the last {unsigned} entries (from entry {report.signed_size}) are after the latest "
+            "signed checkpoint: nobody has signed them yet"
+        )
+    if not report.sealed:
+        report.warnings.append("the session is not sealed (still running, or cut short)")
+    if report.openings_missing:
+        report.warnings.append(
+            f"{len(report.openings_missing)} released entries have no opening "
+            f"(first: entry {report.openings_missing[0]})"
+        )
+    return report
+
+
+def _verify_stream(
+    fh: Any,
+    start: int,
+    report: VerifyReport,
+    verifiers: list[Verifier],
+    openings_file: str | os.PathLike[str] | None,
+    rpc: str | None,
+    confirmations: int | None,
+    external: Sequence[str],
+    bar: Any,
+    on_entry: Callable[[int, dict[str, Any]], None] | None,
+) -> None:
+    frontier = Frontier()
+    session = report.session
+    kinds = report.kinds
+    decisions = report.decisions
+    notes: dict[int, str] = {}  # checkpoint entry index -> note, for anchors
+    pending_external: dict[int, list[CheckpointSeen]] = {}
+    openings: Iterator[Opening] | None = (
+        iter_openings(openings_file) if openings_file is not None else None
+    )
+    next_opening = next(openings, None) if openings is not None else None
+    committed = E.COMMITTED_FIELD
+    sealed = False
+    progress_bytes = 0
+    i = 0
+    item: Record | Tail
+    for i, item in enumerate(iter_records(fh, start)):
+        if isinstance(item, Tail):
+            if item.nbytes:
+                raise LedgerIntegrityError(
+                    f"record is incomplete or damaged: {item.reason} (a torn write or a "
+                    "truncated copy; the writer's `Ledger.open` recovers a torn tail)",
+                    index=i,
+                )
+            break
+        if not item.valid:
+            raise LedgerIntegrityError(
+                "record checksum mismatch: the entry's bytes were altered after it was written",
+                index=i,
+            )
+        try:
+            entry = parse_canonical(item.payload)
+        except ValueError as exc:
+            raise LedgerIntegrityError(f"entry is not canonical JSON: {exc}", index=i) from exc
+        E.check_entry(entry, i)
+        if entry["seq"] != i:
+            raise LedgerIntegrityError(
+                f"entry says it is entry {entry['seq']}: an entry was deleted, reordered or "
+                "duplicated here",
+                index=i,
+            )
+        if entry["session"] != session:
+            raise LedgerIntegrityError(
+                f"entry belongs to session {entry['session']!r}, not {session!r}", index=i
+            )
+        if sealed:
+            raise LedgerIntegrityError("entry after the seal: the session was closed", index=i)
+        kind = entry["kind"]
+        kinds[kind] += 1
+        if i == 0:
+            if kind != E.HEADER:
+                raise LedgerIntegrityError("entry 0 must be the session header", index=0)
+            _read_header(entry, report, verifiers)
+            for note in external:
+                seen = _open_external(note, verifiers, report.origin)
+                report.external_checkpoints.append(seen)
+                pending_external.setdefault(seen.size, []).append(seen)
+        elif kind == E.HEADER:
+            raise LedgerIntegrityError("a second session header", index=i)
+        elif kind == E.OUTPUT:
+            decisions[entry["decision"]] += 1
+        elif kind == E.CHECKPOINT:
+            _check_checkpoint(entry, i, frontier, verifiers, report)
+            notes[i] = entry["note"]
+        elif kind == E.ANCHOR:
+            _check_anchor(entry, i, notes, rpc, confirmations, report)
+        elif kind == E.SEAL:
+            sealed = True
+        if kind in committed and openings is not None:
+            if next_opening is not None and next_opening.index < i:
+                raise LedgerIntegrityError(
+                    f"an opening names entry {next_opening.index}, which commits to nothing",
+                    index=next_opening.index,
+                )
+            field_name, domain = committed[kind]
+            if next_opening is not None and next_opening.index == i:
+                if (next_opening.field, next_opening.domain) != (field_name, domain):
+                    raise LedgerIntegrityError(
+                        f"opening is for {next_opening.field}/{next_opening.domain}, "
+                        f"but a {kind} entry commits {field_name}/{domain}",
+                        index=i,
+                    )
+                open_commitment(
+                    domain, next_opening.content, next_opening.salt, entry[field_name], index=i
+                )
+                report.openings_checked += 1
+                next_opening = next(openings, None)
+            elif withheld(entry):
+                report.openings_withheld += 1
+            else:
+                report.openings_missing.append(i)
+        frontier.append(item.check)
+        if pending_external and frontier.size in pending_external:
+            for seen in pending_external.pop(frontier.size):
+                if seen.root != frontier.root():
+                    raise LedgerIntegrityError(
+                        f"the checkpoint signed by {', '.join(seen.signers)} for {seen.size} "
+                        f"entries has a different root: some entry in 0..{i} was altered",
+                        index=i,
+                    )
+        if on_entry is not None:
+            on_entry(i, entry)
+        if bar is not None:
+            progress_bytes += len(item.payload) + 36
+            if not i & 0xFFF:
+                bar.update(progress_bytes)
+                progress_bytes = 0
+    else:  # pragma: no cover - iter_records always ends with a Tail
+        pass
+    if bar is not None:
+        bar.update(progress_bytes)
+    if openings is not None and next_opening is not None:
+        raise LedgerIntegrityError(
+            f"an opening names entry {next_opening.index}, which the ledger does not have "
+            "(or which commits to nothing)",
+            index=next_opening.index,
+        )
+    report.size = frontier.size
+    report.root = frontier.root()
+    report.sealed = sealed
+    if pending_external:
+        size = min(pending_external)
+        seen = pending_external[size][0]
+        raise LedgerIntegrityError(
+            f"the ledger ends after {frontier.size} entries, but a checkpoint signed by "
+            f"{', '.join(seen.signers)} covers {size}: entries {frontier.size}..{size - 1} "
+            "were cut off",
+            index=frontier.size,
+        )
+
+
+def _read_header(entry: dict[str, Any], report: VerifyReport, verifiers: list[Verifier]) -> None:
+    report.header = entry
+    if entry["origin"] != report.origin:
+        raise LedgerIntegrityError(
+            f"header origin {entry['origin']!r} differs from the file's {report.origin!r}",
+            index=0,
+        )
+    if not verifiers:
+        for role, vkey in sorted(entry["identities"].items()):
+            try:
+                verifiers.append(Verifier(vkey))
+            except LedgerError as exc:
+                raise LedgerIntegrityError(f"identity {role!r}: {exc}", index=0) from exc
+        report.self_asserted_keys = True
+        report.trusted_keys = [v.vkey for v in verifiers]
+        report.warnings.append(
+            "no --key given: signatures were checked against the keys the header names, which "
+            "proves consistency, not who signed; pass the custodian's key with --key"
+        )
+
+
+def _open_external(note: str, verifiers: list[Verifier], origin: str) -> CheckpointSeen:
+    try:
+        cp, signers = open_checkpoint(note, verifiers)
+    except LedgerError as exc:
+        raise _note_error(exc, -1, "checkpoint given with --checkpoint") from exc
+    if cp.origin != origin:
+        raise SignatureError(
+            f"checkpoint given with --checkpoint is for {cp.origin!r}, not {origin!r}"
+        )
+    return CheckpointSeen(-1, cp.size, cp.root, tuple(signers))
+
+
+def _check_checkpoint(
+    entry: dict[str, Any],
+    i: int,
+    frontier: Frontier,
+    verifiers: list[Verifier],
+    report: VerifyReport,
+) -> None:
+    try:
+        cp, signers = open_checkpoint(entry["note"], verifiers)
+    except LedgerError as exc:
+        raise _note_error(exc, i, "checkpoint") from exc
+    if cp.origin != report.origin:
+        raise LedgerIntegrityError(
+            f"checkpoint origin {cp.origin!r} is not the ledger's {report.origin!r}", index=i
+        )
+    if cp.size != entry["size"] or not 0 < cp.size <= i:
+        raise LedgerIntegrityError(
+            f"checkpoint size {cp.size} does not fit entry {i} (size field {entry['size']})",
+            index=i,
+        )
+    current = frontier.root()
+    if cp.size == i:
+        if entry["proof"]:
+            raise LedgerIntegrityError("checkpoint at its own size carries a proof", index=i)
+        if cp.root != current:
+            raise LedgerIntegrityError(
+                f"signed root {cp.root.hex()[:16]}… is not the root of entries 0..{i - 1} "
+                f"({current.hex()[:16]}…): an earlier entry was altered",
+                index=i,
+            )
+    else:
+        try:
+            proof = [base64.b64decode(h, validate=True) for h in entry["proof"]]
+            verify_consistency(cp.size, i, proof, cp.root, current)
+        except (binascii.Error, ValueError, ProofError) as exc:
+            raise LedgerIntegrityError(
+                f"signed root for {cp.size} entries is not consistent with entries 0..{i - 1} "
+                f"({exc}): an earlier entry was altered",
+                index=i,
+            ) from exc
+    report.checkpoints.append(CheckpointSeen(i, cp.size, cp.root, tuple(signers)))
+
+
+def _check_anchor(
+    entry: dict[str, Any],
+    i: int,
+    notes: dict[int, str],
+    rpc: str | None,
+    confirmations: int | None,
+    report: VerifyReport,
+) -> None:
+    ci = entry["checkpoint_index"]
+    note = notes.get(ci)
+    if note is None:
+        raise LedgerIntegrityError(
+            f"anchor names entry {ci} as its checkpoint, which is not an earlier checkpoint",
+            index=i,
+        )
+    status = "not checked on chain (pass --rpc URL)"
+    if rpc is not None:
+        from bedside.ledger import anchor as _anchor  # lazy: web3 is heavy
+
+        try:
+            _anchor.verify_anchor_entry(
+                entry, note.encode("utf-8"), rpc, confirmations=confirmations
+            )
+        except AnchorError as exc:
+            raise AnchorError(f"entry {i}: anchor of checkpoint entry {ci}: {exc}") from exc
+        status = "verified on chain"
+    report.anchors.append(
+        {
+            "index": i,
+            "checkpoint_index": ci,
+            "chain_id": entry["chain_id"],
+            "contract": entry["contract"],
+            "tx": entry["tx"],
+            "block": entry["block"],
+            "root": entry["root"],
+            "status": status,
+        }
+    )
+
+
+def read_checkpoint(note_file: str | os.PathLike[str]) -> str:
+    try:
+        return Path(note_file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LedgerError(f"{note_file}: cannot read checkpoint: {exc.strerror}") from exc
+
+
+__all__ = ["CheckpointSeen", "Checkpoint", "VerifyReport", "iter_entries", "verify_ledger"]

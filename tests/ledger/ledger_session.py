@@ -1,0 +1,55 @@
+"""Builders shared by the ledger tests (imported by name: pytest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bedside.ledger import Ledger, Signer, cosign
+from bedside.ledger import entries as E
+
+SESSION = "sess-0001"
+ORIGIN = "hospital.example/bedside/sess-0001"
+
+
+def build_session(
+    path: Path, custodian: Signer, researcher: Signer, *, cells: int = 3, seal: bool = True
+) -> Ledger:
+    """A session: header, per cell an execute request, a released and a blocked output, a
+    cosigned checkpoint after each cell, metering, and a seal."""
+    ledger = Ledger.create(path, session_id=SESSION, origin=ORIGIN)
+    ledger.append(
+        E.header(
+            session=SESSION,
+            origin=ORIGIN,
+            intent={"purpose": "readmission model", "cohort": "adults"},
+            policy_id="st-marys-v1",
+            policy_digest="sha256:" + "ab" * 32,
+            kernel_env="sha256:" + "cd" * 32,
+            identities={"custodian": custodian.verifier_key, "researcher": researcher.verifier_key},
+        )
+    )
+    for c in range(cells):
+        msg = f"exec-{c}"
+        entry, opening = E.execute_request(
+            session=SESSION, msg_id=msg, code=f"print({c} * 2)", researcher_sig=None
+        )
+        ledger.append(entry, opening=opening)
+        entry, opening = E.output(
+            session=SESSION, msg_id=f"out-{c}", parent=msg, channel="iopub", msg_type="stream",
+            content={"name": "stdout", "text": f"{c * 2}\n"}, decision="released", rule="pass",
+            layer="sentry",
+        )
+        ledger.append(entry, opening=opening)
+        entry, opening = E.output(
+            session=SESSION, msg_id=f"blk-{c}", parent=msg, channel="iopub", msg_type="stream",
+            content={"name": "stdout", "text": "MRN 12345678\n"}, decision="blocked",
+            rule="identifier", layer="sentry",
+        )
+        ledger.append(entry, opening=opening)
+        ledger.append_checkpoint(cosign(ledger.sign_checkpoint(custodian), researcher))
+    ledger.append(E.metering(session=SESSION, counters={"cells": cells, "egress_bytes": 42}))
+    if seal:
+        ledger.append_checkpoint(ledger.sign_checkpoint(custodian))
+        ledger.append(E.seal(session=SESSION))
+    ledger.flush()
+    return ledger
