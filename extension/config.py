@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
-from traitlets import Bool, Float, Unicode, default
+from traitlets import Float, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 
@@ -130,12 +130,6 @@ class Bedside(LoggingConfigurable):
         30.0,
         help="""Seconds to wait for the hospital's answer to the session intent before the
         session is marked unmonitored and its messages unverified.""",
-    ).tag(config=True)
-
-    cosign_every_cell = Bool(
-        True,
-        help="""Ask the hospital for a checkpoint after every cell and cosign it. Turn off to
-        cosign only when sealing.""",
     ).tag(config=True)
 
     def sessions_path(self) -> Path:

@@ -17,7 +17,7 @@ from jupyter_server.gateway.connections import GatewayWebSocketConnection
 from tornado import web
 from tornado.ioloop import IOLoop
 
-from .mirror import ACTIVE, EXHAUSTED, PENDING, REFUSED, SessionMirror, new_message
+from .mirror import PENDING, REFUSED, SessionMirror, new_message
 from .sessions import SessionRegistry
 
 REGISTRY_KEY = "bedside_sessions"
@@ -150,15 +150,6 @@ class BedsideWebSocketConnection(GatewayWebSocketConnection):
         if verdict.consumed:
             return
         super().handle_outgoing_message(json.dumps(msg), *args)
-        header = msg.get("header") or {}
-        if (
-            header.get("msg_type") == "execute_reply"
-            and mirror.cosign_every_cell
-            and mirror.state in (ACTIVE, EXHAUSTED)
-        ):
-            request = mirror.cosign_request()
-            if request is not None:
-                self._send_to_gateway(request)
 
     async def _read_messages(self) -> None:
         await super()._read_messages()

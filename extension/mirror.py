@@ -111,14 +111,12 @@ class SessionMirror:
         signer: Signer,
         intent: dict[str, Any] | None,
         custodian_key: str = "",
-        cosign_every_cell: bool = True,
     ) -> None:
         self.kernel_id = kernel_id
         self.directory = directory
         self.signer = signer
         self.intent = intent
         self.custodian: Verifier | None = Verifier(custodian_key) if custodian_key else None
-        self.cosign_every_cell = cosign_every_cell
         self.client_session = uuid.uuid4().hex
         self.state = PENDING
         self.reason = ""
@@ -190,11 +188,11 @@ class SessionMirror:
     # -- researcher -> hospital ------------------------------------------------------------
 
     def intent_request(self) -> dict[str, Any]:
-        """The first message of a session: the declared intent, signed by the researcher."""
-        intent = self.intent or {}
+        """The first message of a session: the declared intent, with the researcher's key."""
+        intent = dict(self.intent or {})
+        intent["researcher_key"] = self.signer.verifier_key
         content = {
             "intent": intent,
-            "researcher_key": self.signer.verifier_key,
             "researcher_sig": _b64(self.signer.sign(canonical_json(intent))),
         }
         msg = new_message("bedside_intent_request", content, session=self.client_session)
@@ -219,14 +217,6 @@ class SessionMirror:
         self._sigs[msg_id] = sig
         self._pending_cells.add(msg_id)
 
-    def cosign_request(self) -> dict[str, Any] | None:
-        """Ask the hospital to sign the current tree head; ours travels with the request."""
-        if self.ledger is None or self.ledger.size == 0 or self.state not in (ACTIVE, EXHAUSTED):
-            return None
-        note = self.ledger.sign_checkpoint(self.signer)
-        content = {"size": self.ledger.size, "root": self.ledger.root().hex(), "note": note}
-        return self.control_request("bedside_cosign_request", content)
-
     # -- hospital -> researcher ------------------------------------------------------------
 
     def observe_reply(self, msg: dict[str, Any]) -> Verdict:
@@ -234,7 +224,10 @@ class SessionMirror:
         header = msg.get("header") or {}
         msg_type = str(header.get("msg_type", ""))
         parent = str((msg.get("parent_header") or {}).get("msg_id", ""))
-        if msg_type == "bedside_intent_reply" or (parent and parent == self.intent_msg_id):
+        is_intent_reply = msg_type == "bedside_intent_reply" or (
+            bool(parent) and parent == self.intent_msg_id
+        )
+        if is_intent_reply:
             self._on_intent_reply(msg)
         try:
             self._check_receipt(msg)
@@ -251,10 +244,10 @@ class SessionMirror:
             self._pending_cells.discard(parent)
             self._code.pop(parent, None)
             self._sigs.pop(parent, None)
-            status = (msg.get("content") or {}).get("status")
-            ename = str((msg.get("content") or {}).get("ename", ""))
-            if status == "error" and "budget" in ename.lower():
-                self.state, self.reason = EXHAUSTED, str(msg["content"].get("evalue", ename))
+            content = msg.get("content") or {}
+            rule = ((msg.get("metadata") or {}).get("bedside") or {}).get("rule")
+            if content.get("status") == "error" and rule == "session_budget":
+                self.state, self.reason = EXHAUSTED, str(content.get("evalue", ""))
         waiter = self._waiters.pop(parent, None)
         if waiter is not None:
             waiter(msg)
@@ -297,13 +290,14 @@ class SessionMirror:
             log.error("bedside: the hospital refused the session intent: %s", self.reason)
             return
         self.session_id = str(content.get("session", self.session_id))
-        key = str(content.get("custodian_key") or "")
+        receipt = ((msg.get("metadata") or {}).get("bedside") or {}).get("receipt") or {}
+        key = str(content.get("custodian_key") or receipt.get("key") or "")
         if self.custodian is None and key:
             self.custodian = Verifier(key)  # pinned for the rest of the session
         elif self.custodian is not None and key and key != self.custodian.vkey:
             self.state = REFUSED
             self.reason = (
-                f"the hospital answered with custodian key {key}, but this server trusts "
+                f"the hospital signs with custodian key {key}, but this server trusts "
                 f"{self.custodian.vkey} (Bedside.custodian_key)"
             )
             return
@@ -311,32 +305,44 @@ class SessionMirror:
 
     def _on_control_reply(self, msg_type: str, msg: dict[str, Any]) -> None:
         content = msg.get("content") or {}
-        if msg_type == "bedside_cosign_reply" and content.get("note"):
-            self._take_checkpoint(str(content["note"]))
-        elif msg_type == "bedside_seal_reply" and content.get("status") == "ok":
+        if content.get("status") != "ok":
+            log.warning("bedside: %s failed: %s", msg_type, content.get("evalue", content))
+            return
+        if msg_type == "bedside_seal_reply":
             self.state = SEALED
-            if isinstance(content.get("metering"), dict):
-                self.metering = content["metering"]
-            if content.get("note"):
-                self._take_checkpoint(str(content["note"]))
+            if isinstance(content.get("used"), dict):
+                self.metering = {"used": content["used"]}
             if self.ledger is not None:
                 self.ledger.flush()
-        elif msg_type == "bedside_status_reply" and isinstance(content.get("metering"), dict):
-            self.metering = content["metering"]
+        elif msg_type == "bedside_status_reply" and isinstance(content.get("used"), dict):
+            self.metering = {"used": content["used"], "budget": content.get("budget")}
 
-    def _take_checkpoint(self, note: str) -> None:
-        verifiers = [v for v in (self.custodian, self.signer.verifier) if v is not None]
-        try:
-            _, names = open_checkpoint(note, verifiers)
-        except Error as exc:
-            log.warning("bedside: checkpoint from the hospital does not verify: %s", exc)
+    def _cosign_checkpoint(self, note: str) -> None:
+        """The hospital signed a tree head: check it against our copy, cosign, hand it back."""
+        if self.custodian is None or self.ledger is None:
             return
+        checkpoint, _ = open_checkpoint(note, [self.custodian])
+        if checkpoint.size > self.ledger.size or (
+            self.ledger.root_at(checkpoint.size) != checkpoint.root
+        ):
+            raise LedgerIntegrityError(
+                f"the hospital's checkpoint (size {checkpoint.size}) does not match our copy",
+                index=checkpoint.size,
+            )
+        cosigned = cosign(note, self.signer)
+        self.last_checkpoint = cosigned
+        if self.send is not None and self.state != SEALED:
+            self.send(self.control_request("bedside_cosign_request", {"checkpoint": cosigned}))
+
+    def _logged_checkpoint(self, note: str, index: int) -> None:
+        """A checkpoint entry: it must carry both signatures."""
+        verifiers = [v for v in (self.custodian, self.signer.verifier) if v is not None]
+        _, names = open_checkpoint(note, verifiers)
+        if len(names) < 2:
+            raise SignatureError(
+                "a logged checkpoint lacks the researcher's cosignature", index=index
+            )
         self.last_checkpoint = note
-        if self.signer.verifier.vkey.split("+")[0] not in names and self.send is not None:
-            # The hospital signed first: add our cosignature and hand it back.
-            cosigned = cosign(note, self.signer)
-            self.last_checkpoint = cosigned
-            self.send(self.control_request("bedside_cosign_request", {"note": cosigned}))
 
     def _record_unverified(self, msg: dict[str, Any], reason: str) -> None:
         self.unverified += 1
@@ -397,6 +403,8 @@ class SessionMirror:
                 f"{str(receipt.get('root'))[:16]}…",
                 index=self.ledger.size,
             )
+        if isinstance(receipt.get("checkpoint"), str):
+            self._cosign_checkpoint(receipt["checkpoint"])
 
     def _append(self, item: dict[str, Any], msg: dict[str, Any], committed: bytes) -> None:
         entry = item.get("entry")
@@ -407,7 +415,7 @@ class SessionMirror:
             if index != 0 or entry.get("kind") != "header":
                 raise LedgerIntegrityError("the first entry must be the header", index=index)
             self.session_id = str(entry.get("session", self.session_id))
-            origin = str(entry.get("origin", ""))
+            origin = str(entry.get("origin") or f"bedside/{self.session_id}")
             if self.ledger_path.exists():
                 self.ledger = Ledger.open(self.ledger_path)
             else:
@@ -427,11 +435,11 @@ class SessionMirror:
         self.ledger.append(entry, opening=opening)
         kind = entry.get("kind")
         if kind == "checkpoint":
-            self._take_checkpoint(str(entry.get("note", "")))
+            self._logged_checkpoint(str(entry.get("note", "")), index)
         elif kind == "anchor":
             self.anchor = {k: v for k, v in entry.items() if k not in ("v", "session")}
         elif kind == "metering":
-            self.metering = entry.get("counters")
+            self.metering = entry.get("counters") or entry.get("record")
         elif kind == "seal":
             self.state = SEALED
             self.ledger.flush()

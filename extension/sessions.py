@@ -102,7 +102,6 @@ class SessionRegistry:
             signer=self.signer,
             intent=self.intent_for(notebook),
             custodian_key=self.config.custodian_key,
-            cosign_every_cell=self.config.cosign_every_cell,
         )
         self.live[kernel_id] = mirror
         return mirror, True
