@@ -1,0 +1,159 @@
+"""Jupyter wire messages as the sentry sees them: split, check, parse and re-sign.
+
+The sentry sits between two keys: K1 (the connection file Enterprise Gateway or jupyter_client
+was given) and K2 (the private ipc connection file of the sandboxed kernel). Every message is
+checked with the key of the side it came from and signed with the key of the side it goes to.
+Frames that need no change are passed on as the exact bytes that arrived, so the common case
+costs one HMAC check, one HMAC signature and one JSON parse.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from jupyter_client.session import Session
+
+DELIM = b"<IDS|MSG>"
+PROTOCOL_VERSION = "5.3"
+
+
+class MalformedMessage(Exception):
+    """A message that cannot be trusted: bad framing, bad signature, bad JSON, or a replay."""
+
+
+@dataclass
+class Message:
+    """One parsed Jupyter message, with the raw frames it arrived as."""
+
+    idents: list[bytes]
+    header: dict[str, Any]
+    parent: dict[str, Any]
+    metadata: dict[str, Any]
+    content: dict[str, Any]
+    buffers: list[bytes]
+    raw_header: bytes
+    raw_parent: bytes
+    raw_metadata: bytes
+    raw_content: bytes
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def msg_type(self) -> str:
+        return str(self.header.get("msg_type", ""))
+
+    @property
+    def msg_id(self) -> str:
+        return str(self.header.get("msg_id", ""))
+
+    @property
+    def parent_id(self) -> str:
+        value = self.parent.get("msg_id", "") if isinstance(self.parent, dict) else ""
+        return value if isinstance(value, str) else ""
+
+
+def _load_dict(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedMessage(f"{what} is not JSON") from exc
+    if not isinstance(value, dict):
+        raise MalformedMessage(f"{what} is not a JSON object")
+    return value
+
+
+class Wire:
+    """One side of the relay: the HMAC key and signature scheme of one connection file.
+
+    `digest_history` rejects a replayed signature, as jupyter_client's Session does, so that a
+    captured request cannot be sent twice.
+    """
+
+    def __init__(self, key: bytes, signature_scheme: str = "hmac-sha256", *, name: str) -> None:
+        self.name = name
+        self.session = Session(key=key, signature_scheme=signature_scheme, username="bedside")
+        self._auth = self.session.auth
+        self._history: OrderedDict[bytes, None] = OrderedDict()
+        self._history_size = 1 << 16
+
+    def sign(self, parts: list[bytes]) -> bytes:
+        if self._auth is None:
+            return b""
+        mac = self._auth.copy()
+        for part in parts:
+            mac.update(part)
+        return mac.hexdigest().encode()
+
+    def parse(self, frames: list[bytes], *, content: bool = True) -> Message:
+        """Check and parse one multipart message; raise `MalformedMessage` on any doubt."""
+        try:
+            cut = frames.index(DELIM)
+        except ValueError:
+            raise MalformedMessage("no <IDS|MSG> delimiter") from None
+        idents = frames[:cut]
+        parts = frames[cut + 1 :]
+        if len(parts) < 5:
+            raise MalformedMessage(f"{len(parts)} frames after the delimiter, expected 5 or more")
+        signature, raw_header, raw_parent, raw_metadata, raw_content = parts[:5]
+        if self._auth is not None:
+            expected = self.sign([raw_header, raw_parent, raw_metadata, raw_content])
+            if not hmac.compare_digest(signature, expected):
+                raise MalformedMessage("bad HMAC signature")
+            if signature in self._history:
+                raise MalformedMessage("replayed signature")
+            self._history[signature] = None
+            if len(self._history) > self._history_size:
+                self._history.popitem(last=False)
+        header = _load_dict(raw_header, "header")
+        if not isinstance(header.get("msg_type"), str) or not isinstance(header.get("msg_id"), str):
+            raise MalformedMessage("header lacks msg_type or msg_id")
+        return Message(
+            idents=idents,
+            header=header,
+            parent=_load_dict(raw_parent, "parent header"),
+            metadata=_load_dict(raw_metadata, "metadata"),
+            content=_load_dict(raw_content, "content") if content else {},
+            buffers=list(parts[5:]),
+            raw_header=raw_header,
+            raw_parent=raw_parent,
+            raw_metadata=raw_metadata,
+            raw_content=raw_content,
+        )
+
+    def frames(
+        self,
+        idents: list[bytes],
+        raw_header: bytes,
+        raw_parent: bytes,
+        raw_metadata: bytes,
+        raw_content: bytes,
+        buffers: list[bytes] | None = None,
+    ) -> list[bytes]:
+        """The multipart frames of a message signed with this side's key."""
+        signature = self.sign([raw_header, raw_parent, raw_metadata, raw_content])
+        out = [*idents, DELIM, signature, raw_header, raw_parent, raw_metadata, raw_content]
+        if buffers:
+            out.extend(buffers)
+        return out
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact JSON as jupyter_client writes it (UTF-8, no NaN)."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def new_header(msg_type: str, session_id: str, username: str = "bedside") -> dict[str, Any]:
+    """A header written by the sentry: nothing of the kernel's own header leaves."""
+    return {
+        "msg_id": uuid.uuid4().hex,
+        "msg_type": msg_type,
+        "username": username,
+        "session": session_id,
+        "date": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "version": PROTOCOL_VERSION,
+    }

@@ -1,0 +1,999 @@
+"""The sentry: the trusted process at the hospital boundary between Jupyter clients and a kernel.
+
+It owns the five ports of the connection file Enterprise Gateway (or jupyter_client) gave it,
+launches the guarded kernel in the sandbox with a private ipc connection file and a fresh key,
+and relays the five channels. Every message that leaves passes the boundary guard, is committed
+to the hospital copy of the session ledger and carries a receipt signed with the custodian key;
+the session's intent, budget and seal are handled here too (docs/custodian/sentry.md).
+
+    python -m bedside.gateway.sentry -f CONNECTION_FILE --policy FILE \\
+        --custodian-key KEYFILE --state-dir DIR [--no-sandbox]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from bedside.errors import Error, GatewayError
+from bedside.gateway._boundary import BoundaryGuard, Verdict
+from bedside.gateway._receipts import HospitalLedger, committed_bytes
+from bedside.gateway._session import (
+    Budget,
+    IntentRefused,
+    Meter,
+    ProcessTreeCPU,
+    check_intent,
+    environment_digest,
+    parse_intent,
+    policy_ceiling,
+)
+from bedside.gateway._wire import MalformedMessage, Message, Wire, dumps, new_header
+from bedside.policy.decision import Decision, Layer
+
+log = logging.getLogger("bedside.sentry")
+
+CHANNELS = ("shell", "control", "stdin", "iopub", "hb")
+NO_SANDBOX_WARNING = (
+    " [Warning: this kernel runs WITHOUT the hospital sandbox (--no-sandbox); "
+    "for development only.]"
+)
+# Messages that may leave before the session has a header (the Jupyter handshake).
+HANDSHAKE_TYPES = frozenset(
+    {
+        "status",
+        "kernel_info_reply",
+        "comm_info_reply",
+        "shutdown_reply",
+        "interrupt_reply",
+        "usage_reply",
+        "bedside_intent_reply",
+        "bedside_status_reply",
+    }
+)
+# iopub outputs counted against (and stopped by) the session's egress budget.
+EGRESS_COUNTED = frozenset(
+    {
+        "stream",
+        "display_data",
+        "update_display_data",
+        "execute_result",
+        "error",
+        "comm_open",
+        "comm_msg",
+    }
+)
+CONTROL_TYPES = frozenset(
+    {
+        "bedside_intent_request",
+        "bedside_cosign_request",
+        "bedside_seal_request",
+        "bedside_status_request",
+    }
+)
+_MAX_REQUESTS = 10_000
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Without the sandbox, the kernel still dies with the sentry (PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.setsid()
+
+
+@dataclass
+class Request:
+    """A request seen on the way in: where its replies go and the header they answer."""
+
+    idents: list[bytes] | None
+    raw_header: bytes
+    msg_type: str
+    channel: str
+
+
+def _read_connection_file(path: Path) -> dict[str, Any]:
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise GatewayError(f"{path}: cannot read the connection file: {exc}") from exc
+    for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port", "key"):
+        if name not in info:
+            raise GatewayError(f"{path}: the connection file lacks {name!r}")
+    if info.get("transport", "tcp") != "tcp":
+        raise GatewayError(f"{path}: the sentry listens on tcp only (transport is ipc)")
+    return info
+
+
+class Sentry:
+    """One kernel session behind the hospital boundary."""
+
+    def __init__(
+        self,
+        *,
+        connection_file: Path,
+        policy_path: Path,
+        custodian_key: Path,
+        state_dir: Path,
+        sandbox: bool = True,
+        kernel: str = "guarded",
+        origin: str | None = None,
+    ) -> None:
+        self.connection_file = connection_file
+        self.policy_path = policy_path
+        self.custodian_key = custodian_key
+        self.sandbox = sandbox
+        self.kernel = kernel
+        self.session_id = uuid.uuid4().hex
+        self.state_dir = state_dir / self.session_id
+        self.origin = origin or f"{socket.gethostname()}/bedside/{self.session_id}"
+        self.outer_info = _read_connection_file(connection_file)
+        self.outer = Wire(
+            self.outer_info["key"].encode(),
+            self.outer_info.get("signature_scheme", "hmac-sha256"),
+            name="client",
+        )
+        self.inner = Wire(secrets.token_hex(32).encode(), name="kernel")
+        self.requests: OrderedDict[str, Request] = OrderedDict()
+        self.pending_executes: deque[str] = deque()
+        self.hb_pending: OrderedDict[tuple[bytes, ...], None] = OrderedDict()
+        self.meter = Meter()
+        self.budget = Budget()
+        self.intent: dict[str, Any] | None = None
+        self.refused: str | None = None
+        self.sealed = False
+        self.shutting_down = False
+        self.stop_requested = False
+        self.dropped = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.cpu: ProcessTreeCPU | None = None
+        self._ipc_dir: Path | None = None
+        self._scratch_dir: Path | None = None
+        self._ctx = zmq.Context()
+        self._sockets: dict[str, zmq.Socket[bytes]] = {}
+        self._cpu_checked = 0.0
+
+    # -- start --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind the outer ports, launch the kernel, load the policy's data and the ledger."""
+        from bedside.ledger import Signer
+        from bedside.policy import load_policy
+
+        self.policy = load_policy(self.policy_path)
+        self.signer = Signer.load(self.custodian_key)
+        self._bind_outer()
+        self._launch_kernel()
+        self.guard = BoundaryGuard(
+            self._build_scan(),
+            mime_allow=list(self.policy.outputs.mime_allow),
+            max_output_bytes=int(self.policy.outputs.max_output_bytes),
+            notice_suffix="" if self.sandbox else NO_SANDBOX_WARNING,
+        )
+        self.budget = policy_ceiling(self.policy)
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.ledger = HospitalLedger(
+            self.state_dir / "session.ledger",
+            session_id=self.session_id,
+            origin=self.origin,
+            signer=self.signer,
+        )
+        log.info(
+            "sentry session %s: policy %s, ledger %s, sandbox %s",
+            self.session_id,
+            self.policy.id,
+            self.ledger.path,
+            "on" if self.sandbox else "OFF",
+        )
+
+    def _build_scan(self) -> Any:
+        """The text scanner: identifier values of the policy's datasets and PHI patterns."""
+        from bedside.gateway._scanner import build_scan
+
+        return build_scan(self.policy)
+
+    def _bind_outer(self) -> None:
+        info = self.outer_info
+        ip = info.get("ip", "127.0.0.1")
+        kinds = {
+            "shell": zmq.ROUTER,
+            "control": zmq.ROUTER,
+            "stdin": zmq.ROUTER,
+            "iopub": zmq.PUB,
+            "hb": zmq.ROUTER,
+        }
+        for channel, kind in kinds.items():
+            sock = self._ctx.socket(kind)
+            sock.linger = 1000
+            if kind == zmq.ROUTER:
+                sock.router_handover = 1
+            try:
+                sock.bind(f"tcp://{ip}:{info[f'{channel}_port']}")
+            except zmq.ZMQError as exc:
+                raise GatewayError(
+                    f"cannot bind the {channel} port {info[f'{channel}_port']} on {ip}: {exc}"
+                ) from exc
+            self._sockets[f"outer_{channel}"] = sock
+
+    def _kernel_argv(self, connection: Path) -> list[str]:
+        if self.kernel == "plain":
+            return [sys.executable, "-m", "ipykernel_launcher", "-f", str(connection)]
+        return [
+            sys.executable,
+            "-m",
+            "bedside.kernel",
+            "-f",
+            str(connection),
+            "--policy",
+            str(self.policy.path),
+        ]
+
+    def _kernel_env(self) -> dict[str, str]:
+        keep = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "VIRTUAL_ENV", "PYTHONPATH")
+        env = {k: os.environ[k] for k in keep if k in os.environ}
+        assert self._scratch_dir is not None
+        scratch = str(self._scratch_dir)
+        env.update(HOME=scratch, TMPDIR=scratch, MPLCONFIGDIR=scratch, PYTHONNOUSERSITE="1")
+        env["BEDSIDE_SANDBOX"] = "1" if self.sandbox else "0"
+        return env
+
+    def _launch_kernel(self) -> None:
+        # Short paths: a unix socket path must fit in 107 bytes.
+        self._ipc_dir = Path(tempfile.mkdtemp(prefix="bedside-ipc-"))
+        self._scratch_dir = Path(tempfile.mkdtemp(prefix="bedside-scratch-"))
+        os.chmod(self._ipc_dir, 0o700)
+        connection = self._ipc_dir / "kernel.json"
+        ip = str(self._ipc_dir / "k")
+        info = {
+            "transport": "ipc",
+            "ip": ip,
+            "shell_port": 1,
+            "iopub_port": 2,
+            "stdin_port": 3,
+            "control_port": 4,
+            "hb_port": 5,
+            "key": self.inner.session.key.decode(),
+            "signature_scheme": "hmac-sha256",
+            "kernel_name": "bedside-inner",
+        }
+        connection.write_text(json.dumps(info))
+        connection.chmod(0o600)
+        argv = self._kernel_argv(connection)
+        env = self._kernel_env()
+        self.proc = self._spawn(argv, env)
+        self.cpu = ProcessTreeCPU(self.proc.pid)
+        self._connect_inner(info)
+
+    def _spawn(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        try:
+            from bedside.gateway.sandbox import SandboxSpec, launch
+        except ImportError:
+            if self.sandbox:
+                raise GatewayError(
+                    "the kernel sandbox (bedside.gateway.sandbox) is not installed",
+                ) from None
+            log.warning("no sandbox module: launching the kernel unsandboxed (--no-sandbox)")
+            return subprocess.Popen(
+                argv, env=env, cwd=self._scratch_dir, preexec_fn=_die_with_parent
+            )
+        assert self._ipc_dir is not None and self._scratch_dir is not None
+        spec = SandboxSpec(
+            policy=self.policy, ipc_dir=self._ipc_dir, scratch_dir=self._scratch_dir, env=env
+        )
+        return launch(argv, spec, sandbox=self.sandbox)
+
+    def _connect_inner(self, info: dict[str, Any]) -> None:
+        ip = info["ip"]
+        # The kernel routes input_request to the shell requester's identity: shell and stdin
+        # dealers share one identity, as jupyter_client's do.
+        identity = uuid.uuid4().hex.encode()
+        kinds = {
+            "shell": zmq.DEALER,
+            "control": zmq.DEALER,
+            "stdin": zmq.DEALER,
+            "iopub": zmq.SUB,
+            "hb": zmq.DEALER,
+        }
+        for channel, kind in kinds.items():
+            sock = self._ctx.socket(kind)
+            sock.linger = 0
+            if channel in ("shell", "stdin"):
+                sock.identity = identity
+            if kind == zmq.SUB:
+                sock.setsockopt(zmq.SUBSCRIBE, b"")
+            sock.connect(f"ipc://{ip}-{info[f'{channel}_port']}")
+            self._sockets[f"inner_{channel}"] = sock
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Relay until the kernel exits or the sentry is told to stop; the exit status."""
+        s = self._sockets
+        handlers = {
+            s["outer_shell"]: lambda f: self._from_client("shell", f),
+            s["outer_control"]: lambda f: self._from_client("control", f),
+            s["outer_stdin"]: lambda f: self._from_client("stdin", f),
+            s["outer_hb"]: self._hb_from_client,
+            s["inner_shell"]: lambda f: self._from_kernel("shell", f),
+            s["inner_control"]: lambda f: self._from_kernel("control", f),
+            s["inner_stdin"]: lambda f: self._from_kernel("stdin", f),
+            s["inner_iopub"]: lambda f: self._from_kernel("iopub", f),
+            s["inner_hb"]: self._hb_from_kernel,
+        }
+        poller = zmq.Poller()
+        for sock in handlers:
+            poller.register(sock, zmq.POLLIN)
+        last_check = 0.0
+        while not self.stop_requested:
+            events = poller.poll(200)
+            for sock, _ in events:
+                handler = handlers[sock]
+                for _ in range(64):
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    handler(frames)
+            clock = time.monotonic()
+            if not events or clock - last_check > 0.2:
+                last_check = clock
+                code = self._check_kernel()
+                if code is not None:
+                    return code
+        return 0
+
+    def _check_kernel(self) -> int | None:
+        """The sentry's exit status once the kernel has exited, else None."""
+        assert self.proc is not None
+        code = self.proc.poll()
+        if code is None:
+            self._watch_cpu()
+            return None
+        if self.shutting_down:
+            log.info("kernel exited after shutdown_request (status %s)", code)
+            self._drain_kernel()
+            return 0
+        self._kernel_died(code)
+        return 1
+
+    def _drain_kernel(self) -> None:
+        """Relay what the kernel sent before it exited (its shutdown_reply, last outputs)."""
+        deadline = time.monotonic() + 0.5
+        for channel in ("iopub", "control", "shell"):
+            sock = self._sockets[f"inner_{channel}"]
+            while time.monotonic() < deadline:
+                if not sock.poll(50):
+                    break
+                self._from_kernel(channel, sock.recv_multipart())
+
+    def _watch_cpu(self) -> None:
+        """While a cell runs, stop it when it overruns the session's CPU budget."""
+        limit = self.budget.cpu_seconds
+        if limit is None or not self.pending_executes or self.cpu is None:
+            return
+        clock = time.monotonic()
+        if clock - self._cpu_checked < 1.0:
+            return
+        self._cpu_checked = clock
+        self.meter.cpu_seconds = self.cpu.read()
+        if self.meter.cpu_seconds >= limit:
+            log.warning("CPU budget of %gs used up: interrupting the kernel", limit)
+            self._send_kernel_control("interrupt_request", {})
+
+    def _send_kernel_control(self, msg_type: str, content: dict[str, Any]) -> None:
+        header = new_header(msg_type, self.session_id)
+        raw_header = dumps(header)
+        self._remember(header["msg_id"], Request(None, raw_header, msg_type, "control"))
+        frames = self.inner.frames([], raw_header, b"{}", b"{}", dumps(content))
+        self._sockets["inner_control"].send_multipart(frames)
+
+    # -- client -> kernel ---------------------------------------------------------------------
+
+    def _remember(self, msg_id: str, request: Request) -> None:
+        self.requests[msg_id] = request
+        if len(self.requests) > _MAX_REQUESTS:
+            self.requests.popitem(last=False)
+
+    def _from_client(self, channel: str, frames: list[bytes]) -> None:
+        try:
+            msg = self.outer.parse(frames, content=False)
+        except MalformedMessage as exc:
+            self.dropped += 1
+            log.warning("dropped a message from the client side on %s: %s", channel, exc)
+            return
+        msg_type = msg.msg_type
+        if channel == "shell" and (msg_type in CONTROL_TYPES or msg_type == "execute_request"):
+            try:
+                msg.content = json.loads(msg.raw_content)
+            except ValueError:
+                log.warning("dropped a %s with unreadable content", msg_type)
+                return
+            if not isinstance(msg.content, dict):
+                log.warning("dropped a %s whose content is not an object", msg_type)
+                return
+        if channel != "stdin":
+            self._remember(msg.msg_id, Request(msg.idents, msg.raw_header, msg_type, channel))
+        if channel == "shell" and msg_type in CONTROL_TYPES:
+            self._control(msg)
+            return
+        if msg_type.startswith("bedside_"):
+            log.warning("dropped an unknown control message %s on %s", msg_type, channel)
+            return
+        if channel == "shell" and msg_type == "execute_request":
+            if not self._admit(msg):
+                return
+        if channel == "control" and msg_type == "shutdown_request":
+            self.shutting_down = True
+        out = self.inner.frames(
+            msg.idents, msg.raw_header, msg.raw_parent, msg.raw_metadata, msg.raw_content,
+            msg.buffers,
+        )
+        self._sockets[f"inner_{channel}"].send_multipart(out)
+
+    def _admit(self, msg: Message) -> bool:
+        """Record an execute request in the ledger, or refuse it when the session cannot run."""
+        reason = self._refusal()
+        code = msg.content.get("code", "")
+        code = code if isinstance(code, str) else ""
+        if self._ensure_header():
+            bedside = msg.metadata.get("bedside")
+            sig = bedside.get("researcher_sig") if isinstance(bedside, dict) else None
+            self.ledger.execute_request(msg.msg_id, code, sig if isinstance(sig, str) else None)
+        if reason is not None:
+            self._refuse_execute(msg, reason)
+            return False
+        self.meter.cells += 1
+        self.pending_executes.append(msg.msg_id)
+        return True
+
+    def _refusal(self) -> str | None:
+        if self.refused is not None:
+            return f"the session's intent was refused: {self.refused}"
+        if self.sealed:
+            return "the session is sealed and accepts no more cells"
+        exhausted = self.meter.exhausted(self.budget)
+        if exhausted is not None:
+            return exhausted + "; the session accepts no more cells"
+        return None
+
+    def _refuse_execute(self, msg: Message, reason: str) -> None:
+        text = f"[bedside] Cell not run: {reason}."
+        decision = Decision.block(
+            "session_budget" if self.refused is None and not self.sealed else "session_state",
+            reason,
+            "Seal this session and start a new one with a budget that fits the policy.",
+            layer=Layer.SENTRY,
+        )
+        meta = {"bedside": decision.to_metadata()}
+        parent = (msg.raw_header, msg.msg_id)
+        self._emit_iopub("status", {"execution_state": "busy"}, parent)
+        self._emit_iopub(
+            "error",
+            {"ename": "BedsideSessionStopped", "evalue": text, "traceback": [text]},
+            parent,
+            metadata=meta,
+            decision=decision,
+        )
+        self._emit(
+            "shell",
+            msg.idents,
+            "execute_reply",
+            {
+                "status": "error",
+                "execution_count": None,
+                "ename": "BedsideSessionStopped",
+                "evalue": text,
+                "traceback": [text],
+                "user_expressions": {},
+                "payload": [],
+            },
+            meta,
+            [],
+            parent=parent,
+            decision=decision,
+        )
+        self._emit_iopub("status", {"execution_state": "idle"}, parent, end_of_cell=True)
+
+    # -- kernel -> client ---------------------------------------------------------------------
+
+    def _from_kernel(self, channel: str, frames: list[bytes]) -> None:
+        try:
+            msg = self.inner.parse(frames)
+        except MalformedMessage as exc:
+            self.dropped += 1
+            log.warning("dropped a message from the kernel on %s: %s", channel, exc)
+            return
+        msg_type = msg.msg_type
+        if channel == "iopub" and msg_type == "iopub_welcome":
+            return
+        request = self.requests.get(msg.parent_id)
+        if channel != "iopub":
+            if request is None or request.idents is None:
+                if request is None:
+                    self.dropped += 1
+                    log.warning("dropped a %s on %s answering no known request", msg_type, channel)
+                return
+            if channel == "shell" and msg_type == "execute_reply" and request.msg_type == (
+                "execute_request"
+            ):
+                try:
+                    self.pending_executes.remove(msg.parent_id)
+                except ValueError:
+                    pass
+        size = len(msg.raw_content) + sum(len(b) for b in msg.buffers)
+        verdict = self.guard.check(
+            channel, msg_type, msg.content, msg.metadata, msg.buffers, size
+        )
+        if channel == "iopub" and verdict.msg_type in EGRESS_COUNTED and not verdict.blocked:
+            verdict = self._egress(verdict, channel, size)
+        if verdict.blocked:
+            log.info(
+                "blocked a %s on %s (rule %s)", msg_type, channel, verdict.decision.rule
+            )
+        parent = (request.raw_header, msg.parent_id) if request is not None else (b"{}", "")
+        end_of_cell = (
+            channel == "iopub"
+            and msg_type == "status"
+            and verdict.content.get("execution_state") == "idle"
+            and request is not None
+            and request.msg_type == "execute_request"
+        )
+        metadata = verdict.metadata
+        if verdict.changed and not verdict.blocked:
+            metadata = dict(metadata)
+            metadata["bedside"] = verdict.decision.to_metadata()
+        blocked_original = None
+        if verdict.blocked:
+            blocked_original = self._committed_or_none(channel, msg_type, msg.content, msg.buffers)
+        if end_of_cell and self.cpu is not None:
+            self.meter.cpu_seconds = self.cpu.read()
+        idents = request.idents if (request is not None and channel != "iopub") else None
+        self._emit(
+            channel,
+            idents,
+            verdict.msg_type,
+            verdict.content,
+            metadata,
+            verdict.buffers,
+            parent=parent,
+            decision=verdict.decision,
+            blocked_original=blocked_original,
+            end_of_cell=end_of_cell,
+        )
+
+    @staticmethod
+    def _committed_or_none(
+        channel: str, msg_type: str, content: dict[str, Any], buffers: list[bytes]
+    ) -> bytes | None:
+        try:
+            return committed_bytes(channel, msg_type, content, buffers)
+        except Exception:  # noqa: BLE001 - unencodable content is committed by its notice only
+            return None
+
+    def _egress(self, verdict: Verdict, channel: str, size: int) -> Verdict:
+        limit = self.budget.egress_bytes
+        if limit is not None and self.meter.egress_bytes + size > limit:
+            decision = Decision.block(
+                "session_egress_bytes",
+                f"the session's egress budget of {limit} bytes would be exceeded "
+                f"({self.meter.egress_bytes} bytes used)",
+                "Seal this session; ask the custodian for a larger budget if you need one.",
+                layer=Layer.SENTRY,
+            )
+            return self.guard._blocked(channel, verdict.msg_type, verdict.content, decision)
+        return verdict
+
+    def _emit_iopub(
+        self,
+        msg_type: str,
+        content: dict[str, Any],
+        parent: tuple[bytes, str],
+        *,
+        metadata: dict[str, Any] | None = None,
+        decision: Decision | None = None,
+        end_of_cell: bool = False,
+    ) -> None:
+        self._emit(
+            "iopub",
+            None,
+            msg_type,
+            content,
+            metadata or {},
+            [],
+            parent=parent,
+            decision=decision or Decision.release(layer=Layer.SENTRY),
+            end_of_cell=end_of_cell,
+        )
+
+    def _emit(
+        self,
+        channel: str,
+        idents: list[bytes] | None,
+        msg_type: str,
+        content: dict[str, Any],
+        metadata: dict[str, Any],
+        buffers: list[bytes],
+        *,
+        parent: tuple[bytes, str],
+        decision: Decision,
+        blocked_original: bytes | None = None,
+        end_of_cell: bool = False,
+        checkpoint: bool = False,
+    ) -> None:
+        """Commit, receipt, sign and send one message to the client side."""
+        header = new_header(msg_type, self.session_id)
+        try:
+            committed = committed_bytes(channel, msg_type, content, buffers)
+            raw_content = dumps(content)
+        except Exception as exc:  # noqa: BLE001 - NaN, huge integers, non-JSON values
+            log.warning("blocked a %s whose content cannot be encoded: %s", msg_type, exc)
+            decision = Decision.block(
+                "malformed", "the output cannot be encoded as JSON", layer=Layer.SENTRY
+            )
+            verdict = self.guard._blocked(channel, msg_type, content, decision)
+            msg_type, content, metadata, buffers = (
+                verdict.msg_type, verdict.content, verdict.metadata, [],
+            )
+            header["msg_type"] = msg_type
+            committed = committed_bytes(channel, msg_type, content, buffers)
+            raw_content = dumps(content)
+        if channel == "iopub" and msg_type in EGRESS_COUNTED and not decision.blocked:
+            self.meter.egress_bytes += len(committed)
+        if self._ensure_header(msg_type):
+            self.ledger.output(
+                msg_id=header["msg_id"],
+                parent=parent[1],
+                channel=channel,
+                msg_type=msg_type,
+                committed=blocked_original if blocked_original is not None else committed,
+                decision=decision,
+                size=len(committed),
+            )
+        note = None
+        if (end_of_cell or checkpoint) and self.ledger.has_header:
+            note = self.ledger.sign_checkpoint()
+        receipt = self.ledger.receipt(header["msg_id"], committed, checkpoint=note)
+        metadata = dict(metadata)
+        bedside = metadata.get("bedside")
+        bedside = dict(bedside) if isinstance(bedside, dict) else {}
+        bedside["receipt"] = receipt
+        metadata["bedside"] = bedside
+        raw_header = dumps(header)
+        if channel == "iopub":
+            topic = f"kernel.{self.session_id}.{msg_type}".encode()
+            frames = self.outer.frames(
+                [topic], raw_header, parent[0], dumps(metadata), raw_content, buffers
+            )
+        else:
+            frames = self.outer.frames(
+                idents or [], raw_header, parent[0], dumps(metadata), raw_content, buffers
+            )
+        self._sockets[f"outer_{channel}"].send_multipart(frames)
+
+    def _ensure_header(self, msg_type: str = "") -> bool:
+        """Whether entries are written now; writes the default header on first need."""
+        if self.ledger.has_header:
+            return True
+        if self.refused is not None or msg_type in HANDSHAKE_TYPES:
+            return False
+        self.ledger.header(
+            intent=None,
+            policy_id=self.policy.id,
+            policy_digest=self.policy.digest,
+            environment_digest=environment_digest(),
+            researcher_key=None,
+            budget=self.budget.to_dict(),
+            sandbox=self.sandbox,
+        )
+        return True
+
+    # -- heartbeat ----------------------------------------------------------------------------
+
+    def _hb_from_client(self, frames: list[bytes]) -> None:
+        self.hb_pending[tuple(frames)] = None
+        if len(self.hb_pending) > 1024:
+            self.hb_pending.popitem(last=False)
+        self._sockets["inner_hb"].send_multipart(frames)
+
+    def _hb_from_kernel(self, frames: list[bytes]) -> None:
+        # Only an exact echo of a ping goes back out: the heartbeat carries no kernel data.
+        key = tuple(frames)
+        if key not in self.hb_pending:
+            self.dropped += 1
+            log.warning("dropped a heartbeat frame that echoes no ping")
+            return
+        del self.hb_pending[key]
+        self._sockets["outer_hb"].send_multipart(frames)
+
+    # -- control protocol ---------------------------------------------------------------------
+
+    def _control(self, msg: Message) -> None:
+        handler = {
+            "bedside_intent_request": self._intent,
+            "bedside_cosign_request": self._cosign,
+            "bedside_seal_request": self._seal,
+            "bedside_status_request": self._status,
+        }[msg.msg_type]
+        reply_type = msg.msg_type.replace("_request", "_reply")
+        checkpoint = False
+        try:
+            content, checkpoint = handler(msg)
+        except Error as exc:
+            content = {"status": "error", "ename": type(exc).__name__, "evalue": exc.diagnostics()}
+        self._emit(
+            "shell",
+            msg.idents,
+            reply_type,
+            content,
+            {},
+            [],
+            parent=(msg.raw_header, msg.msg_id),
+            decision=Decision.release(layer=Layer.SENTRY),
+            checkpoint=checkpoint,
+        )
+
+    def _intent(self, msg: Message) -> tuple[dict[str, Any], bool]:
+        env = environment_digest()
+        if self.ledger.has_header or self.refused is not None:
+            return {
+                "status": "error",
+                "ename": "IntentRefused",
+                "evalue": "the session already has a header; declare the intent before the "
+                "first cell (restart the kernel to start a new session)",
+                "environment_digest": env,
+            }, False
+        try:
+            intent = parse_intent(msg.content)
+            budget = check_intent(intent, self.policy, env)
+            if intent.researcher_key is not None:
+                from bedside.ledger import Verifier
+
+                Verifier(intent.researcher_key)
+        except IntentRefused as exc:
+            self.refused = exc.text()
+            log.warning("intent refused: %s", self.refused)
+            return {
+                "status": "error",
+                "ename": "IntentRefused",
+                "evalue": f"intent refused: {self.refused}",
+                "environment_digest": env,
+                "policy": {"id": self.policy.id, "digest": self.policy.digest},
+            }, False
+        except Error as exc:
+            self.refused = f"researcher_key is not a verifier key ({exc.diagnostics()})"
+            return {
+                "status": "error",
+                "ename": "IntentRefused",
+                "evalue": f"intent refused: {self.refused}",
+                "environment_digest": env,
+            }, False
+        self.budget = budget
+        self.intent = intent.raw
+        self.researcher_key = intent.researcher_key
+        index, entry = self.ledger.header(
+            intent=intent.raw,
+            policy_id=self.policy.id,
+            policy_digest=self.policy.digest,
+            environment_digest=env,
+            researcher_key=intent.researcher_key,
+            budget=budget.to_dict(),
+            sandbox=self.sandbox,
+        )
+        return {
+            "status": "ok",
+            "header": {"index": index, "entry": entry},
+            "budget": budget.to_dict(),
+            "environment_digest": env,
+            "policy": {"id": self.policy.id, "digest": self.policy.digest},
+            "session": self.session_id,
+            "sandbox": self.sandbox,
+        }, False
+
+    def _cosign(self, msg: Message) -> tuple[dict[str, Any], bool]:
+        from bedside.gateway._scanner import verify_cosigned
+
+        note = msg.content.get("checkpoint")
+        key = getattr(self, "researcher_key", None)
+        if not isinstance(note, str) or not note:
+            return {"status": "error", "ename": "CosignRefused",
+                    "evalue": "the request carries no checkpoint note"}, False
+        if key is None:
+            return {"status": "error", "ename": "CosignRefused",
+                    "evalue": "no researcher key was declared in the session's intent"}, False
+        try:
+            verify_cosigned(note, custodian=self.ledger.key, researcher=key)
+        except Error as exc:
+            return {"status": "error", "ename": "CosignRefused", "evalue": exc.diagnostics()}, False
+        index, _ = self.ledger.simple("checkpoint", note=note)
+        return {"status": "ok", "index": index}, False
+
+    def _seal(self, msg: Message) -> tuple[dict[str, Any], bool]:
+        if self.sealed:
+            return {"status": "error", "ename": "SessionSealed",
+                    "evalue": "the session is already sealed"}, False
+        self._ensure_header()
+        if self.cpu is not None:
+            self.meter.cpu_seconds = self.cpu.read()
+        self.sealed = True
+        metering = {
+            "used": self.meter.to_dict(),
+            "budget": self.budget.to_dict(),
+            "dropped_messages": self.dropped,
+        }
+        index = self.ledger.metering(metering)
+        seal_index, _ = self.ledger.simple("seal", size=self.ledger.size + 1)
+        return {"status": "ok", "metering": index, "seal": seal_index,
+                "used": self.meter.to_dict()}, True
+
+    def _status(self, msg: Message) -> tuple[dict[str, Any], bool]:
+        if self.cpu is not None:
+            self.meter.cpu_seconds = self.cpu.read()
+        return {
+            "status": "ok",
+            "session": self.session_id,
+            "policy": {"id": self.policy.id, "digest": self.policy.digest},
+            "environment_digest": environment_digest(),
+            "budget": self.budget.to_dict(),
+            "used": self.meter.to_dict(),
+            "exhausted": self.meter.exhausted(self.budget),
+            "refused": self.refused,
+            "sealed": self.sealed,
+            "sandbox": self.sandbox,
+            "size": self.ledger.size,
+            "root": self.ledger.ledger.root().hex(),
+            "dropped_messages": self.dropped,
+            "last_checkpoint": self.ledger.last_checkpoint,
+        }, False
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def _kernel_died(self, code: int) -> None:
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        text = (
+            f"[bedside] The kernel stopped unexpectedly (it {how}). The session ledger is intact "
+            "and records the interruption; restart the kernel to continue."
+        )
+        if not self.sandbox:
+            text += NO_SANDBOX_WARNING
+        log.error("kernel %s", how)
+        self._drain_kernel()
+        if self._ensure_header():
+            self.ledger.simple("interrupted", reason=f"kernel {how}", exit_status=code)
+        decision = Decision.block("kernel_died", f"the kernel {how}", layer=Layer.SENTRY)
+        meta = {"bedside": decision.to_metadata()}
+        if not self.pending_executes:
+            self._emit(
+                "iopub", None, "stream", {"name": "stderr", "text": text + "\n"}, meta, [],
+                parent=(b"{}", ""), decision=decision, checkpoint=True,
+            )
+        while self.pending_executes:
+            msg_id = self.pending_executes.popleft()
+            request = self.requests.get(msg_id)
+            if request is None:
+                continue
+            parent = (request.raw_header, msg_id)
+            self._emit_iopub(
+                "error",
+                {"ename": "DeadKernelError", "evalue": text, "traceback": [text]},
+                parent,
+                metadata=meta,
+                decision=decision,
+            )
+            self._emit(
+                "shell",
+                request.idents,
+                "execute_reply",
+                {"status": "error", "execution_count": None, "ename": "DeadKernelError",
+                 "evalue": text, "traceback": [text], "user_expressions": {}, "payload": []},
+                meta,
+                [],
+                parent=parent,
+                decision=decision,
+            )
+            self._emit_iopub("status", {"execution_state": "idle"}, parent, end_of_cell=True)
+
+    def close(self) -> None:
+        """Stop the kernel, flush what is queued to clients, remove the private directories."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for name, sock in self._sockets.items():
+            sock.close(linger=1000 if name.startswith("outer") else 0)
+        self._ctx.term()
+        ledger = getattr(self, "ledger", None)
+        if ledger is not None:
+            ledger.close()
+        for path in (self._ipc_dir, self._scratch_dir):
+            if path is not None:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(
+        prog="python -m bedside.gateway.sentry",
+        description="Run one guarded kernel behind the bedside sentry (launched by kernelspecs).",
+    )
+    parser.add_argument("-f", "--connection-file", required=True, type=Path,
+                        help="the connection file Enterprise Gateway / jupyter_client wrote")
+    parser.add_argument("--policy", required=True, type=Path, help="the custodian's policy file")
+    parser.add_argument("--custodian-key", required=True, type=Path,
+                        help="the custodian's Ed25519 signing key (bedside keys new)")
+    parser.add_argument("--state-dir", required=True, type=Path,
+                        help="where the hospital ledgers go (one sub-directory per session)")
+    parser.add_argument("--no-sandbox", action="store_true",
+                        help="run the kernel WITHOUT the sandbox (development only; every "
+                        "notice says so)")
+    parser.add_argument("--kernel", choices=("guarded", "plain"), default="guarded",
+                        help="the kernel behind the sentry: the guarded bedside kernel "
+                        "(default) or a plain ipykernel (tests of the sentry alone)")
+    parser.add_argument("--origin", default=None,
+                        help="the checkpoint origin line (default: HOST/bedside/SESSION)")
+    return parser
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    sentry = Sentry(
+        connection_file=args.connection_file,
+        policy_path=args.policy,
+        custodian_key=args.custodian_key,
+        state_dir=args.state_dir,
+        sandbox=not args.no_sandbox,
+        kernel=args.kernel,
+        origin=args.origin,
+    )
+
+    def stop(signum: int, frame: Any) -> None:
+        sentry.stop_requested = True
+
+    def interrupt(signum: int, frame: Any) -> None:
+        # jupyter_client's signal interrupt mode reaches the sentry: pass it to the kernel.
+        if sentry.proc is not None and sentry.proc.poll() is None:
+            sentry.proc.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, interrupt)
+    try:
+        sentry.start()
+        return sentry.run()
+    finally:
+        sentry.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("BEDSIDE_SENTRY_LOG", "INFO"),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    args = build_parser().parse_args(argv)
+    try:
+        return run_from_args(args)
+    except Error as exc:
+        print(f"bedside sentry: {exc.diagnostics()}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
