@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bedside.errors import Error, LedgerError, LedgerIntegrityError, SignatureError
 from bedside.ledger import (
     DOMAIN_CODE,
     DOMAIN_OUTPUT,
@@ -33,8 +34,6 @@ from bedside.ledger import (
     open_commitment,
 )
 from bedside.ledger.entries import output_committed_bytes
-
-from bedside.errors import Error, LedgerError, LedgerIntegrityError, SignatureError
 
 log = logging.getLogger("bedside.extension")
 

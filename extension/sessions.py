@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from bedside.ledger import Signer
 
 from bedside.errors import Error
+from bedside.ledger import Signer
 
 from .config import Bedside
 from .mirror import SessionMirror
