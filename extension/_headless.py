@@ -74,8 +74,13 @@ class ResearcherServer:
             "port_retries": 0,
             "open_browser": False,
             "root_dir": str(self.root_dir),
+            "allow_root": True,  # CI and containers run as root; the server binds loopback only
             "jpserver_extensions": {"bedside.extension": self.extension},
         }
+        if not self.lab:
+            # A headless server needs only the kernel API: skip the UI extensions' start-up.
+            for name in ("jupyterlab", "jupyter_lsp", "notebook_shim", "jupyter_server_terminals"):
+                server["jpserver_extensions"][name] = False
         config: dict[str, Any] = {
             "ServerApp": server,
             "IdentityProvider": {"token": self.token},

@@ -20,7 +20,7 @@ import json
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
-from jupyter_server.base.handlers import APIHandler
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
@@ -32,8 +32,11 @@ AUTH_RESOURCE = "bedside"
 _ID = r"(?P<session>[A-Za-z0-9_.\-]+)"
 
 
-class BedsideHandler(APIHandler):
+class _Sessions:
+    """What every bedside handler needs: the session registry of this server."""
+
     auth_resource = AUTH_RESOURCE
+    settings: dict[str, Any]
 
     @property
     def registry(self) -> SessionRegistry:
@@ -47,6 +50,10 @@ class BedsideHandler(APIHandler):
         if status is None:
             raise web.HTTPError(404, f"no bedside session {session!r}")
         return status
+
+
+class BedsideHandler(_Sessions, APIHandler):
+    """JSON endpoints."""
 
 
 class SessionsHandler(BedsideHandler):
@@ -108,7 +115,9 @@ class AnchorHandler(BedsideHandler):
         )
 
 
-class FileHandler(BedsideHandler):
+class FileHandler(_Sessions, JupyterHandler):
+    """File downloads (not JSON, so not an APIHandler)."""
+
     filename = ""
 
     @web.authenticated
