@@ -2,15 +2,14 @@
 
 The in-kernel guard is cooperative; this one is not. It sees only messages, so it cannot count
 the records behind an aggregate, but it reads ALL text of every message (content, every MIME
-value, metadata, error tracebacks, widget state, and text hidden in base64, hex or big decimal
-numbers), applies the MIME allowlist and the per-output byte limit, and turns anything it will
-not release into a notice that names the rule that fired and never the value that tripped it.
+value, metadata, error tracebacks, widget state, and text hidden in base64, hex, big decimal
+numbers and the other encodings `bedside.policy.scan_text` decodes), applies the MIME allowlist
+and the per-output byte limit, and turns anything it will not release into a notice that names
+the rule that fired and never the value that tripped it.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import fnmatch
 import html
 import re
@@ -68,12 +67,6 @@ STDIN_TYPES = frozenset({"input_request"})
 # Binary buffers may leave only when they are small text that scans clean.
 MAX_TEXT_BUFFER = 64 * 1024
 
-# Encodings a hostile cell may use to slip a value past a plain-text scan. Decoding is a
-# heuristic (documented as such): it raises the bar, it does not close every covert channel.
-_B64_RUN = re.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}")
-_HEX_RUN = re.compile(r"\b(?:[0-9a-fA-F]{2}){12,}\b")
-_DEC_RUN = re.compile(r"\b\d{12,}\b")
-
 
 @dataclass
 class Verdict:
@@ -112,29 +105,32 @@ def iter_text(obj: Any) -> Iterator[str]:
             yield str(value)
 
 
-def _decoded_views(text: str) -> Iterator[str]:
-    """Text hidden in base64 runs, hex runs and big decimal numbers (one level deep)."""
-    for match in _B64_RUN.finditer(text):
-        run = match.group(0)
-        trimmed = run.rstrip("=")
-        usable = trimmed[: len(trimmed) - len(trimmed) % 4]
-        if len(usable) < 16:
+# Protocol metadata ipykernel puts on replies, kept only in its strict shape and not scanned:
+# a timestamp's microseconds or a UUID would otherwise trip the date matcher by chance.
+_ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?$")
+_REPLY_STATUS = frozenset({"ok", "error", "aborted"})
+
+
+def split_protocol_metadata(metadata: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the protocol fields in their strict shape, everything else, which gets scanned).
+
+    The kernel's `engine` id is dropped: 122 free bits per message are a covert channel and no
+    client needs it.
+    """
+    safe: dict[str, Any] = {}
+    rest: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if key == "started" and isinstance(value, str) and _ISO_TIME.match(value):
+            safe[key] = value
+        elif key == "dependencies_met" and isinstance(value, bool):
+            safe[key] = value
+        elif key == "status" and value in _REPLY_STATUS:
+            safe[key] = value
+        elif key == "engine":
             continue
-        altchars = b"-_" if ("-" in usable or "_" in usable) else None
-        try:
-            raw = base64.b64decode(usable + "=" * (-len(usable) % 4), altchars=altchars)
-        except (binascii.Error, ValueError):
-            continue
-        yield raw.decode("utf-8", errors="replace")
-    for match in _HEX_RUN.finditer(text):
-        try:
-            yield bytes.fromhex(match.group(0)).decode("utf-8", errors="replace")
-        except ValueError:
-            continue
-    for match in _DEC_RUN.finditer(text):
-        number = int(match.group(0))
-        raw = number.to_bytes((number.bit_length() + 7) // 8 or 1, "big")
-        yield raw.decode("utf-8", errors="replace")
+        else:
+            rest[key] = value
+    return safe, rest
 
 
 def _mime_allowed(mime: str, patterns: list[str]) -> bool:
@@ -165,18 +161,11 @@ class BoundaryGuard:
     # -- scanning -----------------------------------------------------------------------------
 
     def scan_value(self, *values: Any) -> Finding | None:
-        """The first finding in all text of `values`, including decoded hidden text."""
+        """The first finding in all text of `values` (the scanner also reads encoded text)."""
         text = "\n".join(t for v in values for t in iter_text(v))
         if not text:
             return None
-        hit = self.scan(text)
-        if hit is not None:
-            return hit
-        for view in _decoded_views(text):
-            hit = self.scan(view)
-            if hit is not None:
-                return (hit[0], f"{hit[1]} (encoded)")
-        return None
+        return self.scan(text)
 
     def _scan_buffers(self, buffers: list[bytes]) -> Decision | None:
         for number, buf in enumerate(buffers):
@@ -298,7 +287,10 @@ class BoundaryGuard:
             content, more = self._filter_payload(content)
             dropped.extend(more)
 
+        safe_meta, metadata = split_protocol_metadata(metadata)
         hit = self.scan_value(content, metadata)
+        if safe_meta:
+            metadata = {**safe_meta, **metadata}
         if hit is not None:
             return self._blocked(channel, msg_type, content, self._finding_decision(hit))
         if buffers:
@@ -427,8 +419,12 @@ class BoundaryGuard:
             new["payload"] = []
             expressions = content.get("user_expressions")
             new["user_expressions"] = {
-                key: {"status": "error", "ename": "BedsideBlocked", "evalue": notice,
-                      "traceback": []}
+                key: {
+                    "status": "error",
+                    "ename": "BedsideBlocked",
+                    "evalue": notice,
+                    "traceback": [],
+                }
                 for key in (expressions if isinstance(expressions, dict) else {})
                 if isinstance(key, str) and self.scan_value(key) is None
             }

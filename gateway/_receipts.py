@@ -1,30 +1,28 @@
 """The hospital copy of the session ledger, written by the sentry, and the receipts it signs.
 
 The sentry is the ledger's author: it appends the header, each execute request, each output
-message that leaves (released or blocked), cosigned checkpoints, metering and the seal. Each
-message that leaves carries a receipt with the entries appended since the previous receipt, the
-ledger's size and root, signed with the custodian's Ed25519 key (see docs/dev/contracts.md).
+message that leaves (released or blocked), cosigned checkpoints, metering, interruptions and the
+seal. Each message that leaves carries a receipt with the entries appended since the previous
+receipt, the ledger's size and root, signed with the custodian's Ed25519 key
+(docs/dev/contracts.md, "the receipt").
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import UTC, datetime
+import time
 from pathlib import Path
 from typing import Any
 
 import rfc8785
 
-from bedside.ledger import Ledger, Signer, commit
+from bedside.ledger import Ledger, Signer, Verifier, entries, verify_note
 from bedside.policy.decision import Decision
 
-CODE_DOMAIN = "bedside/code/v1"
-OUTPUT_DOMAIN = "bedside/output/v1"
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+# How long appended entries may wait before they are made durable (fsync) while the session is
+# quiet; a seal, a cosigned checkpoint and the end of the session are durable at once.
+FLUSH_AFTER = 0.5
 
 
 def b64(data: bytes) -> str:
@@ -35,13 +33,8 @@ def committed_bytes(
     channel: str, msg_type: str, content: dict[str, Any], buffers: list[bytes]
 ) -> bytes:
     """The bytes a ledger entry commits to for one message (contract: committed output bytes)."""
-    return rfc8785.dumps(
-        {
-            "channel": channel,
-            "msg_type": msg_type,
-            "content": content,
-            "buffers": [hashlib.sha256(bytes(b)).hexdigest() for b in buffers],
-        }
+    return entries.output_committed_bytes(
+        channel=channel, msg_type=msg_type, content=content, buffers=buffers
     )
 
 
@@ -51,67 +44,82 @@ class HospitalLedger:
     def __init__(self, path: Path, *, session_id: str, origin: str, signer: Signer) -> None:
         self.path = path
         self.session_id = session_id
+        self.origin = origin
         self.signer = signer
         self.key = signer.verifier_key
         self.ledger = Ledger.create(path, session_id=session_id, origin=origin)
-        # Entries appended since the last receipt: (index, entry, public salt or None).
+        # Entries appended since the last receipt, as the receipt carries them.
         self._pending: list[dict[str, Any]] = []
-        self.has_header = False
         self.last_checkpoint: str | None = None
+        self._dirty_since: float | None = None
 
     @property
     def size(self) -> int:
         return int(self.ledger.size)
 
-    def _entry(self, kind: str, **fields: Any) -> dict[str, Any]:
-        return {"v": 1, "kind": kind, "ts": now(), "session": self.session_id, **fields}
+    @property
+    def has_header(self) -> bool:
+        return self.ledger.size > 0
+
+    @property
+    def sealed(self) -> bool:
+        return bool(self.ledger.sealed)
 
     def append(
         self,
         entry: dict[str, Any],
         *,
         opening: dict[str, Any] | None = None,
-        public_salt: bytes | None = None,
+        public: bool = False,
+        sync: bool = False,
     ) -> int:
-        index = self.ledger.append(entry, opening=opening)
-        item: dict[str, Any] = {"index": index, "entry": entry}
-        if public_salt is not None:
-            item["salt"] = b64(public_salt)
+        """Append one entry; `public` puts the opening's salt in the next receipt."""
+        index = int(self.ledger.append(entry, opening=opening, sync=sync))
+        # Send the bytes the ledger wrote (seq, v, ts filled in), so both copies agree.
+        item: dict[str, Any] = {"index": index, "entry": self.ledger.entry(index)}
+        if public and opening is not None:
+            item["salt"] = opening["salt"]
         self._pending.append(item)
-        return int(index)
+        if not sync and self._dirty_since is None:
+            self._dirty_since = time.monotonic()
+        return index
 
     # -- entries --------------------------------------------------------------------------------
 
     def header(
         self,
         *,
-        intent: dict[str, Any] | None,
+        intent: dict[str, Any],
         policy_id: str,
         policy_digest: str,
         environment_digest: str,
         researcher_key: str | None,
-        budget: dict[str, Any],
-        sandbox: bool,
     ) -> tuple[int, dict[str, Any]]:
-        entry = self._entry(
-            "header",
+        identities = {"custodian": self.key}
+        if researcher_key:
+            identities["researcher"] = researcher_key
+        entry = entries.header(
+            session=self.session_id,
+            origin=self.origin,
             intent=intent,
-            policy={"id": policy_id, "digest": policy_digest},
-            environment_digest=environment_digest,
-            identities={"custodian": self.key, "researcher": researcher_key},
-            budget=budget,
-            sandbox=sandbox,
+            policy_id=policy_id,
+            policy_digest=policy_digest,
+            kernel_env=environment_digest,
+            identities=identities,
         )
-        index = self.append(entry)
-        self.has_header = True
-        return index, entry
+        index = self.append(entry, sync=True)
+        return index, self.ledger.entry(index)
 
-    def execute_request(self, msg_id: str, code: str, researcher_sig: str | None) -> int:
-        commitment, salt = commit(CODE_DOMAIN, code.encode())
-        entry = self._entry(
-            "execute_request", msg_id=msg_id, code=commitment, researcher_sig=researcher_sig
+    def execute_request(
+        self, msg_id: str, code: str, researcher_sig: str | None, cell_id: str | None
+    ) -> int:
+        entry, opening = entries.execute_request(
+            session=self.session_id,
+            msg_id=msg_id,
+            code=code,
+            researcher_sig=researcher_sig,
+            cell_id=cell_id,
         )
-        opening = {"domain": CODE_DOMAIN, "salt": b64(salt), "content": code}
         return self.append(entry, opening=opening)
 
     def output(
@@ -123,48 +131,62 @@ class HospitalLedger:
         msg_type: str,
         committed: bytes,
         decision: Decision,
-        size: int,
     ) -> int:
         """An output entry; a blocked output's salt stays in the private openings file only."""
-        commitment, salt = commit(OUTPUT_DOMAIN, committed)
-        entry = self._entry(
-            "output",
+        entry, opening = entries.output_from_bytes(
+            session=self.session_id,
             msg_id=msg_id,
             parent=parent,
             channel=channel,
             msg_type=msg_type,
-            content=commitment,
-            decision=decision.action.value,
+            committed=committed,
+            decision=decision.action,
             rule=decision.rule,
-            layer=decision.layer.value,
-            bytes=size,
+            layer=decision.layer,
         )
-        opening = {
-            "domain": OUTPUT_DOMAIN,
-            "salt": b64(salt),
-            "content": committed.decode("utf-8", errors="replace"),
-        }
-        return self.append(entry, opening=opening, public_salt=None if decision.blocked else salt)
+        return self.append(entry, opening=opening, public=not decision.blocked)
 
-    def simple(self, kind: str, **fields: Any) -> tuple[int, dict[str, Any]]:
-        entry = self._entry(kind, **fields)
-        return self.append(entry), entry
+    def interrupted(self, reason: str, msg_id: str | None) -> int:
+        entry = entries.interrupted(session=self.session_id, reason=reason, msg_id=msg_id)
+        return self.append(entry, sync=True)
 
-    def metering(self, record: dict[str, Any]) -> int:
-        """A metering record signed on its own by the custodian key (the settlement reference)."""
-        body = {"session": self.session_id, **record}
-        sig = b64(self.signer.sign(rfc8785.dumps(body)))
-        index, _ = self.simple("metering", record=body, key=self.key, sig=sig)
+    def metering(self, counters: dict[str, int | str]) -> int:
+        """A metering record signed on its own by the custodian key (the settlement reference).
+
+        `sig` is over rfc8785({"session", "counters"}); `key` is the custodian verifier key.
+        """
+        entry = entries.metering(session=self.session_id, counters=counters)
+        body = {"session": self.session_id, "counters": entry["counters"]}
+        entry["key"] = self.key
+        entry["sig"] = b64(self.signer.sign(rfc8785.dumps(body)))
+        return self.append(entry)
+
+    def seal(self, reason: str) -> int:
+        return self.append(entries.seal(session=self.session_id, reason=reason), sync=True)
+
+    def cosigned_checkpoint(self, note: str, researcher_key: str) -> int:
+        """Store a checkpoint the researcher cosigned, after checking both signatures."""
+        _, signed = verify_note(note, [Verifier(self.key), Verifier(researcher_key)])
+        custodian = Verifier(self.key).name
+        researcher = Verifier(researcher_key).name
+        missing = [n for n in (custodian, researcher) if n not in signed]
+        if missing:
+            from bedside.errors import SignatureError
+
+            raise SignatureError(f"the checkpoint lacks the signature of {', '.join(missing)}")
+        index = int(self.ledger.append_checkpoint(note, sync=True))
+        self._pending.append({"index": index, "entry": self.ledger.entry(index)})
         return index
 
     # -- checkpoints and receipts ---------------------------------------------------------------
 
     def sign_checkpoint(self) -> str:
-        note = self.ledger.sign_checkpoint(self.signer)
-        self.last_checkpoint = str(note)
+        self.last_checkpoint = self.ledger.sign_checkpoint(self.signer)
         return self.last_checkpoint
 
-    def receipt(self, msg_id: str, committed: bytes, *, checkpoint: str | None = None) -> dict:
+    def receipt(
+        self, msg_id: str, committed: bytes, *, checkpoint: str | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "v": 1,
             "msg_id": msg_id,
@@ -180,7 +202,12 @@ class HospitalLedger:
         body["sig"] = b64(self.signer.sign(rfc8785.dumps(body)))
         return body
 
+    def flush_if_due(self, *, force: bool = False) -> None:
+        if self._dirty_since is None:
+            return
+        if force or time.monotonic() - self._dirty_since >= FLUSH_AFTER:
+            self.ledger.flush()
+            self._dirty_since = None
+
     def close(self) -> None:
-        close = getattr(self.ledger, "close", None)
-        if close is not None:
-            close()
+        self.ledger.close()

@@ -13,7 +13,6 @@ the session's intent, budget and seal are handled here too (docs/custodian/sentr
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from typing import Any
 import zmq
 
 from bedside.errors import Error, GatewayError
-from bedside.gateway._boundary import BoundaryGuard, Verdict
+from bedside.gateway._boundary import BoundaryGuard, Finding, Scan, Verdict
 from bedside.gateway._receipts import HospitalLedger, committed_bytes
 from bedside.gateway._session import (
     Budget,
@@ -90,14 +89,6 @@ CONTROL_TYPES = frozenset(
     }
 )
 _MAX_REQUESTS = 10_000
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Without the sandbox, the kernel still dies with the sentry (PR_SET_PDEATHSIG)."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    os.setsid()
 
 
 @dataclass
@@ -165,6 +156,7 @@ class Sentry:
         self.dropped = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.cpu: ProcessTreeCPU | None = None
+        self._private_dir: Path | None = None
         self._ipc_dir: Path | None = None
         self._scratch_dir: Path | None = None
         self._ctx = zmq.Context()
@@ -204,11 +196,37 @@ class Sentry:
             "on" if self.sandbox else "OFF",
         )
 
-    def _build_scan(self) -> Any:
-        """The text scanner: identifier values of the policy's datasets and PHI patterns."""
-        from bedside.gateway._scanner import build_scan
+    def _build_scan(self) -> Scan:
+        """The text scanner: identifier values of the policy's datasets and PHI patterns.
 
-        return build_scan(self.policy)
+        The sentry is trusted and reads the datasets itself, so rows that escaped the kernel
+        guard are still recognised here.
+        """
+        from bedside.policy import IdentifierIndex, load_dataset, scan_text
+
+        frames = []
+        for dataset in self.policy.datasets.values():
+            frames.append((load_dataset(dataset), list(dataset.identifiers)))
+        index = IdentifierIndex.from_frames(frames) if frames else None
+        kinds = list(self.policy.enabled_phi_patterns)
+        log.info("identifier index: %d values from %d datasets", len(index or ()), len(frames))
+
+        def scan(text: str) -> Finding | None:
+            found = scan_text(text, index, phi_kinds=kinds)
+            if not found:
+                return None
+            first = found[0]
+            kind = first.kind
+            how = ""
+            if kind.startswith("encoded:"):
+                how, _, kind = kind[len("encoded:") :].partition("+")
+            if kind.startswith("phi:"):
+                rule, what = "phi", kind[len("phi:") :]
+            else:
+                rule, what = "identifier", first.column or "identifier"
+            return rule, f"{what}, {how}-encoded" if how else what
+
+        return scan
 
     def _bind_outer(self) -> None:
         info = self.outer_info
@@ -247,19 +265,20 @@ class Sentry:
         ]
 
     def _kernel_env(self) -> dict[str, str]:
-        keep = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "VIRTUAL_ENV", "PYTHONPATH")
-        env = {k: os.environ[k] for k in keep if k in os.environ}
+        """What the kernel's environment adds (the sandbox fixes HOME and TMPDIR itself)."""
         assert self._scratch_dir is not None
         scratch = str(self._scratch_dir)
-        env.update(HOME=scratch, TMPDIR=scratch, MPLCONFIGDIR=scratch, PYTHONNOUSERSITE="1")
-        env["BEDSIDE_SANDBOX"] = "1" if self.sandbox else "0"
-        return env
+        return {"HOME": scratch, "TMPDIR": scratch, "PYTHONNOUSERSITE": "1"}
 
     def _launch_kernel(self) -> None:
-        # Short paths: a unix socket path must fit in 107 bytes.
-        self._ipc_dir = Path(tempfile.mkdtemp(prefix="bedside-ipc-"))
-        self._scratch_dir = Path(tempfile.mkdtemp(prefix="bedside-scratch-"))
-        os.chmod(self._ipc_dir, 0o700)
+        # A short private directory: a unix socket path must fit in 107 bytes, so the state
+        # directory (often deep) cannot hold the sockets. 0700: only the sentry (and, through
+        # its binds, the sandboxed kernel) reaches the sockets and the kernel's key.
+        self._private_dir = Path(tempfile.mkdtemp(prefix="bedside-"))
+        self._ipc_dir = self._private_dir / "ipc"
+        self._scratch_dir = self._private_dir / "scratch"
+        self._ipc_dir.mkdir(mode=0o700)
+        self._scratch_dir.mkdir(mode=0o700)
         connection = self._ipc_dir / "kernel.json"
         ip = str(self._ipc_dir / "k")
         info = {
@@ -275,7 +294,8 @@ class Sentry:
             "kernel_name": "bedside-inner",
         }
         connection.write_text(json.dumps(info))
-        connection.chmod(0o600)
+        # Readable by the kernel, which may run as another user (nobody) under a root sentry.
+        connection.chmod(0o644)
         argv = self._kernel_argv(connection)
         env = self._kernel_env()
         self.proc = self._spawn(argv, env)
@@ -283,17 +303,8 @@ class Sentry:
         self._connect_inner(info)
 
     def _spawn(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        try:
-            from bedside.gateway.sandbox import SandboxSpec, launch
-        except ImportError:
-            if self.sandbox:
-                raise GatewayError(
-                    "the kernel sandbox (bedside.gateway.sandbox) is not installed",
-                ) from None
-            log.warning("no sandbox module: launching the kernel unsandboxed (--no-sandbox)")
-            return subprocess.Popen(
-                argv, env=env, cwd=self._scratch_dir, preexec_fn=_die_with_parent
-            )
+        from bedside.gateway.sandbox import SandboxSpec, launch
+
         assert self._ipc_dir is not None and self._scratch_dir is not None
         spec = SandboxSpec(
             policy=self.policy, ipc_dir=self._ipc_dir, scratch_dir=self._scratch_dir, env=env
@@ -355,6 +366,7 @@ class Sentry:
             clock = time.monotonic()
             if not events or clock - last_check > 0.2:
                 last_check = clock
+                self.ledger.flush_if_due()
                 code = self._check_kernel()
                 if code is not None:
                     return code
@@ -443,7 +455,11 @@ class Sentry:
         if channel == "control" and msg_type == "shutdown_request":
             self.shutting_down = True
         out = self.inner.frames(
-            msg.idents, msg.raw_header, msg.raw_parent, msg.raw_metadata, msg.raw_content,
+            msg.idents,
+            msg.raw_header,
+            msg.raw_parent,
+            msg.raw_metadata,
+            msg.raw_content,
             msg.buffers,
         )
         self._sockets[f"inner_{channel}"].send_multipart(out)
@@ -456,7 +472,13 @@ class Sentry:
         if self._ensure_header():
             bedside = msg.metadata.get("bedside")
             sig = bedside.get("researcher_sig") if isinstance(bedside, dict) else None
-            self.ledger.execute_request(msg.msg_id, code, sig if isinstance(sig, str) else None)
+            cell_id = msg.metadata.get("cellId")
+            self.ledger.execute_request(
+                msg.msg_id,
+                code,
+                sig if isinstance(sig, str) else None,
+                cell_id if isinstance(cell_id, str) else None,
+            )
         if reason is not None:
             self._refuse_execute(msg, reason)
             return False
@@ -531,22 +553,26 @@ class Sentry:
                     self.dropped += 1
                     log.warning("dropped a %s on %s answering no known request", msg_type, channel)
                 return
-            if channel == "shell" and msg_type == "execute_reply" and request.msg_type == (
-                "execute_request"
+            if (
+                channel == "shell"
+                and msg_type == "execute_reply"
+                and request.msg_type == ("execute_request")
             ):
                 try:
                     self.pending_executes.remove(msg.parent_id)
                 except ValueError:
                     pass
         size = len(msg.raw_content) + sum(len(b) for b in msg.buffers)
-        verdict = self.guard.check(
-            channel, msg_type, msg.content, msg.metadata, msg.buffers, size
-        )
+        verdict = self.guard.check(channel, msg_type, msg.content, msg.metadata, msg.buffers, size)
         if channel == "iopub" and verdict.msg_type in EGRESS_COUNTED and not verdict.blocked:
             verdict = self._egress(verdict, channel, size)
         if verdict.blocked:
             log.info(
-                "blocked a %s on %s (rule %s)", msg_type, channel, verdict.decision.rule
+                "blocked a %s on %s (rule %s: %s)",
+                msg_type,
+                channel,
+                verdict.decision.rule,
+                verdict.decision.details.get("kind", verdict.decision.reason),
             )
         parent = (request.raw_header, msg.parent_id) if request is not None else (b"{}", "")
         end_of_cell = (
@@ -650,7 +676,10 @@ class Sentry:
             )
             verdict = self.guard._blocked(channel, msg_type, content, decision)
             msg_type, content, metadata, buffers = (
-                verdict.msg_type, verdict.content, verdict.metadata, [],
+                verdict.msg_type,
+                verdict.content,
+                verdict.metadata,
+                [],
             )
             header["msg_type"] = msg_type
             committed = committed_bytes(channel, msg_type, content, buffers)
@@ -665,7 +694,6 @@ class Sentry:
                 msg_type=msg_type,
                 committed=blocked_original if blocked_original is not None else committed,
                 decision=decision,
-                size=len(committed),
             )
         note = None
         if (end_of_cell or checkpoint) and self.ledger.has_header:
@@ -690,18 +718,24 @@ class Sentry:
 
     def _ensure_header(self, msg_type: str = "") -> bool:
         """Whether entries are written now; writes the default header on first need."""
+        if self.ledger.sealed:
+            return False
         if self.ledger.has_header:
             return True
         if self.refused is not None or msg_type in HANDSHAKE_TYPES:
             return False
+        # No declared intent: the policy's defaults, recorded as such.
         self.ledger.header(
-            intent=None,
+            intent={
+                "declared": False,
+                "policy_id": self.policy.id,
+                "budget": self.budget.to_dict(),
+                "sandbox": self.sandbox,
+            },
             policy_id=self.policy.id,
             policy_digest=self.policy.digest,
             environment_digest=environment_digest(),
             researcher_key=None,
-            budget=self.budget.to_dict(),
-            sandbox=self.sandbox,
         )
         return True
 
@@ -789,13 +823,16 @@ class Sentry:
         self.intent = intent.raw
         self.researcher_key = intent.researcher_key
         index, entry = self.ledger.header(
-            intent=intent.raw,
+            intent={
+                **intent.raw,
+                "declared": True,
+                "granted_budget": budget.to_dict(),
+                "sandbox": self.sandbox,
+            },
             policy_id=self.policy.id,
             policy_digest=self.policy.digest,
             environment_digest=env,
             researcher_key=intent.researcher_key,
-            budget=budget.to_dict(),
-            sandbox=self.sandbox,
         )
         return {
             "status": "ok",
@@ -808,40 +845,61 @@ class Sentry:
         }, False
 
     def _cosign(self, msg: Message) -> tuple[dict[str, Any], bool]:
-        from bedside.gateway._scanner import verify_cosigned
-
         note = msg.content.get("checkpoint")
         key = getattr(self, "researcher_key", None)
         if not isinstance(note, str) or not note:
-            return {"status": "error", "ename": "CosignRefused",
-                    "evalue": "the request carries no checkpoint note"}, False
+            return {
+                "status": "error",
+                "ename": "CosignRefused",
+                "evalue": "the request carries no checkpoint note",
+            }, False
         if key is None:
-            return {"status": "error", "ename": "CosignRefused",
-                    "evalue": "no researcher key was declared in the session's intent"}, False
+            return {
+                "status": "error",
+                "ename": "CosignRefused",
+                "evalue": "no researcher key was declared in the session's intent",
+            }, False
+        if self.ledger.sealed:
+            return {
+                "status": "error",
+                "ename": "CosignRefused",
+                "evalue": "the session is sealed; its last checkpoint is final",
+            }, False
         try:
-            verify_cosigned(note, custodian=self.ledger.key, researcher=key)
+            index = self.ledger.cosigned_checkpoint(note, key)
         except Error as exc:
             return {"status": "error", "ename": "CosignRefused", "evalue": exc.diagnostics()}, False
-        index, _ = self.ledger.simple("checkpoint", note=note)
         return {"status": "ok", "index": index}, False
 
     def _seal(self, msg: Message) -> tuple[dict[str, Any], bool]:
         if self.sealed:
-            return {"status": "error", "ename": "SessionSealed",
-                    "evalue": "the session is already sealed"}, False
+            return {
+                "status": "error",
+                "ename": "SessionSealed",
+                "evalue": "the session is already sealed",
+            }, False
         self._ensure_header()
         if self.cpu is not None:
             self.meter.cpu_seconds = self.cpu.read()
         self.sealed = True
-        metering = {
-            "used": self.meter.to_dict(),
-            "budget": self.budget.to_dict(),
+        counters: dict[str, int | str] = {
+            "cells": self.meter.cells,
+            "cpu_ms": int(self.meter.cpu_seconds * 1000),
+            "egress_bytes": self.meter.egress_bytes,
             "dropped_messages": self.dropped,
         }
-        index = self.ledger.metering(metering)
-        seal_index, _ = self.ledger.simple("seal", size=self.ledger.size + 1)
-        return {"status": "ok", "metering": index, "seal": seal_index,
-                "used": self.meter.to_dict()}, True
+        for name, value in self.budget.to_dict().items():
+            if value is not None:
+                counters[f"budget_{name}"] = int(value)
+        index = self.ledger.metering(counters)
+        reason = msg.content.get("reason")
+        seal_index = self.ledger.seal(reason if isinstance(reason, str) and reason else "sealed")
+        return {
+            "status": "ok",
+            "metering": index,
+            "seal": seal_index,
+            "used": self.meter.to_dict(),
+        }, True
 
     def _status(self, msg: Message) -> tuple[dict[str, Any], bool]:
         if self.cpu is not None:
@@ -876,13 +934,21 @@ class Sentry:
         log.error("kernel %s", how)
         self._drain_kernel()
         if self._ensure_header():
-            self.ledger.simple("interrupted", reason=f"kernel {how}", exit_status=code)
+            cut = self.pending_executes[0] if self.pending_executes else None
+            self.ledger.interrupted(f"kernel {how}", cut)
         decision = Decision.block("kernel_died", f"the kernel {how}", layer=Layer.SENTRY)
         meta = {"bedside": decision.to_metadata()}
         if not self.pending_executes:
             self._emit(
-                "iopub", None, "stream", {"name": "stderr", "text": text + "\n"}, meta, [],
-                parent=(b"{}", ""), decision=decision, checkpoint=True,
+                "iopub",
+                None,
+                "stream",
+                {"name": "stderr", "text": text + "\n"},
+                meta,
+                [],
+                parent=(b"{}", ""),
+                decision=decision,
+                checkpoint=True,
             )
         while self.pending_executes:
             msg_id = self.pending_executes.popleft()
@@ -901,8 +967,15 @@ class Sentry:
                 "shell",
                 request.idents,
                 "execute_reply",
-                {"status": "error", "execution_count": None, "ename": "DeadKernelError",
-                 "evalue": text, "traceback": [text], "user_expressions": {}, "payload": []},
+                {
+                    "status": "error",
+                    "execution_count": None,
+                    "ename": "DeadKernelError",
+                    "evalue": text,
+                    "traceback": [text],
+                    "user_expressions": {},
+                    "payload": [],
+                },
                 meta,
                 [],
                 parent=parent,
@@ -925,9 +998,8 @@ class Sentry:
         ledger = getattr(self, "ledger", None)
         if ledger is not None:
             ledger.close()
-        for path in (self._ipc_dir, self._scratch_dir):
-            if path is not None:
-                shutil.rmtree(path, ignore_errors=True)
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -935,21 +1007,41 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         prog="python -m bedside.gateway.sentry",
         description="Run one guarded kernel behind the bedside sentry (launched by kernelspecs).",
     )
-    parser.add_argument("-f", "--connection-file", required=True, type=Path,
-                        help="the connection file Enterprise Gateway / jupyter_client wrote")
+    parser.add_argument(
+        "-f",
+        "--connection-file",
+        required=True,
+        type=Path,
+        help="the connection file Enterprise Gateway / jupyter_client wrote",
+    )
     parser.add_argument("--policy", required=True, type=Path, help="the custodian's policy file")
-    parser.add_argument("--custodian-key", required=True, type=Path,
-                        help="the custodian's Ed25519 signing key (bedside keys new)")
-    parser.add_argument("--state-dir", required=True, type=Path,
-                        help="where the hospital ledgers go (one sub-directory per session)")
-    parser.add_argument("--no-sandbox", action="store_true",
-                        help="run the kernel WITHOUT the sandbox (development only; every "
-                        "notice says so)")
-    parser.add_argument("--kernel", choices=("guarded", "plain"), default="guarded",
-                        help="the kernel behind the sentry: the guarded bedside kernel "
-                        "(default) or a plain ipykernel (tests of the sentry alone)")
-    parser.add_argument("--origin", default=None,
-                        help="the checkpoint origin line (default: HOST/bedside/SESSION)")
+    parser.add_argument(
+        "--custodian-key",
+        required=True,
+        type=Path,
+        help="the custodian's Ed25519 signing key (bedside keys new)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        required=True,
+        type=Path,
+        help="where the hospital ledgers go (one sub-directory per session)",
+    )
+    parser.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        help="run the kernel WITHOUT the sandbox (development only; every notice says so)",
+    )
+    parser.add_argument(
+        "--kernel",
+        choices=("guarded", "plain"),
+        default="guarded",
+        help="the kernel behind the sentry: the guarded bedside kernel "
+        "(default) or a plain ipykernel (tests of the sentry alone)",
+    )
+    parser.add_argument(
+        "--origin", default=None, help="the checkpoint origin line (default: HOST/bedside/SESSION)"
+    )
     return parser
 
 
@@ -982,6 +1074,21 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    profile = os.environ.get("BEDSIDE_SENTRY_PROFILE")
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            return _main(argv)
+        finally:
+            profiler.disable()
+            profiler.dump_stats(profile)
+    return _main(argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=os.environ.get("BEDSIDE_SENTRY_LOG", "INFO"),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",

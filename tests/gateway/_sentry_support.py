@@ -1,0 +1,364 @@
+"""Shared pieces of the sentry tests: a synthetic hospital, a running sentry, a client that keeps
+every message it receives, and an oracle that looks for identifier values in them.
+
+The oracle is deliberately independent of `bedside.policy`: it searches the raw identifier values
+of the table (case-insensitive substrings) in every string of every message, also after
+decoding base64 runs and big decimal numbers, so a guard bug in the shared scanner cannot hide
+itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Empty
+from typing import Any
+
+import ahocorasick
+import numpy as np
+import pandas as pd
+from faker import Faker
+from jupyter_client import BlockingKernelClient
+
+from bedside.ledger import Signer
+
+POLICY = """\
+version: bedside/v1
+id: st-elsewhere
+datasets:
+  patients:
+    path: data/patients.parquet
+    record_id: mrn
+    identifiers: [mrn, name, dob, postcode, phone]
+outputs:
+  mime_allow: [text/plain, text/html, image/png, application/json]
+  max_output_bytes: {max_output_bytes}
+  session_egress_bytes: {egress}
+session:
+  max_cells: {max_cells}
+  max_cpu_seconds: 3600
+  max_egress_bytes: {egress}
+"""
+
+WARDS = ["cardiology", "oncology", "renal", "respiratory", "geriatrics", "surgery"]
+DIAGNOSES = ["I21", "C34", "N18", "J44", "E11", "I50", "K57", "S72"]
+
+
+def make_patients(n: int = 5000, seed: int = 7) -> pd.DataFrame:
+    """The corpus table: mrn, name, dob, postcode, phone, sex, age, ward, diagnosis, ..."""
+    fake = Faker("en_GB")
+    Faker.seed(seed)
+    rng = np.random.default_rng(seed)
+    ages = rng.integers(18, 100, size=n)
+    dobs = [
+        fake.date_between_dates(
+            pd.Timestamp(2025 - int(a), 1, 1).date(), pd.Timestamp(2025 - int(a), 12, 28).date()
+        ).isoformat()
+        for a in ages
+    ]
+    return pd.DataFrame(
+        {
+            "mrn": [f"MRN{7_000_000 + i * 37:08d}" for i in range(n)],
+            "name": [fake.name() for _ in range(n)],
+            "dob": dobs,
+            "postcode": [fake.postcode() for _ in range(n)],
+            "phone": [fake.phone_number() for _ in range(n)],
+            "sex": rng.choice(["F", "M"], size=n),
+            "age": ages,
+            "ward": rng.choice(WARDS, size=n),
+            "diagnosis": rng.choice(DIAGNOSES, size=n),
+            "los_days": rng.poisson(5, size=n) + 1,
+            "cost": np.round(rng.gamma(2.0, 2500.0, size=n), 2),
+            "hiv": rng.random(n) < 0.02,
+            "died": (rng.random(n) < 0.1).astype(int),
+        }
+    )
+
+
+def open_up(path: Path) -> None:
+    """pytest's tmp dirs are 0700; the sandboxed kernel (nobody under root) must read data."""
+    for parent in [path, *path.parents]:
+        if str(parent) in ("/", "/tmp"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o755)
+
+
+@dataclass
+class Hospital:
+    root: Path
+    policy: Path
+    key: Path
+    state: Path
+    data: Path
+    frame: pd.DataFrame
+    signer: Signer
+
+
+def make_hospital(
+    root: Path,
+    *,
+    frame: pd.DataFrame,
+    max_cells: int = 2000,
+    egress: int = 50_000_000,
+    max_output_bytes: int = 1_000_000,
+) -> Hospital:
+    root.mkdir(parents=True, exist_ok=True)
+    open_up(root)
+    (root / "data").mkdir(exist_ok=True)
+    data = root / "data" / "patients.parquet"
+    frame.to_parquet(data)
+    data.chmod(0o644)
+    policy = root / "policy.yaml"
+    policy.write_text(
+        POLICY.format(max_cells=max_cells, egress=egress, max_output_bytes=max_output_bytes)
+    )
+    policy.chmod(0o644)
+    secrets = root / "secrets"
+    secrets.mkdir(mode=0o700, exist_ok=True)
+    key = secrets / "custodian.key"
+    signer = Signer.generate("st-elsewhere")
+    signer.save(key)
+    state = root / "state"
+    state.mkdir(mode=0o700, exist_ok=True)
+    return Hospital(root, policy, key, state, data, frame, signer)
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@dataclass
+class RunningSentry:
+    proc: subprocess.Popen[bytes]
+    connection: dict[str, Any]
+    log_path: Path
+    hospital: Hospital
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def ledger_path(self) -> Path:
+        found = sorted(
+            self.hospital.state.glob("*/session.ledger"), key=lambda p: p.stat().st_mtime
+        )
+        assert found, "no ledger written"
+        return found[-1]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_sentry(
+    hospital: Hospital,
+    tmp: Path,
+    *,
+    sandbox: bool = False,
+    kernel: str = "plain",
+    extra_env: dict[str, str] | None = None,
+) -> RunningSentry:
+    ports = _free_ports(5)
+    key = os.urandom(16).hex()
+    connection = {
+        "shell_port": ports[0],
+        "iopub_port": ports[1],
+        "stdin_port": ports[2],
+        "control_port": ports[3],
+        "hb_port": ports[4],
+        "ip": "127.0.0.1",
+        "key": key,
+        "transport": "tcp",
+        "signature_scheme": "hmac-sha256",
+        "kernel_name": "bedside",
+    }
+    tmp.mkdir(parents=True, exist_ok=True)
+    conn_file = tmp / f"kernel-{ports[0]}.json"
+    conn_file.write_text(json.dumps(connection))
+    log_path = tmp / f"sentry-{ports[0]}.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "bedside.gateway.sentry",
+        "-f",
+        str(conn_file),
+        "--policy",
+        str(hospital.policy),
+        "--custodian-key",
+        str(hospital.key),
+        "--state-dir",
+        str(hospital.state),
+        "--kernel",
+        kernel,
+    ]
+    if not sandbox:
+        argv.append("--no-sandbox")
+    env = dict(os.environ)
+    env.update(extra_env or {})
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return RunningSentry(proc, connection, log_path, hospital)
+
+
+@dataclass
+class Client:
+    """A jupyter_client that records every message it receives, on every channel."""
+
+    kc: BlockingKernelClient
+    received: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def connect(cls, sentry: RunningSentry, timeout: float = 90) -> Client:
+        kc = BlockingKernelClient()
+        kc.load_connection_info(sentry.connection)
+        kc.start_channels()
+        client = cls(kc)
+        deadline = time.monotonic() + timeout
+        while True:
+            if sentry.proc.poll() is not None:
+                raise RuntimeError(f"sentry exited:\n{sentry.log()}")
+            try:
+                kc.wait_for_ready(timeout=5)
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"sentry not ready:\n{sentry.log()}") from None
+        client.drain()
+        return client
+
+    def drain(self) -> None:
+        for channel in (self.kc.iopub_channel, self.kc.shell_channel):
+            while True:
+                try:
+                    self.received.append(channel.get_msg(timeout=0.2))
+                except Empty:
+                    break
+
+    def request(self, msg_type: str, content: dict[str, Any], timeout: float = 30) -> dict:
+        msg = self.kc.session.msg(msg_type, content)
+        self.kc.shell_channel.send(msg)
+        return self.shell_reply(msg["header"]["msg_id"], timeout)
+
+    def shell_reply(self, msg_id: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no shell reply to {msg_id}")
+            reply = self.kc.shell_channel.get_msg(timeout=remaining)
+            self.received.append(reply)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply
+
+    def execute(
+        self,
+        code: str,
+        *,
+        timeout: float = 120,
+        stdin_reply: str | None = None,
+        **kwargs: Any,
+    ) -> tuple[dict, list[dict]]:
+        """Run `code`; (the execute_reply, the iopub messages of this request)."""
+        msg_id = self.kc.execute(code, allow_stdin=stdin_reply is not None, **kwargs)
+        outputs: list[dict] = []
+        deadline = time.monotonic() + timeout
+        idle = False
+        while not idle:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"cell did not finish: {code[:60]!r}")
+            if stdin_reply is not None:
+                try:
+                    req = self.kc.stdin_channel.get_msg(timeout=0.05)
+                    self.received.append(req)
+                    self.kc.input(stdin_reply)
+                except Empty:
+                    pass
+            try:
+                msg = self.kc.iopub_channel.get_msg(timeout=min(remaining, 0.2))
+            except Empty:
+                continue
+            self.received.append(msg)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            outputs.append(msg)
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                idle = True
+        reply = self.shell_reply(msg_id, timeout=max(1.0, deadline - time.monotonic()))
+        return reply, outputs
+
+    def close(self) -> None:
+        self.kc.stop_channels()
+
+
+_B64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
+_DEC = re.compile(r"\d{12,}")
+
+
+class LeakOracle:
+    """Case-insensitive substring search for every identifier value of the table."""
+
+    def __init__(self, frame: pd.DataFrame, columns: list[str]) -> None:
+        self.automaton = ahocorasick.Automaton()
+        for col in columns:
+            for value in frame[col].astype(str):
+                value = value.strip().lower()
+                if len(value) >= 6:
+                    self.automaton.add_word(value, (col, value))
+        self.automaton.make_automaton()
+
+    def _views(self, text: str) -> list[str]:
+        views = [text.lower()]
+        for m in _B64.finditer(text):
+            run = m.group(0)
+            try:
+                raw = base64.b64decode(run + "=" * (-len(run) % 4))
+                views.append(raw.decode("utf-8", errors="ignore").lower())
+            except (binascii.Error, ValueError):
+                pass
+        for m in _DEC.finditer(text):
+            n = int(m.group(0))
+            raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+            views.append(raw.decode("utf-8", errors="ignore").lower())
+        return views
+
+    def leaks(self, message: dict[str, Any]) -> list[str]:
+        """Which identifier columns appear in `message` (never the values themselves)."""
+        text = json.dumps(message, default=str, ensure_ascii=False)
+        found = set()
+        for view in self._views(text):
+            for _, (col, _value) in self.automaton.iter(view):
+                found.add(col)
+        return sorted(found)
+
+
+def notices(outputs: list[dict]) -> list[dict]:
+    """The bedside decisions of messages a guard blocked or redacted."""
+    out = []
+    for msg in outputs:
+        meta = msg.get("metadata", {}).get("bedside", {})
+        if meta.get("decision") in ("blocked", "redacted"):
+            out.append(meta)
+    return out
