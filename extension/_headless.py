@@ -60,6 +60,7 @@ class ResearcherServer:
     port: int = field(default_factory=free_port)
     lab: bool = False
     log_path: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)  # e.g. KERNEL_USERNAME for the gateway
     proc: subprocess.Popen[bytes] | None = None
     _tmp: str = ""
 
@@ -110,7 +111,7 @@ class ResearcherServer:
         app = "jupyterlab" if self.lab else "jupyter_server"
         cmd = [sys.executable, "-m", app, f"--config={cfg}"]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         env.setdefault("JUPYTER_PLATFORM_DIRS", "1")
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + STARTUP_TIMEOUT
