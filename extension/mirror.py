@@ -86,6 +86,10 @@ def new_message(msg_type: str, content: dict[str, Any], *, session: str) -> dict
     }
 
 
+class _NotYet(Exception):
+    """A checkpoint for entries that are still on their way."""
+
+
 @dataclass
 class Verdict:
     """What the mirror concluded about one message from the hospital."""
@@ -131,6 +135,9 @@ class SessionMirror:
         self._sigs: dict[str, str] = {}
         self._pending_cells: set[str] = set()
         self._waiters: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self._staged: dict[int, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+        self._heads: list[tuple[int, str]] = []
+        self._notes: list[str] = []
         self.intent_msg_id = ""
         directory.mkdir(parents=True, exist_ok=True)
         self._save()
@@ -167,6 +174,7 @@ class SessionMirror:
             "verified_messages": self.verified,
             "unverified_messages": self.unverified,
             "cells_in_flight": sorted(self._pending_cells),
+            "entries_in_flight": len(self._staged),
         }
 
     def _save(self) -> None:
@@ -318,12 +326,14 @@ class SessionMirror:
 
     def _cosign_checkpoint(self, note: str) -> None:
         """The hospital signed a tree head: check it against our copy, cosign, hand it back."""
-        if self.custodian is None or self.ledger is None:
+        if self.custodian is None:
             return
+        if self.ledger is None:
+            raise _NotYet
         checkpoint, _ = open_checkpoint(note, [self.custodian])
-        if checkpoint.size > self.ledger.size or (
-            self.ledger.root_at(checkpoint.size) != checkpoint.root
-        ):
+        if checkpoint.size > self.ledger.size:
+            raise _NotYet
+        if self.ledger.root_at(checkpoint.size) != checkpoint.root:
             raise LedgerIntegrityError(
                 f"the hospital's checkpoint (size {checkpoint.size}) does not match our copy",
                 index=checkpoint.size,
@@ -368,6 +378,10 @@ class SessionMirror:
         receipt = (meta.get("bedside") or {}).get("receipt") if isinstance(meta, dict) else None
         if not isinstance(receipt, dict):
             raise SignatureError("the message carries no bedside receipt")
+        if self.custodian is None and self.state == PENDING and receipt.get("key"):
+            # Trust on first use: the first receipt of the session names the custodian key;
+            # the intent reply and the ledger header must then name the same key.
+            self.custodian = Verifier(str(receipt["key"]))
         if self.custodian is None:
             raise SignatureError("no custodian key is configured or pinned yet")
         if receipt.get("key") != self.custodian.vkey:
@@ -388,28 +402,63 @@ class SessionMirror:
         )
         if receipt.get("digest") != "sha256:" + hashlib.sha256(committed).hexdigest():
             raise LedgerIntegrityError("the message content does not match its receipt digest")
+        # Iopub and shell travel on different sockets through the gateway, so receipts can
+        # arrive out of the order the sentry wrote them: stage entries by index and tree heads
+        # by size, and check each as soon as our copy reaches it.
         for item in receipt.get("entries") or []:
-            self._append(item, msg, committed)
-        size = int(receipt.get("size", -1))
-        if self.ledger is None:
-            if size > 0:
-                raise LedgerIntegrityError(f"the hospital's ledger has {size} entries, ours none")
-            return
-        if self.ledger.size != size or self.ledger.root().hex() != receipt.get("root"):
-            raise LedgerIntegrityError(
-                f"ledger copies disagree: ours has {self.ledger.size} entries, root "
-                f"{self.ledger.root().hex()[:16]}…; the hospital's {size}, "
-                f"{str(receipt.get('root'))[:16]}…",
-                index=self.ledger.size,
-            )
+            self._stage(item, msg, committed)
+        self._heads.append((int(receipt.get("size", -1)), str(receipt.get("root", ""))))
         if isinstance(receipt.get("checkpoint"), str):
-            self._cosign_checkpoint(receipt["checkpoint"])
+            self._notes.append(str(receipt["checkpoint"]))
+        self._drain()
 
-    def _append(self, item: dict[str, Any], msg: dict[str, Any], committed: bytes) -> None:
+    def _stage(self, item: dict[str, Any], msg: dict[str, Any], committed: bytes) -> None:
         entry = item.get("entry")
         index = item.get("index")
-        if not isinstance(entry, dict) or not isinstance(index, int):
+        if not isinstance(entry, dict) or not isinstance(index, int) or index < 0:
             raise LedgerIntegrityError("receipt entry without index or entry")
+        entry = {**entry}
+        entry.setdefault("seq", index)
+        opening = self._opening(item, entry, msg, committed)
+        if self.ledger is not None and index < self.ledger.size:
+            if canonical_json(self.ledger.entry(index)) != canonical_json(
+                {"v": 1, "session": self.session_id, **entry}
+            ):
+                raise LedgerIntegrityError("the hospital rewrote an entry", index=index)
+            return  # already appended (a receipt resent after reconnecting)
+        self._staged[index] = (entry, opening)
+
+    def _drain(self) -> None:
+        """Append staged entries in order; check tree heads and checkpoints we have reached."""
+        while True:
+            next_index = 0 if self.ledger is None else self.ledger.size
+            staged = self._staged.pop(next_index, None)
+            if staged is None:
+                break
+            self._append(next_index, *staged)
+        size = 0 if self.ledger is None else self.ledger.size
+        waiting = []
+        for head_size, root in self._heads:
+            if head_size > size:
+                waiting.append((head_size, root))
+                continue
+            ours = self.ledger.root_at(head_size).hex() if self.ledger and head_size else None
+            if head_size and ours != root:
+                self._heads = waiting
+                raise LedgerIntegrityError(
+                    f"ledger copies disagree at size {head_size}: our root {str(ours)[:16]}…, "
+                    f"the hospital's {root[:16]}…",
+                    index=head_size,
+                )
+        self._heads = waiting
+        notes, self._notes = self._notes, []
+        for note in notes:
+            try:
+                self._cosign_checkpoint(note)
+            except _NotYet:
+                self._notes.append(note)
+
+    def _append(self, index: int, entry: dict[str, Any], opening: dict[str, Any] | None) -> None:
         if self.ledger is None:
             if index != 0 or entry.get("kind") != "header":
                 raise LedgerIntegrityError("the first entry must be the header", index=index)
@@ -422,15 +471,6 @@ class SessionMirror:
                     self.ledger_path, session_id=self.session_id, origin=origin
                 )
             self._check_header(entry)
-        if index < self.ledger.size:
-            if self.ledger.entry(index) != entry:
-                raise LedgerIntegrityError("the hospital rewrote an entry", index=index)
-            return  # already appended (a receipt resent after reconnecting)
-        if index != self.ledger.size:
-            raise LedgerIntegrityError(
-                f"entries {self.ledger.size}..{index - 1} never reached us", index=index
-            )
-        opening = self._opening(item, entry, msg, committed)
         self.ledger.append(entry, opening=opening)
         kind = entry.get("kind")
         if kind == "checkpoint":

@@ -130,3 +130,18 @@ def test_refused_intent_is_reported(tmp_path: Path, standin) -> None:
     assert mirror.state == REFUSED
     assert "unknown policy id" in mirror.reason
     assert json.loads((mirror.directory / "status.json").read_text())["state"] == REFUSED
+
+
+def test_receipts_out_of_order_are_staged(pair) -> None:
+    """Iopub and shell take different sockets through the gateway: a reply can overtake the
+    outputs written before it. The mirror stages entries and checks heads when it reaches them."""
+    mirror, hospital, sent = pair
+    request = _execute(mirror, "print(2)")
+    busy, stream, reply, idle = hospital.execute(request, "2\n")
+    for msg in (reply, busy, idle, stream):
+        verdict = mirror.observe_reply(msg)
+        assert verdict.verified, verdict.reason
+    assert mirror.status()["entries_in_flight"] == 0
+    for cosign in sent:
+        assert mirror.observe_reply(hospital.cosign(cosign)).verified
+    assert mirror.ledger.root() == hospital.ledger.root()
