@@ -20,7 +20,7 @@ import json
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
-from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
@@ -115,8 +115,8 @@ class AnchorHandler(BedsideHandler):
         )
 
 
-class FileHandler(_Sessions, JupyterHandler):
-    """File downloads (not JSON, so not an APIHandler)."""
+class FileHandler(_Sessions, APIHandler):
+    """File downloads: API handlers (403, never a login redirect) that answer in bytes."""
 
     filename = ""
 
@@ -132,9 +132,8 @@ class FileHandler(_Sessions, JupyterHandler):
         path = directory / self.filename
         if not path.is_file():
             raise web.HTTPError(404, f"session {session!r} has no {self.filename} yet")
-        self.set_header("Content-Type", "application/octet-stream")
         self.set_header("Content-Disposition", f'attachment; filename="{session}-{self.filename}"')
-        self.finish(path.read_bytes())
+        self.finish(path.read_bytes(), set_content_type="application/octet-stream")
 
 
 class LedgerFileHandler(FileHandler):

@@ -130,9 +130,15 @@ def test_no_token_gets_nothing(tmp_path, gateway, notebook_dir) -> None:
     async def scenario() -> None:
         with _server(tmp_path, gateway, notebook_dir) as server:
             http = AsyncHTTPClient()
-            for path in ("/bedside/sessions", "/api/kernels", "/api/sessions"):
+            paths = (
+                "/bedside/sessions",
+                "/api/kernels",
+                "/api/sessions",
+                "/bedside/sessions/x/ledger",
+            )
+            for path in paths:
                 with pytest.raises(HTTPClientError) as err:
-                    await http.fetch(server.url + path)
+                    await http.fetch(server.url + path, follow_redirects=False)
                 assert err.value.code in (401, 403)
             with pytest.raises(HTTPClientError) as err:
                 await http.fetch(
