@@ -19,7 +19,7 @@ from typing import Any
 
 from bedside.errors import GatewayError
 
-TOKEN_ENV = "BEDSIDE_GATEWAY_TOKEN"
+TOKEN_ENV = "BEDSIDE_GATEWAY_TOKEN"  # noqa: S105 - a variable name, not a secret
 
 
 def register(subparsers: Any) -> None:
@@ -189,7 +189,9 @@ def _start(args: argparse.Namespace) -> int:
         client_ca=args.client_ca,
         nodelay=not args.stock_websockets,
     )
-    gateway = EnterpriseGateway(home, settings, log_file=home / "gateway.log", log_level=args.log_level)
+    gateway = EnterpriseGateway(
+        home, settings, log_file=home / "gateway.log", log_level=args.log_level
+    )
 
     def terminate(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt

@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOid, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bedside.errors import GatewayError
 
@@ -111,8 +111,8 @@ def make_certificates(
             sans.append(x509.IPAddress(ipaddress.ip_address(name)))
         except ValueError:
             sans.append(x509.DNSName(name))
-    server_key, server_cert = leaf(hostnames[0], ExtendedKeyUsageOid.SERVER_AUTH, sans)
-    client_key, client_cert = leaf(client_name, ExtendedKeyUsageOid.CLIENT_AUTH, [])
+    server_key, server_cert = leaf(hostnames[0], ExtendedKeyUsageOID.SERVER_AUTH, sans)
+    client_key, client_cert = leaf(client_name, ExtendedKeyUsageOID.CLIENT_AUTH, [])
 
     _write_cert(paths.ca_cert, ca_cert)
     _write_key(paths.ca_key, ca_key)

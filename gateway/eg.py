@@ -145,6 +145,8 @@ class GatewaySettings:
     keyfile: Path | None = None
     client_ca: Path | None = None
     nodelay: bool = True
+    # GET /api/kernels lists every user's kernel ids (enough to attach to them): off by default.
+    list_kernels: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -158,6 +160,7 @@ class GatewaySettings:
             "keyfile": str(self.keyfile.resolve()) if self.keyfile else None,
             "client_ca": str(self.client_ca.resolve()) if self.client_ca else None,
             "nodelay": self.nodelay,
+            "list_kernels": self.list_kernels,
         }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bedside.policy.datasets import load_dataset
 from bedside.policy.decision import Action, Decision, Layer
+from bedside.policy.explain import explain
 from bedside.policy.identifiers import IdentifierIndex, IdentifierMatch
 from bedside.policy.model import (
     Dataset,
@@ -23,10 +24,12 @@ from bedside.policy.model import (
 )
 from bedside.policy.phi import PHIMatch, scan_phi
 from bedside.policy.scan import Finding, scan_text
+from bedside.policy.synthetic import write_demo_hospital
 
 __all__ = [
     "Action",
     "Dataset",
+    "explain",
     "Decision",
     "DisclosureRules",
     "Finding",
@@ -43,4 +46,5 @@ __all__ = [
     "load_policy",
     "scan_phi",
     "scan_text",
+    "write_demo_hospital",
 ]

@@ -18,12 +18,14 @@ Why not pyahocorasick: an Aho-Corasick automaton over the ~10 million value vari
 million patients needs several GiB of trie nodes and matches substrings, so every hit would need
 a token-boundary check and every reformatting a pattern of its own. Instead values and text are
 cut into tokens (runs of letters or of digits, see `_tokens`) and hashed with numpy; the index
-is a sorted array of 64-bit hashes of token *sequences* behind a one-hash Bloom-style bitmap.
-Scanning a text hashes each window of k consecutive tokens for the few sequence lengths the
-index holds, tests them against the bitmap (one gather) and confirms the survivors by binary
-search. Everything is vectorised, memory is ~9 bytes per variant plus the bitmap, and token
-boundaries and case-insensitivity come for free. Digit groups of a text are also concatenated
-(up to six groups joined by one or two separators) so a phone number regrouped any way matches.
+is a sorted array of 64-bit hashes of token *sequences*, each sequence's first two tokens in a
+Bloom-style "pair" bitmap and every sequence in a second bitmap. Scanning a text hashes each
+token, looks single tokens up, keeps only the positions whose next two tokens start some indexed
+sequence (one gather in the pair bitmap), folds the few surviving windows for each sequence
+length the index holds, and confirms bitmap hits by binary search. Everything is vectorised,
+memory is ~9 bytes per variant plus two bitmaps, and token boundaries and case-insensitivity
+come for free. Digit groups of a text joined by one or two separators are also concatenated (as
+integers, up to six groups) so a phone number regrouped any way matches.
 
 Values never leave the index: it stores only hashes, and matches, errors and reprs carry offsets
 and the column name (the *kind*), never the value.
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 
 MAX_SEQ = 8  # longest token sequence indexed (longer values are indexed by their first 8 tokens)
 MAX_DIGIT_GROUPS = 6  # digit groups of a text joined when looking for a regrouped number
+MIN_GROUPED_DIGITS = 9  # regrouping is how phone numbers vary; shorter runs are table columns
 _CHUNK = 200_000
 
 _TITLES = ("mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "dame", "rev", "lord", "lady")
@@ -64,7 +67,25 @@ class IdentifierMatch:
 
 def _word_hashes(words: Sequence[str]) -> T.U64:
     buf = np.frombuffer(" ".join(words).encode(), dtype=np.uint8)
-    return T.tokenize(buf).h_norm
+    return T.tokenize(buf).hash
+
+
+def _bitmap(keys: T.U64) -> tuple[T.U64, np.uint64]:
+    """A one-hash Bloom filter of `keys` (about 16 bits per key) and its slot shift."""
+    bits = 1 << 12
+    while bits < 16 * max(len(keys), 1) and bits < (1 << 32):
+        bits <<= 1
+    shift = np.uint64(64 - (bits.bit_length() - 1))
+    words = np.zeros(bits // 64, dtype=np.uint64)
+    slot = keys >> shift
+    np.bitwise_or.at(words, slot >> np.uint64(6), np.uint64(1) << (slot & np.uint64(63)))
+    return words, shift
+
+
+def _in_bitmap(words: T.U64, shift: np.uint64, keys: T.U64) -> T.I64:
+    slot = keys >> shift
+    bit = (words[slot >> np.uint64(6)] >> (slot & np.uint64(63))) & np.uint64(1)
+    return np.flatnonzero(bit)
 
 
 class IdentifierIndex:
@@ -75,25 +96,22 @@ class IdentifierIndex:
         hashes: T.U64,
         kinds: T.U8,
         kind_names: Sequence[str],
+        pairs: T.U64,
         lengths: Sequence[int],
         n_values: int,
         *,
+        min_length: int,
         min_digits: int,
     ) -> None:
         self._hashes = hashes
         self._kinds = kinds
         self._kind_names = list(kind_names)
-        self._lengths = tuple(sorted(set(lengths)))
+        self._lengths = tuple(sorted({k for k in lengths if k >= 2}))
         self._n_values = n_values
+        self._min_length = min_length
         self._min_digits = min_digits
-        bits = 1 << 12
-        while bits < 16 * max(len(hashes), 1) and bits < (1 << 31):
-            bits <<= 1
-        self._shift = np.uint64(64 - (bits.bit_length() - 1))
-        words = np.zeros(bits // 64, dtype=np.uint64)
-        slot = hashes >> self._shift
-        np.bitwise_or.at(words, slot >> np.uint64(6), np.uint64(1) << (slot & np.uint64(63)))
-        self._bitmap = words
+        self._bits, self._shift = _bitmap(hashes)
+        self._pair_bits, self._pair_shift = _bitmap(pairs)
 
     # ------------------------------------------------------------------ construction
 
@@ -148,7 +166,9 @@ class IdentifierIndex:
 
     @property
     def nbytes(self) -> int:
-        return int(self._hashes.nbytes + self._kinds.nbytes + self._bitmap.nbytes)
+        return int(
+            self._hashes.nbytes + self._kinds.nbytes + self._bits.nbytes + self._pair_bits.nbytes
+        )
 
     def first(self, text: str) -> IdentifierMatch | None:
         """The earliest match in `text`, or None when the text holds no identifier value."""
@@ -162,20 +182,40 @@ class IdentifierIndex:
         raw = T.lower_bytes(text)
         buf = np.frombuffer(raw, dtype=np.uint8)
         tok = T.tokenize(buf)
-        if not len(tok):
+        ntok = len(tok)
+        if not ntok:
             return []
         starts: list[T.I64] = []
         ends: list[T.I64] = []
         kinds: list[T.U8] = []
-        for k in self._lengths:
-            if k > len(tok):
-                break
-            h = T.single_hash(tok.h_norm) if k == 1 else T.fold_windows(tok.h_norm, k)
-            hit, kind = self._lookup(h)
+
+        # Single tokens long enough to be indexed on their own.
+        single = np.flatnonzero(
+            np.where(tok.is_digit, tok.ndigits >= self._min_digits, tok.end - tok.start >= 2)
+        )
+        if len(single):
+            hit, kind = self._lookup(tok.hash[single])
             if len(hit):
-                starts.append(tok.start[hit])
-                ends.append(tok.end[hit + k - 1])
+                at = single[hit]
+                starts.append(tok.start[at])
+                ends.append(tok.end[at])
                 kinds.append(kind)
+
+        # Sequences: only where the next two tokens start an indexed sequence.
+        if self._lengths and ntok >= 2:
+            keys = T.pair_key(tok.hash[:-1], tok.hash[1:])
+            cand = _in_bitmap(self._pair_bits, self._pair_shift, keys)
+            for k in self._lengths:
+                c = cand[cand + k <= ntok]
+                if not len(c):
+                    break
+                hit, kind = self._lookup(T.fold([tok.hash[c + j] for j in range(k)]))
+                if len(hit):
+                    at = c[hit]
+                    starts.append(tok.start[at])
+                    ends.append(tok.end[at + k - 1])
+                    kinds.append(kind)
+
         self._digit_groups(buf, tok, starts, ends, kinds)
         if not starts:
             return []
@@ -203,9 +243,7 @@ class IdentifierIndex:
 
     def _lookup(self, h: T.U64) -> tuple[T.I64, T.U8]:
         """Positions in `h` present in the index, and their kinds."""
-        slot = h >> self._shift
-        bit = (self._bitmap[slot >> np.uint64(6)] >> (slot & np.uint64(63))) & np.uint64(1)
-        cand = np.flatnonzero(bit)
+        cand = _in_bitmap(self._bits, self._shift, h)
         if not len(cand):
             return cand, np.empty(0, dtype=np.uint8)
         hc = h[cand]
@@ -224,36 +262,44 @@ class IdentifierIndex:
     ) -> None:
         """Match numbers whose digit groups are split differently from the indexed value."""
         ok = T.group_gaps_ok(buf, tok)
-        if not ok.any():
+        joinable = np.flatnonzero(ok)
+        if not len(joinable):
             return
-        first = np.flatnonzero(ok)  # windows start at a token followed by a joinable group
-        h = tok.h_norm[first]
-        length = tok.end[first] - tok.norm_start[first]
-        chain = np.ones(len(first), dtype=np.bool_)
-        p, _ = T._powers(int(length.max(initial=0)) + 64)
+        # Chains of joinable digit groups; only chains with enough digits in all can match.
+        raw_len = tok.end - tok.start
+        chain = np.cumsum(np.concatenate(([1], ~ok)))  # chain id of each token
+        total = np.bincount(chain, weights=np.where(tok.is_digit, raw_len, 0))
+        need = max(self._min_digits, MIN_GROUPED_DIGITS)
+        first = joinable[total[chain[joinable]] >= need]
+        value = tok.value[first]
+        ndig = tok.ndigits[first]
         for k in range(2, MAX_DIGIT_GROUPS + 1):
             last = first + k - 1
             if k > 2:
-                inside = last - 1 < len(ok)
-                chain &= inside
-                chain[inside] &= ok[(last - 1)[inside]]
-            alive = np.flatnonzero(chain & (last < len(tok)))
+                alive = np.flatnonzero(last - 1 < len(ok))
+                first, value, ndig, last = first[alive], value[alive], ndig[alive], last[alive]
+                alive = np.flatnonzero(ok[last - 1])
+                first, value, ndig, last = first[alive], value[alive], ndig[alive], last[alive]
+            part = raw_len[last]
+            ndig = ndig + part
+            alive = np.flatnonzero(ndig <= T.MAX_DIGITS)
             if not len(alive):
                 break
-            first, h, length, chain = first[alive], h[alive], length[alive], chain[alive]
-            last = first + k - 1
-            part = tok.end[last] - tok.start[last]
-            if int((length + part).max()) >= len(p):
-                p, _ = T._powers(int((length + part).max()) + 64)
-            h = h + tok.h_raw[last] * p[length]
-            length = length + part
-            enough = np.flatnonzero(length >= self._min_digits)
+            first, value, ndig, last, part = (
+                first[alive],
+                value[alive],
+                ndig[alive],
+                last[alive],
+                part[alive],
+            )
+            value = value * T.POW10[part] + tok.value[last]
+            enough = np.flatnonzero(ndig >= need)
             if len(enough):
-                hit, kind = self._lookup(T.single_hash(h[enough]))
+                hit, kind = self._lookup(T.digit_hash(value[enough]))
                 if len(hit):
                     idx = enough[hit]
                     starts.append(tok.start[first[idx]])
-                    ends.append(tok.end[first[idx] + k - 1])
+                    ends.append(tok.end[last[idx]])
                     kinds.append(kind)
 
 
@@ -277,6 +323,7 @@ class _Builder:
         self.min_digits = min_digits
         self.hashes: list[T.U64] = []
         self.kinds: list[T.U8] = []
+        self.pairs: list[T.U64] = []
         self.kind_names: list[str] = []
         self.lengths: set[int] = set()
         self.n_values = 0
@@ -295,21 +342,14 @@ class _Builder:
         arr = arr.filter(pc.greater(pc.utf8_length(arr), 0))
         for offset in range(0, len(arr), _CHUNK):
             chunk = arr.slice(offset, _CHUNK)
-            base = self._lines(chunk, variants=True)
-            self.n_values += base
+            self.n_values += self._lines(chunk, variants=True)
             for extra in self._string_variants(chunk):
                 self._lines(extra, variants=False)
-            self._flush(code)
-
-    def _flush(self, code: int) -> None:
-        if self._pending:
-            h = np.concatenate(self._pending)
-            self.hashes.append(h)
-            self.kinds.append(np.full(len(h), code, dtype=np.uint8))
-        self._pending = []
-
-    def _emit(self, h: T.U64) -> None:
-        self._pending.append(h)
+            if self._pending:
+                h = np.concatenate(self._pending)
+                self.hashes.append(h)
+                self.kinds.append(np.full(len(h), code, dtype=np.uint8))
+            self._pending = []
 
     def _lines(self, arr: pa.Array, *, variants: bool) -> int:
         """Hash every value (one per line) of `arr` and its token-level variants.
@@ -330,17 +370,24 @@ class _Builder:
         tok = T.tokenize(buf)
         if not len(tok):
             return 0
+        nlines = len(line_start)
         line = np.searchsorted(line_start, tok.start, side="right") - 1
-        count = np.bincount(line, minlength=len(line_start))
-        first_tok = np.zeros(len(line_start), dtype=np.int64)
+        count = np.bincount(line, minlength=nlines)
+        first_tok = np.zeros(nlines, dtype=np.int64)
         np.cumsum(count[:-1], out=first_tok[1:])
-        norm_len = tok.end - tok.norm_start
-        # Per line: significant length and whether every token is digits.
-        sig = np.bincount(line, weights=norm_len, minlength=len(line_start)).astype(np.int64)
-        digits = np.bincount(line, weights=tok.is_digit, minlength=len(line_start))
+        raw_len = tok.end - tok.start
+        too_long = np.where(tok.is_digit, raw_len > T.MAX_DIGITS, raw_len > T.MAX_LETTERS)
+        bad = np.bincount(line, weights=too_long, minlength=nlines) > 0
+        chars = np.bincount(line, weights=raw_len, minlength=nlines)
+        digits = np.bincount(line, weights=tok.is_digit, minlength=nlines)
         all_digit = (digits == count) & (count > 0)
         letters = (digits == 0) & (count > 0)
-        keep = np.where(all_digit, sig >= self.min_digits, sig >= self.min_length)
+        # Significant digits of an all-digit value: the first group without leading zeros.
+        first_sig = np.zeros(nlines, dtype=np.int64)
+        has = count > 0
+        first_sig[has] = tok.ndigits[first_tok[has]] - raw_len[first_tok[has]]
+        sig = chars + first_sig
+        keep = ~bad & np.where(all_digit, sig >= self.min_digits, chars >= self.min_length)
         indexed = 0
         for k in range(1, MAX_SEQ + 1):
             exact = count == k if k < MAX_SEQ else count >= k
@@ -349,10 +396,10 @@ class _Builder:
                 continue
             indexed += len(rows)
             f = first_tok[rows]
-            seqs = np.stack([tok.h_norm[f + j] for j in range(k)])
+            seqs = np.stack([tok.hash[f + j] for j in range(k)])
             self._emit_seq(seqs)
             if k >= 2:
-                d = np.flatnonzero(all_digit[rows])
+                d = np.flatnonzero(all_digit[rows] & (sig[rows] <= T.MAX_DIGITS))
                 if len(d):
                     self._emit_joined(tok, f[d], k)
                 if variants and 2 <= k <= 5:
@@ -362,34 +409,26 @@ class _Builder:
         return indexed
 
     def _emit_seq(self, seqs: T.U64) -> None:
-        """Hash token sequences (k x n array of token hashes) into the sequence space."""
+        """Hash token sequences (k x n array of token hashes)."""
         k = seqs.shape[0]
-        self.lengths.add(k)
         if k == 1:
-            self._emit(T.single_hash(seqs[0]))
+            self._pending.append(seqs[0].copy())
             return
-        acc = seqs[0].copy()
-        c = np.uint64(T._C)
-        for j in range(1, k):
-            acc *= c
-            acc += seqs[j]
-        acc += T.length_salt(k)
-        self._emit(T.mix(acc))
+        self.lengths.add(k)
+        self._pending.append(T.fold(seqs))
+        self.pairs.append(T.pair_key(seqs[0], seqs[1]))
 
     def _emit_joined(self, tok: T.Tokens, f: T.I64, k: int) -> None:
         """All-digit values also match as one run of digits (`02079460123`, `19560312`)."""
-        h = tok.h_norm[f].copy()
-        length = tok.end[f] - tok.norm_start[f]
+        value = tok.value[f].copy()
         for j in range(1, k):
-            h = T.concat(h, length, tok.h_raw[f + j])
-            length = length + (tok.end[f + j] - tok.start[f + j])
-        ok = length >= self.min_digits
-        self.lengths.add(1)
-        self._emit(T.single_hash(h[ok]))
+            part = tok.end[f + j] - tok.start[f + j]
+            value = value * T.POW10[part] + tok.value[f + j]
+        self._pending.append(T.digit_hash(value))
 
     def _emit_names(self, seqs: T.U64) -> None:
         """Names: without title/suffix, surname first, without middle names."""
-        k, n = seqs.shape
+        k = seqs.shape[0]
         title = np.isin(seqs[0], self._titles)
         suffix = np.isin(seqs[k - 1], self._suffixes)
         for has_title in (False, True):
@@ -439,15 +478,18 @@ class _Builder:
         else:
             h = np.empty(0, dtype=np.uint64)
             kinds = np.empty(0, dtype=np.uint8)
-        self.hashes, self.kinds = [], []
+        pairs = np.concatenate(self.pairs) if self.pairs else np.empty(0, dtype=np.uint64)
+        self.hashes, self.kinds, self.pairs = [], [], []
         # Sorted unique hashes; a hash shared by two columns keeps the first column's kind.
         h, first = np.unique(h, return_index=True)
         return IdentifierIndex(
             h,
             kinds[first],
             self.kind_names,
+            np.unique(pairs),
             sorted(self.lengths),
             self.n_values,
+            min_length=self.min_length,
             min_digits=self.min_digits,
         )
 

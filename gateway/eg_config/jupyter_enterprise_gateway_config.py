@@ -33,6 +33,9 @@ if _settings.get("authorized_users"):
     app.authorized_users = set(_settings["authorized_users"])
 app.unauthorized_users = {"root"}
 
+# Listing kernels shows every user's kernel ids, which is all it takes to attach to them.
+app.list_kernels = bool(_settings.get("list_kernels", False))
+
 # Only the kernelspecs bedside wrote: no stock `python3` kernel beside the guarded one.
 app.default_kernel_name = _settings["default_kernel"]
 c.KernelSpecManager.ensure_native_kernel = False

@@ -18,10 +18,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from bedside.gateway import sandbox
-from bedside.gateway.sandbox import SANDBOX_ENV, SandboxSpec, bwrap_argv, launch
 
 from bedside.errors import GatewayError
+from bedside.gateway import sandbox
+from bedside.gateway.sandbox import SANDBOX_ENV, SandboxSpec, bwrap_argv, launch
 
 pytestmark = pytest.mark.skipif(
     sandbox.shutil.which("bwrap") is None, reason="bubblewrap missing: run `make system`"

@@ -1,0 +1,468 @@
+"""Shared fixtures for tests that run a real Enterprise Gateway on loopback.
+
+- `hospital` (module): a synthetic patients table (Faker, fixed seed), a policy, a custodian key.
+- `start_gateway` (module): a factory; `with start_gateway(kernelspecs=..., tls=...) as gw:` runs
+  one Enterprise Gateway (from `.venv-eg`) and stops it, and every kernel it started, on exit.
+- `eg_gateway` (module): one gateway serving the guarded chain (`bedside`: sentry → bubblewrap →
+  kernel) and a plain ipykernel (`python3-plain`); yields a `RunningGateway` with `url`,
+  `ws_url`, `token`, `username` and `kernel_name`, for any test that needs a hospital gateway.
+- `GatewayKernel`: the Jupyter protocol over `/api/kernels/{id}/channels` with websocket-client;
+  it records every message the client receives.
+- `LeakOracle`: case-insensitive search for every identifier value of the table in what the
+  client received, also inside base64 runs (independent of `bedside.policy` on purpose).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import re
+import secrets
+import ssl
+import sys
+import time
+import urllib.error
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import websocket
+from faker import Faker
+
+from bedside.errors import GatewayError
+from bedside.gateway.eg import (
+    EnterpriseGateway,
+    GatewaySettings,
+    eg_executable,
+    free_port,
+    local_kernelspec,
+    sentry_kernelspec,
+)
+
+USERNAME = "alice"
+
+POLICY = """\
+version: bedside/v1
+id: st-elsewhere
+datasets:
+  patients:
+    path: data/patients.parquet
+    record_id: mrn
+    identifiers: [mrn, name, dob, postcode, phone]
+outputs:
+  mime_allow: [text/plain, text/html, image/png, application/json]
+  max_output_bytes: 4000000
+  session_egress_bytes: 200000000
+limits:
+  memory_mb: 4096
+  cpu_seconds: 3600
+  processes: 128
+session:
+  max_cells: 5000
+  max_cpu_seconds: 3600
+  max_egress_bytes: 200000000
+"""
+
+WARDS = ["cardiology", "oncology", "renal", "respiratory", "geriatrics", "surgery"]
+DIAGNOSES = ["I21", "C34", "N18", "J44", "E11", "I50", "K57", "S72"]
+IDENTIFIERS = ["mrn", "name", "dob", "postcode", "phone"]
+
+
+def make_patients(n: int = 5000, seed: int = 11) -> pd.DataFrame:
+    """The corpus table: mrn, name, dob, postcode, phone, sex, age, ward, diagnosis, ..."""
+    fake = Faker("en_GB")
+    Faker.seed(seed)
+    rng = np.random.default_rng(seed)
+    ages = rng.integers(18, 100, size=n)
+    return pd.DataFrame(
+        {
+            "mrn": [f"MRN{5_000_000 + i * 41:08d}" for i in range(n)],
+            "name": [fake.name() for _ in range(n)],
+            "dob": [
+                fake.date_between_dates(
+                    pd.Timestamp(2025 - int(a), 1, 1).date(),
+                    pd.Timestamp(2025 - int(a), 12, 28).date(),
+                ).isoformat()
+                for a in ages
+            ],
+            "postcode": [fake.postcode() for _ in range(n)],
+            "phone": [fake.phone_number() for _ in range(n)],
+            "sex": rng.choice(["F", "M"], size=n),
+            "age": ages,
+            "ward": rng.choice(WARDS, size=n),
+            "diagnosis": rng.choice(DIAGNOSES, size=n),
+            "los_days": rng.poisson(5, size=n) + 1,
+            "cost": np.round(rng.gamma(2.0, 2500.0, size=n), 2),
+            "hiv": rng.random(n) < 0.02,
+            "died": (rng.random(n) < 0.1).astype(int),
+        }
+    )
+
+
+def open_up(path: Path) -> None:
+    """pytest's tmp dirs are 0700; the sandboxed kernel (nobody under root) must read data."""
+    for parent in [path, *path.parents]:
+        if str(parent) in ("/", "/tmp"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o755)
+
+
+@dataclass
+class Hospital:
+    root: Path
+    policy: Path
+    key: Path
+    state: Path
+    data: Path
+    frame: pd.DataFrame
+    verifier_key: str
+
+
+def make_hospital(root: Path, *, frame: pd.DataFrame | None = None) -> Hospital:
+    from bedside.ledger import Signer
+
+    frame = make_patients() if frame is None else frame
+    root.mkdir(parents=True, exist_ok=True)
+    open_up(root)
+    (root / "data").mkdir(exist_ok=True)
+    data = root / "data" / "patients.parquet"
+    frame.to_parquet(data)
+    data.chmod(0o644)
+    policy = root / "policy.yaml"
+    policy.write_text(POLICY)
+    policy.chmod(0o644)
+    keys = root / "secrets"
+    keys.mkdir(mode=0o700, exist_ok=True)
+    key = keys / "custodian.key"
+    signer = Signer.generate("st-elsewhere")
+    signer.save(key)
+    state = root / "state"
+    state.mkdir(mode=0o700, exist_ok=True)
+    return Hospital(root, policy, key, state, data, frame, signer.verifier_key)
+
+
+def guarded_kernel_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bedside.kernel.kernel") is not None
+
+
+def chain_kernelspec(hospital: Hospital, *, sandbox: bool = True) -> dict[str, Any]:
+    """The kernelspec `bedside gateway start` writes; the plain ipykernel stands in for the
+    guarded kernel until that package is present (the sentry is the boundary either way)."""
+    extra = [] if guarded_kernel_available() else ["--kernel", "plain"]
+    spec = sentry_kernelspec(
+        policy=hospital.policy,
+        custodian_key=hospital.key,
+        state_dir=hospital.state,
+        sandbox=sandbox,
+    )
+    spec["argv"] += extra
+    return spec
+
+
+PLAIN = local_kernelspec(
+    [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "plain ipykernel"
+)
+
+
+@dataclass
+class RunningGateway:
+    eg: EnterpriseGateway
+    kernel_name: str
+    username: str = USERNAME
+    client_cert: tuple[Path, Path] | None = None
+    certs: Any = None
+
+    @property
+    def url(self) -> str:
+        return self.eg.url
+
+    @property
+    def ws_url(self) -> str:
+        return self.eg.ws_url
+
+    @property
+    def token(self) -> str:
+        return self.eg.token
+
+    def api(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("client_cert", self.client_cert)
+        return self.eg.api(method, path, body, **kwargs)
+
+    def kernels(self) -> list[dict[str, Any]]:
+        return list(self.api("GET", "/api/kernels"))
+
+    def start_kernel(self, name: str | None = None, **kwargs: Any) -> GatewayKernel:
+        return GatewayKernel.start(self, name or self.kernel_name, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def hospital(tmp_path_factory: pytest.TempPathFactory) -> Hospital:
+    return make_hospital(tmp_path_factory.mktemp("hospital"))
+
+
+@pytest.fixture(scope="module")
+def start_gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[..., contextlib.AbstractContextManager[RunningGateway]]:
+    try:
+        eg_executable()
+    except GatewayError as exc:
+        pytest.skip(str(exc))
+
+    @contextlib.contextmanager
+    def start(
+        kernelspecs: dict[str, dict[str, Any]],
+        *,
+        default: str,
+        tls: bool = False,
+        mutual_tls: bool = False,
+        authorized_users: list[str] | None = None,
+        nodelay: bool = True,
+        list_kernels: bool = True,
+    ) -> Iterator[RunningGateway]:
+        home = tmp_path_factory.mktemp("eg")
+        token_file = home / "token"
+        token_file.write_text(secrets.token_urlsafe(32))
+        token_file.chmod(0o600)
+        certs = None
+        if tls or mutual_tls:
+            from bedside.gateway.certs import make_certificates
+
+            certs = make_certificates(home / "tls")
+        settings = GatewaySettings(
+            token_file=token_file,
+            kernelspecs=kernelspecs,
+            default_kernel=default,
+            port=free_port(),
+            authorized_users=[USERNAME] if authorized_users is None else authorized_users,
+            certfile=certs.server_cert if certs else None,
+            keyfile=certs.server_key if certs else None,
+            client_ca=certs.ca_cert if certs and mutual_tls else None,
+            nodelay=nodelay,
+            list_kernels=list_kernels,  # so that tests can see that nothing was started
+        )
+        eg = EnterpriseGateway(home / "home", settings, log_level="DEBUG")
+        eg.start(timeout=90)
+        client_cert = (certs.client_cert, certs.client_key) if certs and mutual_tls else None
+        try:
+            yield RunningGateway(eg, default, client_cert=client_cert, certs=certs)
+        finally:
+            eg.stop()
+
+    return start
+
+
+@pytest.fixture(scope="module")
+def eg_gateway(start_gateway, hospital: Hospital) -> Iterator[RunningGateway]:
+    """Enterprise Gateway with the guarded chain (`bedside`) and a plain ipykernel."""
+    specs = {"bedside": chain_kernelspec(hospital), "python3-plain": PLAIN}
+    with start_gateway(specs, default="bedside") as gateway:
+        yield gateway
+
+
+class KernelDied(RuntimeError):
+    """The websocket closed, or the gateway reported the kernel dead, before the cell ended."""
+
+
+@dataclass
+class GatewayKernel:
+    """A kernel started through Enterprise Gateway's REST API, driven over its websocket."""
+
+    gateway: RunningGateway
+    kernel_id: str
+    ws: websocket.WebSocket
+    session: str = field(default_factory=lambda: uuid.uuid4().hex)
+    received: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls, gateway: RunningGateway, name: str, *, username: str | None = None, timeout=120
+    ) -> GatewayKernel:
+        model = gateway.api(
+            "POST",
+            "/api/kernels",
+            {"name": name, "env": {"KERNEL_USERNAME": username or gateway.username}},
+            timeout=timeout,
+        )
+        ws = connect_ws(gateway, model["id"])
+        kernel = cls(gateway, model["id"], ws)
+        kernel.wait_ready(timeout=timeout)
+        return kernel
+
+    def send(self, msg_type: str, content: dict[str, Any], channel: str = "shell") -> str:
+        msg_id = uuid.uuid4().hex
+        self.ws.send(
+            json.dumps(
+                {
+                    "header": {
+                        "msg_id": msg_id,
+                        "msg_type": msg_type,
+                        "username": self.gateway.username,
+                        "session": self.session,
+                        "version": "5.3",
+                        "date": "",
+                    },
+                    "parent_header": {},
+                    "metadata": {},
+                    "content": content,
+                    "channel": channel,
+                    "buffers": [],
+                }
+            )
+        )
+        return msg_id
+
+    def recv(self, deadline: float) -> dict[str, Any]:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no message from the gateway in time")
+        self.ws.settimeout(remaining)
+        try:
+            raw = self.ws.recv()
+        except websocket.WebSocketTimeoutException:
+            raise TimeoutError("no message from the gateway in time") from None
+        except (websocket.WebSocketConnectionClosedException, ConnectionError) as exc:
+            raise KernelDied(f"the gateway closed the kernel's websocket: {exc}") from exc
+        if not raw:
+            raise KernelDied("the gateway closed the kernel's websocket")
+        msg = json.loads(raw)
+        self.received.append(msg)
+        return msg
+
+    def wait_ready(self, timeout: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            msg_id = self.send("kernel_info_request", {})
+            step = min(deadline, time.monotonic() + 5)
+            try:
+                while True:
+                    msg = self.recv(step)
+                    if (
+                        msg["msg_type"] == "kernel_info_reply"
+                        and msg["parent_header"].get("msg_id") == msg_id
+                    ):
+                        return msg
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
+
+    def request(self, msg_type: str, content: dict[str, Any], timeout: float = 60) -> dict:
+        msg_id = self.send(msg_type, content)
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.recv(deadline)
+            if msg["channel"] == "shell" and msg["parent_header"].get("msg_id") == msg_id:
+                return msg
+
+    def execute(self, code: str, *, timeout: float = 120) -> tuple[dict, list[dict]]:
+        """Run `code`; (the execute_reply, every iopub message of this request).
+
+        Raises `KernelDied` if the gateway reports the kernel dead or closes the socket, and
+        TimeoutError if nothing finishes the cell in time.
+        """
+        msg_id = self.send(
+            "execute_request",
+            {
+                "code": code,
+                "silent": False,
+                "store_history": True,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            },
+        )
+        deadline = time.monotonic() + timeout
+        outputs: list[dict] = []
+        reply: dict | None = None
+        idle = False
+        while reply is None or not idle:
+            msg = self.recv(deadline)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                if msg["msg_type"] == "status" and msg["content"].get("execution_state") in (
+                    "dead",
+                    "restarting",
+                ):
+                    raise KernelDied(f"kernel {msg['content']['execution_state']}: {outputs}")
+                continue
+            if msg["channel"] == "iopub":
+                outputs.append(msg)
+                if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                    idle = True
+            elif msg["msg_type"] == "execute_reply":
+                reply = msg
+        return reply, outputs
+
+    def shutdown(self) -> None:
+        with contextlib.suppress(Exception):
+            self.ws.close()
+        with contextlib.suppress(urllib.error.URLError, OSError):
+            self.gateway.api("DELETE", f"/api/kernels/{self.kernel_id}")
+
+
+def connect_ws(gateway: RunningGateway, kernel_id: str, *, token: str | None = None):
+    sslopt: dict[str, Any] | None = None
+    if gateway.certs is not None:
+        sslopt = {"ca_certs": str(gateway.certs.ca_cert), "cert_reqs": ssl.CERT_REQUIRED}
+        if gateway.client_cert:
+            sslopt["certfile"] = str(gateway.client_cert[0])
+            sslopt["keyfile"] = str(gateway.client_cert[1])
+    return websocket.create_connection(
+        f"{gateway.ws_url}/api/kernels/{kernel_id}/channels",
+        header=[f"Authorization: token {gateway.token if token is None else token}"],
+        sslopt=sslopt,
+        timeout=60,
+    )
+
+
+_B64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
+
+
+class LeakOracle:
+    """Case-insensitive search for every identifier value of the table (values of 6+ chars)."""
+
+    def __init__(self, frame: pd.DataFrame, columns: list[str] = IDENTIFIERS) -> None:
+        import ahocorasick
+
+        self.automaton = ahocorasick.Automaton()
+        for col in columns:
+            for value in frame[col].astype(str):
+                value = value.strip().lower()
+                if len(value) >= 6:
+                    self.automaton.add_word(value, col)
+        self.automaton.make_automaton()
+
+    def leaks(self, message: dict[str, Any]) -> list[str]:
+        """Which identifier columns appear in `message` (never the values themselves)."""
+        text = json.dumps(message, default=str, ensure_ascii=False)
+        views = [text.lower()]
+        for m in _B64.finditer(text):
+            run = m.group(0)
+            try:
+                raw = base64.b64decode(run + "=" * (-len(run) % 4))
+            except (binascii.Error, ValueError):
+                continue
+            views.append(raw.decode("utf-8", errors="ignore").lower())
+        found: set[str] = set()
+        for view in views:
+            for _, col in self.automaton.iter(view):
+                found.add(col)
+        return sorted(found)
+
+
+def notices(outputs: list[dict]) -> list[dict]:
+    """The bedside decisions of messages a guard blocked or redacted."""
+    out = []
+    for msg in outputs:
+        meta = msg.get("metadata", {}).get("bedside", {})
+        if meta.get("decision") in ("blocked", "redacted"):
+            out.append(meta)
+    return out

@@ -1,0 +1,265 @@
+"""Enterprise Gateway + sentry + sandboxed kernel, driven over the gateway's websocket as a
+researcher's JupyterLab would: what the client actually receives is what is checked."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import websocket
+import yaml
+
+from .conftest import (
+    GatewayKernel,
+    KernelDied,
+    LeakOracle,
+    connect_ws,
+    guarded_kernel_available,
+    notices,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+CORPUS = Path(os.environ.get("BEDSIDE_CORPUS", "/work/shared/corpus")) / "leaks.yaml"
+
+
+def setup_cell(hospital) -> str:
+    if guarded_kernel_available():
+        return 'import pandas as pd, numpy as np\ndf = hospital.load("patients")\nlen(df)'
+    # The plain kernel behind the sentry: the sentry alone is the boundary.
+    return f"import pandas as pd, numpy as np\ndf = pd.read_parquet({str(hospital.data)!r})\n"
+
+
+@pytest.fixture(scope="module")
+def kernel(eg_gateway, hospital):
+    k = eg_gateway.start_kernel("bedside")
+    reply, _ = k.execute(setup_cell(hospital))
+    assert reply["content"]["status"] == "ok", reply
+    yield k
+    k.shutdown()
+
+
+def sentry_processes(marker: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"bedside.gateway.sentry" in cmdline and marker.encode() in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def corpus_cells() -> list[tuple[str, str]]:
+    if not CORPUS.exists():
+        return []
+    return [(case["id"], case["cell"]) for case in yaml.safe_load(CORPUS.read_text())]
+
+
+# --- authentication and authorisation -------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", [None, "", "wrong-token-0123456789"])
+def test_missing_or_wrong_token_is_refused_and_starts_nothing(eg_gateway, hospital, token):
+    before_kernels = eg_gateway.kernels()
+    before_sentries = sentry_processes(str(hospital.state))
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        eg_gateway.api(
+            "POST",
+            "/api/kernels",
+            {"name": "bedside", "env": {"KERNEL_USERNAME": eg_gateway.username}},
+            token=token or "",
+        )
+    assert refused.value.code in (401, 403)
+    with pytest.raises(urllib.error.HTTPError) as listing:
+        eg_gateway.api("GET", "/api/kernels", token=token or "")
+    assert listing.value.code in (401, 403)
+    assert eg_gateway.kernels() == before_kernels
+    assert sentry_processes(str(hospital.state)) == before_sentries
+
+
+def test_websocket_with_wrong_token_is_refused(eg_gateway, kernel):
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        connect_ws(eg_gateway, kernel.kernel_id, token="wrong-token-0123456789")
+    assert refused.value.status_code in (401, 403)
+
+
+@pytest.mark.parametrize("user", ["mallory", "root"])
+def test_user_outside_the_authorized_list_is_refused(eg_gateway, hospital, user):
+    before = eg_gateway.kernels()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        eg_gateway.api(
+            "POST", "/api/kernels", {"name": "bedside", "env": {"KERNEL_USERNAME": user}}
+        )
+    assert refused.value.code == 403
+    assert eg_gateway.kernels() == before
+
+
+def test_only_the_configured_kernelspecs_are_offered(eg_gateway):
+    specs = eg_gateway.api("GET", "/api/kernelspecs")
+    assert sorted(specs["kernelspecs"]) == ["bedside", "python3-plain"]
+    assert specs["default"] == "bedside"
+
+
+# --- the boundary -----------------------------------------------------------------------------
+
+
+def test_leak_corpus_leaks_no_identifier_value(kernel, hospital):
+    cells = corpus_cells()
+    if not cells:
+        pytest.skip(f"leak corpus not found at {CORPUS}")
+    ids = [case_id for case_id, _ in cells]
+    assert "L37" in ids and "L38" in ids
+    oracle = LeakOracle(hospital.frame)
+    start = len(kernel.received)
+    leaked: dict[str, list[str]] = {}
+    blocked = 0
+    for case_id, cell in cells:
+        if case_id == "L39":
+            continue  # network egress: its own test below, with a listener
+        first = len(kernel.received)
+        try:
+            _reply, outputs = kernel.execute(cell, timeout=120)
+        except KernelDied:
+            # A cell that kills the kernel must not leak either; start a fresh one.
+            pytest.fail(f"{case_id} killed the kernel")
+        for msg in kernel.received[first:]:
+            columns = oracle.leaks(msg)
+            if columns:
+                leaked.setdefault(case_id, []).extend(columns)
+        blocked += bool(notices(outputs))
+    assert leaked == {}, f"identifier columns reached the client: {leaked}"
+    assert blocked > 0  # the sentry said why, rather than silently dropping everything
+    assert len(kernel.received) > start
+
+
+def test_l39_network_egress_fails_inside_the_sandbox(kernel):
+    received: list[bytes] = []
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            received.append(conn.recv(65536))
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        corpus = dict(corpus_cells()).get("L39") or (
+            "import urllib.request\n"
+            'urllib.request.urlopen("http://127.0.0.1:9/", '
+            "data=df.head(10).to_csv().encode(), timeout=2)\n"
+        )
+        cell = corpus.replace("127.0.0.1:9/", f"127.0.0.1:{port}/")
+        reply, _ = kernel.execute(cell)
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+    assert reply["content"]["status"] == "error"
+    assert received == []
+
+
+def test_kernel_cannot_read_the_custodian_key(kernel, hospital):
+    reply, outputs = kernel.execute(f"print(open({str(hospital.key)!r}).read())")
+    assert reply["content"]["status"] == "error"
+    key_text = hospital.key.read_text()
+    for msg in kernel.received[-len(outputs) - 1 :]:
+        assert key_text.strip() not in json.dumps(msg)
+
+
+def test_kernel_crash_gives_a_notice_not_a_hang(eg_gateway):
+    k = eg_gateway.start_kernel("bedside")
+    try:
+        reply, outputs = k.execute("import os; os._exit(3)", timeout=90)
+        # The sentry notices that the sandboxed kernel died and says so, in the reply and on
+        # iopub, instead of leaving the cell busy forever.
+        assert reply["content"]["status"] == "error"
+        said = notices([reply, *outputs])
+        assert said and all("kernel" in n["rule"] for n in said), said
+        assert all(n["layer"] == "sentry" for n in said)
+    finally:
+        k.shutdown()
+
+
+def test_sentry_crash_gives_a_notice_not_a_hang(eg_gateway):
+    k = eg_gateway.start_kernel("bedside")
+    try:
+        pids = sentry_processes(k.kernel_id)
+        assert len(pids) == 1, pids
+        os.kill(pids[0], signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        states = []
+        with pytest.raises(KernelDied):
+            while True:
+                msg = k.recv(deadline)
+                if msg["msg_type"] == "status":
+                    states.append(msg["content"]["execution_state"])
+                    if states[-1] in ("restarting", "dead"):
+                        raise KernelDied(states[-1])
+    finally:
+        k.shutdown()
+
+
+# --- TLS ----------------------------------------------------------------------------------
+
+
+def test_mutual_tls_accepts_client_certificates_and_refuses_others(start_gateway, hospital):
+    from .conftest import PLAIN
+
+    with start_gateway({"python3-plain": PLAIN}, default="python3-plain", mutual_tls=True) as gw:
+        assert gw.url.startswith("https://")
+        k = gw.start_kernel()
+        try:
+            reply, outputs = k.execute("6 * 7")
+            assert reply["content"]["status"] == "ok"
+            results = [m for m in outputs if m["msg_type"] == "execute_result"]
+            assert results[0]["content"]["data"]["text/plain"] == "42"
+        finally:
+            k.shutdown()
+        # The same CA, but no client certificate: the TLS handshake itself fails.
+        context = ssl.create_default_context(cafile=str(gw.certs.ca_cert))
+        with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
+            request = urllib.request.Request(gw.url + "/api/kernels")
+            request.add_header("Authorization", f"token {gw.token}")
+            urllib.request.urlopen(request, context=context, timeout=30).read()
+        with pytest.raises((ssl.SSLError, ConnectionError, websocket.WebSocketException)):
+            websocket.create_connection(
+                f"{gw.ws_url}/api/kernels/{k.kernel_id}/channels",
+                header=[f"Authorization: token {gw.token}"],
+                sslopt={"ca_certs": str(gw.certs.ca_cert), "cert_reqs": ssl.CERT_REQUIRED},
+                timeout=30,
+            )
+
+
+def test_gateway_kernel_is_protocol_compatible(eg_gateway):
+    k = GatewayKernel.start(eg_gateway, "bedside")
+    try:
+        reply, outputs = k.execute("1 + 1")
+        assert reply["content"]["status"] == "ok"
+        results = [m for m in outputs if m["msg_type"] == "execute_result"]
+        assert results and results[0]["content"]["data"]["text/plain"] == "2"
+        assert "receipt" in json.dumps(results[0]["metadata"])
+    finally:
+        k.shutdown()
