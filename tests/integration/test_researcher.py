@@ -261,7 +261,7 @@ def test_gateway_killed_mid_cell(tmp_path, hospital, start_gateway) -> None:
             finally:
                 await client.close(shutdown=False)
 
-    from conftest import PLAIN, chain_kernelspec  # the eg helpers' kernelspecs
+    from .conftest import PLAIN, chain_kernelspec  # the eg helpers' kernelspecs
 
     specs = {"bedside": chain_kernelspec(hospital), "python3-plain": PLAIN}
     with start_gateway(specs, default="bedside") as gateway:
