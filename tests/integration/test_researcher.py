@@ -317,3 +317,43 @@ def test_client_without_server_token_gets_nothing(tmp_path, hospital, eg_gateway
                 await owner.close()
 
     asyncio.run(scenario())
+
+
+WALKTHROUGH = Path(__file__).resolve().parents[2] / "notebooks" / "01-walkthrough.ipynb"
+
+
+def test_walkthrough_runs(tmp_path, hospital, eg_gateway, monkeypatch) -> None:
+    """notebooks/01-walkthrough.ipynb through `bedside run`: the aggregate passes, the leak is
+    blocked with its notice, the torch model trains at the hospital, and the ledger verifies."""
+    monkeypatch.setenv("KERNEL_USERNAME", eg_gateway.username)
+    nb = nbformat.read(WALKTHROUGH, as_version=4)
+    nb.metadata["bedside"]["intent"]["policy_id"] = "st-elsewhere"  # the fixture hospital
+    copy = tmp_path / "nb" / "01-walkthrough.ipynb"
+    copy.parent.mkdir()
+    nbformat.write(nb, copy)
+    result = asyncio.run(
+        run_notebook(
+            copy,
+            gateway_url=eg_gateway.url,
+            gateway_token=eg_gateway.token,
+            out_dir=tmp_path / "out",
+            kernel_name=eg_gateway.kernel_name,
+        )
+    )
+    assert not result.errors, result.errors
+    assert result.unverified == 0
+    assert result.status["state"] == "sealed"
+    executed = nbformat.read(result.notebook, as_version=4)
+    text = json.dumps([c.get("outputs", []) for c in executed.cells])
+    assert "training loss" in text
+    leak = next(c for c in executed.cells if "patients.head()" in c.get("source", ""))
+    leak_text = json.dumps(leak.outputs)
+    for mrn in hospital.frame["mrn"].head(5):
+        assert mrn not in leak_text
+    assert leak.outputs, "the blocked cell shows a notice"
+    keys = [hospital.verifier_key, result.status["researcher_key"]]
+    verify_ledger(result.ledger, keys, openings=result.openings)
+    theirs = hospital_ledger(hospital, result.status["session"])
+    assert entries(result.ledger) == entries(theirs)
+    decisions = {e.get("decision") for e in entries(theirs) if e["kind"] == "output"}
+    assert "released" in decisions
