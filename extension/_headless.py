@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import json
 import os
 import secrets
@@ -113,6 +114,10 @@ class ResearcherServer:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         env = {**os.environ, **self.env}
         env.setdefault("JUPYTER_PLATFORM_DIRS", "1")
+        # The gateway names the kernel's user from KERNEL_USERNAME and refuses root.
+        if not env.get("KERNEL_USERNAME"):
+            user = getpass.getuser()
+            env["KERNEL_USERNAME"] = "researcher" if user == "root" else user
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
