@@ -26,12 +26,14 @@ def _link_jupyter_server_extension(serverapp: Any) -> None:
     and the gateway kernel managers are chosen, so settings made here take effect.
     """
     from .config import Bedside
-    from .connection import BedsideWebSocketConnection
+    from .connection import BedsideWebSocketConnection, LocalNoDelayConnection
 
     bedside = Bedside(parent=serverapp)
     serverapp._bedside = bedside
     if not bedside.gateway_url:
         serverapp.log.info("bedside: no Bedside.gateway_url set; kernels run locally, unrecorded")
+        if not serverapp.config.GatewayClient.get("url"):
+            serverapp.kernel_websocket_connection_class = LocalNoDelayConnection
         return
     gateway = serverapp.config.GatewayClient
     gateway.url = bedside.gateway_url

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_server.gateway.connections import GatewayWebSocketConnection
+from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from tornado import web
 from tornado.ioloop import IOLoop
 
@@ -155,3 +156,11 @@ class BedsideWebSocketConnection(GatewayWebSocketConnection):
         await super()._read_messages()
         if not self.disconnected and self.mirror is not None:
             self.mirror.mark_interrupted("lost the connection to the hospital's gateway")
+
+
+class LocalNoDelayConnection(ZMQChannelsWebsocketConnection):
+    """Local kernels (no gateway configured): stock behaviour, without Nagle's delay."""
+
+    def connect(self) -> Any:
+        self.websocket_handler.set_nodelay(True)
+        return super().connect()
