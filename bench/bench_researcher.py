@@ -124,6 +124,48 @@ async def measure(server: ResearcherServer, kernel: str, n_small: int, n_big: in
     }
 
 
+def mirror_cost(root: Path, cells: int = 200) -> dict[str, float]:
+    """The researcher side's own work per cell, in process: sign the request, check 5 receipts,
+    open commitments, append 7 entries, cosign the checkpoint (no network, no kernel)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "extension"))
+    from conftest import StandInHospital  # the receipt-protocol stand-in of the unit tests
+
+    from bedside.extension.mirror import SessionMirror, new_message
+
+    out: dict[str, float] = {}
+    for label, text in (("trivial", "2\n"), ("one_mb", "x" * 1_000_000 + "\n")):
+        d = root / f"mirror-{label}"
+        d.mkdir()
+        hospital = StandInHospital(d)
+        mirror = SessionMirror(
+            kernel_id=label, directory=d / "r", signer=Signer.generate("r"), intent={}
+        )
+        sent: list[dict[str, Any]] = []
+        mirror.send = sent.append
+        mirror.observe_reply(hospital.intent(mirror.intent_request()))
+        spent = 0.0
+        n = cells if label == "trivial" else 10
+        for _ in range(n):
+            request = new_message("execute_request", {"code": "print(2)"}, session="b")
+            t = time.perf_counter()
+            mirror.observe_request(request)
+            spent += time.perf_counter() - t
+            replies = hospital.execute(request, text)  # the hospital's work: not counted
+            t = time.perf_counter()
+            for msg in replies:
+                mirror.observe_reply(msg)
+            spent += time.perf_counter() - t
+            for cosign in sent:
+                reply = hospital.cosign(cosign)
+                t = time.perf_counter()
+                mirror.observe_reply(reply)
+                spent += time.perf_counter() - t
+            sent.clear()
+        mirror.close()
+        out[label] = spent / n * 1000
+    return out
+
+
 def server(root: Path, name: str, url: str, token: str, extension: bool) -> ResearcherServer:
     nb_dir = root / f"nb-{name}"
     nb_dir.mkdir()
@@ -173,6 +215,7 @@ def main() -> int:
                 results["bedside"] = asyncio.run(measure(s, "bedside", n_small, n_big))
             with server(root, "noext", eg.url, eg.token, extension=False) as s:
                 results["bedside-noext"] = asyncio.run(measure(s, "bedside", n_small, n_big))
+        ledger_ms = mirror_cost(root)
     local, stock, bedside = results["local"], results["stock"], results["bedside"]
     noext = results["bedside-noext"]
     doc = {
@@ -191,6 +234,7 @@ def main() -> int:
             "1MB bedside/local-nodelay": bedside["one_mb_ms"]
             / results["local-nodelay"]["one_mb_ms"],
         },
+        "ledger_writing_per_cell_ms (researcher side, in process)": ledger_ms,
         "extension_cost_per_cell_ms": {
             "trivial": bedside["trivial_ms"] - noext["trivial_ms"],
             "one_mb": bedside["one_mb_ms"] - noext["one_mb_ms"],

@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,6 +139,7 @@ class SessionMirror:
         self._staged: dict[int, tuple[dict[str, Any], dict[str, Any] | None]] = {}
         self._heads: list[tuple[int, str]] = []
         self._notes: list[str] = []
+        self._saved_at = 0.0
         self.intent_msg_id = ""
         directory.mkdir(parents=True, exist_ok=True)
         self._save()
@@ -231,6 +233,7 @@ class SessionMirror:
         header = msg.get("header") or {}
         msg_type = str(header.get("msg_type", ""))
         parent = str((msg.get("parent_header") or {}).get("msg_id", ""))
+        state_before = self.state
         is_intent_reply = msg_type == "bedside_intent_reply" or (
             bool(parent) and parent == self.intent_msg_id
         )
@@ -264,7 +267,16 @@ class SessionMirror:
         meta["bedside"]["verified"] = verdict.verified
         if not verdict.verified:
             meta["bedside"]["unverified_reason"] = verdict.reason
-        self._save()
+        # status.json is for sessions no longer in memory (the live status is in memory):
+        # write it on every change of state, and after cells at most once a second.
+        now = time.monotonic()
+        if (
+            state_before != self.state
+            or not verdict.verified
+            or (msg_type == "execute_reply" and now - self._saved_at > 1.0)
+        ):
+            self._save()
+            self._saved_at = now
         return verdict
 
     def expect_reply(self, msg_id: str, callback: Callable[[dict[str, Any]], None]) -> None:
@@ -333,7 +345,11 @@ class SessionMirror:
         checkpoint, _ = open_checkpoint(note, [self.custodian])
         if checkpoint.size > self.ledger.size:
             raise _NotYet
-        if self.ledger.root_at(checkpoint.size) != checkpoint.root:
+        size = self.ledger.size
+        ours = (
+            self.ledger.root() if checkpoint.size == size else self.ledger.root_at(checkpoint.size)
+        )
+        if ours != checkpoint.root:
             raise LedgerIntegrityError(
                 f"the hospital's checkpoint (size {checkpoint.size}) does not match our copy",
                 index=checkpoint.size,
@@ -442,7 +458,11 @@ class SessionMirror:
             if head_size > size:
                 waiting.append((head_size, root))
                 continue
-            ours = self.ledger.root_at(head_size).hex() if self.ledger and head_size else None
+            ours = None
+            if self.ledger is not None and head_size:
+                # root() is kept incrementally; root_at() recomputes: use it only when behind.
+                at = self.ledger.root() if head_size == size else self.ledger.root_at(head_size)
+                ours = at.hex()
             if head_size and ours != root:
                 self._heads = waiting
                 raise LedgerIntegrityError(
