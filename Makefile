@@ -11,22 +11,25 @@ EG_VENV := .venv-eg
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: all system venv eg-venv npm deps test test-fast demo bench lint typecheck clean
+.PHONY: all system venv eg-venv npm labextension deps test test-fast demo bench lint typecheck clean
 
 all: deps
 
-# Debian packages: bubblewrap for the kernel sandbox.
+# Debian packages: bubblewrap for the kernel sandbox, chromium for the JupyterLab browser tests.
 system: $(VENV)/.system-stamp
 $(VENV)/.system-stamp:
 	@mkdir -p $(VENV)
 	@if ! command -v bwrap >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
 	  else echo "bubblewrap is missing: sudo apt-get install bubblewrap" >&2; exit 1; fi; fi
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium is missing: sudo apt-get install chromium" >&2; exit 1; fi; fi
 	@touch $@
 
 # The main environment: the kernel, the sentry, the extension and the CLI.
 venv: $(VENV)/.stamp
-$(VENV)/.stamp: pyproject.toml
+$(VENV)/.stamp: pyproject.toml extension/labextension/package.json
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q "$(TORCH)"
@@ -47,6 +50,16 @@ node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# The JupyterLab extension (labextension/ -> extension/labextension/). Its built output is
+# committed, so `pip install` and `make test` need no Node toolchain; run this after changing
+# labextension/ (tests/frontend/test_build.py says when), then commit extension/labextension/.
+labextension: venv
+	cd labextension && npm ci --no-audit --no-fund --loglevel=error
+	rm -rf labextension/lib labextension/tsconfig.tsbuildinfo extension/labextension
+	cd labextension && node_modules/.bin/tsc && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" jupyter-builder build .
+	$(PY) labextension/digest.py --write
+	$(PIP) install -q --no-deps -e .
+
 deps: system venv eg-venv npm
 
 test: deps
@@ -66,4 +79,4 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) $(EG_VENV) node_modules build *.egg-info
+	rm -rf $(VENV) $(EG_VENV) node_modules build *.egg-info labextension/node_modules labextension/lib
