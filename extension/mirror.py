@@ -131,6 +131,8 @@ class SessionMirror:
         self.last_checkpoint: str | None = None
         self.anchor: dict[str, Any] | None = None
         self.metering: dict[str, Any] | None = None
+        self.policy: dict[str, Any] | None = None  # {id, digest} from the ledger header
+        self.cells_run = 0  # execute requests in the ledger: the cells budget used
         self.send: Callable[[dict[str, Any]], None] | None = None
         self._code: dict[str, str] = {}
         self._sigs: dict[str, str] = {}
@@ -173,6 +175,8 @@ class SessionMirror:
             "last_checkpoint": self.last_checkpoint,
             "anchor": self.anchor,
             "metering": self.metering,
+            "policy": self.policy,
+            "cells_run": self.cells_run,
             "verified_messages": self.verified,
             "unverified_messages": self.unverified,
             "cells_in_flight": sorted(self._pending_cells),
@@ -493,6 +497,10 @@ class SessionMirror:
             self._check_header(entry)
         self.ledger.append(entry, opening=opening)
         kind = entry.get("kind")
+        if kind == "header" and isinstance(entry.get("policy"), dict):
+            self.policy = dict(entry["policy"])
+        elif kind == "execute_request":
+            self.cells_run += 1
         if kind == "checkpoint":
             self._logged_checkpoint(str(entry.get("note", "")), index)
         elif kind == "anchor":
