@@ -144,10 +144,13 @@ export class SessionPanel extends Widget {
     super.dispose();
   }
 
-  say(text: string, kind: 'info' | 'error' = 'info'): void {
+  say(text: string, kind: 'info' | 'error' = 'info', fromState = false): void {
     this.messageNode.textContent = text;
     this.messageNode.dataset.kind = kind;
+    this.stateMessage = fromState;
   }
+
+  private stateMessage = false;
 
   async refresh(): Promise<ISessionStatus | null> {
     const id = this.kernelId;
@@ -230,10 +233,10 @@ export class SessionPanel extends Widget {
       return;
     }
     if (s.state === 'refused' || s.state === 'interrupted' || s.state === 'unmonitored') {
-      this.say(`${s.state}: ${s.reason}`, 'error');
+      this.say(`${s.state}: ${s.reason}`, 'error', true);
     } else if (s.state === 'pending-intent') {
-      this.say('Waiting for the hospital to accept the intent…');
-    } else if (this.messageNode.dataset.kind !== 'error' || s.state === 'active') {
+      this.say('Waiting for the hospital to accept the intent…', 'info', true);
+    } else if (this.stateMessage) {
       this.say('');
     }
     const hospital = (s.custodian_key || '').split('+')[0];
@@ -261,6 +264,14 @@ export class SessionPanel extends Widget {
       .join(' · ');
     this.row('budget', 'Budget used', budgetText);
     this.row('entries', 'Ledger entries', String(s.entries));
+    this.row(
+      'in-flight',
+      'Entries waiting',
+      s.entries_in_flight
+        ? `${s.entries_in_flight} (received, waiting for an earlier entry to arrive)`
+        : '0',
+      'entries received with their receipts but not yet appended to your copy'
+    );
     this.row('root', 'Root', short(s.root), s.root || '');
     const cp = parseCheckpoint(s.last_checkpoint);
     this.row(
