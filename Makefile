@@ -34,6 +34,10 @@ $(VENV)/.stamp: pyproject.toml extension/labextension/package.json
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q "$(TORCH)"
 	$(PIP) install -q -e ".[analysis,dev]"
+	@# an editable install skips data-files: link the prebuilt JupyterLab extension, as
+	@# `jupyter labextension develop` would (a wheel installs it as a data-file)
+	@mkdir -p $(VENV)/share/jupyter/labextensions
+	ln -sfn $(CURDIR)/extension/labextension $(VENV)/share/jupyter/labextensions/bedside-jupyterlab
 	$(PY) -m bedside.kernel install --sys-prefix >/dev/null 2>&1 || true
 	@touch $@
 
@@ -57,8 +61,8 @@ labextension: venv
 	cd labextension && npm ci --no-audit --no-fund --loglevel=error
 	rm -rf labextension/lib labextension/tsconfig.tsbuildinfo extension/labextension
 	cd labextension && node_modules/.bin/tsc && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" jupyter-builder build .
+	cp labextension/install.json extension/labextension/install.json
 	$(PY) labextension/digest.py --write
-	$(PIP) install -q --no-deps -e .
 
 deps: system venv eg-venv npm
 
