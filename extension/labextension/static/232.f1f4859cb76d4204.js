@@ -60,7 +60,7 @@
   background: var(--jp-layout-color1);
   color: var(--jp-ui-font-color1);
   font-size: var(--jp-ui-font-size1);
-  min-width: 280px;
+  min-width: 340px;
 }
 
 .bedside-SessionPanel h2 {
@@ -86,7 +86,7 @@
 
 .bedside-fields {
   display: grid;
-  grid-template-columns: max-content 1fr;
+  grid-template-columns: 8.5em minmax(0, 1fr);
   gap: 2px 8px;
 }
 
@@ -96,7 +96,7 @@
 
 .bedside-fields dd {
   margin: 0;
-  word-break: break-all;
+  overflow-wrap: anywhere;
 }
 
 .bedside-IntentForm-row {
