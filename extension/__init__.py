@@ -10,6 +10,7 @@ seals and serves the sessions. Enabled by default by
 
 from __future__ import annotations
 
+import atexit
 from typing import Any
 
 __all__ = ["_jupyter_server_extension_points"]
@@ -58,6 +59,8 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
 
     bedside = getattr(serverapp, "_bedside", None) or Bedside(parent=serverapp)
     registry = SessionRegistry(bedside)
+    # Module extensions get no stop hook: flush every ledger copy when the server exits.
+    atexit.register(registry.close)
     web_app = serverapp.web_app
     web_app.settings[REGISTRY_KEY] = registry
     web_app.add_handlers(".*$", handlers(web_app.settings["base_url"]))

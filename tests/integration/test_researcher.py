@@ -340,9 +340,11 @@ def test_walkthrough_runs(tmp_path, hospital, eg_gateway, monkeypatch) -> None:
             kernel_name=eg_gateway.kernel_name,
         )
     )
+    log = (tmp_path / "out" / "jupyter_server.log").read_text()
     assert not result.errors, result.errors
-    assert result.unverified == 0
-    assert result.status["state"] == "sealed"
+    assert result.unverified == 0, log[-3000:]
+    assert result.status["state"] == "sealed", log[-3000:]
+    assert result.status["last_checkpoint"], log[-3000:]
     executed = nbformat.read(result.notebook, as_version=4)
     text = json.dumps([c.get("outputs", []) for c in executed.cells])
     assert "training loss" in text
