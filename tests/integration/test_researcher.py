@@ -359,3 +359,21 @@ def test_walkthrough_runs(tmp_path, hospital, eg_gateway, monkeypatch) -> None:
     assert entries(result.ledger) == entries(theirs)
     decisions = {e.get("decision") for e in entries(theirs) if e["kind"] == "output"}
     assert "released" in decisions
+    # the reviewer notebook verifies and replays what the walkthrough left, on a local kernel
+    import shutil
+    import sys
+
+    from nbclient import NotebookClient
+
+    review = tmp_path / "review"
+    review.mkdir()
+    shutil.copyfile(result.ledger, review / "session.ledger")
+    shutil.copyfile(result.openings, review / "session.openings")
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}")
+    reviewer = nbformat.read(WALKTHROUGH.with_name("02-reviewer.ipynb"), as_version=4)
+    NotebookClient(
+        reviewer, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(review)}}
+    ).execute()
+    assert (review / "replayed.ipynb").exists()
+    outputs = json.dumps([c.get("outputs", []) for c in reviewer.cells])
+    assert "VerifyReport" in outputs and "Traceback" not in outputs
