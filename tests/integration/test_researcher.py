@@ -377,3 +377,38 @@ def test_walkthrough_runs(tmp_path, hospital, eg_gateway, monkeypatch) -> None:
     assert (review / "replayed.ipynb").exists()
     outputs = json.dumps([c.get("outputs", []) for c in reviewer.cells])
     assert "VerifyReport" in outputs and "Traceback" not in outputs
+
+
+def test_mutual_tls_gateway(tmp_path, hospital, start_gateway) -> None:
+    """The extension's TLS settings (client certificate, key and CA) reach the gateway."""
+    from .conftest import chain_kernelspec
+
+    notebooks = tmp_path / "nb"
+    specs = {"bedside": chain_kernelspec(hospital)}
+    with start_gateway(specs, default="bedside", mutual_tls=True) as gateway:
+        assert gateway.url.startswith("https://")
+        write_notebook(notebooks, [], gateway.kernel_name, intent())
+        certs = gateway.certs
+
+        async def scenario() -> tuple[dict, dict]:
+            with researcher_server(
+                tmp_path,
+                gateway,
+                notebooks,
+                client_cert=str(certs.client_cert),
+                client_key=str(certs.client_key),
+                ca_certs=str(certs.ca_cert),
+            ) as server:
+                client = KernelSession(server.url, server.token)
+                await client.start("study.ipynb", gateway.kernel_name)
+                try:
+                    reply, _ = await client.execute("print('over mutual TLS')", timeout=120)
+                    status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+                finally:
+                    await client.close()
+                return reply, status
+
+        reply, status = asyncio.run(scenario())
+    assert reply["content"]["status"] == "ok"
+    assert reply["metadata"]["bedside"]["verified"] is True
+    assert status["state"] == "active" and status["unverified_messages"] == 0
