@@ -11,6 +11,7 @@ seals and serves the sessions. Enabled by default by
 from __future__ import annotations
 
 import atexit
+import os
 from typing import Any
 
 __all__ = ["_jupyter_server_extension_points"]
@@ -48,6 +49,12 @@ def _link_jupyter_server_extension(serverapp: Any) -> None:
         value = getattr(bedside, ours)
         if value:
             setattr(gateway, theirs, value)
+    for name, env in (
+        ("connect_timeout", "JUPYTER_GATEWAY_CONNECT_TIMEOUT"),
+        ("request_timeout", "JUPYTER_GATEWAY_REQUEST_TIMEOUT"),
+    ):
+        if name not in gateway and env not in os.environ:
+            setattr(gateway, name, bedside.connect_timeout)
     serverapp.kernel_websocket_connection_class = BedsideWebSocketConnection
 
 
