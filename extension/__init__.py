@@ -10,6 +10,8 @@ seals and serves the sessions. Enabled by default by
 
 from __future__ import annotations
 
+import atexit
+import os
 from typing import Any
 
 __all__ = ["_jupyter_server_extension_points"]
@@ -47,6 +49,12 @@ def _link_jupyter_server_extension(serverapp: Any) -> None:
         value = getattr(bedside, ours)
         if value:
             setattr(gateway, theirs, value)
+    for name, env in (
+        ("connect_timeout", "JUPYTER_GATEWAY_CONNECT_TIMEOUT"),
+        ("request_timeout", "JUPYTER_GATEWAY_REQUEST_TIMEOUT"),
+    ):
+        if name not in gateway and env not in os.environ:
+            setattr(gateway, name, bedside.connect_timeout)
     serverapp.kernel_websocket_connection_class = BedsideWebSocketConnection
 
 
@@ -58,6 +66,8 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
 
     bedside = getattr(serverapp, "_bedside", None) or Bedside(parent=serverapp)
     registry = SessionRegistry(bedside)
+    # Module extensions get no stop hook: flush every ledger copy when the server exits.
+    atexit.register(registry.close)
     web_app = serverapp.web_app
     web_app.settings[REGISTRY_KEY] = registry
     web_app.add_handlers(".*$", handlers(web_app.settings["base_url"]))

@@ -56,6 +56,9 @@ class ResearcherServer:
     sessions_dir: Path | None = None
     custodian_key: str = ""
     researcher_key_file: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    ca_certs: str = ""
     extension: bool = True
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     port: int = field(default_factory=free_port)
@@ -95,6 +98,9 @@ class ResearcherServer:
                 ("sessions_dir", str(self.sessions_dir) if self.sessions_dir else ""),
                 ("custodian_key", self.custodian_key),
                 ("researcher_key_file", self.researcher_key_file),
+                ("client_cert", self.client_cert),
+                ("client_key", self.client_key),
+                ("ca_certs", self.ca_certs),
             ):
                 if value:
                     bedside[key] = value

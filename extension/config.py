@@ -132,5 +132,13 @@ class Bedside(LoggingConfigurable):
         session is marked unmonitored and its messages unverified.""",
     ).tag(config=True)
 
+    connect_timeout = Float(
+        120.0,
+        help="""Seconds to wait for the gateway to start a kernel and open its websocket. A
+        guarded kernel starts a sandbox and loads the hospital's data, slower than a plain
+        kernel; GatewayClient's own 40 s default is too short on a busy gateway. Applied to
+        GatewayClient.connect_timeout and request_timeout unless those are configured.""",
+    ).tag(config=True)
+
     def sessions_path(self) -> Path:
         return Path(self.sessions_dir)

@@ -142,6 +142,7 @@ class SessionMirror:
         self._heads: list[tuple[int, str]] = []
         self._notes: list[str] = []
         self._saved_at = 0.0
+        self._signed_intent: dict[str, Any] = {}
         self.intent_msg_id = ""
         directory.mkdir(parents=True, exist_ok=True)
         self._save()
@@ -202,12 +203,12 @@ class SessionMirror:
 
     def intent_request(self) -> dict[str, Any]:
         """The first message of a session: the declared intent, with the researcher's key."""
-        intent = dict(self.intent or {})
+        intent = {k: v for k, v in (self.intent or {}).items() if k != "researcher_sig"}
         intent["researcher_key"] = self.signer.verifier_key
-        content = {
-            "intent": intent,
-            "researcher_sig": _b64(self.signer.sign(canonical_json(intent))),
-        }
+        # Signed inside the intent, so the ledger header (entry 0) carries the signature.
+        intent["researcher_sig"] = _b64(self.signer.sign(canonical_json(intent)))
+        self._signed_intent = intent
+        content = {"intent": intent}
         msg = new_message("bedside_intent_request", content, session=self.client_session)
         self.intent_msg_id = msg["header"]["msg_id"]
         return msg
@@ -288,8 +289,8 @@ class SessionMirror:
 
     def mark_interrupted(self, reason: str) -> None:
         """The gateway went away; the ledger stays valid up to the last receipt."""
-        if self.state in (SEALED, REFUSED):
-            return
+        if self.state in (SEALED, REFUSED, PENDING):
+            return  # nothing ran yet (or nothing can): a retry may still open the session
         if self.state != INTERRUPTED:
             self.state, self.reason = INTERRUPTED, reason
             log.warning("bedside session %s interrupted: %s", self.kernel_id, reason)
@@ -521,6 +522,17 @@ class SessionMirror:
         key = identities.get("custodian")
         if self.custodian is not None and key not in (None, self.custodian.vkey):
             raise SignatureError("the session header names another custodian key", index=0)
+        intent = entry.get("intent")
+        if self._signed_intent and isinstance(intent, dict):
+            # The hospital records the intent we signed (it may add its own annotations, such
+            # as the budget it granted): every field we signed must be there, unchanged.
+            changed = [k for k, v in self._signed_intent.items() if intent.get(k) != v]
+            if changed:
+                raise SignatureError(
+                    "the session header does not hold the intent we signed "
+                    f"(differs in {', '.join(sorted(changed))})",
+                    index=0,
+                )
 
     def _opening(
         self, item: dict[str, Any], entry: dict[str, Any], msg: dict[str, Any], committed: bytes

@@ -61,12 +61,20 @@ def register(subparsers: Any) -> None:
     )
     verify.add_argument("ledger", type=Path, metavar="LEDGER")
     verify.add_argument(
-        "--key", action="append", default=[], type=_key_arg, metavar="VKEY",
+        "--key",
+        action="append",
+        default=[],
+        type=_key_arg,
+        metavar="VKEY",
         help="trusted verifier key (inline or a .pub file); repeat for several",
     )
     verify.add_argument("--openings", type=Path, metavar="FILE", help="openings file to check")
     verify.add_argument(
-        "--checkpoint", action="append", default=[], type=Path, metavar="NOTE",
+        "--checkpoint",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="NOTE",
         help="a signed checkpoint held outside the ledger that it must contain (catches "
         "truncation); repeatable",
     )
@@ -262,6 +270,7 @@ def _report(args: argparse.Namespace) -> int:
             openings=args.openings,
             rpc=args.rpc,
             confirmations=args.confirmations,
+            progress=sys.stderr.isatty(),
         )
     except Error as exc:
         return _fail(exc)

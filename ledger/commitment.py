@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import rfc8785
@@ -57,30 +58,77 @@ def open_commitment(
 # --- RFC 8785 -------------------------------------------------------------------------------
 
 
+_INT_LIMIT = 2**53
+
+
 def _fast_ok(obj: Any) -> bool:
     """True when json.dumps(sort_keys) already yields RFC 8785 bytes for `obj`.
 
     That holds for str/int/bool/None/list/dict with ASCII keys and integers a double represents
     exactly; floats and non-ASCII keys (UTF-16 key order) take the reference implementation.
+    Iterative, with the common leaf types checked inline: this runs on every append.
     """
-    t = type(obj)
-    if t is str or t is bool or obj is None:
-        return True
-    if t is int:
-        return bool(-(2**53) < obj < 2**53)
-    if t is dict:
-        return all(type(k) is str and k.isascii() and _fast_ok(v) for k, v in obj.items())
-    if t is list or t is tuple:
-        return all(_fast_ok(v) for v in obj)
-    return False
+    stack = [obj]
+    pop, push = stack.pop, stack.append
+    while stack:
+        o = pop()
+        t = type(o)
+        if t is dict:
+            for k, v in o.items():
+                if type(k) is not str or not k.isascii():
+                    return False
+                tv = type(v)
+                if tv is str or tv is bool or v is None:
+                    continue
+                if tv is int:
+                    if not -_INT_LIMIT < v < _INT_LIMIT:
+                        return False
+                    continue
+                push(v)
+        elif t is list or t is tuple:
+            stack.extend(o)
+        elif t is str or t is bool or o is None:
+            continue
+        elif t is int:
+            if not -_INT_LIMIT < o < _INT_LIMIT:
+                return False
+        else:
+            return False
+    return True
+
+
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
+def _make_encode() -> Callable[[Any], str]:
+    # JSONEncoder.encode builds a new C encoder on every call; build one once (no circularity
+    # markers: entries are trees) and fall back to the pure-Python encoder where there is none.
+    try:
+        from json.encoder import (  # type: ignore[attr-defined]
+            c_make_encoder,
+            encode_basestring,
+        )
+    except ImportError:  # pragma: no cover
+        return _ENCODER.encode
+    if c_make_encoder is None:  # pragma: no cover
+        return _ENCODER.encode
+    enc = c_make_encoder(None, None, encode_basestring, None, ":", ",", True, False, False)
+
+    def encode(obj: Any) -> str:
+        return "".join(enc(obj, 0))
+
+    return encode
+
+
+_encode = _make_encode()
 
 
 def canonical_json(obj: Any) -> bytes:
     """RFC 8785 (JCS) bytes of `obj`."""
     if _fast_ok(obj):
-        return json.dumps(
-            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        ).encode("utf-8")
+        return _encode(obj).encode("utf-8")
     try:
         return rfc8785.dumps(obj)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
@@ -95,6 +143,9 @@ def _no_float(_: str) -> float:
     raise _FloatSeen
 
 
+_DECODER = json.JSONDecoder(parse_float=_no_float)
+
+
 def parse_canonical(data: bytes) -> Any:
     """Parse JSON bytes and check that they are in RFC 8785 canonical form.
 
@@ -102,15 +153,13 @@ def parse_canonical(data: bytes) -> Any:
     """
     if data.isascii():
         # Fast path: no floats and ASCII only means json.dumps(sort_keys) is the canonical form.
+        text = data.decode("ascii")
         try:
-            obj = json.loads(data, parse_float=_no_float)
+            obj, end = _DECODER.raw_decode(text)
         except _FloatSeen:
-            obj = None
+            pass
         else:
-            if (
-                json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-                != data
-            ):
+            if end != len(text) or _encode(obj) != text:
                 raise ValueError("entry bytes are not RFC 8785 canonical JSON")
             return obj
     obj = json.loads(data)

@@ -94,6 +94,8 @@ _SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     INTERRUPTED: {"reason": _STR},
 }
 KINDS = tuple(_SCHEMA)
+#: What may follow the seal: the final signed checkpoint (covering the seal) and its anchors.
+AFTER_SEAL = (CHECKPOINT, ANCHOR)
 _COMMON: dict[str, tuple[type, ...]] = {
     "v": _INT,
     "kind": _STR,
@@ -106,28 +108,30 @@ DECISIONS = ("released", "redacted", "blocked")
 
 def now() -> str:
     """RFC 3339 UTC timestamp with microseconds, e.g. 2026-11-29T16:05:00.123456Z."""
-    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+# One flat (field, types) tuple per kind, common fields first: a single loop per entry.
+_CHECKS = {kind: (*_COMMON.items(), *fields.items()) for kind, fields in _SCHEMA.items()}
 
 
 def check_entry(entry: Mapping[str, Any], index: int | None = None) -> None:
     """Raise LedgerIntegrityError naming `index` unless `entry` matches the v1 schema."""
     if not isinstance(entry, Mapping):
         raise LedgerIntegrityError("entry is not a JSON object", index=index)
-    for name, types in _COMMON.items():
-        value = entry.get(name)
-        if type(value) not in types:
-            raise LedgerIntegrityError(f"entry field {name!r} is missing or mistyped", index=index)
+    kind = entry.get("kind")
+    checks = _CHECKS.get(kind) if type(kind) is str else None
+    if checks is None:
+        if type(kind) is not str:
+            raise LedgerIntegrityError("entry field 'kind' is missing or mistyped", index=index)
+        raise LedgerIntegrityError(f"unknown entry kind {kind!r}", index=index)
+    get = entry.get
+    for name, types in checks:
+        if type(get(name)) not in types or (types is _OPT_STR and name not in entry):
+            what = "entry" if name in _COMMON else f"{kind} entry"
+            raise LedgerIntegrityError(f"{what} field {name!r} is missing or mistyped", index=index)
     if entry["v"] != VERSION:
         raise LedgerIntegrityError(f"entry version {entry['v']} is not {VERSION}", index=index)
-    kind = entry["kind"]
-    schema = _SCHEMA.get(kind)
-    if schema is None:
-        raise LedgerIntegrityError(f"unknown entry kind {kind!r}", index=index)
-    for name, types in schema.items():
-        if type(entry.get(name)) not in types or (name not in entry):
-            raise LedgerIntegrityError(
-                f"{kind} entry field {name!r} is missing or mistyped", index=index
-            )
     if kind == OUTPUT and entry["decision"] not in DECISIONS:
         raise LedgerIntegrityError(
             f"output decision {entry['decision']!r} is not one of {DECISIONS}", index=index

@@ -12,10 +12,12 @@ torn last record and says so.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
+import threading
 from array import array
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,12 +35,14 @@ from ._records import (
     record_check,
 )
 from .commitment import canonical_json, parse_canonical
-from .merkle import Frontier, LeafHashes
+from .merkle import MerkleTree
 from .note import Checkpoint, Signer, sign_note
 
 log = logging.getLogger(__name__)
 
 FORMAT = "bedside-ledger/v1"
+_OPENING_KEYS = {"field", "domain", "salt", "content"}
+_json_str: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def openings_path(path: str | os.PathLike[str]) -> Path:
@@ -136,43 +140,58 @@ class _RecordFile:
         self.meta, self.data_start = read_meta(self.fh, magic, path)
         self.recovery: Recovery | None = None
 
-    def scan(self, *, recover: bool) -> list[Record]:
-        """Read every record; cut a torn tail when `recover` (else raise on one)."""
-        records: list[Record] = []
+    def scan(self, on_record: Callable[[Record], None], *, recover: bool) -> None:
+        """Stream every intact record to `on_record`; cut a torn tail when `recover`.
+
+        Holds one record at a time: a record failing its check is torn only if nothing but the
+        end of the file follows it, which is known only when the next item arrives.
+        """
+        pending: Record | None = None
+        count = 0
         tail: Tail | None = None
         for item in iter_records(self.fh, self.data_start):
             if isinstance(item, Tail):
                 tail = item
                 break
-            records.append(item)
+            if pending is not None:
+                if not pending.valid:
+                    raise LedgerIntegrityError(
+                        f"{self.path}: record {count - 1} fails its checksum and intact records "
+                        "follow it (corruption, not a torn write); restore the file from a copy",
+                        index=count - 1,
+                    )
+                on_record(pending)
+            pending = item
+            count += 1
         assert tail is not None
-        # A record failing its check is torn only if it is the last thing in the file.
-        bad = next((i for i, r in enumerate(records) if not r.valid), None)
-        if bad is not None and (bad != len(records) - 1 or tail.nbytes != 0):
-            raise LedgerIntegrityError(
-                f"{self.path}: record {bad} fails its checksum and intact records follow it "
-                "(corruption, not a torn write); restore the file from a copy",
-                index=bad,
-            )
         cut: int | None = None
         reason = ""
-        if bad is not None:
-            cut, reason = records[bad].offset, "the last record fails its checksum"
-            records.pop()
-        elif tail.nbytes != 0:
+        if pending is not None:
+            if pending.valid:
+                on_record(pending)
+            elif tail.nbytes == 0:
+                count -= 1
+                cut, reason = pending.offset, "the last record fails its checksum"
+            else:
+                raise LedgerIntegrityError(
+                    f"{self.path}: record {count - 1} fails its checksum and more damaged data "
+                    "follows it; restore the file from a copy",
+                    index=count - 1,
+                )
+        if cut is None and tail.nbytes != 0:
             cut, reason = tail.offset, tail.reason
         if cut is None:
-            return records
+            return
         size = self.fh.seek(0, os.SEEK_END)
         later = _later_record_exists(self.fh, cut, size)
         if later is not None:
             raise LedgerIntegrityError(
                 f"{self.path}: damaged record at offset {cut} is followed by intact data at "
                 f"offset {later} (corruption, not a torn write); restore the file from a copy",
-                index=len(records),
+                index=count,
             )
         if not recover:
-            raise LedgerIntegrityError(f"{self.path}: torn tail: {reason}", index=len(records))
+            raise LedgerIntegrityError(f"{self.path}: torn tail: {reason}", index=count)
         self.fh.seek(cut)
         torn = self.fh.read()
         saved: Path | None = self.path.with_name(self.path.name + ".torn")
@@ -189,14 +208,17 @@ class _RecordFile:
         os.fsync(self.fh.fileno())
         self.recovery = Recovery(self.path, cut, len(torn), reason, saved)
         log.warning("%s", self.recovery)
-        return records
 
     def close(self) -> None:
         self.fh.close()
 
 
 class Ledger:
-    """An open session ledger (writer side). Not thread-safe: one writer per file."""
+    """An open session ledger (writer side).
+
+    One process writes a ledger file; within it, appends from several threads (the sentry
+    relays five channels) are serialised by a lock, so indices and bytes never interleave.
+    """
 
     def __init__(self, path: Path, records: _RecordFile, openings: _RecordFile) -> None:
         self.path = path
@@ -205,8 +227,7 @@ class Ledger:
         meta = records.meta
         self.session_id: str = meta["session"]
         self.origin: str = meta["origin"]
-        self._frontier = Frontier()
-        self._leaves = LeafHashes()
+        self._tree = MerkleTree()
         self._offsets = array("Q")
         self._end = records.data_start
         self._sealed = False
@@ -215,6 +236,7 @@ class Ledger:
         self._fh.seek(0, os.SEEK_END)
         self.recovered: list[Recovery] = []
         self._closed = False
+        self._lock = threading.RLock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -262,27 +284,37 @@ class Ledger:
         return self
 
     def _load(self) -> None:
-        for i, rec in enumerate(self._file.scan(recover=True)):
+        def on_entry(rec: Record) -> None:
+            index = len(self._offsets)
             entry = parse_canonical(rec.payload)
-            if entry.get("seq") != i:
+            if entry.get("seq") != index:
                 raise LedgerIntegrityError(
-                    f"{self.path}: entry at position {i} says seq {entry.get('seq')}", index=i
+                    f"{self.path}: entry at position {index} says seq {entry.get('seq')}",
+                    index=index,
                 )
             self._offsets.append(rec.offset)
-            self._leaves.append(rec.check)
-            self._frontier.append(rec.check)
-            self._sealed = entry.get("kind") == E.SEAL
+            self._tree.append(rec.check)
+            if entry.get("kind") == E.SEAL:
+                self._sealed = True
             self._end = rec.offset + 4 + len(rec.payload) + 32
+
+        self._file.scan(on_entry, recover=True)
         if self._file.recovery:
             self.recovered.append(self._file.recovery)
         # Openings are written before their entry: an opening past the end belongs to an entry
         # the crash lost, so it goes too.
         keep_end = self._openings.data_start
-        for rec in self._openings.scan(recover=True):
+        orphaned = False
+
+        def on_opening(rec: Record) -> None:
+            nonlocal keep_end, orphaned
             index = parse_canonical(rec.payload).get("index")
-            if not isinstance(index, int) or index >= self.size:
-                break
+            if orphaned or not isinstance(index, int) or index >= self.size:
+                orphaned = True
+                return
             keep_end = rec.offset + 4 + len(rec.payload) + 32
+
+        self._openings.scan(on_opening, recover=True)
         if self._openings.recovery:
             self.recovered.append(self._openings.recovery)
         ofh = self._openings.fh
@@ -293,7 +325,7 @@ class Ledger:
         ofh.seek(0, os.SEEK_END)
         self._fh.seek(0, os.SEEK_END)
 
-    def close(self) -> None:
+    def _close_unlocked(self) -> None:
         """Flush (durably) and close both files."""
         if self._closed:
             return
@@ -313,7 +345,7 @@ class Ledger:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def append(
+    def _append_unlocked(
         self,
         entry: Mapping[str, Any],
         *,
@@ -329,14 +361,20 @@ class Ledger:
         """
         if self._closed:
             raise LedgerError(f"{self.path}: the ledger is closed")
-        if self._sealed:
-            raise LedgerError(f"{self.path}: the session is sealed; no entries can follow")
+        if self._sealed and entry.get("kind") not in E.AFTER_SEAL:
+            raise LedgerError(
+                f"{self.path}: the session is sealed; only checkpoints and anchors can follow"
+            )
         index = self.size
         e = dict(entry)
-        e.setdefault("v", E.VERSION)
-        e.setdefault("session", self.session_id)
-        e.setdefault("ts", E.now())
-        e.setdefault("seq", index)
+        if "v" not in e:
+            e["v"] = E.VERSION
+        if "session" not in e:
+            e["session"] = self.session_id
+        if "ts" not in e:
+            e["ts"] = E.now()
+        if "seq" not in e:
+            e["seq"] = index
         if e["seq"] != index:
             raise LedgerError(
                 f"{self.path}: entry carries seq {e['seq']} but would be entry {index}; "
@@ -361,8 +399,7 @@ class Ledger:
         leaf = record[-32:]
         self._offsets.append(self._end)
         self._end += len(record)
-        self._leaves.append(leaf)
-        self._frontier.append(leaf)
+        self._tree.append(leaf)
         self._dirty = True
         if kind == E.SEAL:
             self._sealed = True
@@ -380,10 +417,19 @@ class Ledger:
                 f"opening for a {kind} entry must be field/domain {expected}, "
                 f"got {opening.get('field')}/{opening.get('domain')}"
             )
-        payload = canonical_json({"index": index, **opening})
+        salt, content = opening.get("salt"), opening.get("content")
+        if set(opening) == _OPENING_KEYS and type(salt) is str and type(content) is str:
+            # The common case, written directly: sorted keys, base64 values need no escaping
+            # beyond what the C string encoder does. Same bytes as canonical_json.
+            payload = (
+                f'{{"content":{_json_str(content)},"domain":{_json_str(expected[1])},'
+                f'"field":{_json_str(expected[0])},"index":{index},"salt":{_json_str(salt)}}}'
+            ).encode()
+        else:
+            payload = canonical_json({"index": index, **opening})
         self._openings.fh.write(encode_record(payload))
 
-    def append_checkpoint(self, note: str, *, sync: bool = True) -> int:
+    def _append_checkpoint_unlocked(self, note: str, *, sync: bool = True) -> int:
         """Append a checkpoint entry for a signed note of size <= the current size.
 
         Adds the consistency proof from the note's size to the entry's position so a streaming
@@ -398,14 +444,14 @@ class Ledger:
             )
         if cp.size > self.size or cp.size == 0:
             raise LedgerError(f"checkpoint size {cp.size} is outside 1..{self.size}")
-        if self._leaves.root(cp.size) != cp.root:
+        if self._tree.root(cp.size) != cp.root:
             raise LedgerError("checkpoint root does not match this ledger at its size")
-        proof = self._leaves.consistency_proof(cp.size, self.size)
+        proof = self._tree.consistency_proof(cp.size, self.size)
         return self.append(
             E.checkpoint(session=self.session_id, note=note, size=cp.size, proof=proof), sync=sync
         )
 
-    def flush(self) -> None:
+    def _flush_unlocked(self) -> None:
         """Make every appended entry durable: write out, fsync openings, then the ledger."""
         if self._closed:
             raise LedgerError(f"{self.path}: the ledger is closed")
@@ -420,22 +466,22 @@ class Ledger:
 
     @property
     def size(self) -> int:
-        return self._frontier.size
+        return len(self._tree)
 
     @property
     def sealed(self) -> bool:
         return self._sealed
 
     def root(self) -> bytes:
-        return self._frontier.root()
+        return self._tree.root()
 
     def root_at(self, size: int) -> bytes:
-        return self._leaves.root(size)
+        return self._tree.root(size)
 
     def leaf_hash(self, index: int) -> bytes:
-        return self._leaves[index]
+        return self._tree[index]
 
-    def entry_bytes(self, index: int) -> bytes:
+    def _entry_bytes_unlocked(self, index: int) -> bytes:
         if not 0 <= index < self.size:
             raise LedgerError(f"{self.path}: no entry {index} (size {self.size})")
         self._fh.flush()  # buffered appends must reach the file before we read them back
@@ -459,16 +505,52 @@ class Ledger:
         return sign_note(self.checkpoint_body().decode("utf-8"), signer)
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
-        return self._leaves.inclusion_proof(index, self.size if size is None else size)
+        return self._tree.inclusion_proof(index, self.size if size is None else size)
 
     def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
-        return self._leaves.consistency_proof(size1, self.size if size2 is None else size2)
+        return self._tree.consistency_proof(size1, self.size if size2 is None else size2)
 
     def __len__(self) -> int:
         return self.size
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.path)!r}, size={self.size})"
+
+    # -- locking wrappers ----------------------------------------------------------------------
+
+    def append(
+        self,
+        entry: Mapping[str, Any],
+        *,
+        opening: Mapping[str, Any] | None = None,
+        sync: bool = False,
+    ) -> int:
+        with self._lock:
+            return self._append_unlocked(entry, opening=opening, sync=sync)
+
+    append.__doc__ = _append_unlocked.__doc__
+
+    def append_checkpoint(self, note: str, *, sync: bool = True) -> int:
+        with self._lock:
+            return self._append_checkpoint_unlocked(note, sync=sync)
+
+    append_checkpoint.__doc__ = _append_checkpoint_unlocked.__doc__
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_unlocked()
+
+    flush.__doc__ = _flush_unlocked.__doc__
+
+    def entry_bytes(self, index: int) -> bytes:
+        with self._lock:
+            return self._entry_bytes_unlocked(index)
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_unlocked()
+
+    close.__doc__ = _close_unlocked.__doc__
 
 
 def b64(data: bytes) -> str:

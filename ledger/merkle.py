@@ -80,35 +80,53 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
-class LeafHashes:
-    """Leaf hashes held compactly (32 bytes each) so a writer can answer proofs for any size."""
+class MerkleTree:
+    """Every perfect subtree's root, level by level, so proofs cost O(log n) hashes.
 
-    __slots__ = ("_buf",)
+    `_levels[k]` holds, 32 bytes each, the roots of the aligned perfect subtrees of 2**k leaves
+    (level 0 = leaf hashes). Appending adds on average one hash; memory is about 64 bytes per
+    entry, which the writer and the prover can afford and the streaming verifier never needs.
+    """
+
+    __slots__ = ("_levels",)
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._levels: list[bytearray] = [bytearray()]
 
     def append(self, leaf_hash: bytes) -> None:
-        self._buf += leaf_hash
-
-    def truncate(self, size: int) -> None:
-        del self._buf[size * HASH_SIZE :]
+        levels = self._levels
+        levels[0] += leaf_hash
+        k = 0
+        # A level that now holds an even number of nodes has completed a pair: hash it upward.
+        while not (len(levels[k]) // HASH_SIZE) & 1:
+            level = levels[k]
+            node = _sha256(b"\x01" + level[-2 * HASH_SIZE :]).digest()
+            if k + 1 == len(levels):
+                levels.append(bytearray())
+            levels[k + 1] += node
+            k += 1
 
     def __len__(self) -> int:
-        return len(self._buf) // HASH_SIZE
+        return len(self._levels[0]) // HASH_SIZE
 
     def __getitem__(self, i: int) -> bytes:
-        return bytes(self._buf[i * HASH_SIZE : (i + 1) * HASH_SIZE])
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return bytes(self._levels[0][i * HASH_SIZE : (i + 1) * HASH_SIZE])
 
     def subtree_root(self, start: int, end: int) -> bytes:
-        """Root of the tree over leaves [start, end)."""
-        if end <= start:
+        """Root of the RFC 6962 tree over leaves [start, end) (start aligned as in a proof)."""
+        n = end - start
+        if n <= 0:
             return EMPTY_ROOT
-        frontier = Frontier()
-        buf = self._buf
-        for i in range(start, end):
-            frontier.append(bytes(buf[i * HASH_SIZE : (i + 1) * HASH_SIZE]))
-        return frontier.root()
+        k = n.bit_length() - 1
+        if n == 1 << k and start % n == 0:
+            j = start >> k
+            return bytes(self._levels[k][j * HASH_SIZE : (j + 1) * HASH_SIZE])
+        split = _split(n)
+        return hash_children(
+            self.subtree_root(start, start + split), self.subtree_root(start + split, end)
+        )
 
     def root(self, size: int | None = None) -> bytes:
         return self.subtree_root(0, len(self) if size is None else size)

@@ -23,7 +23,7 @@ from ._records import LEDGER_MAGIC, OPENINGS_MAGIC, Tail, encode_record, iter_re
 from .commitment import canonical_json, parse_canonical
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Opening:
     """The salt and content that open the commitment of entry `index`."""
 

@@ -23,7 +23,7 @@ from bedside.errors import LedgerError, LedgerIntegrityError
 from . import entries as E
 from ._records import LEDGER_MAGIC, Tail, iter_records
 from .commitment import canonical_json, open_commitment, parse_canonical
-from .merkle import LeafHashes, ProofError, hash_leaf, verify_inclusion
+from .merkle import MerkleTree, ProofError, hash_leaf, verify_inclusion
 from .note import Checkpoint, Verifier, open_checkpoint, parse_note
 from .openings import iter_openings
 
@@ -45,7 +45,7 @@ def make_inclusion_proof(
     from .log import read_meta
 
     p = Path(path)
-    leaves = LeafHashes()
+    leaves = MerkleTree()
     target: dict[str, Any] | None = None
     latest: str | None = None
     with open(p, "rb") as fh:

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
+import hashlib
 import os
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -56,17 +59,16 @@ class VerifyReport:
     trusted_keys: list[str] = field(default_factory=list)
     self_asserted_keys: bool = False
     openings_checked: int = 0
-    openings_missing: list[int] = field(default_factory=list)
+    openings_missing: list[int] = field(default_factory=list)  # the first 100 only
+    openings_missing_count: int = 0
     openings_withheld: int = 0
     anchors: list[dict[str, Any]] = field(default_factory=list)
     sealed: bool = False
+    last_content_entry: int = -1  # last entry that is not a checkpoint or an anchor
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def signed_size(self) -> int:
-        """How many entries the latest verified signature covers."""
-        sizes = [c.size for c in self.checkpoints + self.external_checkpoints]
-        return max(sizes, default=0)
+    checkpoint_count: int = 0
+    signed_size: int = 0  # how many entries the latest verified signature covers
 
     def summary(self) -> str:
         lines = [
@@ -80,7 +82,7 @@ class VerifyReport:
             )
         signers = sorted({s for c in self.checkpoints for s in c.signers})
         lines.append(
-            f"  {len(self.checkpoints)} signed checkpoint(s), latest covers {self.signed_size} "
+            f"  {self.checkpoint_count} signed checkpoint(s), latest covers {self.signed_size} "
             f"entries; signed by {', '.join(signers) or 'nobody'}"
             + (" (keys named by the ledger itself)" if self.self_asserted_keys else "")
         )
@@ -88,7 +90,7 @@ class VerifyReport:
             lines.append(
                 f"  openings: {self.openings_checked} match their commitments, "
                 f"{self.openings_withheld} withheld (blocked/refused), "
-                f"{len(self.openings_missing)} missing"
+                f"{self.openings_missing_count} missing"
             )
         for a in self.anchors:
             lines.append(
@@ -113,16 +115,54 @@ class VerifyReport:
                 {"index": c.index, "size": c.size, "root": c.root.hex(), "signers": list(c.signers)}
                 for c in self.checkpoints
             ],
+            "checkpoint_count": self.checkpoint_count,
             "signed_size": self.signed_size,
             "trusted_keys": self.trusted_keys,
             "self_asserted_keys": self.self_asserted_keys,
             "openings_checked": self.openings_checked,
-            "openings_missing": self.openings_missing,
+            "openings_missing": self.openings_missing_count,
+            "openings_missing_first": self.openings_missing,
             "openings_withheld": self.openings_withheld,
             "anchors": self.anchors,
             "sealed": self.sealed,
             "warnings": self.warnings,
         }
+
+
+_KEEP_CHECKPOINTS = 200
+_RECENT_NOTES = 1024
+
+
+class _Notes:
+    """Checkpoint notes by entry index, for the anchors that name them, in bounded memory.
+
+    The latest notes are kept; older ones are read back from the file by offset (16 bytes of
+    memory per checkpoint instead of the note).
+    """
+
+    def __init__(self, fh: Any) -> None:
+        self._fh = fh
+        self._recent: dict[int, str] = {}
+        self._index = array("q")
+        self._offset = array("q")
+
+    def add(self, index: int, offset: int, note: str) -> None:
+        self._index.append(index)
+        self._offset.append(offset)
+        self._recent[index] = note
+        if len(self._recent) > _RECENT_NOTES:
+            del self._recent[next(iter(self._recent))]
+
+    def get(self, index: int) -> str | None:
+        if index in self._recent:
+            return self._recent[index]
+        k = bisect.bisect_left(self._index, index)
+        if k == len(self._index) or self._index[k] != index:
+            return None
+        fd, offset = self._fh.fileno(), self._offset[k]
+        length = int.from_bytes(os.pread(fd, 4, offset), "big")
+        note: str = parse_canonical(os.pread(fd, length, offset + 4))["note"]
+        return note
 
 
 def iter_entries(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -199,17 +239,17 @@ def verify_ledger(
             "for a ledger with checkpoints (the sentry writes one per receipt and at seal)",
             index=None,
         )
-    unsigned = report.size - report.signed_size
-    if report.checkpoints and unsigned:
+    # Checkpoint and anchor entries carry their own proof; any other entry needs a signature.
+    if report.checkpoints and report.last_content_entry >= report.signed_size:
         report.warnings.append(
-            f"the last {unsigned} entries (from entry {report.signed_size}) are after the latest "
+            f"entries {report.signed_size}..{report.last_content_entry} come after the latest "
             "signed checkpoint: nobody has signed them yet"
         )
     if not report.sealed:
         report.warnings.append("the session is not sealed (still running, or cut short)")
     if report.openings_missing:
         report.warnings.append(
-            f"{len(report.openings_missing)} released entries have no opening "
+            f"{report.openings_missing_count} released entries have no opening "
             f"(first: entry {report.openings_missing[0]})"
         )
     return report
@@ -231,7 +271,7 @@ def _verify_stream(
     session = report.session
     kinds = report.kinds
     decisions = report.decisions
-    notes: dict[int, str] = {}  # checkpoint entry index -> note, for anchors
+    notes = _Notes(fh)  # checkpoint entry index -> note, for anchors
     pending_external: dict[int, list[CheckpointSeen]] = {}
     openings: Iterator[Opening] | None = (
         iter_openings(openings_file) if openings_file is not None else None
@@ -242,6 +282,14 @@ def _verify_stream(
     progress_bytes = 0
     i = 0
     item: Record | Tail
+    stack = frontier._stack
+    stack_pop, stack_push = stack.pop, stack.append
+    sha256 = hashlib.sha256
+    check_entry = E.check_entry
+    after_seal = E.AFTER_SEAL
+    bulk = (E.EXECUTE_REQUEST, E.OUTPUT)
+    output_kind = E.OUTPUT
+    last_content = -1
     for i, item in enumerate(iter_records(fh, start)):
         if isinstance(item, Tail):
             if item.nbytes:
@@ -260,7 +308,7 @@ def _verify_stream(
             entry = parse_canonical(item.payload)
         except ValueError as exc:
             raise LedgerIntegrityError(f"entry is not canonical JSON: {exc}", index=i) from exc
-        E.check_entry(entry, i)
+        check_entry(entry, i)
         if entry["seq"] != i:
             raise LedgerIntegrityError(
                 f"entry says it is entry {entry['seq']}: an entry was deleted, reordered or "
@@ -271,30 +319,44 @@ def _verify_stream(
             raise LedgerIntegrityError(
                 f"entry belongs to session {entry['session']!r}, not {session!r}", index=i
             )
-        if sealed:
-            raise LedgerIntegrityError("entry after the seal: the session was closed", index=i)
         kind = entry["kind"]
         kinds[kind] += 1
-        if i == 0:
-            if kind != E.HEADER:
-                raise LedgerIntegrityError("entry 0 must be the session header", index=0)
-            _read_header(entry, report, verifiers)
-            for note in external:
-                seen = _open_external(note, verifiers, report.origin)
-                report.external_checkpoints.append(seen)
-                pending_external.setdefault(seen.size, []).append(seen)
-        elif kind == E.HEADER:
-            raise LedgerIntegrityError("a second session header", index=i)
-        elif kind == E.OUTPUT:
-            decisions[entry["decision"]] += 1
-        elif kind == E.CHECKPOINT:
-            _check_checkpoint(entry, i, frontier, verifiers, report)
-            notes[i] = entry["note"]
-        elif kind == E.ANCHOR:
-            _check_anchor(entry, i, notes, rpc, confirmations, report)
-        elif kind == E.SEAL:
-            sealed = True
-        if kind in committed and openings is not None:
+        if kind in bulk:
+            # Execute requests and outputs are nearly every entry: keep their path short.
+            if sealed:
+                raise LedgerIntegrityError(
+                    f"a {kind} entry after the seal: the session was already closed", index=i
+                )
+            last_content = i
+            if kind == output_kind:
+                decisions[entry["decision"]] += 1
+        else:
+            if sealed and kind not in after_seal:
+                raise LedgerIntegrityError(
+                    f"a {kind} entry after the seal: the session was already closed", index=i
+                )
+            if kind not in after_seal:
+                last_content = i
+            if i == 0:
+                if kind != E.HEADER:
+                    raise LedgerIntegrityError("entry 0 must be the session header", index=0)
+                _read_header(entry, report, verifiers)
+                for note in external:
+                    seen = _open_external(note, verifiers, report.origin)
+                    report.external_checkpoints.append(seen)
+                    report.signed_size = max(report.signed_size, seen.size)
+                    pending_external.setdefault(seen.size, []).append(seen)
+            elif kind == E.HEADER:
+                raise LedgerIntegrityError("a second session header", index=i)
+            if kind == E.CHECKPOINT:
+                frontier.size = i
+                _check_checkpoint(entry, i, frontier, verifiers, report)
+                notes.add(i, item.offset, entry["note"])
+            elif kind == E.ANCHOR:
+                _check_anchor(entry, i, notes, rpc, confirmations, report)
+            elif kind == E.SEAL:
+                sealed = True
+        if openings is not None and kind in committed:
             if next_opening is not None and next_opening.index < i:
                 raise LedgerIntegrityError(
                     f"an opening names entry {next_opening.index}, which commits to nothing",
@@ -316,10 +378,19 @@ def _verify_stream(
             elif withheld(entry):
                 report.openings_withheld += 1
             else:
-                report.openings_missing.append(i)
-        frontier.append(item.check)
-        if pending_external and frontier.size in pending_external:
-            for seen in pending_external.pop(frontier.size):
+                report.openings_missing_count += 1
+                if len(report.openings_missing) < 100:
+                    report.openings_missing.append(i)
+        # Frontier.append, inlined: this loop runs a million times for a long session.
+        node = item[2]
+        n = i
+        while n & 1:
+            node = sha256(b"\x01" + stack_pop() + node).digest()
+            n >>= 1
+        stack_push(node)
+        if pending_external and i + 1 in pending_external:
+            frontier.size = i + 1
+            for seen in pending_external.pop(i + 1):
                 if seen.root != frontier.root():
                     raise LedgerIntegrityError(
                         f"the checkpoint signed by {', '.join(seen.signers)} for {seen.size} "
@@ -333,19 +404,17 @@ def _verify_stream(
             if not i & 0xFFF:
                 bar.update(progress_bytes)
                 progress_bytes = 0
-    else:  # pragma: no cover - iter_records always ends with a Tail
-        pass
+    # iter_records always ends with a Tail, where the loop breaks: i entries were read.
+    frontier.size = i
+    report.last_content_entry = last_content
     if bar is not None:
         bar.update(progress_bytes)
-    if openings is not None and next_opening is not None:
+    if external and frontier.size == 0:
         raise LedgerIntegrityError(
-            f"an opening names entry {next_opening.index}, which the ledger does not have "
-            "(or which commits to nothing)",
-            index=next_opening.index,
+            "the ledger is empty, but the checkpoint given with --checkpoint covers entries: "
+            "all of them were cut off",
+            index=0,
         )
-    report.size = frontier.size
-    report.root = frontier.root()
-    report.sealed = sealed
     if pending_external:
         size = min(pending_external)
         seen = pending_external[size][0]
@@ -355,6 +424,15 @@ def _verify_stream(
             "were cut off",
             index=frontier.size,
         )
+    if openings is not None and next_opening is not None:
+        raise LedgerIntegrityError(
+            f"an opening names entry {next_opening.index}, which the ledger does not have "
+            "(or which commits to nothing)",
+            index=next_opening.index,
+        )
+    report.size = frontier.size
+    report.root = frontier.root()
+    report.sealed = sealed
 
 
 def _read_header(entry: dict[str, Any], report: VerifyReport, verifiers: list[Verifier]) -> None:
@@ -430,13 +508,18 @@ def _check_checkpoint(
                 f"({exc}): an earlier entry was altered",
                 index=i,
             ) from exc
+    # Bounded: a sentry may checkpoint very often; the first and the latest are what a report shows.
+    if len(report.checkpoints) >= _KEEP_CHECKPOINTS:
+        del report.checkpoints[_KEEP_CHECKPOINTS // 2]
     report.checkpoints.append(CheckpointSeen(i, cp.size, cp.root, tuple(signers)))
+    report.checkpoint_count += 1
+    report.signed_size = max(report.signed_size, cp.size)
 
 
 def _check_anchor(
     entry: dict[str, Any],
     i: int,
-    notes: dict[int, str],
+    notes: _Notes,
     rpc: str | None,
     confirmations: int | None,
     report: VerifyReport,
@@ -450,7 +533,13 @@ def _check_anchor(
         )
     status = "not checked on chain (pass --rpc URL)"
     if rpc is not None:
-        from bedside.ledger import anchor as _anchor  # lazy: web3 is heavy
+        try:
+            from bedside.ledger import anchor as _anchor  # lazy: web3 is heavy
+        except ImportError as exc:
+            raise LedgerError(
+                f"checking anchors on chain needs bedside.ledger.anchor and web3 ({exc}); "
+                "install bedside with its default dependencies or drop --rpc"
+            ) from exc
 
         try:
             _anchor.verify_anchor_entry(

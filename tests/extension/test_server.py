@@ -77,6 +77,9 @@ def test_lab_protocol_cells_verified_and_ledgers_agree(tmp_path, gateway, notebo
                 sealed = await client.api("POST", f"/bedside/sessions/{client.kernel_id}/seal")
                 listed = await client.api("GET", "/bedside/sessions")
                 ledger = await client.api("GET", f"/bedside/sessions/{client.kernel_id}/ledger")
+                with pytest.raises(HTTPClientError) as err:
+                    await client.api("POST", f"/bedside/sessions/{client.kernel_id}/anchor")
+                assert err.value.code == 501  # until bedside.ledger.anchor is merged
             finally:
                 await client.close()
         assert status["state"] == "active" and status["unverified_messages"] == 0
@@ -157,3 +160,19 @@ def test_no_token_gets_nothing(tmp_path, gateway, notebook_dir) -> None:
 
     asyncio.run(scenario())
     assert not json.dumps(gateway.requests).count("execute_request")
+
+
+def test_intent_file_errors_name_the_file(tmp_path) -> None:
+    from bedside.errors import Error
+    from bedside.extension.sessions import read_intent
+
+    bad = tmp_path / "intent.json"
+    bad.write_text("{not json")
+    with pytest.raises(Error, match="intent.json: the session intent is not valid json"):
+        read_intent(bad)
+    bad.write_text("[1, 2]")
+    with pytest.raises(Error, match="must be a mapping"):
+        read_intent(bad)
+    good = tmp_path / "intent.yaml"
+    good.write_text("intent:\n  purpose: p\n  policy_id: demo\n")
+    assert read_intent(good) == {"purpose": "p", "policy_id": "demo"}

@@ -340,9 +340,11 @@ def test_walkthrough_runs(tmp_path, hospital, eg_gateway, monkeypatch) -> None:
             kernel_name=eg_gateway.kernel_name,
         )
     )
+    log = (tmp_path / "out" / "jupyter_server.log").read_text()
     assert not result.errors, result.errors
-    assert result.unverified == 0
-    assert result.status["state"] == "sealed"
+    assert result.unverified == 0, log[-3000:]
+    assert result.status["state"] == "sealed", log[-3000:]
+    assert result.status["last_checkpoint"], log[-3000:]
     executed = nbformat.read(result.notebook, as_version=4)
     text = json.dumps([c.get("outputs", []) for c in executed.cells])
     assert "training loss" in text
@@ -357,3 +359,56 @@ def test_walkthrough_runs(tmp_path, hospital, eg_gateway, monkeypatch) -> None:
     assert entries(result.ledger) == entries(theirs)
     decisions = {e.get("decision") for e in entries(theirs) if e["kind"] == "output"}
     assert "released" in decisions
+    # the reviewer notebook verifies and replays what the walkthrough left, on a local kernel
+    import shutil
+    import sys
+
+    from nbclient import NotebookClient
+
+    review = tmp_path / "review"
+    review.mkdir()
+    shutil.copyfile(result.ledger, review / "session.ledger")
+    shutil.copyfile(result.openings, review / "session.openings")
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}")
+    reviewer = nbformat.read(WALKTHROUGH.with_name("02-reviewer.ipynb"), as_version=4)
+    NotebookClient(
+        reviewer, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(review)}}
+    ).execute()
+    assert (review / "replayed.ipynb").exists()
+    outputs = json.dumps([c.get("outputs", []) for c in reviewer.cells])
+    assert "VerifyReport" in outputs and "Traceback" not in outputs
+
+
+def test_mutual_tls_gateway(tmp_path, hospital, start_gateway) -> None:
+    """The extension's TLS settings (client certificate, key and CA) reach the gateway."""
+    from .conftest import chain_kernelspec
+
+    notebooks = tmp_path / "nb"
+    specs = {"bedside": chain_kernelspec(hospital)}
+    with start_gateway(specs, default="bedside", mutual_tls=True) as gateway:
+        assert gateway.url.startswith("https://")
+        write_notebook(notebooks, [], gateway.kernel_name, intent())
+        certs = gateway.certs
+
+        async def scenario() -> tuple[dict, dict]:
+            with researcher_server(
+                tmp_path,
+                gateway,
+                notebooks,
+                client_cert=str(certs.client_cert),
+                client_key=str(certs.client_key),
+                ca_certs=str(certs.ca_cert),
+            ) as server:
+                client = KernelSession(server.url, server.token)
+                await client.start("study.ipynb", gateway.kernel_name)
+                try:
+                    reply, _ = await client.execute("print('over mutual TLS')", timeout=120)
+                    status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+                finally:
+                    await client.close()
+                return reply, status
+
+        reply, status = asyncio.run(scenario())
+    assert reply["content"]["status"] == "ok"
+    assert reply["metadata"]["bedside"]["verified"] is True
+    assert status["state"] == "active" and status["unverified_messages"] == 0

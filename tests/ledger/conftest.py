@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ledger_session import build_session
-
 from bedside.ledger import Signer
+from ledger_session import build_session
 
 
 @pytest.fixture(scope="session")

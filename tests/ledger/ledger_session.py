@@ -15,7 +15,8 @@ def build_session(
     path: Path, custodian: Signer, researcher: Signer, *, cells: int = 3, seal: bool = True
 ) -> Ledger:
     """A session: header, per cell an execute request, a released and a blocked output, a
-    cosigned checkpoint after each cell, metering, and a seal."""
+    cosigned checkpoint after each cell, metering, a checkpoint, the seal and a final cosigned
+    checkpoint (17 entries for 3 cells)."""
     ledger = Ledger.create(path, session_id=SESSION, origin=ORIGIN)
     ledger.append(
         E.header(
@@ -35,15 +36,27 @@ def build_session(
         )
         ledger.append(entry, opening=opening)
         entry, opening = E.output(
-            session=SESSION, msg_id=f"out-{c}", parent=msg, channel="iopub", msg_type="stream",
-            content={"name": "stdout", "text": f"{c * 2}\n"}, decision="released", rule="pass",
+            session=SESSION,
+            msg_id=f"out-{c}",
+            parent=msg,
+            channel="iopub",
+            msg_type="stream",
+            content={"name": "stdout", "text": f"{c * 2}\n"},
+            decision="released",
+            rule="pass",
             layer="sentry",
         )
         ledger.append(entry, opening=opening)
         entry, opening = E.output(
-            session=SESSION, msg_id=f"blk-{c}", parent=msg, channel="iopub", msg_type="stream",
-            content={"name": "stdout", "text": "MRN 12345678\n"}, decision="blocked",
-            rule="identifier", layer="sentry",
+            session=SESSION,
+            msg_id=f"blk-{c}",
+            parent=msg,
+            channel="iopub",
+            msg_type="stream",
+            content={"name": "stdout", "text": "MRN 12345678\n"},
+            decision="blocked",
+            rule="identifier",
+            layer="sentry",
         )
         ledger.append(entry, opening=opening)
         ledger.append_checkpoint(cosign(ledger.sign_checkpoint(custodian), researcher))
@@ -51,5 +64,7 @@ def build_session(
     if seal:
         ledger.append_checkpoint(ledger.sign_checkpoint(custodian))
         ledger.append(E.seal(session=SESSION))
+        # The final checkpoint covers the seal; the researcher keeps a copy of it.
+        ledger.append_checkpoint(cosign(ledger.sign_checkpoint(custodian), researcher))
     ledger.flush()
     return ledger

@@ -9,11 +9,9 @@ import os
 from pathlib import Path
 
 import pytest
-
-from bedside.errors import SignatureError
 from bedside.ledger import Signer, Verifier, canonical_json, sign_note, verify_note
 from bedside.ledger.merkle import (
-    LeafHashes,
+    MerkleTree,
     ProofError,
     hash_children,
     hash_leaf,
@@ -21,6 +19,8 @@ from bedside.ledger.merkle import (
     verify_inclusion,
 )
 from bedside.ledger.note import Checkpoint
+
+from bedside.errors import SignatureError
 
 # A copy of ../shared/vectors lives beside the tests so CI needs nothing outside the repository.
 VECTORS = Path(os.environ.get("BEDSIDE_VECTORS", Path(__file__).parent / "vectors"))
@@ -50,9 +50,7 @@ def test_inclusion_probe(probe: Path) -> None:
         verify_inclusion(*args, _b(d["root"]))
 
 
-@pytest.mark.parametrize(
-    "probe", _probes("consistency"), ids=lambda p: f"{p.parent.name}/{p.name}"
-)
+@pytest.mark.parametrize("probe", _probes("consistency"), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_consistency_probe(probe: Path) -> None:
     d = json.loads(probe.read_text())
     args = (d["size1"], d["size2"], [_b(h) for h in d["proof"] or []], _b(d["root1"]))
@@ -74,12 +72,20 @@ d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7
 ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c
 5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328
 """.split()
-LEAVES = ["", "00", "10", "2021", "3031", "40414243", "5051525354555657",
-          "606162636465666768696a6b6c6d6e6f"]
+LEAVES = [
+    "",
+    "00",
+    "10",
+    "2021",
+    "3031",
+    "40414243",
+    "5051525354555657",
+    "606162636465666768696a6b6c6d6e6f",
+]
 
 
 def test_roots_and_node_hashes() -> None:
-    leaves = LeafHashes()
+    leaves = MerkleTree()
     for x in LEAVES:
         leaves.append(hash_leaf(bytes.fromhex(x)))
     assert [leaves.root(n).hex() for n in range(9)] == ROOTS
@@ -92,7 +98,7 @@ def test_roots_and_node_hashes() -> None:
 
 
 def test_generated_proofs_match_the_happy_path_vectors() -> None:
-    leaves = LeafHashes()
+    leaves = MerkleTree()
     for x in LEAVES:
         leaves.append(hash_leaf(bytes.fromhex(x)))
     for probe in _probes("inclusion"):
@@ -110,15 +116,16 @@ def test_generated_proofs_match_the_happy_path_vectors() -> None:
 
 
 def test_generated_proofs_verify_for_every_size() -> None:
-    leaves = LeafHashes()
+    leaves = MerkleTree()
     for i in range(40):
         leaves.append(hash_leaf(i.to_bytes(2, "big")))
     for n in range(1, 41):
         root = leaves.root(n)
         for m in range(n):
             verify_inclusion(leaves[m], m, n, leaves.inclusion_proof(m, n), root)
-            verify_consistency(m + 1, n, leaves.consistency_proof(m + 1, n), leaves.root(m + 1),
-                               root)
+            verify_consistency(
+                m + 1, n, leaves.consistency_proof(m + 1, n), leaves.root(m + 1), root
+            )
 
 
 # --- C2SP signed-note and tlog-checkpoint -------------------------------------------------------
@@ -126,8 +133,8 @@ def test_generated_proofs_verify_for_every_size() -> None:
 EXAMPLE_VKEY = "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k"
 EXAMPLE_NOTE = (
     "This is an example message.\n\n"
-    "\u2014 example.com/foo Uw2QOkn8srV1yJGh2VYRlL1Tnagv1YEq6TfXppzi2ONncAlTgK7Ztg1ERYNZXsYjOBH3mFXm"
-    "RKuwHjG1Yu72IneyaQM=\n"
+    "\u2014 example.com/foo "
+    "Uw2QOkn8srV1yJGh2VYRlL1Tnagv1YEq6TfXppzi2ONncAlTgK7Ztg1ERYNZXsYjOBH3mFXmRKuwHjG1Yu72IneyaQM=\n"
 )
 PETER_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
 PETER_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
@@ -149,8 +156,9 @@ def test_signed_note_example_verifies() -> None:
 
 def test_signed_note_example_tampered_fails() -> None:
     with pytest.raises(SignatureError):
-        verify_note(EXAMPLE_NOTE.replace("example message", "example massage"),
-                    [Verifier(EXAMPLE_VKEY)])
+        verify_note(
+            EXAMPLE_NOTE.replace("example message", "example massage"), [Verifier(EXAMPLE_VKEY)]
+        )
 
 
 def test_golang_note_sign_is_byte_for_byte() -> None:
@@ -172,13 +180,18 @@ def test_unknown_keys_are_ignored_and_no_trusted_key_fails() -> None:
     both = cosign(note, other)
     assert verify_note(both, [Verifier(PETER_VKEY)])[1] == ["PeterNeumann"]
     assert sorted(verify_note(both, [Verifier(PETER_VKEY), other.verifier])[1]) == [
-        "PeterNeumann", "someone-else"]
+        "PeterNeumann",
+        "someone-else",
+    ]
 
 
 def test_tlog_checkpoint_body_format_tree() -> None:
     root = hashlib.sha256(b"\x00hello world").digest()
     body = Checkpoint("go.sum database tree", 123456789012, root).body()
-    assert body == b"go.sum database tree\n123456789012\nTszzRgjTG6xce+z2AG31kAXYKBgQVtCSCE40HmuwBb0=\n"
+    assert (
+        body
+        == b"go.sum database tree\n123456789012\nTszzRgjTG6xce+z2AG31kAXYKBgQVtCSCE40HmuwBb0=\n"
+    )
     assert Checkpoint.parse(body) == Checkpoint("go.sum database tree", 123456789012, root)
 
 

@@ -1,0 +1,198 @@
+"""The reviewer's commands, run through the real `bedside` entry point: exit statuses and the
+messages a reviewer reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bedside.ledger import Signer, Verifier, openings_path
+from bedside.ledger._cli import EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE
+
+from bedside._cli import main
+
+
+def test_keys_new_writes_c2sp_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "new", "st-marys", "--dir", str(tmp_path)]) == EXIT_OK
+    key, pub = tmp_path / "st-marys.key", tmp_path / "st-marys.pub"
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    assert key.read_text().startswith("PRIVATE+KEY+st-marys+")
+    vkey = pub.read_text().strip()
+    assert Verifier(vkey).name == "st-marys"
+    assert Signer.load(key).verifier_key == vkey
+    assert vkey in capsys.readouterr().out
+    # Never overwrite a key.
+    assert main(["keys", "new", "st-marys", "--dir", str(tmp_path)]) == 1
+
+
+def test_verify_ok_and_json(
+    session_ledger: Path, custodian: Signer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["ledger", "verify", str(session_ledger), "--key", custodian.verifier_key]
+    assert main(args) == EXIT_OK
+    assert "OK" in capsys.readouterr().out
+    assert main([*args, "--openings", str(openings_path(session_ledger)), "--json"]) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["openings_checked"] == 9 and report["sealed"]
+
+
+def test_verify_names_the_first_bad_entry(
+    session_ledger: Path, custodian: Signer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = bytearray(session_ledger.read_bytes())
+    data[-100] ^= 0x20
+    session_ledger.write_bytes(bytes(data))
+    rc = main(["ledger", "verify", str(session_ledger), "--key", custodian.verifier_key])
+    assert rc == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert err.startswith("FAILED: entry 16:") and "checksum" in err
+
+
+def test_verify_unusable_input(
+    tmp_path: Path, custodian: Signer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["ledger", "verify", str(tmp_path / "missing.ledger")]) == EXIT_UNUSABLE
+    assert "missing.ledger" in capsys.readouterr().err
+    (tmp_path / "x.ledger").write_text("not a ledger")
+    # A file that is not a ledger at all fails verification (it is what was handed over).
+    assert main(["ledger", "verify", str(tmp_path / "x.ledger")]) == EXIT_FAILED
+    assert "not a bedside ledger" in capsys.readouterr().err
+
+
+def test_verify_with_the_wrong_key_fails(
+    session_ledger: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = Signer.generate("custodian")
+    rc = main(["ledger", "verify", str(session_ledger), "--key", other.verifier_key])
+    assert rc == EXIT_FAILED
+    assert "no trusted key signed" in capsys.readouterr().err
+
+
+def test_verify_holding_the_final_checkpoint_catches_truncation(
+    session_ledger: Path,
+    custodian: Signer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bedside.ledger import Ledger
+
+    with Ledger.open(session_ledger) as ledger:
+        note = ledger.entry(ledger.size - 1)["note"]
+        cut = ledger._offsets[10]  # keep 10 entries
+    held = tmp_path / "final.note"
+    held.write_text(note)
+    session_ledger.write_bytes(session_ledger.read_bytes()[:cut])
+    rc = main(
+        [
+            "ledger",
+            "verify",
+            str(session_ledger),
+            "--key",
+            custodian.verifier_key,
+            "--checkpoint",
+            str(held),
+        ]
+    )
+    assert rc == EXIT_FAILED
+    assert "entry 10:" in capsys.readouterr().err
+
+
+def test_prove_and_check_proof(
+    session_ledger: Path,
+    custodian: Signer,
+    researcher: Signer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    proof_path = tmp_path / "proof.json"
+    assert (
+        main(
+            [
+                "ledger",
+                "prove",
+                str(session_ledger),
+                "--entry",
+                "2",
+                "-o",
+                str(proof_path),
+                "--openings",
+                str(openings_path(session_ledger)),
+            ]
+        )
+        == EXIT_OK
+    )
+    proof = json.loads(proof_path.read_text())
+    assert proof["index"] == 2 and proof["tree_size"] == 16 and "opening" in proof
+    pub = tmp_path / "custodian.pub"
+    pub.write_text(custodian.verifier_key + "\n")
+    assert main(["ledger", "check-proof", str(proof_path), "--key", str(pub)]) == EXIT_OK
+    assert "entry 2 (output)" in capsys.readouterr().out
+    # The researcher cosigned the final checkpoint, so their key alone suffices as well.
+    assert (
+        main(["ledger", "check-proof", str(proof_path), "--key", researcher.verifier_key])
+        == EXIT_OK
+    )
+    # Tamper with the entry: the proof no longer leads to the signed root.
+    proof["entry"]["decision"] = "blocked"
+    proof_path.write_text(json.dumps(proof))
+    assert main(["ledger", "check-proof", str(proof_path), "--key", str(pub)]) == EXIT_FAILED
+    assert "entry 2:" in capsys.readouterr().err
+    # No checkpoint covers an entry past the last one.
+    assert main(["ledger", "prove", str(session_ledger), "--entry", "99"]) == EXIT_UNUSABLE
+
+
+def test_publish_openings(
+    session_ledger: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "public.openings"
+    assert main(["ledger", "publish-openings", str(session_ledger), "-o", str(out)]) == EXIT_OK
+    assert "3 withheld" in capsys.readouterr().out
+
+
+def test_report_html(session_ledger: Path, custodian: Signer, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    assert (
+        main(
+            [
+                "ledger",
+                "report",
+                str(session_ledger),
+                "-o",
+                str(out),
+                "--key",
+                custodian.verifier_key,
+            ]
+        )
+        == EXIT_OK
+    )
+    text = out.read_text()
+    assert "VERIFIED" in text and "Guard decisions" in text and "data:image/png" in text
+    assert "MRN" not in text  # blocked content never reaches the report
+    data = bytearray(session_ledger.read_bytes())
+    data[-100] ^= 0x20
+    session_ledger.write_bytes(bytes(data))
+    assert main(["ledger", "report", str(session_ledger), "-o", str(out)]) == EXIT_FAILED
+    assert "VERIFICATION FAILED" in out.read_text()
+
+
+def test_ledger_import_pulls_in_no_jupyter() -> None:
+    code = (
+        "import argparse, sys, bedside.ledger, bedside.ledger._cli\n"
+        "bedside.ledger._cli.register(argparse.ArgumentParser().add_subparsers())\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('nbformat', 'nbclient', 'nbconvert', 'jupyter_client', 'ipykernel', 'matplotlib', "
+        "'web3', 'zmq')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_help_texts(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["ledger", "verify", "--help"])
+    assert "first bad entry" in capsys.readouterr().out
