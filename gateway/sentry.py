@@ -253,7 +253,10 @@ class Sentry:
         """What the kernel's environment adds (the sandbox fixes HOME and TMPDIR itself)."""
         assert self._scratch_dir is not None
         scratch = str(self._scratch_dir)
-        return {"HOME": scratch, "TMPDIR": scratch, "PYTHONNOUSERSITE": "1"}
+        # PYDEVD_DISABLE_FILE_VALIDATION: ipykernel's debugger otherwise prints a frozen-modules
+        # warning at start-up, a parentless output that opens the ledger before the intent.
+        return {"HOME": scratch, "TMPDIR": scratch, "PYTHONNOUSERSITE": "1",
+                "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
 
     def _launch_kernel(self) -> None:
         # A short private directory: a unix socket path must fit in 107 bytes, so the state

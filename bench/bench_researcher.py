@@ -1,0 +1,262 @@
+"""Researcher-side latency: a trivial cell and a 1 MB output, JupyterLab's path end to end.
+
+Four paths, each driven over `/api/kernels/{id}/channels` with the server token as JupyterLab
+drives it (TCP_NODELAY on the client, as browsers set it):
+
+- local:   stock jupyter_server → local ipykernel
+- local-nodelay: the same with the bedside extension loaded but no gateway (Nagle off)
+- stock:   stock jupyter_server → stock Enterprise Gateway (Nagle on) → plain ipykernel
+- bedside: jupyter_server + bedside extension → bedside gateway → sentry → sandbox → guarded kernel
+- bedside-noext: stock jupyter_server → the same bedside gateway (isolates the extension's cost:
+  receipt checks, researcher signatures and the ledger copy, per cell)
+
+Prints a JSON document with medians (ms) and the ratios the issue sets targets for; with --out it
+also writes it to a file. Run: `.venv/bin/python bench/bench_researcher.py [--quick]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bedside.extension._headless import KernelSession, ResearcherServer
+from bedside.gateway.eg import (
+    EnterpriseGateway,
+    GatewaySettings,
+    free_port,
+    local_kernelspec,
+    sentry_kernelspec,
+)
+from bedside.ledger import Signer
+
+TRIVIAL = "1 + 1"
+ONE_MB = "print('x' * 1_000_000)"
+USER = "bench"
+
+
+def hospital(root: Path) -> tuple[Path, Path]:
+    subprocess.run(
+        [sys.executable, "-m", "bedside", "demo-data", "--out", str(root / "hospital"),
+         "--patients", "300", "--seed", "3"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    policy = root / "hospital" / "policy.yaml"
+    doc = yaml.safe_load(policy.read_text())
+    doc["outputs"]["max_output_bytes"] = 4_000_000  # a 1 MB output must pass
+    doc["outputs"]["session_egress_bytes"] = 2_000_000_000
+    policy.write_text(yaml.safe_dump(doc))
+    for p in [root, *root.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    key = root / "secrets" / "custodian.key"
+    key.parent.mkdir(mode=0o700)
+    Signer.generate("bench-custodian").save(key)
+    return policy, key
+
+
+@contextmanager
+def gateway(home: Path, specs: dict[str, Any], default: str, nodelay: bool) -> Iterator[Any]:
+    token_file = home / "token"
+    home.mkdir(parents=True)
+    token_file.write_text(secrets.token_urlsafe(32))
+    token_file.chmod(0o600)
+    settings = GatewaySettings(
+        token_file=token_file,
+        kernelspecs=specs,
+        default_kernel=default,
+        port=free_port(),
+        authorized_users=[USER],
+        nodelay=nodelay,
+    )
+    eg = EnterpriseGateway(home / "home", settings, log_file=home / "eg.log", log_level="WARN")
+    eg.start(timeout=120)
+    try:
+        yield eg
+    finally:
+        eg.stop()
+
+
+async def measure(server: ResearcherServer, kernel: str, n_small: int, n_big: int) -> dict:
+    nb_dir = server.root_dir
+    client = KernelSession(server.url, server.token)
+    await client.start("bench.ipynb", kernel)
+    try:
+        await client.request("kernel_info_request", {}, timeout=180)
+        for _ in range(3):
+            await client.execute(TRIVIAL)
+        small = []
+        for _ in range(n_small):
+            t = time.perf_counter()
+            reply, _ = await client.execute(TRIVIAL)
+            small.append((time.perf_counter() - t) * 1000)
+            assert reply["content"]["status"] == "ok", reply["content"]
+        await client.execute(ONE_MB)
+        big = []
+        for _ in range(n_big):
+            t = time.perf_counter()
+            reply, iopub = await client.execute(ONE_MB)
+            big.append((time.perf_counter() - t) * 1000)
+            text = "".join(m["content"].get("text", "") for m in iopub
+                           if m["header"]["msg_type"] == "stream")  # fmt: skip
+            assert len(text) >= 1_000_000, f"1 MB output did not arrive ({len(text)} bytes)"
+    finally:
+        await client.close()
+    del nb_dir
+    return {
+        "trivial_ms": statistics.median(small),
+        "trivial_best_ms": min(small),
+        "one_mb_ms": statistics.median(big),
+        "one_mb_best_ms": min(big),
+        "n": [n_small, n_big],
+    }
+
+
+def mirror_cost(root: Path, cells: int = 200) -> dict[str, float]:
+    """The researcher side's own work per cell, in process: sign the request, check 5 receipts,
+    open commitments, append 7 entries, cosign the checkpoint (no network, no kernel)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "extension"))
+    from conftest import StandInHospital  # the receipt-protocol stand-in of the unit tests
+
+    from bedside.extension.mirror import SessionMirror, new_message
+
+    out: dict[str, float] = {}
+    for label, text in (("trivial", "2\n"), ("one_mb", "x" * 1_000_000 + "\n")):
+        d = root / f"mirror-{label}"
+        d.mkdir()
+        hospital = StandInHospital(d)
+        mirror = SessionMirror(
+            kernel_id=label, directory=d / "r", signer=Signer.generate("r"), intent={}
+        )
+        sent: list[dict[str, Any]] = []
+        mirror.send = sent.append
+        mirror.observe_reply(hospital.intent(mirror.intent_request()))
+        spent = 0.0
+        n = cells if label == "trivial" else 10
+        for _ in range(n):
+            request = new_message("execute_request", {"code": "print(2)"}, session="b")
+            t = time.perf_counter()
+            mirror.observe_request(request)
+            spent += time.perf_counter() - t
+            replies = hospital.execute(request, text)  # the hospital's work: not counted
+            t = time.perf_counter()
+            for msg in replies:
+                mirror.observe_reply(msg)
+            spent += time.perf_counter() - t
+            for cosign in sent:
+                reply = hospital.cosign(cosign)
+                t = time.perf_counter()
+                mirror.observe_reply(reply)
+                spent += time.perf_counter() - t
+            sent.clear()
+        mirror.close()
+        out[label] = spent / n * 1000
+    return out
+
+
+def server(root: Path, name: str, url: str, token: str, extension: bool) -> ResearcherServer:
+    nb_dir = root / f"nb-{name}"
+    nb_dir.mkdir()
+    (nb_dir / "bench.ipynb").write_text(
+        json.dumps({"cells": [], "metadata": {"bedside": {"intent": {
+            "purpose": "benchmark", "cohort": "none", "model_job": "none",
+            "policy_id": "demo-hospital", "budget": {"cells": 1000}}}},
+            "nbformat": 4, "nbformat_minor": 5})
+    )  # fmt: skip
+    return ResearcherServer(
+        root_dir=nb_dir,
+        gateway_url=url,
+        gateway_token=token,
+        extension=extension,
+        sessions_dir=root / f"sessions-{name}",
+        researcher_key_file=str(root / "researcher.key"),
+        log_path=root / f"server-{name}.log",
+        env={"KERNEL_USERNAME": USER},
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (smoke run)")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+    n_small, n_big = (10, 3) if args.quick else (40, 10)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-researcher-") as tmp:
+        root = Path(tmp)
+        root.chmod(0o755)
+        policy, key = hospital(root)
+        plain = local_kernelspec(
+            [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "plain"
+        )
+        with server(root, "local", "", "", extension=False) as s:
+            results["local"] = asyncio.run(measure(s, "python3", n_small, n_big))
+        with server(root, "local-nodelay", "", "", extension=True) as s:
+            results["local-nodelay"] = asyncio.run(measure(s, "python3", n_small, n_big))
+        with gateway(root / "eg-stock", {"plain": plain}, "plain", nodelay=False) as eg:
+            with server(root, "stock", eg.url, eg.token, extension=False) as s:
+                results["stock"] = asyncio.run(measure(s, "plain", n_small, n_big))
+        (root / "state").mkdir(mode=0o700)
+        chain = sentry_kernelspec(policy=policy, custodian_key=key, state_dir=root / "state")
+        with gateway(root / "eg-bedside", {"bedside": chain}, "bedside", nodelay=True) as eg:
+            with server(root, "bedside", eg.url, eg.token, extension=True) as s:
+                results["bedside"] = asyncio.run(measure(s, "bedside", n_small, n_big))
+            with server(root, "noext", eg.url, eg.token, extension=False) as s:
+                results["bedside-noext"] = asyncio.run(measure(s, "bedside", n_small, n_big))
+        ledger_ms = mirror_cost(root)
+    local, stock, bedside = results["local"], results["stock"], results["bedside"]
+    noext = results["bedside-noext"]
+    doc = {
+        "benchmark": "researcher",
+        "machine": f"{platform.machine()} {platform.processor() or ''} "
+        f"{platform.system()} {platform.release()}, python {platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "summary": (
+            "A trivial cell (`1 + 1`) and a 1 MB stream output through jupyter_server → "
+            "Enterprise Gateway, JupyterLab's websocket protocol. stock = stock jupyter_server "
+            "→ stock EG (Nagle on) → plain ipykernel; bedside = jupyter_server + extension → "
+            "bedside EG → sentry → bubblewrap → guarded kernel; local = stock jupyter_server → "
+            "local ipykernel (local-nodelay: with Nagle off). Medians and best rounds in ms are "
+            "in the JSON; on a shared 2-core machine the medians move with the load."
+        ),
+        "results_ms": results,
+        "ratios": {
+            "trivial bedside/stock (target < 1)": bedside["trivial_ms"] / stock["trivial_ms"],
+            "trivial bedside/local (target <= 1.5)": bedside["trivial_ms"] / local["trivial_ms"],
+            "1MB bedside/stock (target < 1)": bedside["one_mb_ms"] / stock["one_mb_ms"],
+            "1MB bedside/local (target <= 2)": bedside["one_mb_ms"] / local["one_mb_ms"],
+            "trivial bedside/stock, best rounds": bedside["trivial_best_ms"]
+            / stock["trivial_best_ms"],
+            "1MB bedside/stock, best rounds": bedside["one_mb_best_ms"] / stock["one_mb_best_ms"],
+            "trivial bedside/local-nodelay": bedside["trivial_ms"]
+            / results["local-nodelay"]["trivial_ms"],
+            "1MB bedside/local-nodelay": bedside["one_mb_ms"]
+            / results["local-nodelay"]["one_mb_ms"],
+        },
+        "ledger_writing_per_cell_ms (researcher side, in process)": ledger_ms,
+        "extension_cost_per_cell_ms": {
+            "trivial": bedside["trivial_ms"] - noext["trivial_ms"],
+            "one_mb": bedside["one_mb_ms"] - noext["one_mb_ms"],
+        },
+    }
+    text = json.dumps(doc, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""`bedside demo`: a synthetic hospital and a researcher's JupyterLab on one machine.
+
+Writes the demo hospital (synthetic patients, its policy, a custodian key), starts the hospital
+side (`bedside gateway start`: Enterprise Gateway with the sentry and sandboxed kernels), a local
+dev chain for anchoring when the anchor module and ganache are installed, and JupyterLab with the
+bedside extension pointed at the gateway, opening the walkthrough notebooks. Ctrl-C stops all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bedside.errors import GatewayError
+
+from ._headless import ResearcherServer, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bedside(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bedside", *args]
+
+
+def _wait_port(
+    port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise GatewayError(f"{what} exited with status {proc.returncode}; see {log}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.2)
+    raise GatewayError(f"{what} did not start within {timeout:.0f}s; see {log}")
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _readable(path: Path) -> None:
+    """The sandboxed kernel runs as an unprivileged user: it must be able to read the data."""
+    for p in [path, *path.rglob("*")]:
+        if p.is_dir():
+            p.chmod(0o755)
+        elif p.suffix in (".parquet", ".csv", ".yaml"):
+            p.chmod(0o644)
+
+
+def prepare_hospital(work: Path, patients: int) -> tuple[Path, Path]:
+    hospital = work / "hospital"
+    policy = hospital / "policy.yaml"
+    if not policy.exists():
+        print(f"bedside demo: writing a synthetic hospital ({patients} patients) to {hospital}")
+        subprocess.run(
+            _bedside("demo-data", "--out", str(hospital), "--patients", str(patients),
+                     "--seed", "7"),
+            check=True,
+        )  # fmt: skip
+    _readable(hospital)
+    secrets_dir = work / "secrets"
+    key = secrets_dir / "custodian.key"
+    if not key.exists():
+        secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        subprocess.run(
+            _bedside("keys", "new", "--dir", str(secrets_dir), "custodian"),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    return policy, key
+
+
+def run_demo(work: Path, *, port: int = 8888, patients: int = 2000) -> int:
+    def _terminate(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the demo as cleanly as Ctrl-C
+
+    signal.signal(signal.SIGTERM, _terminate)
+    work = work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    work.chmod(0o755)
+    policy, key = prepare_hospital(work, patients)
+    notebooks = work / "notebooks"
+    if not notebooks.exists():
+        shutil.copytree(REPO / "notebooks", notebooks)
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    token_file = work / "secrets" / "gateway.token"
+    if not token_file.exists():
+        token_file.write_text(secrets.token_urlsafe(32))
+        token_file.chmod(0o600)
+    gateway_port = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    lab: ResearcherServer | None = None
+    try:
+        gw_log = logs / "gateway.log"
+        gateway = subprocess.Popen(
+            _bedside("gateway", "start", "--policy", str(policy), "--custodian-key", str(key),
+                     "--state-dir", str(work / "hospital-state"), "--port", str(gateway_port),
+                     "--token-file", str(token_file)),
+            stdout=gw_log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        procs.append(gateway)
+        print(f"bedside demo: starting the hospital's gateway on port {gateway_port} …")
+        _wait_port(gateway_port, gateway, "the hospital's gateway", gw_log, 120)
+
+        chain = ""
+        ganache = REPO / "node_modules" / ".bin" / "ganache"
+        if importlib.util.find_spec("bedside.ledger.anchor") and ganache.exists():
+            chain_port = 8545
+            chain_log = logs / "chain.log"
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(ganache),
+                        "--port",
+                        str(chain_port),
+                        "--chain.chainId",
+                        "1337",
+                        "--wallet.deterministic",
+                        "--logging.quiet",
+                    ],
+                    stdout=chain_log.open("ab"),
+                    stderr=subprocess.STDOUT,
+                )  # fmt: skip
+            )
+            _wait_port(chain_port, procs[-1], "the local chain", chain_log, 60)
+            chain = f"http://127.0.0.1:{chain_port}"
+
+        user = os.environ.get("KERNEL_USERNAME") or "researcher"
+        lab = ResearcherServer(
+            root_dir=notebooks,
+            gateway_url=f"http://127.0.0.1:{gateway_port}",
+            gateway_token=token_file.read_text().strip(),
+            sessions_dir=work / "sessions",
+            port=port,
+            lab=True,
+            log_path=logs / "jupyterlab.log",
+            env={"KERNEL_USERNAME": user},
+        )
+        print("bedside demo: starting JupyterLab with the bedside extension …")
+        lab.start()
+        print()
+        print("  Open:   " + f"{lab.url}/lab/tree/01-walkthrough.ipynb?token={lab.token}")
+        print(f"  Token:  {lab.token}")
+        print(f"  Kernel: 'bedside (guarded, hospital)' runs at the demo hospital ({policy})")
+        print(f"  Ledgers: yours in {work / 'sessions'}, the hospital's in "
+              f"{work / 'hospital-state'}")  # fmt: skip
+        if chain:
+            print(f"  Chain:  {chain} (ganache, chain id 1337) for `bedside ledger anchor`")
+        else:
+            print("  Chain:  not started (anchoring needs bedside.ledger.anchor and `make npm`)")
+        print(f"  Logs:   {logs}")
+        print("\nPress Ctrl-C to stop everything.")
+        while all(p.poll() is None for p in procs) and lab.proc and lab.proc.poll() is None:
+            time.sleep(0.5)
+        print("bedside demo: a component stopped; see the logs in", logs, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nbedside demo: stopping …")
+        return 0
+    finally:
+        if lab is not None:
+            lab.stop()
+        for proc in reversed(procs):
+            _stop(proc)

@@ -1,0 +1,572 @@
+"""The researcher's copy of a session ledger, kept in step with the hospital's through receipts.
+
+`SessionMirror` sees every message of one kernel as parsed JSON, in both directions. Requests
+going to the hospital are signed with the researcher's key; every message coming back must carry
+a receipt signed by the custodian (docs/dev/contracts.md, "Sentry ↔ extension"): the mirror checks
+the signature, opens each released output's commitment with its salt, appends the entries the
+sentry wrote and compares size and root. Nothing here imports Jupyter, so the websocket
+connection, the headless runner and the tests share one implementation.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bedside.errors import Error, LedgerError, LedgerIntegrityError, SignatureError
+from bedside.ledger import (
+    DOMAIN_CODE,
+    DOMAIN_OUTPUT,
+    Ledger,
+    Signer,
+    Verifier,
+    canonical_json,
+    cosign,
+    open_checkpoint,
+    open_commitment,
+)
+from bedside.ledger.entries import output_committed_bytes
+
+log = logging.getLogger("bedside.extension")
+
+#: Researcher -> hospital control requests; the sentry consumes them and never forwards them.
+CONTROL_REPLIES = {
+    "bedside_intent_reply",
+    "bedside_cosign_reply",
+    "bedside_seal_reply",
+    "bedside_status_reply",
+}
+
+# Session states, as the REST API and the headless runner report them.
+PENDING = "pending-intent"
+ACTIVE = "active"
+REFUSED = "refused"
+UNMONITORED = "unmonitored"
+INTERRUPTED = "interrupted"
+EXHAUSTED = "budget-exhausted"
+SEALED = "sealed"
+
+
+def code_digest(code: str) -> str:
+    return "sha256:" + hashlib.sha256(code.encode("utf-8")).hexdigest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def new_message(msg_type: str, content: dict[str, Any], *, session: str) -> dict[str, Any]:
+    """A Jupyter shell message in the websocket JSON form."""
+    return {
+        "header": {
+            "msg_id": uuid.uuid4().hex,
+            "msg_type": msg_type,
+            "username": "bedside",
+            "session": session,
+            "date": _now(),
+            "version": "5.3",
+        },
+        "parent_header": {},
+        "metadata": {},
+        "content": content,
+        "channel": "shell",
+        "buffers": [],
+    }
+
+
+class _NotYet(Exception):
+    """A checkpoint for entries that are still on their way."""
+
+
+@dataclass
+class Verdict:
+    """What the mirror concluded about one message from the hospital."""
+
+    verified: bool
+    reason: str = ""
+    consumed: bool = False  # a control reply: not for the browser
+
+
+class SessionMirror:
+    """One kernel's session as the researcher sees it: intent, ledger copy, checkpoints.
+
+    `send` is set by whoever holds the websocket to the gateway (the server connection or the
+    headless runner) so that control requests (cosign, seal) can be sent from anywhere.
+    """
+
+    def __init__(
+        self,
+        *,
+        kernel_id: str,
+        directory: Path,
+        signer: Signer,
+        intent: dict[str, Any] | None,
+        custodian_key: str = "",
+    ) -> None:
+        self.kernel_id = kernel_id
+        self.directory = directory
+        self.signer = signer
+        self.intent = intent
+        self.custodian: Verifier | None = Verifier(custodian_key) if custodian_key else None
+        self.client_session = uuid.uuid4().hex
+        self.state = PENDING
+        self.reason = ""
+        self.session_id = ""
+        self.ledger: Ledger | None = None
+        self.unverified = 0
+        self.verified = 0
+        self.last_checkpoint: str | None = None
+        self.anchor: dict[str, Any] | None = None
+        self.metering: dict[str, Any] | None = None
+        self.policy: dict[str, Any] | None = None  # {id, digest} from the ledger header
+        self.cells_run = 0  # execute requests in the ledger: the cells budget used
+        self.send: Callable[[dict[str, Any]], None] | None = None
+        self._code: dict[str, str] = {}
+        self._sigs: dict[str, str] = {}
+        self._pending_cells: set[str] = set()
+        self._waiters: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self._staged: dict[int, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+        self._heads: list[tuple[int, str]] = []
+        self._notes: list[str] = []
+        self._saved_at = 0.0
+        self._signed_intent: dict[str, Any] = {}
+        self.intent_msg_id = ""
+        directory.mkdir(parents=True, exist_ok=True)
+        self._save()
+
+    # -- paths and persistence -------------------------------------------------------------
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.directory / "session.ledger"
+
+    @property
+    def openings_path(self) -> Path:
+        return self.directory / "session.openings"
+
+    @property
+    def unverified_log(self) -> Path:
+        return self.directory / "unverified.jsonl"
+
+    def status(self) -> dict[str, Any]:
+        ledger = self.ledger
+        return {
+            "kernel_id": self.kernel_id,
+            "session": self.session_id,
+            "state": self.state,
+            "reason": self.reason,
+            "intent": self.intent,
+            "custodian_key": self.custodian.vkey if self.custodian else None,
+            "researcher_key": self.signer.verifier_key,
+            "entries": ledger.size if ledger else 0,
+            "root": ledger.root().hex() if ledger and ledger.size else None,
+            "last_checkpoint": self.last_checkpoint,
+            "anchor": self.anchor,
+            "metering": self.metering,
+            "policy": self.policy,
+            "cells_run": self.cells_run,
+            "verified_messages": self.verified,
+            "unverified_messages": self.unverified,
+            "cells_in_flight": sorted(self._pending_cells),
+            "entries_in_flight": len(self._staged),
+        }
+
+    def _save(self) -> None:
+        tmp = self.directory / "status.json.tmp"
+        tmp.write_text(json.dumps(self.status(), indent=1, sort_keys=True))
+        tmp.replace(self.directory / "status.json")
+
+    def close(self) -> None:
+        if self.ledger is not None:
+            try:
+                self.ledger.flush()
+            except LedgerError:
+                pass
+            self.ledger.close()
+            self.ledger = None
+        self._save()
+
+    # -- researcher -> hospital ------------------------------------------------------------
+
+    def intent_request(self) -> dict[str, Any]:
+        """The first message of a session: the declared intent, with the researcher's key."""
+        intent = {k: v for k, v in (self.intent or {}).items() if k != "researcher_sig"}
+        intent["researcher_key"] = self.signer.verifier_key
+        # Signed inside the intent, so the ledger header (entry 0) carries the signature.
+        intent["researcher_sig"] = _b64(self.signer.sign(canonical_json(intent)))
+        self._signed_intent = intent
+        content = {"intent": intent}
+        msg = new_message("bedside_intent_request", content, session=self.client_session)
+        self.intent_msg_id = msg["header"]["msg_id"]
+        return msg
+
+    def control_request(self, msg_type: str, content: dict[str, Any]) -> dict[str, Any]:
+        return new_message(msg_type, content, session=self.client_session)
+
+    def observe_request(self, msg: dict[str, Any]) -> None:
+        """Sign an execute request in place (metadata.bedside.researcher_sig)."""
+        header = msg.get("header") or {}
+        if header.get("msg_type") != "execute_request":
+            return
+        msg_id = str(header.get("msg_id", ""))
+        code = str((msg.get("content") or {}).get("code", ""))
+        digest = code_digest(code)
+        sig = _b64(self.signer.sign(canonical_json({"msg_id": msg_id, "code_digest": digest})))
+        meta = msg.setdefault("metadata", {})
+        meta.setdefault("bedside", {}).update({"researcher_sig": sig, "code_digest": digest})
+        self._code[msg_id] = code
+        self._sigs[msg_id] = sig
+        self._pending_cells.add(msg_id)
+
+    # -- hospital -> researcher ------------------------------------------------------------
+
+    def observe_reply(self, msg: dict[str, Any]) -> Verdict:
+        """Check one message from the hospital; mark it and record what it carries."""
+        header = msg.get("header") or {}
+        msg_type = str(header.get("msg_type", ""))
+        parent = str((msg.get("parent_header") or {}).get("msg_id", ""))
+        state_before = self.state
+        is_intent_reply = msg_type == "bedside_intent_reply" or (
+            bool(parent) and parent == self.intent_msg_id
+        )
+        if is_intent_reply:
+            self._on_intent_reply(msg)
+        try:
+            self._check_receipt(msg)
+        except Error as exc:
+            verdict = Verdict(False, exc.diagnostics())
+            self._record_unverified(msg, verdict.reason)
+        else:
+            verdict = Verdict(True)
+            self.verified += 1
+        if msg_type in CONTROL_REPLIES:
+            verdict.consumed = True
+            self._on_control_reply(msg_type, msg)
+        elif msg_type == "execute_reply" and parent in self._pending_cells:
+            self._pending_cells.discard(parent)
+            self._code.pop(parent, None)
+            self._sigs.pop(parent, None)
+            content = msg.get("content") or {}
+            rule = ((msg.get("metadata") or {}).get("bedside") or {}).get("rule")
+            if content.get("status") == "error" and rule == "session_budget":
+                self.state, self.reason = EXHAUSTED, str(content.get("evalue", ""))
+        waiter = self._waiters.pop(parent, None)
+        if waiter is not None:
+            waiter(msg)
+        meta = msg.setdefault("metadata", {})
+        if not isinstance(meta.get("bedside"), dict):
+            meta["bedside"] = {}
+        meta["bedside"]["verified"] = verdict.verified
+        if not verdict.verified:
+            meta["bedside"]["unverified_reason"] = verdict.reason
+        # status.json is for sessions no longer in memory (the live status is in memory):
+        # write it on every change of state, and after cells at most once a second.
+        now = time.monotonic()
+        if (
+            state_before != self.state
+            or not verdict.verified
+            or (msg_type == "execute_reply" and now - self._saved_at > 1.0)
+        ):
+            self._save()
+            self._saved_at = now
+        return verdict
+
+    def expect_reply(self, msg_id: str, callback: Callable[[dict[str, Any]], None]) -> None:
+        self._waiters[msg_id] = callback
+
+    def mark_interrupted(self, reason: str) -> None:
+        """The gateway went away; the ledger stays valid up to the last receipt."""
+        if self.state in (SEALED, REFUSED, PENDING):
+            return  # nothing ran yet (or nothing can): a retry may still open the session
+        if self.state != INTERRUPTED:
+            self.state, self.reason = INTERRUPTED, reason
+            log.warning("bedside session %s interrupted: %s", self.kernel_id, reason)
+        if self.ledger is not None:
+            self.ledger.flush()
+        self._save()
+
+    def mark_unmonitored(self, reason: str) -> None:
+        if self.state == PENDING:
+            self.state, self.reason = UNMONITORED, reason
+            log.warning("bedside session %s is not monitored: %s", self.kernel_id, reason)
+            self._save()
+
+    def _on_intent_reply(self, msg: dict[str, Any]) -> None:
+        content = msg.get("content") or {}
+        if content.get("status") != "ok":
+            self.state = REFUSED
+            self.reason = str(
+                content.get("reason") or content.get("evalue") or content.get("message") or content
+            )
+            log.error("bedside: the hospital refused the session intent: %s", self.reason)
+            return
+        self.session_id = str(content.get("session", self.session_id))
+        receipt = ((msg.get("metadata") or {}).get("bedside") or {}).get("receipt") or {}
+        key = str(content.get("custodian_key") or receipt.get("key") or "")
+        if self.custodian is None and key:
+            self.custodian = Verifier(key)  # pinned for the rest of the session
+        elif self.custodian is not None and key and key != self.custodian.vkey:
+            self.state = REFUSED
+            self.reason = (
+                f"the hospital signs with custodian key {key}, but this server trusts "
+                f"{self.custodian.vkey} (Bedside.custodian_key)"
+            )
+            return
+        self.state = ACTIVE
+
+    def _on_control_reply(self, msg_type: str, msg: dict[str, Any]) -> None:
+        content = msg.get("content") or {}
+        if content.get("status") != "ok":
+            log.warning("bedside: %s failed: %s", msg_type, content.get("evalue", content))
+            return
+        if msg_type == "bedside_seal_reply":
+            self.state = SEALED
+            if isinstance(content.get("used"), dict):
+                self.metering = {"used": content["used"]}
+            if self.ledger is not None:
+                self.ledger.flush()
+        elif msg_type == "bedside_status_reply" and isinstance(content.get("used"), dict):
+            self.metering = {"used": content["used"], "budget": content.get("budget")}
+
+    def _cosign_checkpoint(self, note: str) -> None:
+        """The hospital signed a tree head: check it against our copy, cosign, hand it back."""
+        if self.custodian is None:
+            return
+        if self.ledger is None:
+            raise _NotYet
+        checkpoint, _ = open_checkpoint(note, [self.custodian])
+        if checkpoint.size > self.ledger.size:
+            raise _NotYet
+        size = self.ledger.size
+        ours = (
+            self.ledger.root() if checkpoint.size == size else self.ledger.root_at(checkpoint.size)
+        )
+        if ours != checkpoint.root:
+            raise LedgerIntegrityError(
+                f"the hospital's checkpoint (size {checkpoint.size}) does not match our copy",
+                index=checkpoint.size,
+            )
+        cosigned = cosign(note, self.signer)
+        self.last_checkpoint = cosigned
+        if self.send is not None and self.state != SEALED:
+            self.send(self.control_request("bedside_cosign_request", {"checkpoint": cosigned}))
+
+    def _logged_checkpoint(self, note: str, index: int) -> None:
+        """A checkpoint entry: it must carry both signatures."""
+        verifiers = [v for v in (self.custodian, self.signer.verifier) if v is not None]
+        _, names = open_checkpoint(note, verifiers)
+        if len(names) < 2:
+            raise SignatureError(
+                "a logged checkpoint lacks the researcher's cosignature", index=index
+            )
+        self.last_checkpoint = note
+
+    def _record_unverified(self, msg: dict[str, Any], reason: str) -> None:
+        self.unverified += 1
+        header = msg.get("header") or {}
+        log.warning(
+            "bedside: unverified %s %s from kernel %s: %s",
+            header.get("msg_type"),
+            header.get("msg_id"),
+            self.kernel_id,
+            reason,
+        )
+        line = {
+            "ts": _now(),
+            "msg_id": header.get("msg_id"),
+            "msg_type": header.get("msg_type"),
+            "channel": msg.get("channel"),
+            "reason": reason,
+        }
+        with self.unverified_log.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(line) + "\n")
+
+    def _check_receipt(self, msg: dict[str, Any]) -> None:
+        meta = msg.get("metadata") or {}
+        receipt = (meta.get("bedside") or {}).get("receipt") if isinstance(meta, dict) else None
+        if not isinstance(receipt, dict):
+            raise SignatureError("the message carries no bedside receipt")
+        if self.custodian is None and self.state == PENDING and receipt.get("key"):
+            # Trust on first use: the first receipt of the session names the custodian key;
+            # the intent reply and the ledger header must then name the same key.
+            self.custodian = Verifier(str(receipt["key"]))
+        if self.custodian is None:
+            raise SignatureError("no custodian key is configured or pinned yet")
+        if receipt.get("key") != self.custodian.vkey:
+            raise SignatureError(f"receipt signed by {receipt.get('key')}, not the custodian")
+        body = {k: v for k, v in receipt.items() if k != "sig"}
+        try:
+            sig = base64.b64decode(str(receipt.get("sig", "")), validate=True)
+        except ValueError as exc:
+            raise SignatureError("receipt signature is not base64") from exc
+        self.custodian.verify(canonical_json(body), sig)
+        header = msg.get("header") or {}
+        if receipt.get("msg_id") != header.get("msg_id"):
+            raise LedgerIntegrityError("the receipt names another message")
+        committed = output_committed_bytes(
+            channel=str(msg.get("channel", "")),
+            msg_type=str(header.get("msg_type", "")),
+            content=msg.get("content") or {},
+        )
+        if receipt.get("digest") != "sha256:" + hashlib.sha256(committed).hexdigest():
+            raise LedgerIntegrityError("the message content does not match its receipt digest")
+        # Iopub and shell travel on different sockets through the gateway, so receipts can
+        # arrive out of the order the sentry wrote them: stage entries by index and tree heads
+        # by size, and check each as soon as our copy reaches it.
+        for item in receipt.get("entries") or []:
+            self._stage(item, msg, committed)
+        self._heads.append((int(receipt.get("size", -1)), str(receipt.get("root", ""))))
+        if isinstance(receipt.get("checkpoint"), str):
+            self._notes.append(str(receipt["checkpoint"]))
+        self._drain()
+
+    def _stage(self, item: dict[str, Any], msg: dict[str, Any], committed: bytes) -> None:
+        entry = item.get("entry")
+        index = item.get("index")
+        if not isinstance(entry, dict) or not isinstance(index, int) or index < 0:
+            raise LedgerIntegrityError("receipt entry without index or entry")
+        entry = {**entry}
+        entry.setdefault("seq", index)
+        opening = self._opening(item, entry, msg, committed)
+        if self.ledger is not None and index < self.ledger.size:
+            if canonical_json(self.ledger.entry(index)) != canonical_json(
+                {"v": 1, "session": self.session_id, **entry}
+            ):
+                raise LedgerIntegrityError("the hospital rewrote an entry", index=index)
+            return  # already appended (a receipt resent after reconnecting)
+        self._staged[index] = (entry, opening)
+
+    def _drain(self) -> None:
+        """Append staged entries in order; check tree heads and checkpoints we have reached."""
+        while True:
+            next_index = 0 if self.ledger is None else self.ledger.size
+            staged = self._staged.pop(next_index, None)
+            if staged is None:
+                break
+            self._append(next_index, *staged)
+        size = 0 if self.ledger is None else self.ledger.size
+        waiting = []
+        for head_size, root in self._heads:
+            if head_size > size:
+                waiting.append((head_size, root))
+                continue
+            ours = None
+            if self.ledger is not None and head_size:
+                # root() is kept incrementally; root_at() recomputes: use it only when behind.
+                at = self.ledger.root() if head_size == size else self.ledger.root_at(head_size)
+                ours = at.hex()
+            if head_size and ours != root:
+                self._heads = waiting
+                raise LedgerIntegrityError(
+                    f"ledger copies disagree at size {head_size}: our root {str(ours)[:16]}…, "
+                    f"the hospital's {root[:16]}…",
+                    index=head_size,
+                )
+        self._heads = waiting
+        notes, self._notes = self._notes, []
+        for note in notes:
+            try:
+                self._cosign_checkpoint(note)
+            except _NotYet:
+                self._notes.append(note)
+
+    def _append(self, index: int, entry: dict[str, Any], opening: dict[str, Any] | None) -> None:
+        if self.ledger is None:
+            if index != 0 or entry.get("kind") != "header":
+                raise LedgerIntegrityError("the first entry must be the header", index=index)
+            self.session_id = str(entry.get("session", self.session_id))
+            origin = str(entry.get("origin") or f"bedside/{self.session_id}")
+            if self.ledger_path.exists():
+                self.ledger = Ledger.open(self.ledger_path)
+            else:
+                self.ledger = Ledger.create(
+                    self.ledger_path, session_id=self.session_id, origin=origin
+                )
+            self._check_header(entry)
+        self.ledger.append(entry, opening=opening)
+        kind = entry.get("kind")
+        if kind == "header" and isinstance(entry.get("policy"), dict):
+            self.policy = dict(entry["policy"])
+        elif kind == "execute_request":
+            self.cells_run += 1
+        if kind == "checkpoint":
+            self._logged_checkpoint(str(entry.get("note", "")), index)
+        elif kind == "anchor":
+            self.anchor = {k: v for k, v in entry.items() if k not in ("v", "session")}
+        elif kind == "metering":
+            self.metering = entry.get("counters") or entry.get("record")
+        elif kind == "seal":
+            self.state = SEALED
+            self.ledger.flush()
+        elif kind == "interrupted":
+            self.reason = str(entry.get("reason", ""))
+
+    def _check_header(self, entry: dict[str, Any]) -> None:
+        identities = entry.get("identities") or {}
+        mine = self.signer.verifier_key
+        if identities.get("researcher") not in (None, mine):
+            raise SignatureError("the session header names another researcher key", index=0)
+        key = identities.get("custodian")
+        if self.custodian is not None and key not in (None, self.custodian.vkey):
+            raise SignatureError("the session header names another custodian key", index=0)
+        intent = entry.get("intent")
+        if self._signed_intent and isinstance(intent, dict):
+            # The hospital records the intent we signed (it may add its own annotations, such
+            # as the budget it granted): every field we signed must be there, unchanged.
+            changed = [k for k, v in self._signed_intent.items() if intent.get(k) != v]
+            if changed:
+                raise SignatureError(
+                    "the session header does not hold the intent we signed "
+                    f"(differs in {', '.join(sorted(changed))})",
+                    index=0,
+                )
+
+    def _opening(
+        self, item: dict[str, Any], entry: dict[str, Any], msg: dict[str, Any], committed: bytes
+    ) -> dict[str, Any] | None:
+        salt_b64 = item.get("salt")
+        kind = entry.get("kind")
+        index = int(item["index"])
+        if kind == "execute_request":
+            msg_id = str(entry.get("msg_id", ""))
+            sig = self._sigs.get(msg_id)
+            if sig is not None and entry.get("researcher_sig") != sig:
+                raise SignatureError("the execute request carries another signature", index=index)
+            code = self._code.get(msg_id)
+            if salt_b64 and code is not None:
+                salt = base64.b64decode(str(salt_b64))
+                raw = code.encode("utf-8")
+                open_commitment(DOMAIN_CODE, raw, salt, str(entry["code"]), index=index)
+                return {
+                    "field": "code",
+                    "domain": DOMAIN_CODE,
+                    "salt": salt_b64,
+                    "content": _b64(raw),
+                }
+            return None
+        if kind == "output" and salt_b64:
+            own = entry.get("msg_id") == (msg.get("header") or {}).get("msg_id")
+            if not own:
+                raise LedgerIntegrityError("a salt for another message's output", index=index)
+            salt = base64.b64decode(str(salt_b64))
+            open_commitment(DOMAIN_OUTPUT, committed, salt, str(entry["content"]), index=index)
+            return {
+                "field": "content",
+                "domain": DOMAIN_OUTPUT,
+                "salt": salt_b64,
+                "content": _b64(committed),
+            }
+        return None

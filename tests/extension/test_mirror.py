@@ -1,0 +1,147 @@
+"""The researcher's ledger mirror against a hospital stand-in that speaks the receipt protocol."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bedside.extension.mirror import ACTIVE, REFUSED, SessionMirror, code_digest, new_message
+from bedside.ledger import Signer, canonical_json, open_checkpoint, verify_ledger
+
+INTENT = {"purpose": "test", "cohort": "all", "model_job": "none", "policy_id": "demo"}
+
+
+@pytest.fixture
+def pair(tmp_path: Path, standin) -> tuple[SessionMirror, Any, list[dict[str, Any]]]:
+    hospital = standin(tmp_path)
+    mirror = SessionMirror(
+        kernel_id="k1",
+        directory=tmp_path / "researcher",
+        signer=Signer.generate("researcher"),
+        intent=dict(INTENT),
+    )
+    sent: list[dict[str, Any]] = []
+    mirror.send = sent.append
+    reply = hospital.intent(mirror.intent_request())
+    verdict = mirror.observe_reply(reply)
+    assert verdict.verified and verdict.consumed, verdict.reason
+    return mirror, hospital, sent
+
+
+def _execute(mirror: SessionMirror, code: str) -> dict[str, Any]:
+    msg = new_message("execute_request", {"code": code}, session="browser")
+    mirror.observe_request(msg)
+    return msg
+
+
+def _run_cell(mirror, hospital, sent, code="print(2)", text="2\n"):
+    request = _execute(mirror, code)
+    replies = hospital.execute(request, text)
+    verdicts = [mirror.observe_reply(m) for m in replies]
+    for cosign in sent:
+        mirror.observe_reply(hospital.cosign(cosign))
+    sent.clear()
+    return request, replies, verdicts
+
+
+def test_intent_pins_custodian_and_writes_header(pair) -> None:
+    mirror, hospital, _ = pair
+    assert mirror.state == ACTIVE
+    assert mirror.custodian is not None and mirror.custodian.vkey == hospital.signer.verifier_key
+    assert mirror.ledger is not None and mirror.ledger.size == 1
+    assert mirror.ledger.entry(0)["identities"]["researcher"] == mirror.signer.verifier_key
+
+
+def test_execute_request_carries_researcher_signature(pair) -> None:
+    mirror, _, _ = pair
+    msg = _execute(mirror, "1 + 1")
+    meta = msg["metadata"]["bedside"]
+    body = canonical_json({"msg_id": msg["header"]["msg_id"], "code_digest": code_digest("1 + 1")})
+    mirror.signer.verifier.verify(body, base64.b64decode(meta["researcher_sig"]))
+
+
+def test_cell_verified_mirrored_and_cosigned(pair, tmp_path: Path) -> None:
+    mirror, hospital, sent = pair
+    request, replies, verdicts = _run_cell(mirror, hospital, sent)
+    assert all(v.verified for v in verdicts), [v.reason for v in verdicts]
+    assert all(m["metadata"]["bedside"]["verified"] is True for m in replies)
+    # one entry per request and per output message, plus the header and the checkpoint
+    kinds = [mirror.ledger.entry(i)["kind"] for i in range(mirror.ledger.size)]
+    assert kinds == ["header", "execute_request"] + ["output"] * 4 + ["checkpoint"]
+    assert mirror.ledger.root() == hospital.ledger.root()
+    assert mirror.ledger.size == hospital.ledger.size
+    _, names = open_checkpoint(
+        mirror.last_checkpoint, [hospital.signer.verifier, mirror.signer.verifier]
+    )
+    assert len(names) == 2
+    mirror.close()
+    hospital.ledger.flush()
+    keys = [hospital.signer.verifier_key, mirror.signer.verifier_key]
+    verify_ledger(mirror.ledger_path, keys, openings=mirror.openings_path)
+    verify_ledger(hospital.ledger.path, keys)
+
+
+def test_tampered_output_is_unverified_and_logged(pair) -> None:
+    mirror, hospital, sent = pair
+    request = _execute(mirror, "print(2)")
+    busy, stream, reply, idle = hospital.execute(request, "2\n")
+    assert mirror.observe_reply(busy).verified
+    stream["content"]["text"] = "something else\n"
+    verdict = mirror.observe_reply(stream)
+    assert not verdict.verified
+    assert stream["metadata"]["bedside"]["verified"] is False
+    assert "digest" in verdict.reason
+    lines = mirror.unverified_log.read_text().splitlines()
+    assert json.loads(lines[-1])["msg_id"] == stream["header"]["msg_id"]
+    assert mirror.status()["unverified_messages"] == 1
+
+
+def test_message_without_receipt_is_unverified(pair) -> None:
+    mirror, _, _ = pair
+    msg = new_message("stream", {"name": "stdout", "text": "x"}, session="k")
+    msg["channel"] = "iopub"
+    verdict = mirror.observe_reply(msg)
+    assert not verdict.verified and "no bedside receipt" in verdict.reason
+
+
+def test_receipt_from_another_key_is_unverified(pair, tmp_path: Path, standin) -> None:
+    mirror, hospital, _ = pair
+    (tmp_path / "other").mkdir()
+    impostor = standin(tmp_path / "other", signer=Signer.generate("hospital"))
+    msg = impostor.message("iopub", "status", {"execution_state": "idle"}, {}, record=False)
+    verdict = mirror.observe_reply(msg)
+    assert not verdict.verified and "not the custodian" in verdict.reason
+
+
+def test_refused_intent_is_reported(tmp_path: Path, standin) -> None:
+    hospital = standin(tmp_path)
+    mirror = SessionMirror(
+        kernel_id="k2",
+        directory=tmp_path / "r",
+        signer=Signer.generate("researcher"),
+        intent={"purpose": "x", "policy_id": "nope"},
+    )
+    reply = hospital.intent(mirror.intent_request(), refuse="unknown policy id 'nope'")
+    mirror.observe_reply(reply)
+    assert mirror.state == REFUSED
+    assert "unknown policy id" in mirror.reason
+    assert json.loads((mirror.directory / "status.json").read_text())["state"] == REFUSED
+
+
+def test_receipts_out_of_order_are_staged(pair) -> None:
+    """Iopub and shell take different sockets through the gateway: a reply can overtake the
+    outputs written before it. The mirror stages entries and checks heads when it reaches them."""
+    mirror, hospital, sent = pair
+    request = _execute(mirror, "print(2)")
+    busy, stream, reply, idle = hospital.execute(request, "2\n")
+    for msg in (reply, busy, idle, stream):
+        verdict = mirror.observe_reply(msg)
+        assert verdict.verified, verdict.reason
+    assert mirror.status()["entries_in_flight"] == 0
+    for cosign in sent:
+        assert mirror.observe_reply(hospital.cosign(cosign)).verified
+    assert mirror.ledger.root() == hospital.ledger.root()

@@ -1,0 +1,414 @@
+"""The researcher side on the real chain: jupyter_server + bedside extension → Enterprise Gateway →
+sentry → sandboxed kernel, all on loopback.
+
+Driven two ways: over `/api/kernels/{id}/channels` with the server token, as JupyterLab does
+(`KernelSession`), and headless through `bedside run`. Fixtures `hospital`, `eg_gateway` and
+`start_gateway` come from tests/integration/conftest.py (Enterprise Gateway helpers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from bedside.extension._headless import KernelSession, ResearcherServer, run_notebook
+from bedside.ledger import Ledger, Verifier, open_checkpoint, verify_ledger
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+def intent(**overrides: Any) -> dict[str, Any]:
+    base = {
+        "purpose": "length of stay by ward",
+        "cohort": "all admissions",
+        "model_job": "none",
+        "policy_id": "st-elsewhere",
+        "budget": {"cells": 50},
+    }
+    base.update(overrides)
+    return base
+
+
+def write_notebook(directory: Path, cells: list[str], kernel: str, meta: dict | None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
+    if meta is not None:
+        nb.metadata["bedside"] = {"intent": meta}
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    path = directory / "study.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def researcher_server(tmp: Path, gateway: Any, notebooks: Path, **kw: Any) -> ResearcherServer:
+    return ResearcherServer(
+        root_dir=notebooks,
+        gateway_url=gateway.url,
+        gateway_token=gateway.token,
+        sessions_dir=tmp / "sessions",
+        researcher_key_file=str(tmp / "researcher.key"),
+        log_path=tmp / "jupyter_server.log",
+        env={"KERNEL_USERNAME": gateway.username},
+        **kw,
+    )
+
+
+def hospital_ledger(hospital: Any, session: str) -> Path:
+    path = hospital.state / session / "session.ledger"
+    assert path.exists(), f"no hospital ledger at {path}"
+    return path
+
+
+def entries(path: Path) -> list[dict[str, Any]]:
+    ledger = Ledger.open(path)
+    try:
+        return [ledger.entry(i) for i in range(ledger.size)]
+    finally:
+        ledger.close()
+
+
+def check_one_entry_per_message(
+    ledger: list[dict[str, Any]], sent: list[str], received: list[dict[str, Any]]
+) -> None:
+    requests = [e["msg_id"] for e in ledger if e["kind"] == "execute_request"]
+    assert sorted(requests) == sorted(sent)
+    outputs = [e["msg_id"] for e in ledger if e["kind"] == "output"]
+    assert len(outputs) == len(set(outputs))
+    for msg in received:
+        receipt = msg["metadata"]["bedside"]["receipt"]
+        assert outputs.count(receipt["msg_id"]) == 1, msg["header"]["msg_type"]
+
+
+def test_lab_protocol_real_chain(tmp_path, hospital, eg_gateway) -> None:
+    """Cells through the websocket as JupyterLab sends them: every message verified, both
+    ledgers verify, hold one entry per request and per output, and agree after the seal."""
+    notebooks = tmp_path / "nb"
+    write_notebook(notebooks, [], eg_gateway.kernel_name, intent())
+    sent: list[str] = []
+    received: list[dict[str, Any]] = []
+
+    async def scenario() -> tuple[dict, dict]:
+        with researcher_server(tmp_path, eg_gateway, notebooks) as server:
+            client = KernelSession(server.url, server.token)
+            await client.start("study.ipynb", eg_gateway.kernel_name)
+            try:
+                await client.request("kernel_info_request", {}, timeout=120)
+                for code in (
+                    "1 + 1",
+                    "print('hello from the hospital')",
+                    "import json; print(json.dumps({'n': 3}))",
+                ):
+                    reply, iopub = await client.execute(code, timeout=120)
+                    assert reply["content"]["status"] == "ok", reply["content"]
+                    sent.append(reply["parent_header"]["msg_id"])
+                    received.extend([*iopub, reply])
+                for msg in received:
+                    assert msg["metadata"]["bedside"]["verified"] is True, msg["metadata"]
+                before = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+                sealed = await client.api("POST", f"/bedside/sessions/{client.kernel_id}/seal")
+                listing = await client.api("GET", "/bedside/sessions")
+            finally:
+                await client.close()
+            return before, sealed | {"listing": listing}
+
+    before, sealed = asyncio.run(scenario())
+    assert before["state"] == "active" and before["unverified_messages"] == 0
+    assert before["custodian_key"] == hospital.verifier_key
+    assert sealed["state"] == "sealed"
+    assert any(s["kernel_id"] == sealed["kernel_id"] for s in sealed["listing"]["sessions"])
+    keys = [hospital.verifier_key, sealed["researcher_key"]]
+    mine = tmp_path / "sessions" / sealed["kernel_id"] / "session.ledger"
+    theirs = hospital_ledger(hospital, sealed["session"])
+    verify_ledger(mine, keys, openings=mine.with_suffix(".openings"))
+    verify_ledger(theirs, keys)
+    assert entries(mine) == entries(theirs)
+    check_one_entry_per_message(entries(mine), sent, received)
+    # the last checkpoint we hold carries both signatures
+    _, names = open_checkpoint(
+        before["last_checkpoint"], [Verifier(hospital.verifier_key), Verifier(keys[1])]
+    )
+    assert len(names) == 2
+    assert any(e["kind"] == "checkpoint" for e in entries(theirs))
+
+
+def test_bedside_run_headless(tmp_path, hospital, eg_gateway, monkeypatch) -> None:
+    """`bedside run` executes a notebook at the hospital and leaves a verifying ledger."""
+    monkeypatch.setenv("KERNEL_USERNAME", eg_gateway.username)
+    nb = write_notebook(
+        tmp_path / "nb",
+        ["x = 21", "print(x * 2)", "x"],
+        eg_gateway.kernel_name,
+        None,
+    )
+    intent_file = tmp_path / "intent.json"
+    intent_file.write_text(json.dumps(intent()))
+    result = asyncio.run(
+        run_notebook(
+            nb,
+            gateway_url=eg_gateway.url,
+            gateway_token=eg_gateway.token,
+            intent_file=str(intent_file),
+            out_dir=tmp_path / "out",
+        )
+    )
+    assert not result.errors and result.unverified == 0
+    assert result.status["state"] == "sealed"
+    executed = nbformat.read(result.notebook, as_version=4)
+    assert executed.cells[1].outputs[0]["text"] == "42\n"
+    assert executed.cells[2].outputs[0]["data"]["text/plain"] == "21"
+    keys = [hospital.verifier_key, result.status["researcher_key"]]
+    verify_ledger(result.ledger, keys, openings=result.openings)
+    theirs = hospital_ledger(hospital, result.status["session"])
+    assert entries(result.ledger) == entries(theirs)
+
+
+def test_out_of_policy_intent_is_refused(tmp_path, hospital, eg_gateway) -> None:
+    notebooks = tmp_path / "nb"
+    write_notebook(notebooks, [], eg_gateway.kernel_name, intent(policy_id="no-such-policy"))
+
+    async def scenario() -> tuple[dict, list, dict]:
+        with researcher_server(tmp_path, eg_gateway, notebooks) as server:
+            client = KernelSession(server.url, server.token)
+            await client.start("study.ipynb", eg_gateway.kernel_name)
+            try:
+                reply, iopub = await client.execute("print('should not run')", timeout=120)
+                status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+            finally:
+                await client.close()
+            return reply, iopub, status
+
+    reply, iopub, status = asyncio.run(scenario())
+    assert status["state"] == "refused"
+    assert "no-such-policy" in status["reason"] or "policy" in status["reason"]
+    assert reply["content"]["status"] == "error"
+    assert "refused" in reply["content"]["evalue"]
+    assert not [m for m in iopub if m["header"]["msg_type"] == "stream"]
+
+
+def test_exhausted_budget_stops_the_session(tmp_path, hospital, eg_gateway) -> None:
+    notebooks = tmp_path / "nb"
+    write_notebook(notebooks, [], eg_gateway.kernel_name, intent(budget={"cells": 2}))
+
+    async def scenario() -> tuple[list, dict]:
+        with researcher_server(tmp_path, eg_gateway, notebooks) as server:
+            client = KernelSession(server.url, server.token)
+            await client.start("study.ipynb", eg_gateway.kernel_name)
+            try:
+                replies = []
+                for code in ("1", "2", "print('third')"):
+                    reply, iopub = await client.execute(code, timeout=120)
+                    replies.append((reply, iopub))
+                status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+            finally:
+                await client.close()
+            return replies, status
+
+    replies, status = asyncio.run(scenario())
+    assert [r["content"]["status"] for r, _ in replies] == ["ok", "ok", "error"]
+    third, iopub = replies[2]
+    assert "budget" in third["content"]["evalue"] or "cells" in third["content"]["evalue"]
+    assert not [m for m in iopub if m["header"]["msg_type"] == "stream"]
+    assert status["state"] == "budget-exhausted"
+    assert status["unverified_messages"] == 0
+
+
+def test_gateway_killed_mid_cell(tmp_path, hospital, start_gateway) -> None:
+    """The hospital's gateway dies while a cell runs: both ledgers stay valid, the researcher's
+    session is marked interrupted."""
+    notebooks = tmp_path / "nb"
+
+    async def scenario(gateway: Any) -> dict:
+        write_notebook(notebooks, [], gateway.kernel_name, intent())
+        with researcher_server(tmp_path, gateway, notebooks) as server:
+            client = KernelSession(server.url, server.token)
+            await client.start("study.ipynb", gateway.kernel_name)
+            try:
+                reply, _ = await client.execute("print('before')", timeout=120)
+                assert reply["content"]["status"] == "ok"
+                client.send(
+                    "execute_request",
+                    {
+                        "code": "import time\nprint('running', flush=True)\ntime.sleep(60)",
+                        "silent": False,
+                        "store_history": True,
+                        "user_expressions": {},
+                        "allow_stdin": False,
+                        "stop_on_error": True,
+                    },
+                )
+                # wait until the cell is running at the hospital
+                while True:
+                    msg = await asyncio.wait_for(client._inbox.get(), 60)
+                    if msg and msg["header"]["msg_type"] == "stream":
+                        break
+                gateway.eg.process.send_signal(signal.SIGKILL)
+                gateway.eg.process.wait()
+                status: dict = {}
+                for _ in range(100):
+                    status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+                    if status["state"] == "interrupted":
+                        break
+                    await asyncio.sleep(0.1)
+                return status
+            finally:
+                await client.close(shutdown=False)
+
+    from .conftest import PLAIN, chain_kernelspec  # the eg helpers' kernelspecs
+
+    specs = {"bedside": chain_kernelspec(hospital), "python3-plain": PLAIN}
+    with start_gateway(specs, default="bedside") as gateway:
+        status = asyncio.run(scenario(gateway))
+    assert status["state"] == "interrupted"
+    keys = [hospital.verifier_key, status["researcher_key"]]
+    mine = tmp_path / "sessions" / status["kernel_id"] / "session.ledger"
+    verify_ledger(mine, keys, openings=mine.with_suffix(".openings"), require_checkpoint=False)
+    theirs = hospital_ledger(hospital, status["session"])
+    verify_ledger(theirs, keys, require_checkpoint=False)
+    # ours is a prefix of theirs: every entry we hold is the hospital's
+    ours = entries(mine)
+    assert ours == entries(theirs)[: len(ours)]
+
+
+def test_client_without_server_token_gets_nothing(tmp_path, hospital, eg_gateway) -> None:
+    notebooks = tmp_path / "nb"
+    write_notebook(notebooks, [], eg_gateway.kernel_name, intent())
+
+    async def scenario() -> None:
+        with researcher_server(tmp_path, eg_gateway, notebooks) as server:
+            owner = KernelSession(server.url, server.token)
+            await owner.start("study.ipynb", eg_gateway.kernel_name)
+            try:
+                await owner.execute("secret = 'x' * 3", timeout=120)
+                http = AsyncHTTPClient()
+                for path in (
+                    "/api/kernels",
+                    "/api/sessions",
+                    "/bedside/sessions",
+                    f"/bedside/sessions/{owner.kernel_id}",
+                    f"/bedside/sessions/{owner.kernel_id}/ledger",
+                    f"/bedside/sessions/{owner.kernel_id}/openings",
+                ):
+                    with pytest.raises(HTTPClientError) as err:
+                        await http.fetch(server.url + path, follow_redirects=False)
+                    assert err.value.code in (401, 403), path
+                with pytest.raises(HTTPClientError) as err:
+                    await http.fetch(
+                        HTTPRequest(
+                            server.url + f"/bedside/sessions/{owner.kernel_id}/seal",
+                            method="POST",
+                            body=b"",
+                        )
+                    )
+                assert err.value.code in (401, 403)
+                intruder = KernelSession(server.url, "not-the-token")
+                intruder.kernel_id = owner.kernel_id
+                with pytest.raises(HTTPClientError) as err:
+                    await intruder.connect()
+                assert err.value.code in (401, 403)
+            finally:
+                await owner.close()
+
+    asyncio.run(scenario())
+
+
+WALKTHROUGH = Path(__file__).resolve().parents[2] / "notebooks" / "01-walkthrough.ipynb"
+
+
+def test_walkthrough_runs(tmp_path, hospital, eg_gateway, monkeypatch) -> None:
+    """notebooks/01-walkthrough.ipynb through `bedside run`: the aggregate passes, the leak is
+    blocked with its notice, the torch model trains at the hospital, and the ledger verifies."""
+    monkeypatch.setenv("KERNEL_USERNAME", eg_gateway.username)
+    nb = nbformat.read(WALKTHROUGH, as_version=4)
+    nb.metadata["bedside"]["intent"]["policy_id"] = "st-elsewhere"  # the fixture hospital
+    copy = tmp_path / "nb" / "01-walkthrough.ipynb"
+    copy.parent.mkdir()
+    nbformat.write(nb, copy)
+    result = asyncio.run(
+        run_notebook(
+            copy,
+            gateway_url=eg_gateway.url,
+            gateway_token=eg_gateway.token,
+            out_dir=tmp_path / "out",
+            kernel_name=eg_gateway.kernel_name,
+        )
+    )
+    log = (tmp_path / "out" / "jupyter_server.log").read_text()
+    assert not result.errors, result.errors
+    assert result.unverified == 0, log[-3000:]
+    assert result.status["state"] == "sealed", log[-3000:]
+    assert result.status["last_checkpoint"], log[-3000:]
+    executed = nbformat.read(result.notebook, as_version=4)
+    text = json.dumps([c.get("outputs", []) for c in executed.cells])
+    assert "training loss" in text
+    leak = next(c for c in executed.cells if "patients.head()" in c.get("source", ""))
+    leak_text = json.dumps(leak.outputs)
+    for mrn in hospital.frame["mrn"].head(5):
+        assert mrn not in leak_text
+    assert leak.outputs, "the blocked cell shows a notice"
+    keys = [hospital.verifier_key, result.status["researcher_key"]]
+    verify_ledger(result.ledger, keys, openings=result.openings)
+    theirs = hospital_ledger(hospital, result.status["session"])
+    assert entries(result.ledger) == entries(theirs)
+    decisions = {e.get("decision") for e in entries(theirs) if e["kind"] == "output"}
+    assert "released" in decisions
+    # the reviewer notebook verifies and replays what the walkthrough left, on a local kernel
+    import shutil
+    import sys
+
+    from nbclient import NotebookClient
+
+    review = tmp_path / "review"
+    review.mkdir()
+    shutil.copyfile(result.ledger, review / "session.ledger")
+    shutil.copyfile(result.openings, review / "session.openings")
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}")
+    reviewer = nbformat.read(WALKTHROUGH.with_name("02-reviewer.ipynb"), as_version=4)
+    NotebookClient(
+        reviewer, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(review)}}
+    ).execute()
+    assert (review / "replayed.ipynb").exists()
+    outputs = json.dumps([c.get("outputs", []) for c in reviewer.cells])
+    assert "VerifyReport" in outputs and "Traceback" not in outputs
+
+
+def test_mutual_tls_gateway(tmp_path, hospital, start_gateway) -> None:
+    """The extension's TLS settings (client certificate, key and CA) reach the gateway."""
+    from .conftest import chain_kernelspec
+
+    notebooks = tmp_path / "nb"
+    specs = {"bedside": chain_kernelspec(hospital)}
+    with start_gateway(specs, default="bedside", mutual_tls=True) as gateway:
+        assert gateway.url.startswith("https://")
+        write_notebook(notebooks, [], gateway.kernel_name, intent())
+        certs = gateway.certs
+
+        async def scenario() -> tuple[dict, dict]:
+            with researcher_server(
+                tmp_path,
+                gateway,
+                notebooks,
+                client_cert=str(certs.client_cert),
+                client_key=str(certs.client_key),
+                ca_certs=str(certs.ca_cert),
+            ) as server:
+                client = KernelSession(server.url, server.token)
+                await client.start("study.ipynb", gateway.kernel_name)
+                try:
+                    reply, _ = await client.execute("print('over mutual TLS')", timeout=120)
+                    status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+                finally:
+                    await client.close()
+                return reply, status
+
+        reply, status = asyncio.run(scenario())
+    assert reply["content"]["status"] == "ok"
+    assert reply["metadata"]["bedside"]["verified"] is True
+    assert status["state"] == "active" and status["unverified_messages"] == 0
