@@ -93,6 +93,17 @@ class Hospital:
         """The protected table `name` (a copy you may modify; the guard follows what you derive)."""
         return self._frame(name).copy(deep=False)
 
+    def release(self, obj: Any, *, name: str, kind: str = "model", train: Any = None,
+                holdout: Any = None) -> Any:
+        """Ask to take a model, table or figure home through the airlock (`bedside.kernel.release`).
+
+        `train`/`holdout` are `(X, y)` pairs for the checks that compare a model with its records.
+        """
+        from bedside.kernel.release import release_from_kernel
+
+        return release_from_kernel(self._kernel, obj, name=name, kind=kind, train=train,
+                                   holdout=holdout)
+
     def __repr__(self) -> str:
         names = ", ".join(sorted(self._kernel.policy.datasets))
         return f"<hospital: tables {names}; hospital.tables() for schemas, hospital.load(name)>"
@@ -121,6 +132,7 @@ class GuardedKernel(IPythonKernel):
         self.guard = OutputGuard(self.policy, self.tracker, self.scanner)
         self.tracker.install()
         self.hospital = Hospital(self)
+        self.executed_cells: list[str] = []
         self._install_send_guard()
         self._install_formatter_guard()
         self._install_magic_guard()
@@ -243,6 +255,7 @@ class GuardedKernel(IPythonKernel):
     async def do_execute(self, code: str, silent: bool, *args: Any, **kwargs: Any) -> Any:
         parent = self.get_parent("shell") or {}
         self.guard.begin_cell(code, parent.get("header", {}).get("msg_id", ""))
+        self.executed_cells.append(parent.get("header", {}).get("msg_id", ""))  # release producers
         if self.shell.InteractiveTB.mode == "Verbose":  # set by %config or other means
             self.shell.InteractiveTB.set_mode("Context")
         return await super().do_execute(code, silent, *args, **kwargs)

@@ -23,6 +23,7 @@ import rfc8785
 
 from bedside.errors import PolicyError
 from bedside.policy._yaml import Node, read_yaml
+from bedside.policy.release import ReleaseRules
 
 VERSION = "bedside/v1"
 SUPPORTED_VERSIONS = (VERSION,)
@@ -145,19 +146,6 @@ class SessionLimits:
             "max_cpu_seconds": self.max_cpu_seconds,
             "max_egress_bytes": self.max_egress_bytes,
         }
-
-
-@dataclass(frozen=True)
-class ReleaseRules:
-    """Rules for releasing artifacts; parsed permissively until the release issue defines them."""
-
-    raw: dict[str, Any] = field(default_factory=dict)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.raw.get(key, default)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.raw)
 
 
 @dataclass(frozen=True)
@@ -750,30 +738,19 @@ def _read_release(top: _Reader) -> ReleaseRules:
     child = top.child("release")
     if child is None:
         return ReleaseRules()
-    if child.kind != "mapping":
-        raise top.error(
-            "'release' must be a mapping",
-            child.line,
-            "write `release:` followed by indented `key: value` lines, or remove it",
-        )
-    return ReleaseRules(_jsonable(child.plain(), top, child.line))
 
+    def line_of(keys: tuple[str, ...]) -> int | None:
+        # ("release", "model", "mode") -> the line of the deepest key that exists.
+        node: Node | None = top.node
+        line: int | None = None
+        for key in keys:
+            if node is None or node.kind != "mapping":
+                break
+            line = node.key_lines.get(key, node.line)
+            node = node.value.get(key)
+        return line
 
-def _jsonable(value: Any, top: _Reader, line: int) -> Any:
-    """Keep release rules hashable as JSON: dates and other YAML types become strings."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v, top, line) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v, top, line) for v in value]
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise top.error(
-                "release rules cannot contain infinite or NaN numbers", line, "use a finite number"
-            )
-        return value
-    return str(value)
+    return ReleaseRules.from_dict(child.plain(), path=top.where, line_of=line_of)
 
 
 def _read_phi(top: _Reader) -> dict[str, bool]:

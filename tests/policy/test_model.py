@@ -39,7 +39,7 @@ def test_defaults_fill_optional_fields(policy_dir: Path) -> None:
     assert policy.magics_deny == []
     assert policy.limits.memory_mb == 4096 and policy.limits.wall_seconds is None
     assert policy.session.max_egress_bytes == policy.outputs.session_egress_bytes
-    assert policy.release.raw == {}
+    assert policy.release.for_kind("model").mode == "review"  # release defaults
     assert policy.phi_patterns["email"] and not policy.phi_patterns["postcode"]
     data = policy.to_dict()
     assert data["datasets"]["patients"]["path"] == "data/patients.parquet"  # as written
@@ -297,7 +297,7 @@ def test_optional_sections_parse(policy_dir: Path) -> None:
         "magics_deny: ['%timeit', env]\n"
         "limits: {memory_mb: 2048, cpu_seconds: 600, processes: 32, wall_seconds: 3600}\n"
         "session: {max_cells: 100, max_cpu_seconds: 60, max_egress_bytes: 1000000}\n"
-        "release:\n  models: {formats: [safetensors], review: manual}\n  until: 2025-01-01\n"
+        "release:\n  model: {mode: review, max_bytes: 50 MB}\n  table: {mode: auto}\n"
         "phi_patterns: {postcode: true, email: false}\n"
     )
     (policy_dir / "full.yaml").write_text(text)
@@ -305,8 +305,8 @@ def test_optional_sections_parse(policy_dir: Path) -> None:
     assert policy.magics_deny == ["timeit", "env"]
     assert (policy.limits.memory_mb, policy.limits.wall_seconds) == (2048, 3600)
     assert policy.session.max_cells == 100
-    assert policy.release.get("models") == {"formats": ["safetensors"], "review": "manual"}
-    assert policy.release.get("until") == "2025-01-01"  # dates kept as text for the digest
+    assert policy.release.for_kind("model").max_bytes == 50_000_000
+    assert policy.release.for_kind("table").mode == "auto"
     assert policy.phi_patterns["postcode"] and not policy.phi_patterns["email"]
     assert "email" not in policy.enabled_phi_patterns
     assert policy.digest.startswith("sha256:")
