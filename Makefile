@@ -32,7 +32,7 @@ $(VENV)/.stamp: pyproject.toml
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q "$(TORCH)"
 	$(PIP) install -q -e ".[analysis,dev]"
-	$(PY) -m bedside.kernel install --sys-prefix >/dev/null 2>&1 || true
+	$(PY) -m bedside.kernel install --sys-prefix --name bedside-kernel >/dev/null 2>&1 || true
 	@touch $@
 
 # Enterprise Gateway 3.3 pins jupyter_server<2, jupyter_client<7, pyzmq<25: its own environment.
