@@ -51,6 +51,7 @@ from bedside.gateway._session import (
 )
 from bedside.gateway._wire import MalformedMessage, Message, Wire, dumps, new_header
 from bedside.policy.decision import Decision, Layer
+from bedside.policy.release import KINDS
 
 log = logging.getLogger("bedside.sentry")
 
@@ -1066,13 +1067,32 @@ class Sentry:
         self._poll_airlock()
         releases = []
         for req in read_requests(self.state_dir):
+            # request.json is the kernel's: only short plain labels the scanner finds clean leave.
             row = req.summary()
-            row["filename"] = req.request.get("filename")
-            row["digest"] = req.status.get("digest")
+            size = req.request.get("size")
+            row.update(
+                name=self._label(row["name"]),
+                kind=row["kind"] if row["kind"] in KINDS else None,
+                size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+                refusals=[self._label(c) for c in row["refusals"]],
+                filename=self._label(req.request.get("filename")),
+                digest=req.status.get("digest"),
+            )
             if "denial" in req.status:
                 row["denial"] = req.status["denial"].get("reason")
             releases.append(row)
         return {"status": "ok", "session": self.session_id, "releases": releases}, False
+
+    def _label(self, value: Any) -> str | None:
+        """A kernel-written name as it may leave: a plain file-name-like label with no
+        identifier value in it, else withheld."""
+        from bedside.gateway.airlock import _FILE
+
+        if not isinstance(value, str) or not _FILE.match(value):
+            return None
+        if self._scan is None or self._scan(value) is not None:
+            return "[withheld]"
+        return value
 
     def _release_fetch(self, msg: Message) -> tuple[dict[str, Any], bool]:
         from bedside.gateway.airlock import read_request
@@ -1101,7 +1121,7 @@ class Sentry:
         return {
             "status": "ok",
             "id": req.id,
-            "name": req.request.get("name"),
+            "name": self._label(req.request.get("name")),
             "kind": kind,
             "filename": req.request["filename"],
             "digest": req.status["digest"],

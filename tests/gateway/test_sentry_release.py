@@ -256,3 +256,33 @@ def test_kernel_reaches_neither_other_outboxes_nor_the_custodian_key(session):
     assert list(other.iterdir()) == []
     assert not (mine / "outbox" / "x").exists()
     assert os.path.exists(hospital.key)
+
+
+def test_hostile_request_names_and_links_do_not_leave(session):
+    hospital, _, client, _ = session
+    reply, outputs = client.execute(
+        textwrap.dedent(
+            f"""\
+            import json, os
+            from pathlib import Path
+            df = hospital.load("patients")
+            rid = "r-20260101000000-abcdef"
+            d = Path(os.environ["BEDSIDE_OUTBOX"]) / rid
+            d.mkdir()
+            (d / "x.csv").write_text("a\\n1\\n")
+            (d / "status.json").symlink_to({str(hospital.key)!r})
+            body = {{"id": rid, "name": str(df.mrn.iloc[0]), "kind": "table", "format": "csv",
+                     "filename": "x.csv", "size": str(df.mrn.iloc[1]), "checks": []}}
+            (d / "request.json").write_text(json.dumps(body))
+            """
+        )
+    )
+    assert reply["content"]["status"] == "ok", shown(outputs)
+    row = wait_for(
+        lambda: release_rows(client).get("r-20260101000000-abcdef"), "the planted request"
+    )
+    assert row["name"] == "[withheld]" and row["size"] is None
+    text = json.dumps(client.received[-1][1]["content"])
+    assert not any(m in text for m in hospital.frame["mrn"].head(5))
+    # The planted link was not copied: the airlock checked the request itself.
+    assert row["status"] in ("pending", "refused") and row["digest"].startswith("sha256:")
