@@ -19,7 +19,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _sentry_support import Client, make_hospital, make_patients, start_sentry  # noqa: E402
+from _sentry_support import (  # noqa: E402
+    Client,
+    Mirror,
+    make_hospital,
+    make_patients,
+    start_sentry,
+)
 
 from bedside.ledger import Signer  # noqa: E402
 
@@ -161,6 +167,12 @@ def test_model_release_reviewed_fetched_and_verified(session, tmp_path):
     artifact.write_bytes(base64.b64decode(fetched["data"]))
     envelope = tmp_path / (fetched["filename"] + ".intoto.json")
     envelope.write_text(json.dumps(fetched["attestation"]))
+    # The researcher's copy of the ledger, rebuilt from the receipts alone, holds every
+    # release step: the attestation verifies against it.
+    mirror = Mirror(tmp_path / "mirror.ledger", hospital.signer.verifier_key)
+    for channel, msg in client.received:
+        mirror.feed(channel, msg)
+    mirror.finish().close()
     verified = subprocess.run(
         [
             sys.executable,
@@ -172,7 +184,7 @@ def test_model_release_reviewed_fetched_and_verified(session, tmp_path):
             "--attestation",
             str(envelope),
             "--ledger",
-            str(sentry.ledger_path()),
+            str(tmp_path / "mirror.ledger"),
             "--key",
             hospital.signer.verifier_key,
         ],
