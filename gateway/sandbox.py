@@ -281,8 +281,8 @@ def bwrap_argv(
     ipc = spec.ipc_dir.resolve()
     args += [*parents(ipc), "--bind", str(ipc), str(ipc)]
     for rw in spec.extra_rw:
-        path = rw.resolve()
-        args += [*parents(path), "--bind", str(path), str(path)]
+        writable = rw.resolve()
+        args += [*parents(writable), "--bind", str(writable), str(writable)]
     env = _kernel_env(kernel_argv, spec)
     args += ["--clearenv"]
     for name, value in sorted(env.items()):
