@@ -42,7 +42,7 @@ $(VENV)/.stamp: pyproject.toml extension/labextension/package.json
 	@# ... and the data-file that enables the server extension by default
 	@mkdir -p $(VENV)/etc/jupyter/jupyter_server_config.d
 	cp jupyter-config/jupyter_server_config.d/bedside.json $(VENV)/etc/jupyter/jupyter_server_config.d/
-	$(PY) -m bedside.kernel install --sys-prefix >/dev/null 2>&1 || true
+	$(PY) -m bedside.kernel install --sys-prefix --name bedside-kernel >/dev/null 2>&1 || true
 	@touch $@
 
 # Enterprise Gateway 3.3 pins jupyter_server<2, jupyter_client<7, pyzmq<25: its own environment.

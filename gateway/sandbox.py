@@ -87,6 +87,8 @@ class SandboxSpec:
 
     `extra_ro` lists further paths to bind read-only (e.g. a kernel-side connection file kept
     outside `ipc_dir`); the policy file and its datasets are bound without being listed.
+    `extra_rw` lists directories bound writable at the same path (the session's release outbox);
+    like `ipc_dir` they must sit in a private directory and are handed to the kernel's uid.
     """
 
     policy: Any
@@ -94,6 +96,7 @@ class SandboxSpec:
     scratch_dir: Path
     env: dict[str, str]
     extra_ro: Sequence[Path] = field(default=())
+    extra_rw: Sequence[Path] = field(default=())
 
 
 def sandbox_mode() -> str:
@@ -150,13 +153,15 @@ def launch(
         )
     spec.ipc_dir.mkdir(parents=True, exist_ok=True)
     spec.scratch_dir.mkdir(parents=True, exist_ok=True)
+    for path in spec.extra_rw:
+        path.mkdir(parents=True, exist_ok=True)
     drop_to = kernel_uid() if os.geteuid() == 0 and shutil.which("setpriv") else None
     if drop_to is not None:
-        _check_private_parent(spec.ipc_dir, spec.scratch_dir)
+        _check_private_parent(spec.ipc_dir, spec.scratch_dir, *spec.extra_rw)
         # The kernel (as its own uid) creates its ipc sockets here and writes its scratch files.
         # bubblewrap (uid 0 without CAP_DAC_OVERRIDE) must still create mount points in them;
         # both live only in the sentry's private state directory.
-        for path in (spec.ipc_dir, spec.scratch_dir):
+        for path in (spec.ipc_dir, spec.scratch_dir, *spec.extra_rw):
             os.chown(path, drop_to, drop_to)
             os.chmod(path, 0o1777)  # noqa: S103 - private dirs, sticky
     elif os.geteuid() == 0:
@@ -275,6 +280,9 @@ def bwrap_argv(
         args += [*parents(path), "--ro-bind", key, key]
     ipc = spec.ipc_dir.resolve()
     args += [*parents(ipc), "--bind", str(ipc), str(ipc)]
+    for rw in spec.extra_rw:
+        writable = rw.resolve()
+        args += [*parents(writable), "--bind", str(writable), str(writable)]
     env = _kernel_env(kernel_argv, spec)
     args += ["--clearenv"]
     for name, value in sorted(env.items()):

@@ -13,6 +13,8 @@ the session's intent, budget and seal are handled here too (docs/custodian/sentr
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import logging
 import os
@@ -20,6 +22,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -33,7 +36,7 @@ from typing import Any
 
 import zmq
 
-from bedside.errors import Error, GatewayError
+from bedside.errors import Error, GatewayError, ReleaseError
 from bedside.gateway._boundary import BoundaryGuard, Scan, Verdict, policy_scanner
 from bedside.gateway._receipts import HospitalLedger, committed_bytes
 from bedside.gateway._session import (
@@ -48,6 +51,7 @@ from bedside.gateway._session import (
 )
 from bedside.gateway._wire import MalformedMessage, Message, Wire, dumps, new_header
 from bedside.policy.decision import Decision, Layer
+from bedside.policy.release import KINDS
 
 log = logging.getLogger("bedside.sentry")
 
@@ -74,11 +78,17 @@ CONTROL_TYPES = frozenset(
         "bedside_cosign_request",
         "bedside_seal_request",
         "bedside_status_request",
+        "bedside_release_status_request",
+        "bedside_release_fetch_request",
     }
 )
 _MAX_REQUESTS = 10_000
 # Quiet time after which appended ledger entries are flushed to disk.
 QUIET_MS = 30
+# How often the airlock looks for new release requests and queued custodian decisions.
+AIRLOCK_POLL_S = 0.5
+# Where the kernel leaves release requests: the only writable path it shares with the sentry.
+KERNEL_OUTBOX = "kernel-outbox"
 
 
 @dataclass
@@ -154,6 +164,8 @@ class Sentry:
         self._cpu_checked = 0.0
         self._guard_ready = threading.Event()
         self._guard_error: BaseException | None = None
+        self._scan: Scan | None = None
+        self.airlock: Any = None
 
     # -- start --------------------------------------------------------------------------------
 
@@ -166,6 +178,9 @@ class Sentry:
         self.policy = load_policy(self.policy_path)
         self.signer = Signer.load(self.custodian_key)
         self._bind_outer()
+        # Before the kernel: its release outbox lives in the session's (0700) state directory.
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.state_dir / KERNEL_OUTBOX).mkdir(mode=0o700, exist_ok=True)
         self._launch_kernel()
         self._guard_thread = threading.Thread(
             target=self._build_guard, name="bedside-index", daemon=True
@@ -179,6 +194,7 @@ class Sentry:
             origin=self.origin,
             signer=self.signer,
         )
+        self._open_airlock()
         log.info(
             "sentry session %s: policy %s, ledger %s, sandbox %s",
             self.session_id,
@@ -210,6 +226,7 @@ class Sentry:
 
     def _build_scan(self) -> Scan:
         scan, size = policy_scanner(self.policy)
+        self._scan = scan
         log.info("identifier index: %d values from %d datasets", size, len(self.policy.datasets))
         return scan
 
@@ -255,8 +272,13 @@ class Sentry:
         scratch = str(self._scratch_dir)
         # PYDEVD_DISABLE_FILE_VALIDATION: ipykernel's debugger otherwise prints a frozen-modules
         # warning at start-up, a parentless output that opens the ledger before the intent.
-        return {"HOME": scratch, "TMPDIR": scratch, "PYTHONNOUSERSITE": "1",
-                "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+        return {
+            "HOME": scratch,
+            "TMPDIR": scratch,
+            "PYTHONNOUSERSITE": "1",
+            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+            "BEDSIDE_OUTBOX": str(self.state_dir / KERNEL_OUTBOX),
+        }
 
     def _launch_kernel(self) -> None:
         # A short private directory: a unix socket path must fit in 107 bytes, so the state
@@ -295,7 +317,11 @@ class Sentry:
 
         assert self._ipc_dir is not None and self._scratch_dir is not None
         spec = SandboxSpec(
-            policy=self.policy, ipc_dir=self._ipc_dir, scratch_dir=self._scratch_dir, env=env
+            policy=self.policy,
+            ipc_dir=self._ipc_dir,
+            scratch_dir=self._scratch_dir,
+            env=env,
+            extra_rw=[self.state_dir / KERNEL_OUTBOX],
         )
         return launch(argv, spec, sandbox=self.sandbox)
 
@@ -344,7 +370,7 @@ class Sentry:
         for sock in handlers:
             if sock not in waiting:
                 poller.register(sock, zmq.POLLIN)
-        last_check = 0.0
+        last_check = last_poll = 0.0
         while not self.stop_requested:
             if waiting and self._guard_ready.is_set():
                 self._wait_for_guard()
@@ -370,6 +396,9 @@ class Sentry:
                         log.exception("dropped a message the sentry could not process")
             clock = time.monotonic()
             self.ledger.flush_if_due(force=not events)
+            if clock - last_poll > AIRLOCK_POLL_S:
+                last_poll = clock
+                self._poll_airlock()
             if not events or clock - last_check > 0.2:
                 last_check = clock
                 code = self._check_kernel()
@@ -781,6 +810,8 @@ class Sentry:
             "bedside_cosign_request": self._cosign,
             "bedside_seal_request": self._seal,
             "bedside_status_request": self._status,
+            "bedside_release_status_request": self._release_status,
+            "bedside_release_fetch_request": self._release_fetch,
         }[msg.msg_type]
         reply_type = msg.msg_type.replace("_request", "_reply")
         checkpoint = False
@@ -941,6 +972,165 @@ class Sentry:
             "root": self.ledger.ledger.root().hex(),
             "dropped_messages": self.dropped,
             "last_checkpoint": self.ledger.last_checkpoint,
+        }, False
+
+    # -- releases -----------------------------------------------------------------------------
+
+    def _open_airlock(self) -> None:
+        """The session's airlock: `<session>/outbox` (sentry-only), deliveries under
+        `<session>/delivery/releases`, decisions queued by `bedside review` while we run."""
+        from bedside.gateway.airlock import Airlock, Identity
+
+        requester = Identity(os.environ.get("KERNEL_USERNAME") or "researcher")
+        workspace = self.state_dir / "delivery"
+        Airlock.configure(
+            self.state_dir,
+            ledger=self.ledger.path,
+            key=self.custodian_key,
+            workspace=workspace,
+            policy=self.policy.path,
+            requester=requester,
+            owner_pid=os.getpid(),
+        )
+        self.airlock = Airlock(
+            self.state_dir,
+            ledger=self.ledger.ledger,
+            append=self.ledger.append,
+            signer=self.signer,
+            workspace=workspace,
+            rules=self.policy.release,
+            policy_id=self.policy.id,
+            policy_digest=self.policy.digest,
+            requester=requester,
+            find_identifier=self._find_identifier,
+        )
+
+    def _find_identifier(self, text: str) -> Any:
+        # Identifier values only: PHI patterns are withheld by the airlock itself.
+        if self._scan is None:
+            return None
+        found = self._scan(text)
+        return found if found is not None and "identifier" in str(found.kind) else None
+
+    def _poll_airlock(self) -> None:
+        """Take the kernel's finished requests, let the airlock check them and apply queued
+        decisions. Entries need the session's header and go nowhere after the seal."""
+        if self.airlock is None or not self._guard_ready.is_set() or self._scan is None:
+            return
+        if self.ledger.sealed or not self.ledger.has_header:
+            return
+        try:
+            self._collect_requests()
+            for line in self.airlock.poll():
+                log.info("release decision %s", line)
+        except Exception:
+            log.exception("the airlock failed; release requests wait for the next poll")
+
+    def _collect_requests(self) -> None:
+        """Copy each finished request out of the kernel's writable outbox into the airlock's.
+
+        The kernel owns its outbox and could plant symlinks or rewrite files after the check:
+        only plain files (opened without following links, within the policy's size cap) are
+        copied, into a folder the kernel cannot reach, and the kernel's folder is removed.
+        """
+        from bedside.gateway.airlock import _ID
+
+        inbox = self.state_dir / KERNEL_OUTBOX
+        cap = max(k.max_bytes for k in self.policy.release.kinds.values()) + 1_000_000
+        for folder in sorted(inbox.iterdir()):
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            if not (folder / "request.json").exists():
+                continue  # still being written (request.json comes last)
+            target = self.airlock.outbox / folder.name
+            if _ID.match(folder.name) and not target.exists():
+                target.mkdir()
+                for item in folder.iterdir():
+                    if item.name.endswith(".tmp"):
+                        continue
+                    try:
+                        fd = os.open(item, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                    except OSError:
+                        continue
+                    with os.fdopen(fd, "rb") as fh:
+                        if not stat.S_ISREG(os.fstat(fd).st_mode):
+                            continue
+                        data = fh.read(cap + 1)
+                    if len(data) <= cap:
+                        (target / item.name).write_bytes(data)
+                if not (target / "request.json").exists():
+                    shutil.rmtree(target)
+            else:
+                log.warning("dropped a release folder %r from the kernel", folder.name)
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _release_status(self, msg: Message) -> tuple[dict[str, Any], bool]:
+        from bedside.gateway.airlock import read_requests
+
+        self._poll_airlock()
+        releases = []
+        for req in read_requests(self.state_dir):
+            # request.json is the kernel's: only short plain labels the scanner finds clean leave.
+            row = req.summary()
+            size = req.request.get("size")
+            row.update(
+                name=self._label(row["name"]),
+                kind=row["kind"] if row["kind"] in KINDS else None,
+                size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+                refusals=[self._label(c) for c in row["refusals"]],
+                filename=self._label(req.request.get("filename")),
+                digest=req.status.get("digest"),
+            )
+            if "denial" in req.status:
+                row["denial"] = req.status["denial"].get("reason")
+            releases.append(row)
+        return {"status": "ok", "session": self.session_id, "releases": releases}, False
+
+    def _label(self, value: Any) -> str | None:
+        """A kernel-written name as it may leave: a plain file-name-like label with no
+        identifier value in it, else withheld."""
+        from bedside.gateway.airlock import _FILE
+
+        if not isinstance(value, str) or not _FILE.match(value):
+            return None
+        if self._scan is None or self._scan(value) is not None:
+            return "[withheld]"
+        return value
+
+    def _release_fetch(self, msg: Message) -> tuple[dict[str, Any], bool]:
+        from bedside.gateway.airlock import read_request
+
+        self._poll_airlock()
+        request_id = msg.content.get("id")
+        if not isinstance(request_id, str):
+            raise ReleaseError('bedside_release_fetch_request needs {"id": RELEASE_ID}')
+        req = read_request(self.state_dir, request_id)
+        delivered = req.status.get("delivered")
+        if req.state != "delivered" or not isinstance(delivered, dict):
+            raise ReleaseError(
+                f"{request_id} is {req.state}: only approved and delivered releases can be "
+                "fetched (`bedside_release_status_request` lists them)"
+            )
+        kind = str(req.request.get("kind"))
+        cap = self.policy.release.for_kind(kind).max_bytes
+        data = Path(delivered["artifact"]).read_bytes()
+        if len(data) > cap:
+            raise ReleaseError(
+                f"{request_id} is {len(data)} bytes, over release.{kind}.max_bytes ({cap})"
+            )
+        if "sha256:" + hashlib.sha256(data).hexdigest() != req.status.get("digest"):
+            raise ReleaseError(f"{request_id}: the delivered artifact differs from its digest")
+        envelope = json.loads(Path(delivered["attestation"]).read_text())
+        return {
+            "status": "ok",
+            "id": req.id,
+            "name": self._label(req.request.get("name")),
+            "kind": kind,
+            "filename": req.request["filename"],
+            "digest": req.status["digest"],
+            "size": len(data),
+            "data": base64.b64encode(data).decode(),
+            "attestation": envelope,
         }, False
 
     # -- the end ------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from bedside.errors import PolicyError
 
-DEFAULT_NAME = "bedside"
+# "bedside" is the sentry chain's kernelspec (bedside.gateway.kernelspec): the bare guarded
+# kernel gets a name of its own so installing one never replaces the other.
+DEFAULT_NAME = "bedside-kernel"
 DEFAULT_DISPLAY_NAME = "Hospital (bedside guarded)"
 
 
@@ -65,8 +67,7 @@ def add_install_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--name",
         default=DEFAULT_NAME,
-        help=f"kernelspec name (default {DEFAULT_NAME}; the sentry's spec may "
-        "take that name, so use e.g. bedside-local for the bare kernel)",
+        help=f"kernelspec name (default {DEFAULT_NAME}; `bedside` is the sentry's spec)",
     )
     parser.add_argument("--display-name", default=DEFAULT_DISPLAY_NAME)
     parser.add_argument(

@@ -322,6 +322,17 @@ def test_argv_never_binds_root_or_the_state_dir(world):
     assert "--clearenv" in argv
 
 
+def test_extra_rw_is_bound_writable_at_its_own_path(world):
+    import dataclasses
+
+    outbox = world.spec.scratch_dir.parent / "kernel-outbox"
+    spec = dataclasses.replace(world.spec, extra_rw=[outbox])
+    argv = bwrap_argv([sys.executable, "-m", "bedside.kernel"], spec)
+    pairs = list(zip(argv, argv[1:], argv[2:], strict=False))
+    assert ("--bind", str(outbox.resolve()), str(outbox.resolve())) in pairs
+    assert ("--ro-bind", str(outbox.resolve()), str(outbox.resolve())) not in pairs
+
+
 def test_missing_kernel_executable_is_a_clear_error(world):
     with pytest.raises(GatewayError, match="not found"):
         bwrap_argv(["no-such-python-anywhere"], world.spec)

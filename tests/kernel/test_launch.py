@@ -52,5 +52,8 @@ def test_install_kernelspec_with_absolute_interpreter(tmp_path: Path) -> None:
 def test_bedside_cli_kernel_install(tmp_path: Path) -> None:
     assert bedside_main(["kernel", "install", "--prefix", str(tmp_path), "--name", "b2"]) == 0
     assert (tmp_path / "share/jupyter/kernels/b2/kernel.json").is_file()
+    # The default name leaves `bedside` to the sentry chain's kernelspec.
+    assert bedside_main(["kernel", "install", "--prefix", str(tmp_path)]) == 0
+    assert (tmp_path / "share/jupyter/kernels/bedside-kernel/kernel.json").is_file()
     assert bedside_main(["kernel", "install", "--prefix", str(tmp_path), "--policy",
                          str(tmp_path / "missing.yaml")]) == 1  # fmt: skip
