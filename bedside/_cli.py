@@ -22,6 +22,7 @@ _GROUPS: tuple[str, ...] = (
     "bedside.ledger._cli",
     "bedside.kernel._cli",
     "bedside.gateway._cli",
+    "bedside.gateway._review_cli",
     "bedside.extension._cli",
 )
 

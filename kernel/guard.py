@@ -1,0 +1,491 @@
+"""The in-kernel output guard: one `OutputGuard.check(msg)` for every message the kernel sends.
+
+Two hooks feed it. At display-formatter time `judge_object` sees the Python object (a protected
+DataFrame, an aggregate with the records behind each cell, a matplotlib figure) and either
+releases it, redacts it (suppressed cells, rounded counts, hidden extremes) or replaces it by a
+notice. At the session level every outgoing message on iopub, shell, control and stdin passes
+`check`, which scrubs errors, refuses SVG, applies the cell's disclosure events (threshold,
+differencing, extremes) and scans all text for identifier values, PHI, encoded identifiers and
+rows printed as numbers. Every message it touches carries `metadata["bedside"]`.
+
+This guard runs inside the researcher's process: it stops honest mistakes and careless leaks,
+not a determined attacker who can switch it off. The sentry outside the sandbox is the
+enforcement boundary.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bedside.kernel._provenance import Annotation, ProvenanceTracker, tag_of
+from bedside.kernel._scan import Finding, TextScanner, numbers_in
+from bedside.policy import disclosure as dr
+from bedside.policy.decision import Action, Decision
+
+OUTPUT_TYPES = frozenset({"execute_result", "display_data", "update_display_data", "stream"})
+# Messages with no data in them: status, the echo of the researcher's own code, bookkeeping.
+PASS_TYPES = frozenset(
+    {"status", "execute_input", "kernel_info_reply", "shutdown_reply", "interrupt_reply",
+     "is_complete_reply", "clear_output", "comm_info_reply", "connect_reply", "debug_event",
+     "debug_reply", "usage_reply", "iopub_welcome"}
+)  # fmt: skip
+SUPPRESSED = "suppressed"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_QUOTED = re.compile(r"(['\"])(.*?)\1")
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,:/-]\d+)*")
+
+ADVICE = {
+    "identifier": "Outputs may not contain identifier values. Work with aggregates "
+    "(counts, means by group) instead of individual records.",
+    "phi": "Outputs may not contain personal details such as e-mail addresses or phone numbers.",
+    "row-level": "Row-level data cannot leave the hospital. Summarise it first, e.g. "
+    "df.groupby('ward').size() or df.age.describe(); df.shape and df.dtypes show the schema.",
+    "svg": "SVG embeds the plotted coordinates; use the default PNG output "
+    "(%config InlineBackend.figure_formats = ['png']).",
+    "figure-points": "Plots with one mark per patient are not released; plot a histogram, "
+    "a hexbin with large cells, or group means instead.",
+    "magic": "This command shows raw values or the kernel's internals and is disabled here.",
+    "shell": "Shell commands are disabled by the hospital's policy.",
+    "cell": "An earlier result in this cell failed the disclosure rules, so the cell's "
+    "outputs are withheld.",
+    "error": "The error message contained data values and was shortened.",
+}
+
+
+def notice_bundle(decision: Decision) -> dict[str, str]:
+    """The readable replacement for a blocked output (text/plain and text/html)."""
+    head = f"[bedside] output {decision.action.value} by rule '{decision.rule}'"
+    parts = [head]
+    if decision.reason:
+        parts.append(f"why: {decision.reason}")
+    if decision.advice:
+        parts.append(f"instead: {decision.advice}")
+    parts.append("(in-kernel guard; the hospital sentry checks every output again)")
+    text = "\n".join(parts)
+    h = "".join(
+        f"<div>{html.escape(p)}</div>" if i else f"<b>{html.escape(p)}</b>"
+        for i, p in enumerate(parts)
+    )
+    return {"text/plain": text, "text/html": f'<div class="bedside-notice">{h}</div>'}
+
+
+def _strings(obj: Any) -> Iterator[str]:
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(k, str):
+                yield k
+            yield from _strings(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _strings(v)
+    elif obj is not None and not isinstance(obj, (bool, int, float)):
+        yield str(obj)
+
+
+class OutputGuard:
+    """Judges objects at display time and messages at send time, per the custodian's policy."""
+
+    def __init__(self, policy: Any, tracker: ProvenanceTracker, scanner: TextScanner) -> None:
+        self.policy = policy
+        self.rules: dr.DisclosureRules = policy.disclosure
+        self.tracker = tracker
+        self.scanner = scanner
+        self.columns: set[str] = set()
+        self.code = ""
+        self.cell_id = ""
+        self.cell_block: Decision | None = None
+        self._stream_tail: dict[str, str] = {}
+        self._muted_streams: set[str] = set()
+        self._lock = threading.RLock()
+
+    # -- cells ---------------------------------------------------------------------------------
+    def begin_cell(self, code: str, msg_id: str) -> None:
+        with self._lock:
+            self.tracker.begin_cell()
+            self.code = code
+            self.cell_id = msg_id
+            self.cell_block = None
+            self._stream_tail.clear()
+            self._muted_streams.clear()
+
+    def _cell_events_block(self) -> Decision | None:
+        for ev in self.tracker.cell_events:
+            fails = [f for f in ev.fails if f != dr.EXTREMES]
+            if fails:
+                return Decision.block(
+                    fails[0],
+                    f"a {ev.statistic} over protected records fails the {fails[0]} rule",
+                    dr.ADVICE[fails[0]].format(min=self.rules.min_cell_count),
+                )
+        return None
+
+    def _extreme_in(self, text: str) -> bool:
+        values = [ev.value for ev in self.tracker.cell_events
+                  if dr.EXTREMES in ev.fails and ev.value is not None]  # fmt: skip
+        if not values:
+            return False
+        nums = numbers_in(text)
+        return any(bool(np.isclose(nums, v, rtol=1e-6, atol=0.5).any()) for v in values)
+
+    # -- objects at display time -------------------------------------------------------------
+    def judge_object(self, obj: Any) -> tuple[Decision | None, Any]:
+        """(decision, object to format). None decision = not protected, format as is."""
+        with self.tracker.quiet():
+            if isinstance(obj, (pd.DataFrame, pd.Series)):
+                return self._judge_pandas(obj)
+            if _is_figure(obj):
+                return self._judge_figure(obj), obj
+            if isinstance(obj, (list, tuple, dict, set)):
+                items = list(obj.values()) if isinstance(obj, dict) else list(obj)
+                worst: Decision | None = None
+                for item in items[:200]:
+                    if isinstance(item, (pd.DataFrame, pd.Series, list, tuple, dict)):
+                        d, _ = self.judge_object(item)
+                        if d is not None and d.action is not Action.RELEASED:
+                            worst = d if worst is None else worst.most_severe(d)
+                            if d.blocked:
+                                return Decision.block(
+                                    d.rule, f"a collection holds an object that is {d.reason}",
+                                    d.advice), obj  # fmt: skip
+                return worst, obj
+        return None, obj
+
+    def _judge_pandas(self, obj: pd.DataFrame | pd.Series) -> tuple[Decision | None, Any]:
+        tag = tag_of(obj)
+        if tag is None:
+            return None, obj
+        ann = self.tracker.annotation_of(obj)
+        if ann is not None:
+            return self._judge_aggregate(obj, ann)
+        table = str(tag[1])
+        rows = self.tracker.is_record_axis(obj.index, table)
+        cols = isinstance(obj, pd.DataFrame) and self.tracker.is_record_axis(obj.columns, table)
+        if rows or cols or len(obj) == 0:
+            return Decision.block(
+                "row-level", f"it shows individual records of the protected table '{table}'",
+                ADVICE["row-level"], details={"table": table}), obj  # fmt: skip
+        # Derived from protected data but indexed by column names (dtypes, corr, ...).
+        return Decision.release("schema-or-summary"), obj
+
+    def _judge_aggregate(self, obj: Any, ann: Annotation) -> tuple[Decision, Any]:
+        rules = self.rules
+        frame = obj.to_frame() if isinstance(obj, pd.Series) else obj
+        masks: list[tuple[str, ...]] = []
+        cell_fail = np.zeros(frame.shape, dtype=bool)
+        out = frame.astype(object).copy()
+        counts = ann.counts
+        fallback = int(np.nanmin(np.asarray(counts, dtype=float))) if np.size(counts) else 0
+        for i, row in enumerate(frame.index):
+            for j, col in enumerate(frame.columns):
+                stat = ann.column_stats.get(col, ann.statistic)
+                if isinstance(stat, str) and stat == "mixed":
+                    stat = str(col) if str(col) in ("count", "size", "sum", "mean") else "mean"
+                if isinstance(counts, pd.DataFrame):
+                    n = _lookup(counts, row, col, fallback)
+                else:
+                    n = _lookup(counts, row, None, fallback)
+                value = frame.iat[i, j]
+                fails: list[str] = []
+                if ann.kind == "frequency":
+                    if n == 0:
+                        if rules.zeros_disclosive:
+                            fails.append(dr.ZEROS)
+                    elif n < rules.min_cell_count:
+                        fails.append(dr.THRESHOLD)
+                else:
+                    if n < rules.min_cell_count:
+                        fails.append(dr.THRESHOLD)
+                    if row in ann.suppress_rows or stat in ("min", "max"):
+                        if rules.extremes == "suppress":
+                            fails.append(dr.EXTREMES)
+                    pos = _positives(ann, row, col)
+                    if pos is not None and stat in ("mean", "sum"):
+                        fails.extend(dr.binary_class_fails(pos, n, rules))
+                    elif ann.top is not None and stat in ("mean", "sum") and row in ann.top.index:
+                        t = ann.top.loc[row]
+                        fails.extend(dr.top_summary_fails(
+                            [t["top1"], t["top2"]], t["total"], n, rules))  # fmt: skip
+                fails = list(dict.fromkeys(fails))
+                masks.append(tuple(fails))
+                if fails:
+                    cell_fail[i, j] = True
+                    out.iat[i, j] = SUPPRESSED
+                elif (ann.kind == "frequency" or stat in ("count", "size")) and _is_count(value):
+                    out.iat[i, j] = dr.round_count(value, rules.round_counts_to)
+        rounded = ann.kind == "frequency" or any(
+            ann.column_stats.get(c, ann.statistic) in ("count", "size") or str(c) == "count"
+            for c in frame.columns
+        )
+        decision = dr.verdict_decision(masks, rules, rounded=rounded)
+        if decision.action is Action.RELEASED:
+            return decision, obj
+        if decision.blocked:
+            return decision, obj
+        if isinstance(obj, pd.Series):
+            red: Any = out.iloc[:, 0].rename(obj.name)
+        else:
+            red = out
+        try:
+            red = red.infer_objects()
+        except (TypeError, ValueError):
+            pass
+        red.attrs.clear()
+        return decision, red
+
+    def _judge_figure(self, fig: Any) -> Decision | None:
+        from matplotlib.collections import PathCollection
+        from matplotlib.patches import Rectangle
+        from matplotlib.text import Text
+
+        texts = "\n".join(t.get_text() for t in fig.findobj(Text) if t.get_text())
+        finding = self.scanner.scan(texts, structure=False)
+        if finding:
+            return self._finding_decision(finding, "figure text")
+        for ax in fig.axes:
+            for coll in ax.collections:
+                if isinstance(coll, PathCollection) and len(coll.get_offsets()) > 1:
+                    offsets = np.asarray(coll.get_offsets(), dtype=float)
+                    if self.tracker.touched or self.scanner.rows.matches(offsets.ravel()) or \
+                            self.scanner.rows.matches(offsets[:, 0]):  # fmt: skip
+                        return Decision.block(
+                            "figure-points", "a scatter plot shows one point per record",
+                            ADVICE["figure-points"])  # fmt: skip
+            for line in ax.lines:
+                for data in (line.get_xdata(), line.get_ydata()):
+                    arr = np.asarray(data, dtype=float).ravel()
+                    if arr.size >= 5 and self.scanner.rows.matches(arr):
+                        return Decision.block(
+                            "figure-points", "a line plot draws protected values record by record",
+                            ADVICE["figure-points"])  # fmt: skip
+            heights = [p.get_height() for p in ax.patches if isinstance(p, Rectangle)]
+            heights = [h for h in heights if np.isfinite(h)]
+            if heights and all(float(h).is_integer() for h in heights):
+                small = [h for h in heights if 0 < h < self.rules.min_cell_count]
+                if small and self.tracker.touched:
+                    return Decision.block(
+                        dr.THRESHOLD,
+                        f"{len(small)} bars or bins count fewer than "
+                        f"{self.rules.min_cell_count} records",
+                        "Use wider bins or merge categories.")  # fmt: skip
+        return None
+
+    # -- messages at send time ----------------------------------------------------------------
+    def check(self, msg: dict[str, Any], channel: str) -> dict[str, Any] | None:
+        """The message to send (possibly rewritten), or None to drop a withheld stream chunk."""
+        msg_type = msg["header"]["msg_type"]
+        if msg_type in PASS_TYPES:
+            return msg
+        with self._lock, self.tracker.quiet():
+            return self._check(msg, msg_type, channel)
+
+    def _check(self, msg: dict[str, Any], msg_type: str, channel: str) -> dict[str, Any] | None:
+        content = msg.get("content") or {}
+        meta = msg.setdefault("metadata", {})
+        cmeta = content.get("metadata") if isinstance(content.get("metadata"), dict) else {}
+        prior = meta.get("bedside") or cmeta.get("bedside")  # set by judge_object
+        decision: Decision | None = None
+        stream_key = ""
+        if msg_type == "stream":
+            stream_key = str(content.get("name", "stdout"))
+            if stream_key in self._muted_streams:
+                return None
+        if msg_type == "error" or (
+            msg_type == "execute_reply" and content.get("status") == "error"
+        ):
+            decision = self._scrub_error(content)
+        if msg_type in OUTPUT_TYPES:
+            if self.cell_block is None:
+                self.cell_block = self._cell_events_block()
+            if self.cell_block is not None and not (prior and prior.get("decision") == "blocked"):
+                decision = self.cell_block
+            data = content.get("data") or {}
+            if "image/svg+xml" in data:
+                decision = Decision.block(
+                    "svg", "SVG output carries the plotted coordinates", ADVICE["svg"]
+                )
+        if decision is None or not decision.blocked:
+            text = "\n".join(_strings(content))
+            if msg_type == "stream":
+                text = self._stream_tail.get(stream_key, "") + text
+                self._stream_tail[stream_key] = text[-256:]
+            # Scanned even when a decision is already attached: metadata is not to be trusted.
+            finding = self.scanner.scan(text)
+            if finding is not None:
+                decision = self._finding_decision(finding, channel)
+            elif msg_type in OUTPUT_TYPES and self._extreme_in(text):
+                decision = Decision.block(
+                    dr.EXTREMES, "it shows the minimum or maximum of a protected column",
+                    dr.ADVICE[dr.EXTREMES])  # fmt: skip
+        if decision is None:
+            if prior:
+                meta["bedside"] = prior
+            return msg
+        if decision.blocked:
+            self._replace(msg, msg_type, content, decision)
+            if msg_type == "stream":
+                self._muted_streams.add(stream_key)
+        if decision.blocked or not prior:
+            meta["bedside"] = decision.to_metadata()
+        return msg
+
+    def _finding_decision(self, finding: Finding, channel: str) -> Decision:
+        where = {"iopub": "output", "shell": "reply", "control": "reply",
+                 "stdin": "input prompt"}.get(channel, channel)  # fmt: skip
+        enc = f" ({finding.encoding}-encoded)" if finding.encoding else ""
+        reason = {
+            "identifier": f"the {where} contains an identifier value{enc} of column "
+            f"'{finding.kind}'",
+            "phi": f"the {where} contains personal data ({finding.kind})",
+            "row-level": f"the {where} reproduces protected rows ({finding.kind})",
+        }[finding.rule]
+        return Decision.block(
+            finding.rule,
+            reason,
+            ADVICE[finding.rule],
+            details={"kind": finding.kind, "encoding": finding.encoding},
+        )
+
+    def _replace(self, msg: dict[str, Any], msg_type: str, content: dict[str, Any],
+                 decision: Decision) -> None:  # fmt: skip
+        bundle = notice_bundle(decision)
+        text = bundle["text/plain"]
+        if msg_type == "stream":
+            msg["content"] = {"name": content.get("name", "stdout"), "text": text + "\n"}
+        elif msg_type in ("execute_result", "display_data", "update_display_data"):
+            new = {k: v for k, v in content.items() if k not in ("data", "metadata")}
+            new["data"] = bundle
+            new["metadata"] = {}
+            msg["content"] = new
+        elif msg_type == "error" or (
+            msg_type == "execute_reply" and content.get("status") == "error"
+        ):
+            msg["content"] = {**content, "evalue": text, "traceback": [text]}
+            msg["content"].pop("user_expressions", None)
+            if msg_type == "execute_reply":
+                msg["content"]["user_expressions"] = {}
+                msg["content"]["payload"] = []
+        elif msg_type == "execute_reply":
+            blocked = {"status": "error", "ename": "Blocked", "evalue": text, "traceback": [text]}
+            msg["content"] = {
+                **content,
+                "payload": [],
+                "user_expressions": {k: blocked for k in content.get("user_expressions", {})},
+            }
+        elif msg_type == "inspect_reply":
+            msg["content"] = {"status": "ok", "found": True, "data": {"text/plain": text},
+                              "metadata": {}}  # fmt: skip
+        elif msg_type == "complete_reply":
+            msg["content"] = {**content, "matches": [], "metadata": {}}
+        elif msg_type == "history_reply":
+            msg["content"] = {"status": "ok", "history": []}
+        elif msg_type in ("comm_open", "comm_msg", "comm_close"):
+            msg["content"] = {k: content[k] for k in ("comm_id", "target_name", "target_module")
+                              if k in content}  # fmt: skip
+            msg["content"]["data"] = {"bedside": text}
+        elif msg_type == "input_request":
+            msg["content"] = {"prompt": text + "\n", "password": False}
+        else:
+            msg["content"] = {"status": "error", "ename": "Blocked", "evalue": text,
+                              "traceback": [text]}  # fmt: skip
+
+    # -- errors ------------------------------------------------------------------------------
+    def _scrub_value(self, text: str) -> str:
+        allowed = self.columns | set(re.findall(r"\w+", self.code))
+
+        def quoted(m: re.Match[str]) -> str:
+            inner = m.group(2)
+            return (
+                m.group(0)
+                if inner in allowed or inner in self.code
+                else f"{m.group(1)}<value>{m.group(1)}"
+            )
+
+        def number(m: re.Match[str]) -> str:
+            return m.group(0) if m.group(0) in self.code else "<n>"
+
+        out = _NUMBER.sub(number, _QUOTED.sub(quoted, text))
+        if self.scanner.scan(out) is not None:
+            return "<message hidden: it contained data values>"
+        return out
+
+    def _scrub_error(self, content: dict[str, Any]) -> Decision | None:
+        if getattr(self.policy, "errors", "scrub") != "scrub":
+            return None
+        evalue = str(content.get("evalue", ""))
+        scrubbed = self._scrub_value(evalue)
+        frames = []
+        hidden = 0
+        for entry in content.get("traceback", []) or []:
+            plain = _ANSI.sub("", str(entry))
+            if evalue and evalue in plain:
+                plain = plain.replace(evalue, scrubbed)
+            if self.scanner.scan(plain) is not None:
+                hidden += 1
+                plain = "<traceback frame hidden: it showed data values>"
+            frames.append(plain)
+        changed = scrubbed != evalue or hidden
+        content["evalue"] = scrubbed
+        content["traceback"] = frames
+        if not changed:
+            return None
+        return Decision.redact("error-scrub", "values were removed from the error message",
+                               ADVICE["error"])  # fmt: skip
+
+
+def _lookup(counts: pd.Series | pd.DataFrame, row: Any, col: Any, fallback: int) -> int:
+    try:
+        v = counts.at[row, col] if col is not None else counts.get(row, None)  # type: ignore[union-attr]
+    except (KeyError, ValueError, TypeError):
+        v = None
+    if isinstance(v, (pd.Series, pd.DataFrame, np.ndarray)):
+        v = np.nanmin(np.asarray(v, dtype=float)) if np.size(v) else None
+    try:
+        return fallback if v is None or pd.isna(v) else int(v)
+    except (TypeError, ValueError):
+        return fallback
+
+
+def _positives(ann: Annotation, row: Any, col: Any) -> int | None:
+    pos = ann.positives
+    if pos is None:
+        return None
+    try:
+        if isinstance(pos, pd.DataFrame):
+            if col not in pos.columns:
+                return None
+            v = pos.at[row, col]
+        else:
+            v = pos.get(row, None)
+    except (KeyError, ValueError, TypeError):
+        return None
+    return None if v is None or pd.isna(v) else int(v)
+
+
+def _is_count(value: Any) -> bool:
+    try:
+        return float(value).is_integer()
+    except (TypeError, ValueError):
+        return False
+
+
+def _is_figure(obj: Any) -> bool:
+    mod = type(obj).__module__
+    if not mod.startswith("matplotlib"):
+        return False
+    from matplotlib.figure import Figure
+
+    return isinstance(obj, Figure)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, default=str)

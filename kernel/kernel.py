@@ -1,0 +1,274 @@
+"""The guarded hospital kernel: an IPythonKernel with the data catalog and the output guard.
+
+`GuardedKernel` loads the custodian's policy (`--policy FILE` or `BEDSIDE_POLICY`), puts a
+`hospital` catalog in the user namespace, wraps the kernel session's `send` so that every message
+on iopub, shell, control and stdin passes `OutputGuard.check`, hooks the display formatter so
+objects are judged before they are rendered, captures file descriptors 1 and 2 through a pipe the
+guard reads (raw `os.write` and subprocess output included), and refuses the magics that dump
+values (`%whos`, `%debug`, `%xmode Verbose`) and, when the policy says `shell: deny`, shell
+escapes. The debugger is disabled: it would read variables past the guard.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ipykernel.iostream import OutStream
+from ipykernel.ipkernel import IPythonKernel
+from ipykernel.kernelapp import IPKernelApp
+from traitlets import DottedObjectName
+
+from bedside import __version__
+from bedside.errors import GuardError, PolicyError
+from bedside.kernel._provenance import ProvenanceTracker
+from bedside.kernel._scan import TextScanner
+from bedside.kernel.guard import ADVICE, OutputGuard, _is_figure, notice_bundle
+from bedside.policy.decision import Decision
+
+POLICY_ENV = "BEDSIDE_POLICY"
+# Magics that print values of the namespace or open a debugger on live frames.
+DENIED_MAGICS = ("whos", "debug", "pdb", "pinfo2", "psource", "pfile")
+SHELL_MAGICS = ("system", "sx", "sc", "bash", "sh", "script", "perl", "ruby", "python2",
+                "python3", "pypy", "svg")  # fmt: skip
+SAFE_XMODES = ("plain", "context", "minimal", "docs")
+
+_preloaded_policy: Any = None
+
+
+def load_kernel_policy(path: str | os.PathLike[str] | None = None) -> Any:
+    """The policy the kernel runs under, from `path` or `BEDSIDE_POLICY`; raises PolicyError."""
+    from bedside.policy import load_policy
+
+    path = path or os.environ.get(POLICY_ENV)
+    if not path:
+        raise PolicyError(
+            "the guarded kernel needs a policy",
+            fix=f"start it with --policy FILE or set {POLICY_ENV}=/path/to/policy.yaml",
+        )
+    return load_policy(Path(path))
+
+
+class Hospital:
+    """The data catalog in the researcher's namespace: table names and schemas, protected data.
+
+    `tables()` shows names, row counts, column names and types, never values. `load(name)` gives
+    the protected DataFrame; everything derived from it is judged by the guard before display.
+    """
+
+    def __init__(self, kernel: GuardedKernel) -> None:
+        self._kernel = kernel
+        self._frames: dict[str, pd.DataFrame] = {}
+
+    def _frame(self, name: str) -> pd.DataFrame:
+        datasets = self._kernel.policy.datasets
+        if name not in datasets:
+            raise GuardError(
+                f"no table {name!r} in this hospital; available: {', '.join(sorted(datasets))}"
+            )
+        if name not in self._frames:
+            from bedside.policy import load_dataset
+
+            dataset = datasets[name]
+            frame = load_dataset(dataset)
+            self._kernel.register_table(name, frame, list(dataset.identifiers))
+            self._frames[name] = frame
+        return self._frames[name]
+
+    def tables(self) -> pd.DataFrame:
+        """One row per column of every table: table, rows, column, dtype, identifier."""
+        rows = []
+        for name, dataset in sorted(self._kernel.policy.datasets.items()):
+            frame = self._frame(name)
+            with self._kernel.tracker.quiet():
+                for col, dtype in frame.dtypes.items():
+                    rows.append({"table": name, "rows": len(frame), "column": str(col),
+                                 "dtype": str(dtype),
+                                 "identifier": col in dataset.identifiers})  # fmt: skip
+        return pd.DataFrame(rows)
+
+    def load(self, name: str) -> pd.DataFrame:
+        """The protected table `name` (a copy you may modify; the guard follows what you derive)."""
+        return self._frame(name).copy(deep=False)
+
+    def release(self, obj: Any, *, name: str, kind: str = "model", train: Any = None,
+                holdout: Any = None) -> Any:
+        """Ask to take a model, table or figure home through the airlock (`bedside.kernel.release`).
+
+        `train`/`holdout` are `(X, y)` pairs for the checks that compare a model with its records.
+        """
+        from bedside.kernel.release import release_from_kernel
+
+        return release_from_kernel(self._kernel, obj, name=name, kind=kind, train=train,
+                                   holdout=holdout)
+
+    def __repr__(self) -> str:
+        names = ", ".join(sorted(self._kernel.policy.datasets))
+        return f"<hospital: tables {names}; hospital.tables() for schemas, hospital.load(name)>"
+
+
+class GuardedOutStream(OutStream):
+    """stdout/stderr that always capture file descriptors 1 and 2 (even under pytest)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["watchfd"] = "force"
+        super().__init__(*args, **kwargs)
+
+
+class GuardedKernel(IPythonKernel):
+    """An IPython kernel whose every outgoing message passes the bedside output guard."""
+
+    implementation = "bedside"
+    implementation_version = __version__
+    banner = "bedside guarded kernel: outputs are checked against the hospital's policy"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.policy = _preloaded_policy or load_kernel_policy()
+        self.tracker = ProvenanceTracker(self.policy.disclosure)
+        self.scanner = TextScanner(self.policy.enabled_phi_patterns)
+        self.guard = OutputGuard(self.policy, self.tracker, self.scanner)
+        self.tracker.install()
+        self.hospital = Hospital(self)
+        self.executed_cells: list[str] = []
+        self._install_send_guard()
+        self._install_formatter_guard()
+        self._install_magic_guard()
+        self.shell.user_ns["hospital"] = self.hospital
+        self.shell.InteractiveTB.set_mode("Context")
+
+    # -- hooks -------------------------------------------------------------------------------
+    def register_table(self, name: str, frame: pd.DataFrame, identifiers: list[str]) -> None:
+        self.tracker.protect(name, frame)
+        with self.tracker.quiet():
+            self.scanner.add_table(frame, identifiers)
+        self.guard.columns.update(str(c) for c in frame.columns)
+        self.guard.columns.add(name)
+
+    def _install_send_guard(self) -> None:
+        session = self.session
+        original = session.send
+        guard = self.guard
+
+        def send(stream: Any, msg_or_type: Any, content: Any = None, parent: Any = None,
+                 ident: Any = None, buffers: Any = None, track: bool = False,
+                 header: Any = None, metadata: Any = None) -> Any:  # fmt: skip
+            if isinstance(msg_or_type, dict):
+                msg = msg_or_type
+            else:
+                msg = session.msg(msg_or_type, content=content, parent=parent, header=header,
+                                  metadata=metadata)  # fmt: skip
+            checked = guard.check(msg, self._channel_of(stream, msg))
+            if checked is None:
+                return None
+            return original(stream, checked, ident=ident, buffers=buffers, track=track)
+
+        session.send = send  # type: ignore[method-assign]
+
+    def _channel_of(self, stream: Any, msg: dict[str, Any]) -> str:
+        if stream is self.iopub_socket or stream is getattr(self, "iopub_thread", None):
+            return "iopub"
+        if stream is self.stdin_socket:
+            return "stdin"
+        if stream is getattr(self, "control_stream", None):
+            return "control"
+        msg_type = msg["header"]["msg_type"]
+        return "shell" if msg_type.endswith("_reply") else "iopub"
+
+    def _install_formatter_guard(self) -> None:
+        formatter = self.shell.display_formatter
+        original = formatter.format
+        guard = self.guard
+
+        def format(obj: Any, include: Any = None, exclude: Any = None) -> Any:  # noqa: A001
+            decision, target = guard.judge_object(obj)
+            if decision is not None and decision.blocked:
+                return notice_bundle(decision), {"bedside": decision.to_metadata()}
+            with self.tracker.quiet():
+                data, md = original(target, include=include, exclude=exclude)
+                if "image/svg+xml" in data and _is_figure(target):
+                    # SVG carries the plotted coordinates: a checked figure goes out as PNG.
+                    from IPython.core.pylabtools import print_figure
+
+                    data = {k: v for k, v in data.items() if k != "image/svg+xml"}
+                    data["image/png"] = print_figure(target, "png", base64=True)
+                    decision = Decision.redact("svg", "SVG output replaced by PNG",
+                                               ADVICE["svg"])  # fmt: skip
+            if decision is not None and decision.rule not in ("pass", "schema-or-summary"):
+                md = dict(md or {})
+                md["bedside"] = decision.to_metadata()
+            return data, md
+
+        formatter.format = format  # type: ignore[method-assign]
+
+    def _notice(self, decision: Decision) -> None:
+        from IPython.display import publish_display_data
+
+        publish_display_data(notice_bundle(decision), metadata={"bedside": decision.to_metadata()})
+
+    def _refuser(self, name: str, rule: str) -> Any:
+        def refuse(line: str = "", cell: str | None = None) -> None:
+            what = "shell commands are" if rule == "shell" else f"%{name} is"
+            self._notice(Decision.block(rule, f"{what} disabled in the guarded kernel",
+                                        ADVICE[rule]))  # fmt: skip
+
+        return refuse
+
+    def _install_magic_guard(self) -> None:
+        shell = self.shell
+        denied = {m: "magic" for m in DENIED_MAGICS}
+        denied.update({m: "magic" for m in getattr(self.policy, "magics_deny", []) or []})
+        if getattr(self.policy, "shell", "deny") == "deny":
+            denied.update({m: "shell" for m in SHELL_MAGICS})
+            refuse_shell = self._refuser("system", "shell")
+            shell.system = lambda cmd: refuse_shell()  # type: ignore[method-assign]
+            shell.getoutput = lambda cmd, split=True, depth=0: refuse_shell()  # type: ignore[method-assign]
+        for name, rule in denied.items():
+            name = name.lstrip("%")
+            fn = self._refuser(name, rule)
+            shell.register_magic_function(fn, magic_kind="line", magic_name=name)
+            shell.register_magic_function(fn, magic_kind="cell", magic_name=name)
+        original_xmode = shell.find_line_magic("xmode")
+        refuse_verbose = self._refuser("xmode Verbose", "magic")
+
+        def xmode(line: str = "") -> Any:
+            mode = line.strip().lower()
+            if mode and mode not in SAFE_XMODES:
+                return refuse_verbose()
+            if not mode:  # xmode with no argument cycles modes, through Verbose
+                return refuse_verbose()
+            return original_xmode(line)
+
+        shell.register_magic_function(xmode, magic_kind="line", magic_name="xmode")
+
+    # -- kernel overrides ----------------------------------------------------------------------
+    async def do_execute(self, code: str, silent: bool, *args: Any, **kwargs: Any) -> Any:
+        parent = self.get_parent("shell") or {}
+        self.guard.begin_cell(code, parent.get("header", {}).get("msg_id", ""))
+        self.executed_cells.append(parent.get("header", {}).get("msg_id", ""))  # release producers
+        if self.shell.InteractiveTB.mode == "Verbose":  # set by %config or other means
+            self.shell.InteractiveTB.set_mode("Context")
+        return await super().do_execute(code, silent, *args, **kwargs)
+
+    async def do_debug_request(self, msg: Any) -> Any:
+        return {"type": "response", "request_seq": msg.get("seq"), "success": False,
+                "command": msg.get("command"),
+                "message": "the debugger is disabled in the guarded kernel"}  # fmt: skip
+
+    @property
+    def kernel_info(self) -> dict[str, Any]:
+        info = dict(super().kernel_info)
+        info["supported_features"] = [
+            f for f in info.get("supported_features", []) if f != "debugger"
+        ]
+        info["debugger"] = False
+        return info
+
+
+class GuardedKernelApp(IPKernelApp):
+    """IPKernelApp launching `GuardedKernel` with file-descriptor capture forced on."""
+
+    name = "bedside-kernel"
+    outstream_class = DottedObjectName("bedside.kernel.kernel.GuardedOutStream")

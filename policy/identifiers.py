@@ -1,0 +1,531 @@
+"""The identifier index: every identifier value of the loaded datasets, found fast in any text.
+
+Both guard layers (the in-kernel guard and the sentry) build one `IdentifierIndex` per dataset
+load and run `find`/`first` on every outgoing message. Matching is case-insensitive, on token
+boundaries, and robust to the reformattings a value commonly takes:
+
+- separators and spacing: `020 7946 0123`, `020-7946-0123`, `(020) 7946 0123`, `02079460123`,
+  and digit groups split differently (`0207 946 0123`); `+44 20 7946 0123` and `+442079460123`
+  for a UK national number (and `+1` for North American ones);
+- dates written as `1956-03-12`, `12/03/1956`, `3/12/1956`, `12.3.1956`, `12 Mar 1956`,
+  `12 March 1956`, `March 12, 1956`, `19560312`, `12031956`, `1956-03-12T00:00:00`;
+- names in any case and spacing, `Smith, John`, without a title or suffix (`Dr`, `Jr`), and
+  without a middle name;
+- codes with or without leading zeros, prefix case or a separator: `MRN00012345`,
+  `mrn-12345`, `MRN 00012345`.
+
+Why not pyahocorasick: an Aho-Corasick automaton over the ~10 million value variants of a
+million patients needs several GiB of trie nodes and matches substrings, so every hit would need
+a token-boundary check and every reformatting a pattern of its own. Instead values and text are
+cut into tokens (runs of letters or of digits, see `_tokens`) and hashed with numpy; the index
+is a sorted array of 64-bit hashes of token *sequences*, each sequence's first two tokens in a
+Bloom-style "pair" bitmap and every sequence in a second bitmap. Scanning a text hashes each
+token, looks single tokens up, keeps only the positions whose next two tokens start some indexed
+sequence (one gather in the pair bitmap), folds the few surviving windows for each sequence
+length the index holds, and confirms bitmap hits by binary search. Everything is vectorised,
+memory is ~9 bytes per variant plus two bitmaps, and token boundaries and case-insensitivity
+come for free. Digit groups of a text joined by one or two separators are also concatenated (as
+integers, up to six groups) so a phone number regrouped any way matches.
+
+Values never leave the index: it stores only hashes, and matches, errors and reprs carry offsets
+and the column name (the *kind*), never the value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from bedside.policy import _tokens as T
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+MAX_SEQ = 8  # longest token sequence indexed (longer values are indexed by their first 8 tokens)
+MAX_DIGIT_GROUPS = 6  # digit groups of a text joined when looking for a regrouped number
+MIN_GROUPED_DIGITS = 9  # regrouping is how phone numbers vary; shorter runs are table columns
+_CHUNK = 200_000
+
+_TITLES = ("mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "dame", "rev", "lord", "lady")
+_SUFFIXES = ("jr", "sr", "md", "phd", "dds", "dvm", "ii", "iii", "iv", "obe", "mbe", "cbe", "esq")
+
+
+@dataclass(frozen=True)
+class IdentifierMatch:
+    """Where an identifier value occurs in a text (character offsets) and from which column."""
+
+    start: int
+    end: int
+    value_kind: str
+
+
+def _word_hashes(words: Sequence[str]) -> T.U64:
+    buf = np.frombuffer(" ".join(words).encode(), dtype=np.uint8)
+    return T.tokenize(buf).hash
+
+
+def _bitmap(keys: T.U64) -> tuple[T.U64, np.uint64]:
+    """A one-hash Bloom filter of `keys` (about 16 bits per key) and its slot shift."""
+    bits = 1 << 12
+    while bits < 16 * max(len(keys), 1) and bits < (1 << 32):
+        bits <<= 1
+    shift = np.uint64(64 - (bits.bit_length() - 1))
+    words = np.zeros(bits // 64, dtype=np.uint64)
+    slot = keys >> shift
+    np.bitwise_or.at(words, slot >> np.uint64(6), np.uint64(1) << (slot & np.uint64(63)))
+    return words, shift
+
+
+def _in_bitmap(words: T.U64, shift: np.uint64, keys: T.U64) -> T.I64:
+    slot = keys >> shift
+    bit = (words[slot >> np.uint64(6)] >> (slot & np.uint64(63))) & np.uint64(1)
+    return np.flatnonzero(bit)
+
+
+class IdentifierIndex:
+    """A set of identifier values, searchable in text. Build with `build` or `from_frames`."""
+
+    def __init__(
+        self,
+        hashes: T.U64,
+        kinds: T.U8,
+        kind_names: Sequence[str],
+        pairs: T.U64,
+        lengths: Sequence[int],
+        n_values: int,
+        *,
+        min_length: int,
+        min_digits: int,
+    ) -> None:
+        self._hashes = hashes
+        self._kinds = kinds
+        self._kind_names = list(kind_names)
+        self._lengths = tuple(sorted({k for k in lengths if k >= 2}))
+        self._n_values = n_values
+        self._min_length = min_length
+        self._min_digits = min_digits
+        self._bits, self._shift = _bitmap(hashes)
+        self._pair_bits, self._pair_shift = _bitmap(pairs)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def build(
+        cls,
+        values: Iterable[str],
+        *,
+        min_length: int = 3,
+        min_digits: int = 6,
+        kind: str = "identifier",
+    ) -> IdentifierIndex:
+        """Index `values` (strings; None and empty values are skipped).
+
+        Values shorter than `min_length` characters, and purely numeric values with fewer than
+        `min_digits` significant digits, are not indexed: they would match ordinary numbers and
+        words in every output.
+        """
+        builder = _Builder(min_length=min_length, min_digits=min_digits)
+        builder.add(pa.array([v for v in values if v is not None], type=pa.large_string()), kind)
+        return builder.finish()
+
+    @classmethod
+    def from_frames(
+        cls,
+        frames: Iterable[tuple[pd.DataFrame, Sequence[str]]],
+        *,
+        min_length: int = 3,
+        min_digits: int = 6,
+    ) -> IdentifierIndex:
+        """Index every value of the given columns of each DataFrame; the kind is the column."""
+        builder = _Builder(min_length=min_length, min_digits=min_digits)
+        for frame, columns in frames:
+            for column in columns:
+                builder.add(_column_strings(frame[column]), str(column))
+        return builder.finish()
+
+    # ------------------------------------------------------------------ queries
+
+    def __len__(self) -> int:
+        return self._n_values
+
+    def __repr__(self) -> str:
+        return (
+            f"<IdentifierIndex values={self._n_values} variants={len(self._hashes)} "
+            f"kinds={self._kind_names}>"
+        )
+
+    @property
+    def kinds(self) -> list[str]:
+        return list(self._kind_names)
+
+    @property
+    def nbytes(self) -> int:
+        return int(
+            self._hashes.nbytes + self._kinds.nbytes + self._bits.nbytes + self._pair_bits.nbytes
+        )
+
+    def first(self, text: str) -> IdentifierMatch | None:
+        """The earliest match in `text`, or None when the text holds no identifier value."""
+        found = self.find(text, limit=1)
+        return found[0] if found else None
+
+    def find(self, text: str, limit: int | None = None) -> list[IdentifierMatch]:
+        """Every identifier value in `text`, ordered by position (the first `limit` of them)."""
+        if not text or not len(self._hashes):
+            return []
+        raw = T.lower_bytes(text)
+        buf = np.frombuffer(raw, dtype=np.uint8)
+        tok = T.tokenize(buf)
+        ntok = len(tok)
+        if not ntok:
+            return []
+        starts: list[T.I64] = []
+        ends: list[T.I64] = []
+        kinds: list[T.U8] = []
+
+        # Single tokens long enough to be indexed on their own.
+        single = np.flatnonzero(
+            np.where(tok.is_digit, tok.significant >= self._min_digits, tok.significant >= 2)
+        )
+        if len(single):
+            hit, kind = self._lookup(tok.hash[single])
+            if len(hit):
+                at = single[hit]
+                starts.append(tok.start[at])
+                ends.append(tok.end[at])
+                kinds.append(kind)
+
+        # Sequences: only where the next two tokens start an indexed sequence.
+        if self._lengths and ntok >= 2:
+            keys = T.pair_key(tok.hash[:-1], tok.hash[1:])
+            cand = _in_bitmap(self._pair_bits, self._pair_shift, keys)
+            for k in self._lengths:
+                c = cand[cand + k <= ntok]
+                if not len(c):
+                    break
+                hit, kind = self._lookup(T.fold([tok.hash[c + j] for j in range(k)]))
+                if len(hit):
+                    at = c[hit]
+                    starts.append(tok.start[at])
+                    ends.append(tok.end[at + k - 1])
+                    kinds.append(kind)
+
+        self._digit_groups(raw, buf, tok, starts, ends, kinds)
+        if not starts:
+            return []
+        s = np.concatenate(starts)
+        e = np.concatenate(ends)
+        kk = np.concatenate(kinds)
+        order = np.lexsort((-e, s))
+        s, e, kk = s[order], e[order], kk[order]
+        keep = np.ones(len(s), dtype=np.bool_)
+        keep[1:] = (s[1:] != s[:-1]) | (e[1:] != e[:-1])
+        s, e, kk = s[keep], e[keep], kk[keep]
+        if limit is not None:
+            s, e, kk = s[:limit], e[:limit], kk[:limit]
+        if len(raw) != len(text):
+            # Byte offsets -> character offsets: count UTF-8 lead bytes before each offset.
+            lead = np.empty(len(buf) + 1, dtype=np.int64)
+            lead[0] = 0
+            np.cumsum((buf & 0xC0) != 0x80, out=lead[1:])
+            s, e = lead[s], lead[e]
+        names = self._kind_names
+        return [
+            IdentifierMatch(int(a), int(b), names[int(c)])
+            for a, b, c in zip(s.tolist(), e.tolist(), kk.tolist(), strict=True)
+        ]
+
+    def _lookup(self, h: T.U64) -> tuple[T.I64, T.U8]:
+        """Positions in `h` present in the index, and their kinds."""
+        cand = _in_bitmap(self._bits, self._shift, h)
+        if not len(cand):
+            return cand, np.empty(0, dtype=np.uint8)
+        hc = h[cand]
+        pos = np.searchsorted(self._hashes, hc)
+        pos[pos == len(self._hashes)] = 0
+        eq = self._hashes[pos] == hc
+        return cand[eq], self._kinds[pos[eq]]
+
+    def _digit_groups(
+        self,
+        raw: bytes,
+        buf: T.U8,
+        tok: T.Tokens,
+        starts: list[T.I64],
+        ends: list[T.I64],
+        kinds: list[T.U8],
+    ) -> None:
+        """Match numbers whose digit groups are split differently from the indexed value.
+
+        Runs of digit groups written as one number (see `group_gaps_ok`) with enough digits
+        for a phone number are rare in ordinary output, so their concatenations are built as
+        strings and hashed like any single token.
+        """
+        ok = T.group_gaps_ok(buf, tok)
+        joinable = np.flatnonzero(ok)
+        if not len(joinable):
+            return
+        need = max(self._min_digits, MIN_GROUPED_DIGITS)
+        raw_len = tok.end - tok.start
+        chain = np.cumsum(np.concatenate(([1], ~ok)))  # chain id of each token
+        total = np.bincount(chain, weights=raw_len)
+        first = joinable[total[chain[joinable]] >= need]
+        if not len(first):
+            return
+        windows: list[tuple[int, int]] = []
+        okl = ok.tolist()
+        for f in first.tolist():
+            last = f + 1
+            while True:
+                windows.append((f, last))
+                if last - f + 1 >= MAX_DIGIT_GROUPS or last >= len(okl) or not okl[last]:
+                    break
+                last += 1
+        s_list = tok.start.tolist()
+        e_list = tok.end.tolist()
+        joined = "\n".join(
+            "".join(raw[s_list[i] : e_list[i]].decode() for i in range(f, last + 1))
+            for f, last in windows
+        )
+        jt = T.tokenize(np.frombuffer(joined.encode(), dtype=np.uint8))
+        # One token per window, in order (the joined digits contain no separator).
+        cand = np.flatnonzero(jt.significant >= need)
+        if not len(cand):
+            return
+        hit, kind = self._lookup(jt.hash[cand])
+        if len(hit):
+            w = np.asarray(windows, dtype=np.int64)[cand[hit]]
+            starts.append(tok.start[w[:, 0]])
+            ends.append(tok.end[w[:, 1]])
+            kinds.append(kind)
+
+
+def _column_strings(series: pd.Series[Any]) -> pa.Array:
+    """A column's non-missing values as an Arrow string array (dates as ISO text)."""
+    import pandas as pd
+
+    s = series.dropna()
+    if pd.api.types.is_datetime64_any_dtype(s.dtype):
+        s = s.dt.strftime("%Y-%m-%d")
+    elif not (pd.api.types.is_string_dtype(s.dtype) and s.map(type).eq(str).all()):
+        s = s.astype(str)
+    return pa.array(s.to_numpy(dtype=object), type=pa.large_string())
+
+
+class _Builder:
+    """Collects variant hashes of values, column by column, and freezes them into an index."""
+
+    def __init__(self, *, min_length: int, min_digits: int) -> None:
+        self.min_length = min_length
+        self.min_digits = min_digits
+        self.hashes: list[T.U64] = []
+        self.kinds: list[T.U8] = []
+        self.pairs: list[T.U64] = []
+        self.kind_names: list[str] = []
+        self.lengths: set[int] = set()
+        self.n_values = 0
+        self._titles = _word_hashes(_TITLES)
+        self._suffixes = _word_hashes(_SUFFIXES)
+        self._pending: list[T.U64] = []  # hashes of the column being added
+
+    def add(self, values: pa.Array, kind: str) -> None:
+        if kind not in self.kind_names:
+            if len(self.kind_names) >= 255:
+                raise ValueError("an identifier index holds at most 255 columns")
+            self.kind_names.append(kind)
+        code = self.kind_names.index(kind)
+        arr = pc.utf8_lower(pc.utf8_trim_whitespace(values.drop_null()))
+        arr = pc.replace_substring_regex(arr, T.NON_ASCII_SEPARATOR_RE2, " ")
+        arr = pc.unique(arr)
+        arr = arr.filter(pc.greater(pc.utf8_length(arr), 0))
+        for offset in range(0, len(arr), _CHUNK):
+            chunk = arr.slice(offset, _CHUNK)
+            self.n_values += self._lines(chunk, variants=True)
+            for extra in self._string_variants(chunk):
+                self._lines(extra, variants=False)
+            if self._pending:
+                h = np.concatenate(self._pending)
+                self.hashes.append(h)
+                self.kinds.append(np.full(len(h), code, dtype=np.uint8))
+            self._pending = []
+
+    def _lines(self, arr: pa.Array, *, variants: bool) -> int:
+        """Hash every value (one per line) of `arr` and its token-level variants.
+
+        Returns how many values were indexed.
+        """
+        if not len(arr):
+            return 0
+        ls = pa.large_string()
+        joined = pc.binary_join_element_wise(arr.cast(ls), pa.scalar("", ls), pa.scalar("\n", ls))
+        offsets = np.frombuffer(joined.buffers()[1], dtype=np.int64)[
+            joined.offset : joined.offset + len(joined) + 1
+        ]
+        data = joined.buffers()[2]
+        assert data is not None
+        buf = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]]
+        line_start = offsets[:-1] - offsets[0]
+        tok = T.tokenize(buf)
+        if not len(tok):
+            return 0
+        nlines = len(line_start)
+        line = np.searchsorted(line_start, tok.start, side="right") - 1
+        count = np.bincount(line, minlength=nlines)
+        first_tok = np.zeros(nlines, dtype=np.int64)
+        np.cumsum(count[:-1], out=first_tok[1:])
+        too_long = tok.significant > T.MAX_TOKEN
+        bad = np.bincount(line, weights=too_long, minlength=nlines) > 0
+        sig = np.bincount(line, weights=tok.significant, minlength=nlines)
+        digits = np.bincount(line, weights=tok.is_digit, minlength=nlines)
+        all_digit = (digits == count) & (count > 0)
+        letters = (digits == 0) & (count > 0)
+        keep = ~bad & np.where(all_digit, sig >= self.min_digits, sig >= self.min_length)
+        indexed = 0
+        for k in range(1, MAX_SEQ + 1):
+            exact = count == k if k < MAX_SEQ else count >= k
+            rows = np.flatnonzero(exact & keep)
+            if not len(rows):
+                continue
+            indexed += len(rows)
+            f = first_tok[rows]
+            seqs = np.stack([tok.hash[f + j] for j in range(k)])
+            self._emit_seq(seqs)
+            if k >= 2:
+                if variants and 2 <= k <= 5:
+                    n = np.flatnonzero(letters[rows])
+                    if len(n):
+                        self._emit_names(seqs[:, n])
+        return indexed
+
+    def _emit_seq(self, seqs: T.U64) -> None:
+        """Hash token sequences (k x n array of token hashes)."""
+        k = seqs.shape[0]
+        if k == 1:
+            self._pending.append(seqs[0].copy())
+            return
+        self.lengths.add(k)
+        self._pending.append(T.fold(seqs))
+        self.pairs.append(T.pair_key(seqs[0], seqs[1]))
+
+    def _emit_names(self, seqs: T.U64) -> None:
+        """Names: without title/suffix, surname first, without middle names."""
+        k = seqs.shape[0]
+        title = np.isin(seqs[0], self._titles)
+        suffix = np.isin(seqs[k - 1], self._suffixes)
+        for has_title in (False, True):
+            for has_suffix in (False, True):
+                cols = np.flatnonzero((title == has_title) & (suffix == has_suffix))
+                lo = 1 if has_title else 0
+                hi = k - 1 if has_suffix else k
+                core = seqs[lo:hi, cols]
+                m = core.shape[0]
+                if m < 1 or not len(cols):
+                    continue
+                if m != k and m >= 2:
+                    self._emit_seq(core)
+                if m >= 2:
+                    # "Smith, John" / "Smith John Paul"
+                    self._emit_seq(np.concatenate([core[m - 1 :], core[: m - 1]]))
+                if m >= 3:
+                    self._emit_seq(core[[0, m - 1]])  # first + last
+                    self._emit_seq(core[[m - 1, 0]])  # last, first
+
+    def _string_variants(self, chunk: pa.Array) -> list[pa.Array]:
+        """Variants that need the text: country codes of phone numbers, date formats."""
+        out: list[pa.Array] = []
+        phone = pc.match_substring_regex(chunk, r"^[\s()+0-9./-]{9,}$")
+        if pc.any(phone).as_py():
+            ph = chunk.filter(phone)
+            intl = pc.match_substring_regex(ph, r"^\s*(\+|00)\s*(44|1)\b")
+            if pc.any(intl).as_py():
+                x = ph.filter(intl)
+                x = pc.replace_substring_regex(x, r"^\s*(?:\+|00)\s*44\s*(?:\(0\))?", "0")
+                x = pc.replace_substring_regex(x, r"^\s*(?:\+|00)\s*1\b", "")
+                out.append(x)
+            national = pc.match_substring_regex(ph, r"^\s*\(?0[1-9]")
+            if pc.any(national).as_py():
+                x = ph.filter(national)
+                out.append(pc.replace_substring_regex(x, r"^\s*\(?0", "+44 "))
+        iso = pc.match_substring_regex(chunk, r"^\d{4}-\d{2}-\d{2}(?:[ t]00:00(?::00(?:\.0+)?)?)?$")
+        if pc.any(iso).as_py():
+            dates = pc.unique(pc.utf8_slice_codeunits(chunk.filter(iso), 0, 10))
+            out.append(pa.array(_date_variants(dates.to_pylist()), type=pa.large_string()))
+        # Values written in digit groups (phones, dates) also match as one run of digits:
+        # `02079460123`, `19560312`.
+        joined: list[pa.Array] = []
+        for arr in [chunk, *out]:
+            grouped = pc.match_substring_regex(arr, r"^[^\p{L}]*\d[^\p{L}\d]+\d[^\p{L}]*$")
+            if pc.any(grouped).as_py():
+                joined.append(pc.replace_substring_regex(arr.filter(grouped), r"\D+", ""))
+        return out + joined
+
+    def finish(self) -> IdentifierIndex:
+        if self.hashes:
+            h = np.concatenate(self.hashes)
+            kinds = np.concatenate(self.kinds)
+        else:
+            h = np.empty(0, dtype=np.uint64)
+            kinds = np.empty(0, dtype=np.uint8)
+        pairs = np.concatenate(self.pairs) if self.pairs else np.empty(0, dtype=np.uint64)
+        self.hashes, self.kinds, self.pairs = [], [], []
+        # Sorted unique hashes; a hash shared by two columns keeps the first column's kind.
+        h, first = np.unique(h, return_index=True)
+        return IdentifierIndex(
+            h,
+            kinds[first],
+            self.kind_names,
+            np.unique(pairs),
+            sorted(self.lengths),
+            self.n_values,
+            min_length=self.min_length,
+            min_digits=self.min_digits,
+        )
+
+
+_MONTHS = (
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+)
+
+
+def _date_variants(isodates: list[str]) -> list[str]:
+    """Common ways of writing each date (ISO itself is indexed as the value)."""
+    out: list[str] = []
+    for text in isodates:
+        try:
+            d = dt.date.fromisoformat(text)
+        except ValueError:
+            continue
+        day, month, year = d.day, d.month, d.year
+        full = _MONTHS[month - 1]
+        mon = full[:3]
+        out.extend(
+            (
+                f"{day}/{month}/{year}",
+                f"{month}/{day}/{year}",
+                f"{day:02d}{month:02d}{year}",
+                f"{month:02d}{day:02d}{year}",
+                f"{day} {mon} {year}",
+                f"{day} {full} {year}",
+                f"{mon} {day} {year}",
+                f"{full} {day} {year}",
+                f"{year} {mon} {day}",
+            )
+        )
+    return out

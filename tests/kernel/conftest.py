@@ -1,0 +1,29 @@
+"""Fixtures: one synthetic hospital per session, one guarded kernel per test module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from tests.kernel._client import Session, start
+from tests.kernel._data import write_hospital
+
+
+@pytest.fixture(scope="session")
+def hospital(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, pd.DataFrame]]:
+    return write_hospital(tmp_path_factory.mktemp("hospital"))
+
+
+@pytest.fixture(scope="module")
+def guarded(hospital: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    policy, _ = hospital
+    km, kc = start(tmp_path_factory.mktemp("spec"), "bedside-test", policy)
+    try:
+        yield Session(kc)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
