@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import pytest
 import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bedside.errors import SignatureError
 from bedside.ledger import Signer, canonical_json
 from bedside.ledger.commitment import parse_canonical
 from bedside.ledger.dsse import (
@@ -13,10 +17,6 @@ from bedside.ledger.dsse import (
     sign_envelope,
     verify_envelope,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from bedside.errors import SignatureError
 
 json_values = st.recursive(
     st.none()

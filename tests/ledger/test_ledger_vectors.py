@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from bedside.errors import SignatureError
 from bedside.ledger import Signer, Verifier, canonical_json, sign_note, verify_note
 from bedside.ledger.merkle import (
     MerkleTree,
@@ -19,8 +21,6 @@ from bedside.ledger.merkle import (
     verify_inclusion,
 )
 from bedside.ledger.note import Checkpoint
-
-from bedside.errors import SignatureError
 
 # A copy of ../shared/vectors lives beside the tests so CI needs nothing outside the repository.
 VECTORS = Path(os.environ.get("BEDSIDE_VECTORS", Path(__file__).parent / "vectors"))
