@@ -68,7 +68,20 @@ class SignatureError(LedgerIntegrityError):
 
 
 class AnchorError(Error):
-    """An on-chain anchor is missing, wrong, or not final."""
+    """An on-chain anchor is missing, wrong, or not final. `index`: the ledger's anchor entry."""
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.index = index
+
+    def diagnostics(self) -> str:
+        if self.index is None:
+            return self.message
+        return f"entry {self.index}: {self.message}"
+
+    def __str__(self) -> str:
+        return self.diagnostics()
 
 
 class GuardError(Error):

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from bedside.errors import AnchorError
 
+from . import entries
+
 if TYPE_CHECKING:  # web3 is heavy to import; the reviewer CLI imports it only when anchoring
     from eth_account.signers.local import LocalAccount
     from web3 import Web3
@@ -36,6 +38,7 @@ __all__ = [
     "anchor_checkpoint",
     "batch_inclusion_proof",
     "batch_root",
+    "check_anchor_entry",
     "connect",
     "contract_artifact",
     "deploy_contract",
@@ -396,25 +399,29 @@ class AnchorReceipt:
     batch_size: int | None = None
     proof: tuple[str, ...] | None = None
 
-    def to_entry(self, checkpoint_index: int) -> dict[str, Any]:
-        """The fields of the ledger's `anchor` entry (the ledger adds v, ts and session)."""
-        entry: dict[str, Any] = {
-            "kind": "anchor",
-            "checkpoint_index": checkpoint_index,
-            "checkpoint_hash": self.checkpoint_hash,
-            "chain_id": self.chain_id,
-            "contract": self.contract,
-            "tx": self.tx,
-            "block": self.block,
-            "submitter": self.submitter,
-            "root": self.root,
-            "size": self.size,
-        }
-        if self.batch_index is not None:
-            entry["batch_index"] = self.batch_index
-            entry["batch_size"] = self.batch_size
-            entry["proof"] = list(self.proof or ())
-        return entry
+    def to_entry(
+        self, checkpoint_index: int, *, session: str, ts: str | None = None
+    ) -> dict[str, Any]:
+        """The ledger's `anchor` entry for the checkpoint entry at `checkpoint_index`.
+
+        Built by `bedside.ledger.entries.anchor`, the one definition of the entry's fields.
+        """
+        return entries.anchor(
+            session=session,
+            checkpoint_index=checkpoint_index,
+            checkpoint_hash=self.checkpoint_hash,
+            chain_id=self.chain_id,
+            contract=self.contract,
+            tx=self.tx,
+            block=self.block,
+            submitter=self.submitter,
+            root=self.root,
+            size=self.size,
+            batch_index=self.batch_index,
+            batch_size=self.batch_size,
+            proof=self.proof or (),
+            ts=ts,
+        )
 
 
 def _anchor_call(
@@ -537,6 +544,54 @@ def _hex32(value: str, name: str) -> bytes:
 
 def _same_address(a: str, b: str) -> bool:
     return a.lower().removeprefix("0x") == b.lower().removeprefix("0x")
+
+
+def check_anchor_entry(entry: dict[str, Any], checkpoint_note: bytes) -> None:
+    """The checks of an anchor entry that need no chain; raise AnchorError naming what fails.
+
+    The entry must name `checkpoint_note` (its `checkpoint_hash`), and its `root` and `size` must
+    be what anchoring that note puts on chain: for a single anchor SHA-256 of the note and the
+    note's tree size, for a batch a root the inclusion proof leads to from the checkpoint hash and
+    the batch size. `verify_anchor_entry` then checks the chain holds that root and size.
+    """
+    for name, kind in (
+        ("chain_id", int),
+        ("contract", str),
+        ("tx", str),
+        ("block", int),
+        ("submitter", str),
+    ):
+        _field(entry, name, kind)
+    entry_root = _hex32(_field(entry, "root", str), "root")
+    size = _field(entry, "size", int)
+    checkpoint_hash = _hex32(_field(entry, "checkpoint_hash", str), "checkpoint_hash")
+    note_hash = hashlib.sha256(checkpoint_note).digest()
+    if checkpoint_hash != note_hash:
+        raise AnchorError(
+            f"anchor entry's checkpoint_hash {checkpoint_hash.hex()} is not SHA-256 of the "
+            f"checkpoint note ({note_hash.hex()}): the entry anchors another checkpoint"
+        )
+    if "batch_index" in entry:
+        index = _field(entry, "batch_index", int)
+        batch_size = _field(entry, "batch_size", int)
+        proof = [_hex32(p, "proof") for p in _field(entry, "proof", list)]
+        if batch_size != size:
+            raise AnchorError(
+                f"anchor entry's batch_size {batch_size} is not the anchored batch size {size}"
+            )
+        verify_batch_inclusion(note_hash, index, batch_size, proof, entry_root)
+        return
+    if entry_root != note_hash:
+        raise AnchorError(
+            f"wrong root: the entry anchors 0x{entry_root.hex()}, not SHA-256 of the checkpoint "
+            f"note (0x{note_hash.hex()})"
+        )
+    note_size = checkpoint_tree_size(checkpoint_note)
+    if size != note_size:
+        raise AnchorError(
+            f"wrong size: the entry anchors tree size {size} but the checkpoint note says "
+            f"{note_size}"
+        )
 
 
 def verify_anchor_entry(

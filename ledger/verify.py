@@ -190,6 +190,9 @@ def verify_ledger(
     rpc: str | None = None,
     *,
     confirmations: int | None = None,
+    finalized: bool = False,
+    contract: str | None = None,
+    submitter: str | None = None,
     checkpoints: Sequence[str] = (),
     require_checkpoint: bool = True,
     progress: bool = False,
@@ -201,6 +204,12 @@ def verify_ledger(
     the report says the trust is self-asserted. `checkpoints` are signed notes held outside the
     ledger (a researcher's cosigned copy, an anchored note): the ledger must contain and match
     every one of them, which is how a truncation behind a signed checkpoint is caught.
+
+    Every anchor entry is checked against the checkpoint it names (hash, root, size, batch
+    inclusion proof); with `rpc` also on chain by `bedside.ledger.anchor.verify_anchor_entry`,
+    which gets `confirmations`, `finalized`, `contract` (the expected contract address) and
+    `submitter` (the expected submitter address). A failing anchor raises `AnchorError` whose
+    `index` is the anchor entry.
     """
     p = Path(path)
     report = VerifyReport(p)
@@ -226,9 +235,8 @@ def verify_ledger(
                 desc="verify",
                 leave=False,
             )
-        _verify_stream(
-            fh, start, report, verifiers, openings, rpc, confirmations, checkpoints, bar, on_entry
-        )
+        chain = None if rpc is None else _Chain(rpc, confirmations, finalized, contract, submitter)
+        _verify_stream(fh, start, report, verifiers, openings, chain, checkpoints, bar, on_entry)
     finally:
         fh.close()
         if bar is not None:
@@ -261,8 +269,7 @@ def _verify_stream(
     report: VerifyReport,
     verifiers: list[Verifier],
     openings_file: str | os.PathLike[str] | None,
-    rpc: str | None,
-    confirmations: int | None,
+    chain: _Chain | None,
     external: Sequence[str],
     bar: Any,
     on_entry: Callable[[int, dict[str, Any]], None] | None,
@@ -353,7 +360,7 @@ def _verify_stream(
                 _check_checkpoint(entry, i, frontier, verifiers, report)
                 notes.add(i, item.offset, entry["note"])
             elif kind == E.ANCHOR:
-                _check_anchor(entry, i, notes, rpc, confirmations, report)
+                _check_anchor(entry, i, notes, chain, report)
             elif kind == E.SEAL:
                 sealed = True
         if openings is not None and kind in committed:
@@ -516,14 +523,26 @@ def _check_checkpoint(
     report.signed_size = max(report.signed_size, cp.size)
 
 
+@dataclass(frozen=True)
+class _Chain:
+    """Where and how strictly to check anchors on chain (`ledger verify --rpc ...`)."""
+
+    rpc: str
+    confirmations: int | None
+    finalized: bool
+    contract: str | None
+    submitter: str | None
+
+
 def _check_anchor(
     entry: dict[str, Any],
     i: int,
     notes: _Notes,
-    rpc: str | None,
-    confirmations: int | None,
+    chain: _Chain | None,
     report: VerifyReport,
 ) -> None:
+    from . import anchor as _anchor  # web3 itself is imported only for the on-chain check
+
     ci = entry["checkpoint_index"]
     note = notes.get(ci)
     if note is None:
@@ -531,22 +550,34 @@ def _check_anchor(
             f"anchor names entry {ci} as its checkpoint, which is not an earlier checkpoint",
             index=i,
         )
+    raw = note.encode("utf-8")
+    try:
+        _anchor.check_anchor_entry(entry, raw)
+    except AnchorError as exc:
+        raise LedgerIntegrityError(
+            f"anchor of checkpoint entry {ci}: {exc.diagnostics()}", index=i
+        ) from exc
     status = "not checked on chain (pass --rpc URL)"
-    if rpc is not None:
-        try:
-            from bedside.ledger import anchor as _anchor  # lazy: web3 is heavy
-        except ImportError as exc:
-            raise LedgerError(
-                f"checking anchors on chain needs bedside.ledger.anchor and web3 ({exc}); "
-                "install bedside with its default dependencies or drop --rpc"
-            ) from exc
-
+    if chain is not None:
         try:
             _anchor.verify_anchor_entry(
-                entry, note.encode("utf-8"), rpc, confirmations=confirmations
+                entry,
+                raw,
+                chain.rpc,
+                confirmations=chain.confirmations,
+                finalized=chain.finalized,
+                expected_contract=chain.contract,
+                expected_submitter=chain.submitter,
             )
         except AnchorError as exc:
-            raise AnchorError(f"entry {i}: anchor of checkpoint entry {ci}: {exc}") from exc
+            raise AnchorError(
+                f"anchor of checkpoint entry {ci}: {exc.diagnostics()}", index=i
+            ) from exc
+        except ImportError as exc:
+            raise LedgerError(
+                f"checking anchors on chain needs web3 ({exc}); install bedside with its "
+                "default dependencies or drop --rpc"
+            ) from exc
         status = "verified on chain"
     report.anchors.append(
         {
