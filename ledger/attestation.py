@@ -5,6 +5,9 @@ the requester and approvers, and the ledger checkpoint with the `release` entrie
 their RFC 6962 inclusion proofs. The envelope is securesystemslib's DSSE `Envelope`, signed
 through a small `securesystemslib.signer.Signer` adapter over the custodian's bedside key (the
 same Ed25519 key that signs the ledger's checkpoints), so there is one key to guard, not two.
+This is bedside's only DSSE implementation: securesystemslib's PAE passes the DSSE spec vector
+(byte lengths, also for non-ASCII types) and its envelopes round-trip (tests/ledger), so the
+hand-written `ledger/dsse.py` that the ledger branch had was removed.
 
 Entries and proofs come from `bedside.ledger` (its RFC 6962 log); `verify_release` returns a
 summary and raises `ReleaseError` / `SignatureError` /
