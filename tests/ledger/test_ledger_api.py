@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_session import ORIGIN, SESSION, build_session
+from ledger_session import ORIGIN, SESSION, build_session, researcher_sig
 
 from bedside.errors import LedgerError, LedgerIntegrityError, SignatureError
 from bedside.ledger import (
@@ -310,3 +310,81 @@ def test_old_checkpoint_notes_are_read_back_for_anchors(
     assert seen == [first["note"].encode()]
     assert report.checkpoint_count == 5 and len(report.checkpoints) <= 2
     assert report.signed_size == 16
+
+
+# --- the researcher's signature on each execute request -----------------------------------
+
+
+def session_with_requests(path: Path, custodian: Signer, sigs: list[str | None]) -> Ledger:
+    """Header naming the researcher, one execute request per signature given, a checkpoint."""
+    ledger = Ledger.create(path, session_id=SESSION, origin=ORIGIN)
+    ledger.append(
+        E.header(
+            session=SESSION,
+            origin=ORIGIN,
+            intent={"purpose": "signatures"},
+            policy_id="p",
+            policy_digest="sha256:" + "ab" * 32,
+            kernel_env="sha256:" + "cd" * 32,
+            identities={"custodian": custodian.verifier_key, "researcher": RESEARCHER.verifier_key},
+        )
+    )
+    for i, sig in enumerate(sigs):
+        entry, opening = E.execute_request(
+            session=SESSION, msg_id=f"m{i}", code=f"x = {i}", researcher_sig=sig
+        )
+        ledger.append(entry, opening=opening)
+    ledger.append_checkpoint(ledger.sign_checkpoint(custodian))
+    ledger.close()
+    return ledger
+
+
+RESEARCHER = Signer.generate("researcher")
+
+
+def test_researcher_signatures_are_verified_with_openings(
+    tmp_path: Path, custodian: Signer, researcher: Signer
+) -> None:
+    path = tmp_path / "s.ledger"
+    build_session(path, custodian, researcher, cells=3).close()
+    report = verify_ledger(path, keys=[custodian.verifier_key], openings=openings_path(path))
+    assert report.researcher_key == researcher.verifier_key
+    assert report.researcher_sigs_checked == 3 and report.researcher_unsigned == 0
+    assert "3 execute requests verified" in report.summary()
+    # Without the openings the code is unknown, so nothing can be checked: said, not hidden.
+    report = verify_ledger(path, keys=[custodian.verifier_key])
+    assert report.researcher_sigs_checked == 0
+    assert any("pass --openings" in w for w in report.warnings)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        researcher_sig(RESEARCHER, "m1", "x = 99"),  # signed other code
+        researcher_sig(RESEARCHER, "m7", "x = 1"),  # signed another request
+        researcher_sig(Signer.generate("researcher"), "m1", "x = 1"),  # another key
+    ],
+)
+def test_a_bad_researcher_signature_names_the_entry(
+    tmp_path: Path, custodian: Signer, bad: str
+) -> None:
+    path = tmp_path / "s.ledger"
+    good = researcher_sig(RESEARCHER, "m0", "x = 0")
+    session_with_requests(path, custodian, [good, bad, researcher_sig(RESEARCHER, "m2", "x = 2")])
+    with pytest.raises(SignatureError, match="researcher's signature on execute request 'm1'") as e:
+        verify_ledger(path, keys=[custodian.verifier_key], openings=openings_path(path))
+    assert e.value.index == 2
+
+
+def test_unsigned_requests_are_reported(tmp_path: Path, custodian: Signer) -> None:
+    path = tmp_path / "s.ledger"
+    session_with_requests(path, custodian, [researcher_sig(RESEARCHER, "m0", "x = 0"), None, None])
+    report = verify_ledger(path, keys=[custodian.verifier_key], openings=openings_path(path))
+    assert report.researcher_sigs_checked == 1 and report.researcher_unsigned == 2
+    assert any("2 execute requests carry no researcher signature" in w and "entry 2" in w
+               for w in report.warnings)  # fmt: skip
+    path2 = tmp_path / "t.ledger"
+    session_with_requests(path2, custodian, ["not base64!"])
+    with pytest.raises(SignatureError, match="researcher_sig is not base64") as e:
+        verify_ledger(path2, keys=[custodian.verifier_key], openings=openings_path(path2))
+    assert e.value.index == 1
