@@ -42,12 +42,8 @@ class PolicyError(Error):
         return self.diagnostics()
 
 
-class LedgerError(Error):
-    """A ledger cannot be read or written."""
-
-
-class LedgerIntegrityError(LedgerError):
-    """A ledger fails verification. `index` is the first bad entry, when there is one."""
+class _EntryError(Error):
+    """An error about one ledger entry: `index` is that entry, when there is one."""
 
     def __init__(self, message: str, *, index: int | None = None) -> None:
         super().__init__(message)
@@ -63,12 +59,20 @@ class LedgerIntegrityError(LedgerError):
         return self.diagnostics()
 
 
+class LedgerError(Error):
+    """A ledger cannot be read or written."""
+
+
+class LedgerIntegrityError(_EntryError, LedgerError):
+    """A ledger fails verification. `index` is the first bad entry, when there is one."""
+
+
 class SignatureError(LedgerIntegrityError):
     """A signature does not verify, or no trusted key signed."""
 
 
-class AnchorError(Error):
-    """An on-chain anchor is missing, wrong, or not final."""
+class AnchorError(_EntryError):
+    """An on-chain anchor is missing, wrong, or not final. `index`: the ledger's anchor entry."""
 
 
 class GuardError(Error):

@@ -198,12 +198,8 @@ def _anchor(args: argparse.Namespace) -> int:
                 ledger = stack.enter_context(Ledger.open(path))
             except LedgerError as exc:
                 raise AnchorError(f"{path}: cannot open the ledger: {exc}") from exc
-            if getattr(ledger, "sealed", False):
-                # Checked before paying gas: the ledger refuses entries after its seal.
-                raise AnchorError(
-                    f"{path}: the session is sealed, so the anchor entry could not be written; "
-                    "anchor the final checkpoint before sealing"
-                )
+            # A sealed ledger still takes anchor entries: anchoring its final checkpoint
+            # (the one covering the seal) is the usual case.
             index, note = _latest_checkpoint(ledger, path, chain_id, contract)
             ledgers.append((path, ledger, index, note))
 
@@ -234,7 +230,7 @@ def _anchor(args: argparse.Namespace) -> int:
         A.wait_for_confirmations(w3, receipts[0].block, args.confirmations, timeout=args.timeout)
 
         for (path, ledger, index, _note), receipt in zip(ledgers, receipts, strict=True):
-            entry = receipt.to_entry(index)
+            entry = receipt.to_entry(index, session=ledger.session_id)
             try:
                 at = ledger.append(entry, sync=True)
             except LedgerError as exc:

@@ -79,7 +79,27 @@ def register(subparsers: Any) -> None:
         "truncation); repeatable",
     )
     verify.add_argument("--rpc", metavar="URL", help="EVM JSON-RPC URL: check anchors on chain")
-    verify.add_argument("--confirmations", type=int, metavar="N", help="blocks required on top")
+    verify.add_argument(
+        "--confirmations",
+        type=int,
+        metavar="N",
+        help="with --rpc: each anchor block needs N confirmations (default 1: mined)",
+    )
+    verify.add_argument(
+        "--finalized",
+        action="store_true",
+        help="with --rpc: each anchor block must be at or before the chain's finalized block",
+    )
+    verify.add_argument(
+        "--contract",
+        metavar="ADDR",
+        help="with --rpc: the BedsideAnchor contract you trust; anchors through any other fail",
+    )
+    verify.add_argument(
+        "--submitter",
+        metavar="ADDR",
+        help="with --rpc: the address that must have sent every anchor (the custodian's)",
+    )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     verify.set_defaults(handler=_verify)
@@ -164,6 +184,22 @@ def _keys_new(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from .verify import read_checkpoint, verify_ledger
 
+    chain_only = [
+        f"--{name}"
+        for name, value in (
+            ("confirmations", args.confirmations),
+            ("finalized", args.finalized),
+            ("contract", args.contract),
+            ("submitter", args.submitter),
+        )
+        if value not in (None, False)
+    ]
+    if chain_only and args.rpc is None:
+        print(
+            f"FAILED: {', '.join(chain_only)} only apply to the on-chain check; add --rpc URL",
+            file=sys.stderr,
+        )
+        return EXIT_UNUSABLE
     try:
         report = verify_ledger(
             args.ledger,
@@ -171,6 +207,9 @@ def _verify(args: argparse.Namespace) -> int:
             openings=args.openings,
             rpc=args.rpc,
             confirmations=args.confirmations,
+            finalized=args.finalized,
+            contract=args.contract,
+            submitter=args.submitter,
             checkpoints=[read_checkpoint(c) for c in args.checkpoint],
             progress=not args.quiet and sys.stderr.isatty(),
         )

@@ -24,6 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from bedside.errors import AnchorError
 
+from . import entries
+from .merkle import MerkleTree, ProofError, hash_leaf, verify_inclusion
+
 if TYPE_CHECKING:  # web3 is heavy to import; the reviewer CLI imports it only when anchoring
     from eth_account.signers.local import LocalAccount
     from web3 import Web3
@@ -36,6 +39,7 @@ __all__ = [
     "anchor_checkpoint",
     "batch_inclusion_proof",
     "batch_root",
+    "check_anchor_entry",
     "connect",
     "contract_artifact",
     "deploy_contract",
@@ -79,64 +83,33 @@ def _strip_metadata(code: bytes) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------
-# RFC 6962 hashing over checkpoint hashes (the batch tree)
+# The batch tree: bedside.ledger.merkle's RFC 6962 tree over the 32-byte checkpoint hashes
 
 
-def _leaf_hash(data: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + data).digest()
-
-
-def _node_hash(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
-
-
-def _split(n: int) -> int:
-    """The largest power of two smaller than n (RFC 6962 section 2.1)."""
-    k = 1
-    while k << 1 < n:
-        k <<= 1
-    return k
-
-
-def _mth(leaves: Sequence[bytes]) -> bytes:
-    if len(leaves) == 0:
-        return hashlib.sha256(b"").digest()
-    if len(leaves) == 1:
-        return _leaf_hash(leaves[0])
-    k = _split(len(leaves))
-    return _node_hash(_mth(leaves[:k]), _mth(leaves[k:]))
-
-
-def _path(index: int, leaves: Sequence[bytes]) -> list[bytes]:
-    if len(leaves) <= 1:
-        return []
-    k = _split(len(leaves))
-    if index < k:
-        return [*_path(index, leaves[:k]), _mth(leaves[k:])]
-    return [*_path(index - k, leaves[k:]), _mth(leaves[:k])]
+def _batch_tree(checkpoint_hashes: Sequence[bytes]) -> MerkleTree:
+    tree = MerkleTree()
+    for h in checkpoint_hashes:
+        tree.append(hash_leaf(h))
+    return tree
 
 
 def _root_and_paths(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
-    """The tree hash and every leaf's audit path in one O(n log n) pass."""
-    if len(leaves) == 1:
-        return _leaf_hash(leaves[0]), [[]]
-    k = _split(len(leaves))
-    left, left_paths = _root_and_paths(leaves[:k])
-    right, right_paths = _root_and_paths(leaves[k:])
-    paths = [[*p, right] for p in left_paths] + [[*p, left] for p in right_paths]
-    return _node_hash(left, right), paths
+    """The batch root and every leaf's audit path (O(n log n) with the tree's stored levels)."""
+    tree = _batch_tree(leaves)
+    n = len(leaves)
+    return tree.root(), [tree.inclusion_proof(i, n) for i in range(n)]
 
 
 def batch_root(checkpoint_hashes: Sequence[bytes]) -> bytes:
     """RFC 6962 Merkle tree hash over the 32-byte checkpoint hashes of a batch."""
-    return _mth(checkpoint_hashes)
+    return _batch_tree(checkpoint_hashes).root()
 
 
 def batch_inclusion_proof(index: int, checkpoint_hashes: Sequence[bytes]) -> list[bytes]:
     """RFC 6962 audit path of leaf `index` in the batch tree."""
     if not 0 <= index < len(checkpoint_hashes):
         raise AnchorError(f"batch index {index} is outside a batch of {len(checkpoint_hashes)}")
-    return _path(index, checkpoint_hashes)
+    return _batch_tree(checkpoint_hashes).inclusion_proof(index, len(checkpoint_hashes))
 
 
 def verify_batch_inclusion(
@@ -145,35 +118,13 @@ def verify_batch_inclusion(
     """Check an RFC 9162 (section 2.1.3.2) inclusion proof; raise AnchorError if it fails."""
     if not 0 <= index < size:
         raise AnchorError(f"batch index {index} is outside a batch of {size} checkpoints")
-    fn, sn = index, size - 1
-    r = _leaf_hash(checkpoint_hash)
-    for p in proof:
-        if len(p) != 32:
-            raise AnchorError("batch inclusion proof holds a hash that is not 32 bytes")
-        if sn == 0:
-            raise AnchorError(
-                f"batch inclusion proof is too long for index {index} of {size} (tampered proof?)"
-            )
-        if fn & 1 or fn == sn:
-            r = _node_hash(p, r)
-            if not fn & 1:
-                while fn != 0 and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            r = _node_hash(r, p)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise AnchorError(
-            f"batch inclusion proof is too short for index {index} of {size} (tampered proof?)"
-        )
-    if r != root:
+    try:
+        verify_inclusion(hash_leaf(checkpoint_hash), index, size, proof, root)
+    except ProofError as exc:
         raise AnchorError(
             f"batch inclusion proof for checkpoint {index} of {size} does not lead to the "
-            f"anchored root 0x{root.hex()} (it gives 0x{r.hex()}): the proof or the note was "
-            "altered"
-        )
+            f"anchored root 0x{root.hex()} ({exc.message}): the proof or the note was altered"
+        ) from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,25 +347,29 @@ class AnchorReceipt:
     batch_size: int | None = None
     proof: tuple[str, ...] | None = None
 
-    def to_entry(self, checkpoint_index: int) -> dict[str, Any]:
-        """The fields of the ledger's `anchor` entry (the ledger adds v, ts and session)."""
-        entry: dict[str, Any] = {
-            "kind": "anchor",
-            "checkpoint_index": checkpoint_index,
-            "checkpoint_hash": self.checkpoint_hash,
-            "chain_id": self.chain_id,
-            "contract": self.contract,
-            "tx": self.tx,
-            "block": self.block,
-            "submitter": self.submitter,
-            "root": self.root,
-            "size": self.size,
-        }
-        if self.batch_index is not None:
-            entry["batch_index"] = self.batch_index
-            entry["batch_size"] = self.batch_size
-            entry["proof"] = list(self.proof or ())
-        return entry
+    def to_entry(
+        self, checkpoint_index: int, *, session: str, ts: str | None = None
+    ) -> dict[str, Any]:
+        """The ledger's `anchor` entry for the checkpoint entry at `checkpoint_index`.
+
+        Built by `bedside.ledger.entries.anchor`, the one definition of the entry's fields.
+        """
+        return entries.anchor(
+            session=session,
+            checkpoint_index=checkpoint_index,
+            checkpoint_hash=self.checkpoint_hash,
+            chain_id=self.chain_id,
+            contract=self.contract,
+            tx=self.tx,
+            block=self.block,
+            submitter=self.submitter,
+            root=self.root,
+            size=self.size,
+            batch_index=self.batch_index,
+            batch_size=self.batch_size,
+            proof=self.proof or (),
+            ts=ts,
+        )
 
 
 def _anchor_call(
@@ -539,6 +494,54 @@ def _same_address(a: str, b: str) -> bool:
     return a.lower().removeprefix("0x") == b.lower().removeprefix("0x")
 
 
+def check_anchor_entry(entry: dict[str, Any], checkpoint_note: bytes) -> None:
+    """The checks of an anchor entry that need no chain; raise AnchorError naming what fails.
+
+    The entry must name `checkpoint_note` (its `checkpoint_hash`), and its `root` and `size` must
+    be what anchoring that note puts on chain: for a single anchor SHA-256 of the note and the
+    note's tree size, for a batch a root the inclusion proof leads to from the checkpoint hash and
+    the batch size. `verify_anchor_entry` then checks the chain holds that root and size.
+    """
+    for name, kind in (
+        ("chain_id", int),
+        ("contract", str),
+        ("tx", str),
+        ("block", int),
+        ("submitter", str),
+    ):
+        _field(entry, name, kind)
+    entry_root = _hex32(_field(entry, "root", str), "root")
+    size = _field(entry, "size", int)
+    checkpoint_hash = _hex32(_field(entry, "checkpoint_hash", str), "checkpoint_hash")
+    note_hash = hashlib.sha256(checkpoint_note).digest()
+    if checkpoint_hash != note_hash:
+        raise AnchorError(
+            f"anchor entry's checkpoint_hash {checkpoint_hash.hex()} is not SHA-256 of the "
+            f"checkpoint note ({note_hash.hex()}): the entry anchors another checkpoint"
+        )
+    if "batch_index" in entry:
+        index = _field(entry, "batch_index", int)
+        batch_size = _field(entry, "batch_size", int)
+        proof = [_hex32(p, "proof") for p in _field(entry, "proof", list)]
+        if batch_size != size:
+            raise AnchorError(
+                f"anchor entry's batch_size {batch_size} is not the anchored batch size {size}"
+            )
+        verify_batch_inclusion(note_hash, index, batch_size, proof, entry_root)
+        return
+    if entry_root != note_hash:
+        raise AnchorError(
+            f"wrong root: the entry anchors 0x{entry_root.hex()}, not SHA-256 of the checkpoint "
+            f"note (0x{note_hash.hex()})"
+        )
+    note_size = checkpoint_tree_size(checkpoint_note)
+    if size != note_size:
+        raise AnchorError(
+            f"wrong size: the entry anchors tree size {size} but the checkpoint note says "
+            f"{note_size}"
+        )
+
+
 def verify_anchor_entry(
     entry: dict[str, Any],
     checkpoint_note: bytes,
@@ -594,15 +597,7 @@ def _verify(
     submitter = _field(entry, "submitter", str)
     entry_root = _hex32(_field(entry, "root", str), "root")
     size = _field(entry, "size", int)
-    checkpoint_hash = _hex32(_field(entry, "checkpoint_hash", str), "checkpoint_hash")
-
-    # The note itself: the entry must name the checkpoint we were given.
-    note_hash = hashlib.sha256(note).digest()
-    if checkpoint_hash != note_hash:
-        raise AnchorError(
-            f"anchor entry's checkpoint_hash {checkpoint_hash.hex()} is not SHA-256 of the "
-            f"checkpoint note ({note_hash.hex()}): the entry anchors another checkpoint"
-        )
+    _hex32(_field(entry, "checkpoint_hash", str), "checkpoint_hash")
 
     # 1. The chain.
     served = int(w3.eth.chain_id)
@@ -683,27 +678,8 @@ def _verify(
         )
     if ev_size != size:
         raise AnchorError(f"wrong size: the event anchors size {ev_size}, the entry says {size}")
-    if "batch_index" in entry:
-        index = _field(entry, "batch_index", int)
-        batch_size = _field(entry, "batch_size", int)
-        proof = [_hex32(p, "proof") for p in _field(entry, "proof", list)]
-        if batch_size != ev_size:
-            raise AnchorError(
-                f"anchor entry's batch_size {batch_size} is not the anchored batch size {ev_size}"
-            )
-        verify_batch_inclusion(note_hash, index, batch_size, proof, ev_root)
-    else:
-        if ev_root != note_hash:
-            raise AnchorError(
-                f"wrong root: the event anchors 0x{ev_root.hex()}, not SHA-256 of the "
-                f"checkpoint note (0x{note_hash.hex()})"
-            )
-        note_size = checkpoint_tree_size(note)
-        if ev_size != note_size:
-            raise AnchorError(
-                f"wrong size: the event anchors tree size {ev_size} but the checkpoint note "
-                f"says {note_size}"
-            )
+    # The chain holds what the entry says; the entry must describe anchoring this note.
+    check_anchor_entry(entry, note)
 
     # 6. The submitter.
     if not _same_address(ev_submitter, submitter):

@@ -5,6 +5,9 @@ the requester and approvers, and the ledger checkpoint with the `release` entrie
 their RFC 6962 inclusion proofs. The envelope is securesystemslib's DSSE `Envelope`, signed
 through a small `securesystemslib.signer.Signer` adapter over the custodian's bedside key (the
 same Ed25519 key that signs the ledger's checkpoints), so there is one key to guard, not two.
+This is bedside's only DSSE implementation: securesystemslib's PAE passes the DSSE spec vector
+(byte lengths, also for non-ASCII types) and its envelopes round-trip (tests/ledger), so the
+hand-written `ledger/dsse.py` that the ledger branch had was removed.
 
 Entries and proofs come from `bedside.ledger` (its RFC 6962 log); `verify_release` returns a
 summary and raises `ReleaseError` / `SignatureError` /
@@ -13,7 +16,6 @@ summary and raises `ReleaseError` / `SignatureError` /
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -30,7 +32,7 @@ from securesystemslib.signer import (  # type: ignore[attr-defined]  # re-export
 )
 from securesystemslib.signer import Signer as SSLSigner  # type: ignore[attr-defined]
 
-from bedside.errors import LedgerIntegrityError, ReleaseError, SignatureError
+from bedside.errors import LedgerError, LedgerIntegrityError, ReleaseError, SignatureError
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -66,18 +68,17 @@ class RawSigner(Protocol):
 
 
 def vkey_public(vkey: str) -> tuple[str, bytes]:
-    """C2SP verifier key `name+hexid+base64(0x01||pub32)` → (key id `name+hexid`, pub32)."""
+    """C2SP verifier key `name+hexid+base64(0x01||pub32)` → (key id `name+hexid`, pub32).
+
+    Parsed by `bedside.ledger.Verifier`, the one reader of verifier keys.
+    """
+    from bedside.ledger.note import Verifier
+
     try:
-        name, keyid, blob = vkey.split("+", 2)
-        raw = base64.b64decode(blob, validate=True)
-    except ValueError as exc:
-        raise SignatureError(f"not a C2SP verifier key: {vkey!r}") from exc
-    if len(raw) != 33 or raw[0] != 0x01:
-        raise SignatureError(f"verifier key {name!r} is not an Ed25519 key (type 0x01)")
-    want = hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4].hex()
-    if want != keyid:
-        raise SignatureError(f"verifier key {name!r}: key id {keyid} does not match the key")
-    return f"{name}+{keyid}", raw[1:]
+        verifier = Verifier(vkey)
+    except LedgerError as exc:
+        raise SignatureError(str(exc)) from exc
+    return f"{verifier.name}+{verifier.key_id.hex()}", verifier.public
 
 
 def sslib_key(vkey: str) -> SSlibKey:

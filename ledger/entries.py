@@ -82,12 +82,14 @@ _SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     CHECKPOINT: {"note": _STR, "size": _INT, "proof": (list,)},
     ANCHOR: {
         "checkpoint_index": _INT,
+        "checkpoint_hash": _STR,
         "chain_id": _INT,
         "contract": _STR,
         "tx": _STR,
         "block": _INT,
         "submitter": _STR,
         "root": _STR,
+        "size": _INT,
     },
     SEAL: {"reason": _STR},
     METERING: {"counters": (dict,)},
@@ -135,6 +137,23 @@ def check_entry(entry: Mapping[str, Any], index: int | None = None) -> None:
     if kind == OUTPUT and entry["decision"] not in DECISIONS:
         raise LedgerIntegrityError(
             f"output decision {entry['decision']!r} is not one of {DECISIONS}", index=index
+        )
+    if kind == ANCHOR and ("batch_index" in entry or "batch_size" in entry or "proof" in entry):
+        _check_batch_anchor(entry, index)
+
+
+def _check_batch_anchor(entry: Mapping[str, Any], index: int | None) -> None:
+    """A batched anchor's extra fields come together and typed (see `anchor`)."""
+    for name, types in (("batch_index", _INT), ("batch_size", _INT), ("proof", (list,))):
+        if type(entry.get(name)) not in types:
+            raise LedgerIntegrityError(
+                f"anchor entry field {name!r} is missing or mistyped (a batched anchor has "
+                "batch_index, batch_size and proof)",
+                index=index,
+            )
+    if not all(type(p) is str for p in entry["proof"]):
+        raise LedgerIntegrityError(
+            "anchor entry field 'proof' must be a list of hex strings", index=index
         )
 
 
@@ -354,31 +373,47 @@ def anchor(
     *,
     session: str,
     checkpoint_index: int,
+    checkpoint_hash: str,
     chain_id: int,
     contract: str,
     tx: str,
     block: int,
     submitter: str,
     root: str,
-    proof: Mapping[str, Any] | None = None,
+    size: int,
+    batch_index: int | None = None,
+    batch_size: int | None = None,
+    proof: Sequence[str] = (),
     ts: str | None = None,
 ) -> dict[str, Any]:
     """Where the checkpoint at `checkpoint_index` was anchored on an EVM chain.
 
-    `root` is the anchored bytes32 as 0x-hex; `proof`, for batched anchors, is the inclusion of
-    SHA-256(checkpoint note) in the batch tree (format owned by `bedside.ledger.anchor`).
+    The one definition of the anchor entry (`AnchorReceipt.to_entry` builds it here, and
+    `bedside.ledger.anchor.verify_anchor_entry` checks it): `checkpoint_hash` is hex SHA-256 of
+    the signed checkpoint note; `root` the anchored bytes32 as 0x-hex and `size` the uint64 of the
+    `Anchored` event (the note's tree size, or the number of notes in a batch). A batched anchor
+    also records `batch_index`, `batch_size` and `proof`, the RFC 6962 audit path (hex) of the
+    checkpoint hash in the batch tree.
     """
     fields: dict[str, Any] = {
         "checkpoint_index": checkpoint_index,
+        "checkpoint_hash": checkpoint_hash,
         "chain_id": chain_id,
         "contract": contract,
         "tx": tx,
         "block": block,
         "submitter": submitter,
         "root": root,
+        "size": size,
     }
-    if proof is not None:
-        fields["proof"] = dict(proof)
+    if (batch_index is None) != (batch_size is None):
+        raise ValueError("a batched anchor needs both batch_index and batch_size")
+    if batch_index is not None:
+        fields["batch_index"] = batch_index
+        fields["batch_size"] = batch_size
+        fields["proof"] = [str(p) for p in proof]
+    elif proof:
+        raise ValueError("only a batched anchor carries an inclusion proof")
     return _base(ANCHOR, session, ts, fields)
 
 

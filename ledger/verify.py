@@ -28,7 +28,7 @@ from bedside.errors import AnchorError, LedgerError, LedgerIntegrityError, Signa
 
 from . import entries as E
 from ._records import LEDGER_MAGIC, Record, Tail, iter_records
-from .commitment import open_commitment, parse_canonical
+from .commitment import canonical_json, open_commitment, parse_canonical
 from .merkle import Frontier, ProofError, verify_consistency
 from .note import Checkpoint, Verifier, open_checkpoint
 from .openings import Opening, iter_openings, withheld
@@ -63,6 +63,10 @@ class VerifyReport:
     openings_missing_count: int = 0
     openings_withheld: int = 0
     anchors: list[dict[str, Any]] = field(default_factory=list)
+    researcher_key: str | None = None  # named by the header; signs every execute request
+    researcher_sigs_checked: int = 0
+    researcher_unsigned: int = 0
+    researcher_unsigned_first: int = -1
     sealed: bool = False
     last_content_entry: int = -1  # last entry that is not a checkpoint or an anchor
     warnings: list[str] = field(default_factory=list)
@@ -97,6 +101,11 @@ class VerifyReport:
                 f"  anchor (entry {a['index']}): checkpoint entry {a['checkpoint_index']} on chain "
                 f"{a['chain_id']} tx {a['tx']} — {a['status']}"
             )
+        if self.researcher_sigs_checked or self.researcher_unsigned:
+            lines.append(
+                f"  researcher signatures: {self.researcher_sigs_checked} execute requests "
+                f"verified, {self.researcher_unsigned} unsigned"
+            )
         lines.append(f"  sealed: {'yes' if self.sealed else 'no'}")
         lines.extend(f"  warning: {w}" for w in self.warnings)
         return "\n".join(lines)
@@ -124,6 +133,9 @@ class VerifyReport:
             "openings_missing_first": self.openings_missing,
             "openings_withheld": self.openings_withheld,
             "anchors": self.anchors,
+            "researcher_key": self.researcher_key,
+            "researcher_sigs_checked": self.researcher_sigs_checked,
+            "researcher_unsigned": self.researcher_unsigned,
             "sealed": self.sealed,
             "warnings": self.warnings,
         }
@@ -190,6 +202,9 @@ def verify_ledger(
     rpc: str | None = None,
     *,
     confirmations: int | None = None,
+    finalized: bool = False,
+    contract: str | None = None,
+    submitter: str | None = None,
     checkpoints: Sequence[str] = (),
     require_checkpoint: bool = True,
     progress: bool = False,
@@ -201,6 +216,12 @@ def verify_ledger(
     the report says the trust is self-asserted. `checkpoints` are signed notes held outside the
     ledger (a researcher's cosigned copy, an anchored note): the ledger must contain and match
     every one of them, which is how a truncation behind a signed checkpoint is caught.
+
+    Every anchor entry is checked against the checkpoint it names (hash, root, size, batch
+    inclusion proof); with `rpc` also on chain by `bedside.ledger.anchor.verify_anchor_entry`,
+    which gets `confirmations`, `finalized`, `contract` (the expected contract address) and
+    `submitter` (the expected submitter address). A failing anchor raises `AnchorError` whose
+    `index` is the anchor entry.
     """
     p = Path(path)
     report = VerifyReport(p)
@@ -226,9 +247,8 @@ def verify_ledger(
                 desc="verify",
                 leave=False,
             )
-        _verify_stream(
-            fh, start, report, verifiers, openings, rpc, confirmations, checkpoints, bar, on_entry
-        )
+        chain = None if rpc is None else _Chain(rpc, confirmations, finalized, contract, submitter)
+        _verify_stream(fh, start, report, verifiers, openings, chain, checkpoints, bar, on_entry)
     finally:
         fh.close()
         if bar is not None:
@@ -247,6 +267,17 @@ def verify_ledger(
         )
     if not report.sealed:
         report.warnings.append("the session is not sealed (still running, or cut short)")
+    if report.researcher_unsigned:
+        report.warnings.append(
+            f"{report.researcher_unsigned} execute requests carry no researcher signature although "
+            f"the header names the researcher's key (first: entry "
+            f"{report.researcher_unsigned_first}): nothing shows the researcher sent that code"
+        )
+    if report.researcher_key and openings is None and report.kinds[E.EXECUTE_REQUEST]:
+        report.warnings.append(
+            "the researcher's signatures on execute requests were not checked: they sign the "
+            "code, so pass --openings"
+        )
     if report.openings_missing:
         report.warnings.append(
             f"{report.openings_missing_count} released entries have no opening "
@@ -261,8 +292,7 @@ def _verify_stream(
     report: VerifyReport,
     verifiers: list[Verifier],
     openings_file: str | os.PathLike[str] | None,
-    rpc: str | None,
-    confirmations: int | None,
+    chain: _Chain | None,
     external: Sequence[str],
     bar: Any,
     on_entry: Callable[[int, dict[str, Any]], None] | None,
@@ -289,6 +319,8 @@ def _verify_stream(
     after_seal = E.AFTER_SEAL
     bulk = (E.EXECUTE_REQUEST, E.OUTPUT)
     output_kind = E.OUTPUT
+    execute_kind = E.EXECUTE_REQUEST
+    researcher: Verifier | None = None
     last_content = -1
     for i, item in enumerate(iter_records(fh, start)):
         if isinstance(item, Tail):
@@ -340,7 +372,7 @@ def _verify_stream(
             if i == 0:
                 if kind != E.HEADER:
                     raise LedgerIntegrityError("entry 0 must be the session header", index=0)
-                _read_header(entry, report, verifiers)
+                researcher = _read_header(entry, report, verifiers)
                 for note in external:
                     seen = _open_external(note, verifiers, report.origin)
                     report.external_checkpoints.append(seen)
@@ -353,7 +385,7 @@ def _verify_stream(
                 _check_checkpoint(entry, i, frontier, verifiers, report)
                 notes.add(i, item.offset, entry["note"])
             elif kind == E.ANCHOR:
-                _check_anchor(entry, i, notes, rpc, confirmations, report)
+                _check_anchor(entry, i, notes, chain, report)
             elif kind == E.SEAL:
                 sealed = True
         if openings is not None and kind in committed:
@@ -374,6 +406,8 @@ def _verify_stream(
                     domain, next_opening.content, next_opening.salt, entry[field_name], index=i
                 )
                 report.openings_checked += 1
+                if researcher is not None and kind == execute_kind:
+                    _check_researcher_sig(entry, next_opening.content, researcher, i, report)
                 next_opening = next(openings, None)
             elif withheld(entry):
                 report.openings_withheld += 1
@@ -435,8 +469,19 @@ def _verify_stream(
     report.sealed = sealed
 
 
-def _read_header(entry: dict[str, Any], report: VerifyReport, verifiers: list[Verifier]) -> None:
+def _read_header(
+    entry: dict[str, Any], report: VerifyReport, verifiers: list[Verifier]
+) -> Verifier | None:
+    """Read the header into the report; return the researcher's key when the header names one."""
     report.header = entry
+    researcher: Verifier | None = None
+    vkey = entry["identities"].get("researcher")
+    if vkey is not None:
+        try:
+            researcher = Verifier(str(vkey))
+        except LedgerError as exc:
+            raise LedgerIntegrityError(f"identity 'researcher': {exc}", index=0) from exc
+        report.researcher_key = researcher.vkey
     if entry["origin"] != report.origin:
         raise LedgerIntegrityError(
             f"header origin {entry['origin']!r} differs from the file's {report.origin!r}",
@@ -454,6 +499,40 @@ def _read_header(entry: dict[str, Any], report: VerifyReport, verifiers: list[Ve
             "no --key given: signatures were checked against the keys the header names, which "
             "proves consistency, not who signed; pass the custodian's key with --key"
         )
+    return researcher
+
+
+def researcher_signed_bytes(msg_id: str, code: bytes) -> bytes:
+    """What the researcher's extension signs for an execute request (extension/mirror.py):
+    RFC 8785 JSON of {"msg_id", "code_digest": "sha256:<hex of the code's UTF-8 bytes>"}."""
+    digest = "sha256:" + hashlib.sha256(code).hexdigest()
+    return canonical_json({"msg_id": msg_id, "code_digest": digest})
+
+
+def _check_researcher_sig(
+    entry: dict[str, Any], code: bytes, researcher: Verifier, i: int, report: VerifyReport
+) -> None:
+    """The execute request's `researcher_sig` (base64 Ed25519) over its msg_id and opened code."""
+    sig = entry["researcher_sig"]
+    if sig is None:
+        report.researcher_unsigned += 1
+        if report.researcher_unsigned_first < 0:
+            report.researcher_unsigned_first = i
+        return
+    try:
+        raw = base64.b64decode(sig, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SignatureError("execute request's researcher_sig is not base64", index=i) from exc
+    try:
+        researcher.verify(researcher_signed_bytes(entry["msg_id"], code), raw)
+    except SignatureError as exc:
+        raise SignatureError(
+            f"the researcher's signature on execute request {entry['msg_id']!r} does not verify "
+            f"with the researcher key the header names ({researcher.name}): the code or msg_id "
+            "differs from what the researcher sent",
+            index=i,
+        ) from exc
+    report.researcher_sigs_checked += 1
 
 
 def _open_external(note: str, verifiers: list[Verifier], origin: str) -> CheckpointSeen:
@@ -516,14 +595,26 @@ def _check_checkpoint(
     report.signed_size = max(report.signed_size, cp.size)
 
 
+@dataclass(frozen=True)
+class _Chain:
+    """Where and how strictly to check anchors on chain (`ledger verify --rpc ...`)."""
+
+    rpc: str
+    confirmations: int | None
+    finalized: bool
+    contract: str | None
+    submitter: str | None
+
+
 def _check_anchor(
     entry: dict[str, Any],
     i: int,
     notes: _Notes,
-    rpc: str | None,
-    confirmations: int | None,
+    chain: _Chain | None,
     report: VerifyReport,
 ) -> None:
+    from . import anchor as _anchor  # web3 itself is imported only for the on-chain check
+
     ci = entry["checkpoint_index"]
     note = notes.get(ci)
     if note is None:
@@ -531,22 +622,34 @@ def _check_anchor(
             f"anchor names entry {ci} as its checkpoint, which is not an earlier checkpoint",
             index=i,
         )
+    raw = note.encode("utf-8")
+    try:
+        _anchor.check_anchor_entry(entry, raw)
+    except AnchorError as exc:
+        raise LedgerIntegrityError(
+            f"anchor of checkpoint entry {ci}: {exc.diagnostics()}", index=i
+        ) from exc
     status = "not checked on chain (pass --rpc URL)"
-    if rpc is not None:
-        try:
-            from bedside.ledger import anchor as _anchor  # lazy: web3 is heavy
-        except ImportError as exc:
-            raise LedgerError(
-                f"checking anchors on chain needs bedside.ledger.anchor and web3 ({exc}); "
-                "install bedside with its default dependencies or drop --rpc"
-            ) from exc
-
+    if chain is not None:
         try:
             _anchor.verify_anchor_entry(
-                entry, note.encode("utf-8"), rpc, confirmations=confirmations
+                entry,
+                raw,
+                chain.rpc,
+                confirmations=chain.confirmations,
+                finalized=chain.finalized,
+                expected_contract=chain.contract,
+                expected_submitter=chain.submitter,
             )
         except AnchorError as exc:
-            raise AnchorError(f"entry {i}: anchor of checkpoint entry {ci}: {exc}") from exc
+            raise AnchorError(
+                f"anchor of checkpoint entry {ci}: {exc.diagnostics()}", index=i
+            ) from exc
+        except ImportError as exc:
+            raise LedgerError(
+                f"checking anchors on chain needs web3 ({exc}); install bedside with its "
+                "default dependencies or drop --rpc"
+            ) from exc
         status = "verified on chain"
     report.anchors.append(
         {

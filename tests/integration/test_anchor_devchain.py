@@ -124,7 +124,7 @@ def test_single_anchor_over_http(devchain: str, deployed: dict[str, Any]) -> Non
     w3, account, contract = deployed["w3"], deployed["account"], deployed["contract"]
     assert w3.eth.chain_id == CHAIN_ID
     note = make_note("hospital.example/bedside/e2e", 12)
-    entry = A.anchor_checkpoint(w3, contract, account, note, 12).to_entry(5)
+    entry = A.anchor_checkpoint(w3, contract, account, note, 12).to_entry(5, session="s")
     assert entry["chain_id"] == CHAIN_ID and entry["submitter"] == account.address
 
     # Only the selector, the checkpoint hash and the size went on chain.
@@ -151,7 +151,9 @@ def test_single_anchor_over_http(devchain: str, deployed: dict[str, Any]) -> Non
 def test_finalized_block(devchain: str, deployed: dict[str, Any]) -> None:
     note = make_note("hospital.example/bedside/final", 2)
     w3 = deployed["w3"]
-    entry = A.anchor_checkpoint(w3, deployed["contract"], deployed["account"], note, 2).to_entry(1)
+    entry = A.anchor_checkpoint(w3, deployed["contract"], deployed["account"], note, 2).to_entry(
+        1, session="s"
+    )
     # ganache treats the latest block as finalized: the check runs the same RPC call Polygon gets.
     A.verify_anchor_entry(entry, note, devchain, finalized=True)
 
@@ -162,8 +164,8 @@ def test_batch_anchor_over_http(devchain: str, deployed: dict[str, Any]) -> None
     receipts = A.anchor_batch(w3, deployed["contract"], deployed["account"], notes)
     assert len({r.tx for r in receipts}) == 1
     for i, (receipt, (note, _)) in enumerate(zip(receipts, notes, strict=True)):
-        A.verify_anchor_entry(receipt.to_entry(i), note, devchain)
-    entry = receipts[2].to_entry(2)
+        A.verify_anchor_entry(receipt.to_entry(i, session="s"), note, devchain)
+    entry = receipts[2].to_entry(2, session="s")
     proof = [("f" if p[0] != "f" else "e") + p[1:] for p in entry["proof"]]
     with pytest.raises(AnchorError, match="does not lead to the anchored root"):
         A.verify_anchor_entry(entry | {"proof": proof}, notes[2][0], devchain)
@@ -206,7 +208,9 @@ def make_ledger(path: Path, custodian: Signer, name: str, *, seal: bool = False)
         ledger.append(E.metering(session=session, counters={"cells": 1}))
         ledger.append_checkpoint(ledger.sign_checkpoint(custodian))
         if seal:
+            # As the sentry closes a session: the seal, then the final checkpoint covering it.
             ledger.append(E.seal(session=session))
+            ledger.append_checkpoint(ledger.sign_checkpoint(custodian))
         ledger.flush()
 
 
@@ -278,15 +282,12 @@ def test_anchor_command_refuses_before_paying_gas(
     devchain: str, deployed: dict[str, Any], tmp_path: Path, custodian_key: tuple[Signer, Path]
 ) -> None:
     signer, _ = custodian_key
-    sealed = tmp_path / "sealed.ledger"
-    make_ledger(sealed, signer, "sealed", seal=True)
+    plain = tmp_path / "plain.ledger"
+    make_ledger(plain, signer, "plain")
     key = key_file(tmp_path, KEY_0)
     common = ["--rpc", devchain, "--contract", deployed["contract"], "--key", str(key)]
     w3, address = deployed["w3"], deployed["account"].address
     nonce = w3.eth.get_transaction_count(address)
-
-    result = bedside("ledger", "anchor", str(sealed), *common)
-    assert result.returncode == 1 and "the session is sealed" in result.stderr
 
     empty = tmp_path / "empty.ledger"
     Ledger.create(empty, session_id="e", origin="hospital.example/bedside/e").close()
@@ -294,10 +295,90 @@ def test_anchor_command_refuses_before_paying_gas(
     assert result.returncode == 1 and "holds no signed checkpoint" in result.stderr
 
     bad = ["--rpc", devchain, "--contract", "0xnot-an-address", "--key", str(key)]
-    result = bedside("ledger", "anchor", str(sealed), *bad)
+    result = bedside("ledger", "anchor", str(plain), *bad)
     assert result.returncode == 1 and "is not an address" in result.stderr
 
     key.chmod(0o644)
     result = bedside("ledger", "anchor", str(empty), *common)
     assert result.returncode == 1 and "chmod 600" in result.stderr
     assert w3.eth.get_transaction_count(address) == nonce
+
+
+def rewrite_last_entry(src: Path, dst: Path, **changes: Any) -> int:
+    """Copy the ledger `src` to `dst` with its last entry's fields changed: a well-formed ledger
+    (checksums, order, canonical JSON all fine) whose anchor entry lies."""
+    with Ledger.open(src) as ledger:
+        stored = [ledger.entry(i) for i in range(ledger.size)]
+        session, origin = ledger.session_id, ledger.origin
+    with Ledger.create(dst, session_id=session, origin=origin) as copy:
+        for entry in stored[:-1]:
+            copy.append(entry)
+        at = copy.append(stored[-1] | changes)
+        copy.flush()
+    return at
+
+
+def test_sealed_ledger_anchored_by_the_cli_verifies_on_chain_and_lies_are_named(
+    devchain: str, deployed: dict[str, Any], tmp_path: Path, custodian_key: tuple[Signer, Path]
+) -> None:
+    """The whole path a reviewer takes: a sealed session's final checkpoint is anchored with
+    `bedside ledger anchor`, `bedside ledger verify --rpc` checks it on chain with every option,
+    and an altered anchor entry, another contract or another submitter fail naming the entry."""
+    signer, pub = custodian_key
+    path = tmp_path / "sealed.ledger"
+    make_ledger(path, signer, "sealed", seal=True)
+    key = key_file(tmp_path, KEY_0)
+    contract, submitter = deployed["contract"], deployed["account"].address
+    result = bedside(
+        "ledger", "anchor", str(path), "--rpc", devchain, "--contract", contract, "--key", str(key)
+    )
+    assert result.returncode == 0, result.stderr
+    with Ledger.open(path) as ledger:
+        assert ledger.sealed
+        anchor_at = ledger.size - 1
+        entry = ledger.entry(anchor_at)
+    assert entry["kind"] == "anchor" and entry["checkpoint_index"] == 4  # the one after the seal
+
+    def verify(ledger: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        return bedside("ledger", "verify", str(ledger), "--key", str(pub), "-q", *extra)
+
+    chain = ["--rpc", devchain]
+    trusted = ["--contract", contract, "--submitter", submitter]
+    ok = verify(path, *chain, *trusted, "--finalized", "--confirmations", "1", "--json")
+    assert ok.returncode == 0, ok.stderr
+    report = json.loads(ok.stdout)
+    assert report["sealed"] and report["anchors"][0]["status"] == "verified on chain"
+    assert report["anchors"][0]["index"] == anchor_at
+
+    # Another contract than the one the reviewer trusts, another submitter than the custodian.
+    other_contract = A.deploy_contract(deployed["w3"], deployed["account"])
+    failed = verify(path, *chain, "--contract", other_contract, "--json")
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout)["index"] == anchor_at
+    assert f"entry {anchor_at}: anchor of checkpoint entry 4: wrong contract" in failed.stderr
+    other = A.load_key(key_file(tmp_path, KEY_1, "other.key")).address
+    failed = verify(path, *chain, "--submitter", other)
+    assert failed.returncode == 1
+    assert f"entry {anchor_at}: anchor of checkpoint entry 4: wrong submitter" in failed.stderr
+
+    # A lying anchor entry in an otherwise well-formed ledger: a transaction that is not there,
+    # a block it is not in (chain needed), a root that is not the checkpoint's (no chain needed).
+    tampered = tmp_path / "tx.ledger"
+    at = rewrite_last_entry(path, tampered, tx="0x" + "ab" * 32)
+    failed = verify(tampered, *chain)
+    assert failed.returncode == 1 and f"entry {at}: anchor of checkpoint entry 4" in failed.stderr
+    assert "is not on chain 1337" in failed.stderr
+    tampered = tmp_path / "block.ledger"
+    rewrite_last_entry(path, tampered, block=entry["block"] + 1)
+    failed = verify(tampered, *chain)
+    assert failed.returncode == 1 and f"entry {at}:" in failed.stderr
+    assert "the entry was altered" in failed.stderr
+    tampered = tmp_path / "root.ledger"
+    rewrite_last_entry(path, tampered, root="0x" + "ab" * 32)
+    failed = verify(tampered)
+    assert failed.returncode == 1
+    assert f"entry {at}: anchor of checkpoint entry 4: wrong root" in failed.stderr
+
+    # The chain options mean nothing without a chain: refused, not silently ignored.
+    unusable = verify(path, "--finalized")
+    assert unusable.returncode == 2 and "add --rpc URL" in unusable.stderr

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bedside.ledger import Signer
 from ledger_session import build_session
+
+from bedside.ledger import Signer
 
 
 @pytest.fixture(scope="session")

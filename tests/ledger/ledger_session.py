@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from pathlib import Path
 
-from bedside.ledger import Ledger, Signer, cosign
+from bedside.ledger import Ledger, Signer, canonical_json, cosign
 from bedside.ledger import entries as E
 
 SESSION = "sess-0001"
 ORIGIN = "hospital.example/bedside/sess-0001"
 
 
+def researcher_sig(researcher: Signer, msg_id: str, code: str) -> str:
+    """What the researcher's extension puts in metadata.bedside.researcher_sig, byte for byte
+    as extension/mirror.py (`SessionMirror.observe_request`) computes it."""
+    digest = "sha256:" + hashlib.sha256(code.encode("utf-8")).hexdigest()
+    body = canonical_json({"msg_id": msg_id, "code_digest": digest})
+    return base64.b64encode(researcher.sign(body)).decode("ascii")
+
+
 def build_session(
-    path: Path, custodian: Signer, researcher: Signer, *, cells: int = 3, seal: bool = True
+    path: Path,
+    custodian: Signer,
+    researcher: Signer,
+    *,
+    cells: int = 3,
+    seal: bool = True,
+    sign_requests: bool = True,
 ) -> Ledger:
     """A session: header, per cell an execute request, a released and a blocked output, a
     cosigned checkpoint after each cell, metering, a checkpoint, the seal and a final cosigned
@@ -31,8 +47,10 @@ def build_session(
     )
     for c in range(cells):
         msg = f"exec-{c}"
+        code = f"print({c} * 2)"
+        sig = researcher_sig(researcher, msg, code) if sign_requests else None
         entry, opening = E.execute_request(
-            session=SESSION, msg_id=msg, code=f"print({c} * 2)", researcher_sig=None
+            session=SESSION, msg_id=msg, code=code, researcher_sig=sig
         )
         ledger.append(entry, opening=opening)
         entry, opening = E.output(

@@ -15,6 +15,7 @@ from web3 import EthereumTesterProvider, Web3
 
 from bedside.errors import AnchorError
 from bedside.ledger import anchor
+from bedside.ledger import entries as E
 from bedside.ledger.anchor import (
     ANCHORED_EVENT,
     ANCHORED_TOPIC,
@@ -22,6 +23,7 @@ from bedside.ledger.anchor import (
     anchor_checkpoint,
     batch_inclusion_proof,
     batch_root,
+    check_anchor_entry,
     deploy_contract,
     verify_anchor_entry,
     verify_batch_inclusion,
@@ -110,9 +112,12 @@ def test_single_anchor_round_trip(chain: dict[str, Any]) -> None:
     w3, acct = chain["w3"], chain["submitter"]
     note = make_note("hospital.example/bedside/s1", 7)
     receipt = anchor_checkpoint(w3, chain["contract"], acct, note, 7)
-    entry = receipt.to_entry(12)
+    entry = receipt.to_entry(12, session="s", ts="2026-11-29T16:00:00.000000Z")
     assert entry == {
+        "v": 1,
         "kind": "anchor",
+        "session": "s",
+        "ts": "2026-11-29T16:00:00.000000Z",
         "checkpoint_index": 12,
         "checkpoint_hash": hashlib.sha256(note).hexdigest(),
         "chain_id": w3.eth.chain_id,
@@ -124,6 +129,8 @@ def test_single_anchor_round_trip(chain: dict[str, Any]) -> None:
         "size": 7,
     }
     assert re.fullmatch(r"0x[0-9a-f]{64}", entry["tx"])
+    E.check_entry(entry | {"seq": 13})  # the ledger's schema: one definition of the entry
+    check_anchor_entry(entry, note)
     verify_anchor_entry(
         entry,
         note,
@@ -177,13 +184,15 @@ def test_batch_anchor_is_one_transaction_with_a_proof_per_session(chain: dict[st
     selector = keccak(text="anchor(bytes32,uint64)")[:4]
     assert bytes(tx["input"]) == selector + root + (5).to_bytes(32, "big")
     for i, (receipt, (note, _)) in enumerate(zip(receipts, notes, strict=True)):
-        entry = receipt.to_entry(40 + i)
+        entry = receipt.to_entry(40 + i, session="s")
         assert entry["batch_index"] == i and entry["batch_size"] == 5
         assert entry["root"] == "0x" + root.hex() and entry["size"] == 5
         assert entry["checkpoint_hash"] == hashes[i].hex()
+        E.check_entry(entry | {"seq": 41 + i})
+        check_anchor_entry(entry, note)
         verify_anchor_entry(entry, note, w3, expected_submitter=acct.address)
     # A session's note does not verify under another session's proof.
-    wrong = receipts[1].to_entry(0) | {"checkpoint_hash": hashes[2].hex()}
+    wrong = receipts[1].to_entry(0, session="s") | {"checkpoint_hash": hashes[2].hex()}
     with pytest.raises(AnchorError, match="does not lead to the anchored root"):
         verify_anchor_entry(wrong, notes[2][0], w3)
 
@@ -199,9 +208,9 @@ def test_batch_proofs_verify_at_every_index(n: int) -> None:
         assert proof == all_paths[i]
         verify_batch_inclusion(hashes[i], i, n, proof, root)
         if proof:
-            with pytest.raises(AnchorError, match="too short"):
+            with pytest.raises(AnchorError, match="shorter than the tree is deep"):
                 verify_batch_inclusion(hashes[i], i, n, proof[:-1], root)
-        with pytest.raises(AnchorError, match="too long|does not lead"):
+        with pytest.raises(AnchorError, match="longer than the tree is deep|does not lead"):
             verify_batch_inclusion(hashes[i], i, n, [*proof, hashes[0]], root)
 
 
@@ -225,7 +234,7 @@ def anchored(chain: dict[str, Any]) -> dict[str, Any]:
     receipt = anchor_checkpoint(chain["w3"], chain["contract"], chain["submitter"], note, 9)
     notes = [(make_note(f"hospital.example/bedside/v{i}", i + 1), i + 1) for i in range(3)]
     batch = anchor_batch(chain["w3"], chain["contract"], chain["submitter"], notes)
-    return {"note": note, "entry": receipt.to_entry(3), "notes": notes, "batch": batch}
+    return {"note": note, "entry": receipt.to_entry(3, session="s"), "notes": notes, "batch": batch}
 
 
 def test_wrong_chain_id(chain: dict[str, Any], anchored: dict[str, Any]) -> None:
@@ -355,7 +364,9 @@ def test_wrong_submitter(chain: dict[str, Any], anchored: dict[str, Any]) -> Non
 def test_confirmations(chain: dict[str, Any]) -> None:
     w3 = chain["w3"]
     note = make_note("hospital.example/bedside/confirm", 4)
-    entry = anchor_checkpoint(w3, chain["contract"], chain["submitter"], note, 4).to_entry(0)
+    entry = anchor_checkpoint(w3, chain["contract"], chain["submitter"], note, 4).to_entry(
+        0, session="s"
+    )
     with pytest.raises(AnchorError, match=r"^not enough confirmations: block \d+ has 1 .* 5 req"):
         verify_anchor_entry(entry, note, w3, confirmations=5)
     w3.testing.mine(4)
@@ -365,7 +376,7 @@ def test_confirmations(chain: dict[str, Any]) -> None:
 def test_tampered_batch_proof(chain: dict[str, Any], anchored: dict[str, Any]) -> None:
     w3 = chain["w3"]
     note = anchored["notes"][0][0]
-    entry = anchored["batch"][0].to_entry(0)
+    entry = anchored["batch"][0].to_entry(0, session="s")
     verify_anchor_entry(entry, note, w3)
     proof = list(entry["proof"])
     proof[0] = ("0" if proof[0][0] != "0" else "1") + proof[0][1:]
@@ -419,7 +430,7 @@ def test_not_final_until_the_finalized_block_passes_it() -> None:
     acct = funded(w3, "bedside-test-finality")
     contract = deploy_contract(w3, acct)
     note = make_note("hospital.example/bedside/finality", 6)
-    entry = anchor_checkpoint(w3, contract, acct, note, 6).to_entry(0)
+    entry = anchor_checkpoint(w3, contract, acct, note, 6).to_entry(0, session="s")
     with pytest.raises(AnchorError, match=r"^not final: block \d+ is after the finalized block"):
         verify_anchor_entry(entry, note, w3, finalized=True)
     w3.testing.mine(3)

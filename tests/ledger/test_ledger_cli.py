@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from bedside.ledger import Signer, Verifier, openings_path
-from bedside.ledger._cli import EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE
 
 from bedside._cli import main
+from bedside.ledger import Signer, Verifier, openings_path
+from bedside.ledger._cli import EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE
 
 
 def test_keys_new_writes_c2sp_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,13 +9,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from ledger_session import ORIGIN, SESSION, build_session
+
+from bedside.errors import LedgerIntegrityError
 from bedside.ledger import Ledger, Signer, openings_path, read_openings, verify_ledger
 from bedside.ledger import entries as E
 from bedside.ledger._records import LEDGER_MAGIC, Tail, iter_records
 from bedside.ledger.log import read_meta
-from ledger_session import ORIGIN, SESSION, build_session
-
-from bedside.errors import LedgerIntegrityError
 
 
 def _offsets(path: Path) -> list[int]:

@@ -10,11 +10,12 @@ from typing import Any
 
 import nbformat
 import pytest
+from jupyter_client.manager import start_new_kernel
+
 from bedside.ledger import Ledger, Signer, openings_path, publishable_openings
 from bedside.ledger import entries as E
 from bedside.ledger._cli import EXIT_FAILED, EXIT_OK
 from bedside.ledger.replay import replay
-from jupyter_client.manager import start_new_kernel
 
 pytestmark = pytest.mark.timeout(180)
 

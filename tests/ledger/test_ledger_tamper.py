@@ -11,6 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from ledger_session import build_session
+
+from bedside.errors import LedgerIntegrityError, SignatureError
 from bedside.ledger import Signer, canonical_json, commit, openings_path, verify_ledger
 from bedside.ledger._records import (
     LEDGER_MAGIC,
@@ -21,11 +26,6 @@ from bedside.ledger._records import (
     iter_records,
 )
 from bedside.ledger.commitment import parse_canonical
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
-from ledger_session import build_session
-
-from bedside.errors import LedgerIntegrityError, SignatureError
 
 SETTINGS = settings(
     max_examples=60,

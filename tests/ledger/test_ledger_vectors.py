@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from bedside.errors import SignatureError
 from bedside.ledger import Signer, Verifier, canonical_json, sign_note, verify_note
 from bedside.ledger.merkle import (
     MerkleTree,
@@ -19,8 +21,6 @@ from bedside.ledger.merkle import (
     verify_inclusion,
 )
 from bedside.ledger.note import Checkpoint
-
-from bedside.errors import SignatureError
 
 # A copy of ../shared/vectors lives beside the tests so CI needs nothing outside the repository.
 VECTORS = Path(os.environ.get("BEDSIDE_VECTORS", Path(__file__).parent / "vectors"))
@@ -199,11 +199,14 @@ def test_tlog_checkpoint_body_format_tree() -> None:
 
 
 def test_dsse_pae() -> None:
-    from bedside.ledger.dsse import pae
+    """The DSSE spec's PAE vector, through the DSSE implementation attestations use
+    (securesystemslib's Envelope); lengths are byte lengths, also for a non-ASCII type."""
+    from securesystemslib.dsse import Envelope
 
-    assert pae("http://example.com/HelloWorld", b"hello world") == (
+    assert Envelope(b"hello world", "http://example.com/HelloWorld", {}).pae() == (
         b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
     )
+    assert Envelope(b"x", "t\u00e9", {}).pae() == b"DSSEv1 3 t\xc3\xa9 1 x"
 
 
 def test_jcs_vector() -> None:
