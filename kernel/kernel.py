@@ -93,16 +93,18 @@ class Hospital:
         """The protected table `name` (a copy you may modify; the guard follows what you derive)."""
         return self._frame(name).copy(deep=False)
 
-    def release(self, obj: Any, *, name: str, kind: str = "model", train: Any = None,
-                holdout: Any = None) -> Any:
+    def release(
+        self, obj: Any, *, name: str, kind: str = "model", train: Any = None, holdout: Any = None
+    ) -> Any:
         """Ask to take a model, table or figure home through the airlock (`bedside.kernel.release`).
 
         `train`/`holdout` are `(X, y)` pairs for the checks that compare a model with its records.
         """
         from bedside.kernel.release import release_from_kernel
 
-        return release_from_kernel(self._kernel, obj, name=name, kind=kind, train=train,
-                                   holdout=holdout)
+        return release_from_kernel(
+            self._kernel, obj, name=name, kind=kind, train=train, holdout=holdout
+        )
 
     def __repr__(self) -> str:
         names = ", ".join(sorted(self._kernel.policy.datasets))

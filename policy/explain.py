@@ -145,21 +145,32 @@ def explain(policy: Policy) -> str:
     if policy.magics_deny:
         lines.append("  - Also refused: " + ", ".join("%" + m for m in policy.magics_deny) + ".")
     lines += ["", "Releases"]
-    formats = {"model": "torch as safetensors, scikit-learn as skops", "table": "CSV after the"
-               " disclosure rules", "figure": "PNG after the figure check"}
+    formats = {
+        "model": "torch as safetensors, scikit-learn as skops",
+        "table": "CSV after the disclosure rules",
+        "figure": "PNG after the figure check",
+    }
     for kind, rules in policy.release.kinds.items():
         if rules.mode == "deny":
             lines.append(f"  - A {kind} can never leave (release.{kind}.mode: deny).")
             continue
-        how = ("as soon as its checks pass" if rules.mode == "auto" else
-               f"once {rules.approvals_required} custodian(s) other than the requester approve")
+        how = (
+            "as soon as its checks pass"
+            if rules.mode == "auto"
+            else f"once {rules.approvals_required} custodian(s) other than the requester approve"
+        )
         text = f"  - A {kind} ({formats[kind]}) leaves {how}; at most {rules.max_bytes} bytes."
         if kind == "model":
-            text += (" Refused: models that store training rows (k-NN, SVM), parameters shaped"
-                     " like or holding the training data, identifier values in vocabularies,"
-                     f" tree leaves under {rules.min_leaf_size} records")
-            text += (f", a membership-inference attack AUC above {rules.mia_auc_max}."
-                     if rules.mia_auc_max is not None else ".")
+            text += (
+                " Refused: models that store training rows (k-NN, SVM), parameters shaped"
+                " like or holding the training data, identifier values in vocabularies,"
+                f" tree leaves under {rules.min_leaf_size} records"
+            )
+            text += (
+                f", a membership-inference attack AUC above {rules.mia_auc_max}."
+                if rules.mia_auc_max is not None
+                else "."
+            )
         lines.append(text)
     wrapped = [
         textwrap.fill(line, width=96, subsequent_indent="    ") if line.startswith("  - ") else line
