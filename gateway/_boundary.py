@@ -535,7 +535,47 @@ class BoundaryGuard:
                 layer=Layer.SENTRY,
                 details={"dropped": sorted(set(dropped))},
             )
-        return Verdict(decision, msg_type, content, metadata, list(buffers), changed=bool(dropped))
+        marked = self._mark_kernel_notice(msg_type, content, metadata)
+        if marked is not None:
+            content = marked
+        return Verdict(
+            decision,
+            msg_type,
+            content,
+            metadata,
+            list(buffers),
+            changed=bool(dropped) or marked is not None,
+        )
+
+    def _mark_kernel_notice(
+        self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The in-kernel guard's notice with `notice_suffix` added, or None to leave it alone.
+
+        The sentry's own notices carry the suffix already; a notice the kernel made (a blocked or
+        redacted output) must say it too, so that no notice reaches the researcher without the
+        no-sandbox warning when the sandbox is off.
+        """
+        if not self.notice_suffix:
+            return None
+        said = metadata.get("bedside")
+        if not isinstance(said, dict) or said.get("decision") not in ("blocked", "redacted"):
+            return None
+        new = dict(content)
+        if msg_type in DISPLAY_TYPES and isinstance(content.get("data"), dict):
+            data = dict(content["data"])
+            if isinstance(data.get("text/plain"), str):
+                data["text/plain"] += self.notice_suffix
+            if isinstance(data.get("text/html"), str):
+                data["text/html"] += "<p>" + html.escape(self.notice_suffix.strip()) + "</p>"
+            new["data"] = data
+        elif msg_type == "stream" and isinstance(content.get("text"), str):
+            new["text"] = content["text"].rstrip("\n") + self.notice_suffix + "\n"
+        elif msg_type == "error" and isinstance(content.get("evalue"), str):
+            new["evalue"] = content["evalue"] + self.notice_suffix
+        else:
+            return None
+        return new
 
     def _filter_bundle(self, content: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         data = content.get("data")

@@ -50,7 +50,7 @@ from bedside.gateway._session import (
     policy_ceiling,
 )
 from bedside.gateway._wire import MalformedMessage, Message, Wire, dumps, new_header
-from bedside.policy.decision import Decision, Layer
+from bedside.policy.decision import Action, Decision, Layer
 from bedside.policy.release import KINDS
 
 log = logging.getLogger("bedside.sentry")
@@ -620,7 +620,10 @@ class Sentry:
         metadata = verdict.metadata
         if verdict.changed and not verdict.blocked:
             metadata = dict(metadata)
-            metadata["bedside"] = verdict.decision.to_metadata()
+            # A plain release must not hide what the in-kernel guard said about the same output
+            # (e.g. its notice, only marked here with the no-sandbox warning).
+            if verdict.decision.action is not Action.RELEASED or "bedside" not in metadata:
+                metadata["bedside"] = verdict.decision.to_metadata()
         blocked_original = None
         if verdict.blocked:
             blocked_original = self._committed_or_none(channel, msg_type, msg.content, msg.buffers)

@@ -295,11 +295,6 @@ def unsandboxed(start_gateway, hospital):
 NO_SANDBOX_TEXT = "WITHOUT the hospital sandbox"
 
 
-@pytest.mark.xfail(
-    reason="the sentry adds the no-sandbox warning to its own notices only; notices made by the "
-    "in-kernel guard pass through without it (issue 4 asks for every notice)",
-    strict=False,
-)
 def test_no_sandbox_chain_says_so_in_the_kernels_notices(unsandboxed):
     _, outputs = unsandboxed.execute("print(df.mrn.head(3).tolist())")
     said = notices(outputs)
