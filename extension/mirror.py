@@ -249,6 +249,11 @@ class SessionMirror:
         except Error as exc:
             verdict = Verdict(False, exc.diagnostics())
             self._record_unverified(msg, verdict.reason)
+            state = (msg.get("content") or {}).get("execution_state")
+            if msg_type == "status" and state in ("restarting", "dead"):
+                # The gateway itself reports the kernel restarting or dead (no receipt: it is
+                # not the sentry's message); the hospital's session ends here.
+                self.mark_interrupted(f"the gateway reports the kernel {state}")
         else:
             verdict = Verdict(True)
             self.verified += 1
