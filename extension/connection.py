@@ -64,6 +64,7 @@ class BedsideWebSocketConnection(GatewayWebSocketConnection):
         if registry is not None:
             self.mirror, fresh = registry.open(self.kernel_id, await self._notebook_path())
             self.mirror.send = self._send_to_gateway
+            self.mirror.schedule = IOLoop.current().call_later
         self._held = [] if fresh and self.mirror is not None else None
         await super().connect()
         assert self.ws_future is not None

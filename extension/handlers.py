@@ -96,7 +96,28 @@ class SealHandler(BedsideHandler):
             content = reply.get("content") or {}
             if content.get("status") != "ok":
                 raise web.HTTPError(409, f"the hospital refused to seal: {content}")
+            # The reply's receipt carries the metering, checkpoint and seal entries, but our
+            # copy appends by index: wait until it holds the seal (messages still in flight on
+            # iopub, entries fetched for a gap) so that what we answer and serve is final.
+            seal = content.get("seal")
+            if isinstance(seal, int):
+                await _caught_up(mirror, seal + 1, timeout=60)
         self.finish(json.dumps(mirror.status()))
+
+
+async def _caught_up(mirror: Any, size: int, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while mirror.ledger is None or mirror.ledger.size < size:
+        if loop.time() > deadline:
+            raise web.HTTPError(
+                504,
+                f"the session is sealed at the hospital, but our ledger copy holds "
+                f"{0 if mirror.ledger is None else mirror.ledger.size} of {size} entries; "
+                "see unverified.jsonl in the session directory",
+            )
+        await asyncio.sleep(0.05)
+    mirror.ledger.flush()
 
 
 class AnchorHandler(BedsideHandler):

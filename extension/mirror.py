@@ -44,7 +44,14 @@ CONTROL_REPLIES = {
     "bedside_cosign_reply",
     "bedside_seal_reply",
     "bedside_status_reply",
+    "bedside_entries_reply",
 }
+
+#: How long a gap in our copy may last before we ask the sentry for the missing entries.
+#: Receipts on iopub and shell overtake each other by milliseconds; a gap that outlives this
+#: is an entry whose receipt went to a connection we do not hold (Enterprise Gateway's own
+#: kernel_info "nudge" channels), and it would otherwise stall our copy for good.
+GAP_GRACE = 0.5
 
 # Session states, as the REST API and the headless runner report them.
 PENDING = "pending-intent"
@@ -134,6 +141,9 @@ class SessionMirror:
         self.policy: dict[str, Any] | None = None  # {id, digest} from the ledger header
         self.cells_run = 0  # execute requests in the ledger: the cells budget used
         self.send: Callable[[dict[str, Any]], None] | None = None
+        # set with `send`: runs a callback after a delay on the connection's event loop
+        self.schedule: Callable[[float, Callable[[], None]], object] | None = None
+        self._gap_watch: int | None = None
         self._code: dict[str, str] = {}
         self._sigs: dict[str, str] = {}
         self._pending_cells: set[str] = set()
@@ -345,6 +355,58 @@ class SessionMirror:
                 self.ledger.flush()
         elif msg_type == "bedside_status_reply" and isinstance(content.get("used"), dict):
             self.metering = {"used": content["used"], "budget": content.get("budget")}
+        elif msg_type == "bedside_entries_reply":
+            self._fill(msg, content.get("entries") or [])
+
+    # -- gaps ------------------------------------------------------------------------------
+
+    def gap(self) -> tuple[int, int] | None:
+        """The first run of indexes we lack while later entries wait: (from, to)."""
+        size = 0 if self.ledger is None else self.ledger.size
+        if not self._staged or size in self._staged:
+            return None
+        return size, min(i for i in self._staged if i > size)
+
+    def _watch_gap(self) -> None:
+        if self._gap_watch is not None or self.schedule is None or self.state == REFUSED:
+            return
+        gap = self.gap()
+        if gap is not None:
+            self._gap_watch = gap[0]
+            self.schedule(GAP_GRACE, self._check_gap)
+
+    def _check_gap(self) -> None:
+        start, self._gap_watch = self._gap_watch, None
+        gap = self.gap()
+        if gap is None or gap[0] != start or self.send is None:
+            self._watch_gap()
+            return
+        log.info("bedside: asking the hospital for entries %d..%d of %s", *gap, self.kernel_id)
+        try:
+            self.send(
+                self.control_request("bedside_entries_request", {"from": gap[0], "to": gap[1]})
+            )
+        except Exception as exc:  # noqa: BLE001 - the connection is gone; nothing to ask
+            log.warning("bedside: cannot ask for missing entries: %s", exc)
+            return
+        self._watch_gap()  # asks again if the reply is lost too
+
+    def _fill(self, msg: dict[str, Any], items: list[Any]) -> None:
+        """Entries the sentry sent on request: staged like a receipt's (their openings stay
+        with the hospital), then proven by the signed roots and checkpoints that follow."""
+        try:
+            for item in items:
+                if not isinstance(item, dict):
+                    raise LedgerIntegrityError("an entries reply item is not an object")
+                index = item.get("index")
+                size = 0 if self.ledger is None else self.ledger.size
+                if not isinstance(index, int) or index in self._staged:
+                    continue
+                if index >= size:
+                    self._stage({"index": index, "entry": item.get("entry")}, msg, b"")
+            self._drain()
+        except Error as exc:
+            self._record_unverified(msg, exc.diagnostics())
 
     def _cosign_checkpoint(self, note: str) -> None:
         """The hospital signed a tree head: check it against our copy, cosign, hand it back."""
@@ -370,14 +432,32 @@ class SessionMirror:
             self.send(self.control_request("bedside_cosign_request", {"checkpoint": cosigned}))
 
     def _logged_checkpoint(self, note: str, index: int) -> None:
-        """A checkpoint entry: it must carry both signatures."""
-        verifiers = [v for v in (self.custodian, self.signer.verifier) if v is not None]
-        _, names = open_checkpoint(note, verifiers)
-        if len(names) < 2:
-            raise SignatureError(
-                "a logged checkpoint lacks the researcher's cosignature", index=index
+        """A checkpoint entry: the custodian's signature over a tree head of our copy.
+
+        Checkpoints we cosigned carry both signatures and become `last_checkpoint`. The sentry
+        also logs checkpoints signed by the custodian alone (at the seal, when the kernel dies,
+        at shutdown: docs/dev/contracts.md) so that its ledger verifies on its own; those are
+        checked against our copy but do not replace the last cosigned one.
+        """
+        if self.custodian is None:
+            raise SignatureError("a logged checkpoint, but no custodian key", index=index)
+        verifiers = [self.custodian, self.signer.verifier]
+        checkpoint, names = open_checkpoint(note, verifiers)
+        if self.custodian.name not in names:
+            raise SignatureError("a logged checkpoint lacks the custodian's signature", index=index)
+        if self.ledger is not None and 0 < checkpoint.size <= self.ledger.size:
+            at = (
+                self.ledger.root()
+                if checkpoint.size == self.ledger.size
+                else self.ledger.root_at(checkpoint.size)
             )
-        self.last_checkpoint = note
+            if at != checkpoint.root:
+                raise LedgerIntegrityError(
+                    f"a logged checkpoint (size {checkpoint.size}) does not match our copy",
+                    index=index,
+                )
+        if len(names) >= 2:
+            self.last_checkpoint = note
 
     def _record_unverified(self, msg: dict[str, Any], reason: str) -> None:
         self.unverified += 1
@@ -487,6 +567,7 @@ class SessionMirror:
                 self._cosign_checkpoint(note)
             except _NotYet:
                 self._notes.append(note)
+        self._watch_gap()
 
     def _append(self, index: int, entry: dict[str, Any], opening: dict[str, Any] | None) -> None:
         if self.ledger is None:

@@ -78,10 +78,13 @@ CONTROL_TYPES = frozenset(
         "bedside_cosign_request",
         "bedside_seal_request",
         "bedside_status_request",
+        "bedside_entries_request",
         "bedside_release_status_request",
         "bedside_release_fetch_request",
     }
 )
+#: Most entries one `bedside_entries_request` returns.
+_MAX_ENTRIES_REPLY = 1000
 _MAX_REQUESTS = 10_000
 # Quiet time after which appended ledger entries are flushed to disk.
 QUIET_MS = 30
@@ -813,6 +816,7 @@ class Sentry:
             "bedside_cosign_request": self._cosign,
             "bedside_seal_request": self._seal,
             "bedside_status_request": self._status,
+            "bedside_entries_request": self._entries,
             "bedside_release_status_request": self._release_status,
             "bedside_release_fetch_request": self._release_fetch,
         }[msg.msg_type]
@@ -976,6 +980,33 @@ class Sentry:
             "dropped_messages": self.dropped,
             "last_checkpoint": self.ledger.last_checkpoint,
         }, False
+
+    def _entries(self, msg: Message) -> tuple[dict[str, Any], bool]:
+        """Ledger entries by index, for a researcher whose copy has a gap.
+
+        Receipts carry each entry once, on the next message out; when that message goes to a
+        connection the researcher does not hold (Enterprise Gateway's own kernel_info "nudge"
+        channels, a message published before a client subscribed), the researcher asks for the
+        entries here. They hold commitments only, never content; the signed roots of later
+        receipts and checkpoints prove them.
+        """
+        size = self.ledger.size
+        start, end = msg.content.get("from"), msg.content.get("to", size)
+        if (
+            not isinstance(start, int)
+            or not isinstance(end, int)
+            or isinstance(start, bool)
+            or isinstance(end, bool)
+            or not 0 <= start <= end
+        ):
+            return {
+                "status": "error",
+                "ename": "BadRequest",
+                "evalue": "bedside_entries_request needs integers 0 <= from <= to",
+            }, False
+        end = min(end, size, start + _MAX_ENTRIES_REPLY)
+        items = [{"index": i, "entry": self.ledger.ledger.entry(i)} for i in range(start, end)]
+        return {"status": "ok", "entries": items, "size": size}, False
 
     # -- releases -----------------------------------------------------------------------------
 
