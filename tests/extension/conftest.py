@@ -138,6 +138,27 @@ class StandInHospital:
             "shell", "bedside_cosign_reply", {"status": "ok"}, request["header"], record=False
         )
 
+    def seal(self, request: dict[str, Any]) -> dict[str, Any]:
+        """As the sentry seals: a checkpoint signed by the custodian alone, then the seal."""
+        note = self.ledger.sign_checkpoint(self.signer)
+        index = self.ledger.append_checkpoint(note)
+        self.pending.append({"index": index, "entry": self.ledger.entry(index)})
+        self._append(entries.seal(session=self.session, reason="researcher"), None, None)
+        content = {"status": "ok", "seal": self.ledger.size - 1}
+        return self.message("shell", "bedside_seal_reply", content, request["header"], record=False)
+
+    def entries(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The sentry's answer to `bedside_entries_request`."""
+        start, end = request["content"]["from"], request["content"]["to"]
+        items = [{"index": i, "entry": self.ledger.entry(i)} for i in range(start, end)]
+        return self.message(
+            "shell",
+            "bedside_entries_reply",
+            {"status": "ok", "entries": items, "size": self.ledger.size},
+            request["header"],
+            record=False,
+        )
+
 
 @pytest.fixture
 def standin() -> type[StandInHospital]:

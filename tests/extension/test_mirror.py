@@ -145,3 +145,46 @@ def test_receipts_out_of_order_are_staged(pair) -> None:
     for cosign in sent:
         assert mirror.observe_reply(hospital.cosign(cosign)).verified
     assert mirror.ledger.root() == hospital.ledger.root()
+
+
+def test_gap_left_by_a_message_we_never_see_is_fetched(pair) -> None:
+    """Enterprise Gateway's own kernel_info "nudge" channels get replies whose receipts carry
+    ledger entries: the mirror asks the hospital for them instead of stalling for good."""
+    mirror, hospital, sent = pair
+    timers: list[Any] = []
+    mirror.schedule = lambda delay, callback: timers.append(callback)
+    # a reply routed to a connection the researcher does not hold
+    hospital.message("control", "kernel_info_reply", {"status": "ok"}, {"msg_id": "nudge"})
+    request = _execute(mirror, "print(2)")
+    for msg in hospital.execute(request, "2\n"):
+        assert mirror.observe_reply(msg).verified
+    assert mirror.gap() == (1, 2) and not sent and len(timers) == 1
+    timers.pop()()  # the gap outlived the grace period
+    (ask,) = sent
+    assert ask["header"]["msg_type"] == "bedside_entries_request"
+    assert ask["content"] == {"from": 1, "to": 2}
+    sent.clear()
+    verdict = mirror.observe_reply(hospital.entries(ask))
+    assert verdict.verified and verdict.consumed, verdict.reason
+    assert mirror.gap() is None and mirror.status()["entries_in_flight"] == 0
+    # caught up, the mirror cosigned the cell's checkpoint
+    (cosign,) = sent
+    assert mirror.observe_reply(hospital.cosign(cosign)).verified
+    assert mirror.ledger.root() == hospital.ledger.root()
+
+
+def test_seal_checkpoint_signed_by_the_custodian_alone(pair, tmp_path: Path) -> None:
+    """The sentry logs a custodian-only checkpoint at the seal; the mirror takes it and the
+    seal, and keeps the last cosigned checkpoint as its own."""
+    mirror, hospital, sent = pair
+    _run_cell(mirror, hospital, sent)
+    cosigned = mirror.last_checkpoint
+    request = mirror.control_request("bedside_seal_request", {"reason": "researcher"})
+    verdict = mirror.observe_reply(hospital.seal(request))
+    assert verdict.verified, verdict.reason
+    assert mirror.state == "sealed" and mirror.last_checkpoint == cosigned
+    assert mirror.ledger.entry(mirror.ledger.size - 1)["kind"] == "seal"
+    assert mirror.ledger.root() == hospital.ledger.root()
+    mirror.close()
+    keys = [hospital.signer.verifier_key, mirror.signer.verifier_key]
+    verify_ledger(mirror.ledger_path, keys, openings=mirror.openings_path)
