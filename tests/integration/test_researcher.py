@@ -139,6 +139,47 @@ def test_lab_protocol_real_chain(tmp_path, hospital, eg_gateway) -> None:
     assert any(e["kind"] == "checkpoint" for e in entries(theirs))
 
 
+def test_entries_sent_to_another_connection_are_fetched(tmp_path, hospital, eg_gateway) -> None:
+    """A second client at the hospital's gateway (and Enterprise Gateway's own kernel_info
+    "nudge" channels, opened for each websocket) gets replies whose receipts carry ledger
+    entries the researcher never sees: the extension fetches them, and both ledgers still
+    verify and agree after the seal."""
+    from .conftest import GatewayKernel, connect_ws
+
+    notebooks = tmp_path / "nb"
+    write_notebook(notebooks, [], eg_gateway.kernel_name, intent())
+
+    def elsewhere(kernel_id: str) -> None:
+        other = GatewayKernel(eg_gateway, kernel_id, connect_ws(eg_gateway, kernel_id))
+        try:
+            other.request("kernel_info_request", {}, timeout=60)
+        finally:
+            other.ws.close()
+
+    async def scenario() -> dict:
+        with researcher_server(tmp_path, eg_gateway, notebooks) as server:
+            client = KernelSession(server.url, server.token)
+            await client.start("study.ipynb", eg_gateway.kernel_name)
+            try:
+                reply, _ = await client.execute("x = 1", timeout=120)
+                assert reply["content"]["status"] == "ok"
+                await asyncio.to_thread(elsewhere, client.kernel_id)
+                reply, _ = await client.execute("print(x + 1)", timeout=120)
+                assert reply["content"]["status"] == "ok"
+                return await client.api("POST", f"/bedside/sessions/{client.kernel_id}/seal")
+            finally:
+                await client.close()
+
+    sealed = asyncio.run(scenario())
+    assert sealed["state"] == "sealed" and sealed["entries_in_flight"] == 0
+    keys = [hospital.verifier_key, sealed["researcher_key"]]
+    mine = tmp_path / "sessions" / sealed["kernel_id"] / "session.ledger"
+    theirs = hospital_ledger(hospital, sealed["session"])
+    verify_ledger(mine, keys, openings=mine.with_suffix(".openings"))
+    assert entries(mine) == entries(theirs)
+    assert entries(mine)[-1]["kind"] == "seal"
+
+
 def test_bedside_run_headless(tmp_path, hospital, eg_gateway, monkeypatch) -> None:
     """`bedside run` executes a notebook at the hospital and leaves a verifying ledger."""
     monkeypatch.setenv("KERNEL_USERNAME", eg_gateway.username)
