@@ -126,6 +126,15 @@ def test_intent_budget_cosign_and_seal(hospital, running, tmp_path, frame):
     assert "cell budget" in status["exhausted"]
     assert status["used"]["cpu_seconds"] > 0
 
+    # Entries by index, for a researcher whose copy has a gap.
+    got = client.request("bedside_entries_request", {"from": 0, "to": 3})["content"]
+    assert got["status"] == "ok", got
+    assert [item["index"] for item in got["entries"]] == [0, 1, 2]
+    assert got["entries"][0]["entry"]["kind"] == "header"
+    assert got["size"] >= status["size"]
+    bad = client.request("bedside_entries_request", {"from": 5, "to": 2})["content"]
+    assert bad["status"] == "error" and bad["ename"] == "BadRequest"
+
     sealed = client.request("bedside_seal_request", {"reason": "analysis done"})
     assert sealed["content"]["status"] == "ok", sealed["content"]
     receipt = sealed["metadata"]["bedside"]["receipt"]
