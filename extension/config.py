@@ -140,5 +140,41 @@ class Bedside(LoggingConfigurable):
         GatewayClient.connect_timeout and request_timeout unless those are configured.""",
     ).tag(config=True)
 
+    anchor_rpc = Unicode(
+        "",
+        help="""EVM JSON-RPC URL that `POST /bedside/sessions/{id}/anchor` sends the checkpoint
+        hash to, e.g. http://127.0.0.1:8545 (the demo's ganache) or a Polygon endpoint.
+        (BEDSIDE_ANCHOR_RPC env var)""",
+    ).tag(config=True)
+
+    @default("anchor_rpc")
+    def _anchor_rpc_default(self) -> str:
+        return os.environ.get("BEDSIDE_ANCHOR_RPC", "")
+
+    anchor_contract = Unicode(
+        "",
+        help="""Address of the BedsideAnchor contract on that chain (printed by
+        `bedside ledger deploy`). (BEDSIDE_ANCHOR_CONTRACT env var)""",
+    ).tag(config=True)
+
+    @default("anchor_contract")
+    def _anchor_contract_default(self) -> str:
+        return os.environ.get("BEDSIDE_ANCHOR_CONTRACT", "")
+
+    anchor_key_file = Unicode(
+        "",
+        help="""File holding the hex secp256k1 private key that submits anchors (mode 0600; it
+        pays the gas and is named in the event). (BEDSIDE_ANCHOR_KEY env var)""",
+    ).tag(config=True)
+
+    @default("anchor_key_file")
+    def _anchor_key_file_default(self) -> str:
+        return os.environ.get("BEDSIDE_ANCHOR_KEY", "")
+
+    anchor_timeout = Float(
+        600.0,
+        help="""Seconds to wait for an anchor transaction to be mined.""",
+    ).tag(config=True)
+
     def sessions_path(self) -> Path:
         return Path(self.sessions_dir)

@@ -15,7 +15,6 @@ exactly as they do to `/api/kernels`.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 from typing import Any
 
@@ -23,6 +22,9 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
+
+from bedside.errors import AnchorError, Error, LedgerError
+from bedside.ledger import Ledger, Verifier, open_checkpoint
 
 from .connection import REGISTRY_KEY
 from .mirror import SEALED
@@ -121,19 +123,126 @@ async def _caught_up(mirror: Any, size: int, timeout: float) -> None:
 
 
 class AnchorHandler(BedsideHandler):
+    """Anchor the session's last cosigned checkpoint, as `bedside ledger anchor` does.
+
+    The session must be sealed (the researcher's copy takes no more hospital entries); the
+    `anchor` entry is appended to the researcher's copy, after the seal.
+    """
+
     @web.authenticated
     @authorized
     async def post(self, session: str) -> None:
-        self._status(session)
-        if importlib.util.find_spec("bedside.ledger.anchor") is None:
-            raise web.HTTPError(
-                501,
-                "anchoring is not available in this build (bedside.ledger.anchor is missing); "
-                "download the ledger and run `bedside ledger anchor` instead",
+        status = self._status(session)
+        config = self.registry.config
+        missing = [
+            name
+            for name, value in (
+                ("Bedside.anchor_rpc (BEDSIDE_ANCHOR_RPC)", config.anchor_rpc),
+                ("Bedside.anchor_contract (BEDSIDE_ANCHOR_CONTRACT)", config.anchor_contract),
+                ("Bedside.anchor_key_file (BEDSIDE_ANCHOR_KEY)", config.anchor_key_file),
             )
-        raise web.HTTPError(
-            501, "anchoring from the server is not wired yet; run `bedside ledger anchor LEDGER`"
+            if not value
+        ]
+        if missing:
+            raise web.HTTPError(
+                503, f"anchoring is not configured on this server: set {', '.join(missing)}"
+            )
+        if status.get("state") != SEALED:
+            raise web.HTTPError(
+                409, f"session {session!r} is {status.get('state')}: seal it before anchoring"
+            )
+        directory = self.registry.directory(session)
+        assert directory is not None  # _status found it
+        mirror = self.registry.find(session)
+        own = mirror is None or mirror.ledger is None
+        ledger = Ledger.open(directory / "session.ledger") if own else mirror.ledger
+        assert ledger is not None
+        try:
+            keys = [k for k in (status.get("custodian_key"), status.get("researcher_key")) if k]
+            anchor = await asyncio.to_thread(_anchor, ledger, keys, config)
+        finally:
+            if own:
+                ledger.close()
+        if mirror is not None:
+            mirror.anchor = anchor
+            mirror.save_status()
+            self.finish(json.dumps(mirror.status()))
+            return
+        status["anchor"] = anchor
+        status["entries"] = int(anchor["index"]) + 1
+        (directory / "status.json").write_text(json.dumps(status, indent=1, sort_keys=True))
+        self.finish(json.dumps(status))
+
+
+def _anchor(ledger: Ledger, keys: list[str], config: Any) -> dict[str, Any]:
+    """Anchor the ledger's last checkpoint entry that carries every key's signature and append
+    the anchor entry; the entry (with its index). Runs in a thread: web3 blocks."""
+    from web3.exceptions import Web3Exception
+
+    from bedside.ledger import anchor as A
+    from bedside.ledger.anchor import _redact, _scrub
+
+    verifiers = [Verifier(k) for k in keys]
+    try:
+        account = A.load_key(config.anchor_key_file)
+        w3 = A.connect(config.anchor_rpc)
+        chain_id = int(w3.eth.chain_id)
+        contract = w3.to_checksum_address(config.anchor_contract)
+        index, note = _last_cosigned(ledger, verifiers, chain_id, contract)
+        receipt = A.anchor_checkpoint(
+            w3,
+            contract,
+            account,
+            note.encode("utf-8"),
+            A.checkpoint_tree_size(note.encode("utf-8")),
+            timeout=config.anchor_timeout,
         )
+        A.wait_for_confirmations(w3, receipt.block, 1, timeout=config.anchor_timeout)
+    except (AnchorError, LedgerError) as exc:
+        raise web.HTTPError(409, exc.diagnostics()) from exc
+    except (OSError, ValueError, Web3Exception) as exc:
+        rpc = config.anchor_rpc
+        raise web.HTTPError(
+            502, f"the JSON-RPC endpoint {_redact(rpc)} failed: {_scrub(str(exc), rpc)}"
+        ) from exc
+    entry = receipt.to_entry(index, session=ledger.session_id)
+    try:
+        at = ledger.append(entry, sync=True)
+    except LedgerError as exc:
+        raise web.HTTPError(
+            500,
+            f"anchored in {receipt.tx} but the entry could not be appended ({exc}); append it "
+            f"by hand: {json.dumps(entry, sort_keys=True)}",
+        ) from exc
+    return {"index": at, **{k: v for k, v in entry.items() if k not in ("v", "session")}}
+
+
+def _last_cosigned(
+    ledger: Ledger, verifiers: list[Verifier], chain_id: int, contract: str
+) -> tuple[int, str]:
+    """(index, note) of the last checkpoint entry every verifier signed, unless anchored."""
+    anchored: set[int] = set()
+    for i in range(ledger.size - 1, -1, -1):
+        entry = ledger.entry(i)
+        kind = entry.get("kind")
+        if kind == "anchor" and entry.get("chain_id") == chain_id:
+            if str(entry.get("contract", "")).lower() == contract.lower():
+                anchored.add(int(entry["checkpoint_index"]))
+        elif kind == "checkpoint":
+            note = str(entry.get("note", ""))
+            try:
+                _, names = open_checkpoint(note, verifiers)
+            except Error:
+                continue
+            if len(names) < len(verifiers):
+                continue
+            if i in anchored:
+                raise AnchorError(
+                    f"the last cosigned checkpoint (entry {i}) is already anchored on chain "
+                    f"{chain_id}"
+                )
+            return i, note
+    raise AnchorError("the session ledger holds no checkpoint cosigned by the researcher")
 
 
 class FileHandler(_Sessions, APIHandler):

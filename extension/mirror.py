@@ -199,6 +199,10 @@ class SessionMirror:
         tmp.write_text(json.dumps(self.status(), indent=1, sort_keys=True))
         tmp.replace(self.directory / "status.json")
 
+    def save_status(self) -> None:
+        """Write status.json now (after a change made from outside, such as an anchor)."""
+        self._save()
+
     def close(self) -> None:
         if self.ledger is not None:
             try:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import shutil
@@ -52,10 +53,17 @@ def _rpc(url: str, method: str, params: list[Any] | None = None) -> Any:
 @pytest.fixture(scope="module")
 def devchain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A ganache dev chain on a free loopback port; stopped (and reaped) after the module."""
+    with start_devchain(tmp_path_factory.mktemp("ganache")) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def start_devchain(directory: Path) -> Iterator[str]:
+    """Run ganache on a free loopback port (log in `directory`); its URL; stopped on exit."""
     node = shutil.which("node")
     if node is None or not GANACHE.exists():
         pytest.fail("node and node_modules/ganache are needed: run `make npm`")
-    log = tmp_path_factory.mktemp("ganache") / "ganache.log"
+    log = directory / "ganache.log"
     for _attempt in range(3):
         port = _free_port()
         url = f"http://127.0.0.1:{port}"

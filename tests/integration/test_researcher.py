@@ -453,3 +453,61 @@ def test_mutual_tls_gateway(tmp_path, hospital, start_gateway) -> None:
     assert reply["content"]["status"] == "ok"
     assert reply["metadata"]["bedside"]["verified"] is True
     assert status["state"] == "active" and status["unverified_messages"] == 0
+
+
+def test_anchor_endpoint_on_devchain(tmp_path, hospital, eg_gateway, monkeypatch) -> None:
+    """`POST /bedside/sessions/{id}/anchor` on a ganache dev chain: refused before the seal,
+    then the last cosigned checkpoint goes on chain and the researcher's ledger verifies with
+    its anchor entry against the chain; anchoring the same checkpoint twice is refused."""
+    from bedside.ledger import anchor as A
+
+    from . import test_anchor_devchain as chain
+
+    notebooks = tmp_path / "nb"
+    write_notebook(notebooks, [], eg_gateway.kernel_name, intent())
+    (tmp_path / "ganache").mkdir()
+    with chain.start_devchain(tmp_path / "ganache") as rpc:
+        key = chain.key_file(tmp_path, chain.KEY_0)
+        contract = A.deploy_contract(A.connect(rpc), A.load_key(key))
+        monkeypatch.setenv("BEDSIDE_ANCHOR_RPC", rpc)
+        monkeypatch.setenv("BEDSIDE_ANCHOR_CONTRACT", contract)
+        monkeypatch.setenv("BEDSIDE_ANCHOR_KEY", str(key))
+
+        async def scenario() -> tuple[int, dict, int]:
+            with researcher_server(tmp_path, eg_gateway, notebooks) as server:
+                client = KernelSession(server.url, server.token)
+                await client.start("study.ipynb", eg_gateway.kernel_name)
+                try:
+                    reply, _ = await client.execute("print('to be anchored')", timeout=120)
+                    assert reply["content"]["status"] == "ok"
+                    path = f"/bedside/sessions/{client.kernel_id}"
+                    with pytest.raises(HTTPClientError) as early:
+                        await client.api("POST", path + "/anchor")
+                    await client.api("POST", path + "/seal")
+                    anchored = await client.api("POST", path + "/anchor", timeout=300)
+                    with pytest.raises(HTTPClientError) as again:
+                        await client.api("POST", path + "/anchor", timeout=300)
+                finally:
+                    await client.close()
+                return early.value.code, anchored, again.value.code
+
+        early, anchored, again = asyncio.run(scenario())
+        assert early == 409 and again == 409
+        assert anchored["state"] == "sealed"
+        anchor = anchored["anchor"]
+        assert anchor["kind"] == "anchor" and anchor["chain_id"] == chain.CHAIN_ID
+        assert anchor["contract"].lower() == contract.lower()
+        mine = tmp_path / "sessions" / anchored["kernel_id"] / "session.ledger"
+        ours = entries(mine)
+        assert ours[-1]["kind"] == "anchor" and ours[-2]["kind"] == "seal"
+        cosigned = ours[anchor["checkpoint_index"]]
+        assert cosigned["kind"] == "checkpoint"
+        keys = [hospital.verifier_key, anchored["researcher_key"]]
+        _, names = open_checkpoint(cosigned["note"], [Verifier(k) for k in keys])
+        assert len(names) == 2
+        verify_ledger(
+            mine, keys, openings=mine.with_suffix(".openings"), rpc=rpc, contract=contract
+        )
+        # the hospital's ledger is the researcher's, up to the anchor entry
+        theirs = hospital_ledger(hospital, anchored["session"])
+        assert entries(theirs) == ours[:-1]
