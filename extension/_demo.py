@@ -9,7 +9,6 @@ bedside extension pointed at the gateway, opening the walkthrough notebooks. Ctr
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import secrets
 import shutil
@@ -62,6 +61,38 @@ def _readable(path: Path) -> None:
             p.chmod(0o755)
         elif p.suffix in (".parquet", ".csv", ".yaml"):
             p.chmod(0o644)
+
+
+#: ganache's chain id, and the first account of its `--wallet.deterministic` test mnemonic: a
+#: well-known dev key that pays for the demo's anchors on the local chain and nowhere else.
+DEMO_CHAIN_ID = 1337
+DEMO_CHAIN_KEY = "0x4f3edf983ac636a65a842ce7c78d9aa706d3b113bce9c46f30d7d21715b23b1d"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def deploy_demo_contract(rpc: str, secrets_dir: Path) -> dict[str, str]:
+    """Deploy BedsideAnchor on the demo chain; the extension's anchor settings (as env vars)."""
+    from bedside.ledger import anchor as A
+
+    secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = secrets_dir / "anchor.key"
+    if not key.exists():
+        key.write_text(DEMO_CHAIN_KEY + "\n")
+    key.chmod(0o600)
+    contract = A.deploy_contract(A.connect(rpc), A.load_key(key))
+    return {
+        "BEDSIDE_ANCHOR_RPC": rpc,
+        "BEDSIDE_ANCHOR_CONTRACT": contract,
+        "BEDSIDE_ANCHOR_KEY": str(key),
+    }
 
 
 def prepare_hospital(work: Path, patients: int) -> tuple[Path, Path]:
@@ -121,19 +152,20 @@ def run_demo(work: Path, *, port: int = 8888, patients: int = 2000) -> int:
         print(f"bedside demo: starting the hospital's gateway on port {gateway_port} …")
         _wait_port(gateway_port, gateway, "the hospital's gateway", gw_log, 120)
 
-        chain = ""
-        ganache = REPO / "node_modules" / ".bin" / "ganache"
-        if importlib.util.find_spec("bedside.ledger.anchor") and ganache.exists():
-            chain_port = 8545
+        chain, anchor_env = "", {}
+        ganache = REPO / "node_modules" / "ganache" / "dist" / "node" / "cli.js"
+        node = shutil.which("node")
+        if node is not None and ganache.exists():
+            chain_port = 8545 if _port_free(8545) else free_port()
             chain_log = logs / "chain.log"
             procs.append(
                 subprocess.Popen(
                     [
+                        node,
                         str(ganache),
-                        "--port",
-                        str(chain_port),
-                        "--chain.chainId",
-                        "1337",
+                        "--server.host=127.0.0.1",
+                        f"--server.port={chain_port}",
+                        f"--chain.chainId={DEMO_CHAIN_ID}",
                         "--wallet.deterministic",
                         "--logging.quiet",
                     ],
@@ -143,6 +175,7 @@ def run_demo(work: Path, *, port: int = 8888, patients: int = 2000) -> int:
             )
             _wait_port(chain_port, procs[-1], "the local chain", chain_log, 60)
             chain = f"http://127.0.0.1:{chain_port}"
+            anchor_env = deploy_demo_contract(chain, work / "secrets")
 
         user = os.environ.get("KERNEL_USERNAME") or "researcher"
         lab = ResearcherServer(
@@ -153,7 +186,7 @@ def run_demo(work: Path, *, port: int = 8888, patients: int = 2000) -> int:
             port=port,
             lab=True,
             log_path=logs / "jupyterlab.log",
-            env={"KERNEL_USERNAME": user},
+            env={"KERNEL_USERNAME": user, **anchor_env},
         )
         print("bedside demo: starting JupyterLab with the bedside extension …")
         lab.start()
@@ -164,9 +197,11 @@ def run_demo(work: Path, *, port: int = 8888, patients: int = 2000) -> int:
         print(f"  Ledgers: yours in {work / 'sessions'}, the hospital's in "
               f"{work / 'hospital-state'}")  # fmt: skip
         if chain:
-            print(f"  Chain:  {chain} (ganache, chain id 1337) for `bedside ledger anchor`")
+            print(f"  Chain:  {chain} (ganache, chain id {DEMO_CHAIN_ID}), BedsideAnchor at "
+                  f"{anchor_env['BEDSIDE_ANCHOR_CONTRACT']}: POST /bedside/sessions/<id>/anchor "
+                  "after the seal")  # fmt: skip
         else:
-            print("  Chain:  not started (anchoring needs bedside.ledger.anchor and `make npm`)")
+            print("  Chain:  not started (anchoring needs node and `make npm`)")
         print(f"  Logs:   {logs}")
         print("\nPress Ctrl-C to stop everything.")
         while all(p.poll() is None for p in procs) and lab.proc and lab.proc.poll() is None:

@@ -459,7 +459,7 @@ def test_anchor_endpoint_on_devchain(tmp_path, hospital, eg_gateway, monkeypatch
     """`POST /bedside/sessions/{id}/anchor` on a ganache dev chain: refused before the seal,
     then the last cosigned checkpoint goes on chain and the researcher's ledger verifies with
     its anchor entry against the chain; anchoring the same checkpoint twice is refused."""
-    from bedside.ledger import anchor as A
+    from bedside.extension._demo import deploy_demo_contract
 
     from . import test_anchor_devchain as chain
 
@@ -467,11 +467,11 @@ def test_anchor_endpoint_on_devchain(tmp_path, hospital, eg_gateway, monkeypatch
     write_notebook(notebooks, [], eg_gateway.kernel_name, intent())
     (tmp_path / "ganache").mkdir()
     with chain.start_devchain(tmp_path / "ganache") as rpc:
-        key = chain.key_file(tmp_path, chain.KEY_0)
-        contract = A.deploy_contract(A.connect(rpc), A.load_key(key))
-        monkeypatch.setenv("BEDSIDE_ANCHOR_RPC", rpc)
-        monkeypatch.setenv("BEDSIDE_ANCHOR_CONTRACT", contract)
-        monkeypatch.setenv("BEDSIDE_ANCHOR_KEY", str(key))
+        # as `bedside demo` deploys it and configures the extension
+        settings = deploy_demo_contract(rpc, tmp_path / "secrets")
+        contract = settings["BEDSIDE_ANCHOR_CONTRACT"]
+        for name, value in settings.items():
+            monkeypatch.setenv(name, value)
 
         async def scenario() -> tuple[int, dict, int]:
             with researcher_server(tmp_path, eg_gateway, notebooks) as server:
