@@ -9,6 +9,7 @@ bedside extension pointed at that gateway, serving a copy of notebooks/01-walkth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -19,7 +20,9 @@ from typing import Any
 import nbformat
 import pytest
 from integration.conftest import Hospital, eg_gateway, make_hospital, start_gateway  # noqa: F401
+from integration.test_anchor_devchain import start_devchain
 
+from bedside.extension._demo import deploy_demo_contract
 from bedside.extension._headless import KernelSession, ResearcherServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,6 +98,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory, eg_gateway) -> Iterator[Lab]: 
         target = settings / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(value))
+    chain = contextlib.ExitStack()
+    # the demo's chain: ganache with BedsideAnchor deployed, the extension pointed at it
+    rpc = chain.enter_context(start_devchain(tmp_path_factory.mktemp("ganache")))
+    try:
+        anchor_env = deploy_demo_contract(rpc, tmp / "secrets")
+    except BaseException:
+        chain.close()
+        raise
     server = LabServer(
         root_dir=notebooks,
         gateway_url=eg_gateway.url,
@@ -107,11 +118,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory, eg_gateway) -> Iterator[Lab]: 
             "KERNEL_USERNAME": eg_gateway.username,
             "JUPYTERLAB_SETTINGS_DIR": str(settings),
             "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"),
+            **anchor_env,
         },
     )
-    with server:
-        asyncio.run(start_session(server, path.name, eg_gateway.kernel_name))
-        yield Lab(server, path, tmp / "sessions")
+    try:
+        with server:
+            asyncio.run(start_session(server, path.name, eg_gateway.kernel_name))
+            yield Lab(server, path, tmp / "sessions")
+    finally:
+        chain.close()
     log = tmp / "jupyterlab.log"
     if log.exists():
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
