@@ -144,6 +144,7 @@ class SessionMirror:
         # set with `send`: runs a callback after a delay on the connection's event loop
         self.schedule: Callable[[float, Callable[[], None]], object] | None = None
         self._gap_watch: int | None = None
+        self._gap_asks = 0
         self._code: dict[str, str] = {}
         self._sigs: dict[str, str] = {}
         self._pending_cells: set[str] = set()
@@ -372,12 +373,17 @@ class SessionMirror:
         return size, min(i for i in self._staged if i > size)
 
     def _watch_gap(self) -> None:
-        if self._gap_watch is not None or self.schedule is None or self.state == REFUSED:
+        if self._gap_watch is not None or self.schedule is None:
             return
+        if self.state in (REFUSED, INTERRUPTED):
+            return  # nobody left to answer
         gap = self.gap()
-        if gap is not None:
-            self._gap_watch = gap[0]
-            self.schedule(GAP_GRACE, self._check_gap)
+        if gap is None:
+            self._gap_asks = 0
+            return
+        self._gap_watch = gap[0]
+        # asking again (a lost reply) backs off: 0.5 s, 1 s, 2 s, … at most 8 s
+        self.schedule(GAP_GRACE * 2 ** min(self._gap_asks, 4), self._check_gap)
 
     def _check_gap(self) -> None:
         start, self._gap_watch = self._gap_watch, None
@@ -386,6 +392,7 @@ class SessionMirror:
             self._watch_gap()
             return
         log.info("bedside: asking the hospital for entries %d..%d of %s", *gap, self.kernel_id)
+        self._gap_asks += 1
         try:
             self.send(
                 self.control_request("bedside_entries_request", {"from": gap[0], "to": gap[1]})
