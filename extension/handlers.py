@@ -82,6 +82,11 @@ class SealHandler(BedsideHandler):
             raise web.HTTPError(409, f"session {session!r} has no live connection to the hospital")
         if mirror.state != SEALED:
             loop = asyncio.get_running_loop()
+            # Let the last cell's checkpoint be cosigned first (its request then reaches the
+            # hospital before the seal), so the sealed ledger ends on a cosigned checkpoint.
+            deadline = loop.time() + 10
+            while not mirror.settled and loop.time() < deadline:
+                await asyncio.sleep(0.05)
             done: asyncio.Future[dict[str, Any]] = loop.create_future()
             request = mirror.control_request("bedside_seal_request", {"reason": "researcher"})
 

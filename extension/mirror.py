@@ -365,6 +365,11 @@ class SessionMirror:
 
     # -- gaps ------------------------------------------------------------------------------
 
+    @property
+    def settled(self) -> bool:
+        """No entries waiting to be appended and no checkpoint waiting to be cosigned."""
+        return not self._staged and not self._notes
+
     def gap(self) -> tuple[int, int] | None:
         """The first run of indexes we lack while later entries wait: (from, to)."""
         size = 0 if self.ledger is None else self.ledger.size
