@@ -374,6 +374,10 @@ class Sentry:
             if sock not in waiting:
                 poller.register(sock, zmq.POLLIN)
         last_check = last_poll = 0.0
+        # The sentry stands in for the kernel process, so it behaves like ipykernel's
+        # ParentPollerUnix: when whatever launched it (Enterprise Gateway, a KernelManager) is
+        # gone without shutting it down, nobody can reach the session any more, so it ends it.
+        launcher = os.getppid()
         while not self.stop_requested:
             if waiting and self._guard_ready.is_set():
                 self._wait_for_guard()
@@ -407,7 +411,18 @@ class Sentry:
                 code = self._check_kernel()
                 if code is not None:
                     return code
+                if os.getppid() != launcher:
+                    self._launcher_gone(launcher)
+                    return 1
         return 0
+
+    def _launcher_gone(self, launcher: int) -> None:
+        """The process that started this kernel died: record the interruption and stop."""
+        log.error("the process that launched this kernel (pid %s) is gone; stopping", launcher)
+        if self.ledger.has_header and not self.ledger.sealed:
+            cut = self.pending_executes[0] if self.pending_executes else None
+            self.ledger.interrupted("the kernel's launcher (Enterprise Gateway) went away", cut)
+            self.ledger.custodian_checkpoint()
 
     def _check_kernel(self) -> int | None:
         """The sentry's exit status once the kernel has exited, else None."""
@@ -545,30 +560,29 @@ class Sentry:
         meta = {"bedside": decision.to_metadata()}
         parent = (msg.raw_header, msg.msg_id)
         self._emit_iopub("status", {"execution_state": "busy"}, parent)
-        self._emit_iopub(
-            "error",
-            {"ename": "BedsideSessionStopped", "evalue": text, "traceback": [text]},
-            parent,
-            metadata=meta,
-            decision=decision,
-        )
+        self._answer_with_error(msg.idents, parent, "BedsideSessionStopped", text, meta, decision)
+
+    def _answer_with_error(
+        self,
+        idents: Any,
+        parent: tuple[bytes, str],
+        ename: str,
+        text: str,
+        meta: dict[str, Any],
+        decision: Decision,
+    ) -> None:
+        """Answer an execute request the kernel will not run: an error, its reply, then idle."""
+        error = {"ename": ename, "evalue": text, "traceback": [text]}
+        self._emit_iopub("error", error, parent, metadata=meta, decision=decision)
+        reply = {
+            "status": "error",
+            "execution_count": None,
+            **error,
+            "user_expressions": {},
+            "payload": [],
+        }
         self._emit(
-            "shell",
-            msg.idents,
-            "execute_reply",
-            {
-                "status": "error",
-                "execution_count": None,
-                "ename": "BedsideSessionStopped",
-                "evalue": text,
-                "traceback": [text],
-                "user_expressions": {},
-                "payload": [],
-            },
-            meta,
-            [],
-            parent=parent,
-            decision=decision,
+            "shell", idents, "execute_reply", reply, meta, [], parent=parent, decision=decision
         )
         self._emit_iopub("status", {"execution_state": "idle"}, parent, end_of_cell=True)
 
@@ -1203,32 +1217,7 @@ class Sentry:
             if request is None:
                 continue
             parent = (request.raw_header, msg_id)
-            self._emit_iopub(
-                "error",
-                {"ename": "DeadKernelError", "evalue": text, "traceback": [text]},
-                parent,
-                metadata=meta,
-                decision=decision,
-            )
-            self._emit(
-                "shell",
-                request.idents,
-                "execute_reply",
-                {
-                    "status": "error",
-                    "execution_count": None,
-                    "ename": "DeadKernelError",
-                    "evalue": text,
-                    "traceback": [text],
-                    "user_expressions": {},
-                    "payload": [],
-                },
-                meta,
-                [],
-                parent=parent,
-                decision=decision,
-            )
-            self._emit_iopub("status", {"execution_state": "idle"}, parent, end_of_cell=True)
+            self._answer_with_error(request.idents, parent, "DeadKernelError", text, meta, decision)
 
     def close(self) -> None:
         """Stop the kernel, flush what is queued to clients, remove the private directories."""

@@ -179,7 +179,9 @@ def start_sentry(
     sandbox: bool = False,
     kernel: str = "plain",
     extra_env: dict[str, str] | None = None,
+    wrap: list[str] | None = None,
 ) -> RunningSentry:
+    """Start a sentry on free ports; `wrap` is put before its argv (a launcher of its own)."""
     ports = _free_ports(5)
     key = os.urandom(16).hex()
     connection = {
@@ -215,6 +217,7 @@ def start_sentry(
     ]
     if not sandbox:
         argv.append("--no-sandbox")
+    argv = [*(wrap or []), *argv]
     env = dict(os.environ)
     env.update(extra_env or {})
     with log_path.open("wb") as log:
