@@ -17,9 +17,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from bedside.policy.decision import Decision
+from bedside.policy.model import DisclosureRules
 
 # Rule identifiers carried in Decision.rule and in CellVerdict.mask.
 THRESHOLD = "threshold"
@@ -53,29 +53,9 @@ ADVICE = {
 }
 
 
-class DisclosureRules(Protocol):
-    """The disclosure section of a policy (see `bedside.policy.load_policy`)."""
-
-    min_cell_count: int
-    round_counts_to: int
-    dominance_n: int
-    dominance_k: float
-    p_ratio: float
-    zeros_disclosive: bool
-    extremes: str
-
-
-@dataclass(frozen=True)
-class Rules:
-    """A concrete `DisclosureRules`, with ACRO's defaults."""
-
-    min_cell_count: int = 10
-    round_counts_to: int = 5
-    dominance_n: int = 2
-    dominance_k: float = 0.9
-    p_ratio: float = 0.1
-    zeros_disclosive: bool = True
-    extremes: str = "suppress"
+# The policy's disclosure section is the one definition of the rules and their (ACRO) defaults;
+# `Rules()` gives those defaults where no policy is loaded (tests, the ACRO comparison).
+Rules = DisclosureRules
 
 
 @dataclass(frozen=True)
