@@ -72,6 +72,10 @@ DEFAULT_MIN_PORT_RANGE = 1000
 _ACCEPT_TIMEOUT_S = 0.5
 # Largest request EG sends on the comm port ({"signum": n} or {"shutdown": 1}).
 _MAX_REQUEST_BYTES = 4096
+# EG sends the kernel's shutdown_request (control channel) and the comm port's {"shutdown": 1}
+# at once, and Kubernetes' SIGTERM follows when EG deletes the pod: the session ends once the
+# kernel has exited after the request, or after this grace when no request came.
+SHUTDOWN_GRACE_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -361,6 +365,7 @@ class PodSentry(Sentry):
         self.kernel_ipc_dir = kernel_ipc_dir
         self.kernel_start_timeout = kernel_start_timeout
         self.end_reason: str | None = None
+        self._end_at: float | None = None
 
     # The kernel in the other container ------------------------------------------------------
 
@@ -409,6 +414,8 @@ class PodSentry(Sentry):
             except queue.Empty:
                 break
             self._serve(request)
+        if self._end_at is not None and time.monotonic() >= self._end_at:
+            self.stop_requested = True
         return super()._check_kernel()
 
     def _serve(self, request: CommRequest) -> None:
@@ -418,16 +425,19 @@ class PodSentry(Sentry):
             # "message"): a signal would reach bubblewrap, or nothing in the other container.
             self._send_kernel_control("interrupt_request", {})
         elif signum in (signal.SIGTERM, signal.SIGKILL):
-            self._end(f"Enterprise Gateway stopped the kernel (signal {signum})")
+            self.end(f"Enterprise Gateway stopped the kernel (signal {signum})")
         elif signum not in (None, 0):
             log.warning("comm port: signal %d is not passed to the kernel", signum)
         if request.shutdown:
-            self._end("Enterprise Gateway shut the kernel down")
+            self.end("Enterprise Gateway shut the kernel down")
 
-    def _end(self, reason: str) -> None:
+    def end(self, reason: str, grace: float = SHUTDOWN_GRACE_S) -> None:
+        """Stop within `grace` seconds: earlier when the kernel exits after a shutdown_request
+        (its reply is relayed and no interruption recorded), else with `reason` in the ledger."""
         if self.end_reason is None:
             self.end_reason = reason
-        self.stop_requested = True
+        deadline = time.monotonic() + grace
+        self._end_at = deadline if self._end_at is None else min(self._end_at, deadline)
 
     def finish(self) -> None:
         """Record why the session ended when nobody asked the kernel to shut down (EG's culler,
@@ -572,7 +582,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     def stop(signum: int, frame: Any) -> None:
-        sentry._end(f"the kernel pod received signal {signum}")
+        sentry.end(f"the kernel pod received signal {signum}")
 
     def interrupt(signum: int, frame: Any) -> None:
         requests.put(CommRequest(signum=signal.SIGINT))
