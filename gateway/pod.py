@@ -34,6 +34,7 @@ import random
 import secrets
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -336,8 +337,6 @@ class _SiblingKernel:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
             if deadline is not None and time.monotonic() > deadline:
-                import subprocess
-
                 raise subprocess.TimeoutExpired("kernel container", timeout or 0)
             time.sleep(0.1)
         assert self.code is not None
@@ -425,11 +424,11 @@ class PodSentry(Sentry):
             # "message"): a signal would reach bubblewrap, or nothing in the other container.
             self._send_kernel_control("interrupt_request", {})
         elif signum in (signal.SIGTERM, signal.SIGKILL):
-            self.end(f"Enterprise Gateway stopped the kernel (signal {signum})")
+            self.end(f"signal {signum} requested on the kernel pod's communication port")
         elif signum not in (None, 0):
             log.warning("comm port: signal %d is not passed to the kernel", signum)
         if request.shutdown:
-            self.end("Enterprise Gateway shut the kernel down")
+            self.end("a shutdown request on the kernel pod's communication port")
 
     def end(self, reason: str, grace: float = SHUTDOWN_GRACE_S) -> None:
         """Stop within `grace` seconds: earlier when the kernel exits after a shutdown_request

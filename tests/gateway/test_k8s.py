@@ -199,3 +199,28 @@ def test_cli_writes_the_files(tmp_path, policy):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "cli" / "networkpolicy.yaml").exists()
     assert (tmp_path / "cli" / "kernelspecs" / "bedside_kubernetes" / "kernel.json").exists()
+
+
+def test_sentry_container_passes_egs_values_to_the_pod_entry_point(deployment):
+    """launch_kubernetes.py adds KERNEL_ID, RESPONSE_ADDRESS, PUBLIC_KEY and PORT_RANGE to
+    containers[0]'s env; the sentry's args name them as $(NAME), which the kubelet expands."""
+    from bedside.gateway.pod import build_parser
+
+    sentry, kernel = pod(deployment)["spec"]["containers"]
+    args = sentry["args"]
+    for flag, var in (
+        ("--kernel-id", "KERNEL_ID"),
+        ("--response-address", "RESPONSE_ADDRESS"),
+        ("--public-key", "PUBLIC_KEY"),
+        ("--port-range", "PORT_RANGE"),
+    ):
+        assert args[args.index(flag) + 1] == f"$({var})"
+    # PORT_RANGE has a default in the template, which EG's value replaces (extend_pod_env).
+    assert {"name": "PORT_RANGE", "value": "0..0"} in sentry["env"]
+    # The kernel runs in the other container; both mount the ipc directory the sentry names.
+    assert "--kernel-container" in args
+    ipc = args[args.index("--ipc-dir") + 1]
+    assert {m["mountPath"] for m in kernel["volumeMounts"] if m["name"] == "ipc"} == {ipc}
+    assert f"{ipc}/kernel.json" in kernel["args"][0]
+    parsed = build_parser().parse_args(args)
+    assert parsed.kernel_container and str(parsed.ipc_dir) == ipc

@@ -296,7 +296,7 @@ def test_eg_shuts_the_pod_down_and_the_ledger_is_finished(pod):
     entries = [opened.entry(i) for i in range(opened.size)]
     opened.close()
     assert [e["kind"] for e in entries[-2:]] == ["interrupted", "checkpoint"], entries[-3:]
-    assert entries[-2]["reason"] == "Enterprise Gateway shut the kernel down"
+    assert entries[-2]["reason"] == "a shutdown request on the kernel pod's communication port"
 
 
 def test_two_containers_kernel_beside_the_sentry(tmp_path, frame):
