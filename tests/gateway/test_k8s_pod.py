@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -76,15 +78,29 @@ class EGSide:
             env=env,
             text=True,
         )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
         first = self.line()
         self.response_address: str = first["response_address"]
         self.public_key: str = first["public_key"]
 
-    def line(self) -> dict[str, Any]:
+    def _read(self) -> None:
         assert self.proc.stdout is not None
-        text = self.proc.stdout.readline()
+        for text in self.proc.stdout:
+            self.lines.put(text)
+        self.lines.put("")
+
+    def line(self, timeout: float = 60, about: Any = None) -> dict[str, Any]:
+        """The next line EG's side printed; fails with both sides' logs instead of hanging."""
+        try:
+            text = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            text = ""
         if not text:
-            raise RuntimeError(f"EG side exited:\n{self.log_path.read_text()[-3000:]}")
+            pod_log = about.log() if about is not None else ""
+            raise RuntimeError(
+                f"no answer from EG's side:\n{self.log_path.read_text()[-3000:]}\n{pod_log}"
+            )
         return json.loads(text)
 
     def ask(self, request: str) -> dict[str, Any]:
@@ -179,7 +195,7 @@ class Pod:
                 self.kernel_proc = subprocess.Popen(
                     ["sh", str(kernel_script)], stdout=log, stderr=subprocess.STDOUT, env=env
                 )
-        self.info = self.eg.line()  # what EG's ResponseManager decrypted
+        self.info = self.eg.line(about=self)  # what EG's ResponseManager decrypted
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -335,3 +351,17 @@ def test_port_range_is_checked_as_eg_checks_it():
 def test_a_key_that_is_not_egs_is_refused():
     with pytest.raises(GatewayError, match="public-key"):
         encrypt_connection_info({"kernel_id": "x"}, "bm90IGEga2V5")
+
+
+def test_a_pod_not_created_by_eg_says_so(capsys, tmp_path):
+    from bedside.gateway.pod import main
+
+    code = main(
+        [
+            *("--kernel-id", "$(KERNEL_ID)", "--response-address", "10.0.0.1:8877"),
+            *("--public-key", "x", "--policy", str(tmp_path / "p.yaml")),
+            *("--custodian-key", str(tmp_path / "k"), "--state-dir", str(tmp_path)),
+        ]
+    )
+    assert code == 1
+    assert "launch_kubernetes.py" in capsys.readouterr().err
