@@ -64,6 +64,14 @@ def _stage1_env() -> jinja2.Environment:
     )
 
 
+def _outbox_mib(policy: Any) -> int:
+    """Room for one release request of the policy's largest kind, and its metadata."""
+    release = getattr(policy, "release", None)
+    kinds = getattr(release, "kinds", None) or {}
+    largest = max((int(k.max_bytes) for k in kinds.values()), default=200 * 10**6)
+    return -(-largest // 2**20) + 16
+
+
 def stage1_values(policy: Any, settings: K8sSettings) -> dict[str, Any]:
     limits = getattr(policy, "limits", None)
     memory_mb = int(getattr(limits, "memory_mb", 4096) or 4096)
@@ -72,6 +80,7 @@ def stage1_values(policy: Any, settings: K8sSettings) -> dict[str, Any]:
         policy_id=str(getattr(policy, "id", "unknown")),
         policy_digest=str(getattr(policy, "digest", "")),
         memory=f"{memory_mb}Mi",
+        outbox_size=f"{_outbox_mib(policy)}Mi",
         authorized_users=",".join(settings.authorized_users),
     )
     for key, value in values.items():

@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from bedside.errors import Error, GatewayError
-from bedside.gateway.sentry import Sentry
+from bedside.gateway.sentry import KERNEL_OUTBOX, Sentry
 
 __all__ = [
     "LAUNCHER_VERSION",
@@ -356,12 +356,14 @@ class PodSentry(Sentry):
         *,
         comm: queue.Queue[CommRequest],
         kernel_ipc_dir: Path | None = None,
+        kernel_outbox: Path | None = None,
         kernel_start_timeout: float = 120.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.comm = comm
         self.kernel_ipc_dir = kernel_ipc_dir
+        self.kernel_outbox = kernel_outbox
         self.kernel_start_timeout = kernel_start_timeout
         self.end_reason: str | None = None
         self._end_at: float | None = None
@@ -393,6 +395,13 @@ class PodSentry(Sentry):
         os.chmod(tmp, 0o644)  # the kernel container runs as another uid (same fsGroup)
         os.replace(tmp, ipc / "kernel.json")
         self._ipc_dir = ipc
+        if self.kernel_outbox is not None:
+            # The kernel container leaves release requests in the volume both mount; the
+            # sentry's airlock reads `<session>/kernel-outbox`, so that name points there. What
+            # the kernel wrote is copied out as for the sandbox (plain files only, no links).
+            outbox = self.state_dir / KERNEL_OUTBOX
+            outbox.rmdir()
+            outbox.symlink_to(self.kernel_outbox.resolve(), target_is_directory=True)
         self.proc = _SiblingKernel(  # type: ignore[assignment]
             self,
             f"ipc://{info['ip']}-{info['hb_port']}",
@@ -502,6 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--ipc-dir", type=Path, help="the directory shared with the kernel container"
     )
     parser.add_argument(
+        "--outbox-dir",
+        type=Path,
+        help="with --kernel-container: the volume where the kernel leaves release requests",
+    )
+    parser.add_argument(
         "--kernel-start-timeout",
         type=float,
         default=120.0,
@@ -571,6 +585,7 @@ def run(args: argparse.Namespace) -> int:
     sentry = PodSentry(
         comm=requests,
         kernel_ipc_dir=args.ipc_dir if args.kernel_container else None,
+        kernel_outbox=args.outbox_dir if args.kernel_container else None,
         kernel_start_timeout=args.kernel_start_timeout,
         connection_file=connection_file,
         policy_path=args.policy,

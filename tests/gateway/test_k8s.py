@@ -87,15 +87,18 @@ def test_sentry_is_the_entry_point_and_alone_holds_the_key(deployment):
     kernel_mounts = {m["name"]: m for m in kernel["volumeMounts"]}
     assert {"custodian-key", "ledgers"} <= sentry_mounts
     assert "custodian-key" not in kernel_mounts and "ledgers" not in kernel_mounts
-    # The only writable volume the two containers share is the ipc emptyDir.
+    # The only writable volumes the two containers share: the ipc sockets and the release
+    # outbox (which the sentry reads as untrusted: plain files only, no links), both emptyDirs.
     shared_writable = {
         m["name"]
         for m in kernel["volumeMounts"]
         if not m.get("readOnly") and m["name"] in sentry_mounts
     }
-    assert shared_writable == {"ipc"}
+    assert shared_writable == {"ipc", "outbox"}
     volumes = {v["name"]: v for v in spec["volumes"]}
-    assert "emptyDir" in volumes["ipc"]
+    assert "emptyDir" in volumes["ipc"] and "emptyDir" in volumes["outbox"]
+    outbox = {m["mountPath"] for m in kernel["volumeMounts"] if m["name"] == "outbox"}
+    assert {"name": "BEDSIDE_OUTBOX", "value": outbox.pop()} in kernel["env"]
     assert kernel_mounts["data"]["readOnly"] is True
     assert volumes["data"]["persistentVolumeClaim"]["readOnly"] is True
 

@@ -116,12 +116,13 @@ class EGSide:
         self._log.close()
 
 
-def sentry_container_argv(
-    hospital: Hospital, eg_env: dict[str, str], *, ipc_dir: Path
-) -> tuple[list[str], Path]:
+def pod_commands(
+    hospital: Hospital, eg_env: dict[str, str], *, ipc_dir: Path, outbox_dir: Path
+) -> tuple[list[str], Path, dict[str, str]]:
     """The rendered pod template's sentry command as the kubelet would run it: `$(NAME)` expanded
     from the container's env (the template's own entries, then what launch_kubernetes.py adds),
-    and the pod's mount paths mapped to directories on this machine."""
+    and the pod's mount paths mapped to directories on this machine. Also the kernel container's
+    command (as a script) and environment."""
     out = hospital.root / "k8s"
     from bedside.policy import load_policy
 
@@ -145,6 +146,7 @@ def sentry_container_argv(
         "/var/run/secrets/bedside/custodian.key": str(hospital.key),
         "/var/lib/bedside": str(hospital.state),
         "/run/bedside-ipc": str(ipc_dir),
+        "/run/bedside-outbox": str(outbox_dir),
     }
 
     def kubelet(arg: str) -> str:
@@ -159,7 +161,8 @@ def sentry_container_argv(
     kernel_script = kernel_script.replace("exec python ", f"exec {sys.executable} ")
     script = hospital.root / "kernel-container.sh"
     script.write_text(kernel_script)
-    return argv, script
+    kernel_env = {e["name"]: mounts.get(e["value"], e["value"]) for e in kernel["env"]}
+    return argv, script, kernel_env
 
 
 class Pod:
@@ -178,7 +181,11 @@ class Pod:
             "PORT_RANGE": PORT_RANGE,
         }
         self.ipc_dir = tmp / "ipc"
-        argv, kernel_script = sentry_container_argv(hospital, eg_env, ipc_dir=self.ipc_dir)
+        outbox = tmp / "outbox"
+        outbox.mkdir()
+        argv, kernel_script, kernel_env = pod_commands(
+            hospital, eg_env, ipc_dir=self.ipc_dir, outbox_dir=outbox
+        )
         argv += ["--ip", "127.0.0.1"]
         if not two_containers:
             argv.remove("--kernel-container")
@@ -190,7 +197,8 @@ class Pod:
                 argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         if two_containers:
-            env = dict(os.environ, BEDSIDE_SANDBOX="pod", HOME=str(tmp))
+            env = dict(os.environ, **kernel_env)
+            env["HOME"] = str(tmp)  # /tmp in the container
             with (tmp / "kernel.log").open("wb") as log:
                 self.kernel_proc = subprocess.Popen(
                     ["sh", str(kernel_script)], stdout=log, stderr=subprocess.STDOUT, env=env
@@ -328,6 +336,21 @@ def test_two_containers_kernel_beside_the_sentry(tmp_path, frame):
         (result,) = [m for m in outputs if m["msg_type"] == "execute_result"]
         check_receipt("iopub", result, hospital.signer.verifier_key)
         assert (running.ipc_dir / "kernel.json").stat().st_mode & 0o777 == 0o644
+        # A release request crosses the shared outbox into the sentry's airlock.
+        reply, outputs = client.execute(
+            'counts = hospital.load("patients").groupby("ward").size().to_frame("patients")\n'
+            't = hospital.release(counts, name="ward-counts", kind="table")\nprint(t.status)'
+        )
+        assert reply["content"]["status"] == "ok", outputs
+        deadline = time.monotonic() + 30
+        while True:
+            reply = client.request("bedside_release_status_request", {})
+            names = [r["name"] for r in reply["content"]["releases"]]
+            if names or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert names == ["ward-counts"], reply["content"]
+        assert not list((tmp_path / "run" / "outbox").iterdir())  # copied out, then removed
         assert running.eg.ask("shutdown") == {"ok": True}
         assert running.proc.wait(30) == 0, running.log()
     finally:
