@@ -328,6 +328,8 @@ class _SiblingKernel:
 
     def terminate(self) -> None:
         self.sentry._send_kernel_control("shutdown_request", {"restart": False})
+        # The kernel is expected to go now: a second without a heartbeat is enough to tell.
+        self.hb_timeout = min(self.hb_timeout, 1.0)
 
     def kill(self) -> None:
         # Nothing to kill from here: Kubernetes removes the container with the pod.

@@ -388,3 +388,25 @@ def test_a_pod_not_created_by_eg_says_so(capsys, tmp_path):
     )
     assert code == 1
     assert "launch_kubernetes.py" in capsys.readouterr().err
+
+
+def test_comm_port_ignores_malformed_requests():
+    import socket
+
+    from bedside.gateway.pod import CommListener, CommRequest
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    requests: queue.Queue[CommRequest] = queue.Queue()
+    listener = CommListener(sock, requests)
+    listener.start()
+    try:
+        for payload in (b"not json", b"[1, 2]", b'{"signum": 2}', b'{"shutdown": 1}'):
+            with socket.create_connection(sock.getsockname()) as conn:
+                conn.sendall(payload)
+        assert requests.get(timeout=10) == CommRequest(signum=2)
+        assert requests.get(timeout=10) == CommRequest(shutdown=True)
+        listener.join(10)
+        assert not listener.is_alive()  # the listener ends after a shutdown request
+    finally:
+        listener.stop()
