@@ -10,16 +10,17 @@ when EG deletes the pod) ends the session cleanly, the ledger closed with a cust
 
     python -m bedside.gateway.pod --kernel-id ID --response-address IP:PORT --public-key KEY \\
         --port-range LOW..HIGH --policy FILE --custodian-key KEYFILE --state-dir DIR \\
-        [--kernel-container --ipc-dir DIR | --no-sandbox]
+        [--kernel-container --ipc-dir DIR [--outbox-dir DIR] | --no-sandbox]
 
 EG's `launch_kubernetes.py` puts the four EG values in the pod's first container's environment
 (`KERNEL_ID`, `RESPONSE_ADDRESS`, `PUBLIC_KEY`, `PORT_RANGE`); they are the defaults of the
 options, and the EG 3.3 spellings `--RemoteProcessProxy.kernel-id` etc. are accepted too.
 
 With `--kernel-container` the kernel is not started here: it runs in the pod's second container
-(no custodian key, no ledger volume, no network of its own), and the two share only `--ipc-dir`,
-where the sentry writes the kernel's ipc connection file. Without it (a single machine, the tests)
-the sentry starts the kernel in its bubblewrap sandbox, as the local kernelspec does.
+(no custodian key, no ledger volume; the pod's NetworkPolicy is its network boundary), and the
+two share only `--ipc-dir`, where the sentry writes the kernel's ipc connection file, and
+`--outbox-dir`, where the kernel leaves release requests. Without it (a single machine, the
+tests) the sentry starts the kernel in its bubblewrap sandbox, as the local kernelspec does.
 """
 
 from __future__ import annotations
