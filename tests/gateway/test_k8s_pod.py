@@ -80,7 +80,11 @@ class EGSide:
         )
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
-        first = self.line()
+        try:
+            first = self.line()
+        except BaseException:
+            self.stop()
+            raise
         self.response_address: str = first["response_address"]
         self.public_key: str = first["public_key"]
 
@@ -92,10 +96,15 @@ class EGSide:
 
     def line(self, timeout: float = 60, about: Any = None) -> dict[str, Any]:
         """The next line EG's side printed; fails with both sides' logs instead of hanging."""
-        try:
-            text = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            text = ""
+        deadline = time.monotonic() + timeout
+        text = ""
+        while time.monotonic() < deadline:
+            try:
+                text = self.lines.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if about is not None and about.proc is not None and about.proc.poll() is not None:
+                    break  # the pod exited: no answer is coming
         if not text:
             pod_log = about.log() if about is not None else ""
             raise RuntimeError(
@@ -174,6 +183,15 @@ class Pod:
         self.kernel_id = str(uuid.uuid4())
         self.eg = EGSide(self.kernel_id, tmp / "eg-side.log")
         self.kernel_proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        try:
+            self._start(tmp, two_containers)
+        except BaseException:
+            self.stop()  # no process outlives a failed start
+            raise
+
+    def _start(self, tmp: Path, two_containers: bool) -> None:
+        hospital = self.hospital
         eg_env = {
             "KERNEL_ID": self.kernel_id,
             "RESPONSE_ADDRESS": self.eg.response_address,
