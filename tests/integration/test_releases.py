@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 RELEASE = """\
 release:
   approvals_required: 2
-  model: {mode: review, max_bytes: 5 MB, min_leaf_size: 10, mia_auc_max: 0.6}
+  model: {mode: review, max_bytes: 20 MB, min_leaf_size: 10, mia_auc_max: 0.6}
 """
 
 TRAIN = """\
@@ -53,6 +53,16 @@ for name in ("mortality", "mortality-denied", "mortality-swapped"):
     t = hospital.release(net, name=name, kind="model",
                          train=(X[:1500], y[:1500]), holdout=(X[1500:], y[1500:]))
     print(name, t.status, t.id)
+# ~10 MB of parameters: more than one websocket message may carry (jupyter_server's gateway
+# client drops messages over 10 MiB), so it comes in pieces
+wide = torch.nn.Sequential(torch.nn.Linear(3, 1600), torch.nn.ReLU(), torch.nn.Linear(1600, 1600),
+                           torch.nn.ReLU(), torch.nn.Linear(1600, 2))
+opt = torch.optim.SGD(wide.parameters(), 1e-3)
+for _ in range(5):
+    opt.zero_grad(); torch.nn.functional.cross_entropy(wide(xt), yt).backward(); opt.step()
+t = hospital.release(wide, name="mortality-wide", kind="model",
+                     train=(X[:1500], y[:1500]), holdout=(X[1500:], y[1500:]))
+print("mortality-wide", t.status, t.id)
 """
 
 
@@ -117,17 +127,17 @@ def test_release_followed_fetched_and_verified(tmp_path, hospital, eg_gateway) -
                     for line in text.splitlines()
                     if " submitted r-" in line
                 }
-                assert len(ids) == 3, text
+                assert len(ids) == 4, text
 
                 # The hospital's airlock checked them: all wait for two custodians.
                 listed = await until(
                     client,
                     f"{base}/releases",
                     lambda a: (
-                        len(a["releases"]) == 3
+                        len(a["releases"]) == 4
                         and all(r["state"] == "pending" for r in a["releases"])
                     ),
-                    "three pending requests",
+                    "four pending requests",
                 )
                 row = next(r for r in listed["releases"] if r["id"] == ids["mortality"])
                 assert row["label"] == "pending review (0 of 2 approvals)"
@@ -138,7 +148,8 @@ def test_release_followed_fetched_and_verified(tmp_path, hospital, eg_gateway) -
 
                 session = (await client.api("GET", base))["session"]
                 state = hospital.state / session
-                for rid in (ids["mortality"], ids["mortality-swapped"]):
+                approved = ("mortality", "mortality-swapped", "mortality-wide")
+                for rid in (ids[n] for n in approved):
                     done = review(
                         state, "approve", rid, "--as", "carol", "--key", str(keys["carol"])
                     )
@@ -146,13 +157,16 @@ def test_release_followed_fetched_and_verified(tmp_path, hospital, eg_gateway) -
                 half = await until(
                     client,
                     f"{base}/releases",
-                    lambda a: any(r["approvals"] == ["carol"] for r in a["releases"]),
+                    lambda a: any(
+                        r["id"] == ids["mortality"] and r["approvals"] == ["carol"]
+                        for r in a["releases"]
+                    ),
                     "the first approval",
                 )
                 row = next(r for r in half["releases"] if r["id"] == ids["mortality"])
                 assert row["state"] == "pending", row
                 assert row["label"] == "approved 1 of 2, waiting for review"
-                for rid in (ids["mortality"], ids["mortality-swapped"]):
+                for rid in (ids[n] for n in approved):
                     done = review(state, "approve", rid, "--as", "dave", "--key", str(keys["dave"]))
                     assert done.returncode == 0, done.stderr
                 done = review(
@@ -187,6 +201,8 @@ def test_release_followed_fetched_and_verified(tmp_path, hospital, eg_gateway) -
                 # The approved one: fetched into releases/, verified on arrival.
                 fetched = await client.api("POST", f"{base}/releases/{ids['mortality']}/fetch")
                 report["fetched"] = fetched
+                wide = f"{base}/releases/{ids['mortality-wide']}/fetch"
+                report["wide"] = await client.api("POST", wide, timeout=180)
                 after = await client.api("GET", f"{base}/releases")
                 report["after"] = {r["id"]: r for r in after["releases"]}
 
@@ -267,10 +283,21 @@ def test_release_followed_fetched_and_verified(tmp_path, hospital, eg_gateway) -
     finally:
         mine.close()
 
+    # The wide model (in base64, more than one websocket message may carry) came in three
+    # pieces of at most 4 MiB, each one a ledger entry.
+    wide = report["wide"]
+    assert wide["verified"] is True and wide["size"] * 4 / 3 > 10 * 2**20
+    assert len(wide["fetch_entries"]) == 3
+    landed = tmp_path / "nb" / "releases" / "mortality-wide" / wide["artifact"]
+    assert landed.stat().st_size == wide["size"]
+
     # The swapped artifact: refused on arrival, nothing written, the reason shown.
     code, why = report["swapped"]
     assert code == 422 and "failed verification" in why and "changed after release" in why, why
     assert not (tmp_path / "nb" / "releases" / "mortality-swapped").exists()
-    assert [p.name for p in (tmp_path / "nb" / "releases").iterdir()] == ["mortality"]
+    assert sorted(p.name for p in (tmp_path / "nb" / "releases").iterdir()) == [
+        "mortality",
+        "mortality-wide",
+    ]
     row = report["last"][ids["mortality-swapped"]]
     assert row["state"] == "failed" and "changed after release" in row["label"]
