@@ -4,7 +4,8 @@ A notebook trains a small torch model at the hospital (jupyter_server + bedside 
 Enterprise Gateway → sentry → sandboxed guarded kernel) and asks to release it. The session
 panel shows the request pending review; two custodians approve it with `bedside review` (the
 CLI, as at the hospital); the panel shows it approved, fetches it into `releases/` and shows the
-verification result. Screenshots go to test-artifacts/frontend/ (the docs' images).
+verification result; a second request, denied, shows the custodian's reason and no fetch
+button. Screenshots go to test-artifacts/frontend/ (the docs' images).
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ opt = torch.optim.Adam(net.parameters(), 1e-2)
 xt, yt = torch.tensor(X[:1500]), torch.tensor(y[:1500])
 for _ in range(100):
     opt.zero_grad(); torch.nn.functional.cross_entropy(net(xt), yt).backward(); opt.step()
-ticket = hospital.release(net, name="mortality", kind="model",
-                          train=(X[:1500], y[:1500]), holdout=(X[1500:], y[1500:]))
-print("release", ticket.status)
+for name in ("mortality", "mortality-draft"):
+    ticket = hospital.release(net, name=name, kind="model",
+                              train=(X[:1500], y[:1500]), holdout=(X[1500:], y[1500:]))
+    print(name, ticket.status)
 """
 
 INTENT = {
@@ -151,10 +153,12 @@ def test_release_panel_follows_review_and_fetches(release_lab, browser, hospital
 
         # Train and ask for the release; the panel lists it, pending review.
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-        expect(page.locator(".jp-OutputArea-output", has_text="release submitted")).to_be_visible(
-            timeout=150_000
-        )
-        row = panel.locator(".bedside-release").first
+        expect(
+            page.locator(".jp-OutputArea-output", has_text="mortality-draft submitted")
+        ).to_be_visible(timeout=150_000)
+        row = panel.locator(".bedside-release", has=page.get_by_text("mortality", exact=True))
+        draft = panel.locator(".bedside-release", has=page.get_by_text("mortality-draft"))
+        refresh_until(page, draft, "pending")
         refresh_until(page, row, "pending")
         expect(row.locator(".bedside-release-label")).to_have_text(
             "pending review (0 of 2 approvals)"
@@ -167,7 +171,23 @@ def test_release_panel_follows_review_and_fetches(release_lab, browser, hospital
         (state,) = [p.parent for p in hospital.state.glob("*/airlock.json")]
         review(state, "approve", request_id, "--as", "carol", "--key", str(keys["carol"]))
         review(state, "approve", request_id, "--as", "dave", "--key", str(keys["dave"]))
+        review(
+            state,
+            "deny",
+            str(draft.get_attribute("data-release-id")),
+            "--as",
+            "carol",
+            "--key",
+            str(keys["carol"]),
+            "--reason",
+            "a draft: release the final model only",
+        )
+        refresh_until(page, draft, "denied")
         refresh_until(page, row, "approved")
+        expect(draft.locator(".bedside-release-label")).to_have_text(
+            "denied: a draft: release the final model only"
+        )
+        expect(draft.locator('button[data-bedside-action="fetch"]')).to_have_count(0)
         expect(row.locator(".bedside-release-label")).to_have_text(
             "approved 2 of 2: ready to fetch"
         )
