@@ -296,7 +296,6 @@ class ReleasesHandler(BedsideHandler):
         directory = self.registry.directory(session)
         assert directory is not None  # _status found it
         mirror = self.registry.find(session)
-        fetched = releases.records(directory)
         if mirror is None or mirror.send is None:
             # A past session: what this server fetched is all there is to say.
             self.finish(
@@ -304,7 +303,7 @@ class ReleasesHandler(BedsideHandler):
                     {
                         "live": False,
                         "reason": "the session has no live connection to the hospital",
-                        "releases": [{"id": k, **v} for k, v in sorted(fetched.items())],
+                        "releases": releases.offline(directory),
                     }
                 )
             )

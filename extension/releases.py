@@ -181,6 +181,33 @@ def describe(row: dict[str, Any], record: dict[str, Any] | None) -> dict[str, An
     return out
 
 
+def offline(directory: Path) -> list[dict[str, Any]]:
+    """A past session's requests as far as this server knows them: the ones it fetched."""
+    out = []
+    for request_id, record in sorted(records(directory).items()):
+        verified = bool(record.get("verified"))
+        out.append(
+            {
+                "id": request_id,
+                "name": record.get("name"),
+                "kind": record.get("kind"),
+                "size": record.get("size"),
+                "status": "delivered",
+                "approvals": record.get("approvers") or [],
+                "required": None,
+                "refusals": [],
+                "filename": record.get("artifact"),
+                "digest": record.get("digest"),
+                "state": "delivered" if verified else "failed",
+                "label": f"delivered to {record.get('path')} (verified)"
+                if verified
+                else f"fetched, but verification failed: {record.get('error')}",
+                "fetched": record,
+            }
+        )
+    return out
+
+
 async def list_releases(mirror: SessionMirror) -> list[dict[str, Any]]:
     reply = await ask(mirror, "bedside_release_status_request", {})
     content = reply.get("content") or {}

@@ -229,8 +229,23 @@ def test_release_followed_fetched_and_verified(tmp_path, hospital, eg_gateway) -
             finally:
                 await client.close()
 
+    async def afterwards() -> dict[str, Any]:
+        """A new server process knows the past session's releases from its own records."""
+        with researcher_server(tmp_path, eg_gateway, notebooks) as server:
+            client = KernelSession(server.url, server.token)
+            kernel = report["status"]["kernel_id"]
+            return await client.api("GET", f"/bedside/sessions/{kernel}/releases")
+
     asyncio.run(scenario())
+    past = asyncio.run(afterwards())
     ids, fetched = report["ids"], report["fetched"]
+    assert past["live"] is False
+    states = {r["id"]: r["state"] for r in past["releases"]}
+    assert states == {
+        ids["mortality"]: "delivered",
+        ids["mortality-wide"]: "delivered",
+        ids["mortality-swapped"]: "failed",
+    }
     folder = tmp_path / "nb" / "releases" / "mortality"
     assert fetched["path"] == "releases/mortality/"
     assert fetched["verified"] is True and fetched["approvers"] == ["carol", "dave"]
