@@ -10,12 +10,16 @@ exactly as they do to `/api/kernels`.
     POST /bedside/sessions/{id}/anchor    anchor the last cosigned checkpoint on a chain
     GET  /bedside/sessions/{id}/ledger    the ledger file
     GET  /bedside/sessions/{id}/openings  the private openings file
+    GET  /bedside/sessions/{id}/releases  the session's release requests and their review state
+    POST /bedside/sessions/{id}/releases/{request}/fetch
+                                          fetch an approved release into releases/, verified
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -32,6 +36,7 @@ from .sessions import SessionRegistry
 
 AUTH_RESOURCE = "bedside"
 _ID = r"(?P<session>[A-Za-z0-9_.\-]+)"
+_REQUEST = r"(?P<request>r-[0-9]{14}-[0-9a-f]{6})"
 
 
 class _Sessions:
@@ -279,6 +284,63 @@ class OpeningsFileHandler(FileHandler):
     filename = "session.openings"
 
 
+class ReleasesHandler(BedsideHandler):
+    """The session's release requests, as the hospital's airlock reports them now."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, session: str) -> None:
+        from . import releases
+
+        self._status(session)
+        directory = self.registry.directory(session)
+        assert directory is not None  # _status found it
+        mirror = self.registry.find(session)
+        if mirror is None or mirror.send is None:
+            # A past session: what this server fetched is all there is to say.
+            self.finish(
+                json.dumps(
+                    {
+                        "live": False,
+                        "reason": "the session has no live connection to the hospital",
+                        "releases": releases.offline(directory),
+                    }
+                )
+            )
+            return
+        try:
+            rows = await releases.list_releases(mirror)
+        except releases.HospitalUnavailable as exc:
+            raise web.HTTPError(504, exc.diagnostics()) from exc
+        except Error as exc:
+            raise web.HTTPError(502, exc.diagnostics()) from exc
+        self.finish(json.dumps({"live": True, "session": mirror.session_id, "releases": rows}))
+
+
+class ReleaseFetchHandler(BedsideHandler):
+    """Fetch an approved release into `<server root>/releases/<name>/` and verify it there."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, session: str, request: str) -> None:
+        from . import releases
+
+        self._status(session)
+        mirror = self.registry.find(session)
+        if mirror is None or mirror.send is None:
+            raise web.HTTPError(409, f"session {session!r} has no live connection to the hospital")
+        workspace = Path(self.settings.get("server_root_dir") or ".").expanduser()
+        try:
+            result = await releases.fetch(mirror, request, workspace)
+        except releases.HospitalUnavailable as exc:
+            raise web.HTTPError(504, exc.diagnostics()) from exc
+        except releases.ReleaseVerificationError as exc:
+            raise web.HTTPError(422, exc.diagnostics()) from exc
+        except Error as exc:  # the hospital refused: not approved, denied, over the cap
+            raise web.HTTPError(409, exc.diagnostics()) from exc
+        self.finish(json.dumps(result))
+
+
 def handlers(base_url: str) -> list[tuple[str, type[web.RequestHandler]]]:
     root = url_path_join(base_url, "bedside", "sessions")
     return [
@@ -288,4 +350,6 @@ def handlers(base_url: str) -> list[tuple[str, type[web.RequestHandler]]]:
         (url_path_join(root, _ID, "anchor"), AnchorHandler),
         (url_path_join(root, _ID, "ledger"), LedgerFileHandler),
         (url_path_join(root, _ID, "openings"), OpeningsFileHandler),
+        (url_path_join(root, _ID, "releases"), ReleasesHandler),
+        (url_path_join(root, _ID, "releases", _REQUEST, "fetch"), ReleaseFetchHandler),
     ]

@@ -45,6 +45,8 @@ CONTROL_REPLIES = {
     "bedside_seal_reply",
     "bedside_status_reply",
     "bedside_entries_reply",
+    "bedside_release_status_reply",
+    "bedside_release_fetch_reply",
 }
 
 #: How long a gap in our copy may last before we ask the sentry for the missing entries.

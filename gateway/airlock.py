@@ -793,6 +793,77 @@ def read_request(state_dir: Path, request_id: str) -> ReleaseRequest:
     return ReleaseRequest(request_id, folder, request, status)
 
 
+#: The most artifact bytes one `bedside_release_fetch_reply` carries. The reply travels as one
+#: websocket message from Enterprise Gateway to the researcher's jupyter_server, whose gateway
+#: client refuses messages over 10 MiB (tornado's default) and drops the kernel connection:
+#: 4 MiB of raw bytes is 5.6 MB in base64, well under it. Larger artifacts come in pieces.
+FETCH_CHUNK = 4 * 1024 * 1024
+
+
+def fetch_delivered(
+    state_dir: Path, request_id: str, *, max_bytes: int, offset: int = 0, length: int | None = None
+) -> dict[str, Any]:
+    """The `bedside_release_fetch_reply` content for one delivered release, or ReleaseError.
+
+    `offset`/`length` select a piece of the artifact (at most FETCH_CHUNK bytes per reply); the
+    reply's `size` is the whole artifact's, so a client knows whether more pieces follow. The
+    attestation rides on every piece: it is small, and each piece is then self-describing.
+    The delivered bytes are checked against the digest the airlock recorded on the first piece
+    (the researcher checks the whole against the signed attestation in any case).
+    """
+    req = read_request(state_dir, request_id)
+    delivered = req.status.get("delivered")
+    if req.state != "delivered" or not isinstance(delivered, dict):
+        why = ""
+        if req.state == "denied":
+            why = f" (reason: {(req.status.get('denial') or {}).get('reason', '')})"
+        elif req.state == "pending":
+            approvals = len(req.status.get("approvals", []))
+            why = f" ({approvals} of {req.status.get('approvals_required')} approvals)"
+        raise ReleaseError(
+            f"{request_id} is {req.state}{why}: only approved and delivered releases can be "
+            "fetched (`bedside_release_status_request` lists them)"
+        )
+    if (
+        not isinstance(offset, int)
+        or isinstance(offset, bool)
+        or offset < 0
+        or (length is not None and (not isinstance(length, int) or length <= 0))
+    ):
+        raise ReleaseError("bedside_release_fetch_request: offset and length must be integers >= 0")
+    kind = str(req.request.get("kind"))
+    path = Path(delivered["artifact"])
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ReleaseError(
+            f"{request_id} is {size} bytes, over release.{kind}.max_bytes ({max_bytes})"
+        )
+    if offset > size:
+        raise ReleaseError(f"{request_id}: offset {offset} is past the end ({size} bytes)")
+    want = min(FETCH_CHUNK, size - offset if length is None else length)
+    with path.open("rb") as fh:
+        if offset == 0:
+            whole = fh.read()
+            if "sha256:" + hashlib.sha256(whole).hexdigest() != req.status.get("digest"):
+                raise ReleaseError(f"{request_id}: the delivered artifact differs from its digest")
+            data = whole[:want]
+        else:
+            fh.seek(offset)
+            data = fh.read(want)
+    envelope = json.loads(Path(delivered["attestation"]).read_text())
+    return {
+        "status": "ok",
+        "id": req.id,
+        "kind": kind,
+        "filename": req.request["filename"],
+        "digest": req.status["digest"],
+        "size": size,
+        "offset": offset,
+        "data": base64.b64encode(data).decode(),
+        "attestation": envelope,
+    }
+
+
 def read_requests(state_dir: Path) -> list[ReleaseRequest]:
     outbox = state_dir / "outbox"
     if not outbox.is_dir():

@@ -13,8 +13,6 @@ the session's intent, budget and seal are handled here too (docs/custodian/sentr
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import logging
 import os
@@ -1146,40 +1144,22 @@ class Sentry:
         return value
 
     def _release_fetch(self, msg: Message) -> tuple[dict[str, Any], bool]:
-        from bedside.gateway.airlock import read_request
+        from bedside.gateway.airlock import fetch_delivered, read_request
 
         self._poll_airlock()
         request_id = msg.content.get("id")
         if not isinstance(request_id, str):
             raise ReleaseError('bedside_release_fetch_request needs {"id": RELEASE_ID}')
-        req = read_request(self.state_dir, request_id)
-        delivered = req.status.get("delivered")
-        if req.state != "delivered" or not isinstance(delivered, dict):
-            raise ReleaseError(
-                f"{request_id} is {req.state}: only approved and delivered releases can be "
-                "fetched (`bedside_release_status_request` lists them)"
-            )
-        kind = str(req.request.get("kind"))
-        cap = self.policy.release.for_kind(kind).max_bytes
-        data = Path(delivered["artifact"]).read_bytes()
-        if len(data) > cap:
-            raise ReleaseError(
-                f"{request_id} is {len(data)} bytes, over release.{kind}.max_bytes ({cap})"
-            )
-        if "sha256:" + hashlib.sha256(data).hexdigest() != req.status.get("digest"):
-            raise ReleaseError(f"{request_id}: the delivered artifact differs from its digest")
-        envelope = json.loads(Path(delivered["attestation"]).read_text())
-        return {
-            "status": "ok",
-            "id": req.id,
-            "name": self._label(req.request.get("name")),
-            "kind": kind,
-            "filename": req.request["filename"],
-            "digest": req.status["digest"],
-            "size": len(data),
-            "data": base64.b64encode(data).decode(),
-            "attestation": envelope,
-        }, False
+        kind = str(read_request(self.state_dir, request_id).request.get("kind"))
+        reply = fetch_delivered(
+            self.state_dir,
+            request_id,
+            max_bytes=self.policy.release.for_kind(kind).max_bytes,
+            offset=msg.content.get("offset", 0),
+            length=msg.content.get("length"),
+        )
+        reply["name"] = self._label(read_request(self.state_dir, request_id).request.get("name"))
+        return reply, False
 
     # -- the end ------------------------------------------------------------------------------
 

@@ -88,7 +88,57 @@ export function anchor(id: string): Promise<ISessionStatus> {
   return request(`sessions/${encodeURIComponent(id)}/anchor`, { method: 'POST', body: '{}' });
 }
 
+/**
+ * One release request as `GET /bedside/sessions/{id}/releases` reports it (extension/releases.py):
+ * the hospital's row plus `state` and a `label` to show.
+ */
+export interface IRelease {
+  id: string;
+  name: string | null;
+  kind: string | null;
+  size: number | null;
+  /** The hospital's: pending, refused, denied, delivered. */
+  status: string;
+  /** pending | approved (ready to fetch) | delivered (in releases/) | denied | refused | failed */
+  state: string;
+  label: string;
+  approvals: string[];
+  required: number | null;
+  refusals: string[];
+  filename: string | null;
+  digest: string | null;
+  denial?: string | null;
+  fetched?: IFetched | null;
+}
+
+/** What `POST …/releases/{request}/fetch` answers once the release verified in `releases/`. */
+export interface IFetched {
+  request: string;
+  path?: string;
+  verified: boolean;
+  error?: string;
+  artifact?: string;
+  attestation?: string;
+  digest?: string;
+  approvers?: string[];
+  custodian?: string;
+  checked?: string[];
+  attested_entries?: number;
+  fetch_entries?: number[];
+  verify_command?: string;
+}
+
 /** Release requests of a session; a server without the release API answers 404. */
-export function releases(id: string): Promise<{ releases: { [key: string]: unknown }[] }> {
+export function releases(
+  id: string
+): Promise<{ live: boolean; reason?: string; releases: IRelease[] }> {
   return request(`sessions/${encodeURIComponent(id)}/releases`);
+}
+
+/** Fetch an approved release into the workspace's releases/ folder, verified on arrival. */
+export function fetchRelease(id: string, requestId: string): Promise<IFetched> {
+  return request(
+    `sessions/${encodeURIComponent(id)}/releases/${encodeURIComponent(requestId)}/fetch`,
+    { method: 'POST', body: '{}' }
+  );
 }

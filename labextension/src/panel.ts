@@ -5,14 +5,30 @@
  *
  * It refreshes when the notebook's kernel goes idle, when another notebook becomes current,
  * and every few seconds while it is visible. Answers are kept in memory only.
+ *
+ * The release section lists the session's release requests as the hospital's airlock reports
+ * them (pending review, approved n of m, denied with the reason, delivered), and fetches an
+ * approved one into the workspace's releases/ folder, where the server verifies it. Each
+ * listing is a message from the hospital and so a ledger entry: the list is asked for when
+ * shown, on Refresh, and while a request waits for review, not on every tick.
  */
 import { NotebookPanel } from '@jupyterlab/notebook';
 import { Kernel } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 
-import { BedsideError, getSession, ISessionStatus, releases } from './api';
+import {
+  BedsideError,
+  fetchRelease,
+  getSession,
+  IFetched,
+  IRelease,
+  ISessionStatus,
+  releases
+} from './api';
 
 const POLL_MS = 5000;
+/** How often the release list is asked for again while a request waits for review. */
+const RELEASE_POLL_MS = 10000;
 
 /** The parts of a C2SP signed note the panel shows: size, root, who signed. */
 export function parseCheckpoint(note: string | null): {
@@ -55,7 +71,12 @@ export class SessionPanel extends Widget {
   private body: HTMLElement;
   private messageNode: HTMLElement;
   private releaseNode: HTMLElement;
+  private releaseTimer = 0;
+  private releasesLoaded = false;
+  private releasesBusy = false;
+  private results = new Map<string, { kind: 'ok' | 'error'; text: string }>();
   status: ISessionStatus | null = null;
+  releaseList: IRelease[] = [];
 
   constructor(
     private commands: { execute(id: string): Promise<unknown> },
@@ -91,7 +112,15 @@ export class SessionPanel extends Widget {
     this.body.className = 'bedside-fields';
     this.node.appendChild(this.body);
     const releaseHead = document.createElement('h3');
+    releaseHead.className = 'bedside-release-head';
     releaseHead.textContent = 'Release requests';
+    const releaseRefresh = document.createElement('button');
+    releaseRefresh.className = 'jp-Button jp-mod-styled bedside-button bedside-small';
+    releaseRefresh.dataset.bedsideAction = 'releases-refresh';
+    releaseRefresh.textContent = 'Refresh';
+    releaseRefresh.title = 'Ask the hospital for the review state of this session\'s requests';
+    releaseRefresh.onclick = () => void this.commands.execute(ids.releases);
+    releaseHead.appendChild(releaseRefresh);
     this.node.appendChild(releaseHead);
     this.releaseNode = document.createElement('div');
     this.releaseNode.className = 'bedside-releases';
@@ -112,6 +141,10 @@ export class SessionPanel extends Widget {
       panel.sessionContext.kernelChanged.connect(this.onKernel, this);
     }
     this.status = null;
+    this.releasesLoaded = false;
+    this.releaseList = [];
+    this.results.clear();
+    this.releaseNode.textContent = '—';
     this.onKernel();
   }
 
@@ -131,16 +164,27 @@ export class SessionPanel extends Widget {
   }
 
   protected onAfterShow(): void {
-    void this.refresh();
+    void this.refresh().then(s => {
+      if (s && s.state !== 'pending-intent' && !this.releasesLoaded) {
+        void this.refreshReleases();
+      }
+    });
     this.timer = window.setInterval(() => void this.refresh(), POLL_MS);
+    this.releaseTimer = window.setInterval(() => {
+      if (this.releaseList.some(r => r.state === 'pending')) {
+        void this.refreshReleases();
+      }
+    }, RELEASE_POLL_MS);
   }
 
   protected onBeforeHide(): void {
     window.clearInterval(this.timer);
+    window.clearInterval(this.releaseTimer);
   }
 
   dispose(): void {
     window.clearInterval(this.timer);
+    window.clearInterval(this.releaseTimer);
     super.dispose();
   }
 
@@ -179,32 +223,123 @@ export class SessionPanel extends Widget {
     return this.status;
   }
 
-  async refreshReleases(): Promise<void> {
+  async refreshReleases(): Promise<IRelease[]> {
     const id = this.kernelId;
-    if (!id) {
-      return;
+    if (!id || this.releasesBusy) {
+      return this.releaseList;
     }
-    this.releaseNode.textContent = '';
+    this.releasesBusy = true;
     try {
       const answer = await releases(id);
-      const list = answer.releases || [];
+      this.releasesLoaded = true;
+      this.releaseList = answer.releases || [];
       this.releaseNode.dataset.available = 'true';
-      if (!list.length) {
-        this.releaseNode.textContent = 'No release requests in this session.';
-      }
-      for (const item of list) {
-        const row = document.createElement('div');
-        row.className = 'bedside-release';
-        row.textContent = `${item['name'] ?? item['id'] ?? 'release'}: ${item['state'] ?? '?'}`;
-        this.releaseNode.appendChild(row);
-      }
+      this.releaseNode.dataset.live = String(answer.live);
+      this.renderReleases(answer.live ? '' : answer.reason || 'not connected to the hospital');
     } catch (err) {
       this.releaseNode.dataset.available = 'false';
       this.releaseNode.textContent =
         err instanceof BedsideError && (err.status === 404 || err.status === 405)
-          ? 'This server has no release review API yet: ask the custodian about queued ' +
+          ? 'This server has no release review API: ask the custodian about queued ' +
             'releases (`bedside review`).'
           : `Could not read release requests: ${(err as Error).message}`;
+    } finally {
+      this.releasesBusy = false;
+    }
+    return this.releaseList;
+  }
+
+  /** Fetch an approved release into releases/; the server verifies it before it lands. */
+  async fetch(requestId: string): Promise<IFetched | null> {
+    const id = this.kernelId;
+    if (!id) {
+      return null;
+    }
+    this.results.set(requestId, { kind: 'ok', text: 'Fetching and verifying…' });
+    this.renderReleases();
+    let fetched: IFetched | null = null;
+    try {
+      fetched = await fetchRelease(id, requestId);
+      this.results.set(requestId, {
+        kind: 'ok',
+        text:
+          `Verified: ${(fetched.checked || []).join(', ')}` +
+          ` (${fetched.attested_entries ?? '?'} ledger entries, approved by ` +
+          `${(fetched.approvers || []).join(' and ') || 'policy'}). Saved in ${fetched.path}`
+      });
+    } catch (err) {
+      this.results.set(requestId, {
+        kind: 'error',
+        text: `Not fetched: ${(err as Error).message}`
+      });
+    }
+    await this.refreshReleases();
+    return fetched;
+  }
+
+  private renderReleases(note = ''): void {
+    const node = this.releaseNode;
+    node.textContent = '';
+    if (note) {
+      const p = document.createElement('div');
+      p.className = 'bedside-release-note';
+      p.textContent = `Showing what this server fetched (${note}).`;
+      node.appendChild(p);
+    }
+    if (!this.releaseList.length) {
+      const p = document.createElement('div');
+      p.className = 'bedside-release-note';
+      p.textContent = 'No release requests in this session (hospital.release(...) makes one).';
+      node.appendChild(p);
+      return;
+    }
+    for (const item of this.releaseList) {
+      const row = document.createElement('div');
+      row.className = 'bedside-release';
+      row.dataset.releaseId = item.id;
+      row.dataset.state = item.state;
+      const title = document.createElement('div');
+      title.className = 'bedside-release-title';
+      const name = document.createElement('span');
+      name.className = 'bedside-release-name';
+      name.textContent = item.name || item.id;
+      const chip = document.createElement('span');
+      chip.className = `bedside-chip bedside-release-chip bedside-release-${item.state}`;
+      chip.textContent = item.state;
+      title.appendChild(name);
+      title.appendChild(chip);
+      const meta = document.createElement('span');
+      meta.className = 'bedside-release-meta';
+      meta.textContent = [item.kind, item.size !== null && item.size !== undefined ? `${item.size} bytes` : '']
+        .filter(Boolean)
+        .join(' · ');
+      title.appendChild(meta);
+      row.appendChild(title);
+      const label = document.createElement('div');
+      label.className = 'bedside-release-label';
+      label.textContent = item.label;
+      label.title = `${item.id} ${item.digest || ''}`;
+      row.appendChild(label);
+      if (item.state === 'approved' || item.state === 'failed') {
+        const button = document.createElement('button');
+        button.className = 'jp-Button jp-mod-styled jp-mod-accept bedside-button bedside-small';
+        button.dataset.bedsideAction = 'fetch';
+        button.textContent = 'Fetch into releases/';
+        button.onclick = () => void this.fetch(item.id);
+        row.appendChild(button);
+      }
+      const result = this.results.get(item.id);
+      const fetched = item.fetched;
+      if (result || (fetched && fetched.verified)) {
+        const line = document.createElement('div');
+        line.className = 'bedside-release-result';
+        line.dataset.kind = result ? result.kind : 'ok';
+        line.textContent = result
+          ? result.text
+          : `Verified on arrival; check again with: ${fetched!.verify_command || 'bedside release verify'}`;
+        row.appendChild(line);
+      }
+      node.appendChild(row);
     }
   }
 
@@ -226,7 +361,7 @@ export class SessionPanel extends Widget {
     const s = this.status;
     this.node.dataset.state = s ? s.state : 'none';
     if (!this.notebook) {
-      this.say('Open a notebook that runs on the hospital kernel.');
+      this.say('Open a notebook that runs on the hospital kernel.', 'info', true);
       return;
     }
     if (!s) {

@@ -1,0 +1,215 @@
+"""The release panel in JupyterLab, in headless chromium, on the real hospital stack.
+
+A notebook trains a small torch model at the hospital (jupyter_server + bedside extension →
+Enterprise Gateway → sentry → sandboxed guarded kernel) and asks to release it. The session
+panel shows the request pending review; two custodians approve it with `bedside review` (the
+CLI, as at the hospital); the panel shows it approved, fetches it into `releases/` and shows the
+verification result; a second request, denied, shows the custodian's reason and no fetch
+button. Screenshots go to test-artifacts/frontend/ (the docs' images).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from integration.conftest import Hospital, make_hospital, make_patients
+
+from bedside.ledger import Signer
+
+from .conftest import LAB_SETTINGS, LabServer, start_session
+from .test_lab import START, shot
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
+
+RELEASE = """\
+release:
+  approvals_required: 2
+  model: {mode: review, max_bytes: 5 MB, min_leaf_size: 10, mia_auc_max: 0.6}
+"""
+
+TRAIN = """\
+import numpy as np, torch
+torch.manual_seed(0); torch.set_num_threads(1)
+df = hospital.load("patients")
+X = df[["age", "los_days", "cost"]].to_numpy(dtype=np.float32)
+X = (X - X.mean(0)) / X.std(0)
+y = df["died"].to_numpy()
+net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+opt = torch.optim.Adam(net.parameters(), 1e-2)
+xt, yt = torch.tensor(X[:1500]), torch.tensor(y[:1500])
+for _ in range(100):
+    opt.zero_grad(); torch.nn.functional.cross_entropy(net(xt), yt).backward(); opt.step()
+for name in ("mortality", "mortality-draft"):
+    ticket = hospital.release(net, name=name, kind="model",
+                              train=(X[:1500], y[:1500]), holdout=(X[1500:], y[1500:]))
+    print(name, ticket.status)
+"""
+
+INTENT = {
+    "purpose": "30-day mortality model",
+    "cohort": "all admissions",
+    "model_job": "train and release a mortality classifier",
+    "policy_id": "st-elsewhere",
+    "budget": {"cells": 50},
+}
+
+
+@pytest.fixture(scope="module")
+def hospital(tmp_path_factory: pytest.TempPathFactory) -> Hospital:
+    hospital = make_hospital(
+        tmp_path_factory.mktemp("hospital"), frame=make_patients(2000, seed=11)
+    )
+    text = hospital.policy.read_text().replace("processes: 128", "processes: 4096")
+    hospital.policy.write_text(text + RELEASE)
+    return hospital
+
+
+@pytest.fixture(scope="module")
+def release_lab(tmp_path_factory: pytest.TempPathFactory, eg_gateway) -> Iterator[LabServer]:
+    tmp = tmp_path_factory.mktemp("release-lab")
+    notebooks = tmp / "notebooks"
+    notebooks.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": eg_gateway.kernel_name,
+        "display_name": "bedside (hospital)",
+        "language": "python",
+    }
+    nb.metadata["bedside"] = {"intent": INTENT}
+    nb.cells = [nbformat.v4.new_code_cell(TRAIN)]
+    nbformat.write(nb, notebooks / "mortality.ipynb")
+    settings = tmp / "lab-settings"
+    for name, value in LAB_SETTINGS.items():
+        target = settings / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(value))
+    server = LabServer(
+        root_dir=notebooks,
+        gateway_url=eg_gateway.url,
+        gateway_token=eg_gateway.token,
+        sessions_dir=tmp / "sessions",
+        researcher_key_file=str(tmp / "researcher.key"),
+        log_path=tmp / "jupyterlab.log",
+        lab=True,
+        env={
+            "KERNEL_USERNAME": eg_gateway.username,
+            "JUPYTERLAB_SETTINGS_DIR": str(settings),
+            "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"),
+        },
+    )
+    with server:
+        asyncio.run(start_session(server, "mortality.ipynb", eg_gateway.kernel_name))
+        yield server
+
+
+def review(state: Path, *args: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bedside", "review", "--state", str(state), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def refresh_until(page: Any, row: Any, state: str, tries: int = 60) -> None:
+    """Click the release list's Refresh until the row reaches `state` (each click asks the
+    hospital once; the panel also asks every 10 s by itself while a request is pending)."""
+    button = page.locator('#bedside-session-panel button[data-bedside-action="releases-refresh"]')
+    for _ in range(tries):
+        if row.count() and row.get_attribute("data-state") == state:
+            return
+        button.click()
+        page.wait_for_timeout(500)
+    raise AssertionError(f"the release never showed {state}: {row.inner_text()}")
+
+
+def test_release_panel_follows_review_and_fetches(release_lab, browser, hospital, tmp_path):
+    from playwright.sync_api import expect
+
+    keys = {}
+    for name in ("carol", "dave"):
+        keys[name] = tmp_path / f"{name}.key"
+        Signer.generate(name).save(keys[name])
+    context = browser.new_context(viewport={"width": 1500, "height": 950})
+    page = context.new_page()
+    try:
+        url = f"{release_lab.url}/lab/tree/mortality.ipynb?token={release_lab.token}&reset"
+        page.goto(url)
+        page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=START)
+        tab = page.locator('.jp-SideBar li[data-id="bedside-session-panel"]')
+        expect(tab).to_have_count(1, timeout=30_000)
+        tab.click()
+        panel = page.locator("#bedside-session-panel")
+        expect(panel.locator('dd[data-field="state"]')).to_have_text("active", timeout=START)
+
+        # Train and ask for the release; the panel lists it, pending review.
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        expect(
+            page.locator(".jp-OutputArea-output", has_text="mortality-draft submitted")
+        ).to_be_visible(timeout=150_000)
+        row = panel.locator(".bedside-release", has=page.get_by_text("mortality", exact=True))
+        draft = panel.locator(".bedside-release", has=page.get_by_text("mortality-draft"))
+        refresh_until(page, draft, "pending")
+        refresh_until(page, row, "pending")
+        expect(row.locator(".bedside-release-label")).to_have_text(
+            "pending review (0 of 2 approvals)"
+        )
+        expect(row.locator('button[data-bedside-action="fetch"]')).to_have_count(0)
+        shot(page, "release-pending", panel)
+        request_id = row.get_attribute("data-release-id")
+
+        # Two custodians approve at the hospital.
+        (state,) = [p.parent for p in hospital.state.glob("*/airlock.json")]
+        review(state, "approve", request_id, "--as", "carol", "--key", str(keys["carol"]))
+        review(state, "approve", request_id, "--as", "dave", "--key", str(keys["dave"]))
+        review(
+            state,
+            "deny",
+            str(draft.get_attribute("data-release-id")),
+            "--as",
+            "carol",
+            "--key",
+            str(keys["carol"]),
+            "--reason",
+            "a draft: release the final model only",
+        )
+        refresh_until(page, draft, "denied")
+        refresh_until(page, row, "approved")
+        expect(draft.locator(".bedside-release-label")).to_have_text(
+            "denied: a draft: release the final model only"
+        )
+        expect(draft.locator('button[data-bedside-action="fetch"]')).to_have_count(0)
+        expect(row.locator(".bedside-release-label")).to_have_text(
+            "approved 2 of 2: ready to fetch"
+        )
+        shot(page, "release-approved", panel)
+
+        # Fetch: the server verifies it in releases/ and the panel says so.
+        row.locator('button[data-bedside-action="fetch"]').click()
+        expect(row).to_have_attribute("data-state", "delivered", timeout=60_000)
+        result = row.locator(".bedside-release-result")
+        expect(result).to_contain_text("Verified: digest, custodian signature, ledger inclusion")
+        expect(result).to_contain_text("approved by carol and dave")
+        expect(row.locator(".bedside-release-label")).to_have_text(
+            "delivered to releases/mortality/ (verified)"
+        )
+        shot(page, "release-delivered", panel)
+        folder = release_lab.root_dir / "releases" / "mortality"
+        assert (folder / "mortality.safetensors").is_file()
+        assert (folder / "mortality.safetensors.intoto.json").is_file()
+        record = json.loads((folder / "verification.json").read_text())
+        assert record["verified"] is True and record["request"] == request_id
+    except Exception:
+        shot(page, "release-failure")
+        raise
+    finally:
+        context.close()
