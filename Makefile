@@ -30,7 +30,7 @@ $(VENV)/.system-stamp:
 
 # The main environment: the kernel, the sentry, the extension and the CLI.
 venv: $(VENV)/.stamp
-$(VENV)/.stamp: pyproject.toml extension/labextension/package.json
+$(VENV)/.stamp: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q "$(TORCH)"
