@@ -103,6 +103,8 @@ def value_tokens(values: Any) -> tuple[np.ndarray, np.ndarray, frozenset[str]]:
     if all(len(h) == 1 for h in hashes):
         flat = np.fromiter((h[0] for h in hashes), dtype=np.uint64, count=len(hashes))
         return flat[codes], bits[codes], chars
+    if len(hashes) > _MULTI_LIMIT:
+        codes = codes[:_MULTI_LIMIT]
     seq: list[int] = []
     info: list[float] = []
     for c in codes:
@@ -110,6 +112,24 @@ def value_tokens(values: Any) -> tuple[np.ndarray, np.ndarray, frozenset[str]]:
         seq.extend(h)
         info.extend([bits[c]] + [0.0] * (len(h) - 1))
     return np.array(seq, dtype=np.uint64), np.array(info), chars
+
+
+_MULTI_LIMIT = 20_000  # values of a multi-word column expanded token by token
+
+
+def head_tail(values: Any) -> list[np.ndarray]:
+    """For values of several words: the sequences of their first and of their last words (an
+    index or a key printed between values breaks the word-by-word run, not these)."""
+    arr = np.asarray(values, dtype=object).ravel()[:MAX_VALUES]
+    if arr.size == 0:
+        return []
+    codes, uniques = pd.factorize(arr, use_na_sentinel=False)
+    toks = [_TOKEN.findall(str(u)) or [""] for u in uniques]
+    if all(len(t) == 1 for t in toks):
+        return []
+    heads = np.array([token_hash(t[0]) for t in toks], dtype=np.uint64)
+    tails = np.array([token_hash(t[-1]) for t in toks], dtype=np.uint64)
+    return [heads[codes], tails[codes]]
 
 
 def kgrams(q: np.ndarray, k: int) -> np.ndarray:
@@ -180,11 +200,13 @@ class SequenceLog:
             self._runs.move_to_end(key)
             return
         seq, _, chars = value_tokens(values)
-        if seq.size < K_EXTRACT:
-            self._runs[key] = (np.empty(0, np.uint64), np.unique(seq), chars)
-        else:
-            h = kgrams(seq, K_EXTRACT)[_nonconstant(seq, K_EXTRACT)]
-            self._runs[key] = (np.unique(h), np.unique(seq), chars)
+        grams = [np.empty(0, np.uint64)]
+        seqs = [seq, *head_tail(values)]
+        for q in seqs:
+            if q.size >= K_EXTRACT:
+                grams.append(kgrams(q, K_EXTRACT)[_nonconstant(q, K_EXTRACT)])
+        vocab = np.unique(np.concatenate(seqs))
+        self._runs[key] = (np.unique(np.concatenate(grams)), vocab, chars)
         while len(self._runs) > MAX_EXTRACTIONS:
             self._runs.popitem(last=False)
         self._rebuild()
@@ -307,8 +329,26 @@ class TableSequences:
                 self.by_k[k] = np.unique(np.concatenate([self.by_k.get(k, h[:0]), h]))
                 vocab.append(np.unique(seq))
                 self.chars |= chars
+            for alt in head_tail(s.to_numpy()):
+                self._add_run(alt, need, vocab)
         self.vocab = np.unique(np.concatenate(vocab))
         self.frames += 1
+
+    def _add_run(self, seq: np.ndarray, need: float, vocab: list[np.ndarray]) -> None:
+        """Index a sequence of single tokens (first or last words of the values)."""
+        _, inverse, counts = np.unique(seq, return_inverse=True, return_counts=True)
+        info = -np.log2(counts / seq.size)[inverse]
+        per = float(info.mean()) if seq.size else 0.0
+        if per <= 0:
+            return
+        k = max(K_EXTRACT, math.ceil(need / per))
+        if k > MAX_K or seq.size < k:
+            return
+        csum = np.concatenate(([0.0], np.cumsum(info)))
+        h = kgrams(seq, k)[(csum[k:] - csum[:-k]) >= need]
+        if h.size:
+            self.by_k[k] = np.unique(np.concatenate([self.by_k.get(k, h[:0]), h]))
+            vocab.append(np.unique(seq))
 
     def matches(self, tokens: list[str]) -> bool:
         if not self.by_k or len(tokens) < K_EXTRACT:
