@@ -630,9 +630,15 @@ def _extreme_q(q: float, n: int, rules: dr.DisclosureRules) -> bool:
     return min(q, 1.0 - q) * n < rules.min_cell_count
 
 
-def log_extremes(tracker: ProvenanceTracker, series: Any) -> None:
+_END = object()
+
+
+def log_extremes(tracker: ProvenanceTracker, series: Any, *, integers: bool = True) -> None:
     """Sorting, `nlargest` or iterating a protected column puts its extremes within reach
-    (`s.sort_values().iloc[-1]`, `max(s)`): the cell's outputs may not show them."""
+    (`s.sort_values().iloc[-1]`, `max(s)`): the cell's outputs may not show them.
+
+    `integers=False` (iteration, which libraries do too): only columns with fractional values,
+    whose extremes are a signature; the extremes of a small integer range are common numbers."""
     if tracker.rules.extremes != "suppress" or _rows_of(tracker, series) is None:
         return
     if not isinstance(series, pd.Series):
@@ -642,7 +648,7 @@ def log_extremes(tracker: ProvenanceTracker, series: Any) -> None:
             return
         v = series.to_numpy(dtype=float, na_value=np.nan)
         v = v[~np.isnan(v)]
-        if v.size == 0 or _is_binary(v):
+        if v.size == 0 or _is_binary(v) or (not integers and np.all(v == np.round(v))):
             return
         table = str(tag_of(series)[1])  # type: ignore[index]
         have = {(e.column, e.statistic, e.value) for e in tracker.cell_events}
@@ -764,11 +770,22 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
     # -- extractions ----------------------------------------------------------------------------
     orig_iter = pd.Series.__iter__
 
+    def noting(it: Iterator[Any], series: pd.Series) -> Iterator[Any]:
+        # Noted when the first value is taken, not at iter(): numpy and scipy call iter() only to
+        # ask whether an object is iterable.
+        first = next(it, _END)
+        if first is _END:
+            return
+        note_extraction(tracker, series)
+        log_extremes(tracker, series, integers=False)
+        yield first
+        yield from it
+
     def series_iter(self: pd.Series) -> Any:
-        if not tracker.busy and tag_of(self) is not None:
-            note_extraction(tracker, self)
-            log_extremes(tracker, self)
-        return orig_iter(self)
+        it = orig_iter(self)
+        if tracker.busy or tag_of(self) is None:
+            return it
+        return noting(it, self)
 
     pd.Series.__iter__ = series_iter  # type: ignore[method-assign]
 
@@ -883,6 +900,23 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
 
     wrap_quantile(pd.Series)
     wrap_quantile(pd.DataFrame)
+
+    def wrap_group_quantile(cls: type) -> None:
+        prev = cls.quantile
+
+        @functools.wraps(prev)
+        def quantile(self: Any, q: Any = 0.5, *a: Any, **kw: Any) -> Any:
+            result = prev(self, q, *a, **kw)
+            ann = None if tracker.busy else _raw_annotation(tracker, result)
+            if ann is not None and tracker.rules.extremes == "suppress":
+                if any(float(x) <= 0.0 or float(x) >= 1.0 for x in np.atleast_1d(q)):
+                    ann.statistic = "max"  # a group's maximum or minimum: an extreme
+            return result
+
+        cls.quantile = quantile
+
+    wrap_group_quantile(SeriesGroupBy)
+    wrap_group_quantile(DataFrameGroupBy)
 
     prev_describe = NDFrame.describe
 

@@ -397,6 +397,8 @@ class OutputGuard:
         meta = msg.setdefault("metadata", {})
         cmeta = content.get("metadata") if isinstance(content.get("metadata"), dict) else {}
         prior = meta.get("bedside") or cmeta.get("bedside")  # set by judge_object
+        if prior is None and msg_type == "execute_reply":
+            prior = _expressions_decision(content)
         decision: Decision | None = None
         stream_key = ""
         if msg_type == "stream":
@@ -551,6 +553,17 @@ class OutputGuard:
             return None
         return Decision.redact("error-scrub", "values were removed from the error message",
                                ADVICE["error"])  # fmt: skip
+
+
+def _expressions_decision(content: dict[str, Any]) -> dict[str, Any] | None:
+    """The first guard decision on the reply's user_expressions (each is formatted, and judged,
+    like an output), so the reply itself says that a value was withheld."""
+    exprs = content.get("user_expressions")
+    for v in exprs.values() if isinstance(exprs, dict) else ():
+        md = v.get("metadata") if isinstance(v, dict) else None
+        if isinstance(md, dict) and isinstance(md.get("bedside"), dict):
+            return md["bedside"]
+    return None
 
 
 def _lookup(counts: pd.Series | pd.DataFrame, row: Any, col: Any, fallback: int) -> int:

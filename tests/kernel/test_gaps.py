@@ -63,6 +63,7 @@ EXTREMES = {
     "describe-999": "c.charges.describe(percentiles=[.999])",
     "builtin-max": "max(c.charges)",
     "sorted": "sorted(c.charges)[-1]",
+    "group-quantile": "c.groupby('site').charges.quantile(1.0)",
 }
 DOMINANCE = {
     "crosstab-sum": "pd.crosstab(c.site, c.arm, values=c.charges, aggfunc='sum')",
