@@ -15,9 +15,10 @@ for columns with many distinct values; this module covers the rest in two ways:
   signature and are ignored.
 - **Table index** (`TableSequences`): phrasings the hooks cannot see (`np.asarray(df.sex)`, string
   sums) still print the column's values in order. For every low-cardinality column of a loaded
-  table the run length is chosen so that its information (from the column's value frequencies)
-  exceeds log2(rows) + `MARGIN_BITS`: a run that long matches the column by chance with
-  probability about 2^-MARGIN_BITS, and only windows that carry that much information are indexed.
+  table (its first `MAX_VALUES` rows) the run length is chosen so that its information (from the
+  column's value frequencies) exceeds log2(rows) + `MARGIN_BITS`: a run that long matches the
+  column by chance with probability about 2^-MARGIN_BITS, and only windows that carry that much
+  information are indexed.
 
 Values and text are compared as normalised tokens (case folded, `1.0`/`1.`/`True` read as `1`),
 hashed with Python's per-process string hash; nothing here stores or reports a value.
@@ -374,6 +375,8 @@ class SequenceGuard:
         if len(text) < 2 * K_EXTRACT - 1:
             return None
         self.log.settle()
+        if self.log.hashes.size == 0 and not self.tables.by_k:
+            return None
         chars = self.log.chars | self.tables.chars
         tokens = text_tokens(text, chars)
         if len(tokens) < K_EXTRACT:
