@@ -627,7 +627,7 @@ def note_extraction(tracker: ProvenanceTracker, obj: Any) -> tuple[str, pd.Index
 
 def _extreme_q(q: float, n: int, rules: dr.DisclosureRules) -> bool:
     """A percentile with fewer than `min_cell_count` records above (or below) it is an extreme."""
-    return min(q, 1.0 - q) * n < rules.min_cell_count
+    return bool(min(q, 1.0 - q) * n < rules.min_cell_count)
 
 
 _END = object()
@@ -816,21 +816,21 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
             return it
         return noting(it, self)
 
-    pd.Series.__iter__ = series_iter  # type: ignore[method-assign]
+    setattr(pd.Series, "__iter__", series_iter)  # noqa: B010 - a special method on the class
 
     orig_tolist = pd.Series.tolist
 
     @functools.wraps(orig_tolist)
     def tolist(self: pd.Series) -> list[Any]:
-        out = orig_tolist(self)
+        out: list[Any] = orig_tolist(self)
         if not tracker.busy and tag_of(self) is not None:
             src = note_extraction(tracker, self)
             if src is not None:
                 sequence_log(tracker).add_list(out, *src)
         return out
 
-    pd.Series.tolist = tolist  # type: ignore[method-assign]
-    pd.Series.to_list = tolist  # type: ignore[method-assign]
+    setattr(pd.Series, "tolist", tolist)  # noqa: B010 - one wrapper for both names
+    setattr(pd.Series, "to_list", tolist)  # noqa: B010
 
     def wrap_array(cls: type, name: str) -> None:
         attr = cls.__dict__.get(name) or getattr(cls, name)
@@ -893,7 +893,7 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
         for name in ("sort_values", "nlargest", "nsmallest"):
             wrap_sorting(cls, name)
 
-    def wrap_quantile(cls: type) -> None:
+    def wrap_quantile(cls: Any) -> None:
         orig = cls.quantile
 
         @functools.wraps(orig)
@@ -930,7 +930,7 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
     wrap_quantile(pd.Series)
     wrap_quantile(pd.DataFrame)
 
-    def wrap_group_quantile(cls: type) -> None:
+    def wrap_group_quantile(cls: Any) -> None:
         prev = cls.quantile
 
         @functools.wraps(prev)
@@ -962,7 +962,7 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
             ann.suppress_rows = tuple(dict.fromkeys((*ann.suppress_rows, *ext)))
         return result
 
-    NDFrame.describe = describe  # type: ignore[method-assign]
+    NDFrame.describe = describe  # type: ignore[method-assign,unused-ignore]
 
     # -- per-cell records and contributions of crosstab / pivot_table ---------------------------
     import pandas.core.reshape.pivot as pivot_mod

@@ -174,7 +174,8 @@ def strided_match(hashes: np.ndarray, vocab: np.ndarray, q: np.ndarray, k: int) 
 
 def _nonconstant(seq: np.ndarray, k: int) -> np.ndarray:
     w = np.lib.stride_tricks.sliding_window_view(seq, k)
-    return ~(w == w[:, :1]).all(axis=1)
+    flags: np.ndarray = ~(w == w[:, :1]).all(axis=1)
+    return flags
 
 
 class SequenceLog:

@@ -264,7 +264,7 @@ class OutputGuard:
                     key = (ann.table, ann.value_name if ann.value_name is not None else col,
                            _family(stat), row)  # fmt: skip
                     recs = (ann.cell_records.get((row, col)) if ann.cell_records is not None
-                            else ann.records.get(row))  # type: ignore[union-attr]  # fmt: skip
+                            else (ann.records or {}).get(row))  # fmt: skip
                     if self._differs_slightly(key, recs):
                         fails.append(dr.DIFFERENCING)
                     else:
@@ -561,8 +561,9 @@ def _expressions_decision(content: dict[str, Any]) -> dict[str, Any] | None:
     exprs = content.get("user_expressions")
     for v in exprs.values() if isinstance(exprs, dict) else ():
         md = v.get("metadata") if isinstance(v, dict) else None
-        if isinstance(md, dict) and isinstance(md.get("bedside"), dict):
-            return md["bedside"]
+        found = md.get("bedside") if isinstance(md, dict) else None
+        if isinstance(found, dict):
+            return found
     return None
 
 
