@@ -28,6 +28,7 @@ import pandas as pd
 from pandas.core.generic import NDFrame
 from pandas.core.groupby.generic import DataFrameGroupBy, SeriesGroupBy
 
+from bedside.kernel._sequences import SequenceLog
 from bedside.policy import disclosure as dr
 
 TAG = "bedside"
@@ -57,6 +58,10 @@ class Annotation:
     compute: Callable[[], tuple[Any, Any, Any, Any]] | None = None
     value_name: Any = None  # the aggregated column of a SeriesGroupBy
     records: dict[Any, np.ndarray] | None = None  # group label -> sorted record-label hashes
+    # crosstab / pivot_table: per (row label, column label) of the result, the sorted record-label
+    # hashes (differencing) and (top1, top2, total) of |values| (dominance, p-ratio)
+    cell_records: dict[tuple[Any, Any], np.ndarray] | None = None
+    cell_top: dict[tuple[Any, Any], tuple[float, float, float]] | None = None
 
     def resolve(self, tracker: ProvenanceTracker) -> Annotation:
         if self.compute is not None:
@@ -553,6 +558,471 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
         ):
             counts = counts.min(axis=1) if isinstance(counts, pd.DataFrame) else counts
         return tracker.annotate(result, Annotation(table, kind, counts, stat))
+
+    pivot_mod.pivot_table = pivot_table
+    pd.pivot_table = pivot_table
+    install_gap_hooks(tracker)
+
+
+# ---------------------------------------------------------------------------------------------
+# Row-order extractions, extremes by other phrasings, per-cell records of crosstab / pivot_table.
+# Installed after the patches above (they wrap some of the wrappers), by `install_gap_hooks`.
+
+RENDER_METHODS = ("to_string", "to_csv", "to_json", "to_dict", "to_markdown", "to_html",
+                  "to_latex", "to_records", "to_xml", "itertuples", "iterrows")  # fmt: skip
+
+
+def sequence_log(tracker: ProvenanceTracker) -> SequenceLog:
+    """The session's log of values extracted from protected rows in record order."""
+    log = tracker.__dict__.get("sequences")
+    if log is None:
+        log = tracker.__dict__["sequences"] = SequenceLog()
+
+        def is_rows(table: str, index: pd.Index) -> bool:
+            with tracker.quiet():
+                return tracker.is_record_axis(index, table)
+
+        log.is_rows = is_rows
+    return log
+
+
+def _rows_of(tracker: ProvenanceTracker, obj: Any) -> tuple[str, pd.Index] | None:
+    """(table, labels) when `obj` holds protected rows rather than an aggregate."""
+    if tracker.busy:
+        return None
+    tag = tag_of(obj)
+    if tag is None or tag[0] != "rows":
+        return None
+    return str(tag[1]), obj.index
+
+
+def _extraction_key(
+    tracker: ProvenanceTracker, table: str, obj: pd.Series | pd.DataFrame
+) -> tuple[Any, ...]:
+    """Which extraction this is: the labels at both ends and a sample of the values (a derived
+    Series such as `s.str[0]` keeps the name, the length and the labels of its source)."""
+    idx = obj.index
+    ends = (idx[0], idx[-1]) if len(idx) else ()
+    name = obj.name if isinstance(obj, pd.Series) else tuple(obj.columns)
+    with tracker.quiet():
+        sample = obj.iloc[np.linspace(0, len(obj) - 1, min(len(obj), 16)).astype(int)]
+        values = tuple(np.asarray(sample, dtype=object).astype(str).ravel())
+    return (table, name, len(obj), *ends, values)
+
+
+def note_extraction(tracker: ProvenanceTracker, obj: Any) -> tuple[str, pd.Index] | None:
+    """Remember the values of protected rows `obj` in record order; (table, labels) or None."""
+    src = _rows_of(tracker, obj)
+    if src is None or len(obj) == 0:
+        return None
+    log = sequence_log(tracker)
+    key = _extraction_key(tracker, src[0], obj)
+    with tracker.quiet():
+        if not log.seen(key):
+            if not tracker.is_record_axis(src[1], src[0]):
+                return None
+            log.add_frame(key, obj)
+    return src
+
+
+def _extreme_q(q: float, n: int, rules: dr.DisclosureRules) -> bool:
+    """A percentile with fewer than `min_cell_count` records above (or below) it is an extreme."""
+    return bool(min(q, 1.0 - q) * n < rules.min_cell_count)
+
+
+_END = object()
+
+
+def log_extremes(tracker: ProvenanceTracker, series: Any, *, integers: bool = True) -> None:
+    """Sorting, `nlargest` or iterating a protected column puts its extremes within reach
+    (`s.sort_values().iloc[-1]`, `max(s)`): the cell's outputs may not show them.
+
+    `integers=False` (iteration, which libraries do too): only columns with fractional values,
+    whose extremes are a signature; the extremes of a small integer range are common numbers."""
+    if tracker.rules.extremes != "suppress" or _rows_of(tracker, series) is None:
+        return
+    if not isinstance(series, pd.Series):
+        return
+    with tracker.quiet():
+        if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            return
+        v = series.to_numpy(dtype=float, na_value=np.nan)
+        v = v[~np.isnan(v)]
+        if v.size == 0 or _is_binary(v) or (not integers and np.all(v == np.round(v))):
+            return
+        table = str(tag_of(series)[1])  # type: ignore[index]
+        have = {(e.column, e.statistic, e.value) for e in tracker.cell_events}
+        for stat, val in (("max", float(v.max())), ("min", float(v.min()))):
+            if (str(series.name), stat, val) not in have:
+                tracker.cell_events.append(ReductionEvent(
+                    table, str(series.name), stat, np.empty(0, np.uint64), 0, val,
+                    (dr.EXTREMES,)))  # fmt: skip
+
+
+def _agg_name(aggfunc: Any) -> str:
+    if isinstance(aggfunc, str):
+        return aggfunc
+    name = getattr(aggfunc, "__name__", None)
+    return {"nansum": "sum", "nanmean": "mean", "amax": "max", "amin": "min"}.get(
+        str(name), str(name) if name else "mixed"
+    )
+
+
+def _cell_key_parts(label: Any, n: int) -> tuple[Any, ...]:
+    if n == 0:
+        return ()
+    return tuple(label) if isinstance(label, tuple) else (label,)
+
+
+def annotate_cells(
+    tracker: ProvenanceTracker,
+    ann: Annotation,
+    result: pd.DataFrame,
+    keys: pd.DataFrame,
+    n_rows: int,
+    n_cols: int,
+    values: dict[Any, pd.Series],
+    margins_name: Any = None,
+) -> None:
+    """Per cell of a crosstab / pivot_table result: records, contributions and counts.
+
+    `keys` holds the row keys then the column keys (one column each) of every record, indexed by
+    record label; `values` maps each value name to its values (aligned with `keys`). Cells of
+    the margins are the unions of the cells they sum.
+    """
+    if not isinstance(result, pd.DataFrame) or result.size > MAX_TRACKED_GROUPS:
+        return
+    key_cols = list(keys.columns)
+    if keys.isna().to_numpy().any():
+        keys = keys.dropna(subset=key_cols)
+    # Factorize each key and combine the codes (a MultiIndex of tuples is ten times slower).
+    combined = np.zeros(len(keys), dtype=np.int64)
+    levels = []
+    for col in key_cols:
+        c, u = pd.factorize(keys[col])
+        combined = combined * (len(u) + 1) + c
+        levels.append((c, u))
+    codes, first = _factorize_first(combined)
+    groups = {tuple(u[c[i]] for c, u in levels): g for g, i in enumerate(first)}
+    if len(groups) > MAX_TRACKED_GROUPS:
+        return
+    glabels = pd.RangeIndex(len(groups))
+    records = _group_records(keys.index, np.asarray(codes), glabels)
+    sizes = np.bincount(codes[codes >= 0], minlength=len(groups))
+    per_value: dict[Any, tuple[np.ndarray, Any, Any]] = {}
+    for name, v in values.items():
+        arr = (v if v.index.equals(keys.index) else v.reindex(keys.index)).to_numpy()
+        numeric = pd.api.types.is_numeric_dtype(v) or pd.api.types.is_bool_dtype(v)
+        ok = ~pd.isna(arr)
+        cnt = np.bincount(codes[ok & (codes >= 0)], minlength=len(groups))
+        pos, top = _contributions(arr, codes, glabels) if numeric else (None, None)
+        per_value[name] = (cnt, pos, top)
+    nlev = result.columns.nlevels
+    if nlev not in (n_cols, n_cols + 1) or (not values and nlev != max(n_cols, 1)):
+        return
+    counts = pd.DataFrame(0, index=result.index, columns=result.columns, dtype=float)
+    positives = pd.DataFrame(np.nan, index=result.index, columns=result.columns)
+    cell_records: dict[tuple[Any, Any], np.ndarray] = {}
+    cell_top: dict[tuple[Any, Any], tuple[float, float, float]] = {}
+    only = next(iter(per_value)) if len(per_value) == 1 else None
+    for r in result.index:
+        rk = _cell_key_parts(r, n_rows)
+        for c in result.columns:
+            if values and nlev == n_cols + 1:
+                vname, ck = (c, ()) if nlev == 1 else (c[0], tuple(c[1:]))
+            else:
+                vname, ck = only, _cell_key_parts(c, n_cols)
+            want = rk + ck
+            margin = margins_name is not None and margins_name in want
+            members = [
+                i
+                for k, i in groups.items()
+                if all(w == margins_name or w == x for w, x in zip(want, k, strict=False))
+            ] if margin else ([groups[want]] if want in groups else [])  # fmt: skip
+            stats = per_value.get(vname, per_value[only] if len(per_value) == 1 else None)
+            if stats is not None:
+                cnt, pos, top = stats
+                counts.at[r, c] = float(sum(cnt[i] for i in members))
+                if pos is not None:
+                    positives.at[r, c] = float(sum(pos.iloc[i] for i in members))
+                if top is not None and members:
+                    tops = sorted((x for i in members for x in (top.top1.iloc[i],
+                                   top.top2.iloc[i])), reverse=True)  # fmt: skip
+                    total = float(sum(top.total.iloc[i] for i in members))
+                    cell_top[(r, c)] = (tops[0], tops[1] if len(tops) > 1 else 0.0, total)
+            else:
+                counts.at[r, c] = float(sum(sizes[i] for i in members))
+            if records:
+                recs = [records[i] for i in members]
+                cell_records[(r, c)] = (np.sort(np.concatenate(recs)) if recs
+                                        else np.empty(0, np.uint64))  # fmt: skip
+    ann.counts = counts
+    if values and positives.notna().any().any():
+        ann.positives = positives
+    ann.cell_top = cell_top or None
+    ann.cell_records = cell_records or None
+
+
+def _factorize_first(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group number of each value (in order of first appearance) and each group's first row."""
+    codes, uniques = pd.factorize(values)
+    first = np.full(len(uniques), -1, dtype=np.int64)
+    first[codes[::-1]] = np.arange(len(codes))[::-1]
+    return codes, first
+
+
+def _defer(ann: Annotation, cells: Callable[[], None]) -> None:
+    """Compute the cells when the result is displayed (most intermediate results never are)."""
+
+    def compute() -> tuple[Any, Any, Any, Any]:
+        try:
+            cells()
+        except Exception:  # noqa: BLE001, S110 - keep the first wrapper's coarser annotation
+            pass
+        return ann.counts, ann.positives, ann.top, ann.records
+
+    ann.compute = compute
+
+
+def _as_series_list(x: Any) -> list[pd.Series] | None:
+    items = list(x) if isinstance(x, (list, tuple)) else [x]
+    return items if all(isinstance(i, pd.Series) for i in items) else None
+
+
+def _raw_annotation(tracker: ProvenanceTracker, obj: Any) -> Annotation | None:
+    tag = tag_of(obj)
+    return tracker.annotations.get(tag[1]) if tag and tag[0] == "agg" else None
+
+
+def install_gap_hooks(tracker: ProvenanceTracker) -> None:
+    """Extractions in row order, extremes by other phrasings, cells of crosstab / pivot_table."""
+    # -- extractions ----------------------------------------------------------------------------
+    orig_iter = pd.Series.__iter__
+
+    def noting(it: Iterator[Any], series: pd.Series) -> Iterator[Any]:
+        # Noted when the first value is taken, not at iter(): numpy and scipy call iter() only to
+        # ask whether an object is iterable.
+        first = next(it, _END)
+        if first is _END:
+            return
+        note_extraction(tracker, series)
+        log_extremes(tracker, series, integers=False)
+        yield first
+        yield from it
+
+    def series_iter(self: pd.Series) -> Any:
+        it = orig_iter(self)
+        if tracker.busy or tag_of(self) is None:
+            return it
+        return noting(it, self)
+
+    setattr(pd.Series, "__iter__", series_iter)  # noqa: B010 - a special method on the class
+
+    orig_tolist = pd.Series.tolist
+
+    @functools.wraps(orig_tolist)
+    def tolist(self: pd.Series) -> list[Any]:
+        out: list[Any] = orig_tolist(self)
+        if not tracker.busy and tag_of(self) is not None:
+            src = note_extraction(tracker, self)
+            if src is not None:
+                sequence_log(tracker).add_list(out, *src)
+        return out
+
+    setattr(pd.Series, "tolist", tolist)  # noqa: B010 - one wrapper for both names
+    setattr(pd.Series, "to_list", tolist)  # noqa: B010
+
+    def wrap_array(cls: type, name: str) -> None:
+        attr = cls.__dict__.get(name) or getattr(cls, name)
+        is_prop = isinstance(attr, property)
+        orig = attr.fget if is_prop else attr
+
+        def get(self: Any, *a: Any, **kw: Any) -> Any:
+            out = orig(self, *a, **kw)
+            if not tracker.busy and tag_of(self) is not None:
+                src = _rows_of(tracker, self)
+                if src is not None and len(self):
+                    key = _extraction_key(tracker, src[0], self)
+                    sequence_log(tracker).add_array(out, src[0], src[1], key)
+            return out
+
+        setattr(cls, name, property(get) if is_prop else functools.wraps(orig)(get))
+
+    for cls in (pd.Series, pd.DataFrame):
+        wrap_array(cls, "values")
+        wrap_array(cls, "to_numpy")
+
+    def wrap_render(cls: type, name: str) -> None:
+        orig = getattr(cls, name)
+
+        @functools.wraps(orig)
+        def render(self: Any, *a: Any, **kw: Any) -> Any:
+            if not tracker.busy and tag_of(self) is not None:
+                note_extraction(tracker, self)
+            return orig(self, *a, **kw)
+
+        setattr(cls, name, render)
+
+    for cls in (pd.Series, pd.DataFrame):
+        for name in RENDER_METHODS:
+            if hasattr(cls, name):
+                wrap_render(cls, name)
+
+    # -- extremes by other phrasings ------------------------------------------------------------
+    def wrap_sorting(cls: type, name: str) -> None:
+        orig = getattr(cls, name)
+
+        @functools.wraps(orig)
+        def sorting(self: Any, *a: Any, **kw: Any) -> Any:
+            out = orig(self, *a, **kw)
+            if not tracker.busy and tag_of(self) is not None:
+                if isinstance(self, pd.Series):
+                    log_extremes(tracker, self)
+                else:
+                    by = kw.get("by", kw.get("columns"))
+                    if by is None and a:
+                        by = a[0] if name == "sort_values" else (a[1] if len(a) > 1 else None)
+                    for col in [by] if isinstance(by, str) else list(by or []):
+                        if col in self.columns:
+                            log_extremes(tracker, self[col])
+            return out
+
+        setattr(cls, name, sorting)
+
+    for cls in (pd.Series, pd.DataFrame):
+        for name in ("sort_values", "nlargest", "nsmallest"):
+            wrap_sorting(cls, name)
+
+    def wrap_quantile(cls: Any) -> None:
+        orig = cls.quantile
+
+        @functools.wraps(orig)
+        def quantile(self: Any, q: Any = 0.5, *a: Any, **kw: Any) -> Any:
+            src = _rows_of(tracker, self)
+            if src is None:
+                return orig(self, q, *a, **kw)
+            with tracker.quiet():
+                result = orig(self, q, *a, **kw)
+                notna = self.notna().sum()
+                n = int(notna if isinstance(self, pd.Series) else notna.min())
+            tracker.touched = True
+            rules = tracker.rules
+            qs = [float(x) for x in np.atleast_1d(q)]
+            ext = [x for x in qs if _extreme_q(x, n, rules)] if rules.extremes == "suppress" else []
+            if np.ndim(q) == 0 and not isinstance(result, NDFrame):
+                fails = ((dr.EXTREMES,) if ext else ()) + (
+                    (dr.THRESHOLD,) if n < rules.min_cell_count else ()
+                )
+                if fails:
+                    value = float(result) if isinstance(result, (int, float, np.number)) else None
+                    tracker.cell_events.append(ReductionEvent(
+                        src[0], str(getattr(self, "name", "")), "quantile",
+                        np.empty(0, np.uint64), 0, value, fails))  # fmt: skip
+                return result
+            if np.ndim(q) == 0:  # a frame's quantile: one value per column
+                rows = tuple(result.index) if ext else ()
+            else:
+                rows = tuple(x for x in result.index if float(x) in ext)
+            return tracker.annotate_summary(src[0], result, n, suppress_rows=rows)
+
+        cls.quantile = quantile
+
+    wrap_quantile(pd.Series)
+    wrap_quantile(pd.DataFrame)
+
+    def wrap_group_quantile(cls: Any) -> None:
+        prev = cls.quantile
+
+        @functools.wraps(prev)
+        def quantile(self: Any, q: Any = 0.5, *a: Any, **kw: Any) -> Any:
+            result = prev(self, q, *a, **kw)
+            ann = None if tracker.busy else _raw_annotation(tracker, result)
+            if ann is not None and tracker.rules.extremes == "suppress":
+                if any(float(x) <= 0.0 or float(x) >= 1.0 for x in np.atleast_1d(q)):
+                    ann.statistic = "max"  # a group's maximum or minimum: an extreme
+            return result
+
+        cls.quantile = quantile
+
+    wrap_group_quantile(SeriesGroupBy)
+    wrap_group_quantile(DataFrameGroupBy)
+
+    prev_describe = NDFrame.describe
+
+    @functools.wraps(prev_describe)
+    def describe(self: NDFrame, *args: Any, **kwargs: Any) -> Any:
+        result = prev_describe(self, *args, **kwargs)
+        ann = _raw_annotation(tracker, result)
+        if ann is not None and tracker.rules.extremes == "suppress" and "count" in result.index:
+            with tracker.quiet():
+                cnt = result.loc["count"]
+                n = int(pd.to_numeric(pd.Series(cnt), errors="coerce").min())
+            ext = [r for r in result.index if isinstance(r, str) and r.endswith("%")
+                   and _extreme_q(float(r[:-1]) / 100, n, tracker.rules)]  # fmt: skip
+            ann.suppress_rows = tuple(dict.fromkeys((*ann.suppress_rows, *ext)))
+        return result
+
+    NDFrame.describe = describe  # type: ignore[method-assign,unused-ignore]
+
+    # -- per-cell records and contributions of crosstab / pivot_table ---------------------------
+    import pandas.core.reshape.pivot as pivot_mod
+
+    prev_crosstab = pivot_mod.crosstab
+
+    @functools.wraps(prev_crosstab)
+    def crosstab(index: Any, columns: Any, values: Any = None, *args: Any, **kwargs: Any) -> Any:
+        result = prev_crosstab(index, columns, values, *args, **kwargs)
+        ann = None if tracker.busy else _raw_annotation(tracker, result)
+        rows, cols = _as_series_list(index), _as_series_list(columns)
+        if ann is None or rows is None or cols is None:
+            return result
+        if values is not None and not isinstance(values, pd.Series):
+            return result
+        ann.statistic = "count" if values is None else _agg_name(kwargs.get("aggfunc"))
+        margins = kwargs.get("margins_name", "All") if kwargs.get("margins") else None
+
+        def cells() -> None:
+            parts = [*rows, *cols]
+            keys = pd.concat([p.rename(i) for i, p in enumerate(parts)], axis=1)
+            vals = {} if values is None else {None: values}
+            annotate_cells(tracker, ann, result, keys, len(rows), len(cols), vals, margins)
+
+        _defer(ann, cells)
+        return result
+
+    pivot_mod.crosstab = crosstab
+    pd.crosstab = crosstab
+
+    prev_pivot = pivot_mod.pivot_table
+
+    @functools.wraps(prev_pivot)
+    def pivot_table(data: Any, values: Any = None, index: Any = None, columns: Any = None,
+                    aggfunc: Any = "mean", *args: Any, **kwargs: Any) -> Any:  # fmt: skip
+        result = prev_pivot(data, values, index, columns, aggfunc, *args, **kwargs)
+        ann = None if tracker.busy else _raw_annotation(tracker, result)
+        if ann is None or not isinstance(data, pd.DataFrame):
+            return result
+        rk = [index] if isinstance(index, str) else list(index or [])
+        ck = [columns] if isinstance(columns, str) else list(columns or [])
+        if not all(isinstance(k, str) and k in data.columns for k in rk + ck) or not rk:
+            return result
+        if values is None:
+            vnames = [c for c in data.columns if c not in rk + ck]
+        else:
+            vnames = [values] if isinstance(values, str) else list(values)
+        stat = _agg_name(aggfunc)
+        if stat in ("size", "count") or isinstance(aggfunc, (list, dict)):
+            return result
+        ann.statistic = stat
+        margins = kwargs.get("margins_name", "All") if kwargs.get("margins") else None
+
+        def cells() -> None:
+            keys = pd.DataFrame({i: data[k] for i, k in enumerate(rk + ck)})
+            vals = {v: data[v] for v in vnames if v in data.columns}
+            annotate_cells(tracker, ann, result, keys, len(rk), len(ck), vals, margins)
+
+        _defer(ann, cells)
+        return result
 
     pivot_mod.pivot_table = pivot_table
     pd.pivot_table = pivot_table

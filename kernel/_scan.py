@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bedside.policy import IdentifierIndex, scan_text
+from bedside.policy.identifiers import WEAK
 
 K = 5  # consecutive numeric values that make a row-order match
 K_CATEGORY = 8  # consecutive codes (e.g. diagnoses): categories repeat, so a longer run
@@ -180,7 +181,10 @@ class TextScanner:
     def scan(self, text: str, *, structure: bool = True) -> Finding | None:
         if not text:
             return None
-        found = scan_text(text, self.index, phi_kinds=self.phi_kinds)
+        # A weak finding (a date of birth standing alone: at a million patients nearly every
+        # date is somebody's) does not stop a text; a strong one does (`findings_block`).
+        found = [f for f in scan_text(text, self.index, phi_kinds=self.phi_kinds)
+                 if f.strength != WEAK]  # fmt: skip
         if found:
             f = found[0]
             kind, _, inner = f.kind.partition("+")

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bedside.kernel._provenance import Annotation, ProvenanceTracker, tag_of
+from bedside.kernel._provenance import Annotation, ProvenanceTracker, sequence_log, tag_of
 from bedside.kernel._scan import Finding, TextScanner, numbers_in
+from bedside.kernel._sequences import SequenceGuard
 from bedside.policy import disclosure as dr
 from bedside.policy.decision import Action, Decision
 
@@ -122,6 +123,7 @@ class OutputGuard:
         self._stream_tail: dict[str, str] = {}
         self._muted_streams: set[str] = set()
         self._lock = threading.RLock()
+        self.sequences = SequenceGuard(sequence_log(tracker))  # row-order runs, any cardinality
 
     # -- cells ---------------------------------------------------------------------------------
     def begin_cell(self, code: str, msg_id: str) -> None:
@@ -160,6 +162,9 @@ class OutputGuard:
                 return self._judge_pandas(obj)
             if _is_figure(obj):
                 return self._judge_figure(obj), obj
+            extracted = self._extracted(obj)
+            if extracted is not None:
+                return extracted, obj
             if isinstance(obj, (list, tuple, dict, set)):
                 items = list(obj.values()) if isinstance(obj, dict) else list(obj)
                 worst: Decision | None = None
@@ -174,6 +179,17 @@ class OutputGuard:
                                     d.advice), obj  # fmt: skip
                 return worst, obj
         return None, obj
+
+    def _extracted(self, obj: Any) -> Decision | None:
+        """A list or array taken from protected rows in record order (`tolist`, `.values`)."""
+        if not isinstance(obj, (list, np.ndarray)):
+            return None
+        src = self.sequences.log.source_of(obj)
+        if src is None or not self.tracker.is_record_axis(src[1], src[0]):
+            return None
+        return Decision.block(
+            "row-level", f"it lists values of the protected table '{src[0]}' record by record",
+            ADVICE["row-level"], details={"table": src[0]})  # fmt: skip
 
     def _judge_pandas(self, obj: pd.DataFrame | pd.Series) -> tuple[Decision | None, Any]:
         tag = tag_of(obj)
@@ -233,19 +249,26 @@ class OutputGuard:
                     if stat in ("mean", "sum"):
                         pos = (_count(pos_rows.get(row), None) if pos_rows is not None
                                else _positives(ann, row, col))  # fmt: skip
+                        cell_top = (ann.cell_top.get((row, col)) if ann.cell_top is not None
+                                    else None)  # fmt: skip
                         if pos is not None:
                             fails.extend(dr.binary_class_fails(pos, n, rules))
+                        elif cell_top is not None:
+                            fails.extend(dr.top_summary_fails(
+                                cell_top[:2], cell_top[2], n, rules))  # fmt: skip
                         elif row in top:
                             t = top[row]
                             fails.extend(dr.top_summary_fails(
                                 [t["top1"], t["top2"]], t["total"], n, rules))  # fmt: skip
-                if not fails and ann.records:
+                if not fails and (ann.records or ann.cell_records):
                     key = (ann.table, ann.value_name if ann.value_name is not None else col,
                            _family(stat), row)  # fmt: skip
-                    if self._differs_slightly(key, ann.records.get(row)):
+                    recs = (ann.cell_records.get((row, col)) if ann.cell_records is not None
+                            else (ann.records or {}).get(row))  # fmt: skip
+                    if self._differs_slightly(key, recs):
                         fails.append(dr.DIFFERENCING)
                     else:
-                        to_log.append((key, ann.records.get(row)))
+                        to_log.append((key, recs))
                 cell = tuple(dict.fromkeys(fails))
                 masks.append(cell)
                 if cell:
@@ -374,6 +397,8 @@ class OutputGuard:
         meta = msg.setdefault("metadata", {})
         cmeta = content.get("metadata") if isinstance(content.get("metadata"), dict) else {}
         prior = meta.get("bedside") or cmeta.get("bedside")  # set by judge_object
+        if prior is None and msg_type == "execute_reply":
+            prior = _expressions_decision(content)
         decision: Decision | None = None
         stream_key = ""
         if msg_type == "stream":
@@ -401,6 +426,8 @@ class OutputGuard:
                 self._stream_tail[stream_key] = text[-256:]
             # Scanned even when a decision is already attached: metadata is not to be trusted.
             finding = self.scanner.scan(text)
+            if finding is None:
+                finding = self._sequence_finding(text)
             if finding is not None:
                 decision = self._finding_decision(finding, channel)
             elif msg_type in OUTPUT_TYPES and self._extreme_in(text):
@@ -418,6 +445,11 @@ class OutputGuard:
         if decision.blocked or not prior:
             meta["bedside"] = decision.to_metadata()
         return msg
+
+    def _sequence_finding(self, text: str) -> Finding | None:
+        self.sequences.sync_tables(getattr(self.scanner, "_frames", []))
+        what = self.sequences.scan(text)
+        return Finding("row-level", what) if what else None
 
     def _finding_decision(self, finding: Finding, channel: str) -> Decision:
         where = {"iopub": "output", "shell": "reply", "control": "reply",
@@ -521,6 +553,18 @@ class OutputGuard:
             return None
         return Decision.redact("error-scrub", "values were removed from the error message",
                                ADVICE["error"])  # fmt: skip
+
+
+def _expressions_decision(content: dict[str, Any]) -> dict[str, Any] | None:
+    """The first guard decision on the reply's user_expressions (each is formatted, and judged,
+    like an output), so the reply itself says that a value was withheld."""
+    exprs = content.get("user_expressions")
+    for v in exprs.values() if isinstance(exprs, dict) else ():
+        md = v.get("metadata") if isinstance(v, dict) else None
+        found = md.get("bedside") if isinstance(md, dict) else None
+        if isinstance(found, dict):
+            return found
+    return None
 
 
 def _lookup(counts: pd.Series | pd.DataFrame, row: Any, col: Any, fallback: int) -> int:

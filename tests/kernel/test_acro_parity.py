@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +22,7 @@ from bedside.policy import disclosure as dr
 
 ACRO_PY = Path(__file__).resolve().parents[2] / ".venv-acro" / "bin" / "python"
 RUNNER = Path(__file__).with_name("_acro_runner.py")
+GUARD_RUNNER = Path(__file__).with_name("_guard_runner.py")
 
 pytestmark = pytest.mark.skipif(
     not ACRO_PY.exists(),
@@ -66,11 +69,17 @@ ACRO_RULE = {"MinimumThresholdCheck": {dr.THRESHOLD}, "PresenceOfZeroCheck": {dr
              "NKCheck": {dr.DOMINANCE}, "PPercentCheck": {dr.P_RATIO}}  # fmt: skip
 
 
-def test_cell_verdicts_match_acro() -> None:
-    cases = _cases()
-    proc = subprocess.run([str(ACRO_PY), str(RUNNER)], input=json.dumps(cases),
+@pytest.fixture(scope="module")
+def acro_results() -> list[dict[str, Any]]:
+    """ACRO's verdicts on `_cases()` (one ACRO run shared by the tests of this module)."""
+    proc = subprocess.run([str(ACRO_PY), str(RUNNER)], input=json.dumps(_cases()),
                           capture_output=True, text=True, timeout=240, check=True)  # fmt: skip
-    results = json.loads(proc.stdout)
+    return json.loads(proc.stdout)
+
+
+def test_cell_verdicts_match_acro(acro_results: list[dict[str, Any]]) -> None:
+    cases = _cases()
+    results = acro_results
     compared = 0
     exercised: set[str] = set()
     for case, acro in zip(cases, results, strict=True):
@@ -91,3 +100,34 @@ def test_cell_verdicts_match_acro() -> None:
                     compared += 1
     assert compared > 200
     assert exercised == set(ACRO_RULE), f"the random tables never triggered {exercised}"
+
+
+def test_guard_suppresses_the_cells_acro_flags_on_crosstab_and_pivot(
+    acro_results: list[dict[str, Any]],
+) -> None:
+    """The kernel guard's own judging of `pd.crosstab(..., values=, aggfunc=)` and
+    `pivot_table(values=, aggfunc=)` (sum and mean) suppresses exactly the cells ACRO flags for
+    threshold, dominance (N-K) or p-ratio; frequency crosstabs add zeros."""
+    cases = _cases()
+    acro = acro_results
+    ours = json.loads(subprocess.run([sys.executable, str(GUARD_RUNNER)], input=json.dumps(cases),
+                                     capture_output=True, text=True, timeout=240, check=True,
+                                     cwd=Path(__file__).resolve().parents[2]).stdout)  # fmt: skip
+    compared = 0
+    kinds: set[str] = set()
+    for case, theirs, mine in zip(cases, acro, ours, strict=True):
+        flagged = {(theirs["rows"][r], theirs["cols"][c])
+                   for check, cells in theirs["cells"].items() if check in ACRO_RULE
+                   for r, c in cells}  # fmt: skip
+        for name, table in mine.items():
+            for i, r in enumerate(table["rows"]):
+                for j, c in enumerate(table["cols"]):
+                    if r not in theirs["rows"] or c not in theirs["cols"]:
+                        continue
+                    suppressed = table["suppressed"][i][j]
+                    assert suppressed == ((r, c) in flagged), (name, case["aggfunc"], r, c)
+                    compared += 1
+                    if suppressed:
+                        kinds.add(f"{name}:{case['aggfunc']}")
+    assert compared > 400
+    assert {"crosstab:sum", "crosstab:mean", "pivot:sum", "pivot:mean"} <= kinds
