@@ -110,15 +110,26 @@ class BedsideWebSocketConnection(GatewayWebSocketConnection):
         self._held = None  # the browser that sent them is gone
         if self.mirror is not None and not links:
             self.mirror.send = None
+        fut = self.ws_future
+        if self.ws is None and fut is not None and not fut.done():
+            # jupyter_server cancels a gateway connection still opening, but tornado completes
+            # the handshake anyway and leaves that websocket open, unread, at the gateway; a
+            # reconnect with the same session id then waits behind it (Enterprise Gateway
+            # closes the "stale" one first). Let it open, then close it (_on_gateway_open).
+            self.disconnected = True
+            return
         super().disconnect()
 
     def _on_gateway_open(self, fut: Any) -> None:
         if fut.cancelled() or fut.exception() is not None:
             return
         ws = fut.result()
+        if self.disconnected:
+            ws.close()
+            return
         _nodelay(ws)
         mirror = self.mirror
-        if mirror is None or mirror.state != PENDING or self.disconnected:
+        if mirror is None or mirror.state != PENDING:
             return
         # Until the hospital answers, every new connection asks again: an answer sent to a
         # connection the browser has since dropped is lost with it.
