@@ -26,6 +26,45 @@ from .sessions import SessionRegistry
 REGISTRY_KEY = "bedside_sessions"
 
 
+_DECODER = json.JSONDecoder()
+_WS = " \t\n\r"
+
+
+def with_metadata(text: str, msg: dict[str, Any]) -> str:
+    """`text` (one message as JSON) with its top-level `metadata` replaced by `msg["metadata"]`.
+
+    Re-serialising a whole message costs as much as parsing it (a 1 MB output twice per
+    message), while only the metadata changes on the way to the browser. The message's own
+    top-level keys are walked with the JSON decoder up to `metadata` (jupyter_client writes it
+    before `content`), so the span replaced is exact; any other shape is serialised in full.
+    """
+    try:
+        i = text.index("{") + 1
+        while True:
+            while text[i] in _WS:
+                i += 1
+            key, i = _DECODER.raw_decode(text, i)
+            while text[i] in _WS:
+                i += 1
+            if text[i] != ":" or key == "content" or key == "buffers":
+                break
+            i += 1
+            while text[i] in _WS:
+                i += 1
+            start = i
+            _, i = _DECODER.raw_decode(text, i)
+            if key == "metadata":
+                return text[:start] + json.dumps(msg["metadata"]) + text[i:]
+            while text[i] in _WS:
+                i += 1
+            if text[i] != ",":
+                break
+            i += 1
+    except (ValueError, IndexError):
+        pass
+    return json.dumps(msg)
+
+
 def _nodelay(ws: Any) -> None:
     protocol = getattr(ws, "protocol", None)
     if protocol is not None:
@@ -211,7 +250,7 @@ class BedsideWebSocketConnection(GatewayWebSocketConnection):
             self._decided(mirror)
         if verdict.consumed:
             return
-        super().handle_outgoing_message(json.dumps(msg), *args)
+        super().handle_outgoing_message(with_metadata(incoming_msg, msg), *args)
 
     async def _read_messages(self) -> None:
         await super()._read_messages()

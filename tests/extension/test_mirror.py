@@ -251,3 +251,27 @@ def test_header_intent_changed_after_signing_fails_verify(tmp_path: Path, standi
     good.append_checkpoint(good.sign_checkpoint(hospital.signer))
     good.close()
     assert verify_ledger(path, keys).intent_signed
+
+
+def test_only_the_metadata_is_rewritten_on_the_way_to_the_browser() -> None:
+    """The connection splices the new metadata into the message text instead of serialising a
+    (possibly 1 MB) message again; the result must be the same JSON whatever the text's shape."""
+    from bedside.extension.connection import with_metadata
+
+    tricky = {
+        "header": {"msg_id": "a", "msg_type": "stream"},
+        "parent_header": {"note": 'a "metadata": {} inside a string }'},
+        "metadata": {"a": [1, {"b": "}"}]},
+        "content": {"name": "stdout", "text": "x" * 1000, "metadata": {"c": 1}},
+        "buffers": [],
+        "channel": "iopub",
+    }
+    for text in (
+        json.dumps(tricky),
+        json.dumps(tricky, indent=1),
+        json.dumps({"content": {"t": 1}, "metadata": {}}),  # content first: serialised in full
+        json.dumps({"header": {}}),  # no metadata at all
+    ):
+        msg = json.loads(text)
+        msg.setdefault("metadata", {})["bedside"] = {"verified": True}
+        assert json.loads(with_metadata(text, msg)) == msg
