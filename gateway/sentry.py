@@ -882,7 +882,9 @@ class Sentry:
             if intent.researcher_key is not None:
                 from bedside.ledger import Verifier
 
-                Verifier(intent.researcher_key)
+                researcher = Verifier(intent.researcher_key)
+                if "researcher_sig" in intent.raw:
+                    _check_intent_signature(intent.raw, researcher)
         except IntentRefused as exc:
             self.refused = exc.text()
             log.warning("intent refused: %s", self.refused)
@@ -1254,6 +1256,23 @@ class Sentry:
                 ledger.close()
         if self._private_dir is not None:
             shutil.rmtree(self._private_dir, ignore_errors=True)
+
+
+def _check_intent_signature(raw: dict[str, Any], researcher: Any) -> None:
+    """The header records the intent as signed, and `ledger verify` checks that signature: an
+    intent whose signature does not verify is refused here, not written into a ledger that fails."""
+    import base64
+
+    from bedside.ledger import canonical_json
+
+    body = {k: v for k, v in raw.items() if k != "researcher_sig"}
+    try:
+        researcher.verify(canonical_json(body), base64.b64decode(str(raw["researcher_sig"])))
+    except (Error, ValueError) as exc:
+        raise IntentRefused(
+            "the intent's researcher_sig does not verify with its researcher_key",
+            "sign rfc8785 of the intent without researcher_sig with the researcher's key",
+        ) from exc
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
