@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import secrets
 import statistics
@@ -89,6 +90,12 @@ def gateway(home: Path, specs: dict[str, Any], default: str, nodelay: bool) -> I
         eg.stop()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc), robust to a loaded machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def measure(server: ResearcherServer, kernel: str, n_small: int, n_big: int) -> dict:
     nb_dir = server.root_dir
     client = KernelSession(server.url, server.token)
@@ -97,14 +104,19 @@ async def measure(server: ResearcherServer, kernel: str, n_small: int, n_big: in
         await client.request("kernel_info_request", {}, timeout=180)
         for _ in range(3):
             await client.execute(TRIVIAL)
+        assert server.proc is not None
+        pid = server.proc.pid
         small = []
+        cpu0 = cpu_seconds(pid)
         for _ in range(n_small):
             t = time.perf_counter()
             reply, _ = await client.execute(TRIVIAL)
             small.append((time.perf_counter() - t) * 1000)
             assert reply["content"]["status"] == "ok", reply["content"]
+        small_cpu = (cpu_seconds(pid) - cpu0) / n_small * 1000
         await client.execute(ONE_MB)
         big = []
+        cpu0 = cpu_seconds(pid)
         for _ in range(n_big):
             t = time.perf_counter()
             reply, iopub = await client.execute(ONE_MB)
@@ -112,6 +124,7 @@ async def measure(server: ResearcherServer, kernel: str, n_small: int, n_big: in
             text = "".join(m["content"].get("text", "") for m in iopub
                            if m["header"]["msg_type"] == "stream")  # fmt: skip
             assert len(text) >= 1_000_000, f"1 MB output did not arrive ({len(text)} bytes)"
+        big_cpu = (cpu_seconds(pid) - cpu0) / n_big * 1000
     finally:
         await client.close()
     del nb_dir
@@ -120,6 +133,9 @@ async def measure(server: ResearcherServer, kernel: str, n_small: int, n_big: in
         "trivial_best_ms": min(small),
         "one_mb_ms": statistics.median(big),
         "one_mb_best_ms": min(big),
+        # CPU of the researcher's jupyter_server per cell (the browser-facing side's own cost)
+        "server_cpu_trivial_ms": small_cpu,
+        "server_cpu_one_mb_ms": big_cpu,
         "n": [n_small, n_big],
     }
 
@@ -271,6 +287,11 @@ def main() -> int:
         "extension_cost_per_cell_ms": {
             "trivial": bedside["trivial_ms"] - noext["trivial_ms"],
             "one_mb": bedside["one_mb_ms"] - noext["one_mb_ms"],
+        },
+        # the same difference in the server's CPU time, which a loaded machine does not move
+        "extension_cpu_per_cell_ms": {
+            "trivial": bedside["server_cpu_trivial_ms"] - noext["server_cpu_trivial_ms"],
+            "one_mb": bedside["server_cpu_one_mb_ms"] - noext["server_cpu_one_mb_ms"],
         },
     }
     text = json.dumps(doc, indent=2)
