@@ -117,6 +117,8 @@ class StandInGateway:
                 if msg_type == "bedside_intent_request":
                     answer = h.intent(msg, refuse=gw.refuse)
                     IOLoop.current().call_later(gw.intent_delay, lambda: self._send(answer))
+                elif msg_type == "bedside_entries_request":
+                    self._send(h.entries(msg))
                 elif msg_type == "bedside_cosign_request":
                     self._send(h.cosign(msg))
                 elif msg_type == "bedside_seal_request":

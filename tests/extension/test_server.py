@@ -231,3 +231,32 @@ def test_websocket_dropped_before_the_intent_answer(tmp_path, standin, notebook_
     )
     assert report.intent_signed
     assert report.researcher_sigs_checked == 1 and report.openings_missing_count == 0
+
+
+def test_entries_whose_receipt_went_elsewhere_are_fetched(tmp_path, gateway, notebook_dir) -> None:
+    """A message the browser never gets (it went to a websocket since dropped) took ledger
+    entries with its receipt: the server asks the hospital for them on its gateway connection,
+    and the copy is complete and verifies after the seal."""
+
+    async def scenario() -> dict:
+        with _server(tmp_path, gateway, notebook_dir) as server:
+            client = KernelSession(server.url, server.token)
+            await client.start("study.ipynb", "hospital")
+            try:
+                await client.execute("1 + 1", timeout=30)
+                hospital = gateway.kernels[client.kernel_id]
+                # an output whose message (and receipt) went to a connection we do not hold
+                hospital.message("iopub", "stream", {"name": "stdout", "text": "lost"}, {})
+                await client.execute("print('hi')", timeout=30)
+                return await client.api("POST", f"/bedside/sessions/{client.kernel_id}/seal")
+            finally:
+                await client.close()
+
+    status = asyncio.run(scenario())
+    assert status["state"] == "sealed" and status["entries_in_flight"] == 0, status
+    asked = [r for r in gateway.requests if r["header"]["msg_type"] == "bedside_entries_request"]
+    assert asked, "the gap was filled by asking the hospital"
+    hospital = gateway.kernels[status["kernel_id"]]
+    hospital.ledger.flush()
+    session_dir = tmp_path / "sessions" / status["kernel_id"]
+    assert (session_dir / "session.ledger").read_bytes() == hospital.ledger.path.read_bytes()
