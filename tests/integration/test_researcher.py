@@ -113,7 +113,13 @@ def test_lab_protocol_real_chain(tmp_path, hospital, eg_gateway) -> None:
                     received.extend([*iopub, reply])
                 for msg in received:
                     assert msg["metadata"]["bedside"]["verified"] is True, msg["metadata"]
-                before = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+                # Enterprise Gateway's kernel_info "nudge" channel may take a receipt with an
+                # entry (a gap our copy fills after GAP_GRACE): wait until nothing waits
+                for _ in range(200):
+                    before = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+                    if not before["entries_in_flight"] and before["last_checkpoint"]:
+                        break
+                    await asyncio.sleep(0.05)
                 sealed = await client.api("POST", f"/bedside/sessions/{client.kernel_id}/seal")
                 listing = await client.api("GET", "/bedside/sessions")
             finally:
