@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import secrets
 import statistics
@@ -89,6 +90,12 @@ def gateway(home: Path, specs: dict[str, Any], default: str, nodelay: bool) -> I
         eg.stop()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc), robust to a loaded machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def measure(server: ResearcherServer, kernel: str, n_small: int, n_big: int) -> dict:
     nb_dir = server.root_dir
     client = KernelSession(server.url, server.token)
@@ -97,14 +104,19 @@ async def measure(server: ResearcherServer, kernel: str, n_small: int, n_big: in
         await client.request("kernel_info_request", {}, timeout=180)
         for _ in range(3):
             await client.execute(TRIVIAL)
+        assert server.proc is not None
+        pid = server.proc.pid
         small = []
+        cpu0 = cpu_seconds(pid)
         for _ in range(n_small):
             t = time.perf_counter()
             reply, _ = await client.execute(TRIVIAL)
             small.append((time.perf_counter() - t) * 1000)
             assert reply["content"]["status"] == "ok", reply["content"]
+        small_cpu = (cpu_seconds(pid) - cpu0) / n_small * 1000
         await client.execute(ONE_MB)
         big = []
+        cpu0 = cpu_seconds(pid)
         for _ in range(n_big):
             t = time.perf_counter()
             reply, iopub = await client.execute(ONE_MB)
@@ -112,6 +124,7 @@ async def measure(server: ResearcherServer, kernel: str, n_small: int, n_big: in
             text = "".join(m["content"].get("text", "") for m in iopub
                            if m["header"]["msg_type"] == "stream")  # fmt: skip
             assert len(text) >= 1_000_000, f"1 MB output did not arrive ({len(text)} bytes)"
+        big_cpu = (cpu_seconds(pid) - cpu0) / n_big * 1000
     finally:
         await client.close()
     del nb_dir
@@ -120,49 +133,66 @@ async def measure(server: ResearcherServer, kernel: str, n_small: int, n_big: in
         "trivial_best_ms": min(small),
         "one_mb_ms": statistics.median(big),
         "one_mb_best_ms": min(big),
+        # CPU of the researcher's jupyter_server per cell (the browser-facing side's own cost)
+        "server_cpu_trivial_ms": small_cpu,
+        "server_cpu_one_mb_ms": big_cpu,
         "n": [n_small, n_big],
     }
 
 
-def mirror_cost(root: Path, cells: int = 200) -> dict[str, float]:
-    """The researcher side's own work per cell, in process: sign the request, check 5 receipts,
-    open commitments, append 7 entries, cosign the checkpoint (no network, no kernel)."""
+def mirror_cost(root: Path, cells: int = 200) -> dict[str, dict[str, float]]:
+    """The researcher side's own work per cell, in process, as the server connection does it:
+    sign the request, parse each message from the hospital, check its receipt (Ed25519), open
+    its commitment, append the entries and openings, cosign the checkpoint, and write the
+    message back out with its new metadata (no network, no kernel). Wall and CPU ms per cell."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "extension"))
     from conftest import StandInHospital  # the receipt-protocol stand-in of the unit tests
 
+    from bedside.extension.connection import with_metadata
     from bedside.extension.mirror import SessionMirror, new_message
 
-    out: dict[str, float] = {}
+    out: dict[str, dict[str, float]] = {}
     for label, text in (("trivial", "2\n"), ("one_mb", "x" * 1_000_000 + "\n")):
         d = root / f"mirror-{label}"
         d.mkdir()
         hospital = StandInHospital(d)
+        intent = {"purpose": "bench", "policy_id": "demo"}
         mirror = SessionMirror(
-            kernel_id=label, directory=d / "r", signer=Signer.generate("r"), intent={}
+            kernel_id=label, directory=d / "r", signer=Signer.generate("r"), intent=intent
         )
         sent: list[dict[str, Any]] = []
         mirror.send = sent.append
         mirror.observe_reply(hospital.intent(mirror.intent_request()))
-        spent = 0.0
+        wall = cpu = 0.0
+
+        def handle(raw: str, mirror: SessionMirror = mirror) -> None:
+            msg = json.loads(raw)
+            mirror.observe_reply(msg)
+            with_metadata(raw, msg)
+
         n = cells if label == "trivial" else 10
         for _ in range(n):
             request = new_message("execute_request", {"code": "print(2)"}, session="b")
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             mirror.observe_request(request)
-            spent += time.perf_counter() - t
-            replies = hospital.execute(request, text)  # the hospital's work: not counted
-            t = time.perf_counter()
-            for msg in replies:
-                mirror.observe_reply(msg)
-            spent += time.perf_counter() - t
+            json.dumps(request)
+            wall, cpu = wall + time.perf_counter() - t, cpu + time.process_time() - c
+            # the hospital's work is not counted
+            replies = [json.dumps(m) for m in hospital.execute(request, text)]
+            t, c = time.perf_counter(), time.process_time()
+            for raw in replies:
+                handle(raw)
+            wall, cpu = wall + time.perf_counter() - t, cpu + time.process_time() - c
             for cosign in sent:
-                reply = hospital.cosign(cosign)
-                t = time.perf_counter()
-                mirror.observe_reply(reply)
-                spent += time.perf_counter() - t
+                raw = json.dumps(hospital.cosign(cosign))
+                t, c = time.perf_counter(), time.process_time()
+                handle(raw)
+                wall, cpu = wall + time.perf_counter() - t, cpu + time.process_time() - c
             sent.clear()
-        mirror.close()
-        out[label] = spent / n * 1000
+        t, c = time.perf_counter(), time.process_time()
+        mirror.close()  # the group commit (fsync) a seal or download does
+        wall, cpu = wall + time.perf_counter() - t, cpu + time.process_time() - c
+        out[label] = {"wall_ms": wall / n * 1000, "cpu_ms": cpu / n * 1000}
     return out
 
 
@@ -191,7 +221,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (smoke run)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument(
+        "--mirror-only", action="store_true", help="only the researcher side's in-process cost"
+    )
     args = parser.parse_args()
+    if args.mirror_only:
+        with tempfile.TemporaryDirectory(prefix="bench-researcher-") as tmp:
+            print(json.dumps({"researcher_side_per_cell_ms": mirror_cost(Path(tmp))}, indent=2))
+        return 0
     n_small, n_big = (10, 3) if args.quick else (40, 10)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-researcher-") as tmp:
@@ -245,10 +282,16 @@ def main() -> int:
             "1MB bedside/local-nodelay": bedside["one_mb_ms"]
             / results["local-nodelay"]["one_mb_ms"],
         },
-        "ledger_writing_per_cell_ms (researcher side, in process)": ledger_ms,
+        # the extension's own work per cell: parse, receipts, ledger, openings, cosign
+        "researcher_side_per_cell_ms": ledger_ms,
         "extension_cost_per_cell_ms": {
             "trivial": bedside["trivial_ms"] - noext["trivial_ms"],
             "one_mb": bedside["one_mb_ms"] - noext["one_mb_ms"],
+        },
+        # the same difference in the server's CPU time, which a loaded machine does not move
+        "extension_cpu_per_cell_ms": {
+            "trivial": bedside["server_cpu_trivial_ms"] - noext["server_cpu_trivial_ms"],
+            "one_mb": bedside["server_cpu_one_mb_ms"] - noext["server_cpu_one_mb_ms"],
         },
     }
     text = json.dumps(doc, indent=2)

@@ -18,10 +18,51 @@ from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebso
 from tornado import web
 from tornado.ioloop import IOLoop
 
+from bedside.errors import GatewayError
+
 from .mirror import PENDING, REFUSED, SessionMirror, new_message
 from .sessions import SessionRegistry
 
 REGISTRY_KEY = "bedside_sessions"
+
+
+_DECODER = json.JSONDecoder()
+_WS = " \t\n\r"
+
+
+def with_metadata(text: str, msg: dict[str, Any]) -> str:
+    """`text` (one message as JSON) with its top-level `metadata` replaced by `msg["metadata"]`.
+
+    Re-serialising a whole message costs as much as parsing it (a 1 MB output twice per
+    message), while only the metadata changes on the way to the browser. The message's own
+    top-level keys are walked with the JSON decoder up to `metadata` (jupyter_client writes it
+    before `content`), so the span replaced is exact; any other shape is serialised in full.
+    """
+    try:
+        i = text.index("{") + 1
+        while True:
+            while text[i] in _WS:
+                i += 1
+            key, i = _DECODER.raw_decode(text, i)
+            while text[i] in _WS:
+                i += 1
+            if text[i] != ":" or key == "content" or key == "buffers":
+                break
+            i += 1
+            while text[i] in _WS:
+                i += 1
+            start = i
+            _, i = _DECODER.raw_decode(text, i)
+            if key == "metadata":
+                return text[:start] + json.dumps(msg["metadata"]) + text[i:]
+            while text[i] in _WS:
+                i += 1
+            if text[i] != ",":
+                break
+            i += 1
+    except (ValueError, IndexError):
+        pass
+    return json.dumps(msg)
 
 
 def _nodelay(ws: Any) -> None:
@@ -31,11 +72,18 @@ def _nodelay(ws: Any) -> None:
 
 
 class BedsideWebSocketConnection(GatewayWebSocketConnection):
-    """Gateway websocket connection that signs requests and verifies hospital receipts."""
+    """Gateway websocket connection that signs requests and verifies hospital receipts.
+
+    The session (its intent, its ledger copy) belongs to the kernel, not to a websocket: the
+    browser opens and drops websockets as it likes (JupyterLab 4.6 drops its first one within
+    milliseconds when a notebook opens cold). So every connection of a kernel joins the one
+    `SessionMirror`; while the hospital has not answered the intent, each new gateway connection
+    sends it again (the sentry answers the same intent the same way) and holds the browser's
+    messages, and the answer, on whichever connection it arrives, releases all of them.
+    """
 
     mirror: SessionMirror | None = None
     _held: list[str] | None = None
-    _intent_timer: object | None = None
 
     @property
     def registry(self) -> SessionRegistry | None:
@@ -57,44 +105,98 @@ class BedsideWebSocketConnection(GatewayWebSocketConnection):
         root = Path(settings.get("server_root_dir") or ".").expanduser()
         return root / path
 
+    def _links(self) -> list[BedsideWebSocketConnection]:
+        registry = self.registry
+        if registry is None:
+            return []
+        links: list[BedsideWebSocketConnection] = registry.connections.setdefault(
+            self.kernel_id, []
+        )
+        return links
+
     async def connect(self) -> None:
         self.websocket_handler.set_nodelay(True)
         registry = self.registry
-        fresh = False
         if registry is not None:
-            self.mirror, fresh = registry.open(self.kernel_id, await self._notebook_path())
-            self.mirror.send = self._send_to_gateway
-            self.mirror.schedule = IOLoop.current().call_later
-        self._held = [] if fresh and self.mirror is not None else None
+            mirror = registry.open(self.kernel_id, await self._notebook_path())
+            self.mirror = mirror
+            if self not in self._links():  # (a gateway reconnect calls connect again)
+                self._links().append(self)
+            mirror.send = self._sender(registry, self.kernel_id)
+            mirror.schedule = IOLoop.current().call_later
+            self._held = [] if mirror.state == PENDING else None
         await super().connect()
         assert self.ws_future is not None
-        self.ws_future.add_done_callback(lambda fut: self._on_gateway_open(fut, fresh))
+        self.ws_future.add_done_callback(self._on_gateway_open)
 
-    def _on_gateway_open(self, fut: Any, fresh: bool) -> None:
+    @staticmethod
+    def _sender(registry: SessionRegistry, kernel_id: str) -> Any:
+        """Send a control request on the kernel's newest open gateway connection."""
+
+        def send(msg: dict[str, Any]) -> None:
+            for link in reversed(registry.connections.get(kernel_id, [])):
+                if link.ws is not None and not link.disconnected:
+                    link._write_message(json.dumps(msg))
+                    return
+            raise GatewayError(f"no open connection to the hospital for kernel {kernel_id}")
+
+        return send
+
+    def disconnect(self) -> None:
+        links = self._links()
+        if self in links:
+            links.remove(self)
+        self._held = None  # the browser that sent them is gone
+        if self.mirror is not None and not links:
+            self.mirror.send = None
+        fut = self.ws_future
+        if self.ws is None and fut is not None and not fut.done():
+            # jupyter_server cancels a gateway connection still opening, but tornado completes
+            # the handshake anyway and leaves that websocket open, unread, at the gateway; a
+            # reconnect with the same session id then waits behind it (Enterprise Gateway
+            # closes the "stale" one first). Let it open, then close it (_on_gateway_open).
+            self.disconnected = True
+            return
+        super().disconnect()
+
+    def _on_gateway_open(self, fut: Any) -> None:
         if fut.cancelled() or fut.exception() is not None:
             return
-        _nodelay(fut.result())
-        mirror = self.mirror
-        if mirror is None or not fresh:
+        ws = fut.result()
+        if self.disconnected:
+            ws.close()
             return
-        request = mirror.intent_request()
-        fut.result().write_message(json.dumps(request))
-        registry = self.registry
-        timeout = registry.config.intent_timeout if registry is not None else 30.0
-        self._intent_timer = IOLoop.current().call_later(timeout, self._intent_timed_out)
+        _nodelay(ws)
+        mirror = self.mirror
+        if mirror is None or mirror.state != PENDING:
+            return
+        # Until the hospital answers, every new connection asks again: an answer sent to a
+        # connection the browser has since dropped is lost with it.
+        ws.write_message(json.dumps(mirror.intent_request()))
+        if mirror.intent_timer is None:
+            registry = self.registry
+            timeout = registry.config.intent_timeout if registry is not None else 30.0
+            mirror.intent_timer = IOLoop.current().call_later(
+                timeout, lambda: self._intent_timed_out(mirror)
+            )
 
-    def _intent_timed_out(self) -> None:
-        if self.mirror is not None and self.mirror.state == PENDING:
-            self.mirror.mark_unmonitored("the hospital did not answer the session intent")
-            self._release_held()
+    def _intent_timed_out(self, mirror: SessionMirror) -> None:
+        if mirror.state == PENDING:
+            mirror.mark_unmonitored("the hospital did not answer the session intent")
+            self._decided(mirror)
+
+    def _decided(self, mirror: SessionMirror) -> None:
+        """The intent is answered (or given up on): let every connection's browser through."""
+        if mirror.intent_timer is not None:
+            IOLoop.current().remove_timeout(mirror.intent_timer)
+            mirror.intent_timer = None
+        for link in list(self._links()):
+            link._release_held()
 
     def _release_held(self) -> None:
         held, self._held = self._held or [], None
         for message in held:
             self.handle_incoming_message(message)
-
-    def _send_to_gateway(self, msg: dict[str, Any]) -> None:
-        self._write_message(json.dumps(msg))
 
     # browser -> hospital
     def handle_incoming_message(self, message: str) -> None:
@@ -102,7 +204,7 @@ class BedsideWebSocketConnection(GatewayWebSocketConnection):
         if mirror is None:
             super().handle_incoming_message(message)
             return
-        if self._held is not None and mirror.state == PENDING:
+        if mirror.state == PENDING and self._held is not None:
             self._held.append(message)
             return
         if '"execute_request"' not in message:
@@ -145,13 +247,10 @@ class BedsideWebSocketConnection(GatewayWebSocketConnection):
         was_pending = mirror.state == PENDING
         verdict = mirror.observe_reply(msg)
         if was_pending and mirror.state != PENDING:
-            if self._intent_timer is not None:
-                IOLoop.current().remove_timeout(self._intent_timer)
-                self._intent_timer = None
-            self._release_held()
+            self._decided(mirror)
         if verdict.consumed:
             return
-        super().handle_outgoing_message(json.dumps(msg), *args)
+        super().handle_outgoing_message(with_metadata(incoming_msg, msg), *args)
 
     async def _read_messages(self) -> None:
         await super()._read_messages()

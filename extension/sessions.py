@@ -73,6 +73,8 @@ class SessionRegistry:
         self.root.mkdir(parents=True, exist_ok=True)
         self._signer: Signer | None = None
         self.live: dict[str, SessionMirror] = {}
+        # kernel id -> its open websocket connections (extension/connection.py), newest last
+        self.connections: dict[str, list[Any]] = {}
 
     @property
     def signer(self) -> Signer:
@@ -91,11 +93,14 @@ class SessionRegistry:
             return read_intent(self.config.intent_file)
         return None
 
-    def open(self, kernel_id: str, notebook: Path | None) -> tuple[SessionMirror, bool]:
-        """The kernel's mirror, and whether it is new (and so needs its intent sent)."""
+    def open(self, kernel_id: str, notebook: Path | None) -> SessionMirror:
+        """The kernel's mirror: one per kernel, whichever websocket asks for it."""
         mirror = self.live.get(kernel_id)
         if mirror is not None:
-            return mirror, False
+            if mirror.intent is None and not mirror.intent_sent:
+                # the first connection came before the server knew the kernel's notebook
+                mirror.intent = self.intent_for(notebook)
+            return mirror
         mirror = SessionMirror(
             kernel_id=kernel_id,
             directory=self.root / kernel_id,
@@ -104,7 +109,7 @@ class SessionRegistry:
             custodian_key=self.config.custodian_key,
         )
         self.live[kernel_id] = mirror
-        return mirror, True
+        return mirror
 
     def status(self, session: str) -> dict[str, Any] | None:
         mirror = self.find(session)

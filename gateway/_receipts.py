@@ -97,6 +97,7 @@ class HospitalLedger:
         policy_digest: str,
         environment_digest: str,
         researcher_key: str | None,
+        grant: dict[str, Any] | None = None,
     ) -> tuple[int, dict[str, Any]]:
         identities = {"custodian": self.key}
         if researcher_key:
@@ -109,6 +110,7 @@ class HospitalLedger:
             policy_digest=policy_digest,
             kernel_env=environment_digest,
             identities=identities,
+            grant=grant,
         )
         index = self.append(entry, sync=True)
         return index, self.ledger.entry(index)
@@ -123,7 +125,10 @@ class HospitalLedger:
             researcher_sig=researcher_sig,
             cell_id=cell_id,
         )
-        return self.append(entry, opening=opening)
+        # The salt goes to the researcher with the entry (the researcher wrote the code, so it
+        # reveals nothing to them): their openings file then opens the code commitments too,
+        # and a reviewer can check code against the researcher's signature from either copy.
+        return self.append(entry, opening=opening, public=True)
 
     def output(
         self,

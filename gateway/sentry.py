@@ -151,6 +151,8 @@ class Sentry:
         self.budget = Budget()
         self.intent: dict[str, Any] | None = None
         self.refused: str | None = None
+        # The first intent and our answer, given again for the same intent (_intent).
+        self._intent_answer: tuple[Any, dict[str, Any]] | None = None
         self.sealed = False
         self.shutting_down = False
         self.stop_requested = False
@@ -789,12 +791,8 @@ class Sentry:
             return True
         # No declared intent: the policy's defaults, recorded as such.
         self.ledger.header(
-            intent={
-                "declared": False,
-                "policy_id": self.policy.id,
-                "budget": self.budget.to_dict(),
-                "sandbox": self.sandbox,
-            },
+            intent={},
+            grant={"declared": False, "budget": self.budget.to_dict(), "sandbox": self.sandbox},
             policy_id=self.policy.id,
             policy_digest=self.policy.digest,
             environment_digest=environment_digest(),
@@ -851,6 +849,22 @@ class Sentry:
         )
 
     def _intent(self, msg: Message) -> tuple[dict[str, Any], bool]:
+        """Decide the session's intent once; the same intent sent again gets the same answer.
+
+        The researcher's server sends its intent again on every new connection until it has our
+        answer: a browser that drops its first websocket (JupyterLab does on a cold start) loses
+        the answer with it, and the session must not end refused for asking twice.
+        """
+        raw = msg.content.get("intent", msg.content)
+        answered = self._intent_answer
+        if answered is not None and answered[0] == raw:
+            return answered[1], False
+        content, checkpoint = self._decide_intent(msg)
+        if answered is None:
+            self._intent_answer = (raw, content)
+        return content, checkpoint
+
+    def _decide_intent(self, msg: Message) -> tuple[dict[str, Any], bool]:
         env = environment_digest()
         if self.ledger.has_header or self.refused is not None:
             return {
@@ -866,7 +880,9 @@ class Sentry:
             if intent.researcher_key is not None:
                 from bedside.ledger import Verifier
 
-                Verifier(intent.researcher_key)
+                researcher = Verifier(intent.researcher_key)
+                if "researcher_sig" in intent.raw:
+                    _check_intent_signature(intent.raw, researcher)
         except IntentRefused as exc:
             self.refused = exc.text()
             log.warning("intent refused: %s", self.refused)
@@ -889,12 +905,8 @@ class Sentry:
         self.intent = intent.raw
         self.researcher_key = intent.researcher_key
         index, entry = self.ledger.header(
-            intent={
-                **intent.raw,
-                "declared": True,
-                "granted_budget": budget.to_dict(),
-                "sandbox": self.sandbox,
-            },
+            intent=intent.raw,  # exactly as the researcher signed it
+            grant={"declared": True, "budget": budget.to_dict(), "sandbox": self.sandbox},
             policy_id=self.policy.id,
             policy_digest=self.policy.digest,
             environment_digest=env,
@@ -1224,6 +1236,23 @@ class Sentry:
                 ledger.close()
         if self._private_dir is not None:
             shutil.rmtree(self._private_dir, ignore_errors=True)
+
+
+def _check_intent_signature(raw: dict[str, Any], researcher: Any) -> None:
+    """The header records the intent as signed, and `ledger verify` checks that signature: an
+    intent whose signature does not verify is refused here, not written into a ledger that fails."""
+    import base64
+
+    from bedside.ledger import canonical_json
+
+    body = {k: v for k, v in raw.items() if k != "researcher_sig"}
+    try:
+        researcher.verify(canonical_json(body), base64.b64decode(str(raw["researcher_sig"])))
+    except (Error, ValueError) as exc:
+        raise IntentRefused(
+            "the intent's researcher_sig does not verify with its researcher_key",
+            "sign rfc8785 of the intent without researcher_sig with the researcher's key",
+        ) from exc
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:

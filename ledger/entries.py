@@ -186,24 +186,26 @@ def header(
     policy_digest: str,
     kernel_env: str,
     identities: Mapping[str, str],
+    grant: Mapping[str, Any] | None = None,
     ts: str | None = None,
 ) -> dict[str, Any]:
     """The session header, entry 0: what was promised, under which policy, by whom.
 
-    `identities` maps a role ("custodian", "researcher") to its C2SP verifier key.
+    `identities` maps a role ("custodian", "researcher") to its C2SP verifier key. `intent` is
+    the researcher's intent exactly as signed (its `researcher_sig` covers the rest of it), so
+    the hospital's own additions (whether an intent was declared, the budget it granted, the
+    sandbox) go in `grant`, never into `intent`.
     """
-    return _base(
-        HEADER,
-        session,
-        ts,
-        {
-            "origin": origin,
-            "intent": dict(intent),
-            "policy": {"id": policy_id, "digest": policy_digest},
-            "kernel_env": kernel_env,
-            "identities": dict(identities),
-        },
-    )
+    fields: dict[str, Any] = {
+        "origin": origin,
+        "intent": dict(intent),
+        "policy": {"id": policy_id, "digest": policy_digest},
+        "kernel_env": kernel_env,
+        "identities": dict(identities),
+    }
+    if grant is not None:
+        fields["grant"] = dict(grant)
+    return _base(HEADER, session, ts, fields)
 
 
 def execute_request(

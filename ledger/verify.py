@@ -67,6 +67,7 @@ class VerifyReport:
     researcher_sigs_checked: int = 0
     researcher_unsigned: int = 0
     researcher_unsigned_first: int = -1
+    intent_signed: bool = False  # the header's intent carries a researcher signature that verifies
     sealed: bool = False
     last_content_entry: int = -1  # last entry that is not a checkpoint or an anchor
     warnings: list[str] = field(default_factory=list)
@@ -106,6 +107,8 @@ class VerifyReport:
                 f"  researcher signatures: {self.researcher_sigs_checked} execute requests "
                 f"verified, {self.researcher_unsigned} unsigned"
             )
+        if self.intent_signed:
+            lines.append("  intent: signed by the researcher, as recorded in the header")
         lines.append(f"  sealed: {'yes' if self.sealed else 'no'}")
         lines.extend(f"  warning: {w}" for w in self.warnings)
         return "\n".join(lines)
@@ -136,6 +139,7 @@ class VerifyReport:
             "researcher_key": self.researcher_key,
             "researcher_sigs_checked": self.researcher_sigs_checked,
             "researcher_unsigned": self.researcher_unsigned,
+            "intent_signed": self.intent_signed,
             "sealed": self.sealed,
             "warnings": self.warnings,
         }
@@ -482,6 +486,7 @@ def _read_header(
         except LedgerError as exc:
             raise LedgerIntegrityError(f"identity 'researcher': {exc}", index=0) from exc
         report.researcher_key = researcher.vkey
+    _check_intent(entry, researcher, report)
     if entry["origin"] != report.origin:
         raise LedgerIntegrityError(
             f"header origin {entry['origin']!r} differs from the file's {report.origin!r}",
@@ -500,6 +505,36 @@ def _read_header(
             "proves consistency, not who signed; pass the custodian's key with --key"
         )
     return researcher
+
+
+def _check_intent(entry: dict[str, Any], researcher: Verifier | None, report: VerifyReport) -> None:
+    """The header's intent is exactly what the researcher signed (extension/mirror.py signs
+    rfc8785 of the intent without `researcher_sig`); the hospital's additions are in `grant`."""
+    intent = entry["intent"]
+    sig = intent.get("researcher_sig")
+    if sig is None:
+        return  # an intent the hospital recorded alone (report.intent_signed stays False)
+    if researcher is None:
+        report.warnings.append(
+            "the header's intent is signed, but the header names no researcher key to check it"
+        )
+        return
+    if intent.get("researcher_key") not in (None, researcher.vkey):
+        raise SignatureError(
+            "the header's intent names another researcher key than the header's identities",
+            index=0,
+        )
+    try:
+        raw = base64.b64decode(str(sig), validate=True)
+        body = {k: v for k, v in intent.items() if k != "researcher_sig"}
+        researcher.verify(canonical_json(body), raw)
+    except (binascii.Error, ValueError, SignatureError) as exc:
+        raise SignatureError(
+            "the header's intent is not what the researcher signed (a field was added, removed "
+            f"or changed after signing; the hospital's additions belong in 'grant'): {exc}",
+            index=0,
+        ) from exc
+    report.intent_signed = True
 
 
 def researcher_signed_bytes(msg_id: str, code: bytes) -> bytes:

@@ -32,6 +32,7 @@ class StandInHospital:
         )
         self.pending: list[dict[str, Any]] = []
         self.researcher_key = ""
+        self._header: dict[str, Any] = {}
 
     def _append(self, entry: dict[str, Any], opening: dict[str, Any] | None, salt: str | None):
         index = self.ledger.append(entry, opening=opening)
@@ -90,7 +91,14 @@ class StandInHospital:
         }
 
     def intent(self, request: dict[str, Any], *, refuse: str = "") -> dict[str, Any]:
+        """As the sentry answers: the same intent sent again gets the same answer (the header
+        in its content; its receipt carries only entries appended since the last one)."""
         intent = request["content"]["intent"]
+        if self.ledger.size and intent == self.ledger.entry(0)["intent"]:
+            content = {"status": "ok", "session": self.session, "header": self._header}
+            return self.message(
+                "shell", "bedside_intent_reply", content, request["header"], record=False
+            )
         if refuse:
             content = {"status": "error", "ename": "IntentRefused", "evalue": refuse}
             return self.message(
@@ -105,9 +113,11 @@ class StandInHospital:
             policy_digest="sha256:" + "0" * 64,
             kernel_env="sha256:" + "1" * 64,
             identities={"custodian": self.signer.verifier_key, "researcher": self.researcher_key},
+            grant={"declared": True},
         )
         self._append(header, None, None)
-        content = {"status": "ok", "session": self.session}
+        self._header = {"index": 0, "entry": self.ledger.entry(0)}
+        content = {"status": "ok", "session": self.session, "header": self._header}
         return self.message(
             "shell", "bedside_intent_reply", content, request["header"], record=False
         )
@@ -121,7 +131,7 @@ class StandInHospital:
             code=request["content"]["code"],
             researcher_sig=sig,
         )
-        self._append(entry, opening, None)
+        self._append(entry, opening, opening["salt"])  # as the sentry: the salt goes along
         parent = request["header"]
         return [
             self.message("iopub", "status", {"execution_state": "busy"}, parent),

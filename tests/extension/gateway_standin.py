@@ -38,10 +38,15 @@ def _model(kid: str) -> dict[str, Any]:
 
 
 class StandInGateway:
-    def __init__(self, directory: Path, hospital_factory: Any, *, refuse: str = "") -> None:
+    def __init__(
+        self, directory: Path, hospital_factory: Any, *, refuse: str = "", intent_delay: float = 0
+    ) -> None:
         self.directory = directory
         self.factory = hospital_factory
         self.refuse = refuse
+        # the hospital decides the intent at once, but its answer leaves this much later (a
+        # websocket dropped in between loses it, as with a sentry still starting its kernel)
+        self.intent_delay = intent_delay
         self.port = free_port()
         self.kernels: dict[str, Any] = {}  # every hospital session, kept after shutdown
         self.running: set[str] = set()
@@ -99,7 +104,10 @@ class StandInGateway:
                 self.hospital = gw.hospital(kid)
 
             def _send(self, msg: dict[str, Any]) -> None:
-                self.write_message(json.dumps(msg))
+                try:
+                    self.write_message(json.dumps(msg))
+                except websocket.WebSocketClosedError:
+                    pass  # the researcher's server dropped this connection: the message is lost
 
             def on_message(self, message: str | bytes) -> None:
                 msg = json.loads(message)
@@ -107,7 +115,10 @@ class StandInGateway:
                 h = self.hospital
                 msg_type = msg["header"]["msg_type"]
                 if msg_type == "bedside_intent_request":
-                    self._send(h.intent(msg, refuse=gw.refuse))
+                    answer = h.intent(msg, refuse=gw.refuse)
+                    IOLoop.current().call_later(gw.intent_delay, lambda: self._send(answer))
+                elif msg_type == "bedside_entries_request":
+                    self._send(h.entries(msg))
                 elif msg_type == "bedside_cosign_request":
                     self._send(h.cosign(msg))
                 elif msg_type == "bedside_seal_request":

@@ -188,3 +188,90 @@ def test_seal_checkpoint_signed_by_the_custodian_alone(pair, tmp_path: Path) -> 
     mirror.close()
     keys = [hospital.signer.verifier_key, mirror.signer.verifier_key]
     verify_ledger(mirror.ledger_path, keys, openings=mirror.openings_path)
+
+
+def test_researcher_openings_open_the_code(pair) -> None:
+    """The salt of an execute request's code reaches the researcher with its entry, so the
+    researcher's openings check every code commitment and its signature, and replay the code."""
+    from bedside.ledger.replay import replay
+
+    mirror, hospital, sent = pair
+    _run_cell(mirror, hospital, sent, code="total = 40 + 2\nprint(total)", text="42\n")
+    mirror.close()
+    keys = [hospital.signer.verifier_key, mirror.signer.verifier_key]
+    report = verify_ledger(mirror.ledger_path, keys, openings=mirror.openings_path)
+    assert report.researcher_sigs_checked == 1 and report.openings_missing_count == 0
+    assert report.intent_signed
+    result = replay(mirror.ledger_path, mirror.openings_path, mirror.directory / "r.ipynb")
+    nb = json.loads(result.notebook.read_text())
+    assert "".join(nb["cells"][0]["source"]) == "total = 40 + 2\nprint(total)"
+
+
+def test_header_intent_changed_after_signing_fails_verify(tmp_path: Path, standin) -> None:
+    """A hospital that adds to (or changes) the signed intent in the header is caught: by the
+    researcher's server at once, and by `ledger verify` from the ledger alone."""
+    from bedside.errors import SignatureError
+    from bedside.ledger import Ledger, entries
+
+    signer = Signer.generate("researcher")
+    mirror = SessionMirror(
+        kernel_id="k1", directory=tmp_path / "r", signer=signer, intent=dict(INTENT)
+    )
+    request = mirror.intent_request()
+    signed = request["content"]["intent"]
+    # the hospital records an annotation inside the intent instead of in `grant`
+    hospital = standin(tmp_path)
+    forged = {**signed, "granted_budget": {"cells": 10}}
+    header = entries.header(
+        session=hospital.session,
+        origin=hospital.origin,
+        intent=forged,
+        policy_id="demo",
+        policy_digest="sha256:" + "0" * 64,
+        kernel_env="sha256:" + "1" * 64,
+        identities={"custodian": hospital.signer.verifier_key, "researcher": signer.verifier_key},
+    )
+    hospital._append(header, None, None)
+    reply = hospital.message(
+        "shell", "bedside_intent_reply", {"status": "ok"}, request["header"], record=False
+    )
+    verdict = mirror.observe_reply(reply)
+    assert not verdict.verified and "granted_budget" in verdict.reason
+    # and a reviewer holding only the ledger
+    hospital.ledger.append_checkpoint(hospital.ledger.sign_checkpoint(hospital.signer))
+    hospital.ledger.flush()
+    keys = [hospital.signer.verifier_key, signer.verifier_key]
+    with pytest.raises(SignatureError, match="not what the researcher signed") as err:
+        verify_ledger(hospital.ledger.path, keys)
+    assert err.value.index == 0
+    # the intent as signed, with the hospital's additions in `grant`, verifies
+    path = tmp_path / "good.ledger"
+    good = Ledger.create(path, session_id=hospital.session, origin=hospital.origin)
+    good.append({**header, "intent": signed, "grant": {"budget": {"cells": 10}}})
+    good.append_checkpoint(good.sign_checkpoint(hospital.signer))
+    good.close()
+    assert verify_ledger(path, keys).intent_signed
+
+
+def test_only_the_metadata_is_rewritten_on_the_way_to_the_browser() -> None:
+    """The connection splices the new metadata into the message text instead of serialising a
+    (possibly 1 MB) message again; the result must be the same JSON whatever the text's shape."""
+    from bedside.extension.connection import with_metadata
+
+    tricky = {
+        "header": {"msg_id": "a", "msg_type": "stream"},
+        "parent_header": {"note": 'a "metadata": {} inside a string }'},
+        "metadata": {"a": [1, {"b": "}"}]},
+        "content": {"name": "stdout", "text": "x" * 1000, "metadata": {"c": 1}},
+        "buffers": [],
+        "channel": "iopub",
+    }
+    for text in (
+        json.dumps(tricky),
+        json.dumps(tricky, indent=1),
+        json.dumps({"content": {"t": 1}, "metadata": {}}),  # content first: serialised in full
+        json.dumps({"header": {}}),  # no metadata at all
+    ):
+        msg = json.loads(text)
+        msg.setdefault("metadata", {})["bedside"] = {"verified": True}
+        assert json.loads(with_metadata(text, msg)) == msg

@@ -13,7 +13,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from bedside.extension._headless import KernelSession, ResearcherServer
-from bedside.ledger import verify_ledger
+from bedside.ledger import Ledger, verify_ledger
 
 sys.path.insert(0, str(Path(__file__).parent))
 from gateway_standin import StandInGateway  # noqa: E402
@@ -178,3 +178,85 @@ def test_intent_file_errors_name_the_file(tmp_path) -> None:
     good = tmp_path / "intent.yaml"
     good.write_text("intent:\n  purpose: p\n  policy_id: demo\n")
     assert read_intent(good) == {"purpose": "p", "policy_id": "demo"}
+
+
+def test_websocket_dropped_before_the_intent_answer(tmp_path, standin, notebook_dir) -> None:
+    """JupyterLab 4.6 opening a notebook cold: its first kernel websocket goes away before the
+    hospital's answer to the intent comes back, and it reconnects. The session is the kernel's:
+    the intent goes again on the new connection and the session starts, with one header."""
+    gw = StandInGateway(tmp_path / "hospital", standin, intent_delay=0.3)
+    gw.start()
+
+    def intents() -> list[dict]:
+        return [r for r in gw.requests if r["header"]["msg_type"] == "bedside_intent_request"]
+
+    async def scenario() -> dict:
+        with _server(tmp_path, gw, notebook_dir) as server:
+            client = KernelSession(server.url, server.token)
+            await client.start("study.ipynb", "hospital")
+            while not intents():  # the hospital has the intent; its answer is on its way
+                await asyncio.sleep(0.002)
+            await client.close(shutdown=False)
+            await client.connect()
+            try:
+                info, _ = await client.request("kernel_info_request", {}, timeout=30)
+                assert info["metadata"]["bedside"]["verified"] is True
+                reply, iopub = await client.execute("print('hi')", timeout=30)
+                assert reply["content"]["status"] == "ok"
+                assert all(m["metadata"]["bedside"]["verified"] for m in iopub + [reply])
+                return await client.api("POST", f"/bedside/sessions/{client.kernel_id}/seal")
+            finally:
+                await client.close()
+
+    try:
+        status = asyncio.run(scenario())
+    finally:
+        gw.stop()
+    assert status["state"] == "sealed" and status["unverified_messages"] == 0, status
+    assert status["cells_run"] == 1
+    sent = intents()
+    assert len(sent) == 2 and sent[0]["content"] == sent[1]["content"]
+    hospital = gw.kernels[status["kernel_id"]]
+    copy = Ledger.open(hospital.ledger.path)
+    kinds = [copy.entry(i)["kind"] for i in range(copy.size)]
+    copy.close()
+    assert kinds.count("header") == 1
+    # the researcher's copy opens the code too (the salt came with the entry) and the header
+    # holds the intent exactly as the researcher signed it
+    session_dir = tmp_path / "sessions" / status["kernel_id"]
+    report = verify_ledger(
+        session_dir / "session.ledger",
+        [hospital.signer.verifier_key, status["researcher_key"]],
+        openings=session_dir / "session.openings",
+    )
+    assert report.intent_signed
+    assert report.researcher_sigs_checked == 1 and report.openings_missing_count == 0
+
+
+def test_entries_whose_receipt_went_elsewhere_are_fetched(tmp_path, gateway, notebook_dir) -> None:
+    """A message the browser never gets (it went to a websocket since dropped) took ledger
+    entries with its receipt: the server asks the hospital for them on its gateway connection,
+    and the copy is complete and verifies after the seal."""
+
+    async def scenario() -> dict:
+        with _server(tmp_path, gateway, notebook_dir) as server:
+            client = KernelSession(server.url, server.token)
+            await client.start("study.ipynb", "hospital")
+            try:
+                await client.execute("1 + 1", timeout=30)
+                hospital = gateway.kernels[client.kernel_id]
+                # an output whose message (and receipt) went to a connection we do not hold
+                hospital.message("iopub", "stream", {"name": "stdout", "text": "lost"}, {})
+                await client.execute("print('hi')", timeout=30)
+                return await client.api("POST", f"/bedside/sessions/{client.kernel_id}/seal")
+            finally:
+                await client.close()
+
+    status = asyncio.run(scenario())
+    assert status["state"] == "sealed" and status["entries_in_flight"] == 0, status
+    asked = [r for r in gateway.requests if r["header"]["msg_type"] == "bedside_entries_request"]
+    assert asked, "the gap was filled by asking the hospital"
+    hospital = gateway.kernels[status["kernel_id"]]
+    hospital.ledger.flush()
+    session_dir = tmp_path / "sessions" / status["kernel_id"]
+    assert (session_dir / "session.ledger").read_bytes() == hospital.ledger.path.read_bytes()
