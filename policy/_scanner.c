@@ -507,12 +507,220 @@ static PyObject *py_tokens(PyObject *mod, PyObject *arg) {
     return res;
 }
 
+
+/* ------------------------------------------------------------------ candidate spans of a text
+ *
+ * text_spans(text) finds in one pass over a str what `bedside.policy.scan` and `phi` look for
+ * before decoding or running a regex, in character offsets (each list as int64 pairs):
+ *   0 base64: runs of [A-Za-z0-9+/_=\r\n-], >= 12 long, with both upper- and lower-case letters
+ *   1 hex: runs of [0-9a-fA-F], >= 10 long
+ *   2 spaced hex: runs of [0-9a-fA-F :], >= 14 long, with a letter a-f and >= 10 hex digits
+ *   3 int: runs of [0-9], >= 7 long, with no '.' just before or after
+ *   4 number windows (`phi._number_windows`; only for texts of >= 2048 characters)
+ *   5 ords: runs of decimal digits, white space and commas holding >= 5 commas
+ *   6 ip: runs of decimal digits and dots holding >= 3 dots
+ *     (5 and 6 with the character after the run, which the patterns' look-ahead reads)
+ *   7 postcode: windows [p - 1, p + 10) around a letter (or any non-ASCII character) at p
+ *     followed by a decimal digit, merged where they overlap
+ * and 8: whether the text holds a decimal digit (`\d`). "Decimal digit" and "white space" are
+ * Unicode's, as `re` reads `\d` and `\s` in str patterns; the other classes are ASCII only. */
+
+enum { C_B64 = 1, C_HEX = 2, C_SHEX = 4, C_DIG = 8, C_UP = 16, C_LOW = 32, C_HEXL = 64, C_SEP = 128 };
+static uint8_t ascii_class[128];
+
+static void init_ascii_class(void) {
+    for (int c = 0; c < 128; c++) {
+        uint8_t k = 0;
+        int digit = c >= '0' && c <= '9', up = c >= 'A' && c <= 'Z', low = c >= 'a' && c <= 'z';
+        int hexl = (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+        if (digit || up || low || c == '+' || c == '/' || c == '_' || c == '-' || c == '=' ||
+            c == '\r' || c == '\n')
+            k |= C_B64;
+        if (digit || hexl) k |= C_HEX | C_SHEX;
+        if (c == ' ' || c == ':') k |= C_SHEX;
+        if (digit) k |= C_DIG;
+        if (up) k |= C_UP;
+        if (low) k |= C_LOW;
+        if (hexl) k |= C_HEXL;
+        if (c == ' ' || c == '(' || c == ')' || c == '+' || c == '.' || c == '-') k |= C_SEP;
+        ascii_class[c] = k;
+    }
+}
+
+typedef struct {
+    int64_t *data;
+    Py_ssize_t n, cap;
+} Pairs;
+
+static int pairs_push(Pairs *p, int64_t a, int64_t b) {
+    if (p->n + 2 > p->cap) {
+        Py_ssize_t cap = p->cap ? p->cap * 2 : 64;
+        int64_t *grown = (int64_t *)realloc(p->data, (size_t)cap * sizeof(int64_t));
+        if (!grown) return -1;
+        p->data = grown;
+        p->cap = cap;
+    }
+    p->data[p->n++] = a;
+    p->data[p->n++] = b;
+    return 0;
+}
+
+/* A window [a, b) merged into the last one when `a - last_end < gap`. */
+static int pairs_merge(Pairs *p, int64_t a, int64_t b, int64_t gap) {
+    if (p->n && a - p->data[p->n - 1] < gap) {
+        if (b > p->data[p->n - 1]) p->data[p->n - 1] = b;
+        return 0;
+    }
+    return pairs_push(p, a, b);
+}
+
+#define NLISTS 8
+
+static PyObject *py_text_spans(PyObject *mod, PyObject *arg) {
+    (void)mod;
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "text_spans needs a str");
+        return NULL;
+    }
+    if (PyUnicode_READY(arg) < 0) return NULL;
+    const int kind = PyUnicode_KIND(arg);
+    const void *data = PyUnicode_DATA(arg);
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+    Pairs out[NLISTS];
+    memset(out, 0, sizeof(out));
+    int fail = 0, has_digit = 0;
+    const int windows = n >= 2048;
+
+    /* Run state: start (-1: not in a run) and counters. */
+    Py_ssize_t b64 = -1, hex = -1, shex = -1, dig = -1, ords = -1, ip = -1;
+    Py_ssize_t up = 0, low = 0, shl = 0, shd = 0, commas = 0, dots = 0;
+    Py_ssize_t num = -1, num_digits = 0; /* number windows: the current inside run */
+    Py_ssize_t sep_end = -1; /* end of the separator run being passed through */
+    int sep_joins = 0;       /* ... and whether it joins digit groups */
+    int prev_letter = 0;
+
+#define END_RUN_AT(var, cond, list, end)                                     \
+    do {                                                                       \
+        if (var >= 0) {                                                        \
+            if ((cond) && pairs_push(&out[list], var, (end)) < 0) fail = 1;    \
+            var = -1;                                                          \
+        }                                                                      \
+    } while (0)
+#define END_RUN(var, cond, list) END_RUN_AT(var, cond, list, i)
+#define READ(j) PyUnicode_READ(kind, data, (j))
+
+    for (Py_ssize_t i = 0; i <= n && !fail; i++) {
+        Py_UCS4 ch = i < n ? READ(i) : 0;
+        uint8_t c = i < n && ch < 128 ? ascii_class[ch] : 0;
+        int decimal = 0, space = 0;
+        if (i < n) {
+            if (ch < 128) {
+                decimal = (c & C_DIG) != 0;
+                space = ch == ' ' || (ch >= 9 && ch <= 13) || (ch >= 28 && ch <= 31);
+            } else {
+                decimal = Py_UNICODE_ISDECIMAL(ch);
+                space = Py_UNICODE_ISSPACE(ch);
+            }
+        }
+        has_digit |= decimal;
+
+        /* 0 base64 */
+        if (c & C_B64) {
+            if (b64 < 0) b64 = i, up = low = 0;
+            up += (c & C_UP) != 0;
+            low += (c & C_LOW) != 0;
+        } else END_RUN(b64, i - b64 >= 12 && up && low, 0);
+        /* 1 hex */
+        if (c & C_HEX) {
+            if (hex < 0) hex = i;
+        } else END_RUN(hex, i - hex >= 10, 1);
+        /* 2 spaced hex */
+        if (c & C_SHEX) {
+            if (shex < 0) shex = i, shl = shd = 0;
+            shl += (c & C_HEXL) != 0;
+            shd += (c & C_HEX) != 0;
+        } else END_RUN(shex, i - shex >= 14 && shl && shd >= 10, 2);
+        /* 3 int */
+        if (c & C_DIG) {
+            if (dig < 0) dig = i;
+        } else END_RUN(dig, i - dig >= 7 && (dig == 0 || READ(dig - 1) != '.') &&
+                                (i == n || ch != '.'), 3);
+        /* 5 ords */
+        if (decimal || space || ch == ',') {
+            if (ords < 0) ords = i, commas = 0;
+            commas += ch == ',';
+        } else END_RUN_AT(ords, commas >= 5, 5, i < n ? i + 1 : n);
+        /* 6 ip */
+        if (i < n && (decimal || ch == '.')) {
+            if (ip < 0) ip = i, dots = 0;
+            dots += ch == '.';
+        } else END_RUN_AT(ip, dots >= 3, 6, i < n ? i + 1 : n);
+        /* 7 postcode */
+        if (decimal && prev_letter) {
+            int64_t a = i - 2 < 0 ? 0 : i - 2, b = i + 9 > n ? n : i + 9;
+            if (pairs_merge(&out[7], a, b, 1) < 0) fail = 1;
+        }
+        prev_letter = i < n && (ch >= 128 || (c & (C_UP | C_LOW)));
+        /* 4 number windows: runs of digits and of the separator runs that join digit groups
+         * (one separator, or two with a parenthesis), with >= 9 digits. */
+        if (windows) {
+            int inside = 0;
+            if (c & C_DIG) {
+                inside = 1;
+            } else if (c & C_SEP) {
+                if (i >= sep_end) {
+                    /* The first character of a separator run: measure the run. */
+                    Py_ssize_t j = i;
+                    Py_UCS4 r;
+                    while (j < n && (r = READ(j)) < 128 && (ascii_class[r] & C_SEP)) j++;
+                    sep_joins = j - i == 1 ||
+                                (j - i == 2 && (ch == '(' || ch == ')' || READ(i + 1) == '(' ||
+                                                READ(i + 1) == ')'));
+                    sep_end = j;
+                }
+                inside = sep_joins;
+            }
+            if (inside) {
+                if (num < 0) num = i, num_digits = 0;
+                num_digits += (c & C_DIG) != 0;
+            } else if (num >= 0) {
+                if (num_digits >= 9) {
+                    int64_t a = num - 2 < 0 ? 0 : num - 2, b = i + 2 > n ? n : i + 2;
+                    if (pairs_merge(&out[4], a, b, 64) < 0) fail = 1;
+                }
+                num = -1;
+            }
+        }
+    }
+#undef END_RUN
+#undef END_RUN_AT
+#undef READ
+    if (fail) {
+        for (int k = 0; k < NLISTS; k++) free(out[k].data);
+        return PyErr_NoMemory();
+    }
+    PyObject *res = PyTuple_New(NLISTS + 1);
+    for (int k = 0; res && k < NLISTS; k++) {
+        PyObject *b = PyBytes_FromStringAndSize((const char *)out[k].data,
+                                                out[k].n * (Py_ssize_t)sizeof(int64_t));
+        if (!b) {
+            Py_CLEAR(res);
+            break;
+        }
+        PyTuple_SET_ITEM(res, k, b);
+    }
+    for (int k = 0; k < NLISTS; k++) free(out[k].data);
+    if (res) PyTuple_SET_ITEM(res, NLISTS, PyBool_FromLong(has_digit));
+    return res;
+}
+
 static PyObject *py_alnum_table(PyObject *mod, PyObject *unused) {
     return PyBytes_FromStringAndSize((const char *)alnum, 65536);
 }
 
 static PyMethodDef module_methods[] = {
     {"tokens", py_tokens, METH_O, "tokens(buf) -> bytes of int64 quintuples"},
+    {"text_spans", py_text_spans, METH_O, "text_spans(text) -> candidate spans (see the source)"},
     {"alnum_table", py_alnum_table, METH_NOARGS, "alnum_table() -> the 65536-byte BMP table"},
     {NULL, NULL, 0, NULL},
 };
@@ -522,6 +730,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__scanner(void) {
+    init_ascii_class();
     for (Py_UCS4 c = 0; c < 65536; c++) alnum[c] = (uint8_t)(Py_UNICODE_ISALNUM(c) ? 1 : 0);
     if (PyType_Ready(&MatcherType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);

@@ -56,11 +56,6 @@ import pyarrow.compute as pc
 from bedside.policy import _tokens as T
 from bedside.policy._tokens import code_units
 
-try:
-    from bedside.policy import _scanner  # type: ignore[attr-defined]
-except ImportError:  # not built (a source checkout without `pip install -e .`): numpy serves
-    _scanner = None
-
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -223,8 +218,8 @@ class IdentifierIndex:
         self._bits, self._shift = _bitmap(entries)
         self._pair_bits, self._pair_shift = _bitmap(pairs)
         self._matcher = None
-        if _scanner is not None:
-            self._matcher = _scanner.Matcher(
+        if T._scanner is not None:
+            self._matcher = T._scanner.Matcher(
                 entries,
                 self._bits,
                 int(self._shift),
