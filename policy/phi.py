@@ -6,6 +6,12 @@ tables of counts, p-values, ward statistics with dates, arrays of 0/1 labels, li
 so that they fire on personal data and not on numbers: phone numbers need a plausible national
 or international shape, NHS numbers a valid modulus-11 check digit, SSNs the dashed form with a
 valid area and group, MRNs and bare dates a label in front of them.
+
+On long texts each pattern runs only on windows where it can match: runs of digit groups for the
+number patterns, a label's neighbourhood for the labelled ones, and for postcodes and IP
+addresses the windows the compiled core finds in its one pass over the text
+(`_tokens.text_spans`), each holding every match that can start in it and the character its
+look-ahead reads, so the result is that of the whole text (tests/policy/test_native.py).
 """
 
 from __future__ import annotations

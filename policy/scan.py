@@ -8,11 +8,13 @@ part of it is base64, hex, percent-encoding, a long integer holding UTF-8 bytes
 `Finding` says what was found and where (character offsets of the text as given, i.e. of the
 encoded span); it never carries the value.
 
-Cost on long outputs: candidate spans of every encoding come from vectorised byte-class runs
-with their filters applied to all runs at once; each distinct span is decoded once per call (long
-outputs repeat ids, hashes and rows), each distinct decoded text is scanned once, and the output,
-its reversal and all decoded texts go through the identifier index in one call. The PHI patterns
-run only on windows where they can match (see `phi`).
+Cost on long outputs: candidate spans of every encoding come from one pass of the compiled core
+over the text (`_tokens.text_spans`, shared with the PHI patterns; the vectorised numpy runs of
+`_spans_reference` serve when it is not built and are what it is tested against); each distinct
+span is decoded once per call (long outputs repeat ids, hashes and rows), each distinct decoded
+text is scanned once, and the output, its reversal and all decoded texts go through the
+identifier index in one call. The PHI patterns and the character-code pattern run only on
+windows where they can match (see `phi` and `_spans`).
 """
 
 from __future__ import annotations
