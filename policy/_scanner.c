@@ -77,19 +77,32 @@ static inline uint64_t load_le(const uint8_t *p, Py_ssize_t len) {
     return w;
 }
 
-/* The hash of one token's significant bytes (see `_tokens.tokenize`). */
-static inline uint64_t token_hash(const uint8_t *p, Py_ssize_t len) {
+/* The `len` (<= 8) bytes at p as load_le does; one unaligned load when 8 bytes are readable. */
+static inline uint64_t load_upto8(const uint8_t *p, Py_ssize_t len, const uint8_t *end) {
+#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
+    if (end - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        return len >= 8 ? w : w & ((1ULL << (8 * len)) - 1);
+    }
+#endif
+    return load_le(p, len);
+}
+
+/* The hash of one token's significant bytes (see `_tokens.tokenize`); `end` bounds the buffer. */
+static inline uint64_t token_hash(const uint8_t *p, Py_ssize_t len, const uint8_t *end) {
     if (len > MAX_TOKEN) return mix((uint64_t)len ^ LONG_SALT);
-    uint64_t h = load_le(p, len < 8 ? len : 8) ^ ((uint64_t)len * LEN_SALT);
+    uint64_t h = load_upto8(p, len < 8 ? len : 8, end) ^ ((uint64_t)len * LEN_SALT);
     for (Py_ssize_t j = 8; j < len; j += 8) {
         Py_ssize_t rest = len - j;
-        h = (h * MUL1) ^ load_le(p + j, rest < 8 ? rest : 8);
+        h = (h * MUL1) ^ load_upto8(p + j, rest < 8 ? rest : 8, end);
     }
     h *= MUL2;
     return h ^ (h >> 29);
 }
 
-static int tokens_push(Tokens *t, int64_t start, int64_t end, const uint8_t *buf, int digit) {
+static int tokens_push(Tokens *t, int64_t start, int64_t end, const uint8_t *buf, Py_ssize_t n,
+                       int digit) {
     if (t->n == t->cap) {
         Py_ssize_t cap = t->cap ? t->cap * 2 : 1024;
         Token *grown = (Token *)realloc(t->tok, (size_t)cap * sizeof(Token));
@@ -108,14 +121,50 @@ static int tokens_push(Tokens *t, int64_t start, int64_t end, const uint8_t *buf
     k->sig = (int32_t)((end - hstart) > INT32_MAX ? INT32_MAX : (end - hstart));
     k->digit = (uint8_t)digit;
     k->pair = 0;
-    k->hash = token_hash(buf + hstart, end - hstart);
+    k->hash = token_hash(buf + hstart, end - hstart, buf + n);
     return 0;
 }
 
 /* Split a lower-cased UTF-8 buffer into tokens: maximal runs of digits or of letters, where
  * bytes >= 0x80 are letters unless they belong to a multi-byte character that is not alphanumeric
  * (`alnum`, as `str.isalnum` says; characters outside the BMP are separators). */
+/* 1: a digit, 2: an ASCII letter, 0: anything else (for ASCII buffers). */
+static uint8_t ascii_token_class[256];
+
+/* `tokenize` for a buffer without bytes >= 0x80: runs of one class, by table. */
+static int tokenize_ascii(const uint8_t *buf, Py_ssize_t n, Tokens *out) {
+    const uint8_t *T = ascii_token_class;
+    Py_ssize_t i = 0;
+    for (;;) {
+        while (i < n && !T[buf[i]]) i++;
+        if (i >= n) return 0;
+        Py_ssize_t start = i;
+        uint8_t c = T[buf[i++]];
+        while (i < n && T[buf[i]] == c) i++;
+        if (tokens_push(out, start, i, buf, n, c == 1) < 0) return -1;
+    }
+}
+
+static int has_high_bytes(const uint8_t *buf, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, buf + i, 8);
+        if (w & 0x8080808080808080ULL) return 1;
+    }
+    for (; i < n; i++)
+        if (buf[i] & 0x80) return 1;
+    return 0;
+}
+
 static int tokenize(const uint8_t *buf, Py_ssize_t n, Tokens *out) {
+    if (out->cap == 0) {
+        Py_ssize_t cap = n / 4 + 16;
+        out->tok = (Token *)malloc((size_t)cap * sizeof(Token));
+        if (!out->tok) return -1;
+        out->cap = cap;
+    }
+    if (!has_high_bytes(buf, n)) return tokenize_ascii(buf, n, out);
     Py_ssize_t clear_until = 0; /* bytes before this offset of a non-alphanumeric character */
     int cls_run = 0;
     Py_ssize_t run_start = 0;
@@ -149,12 +198,12 @@ static int tokenize(const uint8_t *buf, Py_ssize_t n, Tokens *out) {
             cls = 0;
         }
         if (cls != cls_run) {
-            if (cls_run && tokens_push(out, run_start, i, buf, cls_run == 1) < 0) return -1;
+            if (cls_run && tokens_push(out, run_start, i, buf, n, cls_run == 1) < 0) return -1;
             cls_run = cls;
             run_start = i;
         }
     }
-    if (cls_run && tokens_push(out, run_start, n, buf, cls_run == 1) < 0) return -1;
+    if (cls_run && tokens_push(out, run_start, n, buf, n, cls_run == 1) < 0) return -1;
     return 0;
 }
 
@@ -425,7 +474,7 @@ static int match(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens *tk,
             Py_ssize_t z = 0;
             while (len - z > 1 && dst[z] == '0') z++;
             if (len - z < m->need) continue;
-            uint64_t h = token_hash(dst + z, len - z);
+            uint64_t h = token_hash(dst + z, len - z, dst + len);
             if (bit_set(bits, m->shift, h)) {
                 int kind = lookup(m, h);
                 if (kind >= 0 && out_push(out, t[f].start, t[l].end, (int64_t)kind * 2 + 1) < 0) {
@@ -731,6 +780,8 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__scanner(void) {
     init_ascii_class();
+    for (int c = 0; c < 256; c++)
+        ascii_token_class[c] = (c >= '0' && c <= '9') ? 1 : (c >= 'a' && c <= 'z') ? 2 : 0;
     for (Py_UCS4 c = 0; c < 65536; c++) alnum[c] = (uint8_t)(Py_UNICODE_ISALNUM(c) ? 1 : 0);
     if (PyType_Ready(&MatcherType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
