@@ -387,20 +387,80 @@ static inline int joinable(const uint8_t *buf, Py_ssize_t n, const Token *t, Py_
     return 0;
 }
 
-static int match(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens *tk, Out *out) {
+/* A hash to look up and the span it covers; rank 1 for a regrouped number. */
+typedef struct {
+    uint64_t h;
+    int64_t start, end;
+    int64_t rank;
+} Probe;
+
+typedef struct {
+    Probe *p;
+    Py_ssize_t n, cap;
+} Probes;
+
+static int probes_push(Probes *q, uint64_t h, int64_t start, int64_t end, int64_t rank) {
+    if (q->n == q->cap) {
+        Py_ssize_t cap = q->cap ? q->cap * 2 : 256;
+        Probe *grown = (Probe *)realloc(q->p, (size_t)cap * sizeof(Probe));
+        if (!grown) return -1;
+        q->p = grown;
+        q->cap = cap;
+    }
+    Probe *x = &q->p[q->n++];
+    x->h = h;
+    x->start = start;
+    x->end = end;
+    x->rank = rank;
+    return 0;
+}
+
+/* Keep the probes whose hash is in the entries' bitmap (words prefetched a few probes ahead,
+ * so the cache misses of a large index overlap), appending them to `keep`. */
+static int filter_bitmap(const Matcher *m, const Probes *q, Probes *keep) {
+    const uint64_t *bits = (const uint64_t *)m->bits.buf;
+    for (Py_ssize_t i = 0; i < q->n; i++) {
+        if (i + PREFETCH < q->n) __builtin_prefetch(&bits[(q->p[i + PREFETCH].h >> m->shift) >> 6]);
+        const Probe *x = &q->p[i];
+        if (bit_set(bits, m->shift, x->h) && probes_push(keep, x->h, x->start, x->end, x->rank) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Look every probe up in the entries (directory slots and entries prefetched ahead); emit hits. */
+static int resolve(const Matcher *m, const Probes *q, Out *out) {
+    const uint64_t *e = (const uint64_t *)m->entries.buf;
+    const unsigned d = m->dbits;
+    for (Py_ssize_t i = 0; i < q->n; i++) {
+        if (d) {
+            if (i + 2 * PREFETCH < q->n)
+                __builtin_prefetch(&m->dir[(q->p[i + 2 * PREFETCH].h & HIGH) >> (64 - d)]);
+            if (i + PREFETCH < q->n)
+                __builtin_prefetch(&e[m->dir[(q->p[i + PREFETCH].h & HIGH) >> (64 - d)]]);
+        }
+        const Probe *x = &q->p[i];
+        int kind = lookup(m, x->h);
+        if (kind >= 0 && out_push(out, x->start, x->end, (int64_t)kind * 2 + x->rank) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Every match in the tokens, as (start, end, kind * 2 + rank) triples in `out`. */
+static int match_into(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens *tk, Out *out,
+                      Probes *maybe, Probes *seq) {
     Token *t = tk->tok;
     Py_ssize_t nt = tk->n;
     const uint64_t *bits = (const uint64_t *)m->bits.buf;
     const uint64_t *pbits = (const uint64_t *)m->pbits.buf;
     const int want_pairs = m->nlengths > 0 && nt >= 2;
 
-    /* Single tokens and the pair prefilter: two bitmap probes per token, prefetched ahead so
-     * the cache misses of a large index overlap. */
+    /* Single tokens and the pair prefilter: two bitmap probes per token, prefetched ahead. */
     for (Py_ssize_t i = 0; i < nt; i++) {
         if (i + PREFETCH < nt) {
             uint64_t h = t[i + PREFETCH].hash;
-            uint64_t s = h >> m->shift;
-            __builtin_prefetch(&bits[s >> 6]);
+            __builtin_prefetch(&bits[(h >> m->shift) >> 6]);
             if (want_pairs && i + PREFETCH + 1 < nt) {
                 uint64_t ps = (h * SEQ_MUL + t[i + PREFETCH + 1].hash) >> m->pshift;
                 __builtin_prefetch(&pbits[ps >> 6]);
@@ -408,10 +468,9 @@ static int match(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens *tk,
         }
         const Token *x = &t[i];
         int single = x->digit ? x->sig >= m->min_digits : x->sig >= 2;
-        if (single && bit_set(bits, m->shift, x->hash)) {
-            int kind = lookup(m, x->hash);
-            if (kind >= 0 && out_push(out, x->start, x->end, (int64_t)kind * 2) < 0) return -1;
-        }
+        if (single && bit_set(bits, m->shift, x->hash) &&
+            probes_push(maybe, x->hash, x->start, x->end, 0) < 0)
+            return -1;
         if (want_pairs && i + 1 < nt)
             t[i].pair = (uint8_t)bit_set(pbits, m->pshift, x->hash * SEQ_MUL + t[i + 1].hash);
     }
@@ -430,12 +489,7 @@ static int match(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens *tk,
                 if (good < k - 1) break;
                 for (; folded < k; folded++) acc = acc * SEQ_MUL + t[c + folded].hash;
                 uint64_t h = mix(acc + (uint64_t)k * SEQ_SALT);
-                if (bit_set(bits, m->shift, h)) {
-                    int kind = lookup(m, h);
-                    if (kind >= 0 &&
-                        out_push(out, t[c].start, t[c + k - 1].end, (int64_t)kind * 2) < 0)
-                        return -1;
-                }
+                if (probes_push(seq, h, t[c].start, t[c + k - 1].end, 0) < 0) return -1;
             }
         }
     }
@@ -475,17 +529,23 @@ static int match(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens *tk,
             while (len - z > 1 && dst[z] == '0') z++;
             if (len - z < m->need) continue;
             uint64_t h = token_hash(dst + z, len - z, dst + len);
-            if (bit_set(bits, m->shift, h)) {
-                int kind = lookup(m, h);
-                if (kind >= 0 && out_push(out, t[f].start, t[l].end, (int64_t)kind * 2 + 1) < 0) {
-                    free(big);
-                    return -1;
-                }
+            if (probes_push(seq, h, t[f].start, t[l].end, 1) < 0) {
+                free(big);
+                return -1;
             }
         }
     }
     free(big);
-    return 0;
+    if (filter_bitmap(m, seq, maybe) < 0) return -1;
+    return resolve(m, maybe, out);
+}
+
+static int match(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens *tk, Out *out) {
+    Probes maybe = {NULL, 0, 0}, seq = {NULL, 0, 0};
+    int rc = match_into(m, buf, n, tk, out, &maybe, &seq);
+    free(maybe.p);
+    free(seq.p);
+    return rc;
 }
 
 static PyObject *Matcher_find(Matcher *self, PyObject *arg) {
