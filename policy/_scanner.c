@@ -685,18 +685,11 @@ static int pairs_merge(Pairs *p, int64_t a, int64_t b, int64_t gap) {
 
 #define NLISTS 8
 
-static PyObject *py_text_spans(PyObject *mod, PyObject *arg) {
-    (void)mod;
-    if (!PyUnicode_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "text_spans needs a str");
-        return NULL;
-    }
-    if (PyUnicode_READY(arg) < 0) return NULL;
-    const int kind = PyUnicode_KIND(arg);
-    const void *data = PyUnicode_DATA(arg);
-    const Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
-    Pairs out[NLISTS];
-    memset(out, 0, sizeof(out));
+/* The pass of text_spans over one string kind (a constant when inlined, so the reads are
+ * direct). Returns -1 when out of memory. */
+static inline __attribute__((always_inline)) int spans_pass(const void *data, const int kind,
+                                                           const Py_ssize_t n, Pairs *out,
+                                                           int *has_digit_out) {
     int fail = 0, has_digit = 0;
     const int windows = n >= 2048;
 
@@ -804,6 +797,34 @@ static PyObject *py_text_spans(PyObject *mod, PyObject *arg) {
 #undef END_RUN
 #undef END_RUN_AT
 #undef READ
+    *has_digit_out = has_digit;
+    return fail ? -1 : 0;
+}
+
+static PyObject *py_text_spans(PyObject *mod, PyObject *arg) {
+    (void)mod;
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "text_spans needs a str");
+        return NULL;
+    }
+    if (PyUnicode_READY(arg) < 0) return NULL;
+    const int kind = PyUnicode_KIND(arg);
+    const void *data = PyUnicode_DATA(arg);
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+    Pairs out[NLISTS];
+    memset(out, 0, sizeof(out));
+    int has_digit = 0, fail;
+    switch (kind) {
+        case PyUnicode_1BYTE_KIND:
+            fail = spans_pass(data, PyUnicode_1BYTE_KIND, n, out, &has_digit);
+            break;
+        case PyUnicode_2BYTE_KIND:
+            fail = spans_pass(data, PyUnicode_2BYTE_KIND, n, out, &has_digit);
+            break;
+        default:
+            fail = spans_pass(data, PyUnicode_4BYTE_KIND, n, out, &has_digit);
+            break;
+    }
     if (fail) {
         for (int k = 0; k < NLISTS; k++) free(out[k].data);
         return PyErr_NoMemory();
