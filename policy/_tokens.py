@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 try:
-    from bedside.policy import _scanner  # type: ignore[attr-defined]
+    from bedside.policy import _scanner
 except ImportError:  # not built (a source checkout without `pip install -e .`): numpy serves
     _scanner = None
 
