@@ -406,12 +406,12 @@ class IdentifierIndex:
         if not len(s):
             return []
         if len(raw) != len(text):
-            # Byte offsets -> character offsets: count UTF-8 lead bytes before each offset.
+            # Byte offsets -> character offsets: a character per UTF-8 byte that is not a
+            # continuation byte (0b10xxxxxx) before the offset.
             buf = np.frombuffer(raw, dtype=np.uint8)
-            lead = np.empty(len(buf) + 1, dtype=np.int64)
-            lead[0] = 0
-            np.cumsum((buf & 0xC0) != 0x80, out=lead[1:])
-            s, e = lead[s], lead[e]
+            cont = np.flatnonzero((buf & 0xC0) == 0x80)
+            s = s - np.searchsorted(cont, s)
+            e = e - np.searchsorted(cont, e)
         weak = self._weak_code[kk]
         if weak.any():
             weak = np.asarray(strengthen(text, np.stack([s, e], axis=1), weak), dtype=np.bool_)
