@@ -3,7 +3,9 @@
 Both kernels are started through jupyter_client on the same synthetic hospital; each cell is run
 alternately on the two kernels, timing execute_request -> execute_reply plus the idle status on
 iopub (what a client waits for). Prints p50/p90 per cell and the guarded/plain ratios (target
-p50 <= 1.10x), and writes the results as JSON (stdout, and --out if given).
+p50 <= 1.10x), and writes the results as JSON (stdout, and --out if given). Also reported: the
+CPU time each kernel process spends per cell (all its threads, from the OS), whose ratio holds
+when other processes load the machine and make the wall-clock figures noisy.
 
     .venv/bin/python bench/bench_kernel_cell.py [--runs 200] [--patients 5000] [--out FILE]
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue
 import statistics
 import sys
@@ -56,6 +59,15 @@ def run_cell(kc: Any, code: str) -> float:
     return time.perf_counter() - t0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=100)[int(q) - 1] if len(xs) > 1 else xs[0]
 
@@ -79,13 +91,17 @@ def main() -> int:
         for name, (_, kc) in kernels.items():
             run_cell(kc, setup[name])
         times: dict[str, dict[str, list[float]]] = {k: {c: [] for c in CELLS} for k in kernels}
+        cpu: dict[str, dict[str, float]] = {k: dict.fromkeys(CELLS, 0.0) for k in kernels}
+        pids = {name: km.provisioner.process.pid for name, (km, _) in kernels.items()}
         for cell, code in CELLS.items():
             for _name, (_, kc) in kernels.items():  # warm-up
                 for _ in range(5):
                     run_cell(kc, code)
             for _ in range(args.runs):
                 for name, (_, kc) in kernels.items():
+                    c0 = cpu_seconds(pids[name])
                     times[name][cell].append(run_cell(kc, code))
+                    cpu[name][cell] += cpu_seconds(pids[name]) - c0
         result: dict[str, Any] = {"runs": args.runs, "cells": {}}
         for cell in CELLS:
             g, p = times["guarded"][cell], times["plain"][cell]
@@ -95,14 +111,20 @@ def main() -> int:
             }  # fmt: skip
             row["ratio_p50"] = row["guarded_p50_ms"] / row["plain_p50_ms"]
             row["ratio_p90"] = row["guarded_p90_ms"] / row["plain_p90_ms"]
+            row["guarded_cpu_ms"] = cpu["guarded"][cell] / args.runs * 1e3
+            row["plain_cpu_ms"] = cpu["plain"][cell] / args.runs * 1e3
+            row["ratio_cpu"] = row["guarded_cpu_ms"] / max(row["plain_cpu_ms"], 1e-9)
             result["cells"][cell] = row
             print(
                 f"{cell:11s} p50 {row['guarded_p50_ms']:7.2f} ms vs {row['plain_p50_ms']:7.2f} ms"
                 f"  ratio {row['ratio_p50']:.2f}x | p90 {row['guarded_p90_ms']:7.2f} vs "
-                f"{row['plain_p90_ms']:7.2f}  ratio {row['ratio_p90']:.2f}x",
+                f"{row['plain_p90_ms']:7.2f}  ratio {row['ratio_p90']:.2f}x | cpu "
+                f"{row['guarded_cpu_ms']:6.2f} vs {row['plain_cpu_ms']:6.2f} ms  ratio "
+                f"{row['ratio_cpu']:.2f}x",
                 file=sys.stderr,
             )
         result["target_p50_ratio"] = 1.10
+        result["load_average"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         text = json.dumps(result, indent=1)
         print(text)
         if args.out:
