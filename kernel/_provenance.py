@@ -98,6 +98,20 @@ def table_of(obj: object, tracker: ProvenanceTracker) -> str | None:
     return ann.table if ann else "?"
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal keys of `ProvenanceTracker._grouped`: the same labels, or equal arrays."""
+    if isinstance(a, pd.Index):
+        return isinstance(b, pd.Index) and (a.is_(b) or (len(a) == len(b) and a.equals(b)))
+    if isinstance(a, np.ndarray):
+        if not isinstance(b, np.ndarray) or a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if a.dtype.kind == "f":
+            return bool(np.array_equal(a, b, equal_nan=True))
+        if a.dtype.kind in "iub":
+            return bool(np.array_equal(a, b))
+    return False  # other values (objects, extension arrays): computed again
+
+
 def _label_hashes(index: pd.Index) -> np.ndarray:
     return np.sort(pd.util.hash_array(np.asarray(index, dtype=object)))
 
@@ -129,6 +143,7 @@ class ProvenanceTracker:
         # (index, its sorted label hashes): indexes are immutable, and `is_` (same labels object,
         # through views) is a safe key while the index is held here
         self._hash_cache: list[tuple[pd.Index, tuple[np.ndarray, np.ndarray]]] = []
+        self._group_cache: list[tuple[tuple[Any, ...], Any]] = []  # see `_grouped`
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -182,6 +197,22 @@ class ProvenanceTracker:
         self._hash_cache.insert(0, (index, hashed))
         del self._hash_cache[4:]
         return hashed
+
+    def _grouped(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        """`compute()`, remembered for the last few keys (index, group codes, group labels[,
+        values]). Aggregates shown one after another often group the same records the same way
+        (a cell run again; the mean, sum and median of one column by ward): their record sets
+        and contributions are the same, and comparing the arrays costs far less than the sorts
+        and scatters that compute them. Arrays are kept as copies, so a frame changed in place
+        later compares unequal."""
+        for ref, value in self._group_cache:
+            if len(ref) == len(key) and all(_same(a, b) for a, b in zip(ref, key, strict=True)):
+                return value
+        value = compute()
+        kept = tuple(np.array(k, copy=True) if isinstance(k, np.ndarray) else k for k in key)
+        self._group_cache.insert(0, (kept, value))
+        del self._group_cache[8:]
+        return value
 
     def is_record_axis(self, labels: pd.Index, table: str) -> bool:
         """True when the labels are record labels of the table (rows, not column names)."""
@@ -262,12 +293,19 @@ class ProvenanceTracker:
 
         def compute() -> tuple[Any, Any, Any, Any]:
             codes, sizes = _group_codes(gb)
-            records = _group_records(obj.index, codes, sizes.index, self._index_hashes)
+            records = self._grouped(
+                (obj.index, codes, sizes.index),
+                lambda: _group_records(obj.index, codes, sizes.index, self._index_hashes),
+            )
             counts = counted if counted is not None else sizes
             positives = top = None
             if kind == "magnitude":
                 if isinstance(obj, pd.Series):
-                    positives, top = _contributions(obj.to_numpy(), codes, sizes.index)
+                    v = obj.to_numpy()
+                    positives, top = self._grouped(
+                        (obj.index, codes, sizes.index, v),
+                        lambda: _contributions(v, codes, sizes.index),
+                    )
                 else:
                     pos = {}
                     for c in (c for c in obj.columns if c in result_columns):

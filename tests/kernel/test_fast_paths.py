@@ -15,7 +15,7 @@ import pytest
 
 from bedside.kernel import _scan
 from bedside.kernel._provenance import ProvenanceTracker, _group_records
-from bedside.kernel.guard import _cells_dict, _Grid, _lookup, _smallest, _top_dict
+from bedside.kernel.guard import _cells_dict, _frame_of, _Grid, _lookup, _smallest, _top_dict
 from bedside.policy import disclosure as dr
 
 
@@ -125,3 +125,51 @@ def test_aggregate_lookups_agree_with_pandas() -> None:
         grid, frame = _Grid.of(series), series.to_frame()
         assert list(grid.columns) == list(frame.columns)
         np.testing.assert_array_equal(grid.to_numpy(dtype=object), frame.to_numpy(dtype=object))
+
+
+def test_grouped_memo_recomputes_when_the_data_changes_in_place() -> None:
+    tracker = ProvenanceTracker(dr.Rules())
+    index, labels = pd.RangeIndex(6), pd.Index(["a", "b"])
+    codes = np.array([0, 1, 0, 1, 0, 1])
+    values = np.array([1.0, 2.0, np.nan, 4.0, 5.0, 6.0])
+    calls: list[int] = []
+
+    def compute() -> float:
+        calls.append(1)
+        return float(np.nansum(values))
+
+    key = (index, codes, labels, values)
+    assert tracker._grouped(key, compute) == 18.0
+    assert tracker._grouped((pd.RangeIndex(6), codes.copy(), labels.copy(), values.copy()),
+                            compute) == 18.0  # fmt: skip
+    assert len(calls) == 1  # equal groups and values (NaN included): remembered
+    values[0] = 100.0  # the frame's data changed in place: the memo holds a copy
+    assert tracker._grouped(key, compute) == 117.0 and len(calls) == 2
+    other_codes = np.array([1, 1, 0, 1, 0, 1])
+    assert tracker._grouped((index, other_codes, labels, values), compute) == 117.0
+    assert len(calls) == 3
+    obj = np.array(["x"] * 6, dtype=object)  # values it cannot compare cheaply: never reused
+    tracker._grouped((index, codes, labels, obj), compute)
+    tracker._grouped((index, codes, labels, obj), compute)
+    assert len(calls) == 5
+
+
+@pytest.mark.parametrize(
+    "cells",
+    [
+        [[2160, 295], [2315, 235]],
+        [[np.int64(10), 5], [0, 2**40]],
+        [[2160.0, 295], [2315, 235]],  # a float among counts: float64, as infer_objects says
+        [[10, "suppressed"], [15, 20]],
+        [[True, 5], [0, 1]],
+        [[2**70, 5], [0, 1]],  # beyond int64
+    ],
+)
+def test_redacted_frames_have_the_dtypes_infer_objects_gives(cells: list[list[object]]) -> None:
+    out = np.empty((2, 2), dtype=object)
+    for i, row in enumerate(cells):
+        for j, v in enumerate(row):
+            out[i, j] = v
+    index, columns = pd.Index(["F", "M"], name="sex"), pd.Index([0, 1], name="died")
+    want = pd.DataFrame(out, index=index, columns=columns).infer_objects()
+    pd.testing.assert_frame_equal(_frame_of(out, index, columns), want)
