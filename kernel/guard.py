@@ -280,7 +280,7 @@ class OutputGuard:
                 continue
             if prev.size == records.size and (prev == records).all():
                 continue  # the same records again: nothing to tell apart (setxor1d sorts)
-            d = np.setxor1d(prev, records, assume_unique=True).size
+            d = _xor_size(prev, records)
             if 0 < d < self.rules.min_cell_count:
                 return True
         return False
@@ -566,6 +566,16 @@ def _smallest(counts: pd.Series | pd.DataFrame) -> int:
     if v.dtype.kind in "iub":
         return int(v.min())
     return int(np.nanmin(np.asarray(counts, dtype=float)))
+
+
+def _xor_size(a: np.ndarray, b: np.ndarray) -> int:
+    """`np.setxor1d(a, b, assume_unique=True).size` for sorted record sets, without sorting their
+    concatenation: |a| + |b| - 2|a & b|, the common part found by binary search."""
+    if a.size and b.size and (a[1:] > a[:-1]).all() and (b[1:] > b[:-1]).all():
+        i = np.searchsorted(b, a)
+        i[i == b.size] = 0
+        return int(a.size + b.size - 2 * np.count_nonzero(b[i] == a))
+    return int(np.setxor1d(a, b, assume_unique=True).size)
 
 
 def _frame_of(out: np.ndarray, index: Any, columns: Any) -> pd.DataFrame:

@@ -15,7 +15,15 @@ import pytest
 
 from bedside.kernel import _scan
 from bedside.kernel._provenance import ProvenanceTracker, _group_records
-from bedside.kernel.guard import _cells_dict, _frame_of, _Grid, _lookup, _smallest, _top_dict
+from bedside.kernel.guard import (
+    _cells_dict,
+    _frame_of,
+    _Grid,
+    _lookup,
+    _smallest,
+    _top_dict,
+    _xor_size,
+)
 from bedside.policy import disclosure as dr
 
 
@@ -173,3 +181,15 @@ def test_redacted_frames_have_the_dtypes_infer_objects_gives(cells: list[list[ob
     index, columns = pd.Index(["F", "M"], name="sex"), pd.Index([0, 1], name="died")
     want = pd.DataFrame(out, index=index, columns=columns).infer_objects()
     pd.testing.assert_frame_equal(_frame_of(out, index, columns), want)
+
+
+def test_xor_size_is_the_size_of_setxor1d() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        pool = rng.choice(2**40, size=60, replace=False).astype(np.uint64)
+        a = np.sort(rng.choice(pool, size=int(rng.integers(0, 40)), replace=False))
+        b = np.sort(rng.choice(pool, size=int(rng.integers(0, 40)), replace=False))
+        assert _xor_size(a, b) == np.setxor1d(a, b, assume_unique=True).size
+    dup = np.array([1, 1, 2], dtype=np.uint64)  # not a set: the plain computation decides
+    other = np.array([1, 3], dtype=np.uint64)
+    assert _xor_size(dup, other) == np.setxor1d(dup, other, assume_unique=True).size
