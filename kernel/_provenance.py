@@ -103,6 +103,20 @@ def table_of(obj: object, tracker: ProvenanceTracker) -> str | None:
     return ann.table if ann else "?"
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal keys of `ProvenanceTracker._grouped`: the same labels, or equal arrays."""
+    if isinstance(a, pd.Index):
+        return isinstance(b, pd.Index) and (a.is_(b) or (len(a) == len(b) and a.equals(b)))
+    if isinstance(a, np.ndarray):
+        if not isinstance(b, np.ndarray) or a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if a.dtype.kind == "f":
+            return bool(np.array_equal(a, b, equal_nan=True))
+        if a.dtype.kind in "iub":
+            return bool(np.array_equal(a, b))
+    return False  # other values (objects, extension arrays): computed again
+
+
 def _label_hashes(index: pd.Index) -> np.ndarray:
     return np.sort(pd.util.hash_array(np.asarray(index, dtype=object)))
 
@@ -113,7 +127,8 @@ def _is_binary(values: np.ndarray) -> bool:
     if not np.issubdtype(values.dtype, np.number):
         return False
     v = values[~np.isnan(values)] if np.issubdtype(values.dtype, np.floating) else values
-    return v.size > 0 and bool(np.isin(v, (0, 1)).all())
+    # two comparisons instead of np.isin, which sorts: this runs on every displayed aggregate
+    return v.size > 0 and bool(((v == 0) | (v == 1)).all())
 
 
 class ProvenanceTracker:
@@ -130,6 +145,10 @@ class ProvenanceTracker:
         self._local = threading.local()
         self._keys = itertools.count(1)
         self._patched = False
+        # (index, its sorted label hashes): indexes are immutable, and `is_` (same labels object,
+        # through views) is a safe key while the index is held here
+        self._hash_cache: list[tuple[pd.Index, tuple[np.ndarray, np.ndarray]]] = []
+        self._group_cache: list[tuple[tuple[Any, ...], Any]] = []  # see `_grouped`
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -171,6 +190,34 @@ class ProvenanceTracker:
             ann = self.annotations.get(tag[1])
             return None if ann is None else ann.resolve(self)
         return None
+
+    def _index_hashes(self, index: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+        """`_sorted_label_hashes(index)`, remembered for the last few indexes: frames derived
+        from a protected table share its index (as views: `Index.is_` sees through them), so
+        every displayed aggregate over it would hash and sort the same labels again."""
+        for ref, hashed in self._hash_cache:
+            if ref.is_(index):
+                return hashed
+        hashed = _sorted_label_hashes(index)
+        self._hash_cache.insert(0, (index, hashed))
+        del self._hash_cache[4:]
+        return hashed
+
+    def _grouped(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        """`compute()`, remembered for the last few keys (index, group codes, group labels[,
+        values]). Aggregates shown one after another often group the same records the same way
+        (a cell run again; the mean, sum and median of one column by ward): their record sets
+        and contributions are the same, and comparing the arrays costs far less than the sorts
+        and scatters that compute them. Arrays are kept as copies, so a frame changed in place
+        later compares unequal."""
+        for ref, value in self._group_cache:
+            if len(ref) == len(key) and all(_same(a, b) for a, b in zip(ref, key, strict=True)):
+                return value
+        value = compute()
+        kept = tuple(np.array(k, copy=True) if isinstance(k, np.ndarray) else k for k in key)
+        self._group_cache.insert(0, (kept, value))
+        del self._group_cache[8:]
+        return value
 
     def is_record_axis(self, labels: pd.Index, table: str) -> bool:
         """True when the labels are record labels of the table (rows, not column names)."""
@@ -245,17 +292,25 @@ class ProvenanceTracker:
         kind = "frequency" if stat in dr.FREQUENCY_STATISTICS else "magnitude"
         if method == "value_counts":
             kind = "frequency"
-        result_columns = list(getattr(result, "columns", []))
+        # not getattr(result, "columns"): on a Series that is pandas' slow attribute lookup
+        result_columns = list(result.columns) if isinstance(result, pd.DataFrame) else []
         counted = result.copy() if method == "value_counts" else None
 
         def compute() -> tuple[Any, Any, Any, Any]:
             codes, sizes = _group_codes(gb)
-            records = _group_records(obj.index, codes, sizes.index)
+            records = self._grouped(
+                (obj.index, codes, sizes.index),
+                lambda: _group_records(obj.index, codes, sizes.index, self._index_hashes),
+            )
             counts = counted if counted is not None else sizes
             positives = top = None
             if kind == "magnitude":
                 if isinstance(obj, pd.Series):
-                    positives, top = _contributions(obj.to_numpy(), codes, sizes.index)
+                    v = obj.to_numpy()
+                    positives, top = self._grouped(
+                        (obj.index, codes, sizes.index, v),
+                        lambda: _contributions(v, codes, sizes.index),
+                    )
                 else:
                     pos = {}
                     for c in (c for c in obj.columns if c in result_columns):
@@ -266,7 +321,7 @@ class ProvenanceTracker:
             return counts, positives, top, records
 
         ann = Annotation(
-            table, kind, pd.Series(dtype=float), stat, column_stats, None, None,
+            table, kind, _PENDING, stat, column_stats, None, None,
             suppress_rows=("min", "max") if method == "describe" else (), compute=compute,
             value_name=obj.name if isinstance(obj, pd.Series) else None,
         )  # fmt: skip
@@ -294,6 +349,9 @@ class ProvenanceTracker:
 
 
 _ORIG: dict[str, Callable[..., Any]] = {}
+# The counts of an annotation whose `compute` has not run yet (`resolve` replaces them); one
+# shared empty Series, as building one costs more than the rest of annotating a groupby result.
+_PENDING = pd.Series(dtype=float)
 
 
 def _group_codes(gb: Any) -> tuple[np.ndarray, pd.Series]:
@@ -316,19 +374,37 @@ def _group_codes(gb: Any) -> tuple[np.ndarray, pd.Series]:
 MAX_TRACKED_GROUPS = 1000  # the differencing log keeps record sets of tables up to this size
 
 
-def _group_records(index: pd.Index, codes: np.ndarray, labels: pd.Index) -> dict[Any, np.ndarray]:
-    """Sorted hashes of the record labels behind each group (for the differencing log)."""
-    if len(labels) > MAX_TRACKED_GROUPS or len(codes) != len(index):
-        return {}
+def _sorted_label_hashes(index: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    """(order, hashes): the positions of `index` sorted by label hash, and the sorted hashes."""
     values = index.to_numpy()
     if values.dtype == object or not np.issubdtype(values.dtype, np.number):
         values = np.asarray(values, dtype=object)
     hashes = pd.util.hash_array(values)
-    ok = codes >= 0
-    order = np.argsort(codes[ok], kind="stable")
-    hs, cs = hashes[ok][order], codes[ok][order]
-    bounds = np.searchsorted(cs, np.arange(len(labels) + 1))
-    return {label: np.sort(hs[bounds[i] : bounds[i + 1]]) for i, label in enumerate(labels)}
+    order = np.argsort(hashes)
+    return order, hashes[order]
+
+
+def _group_records(
+    index: pd.Index,
+    codes: np.ndarray,
+    labels: pd.Index,
+    sorted_hashes: Callable[[pd.Index], tuple[np.ndarray, np.ndarray]] = _sorted_label_hashes,
+) -> dict[Any, np.ndarray]:
+    """Sorted hashes of the record labels behind each group (for the differencing log)."""
+    n = len(labels)
+    if n > MAX_TRACKED_GROUPS or len(codes) != len(index):
+        return {}
+    order, hashes = sorted_hashes(index)
+    c = np.asarray(codes)[order]
+    ok = c >= 0
+    if not ok.all():
+        c, hashes = c[ok], hashes[ok]
+    # A stable sort by group of labels already in hash order leaves every group's slice sorted;
+    # group numbers fit in 16 bits (n <= MAX_TRACKED_GROUPS), where numpy's stable sort is a
+    # radix sort.
+    hs = hashes[np.argsort(c.astype(np.int16), kind="stable")]
+    bounds = [0, *np.cumsum(np.bincount(c, minlength=n)[:n]).tolist()]
+    return {label: hs[bounds[i] : bounds[i + 1]] for i, label in enumerate(labels)}
 
 
 def _contributions(
@@ -356,7 +432,12 @@ def _contributions(
     rest[holders[first]] = 0.0
     top2 = np.zeros(ngroups)
     np.maximum.at(top2, c, rest)
-    return None, pd.DataFrame({"top1": top1, "top2": top2, "total": total}, index=labels)
+    # one 2-D block: a frame from a dict of columns costs ten times as much to build
+    return None, pd.DataFrame(np.column_stack((top1, top2, total)), index=labels,
+                              columns=_TOP_COLUMNS, copy=False)  # fmt: skip
+
+
+_TOP_COLUMNS = pd.Index(["top1", "top2", "total"])
 
 
 def _statistic_of(method: str, args: tuple, kwargs: dict) -> tuple[str, dict[Any, str]]:

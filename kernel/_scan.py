@@ -12,6 +12,7 @@ likewise with single-token coded columns (diagnosis codes and the like).
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -26,6 +27,8 @@ K_CATEGORY = 8  # consecutive codes (e.g. diagnoses): categories repeat, so a lo
 MAX_CATEGORIES = 10_000
 MAX_STRIDE = 8  # columns interleaved in a row-major print
 MIN_DISTINCT = 20  # columns with fewer distinct values match any text by chance
+MEMO_ENTRIES = 256  # scanned texts whose findings `TextScanner.scan` remembers
+MEMO_MAX_CHARS = 16_384  # longer texts are scanned every time (bounds the memo's memory)
 _P = np.uint64(1_000_003)
 _NUM = re.compile(r"(?<![\w.])-?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?")
 
@@ -53,20 +56,30 @@ def _kgram_hashes(q: np.ndarray, k: int = K) -> np.ndarray:
 
 
 def _strided_match(hashes: np.ndarray, q: np.ndarray, k: int) -> bool:
-    """Does any k-gram of q, read with stride 1..MAX_STRIDE, occur in the sorted hashes?"""
+    """Does any k-gram of q, read with stride 1..MAX_STRIDE, occur in the sorted hashes?
+
+    The k-grams of stride s over all offsets are those starting at every position i with
+    i + (k-1)s inside q, so each stride is one vectorised pass (the same hash as
+    `_kgram_hashes` of q[offset::s]), and all strides share one search of the sorted hashes.
+    """
     if hashes.size == 0 or q.size < k:
         return False
-    for stride in range(1, MAX_STRIDE + 1):
-        for offset in range(stride):
-            seq = q[offset::stride]
-            if seq.size < k:
-                continue
-            h = _kgram_hashes(seq, k)
-            idx = np.searchsorted(hashes, h)
-            idx[idx >= hashes.size] = 0
-            if (hashes[idx] == h).any():
-                return True
-    return False
+    u = q.astype(np.uint64)
+    parts = []
+    with np.errstate(over="ignore"):
+        for stride in range(1, MAX_STRIDE + 1):
+            m = u.size - (k - 1) * stride
+            if m <= 0:
+                break
+            h = u[:m].copy()
+            for j in range(1, k):
+                h *= _P
+                h += u[j * stride : j * stride + m]
+            parts.append(h)
+    h = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    idx = np.searchsorted(hashes, h)
+    idx[idx >= hashes.size] = 0
+    return bool((hashes[idx] == h).any())
 
 
 _TOKEN = re.compile(r"[\w.-]+")
@@ -152,12 +165,15 @@ def numbers_in(text: str, limit: int = 200_000) -> np.ndarray:
     found = _NUM.findall(text[:limit])
     if not found:
         return np.empty(0)
-    out = np.empty(len(found))
-    for i, tok in enumerate(found):
-        try:
-            out[i] = float(tok)
-        except ValueError:
-            out[i] = np.nan
+    try:
+        out = np.array(found, dtype=float)  # one conversion for the whole list
+    except ValueError:
+        out = np.empty(len(found))
+        for i, tok in enumerate(found):
+            try:
+                out[i] = float(tok)
+            except ValueError:
+                out[i] = np.nan
     return out[np.isfinite(out)]
 
 
@@ -170,6 +186,10 @@ class TextScanner:
         self.rows = RowStructure()
         self.categories = CategoryStructure()
         self._frames: list[tuple[pd.DataFrame, list[str]]] = []
+        # Findings of recently scanned texts: a cell run again shows the same outputs, and a
+        # text's finding depends only on the tables indexed so far (cleared by `add_table`).
+        self._memo: dict[tuple[str, bool], Finding | None] = {}
+        self._memo_lock = threading.Lock()
 
     def add_table(self, frame: pd.DataFrame, identifiers: list[str]) -> None:
         """Index a newly loaded table: its identifier values and its numeric rows."""
@@ -177,8 +197,28 @@ class TextScanner:
         self.index = IdentifierIndex.from_frames(self._frames)
         self.rows.add_frame(frame, identifiers)
         self.categories.add_frame(frame, identifiers)
+        with self._memo_lock:
+            self._memo.clear()
 
     def scan(self, text: str, *, structure: bool = True) -> Finding | None:
+        """Why `text` may not leave (identifiers, PHI, encoded forms, rows), or None.
+
+        Remembered for the last `MEMO_ENTRIES` texts of at most `MEMO_MAX_CHARS` characters,
+        until the next `add_table`."""
+        if len(text) > MEMO_MAX_CHARS:
+            return self._scan_uncached(text, structure=structure)
+        key = (text, structure)
+        with self._memo_lock:
+            if key in self._memo:
+                return self._memo[key]
+        finding = self._scan_uncached(text, structure=structure)
+        with self._memo_lock:
+            if len(self._memo) >= MEMO_ENTRIES:
+                del self._memo[next(iter(self._memo))]
+            self._memo[key] = finding
+        return finding
+
+    def _scan_uncached(self, text: str, *, structure: bool = True) -> Finding | None:
         if not text:
             return None
         # A weak finding (a date of birth standing alone: at a million patients nearly every

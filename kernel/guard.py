@@ -210,14 +210,15 @@ class OutputGuard:
 
     def _judge_aggregate(self, obj: Any, ann: Annotation) -> tuple[Decision, Any]:
         rules = self.rules
-        frame = obj.to_frame() if isinstance(obj, pd.Series) else obj
+        frame = _Grid.of(obj)
         values = frame.to_numpy(dtype=object)
         out = values.copy()
         counts = ann.counts
-        fallback = int(np.nanmin(np.asarray(counts, dtype=float))) if np.size(counts) else 0
+        fallback = _smallest(counts)
         # Plain dicts: per-cell pandas lookups would cost more than the rest of the cell.
         row_counts = _as_dict(counts) if isinstance(counts, pd.Series) else None
-        top = ann.top.to_dict("index") if ann.top is not None else {}
+        cell_counts = _cells_dict(counts) if isinstance(counts, pd.DataFrame) else None
+        top = _top_dict(ann.top)
         pos_rows = _as_dict(ann.positives) if isinstance(ann.positives, pd.Series) else None
         masks: list[tuple[str, ...]] = []
         to_log: list[tuple[tuple[Any, ...], np.ndarray | None]] = []
@@ -229,6 +230,8 @@ class OutputGuard:
                     stat = str(col) if str(col) in ("count", "size", "sum", "mean") else "mean"
                 if row_counts is not None:
                     n = _count(row_counts.get(row), fallback)
+                elif cell_counts is not None:
+                    n = _count(cell_counts.get((row, col)), fallback)
                 else:
                     n = _lookup(counts, row, col, fallback)
                 value = values[i, j]
@@ -286,13 +289,9 @@ class OutputGuard:
             self._log_released(to_log)
         if decision.action is Action.RELEASED or decision.blocked or not changed:
             return decision, obj
-        red: Any = pd.DataFrame(out, index=frame.index, columns=frame.columns)
+        red: Any = _frame_of(out, frame.index, frame.columns)
         if isinstance(obj, pd.Series):
             red = red.iloc[:, 0].rename(obj.name)
-        try:
-            red = red.infer_objects()
-        except (TypeError, ValueError):
-            pass
         red.attrs.clear()
         return decision, red
 
@@ -302,7 +301,9 @@ class OutputGuard:
         for prev in self.released.get(key, ()):
             if abs(prev.size - records.size) >= self.rules.min_cell_count:
                 continue
-            d = np.setxor1d(prev, records, assume_unique=True).size
+            if prev.size == records.size and (prev == records).all():
+                continue  # the same records again: nothing to tell apart (setxor1d sorts)
+            d = _xor_size(prev, records)
             if 0 < d < self.rules.min_cell_count:
                 return True
         return False
@@ -312,7 +313,7 @@ class OutputGuard:
             if records is None:
                 continue
             kept = self.released.setdefault(key, [])
-            if not any(p.size == records.size and np.array_equal(p, records) for p in kept):
+            if not any(p.size == records.size and (p == records).all() for p in kept):
                 kept.append(records)
                 del kept[:-4]
         while len(self.released) > 5000:
@@ -578,6 +579,92 @@ def _lookup(counts: pd.Series | pd.DataFrame, row: Any, col: Any, fallback: int)
         return fallback if v is None or pd.isna(v) else int(v)
     except (TypeError, ValueError):
         return fallback
+
+
+class _Grid:
+    """The rows, columns and values of an aggregate, without building a frame for a Series."""
+
+    __slots__ = ("index", "columns", "_obj")
+
+    def __init__(self, index: pd.Index, columns: list[Any], obj: Any) -> None:
+        self.index, self.columns, self._obj = index, columns, obj
+
+    @classmethod
+    def of(cls, obj: pd.DataFrame | pd.Series) -> Any:
+        if isinstance(obj, pd.DataFrame):
+            return obj
+        # the labels `obj.to_frame()` would give: the Series' name, or 0
+        return cls(obj.index, [0 if obj.name is None else obj.name], obj)
+
+    def to_numpy(self, dtype: Any = None) -> np.ndarray:
+        return self._obj.to_numpy(dtype=dtype).reshape(-1, 1)
+
+
+def _smallest(counts: pd.Series | pd.DataFrame) -> int:
+    """The fewest records behind any cell: the count of a cell whose own count is unknown."""
+    if not counts.size:
+        return 0
+    # to_numpy() as stored, not np.asarray(counts, dtype=float): that goes through pandas'
+    # attribute lookup and a conversion, forty times the cost for a small table of counts
+    v = counts.to_numpy()
+    if v.dtype.kind in "iub":
+        return int(v.min())
+    return int(np.nanmin(np.asarray(counts, dtype=float)))
+
+
+def _xor_size(a: np.ndarray, b: np.ndarray) -> int:
+    """`np.setxor1d(a, b, assume_unique=True).size` for sorted record sets, without sorting their
+    concatenation: |a| + |b| - 2|a & b|, the common part found by binary search."""
+    if a.size and b.size and (a[1:] > a[:-1]).all() and (b[1:] > b[:-1]).all():
+        i = np.searchsorted(b, a)
+        i[i == b.size] = 0
+        return int(a.size + b.size - 2 * np.count_nonzero(b[i] == a))
+    return int(np.setxor1d(a, b, assume_unique=True).size)
+
+
+def _frame_of(out: np.ndarray, index: Any, columns: Any) -> pd.DataFrame:
+    """The redacted cells as a frame with the dtypes `infer_objects` would give them.
+
+    A table of counts (all Python or numpy integers: rounded, none suppressed) is built as int64
+    directly; an object frame plus `infer_objects` costs ten times as much."""
+    flat = out.ravel()
+    if flat.size and all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+                         for v in flat):  # fmt: skip
+        try:
+            return pd.DataFrame(out.astype(np.int64), index=index, columns=columns)
+        except OverflowError:
+            pass
+    red = pd.DataFrame(out, index=index, columns=columns)
+    try:
+        return red.infer_objects()
+    except (TypeError, ValueError):
+        return red
+
+
+def _cells_dict(counts: pd.DataFrame) -> dict[tuple[Any, Any], Any] | None:
+    """{(row, column): count} of a frame with unique labels (else None: `_lookup` per cell)."""
+    if not (counts.index.is_unique and counts.columns.is_unique):
+        return None
+    try:
+        return {
+            (r, c): v
+            for r, row in zip(counts.index, counts.to_numpy().tolist(), strict=True)
+            for c, v in zip(counts.columns, row, strict=True)
+        }
+    except TypeError:  # unhashable labels
+        return None
+
+
+def _top_dict(top: pd.DataFrame | None) -> dict[Any, dict[str, float]]:
+    """`top.to_dict("index")` without pandas' per-row machinery."""
+    if top is None:
+        return {}
+    cols = [str(c) for c in top.columns]
+    try:
+        return {r: dict(zip(cols, row, strict=True))
+                for r, row in zip(top.index, top.to_numpy().tolist(), strict=True)}  # fmt: skip
+    except TypeError:  # unhashable labels
+        return top.to_dict("index")
 
 
 def _family(stat: Any) -> str:
