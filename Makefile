@@ -30,7 +30,7 @@ $(VENV)/.system-stamp:
 
 # The main environment: the kernel, the sentry, the extension and the CLI.
 venv: $(VENV)/.stamp
-$(VENV)/.stamp: pyproject.toml
+$(VENV)/.stamp: pyproject.toml setup.py policy/_scanner.c
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q "$(TORCH)"
