@@ -165,6 +165,13 @@ class Sentry:
         self._ctx = zmq.Context()
         self._sockets: dict[str, zmq.Socket[bytes]] = {}
         self._cpu_checked = 0.0
+        # The kernel's CPU seconds changed (a cell ended) and were not read yet. Reading them
+        # walks the kernel's process tree in /proc (about a millisecond in the sandbox), so it
+        # happens when the relay is quiet, not on the path of every cell: a cell admitted
+        # meanwhile is checked against a reading at most 1 s old, and `_watch_cpu` stops a
+        # running cell within a second of the budget running out either way.
+        self._cpu_stale = False
+        self._cpu_read_at = 0.0
         self._guard_ready = threading.Event()
         self._guard_error: BaseException | None = None
         self._scan: Scan | None = None
@@ -214,6 +221,10 @@ class Sentry:
                 max_output_bytes=int(self.policy.outputs.max_output_bytes),
                 notice_suffix="" if self.sandbox else NO_SANDBOX_WARNING,
             )
+            # The session header needs it before the first cell runs; computed here, while the
+            # kernel boots, it does not hold up that cell (it reads every installed
+            # distribution's metadata).
+            environment_digest()
         except BaseException as exc:  # noqa: BLE001 - re-raised in the relay's thread
             self._guard_error = exc
         finally:
@@ -347,6 +358,9 @@ class Sentry:
                 sock.identity = identity
             if kind == zmq.SUB:
                 sock.setsockopt(zmq.SUBSCRIBE, b"")
+            # The kernel binds these a second or so from now; retry often (zmq's default is
+            # every 100 ms), so the relay is connected as soon as it is up.
+            sock.reconnect_ivl = 10
             sock.connect(f"ipc://{ip}-{info[f'{channel}_port']}")
             self._sockets[f"inner_{channel}"] = sock
 
@@ -403,6 +417,8 @@ class Sentry:
                         log.exception("dropped a message the sentry could not process")
             clock = time.monotonic()
             self.ledger.flush_if_due(force=not events)
+            if not events:
+                self._read_cpu()
             if clock - last_poll > AIRLOCK_POLL_S:
                 last_poll = clock
                 self._poll_airlock()
@@ -539,7 +555,17 @@ class Sentry:
         self.pending_executes.append(msg.msg_id)
         return True
 
+    def _read_cpu(self, max_age: float = 0.0) -> None:
+        """Bring the meter's CPU seconds up to date after a cell ended, unless the last reading
+        is younger than `max_age` seconds."""
+        clock = time.monotonic()
+        if self._cpu_stale and self.cpu is not None and clock - self._cpu_read_at >= max_age:
+            self._cpu_stale = False
+            self._cpu_read_at = clock
+            self.meter.cpu_seconds = self.cpu.read()
+
     def _refusal(self) -> str | None:
+        self._read_cpu(max_age=1.0)
         if self.refused is not None:
             return f"the session's intent was refused: {self.refused}"
         if self.sealed:
@@ -644,8 +670,8 @@ class Sentry:
         blocked_original = None
         if verdict.blocked:
             blocked_original = self._committed_or_none(channel, msg_type, msg.content, msg.buffers)
-        if end_of_cell and self.cpu is not None:
-            self.meter.cpu_seconds = self.cpu.read()
+        if end_of_cell:
+            self._cpu_stale = True
         if msg_type == "shutdown_reply" and channel == "control" and self._recording():
             # The session ends here: leave a custodian-signed checkpoint in both copies.
             self.ledger.custodian_checkpoint()
