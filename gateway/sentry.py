@@ -221,14 +221,18 @@ class Sentry:
                 max_output_bytes=int(self.policy.outputs.max_output_bytes),
                 notice_suffix="" if self.sandbox else NO_SANDBOX_WARNING,
             )
-            # The session header needs it before the first cell runs; computed here, while the
-            # kernel boots, it does not hold up that cell (it reads every installed
-            # distribution's metadata).
-            environment_digest()
         except BaseException as exc:  # noqa: BLE001 - re-raised in the relay's thread
             self._guard_error = exc
         finally:
             self._guard_ready.set()
+        # The session header needs it before the first cell runs. Computed here, after the
+        # guard is ready (it never holds up the kernel's start) and usually while the kernel
+        # still boots, it does not hold up that first cell either: it reads the metadata of
+        # every installed distribution (0.3-1 s).
+        try:
+            environment_digest()
+        except Exception:  # noqa: BLE001 - the relay computes it again and reports the failure
+            log.exception("cannot compute the environment digest")
 
     def _wait_for_guard(self) -> None:
         """Block until the guard exists; a failure to build it stops the sentry."""
