@@ -12,6 +12,15 @@ the session's intent, budget and seal are handled here too (docs/custodian/sentr
 
 from __future__ import annotations
 
+import sys
+
+from bedside.gateway import _early
+
+if __name__ == "__main__":
+    # Before the imports below (numpy, pyarrow, zmq, the ledger): start the sandboxed kernel
+    # now when this policy's launch is remembered, so that it boots while they load.
+    _early.prelaunch(sys.argv[1:])
+
 import argparse
 import base64
 import hashlib
@@ -24,8 +33,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -91,7 +98,7 @@ QUIET_MS = 30
 # How often the airlock looks for new release requests and queued custodian decisions.
 AIRLOCK_POLL_S = 0.5
 # Where the kernel leaves release requests: the only writable path it shares with the sentry.
-KERNEL_OUTBOX = "kernel-outbox"
+KERNEL_OUTBOX = _early.KERNEL_OUTBOX
 
 
 @dataclass
@@ -136,7 +143,11 @@ class Sentry:
         self.custodian_key = custodian_key
         self.sandbox = sandbox
         self.kernel = kernel
-        self.session_id = uuid.uuid4().hex
+        # A kernel `_early.prelaunch` started for this command line: its session and key are
+        # this session's (adopted in `start` once the policy is validated).
+        self._prelaunched = _early.pending(policy_path, state_dir, kernel, sandbox)
+        self.session_id = self._prelaunched.session_id if self._prelaunched else uuid.uuid4().hex
+        self.state_root = state_dir
         self.state_dir = state_dir / self.session_id
         self.origin = origin or f"{socket.gethostname()}/bedside/{self.session_id}"
         self.outer_info = _read_connection_file(connection_file)
@@ -145,7 +156,8 @@ class Sentry:
             self.outer_info.get("signature_scheme", "hmac-sha256"),
             name="client",
         )
-        self.inner = Wire(secrets.token_hex(32).encode(), name="kernel")
+        inner_key = self._prelaunched.inner_key if self._prelaunched else secrets.token_hex(32)
+        self.inner = Wire(inner_key.encode(), name="kernel")
         self.requests: OrderedDict[str, Request] = OrderedDict()
         self.pending_executes: deque[str] = deque()
         self.hb_pending: OrderedDict[tuple[bytes, ...], None] = OrderedDict()
@@ -186,6 +198,7 @@ class Sentry:
         from bedside.policy import load_policy
 
         self.policy = load_policy(self.policy_path)
+        self._remember_launch()
         self.signer = Signer.load(self.custodian_key)
         self._bind_outer()
         # Before the kernel: its release outbox lives in the session's (0700) state directory.
@@ -271,59 +284,37 @@ class Sentry:
                 ) from exc
             self._sockets[f"outer_{channel}"] = sock
 
+    def _remember_launch(self) -> None:
+        """Keep this policy's launch view for the next start (see `_early`)."""
+        if not self.sandbox:
+            return
+        try:
+            key = _early.cache_key(self.policy_path, self.kernel)
+            _early.remember(self.state_root, key, _early.launch_view(self.policy))
+        except OSError as exc:
+            log.warning("cannot remember the kernel's launch (%s); later starts are slower", exc)
+
     def _kernel_argv(self, connection: Path) -> list[str]:
-        if self.kernel == "plain":
-            return [sys.executable, "-m", "ipykernel_launcher", "-f", str(connection)]
-        return [
-            sys.executable,
-            "-m",
-            "bedside.kernel",
-            "-f",
-            str(connection),
-            "--policy",
-            str(self.policy.path),
-        ]
+        return _early.kernel_argv(self.kernel, connection, str(self.policy.path))
 
     def _kernel_env(self) -> dict[str, str]:
         """What the kernel's environment adds (the sandbox fixes HOME and TMPDIR itself)."""
         assert self._scratch_dir is not None
-        scratch = str(self._scratch_dir)
-        # PYDEVD_DISABLE_FILE_VALIDATION: ipykernel's debugger otherwise prints a frozen-modules
-        # warning at start-up, a parentless output that opens the ledger before the intent.
-        return {
-            "HOME": scratch,
-            "TMPDIR": scratch,
-            "PYTHONNOUSERSITE": "1",
-            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-            "BEDSIDE_OUTBOX": str(self.state_dir / KERNEL_OUTBOX),
-        }
+        return _early.kernel_env(self._scratch_dir, self.state_dir / KERNEL_OUTBOX)
 
     def _launch_kernel(self) -> None:
-        # A short private directory: a unix socket path must fit in 107 bytes, so the state
-        # directory (often deep) cannot hold the sockets. 0700: only the sentry (and, through
-        # its binds, the sandboxed kernel) reaches the sockets and the kernel's key.
-        self._private_dir = Path(tempfile.mkdtemp(prefix="bedside-"))
-        self._ipc_dir = self._private_dir / "ipc"
-        self._scratch_dir = self._private_dir / "scratch"
-        self._ipc_dir.mkdir(mode=0o700)
-        self._scratch_dir.mkdir(mode=0o700)
-        connection = self._ipc_dir / "kernel.json"
-        ip = str(self._ipc_dir / "k")
-        info = {
-            "transport": "ipc",
-            "ip": ip,
-            "shell_port": 1,
-            "iopub_port": 2,
-            "stdin_port": 3,
-            "control_port": 4,
-            "hb_port": 5,
-            "key": self.inner.key.decode(),
-            "signature_scheme": "hmac-sha256",
-            "kernel_name": "bedside-inner",
-        }
-        connection.write_text(json.dumps(info))
-        # Readable by the kernel, which may run as another user (nobody) under a root sentry.
-        connection.chmod(0o644)
+        early, self._prelaunched = self._prelaunched, None
+        if early is not None and _early.adopt(early, self.policy):
+            log.info("adopted the kernel started before the policy was loaded")
+            self._private_dir = early.private_dir
+            self._ipc_dir = early.private_dir / "ipc"
+            self._scratch_dir = early.private_dir / "scratch"
+            self.proc = early.proc
+            self.cpu = ProcessTreeCPU(self.proc.pid)
+            self._connect_inner(early.info)
+            return
+        self._private_dir, self._ipc_dir, self._scratch_dir = _early.make_private_dir()
+        connection, info = _early.write_connection(self._ipc_dir, self.inner.key.decode())
         argv = self._kernel_argv(connection)
         env = self._kernel_env()
         self.proc = self._spawn(argv, env)
@@ -1251,6 +1242,8 @@ class Sentry:
 
     def close(self) -> None:
         """Stop the kernel, flush what is queued to clients, remove the private directories."""
+        if self._prelaunched is not None:  # the sentry stopped before it adopted the kernel
+            self._prelaunched.discard()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
