@@ -2,10 +2,13 @@
 
 For each patient count (default 10,000 and 1,000,000) the identifiers (mrn, name, dob, postcode,
 phone) of a synthetic hospital are indexed in a fresh subprocess, so its peak RSS is the index
-build's own, and then 1 MB outputs of four shapes are scanned:
+build's own, and then 1 MB outputs of seven shapes are scanned:
 
+- `words`: ordinary words (what bench_gateway.py prints as its 1 MB output),
 - `table`: a pandas text table of aggregates (dense numbers, the worst case for tokens/byte),
-- `html`: the same aggregates as an HTML table,
+- `csv`: a CSV dump of the clinical (non-identifier) columns of patient rows,
+- `json`: the same rows as JSON records,
+- `html`: the aggregates of `table` as an HTML table,
 - `log`: ordinary analysis output (model summaries, progress bars, p-values),
 - `leaky`: `log` with an identifier value in about one line in a hundred.
 
@@ -18,6 +21,11 @@ best of `--repeat` runs, wall clock and CPU (`time.process_time`): on a loaded m
 1-minute load average is recorded) the CPU figure is the steadier one. The latency of a
 200-character message is measured too, and how many findings are weak (dates of birth alone)
 and whether `findings_block` would stop each text.
+
+`find` and `scan_text` run on the compiled core (policy/_scanner.c); `*_ref_*` figures are the
+numpy/regex reference path it replaced (`IdentifierIndex._find_reference`, and `scan_text` with
+the core switched off), measured on the same texts in the same process, and `speedup_*` their
+ratio in CPU time. `--no-reference` skips them.
 Targets: find >= 100 MB/s and scan_text >= 50 MB/s at 1M patients, build <= 20 s, peak memory
 <= 1 GiB.
 
@@ -29,6 +37,7 @@ Prints one JSON object per line; `--out` also writes them as a JSON list.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -38,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +80,7 @@ def make_identifiers(patients: int, seed: int, path: Path) -> None:
 
 
 def make_texts(sample: pd.DataFrame) -> dict[str, str]:
-    """Four 1 MB outputs; none holds an identifier except `leaky`."""
+    """Seven 1 MB outputs; none holds an identifier except `leaky`."""
     from bedside.policy.synthetic import make_pools, patients_chunk
 
     pools = make_pools(99, postcodes=1000)
@@ -89,8 +99,16 @@ def make_texts(sample: pd.DataFrame) -> dict[str, str]:
     from outputs import FIXED  # type: ignore[import-not-found]
 
     log = "\n".join(FIXED) + "\n" + str(df.describe()) + "\n" + str(df.age.value_counts())
+    words = "cohort analysis survival model baseline outcome ward median interval".split()
+    plain = " ".join(words[i % len(words)] for i in range(200_000))
+    rows = df.head(4000)
+    csv = rows.to_csv()
+    records = rows.to_json(orient="records")
     texts = {
+        "words": plain,
         "table": (table + "\n") * (MB // len(table) + 1),
+        "csv": (csv + "\n") * (MB // len(csv) + 1),
+        "json": (records + "\n") * (MB // len(records) + 1),
         "html": (html + "\n") * (MB // len(html) + 1),
         "log": (log + "\n") * (MB // len(log) + 1),
     }
@@ -116,7 +134,20 @@ def timed(fn: Any, text: str, repeat: int) -> tuple[float, float, float]:
     return min(walls), statistics.median(walls), max(min(cpus), 1e-6)
 
 
-def build_and_scan(path: Path, repeat: int) -> list[dict[str, Any]]:
+@contextlib.contextmanager
+def reference_path(index: Any) -> Iterator[None]:
+    """The numpy/regex reference path: the compiled core switched off."""
+    from bedside.policy import _tokens
+
+    matcher, scanner = index._matcher, _tokens._scanner
+    index._matcher, _tokens._scanner = None, None
+    try:
+        yield
+    finally:
+        index._matcher, _tokens._scanner = matcher, scanner
+
+
+def build_and_scan(path: Path, repeat: int, reference: bool) -> list[dict[str, Any]]:
     """Run in a fresh process: load identifiers, build the index, scan the texts."""
     from bedside.policy import IdentifierIndex, scan_text
     from bedside.policy.scan import findings_block
@@ -145,6 +176,7 @@ def build_and_scan(path: Path, repeat: int) -> list[dict[str, Any]]:
             "build_cpu_s": round(build_cpu_s, 2),
             "load_avg_1m": round(os.getloadavg()[0], 2),
             "index_mb": round(index.nbytes / 2**20, 1),
+            "compiled_core": index._matcher is not None,
             "rss_before_mb": round(base_rss, 1),
             "peak_rss_mb": round(max(peak, base_peak), 1),
             "build_peak_delta_mb": round(max(peak - base_rss, 0.0), 1),
@@ -172,6 +204,22 @@ def build_and_scan(path: Path, repeat: int) -> list[dict[str, Any]]:
         j_best, _, j_cpu = timed(json.dumps, text, repeat)
         b_low, _, _ = timed(lower_in, text, repeat)
         b_re, _, _ = timed(regex_set, text, max(3, repeat // 2))
+        ref: dict[str, Any] = {}
+        if reference:
+            r_best, _, r_cpu = timed(index._find_reference, text, 3)
+            with reference_path(index):
+                assert [(f.kind, f.start, f.end) for f in scan_text(text, index)] == [
+                    (f.kind, f.start, f.end) for f in findings
+                ], name
+                rs_best, _, rs_cpu = timed(lambda t: scan_text(t, index), text, 2)
+            ref = {
+                "find_ref_mb_s": round(size / r_best, 1),
+                "find_ref_cpu_mb_s": round(size / r_cpu, 1),
+                "scan_text_ref_mb_s": round(size / rs_best, 1),
+                "scan_text_ref_cpu_mb_s": round(size / rs_cpu, 1),
+                "speedup_find_cpu": round(r_cpu / cpu, 1),
+                "speedup_scan_text_cpu": round(rs_cpu / s_cpu, 1),
+            }
         results.append(
             {
                 "bench": "identifier_index.scan",
@@ -196,6 +244,7 @@ def build_and_scan(path: Path, repeat: int) -> list[dict[str, Any]]:
                 "load_avg_1m": round(os.getloadavg()[0], 2),
                 "target_find_mb_s": 100,
                 "target_scan_text_mb_s": 50,
+                **ref,
             }
         )
     small = texts["leaky"][:200]
@@ -223,10 +272,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--no-reference", action="store_true", help="skip the reference-path measurements"
+    )
     parser.add_argument("--_child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
-        print(json.dumps(build_and_scan(args._child, args.repeat)))
+        print(json.dumps(build_and_scan(args._child, args.repeat, not args.no_reference)))
         return 0
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp:
@@ -239,7 +291,15 @@ def main() -> int:
                 file=sys.stderr,
             )
             proc = subprocess.run(
-                [sys.executable, __file__, "--_child", str(path), "--repeat", str(args.repeat)],
+                [
+                    sys.executable,
+                    __file__,
+                    "--_child",
+                    str(path),
+                    "--repeat",
+                    str(args.repeat),
+                    *(["--no-reference"] if args.no_reference else []),
+                ],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -249,7 +309,38 @@ def main() -> int:
                 results.append(row)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(summary(results)))
     return 0
+
+
+def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One document for `bench/run_all.py`: figures per output kind and the ratios."""
+    lines, ratios = [], {}
+    for row in results:
+        n = row["patients"]
+        if row["bench"] == "identifier_index.build":
+            lines.append(
+                f"{n:,} patients: build {row['build_s']} s, +{row['build_peak_delta_mb']} MB "
+                f"(targets 20 s, 1024 MB); compiled core: {row.get('compiled_core')}."
+            )
+        elif row["bench"] == "identifier_index.scan":
+            key = f"{row['text']}@{n}"
+            lines.append(
+                f"{key}: find {row['find_cpu_mb_s']} MB/s, scan_text {row['scan_text_cpu_mb_s']}"
+                f" MB/s (CPU; reference path {row.get('find_ref_cpu_mb_s', '-')} and "
+                f"{row.get('scan_text_ref_cpu_mb_s', '-')} MB/s)"
+            )
+            ratios[f"{key} find / target"] = round(row["find_cpu_mb_s"] / 100, 2)
+            ratios[f"{key} scan_text / json.dumps"] = row["scan_text_ratio_vs_json"]
+            if "speedup_find_cpu" in row:
+                ratios[f"{key} find speed-up vs reference"] = row["speedup_find_cpu"]
+                ratios[f"{key} scan_text speed-up vs reference"] = row["speedup_scan_text_cpu"]
+    return {
+        "bench": "identifier_index",
+        "summary": "\n".join(f"- {line}" for line in lines),
+        "ratios": ratios,
+        "rows": results,
+    }
 
 
 if __name__ == "__main__":

@@ -19,10 +19,16 @@ milliseconds. Collisions only ever cause a false positive (an extra block), neve
 
 from __future__ import annotations
 
+import array
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+try:
+    from bedside.policy import _scanner
+except ImportError:  # not built (a source checkout without `pip install -e .`): numpy serves
+    _scanner = None
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
@@ -245,3 +251,50 @@ def group_gaps_ok(buf: U8, tok: Tokens) -> I64:
     good = np.where(one, (c1 == ord(" ")) | (c1 == ord("-")), paren & spaced)
     result: I64 = idx[good]
     return result
+
+
+Spans = list[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class TextSpans:
+    """Where the decoders of `scan` and the patterns of `phi` can find something in a text.
+
+    Found by the compiled core in one pass over the text (`_scanner.text_spans`); each is a list
+    of (start, end) character offsets. `numbers` is None for texts shorter than 2048 characters
+    (they are scanned whole).
+    """
+
+    base64: Spans  # runs of base64 characters, >= 12 long, mixing upper and lower case
+    hex: Spans  # runs of hex digits, >= 10 long
+    spaced_hex: Spans  # runs of hex digits, ' ' and ':', >= 14 long, with a-f and 10 hex digits
+    int: Spans  # runs of ASCII digits, >= 7 long, with no '.' beside them
+    numbers: Spans | None  # `phi._number_windows`
+    # ords, ip: with the character after the run (what the patterns' look-ahead reads)
+    ords: Spans  # runs of decimal digits, white space and commas with >= 5 commas
+    ip: Spans  # runs of decimal digits and dots with >= 3 dots
+    postcode: Spans  # around each letter (or non-ASCII character) followed by a decimal digit
+    has_digit: bool  # a decimal digit (`\d`) anywhere
+
+
+def _pairs_of(raw: bytes) -> Spans:
+    flat = array.array("q", raw)
+    return list(zip(flat[0::2], flat[1::2], strict=True))
+
+
+def text_spans(text: str) -> TextSpans | None:
+    """The candidate spans of `text`, or None when the compiled core is not built."""
+    if _scanner is None:
+        return None
+    b64, hx, shx, it, num, ords, ip, post, has_digit = _scanner.text_spans(text)
+    return TextSpans(
+        _pairs_of(b64),
+        _pairs_of(hx),
+        _pairs_of(shx),
+        _pairs_of(it),
+        _pairs_of(num) if len(text) >= 2048 else None,
+        _pairs_of(ords),
+        _pairs_of(ip),
+        _pairs_of(post),
+        bool(has_digit),
+    )

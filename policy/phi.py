@@ -6,6 +6,12 @@ tables of counts, p-values, ward statistics with dates, arrays of 0/1 labels, li
 so that they fire on personal data and not on numbers: phone numbers need a plausible national
 or international shape, NHS numbers a valid modulus-11 check digit, SSNs the dashed form with a
 valid area and group, MRNs and bare dates a label in front of them.
+
+On long texts each pattern runs only on windows where it can match: runs of digit groups for the
+number patterns, a label's neighbourhood for the labelled ones, and for postcodes and IP
+addresses the windows the compiled core finds in its one pass over the text
+(`_tokens.text_spans`), each holding every match that can start in it and the character its
+look-ahead reads, so the result is that of the whole text (tests/policy/test_native.py).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bedside.policy._tokens import code_units
+from bedside.policy._tokens import TextSpans, code_units, text_spans
 from bedside.policy.model import PHI_PATTERN_DEFAULTS
 
 
@@ -149,17 +155,30 @@ def _always(text: str, m: re.Match[str]) -> bool:
 _Check = Callable[[str, re.Match[str]], bool]
 
 
-def scan_phi(text: str, kinds: Iterable[str] | None = None) -> list[PHIMatch]:
+def scan_phi(
+    text: str, kinds: Iterable[str] | None = None, *, spans: TextSpans | None = None
+) -> list[PHIMatch]:
     """PHI-shaped spans of `text`, ordered by position.
 
     `kinds` restricts the search (e.g. a policy's `enabled_phi_patterns`); the default is the
-    patterns a policy enables by default.
+    patterns a policy enables by default. `spans` are the text's candidate spans when the caller
+    has them already (see `_tokens.text_spans`).
     """
     wanted = {k for k, on in PHI_PATTERN_DEFAULTS.items() if on} if kinds is None else set(kinds)
     if not text:
         return []
+    if spans is None:
+        spans = text_spans(text)
+    return _scan_phi(text, wanted, spans)
+
+
+def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIMatch]:
+    """`scan_phi`; without `spans` (the compiled core is not built) by the reference path."""
     lower = text.lower() if ("mrn" in wanted or "dob" in wanted or "ssn" in wanted) else ""
-    has_digit = _ANY_DIGIT.search(text) is not None
+    if spans is not None:
+        has_digit = spans.has_digit
+    else:
+        has_digit = _ANY_DIGIT.search(text) is not None
     # (kind, pattern, check, characters that may not precede a match)
     checks: list[tuple[str, re.Pattern[str], _Check, frozenset[str]]] = []
     if "email" in wanted and "@" in text:
@@ -186,7 +205,13 @@ def scan_phi(text: str, kinds: Iterable[str] | None = None) -> list[PHIMatch]:
         if "ip_address" in wanted:
             checks.append(("ip_address", _IP, _always, _BEFORE_IP))
     found: list[PHIMatch] = []
-    numbers = _number_windows(text)
+    numbers = spans.numbers if spans is not None else _number_windows(text)
+    # Postcodes and IP addresses: each window found by `text_spans` holds every match of the
+    # pattern that starts in it, and the character after it (the look-ahead), so running the
+    # pattern window by window finds what it finds on the whole text.
+    exact: dict[re.Pattern[str], list[tuple[int, int]]] = {}
+    if spans is not None:
+        exact = {_POSTCODE: spans.postcode, _IP: spans.ip}
     # Long texts: each pattern runs only where it can match (digit runs for the number patterns,
     # a label's neighbourhood for MRN/DOB/SSN, an "@" for e-mail), on a compact copy of those
     # windows; a regex pass over a whole megabyte costs more than the rest of the scan.
@@ -198,7 +223,13 @@ def scan_phi(text: str, kinds: Iterable[str] | None = None) -> list[PHIMatch]:
             windows, bounded = _word_windows(lower or text, *_LABELS[pattern]), False
         else:
             windows, bounded = None, False
-        for m in _finditer(pattern, text, windows, bounded):
+        if pattern in exact:
+            matches: Iterable[re.Match[str]] = (
+                m for lo, hi in exact[pattern] for m in pattern.finditer(text, lo, hi)
+            )
+        else:
+            matches = _finditer(pattern, text, windows, bounded)
+        for m in matches:
             if before and not _starts_clear(text, m.start(), before):
                 continue
             if ok(text, m):

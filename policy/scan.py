@@ -8,11 +8,13 @@ part of it is base64, hex, percent-encoding, a long integer holding UTF-8 bytes
 `Finding` says what was found and where (character offsets of the text as given, i.e. of the
 encoded span); it never carries the value.
 
-Cost on long outputs: candidate spans of every encoding come from vectorised byte-class runs
-with their filters applied to all runs at once; each distinct span is decoded once per call (long
-outputs repeat ids, hashes and rows), each distinct decoded text is scanned once, and the output,
-its reversal and all decoded texts go through the identifier index in one call. The PHI patterns
-run only on windows where they can match (see `phi`).
+Cost on long outputs: candidate spans of every encoding come from one pass of the compiled core
+over the text (`_tokens.text_spans`, shared with the PHI patterns; the vectorised numpy runs of
+`_spans_reference` serve when it is not built and are what it is tested against); each distinct
+span is decoded once per call (long outputs repeat ids, hashes and rows), each distinct decoded
+text is scanned once, and the output, its reversal and all decoded texts go through the
+identifier index in one call. The PHI patterns and the character-code pattern run only on
+windows where they can match (see `phi` and `_spans`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from bedside.policy._tokens import code_units
+from bedside.policy._tokens import TextSpans, code_units, text_spans
 from bedside.policy.identifiers import STRONG, WEAK, IdentifierIndex, strengthen
 from bedside.policy.phi import scan_phi
 
@@ -158,7 +160,45 @@ def _pairs(starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]) -> Iterat
     return zip(starts.tolist(), ends.tolist(), strict=True)
 
 
-def _spans(text: str, name: str, data: npt.NDArray[np.uint8]) -> Iterator[tuple[int, int]]:
+def _spans(text: str, name: str, spans: TextSpans | None) -> Iterator[tuple[int, int]]:
+    """Candidate spans of one encoding in `text` (character offsets).
+
+    `spans` are the text's candidate runs from the compiled core (`_tokens.text_spans`); without
+    them (not built) the numpy reference path finds the same.
+    """
+    if spans is None:
+        yield from _spans_reference(text, name, code_units(text))
+    elif name == "base64":
+        yield from spans.base64
+    elif name == "hex":
+        yield from spans.hex
+        yield from _spaced_hex(text, spans.spaced_hex)
+    elif name == "int":
+        yield from spans.int
+    elif name == "ords":
+        # Every match lies in one run of digits, white space and commas with 5 commas or more,
+        # and the pattern looks behind its start (which `pos` allows) and one character past
+        # its end (included in the run's span): window by window finds what the whole text does.
+        for lo, hi in spans.ords:
+            for m in _ORDS.finditer(text, lo, hi):
+                yield m.start(), m.end()
+    else:  # percent: the text's "%" escapes, found by a regex with a literal prefix
+        yield from _spans_reference(text, name, _NO_UNITS)
+
+
+_NO_UNITS = np.empty(0, dtype=np.uint8)
+
+
+def _spaced_hex(text: str, runs: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    for start, end in runs:
+        spaced = _SPACED_HEX.search(text, start, end)
+        if spaced is not None and spaced.end() - spaced.start() >= 14:
+            yield spaced.start(), spaced.end()
+
+
+def _spans_reference(
+    text: str, name: str, data: npt.NDArray[np.uint8]
+) -> Iterator[tuple[int, int]]:
     """Candidate spans of one encoding in `text` (character offsets); `data` its code units.
 
     Every filter is vectorised over all runs at once, so ordinary text costs a few passes over
@@ -202,10 +242,7 @@ def _spans(text: str, name: str, data: npt.NDArray[np.uint8]) -> Iterator[tuple[
             letters = np.concatenate(([0], np.cumsum(_HEX_LETTER_BYTES[data], dtype=np.int32)))
             digits = np.concatenate(([0], np.cumsum(_HEX_BYTES[data], dtype=np.int32)))
             has = (letters[en] > letters[st]) & (digits[en] - digits[st] >= 10)
-            for start, end in _pairs(st[has], en[has]):
-                spaced = _SPACED_HEX.search(text, start, end)
-                if spaced is not None and spaced.end() - spaced.start() >= 14:
-                    yield spaced.start(), spaced.end()
+            yield from _spaced_hex(text, _pairs(st[has], en[has]))
     elif name == "int":
         st, en = _runs(data, _DIGIT_BYTES, 7)
         if len(st):
@@ -234,9 +271,9 @@ _Cache = dict[tuple[str, str, int], list[_Layer]]
 def _inner_layers(text: str, depth: int, want_reversed: bool, cache: _Cache) -> list[_Layer]:
     """Every layer decoded from spans of `text` (itself decoded `depth - 1` times)."""
     out: list[_Layer] = []
-    data = code_units(text)
+    spans = text_spans(text)
     for name, _ in _DECODERS:
-        for start, end in _spans(text, name, data):
+        for start, end in _spans(text, name, spans):
             out.extend(_span_layers(name, text[start:end], depth, want_reversed, cache))
     if want_reversed:
         # Identifiers written backwards. PHI patterns are not run on reversed text: reversed
@@ -267,13 +304,14 @@ def _span_layers(
     return layers
 
 
-def _decoded_segments(text: str, want_reversed: bool) -> list[tuple[int, int, _Layer]]:
+def _decoded_segments(
+    text: str, want_reversed: bool, spans: TextSpans | None
+) -> list[tuple[int, int, _Layer]]:
     """(start, end, layer) for every decoded layer of every encoded span of `text`."""
     cache: _Cache = {}
     out: list[tuple[int, int, _Layer]] = []
-    data = code_units(text)
     for name, _ in _DECODERS:
-        for start, end in _spans(text, name, data):
+        for start, end in _spans(text, name, spans):
             for layer in _span_layers(name, text[start:end], 1, want_reversed, cache):
                 out.append((start, end, layer))
     return out
@@ -298,12 +336,13 @@ def scan_text(
     found: list[Finding] = []
     n = len(text)
     want_reversed = index is not None
+    spans = text_spans(text) if phi or decode else None
     if phi:
-        for p in scan_phi(text, kinds):
+        for p in scan_phi(text, kinds, spans=spans):
             found.append(Finding("phi:" + p.kind, p.start, p.end))
     layers: list[tuple[int | None, int, _Layer]] = []
     if decode:
-        layers.extend(_decoded_segments(text, want_reversed))
+        layers.extend(_decoded_segments(text, want_reversed, spans))
     if want_reversed:
         layers.append((None, 0, ("encoded:reversed+", text[::-1], True)))
     # Each distinct decoded text is scanned once; its findings are reported at every span it

@@ -1,0 +1,877 @@
+/* The compiled hot loop of `bedside.policy.identifiers.IdentifierIndex.find`.
+ *
+ * It does in one call what the numpy reference path (`IdentifierIndex._find_reference`) does with
+ * a few dozen array operations and their temporaries: cut a lower-cased UTF-8 buffer into
+ * tokens, hash each token exactly as `bedside.policy._tokens.tokenize` does, look single tokens
+ * up, keep the positions whose next two tokens start an indexed sequence (the pair bitmap), fold
+ * and look up those windows, and join regrouped digit runs. The index arrays (sorted entries,
+ * bitmaps) are the ones numpy built; this module only reads them through the buffer protocol.
+ *
+ * Results are returned as raw int64 triples (start byte, end byte, kind * 2 + rank) in a bytes
+ * object; rank orders a regrouped-digit match after a sequence match of the same span, as the
+ * reference path's emission order does. Sorting, de-duplication and offsets in characters stay
+ * in Python (the arrays are small).
+ *
+ * Must stay bit-for-bit in step with policy/_tokens.py and the reference path in
+ * policy/identifiers.py; tests/policy/test_native.py checks both on random texts.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LEN_SALT 0x9E3779B97F4A7C15ULL
+#define MUL1 0xBF58476D1CE4E5B9ULL
+#define MUL2 0x94D049BB133111EBULL
+#define LONG_SALT 0x27D4EB2F165667C5ULL
+#define SEQ_MUL 0xC2B2AE3D27D4EB4FULL
+#define SEQ_SALT 0x165667B19E3779F9ULL
+#define HIGH 0xFFFFFFFFFFFFFF00ULL
+#define MAX_TOKEN 64
+#define MAX_SEQ 8
+#define MAX_DIGIT_GROUPS 6
+#define PREFETCH 16
+
+typedef struct {
+    int64_t start;
+    int64_t end;
+    uint64_t hash;
+    int32_t sig;    /* length without leading zeros (digit tokens) */
+    uint8_t digit;  /* 1: a run of digits, 0: a run of letters */
+    uint8_t pair;   /* this token and the next start an indexed sequence (pair bitmap) */
+} Token;
+
+typedef struct {
+    Token *tok;
+    Py_ssize_t n;
+    Py_ssize_t cap;
+} Tokens;
+
+/* Is the BMP code point alphanumeric (`str.isalnum`, as `_tokens._alnum_table`)? */
+static uint8_t alnum[65536];
+
+typedef struct {
+    int64_t *data;
+    Py_ssize_t n;
+    Py_ssize_t cap;
+} Out;
+
+static inline uint64_t mix(uint64_t h) {
+    h ^= h >> 30;
+    h *= MUL1;
+    h ^= h >> 27;
+    h *= MUL2;
+    return h ^ (h >> 31);
+}
+
+/* Little-endian word of the `len` (<= 8) bytes at p, the rest zero. */
+static inline uint64_t load_le(const uint8_t *p, Py_ssize_t len) {
+    uint64_t w = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    for (Py_ssize_t i = 0; i < len; i++) w |= (uint64_t)p[i] << (8 * i);
+#else
+    memcpy(&w, p, (size_t)len);
+#endif
+    return w;
+}
+
+/* The `len` (<= 8) bytes at p as load_le does; one unaligned load when 8 bytes are readable. */
+static inline uint64_t load_upto8(const uint8_t *p, Py_ssize_t len, const uint8_t *end) {
+#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
+    if (end - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        return len >= 8 ? w : w & ((1ULL << (8 * len)) - 1);
+    }
+#endif
+    return load_le(p, len);
+}
+
+/* The hash of one token's significant bytes (see `_tokens.tokenize`); `end` bounds the buffer. */
+static inline uint64_t token_hash(const uint8_t *p, Py_ssize_t len, const uint8_t *end) {
+    if (len > MAX_TOKEN) return mix((uint64_t)len ^ LONG_SALT);
+    uint64_t h = load_upto8(p, len < 8 ? len : 8, end) ^ ((uint64_t)len * LEN_SALT);
+    for (Py_ssize_t j = 8; j < len; j += 8) {
+        Py_ssize_t rest = len - j;
+        h = (h * MUL1) ^ load_upto8(p + j, rest < 8 ? rest : 8, end);
+    }
+    h *= MUL2;
+    return h ^ (h >> 29);
+}
+
+static int tokens_push(Tokens *t, int64_t start, int64_t end, const uint8_t *buf, Py_ssize_t n,
+                       int digit) {
+    if (t->n == t->cap) {
+        Py_ssize_t cap = t->cap ? t->cap * 2 : 1024;
+        Token *grown = (Token *)realloc(t->tok, (size_t)cap * sizeof(Token));
+        if (!grown) return -1;
+        t->tok = grown;
+        t->cap = cap;
+    }
+    int64_t hstart = start;
+    if (digit) {
+        /* Leading zeros are dropped, keeping one digit: "0123" hashes as "123". */
+        while (end - hstart > 1 && buf[hstart] == '0') hstart++;
+    }
+    Token *k = &t->tok[t->n++];
+    k->start = start;
+    k->end = end;
+    k->sig = (int32_t)((end - hstart) > INT32_MAX ? INT32_MAX : (end - hstart));
+    k->digit = (uint8_t)digit;
+    k->pair = 0;
+    k->hash = token_hash(buf + hstart, end - hstart, buf + n);
+    return 0;
+}
+
+/* Split a lower-cased UTF-8 buffer into tokens: maximal runs of digits or of letters, where
+ * bytes >= 0x80 are letters unless they belong to a multi-byte character that is not alphanumeric
+ * (`alnum`, as `str.isalnum` says; characters outside the BMP are separators). */
+/* 1: a digit, 2: an ASCII letter, 0: anything else (for ASCII buffers). */
+static uint8_t ascii_token_class[256];
+
+/* `tokenize` for a buffer without bytes >= 0x80: runs of one class, by table. */
+static int tokenize_ascii(const uint8_t *buf, Py_ssize_t n, Tokens *out) {
+    const uint8_t *T = ascii_token_class;
+    Py_ssize_t i = 0;
+    for (;;) {
+        while (i < n && !T[buf[i]]) i++;
+        if (i >= n) return 0;
+        Py_ssize_t start = i;
+        uint8_t c = T[buf[i++]];
+        while (i < n && T[buf[i]] == c) i++;
+        if (tokens_push(out, start, i, buf, n, c == 1) < 0) return -1;
+    }
+}
+
+static int has_high_bytes(const uint8_t *buf, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, buf + i, 8);
+        if (w & 0x8080808080808080ULL) return 1;
+    }
+    for (; i < n; i++)
+        if (buf[i] & 0x80) return 1;
+    return 0;
+}
+
+static int tokenize(const uint8_t *buf, Py_ssize_t n, Tokens *out) {
+    if (out->cap == 0) {
+        Py_ssize_t cap = n / 4 + 16;
+        out->tok = (Token *)malloc((size_t)cap * sizeof(Token));
+        if (!out->tok) return -1;
+        out->cap = cap;
+    }
+    if (!has_high_bytes(buf, n)) return tokenize_ascii(buf, n, out);
+    Py_ssize_t clear_until = 0; /* bytes before this offset of a non-alphanumeric character */
+    int cls_run = 0;
+    Py_ssize_t run_start = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint8_t b = buf[i];
+        int cls;
+        if ((uint8_t)(b - '0') < 10) {
+            cls = 1;
+        } else if ((uint8_t)(b - 'a') < 26) {
+            cls = i < clear_until ? 0 : 2;
+        } else if (b >= 0x80) {
+            if (b >= 0xC0) {
+                int64_t b0 = b;
+                int64_t b1 = buf[i + 1 < n ? i + 1 : n - 1] & 0x3F;
+                int64_t b2 = buf[i + 2 < n ? i + 2 : n - 1] & 0x3F;
+                int width, ok;
+                if (b0 < 0xE0) {
+                    width = 2;
+                    ok = alnum[((b0 & 0x1F) << 6) | b1];
+                } else if (b0 < 0xF0) {
+                    width = 3;
+                    ok = alnum[((b0 & 0x0F) << 12) | (b1 << 6) | b2];
+                } else {
+                    width = 4;
+                    ok = 0;
+                }
+                if (!ok && i + width > clear_until) clear_until = i + width;
+            }
+            cls = i < clear_until ? 0 : 2;
+        } else {
+            cls = 0;
+        }
+        if (cls != cls_run) {
+            if (cls_run && tokens_push(out, run_start, i, buf, n, cls_run == 1) < 0) return -1;
+            cls_run = cls;
+            run_start = i;
+        }
+    }
+    if (cls_run && tokens_push(out, run_start, n, buf, n, cls_run == 1) < 0) return -1;
+    return 0;
+}
+
+static int out_push(Out *o, int64_t a, int64_t b, int64_t c) {
+    if (o->n + 3 > o->cap) {
+        Py_ssize_t cap = o->cap ? o->cap * 2 : 96;
+        int64_t *grown = (int64_t *)realloc(o->data, (size_t)cap * sizeof(int64_t));
+        if (!grown) return -1;
+        o->data = grown;
+        o->cap = cap;
+    }
+    o->data[o->n++] = a;
+    o->data[o->n++] = b;
+    o->data[o->n++] = c;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ the matcher object */
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer entries; /* sorted uint64: hash top 56 bits | kind */
+    Py_buffer bits;    /* uint64 words: bitmap of entries */
+    Py_buffer pbits;   /* uint64 words: bitmap of pair keys */
+    int have_entries, have_bits, have_pbits;
+    unsigned shift, pshift;
+    int lengths[MAX_SEQ + 1]; /* sequence lengths (>= 2) the index holds, ascending */
+    int nlengths;
+    int min_digits;
+    int need; /* digits a regrouped number needs */
+    /* Directory over the top `dbits` bits of the sorted entries: entries whose top bits are t are
+     * entries[dir[t]:dir[t + 1]]. Two cache lines per exact lookup instead of a binary search. */
+    uint32_t *dir;
+    unsigned dbits;
+} Matcher;
+
+static inline int bit_set(const uint64_t *words, unsigned shift, uint64_t key) {
+    uint64_t slot = key >> shift;
+    return (int)((words[slot >> 6] >> (slot & 63)) & 1);
+}
+
+/* The kind of the entry whose top 56 bits equal those of h, or -1. */
+static inline int lookup(const Matcher *m, uint64_t h) {
+    const uint64_t *e = (const uint64_t *)m->entries.buf;
+    uint64_t hc = h & HIGH;
+    Py_ssize_t lo, hi;
+    if (m->dbits) {
+        uint64_t t = hc >> (64 - m->dbits);
+        lo = m->dir[t];
+        hi = m->dir[t + 1];
+    } else {
+        lo = 0;
+        hi = m->entries.len / 8;
+    }
+    Py_ssize_t end = hi;
+    /* Narrow to [lo, hi] holding the first entry >= hc (if any), then step to it. */
+    while (hi - lo > 8) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if (e[mid] < hc) lo = mid + 1;
+        else hi = mid;
+    }
+    for (; lo < end; lo++) {
+        if (e[lo] >= hc) return (e[lo] & HIGH) == hc ? (int)(e[lo] & 0xFF) : -1;
+    }
+    return -1;
+}
+
+static void Matcher_dealloc(Matcher *self) {
+    if (self->have_entries) PyBuffer_Release(&self->entries);
+    if (self->have_bits) PyBuffer_Release(&self->bits);
+    if (self->have_pbits) PyBuffer_Release(&self->pbits);
+    free(self->dir);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int get_words(PyObject *obj, Py_buffer *view, const char *what) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS) < 0) return -1;
+    if (view->len % 8) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_ValueError, "%s: a buffer of 64-bit words is needed", what);
+        return -1;
+    }
+    return 0;
+}
+
+static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"entries", "bits", "shift", "pair_bits", "pair_shift", "lengths",
+                             "min_digits", "need", NULL};
+    PyObject *entries, *bits, *pbits, *lengths;
+    unsigned shift, pshift;
+    int min_digits, need;
+    if (self->have_entries) {
+        PyErr_SetString(PyExc_RuntimeError, "Matcher is already initialised");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOIOIOii", kwlist, &entries, &bits, &shift,
+                                     &pbits, &pshift, &lengths, &min_digits, &need))
+        return -1;
+    if (shift < 1 || shift > 63 || pshift < 1 || pshift > 63) {
+        PyErr_SetString(PyExc_ValueError, "bitmap shifts must be in 1..63");
+        return -1;
+    }
+    if (get_words(entries, &self->entries, "entries") < 0) return -1;
+    self->have_entries = 1;
+    if (get_words(bits, &self->bits, "bits") < 0) return -1;
+    self->have_bits = 1;
+    if (get_words(pbits, &self->pbits, "pair_bits") < 0) return -1;
+    self->have_pbits = 1;
+    /* The bitmaps must cover every slot a key can take. */
+    if ((uint64_t)self->bits.len * 8 < (1ULL << (64 - shift)) ||
+        (uint64_t)self->pbits.len * 8 < (1ULL << (64 - pshift))) {
+        PyErr_SetString(PyExc_ValueError, "a bitmap is smaller than its shift implies");
+        return -1;
+    }
+    self->shift = shift;
+    self->pshift = pshift;
+    self->min_digits = min_digits;
+    self->need = need;
+    PyObject *seq = PySequence_Fast(lengths, "lengths must be a sequence of ints");
+    if (!seq) return -1;
+    Py_ssize_t nl = PySequence_Fast_GET_SIZE(seq);
+    self->nlengths = 0;
+    for (Py_ssize_t i = 0; i < nl; i++) {
+        long k = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (k == -1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        if (k < 2 || k > MAX_SEQ || self->nlengths >= MAX_SEQ ||
+            (self->nlengths && k <= self->lengths[self->nlengths - 1])) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_ValueError, "lengths must ascend within 2..8");
+            return -1;
+        }
+        self->lengths[self->nlengths++] = (int)k;
+    }
+    Py_DECREF(seq);
+    Py_ssize_t ne = self->entries.len / 8;
+    if (ne > (Py_ssize_t)UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "too many entries");
+        return -1;
+    }
+    unsigned d = 0;
+    while (d < 30 && ((Py_ssize_t)1 << (d + 3)) < ne) d++;
+    self->dbits = d;
+    if (d) {
+        const uint64_t *e = (const uint64_t *)self->entries.buf;
+        size_t nb = (size_t)1 << d;
+        self->dir = (uint32_t *)malloc((nb + 1) * sizeof(uint32_t));
+        if (!self->dir) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        Py_ssize_t i = 0;
+        for (size_t t = 0; t <= nb; t++) {
+            while (i < ne && (e[i] >> (64 - d)) < t) i++;
+            self->dir[t] = (uint32_t)i;
+        }
+    }
+    return 0;
+}
+
+/* Is the gap after token i short (at most 3 bytes) and without a line break? */
+static inline int gap_ok(const uint8_t *buf, const Token *t, Py_ssize_t i) {
+    int64_t a = t[i].end, b = t[i + 1].start;
+    if (b - a > 3) return 0;
+    for (int64_t p = a; p < b; p++)
+        if (buf[p] == '\n' || buf[p] == '\r') return 0;
+    return 1;
+}
+
+/* Are tokens i and i + 1 digit groups of one written number (see `_tokens.group_gaps_ok`)? */
+static inline int joinable(const uint8_t *buf, Py_ssize_t n, const Token *t, Py_ssize_t i) {
+    const Token *x = &t[i], *y = &t[i + 1];
+    if (!x->digit || !y->digit || x->end - x->start < 2 || y->end - y->start < 2) return 0;
+    int64_t g = x->end, width = y->start - g;
+    uint8_t c1 = buf[g], c2 = buf[g + 1 < n ? g + 1 : n - 1];
+    if (width == 1) return c1 == ' ' || c1 == '-';
+    if (width == 2)
+        return (c1 == ')' || c2 == '(') && (c1 == ' ' || c1 == ')') && (c2 == ' ' || c2 == '(');
+    return 0;
+}
+
+/* A hash to look up and the span it covers; rank 1 for a regrouped number. */
+typedef struct {
+    uint64_t h;
+    int64_t start, end;
+    int64_t rank;
+} Probe;
+
+typedef struct {
+    Probe *p;
+    Py_ssize_t n, cap;
+} Probes;
+
+static int probes_push(Probes *q, uint64_t h, int64_t start, int64_t end, int64_t rank) {
+    if (q->n == q->cap) {
+        Py_ssize_t cap = q->cap ? q->cap * 2 : 256;
+        Probe *grown = (Probe *)realloc(q->p, (size_t)cap * sizeof(Probe));
+        if (!grown) return -1;
+        q->p = grown;
+        q->cap = cap;
+    }
+    Probe *x = &q->p[q->n++];
+    x->h = h;
+    x->start = start;
+    x->end = end;
+    x->rank = rank;
+    return 0;
+}
+
+/* Keep the probes whose hash is in the entries' bitmap (words prefetched a few probes ahead,
+ * so the cache misses of a large index overlap), appending them to `keep`. */
+static int filter_bitmap(const Matcher *m, const Probes *q, Probes *keep) {
+    const uint64_t *bits = (const uint64_t *)m->bits.buf;
+    for (Py_ssize_t i = 0; i < q->n; i++) {
+        if (i + PREFETCH < q->n) __builtin_prefetch(&bits[(q->p[i + PREFETCH].h >> m->shift) >> 6]);
+        const Probe *x = &q->p[i];
+        if (bit_set(bits, m->shift, x->h) && probes_push(keep, x->h, x->start, x->end, x->rank) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Look every probe up in the entries (directory slots and entries prefetched ahead); emit hits. */
+static int resolve(const Matcher *m, const Probes *q, Out *out) {
+    const uint64_t *e = (const uint64_t *)m->entries.buf;
+    const unsigned d = m->dbits;
+    for (Py_ssize_t i = 0; i < q->n; i++) {
+        if (d) {
+            if (i + 2 * PREFETCH < q->n)
+                __builtin_prefetch(&m->dir[(q->p[i + 2 * PREFETCH].h & HIGH) >> (64 - d)]);
+            if (i + PREFETCH < q->n)
+                __builtin_prefetch(&e[m->dir[(q->p[i + PREFETCH].h & HIGH) >> (64 - d)]]);
+        }
+        const Probe *x = &q->p[i];
+        int kind = lookup(m, x->h);
+        if (kind >= 0 && out_push(out, x->start, x->end, (int64_t)kind * 2 + x->rank) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Every match in the tokens, as (start, end, kind * 2 + rank) triples in `out`. */
+static int match_into(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens *tk, Out *out,
+                      Probes *maybe, Probes *seq) {
+    Token *t = tk->tok;
+    Py_ssize_t nt = tk->n;
+    const uint64_t *bits = (const uint64_t *)m->bits.buf;
+    const uint64_t *pbits = (const uint64_t *)m->pbits.buf;
+    const int want_pairs = m->nlengths > 0 && nt >= 2;
+
+    /* Single tokens and the pair prefilter: two bitmap probes per token, prefetched ahead. */
+    for (Py_ssize_t i = 0; i < nt; i++) {
+        if (i + PREFETCH < nt) {
+            uint64_t h = t[i + PREFETCH].hash;
+            __builtin_prefetch(&bits[(h >> m->shift) >> 6]);
+            if (want_pairs && i + PREFETCH + 1 < nt) {
+                uint64_t ps = (h * SEQ_MUL + t[i + PREFETCH + 1].hash) >> m->pshift;
+                __builtin_prefetch(&pbits[ps >> 6]);
+            }
+        }
+        const Token *x = &t[i];
+        int single = x->digit ? x->sig >= m->min_digits : x->sig >= 2;
+        if (single && bit_set(bits, m->shift, x->hash) &&
+            probes_push(maybe, x->hash, x->start, x->end, 0) < 0)
+            return -1;
+        if (want_pairs && i + 1 < nt)
+            t[i].pair = (uint8_t)bit_set(pbits, m->pshift, x->hash * SEQ_MUL + t[i + 1].hash);
+    }
+
+    /* Sequences, where the pair bitmap says some indexed sequence starts. */
+    if (want_pairs) {
+        for (Py_ssize_t c = 0; c + 1 < nt; c++) {
+            if (!t[c].pair) continue;
+            int good = 0; /* gaps known to be fine after tokens c .. c + good - 1 */
+            uint64_t acc = t[c].hash;
+            int folded = 1;
+            for (int li = 0; li < m->nlengths; li++) {
+                int k = m->lengths[li];
+                if (c + k > nt) break;
+                while (good < k - 1 && gap_ok(buf, t, c + good)) good++;
+                if (good < k - 1) break;
+                for (; folded < k; folded++) acc = acc * SEQ_MUL + t[c + folded].hash;
+                uint64_t h = mix(acc + (uint64_t)k * SEQ_SALT);
+                if (probes_push(seq, h, t[c].start, t[c + k - 1].end, 0) < 0) return -1;
+            }
+        }
+    }
+
+    /* Numbers whose digit groups are split differently from the indexed value. */
+    int run = 0; /* joinable pairs ending just before token l */
+    uint8_t joined[MAX_DIGIT_GROUPS * (MAX_TOKEN + 1) + 64];
+    uint8_t *big = NULL;
+    Py_ssize_t bigcap = 0;
+    for (Py_ssize_t l = 1; l < nt; l++) {
+        run = joinable(buf, n, t, l - 1) ? run + 1 : 0;
+        if (!run) continue;
+        int64_t total = t[l].end - t[l].start;
+        for (int k = 2; k <= MAX_DIGIT_GROUPS && k - 1 <= run; k++) {
+            Py_ssize_t f = l - k + 1;
+            total += t[f].end - t[f].start;
+            if (total < m->need) continue;
+            uint8_t *dst = joined;
+            if ((size_t)total > sizeof(joined)) {
+                if (total > bigcap) {
+                    uint8_t *grown = (uint8_t *)realloc(big, (size_t)total);
+                    if (!grown) {
+                        free(big);
+                        return -1;
+                    }
+                    big = grown;
+                    bigcap = total;
+                }
+                dst = big;
+            }
+            Py_ssize_t len = 0;
+            for (Py_ssize_t j = f; j <= l; j++) {
+                memcpy(dst + len, buf + t[j].start, (size_t)(t[j].end - t[j].start));
+                len += t[j].end - t[j].start;
+            }
+            Py_ssize_t z = 0;
+            while (len - z > 1 && dst[z] == '0') z++;
+            if (len - z < m->need) continue;
+            uint64_t h = token_hash(dst + z, len - z, dst + len);
+            if (probes_push(seq, h, t[f].start, t[l].end, 1) < 0) {
+                free(big);
+                return -1;
+            }
+        }
+    }
+    free(big);
+    if (filter_bitmap(m, seq, maybe) < 0) return -1;
+    return resolve(m, maybe, out);
+}
+
+static int match(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens *tk, Out *out) {
+    Probes maybe = {NULL, 0, 0}, seq = {NULL, 0, 0};
+    int rc = match_into(m, buf, n, tk, out, &maybe, &seq);
+    free(maybe.p);
+    free(seq.p);
+    return rc;
+}
+
+static PyObject *Matcher_find(Matcher *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    const uint8_t *buf = (const uint8_t *)view.buf;
+    Py_ssize_t n = view.len;
+    Tokens tk = {NULL, 0, 0};
+    Out out = {NULL, 0, 0};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = tokenize(buf, n, &tk);
+    if (rc == 0) rc = match(self, buf, n, &tk, &out);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    free(tk.tok);
+    if (rc < 0) {
+        free(out.data);
+        return PyErr_NoMemory();
+    }
+    PyObject *res = PyBytes_FromStringAndSize((const char *)out.data,
+                                              (Py_ssize_t)(out.n * sizeof(int64_t)));
+    free(out.data);
+    return res;
+}
+
+static PyMethodDef Matcher_methods[] = {
+    {"find", (PyCFunction)Matcher_find, METH_O,
+     "find(buf) -> bytes of int64 triples (start, end, kind * 2 + rank), in emission order"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject MatcherType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "bedside.policy._scanner.Matcher",
+    .tp_basicsize = sizeof(Matcher),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The index arrays of an IdentifierIndex, searchable in one pass over a text.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Matcher_init,
+    .tp_dealloc = (destructor)Matcher_dealloc,
+    .tp_methods = Matcher_methods,
+};
+
+/* tokens(buf) -> bytes of int64 quintuples (start, end, hash, significant, is_digit): the
+ * tokenizer alone, for tests against `_tokens.tokenize`. */
+static PyObject *py_tokens(PyObject *mod, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    Tokens tk = {NULL, 0, 0};
+    int rc = tokenize((const uint8_t *)view.buf, view.len, &tk);
+    PyBuffer_Release(&view);
+    if (rc < 0) {
+        free(tk.tok);
+        return PyErr_NoMemory();
+    }
+    PyObject *res = PyBytes_FromStringAndSize(NULL, tk.n * 5 * (Py_ssize_t)sizeof(int64_t));
+    if (res) {
+        int64_t *o = (int64_t *)PyBytes_AS_STRING(res);
+        for (Py_ssize_t i = 0; i < tk.n; i++) {
+            o[5 * i] = tk.tok[i].start;
+            o[5 * i + 1] = tk.tok[i].end;
+            memcpy(&o[5 * i + 2], &tk.tok[i].hash, 8);
+            o[5 * i + 3] = tk.tok[i].sig;
+            o[5 * i + 4] = tk.tok[i].digit;
+        }
+    }
+    free(tk.tok);
+    return res;
+}
+
+
+/* ------------------------------------------------------------------ candidate spans of a text
+ *
+ * text_spans(text) finds in one pass over a str what `bedside.policy.scan` and `phi` look for
+ * before decoding or running a regex, in character offsets (each list as int64 pairs):
+ *   0 base64: runs of [A-Za-z0-9+/_=\r\n-], >= 12 long, with both upper- and lower-case letters
+ *   1 hex: runs of [0-9a-fA-F], >= 10 long
+ *   2 spaced hex: runs of [0-9a-fA-F :], >= 14 long, with a letter a-f and >= 10 hex digits
+ *   3 int: runs of [0-9], >= 7 long, with no '.' just before or after
+ *   4 number windows (`phi._number_windows`; only for texts of >= 2048 characters)
+ *   5 ords: runs of decimal digits, white space and commas holding >= 5 commas
+ *   6 ip: runs of decimal digits and dots holding >= 3 dots
+ *     (5 and 6 with the character after the run, which the patterns' look-ahead reads)
+ *   7 postcode: windows [p - 1, p + 10) around a letter (or any non-ASCII character) at p
+ *     followed by a decimal digit, merged where they overlap
+ * and 8: whether the text holds a decimal digit (`\d`). "Decimal digit" and "white space" are
+ * Unicode's, as `re` reads `\d` and `\s` in str patterns; the other classes are ASCII only. */
+
+enum { C_B64 = 1, C_HEX = 2, C_SHEX = 4, C_DIG = 8, C_UP = 16, C_LOW = 32, C_HEXL = 64, C_SEP = 128 };
+static uint8_t ascii_class[128];
+
+static void init_ascii_class(void) {
+    for (int c = 0; c < 128; c++) {
+        uint8_t k = 0;
+        int digit = c >= '0' && c <= '9', up = c >= 'A' && c <= 'Z', low = c >= 'a' && c <= 'z';
+        int hexl = (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+        if (digit || up || low || c == '+' || c == '/' || c == '_' || c == '-' || c == '=' ||
+            c == '\r' || c == '\n')
+            k |= C_B64;
+        if (digit || hexl) k |= C_HEX | C_SHEX;
+        if (c == ' ' || c == ':') k |= C_SHEX;
+        if (digit) k |= C_DIG;
+        if (up) k |= C_UP;
+        if (low) k |= C_LOW;
+        if (hexl) k |= C_HEXL;
+        if (c == ' ' || c == '(' || c == ')' || c == '+' || c == '.' || c == '-') k |= C_SEP;
+        ascii_class[c] = k;
+    }
+}
+
+typedef struct {
+    int64_t *data;
+    Py_ssize_t n, cap;
+} Pairs;
+
+static int pairs_push(Pairs *p, int64_t a, int64_t b) {
+    if (p->n + 2 > p->cap) {
+        Py_ssize_t cap = p->cap ? p->cap * 2 : 64;
+        int64_t *grown = (int64_t *)realloc(p->data, (size_t)cap * sizeof(int64_t));
+        if (!grown) return -1;
+        p->data = grown;
+        p->cap = cap;
+    }
+    p->data[p->n++] = a;
+    p->data[p->n++] = b;
+    return 0;
+}
+
+/* A window [a, b) merged into the last one when `a - last_end < gap`. */
+static int pairs_merge(Pairs *p, int64_t a, int64_t b, int64_t gap) {
+    if (p->n && a - p->data[p->n - 1] < gap) {
+        if (b > p->data[p->n - 1]) p->data[p->n - 1] = b;
+        return 0;
+    }
+    return pairs_push(p, a, b);
+}
+
+#define NLISTS 8
+
+/* The pass of text_spans over one string kind (a constant when inlined, so the reads are
+ * direct). Returns -1 when out of memory. */
+static inline __attribute__((always_inline)) int spans_pass(const void *data, const int kind,
+                                                           const Py_ssize_t n, Pairs *out,
+                                                           int *has_digit_out) {
+    int fail = 0, has_digit = 0;
+    const int windows = n >= 2048;
+
+    /* Run state: start (-1: not in a run) and counters. */
+    Py_ssize_t b64 = -1, hex = -1, shex = -1, dig = -1, ords = -1, ip = -1;
+    Py_ssize_t up = 0, low = 0, shl = 0, shd = 0, commas = 0, dots = 0;
+    Py_ssize_t num = -1, num_digits = 0; /* number windows: the current inside run */
+    Py_ssize_t sep_end = -1; /* end of the separator run being passed through */
+    int sep_joins = 0;       /* ... and whether it joins digit groups */
+    int prev_letter = 0;
+
+#define END_RUN_AT(var, cond, list, end)                                     \
+    do {                                                                       \
+        if (var >= 0) {                                                        \
+            if ((cond) && pairs_push(&out[list], var, (end)) < 0) fail = 1;    \
+            var = -1;                                                          \
+        }                                                                      \
+    } while (0)
+#define END_RUN(var, cond, list) END_RUN_AT(var, cond, list, i)
+#define READ(j) PyUnicode_READ(kind, data, (j))
+
+    for (Py_ssize_t i = 0; i <= n && !fail; i++) {
+        Py_UCS4 ch = i < n ? READ(i) : 0;
+        uint8_t c = i < n && ch < 128 ? ascii_class[ch] : 0;
+        int decimal = 0, space = 0;
+        if (i < n) {
+            if (ch < 128) {
+                decimal = (c & C_DIG) != 0;
+                space = ch == ' ' || (ch >= 9 && ch <= 13) || (ch >= 28 && ch <= 31);
+            } else {
+                decimal = Py_UNICODE_ISDECIMAL(ch);
+                space = Py_UNICODE_ISSPACE(ch);
+            }
+        }
+        has_digit |= decimal;
+
+        /* 0 base64 */
+        if (c & C_B64) {
+            if (b64 < 0) b64 = i, up = low = 0;
+            up += (c & C_UP) != 0;
+            low += (c & C_LOW) != 0;
+        } else END_RUN(b64, i - b64 >= 12 && up && low, 0);
+        /* 1 hex */
+        if (c & C_HEX) {
+            if (hex < 0) hex = i;
+        } else END_RUN(hex, i - hex >= 10, 1);
+        /* 2 spaced hex */
+        if (c & C_SHEX) {
+            if (shex < 0) shex = i, shl = shd = 0;
+            shl += (c & C_HEXL) != 0;
+            shd += (c & C_HEX) != 0;
+        } else END_RUN(shex, i - shex >= 14 && shl && shd >= 10, 2);
+        /* 3 int */
+        if (c & C_DIG) {
+            if (dig < 0) dig = i;
+        } else END_RUN(dig, i - dig >= 7 && (dig == 0 || READ(dig - 1) != '.') &&
+                                (i == n || ch != '.'), 3);
+        /* 5 ords */
+        if (decimal || space || ch == ',') {
+            if (ords < 0) ords = i, commas = 0;
+            commas += ch == ',';
+        } else END_RUN_AT(ords, commas >= 5, 5, i < n ? i + 1 : n);
+        /* 6 ip */
+        if (i < n && (decimal || ch == '.')) {
+            if (ip < 0) ip = i, dots = 0;
+            dots += ch == '.';
+        } else END_RUN_AT(ip, dots >= 3, 6, i < n ? i + 1 : n);
+        /* 7 postcode */
+        if (decimal && prev_letter) {
+            int64_t a = i - 2 < 0 ? 0 : i - 2, b = i + 9 > n ? n : i + 9;
+            if (pairs_merge(&out[7], a, b, 1) < 0) fail = 1;
+        }
+        prev_letter = i < n && (ch >= 128 || (c & (C_UP | C_LOW)));
+        /* 4 number windows: runs of digits and of the separator runs that join digit groups
+         * (one separator, or two with a parenthesis), with >= 9 digits. */
+        if (windows) {
+            int inside = 0;
+            if (c & C_DIG) {
+                inside = 1;
+            } else if (c & C_SEP) {
+                if (i >= sep_end) {
+                    /* The first character of a separator run: measure the run. */
+                    Py_ssize_t j = i;
+                    Py_UCS4 r;
+                    while (j < n && (r = READ(j)) < 128 && (ascii_class[r] & C_SEP)) j++;
+                    sep_joins = j - i == 1 ||
+                                (j - i == 2 && (ch == '(' || ch == ')' || READ(i + 1) == '(' ||
+                                                READ(i + 1) == ')'));
+                    sep_end = j;
+                }
+                inside = sep_joins;
+            }
+            if (inside) {
+                if (num < 0) num = i, num_digits = 0;
+                num_digits += (c & C_DIG) != 0;
+            } else if (num >= 0) {
+                if (num_digits >= 9) {
+                    int64_t a = num - 2 < 0 ? 0 : num - 2, b = i + 2 > n ? n : i + 2;
+                    if (pairs_merge(&out[4], a, b, 64) < 0) fail = 1;
+                }
+                num = -1;
+            }
+        }
+    }
+#undef END_RUN
+#undef END_RUN_AT
+#undef READ
+    *has_digit_out = has_digit;
+    return fail ? -1 : 0;
+}
+
+static PyObject *py_text_spans(PyObject *mod, PyObject *arg) {
+    (void)mod;
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "text_spans needs a str");
+        return NULL;
+    }
+    if (PyUnicode_READY(arg) < 0) return NULL;
+    const int kind = PyUnicode_KIND(arg);
+    const void *data = PyUnicode_DATA(arg);
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+    Pairs out[NLISTS];
+    memset(out, 0, sizeof(out));
+    int has_digit = 0, fail;
+    switch (kind) {
+        case PyUnicode_1BYTE_KIND:
+            fail = spans_pass(data, PyUnicode_1BYTE_KIND, n, out, &has_digit);
+            break;
+        case PyUnicode_2BYTE_KIND:
+            fail = spans_pass(data, PyUnicode_2BYTE_KIND, n, out, &has_digit);
+            break;
+        default:
+            fail = spans_pass(data, PyUnicode_4BYTE_KIND, n, out, &has_digit);
+            break;
+    }
+    if (fail) {
+        for (int k = 0; k < NLISTS; k++) free(out[k].data);
+        return PyErr_NoMemory();
+    }
+    PyObject *res = PyTuple_New(NLISTS + 1);
+    for (int k = 0; res && k < NLISTS; k++) {
+        PyObject *b = PyBytes_FromStringAndSize((const char *)out[k].data,
+                                                out[k].n * (Py_ssize_t)sizeof(int64_t));
+        if (!b) {
+            Py_CLEAR(res);
+            break;
+        }
+        PyTuple_SET_ITEM(res, k, b);
+    }
+    for (int k = 0; k < NLISTS; k++) free(out[k].data);
+    if (res) PyTuple_SET_ITEM(res, NLISTS, PyBool_FromLong(has_digit));
+    return res;
+}
+
+static PyObject *py_alnum_table(PyObject *mod, PyObject *unused) {
+    return PyBytes_FromStringAndSize((const char *)alnum, 65536);
+}
+
+static PyMethodDef module_methods[] = {
+    {"tokens", py_tokens, METH_O, "tokens(buf) -> bytes of int64 quintuples"},
+    {"text_spans", py_text_spans, METH_O, "text_spans(text) -> candidate spans (see the source)"},
+    {"alnum_table", py_alnum_table, METH_NOARGS, "alnum_table() -> the 65536-byte BMP table"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_scanner", "Compiled core of the identifier scan.", -1, module_methods,
+};
+
+PyMODINIT_FUNC PyInit__scanner(void) {
+    init_ascii_class();
+    for (int c = 0; c < 256; c++)
+        ascii_token_class[c] = (c >= '0' && c <= '9') ? 1 : (c >= 'a' && c <= 'z') ? 2 : 0;
+    for (Py_UCS4 c = 0; c < 65536; c++) alnum[c] = (uint8_t)(Py_UNICODE_ISALNUM(c) ? 1 : 0);
+    if (PyType_Ready(&MatcherType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&MatcherType);
+    if (PyModule_AddObject(m, "Matcher", (PyObject *)&MatcherType) < 0) {
+        Py_DECREF(&MatcherType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
