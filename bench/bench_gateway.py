@@ -194,12 +194,27 @@ def p50(values: list[float]) -> float:
     return statistics.median(values)
 
 
+# Pause before each timed cell. Every kernel of the run is alive at once, and a sentry makes its
+# ledger durable (two fsyncs) once its relay has been quiet for 30 ms; without the pause that
+# work, and a guarded kernel's own after-cell work, fell into the cell of the configuration
+# measured next (in round-robin order always the same one), which read as a cost of that one.
+SETTLE_S = 0.1
+
+
+def rotations(labels: list[str], rounds: int) -> list[list[str]]:
+    """The order of each round: the list rotated by one each time, so that every
+    configuration follows every other one equally often."""
+    return [labels[i % len(labels) :] + labels[: i % len(labels)] for i in range(rounds)]
+
+
 def measure_interleaved(
     configs: dict[str, tuple[EnterpriseGateway, str]], *, cells: int, big: int, starts: int
 ) -> dict[str, dict[str, Any]]:
-    """Measure every configuration round-robin (one cell each in turn), so that load from
-    other work on the machine falls on all of them alike and the ratios stay meaningful."""
+    """Measure every configuration round-robin (one cell each in turn, the order rotating),
+    so that load from other work on the machine falls on all of them alike and the ratios
+    stay meaningful."""
     kernels = {label: Kernel(eg, name) for label, (eg, name) in configs.items()}
+    labels = list(configs)
     trivial: dict[str, list[float]] = {label: [] for label in configs}
     big_runs: dict[str, list[float]] = {label: [] for label in configs}
     start_times: dict[str, list[float]] = {label: [] for label in configs}
@@ -210,13 +225,15 @@ def measure_interleaved(
             _, _, status = kernel.execute(SETUP_1MB)
             assert status == "ok", f"{label}: 1 MB setup cell failed"
         print(f"trivial cells x{cells} ...", file=sys.stderr, flush=True)
-        for _ in range(cells):
-            for label, kernel in kernels.items():
-                trivial[label].append(kernel.execute("1 + 1")[0])
+        for order in rotations(labels, cells):
+            for label in order:
+                time.sleep(SETTLE_S)
+                trivial[label].append(kernels[label].execute("1 + 1")[0])
         print(f"1 MB outputs x{big} ...", file=sys.stderr, flush=True)
-        for _ in range(big):
-            for label, kernel in kernels.items():
-                seconds, size, status = kernel.execute("print(TEXT)")
+        for order in rotations(labels, big):
+            for label in order:
+                time.sleep(SETTLE_S)
+                seconds, size, status = kernels[label].execute("print(TEXT)")
                 if status != "ok" or size < 1_000_000:
                     raise RuntimeError(f"{label}: the 1 MB output was not released ({size} B)")
                 big_runs[label].append(seconds)
@@ -224,8 +241,10 @@ def measure_interleaved(
         for kernel in kernels.values():
             kernel.close()
     print(f"kernel starts x{starts} ...", file=sys.stderr, flush=True)
-    for _ in range(starts):
-        for label, (eg, name) in configs.items():
+    for order in rotations(labels, starts):
+        for label in order:
+            eg, name = configs[label]
+            time.sleep(SETTLE_S)
             k = Kernel(eg, name)
             start_times[label].append(k.start_seconds)
             k.close()

@@ -1,18 +1,22 @@
-"""Cost of the sentry alone: the same jupyter_client drives a plain ipykernel directly and the
-same kernel behind the sentry (no sandbox), then the full chain (sentry + sandbox + guarded
-kernel). Prints ratios against the direct kernel measured in the same run and writes JSON.
+"""Cost of the sentry and of the sandbox, separated: the same jupyter_client drives a plain
+ipykernel directly, the same kernel inside bubblewrap (no sentry), the kernel behind the sentry
+without and with the sandbox, then the full chain (sentry + sandbox + guarded kernel). Prints
+ratios against the direct kernel measured in the same run and writes JSON. With `--cpu`, the
+sentry's own CPU time per cell is reported as well (from /proc, independent of machine load).
 
     .venv/bin/python bench/sentry_relay.py [--cells 200] [--out bench-sentry.json]
 
-Not part of `make test`. Enterprise Gateway in front of the chain is measured by the gateway's
-own benchmarks.
+Not part of `make test`. Enterprise Gateway in front of the chain is measured by
+bench/bench_gateway.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import secrets
 import shutil
 import statistics
 import sys
@@ -20,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 from queue import Empty
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "gateway"))
 
@@ -47,16 +52,30 @@ def run_cell(kc: BlockingKernelClient, code: str) -> float:
     return time.perf_counter() - start
 
 
-def measure(kc: BlockingKernelClient, cells: int) -> dict[str, float]:
+def cpu_seconds(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(kc: BlockingKernelClient, cells: int, pid: int | None = None) -> dict[str, float]:
     for _ in range(10):
         run_cell(kc, "1 + 1")
+    cpu0 = cpu_seconds(pid)
     trivial = [run_cell(kc, "1 + 1") for _ in range(cells)]
+    cpu1 = cpu_seconds(pid)
     big = [run_cell(kc, ONE_MB) for _ in range(max(3, cells // 40))]
-    return {
+    cpu2 = cpu_seconds(pid)
+    out = {
         "trivial_p50_ms": statistics.median(trivial) * 1000,
         "trivial_p90_ms": sorted(trivial)[int(len(trivial) * 0.9)] * 1000,
         "one_mb_p50_ms": statistics.median(big) * 1000,
     }
+    if pid is not None:
+        out["sentry_cpu_ms_per_trivial"] = (cpu1 - cpu0) / len(trivial) * 1000
+        out["sentry_cpu_ms_per_1mb"] = (cpu2 - cpu1) / len(big) * 1000
+    return out
 
 
 def drain(kc: BlockingKernelClient) -> None:
@@ -82,13 +101,55 @@ def direct(cells: int) -> dict[str, float]:
         km.shutdown_kernel(now=True)
 
 
-def through_sentry(root: Path, cells: int, *, sandbox: bool, kernel: str) -> dict[str, float]:
-    hospital = make_hospital(root, frame=make_patients(5000), max_output_bytes=2_000_000)
-    sentry = start_sentry(hospital, root / "run", sandbox=sandbox, kernel=kernel)
-    kc = Client.connect(sentry).kc  # retries while the sentry loads its index
+def in_bwrap(root: Path, cells: int) -> dict[str, float]:
+    """A plain ipykernel in the sandbox, reached over ipc directly (no sentry)."""
+    from bedside.gateway.sandbox import SandboxSpec, launch
+
+    root.mkdir(parents=True, exist_ok=True)
+    private = Path(tempfile.mkdtemp(prefix="bedside-", dir=root))
+    ipc = private / "ipc"
+    ipc.mkdir(mode=0o700)
+    info = {
+        "transport": "ipc",
+        "ip": str(ipc / "k"),
+        "shell_port": 1,
+        "iopub_port": 2,
+        "stdin_port": 3,
+        "control_port": 4,
+        "hb_port": 5,
+        "key": secrets.token_hex(16),
+        "signature_scheme": "hmac-sha256",
+    }
+    conn = ipc / "kernel.json"
+    conn.write_text(json.dumps(info))
+    conn.chmod(0o644)
+    policy = SimpleNamespace(datasets={}, limits=None, path=None)
+    spec = SandboxSpec(policy=policy, ipc_dir=ipc, scratch_dir=private / "scratch", env={})
+    proc = launch([sys.executable, "-m", "ipykernel_launcher", "-f", str(conn)], spec)
+    kc = BlockingKernelClient()
+    kc.load_connection_info(info)
+    kc.start_channels()
     try:
+        kc.wait_for_ready(timeout=60)
         drain(kc)
         return measure(kc, cells)
+    finally:
+        kc.stop_channels()
+        proc.kill()
+        proc.wait()
+
+
+def through_sentry(root: Path, cells: int, *, sandbox: bool, kernel: str) -> dict[str, float]:
+    hospital = make_hospital(root, frame=make_patients(5000), max_output_bytes=2_000_000)
+    started = time.perf_counter()
+    sentry = start_sentry(hospital, root / "run", sandbox=sandbox, kernel=kernel)
+    kc = Client.connect(sentry).kc  # retries while the sentry loads its index
+    ready = time.perf_counter() - started
+    try:
+        drain(kc)
+        out = measure(kc, cells, sentry.proc.pid)
+        out["start_ms"] = ready * 1000
+        return out
     finally:
         kc.stop_channels()
         sentry.stop()
@@ -98,13 +159,27 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cells", type=int, default=200)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--only", help="comma-separated subset of the runs")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bedside-bench-"))
+    runs = {
+        "direct": lambda: direct(args.cells),
+        "bwrap": lambda: in_bwrap(tmp / "w", args.cells),
+        "sentry": lambda: through_sentry(tmp / "a", args.cells, sandbox=False, kernel="plain"),
+        "sentry+bwrap": lambda: through_sentry(tmp / "c", args.cells, sandbox=True, kernel="plain"),
+        "chain": lambda: through_sentry(tmp / "b", args.cells, sandbox=True, kernel="guarded"),
+    }
+    only = set(args.only.split(",")) if args.only else set(runs)
+    only.add("direct")
+    results = {}
     try:
-        results = {"direct": direct(args.cells)}
-        results["sentry"] = through_sentry(tmp / "a", args.cells, sandbox=False, kernel="plain")
-        if shutil.which("bwrap"):
-            results["chain"] = through_sentry(tmp / "b", args.cells, sandbox=True, kernel="guarded")
+        for name, run in runs.items():
+            if name not in only:
+                continue
+            if ("bwrap" in name or name == "chain") and not shutil.which("bwrap"):
+                continue
+            results[name] = run()
+            print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     base = results["direct"]
@@ -112,10 +187,12 @@ def main() -> int:
         "machine": platform.platform(),
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "load": os.getloadavg(),
         "cells": args.cells,
         "results": results,
         "ratios": {
-            name: {k: round(v / base[k], 3) for k, v in r.items()} for name, r in results.items()
+            name: {k: round(v / base[k], 3) for k, v in r.items() if k in base}
+            for name, r in results.items()
         },
     }
     text = json.dumps(report, indent=2)

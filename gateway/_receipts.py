@@ -17,7 +17,7 @@ from typing import Any
 
 import rfc8785
 
-from bedside.ledger import Ledger, Signer, Verifier, entries, verify_note
+from bedside.ledger import Ledger, Signer, Verifier, canonical_json, entries, verify_note
 from bedside.policy.decision import Decision
 
 # How long appended entries may wait before they are made durable (fsync) when messages keep
@@ -222,7 +222,9 @@ class HospitalLedger:
         if checkpoint is not None:
             body["checkpoint"] = checkpoint
         self._pending = []
-        body["sig"] = b64(self.signer.sign(rfc8785.dumps(body)))
+        # canonical_json is RFC 8785 with a fast path for the usual case (no floats), one JSON
+        # encoding per message instead of rfc8785's pure-Python walk.
+        body["sig"] = b64(self.signer.sign(canonical_json(body)))
         return body
 
     @property

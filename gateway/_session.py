@@ -13,6 +13,7 @@ import importlib.metadata
 import os
 import platform
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,27 +31,30 @@ INTENT_FIELDS = (
 )
 
 _environment_digest: str | None = None
+_environment_lock = threading.Lock()
 
 
 def environment_digest() -> str:
     """Digest of the kernel environment: Python version and the sorted installed distributions.
 
     The sentry runs in the kernel's environment (the kernelspec's interpreter), so this is the
-    environment the researcher's code runs in. Computed once per process.
+    environment the researcher's code runs in. Computed once per process; the sentry warms it
+    in its start-up thread, and the lock keeps the relay from computing it a second time.
     """
     global _environment_digest
-    if _environment_digest is None:
-        names = set()
-        for dist in importlib.metadata.distributions():
-            name = dist.metadata["Name"]
-            if name:
-                names.add(f"{name.lower().replace('_', '-')}=={dist.version}")
-        body = {
-            "python": platform.python_version(),
-            "implementation": sys.implementation.name,
-            "distributions": sorted(names),
-        }
-        _environment_digest = "sha256:" + hashlib.sha256(rfc8785.dumps(body)).hexdigest()
+    with _environment_lock:
+        if _environment_digest is None:
+            names = set()
+            for dist in importlib.metadata.distributions():
+                name = dist.metadata["Name"]
+                if name:
+                    names.add(f"{name.lower().replace('_', '-')}=={dist.version}")
+            body = {
+                "python": platform.python_version(),
+                "implementation": sys.implementation.name,
+                "distributions": sorted(names),
+            }
+            _environment_digest = "sha256:" + hashlib.sha256(rfc8785.dumps(body)).hexdigest()
     return _environment_digest
 
 

@@ -9,6 +9,7 @@ costs one HMAC check, one HMAC signature and one JSON parse.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import uuid
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from jupyter_client.session import Session
+from bedside.errors import GatewayError
 
 DELIM = b"<IDS|MSG>"
 PROTOCOL_VERSION = "5.3"
@@ -76,8 +77,16 @@ class Wire:
 
     def __init__(self, key: bytes, signature_scheme: str = "hmac-sha256", *, name: str) -> None:
         self.name = name
-        self.session = Session(key=key, signature_scheme=signature_scheme, username="bedside")
-        self._auth = self.session.auth
+        self.key = key
+        # As jupyter_client's Session: "hmac-<hashlib name>", no signature with an empty key.
+        # (Not Session itself: importing jupyter_client would delay the kernel's launch.)
+        scheme, _, digest = signature_scheme.partition("-")
+        if scheme != "hmac" or digest not in hashlib.algorithms_available:
+            raise GatewayError(
+                f"unsupported signature_scheme {signature_scheme!r} in the connection file "
+                "(use hmac-sha256)"
+            )
+        self._auth = hmac.new(key, digestmod=digest) if key else None
         self._history: OrderedDict[bytes, None] = OrderedDict()
         self._history_size = 1 << 16
 

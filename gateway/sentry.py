@@ -12,6 +12,15 @@ the session's intent, budget and seal are handled here too (docs/custodian/sentr
 
 from __future__ import annotations
 
+import sys
+
+from bedside.gateway import _early
+
+if __name__ == "__main__":
+    # Before the imports below (numpy, pyarrow, zmq, the ledger): start the sandboxed kernel
+    # now when this policy's launch is remembered, so that it boots while they load.
+    _early.prelaunch(sys.argv[1:])
+
 import argparse
 import json
 import logging
@@ -22,8 +31,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -89,7 +96,7 @@ QUIET_MS = 30
 # How often the airlock looks for new release requests and queued custodian decisions.
 AIRLOCK_POLL_S = 0.5
 # Where the kernel leaves release requests: the only writable path it shares with the sentry.
-KERNEL_OUTBOX = "kernel-outbox"
+KERNEL_OUTBOX = _early.KERNEL_OUTBOX
 
 
 @dataclass
@@ -134,7 +141,11 @@ class Sentry:
         self.custodian_key = custodian_key
         self.sandbox = sandbox
         self.kernel = kernel
-        self.session_id = uuid.uuid4().hex
+        # A kernel `_early.prelaunch` started for this command line: its session and key are
+        # this session's (adopted in `start` once the policy is validated).
+        self._prelaunched = _early.pending(policy_path, state_dir, kernel, sandbox)
+        self.session_id = self._prelaunched.session_id if self._prelaunched else uuid.uuid4().hex
+        self.state_root = state_dir
         self.state_dir = state_dir / self.session_id
         self.origin = origin or f"{socket.gethostname()}/bedside/{self.session_id}"
         self.outer_info = _read_connection_file(connection_file)
@@ -143,7 +154,8 @@ class Sentry:
             self.outer_info.get("signature_scheme", "hmac-sha256"),
             name="client",
         )
-        self.inner = Wire(secrets.token_hex(32).encode(), name="kernel")
+        inner_key = self._prelaunched.inner_key if self._prelaunched else secrets.token_hex(32)
+        self.inner = Wire(inner_key.encode(), name="kernel")
         self.requests: OrderedDict[str, Request] = OrderedDict()
         self.pending_executes: deque[str] = deque()
         self.hb_pending: OrderedDict[tuple[bytes, ...], None] = OrderedDict()
@@ -165,6 +177,13 @@ class Sentry:
         self._ctx = zmq.Context()
         self._sockets: dict[str, zmq.Socket[bytes]] = {}
         self._cpu_checked = 0.0
+        # The kernel's CPU seconds changed (a cell ended) and were not read yet. Reading them
+        # walks the kernel's process tree in /proc (about a millisecond in the sandbox), so it
+        # happens when the relay is quiet, not on the path of every cell: a cell admitted
+        # meanwhile is checked against a reading at most 1 s old, and `_watch_cpu` stops a
+        # running cell within a second of the budget running out either way.
+        self._cpu_stale = False
+        self._cpu_read_at = 0.0
         self._guard_ready = threading.Event()
         self._guard_error: BaseException | None = None
         self._scan: Scan | None = None
@@ -179,6 +198,7 @@ class Sentry:
         from bedside.policy import load_policy
 
         self.policy = load_policy(self.policy_path)
+        self._remember_launch()
         self.signer = Signer.load(self.custodian_key)
         self._bind_outer()
         # Before the kernel: its release outbox lives in the session's (0700) state directory.
@@ -218,6 +238,14 @@ class Sentry:
             self._guard_error = exc
         finally:
             self._guard_ready.set()
+        # The session header needs it before the first cell runs. Computed here, after the
+        # guard is ready (it never holds up the kernel's start) and usually while the kernel
+        # still boots, it does not hold up that first cell either: it reads the metadata of
+        # every installed distribution (0.3-1 s).
+        try:
+            environment_digest()
+        except Exception:  # noqa: BLE001 - the relay computes it again and reports the failure
+            log.exception("cannot compute the environment digest")
 
     def _wait_for_guard(self) -> None:
         """Block until the guard exists; a failure to build it stops the sentry."""
@@ -256,59 +284,37 @@ class Sentry:
                 ) from exc
             self._sockets[f"outer_{channel}"] = sock
 
+    def _remember_launch(self) -> None:
+        """Keep this policy's launch view for the next start (see `_early`)."""
+        if not self.sandbox:
+            return
+        try:
+            key = _early.cache_key(self.policy_path, self.kernel)
+            _early.remember(self.state_root, key, _early.launch_view(self.policy))
+        except OSError as exc:
+            log.warning("cannot remember the kernel's launch (%s); later starts are slower", exc)
+
     def _kernel_argv(self, connection: Path) -> list[str]:
-        if self.kernel == "plain":
-            return [sys.executable, "-m", "ipykernel_launcher", "-f", str(connection)]
-        return [
-            sys.executable,
-            "-m",
-            "bedside.kernel",
-            "-f",
-            str(connection),
-            "--policy",
-            str(self.policy.path),
-        ]
+        return _early.kernel_argv(self.kernel, connection, str(self.policy.path))
 
     def _kernel_env(self) -> dict[str, str]:
         """What the kernel's environment adds (the sandbox fixes HOME and TMPDIR itself)."""
         assert self._scratch_dir is not None
-        scratch = str(self._scratch_dir)
-        # PYDEVD_DISABLE_FILE_VALIDATION: ipykernel's debugger otherwise prints a frozen-modules
-        # warning at start-up, a parentless output that opens the ledger before the intent.
-        return {
-            "HOME": scratch,
-            "TMPDIR": scratch,
-            "PYTHONNOUSERSITE": "1",
-            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-            "BEDSIDE_OUTBOX": str(self.state_dir / KERNEL_OUTBOX),
-        }
+        return _early.kernel_env(self._scratch_dir, self.state_dir / KERNEL_OUTBOX)
 
     def _launch_kernel(self) -> None:
-        # A short private directory: a unix socket path must fit in 107 bytes, so the state
-        # directory (often deep) cannot hold the sockets. 0700: only the sentry (and, through
-        # its binds, the sandboxed kernel) reaches the sockets and the kernel's key.
-        self._private_dir = Path(tempfile.mkdtemp(prefix="bedside-"))
-        self._ipc_dir = self._private_dir / "ipc"
-        self._scratch_dir = self._private_dir / "scratch"
-        self._ipc_dir.mkdir(mode=0o700)
-        self._scratch_dir.mkdir(mode=0o700)
-        connection = self._ipc_dir / "kernel.json"
-        ip = str(self._ipc_dir / "k")
-        info = {
-            "transport": "ipc",
-            "ip": ip,
-            "shell_port": 1,
-            "iopub_port": 2,
-            "stdin_port": 3,
-            "control_port": 4,
-            "hb_port": 5,
-            "key": self.inner.session.key.decode(),
-            "signature_scheme": "hmac-sha256",
-            "kernel_name": "bedside-inner",
-        }
-        connection.write_text(json.dumps(info))
-        # Readable by the kernel, which may run as another user (nobody) under a root sentry.
-        connection.chmod(0o644)
+        early, self._prelaunched = self._prelaunched, None
+        if early is not None and _early.adopt(early, self.policy):
+            log.info("adopted the kernel started before the policy was loaded")
+            self._private_dir = early.private_dir
+            self._ipc_dir = early.private_dir / "ipc"
+            self._scratch_dir = early.private_dir / "scratch"
+            self.proc = early.proc
+            self.cpu = ProcessTreeCPU(self.proc.pid)
+            self._connect_inner(early.info)
+            return
+        self._private_dir, self._ipc_dir, self._scratch_dir = _early.make_private_dir()
+        connection, info = _early.write_connection(self._ipc_dir, self.inner.key.decode())
         argv = self._kernel_argv(connection)
         env = self._kernel_env()
         self.proc = self._spawn(argv, env)
@@ -347,6 +353,9 @@ class Sentry:
                 sock.identity = identity
             if kind == zmq.SUB:
                 sock.setsockopt(zmq.SUBSCRIBE, b"")
+            # The kernel binds these a second or so from now; retry often (zmq's default is
+            # every 100 ms), so the relay is connected as soon as it is up.
+            sock.reconnect_ivl = 10
             sock.connect(f"ipc://{ip}-{info[f'{channel}_port']}")
             self._sockets[f"inner_{channel}"] = sock
 
@@ -403,6 +412,8 @@ class Sentry:
                         log.exception("dropped a message the sentry could not process")
             clock = time.monotonic()
             self.ledger.flush_if_due(force=not events)
+            if not events:
+                self._read_cpu()
             if clock - last_poll > AIRLOCK_POLL_S:
                 last_poll = clock
                 self._poll_airlock()
@@ -539,7 +550,17 @@ class Sentry:
         self.pending_executes.append(msg.msg_id)
         return True
 
+    def _read_cpu(self, max_age: float = 0.0) -> None:
+        """Bring the meter's CPU seconds up to date after a cell ended, unless the last reading
+        is younger than `max_age` seconds."""
+        clock = time.monotonic()
+        if self._cpu_stale and self.cpu is not None and clock - self._cpu_read_at >= max_age:
+            self._cpu_stale = False
+            self._cpu_read_at = clock
+            self.meter.cpu_seconds = self.cpu.read()
+
     def _refusal(self) -> str | None:
+        self._read_cpu(max_age=1.0)
         if self.refused is not None:
             return f"the session's intent was refused: {self.refused}"
         if self.sealed:
@@ -644,8 +665,8 @@ class Sentry:
         blocked_original = None
         if verdict.blocked:
             blocked_original = self._committed_or_none(channel, msg_type, msg.content, msg.buffers)
-        if end_of_cell and self.cpu is not None:
-            self.meter.cpu_seconds = self.cpu.read()
+        if end_of_cell:
+            self._cpu_stale = True
         if msg_type == "shutdown_reply" and channel == "control" and self._recording():
             # The session ends here: leave a custodian-signed checkpoint in both copies.
             self.ledger.custodian_checkpoint()
@@ -1213,6 +1234,8 @@ class Sentry:
 
     def close(self) -> None:
         """Stop the kernel, flush what is queued to clients, remove the private directories."""
+        if self._prelaunched is not None:  # the sentry stopped before it adopted the kernel
+            self._prelaunched.discard()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
