@@ -4,11 +4,18 @@ Writes the demo hospital (synthetic patients, its policy, a custodian key), star
 side (`bedside gateway start`: Enterprise Gateway with the sentry and sandboxed kernels), a local
 dev chain for anchoring when the anchor module and ganache are installed, and JupyterLab with the
 bedside extension pointed at the gateway, opening the walkthrough notebooks. Ctrl-C stops all.
+
+Ctrl-C in a terminal signals the whole foreground process group. The gateway and the chain run
+in sessions of their own so that they get exactly one signal, from the demo, in order: a second
+signal would interrupt `bedside gateway start` while it is stopping Enterprise Gateway and its
+kernels. They also get SIGTERM if the demo itself dies (PR_SET_PDEATHSIG), so nothing outlives it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import io
 import os
 import secrets
 import shutil
@@ -43,12 +50,33 @@ def _wait_port(
     raise GatewayError(f"{what} did not start within {timeout:.0f}s; see {log}")
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _own_session() -> None:
+    """In the child, before exec: a session of its own, and SIGTERM when the demo dies."""
+    os.setsid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _child(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        preexec_fn=_own_session,  # noqa: PLW1509 (the demo starts no threads before this)
+    )
+
+
 def _stop(proc: subprocess.Popen[bytes] | None) -> None:
     if proc is None or proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=20)
+        # longer than `bedside gateway start` gives Enterprise Gateway to stop its kernels
+        proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
@@ -119,10 +147,16 @@ def prepare_hospital(work: Path, patients: int) -> tuple[Path, Path]:
 
 
 def run_demo(work: Path, *, port: int = 8888, patients: int = 2000) -> int:
+    """Run the demo until Ctrl-C (or SIGTERM); `port` 0 picks a free port for JupyterLab."""
+
     def _terminate(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt  # SIGTERM stops the demo as cleanly as Ctrl-C
 
     signal.signal(signal.SIGTERM, _terminate)
+    # What to open is printed once: it must reach a pipe (`make demo | tee`) at once, too.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
+    port = port or free_port()
     work = work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     work.chmod(0o755)
@@ -141,12 +175,11 @@ def run_demo(work: Path, *, port: int = 8888, patients: int = 2000) -> int:
     lab: ResearcherServer | None = None
     try:
         gw_log = logs / "gateway.log"
-        gateway = subprocess.Popen(
+        gateway = _child(
             _bedside("gateway", "start", "--policy", str(policy), "--custodian-key", str(key),
                      "--state-dir", str(work / "hospital-state"), "--port", str(gateway_port),
                      "--token-file", str(token_file)),
-            stdout=gw_log.open("ab"),
-            stderr=subprocess.STDOUT,
+            gw_log,
         )  # fmt: skip
         procs.append(gateway)
         print(f"bedside demo: starting the hospital's gateway on port {gateway_port} …")
@@ -159,7 +192,7 @@ def run_demo(work: Path, *, port: int = 8888, patients: int = 2000) -> int:
             chain_port = 8545 if _port_free(8545) else free_port()
             chain_log = logs / "chain.log"
             procs.append(
-                subprocess.Popen(
+                _child(
                     [
                         node,
                         str(ganache),
@@ -169,9 +202,8 @@ def run_demo(work: Path, *, port: int = 8888, patients: int = 2000) -> int:
                         "--wallet.deterministic",
                         "--logging.quiet",
                     ],
-                    stdout=chain_log.open("ab"),
-                    stderr=subprocess.STDOUT,
-                )  # fmt: skip
+                    chain_log,
+                )
             )
             _wait_port(chain_port, procs[-1], "the local chain", chain_log, 60)
             chain = f"http://127.0.0.1:{chain_port}"
@@ -194,6 +226,8 @@ def run_demo(work: Path, *, port: int = 8888, patients: int = 2000) -> int:
         print("  Open:   " + f"{lab.url}/lab/tree/01-walkthrough.ipynb?token={lab.token}")
         print(f"  Token:  {lab.token}")
         print(f"  Kernel: 'bedside (guarded, hospital)' runs at the demo hospital ({policy})")
+        print(f"  Gateway: http://127.0.0.1:{gateway_port} (token in {token_file}; for "
+              "`bedside run NOTEBOOK --gateway URL --token TOKEN`)")  # fmt: skip
         print(f"  Ledgers: yours in {work / 'sessions'}, the hospital's in "
               f"{work / 'hospital-state'}")  # fmt: skip
         if chain:
@@ -212,7 +246,12 @@ def run_demo(work: Path, *, port: int = 8888, patients: int = 2000) -> int:
         print("\nbedside demo: stopping …")
         return 0
     finally:
+        # An impatient second Ctrl-C must not cut the stopping short and leave kernels behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if lab is not None:
             lab.stop()
         for proc in reversed(procs):
             _stop(proc)
+        print(f"bedside demo: stopped. Your ledgers are in {work / 'sessions'}; check one with "
+              "`bedside ledger verify DIR/session.ledger`")  # fmt: skip
