@@ -63,9 +63,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=Path(".bedside-demo"),
         help="working directory: hospital, keys, notebooks, ledgers, logs (reused if it exists)",
     )
-    demo.add_argument(
-        "--port", type=int, default=8888, help="JupyterLab port (0: any free port)"
-    )
+    demo.add_argument("--port", type=int, default=8888, help="JupyterLab port (0: any free port)")
     demo.add_argument("--patients", type=int, default=2000, help="synthetic patients")
     demo.set_defaults(handler=_demo)
 

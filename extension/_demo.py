@@ -13,9 +13,11 @@ kernels. They also get SIGTERM if the demo itself dies (PR_SET_PDEATHSIG), so no
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import io
+import json
 import os
 import secrets
 import shutil
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from bedside.errors import GatewayError
 
-from ._headless import ResearcherServer, free_port
+from ._headless import KernelSession, ResearcherServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -146,6 +148,32 @@ def prepare_hospital(work: Path, patients: int) -> tuple[Path, Path]:
     return policy, key
 
 
+WALKTHROUGH = "01-walkthrough.ipynb"
+
+
+async def _start_walkthrough_session(lab: ResearcherServer, notebooks: Path) -> dict[str, object]:
+    """Start the walkthrough's hospital session before anyone opens the notebook.
+
+    JupyterLab then joins the running session. Opening the notebook cold in JupyterLab 4.6 drops
+    its first kernel websocket, and the session intent sent on it can be lost with it (the
+    session stays pending-intent; docs/data-scientist/jupyterlab.md, known issues). Starting it
+    here also proves the whole chain works before the demo says what to open.
+    """
+    kernel = json.loads((notebooks / WALKTHROUGH).read_text())["metadata"]["kernelspec"]["name"]
+    client = KernelSession(lab.url, lab.token)
+    await client.start(WALKTHROUGH, kernel)
+    try:
+        await client.request("kernel_info_request", {}, timeout=150)
+        status: dict[str, object] = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+        deadline = time.monotonic() + 30
+        while status.get("state") == "pending-intent" and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+        return status
+    finally:
+        await client.close(shutdown=False)
+
+
 def run_demo(work: Path, *, port: int = 8888, patients: int = 2000) -> int:
     """Run the demo until Ctrl-C (or SIGTERM); `port` 0 picks a free port for JupyterLab."""
 
@@ -173,6 +201,7 @@ def run_demo(work: Path, *, port: int = 8888, patients: int = 2000) -> int:
     gateway_port = free_port()
     procs: list[subprocess.Popen[bytes]] = []
     lab: ResearcherServer | None = None
+    reviewer: ResearcherServer | None = None
     try:
         gw_log = logs / "gateway.log"
         gateway = _child(
@@ -210,6 +239,9 @@ def run_demo(work: Path, *, port: int = 8888, patients: int = 2000) -> int:
             anchor_env = deploy_demo_contract(chain, work / "secrets")
 
         user = os.environ.get("KERNEL_USERNAME") or "researcher"
+        # `bedside` on the PATH of the notebooks' kernels and terminals (`make demo` does not
+        # activate the environment)
+        path = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         lab = ResearcherServer(
             root_dir=notebooks,
             gateway_url=f"http://127.0.0.1:{gateway_port}",
@@ -218,14 +250,35 @@ def run_demo(work: Path, *, port: int = 8888, patients: int = 2000) -> int:
             port=port,
             lab=True,
             log_path=logs / "jupyterlab.log",
-            env={"KERNEL_USERNAME": user, **anchor_env},
+            env={"KERNEL_USERNAME": user, **anchor_env, **path},
+        )
+        # The reviewer's JupyterLab: local kernels, no gateway, the chain's address but no key
+        reviewer = ResearcherServer(
+            root_dir=notebooks,
+            gateway_url="",
+            port=free_port(),
+            lab=True,
+            log_path=logs / "reviewer-jupyterlab.log",
+            env={k: v for k, v in anchor_env.items() if k != "BEDSIDE_ANCHOR_KEY"} | path,
         )
         print("bedside demo: starting JupyterLab with the bedside extension …")
         lab.start()
+        reviewer.start()
+        print("bedside demo: starting the walkthrough's kernel at the hospital …")
+        session = asyncio.run(_start_walkthrough_session(lab, notebooks))
+        if session.get("state") != "active":
+            raise GatewayError(
+                f"the walkthrough's hospital session is {session.get('state')!r}"
+                + (f": {session['reason']}" if session.get("reason") else "")
+                + f"; see {logs / 'jupyterlab.log'} and {gw_log}"
+            )
         print()
         print("  Open:   " + f"{lab.url}/lab/tree/01-walkthrough.ipynb?token={lab.token}")
         print(f"  Token:  {lab.token}")
-        print(f"  Kernel: 'bedside (guarded, hospital)' runs at the demo hospital ({policy})")
+        print("  Review: " + f"{reviewer.url}/lab/tree/02-reviewer.ipynb?token={reviewer.token}"
+              " (the reviewer's JupyterLab: local kernels, no access to the hospital)")  # fmt: skip
+        print(f"  Kernel: 'bedside (guarded, hospital)' runs at the demo hospital ({policy}); "
+              f"session {session.get('kernel_id')} is active")  # fmt: skip
         print(f"  Gateway: http://127.0.0.1:{gateway_port} (token in {token_file}; for "
               "`bedside run NOTEBOOK --gateway URL --token TOKEN`)")  # fmt: skip
         print(f"  Ledgers: yours in {work / 'sessions'}, the hospital's in "
@@ -238,7 +291,10 @@ def run_demo(work: Path, *, port: int = 8888, patients: int = 2000) -> int:
             print("  Chain:  not started (anchoring needs node and `make npm`)")
         print(f"  Logs:   {logs}")
         print("\nPress Ctrl-C to stop everything.")
-        while all(p.poll() is None for p in procs) and lab.proc and lab.proc.poll() is None:
+        labs = (lab, reviewer)
+        while all(p.poll() is None for p in procs) and all(
+            s.proc is not None and s.proc.poll() is None for s in labs
+        ):
             time.sleep(0.5)
         print("bedside demo: a component stopped; see the logs in", logs, file=sys.stderr)
         return 1
@@ -249,8 +305,9 @@ def run_demo(work: Path, *, port: int = 8888, patients: int = 2000) -> int:
         # An impatient second Ctrl-C must not cut the stopping short and leave kernels behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if lab is not None:
-            lab.stop()
+        for server in (reviewer, lab):
+            if server is not None:
+                server.stop()
         for proc in reversed(procs):
             _stop(proc)
         print(f"bedside demo: stopped. Your ledgers are in {work / 'sessions'}; check one with "
