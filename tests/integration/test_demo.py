@@ -182,6 +182,24 @@ async def run_notebook(opened: str, name: str) -> list[str]:
     return texts
 
 
+def reviewer_cli(cwd: Path, *args: str) -> str:
+    result = subprocess.run(
+        [str(BIN / "bedside"), *args], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def record_offsets(path: Path) -> list[int]:
+    """Where each record of a ledger file starts (docs/ledger-format.md)."""
+    from bedside.ledger._records import LEDGER_MAGIC, Record, iter_records
+    from bedside.ledger.log import read_meta
+
+    with path.open("rb") as fh:
+        _, start = read_meta(fh, LEDGER_MAGIC, path)
+        return [r.offset for r in iter_records(fh, start) if isinstance(r, Record)]
+
+
 def bedside_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(BIN / "bedside"), *args], capture_output=True, text=True, timeout=120
@@ -256,6 +274,22 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
             contract=contract.group(1),
         )
 
+        # the reviewer's commands (docs/reviewer/getting-started.md), the chain still running
+        (review / "custodian.pub").write_text(custodian.read_text())
+        (review / "researcher.pub").write_text(run["sealed"]["researcher_key"] + "\n")
+        verified = reviewer_cli(review, "ledger", "verify", "session.ledger", "--key",
+                                "custodian.pub", "--key", "researcher.pub", "--openings",
+                                "session.openings", "--rpc", rpc)  # fmt: skip
+        assert "— verified on chain" in verified and "sealed: yes" in verified, verified
+        reviewer_cli(review, "ledger", "prove", "session.ledger", "--entry", "12", "--openings",
+                     "session.openings", "-o", "entry12.proof.json")  # fmt: skip
+        proved = reviewer_cli(review, "ledger", "check-proof", "entry12.proof.json", "--key",
+                              "custodian.pub")  # fmt: skip
+        assert proved.startswith("OK: entry 12"), proved
+        reviewer_cli(review, "ledger", "report", "session.ledger", "--key", "custodian.pub",
+                     "--openings", "session.openings", "-o", "report.html")  # fmt: skip
+        assert "verified" in (review / "report.html").read_text()
+
         # the reviewer notebook, in the reviewer's JupyterLab (local kernels) the demo printed
         reviewed = asyncio.run(run_notebook(demo.field("Review"), "02-reviewer.ipynb"))
         text = "\n".join(reviewed)
@@ -282,6 +316,21 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
             demo.kill()
         else:
             os.close(demo._pty)
+
+    # tampering with the downloaded copy names the first bad entry
+    data = (review / "session.ledger").read_bytes()
+    starts = record_offsets(review / "session.ledger")
+    flipped = bytearray(data)
+    flipped[starts[20] + 8] ^= 0x01  # a byte inside entry 20's payload
+    (review / "flipped.ledger").write_bytes(bytes(flipped))
+    (review / "dropped.ledger").write_bytes(data[: starts[20]] + data[starts[21] :])
+    for name, message in (
+        ("flipped.ledger", "FAILED: entry 20: record checksum mismatch"),
+        ("dropped.ledger", "FAILED: entry 20: entry says it is entry 21"),
+    ):
+        result = bedside_cli("ledger", "verify", str(review / name), "--key", str(custodian))
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert message in result.stdout + result.stderr, result.stdout + result.stderr
 
     # both copies of the ledger on disk verify with the CLI a reviewer uses
     mine = work / "sessions" / run["kernel"] / "session.ledger"
