@@ -53,8 +53,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="start a synthetic hospital and JupyterLab with the walkthrough notebooks",
         description=(
             "Writes a synthetic hospital, starts its gateway (with the sentry and sandboxed "
-            "kernels) and JupyterLab with the bedside extension pointed at it, and prints the URL "
-            "and token to open. Ctrl-C stops everything. It never opens a browser."
+            "kernels), a local chain for anchoring, JupyterLab with the bedside extension pointed "
+            "at the gateway and a reviewer's JupyterLab with local kernels, and prints the URLs "
+            "and tokens to open. Ctrl-C stops everything. It never opens a browser."
         ),
     )
     demo.add_argument(
