@@ -53,12 +53,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="start a synthetic hospital and JupyterLab with the walkthrough notebooks",
         description=(
             "Writes a synthetic hospital, starts its gateway (with the sentry and sandboxed "
-            "kernels) and JupyterLab with the bedside extension pointed at it, and prints the URL "
-            "and token to open. Ctrl-C stops everything."
+            "kernels), a local chain for anchoring, JupyterLab with the bedside extension pointed "
+            "at the gateway and a reviewer's JupyterLab with local kernels, and prints the URLs "
+            "and tokens to open. Ctrl-C stops everything. It never opens a browser."
         ),
     )
-    demo.add_argument("--dir", type=Path, default=Path(".bedside-demo"), help="working directory")
-    demo.add_argument("--port", type=int, default=8888, help="JupyterLab port")
+    demo.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(".bedside-demo"),
+        help="working directory: hospital, keys, notebooks, ledgers, logs (reused if it exists)",
+    )
+    demo.add_argument("--port", type=int, default=8888, help="JupyterLab port (0: any free port)")
     demo.add_argument("--patients", type=int, default=2000, help="synthetic patients")
     demo.set_defaults(handler=_demo)
 

@@ -303,7 +303,7 @@ class _Reader:
             return default
         if child.kind != "scalar" or not isinstance(child.value, bool):
             raise self.error(
-                f"'{self._name(key)}' must be true or false, not {child.value!r}",
+                f"'{self._name(key)}' must be true or false, not {_shown(child)}",
                 child.line,
                 f"write `{key}: true` or `{key}: false`",
             )
@@ -326,7 +326,7 @@ class _Reader:
             return None
         if child.kind != "scalar" or isinstance(value, bool) or not isinstance(value, int):
             raise self.error(
-                f"'{self._name(key)}' must be a whole number, not {value!r}",
+                f"'{self._name(key)}' must be a whole number, not {_shown(child)}",
                 child.line,
                 f"write e.g. `{key}: {default if default is not None else minimum or 1}`"
                 " (no quotes, no units, no underscores needed)",
@@ -354,7 +354,7 @@ class _Reader:
             or not math.isfinite(float(value))
         ):
             raise self.error(
-                f"'{self._name(key)}' must be a number, not {value!r}",
+                f"'{self._name(key)}' must be a number, not {_shown(child)}",
                 child.line,
                 f"write e.g. `{key}: {default}`",
             )
@@ -624,8 +624,17 @@ def _check_dataset_file(
             )
 
 
+def _shown(node: Node) -> str:
+    """A value as the custodian wrote it, for an error message (never a parser's Node)."""
+    if node.kind == "scalar":
+        return repr(node.value)
+    return "a list" if node.kind == "sequence" else "a mapping"
+
+
 def _column_fix(name: str, columns: list[str]) -> str:
-    close = difflib.get_close_matches(name, columns, n=1, cutoff=0.6)
+    # `MRN` for `mrn` is the commonest slip: a case-insensitive match first
+    same = [c for c in columns if c.lower() == name.lower()]
+    close = same or difflib.get_close_matches(name, columns, n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'? " if close else ""
     shown = ", ".join(columns[:30]) + (" …" if len(columns) > 30 else "")
     return f"{hint}the file's columns are: {shown}"

@@ -470,8 +470,8 @@ def test_walkthrough_runs(tmp_path, hospital, eg_gateway, monkeypatch) -> None:
         reviewer, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(review)}}
     ).execute()
     assert (review / "replayed.ipynb").exists()
-    outputs = json.dumps([c.get("outputs", []) for c in reviewer.cells])
-    assert "VerifyReport" in outputs and "Traceback" not in outputs
+    outputs = json.dumps([c.get("outputs", []) for c in reviewer.cells], ensure_ascii=False)
+    assert ": OK —" in outputs and "sealed: yes" in outputs and "Traceback" not in outputs
 
 
 def test_mutual_tls_gateway(tmp_path, hospital, start_gateway) -> None:

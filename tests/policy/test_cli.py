@@ -97,3 +97,69 @@ def test_demo_data_command(tmp_path: Path) -> None:
     )
     assert check.returncode == 0 and check.stdout.startswith("OK"), check.stderr
     assert main(["demo-data", "--out", str(tmp_path / "x"), "--patients", "0", "--quiet"]) == 1
+
+
+# The mistakes a custodian makes while editing the demo's policy, as `bedside policy check`
+# reports them: (what, replace, with, the line that is wrong, words of the message, of the fix).
+CUSTODIAN_MISTAKES = [
+    (
+        "bad indentation",
+        "    record_id: mrn",
+        "     record_id: mrn",
+        "record_id",  # the over-indented line itself
+        "invalid YAML",
+        "indentation",
+    ),
+    (
+        "count as a string",
+        "min_cell_count: 10",
+        'min_cell_count: "10"',
+        "min_cell_count",
+        "must be a whole number, not '10'",
+        "no quotes",
+    ),
+    (
+        "a list for a number",
+        "p_ratio: 0.1",
+        "p_ratio: [0.1]",
+        "p_ratio",
+        "must be a number, not a list",
+        "p_ratio: 0.1",
+    ),
+    (
+        "record id in the wrong case",
+        "record_id: mrn",
+        "record_id: MRN",
+        "record_id",
+        "'MRN' is not a column",
+        "did you mean 'mrn'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line_has", "message_has", "fix_has"),
+    [m[1:] for m in CUSTODIAN_MISTAKES],
+    ids=[m[0] for m in CUSTODIAN_MISTAKES],
+)
+def test_check_names_file_line_and_fix_for_custodian_mistakes(
+    policy_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    old: str,
+    new: str,
+    line_has: str,
+    message_has: str,
+    fix_has: str,
+) -> None:
+    text = (policy_dir / "policy.yaml").read_text()
+    assert old in text
+    text = text.replace(old, new, 1)
+    bad = policy_dir / "bad.yaml"
+    bad.write_text(text)
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if line_has in t)
+    assert main(["policy", "check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    first, fix = err.split("\n", 1)
+    assert first.startswith(f"error: {bad}:{line}: "), err
+    assert message_has in first and "Node(" not in err, err
+    assert fix.strip().startswith("fix:") and fix_has in fix, err
