@@ -387,7 +387,7 @@ class PodSentry(Sentry):
             "stdin_port": 3,
             "control_port": 4,
             "hb_port": 5,
-            "key": self.inner.session.key.decode(),
+            "key": self.inner.key.decode(),
             "signature_scheme": "hmac-sha256",
             "kernel_name": "bedside-inner",
         }
