@@ -29,6 +29,7 @@ from tornado import web
 
 from bedside.errors import AnchorError, Error, LedgerError
 from bedside.ledger import Ledger, Verifier, open_checkpoint
+from bedside.ledger.note import Checkpoint, parse_note
 
 from .connection import REGISTRY_KEY
 from .mirror import SEALED
@@ -114,7 +115,29 @@ class SealHandler(BedsideHandler):
             seal = content.get("seal")
             if isinstance(seal, int):
                 await _caught_up(mirror, seal + 1, timeout=60)
+                # Then the checkpoint over the seal, which we cosigned on receipt (when the
+                # hospital signed one) and the hospital logs: the sealed ledger ends on a tree
+                # head both sides signed.
+                try:
+                    if _tree_size(mirror.last_checkpoint) == seal + 1:
+                        await _caught_up(mirror, seal + 2, timeout=30)
+                except web.HTTPError:
+                    self.log.warning(
+                        "bedside session %s: the hospital logged no cosigned checkpoint over "
+                        "the seal; the ledger's last cosigned checkpoint precedes it",
+                        session,
+                    )
         self.finish(json.dumps(mirror.status()))
+
+
+def _tree_size(note: str | None) -> int:
+    """The tree size a checkpoint note signs, or -1."""
+    if not note:
+        return -1
+    try:
+        return Checkpoint.parse(parse_note(note).text).size
+    except (Error, ValueError):
+        return -1
 
 
 async def _caught_up(mirror: Any, size: int, timeout: float) -> None:

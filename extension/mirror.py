@@ -142,6 +142,8 @@ class SessionMirror:
         self.metering: dict[str, Any] | None = None
         self.policy: dict[str, Any] | None = None  # {id, digest} from the ledger header
         self.cells_run = 0  # execute requests in the ledger: the cells budget used
+        # outputs not plainly released, {decision: {layer: n}}: who blocked or redacted what
+        self.outputs_stopped: dict[str, dict[str, int]] = {}
         self.send: Callable[[dict[str, Any]], None] | None = None
         # set with `send`: runs a callback after a delay on the connection's event loop
         self.schedule: Callable[[float, Callable[[], None]], object] | None = None
@@ -194,6 +196,7 @@ class SessionMirror:
             "metering": self.metering,
             "policy": self.policy,
             "cells_run": self.cells_run,
+            "outputs_stopped": self.outputs_stopped,
             "verified_messages": self.verified,
             "unverified_messages": self.unverified,
             "cells_in_flight": sorted(self._pending_cells),
@@ -476,7 +479,10 @@ class SessionMirror:
             )
         cosigned = cosign(note, self.signer)
         self.last_checkpoint = cosigned
-        if self.send is not None and self.state != SEALED:
+        # After the seal only the tree head covering the seal is cosigned: the sealed ledger
+        # ends on it, and it is the checkpoint the researcher anchors.
+        final = checkpoint.size == size and self.ledger.entry(size - 1).get("kind") == "seal"
+        if self.send is not None and (self.state != SEALED or final):
             self.send(self.control_request("bedside_cosign_request", {"checkpoint": cosigned}))
 
     def _logged_checkpoint(self, note: str, index: int) -> None:
@@ -636,6 +642,9 @@ class SessionMirror:
             self._check_header(entry)
         self.ledger.append(entry, opening=opening)
         kind = entry.get("kind")
+        if kind == "output" and entry.get("decision") != "released":
+            by_layer = self.outputs_stopped.setdefault(str(entry.get("decision")), {})
+            by_layer[str(entry.get("layer"))] = by_layer.get(str(entry.get("layer")), 0) + 1
         if kind == "header" and isinstance(entry.get("policy"), dict):
             self.policy = dict(entry["policy"])
         elif kind == "execute_request":

@@ -92,6 +92,28 @@ class Verdict:
         return self.decision.action is Action.BLOCKED
 
 
+# A kernel-claimed rule name is recorded in the ledger as is, so keep it short.
+MAX_CLAIMED_RULE = 64
+
+
+def kernel_claim(metadata: Any) -> Decision | None:
+    """The in-kernel guard's decision carried by a kernel message, or None if it made none.
+
+    Everything in a kernel message is the kernel's word, so the claim is the kernel layer's
+    whatever layer it names; the ledger records it beside the sentry's own verdict.
+    """
+    said = metadata.get("bedside") if isinstance(metadata, dict) else None
+    if not isinstance(said, dict):
+        return None
+    try:
+        action = Action(said.get("decision"))
+    except ValueError:
+        return None
+    rule = said.get("rule")
+    rule = rule[:MAX_CLAIMED_RULE] if isinstance(rule, str) and rule else "unnamed"
+    return Decision(action, rule, layer=Layer.KERNEL)
+
+
 def iter_text(obj: Any, images: list[str] | None = None) -> Iterator[str]:
     """Every string, key and number in a JSON value, depth first.
 

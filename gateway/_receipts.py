@@ -139,8 +139,16 @@ class HospitalLedger:
         msg_type: str,
         committed: bytes,
         decision: Decision,
+        kernel: Decision | None = None,
     ) -> int:
-        """An output entry; a blocked output's salt stays in the private openings file only."""
+        """An output entry; a blocked output's salt stays in the private openings file only.
+
+        `decision` is the sentry's own verdict; `kernel` the in-kernel guard's claim about the
+        same message, if it made one. The entry records the stricter of the two with its rule
+        and layer, and beside it both decisions (docs/ledger-format.md, "the kernel's claim").
+        The opening's fate follows the sentry's verdict: that is what left the hospital.
+        """
+        recorded = decision if kernel is None else decision.most_severe(kernel)
         entry, opening = entries.output_from_bytes(
             session=self.session_id,
             msg_id=msg_id,
@@ -148,9 +156,11 @@ class HospitalLedger:
             channel=channel,
             msg_type=msg_type,
             committed=committed,
-            decision=decision.action,
-            rule=decision.rule,
-            layer=decision.layer,
+            decision=recorded.action,
+            rule=recorded.rule,
+            layer=recorded.layer,
+            kernel=None if kernel is None else (kernel.action.value, kernel.rule),
+            sentry=decision.action.value,
         )
         return self.append(entry, opening=opening, public=not decision.blocked)
 
@@ -186,6 +196,23 @@ class HospitalLedger:
         self._pending.append({"index": index, "entry": self.ledger.entry(index)})
         self.last_signed_size = self.size
         return index
+
+    def awaits_final_cosign(self, note: str) -> bool:
+        """Whether `note` is the tree head covering the seal, not yet logged cosigned.
+
+        After the seal the ledger takes one more cosigned checkpoint: the one over every entry
+        up to and including the seal, so that the sealed ledger ends on a tree head both sides
+        signed (and the researcher can anchor it). The seal is then no longer the last entry.
+        """
+        if not self.sealed or self.ledger.entry(self.size - 1).get("kind") != "seal":
+            return False
+        from bedside.errors import Error
+        from bedside.ledger.note import Checkpoint, parse_note
+
+        try:
+            return Checkpoint.parse(parse_note(note).text).size == self.size
+        except (Error, ValueError):  # a malformed note: refused like any other after the seal
+            return False
 
     def custodian_checkpoint(self) -> int | None:
         """Append a checkpoint signed by the custodian alone, covering every entry so far.

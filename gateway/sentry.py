@@ -42,7 +42,13 @@ from typing import Any
 import zmq
 
 from bedside.errors import Error, GatewayError, ReleaseError
-from bedside.gateway._boundary import BoundaryGuard, Scan, Verdict, policy_scanner
+from bedside.gateway._boundary import (
+    BoundaryGuard,
+    Scan,
+    Verdict,
+    kernel_claim,
+    policy_scanner,
+)
 from bedside.gateway._receipts import HospitalLedger, committed_bytes
 from bedside.gateway._session import (
     Budget,
@@ -680,6 +686,7 @@ class Sentry:
             verdict.buffers,
             parent=parent,
             decision=verdict.decision,
+            kernel=kernel_claim(msg.metadata) if msg_type != "status" else None,
             blocked_original=blocked_original,
             end_of_cell=end_of_cell,
         )
@@ -739,11 +746,15 @@ class Sentry:
         *,
         parent: tuple[bytes, str],
         decision: Decision,
+        kernel: Decision | None = None,
         blocked_original: bytes | None = None,
         end_of_cell: bool = False,
         checkpoint: bool = False,
     ) -> None:
-        """Commit, receipt, sign and send one message to the client side."""
+        """Commit, receipt, sign and send one message to the client side.
+
+        `kernel` is the in-kernel guard's claim about the message, recorded beside `decision`.
+        """
         header = new_header(msg_type, self.session_id)
         try:
             committed = committed_bytes(channel, msg_type, content, buffers)
@@ -773,6 +784,7 @@ class Sentry:
                 msg_type=msg_type,
                 committed=blocked_original if blocked_original is not None else committed,
                 decision=decision,
+                kernel=kernel,
             )
         note = None
         if (end_of_cell or checkpoint) and self.ledger.has_header:
@@ -958,11 +970,12 @@ class Sentry:
                 "ename": "CosignRefused",
                 "evalue": "no researcher key was declared in the session's intent",
             }, False
-        if self.ledger.sealed:
+        if self.ledger.sealed and not self.ledger.awaits_final_cosign(note):
             return {
                 "status": "error",
                 "ename": "CosignRefused",
-                "evalue": "the session is sealed; its last checkpoint is final",
+                "evalue": "the session is sealed: only the checkpoint covering the seal can be "
+                "cosigned, once",
             }, False
         try:
             index = self.ledger.cosigned_checkpoint(note, key)

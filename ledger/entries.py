@@ -138,8 +138,29 @@ def check_entry(entry: Mapping[str, Any], index: int | None = None) -> None:
         raise LedgerIntegrityError(
             f"output decision {entry['decision']!r} is not one of {DECISIONS}", index=index
         )
+    if kind == OUTPUT and "kernel_decision" in entry:
+        _check_kernel_claim(entry, index)
     if kind == ANCHOR and ("batch_index" in entry or "batch_size" in entry or "proof" in entry):
         _check_batch_anchor(entry, index)
+
+
+def _check_kernel_claim(entry: Mapping[str, Any], index: int | None) -> None:
+    """An output's recorded kernel claim: both decisions valid, the recorded one the stricter."""
+    for name in ("kernel_decision", "sentry_decision"):
+        if entry.get(name) not in DECISIONS:
+            raise LedgerIntegrityError(
+                f"output field {name!r} is {entry.get(name)!r}, not one of {DECISIONS}",
+                index=index,
+            )
+    if type(entry.get("kernel_rule")) is not str:
+        raise LedgerIntegrityError("output field 'kernel_rule' is missing or mistyped", index=index)
+    stricter = max(entry["kernel_decision"], entry["sentry_decision"], key=DECISIONS.index)
+    if entry["decision"] != stricter:
+        raise LedgerIntegrityError(
+            f"output decision {entry['decision']!r} is not the stricter of the sentry's "
+            f"{entry['sentry_decision']!r} and the kernel's {entry['kernel_decision']!r}",
+            index=index,
+        )
 
 
 def _check_batch_anchor(entry: Mapping[str, Any], index: int | None) -> None:
@@ -293,9 +314,23 @@ def output_from_bytes(
     rule: str,
     layer: Any,
     ts: str | None = None,
+    kernel: tuple[str, str] | None = None,
+    sentry: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Like `output` when the caller already holds the committed bytes."""
+    """Like `output` when the caller already holds the committed bytes.
+
+    `kernel` is the in-kernel guard's (untrusted) claim about the message as (decision, rule),
+    and `sentry` the sentry's own decision; both are recorded only when the kernel made a claim
+    (docs/ledger-format.md, "the kernel's claim").
+    """
     commitment, salt = commit(DOMAIN_OUTPUT, committed)
+    extra: dict[str, Any] = {}
+    if kernel is not None:
+        extra = {
+            "kernel_decision": str(kernel[0]),
+            "kernel_rule": str(kernel[1]),
+            "sentry_decision": str(_value(sentry if sentry is not None else decision)),
+        }
     entry = _base(
         OUTPUT,
         session,
@@ -310,6 +345,7 @@ def output_from_bytes(
             "rule": rule,
             "layer": str(_value(layer)),
             "bytes": len(committed),
+            **extra,
         },
     )
     return entry, _opening("content", DOMAIN_OUTPUT, salt, committed)

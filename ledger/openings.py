@@ -91,7 +91,9 @@ def withheld(entry: dict[str, Any]) -> bool:
     """True for entries whose opening must stay in the hospital (blocked, refused)."""
     kind = entry.get("kind")
     if kind == E.OUTPUT:
-        return entry.get("decision") == "blocked"
+        # What the sentry let out is what the researcher saw: a block only the kernel claimed
+        # leaves the sentry-released notice public.
+        return entry.get("sentry_decision", entry.get("decision")) == "blocked"
     if kind == E.RELEASE:
         return entry.get("decision") != "released"
     return False

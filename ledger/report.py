@@ -35,6 +35,7 @@ class _Timeline:
         self.rows: list[tuple[int, str, str, str]] = []
         self.omitted = 0
         self.by_rule: Counter[tuple[str, str]] = Counter()
+        self.by_layer: Counter[tuple[str, str, str]] = Counter()
         self.first_ts = ""
         self.last_ts = ""
 
@@ -45,6 +46,9 @@ class _Timeline:
         self.last_ts = ts
         if kind == E.OUTPUT:
             self.by_rule[(str(entry.get("decision")), str(entry.get("rule")))] += 1
+            self.by_layer[
+                (str(entry.get("decision")), str(entry.get("rule")), str(entry.get("layer")))
+            ] += 1
         rare = kind not in (E.EXECUTE_REQUEST, E.OUTPUT)
         if len(self.rows) < _TIMELINE_ROWS or (rare and len(self.rows) < 2 * _TIMELINE_ROWS):
             self.rows.append((index, ts, kind, _describe(entry)))
@@ -60,9 +64,15 @@ def _describe(entry: dict[str, Any]) -> str:
         signed = "signed by the researcher" if entry.get("researcher_sig") else "unsigned"
         return f"cell {entry['msg_id']}, {signed}, code {entry['code'][:12]}…"
     if kind == E.OUTPUT:
+        claim = ""
+        if "kernel_decision" in entry:
+            claim = (
+                f"; kernel claimed {entry['kernel_decision']} ({entry['kernel_rule']}), "
+                f"sentry {entry['sentry_decision']}"
+            )
         return (
             f"{entry['msg_type']} → {entry['decision']} (rule {entry['rule']}, "
-            f"{entry['layer']}, {entry['bytes']} B)"
+            f"{entry['layer']}, {entry['bytes']} B{claim})"
         )
     if kind == E.CHECKPOINT:
         names = ", ".join(s.name for s in parse_note(entry["note"]).signatures)
@@ -235,8 +245,8 @@ def _render(
         block("", png=chart)
         block(
             _table(
-                ["decision", "rule", "outputs"],
-                [(d, r, n) for (d, r), n in sorted(timeline.by_rule.items())],
+                ["decision", "rule", "layer", "outputs"],
+                [(d, r, la, n) for (d, r, la), n in sorted(timeline.by_layer.items())],
             )
         )
 

@@ -34,6 +34,14 @@ from .note import Checkpoint, Verifier, open_checkpoint
 from .openings import Opening, iter_openings, withheld
 
 
+def _nest(pairs: Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    """{(a, b): n} as {a: {b: n}} for JSON."""
+    out: dict[str, dict[str, int]] = {}
+    for (a, b), n in sorted(pairs.items()):
+        out.setdefault(a, {})[b] = n
+    return out
+
+
 @dataclass(frozen=True)
 class CheckpointSeen:
     index: int  # entry index of the checkpoint entry (-1 for one given on the command line)
@@ -54,6 +62,10 @@ class VerifyReport:
     header: dict[str, Any] | None = None
     kinds: Counter[str] = field(default_factory=Counter)
     decisions: Counter[str] = field(default_factory=Counter)
+    # (decision, layer) of every output that was not a plain release: who blocked or redacted it
+    stopped: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # (kernel's claim, sentry's verdict) for outputs whose two decisions differ
+    disputed: Counter[tuple[str, str]] = field(default_factory=Counter)
     checkpoints: list[CheckpointSeen] = field(default_factory=list)
     external_checkpoints: list[CheckpointSeen] = field(default_factory=list)
     trusted_keys: list[str] = field(default_factory=list)
@@ -84,6 +96,18 @@ class VerifyReport:
         if self.decisions:
             lines.append(
                 "  outputs: " + ", ".join(f"{k} {n}" for k, n in sorted(self.decisions.items()))
+            )
+        if self.stopped:
+            lines.append(
+                "  outputs stopped, by layer: "
+                + ", ".join(f"{d} by {layer} {n}" for (d, layer), n in sorted(self.stopped.items()))
+            )
+        if self.disputed:
+            lines.append(
+                "  kernel claims the sentry did not share (untrusted): "
+                + ", ".join(
+                    f"kernel {k} / sentry {s} {n}" for (k, s), n in sorted(self.disputed.items())
+                )
             )
         signers = sorted({s for c in self.checkpoints for s in c.signers})
         lines.append(
@@ -123,6 +147,8 @@ class VerifyReport:
             "root": self.root.hex(),
             "kinds": dict(self.kinds),
             "decisions": dict(self.decisions),
+            "decisions_by_layer": _nest(self.stopped),
+            "kernel_disputed": _nest(self.disputed),
             "checkpoints": [
                 {"index": c.index, "size": c.size, "root": c.root.hex(), "signers": list(c.signers)}
                 for c in self.checkpoints
@@ -365,7 +391,14 @@ def _verify_stream(
                 )
             last_content = i
             if kind == output_kind:
-                decisions[entry["decision"]] += 1
+                decision = entry["decision"]
+                decisions[decision] += 1
+                if decision != "released":
+                    report.stopped[(decision, str(entry["layer"]))] += 1
+                if "kernel_decision" in entry and (
+                    entry["kernel_decision"] != entry["sentry_decision"]
+                ):
+                    report.disputed[(entry["kernel_decision"], entry["sentry_decision"])] += 1
         else:
             if sealed and kind not in after_seal:
                 raise LedgerIntegrityError(

@@ -146,6 +146,17 @@ def test_intent_budget_cosign_and_seal(hospital, running, tmp_path, frame):
     reply, _ = client.execute("5 + 5")
     assert "sealed" in reply["content"]["evalue"]
 
+    # The checkpoint over the seal (its note rides on the seal reply's receipt) is cosigned
+    # once, and the sealed ledger ends on it; nothing else is cosigned after the seal.
+    final = cosign(receipt["checkpoint"], researcher)
+    done = client.request("bedside_cosign_request", {"checkpoint": final})
+    assert done["content"]["status"] == "ok", done["content"]
+    logged = done["metadata"]["bedside"]["receipt"]["entries"]
+    assert [item["entry"]["kind"] for item in logged] == ["checkpoint"]
+    assert logged[0]["entry"]["size"] == receipt["entries"][-1]["index"] + 1  # covers the seal
+    again = client.request("bedside_cosign_request", {"checkpoint": final})
+    assert again["content"]["ename"] == "CosignRefused"
+
     client.drain()
     key = hospital.signer.verifier_key
     mirror = Mirror(tmp_path / "mirror.ledger", key)
@@ -163,6 +174,8 @@ def test_intent_budget_cosign_and_seal(hospital, running, tmp_path, frame):
         signers = {s for c in report.checkpoints for s in c.signers}
         assert signers == {"st-elsewhere", "researcher"}
         assert report.decisions["blocked"] >= 1
+        assert report.signed_size == report.size - 1  # the last entry is the final checkpoint
+        assert not [w for w in report.warnings if "after the latest signed checkpoint" in w]
     finally:
         mine.close()
 

@@ -184,7 +184,10 @@ def test_entries_sent_to_another_connection_are_fetched(tmp_path, hospital, eg_g
     theirs = hospital_ledger(hospital, sealed["session"])
     verify_ledger(mine, keys, openings=mine.with_suffix(".openings"))
     assert entries(mine) == entries(theirs)
-    assert entries(mine)[-1]["kind"] == "seal"
+    # the sealed ledger ends on the checkpoint over the seal, with both signatures
+    assert [e["kind"] for e in entries(mine)[-2:]] == ["seal", "checkpoint"]
+    _, names = open_checkpoint(entries(mine)[-1]["note"], [Verifier(k) for k in keys])
+    assert len(names) == 2
 
 
 def test_websockets_dropped_and_reopened_as_jupyterlab_does(tmp_path, hospital, eg_gateway) -> None:
@@ -449,11 +452,22 @@ def test_walkthrough_runs(tmp_path, hospital, eg_gateway, monkeypatch) -> None:
         assert mrn not in leak_text
     assert leak.outputs, "the blocked cell shows a notice"
     keys = [hospital.verifier_key, result.status["researcher_key"]]
-    verify_ledger(result.ledger, keys, openings=result.openings)
+    report = verify_ledger(result.ledger, keys, openings=result.openings)
     theirs = hospital_ledger(hospital, result.status["session"])
     assert entries(result.ledger) == entries(theirs)
     decisions = {e.get("decision") for e in entries(theirs) if e["kind"] == "output"}
     assert "released" in decisions
+    # the in-kernel guard's block reaches both ledgers, marked as the kernel's, and the reports
+    blocked = [
+        e
+        for e in entries(theirs)
+        if e["kind"] == "output" and e["decision"] == "blocked" and e["rule"] == "row-level"
+    ]
+    assert blocked, "the leak's block is in the ledger"
+    assert all(e["layer"] == "kernel" and e["kernel_decision"] == "blocked" for e in blocked)
+    assert report.decisions["blocked"] >= 1 and report.stopped[("blocked", "kernel")] >= 1
+    assert "blocked by kernel" in report.summary()
+    assert result.status["outputs_stopped"]["blocked"]["kernel"] >= 1
     # the reviewer notebook verifies and replays what the walkthrough left, on a local kernel
     import shutil
     import sys
@@ -553,15 +567,20 @@ def test_anchor_endpoint_on_devchain(tmp_path, hospital, eg_gateway, monkeypatch
         assert anchor["contract"].lower() == contract.lower()
         mine = tmp_path / "sessions" / anchored["kernel_id"] / "session.ledger"
         ours = entries(mine)
-        assert ours[-1]["kind"] == "anchor" and ours[-2]["kind"] == "seal"
+        # the sealed ledger ends on a checkpoint both sides signed over the seal, and that
+        # final checkpoint is the one anchored
+        assert [e["kind"] for e in ours[-3:]] == ["seal", "checkpoint", "anchor"]
+        assert anchor["checkpoint_index"] == len(ours) - 2
         cosigned = ours[anchor["checkpoint_index"]]
-        assert cosigned["kind"] == "checkpoint"
+        assert cosigned["kind"] == "checkpoint" and cosigned["size"] == len(ours) - 2
         keys = [hospital.verifier_key, anchored["researcher_key"]]
-        _, names = open_checkpoint(cosigned["note"], [Verifier(k) for k in keys])
-        assert len(names) == 2
-        verify_ledger(
+        checkpoint, names = open_checkpoint(cosigned["note"], [Verifier(k) for k in keys])
+        assert len(names) == 2 and checkpoint.size == len(ours) - 2  # everything up to the seal
+        report = verify_ledger(
             mine, keys, openings=mine.with_suffix(".openings"), rpc=rpc, contract=contract
         )
+        assert not [w for w in report.warnings if "after the latest signed checkpoint" in w]
+        assert report.signed_size == len(ours) - 2 and report.sealed
         # the hospital's ledger is the researcher's, up to the anchor entry
         theirs = hospital_ledger(hospital, anchored["session"])
         assert entries(theirs) == ours[:-1]
