@@ -117,11 +117,12 @@ def _requests(session: Path) -> list[Any]:
     from bedside.gateway.airlock import Airlock, owner_alive, read_requests
 
     # While the sentry owns the session's ledger we read and queue only.
-    if owner_alive(session):
-        return read_requests(session)
+    rows = read_requests(session)
+    if owner_alive(session) or all(r.status for r in rows):
+        return rows  # nothing to ingest: no need to load the session's policy and datasets
     lock = Airlock.from_state(session)
     if lock.ledger.sealed:
-        return read_requests(session)  # nothing more can be ingested into a sealed ledger
+        return rows  # nothing more can be ingested into a sealed ledger
     return list(lock.requests())
 
 
