@@ -17,7 +17,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Execute NOTEBOOK on a kernel at the hospital through its Enterprise Gateway, exactly "
             "as JupyterLab with the bedside extension would: every request is signed, every "
             "message is checked against the hospital's receipt, and the session is sealed at the "
-            "end. Writes OUT/<name>.bedside.ipynb, OUT/<name>.ledger and OUT/<name>.openings."
+            "end. Writes OUT/<name>.bedside.ipynb, OUT/<name>.ledger and OUT/<name>.openings. "
+            "Environment: BEDSIDE_GATEWAY_URL, BEDSIDE_GATEWAY_TOKEN, BEDSIDE_CLIENT_CERT, "
+            "BEDSIDE_CLIENT_KEY, BEDSIDE_CA_CERTS, BEDSIDE_CUSTODIAN_KEY (each overridden by "
+            "its flag)."
         ),
     )
     run.add_argument("notebook", type=Path, help="the notebook to execute")
@@ -28,8 +31,47 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     run.add_argument(
         "--token",
-        default=os.environ.get("BEDSIDE_GATEWAY_TOKEN", ""),
-        help="the gateway token the hospital issued (default: $BEDSIDE_GATEWAY_TOKEN)",
+        default="",
+        help="the gateway token the hospital issued (default: --token-file, else "
+        "$BEDSIDE_GATEWAY_TOKEN)",
+    )
+    run.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="file holding the gateway token (not visible in `ps`, unlike --token)",
+    )
+    tls = run.add_argument_group(
+        "TLS to the gateway",
+        "for a gateway started with --certfile/--keyfile (and --client-ca for mutual TLS); "
+        "`bedside gateway certs` makes these files",
+    )
+    tls.add_argument(
+        "--client-cert",
+        default=os.environ.get("BEDSIDE_CLIENT_CERT", ""),
+        metavar="PEM",
+        help="your TLS client certificate (default: $BEDSIDE_CLIENT_CERT)",
+    )
+    tls.add_argument(
+        "--client-key",
+        default=os.environ.get("BEDSIDE_CLIENT_KEY", ""),
+        metavar="PEM",
+        help="the client certificate's private key (default: $BEDSIDE_CLIENT_KEY)",
+    )
+    tls.add_argument(
+        "--ca-certs",
+        default=os.environ.get("BEDSIDE_CA_CERTS", ""),
+        metavar="PEM",
+        help="the CA that signed the gateway's certificate (default: $BEDSIDE_CA_CERTS)",
+    )
+    run.add_argument(
+        "--wait-releases",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before sealing, wait up to SECONDS for custodians to decide the release "
+        "requests still pending (decisions can only be recorded while the session is live; "
+        "default 0: seal at once)",
     )
     run.add_argument(
         "--intent",
@@ -78,11 +120,43 @@ def _run(args: argparse.Namespace) -> int:
         raise Error("no gateway URL: pass --gateway URL or set BEDSIDE_GATEWAY_URL")
     if not args.notebook.is_file():
         raise Error(f"{args.notebook}: no such notebook")
+    token = args.token or os.environ.get("BEDSIDE_GATEWAY_TOKEN", "")
+    if args.token_file is not None:
+        if args.token:
+            raise Error("give the gateway token once: --token or --token-file, not both")
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            raise Error(
+                f"--token-file {args.token_file}: cannot read it ({exc.strerror}); the "
+                "hospital's custodian gives you the token the gateway was started with"
+            ) from None
+    if bool(args.client_cert) != bool(args.client_key):
+        raise Error(
+            "a TLS client certificate needs its key: pass both --client-cert and --client-key "
+            "(or set both BEDSIDE_CLIENT_CERT and BEDSIDE_CLIENT_KEY)"
+        )
+    for flag, value in (
+        ("--client-cert", args.client_cert),
+        ("--client-key", args.client_key),
+        ("--ca-certs", args.ca_certs),
+    ):
+        if value and not Path(value).is_file():
+            raise Error(
+                f"{flag} {value}: no such file; the custodian makes these with "
+                "`bedside gateway certs`"
+            )
+    if args.wait_releases < 0:
+        raise Error("--wait-releases SECONDS must be 0 or more")
     result = asyncio.run(
         run_notebook(
             args.notebook,
             gateway_url=args.gateway,
-            gateway_token=args.token,
+            gateway_token=token,
+            client_cert=str(Path(args.client_cert).resolve()) if args.client_cert else "",
+            client_key=str(Path(args.client_key).resolve()) if args.client_key else "",
+            ca_certs=str(Path(args.ca_certs).resolve()) if args.ca_certs else "",
+            wait_releases=args.wait_releases,
             intent_file=args.intent,
             out_dir=args.out,
             kernel_name=args.kernel,
@@ -100,6 +174,10 @@ def _run(args: argparse.Namespace) -> int:
     )
     if status.get("reason"):
         print(f"reason:   {status['reason']}")
+    for r in result.releases:
+        fetched = r.get("fetched") or {}
+        where = f" -> {fetched.get('path')}" if fetched.get("path") else ""
+        print(f"release:  {r.get('id')} {r.get('name')} {r.get('state')}{where}")
     if result.unverified:
         print(f"warning:  {result.unverified} message(s) came back without a valid receipt")
     for line in result.errors:

@@ -314,6 +314,47 @@ class RunResult:
     status: dict[str, Any]
     errors: list[str]
     unverified: int
+    releases: list[dict[str, Any]] = field(default_factory=list)
+
+
+#: Release states that still wait for the hospital: not yet checked, or waiting for custodians.
+UNDECIDED = ("new", "pending")
+RELEASE_POLL = 2.0
+
+
+async def settle_releases(
+    api: Any, session: str, timeout: float, *, poll: float = RELEASE_POLL
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Wait up to `timeout` seconds for the session's undecided release requests, then fetch
+    the approved ones (verified, into `<notebook dir>/releases/<name>/`).
+
+    Decisions can only enter the ledger while the session is live (a sealed ledger is final),
+    so this runs before the seal. `api(method, path)` is the researcher server's REST client.
+    Returns the release rows as last seen (a fetched one carries `fetched`) and error lines.
+    """
+    base = f"/bedside/sessions/{quote(session)}/releases"
+    deadline = time.monotonic() + timeout
+    while True:
+        listing = await api("GET", base)
+        rows = [r for r in (listing or {}).get("releases") or [] if isinstance(r, dict)]
+        waiting = [r for r in rows if r.get("status") in UNDECIDED or r.get("state") in UNDECIDED]
+        if not waiting or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+    errors = [
+        f"release {r.get('id')} ({r.get('name')}) is still {r.get('state') or r.get('status')} "
+        f"after --wait-releases {timeout:g}s; it can no longer be approved once the session "
+        "is sealed: run again with a longer --wait-releases, or ask a custodian to decide sooner"
+        for r in waiting
+    ]
+    for row in rows:
+        if row.get("state") == "approved":
+            try:
+                row["fetched"] = await api("POST", f"{base}/{quote(str(row['id']))}/fetch")
+            except HTTPClientError as exc:
+                body = exc.response.body.decode(errors="replace") if exc.response else str(exc)
+                errors.append(f"release {row.get('id')}: fetching it failed: {body[:300]}")
+    return rows, errors
 
 
 def _outputs(iopub: list[dict[str, Any]]) -> tuple[list[Any], int]:
@@ -346,8 +387,12 @@ async def run_notebook(
     kernel_name: str = "",
     custodian_key: str = "",
     researcher_key_file: str = "",
+    client_cert: str = "",
+    client_key: str = "",
+    ca_certs: str = "",
     allow_errors: bool = False,
     cell_timeout: float = 600,
+    wait_releases: float = 0.0,
 ) -> RunResult:
     """Execute `notebook` through the gateway; write it, the ledger and openings to `out_dir`."""
     nb = nbformat.read(notebook, as_version=4)
@@ -364,10 +409,14 @@ async def run_notebook(
         sessions_dir=sessions.resolve(),
         custodian_key=custodian_key,
         researcher_key_file=researcher_key_file,
+        client_cert=client_cert,
+        client_key=client_key,
+        ca_certs=ca_certs,
         log_path=(out_dir / "jupyter_server.log").resolve(),
     )
     errors: list[str] = []
     unverified = 0
+    released: list[dict[str, Any]] = []
     with server:
         client = KernelSession(server.url, server.token)
         try:
@@ -388,6 +437,11 @@ async def run_notebook(
                         errors.append(text)
                         if not allow_errors:
                             break
+            if wait_releases > 0:
+                released, problems = await settle_releases(
+                    client.api, client.kernel_id, wait_releases
+                )
+                errors.extend(problems)
             with contextlib.suppress(HTTPClientError):
                 await client.api("POST", f"/bedside/sessions/{client.kernel_id}/seal")
             status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
@@ -403,7 +457,7 @@ async def run_notebook(
     if (session_dir / "session.openings").exists():
         openings = out_dir / f"{notebook.stem}.openings"
         shutil.copyfile(session_dir / "session.openings", openings)
-    return RunResult(executed, ledger, openings, status, errors, unverified)
+    return RunResult(executed, ledger, openings, status, errors, unverified, released)
 
 
 @contextlib.contextmanager

@@ -185,7 +185,15 @@ def _kernelspecs(args: argparse.Namespace) -> int:
 
 def _token_file(args: argparse.Namespace, home: Path) -> Path:
     if args.token_file is not None:
-        return args.token_file.resolve()
+        path = Path(args.token_file).resolve()
+        if not path.is_file():
+            raise GatewayError(
+                f"--token-file {args.token_file}: no such file. Make one (readable by you "
+                'only) with `(umask 077; python -c "import secrets; '
+                f'print(secrets.token_urlsafe(32))" > {args.token_file})`, then give the same '
+                "token to researchers (their $BEDSIDE_GATEWAY_TOKEN or `bedside run --token-file`)"
+            )
+        return path
     token = args.token or os.environ.get(TOKEN_ENV)
     if not token:
         raise GatewayError(

@@ -1,6 +1,9 @@
 """`bedside review …` for custodians and `bedside release verify …` for anyone holding a release.
 
 bedside review list                         requests in the outbox and their state
+
+`--state DIR` is the gateway's `--state-dir` (one directory per session under it; requests are
+listed across sessions and found by ID) or one session's directory.
 bedside review show ID                      checks, evidence, approvals of one request
 bedside review approve ID --as NAME --key K one approval (the two-person rule counts them)
 bedside review deny ID --as NAME --key K --reason TEXT
@@ -29,7 +32,8 @@ def register(subparsers: Any) -> None:
     review.add_argument(
         "--state",
         default=os.environ.get("BEDSIDE_STATE"),
-        help="the sentry's state directory (default: $BEDSIDE_STATE)",
+        help="the gateway's --state-dir, or one session's directory under it "
+        "(default: $BEDSIDE_STATE)",
     )
     sub = review.add_subparsers(dest="review_command", metavar="ACTION", required=True)
     p = sub.add_parser("list", help="every request and its state")
@@ -82,15 +86,20 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=_verify)
 
 
-def _airlock(args: argparse.Namespace) -> Any:
-    from bedside.gateway.airlock import Airlock
-
+def _state(args: argparse.Namespace) -> Path:
     if not args.state:
         raise ReleaseError(
             "no state directory: pass `bedside review --state DIR …` or set "
-            "BEDSIDE_STATE to the sentry's state directory"
+            "BEDSIDE_STATE to the gateway's --state-dir (or one session's directory under it)"
         )
-    return Airlock.from_state(args.state)
+    return Path(args.state)
+
+
+def _session(args: argparse.Namespace) -> Path:
+    """The session directory holding request `args.id` (the gateway keeps one per session)."""
+    from bedside.gateway.airlock import find_session
+
+    return find_session(_state(args), args.id)
 
 
 def _identity(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -104,28 +113,25 @@ def _identity(args: argparse.Namespace) -> tuple[Any, Any]:
     return Identity(args.who), signer
 
 
-def _live(args: argparse.Namespace) -> int | None:
-    """The sentry's pid while it owns the session's ledger; then we read and queue only."""
-    from bedside.gateway.airlock import owner_alive
+def _requests(session: Path) -> list[Any]:
+    from bedside.gateway.airlock import Airlock, owner_alive, read_requests
 
-    if not args.state:
-        raise ReleaseError(
-            "no state directory: pass `bedside review --state DIR …` or set "
-            "BEDSIDE_STATE to the sentry's state directory"
-        )
-    return owner_alive(Path(args.state))
-
-
-def _requests(args: argparse.Namespace) -> list[Any]:
-    from bedside.gateway.airlock import read_requests
-
-    if _live(args):
-        return read_requests(Path(args.state))
-    return list(_airlock(args).requests())
+    # While the sentry owns the session's ledger we read and queue only.
+    rows = read_requests(session)
+    if owner_alive(session) or all(r.status for r in rows):
+        return rows  # nothing to ingest: no need to load the session's policy and datasets
+    lock = Airlock.from_state(session)
+    if lock.ledger.sealed:
+        return rows  # nothing more can be ingested into a sealed ledger
+    return list(lock.requests())
 
 
 def _list(args: argparse.Namespace) -> int:
-    rows = [r.summary() for r in _requests(args)]
+    from bedside.gateway.airlock import session_dirs
+
+    rows = [
+        {"session": d.name, **r.summary()} for d in session_dirs(_state(args)) for r in _requests(d)
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -135,18 +141,26 @@ def _list(args: argparse.Namespace) -> int:
         extra = f" refused by {', '.join(r['refusals'])}" if r["refusals"] else ""
         if r["status"] == "pending":
             extra = f" approvals {len(r['approvals'])}/{r['required']}"
-        print(f"{r['id']}  {r['status']:<9} {r['kind']:<6} {r['name']} ({r['size']} bytes){extra}")
+        print(
+            f"{r['id']}  {r['session']}  {r['status']:<9} {r['kind']:<6} {r['name']} "
+            f"({r['size']} bytes){extra}"
+        )
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
-    from bedside.gateway.airlock import read_request
+    from bedside.gateway.airlock import Airlock, owner_alive, read_request
 
-    req = read_request(Path(args.state), args.id) if _live(args) else _airlock(args).get(args.id)
+    session = _session(args)
+    if owner_alive(session):
+        req = read_request(session, args.id)
+    else:
+        req = Airlock.from_state(session).get(args.id)
     print(
         f"{req.id}: {req.request.get('name')} ({req.request.get('kind')}, "
         f"{req.request.get('format')}, {req.request.get('size')} bytes) — {req.state}"
     )
+    print(f"  session {session.name}")
     print(f"  digest {req.status.get('digest')}")
     for c in req.status.get("checks", []):
         print(f"  {'ok' if c['passed'] else 'NO'}  {c['check']:<22} [{c['by']}] {c['evidence']}")
@@ -165,18 +179,19 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace, decision: str) -> Any:
-    from bedside.gateway.airlock import Airlock
+    from bedside.gateway.airlock import Airlock, owner_alive
 
     who, signer = _identity(args)
     reason = getattr(args, "reason", "") or ""
-    if _live(args):
-        Airlock.queue_decision(Path(args.state), args.id, decision, who, signer, reason)
+    session = _session(args)
+    if owner_alive(session):
+        Airlock.queue_decision(session, args.id, decision, who, signer, reason)
         print(
             f"{args.id}: {decision} by {who.name} queued; the sentry records it in the ledger "
             "(`bedside review show` reports the outcome)"
         )
         return None
-    lock = _airlock(args)
+    lock = Airlock.from_state(session)
     if decision == "deny":
         return lock.deny(args.id, who, reason, signer)
     return lock.approve(args.id, who, signer)

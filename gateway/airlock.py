@@ -767,6 +767,16 @@ class Airlock:
             rule=step,
         )
         entry.update({"step": step, "request": request_id, **extra})
+        if getattr(self.ledger, "sealed", False):
+            # A sealed session is final: its root is what the researcher cosigned and may have
+            # anchored, so no decision can be added behind it.
+            raise ReleaseError(
+                f"{request_id}: session {self.ledger.session_id} is sealed, so no {step} can be "
+                "recorded in its ledger any more; decisions must be made while the session is "
+                "live. Fix: run the notebook again with `bedside run --wait-releases SECONDS` "
+                "(it keeps the session open until custodians decide), or request the release "
+                "again in a new session"
+            )
         append = self._ledger_append or self.ledger.append
         return int(append(entry, opening=opening if keep_opening else None, sync=True))
 
@@ -873,6 +883,49 @@ def read_requests(state_dir: Path) -> list[ReleaseRequest]:
         for f in sorted(outbox.iterdir())
         if f.is_dir() and _ID.match(f.name) and (f / "request.json").exists()
     ]
+
+
+def session_dirs(state_dir: Path) -> list[Path]:
+    """The session state directories under `state_dir`.
+
+    A custodian may point at one session's directory (it holds `airlock.json`) or at the
+    gateway's `--state-dir`, which holds one directory per session: `<state>/<session>/`.
+    """
+    state = Path(state_dir)
+    if (state / "airlock.json").is_file():
+        return [state]
+    if not state.is_dir():
+        raise ReleaseError(
+            f"{state}: no such directory; pass the gateway's --state-dir (or one session's "
+            "directory under it) as `bedside review --state DIR` or BEDSIDE_STATE"
+        )
+    found = sorted(d for d in state.iterdir() if d.is_dir() and (d / "airlock.json").is_file())
+    if not found:
+        raise ReleaseError(
+            f"{state}: no airlock.json here nor in any session directory under it; pass the "
+            "gateway's --state-dir (the one given to `bedside gateway start`) as "
+            "`bedside review --state DIR` or BEDSIDE_STATE"
+        )
+    return found
+
+
+def find_session(state_dir: Path, request_id: str) -> Path:
+    """The session directory under `state_dir` whose outbox holds `request_id`."""
+    if not _ID.match(request_id):
+        raise ReleaseError(
+            f"{request_id!r} is not a release request id (r-YYYYMMDDhhmmss-"
+            "xxxxxx); `bedside review list` shows them"
+        )
+    dirs = session_dirs(state_dir)
+    for d in dirs:
+        if (d / "outbox" / request_id / "request.json").is_file():
+            return d
+    if len(dirs) == 1:
+        return dirs[0]  # the single-session errors name the outbox
+    raise ReleaseError(
+        f"no release request {request_id} in any of the {len(dirs)} sessions under {state_dir}; "
+        "`bedside review list` shows them"
+    )
 
 
 def owner_alive(state_dir: Path) -> int | None:

@@ -3,10 +3,10 @@
 The sentry calls `launch(kernel_argv, SandboxSpec(...))`. The kernel gets no network at all (its
 own network namespace; it talks to the sentry only over ZMQ ipc sockets in `ipc_dir`), read-only
 views of the system, the Python installation and the policy's datasets, a private writable
-scratch directory as `/tmp` and `$HOME`, no view of anything else (the custodian key, the
-sentry's state directory), no capabilities, and the resource limits of the policy. It dies with
-the sentry. `sandbox=False` runs the kernel unconfined and says so loudly: it exists only for
-development machines without bubblewrap.
+scratch directory as `/tmp` and `$HOME`, a private size-capped `/dev/shm`, no view of anything
+else (the custodian key, the sentry's state directory), no capabilities, and the resource limits
+of the policy. It dies with the sentry. `sandbox=False` runs the kernel unconfined and says so
+loudly: it exists only for development machines without bubblewrap.
 """
 
 from __future__ import annotations
@@ -246,6 +246,15 @@ def bwrap_argv(
         "/proc",
         "--dev",
         "/dev",
+        # A private, size-capped /dev/shm: joblib and multiprocessing put their shared memory
+        # and semaphores there, and without one they fall back to serial mode with a warning.
+        # tmpfs pages count as the kernel's memory, so the cap follows the policy's memory.
+        "--perms",
+        "1777",
+        "--size",
+        str(shm_bytes(spec.policy)),
+        "--tmpfs",
+        "/dev/shm",  # noqa: S108 - the sandbox's own tmpfs, not the host's
     ]
     for path in _SYSTEM_RO:
         args += ["--ro-bind-try", path, path]
@@ -289,6 +298,19 @@ def bwrap_argv(
         args += ["--setenv", name, value]
     args += ["--chdir", "/tmp", "--"]  # noqa: S108
     return args + prefix + list(kernel_argv)
+
+
+#: /dev/shm's size without a memory limit in the policy, and the share of the limit with one.
+SHM_DEFAULT_BYTES = 256 * 2**20
+SHM_SHARE_OF_MEMORY = 4
+
+
+def shm_bytes(policy: Any) -> int:
+    """The sandbox's /dev/shm cap: a quarter of the policy's memory limit, else 256 MiB."""
+    memory = _limits(policy)["memory_mb"]
+    if memory:
+        return max(16 * 2**20, int(memory) * 2**20 // SHM_SHARE_OF_MEMORY)
+    return SHM_DEFAULT_BYTES
 
 
 def _readonly_paths(kernel_argv: list[str], spec: SandboxSpec) -> list[Path]:

@@ -373,3 +373,46 @@ def test_ipc_and_scratch_must_live_in_a_private_directory(world, tmp_path):
     )
     with pytest.raises(GatewayError, match="private directory"):
         launch([sys.executable, "-c", "pass"], spec)
+
+
+def test_dev_shm_is_writable_private_and_capped(world):
+    """joblib and multiprocessing need a writable /dev/shm (else: "[Errno 13] Permission denied
+    … serial mode" on the kernel's stderr); the sandbox's is its own tmpfs, not the host's."""
+    host_marker = Path("/dev/shm") / f"bedside-host-{os.getpid()}"
+    host_marker.write_text("host")
+    try:
+        code = f"""
+            import json, multiprocessing, os
+            result = {{"host_visible": os.path.exists("{host_marker}")}}
+            with open("/dev/shm/inside", "w") as fh:
+                fh.write("kernel")
+            st = os.statvfs("/dev/shm")
+            result["size"] = st.f_blocks * st.f_frsize
+            lock = multiprocessing.Lock()  # a POSIX semaphore under /dev/shm
+            with lock:
+                result["semaphore"] = True
+            print(json.dumps(result))
+        """
+        rc, report = run_inside(code, world.spec)
+    finally:
+        host_marker.unlink()
+    assert rc == 0, report["_stderr"]
+    assert report["semaphore"] is True
+    assert report["host_visible"] is False
+    assert not (Path("/dev/shm") / "inside").exists()
+    assert report["size"] == sandbox.shm_bytes(world.policy) == 256 * 2**20  # 1024 MB / 4
+    assert "Permission denied" not in report["_stderr"]
+
+
+def test_joblib_runs_in_parallel_without_warnings(world):
+    code = """
+        import json, warnings
+        warnings.simplefilter("error")
+        from joblib import Parallel, delayed
+        out = Parallel(n_jobs=2, backend="loky")(delayed(pow)(i, 2) for i in range(4))
+        print(json.dumps({"out": out}))
+    """
+    rc, report = run_inside(code, world.spec, timeout=120)
+    assert rc == 0, report["_stderr"]
+    assert report["out"] == [0, 1, 4, 9]
+    assert "serial mode" not in report["_stderr"] and "Errno 13" not in report["_stderr"]
