@@ -10,6 +10,8 @@ websockets, which otherwise holds back each small message by tens of millisecond
 from __future__ import annotations
 
 import json
+import logging
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ from .mirror import PENDING, REFUSED, SessionMirror, new_message
 from .sessions import SessionRegistry
 
 REGISTRY_KEY = "bedside_sessions"
+
+log = logging.getLogger("bedside.extension")
 
 
 _DECODER = json.JSONDecoder()
@@ -118,16 +122,57 @@ class BedsideWebSocketConnection(GatewayWebSocketConnection):
         self.websocket_handler.set_nodelay(True)
         registry = self.registry
         if registry is not None:
-            mirror = registry.open(self.kernel_id, await self._notebook_path())
+            notebook = await self._notebook_path()
+            if self.disconnected:
+                # The browser dropped this websocket while we looked up its notebook: opening
+                # a gateway connection for it now would, at the gateway, replace the one its
+                # successor (same session id) has just opened.
+                return
+            mirror = registry.open(self.kernel_id, notebook)
             self.mirror = mirror
             if self not in self._links():  # (a gateway reconnect calls connect again)
                 self._links().append(self)
             mirror.send = self._sender(registry, self.kernel_id)
             mirror.schedule = IOLoop.current().call_later
             self._held = [] if mirror.state == PENDING else None
+            self._fresh_session_if_busy(registry)
         await super().connect()
         assert self.ws_future is not None
+        if registry is not None:
+            key = (self.kernel_id, self.session_id)
+            registry.handshakes.add(key)
+            self.ws_future.add_done_callback(lambda fut: self._handshake_done(registry, key, fut))
         self.ws_future.add_done_callback(self._on_gateway_open)
+
+    def _fresh_session_if_busy(self, registry: SessionRegistry) -> None:
+        """Connect under a new session id when the browser's is still busy at the gateway.
+
+        Enterprise Gateway (jupyter_server 1.x) lets one websocket per kernel and session id
+        exist: a new one first closes the "stale" one and waits until it has closed. A stale one
+        still in its handshake (the kernel is still starting) closes only once it has opened,
+        and one whose handshake failed never does, so every later connection under that session
+        id waits for good: the browser sees the kernel "Unknown" and the intent never leaves.
+        That happens when JupyterLab drops its first websocket and opens the next under the same
+        session id while the kernel starts, and when a handshake times out on a loaded machine.
+        The session id only names the connection at the gateway (messages carry their own), so
+        a fresh one costs nothing but the gateway's replay of messages buffered for the old id.
+        """
+        if (self.kernel_id, self.session_id) in registry.handshakes:
+            fresh = uuid.uuid4().hex
+            log.info(
+                "bedside: gateway session %s of kernel %s is still opening (or failed to); "
+                "connecting as %s",
+                self.session_id,
+                self.kernel_id,
+                fresh,
+            )
+            self.session.session = fresh
+
+    @staticmethod
+    def _handshake_done(registry: SessionRegistry, key: tuple[str, str], fut: Any) -> None:
+        # a failed handshake stays in the gateway's table of open sessions: keep its id busy
+        if not fut.cancelled() and fut.exception() is None:
+            registry.handshakes.discard(key)
 
     @staticmethod
     def _sender(registry: SessionRegistry, kernel_id: str) -> Any:
@@ -168,25 +213,36 @@ class BedsideWebSocketConnection(GatewayWebSocketConnection):
             return
         _nodelay(ws)
         mirror = self.mirror
-        if mirror is None or mirror.state != PENDING:
+        if mirror is None or not mirror.awaiting_intent:
             return
         # Until the hospital answers, every new connection asks again: an answer sent to a
         # connection the browser has since dropped is lost with it.
+        log.info("bedside: session intent sent for kernel %s", self.kernel_id)
         ws.write_message(json.dumps(mirror.intent_request()))
-        if mirror.intent_timer is None:
-            registry = self.registry
-            timeout = registry.config.intent_timeout if registry is not None else 30.0
+        if mirror.intent_timer is None and mirror.state == PENDING:
             mirror.intent_timer = IOLoop.current().call_later(
-                timeout, lambda: self._intent_timed_out(mirror)
+                self._intent_timeout(), lambda: self._intent_timed_out(mirror)
             )
 
     def _intent_timed_out(self, mirror: SessionMirror) -> None:
+        mirror.intent_timer = None
         if mirror.state == PENDING:
-            mirror.mark_unmonitored("the hospital did not answer the session intent")
+            # The browser is let through unverified; a late answer still activates the session
+            # (SessionMirror.awaiting_intent), and new connections keep asking.
+            mirror.mark_unmonitored(
+                "the hospital did not answer the session intent "
+                f"within {self._intent_timeout():g} s (Bedside.intent_timeout)",
+                waiting=True,
+            )
             self._decided(mirror)
+
+    def _intent_timeout(self) -> float:
+        registry = self.registry
+        return registry.config.intent_timeout if registry is not None else 30.0
 
     def _decided(self, mirror: SessionMirror) -> None:
         """The intent is answered (or given up on): let every connection's browser through."""
+        log.info("bedside: session of kernel %s is %s", self.kernel_id, mirror.state)
         if mirror.intent_timer is not None:
             IOLoop.current().remove_timeout(mirror.intent_timer)
             mirror.intent_timer = None
@@ -245,9 +301,12 @@ class BedsideWebSocketConnection(GatewayWebSocketConnection):
             return
         msg = json.loads(incoming_msg)
         was_pending = mirror.state == PENDING
+        was_awaiting = mirror.awaiting_intent
         verdict = mirror.observe_reply(msg)
         if was_pending and mirror.state != PENDING:
             self._decided(mirror)
+        elif was_awaiting and not mirror.awaiting_intent:
+            log.info("bedside: session of kernel %s is %s", self.kernel_id, mirror.state)
         if verdict.consumed:
             return
         super().handle_outgoing_message(with_metadata(incoming_msg, msg), *args)

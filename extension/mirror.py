@@ -162,6 +162,7 @@ class SessionMirror:
         self.intent_msg_id = ""
         # the connection's timer for the hospital's answer to the intent (one per session)
         self.intent_timer: object | None = None
+        self._late_intent = False  # unmonitored only because the answer is late
         directory.mkdir(parents=True, exist_ok=True)
         self._save()
 
@@ -276,7 +277,8 @@ class SessionMirror:
         is_intent_reply = msg_type == "bedside_intent_reply" or (
             bool(parent) and parent == self.intent_msg_id
         )
-        if is_intent_reply and self.state == PENDING:
+        if is_intent_reply and self.awaiting_intent:
+            self._late_intent = False
             self._on_intent_reply(msg)
         try:
             self._check_receipt(msg)
@@ -339,8 +341,17 @@ class SessionMirror:
             self.ledger.flush()
         self._save()
 
-    def mark_unmonitored(self, reason: str) -> None:
+    @property
+    def awaiting_intent(self) -> bool:
+        """No answer to the intent yet: pending, or given up on by a timer but still asked."""
+        return self.state == PENDING or (self.state == UNMONITORED and self._late_intent)
+
+    def mark_unmonitored(self, reason: str, *, waiting: bool = False) -> None:
+        """Let the session run unverified. `waiting`: the intent was sent and the hospital is
+        slow (a kernel starting on a loaded machine), so its answer, when it comes, still makes
+        the session active."""
         if self.state == PENDING:
+            self._late_intent = waiting
             self.state, self.reason = UNMONITORED, reason
             log.warning("bedside session %s is not monitored: %s", self.kernel_id, reason)
             self._save()
@@ -366,7 +377,7 @@ class SessionMirror:
                 f"{self.custodian.vkey} (Bedside.custodian_key)"
             )
             return
-        self.state = ACTIVE
+        self.state, self.reason = ACTIVE, ""
 
     def _stage_header(self, msg: dict[str, Any]) -> None:
         """The header from an (authenticated) intent reply, when its receipt lacks it.
@@ -542,7 +553,7 @@ class SessionMirror:
         receipt = (meta.get("bedside") or {}).get("receipt") if isinstance(meta, dict) else None
         if not isinstance(receipt, dict):
             raise SignatureError("the message carries no bedside receipt")
-        if self.custodian is None and self.state == PENDING and receipt.get("key"):
+        if self.custodian is None and self.awaiting_intent and receipt.get("key"):
             # Trust on first use: the first receipt of the session names the custodian key;
             # the intent reply and the ledger header must then name the same key.
             self.custodian = Verifier(str(receipt["key"]))

@@ -75,6 +75,8 @@ class SessionRegistry:
         self.live: dict[str, SessionMirror] = {}
         # kernel id -> its open websocket connections (extension/connection.py), newest last
         self.connections: dict[str, list[Any]] = {}
+        # (kernel id, session id) of gateway websockets still opening, or failed to open
+        self.handshakes: set[tuple[str, str]] = set()
 
     @property
     def signer(self) -> Signer:

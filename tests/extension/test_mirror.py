@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from bedside.extension.mirror import ACTIVE, REFUSED, SessionMirror, code_digest, new_message
+from bedside.extension.mirror import (
+    ACTIVE,
+    REFUSED,
+    UNMONITORED,
+    SessionMirror,
+    code_digest,
+    new_message,
+)
 from bedside.ledger import Signer, canonical_json, open_checkpoint, verify_ledger
 
 INTENT = {"purpose": "test", "cohort": "all", "model_job": "none", "policy_id": "demo"}
@@ -130,6 +137,38 @@ def test_refused_intent_is_reported(tmp_path: Path, standin) -> None:
     assert mirror.state == REFUSED
     assert "unknown policy id" in mirror.reason
     assert json.loads((mirror.directory / "status.json").read_text())["state"] == REFUSED
+
+
+def test_late_intent_answer_still_activates_the_session(tmp_path: Path, standin) -> None:
+    """A kernel slow to start on a loaded machine answers after Bedside.intent_timeout: the
+    session ran unmonitored meanwhile, and the answer, when it comes, makes it active."""
+    hospital = standin(tmp_path)
+    mirror = SessionMirror(
+        kernel_id="k3",
+        directory=tmp_path / "r",
+        signer=Signer.generate("researcher"),
+        intent=dict(INTENT),
+    )
+    request = mirror.intent_request()
+    mirror.mark_unmonitored("no answer within 30 s", waiting=True)
+    assert mirror.state == UNMONITORED and mirror.awaiting_intent
+    verdict = mirror.observe_reply(hospital.intent(request))
+    assert verdict.verified, verdict.reason
+    assert mirror.state == ACTIVE and mirror.reason == "" and not mirror.awaiting_intent
+    assert mirror.ledger is not None and mirror.ledger.size == 1
+    # given up on for another reason (nothing to wait for), a stray answer changes nothing
+    other = SessionMirror(
+        kernel_id="k4",
+        directory=tmp_path / "o",
+        signer=Signer.generate("researcher"),
+        intent=dict(INTENT),
+    )
+    second = tmp_path / "second"
+    second.mkdir()
+    request = other.intent_request()
+    other.mark_unmonitored("no intent")
+    other.observe_reply(standin(second).intent(request))
+    assert other.state == UNMONITORED
 
 
 def test_receipts_out_of_order_are_staged(pair) -> None:

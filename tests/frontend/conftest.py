@@ -8,7 +8,6 @@ bedside extension pointed at that gateway, serving a copy of notebooks/01-walkth
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import shutil
@@ -23,7 +22,7 @@ from integration.conftest import Hospital, eg_gateway, make_hospital, start_gate
 from integration.test_anchor_devchain import start_devchain
 
 from bedside.extension._demo import deploy_demo_contract
-from bedside.extension._headless import KernelSession, ResearcherServer
+from bedside.extension._headless import ResearcherServer
 
 REPO = Path(__file__).resolve().parents[2]
 WALKTHROUGH = REPO / "notebooks" / "01-walkthrough.ipynb"
@@ -68,6 +67,11 @@ class LabServer(ResearcherServer):
     def config(self) -> dict[str, Any]:
         config = super().config()
         config["LabApp"] = {"expose_app_in_browser": True}
+        # the extension's own log (intent sent and answered, gaps filled) in jupyterlab.log
+        config["ServerApp"]["logging_config"] = {
+            "loggers": {"bedside": {"level": "DEBUG", "handlers": ["console"]}}
+        }
+        config["ServerApp"]["log_level"] = "DEBUG"
         return config
 
 
@@ -123,7 +127,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory, eg_gateway) -> Iterator[Lab]: 
     )
     try:
         with server:
-            asyncio.run(start_session(server, path.name, eg_gateway.kernel_name))
             yield Lab(server, path, tmp / "sessions")
     finally:
         chain.close()
@@ -143,20 +146,3 @@ def browser() -> Iterator[Any]:
             yield chromium
         finally:
             chromium.close()
-
-
-async def start_session(server: ResearcherServer, notebook: str, kernel: str) -> None:
-    """Start the notebook's hospital session before the browser opens it.
-
-    JupyterLab then joins the running session. Opening the notebook cold in Lab 4.6 drops its
-    first kernel websocket before the gateway's opens, and the session's intent is lost with
-    it (reported to the extension; see docs/data-scientist/jupyterlab.md, known issues).
-    """
-    client = KernelSession(server.url, server.token)
-    await client.start(notebook, kernel)
-    try:
-        await client.request("kernel_info_request", {}, timeout=150)
-        status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
-        assert status["state"] == "active", status
-    finally:
-        await client.close(shutdown=False)

@@ -1,10 +1,10 @@
 """JupyterLab opening a notebook cold: its session starts and its intent is answered.
 
-No session is started before the browser comes (the `lab` fixture of test_lab.py starts one
-first): the page starts the kernel itself. JupyterLab 4.6 then drops its first kernel websocket
-within milliseconds and reconnects; the server extension must still deliver the intent and get
-the hospital's answer (docs/data-scientist/jupyterlab.md, known issues), and the cell the page
-runs must land in both ledgers.
+No session is started before the browser comes: the page starts the kernel itself (as in
+test_lab.py and test_releases.py, whose notebooks are opened cold too). JupyterLab 4.6 then
+drops its first kernel websocket within milliseconds and reconnects; the server extension must
+still deliver the intent and get the hospital's answer (docs/data-scientist/jupyterlab.md,
+"Websockets that come and go"), and the cell the page runs must land in both ledgers.
 """
 
 from __future__ import annotations

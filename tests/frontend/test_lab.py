@@ -58,7 +58,9 @@ def test_walkthrough_in_jupyterlab(lab, browser, hospital) -> None:
         tab.click()
         panel = page.locator("#bedside-session-panel")
         expect(panel).to_be_visible()
-        settled = re.compile(r"^(active|refused|interrupted|unmonitored)$")
+        # (`unmonitored` is not settled: a kernel slow to start answers after intent_timeout,
+        # and the late answer still makes the session active)
+        settled = re.compile(r"^(active|refused|interrupted)$")
         expect(field(page, "state")).to_have_text(settled, timeout=START)
         state = field(page, "state").inner_text()
         assert state == "active", panel.locator(".bedside-message").inner_text()

@@ -10,7 +10,6 @@ button. Screenshots go to test-artifacts/frontend/ (the docs' images).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from integration.conftest import Hospital, make_hospital, make_patients
 
 from bedside.ledger import Signer
 
-from .conftest import LAB_SETTINGS, LabServer, start_session
+from .conftest import LAB_SETTINGS, LabServer
 from .test_lab import START, shot
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -106,7 +105,6 @@ def release_lab(tmp_path_factory: pytest.TempPathFactory, eg_gateway) -> Iterato
         },
     )
     with server:
-        asyncio.run(start_session(server, "mortality.ipynb", eg_gateway.kernel_name))
         yield server
 
 
