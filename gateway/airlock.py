@@ -608,7 +608,11 @@ class Airlock:
         folder.mkdir(exist_ok=True)
         tag = hashlib.sha256(msg + who.name.encode()).hexdigest()[:8]
         path = folder / f"{datetime.now(UTC):%Y%m%d%H%M%S%f}-{tag}.json"
-        path.write_text(json.dumps(body, indent=2))
+        # Written whole, then renamed: the sentry's poll must never read a half-written file
+        # (it would reject the decision for good).
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body, indent=2))
+        os.replace(tmp, path)
         return path
 
     def poll(self) -> list[str]:
