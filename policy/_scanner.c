@@ -793,6 +793,44 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
                 num = -1;
             }
         }
+        /* Fast paths. After an ASCII letter (or decimal digit) the runs above are all in a
+         * known state, and each following letter (digit) only moves counters: a run of them is
+         * taken in a tight loop with exactly the steps the general code above would take.
+         * Letters: base64 goes on (upper/lower counted); hex and spaced hex go on through a-f
+         * and end at any other letter; every other run has already ended at `i`, and no
+         * postcode or number window starts. Digits: every run but postcode's goes on (spaced
+         * hex and number windows count them); prev_letter is clear. */
+        if (i < n && ch < 128 && (c & (C_UP | C_LOW))) {
+            Py_ssize_t j = i + 1;
+            for (; j < n; j++) {
+                Py_UCS4 r = READ(j);
+                if (r >= 128) break;
+                uint8_t k = ascii_class[r];
+                if (!(k & (C_UP | C_LOW))) break;
+                up += (k & C_UP) != 0;
+                low += (k & C_LOW) != 0;
+                if (k & C_HEXL) {
+                    if (hex < 0) hex = j;
+                    if (shex < 0) shex = j, shl = shd = 0;
+                    shl++;
+                    shd++;
+                } else {
+                    END_RUN_AT(hex, j - hex >= 10, 1, j);
+                    END_RUN_AT(shex, j - shex >= 14 && shl && shd >= 10, 2, j);
+                }
+            }
+            i = j - 1;
+        } else if (c & C_DIG) {
+            Py_ssize_t j = i + 1;
+            while (j < n) {
+                Py_UCS4 r = READ(j);
+                if (r < '0' || r > '9') break;
+                j++;
+            }
+            shd += j - i - 1;
+            num_digits += j - i - 1;
+            i = j - 1;
+        }
     }
 #undef END_RUN
 #undef END_RUN_AT

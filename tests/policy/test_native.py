@@ -384,3 +384,21 @@ def test_scan_text_agrees(
         with reference(*(i for i in (index,) if i is not None)):
             want = scan_text(full, index)
         assert got == want, full[:300]
+
+
+# Runs of letters (hex and not, both cases) and of digits, which `text_spans` takes in tight
+# loops, next to every character that ends or joins a run.
+_RUN_PIECES = st.sampled_from(
+    ["abcdef", "ABCDEF", "aF", "ghxyz", "GHXYZ", "x" * 30, "aB3" * 5, "0123456789", "7" * 12,
+     " ", "  ", ".", ",", ":", "-", "(", ")", "+", "=", "\n", "é", "€", "_", "/"]
+)  # fmt: skip
+_run_texts = st.lists(_RUN_PIECES | st.text("aAfFgGzZ09 .,:-(", max_size=20), max_size=60).map(
+    "".join
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=_run_texts, pad=st.sampled_from([0, 2048]))
+def test_candidate_spans_agree_on_letter_and_digit_runs(text: str, pad: int) -> None:
+    # `pad` makes the text long enough for the number windows
+    assert_spans_agree("x" * pad + text if pad else text)
