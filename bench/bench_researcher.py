@@ -96,7 +96,62 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(server: ResearcherServer, kernel: str, n_small: int, n_big: int) -> dict:
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(d.name))
+    return kids
+
+
+def _role(pid: int) -> str:
+    try:
+        cmd = (Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")).decode()
+    except OSError:
+        return "gone"
+    for needle, role in (
+        ("bwrap", "sandbox"),
+        ("bedside.gateway", "sentry"),
+        ("sentry", "sentry"),
+        ("enterprise_gateway", "gateway"),
+        ("jupyter-enterprisegateway", "gateway"),
+        ("jupyter_server", "jupyter_server"),
+        ("jupyter-server", "jupyter_server"),
+        ("kernel", "kernel"),
+    ):
+        if needle in cmd:
+            return role
+    return "other"
+
+
+def process_cpu(roots: list[int]) -> dict[str, float]:
+    """CPU seconds so far of `roots` and all their descendants, summed by role (/proc)."""
+    kids = _children()
+    out: dict[str, float] = {}
+    stack = list(roots)
+    seen: set[int] = set()
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        stack.extend(kids.get(pid, []))
+        try:
+            cpu = cpu_seconds(pid)
+        except (OSError, IndexError, ValueError):
+            continue
+        role = _role(pid)
+        out[role] = out.get(role, 0.0) + cpu
+    return out
+
+
+async def measure(
+    server: ResearcherServer, kernel: str, n_small: int, n_big: int, roots: list[int] = ()
+) -> dict:
     nb_dir = server.root_dir
     client = KernelSession(server.url, server.token)
     await client.start("bench.ipynb", kernel)
@@ -116,6 +171,7 @@ async def measure(server: ResearcherServer, kernel: str, n_small: int, n_big: in
         small_cpu = (cpu_seconds(pid) - cpu0) / n_small * 1000
         await client.execute(ONE_MB)
         big = []
+        procs0 = process_cpu([pid, *roots])
         cpu0 = cpu_seconds(pid)
         for _ in range(n_big):
             t = time.perf_counter()
@@ -125,6 +181,7 @@ async def measure(server: ResearcherServer, kernel: str, n_small: int, n_big: in
                            if m["header"]["msg_type"] == "stream")  # fmt: skip
             assert len(text) >= 1_000_000, f"1 MB output did not arrive ({len(text)} bytes)"
         big_cpu = (cpu_seconds(pid) - cpu0) / n_big * 1000
+        procs1 = process_cpu([pid, *roots])
     finally:
         await client.close()
     del nb_dir
@@ -136,6 +193,12 @@ async def measure(server: ResearcherServer, kernel: str, n_small: int, n_big: in
         # CPU of the researcher's jupyter_server per cell (the browser-facing side's own cost)
         "server_cpu_trivial_ms": small_cpu,
         "server_cpu_one_mb_ms": big_cpu,
+        # CPU ms per 1 MB cell of each process of the chain (/proc/<pid>/stat, descendants
+        # of jupyter_server and of the gateway, by role)
+        "one_mb_cpu_ms_by_process": {
+            role: round((procs1.get(role, 0.0) - procs0.get(role, 0.0)) / n_big * 1000, 1)
+            for role in sorted(procs1)
+        },
         "n": [n_small, n_big],
     }
 
@@ -217,6 +280,10 @@ def server(root: Path, name: str, url: str, token: str, extension: bool) -> Rese
     )
 
 
+def egpids(eg: Any) -> list[int]:
+    return [eg.process.pid] if eg.process is not None else []
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (smoke run)")
@@ -244,12 +311,12 @@ def main() -> int:
             results["local-nodelay"] = asyncio.run(measure(s, "python3", n_small, n_big))
         with gateway(root / "eg-stock", {"plain": plain}, "plain", nodelay=False) as eg:
             with server(root, "stock", eg.url, eg.token, extension=False) as s:
-                results["stock"] = asyncio.run(measure(s, "plain", n_small, n_big))
+                results["stock"] = asyncio.run(measure(s, "plain", n_small, n_big, egpids(eg)))
         (root / "state").mkdir(mode=0o700)
         chain = sentry_kernelspec(policy=policy, custodian_key=key, state_dir=root / "state")
         with gateway(root / "eg-bedside", {"bedside": chain}, "bedside", nodelay=True) as eg:
             with server(root, "bedside", eg.url, eg.token, extension=True) as s:
-                results["bedside"] = asyncio.run(measure(s, "bedside", n_small, n_big))
+                results["bedside"] = asyncio.run(measure(s, "bedside", n_small, n_big, egpids(eg)))
             with server(root, "noext", eg.url, eg.token, extension=False) as s:
                 results["bedside-noext"] = asyncio.run(measure(s, "bedside", n_small, n_big))
         ledger_ms = mirror_cost(root)

@@ -147,7 +147,10 @@ _PROTOCOL_WORDS = frozenset(
     "status ok error aborted execution count user expressions payload name stdout stderr "
     "text plain html data metadata transient code silent wait".split()
 )
-_WORD = re.compile(r"[^\W_]+")
+# At most 16 characters a match: a longer word is no protocol word and no short number either,
+# so the verdict is that of whole words, without reading a megabyte-long run character by
+# character (`\w` is Unicode's, a lookup per character).
+_WORD = re.compile(r"[^\W_]{1,16}")
 
 
 def trivially_clean(text: str) -> bool:
@@ -282,10 +285,13 @@ def _lines_join_runs(text: str) -> bool:
         return False
     lines = text.split("\n")
     for upper, lower in zip(lines, lines[1:], strict=False):
-        upper = upper.rstrip("\r")
+        # Only the last and first 12 characters matter (runs of 12 or more): a megabyte-long
+        # line is not stripped whole.
+        upper = upper.rstrip("\r")[-12:]
         tail = len(upper) - len(upper.rstrip(_RUN_CHARS))
         if not tail:
             continue
+        lower = lower[:12]
         head = len(lower) - len(lower.lstrip(_RUN_CHARS))
         if head and max(tail, head) >= 12:
             return True
