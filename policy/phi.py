@@ -224,9 +224,9 @@ def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIM
         else:
             windows, bounded = None, False
         if pattern in exact:
-            matches: Iterable[re.Match[str]] = (
-                m for lo, hi in exact[pattern] for m in pattern.finditer(text, lo, hi)
-            )
+            # One pass over the windows joined (`_finditer`): no match reads a NUL, and the
+            # look-ahead sees a NUL where a window's own end stood, which it accepts alike.
+            matches: Iterable[re.Match[str]] = _finditer(pattern, text, exact[pattern], True)
         else:
             matches = _finditer(pattern, text, windows, bounded)
         for m in matches:
