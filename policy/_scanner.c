@@ -630,7 +630,8 @@ static PyObject *py_tokens(PyObject *mod, PyObject *arg) {
  *   6 ip: runs of decimal digits and dots holding >= 3 dots
  *     (5 and 6 with the character after the run, which the patterns' look-ahead reads)
  *   7 postcode: windows [p - 1, p + 10) around a letter (or any non-ASCII character) at p
- *     followed by a decimal digit, merged where they overlap
+ *     followed by a decimal digit that a digit and two inward-code letters follow within
+ *     three characters (`postcode_tail`), merged where they overlap
  * and 8: whether the text holds a decimal digit (`\d`). "Decimal digit" and "white space" are
  * Unicode's, as `re` reads `\d` and `\s` in str patterns; the other classes are ASCII only. */
 
@@ -684,6 +685,32 @@ static int pairs_merge(Pairs *p, int64_t a, int64_t b, int64_t gap) {
 }
 
 #define NLISTS 8
+
+/* A letter of a postcode's inward code (`[abd-hjlnp-uw-z]`, either case), or any non-ASCII
+ * character (case-insensitive `re` folds a few of them onto ASCII letters). */
+static inline int inward_letter(Py_UCS4 ch) {
+    if (ch >= 128) return 1;
+    ch |= 0x20;
+    return ch >= 'a' && ch <= 'z' && ch != 'c' && ch != 'i' && ch != 'k' && ch != 'm' &&
+           ch != 'o' && ch != 'v';
+}
+
+/* Whether a postcode can have its first digit at `i`: the pattern goes on with an optional
+ * letter or digit and an optional space, then a digit and two inward-code letters, so a digit
+ * followed by two such letters starts at i + 1, i + 2 or i + 3. Most letter-digit pairs of
+ * ordinary output (ids, units, column names) have none, and get no window. */
+static inline __attribute__((always_inline)) int postcode_tail(const void *data, const int kind,
+                                                              const Py_ssize_t n,
+                                                              const Py_ssize_t i) {
+    for (Py_ssize_t j = i + 1; j <= i + 3 && j + 2 < n; j++) {
+        Py_UCS4 d = PyUnicode_READ(kind, data, j);
+        int digit = d < 128 ? (d >= '0' && d <= '9') : Py_UNICODE_ISDECIMAL(d);
+        if (digit && inward_letter(PyUnicode_READ(kind, data, j + 1)) &&
+            inward_letter(PyUnicode_READ(kind, data, j + 2)))
+            return 1;
+    }
+    return 0;
+}
 
 /* The pass of text_spans over one string kind (a constant when inlined, so the reads are
  * direct). Returns -1 when out of memory. */
@@ -758,7 +785,7 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
             dots += ch == '.';
         } else END_RUN_AT(ip, dots >= 3, 6, i < n ? i + 1 : n);
         /* 7 postcode */
-        if (decimal && prev_letter) {
+        if (decimal && prev_letter && postcode_tail(data, kind, n, i)) {
             int64_t a = i - 2 < 0 ? 0 : i - 2, b = i + 9 > n ? n : i + 9;
             if (pairs_merge(&out[7], a, b, 1) < 0) fail = 1;
         }

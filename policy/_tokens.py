@@ -273,7 +273,7 @@ class TextSpans:
     # ords, ip: with the character after the run (what the patterns' look-ahead reads)
     ords: Spans  # runs of decimal digits, white space and commas with >= 5 commas
     ip: Spans  # runs of decimal digits and dots with >= 3 dots
-    postcode: Spans  # around each letter (or non-ASCII character) followed by a decimal digit
+    postcode: Spans  # around each letter (or non-ASCII) then digit where an inward code can follow
     has_digit: bool  # a decimal digit (`\d`) anywhere
 
 

@@ -390,7 +390,10 @@ def test_scan_text_agrees(
 # loops, next to every character that ends or joins a run.
 _RUN_PIECES = st.sampled_from(
     ["abcdef", "ABCDEF", "aF", "ghxyz", "GHXYZ", "x" * 30, "aB3" * 5, "0123456789", "7" * 12,
-     " ", "  ", ".", ",", ":", "-", "(", ")", "+", "=", "\n", "é", "€", "_", "/"]
+     " ", "  ", ".", ",", ":", "-", "(", ")", "+", "=", "\n", "é", "€", "_", "/",
+     # postcodes and near misses (windows need a digit and two inward-code letters after)
+     "SW1A 1AA", "M1 1AE", "b338th", "CR2 6XH", "DN55 1PT", "W1 1CM", "\u212a1 2AB",
+     "\u017f1 2ab", "A1\u0663ab", "1ab", "2CD", "9zz", "e5"]
 )  # fmt: skip
 _run_texts = st.lists(_RUN_PIECES | st.text("aAfFgGzZ09 .,:-(", max_size=20), max_size=60).map(
     "".join
