@@ -320,6 +320,22 @@ class IdentifierIndex:
             s, e, kk = self._spans_reference(raw)
         return self._matches(text, raw, s, e, kk, limit)
 
+    def find_lowered(self, raw: bytes) -> list[tuple[int, int, str]]:
+        """(start, end, value_kind) of every value in `raw`, the lower-cased bytes of an ASCII
+        text (`_tokens.lower_bytes`), ordered by position: `find` without its strength and
+        without lower-casing again (`scan_text` lowers an output once and also searches the
+        reversed bytes, which of an ASCII text are the reversed text's)."""
+        if not raw or not len(self._entries):
+            return []
+        if self._matcher is not None:
+            s, e, kk = self._spans_native(raw)
+        else:
+            s, e, kk = self._spans_reference(raw)
+        names = self._kind_names
+        return [
+            (a, b, names[c]) for a, b, c in zip(s.tolist(), e.tolist(), kk.tolist(), strict=True)
+        ]
+
     def _find_reference(self, text: str, limit: int | None = None) -> list[IdentifierMatch]:
         """`find` by the numpy reference path (what the compiled core must agree with)."""
         if not text or not len(self._entries):

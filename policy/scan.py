@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from bedside.policy._tokens import TextSpans, code_units, text_spans
+from bedside.policy._tokens import TextSpans, code_units, lower_bytes, text_spans
 from bedside.policy.identifiers import STRONG, WEAK, IdentifierIndex, strengthen
 from bedside.policy.phi import scan_phi
 
@@ -343,7 +343,12 @@ def scan_text(
     layers: list[tuple[int | None, int, _Layer]] = []
     if decode:
         layers.extend(_decoded_segments(text, want_reversed, spans))
-    if want_reversed:
+    # An ASCII output is lower-cased once, and searched forwards and backwards (its reversed
+    # bytes are its reversal's) apart from the decoded texts; any other goes with the decoded
+    # texts, its reversal among them, so that all are lower-cased alike (see `lower_bytes`).
+    ascii_fast = index is not None and text.isascii()
+    reversed_hits: list[tuple[str, str, int, int]] = []
+    if want_reversed and not ascii_fast:
         layers.append((None, 0, ("encoded:reversed+", text[::-1], True)))
     # Each distinct decoded text is scanned once; its findings are reported at every span it
     # was decoded from.
@@ -351,7 +356,23 @@ def scan_text(
     for _, _, layer in layers:
         distinct.setdefault(layer, len(distinct))
     inner: list[list[tuple[str, str, int, int]]] = [[] for _ in distinct]
-    if index is not None:
+    if index is not None and ascii_fast:
+        raw = lower_bytes(text)
+        for a, b, column in index.find_lowered(raw):
+            found.append(Finding("identifier", a, b, column))
+        if want_reversed:
+            for a, b, column in index.find_lowered(raw[::-1]):
+                reversed_hits.append(("identifier", column, a, b))
+        if distinct:
+            # One index pass over every decoded text, joined by newlines (no value spans a
+            # newline): a call costs the same few dozen array operations whatever its size.
+            texts = [layer[1] for layer in distinct]
+            offsets = list(itertools.accumulate((len(t) + 1 for t in texts), initial=0))
+            for m in index.find("\n".join(texts)):
+                i = bisect.bisect_right(offsets, m.start) - 1
+                a, b = m.start - offsets[i], m.end - offsets[i]
+                inner[i].append(("identifier", m.value_kind, a, b))
+    elif index is not None:
         # One index pass over the output and every decoded text, joined by newlines (no value
         # spans a newline): a call costs the same few dozen array operations whatever its size.
         texts = [text, *(layer[1] for layer in distinct)]
@@ -378,6 +399,9 @@ def scan_text(
                 found.append(Finding(prefix + kind, n - b, n - a, column))
             else:
                 found.append(Finding(prefix + kind, start, end, column))
+    for kind, column, a, b in reversed_hits:
+        # The whole output reversed: offsets map back onto the output.
+        found.append(Finding("encoded:reversed+" + kind, n - b, n - a, column))
     if index is not None and index.date_kinds:
         weak = [f.kind.endswith("identifier") and f.column in index.date_kinds for f in found]
         if any(weak):
