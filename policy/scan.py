@@ -61,6 +61,7 @@ _ORDS = re.compile(
 )
 
 MAX_DEPTH = 2  # decode an encoded span at most twice (e.g. hex inside base64)
+_ASCII_FAST = True  # see scan_text; the tests turn it off to compare with the general path
 
 
 def _printable(data: bytes) -> str | None:
@@ -346,7 +347,7 @@ def scan_text(
     # An ASCII output is lower-cased once, and searched forwards and backwards (its reversed
     # bytes are its reversal's) apart from the decoded texts; any other goes with the decoded
     # texts, its reversal among them, so that all are lower-cased alike (see `lower_bytes`).
-    ascii_fast = index is not None and text.isascii()
+    ascii_fast = _ASCII_FAST and index is not None and text.isascii()
     reversed_hits: list[tuple[str, str, int, int]] = []
     if want_reversed and not ascii_fast:
         layers.append((None, 0, ("encoded:reversed+", text[::-1], True)))

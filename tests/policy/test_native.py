@@ -405,3 +405,29 @@ _run_texts = st.lists(_RUN_PIECES | st.text("aAfFgGzZ09 .,:-(", max_size=20), ma
 def test_candidate_spans_agree_on_letter_and_digit_runs(text: str, pad: int) -> None:
     # `pad` makes the text long enough for the number windows
     assert_spans_agree("x" * pad + text if pad else text)
+
+
+_ascii_texts = st.lists(
+    st.sampled_from([p for p in PIECES if p.isascii()]) | st.text("aZ09 -/.,:@+\n", max_size=8),
+    max_size=40,
+).map("".join)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=_ascii_texts, which=st.integers(0, 19))
+def test_scan_text_of_ascii_output_agrees_with_the_general_path(
+    patient_index: IdentifierIndex,
+    patients: pd.DataFrame,
+    text: str,
+    which: int,
+) -> None:
+    # ASCII outputs are searched forwards and on their reversed bytes apart from the decoded
+    # texts; the general path joins the output, its reversal and the decoded texts.
+    value = str(patients.name.iloc[which])
+    full = " ".join([text, *(e for e in _encoded(value) if e.isascii()), text])
+    for index in (patient_index, INDEXES["values"], INDEXES["loose"]):
+        fast = scan_text(full, index)
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(scan_mod, "_ASCII_FAST", False)
+            general = scan_text(full, index)
+        assert fast == general, full[:300]
