@@ -320,7 +320,7 @@ class IdentifierIndex:
             s, e, kk = self._spans_reference(raw)
         return self._matches(text, raw, s, e, kk, limit)
 
-    def find_lowered(self, raw: bytes) -> list[tuple[int, int, str]]:
+    def _find_lowered(self, raw: bytes) -> list[tuple[int, int, str]]:
         """(start, end, value_kind) of every value in `raw`, the lower-cased bytes of an ASCII
         text (`_tokens.lower_bytes`), ordered by position: `find` without its strength and
         without lower-casing again (`scan_text` lowers an output once and also searches the

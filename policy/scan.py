@@ -13,8 +13,10 @@ over the text (`_tokens.text_spans`, shared with the PHI patterns; the vectorise
 `_spans_reference` serve when it is not built and are what it is tested against); each distinct
 span is decoded once per call (long outputs repeat ids, hashes and rows), each distinct decoded
 text is scanned once, and the output, its reversal and all decoded texts go through the
-identifier index in one call. The PHI patterns and the character-code pattern run only on
-windows where they can match (see `phi` and `_spans`).
+identifier index in one call (an ASCII output is lower-cased once and searched on its bytes
+and on its reversed bytes, which are its reversal's, without joining a second copy). The PHI
+patterns and the character-code pattern run only on windows where they can match (see `phi`
+and `_spans`).
 """
 
 from __future__ import annotations
@@ -359,10 +361,10 @@ def scan_text(
     inner: list[list[tuple[str, str, int, int]]] = [[] for _ in distinct]
     if index is not None and ascii_fast:
         raw = lower_bytes(text)
-        for a, b, column in index.find_lowered(raw):
+        for a, b, column in index._find_lowered(raw):
             found.append(Finding("identifier", a, b, column))
         if want_reversed:
-            for a, b, column in index.find_lowered(raw[::-1]):
+            for a, b, column in index._find_lowered(raw[::-1]):
                 reversed_hits.append(("identifier", column, a, b))
         if distinct:
             # One index pass over every decoded text, joined by newlines (no value spans a
