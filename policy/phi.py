@@ -174,11 +174,14 @@ def scan_phi(
 
 def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIMatch]:
     """`scan_phi`; without `spans` (the compiled core is not built) by the reference path."""
-    lower = text.lower() if ("mrn" in wanted or "dob" in wanted or "ssn" in wanted) else ""
     if spans is not None:
         has_digit = spans.has_digit
     else:
         has_digit = _ANY_DIGIT.search(text) is not None
+    # The labels are looked for only in texts with a digit; without one, the lower-cased copy
+    # serves only to tell whether lower-casing keeps the length, which an ASCII text's does.
+    labelled = "mrn" in wanted or "dob" in wanted or "ssn" in wanted
+    lower = text.lower() if labelled and (has_digit or not text.isascii()) else ""
     # (kind, pattern, check, characters that may not precede a match)
     checks: list[tuple[str, re.Pattern[str], _Check, frozenset[str]]] = []
     if "email" in wanted and "@" in text:
