@@ -11,7 +11,10 @@ drives it (TCP_NODELAY on the client, as browsers set it):
   receipt checks, researcher signatures and the ledger copy, per cell)
 
 Prints a JSON document with medians (ms) and the ratios the issue sets targets for; with --out it
-also writes it to a file. Run: `.venv/bin/python bench/bench_researcher.py [--quick]`.
+also writes it to a file. For the 1 MB cells it also reports the CPU time of each process of the
+chain (`one_mb_cpu_ms_by_process`: jupyter_server, gateway, sentry, kernel; from /proc/<pid>/stat
+of jupyter_server, the gateway and their descendants), which a loaded machine does not inflate
+the way it does wall-clock medians. Run: `.venv/bin/python bench/bench_researcher.py [--quick]`.
 """
 
 from __future__ import annotations
