@@ -67,6 +67,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bedside.policy import _matching
 from bedside.policy import _tokens as T
 from bedside.policy._tokens import code_units
 
@@ -129,9 +130,8 @@ def strengthen(
         if a >= last_end:
             distinct.add(text[a:b].lower())
             last_end = b
-            if len(distinct) >= LISTING:
-                break
-    if len(distinct) >= LISTING:
+    # Dates on a calendar axis (a daily series) are printed whoever was born on them.
+    if len(distinct) >= LISTING and _matching.listed_values(distinct) >= LISTING:
         return [False] * len(w)
     if w.all():
         return [True] * len(w)
@@ -413,6 +413,9 @@ class IdentifierIndex:
             s = s - np.searchsorted(cont, s)
             e = e - np.searchsorted(cont, e)
         weak = self._weak_code[kk]
+        keep = self._keep(text, s, e, weak)
+        if not keep.all():
+            s, e, kk, weak = s[keep], e[keep], kk[keep], weak[keep]
         if weak.any():
             weak = np.asarray(strengthen(text, np.stack([s, e], axis=1), weak), dtype=np.bool_)
         if limit is not None:
@@ -422,6 +425,18 @@ class IdentifierIndex:
             IdentifierMatch(int(a), int(b), names[int(c)], WEAK if w else STRONG)
             for a, b, c, w in zip(s.tolist(), e.tolist(), kk.tolist(), weak.tolist(), strict=True)
         ]
+
+    @staticmethod
+    def _keep(text: str, s: T.I64, e: T.I64, date: T.B) -> T.B:
+        """Which matches can be the value they hash like (`_matching.keep_match`)."""
+        return np.fromiter(
+            (
+                _matching.keep_match(text, a, b, date=d)
+                for a, b, d in zip(s.tolist(), e.tolist(), date.tolist(), strict=True)
+            ),
+            dtype=np.bool_,
+            count=len(s),
+        )
 
     @staticmethod
     def _gaps_ok(buf: T.U8, tok: T.Tokens, cand: T.I64) -> T.B:
