@@ -72,7 +72,8 @@ def date_shaped(span: str, before: str = "") -> bool:
         return True  # 19560312: eight digits are a date or nothing
     if any(not t.isdigit() for t in tokens):
         return True  # a month name: 12 March 1956, Mar 12, 1956
-    seps = {s.strip() for s in _TOKEN.split(span)[1:-1]}
+    # `\/` is how JSON may escape the slash of 12/03/1956.
+    seps = {s.strip().replace("\\", "") for s in _TOKEN.split(span)[1:-1]}
     if len(seps) != 1:
         return False  # 9,1-1952: mixed separators
     sep = seps.pop()
@@ -82,41 +83,45 @@ def date_shaped(span: str, before: str = "") -> bool:
     return sep == "," and len(tokens[0]) == 4 and before.rstrip().endswith("(")
 
 
-def parse_date(span: str) -> dt.date | None:
-    """The date a match of a date column spells, in any format `date_shaped` accepts.
+def parse_date(span: str) -> list[dt.date]:
+    """The dates a match of a date column may spell, in any format `date_shaped` accepts.
 
-    Day and month are ambiguous in `3/12/1956`; day first is assumed unless a field exceeds 12
-    (only used to tell a calendar axis from a listing, where a consistent reading suffices).
+    Day and month are ambiguous in `3/12/1956`: both readings are returned (used only to tell a
+    calendar axis from a listing, where either reading being on the axis suffices).
     """
     tokens = [m.group().lower() for m in _TOKEN.finditer(span)]
-    try:
-        if len(tokens) == 1 and len(tokens[0]) == 8 and tokens[0].isdigit():
-            t = tokens[0]
-            if t[:2] in ("19", "20"):
-                try:
-                    return dt.date(int(t[:4]), int(t[4:6]), int(t[6:]))
-                except ValueError:
-                    pass
-            return dt.date(int(t[4:]), int(t[2:4]), int(t[:2]))
-        if len(tokens) != 3:
-            return None
-        words = [t for t in tokens if not t.isdigit()]
-        if words:
-            if len(words) != 1 or words[0][:3] not in _MONTHS:
-                return None
-            month = _MONTHS[words[0][:3]]
-            nums = [t for t in tokens if t.isdigit()]
-            year = next(n for n in nums if len(n) == 4)
-            day = next(n for n in nums if n is not year)
-            return dt.date(int(year), month, int(day))
-        a, b, c = (int(t) for t in tokens)
-        if len(tokens[0]) == 4:
-            return dt.date(a, b, c)
-        if a <= 12 < b:
-            return dt.date(c, a, b)
-        return dt.date(c, b, a)
-    except (ValueError, StopIteration):
-        return None
+    out: list[dt.date] = []
+
+    def add(y: int, m: int, d: int) -> None:
+        try:
+            out.append(dt.date(y, m, d))
+        except ValueError:
+            pass
+
+    if len(tokens) == 1 and len(tokens[0]) == 8 and tokens[0].isdigit():
+        t = tokens[0]
+        add(int(t[:4]), int(t[4:6]), int(t[6:]))
+        add(int(t[4:]), int(t[2:4]), int(t[:2]))
+        add(int(t[4:]), int(t[:2]), int(t[2:4]))
+        return out
+    if len(tokens) != 3:
+        return out
+    nums = [t for t in tokens if t.isdigit()]
+    words = [t for t in tokens if not t.isdigit()]
+    if words:
+        years = [n for n in nums if len(n) == 4]
+        if len(words) == 1 and words[0][:3] in _MONTHS and len(years) == 1:
+            day = next(n for n in nums if len(n) != 4) if any(len(n) != 4 for n in nums) else ""
+            if day:
+                add(int(years[0]), _MONTHS[words[0][:3]], int(day))
+        return out
+    a, b, c = (int(t) for t in tokens)
+    if len(tokens[0]) == 4:
+        add(a, b, c)
+    else:
+        add(c, b, a)
+        add(c, a, b)
+    return out
 
 
 def calendar_axis(dates: Iterable[dt.date]) -> set[dt.date]:
@@ -144,8 +149,7 @@ def calendar_axis(dates: Iterable[dt.date]) -> set[dt.date]:
 
 def listed_values(values: Iterable[str]) -> int:
     """How many of the distinct matched date texts `values` count towards a listing: those
-    that are not on a calendar axis (unparsed ones always count)."""
-    distinct = set(values)
-    parsed = {v: parse_date(v) for v in distinct}
-    axis = calendar_axis(d for d in parsed.values() if d is not None)
-    return sum(1 for d in parsed.values() if d is None or d not in axis)
+    none of whose readings lies on a calendar axis (unparsed ones always count)."""
+    readings = {v: parse_date(v) for v in set(values)}
+    axis = calendar_axis(d for ds in readings.values() for d in ds)
+    return sum(1 for ds in readings.values() if not any(d in axis for d in ds))
