@@ -11,6 +11,7 @@ likewise with single-token coded columns (diagnosis codes and the like).
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections.abc import Iterable
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bedside.kernel._sequences import MARGIN_BITS
 from bedside.policy import IdentifierIndex, scan_text
 from bedside.policy.identifiers import WEAK
 
@@ -151,7 +153,16 @@ class RowStructure:
             # a run of one repeated value is not a row signature
             windows = np.lib.stride_tricks.sliding_window_view(q, K) if q.size >= K else None
             if windows is not None:
-                h = h[~(windows == windows[:, :1]).all(axis=1)]
+                keep = ~(windows == windows[:, :1]).all(axis=1)
+                # Nor is a run of common values: in a million rows of a column of small counts
+                # (`los_days`) every run of five small numbers occurs, so the index 1 2 3 4 5 of
+                # any grouped table would match. Only windows whose information (from the
+                # column's value frequencies) exceeds log2(rows) + MARGIN_BITS are signatures,
+                # as in `_sequences.TableSequences`, which covers longer runs of such columns.
+                _, inverse, counts = np.unique(q, return_inverse=True, return_counts=True)
+                info = np.concatenate(([0.0], np.cumsum(-np.log2(counts / q.size)[inverse])))
+                keep &= (info[K:] - info[:-K]) >= math.log2(q.size) + MARGIN_BITS
+                h = h[keep]
             parts.append(h)
         self._hashes = np.unique(np.concatenate(parts))
 

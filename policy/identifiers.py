@@ -701,6 +701,13 @@ class _Builder:
             if pc.any(national).as_py():
                 x = ph.filter(national)
                 out.append(pc.replace_substring_regex(x, r"^\s*\(?0", "+44 "))
+        # UK postcodes with and without their space (`SW1A 1AA`, `sw1a1aa`): the space moves a
+        # digit from one token to another, so each spelling is a variant of its own.
+        postcode = pc.match_substring_regex(chunk, _POSTCODE)
+        if pc.any(postcode).as_py():
+            pcs = chunk.filter(postcode)
+            out.append(pc.replace_substring_regex(pcs, r"\s+", ""))
+            out.append(pc.replace_substring_regex(pcs, r"^(\S+?)\s*(\d[a-z]{2})$", r"\1 \2"))
         # Values written in digit groups (phones, ISO dates) also match as one run of digits:
         # `02079460123`, `19560312`.
         joined: list[pa.Array] = []
@@ -746,6 +753,7 @@ class _Builder:
         )
 
 
+_POSTCODE = r"^[a-z]{1,2}\d[a-z\d]?\s*\d[a-z]{2}$"  # values are lower-cased when indexed
 _ISO_DATE = r"^\d{4}-\d{2}-\d{2}(?:[ t]00:00(?::00(?:\.0+)?)?)?$"
 
 _MONTHS = (
