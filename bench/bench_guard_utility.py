@@ -93,12 +93,12 @@ def generate(n: int, seed: int, *, birth_years: tuple[int, int] = (1920, 2024)) 
     rng = np.random.default_rng([seed, 0x554E53])
     pools = make_pools(seed, postcodes=20_000)
     female = rng.random(n) < 0.5
-    first = np.where(female, np.asarray(pools.first_female)[rng.integers(0, len(pools.first_female), n)],
-                     np.asarray(pools.first_male)[rng.integers(0, len(pools.first_male), n)])  # fmt: skip
+    ff, fm = np.asarray(pools.first_female), np.asarray(pools.first_male)
+    first = np.where(female, ff[rng.integers(0, len(ff), n)], fm[rng.integers(0, len(fm), n)])
     last = np.asarray(pools.last)[rng.integers(0, len(pools.last), n)]
     lo = (np.datetime64(f"{birth_years[0]}-01-01") - np.datetime64("1970-01-01")).astype(int)
     hi = (np.datetime64(f"{birth_years[1]}-12-31") - np.datetime64("1970-01-01")).astype(int)
-    birth = (np.datetime64("1970-01-01") + rng.integers(lo, hi + 1, n).astype("timedelta64[D]"))
+    birth = np.datetime64("1970-01-01") + rng.integers(lo, hi + 1, n).astype("timedelta64[D]")
     # Numeric hospital numbers, dense in their range (sequential allocation, shuffled).
     patient_no = (3_000_000 + rng.permutation(n)).astype(str)
     sex = rng.choice(["Female", "Male", "Indeterminate"], n, p=[0.5, 0.4995, 0.0005])
@@ -180,7 +180,7 @@ def write(out: Path, tables: dict[str, Any]) -> Path:
 DERIVED = {
     "cohort": {
         "bmi_band": "pd.cut(c.bmi, [0, 18.5, 25, 30, 35, 100]).astype(str)",
-        "age_band": "(2024 - pd.to_datetime(c.birth_date).dt.year).floordiv(20).mul(20).astype(str)",
+        "age_band": "(2024 - pd.to_datetime(c.birth_date).dt.year).floordiv(20).astype(str)",
     },
     "episodes": {
         "admit_day": "e.admit_date.dt.strftime('%Y-%m-%d')",
@@ -260,35 +260,72 @@ def leak_cells(tables: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
     name = c.full_name.iloc[r]
     return [
         ("head", "c.head()", [c.full_name.iloc[0]]),
-        ("clinical_rows_csv", "print(c[['ward_code', 'los_days', 'hba1c_mmol', 'sbp_mmhg']]"
-         ".head(30).to_csv())", []),  # fmt: skip
-        ("episode_rows_json", "print(e[['episode_ref', 'admit_date', 'ward_code']].head(20)"
-         ".to_json(orient='records'))", []),  # fmt: skip
-        ("sample_html", "from IPython.display import HTML; HTML(c.sample(5, random_state=1)"
-         ".to_html())", []),  # fmt: skip
+        (
+            "clinical_rows_csv",
+            "print(c[['ward_code', 'los_days', 'hba1c_mmol', 'sbp_mmhg']].head(30).to_csv())",
+            [],
+        ),  # fmt: skip
+        (
+            "episode_rows_json",
+            "print(e[['episode_ref', 'admit_date', 'ward_code']].head(20)"
+            ".to_json(orient='records'))",
+            [],
+        ),  # fmt: skip
+        (
+            "sample_html",
+            "from IPython.display import HTML; HTML(c.sample(5, random_state=1).to_html())",
+            [],
+        ),  # fmt: skip
         ("name_upper", f"print(c.full_name.iloc[{r}].upper())", [name.upper()]),
-        ("name_surname_first", f"n = c.full_name.iloc[{r}].split(); print(n[-1] + ', ' + n[0])",
-         [name.split()[-1] + ", " + name.split()[0]]),
-        ("patient_no_fstring", f"print(f'follow up {{c.patient_no.iloc[{r}]}} next week')",
-         [c.patient_no.iloc[r]]),
+        (
+            "name_surname_first",
+            f"n = c.full_name.iloc[{r}].split(); print(n[-1] + ', ' + n[0])",
+            [name.split()[-1] + ", " + name.split()[0]],
+        ),
+        (
+            "patient_no_fstring",
+            f"print(f'follow up {{c.patient_no.iloc[{r}]}} next week')",
+            [c.patient_no.iloc[r]],
+        ),
         ("patient_no_int", f"int(c.patient_no.iloc[{r}]) + 0", [c.patient_no.iloc[r]]),
-        ("nhs_no_compact", f"c.nhs_no.iloc[{r}].replace(' ', '')",
-         [c.nhs_no.iloc[r].replace(" ", "")]),
+        (
+            "nhs_no_compact",
+            f"c.nhs_no.iloc[{r}].replace(' ', '')",
+            [c.nhs_no.iloc[r].replace(" ", "")],
+        ),
         ("mobile_intl", f"print('+44 ' + c.mobile.iloc[{r}][1:])", [c.mobile.iloc[r][1:]]),
-        ("postcode_nospace", f"print(c.post_code.iloc[{r}].replace(' ', '').lower())",
-         [c.post_code.iloc[r].replace(" ", "").lower()]),
-        ("dob_beside_name", f"print(c.full_name.iloc[{r}], '|', c.birth_date.iloc[{r}])",
-         [name]),
-        ("dob_long_format", f"print(c.full_name.iloc[{r}], pd.Timestamp(c.birth_date.iloc[{r}])"
-         ".strftime('%d %B %Y'))", [name, f"{d.day} {d:%B %Y}"]),  # fmt: skip
-        ("dob_listing_us", "print([pd.Timestamp(x).strftime('%m/%d/%Y') for x in "
-         "c.birth_date.iloc[:12]])", [f"{x:%m/%d/%Y}" for x in dobs]),  # fmt: skip
-        ("dob_listing_repr", "print([pd.Timestamp(x).date() for x in c.birth_date.iloc[:12]])",
-         [repr(x) for x in dobs]),
-        ("dob_rows_csv", "print(c[['birth_date', 'ward_code', 'los_days']].iloc[:12]"
-         ".to_csv(index=False))", [x.isoformat() for x in dobs]),  # fmt: skip
-        ("record_json", f"import json; print(json.dumps(c.iloc[{r}][['full_name', 'post_code']]"
-         ".to_dict()))", [name]),  # fmt: skip
+        (
+            "postcode_nospace",
+            f"print(c.post_code.iloc[{r}].replace(' ', '').lower())",
+            [c.post_code.iloc[r].replace(" ", "").lower()],
+        ),
+        ("dob_beside_name", f"print(c.full_name.iloc[{r}], '|', c.birth_date.iloc[{r}])", [name]),
+        (
+            "dob_long_format",
+            f"print(c.full_name.iloc[{r}], pd.Timestamp(c.birth_date.iloc[{r}])"
+            ".strftime('%d %B %Y'))",
+            [name, f"{d.day} {d:%B %Y}"],
+        ),  # fmt: skip
+        (
+            "dob_listing_us",
+            "print([pd.Timestamp(x).strftime('%m/%d/%Y') for x in c.birth_date.iloc[:12]])",
+            [f"{x:%m/%d/%Y}" for x in dobs],
+        ),  # fmt: skip
+        (
+            "dob_listing_repr",
+            "print([pd.Timestamp(x).date() for x in c.birth_date.iloc[:12]])",
+            [repr(x) for x in dobs],
+        ),
+        (
+            "dob_rows_csv",
+            "print(c[['birth_date', 'ward_code', 'los_days']].iloc[:12].to_csv(index=False))",
+            [x.isoformat() for x in dobs],
+        ),  # fmt: skip
+        (
+            "record_json",
+            f"import json; print(json.dumps(c.iloc[{r}][['full_name', 'post_code']].to_dict()))",
+            [name],
+        ),  # fmt: skip
     ]
 
 
@@ -405,9 +442,9 @@ def measure(n: int, seed: int, *, birth_years: tuple[int, int] = (1920, 2024),
                 for phrase, template in phrasings.items():
                     reply = session.execute(f"X = {expr}\n{template}")
                     decision, rule = decision_of(reply)
+                    flags = None if acro_flags is None else acro_flags[i]
                     safe.append({"aggregate": name, "phrasing": phrase, "decision": decision,
-                                 "rule": rule, "table": table,
-                                 "acro_flags": None if acro_flags is None else acro_flags[i]})  # fmt: skip
+                                 "rule": rule, "table": table, "acro_flags": flags})  # fmt: skip
             leaks: list[dict[str, Any]] = []
             for name, code, values in leak_cells(tables):
                 reply = session.execute(code)
@@ -423,15 +460,19 @@ def measure(n: int, seed: int, *, birth_years: tuple[int, int] = (1920, 2024),
     return summarise(n, seed, safe, leaks, seconds=time.monotonic() - t0, generated=generated)
 
 
+def _released(s: dict[str, Any]) -> bool:
+    return s["decision"] == "released" or s["rule"] == "rounding"
+
+
 def summarise(n: int, seed: int, safe: list[dict[str, Any]], leaks: list[dict[str, Any]], *,
               seconds: float, generated: float) -> dict[str, Any]:  # fmt: skip
     text = [s for s in safe if s["phrasing"] != "object"]
     objects = [s for s in safe if s["phrasing"] == "object"]
     acro_pass_text = [s for s in text if s["acro_flags"] is False]
     fp_text = [s for s in acro_pass_text if s["decision"] in ("blocked", "error")]
-    agree = [s for s in objects if s["acro_flags"] is not None and (
-        (s["acro_flags"] is False) == (s["decision"] == "released" or s["rule"] == "rounding"))]  # fmt: skip
     compared = [s for s in objects if s["acro_flags"] is not None]
+    # ACRO passes <=> the guard releases (counts rounded at most).
+    agree = [s for s in compared if (not s["acro_flags"]) == _released(s)]
     stopped = [x for x in leaks if x["stopped"]]
     return {
         "summary": (
@@ -460,10 +501,15 @@ def summarise(n: int, seed: int, safe: list[dict[str, Any]], leaks: list[dict[st
         "false_positives": [f"{s['aggregate']}/{s['phrasing']}: {s['rule']}" for s in fp_text],
         "disagreements": [
             f"{s['aggregate']}: guard {s['decision']} ({s['rule']}), ACRO "
-            f"{'flags' if s['acro_flags'] else 'passes'}" for s in compared if s not in agree
+            f"{'flags' if s['acro_flags'] else 'passes'}"
+            for s in compared
+            if s not in agree
         ],
-        "leaks_not_stopped": [f"{x['leak']}: {x['decision']} ({x['rule']}), "
-                              f"{x['values_seen']} values seen" for x in leaks if not x["stopped"]],  # fmt: skip
+        "leaks_not_stopped": [
+            f"{x['leak']}: {x['decision']} ({x['rule']}), {x['values_seen']} values seen"
+            for x in leaks
+            if not x["stopped"]
+        ],  # fmt: skip
         "safe": safe,
         "leaks": leaks,
     }
@@ -484,12 +530,20 @@ def main() -> int:
     r, c = result["ratios"], result["counts"]
     print(f"patients {args.patients:,}: {c['safe_outputs']} safe outputs, {c['leaks']} leaks "
           f"({result['seconds']} s)", file=sys.stderr)  # fmt: skip
-    print(f"  false positives on ACRO-passing text: {c['false_positive_blocks']}/"
-          f"{c['acro_pass_text_outputs']} = {r['text_false_positive_rate']}", file=sys.stderr)
-    print(f"  agreement with ACRO (displayed aggregates): {c['objects_agreeing']}/"
-          f"{c['objects_compared_with_acro']} = {r['acro_agreement']}", file=sys.stderr)
-    print(f"  leaks stopped: {c['leaks_stopped']}/{c['leaks']} = {r['leak_block_rate']}",
-          file=sys.stderr)
+    print(
+        f"  false positives on ACRO-passing text: {c['false_positive_blocks']}/"
+        f"{c['acro_pass_text_outputs']} = {r['text_false_positive_rate']}",
+        file=sys.stderr,
+    )
+    print(
+        f"  agreement with ACRO (displayed aggregates): {c['objects_agreeing']}/"
+        f"{c['objects_compared_with_acro']} = {r['acro_agreement']}",
+        file=sys.stderr,
+    )
+    print(
+        f"  leaks stopped: {c['leaks_stopped']}/{c['leaks']} = {r['leak_block_rate']}",
+        file=sys.stderr,
+    )
     for key in ("false_positives", "disagreements", "leaks_not_stopped"):
         for line in result[key]:
             print(f"  {key}: {line}", file=sys.stderr)

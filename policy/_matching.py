@@ -124,12 +124,30 @@ def parse_date(span: str) -> list[dt.date]:
     return out
 
 
-def calendar_axis(dates: Iterable[dt.date]) -> set[dt.date]:
-    """The dates that lie on a regular calendar axis: three or more distinct dates equally
-    spaced by at most `MAX_AXIS_DAYS` days, or on one day of the month and equally spaced by
-    at most `MAX_AXIS_MONTHS` months."""
-    u = sorted(set(dates))
+MIN_GRID = 8  # dates that all fall on one weekday or one day of the month: a weekly/monthly axis
+
+_MONTH_RE = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*"
+_DATE_IN_TEXT = re.compile(
+    r"(?<![\w.])(?:\d{4}-\d{1,2}-\d{1,2}|\d{1,2}([/.-])\d{1,2}\1\d{4}|\d{8}"
+    rf"|\d{{1,2}}[ -]{_MONTH_RE}[ -]\d{{4}}|{_MONTH_RE} \d{{1,2}},? \d{{4}})(?![\w])",
+    re.IGNORECASE,
+)
+
+
+def calendar_axis(readings: Iterable[list[dt.date]]) -> set[dt.date]:
+    """The dates that lie on a regular calendar axis, given the possible readings of each date
+    a text prints: three or more distinct dates equally spaced by at most `MAX_AXIS_DAYS` days,
+    or on one day of the month and equally spaced by at most `MAX_AXIS_MONTHS` months; and all
+    of them when `MIN_GRID` or more dates fall on one weekday (weekly periods, in any order)
+    or on one day of the month."""
+    groups = [r for r in readings if r]
+    u = sorted({d for r in groups for d in r})
     axis: set[dt.date] = set()
+    if len(groups) >= MIN_GRID:
+        for key in (dt.date.weekday, lambda d: d.day):
+            shared = set.intersection(*({key(d) for d in r} for r in groups))
+            if shared:
+                axis.update(d for d in u if key(d) in shared)
 
     def runs(keys: list[int], items: list[dt.date], limit: int) -> None:
         for i in range(len(keys) - 2):
@@ -147,9 +165,12 @@ def calendar_axis(dates: Iterable[dt.date]) -> set[dt.date]:
     return axis
 
 
-def listed_values(values: Iterable[str]) -> int:
+def listed_values(values: Iterable[str], text: str = "") -> int:
     """How many of the distinct matched date texts `values` count towards a listing: those
-    none of whose readings lies on a calendar axis (unparsed ones always count)."""
+    none of whose readings lies on a calendar axis of the dates `text` prints (matched or not:
+    a weekly series whose every other week is somebody's birthday is still an axis). Unparsed
+    values always count."""
     readings = {v: parse_date(v) for v in set(values)}
-    axis = calendar_axis(d for ds in readings.values() for d in ds)
+    printed = [parse_date(m.group()) for m in _DATE_IN_TEXT.finditer(text)] if text else []
+    axis = calendar_axis([*readings.values(), *printed])
     return sum(1 for ds in readings.values() if not any(d in axis for d in ds))

@@ -131,7 +131,7 @@ def strengthen(
             distinct.add(text[a:b].lower())
             last_end = b
     # Dates on a calendar axis (a daily series) are printed whoever was born on them.
-    if len(distinct) >= LISTING and _matching.listed_values(distinct) >= LISTING:
+    if len(distinct) >= LISTING and _matching.listed_values(distinct, text) >= LISTING:
         return [False] * len(w)
     if w.all():
         return [True] * len(w)

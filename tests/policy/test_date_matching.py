@@ -79,15 +79,16 @@ def test_parse_and_axis() -> None:
                  "March 12, 1956", "19560312", "12031956", "1956 mar 12"):  # fmt: skip
         assert d in parse_date(span), span
     days = [dt.date(2021, 1, 1) + dt.timedelta(days=i) for i in range(10)]
-    assert calendar_axis(days) == set(days)
+    assert calendar_axis([[d] for d in days]) == set(days)
     weeks = [dt.date(2021, 1, 4) + dt.timedelta(weeks=i) for i in range(6)]
-    assert calendar_axis(weeks) == set(weeks)
+    assert calendar_axis([[d] for d in weeks]) == set(weeks)
+    assert calendar_axis([[d] for d in weeks[::-2] + weeks[::2]]) == set(weeks)  # any order
     months = [dt.date(2020 + i // 12, i % 12 + 1, 1) for i in range(14)]
-    assert calendar_axis(months) == set(months)
+    assert calendar_axis([[d] for d in months]) == set(months)
     rng = np.random.default_rng(5)
     scattered = [dt.date(1930, 1, 1) + dt.timedelta(days=int(x)) for x in
                  rng.integers(0, 30_000, 40)]  # fmt: skip
-    assert len(calendar_axis(scattered)) < 3
+    assert len(calendar_axis([[d] for d in scattered])) < 3
 
 
 def test_decimals_are_not_record_numbers(dense: IdentifierIndex) -> None:
