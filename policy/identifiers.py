@@ -50,7 +50,10 @@ Limits: values shorter than `min_length` characters and purely numeric values wi
 Dates of birth: at a million patients nearly every date of the last century is someone's
 birthday, so a match of a date column (`date_kinds`) is `weak` when it stands alone and `strong`
 beside another identifier, or in a listing of several dates (`strengthen`); guards block on
-strong matches only (`bedside.policy.scan.findings_block`).
+strong matches only (`bedside.policy.scan.findings_block`). What separates the tokens of a match
+is checked afterwards (`_matching`): a date must be written like one (`9,1,1952`, three fields of
+a CSV row, is not `9/1/1952`), a record number is not the fraction of a decimal (`0.123456`),
+and dates on a calendar axis (a daily or weekly series) are not a listing.
 
 Values never leave the index: it stores only hashes, and matches, errors and reprs carry offsets
 and the column name (the *kind*), never the value.
