@@ -52,6 +52,8 @@ SMOKER = ["never", "ex", "current", "unknown"]
 OUTCOME = ["home", "transfer", "care home", "died"]
 TESTS = ["HBA1C", "EGFR", "CRP"]
 REFERENCE = np.datetime64("2024-12-31")
+LAB_PATIENTS = 100_000
+CELL_TIMEOUT = 1800.0  # seconds; loading a million patients on a loaded machine is slow
 
 POLICY = """\
 version: bedside/v1
@@ -155,12 +157,13 @@ def generate(n: int, seed: int, *, birth_years: tuple[int, int] = (1920, 2024)) 
         }
     )
     visits = 3
+    k = min(n, LAB_PATIENTS)  # the long lab table covers a sample of patients
     labs = pd.DataFrame(
         {
-            "patient_no": np.repeat(patient_no, visits * len(TESTS)),
-            "visit": np.tile(np.repeat(np.arange(visits), len(TESTS)), n),
-            "test_code": np.tile(TESTS, n * visits),
-            "result": np.round(rng.lognormal(3.2, 0.5, n * visits * len(TESTS)), 1),
+            "patient_no": np.repeat(patient_no[:k], visits * len(TESTS)),
+            "visit": np.tile(np.repeat(np.arange(visits), len(TESTS)), k),
+            "test_code": np.tile(TESTS, k * visits),
+            "result": np.round(rng.lognormal(3.2, 0.5, k * visits * len(TESTS)), 1),
         }
     )
     return {"cohort": cohort, "episodes": episodes, "labs": labs, "policy": POLICY}
@@ -433,21 +436,22 @@ def measure(n: int, seed: int, *, birth_years: tuple[int, int] = (1920, 2024),
         km, kc = start(work / "spec", "bedside-utility", policy)
         try:
             session = Session(kc)
-            setup = session.execute(setup_code())
+            setup = session.request(lambda: kc.execute(setup_code()), timeout=CELL_TIMEOUT)
             if decision_of(setup)[0] == "error":
                 raise RuntimeError(f"setup failed: {setup.shown()[-2000:]}")
             safe: list[dict[str, Any]] = []
             for i, (name, table, index, columns, values, aggfunc) in enumerate(aggregates):
                 expr = aggregate_code(table, index, columns, values, aggfunc)
                 for phrase, template in phrasings.items():
-                    reply = session.execute(f"X = {expr}\n{template}")
+                    cell = f"X = {expr}\n{template}"
+                    reply = session.request(lambda c=cell: kc.execute(c), timeout=CELL_TIMEOUT)
                     decision, rule = decision_of(reply)
                     flags = None if acro_flags is None else acro_flags[i]
                     safe.append({"aggregate": name, "phrasing": phrase, "decision": decision,
                                  "rule": rule, "table": table, "acro_flags": flags})  # fmt: skip
             leaks: list[dict[str, Any]] = []
             for name, code, values in leak_cells(tables):
-                reply = session.execute(code)
+                reply = session.request(lambda c=code: kc.execute(c), timeout=CELL_TIMEOUT)
                 decision, rule = decision_of(reply)
                 shown = reply.text().lower()
                 seen = [v for v in values if v.lower() in shown]
