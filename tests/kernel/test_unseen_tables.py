@@ -114,3 +114,24 @@ def test_leaks_in_new_phrasings_are_stopped(unseen: Session, tables: dict[str, A
         if decision != "blocked" or seen:
             missed.append(f"{name}: {decision} {rule}, {len(seen)} values seen")
     assert missed == []
+
+
+def test_row_structure_needs_informative_runs() -> None:
+    """Runs of common values (small counts) are not a row signature; rare values still are."""
+    from bedside.kernel._scan import RowStructure
+
+    rng = np.random.default_rng(4)
+    n = 200_000
+    frame = pd.DataFrame(
+        {"los_days": np.minimum(rng.negative_binomial(2, 0.35, n), 120),
+         "hba1c_mmol": np.round(rng.lognormal(np.log(42), 0.25, n), 1)}  # fmt: skip
+    )
+    rows = RowStructure()
+    rows.add_frame(frame, [])
+    assert not rows.matches(np.array([1.0, 48.2, 2.0, 47.9, 3.0, 47.5, 4.0, 48.8, 5.0, 48.1]))
+    # A long run of small counts still is one.
+    assert rows.matches(frame.los_days.to_numpy()[1000:1040].astype(float))
+    assert not rows.matches(np.arange(1.0, 13.0))
+    assert rows.matches(frame.hba1c_mmol.to_numpy()[5000:5010])
+    interleaved = frame.iloc[7000:7010].to_numpy().ravel()
+    assert rows.matches(interleaved)
