@@ -22,6 +22,7 @@ A real guarded kernel (through jupyter_client) then runs
 Prints the rates and the agreement with ACRO and writes them as JSON (stdout, `--out`).
 
     .venv/bin/python bench/bench_guard_utility.py [--patients 1000000] [--seed 11] [--out FILE]
+        [--birth-years 2012 2024] [--no-acro]
 
 `--acro-worker` is the mode `.venv-acro/bin/python` runs this file in (stdlib, numpy, pandas
 and acro only at module level).
@@ -523,6 +524,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--birth-years", type=int, nargs=2, default=(1920, 2024),
+                        metavar=("FIRST", "LAST"),
+                        help="birth years of the patients (a narrow range makes a small "
+                        "hospital's birth dates as dense as a million patients')")  # fmt: skip
     parser.add_argument("--no-acro", action="store_true", help="skip the ACRO comparison")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--acro-worker", action="store_true", help=argparse.SUPPRESS)
@@ -530,7 +535,8 @@ def main() -> int:
     if args.acro_worker:
         acro_worker()
         return 0
-    result = measure(args.patients, args.seed, acro=not args.no_acro)
+    result = measure(args.patients, args.seed, birth_years=tuple(args.birth_years),
+                     acro=not args.no_acro)  # fmt: skip
     r, c = result["ratios"], result["counts"]
     print(f"patients {args.patients:,}: {c['safe_outputs']} safe outputs, {c['leaks']} leaks "
           f"({result['seconds']} s)", file=sys.stderr)  # fmt: skip
