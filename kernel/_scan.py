@@ -11,6 +11,7 @@ likewise with single-token coded columns (diagnosis codes and the like).
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections.abc import Iterable
@@ -19,10 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bedside.kernel._sequences import MARGIN_BITS
 from bedside.policy import IdentifierIndex, scan_text
 from bedside.policy.identifiers import WEAK
 
 K = 5  # consecutive numeric values that make a row-order match
+K_LONG = 12  # consecutive numeric values of a column of common values (small counts)
 K_CATEGORY = 8  # consecutive codes (e.g. diagnoses): categories repeat, so a longer run
 MAX_CATEGORIES = 10_000
 MAX_STRIDE = 8  # columns interleaved in a row-major print
@@ -128,14 +131,23 @@ def _quantise(values: np.ndarray) -> np.ndarray:
 
 
 class RowStructure:
-    """k-grams of protected numeric columns in row order, to recognise rows printed as numbers."""
+    """k-grams of protected numeric columns in row order, to recognise rows printed as numbers.
+
+    A run is a signature only when its information (from the column's value frequencies)
+    exceeds log2(rows) + MARGIN_BITS, as in `_sequences.TableSequences`: in a million rows of a
+    column of small counts (`los_days`) every run of five small numbers occurs, so the index
+    1 2 3 4 5 of any grouped table would match. Runs of `K` values that carry too little are
+    indexed as runs of `K_LONG` values instead, when those carry enough.
+    """
 
     def __init__(self) -> None:
         self._hashes = np.empty(0, dtype=np.uint64)
+        self._long = np.empty(0, dtype=np.uint64)
 
     def add_frame(self, frame: pd.DataFrame, skip: Iterable[str]) -> None:
         skip = set(skip)
         parts = [self._hashes]
+        longs = [self._long]
         for col in frame.columns:
             if col in skip:
                 continue
@@ -144,21 +156,29 @@ class RowStructure:
                 continue
             v = s.to_numpy(dtype=float, na_value=np.nan)
             v = v[~np.isnan(v)]
-            if np.unique(v).size < MIN_DISTINCT:
+            if np.unique(v).size < MIN_DISTINCT or v.size < K:
                 continue
             q = _quantise(v)
-            h = _kgram_hashes(q)
+            need = math.log2(q.size) + MARGIN_BITS
+            _, inverse, counts = np.unique(q, return_inverse=True, return_counts=True)
+            info = np.concatenate(([0.0], np.cumsum(-np.log2(counts / q.size)[inverse])))
+            windows = np.lib.stride_tricks.sliding_window_view(q, K)
             # a run of one repeated value is not a row signature
-            windows = np.lib.stride_tricks.sliding_window_view(q, K) if q.size >= K else None
-            if windows is not None:
-                h = h[~(windows == windows[:, :1]).all(axis=1)]
-            parts.append(h)
+            varied = ~(windows == windows[:, :1]).all(axis=1)
+            rich = (info[K:] - info[:-K]) >= need
+            parts.append(_kgram_hashes(q)[varied & rich])
+            if q.size >= K_LONG and not rich.all():
+                poor = np.flatnonzero(~rich[: q.size - K_LONG + 1])
+                long_rich = (info[poor + K_LONG] - info[poor]) >= need
+                longs.append(_kgram_hashes(q, K_LONG)[poor[long_rich]])
         self._hashes = np.unique(np.concatenate(parts))
+        self._long = np.unique(np.concatenate(longs))
 
     def matches(self, numbers: np.ndarray) -> bool:
-        if self._hashes.size == 0 or numbers.size < K:
+        if numbers.size < K or (self._hashes.size == 0 and self._long.size == 0):
             return False
-        return _strided_match(self._hashes, _quantise(numbers), K)
+        q = _quantise(numbers)
+        return _strided_match(self._hashes, q, K) or _strided_match(self._long, q, K_LONG)
 
 
 def numbers_in(text: str, limit: int = 200_000) -> np.ndarray:

@@ -50,7 +50,10 @@ Limits: values shorter than `min_length` characters and purely numeric values wi
 Dates of birth: at a million patients nearly every date of the last century is someone's
 birthday, so a match of a date column (`date_kinds`) is `weak` when it stands alone and `strong`
 beside another identifier, or in a listing of several dates (`strengthen`); guards block on
-strong matches only (`bedside.policy.scan.findings_block`).
+strong matches only (`bedside.policy.scan.findings_block`). What separates the tokens of a match
+is checked afterwards (`_matching`): a date must be written like one (`9,1,1952`, three fields of
+a CSV row, is not `9/1/1952`), a record number is not the fraction of a decimal (`0.123456`),
+and dates on a calendar axis (a daily or weekly series) are not a listing.
 
 Values never leave the index: it stores only hashes, and matches, errors and reprs carry offsets
 and the column name (the *kind*), never the value.
@@ -67,6 +70,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bedside.policy import _matching
 from bedside.policy import _tokens as T
 from bedside.policy._tokens import code_units
 
@@ -129,9 +133,8 @@ def strengthen(
         if a >= last_end:
             distinct.add(text[a:b].lower())
             last_end = b
-            if len(distinct) >= LISTING:
-                break
-    if len(distinct) >= LISTING:
+    # Dates on a calendar axis (a daily series) are printed whoever was born on them.
+    if len(distinct) >= LISTING and _matching.listed_values(distinct, text) >= LISTING:
         return [False] * len(w)
     if w.all():
         return [True] * len(w)
@@ -429,6 +432,9 @@ class IdentifierIndex:
             s = s - np.searchsorted(cont, s)
             e = e - np.searchsorted(cont, e)
         weak = self._weak_code[kk]
+        keep = self._keep(text, s, e, weak)
+        if not keep.all():
+            s, e, kk, weak = s[keep], e[keep], kk[keep], weak[keep]
         if weak.any():
             weak = np.asarray(strengthen(text, np.stack([s, e], axis=1), weak), dtype=np.bool_)
         if limit is not None:
@@ -438,6 +444,18 @@ class IdentifierIndex:
             IdentifierMatch(int(a), int(b), names[int(c)], WEAK if w else STRONG)
             for a, b, c, w in zip(s.tolist(), e.tolist(), kk.tolist(), weak.tolist(), strict=True)
         ]
+
+    @staticmethod
+    def _keep(text: str, s: T.I64, e: T.I64, date: T.B) -> T.B:
+        """Which matches can be the value they hash like (`_matching.keep_match`)."""
+        return np.fromiter(
+            (
+                _matching.keep_match(text, a, b, date=d)
+                for a, b, d in zip(s.tolist(), e.tolist(), date.tolist(), strict=True)
+            ),
+            dtype=np.bool_,
+            count=len(s),
+        )
 
     @staticmethod
     def _gaps_ok(buf: T.U8, tok: T.Tokens, cand: T.I64) -> T.B:
@@ -702,6 +720,13 @@ class _Builder:
             if pc.any(national).as_py():
                 x = ph.filter(national)
                 out.append(pc.replace_substring_regex(x, r"^\s*\(?0", "+44 "))
+        # UK postcodes with and without their space (`SW1A 1AA`, `sw1a1aa`): the space moves a
+        # digit from one token to another, so each spelling is a variant of its own.
+        postcode = pc.match_substring_regex(chunk, _POSTCODE)
+        if pc.any(postcode).as_py():
+            pcs = chunk.filter(postcode)
+            out.append(pc.replace_substring_regex(pcs, r"\s+", ""))
+            out.append(pc.replace_substring_regex(pcs, r"^(\S+?)\s*(\d[a-z]{2})$", r"\1 \2"))
         # Values written in digit groups (phones, ISO dates) also match as one run of digits:
         # `02079460123`, `19560312`.
         joined: list[pa.Array] = []
@@ -747,6 +772,7 @@ class _Builder:
         )
 
 
+_POSTCODE = r"^[a-z]{1,2}\d[a-z\d]?\s*\d[a-z]{2}$"  # values are lower-cased when indexed
 _ISO_DATE = r"^\d{4}-\d{2}-\d{2}(?:[ t]00:00(?::00(?:\.0+)?)?)?$"
 
 _MONTHS = (
