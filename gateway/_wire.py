@@ -58,9 +58,13 @@ class Message:
         return value if isinstance(value, str) else ""
 
 
+_decode = json.JSONDecoder().decode
+
+
 def _load_dict(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
+        # Jupyter frames are UTF-8: decoded here, json skips sniffing for UTF-16/32 and a BOM.
+        value = _decode(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedMessage(f"{what} is not JSON") from exc
     if not isinstance(value, dict):
