@@ -5,10 +5,12 @@ kernel and no ports, then replays the wire trace of a trivial cell (`1 + 1`: the
 execute_request; the kernel's busy, execute_input, execute_result, execute_reply, idle, signed
 with the inner key as ipykernel signs them) through `_from_client` / `_from_kernel`, capturing
 what would be sent. Reports thread CPU time per cell and per message; the same trace runs under
-cProfile (`--profile FILE`) or callgrind (`valgrind --tool=callgrind .venv/bin/python
-bench/sentry_trace.py --cells 200`) to see where it goes.
+cProfile (`--profile FILE`) or callgrind: instructions per cell are the difference of two runs
+(`valgrind --tool=callgrind --callgrind-out-file=N.out .venv/bin/python bench/sentry_trace.py
+--no-flush --rows 200 --cells N` for two values of N), which no load on the machine changes.
 
-    .venv/bin/python bench/sentry_trace.py [--cells 2000] [--profile FILE] [--out FILE]
+    .venv/bin/python bench/sentry_trace.py [--cells 2000] [--output-bytes 1000000]
+        [--profile FILE] [--out FILE]
 """
 
 from __future__ import annotations
@@ -41,14 +43,14 @@ class CaptureSocket:
         self.sent.append(frames)
 
 
-def build(root: Path, cells: int) -> tuple[Sentry, Session, Session]:
+def build(root: Path, cells: int, rows: int = 2000) -> tuple[Sentry, Session, Session]:
     from bedside.gateway._receipts import HospitalLedger
     from bedside.gateway._session import policy_ceiling
     from bedside.ledger import Signer
     from bedside.policy import load_policy
 
     hospital = make_hospital(
-        root, frame=make_patients(2000), max_output_bytes=2_000_000, max_cells=cells + 100
+        root, frame=make_patients(rows), max_output_bytes=2_000_000, max_cells=cells + 100
     )
     key = uuid.uuid4().hex
     conn = root / "kernel.json"
@@ -95,8 +97,17 @@ def build(root: Path, cells: int) -> tuple[Sentry, Session, Session]:
     return sentry, client, kernel
 
 
-def cell_trace(client: Session, kernel: Session, count: int) -> tuple[list[bytes], list[tuple]]:
-    """(the client's execute_request frames, the kernel's (channel, frames) in order)."""
+WORDS = "cohort analysis survival model baseline outcome ward median interval".split()
+
+
+def cell_trace(
+    client: Session, kernel: Session, count: int, output_bytes: int = 0
+) -> tuple[list[bytes], list[tuple]]:
+    """(the client's execute_request frames, the kernel's (channel, frames) in order).
+
+    With `output_bytes`, the cell prints that much ordinary text (one stream message) instead
+    of returning `2`: the 1 MB output of bench_gateway, released after a full scan.
+    """
     request = client.msg(
         "execute_request",
         {
@@ -120,8 +131,12 @@ def cell_trace(client: Session, kernel: Session, count: int) -> tuple[list[bytes
 
     add("iopub", "status", {"execution_state": "busy"})
     add("iopub", "execute_input", {"code": "1 + 1", "execution_count": count})
-    add("iopub", "execute_result", {"data": {"text/plain": "2"}, "metadata": {},
-                                    "execution_count": count})  # fmt: skip
+    if output_bytes:
+        text = " ".join(WORDS[i % len(WORDS)] for i in range(output_bytes // 5))[:output_bytes]
+        add("iopub", "stream", {"name": "stdout", "text": text + "\n"})
+    else:
+        add("iopub", "execute_result", {"data": {"text/plain": "2"}, "metadata": {},
+                                        "execution_count": count})  # fmt: skip
     add(
         "shell",
         "execute_reply",
@@ -154,12 +169,17 @@ def main() -> int:
     parser.add_argument("--cells", type=int, default=2000)
     parser.add_argument("--profile", type=Path, help="write a cProfile (thread CPU time) here")
     parser.add_argument("--no-flush", action="store_true", help="leave out the durable flush")
+    parser.add_argument(
+        "--output-bytes", type=int, default=0, help="print this much text instead of `1 + 1`"
+    )
+    parser.add_argument("--rows", type=int, default=2000, help="patients in the index")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bedside-trace-") as tmp:
-        sentry, client, kernel = build(Path(tmp), args.cells)
-        warm = [cell_trace(client, kernel, i) for i in range(1, 51)]
-        traces = [cell_trace(client, kernel, i) for i in range(51, 51 + args.cells)]
+        sentry, client, kernel = build(Path(tmp), args.cells, args.rows)
+        size = args.output_bytes
+        warm = [cell_trace(client, kernel, i, size) for i in range(1, 51 if not size else 4)]
+        traces = [cell_trace(client, kernel, i, size) for i in range(51, 51 + args.cells)]
         if args.no_flush:
             sentry.ledger.flush_if_due = lambda force=False: None  # type: ignore[method-assign]
         run(sentry, warm)
@@ -182,6 +202,7 @@ def main() -> int:
     report = {
         "benchmark": "sentry_trace",
         "cells": args.cells,
+        "output_bytes": args.output_bytes,
         "messages_per_cell": messages,
         "cpu_us_per_cell_mean": round(total / args.cells * 1e6, 1),
         "cpu_us_per_cell_p50": round(statistics.median(times) * 1e6, 1),
