@@ -539,7 +539,9 @@ class Sentry:
             msg.raw_content,
             msg.buffers,
         )
-        self._sockets[f"inner_{channel}"].send_multipart(out)
+        # copy=False: frames above pyzmq's copy threshold (64 KiB: a big cell, a large output)
+        # are handed to zmq without another copy; smaller ones are copied as before.
+        self._sockets[f"inner_{channel}"].send_multipart(out, copy=False)
         if execute:
             # Recorded right after it is sent, so the kernel starts the cell meanwhile. Nothing
             # the kernel answers is read before this returns (one thread serves both sides), so
@@ -814,7 +816,7 @@ class Sentry:
             frames = self.outer.frames(
                 idents or [], raw_header, parent[0], raw_metadata, raw_content, buffers
             )
-        self._sockets[f"outer_{channel}"].send_multipart(frames)
+        self._sockets[f"outer_{channel}"].send_multipart(frames, copy=False)
 
     def _recording(self) -> bool:
         """Whether messages leaving now get ledger entries (after the header, before the seal).
