@@ -377,6 +377,11 @@ def main() -> int:
             kernel="plain",
         )
         specs[label] = spec
+    if "PYTHONPATH" in os.environ:
+        # Through the kernelspecs (the gateway does not hand its environment on), so that
+        # another checkout of bedside can be measured with the same gateway (before/after).
+        for spec in specs.values():
+            spec.setdefault("env", {})["PYTHONPATH"] = os.environ["PYTHONPATH"]
     token_file = work / "token"
     token_file.write_text(secrets.token_urlsafe(32))
     results: dict[str, Any] = {
@@ -399,11 +404,8 @@ def main() -> int:
                 authorized_users=["bench"],
                 nodelay=nodelay,
             )
-            # PYTHONPATH reaches the kernels (and sentries) the gateway starts, so that another
-            # checkout of bedside can be measured with the same gateway (before/after a change).
-            extra = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else None
             gateways[variant] = EnterpriseGateway(
-                work / f"eg-{variant}", settings, log_level="WARN", extra_env=extra
+                work / f"eg-{variant}", settings, log_level="WARN"
             )
             gateways[variant].start()
         configs = {
