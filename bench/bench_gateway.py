@@ -377,11 +377,6 @@ def main() -> int:
             kernel="plain",
         )
         specs[label] = spec
-    if "PYTHONPATH" in os.environ:
-        # Through the kernelspecs (the gateway does not hand its environment on), so that
-        # another checkout of bedside can be measured with the same gateway (before/after).
-        for spec in specs.values():
-            spec.setdefault("env", {})["PYTHONPATH"] = os.environ["PYTHONPATH"]
     token_file = work / "token"
     token_file.write_text(secrets.token_urlsafe(32))
     results: dict[str, Any] = {
