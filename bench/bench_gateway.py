@@ -8,7 +8,9 @@ Measures, over the gateway's websocket as JupyterLab would use it:
   kernel start  POST /api/kernels until the first kernel_info_reply (p50) target ≤ 1.5×
 
 Run: .venv/bin/python bench/bench_gateway.py [--out bench-gateway.json] [--quick]
-Prints a table and writes the results as JSON.
+Prints a table and writes the results as JSON, with the CPU time per trivial cell of each process
+(the gateway, the client, the kernel or sentry it launched, and what that started), read from
+/proc: unlike wall-clock medians it does not depend on how busy the machine is.
 """
 
 from __future__ import annotations
@@ -100,11 +102,43 @@ def make_hospital(root: Path) -> dict[str, Path]:
     return {"policy": root / "policy.yaml", "key": keys / "custodian.key", "state": state}
 
 
+def cpu_ns(pid: int) -> int:
+    """CPU time of a process, all its threads, in ns (schedstat; 0 once it is gone)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out.update(int(k) for k in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        kids = children(todo.pop())
+        out.extend(kids)
+        todo.extend(kids)
+    return out
+
+
 class Kernel:
     """One kernel over the gateway's websocket."""
 
     def __init__(self, eg: EnterpriseGateway, name: str) -> None:
         self.eg = eg
+        eg_pid = eg.process.pid if eg.process is not None else 0
+        before = children(eg_pid)
         start = time.perf_counter()
         model = eg.api("POST", "/api/kernels", {"name": name, "env": {"KERNEL_USERNAME": "bench"}})
         self.kernel_id = model["id"]
@@ -112,10 +146,24 @@ class Kernel:
             f"{eg.ws_url}/api/kernels/{self.kernel_id}/channels",
             header=[f"Authorization: token {eg.token}"],
             timeout=120,
+            # websocket-client checks the UTF-8 of every text frame in pure Python (no wsaccel
+            # here): ~0.3 µs per byte, 150 ms for a 1 MB output and ~1 ms for the receipts of a
+            # trivial cell, a cost of this client only (a browser checks at native speed). Its
+            # frames are still decoded as UTF-8, in C, by `recv`.
+            skip_utf8_validation=True,
         )
         self.session = uuid.uuid4().hex
         self._wait_ready()
         self.start_seconds = time.perf_counter() - start
+        # What the gateway launched for this kernel: a plain ipykernel, or the sentry (with the
+        # sandbox and the kernel behind it as its descendants).
+        self.eg_pid = eg_pid
+        self.root_pids = sorted(children(eg_pid) - before)
+
+    def processes(self) -> dict[str, list[int]]:
+        """{"launched": the gateway's child, "behind": everything it started} (pids)."""
+        behind = [p for root in self.root_pids for p in descendants(root)]
+        return {"launched": list(self.root_pids), "behind": behind}
 
     def send(self, msg_type: str, content: dict[str, Any]) -> str:
         msg_id = uuid.uuid4().hex
@@ -218,6 +266,9 @@ def measure_interleaved(
     trivial: dict[str, list[float]] = {label: [] for label in configs}
     big_runs: dict[str, list[float]] = {label: [] for label in configs}
     start_times: dict[str, list[float]] = {label: [] for label in configs}
+    # CPU µs per trivial cell: the gateway (during the cell), this client, the process the
+    # gateway launched (plain kernel or sentry) and what that one started (sandbox, kernel).
+    cpu: dict[str, dict[str, float]] = {}
     try:
         for label, kernel in kernels.items():
             for _ in range(5):
@@ -225,10 +276,35 @@ def measure_interleaved(
             _, _, status = kernel.execute(SETUP_1MB)
             assert status == "ok", f"{label}: 1 MB setup cell failed"
         print(f"trivial cells x{cells} ...", file=sys.stderr, flush=True)
+        procs = {label: kernel.processes() for label, kernel in kernels.items()}
+
+        def snap(label: str) -> dict[str, int]:
+            parts = {part: sum(cpu_ns(p) for p in pids) for part, pids in procs[label].items()}
+            return {"gateway": cpu_ns(kernels[label].eg_pid), **parts}
+
+        first = {label: snap(label) for label in labels}
+        during: dict[str, dict[str, int]] = {label: {} for label in labels}
         for order in rotations(labels, cells):
             for label in order:
                 time.sleep(SETTLE_S)
+                before, me0 = snap(label), time.process_time_ns()
                 trivial[label].append(kernels[label].execute("1 + 1")[0])
+                me1, after = time.process_time_ns(), snap(label)
+                for part in before:
+                    during[label][part] = during[label].get(part, 0) + after[part] - before[part]
+                during[label]["client"] = during[label].get("client", 0) + me1 - me0
+        last = {label: snap(label) for label in labels}
+        for label in labels:
+            # "during": from the request until the client saw idle (the cell's own path);
+            # "all": everything the kernel's processes used over the phase, per cell (adds the
+            # sentry's flush after a cell and its idle polling; the gateway is shared).
+            cpu[label] = {
+                **{f"{k}": round(v / cells / 1e3) for k, v in during[label].items()},
+                **{
+                    f"{part}_all": round((last[label][part] - first[label][part]) / cells / 1e3)
+                    for part in procs[label]
+                },
+            }
         print(f"1 MB outputs x{big} ...", file=sys.stderr, flush=True)
         for order in rotations(labels, big):
             for label in order:
@@ -254,6 +330,7 @@ def measure_interleaved(
             "trivial_cell_p90_ms": float(np.percentile(trivial[label], 90)) * 1e3,
             "output_1mb_p50_ms": p50(big_runs[label]) * 1e3,
             "kernel_start_p50_ms": p50(start_times[label]) * 1e3,
+            "trivial_cell_cpu_us": cpu[label],
             "n": {"trivial": cells, "output_1mb": big, "kernel_start": starts},
         }
         for label in configs
@@ -268,8 +345,13 @@ def main() -> int:
     parser.add_argument(
         "--no-attribution", action="store_true", help="skip the sentry+plain-kernel runs"
     )
+    parser.add_argument("--cells", type=int, help="trivial cells per configuration")
+    parser.add_argument(
+        "--only-tuned", action="store_true", help="skip the stock gateway (attribution runs)"
+    )
     args = parser.parse_args()
     cells, big, starts = (20, 3, 2) if args.quick else (150, 12, 6)
+    cells = args.cells or cells
 
     work = Path(tempfile.mkdtemp(prefix="bedside-bench-"))
     hospital = make_hospital(work / "hospital")
@@ -307,7 +389,8 @@ def main() -> int:
     }
     gateways = {}
     try:
-        for variant, nodelay in (("stock", False), ("tuned", True)):
+        variants = {"tuned": True} if args.only_tuned else {"stock": False, "tuned": True}
+        for variant, nodelay in variants.items():
             settings = GatewaySettings(
                 token_file=token_file,
                 kernelspecs=specs,
@@ -322,7 +405,7 @@ def main() -> int:
             gateways[variant].start()
         configs = {
             f"{variant}/{name}": (gateways[variant], name)
-            for variant in ("stock", "tuned")
+            for variant in variants
             for name in ("plain", "bedside")
         }
         if not args.no_attribution:
@@ -347,7 +430,8 @@ def main() -> int:
         # What a custodian moving from stock EG + plain kernel to bedside sees.
         "bedside_tuned_vs_plain_stock_eg": ("tuned/bedside", "stock/plain"),
     }.items():
-        ratios[label] = {m: runs[num][key] / runs[den][key] for m, key in metrics.items()}
+        if num in runs and den in runs:
+            ratios[label] = {m: runs[num][key] / runs[den][key] for m, key in metrics.items()}
     results["ratios"] = ratios
     results["meets_targets"] = {
         m: ratios["bedside_vs_plain_on_tuned_eg"][m] <= t for m, t in TARGETS.items()
@@ -359,6 +443,10 @@ def main() -> int:
             f"{name:<30}{run['trivial_cell_p50_ms']:>12.2f}{run['output_1mb_p50_ms']:>13.1f}"
             f"{run['kernel_start_p50_ms']:>14.0f}"
         )
+    print("CPU µs per trivial cell (during it: gateway, launched process, what it started, client;")
+    print("  *_all: the kernel's processes over the whole phase, per cell):")
+    for name, run in runs.items():
+        print(f"  {name:<28}{json.dumps(run['trivial_cell_cpu_us'])}")
     for label, values in ratios.items():
         text = "  ".join(f"{m} {v:.2f}x" for m, v in values.items())
         print(f"{label}: {text}")

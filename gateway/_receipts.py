@@ -11,14 +11,24 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import rfc8785
 
-from bedside.ledger import Ledger, Signer, Verifier, canonical_json, entries, verify_note
+from bedside.ledger import Ledger, Signer, Verifier, entries, verify_note
 from bedside.policy.decision import Decision
+
+# The JSON string encoder canonical_json uses (RFC 8785 strings are json's with
+# ensure_ascii=False): receipts and committed bytes are spliced from pieces written with it.
+_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
+def _jstr(value: str) -> bytes:
+    return _str(value).encode("utf-8")
+
 
 # How long appended entries may wait before they are made durable (fsync) when messages keep
 # flowing; the sentry flushes as soon as the relay is quiet, and a header, seal, checkpoint or
@@ -39,6 +49,31 @@ def committed_bytes(
     )
 
 
+def committed_from_content(
+    channel: str, msg_type: str, raw_content: bytes, buffers: list[bytes]
+) -> bytes:
+    """`committed_bytes` around content already in canonical form (`canonical_json(content)`).
+
+    RFC 8785 is compositional (keys sorted at every level), so the wrapper is spliced around the
+    content's bytes instead of encoding the content a second time; the sentry sends the same
+    bytes as the message's content frame.
+    """
+    hashes = b",".join(b'"' + hashlib.sha256(bytes(b)).hexdigest().encode() + b'"' for b in buffers)
+    return b"".join(
+        (
+            b'{"buffers":[',
+            hashes,
+            b'],"channel":',
+            _jstr(channel),
+            b',"content":',
+            raw_content,
+            b',"msg_type":',
+            _jstr(msg_type),
+            b"}",
+        )
+    )
+
+
 class HospitalLedger:
     """The sentry's ledger: appends entries and signs receipts and checkpoints."""
 
@@ -49,8 +84,8 @@ class HospitalLedger:
         self.signer = signer
         self.key = signer.verifier_key
         self.ledger = Ledger.create(path, session_id=session_id, origin=origin)
-        # Entries appended since the last receipt, as the receipt carries them.
-        self._pending: list[dict[str, Any]] = []
+        # Entries appended since the last receipt: (index, the entry's bytes as written, salt).
+        self._pending: list[tuple[int, bytes, str | None]] = []
         self.last_checkpoint: str | None = None
         # Ledger size right after the latest checkpoint entry (nothing unsigned beyond it).
         self.last_signed_size = 0
@@ -79,10 +114,8 @@ class HospitalLedger:
         """Append one entry; `public` puts the opening's salt in the next receipt."""
         index = int(self.ledger.append(entry, opening=opening, sync=sync))
         # Send the bytes the ledger wrote (seq, v, ts filled in), so both copies agree.
-        item: dict[str, Any] = {"index": index, "entry": self.ledger.entry(index)}
-        if public and opening is not None:
-            item["salt"] = opening["salt"]
-        self._pending.append(item)
+        salt = opening["salt"] if public and opening is not None else None
+        self._pending.append((index, self.ledger.entry_bytes(index), salt))
         if not sync and self._dirty_since is None:
             self._dirty_since = time.monotonic()
         return index
@@ -193,7 +226,7 @@ class HospitalLedger:
 
             raise SignatureError(f"the checkpoint lacks the signature of {', '.join(missing)}")
         index = int(self.ledger.append_checkpoint(note, sync=True))
-        self._pending.append({"index": index, "entry": self.ledger.entry(index)})
+        self._pending.append((index, self.ledger.entry_bytes(index), None))
         self.last_signed_size = self.size
         return index
 
@@ -224,7 +257,7 @@ class HospitalLedger:
             return None
         note = self.sign_checkpoint()
         index = int(self.ledger.append_checkpoint(note, sync=True))
-        self._pending.append({"index": index, "entry": self.ledger.entry(index)})
+        self._pending.append((index, self.ledger.entry_bytes(index), None))
         self.last_signed_size = self.size
         return index
 
@@ -237,22 +270,45 @@ class HospitalLedger:
     def receipt(
         self, msg_id: str, committed: bytes, *, checkpoint: str | None = None
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "v": 1,
-            "msg_id": msg_id,
-            "digest": "sha256:" + hashlib.sha256(committed).hexdigest(),
-            "entries": self._pending,
-            "size": self.size,
-            "root": self.ledger.root().hex(),
-            "key": self.key,
-        }
-        if checkpoint is not None:
-            body["checkpoint"] = checkpoint
+        """The receipt as a JSON object (see `receipt_bytes`)."""
+        value: dict[str, Any] = json.loads(
+            self.receipt_bytes(msg_id, committed, checkpoint=checkpoint)
+        )
+        return value
+
+    def receipt_bytes(
+        self, msg_id: str, committed: bytes, *, checkpoint: str | None = None
+    ) -> bytes:
+        """The signed receipt for one message leaving, as JSON bytes ready for the wire.
+
+        `sig` is over rfc8785 of the receipt without it. That text is spliced here in RFC 8785's
+        key order from the entries' own canonical bytes as the ledger wrote them, so no entry is
+        parsed or encoded again on a message's path; `sig` is added last (JSON key order does
+        not matter to the reader, which drops it and canonicalises the rest).
+        """
+        entries_json = b",".join(
+            b'{"entry":'
+            + raw
+            + b',"index":'
+            + str(index).encode()
+            + (b',"salt":' + _jstr(salt) if salt is not None else b"")
+            + b"}"
+            for index, raw, salt in self._pending
+        )
         self._pending = []
-        # canonical_json is RFC 8785 with a fast path for the usual case (no floats), one JSON
-        # encoding per message instead of rfc8785's pure-Python walk.
-        body["sig"] = b64(self.signer.sign(canonical_json(body)))
-        return body
+        parts = [
+            b'"digest":"sha256:' + hashlib.sha256(committed).hexdigest().encode() + b'"',
+            b'"entries":[' + entries_json + b"]",
+            b'"key":' + _jstr(self.key),
+            b'"msg_id":' + _jstr(msg_id),
+            b'"root":"' + self.ledger.root().hex().encode() + b'"',
+            b'"size":' + str(self.size).encode(),
+            b'"v":1',
+        ]
+        if checkpoint is not None:
+            parts.insert(0, b'"checkpoint":' + _jstr(checkpoint))
+        body = b"{" + b",".join(parts) + b"}"
+        return body[:-1] + b',"sig":"' + b64(self.signer.sign(body)).encode() + b'"}'
 
     @property
     def dirty(self) -> bool:

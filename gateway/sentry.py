@@ -49,7 +49,7 @@ from bedside.gateway._boundary import (
     kernel_claim,
     policy_scanner,
 )
-from bedside.gateway._receipts import HospitalLedger, committed_bytes
+from bedside.gateway._receipts import HospitalLedger, committed_bytes, committed_from_content
 from bedside.gateway._session import (
     Budget,
     IntentRefused,
@@ -61,6 +61,7 @@ from bedside.gateway._session import (
     policy_ceiling,
 )
 from bedside.gateway._wire import MalformedMessage, Message, Wire, dumps, new_header
+from bedside.ledger.commitment import canonical_json
 from bedside.policy.decision import Action, Decision, Layer
 from bedside.policy.release import KINDS
 
@@ -101,6 +102,8 @@ _MAX_REQUESTS = 10_000
 QUIET_MS = 30
 # How often the airlock looks for new release requests and queued custodian decisions.
 AIRLOCK_POLL_S = 0.5
+# An upper bound on the CPU seconds the kernel can use per second of wall time.
+_CORES = os.cpu_count() or 1
 # Where the kernel leaves release requests: the only writable path it shares with the sentry.
 KERNEL_OUTBOX = _early.KERNEL_OUTBOX
 
@@ -474,7 +477,13 @@ class Sentry:
         clock = time.monotonic()
         if clock - self._cpu_checked < 1.0:
             return
+        # Since the last reading the kernel can have used at most the wall time on every core:
+        # while that bound stays under the budget nothing can have run out, and the walk of the
+        # kernel's processes in /proc (about a millisecond) stays off the running cell's path.
+        if self.meter.cpu_seconds + (clock - self._cpu_read_at) * _CORES < limit:
+            return
         self._cpu_checked = clock
+        self._cpu_read_at = clock
         self.meter.cpu_seconds = self.cpu.read()
         if self.meter.cpu_seconds >= limit:
             log.warning("CPU budget of %gs used up: interrupting the kernel", limit)
@@ -519,9 +528,15 @@ class Sentry:
         if msg_type.startswith("bedside_"):
             log.warning("dropped an unknown control message %s on %s", msg_type, channel)
             return
-        if channel == "shell" and msg_type == "execute_request":
-            if not self._admit(msg):
+        execute = channel == "shell" and msg_type == "execute_request"
+        if execute:
+            reason = self._refusal()
+            if reason is not None:
+                self._record_execute(msg)
+                self._refuse_execute(msg, reason)
                 return
+            self.meter.cells += 1
+            self.pending_executes.append(msg.msg_id)
         if channel == "control" and msg_type == "shutdown_request":
             self.shutting_down = True
         out = self.inner.frames(
@@ -532,11 +547,23 @@ class Sentry:
             msg.raw_content,
             msg.buffers,
         )
-        self._sockets[f"inner_{channel}"].send_multipart(out)
+        # copy=False: frames above pyzmq's copy threshold (64 KiB: a big cell, a large output)
+        # are handed to zmq without another copy; smaller ones are copied as before.
+        self._sockets[f"inner_{channel}"].send_multipart(out, copy=False)
+        if execute:
+            # Recorded right after it is sent, so the kernel starts the cell meanwhile. Nothing
+            # the kernel answers is read before this returns (one thread serves both sides), so
+            # the entry still comes before every output of the cell and rides on the first
+            # receipt; an entry appended before the send was no more durable (flushed later).
+            try:
+                self._record_execute(msg)
+            except Exception as exc:  # noqa: BLE001 - fail closed: no cell runs unrecorded
+                log.exception("cannot record an execute request; the session stops")
+                self.refused = f"the hospital ledger cannot record cells ({type(exc).__name__})"
+                self._send_kernel_control("interrupt_request", {})
 
-    def _admit(self, msg: Message) -> bool:
-        """Record an execute request in the ledger, or refuse it when the session cannot run."""
-        reason = self._refusal()
+    def _record_execute(self, msg: Message) -> None:
+        """Append an execute request's entry (and the session's header before the first)."""
         code = msg.content.get("code", "")
         code = code if isinstance(code, str) else ""
         if self._ensure_header():
@@ -549,12 +576,6 @@ class Sentry:
                 sig if isinstance(sig, str) else None,
                 cell_id if isinstance(cell_id, str) else None,
             )
-        if reason is not None:
-            self._refuse_execute(msg, reason)
-            return False
-        self.meter.cells += 1
-        self.pending_executes.append(msg.msg_id)
-        return True
 
     def _read_cpu(self, max_age: float = 0.0) -> None:
         """Bring the meter's CPU seconds up to date after a cell ended, unless the last reading
@@ -757,8 +778,10 @@ class Sentry:
         """
         header = new_header(msg_type, self.session_id)
         try:
-            committed = committed_bytes(channel, msg_type, content, buffers)
-            raw_content = dumps(content)
+            # One encoding of the content: its canonical bytes are both the content frame sent
+            # and the middle of the committed bytes (any JSON reader reads them).
+            raw_content = canonical_json(content)
+            committed = committed_from_content(channel, msg_type, raw_content, buffers)
         except Exception as exc:  # noqa: BLE001 - NaN, huge integers, non-JSON values
             log.warning("blocked a %s whose content cannot be encoded: %s", msg_type, exc)
             decision = Decision.block(
@@ -772,8 +795,8 @@ class Sentry:
                 [],
             )
             header["msg_type"] = msg_type
-            committed = committed_bytes(channel, msg_type, content, buffers)
-            raw_content = dumps(content)
+            raw_content = canonical_json(content)
+            committed = committed_from_content(channel, msg_type, raw_content, buffers)
         if channel == "iopub" and msg_type in EGRESS_COUNTED and not decision.blocked:
             self.meter.egress_bytes += len(committed)
         if self._recording():
@@ -789,23 +812,19 @@ class Sentry:
         note = None
         if (end_of_cell or checkpoint) and self.ledger.has_header:
             note = self.ledger.sign_checkpoint()
-        receipt = self.ledger.receipt(header["msg_id"], committed, checkpoint=note)
-        metadata = dict(metadata)
-        bedside = metadata.get("bedside")
-        bedside = dict(bedside) if isinstance(bedside, dict) else {}
-        bedside["receipt"] = receipt
-        metadata["bedside"] = bedside
+        receipt = self.ledger.receipt_bytes(header["msg_id"], committed, checkpoint=note)
+        raw_metadata = _metadata_with_receipt(metadata, receipt)
         raw_header = dumps(header)
         if channel == "iopub":
             topic = f"kernel.{self.session_id}.{msg_type}".encode()
             frames = self.outer.frames(
-                [topic], raw_header, parent[0], dumps(metadata), raw_content, buffers
+                [topic], raw_header, parent[0], raw_metadata, raw_content, buffers
             )
         else:
             frames = self.outer.frames(
-                idents or [], raw_header, parent[0], dumps(metadata), raw_content, buffers
+                idents or [], raw_header, parent[0], raw_metadata, raw_content, buffers
             )
-        self._sockets[f"outer_{channel}"].send_multipart(frames)
+        self._sockets[f"outer_{channel}"].send_multipart(frames, copy=False)
 
     def _recording(self) -> bool:
         """Whether messages leaving now get ledger entries (after the header, before the seal).
@@ -1274,6 +1293,19 @@ class Sentry:
             shutil.rmtree(self._private_dir, ignore_errors=True)
 
 
+def _metadata_with_receipt(metadata: dict[str, Any], receipt: bytes) -> bytes:
+    """`metadata` with `["bedside"]["receipt"]` set to the receipt, as JSON bytes.
+
+    The receipt's JSON is spliced in as the ledger signed it, not parsed and encoded again.
+    """
+    rest = dict(metadata)
+    bedside = rest.pop("bedside", None)
+    bedside = dict(bedside) if isinstance(bedside, dict) else {}
+    bedside.pop("receipt", None)
+    inner = b'{"receipt":' + receipt + (b"," + dumps(bedside)[1:] if bedside else b"}")
+    return b'{"bedside":' + inner + (b"," + dumps(rest)[1:] if rest else b"}")
+
+
 def _check_intent_signature(raw: dict[str, Any], researcher: Any) -> None:
     """The header records the intent as signed, and `ledger verify` checks that signature: an
     intent whose signature does not verify is refused here, not written into a ledger that fails."""
@@ -1381,7 +1413,9 @@ def main(argv: list[str] | None = None) -> int:
     if profile:
         import cProfile
 
-        profiler = cProfile.Profile()
+        # CPU time of the relay's thread: wall time would count waiting for a core (the machine
+        # is shared) and zmq's I/O thread waking up as the cost of whatever call let it run.
+        profiler = cProfile.Profile(time.thread_time)
         profiler.enable()
         try:
             return _main(argv)

@@ -129,7 +129,27 @@ class MerkleTree:
         )
 
     def root(self, size: int | None = None) -> bytes:
-        return self.subtree_root(0, len(self) if size is None else size)
+        """Root of the tree over the first `size` leaves (all of them by default).
+
+        The prefix splits into the perfect subtrees of its size's set bits, largest first, each
+        already stored aligned in `_levels`; the root folds them from the right (as `Frontier`
+        does): O(popcount) hashes, no recursion. It runs for every receipt the sentry signs.
+        """
+        n = len(self) if size is None else size
+        if n <= 0 or n > len(self):
+            return self.subtree_root(0, n)
+        levels = self._levels
+        nodes = []
+        start = 0
+        for k in range(n.bit_length() - 1, -1, -1):
+            if n >> k & 1:
+                j = (start >> k) * HASH_SIZE
+                nodes.append(bytes(levels[k][j : j + HASH_SIZE]))
+                start += 1 << k
+        node = nodes.pop()
+        while nodes:
+            node = _sha256(b"\x01" + nodes.pop() + node).digest()
+        return node
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """RFC 9162 §2.1.3.1 PATH(index, D[0:size])."""

@@ -1,0 +1,169 @@
+"""The sentry writes receipts, committed bytes and metadata by splicing canonical pieces instead
+of encoding whole objects again: the bytes must be exactly what the contract's objects encode to
+(docs/dev/contracts.md, "the receipt"), whatever the content holds."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+import pytest
+import rfc8785
+
+from bedside.gateway._receipts import HospitalLedger, committed_bytes, committed_from_content
+from bedside.gateway.sentry import _metadata_with_receipt
+from bedside.ledger import Ledger, Signer, Verifier, canonical_json, entries
+from bedside.ledger.merkle import MerkleTree, hash_leaf
+from bedside.policy.decision import Decision, Layer
+
+CONTENTS = [
+    {},
+    {"execution_state": "idle"},
+    {"data": {"text/plain": "2"}, "metadata": {}, "execution_count": 3},
+    {"name": "stdout", "text": 'quotes " and \\ backslash\n\t\x01\x1f\x7f'},
+    {"text": "ünïcödé — \u2028 \U0001f600", "ключ": "значение", "é": 1, "e": 2},
+    {"float": 1.5, "neg": -0.0, "big": 1e21, "small": 5e-324, "n": [1, 2.25, None, True]},
+    {"int": 2**53 - 1, "neg": -(2**53) + 1, "nested": {"z": [{"b": 1, "a": [2, {"y": "x"}]}]}},
+]
+
+
+@pytest.mark.parametrize("content", [{"n": 2**60}, {"x": float("nan")}, {"b": b"bytes"}])
+def test_content_that_cannot_be_canonical_fails_as_before(content):
+    # The sentry then sends a notice in its place (as it did when it encoded the content twice).
+    with pytest.raises(Exception) as spliced:
+        canonical_json(content)
+    with pytest.raises(Exception) as whole:
+        committed_bytes("iopub", "stream", content, [])
+    assert type(spliced.value) is type(whole.value)
+
+
+@pytest.mark.parametrize("content", CONTENTS)
+@pytest.mark.parametrize("buffers", [[], [b"abc", b"\x00\xff" * 10]])
+def test_committed_bytes_spliced_from_canonical_content_are_the_contract_bytes(content, buffers):
+    raw = canonical_json(content)
+    assert json.loads(raw) == content  # the content frame the sentry sends reads back the same
+    spliced = committed_from_content("iopub", "display_data", raw, buffers)
+    assert spliced == committed_bytes("iopub", "display_data", content, buffers)
+    assert spliced == rfc8785.dumps(
+        {
+            "channel": "iopub",
+            "msg_type": "display_data",
+            "content": content,
+            "buffers": [hashlib.sha256(b).hexdigest() for b in buffers],
+        }
+    )
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    signer = Signer.generate("st-elsewhere")
+    book = HospitalLedger(
+        tmp_path / "session.ledger", session_id="s1", origin="h.example/bedside/s1", signer=signer
+    )
+    yield book, signer
+    book.close()
+
+
+def _check(receipt: bytes, signer: Signer) -> dict:
+    value = json.loads(receipt)
+    body = {k: v for k, v in value.items() if k != "sig"}
+    # What the extension does: rfc8785 of the receipt without sig, checked with the key.
+    Verifier(signer.verifier_key).verify(rfc8785.dumps(body), base64.b64decode(value["sig"]))
+    return value
+
+
+def test_receipt_bytes_verify_and_carry_the_entries_as_written(ledger):
+    book, signer = ledger
+    empty = _check(book.receipt_bytes("m0", b"{}"), signer)
+    assert empty["entries"] == [] and empty["size"] == 0 and empty["v"] == 1
+    book.header(
+        intent={"purpose": "ünïcode — test\n"},
+        policy_id="p",
+        policy_digest="sha256:" + "0" * 64,
+        environment_digest="sha256:" + "1" * 64,
+        researcher_key=None,
+    )
+    book.execute_request("req-1", "print('é')\n", None, "cell-1")
+    committed = committed_bytes("iopub", "stream", {"name": "stdout", "text": "é"}, [])
+    book.output(
+        msg_id="out-1",
+        parent="req-1",
+        channel="iopub",
+        msg_type="stream",
+        committed=committed,
+        decision=Decision.release(layer=Layer.SENTRY),
+    )
+    blocked = committed_bytes("iopub", "stream", {"name": "stdout", "text": "MRN"}, [])
+    book.output(
+        msg_id="out-2",
+        parent="req-1",
+        channel="iopub",
+        msg_type="stream",
+        committed=blocked,
+        decision=Decision.block("identifier", "x", layer=Layer.SENTRY),
+    )
+    note = book.sign_checkpoint()
+    receipt = _check(book.receipt_bytes("out-2", committed, checkpoint=note), signer)
+    assert receipt["checkpoint"] == note
+    assert receipt["size"] == book.size == 4
+    assert receipt["root"] == book.ledger.root().hex()
+    assert receipt["key"] == signer.verifier_key
+    assert receipt["msg_id"] == "out-2"
+    assert receipt["digest"] == "sha256:" + hashlib.sha256(committed).hexdigest()
+    assert [item["index"] for item in receipt["entries"]] == [0, 1, 2, 3]
+    for item in receipt["entries"]:
+        assert item["entry"] == book.ledger.entry(item["index"])
+    # Salts travel for the execute request and the released output, not the header or a block.
+    assert ["salt" in item for item in receipt["entries"]] == [False, True, True, False]
+    # The same entries never ride twice; the dict form is the same receipt.
+    again = book.receipt("out-3", b"{}")
+    assert again["entries"] == [] and again["size"] == 4
+    _check(json.dumps(again).encode(), signer)
+
+
+def test_the_file_holds_an_entry_once_its_receipt_is_asked_for(ledger, tmp_path):
+    book, signer = ledger
+    book.header(
+        intent={},
+        policy_id="p",
+        policy_digest="sha256:" + "0" * 64,
+        environment_digest="sha256:" + "1" * 64,
+        researcher_key=None,
+    )
+    book.execute_request("req-1", "1 + 1", None, None)
+    book.receipt_bytes("m", b"{}")
+    reader = Ledger.open(tmp_path / "session.ledger")
+    try:
+        assert reader.size == 2
+        assert reader.entry(1)["kind"] == entries.EXECUTE_REQUEST
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {},
+        {"started": "2026-01-01T00:00:00Z", "status": "ok"},
+        {"bedside": {"decision": "redacted", "rule": "mime_allow", "receipt": "forged"}},
+        {"bedside": "not a dict", "x": [1, "é"]},
+        {"bedside": {}, "other": {"bedside": 1}},
+    ],
+)
+def test_metadata_with_receipt_sets_the_receipt_and_keeps_the_rest(metadata):
+    receipt = {"v": 1, "sig": "c2ln", "entries": [{"entry": {"a": "é"}, "index": 0}]}
+    raw = _metadata_with_receipt(metadata, json.dumps(receipt, ensure_ascii=False).encode())
+    expected = dict(metadata)
+    bedside = metadata.get("bedside")
+    expected["bedside"] = {**(bedside if isinstance(bedside, dict) else {}), "receipt": receipt}
+    assert json.loads(raw) == expected
+
+
+def test_merkle_root_folds_the_stored_subtrees_as_rfc6962_splits_them():
+    tree = MerkleTree()
+    for i in range(300):
+        tree.append(hash_leaf(i.to_bytes(4, "big")))
+        size = len(tree)
+        for prefix in {1, size // 3 or 1, size - 1 or 1, size}:
+            assert tree.root(prefix) == tree.subtree_root(0, prefix)

@@ -1,0 +1,133 @@
+"""The sentry forwards an execute request before writing its ledger entry (so the kernel starts
+the cell meanwhile): the entry must still precede every output of the cell, ride on the cell's
+first receipt, and a failure to write it must stop the session rather than let cells run
+unrecorded. Driven in-process with a real policy, guard, ledger and key, and no sockets."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyter_client.session import Session
+
+from bedside.errors import LedgerError
+from bedside.gateway._receipts import HospitalLedger
+from bedside.gateway._session import policy_ceiling
+from bedside.gateway.sentry import Sentry
+from bedside.ledger import Signer
+from bedside.policy import load_policy
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _sentry_support import make_hospital, make_patients  # noqa: E402
+
+
+class CaptureSocket:
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+
+    def send_multipart(self, frames: list[bytes], *args: Any, **kwargs: Any) -> None:
+        self.sent.append([bytes(f) for f in frames])
+
+
+@pytest.fixture
+def relay(tmp_path):
+    hospital = make_hospital(tmp_path, frame=make_patients(50))
+    key = uuid.uuid4().hex
+    conn = tmp_path / "kernel.json"
+    ports = {f"{c}_port": i for i, c in enumerate(("shell", "iopub", "stdin", "control", "hb"))}
+    conn.write_text(json.dumps({**ports, "ip": "127.0.0.1", "key": key, "transport": "tcp"}))
+    sentry = Sentry(
+        connection_file=conn,
+        policy_path=hospital.policy,
+        custodian_key=hospital.key,
+        state_dir=hospital.state,
+        sandbox=False,
+        kernel="plain",
+    )
+    sentry.policy = load_policy(hospital.policy)
+    sentry.signer = Signer.load(hospital.key)
+    sentry.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    sentry._build_guard()
+    sentry._wait_for_guard()
+    sentry.budget = policy_ceiling(sentry.policy)
+    sentry.ledger = HospitalLedger(
+        sentry.state_dir / "session.ledger",
+        session_id=sentry.session_id,
+        origin=sentry.origin,
+        signer=sentry.signer,
+    )
+    for side in ("outer", "inner"):
+        for channel in ("shell", "control", "stdin", "iopub", "hb"):
+            sentry._sockets[f"{side}_{channel}"] = CaptureSocket()  # type: ignore[assignment]
+    client = Session(key=key.encode(), username="researcher")
+    kernel = Session(key=sentry.inner.key, username="kernel")
+    yield sentry, client, kernel
+    sentry.ledger.close()
+
+
+def _execute(sentry: Sentry, client: Session, code: str) -> dict[str, Any]:
+    request = client.msg("execute_request", {"code": code, "silent": False})
+    sentry._from_client("shell", [b"client", *client.serialize(request)])
+    return request
+
+
+def _kernel_says(sentry, kernel, request, msg_type, content, channel="iopub") -> None:
+    msg = kernel.msg(msg_type, content, parent=request["header"])
+    prefix = [b"kernel.x." + msg_type.encode()] if channel == "iopub" else [b"client"]
+    sentry._from_kernel(channel, [*prefix, *kernel.serialize(msg)])
+
+
+def _sent(sentry: Sentry, name: str) -> list[dict[str, Any]]:
+    out = []
+    for frames in sentry._sockets[name].sent:  # type: ignore[attr-defined]
+        cut = frames.index(b"<IDS|MSG>")
+        header, _, metadata, content = (json.loads(f) for f in frames[cut + 2 : cut + 6])
+        out.append({"header": header, "metadata": metadata, "content": content})
+    return out
+
+
+def test_the_request_entry_precedes_the_cell_and_rides_on_its_first_receipt(relay):
+    sentry, client, kernel = relay
+    request = _execute(sentry, client, "1 + 1")
+    # forwarded to the kernel, byte for byte the researcher's code
+    (forwarded,) = sentry._sockets["inner_shell"].sent  # type: ignore[attr-defined]
+    assert json.loads(forwarded[-1])["code"] == "1 + 1"
+    _kernel_says(sentry, kernel, request, "status", {"execution_state": "busy"})
+    _kernel_says(sentry, kernel, request, "execute_result", {"data": {"text/plain": "2"},
+                 "metadata": {}, "execution_count": 1})  # fmt: skip
+    busy, result = _sent(sentry, "outer_iopub")
+    kinds = [item["entry"]["kind"] for item in busy["metadata"]["bedside"]["receipt"]["entries"]]
+    assert kinds == ["header", "execute_request", "output"]
+    assert (
+        busy["metadata"]["bedside"]["receipt"]["entries"][1]["entry"]["msg_id"]
+        == (request["header"]["msg_id"])
+    )
+    assert result["content"] == {"data": {"text/plain": "2"}, "metadata": {}, "execution_count": 1}
+
+
+def test_a_request_the_ledger_cannot_record_stops_the_session(relay, monkeypatch):
+    sentry, client, kernel = relay
+    _execute(sentry, client, "1 + 1")  # the header and a first cell
+
+    def broken(*args: Any, **kwargs: Any) -> int:
+        raise LedgerError("disk full")
+
+    monkeypatch.setattr(sentry.ledger, "execute_request", broken)
+    _execute(sentry, client, "x = 2")
+    assert sentry.refused is not None and "cannot record" in sentry.refused
+    # the running cell is interrupted
+    control = sentry._sockets["inner_control"].sent  # type: ignore[attr-defined]
+    assert any(b"interrupt_request" in frame for frames in control for frame in frames)
+    # and no later cell reaches the kernel
+    before = len(sentry._sockets["inner_shell"].sent)  # type: ignore[attr-defined]
+    _execute(sentry, client, "x = 3")
+    assert len(sentry._sockets["inner_shell"].sent) == before  # type: ignore[attr-defined]
+    (reply,) = [
+        m for m in _sent(sentry, "outer_shell") if m["header"]["msg_type"] == "execute_reply"
+    ]
+    assert reply["content"]["status"] == "error"
