@@ -75,7 +75,7 @@ class Opening:
         )
 
 
-_json_str: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_json_str: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def opening_payload_parts(
