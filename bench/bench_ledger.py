@@ -17,8 +17,11 @@ Durability, as measured here:
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +30,9 @@ from pathlib import Path
 
 from bedside.ledger import Ledger, Signer, cosign
 from bedside.ledger import entries as E
+from bedside.ledger.commitment import DOMAIN_OUTPUT, open_commitment
+from bedside.ledger.entries import output_committed_bytes
+from bedside.ledger.openings import Opening
 from bedside.ledger.proofs import check_inclusion_proof, make_inclusion_proof
 
 SESSION = "bench-session"
@@ -88,6 +94,118 @@ def _entries(
     ledger.flush()
     spent["flush"] += wall() - t3
     return spent
+
+
+# --- the researcher's per-message ledger path for a 1 MB output --------------------------------
+
+MB_TEXT = "x" * 1_000_000 + "\n"  # what print('x' * 1_000_000) sends
+
+
+def _mirror_steps(ledger: Ledger, entry: dict[str, object], salt: bytes, *, raw: bool) -> None:
+    """What `SessionMirror` does with one output message once its receipt signature checked:
+    the committed bytes, the receipt digest, opening the commitment, and the append with its
+    opening (raw: the `Opening` path the mirror uses; else the base64-dict path)."""
+    committed = output_committed_bytes(
+        channel="iopub", msg_type="stream", content={"name": "stdout", "text": MB_TEXT}
+    )
+    digest = "sha256:" + hashlib.sha256(committed).hexdigest()
+    assert digest
+    index = ledger.size
+    open_commitment(DOMAIN_OUTPUT, committed, salt, str(entry["content"]), index=index)
+    if raw:
+        ledger.append(entry, opening=Opening(index, "content", DOMAIN_OUTPUT, salt, committed))
+    else:
+        ledger.append(
+            entry,
+            opening={
+                "field": "content",
+                "domain": DOMAIN_OUTPUT,
+                "salt": base64.b64encode(salt).decode("ascii"),
+                "content": base64.b64encode(committed).decode("ascii"),
+            },
+        )
+
+
+def _output_1mb(d: Path, rounds: int, per_round: int) -> dict[str, object]:
+    """CPU ms per 1 MB output message: the mirror's ledger path (both opening forms) against
+    the plain path (json.dumps of the message + a buffered write), interleaved per round.
+
+    Each round writes fresh files (deleted afterwards) so the disk use stays bounded.
+    """
+    committed = output_committed_bytes(
+        channel="iopub", msg_type="stream", content={"name": "stdout", "text": MB_TEXT}
+    )
+    message = {
+        "header": {"msg_id": "m", "msg_type": "stream"},
+        "channel": "iopub",
+        "content": {"name": "stdout", "text": MB_TEXT},
+    }
+    made = []
+    for i in range(per_round):
+        entry, opening = E.output_from_bytes(
+            session=SESSION,
+            msg_id=f"out-{i}",
+            parent="exec-1",
+            channel="iopub",
+            msg_type="stream",
+            committed=committed,
+            decision="released",
+            rule="pass",
+            layer="kernel",
+        )
+        made.append((entry, base64.b64decode(opening["salt"])))
+
+    def ledger_run(raw: bool) -> float:
+        path = d / "mb.ledger"
+        ledger = Ledger.create(path, session_id=SESSION, origin=ORIGIN)
+        ledger.append(_header(intent={}))
+        start = time.process_time()
+        for entry, salt in made:
+            _mirror_steps(ledger, {**entry}, salt, raw=raw)
+        spent = time.process_time() - start
+        ledger.close()
+        path.unlink()
+        path.with_suffix(".openings").unlink()
+        return spent
+
+    def plain_run() -> float:
+        path = d / "mb.jsonl"
+        start = time.process_time()
+        with open(path, "w") as fh:
+            for _ in made:
+                fh.write(json.dumps(message) + "\n")
+        spent = time.process_time() - start
+        path.unlink()
+        return spent
+
+    runs: dict[str, list[float]] = {"plain": [], "opening_dict": [], "opening_raw": []}
+    for _ in range(rounds):
+        runs["plain"].append(plain_run() * 1000 / per_round)
+        runs["opening_dict"].append(ledger_run(False) * 1000 / per_round)
+        runs["opening_raw"].append(ledger_run(True) * 1000 / per_round)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    best = {k: min(v) for k, v in runs.items()}
+    return {
+        "messages_per_round": per_round,
+        "rounds": rounds,
+        "cpu_ms_per_message_median": med,
+        "cpu_ms_per_message_best": best,
+        "raw_vs_plain": med["opening_raw"] / med["plain"],
+        "dict_vs_plain": med["opening_dict"] / med["plain"],
+        "raw_vs_dict": med["opening_raw"] / med["opening_dict"],
+    }
+
+
+def _header(intent: dict[str, object]) -> dict[str, object]:
+    return E.header(
+        session=SESSION,
+        origin=ORIGIN,
+        intent=intent,
+        policy_id="bench",
+        policy_digest="sha256:" + "0" * 64,
+        kernel_env="sha256:" + "1" * 64,
+        identities={},
+    )
 
 
 def _plain_write(path: Path, ledger_path: Path, limit: int = 100_000) -> float:
@@ -172,12 +290,25 @@ def main() -> int:
     parser.add_argument("--fsync-entries", type=int, default=2000)
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument("--mb-rounds", type=int, default=7, help="1 MB output case: rounds")
+    parser.add_argument("--mb-messages", type=int, default=20, help="1 MB messages per round")
+    parser.add_argument(
+        "--only-output-1mb", action="store_true", help="run only the 1 MB output entry case"
+    )
     args = parser.parse_args()
 
     signer, researcher = Signer.generate("custodian"), Signer.generate("researcher")
     results: dict[str, object] = {"python": sys.version.split()[0]}
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         d = Path(tmp)
+        results["output_1mb"] = _output_1mb(d, args.mb_rounds, args.mb_messages)
+        if args.only_output_1mb:
+            _print_output_1mb(results)
+            text = json.dumps(results, indent=2)
+            if args.json:
+                args.json.write_text(text + "\n")
+            print(text)
+            return 0
         ledgers = {}
         for label, n in (("small", args.small), ("large", args.entries)):
             path = d / f"{label}.ledger"
@@ -312,7 +443,19 @@ def main() -> int:
     return 0
 
 
+def _print_output_1mb(r: dict[str, object]) -> None:
+    o: dict[str, object] = r["output_1mb"]  # type: ignore[assignment]
+    med: dict[str, float] = o["cpu_ms_per_message_median"]  # type: ignore[assignment]
+    print(
+        f"1 MB output entry (the extension's ledger path per message, CPU, median of "
+        f"{o['rounds']} rounds x {o['messages_per_round']}): {med['opening_raw']:.2f} ms "
+        f"= {o['raw_vs_plain']:.2f}x the plain path (json.dumps + write: {med['plain']:.2f} ms); "
+        f"with a base64-dict opening {med['opening_dict']:.2f} ms ({o['dict_vs_plain']:.2f}x)"
+    )
+
+
 def _print(r: dict[str, object]) -> None:
+    _print_output_1mb(r)
     a: dict[str, float] = r["append_grouped"]  # type: ignore[assignment]
     f: dict[str, float] = r["append_fsync_per_entry"]  # type: ignore[assignment]
     v: dict[str, float] = r["verify"]  # type: ignore[assignment]

@@ -35,6 +35,7 @@ from bedside.ledger import (
     open_commitment,
 )
 from bedside.ledger.entries import output_committed_bytes
+from bedside.ledger.openings import Opening
 
 log = logging.getLogger("bedside.extension")
 
@@ -153,7 +154,7 @@ class SessionMirror:
         self._sigs: dict[str, str] = {}
         self._pending_cells: set[str] = set()
         self._waiters: dict[str, Callable[[dict[str, Any]], None]] = {}
-        self._staged: dict[int, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+        self._staged: dict[int, tuple[dict[str, Any], Opening | None]] = {}
         self._heads: list[tuple[int, str]] = []
         self._notes: list[str] = []
         self._saved_at = 0.0
@@ -638,7 +639,7 @@ class SessionMirror:
                 self._notes.append(note)
         self._watch_gap()
 
-    def _append(self, index: int, entry: dict[str, Any], opening: dict[str, Any] | None) -> None:
+    def _append(self, index: int, entry: dict[str, Any], opening: Opening | None) -> None:
         if self.ledger is None:
             if index != 0 or entry.get("kind") != "header":
                 raise LedgerIntegrityError("the first entry must be the header", index=index)
@@ -695,7 +696,7 @@ class SessionMirror:
 
     def _opening(
         self, item: dict[str, Any], entry: dict[str, Any], msg: dict[str, Any], committed: bytes
-    ) -> dict[str, Any] | None:
+    ) -> Opening | None:
         salt_b64 = item.get("salt")
         kind = entry.get("kind")
         index = int(item["index"])
@@ -709,12 +710,7 @@ class SessionMirror:
                 salt = base64.b64decode(str(salt_b64))
                 raw = code.encode("utf-8")
                 open_commitment(DOMAIN_CODE, raw, salt, str(entry["code"]), index=index)
-                return {
-                    "field": "code",
-                    "domain": DOMAIN_CODE,
-                    "salt": salt_b64,
-                    "content": _b64(raw),
-                }
+                return Opening(index, "code", DOMAIN_CODE, salt, raw)
             return None
         if kind == "output" and salt_b64:
             own = entry.get("msg_id") == (msg.get("header") or {}).get("msg_id")
@@ -722,10 +718,7 @@ class SessionMirror:
                 raise LedgerIntegrityError("a salt for another message's output", index=index)
             salt = base64.b64decode(str(salt_b64))
             open_commitment(DOMAIN_OUTPUT, committed, salt, str(entry["content"]), index=index)
-            return {
-                "field": "content",
-                "domain": DOMAIN_OUTPUT,
-                "salt": salt_b64,
-                "content": _b64(committed),
-            }
+            # Raw bytes: the ledger writes the base64 record itself, without a text copy or a
+            # JSON escape pass over a message that may be megabytes long.
+            return Opening(index, "content", DOMAIN_OUTPUT, salt, committed)
         return None

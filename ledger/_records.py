@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple
 
@@ -32,6 +32,20 @@ def record_check(payload: bytes) -> bytes:
 
 def encode_record(payload: bytes) -> bytes:
     return _LEN.pack(len(payload)) + payload + record_check(payload)
+
+
+def record_parts(pieces: Sequence[bytes]) -> list[bytes]:
+    """The record of the payload `b"".join(pieces)`, as buffers to write in order.
+
+    Same bytes as `encode_record(b"".join(pieces))`, without joining: a megabyte payload is
+    hashed piece by piece and written as it is, never copied.
+    """
+    check = hashlib.sha256(b"\x00")
+    length = 0
+    for piece in pieces:
+        check.update(piece)
+        length += len(piece)
+    return [_LEN.pack(length), *pieces, check.digest()]
 
 
 class Record(NamedTuple):

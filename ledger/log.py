@@ -37,6 +37,7 @@ from ._records import (
 from .commitment import canonical_json, parse_canonical
 from .merkle import MerkleTree
 from .note import Checkpoint, Signer, sign_note
+from .openings import Opening
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +353,7 @@ class Ledger:
         self,
         entry: Mapping[str, Any],
         *,
-        opening: Mapping[str, Any] | None = None,
+        opening: Mapping[str, Any] | Opening | None = None,
         sync: bool = False,
     ) -> int:
         """Append one entry (and its opening); returns its index.
@@ -412,10 +413,14 @@ class Ledger:
             self.flush()
         return index
 
-    def _write_opening(self, index: int, kind: str, opening: Mapping[str, Any]) -> None:
+    def _write_opening(self, index: int, kind: str, opening: Mapping[str, Any] | Opening) -> None:
         expected = E.COMMITTED_FIELD.get(kind)
         if expected is None:
             raise LedgerError(f"a {kind} entry commits to nothing; it takes no opening")
+        if isinstance(opening, Opening):
+            # Raw salt and content (the mirror's path): same record, no base64 text or escaping.
+            self._openings.fh.writelines(opening.record_parts(index, expected))
+            return
         if (opening.get("field"), opening.get("domain")) != expected:
             raise LedgerError(
                 f"opening for a {kind} entry must be field/domain {expected}, "
@@ -530,7 +535,7 @@ class Ledger:
         self,
         entry: Mapping[str, Any],
         *,
-        opening: Mapping[str, Any] | None = None,
+        opening: Mapping[str, Any] | Opening | None = None,
         sync: bool = False,
     ) -> int:
         with self._lock:

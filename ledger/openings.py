@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,14 @@ from typing import Any
 from bedside.errors import LedgerError, LedgerIntegrityError
 
 from . import entries as E
-from ._records import LEDGER_MAGIC, OPENINGS_MAGIC, Tail, encode_record, iter_records
+from ._records import (
+    LEDGER_MAGIC,
+    OPENINGS_MAGIC,
+    Tail,
+    encode_record,
+    iter_records,
+    record_parts,
+)
 from .commitment import canonical_json, parse_canonical
 
 
@@ -45,6 +53,49 @@ class Opening:
             )
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise LedgerIntegrityError(f"{where}: malformed opening ({exc})") from exc
+
+    def record_parts(self, index: int, expected: tuple[str, str]) -> list[bytes]:
+        """This opening's record in the openings file, as buffers to write in order.
+
+        What `Ledger.append(entry, opening=Opening(...))` writes for entry `index`, whose kind
+        commits (field, domain) `expected`. The bytes are those of the generic path, the record
+        of `canonical_json({"index", "field", "domain", "salt": b64, "content": b64})`, but the
+        content's base64 is made once, as bytes, and spliced in: base64 needs no JSON escaping,
+        so there is no escape pass, no text copy and no join over a megabyte message.
+        """
+        if (self.field, self.domain) != expected:
+            raise LedgerError(
+                f"opening for entry {index} must be field/domain {expected}, "
+                f"got {self.field}/{self.domain}"
+            )
+        if self.index != index or type(index) is not int:
+            raise LedgerError(f"an opening for entry {self.index} passed with entry {index}")
+        return record_parts(
+            opening_payload_parts(index, self.field, self.domain, self.salt, self.content)
+        )
+
+
+_json_str: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def opening_payload_parts(
+    index: int, field: str, domain: str, salt: bytes, content: bytes
+) -> tuple[bytes, bytes, bytes]:
+    """The canonical JSON of an opening record, in three pieces (the middle one the content).
+
+    Keys in RFC 8785 order (content, domain, field, index, salt). Base64 text is ASCII letters,
+    digits, `+`, `/` and `=`, none of which JSON escapes, so it goes between the quotes as is;
+    field and domain are escaped as `canonical_json` escapes strings.
+    """
+    tail = (
+        f'","domain":{_json_str(domain)},"field":{_json_str(field)},"index":{index},'
+        f'"salt":"{binascii.b2a_base64(salt, newline=False).decode("ascii")}"}}'
+    )
+    return (
+        b'{"content":"',
+        binascii.b2a_base64(content, newline=False),
+        tail.encode("utf-8"),
+    )
 
 
 def iter_openings(path: str | os.PathLike[str]) -> Iterator[Opening]:
