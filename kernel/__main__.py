@@ -8,7 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bedside import _starttrace
 from bedside.errors import Error
+
+_starttrace.mark_process_start("kernel")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns, rest = pre.parse_known_args(args)
     from bedside.kernel import kernel
 
+    _starttrace.mark("kernel.imported")
     try:
         policy = kernel.load_kernel_policy(ns.policy)
     except Error as exc:
@@ -35,8 +39,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     os.environ[kernel.POLICY_ENV] = str(Path(policy.path).resolve())
     kernel._preloaded_policy = policy
-    kernel.GuardedKernelApp.launch_instance(argv=rest, kernel_class=kernel.GuardedKernel)
+    _starttrace.mark("kernel.policy_loaded")
+    app = kernel.GuardedKernelApp.instance(kernel_class=kernel.GuardedKernel)
+    app.initialize(rest)
+    if _starttrace.enabled():
+        _trace_first_kernel_info(app)
+    _starttrace.mark("kernel.listening")
+    app.start()
     return 0
+
+
+def _trace_first_kernel_info(app: object) -> None:
+    """Mark when the kernel answers its first kernel_info_request (BEDSIDE_START_TRACE only)."""
+    handlers = app.kernel.shell_handlers  # type: ignore[attr-defined]
+    original = handlers["kernel_info_request"]
+
+    async def traced(*args: object, **kwargs: object) -> object:
+        result = await original(*args, **kwargs)
+        _starttrace.mark("kernel.kernel_info_reply")
+        handlers["kernel_info_request"] = original
+        return result
+
+    handlers["kernel_info_request"] = traced
 
 
 if __name__ == "__main__":
