@@ -39,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     os.environ[kernel.POLICY_ENV] = str(Path(policy.path).resolve())
     kernel._preloaded_policy = policy
+    kernel._stderr_fd = os.dup(2)
     _starttrace.mark("kernel.policy_loaded")
     app = kernel.GuardedKernelApp.instance(kernel_class=kernel.GuardedKernel)
     app.initialize(rest)

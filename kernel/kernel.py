@@ -18,7 +18,6 @@ every use of the guard waits for it, and a guard that cannot be built stops the 
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +53,9 @@ EARLY_TYPES = frozenset({"status", "kernel_info_reply", "comm_info_reply", "is_c
 ARM_AFTER_S = 1.0
 
 _preloaded_policy: Any = None
+# The stderr the kernel was started with (fd 2 soon becomes a pipe whose text is cell output):
+# where a kernel that cannot arm its guard says so before it exits. Set by __main__.
+_stderr_fd: int | None = None
 
 
 def load_kernel_policy(path: str | os.PathLike[str] | None = None) -> Any:
@@ -195,9 +197,11 @@ class GuardedKernel(IPythonKernel):
         if self._arm_error is not None:
             # No guard, no kernel: nothing may run or leave unguarded. The sentry (or the
             # client) sees the kernel die and tells the researcher.
-            print(f"bedside kernel: cannot build the output guard: {self._arm_error!r}",
-                  file=sys.__stderr__, flush=True)  # fmt: skip
-            os._exit(1)
+            text = f"bedside kernel: cannot build the output guard: {self._arm_error!r}\n"
+            try:
+                os.write(_stderr_fd if _stderr_fd is not None else 2, text.encode())
+            finally:
+                os._exit(1)
 
     def wait_armed(self) -> None:
         """Block until the guard is armed (arming it now if it is not on its way)."""
