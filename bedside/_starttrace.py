@@ -2,9 +2,10 @@
 
 With `BEDSIDE_START_TRACE=1` in its environment, each process of the chain (the sentry, the
 sandboxed kernel) writes one line per step to the stderr it was started with:
-`bedside-start-trace <label> <unix time> <pid>`. Enterprise Gateway collects its kernels'
-stderr in its log, where the benchmark reads them. Stdlib only, and nothing at all happens
-without the variable: the start path pays one environment lookup.
+`bedside-start-trace <label> <unix time> <pid> <CPU seconds of the process so far>`.
+Enterprise Gateway collects its kernels' stderr in its log, where the benchmark reads them.
+Stdlib only, and nothing at all happens without the variable: the start path pays one
+environment lookup.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def mark(label: str, when: float | None = None) -> None:
         return
     stamp = time.time() if when is None else when
     try:
-        os.write(_stderr(), f"bedside-start-trace {label} {stamp:.6f} {os.getpid()}\n".encode())
+        line = f"bedside-start-trace {label} {stamp:.6f} {os.getpid()} {time.process_time():.6f}\n"
+        os.write(_stderr(), line.encode())
     except OSError:
         pass
 

@@ -83,8 +83,9 @@ def trace_marks(log: Path, offset: int) -> tuple[list[tuple[str, float]], int]:
     out = []
     for line in data[offset:].decode(errors="replace").splitlines():
         parts = line.split()
-        if len(parts) == 4 and parts[0] == "bedside-start-trace":
+        if len(parts) == 5 and parts[0] == "bedside-start-trace":
             out.append((parts[1], float(parts[2])))
+            out.append((f"{parts[1]} [cpu ms]", float(parts[4])))
     return out, len(data)
 
 
@@ -134,16 +135,20 @@ def main() -> int:
                     seen.setdefault(label, stamp)
                 seen.update(marks)
                 for label, stamp in seen.items():
-                    steps[name].setdefault(label, []).append((stamp - t0) * 1e3)
+                    value = stamp if label.endswith("[cpu ms]") else stamp - t0
+                    steps[name].setdefault(label, []).append(value * 1e3)
     finally:
         eg.stop()
     result: dict[str, Any] = {"benchmark": "start_timeline", "rounds": args.rounds, "runs": {}}
     for name, labels in steps.items():
         medians = {label: statistics.median(v) for label, v in labels.items()}
+        cpu = {k: v for k, v in medians.items() if k.endswith("[cpu ms]")}
         result["runs"][name] = dict(sorted(medians.items(), key=lambda kv: kv[1]))
-        print(f"\n{name} (median ms after POST, {args.rounds} starts)")
+        print(f"\n{name} (median ms after POST; the process's CPU ms so far; {args.rounds} starts)")
         for label, ms in result["runs"][name].items():
-            print(f"  {ms:8.0f}  {label}")
+            if label not in cpu:
+                used = cpu.get(f"{label} [cpu ms]")
+                print(f"  {ms:8.0f}  {label:32s}" + (f" {used:6.0f}" if used is not None else ""))
     ready = {n: r["client.kernel_info_reply"] for n, r in result["runs"].items()}
     result["start_ratio_bedside_vs_plain"] = ready["bedside"] / ready["plain"]
     result["start_ratio_sentry_plain_vs_plain"] = ready["sentry+plain"] / ready["plain"]
