@@ -6,9 +6,12 @@ turn, and prints for each the median time of every step after the client's POST 
 the sentry's process start and imports, the sandbox's spawn, the kernel's process start,
 imports, policy and sockets, the kernel's first kernel_info_reply, the sentry's first relayed
 kernel message, and the client's view (POST answered, websocket open, kernel_info_reply
-received). The chain's steps come from `BEDSIDE_START_TRACE=1` (`bedside._starttrace`),
-written to the gateway's log. Wall-clock steps on a shared machine are noisy: compare the
-configurations of one run, not runs with each other.
+received, and the reply to a first `1 + 1` sent at once, which on the guarded kernel also waits
+for its guard to be armed). The chain's steps come from `BEDSIDE_START_TRACE=1`
+(`bedside._starttrace`), written to the gateway's log with each process's CPU time; the
+sentry's `guard_ready` and `first_kernel_message` marks need two `_starttrace.mark` lines in
+gateway/sentry.py that it does not carry. Wall-clock steps on a shared machine are noisy:
+compare the configurations of one run, not runs with each other.
 
 Run: .venv/bin/python bench/start_timeline.py [--rounds 7] [--out start-timeline.json]
 """
@@ -74,6 +77,20 @@ def start_once(eg: EnterpriseGateway, name: str) -> tuple[dict[str, float], str]
         except websocket.WebSocketTimeoutException:
             continue
     marks["client.kernel_info_reply"] = time.time()
+    # The first cell right away: on the guarded kernel it also waits for the guard to be armed.
+    msg_id = uuid.uuid4().hex
+    header = {"msg_id": msg_id, "msg_type": "execute_request", "username": "bench",
+              "session": session, "version": "5.3", "date": ""}  # fmt: skip
+    content = {"code": "1 + 1", "silent": False, "store_history": False, "user_expressions": {},
+               "allow_stdin": False, "stop_on_error": True}  # fmt: skip
+    ws.send(json.dumps({"header": header, "parent_header": {}, "metadata": {},
+                        "content": content, "channel": "shell", "buffers": []}))  # fmt: skip
+    ws.settimeout(120)
+    while True:
+        msg = json.loads(ws.recv())
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_reply":
+            break
+    marks["client.first_cell_reply"] = time.time()
     ws.close()
     return marks, model["id"]
 
