@@ -156,7 +156,8 @@ def main() -> int:
                     steps[name].setdefault(label, []).append(value * 1e3)
     finally:
         eg.stop()
-    result: dict[str, Any] = {"benchmark": "start_timeline", "rounds": args.rounds, "runs": {}}
+    result: dict[str, Any] = {"benchmark": "start_timeline", "rounds": args.rounds, "runs": {},
+                              "samples": steps}  # fmt: skip
     for name, labels in steps.items():
         medians = {label: statistics.median(v) for label, v in labels.items()}
         cpu = {k: v for k, v in medians.items() if k.endswith("[cpu ms]")}
