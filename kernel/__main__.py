@@ -29,6 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--policy")
     ns, rest = pre.parse_known_args(args)
+    _without_debugger()
     from bedside.kernel import kernel
 
     _starttrace.mark("kernel.imported")
@@ -48,6 +49,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     _starttrace.mark("kernel.listening")
     app.start()
     return 0
+
+
+def _without_debugger() -> None:
+    """Load ipykernel's debugger module without debugpy.
+
+    The guarded kernel has no debugger (it would read variables past the guard), but ipykernel
+    imports debugpy and pydevd whenever they are installed: the largest part of a kernel's start
+    after its own imports, and the source of a frozen-modules warning at start-up. With debugpy
+    hidden while `ipykernel.debugger` loads, ipykernel finds no debugger and never starts one.
+    """
+    hidden = "debugpy" not in sys.modules
+    if hidden:
+        sys.modules["debugpy"] = None  # type: ignore[assignment] - makes `import debugpy` fail
+    try:
+        import ipykernel.debugger  # noqa: F401
+    finally:
+        if hidden:
+            del sys.modules["debugpy"]
 
 
 def _trace_first_kernel_info(app: object) -> None:
