@@ -9,10 +9,11 @@ values (`%whos`, `%debug`, `%xmode Verbose`) and, when the policy says `shell: d
 escapes. The debugger is disabled: it would read variables past the guard.
 
 The guard's own machinery (pandas and its provenance hooks, the text scanner, numpy) takes most
-of a second to import and build, so the kernel arms it on a background thread and answers
-`kernel_info` meanwhile. Until it is armed, only messages the guard passes unread anyway
-(`EARLY_TYPES`: status, kernel_info_reply, ...) are sent; every other message, every cell and
-every use of the guard waits for it, and a guard that cannot be built stops the kernel.
+of a second to import and build, so the kernel arms it on a background thread, started as soon as
+the kernel is built, and answers `kernel_info` meanwhile. Until it is armed, only messages the
+guard passes unread anyway (`EARLY_TYPES`: status, kernel_info_reply, ...) are sent; every other
+message, every cell and every use of the guard waits for it, and a guard that cannot be built
+stops the kernel.
 """
 
 from __future__ import annotations
@@ -49,8 +50,6 @@ SAFE_XMODES = ("plain", "context", "minimal", "docs")
 EARLY_TYPES = frozenset({"status", "kernel_info_reply", "comm_info_reply", "is_complete_reply",
                          "shutdown_reply", "interrupt_reply", "connect_reply", "usage_reply",
                          "iopub_welcome"})  # fmt: skip
-# Seconds after the kernel is built when the guard is armed if no kernel_info came first.
-ARM_AFTER_S = 1.0
 
 _preloaded_policy: Any = None
 # The stderr the kernel was started with (fd 2 soon becomes a pipe whose text is cell output):
@@ -162,12 +161,11 @@ class GuardedKernel(IPythonKernel):
         self.shell.InteractiveTB.set_mode("Context")
         self._arming_lock = threading.Lock()
         self._arming: threading.Thread | None = None
-        # Armed after the first kernel_info_reply (the client's first question), so that the
-        # guard's imports do not take the interpreter from the kernel's own start; at the
-        # latest ARM_AFTER_S after this point, or at once when anything needs the guard.
-        timer = threading.Timer(ARM_AFTER_S, self._start_arming)
-        timer.daemon = True
-        timer.start()
+        # Armed from now on, while the kernel finishes starting and answers kernel_info. (Armed
+        # only after the first kernel_info_reply, a first cell sent at once waited for all of it,
+        # and a page reloaded meanwhile lost the openings of its cells in the researcher's ledger:
+        # tests/integration/test_researcher.py::test_websockets_dropped_and_reopened_...)
+        self._start_arming()
 
     # -- the guard, armed in the background ----------------------------------------------------
     def _start_arming(self) -> None:
@@ -354,10 +352,6 @@ class GuardedKernel(IPythonKernel):
         if self.shell.InteractiveTB.mode == "Verbose":  # set by %config or other means
             self.shell.InteractiveTB.set_mode("Context")
         return await super().do_execute(code, silent, *args, **kwargs)
-
-    async def kernel_info_request(self, stream: Any, ident: Any, parent: Any) -> None:
-        await super().kernel_info_request(stream, ident, parent)
-        self._start_arming()
 
     async def do_debug_request(self, msg: Any) -> Any:
         return {"type": "response", "request_seq": msg.get("seq"), "success": False,
