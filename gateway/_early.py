@@ -33,6 +33,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from bedside import _starttrace
+
 log = logging.getLogger("bedside.sentry")
 
 CACHE_DIR = ".launch"
@@ -116,6 +118,7 @@ def kernel_env(scratch: Path, outbox: Path) -> dict[str, str]:
         "PYTHONNOUSERSITE": "1",
         "PYDEVD_DISABLE_FILE_VALIDATION": "1",
         "BEDSIDE_OUTBOX": str(outbox),
+        **({_starttrace.ENV: "1"} if _starttrace.enabled() else {}),
     }
 
 
@@ -183,6 +186,7 @@ def prelaunch(argv: list[str]) -> None:
     launch view is remembered; otherwise do nothing (the sentry launches it after validating
     the policy). Never raises: any doubt falls back to the normal path."""
     global _launched
+    _starttrace.mark_process_start("sentry")
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("-f", "--connection-file")
     parser.add_argument("--policy", type=Path)
@@ -230,6 +234,7 @@ def _start(
 
 def pending(policy_path: Path, state_root: Path, kernel: str, sandbox: bool) -> Launched | None:
     """The kernel `prelaunch` started for this sentry, if any (it is not adopted yet)."""
+    _starttrace.mark("sentry.imported")
     found = _launched
     if found is None or not sandbox:
         return None
@@ -242,6 +247,7 @@ def adopt(found: Launched, policy: Any) -> bool:
     """Whether the early kernel was launched exactly as `policy` (validated) would launch it;
     a kernel that was not is killed. Either way it is no longer pending."""
     global _launched
+    _starttrace.mark("sentry.policy_loaded")
     _launched = None
     if found.view == launch_view(policy) and found.proc.poll() is None:
         return True

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from bedside import _starttrace
 from bedside.errors import GatewayError
 
 __all__ = [
@@ -168,6 +169,7 @@ def launch(
         log.warning("sandbox: setpriv missing; the kernel runs as uid 0 (RLIMIT_NPROC unenforced)")
     os.environ[SANDBOX_ENV] = "bwrap"
     argv = bwrap_argv(kernel_argv, spec, bwrap=bwrap, drop_to=drop_to)
+    _starttrace.mark("sandbox.spawn")
     return subprocess.Popen(
         argv,
         env={},

@@ -7,15 +7,22 @@ objects are judged before they are rendered, captures file descriptors 1 and 2 t
 guard reads (raw `os.write` and subprocess output included), and refuses the magics that dump
 values (`%whos`, `%debug`, `%xmode Verbose`) and, when the policy says `shell: deny`, shell
 escapes. The debugger is disabled: it would read variables past the guard.
+
+The guard's own machinery (pandas and its provenance hooks, the text scanner, numpy) takes most
+of a second to import and build, so the kernel arms it on a background thread, started as soon as
+the kernel is built, and answers `kernel_info` meanwhile. Until it is armed, only messages the
+guard passes unread anyway (`EARLY_TYPES`: status, kernel_info_reply, ...) are sent; every other
+message, every cell and every use of the guard waits for it, and a guard that cannot be built
+stops the kernel.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from ipykernel.iostream import OutStream
 from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
@@ -23,10 +30,14 @@ from traitlets import DottedObjectName
 
 from bedside import __version__
 from bedside.errors import GuardError, PolicyError
-from bedside.kernel._provenance import ProvenanceTracker
-from bedside.kernel._scan import TextScanner
-from bedside.kernel.guard import ADVICE, OutputGuard, _is_figure, notice_bundle
 from bedside.policy.decision import Decision
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from bedside.kernel._provenance import ProvenanceTracker
+    from bedside.kernel._scan import TextScanner
+    from bedside.kernel.guard import OutputGuard
 
 POLICY_ENV = "BEDSIDE_POLICY"
 # Magics that print values of the namespace or open a debugger on live frames.
@@ -34,8 +45,16 @@ DENIED_MAGICS = ("whos", "debug", "pdb", "pinfo2", "psource", "pfile")
 SHELL_MAGICS = ("system", "sx", "sc", "bash", "sh", "script", "perl", "ruby", "python2",
                 "python3", "pypy", "svg")  # fmt: skip
 SAFE_XMODES = ("plain", "context", "minimal", "docs")
+# Sent before the guard is armed: messages whose content the kernel writes itself, none of which
+# the guard reads (a subset of guard.PASS_TYPES, checked by the tests).
+EARLY_TYPES = frozenset({"status", "kernel_info_reply", "comm_info_reply", "is_complete_reply",
+                         "shutdown_reply", "interrupt_reply", "connect_reply", "usage_reply",
+                         "iopub_welcome"})  # fmt: skip
 
 _preloaded_policy: Any = None
+# The stderr the kernel was started with (fd 2 soon becomes a pipe whose text is cell output):
+# where a kernel that cannot arm its guard says so before it exits. Set by __main__.
+_stderr_fd: int | None = None
 
 
 def load_kernel_policy(path: str | os.PathLike[str] | None = None) -> Any:
@@ -79,6 +98,8 @@ class Hospital:
 
     def tables(self) -> pd.DataFrame:
         """One row per column of every table: table, rows, column, dtype, identifier."""
+        import pandas as pd
+
         rows = []
         for name, dataset in sorted(self._kernel.policy.datasets.items()):
             frame = self._frame(name)
@@ -129,10 +150,8 @@ class GuardedKernel(IPythonKernel):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.policy = _preloaded_policy or load_kernel_policy()
-        self.tracker = ProvenanceTracker(self.policy.disclosure)
-        self.scanner = TextScanner(self.policy.enabled_phi_patterns)
-        self.guard = OutputGuard(self.policy, self.tracker, self.scanner)
-        self.tracker.install()
+        self._armed = threading.Event()
+        self._arm_error: BaseException | None = None
         self.hospital = Hospital(self)
         self.executed_cells: list[str] = []
         self._install_send_guard()
@@ -140,6 +159,70 @@ class GuardedKernel(IPythonKernel):
         self._install_magic_guard()
         self.shell.user_ns["hospital"] = self.hospital
         self.shell.InteractiveTB.set_mode("Context")
+        self._arming_lock = threading.Lock()
+        self._arming: threading.Thread | None = None
+        # Armed from now on, while the kernel finishes starting and answers kernel_info. (Armed
+        # only after the first kernel_info_reply, a first cell sent at once waited for all of it,
+        # and a page reloaded meanwhile lost the openings of its cells in the researcher's ledger:
+        # tests/integration/test_researcher.py::test_websockets_dropped_and_reopened_...)
+        self._start_arming()
+
+    # -- the guard, armed in the background ----------------------------------------------------
+    def _start_arming(self) -> None:
+        with self._arming_lock:
+            if self._arming is None:
+                self._arming = threading.Thread(
+                    target=self._arm, name="bedside-arm-guard", daemon=True
+                )
+                self._arming.start()
+
+    def _arm(self) -> None:
+        """Import and build the guard (pandas hooks, scanner) while the kernel starts serving."""
+        try:
+            from bedside.kernel._provenance import ProvenanceTracker
+            from bedside.kernel._scan import TextScanner
+            from bedside.kernel.guard import OutputGuard
+
+            tracker = ProvenanceTracker(self.policy.disclosure)
+            scanner = TextScanner(self.policy.enabled_phi_patterns)
+            guard = OutputGuard(self.policy, tracker, scanner)
+            tracker.install()
+            self._tracker, self._scanner, self._guard = tracker, scanner, guard
+        except BaseException as exc:  # noqa: BLE001 - reported below, fails closed
+            self._arm_error = exc
+        finally:
+            self._armed.set()
+        if self._arm_error is not None:
+            # No guard, no kernel: nothing may run or leave unguarded. The sentry (or the
+            # client) sees the kernel die and tells the researcher.
+            text = f"bedside kernel: cannot build the output guard: {self._arm_error!r}\n"
+            try:
+                os.write(_stderr_fd if _stderr_fd is not None else 2, text.encode())
+            finally:
+                os._exit(1)
+
+    def wait_armed(self) -> None:
+        """Block until the guard is armed (arming it now if it is not on its way)."""
+        if not self._armed.is_set():
+            self._start_arming()
+            self._armed.wait()
+        if self._arm_error is not None:
+            raise GuardError(f"the output guard could not be built: {self._arm_error!r}")
+
+    @property
+    def guard(self) -> OutputGuard:
+        self.wait_armed()
+        return self._guard
+
+    @property
+    def tracker(self) -> ProvenanceTracker:
+        self.wait_armed()
+        return self._tracker
+
+    @property
+    def scanner(self) -> TextScanner:
+        self.wait_armed()
+        return self._scanner
 
     # -- hooks -------------------------------------------------------------------------------
     def register_table(self, name: str, frame: pd.DataFrame, identifiers: list[str]) -> None:
@@ -152,7 +235,6 @@ class GuardedKernel(IPythonKernel):
     def _install_send_guard(self) -> None:
         session = self.session
         original = session.send
-        guard = self.guard
 
         def send(stream: Any, msg_or_type: Any, content: Any = None, parent: Any = None,
                  ident: Any = None, buffers: Any = None, track: bool = False,
@@ -162,9 +244,12 @@ class GuardedKernel(IPythonKernel):
             else:
                 msg = session.msg(msg_or_type, content=content, parent=parent, header=header,
                                   metadata=metadata)  # fmt: skip
+            early = msg["header"]["msg_type"] in EARLY_TYPES and not buffers
+            if early and not self._armed.is_set():
+                return original(stream, msg, ident=ident, buffers=buffers, track=track)
             if buffers:
                 msg["buffers"] = list(buffers)
-            checked = guard.check(msg, self._channel_of(stream, msg))
+            checked = self.guard.check(msg, self._channel_of(stream, msg))
             if checked is None:
                 return None
             out_buffers = checked.pop("buffers", None) if buffers else buffers
@@ -185,9 +270,11 @@ class GuardedKernel(IPythonKernel):
     def _install_formatter_guard(self) -> None:
         formatter = self.shell.display_formatter
         original = formatter.format
-        guard = self.guard
 
         def format(obj: Any, include: Any = None, exclude: Any = None) -> Any:  # noqa: A001
+            from bedside.kernel.guard import ADVICE, _is_figure, notice_bundle
+
+            guard = self.guard
             try:
                 decision, target = guard.judge_object(obj)
             except Exception as exc:  # noqa: BLE001 - fail closed
@@ -216,10 +303,14 @@ class GuardedKernel(IPythonKernel):
     def _notice(self, decision: Decision) -> None:
         from IPython.display import publish_display_data
 
+        from bedside.kernel.guard import notice_bundle
+
         publish_display_data(notice_bundle(decision), metadata={"bedside": decision.to_metadata()})
 
     def _refuser(self, name: str, rule: str) -> Any:
         def refuse(line: str = "", cell: str | None = None) -> None:
+            from bedside.kernel.guard import ADVICE
+
             what = "shell commands are" if rule == "shell" else f"%{name} is"
             self._notice(Decision.block(rule, f"{what} disabled in the guarded kernel",
                                         ADVICE[rule]))  # fmt: skip

@@ -643,9 +643,15 @@ def _column_fix(name: str, columns: list[str]) -> str:
 def read_columns(path: Path, fmt: str) -> list[str]:
     """Column names of a dataset file, without reading its rows."""
     if fmt == "parquet":
-        import pyarrow.parquet as pq
+        from bedside.policy._parquet import column_names
 
-        return list(pq.read_schema(path).names)
+        try:
+            names: list[str] = column_names(path)  # the footer, without importing pyarrow
+            return names
+        except (ValueError, UnicodeDecodeError):
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
     delimiter = "\t" if fmt == "tsv" else ","
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8", newline="") as handle:
