@@ -55,6 +55,9 @@ class HospitalLedger:
         # Ledger size right after the latest checkpoint entry (nothing unsigned beyond it).
         self.last_signed_size = 0
         self._dirty_since: float | None = None
+        # Entries whose opening went to the researcher with their receipt (execute requests,
+        # outputs the sentry let out): an entries reply sends those openings again.
+        self._public: set[int] = set()
 
     @property
     def size(self) -> int:
@@ -82,6 +85,7 @@ class HospitalLedger:
         item: dict[str, Any] = {"index": index, "entry": self.ledger.entry(index)}
         if public and opening is not None:
             item["salt"] = opening["salt"]
+            self._public.add(index)
         self._pending.append(item)
         if not sync and self._dirty_since is None:
             self._dirty_since = time.monotonic()
@@ -227,6 +231,33 @@ class HospitalLedger:
         self._pending.append({"index": index, "entry": self.ledger.entry(index)})
         self.last_signed_size = self.size
         return index
+
+    def public_openings(
+        self, start: int, end: int, most: int
+    ) -> tuple[dict[int, tuple[str, str]], int]:
+        """The public openings among entries start..end-1, read back from the openings file:
+        ({index: (salt, content)} in base64, the index they cover up to). Stops before an
+        opening that would take the content past `most` bytes (never before the first).
+        Only for entries fetched after their receipt was lost: rare, so nothing is cached."""
+        from bedside.ledger.log import openings_path
+        from bedside.ledger.openings import iter_openings
+
+        out: dict[int, tuple[str, str]] = {}
+        if not any(start <= i < end for i in self._public):
+            return out, end
+        self.ledger.flush()
+        self._dirty_since = None
+        total = 0
+        for opening in iter_openings(openings_path(self.path)):
+            if opening.index >= end:
+                break
+            if opening.index < start or opening.index not in self._public:
+                continue
+            if out and total + len(opening.content) > most:
+                return out, opening.index
+            out[opening.index] = (b64(opening.salt), b64(opening.content))
+            total += len(opening.content)
+        return out, end
 
     # -- checkpoints and receipts ---------------------------------------------------------------
 
