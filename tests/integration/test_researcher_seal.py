@@ -24,7 +24,9 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from bedside.extension._headless import KernelSession
+from bedside.errors import LedgerError
 from bedside.ledger import verify_ledger
+from bedside.ledger.verify import iter_entries
 
 from .test_researcher import entries, hospital_ledger, intent, researcher_server, write_notebook
 
@@ -53,6 +55,20 @@ async def seal_error(client: KernelSession) -> tuple[int, str]:
     return err.value.code, str(body.get("message", body))
 
 
+async def until_recorded(ledger: Path, msg_id: str) -> None:
+    """Until the hospital's ledger holds the execute_reply to `msg_id` (read-only; the sentry
+    flushes within half a second)."""
+    for _ in range(1200):
+        try:
+            for _, entry in iter_entries(ledger):
+                if entry.get("msg_type") == "execute_reply" and entry.get("parent") == msg_id:
+                    return
+        except (LedgerError, ValueError):
+            pass  # a record being written
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the hospital never recorded the reply to {msg_id}")
+
+
 def test_dropped_websocket_then_seal_without_a_browser(tmp_path, hospital, eg_gateway) -> None:
     notebooks = tmp_path / "nb"
     write_notebook(notebooks, [], eg_gateway.kernel_name, intent())
@@ -64,13 +80,16 @@ def test_dropped_websocket_then_seal_without_a_browser(tmp_path, hospital, eg_ga
             try:
                 reply, _ = await client.execute("print('before the drop')", timeout=150)
                 assert reply["content"]["status"] == "ok"
-                # the websocket drops mid-cell: this cell's output goes to nobody
-                client.send(
+                status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+                # the websocket drops mid-cell, and the cell ends while no websocket is open:
+                # its output and reply (and their receipts) go to nobody
+                away = client.send(
                     "execute_request",
-                    {"code": "import time; time.sleep(0.5); print('while away')"},
+                    {"code": "import time; time.sleep(0.3); print('while away')"},
                 )
                 await asyncio.sleep(0.05)
                 await client.close(shutdown=False)
+                await until_recorded(hospital_ledger(hospital, status["session"]), away)
                 client.client_session = uuid.uuid4().hex  # a new page, a new client id
                 await client.connect()
                 for code in ("print('back again')", "21 * 2"):
