@@ -18,7 +18,9 @@ exactly as they do to `/api/kernels`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +92,6 @@ class SealHandler(BedsideHandler):
     @web.authenticated
     @authorized
     async def post(self, session: str) -> None:
-        from .control import ControlLink, HospitalGone
-
         status = self._status(session)
         mirror = self.registry.find(session)
         if mirror is None:
@@ -107,19 +107,8 @@ class SealHandler(BedsideHandler):
         if mirror.state != SEALED:
             if mirror.state == INTERRUPTED:
                 raise web.HTTPError(409, _interrupted(mirror, "cannot be sealed"))
-            link = None
-            if mirror.send is None:
-                link = ControlLink(self.registry, mirror)
-                try:
-                    await link.open()
-                except HospitalGone as exc:
-                    mirror.mark_interrupted(exc.diagnostics())
-                    raise web.HTTPError(exc.status, _interrupted(mirror, "")) from exc
-            try:
+            async with hospital_link(self.registry, mirror):
                 await self._seal(mirror, session)
-            finally:
-                if link is not None:
-                    link.close()
         self.finish(json.dumps(mirror.status()))
 
     async def _seal(self, mirror: SessionMirror, session: str) -> None:
@@ -179,6 +168,28 @@ class SealHandler(BedsideHandler):
                     "the seal; the ledger's last cosigned checkpoint precedes it",
                     session,
                 )
+
+
+@contextlib.asynccontextmanager
+async def hospital_link(registry: SessionRegistry, mirror: SessionMirror) -> AsyncIterator[None]:
+    """The kernel's connection to the hospital for a control exchange: a browser's websocket
+    when one is open, else the server's own (`control.ControlLink`) until the exchange ends.
+    A hospital that is gone answers at once (HTTPError) and the session is marked interrupted."""
+    from .control import ControlLink, HospitalGone
+
+    if mirror.send is not None:
+        yield
+        return
+    link = ControlLink(registry, mirror)
+    try:
+        await link.open()
+    except HospitalGone as exc:
+        mirror.mark_interrupted(exc.diagnostics())
+        raise web.HTTPError(exc.status, _interrupted(mirror, "")) from exc
+    try:
+        yield
+    finally:
+        link.close()
 
 
 def _interrupted(mirror: SessionMirror, what: str) -> str:
@@ -414,11 +425,19 @@ class ReleaseFetchHandler(BedsideHandler):
 
         self._status(session)
         mirror = self.registry.find(session)
-        if mirror is None or mirror.send is None:
-            raise web.HTTPError(409, f"session {session!r} has no live connection to the hospital")
+        if mirror is None:
+            raise web.HTTPError(
+                409,
+                f"session {session!r} is not live on this server (its kernel ran before the "
+                "server restarted); fetch its releases in the session that requested them",
+            )
+        if mirror.state == INTERRUPTED:
+            raise web.HTTPError(409, _interrupted(mirror, "cannot fetch releases"))
         workspace = Path(self.settings.get("server_root_dir") or ".").expanduser()
         try:
-            result = await releases.fetch(mirror, request, workspace)
+            # the notebook need not be open: without its websocket, the server's own link
+            async with hospital_link(self.registry, mirror):
+                result = await releases.fetch(mirror, request, workspace)
         except releases.HospitalUnavailable as exc:
             raise web.HTTPError(504, exc.diagnostics()) from exc
         except releases.ReleaseVerificationError as exc:

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from bedside.extension._headless import KernelSession
 from bedside.errors import LedgerError
+from bedside.extension._headless import KernelSession
 from bedside.ledger import verify_ledger
 from bedside.ledger.verify import iter_entries
 
