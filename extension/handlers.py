@@ -134,8 +134,11 @@ class SealHandler(BedsideHandler):
                 raise GatewayError("the connection to the hospital closed")
             mirror.send(request)
         except Exception as exc:  # noqa: BLE001 - a closed websocket raises several kinds
-            mirror.mark_interrupted(f"cannot send the seal request to the hospital: {exc}")
-            raise web.HTTPError(502, _interrupted(mirror, "")) from exc
+            # (a websocket that closed just now: its reader marks the session interrupted
+            # if the gateway went away; a browser that left does not end the session)
+            raise web.HTTPError(
+                502, f"cannot send the seal request to the hospital ({exc}); try again"
+            ) from exc
         deadline = loop.time() + 60
         while not done.done():
             if mirror.state == INTERRUPTED:
@@ -177,7 +180,8 @@ async def hospital_link(registry: SessionRegistry, mirror: SessionMirror) -> Asy
     A hospital that is gone answers at once (HTTPError) and the session is marked interrupted."""
     from .control import ControlLink, HospitalGone
 
-    if mirror.send is not None:
+    links = registry.connections.get(mirror.kernel_id, [])
+    if mirror.send is not None and any(ln.ws is not None and not ln.disconnected for ln in links):
         yield
         return
     link = ControlLink(registry, mirror)
