@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -209,3 +210,56 @@ def test_seal_when_the_gateway_is_gone(tmp_path, hospital, start_gateway) -> Non
     assert entries(mine) == theirs[: len(entries(mine))]
     text = "\n".join(replayed_outputs(mine, openings, tmp_path / "replayed.ipynb"))
     assert "before the gateway died" in text
+
+
+def kill_sentry(kernel_id: str) -> int:
+    """SIGKILL the sentry process of a kernel (what Enterprise Gateway sees as the kernel)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "bedside.gateway.sentry" in cmdline and kernel_id in cmdline:
+            os.kill(int(proc.name), signal.SIGKILL)
+            return int(proc.name)
+    raise AssertionError(f"no sentry process for kernel {kernel_id}")
+
+
+def test_seal_after_the_kernel_died(tmp_path, hospital, eg_gateway) -> None:
+    """The kernel (its sentry) died while no browser was connected; Enterprise Gateway restarts
+    it into a new hospital session. The seal is not applied to that new session: it answers
+    with the reason (410 when the new sentry refuses it, 502 when the gateway reports the
+    restart first), and the researcher's session is interrupted with its ledger valid."""
+    notebooks = tmp_path / "nb"
+    write_notebook(notebooks, [], eg_gateway.kernel_name, intent())
+
+    async def scenario() -> tuple[int, str, dict]:
+        with researcher_server(tmp_path, eg_gateway, notebooks) as server:
+            client = KernelSession(server.url, server.token)
+            await client.start("study.ipynb", eg_gateway.kernel_name)
+            try:
+                reply, _ = await client.execute("print('before it died')", timeout=150)
+                assert reply["content"]["status"] == "ok"
+                await client.close(shutdown=False)
+                kill_sentry(client.kernel_id)
+                code, why = await seal_error(client)
+                status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+            finally:
+                await client.close()
+            return code, why, status
+
+    code, why, status = asyncio.run(scenario())
+    assert code in (410, 502) and "interrupted" in why, (code, why)
+    assert status["state"] == "interrupted"
+    keys = [hospital.verifier_key, status["researcher_key"]]
+    mine = tmp_path / "sessions" / status["kernel_id"] / "session.ledger"
+    openings = mine.with_suffix(".openings")
+    report = verify_ledger(mine, keys, openings=openings, require_checkpoint=False)
+    assert report.openings_missing_count == 0 and not report.sealed
+    theirs = entries(hospital_ledger(hospital, status["session"]))
+    assert entries(mine) == theirs[: len(entries(mine))]
+    assert not [e for e in theirs if e["kind"] == "seal"]  # nothing sealed at the hospital
+    text = "\n".join(replayed_outputs(mine, openings, tmp_path / "replayed.ipynb"))
+    assert "before it died" in text
