@@ -56,8 +56,9 @@ class HospitalLedger:
         self.last_signed_size = 0
         self._dirty_since: float | None = None
         # Entries whose opening went to the researcher with their receipt (execute requests,
-        # outputs the sentry let out): an entries reply sends those openings again.
-        self._public: set[int] = set()
+        # outputs the sentry let out), one bit per index: an entries reply sends those
+        # openings again, and no other (blocked outputs, release artifacts stay here).
+        self._public = bytearray()
 
     @property
     def size(self) -> int:
@@ -85,7 +86,10 @@ class HospitalLedger:
         item: dict[str, Any] = {"index": index, "entry": self.ledger.entry(index)}
         if public and opening is not None:
             item["salt"] = opening["salt"]
-            self._public.add(index)
+            byte = index >> 3
+            if byte >= len(self._public):
+                self._public.extend(bytes(byte + 1024 - len(self._public)))
+            self._public[byte] |= 1 << (index & 7)
         self._pending.append(item)
         if not sync and self._dirty_since is None:
             self._dirty_since = time.monotonic()
@@ -232,6 +236,11 @@ class HospitalLedger:
         self.last_signed_size = self.size
         return index
 
+    def is_public(self, index: int) -> bool:
+        """Whether entry `index`'s opening went to the researcher with its receipt."""
+        byte = index >> 3
+        return byte < len(self._public) and bool(self._public[byte] >> (index & 7) & 1)
+
     def public_openings(
         self, start: int, end: int, most: int
     ) -> tuple[dict[int, tuple[str, str]], int]:
@@ -243,7 +252,7 @@ class HospitalLedger:
         from bedside.ledger.openings import iter_openings
 
         out: dict[int, tuple[str, str]] = {}
-        if not any(start <= i < end for i in self._public):
+        if not any(self.is_public(i) for i in range(start, end)):
             return out, end
         self.ledger.flush()
         self._dirty_since = None
@@ -251,7 +260,7 @@ class HospitalLedger:
         for opening in iter_openings(openings_path(self.path)):
             if opening.index >= end:
                 break
-            if opening.index < start or opening.index not in self._public:
+            if opening.index < start or not self.is_public(opening.index):
                 continue
             if out and total + len(opening.content) > most:
                 return out, opening.index
