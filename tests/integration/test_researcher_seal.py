@@ -70,6 +70,17 @@ async def until_recorded(ledger: Path, msg_id: str) -> None:
     raise AssertionError(f"the hospital never recorded the reply to {msg_id}")
 
 
+async def settled(client: KernelSession) -> None:
+    """Until our copy holds every entry it has seen (a gap left by Enterprise Gateway's nudge
+    channels is fetched after 0.5 s): what the hospital then loses is only what comes after."""
+    for _ in range(600):
+        status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+        if not status["entries_in_flight"] and status["last_checkpoint"]:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the session never settled: {status}")
+
+
 def test_dropped_websocket_then_seal_without_a_browser(tmp_path, hospital, eg_gateway) -> None:
     notebooks = tmp_path / "nb"
     write_notebook(notebooks, [], eg_gateway.kernel_name, intent())
@@ -147,6 +158,7 @@ def test_seal_when_the_kernel_is_gone(tmp_path, hospital, eg_gateway) -> None:
             try:
                 reply, _ = await client.execute("print('the only cell')", timeout=150)
                 assert reply["content"]["status"] == "ok"
+                await settled(client)
                 await client.close(shutdown=False)
                 await asyncio.to_thread(
                     eg_gateway.api, "DELETE", f"/api/kernels/{client.kernel_id}"
@@ -188,6 +200,7 @@ def test_seal_when_the_gateway_is_gone(tmp_path, hospital, start_gateway) -> Non
             try:
                 reply, _ = await client.execute("print('before the gateway died')", timeout=150)
                 assert reply["content"]["status"] == "ok"
+                await settled(client)
                 await client.close(shutdown=False)
                 gateway.eg.process.send_signal(signal.SIGKILL)
                 gateway.eg.process.wait()
@@ -242,6 +255,7 @@ def test_seal_after_the_kernel_died(tmp_path, hospital, eg_gateway) -> None:
             try:
                 reply, _ = await client.execute("print('before it died')", timeout=150)
                 assert reply["content"]["status"] == "ok"
+                await settled(client)
                 await client.close(shutdown=False)
                 kill_sentry(client.kernel_id)
                 code, why = await seal_error(client)
