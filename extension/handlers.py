@@ -18,7 +18,9 @@ exactly as they do to `/api/kernels`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +29,12 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from bedside.errors import AnchorError, Error, LedgerError
+from bedside.errors import AnchorError, Error, GatewayError, LedgerError
 from bedside.ledger import Ledger, Verifier, open_checkpoint
 from bedside.ledger.note import Checkpoint, parse_note
 
 from .connection import REGISTRY_KEY
-from .mirror import SEALED
+from .mirror import INTERRUPTED, SEALED, SessionMirror
 from .sessions import SessionRegistry
 
 AUTH_RESOURCE = "bedside"
@@ -79,55 +81,132 @@ class SessionHandler(BedsideHandler):
 
 
 class SealHandler(BedsideHandler):
+    """Seal a session at the hospital, whether or not a browser is connected to its kernel.
+
+    Without an open websocket of the kernel the server opens its own (`control.ControlLink`)
+    for the exchange. A hospital that is gone (gateway unreachable, kernel no longer there or
+    restarted into a new session) is answered at once with the reason, and the session is
+    marked interrupted: its ledger copy stays as it is, valid up to the last receipt.
+    """
+
     @web.authenticated
     @authorized
     async def post(self, session: str) -> None:
-        self._status(session)
+        status = self._status(session)
         mirror = self.registry.find(session)
-        if mirror is None or mirror.send is None:
-            raise web.HTTPError(409, f"session {session!r} has no live connection to the hospital")
+        if mirror is None:
+            if status.get("state") == SEALED:
+                self.finish(json.dumps(status))
+                return
+            raise web.HTTPError(
+                409,
+                f"session {session!r} is not live on this server (its kernel ran before the "
+                f"server restarted); its ledger copy ({status.get('entries')} entries) stays as "
+                "it is and verifies up to its last receipt",
+            )
         if mirror.state != SEALED:
-            loop = asyncio.get_running_loop()
-            # Let the last cell's checkpoint be cosigned first (its request then reaches the
-            # hospital before the seal), so the sealed ledger ends on a cosigned checkpoint.
-            deadline = loop.time() + 10
-            while not mirror.settled and loop.time() < deadline:
-                await asyncio.sleep(0.05)
-            done: asyncio.Future[dict[str, Any]] = loop.create_future()
-            request = mirror.control_request("bedside_seal_request", {"reason": "researcher"})
-
-            def _answer(msg: dict[str, Any]) -> None:
-                if not done.done():
-                    done.set_result(msg)
-
-            mirror.expect_reply(request["header"]["msg_id"], _answer)
-            mirror.send(request)
-            try:
-                reply = await asyncio.wait_for(done, timeout=60)
-            except TimeoutError as exc:
-                raise web.HTTPError(504, "the hospital did not answer the seal request") from exc
-            content = reply.get("content") or {}
-            if content.get("status") != "ok":
-                raise web.HTTPError(409, f"the hospital refused to seal: {content}")
-            # The reply's receipt carries the metering, checkpoint and seal entries, but our
-            # copy appends by index: wait until it holds the seal (messages still in flight on
-            # iopub, entries fetched for a gap) so that what we answer and serve is final.
-            seal = content.get("seal")
-            if isinstance(seal, int):
-                await _caught_up(mirror, seal + 1, timeout=60)
-                # Then the checkpoint over the seal, which we cosigned on receipt (when the
-                # hospital signed one) and the hospital logs: the sealed ledger ends on a tree
-                # head both sides signed.
-                try:
-                    if _tree_size(mirror.last_checkpoint) == seal + 1:
-                        await _caught_up(mirror, seal + 2, timeout=30)
-                except web.HTTPError:
-                    self.log.warning(
-                        "bedside session %s: the hospital logged no cosigned checkpoint over "
-                        "the seal; the ledger's last cosigned checkpoint precedes it",
-                        session,
-                    )
+            if mirror.state == INTERRUPTED:
+                raise web.HTTPError(409, _interrupted(mirror, "cannot be sealed"))
+            async with hospital_link(self.registry, mirror):
+                await self._seal(mirror, session)
         self.finish(json.dumps(mirror.status()))
+
+    async def _seal(self, mirror: SessionMirror, session: str) -> None:
+        loop = asyncio.get_running_loop()
+        # Let the last cell's checkpoint be cosigned first (its request then reaches the
+        # hospital before the seal), so the sealed ledger ends on a cosigned checkpoint.
+        deadline = loop.time() + 10
+        while not mirror.settled and loop.time() < deadline and mirror.state != INTERRUPTED:
+            await asyncio.sleep(0.05)
+        done: asyncio.Future[dict[str, Any]] = loop.create_future()
+        # Naming the session: a kernel restarted at the hospital runs a new one, which the
+        # sentry then refuses to seal in its place (SessionMismatch).
+        content = {"reason": "researcher", "session": mirror.session_id}
+        request = mirror.control_request("bedside_seal_request", content)
+
+        def _answer(msg: dict[str, Any]) -> None:
+            if not done.done():
+                done.set_result(msg)
+
+        mirror.expect_reply(request["header"]["msg_id"], _answer)
+        try:
+            if mirror.send is None:
+                raise GatewayError("the connection to the hospital closed")
+            mirror.send(request)
+        except Exception as exc:  # noqa: BLE001 - a closed websocket raises several kinds
+            # (a websocket that closed just now: its reader marks the session interrupted
+            # if the gateway went away; a browser that left does not end the session)
+            raise web.HTTPError(
+                502, f"cannot send the seal request to the hospital ({exc}); try again"
+            ) from exc
+        deadline = loop.time() + 60
+        while not done.done():
+            if mirror.state == INTERRUPTED:
+                raise web.HTTPError(502, _interrupted(mirror, "the seal did not complete"))
+            if loop.time() > deadline:
+                raise web.HTTPError(504, "the hospital did not answer the seal request")
+            await asyncio.wait([done], timeout=0.1)
+        reply = done.result()
+        content = reply.get("content") or {}
+        if content.get("status") != "ok":
+            if content.get("ename") == "SessionMismatch":
+                mirror.mark_interrupted(str(content.get("evalue", "")))
+                raise web.HTTPError(410, _interrupted(mirror, ""))
+            raise web.HTTPError(409, f"the hospital refused to seal: {content}")
+        # The reply's receipt carries the metering, checkpoint and seal entries, but our
+        # copy appends by index: wait until it holds the seal (messages still in flight on
+        # iopub, entries fetched for a gap) so that what we answer and serve is final.
+        seal = content.get("seal")
+        if isinstance(seal, int):
+            await _caught_up(mirror, seal + 1, timeout=60)
+            # Then the checkpoint over the seal, which we cosigned on receipt (when the
+            # hospital signed one) and the hospital logs: the sealed ledger ends on a tree
+            # head both sides signed.
+            try:
+                if _tree_size(mirror.last_checkpoint) == seal + 1:
+                    await _caught_up(mirror, seal + 2, timeout=30)
+            except web.HTTPError:
+                self.log.warning(
+                    "bedside session %s: the hospital logged no cosigned checkpoint over "
+                    "the seal; the ledger's last cosigned checkpoint precedes it",
+                    session,
+                )
+
+
+@contextlib.asynccontextmanager
+async def hospital_link(registry: SessionRegistry, mirror: SessionMirror) -> AsyncIterator[None]:
+    """The kernel's connection to the hospital for a control exchange: a browser's websocket
+    when one is open, else the server's own (`control.ControlLink`) until the exchange ends.
+    A hospital that is gone answers at once (HTTPError) and the session is marked interrupted."""
+    from .control import ControlLink, HospitalGone
+
+    links = registry.connections.get(mirror.kernel_id, [])
+    if mirror.send is not None and any(ln.ws is not None and not ln.disconnected for ln in links):
+        yield
+        return
+    link = ControlLink(registry, mirror)
+    try:
+        await link.open()
+    except HospitalGone as exc:
+        mirror.mark_interrupted(exc.diagnostics())
+        raise web.HTTPError(exc.status, _interrupted(mirror, "")) from exc
+    try:
+        yield
+    finally:
+        link.close()
+
+
+def _interrupted(mirror: SessionMirror, what: str) -> str:
+    """Why an interrupted session cannot be sealed, and what its researcher still holds."""
+    size = 0 if mirror.ledger is None else mirror.ledger.size
+    head = f"session {mirror.kernel_id} is interrupted"
+    if what:
+        head += f" and {what}" if what.startswith("cannot") else f": {what}"
+    return (
+        f"{head} ({mirror.reason}). Its ledger copy holds {size} entries and stays valid up "
+        "to the last receipt: verify it with `bedside ledger verify` (it has no seal) and "
+        "replay it with `bedside ledger replay`."
+    )
 
 
 def _tree_size(note: str | None) -> int:
@@ -350,11 +429,19 @@ class ReleaseFetchHandler(BedsideHandler):
 
         self._status(session)
         mirror = self.registry.find(session)
-        if mirror is None or mirror.send is None:
-            raise web.HTTPError(409, f"session {session!r} has no live connection to the hospital")
+        if mirror is None:
+            raise web.HTTPError(
+                409,
+                f"session {session!r} is not live on this server (its kernel ran before the "
+                "server restarted); fetch its releases in the session that requested them",
+            )
+        if mirror.state == INTERRUPTED:
+            raise web.HTTPError(409, _interrupted(mirror, "cannot fetch releases"))
         workspace = Path(self.settings.get("server_root_dir") or ".").expanduser()
         try:
-            result = await releases.fetch(mirror, request, workspace)
+            # the notebook need not be open: without its websocket, the server's own link
+            async with hospital_link(self.registry, mirror):
+                result = await releases.fetch(mirror, request, workspace)
         except releases.HospitalUnavailable as exc:
             raise web.HTTPError(504, exc.diagnostics()) from exc
         except releases.ReleaseVerificationError as exc:

@@ -455,17 +455,32 @@ class SessionMirror:
         self._watch_gap()  # asks again if the reply is lost too
 
     def _fill(self, msg: dict[str, Any], items: list[Any]) -> None:
-        """Entries the sentry sent on request: staged like a receipt's (their openings stay
-        with the hospital), then proven by the signed roots and checkpoints that follow."""
+        """Entries the sentry sent on request: staged like a receipt's, then proven by the
+        signed roots and checkpoints that follow. An entry whose receipt carried a salt comes
+        with its opening (`salt`, `content`), checked against its commitment here, so that
+        our openings open it as if its message had reached us."""
         try:
             for item in items:
                 if not isinstance(item, dict):
                     raise LedgerIntegrityError("an entries reply item is not an object")
                 index = item.get("index")
                 size = 0 if self.ledger is None else self.ledger.size
-                if not isinstance(index, int) or index in self._staged:
+                if not isinstance(index, int) or index < size:
                     continue
-                if index >= size:
+                staged = self._staged.get(index)
+                if staged is not None and (staged[1] is not None or "salt" not in item):
+                    continue
+                content = item.get("content")
+                if "salt" in item and isinstance(content, str):
+                    try:
+                        committed = base64.b64decode(content, validate=True)
+                    except ValueError as exc:
+                        raise LedgerIntegrityError(
+                            "an entries reply opening is not base64", index=index
+                        ) from exc
+                    fill = {"index": index, "entry": item.get("entry"), "salt": item["salt"]}
+                    self._stage(fill, msg, committed, fetched=True)
+                else:
                     self._stage({"index": index, "entry": item.get("entry")}, msg, b"")
             self._drain()
         except Error as exc:
@@ -588,14 +603,16 @@ class SessionMirror:
             self._notes.append(str(receipt["checkpoint"]))
         self._drain()
 
-    def _stage(self, item: dict[str, Any], msg: dict[str, Any], committed: bytes) -> None:
+    def _stage(
+        self, item: dict[str, Any], msg: dict[str, Any], committed: bytes, *, fetched: bool = False
+    ) -> None:
         entry = item.get("entry")
         index = item.get("index")
         if not isinstance(entry, dict) or not isinstance(index, int) or index < 0:
             raise LedgerIntegrityError("receipt entry without index or entry")
         entry = {**entry}
         entry.setdefault("seq", index)
-        opening = self._opening(item, entry, msg, committed)
+        opening = self._opening(item, entry, msg, committed, fetched=fetched)
         if self.ledger is not None and index < self.ledger.size:
             if canonical_json(self.ledger.entry(index)) != canonical_json(
                 {"v": 1, "session": self.session_id, **entry}
@@ -695,8 +712,17 @@ class SessionMirror:
                 )
 
     def _opening(
-        self, item: dict[str, Any], entry: dict[str, Any], msg: dict[str, Any], committed: bytes
+        self,
+        item: dict[str, Any],
+        entry: dict[str, Any],
+        msg: dict[str, Any],
+        committed: bytes,
+        *,
+        fetched: bool = False,
     ) -> Opening | None:
+        """The opening of a staged entry, checked against its commitment. `fetched`: the
+        content came with the entry in an entries reply (checked the same way), not as the
+        message the receipt rode on."""
         salt_b64 = item.get("salt")
         kind = entry.get("kind")
         index = int(item["index"])
@@ -705,7 +731,12 @@ class SessionMirror:
             sig = self._sigs.get(msg_id)
             if sig is not None and entry.get("researcher_sig") != sig:
                 raise SignatureError("the execute request carries another signature", index=index)
-            code = self._code.get(msg_id)
+            code = committed.decode("utf-8", errors="replace") if fetched else None
+            code = self._code.get(msg_id, code)
+            if fetched and code is not None and code.encode("utf-8") != committed:
+                raise LedgerIntegrityError(
+                    "the hospital sent other code than the researcher's request", index=index
+                )
             if salt_b64 and code is not None:
                 salt = base64.b64decode(str(salt_b64))
                 raw = code.encode("utf-8")
@@ -713,7 +744,7 @@ class SessionMirror:
                 return Opening(index, "code", DOMAIN_CODE, salt, raw)
             return None
         if kind == "output" and salt_b64:
-            own = entry.get("msg_id") == (msg.get("header") or {}).get("msg_id")
+            own = fetched or entry.get("msg_id") == (msg.get("header") or {}).get("msg_id")
             if not own:
                 raise LedgerIntegrityError("a salt for another message's output", index=index)
             salt = base64.b64decode(str(salt_b64))

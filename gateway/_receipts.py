@@ -90,6 +90,10 @@ class HospitalLedger:
         # Ledger size right after the latest checkpoint entry (nothing unsigned beyond it).
         self.last_signed_size = 0
         self._dirty_since: float | None = None
+        # Entries whose opening went to the researcher with their receipt (execute requests,
+        # outputs the sentry let out), one bit per index: an entries reply sends those
+        # openings again, and no other (blocked outputs, release artifacts stay here).
+        self._public = bytearray()
 
     @property
     def size(self) -> int:
@@ -115,6 +119,11 @@ class HospitalLedger:
         index = int(self.ledger.append(entry, opening=opening, sync=sync))
         # Send the bytes the ledger wrote (seq, v, ts filled in), so both copies agree.
         salt = opening["salt"] if public and opening is not None else None
+        if salt is not None:
+            byte = index >> 3
+            if byte >= len(self._public):
+                self._public.extend(bytes(byte + 1024 - len(self._public)))
+            self._public[byte] |= 1 << (index & 7)
         self._pending.append((index, self.ledger.entry_bytes(index), salt))
         if not sync and self._dirty_since is None:
             self._dirty_since = time.monotonic()
@@ -260,6 +269,38 @@ class HospitalLedger:
         self._pending.append((index, self.ledger.entry_bytes(index), None))
         self.last_signed_size = self.size
         return index
+
+    def is_public(self, index: int) -> bool:
+        """Whether entry `index`'s opening went to the researcher with its receipt."""
+        byte = index >> 3
+        return byte < len(self._public) and bool(self._public[byte] >> (index & 7) & 1)
+
+    def public_openings(
+        self, start: int, end: int, most: int
+    ) -> tuple[dict[int, tuple[str, str]], int]:
+        """The public openings among entries start..end-1, read back from the openings file:
+        ({index: (salt, content)} in base64, the index they cover up to). Stops before an
+        opening that would take the content past `most` bytes (never before the first).
+        Only for entries fetched after their receipt was lost: rare, so nothing is cached."""
+        from bedside.ledger.log import openings_path
+        from bedside.ledger.openings import iter_openings
+
+        out: dict[int, tuple[str, str]] = {}
+        if not any(self.is_public(i) for i in range(start, end)):
+            return out, end
+        self.ledger.flush()
+        self._dirty_since = None
+        total = 0
+        for opening in iter_openings(openings_path(self.path)):
+            if opening.index >= end:
+                break
+            if opening.index < start or not self.is_public(opening.index):
+                continue
+            if out and total + len(opening.content) > most:
+                return out, opening.index
+            out[opening.index] = (b64(opening.salt), b64(opening.content))
+            total += len(opening.content)
+        return out, end
 
     # -- checkpoints and receipts ---------------------------------------------------------------
 

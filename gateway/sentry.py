@@ -95,6 +95,9 @@ CONTROL_TYPES = frozenset(
         "bedside_release_fetch_request",
     }
 )
+#: Most bytes of opened content one `bedside_entries_reply` carries (it travels as one
+#: websocket message; jupyter_server's gateway client drops any over 10 MiB).
+_MAX_ENTRIES_OPENED = 4 * 1024 * 1024
 #: Most entries one `bedside_entries_request` returns.
 _MAX_ENTRIES_REPLY = 1000
 _MAX_REQUESTS = 10_000
@@ -1003,6 +1006,17 @@ class Sentry:
         return {"status": "ok", "index": index}, False
 
     def _seal(self, msg: Message) -> tuple[dict[str, Any], bool]:
+        asked = msg.content.get("session")
+        if isinstance(asked, str) and asked and asked != self.session_id:
+            # The researcher seals the session it holds; after a kernel restart this sentry
+            # runs a new one, and sealing it instead would record a session nobody used.
+            return {
+                "status": "error",
+                "ename": "SessionMismatch",
+                "evalue": f"this kernel now runs session {self.session_id}: session {asked} "
+                "ended when its kernel stopped, and can no longer be sealed",
+                "session": self.session_id,
+            }, False
         if self.sealed:
             return {
                 "status": "error",
@@ -1064,8 +1078,10 @@ class Sentry:
         Receipts carry each entry once, on the next message out; when that message goes to a
         connection the researcher does not hold (Enterprise Gateway's own kernel_info "nudge"
         channels, a message published before a client subscribed), the researcher asks for the
-        entries here. They hold commitments only, never content; the signed roots of later
-        receipts and checkpoints prove them.
+        entries here; the signed roots of later receipts and checkpoints prove them. Entries
+        whose opening went out with their receipt (execute requests, outputs let out) carry it
+        again, `salt` and `content`, so the researcher's openings stay complete; a reply stops
+        after `_MAX_ENTRIES_OPENED` bytes of content (the researcher asks for the rest).
         """
         size = self.ledger.size
         start, end = msg.content.get("from"), msg.content.get("to", size)
@@ -1082,7 +1098,13 @@ class Sentry:
                 "evalue": "bedside_entries_request needs integers 0 <= from <= to",
             }, False
         end = min(end, size, start + _MAX_ENTRIES_REPLY)
-        items = [{"index": i, "entry": self.ledger.ledger.entry(i)} for i in range(start, end)]
+        opened, end = self.ledger.public_openings(start, end, _MAX_ENTRIES_OPENED)
+        items: list[dict[str, Any]] = []
+        for i in range(start, end):
+            item: dict[str, Any] = {"index": i, "entry": self.ledger.ledger.entry(i)}
+            if i in opened:
+                item["salt"], item["content"] = opened[i]
+            items.append(item)
         return {"status": "ok", "entries": items, "size": size}, False
 
     # -- releases -----------------------------------------------------------------------------

@@ -251,10 +251,46 @@ def execute_request(
     return _base(EXECUTE_REQUEST, session, ts, fields), _opening("code", DOMAIN_CODE, salt, raw)
 
 
+#: Control replies that carry bulk bytes another file already holds: their committed form names
+#: those bytes by SHA-256 instead of holding them, so an opening never duplicates them (a release
+#: artifact lives once in releases/; an output fetched for a gap has its own entry's opening).
+FETCH_REPLY = "bedside_release_fetch_reply"
+ENTRIES_REPLY = "bedside_entries_reply"
+
+
+def _bulk(text: Any) -> Any:
+    """`{"sha256", "bytes"}` of a base64 string's decoded bytes (as-is when it is not one)."""
+    if not isinstance(text, str):
+        return text
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        return text
+    return {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
+
+
+def committed_content(msg_type: str, content: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`content` as an output entry commits to it: bulk base64 fields of a release fetch reply
+    (`data`) and of an entries reply (each item's `content`) become `{"sha256", "bytes"}`."""
+    if msg_type == FETCH_REPLY and "data" in content:
+        return {**content, "data": _bulk(content["data"])}
+    if msg_type == ENTRIES_REPLY and isinstance(content.get("entries"), list):
+        items = [
+            {**item, "content": _bulk(item["content"])}
+            if isinstance(item, dict) and "content" in item
+            else item
+            for item in content["entries"]
+        ]
+        return {**content, "entries": items}
+    return content
+
+
 def output_committed_bytes(
     *, channel: str, msg_type: str, content: Mapping[str, Any], buffers: Sequence[bytes] = ()
 ) -> bytes:
     """The committed bytes of an output message (docs/dev/contracts.md)."""
+    if msg_type in (FETCH_REPLY, ENTRIES_REPLY):
+        content = committed_content(msg_type, content)
     return canonical_json(
         {
             "channel": channel,

@@ -33,12 +33,16 @@ class StandInHospital:
         self.pending: list[dict[str, Any]] = []
         self.researcher_key = ""
         self._header: dict[str, Any] = {}
+        # {index: (salt, content)} of the openings a receipt made public, as the sentry keeps
+        self.public: dict[int, tuple[str, str]] = {}
 
     def _append(self, entry: dict[str, Any], opening: dict[str, Any] | None, salt: str | None):
         index = self.ledger.append(entry, opening=opening)
         item: dict[str, Any] = {"index": index, "entry": self.ledger.entry(index)}
         if salt is not None:
             item["salt"] = salt
+            assert opening is not None
+            self.public[index] = (salt, opening["content"])
         self.pending.append(item)
 
     def message(
@@ -158,9 +162,14 @@ class StandInHospital:
         return self.message("shell", "bedside_seal_reply", content, request["header"], record=False)
 
     def entries(self, request: dict[str, Any]) -> dict[str, Any]:
-        """The sentry's answer to `bedside_entries_request`."""
+        """The sentry's answer to `bedside_entries_request`: public openings go along."""
         start, end = request["content"]["from"], request["content"]["to"]
-        items = [{"index": i, "entry": self.ledger.entry(i)} for i in range(start, end)]
+        items: list[dict[str, Any]] = []
+        for i in range(start, end):
+            item: dict[str, Any] = {"index": i, "entry": self.ledger.entry(i)}
+            if i in self.public:
+                item["salt"], item["content"] = self.public[i]
+            items.append(item)
         return self.message(
             "shell",
             "bedside_entries_reply",

@@ -100,6 +100,10 @@ class StandInGateway:
                 self.finish(_model(kid))
 
         class Channels(websocket.WebSocketHandler):
+            async def prepare(self) -> None:
+                if self.path_args[0] not in gw.running:  # shut down: as Enterprise Gateway
+                    raise web.HTTPError(404)
+
             def open(self, kid: str) -> None:
                 self.hospital = gw.hospital(kid)
 
@@ -122,6 +126,14 @@ class StandInGateway:
                 elif msg_type == "bedside_cosign_request":
                     self._send(h.cosign(msg))
                 elif msg_type == "bedside_seal_request":
+                    if msg["content"].get("session") not in (None, h.session):
+                        content = {"status": "error", "ename": "SessionMismatch", "evalue": "x"}
+                        self._send(
+                            h.message(
+                                "shell", "bedside_seal_reply", content, msg["header"], record=False
+                            )
+                        )
+                        return
                     h.ledger.append({"kind": "seal", "reason": "researcher"})
                     h.pending.append(
                         {"index": h.ledger.size - 1, "entry": h.ledger.entry(h.ledger.size - 1)}

@@ -314,3 +314,88 @@ def test_only_the_metadata_is_rewritten_on_the_way_to_the_browser() -> None:
         msg = json.loads(text)
         msg.setdefault("metadata", {})["bedside"] = {"verified": True}
         assert json.loads(with_metadata(text, msg)) == msg
+
+
+def test_entries_fetched_for_a_lost_cell_come_with_their_openings(pair) -> None:
+    """A whole cell's messages went to a websocket that dropped: the entries the mirror fetches
+    carry their openings, checked against the commitments, so the researcher's openings open
+    that cell's code and output and the replay shows both."""
+    from bedside.ledger.replay import replay
+
+    mirror, hospital, sent = pair
+    timers: list[Any] = []
+    mirror.schedule = lambda delay, callback: timers.append(callback)
+    lost = _execute(mirror, "print('while away')")
+    hospital.execute(lost, "while away\n")  # never reaches the mirror
+    request = _execute(mirror, "print('back')")
+    for msg in hospital.execute(request, "back\n"):
+        assert mirror.observe_reply(msg).verified
+    assert mirror.gap() is not None
+    timers.pop()()
+    (ask,) = sent
+    sent.clear()
+    assert mirror.observe_reply(hospital.entries(ask)).verified
+    assert mirror.gap() is None
+    for cosign in sent:
+        mirror.observe_reply(hospital.cosign(cosign))
+    assert mirror.ledger.root() == hospital.ledger.root()
+    mirror.close()
+    keys = [hospital.signer.verifier_key, mirror.signer.verifier_key]
+    report = verify_ledger(mirror.ledger_path, keys, openings=mirror.openings_path)
+    assert report.openings_missing_count == 0 and report.researcher_sigs_checked == 2
+    result = replay(mirror.ledger_path, mirror.openings_path, mirror.directory / "r.ipynb")
+    nb = json.loads(result.notebook.read_text())
+    texts = ["".join(o.get("text", "")) for c in nb["cells"] for o in c["outputs"]]
+    assert texts == ["while away\n", "back\n"]
+
+
+def test_fetched_opening_that_does_not_open_its_commitment_is_refused(pair) -> None:
+    mirror, hospital, sent = pair
+    timers: list[Any] = []
+    mirror.schedule = lambda delay, callback: timers.append(callback)
+    lost = _execute(mirror, "print(1)")
+    hospital.execute(lost, "1\n")
+    # the hospital answers the gap with another output than the one it committed to
+    index = next(i for i, (_, c) in hospital.public.items() if b'"stream"' in base64.b64decode(c))
+    salt, content = hospital.public[index]
+    raw = base64.b64decode(content).replace(b"1\\n", b"2\\n")
+    assert raw != base64.b64decode(content)
+    hospital.public[index] = (salt, base64.b64encode(raw).decode())
+    request = _execute(mirror, "print(3)")
+    for msg in hospital.execute(request, "3\n"):
+        mirror.observe_reply(msg)
+    timers.pop()()
+    (ask,) = sent
+    mirror.observe_reply(hospital.entries(ask))
+    assert mirror.unverified == 1
+    logged = json.loads(mirror.unverified_log.read_text().splitlines()[-1])
+    assert logged["msg_type"] == "bedside_entries_reply"
+    assert "commitment" in logged["reason"].lower(), logged
+    assert mirror.ledger.size <= index  # nothing from the forged opening was appended
+
+
+def test_release_fetch_reply_commits_to_the_artifact_digest() -> None:
+    """The `output` entry of a release fetch reply commits to the piece's SHA-256, not its
+    bytes: the artifact is stored once, in releases/, never in the openings files."""
+    import hashlib
+
+    from bedside.ledger import entries
+
+    piece = bytes(range(256)) * 4096
+    content = {"status": "ok", "id": "r-1", "offset": 0, "data": base64.b64encode(piece).decode()}
+    committed = entries.output_committed_bytes(
+        channel="shell", msg_type="bedside_release_fetch_reply", content=content
+    )
+    assert len(committed) < 1000
+    data = json.loads(committed)["content"]["data"]
+    assert data == {"sha256": hashlib.sha256(piece).hexdigest(), "bytes": len(piece)}
+    # another piece, another commitment: the digest binds the bytes
+    other = {**content, "data": base64.b64encode(piece[:-1] + b"x").decode()}
+    assert committed != entries.output_committed_bytes(
+        channel="shell", msg_type="bedside_release_fetch_reply", content=other
+    )
+    # every other message is committed byte for byte, as before
+    plain = entries.output_committed_bytes(
+        channel="shell", msg_type="execute_reply", content=content
+    )
+    assert json.loads(plain)["content"] == content

@@ -260,3 +260,69 @@ def test_entries_whose_receipt_went_elsewhere_are_fetched(tmp_path, gateway, not
     hospital.ledger.flush()
     session_dir = tmp_path / "sessions" / status["kernel_id"]
     assert (session_dir / "session.ledger").read_bytes() == hospital.ledger.path.read_bytes()
+
+
+def test_seal_with_no_websocket_open(tmp_path, gateway, notebook_dir) -> None:
+    """The notebook is closed: the server connects to the gateway itself for the seal, and
+    closes that connection after."""
+
+    async def scenario() -> tuple[dict, int]:
+        with _server(tmp_path, gateway, notebook_dir) as server:
+            client = KernelSession(server.url, server.token)
+            await client.start("study.ipynb", "hospital")
+            try:
+                reply, _ = await client.execute("print('hi')")
+                assert reply["content"]["status"] == "ok"
+                await client.close(shutdown=False)
+                sealed = await client.api("POST", f"/bedside/sessions/{client.kernel_id}/seal")
+            finally:
+                await client.close()
+        seals = [r for r in gateway.requests if r["header"]["msg_type"] == "bedside_seal_request"]
+        assert seals[0]["content"]["session"] == sealed["session"]
+        return sealed, len(seals)
+
+    sealed, asked = asyncio.run(scenario())
+    assert sealed["state"] == "sealed" and asked == 1
+    hospital = gateway.kernels[sealed["kernel_id"]]
+    hospital.ledger.flush()
+    mine = tmp_path / "sessions" / sealed["kernel_id"] / "session.ledger"
+    assert mine.read_bytes() == hospital.ledger.path.read_bytes()
+
+
+# "gateway": a gone gateway also makes jupyter_server's own shutdown slow (it retries deleting
+# the kernel there), so that case runs once, against the real gateway, in tests/integration.
+@pytest.mark.parametrize("gone", ["kernel"])
+def test_seal_when_the_hospital_is_gone(tmp_path, gateway, notebook_dir, gone) -> None:
+    """No websocket open and the kernel (or the whole gateway) gone: the seal answers at once
+    with the reason, the session is interrupted and its ledger copy stays valid."""
+
+    async def scenario() -> tuple[int, str, dict]:
+        with _server(tmp_path, gateway, notebook_dir) as server:
+            client = KernelSession(server.url, server.token)
+            await client.start("study.ipynb", "hospital")
+            try:
+                reply, _ = await client.execute("print('hi')")
+                assert reply["content"]["status"] == "ok"
+                await client.close(shutdown=False)
+                if gone == "kernel":
+                    gateway.running.discard(client.kernel_id)
+                else:
+                    gateway.stop()
+                with pytest.raises(HTTPClientError) as err:
+                    await client.api("POST", f"/bedside/sessions/{client.kernel_id}/seal")
+                status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+            finally:
+                await client.close(shutdown=False)
+        body = json.loads(err.value.response.body)
+        return err.value.code, body["message"], status
+
+    code, why, status = asyncio.run(scenario())
+    if gone == "kernel":
+        assert code == 410 and "no longer has kernel" in why, why
+    else:
+        assert code == 502 and "cannot reach the hospital's gateway" in why, why
+    assert "ledger copy holds" in why and "bedside ledger replay" in why
+    assert status["state"] == "interrupted"
+    mine = tmp_path / "sessions" / status["kernel_id"] / "session.ledger"
+    keys = [status["custodian_key"], status["researcher_key"]]
+    verify_ledger(mine, keys, openings=mine.with_suffix(".openings"), require_checkpoint=False)

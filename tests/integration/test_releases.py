@@ -201,10 +201,14 @@ def test_release_followed_fetched_and_verified(tmp_path, hospital, eg_gateway) -
                 # The approved one: fetched into releases/, verified on arrival.
                 fetched = await client.api("POST", f"{base}/releases/{ids['mortality']}/fetch")
                 report["fetched"] = fetched
+                # The notebook is closed (no websocket open): the server fetches over its own
+                # connection to the gateway, and lists what it fetched.
+                await client.close(shutdown=False)
                 wide = f"{base}/releases/{ids['mortality-wide']}/fetch"
                 report["wide"] = await client.api("POST", wide, timeout=180)
                 after = await client.api("GET", f"{base}/releases")
                 report["after"] = {r["id"]: r for r in after["releases"]}
+                report["after_live"] = after["live"]
 
                 # Someone at the hospital without the custodian key swaps an approved artifact
                 # (and the digest the airlock noted): the sentry sends it, we refuse it.
@@ -262,6 +266,7 @@ def test_release_followed_fetched_and_verified(tmp_path, hospital, eg_gateway) -
             "verification.json",
         ]
     )
+    assert report["after_live"] is False  # listed from this server's own records
     assert report["after"][ids["mortality"]]["state"] == "delivered"
     assert report["after"][ids["mortality"]]["label"].startswith("delivered to releases/")
 
@@ -305,6 +310,24 @@ def test_release_followed_fetched_and_verified(tmp_path, hospital, eg_gateway) -
     assert len(wide["fetch_entries"]) == 3
     landed = tmp_path / "nb" / "releases" / "mortality-wide" / wide["artifact"]
     assert landed.stat().st_size == wide["size"]
+    # Each fetch reply's entry commits to its piece's SHA-256, not its bytes: the artifact is
+    # stored once, in releases/, and neither side's openings file holds a copy of it.
+    import hashlib
+
+    from bedside.ledger.openings import read_openings
+
+    session_dir = tmp_path / "sessions" / report["status"]["kernel_id"]
+    opened = read_openings(session_dir / "session.openings")
+    data, offset = landed.read_bytes(), 0
+    for index in wide["fetch_entries"]:
+        piece = json.loads(opened[index].content)["content"]["data"]
+        assert piece["sha256"] == hashlib.sha256(data[offset : offset + piece["bytes"]]).hexdigest()
+        offset += piece["bytes"]
+    assert offset == len(data)
+    assert (session_dir / "session.openings").stat().st_size < wide["size"] / 4
+    theirs = read_openings(hospital.state / report["status"]["session"] / "session.openings")
+    for index in wide["fetch_entries"]:
+        assert theirs[index].content == opened[index].content  # the same digest, no bytes
 
     # The swapped artifact: refused on arrival, nothing written, the reason shown.
     code, why = report["swapped"]
