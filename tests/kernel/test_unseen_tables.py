@@ -123,8 +123,10 @@ def test_row_structure_needs_informative_runs() -> None:
     rng = np.random.default_rng(4)
     n = 200_000
     frame = pd.DataFrame(
-        {"los_days": np.minimum(rng.negative_binomial(2, 0.35, n), 120),
-         "hba1c_mmol": np.round(rng.lognormal(np.log(42), 0.25, n), 1)}  # fmt: skip
+        {
+            "los_days": np.minimum(rng.negative_binomial(2, 0.35, n), 120),
+            "hba1c_mmol": np.round(rng.lognormal(np.log(42), 0.25, n), 1),
+        }  # fmt: skip
     )
     rows = RowStructure()
     rows.add_frame(frame, [])
