@@ -609,6 +609,8 @@ def _smallest(counts: pd.Series | pd.DataFrame) -> int:
     v = counts.to_numpy()
     if v.dtype.kind in "iub":
         return int(v.min())
+    if v.dtype.kind == "f":  # the per-cell counts of a crosstab: as stored, no conversion
+        return int(np.nanmin(v))
     return int(np.nanmin(np.asarray(counts, dtype=float)))
 
 
