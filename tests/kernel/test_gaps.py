@@ -279,8 +279,12 @@ def test_a_table_changed_in_place_is_judged_again(session: Session, column: str)
     again = session.execute(table)  # shown again: the remembered records, the same verdict
     assert again.of("execute_result")[0]["content"]["data"]["text/plain"] == text
     low, high = ("0", "1") if column == "readmitted" else ("'A'", "'B'")
-    change = (f"rows = e.index[e.site == 'East Clinic']\n"
-              f"e.loc[rows, {column!r}] = {low}\ne.loc[rows[:3], {column!r}] = {high}\n{table}")  # fmt: skip
+    change = "\n".join([
+        "rows = e.index[e.site == 'East Clinic']",
+        f"e.loc[rows, {column!r}] = {low}",
+        f"e.loc[rows[:3], {column!r}] = {high}",
+        table,
+    ])  # fmt: skip
     got = session.execute(change)
     shown = got.of("execute_result")[0]["content"]["data"]["text/plain"]
     east = next(line for line in shown.splitlines() if line.startswith("East"))
