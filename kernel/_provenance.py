@@ -374,26 +374,31 @@ class ProvenanceTracker:
 
         def compute() -> tuple[Any, Any, Any, Any]:
             codes, sizes = _group_codes(gb)
-            records = self._grouped(
-                (obj.index, codes, sizes.index),
-                lambda: _group_records(obj.index, codes, sizes.index, self._index_hashes),
-            )
+
+            def records_of() -> dict[Any, np.ndarray]:
+                return self._grouped(
+                    (obj.index, codes, sizes.index),
+                    lambda: _group_records(obj.index, codes, sizes.index, self._index_hashes),
+                )
+
             counts = counted if counted is not None else sizes
             positives = top = None
+            if kind == "magnitude" and isinstance(obj, pd.Series):
+                # one lookup for the records and the contributions of the values
+                v = obj.to_numpy()
+                records, positives, top = self._grouped(
+                    (obj.index, codes, sizes.index, v),
+                    lambda: (records_of(), *_contributions(v, codes, sizes.index)),
+                )
+                return counts, positives, top, records
+            records = records_of()
             if kind == "magnitude":
-                if isinstance(obj, pd.Series):
-                    v = obj.to_numpy()
-                    positives, top = self._grouped(
-                        (obj.index, codes, sizes.index, v),
-                        lambda: _contributions(v, codes, sizes.index),
-                    )
-                else:
-                    pos = {}
-                    for c in (c for c in obj.columns if c in result_columns):
-                        p, _ = _contributions(obj[c].to_numpy(), codes, sizes.index)
-                        if p is not None:
-                            pos[c] = p
-                    positives = pd.DataFrame(pos) if pos else None
+                pos = {}
+                for c in (c for c in obj.columns if c in result_columns):
+                    p, _ = _contributions(obj[c].to_numpy(), codes, sizes.index)
+                    if p is not None:
+                        pos[c] = p
+                positives = pd.DataFrame(pos) if pos else None
             return counts, positives, top, records
 
         ann = Annotation(

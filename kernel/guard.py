@@ -223,11 +223,11 @@ class OutputGuard:
         masks: list[tuple[str, ...]] = []
         to_log: list[tuple[tuple[Any, ...], np.ndarray | None]] = []
         changed = False
-        for i, row in enumerate(frame.index):
-            for j, col in enumerate(frame.columns):
-                stat = ann.column_stats.get(col, ann.statistic)
-                if stat == "mixed":
-                    stat = str(col) if str(col) in ("count", "size", "sum", "mean") else "mean"
+        columns = _labels(frame.columns)
+        stats = [_column_stat(ann, col) for col in columns]
+        for i, row in enumerate(_labels(frame.index)):
+            for j, col in enumerate(columns):
+                stat = stats[j]
                 if row_counts is not None:
                     n = _count(row_counts.get(row), fallback)
                 elif cell_counts is not None:
@@ -647,11 +647,12 @@ def _cells_dict(counts: pd.DataFrame) -> dict[tuple[Any, Any], Any] | None:
     """{(row, column): count} of a frame with unique labels (else None: `_lookup` per cell)."""
     if not (counts.index.is_unique and counts.columns.is_unique):
         return None
+    columns = _labels(counts.columns)
     try:
         return {
             (r, c): v
-            for r, row in zip(counts.index, counts.to_numpy().tolist(), strict=True)
-            for c, v in zip(counts.columns, row, strict=True)
+            for r, row in zip(_labels(counts.index), counts.to_numpy().tolist(), strict=True)
+            for c, v in zip(columns, row, strict=True)
         }
     except TypeError:  # unhashable labels
         return None
@@ -663,19 +664,48 @@ def _top_dict(top: pd.DataFrame | None) -> dict[Any, dict[str, float]]:
         return {}
     cols = [str(c) for c in top.columns]
     try:
-        return {r: dict(zip(cols, row, strict=True))
-                for r, row in zip(top.index, top.to_numpy().tolist(), strict=True)}  # fmt: skip
+        rows = zip(_labels(top.index), top.to_numpy().tolist(), strict=True)
+        return {r: dict(zip(cols, row, strict=True)) for r, row in rows}
     except TypeError:  # unhashable labels
         return top.to_dict("index")
 
 
+_FAMILY = {"mean": "sum", "size": "count"}
+
+
 def _family(stat: Any) -> str:
-    return {"mean": "sum", "size": "count"}.get(str(stat), str(stat))
+    return _FAMILY.get(str(stat), str(stat))
+
+
+def _column_stat(ann: Annotation, col: Any) -> Any:
+    stat = ann.column_stats.get(col, ann.statistic)
+    if stat == "mixed":
+        stat = str(col) if str(col) in ("count", "size", "sum", "mean") else "mean"
+    return stat
+
+
+def _labels(index: Any) -> list[Any]:
+    """The labels of an index as iterating it gives them. A pyarrow-backed string index is read
+    in one conversion: iterating it converts label by label, thirty times slower, and the guard
+    reads the labels of every aggregate it judges several times."""
+    if (
+        isinstance(index, pd.Index)
+        and not isinstance(index, pd.MultiIndex)
+        and isinstance(index.dtype, pd.StringDtype)
+    ):
+        arrow = getattr(index.array, "_pa_array", None)
+        if arrow is not None:
+            out: list[Any] = arrow.to_pylist()
+            if arrow.null_count:
+                na = index.dtype.na_value
+                out = [na if v is None else v for v in out]
+            return out
+    return list(index)
 
 
 def _as_dict(series: pd.Series) -> dict[Any, Any]:
     try:
-        return dict(zip(series.index, series.to_numpy(), strict=True))
+        return dict(zip(_labels(series.index), series.to_numpy(), strict=True))
     except TypeError:  # unhashable labels
         return {}
 
