@@ -301,7 +301,7 @@ class OutputGuard:
         for prev in self.released.get(key, ()):
             if abs(prev.size - records.size) >= self.rules.min_cell_count:
                 continue
-            if prev.size == records.size and (prev == records).all():
+            if prev is records or (prev.size == records.size and (prev == records).all()):
                 continue  # the same records again: nothing to tell apart (setxor1d sorts)
             d = _xor_size(prev, records)
             if 0 < d < self.rules.min_cell_count:
@@ -313,7 +313,10 @@ class OutputGuard:
             if records is None:
                 continue
             kept = self.released.setdefault(key, [])
-            if not any(p.size == records.size and (p == records).all() for p in kept):
+            # the very same array: record sets come from the tracker's memo and are never
+            # changed, so identity is equality (and spares comparing the hashes again)
+            if not any(p is records or (p.size == records.size and (p == records).all())
+                       for p in kept):  # fmt: skip
                 kept.append(records)
                 del kept[:-4]
         while len(self.released) > 5000:
@@ -662,7 +665,7 @@ def _top_dict(top: pd.DataFrame | None) -> dict[Any, dict[str, float]]:
     """`top.to_dict("index")` without pandas' per-row machinery."""
     if top is None:
         return {}
-    cols = [str(c) for c in top.columns]
+    cols = [str(c) for c in _labels(top.columns)]
     try:
         rows = zip(_labels(top.index), top.to_numpy().tolist(), strict=True)
         return {r: dict(zip(cols, row, strict=True)) for r, row in rows}
@@ -711,6 +714,8 @@ def _as_dict(series: pd.Series) -> dict[Any, Any]:
 
 
 def _count(v: Any, fallback: Any) -> Any:
+    if type(v) is int or isinstance(v, np.integer):  # the usual case: no pd.isna on a scalar
+        return int(v)
     try:
         return fallback if v is None or pd.isna(v) else int(v)
     except (TypeError, ValueError):
