@@ -90,19 +90,27 @@ _PROTOCOL = frozenset(
 
 
 def _strings(obj: Any) -> Iterator[str]:
+    """Every string of a message's content, keys included, in document order."""
+    out: list[str] = []
+    _collect_strings(obj, out)
+    return iter(out)
+
+
+def _collect_strings(obj: Any, out: list[str]) -> None:
+    # appends to one list rather than nesting generators: this runs on every message
     if isinstance(obj, str):
         if obj not in _PROTOCOL:
-            yield obj
+            out.append(obj)
     elif isinstance(obj, dict):
         for k, v in obj.items():
             if isinstance(k, str) and k not in _PROTOCOL:
-                yield k
-            yield from _strings(v)
+                out.append(k)
+            _collect_strings(v, out)
     elif isinstance(obj, (list, tuple)):
         for v in obj:
-            yield from _strings(v)
+            _collect_strings(v, out)
     elif obj is not None and not isinstance(obj, (bool, int, float)):
-        yield str(obj)
+        out.append(str(obj))
 
 
 class OutputGuard:
