@@ -293,7 +293,8 @@ class ProvenanceTracker:
         remembered for the last few keys (the result's labels and every input column by
         `series_key`): a table shown again costs a comparison of its inputs, not the grouping,
         the sorts and the per-cell frames."""
-        return _remembered(self._cells_cache, key, compute)
+        # four entries: a numeric key column is kept as a copy (8 MB per column at 1M records)
+        return _remembered(self._cells_cache, key, compute, size=4)
 
     def is_record_axis(self, labels: pd.Index, table: str) -> bool:
         """True when the labels are record labels of the table (rows, not column names)."""
