@@ -9,10 +9,13 @@ when other processes load the machine and make the wall-clock figures noisy.
 
     .venv/bin/python bench/bench_kernel_cell.py [--runs 200] [--fresh] [--out FILE]
 
-The guard remembers what it worked out for outputs and groupings it has just seen (the text scan
-of an identical output, the record sets of the same groups), so a cell run again costs it less
-than a new one. `--fresh` adds cells whose output and records differ on every run, to measure
-the guard on outputs it has not seen (the target is stated for the default cells).
+The guard remembers what it worked out for outputs and groupings it has just seen (the text and
+row-order scans of an identical output, the record sets of the same groups, the per-cell records
+of a crosstab or pivot_table over the same columns), so a cell run again costs it less than a
+new one; every memo is keyed by the data it depends on (copied arrays, immutable pyarrow arrays,
+versions of the indexes), never by object identity alone, so changed data is judged again
+(tests/kernel/test_memos.py). `--fresh` adds cells whose output and records differ on every run,
+to measure the guard on outputs it has not seen (the target is stated for the default cells).
 """
 
 from __future__ import annotations

@@ -103,6 +103,31 @@ def table_of(obj: object, tracker: ProvenanceTracker) -> str | None:
     return ann.table if ann else "?"
 
 
+class _Identity:
+    """A key part equal only to the very same object: an immutable pyarrow array held by a
+    memo (so its id cannot be reused while the memo holds it) has the same values whenever it
+    is the same object; pandas replaces it, never changes it, when the column is written."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+
+class _Strings:
+    """A key part for an object array of `str` only (checked when the part is made): equal
+    arrays of strings are equal element by element, which objects of other types need not be
+    (a class may define `__eq__` as it likes), so those are never compared."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _same(a: Any, b: Any) -> bool:
     """Equal keys of `ProvenanceTracker._grouped`: the same labels, or equal arrays."""
     if isinstance(a, pd.Index):
@@ -114,7 +139,57 @@ def _same(a: Any, b: Any) -> bool:
             return bool(np.array_equal(a, b, equal_nan=True))
         if a.dtype.kind in "iub":
             return bool(np.array_equal(a, b))
+        return False
+    if isinstance(a, _Identity):
+        return isinstance(b, _Identity) and a.obj is b.obj
+    if isinstance(a, _Strings):
+        return (isinstance(b, _Strings) and a.values.shape == b.values.shape
+                and bool(np.array_equal(a.values, b.values)))  # fmt: skip
+    if isinstance(a, tuple):
+        return (isinstance(b, tuple) and len(a) == len(b)
+                and all(_same(x, y) for x, y in zip(a, b, strict=True)))  # fmt: skip
+    if isinstance(a, _SCALARS):
+        return type(a) is type(b) and a == b  # NaN never equals itself: computed again
     return False  # other values (objects, extension arrays): computed again
+
+
+def _kept(part: Any) -> Any:
+    """A key part as a memo keeps it: arrays copied, so data changed in place later compares
+    unequal."""
+    if isinstance(part, np.ndarray):
+        return np.array(part, copy=True)
+    if isinstance(part, _Strings):
+        return _Strings(np.array(part.values, copy=True))
+    if isinstance(part, tuple):
+        return tuple(_kept(p) for p in part)
+    return part
+
+
+def series_key(s: pd.Series) -> tuple[Any, ...]:
+    """A memo key part for a Series' labels and values (see `_same`): numeric and boolean
+    arrays as they are, pyarrow-backed arrays by identity, categoricals by codes and
+    categories, object arrays of strings compared string by string. Values of any other kind
+    get a part equal to nothing, so a memo computes again."""
+    values: Any = s.array
+    pa = getattr(values, "_pa_array", None)
+    if pa is not None:
+        part: Any = _Identity(pa)
+    elif isinstance(values, pd.Categorical):
+        part = (values.codes, values.categories, bool(values.ordered))
+    elif isinstance(s.dtype, np.dtype) and s.dtype.kind in "fiubO":
+        arr = s.to_numpy()
+        if arr.dtype == object:
+            if pd.api.types.infer_dtype(arr, skipna=False) != "string":
+                return (s.index, str(s.dtype), _NEVER)
+            part = _Strings(arr)
+        else:
+            part = arr
+    else:
+        part = _NEVER
+    return (s.index, str(s.dtype), part)
+
+
+_NEVER = object()  # equal to no key part (`_same` returns False for unknown objects)
 
 
 def _label_hashes(index: pd.Index) -> np.ndarray:
@@ -149,6 +224,7 @@ class ProvenanceTracker:
         # through views) is a safe key while the index is held here
         self._hash_cache: list[tuple[pd.Index, tuple[np.ndarray, np.ndarray]]] = []
         self._group_cache: list[tuple[tuple[Any, ...], Any]] = []  # see `_grouped`
+        self._cells_cache: list[tuple[tuple[Any, ...], Any]] = []  # see `_cells`
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -210,14 +286,15 @@ class ProvenanceTracker:
         and contributions are the same, and comparing the arrays costs far less than the sorts
         and scatters that compute them. Arrays are kept as copies, so a frame changed in place
         later compares unequal."""
-        for ref, value in self._group_cache:
-            if len(ref) == len(key) and all(_same(a, b) for a, b in zip(ref, key, strict=True)):
-                return value
-        value = compute()
-        kept = tuple(np.array(k, copy=True) if isinstance(k, np.ndarray) else k for k in key)
-        self._group_cache.insert(0, (kept, value))
-        del self._group_cache[8:]
-        return value
+        return _remembered(self._group_cache, key, compute)
+
+    def _cells(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        """`compute()` of the per-cell records and contributions of a crosstab or pivot_table,
+        remembered for the last few keys (the result's labels and every input column by
+        `series_key`): a table shown again costs a comparison of its inputs, not the grouping,
+        the sorts and the per-cell frames."""
+        # four entries: a numeric key column is kept as a copy (8 MB per column at 1M records)
+        return _remembered(self._cells_cache, key, compute, size=4)
 
     def is_record_axis(self, labels: pd.Index, table: str) -> bool:
         """True when the labels are record labels of the table (rows, not column names)."""
@@ -298,26 +375,31 @@ class ProvenanceTracker:
 
         def compute() -> tuple[Any, Any, Any, Any]:
             codes, sizes = _group_codes(gb)
-            records = self._grouped(
-                (obj.index, codes, sizes.index),
-                lambda: _group_records(obj.index, codes, sizes.index, self._index_hashes),
-            )
+
+            def records_of() -> dict[Any, np.ndarray]:
+                return self._grouped(
+                    (obj.index, codes, sizes.index),
+                    lambda: _group_records(obj.index, codes, sizes.index, self._index_hashes),
+                )
+
             counts = counted if counted is not None else sizes
             positives = top = None
+            if kind == "magnitude" and isinstance(obj, pd.Series):
+                # one lookup for the records and the contributions of the values
+                v = obj.to_numpy()
+                records, positives, top = self._grouped(
+                    (obj.index, codes, sizes.index, v),
+                    lambda: (records_of(), *_contributions(v, codes, sizes.index)),
+                )
+                return counts, positives, top, records
+            records = records_of()
             if kind == "magnitude":
-                if isinstance(obj, pd.Series):
-                    v = obj.to_numpy()
-                    positives, top = self._grouped(
-                        (obj.index, codes, sizes.index, v),
-                        lambda: _contributions(v, codes, sizes.index),
-                    )
-                else:
-                    pos = {}
-                    for c in (c for c in obj.columns if c in result_columns):
-                        p, _ = _contributions(obj[c].to_numpy(), codes, sizes.index)
-                        if p is not None:
-                            pos[c] = p
-                    positives = pd.DataFrame(pos) if pos else None
+                pos = {}
+                for c in (c for c in obj.columns if c in result_columns):
+                    p, _ = _contributions(obj[c].to_numpy(), codes, sizes.index)
+                    if p is not None:
+                        pos[c] = p
+                positives = pd.DataFrame(pos) if pos else None
             return counts, positives, top, records
 
         ann = Annotation(
@@ -346,6 +428,20 @@ class ProvenanceTracker:
             return
         self._patched = True
         _install_patches(self)
+
+
+def _remembered(
+    cache: list[tuple[tuple[Any, ...], Any]], key: tuple[Any, ...], compute: Callable[[], Any],
+    size: int = 8,
+) -> Any:  # fmt: skip
+    """`compute()`, or the value remembered in `cache` for an equal key (`_same`, part by part)."""
+    for ref, value in cache:
+        if len(ref) == len(key) and all(_same(a, b) for a, b in zip(ref, key, strict=True)):
+            return value
+    value = compute()
+    cache.insert(0, (_kept(key), value))
+    del cache[size:]
+    return value
 
 
 _ORIG: dict[str, Callable[..., Any]] = {}
@@ -755,6 +851,28 @@ def _cell_key_parts(label: Any, n: int) -> tuple[Any, ...]:
     return tuple(label) if isinstance(label, tuple) else (label,)
 
 
+@dataclass(frozen=True)
+class Cells:
+    """What `cells_of` works out for a crosstab / pivot_table result (see `apply_cells`)."""
+
+    counts: pd.DataFrame
+    positives: pd.DataFrame | None  # None: the annotation keeps its own
+    cell_top: dict[tuple[Any, Any], tuple[float, float, float]] | None
+    cell_records: dict[tuple[Any, Any], np.ndarray] | None
+
+
+def apply_cells(ann: Annotation, cells: Cells | None) -> None:
+    """Put the per-cell counts, contributions and records on the annotation (None: the first
+    wrapper's coarser annotation stays)."""
+    if cells is None:
+        return
+    ann.counts = cells.counts
+    if cells.positives is not None:
+        ann.positives = cells.positives
+    ann.cell_top = cells.cell_top
+    ann.cell_records = cells.cell_records
+
+
 def annotate_cells(
     tracker: ProvenanceTracker,
     ann: Annotation,
@@ -765,14 +883,29 @@ def annotate_cells(
     values: dict[Any, pd.Series],
     margins_name: Any = None,
 ) -> None:
-    """Per cell of a crosstab / pivot_table result: records, contributions and counts.
+    """`cells_of` put on the annotation (computed every time; the hooks go through
+    `ProvenanceTracker._cells`)."""
+    apply_cells(ann, cells_of(result, keys, n_rows, n_cols, values, margins_name))
+
+
+def cells_of(
+    result: pd.DataFrame,
+    keys: pd.DataFrame,
+    n_rows: int,
+    n_cols: int,
+    values: dict[Any, pd.Series],
+    margins_name: Any = None,
+) -> Cells | None:
+    """Per cell of a crosstab / pivot_table result: records, contributions and counts, or None
+    when the result is too large or of a shape not understood.
 
     `keys` holds the row keys then the column keys (one column each) of every record, indexed by
     record label; `values` maps each value name to its values (aligned with `keys`). Cells of
-    the margins are the unions of the cells they sum.
+    the margins are the unions of the cells they sum. A function of its arguments only, so
+    `ProvenanceTracker._cells` may remember it.
     """
     if not isinstance(result, pd.DataFrame) or result.size > MAX_TRACKED_GROUPS:
-        return
+        return None
     key_cols = list(keys.columns)
     if keys.isna().to_numpy().any():
         keys = keys.dropna(subset=key_cols)
@@ -786,7 +919,7 @@ def annotate_cells(
     codes, first = _factorize_first(combined)
     groups = {tuple(u[c[i]] for c, u in levels): g for g, i in enumerate(first)}
     if len(groups) > MAX_TRACKED_GROUPS:
-        return
+        return None
     glabels = pd.RangeIndex(len(groups))
     records = _group_records(keys.index, np.asarray(codes), glabels)
     sizes = np.bincount(codes[codes >= 0], minlength=len(groups))
@@ -800,7 +933,7 @@ def annotate_cells(
         per_value[name] = (cnt, pos, top)
     nlev = result.columns.nlevels
     if nlev not in (n_cols, n_cols + 1) or (not values and nlev != max(n_cols, 1)):
-        return
+        return None
     counts = pd.DataFrame(0, index=result.index, columns=result.columns, dtype=float)
     positives = pd.DataFrame(np.nan, index=result.index, columns=result.columns)
     cell_records: dict[tuple[Any, Any], np.ndarray] = {}
@@ -837,11 +970,8 @@ def annotate_cells(
                 recs = [records[i] for i in members]
                 cell_records[(r, c)] = (np.sort(np.concatenate(recs)) if recs
                                         else np.empty(0, np.uint64))  # fmt: skip
-    ann.counts = counts
-    if values and positives.notna().any().any():
-        ann.positives = positives
-    ann.cell_top = cell_top or None
-    ann.cell_records = cell_records or None
+    return Cells(counts, positives if values and positives.notna().any().any() else None,
+                 cell_top or None, cell_records or None)  # fmt: skip
 
 
 def _factorize_first(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1064,9 +1194,16 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
 
         def cells() -> None:
             parts = [*rows, *cols]
-            keys = pd.concat([p.rename(i) for i, p in enumerate(parts)], axis=1)
-            vals = {} if values is None else {None: values}
-            annotate_cells(tracker, ann, result, keys, len(rows), len(cols), vals, margins)
+
+            def compute() -> Cells | None:
+                keys = pd.concat([p.rename(i) for i, p in enumerate(parts)], axis=1)
+                vals = {} if values is None else {None: values}
+                return cells_of(result, keys, len(rows), len(cols), vals, margins)
+
+            key = ("crosstab", len(rows), len(cols), margins, result.index, result.columns,
+                   tuple(series_key(p) for p in parts),
+                   None if values is None else series_key(values))  # fmt: skip
+            apply_cells(ann, tracker._cells(key, compute))
 
         _defer(ann, cells)
         return result
@@ -1098,9 +1235,19 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
         margins = kwargs.get("margins_name", "All") if kwargs.get("margins") else None
 
         def cells() -> None:
-            keys = pd.DataFrame({i: data[k] for i, k in enumerate(rk + ck)})
+            keys = {i: data[k] for i, k in enumerate(rk + ck)}
             vals = {v: data[v] for v in vnames if v in data.columns}
-            annotate_cells(tracker, ann, result, keys, len(rk), len(ck), vals, margins)
+
+            def compute() -> Cells | None:
+                return cells_of(result, pd.DataFrame(keys), len(rk), len(ck), vals, margins)
+
+            if not all(isinstance(s, pd.Series) for s in [*keys.values(), *vals.values()]):
+                apply_cells(ann, compute())  # duplicate column names: not remembered
+                return
+            key = ("pivot", len(rk), len(ck), margins, result.index, result.columns, data.index,
+                   tuple(series_key(s) for s in keys.values()),
+                   tuple((v, series_key(s)) for v, s in vals.items()))  # fmt: skip
+            apply_cells(ann, tracker._cells(key, compute))
 
         _defer(ann, cells)
         return result

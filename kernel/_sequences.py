@@ -187,6 +187,7 @@ class SequenceLog:
         self.hashes = np.empty(0, np.uint64)
         self.vocab = np.empty(0, np.uint64)
         self.chars: frozenset[str] = frozenset()
+        self.version = 0  # changes whenever hashes, vocab or chars do (`SequenceGuard.scan`)
         # Arrays from `.values` / `to_numpy`: checked lazily, most are temporaries of a model fit.
         self._pending: list[tuple[weakref.ref[np.ndarray], Any]] = []
         self._owners: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
@@ -245,6 +246,7 @@ class SequenceLog:
             self._lists.popitem(last=False)
 
     def _rebuild(self) -> None:
+        self.version += 1  # first, so even a rebuild that fails halfway forgets the verdicts
         runs = list(self._runs.values())
         self.hashes = np.unique(np.concatenate([r[0] for r in runs])) if runs else self.hashes
         self.vocab = np.unique(np.concatenate([r[1] for r in runs])) if runs else self.vocab
@@ -303,8 +305,10 @@ class TableSequences:
         self.vocab = np.empty(0, np.uint64)
         self.chars: frozenset[str] = frozenset()
         self.frames = 0
+        self.version = 0  # changes whenever by_k, vocab or chars may have (`SequenceGuard.scan`)
 
     def add_frame(self, frame: pd.DataFrame, skip: Iterable[str]) -> None:
+        self.version += 1  # first, so even an indexing that fails halfway forgets the verdicts
         skip = set(skip)
         n = len(frame)
         if n < 2:
@@ -359,12 +363,21 @@ class TableSequences:
         return any(strided_match(h, self.vocab, q, k) for k, h in self.by_k.items())
 
 
+MEMO_ENTRIES = 256  # texts whose verdicts `SequenceGuard.scan` remembers
+MEMO_MAX_CHARS = 16_384  # longer texts are scanned every time (bounds the memo's memory)
+
+
 class SequenceGuard:
     """The guard's view: is this object or text a protected sequence in record order?"""
 
     def __init__(self, log: SequenceLog) -> None:
         self.log = log
         self.tables = TableSequences()
+        # Verdicts of recently scanned texts. A verdict depends only on the text and on what the
+        # log and the table index hold, so the memo is keyed by their versions: an extraction
+        # noted or a table loaded since forgets every verdict.
+        self._memo: dict[str, str | None] = {}
+        self._memo_state: tuple[int, int] = (-1, -1)
 
     def sync_tables(self, frames: list[tuple[pd.DataFrame, list[str]]]) -> None:
         while self.tables.frames < len(frames):
@@ -378,6 +391,20 @@ class SequenceGuard:
         self.log.settle()
         if self.log.hashes.size == 0 and not self.tables.by_k:
             return None
+        if len(text) > MEMO_MAX_CHARS:
+            return self._scan(text)
+        state = (self.log.version, self.tables.version)
+        if state != self._memo_state:
+            self._memo.clear()
+            self._memo_state = state
+        elif text in self._memo:
+            return self._memo[text]
+        what = self._memo[text] = self._scan(text)
+        if len(self._memo) > MEMO_ENTRIES:
+            del self._memo[next(iter(self._memo))]
+        return what
+
+    def _scan(self, text: str) -> str | None:
         chars = self.log.chars | self.tables.chars
         tokens = text_tokens(text, chars)
         if len(tokens) < K_EXTRACT:

@@ -90,19 +90,27 @@ _PROTOCOL = frozenset(
 
 
 def _strings(obj: Any) -> Iterator[str]:
+    """Every string of a message's content, keys included, in document order."""
+    out: list[str] = []
+    _collect_strings(obj, out)
+    return iter(out)
+
+
+def _collect_strings(obj: Any, out: list[str]) -> None:
+    # appends to one list rather than nesting generators: this runs on every message
     if isinstance(obj, str):
         if obj not in _PROTOCOL:
-            yield obj
+            out.append(obj)
     elif isinstance(obj, dict):
         for k, v in obj.items():
             if isinstance(k, str) and k not in _PROTOCOL:
-                yield k
-            yield from _strings(v)
+                out.append(k)
+            _collect_strings(v, out)
     elif isinstance(obj, (list, tuple)):
         for v in obj:
-            yield from _strings(v)
+            _collect_strings(v, out)
     elif obj is not None and not isinstance(obj, (bool, int, float)):
-        yield str(obj)
+        out.append(str(obj))
 
 
 class OutputGuard:
@@ -223,11 +231,11 @@ class OutputGuard:
         masks: list[tuple[str, ...]] = []
         to_log: list[tuple[tuple[Any, ...], np.ndarray | None]] = []
         changed = False
-        for i, row in enumerate(frame.index):
-            for j, col in enumerate(frame.columns):
-                stat = ann.column_stats.get(col, ann.statistic)
-                if stat == "mixed":
-                    stat = str(col) if str(col) in ("count", "size", "sum", "mean") else "mean"
+        columns = _labels(frame.columns)
+        stats = [_column_stat(ann, col) for col in columns]
+        for i, row in enumerate(_labels(frame.index)):
+            for j, col in enumerate(columns):
+                stat = stats[j]
                 if row_counts is not None:
                     n = _count(row_counts.get(row), fallback)
                 elif cell_counts is not None:
@@ -301,7 +309,7 @@ class OutputGuard:
         for prev in self.released.get(key, ()):
             if abs(prev.size - records.size) >= self.rules.min_cell_count:
                 continue
-            if prev.size == records.size and (prev == records).all():
+            if prev is records or (prev.size == records.size and (prev == records).all()):
                 continue  # the same records again: nothing to tell apart (setxor1d sorts)
             d = _xor_size(prev, records)
             if 0 < d < self.rules.min_cell_count:
@@ -313,7 +321,10 @@ class OutputGuard:
             if records is None:
                 continue
             kept = self.released.setdefault(key, [])
-            if not any(p.size == records.size and (p == records).all() for p in kept):
+            # the very same array: record sets come from the tracker's memo and are never
+            # changed, so identity is equality (and spares comparing the hashes again)
+            if not any(p is records or (p.size == records.size and (p == records).all())
+                       for p in kept):  # fmt: skip
                 kept.append(records)
                 del kept[:-4]
         while len(self.released) > 5000:
@@ -609,6 +620,8 @@ def _smallest(counts: pd.Series | pd.DataFrame) -> int:
     v = counts.to_numpy()
     if v.dtype.kind in "iub":
         return int(v.min())
+    if v.dtype.kind == "f":  # the per-cell counts of a crosstab: as stored, no conversion
+        return int(np.nanmin(v))
     return int(np.nanmin(np.asarray(counts, dtype=float)))
 
 
@@ -645,11 +658,12 @@ def _cells_dict(counts: pd.DataFrame) -> dict[tuple[Any, Any], Any] | None:
     """{(row, column): count} of a frame with unique labels (else None: `_lookup` per cell)."""
     if not (counts.index.is_unique and counts.columns.is_unique):
         return None
+    columns = _labels(counts.columns)
     try:
         return {
             (r, c): v
-            for r, row in zip(counts.index, counts.to_numpy().tolist(), strict=True)
-            for c, v in zip(counts.columns, row, strict=True)
+            for r, row in zip(_labels(counts.index), counts.to_numpy().tolist(), strict=True)
+            for c, v in zip(columns, row, strict=True)
         }
     except TypeError:  # unhashable labels
         return None
@@ -659,26 +673,57 @@ def _top_dict(top: pd.DataFrame | None) -> dict[Any, dict[str, float]]:
     """`top.to_dict("index")` without pandas' per-row machinery."""
     if top is None:
         return {}
-    cols = [str(c) for c in top.columns]
+    cols = [str(c) for c in _labels(top.columns)]
     try:
-        return {r: dict(zip(cols, row, strict=True))
-                for r, row in zip(top.index, top.to_numpy().tolist(), strict=True)}  # fmt: skip
+        rows = zip(_labels(top.index), top.to_numpy().tolist(), strict=True)
+        return {r: dict(zip(cols, row, strict=True)) for r, row in rows}
     except TypeError:  # unhashable labels
         return top.to_dict("index")
 
 
+_FAMILY = {"mean": "sum", "size": "count"}
+
+
 def _family(stat: Any) -> str:
-    return {"mean": "sum", "size": "count"}.get(str(stat), str(stat))
+    return _FAMILY.get(str(stat), str(stat))
+
+
+def _column_stat(ann: Annotation, col: Any) -> Any:
+    stat = ann.column_stats.get(col, ann.statistic)
+    if stat == "mixed":
+        stat = str(col) if str(col) in ("count", "size", "sum", "mean") else "mean"
+    return stat
+
+
+def _labels(index: Any) -> list[Any]:
+    """The labels of an index as iterating it gives them. A pyarrow-backed string index is read
+    in one conversion: iterating it converts label by label, thirty times slower, and the guard
+    reads the labels of every aggregate it judges several times."""
+    if (
+        isinstance(index, pd.Index)
+        and not isinstance(index, pd.MultiIndex)
+        and isinstance(index.dtype, pd.StringDtype)
+    ):
+        arrow = getattr(index.array, "_pa_array", None)
+        if arrow is not None:
+            out: list[Any] = arrow.to_pylist()
+            if arrow.null_count:
+                na = index.dtype.na_value
+                out = [na if v is None else v for v in out]
+            return out
+    return list(index)
 
 
 def _as_dict(series: pd.Series) -> dict[Any, Any]:
     try:
-        return dict(zip(series.index, series.to_numpy(), strict=True))
+        return dict(zip(_labels(series.index), series.to_numpy(), strict=True))
     except TypeError:  # unhashable labels
         return {}
 
 
 def _count(v: Any, fallback: Any) -> Any:
+    if type(v) is int or isinstance(v, np.integer):  # the usual case: no pd.isna on a scalar
+        return int(v)
     try:
         return fallback if v is None or pd.isna(v) else int(v)
     except (TypeError, ValueError):

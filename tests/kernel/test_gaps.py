@@ -265,3 +265,28 @@ def test_a_few_birth_dates_alone_do_not_block_an_aggregate(session: Session, coh
     i = int(frame.index[frame.date_of_birth == firsts[0]][0])
     strong = session.execute(f"print(c.given_name.iloc[{i}], '{firsts[0]}')")
     assert "blocked" in strong.decisions(), strong.text()[:2000]
+
+
+@pytest.mark.parametrize("column", ["readmitted", "arm"])
+def test_a_table_changed_in_place_is_judged_again(session: Session, column: str) -> None:
+    """The guard remembers the records behind a crosstab's cells between cells: a frame changed
+    in place (a numpy column written through, a pyarrow column replaced) so that one cell now
+    counts three records must have that cell suppressed, not the earlier verdict reused."""
+    table = f"pd.crosstab(e.site, e.{column})"
+    first = session.execute(f"e = c.copy()\n{table}")
+    text = first.of("execute_result")[0]["content"]["data"]["text/plain"]
+    assert "suppressed" not in text and "blocked" not in first.decisions(), text
+    again = session.execute(table)  # shown again: the remembered records, the same verdict
+    assert again.of("execute_result")[0]["content"]["data"]["text/plain"] == text
+    low, high = ("0", "1") if column == "readmitted" else ("'A'", "'B'")
+    change = "\n".join([
+        "rows = e.index[e.site == 'East Clinic']",
+        f"e.loc[rows, {column!r}] = {low}",
+        f"e.loc[rows[:3], {column!r}] = {high}",
+        table,
+    ])  # fmt: skip
+    got = session.execute(change)
+    shown = got.of("execute_result")[0]["content"]["data"]["text/plain"]
+    east = next(line for line in shown.splitlines() if line.startswith("East"))
+    assert east.split()[-1] == "suppressed", shown
+    assert got.of("execute_result")[0]["metadata"]["bedside"]["decision"] == "redacted"
