@@ -50,14 +50,24 @@ def committed_bytes(
 
 
 def committed_from_content(
-    channel: str, msg_type: str, raw_content: bytes, buffers: list[bytes]
+    channel: str,
+    msg_type: str,
+    raw_content: bytes,
+    buffers: list[bytes],
+    content: dict[str, Any] | None = None,
 ) -> bytes:
     """`committed_bytes` around content already in canonical form (`canonical_json(content)`).
 
     RFC 8785 is compositional (keys sorted at every level), so the wrapper is spliced around the
     content's bytes instead of encoding the content a second time; the sentry sends the same
-    bytes as the message's content frame.
+    bytes as the message's content frame. Release fetch and entries replies commit to their bulk
+    fields by digest (`entries.committed_content`), so they take the general path: pass
+    `content` for them.
     """
+    if msg_type in (entries.FETCH_REPLY, entries.ENTRIES_REPLY):
+        if content is None:
+            raise ValueError(f"{msg_type} commits to digests of its content: pass the content")
+        return committed_bytes(channel, msg_type, content, buffers)
     hashes = b",".join(b'"' + hashlib.sha256(bytes(b)).hexdigest().encode() + b'"' for b in buffers)
     return b"".join(
         (

@@ -784,7 +784,7 @@ class Sentry:
             # One encoding of the content: its canonical bytes are both the content frame sent
             # and the middle of the committed bytes (any JSON reader reads them).
             raw_content = canonical_json(content)
-            committed = committed_from_content(channel, msg_type, raw_content, buffers)
+            committed = committed_from_content(channel, msg_type, raw_content, buffers, content)
         except Exception as exc:  # noqa: BLE001 - NaN, huge integers, non-JSON values
             log.warning("blocked a %s whose content cannot be encoded: %s", msg_type, exc)
             decision = Decision.block(
@@ -799,7 +799,7 @@ class Sentry:
             )
             header["msg_type"] = msg_type
             raw_content = canonical_json(content)
-            committed = committed_from_content(channel, msg_type, raw_content, buffers)
+            committed = committed_from_content(channel, msg_type, raw_content, buffers, content)
         if channel == "iopub" and msg_type in EGRESS_COUNTED and not decision.blocked:
             self.meter.egress_bytes += len(committed)
         if self._recording():

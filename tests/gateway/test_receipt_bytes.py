@@ -55,6 +55,32 @@ def test_committed_bytes_spliced_from_canonical_content_are_the_contract_bytes(c
     )
 
 
+@pytest.mark.parametrize(
+    ("msg_type", "content"),
+    [
+        (
+            entries.FETCH_REPLY,
+            {"request": "r1", "piece": 0, "data": base64.b64encode(b"w" * 99).decode()},
+        ),
+        (
+            entries.ENTRIES_REPLY,
+            {"entries": [{"index": 3, "salt": "c2FsdA==", "content": "eyJ4IjoxfQ=="}]},
+        ),
+    ],
+)
+def test_bulk_replies_commit_to_digests_not_to_the_bytes(msg_type, content):
+    # A release piece or a resent opening is committed by digest (the artifact is stored once):
+    # the sentry's spliced path must give the contract's bytes, not the spliced content.
+    raw = canonical_json(content)
+    spliced = committed_from_content("shell", msg_type, raw, [], content)
+    assert spliced == entries.output_committed_bytes(
+        channel="shell", msg_type=msg_type, content=content
+    )
+    assert raw not in spliced
+    with pytest.raises(ValueError, match="pass the content"):
+        committed_from_content("shell", msg_type, raw, [])
+
+
 @pytest.fixture
 def ledger(tmp_path):
     signer = Signer.generate("st-elsewhere")
