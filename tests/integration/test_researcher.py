@@ -68,6 +68,13 @@ def hospital_ledger(hospital: Any, session: str) -> Path:
     return path
 
 
+def both_ledgers(tmp_path: Path, hospital: Any, status: dict) -> tuple[list[str], Path, Path]:
+    """A session's two signers' keys, the researcher's ledger and the hospital's."""
+    keys = [hospital.verifier_key, status["researcher_key"]]
+    mine = tmp_path / "sessions" / status["kernel_id"] / "session.ledger"
+    return keys, mine, hospital_ledger(hospital, status["session"])
+
+
 def entries(path: Path) -> list[dict[str, Any]]:
     ledger = Ledger.open(path)
     try:
@@ -131,9 +138,7 @@ def test_lab_protocol_real_chain(tmp_path, hospital, eg_gateway) -> None:
     assert before["custodian_key"] == hospital.verifier_key
     assert sealed["state"] == "sealed"
     assert any(s["kernel_id"] == sealed["kernel_id"] for s in sealed["listing"]["sessions"])
-    keys = [hospital.verifier_key, sealed["researcher_key"]]
-    mine = tmp_path / "sessions" / sealed["kernel_id"] / "session.ledger"
-    theirs = hospital_ledger(hospital, sealed["session"])
+    keys, mine, theirs = both_ledgers(tmp_path, hospital, sealed)
     verify_ledger(mine, keys, openings=mine.with_suffix(".openings"))
     verify_ledger(theirs, keys)
     assert entries(mine) == entries(theirs)
@@ -179,9 +184,7 @@ def test_entries_sent_to_another_connection_are_fetched(tmp_path, hospital, eg_g
 
     sealed = asyncio.run(scenario())
     assert sealed["state"] == "sealed" and sealed["entries_in_flight"] == 0
-    keys = [hospital.verifier_key, sealed["researcher_key"]]
-    mine = tmp_path / "sessions" / sealed["kernel_id"] / "session.ledger"
-    theirs = hospital_ledger(hospital, sealed["session"])
+    keys, mine, theirs = both_ledgers(tmp_path, hospital, sealed)
     verify_ledger(mine, keys, openings=mine.with_suffix(".openings"))
     assert entries(mine) == entries(theirs)
     # the sealed ledger ends on the checkpoint over the seal, with both signatures
@@ -226,9 +229,7 @@ def test_websockets_dropped_and_reopened_as_jupyterlab_does(tmp_path, hospital, 
     sealed = asyncio.run(scenario())
     assert sealed["state"] == "sealed" and sealed["entries_in_flight"] == 0, sealed
     assert sealed["cells_run"] == 2
-    keys = [hospital.verifier_key, sealed["researcher_key"]]
-    mine = tmp_path / "sessions" / sealed["kernel_id"] / "session.ledger"
-    theirs = hospital_ledger(hospital, sealed["session"])
+    keys, mine, theirs = both_ledgers(tmp_path, hospital, sealed)
     report = verify_ledger(mine, keys, openings=mine.with_suffix(".openings"))
     assert entries(mine) == entries(theirs)
     assert [e["kind"] for e in entries(mine)].count("header") == 1
@@ -365,10 +366,8 @@ def test_gateway_killed_mid_cell(tmp_path, hospital, start_gateway) -> None:
     with start_gateway(specs, default="bedside") as gateway:
         status = asyncio.run(scenario(gateway))
     assert status["state"] == "interrupted"
-    keys = [hospital.verifier_key, status["researcher_key"]]
-    mine = tmp_path / "sessions" / status["kernel_id"] / "session.ledger"
+    keys, mine, theirs = both_ledgers(tmp_path, hospital, status)
     verify_ledger(mine, keys, openings=mine.with_suffix(".openings"), require_checkpoint=False)
-    theirs = hospital_ledger(hospital, status["session"])
     verify_ledger(theirs, keys, require_checkpoint=False)
     # ours is a prefix of theirs: every entry we hold is the hospital's
     ours = entries(mine)
