@@ -1,5 +1,6 @@
 """What the release tests share: the custodian's release rules, the torch model a cell trains at
-the hospital, the custodians' keys and `bedside review` as they run it.
+the hospital, the custodians' keys, and the `bedside` command line (`review`, `release verify`)
+run as a subprocess, as custodians and reviewers run it.
 
 The release tests (tests/release, tests/gateway/test_sentry_release.py,
 tests/integration/test_releases.py and test_run_releases.py, tests/frontend/test_releases.py)
@@ -61,13 +62,13 @@ def custodian_keys(folder: Path, *names: str) -> dict[str, Path]:
     return keys
 
 
-def bedside_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def bedside_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """`bedside ARGS...` as a subprocess, as a custodian or reviewer runs it."""
     return subprocess.run(
         [sys.executable, "-m", "bedside", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
     )
 
 

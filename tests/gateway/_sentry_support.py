@@ -29,13 +29,13 @@ from jupyter_client import BlockingKernelClient
 if str(Path(__file__).resolve().parents[2]) not in sys.path:
     sys.path.append(str(Path(__file__).resolve().parents[2]))
 
-from tests._hospital import (  # noqa: E402,F401 - the sentry tests import them from here
+# the sentry tests import the hospital's pieces from here
+from tests._hospital import (  # noqa: E402,F401  # noqa: E402
     IDENTIFIERS,
     Hospital,
     LeakOracle,
     make_patients,
     notices,
-    open_up,
     write_hospital,
 )
 

@@ -41,15 +41,7 @@ from bedside.gateway.eg import (
     local_kernelspec,
     sentry_kernelspec,
 )
-from tests._hospital import (  # noqa: F401 - the integration tests import them from here
-    IDENTIFIERS,
-    Hospital,
-    LeakOracle,
-    make_patients,
-    notices,
-    open_up,
-    write_hospital,
-)
+from tests._hospital import Hospital, LeakOracle, make_patients, notices, write_hospital  # noqa: F401
 from tests._release_support import release_policy
 
 USERNAME = "alice"
