@@ -1,10 +1,8 @@
-"""Shared pieces of the sentry tests: a synthetic hospital, a running sentry, a client that keeps
-every message it receives, and an oracle that looks for identifier values in them.
+"""Shared pieces of the sentry tests: a hospital with the sentry's policy, a running sentry, a
+client that keeps every message it receives, receipts and the researcher's mirror ledger.
 
-The oracle is deliberately independent of `bedside.policy`: it searches the raw identifier values
-of the table (case-insensitive substrings) in every string of every message, also after
-decoding base64 runs and big decimal numbers, so a guard bug in the shared scanner cannot hide
-itself.
+The synthetic patients and the leak oracle (deliberately independent of `bedside.policy`, so a
+guard bug in the shared scanner cannot hide itself) come from tests/_hospital.py.
 """
 
 from __future__ import annotations
@@ -29,8 +27,8 @@ from jupyter_client import BlockingKernelClient
 if str(Path(__file__).resolve().parents[2]) not in sys.path:
     sys.path.append(str(Path(__file__).resolve().parents[2]))
 
-# the sentry tests import the hospital's pieces from here
-from tests._hospital import (  # noqa: E402,F401  # noqa: E402
+# (the sentry tests import these from here)
+from tests._hospital import (  # noqa: E402,F401
     IDENTIFIERS,
     Hospital,
     LeakOracle,
