@@ -68,6 +68,42 @@ def open_up(path: Path) -> None:
         parent.chmod(parent.stat().st_mode | 0o755)
 
 
+_POLICY = """\
+version: bedside/v1
+id: st-elsewhere
+datasets:
+  patients:
+    path: data/patients.parquet
+    record_id: mrn
+    identifiers: [mrn, name, dob, postcode, phone]
+outputs:
+  mime_allow: [text/plain, text/html, image/png, application/json]
+  max_output_bytes: {max_output_bytes}
+  session_egress_bytes: {egress}
+{limits}session:
+  max_cells: {max_cells}
+  max_cpu_seconds: 3600
+  max_egress_bytes: {egress}
+"""
+
+
+def hospital_policy(
+    *,
+    max_cells: int = 2000,
+    egress: int = 50_000_000,
+    max_output_bytes: int = 1_000_000,
+    processes: int | None = None,
+) -> str:
+    """The policy of the test hospital `st-elsewhere` (its patients table, the usual MIME types),
+    with these session budgets, and with sandbox limits when `processes` is given."""
+    limits = ""
+    if processes is not None:
+        limits = f"limits:\n  memory_mb: 4096\n  cpu_seconds: 3600\n  processes: {processes}\n"
+    return _POLICY.format(
+        max_cells=max_cells, egress=egress, max_output_bytes=max_output_bytes, limits=limits
+    )
+
+
 @dataclass
 class Hospital:
     """A hospital on disk: its patients (data/patients.parquet), policy, custodian key and state

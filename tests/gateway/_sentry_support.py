@@ -32,28 +32,11 @@ from tests._hospital import (  # noqa: E402,F401
     IDENTIFIERS,
     Hospital,
     LeakOracle,
+    hospital_policy,
     make_patients,
     notices,
     write_hospital,
 )
-
-POLICY = """\
-version: bedside/v1
-id: st-elsewhere
-datasets:
-  patients:
-    path: data/patients.parquet
-    record_id: mrn
-    identifiers: [mrn, name, dob, postcode, phone]
-outputs:
-  mime_allow: [text/plain, text/html, image/png, application/json]
-  max_output_bytes: {max_output_bytes}
-  session_egress_bytes: {egress}
-session:
-  max_cells: {max_cells}
-  max_cpu_seconds: 3600
-  max_egress_bytes: {egress}
-"""
 
 
 def make_hospital(
@@ -64,7 +47,7 @@ def make_hospital(
     egress: int = 50_000_000,
     max_output_bytes: int = 1_000_000,
 ) -> Hospital:
-    text = POLICY.format(max_cells=max_cells, egress=egress, max_output_bytes=max_output_bytes)
+    text = hospital_policy(max_cells=max_cells, egress=egress, max_output_bytes=max_output_bytes)
     return write_hospital(root, frame, text)
 
 

@@ -41,41 +41,30 @@ from bedside.gateway.eg import (
     local_kernelspec,
     sentry_kernelspec,
 )
-from tests._hospital import Hospital, LeakOracle, make_patients, notices, write_hospital  # noqa: F401
+from tests._hospital import (  # noqa: F401 - LeakOracle, notices: for the integration tests
+    Hospital,
+    LeakOracle,
+    hospital_policy,
+    make_patients,
+    notices,
+    write_hospital,
+)
 from tests._release_support import release_policy
 
 USERNAME = "alice"
-
-POLICY = """\
-version: bedside/v1
-id: st-elsewhere
-datasets:
-  patients:
-    path: data/patients.parquet
-    record_id: mrn
-    identifiers: [mrn, name, dob, postcode, phone]
-outputs:
-  mime_allow: [text/plain, text/html, image/png, application/json]
-  max_output_bytes: 4000000
-  session_egress_bytes: 200000000
-limits:
-  memory_mb: 4096
-  cpu_seconds: 3600
-  processes: {processes}
-session:
-  max_cells: 5000
-  max_cpu_seconds: 3600
-  max_egress_bytes: 200000000
-"""
 
 
 def make_hospital(
     root: Path, *, frame: pd.DataFrame | None = None, processes: int = 128, extra_policy: str = ""
 ) -> Hospital:
-    """The hospital of the integration tests: `frame` as data/patients.parquet, POLICY (with
-    `processes` and `extra_policy` added), the custodian key, the state directory."""
+    """The hospital of the integration tests: `frame` as data/patients.parquet, its policy (roomy
+    session budgets, `processes` for the sandbox, `extra_policy` appended), the custodian key,
+    the state directory."""
     frame = make_patients() if frame is None else frame
-    return write_hospital(root, frame, POLICY.format(processes=processes) + extra_policy)
+    policy = hospital_policy(
+        max_cells=5000, egress=200_000_000, max_output_bytes=4_000_000, processes=processes
+    )
+    return write_hospital(root, frame, policy + extra_policy)
 
 
 # The sandbox's RLIMIT_NPROC counts every process of the sandbox user on the machine: on a
