@@ -18,7 +18,14 @@ from typing import Any
 
 import nbformat
 import pytest
-from integration.conftest import Hospital, eg_gateway, make_hospital, start_gateway  # noqa: F401
+from integration.conftest import (  # noqa: F401
+    ROOMY,
+    Hospital,
+    RunningGateway,
+    eg_gateway,
+    make_hospital,
+    start_gateway,
+)
 from integration.test_anchor_devchain import start_devchain
 
 from bedside.extension._demo import deploy_demo_contract
@@ -51,13 +58,8 @@ LAB_SETTINGS = {
 
 @pytest.fixture(scope="module")
 def hospital(tmp_path_factory: pytest.TempPathFactory) -> Hospital:
-    """The integration hospital, with room for more processes: the sandbox's RLIMIT_NPROC
-    counts every process of the sandbox user on the machine, and on a machine shared with
-    other test runs 128 is reached (zmq then aborts with "Resource temporarily unavailable")."""
-    hospital = make_hospital(tmp_path_factory.mktemp("hospital"))
-    text = hospital.policy.read_text()
-    hospital.policy.write_text(text.replace("processes: 128", "processes: 4096"))
-    return hospital
+    """The integration hospital, with room for more processes (see ROOMY)."""
+    return make_hospital(tmp_path_factory.mktemp("hospital"), processes=ROOMY)
 
 
 @dataclass
@@ -85,49 +87,72 @@ class Lab:
         return f"{self.server.url}/lab/tree/{path}?token={self.server.token}&reset"
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory, eg_gateway) -> Iterator[Lab]:  # noqa: F811
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: `make system` installs it")
-    tmp = tmp_path_factory.mktemp("lab")
-    notebooks = tmp / "notebooks"
-    notebooks.mkdir()
-    nb = nbformat.read(WALKTHROUGH, as_version=4)
-    nb.metadata["bedside"]["intent"]["policy_id"] = "st-elsewhere"  # the fixture hospital
-    nb.metadata["kernelspec"]["name"] = eg_gateway.kernel_name
-    path = notebooks / WALKTHROUGH.name
-    nbformat.write(nb, path)
+def lab_notebook(
+    gateway: RunningGateway, cells: list[str] | None = None, intent: dict[str, Any] | None = None
+) -> nbformat.NotebookNode:
+    """The walkthrough notebook for the fixture hospital, or, with `cells`, a new notebook with
+    the walkthrough's kernelspec and intent (or `intent`) and those cells."""
+    walkthrough = nbformat.read(WALKTHROUGH, as_version=4)
+    walkthrough.metadata["kernelspec"]["name"] = gateway.kernel_name
+    walkthrough.metadata["bedside"]["intent"]["policy_id"] = "st-elsewhere"  # the fixture hospital
+    if cells is None:
+        return walkthrough
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = walkthrough.metadata["kernelspec"]
+    nb.metadata["bedside"] = {"intent": intent or walkthrough.metadata["bedside"]["intent"]}
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    return nb
+
+
+def lab_server(
+    tmp: Path, gateway: RunningGateway, notebooks: dict[str, nbformat.NotebookNode], **env: str
+) -> LabServer:
+    """A JupyterLab (not started) on the gateway, serving `notebooks` from tmp/notebooks, with
+    the quiet LAB_SETTINGS, its sessions in tmp/sessions and its log in tmp/jupyterlab.log."""
+    root = tmp / "notebooks"
+    root.mkdir()
+    for name, nb in notebooks.items():
+        nbformat.write(nb, root / name)
     settings = tmp / "lab-settings"
     for name, value in LAB_SETTINGS.items():
         target = settings / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(value))
-    chain = contextlib.ExitStack()
-    # the demo's chain: ganache with BedsideAnchor deployed, the extension pointed at it
-    rpc = chain.enter_context(start_devchain(tmp_path_factory.mktemp("ganache")))
-    try:
-        anchor_env = deploy_demo_contract(rpc, tmp / "secrets")
-    except BaseException:
-        chain.close()
-        raise
-    server = LabServer(
-        root_dir=notebooks,
-        gateway_url=eg_gateway.url,
-        gateway_token=eg_gateway.token,
+    return LabServer(
+        root_dir=root,
+        gateway_url=gateway.url,
+        gateway_token=gateway.token,
         sessions_dir=tmp / "sessions",
         researcher_key_file=str(tmp / "researcher.key"),
         log_path=tmp / "jupyterlab.log",
         lab=True,
         env={
-            "KERNEL_USERNAME": eg_gateway.username,
+            "KERNEL_USERNAME": gateway.username,
             "JUPYTERLAB_SETTINGS_DIR": str(settings),
             "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"),
-            **anchor_env,
+            **env,
         },
     )
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, eg_gateway) -> Iterator[Lab]:  # noqa: F811
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is missing: `make system` installs it")
+    tmp = tmp_path_factory.mktemp("lab")
+    chain = contextlib.ExitStack()
+    # the demo's chain: ganache with BedsideAnchor deployed, the extension pointed at it
+    rpc = chain.enter_context(start_devchain(tmp_path_factory.mktemp("ganache")))
+    try:
+        anchor_env = deploy_demo_contract(rpc, tmp / "secrets")
+        notebooks = {WALKTHROUGH.name: lab_notebook(eg_gateway)}
+        server = lab_server(tmp, eg_gateway, notebooks, **anchor_env)
+    except BaseException:
+        chain.close()
+        raise
     try:
         with server:
-            yield Lab(server, path, tmp / "sessions")
+            yield Lab(server, server.root_dir / WALKTHROUGH.name, tmp / "sessions")
     finally:
         chain.close()
     log = tmp / "jupyterlab.log"

@@ -16,16 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
 
 from bedside.ledger import verify_ledger
 
-from .conftest import CHROMIUM, LAB_SETTINGS, WALKTHROUGH, LabServer
+from .conftest import CHROMIUM, lab_notebook, lab_server
+from .test_lab import START
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
-
-START = 180_000  # ms: the kernel starts in the sandbox
 
 
 @pytest.fixture(scope="module")
@@ -33,36 +31,8 @@ def cold_lab(tmp_path_factory: pytest.TempPathFactory, eg_gateway) -> Iterator[t
     if not CHROMIUM.exists():
         pytest.fail("Debian's chromium is missing: `make system` installs it")
     tmp = tmp_path_factory.mktemp("cold-lab")
-    notebooks = tmp / "notebooks"
-    notebooks.mkdir()
-    walkthrough = nbformat.read(WALKTHROUGH, as_version=4)
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {**walkthrough.metadata["kernelspec"]}
-    nb.metadata["kernelspec"]["name"] = eg_gateway.kernel_name
-    nb.metadata["bedside"] = {"intent": {**walkthrough.metadata["bedside"]["intent"]}}
-    nb.metadata["bedside"]["intent"]["policy_id"] = "st-elsewhere"  # the fixture hospital
-    nb.cells = [nbformat.v4.new_code_cell("6 * 7")]
-    nbformat.write(nb, notebooks / "cold.ipynb")
-    settings = tmp / "lab-settings"
-    for name, value in LAB_SETTINGS.items():
-        target = settings / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(value))
-    server = LabServer(
-        root_dir=notebooks,
-        gateway_url=eg_gateway.url,
-        gateway_token=eg_gateway.token,
-        sessions_dir=tmp / "sessions",
-        researcher_key_file=str(tmp / "researcher.key"),
-        log_path=tmp / "jupyterlab.log",
-        lab=True,
-        env={
-            "KERNEL_USERNAME": eg_gateway.username,
-            "JUPYTERLAB_SETTINGS_DIR": str(settings),
-            "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"),
-        },
-    )
-    with server:
+    nb = lab_notebook(eg_gateway, ["6 * 7"])
+    with lab_server(tmp, eg_gateway, {"cold.ipynb": nb}) as server:
         yield server, tmp / "sessions"
 
 

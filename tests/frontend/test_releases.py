@@ -11,46 +11,21 @@ button. Screenshots go to test-artifacts/frontend/ (the docs' images).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
-from integration.conftest import Hospital, make_hospital, make_patients
+from integration.conftest import Hospital, make_release_hospital
 
-from bedside.ledger import Signer
+from tests._release_support import custodian_keys, review, train_and_release
 
-from .conftest import LAB_SETTINGS, LabServer
+from .conftest import LabServer, lab_notebook, lab_server
 from .test_lab import START, shot
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
-RELEASE = """\
-release:
-  approvals_required: 2
-  model: {mode: review, max_bytes: 5 MB, min_leaf_size: 10, mia_auc_max: 0.6}
-"""
-
-TRAIN = """\
-import numpy as np, torch
-torch.manual_seed(0); torch.set_num_threads(1)
-df = hospital.load("patients")
-X = df[["age", "los_days", "cost"]].to_numpy(dtype=np.float32)
-X = (X - X.mean(0)) / X.std(0)
-y = df["died"].to_numpy()
-net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-opt = torch.optim.Adam(net.parameters(), 1e-2)
-xt, yt = torch.tensor(X[:1500]), torch.tensor(y[:1500])
-for _ in range(100):
-    opt.zero_grad(); torch.nn.functional.cross_entropy(net(xt), yt).backward(); opt.step()
-for name in ("mortality", "mortality-draft"):
-    ticket = hospital.release(net, name=name, kind="model",
-                              train=(X[:1500], y[:1500]), holdout=(X[1500:], y[1500:]))
-    print(name, ticket.status)
-"""
+TRAIN = train_and_release("mortality", "mortality-draft")
 
 INTENT = {
     "purpose": "30-day mortality model",
@@ -63,58 +38,20 @@ INTENT = {
 
 @pytest.fixture(scope="module")
 def hospital(tmp_path_factory: pytest.TempPathFactory) -> Hospital:
-    hospital = make_hospital(
-        tmp_path_factory.mktemp("hospital"), frame=make_patients(2000, seed=11)
-    )
-    text = hospital.policy.read_text().replace("processes: 128", "processes: 4096")
-    hospital.policy.write_text(text + RELEASE)
-    return hospital
+    return make_release_hospital(tmp_path_factory.mktemp("hospital"))
 
 
 @pytest.fixture(scope="module")
 def release_lab(tmp_path_factory: pytest.TempPathFactory, eg_gateway) -> Iterator[LabServer]:
-    tmp = tmp_path_factory.mktemp("release-lab")
-    notebooks = tmp / "notebooks"
-    notebooks.mkdir()
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": eg_gateway.kernel_name,
-        "display_name": "bedside (hospital)",
-        "language": "python",
-    }
-    nb.metadata["bedside"] = {"intent": INTENT}
-    nb.cells = [nbformat.v4.new_code_cell(TRAIN)]
-    nbformat.write(nb, notebooks / "mortality.ipynb")
-    settings = tmp / "lab-settings"
-    for name, value in LAB_SETTINGS.items():
-        target = settings / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(value))
-    server = LabServer(
-        root_dir=notebooks,
-        gateway_url=eg_gateway.url,
-        gateway_token=eg_gateway.token,
-        sessions_dir=tmp / "sessions",
-        researcher_key_file=str(tmp / "researcher.key"),
-        log_path=tmp / "jupyterlab.log",
-        lab=True,
-        env={
-            "KERNEL_USERNAME": eg_gateway.username,
-            "JUPYTERLAB_SETTINGS_DIR": str(settings),
-            "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"),
-        },
-    )
-    with server:
+    nb = lab_notebook(eg_gateway, [TRAIN], INTENT)
+    with lab_server(
+        tmp_path_factory.mktemp("release-lab"), eg_gateway, {"mortality.ipynb": nb}
+    ) as server:
         yield server
 
 
-def review(state: Path, *args: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bedside", "review", "--state", str(state), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def approve_or_deny(state: Path, *args: str) -> None:
+    done = review(state, *args)
     assert done.returncode == 0, done.stderr
 
 
@@ -133,10 +70,7 @@ def refresh_until(page: Any, row: Any, state: str, tries: int = 60) -> None:
 def test_release_panel_follows_review_and_fetches(release_lab, browser, hospital, tmp_path):
     from playwright.sync_api import expect
 
-    keys = {}
-    for name in ("carol", "dave"):
-        keys[name] = tmp_path / f"{name}.key"
-        Signer.generate(name).save(keys[name])
+    keys = custodian_keys(tmp_path, "carol", "dave")
     context = browser.new_context(viewport={"width": 1500, "height": 950})
     page = context.new_page()
     try:
@@ -167,9 +101,9 @@ def test_release_panel_follows_review_and_fetches(release_lab, browser, hospital
 
         # Two custodians approve at the hospital.
         (state,) = [p.parent for p in hospital.state.glob("*/airlock.json")]
-        review(state, "approve", request_id, "--as", "carol", "--key", str(keys["carol"]))
-        review(state, "approve", request_id, "--as", "dave", "--key", str(keys["dave"]))
-        review(
+        approve_or_deny(state, "approve", request_id, "--as", "carol", "--key", str(keys["carol"]))
+        approve_or_deny(state, "approve", request_id, "--as", "dave", "--key", str(keys["dave"]))
+        approve_or_deny(
             state,
             "deny",
             str(draft.get_attribute("data-release-id")),

@@ -1,19 +1,15 @@
-"""Shared pieces of the sentry tests: a synthetic hospital, a running sentry, a client that keeps
-every message it receives, and an oracle that looks for identifier values in them.
+"""Shared pieces of the sentry tests: a hospital with the sentry's policy, a running sentry, a
+client that keeps every message it receives, receipts and the researcher's mirror ledger.
 
-The oracle is deliberately independent of `bedside.policy`: it searches the raw identifier values
-of the table (case-insensitive substrings) in every string of every message, also after
-decoding base64 runs and big decimal numbers, so a guard bug in the shared scanner cannot hide
-itself.
+The synthetic patients and the leak oracle (deliberately independent of `bedside.policy`, so a
+guard bug in the shared scanner cannot hide itself) come from tests/_hospital.py.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -24,84 +20,23 @@ from pathlib import Path
 from queue import Empty
 from typing import Any
 
-import ahocorasick
-import numpy as np
 import pandas as pd
-from faker import Faker
 from jupyter_client import BlockingKernelClient
 
-from bedside.ledger import Signer
+# The repo root, for tests._hospital: bench/sentry_relay.py imports this module by its folder alone.
+if str(Path(__file__).resolve().parents[2]) not in sys.path:
+    sys.path.append(str(Path(__file__).resolve().parents[2]))
 
-POLICY = """\
-version: bedside/v1
-id: st-elsewhere
-datasets:
-  patients:
-    path: data/patients.parquet
-    record_id: mrn
-    identifiers: [mrn, name, dob, postcode, phone]
-outputs:
-  mime_allow: [text/plain, text/html, image/png, application/json]
-  max_output_bytes: {max_output_bytes}
-  session_egress_bytes: {egress}
-session:
-  max_cells: {max_cells}
-  max_cpu_seconds: 3600
-  max_egress_bytes: {egress}
-"""
-
-WARDS = ["cardiology", "oncology", "renal", "respiratory", "geriatrics", "surgery"]
-DIAGNOSES = ["I21", "C34", "N18", "J44", "E11", "I50", "K57", "S72"]
-
-
-def make_patients(n: int = 5000, seed: int = 7) -> pd.DataFrame:
-    """The corpus table: mrn, name, dob, postcode, phone, sex, age, ward, diagnosis, ..."""
-    fake = Faker("en_GB")
-    Faker.seed(seed)
-    rng = np.random.default_rng(seed)
-    ages = rng.integers(18, 100, size=n)
-    dobs = [
-        fake.date_between_dates(
-            pd.Timestamp(2025 - int(a), 1, 1).date(), pd.Timestamp(2025 - int(a), 12, 28).date()
-        ).isoformat()
-        for a in ages
-    ]
-    return pd.DataFrame(
-        {
-            "mrn": [f"MRN{7_000_000 + i * 37:08d}" for i in range(n)],
-            "name": [fake.name() for _ in range(n)],
-            "dob": dobs,
-            "postcode": [fake.postcode() for _ in range(n)],
-            "phone": [fake.phone_number() for _ in range(n)],
-            "sex": rng.choice(["F", "M"], size=n),
-            "age": ages,
-            "ward": rng.choice(WARDS, size=n),
-            "diagnosis": rng.choice(DIAGNOSES, size=n),
-            "los_days": rng.poisson(5, size=n) + 1,
-            "cost": np.round(rng.gamma(2.0, 2500.0, size=n), 2),
-            "hiv": rng.random(n) < 0.02,
-            "died": (rng.random(n) < 0.1).astype(int),
-        }
-    )
-
-
-def open_up(path: Path) -> None:
-    """pytest's tmp dirs are 0700; the sandboxed kernel (nobody under root) must read data."""
-    for parent in [path, *path.parents]:
-        if str(parent) in ("/", "/tmp"):
-            break
-        parent.chmod(parent.stat().st_mode | 0o755)
-
-
-@dataclass
-class Hospital:
-    root: Path
-    policy: Path
-    key: Path
-    state: Path
-    data: Path
-    frame: pd.DataFrame
-    signer: Signer
+# (the sentry tests import these from here)
+from tests._hospital import (  # noqa: E402,F401
+    IDENTIFIERS,
+    Hospital,
+    LeakOracle,
+    hospital_policy,
+    make_patients,
+    notices,
+    write_hospital,
+)
 
 
 def make_hospital(
@@ -112,25 +47,8 @@ def make_hospital(
     egress: int = 50_000_000,
     max_output_bytes: int = 1_000_000,
 ) -> Hospital:
-    root.mkdir(parents=True, exist_ok=True)
-    open_up(root)
-    (root / "data").mkdir(exist_ok=True)
-    data = root / "data" / "patients.parquet"
-    frame.to_parquet(data)
-    data.chmod(0o644)
-    policy = root / "policy.yaml"
-    policy.write_text(
-        POLICY.format(max_cells=max_cells, egress=egress, max_output_bytes=max_output_bytes)
-    )
-    policy.chmod(0o644)
-    secrets = root / "secrets"
-    secrets.mkdir(mode=0o700, exist_ok=True)
-    key = secrets / "custodian.key"
-    signer = Signer.generate("st-elsewhere")
-    signer.save(key)
-    state = root / "state"
-    state.mkdir(mode=0o700, exist_ok=True)
-    return Hospital(root, policy, key, state, data, frame, signer)
+    text = hospital_policy(max_cells=max_cells, egress=egress, max_output_bytes=max_output_bytes)
+    return write_hospital(root, frame, text)
 
 
 def _free_ports(n: int) -> list[int]:
@@ -317,57 +235,6 @@ class Client:
         self.kc.stop_channels()
 
 
-_B64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
-_DEC = re.compile(r"\d{12,}")
-
-
-class LeakOracle:
-    """Case-insensitive substring search for every identifier value of the table."""
-
-    def __init__(self, frame: pd.DataFrame, columns: list[str]) -> None:
-        self.automaton = ahocorasick.Automaton()
-        for col in columns:
-            for value in frame[col].astype(str):
-                value = value.strip().lower()
-                if len(value) >= 6:
-                    self.automaton.add_word(value, (col, value))
-        self.automaton.make_automaton()
-
-    def _views(self, text: str) -> list[str]:
-        views = [text.lower()]
-        for m in _B64.finditer(text):
-            run = m.group(0)
-            try:
-                raw = base64.b64decode(run + "=" * (-len(run) % 4))
-                views.append(raw.decode("utf-8", errors="ignore").lower())
-            except (binascii.Error, ValueError):
-                pass
-        for m in _DEC.finditer(text):
-            n = int(m.group(0))
-            raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-            views.append(raw.decode("utf-8", errors="ignore").lower())
-        return views
-
-    def leaks(self, message: dict[str, Any]) -> list[str]:
-        """Which identifier columns appear in `message` (never the values themselves)."""
-        text = json.dumps(message, default=str, ensure_ascii=False)
-        found = set()
-        for view in self._views(text):
-            for _, (col, _value) in self.automaton.iter(view):
-                found.add(col)
-        return sorted(found)
-
-
-def notices(outputs: list[dict]) -> list[dict]:
-    """The bedside decisions of messages a guard blocked or redacted."""
-    out = []
-    for msg in outputs:
-        meta = msg.get("metadata", {}).get("bedside", {})
-        if meta.get("decision") in ("blocked", "redacted"):
-            out.append(meta)
-    return out
-
-
 def committed(channel: str, msg: dict[str, Any]) -> bytes:
     from bedside.ledger import entries
 
@@ -442,7 +309,6 @@ class Mirror:
 
 
 CORPUS = Path(__file__).parents[1] / "corpus"
-IDENTIFIERS = ["mrn", "name", "dob", "postcode", "phone"]
 
 
 def corpus(name: str) -> list[dict]:

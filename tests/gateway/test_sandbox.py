@@ -8,11 +8,9 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +20,7 @@ import pytest
 from bedside.errors import GatewayError
 from bedside.gateway import sandbox
 from bedside.gateway.sandbox import SANDBOX_ENV, SandboxSpec, bwrap_argv, launch
+from tests._hospital import egress_listener
 
 pytestmark = pytest.mark.skipif(
     sandbox.shutil.which("bwrap") is None, reason="bubblewrap missing: run `make system`"
@@ -90,26 +89,7 @@ def run_inside(code: str, spec: SandboxSpec, *, timeout: float = 60) -> tuple[in
 
 
 def test_l39_network_egress_reaches_nothing(world):
-    received: list[bytes] = []
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    server.settimeout(0.2)
-    port = server.getsockname()[1]
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            received.append(conn.recv(65536))
-            conn.close()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
+    with egress_listener() as (port, received):
         # L39 from the leak corpus, pointed at our listener.
         code = f"""
             import json, urllib.request, socket
@@ -128,10 +108,6 @@ def test_l39_network_egress_reaches_nothing(world):
             print(json.dumps(result))
         """
         rc, report = run_inside(code, world.spec)
-    finally:
-        stop.set()
-        thread.join()
-        server.close()
     assert rc == 0, report["_stderr"]
     assert report["urlopen"] != "sent"
     assert report["tcp"] != "connected"

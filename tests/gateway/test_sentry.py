@@ -22,15 +22,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _sentry_support import (  # noqa: E402
     IDENTIFIERS,
-    Client,
     LeakOracle,
     Mirror,
     corpus,
-    make_hospital,
     make_patients,
     notices,
     run_leak_cell,
-    start_sentry,
 )
 
 from bedside.ledger import openings_path, verify_ledger  # noqa: E402
@@ -46,25 +43,6 @@ def frame():
 @pytest.fixture(scope="module")
 def oracle(frame):
     return LeakOracle(frame, IDENTIFIERS)
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, frame):
-    root = tmp_path_factory.mktemp("sentry")
-    hospital = make_hospital(root / "hospital", frame=frame)
-    sentry = start_sentry(hospital, root / "run")
-    client = None
-    try:
-        client = Client.connect(sentry)
-        reply, _ = client.execute(
-            f"import pandas as pd, numpy as np\ndf = pd.read_parquet({str(hospital.data)!r})"
-        )
-        assert reply["content"]["status"] == "ok"
-        yield sentry, client
-    finally:
-        if client is not None:
-            client.close()
-        sentry.stop()
 
 
 def test_leak_corpus_leaks_nothing_on_any_channel(world, oracle):

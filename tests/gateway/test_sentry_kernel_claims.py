@@ -19,11 +19,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _sentry_support import (  # noqa: E402
     IDENTIFIERS,
-    Client,
     LeakOracle,
-    make_hospital,
     make_patients,
-    start_sentry,
 )
 
 from bedside.ledger import openings_path, verify_ledger  # noqa: E402
@@ -44,25 +41,6 @@ DISPLAY = (
 @pytest.fixture(scope="module")
 def frame():
     return make_patients(500, seed=13)
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, frame):
-    root = tmp_path_factory.mktemp("claims")
-    hospital = make_hospital(root / "hospital", frame=frame)
-    sentry = start_sentry(hospital, root / "run")
-    client = None
-    try:
-        client = Client.connect(sentry)
-        reply, _ = client.execute(
-            f"import pandas as pd\ndf = pd.read_parquet({str(hospital.data)!r})"
-        )
-        assert reply["content"]["status"] == "ok"
-        yield sentry, client
-    finally:
-        if client is not None:
-            client.close()
-        sentry.stop()
 
 
 def _entries_for(sentry, msg_ids: set[str]) -> list[dict]:

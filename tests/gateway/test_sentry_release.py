@@ -9,7 +9,6 @@ import base64
 import json
 import os
 import shutil
-import subprocess
 import sys
 import textwrap
 import time
@@ -27,42 +26,28 @@ from _sentry_support import (  # noqa: E402
     start_sentry,
 )
 
-from bedside.ledger import Signer  # noqa: E402
+from bedside.ledger import Ledger  # noqa: E402
+from tests._release_support import (  # noqa: E402
+    bedside_cli,
+    custodian_keys,
+    release_policy,
+    review,
+    train_and_release,
+)
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap missing: `make system`"),
 ]
 
-RELEASE = """\
-release:
-  approvals_required: 2
-  model: {mode: review, max_bytes: 5 MB, min_leaf_size: 10, mia_auc_max: 0.6}
-"""
-
-TRAIN = """\
-import numpy as np, torch
-torch.manual_seed(0); torch.set_num_threads(1)
-df = hospital.load("patients")
-X = df[["age", "los_days", "cost"]].to_numpy(dtype=np.float32)
-X = (X - X.mean(0)) / X.std(0)
-y = df["died"].to_numpy()
-net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-opt = torch.optim.Adam(net.parameters(), 1e-2)
-xt, yt = torch.tensor(X[:1500]), torch.tensor(y[:1500])
-for _ in range(100):
-    opt.zero_grad(); torch.nn.functional.cross_entropy(net(xt), yt).backward(); opt.step()
-t = hospital.release(net, name="mortality", kind="model",
-                     train=(X[:1500], y[:1500]), holdout=(X[1500:], y[1500:]))
-print(t.status, t.id)
-"""
+TRAIN = train_and_release("mortality")
 
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     root = tmp_path_factory.mktemp("sentry-release")
     hospital = make_hospital(root / "hospital", frame=make_patients(2000, seed=11))
-    hospital.policy.write_text(hospital.policy.read_text() + RELEASE)
+    hospital.policy.write_text(hospital.policy.read_text() + release_policy())
     sentry = start_sentry(
         hospital,
         root / "run",
@@ -85,15 +70,6 @@ def shown(outputs: list[dict]) -> str:
         m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream"
     ) + "".join(
         json.dumps(m["content"]) for m in outputs if m["msg_type"] in ("error", "execute_result")
-    )
-
-
-def bedside(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bedside", "review", "--state", str(state), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
 
 
@@ -133,7 +109,7 @@ def test_model_release_reviewed_fetched_and_verified(session, tmp_path):
         "the airlock to check the request",
     )
     assert rows[request_id]["required"] == 2
-    listed = bedside("list", "--json", state=state)
+    listed = review(state, "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert [r["status"] for r in json.loads(listed.stdout) if r["id"] == request_id] == ["pending"]
 
@@ -141,13 +117,10 @@ def test_model_release_reviewed_fetched_and_verified(session, tmp_path):
     early = client.request("bedside_release_fetch_request", {"id": request_id})
     assert early["content"]["status"] == "error" and "pending" in early["content"]["evalue"]
 
-    keys = {}
-    for name in ("dana", "alice", "bob"):
-        keys[name] = tmp_path / f"{name}.key"
-        Signer.generate(name).save(keys[name])
+    keys = custodian_keys(tmp_path, "dana", "alice", "bob")
 
     # The requester cannot approve her own request.
-    own = bedside("approve", request_id, "--as", "dana", "--key", str(keys["dana"]), state=state)
+    own = review(state, "approve", request_id, "--as", "dana", "--key", str(keys["dana"]))
     assert own.returncode == 0, own.stderr
     outcome = wait_for(
         lambda: list((state / "outbox" / request_id / "decisions").glob("*.outcome")),
@@ -155,7 +128,7 @@ def test_model_release_reviewed_fetched_and_verified(session, tmp_path):
     )
     assert "two_person_rule" in outcome[0].read_text()
     for name in ("alice", "bob"):
-        done = bedside("approve", request_id, "--as", name, "--key", str(keys[name]), state=state)
+        done = review(state, "approve", request_id, "--as", name, "--key", str(keys[name]))
         assert done.returncode == 0, done.stderr
     wait_for(
         lambda: release_rows(client)[request_id]["status"] == "delivered",
@@ -173,30 +146,20 @@ def test_model_release_reviewed_fetched_and_verified(session, tmp_path):
     for channel, msg in client.received:
         mirror.feed(channel, msg)
     mirror.finish().close()
-    verified = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bedside",
-            "release",
-            "verify",
-            str(artifact),
-            "--attestation",
-            str(envelope),
-            "--ledger",
-            str(tmp_path / "mirror.ledger"),
-            "--key",
-            hospital.signer.verifier_key,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    verified = bedside_cli(
+        "release",
+        "verify",
+        str(artifact),
+        "--attestation",
+        str(envelope),
+        "--ledger",
+        str(tmp_path / "mirror.ledger"),
+        "--key",
+        hospital.signer.verifier_key,
     )
     assert verified.returncode == 0, verified.stderr + verified.stdout
     assert "approvers: alice, bob" in verified.stdout
     # Every release step is in the hospital ledger.
-    from bedside.ledger import Ledger
-
     ledger = Ledger.open(sentry.ledger_path())
     steps = [
         e.get("step")

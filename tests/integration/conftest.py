@@ -1,6 +1,7 @@
 """Shared fixtures for tests that run a real Enterprise Gateway on loopback.
 
-- `hospital` (module): a synthetic patients table (Faker, fixed seed), a policy, a custodian key.
+- `hospital` (module): a synthetic patients table (bedside.policy.synthetic, fixed seed), a
+  policy, a custodian key.
 - `start_gateway` (module): a factory; `with start_gateway(kernelspecs=..., tls=...) as gw:` runs
   one Enterprise Gateway (from `.venv-eg`) and stops it, and every kernel it started, on exit.
 - `eg_gateway` (module): one gateway serving the guarded chain (`bedside`: sentry → bubblewrap →
@@ -14,11 +15,8 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import json
-import re
 import secrets
 import ssl
 import sys
@@ -30,11 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 import websocket
-from faker import Faker
 
 from bedside.errors import GatewayError
 from bedside.gateway.eg import (
@@ -45,107 +41,46 @@ from bedside.gateway.eg import (
     local_kernelspec,
     sentry_kernelspec,
 )
+from tests._hospital import (  # noqa: F401 - LeakOracle, notices: for the integration tests
+    Hospital,
+    LeakOracle,
+    hospital_policy,
+    make_patients,
+    notices,
+    write_hospital,
+)
+from tests._release_support import release_policy
 
 USERNAME = "alice"
 
-POLICY = """\
-version: bedside/v1
-id: st-elsewhere
-datasets:
-  patients:
-    path: data/patients.parquet
-    record_id: mrn
-    identifiers: [mrn, name, dob, postcode, phone]
-outputs:
-  mime_allow: [text/plain, text/html, image/png, application/json]
-  max_output_bytes: 4000000
-  session_egress_bytes: 200000000
-limits:
-  memory_mb: 4096
-  cpu_seconds: 3600
-  processes: 128
-session:
-  max_cells: 5000
-  max_cpu_seconds: 3600
-  max_egress_bytes: 200000000
-"""
 
-WARDS = ["cardiology", "oncology", "renal", "respiratory", "geriatrics", "surgery"]
-DIAGNOSES = ["I21", "C34", "N18", "J44", "E11", "I50", "K57", "S72"]
-IDENTIFIERS = ["mrn", "name", "dob", "postcode", "phone"]
-
-
-def make_patients(n: int = 5000, seed: int = 11) -> pd.DataFrame:
-    """The corpus table: mrn, name, dob, postcode, phone, sex, age, ward, diagnosis, ..."""
-    fake = Faker("en_GB")
-    Faker.seed(seed)
-    rng = np.random.default_rng(seed)
-    ages = rng.integers(18, 100, size=n)
-    return pd.DataFrame(
-        {
-            "mrn": [f"MRN{5_000_000 + i * 41:08d}" for i in range(n)],
-            "name": [fake.name() for _ in range(n)],
-            "dob": [
-                fake.date_between_dates(
-                    pd.Timestamp(2025 - int(a), 1, 1).date(),
-                    pd.Timestamp(2025 - int(a), 12, 28).date(),
-                ).isoformat()
-                for a in ages
-            ],
-            "postcode": [fake.postcode() for _ in range(n)],
-            "phone": [fake.phone_number() for _ in range(n)],
-            "sex": rng.choice(["F", "M"], size=n),
-            "age": ages,
-            "ward": rng.choice(WARDS, size=n),
-            "diagnosis": rng.choice(DIAGNOSES, size=n),
-            "los_days": rng.poisson(5, size=n) + 1,
-            "cost": np.round(rng.gamma(2.0, 2500.0, size=n), 2),
-            "hiv": rng.random(n) < 0.02,
-            "died": (rng.random(n) < 0.1).astype(int),
-        }
-    )
-
-
-def open_up(path: Path) -> None:
-    """pytest's tmp dirs are 0700; the sandboxed kernel (nobody under root) must read data."""
-    for parent in [path, *path.parents]:
-        if str(parent) in ("/", "/tmp"):
-            break
-        parent.chmod(parent.stat().st_mode | 0o755)
-
-
-@dataclass
-class Hospital:
-    root: Path
-    policy: Path
-    key: Path
-    state: Path
-    data: Path
-    frame: pd.DataFrame
-    verifier_key: str
-
-
-def make_hospital(root: Path, *, frame: pd.DataFrame | None = None) -> Hospital:
-    from bedside.ledger import Signer
-
+def make_hospital(
+    root: Path, *, frame: pd.DataFrame | None = None, processes: int = 128, extra_policy: str = ""
+) -> Hospital:
+    """The hospital of the integration tests: `frame` as data/patients.parquet, its policy (roomy
+    session budgets, `processes` for the sandbox, `extra_policy` appended), the custodian key,
+    the state directory."""
     frame = make_patients() if frame is None else frame
-    root.mkdir(parents=True, exist_ok=True)
-    open_up(root)
-    (root / "data").mkdir(exist_ok=True)
-    data = root / "data" / "patients.parquet"
-    frame.to_parquet(data)
-    data.chmod(0o644)
-    policy = root / "policy.yaml"
-    policy.write_text(POLICY)
-    policy.chmod(0o644)
-    keys = root / "secrets"
-    keys.mkdir(mode=0o700, exist_ok=True)
-    key = keys / "custodian.key"
-    signer = Signer.generate("st-elsewhere")
-    signer.save(key)
-    state = root / "state"
-    state.mkdir(mode=0o700, exist_ok=True)
-    return Hospital(root, policy, key, state, data, frame, signer.verifier_key)
+    policy = hospital_policy(
+        max_cells=5000, egress=200_000_000, max_output_bytes=4_000_000, processes=processes
+    )
+    return write_hospital(root, frame, policy + extra_policy)
+
+
+# The sandbox's RLIMIT_NPROC counts every process of the sandbox user on the machine: on a
+# machine shared with other test runs 128 is reached (zmq then aborts with "Resource temporarily
+# unavailable"), so the hospitals of the long browser and release tests get room for more.
+ROOMY = 4096
+
+
+def make_release_hospital(root: Path, *, max_bytes: str = "5 MB") -> Hospital:
+    """A 2,000-patient hospital whose models are reviewed by two custodians before release."""
+    return make_hospital(
+        root,
+        frame=make_patients(2000, seed=11),
+        processes=ROOMY,
+        extra_policy=release_policy(max_bytes),
+    )
 
 
 def guarded_kernel_available() -> bool:
@@ -419,48 +354,3 @@ def connect_ws(gateway: RunningGateway, kernel_id: str, *, token: str | None = N
         sslopt=sslopt,
         timeout=60,
     )
-
-
-_B64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
-
-
-class LeakOracle:
-    """Case-insensitive search for every identifier value of the table (values of 6+ chars)."""
-
-    def __init__(self, frame: pd.DataFrame, columns: list[str] = IDENTIFIERS) -> None:
-        import ahocorasick
-
-        self.automaton = ahocorasick.Automaton()
-        for col in columns:
-            for value in frame[col].astype(str):
-                value = value.strip().lower()
-                if len(value) >= 6:
-                    self.automaton.add_word(value, col)
-        self.automaton.make_automaton()
-
-    def leaks(self, message: dict[str, Any]) -> list[str]:
-        """Which identifier columns appear in `message` (never the values themselves)."""
-        text = json.dumps(message, default=str, ensure_ascii=False)
-        views = [text.lower()]
-        for m in _B64.finditer(text):
-            run = m.group(0)
-            try:
-                raw = base64.b64decode(run + "=" * (-len(run) % 4))
-            except (binascii.Error, ValueError):
-                continue
-            views.append(raw.decode("utf-8", errors="ignore").lower())
-        found: set[str] = set()
-        for view in views:
-            for _, col in self.automaton.iter(view):
-                found.add(col)
-        return sorted(found)
-
-
-def notices(outputs: list[dict]) -> list[dict]:
-    """The bedside decisions of messages a guard blocked or redacted."""
-    out = []
-    for msg in outputs:
-        meta = msg.get("metadata", {}).get("bedside", {})
-        if meta.get("decision") in ("blocked", "redacted"):
-            out.append(meta)
-    return out

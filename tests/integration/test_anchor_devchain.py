@@ -10,7 +10,6 @@ import json
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from bedside.errors import AnchorError
 from bedside.ledger import Ledger, Signer
 from bedside.ledger import anchor as A
 from bedside.ledger import entries as E
+from tests._release_support import bedside_cli
 
 pytestmark = pytest.mark.integration
 
@@ -183,12 +183,7 @@ def test_batch_anchor_over_http(devchain: str, deployed: dict[str, Any]) -> None
 
 
 def bedside(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bedside", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return bedside_cli(*args, timeout=180)
 
 
 def test_deploy_command_prints_the_address(devchain: str, tmp_path: Path) -> None:

@@ -7,9 +7,7 @@ import base64
 import json
 import os
 import signal
-import socket
 import ssl
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +20,7 @@ import yaml
 
 from bedside.errors import SignatureError
 from bedside.ledger import Verifier
+from tests._hospital import egress_listener
 
 from .conftest import (
     GatewayKernel,
@@ -151,26 +150,7 @@ def test_leak_corpus_leaks_no_identifier_value(kernel, hospital):
 
 
 def test_l39_network_egress_fails_inside_the_sandbox(kernel):
-    received: list[bytes] = []
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    server.settimeout(0.2)
-    port = server.getsockname()[1]
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            received.append(conn.recv(65536))
-            conn.close()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
+    with egress_listener() as (port, received):
         corpus = dict(corpus_cells()).get("L39") or (
             "import urllib.request\n"
             'urllib.request.urlopen("http://127.0.0.1:9/", '
@@ -178,10 +158,6 @@ def test_l39_network_egress_fails_inside_the_sandbox(kernel):
         )
         cell = corpus.replace("127.0.0.1:9/", f"127.0.0.1:{port}/")
         reply, _ = kernel.execute(cell)
-    finally:
-        stop.set()
-        thread.join()
-        server.close()
     assert reply["content"]["status"] == "error"
     assert received == []
 

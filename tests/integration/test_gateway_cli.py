@@ -30,19 +30,15 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
+def start(hospital, tmp_path) -> list[str]:
+    """`gateway start` for the fixture hospital, its state in tmp_path/state."""
+    policy, key, state = str(hospital.policy), str(hospital.key), str(tmp_path / "state")
+    return ["gateway", "start", "--policy", policy, "--custodian-key", key, "--state-dir", state]
+
+
 def test_start_refuses_without_a_token(hospital, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "BEDSIDE_GATEWAY_TOKEN"}
-    result = run(
-        "gateway",
-        "start",
-        "--policy",
-        str(hospital.policy),
-        "--custodian-key",
-        str(hospital.key),
-        "--state-dir",
-        str(tmp_path / "state"),
-        env=env,
-    )
+    result = run(*start(hospital, tmp_path), env=env)
     assert result.returncode == 1
     assert "without an auth token" in result.stderr
     assert "--token-file" in result.stderr
@@ -58,14 +54,7 @@ def test_start_serves_the_guarded_kernelspec_and_stops_on_sigterm(hospital, tmp_
     proc = subprocess.Popen(
         [
             *BEDSIDE,
-            "gateway",
-            "start",
-            "--policy",
-            str(hospital.policy),
-            "--custodian-key",
-            str(hospital.key),
-            "--state-dir",
-            str(tmp_path / "state"),
+            *start(hospital, tmp_path),
             "--token-file",
             str(token),
             "--port",

@@ -70,16 +70,21 @@ def write_config(tmp_path, *, nodelay: bool):
     )
 
 
-@pytest.mark.parametrize("nodelay", [True, False])
-def test_config_patches_websockets_to_nodelay(eg_python, tmp_path, nodelay):
-    write_config(tmp_path, nodelay=nodelay)
-    result = subprocess.run(
-        [str(eg_python), "-c", PROBE, str(tmp_path)],
+def probe(eg_python, config_dir) -> subprocess.CompletedProcess[str]:
+    """PROBE in the gateway's own Python, on the config written to config_dir."""
+    return subprocess.run(
+        [str(eg_python), "-c", PROBE, str(config_dir)],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+@pytest.mark.parametrize("nodelay", [True, False])
+def test_config_patches_websockets_to_nodelay(eg_python, tmp_path, nodelay):
+    write_config(tmp_path, nodelay=nodelay)
+    result = probe(eg_python, tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["token"] == "a-token-of-enough-length"
@@ -92,12 +97,6 @@ def test_config_patches_websockets_to_nodelay(eg_python, tmp_path, nodelay):
 def test_empty_token_file_stops_the_gateway(eg_python, tmp_path):
     write_config(tmp_path, nodelay=True)
     (tmp_path / "token").write_text("\n")
-    result = subprocess.run(
-        [str(eg_python), "-c", PROBE, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = probe(eg_python, tmp_path)
     assert result.returncode != 0
     assert "is empty" in result.stderr

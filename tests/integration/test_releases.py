@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,37 +22,19 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from bedside.extension._headless import KernelSession
-from bedside.ledger import Signer
+from tests._release_support import bedside_cli, custodian_keys, review, train_and_release
 
-from .conftest import Hospital, make_hospital, make_patients
+from .conftest import Hospital, make_release_hospital
 from .test_researcher import intent, researcher_server, write_notebook
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-RELEASE = """\
-release:
-  approvals_required: 2
-  model: {mode: review, max_bytes: 20 MB, min_leaf_size: 10, mia_auc_max: 0.6}
-"""
-
-TRAIN = """\
-import numpy as np, torch
-torch.manual_seed(0); torch.set_num_threads(1)
-df = hospital.load("patients")
-X = df[["age", "los_days", "cost"]].to_numpy(dtype=np.float32)
-X = (X - X.mean(0)) / X.std(0)
-y = df["died"].to_numpy()
-net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-opt = torch.optim.Adam(net.parameters(), 1e-2)
-xt, yt = torch.tensor(X[:1500]), torch.tensor(y[:1500])
-for _ in range(100):
-    opt.zero_grad(); torch.nn.functional.cross_entropy(net(xt), yt).backward(); opt.step()
-for name in ("mortality", "mortality-denied", "mortality-swapped"):
-    t = hospital.release(net, name=name, kind="model",
-                         train=(X[:1500], y[:1500]), holdout=(X[1500:], y[1500:]))
-    print(name, t.status, t.id)
-# ~10 MB of parameters: more than one websocket message may carry (jupyter_server's gateway
-# client drops messages over 10 MiB), so it comes in pieces
+# Three requests of the small model, then a wide one of ~10 MB of parameters: more than one
+# websocket message may carry (jupyter_server's gateway client drops messages over 10 MiB), so it
+# comes in pieces
+TRAIN = (
+    train_and_release("mortality", "mortality-denied", "mortality-swapped")
+    + """\
 wide = torch.nn.Sequential(torch.nn.Linear(3, 1600), torch.nn.ReLU(), torch.nn.Linear(1600, 1600),
                            torch.nn.ReLU(), torch.nn.Linear(1600, 2))
 opt = torch.optim.SGD(wide.parameters(), 1e-3)
@@ -64,26 +44,14 @@ t = hospital.release(wide, name="mortality-wide", kind="model",
                      train=(X[:1500], y[:1500]), holdout=(X[1500:], y[1500:]))
 print("mortality-wide", t.status, t.id)
 """
+)
+MAX_BYTES = "20 MB"  # the wide model
 
 
 @pytest.fixture(scope="module")
 def hospital(tmp_path_factory: pytest.TempPathFactory) -> Hospital:
     """The integration hospital with release rules: models are reviewed by two custodians."""
-    hospital = make_hospital(
-        tmp_path_factory.mktemp("hospital"), frame=make_patients(2000, seed=11)
-    )
-    text = hospital.policy.read_text().replace("processes: 128", "processes: 4096")
-    hospital.policy.write_text(text + RELEASE)
-    return hospital
-
-
-def review(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bedside", "review", "--state", str(state), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return make_release_hospital(tmp_path_factory.mktemp("hospital"), max_bytes=MAX_BYTES)
 
 
 async def until(client: KernelSession, path: str, ok: Any, what: str, timeout: float = 60) -> Any:
@@ -107,10 +75,7 @@ async def refused(client: KernelSession, path: str) -> tuple[int, str]:
 def test_release_followed_fetched_and_verified(tmp_path, hospital, eg_gateway) -> None:
     notebooks = tmp_path / "nb"
     write_notebook(notebooks, [], eg_gateway.kernel_name, intent(model_job="mortality model"))
-    keys = {}
-    for name in ("carol", "dave"):
-        keys[name] = tmp_path / f"{name}.key"
-        Signer.generate(name).save(keys[name])
+    keys = custodian_keys(tmp_path, "carol", "dave")
     report: dict[str, Any] = {}
 
     async def scenario() -> None:
@@ -271,22 +236,14 @@ def test_release_followed_fetched_and_verified(tmp_path, hospital, eg_gateway) -
     assert report["after"][ids["mortality"]]["label"].startswith("delivered to releases/")
 
     # What landed verifies with the reviewer's command, trusting the ledger header's keys.
-    verified = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bedside",
-            "release",
-            "verify",
-            str(artifact),
-            "--attestation",
-            str(folder / (artifact.name + ".intoto.json")),
-            "--ledger",
-            str(folder / "session.ledger"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    verified = bedside_cli(
+        "release",
+        "verify",
+        str(artifact),
+        "--attestation",
+        str(folder / (artifact.name + ".intoto.json")),
+        "--ledger",
+        str(folder / "session.ledger"),
     )
     assert verified.returncode == 0, verified.stderr + verified.stdout
     assert "approvers: carol, dave" in verified.stdout

@@ -9,9 +9,11 @@ Driven two ways: over `/api/kernels/{id}/channels` with the server token, as Jup
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +64,32 @@ def researcher_server(tmp: Path, gateway: Any, notebooks: Path, **kw: Any) -> Re
     )
 
 
+@contextlib.asynccontextmanager
+async def study_session(
+    tmp: Path, gateway: Any, notebooks: Path
+) -> AsyncIterator[tuple[ResearcherServer, KernelSession]]:
+    """The researcher's server on `gateway` and a kernel session on notebooks/study.ipynb, as
+    JupyterLab drives it; the kernel is shut down and the server stopped on exit."""
+    with researcher_server(tmp, gateway, notebooks) as server:
+        client = KernelSession(server.url, server.token)
+        await client.start("study.ipynb", gateway.kernel_name)
+        try:
+            yield server, client
+        finally:
+            await client.close()
+
+
 def hospital_ledger(hospital: Any, session: str) -> Path:
     path = hospital.state / session / "session.ledger"
     assert path.exists(), f"no hospital ledger at {path}"
     return path
+
+
+def both_ledgers(tmp_path: Path, hospital: Any, status: dict) -> tuple[list[str], Path, Path]:
+    """A session's two signers' keys, the researcher's ledger and the hospital's."""
+    keys = [hospital.verifier_key, status["researcher_key"]]
+    mine = tmp_path / "sessions" / status["kernel_id"] / "session.ledger"
+    return keys, mine, hospital_ledger(hospital, status["session"])
 
 
 def entries(path: Path) -> list[dict[str, Any]]:
@@ -97,33 +121,28 @@ def test_lab_protocol_real_chain(tmp_path, hospital, eg_gateway) -> None:
     received: list[dict[str, Any]] = []
 
     async def scenario() -> tuple[dict, dict]:
-        with researcher_server(tmp_path, eg_gateway, notebooks) as server:
-            client = KernelSession(server.url, server.token)
-            await client.start("study.ipynb", eg_gateway.kernel_name)
-            try:
-                await client.request("kernel_info_request", {}, timeout=120)
-                for code in (
-                    "1 + 1",
-                    "print('hello from the hospital')",
-                    "import json; print(json.dumps({'n': 3}))",
-                ):
-                    reply, iopub = await client.execute(code, timeout=120)
-                    assert reply["content"]["status"] == "ok", reply["content"]
-                    sent.append(reply["parent_header"]["msg_id"])
-                    received.extend([*iopub, reply])
-                for msg in received:
-                    assert msg["metadata"]["bedside"]["verified"] is True, msg["metadata"]
-                # Enterprise Gateway's kernel_info "nudge" channel may take a receipt with an
-                # entry (a gap our copy fills after GAP_GRACE): wait until nothing waits
-                for _ in range(200):
-                    before = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
-                    if not before["entries_in_flight"] and before["last_checkpoint"]:
-                        break
-                    await asyncio.sleep(0.05)
-                sealed = await client.api("POST", f"/bedside/sessions/{client.kernel_id}/seal")
-                listing = await client.api("GET", "/bedside/sessions")
-            finally:
-                await client.close()
+        async with study_session(tmp_path, eg_gateway, notebooks) as (server, client):
+            await client.request("kernel_info_request", {}, timeout=120)
+            for code in (
+                "1 + 1",
+                "print('hello from the hospital')",
+                "import json; print(json.dumps({'n': 3}))",
+            ):
+                reply, iopub = await client.execute(code, timeout=120)
+                assert reply["content"]["status"] == "ok", reply["content"]
+                sent.append(reply["parent_header"]["msg_id"])
+                received.extend([*iopub, reply])
+            for msg in received:
+                assert msg["metadata"]["bedside"]["verified"] is True, msg["metadata"]
+            # Enterprise Gateway's kernel_info "nudge" channel may take a receipt with an
+            # entry (a gap our copy fills after GAP_GRACE): wait until nothing waits
+            for _ in range(200):
+                before = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+                if not before["entries_in_flight"] and before["last_checkpoint"]:
+                    break
+                await asyncio.sleep(0.05)
+            sealed = await client.api("POST", f"/bedside/sessions/{client.kernel_id}/seal")
+            listing = await client.api("GET", "/bedside/sessions")
             return before, sealed | {"listing": listing}
 
     before, sealed = asyncio.run(scenario())
@@ -131,9 +150,7 @@ def test_lab_protocol_real_chain(tmp_path, hospital, eg_gateway) -> None:
     assert before["custodian_key"] == hospital.verifier_key
     assert sealed["state"] == "sealed"
     assert any(s["kernel_id"] == sealed["kernel_id"] for s in sealed["listing"]["sessions"])
-    keys = [hospital.verifier_key, sealed["researcher_key"]]
-    mine = tmp_path / "sessions" / sealed["kernel_id"] / "session.ledger"
-    theirs = hospital_ledger(hospital, sealed["session"])
+    keys, mine, theirs = both_ledgers(tmp_path, hospital, sealed)
     verify_ledger(mine, keys, openings=mine.with_suffix(".openings"))
     verify_ledger(theirs, keys)
     assert entries(mine) == entries(theirs)
@@ -164,24 +181,17 @@ def test_entries_sent_to_another_connection_are_fetched(tmp_path, hospital, eg_g
             other.ws.close()
 
     async def scenario() -> dict:
-        with researcher_server(tmp_path, eg_gateway, notebooks) as server:
-            client = KernelSession(server.url, server.token)
-            await client.start("study.ipynb", eg_gateway.kernel_name)
-            try:
-                reply, _ = await client.execute("x = 1", timeout=120)
-                assert reply["content"]["status"] == "ok"
-                await asyncio.to_thread(elsewhere, client.kernel_id)
-                reply, _ = await client.execute("print(x + 1)", timeout=120)
-                assert reply["content"]["status"] == "ok"
-                return await client.api("POST", f"/bedside/sessions/{client.kernel_id}/seal")
-            finally:
-                await client.close()
+        async with study_session(tmp_path, eg_gateway, notebooks) as (server, client):
+            reply, _ = await client.execute("x = 1", timeout=120)
+            assert reply["content"]["status"] == "ok"
+            await asyncio.to_thread(elsewhere, client.kernel_id)
+            reply, _ = await client.execute("print(x + 1)", timeout=120)
+            assert reply["content"]["status"] == "ok"
+            return await client.api("POST", f"/bedside/sessions/{client.kernel_id}/seal")
 
     sealed = asyncio.run(scenario())
     assert sealed["state"] == "sealed" and sealed["entries_in_flight"] == 0
-    keys = [hospital.verifier_key, sealed["researcher_key"]]
-    mine = tmp_path / "sessions" / sealed["kernel_id"] / "session.ledger"
-    theirs = hospital_ledger(hospital, sealed["session"])
+    keys, mine, theirs = both_ledgers(tmp_path, hospital, sealed)
     verify_ledger(mine, keys, openings=mine.with_suffix(".openings"))
     assert entries(mine) == entries(theirs)
     # the sealed ledger ends on the checkpoint over the seal, with both signatures
@@ -226,9 +236,7 @@ def test_websockets_dropped_and_reopened_as_jupyterlab_does(tmp_path, hospital, 
     sealed = asyncio.run(scenario())
     assert sealed["state"] == "sealed" and sealed["entries_in_flight"] == 0, sealed
     assert sealed["cells_run"] == 2
-    keys = [hospital.verifier_key, sealed["researcher_key"]]
-    mine = tmp_path / "sessions" / sealed["kernel_id"] / "session.ledger"
-    theirs = hospital_ledger(hospital, sealed["session"])
+    keys, mine, theirs = both_ledgers(tmp_path, hospital, sealed)
     report = verify_ledger(mine, keys, openings=mine.with_suffix(".openings"))
     assert entries(mine) == entries(theirs)
     assert [e["kind"] for e in entries(mine)].count("header") == 1
@@ -273,14 +281,9 @@ def test_out_of_policy_intent_is_refused(tmp_path, hospital, eg_gateway) -> None
     write_notebook(notebooks, [], eg_gateway.kernel_name, intent(policy_id="no-such-policy"))
 
     async def scenario() -> tuple[dict, list, dict]:
-        with researcher_server(tmp_path, eg_gateway, notebooks) as server:
-            client = KernelSession(server.url, server.token)
-            await client.start("study.ipynb", eg_gateway.kernel_name)
-            try:
-                reply, iopub = await client.execute("print('should not run')", timeout=120)
-                status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
-            finally:
-                await client.close()
+        async with study_session(tmp_path, eg_gateway, notebooks) as (server, client):
+            reply, iopub = await client.execute("print('should not run')", timeout=120)
+            status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
             return reply, iopub, status
 
     reply, iopub, status = asyncio.run(scenario())
@@ -296,17 +299,12 @@ def test_exhausted_budget_stops_the_session(tmp_path, hospital, eg_gateway) -> N
     write_notebook(notebooks, [], eg_gateway.kernel_name, intent(budget={"cells": 2}))
 
     async def scenario() -> tuple[list, dict]:
-        with researcher_server(tmp_path, eg_gateway, notebooks) as server:
-            client = KernelSession(server.url, server.token)
-            await client.start("study.ipynb", eg_gateway.kernel_name)
-            try:
-                replies = []
-                for code in ("1", "2", "print('third')"):
-                    reply, iopub = await client.execute(code, timeout=120)
-                    replies.append((reply, iopub))
-                status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
-            finally:
-                await client.close()
+        async with study_session(tmp_path, eg_gateway, notebooks) as (server, client):
+            replies = []
+            for code in ("1", "2", "print('third')"):
+                reply, iopub = await client.execute(code, timeout=120)
+                replies.append((reply, iopub))
+            status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
             return replies, status
 
     replies, status = asyncio.run(scenario())
@@ -365,10 +363,8 @@ def test_gateway_killed_mid_cell(tmp_path, hospital, start_gateway) -> None:
     with start_gateway(specs, default="bedside") as gateway:
         status = asyncio.run(scenario(gateway))
     assert status["state"] == "interrupted"
-    keys = [hospital.verifier_key, status["researcher_key"]]
-    mine = tmp_path / "sessions" / status["kernel_id"] / "session.ledger"
+    keys, mine, theirs = both_ledgers(tmp_path, hospital, status)
     verify_ledger(mine, keys, openings=mine.with_suffix(".openings"), require_checkpoint=False)
-    theirs = hospital_ledger(hospital, status["session"])
     verify_ledger(theirs, keys, require_checkpoint=False)
     # ours is a prefix of theirs: every entry we hold is the hospital's
     ours = entries(mine)
@@ -542,21 +538,16 @@ def test_anchor_endpoint_on_devchain(tmp_path, hospital, eg_gateway, monkeypatch
             monkeypatch.setenv(name, value)
 
         async def scenario() -> tuple[int, dict, int]:
-            with researcher_server(tmp_path, eg_gateway, notebooks) as server:
-                client = KernelSession(server.url, server.token)
-                await client.start("study.ipynb", eg_gateway.kernel_name)
-                try:
-                    reply, _ = await client.execute("print('to be anchored')", timeout=120)
-                    assert reply["content"]["status"] == "ok"
-                    path = f"/bedside/sessions/{client.kernel_id}"
-                    with pytest.raises(HTTPClientError) as early:
-                        await client.api("POST", path + "/anchor")
-                    await client.api("POST", path + "/seal")
-                    anchored = await client.api("POST", path + "/anchor", timeout=300)
-                    with pytest.raises(HTTPClientError) as again:
-                        await client.api("POST", path + "/anchor", timeout=300)
-                finally:
-                    await client.close()
+            async with study_session(tmp_path, eg_gateway, notebooks) as (server, client):
+                reply, _ = await client.execute("print('to be anchored')", timeout=120)
+                assert reply["content"]["status"] == "ok"
+                path = f"/bedside/sessions/{client.kernel_id}"
+                with pytest.raises(HTTPClientError) as early:
+                    await client.api("POST", path + "/anchor")
+                await client.api("POST", path + "/seal")
+                anchored = await client.api("POST", path + "/anchor", timeout=300)
+                with pytest.raises(HTTPClientError) as again:
+                    await client.api("POST", path + "/anchor", timeout=300)
                 return early.value.code, anchored, again.value.code
 
         early, anchored, again = asyncio.run(scenario())

@@ -17,40 +17,20 @@ from pathlib import Path
 import pytest
 
 from bedside.extension._headless import run_notebook
-from bedside.ledger import Ledger, Signer
+from bedside.ledger import Ledger
+from tests._release_support import custodian_keys, review, train_and_release
 
-from .conftest import Hospital, make_hospital, make_patients
-from .test_releases import RELEASE, review
+from .conftest import Hospital, make_release_hospital
 from .test_researcher import intent, write_notebook
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-TRAIN = """\
-import numpy as np, torch
-torch.manual_seed(0); torch.set_num_threads(1)
-df = hospital.load("patients")
-X = df[["age", "los_days", "cost"]].to_numpy(dtype=np.float32)
-X = (X - X.mean(0)) / X.std(0)
-y = df["died"].to_numpy()
-net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-opt = torch.optim.Adam(net.parameters(), 1e-2)
-xt, yt = torch.tensor(X[:1500]), torch.tensor(y[:1500])
-for _ in range(100):
-    opt.zero_grad(); torch.nn.functional.cross_entropy(net(xt), yt).backward(); opt.step()
-t = hospital.release(net, name="mortality", kind="model",
-                     train=(X[:1500], y[:1500]), holdout=(X[1500:], y[1500:]))
-print("mortality", t.status, t.id)
-"""
+TRAIN = train_and_release("mortality")
 
 
 @pytest.fixture(scope="module")
 def hospital(tmp_path_factory: pytest.TempPathFactory) -> Hospital:
-    hospital = make_hospital(
-        tmp_path_factory.mktemp("hospital"), frame=make_patients(2000, seed=11)
-    )
-    text = hospital.policy.read_text().replace("processes: 128", "processes: 4096")
-    hospital.policy.write_text(text + RELEASE)
-    return hospital
+    return make_release_hospital(tmp_path_factory.mktemp("hospital"))
 
 
 def custodians(state: Path, keys: dict[str, Path], done: dict, stop: threading.Event) -> None:
@@ -75,10 +55,7 @@ def test_run_waits_for_custodians_then_fetches_before_the_seal(
     notebook = write_notebook(
         tmp_path / "nb", [TRAIN], eg_gateway.kernel_name, intent(model_job="mortality model")
     )
-    keys = {}
-    for name in ("carol", "dave"):
-        keys[name] = tmp_path / f"{name}.key"
-        Signer.generate(name).save(keys[name])
+    keys = custodian_keys(tmp_path, "carol", "dave")
     done: dict = {}
     stop = threading.Event()
     worker = threading.Thread(target=custodians, args=(hospital.state, keys, done, stop))

@@ -22,15 +22,24 @@ from jupyter_client.kernelspec import KernelSpecManager
 CHANNELS = ("iopub", "shell", "stdin", "control")
 
 
-def kernel_spec_dir(root: Path, name: str, policy: Path | None, module: str) -> Path:
+def kernel_spec_dir(
+    root: Path,
+    name: str,
+    policy: Path | None,
+    module: str = "bedside.kernel",
+    env: dict[str, str] | None = None,
+) -> Path:
+    """Write the kernelspec `name` (this Python running `module` with `policy`) under
+    root/kernels; return that folder, for a KernelSpecManager or JUPYTER_PATH's kernels/."""
     d = root / "kernels" / name
     d.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", module, "-f", "{connection_file}"]
     if policy is not None:
         argv += ["--policy", str(policy)]
-    (d / "kernel.json").write_text(
-        json.dumps({"argv": argv, "display_name": name, "language": "python"})
-    )
+    spec: dict[str, Any] = {"argv": argv, "display_name": name, "language": "python"}
+    if env:
+        spec["env"] = env
+    (d / "kernel.json").write_text(json.dumps(spec))
     return root / "kernels"
 
 

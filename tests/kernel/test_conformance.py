@@ -6,15 +6,14 @@ guard must let every message through unchanged (and mark none of them).
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import tempfile
 import unittest
 from pathlib import Path
 
 import jupyter_kernel_test
 
+from tests.kernel._client import kernel_spec_dir
 from tests.kernel._data import write_hospital
 
 
@@ -57,25 +56,7 @@ class GuardedKernelConformance(jupyter_kernel_test.KernelTests):
         cls._tmp = tempfile.TemporaryDirectory()
         root = Path(cls._tmp.name)
         policy, _ = write_hospital(root)
-        spec = root / "share" / "kernels" / cls.kernel_name
-        spec.mkdir(parents=True)
-        (spec / "kernel.json").write_text(
-            json.dumps(
-                {
-                    "argv": [
-                        sys.executable,
-                        "-m",
-                        "bedside.kernel",
-                        "-f",
-                        "{connection_file}",
-                        "--policy",
-                        str(policy),
-                    ],
-                    "display_name": "bedside conformance",
-                    "language": "python",
-                }
-            )
-        )
+        kernel_spec_dir(root / "share", cls.kernel_name, policy)
         cls._saved_path = os.environ.get("JUPYTER_PATH")
         os.environ["JUPYTER_PATH"] = str(root / "share")
         super().setUpClass()

@@ -13,6 +13,33 @@ SESSION = "sess-0001"
 ORIGIN = "hospital.example/bedside/sess-0001"
 
 
+def new_session(
+    path: Path,
+    identities: dict[str, str],
+    *,
+    intent: dict | None = None,
+    policy_id: str = "p",
+    policy_digest: str = "sha256:00",
+    kernel_env: str = "sha256:00",
+    session: str = SESSION,
+    origin: str = ORIGIN,
+) -> Ledger:
+    """A new session ledger holding its header only."""
+    ledger = Ledger.create(path, session_id=session, origin=origin)
+    ledger.append(
+        E.header(
+            session=session,
+            origin=origin,
+            intent={} if intent is None else intent,
+            policy_id=policy_id,
+            policy_digest=policy_digest,
+            kernel_env=kernel_env,
+            identities=identities,
+        )
+    )
+    return ledger
+
+
 def researcher_sig(researcher: Signer, msg_id: str, code: str) -> str:
     """What the researcher's extension puts in metadata.bedside.researcher_sig, byte for byte
     as extension/mirror.py (`SessionMirror.observe_request`) computes it."""
@@ -33,17 +60,13 @@ def build_session(
     """A session: header, per cell an execute request, a released and a blocked output, a
     cosigned checkpoint after each cell, metering, a checkpoint, the seal and a final cosigned
     checkpoint (17 entries for 3 cells)."""
-    ledger = Ledger.create(path, session_id=SESSION, origin=ORIGIN)
-    ledger.append(
-        E.header(
-            session=SESSION,
-            origin=ORIGIN,
-            intent={"purpose": "readmission model", "cohort": "adults"},
-            policy_id="st-marys-v1",
-            policy_digest="sha256:" + "ab" * 32,
-            kernel_env="sha256:" + "cd" * 32,
-            identities={"custodian": custodian.verifier_key, "researcher": researcher.verifier_key},
-        )
+    ledger = new_session(
+        path,
+        {"custodian": custodian.verifier_key, "researcher": researcher.verifier_key},
+        intent={"purpose": "readmission model", "cohort": "adults"},
+        policy_id="st-marys-v1",
+        policy_digest="sha256:" + "ab" * 32,
+        kernel_env="sha256:" + "cd" * 32,
     )
     for c in range(cells):
         msg = f"exec-{c}"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_session import ORIGIN, SESSION, build_session, researcher_sig
+from ledger_session import ORIGIN, SESSION, build_session, new_session, researcher_sig
 
 from bedside.errors import LedgerError, LedgerIntegrityError, SignatureError
 from bedside.ledger import (
@@ -69,18 +69,7 @@ def test_append_reopen_same_root(tmp_path: Path, custodian: Signer, researcher: 
 
 
 def test_checkpoint_body_and_signature(tmp_path: Path, custodian: Signer) -> None:
-    ledger = Ledger.create(tmp_path / "s.ledger", session_id=SESSION, origin=ORIGIN)
-    ledger.append(
-        E.header(
-            session=SESSION,
-            origin=ORIGIN,
-            intent={},
-            policy_id="p",
-            policy_digest="sha256:00",
-            kernel_env="sha256:00",
-            identities={"custodian": custodian.verifier_key},
-        )
-    )
+    ledger = new_session(tmp_path / "s.ledger", {"custodian": custodian.verifier_key})
     body = ledger.checkpoint_body()
     assert body == Checkpoint(ORIGIN, 1, ledger.root()).body()
     cp, signers = open_checkpoint(ledger.sign_checkpoint(custodian), [custodian.verifier])
@@ -317,17 +306,12 @@ def test_old_checkpoint_notes_are_read_back_for_anchors(
 
 def session_with_requests(path: Path, custodian: Signer, sigs: list[str | None]) -> Ledger:
     """Header naming the researcher, one execute request per signature given, a checkpoint."""
-    ledger = Ledger.create(path, session_id=SESSION, origin=ORIGIN)
-    ledger.append(
-        E.header(
-            session=SESSION,
-            origin=ORIGIN,
-            intent={"purpose": "signatures"},
-            policy_id="p",
-            policy_digest="sha256:" + "ab" * 32,
-            kernel_env="sha256:" + "cd" * 32,
-            identities={"custodian": custodian.verifier_key, "researcher": RESEARCHER.verifier_key},
-        )
+    ledger = new_session(
+        path,
+        {"custodian": custodian.verifier_key, "researcher": RESEARCHER.verifier_key},
+        intent={"purpose": "signatures"},
+        policy_digest="sha256:" + "ab" * 32,
+        kernel_env="sha256:" + "cd" * 32,
     )
     for i, sig in enumerate(sigs):
         entry, opening = E.execute_request(

@@ -11,8 +11,9 @@ from typing import Any
 import nbformat
 import pytest
 from jupyter_client.manager import start_new_kernel
+from ledger_session import new_session
 
-from bedside.ledger import Ledger, Signer, openings_path, publishable_openings
+from bedside.ledger import Signer, openings_path, publishable_openings
 from bedside.ledger import entries as E
 from bedside.ledger._cli import EXIT_FAILED, EXIT_OK
 from bedside.ledger.replay import replay
@@ -62,17 +63,14 @@ def session_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ledger written the way the sentry writes it, from a real kernel's messages."""
     path = tmp_path_factory.mktemp("replay") / "session.ledger"
     custodian = Signer.generate("custodian")
-    ledger = Ledger.create(path, session_id=SESSION, origin=ORIGIN)
-    ledger.append(
-        E.header(
-            session=SESSION,
-            origin=ORIGIN,
-            intent={"purpose": "replay test"},
-            policy_id="p",
-            policy_digest="sha256:" + "0" * 64,
-            kernel_env="sha256:" + "1" * 64,
-            identities={"custodian": custodian.verifier_key},
-        )
+    ledger = new_session(
+        path,
+        {"custodian": custodian.verifier_key},
+        intent={"purpose": "replay test"},
+        policy_digest="sha256:" + "0" * 64,
+        kernel_env="sha256:" + "1" * 64,
+        session=SESSION,
+        origin=ORIGIN,
     )
     for msg_id, code, outputs in _run_cells(CELLS):
         entry, opening = E.execute_request(

@@ -1,4 +1,5 @@
-"""Synthetic patients (Faker, fixed seed) and models trained on them, for the release tests."""
+"""Synthetic patients (identifiers from bedside.policy.synthetic, fixed seed) and models trained
+on them, for the release tests."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from faker import Faker
+
+from tests._hospital import make_patients as synthetic_patients
 
 # The CI machine has two cores shared with the rest of the suite: small models train faster on one.
 torch.set_num_threads(1)
@@ -24,8 +26,9 @@ class Cohort:
 
 
 def make_patients(n: int, seed: int) -> pd.DataFrame:
-    fake = Faker("en_GB")
-    Faker.seed(seed)
+    """Record numbers and names of the synthetic hospital (tests/_hospital.py), with clinical
+    columns of a known risk model, so that a model trained on them learns something."""
+    identifiers = synthetic_patients(n, seed)
     rng = np.random.default_rng(seed)
     age = rng.integers(18, 90, n)
     bmi = rng.normal(27, 5, n).round(1)
@@ -35,8 +38,8 @@ def make_patients(n: int, seed: int) -> pd.DataFrame:
     y = (risk + rng.normal(0, 1.0, n) > 0).astype(np.int64)
     return pd.DataFrame(
         {
-            "mrn": [f"MRN{fake.unique.random_number(digits=7, fix_len=True)}" for _ in range(n)],
-            "name": [fake.name() for _ in range(n)],
+            "mrn": identifiers["mrn"],
+            "name": identifiers["name"],
             "age": age,
             "bmi": bmi,
             "sbp": sbp,

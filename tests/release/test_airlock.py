@@ -93,6 +93,14 @@ def hospital(session, **rules):
     )
 
 
+def decide(session, verb: str, request_id: str, who: str, *extra: str, key: str = "") -> int:
+    """`bedside review approve|deny REQUEST --as WHO --key KEY` (KEY: WHO's key unless `key`
+    names another custodian's), in this process: the exit code."""
+    key_file = session.keys / f"{key or who}.key"
+    args = [verb, request_id, "--as", who, "--key", str(key_file), *extra]
+    return bedside(["review", "--state", str(session.state), *args])
+
+
 def release_entries(ledger):
     return [ledger.entry(i) for i in range(ledger.size) if ledger.entry(i)["kind"] == "release"]
 
@@ -117,38 +125,10 @@ def test_torch_model_is_requested_reviewed_delivered_and_verified(session, cohor
     assert bedside(["review", *state, "show", ticket.id]) == 0
     assert "membership_inference" in capsys.readouterr().out
 
-    assert (
-        bedside(
-            [
-                "review",
-                *state,
-                "approve",
-                ticket.id,
-                "--as",
-                "alice",
-                "--key",
-                str(session.keys / "alice.key"),
-            ]
-        )
-        == 0
-    )
+    assert decide(session, "approve", ticket.id, "alice") == 0
     assert "approval 1 of 2" in capsys.readouterr().out
     assert not (session.workspace / "releases").exists()
-    assert (
-        bedside(
-            [
-                "review",
-                *state,
-                "approve",
-                ticket.id,
-                "--as",
-                "bob",
-                "--key",
-                str(session.keys / "bob.key"),
-            ]
-        )
-        == 0
-    )
+    assert decide(session, "approve", ticket.id, "bob") == 0
     assert "delivered" in capsys.readouterr().out
 
     artifact = session.workspace / "releases" / "diabetes-risk.safetensors"
@@ -203,70 +183,13 @@ def _submit(session, net, cohort, **rules):
 
 def test_requester_cannot_approve_and_one_custodian_counts_once(session, cohort, capsys):
     ticket = _submit(session, train_net(cohort.x_train, cohort.y_train), cohort)
-    state = ["--state", str(session.state)]
-    assert (
-        bedside(
-            [
-                "review",
-                *state,
-                "approve",
-                ticket.id,
-                "--as",
-                "dana",
-                "--key",
-                str(session.keys / "dana.key"),
-            ]
-        )
-        == 1
-    )
+    assert decide(session, "approve", ticket.id, "dana") == 1
     assert "two_person_rule: dana requested" in capsys.readouterr().err
     # The requester's key under another name is still the requester.
-    assert (
-        bedside(
-            [
-                "review",
-                *state,
-                "approve",
-                ticket.id,
-                "--as",
-                "not-dana",
-                "--key",
-                str(session.keys / "dana.key"),
-            ]
-        )
-        == 1
-    )
+    assert decide(session, "approve", ticket.id, "not-dana", key="dana") == 1
     assert "two_person_rule" in capsys.readouterr().err
-    assert (
-        bedside(
-            [
-                "review",
-                *state,
-                "approve",
-                ticket.id,
-                "--as",
-                "alice",
-                "--key",
-                str(session.keys / "alice.key"),
-            ]
-        )
-        == 0
-    )
-    assert (
-        bedside(
-            [
-                "review",
-                *state,
-                "approve",
-                ticket.id,
-                "--as",
-                "alice",
-                "--key",
-                str(session.keys / "alice.key"),
-            ]
-        )
-        == 1
-    )
+    assert decide(session, "approve", ticket.id, "alice") == 0
+    assert decide(session, "approve", ticket.id, "alice") == 1
     assert "already approved" in capsys.readouterr().err
     assert not (session.workspace / "releases").exists()
 
@@ -274,23 +197,7 @@ def test_requester_cannot_approve_and_one_custodian_counts_once(session, cohort,
 def test_denial_is_recorded_and_final(session, cohort, capsys):
     ticket = _submit(session, train_net(cohort.x_train, cohort.y_train), cohort)
     state = ["--state", str(session.state)]
-    assert (
-        bedside(
-            [
-                "review",
-                *state,
-                "deny",
-                ticket.id,
-                "--as",
-                "alice",
-                "--key",
-                str(session.keys / "alice.key"),
-                "--reason",
-                "no DPIA",
-            ]
-        )
-        == 0
-    )
+    assert decide(session, "deny", ticket.id, "alice", "--reason", "no DPIA") == 0
     assert bedside(["review", *state, "approve", ticket.id, "--as", "bob"]) == 1
     assert "is denied" in capsys.readouterr().err
     denial = release_entries(Ledger.open(session.ledger_path))[-1]
@@ -420,21 +327,7 @@ def test_live_session_custodians_queue_signed_decisions_the_sentry_applies(sessi
     assert bedside(["review", *state, "approve", ticket.id, "--as", "alice"]) == 1
     assert "must be signed" in capsys.readouterr().err
     for who in ("dana", "alice", "bob"):
-        assert (
-            bedside(
-                [
-                    "review",
-                    *state,
-                    "approve",
-                    ticket.id,
-                    "--as",
-                    who,
-                    "--key",
-                    str(session.keys / f"{who}.key"),
-                ]
-            )
-            == 0
-        )
+        assert decide(session, "approve", ticket.id, who) == 0
         assert "queued" in capsys.readouterr().out
     assert session.ledger.size == size  # nothing appended by the CLI
     log = sentry.poll()

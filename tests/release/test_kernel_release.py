@@ -3,8 +3,6 @@ custodians and `verify_release` — and what a researcher sees when a release is
 
 from __future__ import annotations
 
-import json
-import sys
 import textwrap
 from pathlib import Path
 
@@ -16,7 +14,8 @@ from bedside.gateway.airlock import Airlock, Identity
 from bedside.ledger import Ledger, Signer, entries
 from bedside.ledger.attestation import verify_release
 from bedside.policy import load_policy
-from tests.kernel._client import Session
+from tests._release_support import TRAIN, release_policy
+from tests.kernel._client import Session, kernel_spec_dir
 from tests.kernel._data import patients
 
 pytestmark = pytest.mark.integration
@@ -33,24 +32,7 @@ disclosure:
   min_cell_count: 10
 outputs:
   mime_allow: [text/plain, text/html, image/png, application/json]
-release:
-  approvals_required: 2
-  model: {mode: review, max_bytes: 5 MB, min_leaf_size: 10, mia_auc_max: 0.6}
-"""
-
-TRAIN = """\
-import numpy as np, torch
-torch.manual_seed(0); torch.set_num_threads(1)
-df = hospital.load("patients")
-X = df[["age", "los_days", "cost"]].to_numpy(dtype=np.float32)
-X = (X - X.mean(0)) / X.std(0)
-y = df["died"].to_numpy()
-net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-opt = torch.optim.Adam(net.parameters(), 1e-2)
-xt, yt = torch.tensor(X[:1500]), torch.tensor(y[:1500])
-for _ in range(100):
-    opt.zero_grad(); torch.nn.functional.cross_entropy(net(xt), yt).backward(); opt.step()
-"""
+""" + release_policy()
 
 
 @pytest.fixture(scope="module")
@@ -61,29 +43,15 @@ def hospital_kernel(tmp_path_factory):
     (root / "policy.yaml").write_text(POLICY)
     state = root / "state"
     (state / "outbox").mkdir(parents=True)
-    spec = root / "kernels" / "bedside-release"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(
-        json.dumps(
-            {
-                "argv": [
-                    sys.executable,
-                    "-m",
-                    "bedside.kernel",
-                    "-f",
-                    "{connection_file}",
-                    "--policy",
-                    str(root / "policy.yaml"),
-                ],
-                "display_name": "bedside release test",
-                "language": "python",
-                "env": {"BEDSIDE_OUTBOX": str(state / "outbox")},
-            }
-        )
+    kernels = kernel_spec_dir(
+        root,
+        "bedside-release",
+        root / "policy.yaml",
+        env={"BEDSIDE_OUTBOX": str(state / "outbox")},
     )
     km = KernelManager(
         kernel_name="bedside-release",
-        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(root / "kernels")]),
+        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]),
     )
     km.start_kernel(cwd=str(root))
     kc = km.blocking_client()
