@@ -340,17 +340,20 @@ def main() -> int:
         ),
         "results_ms": results,
         "ratios": {
+            # The "local kernel" (5 ms for `1 + 1`) is one without the Nagle stall, so
+            # the targets are judged against local-nodelay; the Nagle-on local figure is kept
+            # because it is what a stock jupyter_server with a local kernel gives.
             "trivial bedside/stock (target < 1)": bedside["trivial_ms"] / stock["trivial_ms"],
-            "trivial bedside/local (target <= 1.5)": bedside["trivial_ms"] / local["trivial_ms"],
+            "trivial bedside/local-nodelay (target <= 1.5)": bedside["trivial_ms"]
+            / results["local-nodelay"]["trivial_ms"],
             "1MB bedside/stock (target < 1)": bedside["one_mb_ms"] / stock["one_mb_ms"],
-            "1MB bedside/local (target <= 2)": bedside["one_mb_ms"] / local["one_mb_ms"],
+            "1MB bedside/local-nodelay (target <= 2)": bedside["one_mb_ms"]
+            / results["local-nodelay"]["one_mb_ms"],
             "trivial bedside/stock, best rounds": bedside["trivial_best_ms"]
             / stock["trivial_best_ms"],
             "1MB bedside/stock, best rounds": bedside["one_mb_best_ms"] / stock["one_mb_best_ms"],
-            "trivial bedside/local-nodelay": bedside["trivial_ms"]
-            / results["local-nodelay"]["trivial_ms"],
-            "1MB bedside/local-nodelay": bedside["one_mb_ms"]
-            / results["local-nodelay"]["one_mb_ms"],
+            "trivial bedside/local with Nagle on": bedside["trivial_ms"] / local["trivial_ms"],
+            "1MB bedside/local with Nagle on": bedside["one_mb_ms"] / local["one_mb_ms"],
         },
         # the extension's own work per cell: parse, receipts, ledger, openings, cosign
         "researcher_side_per_cell_ms": ledger_ms,
