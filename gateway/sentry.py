@@ -41,6 +41,7 @@ from typing import Any
 
 import zmq
 
+from bedside import _starttrace
 from bedside.errors import Error, GatewayError, ReleaseError
 from bedside.gateway._boundary import (
     BoundaryGuard,
@@ -205,6 +206,7 @@ class Sentry:
         # Whether the relay uses the guard; until then it holds what only the guard may judge,
         # in order (client requests, kernel messages), and passes the EARLY_* kinds.
         self._guard_open = False
+        self._relayed_any = False
         self._held_client: list[tuple[str, Message]] = []
         self._held_kernel: list[tuple[str, Message]] = []
         self._guard_error: BaseException | None = None
@@ -259,6 +261,7 @@ class Sentry:
         except BaseException as exc:  # noqa: BLE001 - re-raised in the relay's thread
             self._guard_error = exc
         finally:
+            _starttrace.mark("sentry.guard_ready")
             self._guard_ready.set()
         # The session header needs it before the first cell runs. Computed here, after the
         # guard is ready (it never holds up the kernel's start) and usually while the kernel
@@ -738,6 +741,9 @@ class Sentry:
         return None
 
     def _kernel_msg(self, channel: str, msg: Message, early: Verdict | None) -> None:
+        if not self._relayed_any:
+            self._relayed_any = True
+            _starttrace.mark("sentry.first_kernel_message")
         msg_type = msg.msg_type
         request = self.requests.get(msg.parent_id)
         if channel != "iopub":

@@ -50,8 +50,11 @@ def _first_cell(tmp_path: Path, kernel: str) -> tuple[list[dict], list[dict]]:
         kc.start_channels()
         code = FIRST_CELL
         if kernel == "plain":  # no `hospital` object there: the file itself
-            code = f"import pandas as pd\nhospital = type('H', (), {{'load': lambda n: "
-            code += f"pd.read_parquet({str(hospital.data)!r})}})\n" + FIRST_CELL
+            path = str(hospital.data)
+            code = (
+                "import pandas as pd\n\nclass hospital:\n"
+                f"    load = staticmethod(lambda name: pd.read_parquet({path!r}))\n\n"
+            ) + FIRST_CELL
         msg_id = kc.execute(code)  # at once: the sentry is still starting
         outputs = []
         deadline = time.monotonic() + 240
