@@ -339,7 +339,8 @@ class Sentry:
             "shell": zmq.ROUTER,
             "control": zmq.ROUTER,
             "stdin": zmq.ROUTER,
-            "iopub": zmq.PUB,
+            # XPUB, as ipykernel's: each new subscriber is greeted (`_iopub_subscribed`).
+            "iopub": zmq.XPUB,
             "hb": zmq.ROUTER,
         }
         for channel, kind in kinds.items():
@@ -347,6 +348,8 @@ class Sentry:
             sock.linger = 1000
             if kind == zmq.ROUTER:
                 sock.router_handover = 1
+            if kind == zmq.XPUB:
+                sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscriber, not only the first
             try:
                 sock.bind(f"tcp://{ip}:{info[f'{channel}_port']}")
             except zmq.ZMQError as exc:
@@ -440,6 +443,7 @@ class Sentry:
             s["outer_control"]: lambda f: self._from_client("control", f),
             s["outer_stdin"]: lambda f: self._from_client("stdin", f),
             s["outer_hb"]: self._hb_from_client,
+            s["outer_iopub"]: self._iopub_subscribed,
             s["inner_shell"]: lambda f: self._from_kernel("shell", f),
             s["inner_control"]: lambda f: self._from_kernel("control", f),
             s["inner_stdin"]: lambda f: self._from_kernel("stdin", f),
@@ -957,6 +961,23 @@ class Sentry:
             researcher_key=None,
         )
         return True
+
+    def _iopub_subscribed(self, frames: list[bytes]) -> None:
+        """Greet a new iopub subscriber with `iopub_welcome` (JEP 65), as ipykernel does:
+        Enterprise Gateway's readiness nudge ends with the first iopub message it receives.
+
+        Only before the session's header, when what leaves carries a receipt and no ledger
+        entry (`_recording`): the welcome is the sentry's own, with nothing of the kernel in it,
+        and a later subscriber waits for the kernel's status messages as before.
+        """
+        for frame in frames:
+            if frame[:1] != b"\x01" or self.ledger.has_header:
+                continue  # an unsubscription, or a session already recording
+            try:
+                topic = frame[1:].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            self._emit_iopub("iopub_welcome", {"subscription": topic}, (b"{}", ""))
 
     # -- heartbeat ----------------------------------------------------------------------------
 

@@ -208,3 +208,23 @@ def _types_inner(sentry: Sentry, name: str) -> list[str]:
         cut = frames.index(b"<IDS|MSG>")
         out.append(json.loads(frames[cut + 2])["msg_type"])
     return out
+
+
+def test_a_new_iopub_subscriber_is_welcomed_until_the_session_records(relay):
+    sentry, client, kernel = relay
+    sentry._iopub_subscribed([b"\x01"])
+    sentry._iopub_subscribed([b"\x00"])  # an unsubscription is not greeted
+    (welcome,) = _sent(sentry, "outer_iopub")
+    assert welcome["header"]["msg_type"] == "iopub_welcome"
+    assert welcome["content"] == {"subscription": ""}
+    assert welcome["metadata"]["bedside"]["receipt"]["msg_id"] == welcome["header"]["msg_id"]
+    assert not sentry.ledger.has_header  # a receipt, no ledger entry
+    # signed with the client side's key, as everything the client side receives
+    frames = sentry._sockets["outer_iopub"].sent[0]  # type: ignore[attr-defined]
+    assert client.deserialize(frames[frames.index(b"<IDS|MSG>") + 1 :])["msg_type"] == (
+        "iopub_welcome"
+    )
+    _execute(sentry, client, "1 + 1")  # the header: from now on entries are written
+    sent = len(sentry._sockets["outer_iopub"].sent)  # type: ignore[attr-defined]
+    sentry._iopub_subscribed([b"\x01"])
+    assert len(sentry._sockets["outer_iopub"].sent) == sent  # type: ignore[attr-defined]
