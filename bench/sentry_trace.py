@@ -81,7 +81,7 @@ def build(root: Path, cells: int, rows: int = 2000) -> tuple[Sentry, Session, Se
     sentry.signer = Signer.load(hospital.key)
     sentry.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     sentry._build_guard()
-    sentry._wait_for_guard()
+    sentry._open_guard()
     sentry.budget = policy_ceiling(sentry.policy)
     sentry.ledger = HospitalLedger(
         sentry.state_dir / "session.ledger",

@@ -8,10 +8,9 @@ imports, policy and sockets, the kernel's first kernel_info_reply, the sentry's 
 kernel message, and the client's view (POST answered, websocket open, kernel_info_reply
 received, and the reply to a first `1 + 1` sent at once, which on the guarded kernel also waits
 for its guard to be armed). The chain's steps come from `BEDSIDE_START_TRACE=1`
-(`bedside._starttrace`), written to the gateway's log with each process's CPU time; the
-sentry's `guard_ready` and `first_kernel_message` marks need two `_starttrace.mark` lines in
-gateway/sentry.py that it does not carry. Wall-clock steps on a shared machine are noisy:
-compare the configurations of one run, not runs with each other.
+(`bedside._starttrace`), written to the gateway's log with each process's CPU time (the
+sentry marks `sentry.guard_ready` and `sentry.first_kernel_message`). Wall-clock steps on a
+shared machine are noisy: compare the configurations of one run, not runs with each other.
 
 Run: .venv/bin/python bench/start_timeline.py [--rounds 7] [--out start-timeline.json]
 """

@@ -372,6 +372,17 @@ def _mime_allowed(mime: str, patterns: list[str]) -> bool:
     return any(mime == pat or fnmatch.fnmatchcase(mime, pat) for pat in patterns)
 
 
+def status_verdict(content: dict[str, Any]) -> Verdict | None:
+    """A status message rebuilt from its state alone (nothing else of it is read), or None
+    when its content is not of that fixed shape."""
+    state = content.get("execution_state")
+    if state not in STATUS_STATES:
+        return None
+    return Verdict(
+        Decision.release(layer=Layer.SENTRY), "status", {"execution_state": state}, {}, []
+    )
+
+
 class BoundaryGuard:
     """Decides, for each message leaving the hospital, what of it may leave.
 
@@ -475,15 +486,9 @@ class BoundaryGuard:
     ) -> Verdict:
         """The verdict for one message coming from the kernel on `channel`."""
         if msg_type == "status":
-            state = content.get("execution_state")
-            if state in STATUS_STATES and not buffers:
-                return Verdict(
-                    Decision.release(layer=Layer.SENTRY),
-                    msg_type,
-                    {"execution_state": state},
-                    {},
-                    [],
-                )
+            verdict = None if buffers else status_verdict(content)
+            if verdict is not None:
+                return verdict
             return self.notice(
                 channel,
                 msg_type,

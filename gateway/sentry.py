@@ -41,6 +41,7 @@ from typing import Any
 
 import zmq
 
+from bedside import _starttrace
 from bedside.errors import Error, GatewayError, ReleaseError
 from bedside.gateway._boundary import (
     BoundaryGuard,
@@ -48,6 +49,7 @@ from bedside.gateway._boundary import (
     Verdict,
     kernel_claim,
     policy_scanner,
+    status_verdict,
 )
 from bedside.gateway._receipts import HospitalLedger, committed_bytes, committed_from_content
 from bedside.gateway._session import (
@@ -84,6 +86,13 @@ EGRESS_COUNTED = frozenset(
         "comm_msg",
     }
 )
+# Before the guard is built (see `Sentry._early_verdict`): the requests forwarded to the kernel
+# and the replies relayed back, on these channels; with status messages, whose content the
+# guard rebuilds from a fixed shape unread. The guard passes kernel_info_reply only after a scan;
+# early it passes because no request that runs code has reached the kernel yet.
+EARLY_REQUESTS = frozenset({"kernel_info_request"})
+EARLY_REPLIES = frozenset({"kernel_info_reply"})
+EARLY_CHANNELS = frozenset({"shell", "control"})
 CONTROL_TYPES = frozenset(
     {
         "bedside_intent_request",
@@ -197,6 +206,12 @@ class Sentry:
         self._cpu_stale = False
         self._cpu_read_at = 0.0
         self._guard_ready = threading.Event()
+        # Whether the relay uses the guard; until then it holds what only the guard may judge,
+        # in order (client requests, kernel messages), and passes the EARLY_* kinds.
+        self._guard_open = False
+        self._relayed_any = False
+        self._held_client: list[tuple[str, Message]] = []
+        self._held_kernel: list[tuple[str, Message]] = []
         self._guard_error: BaseException | None = None
         self._scan: Scan | None = None
         self.airlock: Any = None
@@ -249,6 +264,7 @@ class Sentry:
         except BaseException as exc:  # noqa: BLE001 - re-raised in the relay's thread
             self._guard_error = exc
         finally:
+            _starttrace.mark("sentry.guard_ready")
             self._guard_ready.set()
         # The session header needs it before the first cell runs. Computed here, after the
         # guard is ready (it never holds up the kernel's start) and usually while the kernel
@@ -259,13 +275,59 @@ class Sentry:
         except Exception:  # noqa: BLE001 - the relay computes it again and reports the failure
             log.exception("cannot compute the environment digest")
 
-    def _wait_for_guard(self) -> None:
-        """Block until the guard exists; a failure to build it stops the sentry."""
+    def _open_guard(self) -> None:
+        """Wait for the guard, then relay what waited for it: the kernel's messages first (sent
+        before any request that runs code), then the client's requests, each in order. A guard
+        that cannot be built stops the session with a notice to the client."""
         self._guard_ready.wait()
         if self._guard_error is not None:
-            raise GatewayError(
-                f"the sentry cannot build its guard: {self._guard_error}"
-            ) from self._guard_error
+            self._guard_failed()
+        self._guard_open = True
+        held, self._held_kernel = self._held_kernel, []
+        for channel, msg in held:
+            self._relay_held(self._kernel_msg, channel, msg, None)
+        requests, self._held_client = self._held_client, []
+        for channel, msg in requests:
+            self._relay_held(self._client_msg, channel, msg)
+
+    def _relay_held(self, handler: Any, *args: Any) -> None:
+        try:
+            handler(*args)
+        except Exception:
+            # Fail closed, as the relay loop does: the message is not relayed.
+            self.dropped += 1
+            log.exception("dropped a message the sentry could not process")
+
+    def _guard_failed(self) -> None:
+        """Tell the client the session stops (no detail of the failure leaves), then stop."""
+        exc = self._guard_error
+        log.error("the sentry cannot build its guard: %r", exc)
+        text = (
+            "[bedside] The hospital sentry cannot build its output guard "
+            f"({type(exc).__name__}); no output can leave, so the session stops. "
+            "The custodian finds the cause in the sentry log."
+        )
+        if not self.sandbox:
+            text += NO_SANDBOX_WARNING
+        decision = Decision.block("guard_unavailable", "the sentry's guard could not be built",
+                                  layer=Layer.SENTRY)  # fmt: skip
+        meta = {"bedside": decision.to_metadata()}
+        answered = False
+        for channel, msg in self._held_client:
+            if channel == "shell" and msg.msg_type == "execute_request":
+                answered = True
+                parent = (msg.raw_header, msg.msg_id)
+                self._answer_with_error(
+                    msg.idents, parent, "BedsideSessionStopped", text, meta, decision
+                )
+        if not answered:
+            self._emit(
+                "iopub", None, "stream", {"name": "stderr", "text": text + "\n"}, meta, [],
+                parent=(b"{}", ""), decision=decision,
+            )  # fmt: skip
+        self._held_client = []
+        self._held_kernel = []
+        raise GatewayError(f"the sentry cannot build its guard: {exc}") from exc
 
     def _build_scan(self) -> Scan:
         scan, size = policy_scanner(self.policy)
@@ -280,7 +342,8 @@ class Sentry:
             "shell": zmq.ROUTER,
             "control": zmq.ROUTER,
             "stdin": zmq.ROUTER,
-            "iopub": zmq.PUB,
+            # XPUB, as ipykernel's: each new subscriber is greeted (`_iopub_subscribed`).
+            "iopub": zmq.XPUB,
             "hb": zmq.ROUTER,
         }
         for channel, kind in kinds.items():
@@ -288,6 +351,8 @@ class Sentry:
             sock.linger = 1000
             if kind == zmq.ROUTER:
                 sock.router_handover = 1
+            if kind == zmq.XPUB:
+                sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscriber, not only the first
             try:
                 sock.bind(f"tcp://{ip}:{info[f'{channel}_port']}")
             except zmq.ZMQError as exc:
@@ -381,6 +446,7 @@ class Sentry:
             s["outer_control"]: lambda f: self._from_client("control", f),
             s["outer_stdin"]: lambda f: self._from_client("stdin", f),
             s["outer_hb"]: self._hb_from_client,
+            s["outer_iopub"]: self._iopub_subscribed,
             s["inner_shell"]: lambda f: self._from_kernel("shell", f),
             s["inner_control"]: lambda f: self._from_kernel("control", f),
             s["inner_stdin"]: lambda f: self._from_kernel("stdin", f),
@@ -388,26 +454,21 @@ class Sentry:
             s["inner_hb"]: self._hb_from_kernel,
         }
         poller = zmq.Poller()
-        # Until the guard is built only the client side and heartbeats are served: what the
-        # kernel sends waits in its sockets.
-        waiting = [s[f"inner_{c}"] for c in ("shell", "control", "stdin", "iopub")]
+        # Until the guard is built, kernel_info and status messages pass and the rest is held
+        # (`_from_client`, `_from_kernel`); `_open_guard` then relays what was held, in order.
         for sock in handlers:
-            if sock not in waiting:
-                poller.register(sock, zmq.POLLIN)
+            poller.register(sock, zmq.POLLIN)
         last_check = last_poll = 0.0
         # The sentry stands in for the kernel process, so it behaves like ipykernel's
         # ParentPollerUnix: when whatever launched it (Enterprise Gateway, a KernelManager) is
         # gone without shutting it down, nobody can reach the session any more, so it ends it.
         launcher = os.getppid()
         while not self.stop_requested:
-            if waiting and self._guard_ready.is_set():
-                self._wait_for_guard()
-                for sock in waiting:
-                    poller.register(sock, zmq.POLLIN)
-                waiting = []
+            if not self._guard_open and self._guard_ready.is_set():
+                self._open_guard()
             # While entries wait to be made durable, wake up soon: the flush (two fsyncs)
             # happens as soon as the burst of a cell has settled, off the messages' path.
-            busy = self.ledger.dirty or bool(waiting)
+            busy = self.ledger.dirty or not self._guard_open
             events = poller.poll(QUIET_MS if busy else 200)
             for sock, _ in events:
                 handler = handlers[sock]
@@ -463,7 +524,8 @@ class Sentry:
 
     def _drain_kernel(self) -> None:
         """Relay what the kernel sent before it exited (its shutdown_reply, last outputs)."""
-        self._wait_for_guard()
+        if not self._guard_open:
+            self._open_guard()
         deadline = time.monotonic() + 0.5
         for channel in ("iopub", "control", "shell"):
             sock = self._sockets[f"inner_{channel}"]
@@ -513,6 +575,16 @@ class Sentry:
             self.dropped += 1
             log.warning("dropped a message from the client side on %s: %s", channel, exc)
             return
+        if not self._guard_open and (
+            self._held_client or msg.msg_type not in EARLY_REQUESTS or channel not in EARLY_CHANNELS
+        ):
+            # Until the guard exists only kernel_info reaches the kernel: no code runs there
+            # before its outputs can be judged, so its early replies are its own (EARLY_REPLIES).
+            self._held_client.append((channel, msg))
+            return
+        self._client_msg(channel, msg)
+
+    def _client_msg(self, channel: str, msg: Message) -> None:
         msg_type = msg.msg_type
         if channel == "shell" and (msg_type in CONTROL_TYPES or msg_type == "execute_request"):
             try:
@@ -646,9 +718,40 @@ class Sentry:
             self.dropped += 1
             log.warning("dropped a message from the kernel on %s: %s", channel, exc)
             return
-        msg_type = msg.msg_type
-        if channel == "iopub" and msg_type == "iopub_welcome":
+        if channel == "iopub" and msg.msg_type == "iopub_welcome":
             return
+        if not self._guard_open:
+            behind = any(held == channel for held, _ in self._held_kernel)
+            early = None if behind else self._early_verdict(channel, msg)
+            if early is None:
+                self._held_kernel.append((channel, msg))
+                return
+            self._kernel_msg(channel, msg, early)
+            return
+        self._kernel_msg(channel, msg, None)
+
+    def _early_verdict(self, channel: str, msg: Message) -> Verdict | None:
+        """The verdict on a kernel message before the guard exists, or None to hold it.
+
+        Only what the guard would pass without reading it: a status of the fixed shape (the
+        guard rebuilds it from its state alone), and the kernel's answer to kernel_info, the
+        only request the kernel has been given (so no code of the researcher has run there).
+        """
+        if msg.buffers or len(msg.raw_content) > self.policy.outputs.max_output_bytes:
+            return None
+        if msg.msg_type == "status":
+            return status_verdict(msg.content)
+        if msg.msg_type in EARLY_REPLIES and channel in EARLY_CHANNELS:
+            return Verdict(
+                Decision.release(layer=Layer.SENTRY), msg.msg_type, msg.content, msg.metadata, []
+            )
+        return None
+
+    def _kernel_msg(self, channel: str, msg: Message, early: Verdict | None) -> None:
+        if not self._relayed_any:
+            self._relayed_any = True
+            _starttrace.mark("sentry.first_kernel_message")
+        msg_type = msg.msg_type
         request = self.requests.get(msg.parent_id)
         if channel != "iopub":
             if request is None or request.idents is None:
@@ -666,7 +769,12 @@ class Sentry:
                 except ValueError:
                     pass
         size = len(msg.raw_content) + sum(len(b) for b in msg.buffers)
-        verdict = self.guard.check(channel, msg_type, msg.content, msg.metadata, msg.buffers, size)
+        if early is not None:
+            verdict = early
+        else:
+            verdict = self.guard.check(
+                channel, msg_type, msg.content, msg.metadata, msg.buffers, size
+            )
         if channel == "iopub" and verdict.msg_type in EGRESS_COUNTED and not verdict.blocked:
             verdict = self._egress(verdict, channel, size)
         if verdict.blocked:
@@ -786,6 +894,8 @@ class Sentry:
             raw_content = canonical_json(content)
             committed = committed_from_content(channel, msg_type, raw_content, buffers, content)
         except Exception as exc:  # noqa: BLE001 - NaN, huge integers, non-JSON values
+            if not self._guard_open:
+                raise  # no notice without the guard: dropped (the relay logs it)
             log.warning("blocked a %s whose content cannot be encoded: %s", msg_type, exc)
             decision = Decision.block(
                 "malformed", "the output cannot be encoded as JSON", layer=Layer.SENTRY
@@ -854,6 +964,23 @@ class Sentry:
             researcher_key=None,
         )
         return True
+
+    def _iopub_subscribed(self, frames: list[bytes]) -> None:
+        """Greet a new iopub subscriber with `iopub_welcome` (JEP 65), as ipykernel does:
+        Enterprise Gateway's readiness nudge ends with the first iopub message it receives.
+
+        Only before the session's header, when what leaves carries a receipt and no ledger
+        entry (`_recording`): the welcome is the sentry's own, with nothing of the kernel in it,
+        and a later subscriber waits for the kernel's status messages as before.
+        """
+        for frame in frames:
+            if frame[:1] != b"\x01" or self.ledger.has_header:
+                continue  # an unsubscription, or a session already recording
+            try:
+                topic = frame[1:].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            self._emit_iopub("iopub_welcome", {"subscription": topic}, (b"{}", ""))
 
     # -- heartbeat ----------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from jupyter_client.session import Session
 
-from bedside.errors import LedgerError
+from bedside.errors import GatewayError, LedgerError
 from bedside.gateway._receipts import HospitalLedger
 from bedside.gateway._session import policy_ceiling
 from bedside.gateway.sentry import Sentry
@@ -36,6 +36,16 @@ class CaptureSocket:
 
 @pytest.fixture
 def relay(tmp_path):
+    yield from _relay(tmp_path, guard=True)
+
+
+@pytest.fixture
+def starting(tmp_path):
+    """The relay before its guard is built."""
+    yield from _relay(tmp_path, guard=False)
+
+
+def _relay(tmp_path: Path, *, guard: bool):
     hospital = make_hospital(tmp_path, frame=make_patients(50))
     key = uuid.uuid4().hex
     conn = tmp_path / "kernel.json"
@@ -52,8 +62,9 @@ def relay(tmp_path):
     sentry.policy = load_policy(hospital.policy)
     sentry.signer = Signer.load(hospital.key)
     sentry.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    sentry._build_guard()
-    sentry._wait_for_guard()
+    if guard:
+        sentry._build_guard()
+        sentry._open_guard()
     sentry.budget = policy_ceiling(sentry.policy)
     sentry.ledger = HospitalLedger(
         sentry.state_dir / "session.ledger",
@@ -86,8 +97,10 @@ def _sent(sentry: Sentry, name: str) -> list[dict[str, Any]]:
     out = []
     for frames in sentry._sockets[name].sent:  # type: ignore[attr-defined]
         cut = frames.index(b"<IDS|MSG>")
-        header, _, metadata, content = (json.loads(f) for f in frames[cut + 2 : cut + 6])
-        out.append({"header": header, "metadata": metadata, "content": content})
+        header, parent, metadata, content = (json.loads(f) for f in frames[cut + 2 : cut + 6])
+        out.append(
+            {"header": header, "parent_header": parent, "metadata": metadata, "content": content}
+        )
     return out
 
 
@@ -131,3 +144,87 @@ def test_a_request_the_ledger_cannot_record_stops_the_session(relay, monkeypatch
         m for m in _sent(sentry, "outer_shell") if m["header"]["msg_type"] == "execute_reply"
     ]
     assert reply["content"]["status"] == "error"
+
+
+def _types(sentry: Sentry, name: str) -> list[str]:
+    return [m["header"]["msg_type"] for m in _sent(sentry, name)]
+
+
+def test_before_the_guard_only_kernel_info_and_status_pass_and_the_rest_waits(starting):
+    sentry, client, kernel = starting
+    info = client.msg("kernel_info_request", {})
+    sentry._from_client("control", [b"client", *client.serialize(info)])
+    cell = _execute(sentry, client, 'print("MRN0000001")')
+    later = client.msg("kernel_info_request", {})
+    sentry._from_client("shell", [b"client", *client.serialize(later)])
+    # Only the first kernel_info reached the kernel: no code runs before the guard exists, and
+    # what was asked after the cell waits behind it.
+    assert _types_inner(sentry, "inner_control") == ["kernel_info_request"]
+    assert _types_inner(sentry, "inner_shell") == []
+    _kernel_says(sentry, kernel, info, "status", {"execution_state": "busy"})
+    _kernel_says(sentry, kernel, info, "kernel_info_reply", {"status": "ok"}, channel="control")
+    _kernel_says(sentry, kernel, info, "stream", {"name": "stdout", "text": "hi"})
+    _kernel_says(sentry, kernel, info, "status", {"execution_state": "idle"})
+    _kernel_says(sentry, kernel, info, "status", {"execution_state": "odd", "x": 1})
+    assert _types(sentry, "outer_control") == ["kernel_info_reply"]
+    # The stream needs the guard, and the statuses after it keep their place behind it.
+    assert _types(sentry, "outer_iopub") == ["status"]
+    receipt = _sent(sentry, "outer_control")[0]["metadata"]["bedside"]["receipt"]
+    assert receipt["msg_id"] and not sentry.ledger.has_header  # a receipt, no entry yet
+    sentry._build_guard()
+    sentry._open_guard()
+    # a malformed status waited for the guard too, which turns it into a notice
+    assert _types(sentry, "outer_iopub") == ["status", "stream", "status", "display_data"]
+    odd = _sent(sentry, "outer_iopub")[3]
+    assert odd["metadata"]["bedside"]["decision"] == "blocked"  # judged by the guard now
+    assert _types_inner(sentry, "inner_shell") == ["execute_request", "kernel_info_request"]
+    assert json.loads(sentry._sockets["inner_shell"].sent[0][-1])["code"] == cell["content"]["code"]  # type: ignore[attr-defined]
+
+
+def test_a_guard_that_cannot_be_built_stops_the_session_with_a_notice(starting, monkeypatch):
+    sentry, client, kernel = starting
+
+    def broken(policy: Any) -> Any:
+        raise OSError("/data/patients.parquet: MRN0000001 unreadable")
+
+    monkeypatch.setattr("bedside.gateway.sentry.policy_scanner", broken)
+    cell = _execute(sentry, client, "1 + 1")
+    sentry._build_guard()
+    with pytest.raises(GatewayError, match="cannot build its guard"):
+        sentry._open_guard()
+    assert _types_inner(sentry, "inner_shell") == []  # the cell never ran
+    (reply,) = _sent(sentry, "outer_shell")
+    assert reply["header"]["msg_type"] == "execute_reply"
+    assert reply["content"]["ename"] == "BedsideSessionStopped"
+    assert "cannot build its output guard (OSError)" in reply["content"]["evalue"]
+    assert "MRN0000001" not in json.dumps(_sent(sentry, "outer_iopub") + [reply])
+    assert reply["metadata"]["bedside"]["rule"] == "guard_unavailable"
+    assert reply["parent_header"]["msg_id"] == cell["header"]["msg_id"]
+
+
+def _types_inner(sentry: Sentry, name: str) -> list[str]:
+    out = []
+    for frames in sentry._sockets[name].sent:  # type: ignore[attr-defined]
+        cut = frames.index(b"<IDS|MSG>")
+        out.append(json.loads(frames[cut + 2])["msg_type"])
+    return out
+
+
+def test_a_new_iopub_subscriber_is_welcomed_until_the_session_records(relay):
+    sentry, client, kernel = relay
+    sentry._iopub_subscribed([b"\x01"])
+    sentry._iopub_subscribed([b"\x00"])  # an unsubscription is not greeted
+    (welcome,) = _sent(sentry, "outer_iopub")
+    assert welcome["header"]["msg_type"] == "iopub_welcome"
+    assert welcome["content"] == {"subscription": ""}
+    assert welcome["metadata"]["bedside"]["receipt"]["msg_id"] == welcome["header"]["msg_id"]
+    assert not sentry.ledger.has_header  # a receipt, no ledger entry
+    # signed with the client side's key, as everything the client side receives
+    frames = sentry._sockets["outer_iopub"].sent[0]  # type: ignore[attr-defined]
+    assert client.deserialize(frames[frames.index(b"<IDS|MSG>") + 1 :])["msg_type"] == (
+        "iopub_welcome"
+    )
+    _execute(sentry, client, "1 + 1")  # the header: from now on entries are written
+    sent = len(sentry._sockets["outer_iopub"].sent)  # type: ignore[attr-defined]
+    sentry._iopub_subscribed([b"\x01"])
+    assert len(sentry._sockets["outer_iopub"].sent) == sent  # type: ignore[attr-defined]

@@ -38,15 +38,24 @@ df.iloc[:3]
 """
 
 
-def test_a_first_cell_sent_at_launch_is_judged_by_the_armed_kernel_guard(tmp_path: Path) -> None:
+def _first_cell(tmp_path: Path, kernel: str) -> tuple[list[dict], list[dict]]:
+    """A leaking first cell sent at launch: what the client got for it, and the sentry's
+    ledger entries of its shown outputs."""
     frame = make_patients(400, seed=5)
     hospital = make_hospital(tmp_path / "hospital", frame=frame)
-    sentry = start_sentry(hospital, tmp_path / "run", sandbox=True, kernel="guarded")
+    sentry = start_sentry(hospital, tmp_path / "run", sandbox=True, kernel=kernel)
     kc = BlockingKernelClient()
     try:
         kc.load_connection_info(sentry.connection)
         kc.start_channels()
-        msg_id = kc.execute(FIRST_CELL)  # at once: the sentry is still starting
+        code = FIRST_CELL
+        if kernel == "plain":  # no `hospital` object there: the file itself
+            path = str(hospital.data)
+            code = (
+                "import pandas as pd\n\nclass hospital:\n"
+                f"    load = staticmethod(lambda name: pd.read_parquet({path!r}))\n\n"
+            ) + FIRST_CELL
+        msg_id = kc.execute(code)  # at once: the sentry is still starting
         outputs = []
         deadline = time.monotonic() + 240
         while True:
@@ -73,8 +82,24 @@ def test_a_first_cell_sent_at_launch_is_judged_by_the_armed_kernel_guard(tmp_pat
             if e["kind"] == "output" and e["msg_id"] in ids
         ]
         assert entries and all(e["decision"] == "blocked" for e in entries), entries
-        # The in-kernel guard was armed before the cell ran: it blocked the outputs itself.
-        assert all(e.get("kernel_decision") == "blocked" for e in entries), entries
+        return outputs, entries
     finally:
         kc.stop_channels()
         sentry.stop()
+
+
+def test_a_first_cell_sent_at_launch_is_judged_by_the_armed_kernel_guard(tmp_path: Path) -> None:
+    _, entries = _first_cell(tmp_path, "guarded")
+    # The in-kernel guard was armed before the cell ran: it blocked the outputs itself.
+    assert all(e.get("kernel_decision") == "blocked" for e in entries), entries
+
+
+def test_a_first_cell_sent_at_launch_is_blocked_by_the_sentry_before_a_plain_kernel(
+    tmp_path: Path,
+) -> None:
+    # The sentry relays kernel_info and status while its guard is built; the cell waits for the
+    # guard, and with a kernel that guards nothing the sentry alone blocks its outputs.
+    outputs, entries = _first_cell(tmp_path, "plain")
+    assert all(e.get("kernel_decision") is None for e in entries), entries
+    assert all(m["metadata"]["bedside"]["decision"] == "blocked" for m in outputs
+               if m["msg_type"] in ("stream", "execute_result")), outputs  # fmt: skip
