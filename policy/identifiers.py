@@ -323,17 +323,23 @@ class IdentifierIndex:
             s, e, kk = self._spans_reference(raw)
         return self._matches(text, raw, s, e, kk, limit)
 
-    def _find_lowered(self, raw: bytes) -> list[tuple[int, int, str]]:
-        """(start, end, value_kind) of every value in `raw`, the lower-cased bytes of an ASCII
-        text (`_tokens.lower_bytes`), ordered by position: `find` without its strength and
-        without lower-casing again (`scan_text` lowers an output once and also searches the
-        reversed bytes, which of an ASCII text are the reversed text's)."""
+    def _find_lowered(self, text: str, raw: bytes) -> list[tuple[int, int, str]]:
+        """(start, end, value_kind) of every value in the ASCII `text`, given `raw`, its
+        lower-cased bytes (`_tokens.lower_bytes`), ordered by position: `find` without its
+        strength and without lower-casing again (`scan_text` lowers an output once and also
+        searches the reversed bytes, which of an ASCII text are the reversed text's). The same
+        matches as `find`: those that cannot be the value they hash like are dropped
+        (`_matching.keep_match`)."""
         if not raw or not len(self._entries):
             return []
         if self._matcher is not None:
             s, e, kk = self._spans_native(raw)
         else:
             s, e, kk = self._spans_reference(raw)
+        if len(s):
+            keep = self._keep(text, s, e, self._weak_code[kk])
+            if not keep.all():
+                s, e, kk = s[keep], e[keep], kk[keep]
         names = self._kind_names
         return [
             (a, b, names[c]) for a, b, c in zip(s.tolist(), e.tolist(), kk.tolist(), strict=True)

@@ -361,10 +361,10 @@ def scan_text(
     inner: list[list[tuple[str, str, int, int]]] = [[] for _ in distinct]
     if index is not None and ascii_fast:
         raw = lower_bytes(text)
-        for a, b, column in index._find_lowered(raw):
+        for a, b, column in index._find_lowered(text, raw):
             found.append(Finding("identifier", a, b, column))
         if want_reversed:
-            for a, b, column in index._find_lowered(raw[::-1]):
+            for a, b, column in index._find_lowered(text[::-1], raw[::-1]):
                 reversed_hits.append(("identifier", column, a, b))
         if distinct:
             # One index pass over every decoded text, joined by newlines (no value spans a
