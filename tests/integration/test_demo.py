@@ -43,7 +43,7 @@ from bedside.extension._headless import KernelSession, free_port
 from bedside.gateway.eg import eg_executable
 from bedside.ledger import verify_ledger
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(480)]
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
@@ -310,7 +310,9 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
                      "bwrap", "ganache"):  # fmt: skip
             assert part in names, f"{part} is not running under the demo: {names}"
         os.killpg(demo.proc.pid, signal.SIGINT)
-        status = demo.proc.wait(timeout=150)
+        # The demo's stop is bounded: each lab 15 s, the gateway 30 s, the chain 60 s, then each
+        # is killed; on a loaded machine it can come near the sum, which must not fail the test.
+        status = demo.proc.wait(timeout=210)
         assert status == 0, demo.log()
         _, alive = psutil.wait_procs(tree, timeout=10)
         alive = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
