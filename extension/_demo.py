@@ -181,6 +181,9 @@ def run_demo(work: Path, *, port: int = 8888, patients: int = 2000) -> int:
         raise KeyboardInterrupt  # SIGTERM stops the demo as cleanly as Ctrl-C
 
     signal.signal(signal.SIGTERM, _terminate)
+    # Ctrl-C stops the demo even when it was started with SIGINT ignored (a shell's background
+    # job, nohup, a CI runner), which Python would otherwise keep: the demo would never stop.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # What to open is printed once: it must reach a pipe (`make demo | tee`) at once, too.
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
