@@ -24,8 +24,8 @@ from tornado.httpclient import HTTPClientError
 from bedside.extension._headless import KernelSession
 from tests._release_support import bedside_cli, custodian_keys, review, train_and_release
 
+from ._researcher import intent, researcher_server, study_session, write_notebook
 from .conftest import Hospital, make_release_hospital
-from .test_researcher import intent, researcher_server, write_notebook
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -79,124 +79,112 @@ def test_release_followed_fetched_and_verified(tmp_path, hospital, eg_gateway) -
     report: dict[str, Any] = {}
 
     async def scenario() -> None:
-        with researcher_server(tmp_path, eg_gateway, notebooks) as server:
-            client = KernelSession(server.url, server.token)
-            await client.start("study.ipynb", eg_gateway.kernel_name)
+        async with study_session(tmp_path, eg_gateway, notebooks) as (_, client):
             base = f"/bedside/sessions/{client.kernel_id}"
-            try:
-                reply, iopub = await client.execute(TRAIN, timeout=180)
-                text = "".join(m["content"].get("text", "") for m in iopub)
-                assert reply["content"]["status"] == "ok", (reply["content"], text)
-                ids = {
-                    line.split()[0]: line.split()[2]
-                    for line in text.splitlines()
-                    if " submitted r-" in line
-                }
-                assert len(ids) == 4, text
+            reply, iopub = await client.execute(TRAIN, timeout=180)
+            text = "".join(m["content"].get("text", "") for m in iopub)
+            assert reply["content"]["status"] == "ok", (reply["content"], text)
+            ids = {
+                line.split()[0]: line.split()[2]
+                for line in text.splitlines()
+                if " submitted r-" in line
+            }
+            assert len(ids) == 4, text
 
-                # The hospital's airlock checked them: all wait for two custodians.
-                listed = await until(
-                    client,
-                    f"{base}/releases",
-                    lambda a: (
-                        len(a["releases"]) == 4
-                        and all(r["state"] == "pending" for r in a["releases"])
-                    ),
-                    "four pending requests",
-                )
-                row = next(r for r in listed["releases"] if r["id"] == ids["mortality"])
-                assert row["label"] == "pending review (0 of 2 approvals)"
-                assert row["kind"] == "model" and row["digest"].startswith("sha256:")
-                # Nothing to fetch before the review.
-                code, why = await refused(client, f"{base}/releases/{ids['mortality']}/fetch")
-                assert code == 409 and "pending" in why and "0 of 2" in why, why
+            # The hospital's airlock checked them: all wait for two custodians.
+            listed = await until(
+                client,
+                f"{base}/releases",
+                lambda a: (
+                    len(a["releases"]) == 4 and all(r["state"] == "pending" for r in a["releases"])
+                ),
+                "four pending requests",
+            )
+            row = next(r for r in listed["releases"] if r["id"] == ids["mortality"])
+            assert row["label"] == "pending review (0 of 2 approvals)"
+            assert row["kind"] == "model" and row["digest"].startswith("sha256:")
+            # Nothing to fetch before the review.
+            code, why = await refused(client, f"{base}/releases/{ids['mortality']}/fetch")
+            assert code == 409 and "pending" in why and "0 of 2" in why, why
 
-                session = (await client.api("GET", base))["session"]
-                state = hospital.state / session
-                approved = ("mortality", "mortality-swapped", "mortality-wide")
-                for rid in (ids[n] for n in approved):
-                    done = review(
-                        state, "approve", rid, "--as", "carol", "--key", str(keys["carol"])
-                    )
-                    assert done.returncode == 0, done.stderr
-                half = await until(
-                    client,
-                    f"{base}/releases",
-                    lambda a: any(
-                        r["id"] == ids["mortality"] and r["approvals"] == ["carol"]
-                        for r in a["releases"]
-                    ),
-                    "the first approval",
-                )
-                row = next(r for r in half["releases"] if r["id"] == ids["mortality"])
-                assert row["state"] == "pending", row
-                assert row["label"] == "approved 1 of 2, waiting for review"
-                for rid in (ids[n] for n in approved):
-                    done = review(state, "approve", rid, "--as", "dave", "--key", str(keys["dave"]))
-                    assert done.returncode == 0, done.stderr
-                done = review(
-                    state,
-                    "deny",
-                    ids["mortality-denied"],
-                    "--as",
-                    "carol",
-                    "--key",
-                    str(keys["carol"]),
-                    "--reason",
-                    "duplicate of the approved model",
-                )
+            session = (await client.api("GET", base))["session"]
+            state = hospital.state / session
+            approved = ("mortality", "mortality-swapped", "mortality-wide")
+            for rid in (ids[n] for n in approved):
+                done = review(state, "approve", rid, "--as", "carol", "--key", str(keys["carol"]))
                 assert done.returncode == 0, done.stderr
-                listed = await until(
-                    client,
-                    f"{base}/releases",
-                    lambda a: {r["state"] for r in a["releases"]} == {"approved", "denied"},
-                    "the decisions",
-                )
-                rows = {r["id"]: r for r in listed["releases"]}
-                assert rows[ids["mortality"]]["label"] == "approved 2 of 2: ready to fetch"
-                denied = rows[ids["mortality-denied"]]
-                assert denied["label"] == "denied: duplicate of the approved model"
+            half = await until(
+                client,
+                f"{base}/releases",
+                lambda a: any(
+                    r["id"] == ids["mortality"] and r["approvals"] == ["carol"]
+                    for r in a["releases"]
+                ),
+                "the first approval",
+            )
+            row = next(r for r in half["releases"] if r["id"] == ids["mortality"])
+            assert row["state"] == "pending", row
+            assert row["label"] == "approved 1 of 2, waiting for review"
+            for rid in (ids[n] for n in approved):
+                done = review(state, "approve", rid, "--as", "dave", "--key", str(keys["dave"]))
+                assert done.returncode == 0, done.stderr
+            done = review(
+                state,
+                "deny",
+                ids["mortality-denied"],
+                "--as",
+                "carol",
+                "--key",
+                str(keys["carol"]),
+                "--reason",
+                "duplicate of the approved model",
+            )
+            assert done.returncode == 0, done.stderr
+            listed = await until(
+                client,
+                f"{base}/releases",
+                lambda a: {r["state"] for r in a["releases"]} == {"approved", "denied"},
+                "the decisions",
+            )
+            rows = {r["id"]: r for r in listed["releases"]}
+            assert rows[ids["mortality"]]["label"] == "approved 2 of 2: ready to fetch"
+            denied = rows[ids["mortality-denied"]]
+            assert denied["label"] == "denied: duplicate of the approved model"
 
-                # A denied request cannot be fetched, and says why.
-                code, why = await refused(
-                    client, f"{base}/releases/{ids['mortality-denied']}/fetch"
-                )
-                assert code == 409 and "denied" in why and "duplicate" in why, why
+            # A denied request cannot be fetched, and says why.
+            code, why = await refused(client, f"{base}/releases/{ids['mortality-denied']}/fetch")
+            assert code == 409 and "denied" in why and "duplicate" in why, why
 
-                # The approved one: fetched into releases/, verified on arrival.
-                fetched = await client.api("POST", f"{base}/releases/{ids['mortality']}/fetch")
-                report["fetched"] = fetched
-                # The notebook is closed (no websocket open): the server fetches over its own
-                # connection to the gateway, and lists what it fetched.
-                await client.close(shutdown=False)
-                wide = f"{base}/releases/{ids['mortality-wide']}/fetch"
-                report["wide"] = await client.api("POST", wide, timeout=180)
-                after = await client.api("GET", f"{base}/releases")
-                report["after"] = {r["id"]: r for r in after["releases"]}
-                report["after_live"] = after["live"]
+            # The approved one: fetched into releases/, verified on arrival.
+            fetched = await client.api("POST", f"{base}/releases/{ids['mortality']}/fetch")
+            report["fetched"] = fetched
+            # The notebook is closed (no websocket open): the server fetches over its own
+            # connection to the gateway, and lists what it fetched.
+            await client.close(shutdown=False)
+            wide = f"{base}/releases/{ids['mortality-wide']}/fetch"
+            report["wide"] = await client.api("POST", wide, timeout=180)
+            after = await client.api("GET", f"{base}/releases")
+            report["after"] = {r["id"]: r for r in after["releases"]}
+            report["after_live"] = after["live"]
 
-                # Someone at the hospital without the custodian key swaps an approved artifact
-                # (and the digest the airlock noted): the sentry sends it, we refuse it.
-                status_path = state / "outbox" / ids["mortality-swapped"] / "status.json"
-                status = json.loads(status_path.read_text())
-                delivered = Path(status["delivered"]["artifact"])
-                swapped = bytearray(delivered.read_bytes())
-                swapped[-1] ^= 0xFF
-                delivered.write_bytes(bytes(swapped))
-                import hashlib
+            # Someone at the hospital without the custodian key swaps an approved artifact
+            # (and the digest the airlock noted): the sentry sends it, we refuse it.
+            status_path = state / "outbox" / ids["mortality-swapped"] / "status.json"
+            status = json.loads(status_path.read_text())
+            delivered = Path(status["delivered"]["artifact"])
+            swapped = bytearray(delivered.read_bytes())
+            swapped[-1] ^= 0xFF
+            delivered.write_bytes(bytes(swapped))
+            import hashlib
 
-                status["digest"] = "sha256:" + hashlib.sha256(bytes(swapped)).hexdigest()
-                status_path.write_text(json.dumps(status))
-                code, why = await refused(
-                    client, f"{base}/releases/{ids['mortality-swapped']}/fetch"
-                )
-                report["swapped"] = (code, why)
-                last = await client.api("GET", f"{base}/releases")
-                report["last"] = {r["id"]: r for r in last["releases"]}
-                report["ids"] = ids
-                report["status"] = await client.api("GET", base)
-            finally:
-                await client.close()
+            status["digest"] = "sha256:" + hashlib.sha256(bytes(swapped)).hexdigest()
+            status_path.write_text(json.dumps(status))
+            code, why = await refused(client, f"{base}/releases/{ids['mortality-swapped']}/fetch")
+            report["swapped"] = (code, why)
+            last = await client.api("GET", f"{base}/releases")
+            report["last"] = {r["id"]: r for r in last["releases"]}
+            report["ids"] = ids
+            report["status"] = await client.api("GET", base)
 
     async def afterwards() -> dict[str, Any]:
         """A new server process knows the past session's releases from its own records."""

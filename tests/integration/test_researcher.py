@@ -9,11 +9,9 @@ Driven two ways: over `/api/kernels/{id}/channels` with the server token, as Jup
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,83 +19,19 @@ import nbformat
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
-from bedside.extension._headless import KernelSession, ResearcherServer, run_notebook
-from bedside.ledger import Ledger, Verifier, open_checkpoint, verify_ledger
+from bedside.extension._headless import KernelSession, run_notebook
+from bedside.ledger import Verifier, open_checkpoint, verify_ledger
+
+from ._researcher import (
+    both_ledgers,
+    entries,
+    hospital_ledger,
+    intent,
+    study_session,
+    write_notebook,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
-
-
-def intent(**overrides: Any) -> dict[str, Any]:
-    base = {
-        "purpose": "length of stay by ward",
-        "cohort": "all admissions",
-        "model_job": "none",
-        "policy_id": "st-elsewhere",
-        "budget": {"cells": 50},
-    }
-    base.update(overrides)
-    return base
-
-
-def write_notebook(directory: Path, cells: list[str], kernel: str, meta: dict | None) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
-    if meta is not None:
-        nb.metadata["bedside"] = {"intent": meta}
-    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
-    path = directory / "study.ipynb"
-    nbformat.write(nb, path)
-    return path
-
-
-def researcher_server(tmp: Path, gateway: Any, notebooks: Path, **kw: Any) -> ResearcherServer:
-    return ResearcherServer(
-        root_dir=notebooks,
-        gateway_url=gateway.url,
-        gateway_token=gateway.token,
-        sessions_dir=tmp / "sessions",
-        researcher_key_file=str(tmp / "researcher.key"),
-        log_path=tmp / "jupyter_server.log",
-        env={"KERNEL_USERNAME": gateway.username},
-        **kw,
-    )
-
-
-@contextlib.asynccontextmanager
-async def study_session(
-    tmp: Path, gateway: Any, notebooks: Path
-) -> AsyncIterator[tuple[ResearcherServer, KernelSession]]:
-    """The researcher's server on `gateway` and a kernel session on notebooks/study.ipynb, as
-    JupyterLab drives it; the kernel is shut down and the server stopped on exit."""
-    with researcher_server(tmp, gateway, notebooks) as server:
-        client = KernelSession(server.url, server.token)
-        await client.start("study.ipynb", gateway.kernel_name)
-        try:
-            yield server, client
-        finally:
-            await client.close()
-
-
-def hospital_ledger(hospital: Any, session: str) -> Path:
-    path = hospital.state / session / "session.ledger"
-    assert path.exists(), f"no hospital ledger at {path}"
-    return path
-
-
-def both_ledgers(tmp_path: Path, hospital: Any, status: dict) -> tuple[list[str], Path, Path]:
-    """A session's two signers' keys, the researcher's ledger and the hospital's."""
-    keys = [hospital.verifier_key, status["researcher_key"]]
-    mine = tmp_path / "sessions" / status["kernel_id"] / "session.ledger"
-    return keys, mine, hospital_ledger(hospital, status["session"])
-
-
-def entries(path: Path) -> list[dict[str, Any]]:
-    ledger = Ledger.open(path)
-    try:
-        return [ledger.entry(i) for i in range(ledger.size)]
-    finally:
-        ledger.close()
 
 
 def check_one_entry_per_message(
@@ -210,28 +144,23 @@ def test_websockets_dropped_and_reopened_as_jupyterlab_does(tmp_path, hospital, 
     write_notebook(notebooks, [], eg_gateway.kernel_name, intent())
 
     async def scenario() -> dict:
-        with researcher_server(tmp_path, eg_gateway, notebooks) as server:
-            client = KernelSession(server.url, server.token)
-            await client.start("study.ipynb", eg_gateway.kernel_name)
+        async with study_session(tmp_path, eg_gateway, notebooks) as (server, client):
             await asyncio.sleep(0.005)  # cold start: the first websocket goes at once
             await client.close(shutdown=False)
             await client.connect()
-            try:
-                info, _ = await client.request("kernel_info_request", {}, timeout=150)
-                assert info["metadata"]["bedside"]["verified"] is True
-                status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
-                assert status["state"] == "active", status
-                # a reload mid-cell: its outputs go to a websocket nobody holds any more
-                client.send("execute_request", {"code": "import time; time.sleep(0.3); x = 41"})
-                await asyncio.sleep(0.05)
-                await client.close(shutdown=False)
-                client.client_session = uuid.uuid4().hex  # a new page, a new client id
-                await client.connect()
-                reply, _ = await client.execute("print(x + 1)", timeout=120)
-                assert reply["content"]["status"] == "ok"
-                return await client.api("POST", f"/bedside/sessions/{client.kernel_id}/seal")
-            finally:
-                await client.close()
+            info, _ = await client.request("kernel_info_request", {}, timeout=150)
+            assert info["metadata"]["bedside"]["verified"] is True
+            status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+            assert status["state"] == "active", status
+            # a reload mid-cell: its outputs go to a websocket nobody holds any more
+            client.send("execute_request", {"code": "import time; time.sleep(0.3); x = 41"})
+            await asyncio.sleep(0.05)
+            await client.close(shutdown=False)
+            client.client_session = uuid.uuid4().hex  # a new page, a new client id
+            await client.connect()
+            reply, _ = await client.execute("print(x + 1)", timeout=120)
+            assert reply["content"]["status"] == "ok"
+            return await client.api("POST", f"/bedside/sessions/{client.kernel_id}/seal")
 
     sealed = asyncio.run(scenario())
     assert sealed["state"] == "sealed" and sealed["entries_in_flight"] == 0, sealed
@@ -323,39 +252,34 @@ def test_gateway_killed_mid_cell(tmp_path, hospital, start_gateway) -> None:
 
     async def scenario(gateway: Any) -> dict:
         write_notebook(notebooks, [], gateway.kernel_name, intent())
-        with researcher_server(tmp_path, gateway, notebooks) as server:
-            client = KernelSession(server.url, server.token)
-            await client.start("study.ipynb", gateway.kernel_name)
-            try:
-                reply, _ = await client.execute("print('before')", timeout=120)
-                assert reply["content"]["status"] == "ok"
-                client.send(
-                    "execute_request",
-                    {
-                        "code": "import time\nprint('running', flush=True)\ntime.sleep(60)",
-                        "silent": False,
-                        "store_history": True,
-                        "user_expressions": {},
-                        "allow_stdin": False,
-                        "stop_on_error": True,
-                    },
-                )
-                # wait until the cell is running at the hospital
-                while True:
-                    msg = await asyncio.wait_for(client._inbox.get(), 60)
-                    if msg and msg["header"]["msg_type"] == "stream":
-                        break
-                gateway.eg.process.send_signal(signal.SIGKILL)
-                gateway.eg.process.wait()
-                status: dict = {}
-                for _ in range(100):
-                    status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
-                    if status["state"] == "interrupted":
-                        break
-                    await asyncio.sleep(0.1)
-                return status
-            finally:
-                await client.close(shutdown=False)
+        async with study_session(tmp_path, gateway, notebooks, shutdown=False) as (_, client):
+            reply, _ = await client.execute("print('before')", timeout=120)
+            assert reply["content"]["status"] == "ok"
+            client.send(
+                "execute_request",
+                {
+                    "code": "import time\nprint('running', flush=True)\ntime.sleep(60)",
+                    "silent": False,
+                    "store_history": True,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+            )
+            # wait until the cell is running at the hospital
+            while True:
+                msg = await asyncio.wait_for(client._inbox.get(), 60)
+                if msg and msg["header"]["msg_type"] == "stream":
+                    break
+            gateway.eg.process.send_signal(signal.SIGKILL)
+            gateway.eg.process.wait()
+            status: dict = {}
+            for _ in range(100):
+                status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+                if status["state"] == "interrupted":
+                    break
+                await asyncio.sleep(0.1)
+            return status
 
     from .conftest import PLAIN, chain_kernelspec  # the eg helpers' kernelspecs
 
@@ -376,39 +300,34 @@ def test_client_without_server_token_gets_nothing(tmp_path, hospital, eg_gateway
     write_notebook(notebooks, [], eg_gateway.kernel_name, intent())
 
     async def scenario() -> None:
-        with researcher_server(tmp_path, eg_gateway, notebooks) as server:
-            owner = KernelSession(server.url, server.token)
-            await owner.start("study.ipynb", eg_gateway.kernel_name)
-            try:
-                await owner.execute("secret = 'x' * 3", timeout=120)
-                http = AsyncHTTPClient()
-                for path in (
-                    "/api/kernels",
-                    "/api/sessions",
-                    "/bedside/sessions",
-                    f"/bedside/sessions/{owner.kernel_id}",
-                    f"/bedside/sessions/{owner.kernel_id}/ledger",
-                    f"/bedside/sessions/{owner.kernel_id}/openings",
-                ):
-                    with pytest.raises(HTTPClientError) as err:
-                        await http.fetch(server.url + path, follow_redirects=False)
-                    assert err.value.code in (401, 403), path
+        async with study_session(tmp_path, eg_gateway, notebooks) as (server, owner):
+            await owner.execute("secret = 'x' * 3", timeout=120)
+            http = AsyncHTTPClient()
+            for path in (
+                "/api/kernels",
+                "/api/sessions",
+                "/bedside/sessions",
+                f"/bedside/sessions/{owner.kernel_id}",
+                f"/bedside/sessions/{owner.kernel_id}/ledger",
+                f"/bedside/sessions/{owner.kernel_id}/openings",
+            ):
                 with pytest.raises(HTTPClientError) as err:
-                    await http.fetch(
-                        HTTPRequest(
-                            server.url + f"/bedside/sessions/{owner.kernel_id}/seal",
-                            method="POST",
-                            body=b"",
-                        )
+                    await http.fetch(server.url + path, follow_redirects=False)
+                assert err.value.code in (401, 403), path
+            with pytest.raises(HTTPClientError) as err:
+                await http.fetch(
+                    HTTPRequest(
+                        server.url + f"/bedside/sessions/{owner.kernel_id}/seal",
+                        method="POST",
+                        body=b"",
                     )
-                assert err.value.code in (401, 403)
-                intruder = KernelSession(server.url, "not-the-token")
-                intruder.kernel_id = owner.kernel_id
-                with pytest.raises(HTTPClientError) as err:
-                    await intruder.connect()
-                assert err.value.code in (401, 403)
-            finally:
-                await owner.close()
+                )
+            assert err.value.code in (401, 403)
+            intruder = KernelSession(server.url, "not-the-token")
+            intruder.kernel_id = owner.kernel_id
+            with pytest.raises(HTTPClientError) as err:
+                await intruder.connect()
+            assert err.value.code in (401, 403)
 
     asyncio.run(scenario())
 
@@ -496,21 +415,16 @@ def test_mutual_tls_gateway(tmp_path, hospital, start_gateway) -> None:
         certs = gateway.certs
 
         async def scenario() -> tuple[dict, dict]:
-            with researcher_server(
+            async with study_session(
                 tmp_path,
                 gateway,
                 notebooks,
                 client_cert=str(certs.client_cert),
                 client_key=str(certs.client_key),
                 ca_certs=str(certs.ca_cert),
-            ) as server:
-                client = KernelSession(server.url, server.token)
-                await client.start("study.ipynb", gateway.kernel_name)
-                try:
-                    reply, _ = await client.execute("print('over mutual TLS')", timeout=120)
-                    status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
-                finally:
-                    await client.close()
+            ) as (_, client):
+                reply, _ = await client.execute("print('over mutual TLS')", timeout=120)
+                status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
                 return reply, status
 
         reply, status = asyncio.run(scenario())

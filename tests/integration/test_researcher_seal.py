@@ -15,8 +15,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,24 +26,43 @@ from bedside.errors import LedgerError
 from bedside.extension._headless import KernelSession
 from bedside.ledger import verify_ledger
 from bedside.ledger.verify import iter_entries
+from tests._release_support import bedside_cli
 
-from .test_researcher import entries, hospital_ledger, intent, researcher_server, write_notebook
+from ._researcher import (
+    both_ledgers,
+    entries,
+    hospital_ledger,
+    intent,
+    study_session,
+    write_notebook,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
-def bedside(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bedside", *args], capture_output=True, text=True, timeout=120
-    )
-
-
 def replayed_outputs(ledger: Path, openings: Path, out: Path) -> list[str]:
     """`bedside ledger replay` of the researcher's files: the text of every rebuilt output."""
-    done = bedside("ledger", "replay", str(ledger), "--openings", str(openings), "-o", str(out))
+    done = bedside_cli(
+        "ledger", "replay", str(ledger), "--openings", str(openings), "-o", str(out), timeout=120
+    )
     assert done.returncode == 0, done.stderr + done.stdout
     nb = json.loads(out.read_text())
     return [json.dumps(o) for c in nb["cells"] for o in c["outputs"]]
+
+
+def check_interrupted_copy(tmp_path: Path, hospital: Any, status: dict, shown: str) -> list[dict]:
+    """The researcher's copy of a session interrupted before its seal: it verifies with every
+    output opened, is a prefix of the hospital's ledger, and replays showing `shown`. Returns
+    the hospital's entries."""
+    keys, mine, theirs = both_ledgers(tmp_path, hospital, status)
+    openings = mine.with_suffix(".openings")
+    report = verify_ledger(mine, keys, openings=openings, require_checkpoint=False)
+    assert report.openings_missing_count == 0 and not report.sealed
+    hospitals = entries(theirs)
+    assert entries(mine) == hospitals[: len(entries(mine))]
+    text = "\n".join(replayed_outputs(mine, openings, tmp_path / "replayed.ipynb"))
+    assert shown in text, text
+    return hospitals
 
 
 async def seal_error(client: KernelSession) -> tuple[int, str]:
@@ -86,53 +103,46 @@ def test_dropped_websocket_then_seal_without_a_browser(tmp_path, hospital, eg_ga
     write_notebook(notebooks, [], eg_gateway.kernel_name, intent())
 
     async def scenario() -> tuple[dict, dict]:
-        with researcher_server(tmp_path, eg_gateway, notebooks) as server:
-            client = KernelSession(server.url, server.token)
-            await client.start("study.ipynb", eg_gateway.kernel_name)
-            try:
-                reply, _ = await client.execute("print('before the drop')", timeout=150)
+        async with study_session(tmp_path, eg_gateway, notebooks) as (_, client):
+            reply, _ = await client.execute("print('before the drop')", timeout=150)
+            assert reply["content"]["status"] == "ok"
+            status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+            # the websocket drops mid-cell, and the cell ends while no websocket is open:
+            # its output and reply (and their receipts) go to nobody
+            away = client.send(
+                "execute_request",
+                {"code": "import time; time.sleep(0.3); print('while away')"},
+            )
+            await asyncio.sleep(0.05)
+            await client.close(shutdown=False)
+            await until_recorded(hospital_ledger(hospital, status["session"]), away)
+            client.client_session = uuid.uuid4().hex  # a new page, a new client id
+            await client.connect()
+            for code in ("print('back again')", "21 * 2"):
+                reply, _ = await client.execute(code, timeout=120)
                 assert reply["content"]["status"] == "ok"
-                status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
-                # the websocket drops mid-cell, and the cell ends while no websocket is open:
-                # its output and reply (and their receipts) go to nobody
-                away = client.send(
-                    "execute_request",
-                    {"code": "import time; time.sleep(0.3); print('while away')"},
-                )
-                await asyncio.sleep(0.05)
-                await client.close(shutdown=False)
-                await until_recorded(hospital_ledger(hospital, status["session"]), away)
-                client.client_session = uuid.uuid4().hex  # a new page, a new client id
-                await client.connect()
-                for code in ("print('back again')", "21 * 2"):
-                    reply, _ = await client.execute(code, timeout=120)
-                    assert reply["content"]["status"] == "ok"
-                # no websocket is open when the researcher seals
-                await client.close(shutdown=False)
-                listed = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
-                sealed = await client.api(
-                    "POST", f"/bedside/sessions/{client.kernel_id}/seal", timeout=120
-                )
-            finally:
-                await client.close()
+            # no websocket is open when the researcher seals
+            await client.close(shutdown=False)
+            listed = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+            sealed = await client.api(
+                "POST", f"/bedside/sessions/{client.kernel_id}/seal", timeout=120
+            )
             return listed, sealed
 
     before, sealed = asyncio.run(scenario())
     assert before["state"] == "active"
     assert sealed["state"] == "sealed" and sealed["entries_in_flight"] == 0, sealed
     assert sealed["cells_run"] == 4
-    keys = [hospital.verifier_key, sealed["researcher_key"]]
-    mine = tmp_path / "sessions" / sealed["kernel_id"] / "session.ledger"
+    keys, mine, theirs = both_ledgers(tmp_path, hospital, sealed)
     openings = mine.with_suffix(".openings")
-    theirs = hospital_ledger(hospital, sealed["session"])
     assert entries(mine) == entries(theirs)
     report = verify_ledger(mine, keys, openings=openings)
     assert report.sealed and report.openings_missing_count == 0, report.summary()
     assert report.researcher_sigs_checked == 4
     # the reviewer's commands on the researcher's files
-    done = bedside(
+    done = bedside_cli(
         "ledger", "verify", str(mine), "--openings", str(openings),
-        "--key", keys[0], "--key", keys[1],
+        "--key", keys[0], "--key", keys[1], timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr + done.stdout
     assert "0 missing" in done.stdout, done.stdout
@@ -152,37 +162,22 @@ def test_seal_when_the_kernel_is_gone(tmp_path, hospital, eg_gateway) -> None:
     write_notebook(notebooks, [], eg_gateway.kernel_name, intent())
 
     async def scenario() -> tuple[int, str, dict]:
-        with researcher_server(tmp_path, eg_gateway, notebooks) as server:
-            client = KernelSession(server.url, server.token)
-            await client.start("study.ipynb", eg_gateway.kernel_name)
-            try:
-                reply, _ = await client.execute("print('the only cell')", timeout=150)
-                assert reply["content"]["status"] == "ok"
-                await settled(client)
-                await client.close(shutdown=False)
-                await asyncio.to_thread(
-                    eg_gateway.api, "DELETE", f"/api/kernels/{client.kernel_id}"
-                )
-                code, why = await seal_error(client)
-                status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
-                again, why_again = await seal_error(client)
-            finally:
-                await client.close()
-            assert again == 409 and "interrupted" in why_again, why_again
-            return code, why, status
+        async with study_session(tmp_path, eg_gateway, notebooks) as (_, client):
+            reply, _ = await client.execute("print('the only cell')", timeout=150)
+            assert reply["content"]["status"] == "ok"
+            await settled(client)
+            await client.close(shutdown=False)
+            await asyncio.to_thread(eg_gateway.api, "DELETE", f"/api/kernels/{client.kernel_id}")
+            code, why = await seal_error(client)
+            status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+            again, why_again = await seal_error(client)
+        assert again == 409 and "interrupted" in why_again, why_again
+        return code, why, status
 
     code, why, status = asyncio.run(scenario())
     assert code == 410 and "no longer has kernel" in why and "ledger copy holds" in why, why
     assert status["state"] == "interrupted"
-    keys = [hospital.verifier_key, status["researcher_key"]]
-    mine = tmp_path / "sessions" / status["kernel_id"] / "session.ledger"
-    openings = mine.with_suffix(".openings")
-    report = verify_ledger(mine, keys, openings=openings, require_checkpoint=False)
-    assert report.openings_missing_count == 0 and not report.sealed
-    theirs = entries(hospital_ledger(hospital, status["session"]))
-    assert entries(mine) == theirs[: len(entries(mine))]
-    text = "\n".join(replayed_outputs(mine, openings, tmp_path / "replayed.ipynb"))
-    assert "the only cell" in text
+    check_interrupted_copy(tmp_path, hospital, status, "the only cell")
 
 
 def test_seal_when_the_gateway_is_gone(tmp_path, hospital, start_gateway) -> None:
@@ -194,35 +189,22 @@ def test_seal_when_the_gateway_is_gone(tmp_path, hospital, start_gateway) -> Non
 
     async def scenario(gateway: Any) -> tuple[int, str, dict]:
         write_notebook(notebooks, [], gateway.kernel_name, intent())
-        with researcher_server(tmp_path, gateway, notebooks) as server:
-            client = KernelSession(server.url, server.token)
-            await client.start("study.ipynb", gateway.kernel_name)
-            try:
-                reply, _ = await client.execute("print('before the gateway died')", timeout=150)
-                assert reply["content"]["status"] == "ok"
-                await settled(client)
-                await client.close(shutdown=False)
-                gateway.eg.process.send_signal(signal.SIGKILL)
-                gateway.eg.process.wait()
-                code, why = await seal_error(client)
-                status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
-            finally:
-                await client.close(shutdown=False)
+        async with study_session(tmp_path, gateway, notebooks, shutdown=False) as (_, client):
+            reply, _ = await client.execute("print('before the gateway died')", timeout=150)
+            assert reply["content"]["status"] == "ok"
+            await settled(client)
+            await client.close(shutdown=False)
+            gateway.eg.process.send_signal(signal.SIGKILL)
+            gateway.eg.process.wait()
+            code, why = await seal_error(client)
+            status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
             return code, why, status
 
     with start_gateway({"bedside": chain_kernelspec(hospital)}, default="bedside") as gateway:
         code, why, status = asyncio.run(scenario(gateway))
     assert code == 502 and "cannot reach the hospital's gateway" in why, why
     assert status["state"] == "interrupted" and "gateway" in status["reason"]
-    keys = [hospital.verifier_key, status["researcher_key"]]
-    mine = tmp_path / "sessions" / status["kernel_id"] / "session.ledger"
-    openings = mine.with_suffix(".openings")
-    report = verify_ledger(mine, keys, openings=openings, require_checkpoint=False)
-    assert report.openings_missing_count == 0
-    theirs = entries(hospital_ledger(hospital, status["session"]))
-    assert entries(mine) == theirs[: len(entries(mine))]
-    text = "\n".join(replayed_outputs(mine, openings, tmp_path / "replayed.ipynb"))
-    assert "before the gateway died" in text
+    check_interrupted_copy(tmp_path, hospital, status, "before the gateway died")
 
 
 def kill_sentry(kernel_id: str) -> int:
@@ -249,31 +231,18 @@ def test_seal_after_the_kernel_died(tmp_path, hospital, eg_gateway) -> None:
     write_notebook(notebooks, [], eg_gateway.kernel_name, intent())
 
     async def scenario() -> tuple[int, str, dict]:
-        with researcher_server(tmp_path, eg_gateway, notebooks) as server:
-            client = KernelSession(server.url, server.token)
-            await client.start("study.ipynb", eg_gateway.kernel_name)
-            try:
-                reply, _ = await client.execute("print('before it died')", timeout=150)
-                assert reply["content"]["status"] == "ok"
-                await settled(client)
-                await client.close(shutdown=False)
-                kill_sentry(client.kernel_id)
-                code, why = await seal_error(client)
-                status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
-            finally:
-                await client.close()
+        async with study_session(tmp_path, eg_gateway, notebooks) as (_, client):
+            reply, _ = await client.execute("print('before it died')", timeout=150)
+            assert reply["content"]["status"] == "ok"
+            await settled(client)
+            await client.close(shutdown=False)
+            kill_sentry(client.kernel_id)
+            code, why = await seal_error(client)
+            status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
             return code, why, status
 
     code, why, status = asyncio.run(scenario())
     assert code in (410, 502) and "interrupted" in why, (code, why)
     assert status["state"] == "interrupted"
-    keys = [hospital.verifier_key, status["researcher_key"]]
-    mine = tmp_path / "sessions" / status["kernel_id"] / "session.ledger"
-    openings = mine.with_suffix(".openings")
-    report = verify_ledger(mine, keys, openings=openings, require_checkpoint=False)
-    assert report.openings_missing_count == 0 and not report.sealed
-    theirs = entries(hospital_ledger(hospital, status["session"]))
-    assert entries(mine) == theirs[: len(entries(mine))]
+    theirs = check_interrupted_copy(tmp_path, hospital, status, "before it died")
     assert not [e for e in theirs if e["kind"] == "seal"]  # nothing sealed at the hospital
-    text = "\n".join(replayed_outputs(mine, openings, tmp_path / "replayed.ipynb"))
-    assert "before it died" in text

@@ -20,8 +20,8 @@ from bedside.extension._headless import run_notebook
 from bedside.ledger import Ledger
 from tests._release_support import custodian_keys, review, train_and_release
 
+from ._researcher import intent, write_notebook
 from .conftest import Hospital, make_release_hospital
-from .test_researcher import intent, write_notebook
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
