@@ -11,7 +11,7 @@ the root of a million-entry ledger without holding it. Verification follows RFC 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from bedside.errors import LedgerIntegrityError
 
@@ -224,25 +224,38 @@ def verify_inclusion(
         )
 
 
-def _root_from_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes:
-    # RFC 9162 §2.1.3.2.
-    fn, sn = index, size - 1
-    r = leaf_hash
-    for p in proof:
+def _siblings(
+    fn: int, sn: int, path: Sequence[bytes], *, longer: str, shorter: str
+) -> Iterator[tuple[bytes, bool]]:
+    """The walk of RFC 9162 §2.1.3.2 and §2.1.4.2 from node `fn` up a tree whose last node is
+    `sn`: each hash of `path` with True where it is the left sibling, False where the right.
+    Raises ProofError (`longer` or `shorter`) when `path` does not fit the tree's depth."""
+    for c in path:
         if sn == 0:
-            raise ProofError("inclusion proof is longer than the tree is deep")
-        if fn & 1 or fn == sn:
-            r = hash_children(p, r)
-            if not fn & 1:
-                while not fn & 1 and fn != 0:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            r = hash_children(r, p)
+            raise ProofError(longer)
+        left = bool(fn & 1) or fn == sn
+        yield c, left
+        if left and not fn & 1:
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
         fn >>= 1
         sn >>= 1
     if sn != 0:
-        raise ProofError("inclusion proof is shorter than the tree is deep")
+        raise ProofError(shorter)
+
+
+def _root_from_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes:
+    # RFC 9162 §2.1.3.2.
+    r = leaf_hash
+    for p, left in _siblings(
+        index,
+        size - 1,
+        proof,
+        longer="inclusion proof is longer than the tree is deep",
+        shorter="inclusion proof is shorter than the tree is deep",
+    ):
+        r = hash_children(p, r) if left else hash_children(r, p)
     return r
 
 
@@ -274,22 +287,18 @@ def verify_consistency(
         fn >>= 1
         sn >>= 1
     fr = sr = path[0]
-    for c in path[1:]:
-        if sn == 0:
-            raise ProofError("consistency proof is longer than needed")
-        if fn & 1 or fn == sn:
+    for c, left in _siblings(
+        fn,
+        sn,
+        path[1:],
+        longer="consistency proof is longer than needed",
+        shorter="consistency proof is shorter than needed",
+    ):
+        if left:
             fr = hash_children(c, fr)
             sr = hash_children(c, sr)
-            if not fn & 1:
-                while not fn & 1 and fn != 0:
-                    fn >>= 1
-                    sn >>= 1
         else:
             sr = hash_children(sr, c)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise ProofError("consistency proof is shorter than needed")
     if fr != root1:
         raise ProofError(f"consistency proof does not reproduce the root of size {size1}")
     if sr != root2:
