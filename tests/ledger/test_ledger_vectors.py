@@ -220,3 +220,23 @@ def test_jcs_vector() -> None:
         '"string":"\u20ac$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}'
     )
     assert canonical_json(json.loads(text)).decode("utf-8") == want
+
+
+def test_proofs_of_the_wrong_length_say_which_way() -> None:
+    """A proof one hash too long or too short for the tree is refused with what is wrong."""
+    tree = MerkleTree()
+    for i in range(7):
+        tree.append(hash_leaf(bytes([i])))
+    extra = hashlib.sha256(b"extra").digest()
+    inclusion = tree.inclusion_proof(2, 7)
+    verify_inclusion(tree[2], 2, 7, inclusion, tree.root(7))
+    with pytest.raises(ProofError, match="^inclusion proof is longer than the tree is deep$"):
+        verify_inclusion(tree[2], 2, 7, [*inclusion, extra], tree.root(7))
+    with pytest.raises(ProofError, match="^inclusion proof is shorter than the tree is deep$"):
+        verify_inclusion(tree[2], 2, 7, inclusion[:-1], tree.root(7))
+    consistency = tree.consistency_proof(3, 7)
+    verify_consistency(3, 7, consistency, tree.root(3), tree.root(7))
+    with pytest.raises(ProofError, match="^consistency proof is longer than needed$"):
+        verify_consistency(3, 7, [*consistency, extra], tree.root(3), tree.root(7))
+    with pytest.raises(ProofError, match="^consistency proof is shorter than needed$"):
+        verify_consistency(3, 7, consistency[:-1], tree.root(3), tree.root(7))
