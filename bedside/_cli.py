@@ -9,9 +9,10 @@ fast and a reviewer's machine does not need Jupyter to verify a ledger.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from bedside import __version__
 from bedside.errors import Error
@@ -25,6 +26,35 @@ _GROUPS: tuple[str, ...] = (
     "bedside.gateway._review_cli",
     "bedside.extension._cli",
 )
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def report_error(exc: Error, *, prefix: str = "error", status: int = 1) -> int:
+    """Print a `bedside.Error` for the user, once, as `PREFIX: diagnostics` on stderr (the
+    message with its fix); return the exit status to end with. Every bedside command line ends
+    an error this way: `bedside` itself, the `ledger` verdicts (`FAILED`), and the programs the
+    kernelspecs launch (`bedside pod`)."""
+    print(f"{prefix}: {exc.diagnostics()}", file=sys.stderr)
+    return status
+
+
+def reports_errors(prefix: str, status: Callable[[Error], int]) -> Callable[[Command], Command]:
+    """Decorate a command whose errors are reported its own way (`report_error` with `prefix`,
+    exit status `status(exc)`) rather than as `error: …` with status 1."""
+
+    def decorate(command: Command) -> Command:
+        @functools.wraps(command)
+        def run(args: argparse.Namespace) -> int:
+            try:
+                return command(args)
+            except Error as exc:
+                return report_error(exc, prefix=prefix, status=status(exc))
+
+        return run
+
+    return decorate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,8 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = handler(args)
     except Error as exc:
-        print(f"error: {exc.diagnostics()}", file=sys.stderr)
-        return 1
+        return report_error(exc)
     except KeyboardInterrupt:
         return 130
     return int(result or 0)

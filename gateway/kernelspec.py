@@ -22,6 +22,7 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager
 
+from bedside._cli import report_error
 from bedside.errors import Error, GatewayError
 
 DEFAULT_NAME = "bedside"
@@ -198,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             kernel=args.kernel,
         )
     except Error as exc:
-        print(f"error: {exc.diagnostics()}", file=sys.stderr)
-        return 1
+        return report_error(exc)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"installed kernelspec {args.name} in {path}")

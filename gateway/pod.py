@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from bedside._cli import report_error
 from bedside.errors import Error, GatewayError
 from bedside.gateway.sentry import KERNEL_OUTBOX, Sentry
 
@@ -648,8 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except Error as exc:
-        print(f"bedside pod: {exc.diagnostics()}", file=sys.stderr)
-        return 1
+        return report_error(exc, prefix="bedside pod")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bedside._cli import reports_errors
 from bedside.errors import AnchorError, Error, LedgerError, LedgerIntegrityError
 
 EXIT_OK = 0
@@ -159,9 +160,13 @@ def register(subparsers: Any) -> None:
         _register_anchor(sub)
 
 
-def _fail(exc: Error) -> int:
-    print(f"FAILED: {exc.diagnostics()}", file=sys.stderr)
+def _exit_status(exc: Error) -> int:
     return EXIT_FAILED if isinstance(exc, LedgerIntegrityError | AnchorError) else EXIT_UNUSABLE
+
+
+# The reviewer's checks: an error is the verdict, `FAILED: …` with exit 1 when the ledger, proof
+# or anchor does not hold and 2 when the input cannot be used.
+_verdict = reports_errors("FAILED", _exit_status)
 
 
 def _keys_new(args: argparse.Namespace) -> int:
@@ -181,6 +186,7 @@ def _keys_new(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_verdict
 def _verify(args: argparse.Namespace) -> int:
     from .verify import read_checkpoint, verify_ledger
 
@@ -195,11 +201,9 @@ def _verify(args: argparse.Namespace) -> int:
         if value not in (None, False)
     ]
     if chain_only and args.rpc is None:
-        print(
-            f"FAILED: {', '.join(chain_only)} only apply to the on-chain check; add --rpc URL",
-            file=sys.stderr,
+        raise LedgerError(
+            f"{', '.join(chain_only)} only apply to the on-chain check; add --rpc URL"
         )
-        return EXIT_UNUSABLE
     try:
         report = verify_ledger(
             args.ledger,
@@ -217,7 +221,7 @@ def _verify(args: argparse.Namespace) -> int:
         if args.json:
             index = getattr(exc, "index", None)
             print(json.dumps({"ok": False, "index": index, "error": exc.diagnostics()}))
-        return _fail(exc)
+        raise
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -225,19 +229,17 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_verdict
 def _prove(args: argparse.Namespace) -> int:
     from .proofs import make_inclusion_proof
     from .verify import read_checkpoint
 
-    try:
-        proof = make_inclusion_proof(
-            args.ledger,
-            args.entry,
-            checkpoint=read_checkpoint(args.checkpoint) if args.checkpoint else None,
-            openings=args.openings,
-        )
-    except Error as exc:
-        return _fail(exc)
+    proof = make_inclusion_proof(
+        args.ledger,
+        args.entry,
+        checkpoint=read_checkpoint(args.checkpoint) if args.checkpoint else None,
+        openings=args.openings,
+    )
     text = json.dumps(proof, indent=2) + "\n"
     if args.output:
         args.output.write_text(text, encoding="utf-8")
@@ -246,18 +248,15 @@ def _prove(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_verdict
 def _check_proof(args: argparse.Namespace) -> int:
     from .proofs import check_inclusion_proof
 
     try:
         proof = json.loads(args.proof.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        print(f"FAILED: {args.proof}: cannot read the proof: {exc}", file=sys.stderr)
-        return EXIT_UNUSABLE
-    try:
-        signers = check_inclusion_proof(proof, args.key)
-    except Error as exc:
-        return _fail(exc)
+        raise LedgerError(f"{args.proof}: cannot read the proof: {exc}") from exc
+    signers = check_inclusion_proof(proof, args.key)
     print(
         f"OK: entry {proof['index']} ({proof['entry'].get('kind')}) is in the tree of "
         f"{proof['tree_size']} entries signed by {', '.join(signers)}"
@@ -265,32 +264,28 @@ def _check_proof(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_verdict
 def _publish(args: argparse.Namespace) -> int:
     from .openings import publishable_openings
 
-    try:
-        kept, dropped = publishable_openings(args.ledger, args.output, openings=args.openings)
-    except Error as exc:
-        return _fail(exc)
+    kept, dropped = publishable_openings(args.ledger, args.output, openings=args.openings)
     os.chmod(args.output, 0o644)
     print(f"{args.output}: {kept} openings; {dropped} withheld (blocked outputs, refused releases)")
     return EXIT_OK
 
 
+@_verdict
 def _replay(args: argparse.Namespace) -> int:
     from .replay import replay
 
-    try:
-        result = replay(
-            args.ledger,
-            args.openings,
-            args.output,
-            execute=args.execute,
-            kernel=args.kernel,
-            timeout=args.timeout,
-        )
-    except Error as exc:
-        return _fail(exc)
+    result = replay(
+        args.ledger,
+        args.openings,
+        args.output,
+        execute=args.execute,
+        kernel=args.kernel,
+        timeout=args.timeout,
+    )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -298,20 +293,18 @@ def _replay(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
+@_verdict
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    try:
-        ok = write_report(
-            args.ledger,
-            args.output,
-            keys=args.key,
-            openings=args.openings,
-            rpc=args.rpc,
-            confirmations=args.confirmations,
-            progress=sys.stderr.isatty(),
-        )
-    except Error as exc:
-        return _fail(exc)
+    ok = write_report(
+        args.ledger,
+        args.output,
+        keys=args.key,
+        openings=args.openings,
+        rpc=args.rpc,
+        confirmations=args.confirmations,
+        progress=sys.stderr.isatty(),
+    )
     print(f"{args.output}: report written ({'verified' if ok else 'VERIFICATION FAILED'})")
     return EXIT_OK if ok else EXIT_FAILED

@@ -405,7 +405,8 @@ def test_a_pod_not_created_by_eg_says_so(capsys, tmp_path):
         ]
     )
     assert code == 1
-    assert "launch_kubernetes.py" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("bedside pod: ") and "launch_kubernetes.py" in err, err
 
 
 def test_comm_port_ignores_malformed_requests():

@@ -56,7 +56,8 @@ def test_install_refuses_a_broken_policy_or_missing_key(hospital, tmp_path, caps
     broken.write_text("version: bedside/v1\nid: x\noutputs: 3\n")
     args = ["install", "--prefix", str(tmp_path / "p"), "--custodian-key", str(hospital.key)]
     assert kernelspec.main([*args, "--policy", str(broken)]) == 1
-    assert str(broken) in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {broken}") and err.count("error: ") == 1, err
     missing = ["install", "--prefix", str(tmp_path / "p"), "--policy", str(hospital.policy)]
     assert kernelspec.main([*missing, "--custodian-key", str(tmp_path / "nope.key")]) == 1
     assert "bedside keys new" in capsys.readouterr().err

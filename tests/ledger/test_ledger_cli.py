@@ -196,3 +196,65 @@ def test_help_texts(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["ledger", "verify", "--help"])
     assert "first bad entry" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("command", "status"),
+    [
+        (["verify", "{missing}"], EXIT_UNUSABLE),
+        (["replay", "{missing}", "--openings", "{missing}", "-o", "{out}"], EXIT_UNUSABLE),
+        (["verify", "{garbage}"], EXIT_FAILED),
+        (["prove", "{garbage}", "--entry", "0"], EXIT_FAILED),
+        (["publish-openings", "{garbage}", "-o", "{out}"], EXIT_FAILED),
+        (["replay", "{garbage}", "--openings", "{garbage}", "-o", "{out}"], EXIT_FAILED),
+    ],
+    ids=lambda c: c[0] if isinstance(c, list) else str(c),
+)
+def test_commands_report_a_bad_ledger_once(
+    command: list[str], status: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ledger that is not there (exit 2) or is not a ledger (exit 1): one `FAILED: …` line
+    naming it, on stderr, and nothing on stdout."""
+    missing, garbage, out = tmp_path / "missing.ledger", tmp_path / "x.ledger", tmp_path / "out"
+    garbage.write_text("not a ledger")
+    args = [a.format(missing=missing, garbage=garbage, out=out) for a in command]
+    assert main(["ledger", *args]) == status
+    captured = capsys.readouterr()
+    assert captured.err.startswith("FAILED: ") and tmp_path.name in captured.err, captured.err
+    assert captured.err.count("FAILED: ") == 1 and not captured.out
+
+
+def test_verify_json_reports_the_failure_on_both_streams(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "x.ledger").write_text("not a ledger")
+    assert main(["ledger", "verify", str(tmp_path / "x.ledger"), "--json"]) == EXIT_FAILED
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["ok"] is False and "not a bedside ledger" in report["error"]
+    assert captured.err == f"FAILED: {report['error']}\n"
+
+
+def test_errors_outside_the_ledger_commands_keep_the_root_prefix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`keys new` is not a verification: a refusal is `error: …` with exit 1."""
+    assert main(["keys", "new", "k", "--dir", str(tmp_path)]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["keys", "new", "k", "--dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'k.pub'}: already exists")
+
+
+def test_unusable_arguments_and_proofs_exit_2(
+    session_ledger: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["ledger", "verify", str(session_ledger), "--confirmations", "3", "--finalized"]
+    assert main(args) == EXIT_UNUSABLE
+    assert capsys.readouterr().err == (
+        "FAILED: --confirmations, --finalized only apply to the on-chain check; add --rpc URL\n"
+    )
+    proof = tmp_path / "proof.json"
+    proof.write_text("{not json")
+    assert main(["ledger", "check-proof", str(proof), "--key", "k"]) == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert err.startswith(f"FAILED: {proof}: cannot read the proof: ") and err.count("\n") == 1
