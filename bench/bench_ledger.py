@@ -35,6 +35,11 @@ from bedside.ledger.entries import output_committed_bytes
 from bedside.ledger.openings import Opening
 from bedside.ledger.proofs import check_inclusion_proof, make_inclusion_proof
 
+# The ledger tests' session builders (tests/ledger/ledger_session.py): the bench's ledgers start
+# with the same header the tests' do.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "ledger"))
+from ledger_session import new_session  # noqa: E402
+
 SESSION = "bench-session"
 ORIGIN = "hospital.example/bedside/bench-session"
 CODE = "df = catalog.load('admissions')\ndf.groupby('ward').size().round(-1)\n" * 2
@@ -157,8 +162,7 @@ def _output_1mb(d: Path, rounds: int, per_round: int) -> dict[str, object]:
 
     def ledger_run(raw: bool) -> float:
         path = d / "mb.ledger"
-        ledger = Ledger.create(path, session_id=SESSION, origin=ORIGIN)
-        ledger.append(_header(intent={}))
+        ledger = _new_ledger(path)
         start = time.process_time()
         for entry, salt in made:
             _mirror_steps(ledger, {**entry}, salt, raw=raw)
@@ -196,16 +200,28 @@ def _output_1mb(d: Path, rounds: int, per_round: int) -> dict[str, object]:
     }
 
 
-def _header(intent: dict[str, object]) -> dict[str, object]:
-    return E.header(
-        session=SESSION,
-        origin=ORIGIN,
+def _new_ledger(
+    path: Path, intent: dict[str, object] | None = None, identities: dict[str, str] | None = None
+) -> Ledger:
+    """A new bench session ledger holding its header."""
+    return new_session(
+        path,
+        identities or {},
         intent=intent,
         policy_id="bench",
         policy_digest="sha256:" + "0" * 64,
         kernel_env="sha256:" + "1" * 64,
-        identities={},
+        session=SESSION,
+        origin=ORIGIN,
     )
+
+
+def _emit(results: dict[str, object], also: Path | None) -> None:
+    """The results as JSON on stdout (what `make bench` reads), and in `also` when given."""
+    text = json.dumps(results, indent=2)
+    if also:
+        also.write_text(text + "\n")
+    print(text)
 
 
 def _plain_write(path: Path, ledger_path: Path, limit: int = 100_000) -> float:
@@ -304,26 +320,12 @@ def main() -> int:
         results["output_1mb"] = _output_1mb(d, args.mb_rounds, args.mb_messages)
         if args.only_output_1mb:
             _print_output_1mb(results)
-            text = json.dumps(results, indent=2)
-            if args.json:
-                args.json.write_text(text + "\n")
-            print(text)
+            _emit(results, args.json)
             return 0
         ledgers = {}
         for label, n in (("small", args.small), ("large", args.entries)):
             path = d / f"{label}.ledger"
-            ledger = Ledger.create(path, session_id=SESSION, origin=ORIGIN)
-            ledger.append(
-                E.header(
-                    session=SESSION,
-                    origin=ORIGIN,
-                    intent={"purpose": "bench"},
-                    policy_id="bench",
-                    policy_digest="sha256:" + "0" * 64,
-                    kernel_env="sha256:" + "1" * 64,
-                    identities={"custodian": signer.verifier_key},
-                )
-            )
+            ledger = _new_ledger(path, {"purpose": "bench"}, {"custodian": signer.verifier_key})
             start = time.perf_counter()
             cpu = time.process_time()
             spent = _entries(n, signer, researcher, ledger, args.group)
@@ -351,18 +353,7 @@ def main() -> int:
 
         # fsync per entry, and the plain path for ratios.
         path = d / "fsync.ledger"
-        ledger = Ledger.create(path, session_id=SESSION, origin=ORIGIN)
-        ledger.append(
-            E.header(
-                session=SESSION,
-                origin=ORIGIN,
-                intent={},
-                policy_id="bench",
-                policy_digest="sha256:" + "0" * 64,
-                kernel_env="sha256:" + "1" * 64,
-                identities={},
-            )
-        )
+        ledger = _new_ledger(path)
         start = time.perf_counter()
         for i in range(args.fsync_entries):
             entry, opening = E.execute_request(
@@ -436,10 +427,7 @@ def main() -> int:
         }
     results["peak_rss_bench_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     _print(results)
-    text = json.dumps(results, indent=2)
-    if args.json:
-        args.json.write_text(text + "\n")
-    print(text)
+    _emit(results, args.json)
     return 0
 
 
