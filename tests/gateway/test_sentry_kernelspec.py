@@ -51,6 +51,29 @@ def test_install_writes_the_chain(hospital, tmp_path, capsys):
     assert spec["interrupt_mode"] == "message"
 
 
+def test_kernelspec_argv_is_what_the_sentry_parses(tmp_path):
+    """kernelspec_dict writes the sentry's command line by hand: every flag it writes is one
+    the sentry's own parser reads, with the value meant."""
+    from bedside.gateway.sentry import build_parser
+
+    paths = {name: tmp_path / name for name in ("policy.yaml", "custodian.key", "state")}
+    for sandbox, kernel in ((True, "guarded"), (False, "plain")):
+        argv = kernelspec.kernelspec_dict(
+            policy=paths["policy.yaml"],
+            custodian_key=paths["custodian.key"],
+            state_dir=paths["state"],
+            sandbox=sandbox,
+            kernel=kernel,
+        )["argv"]
+        assert argv[1:3] == ["-m", "bedside.gateway.sentry"]
+        args = build_parser().parse_args(argv[3:])
+        assert str(args.connection_file) == "{connection_file}"
+        assert args.policy == paths["policy.yaml"].resolve()
+        assert args.custodian_key == paths["custodian.key"].resolve()
+        assert args.state_dir == paths["state"].resolve()
+        assert (args.no_sandbox, args.kernel) == (not sandbox, kernel)
+
+
 def test_install_refuses_a_broken_policy_or_missing_key(hospital, tmp_path, capsys):
     broken = tmp_path / "broken.yaml"
     broken.write_text("version: bedside/v1\nid: x\noutputs: 3\n")
