@@ -68,6 +68,25 @@ def open_up(path: Path) -> None:
         parent.chmod(parent.stat().st_mode | 0o755)
 
 
+# The disclosure, output, error and shell rules of the issue's minimal policy: the kernel and
+# policy tests' hospitals share them, each with its own `version`, `id` and `datasets` before.
+RULES = """\
+disclosure:
+  min_cell_count: 10
+  round_counts_to: 5
+  dominance: {n: 2, k: 0.9}
+  p_ratio: 0.1
+  zeros_disclosive: true
+  extremes: suppress
+outputs:
+  mime_allow: [text/plain, text/html, image/png, application/json]
+  max_output_bytes: 1000000
+  session_egress_bytes: 50000000
+errors: scrub
+shell: deny
+"""
+
+
 _POLICY = """\
 version: bedside/v1
 id: st-elsewhere

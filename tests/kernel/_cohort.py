@@ -11,11 +11,13 @@ import numpy as np
 import pandas as pd
 from faker import Faker
 
+from tests._hospital import RULES
+
 SITES = ["North Clinic", "South Clinic", "East Clinic", "West Clinic", "Central Clinic"]
 IDENTIFIERS = ["subject_id", "given_name", "date_of_birth", "zipcode"]
 N = 2000
 
-POLICY = """\
+POLICY = f"""\
 version: bedside/v1
 id: guard-gaps
 datasets:
@@ -23,20 +25,7 @@ datasets:
     path: cohort.csv
     record_id: subject_id
     identifiers: [subject_id, given_name, date_of_birth, zipcode]
-disclosure:
-  min_cell_count: 10
-  round_counts_to: 5
-  dominance: {n: 2, k: 0.9}
-  p_ratio: 0.1
-  zeros_disclosive: true
-  extremes: suppress
-outputs:
-  mime_allow: [text/plain, text/html, image/png, application/json]
-  max_output_bytes: 1000000
-  session_egress_bytes: 50000000
-errors: scrub
-shell: deny
-"""
+{RULES}"""
 
 
 def cohort(n: int = N, seed: int = 23) -> pd.DataFrame:

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from faker import Faker
 
+from tests._hospital import RULES
+
 WARDS = [
     "Cardiology",
     "Oncology",
@@ -105,7 +107,7 @@ def members(n: int = 3000, seed: int = 11) -> pd.DataFrame:
     )
 
 
-POLICY = """\
+POLICY = f"""\
 version: bedside/v1
 id: kernel-tests
 datasets:
@@ -117,20 +119,7 @@ datasets:
     path: members.csv
     record_id: member_no
     identifiers: [member_no, full_name, birth_date, zip, mobile]
-disclosure:
-  min_cell_count: 10
-  round_counts_to: 5
-  dominance: {n: 2, k: 0.9}
-  p_ratio: 0.1
-  zeros_disclosive: true
-  extremes: suppress
-outputs:
-  mime_allow: [text/plain, text/html, image/png, application/json]
-  max_output_bytes: 1000000
-  session_egress_bytes: 50000000
-errors: scrub
-shell: deny
-"""
+{RULES}"""
 
 
 def write_hospital(root: Path) -> tuple[Path, dict[str, pd.DataFrame]]:

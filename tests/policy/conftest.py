@@ -9,8 +9,9 @@ import pytest
 
 from bedside.policy import IdentifierIndex, load_dataset, load_policy
 from bedside.policy.synthetic import write_demo_hospital
+from tests._hospital import RULES
 
-MINIMAL = """\
+MINIMAL = f"""\
 version: bedside/v1
 id: demo-hospital
 datasets:
@@ -18,20 +19,7 @@ datasets:
     path: data/patients.parquet
     record_id: mrn
     identifiers: [mrn, name, dob, postcode, phone]
-disclosure:
-  min_cell_count: 10
-  round_counts_to: 5
-  dominance: {n: 2, k: 0.9}
-  p_ratio: 0.1
-  zeros_disclosive: true
-  extremes: suppress
-outputs:
-  mime_allow: [text/plain, text/html, image/png, application/json]
-  max_output_bytes: 1000000
-  session_egress_bytes: 50000000
-errors: scrub
-shell: deny
-"""
+{RULES}"""
 
 PATIENTS = 2000
 
