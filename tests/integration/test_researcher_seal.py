@@ -73,6 +73,12 @@ async def seal_error(client: KernelSession) -> tuple[int, str]:
     return err.value.code, str(body.get("message", body))
 
 
+async def refused_seal(client: KernelSession) -> tuple[int, str, dict]:
+    """A seal that fails: its HTTP status and message, and the session's status after it."""
+    code, why = await seal_error(client)
+    return code, why, await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+
+
 async def until_recorded(ledger: Path, msg_id: str) -> None:
     """Until the hospital's ledger holds the execute_reply to `msg_id` (read-only; the sentry
     flushes within half a second)."""
@@ -96,6 +102,15 @@ async def settled(client: KernelSession) -> None:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"the session never settled: {status}")
+
+
+async def one_cell_then_away(client: KernelSession, cell: str) -> None:
+    """Run `cell`, wait until our copy holds every entry, and close the websocket: the browser
+    is gone when what follows happens."""
+    reply, _ = await client.execute(cell, timeout=150)
+    assert reply["content"]["status"] == "ok"
+    await settled(client)
+    await client.close(shutdown=False)
 
 
 def test_dropped_websocket_then_seal_without_a_browser(tmp_path, hospital, eg_gateway) -> None:
@@ -163,13 +178,9 @@ def test_seal_when_the_kernel_is_gone(tmp_path, hospital, eg_gateway) -> None:
 
     async def scenario() -> tuple[int, str, dict]:
         async with study_session(tmp_path, eg_gateway, notebooks) as (_, client):
-            reply, _ = await client.execute("print('the only cell')", timeout=150)
-            assert reply["content"]["status"] == "ok"
-            await settled(client)
-            await client.close(shutdown=False)
+            await one_cell_then_away(client, "print('the only cell')")
             await asyncio.to_thread(eg_gateway.api, "DELETE", f"/api/kernels/{client.kernel_id}")
-            code, why = await seal_error(client)
-            status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
+            code, why, status = await refused_seal(client)
             again, why_again = await seal_error(client)
         assert again == 409 and "interrupted" in why_again, why_again
         return code, why, status
@@ -190,15 +201,10 @@ def test_seal_when_the_gateway_is_gone(tmp_path, hospital, start_gateway) -> Non
     async def scenario(gateway: Any) -> tuple[int, str, dict]:
         write_notebook(notebooks, [], gateway.kernel_name, intent())
         async with study_session(tmp_path, gateway, notebooks, shutdown=False) as (_, client):
-            reply, _ = await client.execute("print('before the gateway died')", timeout=150)
-            assert reply["content"]["status"] == "ok"
-            await settled(client)
-            await client.close(shutdown=False)
+            await one_cell_then_away(client, "print('before the gateway died')")
             gateway.eg.process.send_signal(signal.SIGKILL)
             gateway.eg.process.wait()
-            code, why = await seal_error(client)
-            status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
-            return code, why, status
+            return await refused_seal(client)
 
     with start_gateway({"bedside": chain_kernelspec(hospital)}, default="bedside") as gateway:
         code, why, status = asyncio.run(scenario(gateway))
@@ -232,14 +238,9 @@ def test_seal_after_the_kernel_died(tmp_path, hospital, eg_gateway) -> None:
 
     async def scenario() -> tuple[int, str, dict]:
         async with study_session(tmp_path, eg_gateway, notebooks) as (_, client):
-            reply, _ = await client.execute("print('before it died')", timeout=150)
-            assert reply["content"]["status"] == "ok"
-            await settled(client)
-            await client.close(shutdown=False)
+            await one_cell_then_away(client, "print('before it died')")
             kill_sentry(client.kernel_id)
-            code, why = await seal_error(client)
-            status = await client.api("GET", f"/bedside/sessions/{client.kernel_id}")
-            return code, why, status
+            return await refused_seal(client)
 
     code, why, status = asyncio.run(scenario())
     assert code in (410, 502) and "interrupted" in why, (code, why)
