@@ -15,6 +15,7 @@ import hashlib
 import json
 import sys
 
+from _report import emit
 from eth_account import Account
 from web3 import EthereumTesterProvider, Web3
 
@@ -66,11 +67,7 @@ def main() -> int:
         "calldata_bytes": len(bytes(w3.eth.get_transaction(single.tx)["input"])),
         "batches": batches,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+    emit(result, args.out)
     return 0
 
 

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _report import emit
+
 from bedside.ledger import Ledger, Signer, cosign
 from bedside.ledger import entries as E
 from bedside.ledger.commitment import DOMAIN_OUTPUT, open_commitment
@@ -216,14 +218,6 @@ def _new_ledger(
     )
 
 
-def _emit(results: dict[str, object], also: Path | None) -> None:
-    """The results as JSON on stdout (what `make bench` reads), and in `also` when given."""
-    text = json.dumps(results, indent=2)
-    if also:
-        also.write_text(text + "\n")
-    print(text)
-
-
 def _plain_write(path: Path, ledger_path: Path, limit: int = 100_000) -> float:
     """The plain path: a JSON-lines logger (json.dumps + buffered write), no hashing or fsync.
 
@@ -320,7 +314,7 @@ def main() -> int:
         results["output_1mb"] = _output_1mb(d, args.mb_rounds, args.mb_messages)
         if args.only_output_1mb:
             _print_output_1mb(results)
-            _emit(results, args.json)
+            emit(results, args.json)
             return 0
         ledgers = {}
         for label, n in (("small", args.small), ("large", args.entries)):
@@ -427,7 +421,7 @@ def main() -> int:
         }
     results["peak_rss_bench_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     _print(results)
-    _emit(results, args.json)
+    emit(results, args.json)
     return 0
 
 
