@@ -169,6 +169,19 @@ def _exit_status(exc: Error) -> int:
 _verdict = reports_errors("FAILED", _exit_status)
 
 
+def _readable(ledger: Path, openings: Path | None = None) -> None:
+    """Refuse a ledger (or openings file) that cannot be opened, as `verify` does, before a
+    command that reads it deep inside (proofs, openings, report) meets the OSError there."""
+    for path, what in ((ledger, "the ledger"), (openings, "the openings")):
+        if path is None:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise LedgerError(f"{path}: cannot read {what}: {exc.strerror}") from exc
+
+
 def _keys_new(args: argparse.Namespace) -> int:
     from .note import Signer
 
@@ -234,6 +247,7 @@ def _prove(args: argparse.Namespace) -> int:
     from .proofs import make_inclusion_proof
     from .verify import read_checkpoint
 
+    _readable(args.ledger, args.openings)
     proof = make_inclusion_proof(
         args.ledger,
         args.entry,
@@ -268,6 +282,7 @@ def _check_proof(args: argparse.Namespace) -> int:
 def _publish(args: argparse.Namespace) -> int:
     from .openings import publishable_openings
 
+    _readable(args.ledger, args.openings)
     kept, dropped = publishable_openings(args.ledger, args.output, openings=args.openings)
     os.chmod(args.output, 0o644)
     print(f"{args.output}: {kept} openings; {dropped} withheld (blocked outputs, refused releases)")
@@ -297,6 +312,7 @@ def _replay(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
+    _readable(args.ledger, args.openings)
     ok = write_report(
         args.ledger,
         args.output,

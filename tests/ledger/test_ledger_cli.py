@@ -258,3 +258,28 @@ def test_unusable_arguments_and_proofs_exit_2(
     assert main(["ledger", "check-proof", str(proof), "--key", "k"]) == EXIT_UNUSABLE
     err = capsys.readouterr().err
     assert err.startswith(f"FAILED: {proof}: cannot read the proof: ") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["prove", "{ledger}", "--entry", "0"],
+        ["publish-openings", "{ledger}", "-o", "{out}"],
+        ["report", "{ledger}", "-o", "{out}"],
+        ["prove", "{real}", "--entry", "0", "--openings", "{ledger}"],
+    ],
+)
+def test_commands_refuse_a_missing_file_without_a_traceback(
+    command: list[str],
+    session_ledger: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every reading command treats a missing ledger or openings file as `verify` does: a
+    `FAILED:` line naming the file, exit 2, nothing written."""
+    missing, out = tmp_path / "missing.ledger", tmp_path / "out"
+    argv = [a.format(ledger=missing, out=out, real=session_ledger) for a in ["ledger", *command]]
+    assert main(argv) == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert err.startswith(f"FAILED: {missing}: cannot read") and "Traceback" not in err
+    assert not out.exists()
