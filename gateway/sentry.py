@@ -51,7 +51,12 @@ from bedside.gateway._boundary import (
     policy_scanner,
     status_verdict,
 )
-from bedside.gateway._receipts import HospitalLedger, committed_bytes, committed_from_content
+from bedside.gateway._receipts import (
+    HospitalLedger,
+    canonical_content,
+    committed_bytes,
+    committed_from_content,
+)
 from bedside.gateway._session import (
     Budget,
     IntentRefused,
@@ -63,7 +68,6 @@ from bedside.gateway._session import (
     policy_ceiling,
 )
 from bedside.gateway._wire import MalformedMessage, Message, Wire, dumps, new_header
-from bedside.ledger.commitment import canonical_json
 from bedside.policy.decision import Action, Decision, Layer
 from bedside.policy.release import KINDS
 
@@ -891,7 +895,7 @@ class Sentry:
         try:
             # One encoding of the content: its canonical bytes are both the content frame sent
             # and the middle of the committed bytes (any JSON reader reads them).
-            raw_content = canonical_json(content)
+            raw_content = canonical_content(content)
             committed = committed_from_content(channel, msg_type, raw_content, buffers, content)
         except Exception as exc:  # noqa: BLE001 - NaN, huge integers, non-JSON values
             if not self._guard_open:
@@ -908,7 +912,7 @@ class Sentry:
                 [],
             )
             header["msg_type"] = msg_type
-            raw_content = canonical_json(content)
+            raw_content = canonical_content(content)
             committed = committed_from_content(channel, msg_type, raw_content, buffers, content)
         if channel == "iopub" and msg_type in EGRESS_COUNTED and not decision.blocked:
             self.meter.egress_bytes += len(committed)
