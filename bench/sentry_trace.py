@@ -10,7 +10,10 @@ cProfile (`--profile FILE`) or callgrind: instructions per cell are the differen
 --no-flush --rows 200 --cells N` for two values of N), which no load on the machine changes.
 
     .venv/bin/python bench/sentry_trace.py [--cells 2000] [--output-bytes 1000000]
-        [--profile FILE] [--out FILE]
+        [--profile FILE] [--stub-scan] [--out FILE]
+
+`--stub-scan` replaces the text scanner with one that finds nothing at no cost: the difference
+to a normal run is the scan's share (bedside.policy.scan_text), the rest is the relay's own.
 """
 
 from __future__ import annotations
@@ -173,6 +176,11 @@ def main() -> int:
         "--output-bytes", type=int, default=0, help="print this much text instead of `1 + 1`"
     )
     parser.add_argument("--rows", type=int, default=2000, help="patients in the index")
+    parser.add_argument(
+        "--stub-scan",
+        action="store_true",
+        help="attribution only: the text scanner finds nothing at no cost (the rest of the path)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bedside-trace-") as tmp:
@@ -180,6 +188,8 @@ def main() -> int:
         size = args.output_bytes
         warm = [cell_trace(client, kernel, i, size) for i in range(1, 51 if not size else 4)]
         traces = [cell_trace(client, kernel, i, size) for i in range(51, 51 + args.cells)]
+        if args.stub_scan:
+            sentry.guard.scan = lambda text: None
         if args.no_flush:
             sentry.ledger.flush_if_due = lambda force=False: None  # type: ignore[method-assign]
         run(sentry, warm)
@@ -203,6 +213,7 @@ def main() -> int:
         "benchmark": "sentry_trace",
         "cells": args.cells,
         "output_bytes": args.output_bytes,
+        "scan": "stubbed" if args.stub_scan else "policy",
         "messages_per_cell": messages,
         "cpu_us_per_cell_mean": round(total / args.cells * 1e6, 1),
         "cpu_us_per_cell_p50": round(statistics.median(times) * 1e6, 1),

@@ -61,8 +61,10 @@ def test_unknown_signature_scheme_is_a_clear_error(scheme):
         (b'{"x": NaN}', None),
         (b'{"n": 123456789012345678901234567890}', {"n": 123456789012345678901234567890}),
         (b'{"s": "\\ud800"}', {"s": "\ud800"}),
-        (b'{"t": "\\u00e9 \xc3\xa9", "d": {"a": [1, 2.5, null, true]}}',
-         {"t": "é é", "d": {"a": [1, 2.5, None, True]}}),  # fmt: skip
+        (
+            b'{"t": "\\u00e9 \xc3\xa9", "d": {"a": [1, 2.5, null, true]}}',
+            {"t": "é é", "d": {"a": [1, 2.5, None, True]}},
+        ),  # fmt: skip
         (b'{"k": 1, "k": 2}', {"k": 2}),
     ],
 )
