@@ -390,14 +390,16 @@ def output_with_salt(
     ts: str | None = None,
     kernel: tuple[str, str] | None = None,
     sentry: str | None = None,
+    committed_as: tuple[str, bytes] | None = None,
 ) -> tuple[dict[str, Any], bytes]:
     """`output_from_bytes` with the raw salt in place of the opening as a dict.
 
     The writer builds the opening from the salt and the bytes it already holds (the sentry
     passes an `openings.Opening` to `Ledger.append`): a megabyte output is then not turned
-    into a base64 text and escaped as JSON on its way to the openings file.
+    into a base64 text and escaped as JSON on its way to the openings file. `committed_as` is
+    `commit(DOMAIN_OUTPUT, committed)` when the caller computed it already (commitment, salt).
     """
-    commitment, salt = commit(DOMAIN_OUTPUT, committed)
+    commitment, salt = committed_as or commit(DOMAIN_OUTPUT, committed)
     extra: dict[str, Any] = {}
     if kernel is not None:
         extra = {
