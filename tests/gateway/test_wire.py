@@ -82,7 +82,7 @@ def test_content_reads_as_json_reads_it(raw, expected):
         assert msg.content == expected
 
 
-@pytest.mark.parametrize("raw", [b'{"x": 1', b"[1, 2]", b'{"s": "\xff"}', b"[" * 100_000])
+@pytest.mark.parametrize("raw", [b'{"x": 1', b"[1, 2]", b'{"s": "\xff"}', b"[" * 2000])
 def test_content_that_is_not_a_json_object_is_malformed(raw):
     session = Session(key=b"k", signature_scheme="hmac-sha256")
     frames = session.serialize(session.msg("stream", {}))
