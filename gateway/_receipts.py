@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import orjson
 import rfc8785
 
+from bedside.gateway._wire import RANDOM
 from bedside.ledger import Ledger, Signer, Verifier, entries, verify_note
 from bedside.ledger.commitment import (
     DOMAIN_OUTPUT,
@@ -135,7 +135,7 @@ def prepare_release(
     the relay's thread scans the same content (the compiled scanner lets go of it too)."""
     raw = canonical_content(content)
     committed = committed_from_content(channel, msg_type, raw, buffers, content)
-    salt = os.urandom(SALT_SIZE)
+    salt = RANDOM.take(SALT_SIZE)
     commitment = commit(DOMAIN_OUTPUT, committed, salt=salt)
     digest = hashlib.sha256(committed).hexdigest()
     opening = PreparedOpening(-1, "content", DOMAIN_OUTPUT, salt, committed)
@@ -267,6 +267,11 @@ class HospitalLedger:
         recorded = decision if kernel is None else decision.most_severe(kernel)
         if prepared is not None and prepared.committed is not committed:
             prepared = None
+        committed_as = (
+            prepared.commitment
+            if prepared is not None
+            else commit(DOMAIN_OUTPUT, committed, salt=RANDOM.take(SALT_SIZE))
+        )
         entry, salt = entries.output_with_salt(
             session=self.session_id,
             msg_id=msg_id,
@@ -279,7 +284,7 @@ class HospitalLedger:
             layer=recorded.layer,
             kernel=None if kernel is None else (kernel.action.value, kernel.rule),
             sentry=decision.action.value,
-            committed_as=prepared.commitment if prepared is not None else None,
+            committed_as=committed_as,
         )
         # The opening as raw salt and bytes: the ledger splices the content's base64 into the
         # record (`Opening.record_parts`), the same bytes as the dict form without a JSON escape

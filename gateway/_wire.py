@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -192,11 +193,38 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
+class RandomPool:
+    """Bytes of `os.urandom`, read 4 KiB at a time and handed out once each.
+
+    The same CSPRNG output as one `os.urandom` call per message id and commitment salt, with one
+    system call per ~100 messages instead of two per message (a few percent of the sentry's
+    work on a trivial cell). Not shared across a fork: the sentry does not fork.
+    """
+
+    def __init__(self, chunk: int = 4096) -> None:
+        self._chunk = chunk
+        self._buf = b""
+        self._pos = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bytes:
+        with self._lock:
+            if self._pos + n > len(self._buf):
+                self._buf = os.urandom(max(self._chunk, n))
+                self._pos = 0
+            out = self._buf[self._pos : self._pos + n]
+            self._pos += n
+            return out
+
+
+RANDOM = RandomPool()
+
+
 def new_header(msg_type: str, session_id: str, username: str = "bedside") -> dict[str, Any]:
     """A header written by the sentry: nothing of the kernel's own header leaves."""
     return {
         # 128 random bits as 32 hex digits, like uuid4().hex without its object (µs per message).
-        "msg_id": os.urandom(16).hex(),
+        "msg_id": RANDOM.take(16).hex(),
         "msg_type": msg_type,
         "username": username,
         "session": session_id,

@@ -103,3 +103,13 @@ def test_big_integers_keep_their_digits_anywhere_in_the_content():
     msg = Wire(b"k", name="kernel").parse(frames)
     assert msg.content == content
     assert type(msg.content["n"]) is int and msg.content["data"]["text/plain"][1]["v"] == -big
+
+
+def test_the_random_pool_hands_out_each_byte_once():
+    from bedside.gateway._wire import RandomPool
+
+    pool = RandomPool(chunk=64)
+    taken = [pool.take(16) for _ in range(40)] + [pool.take(100)]
+    assert [len(t) for t in taken] == [16] * 40 + [100]
+    # Distinct draws (a repeated 128-bit value would mean bytes were handed out twice).
+    assert len(set(taken)) == len(taken)
