@@ -7,7 +7,11 @@ and after: the sentry, the kernel's process tree behind it, and this client. CPU
 depend on how busy the machine is, so the figures hold on a shared two-core machine where
 wall-clock medians do not; the wall-clock p50 is printed too, as a ratio to the direct kernel.
 
-    .venv/bin/python bench/sentry_cpu.py [--cells 300] [--sandbox] [--out FILE]
+    .venv/bin/python bench/sentry_cpu.py [--cells 300] [--sandbox] [--output-bytes N] [--out FILE]
+
+With `--output-bytes N` each measured cell prints N characters of ordinary words (bench_gateway's
+1 MB output at N = 1000000) instead of `1 + 1`: the text is built by a setup cell, so the
+measured cell is the output's path alone.
 
 `BEDSIDE_SENTRY_PROFILE=FILE` in the environment makes each sentry write a cProfile of its run.
 Not part of `make test`; the gateway in front is measured by bench/bench_gateway.py.
@@ -90,9 +94,20 @@ def run_cell(kc: BlockingKernelClient, code: str) -> tuple[float, int]:
     return time.perf_counter() - start, count
 
 
+# The cell measured: `1 + 1`, or (`--output-bytes`) a print of the text SETUP builds.
+CODE = {"cell": "1 + 1", "setup": ""}
+SETUP = (
+    "WORDS = 'cohort analysis survival model baseline outcome ward median interval'.split()\n"
+    "TEXT = ' '.join(WORDS[i % len(WORDS)] for i in range(({n} // 5) + 1))[:{n}]\n"
+    "len(TEXT)"
+)
+
+
 def measure(kc: BlockingKernelClient, cells: int, sentry: int | None, kernel: list[int]) -> dict:
-    for _ in range(20):
-        run_cell(kc, "1 + 1")
+    if CODE["setup"]:
+        run_cell(kc, CODE["setup"])
+    for _ in range(20 if CODE["cell"] == "1 + 1" else 3):
+        run_cell(kc, CODE["cell"])
     time.sleep(0.3)
 
     def snap() -> dict[str, float]:
@@ -106,7 +121,7 @@ def measure(kc: BlockingKernelClient, cells: int, sentry: int | None, kernel: li
     before = snap()
     walls, counts = [], []
     for _ in range(cells):
-        wall, count = run_cell(kc, "1 + 1")
+        wall, count = run_cell(kc, CODE["cell"])
         walls.append(wall)
         counts.append(count)
     time.sleep(0.3)  # the sentry's quiet-time flush belongs to these cells
@@ -158,8 +173,11 @@ def main() -> int:
     parser.add_argument("--cells", type=int, default=300)
     parser.add_argument("--sandbox", action="store_true", help="kernels behind the sentry in bwrap")
     parser.add_argument("--only", help="comma-separated subset of direct,sentry+plain,chain")
+    parser.add_argument("--output-bytes", type=int, default=0, help="print this much per cell")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.output_bytes:
+        CODE.update(cell="print(TEXT)", setup=SETUP.format(n=args.output_bytes))
     tmp = Path(tempfile.mkdtemp(prefix="bedside-cpu-"))
     runs = {
         "direct": lambda: direct(args.cells),
@@ -180,6 +198,8 @@ def main() -> int:
         "benchmark": "sentry_cpu",
         "cells": args.cells,
         "sandbox": args.sandbox,
+        "cell": CODE["cell"],
+        "output_bytes": args.output_bytes,
         "load": os.getloadavg(),
         "results": results,
     }

@@ -4,13 +4,18 @@ Builds a real `Sentry` (policy, identifier index, guard, hospital ledger, custod
 kernel and no ports, then replays the wire trace of a trivial cell (`1 + 1`: the client's
 execute_request; the kernel's busy, execute_input, execute_result, execute_reply, idle, signed
 with the inner key as ipykernel signs them) through `_from_client` / `_from_kernel`, capturing
-what would be sent. Reports thread CPU time per cell and per message; the same trace runs under
-cProfile (`--profile FILE`) or callgrind: instructions per cell are the difference of two runs
+what would be sent. Reports the relay thread's CPU time per cell and per message (and the
+process's, with the worker thread that prepares large releases, and the wall time until the
+last message is sent, before the durable flush); the same trace runs under cProfile
+(`--profile FILE`) or callgrind: instructions per cell are the difference of two runs
 (`valgrind --tool=callgrind --callgrind-out-file=N.out .venv/bin/python bench/sentry_trace.py
 --no-flush --rows 200 --cells N` for two values of N), which no load on the machine changes.
 
     .venv/bin/python bench/sentry_trace.py [--cells 2000] [--output-bytes 1000000]
-        [--profile FILE] [--out FILE]
+        [--profile FILE] [--stub-scan] [--out FILE]
+
+`--stub-scan` replaces the text scanner with one that finds nothing at no cost: the difference
+to a normal run is the scan's share (bedside.policy.scan_text), the rest is the relay's own.
 """
 
 from __future__ import annotations
@@ -152,15 +157,21 @@ def cell_trace(
     return request_frames, out
 
 
-def run(sentry: Sentry, traces: list[tuple[list[bytes], list[tuple]]]) -> list[float]:
+def run(
+    sentry: Sentry, traces: list[tuple[list[bytes], list[tuple]]], timings: dict[str, list[float]]
+) -> list[float]:
+    """Replay the traces; per cell the relay thread's CPU time (returned), and in `timings`
+    the process's CPU time (the relay's worker thread included) and the wall time."""
     per_cell = []
     for request, replies in traces:
-        start = time.thread_time()
+        start, process, wall = time.thread_time(), time.process_time(), time.perf_counter()
         sentry._from_client("shell", request)
         for channel, frames in replies:
             sentry._from_kernel(channel, frames)
+        timings.setdefault("wall", []).append(time.perf_counter() - wall)
         sentry.ledger.flush_if_due(force=True)
         per_cell.append(time.thread_time() - start)
+        timings.setdefault("process", []).append(time.process_time() - process)
     return per_cell
 
 
@@ -173,6 +184,11 @@ def main() -> int:
         "--output-bytes", type=int, default=0, help="print this much text instead of `1 + 1`"
     )
     parser.add_argument("--rows", type=int, default=2000, help="patients in the index")
+    parser.add_argument(
+        "--stub-scan",
+        action="store_true",
+        help="attribution only: the text scanner finds nothing at no cost (the rest of the path)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bedside-trace-") as tmp:
@@ -180,20 +196,23 @@ def main() -> int:
         size = args.output_bytes
         warm = [cell_trace(client, kernel, i, size) for i in range(1, 51 if not size else 4)]
         traces = [cell_trace(client, kernel, i, size) for i in range(51, 51 + args.cells)]
+        if args.stub_scan:
+            sentry.guard.scan = lambda text: None
         if args.no_flush:
             sentry.ledger.flush_if_due = lambda force=False: None  # type: ignore[method-assign]
-        run(sentry, warm)
+        run(sentry, warm, {})
         sent_before = sum(len(s.sent) for s in sentry._sockets.values())  # type: ignore[attr-defined]
+        timings: dict[str, list[float]] = {}
         if args.profile:
             import cProfile
 
             profiler = cProfile.Profile(time.thread_time)
             profiler.enable()
-            times = run(sentry, traces)
+            times = run(sentry, traces, timings)
             profiler.disable()
             profiler.dump_stats(args.profile)
         else:
-            times = run(sentry, traces)
+            times = run(sentry, traces, timings)
         sent = sum(len(s.sent) for s in sentry._sockets.values()) - sent_before  # type: ignore[attr-defined]
         messages = 1 + len(traces[0][1])
         assert sent == messages * args.cells, (sent, messages * args.cells)
@@ -203,10 +222,15 @@ def main() -> int:
         "benchmark": "sentry_trace",
         "cells": args.cells,
         "output_bytes": args.output_bytes,
+        "scan": "stubbed" if args.stub_scan else "policy",
         "messages_per_cell": messages,
         "cpu_us_per_cell_mean": round(total / args.cells * 1e6, 1),
         "cpu_us_per_cell_p50": round(statistics.median(times) * 1e6, 1),
         "cpu_us_per_message": round(total / args.cells / messages * 1e6, 1),
+        # With the relay's worker thread (large outputs are encoded and hashed there while
+        # the guard scans), and the wall time of a cell on an otherwise idle second core.
+        "process_cpu_us_per_cell_p50": round(statistics.median(timings["process"]) * 1e6, 1),
+        "wall_us_per_cell_p50": round(statistics.median(timings["wall"]) * 1e6, 1),
     }
     text = json.dumps(report, indent=2)
     print(text)

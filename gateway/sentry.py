@@ -35,6 +35,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,14 @@ from bedside.gateway._boundary import (
     policy_scanner,
     status_verdict,
 )
-from bedside.gateway._receipts import HospitalLedger, committed_bytes, committed_from_content
+from bedside.gateway._receipts import (
+    HospitalLedger,
+    Prepared,
+    canonical_content,
+    committed_bytes,
+    committed_from_content,
+    prepare_release,
+)
 from bedside.gateway._session import (
     Budget,
     IntentRefused,
@@ -63,7 +71,6 @@ from bedside.gateway._session import (
     policy_ceiling,
 )
 from bedside.gateway._wire import MalformedMessage, Message, Wire, dumps, new_header
-from bedside.ledger.commitment import canonical_json
 from bedside.policy.decision import Action, Decision, Layer
 from bedside.policy.release import KINDS
 
@@ -110,6 +117,10 @@ _MAX_ENTRIES_OPENED = 4 * 1024 * 1024
 #: Most entries one `bedside_entries_request` returns.
 _MAX_ENTRIES_REPLY = 1000
 _MAX_REQUESTS = 10_000
+# Outputs at least this large are encoded, committed, hashed and base64-encoded for their
+# release in a worker thread while the guard scans them (`_kernel_msg`).
+PREPARE_MIN_BYTES = 64 * 1024
+PREPARED_TYPES = frozenset({"stream", "display_data", "update_display_data", "execute_result"})
 # Quiet time after which appended ledger entries are flushed to disk.
 QUIET_MS = 30
 # How often the airlock looks for new release requests and queued custodian decisions.
@@ -215,6 +226,7 @@ class Sentry:
         self._guard_error: BaseException | None = None
         self._scan: Scan | None = None
         self.airlock: Any = None
+        self._preparer: ThreadPoolExecutor | None = None
 
     # -- start --------------------------------------------------------------------------------
 
@@ -769,14 +781,28 @@ class Sentry:
                 except ValueError:
                     pass
         size = len(msg.raw_content) + sum(len(b) for b in msg.buffers)
+        ahead: Future[Prepared] | None = None
         if early is not None:
             verdict = early
         else:
+            if (
+                channel == "iopub"
+                and msg_type in PREPARED_TYPES
+                and size >= PREPARE_MIN_BYTES
+                and size <= self.guard.max_output_bytes
+                and not msg.buffers
+            ):
+                # The release's encoding and hashing run beside the scan; they are used only
+                # if the verdict releases this very content unchanged (`_prepared`).
+                ahead = self._prepare_pool().submit(
+                    prepare_release, channel, msg_type, msg.content, []
+                )
             verdict = self.guard.check(
                 channel, msg_type, msg.content, msg.metadata, msg.buffers, size
             )
         if channel == "iopub" and verdict.msg_type in EGRESS_COUNTED and not verdict.blocked:
             verdict = self._egress(verdict, channel, size)
+        prepared = self._prepared(ahead, msg, verdict) if ahead is not None else None
         if verdict.blocked:
             log.info(
                 "blocked a %s on %s (rule %s: %s)",
@@ -821,7 +847,31 @@ class Sentry:
             kernel=kernel_claim(msg.metadata) if msg_type != "status" else None,
             blocked_original=blocked_original,
             end_of_cell=end_of_cell,
+            prepared=prepared,
         )
+
+    def _prepare_pool(self) -> ThreadPoolExecutor:
+        if self._preparer is None:
+            self._preparer = ThreadPoolExecutor(1, thread_name_prefix="bedside-prepare")
+        return self._preparer
+
+    @staticmethod
+    def _prepared(ahead: Future[Prepared], msg: Message, verdict: Verdict) -> Prepared | None:
+        """The release prepared ahead, if the verdict lets out exactly what it encodes: the
+        kernel's content object itself, unchanged, of the same type, without buffers."""
+        if (
+            verdict.blocked
+            or verdict.changed
+            or verdict.content is not msg.content
+            or verdict.msg_type != msg.msg_type
+            or verdict.buffers
+        ):
+            ahead.cancel()
+            return None
+        try:
+            return ahead.result()
+        except Exception:  # noqa: BLE001 - e.g. content that cannot be encoded: _emit decides
+            return None
 
     @staticmethod
     def _committed_or_none(
@@ -882,17 +932,22 @@ class Sentry:
         blocked_original: bytes | None = None,
         end_of_cell: bool = False,
         checkpoint: bool = False,
+        prepared: Prepared | None = None,
     ) -> None:
         """Commit, receipt, sign and send one message to the client side.
 
         `kernel` is the in-kernel guard's claim about the message, recorded beside `decision`.
+        `prepared` is this content's release computed ahead (`prepare_release`).
         """
         header = new_header(msg_type, self.session_id)
         try:
-            # One encoding of the content: its canonical bytes are both the content frame sent
-            # and the middle of the committed bytes (any JSON reader reads them).
-            raw_content = canonical_json(content)
-            committed = committed_from_content(channel, msg_type, raw_content, buffers, content)
+            if prepared is not None:
+                raw_content, committed = prepared.raw_content, prepared.committed
+            else:
+                # One encoding of the content: its canonical bytes are both the content frame
+                # sent and the middle of the committed bytes (any JSON reader reads them).
+                raw_content = canonical_content(content)
+                committed = committed_from_content(channel, msg_type, raw_content, buffers, content)
         except Exception as exc:  # noqa: BLE001 - NaN, huge integers, non-JSON values
             if not self._guard_open:
                 raise  # no notice without the guard: dropped (the relay logs it)
@@ -908,7 +963,7 @@ class Sentry:
                 [],
             )
             header["msg_type"] = msg_type
-            raw_content = canonical_json(content)
+            raw_content = canonical_content(content)
             committed = committed_from_content(channel, msg_type, raw_content, buffers, content)
         if channel == "iopub" and msg_type in EGRESS_COUNTED and not decision.blocked:
             self.meter.egress_bytes += len(committed)
@@ -921,11 +976,17 @@ class Sentry:
                 committed=blocked_original if blocked_original is not None else committed,
                 decision=decision,
                 kernel=kernel,
+                prepared=prepared if blocked_original is None else None,
             )
         note = None
         if (end_of_cell or checkpoint) and self.ledger.has_header:
             note = self.ledger.sign_checkpoint()
-        receipt = self.ledger.receipt_bytes(header["msg_id"], committed, checkpoint=note)
+        receipt = self.ledger.receipt_bytes(
+            header["msg_id"],
+            committed,
+            checkpoint=note,
+            digest=prepared.digest if prepared is not None else None,
+        )
         raw_metadata = _metadata_with_receipt(metadata, receipt)
         raw_header = dumps(header)
         if channel == "iopub":
@@ -1424,6 +1485,8 @@ class Sentry:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self._preparer is not None:
+            self._preparer.shutdown(wait=True, cancel_futures=True)
         for name, sock in self._sockets.items():
             sock.close(linger=1000 if name.startswith("outer") else 0)
         self._ctx.term()

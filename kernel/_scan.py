@@ -33,7 +33,12 @@ MIN_DISTINCT = 20  # columns with fewer distinct values match any text by chance
 MEMO_ENTRIES = 256  # scanned texts whose findings `TextScanner.scan` remembers
 MEMO_MAX_CHARS = 16_384  # longer texts are scanned every time (bounds the memo's memory)
 _P = np.uint64(1_000_003)
-_NUM = re.compile(r"(?<![\w.])-?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?")
+# A number not glued to a word or a decimal point before it: `(?<![\w.])-?\d+...` written to
+# start with the character class [\d-], which lets the regex engine skip ahead to candidate
+# characters instead of trying the look-behind at every position of a long text (about twice
+# as fast on ordinary prose). The look-behind reads the character before the one consumed.
+_NUM = re.compile(r"[\d-](?<![\w.][\d-])(?:(?<=-)\d+|(?<!-)\d*)(?:\.\d*)?(?:[eE][+-]?\d+)?")
+_ASCII_DIGITS = "0123456789"
 
 
 @dataclass(frozen=True)
@@ -174,15 +179,24 @@ class RowStructure:
         self._hashes = np.unique(np.concatenate(parts))
         self._long = np.unique(np.concatenate(longs))
 
+    @property
+    def empty(self) -> bool:
+        """No protected numeric column indexed: no text can match (its numbers need no reading)."""
+        return self._hashes.size == 0 and self._long.size == 0
+
     def matches(self, numbers: np.ndarray) -> bool:
-        if numbers.size < K or (self._hashes.size == 0 and self._long.size == 0):
+        if numbers.size < K or self.empty:
             return False
         q = _quantise(numbers)
         return _strided_match(self._hashes, q, K) or _strided_match(self._long, q, K_LONG)
 
 
 def numbers_in(text: str, limit: int = 200_000) -> np.ndarray:
-    found = _NUM.findall(text[:limit])
+    text = text[:limit]
+    if text.isascii() and not any(d in text for d in _ASCII_DIGITS):
+        # No digit at all (ten substring searches at memchr speed): no number.
+        return np.empty(0)
+    found = _NUM.findall(text)
     if not found:
         return np.empty(0)
     try:
@@ -253,7 +267,7 @@ class TextScanner:
             if base.startswith("phi:"):
                 return Finding("phi", base.removeprefix("phi:"), encoding)
             return Finding("identifier", f.column or "identifier", encoding)
-        if structure and self.rows.matches(numbers_in(text)):
+        if structure and not self.rows.empty and self.rows.matches(numbers_in(text)):
             return Finding("row-level", "numeric columns in row order")
         if structure and self.categories.matches(text):
             return Finding("row-level", "coded columns in row order")

@@ -359,7 +359,47 @@ def output_from_bytes(
     and `sentry` the sentry's own decision; both are recorded only when the kernel made a claim
     (docs/ledger-format.md, "the kernel's claim").
     """
-    commitment, salt = commit(DOMAIN_OUTPUT, committed)
+    entry, salt = output_with_salt(
+        session=session,
+        msg_id=msg_id,
+        parent=parent,
+        channel=channel,
+        msg_type=msg_type,
+        committed=committed,
+        decision=decision,
+        rule=rule,
+        layer=layer,
+        ts=ts,
+        kernel=kernel,
+        sentry=sentry,
+    )
+    return entry, _opening("content", DOMAIN_OUTPUT, salt, committed)
+
+
+def output_with_salt(
+    *,
+    session: str,
+    msg_id: str,
+    parent: str,
+    channel: str,
+    msg_type: str,
+    committed: bytes,
+    decision: Any,
+    rule: str,
+    layer: Any,
+    ts: str | None = None,
+    kernel: tuple[str, str] | None = None,
+    sentry: str | None = None,
+    committed_as: tuple[str, bytes] | None = None,
+) -> tuple[dict[str, Any], bytes]:
+    """`output_from_bytes` with the raw salt in place of the opening as a dict.
+
+    The writer builds the opening from the salt and the bytes it already holds (the sentry
+    passes an `openings.Opening` to `Ledger.append`): a megabyte output is then not turned
+    into a base64 text and escaped as JSON on its way to the openings file. `committed_as` is
+    `commit(DOMAIN_OUTPUT, committed)` when the caller computed it already (commitment, salt).
+    """
+    commitment, salt = committed_as or commit(DOMAIN_OUTPUT, committed)
     extra: dict[str, Any] = {}
     if kernel is not None:
         extra = {
@@ -384,7 +424,7 @@ def output_from_bytes(
             **extra,
         },
     )
-    return entry, _opening("content", DOMAIN_OUTPUT, salt, committed)
+    return entry, salt
 
 
 def release(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from bedside.errors import LedgerError, LedgerIntegrityError
 
 from . import entries as E
 from ._records import (
+    _LEN,
     LEDGER_MAGIC,
     OPENINGS_MAGIC,
     Tail,
@@ -78,6 +80,39 @@ class Opening:
 _json_str: Callable[[str], str] = json.encoder.encode_basestring
 
 
+_HEAD = b'{"content":"'
+
+
+class PreparedOpening(Opening):
+    """An `Opening` whose content's base64 and the hash of its record up to the end of that
+    base64 were computed ahead (the sentry does it in a worker thread while the guard scans a
+    large output). `record_parts` then finishes the record with the index and the salt, which
+    come after the content in the record: the same bytes as `Opening.record_parts`.
+    """
+
+    __slots__ = ("_b64", "_hashed")
+
+    def __init__(self, index: int, field: str, domain: str, salt: bytes, content: bytes) -> None:
+        super().__init__(index, field, domain, salt, content)
+        self._b64 = binascii.b2a_base64(content, newline=False)
+        # The record check is SHA-256(0x00 || payload); the payload starts with the content.
+        self._hashed = hashlib.sha256(b"\x00" + _HEAD)
+        self._hashed.update(self._b64)
+
+    def record_parts(self, index: int, expected: tuple[str, str]) -> list[bytes]:
+        if (self.field, self.domain) != expected:
+            raise LedgerError(
+                f"opening for entry {index} must be field/domain {expected}, "
+                f"got {self.field}/{self.domain}"
+            )
+        if self.index != index or type(index) is not int:
+            raise LedgerError(f"an opening for entry {self.index} passed with entry {index}")
+        head, b64, tail = _HEAD, self._b64, _opening_tail(index, self.field, self.domain, self.salt)
+        check = self._hashed.copy()
+        check.update(tail)
+        return [_LEN.pack(len(head) + len(b64) + len(tail)), head, b64, tail, check.digest()]
+
+
 def opening_payload_parts(
     index: int, field: str, domain: str, salt: bytes, content: bytes
 ) -> tuple[bytes, bytes, bytes]:
@@ -87,15 +122,20 @@ def opening_payload_parts(
     digits, `+`, `/` and `=`, none of which JSON escapes, so it goes between the quotes as is;
     field and domain are escaped as `canonical_json` escapes strings.
     """
+    return (
+        _HEAD,
+        binascii.b2a_base64(content, newline=False),
+        _opening_tail(index, field, domain, salt),
+    )
+
+
+def _opening_tail(index: int, field: str, domain: str, salt: bytes) -> bytes:
+    """What follows the content's base64 in an opening record (see `opening_payload_parts`)."""
     tail = (
         f'","domain":{_json_str(domain)},"field":{_json_str(field)},"index":{index},'
         f'"salt":"{binascii.b2a_base64(salt, newline=False).decode("ascii")}"}}'
     )
-    return (
-        b'{"content":"',
-        binascii.b2a_base64(content, newline=False),
-        tail.encode("utf-8"),
-    )
+    return tail.encode("utf-8")
 
 
 def iter_openings(path: str | os.PathLike[str]) -> Iterator[Opening]:

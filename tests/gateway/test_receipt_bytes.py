@@ -11,7 +11,12 @@ import json
 import pytest
 import rfc8785
 
-from bedside.gateway._receipts import HospitalLedger, committed_bytes, committed_from_content
+from bedside.gateway._receipts import (
+    HospitalLedger,
+    canonical_content,
+    committed_bytes,
+    committed_from_content,
+)
 from bedside.gateway.sentry import _metadata_with_receipt
 from bedside.ledger import Ledger, Signer, Verifier, canonical_json, entries
 from bedside.ledger.merkle import MerkleTree, hash_leaf
@@ -193,3 +198,92 @@ def test_merkle_root_folds_the_stored_subtrees_as_rfc6962_splits_them():
         size = len(tree)
         for prefix in {1, size // 3 or 1, size - 1 or 1, size}:
             assert tree.root(prefix) == tree.subtree_root(0, prefix)
+
+
+def _every_code_point() -> str:
+    # Every code point a Python str can hold and UTF-8 can carry (no lone surrogates).
+    return "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+
+
+@pytest.mark.parametrize("content", CONTENTS)
+def test_canonical_content_is_canonical_json(content):
+    assert canonical_content(content) == canonical_json(content)
+
+
+def test_canonical_content_escapes_every_code_point_as_rfc8785():
+    text = _every_code_point()
+    content = {"name": "stdout", "text": text, "chunks": [text[i : i + 7] for i in range(0, 512)]}
+    assert canonical_content(content) == canonical_json(content) == rfc8785.dumps(content)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"n": 2**60},
+        {"x": float("nan")},
+        {"b": b"bytes"},
+        {"lone": "\ud800"},
+        {1: "non-string key"},
+    ],
+)
+def test_canonical_content_fails_as_canonical_json_does(content):
+    with pytest.raises(Exception) as fast:
+        canonical_content(content)
+    with pytest.raises(Exception) as reference:
+        canonical_json(content)
+    assert type(fast.value) is type(reference.value)
+
+
+def test_output_openings_written_raw_are_the_bytes_of_the_dict_form(tmp_path):
+    """The sentry writes each output's opening from its raw salt and bytes; the openings file
+    must hold what the dict form (`entries.output_from_bytes`) would have written."""
+    from bedside.ledger.commitment import DOMAIN_OUTPUT, open_commitment
+    from bedside.ledger.log import openings_path
+    from bedside.ledger.openings import iter_openings
+
+    signer = Signer.generate("custodian")
+    book = HospitalLedger(tmp_path / "session.ledger", session_id="s", origin="o", signer=signer)
+    book.header(
+        intent={},
+        policy_id="p",
+        policy_digest="sha256:" + "0" * 64,
+        environment_digest="sha256:" + "1" * 64,
+        researcher_key=None,
+    )
+    outputs = [
+        committed_bytes("iopub", "stream", {"name": "stdout", "text": "é\n" * 70_000}, []),
+        committed_bytes("iopub", "stream", {"name": "stdout", "text": "MRN"}, []),
+    ]
+    book.output(msg_id="a", parent="p", channel="iopub", msg_type="stream",
+                committed=outputs[0], decision=Decision.release(layer=Layer.SENTRY))  # fmt: skip
+    book.output(msg_id="b", parent="p", channel="iopub", msg_type="stream",
+                committed=outputs[1], decision=Decision.block("identifier", "x",
+                                                               layer=Layer.SENTRY))  # fmt: skip
+    receipt = json.loads(book.receipt_bytes("a", outputs[0]))
+    book.close()
+    opened = list(iter_openings(openings_path(tmp_path / "session.ledger")))
+    assert [o.index for o in opened] == [1, 2]
+    reference = Ledger.create(tmp_path / "ref.ledger", session_id="s", origin="o")
+    written = Ledger.open(tmp_path / "session.ledger")
+    for opening, committed in zip(opened, outputs, strict=True):
+        assert opening.content == committed
+        entry = written.entry(opening.index)
+        # The commitment opens with the salt and bytes written.
+        open_commitment(DOMAIN_OUTPUT, committed, opening.salt, entry["content"])
+        as_dict = {
+            "field": "content",
+            "domain": DOMAIN_OUTPUT,
+            "salt": base64.b64encode(opening.salt).decode(),
+            "content": base64.b64encode(committed).decode(),
+        }
+        reference._write_opening(opening.index, entries.OUTPUT, as_dict)
+    reference.flush()
+    reference.close()
+    written.close()
+    raw = openings_path(tmp_path / "session.ledger").read_bytes()
+    ref = openings_path(tmp_path / "ref.ledger").read_bytes()
+    # Same file header (session and origin) and the same records, byte for byte.
+    assert raw == ref
+    # The released output's salt rides on the receipt; the blocked one's does not.
+    salts = {item["index"]: item.get("salt") for item in receipt["entries"]}
+    assert salts[1] == base64.b64encode(opened[0].salt).decode() and salts[2] is None

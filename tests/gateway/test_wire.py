@@ -52,3 +52,64 @@ def test_empty_key_means_unsigned():
 def test_unknown_signature_scheme_is_a_clear_error(scheme):
     with pytest.raises(GatewayError, match="signature_scheme"):
         Wire(b"key", scheme, name="client")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # What orjson refuses, json reads: the wire accepts exactly what it accepted before.
+        (b'{"x": NaN}', None),
+        (b'{"n": 123456789012345678901234567890}', {"n": 123456789012345678901234567890}),
+        (b'{"s": "\\ud800"}', {"s": "\ud800"}),
+        (
+            b'{"t": "\\u00e9 \xc3\xa9", "d": {"a": [1, 2.5, null, true]}}',
+            {"t": "é é", "d": {"a": [1, 2.5, None, True]}},
+        ),  # fmt: skip
+        (b'{"k": 1, "k": 2}', {"k": 2}),
+    ],
+)
+def test_content_reads_as_json_reads_it(raw, expected):
+    session = Session(key=b"k", signature_scheme="hmac-sha256")
+    frames = session.serialize(session.msg("stream", {}))
+    cut = frames.index(b"<IDS|MSG>")
+    parts = frames[cut + 1 :]
+    parts[4] = raw
+    parts[0] = Wire(b"k", name="kernel").sign(parts[1:5])
+    msg = Wire(b"k", name="kernel").parse([*frames[: cut + 1], *parts])
+    if expected is None:
+        assert msg.content["x"] != msg.content["x"]  # NaN
+    else:
+        assert msg.content == expected
+
+
+@pytest.mark.parametrize("raw", [b'{"x": 1', b"[1, 2]", b'{"s": "\xff"}', b"[" * 2000])
+def test_content_that_is_not_a_json_object_is_malformed(raw):
+    session = Session(key=b"k", signature_scheme="hmac-sha256")
+    frames = session.serialize(session.msg("stream", {}))
+    cut = frames.index(b"<IDS|MSG>")
+    parts = frames[cut + 1 :]
+    parts[4] = raw
+    parts[0] = Wire(b"k", name="kernel").sign(parts[1:5])
+    with pytest.raises(MalformedMessage, match="content is not"):
+        Wire(b"k", name="kernel").parse([*frames[: cut + 1], *parts])
+
+
+def test_big_integers_keep_their_digits_anywhere_in_the_content():
+    # orjson would read them as floats, and the digits (which the guard scans) would be lost.
+    big = 10**40 + 7
+    session = Session(key=b"k", signature_scheme="hmac-sha256")
+    content = {"data": {"text/plain": [1, {"v": -big}]}, "n": big}
+    frames = session.serialize(session.msg("display_data", content))
+    msg = Wire(b"k", name="kernel").parse(frames)
+    assert msg.content == content
+    assert type(msg.content["n"]) is int and msg.content["data"]["text/plain"][1]["v"] == -big
+
+
+def test_the_random_pool_hands_out_each_byte_once():
+    from bedside.gateway._wire import RandomPool
+
+    pool = RandomPool(chunk=64)
+    taken = [pool.take(16) for _ in range(40)] + [pool.take(100)]
+    assert [len(t) for t in taken] == [16] * 40 + [100]
+    # Distinct draws (a repeated 128-bit value would mean bytes were handed out twice).
+    assert len(set(taken)) == len(taken)

@@ -17,7 +17,7 @@ from bedside.ledger import Ledger, canonical_json, read_openings
 from bedside.ledger import entries as E
 from bedside.ledger._records import encode_record, record_parts
 from bedside.ledger.commitment import DOMAIN_OUTPUT, DOMAINS, commit
-from bedside.ledger.openings import Opening, opening_payload_parts
+from bedside.ledger.openings import Opening, PreparedOpening, opening_payload_parts
 
 
 def _generic(index: int, field: str, domain: str, salt: bytes, content: bytes) -> bytes:
@@ -144,3 +144,29 @@ def test_raw_opening_must_match_entry(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match="field/domain"):
         ledger.append(entry, opening=Opening(1, "code", DOMAIN_OUTPUT, salt, b"x"))
     ledger.close()
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    index=st.integers(0, 2**53 - 1),
+    field=st.text(max_size=12),
+    domain=st.sampled_from(DOMAINS) | st.text(max_size=12),
+    salt=st.binary(max_size=40),
+    content=st.binary(max_size=300),
+)
+def test_prepared_opening_record_equals_generic_encoder(
+    index: int, field: str, domain: str, salt: bytes, content: bytes
+) -> None:
+    # Prepared before its index is known (the sentry prepares while its guard scans).
+    prepared = PreparedOpening(-1, field, domain, salt, content)
+    prepared.index = index
+    parts = prepared.record_parts(index, (field, domain))
+    assert b"".join(parts) == _generic(index, field, domain, salt, content)
+
+
+def test_prepared_opening_checks_its_index_and_kind() -> None:
+    prepared = PreparedOpening(3, "content", DOMAIN_OUTPUT, b"s" * 32, b"x" * 100)
+    with pytest.raises(LedgerError, match="passed with entry 4"):
+        prepared.record_parts(4, ("content", DOMAIN_OUTPUT))
+    with pytest.raises(LedgerError, match="field/domain"):
+        prepared.record_parts(3, ("code", DOMAIN_OUTPUT))

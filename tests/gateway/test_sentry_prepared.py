@@ -1,0 +1,170 @@
+"""Large outputs: the sentry encodes, commits and hashes their release in a worker thread while
+its guard scans them. What leaves must be exactly what the plain path sends: the content the
+guard released, its receipt over those bytes, and an opening in the hospital ledger that opens
+the commitment; a blocked large output must leave as a notice, its prepared bytes unused.
+
+Driven through `Sentry._from_client` / `_from_kernel` with sockets that keep what is sent (no
+kernel process: the relay's own path is under test here; tests/gateway/test_sentry*.py run it
+end to end)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rfc8785
+from _sentry_support import make_hospital, make_patients
+from jupyter_client.session import Session
+
+from bedside.gateway import sentry as sentry_module
+from bedside.gateway._receipts import HospitalLedger, canonical_content
+from bedside.gateway._session import policy_ceiling
+from bedside.gateway._wire import Wire
+from bedside.gateway.sentry import Sentry
+from bedside.ledger import Signer, Verifier
+from bedside.ledger.commitment import DOMAIN_OUTPUT, open_commitment
+from bedside.ledger.log import openings_path
+from bedside.ledger.openings import iter_openings
+from bedside.policy import load_policy
+
+WORDS = "cohort analysis survival model baseline outcome ward median interval".split()
+
+
+class Capture:
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+
+    def send_multipart(self, frames: list[Any], *args: Any, **kwargs: Any) -> None:
+        self.sent.append([bytes(f) for f in frames])
+
+
+@pytest.fixture
+def relay(tmp_path: Path):
+    frame = make_patients(300)
+    hospital = make_hospital(tmp_path / "h", frame=frame, max_output_bytes=2_000_000)
+    key = uuid.uuid4().hex
+    conn = tmp_path / "kernel.json"
+    ports = dict(shell_port=1, iopub_port=2, stdin_port=3, control_port=4, hb_port=5)
+    conn.write_text(json.dumps({**ports, "ip": "127.0.0.1", "key": key, "transport": "tcp",
+                                "signature_scheme": "hmac-sha256"}))  # fmt: skip
+    sentry = Sentry(
+        connection_file=conn,
+        policy_path=hospital.policy,
+        custodian_key=hospital.key,
+        state_dir=hospital.state,
+        sandbox=False,
+        kernel="plain",
+    )
+    sentry.policy = load_policy(hospital.policy)
+    sentry.signer = Signer.load(hospital.key)
+    sentry.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    sentry._build_guard()
+    sentry._open_guard()
+    sentry.budget = policy_ceiling(sentry.policy)
+    sentry.ledger = HospitalLedger(
+        sentry.state_dir / "session.ledger",
+        session_id=sentry.session_id,
+        origin=sentry.origin,
+        signer=sentry.signer,
+    )
+    for side in ("outer", "inner"):
+        for channel in ("shell", "control", "stdin", "iopub", "hb"):
+            sentry._sockets[f"{side}_{channel}"] = Capture()  # type: ignore[assignment]
+    client = Session(key=key.encode(), username="researcher")
+    kernel = Session(key=sentry.inner.key, username="kernel")
+    yield sentry, client, kernel, frame
+    if sentry._preparer is not None:
+        sentry._preparer.shutdown(wait=True)
+    sentry.ledger.close()
+
+
+def _cell(sentry: Sentry, client: Session, kernel: Session, text: str) -> dict[str, Any]:
+    """Run one cell that prints `text`; the stream message the client receives, parsed."""
+    request = client.msg("execute_request", {"code": "print(TEXT)", "silent": False})
+    sentry._from_client("shell", [b"client", *client.serialize(request)])
+    msg = kernel.msg("stream", {"name": "stdout", "text": text}, parent=request["header"])
+    out: Capture = sentry._sockets["outer_iopub"]  # type: ignore[assignment]
+    before = len(out.sent)
+    sentry._from_kernel("iopub", [b"kernel.x.stream", *kernel.serialize(msg)])
+    (frames,) = out.sent[before:]
+    parsed = Wire(client.key, name="client").parse(frames)
+    assert parsed.msg_type == "stream"
+    return {"parsed": parsed, "raw_content": frames[-1]}
+
+
+def _receipt_checks(sentry: Sentry, got: dict[str, Any]) -> dict[str, Any]:
+    parsed = got["parsed"]
+    receipt = parsed.metadata["bedside"]["receipt"]
+    body = {k: v for k, v in receipt.items() if k != "sig"}
+    Verifier(sentry.signer.verifier_key).verify(
+        rfc8785.dumps(body), base64.b64decode(receipt["sig"])
+    )
+    committed = rfc8785.dumps(
+        {"buffers": [], "channel": "iopub", "content": parsed.content, "msg_type": "stream"}
+    )
+    assert receipt["digest"] == "sha256:" + hashlib.sha256(committed).hexdigest()
+    return receipt
+
+
+def test_a_large_output_released_through_the_prepared_path(relay, monkeypatch):
+    sentry, client, kernel, _ = relay
+    used = []
+    original = Sentry._prepared
+
+    def spy(ahead, msg, verdict):
+        prepared = original(ahead, msg, verdict)
+        used.append(prepared is not None)
+        return prepared
+
+    monkeypatch.setattr(Sentry, "_prepared", staticmethod(spy))
+    text = " ".join(WORDS[i % len(WORDS)] for i in range(40_000)) + '\n\t"é" \x01 \U0001f600\n'
+    assert len(text) > sentry_module.PREPARE_MIN_BYTES
+    got = _cell(sentry, client, kernel, text)
+    assert used == [True]
+    assert got["parsed"].content == {"name": "stdout", "text": text}
+    # The content frame is the canonical encoding of what was released.
+    assert got["raw_content"] == canonical_content({"name": "stdout", "text": text})
+    receipt = _receipt_checks(sentry, got)
+    # The hospital ledger's opening of that entry opens its commitment with the bytes sent.
+    sentry.ledger.ledger.flush()
+    (entry_item,) = [e for e in receipt["entries"] if e["entry"]["kind"] == "output"]
+    index = entry_item["index"]
+    opening = next(o for o in iter_openings(openings_path(sentry.ledger.path)) if o.index == index)
+    committed = rfc8785.dumps(
+        {"buffers": [], "channel": "iopub", "content": {"name": "stdout", "text": text},
+         "msg_type": "stream"}
+    )  # fmt: skip
+    assert opening.content == committed
+    open_commitment(DOMAIN_OUTPUT, committed, opening.salt, entry_item["entry"]["content"])
+    # The released output's salt rides on the receipt (the researcher's openings stay whole).
+    assert base64.b64decode(entry_item["salt"]) == opening.salt
+
+
+def test_a_large_output_with_an_identifier_leaves_as_a_notice(relay, monkeypatch):
+    sentry, client, kernel, frame = relay
+    used = []
+    original = Sentry._prepared
+
+    def spy(ahead, msg, verdict):
+        prepared = original(ahead, msg, verdict)
+        used.append(prepared is not None)
+        return prepared
+
+    monkeypatch.setattr(Sentry, "_prepared", staticmethod(spy))
+    mrn = str(frame["mrn"].iloc[7])
+    words = " ".join(WORDS[i % len(WORDS)] for i in range(40_000))
+    text = words[: len(words) // 2] + f" {mrn} " + words[len(words) // 2 :]
+    got = _cell(sentry, client, kernel, text)
+    assert used == [False]
+    content = got["parsed"].content
+    assert mrn not in json.dumps(content) and "blocked" in content["text"]
+    assert got["parsed"].metadata["bedside"]["decision"] == "blocked"
+    _receipt_checks(sentry, got)
+    # The block is recorded; its opening (the kernel's bytes) stays in the hospital only.
+    entries = [sentry.ledger.ledger.entry(i) for i in range(sentry.ledger.size)]
+    assert [e["decision"] for e in entries if e["kind"] == "output"] == ["blocked"]
