@@ -214,7 +214,7 @@ def mirror_cost(root: Path, cells: int = 200) -> dict[str, dict[str, float]]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "extension"))
     from conftest import StandInHospital  # the receipt-protocol stand-in of the unit tests
 
-    from bedside.extension.connection import with_metadata
+    from bedside.extension.connection import Parsed
     from bedside.extension.mirror import SessionMirror, new_message
 
     out: dict[str, dict[str, float]] = {}
@@ -232,9 +232,9 @@ def mirror_cost(root: Path, cells: int = 200) -> dict[str, dict[str, float]]:
         wall = cpu = 0.0
 
         def handle(raw: str, mirror: SessionMirror = mirror) -> None:
-            msg = json.loads(raw)
-            mirror.observe_reply(msg)
-            with_metadata(raw, msg)
+            parsed = Parsed(raw)
+            mirror.observe_reply(parsed.msg, parsed.tokens)
+            parsed.with_metadata()
 
         n = cells if label == "trivial" else 10
         for _ in range(n):
