@@ -165,6 +165,7 @@ async def measure(
         assert server.proc is not None
         pid = server.proc.pid
         small = []
+        procs_small0 = process_cpu([pid, *roots])
         cpu0 = cpu_seconds(pid)
         for _ in range(n_small):
             t = time.perf_counter()
@@ -172,6 +173,7 @@ async def measure(
             small.append((time.perf_counter() - t) * 1000)
             assert reply["content"]["status"] == "ok", reply["content"]
         small_cpu = (cpu_seconds(pid) - cpu0) / n_small * 1000
+        procs_small1 = process_cpu([pid, *roots])
         await client.execute(ONE_MB)
         big = []
         procs0 = process_cpu([pid, *roots])
@@ -196,6 +198,13 @@ async def measure(
         # CPU of the researcher's jupyter_server per cell (the browser-facing side's own cost)
         "server_cpu_trivial_ms": small_cpu,
         "server_cpu_one_mb_ms": big_cpu,
+        # CPU ms per trivial cell of each process of the chain (as below)
+        "trivial_cpu_ms_by_process": {
+            role: round(
+                (procs_small1.get(role, 0.0) - procs_small0.get(role, 0.0)) / n_small * 1000, 2
+            )
+            for role in sorted(procs_small1)
+        },
         # CPU ms per 1 MB cell of each process of the chain (/proc/<pid>/stat, descendants
         # of jupyter_server and of the gateway, by role)
         "one_mb_cpu_ms_by_process": {
