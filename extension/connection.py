@@ -399,7 +399,8 @@ class BedsideWebSocketConnection(GatewayWebSocketConnection):
             log.info("bedside: session of kernel %s is %s", self.kernel_id, mirror.state)
         if verdict.consumed:
             return
-        super().handle_outgoing_message(parsed.with_metadata(), *args)
+        # bytes for an ASCII message: tornado's write_message sends them as the text frame
+        super().handle_outgoing_message(parsed.with_metadata(), *args)  # type: ignore[arg-type]
 
     async def _read_messages(self) -> None:
         await super()._read_messages()
