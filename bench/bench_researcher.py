@@ -10,11 +10,15 @@ drives it (TCP_NODELAY on the client, as browsers set it):
 - bedside-noext: stock jupyter_server → the same bedside gateway (isolates the extension's cost:
   receipt checks, researcher signatures and the ledger copy, per cell)
 
-Prints a JSON document with medians (ms) and the ratios the issue sets targets for; with --out it
-also writes it to a file. For the 1 MB cells it also reports the CPU time of each process of the
-chain (`one_mb_cpu_ms_by_process`: jupyter_server, gateway, sentry, kernel; from /proc/<pid>/stat
-of jupyter_server, the gateway and their descendants), which a loaded machine does not inflate
-the way it does wall-clock medians. Run: `.venv/bin/python bench/bench_researcher.py [--quick]`.
+All five run side by side and take turns, a block of cells each (`BLOCK`; trivial cells, then
+1 MB cells), so that the machine's load falls on all alike. Prints a JSON document with medians
+and best rounds (ms) and the ratios the issue sets targets for; with --out it also writes it to
+a file. It also
+reports the CPU time per cell of each process of the chain (`trivial_cpu_ms_by_process`,
+`one_mb_cpu_ms_by_process`: jupyter_server, gateway, sentry, kernel; from /proc/<pid>/stat of
+jupyter_server, the gateway and their descendants, counted around each configuration's own
+cells), which a loaded machine does not inflate the way it does wall-clock medians.
+Run: `.venv/bin/python bench/bench_researcher.py [--quick]`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -152,58 +156,95 @@ def process_cpu(roots: list[int]) -> dict[str, float]:
     return out
 
 
-async def measure(
-    server: ResearcherServer, kernel: str, n_small: int, n_big: int, roots: list[int] = ()
-) -> dict:
-    nb_dir = server.root_dir
-    client = KernelSession(server.url, server.token)
-    await client.start("bench.ipynb", kernel)
-    try:
-        await client.request("kernel_info_request", {}, timeout=180)
-        for _ in range(3):
-            await client.execute(TRIVIAL)
+class Probe:
+    """One configuration under measurement: its server, a kernel session, and what it took.
+
+    The configurations run side by side and take turns (`measure`), so that a change in the
+    machine's load falls on all of them alike."""
+
+    def __init__(self, server: ResearcherServer, kernel: str, roots: list[int]) -> None:
         assert server.proc is not None
-        pid = server.proc.pid
-        small = []
-        cpu0 = cpu_seconds(pid)
-        for _ in range(n_small):
-            t = time.perf_counter()
-            reply, _ = await client.execute(TRIVIAL)
-            small.append((time.perf_counter() - t) * 1000)
-            assert reply["content"]["status"] == "ok", reply["content"]
-        small_cpu = (cpu_seconds(pid) - cpu0) / n_small * 1000
-        await client.execute(ONE_MB)
-        big = []
-        procs0 = process_cpu([pid, *roots])
-        cpu0 = cpu_seconds(pid)
-        for _ in range(n_big):
-            t = time.perf_counter()
-            reply, iopub = await client.execute(ONE_MB)
-            big.append((time.perf_counter() - t) * 1000)
+        self.server, self.kernel = server, kernel
+        self.pid = server.proc.pid
+        self.roots = [self.pid, *roots]
+        self.client = KernelSession(server.url, server.token)
+        self.wall: dict[str, list[float]] = {"trivial": [], "one_mb": []}
+        self.cpu: dict[str, dict[str, float]] = {"trivial": {}, "one_mb": {}}
+
+    async def start(self) -> None:
+        await self.client.start("bench.ipynb", self.kernel)
+        await self.client.request("kernel_info_request", {}, timeout=180)
+        for _ in range(3):
+            await self.client.execute(TRIVIAL)
+        await self.client.execute(ONE_MB)
+
+    async def cell(self, label: str) -> None:
+        cpu0 = process_cpu(self.roots)
+        t = time.perf_counter()
+        reply, iopub = await self.client.execute(TRIVIAL if label == "trivial" else ONE_MB)
+        self.wall[label].append((time.perf_counter() - t) * 1000)
+        cpu1 = process_cpu(self.roots)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        if label == "one_mb":
             text = "".join(m["content"].get("text", "") for m in iopub
                            if m["header"]["msg_type"] == "stream")  # fmt: skip
             assert len(text) >= 1_000_000, f"1 MB output did not arrive ({len(text)} bytes)"
-        big_cpu = (cpu_seconds(pid) - cpu0) / n_big * 1000
-        procs1 = process_cpu([pid, *roots])
+        spent = self.cpu[label]
+        for role, seconds in cpu1.items():
+            spent[role] = spent.get(role, 0.0) + seconds - cpu0.get(role, 0.0)
+
+    def result(self) -> dict[str, Any]:
+        small, big = self.wall["trivial"], self.wall["one_mb"]
+
+        def per_cell(label: str, role: str | None = None) -> dict[str, float] | float:
+            n = len(self.wall[label])
+            if role is not None:
+                return self.cpu[label].get(role, 0.0) / n * 1000
+            return {r: round(v / n * 1000, 2) for r, v in sorted(self.cpu[label].items())}
+
+        return {
+            "trivial_ms": statistics.median(small),
+            "trivial_best_ms": min(small),
+            "one_mb_ms": statistics.median(big),
+            "one_mb_best_ms": min(big),
+            # CPU of the researcher's jupyter_server per cell (the browser-facing side's cost)
+            "server_cpu_trivial_ms": per_cell("trivial", "jupyter_server"),
+            "server_cpu_one_mb_ms": per_cell("one_mb", "jupyter_server"),
+            # CPU ms per cell of each process of the chain (/proc/<pid>/stat, descendants of
+            # jupyter_server and of the gateway, by role)
+            "trivial_cpu_ms_by_process": per_cell("trivial"),
+            "one_mb_cpu_ms_by_process": per_cell("one_mb"),
+            "n": [len(small), len(big)],
+        }
+
+
+#: Cells a configuration runs back to back before the next one takes its turn.
+BLOCK = {"trivial": 10, "one_mb": 5}
+
+
+async def measure(probes: dict[str, Probe], n_small: int, n_big: int) -> dict[str, Any]:
+    """Every configuration in turn, a block of cells each (n_small trivial cells, then n_big
+    1 MB cells per configuration in all).
+
+    Blocks, not single cells, and the first cell of each block not measured: cells run back to
+    back, as a user's `Run All` runs them, is what shows Nagle's delay. A connection that idled
+    while the others took their turn starts its next cell with the peer's delayed ACK long sent
+    (Linux acknowledges at once after an idle period), which hides the ~40 ms stall of a stock
+    gateway; the unmeasured cell also absorbs work the previous configuration left running."""
+    try:
+        for probe in probes.values():
+            await probe.start()
+        for label, total in (("trivial", n_small), ("one_mb", n_big)):
+            block = min(BLOCK[label], total)
+            for _ in range(max(1, total // block)):
+                for probe in probes.values():
+                    await probe.client.execute(TRIVIAL if label == "trivial" else ONE_MB)
+                    for _ in range(block):
+                        await probe.cell(label)
     finally:
-        await client.close()
-    del nb_dir
-    return {
-        "trivial_ms": statistics.median(small),
-        "trivial_best_ms": min(small),
-        "one_mb_ms": statistics.median(big),
-        "one_mb_best_ms": min(big),
-        # CPU of the researcher's jupyter_server per cell (the browser-facing side's own cost)
-        "server_cpu_trivial_ms": small_cpu,
-        "server_cpu_one_mb_ms": big_cpu,
-        # CPU ms per 1 MB cell of each process of the chain (/proc/<pid>/stat, descendants
-        # of jupyter_server and of the gateway, by role)
-        "one_mb_cpu_ms_by_process": {
-            role: round((procs1.get(role, 0.0) - procs0.get(role, 0.0)) / n_big * 1000, 1)
-            for role in sorted(procs1)
-        },
-        "n": [n_small, n_big],
-    }
+        for probe in probes.values():
+            await probe.client.close()
+    return {name: probe.result() for name, probe in probes.items()}
 
 
 def mirror_cost(root: Path, cells: int = 200) -> dict[str, dict[str, float]]:
@@ -214,7 +255,7 @@ def mirror_cost(root: Path, cells: int = 200) -> dict[str, dict[str, float]]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "extension"))
     from conftest import StandInHospital  # the receipt-protocol stand-in of the unit tests
 
-    from bedside.extension.connection import with_metadata
+    from bedside.extension.connection import Parsed
     from bedside.extension.mirror import SessionMirror, new_message
 
     out: dict[str, dict[str, float]] = {}
@@ -232,9 +273,9 @@ def mirror_cost(root: Path, cells: int = 200) -> dict[str, dict[str, float]]:
         wall = cpu = 0.0
 
         def handle(raw: str, mirror: SessionMirror = mirror) -> None:
-            msg = json.loads(raw)
-            mirror.observe_reply(msg)
-            with_metadata(raw, msg)
+            parsed = Parsed(raw)
+            mirror.observe_reply(parsed.msg, parsed.tokens)
+            parsed.with_metadata()
 
         n = cells if label == "trivial" else 10
         for _ in range(n):
@@ -308,20 +349,29 @@ def main() -> int:
         plain = local_kernelspec(
             [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "plain"
         )
-        with server(root, "local", "", "", extension=False) as s:
-            results["local"] = asyncio.run(measure(s, "python3", n_small, n_big))
-        with server(root, "local-nodelay", "", "", extension=True) as s:
-            results["local-nodelay"] = asyncio.run(measure(s, "python3", n_small, n_big))
-        with gateway(root / "eg-stock", {"plain": plain}, "plain", nodelay=False) as eg:
-            with server(root, "stock", eg.url, eg.token, extension=False) as s:
-                results["stock"] = asyncio.run(measure(s, "plain", n_small, n_big, egpids(eg)))
         (root / "state").mkdir(mode=0o700)
         chain = sentry_kernelspec(policy=policy, custodian_key=key, state_dir=root / "state")
-        with gateway(root / "eg-bedside", {"bedside": chain}, "bedside", nodelay=True) as eg:
-            with server(root, "bedside", eg.url, eg.token, extension=True) as s:
-                results["bedside"] = asyncio.run(measure(s, "bedside", n_small, n_big, egpids(eg)))
-            with server(root, "noext", eg.url, eg.token, extension=False) as s:
-                results["bedside-noext"] = asyncio.run(measure(s, "bedside", n_small, n_big))
+        with ExitStack() as stack:
+            eg_stock = stack.enter_context(
+                gateway(root / "eg-stock", {"plain": plain}, "plain", nodelay=False)
+            )
+            eg_bedside = stack.enter_context(
+                gateway(root / "eg-bedside", {"bedside": chain}, "bedside", nodelay=True)
+            )
+            configs = {
+                # name: (gateway, extension, kernel, processes to count besides the server)
+                "local": (None, False, "python3", []),
+                "local-nodelay": (None, True, "python3", []),
+                "stock": (eg_stock, False, "plain", egpids(eg_stock)),
+                "bedside": (eg_bedside, True, "bedside", egpids(eg_bedside)),
+                "bedside-noext": (eg_bedside, False, "bedside", []),
+            }
+            probes = {}
+            for name, (eg, extension, kernel, roots) in configs.items():
+                url, token = (eg.url, eg.token) if eg is not None else ("", "")
+                s = stack.enter_context(server(root, name, url, token, extension=extension))
+                probes[name] = Probe(s, kernel, roots)
+            results.update(asyncio.run(measure(probes, n_small, n_big)))
         ledger_ms = mirror_cost(root)
     local, stock, bedside = results["local"], results["stock"], results["bedside"]
     noext = results["bedside-noext"]

@@ -34,7 +34,7 @@ from bedside.ledger import (
     open_checkpoint,
     open_commitment,
 )
-from bedside.ledger.entries import output_committed_bytes
+from bedside.ledger.entries import ENTRIES_REPLY, FETCH_REPLY, output_committed_bytes
 from bedside.ledger.openings import Opening
 
 log = logging.getLogger("bedside.extension")
@@ -95,6 +95,44 @@ def new_message(msg_type: str, content: dict[str, Any], *, session: str) -> dict
         "channel": "shell",
         "buffers": [],
     }
+
+
+#: Content key -> the JSON text of its (string) value as received, UTF-8.
+Tokens = dict[str, bytes | memoryview]
+
+
+def committed_from_tokens(
+    channel: str, msg_type: str, content: Any, tokens: Tokens
+) -> bytes | None:
+    """The committed bytes of an output (`output_committed_bytes`), with the JSON text of the
+    values in `tokens` taken as it arrived instead of encoding the parsed values again.
+
+    RFC 8785 escapes a string as Python's `json` does without `ensure_ascii`, which is how
+    kernels write message content, so a long output's token is normally canonical already. It
+    need not be (a gateway that escapes non-ASCII, a kernel that writes otherwise): the caller
+    keeps these bytes only if they hash to the receipt's digest, which makes them the committed
+    bytes, and else encodes the parsed content. None when the shape is not one this handles.
+    """
+    if type(content) is not dict or not tokens.keys() <= content.keys():
+        return None
+    parts: list[bytes | memoryview] = [
+        b'{"buffers":[],"channel":',
+        canonical_json(channel),
+        b',"content":{',
+    ]
+    try:
+        for n, key in enumerate(sorted(content)):
+            if type(key) is not str or not key.isascii():
+                return None  # RFC 8785 orders other keys by UTF-16 units
+            if n:
+                parts.append(b",")
+            parts += (canonical_json(key), b":")
+            token = tokens.get(key)
+            parts.append(canonical_json(content[key]) if token is None else token)
+    except LedgerError:
+        return None
+    parts += (b'},"msg_type":', canonical_json(msg_type), b"}")
+    return b"".join(parts)
 
 
 class _NotYet(Exception):
@@ -269,8 +307,13 @@ class SessionMirror:
 
     # -- hospital -> researcher ------------------------------------------------------------
 
-    def observe_reply(self, msg: dict[str, Any]) -> Verdict:
-        """Check one message from the hospital; mark it and record what it carries."""
+    def observe_reply(self, msg: dict[str, Any], tokens: Tokens | None = None) -> Verdict:
+        """Check one message from the hospital; mark it and record what it carries.
+
+        `tokens`: for some of the content's top-level string values, their JSON text exactly as
+        it arrived (`connection.parse_message`), which spares re-encoding a large output to
+        check its receipt.
+        """
         header = msg.get("header") or {}
         msg_type = str(header.get("msg_type", ""))
         parent = str((msg.get("parent_header") or {}).get("msg_id", ""))
@@ -282,7 +325,7 @@ class SessionMirror:
             self._late_intent = False
             self._on_intent_reply(msg)
         try:
-            self._check_receipt(msg)
+            self._check_receipt(msg, tokens)
             if is_intent_reply:
                 self._stage_header(msg)
         except Error as exc:
@@ -564,7 +607,7 @@ class SessionMirror:
         with self.unverified_log.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(line) + "\n")
 
-    def _check_receipt(self, msg: dict[str, Any]) -> None:
+    def _check_receipt(self, msg: dict[str, Any], tokens: Tokens | None = None) -> None:
         meta = msg.get("metadata") or {}
         receipt = (meta.get("bedside") or {}).get("receipt") if isinstance(meta, dict) else None
         if not isinstance(receipt, dict):
@@ -586,13 +629,21 @@ class SessionMirror:
         header = msg.get("header") or {}
         if receipt.get("msg_id") != header.get("msg_id"):
             raise LedgerIntegrityError("the receipt names another message")
-        committed = output_committed_bytes(
-            channel=str(msg.get("channel", "")),
-            msg_type=str(header.get("msg_type", "")),
-            content=msg.get("content") or {},
-        )
-        if receipt.get("digest") != "sha256:" + hashlib.sha256(committed).hexdigest():
-            raise LedgerIntegrityError("the message content does not match its receipt digest")
+        channel = str(msg.get("channel", ""))
+        msg_type = str(header.get("msg_type", ""))
+        content = msg.get("content") or {}
+        digest = receipt.get("digest")
+        committed = None
+        if tokens and msg_type not in (FETCH_REPLY, ENTRIES_REPLY):
+            # Built from the content's own JSON text; the digest decides whether these are the
+            # committed bytes (any difference falls back to encoding the parsed content).
+            fast = committed_from_tokens(channel, msg_type, content, tokens)
+            if fast is not None and digest == "sha256:" + hashlib.sha256(fast).hexdigest():
+                committed = fast
+        if committed is None:
+            committed = output_committed_bytes(channel=channel, msg_type=msg_type, content=content)
+            if digest != "sha256:" + hashlib.sha256(committed).hexdigest():
+                raise LedgerIntegrityError("the message content does not match its receipt digest")
         # Iopub and shell travel on different sockets through the gateway, so receipts can
         # arrive out of the order the sentry wrote them: stage entries by index and tree heads
         # by size, and check each as soon as our copy reaches it.

@@ -134,6 +134,7 @@ class GatewaySettings:
     certfile: Path | None = None
     keyfile: Path | None = None
     client_ca: Path | None = None
+    # TCP_NODELAY and the rest of eg_config/bedside_eg_tuning.py; False keeps EG's stock path
     nodelay: bool = True
     # GET /api/kernels lists every user's kernel ids (enough to attach to them): off by default.
     list_kernels: bool = False

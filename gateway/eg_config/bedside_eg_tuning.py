@@ -1,24 +1,66 @@
-"""Turn off Nagle's algorithm on Enterprise Gateway's kernel websockets.
+"""Enterprise Gateway's kernel websocket path without its avoidable costs, same bytes' meaning.
 
-Loaded from `jupyter_enterprise_gateway_config.py` inside Enterprise Gateway's own environment.
-Tornado's websocket handlers leave TCP_NODELAY off; a Jupyter message is one small frame, so the
-kernel's reply waits for the client's delayed ACK. Setting nodelay on open cuts a trivial cell
-from ~44 ms to ~6 ms on loopback.
+Loaded from `jupyter_enterprise_gateway_config.py` inside Enterprise Gateway's own environment
+(EG 3.3 on jupyter_server 1.24, jupyter_client 6.1, pyzmq 24, all pinned by
+gateway/requirements-eg.txt). Every patch keeps what the client receives: the same messages, each
+parsing to the same JSON value, after the same signature checks. Measured per 1 MB iopub message
+(docs/custodian/gateway.md, "Benchmarks"):
+
+- TCP_NODELAY on every kernel websocket. Tornado leaves Nagle's algorithm on; a Jupyter message
+  is one small frame, so the kernel's reply waits for the client's delayed ACK (~40 ms a cell).
+- The content of a large message is forwarded as the kernel wrote it. Stock EG parses every
+  message (checking its HMAC, which it still does) and serialises it again with `ensure_ascii`
+  for the legacy websocket protocol: for a 1 MB output that is a second full pass over the
+  megabyte and a UTF-8 copy. The content frame, once checked and parsed, is spliced between the
+  re-serialised header parts instead: JSON text of the same value (the kernel's own packing).
+- Dates in headers are parsed with `datetime.fromisoformat` where dateutil's general parser
+  (stock) would give the same value: each message carries two, and dateutil costs ~70 µs each.
+- The activity monitor (idle culling) verifies and parses only status messages: for any other
+  iopub message stock EG computes the HMAC over the whole message only to read its type, after
+  it has already recorded the activity.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import json
+import logging
+import re
+import uuid
 from typing import Any
+
+log = logging.getLogger("bedside.eg_tuning")
+
+#: Content frames at least this long are forwarded as written; smaller ones take the stock path
+#: (re-serialising a few kilobytes costs less than the splice's bookkeeping is worth reasoning
+#: about, and every message the handler may rewrite, such as `error`, is small).
+SPLICE_MIN_BYTES = 64 * 1024
+
+_V1 = "v1.kernel.websocket.jupyter.org"
+# Unguessable per process: the slot the content frame goes into, never sent anywhere.
+_SLOT_TEXT = "bedside-content-" + uuid.uuid4().hex
+_SLOT = object()
+# The date forms `fromisoformat` reads exactly as dateutil does (offset with a colon, 1-6 digit
+# fraction, an explicit zone); anything else goes to the stock parser.
+_FAST_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
 
 
 def apply() -> None:
-    """Patch EG's channels handler so that every websocket it opens sets TCP_NODELAY."""
+    """Install every tuning below (idempotent)."""
     from enterprise_gateway.services.kernels import handlers
 
     cls = handlers.ZMQChannelsHandler
-    original = cls.open
-    if getattr(original, "_bedside_nodelay", False):
+    if getattr(cls, "_bedside_tuned", False):
         return
+    _nodelay(cls)
+    _splice_large_content(cls)
+    _fast_dates()
+    _lean_activity()
+    cls._bedside_tuned = True
+
+
+def _nodelay(cls: Any) -> None:
+    original = cls.open
 
     def open(self: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: A001 - tornado's name
         self.set_nodelay(True)
@@ -26,3 +68,153 @@ def apply() -> None:
 
     open._bedside_nodelay = True  # type: ignore[attr-defined]
     cls.open = open
+
+
+def _content_frame(msg_list: list[Any]) -> bytes | None:
+    """The content frame of a ZMQ message if it is large enough to splice, else None."""
+    try:
+        delim = msg_list.index(b"<IDS|MSG>")
+    except ValueError:
+        return None
+    if len(msg_list) != delim + 6:  # signature, 4 parts and no buffers
+        return None
+    frame = msg_list[delim + 5]
+    if type(frame) is not bytes or len(frame) < SPLICE_MIN_BYTES:
+        return None
+    return frame
+
+
+def _splice_large_content(cls: Any) -> None:
+    """`_on_zmq_reply` for the legacy (JSON text) protocol with the content frame spliced in.
+
+    The stock method (jupyter_server 1.24: ZMQChannelsHandler._on_zmq_reply, then
+    ZMQStreamHandler._on_zmq_reply and _reserialize_reply) runs step for step, including
+    `Session.deserialize` (signature, replay check, content parsed, which also proves the frame
+    is UTF-8 JSON), the error-masking hook and the iopub rate limit. Only the final
+    `json.dumps(msg)` changes: the message is serialised with a placeholder for `content` and
+    the frame goes in its place. Anything unusual (buffers, an `error` message the hook may
+    rewrite, a protocol major version the adapter would translate) takes the stock path.
+    """
+    # the `default` stock serialises with (date_default under jupyter_client 6)
+    from jupyter_server.base.zmqhandlers import json_default
+
+    original = cls._on_zmq_reply
+
+    def default(obj: Any) -> Any:
+        if obj is _SLOT:
+            return _SLOT_TEXT
+        return json_default(obj)
+
+    def _on_zmq_reply(self: Any, stream: Any, msg_list: list[Any]) -> None:
+        if self.subprotocol == _V1:
+            return original(self, stream, msg_list)
+        frame = _content_frame(msg_list)
+        if frame is None:
+            return original(self, stream, msg_list)
+        try:
+            version = json.loads(msg_list[msg_list.index(b"<IDS|MSG>") + 2])["version"]
+            if str(version).split(".")[0] != "5":
+                return original(self, stream, msg_list)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return original(self, stream, msg_list)
+        # ZMQChannelsHandler._on_zmq_reply
+        _idents, fed_msg_list = self.session.feed_identities(msg_list)
+        msg = self.session.deserialize(fed_msg_list)
+        channel = getattr(stream, "channel", None)
+        parts = fed_msg_list[1:]
+        self._on_error(channel, msg, parts)
+        if self._limit_rate(channel, msg, parts):
+            return None
+        # ZMQStreamHandler._on_zmq_reply
+        if self.ws_connection is None or stream.closed():
+            self.log.warning("zmq message arrived on closed channel")
+            self.close()
+            return None
+        if msg["buffers"] or msg["header"].get("msg_type") == "error":
+            text: Any = self._reserialize_reply(msg, channel=channel)
+            self.write_message(text, binary=isinstance(text, bytes))
+            return None
+        # _reserialize_reply, with the content as the kernel wrote it
+        if channel:
+            msg["channel"] = channel
+        content, msg["content"] = msg["content"], _SLOT
+        try:
+            head = json.dumps(msg, default=default)
+        finally:
+            msg["content"] = content
+        cut = head.index(f'"{_SLOT_TEXT}"')
+        # ensure_ascii (stock): head is ASCII; the frame is UTF-8 (deserialize decoded it).
+        data = b"".join(
+            (head[:cut].encode("ascii"), frame, head[cut + len(_SLOT_TEXT) + 2 :].encode("ascii"))
+        )
+        self.write_message(data, binary=False)
+        return None
+
+    _on_zmq_reply._bedside_splice = True  # type: ignore[attr-defined]
+    cls._on_zmq_reply = _on_zmq_reply
+
+
+def _fast_dates() -> None:
+    """`jupyter_client.jsonutil.parse_date` with a fast path for the ISO forms kernels write.
+
+    For a string the fast pattern accepts, `fromisoformat` and dateutil give equal aware
+    datetimes (same instant, same UTC offset), so `date_default` writes the same text back.
+    Any other string, or any error, goes to the stock function.
+    """
+    from jupyter_client import jsonutil
+
+    stock = jsonutil.parse_date
+    if getattr(stock, "_bedside_fast", False):
+        return
+
+    def parse_date(s: Any) -> Any:
+        if type(s) is str and _FAST_DATE.fullmatch(s):
+            try:
+                return _dt.datetime.fromisoformat(s)
+            except ValueError:
+                pass
+        return stock(s)
+
+    parse_date._bedside_fast = True  # type: ignore[attr-defined]
+    jsonutil.parse_date = parse_date
+
+
+def _lean_activity() -> None:
+    """Activity monitoring that reads only the header of non-status iopub messages.
+
+    Stock `start_watching_activity` records `last_activity` for every iopub message first, then
+    deserializes it (HMAC over all of it) just to read `msg_type`, and uses the content only of
+    status messages. Here a non-status message updates `last_activity` (as stock) and is done;
+    a status message, or one whose header cannot be read, goes to the stock callback unchanged.
+    """
+    from enterprise_gateway.services.kernels.remotemanager import RemoteMappingKernelManager
+    from jupyter_server._tz import utcnow
+
+    original = RemoteMappingKernelManager.start_watching_activity
+    if getattr(original, "_bedside_lean", False):
+        return
+
+    def start_watching_activity(self: Any, kernel_id: str) -> None:
+        original(self, kernel_id)
+        kernel = self._kernels[kernel_id]
+        stream = getattr(kernel, "_activity_stream", None)
+        stock = getattr(stream, "_recv_callback", None)
+        if stream is None or stock is None:
+            return
+        manager = self
+
+        def record_activity(msg_list: list[Any]) -> None:
+            try:
+                delim = msg_list.index(b"<IDS|MSG>")
+                msg_type = json.loads(msg_list[delim + 2])["msg_type"]
+            except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError):
+                msg_type = None
+            if msg_type is None or msg_type == "status":
+                stock(msg_list)
+                return
+            manager.last_kernel_activity = kernel.last_activity = utcnow()
+
+        stream.on_recv(record_activity)
+
+    start_watching_activity._bedside_lean = True  # type: ignore[attr-defined]
+    RemoteMappingKernelManager.start_watching_activity = start_watching_activity

@@ -47,7 +47,10 @@ for _name in ("certfile", "keyfile", "client_ca"):
 
 if _settings.get("nodelay", True):
     # Stock Enterprise Gateway leaves Nagle's algorithm on for its websockets: every small
-    # message then waits for the peer's delayed ACK (~40 ms on loopback).
+    # message then waits for the peer's delayed ACK (~40 ms on loopback). The same module trims
+    # the per-message work of the websocket path (bedside_eg_tuning.py); `nodelay: false`
+    # (`bedside gateway start --stock-websockets`, the benchmarks' stock gateway) leaves it all
+    # stock.
     sys.path.insert(0, str(_here))
     import bedside_eg_tuning
 

@@ -285,3 +285,23 @@ def test_no_sandbox_chain_says_so_in_the_sentrys_notices(unsandboxed):
     assert said, "the sentry gave no notice of the kernel's death"
     # What the researcher reads (the notice's text on iopub) carries the warning.
     assert NO_SANDBOX_TEXT in json.dumps([m["content"] for m in outputs])
+
+
+def test_tuned_websocket_path_delivers_large_output_and_tracks_activity(eg_gateway):
+    """What a client receives through the tuned gateway (eg_config/bedside_eg_tuning.py): a large
+    output, whose content frame the gateway forwards as the kernel wrote it, arrives whole (UTF-8
+    text included), and the activity monitor, which now reads only status messages in full,
+    still tracks the kernel's state and last activity."""
+    k = GatewayKernel.start(eg_gateway, "python3-plain")
+    try:
+        before = eg_gateway.api("GET", f"/api/kernels/{k.kernel_id}")
+        text = 'é€😀\t"\\' * 1000 + "x" * 200_000
+        reply, outputs = k.execute(f"print({text!r})")
+        assert reply["content"]["status"] == "ok"
+        printed = "".join(m["content"]["text"] for m in outputs if m["msg_type"] == "stream")
+        assert printed == text + "\n"
+        after = eg_gateway.api("GET", f"/api/kernels/{k.kernel_id}")
+        assert after["execution_state"] == "idle"
+        assert after["last_activity"] > before["last_activity"]
+    finally:
+        k.shutdown()

@@ -100,3 +100,144 @@ def test_empty_token_file_stops_the_gateway(eg_python, tmp_path):
     result = probe(eg_python, tmp_path)
     assert result.returncode != 0
     assert "is empty" in result.stderr
+
+
+# The same ZMQ messages through EG's stock `_on_zmq_reply` and through the tuned one, on a
+# handler whose websocket is a list: the client must receive the same messages (same JSON
+# values, same frames kind), large or small, ASCII or not, with buffers or an error.
+SPLICE_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    from jupyter_client.session import Session
+    from traitlets.config.loader import PyFileConfigLoader
+    from enterprise_gateway.services.kernels import handlers
+
+    cls = handlers.ZMQChannelsHandler
+    stock = cls._on_zmq_reply
+    PyFileConfigLoader("{name}", path=sys.argv[1]).load_config()
+    tuned = cls._on_zmq_reply
+    key = b"k" * 32
+
+    class Stream:
+        channel = "iopub"
+        def closed(self):
+            return False
+
+    class KM:
+        allow_tracebacks = False
+        traceback_replacement_message = "masked"
+
+    class Connection:
+        selected_subprotocol = None  # the legacy JSON protocol, as jupyter_server 2 asks
+
+    class App:
+        settings = {{"kernel_manager": KM()}}
+
+    def handler():
+        h = object.__new__(cls)
+        h.__dict__.update(
+            session=Session(key=key), ws_connection=Connection(),
+            application=App(), sent=[], _iopub_window_byte_queue=[],
+            _iopub_window_msg_count=0, _iopub_window_byte_count=0,
+            _iopub_msgs_exceeded=False, _iopub_data_exceeded=False,
+        )
+        h.write_message = lambda m, binary=False: h.sent.append((m, binary))
+        reserialize = h._reserialize_reply
+        def counted(*args, **kwargs):
+            h.reserialized = True
+            return reserialize(*args, **kwargs)
+        h._reserialize_reply = counted
+        h.reserialized = False
+        return h
+
+    kernel = Session(key=key, username="k")
+    big = "x" * 300_000 + "\\n"
+    cases = [
+        ("stream", {{"name": "stdout", "text": big}}, []),
+        ("stream", {{"name": "stdout", "text": "small\\n"}}, []),
+        ("stream", {{"name": "stdout", "text": ("é€😀\\u007f\\t\\"\\\\" * 30000)}}, []),
+        ("display_data", {{"data": {{"text/plain": big, "n": 1.5, "z": None}},
+                           "metadata": {{}}, "transient": {{}}}}, []),
+        ("display_data", {{"data": {{"text/plain": big}}, "metadata": {{}}}}, [b"\\0" * 10]),
+        ("error", {{"ename": "E", "evalue": big, "traceback": [big]}}, []),
+    ]
+    out = []
+    for msg_type, content, buffers in cases:
+        msg = kernel.msg(msg_type, content=content, metadata={{"bedside": {{"a": 1}}}})
+        wire = kernel.serialize(msg)
+        wire += buffers
+        got = {{}}
+        for label, fn in (("stock", stock), ("tuned", tuned)):
+            h = handler()
+            fn(h, Stream(), [b"ident"] + list(wire))
+            (data, binary), = h.sent
+            if not binary:
+                data = json.loads(data)
+            else:
+                data = data.hex()
+            got[label] = (data, binary)
+            spliced = not h.reserialized
+        out.append({{"type": msg_type, "same": got["stock"] == got["tuned"], "spliced": spliced}})
+    print(json.dumps({{"spliced": getattr(tuned, "_bedside_splice", False), "cases": out}}))
+    """
+).format(name=CONFIG_NAME)
+
+
+def test_large_messages_reach_the_client_unchanged(eg_python, tmp_path):
+    write_config(tmp_path, nodelay=True)
+    result = subprocess.run(
+        [str(eg_python), "-c", SPLICE_PROBE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["spliced"] is True
+    cases = report["cases"]
+    assert all(case["same"] for case in cases), cases
+    # the large stream and display_data went through the splice; small, buffers, error did not
+    assert [case["spliced"] for case in cases] == [True, False, True, True, False, False]
+
+
+DATES_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    from jupyter_client import jsonutil
+    from traitlets.config.loader import PyFileConfigLoader
+
+    stock = jsonutil.parse_date
+    PyFileConfigLoader("{name}", path=sys.argv[1]).load_config()
+    tuned = jsonutil.parse_date
+    samples = [
+        "2026-11-30T01:02:03.123456Z", "2026-11-30T01:02:03Z", "2026-11-30T01:02:03.1Z",
+        "2026-11-30T01:02:03.123+00:00", "2026-11-30T01:02:03.5-05:30", "2026-11-30T01:02:03+0100",
+        "2026-11-30T01:02:03.123456", "2026-02-30T01:02:03Z", "not a date", None, 3,
+    ]
+    def show(parse, s):
+        try:
+            v = parse(s)
+        except Exception as exc:
+            return "error " + type(exc).__name__
+        return jsonutil.date_default(v) if hasattr(v, "isoformat") else repr(v)
+    import warnings
+    warnings.simplefilter("ignore")
+    print(json.dumps({{"fast": tuned is not stock,
+                      "diff": [s for s in samples if show(stock, s) != show(tuned, s)]}}))
+    """
+).format(name=CONFIG_NAME)
+
+
+def test_header_dates_parse_as_stock(eg_python, tmp_path):
+    write_config(tmp_path, nodelay=True)
+    result = subprocess.run(
+        [str(eg_python), "-c", DATES_PROBE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"fast": True, "diff": []}
