@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "gateway"))
 
+from _report import emit
 from _sentry_support import Client, make_hospital, make_patients, start_sentry  # noqa: E402
 from jupyter_client import BlockingKernelClient, KernelManager  # noqa: E402
 
@@ -208,10 +209,7 @@ def main() -> int:
         report["wall_ratio_to_direct"] = {
             k: round(v["wall_p50_ms"] / base, 3) for k, v in results.items()
         }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 

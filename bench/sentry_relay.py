@@ -28,6 +28,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "gateway"))
 
+from _report import emit
 from _sentry_support import Client, make_hospital, make_patients, start_sentry  # noqa: E402
 from jupyter_client import BlockingKernelClient, KernelManager  # noqa: E402
 
@@ -195,10 +196,7 @@ def main() -> int:
             for name, r in results.items()
         },
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "gateway"))
 
+from _report import emit
 from _sentry_support import make_hospital, make_patients  # noqa: E402
 from jupyter_client.session import Session  # noqa: E402
 
@@ -232,10 +233,7 @@ def main() -> int:
         "process_cpu_us_per_cell_p50": round(statistics.median(timings["process"]) * 1e6, 1),
         "wall_us_per_cell_p50": round(statistics.median(timings["wall"]) * 1e6, 1),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 
