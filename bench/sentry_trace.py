@@ -21,86 +21,27 @@ to a normal run is the scan's share (bedside.policy.scan_text), the rest is the 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "gateway"))
 
 from _report import emit
-from _sentry_support import make_hospital, make_patients  # noqa: E402
+from _sentry_support import in_process_sentry, make_hospital, make_patients  # noqa: E402
 from jupyter_client.session import Session  # noqa: E402
 
 from bedside.gateway.sentry import Sentry  # noqa: E402
 
 
-class CaptureSocket:
-    """Stands in for a zmq socket: keeps what the sentry sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[list[bytes]] = []
-
-    def send_multipart(self, frames: list[bytes], *args: Any, **kwargs: Any) -> None:
-        self.sent.append(frames)
-
-
 def build(root: Path, cells: int, rows: int = 2000) -> tuple[Sentry, Session, Session]:
-    from bedside.gateway._receipts import HospitalLedger
-    from bedside.gateway._session import policy_ceiling
-    from bedside.ledger import Signer
-    from bedside.policy import load_policy
-
     hospital = make_hospital(
         root, frame=make_patients(rows), max_output_bytes=2_000_000, max_cells=cells + 100
     )
-    key = uuid.uuid4().hex
-    conn = root / "kernel.json"
-    conn.write_text(
-        json.dumps(
-            {
-                "shell_port": 1,
-                "iopub_port": 2,
-                "stdin_port": 3,
-                "control_port": 4,
-                "hb_port": 5,
-                "ip": "127.0.0.1",
-                "key": key,
-                "transport": "tcp",
-                "signature_scheme": "hmac-sha256",
-            }
-        )
-    )
-    sentry = Sentry(
-        connection_file=conn,
-        policy_path=hospital.policy,
-        custodian_key=hospital.key,
-        state_dir=hospital.state,
-        sandbox=False,
-        kernel="plain",
-    )
-    sentry.policy = load_policy(hospital.policy)
-    sentry.signer = Signer.load(hospital.key)
-    sentry.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    sentry._build_guard()
-    sentry._open_guard()
-    sentry.budget = policy_ceiling(sentry.policy)
-    sentry.ledger = HospitalLedger(
-        sentry.state_dir / "session.ledger",
-        session_id=sentry.session_id,
-        origin=sentry.origin,
-        signer=sentry.signer,
-    )
-    for side in ("outer", "inner"):
-        for channel in ("shell", "control", "stdin", "iopub", "hb"):
-            sentry._sockets[f"{side}_{channel}"] = CaptureSocket()  # type: ignore[assignment]
-    client = Session(key=key.encode(), username="researcher")
-    kernel = Session(key=sentry.inner.key, username="kernel")
-    return sentry, client, kernel
+    return in_process_sentry(hospital, root, copy=False)
 
 
 WORDS = "cohort analysis survival model baseline outcome ward median interval".split()

@@ -51,6 +51,70 @@ def make_hospital(
     return write_hospital(root, frame, text)
 
 
+class CaptureSocket:
+    """Stands in for a zmq socket of an in-process sentry: keeps the frames it is given
+    (copied to bytes unless `copy=False`, which the benchmarks use to time the sentry alone)."""
+
+    def __init__(self, copy: bool = True) -> None:
+        self.copy = copy
+        self.sent: list[list[Any]] = []
+
+    def send_multipart(self, frames: list[Any], *args: Any, **kwargs: Any) -> None:
+        self.sent.append([bytes(f) for f in frames] if self.copy else frames)
+
+
+def in_process_sentry(
+    hospital: Hospital, root: Path, *, guard: bool = True, copy: bool = True
+) -> tuple[Any, Any, Any]:
+    """(sentry, client session, kernel session): a `Sentry` set up as its `run` would, with a
+    real policy, guard, hospital ledger and custodian key, but capture sockets in place of zmq,
+    so that a test or a benchmark feeds it frames (`_from_client`, `_from_kernel`) and reads
+    what it sent (`sentry._sockets[name].sent`). `guard=False`: the relay before its guard is
+    built. The caller closes `sentry.ledger`."""
+    import uuid
+
+    from jupyter_client.session import Session
+
+    from bedside.gateway._receipts import HospitalLedger
+    from bedside.gateway._session import policy_ceiling
+    from bedside.gateway.sentry import Sentry
+    from bedside.ledger import Signer
+    from bedside.policy import load_policy
+
+    key = uuid.uuid4().hex
+    conn = root / "kernel.json"
+    ports = {f"{c}_port": i + 1 for i, c in enumerate(("shell", "iopub", "stdin", "control", "hb"))}
+    info = {**ports, "ip": "127.0.0.1", "key": key, "transport": "tcp"}
+    conn.write_text(json.dumps({**info, "signature_scheme": "hmac-sha256"}))
+    sentry = Sentry(
+        connection_file=conn,
+        policy_path=hospital.policy,
+        custodian_key=hospital.key,
+        state_dir=hospital.state,
+        sandbox=False,
+        kernel="plain",
+    )
+    sentry.policy = load_policy(hospital.policy)
+    sentry.signer = Signer.load(hospital.key)
+    sentry.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if guard:
+        sentry._build_guard()
+        sentry._open_guard()
+    sentry.budget = policy_ceiling(sentry.policy)
+    sentry.ledger = HospitalLedger(
+        sentry.state_dir / "session.ledger",
+        session_id=sentry.session_id,
+        origin=sentry.origin,
+        signer=sentry.signer,
+    )
+    for side in ("outer", "inner"):
+        for channel in ("shell", "control", "stdin", "iopub", "hb"):
+            sentry._sockets[f"{side}_{channel}"] = CaptureSocket(copy)
+    client = Session(key=key.encode(), username="researcher")
+    kernel = Session(key=sentry.inner.key, username="kernel")
+    return sentry, client, kernel
+
+
 def _free_ports(n: int) -> list[int]:
     socks = []
     for _ in range(n):

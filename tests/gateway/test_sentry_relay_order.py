@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +14,11 @@ import pytest
 from jupyter_client.session import Session
 
 from bedside.errors import GatewayError, LedgerError
-from bedside.gateway._receipts import HospitalLedger
-from bedside.gateway._session import policy_ceiling
 from bedside.gateway.sentry import Sentry
-from bedside.ledger import Signer
-from bedside.policy import load_policy
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _sentry_support import make_hospital, make_patients  # noqa: E402
-
-
-class CaptureSocket:
-    def __init__(self) -> None:
-        self.sent: list[list[bytes]] = []
-
-    def send_multipart(self, frames: list[bytes], *args: Any, **kwargs: Any) -> None:
-        self.sent.append([bytes(f) for f in frames])
+from _sentry_support import in_process_sentry, make_hospital, make_patients  # noqa: E402
 
 
 @pytest.fixture
@@ -47,36 +34,7 @@ def starting(tmp_path):
 
 def _relay(tmp_path: Path, *, guard: bool):
     hospital = make_hospital(tmp_path, frame=make_patients(50))
-    key = uuid.uuid4().hex
-    conn = tmp_path / "kernel.json"
-    ports = {f"{c}_port": i for i, c in enumerate(("shell", "iopub", "stdin", "control", "hb"))}
-    conn.write_text(json.dumps({**ports, "ip": "127.0.0.1", "key": key, "transport": "tcp"}))
-    sentry = Sentry(
-        connection_file=conn,
-        policy_path=hospital.policy,
-        custodian_key=hospital.key,
-        state_dir=hospital.state,
-        sandbox=False,
-        kernel="plain",
-    )
-    sentry.policy = load_policy(hospital.policy)
-    sentry.signer = Signer.load(hospital.key)
-    sentry.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if guard:
-        sentry._build_guard()
-        sentry._open_guard()
-    sentry.budget = policy_ceiling(sentry.policy)
-    sentry.ledger = HospitalLedger(
-        sentry.state_dir / "session.ledger",
-        session_id=sentry.session_id,
-        origin=sentry.origin,
-        signer=sentry.signer,
-    )
-    for side in ("outer", "inner"):
-        for channel in ("shell", "control", "stdin", "iopub", "hb"):
-            sentry._sockets[f"{side}_{channel}"] = CaptureSocket()  # type: ignore[assignment]
-    client = Session(key=key.encode(), username="researcher")
-    kernel = Session(key=sentry.inner.key, username="kernel")
+    sentry, client, kernel = in_process_sentry(hospital, tmp_path, guard=guard)
     yield sentry, client, kernel
     sentry.ledger.close()
 
