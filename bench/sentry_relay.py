@@ -104,26 +104,15 @@ def direct(cells: int) -> dict[str, float]:
 
 def in_bwrap(root: Path, cells: int) -> dict[str, float]:
     """A plain ipykernel in the sandbox, reached over ipc directly (no sentry)."""
+    from bedside.gateway._early import write_connection
     from bedside.gateway.sandbox import SandboxSpec, launch
 
     root.mkdir(parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix="bedside-", dir=root))
     ipc = private / "ipc"
     ipc.mkdir(mode=0o700)
-    info = {
-        "transport": "ipc",
-        "ip": str(ipc / "k"),
-        "shell_port": 1,
-        "iopub_port": 2,
-        "stdin_port": 3,
-        "control_port": 4,
-        "hb_port": 5,
-        "key": secrets.token_hex(16),
-        "signature_scheme": "hmac-sha256",
-    }
-    conn = ipc / "kernel.json"
-    conn.write_text(json.dumps(info))
-    conn.chmod(0o644)
+    (private / "scratch").mkdir(mode=0o700)
+    conn, info = write_connection(ipc, secrets.token_hex(16))
     policy = SimpleNamespace(datasets={}, limits=None, path=None)
     spec = SandboxSpec(policy=policy, ipc_dir=ipc, scratch_dir=private / "scratch", env={})
     proc = launch([sys.executable, "-m", "ipykernel_launcher", "-f", str(conn)], spec)

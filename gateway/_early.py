@@ -82,7 +82,9 @@ def make_private_dir() -> tuple[Path, Path, Path]:
 
 
 def write_connection(ipc_dir: Path, key: str) -> tuple[Path, dict[str, Any]]:
-    """The kernel's private ipc connection file."""
+    """The kernel's private ipc connection file, written whole and then renamed into place (a
+    kernel in another container starts as soon as the file exists), readable by the kernel,
+    which may run as another user under a root sentry (or another uid with the pod's fsGroup)."""
     connection = ipc_dir / "kernel.json"
     info = {
         "transport": "ipc",
@@ -96,9 +98,11 @@ def write_connection(ipc_dir: Path, key: str) -> tuple[Path, dict[str, Any]]:
         "signature_scheme": "hmac-sha256",
         "kernel_name": "bedside-inner",
     }
-    connection.write_text(json.dumps(info))
-    # Readable by the kernel, which may run as another user under a root sentry.
-    connection.chmod(0o644)
+    fd, tmp = tempfile.mkstemp(dir=ipc_dir, prefix=".kernel-", suffix=".json")
+    with os.fdopen(fd, "w") as out:
+        json.dump(info, out)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, connection)
     return connection, info
 
 

@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from bedside._cli import report_error
 from bedside.errors import Error, GatewayError
+from bedside.gateway._early import write_connection
 from bedside.gateway.sentry import KERNEL_OUTBOX, Sentry
 
 __all__ = [
@@ -380,24 +381,7 @@ class PodSentry(Sentry):
             return
         ipc = self.kernel_ipc_dir
         ipc.mkdir(parents=True, exist_ok=True)
-        info = {
-            "transport": "ipc",
-            "ip": str(ipc / "k"),
-            "shell_port": 1,
-            "iopub_port": 2,
-            "stdin_port": 3,
-            "control_port": 4,
-            "hb_port": 5,
-            "key": self.inner.key.decode(),
-            "signature_scheme": "hmac-sha256",
-            "kernel_name": "bedside-inner",
-        }
-        # Written whole, then renamed: the kernel container starts as soon as the file exists.
-        fd, tmp = tempfile.mkstemp(dir=ipc, prefix=".kernel-", suffix=".json")
-        with os.fdopen(fd, "w") as out:
-            json.dump(info, out)
-        os.chmod(tmp, 0o644)  # the kernel container runs as another uid (same fsGroup)
-        os.replace(tmp, ipc / "kernel.json")
+        _, info = write_connection(ipc, self.inner.key.decode())
         self._ipc_dir = ipc
         if self.kernel_outbox is not None:
             # The kernel container leaves release requests in the volume both mount; the
