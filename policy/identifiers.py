@@ -454,14 +454,7 @@ class IdentifierIndex:
     @staticmethod
     def _keep(text: str, s: T.I64, e: T.I64, date: T.B) -> T.B:
         """Which matches can be the value they hash like (`_matching.keep_match`)."""
-        return np.fromiter(
-            (
-                _matching.keep_match(text, a, b, date=d)
-                for a, b, d in zip(s.tolist(), e.tolist(), date.tolist(), strict=True)
-            ),
-            dtype=np.bool_,
-            count=len(s),
-        )
+        return _matching.keep_matches(text, s, e, date)
 
     @staticmethod
     def _gaps_ok(buf: T.U8, tok: T.Tokens, cand: T.I64) -> T.B:
