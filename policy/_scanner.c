@@ -1055,8 +1055,8 @@ done:
 /* ------------------------------------------------------------------ dates printed in a text
  *
  * dates_in_text(text) -> (matches, windows): what `_matching._DATE_IN_TEXT.finditer(text)`
- * finds, line by line. A line of ASCII characters is matched here, exactly as the pattern
- * would (its `(start, end)` pairs in `matches`); a line holding any other character is
+ * finds, line by line. A line is matched here, exactly as the pattern would (its `(start, end)`
+ * pairs in `matches`), unless it holds an alphanumeric character outside ASCII: such a line is
  * returned whole in `windows`, for the pattern itself. No match of the pattern crosses a
  * newline, and what it reads before and after a match (`(?<![\w.])`, `(?!\w)`) is a newline
  * or the text's end at a line's ends, so matching line by line finds the same.
@@ -1144,6 +1144,24 @@ static Py_ssize_t date_match_at(const Py_UCS1 *t, Py_ssize_t p, Py_ssize_t n) {
     return year_at(t, q + 1, n);
 }
 
+/* The matches of the date pattern in one line `t[0, len)` read as ASCII, at `base` in the text. */
+static int dates_in_line(const Py_UCS1 *t, Py_ssize_t len, Py_ssize_t base, Pairs *found) {
+    Py_ssize_t i = 0;
+    while (i < len) {
+        Py_UCS1 c = t[i];
+        if ((a_digit(c) || a_letter(c)) && (i == 0 || !(a_word(t[i - 1]) || t[i - 1] == '.'))) {
+            Py_ssize_t end = date_match_at(t, i, len);
+            if (end > i) {
+                if (pairs_push(found, base + i, base + end) < 0) return -1;
+                i = end;
+                continue;
+            }
+        }
+        i++;
+    }
+    return 0;
+}
+
 static PyObject *py_dates_in_text(PyObject *mod, PyObject *arg) {
     (void)mod;
     if (!PyUnicode_Check(arg)) {
@@ -1154,22 +1172,21 @@ static PyObject *py_dates_in_text(PyObject *mod, PyObject *arg) {
     const void *data = PyUnicode_DATA(arg);
     const Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
     Pairs found = {NULL, 0, 0}, other = {NULL, 0, 0};
+    Py_UCS1 *copy = NULL; /* a line read as ASCII when it holds other characters */
+    Py_ssize_t copy_cap = 0;
     int fail = 0;
     Py_ssize_t line = 0;
     while (line < n && !fail) {
-        /* The line [line, stop) and whether it is all ASCII. */
-        Py_ssize_t stop = line;
+        /* The line [line, stop); whether it is all ASCII. */
+        Py_ssize_t stop;
         int ascii = 1;
         if (kind == PyUnicode_1BYTE_KIND) {
             const Py_UCS1 *t = (const Py_UCS1 *)data;
             const Py_UCS1 *nl = (const Py_UCS1 *)memchr(t + line, '\n', (size_t)(n - line));
             stop = nl ? nl - t : n;
-            for (Py_ssize_t i = line; i < stop; i++)
-                if (t[i] >= 128) {
-                    ascii = 0;
-                    break;
-                }
+            ascii = !has_high_bytes(t + line, stop - line);
         } else {
+            stop = line;
             while (stop < n) {
                 Py_UCS4 c = PyUnicode_READ(kind, data, stop);
                 if (c == '\n') break;
@@ -1177,52 +1194,43 @@ static PyObject *py_dates_in_text(PyObject *mod, PyObject *arg) {
                 stop++;
             }
         }
-        if (!ascii) {
-            if (pairs_push(&other, line, stop) < 0) fail = 1;
-        } else if (kind == PyUnicode_1BYTE_KIND) {
-            const Py_UCS1 *t = (const Py_UCS1 *)data;
-            /* A line is ASCII: read it as bytes (a wider kind never has an ASCII line here
-             * that matters: such lines are converted below). */
-            Py_ssize_t i = line;
-            while (i < stop && !fail) {
-                Py_UCS1 c = t[i];
-                if ((a_digit(c) || a_letter(c)) &&
-                    (i == line || !(a_word(t[i - 1]) || t[i - 1] == '.'))) {
-                    Py_ssize_t end = date_match_at(t, i, stop);
-                    if (end > i) {
-                        if (pairs_push(&found, i, end) < 0) fail = 1;
-                        i = end;
-                        continue;
-                    }
-                }
-                i++;
-            }
+        Py_ssize_t len = stop - line;
+        if (ascii && kind == PyUnicode_1BYTE_KIND) {
+            if (dates_in_line((const Py_UCS1 *)data + line, len, line, &found) < 0) fail = 1;
         } else {
-            /* An ASCII line of a 2- or 4-byte string: copy it to bytes, offsets kept. */
-            Py_ssize_t len = stop - line;
-            Py_UCS1 *t = (Py_UCS1 *)malloc((size_t)(len ? len : 1));
-            if (!t) {
-                fail = 1;
-                break;
-            }
-            for (Py_ssize_t i = 0; i < len; i++) t[i] = (Py_UCS1)PyUnicode_READ(kind, data, line + i);
-            Py_ssize_t i = 0;
-            while (i < len && !fail) {
-                Py_UCS1 c = t[i];
-                if ((a_digit(c) || a_letter(c)) && (i == 0 || !(a_word(t[i - 1]) || t[i - 1] == '.'))) {
-                    Py_ssize_t end = date_match_at(t, i, len);
-                    if (end > i) {
-                        if (pairs_push(&found, line + i, line + end) < 0) fail = 1;
-                        i = end;
-                        continue;
-                    }
+            /* Other characters: one that is not alphanumeric (`str.isalnum`, as the pattern's
+             * \w and \d read; every character the case-insensitive [a-z] takes is a letter)
+             * plays no part in the pattern, exactly like '#'. A line with an alphanumeric one
+             * goes to the pattern itself. */
+            if (len > copy_cap) {
+                Py_UCS1 *grown = (Py_UCS1 *)realloc(copy, (size_t)len);
+                if (!grown) {
+                    fail = 1;
+                    break;
                 }
-                i++;
+                copy = grown;
+                copy_cap = len;
             }
-            free(t);
+            int plain = 1;
+            for (Py_ssize_t i = 0; i < len && plain; i++) {
+                Py_UCS4 c = PyUnicode_READ(kind, data, line + i);
+                if (c < 128) {
+                    copy[i] = (Py_UCS1)c;
+                } else if (Py_UNICODE_ISALNUM(c)) {
+                    plain = 0;
+                } else {
+                    copy[i] = '#';
+                }
+            }
+            if (!plain) {
+                if (pairs_push(&other, line, stop) < 0) fail = 1;
+            } else if (dates_in_line(copy, len, line, &found) < 0) {
+                fail = 1;
+            }
         }
         line = stop + 1;
     }
+    free(copy);
     PyObject *res = NULL;
     if (fail) {
         PyErr_NoMemory();

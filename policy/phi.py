@@ -336,19 +336,28 @@ def _finditer(
         return
     if not windows:
         return
+    # Long outputs repeat themselves (a table printed per fold, the same log block): each
+    # distinct window is scanned once. What the pattern finds in a window depends on the
+    # window's text alone (no match crosses a NUL), so its hits serve every copy of it.
+    slot: dict[str, int] = {}
+    which: list[int] = []
+    for lo, hi in windows:
+        which.append(slot.setdefault(text[lo:hi], len(slot)))
     at: list[int] = []
     pos = 0
-    for lo, hi in windows:
+    for chunk in slot:
         at.append(pos)
-        pos += hi - lo + 1
-    compact = "\0".join(text[lo:hi] for lo, hi in windows)
-    for m in pattern.finditer(compact):
+        pos += len(chunk) + 1
+    hits: list[list[int]] = [[] for _ in slot]
+    for m in pattern.finditer("\0".join(slot)):
         i = bisect.bisect_right(at, m.start()) - 1
-        lo, hi = windows[i]
-        start = lo + m.start() - at[i]
-        again = pattern.match(text, start, hi) if bounded else pattern.match(text, start)
-        if again is not None:
-            yield again
+        hits[i].append(m.start() - at[i])
+    for (lo, hi), i in zip(windows, which, strict=True):
+        for offset in hits[i]:
+            start = lo + offset
+            again = pattern.match(text, start, hi) if bounded else pattern.match(text, start)
+            if again is not None:
+                yield again
 
 
 def _drop_nested(found: list[PHIMatch]) -> list[PHIMatch]:

@@ -371,23 +371,25 @@ def scan_text(
             # newline): a call costs the same few dozen array operations whatever its size.
             texts = [layer[1] for layer in distinct]
             offsets = list(itertools.accumulate((len(t) + 1 for t in texts), initial=0))
-            for m in index.find("\n".join(texts)):
-                i = bisect.bisect_right(offsets, m.start) - 1
-                a, b = m.start - offsets[i], m.end - offsets[i]
-                inner[i].append(("identifier", m.value_kind, a, b))
+            joined = "\n".join(texts)
+            for start, end, column in index._find_lowered(joined, lower_bytes(joined)):
+                i = bisect.bisect_right(offsets, start) - 1
+                a, b = start - offsets[i], end - offsets[i]
+                inner[i].append(("identifier", column, a, b))
     elif index is not None:
         # One index pass over the output and every decoded text, joined by newlines (no value
         # spans a newline): a call costs the same few dozen array operations whatever its size.
         texts = [text, *(layer[1] for layer in distinct)]
         offsets = list(itertools.accumulate((len(t) + 1 for t in texts), initial=0))
         joined = "\n".join(texts) if len(texts) > 1 else text
-        for m in index.find(joined):
-            if m.start < n:
-                found.append(Finding("identifier", m.start, m.end, m.value_kind))
+        # The matches' strength is weighed below, over all findings together.
+        for start, end, column in index._find_lowered(joined, lower_bytes(joined)):
+            if start < n:
+                found.append(Finding("identifier", start, end, column))
                 continue
-            i = bisect.bisect_right(offsets, m.start) - 2
-            a, b = m.start - offsets[i + 1], m.end - offsets[i + 1]
-            inner[i].append(("identifier", m.value_kind, a, b))
+            i = bisect.bisect_right(offsets, start) - 2
+            a, b = start - offsets[i + 1], end - offsets[i + 1]
+            inner[i].append(("identifier", column, a, b))
     if phi:
         for layer, i in distinct.items():
             if not layer[2]:
