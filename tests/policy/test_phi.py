@@ -112,3 +112,35 @@ def test_long_texts_find_the_same_as_a_full_scan(
     monkeypatch.setattr(phi, "_number_windows", lambda _text: None)
     assert phi.scan_phi(text) == windowed
     assert len(windowed) >= 50
+
+
+_BLOCKS = [
+    "call 020 7946 0123 or 07700 900123; (555) 123-4567, 555.123.4567, +33 1 23 45 67 89\n",
+    "SSN 123-45-6789; ssn: 123456789; NHS number 943 476 5919; 943-476-5919; 9434765919\n",
+    "MRN: 1234567, patient id 99123; DOB: 12/03/1956, born 12 March 1956; x.y@example.org\n",
+    "SW1A 1AA, M1 1AE, 192.168.0.1, 10.0.0.255.\n",
+    "count  20000.000000  20000.000000\nmean 59.347150 7729.079691 0.002450 20240301-120000\n",
+    "epoch 1: loss 0.6812 [0.12345678, 0.23456789] 1.23-2.75 2019-2024 12,345,678.25\n",
+    "100%|██████████| 1000/1000 [00:00<00:00, 48213.77it/s] Zoë 0207 946 0123\n",
+]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_windows_find_what_the_whole_text_holds(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Long outputs are scanned window by window, each distinct window once: the same findings
+    # as every pattern run over the whole text, on texts that repeat blocks (and vary them).
+    import random
+
+    from bedside.policy import phi
+
+    rng = random.Random(seed)
+    blocks = [rng.choice(_BLOCKS) + rng.choice(["", " ", "x", "-", "\n", "0"]) for _ in range(200)]
+    text = "".join(blocks)
+    assert len(text) >= phi._WINDOWED
+    every = set(phi.PHI_PATTERN_DEFAULTS)
+    windowed = phi.scan_phi(text, every)
+    monkeypatch.setattr(phi, "_finditer", lambda pattern, text, windows, bounded:
+                        pattern.finditer(text))  # fmt: skip
+    whole = phi.scan_phi(text, every)
+    assert windowed == whole
+    assert {m.kind for m in whole} >= {"phone", "ssn", "nhs_number", "mrn", "dob", "email"}
