@@ -826,7 +826,7 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
          * Letters: base64 goes on (upper/lower counted); hex and spaced hex go on through a-f
          * and end at any other letter; every other run has already ended at `i`, and no
          * postcode or number window starts. Digits: every run but postcode's goes on (spaced
-         * hex and number windows count them); prev_letter is clear. */
+         * hex and number windows count them); prev_letter is clear. Spaces: see below. */
         if (i < n && ch < 128 && (c & (C_UP | C_LOW))) {
             Py_ssize_t j = i + 1;
             for (; j < n; j++) {
@@ -856,6 +856,14 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
             }
             shd += j - i - 1;
             num_digits += j - i - 1;
+            i = j - 1;
+        } else if (ch == ' ') {
+            /* Spaces (table columns): after the first, a space changes nothing. Every run it
+             * ends has ended at the first; spaced hex, ords and a number window that joins
+             * through this separator run have started or go on, counting nothing; its
+             * separator run was measured at its first character. */
+            Py_ssize_t j = i + 1;
+            while (j < n && READ(j) == ' ') j++;
             i = j - 1;
         }
     }
@@ -1246,6 +1254,61 @@ static PyObject *py_dates_in_text(PyObject *mod, PyObject *arg) {
     return res;
 }
 
+/* ------------------------------------------------------------------ label words
+ *
+ * label_words(text, words) -> int: bit k set when words[k] (lower-case ASCII letters and '.')
+ * occurs in `text` with ASCII letters folded to lower case: in one pass, what
+ * `words[k] in text.lower()` says for each word of an ASCII text (`phi` looks for the labels of
+ * MRNs, dates of birth and SSNs this way). Other characters match no letter of a word. */
+static PyObject *py_label_words(PyObject *mod, PyObject *args) {
+    (void)mod;
+    PyObject *text, *words;
+    if (!PyArg_ParseTuple(args, "UO!", &text, &PyTuple_Type, &words)) return NULL;
+    Py_ssize_t nw = PyTuple_GET_SIZE(words);
+    if (nw > 32) {
+        PyErr_SetString(PyExc_ValueError, "label_words: at most 32 words");
+        return NULL;
+    }
+    const char *w[32];
+    Py_ssize_t wl[32];
+    for (Py_ssize_t k = 0; k < nw; k++) {
+        PyObject *o = PyTuple_GET_ITEM(words, k);
+        if (!PyUnicode_Check(o) || !PyUnicode_IS_ASCII(o) || PyUnicode_GET_LENGTH(o) < 1) {
+            PyErr_SetString(PyExc_ValueError, "label_words: words must be non-empty ASCII str");
+            return NULL;
+        }
+        w[k] = (const char *)PyUnicode_1BYTE_DATA(o);
+        wl[k] = PyUnicode_GET_LENGTH(o);
+    }
+    /* Which characters end some word: only there is a comparison made. */
+    uint8_t last[256];
+    memset(last, 0, sizeof(last));
+    for (Py_ssize_t k = 0; k < nw; k++) last[(uint8_t)w[k][wl[k] - 1]] = 1;
+    const int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    unsigned long found = 0, all = nw == 32 ? 0xFFFFFFFFUL : ((1UL << nw) - 1);
+#define FOLD(c) ((c) < 128 ? (((c) >= 'A' && (c) <= 'Z') ? (c) | 0x20 : (c)) : 0)
+    for (Py_ssize_t i = 0; i < n && found != all; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        c = FOLD(c);
+        if (!c || !last[c]) continue;
+        for (Py_ssize_t k = 0; k < nw; k++) {
+            if (found & (1UL << k) || wl[k] > i + 1 || (Py_UCS4)(uint8_t)w[k][wl[k] - 1] != c)
+                continue;
+            Py_ssize_t j = 0, at = i + 1 - wl[k];
+            while (j < wl[k] - 1) {
+                Py_UCS4 d = PyUnicode_READ(kind, data, at + j);
+                if (FOLD(d) != (Py_UCS4)(uint8_t)w[k][j]) break;
+                j++;
+            }
+            if (j == wl[k] - 1) found |= 1UL << k;
+        }
+    }
+#undef FOLD
+    return PyLong_FromUnsignedLong(found);
+}
+
 static PyMethodDef module_methods[] = {
     {"tokens", py_tokens, METH_O, "tokens(buf) -> bytes of int64 quintuples"},
     {"text_spans", py_text_spans, METH_O, "text_spans(text) -> candidate spans (see the source)"},
@@ -1253,6 +1316,8 @@ static PyMethodDef module_methods[] = {
      "keep_spans(text, starts, ends, date) -> bytes: 0 drop, 1 keep, 2 undecided per match"},
     {"dates_in_text", py_dates_in_text, METH_O,
      "dates_in_text(text) -> (matches, windows) of the date pattern (see the source)"},
+    {"label_words", py_label_words, METH_VARARGS,
+     "label_words(text, words) -> int: bit k set when words[k] occurs, ASCII case folded"},
     {"alnum_table", py_alnum_table, METH_NOARGS, "alnum_table() -> the 65536-byte BMP table"},
     {NULL, NULL, 0, NULL},
 };

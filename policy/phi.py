@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bedside.policy import _tokens
 from bedside.policy._tokens import TextSpans, code_units, text_spans
 from bedside.policy.model import PHI_PATTERN_DEFAULTS
 
@@ -76,6 +77,7 @@ _DOB = re.compile(
     r"[\s:=\"']{0,4}" + _DATE
 )
 _DOB_WORDS = ("dob", "d.o.b", "birth", "born")
+_LABEL_WORDS = (*_MRN_WORDS, *_DOB_WORDS, "ssn")
 _POSTCODE = re.compile(r"(?i)[a-z]{1,2}\d[a-z\d]? ?\d[abd-hjlnp-uw-z]{2}(?![\w-])")
 _IP = re.compile(
     r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
@@ -181,7 +183,18 @@ def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIM
     # The labels are looked for only in texts with a digit; without one, the lower-cased copy
     # serves only to tell whether lower-casing keeps the length, which an ASCII text's does.
     labelled = "mrn" in wanted or "dob" in wanted or "ssn" in wanted
-    lower = text.lower() if labelled and (has_digit or not text.isascii()) else ""
+    present: frozenset[str] | None = None  # the label words in the text, when known
+    if labelled and has_digit and spans is not None and text.isascii():
+        # One pass for all the label words; the text lower-cased only when one is there (for
+        # the label windows). `w in text.lower()` is the same test: only ASCII letters
+        # lower-case to the letters of a label (see test_phi).
+        bits = _tokens._scanner.label_words(text, _LABEL_WORDS) if _tokens._scanner else None
+        if bits is not None:
+            present = frozenset(w for k, w in enumerate(_LABEL_WORDS) if bits >> k & 1)
+    if present is not None:
+        lower = text.lower() if present else ""
+    else:
+        lower = text.lower() if labelled and (has_digit or not text.isascii()) else ""
     # (kind, pattern, check, characters that may not precede a match)
     checks: list[tuple[str, re.Pattern[str], _Check, frozenset[str]]] = []
     if "email" in wanted and "@" in text:
@@ -195,13 +208,13 @@ def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIM
         if "ssn" in wanted:
             if "-" in text:
                 checks.append(("ssn", _SSN, _dashed_ssn_ok, _BEFORE_IP | {"-"}))
-            if "ssn" in lower:
+            if "ssn" in present if present is not None else "ssn" in lower:
                 checks.append(("ssn", _SSN_LABELLED, _labelled_ssn_ok, frozenset()))
         if "nhs_number" in wanted:
             checks.append(("nhs_number", _NHS, _nhs_ok, _BEFORE_IP | {"-"}))
-        if "mrn" in wanted and any(w in lower for w in _MRN_WORDS):
+        if "mrn" in wanted and _has_label(_MRN_WORDS, lower, present):
             checks.append(("mrn", _MRN, _always, _BEFORE_WORD))
-        if "dob" in wanted and any(w in lower for w in _DOB_WORDS):
+        if "dob" in wanted and _has_label(_DOB_WORDS, lower, present):
             checks.append(("dob", _DOB, _always, frozenset()))
         if "postcode" in wanted:
             checks.append(("postcode", _POSTCODE, _always, _BEFORE_POSTCODE))
@@ -239,6 +252,12 @@ def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIM
                 found.append(PHIMatch(kind, m.start(), m.end()))
     found.sort(key=lambda p: (p.start, -p.end))
     return _drop_nested(found)
+
+
+def _has_label(words: tuple[str, ...], lower: str, present: frozenset[str] | None) -> bool:
+    if present is not None:
+        return any(w in present for w in words)
+    return any(w in lower for w in words)
 
 
 _ANY_DIGIT = re.compile(r"\d")

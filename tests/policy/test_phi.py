@@ -144,3 +144,38 @@ def test_windows_find_what_the_whole_text_holds(seed: int, monkeypatch: pytest.M
     whole = phi.scan_phi(text, every)
     assert windowed == whole
     assert {m.kind for m in whole} >= {"phone", "ssn", "nhs_number", "mrn", "dob", "email"}
+
+
+def test_only_ascii_letters_lower_case_to_the_letters_of_a_label() -> None:
+    # `phi` finds the label words (MRN, DOB, SSN) of an ASCII text in one pass folding ASCII
+    # case only, for `w in text.lower()`; that is the same test because no other character
+    # lower-cases to a letter of a label, except U+0130, whose "i" a combining dot follows.
+    from bedside.policy import phi
+
+    letters = set("".join(phi._LABEL_WORDS))
+    odd = [
+        ch
+        for ch in map(chr, range(0x110000))
+        if not ch.isascii() and not 0xD800 <= ord(ch) < 0xE000 and letters & set(ch.lower())
+    ]
+    assert odd == ["\u0130"]
+    assert "\u0130".lower() == "i\u0307"
+    assert not any(w.endswith("i") for w in phi._LABEL_WORDS)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "MRN", "mrn", "xMrNx", "d.o.b", "D.O.B.", "dob", "d.o", "Medical record", "HOSPITAL",
+     "patien", "PATIENT", "birthday", "BoRn", "ssn", "SSN:", "ssN", "s s n", "\u212arn",
+     "mr\u0130n", "m\u0307rn", "mrn" * 3, "xx " * 1000 + "born"],
+)  # fmt: skip
+def test_label_words_agree_with_lower(text: str) -> None:
+    from bedside.policy import _tokens, phi
+
+    if _tokens._scanner is None:
+        pytest.skip("compiled core not built")
+    bits = _tokens._scanner.label_words(text, phi._LABEL_WORDS)
+    lower = text.lower()
+    assert [bool(bits >> k & 1) for k in range(len(phi._LABEL_WORDS))] == [
+        w in lower for w in phi._LABEL_WORDS
+    ]
