@@ -1309,6 +1309,56 @@ static PyObject *py_label_words(PyObject *mod, PyObject *args) {
     return PyLong_FromUnsignedLong(found);
 }
 
+/* ------------------------------------------------------------------ lower-cased UTF-8
+ *
+ * lower_utf8(text) -> bytes | None: `text.lower().encode()` in one pass when that is the text
+ * with its ASCII letters lower-cased, i.e. when every other character lower-cases to itself
+ * (no capital letter outside ASCII, no surrogate); else None, and `_tokens.lower_bytes` does it
+ * in Python. Only the simple mapping is read: the characters whose full lower case differs
+ * from it (U+0130, and U+03A3 by context) are capitals whose simple mapping is not themselves. */
+static PyObject *py_lower_utf8(PyObject *mod, PyObject *arg) {
+    (void)mod;
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "lower_utf8 needs a str");
+        return NULL;
+    }
+    const int kind = PyUnicode_KIND(arg);
+    const void *data = PyUnicode_DATA(arg);
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+    Py_ssize_t size = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c < 0x80) {
+            size += 1;
+            continue;
+        }
+        if ((c >= 0xD800 && c < 0xE000) || Py_UNICODE_TOLOWER(c) != c) Py_RETURN_NONE;
+        size += c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+    }
+    PyObject *res = PyBytes_FromStringAndSize(NULL, size);
+    if (!res) return NULL;
+    uint8_t *o = (uint8_t *)PyBytes_AS_STRING(res);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c < 0x80) {
+            *o++ = (uint8_t)((c >= 'A' && c <= 'Z') ? c | 0x20 : c);
+        } else if (c < 0x800) {
+            *o++ = (uint8_t)(0xC0 | (c >> 6));
+            *o++ = (uint8_t)(0x80 | (c & 0x3F));
+        } else if (c < 0x10000) {
+            *o++ = (uint8_t)(0xE0 | (c >> 12));
+            *o++ = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+            *o++ = (uint8_t)(0x80 | (c & 0x3F));
+        } else {
+            *o++ = (uint8_t)(0xF0 | (c >> 18));
+            *o++ = (uint8_t)(0x80 | ((c >> 12) & 0x3F));
+            *o++ = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+            *o++ = (uint8_t)(0x80 | (c & 0x3F));
+        }
+    }
+    return res;
+}
+
 static PyMethodDef module_methods[] = {
     {"tokens", py_tokens, METH_O, "tokens(buf) -> bytes of int64 quintuples"},
     {"text_spans", py_text_spans, METH_O, "text_spans(text) -> candidate spans (see the source)"},
@@ -1318,6 +1368,8 @@ static PyMethodDef module_methods[] = {
      "dates_in_text(text) -> (matches, windows) of the date pattern (see the source)"},
     {"label_words", py_label_words, METH_VARARGS,
      "label_words(text, words) -> int: bit k set when words[k] occurs, ASCII case folded"},
+    {"lower_utf8", py_lower_utf8, METH_O,
+     "lower_utf8(text) -> text.lower().encode() when only ASCII letters change, else None"},
     {"alnum_table", py_alnum_table, METH_NOARGS, "alnum_table() -> the 65536-byte BMP table"},
     {NULL, NULL, 0, NULL},
 };

@@ -296,3 +296,24 @@ def test_rules_agree_on_every_short_date_like_text() -> None:
             assert_dates_agree(text)
             if length <= 3:
                 assert_keep_agrees(text)
+
+
+def test_lower_bytes_of_every_character() -> None:
+    # The compiled lower-casing answers only where it is `text.lower()`; every code point, in
+    # texts of every string kind, after ASCII capitals and before a capital sigma.
+    points = [chr(c) for c in range(0x110000)]
+    for lo in range(0, len(points), 4096):
+        chunk = "".join(points[lo : lo + 4096])
+        for text in (chunk, "A" + chunk + "Σ", "x" + chunk[::-1]):
+            fast = _scanner.lower_utf8(text)
+            lowered = text.lower()
+            if fast is not None:
+                assert len(lowered) == len(text)
+                assert fast == lowered.encode("utf-8", "surrogatepass"), lo
+    assert _scanner.lower_utf8("100%|██████████| Zoë Ångström".lower()) is not None
+    assert _scanner.lower_utf8("Zoë") == "zoë".encode()
+    for text in ("Ångström", "İlkay", "ΣΑΣ", "\ud800"):
+        assert _scanner.lower_utf8(text) is None
+    with reference():
+        ref = _tokens.lower_bytes("Zoë █ MRN")
+    assert _tokens.lower_bytes("Zoë █ MRN") == ref
