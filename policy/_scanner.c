@@ -1088,10 +1088,11 @@ static inline Py_ssize_t digit_run(const Py_UCS1 *t, Py_ssize_t i, Py_ssize_t n)
 /* A month name at i: three letters naming a month, then any letters; its end, or -1. */
 static inline Py_ssize_t month_at(const Py_UCS1 *t, Py_ssize_t i, Py_ssize_t n) {
     if (i + 3 > n) return -1;
-    char w[3] = {(char)(t[i] | 0x20), (char)(t[i + 1] | 0x20), (char)(t[i + 2] | 0x20)};
     if (!a_letter(t[i]) || !a_letter(t[i + 1]) || !a_letter(t[i + 2])) return -1;
+    char w[3] = {(char)(t[i] | 0x20), (char)(t[i + 1] | 0x20), (char)(t[i + 2] | 0x20)};
     int found = 0;
-    for (int k = 0; k < 12 && !found; k++) found = memcmp(w, MONTHS3[k], 3) == 0;
+    for (int k = 0; k < 12 && !found; k++)
+        found = w[0] == MONTHS3[k][0] && w[1] == MONTHS3[k][1] && w[2] == MONTHS3[k][2];
     if (!found) return -1;
     Py_ssize_t j = i + 3;
     while (j < n && a_letter(t[j])) j++;
@@ -1157,18 +1158,36 @@ static int dates_in_line(const Py_UCS1 *t, Py_ssize_t len, Py_ssize_t base, Pair
     Py_ssize_t i = 0;
     while (i < len) {
         Py_UCS1 c = t[i];
-        if ((a_digit(c) || a_letter(c)) && (i == 0 || !(a_word(t[i - 1]) || t[i - 1] == '.'))) {
-            Py_ssize_t end = date_match_at(t, i, len);
-            if (end > i) {
-                if (pairs_push(found, base + i, base + end) < 0) return -1;
-                i = end;
-                continue;
+        if (a_digit(c) || a_letter(c)) {
+            if (i == 0 || !(a_word(t[i - 1]) || t[i - 1] == '.')) {
+                Py_ssize_t end = date_match_at(t, i, len);
+                if (end > i) {
+                    if (pairs_push(found, base + i, base + end) < 0) return -1;
+                    i = end;
+                    continue;
+                }
             }
+            /* No match starts inside a run of word characters (\w before it). */
+            i++;
+            while (i < len && a_word(t[i])) i++;
+            continue;
         }
         i++;
     }
     return 0;
 }
+
+/* Whether t[0, len) holds four consecutive digits: every date the pattern takes does. */
+static inline int has_four_digits(const Py_UCS1 *t, Py_ssize_t len) {
+    int run = 0;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        run = a_digit(t[i]) ? run + 1 : 0;
+        if (run == 4) return 1;
+    }
+    return 0;
+}
+
+#define ALNUM_MARK 0x80 /* an alphanumeric character outside ASCII, in the ASCII copy */
 
 static PyObject *py_dates_in_text(PyObject *mod, PyObject *arg) {
     (void)mod;
@@ -1179,62 +1198,34 @@ static PyObject *py_dates_in_text(PyObject *mod, PyObject *arg) {
     const int kind = PyUnicode_KIND(arg);
     const void *data = PyUnicode_DATA(arg);
     const Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+    /* The text as ASCII: a character outside ASCII that is not alphanumeric (`str.isalnum`, as
+     * the pattern's \w and \d read; every character the case-insensitive [a-z] takes is a
+     * letter) plays no part in the pattern, exactly like '#'; an alphanumeric one is marked,
+     * and its line goes to the pattern itself. */
+    const Py_UCS1 *t;
+    Py_UCS1 *copy = NULL;
+    if (PyUnicode_IS_ASCII(arg)) {
+        t = (const Py_UCS1 *)data;
+    } else {
+        copy = (Py_UCS1 *)malloc((size_t)(n ? n : 1));
+        if (!copy) return PyErr_NoMemory();
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            copy[i] = c < 128 ? (Py_UCS1)c : Py_UNICODE_ISALNUM(c) ? ALNUM_MARK : '#';
+        }
+        t = copy;
+    }
     Pairs found = {NULL, 0, 0}, other = {NULL, 0, 0};
-    Py_UCS1 *copy = NULL; /* a line read as ASCII when it holds other characters */
-    Py_ssize_t copy_cap = 0;
     int fail = 0;
     Py_ssize_t line = 0;
     while (line < n && !fail) {
-        /* The line [line, stop); whether it is all ASCII. */
-        Py_ssize_t stop;
-        int ascii = 1;
-        if (kind == PyUnicode_1BYTE_KIND) {
-            const Py_UCS1 *t = (const Py_UCS1 *)data;
-            const Py_UCS1 *nl = (const Py_UCS1 *)memchr(t + line, '\n', (size_t)(n - line));
-            stop = nl ? nl - t : n;
-            ascii = !has_high_bytes(t + line, stop - line);
-        } else {
-            stop = line;
-            while (stop < n) {
-                Py_UCS4 c = PyUnicode_READ(kind, data, stop);
-                if (c == '\n') break;
-                if (c >= 128) ascii = 0;
-                stop++;
-            }
-        }
-        Py_ssize_t len = stop - line;
-        if (ascii && kind == PyUnicode_1BYTE_KIND) {
-            if (dates_in_line((const Py_UCS1 *)data + line, len, line, &found) < 0) fail = 1;
-        } else {
-            /* Other characters: one that is not alphanumeric (`str.isalnum`, as the pattern's
-             * \w and \d read; every character the case-insensitive [a-z] takes is a letter)
-             * plays no part in the pattern, exactly like '#'. A line with an alphanumeric one
-             * goes to the pattern itself. */
-            if (len > copy_cap) {
-                Py_UCS1 *grown = (Py_UCS1 *)realloc(copy, (size_t)len);
-                if (!grown) {
-                    fail = 1;
-                    break;
-                }
-                copy = grown;
-                copy_cap = len;
-            }
-            int plain = 1;
-            for (Py_ssize_t i = 0; i < len && plain; i++) {
-                Py_UCS4 c = PyUnicode_READ(kind, data, line + i);
-                if (c < 128) {
-                    copy[i] = (Py_UCS1)c;
-                } else if (Py_UNICODE_ISALNUM(c)) {
-                    plain = 0;
-                } else {
-                    copy[i] = '#';
-                }
-            }
-            if (!plain) {
-                if (pairs_push(&other, line, stop) < 0) fail = 1;
-            } else if (dates_in_line(copy, len, line, &found) < 0) {
-                fail = 1;
-            }
+        const Py_UCS1 *nl = (const Py_UCS1 *)memchr(t + line, '\n', (size_t)(n - line));
+        Py_ssize_t stop = nl ? nl - t : n, len = stop - line;
+        if (copy && memchr(t + line, ALNUM_MARK, (size_t)len)) {
+            if (pairs_push(&other, line, stop) < 0) fail = 1;
+        } else if (has_four_digits(t + line, len) &&
+                   dates_in_line(t + line, len, line, &found) < 0) {
+            fail = 1;
         }
         line = stop + 1;
     }
