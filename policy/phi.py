@@ -184,14 +184,13 @@ def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIM
     # serves only to tell whether lower-casing keeps the length, which an ASCII text's does.
     labelled = "mrn" in wanted or "dob" in wanted or "ssn" in wanted
     present: frozenset[str] | None = None  # the label words in the text, when known
-    if labelled and has_digit and spans is not None and text.isascii():
-        # One pass for all the label words; the text lower-cased only when one is there (for
-        # the label windows). `w in text.lower()` is the same test: only ASCII letters
-        # lower-case to the letters of a label (see test_phi).
-        bits = _tokens._scanner.label_words(text, _LABEL_WORDS) if _tokens._scanner else None
-        if bits is not None:
-            present = frozenset(w for k, w in enumerate(_LABEL_WORDS) if bits >> k & 1)
-    if present is not None:
+    if labelled and has_digit and spans is not None and _tokens._scanner is not None:
+        # One pass for all the label words. `w in text.lower()` is the same test: only ASCII
+        # letters lower-case to the letters of a label (see test_phi).
+        bits = _tokens._scanner.label_words(text, _LABEL_WORDS)
+        present = frozenset(w for k, w in enumerate(_LABEL_WORDS) if bits >> k & 1)
+    if present is not None and text.isascii():
+        # An ASCII text is lower-cased only for the windows of the labels it holds.
         lower = text.lower() if present else ""
     else:
         lower = text.lower() if labelled and (has_digit or not text.isascii()) else ""
