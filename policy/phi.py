@@ -11,7 +11,10 @@ On long texts each pattern runs only on windows where it can match: runs of digi
 number patterns, a label's neighbourhood for the labelled ones, and for postcodes and IP
 addresses the windows the compiled core finds in its one pass over the text
 (`_tokens.text_spans`), each holding every match that can start in it and the character its
-look-ahead reads, so the result is that of the whole text (tests/policy/test_native.py).
+look-ahead reads, so the result is that of the whole text (tests/policy/test_native.py). Each
+distinct window is scanned once (long outputs repeat blocks: a table per fold, the same log
+lines), and the label words of MRNs, dates of birth and SSNs are looked for in one compiled pass
+(`_scanner.label_words`) rather than nine substring searches of a lower-cased copy.
 """
 
 from __future__ import annotations

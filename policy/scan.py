@@ -16,7 +16,8 @@ text is scanned once, and the output, its reversal and all decoded texts go thro
 identifier index in one call (an ASCII output is lower-cased once and searched on its bytes
 and on its reversed bytes, which are its reversal's, without joining a second copy). The PHI
 patterns and the character-code pattern run only on windows where they can match (see `phi`
-and `_spans`).
+and `_spans`). Identifier matches are taken without `find`'s strength and match objects: the
+strength of every finding is weighed once, together, at the end.
 """
 
 from __future__ import annotations
