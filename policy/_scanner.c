@@ -833,7 +833,21 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
                 Py_UCS4 r = READ(j);
                 if (r >= 128) break;
                 uint8_t k = ascii_class[r];
-                if (!(k & (C_UP | C_LOW))) break;
+                if (!(k & (C_UP | C_LOW))) {
+                    /* One space between two letters (words): the space ends base64 and hex,
+                     * starts or goes on with spaced hex, and starts an ords run and a number
+                     * window that the letter after it ends empty; that letter starts base64
+                     * again. Then the letter is taken below, as the general code would. */
+                    if (r != ' ' || j + 1 >= n) break;
+                    Py_UCS4 x = READ(j + 1);
+                    if (x >= 128 || !(ascii_class[x] & (C_UP | C_LOW))) break;
+                    END_RUN_AT(b64, j - b64 >= 12 && up && low, 0, j);
+                    END_RUN_AT(hex, j - hex >= 10, 1, j);
+                    if (shex < 0) shex = j, shl = shd = 0;
+                    j++;
+                    k = ascii_class[x];
+                    b64 = j, up = low = 0;
+                }
                 up += (k & C_UP) != 0;
                 low += (k & C_LOW) != 0;
                 if (k & C_HEXL) {
