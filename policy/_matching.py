@@ -28,7 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -103,7 +103,7 @@ def keep_matches(
     e = np.ascontiguousarray(ends, dtype=np.int64)
     d = np.ascontiguousarray(date, dtype=np.bool_)
     code = np.frombuffer(scanner.keep_spans(text, s, e, d), dtype=np.uint8)
-    keep = code == 1
+    keep: npt.NDArray[np.bool_] = code == 1
     for i in np.flatnonzero(code == 2).tolist():
         keep[i] = keep_match(text, int(s[i]), int(e[i]), date=bool(d[i]))
     return keep
@@ -184,7 +184,7 @@ _DATE_IN_TEXT = re.compile(
 )
 
 
-def calendar_axis(readings: Iterable[list[dt.date]]) -> set[dt.date]:
+def calendar_axis(readings: Iterable[Sequence[dt.date]]) -> set[dt.date]:
     """The dates that lie on a regular calendar axis, given the possible readings of each date
     a text prints: three or more distinct dates equally spaced by at most `MAX_AXIS_DAYS` days,
     or on one day of the month and equally spaced by at most `MAX_AXIS_MONTHS` months; and all

@@ -88,7 +88,7 @@ def lower_bytes(text: str) -> bytes:
     if _scanner is not None:
         # One pass when only ASCII letters have a lower case (the usual non-ASCII output:
         # progress bars, box drawing, accented lower-case names).
-        fast = _scanner.lower_utf8(text)
+        fast: bytes | None = _scanner.lower_utf8(text)
         if fast is not None:
             return fast
     lowered = text.lower()
