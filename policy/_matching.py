@@ -25,6 +25,7 @@ here, so that a long output with thousands of matches costs no Python per match.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import functools
 import re
@@ -190,12 +191,16 @@ def calendar_axis(readings: Iterable[Sequence[dt.date]]) -> set[dt.date]:
     or on one day of the month and equally spaced by at most `MAX_AXIS_MONTHS` months; and all
     of them when `MIN_GRID` or more dates fall on one weekday (weekly periods, in any order)
     or on one day of the month."""
-    groups = [r for r in readings if r]
-    u = sorted({d for r in groups for d in r})
+    groups = [tuple(r) for r in readings if r]
+    return _axis(set(groups), len(groups))
+
+
+def _axis(distinct: set[tuple[dt.date, ...]], count: int) -> set[dt.date]:
+    """`calendar_axis` of `count` non-empty readings, whose distinct ones are `distinct` (the
+    union and the intersections over the readings are those over the distinct ones)."""
+    u = sorted({d for r in distinct for d in r})
     axis: set[dt.date] = set()
-    if len(groups) >= MIN_GRID:
-        # The intersection over the distinct groups is the intersection over all of them.
-        distinct = {tuple(r) for r in groups}
+    if count >= MIN_GRID:
         for key in (dt.date.weekday, lambda d: d.day):
             shared = set.intersection(*({key(d) for d in r} for r in distinct))
             if shared:
@@ -223,8 +228,17 @@ def listed_values(values: Iterable[str], text: str = "") -> int:
     a weekly series whose every other week is somebody's birthday is still an axis). Unparsed
     values always count."""
     readings = {v: _parse_date(v) for v in set(values)}
-    printed = [_parse_date(v) for v in printed_dates(text)] if text else []
-    axis = calendar_axis([*readings.values(), *printed])
+    # A long output prints the same dates again and again: each distinct one is parsed once,
+    # and counted as often as it is printed.
+    printed = collections.Counter(printed_dates(text) if text else ())
+    distinct = {r for r in readings.values() if r}
+    count = sum(1 for r in readings.values() if r)
+    for v, times in printed.items():
+        r = _parse_date(v)
+        if r:
+            distinct.add(r)
+            count += times
+    axis = _axis(distinct, count)
     return sum(1 for ds in readings.values() if not any(d in axis for d in ds))
 
 

@@ -317,3 +317,27 @@ def test_lower_bytes_of_every_character() -> None:
     with reference():
         ref = _tokens.lower_bytes("Zoë █ MRN")
     assert _tokens.lower_bytes("Zoë █ MRN") == ref
+
+
+def _listed_values_reference(values: list[str], text: str) -> int:
+    """`listed_values` as it was written first: every printed date parsed, one list."""
+    readings = {v: _matching.parse_date(v) for v in set(values)}
+    printed = [_matching.parse_date(m.group()) for m in _matching._DATE_IN_TEXT.finditer(text)]
+    axis = _matching.calendar_axis([*readings.values(), *printed])
+    return sum(1 for ds in readings.values() if not any(d in axis for d in ds))
+
+
+def test_listed_values_agree_with_the_reference() -> None:
+    rng = np.random.default_rng(7)
+    days = pd.date_range("2021-01-01", periods=80, freq="D")
+    for trial in range(300):
+        k = int(rng.integers(0, 12))
+        picks = [days[int(i)].date() for i in rng.integers(0, 80, k)]
+        if trial % 3 == 0:  # a series: every day, week or month
+            step = int(rng.choice([1, 7, 30]))
+            picks = [days[0].date() + dt.timedelta(days=step * i) for i in range(k)]
+        fmts = ["%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%d %B %Y", "%b %d, %Y", "%Y%m%d"]
+        printed = [d.strftime(fmts[int(rng.integers(0, len(fmts)))]) for d in picks]
+        text = "\n".join(printed * int(rng.integers(1, 4)))
+        values = printed[: int(rng.integers(0, len(printed) + 1))] + ["9,1,1952", "1956-3-12"]
+        assert _matching.listed_values(values, text) == _listed_values_reference(values, text)
