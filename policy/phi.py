@@ -244,14 +244,9 @@ def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIM
         if pattern in exact:
             # One pass over the windows joined (`_finditer`): no match reads a NUL, and the
             # look-ahead sees a NUL where a window's own end stood, which it accepts alike.
-            matches: Iterable[re.Match[str]] = _finditer(pattern, text, exact[pattern], True)
-        else:
-            matches = _finditer(pattern, text, windows, bounded)
-        for m in matches:
-            if before and not _starts_clear(text, m.start(), before):
-                continue
-            if ok(text, m):
-                found.append(PHIMatch(kind, m.start(), m.end()))
+            windows, bounded = exact[pattern], True
+        for start, end in _accepted(pattern, text, windows, bounded, before, ok):
+            found.append(PHIMatch(kind, start, end))
     found.sort(key=lambda p: (p.start, -p.end))
     return _drop_nested(found)
 
@@ -379,6 +374,65 @@ def _finditer(
             again = pattern.match(text, start, hi) if bounded else pattern.match(text, start)
             if again is not None:
                 yield again
+
+
+# How many characters before a match the checks read: `_starts_clear` one, `_nhs_ok` the 40
+# before it and, for the label's \b, one more.
+_REACH = {_NHS: 41}
+
+
+def _accepted(
+    pattern: re.Pattern[str],
+    text: str,
+    windows: list[tuple[int, int]] | None,
+    bounded: bool,
+    before: frozenset[str],
+    ok: _Check,
+) -> Iterator[tuple[int, int]]:
+    """(start, end) of each match of `pattern` in `text` inside `windows` (see `_finditer`)
+    that no character of `before` precedes and `ok` accepts, in order.
+
+    In bounded windows a match and the checks read only the window's text, when the match
+    starts far enough into it (`_REACH`): the verdict on a hit of a window's text then serves
+    every copy of that text, so a long output repeating a block checks its hits once.
+    """
+    if windows is None or not bounded or not windows:
+        for m in _finditer(pattern, text, windows, bounded):
+            if before and not _starts_clear(text, m.start(), before):
+                continue
+            if ok(text, m):
+                yield m.start(), m.end()
+        return
+    slot: dict[str, int] = {}
+    which: list[int] = []
+    for lo, hi in windows:
+        which.append(slot.setdefault(text[lo:hi], len(slot)))
+    at: list[int] = []
+    pos = 0
+    for chunk in slot:
+        at.append(pos)
+        pos += len(chunk) + 1
+    hits: list[list[int]] = [[] for _ in slot]
+    for m in pattern.finditer("\0".join(slot)):
+        i = bisect.bisect_right(at, m.start()) - 1
+        hits[i].append(m.start() - at[i])
+    reach = _REACH.get(pattern, 1 if before else 0)
+    verdicts: dict[tuple[int, int], tuple[int, int] | None] = {}
+    for (lo, hi), i in zip(windows, which, strict=True):
+        for offset in hits[i]:
+            known = offset >= reach
+            if known and (i, offset) in verdicts:
+                verdict = verdicts[i, offset]
+            else:
+                m = pattern.match(text, lo + offset, hi)
+                verdict = None
+                if m is not None and (not before or _starts_clear(text, m.start(), before)):
+                    if ok(text, m):
+                        verdict = (offset, m.end() - lo)
+                if known:
+                    verdicts[i, offset] = verdict
+            if verdict is not None:
+                yield lo + verdict[0], lo + verdict[1]
 
 
 def _drop_nested(found: list[PHIMatch]) -> list[PHIMatch]:
