@@ -125,8 +125,8 @@ _BLOCKS = [
     "nhs no. 943 476 5919 / 943 476 5919 (12 345 678 901 234 567 890 943 476 5919)\n",
     "x" * 30 + " NHS " + "1 " * 20 + "943 476 5919\n",
     # the same window text after a label and after none (checks read before the window)
-    "nhs: 943 476 5919\n",
-    "abc: 943 476 5919\n",
+    "nhs no: 943 476 5919 " + "y" * 70 + "\n",
+    "abc no: 943 476 5919 " + "y" * 70 + "\n",
 ]
 
 
