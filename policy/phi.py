@@ -424,11 +424,11 @@ def _accepted(
             if known and (i, offset) in verdicts:
                 verdict = verdicts[i, offset]
             else:
-                m = pattern.match(text, lo + offset, hi)
+                again = pattern.match(text, lo + offset, hi)
                 verdict = None
-                if m is not None and (not before or _starts_clear(text, m.start(), before)):
-                    if ok(text, m):
-                        verdict = (offset, m.end() - lo)
+                if again is not None and (not before or _starts_clear(text, again.start(), before)):
+                    if ok(text, again):
+                        verdict = (offset, again.end() - lo)
                 if known:
                     verdicts[i, offset] = verdict
             if verdict is not None:
