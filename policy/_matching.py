@@ -17,14 +17,24 @@ And for the listing rule (`identifiers.strengthen`): distinct dates that lie on 
 (three or more equally spaced days, weeks or months: a daily admissions series) are not a
 listing of birth dates, since every date of the axis is printed whoever was born on it.
 
-Kept apart from `identifiers` (the index and its speed) so the rules read on their own.
+Kept apart from `identifiers` (the index and its speed) so the rules read on their own. They
+are the reference: `keep_matches` and `printed_dates` answer the same through the compiled core
+(`_scanner.keep_spans`, `_scanner.dates_in_text`), which decides ASCII and hands the rest back
+here, so that a long output with thousands of matches costs no Python per match.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from bedside.policy import _tokens
 
 _TOKEN = re.compile(r"\d+|[^\W\d_]+")
 _DATE_SEPARATORS = ("-", "/", ".")
@@ -62,7 +72,42 @@ def keep_match(text: str, start: int, end: int, *, date: bool) -> bool:
         return fraction is None or not fraction.strip("0")
     if not date:
         return True
-    return date_shaped(span, text[:start])
+    # Only the last character before the match that is not white space matters to
+    # `date_shaped` (`before.rstrip().endswith("(")`): pass that much, not a copy of the text.
+    j = start
+    while j > 0 and text[j - 1].isspace():
+        j -= 1
+    return date_shaped(span, text[max(j - 1, 0) : start])
+
+
+def keep_matches(
+    text: str,
+    starts: npt.NDArray[np.int64],
+    ends: npt.NDArray[np.int64],
+    date: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.bool_]:
+    """`keep_match` of every match (character offsets) of `text` at once.
+
+    The compiled core decides every match whose answer reads only ASCII characters
+    (`_scanner.keep_spans`); the rest, and every match when the core is not built, go to
+    `keep_match` (tests/policy/test_matching_native.py checks both agree).
+    """
+    n = len(starts)
+    scanner = _tokens._scanner
+    if scanner is None or not n:
+        return np.fromiter(
+            (keep_match(text, a, b, date=d)
+             for a, b, d in zip(starts.tolist(), ends.tolist(), date.tolist(), strict=True)),
+            dtype=np.bool_, count=n,
+        )  # fmt: skip
+    s = np.ascontiguousarray(starts, dtype=np.int64)
+    e = np.ascontiguousarray(ends, dtype=np.int64)
+    d = np.ascontiguousarray(date, dtype=np.bool_)
+    code = np.frombuffer(scanner.keep_spans(text, s, e, d), dtype=np.uint8)
+    keep: npt.NDArray[np.bool_] = code == 1
+    for i in np.flatnonzero(code == 2).tolist():
+        keep[i] = keep_match(text, int(s[i]), int(e[i]), date=bool(d[i]))
+    return keep
 
 
 def date_shaped(span: str, before: str = "") -> bool:
@@ -89,6 +134,12 @@ def parse_date(span: str) -> list[dt.date]:
     Day and month are ambiguous in `3/12/1956`: both readings are returned (used only to tell a
     calendar axis from a listing, where either reading being on the axis suffices).
     """
+    return list(_parse_date(span))
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_date(span: str) -> tuple[dt.date, ...]:
+    """`parse_date`, memoised: a long output prints the same dates again and again."""
     tokens = [m.group().lower() for m in _TOKEN.finditer(span)]
     out: list[dt.date] = []
 
@@ -103,9 +154,9 @@ def parse_date(span: str) -> list[dt.date]:
         add(int(t[:4]), int(t[4:6]), int(t[6:]))
         add(int(t[4:]), int(t[2:4]), int(t[:2]))
         add(int(t[4:]), int(t[:2]), int(t[2:4]))
-        return out
+        return tuple(out)
     if len(tokens) != 3:
-        return out
+        return tuple(out)
     nums = [t for t in tokens if t.isdigit()]
     words = [t for t in tokens if not t.isdigit()]
     if words:
@@ -114,14 +165,14 @@ def parse_date(span: str) -> list[dt.date]:
             day = next(n for n in nums if len(n) != 4) if any(len(n) != 4 for n in nums) else ""
             if day:
                 add(int(years[0]), _MONTHS[words[0][:3]], int(day))
-        return out
+        return tuple(out)
     a, b, c = (int(t) for t in tokens)
     if len(tokens[0]) == 4:
         add(a, b, c)
     else:
         add(c, b, a)
         add(c, a, b)
-    return out
+    return tuple(out)
 
 
 MIN_GRID = 8  # dates that all fall on one weekday or one day of the month: a weekly/monthly axis
@@ -134,18 +185,24 @@ _DATE_IN_TEXT = re.compile(
 )
 
 
-def calendar_axis(readings: Iterable[list[dt.date]]) -> set[dt.date]:
+def calendar_axis(readings: Iterable[Sequence[dt.date]]) -> set[dt.date]:
     """The dates that lie on a regular calendar axis, given the possible readings of each date
     a text prints: three or more distinct dates equally spaced by at most `MAX_AXIS_DAYS` days,
     or on one day of the month and equally spaced by at most `MAX_AXIS_MONTHS` months; and all
     of them when `MIN_GRID` or more dates fall on one weekday (weekly periods, in any order)
     or on one day of the month."""
-    groups = [r for r in readings if r]
-    u = sorted({d for r in groups for d in r})
+    groups = [tuple(r) for r in readings if r]
+    return _axis(set(groups), len(groups))
+
+
+def _axis(distinct: set[tuple[dt.date, ...]], count: int) -> set[dt.date]:
+    """`calendar_axis` of `count` non-empty readings, whose distinct ones are `distinct` (the
+    union and the intersections over the readings are those over the distinct ones)."""
+    u = sorted({d for r in distinct for d in r})
     axis: set[dt.date] = set()
-    if len(groups) >= MIN_GRID:
+    if count >= MIN_GRID:
         for key in (dt.date.weekday, lambda d: d.day):
-            shared = set.intersection(*({key(d) for d in r} for r in groups))
+            shared = set.intersection(*({key(d) for d in r} for r in distinct))
             if shared:
                 axis.update(d for d in u if key(d) in shared)
 
@@ -170,7 +227,36 @@ def listed_values(values: Iterable[str], text: str = "") -> int:
     none of whose readings lies on a calendar axis of the dates `text` prints (matched or not:
     a weekly series whose every other week is somebody's birthday is still an axis). Unparsed
     values always count."""
-    readings = {v: parse_date(v) for v in set(values)}
-    printed = [parse_date(m.group()) for m in _DATE_IN_TEXT.finditer(text)] if text else []
-    axis = calendar_axis([*readings.values(), *printed])
+    readings = {v: _parse_date(v) for v in set(values)}
+    # A long output prints the same dates again and again: each distinct one is parsed once,
+    # and counted as often as it is printed.
+    printed = collections.Counter(printed_dates(text) if text else ())
+    distinct = {r for r in readings.values() if r}
+    count = sum(1 for r in readings.values() if r)
+    for v, times in printed.items():
+        r = _parse_date(v)
+        if r:
+            distinct.add(r)
+            count += times
+    axis = _axis(distinct, count)
     return sum(1 for ds in readings.values() if not any(d in axis for d in ds))
+
+
+def printed_dates(text: str) -> list[str]:
+    """The dates `text` prints (`_DATE_IN_TEXT`), in an order of their own.
+
+    The compiled core matches the pattern on the text's ASCII lines (`_scanner.dates_in_text`,
+    exactly as the pattern does) and returns the other lines, which the pattern scans joined:
+    no match crosses a newline. Without the core, the pattern scans the whole text.
+    """
+    scanner = _tokens._scanner
+    if scanner is None:
+        return [m.group() for m in _DATE_IN_TEXT.finditer(text)]
+    found, other = scanner.dates_in_text(text)
+    spans = np.frombuffer(found, dtype=np.int64).reshape(-1, 2).tolist()
+    out = [text[a:b] for a, b in spans]
+    if other:
+        lines = np.frombuffer(other, dtype=np.int64).reshape(-1, 2).tolist()
+        joined = "\n".join(text[a:b] for a, b in lines)
+        out.extend(m.group() for m in _DATE_IN_TEXT.finditer(joined))
+    return out

@@ -826,14 +826,28 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
          * Letters: base64 goes on (upper/lower counted); hex and spaced hex go on through a-f
          * and end at any other letter; every other run has already ended at `i`, and no
          * postcode or number window starts. Digits: every run but postcode's goes on (spaced
-         * hex and number windows count them); prev_letter is clear. */
+         * hex and number windows count them); prev_letter is clear. Spaces: see below. */
         if (i < n && ch < 128 && (c & (C_UP | C_LOW))) {
             Py_ssize_t j = i + 1;
             for (; j < n; j++) {
                 Py_UCS4 r = READ(j);
                 if (r >= 128) break;
                 uint8_t k = ascii_class[r];
-                if (!(k & (C_UP | C_LOW))) break;
+                if (!(k & (C_UP | C_LOW))) {
+                    /* One space between two letters (words): the space ends base64 and hex,
+                     * starts or goes on with spaced hex, and starts an ords run and a number
+                     * window that the letter after it ends empty; that letter starts base64
+                     * again. Then the letter is taken below, as the general code would. */
+                    if (r != ' ' || j + 1 >= n) break;
+                    Py_UCS4 x = READ(j + 1);
+                    if (x >= 128 || !(ascii_class[x] & (C_UP | C_LOW))) break;
+                    END_RUN_AT(b64, j - b64 >= 12 && up && low, 0, j);
+                    END_RUN_AT(hex, j - hex >= 10, 1, j);
+                    if (shex < 0) shex = j, shl = shd = 0;
+                    j++;
+                    k = ascii_class[x];
+                    b64 = j, up = low = 0;
+                }
                 up += (k & C_UP) != 0;
                 low += (k & C_LOW) != 0;
                 if (k & C_HEXL) {
@@ -856,6 +870,14 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
             }
             shd += j - i - 1;
             num_digits += j - i - 1;
+            i = j - 1;
+        } else if (ch == ' ') {
+            /* Spaces (table columns): after the first, a space changes nothing. Every run it
+             * ends has ended at the first; spaced hex, ords and a number window that joins
+             * through this separator run have started or go on, counting nothing; its
+             * separator run was measured at its first character. */
+            Py_ssize_t j = i + 1;
+            while (j < n && READ(j) == ' ') j++;
             i = j - 1;
         }
     }
@@ -913,9 +935,446 @@ static PyObject *py_alnum_table(PyObject *mod, PyObject *unused) {
     return PyBytes_FromStringAndSize((const char *)alnum, 65536);
 }
 
+/* ------------------------------------------------------------------ matching rules
+ *
+ * keep_spans(text, starts, ends, date) is `_matching.keep_match` over every match of a text at
+ * once (character offsets, int64 buffers; `date` one byte per match). It answers 0 (drop) or
+ * 1 (keep), or 2 (undecided) where the answer would read a character outside ASCII: Unicode's
+ * digits and white space are many, and those few matches go to `keep_match` itself. On ASCII,
+ * `str.isdigit` and `\d` are [0-9], `[^\W\d_]` is [A-Za-z], and `str.strip` removes
+ * ' ', \t \n \v \f \r and \x1c-\x1f. */
+
+#define UNDECIDED 2
+
+static inline int a_digit(Py_UCS4 c) { return c >= '0' && c <= '9'; }
+static inline int a_letter(Py_UCS4 c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; }
+static inline int a_space(Py_UCS4 c) { return c == ' ' || (c >= 9 && c <= 13) || (c >= 28 && c <= 31); }
+static inline int a_word(Py_UCS4 c) { return a_digit(c) || a_letter(c) || c == '_'; }
+
+/* `date_shaped(text[start:end], text[:start])` for an ASCII span that is not all digits. */
+static int date_shaped_at(const void *data, int kind, Py_ssize_t start, Py_ssize_t end) {
+    Py_ssize_t ntok = 0, first_len = 0;
+    int has_letter = 0;
+    /* The distinct separator: stripped, backslashes removed; -1 length: none seen yet. */
+    char sep[16], cur[16];
+    Py_ssize_t sep_len = -1, cur_len;
+    int mixed = 0;
+    Py_ssize_t i = start;
+    Py_ssize_t prev_end = -1;
+    while (i < end) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (a_digit(c) || a_letter(c)) {
+            int digit = a_digit(c);
+            Py_ssize_t j = i + 1;
+            while (j < end) {
+                Py_UCS4 d = PyUnicode_READ(kind, data, j);
+                if (digit ? !a_digit(d) : !a_letter(d)) break;
+                j++;
+            }
+            if (!digit) has_letter = 1;
+            if (ntok == 0) first_len = j - i;
+            if (prev_end >= 0) {
+                /* The piece between the previous token and this one. */
+                Py_ssize_t a = prev_end, b = i;
+                while (a < b && a_space(PyUnicode_READ(kind, data, a))) a++;
+                while (b > a && a_space(PyUnicode_READ(kind, data, b - 1))) b--;
+                cur_len = 0;
+                for (Py_ssize_t k = a; k < b; k++) {
+                    Py_UCS4 d = PyUnicode_READ(kind, data, k);
+                    if (d == '\\') continue;
+                    if (cur_len == (Py_ssize_t)sizeof(cur)) return UNDECIDED;
+                    cur[cur_len++] = (char)d;
+                }
+                if (sep_len < 0) {
+                    memcpy(sep, cur, (size_t)cur_len);
+                    sep_len = cur_len;
+                } else if (cur_len != sep_len || memcmp(sep, cur, (size_t)cur_len) != 0) {
+                    mixed = 1;
+                }
+            }
+            ntok++;
+            prev_end = j;
+            i = j;
+        } else {
+            i++;
+        }
+    }
+    if (ntok < 2 || has_letter) return 1;
+    if (mixed) return 0;
+    if (sep_len == 1 && (sep[0] == '-' || sep[0] == '/' || sep[0] == '.')) return 1;
+    if (!(sep_len == 1 && sep[0] == ',' && first_len == 4)) return 0;
+    /* A constructor, year first: `before.rstrip().endswith("(")`. */
+    Py_ssize_t k = start;
+    while (k > 0) {
+        Py_UCS4 d = PyUnicode_READ(kind, data, k - 1);
+        if (d >= 128) return UNDECIDED;
+        if (!a_space(d)) return d == '(';
+        k--;
+    }
+    return 0;
+}
+
+static int keep_one(const void *data, int kind, Py_ssize_t n, Py_ssize_t start, Py_ssize_t end,
+                    int date) {
+    if (start < 0 || end > n || start > end) return UNDECIDED;
+    int all_digit = end > start;
+    for (Py_ssize_t i = start; i < end; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c >= 128) return UNDECIDED;
+        if (!a_digit(c)) all_digit = 0;
+    }
+    if (all_digit) {
+        if (start >= 2 && PyUnicode_READ(kind, data, start - 1) == '.') {
+            Py_UCS4 c = PyUnicode_READ(kind, data, start - 2);
+            if (c >= 128) return UNDECIDED;
+            if (a_digit(c)) return 0; /* the fraction of 0.123456 */
+        }
+        /* 4012345.25 is a statistic; 4012345.0 may be an id column read as float. */
+        if (end + 1 >= n || PyUnicode_READ(kind, data, end) != '.') return 1;
+        for (Py_ssize_t i = end + 1; i < n; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            if (c >= 128) return UNDECIDED;
+            if (!a_digit(c)) return 1; /* the fraction ended with zeros only (or was empty) */
+            if (c != '0') return 0;
+        }
+        return 1;
+    }
+    if (!date) return 1;
+    return date_shaped_at(data, kind, start, end);
+}
+
+static PyObject *py_keep_spans(PyObject *mod, PyObject *args) {
+    (void)mod;
+    PyObject *text;
+    Py_buffer sb, eb, db;
+    if (!PyArg_ParseTuple(args, "Uy*y*y*", &text, &sb, &eb, &db)) return NULL;
+    PyObject *res = NULL;
+    Py_ssize_t m = sb.len / (Py_ssize_t)sizeof(int64_t);
+    if (eb.len != sb.len || db.len != m) {
+        PyErr_SetString(PyExc_ValueError, "keep_spans: starts, ends and date differ in length");
+        goto done;
+    }
+    res = PyBytes_FromStringAndSize(NULL, m);
+    if (!res) goto done;
+    {
+        const int kind = PyUnicode_KIND(text);
+        const void *data = PyUnicode_DATA(text);
+        const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+        const int64_t *s = (const int64_t *)sb.buf, *e = (const int64_t *)eb.buf;
+        const uint8_t *d = (const uint8_t *)db.buf;
+        char *out = PyBytes_AS_STRING(res);
+        for (Py_ssize_t i = 0; i < m; i++)
+            out[i] = (char)keep_one(data, kind, n, (Py_ssize_t)s[i], (Py_ssize_t)e[i], d[i] != 0);
+    }
+done:
+    PyBuffer_Release(&sb);
+    PyBuffer_Release(&eb);
+    PyBuffer_Release(&db);
+    return res;
+}
+
+
+/* ------------------------------------------------------------------ dates printed in a text
+ *
+ * dates_in_text(text) -> (matches, windows): what `_matching._DATE_IN_TEXT.finditer(text)`
+ * finds, line by line. A line is matched here, exactly as the pattern would (its `(start, end)`
+ * pairs in `matches`), unless it holds an alphanumeric character outside ASCII: such a line is
+ * returned whole in `windows`, for the pattern itself. No match of the pattern crosses a
+ * newline, and what it reads before and after a match (`(?<![\w.])`, `(?!\w)`) is a newline
+ * or the text's end at a line's ends, so matching line by line finds the same.
+ *
+ * The pattern, on ASCII (IGNORECASE; \d [0-9], \w [A-Za-z0-9_]), from a start not preceded by
+ * [\w.], takes the first of: yyyy-m-d; d/m/yyyy with one of / . - twice; eight digits; d month
+ * yyyy (' ' or '-' on both sides of the month); month d, yyyy; and none may be followed by \w.
+ * Digit groups are maximal runs here: a start is never preceded by a digit, the pattern's
+ * \d{1,2} must be followed by a non-digit, and \d{4} / \d{8} by a non-word character. */
+
+static const char *const MONTHS3[12] = {"jan", "feb", "mar", "apr", "may", "jun",
+                                        "jul", "aug", "sep", "oct", "nov", "dec"};
+
+/* Length of the run of ASCII digits at i (< n). */
+static inline Py_ssize_t digit_run(const Py_UCS1 *t, Py_ssize_t i, Py_ssize_t n) {
+    Py_ssize_t j = i;
+    while (j < n && a_digit(t[j])) j++;
+    return j - i;
+}
+
+/* A month name at i: three letters naming a month, then any letters; its end, or -1. */
+static inline Py_ssize_t month_at(const Py_UCS1 *t, Py_ssize_t i, Py_ssize_t n) {
+    if (i + 3 > n) return -1;
+    if (!a_letter(t[i]) || !a_letter(t[i + 1]) || !a_letter(t[i + 2])) return -1;
+    char w[3] = {(char)(t[i] | 0x20), (char)(t[i + 1] | 0x20), (char)(t[i + 2] | 0x20)};
+    int found = 0;
+    for (int k = 0; k < 12 && !found; k++)
+        found = w[0] == MONTHS3[k][0] && w[1] == MONTHS3[k][1] && w[2] == MONTHS3[k][2];
+    if (!found) return -1;
+    Py_ssize_t j = i + 3;
+    while (j < n && a_letter(t[j])) j++;
+    return j;
+}
+
+/* A year at i: exactly four digits, then no word character (n: the line's end). Its end or -1. */
+static inline Py_ssize_t year_at(const Py_UCS1 *t, Py_ssize_t i, Py_ssize_t n) {
+    if (i >= n || digit_run(t, i, n) != 4) return -1;
+    if (i + 4 < n && a_word(t[i + 4])) return -1;
+    return i + 4;
+}
+
+/* The end of a match starting at p (not preceded by [\w.]), or -1. */
+static Py_ssize_t date_match_at(const Py_UCS1 *t, Py_ssize_t p, Py_ssize_t n) {
+    Py_UCS1 c = t[p];
+    if (a_digit(c)) {
+        Py_ssize_t r = digit_run(t, p, n), q = p + r;
+        Py_UCS1 after = q < n ? t[q] : 0;
+        /* yyyy-m-d */
+        if (r == 4 && after == '-') {
+            Py_ssize_t r2 = digit_run(t, q + 1, n);
+            Py_ssize_t q2 = q + 1 + r2;
+            if ((r2 == 1 || r2 == 2) && q2 < n && t[q2] == '-') {
+                Py_ssize_t r3 = digit_run(t, q2 + 1, n), q3 = q2 + 1 + r3;
+                if ((r3 == 1 || r3 == 2) && !(q3 < n && a_word(t[q3]))) return q3;
+            }
+        }
+        if (r == 1 || r == 2) {
+            /* d/m/yyyy */
+            if (after == '/' || after == '.' || after == '-') {
+                Py_ssize_t r2 = digit_run(t, q + 1, n), q2 = q + 1 + r2;
+                if ((r2 == 1 || r2 == 2) && q2 < n && t[q2] == after) {
+                    Py_ssize_t y = year_at(t, q2 + 1, n);
+                    if (y >= 0) return y;
+                }
+            }
+        }
+        /* eight digits */
+        if (r == 8 && !(q < n && a_word(after))) return q;
+        /* d month yyyy */
+        if ((r == 1 || r == 2) && (after == ' ' || after == '-')) {
+            Py_ssize_t m = month_at(t, q + 1, n);
+            if (m >= 0 && m < n && (t[m] == ' ' || t[m] == '-')) {
+                Py_ssize_t y = year_at(t, m + 1, n);
+                if (y >= 0) return y;
+            }
+        }
+        return -1;
+    }
+    /* month d, yyyy */
+    Py_ssize_t m = month_at(t, p, n);
+    if (m < 0 || m >= n || t[m] != ' ') return -1;
+    Py_ssize_t r = digit_run(t, m + 1, n), q = m + 1 + r;
+    if (!(r == 1 || r == 2)) return -1;
+    if (q < n && t[q] == ',') q++;
+    if (!(q < n && t[q] == ' ')) return -1;
+    return year_at(t, q + 1, n);
+}
+
+/* The matches of the date pattern in one line `t[0, len)` read as ASCII, at `base` in the text. */
+static int dates_in_line(const Py_UCS1 *t, Py_ssize_t len, Py_ssize_t base, Pairs *found) {
+    Py_ssize_t i = 0;
+    while (i < len) {
+        Py_UCS1 c = t[i];
+        if (a_digit(c) || a_letter(c)) {
+            if (i == 0 || !(a_word(t[i - 1]) || t[i - 1] == '.')) {
+                Py_ssize_t end = date_match_at(t, i, len);
+                if (end > i) {
+                    if (pairs_push(found, base + i, base + end) < 0) return -1;
+                    i = end;
+                    continue;
+                }
+            }
+            /* No match starts inside a run of word characters (\w before it). */
+            i++;
+            while (i < len && a_word(t[i])) i++;
+            continue;
+        }
+        i++;
+    }
+    return 0;
+}
+
+/* Whether t[0, len) holds four consecutive digits: every date the pattern takes does. */
+static inline int has_four_digits(const Py_UCS1 *t, Py_ssize_t len) {
+    int run = 0;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        run = a_digit(t[i]) ? run + 1 : 0;
+        if (run == 4) return 1;
+    }
+    return 0;
+}
+
+#define ALNUM_MARK 0x80 /* an alphanumeric character outside ASCII, in the ASCII copy */
+
+static PyObject *py_dates_in_text(PyObject *mod, PyObject *arg) {
+    (void)mod;
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "dates_in_text needs a str");
+        return NULL;
+    }
+    const int kind = PyUnicode_KIND(arg);
+    const void *data = PyUnicode_DATA(arg);
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+    /* The text as ASCII: a character outside ASCII that is not alphanumeric (`str.isalnum`, as
+     * the pattern's \w and \d read; every character the case-insensitive [a-z] takes is a
+     * letter) plays no part in the pattern, exactly like '#'; an alphanumeric one is marked,
+     * and its line goes to the pattern itself. */
+    const Py_UCS1 *t;
+    Py_UCS1 *copy = NULL;
+    if (PyUnicode_IS_ASCII(arg)) {
+        t = (const Py_UCS1 *)data;
+    } else {
+        copy = (Py_UCS1 *)malloc((size_t)(n ? n : 1));
+        if (!copy) return PyErr_NoMemory();
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            copy[i] = c < 128 ? (Py_UCS1)c : Py_UNICODE_ISALNUM(c) ? ALNUM_MARK : '#';
+        }
+        t = copy;
+    }
+    Pairs found = {NULL, 0, 0}, other = {NULL, 0, 0};
+    int fail = 0;
+    Py_ssize_t line = 0;
+    while (line < n && !fail) {
+        const Py_UCS1 *nl = (const Py_UCS1 *)memchr(t + line, '\n', (size_t)(n - line));
+        Py_ssize_t stop = nl ? nl - t : n, len = stop - line;
+        if (copy && memchr(t + line, ALNUM_MARK, (size_t)len)) {
+            if (pairs_push(&other, line, stop) < 0) fail = 1;
+        } else if (has_four_digits(t + line, len) &&
+                   dates_in_line(t + line, len, line, &found) < 0) {
+            fail = 1;
+        }
+        line = stop + 1;
+    }
+    free(copy);
+    PyObject *res = NULL;
+    if (fail) {
+        PyErr_NoMemory();
+    } else {
+        /* (y# of a NULL pointer is None: pass "" for an empty list) */
+        res = Py_BuildValue("(y#y#)", found.data ? (const char *)found.data : "",
+                            found.n * (Py_ssize_t)sizeof(int64_t),
+                            other.data ? (const char *)other.data : "",
+                            other.n * (Py_ssize_t)sizeof(int64_t));
+    }
+    free(found.data);
+    free(other.data);
+    return res;
+}
+
+/* ------------------------------------------------------------------ label words
+ *
+ * label_words(text, words) -> int: bit k set when words[k] (lower-case ASCII letters and '.')
+ * occurs in `text` with ASCII letters folded to lower case: in one pass, what
+ * `words[k] in text.lower()` says for each word of an ASCII text (`phi` looks for the labels of
+ * MRNs, dates of birth and SSNs this way). Other characters match no letter of a word. */
+static PyObject *py_label_words(PyObject *mod, PyObject *args) {
+    (void)mod;
+    PyObject *text, *words;
+    if (!PyArg_ParseTuple(args, "UO!", &text, &PyTuple_Type, &words)) return NULL;
+    Py_ssize_t nw = PyTuple_GET_SIZE(words);
+    if (nw > 32) {
+        PyErr_SetString(PyExc_ValueError, "label_words: at most 32 words");
+        return NULL;
+    }
+    const char *w[32];
+    Py_ssize_t wl[32];
+    for (Py_ssize_t k = 0; k < nw; k++) {
+        PyObject *o = PyTuple_GET_ITEM(words, k);
+        if (!PyUnicode_Check(o) || !PyUnicode_IS_ASCII(o) || PyUnicode_GET_LENGTH(o) < 1) {
+            PyErr_SetString(PyExc_ValueError, "label_words: words must be non-empty ASCII str");
+            return NULL;
+        }
+        w[k] = (const char *)PyUnicode_1BYTE_DATA(o);
+        wl[k] = PyUnicode_GET_LENGTH(o);
+    }
+    /* Which characters end some word: only there is a comparison made. */
+    uint8_t last[256];
+    memset(last, 0, sizeof(last));
+    for (Py_ssize_t k = 0; k < nw; k++) last[(uint8_t)w[k][wl[k] - 1]] = 1;
+    const int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    unsigned long found = 0, all = nw == 32 ? 0xFFFFFFFFUL : ((1UL << nw) - 1);
+#define FOLD(c) ((c) < 128 ? (((c) >= 'A' && (c) <= 'Z') ? (c) | 0x20 : (c)) : 0)
+    for (Py_ssize_t i = 0; i < n && found != all; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        c = FOLD(c);
+        if (!c || !last[c]) continue;
+        for (Py_ssize_t k = 0; k < nw; k++) {
+            if (found & (1UL << k) || wl[k] > i + 1 || (Py_UCS4)(uint8_t)w[k][wl[k] - 1] != c)
+                continue;
+            Py_ssize_t j = 0, at = i + 1 - wl[k];
+            while (j < wl[k] - 1) {
+                Py_UCS4 d = PyUnicode_READ(kind, data, at + j);
+                if (FOLD(d) != (Py_UCS4)(uint8_t)w[k][j]) break;
+                j++;
+            }
+            if (j == wl[k] - 1) found |= 1UL << k;
+        }
+    }
+#undef FOLD
+    return PyLong_FromUnsignedLong(found);
+}
+
+/* ------------------------------------------------------------------ lower-cased UTF-8
+ *
+ * lower_utf8(text) -> bytes | None: `text.lower().encode()` in one pass when that is the text
+ * with its ASCII letters lower-cased, i.e. when every other character lower-cases to itself
+ * (no capital letter outside ASCII, no surrogate); else None, and `_tokens.lower_bytes` does it
+ * in Python. Only the simple mapping is read: the characters whose full lower case differs
+ * from it (U+0130, and U+03A3 by context) are capitals whose simple mapping is not themselves. */
+static PyObject *py_lower_utf8(PyObject *mod, PyObject *arg) {
+    (void)mod;
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "lower_utf8 needs a str");
+        return NULL;
+    }
+    const int kind = PyUnicode_KIND(arg);
+    const void *data = PyUnicode_DATA(arg);
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+    Py_ssize_t size = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c < 0x80) {
+            size += 1;
+            continue;
+        }
+        if ((c >= 0xD800 && c < 0xE000) || Py_UNICODE_TOLOWER(c) != c) Py_RETURN_NONE;
+        size += c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+    }
+    PyObject *res = PyBytes_FromStringAndSize(NULL, size);
+    if (!res) return NULL;
+    uint8_t *o = (uint8_t *)PyBytes_AS_STRING(res);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c < 0x80) {
+            *o++ = (uint8_t)((c >= 'A' && c <= 'Z') ? c | 0x20 : c);
+        } else if (c < 0x800) {
+            *o++ = (uint8_t)(0xC0 | (c >> 6));
+            *o++ = (uint8_t)(0x80 | (c & 0x3F));
+        } else if (c < 0x10000) {
+            *o++ = (uint8_t)(0xE0 | (c >> 12));
+            *o++ = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+            *o++ = (uint8_t)(0x80 | (c & 0x3F));
+        } else {
+            *o++ = (uint8_t)(0xF0 | (c >> 18));
+            *o++ = (uint8_t)(0x80 | ((c >> 12) & 0x3F));
+            *o++ = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+            *o++ = (uint8_t)(0x80 | (c & 0x3F));
+        }
+    }
+    return res;
+}
+
 static PyMethodDef module_methods[] = {
     {"tokens", py_tokens, METH_O, "tokens(buf) -> bytes of int64 quintuples"},
     {"text_spans", py_text_spans, METH_O, "text_spans(text) -> candidate spans (see the source)"},
+    {"keep_spans", py_keep_spans, METH_VARARGS,
+     "keep_spans(text, starts, ends, date) -> bytes: 0 drop, 1 keep, 2 undecided per match"},
+    {"dates_in_text", py_dates_in_text, METH_O,
+     "dates_in_text(text) -> (matches, windows) of the date pattern (see the source)"},
+    {"label_words", py_label_words, METH_VARARGS,
+     "label_words(text, words) -> int: bit k set when words[k] occurs, ASCII case folded"},
+    {"lower_utf8", py_lower_utf8, METH_O,
+     "lower_utf8(text) -> text.lower().encode() when only ASCII letters change, else None"},
     {"alnum_table", py_alnum_table, METH_NOARGS, "alnum_table() -> the 65536-byte BMP table"},
     {NULL, NULL, 0, NULL},
 };

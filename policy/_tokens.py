@@ -85,6 +85,12 @@ def lower_bytes(text: str) -> bytes:
     """
     if text.isascii():
         return text.encode("ascii").translate(_LOWER)
+    if _scanner is not None:
+        # One pass when only ASCII letters have a lower case (the usual non-ASCII output:
+        # progress bars, box drawing, accented lower-case names).
+        fast: bytes | None = _scanner.lower_utf8(text)
+        if fast is not None:
+            return fast
     lowered = text.lower()
     if len(lowered) != len(text):
         # A few characters lower-case to two (e.g. U+0130); keep offsets right instead.

@@ -53,7 +53,12 @@ beside another identifier, or in a listing of several dates (`strengthen`); guar
 strong matches only (`bedside.policy.scan.findings_block`). What separates the tokens of a match
 is checked afterwards (`_matching`): a date must be written like one (`9,1,1952`, three fields of
 a CSV row, is not `9/1/1952`), a record number is not the fraction of a decimal (`0.123456`),
-and dates on a calendar axis (a daily or weekly series) are not a listing.
+and dates on a calendar axis (a daily or weekly series) are not a listing. These rules run in
+the compiled core too (`_scanner.keep_spans`, `_scanner.dates_in_text`), for every match at
+once: checked in Python one match at a time, with a copy of the text before each date, they
+cut `find` on log-like output with thousands of matches per MB to 3 MB/s at a million patients.
+The pure-Python `_matching.keep_match` and `_DATE_IN_TEXT` stay the reference, and decide
+whatever reads a character outside ASCII (tests/policy/test_matching_native.py).
 
 Values never leave the index: it stores only hashes, and matches, errors and reprs carry offsets
 and the column name (the *kind*), never the value.
@@ -126,13 +131,20 @@ def strengthen(
     sp = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
     # Distinct weak values, counting overlapping matches once ("01-21 1934" inside
     # "1934-01-21 1934-09-14" is not another date).
-    distinct: set[str] = set()
-    last_end = -1
     weak_spans = sp[w]
-    for a, b in weak_spans[np.argsort(weak_spans[:, 0], kind="stable")].tolist():
-        if a >= last_end:
-            distinct.add(text[a:b].lower())
-            last_end = b
+    weak_spans = weak_spans[np.argsort(weak_spans[:, 0], kind="stable")]
+    starts, ends = weak_spans[:, 0], weak_spans[:, 1]
+    if len(starts) < 2 or (starts[1:] >= np.maximum.accumulate(ends)[:-1]).all():
+        # No span overlaps an earlier one (the usual case): every span counts.
+        spelled = {text[a:b] for a, b in weak_spans.tolist()}
+    else:
+        spelled = set()
+        last_end = -1
+        for a, b in weak_spans.tolist():
+            if a >= last_end:
+                spelled.add(text[a:b])
+                last_end = b
+    distinct = {v.lower() for v in spelled}
     # Dates on a calendar axis (a daily series) are printed whoever was born on them.
     if len(distinct) >= LISTING and _matching.listed_values(distinct, text) >= LISTING:
         return [False] * len(w)
@@ -324,22 +336,24 @@ class IdentifierIndex:
         return self._matches(text, raw, s, e, kk, limit)
 
     def _find_lowered(self, text: str, raw: bytes) -> list[tuple[int, int, str]]:
-        """(start, end, value_kind) of every value in the ASCII `text`, given `raw`, its
-        lower-cased bytes (`_tokens.lower_bytes`), ordered by position: `find` without its
-        strength and without lower-casing again (`scan_text` lowers an output once and also
-        searches the reversed bytes, which of an ASCII text are the reversed text's). The same
-        matches as `find`: those that cannot be the value they hash like are dropped
-        (`_matching.keep_match`)."""
+        """(start, end, value_kind) of every value in `text`, given `raw`, its lower-cased
+        bytes (`_tokens.lower_bytes`), ordered by position: `find` without its strength, its
+        match objects and lower-casing again (`scan_text` weighs all its findings together,
+        lowers an ASCII output once and also searches the reversed bytes, which of an ASCII
+        text are the reversed text's). The same matches as `find`: those that cannot be the
+        value they hash like are dropped (`_matching.keep_match`)."""
         if not raw or not len(self._entries):
             return []
         if self._matcher is not None:
             s, e, kk = self._spans_native(raw)
         else:
             s, e, kk = self._spans_reference(raw)
-        if len(s):
-            keep = self._keep(text, s, e, self._weak_code[kk])
-            if not keep.all():
-                s, e, kk = s[keep], e[keep], kk[keep]
+        if not len(s):
+            return []
+        s, e = _char_offsets(text, raw, s, e)
+        keep = self._keep(text, s, e, self._weak_code[kk])
+        if not keep.all():
+            s, e, kk = s[keep], e[keep], kk[keep]
         names = self._kind_names
         return [
             (a, b, names[c]) for a, b, c in zip(s.tolist(), e.tolist(), kk.tolist(), strict=True)
@@ -430,13 +444,7 @@ class IdentifierIndex:
         """Matches from sorted byte spans: offsets in characters, weak or strong, `limit`."""
         if not len(s):
             return []
-        if len(raw) != len(text):
-            # Byte offsets -> character offsets: a character per UTF-8 byte that is not a
-            # continuation byte (0b10xxxxxx) before the offset.
-            buf = np.frombuffer(raw, dtype=np.uint8)
-            cont = np.flatnonzero((buf & 0xC0) == 0x80)
-            s = s - np.searchsorted(cont, s)
-            e = e - np.searchsorted(cont, e)
+        s, e = _char_offsets(text, raw, s, e)
         weak = self._weak_code[kk]
         keep = self._keep(text, s, e, weak)
         if not keep.all():
@@ -454,14 +462,7 @@ class IdentifierIndex:
     @staticmethod
     def _keep(text: str, s: T.I64, e: T.I64, date: T.B) -> T.B:
         """Which matches can be the value they hash like (`_matching.keep_match`)."""
-        return np.fromiter(
-            (
-                _matching.keep_match(text, a, b, date=d)
-                for a, b, d in zip(s.tolist(), e.tolist(), date.tolist(), strict=True)
-            ),
-            dtype=np.bool_,
-            count=len(s),
-        )
+        return _matching.keep_matches(text, s, e, date)
 
     @staticmethod
     def _gaps_ok(buf: T.U8, tok: T.Tokens, cand: T.I64) -> T.B:
@@ -572,6 +573,16 @@ class IdentifierIndex:
             starts.append(tok.start[f_all[cand[hit]]])
             ends.append(tok.end[l_all[cand[hit]]])
             kinds.append(kind)
+
+
+def _char_offsets(text: str, raw: bytes, s: T.I64, e: T.I64) -> tuple[T.I64, T.I64]:
+    """Byte offsets of `raw` (the UTF-8 of `text`, lower-cased) as character offsets."""
+    if len(raw) == len(text):
+        return s, e
+    # A character per UTF-8 byte that is not a continuation byte (0b10xxxxxx) before the offset.
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    cont = np.flatnonzero((buf & 0xC0) == 0x80)
+    return s - np.searchsorted(cont, s), e - np.searchsorted(cont, e)
 
 
 def _column_strings(series: pd.Series[Any]) -> pa.Array:

@@ -11,7 +11,10 @@ On long texts each pattern runs only on windows where it can match: runs of digi
 number patterns, a label's neighbourhood for the labelled ones, and for postcodes and IP
 addresses the windows the compiled core finds in its one pass over the text
 (`_tokens.text_spans`), each holding every match that can start in it and the character its
-look-ahead reads, so the result is that of the whole text (tests/policy/test_native.py).
+look-ahead reads, so the result is that of the whole text (tests/policy/test_native.py). Each
+distinct window is scanned once (long outputs repeat blocks: a table per fold, the same log
+lines), and the label words of MRNs, dates of birth and SSNs are looked for in one compiled pass
+(`_scanner.label_words`) rather than nine substring searches of a lower-cased copy.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bedside.policy import _tokens
 from bedside.policy._tokens import TextSpans, code_units, text_spans
 from bedside.policy.model import PHI_PATTERN_DEFAULTS
 
@@ -76,6 +80,7 @@ _DOB = re.compile(
     r"[\s:=\"']{0,4}" + _DATE
 )
 _DOB_WORDS = ("dob", "d.o.b", "birth", "born")
+_LABEL_WORDS = (*_MRN_WORDS, *_DOB_WORDS, "ssn")
 _POSTCODE = re.compile(r"(?i)[a-z]{1,2}\d[a-z\d]? ?\d[abd-hjlnp-uw-z]{2}(?![\w-])")
 _IP = re.compile(
     r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
@@ -181,7 +186,17 @@ def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIM
     # The labels are looked for only in texts with a digit; without one, the lower-cased copy
     # serves only to tell whether lower-casing keeps the length, which an ASCII text's does.
     labelled = "mrn" in wanted or "dob" in wanted or "ssn" in wanted
-    lower = text.lower() if labelled and (has_digit or not text.isascii()) else ""
+    present: frozenset[str] | None = None  # the label words in the text, when known
+    if labelled and has_digit and spans is not None and _tokens._scanner is not None:
+        # One pass for all the label words. `w in text.lower()` is the same test: only ASCII
+        # letters lower-case to the letters of a label (see test_phi).
+        bits = _tokens._scanner.label_words(text, _LABEL_WORDS)
+        present = frozenset(w for k, w in enumerate(_LABEL_WORDS) if bits >> k & 1)
+    if present is not None and text.isascii():
+        # An ASCII text is lower-cased only for the windows of the labels it holds.
+        lower = text.lower() if present else ""
+    else:
+        lower = text.lower() if labelled and (has_digit or not text.isascii()) else ""
     # (kind, pattern, check, characters that may not precede a match)
     checks: list[tuple[str, re.Pattern[str], _Check, frozenset[str]]] = []
     if "email" in wanted and "@" in text:
@@ -195,13 +210,13 @@ def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIM
         if "ssn" in wanted:
             if "-" in text:
                 checks.append(("ssn", _SSN, _dashed_ssn_ok, _BEFORE_IP | {"-"}))
-            if "ssn" in lower:
+            if "ssn" in present if present is not None else "ssn" in lower:
                 checks.append(("ssn", _SSN_LABELLED, _labelled_ssn_ok, frozenset()))
         if "nhs_number" in wanted:
             checks.append(("nhs_number", _NHS, _nhs_ok, _BEFORE_IP | {"-"}))
-        if "mrn" in wanted and any(w in lower for w in _MRN_WORDS):
+        if "mrn" in wanted and _has_label(_MRN_WORDS, lower, present):
             checks.append(("mrn", _MRN, _always, _BEFORE_WORD))
-        if "dob" in wanted and any(w in lower for w in _DOB_WORDS):
+        if "dob" in wanted and _has_label(_DOB_WORDS, lower, present):
             checks.append(("dob", _DOB, _always, frozenset()))
         if "postcode" in wanted:
             checks.append(("postcode", _POSTCODE, _always, _BEFORE_POSTCODE))
@@ -229,16 +244,17 @@ def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIM
         if pattern in exact:
             # One pass over the windows joined (`_finditer`): no match reads a NUL, and the
             # look-ahead sees a NUL where a window's own end stood, which it accepts alike.
-            matches: Iterable[re.Match[str]] = _finditer(pattern, text, exact[pattern], True)
-        else:
-            matches = _finditer(pattern, text, windows, bounded)
-        for m in matches:
-            if before and not _starts_clear(text, m.start(), before):
-                continue
-            if ok(text, m):
-                found.append(PHIMatch(kind, m.start(), m.end()))
+            windows, bounded = exact[pattern], True
+        for start, end in _accepted(pattern, text, windows, bounded, before, ok):
+            found.append(PHIMatch(kind, start, end))
     found.sort(key=lambda p: (p.start, -p.end))
     return _drop_nested(found)
+
+
+def _has_label(words: tuple[str, ...], lower: str, present: frozenset[str] | None) -> bool:
+    if present is not None:
+        return any(w in present for w in words)
+    return any(w in lower for w in words)
 
 
 _ANY_DIGIT = re.compile(r"\d")
@@ -336,19 +352,87 @@ def _finditer(
         return
     if not windows:
         return
+    # Long outputs repeat themselves (a table printed per fold, the same log block): each
+    # distinct window is scanned once. What the pattern finds in a window depends on the
+    # window's text alone (no match crosses a NUL), so its hits serve every copy of it.
+    slot: dict[str, int] = {}
+    which: list[int] = []
+    for lo, hi in windows:
+        which.append(slot.setdefault(text[lo:hi], len(slot)))
     at: list[int] = []
     pos = 0
-    for lo, hi in windows:
+    for chunk in slot:
         at.append(pos)
-        pos += hi - lo + 1
-    compact = "\0".join(text[lo:hi] for lo, hi in windows)
-    for m in pattern.finditer(compact):
+        pos += len(chunk) + 1
+    hits: list[list[int]] = [[] for _ in slot]
+    for m in pattern.finditer("\0".join(slot)):
         i = bisect.bisect_right(at, m.start()) - 1
-        lo, hi = windows[i]
-        start = lo + m.start() - at[i]
-        again = pattern.match(text, start, hi) if bounded else pattern.match(text, start)
-        if again is not None:
-            yield again
+        hits[i].append(m.start() - at[i])
+    for (lo, hi), i in zip(windows, which, strict=True):
+        for offset in hits[i]:
+            start = lo + offset
+            again = pattern.match(text, start, hi) if bounded else pattern.match(text, start)
+            if again is not None:
+                yield again
+
+
+# How many characters before a match the checks read: `_starts_clear` one, `_nhs_ok` the 40
+# before it and, for the label's \b, one more.
+_REACH = {_NHS: 41}
+
+
+def _accepted(
+    pattern: re.Pattern[str],
+    text: str,
+    windows: list[tuple[int, int]] | None,
+    bounded: bool,
+    before: frozenset[str],
+    ok: _Check,
+) -> Iterator[tuple[int, int]]:
+    """(start, end) of each match of `pattern` in `text` inside `windows` (see `_finditer`)
+    that no character of `before` precedes and `ok` accepts, in order.
+
+    In bounded windows a match and the checks read only the window's text, when the match
+    starts far enough into it (`_REACH`): the verdict on a hit of a window's text then serves
+    every copy of that text, so a long output repeating a block checks its hits once.
+    """
+    if windows is None or not bounded or not windows:
+        for m in _finditer(pattern, text, windows, bounded):
+            if before and not _starts_clear(text, m.start(), before):
+                continue
+            if ok(text, m):
+                yield m.start(), m.end()
+        return
+    slot: dict[str, int] = {}
+    which: list[int] = []
+    for lo, hi in windows:
+        which.append(slot.setdefault(text[lo:hi], len(slot)))
+    at: list[int] = []
+    pos = 0
+    for chunk in slot:
+        at.append(pos)
+        pos += len(chunk) + 1
+    hits: list[list[int]] = [[] for _ in slot]
+    for m in pattern.finditer("\0".join(slot)):
+        i = bisect.bisect_right(at, m.start()) - 1
+        hits[i].append(m.start() - at[i])
+    reach = _REACH.get(pattern, 1 if before else 0)
+    verdicts: dict[tuple[int, int], tuple[int, int] | None] = {}
+    for (lo, hi), i in zip(windows, which, strict=True):
+        for offset in hits[i]:
+            known = offset >= reach
+            if known and (i, offset) in verdicts:
+                verdict = verdicts[i, offset]
+            else:
+                again = pattern.match(text, lo + offset, hi)
+                verdict = None
+                if again is not None and (not before or _starts_clear(text, again.start(), before)):
+                    if ok(text, again):
+                        verdict = (offset, again.end() - lo)
+                if known:
+                    verdicts[i, offset] = verdict
+            if verdict is not None:
+                yield lo + verdict[0], lo + verdict[1]
 
 
 def _drop_nested(found: list[PHIMatch]) -> list[PHIMatch]:

@@ -16,7 +16,8 @@ text is scanned once, and the output, its reversal and all decoded texts go thro
 identifier index in one call (an ASCII output is lower-cased once and searched on its bytes
 and on its reversed bytes, which are its reversal's, without joining a second copy). The PHI
 patterns and the character-code pattern run only on windows where they can match (see `phi`
-and `_spans`).
+and `_spans`). Identifier matches are taken without `find`'s strength and match objects: the
+strength of every finding is weighed once, together, at the end.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-import dataclasses
 import itertools
 import re
 import urllib.parse
@@ -336,13 +336,14 @@ def scan_text(
     `findings_block` says whether the findings should stop the text.
     """
     kinds = None if phi_kinds is None else list(phi_kinds)
-    found: list[Finding] = []
+    # (kind, start, end, column) of every finding; `Finding`s are made once, at the end.
+    found: list[tuple[str, int, int, str]] = []
     n = len(text)
     want_reversed = index is not None
     spans = text_spans(text) if phi or decode else None
     if phi:
         for p in scan_phi(text, kinds, spans=spans):
-            found.append(Finding("phi:" + p.kind, p.start, p.end))
+            found.append(("phi:" + p.kind, p.start, p.end, ""))
     layers: list[tuple[int | None, int, _Layer]] = []
     if decode:
         layers.extend(_decoded_segments(text, want_reversed, spans))
@@ -362,7 +363,7 @@ def scan_text(
     if index is not None and ascii_fast:
         raw = lower_bytes(text)
         for a, b, column in index._find_lowered(text, raw):
-            found.append(Finding("identifier", a, b, column))
+            found.append(("identifier", a, b, column))
         if want_reversed:
             for a, b, column in index._find_lowered(text[::-1], raw[::-1]):
                 reversed_hits.append(("identifier", column, a, b))
@@ -371,23 +372,25 @@ def scan_text(
             # newline): a call costs the same few dozen array operations whatever its size.
             texts = [layer[1] for layer in distinct]
             offsets = list(itertools.accumulate((len(t) + 1 for t in texts), initial=0))
-            for m in index.find("\n".join(texts)):
-                i = bisect.bisect_right(offsets, m.start) - 1
-                a, b = m.start - offsets[i], m.end - offsets[i]
-                inner[i].append(("identifier", m.value_kind, a, b))
+            joined = "\n".join(texts)
+            for start, end, column in index._find_lowered(joined, lower_bytes(joined)):
+                i = bisect.bisect_right(offsets, start) - 1
+                a, b = start - offsets[i], end - offsets[i]
+                inner[i].append(("identifier", column, a, b))
     elif index is not None:
         # One index pass over the output and every decoded text, joined by newlines (no value
         # spans a newline): a call costs the same few dozen array operations whatever its size.
         texts = [text, *(layer[1] for layer in distinct)]
         offsets = list(itertools.accumulate((len(t) + 1 for t in texts), initial=0))
         joined = "\n".join(texts) if len(texts) > 1 else text
-        for m in index.find(joined):
-            if m.start < n:
-                found.append(Finding("identifier", m.start, m.end, m.value_kind))
+        # The matches' strength is weighed below, over all findings together.
+        for start, end, column in index._find_lowered(joined, lower_bytes(joined)):
+            if start < n:
+                found.append(("identifier", start, end, column))
                 continue
-            i = bisect.bisect_right(offsets, m.start) - 2
-            a, b = m.start - offsets[i + 1], m.end - offsets[i + 1]
-            inner[i].append(("identifier", m.value_kind, a, b))
+            i = bisect.bisect_right(offsets, start) - 2
+            a, b = start - offsets[i + 1], end - offsets[i + 1]
+            inner[i].append(("identifier", column, a, b))
     if phi:
         for layer, i in distinct.items():
             if not layer[2]:
@@ -399,28 +402,29 @@ def scan_text(
         for kind, column, a, b in inner[distinct[layer]]:
             if start is None:
                 # The whole output reversed: offsets map back onto the output.
-                found.append(Finding(prefix + kind, n - b, n - a, column))
+                found.append((prefix + kind, n - b, n - a, column))
             else:
-                found.append(Finding(prefix + kind, start, end, column))
+                found.append((prefix + kind, start, end, column))
     for kind, column, a, b in reversed_hits:
         # The whole output reversed: offsets map back onto the output.
-        found.append(Finding("encoded:reversed+" + kind, n - b, n - a, column))
+        found.append(("encoded:reversed+" + kind, n - b, n - a, column))
+    weak_at: list[bool] | None = None
     if index is not None and index.date_kinds:
-        weak = [f.kind.endswith("identifier") and f.column in index.date_kinds for f in found]
+        dates = index.date_kinds
+        weak = [k.endswith("identifier") and c in dates for k, _, _, c in found]
         if any(weak):
-            final = strengthen(text, [(f.start, f.end) for f in found], weak)
-            found = [
-                dataclasses.replace(f, strength=WEAK) if w else f
-                for f, w in zip(found, final, strict=True)
-            ]
-    found.sort(key=lambda f: (f.start, -f.end, f.kind))
+            weak_at = strengthen(text, [(a, b) for _, a, b, _ in found], weak)
+    # By position (longest first), then kind; a finding repeated (same kind and span) counts
+    # once, the first of it (the index makes the order stable).
+    order = sorted((a, -b, k, i) for i, (k, a, b, _) in enumerate(found))
     out: list[Finding] = []
-    seen: set[tuple[str, int, int]] = set()
-    for f in found:
-        key = (f.kind, f.start, f.end)
-        if key not in seen:
-            seen.add(key)
-            out.append(f)
+    last: tuple[int, int, str] | None = None
+    for a, minus_b, k, i in order:
+        if (a, minus_b, k) == last:
+            continue
+        last = (a, minus_b, k)
+        strength = WEAK if weak_at is not None and weak_at[i] else STRONG
+        out.append(Finding(k, a, -minus_b, found[i][3], strength))
     return out
 
 

@@ -112,3 +112,80 @@ def test_long_texts_find_the_same_as_a_full_scan(
     monkeypatch.setattr(phi, "_number_windows", lambda _text: None)
     assert phi.scan_phi(text) == windowed
     assert len(windowed) >= 50
+
+
+_BLOCKS = [
+    "call 020 7946 0123 or 07700 900123; (555) 123-4567, 555.123.4567, +33 1 23 45 67 89\n",
+    "SSN 123-45-6789; ssn: 123456789; NHS number 943 476 5919; 943-476-5919; 9434765919\n",
+    "MRN: 1234567, patient id 99123; DOB: 12/03/1956, born 12 March 1956; x.y@example.org\n",
+    "SW1A 1AA, M1 1AE, 192.168.0.1, 10.0.0.255.\n",
+    "count  20000.000000  20000.000000\nmean 59.347150 7729.079691 0.002450 20240301-120000\n",
+    "epoch 1: loss 0.6812 [0.12345678, 0.23456789] 1.23-2.75 2019-2024 12,345,678.25\n",
+    "100%|██████████| 1000/1000 [00:00<00:00, 48213.77it/s] Zoë 0207 946 0123\n",
+    "nhs no. 943 476 5919 / 943 476 5919 (12 345 678 901 234 567 890 943 476 5919)\n",
+    "x" * 30 + " NHS " + "1 " * 20 + "943 476 5919\n",
+    # the same window text after a label and after none (checks read before the window)
+    "nhs no: 943 476 5919 " + "y" * 70 + "\n",
+    "abc no: 943 476 5919 " + "y" * 70 + "\n",
+]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_windows_find_what_the_whole_text_holds(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Long outputs are scanned window by window, each distinct window once: the same findings
+    # as every pattern run over the whole text, on texts that repeat blocks (and vary them).
+    import random
+
+    from bedside.policy import phi
+
+    rng = random.Random(seed)
+    blocks = [rng.choice(_BLOCKS) + rng.choice(["", " ", "x", "-", "\n", "0"]) for _ in range(200)]
+    text = "".join(blocks)
+    assert len(text) >= phi._WINDOWED
+    every = set(phi.PHI_PATTERN_DEFAULTS)
+    windowed = phi.scan_phi(text, every)
+
+    def whole_text(pattern, text, windows, bounded, before, ok):  # type: ignore[no-untyped-def]
+        for m in pattern.finditer(text):
+            if (not before or phi._starts_clear(text, m.start(), before)) and ok(text, m):
+                yield m.start(), m.end()
+
+    monkeypatch.setattr(phi, "_accepted", whole_text)
+    whole = phi.scan_phi(text, every)
+    assert windowed == whole
+    assert {m.kind for m in whole} >= {"phone", "ssn", "nhs_number", "mrn", "dob", "email"}
+
+
+def test_only_ascii_letters_lower_case_to_the_letters_of_a_label() -> None:
+    # `phi` finds the label words (MRN, DOB, SSN) of an ASCII text in one pass folding ASCII
+    # case only, for `w in text.lower()`; that is the same test because no other character
+    # lower-cases to a letter of a label, except U+0130, whose "i" a combining dot follows.
+    from bedside.policy import phi
+
+    letters = set("".join(phi._LABEL_WORDS))
+    odd = [
+        ch
+        for ch in map(chr, range(0x110000))
+        if not ch.isascii() and not 0xD800 <= ord(ch) < 0xE000 and letters & set(ch.lower())
+    ]
+    assert odd == ["\u0130"]
+    assert "\u0130".lower() == "i\u0307"
+    assert not any(w.endswith("i") for w in phi._LABEL_WORDS)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "MRN", "mrn", "xMrNx", "d.o.b", "D.O.B.", "dob", "d.o", "Medical record", "HOSPITAL",
+     "patien", "PATIENT", "birthday", "BoRn", "ssn", "SSN:", "ssN", "s s n", "\u212arn",
+     "mr\u0130n", "m\u0307rn", "mrn" * 3, "xx " * 1000 + "born"],
+)  # fmt: skip
+def test_label_words_agree_with_lower(text: str) -> None:
+    from bedside.policy import _tokens, phi
+
+    if _tokens._scanner is None:
+        pytest.skip("compiled core not built")
+    bits = _tokens._scanner.label_words(text, phi._LABEL_WORDS)
+    lower = text.lower()
+    assert [bool(bits >> k & 1) for k in range(len(phi._LABEL_WORDS))] == [
+        w in lower for w in phi._LABEL_WORDS
+    ]
