@@ -27,6 +27,7 @@ import binascii
 import bisect
 import itertools
 import re
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -64,6 +65,48 @@ _ORDS = re.compile(
 
 MAX_DEPTH = 2  # decode an encoded span at most twice (e.g. hex inside base64)
 _ASCII_FAST = True  # see scan_text; the tests turn it off to compare with the general path
+# An ASCII output at least this long has its two index passes (forwards and reversed) run in
+# threads while this one runs the PHI patterns and decodes spans: the compiled matcher releases
+# the GIL, so on a 1 MB output the passes overlap on another core instead of following each
+# other (a thread costs ~0.1 ms to start, nothing next to the ~4 ms a pass takes on a megabyte).
+# 0 turns it off (the tests compare both).
+PARALLEL_MIN_CHARS = 256 * 1024
+
+
+class _Pass(threading.Thread):
+    """One `_find_lowered` call in a thread of its own (fork-safe: nothing kept between calls).
+
+    If the thread cannot start (a sandbox's process limit counts threads), the pass runs in
+    the caller's thread when its result is asked for; an error in the thread is raised there.
+    """
+
+    def __init__(self, index: IdentifierIndex, text: str, raw: bytes) -> None:
+        super().__init__(name="bedside-scan", daemon=True)
+        self._work = (index, text, raw)
+        self._result: list[tuple[int, int, str]] | None = None
+        self._error: BaseException | None = None
+        try:
+            self.start()
+            self._running = True
+        except RuntimeError:
+            self._running = False
+
+    def run(self) -> None:
+        try:
+            index, text, raw = self._work
+            self._result = index._find_lowered(text, raw)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            self._error = exc
+
+    def result(self) -> list[tuple[int, int, str]]:
+        if not self._running:
+            index, text, raw = self._work
+            return index._find_lowered(text, raw)
+        self.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
 
 
 def _printable(data: bytes) -> str | None:
@@ -340,6 +383,13 @@ def scan_text(
     found: list[tuple[str, int, int, str]] = []
     n = len(text)
     want_reversed = index is not None
+    ascii_fast = _ASCII_FAST and index is not None and text.isascii()
+    passes: tuple[_Pass, _Pass] | None = None
+    raw = b""
+    if ascii_fast and PARALLEL_MIN_CHARS and n >= PARALLEL_MIN_CHARS:
+        assert index is not None
+        raw = lower_bytes(text)
+        passes = (_Pass(index, text, raw), _Pass(index, text[::-1], raw[::-1]))
     spans = text_spans(text) if phi or decode else None
     if phi:
         for p in scan_phi(text, kinds, spans=spans):
@@ -350,7 +400,6 @@ def scan_text(
     # An ASCII output is lower-cased once, and searched forwards and backwards (its reversed
     # bytes are its reversal's) apart from the decoded texts; any other goes with the decoded
     # texts, its reversal among them, so that all are lower-cased alike (see `lower_bytes`).
-    ascii_fast = _ASCII_FAST and index is not None and text.isascii()
     reversed_hits: list[tuple[str, str, int, int]] = []
     if want_reversed and not ascii_fast:
         layers.append((None, 0, ("encoded:reversed+", text[::-1], True)))
@@ -361,12 +410,16 @@ def scan_text(
         distinct.setdefault(layer, len(distinct))
     inner: list[list[tuple[str, str, int, int]]] = [[] for _ in distinct]
     if index is not None and ascii_fast:
-        raw = lower_bytes(text)
-        for a, b, column in index._find_lowered(text, raw):
+        if passes is not None:
+            forwards, backwards = passes[0].result(), passes[1].result()
+        else:
+            raw = lower_bytes(text)
+            forwards = index._find_lowered(text, raw)
+            backwards = index._find_lowered(text[::-1], raw[::-1])
+        for a, b, column in forwards:
             found.append(("identifier", a, b, column))
-        if want_reversed:
-            for a, b, column in index._find_lowered(text[::-1], raw[::-1]):
-                reversed_hits.append(("identifier", column, a, b))
+        for a, b, column in backwards:
+            reversed_hits.append(("identifier", column, a, b))
         if distinct:
             # One index pass over every decoded text, joined by newlines (no value spans a
             # newline): a call costs the same few dozen array operations whatever its size.

@@ -431,3 +431,66 @@ def test_scan_text_of_ascii_output_agrees_with_the_general_path(
             m.setattr(scan_mod, "_ASCII_FAST", False)
             general = scan_text(full, index)
         assert fast == general, full[:300]
+
+
+def _long_output(patients: pd.DataFrame, which: int, size: int) -> str:
+    """An ASCII output of `size` characters: prose with one patient's values in it, written
+    forwards, reversed and encoded, at the start, in the middle and at the end."""
+    row = patients.iloc[which]
+    values = [str(row["name"]), str(row["mrn"]), str(row["postcode"])]
+    leaks = [v for value in values for v in (value, value[::-1], *_encoded(value))]
+    leaks = [v for v in leaks if v.isascii()]
+    words = "cohort analysis survival model baseline outcome ward median interval "
+    filler = (words * (size // len(words) + 1))[:size]
+    third = size // 3
+    text = " ".join([*leaks, filler[:third], *leaks, filler[third:], *leaks])
+    return text[:size] if len(text) > size else text
+
+
+@pytest.mark.parametrize("which", [0, 7])
+def test_long_ascii_output_scanned_in_threads_finds_what_one_thread_finds(
+    patient_index: IdentifierIndex, patients: pd.DataFrame, which: int
+) -> None:
+    # The two index passes of a long ASCII output run in threads beside the PHI patterns; the
+    # findings, their order and strength must be those of the passes run one after the other,
+    # and of the general path.
+    text = _long_output(patients, which, scan_mod.PARALLEL_MIN_CHARS + 1000)
+    assert len(text) >= scan_mod.PARALLEL_MIN_CHARS
+    threaded = scan_text(text, patient_index)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(scan_mod, "PARALLEL_MIN_CHARS", 0)
+        serial = scan_text(text, patient_index)
+        m.setattr(scan_mod, "_ASCII_FAST", False)
+        general = scan_text(text, patient_index)
+    assert threaded == serial == general
+    kinds = {f.kind for f in threaded}
+    assert {"identifier", "encoded:reversed+identifier"} <= kinds
+
+
+def test_long_output_scanned_when_no_thread_can_start(
+    patient_index: IdentifierIndex, patients: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Inside the sandbox a process limit may refuse a new thread: the passes then run in the
+    # caller's thread, and nothing is missed.
+    text = _long_output(patients, 3, scan_mod.PARALLEL_MIN_CHARS)
+    expected = scan_text(text, patient_index)
+
+    def refuse(self: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(scan_mod._Pass, "start", refuse)
+    assert scan_text(text, patient_index) == expected
+
+
+def test_an_error_in_a_scan_thread_reaches_the_caller(
+    patient_index: IdentifierIndex, patients: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pass that fails must fail the scan (the guards then block), never return no findings.
+    text = _long_output(patients, 3, scan_mod.PARALLEL_MIN_CHARS)
+
+    def broken(*args: object) -> list[tuple[int, int, str]]:
+        raise MemoryError("scan pass")
+
+    monkeypatch.setattr(IdentifierIndex, "_find_lowered", broken)
+    with pytest.raises(MemoryError, match="scan pass"):
+        scan_text(text, patient_index)
