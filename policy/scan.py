@@ -82,7 +82,7 @@ class _Pass(threading.Thread):
 
     def __init__(self, index: IdentifierIndex, text: str, raw: bytes) -> None:
         super().__init__(name="bedside-scan", daemon=True)
-        self._work = (index, text, raw)
+        self._work: tuple[IdentifierIndex, str, bytes] = (index, text, raw)
         self._result: list[tuple[int, int, str]] | None = None
         self._error: BaseException | None = None
         try:
@@ -100,9 +100,9 @@ class _Pass(threading.Thread):
 
     def result(self) -> list[tuple[int, int, str]]:
         if not self._running:
-            index, text, raw = self._work
-            return index._find_lowered(text, raw)
-        self.join()
+            self.run()
+        else:
+            self.join()
         if self._error is not None:
             raise self._error
         assert self._result is not None
