@@ -14,6 +14,7 @@ attrs or rebuilds frames from `.values` loses the tag and falls back on the text
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import threading
@@ -296,6 +297,20 @@ class ProvenanceTracker:
         # four entries: a numeric key column is kept as a copy (8 MB per column at 1M records)
         return _remembered(self._cells_cache, key, compute, size=4)
 
+    def remembers(self, obj: object) -> bool:
+        """True when `obj` is one of the values `_grouped` or `_cells` hold (or a part of one):
+        built here from inputs the memo compared by value, never handed to the researcher's
+        code and never changed, so while it is held the same object means the same data."""
+        for cache in (self._group_cache, self._cells_cache):
+            for _, value in cache:
+                if value is obj:
+                    return True
+                if isinstance(value, Cells):
+                    value = (value.counts, value.positives, value.cell_top, value.cell_records)
+                if isinstance(value, tuple) and any(v is obj for v in value):
+                    return True
+        return False
+
     def is_record_axis(self, labels: pd.Index, table: str) -> bool:
         """True when the labels are record labels of the table (rows, not column names)."""
         base = self.tables.get(table)
@@ -374,33 +389,37 @@ class ProvenanceTracker:
         counted = result.copy() if method == "value_counts" else None
 
         def compute() -> tuple[Any, Any, Any, Any]:
-            codes, sizes = _group_codes(gb)
+            codes, labels, sizes = _group_codes(gb)
 
-            def records_of() -> dict[Any, np.ndarray]:
+            def grouped() -> tuple[pd.Series, dict[Any, np.ndarray]]:
+                # The records per group with the group sizes: both functions of the key, so a
+                # grouping seen again builds neither (nor the Series of sizes).
                 return self._grouped(
-                    (obj.index, codes, sizes.index),
-                    lambda: _group_records(obj.index, codes, sizes.index, self._index_hashes),
+                    (obj.index, codes, labels),
+                    lambda: (
+                        sizes if sizes is not None else _sizes(codes, labels),
+                        _group_records(obj.index, codes, labels, self._index_hashes),
+                    ),
                 )
 
-            counts = counted if counted is not None else sizes
             positives = top = None
             if kind == "magnitude" and isinstance(obj, pd.Series):
                 # one lookup for the records and the contributions of the values
                 v = obj.to_numpy()
-                records, positives, top = self._grouped(
-                    (obj.index, codes, sizes.index, v),
-                    lambda: (records_of(), *_contributions(v, codes, sizes.index)),
+                size_of, records, positives, top = self._grouped(
+                    (obj.index, codes, labels, v),
+                    lambda: (*grouped(), *_contributions(v, codes, labels)),
                 )
-                return counts, positives, top, records
-            records = records_of()
+                return (counted if counted is not None else size_of), positives, top, records
+            size_of, records = grouped()
             if kind == "magnitude":
                 pos = {}
                 for c in (c for c in obj.columns if c in result_columns):
-                    p, _ = _contributions(obj[c].to_numpy(), codes, sizes.index)
+                    p, _ = _contributions(obj[c].to_numpy(), codes, labels)
                     if p is not None:
                         pos[c] = p
                 positives = pd.DataFrame(pos) if pos else None
-            return counts, positives, top, records
+            return (counted if counted is not None else size_of), positives, top, records
 
         ann = Annotation(
             table, kind, _PENDING, stat, column_stats, None, None,
@@ -450,21 +469,27 @@ _ORIG: dict[str, Callable[..., Any]] = {}
 _PENDING = pd.Series(dtype=float)
 
 
-def _group_codes(gb: Any) -> tuple[np.ndarray, pd.Series]:
-    """Group number of every row and the records per group, from the grouping already done."""
+def _group_codes(gb: Any) -> tuple[np.ndarray, pd.Index, pd.Series | None]:
+    """Group number of every row, the group labels and, when the grouping already done does
+    not give them, the records per group (else None: `_sizes` of the first two)."""
     grouper = getattr(gb, "_grouper", None)
     try:
         ids = np.asarray(grouper.ids)  # type: ignore[union-attr]
         labels = grouper.result_index  # type: ignore[union-attr]
         if ids.shape[0] == len(gb.obj) and len(labels):
-            n = np.bincount(ids[ids >= 0], minlength=len(labels))[: len(labels)]
-            return ids, pd.Series(n, index=labels)
+            return ids, labels, None
     except (AttributeError, TypeError, ValueError):
         pass  # other pandas versions: the public API, one more pass over the data
     sizes = _ORIG["GroupBy.size"](gb)
     if isinstance(sizes, pd.DataFrame):  # as_index=False
         sizes = sizes.set_index(list(sizes.columns[:-1])).iloc[:, 0]
-    return np.asarray(_ORIG["GroupBy.ngroup"](gb)), sizes
+    return np.asarray(_ORIG["GroupBy.ngroup"](gb)), sizes.index, sizes
+
+
+def _sizes(ids: np.ndarray, labels: pd.Index) -> pd.Series:
+    """Records per group from the group number of every row (-1: in no group)."""
+    n = np.bincount(ids[ids >= 0], minlength=len(labels))[: len(labels)]
+    return pd.Series(n, index=labels)
 
 
 MAX_TRACKED_GROUPS = 1000  # the differencing log keeps record sets of tables up to this size
@@ -579,6 +604,25 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
         return out
 
     NDFrame.__finalize__ = __finalize__  # type: ignore[method-assign]
+
+    # pandas deep-copies `attrs` into every object it derives from a tagged one (several per
+    # operation), through `copy.deepcopy`'s generic dict and tuple walk. Attrs holding only the
+    # tag (a tuple of a string and a string or int) are copied here the way deepcopy would copy
+    # them: a new dict, the same immutable tuple. Anything else goes to deepcopy as before.
+    import pandas.core.generic as generic_mod
+
+    if getattr(generic_mod, "deepcopy", None) is copy.deepcopy:
+        deep = copy.deepcopy
+
+        def deepcopy(x: Any, memo: Any = None) -> Any:
+            if type(x) is dict and len(x) == 1:
+                tag = x.get(TAG)
+                if (type(tag) is tuple and len(tag) == 2 and type(tag[0]) is str
+                        and type(tag[1]) in (str, int)):  # fmt: skip
+                    return {TAG: tag}
+            return deep(x, memo)
+
+        generic_mod.deepcopy = deepcopy  # type: ignore[attr-defined]
 
     orig_s_reduce = pd.Series._reduce
 

@@ -179,9 +179,14 @@ class GuardedKernel(IPythonKernel):
     def _arm(self) -> None:
         """Import and build the guard (pandas hooks, scanner) while the kernel starts serving."""
         try:
-            from bedside.kernel._provenance import ProvenanceTracker
-            from bedside.kernel._scan import TextScanner
-            from bedside.kernel.guard import OutputGuard
+            # Imported as a cell would import them, with `get_ipython` in builtins: pandas
+            # decides at import whether it runs in a terminal, and outside a cell it would
+            # think so (display.max_columns 0: wide frames not truncated to 20 columns as in a
+            # plain kernel, and the terminal's size looked up at every repr).
+            with self.shell.builtin_trap:
+                from bedside.kernel._provenance import ProvenanceTracker
+                from bedside.kernel._scan import TextScanner
+                from bedside.kernel.guard import OutputGuard
 
             tracker = ProvenanceTracker(self.policy.disclosure)
             scanner = TextScanner(self.policy.enabled_phi_patterns)
