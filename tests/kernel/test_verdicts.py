@@ -80,6 +80,22 @@ def test_values_changed_in_place_are_judged_again(session: Session) -> None:
     assert "dominance" in meta["details"]["rules"], meta
 
 
+def test_records_swapped_between_groups_are_judged_again(session: Session) -> None:
+    """Two records trade groups: the counts, labels and values shown are as before, only the
+    records behind the cells changed, and each cell now differs from the one released by two
+    records (differencing). The verdict must come from the new records."""
+    code = "g.groupby('readmitted').size()"
+    session.execute("g = c.copy()")
+    assert "suppressed" not in _shown_repeatedly(session, code)
+    got = session.execute("\n".join([
+        "i0, i1 = g.index[g.readmitted == 0][0], g.index[g.readmitted == 1][0]",
+        "g.loc[[i0, i1], 'readmitted'] = [1, 0]",
+        code,
+    ]))  # fmt: skip
+    meta = _result(got)[1]
+    assert meta["decision"] == "blocked" and meta["details"]["rules"] == ["differencing"], meta
+
+
 def test_a_result_changed_in_place_is_shown_as_it_now_is(session: Session) -> None:
     session.execute("t = c.groupby('site').size()")
     before = _shown_repeatedly(session, "t")
@@ -104,8 +120,10 @@ def test_differencing_is_not_bypassed_by_a_remembered_verdict(session: Session) 
 def test_a_remembered_verdict_is_judged_again_when_the_log_changes(session: Session) -> None:
     """The differencing log keeps the last four record sets of a group: once four other
     selections have pushed X's records out, a near-duplicate Y (one record fewer) is released,
-    and X shown again must now be suppressed against Y, not answered by its old verdict."""
-    x = "c.groupby('readmitted').stay.median()"
+    and X shown again must now be suppressed against Y, not answered by its old verdict. (Counts:
+    one grouping-memo entry per table, so X's memo values are still held and only the log's
+    version tells that its verdict is out of date.)"""
+    x = "c.groupby('readmitted').size()"
     assert "suppressed" not in _shown_repeatedly(session, x)
     for skip in (150, 300, 450, 600, 1):  # four other selections, then Y
         text, _ = _result(session.execute(x.replace("c.", f"c.iloc[{skip}:].", 1)))
