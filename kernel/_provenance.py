@@ -20,7 +20,6 @@ import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,10 +148,10 @@ def _same(a: Any, b: Any) -> bool:
             # and a third of the cost of array_equal(equal_nan=True)
             bits = _BITS.get(a.dtype.itemsize)
             if bits is not None:
-                return bool(np.array_equal(a.view(bits), b.view(bits)))
+                return bool((a.view(bits) == b.view(bits)).all())
             return bool(np.array_equal(a, b, equal_nan=True))
         if a.dtype.kind in "iub":
-            return bool(np.array_equal(a, b))
+            return bool((a == b).all())  # shapes and dtypes checked above
         return False
     if isinstance(a, _Identity):
         return isinstance(b, _Identity) and a.obj is b.obj
@@ -220,6 +219,22 @@ def _is_binary(values: np.ndarray) -> bool:
     return v.size > 0 and bool(((v == 0) | (v == 1)).all())
 
 
+class _Quiet:
+    """`ProvenanceTracker.quiet()`: counts this thread's nesting (a class, not a generator
+    context manager: the guard enters it a dozen times per cell)."""
+
+    __slots__ = ("_local",)
+
+    def __init__(self, local: threading.local) -> None:
+        self._local = local
+
+    def __enter__(self) -> None:
+        self._local.busy = getattr(self._local, "busy", 0) + 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._local.busy -= 1
+
+
 class ProvenanceTracker:
     """Per-kernel state: protected tables, aggregate annotations, the cell's reduction events."""
 
@@ -232,6 +247,7 @@ class ProvenanceTracker:
         self.history: list[ReductionEvent] = []
         self.touched = False
         self._local = threading.local()
+        self._quiet = _Quiet(self._local)
         self._keys = itertools.count(1)
         self._patched = False
         # (index, its sorted label hashes): indexes are immutable, and `is_` (same labels object,
@@ -245,14 +261,9 @@ class ProvenanceTracker:
     def busy(self) -> bool:
         return getattr(self._local, "busy", 0) > 0
 
-    @contextmanager
-    def quiet(self) -> Iterator[None]:
-        """Run pandas on the guard's behalf: no annotations, no events."""
-        self._local.busy = getattr(self._local, "busy", 0) + 1
-        try:
-            yield
-        finally:
-            self._local.busy -= 1
+    def quiet(self) -> _Quiet:
+        """Run pandas on the guard's behalf: no annotations, no events (a context manager)."""
+        return self._quiet
 
     def begin_cell(self) -> None:
         self.history.extend(self.cell_events)
