@@ -131,6 +131,17 @@ _BITS = {2: np.int16, 4: np.int32, 8: np.int64}  # an integer type of each float
 
 def _same(a: Any, b: Any) -> bool:
     """Equal keys of `ProvenanceTracker._grouped`: the same labels, or equal arrays."""
+    t = type(a)
+    # the commonest parts first, by exact type (each key is compared on every display)
+    if t is tuple:
+        if type(b) is not tuple or len(a) != len(b):
+            return False
+        for x, y in zip(a, b):  # noqa: B905 - lengths checked above
+            if not _same(x, y):
+                return False
+        return True
+    if t is str or t is int or a is None:
+        return t is type(b) and a == b
     if isinstance(a, pd.Index):
         if not isinstance(b, pd.Index) or len(a) != len(b):
             return False
@@ -255,6 +266,7 @@ class ProvenanceTracker:
         self._hash_cache: list[tuple[pd.Index, tuple[np.ndarray, np.ndarray]]] = []
         self._group_cache: list[tuple[tuple[Any, ...], Any]] = []  # see `_grouped`
         self._cells_cache: list[tuple[tuple[Any, ...], Any]] = []  # see `_cells`
+        self._held: tuple[Any, set[int], Any] | None = None  # see `remembers`
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -325,15 +337,21 @@ class ProvenanceTracker:
         """True when `obj` is one of the values `_grouped` or `_cells` hold (or a part of one):
         built here from inputs the memo compared by value, never handed to the researcher's
         code and never changed, so while it is held the same object means the same data."""
-        for cache in (self._group_cache, self._cells_cache):
-            for _, value in cache:
-                if value is obj:
-                    return True
-                if isinstance(value, Cells):
-                    value = (value.counts, value.positives, value.cell_top, value.cell_records)
-                if isinstance(value, tuple) and any(v is obj for v in value):
-                    return True
-        return False
+        held = (self._group_cache[0][1] if self._group_cache else None,
+                self._cells_cache[0][1] if self._cells_cache else None)  # fmt: skip
+        if self._held is None or self._held[0] != (id(held[0]), id(held[1])):
+            # object ids of everything the memos hold (stable while they hold it), rebuilt
+            # when an entry was added (the newest entries' ids tell; they are held as well)
+            ids = set()
+            for cache in (self._group_cache, self._cells_cache):
+                for _, value in cache:
+                    parts = ((value.counts, value.positives, value.cell_top, value.cell_records)
+                             if isinstance(value, Cells) else value)  # fmt: skip
+                    ids.add(id(value))
+                    if isinstance(parts, tuple):
+                        ids.update(id(v) for v in parts if v is not None)
+            self._held = ((id(held[0]), id(held[1])), ids, held)
+        return id(obj) in self._held[1]
 
     def is_record_axis(self, labels: pd.Index, table: str) -> bool:
         """True when the labels are record labels of the table (rows, not column names)."""
@@ -479,7 +497,7 @@ def _remembered(
 ) -> Any:  # fmt: skip
     """`compute()`, or the value remembered in `cache` for an equal key (`_same`, part by part)."""
     for ref, value in cache:
-        if len(ref) == len(key) and all(_same(a, b) for a, b in zip(ref, key, strict=True)):
+        if _same(ref, key):
             return value
     value = compute()
     cache.insert(0, (_kept(key), value))

@@ -107,6 +107,25 @@ def _strings(obj: Any) -> Iterator[str]:
 
 def _collect_strings(obj: Any, out: list[str]) -> None:
     # appends to one list rather than nesting generators: this runs on every message
+    t = type(obj)
+    if t is dict:  # the usual containers and leaves by exact type first, then any subclass
+        for k, v in obj.items():
+            if type(k) is str:
+                if k not in _PROTOCOL:
+                    out.append(k)
+            elif isinstance(k, str) and k not in _PROTOCOL:
+                out.append(k)
+            tv = type(v)
+            if tv is str:
+                if v not in _PROTOCOL:
+                    out.append(v)
+            elif tv is not int and tv is not bool and v is not None:
+                _collect_strings(v, out)
+        return
+    if t is str:
+        if obj not in _PROTOCOL:
+            out.append(obj)
+        return
     if isinstance(obj, str):
         if obj not in _PROTOCOL:
             out.append(obj)

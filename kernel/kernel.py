@@ -2,7 +2,8 @@
 
 `GuardedKernel` loads the custodian's policy (`--policy FILE` or `BEDSIDE_POLICY`), puts a
 `hospital` catalog in the user namespace, wraps the kernel session's `send` so that every message
-on iopub, shell, control and stdin passes `OutputGuard.check`, hooks the display formatter so
+on iopub, shell, control and stdin passes `OutputGuard.check` (the types it would pass unread,
+`guard.PASS_TYPES` such as status, go straight out), hooks the display formatter so
 objects are judged before they are rendered, captures file descriptors 1 and 2 through a pipe the
 guard reads (raw `os.write` and subprocess output included), and refuses the magics that dump
 values (`%whos`, `%debug`, `%xmode Verbose`) and, when the policy says `shell: deny`, shell
@@ -151,6 +152,7 @@ class GuardedKernel(IPythonKernel):
         super().__init__(**kwargs)
         self.policy = _preloaded_policy or load_kernel_policy()
         self._armed = threading.Event()
+        self._pass_types: frozenset[str] = frozenset()  # guard.PASS_TYPES once it is armed
         self._arm_error: BaseException | None = None
         self.hospital = Hospital(self)
         self.executed_cells: list[str] = []
@@ -186,13 +188,14 @@ class GuardedKernel(IPythonKernel):
             with self.shell.builtin_trap:
                 from bedside.kernel._provenance import ProvenanceTracker
                 from bedside.kernel._scan import TextScanner
-                from bedside.kernel.guard import OutputGuard
+                from bedside.kernel.guard import PASS_TYPES, OutputGuard
 
             tracker = ProvenanceTracker(self.policy.disclosure)
             scanner = TextScanner(self.policy.enabled_phi_patterns)
             guard = OutputGuard(self.policy, tracker, scanner)
             tracker.install()
             self._tracker, self._scanner, self._guard = tracker, scanner, guard
+            self._pass_types = PASS_TYPES
         except BaseException as exc:  # noqa: BLE001 - reported below, fails closed
             self._arm_error = exc
         finally:
@@ -249,8 +252,12 @@ class GuardedKernel(IPythonKernel):
             else:
                 msg = session.msg(msg_or_type, content=content, parent=parent, header=header,
                                   metadata=metadata)  # fmt: skip
-            early = msg["header"]["msg_type"] in EARLY_TYPES and not buffers
-            if early and not self._armed.is_set():
+            msg_type = msg["header"]["msg_type"]
+            # Messages the guard passes unread (guard.PASS_TYPES, known once it is armed) go
+            # straight out; before it is armed, only the few the kernel sends while starting.
+            if msg_type in self._pass_types or (
+                msg_type in EARLY_TYPES and not buffers and not self._armed.is_set()
+            ):
                 return original(stream, msg, ident=ident, buffers=buffers, track=track)
             if buffers:
                 msg["buffers"] = list(buffers)
