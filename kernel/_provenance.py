@@ -655,12 +655,16 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
 
     if getattr(generic_mod, "deepcopy", None) is copy.deepcopy:
         deep = copy.deepcopy
+        checked: list[Any] = [None]  # the last tag found immutable (most copies are of it)
 
         def deepcopy(x: Any, memo: Any = None) -> Any:
             if type(x) is dict and len(x) == 1:
                 tag = x.get(TAG)
+                if tag is not None and tag is checked[0]:
+                    return {TAG: tag}
                 if (type(tag) is tuple and len(tag) == 2 and type(tag[0]) is str
                         and type(tag[1]) in (str, int)):  # fmt: skip
+                    checked[0] = tag
                     return {TAG: tag}
             return deep(x, memo)
 

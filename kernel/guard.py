@@ -281,8 +281,9 @@ class OutputGuard:
         annotation's other fields by value, the rules and the differencing log by identity and
         the log's version."""
         parts = (ann.counts, ann.positives, ann.top, ann.records, ann.cell_records, ann.cell_top)
-        if not all(p is None or self.tracker.remembers(p) for p in parts):
-            return None
+        for p in parts:
+            if p is not None and not self.tracker.remembers(p):
+                return None
         values = obj.to_numpy()
         if values.dtype.kind not in "fiub":
             return None
@@ -523,12 +524,14 @@ class OutputGuard:
                 text = self._stream_tail.get(stream_key, "") + text
                 self._stream_tail[stream_key] = text[-256:]
             # Scanned even when a decision is already attached: metadata is not to be trusted.
-            finding = self.scanner.scan(text)
-            if finding is None:
+            # (No text, nothing to find: a reply made of protocol words only, the usual
+            # execute_reply.)
+            finding = self.scanner.scan(text) if text else None
+            if finding is None and text:
                 finding = self._sequence_finding(text)
             if finding is not None:
                 decision = self._finding_decision(finding, channel)
-            elif msg_type in OUTPUT_TYPES and self._extreme_in(text):
+            elif text and msg_type in OUTPUT_TYPES and self._extreme_in(text):
                 decision = Decision.block(
                     dr.EXTREMES, "it shows the minimum or maximum of a protected column",
                     dr.ADVICE[dr.EXTREMES])  # fmt: skip
@@ -667,12 +670,12 @@ def _expressions_decision(content: dict[str, Any]) -> dict[str, Any] | None:
 
 def _same_verdict_key(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     """Equal keys of `OutputGuard._verdicts` (see `_verdict_key`)."""
-    parts_a, parts_b = a[0], b[0]
-    if any(x is not y for x, y in zip(parts_a, parts_b, strict=True)):
-        return False
+    for x, y in zip(a[0], b[0]):  # noqa: B905 - six parts each
+        if x is not y:
+            return False
     if a[5] is not b[5] or a[6] is not b[6] or a[7] != b[7]:  # rules, log, log version
         return False
-    return all(_same(x, y) for x, y in zip(a[1:5], b[1:5], strict=True))
+    return _same(a[1:5], b[1:5])
 
 
 def _kept_verdict_key(key: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -20,6 +20,7 @@ stops the kernel.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -153,6 +154,7 @@ class GuardedKernel(IPythonKernel):
         self.policy = _preloaded_policy or load_kernel_policy()
         self._armed = threading.Event()
         self._pass_types: frozenset[str] = frozenset()  # guard.PASS_TYPES once it is armed
+        self._guard_module: Any = None  # bedside.kernel.guard once it is armed
         self._arm_error: BaseException | None = None
         self.hospital = Hospital(self)
         self.executed_cells: list[str] = []
@@ -196,6 +198,7 @@ class GuardedKernel(IPythonKernel):
             tracker.install()
             self._tracker, self._scanner, self._guard = tracker, scanner, guard
             self._pass_types = PASS_TYPES
+            self._guard_module = sys.modules[OutputGuard.__module__]
         except BaseException as exc:  # noqa: BLE001 - reported below, fails closed
             self._arm_error = exc
         finally:
@@ -284,27 +287,26 @@ class GuardedKernel(IPythonKernel):
         original = formatter.format
 
         def format(obj: Any, include: Any = None, exclude: Any = None) -> Any:  # noqa: A001
-            from bedside.kernel.guard import ADVICE, _is_figure, notice_bundle
-
             guard = self.guard
+            gm = self._guard_module  # bedside.kernel.guard, imported when the guard was armed
             try:
                 decision, target = guard.judge_object(obj)
             except Exception as exc:  # noqa: BLE001 - fail closed
                 decision, target = Decision.block(
                     "guard-error", f"the guard could not judge this object ({type(exc).__name__})",
-                    ADVICE["guard-error"]), obj  # fmt: skip
+                    gm.ADVICE["guard-error"]), obj  # fmt: skip
             if decision is not None and decision.blocked:
-                return notice_bundle(decision), {"bedside": decision.to_metadata()}
-            with self.tracker.quiet():
+                return gm.notice_bundle(decision), {"bedside": decision.to_metadata()}
+            with guard.tracker.quiet():
                 data, md = original(target, include=include, exclude=exclude)
-                if "image/svg+xml" in data and _is_figure(target):
+                if "image/svg+xml" in data and gm._is_figure(target):
                     # SVG carries the plotted coordinates: a checked figure goes out as PNG.
                     from IPython.core.pylabtools import print_figure
 
                     data = {k: v for k, v in data.items() if k != "image/svg+xml"}
                     data["image/png"] = print_figure(target, "png", base64=True)
                     decision = Decision.redact("svg", "SVG output replaced by PNG",
-                                               ADVICE["svg"])  # fmt: skip
+                                               gm.ADVICE["svg"])  # fmt: skip
             if decision is not None and decision.rule not in ("pass", "schema-or-summary"):
                 md = dict(md or {})
                 md["bedside"] = decision.to_metadata()
