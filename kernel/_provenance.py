@@ -337,11 +337,12 @@ class ProvenanceTracker:
         """True when `obj` is one of the values `_grouped` or `_cells` hold (or a part of one):
         built here from inputs the memo compared by value, never handed to the researcher's
         code and never changed, so while it is held the same object means the same data."""
-        held = (self._group_cache[0][1] if self._group_cache else None,
-                self._cells_cache[0][1] if self._cells_cache else None)  # fmt: skip
+        # the newest entries (a new (key, value) tuple per entry added, held here too, so
+        # their ids cannot come back): another newest entry means the memos changed
+        held = (self._group_cache[0] if self._group_cache else None,
+                self._cells_cache[0] if self._cells_cache else None)  # fmt: skip
         if self._held is None or self._held[0] != (id(held[0]), id(held[1])):
-            # object ids of everything the memos hold (stable while they hold it), rebuilt
-            # when an entry was added (the newest entries' ids tell; they are held as well)
+            # object ids of everything the memos hold (stable while they hold it)
             ids = set()
             for cache in (self._group_cache, self._cells_cache):
                 for _, value in cache:

@@ -197,3 +197,12 @@ def test_quiet_nests_and_is_per_thread() -> None:
     with pytest.raises(ValueError), tracker.quiet():
         raise ValueError
     assert not tracker.busy
+
+
+def test_tracker_vouches_for_nothing_a_memo_let_go_of() -> None:
+    tracker = ProvenanceTracker(dr.Rules())
+    first = tracker._cells(("x", 0), lambda: (pd.Series([1]), None))
+    assert tracker.remembers(first[0])
+    for i in range(1, 5):  # values of None (a table too large to track) push it out
+        tracker._cells(("x", i), lambda: None)
+    assert not tracker.remembers(first[0])
