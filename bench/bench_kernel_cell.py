@@ -14,8 +14,12 @@ row-order scans of an identical output, the record sets of the same groups, the 
 of a crosstab or pivot_table over the same columns), so a cell run again costs it less than a
 new one; every memo is keyed by the data it depends on (copied arrays, immutable pyarrow arrays,
 versions of the indexes), never by object identity alone, so changed data is judged again
-(tests/kernel/test_memos.py). `--fresh` adds cells whose output and records differ on every run,
-to measure the guard on outputs it has not seen (the target is stated for the default cells).
+(tests/kernel/test_memos.py); the verdict on an aggregate shown again is remembered too, keyed by
+those memo values, the result's labels and values, the rules and the differencing log and its
+version (tests/kernel/test_verdicts.py). `--fresh` adds cells whose output and records differ on
+every run, to measure the guard on outputs it has not seen (the target is stated for the default
+cells). `bench/kernel_cell_callgrind.py` counts the instructions per cell of the same cells under
+callgrind, which a loaded machine does not change.
 """
 
 from __future__ import annotations

@@ -14,12 +14,12 @@ attrs or rebuilds frames from `.values` loses the tag and falls back on the text
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,19 +126,43 @@ class _Strings:
 
 
 _SCALARS = (str, int, float, bool, type(None))
+_BITS = {2: np.int16, 4: np.int32, 8: np.int64}  # an integer type of each float's size
 
 
 def _same(a: Any, b: Any) -> bool:
     """Equal keys of `ProvenanceTracker._grouped`: the same labels, or equal arrays."""
+    t = type(a)
+    # the commonest parts first, by exact type (each key is compared on every display)
+    if t is tuple:
+        if type(b) is not tuple or len(a) != len(b):
+            return False
+        for x, y in zip(a, b):  # noqa: B905 - lengths checked above
+            if not _same(x, y):
+                return False
+        return True
+    if t is str or t is int or a is None:
+        return t is type(b) and a == b
     if isinstance(a, pd.Index):
-        return isinstance(b, pd.Index) and (a.is_(b) or (len(a) == len(b) and a.equals(b)))
+        if not isinstance(b, pd.Index) or len(a) != len(b):
+            return False
+        if a.is_(b):
+            return True
+        pa_a, pa_b = getattr(a.array, "_pa_array", None), getattr(b.array, "_pa_array", None)
+        if pa_a is not None and pa_b is not None:  # pyarrow labels: one comparison in arrow
+            return type(a) is type(b) and a.dtype == b.dtype and bool(pa_a.equals(pa_b))
+        return a.equals(b)
     if isinstance(a, np.ndarray):
         if not isinstance(b, np.ndarray) or a.shape != b.shape or a.dtype != b.dtype:
             return False
         if a.dtype.kind == "f":
+            # bit for bit (NaN equals NaN, 0.0 differs from -0.0): stricter than equal values,
+            # and a third of the cost of array_equal(equal_nan=True)
+            bits = _BITS.get(a.dtype.itemsize)
+            if bits is not None:
+                return bool((a.view(bits) == b.view(bits)).all())
             return bool(np.array_equal(a, b, equal_nan=True))
         if a.dtype.kind in "iub":
-            return bool(np.array_equal(a, b))
+            return bool((a == b).all())  # shapes and dtypes checked above
         return False
     if isinstance(a, _Identity):
         return isinstance(b, _Identity) and a.obj is b.obj
@@ -206,6 +230,22 @@ def _is_binary(values: np.ndarray) -> bool:
     return v.size > 0 and bool(((v == 0) | (v == 1)).all())
 
 
+class _Quiet:
+    """`ProvenanceTracker.quiet()`: counts this thread's nesting (a class, not a generator
+    context manager: the guard enters it a dozen times per cell)."""
+
+    __slots__ = ("_local",)
+
+    def __init__(self, local: threading.local) -> None:
+        self._local = local
+
+    def __enter__(self) -> None:
+        self._local.busy = getattr(self._local, "busy", 0) + 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._local.busy -= 1
+
+
 class ProvenanceTracker:
     """Per-kernel state: protected tables, aggregate annotations, the cell's reduction events."""
 
@@ -218,6 +258,7 @@ class ProvenanceTracker:
         self.history: list[ReductionEvent] = []
         self.touched = False
         self._local = threading.local()
+        self._quiet = _Quiet(self._local)
         self._keys = itertools.count(1)
         self._patched = False
         # (index, its sorted label hashes): indexes are immutable, and `is_` (same labels object,
@@ -225,20 +266,16 @@ class ProvenanceTracker:
         self._hash_cache: list[tuple[pd.Index, tuple[np.ndarray, np.ndarray]]] = []
         self._group_cache: list[tuple[tuple[Any, ...], Any]] = []  # see `_grouped`
         self._cells_cache: list[tuple[tuple[Any, ...], Any]] = []  # see `_cells`
+        self._held: tuple[Any, set[int], Any] | None = None  # see `remembers`
 
     # -- state ---------------------------------------------------------------------------
     @property
     def busy(self) -> bool:
         return getattr(self._local, "busy", 0) > 0
 
-    @contextmanager
-    def quiet(self) -> Iterator[None]:
-        """Run pandas on the guard's behalf: no annotations, no events."""
-        self._local.busy = getattr(self._local, "busy", 0) + 1
-        try:
-            yield
-        finally:
-            self._local.busy -= 1
+    def quiet(self) -> _Quiet:
+        """Run pandas on the guard's behalf: no annotations, no events (a context manager)."""
+        return self._quiet
 
     def begin_cell(self) -> None:
         self.history.extend(self.cell_events)
@@ -295,6 +332,27 @@ class ProvenanceTracker:
         the sorts and the per-cell frames."""
         # four entries: a numeric key column is kept as a copy (8 MB per column at 1M records)
         return _remembered(self._cells_cache, key, compute, size=4)
+
+    def remembers(self, obj: object) -> bool:
+        """True when `obj` is one of the values `_grouped` or `_cells` hold (or a part of one):
+        built here from inputs the memo compared by value, never handed to the researcher's
+        code and never changed, so while it is held the same object means the same data."""
+        # the newest entries (a new (key, value) tuple per entry added, held here too, so
+        # their ids cannot come back): another newest entry means the memos changed
+        held = (self._group_cache[0] if self._group_cache else None,
+                self._cells_cache[0] if self._cells_cache else None)  # fmt: skip
+        if self._held is None or self._held[0] != (id(held[0]), id(held[1])):
+            # object ids of everything the memos hold (stable while they hold it)
+            ids = set()
+            for cache in (self._group_cache, self._cells_cache):
+                for _, value in cache:
+                    parts = ((value.counts, value.positives, value.cell_top, value.cell_records)
+                             if isinstance(value, Cells) else value)  # fmt: skip
+                    ids.add(id(value))
+                    if isinstance(parts, tuple):
+                        ids.update(id(v) for v in parts if v is not None)
+            self._held = ((id(held[0]), id(held[1])), ids, held)
+        return id(obj) in self._held[1]
 
     def is_record_axis(self, labels: pd.Index, table: str) -> bool:
         """True when the labels are record labels of the table (rows, not column names)."""
@@ -374,33 +432,37 @@ class ProvenanceTracker:
         counted = result.copy() if method == "value_counts" else None
 
         def compute() -> tuple[Any, Any, Any, Any]:
-            codes, sizes = _group_codes(gb)
+            codes, labels, sizes = _group_codes(gb)
 
-            def records_of() -> dict[Any, np.ndarray]:
+            def grouped() -> tuple[pd.Series, dict[Any, np.ndarray]]:
+                # The records per group with the group sizes: both functions of the key, so a
+                # grouping seen again builds neither (nor the Series of sizes).
                 return self._grouped(
-                    (obj.index, codes, sizes.index),
-                    lambda: _group_records(obj.index, codes, sizes.index, self._index_hashes),
+                    (obj.index, codes, labels),
+                    lambda: (
+                        sizes if sizes is not None else _sizes(codes, labels),
+                        _group_records(obj.index, codes, labels, self._index_hashes),
+                    ),
                 )
 
-            counts = counted if counted is not None else sizes
             positives = top = None
             if kind == "magnitude" and isinstance(obj, pd.Series):
                 # one lookup for the records and the contributions of the values
                 v = obj.to_numpy()
-                records, positives, top = self._grouped(
-                    (obj.index, codes, sizes.index, v),
-                    lambda: (records_of(), *_contributions(v, codes, sizes.index)),
+                size_of, records, positives, top = self._grouped(
+                    (obj.index, codes, labels, v),
+                    lambda: (*grouped(), *_contributions(v, codes, labels)),
                 )
-                return counts, positives, top, records
-            records = records_of()
+                return (counted if counted is not None else size_of), positives, top, records
+            size_of, records = grouped()
             if kind == "magnitude":
                 pos = {}
                 for c in (c for c in obj.columns if c in result_columns):
-                    p, _ = _contributions(obj[c].to_numpy(), codes, sizes.index)
+                    p, _ = _contributions(obj[c].to_numpy(), codes, labels)
                     if p is not None:
                         pos[c] = p
                 positives = pd.DataFrame(pos) if pos else None
-            return counts, positives, top, records
+            return (counted if counted is not None else size_of), positives, top, records
 
         ann = Annotation(
             table, kind, _PENDING, stat, column_stats, None, None,
@@ -436,7 +498,7 @@ def _remembered(
 ) -> Any:  # fmt: skip
     """`compute()`, or the value remembered in `cache` for an equal key (`_same`, part by part)."""
     for ref, value in cache:
-        if len(ref) == len(key) and all(_same(a, b) for a, b in zip(ref, key, strict=True)):
+        if _same(ref, key):
             return value
     value = compute()
     cache.insert(0, (_kept(key), value))
@@ -450,21 +512,27 @@ _ORIG: dict[str, Callable[..., Any]] = {}
 _PENDING = pd.Series(dtype=float)
 
 
-def _group_codes(gb: Any) -> tuple[np.ndarray, pd.Series]:
-    """Group number of every row and the records per group, from the grouping already done."""
+def _group_codes(gb: Any) -> tuple[np.ndarray, pd.Index, pd.Series | None]:
+    """Group number of every row, the group labels and, when the grouping already done does
+    not give them, the records per group (else None: `_sizes` of the first two)."""
     grouper = getattr(gb, "_grouper", None)
     try:
         ids = np.asarray(grouper.ids)  # type: ignore[union-attr]
         labels = grouper.result_index  # type: ignore[union-attr]
         if ids.shape[0] == len(gb.obj) and len(labels):
-            n = np.bincount(ids[ids >= 0], minlength=len(labels))[: len(labels)]
-            return ids, pd.Series(n, index=labels)
+            return ids, labels, None
     except (AttributeError, TypeError, ValueError):
         pass  # other pandas versions: the public API, one more pass over the data
     sizes = _ORIG["GroupBy.size"](gb)
     if isinstance(sizes, pd.DataFrame):  # as_index=False
         sizes = sizes.set_index(list(sizes.columns[:-1])).iloc[:, 0]
-    return np.asarray(_ORIG["GroupBy.ngroup"](gb)), sizes
+    return np.asarray(_ORIG["GroupBy.ngroup"](gb)), sizes.index, sizes
+
+
+def _sizes(ids: np.ndarray, labels: pd.Index) -> pd.Series:
+    """Records per group from the group number of every row (-1: in no group)."""
+    n = np.bincount(ids[ids >= 0], minlength=len(labels))[: len(labels)]
+    return pd.Series(n, index=labels)
 
 
 MAX_TRACKED_GROUPS = 1000  # the differencing log keeps record sets of tables up to this size
@@ -579,6 +647,29 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
         return out
 
     NDFrame.__finalize__ = __finalize__  # type: ignore[method-assign]
+
+    # pandas deep-copies `attrs` into every object it derives from a tagged one (several per
+    # operation), through `copy.deepcopy`'s generic dict and tuple walk. Attrs holding only the
+    # tag (a tuple of a string and a string or int) are copied here the way deepcopy would copy
+    # them: a new dict, the same immutable tuple. Anything else goes to deepcopy as before.
+    import pandas.core.generic as generic_mod
+
+    if getattr(generic_mod, "deepcopy", None) is copy.deepcopy:
+        deep = copy.deepcopy
+        checked: list[Any] = [None]  # the last tag found immutable (most copies are of it)
+
+        def deepcopy(x: Any, memo: Any = None) -> Any:
+            if type(x) is dict and len(x) == 1:
+                tag = x.get(TAG)
+                if tag is not None and tag is checked[0]:
+                    return {TAG: tag}
+                if (type(tag) is tuple and len(tag) == 2 and type(tag[0]) is str
+                        and type(tag[1]) in (str, int)):  # fmt: skip
+                    checked[0] = tag
+                    return {TAG: tag}
+            return deep(x, memo)
+
+        generic_mod.deepcopy = deepcopy  # type: ignore[attr-defined]
 
     orig_s_reduce = pd.Series._reduce
 

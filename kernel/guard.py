@@ -25,7 +25,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bedside.kernel._provenance import Annotation, ProvenanceTracker, sequence_log, tag_of
+from bedside.kernel._provenance import (
+    Annotation,
+    ProvenanceTracker,
+    _same,
+    sequence_log,
+    tag_of,
+)
 from bedside.kernel._scan import Finding, TextScanner, numbers_in
 from bedside.kernel._sequences import SequenceGuard
 from bedside.policy import disclosure as dr
@@ -39,6 +45,7 @@ PASS_TYPES = frozenset(
      "debug_reply", "usage_reply", "iopub_welcome"}
 )  # fmt: skip
 SUPPRESSED = "suppressed"
+VERDICT_MEMO = 4  # verdicts remembered (each holds the record sets of its cells)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _QUOTED = re.compile(r"(['\"])(.*?)\1")
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,:/-]\d+)*")
@@ -59,6 +66,8 @@ ADVICE = {
     "outputs are withheld.",
     "error": "The error message contained data values and was shortened.",
     "guard-error": "Try a simpler output; report the rule and cell to the custodian.",
+    "unknown-records": "Compute the aggregate again and show it in the same cell (the guard "
+    "keeps the records of the last 128 aggregates computed).",
 }
 
 
@@ -98,6 +107,25 @@ def _strings(obj: Any) -> Iterator[str]:
 
 def _collect_strings(obj: Any, out: list[str]) -> None:
     # appends to one list rather than nesting generators: this runs on every message
+    t = type(obj)
+    if t is dict:  # the usual containers and leaves by exact type first, then any subclass
+        for k, v in obj.items():
+            if type(k) is str:
+                if k not in _PROTOCOL:
+                    out.append(k)
+            elif isinstance(k, str) and k not in _PROTOCOL:
+                out.append(k)
+            tv = type(v)
+            if tv is str:
+                if v not in _PROTOCOL:
+                    out.append(v)
+            elif tv is not int and tv is not bool and v is not None:
+                _collect_strings(v, out)
+        return
+    if t is str:
+        if obj not in _PROTOCOL:
+            out.append(obj)
+        return
     if isinstance(obj, str):
         if obj not in _PROTOCOL:
             out.append(obj)
@@ -128,6 +156,10 @@ class OutputGuard:
         # Session memory of released aggregate cells: (table, column, statistic, group) ->
         # record sets, so a later cell over almost the same records is refused (differencing).
         self.released: dict[tuple[Any, ...], list[np.ndarray]] = {}
+        self._released_version = 0  # counts every change of `released`
+        # The last verdicts on aggregates, by what they depend on (`_verdict_key`): a table shown
+        # again is not judged cell by cell again.
+        self._verdicts: list[tuple[tuple[Any, ...], tuple[Decision, np.ndarray, bool]]] = []
         self._stream_tail: dict[str, str] = {}
         self._muted_streams: set[str] = set()
         self._lock = threading.RLock()
@@ -206,6 +238,12 @@ class OutputGuard:
         ann = self.tracker.annotation_of(obj)
         if ann is not None:
             return self._judge_aggregate(obj, ann)
+        if tag[0] != "rows":
+            # An aggregate whose annotation the tracker no longer holds (it keeps the last
+            # ones): the records behind its cells are unknown, so it is not released.
+            return Decision.block(
+                "unknown-records", "the guard no longer knows how many records stand behind "
+                "this aggregate's cells", ADVICE["unknown-records"]), obj  # fmt: skip
         table = str(tag[1])
         rows = self.tracker.is_record_axis(obj.index, table)
         cols = isinstance(obj, pd.DataFrame) and self.tracker.is_record_axis(obj.columns, table)
@@ -217,8 +255,58 @@ class OutputGuard:
         return Decision.release("schema-or-summary"), obj
 
     def _judge_aggregate(self, obj: Any, ann: Annotation) -> tuple[Decision, Any]:
-        rules = self.rules
         frame = _Grid.of(obj)
+        key = self._verdict_key(obj, ann, frame)
+        if key is not None:
+            for ref, verdict in self._verdicts:
+                if _same_verdict_key(ref, key):
+                    return self._shown(obj, frame, *verdict)
+        version = self._released_version
+        decision, out, changed = self._verdict(obj, ann, frame)
+        # Remembered only when judging it logged nothing new: the verdict was reached against
+        # the log as it still is, so judging the same input again gives the same verdict and
+        # logs nothing.
+        if key is not None and version == self._released_version:
+            self._verdicts.insert(0, (_kept_verdict_key(key), (decision, out.copy(), changed)))
+            del self._verdicts[VERDICT_MEMO:]
+        return self._shown(obj, frame, decision, out, changed)
+
+    def _verdict_key(self, obj: Any, ann: Annotation, frame: Any) -> tuple[Any, ...] | None:
+        """What the verdict on an aggregate depends on, or None when it is not remembered.
+
+        The records, counts and contributions behind the cells count by identity only when
+        they are the tracker's own memo values (`ProvenanceTracker.remembers`: built by the
+        tracker from data it compared, never handed to the researcher's code, never changed);
+        the result's labels and values are compared by value (numeric values only), the
+        annotation's other fields by value, the rules and the differencing log by identity and
+        the log's version."""
+        parts = (ann.counts, ann.positives, ann.top, ann.records, ann.cell_records, ann.cell_top)
+        for p in parts:
+            if p is not None and not self.tracker.remembers(p):
+                return None
+        values = obj.to_numpy()
+        if values.dtype.kind not in "fiub":
+            return None
+        columns = frame.columns if isinstance(frame.columns, pd.Index) else tuple(frame.columns)
+        scalars = (ann.table, ann.kind, ann.statistic, tuple(ann.column_stats.items()),
+                   ann.suppress_rows, ann.value_name)  # fmt: skip
+        return (parts, scalars, frame.index, columns, values, self.rules, self.released,
+                self._released_version)  # fmt: skip
+
+    def _shown(self, obj: Any, frame: Any, decision: Decision, out: np.ndarray,
+               changed: bool) -> tuple[Decision, Any]:  # fmt: skip
+        """The verdict applied: the object itself, or a redacted copy of it."""
+        if decision.action is Action.RELEASED or decision.blocked or not changed:
+            return decision, obj
+        red: Any = _frame_of(out.copy(), frame.index, frame.columns)
+        if isinstance(obj, pd.Series):
+            red = red.iloc[:, 0].rename(obj.name)
+        red.attrs.clear()
+        return decision, red
+
+    def _verdict(self, obj: Any, ann: Annotation, frame: Any) -> tuple[Decision, np.ndarray, bool]:
+        """(decision, cells as shown, whether any cell changed), logging released cells."""
+        rules = self.rules
         values = frame.to_numpy(dtype=object)
         out = values.copy()
         counts = ann.counts
@@ -295,13 +383,7 @@ class OutputGuard:
         decision = dr.verdict_decision(masks, rules, rounded=rounded)
         if not decision.blocked:
             self._log_released(to_log)
-        if decision.action is Action.RELEASED or decision.blocked or not changed:
-            return decision, obj
-        red: Any = _frame_of(out, frame.index, frame.columns)
-        if isinstance(obj, pd.Series):
-            red = red.iloc[:, 0].rename(obj.name)
-        red.attrs.clear()
-        return decision, red
+        return decision, out, changed
 
     def _differs_slightly(self, key: tuple[Any, ...], records: np.ndarray | None) -> bool:
         if records is None:
@@ -320,15 +402,20 @@ class OutputGuard:
         for key, records in cells:
             if records is None:
                 continue
-            kept = self.released.setdefault(key, [])
+            kept = self.released.get(key)
+            if kept is None:
+                kept = self.released[key] = []
+                self._released_version += 1
             # the very same array: record sets come from the tracker's memo and are never
             # changed, so identity is equality (and spares comparing the hashes again)
             if not any(p is records or (p.size == records.size and (p == records).all())
                        for p in kept):  # fmt: skip
                 kept.append(records)
                 del kept[:-4]
+                self._released_version += 1
         while len(self.released) > 5000:
             self.released.pop(next(iter(self.released)))
+            self._released_version += 1
 
     def _judge_figure(self, fig: Any) -> Decision | None:
         from matplotlib.collections import PathCollection
@@ -437,12 +524,14 @@ class OutputGuard:
                 text = self._stream_tail.get(stream_key, "") + text
                 self._stream_tail[stream_key] = text[-256:]
             # Scanned even when a decision is already attached: metadata is not to be trusted.
-            finding = self.scanner.scan(text)
-            if finding is None:
+            # (No text, nothing to find: a reply made of protocol words only, the usual
+            # execute_reply.)
+            finding = self.scanner.scan(text) if text else None
+            if finding is None and text:
                 finding = self._sequence_finding(text)
             if finding is not None:
                 decision = self._finding_decision(finding, channel)
-            elif msg_type in OUTPUT_TYPES and self._extreme_in(text):
+            elif text and msg_type in OUTPUT_TYPES and self._extreme_in(text):
                 decision = Decision.block(
                     dr.EXTREMES, "it shows the minimum or maximum of a protected column",
                     dr.ADVICE[dr.EXTREMES])  # fmt: skip
@@ -577,6 +666,22 @@ def _expressions_decision(content: dict[str, Any]) -> dict[str, Any] | None:
         if isinstance(found, dict):
             return found
     return None
+
+
+def _same_verdict_key(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """Equal keys of `OutputGuard._verdicts` (see `_verdict_key`)."""
+    for x, y in zip(a[0], b[0]):  # noqa: B905 - six parts each
+        if x is not y:
+            return False
+    if a[5] is not b[5] or a[6] is not b[6] or a[7] != b[7]:  # rules, log, log version
+        return False
+    return _same(a[1:5], b[1:5])
+
+
+def _kept_verdict_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The key as the memo keeps it: the values copied (a frame changed in place later
+    compares unequal)."""
+    return (*key[:4], np.array(key[4], copy=True), *key[5:])
 
 
 def _lookup(counts: pd.Series | pd.DataFrame, row: Any, col: Any, fallback: int) -> int:

@@ -2,7 +2,8 @@
 
 `GuardedKernel` loads the custodian's policy (`--policy FILE` or `BEDSIDE_POLICY`), puts a
 `hospital` catalog in the user namespace, wraps the kernel session's `send` so that every message
-on iopub, shell, control and stdin passes `OutputGuard.check`, hooks the display formatter so
+on iopub, shell, control and stdin passes `OutputGuard.check` (the types it would pass unread,
+`guard.PASS_TYPES` such as status, go straight out), hooks the display formatter so
 objects are judged before they are rendered, captures file descriptors 1 and 2 through a pipe the
 guard reads (raw `os.write` and subprocess output included), and refuses the magics that dump
 values (`%whos`, `%debug`, `%xmode Verbose`) and, when the policy says `shell: deny`, shell
@@ -19,6 +20,7 @@ stops the kernel.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,6 +153,8 @@ class GuardedKernel(IPythonKernel):
         super().__init__(**kwargs)
         self.policy = _preloaded_policy or load_kernel_policy()
         self._armed = threading.Event()
+        self._pass_types: frozenset[str] = frozenset()  # guard.PASS_TYPES once it is armed
+        self._guard_module: Any = None  # bedside.kernel.guard once it is armed
         self._arm_error: BaseException | None = None
         self.hospital = Hospital(self)
         self.executed_cells: list[str] = []
@@ -179,15 +183,22 @@ class GuardedKernel(IPythonKernel):
     def _arm(self) -> None:
         """Import and build the guard (pandas hooks, scanner) while the kernel starts serving."""
         try:
-            from bedside.kernel._provenance import ProvenanceTracker
-            from bedside.kernel._scan import TextScanner
-            from bedside.kernel.guard import OutputGuard
+            # Imported as a cell would import them, with `get_ipython` in builtins: pandas
+            # decides at import whether it runs in a terminal, and outside a cell it would
+            # think so (display.max_columns 0: wide frames not truncated to 20 columns as in a
+            # plain kernel, and the terminal's size looked up at every repr).
+            with self.shell.builtin_trap:
+                from bedside.kernel._provenance import ProvenanceTracker
+                from bedside.kernel._scan import TextScanner
+                from bedside.kernel.guard import PASS_TYPES, OutputGuard
 
             tracker = ProvenanceTracker(self.policy.disclosure)
             scanner = TextScanner(self.policy.enabled_phi_patterns)
             guard = OutputGuard(self.policy, tracker, scanner)
             tracker.install()
             self._tracker, self._scanner, self._guard = tracker, scanner, guard
+            self._pass_types = PASS_TYPES
+            self._guard_module = sys.modules[OutputGuard.__module__]
         except BaseException as exc:  # noqa: BLE001 - reported below, fails closed
             self._arm_error = exc
         finally:
@@ -244,8 +255,12 @@ class GuardedKernel(IPythonKernel):
             else:
                 msg = session.msg(msg_or_type, content=content, parent=parent, header=header,
                                   metadata=metadata)  # fmt: skip
-            early = msg["header"]["msg_type"] in EARLY_TYPES and not buffers
-            if early and not self._armed.is_set():
+            msg_type = msg["header"]["msg_type"]
+            # Messages the guard passes unread (guard.PASS_TYPES, known once it is armed) go
+            # straight out; before it is armed, only the few the kernel sends while starting.
+            if msg_type in self._pass_types or (
+                msg_type in EARLY_TYPES and not buffers and not self._armed.is_set()
+            ):
                 return original(stream, msg, ident=ident, buffers=buffers, track=track)
             if buffers:
                 msg["buffers"] = list(buffers)
@@ -272,27 +287,26 @@ class GuardedKernel(IPythonKernel):
         original = formatter.format
 
         def format(obj: Any, include: Any = None, exclude: Any = None) -> Any:  # noqa: A001
-            from bedside.kernel.guard import ADVICE, _is_figure, notice_bundle
-
             guard = self.guard
+            gm = self._guard_module  # bedside.kernel.guard, imported when the guard was armed
             try:
                 decision, target = guard.judge_object(obj)
             except Exception as exc:  # noqa: BLE001 - fail closed
                 decision, target = Decision.block(
                     "guard-error", f"the guard could not judge this object ({type(exc).__name__})",
-                    ADVICE["guard-error"]), obj  # fmt: skip
+                    gm.ADVICE["guard-error"]), obj  # fmt: skip
             if decision is not None and decision.blocked:
-                return notice_bundle(decision), {"bedside": decision.to_metadata()}
-            with self.tracker.quiet():
+                return gm.notice_bundle(decision), {"bedside": decision.to_metadata()}
+            with guard.tracker.quiet():
                 data, md = original(target, include=include, exclude=exclude)
-                if "image/svg+xml" in data and _is_figure(target):
+                if "image/svg+xml" in data and gm._is_figure(target):
                     # SVG carries the plotted coordinates: a checked figure goes out as PNG.
                     from IPython.core.pylabtools import print_figure
 
                     data = {k: v for k, v in data.items() if k != "image/svg+xml"}
                     data["image/png"] = print_figure(target, "png", base64=True)
                     decision = Decision.redact("svg", "SVG output replaced by PNG",
-                                               ADVICE["svg"])  # fmt: skip
+                                               gm.ADVICE["svg"])  # fmt: skip
             if decision is not None and decision.rule not in ("pass", "schema-or-summary"):
                 md = dict(md or {})
                 md["bedside"] = decision.to_metadata()

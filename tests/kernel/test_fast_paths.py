@@ -9,11 +9,14 @@ groups, duplicate labels, a table loaded after a text was scanned).
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from bedside.kernel import _scan
+from bedside.kernel import guard as guard_mod
 from bedside.kernel._provenance import ProvenanceTracker, _group_records
 from bedside.kernel.guard import (
     _cells_dict,
@@ -193,3 +196,34 @@ def test_xor_size_is_the_size_of_setxor1d() -> None:
     dup = np.array([1, 1, 2], dtype=np.uint64)  # not a set: the plain computation decides
     other = np.array([1, 3], dtype=np.uint64)
     assert _xor_size(dup, other) == np.setxor1d(dup, other, assume_unique=True).size
+
+
+def _strings_reference(obj: object) -> list[str]:
+    if isinstance(obj, str):
+        return [] if obj in guard_mod._PROTOCOL else [obj]
+    if isinstance(obj, dict):
+        out: list[str] = []
+        for k, v in obj.items():
+            if isinstance(k, str) and k not in guard_mod._PROTOCOL:
+                out.append(k)
+            out.extend(_strings_reference(v))
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [s for v in obj for s in _strings_reference(v)]
+    if obj is None or isinstance(obj, (bool, int, float)):
+        return []
+    return [str(obj)]
+
+
+def test_message_strings_are_every_string_of_the_content() -> None:
+    class Text(str):
+        pass
+
+    content = {
+        "data": {"text/plain": "ward  mean\nA  3.5", "text/html": "<b>x</b>"},
+        "metadata": OrderedDict({"bedside": {"decision": "released", "rule": "disclosure"}}),
+        "execution_count": 7, "status": "ok", "flag": True, "none": None, "ratio": 0.5,
+        Text("sub-key"): Text("sub-value"), 3: "int-key value", "np": np.float64(2.5),
+        "nested": [("a", 1, {"b": [None, "c"]}), b"bytes"], "obj": range(2),
+    }  # fmt: skip
+    assert list(guard_mod._strings(content)) == _strings_reference(content)

@@ -7,18 +7,21 @@ the row-order sequence scan (`SequenceGuard.scan`, keyed by the text and the ver
 extraction log and the table index). Each is checked here against a change of the data in place
 (numpy buffers, pyarrow columns, object arrays), a change of the index, and a new session.
 The same property from the client's side is in `test_gaps.py`
-(`test_a_table_changed_in_place_is_judged_again`).
+(`test_a_table_changed_in_place_is_judged_again`); the remembered verdicts on aggregates, which
+count the tracker's memo values by identity (`ProvenanceTracker.remembers`), are checked from the
+client's side in `test_verdicts.py`.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from bedside.kernel._provenance import ProvenanceTracker, cells_of, series_key
+from bedside.kernel._provenance import ProvenanceTracker, _same, cells_of, series_key
 from bedside.kernel._sequences import SequenceGuard, SequenceLog
 from bedside.policy import disclosure as dr
 
@@ -154,3 +157,52 @@ def test_sequence_memo_forgets_verdicts_when_a_table_is_loaded() -> None:
     assert guard.scan(text) is None
     guard.sync_tables([(table, [])])
     assert guard.scan(text) == "a column's values in record order"
+
+
+def test_memo_keys_compare_floats_bit_for_bit_and_arrow_labels_in_arrow() -> None:
+    x = np.array([1.5, np.nan, 0.0, 2.0])
+    assert _same(x, x.copy())  # NaN where NaN was: the same data
+    assert not _same(x, np.array([1.5, np.nan, -0.0, 2.0]))  # -0.0: not bit-equal, recomputed
+    assert not _same(x, np.array([1.5, np.nan, 0.0, 2.0000001]))
+    assert not _same(x, x.astype(np.float32))
+    a = pd.Index(["F", "M", None], dtype="str")
+    assert _same(a, pd.Index(["F", "M", None], dtype="str"))
+    assert not _same(a, pd.Index(["F", "X", None], dtype="str"))
+    assert not _same(a, pd.Index(["F", "M"], dtype="str"))
+    assert _same(pd.Index([0, 1]), pd.Index([0, 1]))
+    assert not _same(pd.Index([0, 1]), pd.Index([1, 0]))
+
+
+def test_tracker_vouches_only_for_its_own_memo_values() -> None:
+    tracker = ProvenanceTracker(dr.Rules())
+    mine = tracker._grouped(("k", np.arange(3)), lambda: (pd.Series([1, 2]), {"a": np.arange(2)}))
+    assert tracker.remembers(mine) and tracker.remembers(mine[0]) and tracker.remembers(mine[1])
+    assert not tracker.remembers(pd.Series([1, 2]))  # equal, but not the memo's own object
+    for i in range(10):  # pushed out of the memo: no longer vouched for
+        tracker._grouped(("k", np.arange(i + 4)), lambda: (pd.Series([0]), {}))
+    assert not tracker.remembers(mine[0])
+
+
+def test_quiet_nests_and_is_per_thread() -> None:
+    tracker = ProvenanceTracker(dr.Rules())
+    seen: list[bool] = []
+    with tracker.quiet():
+        with tracker.quiet():
+            assert tracker.busy
+        assert tracker.busy
+        t = threading.Thread(target=lambda: seen.append(tracker.busy))
+        t.start()
+        t.join()
+    assert not tracker.busy and seen == [False]
+    with pytest.raises(ValueError), tracker.quiet():
+        raise ValueError
+    assert not tracker.busy
+
+
+def test_tracker_vouches_for_nothing_a_memo_let_go_of() -> None:
+    tracker = ProvenanceTracker(dr.Rules())
+    first = tracker._cells(("x", 0), lambda: (pd.Series([1]), None))
+    assert tracker.remembers(first[0])
+    for i in range(1, 5):  # values of None (a table too large to track) push it out
+        tracker._cells(("x", i), lambda: None)
+    assert not tracker.remembers(first[0])

@@ -1,0 +1,145 @@
+"""Instructions per cell of the guarded kernel against a plain ipykernel, under callgrind.
+
+The wall-clock figures of `bench_kernel_cell.py` move with the load of a shared machine; the
+number of instructions a kernel process executes for a cell does not. This starts both kernels
+(the cells and the synthetic hospital of `bench_kernel_cell.py`) under `valgrind
+--tool=callgrind`, runs the setup and a few warm-up cells, then for each cell zeroes the
+counters (`callgrind_control --zero`), runs it `--runs` times and dumps them
+(`callgrind_control --dump`): instructions of all the kernel's threads per cell, and the ratio
+guarded/plain. Slow (valgrind runs Python some fifty times slower): a few minutes.
+
+    .venv/bin/python bench/kernel_cell_callgrind.py [--runs 20] [--cells empty,aggregate]
+        [--fresh] [--keep DIR] [--out FILE]
+
+`--keep DIR` keeps the callgrind dumps there (`callgrind_annotate DIR/guarded.<pid>.<n>`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_kernel_cell import CELLS, FRESH, run_cell  # noqa: E402
+from jupyter_client import KernelManager  # noqa: E402
+from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
+
+from tests.kernel._data import write_hospital  # noqa: E402
+
+
+def start(root: Path, name: str, policy: Path | None, module: str, out: Path) -> Any:
+    d = root / "kernels" / name
+    d.mkdir(parents=True, exist_ok=True)
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/{name}.%p",
+            "--dump-instr=no", "--vgdb=yes", sys.executable, "-m", module,
+            "-f", "{connection_file}"]  # fmt: skip
+    if policy is not None:
+        argv += ["--policy", str(policy)]
+    (d / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": name, "language": "python"})
+    )
+    km = KernelManager(
+        kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(root / "kernels")])
+    )
+    km.start_kernel()
+    kc = km.blocking_client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=900)
+    return km, kc
+
+
+def control(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True,
+                   timeout=600)  # fmt: skip
+
+
+def totals(path: Path) -> int:
+    for line in path.read_text().splitlines():
+        if line.startswith(("totals:", "summary:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"{path}: no totals line")
+
+
+def latest_dump(out: Path, name: str, pid: int, before: set[Path]) -> Path:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        new = set(out.glob(f"{name}.{pid}.*")) - before
+        if new:
+            time.sleep(0.5)  # let callgrind finish writing it
+            return max(new, key=lambda p: p.stat().st_mtime)
+        time.sleep(0.2)
+    raise RuntimeError(f"no callgrind dump of {name} appeared in {out}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--cells", help="comma-separated cell names (default: all)")
+    ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--keep", type=Path)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("valgrind (callgrind) is not installed", file=sys.stderr)
+        return 2
+    cells = {**CELLS, **FRESH} if args.fresh else dict(CELLS)
+    if args.cells:
+        cells = {c: cells[c] for c in args.cells.split(",")}
+    root = Path(tempfile.mkdtemp(prefix="bench-kernel-cg-"))
+    out = args.keep or (root / "callgrind")
+    out.mkdir(parents=True, exist_ok=True)
+    policy, _ = write_hospital(root)
+    kernels = {
+        "guarded": start(root, "guarded", policy, "bedside.kernel", out),
+        "plain": start(root, "plain", None, "ipykernel_launcher", out),
+    }
+    setup = {
+        "guarded": "import pandas as pd\ndf = hospital.load('patients')",
+        "plain": f"import pandas as pd\ndf = pd.read_parquet({str(root / 'patients.parquet')!r})",
+    }
+    result: dict[str, Any] = {"runs": args.runs, "unit": "instructions per cell", "cells": {}}
+    try:
+        pids = {name: km.provisioner.process.pid for name, (km, _) in kernels.items()}
+        for name, (_, kc) in kernels.items():
+            run_cell(kc, setup[name])
+        for cell, code in cells.items():
+            row: dict[str, float] = {}
+            for name, (_, kc) in kernels.items():
+                for _ in range(3):
+                    run_cell(kc, code)
+                before = set(out.glob(f"{name}.{pids[name]}.*"))
+                control(pids[name], "--zero")
+                for _ in range(args.runs):
+                    run_cell(kc, code)
+                control(pids[name], "--dump=" + cell)
+                dump = latest_dump(out, name, pids[name], before)
+                row[name] = totals(dump) / args.runs
+            row["ratio"] = row["guarded"] / row["plain"]
+            result["cells"][cell] = row
+            print(f"{cell:16s} guarded {row['guarded'] / 1e6:8.2f} M  plain "
+                  f"{row['plain'] / 1e6:8.2f} M  ratio {row['ratio']:.3f}",
+                  file=sys.stderr)  # fmt: skip
+        text = json.dumps(result, indent=1)
+        print(text)
+        if args.out:
+            args.out.write_text(text + "\n")
+    finally:
+        for km, kc in kernels.values():
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
