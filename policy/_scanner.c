@@ -1223,10 +1223,23 @@ static PyObject *py_dates_in_text(PyObject *mod, PyObject *arg) {
     } else {
         copy = (Py_UCS1 *)malloc((size_t)(n ? n : 1));
         if (!copy) return PyErr_NoMemory();
-        for (Py_ssize_t i = 0; i < n; i++) {
-            Py_UCS4 c = PyUnicode_READ(kind, data, i);
-            copy[i] = c < 128 ? (Py_UCS1)c : Py_UNICODE_ISALNUM(c) ? ALNUM_MARK : '#';
-        }
+        /* One loop per storage kind: the per-character kind switch of PyUnicode_READ cost
+         * more than the matching on a megabyte of mostly-ASCII output. */
+#define DATES_COPY(T_)                                                                       \
+    do {                                                                                     \
+        const T_ *src = (const T_ *)data;                                                    \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                 \
+            Py_UCS4 c = src[i];                                                              \
+            copy[i] = c < 128 ? (Py_UCS1)c : Py_UNICODE_ISALNUM(c) ? ALNUM_MARK : '#';        \
+        }                                                                                    \
+    } while (0)
+        if (kind == PyUnicode_1BYTE_KIND)
+            DATES_COPY(Py_UCS1);
+        else if (kind == PyUnicode_2BYTE_KIND)
+            DATES_COPY(Py_UCS2);
+        else
+            DATES_COPY(Py_UCS4);
+#undef DATES_COPY
         t = copy;
     }
     Pairs found = {NULL, 0, 0}, other = {NULL, 0, 0};
@@ -1314,6 +1327,48 @@ static PyObject *py_label_words(PyObject *mod, PyObject *args) {
     return PyLong_FromUnsignedLong(found);
 }
 
+/* lower_utf8 over one storage kind of str (T_: Py_UCS1, Py_UCS2 or Py_UCS4): a loop per kind,
+ * as the per-character kind switch of PyUnicode_READ cost more than the work itself. */
+#define LOWER_UTF8_KIND(T_, NAME)                                                            \
+    static PyObject *NAME(const T_ *src, Py_ssize_t n) {                                     \
+        Py_ssize_t size = 0;                                                                 \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                 \
+            Py_UCS4 c = src[i];                                                              \
+            if (c < 0x80) {                                                                  \
+                size += 1;                                                                   \
+                continue;                                                                    \
+            }                                                                                \
+            if ((c >= 0xD800 && c < 0xE000) || Py_UNICODE_TOLOWER(c) != c) Py_RETURN_NONE;    \
+            size += c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;                                     \
+        }                                                                                    \
+        PyObject *res = PyBytes_FromStringAndSize(NULL, size);                               \
+        if (!res) return NULL;                                                               \
+        uint8_t *o = (uint8_t *)PyBytes_AS_STRING(res);                                      \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                 \
+            Py_UCS4 c = src[i];                                                              \
+            if (c < 0x80) {                                                                  \
+                *o++ = (uint8_t)((c >= 'A' && c <= 'Z') ? c | 0x20 : c);                     \
+            } else if (c < 0x800) {                                                          \
+                *o++ = (uint8_t)(0xC0 | (c >> 6));                                           \
+                *o++ = (uint8_t)(0x80 | (c & 0x3F));                                         \
+            } else if (c < 0x10000) {                                                        \
+                *o++ = (uint8_t)(0xE0 | (c >> 12));                                          \
+                *o++ = (uint8_t)(0x80 | ((c >> 6) & 0x3F));                                  \
+                *o++ = (uint8_t)(0x80 | (c & 0x3F));                                         \
+            } else {                                                                         \
+                *o++ = (uint8_t)(0xF0 | (c >> 18));                                          \
+                *o++ = (uint8_t)(0x80 | ((c >> 12) & 0x3F));                                 \
+                *o++ = (uint8_t)(0x80 | ((c >> 6) & 0x3F));                                  \
+                *o++ = (uint8_t)(0x80 | (c & 0x3F));                                         \
+            }                                                                                \
+        }                                                                                    \
+        return res;                                                                          \
+    }
+LOWER_UTF8_KIND(Py_UCS1, lower_utf8_1)
+LOWER_UTF8_KIND(Py_UCS2, lower_utf8_2)
+LOWER_UTF8_KIND(Py_UCS4, lower_utf8_4)
+#undef LOWER_UTF8_KIND
+
 /* ------------------------------------------------------------------ lower-cased UTF-8
  *
  * lower_utf8(text) -> bytes | None: `text.lower().encode()` in one pass when that is the text
@@ -1330,38 +1385,9 @@ static PyObject *py_lower_utf8(PyObject *mod, PyObject *arg) {
     const int kind = PyUnicode_KIND(arg);
     const void *data = PyUnicode_DATA(arg);
     const Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
-    Py_ssize_t size = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        if (c < 0x80) {
-            size += 1;
-            continue;
-        }
-        if ((c >= 0xD800 && c < 0xE000) || Py_UNICODE_TOLOWER(c) != c) Py_RETURN_NONE;
-        size += c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
-    }
-    PyObject *res = PyBytes_FromStringAndSize(NULL, size);
-    if (!res) return NULL;
-    uint8_t *o = (uint8_t *)PyBytes_AS_STRING(res);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        if (c < 0x80) {
-            *o++ = (uint8_t)((c >= 'A' && c <= 'Z') ? c | 0x20 : c);
-        } else if (c < 0x800) {
-            *o++ = (uint8_t)(0xC0 | (c >> 6));
-            *o++ = (uint8_t)(0x80 | (c & 0x3F));
-        } else if (c < 0x10000) {
-            *o++ = (uint8_t)(0xE0 | (c >> 12));
-            *o++ = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
-            *o++ = (uint8_t)(0x80 | (c & 0x3F));
-        } else {
-            *o++ = (uint8_t)(0xF0 | (c >> 18));
-            *o++ = (uint8_t)(0x80 | ((c >> 12) & 0x3F));
-            *o++ = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
-            *o++ = (uint8_t)(0x80 | (c & 0x3F));
-        }
-    }
-    return res;
+    if (kind == PyUnicode_1BYTE_KIND) return lower_utf8_1((const Py_UCS1 *)data, n);
+    if (kind == PyUnicode_2BYTE_KIND) return lower_utf8_2((const Py_UCS2 *)data, n);
+    return lower_utf8_4((const Py_UCS4 *)data, n);
 }
 
 static PyMethodDef module_methods[] = {

@@ -454,10 +454,21 @@ class IdentifierIndex:
         if limit is not None:
             s, e, kk, weak = s[:limit], e[:limit], kk[:limit], weak[:limit]
         names = self._kind_names
-        return [
-            IdentifierMatch(int(a), int(b), names[int(c)], WEAK if w else STRONG)
-            for a, b, c, w in zip(s.tolist(), e.tolist(), kk.tolist(), weak.tolist(), strict=True)
-        ]
+        # A megabyte of output can hold thousands of matches: they are made without the frozen
+        # dataclass's `__init__` (an `object.__setattr__` per field), filling the instance dict
+        # with exactly the fields it would set (`tests/policy/test_identifiers_match.py`).
+        new = object.__new__
+        out: list[IdentifierMatch] = []
+        append = out.append
+        for a, b, c, w in zip(s.tolist(), e.tolist(), kk.tolist(), weak.tolist(), strict=True):
+            m = new(IdentifierMatch)
+            d = m.__dict__
+            d["start"] = a
+            d["end"] = b
+            d["value_kind"] = names[c]
+            d["strength"] = WEAK if w else STRONG
+            append(m)
+        return out
 
     @staticmethod
     def _keep(text: str, s: T.I64, e: T.I64, date: T.B) -> T.B:
