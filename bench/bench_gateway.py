@@ -7,7 +7,7 @@ Measures, over the gateway's websocket as JupyterLab would use it:
   1 MB output   `print(TEXT)` of 1,000,000 characters, until idle (p50)   target ≤ 1.3×
   kernel start  POST /api/kernels until the first kernel_info_reply (p50) target ≤ 1.5×
 
-Run: .venv/bin/python bench/bench_gateway.py [--out bench-gateway.json] [--quick]
+Run: .venv/bin/python bench/bench_gateway.py [--out FILE] [--quick]
 Prints a table and writes the results as JSON, with the CPU time per trivial cell of each process
 (the gateway, the client, the kernel or sentry it launched, and what that started), read from
 /proc: unlike wall-clock medians it does not depend on how busy the machine is. It records
@@ -383,7 +383,7 @@ def measure_interleaved(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("bench-gateway.json"))
+    parser.add_argument("--out", type=Path, default=None, help="also write the results here")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
     parser.add_argument("--no-sandbox", action="store_true", help="chain without bubblewrap")
     parser.add_argument(
@@ -512,7 +512,8 @@ def main() -> int:
         print(f"best rounds, bedside vs plain on tuned EG: {text}")
     print(f"machine busy/steal share per phase: {json.dumps(results['machine_share'])}")
     print(f"targets (bedside vs plain, tuned EG): {results['meets_targets']}")
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results))
     return 0
 
