@@ -12,75 +12,50 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import rfc8785
-from _sentry_support import make_hospital, make_patients
+from _sentry_support import CaptureSocket, in_process_sentry, make_hospital, make_patients
 from jupyter_client.session import Session
 
 from bedside.gateway import sentry as sentry_module
-from bedside.gateway._receipts import HospitalLedger, canonical_content
-from bedside.gateway._session import policy_ceiling
+from bedside.gateway._receipts import canonical_content
 from bedside.gateway._wire import Wire
 from bedside.gateway.sentry import Sentry
-from bedside.ledger import Signer, Verifier
+from bedside.ledger import Verifier
 from bedside.ledger.commitment import DOMAIN_OUTPUT, open_commitment
 from bedside.ledger.log import openings_path
 from bedside.ledger.openings import iter_openings
-from bedside.policy import load_policy
 
 WORDS = "cohort analysis survival model baseline outcome ward median interval".split()
-
-
-class Capture:
-    def __init__(self) -> None:
-        self.sent: list[list[bytes]] = []
-
-    def send_multipart(self, frames: list[Any], *args: Any, **kwargs: Any) -> None:
-        self.sent.append([bytes(f) for f in frames])
 
 
 @pytest.fixture
 def relay(tmp_path: Path):
     frame = make_patients(300)
     hospital = make_hospital(tmp_path / "h", frame=frame, max_output_bytes=2_000_000)
-    key = uuid.uuid4().hex
-    conn = tmp_path / "kernel.json"
-    ports = dict(shell_port=1, iopub_port=2, stdin_port=3, control_port=4, hb_port=5)
-    conn.write_text(json.dumps({**ports, "ip": "127.0.0.1", "key": key, "transport": "tcp",
-                                "signature_scheme": "hmac-sha256"}))  # fmt: skip
-    sentry = Sentry(
-        connection_file=conn,
-        policy_path=hospital.policy,
-        custodian_key=hospital.key,
-        state_dir=hospital.state,
-        sandbox=False,
-        kernel="plain",
-    )
-    sentry.policy = load_policy(hospital.policy)
-    sentry.signer = Signer.load(hospital.key)
-    sentry.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    sentry._build_guard()
-    sentry._open_guard()
-    sentry.budget = policy_ceiling(sentry.policy)
-    sentry.ledger = HospitalLedger(
-        sentry.state_dir / "session.ledger",
-        session_id=sentry.session_id,
-        origin=sentry.origin,
-        signer=sentry.signer,
-    )
-    for side in ("outer", "inner"):
-        for channel in ("shell", "control", "stdin", "iopub", "hb"):
-            sentry._sockets[f"{side}_{channel}"] = Capture()  # type: ignore[assignment]
-    client = Session(key=key.encode(), username="researcher")
-    kernel = Session(key=sentry.inner.key, username="kernel")
+    sentry, client, kernel = in_process_sentry(hospital, tmp_path)
     yield sentry, client, kernel, frame
     if sentry._preparer is not None:
         sentry._preparer.shutdown(wait=True)
     sentry.ledger.close()
+
+
+@pytest.fixture
+def used(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each verdict used the release prepared beside the scan, in order."""
+    seen: list[bool] = []
+    original = Sentry._prepared
+
+    def spy(ahead, msg, verdict):
+        prepared = original(ahead, msg, verdict)
+        seen.append(prepared is not None)
+        return prepared
+
+    monkeypatch.setattr(Sentry, "_prepared", staticmethod(spy))
+    return seen
 
 
 def _cell(sentry: Sentry, client: Session, kernel: Session, text: str) -> dict[str, Any]:
@@ -88,7 +63,7 @@ def _cell(sentry: Sentry, client: Session, kernel: Session, text: str) -> dict[s
     request = client.msg("execute_request", {"code": "print(TEXT)", "silent": False})
     sentry._from_client("shell", [b"client", *client.serialize(request)])
     msg = kernel.msg("stream", {"name": "stdout", "text": text}, parent=request["header"])
-    out: Capture = sentry._sockets["outer_iopub"]  # type: ignore[assignment]
+    out: CaptureSocket = sentry._sockets["outer_iopub"]  # type: ignore[assignment]
     before = len(out.sent)
     sentry._from_kernel("iopub", [b"kernel.x.stream", *kernel.serialize(msg)])
     (frames,) = out.sent[before:]
@@ -111,17 +86,8 @@ def _receipt_checks(sentry: Sentry, got: dict[str, Any]) -> dict[str, Any]:
     return receipt
 
 
-def test_a_large_output_released_through_the_prepared_path(relay, monkeypatch):
+def test_a_large_output_released_through_the_prepared_path(relay, used):
     sentry, client, kernel, _ = relay
-    used = []
-    original = Sentry._prepared
-
-    def spy(ahead, msg, verdict):
-        prepared = original(ahead, msg, verdict)
-        used.append(prepared is not None)
-        return prepared
-
-    monkeypatch.setattr(Sentry, "_prepared", staticmethod(spy))
     text = " ".join(WORDS[i % len(WORDS)] for i in range(40_000)) + '\n\t"é" \x01 \U0001f600\n'
     assert len(text) > sentry_module.PREPARE_MIN_BYTES
     got = _cell(sentry, client, kernel, text)
@@ -145,17 +111,8 @@ def test_a_large_output_released_through_the_prepared_path(relay, monkeypatch):
     assert base64.b64decode(entry_item["salt"]) == opening.salt
 
 
-def test_a_large_output_with_an_identifier_leaves_as_a_notice(relay, monkeypatch):
+def test_a_large_output_with_an_identifier_leaves_as_a_notice(relay, used):
     sentry, client, kernel, frame = relay
-    used = []
-    original = Sentry._prepared
-
-    def spy(ahead, msg, verdict):
-        prepared = original(ahead, msg, verdict)
-        used.append(prepared is not None)
-        return prepared
-
-    monkeypatch.setattr(Sentry, "_prepared", staticmethod(spy))
     mrn = str(frame["mrn"].iloc[7])
     words = " ".join(WORDS[i % len(WORDS)] for i in range(40_000))
     text = words[: len(words) // 2] + f" {mrn} " + words[len(words) // 2 :]
