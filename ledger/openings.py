@@ -56,6 +56,16 @@ class Opening:
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise LedgerIntegrityError(f"{where}: malformed opening ({exc})") from exc
 
+    def _check(self, index: int, expected: tuple[str, str]) -> None:
+        """Refuse to write this opening for an entry it does not belong to."""
+        if (self.field, self.domain) != expected:
+            raise LedgerError(
+                f"opening for entry {index} must be field/domain {expected}, "
+                f"got {self.field}/{self.domain}"
+            )
+        if self.index != index or type(index) is not int:
+            raise LedgerError(f"an opening for entry {self.index} passed with entry {index}")
+
     def record_parts(self, index: int, expected: tuple[str, str]) -> list[bytes]:
         """This opening's record in the openings file, as buffers to write in order.
 
@@ -65,13 +75,7 @@ class Opening:
         content's base64 is made once, as bytes, and spliced in: base64 needs no JSON escaping,
         so there is no escape pass, no text copy and no join over a megabyte message.
         """
-        if (self.field, self.domain) != expected:
-            raise LedgerError(
-                f"opening for entry {index} must be field/domain {expected}, "
-                f"got {self.field}/{self.domain}"
-            )
-        if self.index != index or type(index) is not int:
-            raise LedgerError(f"an opening for entry {self.index} passed with entry {index}")
+        self._check(index, expected)
         return record_parts(
             opening_payload_parts(index, self.field, self.domain, self.salt, self.content)
         )
@@ -100,13 +104,7 @@ class PreparedOpening(Opening):
         self._hashed.update(self._b64)
 
     def record_parts(self, index: int, expected: tuple[str, str]) -> list[bytes]:
-        if (self.field, self.domain) != expected:
-            raise LedgerError(
-                f"opening for entry {index} must be field/domain {expected}, "
-                f"got {self.field}/{self.domain}"
-            )
-        if self.index != index or type(index) is not int:
-            raise LedgerError(f"an opening for entry {self.index} passed with entry {index}")
+        self._check(index, expected)
         head, b64, tail = _HEAD, self._b64, _opening_tail(index, self.field, self.domain, self.salt)
         check = self._hashed.copy()
         check.update(tail)
