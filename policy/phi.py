@@ -338,6 +338,28 @@ def _word_windows(
     return out
 
 
+def _window_hits(
+    pattern: re.Pattern[str], text: str, windows: list[tuple[int, int]]
+) -> tuple[list[int], list[list[int]]]:
+    """Each window's slot among the distinct window texts, and the offsets at which `pattern`
+    matches in each distinct text: the distinct texts joined by NUL (which no pattern matches)
+    and scanned once."""
+    slot: dict[str, int] = {}
+    which: list[int] = []
+    for lo, hi in windows:
+        which.append(slot.setdefault(text[lo:hi], len(slot)))
+    at: list[int] = []
+    pos = 0
+    for chunk in slot:
+        at.append(pos)
+        pos += len(chunk) + 1
+    hits: list[list[int]] = [[] for _ in slot]
+    for m in pattern.finditer("\0".join(slot)):
+        i = bisect.bisect_right(at, m.start()) - 1
+        hits[i].append(m.start() - at[i])
+    return which, hits
+
+
 def _finditer(
     pattern: re.Pattern[str], text: str, windows: list[tuple[int, int]] | None, bounded: bool
 ) -> Iterator[re.Match[str]]:
@@ -355,19 +377,7 @@ def _finditer(
     # Long outputs repeat themselves (a table printed per fold, the same log block): each
     # distinct window is scanned once. What the pattern finds in a window depends on the
     # window's text alone (no match crosses a NUL), so its hits serve every copy of it.
-    slot: dict[str, int] = {}
-    which: list[int] = []
-    for lo, hi in windows:
-        which.append(slot.setdefault(text[lo:hi], len(slot)))
-    at: list[int] = []
-    pos = 0
-    for chunk in slot:
-        at.append(pos)
-        pos += len(chunk) + 1
-    hits: list[list[int]] = [[] for _ in slot]
-    for m in pattern.finditer("\0".join(slot)):
-        i = bisect.bisect_right(at, m.start()) - 1
-        hits[i].append(m.start() - at[i])
+    which, hits = _window_hits(pattern, text, windows)
     for (lo, hi), i in zip(windows, which, strict=True):
         for offset in hits[i]:
             start = lo + offset
@@ -403,19 +413,7 @@ def _accepted(
             if ok(text, m):
                 yield m.start(), m.end()
         return
-    slot: dict[str, int] = {}
-    which: list[int] = []
-    for lo, hi in windows:
-        which.append(slot.setdefault(text[lo:hi], len(slot)))
-    at: list[int] = []
-    pos = 0
-    for chunk in slot:
-        at.append(pos)
-        pos += len(chunk) + 1
-    hits: list[list[int]] = [[] for _ in slot]
-    for m in pattern.finditer("\0".join(slot)):
-        i = bisect.bisect_right(at, m.start()) - 1
-        hits[i].append(m.start() - at[i])
+    which, hits = _window_hits(pattern, text, windows)
     reach = _REACH.get(pattern, 1 if before else 0)
     verdicts: dict[tuple[int, int], tuple[int, int] | None] = {}
     for (lo, hi), i in zip(windows, which, strict=True):
