@@ -10,11 +10,9 @@ byte offsets differ), and compare `find`/`scan_text` with the compiled core on a
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -23,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bedside.policy import IdentifierIndex, _matching, _tokens, scan_text
+from tests.policy._native import reference
 
 _scanner = pytest.importorskip("bedside.policy._scanner")
 
@@ -85,22 +84,6 @@ _date_like = st.lists(
     ),
     max_size=14,
 ).map("".join)
-
-
-@contextlib.contextmanager
-def reference(*indexes: IdentifierIndex) -> Iterator[None]:
-    """The compiled core switched off: numpy and the pure-Python rules."""
-    saved = [ix._matcher for ix in indexes]
-    scanner = _tokens._scanner
-    try:
-        for ix in indexes:
-            ix._matcher = None
-        _tokens._scanner = None
-        yield
-    finally:
-        _tokens._scanner = scanner
-        for ix, m in zip(indexes, saved, strict=True):
-            ix._matcher = m
 
 
 def _all_spans(text: str, limit: int = 400) -> tuple[list[int], list[int]]:

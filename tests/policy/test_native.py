@@ -10,10 +10,8 @@ dumps of patient rows, ordinary outputs, and boundary cases.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import urllib.parse
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -24,6 +22,7 @@ from hypothesis import strategies as st
 from bedside.policy import IdentifierIndex, _tokens, scan_text
 from bedside.policy import phi as phi_mod
 from bedside.policy import scan as scan_mod
+from tests.policy._native import reference
 
 _scanner = pytest.importorskip("bedside.policy._scanner")
 
@@ -197,22 +196,6 @@ INDEXES = {
     "single": IdentifierIndex.build(["987654"]),
     "empty": IdentifierIndex.build([]),
 }
-
-
-@contextlib.contextmanager
-def reference(*indexes: IdentifierIndex) -> Iterator[None]:
-    """Run with the compiled core switched off (the numpy/regex reference path)."""
-    saved = [ix._matcher for ix in indexes]
-    scanner = _tokens._scanner
-    try:
-        for ix in indexes:
-            ix._matcher = None
-        _tokens._scanner = None
-        yield
-    finally:
-        _tokens._scanner = scanner
-        for ix, m in zip(indexes, saved, strict=True):
-            ix._matcher = m
 
 
 def assert_find_agrees(index: IdentifierIndex, text: str) -> None:
