@@ -70,10 +70,11 @@ def write_config(tmp_path, *, nodelay: bool):
     )
 
 
-def probe(eg_python, config_dir) -> subprocess.CompletedProcess[str]:
-    """PROBE in the gateway's own Python, on the config written to config_dir."""
+def probe(eg_python, config_dir, script: str = "") -> subprocess.CompletedProcess[str]:
+    """`script` (default PROBE) in the gateway's own Python, on the config written to
+    config_dir."""
     return subprocess.run(
-        [str(eg_python), "-c", PROBE, str(config_dir)],
+        [str(eg_python), "-c", script or PROBE, str(config_dir)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -185,13 +186,7 @@ SPLICE_PROBE = textwrap.dedent(
 
 def test_large_messages_reach_the_client_unchanged(eg_python, tmp_path):
     write_config(tmp_path, nodelay=True)
-    result = subprocess.run(
-        [str(eg_python), "-c", SPLICE_PROBE, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = probe(eg_python, tmp_path, SPLICE_PROBE)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["spliced"] is True
@@ -231,13 +226,7 @@ DATES_PROBE = textwrap.dedent(
 
 def test_header_dates_parse_as_stock(eg_python, tmp_path):
     write_config(tmp_path, nodelay=True)
-    result = subprocess.run(
-        [str(eg_python), "-c", DATES_PROBE, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = probe(eg_python, tmp_path, DATES_PROBE)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == {"fast": True, "diff": []}
