@@ -54,6 +54,17 @@ def test_unknown_signature_scheme_is_a_clear_error(scheme):
         Wire(b"key", scheme, name="client")
 
 
+def _signed_with_content(raw: bytes) -> list[bytes]:
+    """A kernel message whose content frame is `raw`, signed as the kernel would sign it."""
+    session = Session(key=b"k", signature_scheme="hmac-sha256")
+    frames = session.serialize(session.msg("stream", {}))
+    cut = frames.index(b"<IDS|MSG>")
+    parts = frames[cut + 1 :]
+    parts[4] = raw
+    parts[0] = Wire(b"k", name="kernel").sign(parts[1:5])
+    return [*frames[: cut + 1], *parts]
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
@@ -69,13 +80,7 @@ def test_unknown_signature_scheme_is_a_clear_error(scheme):
     ],
 )
 def test_content_reads_as_json_reads_it(raw, expected):
-    session = Session(key=b"k", signature_scheme="hmac-sha256")
-    frames = session.serialize(session.msg("stream", {}))
-    cut = frames.index(b"<IDS|MSG>")
-    parts = frames[cut + 1 :]
-    parts[4] = raw
-    parts[0] = Wire(b"k", name="kernel").sign(parts[1:5])
-    msg = Wire(b"k", name="kernel").parse([*frames[: cut + 1], *parts])
+    msg = Wire(b"k", name="kernel").parse(_signed_with_content(raw))
     if expected is None:
         assert msg.content["x"] != msg.content["x"]  # NaN
     else:
@@ -84,14 +89,8 @@ def test_content_reads_as_json_reads_it(raw, expected):
 
 @pytest.mark.parametrize("raw", [b'{"x": 1', b"[1, 2]", b'{"s": "\xff"}', b"[" * 2000])
 def test_content_that_is_not_a_json_object_is_malformed(raw):
-    session = Session(key=b"k", signature_scheme="hmac-sha256")
-    frames = session.serialize(session.msg("stream", {}))
-    cut = frames.index(b"<IDS|MSG>")
-    parts = frames[cut + 1 :]
-    parts[4] = raw
-    parts[0] = Wire(b"k", name="kernel").sign(parts[1:5])
     with pytest.raises(MalformedMessage, match="content is not"):
-        Wire(b"k", name="kernel").parse([*frames[: cut + 1], *parts])
+        Wire(b"k", name="kernel").parse(_signed_with_content(raw))
 
 
 def test_big_integers_keep_their_digits_anywhere_in_the_content():
