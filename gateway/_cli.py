@@ -73,7 +73,10 @@ def register(subparsers: Any) -> None:
     start.add_argument(
         "--stock-websockets",
         action="store_true",
-        help="leave Nagle's algorithm on for websockets, as stock EG does (benchmarks only)",
+        help=(
+            "leave EG's kernel websocket path stock: Nagle's algorithm on and none of bedside's "
+            "websocket tuning (benchmarks only)"
+        ),
     )
     start.add_argument("--log-level", default="INFO", help="Enterprise Gateway log level")
     start.set_defaults(handler=_start)
