@@ -5,6 +5,10 @@ this script runs them one after another (they share two cores; running them toge
 measure contention), keeps their JSON under `bench/results/`, and writes a page with the ratios
 each benchmark reports, the machine and the date. A benchmark that fails is listed as failed
 with the end of its output, and the others still run.
+
+`--reuse NAME` takes a benchmark's section from its last kept result instead of running it (the
+million-patient guard utility run takes the better part of an hour); the page says so and gives
+the date that result was measured.
 """
 
 from __future__ import annotations
@@ -81,11 +85,57 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def utc_now(seconds: float | None = None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
+
+
+def section(stem: str, doc: dict[str, Any], footer: str) -> str:
+    """A benchmark's part of the page: its summary, its ratios, then `footer`."""
+    rows = ratios(doc)
+    table = "\n".join(f"| {k} | {fmt(v)} |" for k, v in rows.items())
+    summary = (doc.get("summary") or doc.get("description") or "").strip()
+    return (
+        f"## {stem}\n\n"
+        + (f"{summary}\n\n" if summary else "")
+        + (f"| ratio | value |\n|---|---|\n{table}\n\n" if rows else "")
+        + footer
+        + "\n"
+    )
+
+
+def reused_section(script: Path, results_dir: Path) -> str:
+    """The section of a benchmark not run this time, from its kept result, saying when it ran."""
+    path = results_dir / f"{script.stem}.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return (
+            f"## {script.stem}\n\nNot run this time (`--reuse`), and no usable earlier result: "
+            f"`{path}`: {exc}. Run `python bench/{script.name}`.\n"
+        )
+    run = doc.get("bench_run") or {}
+    when = run.get("date") or f"{utc_now(path.stat().st_mtime)} (the file's time)"
+    took = f", in {run['seconds']} s" if "seconds" in run else ""
+    print(f"bench: {script.name} reused from {when}", flush=True)
+    return section(
+        script.stem,
+        doc,
+        f"**Not run by this `make bench`** (`--reuse`): measured {when}{took}; full results: "
+        f"`bench/results/{script.stem}.json`.",
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", default=[], help="run only these (name part)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per benchmark")
+    parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        help="do not run these (name part): show their last result in bench/results/, dated",
+    )
     args = parser.parse_args()
     scripts = sorted(BENCH.glob("bench_*.py"))
     if args.only:
@@ -94,6 +144,9 @@ def main() -> int:
     results_dir.mkdir(exist_ok=True)
     sections = []
     for script in scripts:
+        if any(r in script.stem for r in args.reuse):
+            sections.append(reused_section(script, results_dir))
+            continue
         print(f"bench: {script.name} …", flush=True)
         started = time.monotonic()
         try:
@@ -118,22 +171,21 @@ def main() -> int:
                 f"```\n{tail.strip()}\n```\n"
             )
             continue
+        doc["bench_run"] = {"date": utc_now(), "seconds": round(seconds)}
         (results_dir / f"{script.stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
-        rows = ratios(doc)
-        table = "\n".join(f"| {k} | {fmt(v)} |" for k, v in rows.items())
-        summary = (doc.get("summary") or doc.get("description") or "").strip()
         sections.append(
-            f"## {script.stem}\n\n"
-            + (f"{summary}\n\n" if summary else "")
-            + (f"| ratio | value |\n|---|---|\n{table}\n\n" if rows else "")
-            + f"Ran in {seconds:.0f} s; full results: `bench/results/{script.stem}.json`.\n"
+            section(
+                script.stem,
+                doc,
+                f"Ran in {seconds:.0f} s; full results: `bench/results/{script.stem}.json`.",
+            )
         )
     page = (
         "# Benchmarks\n\n"
         "Written by `make bench` (`bench/run_all.py`); do not edit by hand. Each benchmark "
         "measures the plain path in the same run and reports ratios against it.\n\n"
         f"- Machine: {machine()}\n"
-        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n" + "\n".join(sections)
+        f"- Date: {utc_now()}\n\n" + "\n".join(sections)
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(page)
