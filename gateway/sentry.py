@@ -725,7 +725,8 @@ class Sentry:
 
     def _from_kernel(self, channel: str, frames: list[bytes]) -> None:
         try:
-            msg = self.inner.parse(frames)
+            # A large message's signature is checked in the worker thread while its JSON is read.
+            msg = self.inner.parse(frames, pool=self._prepare_pool())
         except MalformedMessage as exc:
             self.dropped += 1
             log.warning("dropped a message from the kernel on %s: %s", channel, exc)

@@ -125,3 +125,26 @@ def test_a_large_output_with_an_identifier_leaves_as_a_notice(relay, used):
     # The block is recorded; its opening (the kernel's bytes) stays in the hospital only.
     entries = [sentry.ledger.ledger.entry(i) for i in range(sentry.ledger.size)]
     assert [e["decision"] for e in entries if e["kind"] == "output"] == ["blocked"]
+
+
+def test_a_large_message_with_a_bad_signature_is_dropped(relay, used, caplog):
+    """Its signature is checked beside the parse: nothing of it leaves or is recorded, it is
+    counted and logged as dropped, and the relay goes on (the next large output is released)."""
+    sentry, client, kernel, _ = relay
+    text = " ".join(WORDS[i % len(WORDS)] for i in range(40_000))
+    request = client.msg("execute_request", {"code": "print(TEXT)", "silent": False})
+    sentry._from_client("shell", [b"client", *client.serialize(request)])
+    forger = Session(key=b"not-the-kernel-key", username="kernel")
+    forged = forger.msg("stream", {"name": "stdout", "text": text}, parent=request["header"])
+    out: CaptureSocket = sentry._sockets["outer_iopub"]  # type: ignore[assignment]
+    sent, size, dropped = len(out.sent), sentry.ledger.size, sentry.dropped
+    with caplog.at_level("WARNING", logger="bedside.sentry"):
+        sentry._from_kernel("iopub", [b"kernel.x.stream", *forger.serialize(forged)])
+    assert len(out.sent) == sent and sentry.ledger.size == size and used == []
+    assert sentry.dropped == dropped + 1
+    assert "dropped a message from the kernel on iopub: bad HMAC signature" in caplog.text
+    # A correctly signed large message with the same content is released as before.
+    msg = kernel.msg("stream", {"name": "stdout", "text": text}, parent=request["header"])
+    sentry._from_kernel("iopub", [b"kernel.x.stream", *kernel.serialize(msg)])
+    assert len(out.sent) == sent + 1 and used == [True]
+    assert Wire(client.key, name="client").parse(out.sent[-1]).content["text"] == text
