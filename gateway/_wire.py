@@ -212,9 +212,13 @@ class Wire:
         raw_metadata: bytes,
         raw_content: bytes,
         buffers: list[bytes] | None = None,
+        *,
+        signature: bytes | None = None,
     ) -> list[bytes]:
-        """The multipart frames of a message signed with this side's key."""
-        signature = self.sign([raw_header, raw_parent, raw_metadata, raw_content])
+        """The multipart frames of a message signed with this side's key (`signature`: this
+        side's signature of these four frames, computed already)."""
+        if signature is None:
+            signature = self.sign([raw_header, raw_parent, raw_metadata, raw_content])
         out = [*idents, DELIM, signature, raw_header, raw_parent, raw_metadata, raw_content]
         if buffers:
             out.extend(buffers)
