@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,9 @@ class HospitalLedger:
         self._public = bytearray()
         # The tree's right edge as far as `released_ahead` has read it (it predicts roots).
         self._frontier = Frontier()
+        # The deferred flush running in the background (`flush_if_due`), and its thread.
+        self._flushing: Future[None] | None = None
+        self._flusher: ThreadPoolExecutor | None = None
 
     @property
     def size(self) -> int:
@@ -564,12 +568,35 @@ class HospitalLedger:
 
     def flush_if_due(self, *, force: bool = False) -> None:
         """Make appended entries durable when the relay is quiet (`force`) or at the latest
-        `FLUSH_AFTER` seconds after the first of them."""
+        `FLUSH_AFTER` seconds after the first of them.
+
+        The flush (two fsyncs: milliseconds, tens of them when the disk is busy) runs in a
+        thread of its own, so a message that arrives meanwhile is parsed and scanned without
+        waiting; only an append waits for it (the ledger's lock keeps the order of writes and
+        fsyncs what it was before). A flush that failed fails the next call, as it did inline.
+        """
+        self._flushed()
         if self._dirty_since is None:
             return
         if force or time.monotonic() - self._dirty_since >= FLUSH_AFTER:
-            self.ledger.flush()
+            if self._flushing is not None:
+                return  # one flush at a time: what came since is flushed by the next call
+            if self._flusher is None:
+                self._flusher = ThreadPoolExecutor(1, thread_name_prefix="bedside-flush")
             self._dirty_since = None
+            self._flushing = self._flusher.submit(self.ledger.flush)
+
+    def _flushed(self, *, wait: bool = False) -> None:
+        """Collect the flush in the background once it is done (or at once, with `wait`)."""
+        flushing = self._flushing
+        if flushing is not None and (wait or flushing.done()):
+            self._flushing = None
+            flushing.result()
 
     def close(self) -> None:
-        self.ledger.close()
+        try:
+            self._flushed(wait=True)
+        finally:
+            if self._flusher is not None:
+                self._flusher.shutdown(wait=True)
+            self.ledger.close()
