@@ -281,20 +281,23 @@ _RUN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_=
 
 def _lines_join_runs(text: str) -> bool:
     """Whether a line break sits inside a long run of base64 characters (linear time)."""
-    if "\n" not in text:
-        return False
-    lines = text.split("\n")
-    for upper, lower in zip(lines, lines[1:], strict=False):
-        # Only the last and first 12 characters matter (runs of 12 or more): a megabyte-long
-        # line is not stripped whole.
-        upper = upper.rstrip("\r")[-12:]
+    # Only the last and first 12 characters of each line matter (runs of 12 or more): the
+    # breaks are found in place, so a megabyte of text is neither split nor copied (splitting
+    # it cost half a millisecond on the relay's path).
+    start, brk, n = 0, text.find("\n"), len(text)
+    while brk != -1:
+        following = text.find("\n", brk + 1)
+        end = brk
+        while end > start and text[end - 1] == "\r":
+            end -= 1
+        upper = text[max(start, end - 12) : end]
         tail = len(upper) - len(upper.rstrip(_RUN_CHARS))
-        if not tail:
-            continue
-        lower = lower[:12]
-        head = len(lower) - len(lower.lstrip(_RUN_CHARS))
-        if head and max(tail, head) >= 12:
-            return True
+        if tail:
+            lower = text[brk + 1 : min(brk + 13, n if following == -1 else following)]
+            head = len(lower) - len(lower.lstrip(_RUN_CHARS))
+            if head and max(tail, head) >= 12:
+                return True
+        start, brk = brk + 1, following
     return False
 
 

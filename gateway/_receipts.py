@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from bedside.ledger.commitment import (
     canonical_json,
     commit,
 )
+from bedside.ledger.merkle import Frontier, hash_leaf
 from bedside.ledger.openings import Opening, PreparedOpening
 from bedside.policy.decision import Decision
 
@@ -126,6 +128,19 @@ class Prepared:
     opening: PreparedOpening  # its index is filled in at the append
 
 
+@dataclass(frozen=True)
+class Ahead:
+    """A released output's entry and receipt made before the append (`released_ahead`)."""
+
+    entry: dict[str, Any]
+    opening: Opening
+    index: int
+    payload: bytes  # the entry's bytes as the ledger will write them
+    root: bytes  # the tree's root once it is appended
+    salt: str  # the opening's salt, in base64, as the receipt carries it
+    receipt: bytes
+
+
 def prepare_release(
     channel: str, msg_type: str, content: dict[str, Any], buffers: list[bytes]
 ) -> Prepared:
@@ -162,6 +177,11 @@ class HospitalLedger:
         # outputs the sentry let out), one bit per index: an entries reply sends those
         # openings again, and no other (blocked outputs, release artifacts stay here).
         self._public = bytearray()
+        # The tree's right edge as far as `released_ahead` has read it (it predicts roots).
+        self._frontier = Frontier()
+        # The deferred flush running in the background (`flush_if_due`), and its thread.
+        self._flushing: Future[None] | None = None
+        self._flusher: ThreadPoolExecutor | None = None
 
     @property
     def size(self) -> int:
@@ -264,6 +284,31 @@ class HospitalLedger:
         and layer, and beside it both decisions (docs/ledger-format.md, "the kernel's claim").
         The opening's fate follows the sentry's verdict: that is what left the hospital.
         """
+        entry, opening = self._output_entry(
+            msg_id=msg_id,
+            parent=parent,
+            channel=channel,
+            msg_type=msg_type,
+            committed=committed,
+            decision=decision,
+            kernel=kernel,
+            prepared=prepared,
+        )
+        return self.append(entry, opening=opening, public=not decision.blocked)
+
+    def _output_entry(
+        self,
+        *,
+        msg_id: str,
+        parent: str,
+        channel: str,
+        msg_type: str,
+        committed: bytes,
+        decision: Decision,
+        kernel: Decision | None,
+        prepared: Prepared | None,
+    ) -> tuple[dict[str, Any], Opening]:
+        """The output entry `output` appends (its `seq` still unset) and its opening."""
         recorded = decision if kernel is None else decision.most_severe(kernel)
         if prepared is not None and prepared.committed is not committed:
             prepared = None
@@ -296,7 +341,64 @@ class HospitalLedger:
             opening.index = self.ledger.size
         else:
             opening = Opening(self.ledger.size, "content", DOMAIN_OUTPUT, salt, committed)
-        return self.append(entry, opening=opening, public=not decision.blocked)
+        return entry, opening
+
+    def released_ahead(
+        self,
+        *,
+        msg_id: str,
+        parent: str,
+        channel: str,
+        msg_type: str,
+        prepared: Prepared,
+        decision: Decision,
+        kernel: Decision | None = None,
+    ) -> Ahead:
+        """A released output's entry and the receipt it will carry, before it is appended.
+
+        The entry is complete (its `ts` and `seq` set, so the ledger writes it as it is), and
+        the receipt is built from the bytes and tree root the ledger will have once it is
+        appended (`append_ahead` checks that it does). The sentry signs the message with this
+        receipt while the ledger writes the entry and its megabyte opening.
+        """
+        entry, opening = self._output_entry(
+            msg_id=msg_id,
+            parent=parent,
+            channel=channel,
+            msg_type=msg_type,
+            committed=prepared.committed,
+            decision=decision,
+            kernel=kernel,
+            prepared=prepared,
+        )
+        index = self.ledger.size
+        entry["seq"] = index
+        payload = canonical_json(entry)
+        frontier = self._frontier
+        while frontier.size < index:  # catch up with every entry appended since (any path)
+            frontier.append(self.ledger.leaf_hash(frontier.size))
+        after = frontier.copy()
+        after.append(hash_leaf(payload))
+        salt = b64(opening.salt)
+        pending = [*self._pending, (index, payload, salt)]
+        receipt = self._receipt(pending, msg_id, prepared.digest, after.root(), index + 1, None)
+        return Ahead(entry, opening, index, payload, after.root(), salt, receipt)
+
+    def append_ahead(self, ahead: Ahead) -> bool:
+        """Append the entry of `released_ahead`: True when the ledger wrote exactly the bytes
+        and root its receipt names (then that receipt is this message's), else False, and the
+        caller asks `receipt_bytes` for the receipt of what was written."""
+        pending = list(self._pending)
+        index = self.append(ahead.entry, opening=ahead.opening, public=True)
+        held = (
+            index == ahead.index
+            and self._pending[:-1] == pending
+            and self._pending[-1] == (ahead.index, ahead.payload, ahead.salt)
+            and self.ledger.root() == ahead.root
+        )
+        if held:
+            self._pending = []
+        return held
 
     def interrupted(self, reason: str, msg_id: str | None) -> int:
         entry = entries.interrupted(session=self.session_id, reason=reason, msg_id=msg_id)
@@ -424,6 +526,19 @@ class HospitalLedger:
         parsed or encoded again on a message's path; `sig` is added last (JSON key order does
         not matter to the reader, which drops it and canonicalises the rest).
         """
+        pending, self._pending = self._pending, []
+        digest = digest or hashlib.sha256(committed).hexdigest()
+        return self._receipt(pending, msg_id, digest, self.ledger.root(), self.size, checkpoint)
+
+    def _receipt(
+        self,
+        pending: list[tuple[int, bytes, str | None]],
+        msg_id: str,
+        digest: str,
+        root: bytes,
+        size: int,
+        checkpoint: str | None,
+    ) -> bytes:
         entries_json = b",".join(
             b'{"entry":'
             + raw
@@ -431,18 +546,15 @@ class HospitalLedger:
             + str(index).encode()
             + (b',"salt":' + _jstr(salt) if salt is not None else b"")
             + b"}"
-            for index, raw, salt in self._pending
+            for index, raw, salt in pending
         )
-        self._pending = []
         parts = [
-            b'"digest":"sha256:'
-            + (digest or hashlib.sha256(committed).hexdigest()).encode()
-            + b'"',
+            b'"digest":"sha256:' + digest.encode() + b'"',
             b'"entries":[' + entries_json + b"]",
             b'"key":' + _jstr(self.key),
             b'"msg_id":' + _jstr(msg_id),
-            b'"root":"' + self.ledger.root().hex().encode() + b'"',
-            b'"size":' + str(self.size).encode(),
+            b'"root":"' + root.hex().encode() + b'"',
+            b'"size":' + str(size).encode(),
             b'"v":1',
         ]
         if checkpoint is not None:
@@ -456,12 +568,35 @@ class HospitalLedger:
 
     def flush_if_due(self, *, force: bool = False) -> None:
         """Make appended entries durable when the relay is quiet (`force`) or at the latest
-        `FLUSH_AFTER` seconds after the first of them."""
+        `FLUSH_AFTER` seconds after the first of them.
+
+        The flush (two fsyncs: milliseconds, tens of them when the disk is busy) runs in a
+        thread of its own, so a message that arrives meanwhile is parsed and scanned without
+        waiting; only an append waits for it (the ledger's lock keeps the order of writes and
+        fsyncs what it was before). A flush that failed fails the next call, as it did inline.
+        """
+        self._flushed()
         if self._dirty_since is None:
             return
         if force or time.monotonic() - self._dirty_since >= FLUSH_AFTER:
-            self.ledger.flush()
+            if self._flushing is not None:
+                return  # one flush at a time: what came since is flushed by the next call
+            if self._flusher is None:
+                self._flusher = ThreadPoolExecutor(1, thread_name_prefix="bedside-flush")
             self._dirty_since = None
+            self._flushing = self._flusher.submit(self.ledger.flush)
+
+    def _flushed(self, *, wait: bool = False) -> None:
+        """Collect the flush in the background once it is done (or at once, with `wait`)."""
+        flushing = self._flushing
+        if flushing is not None and (wait or flushing.done()):
+            self._flushing = None
+            flushing.result()
 
     def close(self) -> None:
-        self.ledger.close()
+        try:
+            self._flushed(wait=True)
+        finally:
+            if self._flusher is not None:
+                self._flusher.shutdown(wait=True)
+            self.ledger.close()

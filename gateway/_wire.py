@@ -15,6 +15,7 @@ import json
 import os
 import threading
 from collections import OrderedDict
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +25,10 @@ import orjson
 from bedside.errors import GatewayError
 
 DELIM = b"<IDS|MSG>"
+# A message whose content frame is at least this large has its signature checked beside the
+# reading of its JSON when the caller gives `Wire.parse` a pool (the sentry does, for the kernel
+# side); below it a thread's hand-over costs more than the overlap saves.
+CHECK_APART_BYTES = 64 * 1024
 PROTOCOL_VERSION = "5.3"
 
 
@@ -135,8 +140,17 @@ class Wire:
             mac.update(part)
         return mac.hexdigest().encode()
 
-    def parse(self, frames: list[bytes], *, content: bool = True) -> Message:
-        """Check and parse one multipart message; raise `MalformedMessage` on any doubt."""
+    def parse(
+        self, frames: list[bytes], *, content: bool = True, pool: Executor | None = None
+    ) -> Message:
+        """Check and parse one multipart message; raise `MalformedMessage` on any doubt.
+
+        With `pool`, the signature of a message of `CHECK_APART_BYTES` or more is computed
+        there while this thread reads its JSON (hashing lets go of the GIL, reading does not
+        need it), so a megabyte costs the longer of the two instead of their sum. Either way
+        the message is returned only once its signature has matched, and a bad signature is
+        reported as such even when the JSON is bad too.
+        """
         try:
             cut = frames.index(DELIM)
         except ValueError:
@@ -146,30 +160,49 @@ class Wire:
         if len(parts) < 5:
             raise MalformedMessage(f"{len(parts)} frames after the delimiter, expected 5 or more")
         signature, raw_header, raw_parent, raw_metadata, raw_content = parts[:5]
+        signed = [raw_header, raw_parent, raw_metadata, raw_content]
+        apart: Future[bytes] | None = None
         if self._auth is not None:
-            expected = self.sign([raw_header, raw_parent, raw_metadata, raw_content])
-            if not hmac.compare_digest(signature, expected):
-                raise MalformedMessage("bad HMAC signature")
-            if signature in self._history:
-                raise MalformedMessage("replayed signature")
-            self._history[signature] = None
-            if len(self._history) > self._history_size:
-                self._history.popitem(last=False)
-        header = _load_dict(raw_header, "header")
-        if not isinstance(header.get("msg_type"), str) or not isinstance(header.get("msg_id"), str):
-            raise MalformedMessage("header lacks msg_type or msg_id")
-        return Message(
-            idents=idents,
-            header=header,
-            parent=_load_dict(raw_parent, "parent header"),
-            metadata=_load_dict(raw_metadata, "metadata"),
-            content=_load_dict(raw_content, "content") if content else {},
-            buffers=list(parts[5:]),
-            raw_header=raw_header,
-            raw_parent=raw_parent,
-            raw_metadata=raw_metadata,
-            raw_content=raw_content,
-        )
+            if pool is not None and len(raw_content) >= CHECK_APART_BYTES:
+                try:
+                    apart = pool.submit(self.sign, signed)
+                except RuntimeError:  # the pool is shut down: the sentry is closing
+                    apart = None
+            if apart is None:
+                self._accept(signature, self.sign(signed))
+        try:
+            header = _load_dict(raw_header, "header")
+            if not isinstance(header.get("msg_type"), str) or not isinstance(
+                header.get("msg_id"), str
+            ):
+                raise MalformedMessage("header lacks msg_type or msg_id")
+            msg = Message(
+                idents=idents,
+                header=header,
+                parent=_load_dict(raw_parent, "parent header"),
+                metadata=_load_dict(raw_metadata, "metadata"),
+                content=_load_dict(raw_content, "content") if content else {},
+                buffers=list(parts[5:]),
+                raw_header=raw_header,
+                raw_parent=raw_parent,
+                raw_metadata=raw_metadata,
+                raw_content=raw_content,
+            )
+        finally:
+            if apart is not None:
+                # Before anything of the message is used, and before a JSON error is reported.
+                self._accept(signature, apart.result())
+        return msg
+
+    def _accept(self, signature: bytes, expected: bytes) -> None:
+        """Accept `signature` if it is `expected` and was not seen before (a replay)."""
+        if not hmac.compare_digest(signature, expected):
+            raise MalformedMessage("bad HMAC signature")
+        if signature in self._history:
+            raise MalformedMessage("replayed signature")
+        self._history[signature] = None
+        if len(self._history) > self._history_size:
+            self._history.popitem(last=False)
 
     def frames(
         self,
@@ -179,9 +212,13 @@ class Wire:
         raw_metadata: bytes,
         raw_content: bytes,
         buffers: list[bytes] | None = None,
+        *,
+        signature: bytes | None = None,
     ) -> list[bytes]:
-        """The multipart frames of a message signed with this side's key."""
-        signature = self.sign([raw_header, raw_parent, raw_metadata, raw_content])
+        """The multipart frames of a message signed with this side's key (`signature`: this
+        side's signature of these four frames, computed already)."""
+        if signature is None:
+            signature = self.sign([raw_header, raw_parent, raw_metadata, raw_content])
         out = [*idents, DELIM, signature, raw_header, raw_parent, raw_metadata, raw_content]
         if buffers:
             out.extend(buffers)

@@ -725,7 +725,8 @@ class Sentry:
 
     def _from_kernel(self, channel: str, frames: list[bytes]) -> None:
         try:
-            msg = self.inner.parse(frames)
+            # A large message's signature is checked in the worker thread while its JSON is read.
+            msg = self.inner.parse(frames, pool=self._prepare_pool())
         except MalformedMessage as exc:
             self.dropped += 1
             log.warning("dropped a message from the kernel on %s: %s", channel, exc)
@@ -967,6 +968,18 @@ class Sentry:
             committed = committed_from_content(channel, msg_type, raw_content, buffers, content)
         if channel == "iopub" and msg_type in EGRESS_COUNTED and not decision.blocked:
             self.meter.egress_bytes += len(committed)
+        if (
+            prepared is not None
+            and channel == "iopub"
+            and blocked_original is None
+            and not decision.blocked
+            and not (end_of_cell or checkpoint)
+            and self._recording()
+        ):
+            self._emit_released_ahead(
+                channel, header, raw_content, metadata, parent, decision, kernel, prepared
+            )
+            return
         if self._recording():
             self.ledger.output(
                 msg_id=header["msg_id"],
@@ -998,6 +1011,54 @@ class Sentry:
             frames = self.outer.frames(
                 idents or [], raw_header, parent[0], raw_metadata, raw_content, buffers
             )
+        self._sockets[f"outer_{channel}"].send_multipart(frames, copy=False)
+
+    def _emit_released_ahead(
+        self,
+        channel: str,
+        header: dict[str, Any],
+        raw_content: bytes,
+        metadata: dict[str, Any],
+        parent: tuple[bytes, str],
+        decision: Decision,
+        kernel: Decision | None,
+        prepared: Prepared,
+    ) -> None:
+        """`_emit` of a large output released as prepared: its receipt is made before its entry
+        is appended (from the bytes and root the append will leave), so the message is signed
+        in the worker thread while the ledger writes the entry and its megabyte opening. The
+        message leaves after the append, and only with a receipt of what was written."""
+        msg_type = header["msg_type"]
+        ahead = self.ledger.released_ahead(
+            msg_id=header["msg_id"],
+            parent=parent[1],
+            channel=channel,
+            msg_type=msg_type,
+            prepared=prepared,
+            decision=decision,
+            kernel=kernel,
+        )
+        raw_header = dumps(header)
+        raw_metadata = _metadata_with_receipt(metadata, ahead.receipt)
+        signed = [raw_header, parent[0], raw_metadata, raw_content]
+        try:
+            signing: Future[bytes] | None = self._prepare_pool().submit(self.outer.sign, signed)
+        except RuntimeError:  # the pool is shut down: the sentry is closing
+            signing = None
+        if self.ledger.append_ahead(ahead):
+            signature = signing.result() if signing is not None else None
+        else:
+            # Not what the receipt named (cannot happen while only this thread appends): the
+            # receipt of what the ledger holds, signed here.
+            log.warning("a receipt made ahead did not match the ledger; made again")
+            receipt = self.ledger.receipt_bytes(header["msg_id"], prepared.committed,
+                                                digest=prepared.digest)  # fmt: skip
+            raw_metadata = _metadata_with_receipt(metadata, receipt)
+            signature = None
+        topic = f"kernel.{self.session_id}.{msg_type}".encode()
+        frames = self.outer.frames(
+            [topic], raw_header, parent[0], raw_metadata, raw_content, signature=signature
+        )
         self._sockets[f"outer_{channel}"].send_multipart(frames, copy=False)
 
     def _recording(self) -> bool:

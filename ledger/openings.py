@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pybase64
+
 from bedside.errors import LedgerError, LedgerIntegrityError
 
 from . import entries as E
@@ -98,7 +100,7 @@ class PreparedOpening(Opening):
 
     def __init__(self, index: int, field: str, domain: str, salt: bytes, content: bytes) -> None:
         super().__init__(index, field, domain, salt, content)
-        self._b64 = binascii.b2a_base64(content, newline=False)
+        self._b64 = pybase64.b64encode(content)
         # The record check is SHA-256(0x00 || payload); the payload starts with the content.
         self._hashed = hashlib.sha256(b"\x00" + _HEAD)
         self._hashed.update(self._b64)
@@ -122,7 +124,9 @@ def opening_payload_parts(
     """
     return (
         _HEAD,
-        binascii.b2a_base64(content, newline=False),
+        # pybase64: the same bytes as binascii's, by SIMD, a twentieth of the time (about 1 ms
+        # on a megabyte output, and binascii holds the GIL while it encodes).
+        pybase64.b64encode(content),
         _opening_tail(index, field, domain, salt),
     )
 

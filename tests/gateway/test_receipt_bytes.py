@@ -287,3 +287,44 @@ def test_output_openings_written_raw_are_the_bytes_of_the_dict_form(tmp_path):
     # The released output's salt rides on the receipt; the blocked one's does not.
     salts = {item["index"]: item.get("salt") for item in receipt["entries"]}
     assert salts[1] == base64.b64encode(opened[0].salt).decode() and salts[2] is None
+
+
+def test_the_deferred_flush_runs_beside_the_relay_and_fails_loudly(ledger, monkeypatch):
+    """`flush_if_due` hands the two fsyncs to a thread of their own: the entries are durable
+    once it is collected (at the latest at close), one flush runs at a time, and a flush that
+    failed raises at the next call, as it did when it ran in the relay's thread."""
+    import threading
+
+    book, _ = ledger
+    book.header(intent={}, policy_id="p", policy_digest="sha256:" + "0" * 64,
+                environment_digest="sha256:" + "1" * 64, researcher_key=None)  # fmt: skip
+    book.execute_request("m1", "1 + 1", None, None)
+    gate, threads = threading.Event(), []
+    flush = book.ledger.flush
+
+    def slow_flush():
+        threads.append(threading.current_thread().name)
+        gate.wait(10)
+        flush()
+
+    monkeypatch.setattr(book.ledger, "flush", slow_flush)
+    book.flush_if_due(force=True)
+    assert not book.dirty and threads and threads[0].startswith("bedside-flush")
+    book.execute_request("m2", "2 + 2", None, None)  # the relay goes on meanwhile
+    book.flush_if_due(force=True)  # the first one still runs: this one waits its turn
+    assert book.dirty and len(threads) == 1
+    gate.set()
+    book._flushing.result(10)
+    book.flush_if_due(force=True)
+    book._flushing.result(10)
+    assert len(threads) == 2 and not book.ledger._dirty
+
+    def failing_flush():
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(book.ledger, "flush", failing_flush)
+    book.execute_request("m3", "3 + 3", None, None)
+    book.flush_if_due(force=True)
+    book._flushing.exception(10)
+    with pytest.raises(OSError, match="No space"):
+        book.flush_if_due()

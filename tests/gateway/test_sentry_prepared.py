@@ -125,3 +125,87 @@ def test_a_large_output_with_an_identifier_leaves_as_a_notice(relay, used):
     # The block is recorded; its opening (the kernel's bytes) stays in the hospital only.
     entries = [sentry.ledger.ledger.entry(i) for i in range(sentry.ledger.size)]
     assert [e["decision"] for e in entries if e["kind"] == "output"] == ["blocked"]
+
+
+def test_a_large_message_with_a_bad_signature_is_dropped(relay, used, caplog):
+    """Its signature is checked beside the parse: nothing of it leaves or is recorded, it is
+    counted and logged as dropped, and the relay goes on (the next large output is released)."""
+    sentry, client, kernel, _ = relay
+    text = " ".join(WORDS[i % len(WORDS)] for i in range(40_000))
+    request = client.msg("execute_request", {"code": "print(TEXT)", "silent": False})
+    sentry._from_client("shell", [b"client", *client.serialize(request)])
+    forger = Session(key=b"not-the-kernel-key", username="kernel")
+    forged = forger.msg("stream", {"name": "stdout", "text": text}, parent=request["header"])
+    out: CaptureSocket = sentry._sockets["outer_iopub"]  # type: ignore[assignment]
+    sent, size, dropped = len(out.sent), sentry.ledger.size, sentry.dropped
+    with caplog.at_level("WARNING", logger="bedside.sentry"):
+        sentry._from_kernel("iopub", [b"kernel.x.stream", *forger.serialize(forged)])
+    assert len(out.sent) == sent and sentry.ledger.size == size and used == []
+    assert sentry.dropped == dropped + 1
+    assert "dropped a message from the kernel on iopub: bad HMAC signature" in caplog.text
+    # A correctly signed large message with the same content is released as before.
+    msg = kernel.msg("stream", {"name": "stdout", "text": text}, parent=request["header"])
+    sentry._from_kernel("iopub", [b"kernel.x.stream", *kernel.serialize(msg)])
+    assert len(out.sent) == sent + 1 and used == [True]
+    assert Wire(client.key, name="client").parse(out.sent[-1]).content["text"] == text
+
+
+def _receipt_names_the_ledger(sentry: Sentry, receipt: dict[str, Any]) -> None:
+    """The receipt's size, root and entries are those of the hospital ledger."""
+    ledger = sentry.ledger.ledger
+    assert receipt["size"] == ledger.size
+    assert receipt["root"] == ledger.root_at(receipt["size"]).hex()
+    for item in receipt["entries"]:
+        assert item["entry"] == ledger.entry(item["index"])
+
+
+def test_a_large_release_is_signed_beside_its_append(relay, used, monkeypatch):
+    """The receipt of a large release is made before its entry is appended (so the message is
+    signed while the opening is written): it names exactly what the ledger then holds, the
+    output's entry and salt among the entries, and every receipt after it goes on from there."""
+    sentry, client, kernel, _ = relay
+    ahead: list[bool] = []
+    original = type(sentry.ledger).append_ahead
+
+    def spy(self, made):
+        held = original(self, made)
+        ahead.append(held)
+        return held
+
+    monkeypatch.setattr(type(sentry.ledger), "append_ahead", spy)
+    text = " ".join(WORDS[i % len(WORDS)] for i in range(40_000))
+    for n in range(3):
+        got = _cell(sentry, client, kernel, f"{n} {text}")
+        receipt = _receipt_checks(sentry, got)
+        _receipt_names_the_ledger(sentry, receipt)
+        kinds = [item["entry"]["kind"] for item in receipt["entries"]]
+        assert kinds[-2:] == ["execute_request", "output"] and "salt" in receipt["entries"][-1]
+    assert used == [True] * 3 and ahead == [True] * 3
+    # The small messages after it carry receipts of their own entries (nothing twice).
+    small = kernel.msg("stream", {"name": "stdout", "text": "done"})
+    out: CaptureSocket = sentry._sockets["outer_iopub"]  # type: ignore[assignment]
+    sentry._from_kernel("iopub", [b"kernel.x.stream", *kernel.serialize(small)])
+    receipt = Wire(client.key, name="client").parse(out.sent[-1]).metadata["bedside"]["receipt"]
+    _receipt_names_the_ledger(sentry, receipt)
+    assert [item["index"] for item in receipt["entries"]] == [sentry.ledger.size - 1]
+
+
+def test_a_receipt_made_ahead_that_misses_the_ledger_is_made_again(relay, used, monkeypatch):
+    """Should the ledger not hold what a receipt made ahead names, that receipt never leaves:
+    the message carries the receipt of what was written."""
+    import dataclasses
+
+    sentry, client, kernel, _ = relay
+    original = type(sentry.ledger).released_ahead
+
+    def wrong_root(self, **kwargs):
+        return dataclasses.replace(original(self, **kwargs), root=b"\x00" * 32)
+
+    monkeypatch.setattr(type(sentry.ledger), "released_ahead", wrong_root)
+    text = " ".join(WORDS[i % len(WORDS)] for i in range(40_000))
+    got = _cell(sentry, client, kernel, text)
+    receipt = _receipt_checks(sentry, got)
+    assert receipt["root"] != "00" * 32
+    _receipt_names_the_ledger(sentry, receipt)
+    assert [item["entry"]["kind"] for item in receipt["entries"]][-1] == "output"
+    assert used == [True]

@@ -112,3 +112,32 @@ def test_the_random_pool_hands_out_each_byte_once():
     assert [len(t) for t in taken] == [16] * 40 + [100]
     # Distinct draws (a repeated 128-bit value would mean bytes were handed out twice).
     assert len(set(taken)) == len(taken)
+
+
+def test_a_large_message_checked_beside_its_parse_reads_as_inline():
+    """With a pool, a large message's signature is computed in it while the JSON is read: the
+    same message, the same refusals (a bad signature wins over bad JSON), the same replays."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bedside.gateway._wire import CHECK_APART_BYTES
+
+    big = "cohort analysis " * (CHECK_APART_BYTES // 16 + 1)
+    session = Session(key=b"k", signature_scheme="hmac-sha256")
+    frames = session.serialize(session.msg("stream", {"name": "stdout", "text": big}))
+    with ThreadPoolExecutor(1) as pool:
+        wire = Wire(b"k", name="kernel")
+        assert wire.parse(frames, pool=pool).content == {"name": "stdout", "text": big}
+        with pytest.raises(MalformedMessage, match="replayed"):
+            wire.parse(frames, pool=pool)
+        with pytest.raises(MalformedMessage, match="bad HMAC"):
+            Wire(b"other", name="kernel").parse(frames, pool=pool)
+        broken = _signed_with_content(b'{"text": "' + big.encode() + b'"')
+        with pytest.raises(MalformedMessage, match="content is not"):
+            Wire(b"k", name="kernel").parse(broken, pool=pool)
+        with pytest.raises(MalformedMessage, match="bad HMAC"):
+            Wire(b"other", name="kernel").parse(broken, pool=pool)
+    # A pool that is shut down (the sentry closing) checks in the caller's thread.
+    wire = Wire(b"k", name="kernel")
+    assert wire.parse(frames, pool=pool).content["text"] == big
+    with pytest.raises(MalformedMessage, match="bad HMAC"):
+        Wire(b"other", name="kernel").parse(frames, pool=pool)
