@@ -18,6 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The base64 of an output's opening is the mirror's and the sentry's largest single cost per
+# megabyte with binascii (about 1 ms); pybase64's SIMD encoder writes the same bytes in a
+# twentieth of that.
+from pybase64 import b64encode
+
 from bedside.errors import LedgerError, LedgerIntegrityError
 
 from . import entries as E
@@ -98,7 +103,7 @@ class PreparedOpening(Opening):
 
     def __init__(self, index: int, field: str, domain: str, salt: bytes, content: bytes) -> None:
         super().__init__(index, field, domain, salt, content)
-        self._b64 = binascii.b2a_base64(content, newline=False)
+        self._b64 = b64encode(content)
         # The record check is SHA-256(0x00 || payload); the payload starts with the content.
         self._hashed = hashlib.sha256(b"\x00" + _HEAD)
         self._hashed.update(self._b64)
@@ -122,7 +127,7 @@ def opening_payload_parts(
     """
     return (
         _HEAD,
-        binascii.b2a_base64(content, newline=False),
+        b64encode(content),
         _opening_tail(index, field, domain, salt),
     )
 
