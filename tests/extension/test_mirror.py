@@ -473,3 +473,25 @@ def test_release_fetch_reply_commits_to_the_artifact_digest() -> None:
         channel="shell", msg_type="execute_reply", content=content
     )
     assert json.loads(plain)["content"] == content
+
+
+def test_receipt_key_agrees_with_the_ledger_verifier() -> None:
+    """Receipts are checked with libsodium: what it accepts the ledger's verifier accepts, and
+    a forged, truncated or foreign signature is a SignatureError as there."""
+    from bedside.errors import SignatureError
+    from bedside.extension.mirror import _ReceiptKey
+
+    custodian, other = Signer.generate("custodian"), Signer.generate("other")
+    key = _ReceiptKey(custodian.verifier)
+    assert key.vkey == custodian.verifier_key
+    body = canonical_json({"msg_id": "m", "digest": "sha256:00"})
+    sig = custodian.sign(body)
+    key.verify(body, sig)
+    custodian.verifier.verify(body, sig)
+    forged = bytes([sig[0] ^ 1]) + sig[1:]
+    for bad_body, bad_sig in ((body, forged), (body, sig[:40]), (body, other.sign(body)),
+                              (body + b" ", sig)):  # fmt: skip
+        with pytest.raises(SignatureError):
+            key.verify(bad_body, bad_sig)
+        with pytest.raises(SignatureError):
+            custodian.verifier.verify(bad_body, bad_sig)
