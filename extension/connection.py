@@ -22,7 +22,7 @@ from tornado.ioloop import IOLoop
 
 from bedside.errors import GatewayError
 
-from .mirror import PENDING, REFUSED, SessionMirror, new_message
+from .mirror import COSIGN_DELAY, PENDING, REFUSED, SessionMirror, new_message
 from .sessions import SessionRegistry
 
 REGISTRY_KEY = "bedside_sessions"
@@ -223,6 +223,7 @@ class BedsideWebSocketConnection(GatewayWebSocketConnection):
                 self._links().append(self)
             mirror.send = self._sender(registry, self.kernel_id)
             mirror.schedule = IOLoop.current().call_later
+            mirror.cosign_delay = COSIGN_DELAY
             self._held = [] if mirror.state == PENDING else None
             self._fresh_session_if_busy(registry)
         await super().connect()

@@ -116,7 +116,10 @@ class SealHandler(BedsideHandler):
         # Let the last cell's checkpoint be cosigned first (its request then reaches the
         # hospital before the seal), so the sealed ledger ends on a cosigned checkpoint.
         deadline = loop.time() + 10
-        while not mirror.settled and loop.time() < deadline and mirror.state != INTERRUPTED:
+        while loop.time() < deadline and mirror.state != INTERRUPTED:
+            mirror.cosign_due()  # now, not after the mirror's cosign_delay
+            if mirror.settled:
+                break
             await asyncio.sleep(0.05)
         done: asyncio.Future[dict[str, Any]] = loop.create_future()
         # Naming the session: a kernel restarted at the hospital runs a new one, which the

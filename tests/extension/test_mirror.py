@@ -92,6 +92,80 @@ def test_cell_verified_mirrored_and_cosigned(pair, tmp_path: Path) -> None:
     verify_ledger(hospital.ledger.path, keys)
 
 
+def test_cells_back_to_back_share_one_cosign(pair, tmp_path: Path) -> None:
+    """With a cosign delay (the server's), each cell's checkpoint is still checked on arrival,
+    but only the newest is cosigned when the delay ends: one round trip for a burst of cells."""
+    mirror, hospital, sent = pair
+    timers: list[tuple[float, Any]] = []
+    mirror.schedule = lambda delay, callback: timers.append((delay, callback))
+    mirror.cosign_delay = 0.5
+    for n in range(3):
+        _, replies, verdicts = _run_cell(mirror, hospital, sent, f"print({n})", f"{n}\n")
+        assert all(v.verified for v in verdicts), [v.reason for v in verdicts]
+    # nothing cosigned yet, one timer for the burst, and the copy is not settled until then
+    assert not sent and mirror.last_checkpoint is None and not mirror.settled
+    ((delay, fire),) = timers
+    assert delay == 0.5
+    fire()
+    (request,) = sent
+    sent.clear()
+    assert mirror.settled
+    assert mirror.observe_reply(hospital.cosign(request)).verified
+    checkpoint, names = open_checkpoint(
+        mirror.last_checkpoint, [hospital.signer.verifier, mirror.signer.verifier]
+    )
+    assert len(names) == 2 and checkpoint.size == mirror.ledger.size - 1  # the newest cell's
+    kinds = [mirror.ledger.entry(i)["kind"] for i in range(mirror.ledger.size)]
+    assert kinds.count("checkpoint") == 1 and kinds[-1] == "checkpoint"
+    assert mirror.ledger.root() == hospital.ledger.root()
+    # a checkpoint that does not match our copy makes its message unverified on arrival
+    # and is never cosigned
+    request = _execute(mirror, "print(9)")
+    *rest, idle = hospital.execute(request, "9\n")
+    for msg in rest:
+        assert mirror.observe_reply(msg).verified
+    mirror.ledger.append({"kind": "interrupted", "reason": "a copy that drifted"})
+    assert not mirror.observe_reply(idle).verified
+    mirror.cosign_due()
+    assert not sent
+    # a note's own custodian signature is checked before it is cosigned
+    note = idle["metadata"]["bedside"]["receipt"]["checkpoint"]
+    forged = "AAAA" if note[-20:-16] != "AAAA" else "BBBB"
+    mirror._due = note[:-20] + forged + note[-16:]  # the signature's base64, altered
+    unverified = mirror.unverified
+    mirror.cosign_due()
+    assert not sent and mirror.unverified == unverified + 1
+    mirror.close()
+    hospital.ledger.flush()
+
+
+def test_seal_takes_the_due_cosign_first(pair) -> None:
+    """`cosign_due` (the seal handler calls it) sends a waiting cosign at once; after the seal
+    a note still waiting is dropped (only the note over the seal is cosigned then)."""
+    mirror, hospital, sent = pair
+    timers: list[Any] = []
+    mirror.schedule = lambda delay, callback: timers.append(callback)
+    mirror.cosign_delay = 0.5
+    _run_cell(mirror, hospital, sent)
+    assert not sent and not mirror.settled
+    mirror.cosign_due()
+    (request,) = sent
+    sent.clear()
+    assert mirror.observe_reply(hospital.cosign(request)).verified
+    timers.pop()()  # the timer finds nothing left to do
+    assert not sent
+    _run_cell(mirror, hospital, sent, "print(3)", "3\n")
+    seal = mirror.control_request("bedside_seal_request", {"reason": "researcher"})
+    assert mirror.observe_reply(hospital.seal(seal)).verified
+    assert mirror.state == "sealed"
+    mirror.cosign_due()
+    # what was sent after the seal is at most the cosign of the note over the seal
+    for msg in sent:
+        assert msg["header"]["msg_type"] == "bedside_cosign_request"
+        note = msg["content"]["checkpoint"]
+        assert open_checkpoint(note, [hospital.signer.verifier])[0].size == mirror.ledger.size
+
+
 def test_tampered_output_is_unverified_and_logged(pair) -> None:
     mirror, hospital, sent = pair
     request = _execute(mirror, "print(2)")
@@ -399,3 +473,25 @@ def test_release_fetch_reply_commits_to_the_artifact_digest() -> None:
         channel="shell", msg_type="execute_reply", content=content
     )
     assert json.loads(plain)["content"] == content
+
+
+def test_receipt_key_agrees_with_the_ledger_verifier() -> None:
+    """Receipts are checked with libsodium: what it accepts the ledger's verifier accepts, and
+    a forged, truncated or foreign signature is a SignatureError as there."""
+    from bedside.errors import SignatureError
+    from bedside.extension.mirror import _ReceiptKey
+
+    custodian, other = Signer.generate("custodian"), Signer.generate("other")
+    key = _ReceiptKey(custodian.verifier)
+    assert key.vkey == custodian.verifier_key
+    body = canonical_json({"msg_id": "m", "digest": "sha256:00"})
+    sig = custodian.sign(body)
+    key.verify(body, sig)
+    custodian.verifier.verify(body, sig)
+    forged = bytes([sig[0] ^ 1]) + sig[1:]
+    for bad_body, bad_sig in ((body, forged), (body, sig[:40]), (body, other.sign(body)),
+                              (body + b" ", sig)):  # fmt: skip
+        with pytest.raises(SignatureError):
+            key.verify(bad_body, bad_sig)
+        with pytest.raises(SignatureError):
+            custodian.verifier.verify(bad_body, bad_sig)

@@ -1,0 +1,126 @@
+"""The researcher extension of another revision against this one, interleaved in one run.
+
+Two jupyter_servers on one tuned Enterprise Gateway (bedside chain: sentry, sandbox, guarded
+kernel): one loads the extension as it is in `--base` (copied out of git as the module `oldext`),
+the other this worktree's. They take turns, a block of cells each, so that a loaded machine's
+load falls on both alike; prints the median, quartile and best wall time of each and the CPU
+time of each jupyter_server per cell. Everything but the extension (the ledger, the gateway, the
+sentry) is this worktree's on both sides. Not part of `make bench` (a development A/B).
+Run: `.venv/bin/python bench/researcher_ab.py [--base main] [--blocks 12]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_researcher as b  # noqa: E402 - the benchmark's hospital, gateway and probes
+
+from bedside.extension._headless import ResearcherServer  # noqa: E402
+from bedside.gateway.eg import sentry_kernelspec  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK = {"trivial": 10, "one_mb": 4}
+
+
+class BaseServer(ResearcherServer):
+    """A researcher server whose extension is the module `oldext` (the base revision's)."""
+
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        extensions = config["ServerApp"]["jpserver_extensions"]
+        extensions["oldext"] = extensions.pop("bedside.extension")
+        return config
+
+
+def base_extension(rev: str, into: Path) -> None:
+    """`extension/` at `rev` as the package `oldext` under `into`."""
+    pkg = into / "oldext"
+    pkg.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "extension"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(pkg), "--strip-components=1"], input=archive, check=True)
+    init = pkg / "__init__.py"
+    init.write_text(
+        init.read_text().replace('{"module": "bedside.extension"}', '{"module": "oldext"}')
+    )
+
+
+async def measure(probes: dict[str, b.Probe], blocks: int) -> dict[str, Any]:
+    for probe in probes.values():
+        await probe.start()
+    out: dict[str, Any] = {}
+    try:
+        for label, code in (("trivial", b.TRIVIAL), ("one_mb", b.ONE_MB)):
+            walls: dict[str, list[float]] = {k: [] for k in probes}
+            cpu = dict.fromkeys(probes, 0.0)
+            for _ in range(blocks if label == "trivial" else max(2, blocks // 2)):
+                for name, probe in probes.items():
+                    await probe.client.execute(code)  # not measured (see bench_researcher)
+                    before = b.cpu_seconds(probe.pid)
+                    for _ in range(BLOCK[label]):
+                        t = time.perf_counter()
+                        await probe.client.execute(code)
+                        walls[name].append((time.perf_counter() - t) * 1000)
+                    cpu[name] += b.cpu_seconds(probe.pid) - before
+            for name in probes:
+                w = sorted(walls[name])
+                out[f"{label} {name}"] = {
+                    "median_ms": round(statistics.median(w), 2),
+                    "p25_ms": round(w[len(w) // 4], 2),
+                    "best_ms": round(w[0], 2),
+                    "server_cpu_ms_per_cell": round(cpu[name] / len(w) * 1000, 2),
+                    "n": len(w),
+                }
+    finally:
+        for probe in probes.values():
+            await probe.client.close()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", default="main", help="git revision of the other extension")
+    parser.add_argument("--blocks", type=int, default=12, help="turns of trivial cells each")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="researcher-ab-") as tmp:
+        root = Path(tmp)
+        root.chmod(0o755)
+        base_extension(args.base, root / "base")
+        policy, key = b.hospital(root)
+        (root / "state").mkdir(mode=0o700)
+        chain = sentry_kernelspec(policy=policy, custodian_key=key, state_dir=root / "state")
+        with ExitStack() as stack:
+            eg = stack.enter_context(
+                b.gateway(root / "eg", {"bedside": chain}, "bedside", nodelay=True)
+            )
+            probes = {}
+            for name in ("base", "this"):
+                server = b.server(root, name, eg.url, eg.token, extension=True)
+                if name == "base":
+                    fields = vars(server).copy()
+                    fields.pop("proc", None)
+                    fields.pop("_tmp", None)
+                    server = BaseServer(**fields)
+                    server.env["PYTHONPATH"] = str(root / "base")
+                probes[name] = b.Probe(stack.enter_context(server), "bedside", [])
+            result = asyncio.run(measure(probes, args.blocks))
+    print(
+        json.dumps({"benchmark": "researcher-ab", "base": args.base, "results": result}, indent=2)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
