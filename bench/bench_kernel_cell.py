@@ -1,24 +1,27 @@
 """Per-cell latency of the guarded kernel against a plain ipykernel, measured in the same run.
 
-Both kernels are started through jupyter_client on the same synthetic hospital. The run is made
-of `--rounds` rounds; in each round every cell kind is run `--per-round` times on each kernel,
-guarded and plain alternating cell by cell (and which of the two goes first alternating too), so
-a burst of load from other processes falls on both. A cell is timed from its execute_request
-to the later of its execute_reply and its idle status on iopub (what a client waits for), both
-sockets watched at once by one zmq poller.
+Both kernels are started through jupyter_client on the same synthetic hospital, with a second
+plain ipykernel as a control. The run is made of `--rounds` rounds; in each round every cell kind
+is run `--per-round` times on each kernel, the kernels taking turns cell by cell (each of them
+first, second and last equally often, in both directions), so a burst of load from other
+processes falls on all of them. A cell is timed from its execute_request to the later of its
+execute_reply and its idle status on iopub (what a client waits for), both sockets watched at
+once by one zmq poller.
 
 Per cell kind it reports the p50 and p90 of each kernel over all its runs, and as the headline
 `ratio_p50` the median over rounds of each round's guarded p50 / plain p50, with the first and
 third quartiles of those per-round ratios (`ratio_p50_q1`, `ratio_p50_q3`): the spread says how
 much one round's load moved the ratio, and no single round decides it (target p50 <= 1.10x).
-`ratio_p50_pooled` is the ratio of the p50s over all runs. Also reported: the CPU time each
-kernel process spends per cell (all its threads, nanoseconds from /proc/<pid>/task/*/schedstat,
-not clock ticks), whose ratio holds when other processes load the machine, and the messages and
-bytes each kernel sends per cell on shell and iopub (the guard adds metadata, never messages).
-Results go to stdout as JSON (and to --out if given).
+`ratio_p50_pooled` is the ratio of the p50s over all runs. `control_ratio_p50` is the same
+figure for the control against the plain kernel: two identical kernels, so whatever it differs
+from 1.00 is the bench's own error on this machine (`--no-control` leaves it out). Also
+reported: the CPU time each kernel process spends per cell (median; all its threads, in ns from
+/proc/<pid>/task/*/schedstat, not clock ticks), whose ratio holds when other processes load the
+machine, and the messages and bytes each kernel sends per cell on shell and iopub (the guard
+adds metadata, never messages). Results go to stdout as JSON (and to --out if given).
 
-    .venv/bin/python bench/bench_kernel_cell.py [--rounds 15] [--per-round 15] [--fresh]
-        [--out FILE]
+    .venv/bin/python bench/bench_kernel_cell.py [--rounds 12] [--per-round 18] [--fresh]
+        [--no-control] [--out FILE]
 
 The guard remembers what it worked out for outputs and groupings it has just seen (the text and
 row-order scans of an identical output, the record sets of the same groups, the per-cell records
@@ -66,7 +69,6 @@ FRESH = {
     "crosstab_fresh": "d = df.sample(frac=0.5)\npd.crosstab(d.sex, d.died)",
 }
 TARGET = 1.10
-KERNELS = ("guarded", "plain")
 
 
 @dataclass
@@ -143,16 +145,22 @@ def quantile(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=100, method="inclusive")[round(q * 100) - 1]
 
 
+def round_ratios(runs: dict[str, list[list[Exchange]]], a: str, b: str) -> list[float]:
+    """Per round: the p50 of kernel `a` over the p50 of kernel `b`."""
+    return [
+        statistics.median(e.seconds for e in x) / statistics.median(e.seconds for e in y)
+        for x, y in zip(runs[a], runs[b], strict=True)
+    ]
+
+
 def summarize(cell: str, runs: dict[str, list[list[Exchange]]],
               cpu: dict[str, list[int]]) -> dict[str, Any]:  # fmt: skip
     """Figures of one cell kind: pooled percentiles, per-round p50 ratios, CPU and messages."""
-    pooled = {k: [e.seconds for rnd in runs[k] for e in rnd] for k in KERNELS}
-    per_round = [
-        statistics.median(e.seconds for e in g) / statistics.median(e.seconds for e in p)
-        for g, p in zip(runs["guarded"], runs["plain"], strict=True)
-    ]
+    names = list(runs)
+    pooled = {k: [e.seconds for rnd in runs[k] for e in rnd] for k in names}
+    per_round = round_ratios(runs, "guarded", "plain")
     row: dict[str, Any] = {}
-    for k in KERNELS:
+    for k in names:
         row[f"{k}_p50_ms"] = statistics.median(pooled[k]) * 1e3
         row[f"{k}_p90_ms"] = quantile(pooled[k], 0.9) * 1e3
     row["ratio_p50"] = statistics.median(per_round)
@@ -160,15 +168,18 @@ def summarize(cell: str, runs: dict[str, list[list[Exchange]]],
     row["ratio_p50_q3"] = quantile(per_round, 0.75)
     row["ratio_p50_pooled"] = row["guarded_p50_ms"] / row["plain_p50_ms"]
     row["ratio_p90"] = row["guarded_p90_ms"] / row["plain_p90_ms"]
-    for k in KERNELS:
+    for k in names:
         row[f"{k}_cpu_ms"] = statistics.median(cpu[k]) / 1e6
         row[f"{k}_cpu_mean_ms"] = statistics.fmean(cpu[k]) / 1e6
     row["ratio_cpu"] = row["guarded_cpu_ms"] / max(row["plain_cpu_ms"], 1e-9)
+    if "control" in runs:  # a second plain kernel: what the bench itself reads as a difference
+        row["control_ratio_p50"] = statistics.median(round_ratios(runs, "control", "plain"))
+        row["control_ratio_cpu"] = row["control_cpu_ms"] / max(row["plain_cpu_ms"], 1e-9)
     row["per_cell"] = {
         k: {f"{what}_{ch}": statistics.median(getattr(e, attr)[ch] for rnd in runs[k] for e in rnd)
             for what, attr in (("messages", "messages"), ("bytes", "nbytes"))
             for ch in ("shell", "iopub")}
-        for k in KERNELS
+        for k in names
     }  # fmt: skip
     row["per_round_ratios"] = [round(r, 4) for r in per_round]
     print(
@@ -176,19 +187,26 @@ def summarize(cell: str, runs: dict[str, list[list[Exchange]]],
         f"{row['ratio_p50']:.3f} [IQR {row['ratio_p50_q1']:.3f}-{row['ratio_p50_q3']:.3f}] | "
         f"p90 ratio {row['ratio_p90']:.3f} | cpu p50 {row['guarded_cpu_ms']:6.2f} vs "
         f"{row['plain_cpu_ms']:6.2f} ms ratio {row['ratio_cpu']:.3f} (means "
-        f"{row['guarded_cpu_mean_ms']:.2f} vs {row['plain_cpu_mean_ms']:.2f})",
+        f"{row['guarded_cpu_mean_ms']:.2f} vs {row['plain_cpu_mean_ms']:.2f})"
+        + (f" | control/plain p50 {row['control_ratio_p50']:.3f} cpu {row['control_ratio_cpu']:.3f}"
+           if "control" in runs else ""),
         file=sys.stderr,
-    )
+    )  # fmt: skip
     return row
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--per-round", type=int, default=15, help="runs of each cell per round")
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--per-round", type=int, default=18, help="runs of each cell per round")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--fresh", action="store_true", help="also cells with a new output every run")
+    ap.add_argument(
+        "--no-control",
+        action="store_true",
+        help="without the second plain kernel that measures the bench's own noise",
+    )
     args = ap.parse_args()
     cells = {**CELLS, **FRESH} if args.fresh else CELLS
     root = Path(tempfile.mkdtemp(prefix="bench-kernel-"))
@@ -197,10 +215,12 @@ def main() -> int:
         "guarded": start(root, "bench-guarded", policy),
         "plain": start(root, "bench-plain", None, module="ipykernel_launcher"),
     }
-    setup = {
-        "guarded": "import pandas as pd\ndf = hospital.load('patients')",
-        "plain": f"import pandas as pd\ndf = pd.read_parquet({str(root / 'patients.parquet')!r})",
-    }
+    if not args.no_control:
+        kernels["control"] = start(root, "bench-control", None, module="ipykernel_launcher")
+    plain_setup = f"import pandas as pd\ndf = pd.read_parquet({str(root / 'patients.parquet')!r})"
+    setup = {"guarded": "import pandas as pd\ndf = hospital.load('patients')",
+             "plain": plain_setup, "control": plain_setup}  # fmt: skip
+    names = list(kernels)
     started = time.monotonic()
     try:
         for name, (_, kc) in kernels.items():
@@ -210,20 +230,24 @@ def main() -> int:
             for _ in range(args.warmup):
                 for _, kc in kernels.values():
                     run_cell(kc, code)
-        runs = {c: {k: [] for k in KERNELS} for c in cells}
-        cpu: dict[str, dict[str, list[int]]] = {c: {k: [] for k in KERNELS} for c in cells}
+        runs: dict[str, dict[str, list[list[Exchange]]]] = {c: {k: [] for k in names}
+                                                            for c in cells}  # fmt: skip
+        cpu: dict[str, dict[str, list[int]]] = {c: {k: [] for k in names} for c in cells}
         for _ in range(args.rounds):
             for cell, code in cells.items():
-                for k in KERNELS:
+                for k in names:
                     runs[cell][k].append([])
                 for i in range(args.per_round):
-                    for name in KERNELS if i % 2 == 0 else KERNELS[::-1]:
+                    # every kernel first, second (and third) equally often, in both directions
+                    order = names[i % len(names) :] + names[: i % len(names)]
+                    for name in order if (i // len(names)) % 2 == 0 else order[::-1]:
                         c0 = cpu_ns(pids[name])
                         runs[cell][name][-1].append(exchange(kernels[name][1], code))
                         cpu[cell][name].append(cpu_ns(pids[name]) - c0)
         result: dict[str, Any] = {
             "rounds": args.rounds, "per_round": args.per_round,
-            "ratio": "guarded/plain; ratio_p50 = median over rounds of the round's p50 ratio",
+            "ratio": "guarded/plain; ratio_p50 = median over rounds of the round's p50 ratio; "
+                     "control_ratio_*: a second plain kernel against the first (noise floor)",
             "cells": {c: summarize(c, runs[c], cpu[c]) for c in cells},
         }  # fmt: skip
         worst = max(result["cells"][c]["ratio_p50"] for c in CELLS)
