@@ -76,8 +76,8 @@ class Exchange:
     """One cell as the client saw it: wall time and what arrived per channel."""
 
     seconds: float
-    messages: dict[str, int] = field(default_factory=dict)
-    nbytes: dict[str, int] = field(default_factory=dict)
+    messages: dict[str, int] = field(default_factory=lambda: {"shell": 0, "iopub": 0})
+    nbytes: dict[str, int] = field(default_factory=lambda: {"shell": 0, "iopub": 0})
 
 
 _pollers: dict[int, zmq.Poller] = {}
@@ -92,7 +92,7 @@ def exchange(kc: Any, code: str, timeout: float = 60.0) -> Exchange:
         poller.register(shell, zmq.POLLIN)
         poller.register(iopub, zmq.POLLIN)
     session = kc.session
-    got = Exchange(0.0, {"shell": 0, "iopub": 0}, {"shell": 0, "iopub": 0})
+    got = Exchange(0.0)
     t0 = time.perf_counter()
     msg_id = kc.execute(code)
     reply = idle = False
