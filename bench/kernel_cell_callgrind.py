@@ -35,6 +35,8 @@ from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
 
 from tests.kernel._data import write_hospital  # noqa: E402
 
+SLOW = 900.0  # seconds a cell may take under valgrind (the setup imports pandas)
+
 
 def start(root: Path, name: str, policy: Path | None, module: str, out: Path,
           cache_sim: bool = False) -> Any:  # fmt: skip
@@ -120,16 +122,16 @@ def main() -> int:
     try:
         pids = {name: km.provisioner.process.pid for name, (km, _) in kernels.items()}
         for name, (_, kc) in kernels.items():
-            run_cell(kc, setup[name])
+            run_cell(kc, setup[name], timeout=SLOW)
         for cell, code in cells.items():
             row: dict[str, Any] = {}
             for name, (_, kc) in kernels.items():
                 for _ in range(3):
-                    run_cell(kc, code)
+                    run_cell(kc, code, timeout=SLOW)
                 before = set(out.glob(f"{name}.{pids[name]}.*"))
                 control(pids[name], "--zero")
                 for _ in range(args.runs):
-                    run_cell(kc, code)
+                    run_cell(kc, code, timeout=SLOW)
                 control(pids[name], "--dump=" + cell)
                 dump = latest_dump(out, name, pids[name], before)
                 events = totals(dump)
