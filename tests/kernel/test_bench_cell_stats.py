@@ -53,6 +53,20 @@ def test_headline_is_the_median_of_per_round_ratios(bench: ModuleType) -> None:
     assert row["control_ratio_cpu"] == pytest.approx(1.0)
 
 
+def test_reference_is_both_plain_kernels(bench: ModuleType) -> None:
+    runs = {
+        "guarded": _rounds(bench, 11.0, 11.0, 11.0),
+        "plain": _rounds(bench, 12.0, 12.0, 12.0),  # the two plain kernels differ by the
+        "control": _rounds(bench, 10.0, 10.0, 10.0),  # bench's own error
+    }
+    cpu = {k: [1_000_000] for k in runs}
+    row = bench.summarize("print", runs, cpu)
+    assert row["ratio_p50"] == pytest.approx(1.0)  # 11 against (12 + 10) / 2
+    assert row["vs_plain_p50"] == pytest.approx(11 / 12)
+    assert row["vs_control_p50"] == pytest.approx(1.1)
+    assert row["control_ratio_p50"] == pytest.approx(10 / 12)
+
+
 def test_client_counts_the_cells_own_messages(bench: ModuleType, guarded: Any) -> None:
     kc = guarded.kc
     kc.execute("print('late')")  # not waited for: its messages arrive during the next cell
