@@ -35,13 +35,16 @@ from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
 
 from tests.kernel._data import write_hospital  # noqa: E402
 
+SLOW = 900.0  # seconds a cell may take under valgrind (the setup imports pandas)
 
-def start(root: Path, name: str, policy: Path | None, module: str, out: Path) -> Any:
+
+def start(root: Path, name: str, policy: Path | None, module: str, out: Path,
+          cache_sim: bool = False) -> Any:  # fmt: skip
     d = root / "kernels" / name
     d.mkdir(parents=True, exist_ok=True)
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/{name}.%p",
-            "--dump-instr=no", "--vgdb=yes", sys.executable, "-m", module,
-            "-f", "{connection_file}"]  # fmt: skip
+            "--dump-instr=no", "--vgdb=yes", f"--cache-sim={'yes' if cache_sim else 'no'}",
+            sys.executable, "-m", module, "-f", "{connection_file}"]  # fmt: skip
     if policy is not None:
         argv += ["--policy", str(policy)]
     (d / "kernel.json").write_text(
@@ -62,10 +65,14 @@ def control(pid: int, *args: str) -> None:
                    timeout=600)  # fmt: skip
 
 
-def totals(path: Path) -> int:
+def totals(path: Path) -> dict[str, int]:
+    """The dump's event totals by name (Ir; with --cache-sim also the cache misses)."""
+    events: list[str] = []
     for line in path.read_text().splitlines():
+        if line.startswith("events:"):
+            events = line.split()[1:]
         if line.startswith(("totals:", "summary:")):
-            return int(line.split()[1])
+            return dict(zip(events or ["Ir"], map(int, line.split()[1:]), strict=False))
     raise RuntimeError(f"{path}: no totals line")
 
 
@@ -86,6 +93,11 @@ def main() -> int:
     ap.add_argument("--cells", help="comma-separated cell names (default: all)")
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--keep", type=Path)
+    ap.add_argument(
+        "--cache-sim",
+        action="store_true",
+        help="also simulate the caches: D1 and last-level misses per cell",
+    )
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
@@ -99,8 +111,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     policy, _ = write_hospital(root)
     kernels = {
-        "guarded": start(root, "guarded", policy, "bedside.kernel", out),
-        "plain": start(root, "plain", None, "ipykernel_launcher", out),
+        "guarded": start(root, "guarded", policy, "bedside.kernel", out, args.cache_sim),
+        "plain": start(root, "plain", None, "ipykernel_launcher", out, args.cache_sim),
     }
     setup = {
         "guarded": "import pandas as pd\ndf = hospital.load('patients')",
@@ -110,24 +122,32 @@ def main() -> int:
     try:
         pids = {name: km.provisioner.process.pid for name, (km, _) in kernels.items()}
         for name, (_, kc) in kernels.items():
-            run_cell(kc, setup[name])
+            run_cell(kc, setup[name], timeout=SLOW)
         for cell, code in cells.items():
-            row: dict[str, float] = {}
+            row: dict[str, Any] = {}
             for name, (_, kc) in kernels.items():
                 for _ in range(3):
-                    run_cell(kc, code)
+                    run_cell(kc, code, timeout=SLOW)
                 before = set(out.glob(f"{name}.{pids[name]}.*"))
                 control(pids[name], "--zero")
                 for _ in range(args.runs):
-                    run_cell(kc, code)
+                    run_cell(kc, code, timeout=SLOW)
                 control(pids[name], "--dump=" + cell)
                 dump = latest_dump(out, name, pids[name], before)
-                row[name] = totals(dump) / args.runs
+                events = totals(dump)
+                row[name] = events["Ir"] / args.runs
+                if args.cache_sim:
+                    row[f"{name}_misses"] = {e: n / args.runs for e, n in events.items()
+                                             if e != "Ir"}  # fmt: skip
             row["ratio"] = row["guarded"] / row["plain"]
             result["cells"][cell] = row
-            print(f"{cell:16s} guarded {row['guarded'] / 1e6:8.2f} M  plain "
-                  f"{row['plain'] / 1e6:8.2f} M  ratio {row['ratio']:.3f}",
-                  file=sys.stderr)  # fmt: skip
+            line = (f"{cell:16s} guarded {row['guarded'] / 1e6:8.2f} M  plain "
+                    f"{row['plain'] / 1e6:8.2f} M  ratio {row['ratio']:.3f}")  # fmt: skip
+            if args.cache_sim:
+                g, p = row["guarded_misses"], row["plain_misses"]
+                line += "".join(f"  {e} {g[e] / 1e3:.0f}k/{p[e] / 1e3:.0f}k"
+                                for e in ("D1mr", "D1mw", "DLmr", "DLmw") if e in g)  # fmt: skip
+            print(line, file=sys.stderr)
         text = json.dumps(result, indent=1)
         print(text)
         if args.out:
