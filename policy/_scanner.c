@@ -128,7 +128,7 @@ static int tokens_push(Tokens *t, int64_t start, int64_t end, const uint8_t *buf
 /* Split a lower-cased UTF-8 buffer into tokens: maximal runs of digits or of letters, where
  * bytes >= 0x80 are letters unless they belong to a multi-byte character that is not alphanumeric
  * (`alnum`, as `str.isalnum` says; characters outside the BMP are separators). */
-/* 1: a digit, 2: an ASCII letter, 0: anything else (for ASCII buffers). */
+/* 1: a digit, 2: an ASCII letter, 3: a byte >= 0x80, 0: anything else. */
 static uint8_t ascii_token_class[256];
 
 /* `tokenize` for a buffer without bytes >= 0x80: runs of one class, by table. */
@@ -168,9 +168,24 @@ static int tokenize(const uint8_t *buf, Py_ssize_t n, Tokens *out) {
     Py_ssize_t clear_until = 0; /* bytes before this offset of a non-alphanumeric character */
     int cls_run = 0;
     Py_ssize_t run_start = 0;
+    const uint8_t *T = ascii_token_class;
     for (Py_ssize_t i = 0; i < n; i++) {
         uint8_t b = buf[i];
         int cls;
+        if (b < 0x80 && i >= clear_until) {
+            /* An ASCII byte outside a multi-byte character: its class by table, as below,
+             * and the bytes of its class after it in one tight loop (they change nothing).
+             * Bytes >= 0x80 have class 3 in the table, which no run of ASCII takes. */
+            cls = T[b];
+            if (cls != cls_run) {
+                if (cls_run && tokens_push(out, run_start, i, buf, n, cls_run == 1) < 0)
+                    return -1;
+                cls_run = cls;
+                run_start = i;
+            }
+            while (i + 1 < n && T[buf[i + 1]] == cls) i++;
+            continue;
+        }
         if ((uint8_t)(b - '0') < 10) {
             cls = 1;
         } else if ((uint8_t)(b - 'a') < 26) {
@@ -1191,17 +1206,105 @@ static int dates_in_line(const Py_UCS1 *t, Py_ssize_t len, Py_ssize_t base, Pair
     return 0;
 }
 
-/* Whether t[0, len) holds four consecutive digits: every date the pattern takes does. */
-static inline int has_four_digits(const Py_UCS1 *t, Py_ssize_t len) {
-    int run = 0;
-    for (Py_ssize_t i = 0; i < len; i++) {
-        run = a_digit(t[i]) ? run + 1 : 0;
-        if (run == 4) return 1;
+/* The storage kind's characters as bytes, the ones outside ASCII as 0x80 (branch-free, so the
+ * compiler vectorises it). */
+#define NARROW_KIND(T_, NAME)                                                                \
+    static void NAME(const T_ *src, Py_ssize_t n, uint8_t *dst) {                            \
+        for (Py_ssize_t i = 0; i < n; i++) dst[i] = src[i] < 128 ? (uint8_t)src[i] : 0x80;   \
     }
-    return 0;
+NARROW_KIND(Py_UCS2, narrow_2)
+NARROW_KIND(Py_UCS4, narrow_4)
+#undef NARROW_KIND
+
+/* Is the maximal run of ASCII digits t[a, b) (of a text t[0, n)) where a date of the pattern
+ * must have one? Every match holds a year, four digits alone, either first and followed by '-'
+ * (yyyy-m-d) or last and preceded by one of "/.- " (d/m/yyyy, d month yyyy, month d, yyyy),
+ * or is eight digits. */
+static inline int date_anchor(const uint8_t *t, Py_ssize_t a, Py_ssize_t b, Py_ssize_t n) {
+    if (b - a == 8) return 1;
+    if (b - a != 4) return 0;
+    if (b < n && t[b] == '-') return 1;
+    if (a == 0) return 0;
+    uint8_t c = t[a - 1];
+    return c == '/' || c == '.' || c == '-' || c == ' ';
 }
 
-#define ALNUM_MARK 0x80 /* an alphanumeric character outside ASCII, in the ASCII copy */
+/* 1: an ASCII digit, 2: a byte >= 0x80, 3: a newline, 0: anything else. */
+static uint8_t date_scan_class[256];
+
+/* The line t[ls, le) of the text (kind/data: the str): to `other` when it holds an alphanumeric
+ * character outside ASCII, else matched read as ASCII, where a character outside ASCII (not
+ * alphanumeric) plays no part in the pattern, exactly like '#' (every character the
+ * case-insensitive [a-z] takes is a letter, and \w and \d read `str.isalnum`). */
+static int date_line(const uint8_t *t, Py_ssize_t ls, Py_ssize_t le, int kind, const void *data,
+                     Pairs *found, Pairs *other, uint8_t **scratch, Py_ssize_t *cap) {
+    Py_ssize_t len = le - ls;
+    int high = 0;
+    for (Py_ssize_t j = ls; j < le && !high; j++) high = t[j] >= 0x80;
+    if (!high) return dates_in_line(t + ls, len, ls, found);
+    for (Py_ssize_t j = ls; j < le; j++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, j);
+        if (c >= 128 && Py_UNICODE_ISALNUM(c)) return pairs_push(other, ls, le);
+    }
+    if (len > *cap) {
+        uint8_t *grown = (uint8_t *)realloc(*scratch, (size_t)len);
+        if (!grown) return -1;
+        *scratch = grown;
+        *cap = len;
+    }
+    for (Py_ssize_t j = 0; j < len; j++) (*scratch)[j] = t[ls + j] < 128 ? t[ls + j] : '#';
+    return dates_in_line(*scratch, len, ls, found);
+}
+
+/* The date matches of a str (`found`) and the lines left to the pattern (`other`). No match
+ * crosses a newline, so lines are decided one by one, and only the lines that can hold a match
+ * (a digit run `date_anchor` takes) or a character outside ASCII are read at all: the text is
+ * passed through once looking for those, and each such line is decided whole (`date_line`).
+ * Returns -1 when out of memory. */
+static int dates_of(PyObject *arg, Pairs *found, Pairs *other) {
+    const int kind = PyUnicode_KIND(arg);
+    const void *data = PyUnicode_DATA(arg);
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+    const uint8_t *t;
+    uint8_t *narrow = NULL, *scratch = NULL;
+    Py_ssize_t cap = 0;
+    int rc = 0;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        t = (const uint8_t *)data;
+    } else {
+        narrow = (uint8_t *)malloc((size_t)(n ? n : 1));
+        if (!narrow) return -1;
+        if (kind == PyUnicode_2BYTE_KIND)
+            narrow_2((const Py_UCS2 *)data, n, narrow);
+        else
+            narrow_4((const Py_UCS4 *)data, n, narrow);
+        t = narrow;
+    }
+    const uint8_t *C = date_scan_class;
+    Py_ssize_t pos = 0, line_start = 0; /* line_start: of the line holding pos, when known */
+    while (rc == 0) {
+        while (pos < n && !C[t[pos]]) pos++;
+        if (pos >= n) break;
+        uint8_t c = C[t[pos]];
+        if (c == 3) { /* a newline */
+            line_start = ++pos;
+            continue;
+        }
+        if (c == 1) {
+            Py_ssize_t a = pos;
+            while (pos < n && C[t[pos]] == 1) pos++;
+            if (!date_anchor(t, a, pos, n)) continue;
+        }
+        const uint8_t *nl = (const uint8_t *)memchr(t + pos, '\n', (size_t)(n - pos));
+        Py_ssize_t le = nl ? nl - t : n;
+        rc = date_line(t, line_start, le, kind, data, found, other, &scratch, &cap);
+        pos = le + 1;
+        line_start = pos;
+    }
+    free(narrow);
+    free(scratch);
+    return rc;
+}
 
 static PyObject *py_dates_in_text(PyObject *mod, PyObject *arg) {
     (void)mod;
@@ -1209,56 +1312,9 @@ static PyObject *py_dates_in_text(PyObject *mod, PyObject *arg) {
         PyErr_SetString(PyExc_TypeError, "dates_in_text needs a str");
         return NULL;
     }
-    const int kind = PyUnicode_KIND(arg);
-    const void *data = PyUnicode_DATA(arg);
-    const Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
-    /* The text as ASCII: a character outside ASCII that is not alphanumeric (`str.isalnum`, as
-     * the pattern's \w and \d read; every character the case-insensitive [a-z] takes is a
-     * letter) plays no part in the pattern, exactly like '#'; an alphanumeric one is marked,
-     * and its line goes to the pattern itself. */
-    const Py_UCS1 *t;
-    Py_UCS1 *copy = NULL;
-    if (PyUnicode_IS_ASCII(arg)) {
-        t = (const Py_UCS1 *)data;
-    } else {
-        copy = (Py_UCS1 *)malloc((size_t)(n ? n : 1));
-        if (!copy) return PyErr_NoMemory();
-        /* One loop per storage kind: the per-character kind switch of PyUnicode_READ cost
-         * more than the matching on a megabyte of mostly-ASCII output. */
-#define DATES_COPY(T_)                                                                       \
-    do {                                                                                     \
-        const T_ *src = (const T_ *)data;                                                    \
-        for (Py_ssize_t i = 0; i < n; i++) {                                                 \
-            Py_UCS4 c = src[i];                                                              \
-            copy[i] = c < 128 ? (Py_UCS1)c : Py_UNICODE_ISALNUM(c) ? ALNUM_MARK : '#';        \
-        }                                                                                    \
-    } while (0)
-        if (kind == PyUnicode_1BYTE_KIND)
-            DATES_COPY(Py_UCS1);
-        else if (kind == PyUnicode_2BYTE_KIND)
-            DATES_COPY(Py_UCS2);
-        else
-            DATES_COPY(Py_UCS4);
-#undef DATES_COPY
-        t = copy;
-    }
     Pairs found = {NULL, 0, 0}, other = {NULL, 0, 0};
-    int fail = 0;
-    Py_ssize_t line = 0;
-    while (line < n && !fail) {
-        const Py_UCS1 *nl = (const Py_UCS1 *)memchr(t + line, '\n', (size_t)(n - line));
-        Py_ssize_t stop = nl ? nl - t : n, len = stop - line;
-        if (copy && memchr(t + line, ALNUM_MARK, (size_t)len)) {
-            if (pairs_push(&other, line, stop) < 0) fail = 1;
-        } else if (has_four_digits(t + line, len) &&
-                   dates_in_line(t + line, len, line, &found) < 0) {
-            fail = 1;
-        }
-        line = stop + 1;
-    }
-    free(copy);
     PyObject *res = NULL;
-    if (fail) {
+    if (dates_of(arg, &found, &other) < 0) {
         PyErr_NoMemory();
     } else {
         /* (y# of a NULL pointer is None: pass "" for an empty list) */
@@ -1267,6 +1323,70 @@ static PyObject *py_dates_in_text(PyObject *mod, PyObject *arg) {
                             other.data ? (const char *)other.data : "",
                             other.n * (Py_ssize_t)sizeof(int64_t));
     }
+    free(found.data);
+    free(other.data);
+    return res;
+}
+
+/* date_counts(text) -> (counted, windows): `dates_in_text`, with the matches spelled alike
+ * counted once: `counted` holds an int64 triple (start, end, count) per distinct spelling, at
+ * its first match. A long output prints the same few dates thousands of times, and
+ * `_matching.listed_values` wants each spelling once with its count. */
+static PyObject *py_date_counts(PyObject *mod, PyObject *arg) {
+    (void)mod;
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "date_counts needs a str");
+        return NULL;
+    }
+    Pairs found = {NULL, 0, 0}, other = {NULL, 0, 0};
+    PyObject *res = NULL;
+    int64_t *out = NULL;
+    Py_ssize_t *slots = NULL;
+    if (dates_of(arg, &found, &other) < 0) goto nomem;
+    {
+        const int kind = PyUnicode_KIND(arg);
+        const char *data = (const char *)PyUnicode_DATA(arg);
+        Py_ssize_t m = found.n / 2, size = 16, nd = 0;
+        while (size < 2 * m) size <<= 1;
+        slots = (Py_ssize_t *)malloc((size_t)size * sizeof(Py_ssize_t)); /* index into out / 3 */
+        out = (int64_t *)malloc((size_t)(m ? m : 1) * 3 * sizeof(int64_t));
+        if (!slots || !out) goto nomem;
+        for (Py_ssize_t k = 0; k < size; k++) slots[k] = -1;
+        for (Py_ssize_t j = 0; j < m; j++) {
+            int64_t a = found.data[2 * j], b = found.data[2 * j + 1];
+            const char *p = data + a * kind;
+            size_t len = (size_t)(b - a) * (size_t)kind;
+            uint64_t h = 0xCBF29CE484222325ULL;
+            for (size_t q = 0; q < len; q++) h = (h ^ (uint8_t)p[q]) * 0x100000001B3ULL;
+            Py_ssize_t k = (Py_ssize_t)(h & (uint64_t)(size - 1));
+            for (;;) {
+                Py_ssize_t d = slots[k];
+                if (d < 0) {
+                    slots[k] = nd;
+                    out[3 * nd] = a;
+                    out[3 * nd + 1] = b;
+                    out[3 * nd + 2] = 1;
+                    nd++;
+                    break;
+                }
+                int64_t a2 = out[3 * d], b2 = out[3 * d + 1];
+                if (b2 - a2 == b - a && memcmp(data + a2 * kind, p, len) == 0) {
+                    out[3 * d + 2]++;
+                    break;
+                }
+                k = (k + 1) & (size - 1);
+            }
+        }
+        res = Py_BuildValue("(y#y#)", (const char *)out, nd * 3 * (Py_ssize_t)sizeof(int64_t),
+                            other.data ? (const char *)other.data : "",
+                            other.n * (Py_ssize_t)sizeof(int64_t));
+    }
+    goto done;
+nomem:
+    PyErr_NoMemory();
+done:
+    free(slots);
+    free(out);
     free(found.data);
     free(other.data);
     return res;
@@ -1397,6 +1517,8 @@ static PyMethodDef module_methods[] = {
      "keep_spans(text, starts, ends, date) -> bytes: 0 drop, 1 keep, 2 undecided per match"},
     {"dates_in_text", py_dates_in_text, METH_O,
      "dates_in_text(text) -> (matches, windows) of the date pattern (see the source)"},
+    {"date_counts", py_date_counts, METH_O,
+     "date_counts(text) -> (distinct matches with counts, windows) (see the source)"},
     {"label_words", py_label_words, METH_VARARGS,
      "label_words(text, words) -> int: bit k set when words[k] occurs, ASCII case folded"},
     {"lower_utf8", py_lower_utf8, METH_O,
@@ -1412,7 +1534,9 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__scanner(void) {
     init_ascii_class();
     for (int c = 0; c < 256; c++)
-        ascii_token_class[c] = (c >= '0' && c <= '9') ? 1 : (c >= 'a' && c <= 'z') ? 2 : 0;
+        date_scan_class[c] = (c >= '0' && c <= '9') ? 1 : c >= 0x80 ? 2 : c == '\n' ? 3 : 0;
+    for (int c = 0; c < 256; c++)
+        ascii_token_class[c] = (c >= '0' && c <= '9') ? 1 : (c >= 'a' && c <= 'z') ? 2 : c >= 0x80 ? 3 : 0;
     for (Py_UCS4 c = 0; c < 65536; c++) alnum[c] = (uint8_t)(Py_UNICODE_ISALNUM(c) ? 1 : 0);
     if (PyType_Ready(&MatcherType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);

@@ -117,6 +117,8 @@ def assert_dates_agree(text: str) -> None:
     got = _matching.printed_dates(text)
     want = [m.group() for m in _matching._DATE_IN_TEXT.finditer(text)]
     assert Counter(got) == Counter(want), text
+    # ... and counted by spelling in the core (`_scanner.date_counts`), as `listed_values` reads.
+    assert _matching.printed_date_counts(text) == Counter(want), text
     # On lines without an alphanumeric character outside ASCII the core finds the very spans
     # the pattern does (it returns the other lines to the pattern).
     found, _ = _scanner.dates_in_text(text)
