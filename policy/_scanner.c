@@ -41,6 +41,7 @@ typedef struct {
     int32_t sig;    /* length without leading zeros (digit tokens) */
     uint8_t digit;  /* 1: a run of digits, 0: a run of letters */
     uint8_t pair;   /* this token and the next start an indexed sequence (pair bitmap) */
+    uint8_t gap;    /* the gap to the next token is short and on one line (see `gap_ok`) */
 } Token;
 
 typedef struct {
@@ -101,8 +102,9 @@ static inline uint64_t token_hash(const uint8_t *p, Py_ssize_t len, const uint8_
     return h ^ (h >> 29);
 }
 
-static int tokens_push(Tokens *t, int64_t start, int64_t end, const uint8_t *buf, Py_ssize_t n,
-                       int digit) {
+static inline __attribute__((always_inline)) int tokens_push(Tokens *t, int64_t start,
+                                                             int64_t end, const uint8_t *buf,
+                                                             Py_ssize_t n, int digit) {
     if (t->n == t->cap) {
         Py_ssize_t cap = t->cap ? t->cap * 2 : 1024;
         Token *grown = (Token *)realloc(t->tok, (size_t)cap * sizeof(Token));
@@ -115,7 +117,16 @@ static int tokens_push(Tokens *t, int64_t start, int64_t end, const uint8_t *buf
         /* Leading zeros are dropped, keeping one digit: "0123" hashes as "123". */
         while (end - hstart > 1 && buf[hstart] == '0') hstart++;
     }
+    if (t->n) {
+        /* The gap after the previous token: at most three bytes, no line break (values are
+         * written on one line with short separators: `Smith, John`, `12 / 03 / 1956`). */
+        Token *p = &t->tok[t->n - 1];
+        int ok = start - p->end <= 3;
+        for (int64_t q = p->end; ok && q < start; q++) ok = buf[q] != '\n' && buf[q] != '\r';
+        p->gap = (uint8_t)ok;
+    }
     Token *k = &t->tok[t->n++];
+    k->gap = 0;
     k->start = start;
     k->end = end;
     k->sig = (int32_t)((end - hstart) > INT32_MAX ? INT32_MAX : (end - hstart));
@@ -159,7 +170,9 @@ static int has_high_bytes(const uint8_t *buf, Py_ssize_t n) {
 
 static int tokenize(const uint8_t *buf, Py_ssize_t n, Tokens *out) {
     if (out->cap == 0) {
-        Py_ssize_t cap = n / 4 + 16;
+        /* At most a token per byte: never grown (and copied) on dense output, while the pages
+         * a sparse text's tokens never reach are never touched. */
+        Py_ssize_t cap = n + 16;
         out->tok = (Token *)malloc((size_t)cap * sizeof(Token));
         if (!out->tok) return -1;
         out->cap = cap;
@@ -381,13 +394,11 @@ static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
-/* Is the gap after token i short (at most 3 bytes) and without a line break? */
+/* Is the gap after token i short (at most 3 bytes) and without a line break? (The tokenizer
+ * notes it, `tokens_push`.) */
 static inline int gap_ok(const uint8_t *buf, const Token *t, Py_ssize_t i) {
-    int64_t a = t[i].end, b = t[i + 1].start;
-    if (b - a > 3) return 0;
-    for (int64_t p = a; p < b; p++)
-        if (buf[p] == '\n' || buf[p] == '\r') return 0;
-    return 1;
+    (void)buf;
+    return t[i].gap;
 }
 
 /* Are tokens i and i + 1 digit groups of one written number (see `_tokens.group_gaps_ok`)? */
@@ -462,6 +473,22 @@ static int resolve(const Matcher *m, const Probes *q, Out *out) {
     return 0;
 }
 
+/* What token j will be probed for: 1 on its own (long enough to be indexed alone), 2 as the
+ * first of a sequence (the gap after it is one a value's tokens can have, see `gap_ok`: no
+ * indexed sequence starts at a token without it, so its pair bit need not be read). */
+static inline uint8_t probe_kinds(const Matcher *m, const uint8_t *buf, const Token *t,
+                                  Py_ssize_t nt, Py_ssize_t j, int want_pairs) {
+    const Token *x = &t[j];
+    uint8_t f = (x->digit ? x->sig >= m->min_digits : x->sig >= 2) ? 1 : 0;
+    if (want_pairs && j + 1 < nt && gap_ok(buf, t, j)) f |= 2;
+    return f;
+}
+
+/* Tokens are matched a block at a time: each of the three passes below reads a block while it
+ * is in the cache, instead of the whole token array (eight megabytes for a megabyte of
+ * numbers) three times over. */
+#define BLOCK 2048
+
 /* Every match in the tokens, as (start, end, kind * 2 + rank) triples in `out`. */
 static int match_into(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens *tk, Out *out,
                       Probes *maybe, Probes *seq) {
@@ -470,29 +497,47 @@ static int match_into(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens
     const uint64_t *bits = (const uint64_t *)m->bits.buf;
     const uint64_t *pbits = (const uint64_t *)m->pbits.buf;
     const int want_pairs = m->nlengths > 0 && nt >= 2;
+    int run = 0; /* joinable pairs ending just before token l (the third pass) */
+    uint8_t joined[MAX_DIGIT_GROUPS * (MAX_TOKEN + 1) + 64];
+    uint8_t *big = NULL;
+    Py_ssize_t bigcap = 0;
+    int rc = 0;
 
-    /* Single tokens and the pair prefilter: two bitmap probes per token, prefetched ahead. */
-    for (Py_ssize_t i = 0; i < nt; i++) {
-        if (i + PREFETCH < nt) {
-            uint64_t h = t[i + PREFETCH].hash;
-            __builtin_prefetch(&bits[(h >> m->shift) >> 6]);
-            if (want_pairs && i + PREFETCH + 1 < nt) {
-                uint64_t ps = (h * SEQ_MUL + t[i + PREFETCH + 1].hash) >> m->pshift;
-                __builtin_prefetch(&pbits[ps >> 6]);
+    /* `pair` holds probe_kinds until the first pass replaces it by the pair bit; the first
+     * PREFETCH tokens get theirs here, every later one when it is prefetched. */
+    for (Py_ssize_t j = 0; j < nt && j < PREFETCH; j++)
+        t[j].pair = probe_kinds(m, buf, t, nt, j, want_pairs);
+
+    for (Py_ssize_t b0 = 0; b0 < nt && rc == 0; b0 += BLOCK) {
+        Py_ssize_t b1 = b0 + BLOCK < nt ? b0 + BLOCK : nt;
+
+        /* Single tokens and the pair prefilter: a bitmap probe for each token long enough to
+         * be indexed alone and for each that can start a sequence, prefetched ahead. */
+        for (Py_ssize_t i = b0; i < b1; i++) {
+            Py_ssize_t j = i + PREFETCH;
+            if (j < nt) {
+                uint8_t f = probe_kinds(m, buf, t, nt, j, want_pairs);
+                t[j].pair = f;
+                if (f & 1) __builtin_prefetch(&bits[(t[j].hash >> m->shift) >> 6]);
+                if (f & 2) {
+                    uint64_t ps = (t[j].hash * SEQ_MUL + t[j + 1].hash) >> m->pshift;
+                    __builtin_prefetch(&pbits[ps >> 6]);
+                }
             }
+            const Token *x = &t[i];
+            uint8_t f = x->pair;
+            if ((f & 1) && bit_set(bits, m->shift, x->hash) &&
+                probes_push(maybe, x->hash, x->start, x->end, 0) < 0) {
+                rc = -1;
+                break;
+            }
+            t[i].pair = (uint8_t)((f & 2) &&
+                                  bit_set(pbits, m->pshift, x->hash * SEQ_MUL + t[i + 1].hash));
         }
-        const Token *x = &t[i];
-        int single = x->digit ? x->sig >= m->min_digits : x->sig >= 2;
-        if (single && bit_set(bits, m->shift, x->hash) &&
-            probes_push(maybe, x->hash, x->start, x->end, 0) < 0)
-            return -1;
-        if (want_pairs && i + 1 < nt)
-            t[i].pair = (uint8_t)bit_set(pbits, m->pshift, x->hash * SEQ_MUL + t[i + 1].hash);
-    }
+        if (rc) break;
 
-    /* Sequences, where the pair bitmap says some indexed sequence starts. */
-    if (want_pairs) {
-        for (Py_ssize_t c = 0; c + 1 < nt; c++) {
+        /* Sequences, where the pair bitmap says some indexed sequence starts. */
+        for (Py_ssize_t c = b0; want_pairs && c < b1 && c + 1 < nt; c++) {
             if (!t[c].pair) continue;
             int good = 0; /* gaps known to be fine after tokens c .. c + good - 1 */
             uint64_t acc = t[c].hash;
@@ -504,53 +549,55 @@ static int match_into(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens
                 if (good < k - 1) break;
                 for (; folded < k; folded++) acc = acc * SEQ_MUL + t[c + folded].hash;
                 uint64_t h = mix(acc + (uint64_t)k * SEQ_SALT);
-                if (probes_push(seq, h, t[c].start, t[c + k - 1].end, 0) < 0) return -1;
-            }
-        }
-    }
-
-    /* Numbers whose digit groups are split differently from the indexed value. */
-    int run = 0; /* joinable pairs ending just before token l */
-    uint8_t joined[MAX_DIGIT_GROUPS * (MAX_TOKEN + 1) + 64];
-    uint8_t *big = NULL;
-    Py_ssize_t bigcap = 0;
-    for (Py_ssize_t l = 1; l < nt; l++) {
-        run = joinable(buf, n, t, l - 1) ? run + 1 : 0;
-        if (!run) continue;
-        int64_t total = t[l].end - t[l].start;
-        for (int k = 2; k <= MAX_DIGIT_GROUPS && k - 1 <= run; k++) {
-            Py_ssize_t f = l - k + 1;
-            total += t[f].end - t[f].start;
-            if (total < m->need) continue;
-            uint8_t *dst = joined;
-            if ((size_t)total > sizeof(joined)) {
-                if (total > bigcap) {
-                    uint8_t *grown = (uint8_t *)realloc(big, (size_t)total);
-                    if (!grown) {
-                        free(big);
-                        return -1;
-                    }
-                    big = grown;
-                    bigcap = total;
+                if (probes_push(seq, h, t[c].start, t[c + k - 1].end, 0) < 0) {
+                    rc = -1;
+                    break;
                 }
-                dst = big;
             }
-            Py_ssize_t len = 0;
-            for (Py_ssize_t j = f; j <= l; j++) {
-                memcpy(dst + len, buf + t[j].start, (size_t)(t[j].end - t[j].start));
-                len += t[j].end - t[j].start;
-            }
-            Py_ssize_t z = 0;
-            while (len - z > 1 && dst[z] == '0') z++;
-            if (len - z < m->need) continue;
-            uint64_t h = token_hash(dst + z, len - z, dst + len);
-            if (probes_push(seq, h, t[f].start, t[l].end, 1) < 0) {
-                free(big);
-                return -1;
+            if (rc) break;
+        }
+        if (rc) break;
+
+        /* Numbers whose digit groups are split differently from the indexed value. */
+        for (Py_ssize_t l = b0 > 1 ? b0 : 1; l < b1 && rc == 0; l++) {
+            run = joinable(buf, n, t, l - 1) ? run + 1 : 0;
+            if (!run) continue;
+            int64_t total = t[l].end - t[l].start;
+            for (int k = 2; k <= MAX_DIGIT_GROUPS && k - 1 <= run; k++) {
+                Py_ssize_t f = l - k + 1;
+                total += t[f].end - t[f].start;
+                if (total < m->need) continue;
+                uint8_t *dst = joined;
+                if ((size_t)total > sizeof(joined)) {
+                    if (total > bigcap) {
+                        uint8_t *grown = (uint8_t *)realloc(big, (size_t)total);
+                        if (!grown) {
+                            rc = -1;
+                            break;
+                        }
+                        big = grown;
+                        bigcap = total;
+                    }
+                    dst = big;
+                }
+                Py_ssize_t len = 0;
+                for (Py_ssize_t j = f; j <= l; j++) {
+                    memcpy(dst + len, buf + t[j].start, (size_t)(t[j].end - t[j].start));
+                    len += t[j].end - t[j].start;
+                }
+                Py_ssize_t z = 0;
+                while (len - z > 1 && dst[z] == '0') z++;
+                if (len - z < m->need) continue;
+                uint64_t h = token_hash(dst + z, len - z, dst + len);
+                if (probes_push(seq, h, t[f].start, t[l].end, 1) < 0) {
+                    rc = -1;
+                    break;
+                }
             }
         }
     }
     free(big);
+    if (rc < 0) return -1;
     if (filter_bitmap(m, seq, maybe) < 0) return -1;
     return resolve(m, maybe, out);
 }
