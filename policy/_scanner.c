@@ -1263,17 +1263,26 @@ NARROW_KIND(Py_UCS2, narrow_2)
 NARROW_KIND(Py_UCS4, narrow_4)
 #undef NARROW_KIND
 
-/* Is the maximal run of ASCII digits t[a, b) (of a text t[0, n)) where a date of the pattern
- * must have one? Every match holds a year, four digits alone, either first and followed by '-'
- * (yyyy-m-d) or last and preceded by one of "/.- " (d/m/yyyy, d month yyyy, month d, yyyy),
- * or is eight digits. */
+/* Can the maximal run of ASCII digits t[a, b) (of a text t[0, n)) be where a match of the
+ * pattern has its year or its eight digits? Every match holds one of: eight digits alone; a
+ * year (four digits alone) first, then '-' and a digit (yyyy-m-d); or a year last, after
+ * `d/m/` (one of / . - twice, one or two digits before each), after `d month ` (a letter, then
+ * ' ' or '-') or after `month d, ` / `month d ` (a comma or a digit, then ' '). So a line with
+ * no such run holds no match: floats (`0.6931`), counts and ids are passed over. */
 static inline int date_anchor(const uint8_t *t, Py_ssize_t a, Py_ssize_t b, Py_ssize_t n) {
     if (b - a == 8) return 1;
     if (b - a != 4) return 0;
-    if (b < n && t[b] == '-') return 1;
-    if (a == 0) return 0;
-    uint8_t c = t[a - 1];
-    return c == '/' || c == '.' || c == '-' || c == ' ';
+    if (b + 1 < n && t[b] == '-' && a_digit(t[b + 1])) return 1;
+    if (a < 2) return 0;
+    uint8_t p = t[a - 1], q = t[a - 2];
+    if ((p == ' ' || p == '-') && a_letter(q)) return 1;
+    if (p == ' ' && (q == ',' || a_digit(q))) return 1;
+    if (p == '/' || p == '.' || p == '-') {
+        if (!a_digit(q) || a < 3) return 0;
+        uint8_t r = t[a - 3];
+        return r == p || (a >= 4 && a_digit(r) && t[a - 4] == p);
+    }
+    return 0;
 }
 
 /* 1: an ASCII digit, 2: a byte >= 0x80, 3: a newline, 0: anything else. */

@@ -326,3 +326,21 @@ def test_listed_values_agree_with_the_reference() -> None:
         text = "\n".join(printed * int(rng.integers(1, 4)))
         values = printed[: int(rng.integers(0, len(printed) + 1))] + ["9,1,1952", "1956-3-12"]
         assert _matching.listed_values(values, text) == _listed_values_reference(values, text)
+
+
+# Digit runs of the lengths the date pattern cares about (1, 2, 4 and 8, and their neighbours)
+# beside each separator, month word and character outside ASCII: the core reads only the lines
+# holding a run where a date can have its year (`date_anchor`), so every such shape, and each
+# one just missed, must be found as the pattern finds it.
+_anchor_texts = st.lists(
+    st.sampled_from(["1", "12", "123", "1956", "19560", "19560312", "123456789", "0"])
+    | st.sampled_from(["/", ".", "-", " ", ",", ", ", "\n", "x", "_", "(", "jan", "March"])
+    | st.sampled_from(["sept", "é", "█", "١", "\u00a0"]),
+    max_size=24,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=_anchor_texts)
+def test_printed_dates_agree_around_year_runs(text: str) -> None:
+    assert_dates_agree(text)
