@@ -1503,12 +1503,22 @@ static PyObject *py_label_words(PyObject *mod, PyObject *args) {
     return PyLong_FromUnsignedLong(found);
 }
 
+/* ASCII lower-cased (the upper half unused). */
+static uint8_t ascii_lower[128];
+
 /* lower_utf8 over one storage kind of str (T_: Py_UCS1, Py_UCS2 or Py_UCS4): a loop per kind,
  * as the per-character kind switch of PyUnicode_READ cost more than the work itself. */
 #define LOWER_UTF8_KIND(T_, NAME)                                                            \
     static PyObject *NAME(const T_ *src, Py_ssize_t n) {                                     \
         Py_ssize_t size = 0;                                                                 \
         for (Py_ssize_t i = 0; i < n; i++) {                                                 \
+            /* Eight ASCII characters at once (the usual case), then one at a time. */       \
+            while (i + 8 <= n && (src[i] | src[i + 1] | src[i + 2] | src[i + 3] | src[i + 4] | \
+                                  src[i + 5] | src[i + 6] | src[i + 7]) < 0x80) {            \
+                size += 8;                                                                   \
+                i += 8;                                                                      \
+            }                                                                                \
+            if (i >= n) break;                                                               \
             Py_UCS4 c = src[i];                                                              \
             if (c < 0x80) {                                                                  \
                 size += 1;                                                                   \
@@ -1521,6 +1531,13 @@ static PyObject *py_label_words(PyObject *mod, PyObject *args) {
         if (!res) return NULL;                                                               \
         uint8_t *o = (uint8_t *)PyBytes_AS_STRING(res);                                      \
         for (Py_ssize_t i = 0; i < n; i++) {                                                 \
+            while (i + 8 <= n && (src[i] | src[i + 1] | src[i + 2] | src[i + 3] | src[i + 4] | \
+                                  src[i + 5] | src[i + 6] | src[i + 7]) < 0x80) {            \
+                for (int j = 0; j < 8; j++) o[j] = ascii_lower[src[i + j]];                  \
+                o += 8;                                                                      \
+                i += 8;                                                                      \
+            }                                                                                \
+            if (i >= n) break;                                                               \
             Py_UCS4 c = src[i];                                                              \
             if (c < 0x80) {                                                                  \
                 *o++ = (uint8_t)((c >= 'A' && c <= 'Z') ? c | 0x20 : c);                     \
@@ -1589,6 +1606,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__scanner(void) {
     init_ascii_class();
+    for (int c = 0; c < 128; c++) ascii_lower[c] = (uint8_t)((c >= 'A' && c <= 'Z') ? c | 0x20 : c);
     for (int c = 0; c < 256; c++)
         date_scan_class[c] = (c >= '0' && c <= '9') ? 1 : c >= 0x80 ? 2 : c == '\n' ? 3 : 0;
     for (int c = 0; c < 256; c++)

@@ -344,3 +344,22 @@ _anchor_texts = st.lists(
 @given(text=_anchor_texts)
 def test_printed_dates_agree_around_year_runs(text: str) -> None:
     assert_dates_agree(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.lists(
+        st.text("abcXYZ09 -\n", min_size=0, max_size=19)
+        | st.sampled_from(["é", "█", "Å", "😀", "İ", "\ud800", "Σ", "ſ", "ß"]),
+        max_size=12,
+    ).map("".join)
+)
+def test_lower_utf8_of_ascii_runs_beside_other_characters(text: str) -> None:
+    # The core takes ASCII eight characters at a time: runs of every length and alignment
+    # around characters outside ASCII, of every string kind, lower-case as `str.lower` does.
+    fast = _scanner.lower_utf8(text)
+    if fast is None:
+        assert any(not ch.isascii() and (ch.lower() != ch or "\ud800" <= ch < "\ue000")
+                   for ch in text)  # fmt: skip
+    else:
+        assert fast == text.lower().encode("utf-8")
