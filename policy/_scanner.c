@@ -18,6 +18,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <pythread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,9 +171,7 @@ static int has_high_bytes(const uint8_t *buf, Py_ssize_t n) {
 
 static int tokenize(const uint8_t *buf, Py_ssize_t n, Tokens *out) {
     if (out->cap == 0) {
-        /* At most a token per byte: never grown (and copied) on dense output, while the pages
-         * a sparse text's tokens never reach are never touched. */
-        Py_ssize_t cap = n + 16;
+        Py_ssize_t cap = n / 3 + 16;
         out->tok = (Token *)malloc((size_t)cap * sizeof(Token));
         if (!out->tok) return -1;
         out->cap = cap;
@@ -249,6 +248,46 @@ static int out_push(Out *o, int64_t a, int64_t b, int64_t c) {
     return 0;
 }
 
+/* A hash to look up and the span it covers; rank 1 for a regrouped number. */
+typedef struct {
+    uint64_t h;
+    int64_t start, end;
+    int64_t rank;
+} Probe;
+
+typedef struct {
+    Probe *p;
+    Py_ssize_t n, cap;
+} Probes;
+
+static int probes_push(Probes *q, uint64_t h, int64_t start, int64_t end, int64_t rank) {
+    if (q->n == q->cap) {
+        Py_ssize_t cap = q->cap ? q->cap * 2 : 256;
+        Probe *grown = (Probe *)realloc(q->p, (size_t)cap * sizeof(Probe));
+        if (!grown) return -1;
+        q->p = grown;
+        q->cap = cap;
+    }
+    Probe *x = &q->p[q->n++];
+    x->h = h;
+    x->start = start;
+    x->end = end;
+    x->rank = rank;
+    return 0;
+}
+
+struct Scratch {
+    Tokens tk;
+    Probes maybe, seq;
+};
+
+static void scratch_free(struct Scratch *sc) {
+    free(sc->tk.tok);
+    free(sc->maybe.p);
+    free(sc->seq.p);
+    memset(sc, 0, sizeof(*sc));
+}
+
 /* ------------------------------------------------------------------ the matcher object */
 
 typedef struct {
@@ -266,6 +305,11 @@ typedef struct {
      * entries[dir[t]:dir[t + 1]]. Two cache lines per exact lookup instead of a binary search. */
     uint32_t *dir;
     unsigned dbits;
+    /* Scratch arrays kept between calls (tokens and probes: megabytes for a megabyte of
+     * output), each taken under its lock by one call at a time: fresh ones would cost their
+     * page faults, and their growth its copies, on every call. */
+    struct Scratch *pool;
+    PyThread_type_lock pool_lock[2];
 } Matcher;
 
 static inline int bit_set(const uint64_t *words, unsigned shift, uint64_t key) {
@@ -300,6 +344,13 @@ static inline int lookup(const Matcher *m, uint64_t h) {
 }
 
 static void Matcher_dealloc(Matcher *self) {
+    if (self->pool) {
+        scratch_free(&self->pool[0]);
+        scratch_free(&self->pool[1]);
+        free(self->pool);
+    }
+    for (int k = 0; k < 2; k++)
+        if (self->pool_lock[k]) PyThread_free_lock(self->pool_lock[k]);
     if (self->have_entries) PyBuffer_Release(&self->entries);
     if (self->have_bits) PyBuffer_Release(&self->bits);
     if (self->have_pbits) PyBuffer_Release(&self->pbits);
@@ -369,6 +420,18 @@ static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
         self->lengths[self->nlengths++] = (int)k;
     }
     Py_DECREF(seq);
+    self->pool = (struct Scratch *)calloc(2, sizeof(struct Scratch));
+    if (!self->pool) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int k = 0; k < 2; k++) {
+        self->pool_lock[k] = PyThread_allocate_lock();
+        if (!self->pool_lock[k]) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
     Py_ssize_t ne = self->entries.len / 8;
     if (ne > (Py_ssize_t)UINT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "too many entries");
@@ -410,34 +473,6 @@ static inline int joinable(const uint8_t *buf, Py_ssize_t n, const Token *t, Py_
     if (width == 1) return c1 == ' ' || c1 == '-';
     if (width == 2)
         return (c1 == ')' || c2 == '(') && (c1 == ' ' || c1 == ')') && (c2 == ' ' || c2 == '(');
-    return 0;
-}
-
-/* A hash to look up and the span it covers; rank 1 for a regrouped number. */
-typedef struct {
-    uint64_t h;
-    int64_t start, end;
-    int64_t rank;
-} Probe;
-
-typedef struct {
-    Probe *p;
-    Py_ssize_t n, cap;
-} Probes;
-
-static int probes_push(Probes *q, uint64_t h, int64_t start, int64_t end, int64_t rank) {
-    if (q->n == q->cap) {
-        Py_ssize_t cap = q->cap ? q->cap * 2 : 256;
-        Probe *grown = (Probe *)realloc(q->p, (size_t)cap * sizeof(Probe));
-        if (!grown) return -1;
-        q->p = grown;
-        q->cap = cap;
-    }
-    Probe *x = &q->p[q->n++];
-    x->h = h;
-    x->start = start;
-    x->end = end;
-    x->rank = rank;
     return 0;
 }
 
@@ -602,28 +637,33 @@ static int match_into(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens
     return resolve(m, maybe, out);
 }
 
-static int match(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens *tk, Out *out) {
-    Probes maybe = {NULL, 0, 0}, seq = {NULL, 0, 0};
-    int rc = match_into(m, buf, n, tk, out, &maybe, &seq);
-    free(maybe.p);
-    free(seq.p);
-    return rc;
-}
+/* A pooled scratch holding more than this after a call is freed (a giant text once). */
+#define SCRATCH_KEEP ((size_t)64 << 20)
 
 static PyObject *Matcher_find(Matcher *self, PyObject *arg) {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
     const uint8_t *buf = (const uint8_t *)view.buf;
     Py_ssize_t n = view.len;
-    Tokens tk = {NULL, 0, 0};
     Out out = {NULL, 0, 0};
+    struct Scratch local;
+    memset(&local, 0, sizeof(local));
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = tokenize(buf, n, &tk);
-    if (rc == 0) rc = match(self, buf, n, &tk, &out);
+    int slot = -1;
+    for (int k = 0; k < 2 && slot < 0; k++)
+        if (PyThread_acquire_lock(self->pool_lock[k], NOWAIT_LOCK)) slot = k;
+    struct Scratch *sc = slot >= 0 ? &self->pool[slot] : &local;
+    sc->tk.n = sc->maybe.n = sc->seq.n = 0;
+    rc = tokenize(buf, n, &sc->tk);
+    if (rc == 0) rc = match_into(self, buf, n, &sc->tk, &out, &sc->maybe, &sc->seq);
+    if (slot < 0 || rc < 0 ||
+        (size_t)sc->tk.cap * sizeof(Token) + (size_t)(sc->maybe.cap + sc->seq.cap) * sizeof(Probe) >
+            SCRATCH_KEEP)
+        scratch_free(sc);
+    if (slot >= 0) PyThread_release_lock(self->pool_lock[slot]);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
-    free(tk.tok);
     if (rc < 0) {
         free(out.data);
         return PyErr_NoMemory();
