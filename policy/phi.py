@@ -192,11 +192,15 @@ def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIM
         # letters lower-case to the letters of a label (see test_phi).
         bits = _tokens._scanner.label_words(text, _LABEL_WORDS)
         present = frozenset(w for k, w in enumerate(_LABEL_WORDS) if bits >> k & 1)
-    if present is not None and text.isascii():
-        # An ASCII text is lower-cased only for the windows of the labels it holds.
-        lower = text.lower() if present else ""
-    else:
+    # The lower-cased copy, when the label words are known (`present`), is made only if a
+    # labelled pattern (or e-mail) runs on a long text: it serves for their windows and to tell
+    # whether lower-casing keeps the length. An ASCII text is lower-cased only for the windows
+    # of the labels it holds.
+    lower: str | None = None
+    if present is None:
         lower = text.lower() if labelled and (has_digit or not text.isascii()) else ""
+    elif text.isascii() and not present:
+        lower = ""
     # (kind, pattern, check, characters that may not precede a match)
     checks: list[tuple[str, re.Pattern[str], _Check, frozenset[str]]] = []
     if "email" in wanted and "@" in text:
@@ -210,13 +214,13 @@ def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIM
         if "ssn" in wanted:
             if "-" in text:
                 checks.append(("ssn", _SSN, _dashed_ssn_ok, _BEFORE_IP | {"-"}))
-            if "ssn" in present if present is not None else "ssn" in lower:
+            if "ssn" in present if present is not None else "ssn" in (lower or ""):
                 checks.append(("ssn", _SSN_LABELLED, _labelled_ssn_ok, frozenset()))
         if "nhs_number" in wanted:
             checks.append(("nhs_number", _NHS, _nhs_ok, _BEFORE_IP | {"-"}))
-        if "mrn" in wanted and _has_label(_MRN_WORDS, lower, present):
+        if "mrn" in wanted and _has_label(_MRN_WORDS, lower or "", present):
             checks.append(("mrn", _MRN, _always, _BEFORE_WORD))
-        if "dob" in wanted and _has_label(_DOB_WORDS, lower, present):
+        if "dob" in wanted and _has_label(_DOB_WORDS, lower or "", present):
             checks.append(("dob", _DOB, _always, frozenset()))
         if "postcode" in wanted:
             checks.append(("postcode", _POSTCODE, _always, _BEFORE_POSTCODE))
@@ -233,12 +237,16 @@ def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIM
     # Long texts: each pattern runs only where it can match (digit runs for the number patterns,
     # a label's neighbourhood for MRN/DOB/SSN, an "@" for e-mail), on a compact copy of those
     # windows; a regex pass over a whole megabyte costs more than the rest of the scan.
-    words = len(text) >= _WINDOWED and (not lower or len(lower) == len(text))
     for kind, pattern, ok, before in checks:
         if pattern in _NUMBER_PATTERNS:
             windows, bounded = numbers, True
-        elif words and pattern in _LABELS:
-            windows, bounded = _word_windows(lower or text, *_LABELS[pattern]), False
+        elif len(text) >= _WINDOWED and pattern in _LABELS:
+            if lower is None:
+                lower = text.lower()
+            if not lower or len(lower) == len(text):
+                windows, bounded = _word_windows(lower or text, *_LABELS[pattern]), False
+            else:
+                windows, bounded = None, False
         else:
             windows, bounded = None, False
         if pattern in exact:
