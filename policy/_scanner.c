@@ -1494,53 +1494,149 @@ done:
  * occurs in `text` with ASCII letters folded to lower case: in one pass, what
  * `words[k] in text.lower()` says for each word of an ASCII text (`phi` looks for the labels of
  * MRNs, dates of birth and SSNs this way). Other characters match no letter of a word. */
+/* A character as the letter of a word: ASCII case folded; the Kelvin sign is the one character
+ * outside ASCII that `str.lower` makes an ASCII letter ('k'); any other matches nothing. */
+#define LABEL_FOLD(c)                                                                        \
+    ((c) < 128 ? (((c) >= 'A' && (c) <= 'Z') ? (c) | 0x20 : (c)) : (c) == 0x212A ? 'k' : 0)
+
+/* Occurrences of the words in one storage kind of str: with `hits` NULL, the bits of the words
+ * found (stopping once all are); else every occurrence, as (start, word) pairs in `hits`. */
+#define LABELS_KIND(T_, NAME)                                                                \
+    static int NAME(const T_ *src, Py_ssize_t n, const char *const *w, const Py_ssize_t *wl,  \
+                    Py_ssize_t nw, const uint8_t *last, unsigned long *found,                \
+                    unsigned long all, Pairs *hits) {                                        \
+        for (Py_ssize_t i = 0; i < n && (hits || *found != all); i++) {                      \
+            Py_UCS4 c = src[i];                                                              \
+            c = LABEL_FOLD(c);                                                               \
+            if (!c || !last[c]) continue;                                                    \
+            for (Py_ssize_t k = 0; k < nw; k++) {                                            \
+                if ((!hits && (*found & (1UL << k))) || wl[k] > i + 1 ||                     \
+                    (Py_UCS4)(uint8_t)w[k][wl[k] - 1] != c)                                  \
+                    continue;                                                                \
+                Py_ssize_t j = 0, at = i + 1 - wl[k];                                        \
+                while (j < wl[k] - 1) {                                                      \
+                    Py_UCS4 d = src[at + j];                                                 \
+                    if (LABEL_FOLD(d) != (Py_UCS4)(uint8_t)w[k][j]) break;                   \
+                    j++;                                                                     \
+                }                                                                            \
+                if (j == wl[k] - 1) {                                                        \
+                    *found |= 1UL << k;                                                      \
+                    if (hits && pairs_push(hits, at, k) < 0) return -1;                      \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+        return 0;                                                                            \
+    }
+LABELS_KIND(Py_UCS1, labels_1)
+LABELS_KIND(Py_UCS2, labels_2)
+LABELS_KIND(Py_UCS4, labels_4)
+#undef LABELS_KIND
+
+/* The words of a label_words / label_windows call, checked. */
+typedef struct {
+    const char *w[32];
+    Py_ssize_t wl[32];
+    Py_ssize_t nw;
+    uint8_t last[256]; /* which characters end some word: only there is a comparison made */
+} LabelWords;
+
+static int label_words_of(PyObject *words, LabelWords *lw, const char *fn) {
+    lw->nw = PyTuple_GET_SIZE(words);
+    if (lw->nw > 32) {
+        PyErr_Format(PyExc_ValueError, "%s: at most 32 words", fn);
+        return -1;
+    }
+    memset(lw->last, 0, sizeof(lw->last));
+    for (Py_ssize_t k = 0; k < lw->nw; k++) {
+        PyObject *o = PyTuple_GET_ITEM(words, k);
+        if (!PyUnicode_Check(o) || !PyUnicode_IS_ASCII(o) || PyUnicode_GET_LENGTH(o) < 1) {
+            PyErr_Format(PyExc_ValueError, "%s: words must be non-empty ASCII str", fn);
+            return -1;
+        }
+        lw->w[k] = (const char *)PyUnicode_1BYTE_DATA(o);
+        lw->wl[k] = PyUnicode_GET_LENGTH(o);
+        lw->last[(uint8_t)lw->w[k][lw->wl[k] - 1]] = 1;
+    }
+    return 0;
+}
+
+static int labels_in(PyObject *text, const LabelWords *lw, unsigned long *found, Pairs *hits) {
+    const int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    unsigned long all = lw->nw == 32 ? 0xFFFFFFFFUL : ((1UL << lw->nw) - 1);
+    if (kind == PyUnicode_1BYTE_KIND)
+        return labels_1((const Py_UCS1 *)data, n, lw->w, lw->wl, lw->nw, lw->last, found, all,
+                        hits);
+    if (kind == PyUnicode_2BYTE_KIND)
+        return labels_2((const Py_UCS2 *)data, n, lw->w, lw->wl, lw->nw, lw->last, found, all,
+                        hits);
+    return labels_4((const Py_UCS4 *)data, n, lw->w, lw->wl, lw->nw, lw->last, found, all, hits);
+}
+
 static PyObject *py_label_words(PyObject *mod, PyObject *args) {
     (void)mod;
     PyObject *text, *words;
     if (!PyArg_ParseTuple(args, "UO!", &text, &PyTuple_Type, &words)) return NULL;
-    Py_ssize_t nw = PyTuple_GET_SIZE(words);
-    if (nw > 32) {
-        PyErr_SetString(PyExc_ValueError, "label_words: at most 32 words");
-        return NULL;
-    }
-    const char *w[32];
-    Py_ssize_t wl[32];
-    for (Py_ssize_t k = 0; k < nw; k++) {
-        PyObject *o = PyTuple_GET_ITEM(words, k);
-        if (!PyUnicode_Check(o) || !PyUnicode_IS_ASCII(o) || PyUnicode_GET_LENGTH(o) < 1) {
-            PyErr_SetString(PyExc_ValueError, "label_words: words must be non-empty ASCII str");
-            return NULL;
-        }
-        w[k] = (const char *)PyUnicode_1BYTE_DATA(o);
-        wl[k] = PyUnicode_GET_LENGTH(o);
-    }
-    /* Which characters end some word: only there is a comparison made. */
-    uint8_t last[256];
-    memset(last, 0, sizeof(last));
-    for (Py_ssize_t k = 0; k < nw; k++) last[(uint8_t)w[k][wl[k] - 1]] = 1;
-    const int kind = PyUnicode_KIND(text);
-    const void *data = PyUnicode_DATA(text);
-    const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
-    unsigned long found = 0, all = nw == 32 ? 0xFFFFFFFFUL : ((1UL << nw) - 1);
-#define FOLD(c) ((c) < 128 ? (((c) >= 'A' && (c) <= 'Z') ? (c) | 0x20 : (c)) : 0)
-    for (Py_ssize_t i = 0; i < n && found != all; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        c = FOLD(c);
-        if (!c || !last[c]) continue;
-        for (Py_ssize_t k = 0; k < nw; k++) {
-            if (found & (1UL << k) || wl[k] > i + 1 || (Py_UCS4)(uint8_t)w[k][wl[k] - 1] != c)
-                continue;
-            Py_ssize_t j = 0, at = i + 1 - wl[k];
-            while (j < wl[k] - 1) {
-                Py_UCS4 d = PyUnicode_READ(kind, data, at + j);
-                if (FOLD(d) != (Py_UCS4)(uint8_t)w[k][j]) break;
-                j++;
-            }
-            if (j == wl[k] - 1) found |= 1UL << k;
-        }
-    }
-#undef FOLD
+    LabelWords lw;
+    if (label_words_of(words, &lw, "label_words") < 0) return NULL;
+    unsigned long found = 0;
+    labels_in(text, &lw, &found, NULL);
     return PyLong_FromUnsignedLong(found);
+}
+
+static int cmp_pair(const void *x, const void *y) {
+    const int64_t *a = (const int64_t *)x, *b = (const int64_t *)y;
+    if (a[0] != b[0]) return a[0] < b[0] ? -1 : 1;
+    if (a[1] != b[1]) return a[1] < b[1] ? -1 : 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ label windows
+ *
+ * label_windows(text, words, before, after) -> bytes of int64 pairs: what
+ * `phi._word_windows(text.lower(), words, before, after)` returns, without lower-casing the
+ * text, for a text whose lower-casing keeps its length (one without U+0130, the only character
+ * `str.lower` makes two): then each character lower-cases to one, in place, and to a letter of
+ * a word only as LABEL_FOLD says. Windows of `before`/`after` characters around every
+ * occurrence of every word, sorted and merged where they overlap or touch. */
+static PyObject *py_label_windows(PyObject *mod, PyObject *args) {
+    (void)mod;
+    PyObject *text, *words;
+    Py_ssize_t before, after;
+    if (!PyArg_ParseTuple(args, "UO!nn", &text, &PyTuple_Type, &words, &before, &after))
+        return NULL;
+    LabelWords lw;
+    if (label_words_of(words, &lw, "label_windows") < 0) return NULL;
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    Pairs hits = {NULL, 0, 0};
+    unsigned long found = 0;
+    if (labels_in(text, &lw, &found, &hits) < 0) {
+        free(hits.data);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t m = hits.n / 2, out = 0;
+    for (Py_ssize_t j = 0; j < m; j++) {
+        int64_t at = hits.data[2 * j], k = hits.data[2 * j + 1];
+        int64_t lo = at - before, hi = at + lw.wl[k] + after;
+        hits.data[2 * j] = lo < 0 ? 0 : lo;
+        hits.data[2 * j + 1] = hi > n ? n : hi;
+    }
+    if (m > 1) qsort(hits.data, (size_t)m, 2 * sizeof(int64_t), cmp_pair);
+    for (Py_ssize_t j = 0; j < m; j++) {
+        int64_t lo = hits.data[2 * j], hi = hits.data[2 * j + 1];
+        if (out && lo <= hits.data[2 * out - 1]) {
+            if (hi > hits.data[2 * out - 1]) hits.data[2 * out - 1] = hi;
+        } else {
+            hits.data[2 * out] = lo;
+            hits.data[2 * out + 1] = hi;
+            out++;
+        }
+    }
+    PyObject *res = PyBytes_FromStringAndSize(hits.data ? (const char *)hits.data : "",
+                                              out * 2 * (Py_ssize_t)sizeof(int64_t));
+    free(hits.data);
+    return res;
 }
 
 /* ASCII lower-cased (the upper half unused). */
@@ -1634,6 +1730,8 @@ static PyMethodDef module_methods[] = {
      "date_counts(text) -> (distinct matches with counts, windows) (see the source)"},
     {"label_words", py_label_words, METH_VARARGS,
      "label_words(text, words) -> int: bit k set when words[k] occurs, ASCII case folded"},
+    {"label_windows", py_label_windows, METH_VARARGS,
+     "label_windows(text, words, before, after) -> bytes of int64 pairs (see the source)"},
     {"lower_utf8", py_lower_utf8, METH_O,
      "lower_utf8(text) -> text.lower().encode() when only ASCII letters change, else None"},
     {"alnum_table", py_alnum_table, METH_NOARGS, "alnum_table() -> the 65536-byte BMP table"},

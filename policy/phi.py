@@ -241,12 +241,23 @@ def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIM
         if pattern in _NUMBER_PATTERNS:
             windows, bounded = numbers, True
         elif len(text) >= _WINDOWED and pattern in _LABELS:
-            if lower is None:
-                lower = text.lower()
-            if not lower or len(lower) == len(text):
-                windows, bounded = _word_windows(lower or text, *_LABELS[pattern]), False
+            if present is not None and "\u0130" not in text:
+                # The windows of the lower-cased text, found by the core on the text itself:
+                # lower-casing keeps the length of a text without U+0130, the one character it
+                # makes two (see `_scanner.label_windows`).
+                assert _tokens._scanner is not None
+                label, reach_back, reach_on = _LABELS[pattern]
+                at = _tokens._scanner.label_windows(text, label, reach_back, reach_on)
+                pairs = np.frombuffer(at, dtype=np.int64).reshape(-1, 2)
+                windows = list(zip(pairs[:, 0].tolist(), pairs[:, 1].tolist(), strict=True))
+                bounded = False
             else:
-                windows, bounded = None, False
+                if lower is None:
+                    lower = text.lower()
+                if not lower or len(lower) == len(text):
+                    windows, bounded = _word_windows(lower or text, *_LABELS[pattern]), False
+                else:
+                    windows, bounded = None, False
         else:
             windows, bounded = None, False
         if pattern in exact:
