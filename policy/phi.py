@@ -228,6 +228,7 @@ def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIM
             checks.append(("ip_address", _IP, _always, _BEFORE_IP))
     found: list[PHIMatch] = []
     numbers = spans.numbers if spans is not None else _number_windows(text)
+    memo: _Memo = {}  # the distinct texts of each list of windows
     # Postcodes and IP addresses: each window found by `text_spans` holds every match of the
     # pattern that starts in it, and the character after it (the look-ahead), so running the
     # pattern window by window finds what it finds on the whole text.
@@ -264,7 +265,7 @@ def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIM
             # One pass over the windows joined (`_finditer`): no match reads a NUL, and the
             # look-ahead sees a NUL where a window's own end stood, which it accepts alike.
             windows, bounded = exact[pattern], True
-        for start, end in _accepted(pattern, text, windows, bounded, before, ok):
+        for start, end in _accepted(pattern, text, windows, bounded, before, ok, memo):
             found.append(PHIMatch(kind, start, end))
     found.sort(key=lambda p: (p.start, -p.end))
     return _drop_nested(found)
@@ -357,12 +358,18 @@ def _word_windows(
     return out
 
 
-def _window_hits(
-    pattern: re.Pattern[str], text: str, windows: list[tuple[int, int]]
-) -> tuple[list[int], list[list[int]]]:
-    """Each window's slot among the distinct window texts, and the offsets at which `pattern`
-    matches in each distinct text: the distinct texts joined by NUL (which no pattern matches)
-    and scanned once."""
+# The distinct texts of a list of windows: each window's slot among them, their offsets in the
+# NUL-joined string, and that string (see `_window_hits`).
+_Distinct = tuple[list[int], list[int], str]
+_Memo = dict[int, tuple[list[tuple[int, int]], _Distinct]]
+
+
+def _distinct_windows(text: str, windows: list[tuple[int, int]], memo: _Memo | None) -> _Distinct:
+    """`_Distinct` of `windows`; `memo` keeps it for the scan of one text, by the list's
+    identity, since several patterns run on the same windows (the number windows)."""
+    key = id(windows)
+    if memo is not None and key in memo and memo[key][0] is windows:
+        return memo[key][1]
     slot: dict[str, int] = {}
     which: list[int] = []
     for lo, hi in windows:
@@ -372,8 +379,24 @@ def _window_hits(
     for chunk in slot:
         at.append(pos)
         pos += len(chunk) + 1
-    hits: list[list[int]] = [[] for _ in slot]
-    for m in pattern.finditer("\0".join(slot)):
+    found = (which, at, "\0".join(slot))
+    if memo is not None:
+        memo[key] = (windows, found)  # the list itself too: its id is its while it lives
+    return found
+
+
+def _window_hits(
+    pattern: re.Pattern[str],
+    text: str,
+    windows: list[tuple[int, int]],
+    memo: _Memo | None = None,
+) -> tuple[list[int], list[list[int]]]:
+    """Each window's slot among the distinct window texts, and the offsets at which `pattern`
+    matches in each distinct text: the distinct texts joined by NUL (which no pattern matches)
+    and scanned once."""
+    which, at, joined = _distinct_windows(text, windows, memo)
+    hits: list[list[int]] = [[] for _ in at]
+    for m in pattern.finditer(joined):
         i = bisect.bisect_right(at, m.start()) - 1
         hits[i].append(m.start() - at[i])
     return which, hits
@@ -417,6 +440,7 @@ def _accepted(
     bounded: bool,
     before: frozenset[str],
     ok: _Check,
+    memo: _Memo | None = None,
 ) -> Iterator[tuple[int, int]]:
     """(start, end) of each match of `pattern` in `text` inside `windows` (see `_finditer`)
     that no character of `before` precedes and `ok` accepts, in order.
@@ -432,7 +456,7 @@ def _accepted(
             if ok(text, m):
                 yield m.start(), m.end()
         return
-    which, hits = _window_hits(pattern, text, windows)
+    which, hits = _window_hits(pattern, text, windows, memo)
     reach = _REACH.get(pattern, 1 if before else 0)
     verdicts: dict[tuple[int, int], tuple[int, int] | None] = {}
     for (lo, hi), i in zip(windows, which, strict=True):

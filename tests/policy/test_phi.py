@@ -152,7 +152,7 @@ def test_windows_find_what_the_whole_text_holds(seed: int, monkeypatch: pytest.M
     every = set(phi.PHI_PATTERN_DEFAULTS)
     windowed = phi.scan_phi(text, every)
 
-    def whole_text(pattern, text, windows, bounded, before, ok):  # type: ignore[no-untyped-def]
+    def whole_text(pattern, text, windows, bounded, before, ok, memo=None):  # type: ignore[no-untyped-def]
         for m in pattern.finditer(text):
             if (not before or phi._starts_clear(text, m.start(), before)) and ok(text, m):
                 yield m.start(), m.end()
