@@ -1639,6 +1639,46 @@ static PyObject *py_label_windows(PyObject *mod, PyObject *args) {
     return res;
 }
 
+/* ------------------------------------------------------------------ character offsets
+ *
+ * char_offsets(raw, offsets) -> bytes: the character offsets of ascending byte `offsets`
+ * (int64) of the UTF-8 `raw`: each minus the continuation bytes (0b10xxxxxx) before it,
+ * counted eight bytes at a time in one pass (what `identifiers._char_offsets` does with numpy,
+ * a mask and a search over the whole text). */
+static PyObject *py_char_offsets(PyObject *mod, PyObject *args) {
+    (void)mod;
+    Py_buffer rb, ob;
+    if (!PyArg_ParseTuple(args, "y*y*", &rb, &ob)) return NULL;
+    PyObject *res = NULL;
+    const uint8_t *raw = (const uint8_t *)rb.buf;
+    const Py_ssize_t n = rb.len, m = ob.len / (Py_ssize_t)sizeof(int64_t);
+    const int64_t *q = (const int64_t *)ob.buf;
+    res = PyBytes_FromStringAndSize(NULL, m * (Py_ssize_t)sizeof(int64_t));
+    if (!res) goto done;
+    {
+        int64_t *out = (int64_t *)PyBytes_AS_STRING(res);
+        Py_ssize_t pos = 0, cont = 0;
+        for (Py_ssize_t k = 0; k < m; k++) {
+            if (q[k] < pos || q[k] > n) {
+                Py_CLEAR(res);
+                PyErr_SetString(PyExc_ValueError,
+                                "char_offsets: offsets must ascend within the buffer");
+                goto done;
+            }
+            for (; pos + 8 <= q[k]; pos += 8) {
+                uint64_t w = load_le(raw + pos, 8);
+                cont += __builtin_popcountll(w & ~(w << 1) & 0x8080808080808080ULL);
+            }
+            for (; pos < q[k]; pos++) cont += (raw[pos] & 0xC0) == 0x80;
+            out[k] = q[k] - cont;
+        }
+    }
+done:
+    PyBuffer_Release(&rb);
+    PyBuffer_Release(&ob);
+    return res;
+}
+
 /* ASCII lower-cased (the upper half unused). */
 static uint8_t ascii_lower[128];
 
@@ -1730,6 +1770,8 @@ static PyMethodDef module_methods[] = {
      "date_counts(text) -> (distinct matches with counts, windows) (see the source)"},
     {"label_words", py_label_words, METH_VARARGS,
      "label_words(text, words) -> int: bit k set when words[k] occurs, ASCII case folded"},
+    {"char_offsets", py_char_offsets, METH_VARARGS,
+     "char_offsets(raw, offsets) -> bytes: character offsets of ascending byte offsets"},
     {"label_windows", py_label_windows, METH_VARARGS,
      "label_windows(text, words, before, after) -> bytes of int64 pairs (see the source)"},
     {"lower_utf8", py_lower_utf8, METH_O,

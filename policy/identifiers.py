@@ -590,6 +590,13 @@ def _char_offsets(text: str, raw: bytes, s: T.I64, e: T.I64) -> tuple[T.I64, T.I
     """Byte offsets of `raw` (the UTF-8 of `text`, lower-cased) as character offsets."""
     if len(raw) == len(text):
         return s, e
+    if T._scanner is not None:
+        # In one pass of the core over the bytes, for the offsets in ascending order.
+        both = np.concatenate([s, e])
+        order = np.argsort(both, kind="stable")
+        at = np.empty_like(both)
+        at[order] = np.frombuffer(T._scanner.char_offsets(raw, both[order]), dtype=np.int64)
+        return at[: len(s)], at[len(s) :]
     # A character per UTF-8 byte that is not a continuation byte (0b10xxxxxx) before the offset.
     buf = np.frombuffer(raw, dtype=np.uint8)
     cont = np.flatnonzero((buf & 0xC0) == 0x80)

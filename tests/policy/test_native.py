@@ -477,3 +477,23 @@ def test_an_error_in_a_scan_thread_reaches_the_caller(
     monkeypatch.setattr(IdentifierIndex, "_find_lowered", broken)
     with pytest.raises(MemoryError, match="scan pass"):
         scan_text(text, patient_index)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=60), cuts=st.lists(st.integers(0, 10**6), max_size=12))
+def test_char_offsets_agree(text: str, cuts: list[int]) -> None:
+    # Byte offsets at character starts, in any order, as character offsets: the core's one
+    # pass over the bytes (`_scanner.char_offsets`) against the numpy mask and search.
+    from bedside.policy.identifiers import _char_offsets
+
+    raw = text.encode("utf-8", "surrogatepass")
+    starts = [len(text[:i].encode("utf-8", "surrogatepass")) for i in range(len(text) + 1)]
+    picked = [starts[c % len(starts)] for c in cuts]
+    s = np.array(sorted(picked), dtype=np.int64)
+    e = np.array(picked, dtype=np.int64)
+    got = _char_offsets(text, raw, s, e)
+    with reference():
+        want = _char_offsets(text, raw, s, e)
+    assert [a.tolist() for a in got] == [a.tolist() for a in want]
+    with pytest.raises(ValueError, match="ascend"):
+        _scanner.char_offsets(b"abc", np.array([2, 1], dtype=np.int64))
