@@ -20,7 +20,9 @@ listing of birth dates, since every date of the axis is printed whoever was born
 Kept apart from `identifiers` (the index and its speed) so the rules read on their own. They
 are the reference: `keep_matches` and `printed_dates` answer the same through the compiled core
 (`_scanner.keep_spans`, `_scanner.dates_in_text`), which decides ASCII and hands the rest back
-here, so that a long output with thousands of matches costs no Python per match.
+here, so that a long output with thousands of matches costs no Python per match. The core reads
+for dates only the lines holding a digit run where a date has its year, and counts the dates
+printed by spelling (`_scanner.date_counts`, what `listed_values` needs).
 """
 
 from __future__ import annotations

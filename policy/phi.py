@@ -13,8 +13,13 @@ addresses the windows the compiled core finds in its one pass over the text
 (`_tokens.text_spans`), each holding every match that can start in it and the character its
 look-ahead reads, so the result is that of the whole text (tests/policy/test_native.py). Each
 distinct window is scanned once (long outputs repeat blocks: a table per fold, the same log
-lines), and the label words of MRNs, dates of birth and SSNs are looked for in one compiled pass
-(`_scanner.label_words`) rather than nine substring searches of a lower-cased copy.
+lines; the distinct windows of the number patterns are found once for all of them), and the
+label words of MRNs, dates of birth and SSNs are looked for in one compiled pass
+(`_scanner.label_words`) rather than nine substring searches of a lower-cased copy. The windows
+around the labels of a long text come from the core too (`_scanner.label_windows`, on the text
+itself: lower-casing a megabyte that is not ASCII and searching it once per label word cost more
+than the patterns), and the text is lower-cased only when that cannot be done (a text holding
+U+0130, the one character lower-casing makes two).
 """
 
 from __future__ import annotations
