@@ -1503,16 +1503,14 @@ done:
  * found (stopping once all are); else every occurrence, as (start, word) pairs in `hits`. */
 #define LABELS_KIND(T_, NAME)                                                                \
     static int NAME(const T_ *src, Py_ssize_t n, const char *const *w, const Py_ssize_t *wl,  \
-                    Py_ssize_t nw, const uint8_t *last, unsigned long *found,                \
+                    const int8_t *last, const int8_t *next, unsigned long *found,            \
                     unsigned long all, Pairs *hits) {                                        \
         for (Py_ssize_t i = 0; i < n && (hits || *found != all); i++) {                      \
             Py_UCS4 c = src[i];                                                              \
             c = LABEL_FOLD(c);                                                               \
-            if (!c || !last[c]) continue;                                                    \
-            for (Py_ssize_t k = 0; k < nw; k++) {                                            \
-                if ((!hits && (*found & (1UL << k))) || wl[k] > i + 1 ||                     \
-                    (Py_UCS4)(uint8_t)w[k][wl[k] - 1] != c)                                  \
-                    continue;                                                                \
+            if (!c || last[c] < 0) continue;                                                 \
+            for (int k = last[c]; k >= 0; k = next[k]) {                                     \
+                if ((!hits && (*found & (1UL << k))) || wl[k] > i + 1) continue;             \
                 Py_ssize_t j = 0, at = i + 1 - wl[k];                                        \
                 while (j < wl[k] - 1) {                                                      \
                     Py_UCS4 d = src[at + j];                                                 \
@@ -1537,7 +1535,10 @@ typedef struct {
     const char *w[32];
     Py_ssize_t wl[32];
     Py_ssize_t nw;
-    uint8_t last[256]; /* which characters end some word: only there is a comparison made */
+    /* The words ending in each character, as a list: last[c] the first (-1: none), next[k]
+     * the one after word k. Only where a word can end is a comparison made. */
+    int8_t last[256];
+    int8_t next[32];
 } LabelWords;
 
 static int label_words_of(PyObject *words, LabelWords *lw, const char *fn) {
@@ -1546,8 +1547,8 @@ static int label_words_of(PyObject *words, LabelWords *lw, const char *fn) {
         PyErr_Format(PyExc_ValueError, "%s: at most 32 words", fn);
         return -1;
     }
-    memset(lw->last, 0, sizeof(lw->last));
-    for (Py_ssize_t k = 0; k < lw->nw; k++) {
+    memset(lw->last, -1, sizeof(lw->last));
+    for (Py_ssize_t k = lw->nw - 1; k >= 0; k--) {
         PyObject *o = PyTuple_GET_ITEM(words, k);
         if (!PyUnicode_Check(o) || !PyUnicode_IS_ASCII(o) || PyUnicode_GET_LENGTH(o) < 1) {
             PyErr_Format(PyExc_ValueError, "%s: words must be non-empty ASCII str", fn);
@@ -1555,7 +1556,9 @@ static int label_words_of(PyObject *words, LabelWords *lw, const char *fn) {
         }
         lw->w[k] = (const char *)PyUnicode_1BYTE_DATA(o);
         lw->wl[k] = PyUnicode_GET_LENGTH(o);
-        lw->last[(uint8_t)lw->w[k][lw->wl[k] - 1]] = 1;
+        uint8_t end = (uint8_t)lw->w[k][lw->wl[k] - 1];
+        lw->next[k] = lw->last[end];
+        lw->last[end] = (int8_t)k;
     }
     return 0;
 }
@@ -1566,12 +1569,12 @@ static int labels_in(PyObject *text, const LabelWords *lw, unsigned long *found,
     const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     unsigned long all = lw->nw == 32 ? 0xFFFFFFFFUL : ((1UL << lw->nw) - 1);
     if (kind == PyUnicode_1BYTE_KIND)
-        return labels_1((const Py_UCS1 *)data, n, lw->w, lw->wl, lw->nw, lw->last, found, all,
+        return labels_1((const Py_UCS1 *)data, n, lw->w, lw->wl, lw->last, lw->next, found, all,
                         hits);
     if (kind == PyUnicode_2BYTE_KIND)
-        return labels_2((const Py_UCS2 *)data, n, lw->w, lw->wl, lw->nw, lw->last, found, all,
+        return labels_2((const Py_UCS2 *)data, n, lw->w, lw->wl, lw->last, lw->next, found, all,
                         hits);
-    return labels_4((const Py_UCS4 *)data, n, lw->w, lw->wl, lw->nw, lw->last, found, all, hits);
+    return labels_4((const Py_UCS4 *)data, n, lw->w, lw->wl, lw->last, lw->next, found, all, hits);
 }
 
 static PyObject *py_label_words(PyObject *mod, PyObject *args) {
