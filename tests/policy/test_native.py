@@ -497,3 +497,30 @@ def test_char_offsets_agree(text: str, cuts: list[int]) -> None:
     assert [a.tolist() for a in got] == [a.tolist() for a in want]
     with pytest.raises(ValueError, match="ascend"):
         _scanner.char_offsets(b"abc", np.array([2, 1], dtype=np.int64))
+
+
+def test_concurrent_finds_on_one_index_agree(
+    patient_index: IdentifierIndex, patients: pd.DataFrame
+) -> None:
+    # Each Matcher keeps two scratch buffers between calls, each taken by one call at a time;
+    # a third call at once works in fresh ones. Six threads finding at once, on texts of every
+    # size (buffers grown, reused and freed), find what one thread finds alone.
+    import threading
+
+    texts = [_long_output(patients, which, size) for which in range(6) for size in (300, 60_000)]
+    texts.append("")
+    alone = [patient_index.find(t) for t in texts]
+    got: dict[int, list[object]] = {}
+    start = threading.Barrier(6)
+
+    def work(k: int) -> None:
+        start.wait()
+        got[k] = [patient_index.find(t) for t in texts[k:] + texts[:k]]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(6):
+        assert got[k] == alone[k:] + alone[:k]
