@@ -20,7 +20,9 @@ listing of birth dates, since every date of the axis is printed whoever was born
 Kept apart from `identifiers` (the index and its speed) so the rules read on their own. They
 are the reference: `keep_matches` and `printed_dates` answer the same through the compiled core
 (`_scanner.keep_spans`, `_scanner.dates_in_text`), which decides ASCII and hands the rest back
-here, so that a long output with thousands of matches costs no Python per match.
+here, so that a long output with thousands of matches costs no Python per match. The core reads
+for dates only the lines holding a digit run where a date has its year, and counts the dates
+printed by spelling (`_scanner.date_counts`, what `listed_values` needs).
 """
 
 from __future__ import annotations
@@ -230,7 +232,7 @@ def listed_values(values: Iterable[str], text: str = "") -> int:
     readings = {v: _parse_date(v) for v in set(values)}
     # A long output prints the same dates again and again: each distinct one is parsed once,
     # and counted as often as it is printed.
-    printed = collections.Counter(printed_dates(text) if text else ())
+    printed = printed_date_counts(text) if text else collections.Counter[str]()
     distinct = {r for r in readings.values() if r}
     count = sum(1 for r in readings.values() if r)
     for v, times in printed.items():
@@ -240,6 +242,27 @@ def listed_values(values: Iterable[str], text: str = "") -> int:
             count += times
     axis = _axis(distinct, count)
     return sum(1 for ds in readings.values() if not any(d in axis for d in ds))
+
+
+def printed_date_counts(text: str) -> collections.Counter[str]:
+    """`Counter(printed_dates(text))`: how often `text` prints each date, by its spelling.
+
+    The compiled core counts the matches of its lines spelled alike (`_scanner.date_counts`),
+    so a long output printing the same dates thousands of times costs a string per distinct
+    date, not per date printed.
+    """
+    scanner = _tokens._scanner
+    if scanner is None:
+        return collections.Counter(printed_dates(text))
+    counted, other = scanner.date_counts(text)
+    out = collections.Counter(
+        {text[a:b]: n for a, b, n in np.frombuffer(counted, dtype=np.int64).reshape(-1, 3).tolist()}
+    )
+    if other:
+        lines = np.frombuffer(other, dtype=np.int64).reshape(-1, 2).tolist()
+        joined = "\n".join(text[a:b] for a, b in lines)
+        out.update(m.group() for m in _DATE_IN_TEXT.finditer(joined))
+    return out
 
 
 def printed_dates(text: str) -> list[str]:

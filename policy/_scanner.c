@@ -18,6 +18,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <pythread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,7 @@ typedef struct {
     int32_t sig;    /* length without leading zeros (digit tokens) */
     uint8_t digit;  /* 1: a run of digits, 0: a run of letters */
     uint8_t pair;   /* this token and the next start an indexed sequence (pair bitmap) */
+    uint8_t gap;    /* the gap to the next token is short and on one line (see `gap_ok`) */
 } Token;
 
 typedef struct {
@@ -101,8 +103,9 @@ static inline uint64_t token_hash(const uint8_t *p, Py_ssize_t len, const uint8_
     return h ^ (h >> 29);
 }
 
-static int tokens_push(Tokens *t, int64_t start, int64_t end, const uint8_t *buf, Py_ssize_t n,
-                       int digit) {
+static inline __attribute__((always_inline)) int tokens_push(Tokens *t, int64_t start,
+                                                             int64_t end, const uint8_t *buf,
+                                                             Py_ssize_t n, int digit) {
     if (t->n == t->cap) {
         Py_ssize_t cap = t->cap ? t->cap * 2 : 1024;
         Token *grown = (Token *)realloc(t->tok, (size_t)cap * sizeof(Token));
@@ -115,7 +118,16 @@ static int tokens_push(Tokens *t, int64_t start, int64_t end, const uint8_t *buf
         /* Leading zeros are dropped, keeping one digit: "0123" hashes as "123". */
         while (end - hstart > 1 && buf[hstart] == '0') hstart++;
     }
+    if (t->n) {
+        /* The gap after the previous token: at most three bytes, no line break (values are
+         * written on one line with short separators: `Smith, John`, `12 / 03 / 1956`). */
+        Token *p = &t->tok[t->n - 1];
+        int ok = start - p->end <= 3;
+        for (int64_t q = p->end; ok && q < start; q++) ok = buf[q] != '\n' && buf[q] != '\r';
+        p->gap = (uint8_t)ok;
+    }
     Token *k = &t->tok[t->n++];
+    k->gap = 0;
     k->start = start;
     k->end = end;
     k->sig = (int32_t)((end - hstart) > INT32_MAX ? INT32_MAX : (end - hstart));
@@ -128,7 +140,7 @@ static int tokens_push(Tokens *t, int64_t start, int64_t end, const uint8_t *buf
 /* Split a lower-cased UTF-8 buffer into tokens: maximal runs of digits or of letters, where
  * bytes >= 0x80 are letters unless they belong to a multi-byte character that is not alphanumeric
  * (`alnum`, as `str.isalnum` says; characters outside the BMP are separators). */
-/* 1: a digit, 2: an ASCII letter, 0: anything else (for ASCII buffers). */
+/* 1: a digit, 2: an ASCII letter, 3: a byte >= 0x80, 0: anything else. */
 static uint8_t ascii_token_class[256];
 
 /* `tokenize` for a buffer without bytes >= 0x80: runs of one class, by table. */
@@ -159,7 +171,7 @@ static int has_high_bytes(const uint8_t *buf, Py_ssize_t n) {
 
 static int tokenize(const uint8_t *buf, Py_ssize_t n, Tokens *out) {
     if (out->cap == 0) {
-        Py_ssize_t cap = n / 4 + 16;
+        Py_ssize_t cap = n / 3 + 16;
         out->tok = (Token *)malloc((size_t)cap * sizeof(Token));
         if (!out->tok) return -1;
         out->cap = cap;
@@ -168,9 +180,24 @@ static int tokenize(const uint8_t *buf, Py_ssize_t n, Tokens *out) {
     Py_ssize_t clear_until = 0; /* bytes before this offset of a non-alphanumeric character */
     int cls_run = 0;
     Py_ssize_t run_start = 0;
+    const uint8_t *T = ascii_token_class;
     for (Py_ssize_t i = 0; i < n; i++) {
         uint8_t b = buf[i];
         int cls;
+        if (b < 0x80 && i >= clear_until) {
+            /* An ASCII byte outside a multi-byte character: its class by table, as below,
+             * and the bytes of its class after it in one tight loop (they change nothing).
+             * Bytes >= 0x80 have class 3 in the table, which no run of ASCII takes. */
+            cls = T[b];
+            if (cls != cls_run) {
+                if (cls_run && tokens_push(out, run_start, i, buf, n, cls_run == 1) < 0)
+                    return -1;
+                cls_run = cls;
+                run_start = i;
+            }
+            while (i + 1 < n && T[buf[i + 1]] == cls) i++;
+            continue;
+        }
         if ((uint8_t)(b - '0') < 10) {
             cls = 1;
         } else if ((uint8_t)(b - 'a') < 26) {
@@ -221,6 +248,46 @@ static int out_push(Out *o, int64_t a, int64_t b, int64_t c) {
     return 0;
 }
 
+/* A hash to look up and the span it covers; rank 1 for a regrouped number. */
+typedef struct {
+    uint64_t h;
+    int64_t start, end;
+    int64_t rank;
+} Probe;
+
+typedef struct {
+    Probe *p;
+    Py_ssize_t n, cap;
+} Probes;
+
+static int probes_push(Probes *q, uint64_t h, int64_t start, int64_t end, int64_t rank) {
+    if (q->n == q->cap) {
+        Py_ssize_t cap = q->cap ? q->cap * 2 : 256;
+        Probe *grown = (Probe *)realloc(q->p, (size_t)cap * sizeof(Probe));
+        if (!grown) return -1;
+        q->p = grown;
+        q->cap = cap;
+    }
+    Probe *x = &q->p[q->n++];
+    x->h = h;
+    x->start = start;
+    x->end = end;
+    x->rank = rank;
+    return 0;
+}
+
+struct Scratch {
+    Tokens tk;
+    Probes maybe, seq;
+};
+
+static void scratch_free(struct Scratch *sc) {
+    free(sc->tk.tok);
+    free(sc->maybe.p);
+    free(sc->seq.p);
+    memset(sc, 0, sizeof(*sc));
+}
+
 /* ------------------------------------------------------------------ the matcher object */
 
 typedef struct {
@@ -238,6 +305,11 @@ typedef struct {
      * entries[dir[t]:dir[t + 1]]. Two cache lines per exact lookup instead of a binary search. */
     uint32_t *dir;
     unsigned dbits;
+    /* Scratch arrays kept between calls (tokens and probes: megabytes for a megabyte of
+     * output), each taken under its lock by one call at a time: fresh ones would cost their
+     * page faults, and their growth its copies, on every call. */
+    struct Scratch *pool;
+    PyThread_type_lock pool_lock[2];
 } Matcher;
 
 static inline int bit_set(const uint64_t *words, unsigned shift, uint64_t key) {
@@ -272,6 +344,13 @@ static inline int lookup(const Matcher *m, uint64_t h) {
 }
 
 static void Matcher_dealloc(Matcher *self) {
+    if (self->pool) {
+        scratch_free(&self->pool[0]);
+        scratch_free(&self->pool[1]);
+        free(self->pool);
+    }
+    for (int k = 0; k < 2; k++)
+        if (self->pool_lock[k]) PyThread_free_lock(self->pool_lock[k]);
     if (self->have_entries) PyBuffer_Release(&self->entries);
     if (self->have_bits) PyBuffer_Release(&self->bits);
     if (self->have_pbits) PyBuffer_Release(&self->pbits);
@@ -341,6 +420,18 @@ static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
         self->lengths[self->nlengths++] = (int)k;
     }
     Py_DECREF(seq);
+    self->pool = (struct Scratch *)calloc(2, sizeof(struct Scratch));
+    if (!self->pool) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int k = 0; k < 2; k++) {
+        self->pool_lock[k] = PyThread_allocate_lock();
+        if (!self->pool_lock[k]) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
     Py_ssize_t ne = self->entries.len / 8;
     if (ne > (Py_ssize_t)UINT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "too many entries");
@@ -366,13 +457,11 @@ static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
-/* Is the gap after token i short (at most 3 bytes) and without a line break? */
+/* Is the gap after token i short (at most 3 bytes) and without a line break? (The tokenizer
+ * notes it, `tokens_push`.) */
 static inline int gap_ok(const uint8_t *buf, const Token *t, Py_ssize_t i) {
-    int64_t a = t[i].end, b = t[i + 1].start;
-    if (b - a > 3) return 0;
-    for (int64_t p = a; p < b; p++)
-        if (buf[p] == '\n' || buf[p] == '\r') return 0;
-    return 1;
+    (void)buf;
+    return t[i].gap;
 }
 
 /* Are tokens i and i + 1 digit groups of one written number (see `_tokens.group_gaps_ok`)? */
@@ -384,34 +473,6 @@ static inline int joinable(const uint8_t *buf, Py_ssize_t n, const Token *t, Py_
     if (width == 1) return c1 == ' ' || c1 == '-';
     if (width == 2)
         return (c1 == ')' || c2 == '(') && (c1 == ' ' || c1 == ')') && (c2 == ' ' || c2 == '(');
-    return 0;
-}
-
-/* A hash to look up and the span it covers; rank 1 for a regrouped number. */
-typedef struct {
-    uint64_t h;
-    int64_t start, end;
-    int64_t rank;
-} Probe;
-
-typedef struct {
-    Probe *p;
-    Py_ssize_t n, cap;
-} Probes;
-
-static int probes_push(Probes *q, uint64_t h, int64_t start, int64_t end, int64_t rank) {
-    if (q->n == q->cap) {
-        Py_ssize_t cap = q->cap ? q->cap * 2 : 256;
-        Probe *grown = (Probe *)realloc(q->p, (size_t)cap * sizeof(Probe));
-        if (!grown) return -1;
-        q->p = grown;
-        q->cap = cap;
-    }
-    Probe *x = &q->p[q->n++];
-    x->h = h;
-    x->start = start;
-    x->end = end;
-    x->rank = rank;
     return 0;
 }
 
@@ -447,6 +508,22 @@ static int resolve(const Matcher *m, const Probes *q, Out *out) {
     return 0;
 }
 
+/* What token j will be probed for: 1 on its own (long enough to be indexed alone), 2 as the
+ * first of a sequence (the gap after it is one a value's tokens can have, see `gap_ok`: no
+ * indexed sequence starts at a token without it, so its pair bit need not be read). */
+static inline uint8_t probe_kinds(const Matcher *m, const uint8_t *buf, const Token *t,
+                                  Py_ssize_t nt, Py_ssize_t j, int want_pairs) {
+    const Token *x = &t[j];
+    uint8_t f = (x->digit ? x->sig >= m->min_digits : x->sig >= 2) ? 1 : 0;
+    if (want_pairs && j + 1 < nt && gap_ok(buf, t, j)) f |= 2;
+    return f;
+}
+
+/* Tokens are matched a block at a time: each of the three passes below reads a block while it
+ * is in the cache, instead of the whole token array (eight megabytes for a megabyte of
+ * numbers) three times over. */
+#define BLOCK 2048
+
 /* Every match in the tokens, as (start, end, kind * 2 + rank) triples in `out`. */
 static int match_into(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens *tk, Out *out,
                       Probes *maybe, Probes *seq) {
@@ -455,29 +532,47 @@ static int match_into(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens
     const uint64_t *bits = (const uint64_t *)m->bits.buf;
     const uint64_t *pbits = (const uint64_t *)m->pbits.buf;
     const int want_pairs = m->nlengths > 0 && nt >= 2;
+    int run = 0; /* joinable pairs ending just before token l (the third pass) */
+    uint8_t joined[MAX_DIGIT_GROUPS * (MAX_TOKEN + 1) + 64];
+    uint8_t *big = NULL;
+    Py_ssize_t bigcap = 0;
+    int rc = 0;
 
-    /* Single tokens and the pair prefilter: two bitmap probes per token, prefetched ahead. */
-    for (Py_ssize_t i = 0; i < nt; i++) {
-        if (i + PREFETCH < nt) {
-            uint64_t h = t[i + PREFETCH].hash;
-            __builtin_prefetch(&bits[(h >> m->shift) >> 6]);
-            if (want_pairs && i + PREFETCH + 1 < nt) {
-                uint64_t ps = (h * SEQ_MUL + t[i + PREFETCH + 1].hash) >> m->pshift;
-                __builtin_prefetch(&pbits[ps >> 6]);
+    /* `pair` holds probe_kinds until the first pass replaces it by the pair bit; the first
+     * PREFETCH tokens get theirs here, every later one when it is prefetched. */
+    for (Py_ssize_t j = 0; j < nt && j < PREFETCH; j++)
+        t[j].pair = probe_kinds(m, buf, t, nt, j, want_pairs);
+
+    for (Py_ssize_t b0 = 0; b0 < nt && rc == 0; b0 += BLOCK) {
+        Py_ssize_t b1 = b0 + BLOCK < nt ? b0 + BLOCK : nt;
+
+        /* Single tokens and the pair prefilter: a bitmap probe for each token long enough to
+         * be indexed alone and for each that can start a sequence, prefetched ahead. */
+        for (Py_ssize_t i = b0; i < b1; i++) {
+            Py_ssize_t j = i + PREFETCH;
+            if (j < nt) {
+                uint8_t f = probe_kinds(m, buf, t, nt, j, want_pairs);
+                t[j].pair = f;
+                if (f & 1) __builtin_prefetch(&bits[(t[j].hash >> m->shift) >> 6]);
+                if (f & 2) {
+                    uint64_t ps = (t[j].hash * SEQ_MUL + t[j + 1].hash) >> m->pshift;
+                    __builtin_prefetch(&pbits[ps >> 6]);
+                }
             }
+            const Token *x = &t[i];
+            uint8_t f = x->pair;
+            if ((f & 1) && bit_set(bits, m->shift, x->hash) &&
+                probes_push(maybe, x->hash, x->start, x->end, 0) < 0) {
+                rc = -1;
+                break;
+            }
+            t[i].pair = (uint8_t)((f & 2) &&
+                                  bit_set(pbits, m->pshift, x->hash * SEQ_MUL + t[i + 1].hash));
         }
-        const Token *x = &t[i];
-        int single = x->digit ? x->sig >= m->min_digits : x->sig >= 2;
-        if (single && bit_set(bits, m->shift, x->hash) &&
-            probes_push(maybe, x->hash, x->start, x->end, 0) < 0)
-            return -1;
-        if (want_pairs && i + 1 < nt)
-            t[i].pair = (uint8_t)bit_set(pbits, m->pshift, x->hash * SEQ_MUL + t[i + 1].hash);
-    }
+        if (rc) break;
 
-    /* Sequences, where the pair bitmap says some indexed sequence starts. */
-    if (want_pairs) {
-        for (Py_ssize_t c = 0; c + 1 < nt; c++) {
+        /* Sequences, where the pair bitmap says some indexed sequence starts. */
+        for (Py_ssize_t c = b0; want_pairs && c < b1 && c + 1 < nt; c++) {
             if (!t[c].pair) continue;
             int good = 0; /* gaps known to be fine after tokens c .. c + good - 1 */
             uint64_t acc = t[c].hash;
@@ -489,79 +584,86 @@ static int match_into(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens
                 if (good < k - 1) break;
                 for (; folded < k; folded++) acc = acc * SEQ_MUL + t[c + folded].hash;
                 uint64_t h = mix(acc + (uint64_t)k * SEQ_SALT);
-                if (probes_push(seq, h, t[c].start, t[c + k - 1].end, 0) < 0) return -1;
-            }
-        }
-    }
-
-    /* Numbers whose digit groups are split differently from the indexed value. */
-    int run = 0; /* joinable pairs ending just before token l */
-    uint8_t joined[MAX_DIGIT_GROUPS * (MAX_TOKEN + 1) + 64];
-    uint8_t *big = NULL;
-    Py_ssize_t bigcap = 0;
-    for (Py_ssize_t l = 1; l < nt; l++) {
-        run = joinable(buf, n, t, l - 1) ? run + 1 : 0;
-        if (!run) continue;
-        int64_t total = t[l].end - t[l].start;
-        for (int k = 2; k <= MAX_DIGIT_GROUPS && k - 1 <= run; k++) {
-            Py_ssize_t f = l - k + 1;
-            total += t[f].end - t[f].start;
-            if (total < m->need) continue;
-            uint8_t *dst = joined;
-            if ((size_t)total > sizeof(joined)) {
-                if (total > bigcap) {
-                    uint8_t *grown = (uint8_t *)realloc(big, (size_t)total);
-                    if (!grown) {
-                        free(big);
-                        return -1;
-                    }
-                    big = grown;
-                    bigcap = total;
+                if (probes_push(seq, h, t[c].start, t[c + k - 1].end, 0) < 0) {
+                    rc = -1;
+                    break;
                 }
-                dst = big;
             }
-            Py_ssize_t len = 0;
-            for (Py_ssize_t j = f; j <= l; j++) {
-                memcpy(dst + len, buf + t[j].start, (size_t)(t[j].end - t[j].start));
-                len += t[j].end - t[j].start;
-            }
-            Py_ssize_t z = 0;
-            while (len - z > 1 && dst[z] == '0') z++;
-            if (len - z < m->need) continue;
-            uint64_t h = token_hash(dst + z, len - z, dst + len);
-            if (probes_push(seq, h, t[f].start, t[l].end, 1) < 0) {
-                free(big);
-                return -1;
+            if (rc) break;
+        }
+        if (rc) break;
+
+        /* Numbers whose digit groups are split differently from the indexed value. */
+        for (Py_ssize_t l = b0 > 1 ? b0 : 1; l < b1 && rc == 0; l++) {
+            run = joinable(buf, n, t, l - 1) ? run + 1 : 0;
+            if (!run) continue;
+            int64_t total = t[l].end - t[l].start;
+            for (int k = 2; k <= MAX_DIGIT_GROUPS && k - 1 <= run; k++) {
+                Py_ssize_t f = l - k + 1;
+                total += t[f].end - t[f].start;
+                if (total < m->need) continue;
+                uint8_t *dst = joined;
+                if ((size_t)total > sizeof(joined)) {
+                    if (total > bigcap) {
+                        uint8_t *grown = (uint8_t *)realloc(big, (size_t)total);
+                        if (!grown) {
+                            rc = -1;
+                            break;
+                        }
+                        big = grown;
+                        bigcap = total;
+                    }
+                    dst = big;
+                }
+                Py_ssize_t len = 0;
+                for (Py_ssize_t j = f; j <= l; j++) {
+                    memcpy(dst + len, buf + t[j].start, (size_t)(t[j].end - t[j].start));
+                    len += t[j].end - t[j].start;
+                }
+                Py_ssize_t z = 0;
+                while (len - z > 1 && dst[z] == '0') z++;
+                if (len - z < m->need) continue;
+                uint64_t h = token_hash(dst + z, len - z, dst + len);
+                if (probes_push(seq, h, t[f].start, t[l].end, 1) < 0) {
+                    rc = -1;
+                    break;
+                }
             }
         }
     }
     free(big);
+    if (rc < 0) return -1;
     if (filter_bitmap(m, seq, maybe) < 0) return -1;
     return resolve(m, maybe, out);
 }
 
-static int match(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens *tk, Out *out) {
-    Probes maybe = {NULL, 0, 0}, seq = {NULL, 0, 0};
-    int rc = match_into(m, buf, n, tk, out, &maybe, &seq);
-    free(maybe.p);
-    free(seq.p);
-    return rc;
-}
+/* A pooled scratch holding more than this after a call is freed (a giant text once). */
+#define SCRATCH_KEEP ((size_t)64 << 20)
 
 static PyObject *Matcher_find(Matcher *self, PyObject *arg) {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
     const uint8_t *buf = (const uint8_t *)view.buf;
     Py_ssize_t n = view.len;
-    Tokens tk = {NULL, 0, 0};
     Out out = {NULL, 0, 0};
+    struct Scratch local;
+    memset(&local, 0, sizeof(local));
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = tokenize(buf, n, &tk);
-    if (rc == 0) rc = match(self, buf, n, &tk, &out);
+    int slot = -1;
+    for (int k = 0; k < 2 && slot < 0; k++)
+        if (PyThread_acquire_lock(self->pool_lock[k], NOWAIT_LOCK)) slot = k;
+    struct Scratch *sc = slot >= 0 ? &self->pool[slot] : &local;
+    sc->tk.n = sc->maybe.n = sc->seq.n = 0;
+    rc = tokenize(buf, n, &sc->tk);
+    if (rc == 0) rc = match_into(self, buf, n, &sc->tk, &out, &sc->maybe, &sc->seq);
+    if (slot < 0 || rc < 0 ||
+        (size_t)sc->tk.cap * sizeof(Token) + (size_t)(sc->maybe.cap + sc->seq.cap) * sizeof(Probe) >
+            SCRATCH_KEEP)
+        scratch_free(sc);
+    if (slot >= 0) PyThread_release_lock(self->pool_lock[slot]);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
-    free(tk.tok);
     if (rc < 0) {
         free(out.data);
         return PyErr_NoMemory();
@@ -1191,17 +1293,114 @@ static int dates_in_line(const Py_UCS1 *t, Py_ssize_t len, Py_ssize_t base, Pair
     return 0;
 }
 
-/* Whether t[0, len) holds four consecutive digits: every date the pattern takes does. */
-static inline int has_four_digits(const Py_UCS1 *t, Py_ssize_t len) {
-    int run = 0;
-    for (Py_ssize_t i = 0; i < len; i++) {
-        run = a_digit(t[i]) ? run + 1 : 0;
-        if (run == 4) return 1;
+/* The storage kind's characters as bytes, the ones outside ASCII as 0x80 (branch-free, so the
+ * compiler vectorises it). */
+#define NARROW_KIND(T_, NAME)                                                                \
+    static void NAME(const T_ *src, Py_ssize_t n, uint8_t *dst) {                            \
+        for (Py_ssize_t i = 0; i < n; i++) dst[i] = src[i] < 128 ? (uint8_t)src[i] : 0x80;   \
+    }
+NARROW_KIND(Py_UCS2, narrow_2)
+NARROW_KIND(Py_UCS4, narrow_4)
+#undef NARROW_KIND
+
+/* Can the maximal run of ASCII digits t[a, b) (of a text t[0, n)) be where a match of the
+ * pattern has its year or its eight digits? Every match holds one of: eight digits alone; a
+ * year (four digits alone) first, then '-' and a digit (yyyy-m-d); or a year last, after
+ * `d/m/` (one of / . - twice, one or two digits before each), after `d month ` (a letter, then
+ * ' ' or '-') or after `month d, ` / `month d ` (a comma or a digit, then ' '). So a line with
+ * no such run holds no match: floats (`0.6931`), counts and ids are passed over. */
+static inline int date_anchor(const uint8_t *t, Py_ssize_t a, Py_ssize_t b, Py_ssize_t n) {
+    if (b - a == 8) return 1;
+    if (b - a != 4) return 0;
+    if (b + 1 < n && t[b] == '-' && a_digit(t[b + 1])) return 1;
+    if (a < 2) return 0;
+    uint8_t p = t[a - 1], q = t[a - 2];
+    if ((p == ' ' || p == '-') && a_letter(q)) return 1;
+    if (p == ' ' && (q == ',' || a_digit(q))) return 1;
+    if (p == '/' || p == '.' || p == '-') {
+        if (!a_digit(q) || a < 3) return 0;
+        uint8_t r = t[a - 3];
+        return r == p || (a >= 4 && a_digit(r) && t[a - 4] == p);
     }
     return 0;
 }
 
-#define ALNUM_MARK 0x80 /* an alphanumeric character outside ASCII, in the ASCII copy */
+/* 1: an ASCII digit, 2: a byte >= 0x80, 3: a newline, 0: anything else. */
+static uint8_t date_scan_class[256];
+
+/* The line t[ls, le) of the text (kind/data: the str): to `other` when it holds an alphanumeric
+ * character outside ASCII, else matched read as ASCII, where a character outside ASCII (not
+ * alphanumeric) plays no part in the pattern, exactly like '#' (every character the
+ * case-insensitive [a-z] takes is a letter, and \w and \d read `str.isalnum`). */
+static int date_line(const uint8_t *t, Py_ssize_t ls, Py_ssize_t le, int kind, const void *data,
+                     Pairs *found, Pairs *other, uint8_t **scratch, Py_ssize_t *cap) {
+    Py_ssize_t len = le - ls;
+    int high = 0;
+    for (Py_ssize_t j = ls; j < le && !high; j++) high = t[j] >= 0x80;
+    if (!high) return dates_in_line(t + ls, len, ls, found);
+    for (Py_ssize_t j = ls; j < le; j++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, j);
+        if (c >= 128 && Py_UNICODE_ISALNUM(c)) return pairs_push(other, ls, le);
+    }
+    if (len > *cap) {
+        uint8_t *grown = (uint8_t *)realloc(*scratch, (size_t)len);
+        if (!grown) return -1;
+        *scratch = grown;
+        *cap = len;
+    }
+    for (Py_ssize_t j = 0; j < len; j++) (*scratch)[j] = t[ls + j] < 128 ? t[ls + j] : '#';
+    return dates_in_line(*scratch, len, ls, found);
+}
+
+/* The date matches of a str (`found`) and the lines left to the pattern (`other`). No match
+ * crosses a newline, so lines are decided one by one, and only the lines that can hold a match
+ * (a digit run `date_anchor` takes) or a character outside ASCII are read at all: the text is
+ * passed through once looking for those, and each such line is decided whole (`date_line`).
+ * Returns -1 when out of memory. */
+static int dates_of(PyObject *arg, Pairs *found, Pairs *other) {
+    const int kind = PyUnicode_KIND(arg);
+    const void *data = PyUnicode_DATA(arg);
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+    const uint8_t *t;
+    uint8_t *narrow = NULL, *scratch = NULL;
+    Py_ssize_t cap = 0;
+    int rc = 0;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        t = (const uint8_t *)data;
+    } else {
+        narrow = (uint8_t *)malloc((size_t)(n ? n : 1));
+        if (!narrow) return -1;
+        if (kind == PyUnicode_2BYTE_KIND)
+            narrow_2((const Py_UCS2 *)data, n, narrow);
+        else
+            narrow_4((const Py_UCS4 *)data, n, narrow);
+        t = narrow;
+    }
+    const uint8_t *C = date_scan_class;
+    Py_ssize_t pos = 0, line_start = 0; /* line_start: of the line holding pos, when known */
+    while (rc == 0) {
+        while (pos < n && !C[t[pos]]) pos++;
+        if (pos >= n) break;
+        uint8_t c = C[t[pos]];
+        if (c == 3) { /* a newline */
+            line_start = ++pos;
+            continue;
+        }
+        if (c == 1) {
+            Py_ssize_t a = pos;
+            while (pos < n && C[t[pos]] == 1) pos++;
+            if (!date_anchor(t, a, pos, n)) continue;
+        }
+        const uint8_t *nl = (const uint8_t *)memchr(t + pos, '\n', (size_t)(n - pos));
+        Py_ssize_t le = nl ? nl - t : n;
+        rc = date_line(t, line_start, le, kind, data, found, other, &scratch, &cap);
+        pos = le + 1;
+        line_start = pos;
+    }
+    free(narrow);
+    free(scratch);
+    return rc;
+}
 
 static PyObject *py_dates_in_text(PyObject *mod, PyObject *arg) {
     (void)mod;
@@ -1209,56 +1408,9 @@ static PyObject *py_dates_in_text(PyObject *mod, PyObject *arg) {
         PyErr_SetString(PyExc_TypeError, "dates_in_text needs a str");
         return NULL;
     }
-    const int kind = PyUnicode_KIND(arg);
-    const void *data = PyUnicode_DATA(arg);
-    const Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
-    /* The text as ASCII: a character outside ASCII that is not alphanumeric (`str.isalnum`, as
-     * the pattern's \w and \d read; every character the case-insensitive [a-z] takes is a
-     * letter) plays no part in the pattern, exactly like '#'; an alphanumeric one is marked,
-     * and its line goes to the pattern itself. */
-    const Py_UCS1 *t;
-    Py_UCS1 *copy = NULL;
-    if (PyUnicode_IS_ASCII(arg)) {
-        t = (const Py_UCS1 *)data;
-    } else {
-        copy = (Py_UCS1 *)malloc((size_t)(n ? n : 1));
-        if (!copy) return PyErr_NoMemory();
-        /* One loop per storage kind: the per-character kind switch of PyUnicode_READ cost
-         * more than the matching on a megabyte of mostly-ASCII output. */
-#define DATES_COPY(T_)                                                                       \
-    do {                                                                                     \
-        const T_ *src = (const T_ *)data;                                                    \
-        for (Py_ssize_t i = 0; i < n; i++) {                                                 \
-            Py_UCS4 c = src[i];                                                              \
-            copy[i] = c < 128 ? (Py_UCS1)c : Py_UNICODE_ISALNUM(c) ? ALNUM_MARK : '#';        \
-        }                                                                                    \
-    } while (0)
-        if (kind == PyUnicode_1BYTE_KIND)
-            DATES_COPY(Py_UCS1);
-        else if (kind == PyUnicode_2BYTE_KIND)
-            DATES_COPY(Py_UCS2);
-        else
-            DATES_COPY(Py_UCS4);
-#undef DATES_COPY
-        t = copy;
-    }
     Pairs found = {NULL, 0, 0}, other = {NULL, 0, 0};
-    int fail = 0;
-    Py_ssize_t line = 0;
-    while (line < n && !fail) {
-        const Py_UCS1 *nl = (const Py_UCS1 *)memchr(t + line, '\n', (size_t)(n - line));
-        Py_ssize_t stop = nl ? nl - t : n, len = stop - line;
-        if (copy && memchr(t + line, ALNUM_MARK, (size_t)len)) {
-            if (pairs_push(&other, line, stop) < 0) fail = 1;
-        } else if (has_four_digits(t + line, len) &&
-                   dates_in_line(t + line, len, line, &found) < 0) {
-            fail = 1;
-        }
-        line = stop + 1;
-    }
-    free(copy);
     PyObject *res = NULL;
-    if (fail) {
+    if (dates_of(arg, &found, &other) < 0) {
         PyErr_NoMemory();
     } else {
         /* (y# of a NULL pointer is None: pass "" for an empty list) */
@@ -1272,60 +1424,266 @@ static PyObject *py_dates_in_text(PyObject *mod, PyObject *arg) {
     return res;
 }
 
+/* date_counts(text) -> (counted, windows): `dates_in_text`, with the matches spelled alike
+ * counted once: `counted` holds an int64 triple (start, end, count) per distinct spelling, at
+ * its first match. A long output prints the same few dates thousands of times, and
+ * `_matching.listed_values` wants each spelling once with its count. */
+static PyObject *py_date_counts(PyObject *mod, PyObject *arg) {
+    (void)mod;
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "date_counts needs a str");
+        return NULL;
+    }
+    Pairs found = {NULL, 0, 0}, other = {NULL, 0, 0};
+    PyObject *res = NULL;
+    int64_t *out = NULL;
+    Py_ssize_t *slots = NULL;
+    if (dates_of(arg, &found, &other) < 0) goto nomem;
+    {
+        const int kind = PyUnicode_KIND(arg);
+        const char *data = (const char *)PyUnicode_DATA(arg);
+        Py_ssize_t m = found.n / 2, size = 16, nd = 0;
+        while (size < 2 * m) size <<= 1;
+        slots = (Py_ssize_t *)malloc((size_t)size * sizeof(Py_ssize_t)); /* index into out / 3 */
+        out = (int64_t *)malloc((size_t)(m ? m : 1) * 3 * sizeof(int64_t));
+        if (!slots || !out) goto nomem;
+        for (Py_ssize_t k = 0; k < size; k++) slots[k] = -1;
+        for (Py_ssize_t j = 0; j < m; j++) {
+            int64_t a = found.data[2 * j], b = found.data[2 * j + 1];
+            const char *p = data + a * kind;
+            size_t len = (size_t)(b - a) * (size_t)kind;
+            uint64_t h = 0xCBF29CE484222325ULL;
+            for (size_t q = 0; q < len; q++) h = (h ^ (uint8_t)p[q]) * 0x100000001B3ULL;
+            Py_ssize_t k = (Py_ssize_t)(h & (uint64_t)(size - 1));
+            for (;;) {
+                Py_ssize_t d = slots[k];
+                if (d < 0) {
+                    slots[k] = nd;
+                    out[3 * nd] = a;
+                    out[3 * nd + 1] = b;
+                    out[3 * nd + 2] = 1;
+                    nd++;
+                    break;
+                }
+                int64_t a2 = out[3 * d], b2 = out[3 * d + 1];
+                if (b2 - a2 == b - a && memcmp(data + a2 * kind, p, len) == 0) {
+                    out[3 * d + 2]++;
+                    break;
+                }
+                k = (k + 1) & (size - 1);
+            }
+        }
+        res = Py_BuildValue("(y#y#)", (const char *)out, nd * 3 * (Py_ssize_t)sizeof(int64_t),
+                            other.data ? (const char *)other.data : "",
+                            other.n * (Py_ssize_t)sizeof(int64_t));
+    }
+    goto done;
+nomem:
+    PyErr_NoMemory();
+done:
+    free(slots);
+    free(out);
+    free(found.data);
+    free(other.data);
+    return res;
+}
+
 /* ------------------------------------------------------------------ label words
  *
  * label_words(text, words) -> int: bit k set when words[k] (lower-case ASCII letters and '.')
  * occurs in `text` with ASCII letters folded to lower case: in one pass, what
  * `words[k] in text.lower()` says for each word of an ASCII text (`phi` looks for the labels of
  * MRNs, dates of birth and SSNs this way). Other characters match no letter of a word. */
+/* A character as the letter of a word: ASCII case folded; the Kelvin sign is the one character
+ * outside ASCII that `str.lower` makes an ASCII letter ('k'); any other matches nothing. */
+#define LABEL_FOLD(c)                                                                        \
+    ((c) < 128 ? (((c) >= 'A' && (c) <= 'Z') ? (c) | 0x20 : (c)) : (c) == 0x212A ? 'k' : 0)
+
+/* Occurrences of the words in one storage kind of str: with `hits` NULL, the bits of the words
+ * found (stopping once all are); else every occurrence, as (start, word) pairs in `hits`. */
+#define LABELS_KIND(T_, NAME)                                                                \
+    static int NAME(const T_ *src, Py_ssize_t n, const char *const *w, const Py_ssize_t *wl,  \
+                    const int8_t *last, const int8_t *next, unsigned long *found,            \
+                    unsigned long all, Pairs *hits) {                                        \
+        for (Py_ssize_t i = 0; i < n && (hits || *found != all); i++) {                      \
+            Py_UCS4 c = src[i];                                                              \
+            c = LABEL_FOLD(c);                                                               \
+            if (!c || last[c] < 0) continue;                                                 \
+            for (int k = last[c]; k >= 0; k = next[k]) {                                     \
+                if ((!hits && (*found & (1UL << k))) || wl[k] > i + 1) continue;             \
+                Py_ssize_t j = 0, at = i + 1 - wl[k];                                        \
+                while (j < wl[k] - 1) {                                                      \
+                    Py_UCS4 d = src[at + j];                                                 \
+                    if (LABEL_FOLD(d) != (Py_UCS4)(uint8_t)w[k][j]) break;                   \
+                    j++;                                                                     \
+                }                                                                            \
+                if (j == wl[k] - 1) {                                                        \
+                    *found |= 1UL << k;                                                      \
+                    if (hits && pairs_push(hits, at, k) < 0) return -1;                      \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+        return 0;                                                                            \
+    }
+LABELS_KIND(Py_UCS1, labels_1)
+LABELS_KIND(Py_UCS2, labels_2)
+LABELS_KIND(Py_UCS4, labels_4)
+#undef LABELS_KIND
+
+/* The words of a label_words / label_windows call, checked. */
+typedef struct {
+    const char *w[32];
+    Py_ssize_t wl[32];
+    Py_ssize_t nw;
+    /* The words ending in each character, as a list: last[c] the first (-1: none), next[k]
+     * the one after word k. Only where a word can end is a comparison made. */
+    int8_t last[256];
+    int8_t next[32];
+} LabelWords;
+
+static int label_words_of(PyObject *words, LabelWords *lw, const char *fn) {
+    lw->nw = PyTuple_GET_SIZE(words);
+    if (lw->nw > 32) {
+        PyErr_Format(PyExc_ValueError, "%s: at most 32 words", fn);
+        return -1;
+    }
+    memset(lw->last, -1, sizeof(lw->last));
+    for (Py_ssize_t k = lw->nw - 1; k >= 0; k--) {
+        PyObject *o = PyTuple_GET_ITEM(words, k);
+        if (!PyUnicode_Check(o) || !PyUnicode_IS_ASCII(o) || PyUnicode_GET_LENGTH(o) < 1) {
+            PyErr_Format(PyExc_ValueError, "%s: words must be non-empty ASCII str", fn);
+            return -1;
+        }
+        lw->w[k] = (const char *)PyUnicode_1BYTE_DATA(o);
+        lw->wl[k] = PyUnicode_GET_LENGTH(o);
+        uint8_t end = (uint8_t)lw->w[k][lw->wl[k] - 1];
+        lw->next[k] = lw->last[end];
+        lw->last[end] = (int8_t)k;
+    }
+    return 0;
+}
+
+static int labels_in(PyObject *text, const LabelWords *lw, unsigned long *found, Pairs *hits) {
+    const int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    unsigned long all = lw->nw == 32 ? 0xFFFFFFFFUL : ((1UL << lw->nw) - 1);
+    if (kind == PyUnicode_1BYTE_KIND)
+        return labels_1((const Py_UCS1 *)data, n, lw->w, lw->wl, lw->last, lw->next, found, all,
+                        hits);
+    if (kind == PyUnicode_2BYTE_KIND)
+        return labels_2((const Py_UCS2 *)data, n, lw->w, lw->wl, lw->last, lw->next, found, all,
+                        hits);
+    return labels_4((const Py_UCS4 *)data, n, lw->w, lw->wl, lw->last, lw->next, found, all, hits);
+}
+
 static PyObject *py_label_words(PyObject *mod, PyObject *args) {
     (void)mod;
     PyObject *text, *words;
     if (!PyArg_ParseTuple(args, "UO!", &text, &PyTuple_Type, &words)) return NULL;
-    Py_ssize_t nw = PyTuple_GET_SIZE(words);
-    if (nw > 32) {
-        PyErr_SetString(PyExc_ValueError, "label_words: at most 32 words");
-        return NULL;
-    }
-    const char *w[32];
-    Py_ssize_t wl[32];
-    for (Py_ssize_t k = 0; k < nw; k++) {
-        PyObject *o = PyTuple_GET_ITEM(words, k);
-        if (!PyUnicode_Check(o) || !PyUnicode_IS_ASCII(o) || PyUnicode_GET_LENGTH(o) < 1) {
-            PyErr_SetString(PyExc_ValueError, "label_words: words must be non-empty ASCII str");
-            return NULL;
-        }
-        w[k] = (const char *)PyUnicode_1BYTE_DATA(o);
-        wl[k] = PyUnicode_GET_LENGTH(o);
-    }
-    /* Which characters end some word: only there is a comparison made. */
-    uint8_t last[256];
-    memset(last, 0, sizeof(last));
-    for (Py_ssize_t k = 0; k < nw; k++) last[(uint8_t)w[k][wl[k] - 1]] = 1;
-    const int kind = PyUnicode_KIND(text);
-    const void *data = PyUnicode_DATA(text);
-    const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
-    unsigned long found = 0, all = nw == 32 ? 0xFFFFFFFFUL : ((1UL << nw) - 1);
-#define FOLD(c) ((c) < 128 ? (((c) >= 'A' && (c) <= 'Z') ? (c) | 0x20 : (c)) : 0)
-    for (Py_ssize_t i = 0; i < n && found != all; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        c = FOLD(c);
-        if (!c || !last[c]) continue;
-        for (Py_ssize_t k = 0; k < nw; k++) {
-            if (found & (1UL << k) || wl[k] > i + 1 || (Py_UCS4)(uint8_t)w[k][wl[k] - 1] != c)
-                continue;
-            Py_ssize_t j = 0, at = i + 1 - wl[k];
-            while (j < wl[k] - 1) {
-                Py_UCS4 d = PyUnicode_READ(kind, data, at + j);
-                if (FOLD(d) != (Py_UCS4)(uint8_t)w[k][j]) break;
-                j++;
-            }
-            if (j == wl[k] - 1) found |= 1UL << k;
-        }
-    }
-#undef FOLD
+    LabelWords lw;
+    if (label_words_of(words, &lw, "label_words") < 0) return NULL;
+    unsigned long found = 0;
+    labels_in(text, &lw, &found, NULL);
     return PyLong_FromUnsignedLong(found);
 }
+
+static int cmp_pair(const void *x, const void *y) {
+    const int64_t *a = (const int64_t *)x, *b = (const int64_t *)y;
+    if (a[0] != b[0]) return a[0] < b[0] ? -1 : 1;
+    if (a[1] != b[1]) return a[1] < b[1] ? -1 : 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ label windows
+ *
+ * label_windows(text, words, before, after) -> bytes of int64 pairs: what
+ * `phi._word_windows(text.lower(), words, before, after)` returns, without lower-casing the
+ * text, for a text whose lower-casing keeps its length (one without U+0130, the only character
+ * `str.lower` makes two): then each character lower-cases to one, in place, and to a letter of
+ * a word only as LABEL_FOLD says. Windows of `before`/`after` characters around every
+ * occurrence of every word, sorted and merged where they overlap or touch. */
+static PyObject *py_label_windows(PyObject *mod, PyObject *args) {
+    (void)mod;
+    PyObject *text, *words;
+    Py_ssize_t before, after;
+    if (!PyArg_ParseTuple(args, "UO!nn", &text, &PyTuple_Type, &words, &before, &after))
+        return NULL;
+    LabelWords lw;
+    if (label_words_of(words, &lw, "label_windows") < 0) return NULL;
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    Pairs hits = {NULL, 0, 0};
+    unsigned long found = 0;
+    if (labels_in(text, &lw, &found, &hits) < 0) {
+        free(hits.data);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t m = hits.n / 2, out = 0;
+    for (Py_ssize_t j = 0; j < m; j++) {
+        int64_t at = hits.data[2 * j], k = hits.data[2 * j + 1];
+        int64_t lo = at - before, hi = at + lw.wl[k] + after;
+        hits.data[2 * j] = lo < 0 ? 0 : lo;
+        hits.data[2 * j + 1] = hi > n ? n : hi;
+    }
+    if (m > 1) qsort(hits.data, (size_t)m, 2 * sizeof(int64_t), cmp_pair);
+    for (Py_ssize_t j = 0; j < m; j++) {
+        int64_t lo = hits.data[2 * j], hi = hits.data[2 * j + 1];
+        if (out && lo <= hits.data[2 * out - 1]) {
+            if (hi > hits.data[2 * out - 1]) hits.data[2 * out - 1] = hi;
+        } else {
+            hits.data[2 * out] = lo;
+            hits.data[2 * out + 1] = hi;
+            out++;
+        }
+    }
+    PyObject *res = PyBytes_FromStringAndSize(hits.data ? (const char *)hits.data : "",
+                                              out * 2 * (Py_ssize_t)sizeof(int64_t));
+    free(hits.data);
+    return res;
+}
+
+/* ------------------------------------------------------------------ character offsets
+ *
+ * char_offsets(raw, offsets) -> bytes: the character offsets of ascending byte `offsets`
+ * (int64) of the UTF-8 `raw`: each minus the continuation bytes (0b10xxxxxx) before it,
+ * counted eight bytes at a time in one pass (what `identifiers._char_offsets` does with numpy,
+ * a mask and a search over the whole text). */
+static PyObject *py_char_offsets(PyObject *mod, PyObject *args) {
+    (void)mod;
+    Py_buffer rb, ob;
+    if (!PyArg_ParseTuple(args, "y*y*", &rb, &ob)) return NULL;
+    PyObject *res = NULL;
+    const uint8_t *raw = (const uint8_t *)rb.buf;
+    const Py_ssize_t n = rb.len, m = ob.len / (Py_ssize_t)sizeof(int64_t);
+    const int64_t *q = (const int64_t *)ob.buf;
+    res = PyBytes_FromStringAndSize(NULL, m * (Py_ssize_t)sizeof(int64_t));
+    if (!res) goto done;
+    {
+        int64_t *out = (int64_t *)PyBytes_AS_STRING(res);
+        Py_ssize_t pos = 0, cont = 0;
+        for (Py_ssize_t k = 0; k < m; k++) {
+            if (q[k] < pos || q[k] > n) {
+                Py_CLEAR(res);
+                PyErr_SetString(PyExc_ValueError,
+                                "char_offsets: offsets must ascend within the buffer");
+                goto done;
+            }
+            for (; pos + 8 <= q[k]; pos += 8) {
+                uint64_t w = load_le(raw + pos, 8);
+                cont += __builtin_popcountll(w & ~(w << 1) & 0x8080808080808080ULL);
+            }
+            for (; pos < q[k]; pos++) cont += (raw[pos] & 0xC0) == 0x80;
+            out[k] = q[k] - cont;
+        }
+    }
+done:
+    PyBuffer_Release(&rb);
+    PyBuffer_Release(&ob);
+    return res;
+}
+
+/* ASCII lower-cased (the upper half unused). */
+static uint8_t ascii_lower[128];
 
 /* lower_utf8 over one storage kind of str (T_: Py_UCS1, Py_UCS2 or Py_UCS4): a loop per kind,
  * as the per-character kind switch of PyUnicode_READ cost more than the work itself. */
@@ -1333,6 +1691,13 @@ static PyObject *py_label_words(PyObject *mod, PyObject *args) {
     static PyObject *NAME(const T_ *src, Py_ssize_t n) {                                     \
         Py_ssize_t size = 0;                                                                 \
         for (Py_ssize_t i = 0; i < n; i++) {                                                 \
+            /* Eight ASCII characters at once (the usual case), then one at a time. */       \
+            while (i + 8 <= n && (src[i] | src[i + 1] | src[i + 2] | src[i + 3] | src[i + 4] | \
+                                  src[i + 5] | src[i + 6] | src[i + 7]) < 0x80) {            \
+                size += 8;                                                                   \
+                i += 8;                                                                      \
+            }                                                                                \
+            if (i >= n) break;                                                               \
             Py_UCS4 c = src[i];                                                              \
             if (c < 0x80) {                                                                  \
                 size += 1;                                                                   \
@@ -1345,6 +1710,13 @@ static PyObject *py_label_words(PyObject *mod, PyObject *args) {
         if (!res) return NULL;                                                               \
         uint8_t *o = (uint8_t *)PyBytes_AS_STRING(res);                                      \
         for (Py_ssize_t i = 0; i < n; i++) {                                                 \
+            while (i + 8 <= n && (src[i] | src[i + 1] | src[i + 2] | src[i + 3] | src[i + 4] | \
+                                  src[i + 5] | src[i + 6] | src[i + 7]) < 0x80) {            \
+                for (int j = 0; j < 8; j++) o[j] = ascii_lower[src[i + j]];                  \
+                o += 8;                                                                      \
+                i += 8;                                                                      \
+            }                                                                                \
+            if (i >= n) break;                                                               \
             Py_UCS4 c = src[i];                                                              \
             if (c < 0x80) {                                                                  \
                 *o++ = (uint8_t)((c >= 'A' && c <= 'Z') ? c | 0x20 : c);                     \
@@ -1397,8 +1769,14 @@ static PyMethodDef module_methods[] = {
      "keep_spans(text, starts, ends, date) -> bytes: 0 drop, 1 keep, 2 undecided per match"},
     {"dates_in_text", py_dates_in_text, METH_O,
      "dates_in_text(text) -> (matches, windows) of the date pattern (see the source)"},
+    {"date_counts", py_date_counts, METH_O,
+     "date_counts(text) -> (distinct matches with counts, windows) (see the source)"},
     {"label_words", py_label_words, METH_VARARGS,
      "label_words(text, words) -> int: bit k set when words[k] occurs, ASCII case folded"},
+    {"char_offsets", py_char_offsets, METH_VARARGS,
+     "char_offsets(raw, offsets) -> bytes: character offsets of ascending byte offsets"},
+    {"label_windows", py_label_windows, METH_VARARGS,
+     "label_windows(text, words, before, after) -> bytes of int64 pairs (see the source)"},
     {"lower_utf8", py_lower_utf8, METH_O,
      "lower_utf8(text) -> text.lower().encode() when only ASCII letters change, else None"},
     {"alnum_table", py_alnum_table, METH_NOARGS, "alnum_table() -> the 65536-byte BMP table"},
@@ -1411,8 +1789,11 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__scanner(void) {
     init_ascii_class();
+    for (int c = 0; c < 128; c++) ascii_lower[c] = (uint8_t)((c >= 'A' && c <= 'Z') ? c | 0x20 : c);
     for (int c = 0; c < 256; c++)
-        ascii_token_class[c] = (c >= '0' && c <= '9') ? 1 : (c >= 'a' && c <= 'z') ? 2 : 0;
+        date_scan_class[c] = (c >= '0' && c <= '9') ? 1 : c >= 0x80 ? 2 : c == '\n' ? 3 : 0;
+    for (int c = 0; c < 256; c++)
+        ascii_token_class[c] = (c >= '0' && c <= '9') ? 1 : (c >= 'a' && c <= 'z') ? 2 : c >= 0x80 ? 3 : 0;
     for (Py_UCS4 c = 0; c < 65536; c++) alnum[c] = (uint8_t)(Py_UNICODE_ISALNUM(c) ? 1 : 0);
     if (PyType_Ready(&MatcherType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);

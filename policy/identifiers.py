@@ -34,13 +34,18 @@ reference) allocates a dozen temporaries per token and reached only 21-64 MB/s o
 at a million patients, short of the 100 MB/s the guards need. The C loop tokenises, hashes and
 probes both bitmaps in one pass, prefetching the bitmap words of tokens a few ahead so the cache
 misses of a large index overlap, and confirms bitmap hits through a directory over the top bits
-of the sorted entries (two cache lines instead of a binary search). It reads the arrays numpy
-built, so the index, its build and its memory are unchanged (plus a 4-byte directory slot per 8
-entries). Why not numba: the kernel runs in a read-only sandbox under a fresh uid, so its JIT
-cache could not be written there and every kernel and sentry start would compile again, while
-kernel start is already the slowest path; gcc and the Python headers are on every machine that
-runs `make venv`. The numpy path still serves when the extension is not built, and
-tests/policy/test_native.py checks that both give identical matches.
+of the sorted entries (two cache lines instead of a binary search). Tokens are matched a block
+at a time (each pass reads a block while it is in the cache), a bitmap word is fetched only for
+the probes a token needs (one long enough to be indexed alone; one whose gap to the next token a
+value can have), and each Matcher keeps two scratch buffers between calls, so a megabyte's scan
+neither allocates nor faults in megabytes of fresh memory (~10 MB per buffer for a 1 MB output,
+kept while the index lives). It reads the arrays numpy built, so the index, its build and its
+memory are unchanged (plus a 4-byte directory slot per 8 entries). Why not numba: the kernel
+runs in a read-only sandbox under a fresh uid, so its JIT cache could not be written there and
+every kernel and sentry start would compile again, while kernel start is already the slowest
+path; gcc and the Python headers are on every machine that runs `make venv`. The numpy path
+still serves when the extension is not built, and tests/policy/test_native.py checks that both
+give identical matches.
 
 Tokens of one value must be separated by at most three characters on one line (`Smith, John`,
 `12 / 03 / 1956`): numbers that merely follow each other across table rows are not a date.
@@ -590,6 +595,13 @@ def _char_offsets(text: str, raw: bytes, s: T.I64, e: T.I64) -> tuple[T.I64, T.I
     """Byte offsets of `raw` (the UTF-8 of `text`, lower-cased) as character offsets."""
     if len(raw) == len(text):
         return s, e
+    if T._scanner is not None:
+        # In one pass of the core over the bytes, for the offsets in ascending order.
+        both = np.concatenate([s, e])
+        order = np.argsort(both, kind="stable")
+        at = np.empty_like(both)
+        at[order] = np.frombuffer(T._scanner.char_offsets(raw, both[order]), dtype=np.int64)
+        return at[: len(s)], at[len(s) :]
     # A character per UTF-8 byte that is not a continuation byte (0b10xxxxxx) before the offset.
     buf = np.frombuffer(raw, dtype=np.uint8)
     cont = np.flatnonzero((buf & 0xC0) == 0x80)

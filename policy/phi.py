@@ -13,8 +13,13 @@ addresses the windows the compiled core finds in its one pass over the text
 (`_tokens.text_spans`), each holding every match that can start in it and the character its
 look-ahead reads, so the result is that of the whole text (tests/policy/test_native.py). Each
 distinct window is scanned once (long outputs repeat blocks: a table per fold, the same log
-lines), and the label words of MRNs, dates of birth and SSNs are looked for in one compiled pass
-(`_scanner.label_words`) rather than nine substring searches of a lower-cased copy.
+lines; the distinct windows of the number patterns are found once for all of them), and the
+label words of MRNs, dates of birth and SSNs are looked for in one compiled pass
+(`_scanner.label_words`) rather than nine substring searches of a lower-cased copy. The windows
+around the labels of a long text come from the core too (`_scanner.label_windows`, on the text
+itself: lower-casing a megabyte that is not ASCII and searching it once per label word cost more
+than the patterns), and the text is lower-cased only when that cannot be done (a text holding
+U+0130, the one character lower-casing makes two).
 """
 
 from __future__ import annotations
@@ -192,11 +197,15 @@ def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIM
         # letters lower-case to the letters of a label (see test_phi).
         bits = _tokens._scanner.label_words(text, _LABEL_WORDS)
         present = frozenset(w for k, w in enumerate(_LABEL_WORDS) if bits >> k & 1)
-    if present is not None and text.isascii():
-        # An ASCII text is lower-cased only for the windows of the labels it holds.
-        lower = text.lower() if present else ""
-    else:
+    # The lower-cased copy, when the label words are known (`present`), is made only if a
+    # labelled pattern (or e-mail) runs on a long text: it serves for their windows and to tell
+    # whether lower-casing keeps the length. An ASCII text is lower-cased only for the windows
+    # of the labels it holds.
+    lower: str | None = None
+    if present is None:
         lower = text.lower() if labelled and (has_digit or not text.isascii()) else ""
+    elif text.isascii() and not present:
+        lower = ""
     # (kind, pattern, check, characters that may not precede a match)
     checks: list[tuple[str, re.Pattern[str], _Check, frozenset[str]]] = []
     if "email" in wanted and "@" in text:
@@ -210,13 +219,13 @@ def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIM
         if "ssn" in wanted:
             if "-" in text:
                 checks.append(("ssn", _SSN, _dashed_ssn_ok, _BEFORE_IP | {"-"}))
-            if "ssn" in present if present is not None else "ssn" in lower:
+            if "ssn" in present if present is not None else "ssn" in (lower or ""):
                 checks.append(("ssn", _SSN_LABELLED, _labelled_ssn_ok, frozenset()))
         if "nhs_number" in wanted:
             checks.append(("nhs_number", _NHS, _nhs_ok, _BEFORE_IP | {"-"}))
-        if "mrn" in wanted and _has_label(_MRN_WORDS, lower, present):
+        if "mrn" in wanted and _has_label(_MRN_WORDS, lower or "", present):
             checks.append(("mrn", _MRN, _always, _BEFORE_WORD))
-        if "dob" in wanted and _has_label(_DOB_WORDS, lower, present):
+        if "dob" in wanted and _has_label(_DOB_WORDS, lower or "", present):
             checks.append(("dob", _DOB, _always, frozenset()))
         if "postcode" in wanted:
             checks.append(("postcode", _POSTCODE, _always, _BEFORE_POSTCODE))
@@ -224,6 +233,7 @@ def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIM
             checks.append(("ip_address", _IP, _always, _BEFORE_IP))
     found: list[PHIMatch] = []
     numbers = spans.numbers if spans is not None else _number_windows(text)
+    memo: _Memo = {}  # the distinct texts of each list of windows
     # Postcodes and IP addresses: each window found by `text_spans` holds every match of the
     # pattern that starts in it, and the character after it (the look-ahead), so running the
     # pattern window by window finds what it finds on the whole text.
@@ -233,19 +243,34 @@ def _scan_phi(text: str, wanted: set[str], spans: TextSpans | None) -> list[PHIM
     # Long texts: each pattern runs only where it can match (digit runs for the number patterns,
     # a label's neighbourhood for MRN/DOB/SSN, an "@" for e-mail), on a compact copy of those
     # windows; a regex pass over a whole megabyte costs more than the rest of the scan.
-    words = len(text) >= _WINDOWED and (not lower or len(lower) == len(text))
     for kind, pattern, ok, before in checks:
         if pattern in _NUMBER_PATTERNS:
             windows, bounded = numbers, True
-        elif words and pattern in _LABELS:
-            windows, bounded = _word_windows(lower or text, *_LABELS[pattern]), False
+        elif len(text) >= _WINDOWED and pattern in _LABELS:
+            if present is not None and "\u0130" not in text:
+                # The windows of the lower-cased text, found by the core on the text itself:
+                # lower-casing keeps the length of a text without U+0130, the one character it
+                # makes two (see `_scanner.label_windows`).
+                assert _tokens._scanner is not None
+                label, reach_back, reach_on = _LABELS[pattern]
+                at = _tokens._scanner.label_windows(text, label, reach_back, reach_on)
+                pairs = np.frombuffer(at, dtype=np.int64).reshape(-1, 2)
+                windows = list(zip(pairs[:, 0].tolist(), pairs[:, 1].tolist(), strict=True))
+                bounded = False
+            else:
+                if lower is None:
+                    lower = text.lower()
+                if not lower or len(lower) == len(text):
+                    windows, bounded = _word_windows(lower or text, *_LABELS[pattern]), False
+                else:
+                    windows, bounded = None, False
         else:
             windows, bounded = None, False
         if pattern in exact:
             # One pass over the windows joined (`_finditer`): no match reads a NUL, and the
             # look-ahead sees a NUL where a window's own end stood, which it accepts alike.
             windows, bounded = exact[pattern], True
-        for start, end in _accepted(pattern, text, windows, bounded, before, ok):
+        for start, end in _accepted(pattern, text, windows, bounded, before, ok, memo):
             found.append(PHIMatch(kind, start, end))
     found.sort(key=lambda p: (p.start, -p.end))
     return _drop_nested(found)
@@ -338,12 +363,18 @@ def _word_windows(
     return out
 
 
-def _window_hits(
-    pattern: re.Pattern[str], text: str, windows: list[tuple[int, int]]
-) -> tuple[list[int], list[list[int]]]:
-    """Each window's slot among the distinct window texts, and the offsets at which `pattern`
-    matches in each distinct text: the distinct texts joined by NUL (which no pattern matches)
-    and scanned once."""
+# The distinct texts of a list of windows: each window's slot among them, their offsets in the
+# NUL-joined string, and that string (see `_window_hits`).
+_Distinct = tuple[list[int], list[int], str]
+_Memo = dict[int, tuple[list[tuple[int, int]], _Distinct]]
+
+
+def _distinct_windows(text: str, windows: list[tuple[int, int]], memo: _Memo | None) -> _Distinct:
+    """`_Distinct` of `windows`; `memo` keeps it for the scan of one text, by the list's
+    identity, since several patterns run on the same windows (the number windows)."""
+    key = id(windows)
+    if memo is not None and key in memo and memo[key][0] is windows:
+        return memo[key][1]
     slot: dict[str, int] = {}
     which: list[int] = []
     for lo, hi in windows:
@@ -353,8 +384,24 @@ def _window_hits(
     for chunk in slot:
         at.append(pos)
         pos += len(chunk) + 1
-    hits: list[list[int]] = [[] for _ in slot]
-    for m in pattern.finditer("\0".join(slot)):
+    found = (which, at, "\0".join(slot))
+    if memo is not None:
+        memo[key] = (windows, found)  # the list itself too: its id is its while it lives
+    return found
+
+
+def _window_hits(
+    pattern: re.Pattern[str],
+    text: str,
+    windows: list[tuple[int, int]],
+    memo: _Memo | None = None,
+) -> tuple[list[int], list[list[int]]]:
+    """Each window's slot among the distinct window texts, and the offsets at which `pattern`
+    matches in each distinct text: the distinct texts joined by NUL (which no pattern matches)
+    and scanned once."""
+    which, at, joined = _distinct_windows(text, windows, memo)
+    hits: list[list[int]] = [[] for _ in at]
+    for m in pattern.finditer(joined):
         i = bisect.bisect_right(at, m.start()) - 1
         hits[i].append(m.start() - at[i])
     return which, hits
@@ -398,6 +445,7 @@ def _accepted(
     bounded: bool,
     before: frozenset[str],
     ok: _Check,
+    memo: _Memo | None = None,
 ) -> Iterator[tuple[int, int]]:
     """(start, end) of each match of `pattern` in `text` inside `windows` (see `_finditer`)
     that no character of `before` precedes and `ok` accepts, in order.
@@ -413,7 +461,7 @@ def _accepted(
             if ok(text, m):
                 yield m.start(), m.end()
         return
-    which, hits = _window_hits(pattern, text, windows)
+    which, hits = _window_hits(pattern, text, windows, memo)
     reach = _REACH.get(pattern, 1 if before else 0)
     verdicts: dict[tuple[int, int], tuple[int, int] | None] = {}
     for (lo, hi), i in zip(windows, which, strict=True):

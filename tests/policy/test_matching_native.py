@@ -117,6 +117,8 @@ def assert_dates_agree(text: str) -> None:
     got = _matching.printed_dates(text)
     want = [m.group() for m in _matching._DATE_IN_TEXT.finditer(text)]
     assert Counter(got) == Counter(want), text
+    # ... and counted by spelling in the core (`_scanner.date_counts`), as `listed_values` reads.
+    assert _matching.printed_date_counts(text) == Counter(want), text
     # On lines without an alphanumeric character outside ASCII the core finds the very spans
     # the pattern does (it returns the other lines to the pattern).
     found, _ = _scanner.dates_in_text(text)
@@ -324,3 +326,40 @@ def test_listed_values_agree_with_the_reference() -> None:
         text = "\n".join(printed * int(rng.integers(1, 4)))
         values = printed[: int(rng.integers(0, len(printed) + 1))] + ["9,1,1952", "1956-3-12"]
         assert _matching.listed_values(values, text) == _listed_values_reference(values, text)
+
+
+# Digit runs of the lengths the date pattern cares about (1, 2, 4 and 8, and their neighbours)
+# beside each separator, month word and character outside ASCII: the core reads only the lines
+# holding a run where a date can have its year (`date_anchor`), so every such shape, and each
+# one just missed, must be found as the pattern finds it.
+_anchor_texts = st.lists(
+    st.sampled_from(["1", "12", "123", "1956", "19560", "19560312", "123456789", "0"])
+    | st.sampled_from(["/", ".", "-", " ", ",", ", ", "\n", "x", "_", "(", "jan", "March"])
+    | st.sampled_from(["sept", "é", "█", "١", "\u00a0"]),
+    max_size=24,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=_anchor_texts)
+def test_printed_dates_agree_around_year_runs(text: str) -> None:
+    assert_dates_agree(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.lists(
+        st.text("abcXYZ09 -\n", min_size=0, max_size=19)
+        | st.sampled_from(["é", "█", "Å", "😀", "İ", "\ud800", "Σ", "ſ", "ß"]),
+        max_size=12,
+    ).map("".join)
+)
+def test_lower_utf8_of_ascii_runs_beside_other_characters(text: str) -> None:
+    # The core takes ASCII eight characters at a time: runs of every length and alignment
+    # around characters outside ASCII, of every string kind, lower-case as `str.lower` does.
+    fast = _scanner.lower_utf8(text)
+    if fast is None:
+        assert any(not ch.isascii() and (ch.lower() != ch or "\ud800" <= ch < "\ue000")
+                   for ch in text)  # fmt: skip
+    else:
+        assert fast == text.lower().encode("utf-8")

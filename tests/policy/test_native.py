@@ -477,3 +477,50 @@ def test_an_error_in_a_scan_thread_reaches_the_caller(
     monkeypatch.setattr(IdentifierIndex, "_find_lowered", broken)
     with pytest.raises(MemoryError, match="scan pass"):
         scan_text(text, patient_index)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=60), cuts=st.lists(st.integers(0, 10**6), max_size=12))
+def test_char_offsets_agree(text: str, cuts: list[int]) -> None:
+    # Byte offsets at character starts, in any order, as character offsets: the core's one
+    # pass over the bytes (`_scanner.char_offsets`) against the numpy mask and search.
+    from bedside.policy.identifiers import _char_offsets
+
+    raw = text.encode("utf-8", "surrogatepass")
+    starts = [len(text[:i].encode("utf-8", "surrogatepass")) for i in range(len(text) + 1)]
+    picked = [starts[c % len(starts)] for c in cuts]
+    s = np.array(sorted(picked), dtype=np.int64)
+    e = np.array(picked, dtype=np.int64)
+    got = _char_offsets(text, raw, s, e)
+    with reference():
+        want = _char_offsets(text, raw, s, e)
+    assert [a.tolist() for a in got] == [a.tolist() for a in want]
+    with pytest.raises(ValueError, match="ascend"):
+        _scanner.char_offsets(b"abc", np.array([2, 1], dtype=np.int64))
+
+
+def test_concurrent_finds_on_one_index_agree(
+    patient_index: IdentifierIndex, patients: pd.DataFrame
+) -> None:
+    # Each Matcher keeps two scratch buffers between calls, each taken by one call at a time;
+    # a third call at once works in fresh ones. Six threads finding at once, on texts of every
+    # size (buffers grown, reused and freed), find what one thread finds alone.
+    import threading
+
+    texts = [_long_output(patients, which, size) for which in range(6) for size in (300, 60_000)]
+    texts.append("")
+    alone = [patient_index.find(t) for t in texts]
+    got: dict[int, list[object]] = {}
+    start = threading.Barrier(6)
+
+    def work(k: int) -> None:
+        start.wait()
+        got[k] = [patient_index.find(t) for t in texts[k:] + texts[:k]]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(6):
+        assert got[k] == alone[k:] + alone[:k]

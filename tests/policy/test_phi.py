@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bedside.policy import scan_phi
+from bedside.policy.model import PHI_PATTERN_DEFAULTS
 from bedside.policy.phi import nhs_checksum_ok
+from tests.policy._native import reference
+
+PHI_KINDS = tuple(PHI_PATTERN_DEFAULTS)
 
 
 @pytest.mark.parametrize(
@@ -145,7 +152,7 @@ def test_windows_find_what_the_whole_text_holds(seed: int, monkeypatch: pytest.M
     every = set(phi.PHI_PATTERN_DEFAULTS)
     windowed = phi.scan_phi(text, every)
 
-    def whole_text(pattern, text, windows, bounded, before, ok):  # type: ignore[no-untyped-def]
+    def whole_text(pattern, text, windows, bounded, before, ok, memo=None):  # type: ignore[no-untyped-def]
         for m in pattern.finditer(text):
             if (not before or phi._starts_clear(text, m.start(), before)) and ok(text, m):
                 yield m.start(), m.end()
@@ -189,3 +196,52 @@ def test_label_words_agree_with_lower(text: str) -> None:
     assert [bool(bits >> k & 1) for k in range(len(phi._LABEL_WORDS))] == [
         w in lower for w in phi._LABEL_WORDS
     ]
+
+
+def test_only_u0130_changes_length_when_lower_cased() -> None:
+    # `phi` takes the label windows of a long text from the core, on the text itself, when it
+    # holds no U+0130: then `text.lower()` has its length and every character stays in place.
+    longer = [ch for ch in map(chr, range(0x110000)) if len(ch.lower()) != 1]
+    assert longer == ["\u0130"]
+    to_ascii = [ch for ch in map(chr, range(0x80, 0x110000)) if ch.lower().isascii() and ch.lower()]
+    assert to_ascii == ["\u212a"]  # the Kelvin sign, which the core reads as "k"
+
+
+_label_texts = st.lists(
+    st.sampled_from(
+        ["MRN", "mrn", "Mrn:", "medical", "HOSPITAL", "patient", "dob", "D.O.B", "birth", "Born",
+         "ssn", "SSN", "@", "x@y.org", " ", "\n", "12345678", "é", "█", "😀", "\u212a", "k",
+         "ſ", "Σ", "m", "r", "n", "d.o", "abc"]
+    ),
+    max_size=60,
+).map("".join)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_label_texts, before=st.integers(0, 12), after=st.integers(0, 40))
+def test_label_windows_agree_with_word_windows_of_lower(text: str, before: int, after: int) -> None:
+    from bedside.policy import _tokens, phi
+
+    if _tokens._scanner is None:
+        pytest.skip("compiled core not built")
+    for words, _, _ in phi._LABELS.values():
+        for w in (words, (*words, "k"), ("rn",)):
+            got = np.frombuffer(_tokens._scanner.label_windows(text, w, before, after), np.int64)
+            want = phi._word_windows(text.lower(), w, before, after)
+            assert got.reshape(-1, 2).tolist() == [list(p) for p in want], (text, w)
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=_label_texts, pad=st.sampled_from(["", "\u0130", "é", "😀"]))
+def test_long_text_phi_agrees_with_the_reference(text: str, pad: str) -> None:
+    # Long texts take their label windows from the core (or lower-case only when they must):
+    # the findings are those of the reference path, which lower-cases the whole text.
+    from bedside.policy import _tokens
+
+    if _tokens._scanner is None:
+        pytest.skip("compiled core not built")
+    long = (text + " mrn 1234567 born on 12/03/1956 ssn 123456789 " + pad + "\n") * 40
+    fast = scan_phi(long, list(PHI_KINDS))
+    with reference():
+        slow = scan_phi(long, list(PHI_KINDS))
+    assert fast == slow
