@@ -72,7 +72,7 @@ and the column name (the *kind*), never the value.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -340,13 +340,17 @@ class IdentifierIndex:
             s, e, kk = self._spans_reference(raw)
         return self._matches(text, raw, s, e, kk, limit)
 
-    def _find_lowered(self, text: str, raw: bytes) -> list[tuple[int, int, str]]:
+    def _find_lowered(
+        self, text: str | Callable[[], str], raw: bytes
+    ) -> list[tuple[int, int, str]]:
         """(start, end, value_kind) of every value in `text`, given `raw`, its lower-cased
         bytes (`_tokens.lower_bytes`), ordered by position: `find` without its strength, its
         match objects and lower-casing again (`scan_text` weighs all its findings together,
         lowers an ASCII output once and also searches the reversed bytes, which of an ASCII
         text are the reversed text's). The same matches as `find`: those that cannot be the
-        value they hash like are dropped (`_matching.keep_match`)."""
+        value they hash like are dropped (`_matching.keep_match`). `text` may be a function
+        that makes it, called only when `raw` holds a match (the reversal of a megabyte costs
+        a quarter of a millisecond, and almost every output holds no reversed value)."""
         if not raw or not len(self._entries):
             return []
         if self._matcher is not None:
@@ -355,6 +359,8 @@ class IdentifierIndex:
             s, e, kk = self._spans_reference(raw)
         if not len(s):
             return []
+        if not isinstance(text, str):
+            text = text()
         s, e = _char_offsets(text, raw, s, e)
         keep = self._keep(text, s, e, self._weak_code[kk])
         if not keep.all():
