@@ -739,6 +739,8 @@ static PyObject *py_tokens(PyObject *mod, PyObject *arg) {
 
 enum { C_B64 = 1, C_HEX = 2, C_SHEX = 4, C_DIG = 8, C_UP = 16, C_LOW = 32, C_HEXL = 64, C_SEP = 128 };
 static uint8_t ascii_class[128];
+/* ascii_class, and 0 for the characters 128-255 (for one-byte strs: no bounds check). */
+static uint8_t latin1_class[256];
 
 static void init_ascii_class(void) {
     for (int c = 0; c < 128; c++) {
@@ -756,6 +758,7 @@ static void init_ascii_class(void) {
         if (hexl) k |= C_HEXL;
         if (c == ' ' || c == '(' || c == ')' || c == '+' || c == '.' || c == '-') k |= C_SEP;
         ascii_class[c] = k;
+        latin1_class[c] = k;
     }
 }
 
@@ -824,7 +827,9 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
 
     /* Run state: start (-1: not in a run) and counters. */
     Py_ssize_t b64 = -1, hex = -1, shex = -1, dig = -1, ords = -1, ip = -1;
-    Py_ssize_t up = 0, low = 0, shl = 0, shd = 0, commas = 0, dots = 0;
+    /* b64k: the classes seen in the base64 run (only whether it has both cases matters) */
+    unsigned b64k = 0;
+    Py_ssize_t shl = 0, shd = 0, commas = 0, dots = 0;
     Py_ssize_t num = -1, num_digits = 0; /* number windows: the current inside run */
     Py_ssize_t sep_end = -1; /* end of the separator run being passed through */
     int sep_joins = 0;       /* ... and whether it joins digit groups */
@@ -838,6 +843,7 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
         }                                                                      \
     } while (0)
 #define END_RUN(var, cond, list) END_RUN_AT(var, cond, list, i)
+#define BOTH_CASES(k) (((k) & (C_UP | C_LOW)) == (C_UP | C_LOW))
 #define READ(j) PyUnicode_READ(kind, data, (j))
 
     for (Py_ssize_t i = 0; i <= n && !fail; i++) {
@@ -857,10 +863,9 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
 
         /* 0 base64 */
         if (c & C_B64) {
-            if (b64 < 0) b64 = i, up = low = 0;
-            up += (c & C_UP) != 0;
-            low += (c & C_LOW) != 0;
-        } else END_RUN(b64, i - b64 >= 12 && up && low, 0);
+            if (b64 < 0) b64 = i, b64k = 0;
+            b64k |= c;
+        } else END_RUN(b64, i - b64 >= 12 && BOTH_CASES(b64k), 0);
         /* 1 hex */
         if (c & C_HEX) {
             if (hex < 0) hex = i;
@@ -925,7 +930,7 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
         /* Fast paths. After an ASCII letter (or decimal digit) the runs above are all in a
          * known state, and each following letter (digit) only moves counters: a run of them is
          * taken in a tight loop with exactly the steps the general code above would take.
-         * Letters: base64 goes on (upper/lower counted); hex and spaced hex go on through a-f
+         * Letters: base64 goes on (the cases seen noted); hex and spaced hex go on through a-f
          * and end at any other letter; every other run has already ended at `i`, and no
          * postcode or number window starts. Digits: every run but postcode's goes on (spaced
          * hex and number windows count them); prev_letter is clear. Spaces: see below. */
@@ -933,8 +938,9 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
             Py_ssize_t j = i + 1;
             for (; j < n; j++) {
                 Py_UCS4 r = READ(j);
-                if (r >= 128) break;
-                uint8_t k = ascii_class[r];
+                /* (A Latin-1 character has class 0 in latin1_class: it ends the loop below.) */
+                if (kind != PyUnicode_1BYTE_KIND && r >= 128) break;
+                uint8_t k = kind == PyUnicode_1BYTE_KIND ? latin1_class[r] : ascii_class[r];
                 if (!(k & (C_UP | C_LOW))) {
                     /* One space between two letters (words): the space ends base64 and hex,
                      * starts or goes on with spaced hex, and starts an ords run and a number
@@ -943,21 +949,21 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
                     if (r != ' ' || j + 1 >= n) break;
                     Py_UCS4 x = READ(j + 1);
                     if (x >= 128 || !(ascii_class[x] & (C_UP | C_LOW))) break;
-                    END_RUN_AT(b64, j - b64 >= 12 && up && low, 0, j);
+                    END_RUN_AT(b64, j - b64 >= 12 && BOTH_CASES(b64k), 0, j);
                     END_RUN_AT(hex, j - hex >= 10, 1, j);
                     if (shex < 0) shex = j, shl = shd = 0;
                     j++;
                     k = ascii_class[x];
-                    b64 = j, up = low = 0;
+                    b64 = j, b64k = 0;
                 }
-                up += (k & C_UP) != 0;
-                low += (k & C_LOW) != 0;
+                b64k |= k;
                 if (k & C_HEXL) {
                     if (hex < 0) hex = j;
                     if (shex < 0) shex = j, shl = shd = 0;
                     shl++;
                     shd++;
-                } else {
+                } else if ((hex & shex) >= 0) {
+                    /* (Either run is on: of two negative starts the AND is negative.) */
                     END_RUN_AT(hex, j - hex >= 10, 1, j);
                     END_RUN_AT(shex, j - shex >= 14 && shl && shd >= 10, 2, j);
                 }
@@ -984,6 +990,7 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
         }
     }
 #undef END_RUN
+#undef BOTH_CASES
 #undef END_RUN_AT
 #undef READ
     *has_digit_out = has_digit;

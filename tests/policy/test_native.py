@@ -374,6 +374,8 @@ def test_scan_text_agrees(
 _RUN_PIECES = st.sampled_from(
     ["abcdef", "ABCDEF", "aF", "ghxyz", "GHXYZ", "x" * 30, "aB3" * 5, "0123456789", "7" * 12,
      " ", "  ", ".", ",", ":", "-", "(", ")", "+", "=", "\n", "é", "€", "_", "/",
+     # words of a-f and other letters (the letter loop's runs), Latin-1 letters after letters
+     "deadbeef cafe", "face bead", "cohort model", "abcdefabcdefxyz", "ÿ", "\xa0", "Ü",
      # postcodes and near misses (windows need a digit and two inward-code letters after)
      "SW1A 1AA", "M1 1AE", "b338th", "CR2 6XH", "DN55 1PT", "W1 1CM", "\u212a1 2AB",
      "\u017f1 2ab", "A1\u0663ab", "1ab", "2CD", "9zz", "e5"]
