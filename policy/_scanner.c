@@ -143,7 +143,28 @@ static inline __attribute__((always_inline)) int tokens_push(Tokens *t, int64_t 
 /* 1: a digit, 2: an ASCII letter, 3: a byte >= 0x80, 0: anything else. */
 static uint8_t ascii_token_class[256];
 
-/* `tokenize` for a buffer without bytes >= 0x80: runs of one class, by table. */
+/* The end of the run of bytes in [lo, hi] (1 <= lo <= hi < 0x80) from i, in a buffer without
+ * bytes >= 0x80: eight bytes at a time (a word of an output is found in one step). Each byte plus
+ * 0x80 - lo has its top bit set when it is >= lo, plus 0x7f - hi when it is > hi; neither sum
+ * carries into the next byte. */
+static inline Py_ssize_t ascii_run_end(const uint8_t *buf, Py_ssize_t i, Py_ssize_t n, uint8_t lo,
+                                       uint8_t hi) {
+#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
+    const uint64_t ones = 0x0101010101010101ULL, tops = 0x8080808080808080ULL;
+    const uint64_t from = ones * (uint64_t)(0x80 - lo), past = ones * (uint64_t)(0x7f - hi);
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, buf + i, 8);
+        uint64_t outside = ~((w + from) & ~(w + past)) & tops;
+        if (outside) return i + (__builtin_ctzll(outside) >> 3);
+    }
+#endif
+    while (i < n && buf[i] >= lo && buf[i] <= hi) i++;
+    return i;
+}
+
+/* `tokenize` for a buffer without bytes >= 0x80: runs of one class (the buffer is lower-cased,
+ * so letters are a-z). */
 static int tokenize_ascii(const uint8_t *buf, Py_ssize_t n, Tokens *out) {
     const uint8_t *T = ascii_token_class;
     Py_ssize_t i = 0;
@@ -151,8 +172,8 @@ static int tokenize_ascii(const uint8_t *buf, Py_ssize_t n, Tokens *out) {
         while (i < n && !T[buf[i]]) i++;
         if (i >= n) return 0;
         Py_ssize_t start = i;
-        uint8_t c = T[buf[i++]];
-        while (i < n && T[buf[i]] == c) i++;
+        uint8_t c = T[buf[i]];
+        i = c == 1 ? ascii_run_end(buf, i + 1, n, '0', '9') : ascii_run_end(buf, i + 1, n, 'a', 'z');
         if (tokens_push(out, start, i, buf, n, c == 1) < 0) return -1;
     }
 }
