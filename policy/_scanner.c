@@ -1776,6 +1776,35 @@ LOWER_UTF8_KIND(Py_UCS4, lower_utf8_4)
  * (no capital letter outside ASCII, no surrogate); else None, and `_tokens.lower_bytes` does it
  * in Python. Only the simple mapping is read: the characters whose full lower case differs
  * from it (U+0130, and U+03A3 by context) are capitals whose simple mapping is not themselves. */
+/* lower_ascii(text) -> bytes: `text.encode("ascii").translate(lower)` of an ASCII str, eight
+ * bytes at a time (a capital is a byte in [A, Z]; its top bit marked as in `ascii_run_end`,
+ * shifted down to 0x20, is the bit that lower-cases it). */
+static PyObject *py_lower_ascii(PyObject *mod, PyObject *arg) {
+    (void)mod;
+    if (!PyUnicode_Check(arg) || PyUnicode_READY(arg) < 0 || !PyUnicode_IS_ASCII(arg)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "lower_ascii needs an ASCII str");
+        return NULL;
+    }
+    const uint8_t *src = (const uint8_t *)PyUnicode_DATA(arg);
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+    PyObject *res = PyBytes_FromStringAndSize(NULL, n);
+    if (!res) return NULL;
+    uint8_t *o = (uint8_t *)PyBytes_AS_STRING(res);
+    Py_ssize_t i = 0;
+#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
+    const uint64_t ones = 0x0101010101010101ULL, tops = 0x8080808080808080ULL;
+    const uint64_t from = ones * (uint64_t)(0x80 - 'A'), past = ones * (uint64_t)(0x7f - 'Z');
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, src + i, 8);
+        w |= (((w + from) & ~(w + past)) & tops) >> 2;
+        memcpy(o + i, &w, 8);
+    }
+#endif
+    for (; i < n; i++) o[i] = ascii_lower[src[i]];
+    return res;
+}
+
 static PyObject *py_lower_utf8(PyObject *mod, PyObject *arg) {
     (void)mod;
     if (!PyUnicode_Check(arg)) {
@@ -1792,6 +1821,7 @@ static PyObject *py_lower_utf8(PyObject *mod, PyObject *arg) {
 
 static PyMethodDef module_methods[] = {
     {"tokens", py_tokens, METH_O, "tokens(buf) -> bytes of int64 quintuples"},
+    {"lower_ascii", py_lower_ascii, METH_O, "lower_ascii(text) -> lower-cased ASCII bytes"},
     {"text_spans", py_text_spans, METH_O, "text_spans(text) -> candidate spans (see the source)"},
     {"keep_spans", py_keep_spans, METH_VARARGS,
      "keep_spans(text, starts, ends, date) -> bytes: 0 drop, 1 keep, 2 undecided per match"},

@@ -526,3 +526,17 @@ def test_concurrent_finds_on_one_index_agree(
         t.join()
     for k in range(6):
         assert got[k] == alone[k:] + alone[:k]
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(st.characters(max_codepoint=127), max_size=40))
+def test_ascii_lower_casing_is_translates(text: str) -> None:
+    # eight bytes at a time in the core: every byte value, at every offset and tail length
+    want = text.encode("ascii").translate(_tokens._LOWER)
+    assert _scanner.lower_ascii(text) == want
+    assert _tokens.lower_bytes(text) == want
+
+
+def test_ascii_lower_casing_refuses_other_text() -> None:
+    with pytest.raises(ValueError, match="ASCII"):
+        _scanner.lower_ascii("Zoë")
