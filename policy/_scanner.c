@@ -661,16 +661,45 @@ static int match_into(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens
 /* A pooled scratch holding more than this after a call is freed (a giant text once). */
 #define SCRATCH_KEEP ((size_t)64 << 20)
 
-static PyObject *Matcher_find(Matcher *self, PyObject *arg) {
+/* `dst` = `src` (n bytes) reversed, eight bytes at a time. */
+static void reverse_bytes(uint8_t *dst, const uint8_t *src, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, src + n - i - 8, 8);
+        w = __builtin_bswap64(w);
+        memcpy(dst + i, &w, 8);
+    }
+    for (; i < n; i++) dst[i] = src[n - 1 - i];
+}
+
+/* find(buf, backwards=False): with `backwards`, the matches in the bytes of `buf` reversed
+ * (offsets of the reversed bytes), without the caller making them. */
+static PyObject *Matcher_find(Matcher *self, PyObject *args) {
     Py_buffer view;
+    PyObject *arg;
+    int backwards = 0;
+    if (!PyArg_ParseTuple(args, "O|p:find", &arg, &backwards)) return NULL;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
     const uint8_t *buf = (const uint8_t *)view.buf;
     Py_ssize_t n = view.len;
+    uint8_t *reversed = NULL;
+    if (backwards && n) {
+        reversed = (uint8_t *)malloc((size_t)n);
+        if (!reversed) {
+            PyBuffer_Release(&view);
+            return PyErr_NoMemory();
+        }
+    }
     Out out = {NULL, 0, 0};
     struct Scratch local;
     memset(&local, 0, sizeof(local));
     int rc;
     Py_BEGIN_ALLOW_THREADS
+    if (reversed) {
+        reverse_bytes(reversed, buf, n);
+        buf = reversed;
+    }
     int slot = -1;
     for (int k = 0; k < 2 && slot < 0; k++)
         if (PyThread_acquire_lock(self->pool_lock[k], NOWAIT_LOCK)) slot = k;
@@ -684,6 +713,7 @@ static PyObject *Matcher_find(Matcher *self, PyObject *arg) {
         scratch_free(sc);
     if (slot >= 0) PyThread_release_lock(self->pool_lock[slot]);
     Py_END_ALLOW_THREADS
+    free(reversed);
     PyBuffer_Release(&view);
     if (rc < 0) {
         free(out.data);
@@ -696,8 +726,9 @@ static PyObject *Matcher_find(Matcher *self, PyObject *arg) {
 }
 
 static PyMethodDef Matcher_methods[] = {
-    {"find", (PyCFunction)Matcher_find, METH_O,
-     "find(buf) -> bytes of int64 triples (start, end, kind * 2 + rank), in emission order"},
+    {"find", (PyCFunction)Matcher_find, METH_VARARGS,
+     "find(buf, backwards=False) -> bytes of int64 triples (start, end, kind * 2 + rank), in "
+     "emission order (of buf reversed with backwards)"},
     {NULL, NULL, 0, NULL},
 };
 

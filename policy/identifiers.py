@@ -341,7 +341,7 @@ class IdentifierIndex:
         return self._matches(text, raw, s, e, kk, limit)
 
     def _find_lowered(
-        self, text: str | Callable[[], str], raw: bytes
+        self, text: str | Callable[[], str], raw: bytes, backwards: bool = False
     ) -> list[tuple[int, int, str]]:
         """(start, end, value_kind) of every value in `text`, given `raw`, its lower-cased
         bytes (`_tokens.lower_bytes`), ordered by position: `find` without its strength, its
@@ -350,18 +350,25 @@ class IdentifierIndex:
         text are the reversed text's). The same matches as `find`: those that cannot be the
         value they hash like are dropped (`_matching.keep_match`). `text` may be a function
         that makes it, called only when `raw` holds a match (the reversal of a megabyte costs
-        a quarter of a millisecond, and almost every output holds no reversed value)."""
+        a quarter of a millisecond, and almost every output holds no reversed value).
+
+        With `backwards`, `text` is the reversal of an ASCII text whose lower-cased bytes are
+        `raw`: the core searches `raw` reversed without the caller making a copy of it."""
         if not raw or not len(self._entries):
             return []
         if self._matcher is not None:
-            s, e, kk = self._spans_native(raw)
+            s, e, kk = self._spans_native(raw, backwards)
         else:
-            s, e, kk = self._spans_reference(raw)
+            s, e, kk = self._spans_reference(raw[::-1] if backwards else raw)
         if not len(s):
             return []
         if not isinstance(text, str):
             text = text()
-        s, e = _char_offsets(text, raw, s, e)
+        if backwards:
+            if len(text) != len(raw):
+                raise ValueError("a backwards search needs an ASCII text")
+        else:
+            s, e = _char_offsets(text, raw, s, e)
         keep = self._keep(text, s, e, self._weak_code[kk])
         if not keep.all():
             s, e, kk = s[keep], e[keep], kk[keep]
@@ -378,10 +385,11 @@ class IdentifierIndex:
         s, e, kk = self._spans_reference(raw)
         return self._matches(text, raw, s, e, kk, limit)
 
-    def _spans_native(self, raw: bytes) -> tuple[T.I64, T.I64, T.U8]:
-        """Byte spans and kind codes of every match, by the compiled core; sorted, distinct."""
+    def _spans_native(self, raw: bytes, backwards: bool = False) -> tuple[T.I64, T.I64, T.U8]:
+        """Byte spans and kind codes of every match, by the compiled core; sorted, distinct
+        (with `backwards`, in `raw` reversed)."""
         assert self._matcher is not None
-        rec = np.frombuffer(self._matcher.find(raw), dtype=np.int64).reshape(-1, 3)
+        rec = np.frombuffer(self._matcher.find(raw, backwards), dtype=np.int64).reshape(-1, 3)
         if not len(rec):
             return rec[:, 0], rec[:, 1], np.empty(0, dtype=np.uint8)
         s, e, code = rec[:, 0], rec[:, 1], rec[:, 2]

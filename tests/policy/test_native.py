@@ -540,3 +540,16 @@ def test_ascii_lower_casing_is_translates(text: str) -> None:
 def test_ascii_lower_casing_refuses_other_text() -> None:
     with pytest.raises(ValueError, match="ASCII"):
         _scanner.lower_ascii("Zoë")
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=_ascii_texts)
+def test_a_backwards_search_is_the_search_of_the_reversed_bytes(text: str) -> None:
+    raw = _tokens.lower_bytes(text)
+    for index in INDEXES.values():
+        want = index._find_lowered(text[::-1], raw[::-1])
+        assert index._find_lowered(lambda t=text: t[::-1], raw, backwards=True) == want, text
+        if index._matcher is not None:
+            assert index._matcher.find(raw, True) == index._matcher.find(raw[::-1]), text
+        with reference(index):
+            assert index._find_lowered(text[::-1], raw, backwards=True) == want, text
