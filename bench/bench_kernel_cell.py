@@ -293,7 +293,7 @@ def main() -> int:
             f"Per cell kind, `ratio_p50` is the median over {args.rounds} rounds of the guarded "
             "kernel's p50 over the mean p50 of the plain kernels, `_q1`/`_q3` the quartiles of "
             "those per-round ratios, `ratio_cpu` the same for CPU time per cell (medians). "
-            (f"Worst ratio_p50 {worst:.3f} (target {TARGET:.2f})." if worst is not None else "")
+            + (f"Worst ratio_p50 {worst:.3f} (target {TARGET:.2f})." if worst is not None else "")
             + (f" `control_ratio_p50` is one plain kernel against the other, the bench's own "
                f"error: {min(control):.3f}-{max(control):.3f} in this run." if control else "")
         )  # fmt: skip

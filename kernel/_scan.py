@@ -21,7 +21,13 @@ from itertools import repeat
 import numpy as np
 import pandas as pd
 
-from bedside.kernel._sequences import MARGIN_BITS, ascii_table, find_tokens, strided_match
+from bedside.kernel._sequences import (
+    MARGIN_BITS,
+    ascii_table,
+    find_tokens,
+    shared_tokens,
+    strided_match,
+)
 from bedside.policy import IdentifierIndex, scan_text
 from bedside.policy.identifiers import WEAK
 
@@ -126,9 +132,11 @@ class CategoryStructure:
     def matches(self, text: str, limit: int = 200_000) -> bool:
         if self._hashes.size == 0:
             return False
-        tokens = find_tokens(text[:limit].lower(), _TOKEN, _TOKEN_TABLE)
-        if len(tokens) < K_CATEGORY:
-            return False
+        tokens = shared_tokens(text, limit)  # split once for this scan and the sequence scan
+        if tokens is None:
+            tokens = find_tokens(text[:limit].lower(), _TOKEN, _TOKEN_TABLE)
+        if len(tokens) < K_CATEGORY or set(tokens).isdisjoint(self._codes):
+            return False  # (no code in the text: no run of codes)
         # Unknown tokens get code 0, which no column uses (codes start at 1), and
         # `strided_match` hashes only runs of known codes: an unknown token breaks every run,
         # and a text of ordinary words (no code in it) costs one lookup per token.

@@ -69,6 +69,29 @@ def find_tokens(text: str, pattern: re.Pattern[str] = _TOKEN,
     return pattern.findall(text)
 
 
+# The last text `shared_tokens` split, with its tokens. The text is held, so `is` cannot match
+# another text at the same address.
+_last_split: tuple[str, int, list[str]] | None = None
+
+
+def shared_tokens(text: str, limit: int = 200_000) -> list[str] | None:
+    """The tokens of `text[:limit].lower()` when the coded-column scan (`_scan.CategoryStructure`:
+    `[\\w.-]+` of the lowered text) and this module's scan (`[\\w.+-]+`, literal `\\n`/`\\t`
+    read as spaces, tokens compared lowered) read the same ones: an ASCII text without `+` or
+    backslash. Else None. Both scans of one output split it once (the last text is remembered;
+    the caller must not change the list)."""
+    global _last_split
+    last = _last_split
+    if last is not None and last[0] is text and last[1] == limit:
+        return last[2]
+    head = text[:limit]
+    if not head.isascii() or "+" in head or "\\" in head:
+        return None
+    tokens = head.lower().translate(_ASCII_TABLE).split()
+    _last_split = (text, limit, tokens)
+    return tokens
+
+
 _MASK = (1 << 64) - 1
 _TRUE = {"true": "1", "false": "0", "none": "nan", "<na>": "nan", "nat": "nan", "nan": "nan"}
 
@@ -103,24 +126,44 @@ def token_hash(token: str) -> int:
 def text_tokens(text: str, chars: frozenset[str], limit: int = 200_000) -> list[str]:
     """Tokens of `text`; a long token made only of single-character values is read per character
     (`''.join(df.sex)` prints one word)."""
-    text = text[:limit].replace("\\n", " ").replace("\\t", " ")
-    tokens = find_tokens(text)
+    return _text_tokens(text, chars, limit)[0]
+
+
+def _text_tokens(
+    text: str, chars: frozenset[str], limit: int = 200_000, tokens: list[str] | None = None
+) -> tuple[list[str], set[str]]:
+    """`text_tokens` and the set of its distinct tokens; `tokens`: the text's own, if known."""
+    if tokens is None:
+        text = text[:limit]
+        if "\\" in text:  # (one search; most outputs have no backslash)
+            text = text.replace("\\n", " ").replace("\\t", " ")
+        tokens = find_tokens(text)
+    distinct = set(tokens)
     if not chars:
-        return tokens
+        return tokens, distinct
     # which tokens to read per character, decided once per distinct token
     # (`strip` of the characters leaves nothing exactly when the token is made of them only, and
     # stops at once at the first other character: a long token of other letters costs nothing)
     fold = "".join(chars)
-    split = {tok for tok in set(tokens) if len(tok) >= K_EXTRACT and not tok.lower().strip(fold)}
+    split = {tok for tok in distinct if len(tok) >= K_EXTRACT and not tok.lower().strip(fold)}
     if not split:
-        return tokens
+        return tokens, distinct
     out: list[str] = []
     for tok in tokens:
         if tok in split:
             out.extend(tok)
         else:
             out.append(tok)
-    return out
+    return out, set(out)
+
+
+def _any_known(vocab: np.ndarray, hashes: np.ndarray) -> bool:
+    """Is any of `hashes` in the sorted `vocab` (what `strided_match` reads as known)?"""
+    if vocab.size == 0 or hashes.size == 0:
+        return False
+    pos = np.searchsorted(vocab, hashes)
+    pos[pos >= vocab.size] = 0
+    return bool((vocab[pos] == hashes).any())
 
 
 def value_tokens(values: Any) -> tuple[np.ndarray, np.ndarray, frozenset[str]]:
@@ -440,15 +483,16 @@ class SequenceGuard:
 
     def _scan(self, text: str) -> str | None:
         chars = self.log.chars | self.tables.chars
-        tokens = text_tokens(text, chars)
+        # the tokens the coded-column scan split, if the same (lowered: compared lowered here)
+        tokens, distinct_tokens = _text_tokens(text, chars, tokens=shared_tokens(text))
         if len(tokens) < K_EXTRACT:
             return None
         # Each distinct token is normalised and hashed once (a long output repeats its words). A
         # run is made of known tokens only (values of an extraction or of a column: `vocab`,
         # what `strided_match` reads as known); a text without any needs no further look.
-        distinct = {t: token_hash(t) for t in set(tokens)}
+        distinct = {t: token_hash(t) for t in distinct_tokens}
         hashes = np.fromiter(distinct.values(), dtype=np.uint64, count=len(distinct))
-        if not (np.isin(hashes, self.log.vocab).any() or np.isin(hashes, self.tables.vocab).any()):
+        if not (_any_known(self.log.vocab, hashes) or _any_known(self.tables.vocab, hashes)):
             return None
         q = np.fromiter(map(distinct.__getitem__, tokens), dtype=np.uint64, count=len(tokens))
         if self.log.matches(q):

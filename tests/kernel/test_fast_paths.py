@@ -289,3 +289,26 @@ def test_category_scan_agrees_with_codes_for_unknown_tokens() -> None:
         assert cat.matches(text) == want
         hits += want
     assert 20 < hits < 280
+
+
+def test_shared_tokens_are_what_both_token_scans_read() -> None:
+    # one split of an output serves the coded-column scan and the sequence scan when they agree
+    from bedside.kernel import _sequences
+
+    rng = np.random.default_rng(6)
+    alphabet = [chr(c) for c in range(128)]
+    shared_seen = 0
+    for _ in range(400):
+        text = "".join(rng.choice(alphabet, int(rng.integers(0, 80))))
+        shared = _sequences.shared_tokens(text)
+        if "+" in text or "\\" in text:
+            assert shared is None
+            continue
+        shared_seen += 1
+        assert shared == _scan._TOKEN.findall(text.lower())
+        own = _sequences.text_tokens(text, frozenset())
+        assert shared == [t.lower() for t in own]
+        assert _sequences.shared_tokens(text) is shared  # remembered for the same text
+    assert shared_seen > 50
+    assert _sequences.shared_tokens("naïve text") is None
+    assert _sequences.shared_tokens("ab " * 10, limit=4) == ["ab", "a"]
