@@ -132,10 +132,13 @@ class CategoryStructure:
     def matches(self, text: str, limit: int = 200_000) -> bool:
         if self._hashes.size == 0:
             return False
-        tokens = shared_tokens(text, limit)  # split once for this scan and the sequence scan
-        if tokens is None:
+        shared = shared_tokens(text, limit)  # split once for this scan and the sequence scan
+        if shared is None:
             tokens = find_tokens(text[:limit].lower(), _TOKEN, _TOKEN_TABLE)
-        if len(tokens) < K_CATEGORY or set(tokens).isdisjoint(self._codes):
+            distinct = set(tokens)
+        else:
+            tokens, distinct = shared
+        if len(tokens) < K_CATEGORY or distinct.isdisjoint(self._codes):
             return False  # (no code in the text: no run of codes)
         # Unknown tokens get code 0, which no column uses (codes start at 1), and
         # `strided_match` hashes only runs of known codes: an unknown token breaks every run,

@@ -69,27 +69,28 @@ def find_tokens(text: str, pattern: re.Pattern[str] = _TOKEN,
     return pattern.findall(text)
 
 
-# The last text `shared_tokens` split, with its tokens. The text is held, so `is` cannot match
-# another text at the same address.
-_last_split: tuple[str, int, list[str]] | None = None
+# The last text `shared_tokens` split, with its tokens and their set. The text is held, so `is`
+# cannot match another text at the same address.
+_last_split: tuple[str, int, list[str], set[str]] | None = None
 
 
-def shared_tokens(text: str, limit: int = 200_000) -> list[str] | None:
-    """The tokens of `text[:limit].lower()` when the coded-column scan (`_scan.CategoryStructure`:
-    `[\\w.-]+` of the lowered text) and this module's scan (`[\\w.+-]+`, literal `\\n`/`\\t`
-    read as spaces, tokens compared lowered) read the same ones: an ASCII text without `+` or
-    backslash. Else None. Both scans of one output split it once (the last text is remembered;
-    the caller must not change the list)."""
+def shared_tokens(text: str, limit: int = 200_000) -> tuple[list[str], set[str]] | None:
+    """The tokens of `text[:limit].lower()` and their set, when the coded-column scan
+    (`_scan.CategoryStructure`: `[\\w.-]+` of the lowered text) and this module's scan
+    (`[\\w.+-]+`, literal `\\n`/`\\t` read as spaces, tokens compared lowered) read the same
+    ones: an ASCII text without `+` or backslash. Else None. Both scans of one output split it
+    once (the last text is remembered; the caller must not change the list or the set)."""
     global _last_split
     last = _last_split
     if last is not None and last[0] is text and last[1] == limit:
-        return last[2]
+        return last[2], last[3]
     head = text[:limit]
     if not head.isascii() or "+" in head or "\\" in head:
         return None
     tokens = head.lower().translate(_ASCII_TABLE).split()
-    _last_split = (text, limit, tokens)
-    return tokens
+    distinct = set(tokens)
+    _last_split = (text, limit, tokens, distinct)
+    return tokens, distinct
 
 
 _MASK = (1 << 64) - 1
@@ -130,15 +131,20 @@ def text_tokens(text: str, chars: frozenset[str], limit: int = 200_000) -> list[
 
 
 def _text_tokens(
-    text: str, chars: frozenset[str], limit: int = 200_000, tokens: list[str] | None = None
+    text: str,
+    chars: frozenset[str],
+    limit: int = 200_000,
+    known: tuple[list[str], set[str]] | None = None,
 ) -> tuple[list[str], set[str]]:
-    """`text_tokens` and the set of its distinct tokens; `tokens`: the text's own, if known."""
-    if tokens is None:
+    """`text_tokens` and the set of its distinct tokens; `known`: the text's own, if known."""
+    if known is None:
         text = text[:limit]
         if "\\" in text:  # (one search; most outputs have no backslash)
             text = text.replace("\\n", " ").replace("\\t", " ")
         tokens = find_tokens(text)
-    distinct = set(tokens)
+        distinct = set(tokens)
+    else:
+        tokens, distinct = known
     if not chars:
         return tokens, distinct
     # which tokens to read per character, decided once per distinct token
@@ -484,7 +490,7 @@ class SequenceGuard:
     def _scan(self, text: str) -> str | None:
         chars = self.log.chars | self.tables.chars
         # the tokens the coded-column scan split, if the same (lowered: compared lowered here)
-        tokens, distinct_tokens = _text_tokens(text, chars, tokens=shared_tokens(text))
+        tokens, distinct_tokens = _text_tokens(text, chars, known=shared_tokens(text))
         if len(tokens) < K_EXTRACT:
             return None
         # Each distinct token is normalised and hashed once (a long output repeats its words). A

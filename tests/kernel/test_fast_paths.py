@@ -300,15 +300,17 @@ def test_shared_tokens_are_what_both_token_scans_read() -> None:
     shared_seen = 0
     for _ in range(400):
         text = "".join(rng.choice(alphabet, int(rng.integers(0, 80))))
-        shared = _sequences.shared_tokens(text)
+        got = _sequences.shared_tokens(text)
         if "+" in text or "\\" in text:
-            assert shared is None
+            assert got is None
             continue
         shared_seen += 1
+        shared, distinct = got
         assert shared == _scan._TOKEN.findall(text.lower())
+        assert distinct == set(shared)
         own = _sequences.text_tokens(text, frozenset())
         assert shared == [t.lower() for t in own]
-        assert _sequences.shared_tokens(text) is shared  # remembered for the same text
+        assert _sequences.shared_tokens(text)[0] is shared  # remembered for the same text
     assert shared_seen > 50
     assert _sequences.shared_tokens("naïve text") is None
-    assert _sequences.shared_tokens("ab " * 10, limit=4) == ["ab", "a"]
+    assert _sequences.shared_tokens("ab " * 10, limit=4) == (["ab", "a"], {"ab", "a"})
