@@ -9,7 +9,7 @@ counters (`callgrind_control --zero`), runs it `--runs` times and dumps them
 guarded/plain. Slow (valgrind runs Python some fifty times slower): a few minutes.
 
     .venv/bin/python bench/kernel_cell_callgrind.py [--runs 20] [--cells empty,aggregate]
-        [--fresh] [--keep DIR] [--out FILE]
+        [--fresh] [--big] [--keep DIR] [--out FILE]
 
 `--keep DIR` keeps the callgrind dumps there (`callgrind_annotate DIR/guarded.<pid>.<n>`).
 """
@@ -29,7 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_kernel_cell import CELLS, FRESH, run_cell  # noqa: E402
+from bench_kernel_cell import BIG, CELLS, FRESH, SETUP_BIG, run_cell  # noqa: E402
 from jupyter_client import KernelManager  # noqa: E402
 from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
 
@@ -98,14 +98,17 @@ def main() -> int:
         action="store_true",
         help="also simulate the caches: D1 and last-level misses per cell",
     )
+    ap.add_argument("--big", action="store_true", help="also the 1 MB output cells")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind (callgrind) is not installed", file=sys.stderr)
         return 2
     cells = {**CELLS, **FRESH} if args.fresh else dict(CELLS)
+    if args.big:
+        cells.update(BIG)
     if args.cells:
-        cells = {c: cells[c] for c in args.cells.split(",")}
+        cells = {c: {**CELLS, **FRESH, **BIG}[c] for c in args.cells.split(",")}
     root = Path(tempfile.mkdtemp(prefix="bench-kernel-cg-"))
     out = args.keep or (root / "callgrind")
     out.mkdir(parents=True, exist_ok=True)
@@ -118,6 +121,8 @@ def main() -> int:
         "guarded": "import pandas as pd\ndf = hospital.load('patients')",
         "plain": f"import pandas as pd\ndf = pd.read_parquet({str(root / 'patients.parquet')!r})",
     }
+    if set(cells) & set(BIG):
+        setup = {k: v + SETUP_BIG for k, v in setup.items()}
     result: dict[str, Any] = {"runs": args.runs, "unit": "instructions per cell", "cells": {}}
     try:
         pids = {name: km.provisioner.process.pid for name, (km, _) in kernels.items()}

@@ -16,11 +16,18 @@ import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
 
-from bedside.kernel._sequences import MARGIN_BITS
+from bedside.kernel._sequences import (
+    MARGIN_BITS,
+    ascii_table,
+    find_tokens,
+    shared_tokens,
+    strided_match,
+)
 from bedside.policy import IdentifierIndex, scan_text
 from bedside.policy.identifiers import WEAK
 
@@ -91,6 +98,7 @@ def _strided_match(hashes: np.ndarray, q: np.ndarray, k: int) -> bool:
 
 
 _TOKEN = re.compile(r"[\w.-]+")
+_TOKEN_TABLE = ascii_table(".-")
 
 
 class CategoryStructure:
@@ -99,6 +107,7 @@ class CategoryStructure:
     def __init__(self) -> None:
         self._hashes = np.empty(0, dtype=np.uint64)
         self._codes: dict[str, int] = {}
+        self._vocab = np.empty(0, dtype=np.uint64)
 
     def add_frame(self, frame: pd.DataFrame, skip: Iterable[str]) -> None:
         skip = set(skip)
@@ -118,17 +127,25 @@ class CategoryStructure:
             q = np.fromiter((self._codes[v] for v in values), dtype=np.int64, count=len(values))
             parts.append(_kgram_hashes(q, K_CATEGORY))
         self._hashes = np.unique(np.concatenate(parts))
+        self._vocab = np.arange(1, len(self._codes) + 1, dtype=np.uint64)  # sorted known codes
 
     def matches(self, text: str, limit: int = 200_000) -> bool:
         if self._hashes.size == 0:
             return False
-        tokens = _TOKEN.findall(text[:limit].lower())
-        if len(tokens) < K_CATEGORY:
-            return False
-        # unknown tokens get codes no column uses, so they break every run
-        q = np.fromiter((self._codes.get(t, -1 - i) for i, t in enumerate(tokens)),
-                        dtype=np.int64, count=len(tokens))  # fmt: skip
-        return _strided_match(self._hashes, q, K_CATEGORY)
+        shared = shared_tokens(text, limit)  # split once for this scan and the sequence scan
+        if shared is None:
+            tokens = find_tokens(text[:limit].lower(), _TOKEN, _TOKEN_TABLE)
+            distinct = set(tokens)
+        else:
+            tokens, distinct = shared
+        if len(tokens) < K_CATEGORY or distinct.isdisjoint(self._codes):
+            return False  # (no code in the text: no run of codes)
+        # Unknown tokens get code 0, which no column uses (codes start at 1), and
+        # `strided_match` hashes only runs of known codes: an unknown token breaks every run,
+        # and a text of ordinary words (no code in it) costs one lookup per token.
+        q = np.fromiter(map(self._codes.get, tokens, repeat(0)), dtype=np.uint64,
+                        count=len(tokens))  # fmt: skip
+        return strided_match(self._hashes, self._vocab, q, K_CATEGORY)
 
 
 def _quantise(values: np.ndarray) -> np.ndarray:

@@ -98,6 +98,9 @@ _PROTOCOL = frozenset(
 )  # fmt: skip
 
 
+_PROTOCOL_LEN = max(map(len, _PROTOCOL))
+
+
 def _strings(obj: Any) -> Iterator[str]:
     """Every string of a message's content, keys included, in document order."""
     out: list[str] = []
@@ -117,13 +120,15 @@ def _collect_strings(obj: Any, out: list[str]) -> None:
                 out.append(k)
             tv = type(v)
             if tv is str:
-                if v not in _PROTOCOL:
+                # (a long value is no protocol word: not hashed to find out, a 1 MB output's
+                # text would cost its hash, half a millisecond)
+                if len(v) > _PROTOCOL_LEN or v not in _PROTOCOL:
                     out.append(v)
             elif tv is not int and tv is not bool and v is not None:
                 _collect_strings(v, out)
         return
     if t is str:
-        if obj not in _PROTOCOL:
+        if len(obj) > _PROTOCOL_LEN or obj not in _PROTOCOL:
             out.append(obj)
         return
     if isinstance(obj, str):

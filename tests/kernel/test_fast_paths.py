@@ -227,3 +227,90 @@ def test_message_strings_are_every_string_of_the_content() -> None:
         "nested": [("a", 1, {"b": [None, "c"]}), b"bytes"], "obj": range(2),
     }  # fmt: skip
     assert list(guard_mod._strings(content)) == _strings_reference(content)
+
+
+def test_ascii_tokens_are_the_regex_tokens() -> None:
+    # ASCII texts are split (translate, split) instead of read by the regex: same tokens
+    from bedside.kernel import _sequences
+
+    rng = np.random.default_rng(5)
+    alphabet = [chr(c) for c in range(128)]
+    patterns = ((_sequences._TOKEN, _sequences._ASCII_TABLE), (_scan._TOKEN, _scan._TOKEN_TABLE))
+    for _ in range(400):
+        text = "".join(rng.choice(alphabet, int(rng.integers(0, 80))))
+        for pattern, table in patterns:
+            assert _sequences.find_tokens(text, pattern, table) == pattern.findall(text)
+    for text in ("naïve café 12.5", "x" * 1000 + "\x1c\x85y", "ünïcode+tokens-1.0 \u2028 z"):
+        for pattern, table in patterns:  # non-ASCII: the regex itself
+            assert _sequences.find_tokens(text, pattern, table) == pattern.findall(text)
+
+
+def test_text_tokens_splits_exactly_the_tokens_made_of_one_character_values() -> None:
+    from bedside.kernel._sequences import K_EXTRACT, text_tokens
+
+    chars = frozenset({"f", "m", "1", "0"})
+    text = "FMFMFMFMFMFM mmmmmmmmmmx fm 1010101010 10101010 plain words"
+    want: list[str] = []
+    for tok in text.split():
+        if len(tok) >= K_EXTRACT and set(tok.lower()) <= chars:
+            want.extend(tok)
+        else:
+            want.append(tok)
+    assert text_tokens(text, chars) == want
+    assert text_tokens(text, frozenset()) == text.split()
+
+
+def _category_reference(cat: _scan.CategoryStructure, text: str) -> bool:
+    """The former CategoryStructure.matches: every unknown token its own code."""
+    tokens = _scan._TOKEN.findall(text.lower())
+    if len(tokens) < _scan.K_CATEGORY:
+        return False
+    q = np.array([cat._codes.get(t, -1 - i) for i, t in enumerate(tokens)], dtype=np.int64)
+    return _scan._strided_match(cat._hashes, q, _scan.K_CATEGORY)
+
+
+def test_category_scan_agrees_with_codes_for_unknown_tokens() -> None:
+    rng = np.random.default_rng(9)
+    codes = [f"c{i:02d}.{i % 7}" for i in range(40)]
+    column = [codes[i] for i in rng.integers(0, 40, 400)]
+    cat = _scan.CategoryStructure()
+    cat.add_frame(pd.DataFrame({"dx": column}), skip=())
+    words = ["ward", "cohort", "model", "x", "1"] + codes[:10]
+    hits = 0
+    for _ in range(300):
+        toks = [str(w) for w in rng.choice(words, int(rng.integers(0, 60)))]
+        if len(toks) > 20 and rng.random() < 0.5:  # hide a run of the column at some stride
+            stride, start = int(rng.integers(1, 9)), int(rng.integers(0, 390))
+            for j, value in enumerate(column[start : start + _scan.K_CATEGORY]):
+                if 1 + j * stride < len(toks):
+                    toks[1 + j * stride] = value
+        text = " ".join(toks).upper()
+        want = _category_reference(cat, text)
+        assert cat.matches(text) == want
+        hits += want
+    assert 20 < hits < 280
+
+
+def test_shared_tokens_are_what_both_token_scans_read() -> None:
+    # one split of an output serves the coded-column scan and the sequence scan when they agree
+    from bedside.kernel import _sequences
+
+    rng = np.random.default_rng(6)
+    alphabet = [chr(c) for c in range(128)]
+    shared_seen = 0
+    for _ in range(400):
+        text = "".join(rng.choice(alphabet, int(rng.integers(0, 80))))
+        got = _sequences.shared_tokens(text)
+        if "+" in text or "\\" in text:
+            assert got is None
+            continue
+        shared_seen += 1
+        shared, distinct = got
+        assert shared == _scan._TOKEN.findall(text.lower())
+        assert distinct == set(shared)
+        own = _sequences.text_tokens(text, frozenset())
+        assert shared == [t.lower() for t in own]
+        assert _sequences.shared_tokens(text)[0] is shared  # remembered for the same text
+    assert shared_seen > 50
+    assert _sequences.shared_tokens("naïve text") is None
+    assert _sequences.shared_tokens("ab " * 10, limit=4) == (["ab", "a"], {"ab", "a"})
