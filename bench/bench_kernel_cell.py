@@ -44,7 +44,6 @@ not change.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -57,8 +56,11 @@ from typing import Any
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _report, also when a test loads this
 
-from tests.kernel._client import start  # noqa: E402
+from _report import emit  # noqa: E402
+
+from tests.kernel._client import start, stop  # noqa: E402
 from tests.kernel._data import write_hospital  # noqa: E402
 
 CELLS = {
@@ -297,14 +299,10 @@ def main() -> int:
             + (f" `control_ratio_p50` is one plain kernel against the other, the bench's own "
                f"error: {min(control):.3f}-{max(control):.3f} in this run." if control else "")
         )  # fmt: skip
-        text = json.dumps(result, indent=1)
-        print(text)
-        if args.out:
-            args.out.write_text(text + "\n")
+        emit(result, args.out)
     finally:
         for km, kc in kernels.values():
-            kc.stop_channels()
-            km.shutdown_kernel(now=True)
+            stop(km, kc)
     return 0
 
 

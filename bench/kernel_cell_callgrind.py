@@ -17,7 +17,6 @@ guarded/plain. Slow (valgrind runs Python some fifty times slower): a few minute
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -29,10 +28,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _report import emit  # noqa: E402
 from bench_kernel_cell import BIG, CELLS, FRESH, SETUP_BIG, run_cell  # noqa: E402
-from jupyter_client import KernelManager  # noqa: E402
-from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
 
+from tests.kernel._client import start as start_kernel  # noqa: E402
+from tests.kernel._client import stop  # noqa: E402
 from tests.kernel._data import write_hospital  # noqa: E402
 
 SLOW = 900.0  # seconds a cell may take under valgrind (the setup imports pandas)
@@ -40,24 +40,11 @@ SLOW = 900.0  # seconds a cell may take under valgrind (the setup imports pandas
 
 def start(root: Path, name: str, policy: Path | None, module: str, out: Path,
           cache_sim: bool = False) -> Any:  # fmt: skip
-    d = root / "kernels" / name
-    d.mkdir(parents=True, exist_ok=True)
-    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/{name}.%p",
-            "--dump-instr=no", "--vgdb=yes", f"--cache-sim={'yes' if cache_sim else 'no'}",
-            sys.executable, "-m", module, "-f", "{connection_file}"]  # fmt: skip
-    if policy is not None:
-        argv += ["--policy", str(policy)]
-    (d / "kernel.json").write_text(
-        json.dumps({"argv": argv, "display_name": name, "language": "python"})
-    )
-    km = KernelManager(
-        kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(root / "kernels")])
-    )
-    km.start_kernel()
-    kc = km.blocking_client()
-    kc.start_channels()
-    kc.wait_for_ready(timeout=900)
-    return km, kc
+    """The kernel `name` under callgrind (instrumented from the start, dumped on request)."""
+    valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/{name}.%p",
+                "--dump-instr=no", "--vgdb=yes",
+                f"--cache-sim={'yes' if cache_sim else 'no'}"]  # fmt: skip
+    return start_kernel(root, name, policy, module, prefix=valgrind, timeout=SLOW)
 
 
 def control(pid: int, *args: str) -> None:
@@ -153,14 +140,10 @@ def main() -> int:
                 line += "".join(f"  {e} {g[e] / 1e3:.0f}k/{p[e] / 1e3:.0f}k"
                                 for e in ("D1mr", "D1mw", "DLmr", "DLmw") if e in g)  # fmt: skip
             print(line, file=sys.stderr)
-        text = json.dumps(result, indent=1)
-        print(text)
-        if args.out:
-            args.out.write_text(text + "\n")
+        emit(result, args.out)
     finally:
         for km, kc in kernels.values():
-            kc.stop_channels()
-            km.shutdown_kernel(now=True)
+            stop(km, kc)
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -9,6 +9,8 @@ import queue
 import re
 import sys
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +30,14 @@ def kernel_spec_dir(
     policy: Path | None,
     module: str = "bedside.kernel",
     env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> Path:
-    """Write the kernelspec `name` (this Python running `module` with `policy`) under
-    root/kernels; return that folder, for a KernelSpecManager or JUPYTER_PATH's kernels/."""
+    """Write the kernelspec `name` (this Python running `module` with `policy`, under the
+    command `prefix` if any, e.g. valgrind) under root/kernels; return that folder, for a
+    KernelSpecManager or JUPYTER_PATH's kernels/."""
     d = root / "kernels" / name
     d.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", module, "-f", "{connection_file}"]
+    argv = [*prefix, sys.executable, "-m", module, "-f", "{connection_file}"]
     if policy is not None:
         argv += ["--policy", str(policy)]
     spec: dict[str, Any] = {"argv": argv, "display_name": name, "language": "python"}
@@ -43,16 +47,42 @@ def kernel_spec_dir(
     return root / "kernels"
 
 
-def start(root: Path, name: str, policy: Path | None, module: str = "bedside.kernel") -> Any:
-    kdir = kernel_spec_dir(root, name, policy, module)
+def start(
+    root: Path,
+    name: str,
+    policy: Path | None,
+    module: str = "bedside.kernel",
+    *,
+    prefix: Sequence[str] = (),
+    timeout: float = 120,
+) -> Any:
+    """Start the kernel of `kernel_spec_dir(root, name, policy, module, prefix=prefix)`; return
+    its manager and a blocking client with its channels started, once it answers."""
+    kdir = kernel_spec_dir(root, name, policy, module, prefix=prefix)
     km = KernelManager(
         kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kdir)])
     )
     km.start_kernel()
     kc = km.blocking_client()
     kc.start_channels()
-    kc.wait_for_ready(timeout=120)
+    kc.wait_for_ready(timeout=timeout)
     return km, kc
+
+
+def stop(km: Any, kc: Any) -> None:
+    """Stop what `start` started."""
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+@contextmanager
+def running(root: Path, name: str, policy: Path | None) -> Iterator[Session]:
+    """A guarded kernel's `Session` for the block (`start`); the kernel is stopped after it."""
+    km, kc = start(root, name, policy)
+    try:
+        yield Session(kc)
+    finally:
+        stop(km, kc)
 
 
 @dataclass

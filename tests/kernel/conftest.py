@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tests.kernel._client import Session, start
+from tests.kernel._client import Session, running
 from tests.kernel._data import write_hospital
 
 
@@ -21,9 +21,5 @@ def hospital(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
 @pytest.fixture(scope="module")
 def guarded(hospital: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     policy, _ = hospital
-    km, kc = start(tmp_path_factory.mktemp("spec"), "bedside-test", policy)
-    try:
-        yield Session(kc)
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
+    with running(tmp_path_factory.mktemp("spec"), "bedside-test", policy) as session:
+        yield session

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.kernel._client import LeakJudge, Session, start
+from tests.kernel._client import LeakJudge, Session, running
 from tests.kernel._cohort import IDENTIFIERS, write_cohort
 
 SETUP = 'import pandas as pd, numpy as np\nc = hospital.load("cohort")'
@@ -103,14 +103,9 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame
 
 @pytest.fixture(scope="module")
 def session(cohort: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
-    km, kc = start(tmp_path_factory.mktemp("spec"), "bedside-gaps", cohort[0])
-    try:
-        s = Session(kc)
+    with running(tmp_path_factory.mktemp("spec"), "bedside-gaps", cohort[0]) as s:
         assert s.execute(SETUP).reply["content"]["status"] == "ok"
         yield s
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
 
 
 def _norm(tok: str) -> str:

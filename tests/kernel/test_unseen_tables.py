@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.kernel._client import Session, start
+from tests.kernel._client import Session, running
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 4000
@@ -53,15 +53,10 @@ def tables() -> dict[str, Any]:
 def unseen(tables: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     work = tmp_path_factory.mktemp("unseen")
     policy = bench.write(work, tables)
-    km, kc = start(work / "spec", "bedside-unseen", policy)
-    try:
-        session = Session(kc)
+    with running(work / "spec", "bedside-unseen", policy) as session:
         setup = session.execute(bench.setup_code())
         assert bench.decision_of(setup)[0] != "error", setup.shown()[-1500:]
         yield session
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
 
 
 def test_generator_is_deterministic_and_unseen(tables: dict[str, Any]) -> None:

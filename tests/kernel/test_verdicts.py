@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.kernel._client import Session, start
+from tests.kernel._client import Session, running
 from tests.kernel._cohort import write_cohort
 
 SETUP = 'import pandas as pd, numpy as np\nc = hospital.load("cohort")'
@@ -28,14 +28,9 @@ SHOWN = 3  # a verdict is remembered from the second showing on: the third is an
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     policy, _ = write_cohort(tmp_path_factory.mktemp("cohort"))
-    km, kc = start(tmp_path_factory.mktemp("spec"), "bedside-verdicts", policy)
-    try:
-        s = Session(kc)
+    with running(tmp_path_factory.mktemp("spec"), "bedside-verdicts", policy) as s:
         assert s.execute(SETUP).reply["content"]["status"] == "ok"
         yield s
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
 
 
 def _result(got: Any) -> tuple[str, dict[str, Any]]:
