@@ -18,21 +18,14 @@ import pytest
 from bedside.policy import IdentifierIndex, scan_text
 from bedside.policy._matching import calendar_axis, date_shaped, keep_match, parse_date
 from bedside.policy.scan import findings_block
+from tests.policy._dates import birth_date_index
 
 EVERY_DAY = pd.date_range("1920-01-01", "2024-12-31", freq="D")
 
 
 @pytest.fixture(scope="module")
 def dense() -> IdentifierIndex:
-    n = len(EVERY_DAY)
-    frame = pd.DataFrame(
-        {
-            "birth_date": EVERY_DAY.strftime("%Y-%m-%d"),
-            "hosp_no": [f"{4_000_000 + 7 * i}" for i in range(n)],  # numeric record numbers
-            "full_name": [f"Pat{i:05d} Zed{i % 977:03d}x" for i in range(n)],
-        }
-    )
-    return IdentifierIndex.from_frames([(frame, ["birth_date", "hosp_no", "full_name"])])
+    return birth_date_index(EVERY_DAY)
 
 
 def blocks(text: str, index: IdentifierIndex) -> bool:

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bedside.policy import IdentifierIndex, _matching, _tokens, scan_text
+from tests.policy._dates import birth_date_index
 from tests.policy._native import reference
 
 _scanner = pytest.importorskip("bedside.policy._scanner")
@@ -185,15 +186,7 @@ DOBS = pd.date_range("1990-01-01", "1999-12-31", freq="D")
 @pytest.fixture(scope="module")
 def dated() -> IdentifierIndex:
     """Birth dates on every day of a decade, numeric record numbers and names."""
-    n = len(DOBS)
-    frame = pd.DataFrame(
-        {
-            "birth_date": DOBS.strftime("%Y-%m-%d"),
-            "hosp_no": [f"{4_000_000 + 7 * i}" for i in range(n)],
-            "full_name": [f"Pat{i:05d} Zed{i % 977:03d}x" for i in range(n)],
-        }
-    )
-    return IdentifierIndex.from_frames([(frame, ["birth_date", "hosp_no", "full_name"])])
+    return birth_date_index(DOBS)
 
 
 def _values(k: int, seed: int) -> list[str]:
