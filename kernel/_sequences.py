@@ -87,7 +87,7 @@ def shared_tokens(text: str, limit: int = 200_000) -> tuple[list[str], set[str]]
     head = text[:limit]
     if not head.isascii() or "+" in head or "\\" in head:
         return None
-    tokens = head.lower().translate(_ASCII_TABLE).split()
+    tokens = find_tokens(head.lower())  # (ASCII: translated and split)
     distinct = set(tokens)
     _last_split = (text, limit, tokens, distinct)
     return tokens, distinct
