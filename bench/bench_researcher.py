@@ -279,8 +279,8 @@ def mirror_cost(root: Path, cells: int = 200) -> dict[str, dict[str, float]]:
 
         def handle(raw: str, mirror: SessionMirror = mirror) -> None:
             parsed = Parsed(raw)
-            mirror.observe_reply(parsed.msg, parsed.tokens)
-            parsed.with_metadata()
+            mirror.observe_reply(parsed.msg)
+            parsed.dumps()
 
         n = cells if label == "trivial" else 10
         for cell in range(n):

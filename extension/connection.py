@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
 from jupyter_server.gateway.connections import GatewayWebSocketConnection
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from tornado import web
@@ -30,132 +31,58 @@ REGISTRY_KEY = "bedside_sessions"
 log = logging.getLogger("bedside.extension")
 
 
-_DECODER = json.JSONDecoder()
-_WS = " \t\n\r"
+def _exact(value: Any) -> bool:
+    """No float anywhere in `value`: then orjson read the text as `json.loads` does.
 
-#: Content strings at least this long (as JSON text) are handed to the mirror as text.
-TOKEN_MIN_CHARS = 64 * 1024
-
-
-class _Shape(Exception):
-    """The text is not laid out as `parse_message` expects: parse it the ordinary way."""
-
-
-def _ws(text: str, i: int) -> int:
-    while text[i] in _WS:
-        i += 1
-    return i
-
-
-def _members(text: str, i: int, walk: str = "") -> tuple[list[tuple[str, int, int, Any]], int]:
-    """The members (key, value start, value end, value) of the JSON object at text[i], in
-    order, and the index after the object. The value of key `walk`, if an object, is walked in
-    turn instead of decoded whole: its value is (dict, its members)."""
-    if text[i] != "{":
-        raise _Shape
-    members: list[tuple[str, int, int, Any]] = []
-    i = _ws(text, i + 1)
-    if text[i] == "}":
-        return members, i + 1
-    while True:
-        if text[i] != '"':
-            raise _Shape
-        key, i = _DECODER.raw_decode(text, i)
-        i = _ws(text, i)
-        if text[i] != ":":
-            raise _Shape
-        start = _ws(text, i + 1)
-        value: Any
-        if key == walk and text[start] == "{":
-            inner, end = _members(text, start)
-            value = ({k: v for k, _a, _b, v in inner}, inner)
-        else:
-            value, end = _DECODER.raw_decode(text, start)
-        members.append((key, start, end, value))
-        i = _ws(text, end)
-        if text[i] == "}":
-            return members, i + 1
-        if text[i] != ",":
-            raise _Shape
-        i = _ws(text, i + 1)
+    orjson differs from json only in what it returns as a float: integers beyond 64 bits, which
+    json keeps exact (texts it refuses outright, such as NaN or lone surrogates, json is asked
+    about instead). Kernel messages rarely hold floats; those that do are read by json.
+    """
+    stack = [value]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        v = pop()
+        t = type(v)
+        if t is dict:
+            extend(v.values())
+        elif t is list:
+            extend(v)
+        elif t is float:
+            return False
+    return True
 
 
 class Parsed:
-    """One message from the gateway: parsed, with where its metadata and long strings sit."""
+    """One message from the gateway, parsed once, and written out again for the browser.
 
-    def __init__(self, text: str) -> None:
+    Read by orjson (several times faster than json for a small message, and for a megabyte
+    output at about memory speed) whenever that gives exactly `json.loads`'s value (`_exact`),
+    else by json. The mirror encodes the committed bytes from this value (`canonical_json`, by
+    orjson too) and the receipt's digest decides whether they are the ones the hospital signed.
+    """
+
+    def __init__(self, text: str | bytes) -> None:
         self.text = text
-        self.meta_span: tuple[int, int] | None = None
-        self.tokens: dict[str, bytes | memoryview] = {}
-        # the text as UTF-8 when it is ASCII (as stock Enterprise Gateway writes it): then
-        # character and byte offsets agree, and tokens and the output are slices of it
-        big = len(text) >= TOKEN_MIN_CHARS
-        self.data = text.encode("ascii") if big and text.isascii() else None
+        self.exact = False  # orjson's value (then orjson writes it out again)
         try:
-            self.msg = self._walk()
-        except (_Shape, ValueError, IndexError):
-            self.meta_span, self.tokens = None, {}
-            self.msg = json.loads(text)
+            msg = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            msg = None
+        else:
+            self.exact = _exact(msg)
+        self.msg: Any = msg if self.exact else json.loads(text)
 
-    def _walk(self) -> dict[str, Any]:
-        """json.loads(text), recording spans on the way (same value, same duplicate-key rule:
-        the last one wins, for the spans too)."""
-        text = self.text
-        members, end = _members(text, _ws(text, 0), walk="content")
-        if text[end:].strip(_WS):
-            raise _Shape  # json.loads: "Extra data"
-        msg: dict[str, Any] = {}
-        spans: dict[str, tuple[int, int]] = {}
-        for key, a, b, value in members:
-            spans[key] = (a, b)
-            if key == "content" and isinstance(value, tuple):
-                value, inner = value
-                tokens: dict[str, tuple[int, int]] = {}
-                for ckey, ca, cb, cvalue in inner:
-                    tokens.pop(ckey, None)
-                    if isinstance(cvalue, str) and cb - ca >= TOKEN_MIN_CHARS:
-                        tokens[ckey] = (ca, cb)
-                self.tokens = {k: self._slice(ca, cb) for k, (ca, cb) in tokens.items()}
-            elif key == "content":
-                self.tokens = {}
-            msg[key] = value
-        self.meta_span = spans.get("metadata")
-        return msg
-
-    def _slice(self, a: int, b: int) -> bytes | memoryview:
-        if self.data is not None:
-            return memoryview(self.data)[a:b]
-        return self.text[a:b].encode("utf-8")
-
-    def with_metadata(self) -> str | bytes:
-        """The message as received, its top-level `metadata` replaced by `msg["metadata"]`.
-
-        Only the metadata changes on the way to the browser, so the rest of the text (a 1 MB
-        output) is passed on as it came instead of being serialised again; bytes when the text
-        is ASCII (tornado sends bytes as they are). Without a metadata span, serialised in full.
-        """
-        span = self.meta_span
-        if span is None:
-            return json.dumps(self.msg)
-        meta = json.dumps(self.msg["metadata"])
-        if self.data is not None:
-            view = memoryview(self.data)
-            return b"".join((view[: span[0]], meta.encode("ascii"), view[span[1] :]))
-        return self.text[: span[0]] + meta + self.text[span[1] :]
-
-
-def parse_message(text: str) -> Parsed:
-    """A message from the gateway, parsed once: see `Parsed`."""
-    return Parsed(text)
-
-
-def with_metadata(text: str, msg: dict[str, Any]) -> str:
-    """`text` (one message as JSON) with its top-level `metadata` replaced by `msg["metadata"]`
-    (the headless runner's and the benchmark's form of `Parsed.with_metadata`)."""
-    parsed = Parsed(text)
-    parsed.msg = msg
-    out = parsed.with_metadata()
-    return out.decode("ascii") if isinstance(out, bytes) else out
+    def dumps(self) -> str | bytes:
+        """The message as it now is (for the browser, with the metadata the mirror gave it; for
+        the gateway, signed): UTF-8 bytes from orjson (tornado sends bytes as they are, as the
+        text frame), or json's text for values only json reads (such as NaN, which orjson
+        would write as null)."""
+        if self.exact:
+            try:
+                return orjson.dumps(self.msg)
+            except (orjson.JSONEncodeError, TypeError):
+                pass  # a value the mirror added that orjson does not write
+        return json.dumps(self.msg)
 
 
 def _nodelay(ws: Any) -> None:
@@ -356,7 +283,8 @@ class BedsideWebSocketConnection(GatewayWebSocketConnection):
         if '"execute_request"' not in message:
             super().handle_incoming_message(message)
             return
-        msg = json.loads(message)
+        parsed = Parsed(message)
+        msg = parsed.msg
         if (msg.get("header") or {}).get("msg_type") != "execute_request":
             super().handle_incoming_message(message)
             return
@@ -364,7 +292,8 @@ class BedsideWebSocketConnection(GatewayWebSocketConnection):
             self._refuse(msg, f"The hospital refused this session: {mirror.reason}")
             return
         mirror.observe_request(msg)
-        super().handle_incoming_message(json.dumps(msg))
+        # bytes from orjson: tornado sends them as they are, as the text frame
+        super().handle_incoming_message(parsed.dumps())  # type: ignore[arg-type]
 
     def _refuse(self, request: dict[str, Any], reason: str) -> None:
         """Answer an execute request ourselves, the way a kernel reports an error."""
@@ -393,7 +322,7 @@ class BedsideWebSocketConnection(GatewayWebSocketConnection):
         msg = parsed.msg
         was_pending = mirror.state == PENDING
         was_awaiting = mirror.awaiting_intent
-        verdict = mirror.observe_reply(msg, parsed.tokens)
+        verdict = mirror.observe_reply(msg)
         if was_pending and mirror.state != PENDING:
             self._decided(mirror)
         elif was_awaiting and not mirror.awaiting_intent:
@@ -401,7 +330,7 @@ class BedsideWebSocketConnection(GatewayWebSocketConnection):
         if verdict.consumed:
             return
         # bytes for an ASCII message: tornado's write_message sends them as the text frame
-        super().handle_outgoing_message(parsed.with_metadata(), *args)  # type: ignore[arg-type]
+        super().handle_outgoing_message(parsed.dumps(), *args)  # type: ignore[arg-type]
 
     async def _read_messages(self) -> None:
         await super()._read_messages()

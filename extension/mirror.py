@@ -18,6 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,9 @@ from bedside.ledger import (
     open_checkpoint,
     open_commitment,
 )
-from bedside.ledger.entries import ENTRIES_REPLY, FETCH_REPLY, output_committed_bytes
+from bedside.ledger.entries import output_committed_bytes
 from bedside.ledger.note import parse_note
-from bedside.ledger.openings import Opening
+from bedside.ledger.openings import Opening, PreparedOpening
 
 log = logging.getLogger("bedside.extension")
 
@@ -59,6 +60,14 @@ CONTROL_REPLIES = {
 #: cells run back to back then share one cosign round trip, which would otherwise cost the
 #: server, the gateway and the sentry about as much CPU per cell as the cell's own messages.
 COSIGN_DELAY = 0.5
+
+#: Outputs at least this long have their opening's base64 and record hash made in a worker
+#: thread (`_OPENINGS`) while this one checks the receipt's digest and the commitment: hashlib
+#: lets go of the GIL on large buffers, so on two cores the two take the time of one.
+PREPARE_MIN_BYTES = 256 * 1024
+
+#: One worker: a message's opening is prepared while the event loop thread checks that message.
+_OPENINGS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bedside-opening")
 
 #: How long a gap in our copy may last before we ask the sentry for the missing entries.
 #: Receipts on iopub and shell overtake each other by milliseconds; a gap that outlives this
@@ -105,44 +114,6 @@ def new_message(msg_type: str, content: dict[str, Any], *, session: str) -> dict
         "channel": "shell",
         "buffers": [],
     }
-
-
-#: Content key -> the JSON text of its (string) value as received, UTF-8.
-Tokens = dict[str, bytes | memoryview]
-
-
-def committed_from_tokens(
-    channel: str, msg_type: str, content: Any, tokens: Tokens
-) -> bytes | None:
-    """The committed bytes of an output (`output_committed_bytes`), with the JSON text of the
-    values in `tokens` taken as it arrived instead of encoding the parsed values again.
-
-    RFC 8785 escapes a string as Python's `json` does without `ensure_ascii`, which is how
-    kernels write message content, so a long output's token is normally canonical already. It
-    need not be (a gateway that escapes non-ASCII, a kernel that writes otherwise): the caller
-    keeps these bytes only if they hash to the receipt's digest, which makes them the committed
-    bytes, and else encodes the parsed content. None when the shape is not one this handles.
-    """
-    if type(content) is not dict or not tokens.keys() <= content.keys():
-        return None
-    parts: list[bytes | memoryview] = [
-        b'{"buffers":[],"channel":',
-        canonical_json(channel),
-        b',"content":{',
-    ]
-    try:
-        for n, key in enumerate(sorted(content)):
-            if type(key) is not str or not key.isascii():
-                return None  # RFC 8785 orders other keys by UTF-16 units
-            if n:
-                parts.append(b",")
-            parts += (canonical_json(key), b":")
-            token = tokens.get(key)
-            parts.append(canonical_json(content[key]) if token is None else token)
-    except LedgerError:
-        return None
-    parts += (b'},"msg_type":', canonical_json(msg_type), b"}")
-    return b"".join(parts)
 
 
 class _ReceiptKey:
@@ -222,6 +193,8 @@ class SessionMirror:
         self._due: str | None = None  # the newest checked checkpoint not yet cosigned
         self._cosign_armed = False  # a timer will call cosign_due
         self._receipt_keys: _ReceiptKey | None = None
+        # (committed bytes, their opening being prepared): see PREPARE_MIN_BYTES
+        self._preparing: tuple[bytes, Future[PreparedOpening]] | None = None
         self._gap_watch: int | None = None
         self._gap_asks = 0
         self._code: dict[str, str] = {}
@@ -343,13 +316,8 @@ class SessionMirror:
 
     # -- hospital -> researcher ------------------------------------------------------------
 
-    def observe_reply(self, msg: dict[str, Any], tokens: Tokens | None = None) -> Verdict:
-        """Check one message from the hospital; mark it and record what it carries.
-
-        `tokens`: for some of the content's top-level string values, their JSON text exactly as
-        it arrived (`connection.parse_message`), which spares re-encoding a large output to
-        check its receipt.
-        """
+    def observe_reply(self, msg: dict[str, Any]) -> Verdict:
+        """Check one message from the hospital; mark it and record what it carries."""
         header = msg.get("header") or {}
         msg_type = str(header.get("msg_type", ""))
         parent = str((msg.get("parent_header") or {}).get("msg_id", ""))
@@ -361,7 +329,7 @@ class SessionMirror:
             self._late_intent = False
             self._on_intent_reply(msg)
         try:
-            self._check_receipt(msg, tokens)
+            self._check_receipt(msg)
             if is_intent_reply:
                 self._stage_header(msg)
         except Error as exc:
@@ -688,7 +656,7 @@ class SessionMirror:
         with self.unverified_log.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(line) + "\n")
 
-    def _check_receipt(self, msg: dict[str, Any], tokens: Tokens | None = None) -> None:
+    def _check_receipt(self, msg: dict[str, Any]) -> None:
         meta = msg.get("metadata") or {}
         receipt = (meta.get("bedside") or {}).get("receipt") if isinstance(meta, dict) else None
         if not isinstance(receipt, dict):
@@ -715,22 +683,24 @@ class SessionMirror:
         msg_type = str(header.get("msg_type", ""))
         content = msg.get("content") or {}
         digest = receipt.get("digest")
-        committed = None
-        if tokens and msg_type not in (FETCH_REPLY, ENTRIES_REPLY):
-            # Built from the content's own JSON text; the digest decides whether these are the
-            # committed bytes (any difference falls back to encoding the parsed content).
-            fast = committed_from_tokens(channel, msg_type, content, tokens)
-            if fast is not None and digest == "sha256:" + hashlib.sha256(fast).hexdigest():
-                committed = fast
-        if committed is None:
-            committed = output_committed_bytes(channel=channel, msg_type=msg_type, content=content)
-            if digest != "sha256:" + hashlib.sha256(committed).hexdigest():
-                raise LedgerIntegrityError("the message content does not match its receipt digest")
+        committed = output_committed_bytes(channel=channel, msg_type=msg_type, content=content)
+        items = receipt.get("entries") or []
+        salted = any("salt" in item for item in items if type(item) is dict)
+        if salted and len(committed) >= PREPARE_MIN_BYTES:
+            # Only the bytes: the index and salt are set (and checked) when the entry is staged.
+            prepare = PreparedOpening, -1, "content", DOMAIN_OUTPUT, b"", committed
+            self._preparing = committed, _OPENINGS.submit(*prepare)
+        if digest != "sha256:" + hashlib.sha256(committed).hexdigest():
+            self._preparing = None
+            raise LedgerIntegrityError("the message content does not match its receipt digest")
         # Iopub and shell travel on different sockets through the gateway, so receipts can
         # arrive out of the order the sentry wrote them: stage entries by index and tree heads
         # by size, and check each as soon as our copy reaches it.
-        for item in receipt.get("entries") or []:
-            self._stage(item, msg, committed)
+        try:
+            for item in items:
+                self._stage(item, msg, committed)
+        finally:
+            self._preparing = None
         self._heads.append((int(receipt.get("size", -1)), str(receipt.get("root", ""))))
         if isinstance(receipt.get("checkpoint"), str):
             self._notes.append(str(receipt["checkpoint"]))
@@ -888,7 +858,23 @@ class SessionMirror:
                 raise LedgerIntegrityError("a salt for another message's output", index=index)
             salt = base64.b64decode(str(salt_b64))
             open_commitment(DOMAIN_OUTPUT, committed, salt, str(entry["content"]), index=index)
+            prepared = self._prepared(committed)
+            if prepared is not None:
+                prepared.index, prepared.salt = index, salt
+                return prepared
             # Raw bytes: the ledger writes the base64 record itself, without a text copy or a
             # JSON escape pass over a message that may be megabytes long.
             return Opening(index, "content", DOMAIN_OUTPUT, salt, committed)
         return None
+
+    def _prepared(self, committed: bytes) -> PreparedOpening | None:
+        """The opening of `committed` made in the worker, if it was these very bytes (taken
+        once: a receipt names one output's salt)."""
+        preparing = self._preparing
+        if preparing is None or preparing[0] is not committed:
+            return None
+        self._preparing = None
+        try:
+            return preparing[1].result()
+        except Exception:  # noqa: BLE001 - (memory) made here instead, the same bytes
+            return None

@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import rfc8785
 
 from bedside.errors import LedgerError, LedgerIntegrityError
@@ -132,6 +133,14 @@ _encode = _make_encode()
 def canonical_json(obj: Any) -> bytes:
     """RFC 8785 (JCS) bytes of `obj`."""
     if _fast_ok(obj):
+        # orjson writes what json.dumps(sort_keys, ensure_ascii=False) writes for these values
+        # (strings escaped alike for every code point, keys sorted by code point), a tenth of
+        # the time for an entry and a megabyte output's string at memory speed; it refuses
+        # lone surrogates, which the encoder below refuses too (UnicodeEncodeError) as before.
+        try:
+            return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            pass
         return _encode(obj).encode("utf-8")
     try:
         return rfc8785.dumps(obj)

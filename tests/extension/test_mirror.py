@@ -366,10 +366,10 @@ def test_header_intent_changed_after_signing_fails_verify(tmp_path: Path, standi
     assert verify_ledger(path, keys).intent_signed
 
 
-def test_only_the_metadata_is_rewritten_on_the_way_to_the_browser() -> None:
-    """The connection splices the new metadata into the message text instead of serialising a
-    (possibly 1 MB) message again; the result must be the same JSON whatever the text's shape."""
-    from bedside.extension.connection import with_metadata
+def test_the_browser_gets_the_message_with_the_mirrors_metadata() -> None:
+    """The connection writes the parsed message out again (orjson) with the metadata the mirror
+    set: the same JSON values whatever the text's shape, strings that look like JSON included."""
+    from bedside.extension.connection import Parsed
 
     tricky = {
         "header": {"msg_id": "a", "msg_type": "stream"},
@@ -382,12 +382,14 @@ def test_only_the_metadata_is_rewritten_on_the_way_to_the_browser() -> None:
     for text in (
         json.dumps(tricky),
         json.dumps(tricky, indent=1),
-        json.dumps({"content": {"t": 1}, "metadata": {}}),  # content first: serialised in full
+        json.dumps({"content": {"t": 1}, "metadata": {}}),
         json.dumps({"header": {}}),  # no metadata at all
+        json.dumps({"content": {"t": float("nan")}}),  # read and written by json
     ):
-        msg = json.loads(text)
-        msg.setdefault("metadata", {})["bedside"] = {"verified": True}
-        assert json.loads(with_metadata(text, msg)) == msg
+        parsed = Parsed(text)
+        parsed.msg.setdefault("metadata", {})["bedside"] = {"verified": True}
+        out = parsed.dumps()
+        assert json.dumps(json.loads(out)) == json.dumps(parsed.msg)
 
 
 def test_entries_fetched_for_a_lost_cell_come_with_their_openings(pair) -> None:

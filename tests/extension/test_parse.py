@@ -1,6 +1,7 @@
-"""The gateway message parser of the websocket path and the receipt check on the JSON text as it
-arrived: same values as `json.loads`, same committed bytes as the encoder, and a text that is
-not what the receipt signed is still caught (the digest decides, never the fast path)."""
+"""The gateway message parser of the websocket path and the receipt check on what it read: the
+same values as `json.loads` (orjson's only where they are exactly those), written out again
+with the same values, committed bytes identical to the reference RFC 8785 encoder, and a text
+that is not what the receipt signed is still caught (the digest decides)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import rfc8785
 
-from bedside.extension import connection
 from bedside.extension import mirror as mirror_module
-from bedside.extension.connection import Parsed, with_metadata
-from bedside.extension.mirror import SessionMirror, committed_from_tokens, new_message
+from bedside.extension.connection import Parsed
+from bedside.extension.mirror import SessionMirror, new_message
 from bedside.ledger import Signer, verify_ledger
 from bedside.ledger.entries import output_committed_bytes
+from bedside.ledger.log import openings_path
+from bedside.ledger.openings import iter_openings
 
-BIG = "x" * 70_000 + "\n"
+BIG = "x" * 300_000 + "\n"
 
 
 def _texts() -> list[str]:
     rng = random.Random(7)
-    alphabet = 'ab"\\\n\t\x00\x1f\x7fé€😀 '
+    alphabet = 'ab"\\\n\t\x00\x1f\x7fé€😀\u2028 '
     out = []
     for n in range(40):
         s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) * 2000
@@ -31,38 +34,50 @@ def _texts() -> list[str]:
             "header": {"msg_id": str(n), "msg_type": "stream"},
             "msg_id": str(n),
             "parent_header": {},
-            "metadata": {"bedside": {"receipt": {"n": n}}},
-            "content": {"name": "stdout", "text": s, "n": n, "f": 1.5},
+            "metadata": {"bedside": {"receipt": {"n": n, "size": 2**53 - n}}},
+            "content": {"name": "stdout", "text": s, "n": -n, "list": [n, None, True, "é"]},
             "buffers": [],
             "channel": "iopub",
         }
+        if n % 5 == 0:
+            msg["content"]["f"] = n + 0.5  # a float: read by json
         out.append(json.dumps(msg, ensure_ascii=bool(n % 2), separators=(", ", ": ")))
         out.append(json.dumps(msg, ensure_ascii=False, separators=(",", ":"), indent=n % 3 or None))
-    # duplicate keys (the last wins, in json.loads and in the spans), odd spacing, no content
-    out.append(
-        '{"content": {"text": "%s"}, "metadata": {}, "content": {"text": 1}}' % ("y" * 70_000)
-    )
-    out.append(
-        '{"content": {"text": "%s", "text": "short"}, "metadata": {"a": 1}}' % ("y" * 70_000)
-    )
+    # duplicate keys (the last wins), odd spacing, no content, not an object
+    out.append('{"content": {"text": "%s"}, "metadata": {}, "content": {"text": 1}}' % ("y" * 9))
+    out.append('{"content": {"text": "%s", "text": "short"}, "metadata": {"a": 1}}' % ("y" * 9))
     out.append(' \n{ "metadata" :{ } , "content":{"text" : "%s"} } \t' % ("z" * 70_000))
     out.append('{"metadata": {}}')
     out.append("[1, 2]")
+    # what orjson reads otherwise, or not at all: json's value is the one taken
+    out.append('{"content": {"n": 18446744073709551616, "m": -9223372036854775809}}')
+    out.append('{"content": {"n": 1e400, "m": NaN, "k": -Infinity}, "metadata": {}}')
+    out.append('{"content": {"text": "\\ud800 lone", "t": "\\udc00\\ud83d"}}')
+    out.append('{"content": {"x": 1.0, "y": 1e5, "z": -0.0, "w": 0.1}}')
     return out
+
+
+def _typed(value: Any) -> str:
+    """The value as json writes it: tells 1 from 1.0 and a float from an exact integer."""
+    return json.dumps(value)
 
 
 @pytest.mark.parametrize("text", _texts())
 def test_parse_gives_json_loads_value(text: str) -> None:
-    parsed = Parsed(text)
-    assert parsed.msg == json.loads(text)
-    for key, token in parsed.tokens.items():
-        assert json.loads(bytes(token)) == parsed.msg["content"][key]
-    if isinstance(parsed.msg, dict) and "metadata" in parsed.msg:
-        parsed.msg["metadata"] = {"bedside": {"verified": True}}
-        out = parsed.with_metadata()
-        expected = {**json.loads(text), "metadata": {"bedside": {"verified": True}}}
-        assert json.loads(out) == expected
-        assert json.loads(with_metadata(text, parsed.msg)) == expected
+    expected = json.loads(text)
+    for given in (text, text.encode("utf-8", "surrogatepass")):
+        try:
+            parsed = Parsed(given)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            assert isinstance(given, bytes)  # lone surrogates are not UTF-8 bytes
+            continue
+        assert _typed(parsed.msg) == _typed(expected)
+        if isinstance(parsed.msg, dict):
+            parsed.msg["metadata"] = {"bedside": {"verified": True}}
+            out = parsed.dumps()
+            assert _typed(json.loads(out)) == _typed(
+                {**expected, "metadata": {"bedside": {"verified": True}}}
+            )
 
 
 @pytest.mark.parametrize("bad", ['{"a": 1} x', '{"a": }', '{"a" 1}', "", '{"content": {"t": "'])
@@ -72,27 +87,21 @@ def test_bad_json_raises_as_json_loads_does(bad: str) -> None:
 
 
 @pytest.mark.parametrize("text", _texts()[:40])
-def test_tokens_give_the_committed_bytes_when_canonical(text: str) -> None:
-    parsed = Parsed(text)
-    msg = parsed.msg
+def test_committed_bytes_are_the_reference_encoders(text: str) -> None:
+    """The committed bytes the mirror hashes (canonical_json, by orjson where it applies) are
+    byte for byte those of the reference RFC 8785 implementation, whichever way the text was
+    written."""
+    msg = Parsed(text).msg
     args = {"channel": msg["channel"], "msg_type": "stream", "content": msg["content"]}
-    fast = committed_from_tokens(tokens=parsed.tokens, **args)
-    slow = output_committed_bytes(**args)
-    # ensure_ascii text escapes what RFC 8785 writes as is: those bytes differ, and the digest
-    # check sends the mirror to the encoder; otherwise they are the very committed bytes
-    if fast != slow:
-        assert any(b"\\u" in bytes(t) for t in parsed.tokens.values())
+    reference = rfc8785.dumps({**args, "buffers": []})
+    assert output_committed_bytes(**args) == reference
 
 
-def test_receipts_checked_on_the_text_as_it_arrived(tmp_path: Path, standin, monkeypatch) -> None:
-    monkeypatch.setattr(connection, "TOKEN_MIN_CHARS", 1024)
-    encoded: list[str] = []  # outputs whose committed bytes the mirror encoded itself
-
-    def counted(**kwargs: Any) -> bytes:
-        encoded.append(kwargs["msg_type"])
-        return output_committed_bytes(**kwargs)
-
-    monkeypatch.setattr(mirror_module, "output_committed_bytes", counted)
+def test_receipts_checked_on_what_arrived(tmp_path: Path, standin, monkeypatch) -> None:
+    """Large outputs, escaped or not, verify and are recorded with their openings (made in the
+    worker thread for outputs above PREPARE_MIN_BYTES); a changed output with its receipt
+    intact is flagged."""
+    monkeypatch.setattr(mirror_module, "PREPARE_MIN_BYTES", 1024)
     hospital = standin(tmp_path)
     mirror = SessionMirror(
         kernel_id="k1",
@@ -109,12 +118,11 @@ def test_receipts_checked_on_the_text_as_it_arrived(tmp_path: Path, standin, mon
         if tamper:
             text = text.replace("x" * 10, "X" * 10, 1)
         parsed = Parsed(text)
-        verdict = mirror.observe_reply(parsed.msg, parsed.tokens)
-        return verdict, json.loads(parsed.with_metadata())
+        verdict = mirror.observe_reply(parsed.msg)
+        return verdict, json.loads(parsed.dumps())
 
-    streams = []
-    for text, ensure_ascii in ((BIG, True), ("é€" * 800 + BIG, True), ("é€" * 800, False)):
-        encoded.clear()
+    texts = ((BIG, True), ("é€" * 800 + BIG, True), ("é€" * 800, False), ('"\\' * 900, False))
+    for text, ensure_ascii in texts:
         request = new_message("execute_request", {"code": "print(2)"}, session="b")
         mirror.observe_request(request)
         for msg in hospital.execute(request, text):
@@ -125,10 +133,7 @@ def test_receipts_checked_on_the_text_as_it_arrived(tmp_path: Path, standin, mon
         for cosign in sent:
             assert mirror.observe_reply(hospital.cosign(cosign)).verified
         sent.clear()
-        streams.append("stream" in encoded)
-    # ASCII text: checked on the text; escaped non-ASCII: encoded again; raw non-ASCII: text
-    assert streams == [False, True, False]
-    # a changed output, with its receipt intact, is flagged whichever path checked it
+    # a changed output, with its receipt intact, is flagged (and its prepared opening dropped)
     request = new_message("execute_request", {"code": "print(2)"}, session="b")
     mirror.observe_request(request)
     replies = hospital.execute(request, BIG)
@@ -137,8 +142,15 @@ def test_receipts_checked_on_the_text_as_it_arrived(tmp_path: Path, standin, mon
     assert not verdict.verified
     assert "digest" in verdict.reason
     assert seen["metadata"]["bedside"]["verified"] is False
-    # the three verified cells are in our copy with their openings, as the encoder would write
+    assert mirror._preparing is None
+    # the verified cells are in our copy with openings the reference encoder's bytes open
     mirror.close()
     keys = [hospital.signer.verifier_key, mirror.signer.verifier_key]
     report = verify_ledger(mirror.ledger_path, keys, openings=mirror.openings_path)
-    assert report.kinds["output"] >= 3
+    assert report.kinds["output"] >= 4
+    hospital.ledger.flush()
+    theirs = {o.index: o for o in iter_openings(openings_path(hospital.ledger.path))}
+    ours = list(iter_openings(mirror.openings_path))
+    assert len(ours) >= 8
+    for opening in ours:  # the hospital's very salt and bytes
+        assert opening == theirs[opening.index]
