@@ -292,8 +292,10 @@ class BedsideWebSocketConnection(GatewayWebSocketConnection):
             self._refuse(msg, f"The hospital refused this session: {mirror.reason}")
             return
         mirror.observe_request(msg)
-        # bytes from orjson: tornado sends them as they are, as the text frame
-        super().handle_incoming_message(parsed.dumps())  # type: ignore[arg-type]
+        # text: while the gateway websocket is still opening, jupyter_server hands the message
+        # to this method again once it is open (to be signed again, the same signature)
+        out = parsed.dumps()
+        super().handle_incoming_message(out.decode("utf-8") if isinstance(out, bytes) else out)
 
     def _refuse(self, request: dict[str, Any], reason: str) -> None:
         """Answer an execute request ourselves, the way a kernel reports an error."""

@@ -81,3 +81,21 @@ def test_dsse_envelope_roundtrip_and_forgery(tmp_path: Path) -> None:
     parsed, _ = att.read_envelope(path)
     with pytest.raises(SignatureError):
         att.verify_signature(parsed, [custodian.verifier_key])
+
+
+def test_every_code_point_and_ascii_key_as_the_reference_writes_them() -> None:
+    """canonical_json writes strings and keys through orjson where _fast_ok admits the value:
+    every code point (surrogates aside, which neither writes) in a value, every ASCII character
+    in a key (sorted by code point), and integers at the edges of the exact range, byte for byte
+    as rfc8785."""
+    chars = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)
+    keys = {chr(c) + suffix: c for c in range(128) for suffix in ("", "a", "\x00")}
+    value = {
+        "text": chars,
+        "keys": keys,
+        "ints": [0, -1, 2**53 - 1, -(2**53) + 1, 2**31, -(2**63) // 2**11],
+        "nested": [[{"b": None, "a": True, "A": False}], (), [("t", 1)]],
+    }
+    assert canonical_json(value) == rfc8785.dumps(value)
+    with pytest.raises(UnicodeEncodeError):  # a lone surrogate, refused as before
+        canonical_json({"s": "\ud800"})
