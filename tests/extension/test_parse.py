@@ -154,3 +154,37 @@ def test_receipts_checked_on_what_arrived(tmp_path: Path, standin, monkeypatch) 
     assert len(ours) >= 8
     for opening in ours:  # the hospital's very salt and bytes
         assert opening == theirs[opening.index]
+
+
+def test_a_failed_preparation_falls_back_to_the_plain_opening(
+    tmp_path: Path, standin, monkeypatch
+) -> None:
+    """If the worker could not prepare an opening (memory), the event loop's thread writes it
+    itself: the message verifies and the opening is the hospital's, as without the worker."""
+
+    def broken(*args: Any) -> Any:
+        raise MemoryError("no room for the base64")
+
+    monkeypatch.setattr(mirror_module, "PREPARE_MIN_BYTES", 1024)
+    monkeypatch.setattr(mirror_module, "PreparedOpening", broken)
+    hospital = standin(tmp_path)
+    mirror = SessionMirror(
+        kernel_id="k1",
+        directory=tmp_path / "researcher",
+        signer=Signer.generate("researcher"),
+        intent={"purpose": "t", "cohort": "all", "model_job": "none", "policy_id": "demo"},
+    )
+    assert mirror.observe_reply(hospital.intent(mirror.intent_request())).verified
+    request = new_message("execute_request", {"code": "print(2)"}, session="b")
+    mirror.observe_request(request)
+    for msg in hospital.execute(request, BIG):
+        parsed = Parsed(json.dumps(msg))
+        verdict = mirror.observe_reply(parsed.msg)
+        assert verdict.verified, verdict.reason
+    mirror.close()
+    hospital.ledger.flush()
+    theirs = {o.index: o for o in iter_openings(openings_path(hospital.ledger.path))}
+    ours = list(iter_openings(mirror.openings_path))
+    assert any(len(o.content) > len(BIG) for o in ours)
+    for opening in ours:
+        assert opening == theirs[opening.index]
