@@ -62,7 +62,6 @@ class Parsed:
     """
 
     def __init__(self, text: str | bytes) -> None:
-        self.text = text
         self.exact = False  # orjson's value (then orjson writes it out again)
         try:
             msg = orjson.loads(text)
@@ -331,7 +330,7 @@ class BedsideWebSocketConnection(GatewayWebSocketConnection):
             log.info("bedside: session of kernel %s is %s", self.kernel_id, mirror.state)
         if verdict.consumed:
             return
-        # bytes for an ASCII message: tornado's write_message sends them as the text frame
+        # orjson's UTF-8 bytes: tornado's write_message sends them as they are, as the text frame
         super().handle_outgoing_message(parsed.dumps(), *args)  # type: ignore[arg-type]
 
     async def _read_messages(self) -> None:
