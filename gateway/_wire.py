@@ -9,6 +9,7 @@ costs one HMAC check, one HMAC signature and one JSON parse.
 
 from __future__ import annotations
 
+import _hashlib  # type: ignore[import-not-found]
 import hashlib
 import hmac
 import json
@@ -110,6 +111,15 @@ def _load_dict(raw: bytes, what: str) -> dict[str, Any]:
     return value
 
 
+def _hmac_object(key: bytes, digest: str) -> Any:
+    """OpenSSL's HMAC object itself where there is one (`copy`, `update` and `hexdigest` in C,
+    about a microsecond less per message than the `hmac.HMAC` wrapper around it), else that."""
+    try:
+        return _hashlib.hmac_new(key, digestmod=digest)
+    except (AttributeError, ValueError, TypeError):  # pragma: no cover - no OpenSSL HMAC
+        return hmac.new(key, digestmod=digest)
+
+
 class Wire:
     """One side of the relay: the HMAC key and signature scheme of one connection file.
 
@@ -128,7 +138,7 @@ class Wire:
                 f"unsupported signature_scheme {signature_scheme!r} in the connection file "
                 "(use hmac-sha256)"
             )
-        self._auth = hmac.new(key, digestmod=digest) if key else None
+        self._auth = _hmac_object(key, digest) if key else None
         self._history: OrderedDict[bytes, None] = OrderedDict()
         self._history_size = 1 << 16
 
