@@ -215,8 +215,9 @@ class Sentry:
         # The kernel's CPU seconds changed (a cell ended) and were not read yet. Reading them
         # walks the kernel's process tree in /proc (about a millisecond in the sandbox), so it
         # happens when the relay is quiet, not on the path of every cell: a cell admitted
-        # meanwhile is checked against a reading at most 1 s old, and `_watch_cpu` stops a
-        # running cell within a second of the budget running out either way.
+        # meanwhile is checked against a reading at most 1 s old when the budget could have run
+        # out since the last one (`_refusal`), and `_watch_cpu` stops a running cell within a
+        # second of the budget running out either way.
         self._cpu_stale = False
         self._cpu_read_at = 0.0
         self._guard_ready = threading.Event()
@@ -685,7 +686,15 @@ class Sentry:
             self.meter.cpu_seconds = self.cpu.read()
 
     def _refusal(self) -> str | None:
-        self._read_cpu(max_age=1.0)
+        # The kernel's CPU is read here, on the request's path (a walk of its processes in /proc,
+        # a millisecond or more in the sandbox), only when the budget could have run out since
+        # the last reading: the kernel cannot have used more than the wall time on every core.
+        limit = self.budget.cpu_seconds
+        if (
+            limit is not None
+            and self.meter.cpu_seconds + (time.monotonic() - self._cpu_read_at) * _CORES >= limit
+        ):
+            self._read_cpu(max_age=1.0)
         if self.refused is not None:
             return f"the session's intent was refused: {self.refused}"
         if self.sealed:
