@@ -52,6 +52,7 @@ from bedside.gateway._boundary import (
     policy_scanner,
     status_verdict,
 )
+from bedside.gateway._loop import Relay, send_frames
 from bedside.gateway._receipts import (
     HospitalLedger,
     Prepared,
@@ -208,12 +209,15 @@ class Sentry:
         self._scratch_dir: Path | None = None
         self._ctx = zmq.Context()
         self._sockets: dict[str, zmq.Socket[bytes]] = {}
+        # The sockets sent on since the relay last asked them for messages (`run`).
+        self._sent_on: set[Any] = set()
         self._cpu_checked = 0.0
         # The kernel's CPU seconds changed (a cell ended) and were not read yet. Reading them
         # walks the kernel's process tree in /proc (about a millisecond in the sandbox), so it
         # happens when the relay is quiet, not on the path of every cell: a cell admitted
-        # meanwhile is checked against a reading at most 1 s old, and `_watch_cpu` stops a
-        # running cell within a second of the budget running out either way.
+        # meanwhile is checked against a reading at most 1 s old when the budget could have run
+        # out since the last one (`_refusal`), and `_watch_cpu` stops a running cell within a
+        # second of the budget running out either way.
         self._cpu_stale = False
         self._cpu_read_at = 0.0
         self._guard_ready = threading.Event()
@@ -465,11 +469,19 @@ class Sentry:
             s["inner_iopub"]: lambda f: self._from_kernel("iopub", f),
             s["inner_hb"]: self._hb_from_kernel,
         }
-        poller = zmq.Poller()
         # Until the guard is built, kernel_info and status messages pass and the rest is held
         # (`_from_client`, `_from_kernel`); `_open_guard` then relays what was held, in order.
-        for sock in handlers:
-            poller.register(sock, zmq.POLLIN)
+        relay = Relay(handlers)
+        # Every send goes through `_send`, which notes the socket here: the relay asks it for
+        # waiting messages before it sleeps (a send may take in a socket's arrival signal).
+        self._sent_on = relay.sent_on
+        try:
+            return self._relay(relay)
+        finally:
+            self._sent_on = set()
+            relay.close()
+
+    def _relay(self, relay: Relay) -> int:
         last_check = last_poll = 0.0
         # The sentry stands in for the kernel process, so it behaves like ipykernel's
         # ParentPollerUnix: when whatever launched it (Enterprise Gateway, a KernelManager) is
@@ -481,20 +493,9 @@ class Sentry:
             # While entries wait to be made durable, wake up soon: the flush (two fsyncs)
             # happens as soon as the burst of a cell has settled, off the messages' path.
             busy = self.ledger.dirty or not self._guard_open
-            events = poller.poll(QUIET_MS if busy else 200)
-            for sock, _ in events:
-                handler = handlers[sock]
-                for _ in range(64):
-                    try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    try:
-                        handler(frames)
-                    except Exception:
-                        # Fail closed: the message is not relayed, the session goes on.
-                        self.dropped += 1
-                        log.exception("dropped a message the sentry could not process")
+            events = 0
+            for sock in relay.wait(QUIET_MS if busy else 200):
+                events += relay.drain(sock, self._handler_failed)
             clock = time.monotonic()
             self.ledger.flush_if_due(force=not events)
             if not events:
@@ -511,6 +512,17 @@ class Sentry:
                     self._launcher_gone(launcher)
                     return 1
         return 0
+
+    def _handler_failed(self) -> None:
+        # Fail closed: the message is not relayed, the session goes on.
+        self.dropped += 1
+        log.exception("dropped a message the sentry could not process")
+
+    def _send(self, name: str, frames: list[Any]) -> None:
+        """Send one message on socket `name` (`_loop.send_frames`), noted for the relay."""
+        sock = self._sockets[name]
+        send_frames(sock, frames)
+        self._sent_on.add(sock)
 
     def _launcher_gone(self, launcher: int) -> None:
         """The process that started this kernel died: record the interruption and stop."""
@@ -571,7 +583,7 @@ class Sentry:
         raw_header = dumps(header)
         self._remember(header["msg_id"], Request(None, raw_header, msg_type, "control"))
         frames = self.inner.frames([], raw_header, b"{}", b"{}", dumps(content))
-        self._sockets["inner_control"].send_multipart(frames)
+        self._send("inner_control", frames)
 
     # -- client -> kernel ---------------------------------------------------------------------
 
@@ -634,9 +646,9 @@ class Sentry:
             msg.raw_content,
             msg.buffers,
         )
-        # copy=False: frames above pyzmq's copy threshold (64 KiB: a big cell, a large output)
-        # are handed to zmq without another copy; smaller ones are copied as before.
-        self._sockets[f"inner_{channel}"].send_multipart(out, copy=False)
+        # Frames above pyzmq's copy threshold (64 KiB: a big cell, a large output) are handed
+        # to zmq without another copy (`_loop.send_frames`); smaller ones are copied.
+        self._send(f"inner_{channel}", out)
         if execute:
             # Recorded right after it is sent, so the kernel starts the cell meanwhile. Nothing
             # the kernel answers is read before this returns (one thread serves both sides), so
@@ -674,7 +686,15 @@ class Sentry:
             self.meter.cpu_seconds = self.cpu.read()
 
     def _refusal(self) -> str | None:
-        self._read_cpu(max_age=1.0)
+        # The kernel's CPU is read here, on the request's path (a walk of its processes in /proc,
+        # a millisecond or more in the sandbox), only when the budget could have run out since
+        # the last reading: the kernel cannot have used more than the wall time on every core.
+        limit = self.budget.cpu_seconds
+        if (
+            limit is not None
+            and self.meter.cpu_seconds + (time.monotonic() - self._cpu_read_at) * _CORES >= limit
+        ):
+            self._read_cpu(max_age=1.0)
         if self.refused is not None:
             return f"the session's intent was refused: {self.refused}"
         if self.sealed:
@@ -1011,7 +1031,7 @@ class Sentry:
             frames = self.outer.frames(
                 idents or [], raw_header, parent[0], raw_metadata, raw_content, buffers
             )
-        self._sockets[f"outer_{channel}"].send_multipart(frames, copy=False)
+        self._send(f"outer_{channel}", frames)
 
     def _emit_released_ahead(
         self,
@@ -1059,7 +1079,7 @@ class Sentry:
         frames = self.outer.frames(
             [topic], raw_header, parent[0], raw_metadata, raw_content, signature=signature
         )
-        self._sockets[f"outer_{channel}"].send_multipart(frames, copy=False)
+        self._send(f"outer_{channel}", frames)
 
     def _recording(self) -> bool:
         """Whether messages leaving now get ledger entries (after the header, before the seal).
@@ -1110,7 +1130,7 @@ class Sentry:
         self.hb_pending[tuple(frames)] = None
         if len(self.hb_pending) > 1024:
             self.hb_pending.popitem(last=False)
-        self._sockets["inner_hb"].send_multipart(frames)
+        self._send("inner_hb", frames)
 
     def _hb_from_kernel(self, frames: list[bytes]) -> None:
         # Only an exact echo of a ping goes back out: the heartbeat carries no kernel data.
@@ -1120,7 +1140,7 @@ class Sentry:
             log.warning("dropped a heartbeat frame that echoes no ping")
             return
         del self.hb_pending[key]
-        self._sockets["outer_hb"].send_multipart(frames)
+        self._send("outer_hb", frames)
 
     # -- control protocol ---------------------------------------------------------------------
 

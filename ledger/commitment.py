@@ -29,12 +29,23 @@ DOMAINS = (DOMAIN_CODE, DOMAIN_OUTPUT, DOMAIN_ARTIFACT)
 SALT_SIZE = 32
 
 
+try:
+    # OpenSSL's HMAC object without the `hmac.HMAC` wrapper: the same MAC, about a microsecond
+    # less per commitment (the sentry makes one for every message that leaves).
+    from _hashlib import hmac_new as _hmac_new  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - CPython without OpenSSL's HMAC
+    _hmac_new = None
+
+
 def _mac(domain: str, content: bytes, salt: bytes) -> str:
     # Fed in two parts rather than `domain + content`: the same MAC without copying a content
     # that may be megabytes long.
-    mac = hmac.new(salt, domain.encode("utf-8"), hashlib.sha256)
+    if _hmac_new is not None:
+        mac = _hmac_new(salt, domain.encode("utf-8"), digestmod="sha256")
+    else:  # pragma: no cover
+        mac = hmac.new(salt, domain.encode("utf-8"), hashlib.sha256)
     mac.update(content)
-    return mac.hexdigest()
+    return str(mac.hexdigest())
 
 
 def commit(domain: str, content: bytes, *, salt: bytes | None = None) -> tuple[str, bytes]:

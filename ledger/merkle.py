@@ -88,10 +88,13 @@ class MerkleTree:
     entry, which the writer and the prover can afford and the streaming verifier never needs.
     """
 
-    __slots__ = ("_levels",)
+    __slots__ = ("_levels", "_root")
 
     def __init__(self) -> None:
         self._levels: list[bytearray] = [bytearray()]
+        # (size, root) of the last whole-tree root: a prefix's root never changes (the tree
+        # only grows), and the sentry asks twice at a cell's end (checkpoint and receipt).
+        self._root: tuple[int, bytes] = (0, EMPTY_ROOT)
 
     def append(self, leaf_hash: bytes) -> None:
         levels = self._levels
@@ -138,6 +141,8 @@ class MerkleTree:
         n = len(self) if size is None else size
         if n <= 0 or n > len(self):
             return self.subtree_root(0, n)
+        if self._root[0] == n:
+            return self._root[1]
         levels = self._levels
         nodes = []
         start = 0
@@ -149,6 +154,8 @@ class MerkleTree:
         node = nodes.pop()
         while nodes:
             node = _sha256(b"\x01" + nodes.pop() + node).digest()
+        if n == len(self):
+            self._root = (n, node)
         return node
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:

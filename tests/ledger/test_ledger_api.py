@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import stat
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,23 @@ def test_signer_roundtrip_and_file_mode(tmp_path: Path) -> None:
         Verifier(signer.verifier_key).verify(b"other", sig)
     with pytest.raises(LedgerError, match="already exists"):
         signer.save(key)
+
+
+def test_signer_signs_as_openssl_does() -> None:
+    # Signer.sign runs on libsodium (faster); Ed25519 is deterministic, so its signatures are
+    # byte for byte OpenSSL's, over empty, short, long and binary messages alike.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    rng = random.Random(8785)
+    for n in range(40):
+        seed = rng.randbytes(32)
+        signer = Signer("k", seed)
+        reference = Ed25519PrivateKey.from_private_bytes(seed)
+        for size in (0, 1, 63, 64, 1000, 70_000) if n < 3 else (rng.randrange(0, 2000),):
+            msg = rng.randbytes(size)
+            assert signer.sign(msg) == reference.sign(msg)
+            signer.verifier.verify(msg, signer.sign(msg))
+        assert signer.sign(bytearray(b"abc")) == reference.sign(b"abc")
 
 
 def test_commitments_hide_and_bind() -> None:
