@@ -56,6 +56,11 @@ SENTRY_SCAN_MIN_CHARS = 64 * 1024
 # across two writes is still found).
 STREAM_TAIL = 256
 SENTRY_SCAN_RULE = "identifier-scan-by-sentry"
+# Every digit a "0", everything else a space: `_has_date_run` finds eight digits in a row with one
+# `bytes.translate` and one substring search (a regex takes ten times as long on a megabyte).
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= c <= 0x39 else 0x20 for c in range(256))
+_ASCII_DIGITS = "0123456789"
+
 VERDICT_MEMO = 4  # verdicts remembered (each holds the record sets of its cells)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _QUOTED = re.compile(r"(['\"])(.*?)\1")
@@ -80,6 +85,17 @@ ADVICE = {
     "unknown-records": "Compute the aggregate again and show it in the same cell (the guard "
     "keeps the records of the last 128 aggregates computed).",
 }
+
+
+def _has_date_run(text: str) -> bool:
+    """Does `text` hold eight digits in a row, the compact form of a date (`19560312`)?
+
+    The sentry reads a date-of-birth match made of a bare digit run as an ordinary number (so
+    that statistics stay usable) where this guard, in a listing of five or more, blocks it; a
+    text with such a run is scanned here even behind the sentry."""
+    if not any(d in text for d in _ASCII_DIGITS):  # (ten searches at memchr speed)
+        return False
+    return b"0" * 8 in text.encode("utf-8", "surrogatepass").translate(_DIGITS_ONLY)
 
 
 def notice_bundle(decision: Decision) -> dict[str, str]:
@@ -550,7 +566,11 @@ class OutputGuard:
             # Scanned even when a decision is already attached: metadata is not to be trusted.
             # (No text, nothing to find: a reply made of protocol words only, the usual
             # execute_reply.)
-            delegated = self.behind_sentry and len(text) >= SENTRY_SCAN_MIN_CHARS
+            delegated = (
+                self.behind_sentry
+                and len(text) >= SENTRY_SCAN_MIN_CHARS
+                and not _has_date_run(text)
+            )
             if not text:
                 finding = None
             elif delegated:

@@ -75,8 +75,8 @@ def test_utility_corpus_is_not_blocked_by_the_sentry(chain):
 
 def test_leak_long_output_with_one_identifier_is_blocked_by_the_sentry(chain):
     """Behind the sentry the guarded kernel leaves the identifier scan of a long text to the
-    sentry (kernel/guard.py, SENTRY_SCAN_MIN_CHARS): a megabyte of words with one medical record
-    number in its middle reaches the client as the sentry's notice, never the value, and the
+    sentry (kernel/guard.py, SENTRY_SCAN_MIN_CHARS): a megabyte of words with one patient's name
+    in its middle reaches the client as the sentry's notice, never the value, and the
     hospital ledger records the kernel's claim (whose scan it was) beside the sentry's block."""
     from bedside.kernel.guard import SENTRY_SCAN_RULE
     from bedside.ledger.verify import iter_entries
@@ -84,7 +84,7 @@ def test_leak_long_output_with_one_identifier_is_blocked_by_the_sentry(chain):
     sentry, client, oracle = chain
     fill = "cohort analysis survival model baseline outcome ward median interval "
     half = 480_000 // len(fill)  # under the policy's 1,000,000-byte output limit, so the scan
-    code = f"F = {fill!r}\nprint(F * {half} + df.mrn.iloc[2500] + ' ' + F * {half})"
+    code = f"F = {fill!r}\nprint(F * {half} + df.name.iloc[2500] + ' ' + F * {half})"
     _, outputs = client.execute(code, timeout=180)
     streams = [m for m in outputs if m["msg_type"] == "stream"]
     assert streams

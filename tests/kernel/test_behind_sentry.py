@@ -51,10 +51,10 @@ def _stream(reply: Reply) -> str:
 
 def test_long_text_leaves_the_identifier_scan_to_the_sentry(behind: Session, hospital: Any) -> None:
     _, tables = hospital
-    mrn = tables["patients"].mrn.iloc[2500]
-    got = behind.execute(f"print(FILL * {LONG} + df.mrn.iloc[2500] + ' ' + FILL * 10)")
+    name = tables["patients"].name.iloc[2500]
+    got = behind.execute(f"print(FILL * {LONG} + df.name.iloc[2500] + ' ' + FILL * 10)")
     # The kernel released it, saying whose scan it was; the sentry blocks it (integration test).
-    assert mrn in _stream(got)
+    assert name in _stream(got)
     claims = _claims(got)
     assert claims and all(c.get("decision") == "released" for c in claims)
     assert any(c.get("rule") == SENTRY_SCAN_RULE for c in claims)
@@ -128,6 +128,19 @@ def test_the_delegation_is_only_behind_the_sentry(hospital: Any, behind_sentry: 
         assert len(text) >= SENTRY_SCAN_MIN_CHARS
     else:
         assert said["decision"] == "blocked" and said["rule"] == "identifier"
+
+
+def test_dates_of_birth_as_bare_digit_runs_are_still_scanned_in_the_kernel(hospital: Any) -> None:
+    # The sentry reads a date-of-birth match made of a bare digit run as a number; the kernel
+    # blocks a listing of them, so a long text holding eight digits in a row is scanned here.
+    _, tables = hospital
+    dobs = " ".join(d.replace("-", "") for d in tables["patients"].dob.iloc[:8])
+    guard = _guard(hospital, behind_sentry=True)
+    guard.begin_cell("print(text)", "m1")
+    out = guard.check(_stream_msg(FILL * LONG + dobs + "\n"), "iopub")
+    assert out is not None
+    said = out["metadata"]["bedside"]
+    assert said["decision"] == "blocked" and said["rule"] == "identifier"
 
 
 def test_a_value_split_between_two_stream_chunks_is_still_found(hospital: Any) -> None:
