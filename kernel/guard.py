@@ -6,7 +6,9 @@ releases it, redacts it (suppressed cells, rounded counts, hidden extremes) or r
 notice. At the session level every outgoing message on iopub, shell, control and stdin passes
 `check`, which scrubs errors, refuses SVG, applies the cell's disclosure events (threshold,
 differencing, extremes) and scans all text for identifier values, PHI, encoded identifiers and
-rows printed as numbers. Every message it touches carries `metadata["bedside"]`.
+rows printed as numbers. Every message it touches carries `metadata["bedside"]`. Behind the
+sentry (`behind_sentry`) it leaves the identifier/PHI scan of long texts to the sentry, which
+runs the same scan on everything it lets out, and keeps the checks only it can make.
 
 This guard runs inside the researcher's process: it stops honest mistakes and careless leaks,
 not a determined attacker who can switch it off. The sentry outside the sandbox is the
