@@ -50,9 +50,11 @@ SUPPRESSED = "suppressed"
 # Behind the sentry (`behind_sentry`), a text at least this long is not run through
 # `bedside.policy.scan_text` (identifier values, PHI, encoded forms) here: the sentry runs that
 # same scan, with the same policy and index, on every byte it lets out, so a second run in the
-# kernel stops nothing more. Measured (bench/bench_kernel_cell.py --big, tables loaded): the scan
-# costs about 0.3 ms of CPU at 64 KiB, 1.4 ms at 256 KiB and 5 ms at 1 MB; below 64 KiB it is a
-# few percent of a trivial cell's cost, and short texts keep the kernel's own explanations.
+# kernel stops nothing more. Measured in this process with the kernel tests' hospital indexed
+# (text of ordinary words): the scan costs about 0.04 ms of CPU at 4 KiB, 0.3 ms at 64 KiB,
+# 1.4 ms at 256 KiB and 5 ms at 1 MB. Below 64 KiB it stays under a tenth of a trivial cell's
+# CPU in the kernel (about 3 ms), and ordinary outputs (tables, summaries, tracebacks: a few
+# KiB) keep the kernel's own explanations; the sentry's limit on text buffers is 64 KiB too.
 SENTRY_SCAN_MIN_CHARS = 64 * 1024
 # The characters of a stream chunk kept to be scanned with the next chunk (a value split
 # across two writes is still found).
