@@ -23,7 +23,7 @@ move less, and the messages and bytes each kernel sends per cell on shell and io
 metadata, never messages). Results go to stdout as JSON (and to --out if given).
 
     .venv/bin/python bench/bench_kernel_cell.py [--rounds 12] [--per-round 18] [--fresh]
-        [--no-control] [--big] [--cells empty,aggregate] [--out FILE]
+        [--no-control] [--big] [--behind-sentry] [--cells empty,aggregate] [--out FILE]
 
 The guard remembers what it worked out for outputs and groupings it has just seen (the text and
 row-order scans of an identical output, the record sets of the same groups, the per-cell records
@@ -36,7 +36,11 @@ version (tests/kernel/test_verdicts.py). `--fresh` adds cells whose output and r
 every run, to measure the guard on outputs it has not seen (the target is stated for the default
 cells). `--big` adds cells with a 1 MB output (`print` of a million characters of words and of
 one letter, and the same text as an execute_result; no target of their own, they show the
-guard's cost on the path of bench_gateway.py's 1 MB output). `bench/kernel_cell_callgrind.py`
+guard's cost on the path of bench_gateway.py's 1 MB output). `--behind-sentry` starts the guarded
+kernel as the sentry starts it (`BEDSIDE_BEHIND_SENTRY=1`): it leaves the identifier/PHI scan of
+texts of 64 KiB or more to the sentry, which runs that same scan on everything it lets out (the
+sentry itself is not started here; bench_gateway.py measures the whole chain).
+`bench/kernel_cell_callgrind.py`
 counts the instructions per cell of the same cells under callgrind, which a loaded machine does
 not change.
 """
@@ -60,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # _report, also when a
 
 from _report import emit  # noqa: E402
 
+from bedside.kernel import BEHIND_SENTRY_ENV  # noqa: E402
 from tests.kernel._client import start, stop  # noqa: E402
 from tests.kernel._data import write_hospital  # noqa: E402
 
@@ -233,6 +238,11 @@ def main() -> int:
         action="store_true",
         help="without the second plain kernel that measures the bench's own noise",
     )
+    ap.add_argument(
+        "--behind-sentry",
+        action="store_true",
+        help="start the guarded kernel as the sentry does (long texts' scan left to the sentry)",
+    )
     ap.add_argument("--cells", help="comma-separated cell names (default: all)")
     args = ap.parse_args()
     cells = {**CELLS, **FRESH} if args.fresh else dict(CELLS)
@@ -254,7 +264,8 @@ def main() -> int:
         # started plain, guarded, control: the reference (both plain kernels) brackets the
         # guarded one; the kernels' turns below do not depend on this order
         kernels["plain"] = start(root, "bench-plain", None, module="ipykernel_launcher")
-        kernels["guarded"] = start(root, "bench-guarded", policy)
+        env = {BEHIND_SENTRY_ENV: "1"} if args.behind_sentry else None
+        kernels["guarded"] = start(root, "bench-guarded", policy, env=env)
         if "control" in names:
             kernels["control"] = start(root, "bench-control", None, module="ipykernel_launcher")
         for name, (_, kc) in kernels.items():
@@ -280,6 +291,7 @@ def main() -> int:
                         cpu[cell][name].append(cpu_ns(pids[name]) - c0)
         result: dict[str, Any] = {
             "rounds": args.rounds, "per_round": args.per_round,
+            "behind_sentry": args.behind_sentry,
             "cells": {c: summarize(c, runs[c], cpu[c]) for c in cells},
         }  # fmt: skip
         # the target is stated for the default cells only (none of them run: no verdict)

@@ -34,6 +34,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from bedside import _starttrace
+from bedside.kernel import BEHIND_SENTRY_ENV
 
 log = logging.getLogger("bedside.sentry")
 
@@ -122,6 +123,9 @@ def kernel_env(scratch: Path, outbox: Path) -> dict[str, str]:
         "PYTHONNOUSERSITE": "1",
         "PYDEVD_DISABLE_FILE_VALIDATION": "1",
         "BEDSIDE_OUTBOX": str(outbox),
+        # The kernel runs behind this sentry, which scans all it sends: the in-kernel guard
+        # leaves the identifier/PHI scan of long texts to it (kernel/guard.py).
+        BEHIND_SENTRY_ENV: "1",
         **({_starttrace.ENV: "1"} if _starttrace.enabled() else {}),
     }
 

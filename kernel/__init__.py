@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["GuardedKernel", "Hospital", "OutputGuard", "install_kernelspec"]
+__all__ = ["BEHIND_SENTRY_ENV", "GuardedKernel", "Hospital", "OutputGuard", "install_kernelspec"]
+
+# Set to "1" by the sentry in the environment of the kernel it launches (gateway/_early.py): the
+# kernel runs behind the sentry, which scans every byte that leaves with the same
+# `bedside.policy.scan_text`, so the in-kernel guard leaves that scan of long texts to it
+# (`guard.SENTRY_SCAN_MIN_CHARS`). Code in the kernel that sets it weakens only the cooperative
+# layer, which such code can switch off anyway; the sentry's own checks do not read it.
+BEHIND_SENTRY_ENV = "BEDSIDE_BEHIND_SENTRY"
 
 
 def __getattr__(name: str) -> Any:

@@ -239,7 +239,7 @@ class TextScanner:
         self._frames: list[tuple[pd.DataFrame, list[str]]] = []
         # Findings of recently scanned texts: a cell run again shows the same outputs, and a
         # text's finding depends only on the tables indexed so far (cleared by `add_table`).
-        self._memo: dict[tuple[str, bool], Finding | None] = {}
+        self._memo: dict[tuple[str, bool, bool], Finding | None] = {}
         self._memo_lock = threading.Lock()
 
     def add_table(self, frame: pd.DataFrame, identifiers: list[str]) -> None:
@@ -251,31 +251,39 @@ class TextScanner:
         with self._memo_lock:
             self._memo.clear()
 
-    def scan(self, text: str, *, structure: bool = True) -> Finding | None:
+    def scan(
+        self, text: str, *, structure: bool = True, identifiers: bool = True
+    ) -> Finding | None:
         """Why `text` may not leave (identifiers, PHI, encoded forms, rows), or None.
+
+        `identifiers=False` leaves out `scan_text` (identifier values, PHI, encoded forms) and
+        checks the row structure only: for a long text of a kernel behind the sentry, which runs
+        that same scan on every byte it lets out (`guard.SENTRY_SCAN_MIN_CHARS`).
 
         Remembered for the last `MEMO_ENTRIES` texts of at most `MEMO_MAX_CHARS` characters,
         until the next `add_table`."""
         if len(text) > MEMO_MAX_CHARS:
-            return self._scan_uncached(text, structure=structure)
-        key = (text, structure)
+            return self._scan_uncached(text, structure=structure, identifiers=identifiers)
+        key = (text, structure, identifiers)
         with self._memo_lock:
             if key in self._memo:
                 return self._memo[key]
-        finding = self._scan_uncached(text, structure=structure)
+        finding = self._scan_uncached(text, structure=structure, identifiers=identifiers)
         with self._memo_lock:
             if len(self._memo) >= MEMO_ENTRIES:
                 del self._memo[next(iter(self._memo))]
             self._memo[key] = finding
         return finding
 
-    def _scan_uncached(self, text: str, *, structure: bool = True) -> Finding | None:
+    def _scan_uncached(
+        self, text: str, *, structure: bool = True, identifiers: bool = True
+    ) -> Finding | None:
         if not text:
             return None
         # A weak finding (a date of birth standing alone: at a million patients nearly every
         # date is somebody's) does not stop a text; a strong one does (`findings_block`).
         found = [f for f in scan_text(text, self.index, phi_kinds=self.phi_kinds)
-                 if f.strength != WEAK]  # fmt: skip
+                 if f.strength != WEAK] if identifiers else []  # fmt: skip
         if found:
             f = found[0]
             kind, _, inner = f.kind.partition("+")

@@ -32,6 +32,7 @@ from traitlets import DottedObjectName
 
 from bedside import __version__
 from bedside.errors import GuardError, PolicyError
+from bedside.kernel import BEHIND_SENTRY_ENV
 from bedside.policy.decision import Decision
 
 if TYPE_CHECKING:
@@ -194,7 +195,10 @@ class GuardedKernel(IPythonKernel):
 
             tracker = ProvenanceTracker(self.policy.disclosure)
             scanner = TextScanner(self.policy.enabled_phi_patterns)
-            guard = OutputGuard(self.policy, tracker, scanner)
+            guard = OutputGuard(
+                self.policy, tracker, scanner,
+                behind_sentry=os.environ.get(BEHIND_SENTRY_ENV) == "1",
+            )  # fmt: skip
             tracker.install()
             self._tracker, self._scanner, self._guard = tracker, scanner, guard
             self._pass_types = PASS_TYPES

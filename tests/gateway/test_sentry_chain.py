@@ -71,3 +71,33 @@ def test_utility_corpus_is_not_blocked_by_the_sentry(chain):
         assert not by_sentry, f"{case['id']}: {by_sentry}"
         for msg in outputs:
             assert not oracle.leaks(msg)
+
+
+def test_leak_long_output_with_one_identifier_is_blocked_by_the_sentry(chain):
+    """Behind the sentry the guarded kernel leaves the identifier scan of a long text to the
+    sentry (kernel/guard.py, SENTRY_SCAN_MIN_CHARS): a megabyte of words with one patient's name
+    in its middle reaches the client as the sentry's notice, never the value, and the
+    hospital ledger records the kernel's claim (whose scan it was) beside the sentry's block."""
+    from bedside.kernel.guard import SENTRY_SCAN_RULE
+    from bedside.ledger.verify import iter_entries
+
+    sentry, client, oracle = chain
+    fill = "cohort analysis survival model baseline outcome ward median interval "
+    half = 480_000 // len(fill)  # under the policy's 1,000,000-byte output limit, so the scan
+    code = f"F = {fill!r}\nprint(F * {half} + df.name.iloc[2500] + ' ' + F * {half})"
+    _, outputs = client.execute(code, timeout=180)
+    streams = [m for m in outputs if m["msg_type"] == "stream"]
+    assert streams
+    for msg in outputs:
+        assert not oracle.leaks(msg), oracle.leaks(msg)
+    said = [m["metadata"]["bedside"] for m in streams]
+    assert [(s["decision"], s["layer"], s["rule"]) for s in said] == [
+        ("blocked", "sentry", "identifier")
+    ]
+    ids = {m["header"]["msg_id"] for m in streams}
+    (entry,) = [
+        e for _, e in iter_entries(sentry.ledger_path())
+        if e["kind"] == "output" and e["msg_id"] in ids
+    ]  # fmt: skip
+    assert entry["sentry_decision"] == "blocked" and entry["layer"] == "sentry"
+    assert entry["kernel_decision"] == "released" and entry["kernel_rule"] == SENTRY_SCAN_RULE

@@ -55,10 +55,11 @@ def start(
     *,
     prefix: Sequence[str] = (),
     timeout: float = 120,
+    env: dict[str, str] | None = None,
 ) -> Any:
-    """Start the kernel of `kernel_spec_dir(root, name, policy, module, prefix=prefix)`; return
+    """Start the kernel of `kernel_spec_dir(root, name, policy, module, env, prefix)`; return
     its manager and a blocking client with its channels started, once it answers."""
-    kdir = kernel_spec_dir(root, name, policy, module, prefix=prefix)
+    kdir = kernel_spec_dir(root, name, policy, module, env, prefix=prefix)
     km = KernelManager(
         kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kdir)])
     )
@@ -76,9 +77,11 @@ def stop(km: Any, kc: Any) -> None:
 
 
 @contextmanager
-def running(root: Path, name: str, policy: Path | None) -> Iterator[Session]:
+def running(
+    root: Path, name: str, policy: Path | None, env: dict[str, str] | None = None
+) -> Iterator[Session]:
     """A guarded kernel's `Session` for the block (`start`); the kernel is stopped after it."""
-    km, kc = start(root, name, policy)
+    km, kc = start(root, name, policy, env=env)
     try:
         yield Session(kc)
     finally:
