@@ -15,7 +15,7 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -145,11 +145,13 @@ class Wire:
     ) -> Message:
         """Check and parse one multipart message; raise `MalformedMessage` on any doubt.
 
-        With `pool`, the signature of a message of `CHECK_APART_BYTES` or more is computed
-        there while this thread reads its JSON (hashing lets go of the GIL, reading does not
-        need it), so a megabyte costs the longer of the two instead of their sum. Either way
-        the message is returned only once its signature has matched, and a bad signature is
-        reported as such even when the JSON is bad too.
+        With `pool`, the content frame of a message of `CHECK_APART_BYTES` or more is read
+        there while this thread computes its signature, so a megabyte costs the longer of the
+        two instead of their sum. That way round, not the other: the JSON reader holds the GIL
+        from start to end, the hash lets go of it, so a hash in the pool could not even start
+        until the reading here had finished. Either way the message is returned only once its
+        signature has matched, and a bad signature is reported as such even when the JSON is
+        bad too.
         """
         try:
             cut = frames.index(DELIM)
@@ -161,38 +163,43 @@ class Wire:
             raise MalformedMessage(f"{len(parts)} frames after the delimiter, expected 5 or more")
         signature, raw_header, raw_parent, raw_metadata, raw_content = parts[:5]
         signed = [raw_header, raw_parent, raw_metadata, raw_content]
-        apart: Future[bytes] | None = None
-        if self._auth is not None:
-            if pool is not None and len(raw_content) >= CHECK_APART_BYTES:
-                try:
-                    apart = pool.submit(self.sign, signed)
-                except RuntimeError:  # the pool is shut down: the sentry is closing
-                    apart = None
-            if apart is None:
-                self._accept(signature, self.sign(signed))
+        apart: Future[dict[str, Any]] | None = None
+        if content and pool is not None and len(raw_content) >= CHECK_APART_BYTES:
+            try:
+                apart = pool.submit(_load_dict, raw_content, "content")
+            except RuntimeError:  # the pool is shut down: the sentry is closing
+                apart = None
         try:
+            if self._auth is not None:
+                self._accept(signature, self.sign(signed))
             header = _load_dict(raw_header, "header")
             if not isinstance(header.get("msg_type"), str) or not isinstance(
                 header.get("msg_id"), str
             ):
                 raise MalformedMessage("header lacks msg_type or msg_id")
-            msg = Message(
-                idents=idents,
-                header=header,
-                parent=_load_dict(raw_parent, "parent header"),
-                metadata=_load_dict(raw_metadata, "metadata"),
-                content=_load_dict(raw_content, "content") if content else {},
-                buffers=list(parts[5:]),
-                raw_header=raw_header,
-                raw_parent=raw_parent,
-                raw_metadata=raw_metadata,
-                raw_content=raw_content,
-            )
+            parent = _load_dict(raw_parent, "parent header")
+            metadata = _load_dict(raw_metadata, "metadata")
+            if apart is not None:
+                body, apart = apart.result(), None
+            else:
+                body = _load_dict(raw_content, "content") if content else {}
         finally:
             if apart is not None:
-                # Before anything of the message is used, and before a JSON error is reported.
-                self._accept(signature, apart.result())
-        return msg
+                # Refused before its content was read: nothing of it outlives the call.
+                apart.cancel()
+                wait([apart])
+        return Message(
+            idents=idents,
+            header=header,
+            parent=parent,
+            metadata=metadata,
+            content=body,
+            buffers=list(parts[5:]),
+            raw_header=raw_header,
+            raw_parent=raw_parent,
+            raw_metadata=raw_metadata,
+            raw_content=raw_content,
+        )
 
     def _accept(self, signature: bytes, expected: bytes) -> None:
         """Accept `signature` if it is `expected` and was not seen before (a replay)."""

@@ -1049,6 +1049,9 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
     return fail ? -1 : 0;
 }
 
+/* Texts at least this long are passed over without the GIL. */
+#define SPANS_NOGIL_CHARS 16384
+
 static PyObject *py_text_spans(PyObject *mod, PyObject *arg) {
     (void)mod;
     if (!PyUnicode_Check(arg)) {
@@ -1062,6 +1065,10 @@ static PyObject *py_text_spans(PyObject *mod, PyObject *arg) {
     Pairs out[NLISTS];
     memset(out, 0, sizeof(out));
     int has_digit = 0, fail;
+    /* The pass reads only the str's data (immutable, and `arg` is held) and the Unicode
+     * tables, so a long text lets go of the GIL: the identifier passes' threads and the
+     * sentry's hashing go on meanwhile (a megabyte takes about a millisecond here). */
+    PyThreadState *save = n >= SPANS_NOGIL_CHARS ? PyEval_SaveThread() : NULL;
     switch (kind) {
         case PyUnicode_1BYTE_KIND:
             fail = spans_pass(data, PyUnicode_1BYTE_KIND, n, out, &has_digit);
@@ -1073,6 +1080,7 @@ static PyObject *py_text_spans(PyObject *mod, PyObject *arg) {
             fail = spans_pass(data, PyUnicode_4BYTE_KIND, n, out, &has_digit);
             break;
     }
+    if (save) PyEval_RestoreThread(save);
     if (fail) {
         for (int k = 0; k < NLISTS; k++) free(out[k].data);
         return PyErr_NoMemory();

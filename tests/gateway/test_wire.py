@@ -115,7 +115,7 @@ def test_the_random_pool_hands_out_each_byte_once():
 
 
 def test_a_large_message_checked_beside_its_parse_reads_as_inline():
-    """With a pool, a large message's signature is computed in it while the JSON is read: the
+    """With a pool, a large message's content is read in it while its signature is checked: the
     same message, the same refusals (a bad signature wins over bad JSON), the same replays."""
     from concurrent.futures import ThreadPoolExecutor
 
