@@ -869,6 +869,100 @@ static inline __attribute__((always_inline)) int postcode_tail(const void *data,
     return 0;
 }
 
+/* Eight bytes of ordinary words (ASCII letters and single spaces, a letter last, the byte before
+ * them a letter) in one step of the letter loop of `spans_pass`, with exactly its effect on the
+ * runs it tracks: base64 (ends at each space, restarts after it; its case bits), hex (ends at
+ * each space and at each letter outside a-f) and spaced hex (goes on through spaces, ends at
+ * each letter outside a-f; counts the a-f letters). No run that starts inside the eight bytes
+ * can be long enough to be kept before they end (12, 10 and 14 characters), so only the run
+ * that comes in can be kept, at the first byte that ends it, and the runs going out start after
+ * the last byte that ends them. Returns 0 (nothing done) when the bytes are not of that shape:
+ * the loop takes them one at a time. Most words of prose are shorter than eight letters, so a
+ * step of letters only would rarely apply; with the spaces, prose goes eight bytes a step. */
+static inline __attribute__((always_inline)) int words_block(
+    const uint8_t *p, Py_ssize_t at, Pairs *out, Py_ssize_t *b64, unsigned *b64k,
+    Py_ssize_t *hex, Py_ssize_t *shex, Py_ssize_t *shl, Py_ssize_t *shd, int *fail) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    (void)p; (void)at; (void)out; (void)b64; (void)b64k; (void)hex; (void)shex; (void)shl;
+    (void)shd; (void)fail;
+    return 0;
+#else
+    const uint64_t ones = 0x0101010101010101ULL, tops = 0x8080808080808080ULL;
+    const uint64_t low7 = 0x7f7f7f7f7f7f7f7fULL;
+    uint64_t w;
+    memcpy(&w, p, 8);
+    if (w & tops) return 0;
+    /* Top bit of each byte in [lo, hi] (bytes below 0x80: the sums do not carry). */
+#define IN_RANGE(x, lo, hi) (((x) + ones * (uint64_t)(0x80 - (lo))) & ~((x) + ones * (uint64_t)(0x7f - (hi))) & tops)
+    const uint64_t folded = w | (ones * 0x20);
+    const uint64_t letter = IN_RANGE(folded, 'a', 'z');
+    const uint64_t zero = w ^ (ones * ' ');
+    const uint64_t space = ~(((zero & low7) + low7) | zero | low7);
+    if ((letter | space) != tops || !(letter >> 63) || (space & (space << 8))) return 0;
+    const uint64_t up = IN_RANGE(w, 'A', 'Z');
+    const uint64_t hexl = IN_RANGE(folded, 'a', 'f') & letter;
+    const uint64_t nonhex = letter & ~hexl;
+#undef IN_RANGE
+    /* The classes `ascii_class` gives the letters under `m` (a subset of `letter`), OR-ed. */
+#define CLASSES(m)                                                                         \
+    ((((m) != 0) ? C_B64 : 0u) | (((m) & up) ? C_UP : 0u) | (((m) & ~up) ? C_LOW : 0u) | \
+     (((m) & hexl) ? (unsigned)(C_HEX | C_SHEX | C_HEXL) : 0u))
+#define FIRST(m) (__builtin_ctzll(m) >> 3)
+#define LAST(m) ((63 - __builtin_clzll(m)) >> 3)
+#define BELOW(k) ((k) ? ((1ULL << (8 * (k))) - 1) : 0ULL)
+#define ABOVE(k) ((k) < 7 ? ~((1ULL << (8 * ((k) + 1))) - 1) : 0ULL)
+    if (space) {
+        int first = FIRST(space), last = LAST(space);
+        unsigned before = *b64k | CLASSES(letter & BELOW(first));
+        Py_ssize_t end = at + first;
+        if (*b64 >= 0 && end - *b64 >= 12 && (before & (C_UP | C_LOW)) == (C_UP | C_LOW) &&
+            pairs_push(&out[0], *b64, end) < 0)
+            *fail = 1;
+        *b64 = at + last + 1;
+        *b64k = CLASSES(letter & ABOVE(last));
+    } else {
+        *b64k |= CLASSES(letter);
+    }
+    const uint64_t breaks = space | nonhex;
+    if (breaks) {
+        int first = FIRST(breaks), last = LAST(breaks);
+        Py_ssize_t end = at + first;
+        if (*hex >= 0 && end - *hex >= 10 && pairs_push(&out[1], *hex, end) < 0) *fail = 1;
+        *hex = last < 7 ? at + last + 1 : -1;
+    } else if (*hex < 0) {
+        *hex = at;
+    }
+    if (nonhex) {
+        int first = FIRST(nonhex), last = LAST(nonhex);
+        if (*shex >= 0) {
+            Py_ssize_t k = __builtin_popcountll(hexl & BELOW(first));
+            *shl += k;
+            *shd += k;
+            Py_ssize_t end = at + first;
+            if (end - *shex >= 14 && *shl && *shd >= 10 && pairs_push(&out[2], *shex, end) < 0)
+                *fail = 1;
+        }
+        if (last < 7) {
+            *shex = at + last + 1;
+            *shl = *shd = __builtin_popcountll(hexl & ABOVE(last));
+        } else {
+            *shex = -1;
+        }
+    } else {
+        if (*shex < 0) *shex = at, *shl = *shd = 0;
+        Py_ssize_t k = __builtin_popcountll(hexl);
+        *shl += k;
+        *shd += k;
+    }
+#undef CLASSES
+#undef FIRST
+#undef LAST
+#undef BELOW
+#undef ABOVE
+    return 1;
+#endif
+}
+
 /* The pass of text_spans over one string kind (a constant when inlined, so the reads are
  * direct). Returns -1 when out of memory. */
 static inline __attribute__((always_inline)) int spans_pass(const void *data, const int kind,
@@ -989,6 +1083,12 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
         if (i < n && ch < 128 && (c & (C_UP | C_LOW))) {
             Py_ssize_t j = i + 1;
             for (; j < n; j++) {
+                if (kind == PyUnicode_1BYTE_KIND && j + 8 <= n &&
+                    words_block((const uint8_t *)data + j, j, out, &b64, &b64k, &hex, &shex,
+                                &shl, &shd, &fail)) {
+                    j += 7; /* (and the loop's j++) */
+                    continue;
+                }
                 Py_UCS4 r = READ(j);
                 /* (A Latin-1 character has class 0 in latin1_class: it ends the loop below.) */
                 if (kind != PyUnicode_1BYTE_KIND && r >= 128) break;
