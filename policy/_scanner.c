@@ -178,6 +178,24 @@ static int tokenize_ascii(const uint8_t *buf, Py_ssize_t n, Tokens *out) {
     }
 }
 
+/* `tokenize_ascii` from byte `from` (a token's start, or a byte before one) until `most` tokens
+ * are pushed: returns the offset just past the last one, or n when the buffer ends first (the
+ * window that `Matcher_find` matches at a time). */
+static Py_ssize_t tokenize_ascii_window(const uint8_t *buf, Py_ssize_t n, Py_ssize_t from,
+                                        Py_ssize_t most, Tokens *out) {
+    const uint8_t *T = ascii_token_class;
+    Py_ssize_t i = from;
+    for (;;) {
+        while (i < n && !T[buf[i]]) i++;
+        if (i >= n) return n;
+        Py_ssize_t start = i;
+        uint8_t c = T[buf[i]];
+        i = c == 1 ? ascii_run_end(buf, i + 1, n, '0', '9') : ascii_run_end(buf, i + 1, n, 'a', 'z');
+        if (tokens_push(out, start, i, buf, n, c == 1) < 0) return -1;
+        if (out->n >= most) return i;
+    }
+}
+
 static int has_high_bytes(const uint8_t *buf, Py_ssize_t n) {
     Py_ssize_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -673,6 +691,34 @@ static void reverse_bytes(uint8_t *dst, const uint8_t *src, Py_ssize_t n) {
     for (; i < n; i++) dst[i] = src[n - 1 - i];
 }
 
+/* A long ASCII buffer is tokenized and matched a window of WINDOW_TOKENS tokens at a time, so
+ * that its tokens (32 bytes each: six megabytes for a megabyte of words) are read back from the
+ * cache rather than from memory, where the guard's other threads and the sentry's hashing of the
+ * same output compete for it. Each window after the first starts `overlap` tokens before the end
+ * of the one before: every match spans at most that many consecutive tokens (a sequence of the
+ * index's longest length, or MAX_DIGIT_GROUPS digit groups), so it lies whole in some window and
+ * is found there exactly as in one pass over all the tokens (its tokens, the gaps between them
+ * and the digit groups before it are all in that window). A match in the overlap is found twice;
+ * the caller keeps one of each span (`IdentifierIndex._spans_native`). */
+#define WINDOW_TOKENS 4096
+#define WINDOW_BYTES ((Py_ssize_t)64 * 1024)
+
+static int match_windows(const Matcher *m, const uint8_t *buf, Py_ssize_t n, struct Scratch *sc,
+                         Out *out) {
+    Py_ssize_t overlap = MAX_DIGIT_GROUPS;
+    if (m->nlengths && m->lengths[m->nlengths - 1] > overlap) overlap = m->lengths[m->nlengths - 1];
+    Py_ssize_t from = 0;
+    for (;;) {
+        sc->tk.n = sc->maybe.n = sc->seq.n = 0;
+        Py_ssize_t end = tokenize_ascii_window(buf, n, from, WINDOW_TOKENS, &sc->tk);
+        if (end < 0) return -1;
+        if (match_into(m, buf, n, &sc->tk, out, &sc->maybe, &sc->seq) < 0) return -1;
+        if (end >= n) return 0;
+        /* (WINDOW_TOKENS tokens were pushed, far more than `overlap`.) */
+        from = sc->tk.tok[sc->tk.n - overlap].start;
+    }
+}
+
 /* find(buf, backwards=False): with `backwards`, the matches in the bytes of `buf` reversed
  * (offsets of the reversed bytes), without the caller making them. */
 static PyObject *Matcher_find(Matcher *self, PyObject *args) {
@@ -705,8 +751,12 @@ static PyObject *Matcher_find(Matcher *self, PyObject *args) {
         if (PyThread_acquire_lock(self->pool_lock[k], NOWAIT_LOCK)) slot = k;
     struct Scratch *sc = slot >= 0 ? &self->pool[slot] : &local;
     sc->tk.n = sc->maybe.n = sc->seq.n = 0;
-    rc = tokenize(buf, n, &sc->tk);
-    if (rc == 0) rc = match_into(self, buf, n, &sc->tk, &out, &sc->maybe, &sc->seq);
+    if (n > WINDOW_BYTES && !has_high_bytes(buf, n)) {
+        rc = match_windows(self, buf, n, sc, &out);
+    } else {
+        rc = tokenize(buf, n, &sc->tk);
+        if (rc == 0) rc = match_into(self, buf, n, &sc->tk, &out, &sc->maybe, &sc->seq);
+    }
     if (slot < 0 || rc < 0 ||
         (size_t)sc->tk.cap * sizeof(Token) + (size_t)(sc->maybe.cap + sc->seq.cap) * sizeof(Probe) >
             SCRATCH_KEEP)
