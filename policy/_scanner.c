@@ -778,7 +778,8 @@ static PyObject *Matcher_find(Matcher *self, PyObject *args) {
 static PyMethodDef Matcher_methods[] = {
     {"find", (PyCFunction)Matcher_find, METH_VARARGS,
      "find(buf, backwards=False) -> bytes of int64 triples (start, end, kind * 2 + rank), in "
-     "emission order (of buf reversed with backwards)"},
+     "emission order (of buf reversed with backwards); a long ASCII buffer's matches in the "
+     "overlap of two windows come twice"},
     {NULL, NULL, 0, NULL},
 };
 
