@@ -15,6 +15,7 @@ import json
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -110,6 +111,23 @@ def _load_dict(raw: bytes, what: str) -> dict[str, Any]:
     return value
 
 
+# `Wire.parse`'s `ahead`: (header, content, content frame's size) -> anything, in the pool.
+Ahead = Callable[[dict[str, Any], dict[str, Any], int], Any]
+
+
+def _load_apart(raw: bytes, raw_header: bytes, ahead: Ahead | None) -> tuple[dict[str, Any], Any]:
+    """The content of a large message read in the pool, and `ahead`'s result on it (None when
+    it raised: the caller then does that work itself, or decides it is not needed)."""
+    body = _load_dict(raw, "content")
+    early = None
+    if ahead is not None:
+        try:
+            early = ahead(_load_dict(raw_header, "header"), body, len(raw))
+        except Exception:  # noqa: BLE001 - the header is checked again, after the signature
+            early = None
+    return body, early
+
+
 class Wire:
     """One side of the relay: the HMAC key and signature scheme of one connection file.
 
@@ -141,7 +159,12 @@ class Wire:
         return mac.hexdigest().encode()
 
     def parse(
-        self, frames: list[bytes], *, content: bool = True, pool: Executor | None = None
+        self,
+        frames: list[bytes],
+        *,
+        content: bool = True,
+        pool: Executor | None = None,
+        ahead: Ahead | None = None,
     ) -> Message:
         """Check and parse one multipart message; raise `MalformedMessage` on any doubt.
 
@@ -152,6 +175,12 @@ class Wire:
         until the reading here had finished. Either way the message is returned only once its
         signature has matched, and a bad signature is reported as such even when the JSON is
         bad too.
+
+        With `ahead` as well, `ahead(header, content, size)` runs in the pool right after the
+        content is read there (on the message as it arrived, before its signature is checked),
+        and what it returns is in `msg.extra["ahead"]` (None when it raised): work on the
+        content that can start before the signature has matched, for the caller to use only
+        for the message it then returns (the sentry prepares a large output's release there).
         """
         try:
             cut = frames.index(DELIM)
@@ -163,10 +192,11 @@ class Wire:
             raise MalformedMessage(f"{len(parts)} frames after the delimiter, expected 5 or more")
         signature, raw_header, raw_parent, raw_metadata, raw_content = parts[:5]
         signed = [raw_header, raw_parent, raw_metadata, raw_content]
-        apart: Future[dict[str, Any]] | None = None
+        apart: Future[tuple[dict[str, Any], Any]] | None = None
+        extra: dict[str, Any] = {}
         if content and pool is not None and len(raw_content) >= CHECK_APART_BYTES:
             try:
-                apart = pool.submit(_load_dict, raw_content, "content")
+                apart = pool.submit(_load_apart, raw_content, raw_header, ahead)
             except RuntimeError:  # the pool is shut down: the sentry is closing
                 apart = None
         try:
@@ -180,7 +210,10 @@ class Wire:
             parent = _load_dict(raw_parent, "parent header")
             metadata = _load_dict(raw_metadata, "metadata")
             if apart is not None:
-                body, apart = apart.result(), None
+                body, early = apart.result()
+                apart = None
+                if ahead is not None:
+                    extra["ahead"] = early
             else:
                 body = _load_dict(raw_content, "content") if content else {}
         finally:
@@ -199,6 +232,7 @@ class Wire:
             raw_parent=raw_parent,
             raw_metadata=raw_metadata,
             raw_content=raw_content,
+            extra=extra,
         )
 
     def _accept(self, signature: bytes, expected: bytes) -> None:

@@ -725,8 +725,10 @@ class Sentry:
 
     def _from_kernel(self, channel: str, frames: list[bytes]) -> None:
         try:
-            # A large message's signature is checked in the worker thread while its JSON is read.
-            msg = self.inner.parse(frames, pool=self._prepare_pool())
+            # A large message's JSON is read in the worker thread while its signature is checked
+            # here; a large output's release is then prepared there at once (`_release_ahead`).
+            ahead = self._release_ahead if channel == "iopub" and self._guard_open else None
+            msg = self.inner.parse(frames, pool=self._prepare_pool(), ahead=ahead)
         except MalformedMessage as exc:
             self.dropped += 1
             log.warning("dropped a message from the kernel on %s: %s", channel, exc)
@@ -795,9 +797,14 @@ class Sentry:
             ):
                 # The release's encoding and hashing run beside the scan; they are used only
                 # if the verdict releases this very content unchanged (`_prepared`).
-                ahead = self._prepare_pool().submit(
-                    prepare_release, channel, msg_type, msg.content, []
-                )
+                early = msg.extra.get("ahead")
+                if early is not None and early[0] == msg_type:
+                    ahead = Future[Prepared]()
+                    ahead.set_result(early[1])
+                else:
+                    ahead = self._prepare_pool().submit(
+                        prepare_release, channel, msg_type, msg.content, []
+                    )
             verdict = self.guard.check(
                 channel, msg_type, msg.content, msg.metadata, msg.buffers, size
             )
@@ -850,6 +857,19 @@ class Sentry:
             end_of_cell=end_of_cell,
             prepared=prepared,
         )
+
+    def _release_ahead(
+        self, header: dict[str, Any], content: dict[str, Any], size: int
+    ) -> tuple[str, Prepared] | None:
+        """A large output's release prepared in the worker thread as soon as its JSON is read
+        there, while this thread still checks its signature (`Wire.parse`'s `ahead`): the
+        worker would otherwise wait for the scan to start. Made from the message as it arrived;
+        `_kernel_msg` uses it only for the message that passed, of the type it was made for,
+        and `_prepared` only if the verdict releases this very content unchanged."""
+        msg_type = header.get("msg_type")
+        if msg_type not in PREPARED_TYPES or size > self.guard.max_output_bytes:
+            return None
+        return msg_type, prepare_release("iopub", msg_type, content, [])
 
     def _prepare_pool(self) -> ThreadPoolExecutor:
         if self._preparer is None:
