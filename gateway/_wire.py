@@ -16,7 +16,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -115,17 +115,24 @@ def _load_dict(raw: bytes, what: str) -> dict[str, Any]:
 Ahead = Callable[[dict[str, Any], dict[str, Any], int], Any]
 
 
-def _load_apart(raw: bytes, raw_header: bytes, ahead: Ahead | None) -> tuple[dict[str, Any], Any]:
-    """The content of a large message read in the pool, and `ahead`'s result on it (None when
-    it raised: the caller then does that work itself, or decides it is not needed)."""
-    body = _load_dict(raw, "content")
-    early = None
-    if ahead is not None:
-        try:
-            early = ahead(_load_dict(raw_header, "header"), body, len(raw))
-        except Exception:  # noqa: BLE001 - the header is checked again, after the signature
-            early = None
-    return body, early
+def _load_apart(
+    raw: bytes, raw_header: bytes, ahead: Ahead | None, read: Future[dict[str, Any]]
+) -> Any:
+    """Read a large message's content in the pool, hand it over through `read` at once, then
+    run `ahead` on it; returns what `ahead` returned (None when it raised: the caller then does
+    that work itself, or decides it is not needed)."""
+    try:
+        body = _load_dict(raw, "content")
+    except BaseException as exc:  # noqa: BLE001 - reported by `parse`, after the signature
+        read.set_exception(exc)
+        return None
+    read.set_result(body)
+    if ahead is None:
+        return None
+    try:
+        return ahead(_load_dict(raw_header, "header"), body, len(raw))
+    except Exception:  # noqa: BLE001 - the header is checked again, after the signature
+        return None
 
 
 class Wire:
@@ -178,9 +185,10 @@ class Wire:
 
         With `ahead` as well, `ahead(header, content, size)` runs in the pool right after the
         content is read there (on the message as it arrived, before its signature is checked),
-        and what it returns is in `msg.extra["ahead"]` (None when it raised): work on the
-        content that can start before the signature has matched, for the caller to use only
-        for the message it then returns (the sentry prepares a large output's release there).
+        and `msg.extra["ahead"]` is the future of what it returns (None when it raised): work
+        on the content that can start before the signature has matched, for the caller to use
+        only for the message it then returns (the sentry prepares a large output's release
+        there). `parse` returns as soon as the content is read, without waiting for it.
         """
         try:
             cut = frames.index(DELIM)
@@ -192,11 +200,12 @@ class Wire:
             raise MalformedMessage(f"{len(parts)} frames after the delimiter, expected 5 or more")
         signature, raw_header, raw_parent, raw_metadata, raw_content = parts[:5]
         signed = [raw_header, raw_parent, raw_metadata, raw_content]
-        apart: Future[tuple[dict[str, Any], Any]] | None = None
+        apart: Future[Any] | None = None
+        read: Future[dict[str, Any]] = Future()
         extra: dict[str, Any] = {}
         if content and pool is not None and len(raw_content) >= CHECK_APART_BYTES:
             try:
-                apart = pool.submit(_load_apart, raw_content, raw_header, ahead)
+                apart = pool.submit(_load_apart, raw_content, raw_header, ahead, read)
             except RuntimeError:  # the pool is shut down: the sentry is closing
                 apart = None
         try:
@@ -210,17 +219,21 @@ class Wire:
             parent = _load_dict(raw_parent, "parent header")
             metadata = _load_dict(raw_metadata, "metadata")
             if apart is not None:
-                body, early = apart.result()
-                apart = None
+                wait([read, apart], return_when=FIRST_COMPLETED)
+                if not read.done() and apart.cancelled():  # the pool shut down meanwhile
+                    body = _load_dict(raw_content, "content")
+                else:
+                    body = read.result()
                 if ahead is not None:
-                    extra["ahead"] = early
+                    extra["ahead"] = apart  # what `ahead` returns, when it has run
+                apart = None
             else:
                 body = _load_dict(raw_content, "content") if content else {}
         finally:
             if apart is not None:
-                # Refused before its content was read: nothing of it outlives the call.
+                # Refused: its content is not read if that has not started, and what the pool
+                # reads or makes of it is dropped.
                 apart.cancel()
-                wait([apart])
         return Message(
             idents=idents,
             header=header,

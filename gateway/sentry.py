@@ -798,9 +798,8 @@ class Sentry:
                 # The release's encoding and hashing run beside the scan; they are used only
                 # if the verdict releases this very content unchanged (`_prepared`).
                 early = msg.extra.get("ahead")
-                if early is not None and early[0] == msg_type:
-                    ahead = Future[Prepared]()
-                    ahead.set_result(early[1])
+                if early is not None:
+                    ahead = _made_for(early, msg_type)
                 else:
                     ahead = self._prepare_pool().submit(
                         prepare_release, channel, msg_type, msg.content, []
@@ -1584,6 +1583,28 @@ class Sentry:
                 ledger.close()
         if self._private_dir is not None:
             shutil.rmtree(self._private_dir, ignore_errors=True)
+
+
+def _made_for(early: Future[Any], msg_type: str) -> Future[Prepared]:
+    """The release `Sentry._release_ahead` prepared, as a future: its result once made, if it
+    was made for `msg_type` (else the future fails, and `_prepared` uses nothing)."""
+    out: Future[Prepared] = Future()
+
+    def done(made: Future[Any]) -> None:
+        if not out.set_running_or_notify_cancel():
+            return  # cancelled: the verdict did not release this content unchanged
+        try:
+            result = made.result()
+        except BaseException as exc:  # noqa: BLE001 - handed to `_prepared`, which drops it
+            out.set_exception(exc)
+            return
+        if result is None or result[0] != msg_type:
+            out.set_exception(LookupError(f"no release prepared for a {msg_type}"))
+        else:
+            out.set_result(result[1])
+
+    early.add_done_callback(done)
+    return out
 
 
 def _metadata_with_receipt(metadata: dict[str, Any], receipt: bytes) -> bytes:
