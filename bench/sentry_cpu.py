@@ -157,7 +157,10 @@ def direct(cells: int) -> dict:
 
 
 def through_sentry(root: Path, cells: int, *, sandbox: bool, kernel: str) -> dict:
-    hospital = make_hospital(root, frame=make_patients(2000), max_output_bytes=2_000_000)
+    # An egress budget no run reaches (past it every megabyte output would become a notice).
+    hospital = make_hospital(
+        root, frame=make_patients(2000), max_output_bytes=2_000_000, egress=10**12
+    )
     sentry = start_sentry(hospital, root / "run", sandbox=sandbox, kernel=kernel)
     kc = Client.connect(sentry).kc
     try:

@@ -38,8 +38,14 @@ from bedside.gateway.sentry import Sentry  # noqa: E402
 
 
 def build(root: Path, cells: int, rows: int = 2000) -> tuple[Sentry, Session, Session]:
+    # An egress budget no run reaches: past it every output would be blocked, and a run of
+    # megabyte outputs would time the notice path instead of the release.
     hospital = make_hospital(
-        root, frame=make_patients(rows), max_output_bytes=2_000_000, max_cells=cells + 100
+        root,
+        frame=make_patients(rows),
+        max_output_bytes=2_000_000,
+        max_cells=cells + 100,
+        egress=10**12,
     )
     return in_process_sentry(hospital, root, copy=False)
 

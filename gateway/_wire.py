@@ -16,7 +16,8 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from concurrent.futures import Executor, Future
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +121,30 @@ def _hmac_object(key: bytes, digest: str) -> Any:
         return hmac.new(key, digestmod=digest)
 
 
+# `Wire.parse`'s `ahead`: (header, content, content frame's size) -> anything, in the pool.
+Ahead = Callable[[dict[str, Any], dict[str, Any], int], Any]
+
+
+def _load_apart(
+    raw: bytes, raw_header: bytes, ahead: Ahead | None, read: Future[dict[str, Any]]
+) -> Any:
+    """Read a large message's content in the pool, hand it over through `read` at once, then
+    run `ahead` on it; returns what `ahead` returned (None when it raised: the caller then does
+    that work itself, or decides it is not needed)."""
+    try:
+        body = _load_dict(raw, "content")
+    except BaseException as exc:  # noqa: BLE001 - reported by `parse`, after the signature
+        read.set_exception(exc)
+        return None
+    read.set_result(body)
+    if ahead is None:
+        return None
+    try:
+        return ahead(_load_dict(raw_header, "header"), body, len(raw))
+    except Exception:  # noqa: BLE001 - the header is checked again, after the signature
+        return None
+
+
 class Wire:
     """One side of the relay: the HMAC key and signature scheme of one connection file.
 
@@ -151,15 +176,29 @@ class Wire:
         return mac.hexdigest().encode()
 
     def parse(
-        self, frames: list[bytes], *, content: bool = True, pool: Executor | None = None
+        self,
+        frames: list[bytes],
+        *,
+        content: bool = True,
+        pool: Executor | None = None,
+        ahead: Ahead | None = None,
     ) -> Message:
         """Check and parse one multipart message; raise `MalformedMessage` on any doubt.
 
-        With `pool`, the signature of a message of `CHECK_APART_BYTES` or more is computed
-        there while this thread reads its JSON (hashing lets go of the GIL, reading does not
-        need it), so a megabyte costs the longer of the two instead of their sum. Either way
-        the message is returned only once its signature has matched, and a bad signature is
-        reported as such even when the JSON is bad too.
+        With `pool`, the content frame of a message of `CHECK_APART_BYTES` or more is read
+        there while this thread computes its signature, so a megabyte costs the longer of the
+        two instead of their sum. That way round, not the other: the JSON reader holds the GIL
+        from start to end, the hash lets go of it, so a hash in the pool could not even start
+        until the reading here had finished. Either way the message is returned only once its
+        signature has matched, and a bad signature is reported as such even when the JSON is
+        bad too.
+
+        With `ahead` as well, `ahead(header, content, size)` runs in the pool right after the
+        content is read there (on the message as it arrived, before its signature is checked),
+        and `msg.extra["ahead"]` is the future of what it returns (None when it raised): work
+        on the content that can start before the signature has matched, for the caller to use
+        only for the message it then returns (the sentry prepares a large output's release
+        there). `parse` returns as soon as the content is read, without waiting for it.
         """
         try:
             cut = frames.index(DELIM)
@@ -171,38 +210,53 @@ class Wire:
             raise MalformedMessage(f"{len(parts)} frames after the delimiter, expected 5 or more")
         signature, raw_header, raw_parent, raw_metadata, raw_content = parts[:5]
         signed = [raw_header, raw_parent, raw_metadata, raw_content]
-        apart: Future[bytes] | None = None
-        if self._auth is not None:
-            if pool is not None and len(raw_content) >= CHECK_APART_BYTES:
-                try:
-                    apart = pool.submit(self.sign, signed)
-                except RuntimeError:  # the pool is shut down: the sentry is closing
-                    apart = None
-            if apart is None:
-                self._accept(signature, self.sign(signed))
+        apart: Future[Any] | None = None
+        read: Future[dict[str, Any]] = Future()
+        extra: dict[str, Any] = {}
+        if content and pool is not None and len(raw_content) >= CHECK_APART_BYTES:
+            try:
+                apart = pool.submit(_load_apart, raw_content, raw_header, ahead, read)
+            except RuntimeError:  # the pool is shut down: the sentry is closing
+                apart = None
         try:
+            if self._auth is not None:
+                self._accept(signature, self.sign(signed))
             header = _load_dict(raw_header, "header")
             if not isinstance(header.get("msg_type"), str) or not isinstance(
                 header.get("msg_id"), str
             ):
                 raise MalformedMessage("header lacks msg_type or msg_id")
-            msg = Message(
-                idents=idents,
-                header=header,
-                parent=_load_dict(raw_parent, "parent header"),
-                metadata=_load_dict(raw_metadata, "metadata"),
-                content=_load_dict(raw_content, "content") if content else {},
-                buffers=list(parts[5:]),
-                raw_header=raw_header,
-                raw_parent=raw_parent,
-                raw_metadata=raw_metadata,
-                raw_content=raw_content,
-            )
+            parent = _load_dict(raw_parent, "parent header")
+            metadata = _load_dict(raw_metadata, "metadata")
+            if apart is not None:
+                wait([read, apart], return_when=FIRST_COMPLETED)
+                if not read.done() and apart.cancelled():  # the pool shut down meanwhile
+                    body = _load_dict(raw_content, "content")
+                else:
+                    body = read.result()
+                if ahead is not None:
+                    extra["ahead"] = apart  # what `ahead` returns, when it has run
+                apart = None
+            else:
+                body = _load_dict(raw_content, "content") if content else {}
         finally:
             if apart is not None:
-                # Before anything of the message is used, and before a JSON error is reported.
-                self._accept(signature, apart.result())
-        return msg
+                # Refused: its content is not read if that has not started, and what the pool
+                # reads or makes of it is dropped.
+                apart.cancel()
+        return Message(
+            idents=idents,
+            header=header,
+            parent=parent,
+            metadata=metadata,
+            content=body,
+            buffers=list(parts[5:]),
+            raw_header=raw_header,
+            raw_parent=raw_parent,
+            raw_metadata=raw_metadata,
+            raw_content=raw_content,
+            extra=extra,
+        )
 
     def _accept(self, signature: bytes, expected: bytes) -> None:
         """Accept `signature` if it is `expected` and was not seen before (a replay)."""

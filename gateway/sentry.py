@@ -745,8 +745,10 @@ class Sentry:
 
     def _from_kernel(self, channel: str, frames: list[bytes]) -> None:
         try:
-            # A large message's signature is checked in the worker thread while its JSON is read.
-            msg = self.inner.parse(frames, pool=self._prepare_pool())
+            # A large message's JSON is read in the worker thread while its signature is checked
+            # here; a large output's release is then prepared there at once (`_release_ahead`).
+            ahead = self._release_ahead if channel == "iopub" and self._guard_open else None
+            msg = self.inner.parse(frames, pool=self._prepare_pool(), ahead=ahead)
         except MalformedMessage as exc:
             self.dropped += 1
             log.warning("dropped a message from the kernel on %s: %s", channel, exc)
@@ -815,9 +817,13 @@ class Sentry:
             ):
                 # The release's encoding and hashing run beside the scan; they are used only
                 # if the verdict releases this very content unchanged (`_prepared`).
-                ahead = self._prepare_pool().submit(
-                    prepare_release, channel, msg_type, msg.content, []
-                )
+                early = msg.extra.get("ahead")
+                if early is not None:
+                    ahead = _made_for(early, msg_type)
+                else:
+                    ahead = self._prepare_pool().submit(
+                        prepare_release, channel, msg_type, msg.content, []
+                    )
             verdict = self.guard.check(
                 channel, msg_type, msg.content, msg.metadata, msg.buffers, size
             )
@@ -870,6 +876,19 @@ class Sentry:
             end_of_cell=end_of_cell,
             prepared=prepared,
         )
+
+    def _release_ahead(
+        self, header: dict[str, Any], content: dict[str, Any], size: int
+    ) -> tuple[str, Prepared] | None:
+        """A large output's release prepared in the worker thread as soon as its JSON is read
+        there, while this thread still checks its signature (`Wire.parse`'s `ahead`): the
+        worker would otherwise wait for the scan to start. Made from the message as it arrived;
+        `_kernel_msg` uses it only for the message that passed, of the type it was made for,
+        and `_prepared` only if the verdict releases this very content unchanged."""
+        msg_type = header.get("msg_type")
+        if msg_type not in PREPARED_TYPES or size > self.guard.max_output_bytes:
+            return None
+        return msg_type, prepare_release("iopub", msg_type, content, [])
 
     def _prepare_pool(self) -> ThreadPoolExecutor:
         if self._preparer is None:
@@ -1584,6 +1603,28 @@ class Sentry:
                 ledger.close()
         if self._private_dir is not None:
             shutil.rmtree(self._private_dir, ignore_errors=True)
+
+
+def _made_for(early: Future[Any], msg_type: str) -> Future[Prepared]:
+    """The release `Sentry._release_ahead` prepared, as a future: its result once made, if it
+    was made for `msg_type` (else the future fails, and `_prepared` uses nothing)."""
+    out: Future[Prepared] = Future()
+
+    def done(made: Future[Any]) -> None:
+        if not out.set_running_or_notify_cancel():
+            return  # cancelled: the verdict did not release this content unchanged
+        try:
+            result = made.result()
+        except BaseException as exc:  # noqa: BLE001 - handed to `_prepared`, which drops it
+            out.set_exception(exc)
+            return
+        if result is None or result[0] != msg_type:
+            out.set_exception(LookupError(f"no release prepared for a {msg_type}"))
+        else:
+            out.set_result(result[1])
+
+    early.add_done_callback(done)
+    return out
 
 
 def _metadata_with_receipt(metadata: dict[str, Any], receipt: bytes) -> bytes:

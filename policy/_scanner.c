@@ -178,6 +178,24 @@ static int tokenize_ascii(const uint8_t *buf, Py_ssize_t n, Tokens *out) {
     }
 }
 
+/* `tokenize_ascii` from byte `from` (a token's start, or a byte before one) until `most` tokens
+ * are pushed: returns the offset just past the last one, or n when the buffer ends first (the
+ * window that `Matcher_find` matches at a time). */
+static Py_ssize_t tokenize_ascii_window(const uint8_t *buf, Py_ssize_t n, Py_ssize_t from,
+                                        Py_ssize_t most, Tokens *out) {
+    const uint8_t *T = ascii_token_class;
+    Py_ssize_t i = from;
+    for (;;) {
+        while (i < n && !T[buf[i]]) i++;
+        if (i >= n) return n;
+        Py_ssize_t start = i;
+        uint8_t c = T[buf[i]];
+        i = c == 1 ? ascii_run_end(buf, i + 1, n, '0', '9') : ascii_run_end(buf, i + 1, n, 'a', 'z');
+        if (tokens_push(out, start, i, buf, n, c == 1) < 0) return -1;
+        if (out->n >= most) return i;
+    }
+}
+
 static int has_high_bytes(const uint8_t *buf, Py_ssize_t n) {
     Py_ssize_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -673,6 +691,34 @@ static void reverse_bytes(uint8_t *dst, const uint8_t *src, Py_ssize_t n) {
     for (; i < n; i++) dst[i] = src[n - 1 - i];
 }
 
+/* A long ASCII buffer is tokenized and matched a window of WINDOW_TOKENS tokens at a time, so
+ * that its tokens (32 bytes each: six megabytes for a megabyte of words) are read back from the
+ * cache rather than from memory, where the guard's other threads and the sentry's hashing of the
+ * same output compete for it. Each window after the first starts `overlap` tokens before the end
+ * of the one before: every match spans at most that many consecutive tokens (a sequence of the
+ * index's longest length, or MAX_DIGIT_GROUPS digit groups), so it lies whole in some window and
+ * is found there exactly as in one pass over all the tokens (its tokens, the gaps between them
+ * and the digit groups before it are all in that window). A match in the overlap is found twice;
+ * the caller keeps one of each span (`IdentifierIndex._spans_native`). */
+#define WINDOW_TOKENS 4096
+#define WINDOW_BYTES ((Py_ssize_t)64 * 1024)
+
+static int match_windows(const Matcher *m, const uint8_t *buf, Py_ssize_t n, struct Scratch *sc,
+                         Out *out) {
+    Py_ssize_t overlap = MAX_DIGIT_GROUPS;
+    if (m->nlengths && m->lengths[m->nlengths - 1] > overlap) overlap = m->lengths[m->nlengths - 1];
+    Py_ssize_t from = 0;
+    for (;;) {
+        sc->tk.n = sc->maybe.n = sc->seq.n = 0;
+        Py_ssize_t end = tokenize_ascii_window(buf, n, from, WINDOW_TOKENS, &sc->tk);
+        if (end < 0) return -1;
+        if (match_into(m, buf, n, &sc->tk, out, &sc->maybe, &sc->seq) < 0) return -1;
+        if (end >= n) return 0;
+        /* (WINDOW_TOKENS tokens were pushed, far more than `overlap`.) */
+        from = sc->tk.tok[sc->tk.n - overlap].start;
+    }
+}
+
 /* find(buf, backwards=False): with `backwards`, the matches in the bytes of `buf` reversed
  * (offsets of the reversed bytes), without the caller making them. */
 static PyObject *Matcher_find(Matcher *self, PyObject *args) {
@@ -705,8 +751,12 @@ static PyObject *Matcher_find(Matcher *self, PyObject *args) {
         if (PyThread_acquire_lock(self->pool_lock[k], NOWAIT_LOCK)) slot = k;
     struct Scratch *sc = slot >= 0 ? &self->pool[slot] : &local;
     sc->tk.n = sc->maybe.n = sc->seq.n = 0;
-    rc = tokenize(buf, n, &sc->tk);
-    if (rc == 0) rc = match_into(self, buf, n, &sc->tk, &out, &sc->maybe, &sc->seq);
+    if (n > WINDOW_BYTES && !has_high_bytes(buf, n)) {
+        rc = match_windows(self, buf, n, sc, &out);
+    } else {
+        rc = tokenize(buf, n, &sc->tk);
+        if (rc == 0) rc = match_into(self, buf, n, &sc->tk, &out, &sc->maybe, &sc->seq);
+    }
     if (slot < 0 || rc < 0 ||
         (size_t)sc->tk.cap * sizeof(Token) + (size_t)(sc->maybe.cap + sc->seq.cap) * sizeof(Probe) >
             SCRATCH_KEEP)
@@ -728,7 +778,8 @@ static PyObject *Matcher_find(Matcher *self, PyObject *args) {
 static PyMethodDef Matcher_methods[] = {
     {"find", (PyCFunction)Matcher_find, METH_VARARGS,
      "find(buf, backwards=False) -> bytes of int64 triples (start, end, kind * 2 + rank), in "
-     "emission order (of buf reversed with backwards)"},
+     "emission order (of buf reversed with backwards); a long ASCII buffer's matches in the "
+     "overlap of two windows come twice"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -869,6 +920,100 @@ static inline __attribute__((always_inline)) int postcode_tail(const void *data,
     return 0;
 }
 
+/* Eight bytes of ordinary words (ASCII letters and single spaces, a letter last, the byte before
+ * them a letter) in one step of the letter loop of `spans_pass`, with exactly its effect on the
+ * runs it tracks: base64 (ends at each space, restarts after it; its case bits), hex (ends at
+ * each space and at each letter outside a-f) and spaced hex (goes on through spaces, ends at
+ * each letter outside a-f; counts the a-f letters). No run that starts inside the eight bytes
+ * can be long enough to be kept before they end (12, 10 and 14 characters), so only the run
+ * that comes in can be kept, at the first byte that ends it, and the runs going out start after
+ * the last byte that ends them. Returns 0 (nothing done) when the bytes are not of that shape:
+ * the loop takes them one at a time. Most words of prose are shorter than eight letters, so a
+ * step of letters only would rarely apply; with the spaces, prose goes eight bytes a step. */
+static inline __attribute__((always_inline)) int words_block(
+    const uint8_t *p, Py_ssize_t at, Pairs *out, Py_ssize_t *b64, unsigned *b64k,
+    Py_ssize_t *hex, Py_ssize_t *shex, Py_ssize_t *shl, Py_ssize_t *shd, int *fail) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    (void)p; (void)at; (void)out; (void)b64; (void)b64k; (void)hex; (void)shex; (void)shl;
+    (void)shd; (void)fail;
+    return 0;
+#else
+    const uint64_t ones = 0x0101010101010101ULL, tops = 0x8080808080808080ULL;
+    const uint64_t low7 = 0x7f7f7f7f7f7f7f7fULL;
+    uint64_t w;
+    memcpy(&w, p, 8);
+    if (w & tops) return 0;
+    /* Top bit of each byte in [lo, hi] (bytes below 0x80: the sums do not carry). */
+#define IN_RANGE(x, lo, hi) (((x) + ones * (uint64_t)(0x80 - (lo))) & ~((x) + ones * (uint64_t)(0x7f - (hi))) & tops)
+    const uint64_t folded = w | (ones * 0x20);
+    const uint64_t letter = IN_RANGE(folded, 'a', 'z');
+    const uint64_t zero = w ^ (ones * ' ');
+    const uint64_t space = ~(((zero & low7) + low7) | zero | low7);
+    if ((letter | space) != tops || !(letter >> 63) || (space & (space << 8))) return 0;
+    const uint64_t up = IN_RANGE(w, 'A', 'Z');
+    const uint64_t hexl = IN_RANGE(folded, 'a', 'f') & letter;
+    const uint64_t nonhex = letter & ~hexl;
+#undef IN_RANGE
+    /* The classes `ascii_class` gives the letters under `m` (a subset of `letter`), OR-ed. */
+#define CLASSES(m)                                                                         \
+    ((((m) != 0) ? C_B64 : 0u) | (((m) & up) ? C_UP : 0u) | (((m) & ~up) ? C_LOW : 0u) | \
+     (((m) & hexl) ? (unsigned)(C_HEX | C_SHEX | C_HEXL) : 0u))
+#define FIRST(m) (__builtin_ctzll(m) >> 3)
+#define LAST(m) ((63 - __builtin_clzll(m)) >> 3)
+#define BELOW(k) ((k) ? ((1ULL << (8 * (k))) - 1) : 0ULL)
+#define ABOVE(k) ((k) < 7 ? ~((1ULL << (8 * ((k) + 1))) - 1) : 0ULL)
+    if (space) {
+        int first = FIRST(space), last = LAST(space);
+        unsigned before = *b64k | CLASSES(letter & BELOW(first));
+        Py_ssize_t end = at + first;
+        if (*b64 >= 0 && end - *b64 >= 12 && (before & (C_UP | C_LOW)) == (C_UP | C_LOW) &&
+            pairs_push(&out[0], *b64, end) < 0)
+            *fail = 1;
+        *b64 = at + last + 1;
+        *b64k = CLASSES(letter & ABOVE(last));
+    } else {
+        *b64k |= CLASSES(letter);
+    }
+    const uint64_t breaks = space | nonhex;
+    if (breaks) {
+        int first = FIRST(breaks), last = LAST(breaks);
+        Py_ssize_t end = at + first;
+        if (*hex >= 0 && end - *hex >= 10 && pairs_push(&out[1], *hex, end) < 0) *fail = 1;
+        *hex = last < 7 ? at + last + 1 : -1;
+    } else if (*hex < 0) {
+        *hex = at;
+    }
+    if (nonhex) {
+        int first = FIRST(nonhex), last = LAST(nonhex);
+        if (*shex >= 0) {
+            Py_ssize_t k = __builtin_popcountll(hexl & BELOW(first));
+            *shl += k;
+            *shd += k;
+            Py_ssize_t end = at + first;
+            if (end - *shex >= 14 && *shl && *shd >= 10 && pairs_push(&out[2], *shex, end) < 0)
+                *fail = 1;
+        }
+        if (last < 7) {
+            *shex = at + last + 1;
+            *shl = *shd = __builtin_popcountll(hexl & ABOVE(last));
+        } else {
+            *shex = -1;
+        }
+    } else {
+        if (*shex < 0) *shex = at, *shl = *shd = 0;
+        Py_ssize_t k = __builtin_popcountll(hexl);
+        *shl += k;
+        *shd += k;
+    }
+#undef CLASSES
+#undef FIRST
+#undef LAST
+#undef BELOW
+#undef ABOVE
+    return 1;
+#endif
+}
+
 /* The pass of text_spans over one string kind (a constant when inlined, so the reads are
  * direct). Returns -1 when out of memory. */
 static inline __attribute__((always_inline)) int spans_pass(const void *data, const int kind,
@@ -989,6 +1134,12 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
         if (i < n && ch < 128 && (c & (C_UP | C_LOW))) {
             Py_ssize_t j = i + 1;
             for (; j < n; j++) {
+                if (kind == PyUnicode_1BYTE_KIND && j + 8 <= n &&
+                    words_block((const uint8_t *)data + j, j, out, &b64, &b64k, &hex, &shex,
+                                &shl, &shd, &fail)) {
+                    j += 7; /* (and the loop's j++) */
+                    continue;
+                }
                 Py_UCS4 r = READ(j);
                 /* (A Latin-1 character has class 0 in latin1_class: it ends the loop below.) */
                 if (kind != PyUnicode_1BYTE_KIND && r >= 128) break;
@@ -1049,6 +1200,9 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
     return fail ? -1 : 0;
 }
 
+/* Texts at least this long are passed over without the GIL. */
+#define SPANS_NOGIL_CHARS 16384
+
 static PyObject *py_text_spans(PyObject *mod, PyObject *arg) {
     (void)mod;
     if (!PyUnicode_Check(arg)) {
@@ -1062,6 +1216,10 @@ static PyObject *py_text_spans(PyObject *mod, PyObject *arg) {
     Pairs out[NLISTS];
     memset(out, 0, sizeof(out));
     int has_digit = 0, fail;
+    /* The pass reads only the str's data (immutable, and `arg` is held) and the Unicode
+     * tables, so a long text lets go of the GIL: the identifier passes' threads and the
+     * sentry's hashing go on meanwhile (a megabyte takes about a millisecond here). */
+    PyThreadState *save = n >= SPANS_NOGIL_CHARS ? PyEval_SaveThread() : NULL;
     switch (kind) {
         case PyUnicode_1BYTE_KIND:
             fail = spans_pass(data, PyUnicode_1BYTE_KIND, n, out, &has_digit);
@@ -1073,6 +1231,7 @@ static PyObject *py_text_spans(PyObject *mod, PyObject *arg) {
             fail = spans_pass(data, PyUnicode_4BYTE_KIND, n, out, &has_digit);
             break;
     }
+    if (save) PyEval_RestoreThread(save);
     if (fail) {
         for (int k = 0; k < NLISTS; k++) free(out[k].data);
         return PyErr_NoMemory();

@@ -25,12 +25,12 @@ the three rather than their sum.
 
 from __future__ import annotations
 
+import _thread
 import base64
 import binascii
 import bisect
 import itertools
 import re
-import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -76,24 +76,37 @@ _ASCII_FAST = True  # see scan_text; the tests turn it off to compare with the g
 PARALLEL_MIN_CHARS = 256 * 1024
 
 
-class _Pass(threading.Thread):
+class _Pass:
     """One `_find_lowered` call in a thread of its own (fork-safe: nothing kept between calls):
     over `text`, or with `backwards` over its reversal (see `_reversed_pass`).
 
+    The thread is started without waiting for it to run (`threading.Thread.start` waits until
+    the new thread has taken the GIL once, which on a busy machine costs the caller a
+    millisecond or more before it can scan anything itself); its end is a lock it releases.
     If the thread cannot start (a sandbox's process limit counts threads), the pass runs in
     the caller's thread when its result is asked for; an error in the thread is raised there.
     """
 
     def __init__(self, index: IdentifierIndex, text: str, raw: bytes, backwards: bool) -> None:
-        super().__init__(name="bedside-scan", daemon=True)
         self._work: tuple[IdentifierIndex, str, bytes, bool] = (index, text, raw, backwards)
         self._result: list[tuple[int, int, str]] | None = None
         self._error: BaseException | None = None
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
         try:
             self.start()
             self._running = True
         except RuntimeError:
             self._running = False
+
+    def start(self) -> None:
+        _thread.start_new_thread(self._thread, ())
+
+    def _thread(self) -> None:
+        try:
+            self.run()
+        finally:
+            self._done.release()
 
     def run(self) -> None:
         try:
@@ -109,7 +122,8 @@ class _Pass(threading.Thread):
         if not self._running:
             self.run()
         else:
-            self.join()
+            self._done.acquire()
+            self._done.release()
         if self._error is not None:
             raise self._error
         assert self._result is not None

@@ -209,3 +209,42 @@ def test_a_receipt_made_ahead_that_misses_the_ledger_is_made_again(relay, used, 
     _receipt_names_the_ledger(sentry, receipt)
     assert [item["entry"]["kind"] for item in receipt["entries"]][-1] == "output"
     assert used == [True]
+
+
+def test_the_release_is_prepared_as_soon_as_the_json_is_read(relay, used, monkeypatch):
+    """The worker thread prepares a large output's release right after reading its JSON (the
+    relay's thread still hashing its signature), once, and the verdict uses it; what it made
+    for a message then refused is never used; a large message of a type whose release is not
+    prepared (a comm message) is not prepared."""
+    import threading
+
+    sentry, client, kernel, _ = relay
+    calls: list[tuple[str, str]] = []
+    original = sentry_module.prepare_release
+
+    def spy(channel, msg_type, content, buffers):
+        calls.append((msg_type, threading.current_thread().name))
+        return original(channel, msg_type, content, buffers)
+
+    monkeypatch.setattr(sentry_module, "prepare_release", spy)
+    text = " ".join(WORDS[i % len(WORDS)] for i in range(40_000))
+    got = _cell(sentry, client, kernel, text)
+    assert used == [True] and got["parsed"].content["text"] == text
+    assert [c[0] for c in calls] == ["stream"]
+    assert calls[0][1].startswith("bedside-prepare")
+    _receipt_checks(sentry, got)
+    # What the worker made ahead for a message that is then refused is never used: a forged
+    # large message is dropped, and the next genuine one is prepared afresh.
+    forger = Session(key=b"not-the-kernel-key", username="kernel")
+    request = client.msg("execute_request", {"code": "print(TEXT)", "silent": False})
+    sentry._from_client("shell", [b"client", *client.serialize(request)])
+    forged = forger.msg("stream", {"name": "stdout", "text": text}, parent=request["header"])
+    sentry._from_kernel("iopub", [b"kernel.x.stream", *forger.serialize(forged)])
+    assert used == [True]
+    got = _cell(sentry, client, kernel, text + " again")
+    assert used == [True, True] and got["parsed"].content["text"] == text + " again"
+    _receipt_checks(sentry, got)
+    calls.clear()
+    comm = kernel.msg("comm_msg", {"comm_id": "c", "data": {"text": text}})
+    sentry._from_kernel("iopub", [b"kernel.x.comm_msg", *kernel.serialize(comm)])
+    assert calls == []

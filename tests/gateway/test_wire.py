@@ -115,7 +115,7 @@ def test_the_random_pool_hands_out_each_byte_once():
 
 
 def test_a_large_message_checked_beside_its_parse_reads_as_inline():
-    """With a pool, a large message's signature is computed in it while the JSON is read: the
+    """With a pool, a large message's content is read in it while its signature is checked: the
     same message, the same refusals (a bad signature wins over bad JSON), the same replays."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -141,3 +141,37 @@ def test_a_large_message_checked_beside_its_parse_reads_as_inline():
     assert wire.parse(frames, pool=pool).content["text"] == big
     with pytest.raises(MalformedMessage, match="bad HMAC"):
         Wire(b"other", name="kernel").parse(frames, pool=pool)
+
+
+def test_work_on_a_large_content_starts_in_the_pool_and_counts_only_once_signed():
+    """`ahead(header, content, size)` runs in the pool on the content read there; the future of
+    its result is in `extra["ahead"]` (None if it raised), and a message whose signature fails
+    returns nothing at all."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bedside.gateway._wire import CHECK_APART_BYTES
+
+    big = "cohort analysis " * (CHECK_APART_BYTES // 16 + 1)
+    session = Session(key=b"k", signature_scheme="hmac-sha256")
+    seen: list[tuple[str, int, int]] = []
+
+    def ahead(header: dict, content: dict, size: int) -> str:
+        seen.append((header["msg_type"], len(content["text"]), size))
+        return "made ahead"
+
+    def broken(header: dict, content: dict, size: int) -> str:
+        raise ValueError("cannot")
+
+    with ThreadPoolExecutor(1) as pool:
+        frames = session.serialize(session.msg("stream", {"name": "stdout", "text": big}))
+        msg = Wire(b"k", name="kernel").parse(frames, pool=pool, ahead=ahead)
+        assert msg.extra["ahead"].result() == "made ahead"
+        assert seen == [("stream", len(big), len(frames[-1]))]
+        frames = session.serialize(session.msg("stream", {"name": "stdout", "text": big}))
+        msg = Wire(b"k", name="kernel").parse(frames, pool=pool, ahead=broken)
+        assert msg.extra["ahead"].result() is None
+        with pytest.raises(MalformedMessage, match="bad HMAC"):
+            Wire(b"other", name="kernel").parse(frames, pool=pool, ahead=ahead)
+        # A small message is read here, and nothing runs ahead.
+        small = session.serialize(session.msg("stream", {"name": "stdout", "text": "x"}))
+        assert Wire(b"k", name="kernel").parse(small, pool=pool, ahead=ahead).extra == {}
