@@ -22,6 +22,7 @@ from tornado import web
 from tornado.ioloop import IOLoop
 
 from bedside.errors import GatewayError
+from bedside.ledger.commitment import holds_float
 
 from .mirror import COSIGN_DELAY, PENDING, REFUSED, SessionMirror, new_message
 from .sessions import SessionRegistry
@@ -31,32 +32,11 @@ REGISTRY_KEY = "bedside_sessions"
 log = logging.getLogger("bedside.extension")
 
 
-def _exact(value: Any) -> bool:
-    """No float anywhere in `value`: then orjson read the text as `json.loads` does.
-
-    orjson differs from json only in what it returns as a float: integers beyond 64 bits, which
-    json keeps exact (texts it refuses outright, such as NaN or lone surrogates, json is asked
-    about instead). Kernel messages rarely hold floats; those that do are read by json.
-    """
-    stack = [value]
-    pop, extend = stack.pop, stack.extend
-    while stack:
-        v = pop()
-        t = type(v)
-        if t is dict:
-            extend(v.values())
-        elif t is list:
-            extend(v)
-        elif t is float:
-            return False
-    return True
-
-
 class Parsed:
     """One message from the gateway, parsed once, and written out again for the browser.
 
     Read by orjson (several times faster than json for a small message, and for a megabyte
-    output at about memory speed) whenever that gives exactly `json.loads`'s value (`_exact`),
+    output at about memory speed) whenever that gives exactly `json.loads`'s value (`holds_float`),
     else by json. The mirror encodes the committed bytes from this value (`canonical_json`, by
     orjson too) and the receipt's digest decides whether they are the ones the hospital signed.
     """
@@ -68,7 +48,7 @@ class Parsed:
         except orjson.JSONDecodeError:
             msg = None
         else:
-            self.exact = _exact(msg)
+            self.exact = not holds_float(msg)
         self.msg: Any = msg if self.exact else json.loads(text)
 
     def dumps(self) -> str | bytes:

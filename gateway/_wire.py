@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from bedside.errors import GatewayError
+from bedside.ledger.commitment import holds_float
 from bedside.ledger.entries import now
 
 DELIM = b"<IDS|MSG>"
@@ -71,26 +72,6 @@ class Message:
 _decode = json.JSONDecoder().decode
 
 
-def _has_float(obj: Any) -> bool:
-    stack = [obj]
-    pop, push = stack.pop, stack.append
-    while stack:
-        o = pop()
-        t = type(o)
-        if t is dict:
-            for v in o.values():
-                tv = type(v)
-                if tv is float:
-                    return True
-                if tv is dict or tv is list:
-                    push(v)
-        elif t is list:
-            stack.extend(o)
-        elif t is float:
-            return True
-    return False
-
-
 def _load_dict(raw: bytes, what: str) -> dict[str, Any]:
     try:
         # orjson reads a megabyte output in half of json's time. It reads an integer beyond
@@ -99,7 +80,7 @@ def _load_dict(raw: bytes, what: str) -> dict[str, Any]:
         # orjson refuses and json reads (NaN, lone surrogate escapes) is read by json too: the
         # sentry reads every message exactly as json reads it.
         value = orjson.loads(raw)
-        if _has_float(value):
+        if holds_float(value):
             raise orjson.JSONDecodeError("floats are read by json", "", 0)
     except orjson.JSONDecodeError:
         try:

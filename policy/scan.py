@@ -135,7 +135,8 @@ def _reversed_pass(index: IdentifierIndex, text: str, raw: bytes) -> list[tuple[
     are `raw` (the reversed bytes are the reversed text's). The core reverses the bytes itself,
     and the reversed text is made only when they hold a match: almost no output holds a value
     written backwards, and each reversal of a megabyte costs a twentieth of the scan."""
-    return index._find_lowered(lambda: text[::-1], raw, backwards=True)
+    found: list[tuple[int, int, str]] = index._find_lowered(lambda: text[::-1], raw, backwards=True)
+    return found
 
 
 def _printable(data: bytes) -> str | None:
