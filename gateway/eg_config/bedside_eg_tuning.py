@@ -26,6 +26,7 @@ import datetime as _dt
 import json
 import logging
 import re
+import struct
 import uuid
 from typing import Any
 
@@ -56,6 +57,7 @@ def apply() -> None:
     _splice_large_content(cls)
     _fast_dates()
     _lean_activity()
+    _unjoined_large_frames()
     cls._bedside_tuned = True
 
 
@@ -119,7 +121,7 @@ def _splice_large_content(cls: Any) -> None:
             return original(self, stream, msg_list)
         # ZMQChannelsHandler._on_zmq_reply
         _idents, fed_msg_list = self.session.feed_identities(msg_list)
-        msg = self.session.deserialize(fed_msg_list)
+        msg = _deserialize(self.session, fed_msg_list, frame)
         channel = getattr(stream, "channel", None)
         parts = fed_msg_list[1:]
         self._on_error(channel, msg, parts)
@@ -152,6 +154,81 @@ def _splice_large_content(cls: Any) -> None:
 
     _on_zmq_reply._bedside_splice = True  # type: ignore[attr-defined]
     cls._on_zmq_reply = _on_zmq_reply
+
+
+#: The versions `_deserialize` and `_unjoined_large_frames` were written against, read from:
+#: jupyter_client 6.1.12 `Session.deserialize` and tornado 6.6.1 `WebSocketProtocol13._write_frame`.
+#: Any other version takes the stock path.
+_JUPYTER_CLIENT = "6.1.12"
+_TORNADO = "6.6.1"
+
+
+def _orjson() -> Any:
+    """orjson, if installed and the versions `_deserialize` was read against are; else None."""
+    try:
+        import jupyter_client
+        import orjson
+    except ImportError:
+        return None
+    return orjson if jupyter_client.__version__ == _JUPYTER_CLIENT else None
+
+
+def _deserialize(session: Any, fed_msg_list: list[Any], frame: bytes) -> dict[str, Any]:
+    """`session.deserialize(fed_msg_list)` with the large content frame parsed by orjson.
+
+    Stock (jupyter_client 6.1.12) checks the signature over all four parts, refuses a replayed
+    signature and records it, parses header, parent and metadata, then parses the content with
+    `json.loads(frame.decode("utf8"))`: a UTF-8 decode and a pure-Python-speed pass over the
+    megabyte. Here `deserialize(content=False)` does the same signature and replay checks and
+    the same header parts, the signature is recorded as stock records it, and the content is
+    parsed by orjson, which accepts a subset of what the stock parser accepts (strict UTF-8
+    and RFC 8259: no NaN, no integer beyond 64 bits, no lone surrogate) and reads it to the same
+    value. Anything orjson refuses is parsed by the stock unpacker, which raises as stock does.
+    On the splice path the content's value is only checked, never re-serialised: the client gets
+    the frame as the kernel wrote it.
+    """
+    from jupyter_client.session import json_unpacker
+
+    orjson = _orjson()
+    if orjson is None or session.unpack is not json_unpacker or session.auth is None:
+        return session.deserialize(fed_msg_list)
+    msg = session.deserialize(fed_msg_list, content=False)
+    # content=False skips recording the signature (stock: "don't store if just peeking")
+    session._add_digest(fed_msg_list[0])
+    try:
+        msg["content"] = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        msg["content"] = session.unpack(frame)
+    return msg
+
+
+def _unjoined_large_frames() -> None:
+    """A large server websocket frame written as header, then payload: no megabyte join.
+
+    Stock tornado 6.6.1 builds every frame as `header + data`, a copy of the whole message
+    before the socket write. For an unmasked (server side) data frame over 64 KiB the header
+    (the same 10 bytes stock builds) and the payload go to the stream as two writes instead;
+    tornado's write buffer keeps a large payload as a view, so the bytes on the wire are the
+    same with one copy fewer. Anything else (small, masked, control frames, another tornado)
+    takes the stock method.
+    """
+    import tornado
+    from tornado.websocket import WebSocketProtocol13
+
+    stock = WebSocketProtocol13._write_frame
+    if tornado.version != _TORNADO or getattr(stock, "_bedside_unjoined", False):
+        return
+
+    def _write_frame(self: Any, fin: bool, opcode: int, data: bytes, flags: int = 0) -> Any:
+        if type(data) is not bytes or len(data) <= 0xFFFF or self.mask_outgoing or opcode & 0x8:
+            return stock(self, fin, opcode, data, flags)
+        head = struct.pack("!BBQ", (self.FIN if fin else 0) | opcode | flags, 127, len(data))
+        self._wire_bytes_out += len(head) + len(data)
+        self.stream.write(head)
+        return self.stream.write(data)
+
+    _write_frame._bedside_unjoined = True  # type: ignore[attr-defined]
+    WebSocketProtocol13._write_frame = _write_frame
 
 
 def _fast_dates() -> None:

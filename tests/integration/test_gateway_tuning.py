@@ -230,3 +230,157 @@ def test_header_dates_parse_as_stock(eg_python, tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == {"fast": True, "diff": []}
+
+
+# The content check of a large message (orjson in the tuned path, the stock parser on anything it
+# refuses): the same wire frames, signed by the kernel's key, through the stock and the tuned
+# handler. Content the stock parser accepts and orjson refuses (NaN, an integer beyond 64 bits, a
+# lone surrogate) must still reach the client as stock sends it; content neither accepts (bad
+# UTF-8, not JSON), a bad signature and a replayed message must fail as stock fails.
+CHECK_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    from jupyter_client.session import Session
+    from traitlets.config.loader import PyFileConfigLoader
+    from enterprise_gateway.services.kernels import handlers
+
+    cls = handlers.ZMQChannelsHandler
+    stock = cls._on_zmq_reply
+    PyFileConfigLoader("{name}", path=sys.argv[1]).load_config()
+    tuned = cls._on_zmq_reply
+    key = b"k" * 32
+
+    class Stream:
+        channel = "iopub"
+        def closed(self):
+            return False
+
+    class KM:
+        allow_tracebacks = True
+        traceback_replacement_message = "masked"
+
+    class Connection:
+        selected_subprotocol = None
+
+    class App:
+        settings = {{"kernel_manager": KM()}}
+
+    def handler():
+        h = object.__new__(cls)
+        h.__dict__.update(
+            session=Session(key=key), ws_connection=Connection(),
+            application=App(), sent=[], _iopub_window_byte_queue=[],
+            _iopub_window_msg_count=0, _iopub_window_byte_count=0,
+            _iopub_msgs_exceeded=False, _iopub_data_exceeded=False,
+        )
+        h.write_message = lambda m, binary=False: h.sent.append((m, binary))
+        return h
+
+    kernel = Session(key=key, username="k")
+    pad = "x" * 100_000
+    contents = [
+        b'{{"name": "stdout", "text": "' + pad.encode() + b'"}}',
+        b'{{"name": "stdout", "n": NaN, "text": "' + pad.encode() + b'"}}',
+        b'{{"name": "stdout", "n": ' + str(2**70).encode() + b', "text": "' + pad.encode() + b'"}}',
+        b'{{"name": "stdout", "text": "\\\\ud800' + pad.encode() + b'"}}',
+        b'{{"name": "stdout", "text": "\\xff' + pad.encode() + b'"}}',
+        b'{{"name": "stdout", "text": "' + pad.encode() + b'"',
+    ]
+    def wire(raw, good=True):
+        parts = kernel.serialize(kernel.msg("stream", content={{}}))
+        parts[-1] = raw  # parts: delimiter, signature, header, parent, metadata, content
+        parts[1] = kernel.sign(parts[2:6]) if good else b"0" * 64
+        return parts
+    def run(fn, h, parts):
+        try:
+            fn(h, Stream(), [b"ident"] + list(parts))
+        except Exception as exc:
+            return "error " + type(exc).__name__
+        (data, binary), = h.sent
+        h.sent.clear()
+        return json.dumps([json.loads(data), binary], sort_keys=True)
+    out = []
+    for raw in contents:
+        for good in (True, False):
+            parts = wire(raw, good)
+            got = {{label: run(fn, handler(), parts) for label, fn in
+                   (("stock", stock), ("tuned", tuned))}}
+            out.append({{"same": got["stock"] == got["tuned"], "stock": got["stock"][:40]}})
+    # replay: the second delivery of one message is refused by both
+    parts = wire(contents[0])
+    for label, fn in (("stock", stock), ("tuned", tuned)):
+        h = handler()
+        out.append({{"replay": label, "first": run(fn, h, parts)[:5],
+                     "second": run(fn, h, parts)}})
+    print(json.dumps(out))
+    """
+).format(name=CONFIG_NAME)
+
+
+def test_large_content_is_checked_as_stock(eg_python, tmp_path):
+    write_config(tmp_path, nodelay=True)
+    result = probe(eg_python, tmp_path, CHECK_PROBE)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    cases, replays = report[:-2], report[-2:]
+    assert all(case["same"] for case in cases), cases
+    accepted = [not case["stock"].startswith("error") for case in cases]
+    # valid, NaN, big int, lone surrogate pass (signed); bad UTF-8, not JSON, bad signature fail
+    assert accepted == [True, False, True, False, True, False, True, False] + [False] * 4
+    for replay in replays:
+        assert replay["first"] != "error"
+        assert replay["second"] == "error ValueError"
+
+
+# Server websocket frames as tornado writes them, stock and tuned: the bytes handed to the
+# stream, joined, must be the same for every size and opcode (large frames only are split).
+FRAME_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    from tornado.websocket import WebSocketProtocol13
+    from traitlets.config.loader import PyFileConfigLoader
+
+    stock = WebSocketProtocol13._write_frame
+    PyFileConfigLoader("{name}", path=sys.argv[1]).load_config()
+    tuned = WebSocketProtocol13._write_frame
+
+    class Stream:
+        def __init__(self):
+            self.chunks = []
+        def write(self, data):
+            self.chunks.append(bytes(data))
+            return len(self.chunks)
+
+    def frames(fn, fin, opcode, data, mask):
+        p = object.__new__(WebSocketProtocol13)
+        p.stream, p.mask_outgoing, p._wire_bytes_out = Stream(), mask, 0
+        fn(p, fin, opcode, data)
+        return b"".join(p.stream.chunks), p._wire_bytes_out, len(p.stream.chunks)
+
+    out = []
+    for size in (0, 125, 126, 65535, 65536, 1_000_000):
+        for opcode in (0x1, 0x2):
+            for fin in (True, False):
+                data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+                s = frames(stock, fin, opcode, data, False)
+                t = frames(tuned, fin, opcode, data, False)
+                out.append({{"size": size, "same": s[:2] == t[:2], "writes": t[2]}})
+    data = b"y" * 100_000
+    masked = frames(tuned, True, 0x1, data, True)
+    out.append({{"masked": True, "writes": masked[2], "len": masked[1]}})
+    print(json.dumps({{"patched": tuned is not stock, "cases": out}}))
+    """
+).format(name=CONFIG_NAME)
+
+
+def test_large_frames_reach_the_wire_unchanged(eg_python, tmp_path):
+    write_config(tmp_path, nodelay=True)
+    result = probe(eg_python, tmp_path, FRAME_PROBE)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["patched"] is True
+    *cases, masked = report["cases"]
+    assert all(case["same"] for case in cases), cases
+    assert {case["size"] for case in cases if case["writes"] == 2} == {65536, 1_000_000}
+    # a masked (client side) frame takes the stock join, masked: 4 mask bytes more
+    assert masked == {"masked": True, "writes": 1, "len": 100_000 + 10 + 4}
