@@ -202,15 +202,22 @@ def _deserialize(session: Any, fed_msg_list: list[Any], frame: bytes) -> dict[st
     return msg
 
 
+#: Frames from this size on are written unjoined: the payload's first `_LEAD` bytes go with the
+#: header, the rest (always more than tornado's 2 KiB small-write threshold) as a view.
+_UNJOINED_MIN = 1 << 18
+_LEAD = 1 << 16
+
+
 def _unjoined_large_frames() -> None:
     """A large server websocket frame written as header, then payload: no megabyte join.
 
     Stock tornado 6.6.1 builds every frame as `header + data`, a copy of the whole message
-    before the socket write. For an unmasked (server side) data frame over 64 KiB the header
-    (the same 10 bytes stock builds) and the payload go to the stream as two writes instead;
-    tornado's write buffer keeps a large payload as a view, so the bytes on the wire are the
-    same with one copy fewer. Anything else (small, masked, control frames, another tornado)
-    takes the stock method.
+    before the socket write. For an unmasked (server side) data frame of 256 KiB or more the
+    header (the same 10 bytes stock builds) goes to the stream with the payload's first 64 KiB,
+    and the rest of the payload as a view, which tornado's write buffer keeps without a copy:
+    the same bytes on the wire, a 64 KiB copy instead of the whole frame's. (The header alone
+    as a write of its own cost more than the copy it saved: a 10-byte send.) Anything else
+    (small, masked, control frames, another tornado) takes the stock method.
     """
     import tornado
     from tornado.websocket import WebSocketProtocol13
@@ -220,12 +227,19 @@ def _unjoined_large_frames() -> None:
         return
 
     def _write_frame(self: Any, fin: bool, opcode: int, data: bytes, flags: int = 0) -> Any:
-        if type(data) is not bytes or len(data) <= 0xFFFF or self.mask_outgoing or opcode & 0x8:
+        if (
+            type(data) is not bytes
+            or len(data) < _UNJOINED_MIN
+            or self.mask_outgoing
+            or opcode & 0x8
+        ):
             return stock(self, fin, opcode, data, flags)
         head = struct.pack("!BBQ", (self.FIN if fin else 0) | opcode | flags, 127, len(data))
         self._wire_bytes_out += len(head) + len(data)
-        self.stream.write(head)
-        return self.stream.write(data)
+        # the header travels with the payload's first 64 KiB (one socket write, as stock's
+        # first), the rest as a view of the payload (tornado buffers a view, no copy)
+        self.stream.write(head + data[:_LEAD])
+        return self.stream.write(memoryview(data)[_LEAD:])
 
     _write_frame._bedside_unjoined = True  # type: ignore[attr-defined]
     WebSocketProtocol13._write_frame = _write_frame

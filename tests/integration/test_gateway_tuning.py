@@ -333,7 +333,8 @@ def test_large_content_is_checked_as_stock(eg_python, tmp_path):
 
 
 # Server websocket frames as tornado writes them, stock and tuned: the bytes handed to the
-# stream, joined, must be the same for every size and opcode (large frames only are split).
+# stream, joined, must be the same for every size and opcode (frames of 256 KiB or more only are
+# split).
 FRAME_PROBE = textwrap.dedent(
     """
     import json, sys
@@ -358,7 +359,7 @@ FRAME_PROBE = textwrap.dedent(
         return b"".join(p.stream.chunks), p._wire_bytes_out, len(p.stream.chunks)
 
     out = []
-    for size in (0, 125, 126, 65535, 65536, 1_000_000):
+    for size in (0, 125, 126, 65535, 65536, 262143, 262144, 262145, 1_000_000):
         for opcode in (0x1, 0x2):
             for fin in (True, False):
                 data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
@@ -381,6 +382,6 @@ def test_large_frames_reach_the_wire_unchanged(eg_python, tmp_path):
     assert report["patched"] is True
     *cases, masked = report["cases"]
     assert all(case["same"] for case in cases), cases
-    assert {case["size"] for case in cases if case["writes"] == 2} == {65536, 1_000_000}
+    assert {case["size"] for case in cases if case["writes"] == 2} == {262144, 262145, 1_000_000}
     # a masked (client side) frame takes the stock join, masked: 4 mask bytes more
     assert masked == {"masked": True, "writes": 1, "len": 100_000 + 10 + 4}
