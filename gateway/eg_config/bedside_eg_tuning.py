@@ -18,6 +18,15 @@ parsing to the same JSON value, after the same signature checks. Measured per 1 
 - The activity monitor (idle culling) verifies and parses only status messages: for any other
   iopub message stock EG computes the HMAC over the whole message only to read its type, after
   it has already recorded the activity.
+- The content frame of a large message is checked by orjson (a subset of what the stock parser
+  accepts; anything it refuses goes to the stock parser), after the stock signature and replay
+  checks: ~0.9 ms less per MB than decoding the frame and parsing it with the json module.
+- A large websocket frame is written unjoined (the header with the first 64 KiB, the rest as a
+  view) instead of tornado's `header + payload` copy of the whole message.
+
+The last two are guarded to the versions they were read against (jupyter_client 6.1.12,
+tornado 6.6.1) and fall back to the stock path otherwise. Together they took the gateway's CPU
+per 1 MB cell from 6.8 to 4.8 ms (`bench/gateway_hop_ab.py`, old and new tuning side by side).
 """
 
 from __future__ import annotations
@@ -37,6 +46,14 @@ log = logging.getLogger("bedside.eg_tuning")
 #: about, and every message the handler may rewrite, such as `error`, is small).
 SPLICE_MIN_BYTES = 64 * 1024
 
+#: The versions the patches were written against (`Session.deserialize`, tornado's
+#: `WebSocketProtocol13._write_frame`, jupyter_server's `_on_zmq_reply`, EG's activity monitor).
+#: Any other version takes the stock path.
+_JUPYTER_CLIENT = "6.1.12"
+_TORNADO = "6.6.1"
+_JUPYTER_SERVER = "1.24.0"
+_ENTERPRISE_GATEWAY = "3.3.0"
+
 _V1 = "v1.kernel.websocket.jupyter.org"
 # Unguessable per process: the slot the content frame goes into, never sent anywhere.
 _SLOT_TEXT = "bedside-content-" + uuid.uuid4().hex
@@ -54,11 +71,29 @@ def apply() -> None:
     if getattr(cls, "_bedside_tuned", False):
         return
     _nodelay(cls)
-    _splice_large_content(cls)
-    _fast_dates()
-    _lean_activity()
-    _unjoined_large_frames()
+    # The rest reimplements or reads private parts of the versions pinned by
+    # gateway/requirements-eg.txt: on any other version those stay stock (nodelay is public API).
+    if _versions_read_against():
+        _splice_large_content(cls)
+        _fast_dates()
+        _lean_activity()
+        _unjoined_large_frames()
+    else:
+        log.warning("bedside: websocket tuning off (not the versions it was written against)")
     cls._bedside_tuned = True
+
+
+def _versions_read_against() -> bool:
+    """True if EG, jupyter_server and jupyter_client are the versions the patches copy from."""
+    import jupyter_client
+    import jupyter_server
+    from enterprise_gateway._version import __version__ as eg_version
+
+    return (eg_version, jupyter_server.__version__, jupyter_client.__version__) == (
+        _ENTERPRISE_GATEWAY,
+        _JUPYTER_SERVER,
+        _JUPYTER_CLIENT,
+    )
 
 
 def _nodelay(cls: Any) -> None:
@@ -154,13 +189,6 @@ def _splice_large_content(cls: Any) -> None:
 
     _on_zmq_reply._bedside_splice = True  # type: ignore[attr-defined]
     cls._on_zmq_reply = _on_zmq_reply
-
-
-#: The versions `_deserialize` and `_unjoined_large_frames` were written against, read from:
-#: jupyter_client 6.1.12 `Session.deserialize` and tornado 6.6.1 `WebSocketProtocol13._write_frame`.
-#: Any other version takes the stock path.
-_JUPYTER_CLIENT = "6.1.12"
-_TORNADO = "6.6.1"
 
 
 def _orjson() -> Any:

@@ -1,6 +1,8 @@
-"""The TCP_NODELAY fix shipped in the gateway configuration, checked inside Enterprise Gateway's
+"""The websocket tuning shipped in the gateway configuration, checked inside Enterprise Gateway's
 own environment: loading the config patches EG's kernel websocket handler so that every socket
-it opens sets nodelay, and a stock config (nodelay off) leaves the handler alone."""
+it opens sets nodelay, and a stock config (nodelay off) leaves the handler alone; each other
+patch is compared against the stock code on the same input (what the client receives, what is
+refused), and stays off on versions it was not written against."""
 
 from __future__ import annotations
 
@@ -385,3 +387,31 @@ def test_large_frames_reach_the_wire_unchanged(eg_python, tmp_path):
     assert {case["size"] for case in cases if case["writes"] == 2} == {262144, 262145, 1_000_000}
     # a masked (client side) frame takes the stock join, masked: 4 mask bytes more
     assert masked == {"masked": True, "writes": 1, "len": 100_000 + 10 + 4}
+
+
+# On any other version of what the patches copy from, only nodelay (public API) is applied.
+GUARD_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    import jupyter_client
+    from jupyter_client import jsonutil
+    from tornado.websocket import WebSocketProtocol13
+    from traitlets.config.loader import PyFileConfigLoader
+    from enterprise_gateway.services.kernels import handlers
+
+    jupyter_client.__version__ = "6.1.13"
+    cls = handlers.ZMQChannelsHandler
+    before = (cls.open, cls._on_zmq_reply, jsonutil.parse_date, WebSocketProtocol13._write_frame)
+    PyFileConfigLoader("{name}", path=sys.argv[1]).load_config()
+    after = (cls.open, cls._on_zmq_reply, jsonutil.parse_date, WebSocketProtocol13._write_frame)
+    print(json.dumps([a is not b for a, b in zip(before, after)]))
+    """
+).format(name=CONFIG_NAME)
+
+
+def test_other_versions_stay_stock(eg_python, tmp_path):
+    write_config(tmp_path, nodelay=True)
+    result = probe(eg_python, tmp_path, GUARD_PROBE)
+    assert result.returncode == 0, result.stderr
+    # only `open` (nodelay) is patched
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [True, False, False, False]
