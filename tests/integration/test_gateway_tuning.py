@@ -105,11 +105,10 @@ def test_empty_token_file_stops_the_gateway(eg_python, tmp_path):
     assert "is empty" in result.stderr
 
 
-# The same ZMQ messages through EG's stock `_on_zmq_reply` and through the tuned one, on a
-# handler whose websocket is a list: the client must receive the same messages (same JSON
-# values, same frames kind), large or small, ASCII or not, with buffers or an error.
-SPLICE_PROBE = textwrap.dedent(
-    """
+# EG's `_on_zmq_reply`, stock and as the config left it, and a handler to drive it whose websocket
+# is a list: the start of the message probes below (`tracebacks` is the kernel manager's
+# allow_tracebacks).
+HANDLER_HARNESS = """
     import json, sys
     from jupyter_client.session import Session
     from traitlets.config.loader import PyFileConfigLoader
@@ -127,7 +126,7 @@ SPLICE_PROBE = textwrap.dedent(
             return False
 
     class KM:
-        allow_tracebacks = False
+        allow_tracebacks = {tracebacks}
         traceback_replacement_message = "masked"
 
     class Connection:
@@ -145,6 +144,17 @@ SPLICE_PROBE = textwrap.dedent(
             _iopub_msgs_exceeded=False, _iopub_data_exceeded=False,
         )
         h.write_message = lambda m, binary=False: h.sent.append((m, binary))
+        return h
+
+"""
+
+# The same ZMQ messages through EG's stock `_on_zmq_reply` and through the tuned one, on a
+# handler whose websocket is a list: the client must receive the same messages (same JSON
+# values, same frames kind), large or small, ASCII or not, with buffers or an error.
+SPLICE_PROBE = textwrap.dedent(
+    HANDLER_HARNESS
+    + """
+    def counting(h):
         reserialize = h._reserialize_reply
         def counted(*args, **kwargs):
             h.reserialized = True
@@ -171,7 +181,7 @@ SPLICE_PROBE = textwrap.dedent(
         wire += buffers
         got = {{}}
         for label, fn in (("stock", stock), ("tuned", tuned)):
-            h = handler()
+            h = counting(handler())
             fn(h, Stream(), [b"ident"] + list(wire))
             (data, binary), = h.sent
             if not binary:
@@ -183,7 +193,7 @@ SPLICE_PROBE = textwrap.dedent(
         out.append({{"type": msg_type, "same": got["stock"] == got["tuned"], "spliced": spliced}})
     print(json.dumps({{"spliced": getattr(tuned, "_bedside_splice", False), "cases": out}}))
     """
-).format(name=CONFIG_NAME)
+).format(name=CONFIG_NAME, tracebacks=False)
 
 
 def test_large_messages_reach_the_client_unchanged(eg_python, tmp_path):
@@ -240,44 +250,8 @@ def test_header_dates_parse_as_stock(eg_python, tmp_path):
 # lone surrogate) must still reach the client as stock sends it; content neither accepts (bad
 # UTF-8, not JSON), a bad signature and a replayed message must fail as stock fails.
 CHECK_PROBE = textwrap.dedent(
-    """
-    import json, sys
-    from jupyter_client.session import Session
-    from traitlets.config.loader import PyFileConfigLoader
-    from enterprise_gateway.services.kernels import handlers
-
-    cls = handlers.ZMQChannelsHandler
-    stock = cls._on_zmq_reply
-    PyFileConfigLoader("{name}", path=sys.argv[1]).load_config()
-    tuned = cls._on_zmq_reply
-    key = b"k" * 32
-
-    class Stream:
-        channel = "iopub"
-        def closed(self):
-            return False
-
-    class KM:
-        allow_tracebacks = True
-        traceback_replacement_message = "masked"
-
-    class Connection:
-        selected_subprotocol = None
-
-    class App:
-        settings = {{"kernel_manager": KM()}}
-
-    def handler():
-        h = object.__new__(cls)
-        h.__dict__.update(
-            session=Session(key=key), ws_connection=Connection(),
-            application=App(), sent=[], _iopub_window_byte_queue=[],
-            _iopub_window_msg_count=0, _iopub_window_byte_count=0,
-            _iopub_msgs_exceeded=False, _iopub_data_exceeded=False,
-        )
-        h.write_message = lambda m, binary=False: h.sent.append((m, binary))
-        return h
-
+    HANDLER_HARNESS
+    + """
     kernel = Session(key=key, username="k")
     pad = "x" * 100_000
     contents = [
@@ -316,7 +290,7 @@ CHECK_PROBE = textwrap.dedent(
                      "second": run(fn, h, parts)}})
     print(json.dumps(out))
     """
-).format(name=CONFIG_NAME)
+).format(name=CONFIG_NAME, tracebacks=True)
 
 
 def test_large_content_is_checked_as_stock(eg_python, tmp_path):
