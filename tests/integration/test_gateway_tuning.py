@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -84,12 +85,17 @@ def probe(eg_python, config_dir, script: str = "") -> subprocess.CompletedProces
     )
 
 
+def probe_report(eg_python, config_dir, script: str = "") -> Any:
+    """What `probe` printed last, as JSON, once the probe has run to its end."""
+    result = probe(eg_python, config_dir, script)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("nodelay", [True, False])
 def test_config_patches_websockets_to_nodelay(eg_python, tmp_path, nodelay):
     write_config(tmp_path, nodelay=nodelay)
-    result = probe(eg_python, tmp_path)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = probe_report(eg_python, tmp_path)
     assert report["token"] == "a-token-of-enough-length"
     assert report["list_kernels"] is False
     assert report["patched"] is nodelay
@@ -198,9 +204,7 @@ SPLICE_PROBE = textwrap.dedent(
 
 def test_large_messages_reach_the_client_unchanged(eg_python, tmp_path):
     write_config(tmp_path, nodelay=True)
-    result = probe(eg_python, tmp_path, SPLICE_PROBE)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = probe_report(eg_python, tmp_path, SPLICE_PROBE)
     assert report["spliced"] is True
     cases = report["cases"]
     assert all(case["same"] for case in cases), cases
@@ -238,9 +242,7 @@ DATES_PROBE = textwrap.dedent(
 
 def test_header_dates_parse_as_stock(eg_python, tmp_path):
     write_config(tmp_path, nodelay=True)
-    result = probe(eg_python, tmp_path, DATES_PROBE)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = probe_report(eg_python, tmp_path, DATES_PROBE)
     assert report == {"fast": True, "diff": []}
 
 
@@ -295,9 +297,7 @@ CHECK_PROBE = textwrap.dedent(
 
 def test_large_content_is_checked_as_stock(eg_python, tmp_path):
     write_config(tmp_path, nodelay=True)
-    result = probe(eg_python, tmp_path, CHECK_PROBE)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = probe_report(eg_python, tmp_path, CHECK_PROBE)
     cases, replays = report[:-2], report[-2:]
     assert all(case["same"] for case in cases), cases
     accepted = [not case["stock"].startswith("error") for case in cases]
@@ -352,9 +352,7 @@ FRAME_PROBE = textwrap.dedent(
 
 def test_large_frames_reach_the_wire_unchanged(eg_python, tmp_path):
     write_config(tmp_path, nodelay=True)
-    result = probe(eg_python, tmp_path, FRAME_PROBE)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = probe_report(eg_python, tmp_path, FRAME_PROBE)
     assert report["patched"] is True
     *cases, masked = report["cases"]
     assert all(case["same"] for case in cases), cases
@@ -385,7 +383,5 @@ GUARD_PROBE = textwrap.dedent(
 
 def test_other_versions_stay_stock(eg_python, tmp_path):
     write_config(tmp_path, nodelay=True)
-    result = probe(eg_python, tmp_path, GUARD_PROBE)
-    assert result.returncode == 0, result.stderr
     # only `open` (nodelay) is patched
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == [True, False, False, False]
+    assert probe_report(eg_python, tmp_path, GUARD_PROBE) == [True, False, False, False]
