@@ -208,11 +208,16 @@ class RowStructure:
         return _strided_match(self._hashes, q, K) or _strided_match(self._long, q, K_LONG)
 
 
+def has_ascii_digit(text: str) -> bool:
+    """Whether `text` holds a digit 0-9: ten substring searches at memchr speed, far quicker on
+    a long text than any regex or per-character loop."""
+    return any(d in text for d in _ASCII_DIGITS)
+
+
 def numbers_in(text: str, limit: int = 200_000) -> np.ndarray:
     text = text[:limit]
-    if text.isascii() and not any(d in text for d in _ASCII_DIGITS):
-        # No digit at all (ten substring searches at memchr speed): no number.
-        return np.empty(0)
+    if text.isascii() and not has_ascii_digit(text):
+        return np.empty(0)  # no digit at all: no number
     found = _NUM.findall(text)
     if not found:
         return np.empty(0)
