@@ -40,6 +40,11 @@ import struct
 import uuid
 from typing import Any
 
+try:  # installed by gateway/requirements-eg.txt; without it large content takes the stock parse
+    import orjson
+except ImportError:  # pragma: no cover
+    orjson = None
+
 log = logging.getLogger("bedside.eg_tuning")
 
 #: Content frames at least this long are forwarded as written; smaller ones take the stock path
@@ -192,16 +197,6 @@ def _splice_large_content(cls: Any) -> None:
     cls._on_zmq_reply = _on_zmq_reply
 
 
-def _orjson() -> Any:
-    """orjson, if installed and the versions `_deserialize` was read against are; else None."""
-    try:
-        import jupyter_client
-        import orjson
-    except ImportError:
-        return None
-    return orjson if jupyter_client.__version__ == _JUPYTER_CLIENT else None
-
-
 def _deserialize(session: Any, fed_msg_list: list[Any], frame: bytes) -> dict[str, Any]:
     """`session.deserialize(fed_msg_list)` with the large content frame parsed by orjson.
 
@@ -218,7 +213,6 @@ def _deserialize(session: Any, fed_msg_list: list[Any], frame: bytes) -> dict[st
     """
     from jupyter_client.session import json_unpacker
 
-    orjson = _orjson()
     if orjson is None or session.unpack is not json_unpacker or session.auth is None:
         return session.deserialize(fed_msg_list)
     msg = session.deserialize(fed_msg_list, content=False)
