@@ -17,9 +17,10 @@ import html
 import logging
 import re
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from bedside.policy.decision import Action, Decision, Layer
 
@@ -29,6 +30,15 @@ log = logging.getLogger("bedside.sentry")
 # The value itself never travels further than the scanner.
 Finding = tuple[str, str]
 Scan = Callable[[str], Finding | None]
+# The scanner asked only for what crosses a position of the text: (text, seam) -> finding.
+SeamScan = Callable[[str, int], Finding | None]
+
+
+class PolicyScan(Protocol):
+    """A policy's scanner (`policy_scanner`): a `Scan` that can also be given a seam."""
+
+    def __call__(self, text: str, seam: int | None = None) -> Finding | None: ...
+
 
 # Messages whose content the guard rebuilds from a fixed shape instead of scanning.
 STATUS_STATES = frozenset({"busy", "idle", "starting"})
@@ -320,7 +330,7 @@ def _date_columns(frames: list[tuple[Any, list[str]]]) -> set[str]:
     return out
 
 
-def policy_scanner(policy: Any) -> tuple[Scan, int]:
+def policy_scanner(policy: Any) -> tuple[PolicyScan, int]:
     """The text scanner of a policy and the number of identifier values it knows.
 
     It reads the policy's datasets itself (the sentry is trusted and may), so rows that escaped
@@ -347,14 +357,28 @@ def policy_scanner(policy: Any) -> tuple[Scan, int]:
             return not _DIGITS_AND_SEPARATORS.match(span)
         return True
 
-    def scan(text: str) -> Finding | None:
+    def across(finding: Any, seam: int | None) -> bool:
+        return seam is None or finding.start < seam < finding.end
+
+    def scan(text: str, seam: int | None = None) -> Finding | None:
+        """The first finding in `text`; with `seam`, only one that spans that position (a
+        value that neither side of it holds alone: see `StreamSeams`)."""
         scanned = text
-        found = [f for f in scan_text(text, index, phi_kinds=kinds) if plausible(f, scanned)]
+        found = [
+            f
+            for f in scan_text(text, index, phi_kinds=kinds)
+            if plausible(f, scanned) and across(f, seam)
+        ]
         if not found and _lines_join_runs(text):
             # scan_text reads a base64 run across line breaks (wrapped base64), so a run next
             # to a line of ordinary words decodes to nothing. Read each line on its own too.
             scanned = text.replace("\n", _LINE_BREAK)
-            found = [f for f in scan_text(scanned, index, phi_kinds=kinds) if plausible(f, scanned)]
+            moved = None if seam is None else len(text[:seam].replace("\n", _LINE_BREAK))
+            found = [
+                f
+                for f in scan_text(scanned, index, phi_kinds=kinds)
+                if plausible(f, scanned) and across(f, moved)
+            ]
         if not found:
             return None
         first = found[0]
@@ -369,6 +393,54 @@ def policy_scanner(policy: Any) -> tuple[Scan, int]:
         return rule, f"{what}, {how}-encoded" if how else what
 
     return scan, len(index) if index is not None else 0
+
+
+# Characters of a stream's released text kept to scan across its next message: more than any
+# identifier value written out, even encoded (hex doubles it, a list of character codes makes
+# five characters of one) — longer values are cut at `SEAM_CHARS // 6` characters (below).
+SEAM_CHARS = 1536
+# Cells whose streams are remembered (output may still come after a cell's idle status, from
+# a thread the cell started, and is shown in that cell).
+SEAM_CELLS = 64
+
+
+class StreamSeams:
+    """What a client shows joined: consecutive stream messages of one cell and stream name.
+
+    JupyterLab merges them into one output and a terminal prints them in a row, so code that
+    writes a value in pieces, flushing between them, shows it whole although no message holds
+    it, and the in-kernel guard that would look at the seam can be switched off. The sentry
+    therefore scans each stream message once more, joined to the end of the text it released
+    before on the same stream of the same cell (`check`), and takes only a finding that spans
+    the join: whatever lies on either side alone was scanned with its own message, in full.
+
+    What was released is what the client holds: after a blocked message, its notice.
+    """
+
+    def __init__(self, scan: SeamScan, *, width: int = SEAM_CHARS, cells: int = SEAM_CELLS):
+        self.scan = scan
+        self.width = width
+        self.cells = cells
+        self._tails: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+    def check(self, parent: str, name: str, text: str) -> Finding | None:
+        """A finding across the join of `text` to what was released before it, or None."""
+        tail = self._tails.get((parent, name))
+        if not tail or not text:
+            return None
+        try:
+            return self.scan(tail + text[: self.width], len(tail))
+        except Exception as exc:  # noqa: BLE001 - fail closed, as `scan_value` does
+            log.exception("the text scanner failed on a stream seam; the message is blocked")
+            return ("scanner_error", type(exc).__name__)
+
+    def released(self, parent: str, name: str, text: str) -> None:
+        """Note `text` as shown on that stream (the last `SEAM_CELLS` cells are kept)."""
+        key = (parent, name)
+        tail = self._tails.pop(key, "") + text
+        self._tails[key] = tail[-self.width :]
+        while len(self._tails) > self.cells:
+            self._tails.popitem(last=False)
 
 
 def _mime_allowed(mime: str, patterns: list[str]) -> bool:
@@ -401,11 +473,14 @@ class BoundaryGuard:
         mime_allow: list[str],
         max_output_bytes: int,
         notice_suffix: str = "",
+        scan_seam: SeamScan | None = None,
     ) -> None:
         self.scan = scan
         self.mime_allow = list(mime_allow)
         self.max_output_bytes = int(max_output_bytes)
         self.notice_suffix = notice_suffix
+        # Without a scanner that reports positions, any finding in the joined text counts.
+        self.seams = StreamSeams(scan_seam or (lambda text, _seam: scan(text)))
 
     # -- scanning -----------------------------------------------------------------------------
 
@@ -455,7 +530,27 @@ class BoundaryGuard:
                 return self._finding_decision(hit)
         return None
 
-    def _finding_decision(self, hit: Finding) -> Decision:
+    def joined(self, channel: str, parent: str, verdict: Verdict) -> Verdict:
+        """`verdict` on a message about to leave, for a stream message checked once more
+        joined to the text released before it on its stream and cell (`StreamSeams`); what
+        it lets out is noted there. Anything else is returned as it is."""
+        if channel != "iopub" or verdict.msg_type != "stream":
+            return verdict
+        text = verdict.content.get("text")
+        if not isinstance(text, str):
+            return verdict
+        name = str(verdict.content.get("name", ""))
+        if not verdict.blocked:
+            hit = self.seams.check(parent, name, text)
+            if hit is not None:
+                decision = self._finding_decision(hit, joined=True)
+                verdict = self.notice(channel, "stream", verdict.content, decision)
+                text = verdict.content["text"]
+                name = str(verdict.content.get("name", ""))
+        self.seams.released(parent, name, text)
+        return verdict
+
+    def _finding_decision(self, hit: Finding, *, joined: bool = False) -> Decision:
         rule, kind = hit
         if rule == "scanner_error":
             return Decision.block(
@@ -465,16 +560,19 @@ class BoundaryGuard:
                 layer=Layer.SENTRY,
                 details={"kind": kind},
             )
+        # A value written in pieces is shown whole where the client joins the pieces.
+        where = "the output, joined to the stream output before it," if joined else "the output"
         if rule == "identifier":
-            reason = f"the output contains a patient identifier value ({kind})"
+            reason = f"{where} contains a patient identifier value ({kind})"
             advice = (
                 "Aggregate before displaying (counts, means, models); identifier values of the "
                 "protected datasets never leave the hospital."
             )
         else:
-            reason = f"the output contains a personal-data pattern ({kind})"
+            reason = f"{where} contains a personal-data pattern ({kind})"
             advice = "Remove personal data (e-mail, phone, national numbers) from the output."
-        return Decision.block(rule, reason, advice, layer=Layer.SENTRY, details={"kind": kind})
+        details = {"kind": kind, "joined": "stream"} if joined else {"kind": kind}
+        return Decision.block(rule, reason, advice, layer=Layer.SENTRY, details=details)
 
     # -- the decision -------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ from bedside import _starttrace
 from bedside.errors import Error, GatewayError, ReleaseError
 from bedside.gateway._boundary import (
     BoundaryGuard,
-    Scan,
+    PolicyScan,
     Verdict,
     kernel_claim,
     policy_scanner,
@@ -228,7 +228,7 @@ class Sentry:
         self._held_client: list[tuple[str, Message]] = []
         self._held_kernel: list[tuple[str, Message]] = []
         self._guard_error: BaseException | None = None
-        self._scan: Scan | None = None
+        self._scan: PolicyScan | None = None
         self.airlock: Any = None
         self._preparer: ThreadPoolExecutor | None = None
 
@@ -271,11 +271,13 @@ class Sentry:
 
     def _build_guard(self) -> None:
         try:
+            scan = self._build_scan()
             self.guard = BoundaryGuard(
-                self._build_scan(),
+                scan,
                 mime_allow=list(self.policy.outputs.mime_allow),
                 max_output_bytes=int(self.policy.outputs.max_output_bytes),
                 notice_suffix="" if self.sandbox else NO_SANDBOX_WARNING,
+                scan_seam=scan,
             )
         except BaseException as exc:  # noqa: BLE001 - re-raised in the relay's thread
             self._guard_error = exc
@@ -345,7 +347,7 @@ class Sentry:
         self._held_kernel = []
         raise GatewayError(f"the sentry cannot build its guard: {exc}") from exc
 
-    def _build_scan(self) -> Scan:
+    def _build_scan(self) -> PolicyScan:
         scan, size = policy_scanner(self.policy)
         self._scan = scan
         log.info("identifier index: %d values from %d datasets", size, len(self.policy.datasets))
@@ -829,6 +831,8 @@ class Sentry:
             )
         if channel == "iopub" and verdict.msg_type in EGRESS_COUNTED and not verdict.blocked:
             verdict = self._egress(verdict, channel, size)
+        if self._guard_open:
+            verdict = self.guard.joined(channel, msg.parent_id, verdict)
         prepared = self._prepared(ahead, msg, verdict) if ahead is not None else None
         if verdict.blocked:
             log.info(

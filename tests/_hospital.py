@@ -195,6 +195,22 @@ class LeakOracle:
             views.append(raw.decode("utf-8", errors="ignore").lower())
         return views
 
+    def leaks_shown(self, messages: list[dict[str, Any]]) -> list[str]:
+        """Which identifier columns a client shows from `messages`: in any one of them, or in
+        the text of a cell's stream once its messages are joined, as JupyterLab joins
+        consecutive stream messages of a cell into one output and a terminal prints them in a
+        row."""
+        found = {col for msg in messages for col in self.leaks(msg)}
+        joined: dict[tuple[str, str], str] = {}
+        for msg in messages:
+            if msg.get("msg_type") == "stream":
+                parent = (msg.get("parent_header") or {}).get("msg_id", "")
+                key = (parent, msg["content"].get("name", ""))
+                joined[key] = joined.get(key, "") + str(msg["content"].get("text", ""))
+        for text in joined.values():
+            found.update(self.leaks({"text": text}))
+        return sorted(found)
+
     def leaks(self, message: dict[str, Any]) -> list[str]:
         """Which identifier columns appear in `message` (never the values themselves)."""
         text = json.dumps(message, default=str, ensure_ascii=False)

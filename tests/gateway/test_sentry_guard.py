@@ -31,7 +31,10 @@ def world(tmp_path_factory):
     scan, size = policy_scanner(load_policy(hospital.policy))
     assert size > 1000
     guard = BoundaryGuard(
-        scan, mime_allow=["text/plain", "text/html", "image/png"], max_output_bytes=10_000
+        scan,
+        mime_allow=["text/plain", "text/html", "image/png"],
+        max_output_bytes=10_000,
+        scan_seam=scan,  # as the sentry builds it
     )
     return guard, frame
 
@@ -209,3 +212,66 @@ def test_base64_next_to_ordinary_lines_is_read(world):
     encoded = base64.b64encode(rows.encode()).decode()
     for text in (f"payload\n{encoded}\n", f"{encoded}\ndone\n", f"a\nheader\n{encoded}"):
         assert check(guard, "iopub", "stream", {"name": "stdout", "text": text}).blocked, text
+
+
+# -- streams joined (StreamSeams) --------------------------------------------------------------
+
+
+def _stream(text, name="stdout"):
+    return {"name": name, "text": text}
+
+
+def test_a_seam_finding_must_span_the_join(world):
+    """Asked for a seam, the policy's scanner reports only a value that neither side holds
+    alone: both sides were scanned with their own messages, in full."""
+    guard, frame = world
+    name = str(frame.name.iloc[5])
+    cut = len(name) // 2
+    scan = guard.seams.scan
+    assert scan(name[:cut] + name[cut:], cut) is not None
+    assert scan(name + " and more", len(name)) is None
+    assert scan("before: " + name, len("before: ")) is None
+
+
+def test_the_join_is_per_cell_and_stream_and_follows_what_was_shown(world):
+    guard, frame = world
+    mrn = str(frame.mrn.iloc[6])
+    first = guard.joined("iopub", "cell-1", check(guard, "iopub", "stream", _stream(mrn[:4])))
+    assert not first.blocked
+    # Another stream, and another cell, show their own text: nothing joins there.
+    other = check(guard, "iopub", "stream", _stream(mrn[4:], "stderr"))
+    assert not guard.joined("iopub", "cell-1", other).blocked
+    assert not guard.joined(
+        "iopub", "cell-2", check(guard, "iopub", "stream", _stream(mrn[4:]))
+    ).blocked
+    second = guard.joined("iopub", "cell-1", check(guard, "iopub", "stream", _stream(mrn[4:])))
+    assert second.blocked and second.msg_type == "stream"
+    assert second.decision.details == {"kind": "mrn", "joined": "stream"}
+    assert mrn[4:] not in second.content["text"]
+    # What follows joins the notice the client was shown, not the blocked piece.
+    third = guard.joined("iopub", "cell-1", check(guard, "iopub", "stream", _stream(mrn[4:])))
+    assert not third.blocked
+
+
+def test_only_recent_cells_are_remembered(world):
+    from bedside.gateway._boundary import SEAM_CELLS, StreamSeams
+
+    seams = StreamSeams(lambda text, seam: ("identifier", "x") if "ab" in text else None)
+    seams.released("cell-0", "stdout", "a")
+    assert seams.check("cell-0", "stdout", "b") == ("identifier", "x")
+    for i in range(1, SEAM_CELLS + 1):
+        seams.released(f"cell-{i}", "stdout", "a")
+    assert seams.check("cell-0", "stdout", "b") is None
+    assert seams.check(f"cell-{SEAM_CELLS}", "stdout", "b") == ("identifier", "x")
+
+
+def test_a_scanner_without_positions_counts_any_finding_in_the_join(world):
+    """A scanner that cannot be asked for a seam (a custom `Scan`) is not trusted to tell the
+    sides apart: any finding in the joined text blocks."""
+    policy_guard, frame = world
+    name = str(frame.name.iloc[7])
+    guard = BoundaryGuard(
+        lambda text: policy_guard.scan(text), mime_allow=["text/plain"], max_output_bytes=10_000
+    )
+    guard.seams.released("c", "stdout", name)
+    assert guard.seams.check("c", "stdout", " ok") is not None
