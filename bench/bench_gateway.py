@@ -7,6 +7,10 @@ Measures, over the gateway's websocket as JupyterLab would use it:
   1 MB output   `print(TEXT)` of 1,000,000 characters, until idle (p50)   target ≤ 1.3×
   kernel start  POST /api/kernels until the first kernel_info_reply (p50) target ≤ 1.5×
 
+The guarded kernel skips ipykernel's 0.5 ms sleep before each execute_reply (kernel/kernel.py);
+the attribution runs include a plain ipykernel started with `--Kernel._execute_sleep=0`, and the
+ratio `bedside_vs_plain_nosleep_on_tuned_eg` against it is bedside's cost without that saving.
+
 Run: .venv/bin/python bench/bench_gateway.py [--out FILE] [--quick]
 Prints a table and writes the results as JSON, with the CPU time per trivial cell of each process
 (the gateway, the client, the kernel or sentry it launched, and what that started), read from
@@ -410,8 +414,18 @@ def main() -> int:
             sandbox=not args.no_sandbox,
         ),
     }
-    # Attribution (tuned gateway only): the sentry in front of a plain ipykernel, with and
-    # without bubblewrap, separates the sentry's and the sandbox's cost from the guarded kernel's.
+    # Attribution (tuned gateway only): a plain ipykernel without its 0.5 ms sleep before each
+    # execute_reply, which the guarded kernel drops (kernel/kernel.py), so that the part of the
+    # ratio that comes from that alone shows; and the sentry in front of a plain ipykernel, with
+    # and without bubblewrap, which separates the sentry's and the sandbox's cost from the
+    # guarded kernel's.
+    specs["plain-nosleep"] = local_kernelspec(
+        [
+            sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+            "--Kernel._execute_sleep=0",
+        ],
+        "plain-nosleep",
+    )  # fmt: skip
     for label, sandbox in (("sentry+plain", True), ("sentry+plain-nosandbox", False)):
         spec = sentry_kernelspec(
             policy=hospital["policy"],
@@ -453,7 +467,7 @@ def main() -> int:
             for name in ("plain", "bedside")
         }
         if not args.no_attribution:
-            for name in ("sentry+plain", "sentry+plain-nosandbox"):
+            for name in ("plain-nosleep", "sentry+plain", "sentry+plain-nosandbox"):
                 configs[f"tuned/{name}"] = (gateways["tuned"], name)
         results["runs"] = measure_interleaved(configs, cells=cells, big=big, starts=starts)
     finally:
@@ -476,6 +490,8 @@ def main() -> int:
         "bedside_vs_plain_on_stock_eg": ("stock/bedside", "stock/plain"),
         # What a custodian moving from stock EG + plain kernel to bedside sees.
         "bedside_tuned_vs_plain_stock_eg": ("tuned/bedside", "stock/plain"),
+        # Against a plain kernel that skips its pre-reply sleep too: bedside's own cost alone.
+        "bedside_vs_plain_nosleep_on_tuned_eg": ("tuned/bedside", "tuned/plain-nosleep"),
     }.items():
         if num in runs and den in runs:
             ratios[label] = {m: runs[num][key] / runs[den][key] for m, key in metrics.items()}

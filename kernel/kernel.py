@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ipykernel.iostream import OutStream
 from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
-from traitlets import DottedObjectName
+from traitlets import DottedObjectName, Float
 
 from bedside import __version__
 from bedside.errors import GuardError, PolicyError
@@ -149,6 +149,12 @@ class GuardedKernel(IPythonKernel):
     implementation = "bedside"
     implementation_version = __version__
     banner = "bedside guarded kernel: outputs are checked against the hospital's policy"
+    # ipykernel sleeps 0.5 ms before every execute_reply ("on rare occasions the flush doesn't
+    # seem to make it to the clients"): a tenth of a trivial cell's round trip. Here
+    # `sys.stdout.flush()` returns once the IOPub thread has sent the output (ipykernel 7), and
+    # the reply and the outputs travel on different sockets whose order no client relies on:
+    # a cell is done at its `idle` status, which follows its outputs on the same socket.
+    _execute_sleep = Float(0.0).tag(config=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
