@@ -1,0 +1,314 @@
+"""The display view of a text: what a reader sees when JupyterLab or a terminal shows it.
+
+An identifier can be written so that it *displays* unchanged while the characters sent differ:
+an ANSI escape, a backspace or a carriage return that overwrites a decoy, a zero-width
+character, full-width or mathematical letters, an HTML tag or character reference, Cyrillic and
+Greek look-alike letters. `scan_text` scans the views made here as one more layer, so both
+guards read what the reader reads. The views are built only when the text holds something that
+would change it (`needs_view`): plain ASCII without control characters, `<` or `&` costs one
+look for those characters.
+
+Which rendering applies to which text follows what the front ends do (checked against
+JupyterLab 4's output model and rendermime, and xterm for terminal clients):
+
+- *Terminal view* (stream output and `text/plain`, rendered by JupyterLab's `renderText` or a
+  terminal): ANSI/VT escape sequences (CSI, OSC, DCS/SOS/PM/APC strings, two-character escapes)
+  are invisible; a backspace deletes the character before it (JupyterLab's `fixBackspace`; a
+  terminal moves the cursor back and the next character overwrites, given as a second view when
+  it differs); a carriage return returns to the line's start and what follows overwrites
+  (`fixCarriageReturn`, a terminal alike); `CSI n D` moves a terminal's cursor back.
+- *Markup view* (`text/html`, and the HTML inside `text/markdown`): comments, `script` and
+  `style` elements are invisible; inline tags (`b`, `span`, `a`, `wbr`, ...) join the text
+  around them; every other tag breaks the line, so the cells of a table are never read as one
+  run; white space outside `pre` collapses to one space (a browser shows `Smith\\nJohn` on one
+  line); character references are unescaped. Markdown's own emphasis (`Tia**rna**`) is not
+  read.
+
+A text gets the view its content calls for: control characters call for the terminal view,
+`<` or `&` for the markup view (each alone: a browser shows a backspace as nothing and never
+applies it; a terminal shows `&#84;` as it is). Each view then drops what displays as nothing
+(remaining C0/C1 control characters, Unicode format characters (category Cf: zero-width
+spaces and joiners, soft hyphen, word joiner, BOM, bidi controls), variation selectors, the
+combining grapheme joiner, Hangul fillers); text under a right-to-left override (U+202E) is
+reversed, as it is shown; NFKC folds full-width, mathematical and other compatibility forms;
+and letters, digits and marks outside ASCII are transliterated with `anyascii` (Cyrillic and
+Greek look-alikes, accented letters). The transliterated view is one view; when it differs from
+the NFKC view (a non-Latin script) that one is scanned too, so identifiers written in that
+script are still found through inserted invisible characters. Symbols are not transliterated:
+`█` or `™` between two halves of a name displays as a mark, not a letter.
+
+Not seen through (honest limits): CSS (`display:none`, `::before` content, `text-transform`),
+scripts that write text at display time, text in images, LaTeX, markdown emphasis, terminal
+cursor movements other than `CSI n D`, right-to-left embedding other than the override, and
+renderings split over several messages (each text is viewed by itself).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import re
+import unicodedata
+from collections.abc import Callable
+from functools import cache
+from typing import Protocol, TypeVar
+
+from anyascii import anyascii
+
+from bedside.policy.identifiers import STRONG
+
+DISPLAY = "encoded:display+"  # the kind prefix of a finding seen only in a display view
+
+# Control characters that change what the terminal view shows, or display as nothing (tab and
+# newline display as white space, which the identifier index reads as a separator anyway).
+_CONTROLS = tuple(chr(c) for c in (*range(0, 9), *range(11, 32), 127))
+_MARKUP = ("<", "&")
+
+# ANSI/VT escape sequences (ECMA-48): CSI (ESC [ or the C1 byte 0x9B) with parameter and
+# intermediate bytes; OSC, DCS, SOS, PM and APC strings ended by BEL or ST (ESC \ or 0x9C), or
+# unterminated to the end of the line; nF escapes (ESC, intermediates, final); two-character
+# escapes (ESC and one of 0x30-0x7E).
+_ESCAPE = re.compile(
+    r"(?:\x1b\[|\x9b)([0-?]*)[ -/]*([@-~])"
+    r"|(?:\x1b[\]PX^_]|[\x9d\x90\x98\x9e\x9f])[^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[ -/]+[0-~]"
+    r"|\x1b[0-~]"
+)
+_CR_LF = re.compile(r"\r+\n")
+
+# HTML: what a browser shows nothing of, inline elements (their tags join the text around
+# them), and every other tag (a line break, so table cells stay apart).
+_HIDDEN = re.compile(
+    r"<!--.*?(?:-->|$)|<(script|style|template|title)\b[^>]*>.*?(?:</\1\s*>|$)",
+    re.IGNORECASE | re.DOTALL,
+)
+_INLINE = (
+    "a abbr acronym b bdi bdo big cite code data del dfn em font i ins kbd mark nobr q rp rt "
+    "ruby s samp small span strike strong sub sup time tt u var wbr"
+).split()
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)(?:\s[^>]*)?/?>|<[!?/][^>]*>")
+_PRE = re.compile(r"(<pre\b[^>]*>.*?(?:</pre\s*>|$))", re.IGNORECASE | re.DOTALL)
+_SPACES = re.compile(r"[ \t\n\r\f]+")
+_NEWLINES = re.compile(r"\s*\n\s*")
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_RIGHT_TO_LEFT_OVERRIDE = re.compile("\u202e([^\u202c\n]*)\u202c?")
+# Displayed as nothing besides category Cf (format characters): variation selectors, the
+# combining grapheme joiner, Hangul fillers, Mongolian free variation selectors, Khmer inherent
+# vowels. C1 controls are category Cc.
+_INVISIBLE_EXTRA = frozenset(
+    [0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180B, 0x180C, 0x180D, 0x180F, 0x3164, 0xFFA0]
+    + list(range(0xFE00, 0xFE10))
+    + list(range(0xE0100, 0xE01F0))
+)
+
+
+def needs_view(text: str) -> bool:
+    """Whether `text` holds anything a display view would change.
+
+    Plain ASCII without control characters (other than tab and newline), `<` or `&` displays as
+    it is: that is one `str.isascii` (constant time) and a `memchr` per character looked for.
+    """
+    if not text.isascii():
+        return True
+    return any(c in text for c in _MARKUP) or any(c in text for c in _CONTROLS)
+
+
+def display_views(text: str) -> list[str]:
+    """The texts a reader may see when `text` is displayed, each different from `text`.
+
+    Empty when the text displays as it is. Several when the text could be shown in several
+    ways (a terminal and a browser; JupyterLab's backspace and a terminal's; a non-Latin script
+    kept and transliterated).
+    """
+    if not needs_view(text):
+        return []
+    rendered: list[str] = []
+    if any(c in text for c in _CONTROLS) or "\x9b" in text or "\x9d" in text:
+        rendered.extend(_terminal(text))
+    if "<" in text or "&" in text:
+        rendered.append(_markup(text))
+    if not rendered:
+        rendered.append(text)
+    out: list[str] = []
+    for view in rendered:
+        for shown in _folded(view):
+            if shown != text and shown not in out:
+                out.append(shown)
+    return out
+
+
+def _terminal(text: str) -> list[str]:
+    """The terminal view(s) of `text`: JupyterLab's, and a terminal's when it differs."""
+    # A cursor-back sequence moves a terminal's cursor like that many backspaces; JupyterLab
+    # drops it. Other escapes display as nothing in both.
+    terminal_text = _ESCAPE.sub(_cursor_back, text)
+    plain = _ESCAPE.sub("", text)
+    views = [_overwrite(plain, backspace_deletes=True)]
+    if "\b" in terminal_text:
+        other = _overwrite(terminal_text, backspace_deletes=False)
+        if other != views[0]:
+            views.append(other)
+    return views
+
+
+def _cursor_back(m: re.Match[str]) -> str:
+    if m.group(2) == "D" and m.group(1) is not None and m.group(1).isdigit():
+        return "\b" * min(int(m.group(1)), 1000)
+    if m.group(2) == "D" and m.group(1) == "":
+        return "\b"
+    return ""
+
+
+def _overwrite(text: str, *, backspace_deletes: bool) -> str:
+    """Lines as shown once carriage returns and backspaces have acted.
+
+    A carriage return goes back to the line's start and what follows overwrites (the rest of
+    the longer line stays, as in JupyterLab's `fixCarriageReturn` and a terminal). A backspace
+    deletes the character before it (`backspace_deletes`, JupyterLab) or moves the cursor back
+    so the next character overwrites (a terminal).
+    """
+    text = _CR_LF.sub("\n", text)
+    if "\r" not in text and "\b" not in text:
+        return text
+    lines = []
+    for line in text.split("\n"):
+        if "\r" not in line and "\b" not in line:
+            lines.append(line)
+            continue
+        cells: list[str] = []
+        if backspace_deletes and "\b" in line:
+            for ch in line:
+                if ch == "\b":
+                    if cells:
+                        cells.pop()
+                else:
+                    cells.append(ch)
+            line = "".join(cells)
+            cells = []
+        cursor = 0
+        for ch in line:
+            if ch == "\r":
+                cursor = 0
+            elif ch == "\b":
+                cursor = max(0, cursor - 1)
+            elif cursor < len(cells):
+                cells[cursor] = ch
+                cursor += 1
+            else:
+                cells.append(ch)
+                cursor += 1
+        lines.append("".join(cells))
+    return "\n".join(lines)
+
+
+def _markup(text: str) -> str:
+    """The markup view of `text`: what a browser shows of it as HTML."""
+    if "<" in text and _TAG.search(text):
+        # Only text holding a tag is read as a page: in other text (a stream that merely
+        # holds "p < 0.05") collapsing white space would join lines a reader sees apart.
+        text = _HIDDEN.sub("\n", text)
+        parts = _PRE.split(text)
+        for i, part in enumerate(parts):
+            if i % 2 == 0:
+                part = _SPACES.sub(" ", part)
+            parts[i] = _TAG.sub(_tag, part)
+        text = _NEWLINES.sub("\n", "".join(parts))
+    return html.unescape(text) if "&" in text else text
+
+
+def _tag(m: re.Match[str]) -> str:
+    name = m.group(2)
+    return "" if name is not None and name.lower() in _INLINE_SET else "\n"
+
+
+_INLINE_SET = frozenset(_INLINE)
+
+
+def _folded(text: str) -> list[str]:
+    """`text` without what displays as nothing, NFKC-folded; and transliterated to ASCII."""
+    text = _drop_controls(text)
+    if text.isascii():
+        return [text]
+    if "\u202e" in text:
+        text = _RIGHT_TO_LEFT_OVERRIDE.sub(lambda m: m.group(1)[::-1], text)
+    text = _NON_ASCII.sub(lambda m: m.group(0).translate(_INVISIBLE), text)
+    text = unicodedata.normalize("NFKC", text)
+    if text.isascii():
+        return [text]
+    ascii_text = _NON_ASCII.sub(lambda m: m.group(0).translate(_TO_ASCII), text)
+    return [ascii_text, text]
+
+
+_ASCII_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]+")
+
+
+def _drop_controls(text: str) -> str:
+    if any(c in text for c in _CONTROLS):
+        return _ASCII_CONTROLS.sub("", text)
+    return text
+
+
+class _Table(dict[int, str | None]):
+    """A `str.translate` table filled on first use of each code point (texts use few)."""
+
+    def __init__(self, transliterate: bool) -> None:
+        super().__init__()
+        self.transliterate = transliterate
+
+    def __missing__(self, code: int) -> str | None:
+        out = _mapped(code, self.transliterate)
+        self[code] = out
+        return out
+
+
+@cache
+def _mapped(code: int, transliterate: bool) -> str | None:
+    ch = chr(code)
+    category = unicodedata.category(ch)
+    if category in ("Cf", "Cc") or code in _INVISIBLE_EXTRA:
+        return None
+    if transliterate and category[0] in "LMN":
+        return anyascii(ch)
+    return ch
+
+
+_INVISIBLE = _Table(transliterate=False)
+_TO_ASCII = _Table(transliterate=True)
+
+
+class _Found(Protocol):
+    kind: str
+    start: int
+    end: int
+    column: str
+    strength: str
+
+
+F = TypeVar("F", bound=_Found)
+
+
+def with_display_findings(text: str, found: list[F], scan: Callable[[str], list[F]]) -> list[F]:
+    """`found` (the findings of `text` as given) with those of its display views added.
+
+    `scan` scans one view (all layers but this one). A view's finding is reported as
+    "encoded:display+<kind>" over the whole text (a view's offsets are not the text's), and
+    only when it adds something: a kind and column the text itself showed at least as strongly
+    is not repeated, so notices keep naming what the text shows plainly. The result is ordered
+    like `scan_text`'s (by position, longest first, then kind).
+    """
+    views = display_views(text)
+    if not views:
+        return found
+    seen = {(f.kind, f.column): f.strength == STRONG for f in found}
+    added: list[F] = []
+    for view in views:
+        for f in scan(view):
+            strong = f.strength == STRONG
+            if seen.get((f.kind, f.column)) in (True, strong):
+                continue
+            seen[(f.kind, f.column)] = strong
+            added.append(dataclasses.replace(f, kind=DISPLAY + f.kind, start=0, end=len(text)))
+    if not added:
+        return found
+    return sorted([*found, *added], key=lambda f: (f.start, -f.end, f.kind))
