@@ -53,8 +53,10 @@ from collections.abc import Callable
 from functools import cache
 from typing import Protocol, TypeVar
 
+import numpy as np
 from anyascii import anyascii
 
+from bedside.policy._tokens import _scanner
 from bedside.policy.identifiers import STRONG
 
 DISPLAY = "encoded:display+"  # the kind prefix of a finding seen only in a display view
@@ -78,9 +80,9 @@ _CR_LF = re.compile(r"\r+\n")
 
 # HTML: what a browser shows nothing of, inline elements (their tags join the text around
 # them), and every other tag (a line break, so table cells stay apart).
+_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
 _HIDDEN = re.compile(
-    r"<!--.*?(?:-->|$)|<(script|style|template|title)\b[^>]*>.*?(?:</\1\s*>|$)",
-    re.IGNORECASE | re.DOTALL,
+    r"<(script|style|template|title)\b[^>]*>.*?(?:</\1\s*>|$)", re.IGNORECASE | re.DOTALL
 )
 _INLINE = (
     "a abbr acronym b bdi bdo big cite code data del dfn em font i ins kbd mark nobr q rp rt "
@@ -89,9 +91,12 @@ _INLINE = (
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)(?:\s[^>]*)?/?>|<[!?/][^>]*>")
 _PRE = re.compile(r"(<pre\b[^>]*>.*?(?:</pre\s*>|$))", re.IGNORECASE | re.DOTALL)
 _SPACES = re.compile(r"[ \t\n\r\f]+")
+# A tag that breaks the line: a tab after the newline keeps the base64 and hex readers (whose
+# runs go on across a newline, for wrapped base64) from joining neighbouring table cells.
+_BREAK = "\n\t"
 _NEWLINES = re.compile(r"\s*\n\s*")
 
-_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
 _RIGHT_TO_LEFT_OVERRIDE = re.compile("\u202e([^\u202c\n]*)\u202c?")
 # Displayed as nothing besides category Cf (format characters): variation selectors, the
 # combining grapheme joiner, Hangul fillers, Mongolian free variation selectors, Khmer inherent
@@ -107,8 +112,11 @@ def needs_view(text: str) -> bool:
     """Whether `text` holds anything a display view would change.
 
     Plain ASCII without control characters (other than tab and newline), `<` or `&` displays as
-    it is: that is one `str.isascii` (constant time) and a `memchr` per character looked for.
+    it is: one pass of the compiled core, eight bytes at a time (without it, a `memchr` per
+    character looked for).
     """
+    if _scanner is not None:
+        return not _scanner.plain_display(text)
     if not text.isascii():
         return True
     return any(c in text for c in _MARKUP) or any(c in text for c in _CONTROLS)
@@ -126,7 +134,7 @@ def display_views(text: str) -> list[str]:
     rendered: list[str] = []
     if any(c in text for c in _CONTROLS) or "\x9b" in text or "\x9d" in text:
         rendered.extend(_terminal(text))
-    if "<" in text or "&" in text:
+    if ("<" in text or "&" in text) and _markup_joins(text):
         rendered.append(_markup(text))
     if not rendered:
         rendered.append(text)
@@ -202,42 +210,55 @@ def _overwrite(text: str, *, backspace_deletes: bool) -> str:
     return "\n".join(lines)
 
 
+def _markup_joins(text: str) -> bool:
+    """Whether showing `text` as HTML could join what it keeps apart (`_scanner.markup_joins`:
+    one compiled pass). Without the compiled core every text with markup is viewed."""
+    if _scanner is None:
+        return True
+    return _scanner.markup_joins(text.encode("utf-8", "surrogatepass"))
+
+
 def _markup(text: str) -> str:
     """The markup view of `text`: what a browser shows of it as HTML."""
     if "<" in text and _TAG.search(text):
         # Only text holding a tag is read as a page: in other text (a stream that merely
         # holds "p < 0.05") collapsing white space would join lines a reader sees apart.
-        text = _HIDDEN.sub("\n", text)
+        if "<!--" in text:
+            text = _COMMENT.sub("", text)
+        text = _HIDDEN.sub(_BREAK, text)
         parts = _PRE.split(text)
         for i, part in enumerate(parts):
             if i % 2 == 0:
                 part = _SPACES.sub(" ", part)
             parts[i] = _TAG.sub(_tag, part)
-        text = _NEWLINES.sub("\n", "".join(parts))
+        text = _NEWLINES.sub(_BREAK, "".join(parts))
     return html.unescape(text) if "&" in text else text
 
 
 def _tag(m: re.Match[str]) -> str:
     name = m.group(2)
-    return "" if name is not None and name.lower() in _INLINE_SET else "\n"
+    return "" if name is not None and name.lower() in _INLINE_SET else _BREAK
 
 
 _INLINE_SET = frozenset(_INLINE)
 
 
 def _folded(text: str) -> list[str]:
-    """`text` without what displays as nothing, NFKC-folded; and transliterated to ASCII."""
+    """`text` without what displays as nothing, NFKC-folded; and with look-alike letters read
+    as ASCII (first), when that differs."""
     text = _drop_controls(text)
     if text.isascii():
         return [text]
     if "\u202e" in text:
         text = _RIGHT_TO_LEFT_OVERRIDE.sub(lambda m: m.group(1)[::-1], text)
-    text = _NON_ASCII.sub(lambda m: m.group(0).translate(_INVISIBLE), text)
-    text = unicodedata.normalize("NFKC", text)
-    if text.isascii():
-        return [text]
-    ascii_text = _NON_ASCII.sub(lambda m: m.group(0).translate(_TO_ASCII), text)
-    return [ascii_text, text]
+    distinct = _distinct(text)
+    text = _replace(text, distinct, transliterate=False)
+    folded = unicodedata.normalize("NFKC", text)
+    if folded.isascii():
+        return [folded]
+    if folded is not text and folded != text:
+        distinct = _distinct(folded)
+    return [_replace(folded, distinct, transliterate=True), folded]
 
 
 _ASCII_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]+")
@@ -249,32 +270,59 @@ def _drop_controls(text: str) -> str:
     return text
 
 
-class _Table(dict[int, str | None]):
-    """A `str.translate` table filled on first use of each code point (texts use few)."""
+def _replace(text: str, distinct: list[int], *, transliterate: bool) -> str:
+    """`text`, whose distinct characters outside ASCII are `distinct`, with each mapped by
+    `_mapped`: with `str.replace` while few change (a `memchr`-speed pass each), else with
+    `str.translate` (a lookup per character)."""
+    table = {}
+    for code in distinct:
+        mapped = _mapped(code, transliterate)
+        if mapped != chr(code):
+            table[code] = mapped
+    if len(table) > 16:
+        return text.translate(table)
+    for code, mapped in table.items():
+        text = text.replace(chr(code), mapped or "")
+    return text
 
-    def __init__(self, transliterate: bool) -> None:
-        super().__init__()
-        self.transliterate = transliterate
 
-    def __missing__(self, code: int) -> str | None:
-        out = _mapped(code, self.transliterate)
-        self[code] = out
-        return out
+def _distinct(text: str) -> list[int]:
+    """The distinct code points outside ASCII of `text`, found at C speed over its UTF-32 (a
+    text holds few): peeled one at a time while they are few (a pass each, cheaper than sorting
+    a megabyte's worth), sorted out by `np.unique` past 16."""
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    codes = codes[codes > 127]
+    out: list[int] = []
+    while len(codes) and len(out) < 16:
+        first = int(codes[0])
+        out.append(first)
+        codes = codes[codes != first]
+    if len(codes):
+        out.extend(np.unique(codes).tolist())
+    return out
 
 
 @cache
 def _mapped(code: int, transliterate: bool) -> str | None:
+    """What a character outside ASCII displays as: None for nothing; with `transliterate`, the
+    ASCII letter or digit it looks like (a letter or digit `anyascii` writes as one character:
+    Cyrillic `а`, Greek `ο`, Latin `ɑ`, `ı`), or nothing for a combining mark."""
     ch = chr(code)
     category = unicodedata.category(ch)
     if category in ("Cf", "Cc") or code in _INVISIBLE_EXTRA:
         return None
-    if transliterate and category[0] in "LMN":
-        return anyascii(ch)
+    if transliterate:
+        if category[0] == "M":
+            return ""
+        if category[0] in "LN":
+            if unicodedata.normalize("NFD", ch)[0].isascii():
+                # An accented letter (é: e and a mark) displays its accent: not a look-alike,
+                # and kept so that accented names in the data still match.
+                return ch
+            ascii_form = anyascii(ch)
+            if len(ascii_form) == 1 and ascii_form.isalnum():
+                return ascii_form
     return ch
-
-
-_INVISIBLE = _Table(transliterate=False)
-_TO_ASCII = _Table(transliterate=True)
 
 
 class _Found(Protocol):
