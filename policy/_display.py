@@ -319,10 +319,38 @@ def _mapped(code: int, transliterate: bool) -> str | None:
                 # An accented letter (é: e and a mark) displays its accent: not a look-alike,
                 # and kept so that accented names in the data still match.
                 return ch
-            ascii_form = anyascii(ch)
-            if len(ascii_form) == 1 and ascii_form.isalnum():
-                return ascii_form
+            return _look_alike(ch) or ch
     return ch
+
+
+def _look_alike(ch: str) -> str | None:
+    """The ASCII letter or digit `ch` looks like, if any.
+
+    Unicode's confusables (UTS #39, through `confusable_homoglyphs`) say what a character is
+    mistaken for: Cyrillic `р` for `p`, `у` for `y`, `Н` for `H`, which a transliteration reads
+    by sound instead (`r`, `u`, `N`). Its prototype may differ in case (Greek `Ι` is listed
+    with `l`, not `I`): a candidate of the character's own case is taken first, then the
+    one-letter transliteration of `anyascii` (`Ι` → `I`, `ɑ` → `a`), then any candidate.
+    """
+    from confusable_homoglyphs import confusables  # loads its table: only when first needed
+
+    found = confusables.is_confusable(ch, greedy=True)
+    candidates = [
+        h["c"]
+        for h in (found[0]["homoglyphs"] if found else [])
+        if len(h["c"]) == 1 and h["c"].isascii() and h["c"].isalnum()
+    ]
+    for c in candidates:
+        if (
+            (c.isupper(), c.islower()) == (ch.isupper(), ch.islower())
+            or not ch.isupper()
+            and (not ch.islower())
+        ):
+            return c
+    spelled = anyascii(ch)
+    if len(spelled) == 1 and spelled.isalnum():
+        return spelled
+    return candidates[0] if candidates else None
 
 
 class _Found(Protocol):

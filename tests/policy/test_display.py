@@ -269,3 +269,13 @@ def test_markup_joins_matches_what_the_view_changes() -> None:
         assert shown.split() == [w for w in shown.split()]  # well-formed
     for text in ["x<b>y</b>", "x<!---->y", "<p>x\ny</p>", "x&#65;", "<custom>x</custom>"]:
         assert display._markup_joins(text), text
+
+
+def test_look_alikes_read_as_the_letters_they_are_taken_for() -> None:
+    # Cyrillic р, у, с, х, Н, В look like p, y, c, x, H, B (a transliteration reads r, u, s,
+    # kh, N, V); Greek Ι like I.
+    frame = pd.DataFrame({"name": ["Pyxie Chubb", "Ivy Hobbs"]})
+    index = IdentifierIndex.from_frames([(frame, ["name"])])
+    for text in ["Руxiе Сhubb", "Ρyxie СНUВВ", "Ιvy Ноbbs"]:
+        found = scan_text(text, index)
+        assert [f.kind for f in found] == [DISPLAY], text
