@@ -31,11 +31,15 @@ applies it; a terminal shows `&#84;` as it is). Each view then drops what displa
 spaces and joiners, soft hyphen, word joiner, BOM, bidi controls), variation selectors, the
 combining grapheme joiner, Hangul fillers); text under a right-to-left override (U+202E) is
 reversed, as it is shown; NFKC folds full-width, mathematical and other compatibility forms;
-and letters, digits and marks outside ASCII are transliterated with `anyascii` (Cyrillic and
-Greek look-alikes, accented letters). The transliterated view is one view; when it differs from
-the NFKC view (a non-Latin script) that one is scanned too, so identifiers written in that
-script are still found through inserted invisible characters. Symbols are not transliterated:
-`█` or `™` between two halves of a name displays as a mark, not a letter.
+and letters outside ASCII that look like an ASCII letter are read as it: Unicode's confusables
+(UTS #39, `confusable_homoglyphs`) say what a character is taken for (Cyrillic `р` for `p`, `у`
+for `y`), where a transliteration such as `anyascii` spells it by sound (`r`, `u`); `anyascii`
+serves for the few with no listed look-alike (`Ι` → `I`), when it gives one letter. Combining
+marks left over after NFKC (a strike-through overlay) are dropped. That view comes first; the
+NFKC view without it is scanned too when it differs from the text, so values written in another
+script are still found through inserted invisible characters. Accented Latin letters (`é`) are
+kept: the accent shows, and accented names in the data must still match. Symbols are not
+mapped: `█` or `™` between two halves of a name displays as a mark, not a letter.
 
 Not seen through (honest limits): CSS (`display:none`, `::before` content, `text-transform`),
 scripts that write text at display time, text in images, LaTeX, markdown emphasis, terminal
@@ -50,7 +54,7 @@ import html
 import re
 import unicodedata
 from collections.abc import Callable
-from functools import cache
+from functools import lru_cache
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -302,7 +306,7 @@ def _distinct(text: str) -> list[int]:
     return out
 
 
-@cache
+@lru_cache(maxsize=1 << 16)  # bounded: hostile output may hold every code point
 def _mapped(code: int, transliterate: bool) -> str | None:
     """What a character outside ASCII displays as: None for nothing; with `transliterate`, the
     ASCII letter or digit it looks like (a letter or digit `anyascii` writes as one character:
