@@ -75,12 +75,23 @@ _MARKUP = ("<", "&")
 # unterminated to the end of the line; nF escapes (ESC, intermediates, final); two-character
 # escapes (ESC and one of 0x30-0x7E).
 _ESCAPE = re.compile(
+    r"\x1b(?:\[([0-?]*)[ -/]*([@-~])"
+    r"|[\]PX^_][^\x07\x1b\n]*(?:\x07|\x1b\\)?"
+    r"|[ -/]+[0-~]"
+    r"|[0-~])"
+)
+# The same with the 8-bit C1 introducers (CSI 0x9B, OSC 0x9D, DCS 0x90, SOS 0x98, PM 0x9E, APC
+# 0x9F), for text that holds any: the pattern above starts with a literal ESC, which the regex
+# engine looks for at memchr speed.
+_ESCAPE_C1 = re.compile(
     r"(?:\x1b\[|\x9b)([0-?]*)[ -/]*([@-~])"
     r"|(?:\x1b[\]PX^_]|[\x9d\x90\x98\x9e\x9f])[^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?"
     r"|\x1b[ -/]+[0-~]"
     r"|\x1b[0-~]"
 )
 _CR_LF = re.compile(r"\r+\n")
+_C1_INTRODUCERS = "\x9b\x9d\x90\x98\x9e\x9f"
+_CURSOR_BACK = re.compile(r"\x1b\[[0-9]*D|\x9b[0-9]*D")
 
 # HTML: what a browser shows nothing of, inline elements (their tags join the text around
 # them), and every other tag (a line break, so table cells stay apart).
@@ -154,8 +165,10 @@ def _terminal(text: str) -> list[str]:
     """The terminal view(s) of `text`: JupyterLab's, and a terminal's when it differs."""
     # A cursor-back sequence moves a terminal's cursor like that many backspaces; JupyterLab
     # drops it. Other escapes display as nothing in both.
-    terminal_text = _ESCAPE.sub(_cursor_back, text)
-    plain = _ESCAPE.sub("", text)
+    c1 = not text.isascii() and any(c in text for c in _C1_INTRODUCERS)
+    escape = _ESCAPE_C1 if c1 else _ESCAPE
+    plain = escape.sub("", text) if c1 or "\x1b" in text else text
+    terminal_text = escape.sub(_cursor_back, text) if _CURSOR_BACK.search(text) else plain
     views = [_overwrite(plain, backspace_deletes=True)]
     if "\b" in terminal_text:
         other = _overwrite(terminal_text, backspace_deletes=False)
@@ -180,7 +193,8 @@ def _overwrite(text: str, *, backspace_deletes: bool) -> str:
     deletes the character before it (`backspace_deletes`, JupyterLab) or moves the cursor back
     so the next character overwrites (a terminal).
     """
-    text = _CR_LF.sub("\n", text)
+    if "\r\n" in text:
+        text = _CR_LF.sub("\n", text)
     if "\r" not in text and "\b" not in text:
         return text
     lines = []
@@ -188,8 +202,11 @@ def _overwrite(text: str, *, backspace_deletes: bool) -> str:
         if "\r" not in line and "\b" not in line:
             lines.append(line)
             continue
+        if "\b" not in line:
+            lines.append(_carriage_returns(line))
+            continue
         cells: list[str] = []
-        if backspace_deletes and "\b" in line:
+        if backspace_deletes:
             for ch in line:
                 if ch == "\b":
                     if cells:
@@ -212,6 +229,21 @@ def _overwrite(text: str, *, backspace_deletes: bool) -> str:
                 cursor += 1
         lines.append("".join(cells))
     return "\n".join(lines)
+
+
+def _carriage_returns(line: str) -> str:
+    """A line with carriage returns as shown: each position shows the last part written that
+    reaches it. Read from the last part back, stopping once no earlier part is longer (a
+    progress bar redrawn a thousand times costs a `split` and a length test per part)."""
+    parts = line.split("\r")
+    shown = parts[-1]
+    longest = max(map(len, parts))
+    for part in reversed(parts):
+        if len(shown) >= longest:
+            break
+        if len(part) > len(shown):
+            shown += part[len(shown) :]
+    return shown
 
 
 def _markup_joins(text: str) -> bool:
