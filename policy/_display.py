@@ -99,10 +99,18 @@ _COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
 _HIDDEN = re.compile(
     r"<(script|style|template|title)\b[^>]*>.*?(?:</\1\s*>|$)", re.IGNORECASE | re.DOTALL
 )
-_INLINE = (
-    "a abbr acronym b bdi bdo big cite code data del dfn em font i ins kbd mark nobr q rp rt "
-    "ruby s samp small span strike strong sub sup time tt u var wbr"
-).split()
+# Elements a browser shows as blocks (or replaces: an image, a control): their tags break the
+# line. Every other element is inline (unknown ones too) and its tags join the text around them.
+# The same list is in `_scanner.c` (markup_joins).
+_BLOCK = frozenset(
+    "td tr th tbody thead table div p br address article aside audio blockquote body button "
+    "canvas caption center col colgroup dd details dialog dir dl dt fieldset figcaption figure "
+    "footer form h1 h2 h3 h4 h5 h6 head header hr html iframe img input legend li link main menu "
+    "meta nav noscript ol optgroup option pre section select summary svg textarea tfoot ul video "
+    "style script template title".split()
+)
+# Parts of a table: a browser ignores their tags outside a table.
+_TABLE_PARTS = frozenset("td tr th tbody thead tfoot caption col colgroup".split())
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)(?:\s[^>]*)?/?>|<[!?/][^>]*>")
 _PRE = re.compile(r"(<pre\b[^>]*>.*?(?:</pre\s*>|$))", re.IGNORECASE | re.DOTALL)
 _SPACES = re.compile(r"[ \t\n\r\f]+")
@@ -263,20 +271,39 @@ def _markup(text: str) -> str:
             text = _COMMENT.sub("", text)
         text = _HIDDEN.sub(_BREAK, text)
         parts = _PRE.split(text)
+        tag = _TagReader()
         for i, part in enumerate(parts):
             if i % 2 == 0:
                 part = _SPACES.sub(" ", part)
-            parts[i] = _TAG.sub(_tag, part)
+            parts[i] = _TAG.sub(tag, part)
         text = _NEWLINES.sub(_BREAK, "".join(parts))
     return html.unescape(text) if "&" in text else text
 
 
-def _tag(m: re.Match[str]) -> str:
-    name = m.group(2)
-    return "" if name is not None and name.lower() in _INLINE_SET else _BREAK
+class _TagReader:
+    """What a browser shows for each tag of one page, in order: a line break for a block
+    element's tag, nothing for an inline or unknown element's, a comment-like `<!...>` or
+    `<?...>`, and for a tag it ignores (an end tag of an element never opened, but `p` and `br`
+    which make one; a part of a table before any table)."""
 
+    def __init__(self) -> None:
+        self.opened: set[str] = set()
 
-_INLINE_SET = frozenset(_INLINE)
+    def __call__(self, m: re.Match[str]) -> str:
+        name = m.group(2)
+        if name is None:
+            return ""
+        name = name.lower()
+        closing = bool(m.group(1))
+        if name not in _BLOCK:
+            return ""
+        if closing and name not in self.opened and name not in ("p", "br"):
+            return ""
+        if name in _TABLE_PARTS and "table" not in self.opened:
+            return ""
+        if not closing:
+            self.opened.add(name)
+        return _BREAK
 
 
 def _folded(text: str) -> list[str]:

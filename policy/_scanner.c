@@ -2054,7 +2054,8 @@ static PyObject *py_plain_display(PyObject *mod, PyObject *arg) {
  * inline or unknown tag (browsers show unknown elements inline), a comment, doctype or
  * processing instruction, a character reference ("&" then a letter or "#"), or a run of white
  * space inside a text node that a browser collapses to one space but the identifier index
- * reads as a break (holding a line break, tab or form feed, or 4+ characters long). Tags of
+ * reads as a break (holding a line break, tab or form feed, or 4+ characters long), or a tag a
+ * browser ignores (an end tag of an element not opened, a table cell outside a table). Tags of
  * block elements (tables, div, p, br, ...) break the line in the view too, and the content of
  * style, script, template and title elements is not shown: neither joins anything. One pass,
  * so that the HTML of a large table that holds only block tags costs no view. */
@@ -2068,9 +2069,19 @@ static const char *const BLOCK_TAGS[] = {
     "select", "summary", "svg", "table", "tbody", "td", "textarea", "tfoot", "th", "thead", "tr",
     "ul", "video", "style", "script", "template", "title", NULL};
 
+/* The index of `name` in BLOCK_TAGS, or -1. */
 static int markup_block(const char *name) {
     for (int k = 0; BLOCK_TAGS[k]; k++)
-        if (strcmp(name, BLOCK_TAGS[k]) == 0) return 1;
+        if (strcmp(name, BLOCK_TAGS[k]) == 0) return k;
+    return -1;
+}
+
+/* Parts of a table: a browser ignores their tags outside a table (`Tia<td>rna` shows Tiarna). */
+static int markup_table_part(const char *name) {
+    static const char *const parts[] = {"td", "tr", "th", "tbody", "thead", "tfoot", "caption",
+                                        "col", "colgroup", NULL};
+    for (int k = 0; parts[k]; k++)
+        if (strcmp(name, parts[k]) == 0) return 1;
     return 0;
 }
 
@@ -2085,6 +2096,8 @@ static PyObject *py_markup_joins(PyObject *mod, PyObject *arg) {
     const uint8_t *s = (const uint8_t *)view.buf;
     const Py_ssize_t n = view.len;
     int joins = 0;
+    uint8_t opened[sizeof(BLOCK_TAGS) / sizeof(BLOCK_TAGS[0])] = {0};
+    const int table = markup_block("table");
     Py_ssize_t i = 0;
     while (i < n && !joins) {
         const uint8_t c = s[i];
@@ -2114,10 +2127,17 @@ static PyObject *py_markup_joins(PyObject *mod, PyObject *arg) {
                 i++;  /* "<" not opening a tag ("a < b", "<3"): shown as it is */
                 continue;
             }
-            if (len == 15 || !markup_block(name)) {
+            const int block = len == 15 ? -1 : markup_block(name);
+            /* An inline or unknown element joins; so does a tag a browser ignores: an end tag
+             * of an element never opened (but p and br, which make one), or a part of a table
+             * before any table. */
+            if (block < 0 ||
+                (closing && !opened[block] && strcmp(name, "p") != 0 && strcmp(name, "br") != 0) ||
+                (!opened[table] && markup_table_part(name))) {
                 joins = 1;
                 break;
             }
+            if (!closing) opened[block] = 1;
             while (j < n && s[j] != '>') j++;
             i = j + 1;
             if (!closing && (strcmp(name, "style") == 0 || strcmp(name, "script") == 0 ||

@@ -64,6 +64,10 @@ PHRASINGS: list[tuple[str, Callable[[str], str]]] = [
     ("html-span-attrs", lambda v: f'<span style="color:red">{v[:3]}</span><span>{v[3:]}</span>'),
     ("html-wbr", lambda v: v[:4] + "<wbr>" + v[4:]),
     ("html-comment", lambda v: v[:3] + "<!-- note -->" + v[3:]),
+    ("html-unknown-element", lambda v: v[:3] + "<x-y>" + v[3:] + "</x-y>"),
+    ("html-stray-end-tag", lambda v: v[:3] + "</div>" + v[3:]),  # ignored by a browser
+    ("html-cell-outside-table", lambda v: v[:3] + "<td>" + v[3:]),  # ignored by a browser
+    ("html-bogus-comment", lambda v: v[:3] + "<!x>" + v[3:]),
     ("html-numeric-references", lambda v: "".join(f"&#{ord(c)};" for c in v)),
     ("html-hex-references", lambda v: "".join(f"&#x{ord(c):x};" for c in v)),
     ("html-named-reference", lambda v: v[:3] + "&shy;" + v[3:].replace(" ", "&nbsp;")),
@@ -267,7 +271,8 @@ def test_markup_joins_matches_what_the_view_changes() -> None:
         assert not display._markup_joins(text)
         shown = html.unescape(display._markup(text))
         assert shown.split() == [w for w in shown.split()]  # well-formed
-    for text in ["x<b>y</b>", "x<!---->y", "<p>x\ny</p>", "x&#65;", "<custom>x</custom>"]:
+    for text in ["x<b>y</b>", "x<!---->y", "<p>x\ny</p>", "x&#65;", "<custom>x</custom>",
+                 "x</div>y", "x<td>y", "<div>x</td></div>"]:  # fmt: skip
         assert display._markup_joins(text), text
 
 
