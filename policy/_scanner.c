@@ -2089,6 +2089,31 @@ static int markup_space(uint8_t c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
 }
 
+static int markup_alnum(uint8_t c) {
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || c >= 0x80;
+}
+
+/* Whether the character reference at s[i] ("&") may join text: any numeric one, and any named
+ * one but the references of punctuation and white space (&amp; &lt; &gt; &quot; &apos; &nbsp;)
+ * standing between non-letters (`>&nbsp;<` in a pandas Styler table); an "&" without a name
+ * is shown as it is. */
+static int markup_reference_joins(const uint8_t *s, Py_ssize_t n, Py_ssize_t i) {
+    static const char *const plain[] = {"amp", "lt", "gt", "quot", "apos", "nbsp", NULL};
+    if (i + 1 >= n) return 0;
+    if (s[i + 1] == '#') return 1;
+    char name[8];
+    int len = 0;
+    Py_ssize_t j = i + 1;
+    while (j < n && len < 7 && (s[j] | 0x20) >= 'a' && (s[j] | 0x20) <= 'z') name[len++] = (char)s[j++];
+    name[len] = 0;
+    if (len == 0) return 0;
+    if (j >= n || s[j] != ';') return 1;
+    for (int k = 0; plain[k]; k++)
+        if (strcmp(name, plain[k]) == 0)
+            return (i > 0 && markup_alnum(s[i - 1])) || (j + 1 < n && markup_alnum(s[j + 1]));
+    return 1;
+}
+
 static PyObject *py_markup_joins(PyObject *mod, PyObject *arg) {
     (void)mod;
     Py_buffer view;
@@ -2102,8 +2127,7 @@ static PyObject *py_markup_joins(PyObject *mod, PyObject *arg) {
     while (i < n && !joins) {
         const uint8_t c = s[i];
         if (c == '&') {
-            if (i + 1 < n && (s[i + 1] == '#' || ((s[i + 1] | 0x20) >= 'a' && (s[i + 1] | 0x20) <= 'z')))
-                joins = 1;
+            joins = markup_reference_joins(s, n, i);
             i++;
         } else if (c == '<') {
             Py_ssize_t j = i + 1;
