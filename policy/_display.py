@@ -155,7 +155,7 @@ def display_views(text: str) -> list[str]:
     if not needs_view(text):
         return []
     rendered: list[str] = []
-    if any(c in text for c in _CONTROLS) or "\x9b" in text or "\x9d" in text:
+    if any(c in text for c in _CONTROLS) or any(c in text for c in _C1_INTRODUCERS):
         rendered.extend(_terminal(text))
     if ("<" in text or "&" in text) and _markup_joins(text):
         rendered.append(_markup(text))
