@@ -42,7 +42,8 @@ kept: the accent shows, and accented names in the data must still match. Symbols
 mapped: `█` or `™` between two halves of a name displays as a mark, not a letter.
 
 Not seen through (honest limits): CSS (`display:none`, `::before` content, `text-transform`),
-scripts that write text at display time, text in images, LaTeX, markdown emphasis, terminal
+scripts that write text at display time, the HTML parser's other error recovery (text in a
+table outside its cells is moved before it), text in images, LaTeX, markdown emphasis, terminal
 cursor movements other than `CSI n D`, right-to-left embedding other than the override, and
 renderings split over several messages (each text is viewed by itself).
 """
