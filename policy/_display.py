@@ -38,7 +38,8 @@ serves for the few with no listed look-alike (`Ι` → `I`), when it gives one l
 marks left over after NFKC (a strike-through overlay) are dropped. That view comes first; the
 NFKC view without it is scanned too when it differs from the text, so values written in another
 script are still found through inserted invisible characters. Accented Latin letters (`é`) are
-kept: the accent shows, and accented names in the data must still match. Symbols are not
+kept, and so are letters with a stroke (`ł`, `ø`): the mark shows, and such names in the data
+must still match. Symbols are not
 mapped: `█` or `™` between two halves of a name displays as a mark, not a letter.
 
 Not seen through (honest limits): CSS (`display:none`, `::before` content, `text-transform`),
@@ -101,8 +102,7 @@ _HIDDEN = re.compile(
     r"<(script|style|template|title)\b[^>]*>.*?(?:</\1\s*>|$)", re.IGNORECASE | re.DOTALL
 )
 # Elements a browser shows as blocks (or replaces: an image, a control): their tags break the
-# line. Every other element is inline (unknown ones too) and its tags join the text around them.
-# The same list is in `_scanner.c` (markup_joins).
+# line (the same list is in `_scanner.c`, markup_joins).
 _BLOCK = frozenset(
     "td tr th tbody thead table div p br address article aside audio blockquote body button "
     "canvas caption center col colgroup dd details dialog dir dl dt fieldset figcaption figure "
@@ -110,6 +110,15 @@ _BLOCK = frozenset(
     "meta nav noscript ol optgroup option pre section select summary svg textarea tfoot ul video "
     "style script template title".split()
 )
+# Inline elements (the same list is in `_scanner.c`): their tags join the text around them.
+_INLINE = frozenset(
+    "a abbr acronym b bdi bdo big cite code data del dfn em font i ins kbd mark nobr q rp rt "
+    "ruby s samp small span strike strong sub sup time tt u var wbr".split()
+)
+_KNOWN = _BLOCK | _INLINE
+_TAG_NAME = re.compile(r"</?([A-Za-z][A-Za-z0-9-]*)")
+_END_TAG = re.compile(r"</([A-Za-z][A-Za-z0-9-]*)")
+_REFERENCE = re.compile(r"&[#A-Za-z]")
 # Parts of a table: a browser ignores their tags outside a table.
 _TABLE_PARTS = frozenset("td tr th tbody thead tfoot caption col colgroup".split())
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)(?:\s[^>]*)?/?>|<[!?/][^>]*>")
@@ -156,15 +165,17 @@ def display_views(text: str) -> list[str]:
     if not needs_view(text):
         return []
     rendered: list[str] = []
-    if any(c in text for c in _CONTROLS) or any(c in text for c in _C1_INTRODUCERS):
+    controls = any(c in text for c in _CONTROLS)
+    if controls or any(c in text for c in _C1_INTRODUCERS):
         rendered.extend(_terminal(text))
     if ("<" in text or "&" in text) and _markup_joins(text):
         rendered.append(_markup(text))
+        controls = True  # a reference may stand for one (&#8;)
     if not rendered:
         rendered.append(text)
     out: list[str] = []
     for view in rendered:
-        for shown in _folded(view):
+        for shown in _folded(view, controls):
             if shown != text and shown not in out:
                 out.append(shown)
     return out
@@ -266,28 +277,42 @@ def _markup_joins(text: str) -> bool:
 def _markup(text: str) -> str:
     """The markup view of `text`: what a browser shows of it as HTML."""
     if "<" in text and _TAG.search(text):
-        # Only text holding a tag is read as a page: in other text (a stream that merely
-        # holds "p < 0.05") collapsing white space would join lines a reader sees apart.
+        ends = {name.lower() for name in _END_TAG.findall(text)}
+        # White space collapses only in text read as HTML: a known tag written in lower case
+        # or closed somewhere, a comment or a character reference. A plain-text log holding a
+        # repr (`<Figure size 640x480 with 1 Axes>`) keeps its lines apart.
+        page = (
+            "<!--" in text
+            or _REFERENCE.search(text) is not None
+            or any(
+                name.lower() in _KNOWN and (name.islower() or name.lower() in ends)
+                for name in set(_TAG_NAME.findall(text))
+            )
+        )
         if "<!--" in text:
             text = _COMMENT.sub("", text)
         text = _HIDDEN.sub(_BREAK, text)
-        parts = _PRE.split(text)
-        tag = _TagReader()
+        parts = _PRE.split(text) if page else [text]
+        tag = _TagReader(ends)
         for i, part in enumerate(parts):
-            if i % 2 == 0:
+            if i % 2 == 0 and page:
                 part = _SPACES.sub(" ", part)
             parts[i] = _TAG.sub(tag, part)
-        text = _NEWLINES.sub(_BREAK, "".join(parts))
+        text = "".join(parts)
+        if page:
+            text = _NEWLINES.sub(_BREAK, text)
     return html.unescape(text) if "&" in text else text
 
 
 class _TagReader:
     """What a browser shows for each tag of one page, in order: a line break for a block
-    element's tag, nothing for an inline or unknown element's, a comment-like `<!...>` or
-    `<?...>`, and for a tag it ignores (an end tag of an element never opened, but `p` and `br`
-    which make one; a part of a table before any table)."""
+    element's tag; nothing for an inline element's, a comment-like `<!...>` or `<?...>`, an
+    unknown element's when it is closed somewhere in the text (`ends`; else the "tag" is read
+    as text: a repr), and for a tag a browser ignores (an end tag of an element never opened,
+    but `p` and `br` which make one; a part of a table before any table)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ends: set[str]) -> None:
+        self.ends = ends
         self.opened: set[str] = set()
 
     def __call__(self, m: re.Match[str]) -> str:
@@ -297,7 +322,9 @@ class _TagReader:
         name = name.lower()
         closing = bool(m.group(1))
         if name not in _BLOCK:
-            return ""
+            if closing or name in _INLINE or name in self.ends:
+                return ""
+            return m.group(0)
         if closing and name not in self.opened and name not in ("p", "br"):
             return ""
         if name in _TABLE_PARTS and "table" not in self.opened:
@@ -307,15 +334,18 @@ class _TagReader:
         return _BREAK
 
 
-def _folded(text: str) -> list[str]:
+def _folded(text: str, controls: bool = True) -> list[str]:
     """`text` without what displays as nothing, NFKC-folded; and with look-alike letters read
     as ASCII (first), when that differs."""
-    text = _drop_controls(text)
+    if controls:  # (a text without control characters has no view with any)
+        text = _drop_controls(text)
     if text.isascii():
         return [text]
     if "\u202e" in text:
         text = _RIGHT_TO_LEFT_OVERRIDE.sub(lambda m: m.group(1)[::-1], text)
     distinct = _distinct(text)
+    if all(_unchanged(code) for code in distinct):
+        return [text]  # tqdm bars, box drawing, CJK, accented text: nothing to fold
     text = _replace(text, distinct, transliterate=False)
     folded = unicodedata.normalize("NFKC", text)
     if folded.isascii():
@@ -366,6 +396,21 @@ def _distinct(text: str) -> list[int]:
     return out
 
 
+@lru_cache(maxsize=1 << 16)
+def _unchanged(code: int) -> bool:
+    """Whether the character displays as itself in every view, whatever its neighbours: NFKC
+    keeps it, it is not invisible or a look-alike, and it composes with nothing (not a
+    combining mark, not a Hangul jamo)."""
+    ch = chr(code)
+    return (
+        unicodedata.normalize("NFKC", ch) == ch
+        and _mapped(code, False) == ch
+        and _mapped(code, True) == ch
+        and not unicodedata.combining(ch)
+        and not (0x1100 <= code <= 0x11FF or 0xA960 <= code <= 0xA97F or 0xD7B0 <= code <= 0xD7FF)
+    )
+
+
 @lru_cache(maxsize=1 << 16)  # bounded: hostile output may hold every code point
 def _mapped(code: int, transliterate: bool) -> str | None:
     """What a character outside ASCII displays as: None for nothing; with `transliterate`, the
@@ -379,9 +424,11 @@ def _mapped(code: int, transliterate: bool) -> str | None:
         if category[0] == "M":
             return ""
         if category[0] in "LN":
-            if unicodedata.normalize("NFD", ch)[0].isascii():
-                # An accented letter (é: e and a mark) displays its accent: not a look-alike,
-                # and kept so that accented names in the data still match.
+            if unicodedata.normalize("NFD", ch)[0].isascii() or " WITH " in unicodedata.name(
+                ch, ""
+            ):
+                # A letter with a mark (é, e and an accent; ł, l with a stroke) displays its
+                # mark: not a look-alike, and kept so that such names in the data still match.
                 return ch
             return _look_alike(ch) or ch
     return ch

@@ -2114,19 +2114,65 @@ static int markup_reference_joins(const uint8_t *s, Py_ssize_t n, Py_ssize_t i) 
     return 1;
 }
 
+static const char *const INLINE_TAGS[] = {
+    "a", "abbr", "acronym", "b", "bdi", "bdo", "big", "cite", "code", "data", "del", "dfn", "em",
+    "font", "i", "ins", "kbd", "mark", "nobr", "q", "rp", "rt", "ruby", "s", "samp", "small",
+    "span", "strike", "strong", "sub", "sup", "time", "tt", "u", "var", "wbr", NULL};
+
+static int markup_inline(const char *name) {
+    for (int k = 0; INLINE_TAGS[k]; k++)
+        if (strcmp(name, INLINE_TAGS[k]) == 0) return 1;
+    return 0;
+}
+
+/* Whether "</name" occurs anywhere in s (ASCII case folded), remembered per name: an unknown
+ * element is read as a tag only when it is closed somewhere, since Python's reprs
+ * (`<Figure size 640x480 with 1 Axes>`, `<function f at 0x...>`) look like start tags. */
+typedef struct {
+    char name[16];
+    int found;
+} EndTagMemo;
+
+static int markup_end_tag_in(const uint8_t *s, Py_ssize_t n, const char *name, int len,
+                             EndTagMemo *memo, int *used) {
+    for (int k = 0; k < *used; k++)
+        if (strcmp(memo[k].name, name) == 0) return memo[k].found;
+    int found = 0;
+    for (Py_ssize_t i = 0; i + 2 + len <= n && !found; i++) {
+        const uint8_t *hit = memchr(s + i, '<', (size_t)(n - i));
+        if (!hit) break;
+        i = hit - s;
+        if (i + 2 + len <= n && s[i + 1] == '/' &&
+            PyOS_strnicmp((const char *)s + i + 2, name, (size_t)len) == 0) {
+            const uint8_t after = i + 2 + len < n ? s[i + 2 + len] : '>';
+            found = !((after | 0x20) >= 'a' && (after | 0x20) <= 'z') && !(after >= '0' && after <= '9') && after != '-';
+        }
+    }
+    if (*used < 16) {
+        memcpy(memo[*used].name, name, (size_t)len + 1);
+        memo[*used].found = found;
+        (*used)++;
+    }
+    return found;
+}
+
 static PyObject *py_markup_joins(PyObject *mod, PyObject *arg) {
     (void)mod;
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
     const uint8_t *s = (const uint8_t *)view.buf;
     const Py_ssize_t n = view.len;
-    int joins = 0;
+    int joins = 0, html = 0, spaces = 0;
     uint8_t opened[sizeof(BLOCK_TAGS) / sizeof(BLOCK_TAGS[0])] = {0};
     const int table = markup_block("table");
+    EndTagMemo memo[16];
+    int memo_used = 0;
     Py_ssize_t i = 0;
     while (i < n && !joins) {
         const uint8_t c = s[i];
         if (c == '&') {
+            if (i + 1 < n && (s[i + 1] == '#' || ((s[i + 1] | 0x20) >= 'a' && (s[i + 1] | 0x20) <= 'z')))
+                html = 1;
             joins = markup_reference_joins(s, n, i);
             i++;
         } else if (c == '<') {
@@ -2138,11 +2184,12 @@ static PyObject *py_markup_joins(PyObject *mod, PyObject *arg) {
             int closing = j < n && s[j] == '/';
             if (closing) j++;
             char name[16];
-            int len = 0;
+            int len = 0, capital = 0;
             while (j < n && len < 15) {
                 const uint8_t d = s[j];
                 const int letter = (d | 0x20) >= 'a' && (d | 0x20) <= 'z';
                 if (!letter && !(d >= '0' && d <= '9') && d != '-') break;
+                capital |= d >= 'A' && d <= 'Z';
                 name[len++] = (char)(letter ? d | 0x20 : d);
                 j++;
             }
@@ -2152,11 +2199,24 @@ static PyObject *py_markup_joins(PyObject *mod, PyObject *arg) {
                 continue;
             }
             const int block = len == 15 ? -1 : markup_block(name);
-            /* An inline or unknown element joins; so does a tag a browser ignores: an end tag
-             * of an element never opened (but p and br, which make one), or a part of a table
-             * before any table. */
-            if (block < 0 ||
-                (closing && !opened[block] && strcmp(name, "p") != 0 && strcmp(name, "br") != 0) ||
+            if (block < 0) {
+                /* An inline element joins; so does an unknown one, when it is closed somewhere
+                 * (else it is read as text: a repr). */
+                if (closing || markup_inline(name) ||
+                    markup_end_tag_in(s, n, name, len, memo, &memo_used)) {
+                    joins = 1;
+                    break;
+                }
+                i++;
+                continue;
+            }
+            /* A known tag makes the text read as HTML (white space collapses) when written in
+             * lower case or closed somewhere; `<Figure size 640x480 with 1 Axes>`, a repr, does
+             * not. */
+            html |= !capital || closing || markup_end_tag_in(s, n, name, len, memo, &memo_used);
+            /* A tag a browser ignores joins: an end tag of an element never opened (but p and
+             * br, which make one), or a part of a table before any table. */
+            if ((closing && !opened[block] && strcmp(name, "p") != 0 && strcmp(name, "br") != 0) ||
                 (!opened[table] && markup_table_part(name))) {
                 joins = 1;
                 break;
@@ -2180,14 +2240,16 @@ static PyObject *py_markup_joins(PyObject *mod, PyObject *arg) {
                 j++;
             }
             if (i > 0 && j < n && s[i - 1] != '>' && s[j] != '<' && (breaks || j - i >= 4))
-                joins = 1;
+                spaces = 1;
             i = j;
         } else {
             i++;
         }
     }
     PyBuffer_Release(&view);
-    return PyBool_FromLong(joins);
+    /* White space collapses only where the text is read as HTML (a known tag or a character
+     * reference in it): a plain-text log holding a repr keeps its lines. */
+    return PyBool_FromLong(joins || (html && spaces));
 }
 
 static PyMethodDef module_methods[] = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import random
+import re
 from collections.abc import Callable
 
 import pandas as pd
@@ -267,12 +268,16 @@ def test_markup_joins_matches_what_the_view_changes() -> None:
         "<table>\n  <tr>\n    <td>Smith</td>\n    <td>John</td>\n  </tr>\n</table>",
         "<div><p>a</p>\n<p>b</p></div>",
         "a < b and c > d",
+        "fitted\n<Figure size 640x480 with 1 Axes>\n<function f at 0x7f>\nSmith\nJohn",
     ]:
         assert not display._markup_joins(text)
         shown = html.unescape(display._markup(text))
-        assert shown.split() == [w for w in shown.split()]  # well-formed
+        # No word of the view is new, and no two words are brought onto one line.
+        assert set(re.findall(r"\w+", shown)) <= set(re.findall(r"\w+", text))
+        assert all(len(line.split()) <= 1 or line in text for line in shown.splitlines())
     for text in ["x<b>y</b>", "x<!---->y", "<p>x\ny</p>", "x&#65;", "<custom>x</custom>",
-                 "x</div>y", "x<td>y", "<div>x</td></div>"]:  # fmt: skip
+                 "x</div>y", "x<td>y", "<div>x</td></div>", "<P>x\ny</P>",
+                 "x<q-1>y</q-1>"]:  # fmt: skip
         assert display._markup_joins(text), text
 
 
