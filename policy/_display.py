@@ -42,7 +42,16 @@ kept, and so are letters with a stroke (`ł`, `ø`): the mark shows, and such na
 must still match. Symbols are not
 mapped: `█` or `™` between two halves of a name displays as a mark, not a letter.
 
-Not seen through (honest limits): CSS (`display:none`, `::before` content, `text-transform`),
+The MIME type of a text is not known here, so it is inferred: a text is read as HTML only when
+it holds a known tag written in lower case or closed somewhere, a comment or a character
+reference, and an unknown element counts as a tag only when it is closed somewhere: Python's
+reprs (`<Figure size 640x480 with 1 Axes>`) look like start tags, and a plain-text log holding
+one must keep its lines apart. `_scanner.markup_joins` makes the same decisions in one compiled
+pass, so HTML that a browser shows as the markup keeps it (a table of block tags) gets no view.
+
+Not seen through (honest limits): HTML with no tag that shows a line break inside a value on one
+line (`Tiarna\nMontenegro` as `text/html` or Markdown), an unknown element never closed
+(`Tia<x>rna`), CSS (`display:none`, `::before` content, `text-transform`),
 scripts that write text at display time, the HTML parser's other error recovery (text in a
 table outside its cells is moved before it), text in images, LaTeX, markdown emphasis, terminal
 cursor movements other than `CSI n D`, right-to-left embedding other than the override, and
