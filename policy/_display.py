@@ -496,7 +496,9 @@ def with_display_findings(text: str, found: list[F], scan: Callable[[str], list[
     views = display_views(text)
     if not views:
         return found
-    seen = {(f.kind, f.column): f.strength == STRONG for f in found}
+    seen: dict[tuple[str, str], bool] = {}  # (kind, column) -> shown strongly somewhere
+    for f in found:
+        seen[(f.kind, f.column)] = seen.get((f.kind, f.column), False) or f.strength == STRONG
     added: list[F] = []
     for view in views:
         for f in scan(view):
