@@ -2009,7 +2009,254 @@ static PyObject *py_lower_utf8(PyObject *mod, PyObject *arg) {
     return lower_utf8_4((const Py_UCS4 *)data, n);
 }
 
+/* plain_display(text) -> bool: whether `text` is ASCII that displays as written, with no control
+ * character other than tab and newline, no "<" and no "&" (`bedside.policy._display.needs_view`:
+ * such text needs no display view). Eight bytes at a time: a word is looked at byte by byte only
+ * when it may hold one of those (a newline or tab also sends it there, once a line or so). */
+static int display_byte(uint8_t c) {
+    return (c < 0x20 && c != '\t' && c != '\n') || c == 0x7f || c == '<' || c == '&';
+}
+
+static PyObject *py_plain_display(PyObject *mod, PyObject *arg) {
+    (void)mod;
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "plain_display needs a str");
+        return NULL;
+    }
+    if (PyUnicode_READY(arg) < 0) return NULL;
+    if (!PyUnicode_IS_ASCII(arg)) Py_RETURN_FALSE;
+    const uint8_t *src = (const uint8_t *)PyUnicode_DATA(arg);
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+    Py_ssize_t i = 0;
+    const uint64_t ones = 0x0101010101010101ULL, tops = 0x8080808080808080ULL;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, src + i, 8);
+        const uint64_t lt = ones * (uint64_t)'<', amp = ones * (uint64_t)'&', del = ones * 0x7fULL;
+        const uint64_t a = w ^ lt, b = w ^ amp, d = w ^ del;
+        /* a byte < 0x20, or a byte equal to "<", "&" or DEL (zero after the xor) */
+        const uint64_t maybe = ((w - ones * 0x20ULL) & ~w) | ((a - ones) & ~a) |
+                               ((b - ones) & ~b) | ((d - ones) & ~d);
+        if (maybe & tops) {
+            for (int k = 0; k < 8; k++)
+                if (display_byte(src[i + k])) Py_RETURN_FALSE;
+        }
+    }
+    for (; i < n; i++)
+        if (display_byte(src[i])) Py_RETURN_FALSE;
+    Py_RETURN_TRUE;
+}
+
+/* ------------------------------------------------------------------ markup joins
+ *
+ * markup_joins(buf) -> bool, over the UTF-8 bytes of a text: whether a browser showing it as
+ * HTML could join text that the text as written keeps apart (`bedside.policy._display`): an
+ * inline or unknown tag (browsers show unknown elements inline), a comment, doctype or
+ * processing instruction, a character reference ("&" then a letter or "#"), or a run of white
+ * space inside a text node that a browser collapses to one space but the identifier index
+ * reads as a break (holding a line break, tab or form feed, or 4+ characters long), or a tag a
+ * browser ignores (an end tag of an element not opened, a table cell outside a table). Tags of
+ * block elements (tables, div, p, br, ...) break the line in the view too, and the content of
+ * style, script, template and title elements is not shown: neither joins anything. One pass,
+ * so that the HTML of a large table that holds only block tags costs no view. */
+static const char *const BLOCK_TAGS[] = {
+    /* the tags of a table first: they are nearly all a large output holds */
+    "td", "tr", "th", "tbody", "thead", "table", "div", "p", "br", "address", "article", "aside", "audio", "blockquote", "body", "br", "button", "canvas",
+    "caption", "center", "col", "colgroup", "dd", "details", "dialog", "dir", "div", "dl", "dt",
+    "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6",
+    "head", "header", "hr", "html", "iframe", "img", "input", "legend", "li", "link", "main",
+    "menu", "meta", "nav", "noscript", "ol", "optgroup", "option", "p", "pre", "section",
+    "select", "summary", "svg", "table", "tbody", "td", "textarea", "tfoot", "th", "thead", "tr",
+    "ul", "video", "style", "script", "template", "title", NULL};
+
+/* The index of `name` in BLOCK_TAGS, or -1. */
+static int markup_block(const char *name) {
+    for (int k = 0; BLOCK_TAGS[k]; k++)
+        if (strcmp(name, BLOCK_TAGS[k]) == 0) return k;
+    return -1;
+}
+
+/* Parts of a table: a browser ignores their tags outside a table (`Tia<td>rna` shows Tiarna). */
+static int markup_table_part(const char *name) {
+    static const char *const parts[] = {"td", "tr", "th", "tbody", "thead", "tfoot", "caption",
+                                        "col", "colgroup", NULL};
+    for (int k = 0; parts[k]; k++)
+        if (strcmp(name, parts[k]) == 0) return 1;
+    return 0;
+}
+
+static int markup_space(uint8_t c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
+}
+
+static int markup_alnum(uint8_t c) {
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || c >= 0x80;
+}
+
+/* Whether the character reference at s[i] ("&") may join text: any numeric one, and any named
+ * one but the references of punctuation and white space (&amp; &lt; &gt; &quot; &apos; &nbsp;)
+ * standing between non-letters (`>&nbsp;<` in a pandas Styler table); an "&" without a name
+ * is shown as it is. */
+static int markup_reference_joins(const uint8_t *s, Py_ssize_t n, Py_ssize_t i) {
+    static const char *const plain[] = {"amp", "lt", "gt", "quot", "apos", "nbsp", NULL};
+    if (i + 1 >= n) return 0;
+    if (s[i + 1] == '#') return 1;
+    char name[8];
+    int len = 0;
+    Py_ssize_t j = i + 1;
+    while (j < n && len < 7 && (s[j] | 0x20) >= 'a' && (s[j] | 0x20) <= 'z') name[len++] = (char)s[j++];
+    name[len] = 0;
+    if (len == 0) return 0;
+    if (j >= n || s[j] != ';') return 1;
+    for (int k = 0; plain[k]; k++)
+        if (strcmp(name, plain[k]) == 0)
+            return (i > 0 && markup_alnum(s[i - 1])) || (j + 1 < n && markup_alnum(s[j + 1]));
+    return 1;
+}
+
+static const char *const INLINE_TAGS[] = {
+    "a", "abbr", "acronym", "b", "bdi", "bdo", "big", "cite", "code", "data", "del", "dfn", "em",
+    "font", "i", "ins", "kbd", "mark", "nobr", "q", "rp", "rt", "ruby", "s", "samp", "small",
+    "span", "strike", "strong", "sub", "sup", "time", "tt", "u", "var", "wbr", NULL};
+
+static int markup_inline(const char *name) {
+    for (int k = 0; INLINE_TAGS[k]; k++)
+        if (strcmp(name, INLINE_TAGS[k]) == 0) return 1;
+    return 0;
+}
+
+/* Whether "</name" occurs anywhere in s (ASCII case folded), remembered per name: an unknown
+ * element is read as a tag only when it is closed somewhere, since Python's reprs
+ * (`<Figure size 640x480 with 1 Axes>`, `<function f at 0x...>`) look like start tags. */
+typedef struct {
+    char name[16];
+    int found;
+} EndTagMemo;
+
+static int markup_end_tag_in(const uint8_t *s, Py_ssize_t n, const char *name, int len,
+                             EndTagMemo *memo, int *used) {
+    for (int k = 0; k < *used; k++)
+        if (strcmp(memo[k].name, name) == 0) return memo[k].found;
+    int found = 0;
+    for (Py_ssize_t i = 0; i + 2 + len <= n && !found; i++) {
+        const uint8_t *hit = memchr(s + i, '<', (size_t)(n - i));
+        if (!hit) break;
+        i = hit - s;
+        if (i + 2 + len <= n && s[i + 1] == '/' &&
+            PyOS_strnicmp((const char *)s + i + 2, name, (size_t)len) == 0) {
+            const uint8_t after = i + 2 + len < n ? s[i + 2 + len] : '>';
+            found = !((after | 0x20) >= 'a' && (after | 0x20) <= 'z') && !(after >= '0' && after <= '9') && after != '-';
+        }
+    }
+    if (*used < 16) {
+        memcpy(memo[*used].name, name, (size_t)len + 1);
+        memo[*used].found = found;
+        (*used)++;
+    }
+    return found;
+}
+
+static PyObject *py_markup_joins(PyObject *mod, PyObject *arg) {
+    (void)mod;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    const uint8_t *s = (const uint8_t *)view.buf;
+    const Py_ssize_t n = view.len;
+    int joins = 0, html = 0, spaces = 0;
+    uint8_t opened[sizeof(BLOCK_TAGS) / sizeof(BLOCK_TAGS[0])] = {0};
+    const int table = markup_block("table");
+    EndTagMemo memo[16];
+    int memo_used = 0;
+    Py_ssize_t i = 0;
+    while (i < n && !joins) {
+        const uint8_t c = s[i];
+        if (c == '&') {
+            if (i + 1 < n && (s[i + 1] == '#' || ((s[i + 1] | 0x20) >= 'a' && (s[i + 1] | 0x20) <= 'z')))
+                html = 1;
+            joins = markup_reference_joins(s, n, i);
+            i++;
+        } else if (c == '<') {
+            Py_ssize_t j = i + 1;
+            if (j < n && (s[j] == '!' || s[j] == '?')) {
+                joins = 1;
+                break;
+            }
+            int closing = j < n && s[j] == '/';
+            if (closing) j++;
+            char name[16];
+            int len = 0, capital = 0;
+            while (j < n && len < 15) {
+                const uint8_t d = s[j];
+                const int letter = (d | 0x20) >= 'a' && (d | 0x20) <= 'z';
+                if (!letter && !(d >= '0' && d <= '9') && d != '-') break;
+                capital |= d >= 'A' && d <= 'Z';
+                name[len++] = (char)(letter ? d | 0x20 : d);
+                j++;
+            }
+            name[len] = 0;
+            if (len == 0 || (s[i + 1 + closing] >= '0' && s[i + 1 + closing] <= '9')) {
+                i++;  /* "<" not opening a tag ("a < b", "<3"): shown as it is */
+                continue;
+            }
+            const int block = len == 15 ? -1 : markup_block(name);
+            if (block < 0) {
+                /* An inline element joins; so does an unknown one, when it is closed somewhere
+                 * (else it is read as text: a repr). */
+                if (closing || markup_inline(name) ||
+                    markup_end_tag_in(s, n, name, len, memo, &memo_used)) {
+                    joins = 1;
+                    break;
+                }
+                i++;
+                continue;
+            }
+            /* A known tag makes the text read as HTML (white space collapses) when written in
+             * lower case or closed somewhere; `<Figure size 640x480 with 1 Axes>`, a repr, does
+             * not. */
+            html |= !capital || closing || markup_end_tag_in(s, n, name, len, memo, &memo_used);
+            /* A tag a browser ignores joins: an end tag of an element never opened (but p and
+             * br, which make one), or a part of a table before any table. */
+            if ((closing && !opened[block] && strcmp(name, "p") != 0 && strcmp(name, "br") != 0) ||
+                (!opened[table] && markup_table_part(name))) {
+                joins = 1;
+                break;
+            }
+            if (!closing) opened[block] = 1;
+            while (j < n && s[j] != '>') j++;
+            i = j + 1;
+            if (!closing && (strcmp(name, "style") == 0 || strcmp(name, "script") == 0 ||
+                             strcmp(name, "template") == 0 || strcmp(name, "title") == 0)) {
+                /* skip to the closing tag: the content is not shown */
+                for (; i + 2 + len < n; i++)
+                    if (s[i] == '<' && s[i + 1] == '/' &&
+                        PyOS_strnicmp((const char *)s + i + 2, name, (size_t)len) == 0)
+                        break;
+            }
+        } else if (markup_space(c)) {
+            Py_ssize_t j = i;
+            int breaks = 0;
+            while (j < n && markup_space(s[j])) {
+                breaks |= s[j] != ' ';
+                j++;
+            }
+            if (i > 0 && j < n && s[i - 1] != '>' && s[j] != '<' && (breaks || j - i >= 4))
+                spaces = 1;
+            i = j;
+        } else {
+            i++;
+        }
+    }
+    PyBuffer_Release(&view);
+    /* White space collapses only where the text is read as HTML (a known tag or a character
+     * reference in it): a plain-text log holding a repr keeps its lines. */
+    return PyBool_FromLong(joins || (html && spaces));
+}
+
 static PyMethodDef module_methods[] = {
+    {"plain_display", py_plain_display, METH_O,
+     "plain_display(text) -> bool: ASCII with no control (but tab, newline), '<' or '&'"},
+    {"markup_joins", py_markup_joins, METH_O,
+     "markup_joins(buf) -> bool: whether HTML display could join text kept apart (see source)"},
     {"tokens", py_tokens, METH_O, "tokens(buf) -> bytes of int64 quintuples"},
     {"lower_ascii", py_lower_ascii, METH_O, "lower_ascii(text) -> lower-cased ASCII bytes"},
     {"text_spans", py_text_spans, METH_O, "text_spans(text) -> candidate spans (see the source)"},

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from bedside.policy._display import with_display_findings
 from bedside.policy._tokens import TextSpans, code_units, lower_bytes, text_spans
 from bedside.policy.identifiers import STRONG, WEAK, IdentifierIndex, strengthen
 from bedside.policy.phi import scan_phi
@@ -400,8 +401,13 @@ def scan_text(
     phi: bool = True,
     decode: bool = True,
     phi_kinds: Iterable[str] | None = None,
+    display: bool = True,
 ) -> list[Finding]:
     """Identifier values and PHI in `text`, also inside encoded spans, ordered by position.
+
+    With `display`, also in what a reader sees when the text is displayed (escape sequences,
+    overwrites, markup and invisible characters acted on, look-alike letters read as ASCII;
+    see `_display`): such findings are "encoded:display+<kind>" over the whole text.
 
     `index` may be None when no dataset is loaded (PHI patterns still run). `phi_kinds`
     restricts the PHI patterns (a policy's `enabled_phi_patterns`). A finding of a date column
@@ -508,6 +514,13 @@ def scan_text(
         last = (a, minus_b, k)
         strength = WEAK if weak_at is not None and weak_at[i] else STRONG
         out.append(Finding(k, a, -minus_b, found[i][3], strength))
+    if display:
+        return with_display_findings(
+            text,
+            out,
+            lambda view: scan_text(view, index, phi=phi, decode=decode, phi_kinds=kinds,
+                                   display=False),
+        )  # fmt: skip
     return out
 
 
