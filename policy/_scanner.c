@@ -1251,6 +1251,101 @@ static PyObject *py_text_spans(PyObject *mod, PyObject *arg) {
     return res;
 }
 
+/* ------------------------------------------------------------------ dense runs
+ *
+ * dense_runs(text, min_len) -> int64 pairs: the runs of printable non-space ASCII ('!'..'~')
+ * at least min_len (>= 12) long that hold an upper-case letter: where base32, base85, Ascii85
+ * and uuencoded lines can be (`bedside.policy._encodings`). A one-byte str is passed over in
+ * 8-byte windows at a stride of 4: a run of 12 or more holds such a window wholly, so a window
+ * with a space or a non-ASCII byte in it is skipped in a few operations, and prose costs about a
+ * tenth of a millisecond per megabyte. */
+static inline int dense_char(Py_UCS4 c) { return c >= 0x21 && c <= 0x7e; }
+
+static int dense_push(Pairs *out, const void *data, int kind, Py_ssize_t a, Py_ssize_t b,
+                      Py_ssize_t min_len) {
+    if (b - a < min_len) return 0;
+    for (Py_ssize_t j = a; j < b; j++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, j);
+        if (c >= 'A' && c <= 'Z') return pairs_push(out, a, b);
+    }
+    return 0;
+}
+
+/* Top bit of each byte of `w` (bytes below 0x80) in [lo, hi]. */
+#define DENSE_ONES 0x0101010101010101ULL
+#define DENSE_TOPS 0x8080808080808080ULL
+#define BYTES_IN(w, lo, hi)                                                 \
+    (((w) + DENSE_ONES * (uint64_t)(0x80 - (lo))) &                         \
+     ~((w) + DENSE_ONES * (uint64_t)(0x7f - (hi))) & DENSE_TOPS)
+
+static PyObject *py_dense_runs(PyObject *mod, PyObject *args) {
+    (void)mod;
+    PyObject *text;
+    Py_ssize_t min_len;
+    if (!PyArg_ParseTuple(args, "Un", &text, &min_len)) return NULL;
+    if (min_len < 12) min_len = 12;
+    const int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    Pairs out = {0};
+    int fail = 0;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const uint8_t *p = (const uint8_t *)data;
+        Py_ssize_t i = 0;
+        while (i + 8 <= n && !fail) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            if ((w & DENSE_TOPS) || BYTES_IN(w, 0x21, 0x7e) != DENSE_TOPS) {
+                i += 4;
+                continue;
+            }
+            /* A run: widen it (eight bytes a step to the right), noting capitals. */
+            uint64_t up = BYTES_IN(w, 'A', 'Z');
+            Py_ssize_t a = i, b = i + 8;
+            while (a > 0 && dense_char(p[a - 1])) {
+                a--;
+                up |= p[a] >= 'A' && p[a] <= 'Z';
+            }
+            while (b + 8 <= n) {
+                uint64_t x;
+                memcpy(&x, p + b, 8);
+                if ((x & DENSE_TOPS) || BYTES_IN(x, 0x21, 0x7e) != DENSE_TOPS) break;
+                up |= BYTES_IN(x, 'A', 'Z');
+                b += 8;
+            }
+            while (b < n && dense_char(p[b])) {
+                up |= p[b] >= 'A' && p[b] <= 'Z';
+                b++;
+            }
+            if (up && b - a >= min_len && pairs_push(&out, a, b) < 0) fail = 1;
+            i = (b + 4) & ~(Py_ssize_t)3;
+        }
+        /* A run of min_len (>= 12) holds a whole window at a multiple of 4: the tail after
+         * the last window can only end a run found above. */
+    } else {
+        Py_ssize_t a = -1;
+        for (Py_ssize_t i = 0; i <= n && !fail; i++) {
+            int d = i < n && dense_char(PyUnicode_READ(kind, data, i));
+            if (d && a < 0) a = i;
+            if (!d && a >= 0) {
+                if (dense_push(&out, data, kind, a, i, min_len) < 0) fail = 1;
+                a = -1;
+            }
+        }
+    }
+    if (fail) {
+        free(out.data);
+        return PyErr_NoMemory();
+    }
+    PyObject *res = PyBytes_FromStringAndSize((const char *)out.data,
+                                              out.n * (Py_ssize_t)sizeof(int64_t));
+    free(out.data);
+    return res;
+}
+#undef BYTES_IN
+#undef DENSE_ONES
+#undef DENSE_TOPS
+
 static PyObject *py_alnum_table(PyObject *mod, PyObject *unused) {
     return PyBytes_FromStringAndSize((const char *)alnum, 65536);
 }
@@ -2027,6 +2122,8 @@ static PyMethodDef module_methods[] = {
      "label_windows(text, words, before, after) -> bytes of int64 pairs (see the source)"},
     {"lower_utf8", py_lower_utf8, METH_O,
      "lower_utf8(text) -> text.lower().encode() when only ASCII letters change, else None"},
+    {"dense_runs", py_dense_runs, METH_VARARGS,
+     "dense_runs(text, min_len) -> runs of printable non-space ASCII with a capital"},
     {"alnum_table", py_alnum_table, METH_NOARGS, "alnum_table() -> the 65536-byte BMP table"},
     {NULL, NULL, 0, NULL},
 };

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from bedside.policy import _encodings as _enc
 from bedside.policy._tokens import TextSpans, code_units, lower_bytes, text_spans
 from bedside.policy.identifiers import STRONG, WEAK, IdentifierIndex, strengthen
 from bedside.policy.phi import scan_phi
@@ -151,7 +152,7 @@ def _printable(data: bytes) -> str | None:
     return text if good >= 0.9 * len(text) else None
 
 
-def _decode_base64(span: str) -> str | None:
+def _decode_base64(span: str) -> list[_enc.Reading] | None:
     compact = span.replace("\n", "").replace("\r", "") if "\n" in span else span
     if len(compact) < 12:
         return None
@@ -165,20 +166,20 @@ def _decode_base64(span: str) -> str | None:
             data = base64.b64decode(padded, altchars=altchars, validate=True)
         except (binascii.Error, ValueError):
             continue
-        text = _printable(data)
-        if text is not None:
-            return text
+        readings = _enc.bytes_readings(data, len(span))
+        if readings:
+            return readings
     return None
 
 
-def _decode_hex(span: str) -> str | None:
+def _decode_hex(span: str) -> list[_enc.Reading] | None:
     compact = re.sub(r"[\s:]", "", span)
     if compact.lower().startswith(("0x", "\\x")):
         compact = compact[2:]
     if len(compact) % 2 or compact.isdigit():
         return None
     try:
-        return _printable(bytes.fromhex(compact))
+        return _enc.bytes_readings(bytes.fromhex(compact), len(span))
     except ValueError:
         return None
 
@@ -242,7 +243,9 @@ def _spans(text: str, name: str, spans: TextSpans | None) -> Iterator[tuple[int,
     `spans` are the text's candidate runs from the compiled core (`_tokens.text_spans`); without
     them (not built) the numpy reference path finds the same.
     """
-    if spans is None:
+    if name in _ENC_SPANS:
+        yield from _ENC_SPANS[name](text, spans)
+    elif spans is None:
         yield from _spans_reference(text, name, code_units(text))
     elif name == "base64":
         yield from spans.base64
@@ -329,14 +332,46 @@ def _spans_reference(
             yield from _pairs(st[ok], en[ok])
 
 
-_DECODERS: tuple[tuple[str, Callable[[str], str | None]], ...] = (
+def _int_runs(text: str, spans: TextSpans | None) -> list[tuple[int, int]]:
+    if spans is not None:
+        return spans.int
+    return list(_spans_reference(text, "int", code_units(text)))
+
+
+def _dense_windows(text: str, spans: TextSpans | None) -> Iterator[tuple[int, int]]:
+    """Dense runs (base32, base85, Ascii85), and the uuencode windows around them when wider
+    (uuencoded lines can hold spaces: `_enc.decode_dense` tells them by their spaces)."""
+    last = -1
+    for start, end in _enc.dense_spans(text):
+        yield start, end
+        if start >= last:
+            a, last = _enc.uu_window(text, start, end)
+            if (a, last) != (start, end):
+                yield a, last
+
+
+# The encodings of `_encodings`: where their spans are (name -> spans of a text).
+_ENC_SPANS: dict[str, Callable[[str, TextSpans | None], Iterable[tuple[int, int]]]] = {
+    "dense": _dense_windows,
+    "escapes": lambda text, spans: _enc.escape_spans(text),
+    "quoted-printable": lambda text, spans: _enc.qp_spans(text),
+    "bits": lambda text, spans: _enc.bit_spans(text, _int_runs(text, spans)),
+}
+
+_Decoded = str | list[_enc.Reading] | None
+_DECODERS: tuple[tuple[str, Callable[[str], _Decoded]], ...] = (
     ("base64", _decode_base64),
     ("hex", _decode_hex),
     ("percent", _decode_percent),
     ("int", _decode_int),
     ("ords", _decode_ords),
+    ("dense", _enc.decode_dense),  # base32, base85, Ascii85, uu: they name themselves
+    ("escapes", _enc.decode_escapes),
+    ("quoted-printable", _enc.decode_qp),
+    ("bits", _enc.decode_bits),
 )
 _DECODER = dict(_DECODERS)
+_SELF_NAMED = frozenset({"dense"})
 
 
 # A decoded layer: (prefix such as "encoded:base64+", its text, whether it is a reversal).
@@ -370,11 +405,15 @@ def _span_layers(
     decoder = _DECODER[name]
     decoded = decoder(chunk)
     layers: list[_Layer] = []
-    if decoded:
-        prefix = f"encoded:{name}+"
-        layers.append((prefix, decoded, False))
-        if depth < MAX_DEPTH:
-            for p, t, r in _inner_layers(decoded, depth + 1, want_reversed, cache):
+    readings = [("", decoded)] if isinstance(decoded, str) else decoded or []
+    for sub, text in readings:
+        # ("zlib+", ...): what the decoded bytes were; a name without "+" is a finding itself
+        prefix = "encoded:" + ("" if name in _SELF_NAMED else name + "+") + sub
+        if not text and prefix.endswith("+"):
+            continue
+        layers.append((prefix, text, False))
+        if text and depth < MAX_DEPTH:
+            for p, t, r in _inner_layers(text, depth + 1, want_reversed, cache):
                 layers.append((prefix + p, t, r))
     cache[key] = layers
     return layers
@@ -482,6 +521,10 @@ def scan_text(
                 )
     for start, end, layer in layers:
         prefix = layer[0]
+        if not prefix.endswith("+"):
+            # Decoded data that says something by itself (`_encodings.OVER_LIMIT`).
+            found.append((prefix, start or 0, end, ""))
+            continue
         for kind, column, a, b in inner[distinct[layer]]:
             if start is None:
                 # The whole output reversed: offsets map back onto the output.
