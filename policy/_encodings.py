@@ -92,7 +92,7 @@ def _unzip(data: bytes, bound: int) -> bytes | None:
                     break
     # zipfile raises many kinds on a damaged or encrypted archive (BadZipFile, RuntimeError,
     # NotImplementedError, EOFError, zlib.error, struct.error ...): whatever it read is kept.
-    except Exception:  # noqa: BLE001 - a decoder never raises on garbage
+    except Exception:  # noqa: BLE001, S110 - a decoder never raises on garbage
         pass
     return bytes(out) if out else None
 
@@ -143,7 +143,7 @@ def _wide_text(data: bytes) -> Reading | None:
 
 
 # Printable ASCII and the bytes of UTF-8 characters (names with accents stay whole).
-_STRINGS = re.compile(rb"(?:[\x20-\x7e]|[\xc2-\xf4][\x80-\xbf]{1,3}){%d,}" % MIN_STRING)
+_STRINGS = re.compile(rb"(?:[\x20-\x7e]|[\xc2-\xf4][\x80-\xbf]{1,3}){4,}")  # MIN_STRING
 
 
 def _strings(data: bytes) -> str | None:
@@ -192,7 +192,7 @@ def dense_spans(text: str) -> list[tuple[int, int]]:
     return list(_dense_reference(text))
 
 
-_DENSE_RUN = re.compile(r"[!-~]{%d,}" % DENSE_MIN)
+_DENSE_RUN = re.compile(rf"[!-~]{{{DENSE_MIN},}}")
 _CAPITAL = re.compile(r"[A-Z]")
 
 
@@ -299,9 +299,7 @@ _WINDOW_PAD = 64  # characters of context kept on each side of a cluster of esca
 _CLUSTER_GAP = 32
 
 
-def _clusters(
-    text: str, pattern: re.Pattern[str], gap: int, pad: int
-) -> Iterator[tuple[int, int]]:
+def _clusters(text: str, pattern: re.Pattern[str], gap: int, pad: int) -> Iterator[tuple[int, int]]:
     """Windows around clusters of matches of `pattern`, padded and kept within their lines."""
     first = last = -1
     for m in pattern.finditer(text):
