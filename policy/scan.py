@@ -40,7 +40,7 @@ import numpy.typing as npt
 
 from bedside.policy import _encodings as _enc
 from bedside.policy._tokens import TextSpans, code_units, lower_bytes, text_spans
-from bedside.policy.identifiers import STRONG, WEAK, IdentifierIndex, strengthen
+from bedside.policy.identifiers import ROT13_PREFIX, STRONG, WEAK, IdentifierIndex, strengthen
 from bedside.policy.phi import scan_phi
 
 
@@ -550,7 +550,12 @@ def scan_text(
             continue
         last = (a, minus_b, k)
         strength = WEAK if weak_at is not None and weak_at[i] else STRONG
-        out.append(Finding(k, a, -minus_b, found[i][3], strength))
+        column = found[i][3]
+        if column.startswith(ROT13_PREFIX):
+            # The index holds the rot13 forms of values under columns of their own.
+            column = column[len(ROT13_PREFIX) :]
+            k = k[: -len("identifier")] + "encoded:rot13+identifier"
+        out.append(Finding(k, a, -minus_b, column, strength))
     return out
 
 
