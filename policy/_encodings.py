@@ -184,9 +184,10 @@ def bytes_readings(data: bytes, span_len: int, *, inflate: bool = True) -> list[
 _DENSE_BYTES = frozenset(range(0x21, 0x7F))
 
 
-def dense_spans(text: str) -> list[tuple[int, int]]:
-    """Runs of printable non-space ASCII, at least DENSE_MIN long, holding a capital letter."""
-    if _scanner is not None:
+def dense_spans(text: str, *, native: bool = True) -> list[tuple[int, int]]:
+    """Runs of printable non-space ASCII, at least DENSE_MIN long, holding a capital letter
+    (`native=False`: without the compiled core, as when it is not built)."""
+    if native and _scanner is not None:
         flat = array.array("q", _scanner.dense_runs(text, DENSE_MIN))
         return list(zip(flat[0::2], flat[1::2], strict=True))
     return list(_dense_reference(text))

@@ -283,6 +283,9 @@ def _spans_reference(
     Every filter is vectorised over all runs at once, so ordinary text costs a few passes over
     its code units and no Python per run.
     """
+    if name in _ENC_SPANS:
+        yield from _ENC_SPANS[name](text, None)
+        return
     if name == "percent":
         if "%" not in text:
             return
@@ -342,7 +345,7 @@ def _dense_windows(text: str, spans: TextSpans | None) -> Iterator[tuple[int, in
     """Dense runs (base32, base85, Ascii85), and the uuencode windows around them when wider
     (uuencoded lines can hold spaces: `_enc.decode_dense` tells them by their spaces)."""
     last = -1
-    for start, end in _enc.dense_spans(text):
+    for start, end in _enc.dense_spans(text, native=spans is not None):
         yield start, end
         if start >= last:
             a, last = _enc.uu_window(text, start, end)
