@@ -3,7 +3,7 @@
 `scan` finds candidate spans and decodes base64, hex, percent-encoding, big integers, lists of
 character codes and reversed text; this module adds what the standard library makes a one-liner:
 
-- base32 (and base32hex), base85, Ascii85 and uuencode, on the dense runs of a text (runs of
+- base32, base85, Ascii85 and uuencode, on the dense runs of a text (runs of
   printable non-space ASCII with a capital letter, `dense_spans`, found by the compiled core);
 - quoted-printable and backslash escapes written out as text (`\\u0054`, `\\x54`, `\\124`,
   `repr` of bytes), on windows around their escapes (found by regexes with a literal prefix);
@@ -36,13 +36,16 @@ from collections.abc import Iterator
 from bedside.policy._tokens import _scanner
 
 # A reading of decoded bytes: (what it is, e.g. "zlib+" or "" for plain text, its text). A
-# reading named OVER_LIMIT (no "+") is a finding of its own: its text is empty.
+# reading named OVER_LIMIT (no "+") is a finding of its own: its text is empty. A reading
+# whose name ends in STRINGS is the printable runs of binary data: only the identifier index
+# reads it (no PHI patterns, no further decoding: runs of random bytes are noise).
+STRINGS = "strings+"
 Reading = tuple[str, str]
 OVER_LIMIT = "over-limit"
 
 INFLATE_MIN = 64 * 1024
 INFLATE_FACTOR = 10
-MIN_STRING = 4  # printable runs of binary data shorter than this are noise
+MIN_STRING = 5  # printable runs of binary data shorter than this are noise
 DENSE_MIN = 12  # the shortest dense run looked at (base85 of a 10-character value is 13)
 
 
@@ -142,8 +145,9 @@ def _wide_text(data: bytes) -> Reading | None:
     return None
 
 
-# Printable ASCII and the bytes of UTF-8 characters (names with accents stay whole).
-_STRINGS = re.compile(rb"(?:[\x20-\x7e]|[\xc2-\xf4][\x80-\xbf]{1,3}){4,}")  # MIN_STRING
+# Printable ASCII and UTF-8 Latin-1 letters (names with accents stay whole), MIN_STRING or
+# more: in random bytes (a digest, weights) a run of five turns up once in ~200 positions.
+_STRINGS = re.compile(rb"(?:[\x20-\x7e]|\xc3[\x80-\xbf]){5,}")
 
 
 def _strings(data: bytes) -> str | None:
@@ -175,7 +179,7 @@ def bytes_readings(data: bytes, span_len: int, *, inflate: bool = True) -> list[
     if wide is not None:
         return [wide]
     strings = _strings(data)
-    return [("strings+", strings)] if strings else []
+    return [(STRINGS, strings)] if strings else []
 
 
 # ---------------------------------------------------------------- dense runs
@@ -189,7 +193,11 @@ def dense_spans(text: str, *, native: bool = True) -> list[tuple[int, int]]:
     (`native=False`: without the compiled core, as when it is not built)."""
     if native and _scanner is not None:
         flat = array.array("q", _scanner.dense_runs(text, DENSE_MIN))
-        return list(zip(flat[0::2], flat[1::2], strict=True))
+        pairs = list(zip(flat[0::2], flat[1::2], strict=True))
+        if pairs and not text.isascii():
+            # (The core filters the runs of one-byte strs itself.)
+            pairs = [(a, b) for a, b in pairs if dense_kept(text[a:b])]
+        return pairs
     return list(_dense_reference(text))
 
 
@@ -197,15 +205,35 @@ _DENSE_RUN = re.compile(rf"[!-~]{{{DENSE_MIN},}}")
 _CAPITAL = re.compile(r"[A-Z]")
 
 
+_WORD = re.compile(r"[!-~]?[A-Za-z]+[!-~]?")
+_LOWER = re.compile(r"[a-z]")
+
+
+_UU_ONLY = re.compile(r"[!\"#$%&'(),;<>?@\[\\\]^`]")
+
+
+def dense_kept(run: str) -> bool:
+    """Whether a dense run can be an encoding (the compiled core's `dense_kept`): not a word
+    (letters, one of them lower-case, punctuation at its ends only); not numbers (digits over
+    40 % with a '.'); and, without lower case (base85 and Ascii85 of text have it), base32 or
+    holding a character only uuencode of the three would (not "UUID=9F3A...", "MAX_LEN=512")."""
+    digits = sum(map(run.count, "0123456789"))
+    lower = _LOWER.search(run) is not None
+    if not digits and lower and _WORD.fullmatch(run):
+        return False
+    if "." in run and digits * 5 > len(run) * 2:
+        return False
+    return lower or _B32.fullmatch(run) is not None or _UU_ONLY.search(run) is not None
+
+
 def _dense_reference(text: str) -> Iterator[tuple[int, int]]:
     """`dense_spans` without the compiled core (and what it is tested against)."""
     for m in _DENSE_RUN.finditer(text):
-        if _CAPITAL.search(m.group()):
+        if _CAPITAL.search(m.group()) and dense_kept(m.group()):
             yield m.start(), m.end()
 
 
 _B32 = re.compile(r"[A-Z2-7]+=*")
-_B32HEX = re.compile(r"[0-9A-V]+=*")
 _B85_ALPHABET = frozenset(
     "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~"
 )
@@ -214,7 +242,7 @@ _EDGE_PUNCT = ".,;:!?\"'()[]{}<>"
 
 
 def decode_dense(span: str) -> list[Reading]:
-    """base32 / base32hex / base85 / Ascii85 / uuencode readings of a dense run (see
+    """base32 / base85 / Ascii85 / uuencode readings of a dense run (see
     `dense_spans`), or uuencode readings of the wider window around one (it has spaces)."""
     if " " in span:
         return decode_uu(span)
@@ -229,17 +257,20 @@ def _decode_dense(span: str) -> list[Reading]:
     n = len(span)
     if len(span) >= 16 and _B32.fullmatch(span):
         out += _try(lambda s: base64.b32decode(s + "=" * (-len(s) % 8)), "base32+", span, n)
-    elif len(span) >= 16 and _B32HEX.fullmatch(span):
-        out += _try(lambda s: base64.b32hexdecode(s + "=" * (-len(s) % 8)), "base32+", span, n)
-    if out:
+    if any(not name.startswith("strings") for name, _ in out[:1]):
+        return out
+    # base85 and Ascii85 of text mix both cases (a 13-character span lacks lower case with
+    # probability about 1 %): upper-case ids and hex ("UUID=9F3A...") are left out, since
+    # their decoders are pure Python. Every alphabet that fits is tried: a span of one can
+    # decode as garbage in another.
+    if not _LOWER.search(span):
         return out
     chars = set(span)
     if chars <= _B85_ALPHABET:
         out += _try(base64.b85decode, "base85+", span, n)
-    if not out:
-        inner = span[2:-2] if span.startswith("<~") and span.endswith("~>") else span
-        if set(inner) <= _A85_ALPHABET:
-            out += _try(base64.a85decode, "ascii85+", inner, n)
+    inner = span[2:-2] if span.startswith("<~") and span.endswith("~>") else span
+    if set(inner) <= _A85_ALPHABET:
+        out += _try(base64.a85decode, "ascii85+", inner, n)
     return out
 
 
@@ -257,6 +288,21 @@ def _try(decode: object, name: str, span: str, n: int) -> list[Reading]:
 _UU_RUN = re.compile(r"[ -`]+")
 
 
+_UU_SHORT = re.compile(r"[ -`]{12,}")
+UU_SHORT_TEXT = 8192
+
+
+def uu_short_spans(text: str) -> Iterator[tuple[int, int]]:
+    """In a short text, runs of uuencode characters of 12 or more with a capital letter: a
+    short value's uuencoded line can be split by spaces into pieces shorter than a dense run.
+    (Longer texts rely on the dense runs, to keep a megabyte's scan cheap.)"""
+    if len(text) <= UU_SHORT_TEXT:
+        for m in _UU_SHORT.finditer(text):
+            run = m.group()
+            if " " in run.strip() and _CAPITAL.search(run) and run.count(" ") * 3 < len(run):
+                yield m.start(), m.end()
+
+
 def uu_window(text: str, start: int, end: int) -> tuple[int, int]:
     """The run of uuencode characters (on its line) around the dense run [start, end)."""
     line_start = text.rfind("\n", 0, start) + 1
@@ -268,16 +314,21 @@ def uu_window(text: str, start: int, end: int) -> tuple[int, int]:
     return a, max(b, end)
 
 
+_UU_START = re.compile(r"(?:^|(?<= ))[!-M]")
+
+
 def decode_uu(chunk: str) -> list[Reading]:
     """uuencoded lines in `chunk` (one line's run of uuencode characters)."""
     out: list[Reading] = []
-    tried = 0
-    for i, ch in enumerate(chunk):
+    if _LOWER.search(chunk) or (
+        "." in chunk and sum(map(chunk.count, "0123456789")) * 5 > len(chunk) * 2
+    ):
+        return out  # not uuencode characters; or numbers
+    for tried, m in enumerate(_UU_START.finditer(chunk)):
         if tried >= 8:
             break
-        if not ("!" <= ch <= "M") or (i and chunk[i - 1] != " "):
-            continue
-        size = ord(ch) - 32
+        i = m.start()
+        size = ord(chunk[i]) - 32
         body = (size + 2) // 3 * 4
         if i + 1 + body > len(chunk):
             continue
@@ -348,8 +399,11 @@ def decode_escapes(chunk: str) -> list[Reading]:
 
 # ---------------------------------------------------------------- quoted-printable
 
-# Only escapes of non-ASCII bytes and soft line breaks: `n=10` and `x=FF` are everyday output.
-_QP = re.compile(r"=(?:[89A-F][0-9A-F]|\r?\n)")
+# Only the escapes of a whole UTF-8 character (`=C3=A9`) and soft line breaks: `n=10`,
+# `x=FF` and `UUID=AB12...` are everyday output.
+_QP = re.compile(
+    r"=(?:(?:C[2-9A-F]|D[0-9A-F])|E[0-9A-F]=[89AB][0-9A-F]|F[0-4](?:=[89AB][0-9A-F]){2})=[89AB][0-9A-F]|=\r?\n"
+)
 
 
 def qp_spans(text: str) -> Iterator[tuple[int, int]]:
@@ -411,3 +465,8 @@ def decode_bits(chunk: str) -> list[Reading]:
         if good < 0.9 * len(text):
             return []
     return [("", text)] if text is not None else []
+
+
+def has_lower(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] holds an ASCII lower-case letter (uuencode has none)."""
+    return _LOWER.search(text, start, end) is not None

@@ -1271,6 +1271,34 @@ static int dense_push(Pairs *out, const void *data, int kind, Py_ssize_t a, Py_s
     return 0;
 }
 
+/* Whether a dense run of a one-byte str can be an encoding (`_encodings.dense_kept`): not a
+ * word (letters, one of them lower-case, with punctuation at its ends only: "International,",
+ * "(Significant)"); not numbers (digits more than 40 % with a '.': "1.234560E+00,-2.5E-01");
+ * and, without lower case (base85 and Ascii85 of text have it), base32 (A-Z, 2-7, '=' at the
+ * end) or holding a character only uuencode of the three would: upper-case ids and hex
+ * ("UUID=9F3A...", "MAX_LEN=512") are left out. */
+static int dense_kept(const uint8_t *p, Py_ssize_t a, Py_ssize_t b) {
+    Py_ssize_t lower = 0, digits = 0, inner_other = 0, dot = 0, uu_only = 0, not_b32 = 0;
+    Py_ssize_t pad = b;
+    while (pad > a && p[pad - 1] == '=') pad--;
+    for (Py_ssize_t j = a; j < b; j++) {
+        uint8_t c = p[j];
+        if (c >= 'a' && c <= 'z') lower++;
+        else if (c >= '0' && c <= '9') digits++;
+        else if (!(c >= 'A' && c <= 'Z')) {
+            dot |= c == '.';
+            if (j != a && j != b - 1) inner_other++;
+            uu_only |= c <= '@' ? strchr("!\"#$%&'(),;<>?@", c) != NULL
+                                : strchr("[\\]^`", c) != NULL;
+        }
+        if (j < pad && !((c >= 'A' && c <= 'Z') || (c >= '2' && c <= '7'))) not_b32 = 1;
+    }
+    if (lower && !digits && !inner_other) return 0;
+    if (dot && digits * 5 > (b - a) * 2) return 0;
+    if (!lower && not_b32 && !uu_only) return 0;
+    return 1;
+}
+
 /* Top bit of each byte of `w` (bytes below 0x80) in [lo, hi]. */
 #define DENSE_ONES 0x0101010101010101ULL
 #define DENSE_TOPS 0x8080808080808080ULL
@@ -1317,7 +1345,8 @@ static PyObject *py_dense_runs(PyObject *mod, PyObject *args) {
                 up |= p[b] >= 'A' && p[b] <= 'Z';
                 b++;
             }
-            if (up && b - a >= min_len && pairs_push(&out, a, b) < 0) fail = 1;
+            if (up && b - a >= min_len && dense_kept(p, a, b) && pairs_push(&out, a, b) < 0)
+                fail = 1;
             i = (b + 4) & ~(Py_ssize_t)3;
         }
         /* A run of min_len (>= 12) holds a whole window at a multiple of 4: the tail after

@@ -347,10 +347,11 @@ def _dense_windows(text: str, spans: TextSpans | None) -> Iterator[tuple[int, in
     last = -1
     for start, end in _enc.dense_spans(text, native=spans is not None):
         yield start, end
-        if start >= last:
+        if start >= last and not _enc.has_lower(text, start, end):
             a, last = _enc.uu_window(text, start, end)
             if (a, last) != (start, end):
                 yield a, last
+    yield from _enc.uu_short_spans(text)
 
 
 # The encodings of `_encodings`: where their spans are (name -> spans of a text).
@@ -377,7 +378,8 @@ _DECODER = dict(_DECODERS)
 _SELF_NAMED = frozenset({"dense"})
 
 
-# A decoded layer: (prefix such as "encoded:base64+", its text, whether it is a reversal).
+# A decoded layer: (prefix such as "encoded:base64+", its text, whether it is a reversal or the
+# printable runs of binary data: such layers only go through the identifier index).
 _Layer = tuple[str, str, bool]
 _Cache = dict[tuple[str, str, int], list[_Layer]]
 
@@ -414,8 +416,9 @@ def _span_layers(
         prefix = "encoded:" + ("" if name in _SELF_NAMED else name + "+") + sub
         if not text and prefix.endswith("+"):
             continue
-        layers.append((prefix, text, False))
-        if text and depth < MAX_DEPTH:
+        runs = prefix.endswith(_enc.STRINGS)
+        layers.append((prefix, text, runs))
+        if text and depth < MAX_DEPTH and not runs:
             for p, t, r in _inner_layers(text, depth + 1, want_reversed, cache):
                 layers.append((prefix + p, t, r))
     cache[key] = layers

@@ -45,7 +45,6 @@ def b64(data: bytes) -> str:
 # (label, encode: str -> str, the kind its findings have). Each encodes the value's UTF-8.
 ENCODINGS: list[tuple[str, Callable[[str], str], str]] = [
     ("base32", lambda v: base64.b32encode(v.encode()).decode(), "encoded:base32+identifier"),
-    ("base32hex", lambda v: base64.b32hexencode(v.encode()).decode(), "encoded:base32+identifier"),
     ("base85", lambda v: base64.b85encode(v.encode()).decode(), "encoded:base85+identifier"),
     ("ascii85", lambda v: base64.a85encode(v.encode()).decode(), "encoded:ascii85+identifier"),
     (
