@@ -4,9 +4,11 @@ Both guard layers — the in-kernel guard and the sentry at the boundary — cal
 every message they let out, so the two layers judge text by the same rules. It runs the
 identifier index and the PHI patterns on the text as it is, and on what the text decodes to when
 part of it is base64, hex, percent-encoding, a long integer holding UTF-8 bytes
-(`int.from_bytes(s.encode(), "big")`), a list of character codes, or the text reversed. A
-`Finding` says what was found and where (character offsets of the text as given, i.e. of the
-encoded span); it never carries the value.
+(`int.from_bytes(s.encode(), "big")`), a list of character codes, or the text reversed, and
+in the encodings of `_encodings` (base32, base85, Ascii85, uuencode, escapes, quoted-printable,
+bit strings; compressed, UTF-16/32 and binary data inside base64 and the like); rot13 forms are
+in the identifier index itself. A `Finding` says what was found and where (character offsets
+of the text as given, i.e. of the encoded span); it never carries the value.
 
 Cost on long outputs: candidate spans of every encoding come from one pass of the compiled core
 over the text (`_tokens.text_spans`, shared with the PHI patterns; the vectorised numpy runs of
