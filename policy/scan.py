@@ -168,7 +168,7 @@ def _decode_base64(span: str) -> list[_enc.Reading] | None:
             data = base64.b64decode(padded, altchars=altchars, validate=True)
         except (binascii.Error, ValueError):
             continue
-        readings = _enc.bytes_readings(data, len(span))
+        readings: list[_enc.Reading] = _enc.bytes_readings(data, len(span))
         if readings:
             return readings
     return None
@@ -181,9 +181,11 @@ def _decode_hex(span: str) -> list[_enc.Reading] | None:
     if len(compact) % 2 or compact.isdigit():
         return None
     try:
-        return _enc.bytes_readings(bytes.fromhex(compact), len(span))
+        data = bytes.fromhex(compact)
     except ValueError:
         return None
+    readings: list[_enc.Reading] = _enc.bytes_readings(data, len(span))
+    return readings
 
 
 def _decode_percent(span: str) -> str | None:
@@ -339,7 +341,8 @@ def _spans_reference(
 
 def _int_runs(text: str, spans: TextSpans | None) -> list[tuple[int, int]]:
     if spans is not None:
-        return spans.int
+        runs: list[tuple[int, int]] = spans.int
+        return runs
     return list(_spans_reference(text, "int", code_units(text)))
 
 
