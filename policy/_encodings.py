@@ -42,6 +42,7 @@ from bedside.policy._tokens import _scanner
 STRINGS = "strings+"
 Reading = tuple[str, str]
 OVER_LIMIT = "over-limit"
+OVER_LIMIT_WHAT = "compressed data inflating past the scan bound"  # its Finding's column
 
 INFLATE_MIN = 64 * 1024
 INFLATE_FACTOR = 10

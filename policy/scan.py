@@ -533,8 +533,9 @@ def scan_text(
     for start, end, layer in layers:
         prefix = layer[0]
         if not prefix.endswith("+"):
-            # Decoded data that says something by itself (`_encodings.OVER_LIMIT`).
-            found.append((prefix, start or 0, end, ""))
+            # Decoded data that says something by itself (`_encodings.OVER_LIMIT`): the
+            # "column" is what the guards' notices name.
+            found.append((prefix, start or 0, end, _enc.OVER_LIMIT_WHAT))
             continue
         for kind, column, a, b in inner[distinct[layer]]:
             if start is None:

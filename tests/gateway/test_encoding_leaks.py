@@ -147,3 +147,16 @@ def test_honest_digests_ids_and_weights_pass(hostile):
     _, outputs = client.execute(code)
     assert not notices(outputs), notices(outputs)
     assert "MAX_SEQUENCE_LENGTH=512" in _shown(outputs)
+
+
+def test_a_value_behind_compressible_filler_is_blocked(hostile):
+    """Past the inflation bound nothing is read, so such data is blocked rather than passed."""
+    client, _, frame = hostile
+    code = (
+        "v = str(df.mrn.iloc[40])\n"
+        "print(base64.b64encode(zlib.compress(b'\\0' * 2_000_000 + v.encode())).decode())"
+    )
+    _, outputs = client.execute(code)
+    assert str(frame.mrn.iloc[40]) not in _shown(outputs)
+    said = [n for n in notices(outputs) if n["layer"] == "sentry"]
+    assert said and said[0]["decision"] == "blocked"

@@ -151,7 +151,9 @@ def test_a_compression_bomb_stops_at_the_bound_and_blocks(
     text = f"blob {b64(payload)} end"
     assert len(text) * enc.INFLATE_FACTOR < 1_000_000
     found = scan_text(text, patient_index)
-    assert "encoded:base64+zlib+over-limit" in {f.kind for f in found}
+    assert ("encoded:base64+zlib+over-limit", enc.OVER_LIMIT_WHAT) in {
+        (f.kind, f.column) for f in found
+    }
     assert findings_block(found)
     # Under the bound, the same filler is read through.
     small = zlib.compress(b"\0" * 1000 + values["mrn"].encode())
