@@ -12,7 +12,13 @@ boundaries, and robust to the reformattings a value commonly takes:
 - names in any case and spacing, `Smith, John`, without a title or suffix (`Dr`, `Jr`), and
   without a middle name;
 - codes with or without leading zeros, prefix case or a separator: `MRN00012345`,
-  `mrn-12345`, `MRN 00012345`.
+  `mrn-12345`, `MRN 00012345`;
+- the rot13 form of every value with a letter (`codecs.encode(v, "rot13")`), under a column
+  `rot13:<column>` of its own (`ROT13_PREFIX`; `kinds` leaves these out, and `scan_text`
+  reports their matches as `encoded:rot13+identifier` of the column): the one pass over an
+  output finds both, where decoding rot13 would be another pass over every text. It costs the
+  build about a fifth more time and the index about half more memory (100,000 patients:
+  0.72 -> 0.86 s, 11.5 -> 17.2 MB).
 
 Why not pyahocorasick: an Aho-Corasick automaton over the ~10 million value variants of a
 million patients needs several GiB of trie nodes and matches substrings, so every hit would need
