@@ -46,6 +46,7 @@ OVER_LIMIT_WHAT = "compressed data inflating past the scan bound"  # its Finding
 
 INFLATE_MIN = 64 * 1024
 INFLATE_FACTOR = 10
+LZMA_MEMLIMIT = 64 * 1024 * 1024
 MIN_STRING = 5  # printable runs of binary data shorter than this are noise
 DENSE_MIN = 12  # the shortest dense run looked at (base85 of a 10-character value is 13)
 
@@ -113,7 +114,9 @@ def _inflate(data: bytes, bound: int) -> tuple[str, bytes] | None:
     if head[:3] == b"BZh" and 0x31 <= head[3] <= 0x39:
         return "bz2", _inflate_stream(bz2.BZ2Decompressor(), data, bound) or b""
     if head == b"\xfd7zXZ\x00" or head[:3] == b"\x5d\x00\x00":
-        return "lzma", _inflate_stream(lzma.LZMADecompressor(), data, bound) or b""
+        # (A stream's header names its dictionary size, up to 1.5 GiB: the limit refuses it.)
+        lzma_d = lzma.LZMADecompressor(memlimit=LZMA_MEMLIMIT)
+        return "lzma", _inflate_stream(lzma_d, data, bound) or b""
     if head[:4] == b"PK\x03\x04":
         return "zip", _unzip(data, bound) or b""
     return None
