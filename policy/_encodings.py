@@ -46,7 +46,7 @@ OVER_LIMIT_WHAT = "compressed data inflating past the scan bound"  # its Finding
 
 INFLATE_MIN = 64 * 1024
 INFLATE_FACTOR = 10
-LZMA_MEMLIMIT = 64 * 1024 * 1024
+LZMA_MEMLIMIT = 128 * 1024 * 1024  # preset 9 (extreme) needs 65 MiB
 MIN_STRING = 5  # printable runs of binary data shorter than this are noise
 DENSE_MIN = 12  # the shortest dense run looked at (base85 of a 10-character value is 13)
 
@@ -77,10 +77,13 @@ def _zlib_header(data: bytes) -> bool:
 
 
 def _inflate_stream(decompressor: object, data: bytes, bound: int) -> bytes | None:
-    """Up to bound + 1 bytes of `data` inflated (None when it is not such data)."""
+    """Up to bound + 1 bytes of `data` inflated (None when it is not such data; more than
+    bound bytes when it would need more memory than LZMA_MEMLIMIT, which is as unread)."""
     try:
         out: bytes = decompressor.decompress(data, bound + 1)  # type: ignore[attr-defined]
-    except (zlib.error, OSError, EOFError, ValueError, lzma.LZMAError):
+    except lzma.LZMAError as exc:
+        return bytes(bound + 1) if "limit" in str(exc).lower() else None
+    except (zlib.error, OSError, EOFError, ValueError):
         return None
     return out
 

@@ -263,3 +263,13 @@ def test_bytes_readings_never_raise(data: bytes) -> None:
 def test_dense_runs_agree_with_the_reference(text: str, shift: int) -> None:
     text = "q" * shift + text
     assert enc.dense_spans(text) == enc.dense_spans(text, native=False)
+
+
+def test_an_lzma_stream_asking_for_a_huge_dictionary_blocks(
+    patient_index: IdentifierIndex, values: dict[str, str]
+) -> None:
+    filters = [{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 30}]
+    payload = lzma.compress(values["mrn"].encode(), filters=filters)
+    found = scan_text(b64(payload), patient_index)
+    assert "encoded:base64+lzma+over-limit" in {f.kind for f in found}
+    assert findings_block(found)
