@@ -33,6 +33,8 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 
+import numpy as np
+
 from bedside.policy._tokens import _scanner
 
 # A reading of decoded bytes: (what it is, e.g. "zlib+" or "" for plain text, its text). A
@@ -157,10 +159,26 @@ def _wide_text(data: bytes) -> Reading | None:
 _STRINGS = re.compile(rb"(?:[\x20-\x7e]|\xc3[\x80-\xbf]){5,}")
 
 
+_STRINGS_NUMPY = 4096  # from this size on, the runs are found with numpy (3x faster)
+
+
 def _strings(data: bytes) -> str | None:
     """The printable runs of binary data, one a line (`strings`): a pickle or an `np.save` of
     objects keeps its strings raw among the bytes. None when there are none."""
-    runs = _STRINGS.findall(data)
+    if len(data) < _STRINGS_NUMPY:
+        runs = _STRINGS.findall(data)
+    else:
+        # The same runs (measured in bytes rather than characters) without a regex step per
+        # byte: a megabyte of base64 weights decodes to 750 KB of binary.
+        b = np.frombuffer(data, dtype=np.uint8)
+        ok = (b >= 0x20) & (b <= 0x7E)
+        pair = (b[:-1] == 0xC3) & (b[1:] >= 0x80) & (b[1:] <= 0xBF)
+        ok[:-1] |= pair
+        ok[1:] |= pair
+        edges = np.flatnonzero(np.diff(np.concatenate(([False], ok, [False])).view(np.int8)))
+        starts, ends = edges[0::2], edges[1::2]
+        keep = ends - starts >= MIN_STRING
+        runs = [data[a:e] for a, e in zip(starts[keep].tolist(), ends[keep].tolist(), strict=True)]
     if not runs:
         return None
     return b"\n".join(runs).decode("utf-8", "replace")
@@ -190,9 +208,6 @@ def bytes_readings(data: bytes, span_len: int, *, inflate: bool = True) -> list[
 
 
 # ---------------------------------------------------------------- dense runs
-
-
-_DENSE_BYTES = frozenset(range(0x21, 0x7F))
 
 
 def dense_spans(text: str, *, native: bool = True) -> list[tuple[int, int]]:
@@ -241,10 +256,8 @@ def _dense_reference(text: str) -> Iterator[tuple[int, int]]:
 
 
 _B32 = re.compile(r"[A-Z2-7]+=*")
-_B85_ALPHABET = frozenset(
-    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~"
-)
-_A85_ALPHABET = frozenset(chr(c) for c in range(0x21, 0x76)) | {"z", "y"}
+_B85 = re.compile(r"[0-9A-Za-z!#$%&()*+\-;<=>?@^_`{|}~]+")
+_A85 = re.compile(r"[!-uyz]+")
 _EDGE_PUNCT = ".,;:!?\"'()[]{}<>"
 
 
@@ -272,11 +285,12 @@ def _decode_dense(span: str) -> list[Reading]:
     # decode as garbage in another.
     if not _LOWER.search(span):
         return out
-    chars = set(span)
-    if chars <= _B85_ALPHABET:
+    # (A regex fails at the first character outside the alphabet: a megabyte of base64 has
+    # a '/' or a 'v' within a few dozen.)
+    if _B85.fullmatch(span):
         out += _try(base64.b85decode, "base85+", span, n)
     inner = span[2:-2] if span.startswith("<~") and span.endswith("~>") else span
-    if set(inner) <= _A85_ALPHABET:
+    if _A85.fullmatch(inner):
         out += _try(base64.a85decode, "ascii85+", inner, n)
     return out
 
