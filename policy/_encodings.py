@@ -227,7 +227,7 @@ _DENSE_RUN = re.compile(rf"[!-~]{{{DENSE_MIN},}}")
 _CAPITAL = re.compile(r"[A-Z]")
 
 
-_WORD = re.compile(r"[!-~]?[A-Za-z]+[!-~]?")
+_WORD = re.compile(r"[^A-Za-z]*[A-Za-z]+[^A-Za-z]*")
 _LOWER = re.compile(r"[a-z]")
 
 
@@ -236,9 +236,10 @@ _UU_ONLY = re.compile(r"[!\"#$%&'(),;<>?@\[\\\]^`]")
 
 def dense_kept(run: str) -> bool:
     """Whether a dense run can be an encoding (the compiled core's `dense_kept`): not a word
-    (letters, one of them lower-case, punctuation at its ends only); not numbers (digits over
-    40 % with a '.'); and, without lower case (base85 and Ascii85 of text have it), base32 or
-    holding a character only uuencode of the three would (not "UUID=9F3A...", "MAX_LEN=512")."""
+    (letters, one of them lower-case, other characters only before and after them); not
+    numbers (digits over 40 % with a '.'); and, without lower case (base85 and Ascii85 of text
+    have it), base32 or holding a character only uuencode of the three would (not
+    "UUID=9F3A...", "MAX_LEN=512")."""
     digits = sum(map(run.count, "0123456789"))
     lower = _LOWER.search(run) is not None
     if not digits and lower and _WORD.fullmatch(run):

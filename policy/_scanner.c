@@ -1272,30 +1272,52 @@ static int dense_push(Pairs *out, const void *data, int kind, Py_ssize_t a, Py_s
 }
 
 /* Whether a dense run of a one-byte str can be an encoding (`_encodings.dense_kept`): not a
- * word (letters, one of them lower-case, with punctuation at its ends only: "International,",
- * "(Significant)"); not numbers (digits more than 40 % with a '.': "1.234560E+00,-2.5E-01");
- * and, without lower case (base85 and Ascii85 of text have it), base32 (A-Z, 2-7, '=' at the
- * end) or holding a character only uuencode of the three would: upper-case ids and hex
- * ("UUID=9F3A...", "MAX_LEN=512") are left out. */
+ * word (letters, one of them lower-case, with other characters before and after them only:
+ * "International,", "(Significant).", no digit); not numbers (digits more than 40 % with a
+ * '.': "1.234560E+00,-2.5E-01"); and, without lower case (base85 and Ascii85 of text have it),
+ * base32 (A-Z, 2-7, '=' at the end) or holding a character only uuencode of the three would:
+ * upper-case ids and hex ("UUID=9F3A...", "MAX_LEN=512") are left out. One table look-up per
+ * character (a megabyte of base64 is one run). */
+enum { D_LOW = 1, D_DIG = 2, D_UP = 4, D_OTHER = 8, D_DOT = 16, D_UU = 32, D_NOT_B32 = 64 };
+static uint8_t dense_class[256];
+
+static void init_dense_class(void) {
+    for (int c = 0; c < 256; c++) {
+        uint8_t k = 0;
+        if (c >= 'a' && c <= 'z') k = D_LOW;
+        else if (c >= '0' && c <= '9') k = D_DIG;
+        else if (c >= 'A' && c <= 'Z') k = D_UP;
+        else k = D_OTHER;
+        if (c == '.') k |= D_DOT;
+        if (c && strchr("!\"#$%&'(),;<>?@[\\]^`", c)) k |= D_UU;
+        if (!((c >= 'A' && c <= 'Z') || (c >= '2' && c <= '7'))) k |= D_NOT_B32;
+        dense_class[c] = k;
+    }
+}
+
 static int dense_kept(const uint8_t *p, Py_ssize_t a, Py_ssize_t b) {
-    Py_ssize_t lower = 0, digits = 0, inner_other = 0, dot = 0, uu_only = 0, not_b32 = 0;
     Py_ssize_t pad = b;
     while (pad > a && p[pad - 1] == '=') pad--;
+    unsigned seen = 0;
+    Py_ssize_t digits = 0, first_letter = -1, last_letter = -1;
     for (Py_ssize_t j = a; j < b; j++) {
-        uint8_t c = p[j];
-        if (c >= 'a' && c <= 'z') lower++;
-        else if (c >= '0' && c <= '9') digits++;
-        else if (!(c >= 'A' && c <= 'Z')) {
-            dot |= c == '.';
-            if (j != a && j != b - 1) inner_other++;
-            uu_only |= c <= '@' ? strchr("!\"#$%&'(),;<>?@", c) != NULL
-                                : strchr("[\\]^`", c) != NULL;
+        uint8_t k = dense_class[p[j]];
+        seen |= j < pad ? k : (unsigned)(k & ~D_NOT_B32);
+        digits += (k & D_DIG) != 0;
+        if (k & (D_LOW | D_UP)) {
+            if (first_letter < 0) first_letter = j;
+            last_letter = j;
         }
-        if (j < pad && !((c >= 'A' && c <= 'Z') || (c >= '2' && c <= '7'))) not_b32 = 1;
     }
-    if (lower && !digits && !inner_other) return 0;
-    if (dot && digits * 5 > (b - a) * 2) return 0;
-    if (!lower && not_b32 && !uu_only) return 0;
+    if ((seen & D_LOW) && !digits) {
+        /* A word unless something other than a letter lies between its first and last. */
+        int inner = 0;
+        for (Py_ssize_t j = first_letter; j < last_letter && !inner; j++)
+            inner = (dense_class[p[j]] & (D_LOW | D_UP)) == 0;
+        if (!inner) return 0;
+    }
+    if ((seen & D_DOT) && digits * 5 > (b - a) * 2) return 0;
+    if (!(seen & D_LOW) && (seen & D_NOT_B32) && !(seen & D_UU)) return 0;
     return 1;
 }
 
@@ -2163,6 +2185,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__scanner(void) {
     init_ascii_class();
+    init_dense_class();
     for (int c = 0; c < 128; c++) ascii_lower[c] = (uint8_t)((c >= 'A' && c <= 'Z') ? c | 0x20 : c);
     for (int c = 0; c < 256; c++)
         date_scan_class[c] = (c >= '0' && c <= '9') ? 1 : c >= 0x80 ? 2 : c == '\n' ? 3 : 0;
