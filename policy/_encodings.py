@@ -215,11 +215,7 @@ def dense_spans(text: str, *, native: bool = True) -> list[tuple[int, int]]:
     (`native=False`: without the compiled core, as when it is not built)."""
     if native and _scanner is not None:
         flat = array.array("q", _scanner.dense_runs(text, DENSE_MIN))
-        pairs = list(zip(flat[0::2], flat[1::2], strict=True))
-        if pairs and not text.isascii():
-            # (The core filters the runs of one-byte strs itself.)
-            pairs = [(a, b) for a, b in pairs if dense_kept(text[a:b])]
-        return pairs
+        return list(zip(flat[0::2], flat[1::2], strict=True))
     return list(_dense_reference(text))
 
 
@@ -232,21 +228,35 @@ _LOWER = re.compile(r"[a-z]")
 
 
 _UU_ONLY = re.compile(r"[!\"#$%&'(),;<>?@\[\\\]^`]")
+_UU_CHARS = re.compile(r"[ -`]+")
+_ADOBE = re.compile(r"<~.*~>", re.DOTALL)
+
+
+def a85_body(span: str) -> str:
+    """An Ascii85 span without its Adobe "<~ ~>"."""
+    return span[2:-2] if len(span) >= 4 and _ADOBE.fullmatch(span) else span
 
 
 def dense_kept(run: str) -> bool:
     """Whether a dense run can be an encoding (the compiled core's `dense_kept`): not a word
     (letters, one of them lower-case, other characters only before and after them); not
-    numbers (digits over 40 % with a '.'); and, without lower case (base85 and Ascii85 of text
-    have it), base32 or holding a character only uuencode of the three would (not
-    "UUID=9F3A...", "MAX_LEN=512")."""
+    numbers (digits over 40 % with a '.'); and in the alphabet of a decoder that can read it:
+    base32; base85, or Ascii85 with no group of five starting with a lower-case letter, with a
+    lower-case letter; uuencode (no lower case) with a character only it would have."""
     digits = sum(map(run.count, "0123456789"))
     lower = _LOWER.search(run) is not None
     if not digits and lower and _WORD.fullmatch(run):
         return False
     if "." in run and digits * 5 > len(run) * 2:
         return False
-    return lower or _B32.fullmatch(run) is not None or _UU_ONLY.search(run) is not None
+    if _B32.fullmatch(run):
+        return True
+    if lower:
+        body = a85_body(run)
+        return bool(_B85.fullmatch(run)) or bool(
+            _A85.fullmatch(body) and not _LOWER.search(body[0::5])
+        )
+    return bool(_UU_CHARS.fullmatch(run) and _UU_ONLY.search(run))
 
 
 def _dense_reference(text: str) -> Iterator[tuple[int, int]]:
@@ -290,8 +300,8 @@ def _decode_dense(span: str) -> list[Reading]:
     # a '/' or a 'v' within a few dozen.)
     if _B85.fullmatch(span):
         out += _try(base64.b85decode, "base85+", span, n)
-    inner = span[2:-2] if span.startswith("<~") and span.endswith("~>") else span
-    if _A85.fullmatch(inner):
+    inner = a85_body(span)
+    if _A85.fullmatch(inner) and not _LOWER.search(inner[0::5]):
         out += _try(base64.a85decode, "ascii85+", inner, n)
     return out
 
@@ -311,7 +321,7 @@ _UU_RUN = re.compile(r"[ -`]+")
 
 
 _UU_SHORT = re.compile(r"[ -`]{12,}")
-UU_SHORT_TEXT = 8192
+UU_SHORT_TEXT = 2048
 
 
 def uu_short_spans(text: str) -> Iterator[tuple[int, int]]:

@@ -1261,36 +1261,37 @@ static PyObject *py_text_spans(PyObject *mod, PyObject *arg) {
  * tenth of a millisecond per megabyte. */
 static inline int dense_char(Py_UCS4 c) { return c >= 0x21 && c <= 0x7e; }
 
-static int dense_push(Pairs *out, const void *data, int kind, Py_ssize_t a, Py_ssize_t b,
-                      Py_ssize_t min_len) {
-    if (b - a < min_len) return 0;
-    for (Py_ssize_t j = a; j < b; j++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, j);
-        if (c >= 'A' && c <= 'Z') return pairs_push(out, a, b);
-    }
-    return 0;
-}
 
 /* Whether a dense run of a one-byte str can be an encoding (`_encodings.dense_kept`): not a
- * word (letters, one of them lower-case, with other characters before and after them only:
+ * word (letters, one of them lower-case, with other characters only before and after them:
  * "International,", "(Significant).", no digit); not numbers (digits more than 40 % with a
- * '.': "1.234560E+00,-2.5E-01"); and, without lower case (base85 and Ascii85 of text have it),
- * base32 (A-Z, 2-7, '=' at the end) or holding a character only uuencode of the three would:
- * upper-case ids and hex ("UUID=9F3A...", "MAX_LEN=512") are left out. One table look-up per
- * character (a megabyte of base64 is one run). */
-enum { D_LOW = 1, D_DIG = 2, D_UP = 4, D_OTHER = 8, D_DOT = 16, D_UU = 32, D_NOT_B32 = 64 };
-static uint8_t dense_class[256];
+ * '.': "1.234560E+00,-2.5E-01"); and in the alphabet of one of the decoders that can read it:
+ * base32 (A-Z, 2-7, '=' at the end); base85 or Ascii85 with a lower-case letter (their
+ * encodings of text have one), Ascii85 only if no group of five starts with a lower-case letter
+ * (a group of text that starts with a byte up to 0xC5, i.e. ASCII and the Latin scripts' UTF-8,
+ * starts with '!'..'`'); uuencode (no lower case, no '{|}~') holding a character only it of
+ * these would have (not "UUID=9F3A...", "MAX_LEN=512"). CSV rows, JSON and HTML fail them all
+ * mostly. One table look-up per character (a megabyte of base64 is one run). */
+enum {
+    D_LOW = 1, D_DIG = 2, D_UP = 4, D_DOT = 8, D_UU = 16, D_NOT_B32 = 32, D_NOT_B85 = 64,
+    D_NOT_A85 = 128, D_NOT_UU = 256
+};
+static uint16_t dense_class[256];
 
 static void init_dense_class(void) {
+    const char *b85 =
+        "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~";
     for (int c = 0; c < 256; c++) {
-        uint8_t k = 0;
+        uint16_t k = 0;
         if (c >= 'a' && c <= 'z') k = D_LOW;
         else if (c >= '0' && c <= '9') k = D_DIG;
         else if (c >= 'A' && c <= 'Z') k = D_UP;
-        else k = D_OTHER;
         if (c == '.') k |= D_DOT;
         if (c && strchr("!\"#$%&'(),;<>?@[\\]^`", c)) k |= D_UU;
         if (!((c >= 'A' && c <= 'Z') || (c >= '2' && c <= '7'))) k |= D_NOT_B32;
+        if (!(c && strchr(b85, c))) k |= D_NOT_B85;
+        if (!((c >= '!' && c <= 'u') || c == 'y' || c == 'z')) k |= D_NOT_A85;
+        if (c < ' ' || c > '`') k |= D_NOT_UU;
         dense_class[c] = k;
     }
 }
@@ -1298,12 +1299,22 @@ static void init_dense_class(void) {
 static int dense_kept(const uint8_t *p, Py_ssize_t a, Py_ssize_t b) {
     Py_ssize_t pad = b;
     while (pad > a && p[pad - 1] == '=') pad--;
-    unsigned seen = 0;
+    /* Ascii85's groups of five start after an Adobe "<~", whose '~'s (and the closing "~>")
+     * are not in its alphabet. */
+    int adobe = b - a >= 4 && p[a] == '<' && p[a + 1] == '~' && p[b - 2] == '~' && p[b - 1] == '>';
+    Py_ssize_t group = adobe ? a + 2 : a;
+    unsigned seen = 0, a85_lead_low = 0;
     Py_ssize_t digits = 0, first_letter = -1, last_letter = -1;
     for (Py_ssize_t j = a; j < b; j++) {
-        uint8_t k = dense_class[p[j]];
-        seen |= j < pad ? k : (unsigned)(k & ~D_NOT_B32);
+        unsigned k = dense_class[p[j]];
+        if (j >= pad) k &= ~(unsigned)D_NOT_B32;
+        if (adobe && (j == a + 1 || j == b - 2)) k &= ~(unsigned)D_NOT_A85;
+        seen |= k;
         digits += (k & D_DIG) != 0;
+        if (j == group) {
+            a85_lead_low |= k & D_LOW;
+            group += 5;
+        }
         if (k & (D_LOW | D_UP)) {
             if (first_letter < 0) first_letter = j;
             last_letter = j;
@@ -1317,8 +1328,10 @@ static int dense_kept(const uint8_t *p, Py_ssize_t a, Py_ssize_t b) {
         if (!inner) return 0;
     }
     if ((seen & D_DOT) && digits * 5 > (b - a) * 2) return 0;
-    if (!(seen & D_LOW) && (seen & D_NOT_B32) && !(seen & D_UU)) return 0;
-    return 1;
+    if (!(seen & D_NOT_B32)) return 1;
+    if (seen & D_LOW)
+        return !(seen & D_NOT_B85) || (!(seen & D_NOT_A85) && !a85_lead_low);
+    return (seen & D_UU) && !(seen & D_NOT_UU);
 }
 
 /* Top bit of each byte of `w` (bytes below 0x80) in [lo, hi]. */
@@ -1379,7 +1392,21 @@ static PyObject *py_dense_runs(PyObject *mod, PyObject *args) {
             int d = i < n && dense_char(PyUnicode_READ(kind, data, i));
             if (d && a < 0) a = i;
             if (!d && a >= 0) {
-                if (dense_push(&out, data, kind, a, i, min_len) < 0) fail = 1;
+                if (i - a >= min_len) {
+                    /* The run is ASCII: its bytes, for the same checks as a one-byte str's. */
+                    uint8_t *run = (uint8_t *)malloc((size_t)(i - a));
+                    int up = 0;
+                    if (!run) {
+                        fail = 1;
+                        break;
+                    }
+                    for (Py_ssize_t j = a; j < i; j++) {
+                        run[j - a] = (uint8_t)PyUnicode_READ(kind, data, j);
+                        up |= run[j - a] >= 'A' && run[j - a] <= 'Z';
+                    }
+                    if (up && dense_kept(run, 0, i - a) && pairs_push(&out, a, i) < 0) fail = 1;
+                    free(run);
+                }
                 a = -1;
             }
         }
