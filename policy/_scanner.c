@@ -1297,40 +1297,48 @@ static void init_dense_class(void) {
 }
 
 static int dense_kept(const uint8_t *p, Py_ssize_t a, Py_ssize_t b) {
-    Py_ssize_t pad = b;
-    while (pad > a && p[pad - 1] == '=') pad--;
-    /* Ascii85's groups of five start after an Adobe "<~", whose '~'s (and the closing "~>")
-     * are not in its alphabet. */
-    int adobe = b - a >= 4 && p[a] == '<' && p[a + 1] == '~' && p[b - 2] == '~' && p[b - 1] == '>';
-    Py_ssize_t group = adobe ? a + 2 : a;
-    unsigned seen = 0, a85_lead_low = 0;
-    Py_ssize_t digits = 0, first_letter = -1, last_letter = -1;
+    /* One tight pass for the classes seen and the digits; the rarer cases look again. */
+    unsigned seen = 0;
+    Py_ssize_t digits = 0;
     for (Py_ssize_t j = a; j < b; j++) {
         unsigned k = dense_class[p[j]];
-        if (j >= pad) k &= ~(unsigned)D_NOT_B32;
-        if (adobe && (j == a + 1 || j == b - 2)) k &= ~(unsigned)D_NOT_A85;
         seen |= k;
-        digits += (k & D_DIG) != 0;
-        if (j == group) {
-            a85_lead_low |= k & D_LOW;
-            group += 5;
-        }
-        if (k & (D_LOW | D_UP)) {
-            if (first_letter < 0) first_letter = j;
-            last_letter = j;
-        }
+        digits += (k >> 1) & 1; /* D_DIG */
     }
+    if ((seen & D_DOT) && digits * 5 > (b - a) * 2) return 0;
     if ((seen & D_LOW) && !digits) {
         /* A word unless something other than a letter lies between its first and last. */
+        Py_ssize_t first = a, last = b - 1;
+        while (!(dense_class[p[first]] & (D_LOW | D_UP))) first++;
+        while (!(dense_class[p[last]] & (D_LOW | D_UP))) last--;
         int inner = 0;
-        for (Py_ssize_t j = first_letter; j < last_letter && !inner; j++)
+        for (Py_ssize_t j = first; j < last && !inner; j++)
             inner = (dense_class[p[j]] & (D_LOW | D_UP)) == 0;
         if (!inner) return 0;
     }
-    if ((seen & D_DOT) && digits * 5 > (b - a) * 2) return 0;
-    if (!(seen & D_NOT_B32)) return 1;
-    if (seen & D_LOW)
-        return !(seen & D_NOT_B85) || (!(seen & D_NOT_A85) && !a85_lead_low);
+    if (seen & D_NOT_B32) {
+        /* base32 after all when only its '=' padding is outside A-Z, 2-7. */
+        Py_ssize_t pad = b;
+        while (pad > a && p[pad - 1] == '=') pad--;
+        int b32 = pad < b;
+        for (Py_ssize_t j = a; j < pad && b32; j++) b32 = !(dense_class[p[j]] & D_NOT_B32);
+        if (b32) return 1;
+    } else {
+        return 1;
+    }
+    if (seen & D_LOW) {
+        if (!(seen & D_NOT_B85)) return 1;
+        /* Ascii85's groups of five start after an Adobe "<~", whose '~'s (and the closing
+         * "~>") are not in its alphabet. */
+        int adobe = b - a >= 4 && p[a] == '<' && p[a + 1] == '~' && p[b - 2] == '~' &&
+                    p[b - 1] == '>';
+        Py_ssize_t lo = adobe ? a + 2 : a, hi = adobe ? b - 2 : b;
+        for (Py_ssize_t j = lo; j < hi; j++) {
+            unsigned k = dense_class[p[j]];
+            if ((k & D_NOT_A85) || ((j - lo) % 5 == 0 && (k & D_LOW))) return 0;
+        }
+        return 1;
+    }
     return (seen & D_UU) && !(seen & D_NOT_UU);
 }
 
