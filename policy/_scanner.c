@@ -1396,7 +1396,28 @@ static PyObject *py_dense_runs(PyObject *mod, PyObject *args) {
          * the last window can only end a run found above. */
     } else {
         Py_ssize_t a = -1;
+        const uint16_t *u2 = (const uint16_t *)data;
+        const uint64_t ones16 = 0x0001000100010001ULL, tops16 = 0x0080008000800080ULL;
+        const uint64_t high16 = 0xFF80FF80FF80FF80ULL;
         for (Py_ssize_t i = 0; i <= n && !fail; i++) {
+            if (kind == PyUnicode_2BYTE_KIND && a < 0 && (i & 3) == 0 && i + 8 <= n) {
+                /* Outside a run, eight UCS-2 units at a stride of four, four a word (as the
+                 * one-byte path does with bytes): a run of 12 or more holds such a window. */
+                uint64_t w0, w1;
+                memcpy(&w0, u2 + i, 8);
+                memcpy(&w1, u2 + i + 4, 8);
+                uint64_t in0 = (w0 + ones16 * (0x80 - 0x21)) & ~(w0 + ones16 * (0x7f - 0x7e));
+                uint64_t in1 = (w1 + ones16 * (0x80 - 0x21)) & ~(w1 + ones16 * (0x7f - 0x7e));
+                if (((w0 | w1) & high16) || (in0 & tops16) != tops16 || (in1 & tops16) != tops16) {
+                    i += 3; /* (and the loop's i++) */
+                    continue;
+                }
+                /* A run: back to its start, then on one unit at a time. */
+                a = i;
+                while (a > 0 && dense_char(u2[a - 1])) a--;
+                i += 7;
+                continue;
+            }
             int d = i < n && dense_char(PyUnicode_READ(kind, data, i));
             if (d && a < 0) a = i;
             if (!d && a >= 0) {

@@ -273,3 +273,17 @@ def test_an_lzma_stream_asking_for_a_huge_dictionary_blocks(
     found = scan_text(b64(payload), patient_index)
     assert "encoded:base64+lzma+over-limit" in {f.kind for f in found}
     assert findings_block(found)
+
+
+@pytest.mark.parametrize("wide", ["", "\u00e9", "\u2588", "\U0001f600"])
+def test_dense_runs_of_every_string_kind_agree_with_the_reference(wide: str) -> None:
+    # Encoded runs among noise, in one-, two- and four-byte strs (each has its own loop).
+    rng = random.Random(3)
+    noise = "aZE09.2+/=!~[`, \nxyQ<>" + wide
+    pieces = ["", "GJQTEMZUGQ2DMNZY", "7rN?TC`lPgDKKd", '<~87cURD]i,"Ebo80~>', "A" * 13]
+    for _ in range(300):
+        text = "".join(
+            rng.choice(pieces) + "".join(rng.choice(noise) for _ in range(rng.randint(0, 20)))
+            for _ in range(rng.randint(1, 12))
+        )
+        assert enc.dense_spans(text) == enc.dense_spans(text, native=False), text
