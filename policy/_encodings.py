@@ -466,7 +466,9 @@ def bit_spans(text: str, digit_runs: list[tuple[int, int]]) -> Iterator[tuple[in
     seven digits or more) that are all 0 and 1."""
     done = -1
     for start, end in digit_runs:
-        if start < done or text.count("0", start, end) + text.count("1", start, end) != end - start:
+        if text[start] not in "01" or start < done:
+            continue
+        if text.count("0", start, end) + text.count("1", start, end) != end - start:
             continue
         a = start
         while a > 0 and text[a - 1] in "01 ,":
