@@ -184,8 +184,17 @@ def _decode_hex(span: str) -> list[_enc.Reading] | None:
         data = bytes.fromhex(compact)
     except ValueError:
         return None
+    if len(compact) in _DIGEST_HEX:
+        # A digest (MD5, SHA-1, SHA-2): read only as text, not for the runs of its bytes.
+        text = _printable(data)
+        return [("", text)] if text is not None else None
     readings: list[_enc.Reading] = _enc.bytes_readings(data, len(span))
     return readings
+
+
+# Lengths of hex digests: outputs list thousands of them, and their random bytes hold printable
+# runs (one in eight SHA-256s) that would only cost time and risk chance matches.
+_DIGEST_HEX = frozenset({32, 40, 56, 64, 96, 128})
 
 
 def _decode_percent(span: str) -> str | None:

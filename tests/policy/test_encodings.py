@@ -157,9 +157,21 @@ def test_a_compression_bomb_stops_at_the_bound_and_blocks(
     assert findings_block(found)
     # Under the bound, the same filler is read through.
     small = zlib.compress(b"\0" * 1000 + values["mrn"].encode())
-    assert "encoded:hex+zlib+strings+identifier" in {
-        f.kind for f in scan_text(small.hex(), patient_index)
+    assert "encoded:base64+zlib+strings+identifier" in {
+        f.kind for f in scan_text(b64(small), patient_index)
     }
+
+
+def test_hex_of_a_digest_length_is_read_as_text_only() -> None:
+    # The documented limit: 64 hex digits are a SHA-256 to the scan, not binary to mine for
+    # printable runs; one byte more and the runs are read.
+    name = "Bartholomew Fitzgerald"
+    index = IdentifierIndex.from_frames([(pd.DataFrame({"name": [name]}), ["name"])])
+    data = b"\x00\x01\x02" + name.encode() + b"\x00" * (32 - 3 - len(name))
+    assert len(data) == 32
+    assert scan_text(data.hex(), index) == []
+    found = scan_text((data + b"\x00").hex(), index)
+    assert {f.kind for f in found} == {"encoded:hex+strings+identifier"}
 
 
 def test_np_save_of_an_object_array(patient_index: IdentifierIndex, values: dict[str, str]) -> None:
