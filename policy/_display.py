@@ -66,7 +66,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 from anyascii import anyascii
@@ -280,7 +280,7 @@ def _markup_joins(text: str) -> bool:
     one compiled pass). Without the compiled core every text with markup is viewed."""
     if _scanner is None:
         return True
-    return _scanner.markup_joins(text.encode("utf-8", "surrogatepass"))
+    return bool(_scanner.markup_joins(text.encode("utf-8", "surrogatepass")))
 
 
 def _markup(text: str) -> str:
@@ -466,19 +466,26 @@ def _look_alike(ch: str) -> str | None:
             or not ch.isupper()
             and (not ch.islower())
         ):
-            return c
+            return str(c)
     spelled = anyascii(ch)
     if len(spelled) == 1 and spelled.isalnum():
         return spelled
-    return candidates[0] if candidates else None
+    return str(candidates[0]) if candidates else None
 
 
 class _Found(Protocol):
-    kind: str
-    start: int
-    end: int
-    column: str
-    strength: str
+    """What is read of a finding here (`scan.Finding`, a frozen dataclass)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def start(self) -> int: ...
+    @property
+    def end(self) -> int: ...
+    @property
+    def column(self) -> str: ...
+    @property
+    def strength(self) -> str: ...
 
 
 F = TypeVar("F", bound=_Found)
@@ -506,7 +513,8 @@ def with_display_findings(text: str, found: list[F], scan: Callable[[str], list[
             if seen.get((f.kind, f.column)) in (True, strong):
                 continue
             seen[(f.kind, f.column)] = strong
-            added.append(dataclasses.replace(f, kind=DISPLAY + f.kind, start=0, end=len(text)))
+            shown = dataclasses.replace(cast(Any, f), kind=DISPLAY + f.kind, start=0, end=len(text))
+            added.append(cast(F, shown))
     if not added:
         return found
     return sorted([*found, *added], key=lambda f: (f.start, -f.end, f.kind))

@@ -12,7 +12,13 @@ boundaries, and robust to the reformattings a value commonly takes:
 - names in any case and spacing, `Smith, John`, without a title or suffix (`Dr`, `Jr`), and
   without a middle name;
 - codes with or without leading zeros, prefix case or a separator: `MRN00012345`,
-  `mrn-12345`, `MRN 00012345`.
+  `mrn-12345`, `MRN 00012345`;
+- the rot13 form of every value with a letter (`codecs.encode(v, "rot13")`), under a column
+  `rot13:<column>` of its own (`ROT13_PREFIX`; `kinds` leaves these out, and `scan_text`
+  reports their matches as `encoded:rot13+identifier` of the column): the one pass over an
+  output finds both, where decoding rot13 would be another pass over every text. It costs the
+  build about a fifth more time and the index about half more memory (100,000 patients:
+  0.72 -> 0.86 s, 11.5 -> 17.2 MB).
 
 Why not pyahocorasick: an Aho-Corasick automaton over the ~10 million value variants of a
 million patients needs several GiB of trie nodes and matches substrings, so every hit would need
@@ -313,7 +319,7 @@ class IdentifierIndex:
 
     @property
     def kinds(self) -> list[str]:
-        return list(self._kind_names)
+        return [k for k in self._kind_names if not k.startswith(ROT13_PREFIX)]
 
     @property
     def date_kinds(self) -> frozenset[str]:
@@ -676,6 +682,29 @@ class _Builder:
                 self.hashes.append(h)
                 self.kinds.append(np.full(len(h), code, dtype=np.uint8))
             self._pending = []
+        self._add_rot13(arr, kind)
+
+    def _add_rot13(self, arr: pa.Array, kind: str) -> None:
+        """The rot13 forms of the values with letters (`codecs.encode(v, "rot13")`), under a
+        column of their own (`ROT13_PREFIX` + kind): one index pass finds a value and its rot13
+        form, where decoding rot13 would be a second pass over every output. Skipped when the
+        index has no column code left for it."""
+        rot = _rot13(arr)
+        if not len(rot):
+            return
+        name = ROT13_PREFIX + kind
+        if name not in self.kind_names:
+            if len(self.kind_names) >= 255:
+                return
+            self.kind_names.append(name)
+        code = self.kind_names.index(name)
+        for offset in range(0, len(rot), _CHUNK):
+            self._lines(rot.slice(offset, _CHUNK), variants=True)
+            if self._pending:
+                h = np.concatenate(self._pending)
+                self.hashes.append(h)
+                self.kinds.append(np.full(len(h), code, dtype=np.uint8))
+            self._pending = []
 
     def _lines(self, arr: pa.Array, *, variants: bool) -> int:
         """Hash every value (one per line) of `arr` and its token-level variants.
@@ -824,6 +853,27 @@ class _Builder:
                 k for k, n in self.value_count.items() if n and self.iso_count.get(k, 0) >= 0.9 * n
             ],
         )
+
+
+# The column of the rot13 forms of a column's values; `scan_text` reports a match of it as
+# "encoded:rot13+identifier" of the column itself.
+ROT13_PREFIX = "rot13:"
+_ROT13 = np.arange(256, dtype=np.uint8)
+_ROT13[97:123] = (np.arange(26) + 13) % 26 + 97  # values are lower-cased when indexed
+
+
+def _rot13(arr: pa.Array) -> pa.Array:
+    """rot13 of the (lower-case, non-null) values of `arr` that hold an ASCII letter."""
+    arr = arr.filter(pc.match_substring_regex(arr, "[a-z]")).cast(pa.large_string())
+    if not len(arr):
+        return arr
+    arr = pa.concat_arrays([arr])  # its own buffers, from offset 0
+    offsets, data = arr.buffers()[1], arr.buffers()[2]
+    assert data is not None
+    rotated = _ROT13[np.frombuffer(data, dtype=np.uint8)]
+    return pa.Array.from_buffers(
+        pa.large_string(), len(arr), [None, offsets, pa.py_buffer(rotated.tobytes())], 0, arr.offset
+    )
 
 
 _POSTCODE = r"^[a-z]{1,2}\d[a-z\d]?\s*\d[a-z]{2}$"  # values are lower-cased when indexed

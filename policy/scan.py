@@ -4,9 +4,11 @@ Both guard layers — the in-kernel guard and the sentry at the boundary — cal
 every message they let out, so the two layers judge text by the same rules. It runs the
 identifier index and the PHI patterns on the text as it is, and on what the text decodes to when
 part of it is base64, hex, percent-encoding, a long integer holding UTF-8 bytes
-(`int.from_bytes(s.encode(), "big")`), a list of character codes, or the text reversed. A
-`Finding` says what was found and where (character offsets of the text as given, i.e. of the
-encoded span); it never carries the value.
+(`int.from_bytes(s.encode(), "big")`), a list of character codes, or the text reversed, and
+in the encodings of `_encodings` (base32, base85, Ascii85, uuencode, escapes, quoted-printable,
+bit strings; compressed, UTF-16/32 and binary data inside base64 and the like); rot13 forms are
+in the identifier index itself. A `Finding` says what was found and where (character offsets
+of the text as given, i.e. of the encoded span); it never carries the value.
 
 Cost on long outputs: candidate spans of every encoding come from one pass of the compiled core
 over the text (`_tokens.text_spans`, shared with the PHI patterns; the vectorised numpy runs of
@@ -38,9 +40,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from bedside.policy import _encodings as _enc
 from bedside.policy._display import with_display_findings
 from bedside.policy._tokens import TextSpans, code_units, lower_bytes, text_spans
-from bedside.policy.identifiers import STRONG, WEAK, IdentifierIndex, strengthen
+from bedside.policy.identifiers import ROT13_PREFIX, STRONG, WEAK, IdentifierIndex, strengthen
 from bedside.policy.phi import scan_phi
 
 
@@ -152,7 +155,7 @@ def _printable(data: bytes) -> str | None:
     return text if good >= 0.9 * len(text) else None
 
 
-def _decode_base64(span: str) -> str | None:
+def _decode_base64(span: str) -> list[_enc.Reading] | None:
     compact = span.replace("\n", "").replace("\r", "") if "\n" in span else span
     if len(compact) < 12:
         return None
@@ -166,22 +169,33 @@ def _decode_base64(span: str) -> str | None:
             data = base64.b64decode(padded, altchars=altchars, validate=True)
         except (binascii.Error, ValueError):
             continue
-        text = _printable(data)
-        if text is not None:
-            return text
+        readings: list[_enc.Reading] = _enc.bytes_readings(data, len(span))
+        if readings:
+            return readings
     return None
 
 
-def _decode_hex(span: str) -> str | None:
+def _decode_hex(span: str) -> list[_enc.Reading] | None:
     compact = re.sub(r"[\s:]", "", span)
     if compact.lower().startswith(("0x", "\\x")):
         compact = compact[2:]
     if len(compact) % 2 or compact.isdigit():
         return None
     try:
-        return _printable(bytes.fromhex(compact))
+        data = bytes.fromhex(compact)
     except ValueError:
         return None
+    if len(compact) in _DIGEST_HEX:
+        # A digest (MD5, SHA-1, SHA-2): read only as text, not for the runs of its bytes.
+        text = _printable(data)
+        return [("", text)] if text is not None else None
+    readings: list[_enc.Reading] = _enc.bytes_readings(data, len(span))
+    return readings
+
+
+# Lengths of hex digests: outputs list thousands of them, and their random bytes hold printable
+# runs (one in eight SHA-256s) that would only cost time and risk chance matches.
+_DIGEST_HEX = frozenset({32, 40, 56, 64, 96, 128})
 
 
 def _decode_percent(span: str) -> str | None:
@@ -243,7 +257,9 @@ def _spans(text: str, name: str, spans: TextSpans | None) -> Iterator[tuple[int,
     `spans` are the text's candidate runs from the compiled core (`_tokens.text_spans`); without
     them (not built) the numpy reference path finds the same.
     """
-    if spans is None:
+    if name in _ENC_SPANS:
+        yield from _ENC_SPANS[name](text, spans)
+    elif spans is None:
         yield from _spans_reference(text, name, code_units(text))
     elif name == "base64":
         yield from spans.base64
@@ -281,6 +297,9 @@ def _spans_reference(
     Every filter is vectorised over all runs at once, so ordinary text costs a few passes over
     its code units and no Python per run.
     """
+    if name in _ENC_SPANS:
+        yield from _ENC_SPANS[name](text, None)
+        return
     if name == "percent":
         if "%" not in text:
             return
@@ -330,17 +349,52 @@ def _spans_reference(
             yield from _pairs(st[ok], en[ok])
 
 
-_DECODERS: tuple[tuple[str, Callable[[str], str | None]], ...] = (
+def _int_runs(text: str, spans: TextSpans | None) -> list[tuple[int, int]]:
+    if spans is not None:
+        runs: list[tuple[int, int]] = spans.int
+        return runs
+    return list(_spans_reference(text, "int", code_units(text)))
+
+
+def _dense_windows(text: str, spans: TextSpans | None) -> Iterator[tuple[int, int]]:
+    """Dense runs (base32, base85, Ascii85), and the uuencode windows around them when wider
+    (uuencoded lines can hold spaces: `_enc.decode_dense` tells them by their spaces)."""
+    last = -1
+    for start, end in _enc.dense_spans(text, native=spans is not None):
+        yield start, end
+        if start >= last and not _enc.has_lower(text, start, end):
+            a, last = _enc.uu_window(text, start, end)
+            if (a, last) != (start, end):
+                yield a, last
+    yield from _enc.uu_short_spans(text)
+
+
+# The encodings of `_encodings`: where their spans are (name -> spans of a text).
+_ENC_SPANS: dict[str, Callable[[str, TextSpans | None], Iterable[tuple[int, int]]]] = {
+    "dense": _dense_windows,
+    "escapes": lambda text, spans: _enc.escape_spans(text),
+    "quoted-printable": lambda text, spans: _enc.qp_spans(text),
+    "bits": lambda text, spans: _enc.bit_spans(text, _int_runs(text, spans)),
+}
+
+_Decoded = str | list[_enc.Reading] | None
+_DECODERS: tuple[tuple[str, Callable[[str], _Decoded]], ...] = (
     ("base64", _decode_base64),
     ("hex", _decode_hex),
     ("percent", _decode_percent),
     ("int", _decode_int),
     ("ords", _decode_ords),
+    ("dense", _enc.decode_dense),  # base32, base85, Ascii85, uu: they name themselves
+    ("escapes", _enc.decode_escapes),
+    ("quoted-printable", _enc.decode_qp),
+    ("bits", _enc.decode_bits),
 )
 _DECODER = dict(_DECODERS)
+_SELF_NAMED = frozenset({"dense"})
 
 
-# A decoded layer: (prefix such as "encoded:base64+", its text, whether it is a reversal).
+# A decoded layer: (prefix such as "encoded:base64+", its text, whether it is a reversal or the
+# printable runs of binary data: such layers only go through the identifier index).
 _Layer = tuple[str, str, bool]
 _Cache = dict[tuple[str, str, int], list[_Layer]]
 
@@ -371,11 +425,16 @@ def _span_layers(
     decoder = _DECODER[name]
     decoded = decoder(chunk)
     layers: list[_Layer] = []
-    if decoded:
-        prefix = f"encoded:{name}+"
-        layers.append((prefix, decoded, False))
-        if depth < MAX_DEPTH:
-            for p, t, r in _inner_layers(decoded, depth + 1, want_reversed, cache):
+    readings = [("", decoded)] if isinstance(decoded, str) else decoded or []
+    for sub, text in readings:
+        # ("zlib+", ...): what the decoded bytes were; a name without "+" is a finding itself
+        prefix = "encoded:" + ("" if name in _SELF_NAMED else name + "+") + sub
+        if not text and prefix.endswith("+"):
+            continue
+        runs = prefix.endswith(_enc.STRINGS)
+        layers.append((prefix, text, runs))
+        if text and depth < MAX_DEPTH and not runs:
+            for p, t, r in _inner_layers(text, depth + 1, want_reversed, cache):
                 layers.append((prefix + p, t, r))
     cache[key] = layers
     return layers
@@ -488,6 +547,11 @@ def scan_text(
                 )
     for start, end, layer in layers:
         prefix = layer[0]
+        if not prefix.endswith("+"):
+            # Decoded data that says something by itself (`_encodings.OVER_LIMIT`): the
+            # "column" is what the guards' notices name.
+            found.append((prefix, start or 0, end, _enc.OVER_LIMIT_WHAT))
+            continue
         for kind, column, a, b in inner[distinct[layer]]:
             if start is None:
                 # The whole output reversed: offsets map back onto the output.
@@ -513,14 +577,19 @@ def scan_text(
             continue
         last = (a, minus_b, k)
         strength = WEAK if weak_at is not None and weak_at[i] else STRONG
-        out.append(Finding(k, a, -minus_b, found[i][3], strength))
+        column = found[i][3]
+        if column.startswith(ROT13_PREFIX):
+            # The index holds the rot13 forms of values under columns of their own.
+            column = column[len(ROT13_PREFIX) :]
+            k = k[: -len("identifier")] + "encoded:rot13+identifier"
+        out.append(Finding(k, a, -minus_b, column, strength))
     if display:
-        return with_display_findings(
-            text,
-            out,
-            lambda view: scan_text(view, index, phi=phi, decode=decode, phi_kinds=kinds,
-                                   display=False),
-        )  # fmt: skip
+
+        def scan_view(view: str) -> list[Finding]:
+            return scan_text(view, index, phi=phi, decode=decode, phi_kinds=kinds, display=False)
+
+        shown: list[Finding] = with_display_findings(text, out, scan_view)
+        return shown
     return out
 
 

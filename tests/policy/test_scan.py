@@ -77,11 +77,13 @@ def test_base64_of_a_csv_of_rows(patient_index: IdentifierIndex, rows: pd.DataFr
     assert "encoded:base64+identifier" in kinds(found)
 
 
-def test_rot13_is_not_claimed(patient_index: IdentifierIndex, rows: pd.DataFrame) -> None:
-    # Not every encoding is decoded; the guard's row-level checks cover the rest. This pins the
-    # documented list so a change is deliberate.
+def test_rot13_is_found_through_the_index(
+    patient_index: IdentifierIndex, rows: pd.DataFrame
+) -> None:
+    # The index holds the rot13 forms of values (tests/policy/test_encodings.py has the rest).
     text = codecs.encode(rows.name.iloc[2], "rot13")
-    assert all(not f.kind.startswith("encoded:rot13") for f in scan_text(text, patient_index))
+    found = scan_text(text, patient_index)
+    assert [(f.kind, f.column) for f in found] == [("encoded:rot13+identifier", "name")]
 
 
 def test_phi_off_and_decode_off(patient_index: IdentifierIndex, rows: pd.DataFrame) -> None:
