@@ -2009,6 +2009,178 @@ static PyObject *py_lower_utf8(PyObject *mod, PyObject *arg) {
     return lower_utf8_4((const Py_UCS4 *)data, n);
 }
 
+/* ------------------------------------------------------------------ separated values
+ *
+ * separated_hints(text, min_digits, max_digits) -> bytes of int64 pairs (form, position): where in `text` (a
+ * str of Latin-1 characters, one byte each; `_separated` passes others with the characters past
+ * Latin-1 replaced) the forms of `bedside.policy._separated` can start, found in one pass over
+ * its bytes, so that a megabyte of prose or of a numeric table costs about a millisecond and
+ * the regular expressions of `_separated` run only at these positions. Forms:
+ * 1, two or more single letters or digits each followed by one separator (not a line feed):
+ *    the first's position (two: a word of a name spaced out may be that short, the run going on
+ *    after a wider gap); a chain of more than `max_digits` digits alone is no hint;
+ * 2, a word of letters followed (directly or after one of ` -._/` or NBSP) by digits, one of
+ *    those and a digit, not a lone decimal (`loss 0.25`): the word's position;
+ * 3, three or more digit groups joined by one repeated `.`, `_`, `/` or NBSP, with `min_digits`
+ *    digits in all, not after a `.`: the first digit's position;
+ * 4, a line of one to three words of letters (a space or tab between, blanks around) followed
+ *    by a line starting with a letter, maybe after blanks: the line's position.
+ * A hint is a superset of the form's matches (for letters of Latin-1); the Python side confirms
+ * each. */
+#define SEP_DIGIT(c) ((c) >= '0' && (c) <= '9')
+#define SEP_LETTER(c) (((c) | 0x20) >= 'a' && ((c) | 0x20) <= 'z')
+#define SEP_BLANK(c) ((c) == ' ' || (c) == '\t')
+
+typedef struct {
+    int64_t *v;
+    Py_ssize_t n, cap;
+} HintBuf;
+
+static int hint_push(HintBuf *b, int64_t form, int64_t pos) {
+    if (b->n + 2 > b->cap) {
+        Py_ssize_t cap = b->cap ? b->cap * 2 : 64;
+        int64_t *v = (int64_t *)realloc(b->v, (size_t)cap * sizeof(int64_t));
+        if (!v) return -1;
+        b->v = v;
+        b->cap = cap;
+    }
+    b->v[b->n++] = form;
+    b->v[b->n++] = pos;
+    return 0;
+}
+
+static uint8_t sh_class[256];
+enum { SH_ALNUM = 1, SH_DIGIT = 2, SH_LETTER = 4, SH_LF = 8, SH_DOTSEP = 16, SH_GROUP = 32 };
+#define SH_IS_LETTER(c) (sh_class[(c)] & SH_LETTER)
+
+/* Whether the line starting at `i` is one to three words of letters followed by a line whose
+ * first non-blank character is a letter. */
+static int short_line_pair(const uint8_t *s, Py_ssize_t n, Py_ssize_t i) {
+    while (i < n && SEP_BLANK(s[i])) i++;
+    int words = 0;
+    while (i < n && SH_IS_LETTER(s[i])) {
+        if (++words > 3) return 0;
+        while (i < n && SH_IS_LETTER(s[i])) i++;
+        if (i < n && SEP_BLANK(s[i]) && i + 1 < n && SH_IS_LETTER(s[i + 1])) i++;
+    }
+    if (!words) return 0;
+    while (i < n && SEP_BLANK(s[i])) i++;
+    if (i < n && s[i] == '\r') i++;
+    if (i >= n || s[i] != '\n') return 0;
+    i++;
+    while (i < n && SEP_BLANK(s[i])) i++;
+    return i < n && SH_IS_LETTER(s[i]);
+}
+
+/* Byte classes of `separated_hints`: a letter or digit, a digit, a letter, a line feed, one of
+ * `._/` (joins digit groups that are not a decimal's), one of ` -._/` (joins groups). */
+static void sh_init(void) {
+    for (int c = 0; c < 256; c++) {
+        uint8_t t = 0;
+        if (SEP_DIGIT(c)) t |= SH_ALNUM | SH_DIGIT;
+        /* Latin-1 letters too (a str of one byte per character is Latin-1). */
+        if ((c < 128 && SEP_LETTER(c)) || (c >= 0xc0 && c != 0xd7 && c != 0xf7))
+            t |= SH_ALNUM | SH_LETTER;
+        if (c == '\n') t |= SH_LF;
+        if (c == '.' || c == '_' || c == '/' || c == 0xa0) t |= SH_DOTSEP | SH_GROUP;
+        if (c == ' ' || c == '-') t |= SH_GROUP;
+        sh_class[c] = t;
+    }
+}
+
+/* A chain of single digits longer than `max_digits` (a printed array, `[0 1 1 0 ...]`) joins
+ * into a number no value has: its hint is dropped (form 0), unless a letter is in it. */
+static void sh_chain_end(HintBuf *b, Py_ssize_t at, Py_ssize_t singles, int letters,
+                         Py_ssize_t max_digits) {
+    if (at >= 0 && !letters && singles > max_digits) b->v[at] = 0;
+}
+
+static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
+    (void)mod;
+    PyObject *text;
+    Py_ssize_t min_digits, max_digits;
+    if (!PyArg_ParseTuple(args, "Onn", &text, &min_digits, &max_digits)) return NULL;
+    if (!PyUnicode_Check(text) || PyUnicode_READY(text) < 0 ||
+        PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "separated_hints needs a str of Latin-1 characters");
+        return NULL;
+    }
+    if (!sh_class['a']) sh_init();
+    const uint8_t *s = (const uint8_t *)PyUnicode_DATA(text);
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    HintBuf b = {NULL, 0, 0};
+    Py_ssize_t spaced_until = -1; /* the last single of the chain reported last */
+    Py_ssize_t chain_at = -1, chain_singles = 0; /* that chain's hint (index in b) and length */
+    int chain_letters = 0;
+    if (n && short_line_pair(s, n, 0) && hint_push(&b, 4, 0) < 0) goto fail;
+    /* The last five bytes, a bit each (set: a letter or digit; before the text: not). 01010:
+     * two single characters with one character between, the form's only per-byte test. */
+    unsigned h = 0;
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        const uint8_t t = i < n ? sh_class[s[i]] : 0;
+        h = ((h << 1) | (t & SH_ALNUM)) & 0x1f;
+        if (h == 0x0a && s[i - 2] != '\n') {
+            /* One hint per chain: a chain goes on where its last single is this one's first. */
+            if (i - 3 > spaced_until) {
+                sh_chain_end(&b, chain_at, chain_singles, chain_letters, max_digits);
+                if (hint_push(&b, 1, i - 3) < 0) goto fail;
+                chain_at = b.n - 2;
+                chain_singles = 1;
+                chain_letters = (sh_class[s[i - 3]] & SH_LETTER) != 0;
+            }
+            chain_singles++;
+            chain_letters |= (sh_class[s[i - 1]] & SH_LETTER) != 0;
+            spaced_until = i - 1;
+        }
+        if (!(t & (SH_DIGIT | SH_LF | SH_DOTSEP))) continue;
+        if (t & SH_LF) {
+            if (i + 1 < n && short_line_pair(s, n, i + 1) && hint_push(&b, 4, i + 1) < 0) goto fail;
+        } else if (t & SH_DIGIT) {
+            /* A word of letters, maybe one group separator, then these digits. */
+            Py_ssize_t w = i - 1;
+            if (w >= 1 && (sh_class[s[w]] & SH_GROUP) && (sh_class[s[w - 1]] & SH_LETTER)) w--;
+            if (w < 0 || !(sh_class[s[w]] & SH_LETTER)) continue;
+            while (w > 0 && (sh_class[s[w - 1]] & SH_LETTER)) w--;
+            if (w > 0 && (sh_class[s[w - 1]] & SH_ALNUM)) continue;
+            Py_ssize_t m = i;
+            while (m < n && (sh_class[s[m]] & SH_DIGIT)) m++;
+            if (m + 1 >= n || !(sh_class[s[m]] & SH_GROUP) || !(sh_class[s[m + 1]] & SH_DIGIT))
+                continue;
+            if (s[m] == '.') {
+                /* `loss 0.1234`: a decimal after a word is not a number in groups. */
+                Py_ssize_t e = m + 1;
+                while (e < n && (sh_class[s[e]] & SH_DIGIT)) e++;
+                if (e + 1 >= n || !(sh_class[s[e]] & SH_GROUP) || !(sh_class[s[e + 1]] & SH_DIGIT))
+                    continue;
+            }
+            if (hint_push(&b, 2, w) < 0) goto fail;
+        } else if (i > 0 && (sh_class[s[i - 1]] & SH_DIGIT)) {
+            /* One of `._/` or NBSP after digits: digits, it, digits, it again, a digit, and
+             * `min_digits` digits in the run (fewer are versions and dates, not a phone). */
+            Py_ssize_t w = i - 1;
+            while (w > 0 && (sh_class[s[w - 1]] & SH_DIGIT)) w--;
+            if (w > 0 && ((sh_class[s[w - 1]] & SH_ALNUM) || s[w - 1] == '.')) continue;
+            Py_ssize_t m = i, digits = i - w, groups = 1;
+            while (m + 1 < n && s[m] == s[i] && (sh_class[s[m + 1]] & SH_DIGIT)) {
+                Py_ssize_t e = m + 1;
+                while (e < n && (sh_class[s[e]] & SH_DIGIT)) e++;
+                digits += e - m - 1;
+                groups++;
+                m = e;
+            }
+            if (groups >= 3 && digits >= min_digits && hint_push(&b, 3, w) < 0) goto fail;
+        }
+    }
+    sh_chain_end(&b, chain_at, chain_singles, chain_letters, max_digits);
+    PyObject *res = PyBytes_FromStringAndSize((const char *)b.v, b.n * (Py_ssize_t)sizeof(int64_t));
+    free(b.v);
+    return res;
+fail:
+    free(b.v);
+    return PyErr_NoMemory();
+}
+
 static PyMethodDef module_methods[] = {
     {"tokens", py_tokens, METH_O, "tokens(buf) -> bytes of int64 quintuples"},
     {"lower_ascii", py_lower_ascii, METH_O, "lower_ascii(text) -> lower-cased ASCII bytes"},
@@ -2027,6 +2199,8 @@ static PyMethodDef module_methods[] = {
      "label_windows(text, words, before, after) -> bytes of int64 pairs (see the source)"},
     {"lower_utf8", py_lower_utf8, METH_O,
      "lower_utf8(text) -> text.lower().encode() when only ASCII letters change, else None"},
+    {"separated_hints", py_separated_hints, METH_VARARGS,
+     "separated_hints(text, min_digits, max_digits) -> where separated values can start (see the source)"},
     {"alnum_table", py_alnum_table, METH_NOARGS, "alnum_table() -> the 65536-byte BMP table"},
     {NULL, NULL, 0, NULL},
 };

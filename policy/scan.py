@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from bedside.policy._separated import separated_findings
 from bedside.policy._tokens import TextSpans, code_units, lower_bytes, text_spans
 from bedside.policy.identifiers import STRONG, WEAK, IdentifierIndex, strengthen
 from bedside.policy.phi import scan_phi
@@ -491,6 +492,9 @@ def scan_text(
     for kind, column, a, b in reversed_hits:
         # The whole output reversed: offsets map back onto the output.
         found.append(("encoded:reversed+" + kind, n - b, n - a, column))
+    if decode and index is not None:
+        # Values whose characters are spaced out or regrouped (`_separated`).
+        found.extend(separated_findings(text, index))
     weak_at: list[bool] | None = None
     if index is not None and index.date_kinds:
         dates = index.date_kinds

@@ -1,0 +1,242 @@
+"""Identifier values whose characters are separated or regrouped: a layer of `scan.scan_text`.
+
+The identifier index matches a value's tokens (runs of letters or of digits) whatever stands
+between them, so `Smith, John` and `FY8R-5HF` are found as written. A reader also reads back a
+value whose *tokens* were cut apart, which the index cannot: `M R N 5 1 0 6 9 8 5 6`,
+`T i a r n a   M o n t e n e g r o`, `MRN51-069856`, `MRN 5106 9856`, `0733.103.5375`, or a
+name printed a part per line (`Tiarna` / `Montenegro`). This module finds such phrasings,
+writes each compacted (the characters joined again), and runs all of them through the index in
+one call. Three forms, each limited by the evidence it needs, because joining characters across
+separators is also how honest numbers (table columns, dates, decimals, counts) would turn into
+somebody's identifier:
+
+- **spaced characters**: four or more single letters or digits each followed by the same one
+  separator (space, NBSP, tab, `-`, `.`, `_`, `/`, `,`, `:`, `|`); a wider gap (`   ` from
+  `" ".join("Ann Lee")`, `- -` from `"-".join(...)`) is a word break. A match of digits alone
+  needs `MIN_GROUPED_DIGITS` digits (a printed `[1 2 3 4 5 6]` is not a hospital number);
+- **regrouped digits**: a word followed by digit groups joined by single separators (space,
+  NBSP, `-`, `.`, `_`, `/`), read as the word and the digits joined (`MRN 5106 9856`), or digit
+  groups alone joined by one repeated `.`, `_`, `/` or NBSP with `MIN_GROUPED_DIGITS` digits or
+  more (`0733.103.5375`; a decimal such as `0.496714` has one dot and is never joined). Digits
+  split by spaces and dashes alone are the index's own regrouping (`_digit_groups`). A
+  compacted run counts only when a value fills it exactly (`mrn51069856`, not a value inside
+  `patient51069856`), so honest numbers joined by chance must equal a whole value;
+- **a name over two lines**: a line of one to three words of letters only, and the first
+  words of the next line, read as one line; the match must cross the line break. Table rows
+  are not joined: their lines hold numbers or more fields.
+
+Dates of birth are not looked for in these forms: a date alone is weak anyway (see
+`identifiers.strengthen`), and joined digit groups of timestamps and tables would take date
+shapes. Findings are reported over the whole separated span, as the decoded layers of
+`scan_text` are, with the kind `encoded:separated+identifier`.
+
+Cost: an ASCII text is mapped once to a string of character classes (`bytes.translate`), and
+the two shapes that can hold a spaced run or a one-line name part are looked for there by
+regular expressions with a literal first character; the text's own regular expressions run
+only where those hit (a megabyte of prose costs about a millisecond). The regrouped-digit forms
+run only on texts holding a digit.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import re
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from bedside.policy._tokens import _scanner, lower_bytes
+from bedside.policy.identifiers import MIN_GROUPED_DIGITS, IdentifierIndex
+
+KIND = "encoded:separated+identifier"
+MAX_GROUPS = 16  # digit groups of one run looked at (a phone written a digit at a time: 11)
+MAX_DIGITS = 24  # longest run of joined digits looked up
+
+# One separator between two characters of a spaced run; a word break is the separator around a
+# space (`- -`) or two or three blanks.
+_SEP = r"[ \u00a0\t\-._/,:|]"
+_SPACED = re.compile(
+    r"(?<![^\W_])[^\W_](?P<s>" + _SEP + r")[^\W_]"
+    r"(?:(?:(?P=s)|(?P=s) (?P=s)|[ \u00a0\t]{2,3})[^\W_]){2,}(?![^\W_])"
+)
+_WIDE_GAP = re.compile(r"[\W_]{2,}")
+_NOT_ALNUM = re.compile(r"[\W_]")
+_GROUP_SEP = "[ \u00a0\\-._/]"
+# A word and the digit groups after it: `MRN 5106 9856`, `MRN51-069856`, `MRN-5-1-0-6-...`.
+_PREFIXED = re.compile(
+    r"(?<![^\W_])(?P<word>[^\W\d_]+)" + _GROUP_SEP + r"?"
+    r"(?P<num>\d+(?:" + _GROUP_SEP + r"\d+)+)(?![^\W_])"
+)
+# Digit groups joined by one repeated separator that decimals and the index's regrouping (space,
+# dash) do not use: `0733.103.5375`, `0733_103_5375`.
+_DOTTED = re.compile(r"(?<![\w.])\d+(?P<d>[._/\u00a0])\d+(?:(?P=d)\d+)+(?![\w]|\.\d)")
+_DIGITS = re.compile(r"\d+")
+_DECIMAL = re.compile(r"\d+\.\d+")
+_LINE_FEED = re.compile("\n")
+# A line of one to three words of letters only, then the first words of the next line.
+_LINE_PAIR = re.compile(
+    r"[ \t]*(?P<a>[^\W\d_]+(?:[ \t][^\W\d_]+){0,2})[ \t]*\r?\n"
+    r"[ \t]*(?P<b>[^\W\d_]+(?:[ \t,]{1,2}[^\W\d_]+){0,2})"
+)
+
+# (start, end) of the span in the text, its compacted form, the form's rule, and for a name
+# over two lines where the first line ends in the form (0 otherwise).
+_Candidate = tuple[int, int, str, str, int]
+
+
+def separated_findings(text: str, index: IdentifierIndex) -> list[tuple[str, int, int, str]]:
+    """(kind, start, end, column) of every identifier value written separated in `text`."""
+    candidates = list(_candidates(text))
+    if not candidates:
+        return []
+    lines = [c[2] for c in candidates]
+    offsets = list(itertools.accumulate((len(s) + 1 for s in lines), initial=0))
+    # One index pass over every compacted form, a line each (no form holds a line break).
+    joined = "\n".join(lines)
+    out: list[tuple[str, int, int, str]] = []
+    dates = index.date_kinds
+    for a, b, column in index._find_lowered(joined, lower_bytes(joined)):
+        if column in dates:
+            continue
+        i = bisect.bisect_right(offsets, a) - 1
+        start, end, form, rule, cut = candidates[i]
+        a, b = a - offsets[i], b - offsets[i]
+        if _accept(rule, form, a, b, cut):
+            out.append((KIND, start, end, column))
+    return out
+
+
+def _accept(rule: str, form: str, a: int, b: int, cut: int) -> bool:
+    """Whether a match at [a, b) of a compacted `form` has the evidence its rule needs."""
+    if rule == "spaced":
+        matched = form[a:b]
+        return not matched.isdigit() or len(matched) >= MIN_GROUPED_DIGITS
+    if rule == "regrouped":
+        return a == 0 and b == len(form)  # the run is the value, nothing more
+    # "lines": the match crosses the joined line break (the space after the first line).
+    return a < cut < b
+
+
+def _candidates(text: str) -> Iterator[_Candidate]:
+    hints = _hints(text)
+    yield from _spaced(text, None if hints is None else hints[1])
+    if any(d in text for d in "0123456789"):
+        if hints is None:
+            yield from _prefixed(text, None)
+            yield from _dotted(text, None)
+        else:
+            yield from _prefixed(text, hints[2])
+            yield from _dotted(text, hints[3])
+    if "\n" in text:
+        yield from _line_pairs(text, None if hints is None else hints[4])
+
+
+def _hints(text: str) -> dict[int, list[int]] | None:
+    """Where each form can start in `text` (`_scanner.separated_hints`), by form; None when
+    every position must be tried (the core not built)."""
+    if _scanner is None:
+        return None
+    try:
+        found = _scanner.separated_hints(text, MIN_GROUPED_DIGITS, MAX_DIGITS)
+    except ValueError:
+        # Characters past Latin-1 (one byte each in the core) read as "?", which is neither a
+        # letter nor a separator of these forms: the text keeps its length and offsets.
+        latin = text.encode("latin-1", "replace").decode("latin-1")
+        found = _scanner.separated_hints(latin, MIN_GROUPED_DIGITS, MAX_DIGITS)
+    pairs = np.frombuffer(found, dtype=np.int64).reshape(-1, 2)
+    out: dict[int, list[int]] = {0: [], 1: [], 2: [], 3: [], 4: []}
+    for form, at in pairs.tolist():
+        out[form].append(at)
+    return out
+
+
+def _at(pattern: re.Pattern[str], text: str, hints: list[int] | None) -> Iterator[re.Match[str]]:
+    """`pattern.finditer(text)`, or its matches starting at `hints` (each at most once)."""
+    if hints is None:
+        yield from pattern.finditer(text)
+        return
+    for at in hints:
+        m = pattern.match(text, at)
+        if m is not None:
+            yield m
+
+
+def _spaced(text: str, hints: list[int] | None) -> Iterator[_Candidate]:
+    """Runs of single characters between separators, compacted (word breaks as one space)."""
+    if hints is None:
+        matches: Iterator[re.Match[str]] = _SPACED.finditer(text)
+    else:
+        matches = _hinted(text, hints)
+    for m in matches:
+        form = _compact(m.group())
+        # Digits alone: as many as a phone number has (a printed `[1 2 3 4 5 6]` is a list),
+        # and no more than a value can have (a longer run is one token, matching nothing).
+        if not form.isdigit() or MIN_GROUPED_DIGITS <= len(form) <= MAX_DIGITS:
+            yield m.start(), m.end(), form, "spaced", 0
+
+
+def _hinted(text: str, hints: list[int]) -> Iterator[re.Match[str]]:
+    """`_SPACED.finditer(text)`, tried only at the chains of single characters of `hints`.
+
+    A run starts at a chain (a word of one character may be followed by a wider gap, the next
+    word's chain giving the run its four characters), so it is looked for a little past the
+    chain's start and matched again from where it starts, to its end, without that bound."""
+    pos = 0
+    for at in hints:
+        if at < pos:
+            continue  # inside the run matched last
+        m = _SPACED.search(text, at, at + 16)
+        if m is not None:
+            m = _SPACED.match(text, m.start())
+        if m is not None:
+            yield m
+            pos = m.end()
+
+
+def _compact(run: str) -> str:
+    """A spaced run's characters joined, a gap wider than one character read as a space."""
+    return " ".join(_NOT_ALNUM.sub("", word) for word in _WIDE_GAP.split(run))
+
+
+def _prefixed(text: str, hints: list[int] | None) -> Iterator[_Candidate]:
+    """A word and its first digit groups joined: `MRN 5106 9856` as `MRN51069856`."""
+    for m in _at(_PREFIXED, text, hints):
+        if _DECIMAL.fullmatch(m.group("num")):
+            continue  # `loss 0.25`: a decimal after a word, not a number in groups
+        form = m.group("word")
+        digits = 0
+        groups = _DIGITS.finditer(text, m.start("num"), m.end())
+        for k, g in enumerate(itertools.islice(groups, MAX_GROUPS)):
+            form += g.group()
+            digits += g.end() - g.start()
+            if digits > MAX_DIGITS:
+                break
+            if k >= 1:  # one group after the word is the index's own match
+                yield m.start(), g.end(), form, "regrouped", 0
+
+
+def _dotted(text: str, hints: list[int] | None) -> Iterator[_Candidate]:
+    """Digit groups joined by one repeated `.`, `_`, `/` or NBSP, every run of them joined."""
+    for m in _at(_DOTTED, text, hints):
+        spans = [(g.start(), g.end()) for g in _DIGITS.finditer(text, m.start(), m.end())]
+        spans = spans[:MAX_GROUPS]
+        for i, j in itertools.combinations(range(len(spans) + 1), 2):
+            if j - i < 2:
+                continue
+            digits = "".join(text[a:b] for a, b in spans[i:j])
+            if MIN_GROUPED_DIGITS <= len(digits) <= MAX_DIGITS:
+                yield spans[i][0], spans[j - 1][1], digits, "regrouped", 0
+
+
+def _line_pairs(text: str, hints: list[int] | None) -> Iterator[_Candidate]:
+    """A short line of words and the first words of the next, as one line."""
+    if hints is None:
+        starts: Iterable[int] = itertools.chain((0,), (m.end() for m in _LINE_FEED.finditer(text)))
+    else:
+        starts = hints
+    for at in starts:
+        m = _LINE_PAIR.match(text, at)
+        if m is not None:
+            first, second = m.group("a"), m.group("b")
+            yield m.start("a"), m.end("b"), f"{first} {second}", "lines", len(first)
