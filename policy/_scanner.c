@@ -2020,7 +2020,7 @@ static PyObject *py_lower_utf8(PyObject *mod, PyObject *arg) {
  *    the first's position (two: a word of a name spaced out may be that short, the run going on
  *    after a wider gap); a chain of more than `max_digits` digits alone is no hint;
  * 2, a word of letters followed (directly or after one of ` -._/` or NBSP) by digits, one of
- *    those and a digit, not a lone decimal (`loss 0.25`): the word's position;
+ *    those and a digit, not a lone decimal after a blank (`loss 0.25`): the word's position;
  * 3, three or more digit groups joined by one repeated `.`, `_`, `/` or NBSP, with `min_digits`
  *    digits in all, not after a `.`: the first digit's position;
  * 4, a line of one to three words of letters (a space or tab between, blanks around) followed
@@ -2139,7 +2139,11 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
         } else if (t & SH_DIGIT) {
             /* A word of letters, maybe one group separator, then these digits. */
             Py_ssize_t w = i - 1;
-            if (w >= 1 && (sh_class[s[w]] & SH_GROUP) && (sh_class[s[w - 1]] & SH_LETTER)) w--;
+            int spaced = 0; /* a blank between the word and the digits */
+            if (w >= 1 && (sh_class[s[w]] & SH_GROUP) && (sh_class[s[w - 1]] & SH_LETTER)) {
+                spaced = s[w] == ' ' || s[w] == 0xa0;
+                w--;
+            }
             if (w < 0 || !(sh_class[s[w]] & SH_LETTER)) continue;
             while (w > 0 && (sh_class[s[w - 1]] & SH_LETTER)) w--;
             if (w > 0 && (sh_class[s[w - 1]] & SH_ALNUM)) continue;
@@ -2147,7 +2151,7 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
             while (m < n && (sh_class[s[m]] & SH_DIGIT)) m++;
             if (m + 1 >= n || !(sh_class[s[m]] & SH_GROUP) || !(sh_class[s[m + 1]] & SH_DIGIT))
                 continue;
-            if (s[m] == '.') {
+            if (s[m] == '.' && spaced) {
                 /* `loss 0.1234`: a decimal after a word is not a number in groups. */
                 Py_ssize_t e = m + 1;
                 while (e < n && (sh_class[s[e]] & SH_DIGIT)) e++;

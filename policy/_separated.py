@@ -65,7 +65,7 @@ _NOT_ALNUM = re.compile(r"[\W_]")
 _GROUP_SEP = "[ \u00a0\\-._/]"
 # A word and the digit groups after it: `MRN 5106 9856`, `MRN51-069856`, `MRN-5-1-0-6-...`.
 _PREFIXED = re.compile(
-    r"(?<![^\W_])(?P<word>[^\W\d_]+)" + _GROUP_SEP + r"?"
+    r"(?<![^\W_])(?P<word>[^\W\d_]+)(?:(?P<blank>[ \u00a0])|[\-._/])?"
     r"(?P<num>\d+(?:" + _GROUP_SEP + r"\d+)+)(?![^\W_])"
 )
 # Digit groups joined by one repeated separator that decimals and the index's regrouping (space,
@@ -202,7 +202,7 @@ def _compact(run: str) -> str:
 def _prefixed(text: str, hints: list[int] | None) -> Iterator[_Candidate]:
     """A word and its first digit groups joined: `MRN 5106 9856` as `MRN51069856`."""
     for m in _at(_PREFIXED, text, hints):
-        if _DECIMAL.fullmatch(m.group("num")):
+        if m.group("blank") and _DECIMAL.fullmatch(m.group("num")):
             continue  # `loss 0.25`: a decimal after a word, not a number in groups
         form = m.group("word")
         digits = 0
