@@ -2023,8 +2023,9 @@ static PyObject *py_lower_utf8(PyObject *mod, PyObject *arg) {
  *    those and a digit, not a lone decimal after a blank (`loss 0.25`): the word's position;
  * 3, three or more digit groups joined by one repeated `.`, `_`, `/` or NBSP, with `min_digits`
  *    digits in all, not after a `.`: the first digit's position;
- * 4, a line of one to three words of letters (a space or tab between, blanks around) followed
- *    by a line starting with a letter, maybe after blanks: the line's position.
+ * 4, a line of one to three words of letters (a hyphen or apostrophe inside; a space or tab
+ *    between, blanks around) followed by a line starting with a letter, maybe after blanks:
+ *    the line's position.
  * A hint is a superset of the form's matches (for letters of Latin-1); the Python side confirms
  * each. */
 #define SEP_DIGIT(c) ((c) >= '0' && (c) <= '9')
@@ -2060,7 +2061,11 @@ static int short_line_pair(const uint8_t *s, Py_ssize_t n, Py_ssize_t i) {
     int words = 0;
     while (i < n && SH_IS_LETTER(s[i])) {
         if (++words > 3) return 0;
-        while (i < n && SH_IS_LETTER(s[i])) i++;
+        for (;;) { /* a word: letters, maybe joined by a hyphen or an apostrophe */
+            while (i < n && SH_IS_LETTER(s[i])) i++;
+            if (i + 1 < n && (s[i] == '-' || s[i] == '\'') && SH_IS_LETTER(s[i + 1])) i++;
+            else break;
+        }
         if (i < n && SEP_BLANK(s[i]) && i + 1 < n && SH_IS_LETTER(s[i + 1])) i++;
     }
     if (!words) return 0;

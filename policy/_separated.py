@@ -53,12 +53,12 @@ KIND = "encoded:separated+identifier"
 MAX_GROUPS = 16  # digit groups of one run looked at (a phone written a digit at a time: 11)
 MAX_DIGITS = 24  # longest run of joined digits looked up
 
-# One separator between two characters of a spaced run; a word break is the separator around a
-# space (`- -`) or two or three blanks.
+# One separator between two characters of a spaced run; a word break is the separator around
+# another character (`- -`, or ` - ` for the hyphen of `Heinz-Otto`) or two or three blanks.
 _SEP = r"[ \u00a0\t\-._/,:|]"
 _SPACED = re.compile(
     r"(?<![^\W_])[^\W_](?P<s>" + _SEP + r")[^\W_]"
-    r"(?:(?:(?P=s)|(?P=s) (?P=s)|[ \u00a0\t]{2,3})[^\W_]){2,}(?![^\W_])"
+    r"(?:(?:(?P=s)|(?P=s)[^\w\n](?P=s)|[ \u00a0\t]{2,3})[^\W_]){2,}(?![^\W_])"
 )
 _WIDE_GAP = re.compile(r"[\W_]{2,}")
 _NOT_ALNUM = re.compile(r"[\W_]")
@@ -74,10 +74,12 @@ _DOTTED = re.compile(r"(?<![\w.])\d+(?P<d>[._/\u00a0])\d+(?:(?P=d)\d+)+(?![\w]|\
 _DIGITS = re.compile(r"\d+")
 _DECIMAL = re.compile(r"\d+\.\d+")
 _LINE_FEED = re.compile("\n")
-# A line of one to three words of letters only, then the first words of the next line.
+# A line of one to three words of letters only (a hyphen or apostrophe inside), then the first
+# words of the next line.
+_NAME_WORD = r"[^\W\d_]+(?:['\-][^\W\d_]+)*"  # `Heinz-Otto`, `O'Neill`
 _LINE_PAIR = re.compile(
-    r"[ \t]*(?P<a>[^\W\d_]+(?:[ \t][^\W\d_]+){0,2})[ \t]*\r?\n"
-    r"[ \t]*(?P<b>[^\W\d_]+(?:[ \t,]{1,2}[^\W\d_]+){0,2})"
+    rf"[ \t]*(?P<a>{_NAME_WORD}(?:[ \t]{_NAME_WORD}){{0,2}})[ \t]*\r?\n"
+    rf"[ \t]*(?P<b>{_NAME_WORD}(?:[ \t,]{{1,2}}{_NAME_WORD}){{0,2}})"
 )
 
 # (start, end) of the span in the text, its compacted form, the form's rule, and for a name

@@ -97,6 +97,16 @@ def test_spaced_name_is_the_separated_layer(
     assert separated(f"id {row['mrn']} {row['name']} end", patient_index) == []
 
 
+@pytest.mark.parametrize("sep", [" ", "-", "."])
+def test_hyphenated_name_spaced(sep: str) -> None:
+    index = IdentifierIndex.from_frames(
+        [(pd.DataFrame({"name": ["Heinz-Otto Schlosser", "Ann Lee"]}), ["name"])]
+    )
+    text = "name: " + sep.join("Heinz-Otto Schlosser") + "\n"
+    assert separated(text, index) == ["name"]
+    assert separated("Heinz-Otto\nSchlosser", index) == ["name"]
+
+
 def test_date_of_birth_is_not_looked_for(
     row: dict[str, str], patient_index: IdentifierIndex
 ) -> None:
