@@ -2016,9 +2016,10 @@ static PyObject *py_lower_utf8(PyObject *mod, PyObject *arg) {
  * Latin-1 replaced) the forms of `bedside.policy._separated` can start, found in one pass over
  * its bytes, so that a megabyte of prose or of a numeric table costs about a millisecond and
  * the regular expressions of `_separated` run only at these positions. Forms:
- * 1, two or more single letters or digits each followed by one separator (not a line feed):
- *    the first's position (two: a word of a name spaced out may be that short, the run going on
- *    after a wider gap); a chain of more than `max_digits` digits alone is no hint;
+ * 1, two or more single letters or digits with one to four other characters (no line feed)
+ *    between each and the next: the first's position (two: a word of a name spaced out may be
+ *    that short, the run going on after a wider gap); a chain of more than `max_digits` digits
+ *    alone is no hint;
  * 2, a word of letters followed (directly or after one of ` -._/` or NBSP) by digits, one of
  *    those and a digit, not a lone decimal after a blank (`loss 0.25`): the word's position;
  * 3, three or more digit groups joined by one repeated `.`, `_`, `/` or NBSP, with `min_digits`
@@ -2115,29 +2116,36 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
     const uint8_t *s = (const uint8_t *)PyUnicode_DATA(text);
     const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     HintBuf b = {NULL, 0, 0};
-    Py_ssize_t spaced_until = -1; /* the last single of the chain reported last */
-    Py_ssize_t chain_at = -1, chain_singles = 0; /* that chain's hint (index in b) and length */
+    Py_ssize_t last_single = -1, last_lf = -1; /* the last single character, line feed */
+    Py_ssize_t chain_at = -1, chain_singles = 0; /* the open chain's hint (index in b), length */
     int chain_letters = 0;
     if (n && short_line_pair(s, n, 0) && hint_push(&b, 4, 0) < 0) goto fail;
-    /* The last five bytes, a bit each (set: a letter or digit; before the text: not). 01010:
-     * two single characters with one character between, the form's only per-byte test. */
+    /* The last three bytes, a bit each (set: a letter or digit; before and after the text:
+     * not). 010: a single character, the spaced form's only per-byte test. */
     unsigned h = 0;
     for (Py_ssize_t i = 0; i <= n; i++) {
         const uint8_t t = i < n ? sh_class[s[i]] : 0;
-        h = ((h << 1) | (t & SH_ALNUM)) & 0x1f;
-        if (h == 0x0a && s[i - 2] != '\n') {
-            /* One hint per chain: a chain goes on where its last single is this one's first. */
-            if (i - 3 > spaced_until) {
+        h = ((h << 1) | (t & SH_ALNUM)) & 7;
+        if ((h & 7) == 2) {
+            /* A single character at i - 1. A chain goes on while singles follow each other
+             * with one to four other characters, no line feed, between them. */
+            const Py_ssize_t p = i - 1, gap = p - last_single - 1;
+            if (last_single >= 0 && gap >= 1 && gap <= 4 && last_lf < last_single) {
+                if (chain_at < 0) {
+                    if (hint_push(&b, 1, last_single) < 0) goto fail;
+                    chain_at = b.n - 2;
+                    chain_singles = 1;
+                    chain_letters = (sh_class[s[last_single]] & SH_LETTER) != 0;
+                }
+                chain_singles++;
+                chain_letters |= (sh_class[s[p]] & SH_LETTER) != 0;
+            } else {
                 sh_chain_end(&b, chain_at, chain_singles, chain_letters, max_digits);
-                if (hint_push(&b, 1, i - 3) < 0) goto fail;
-                chain_at = b.n - 2;
-                chain_singles = 1;
-                chain_letters = (sh_class[s[i - 3]] & SH_LETTER) != 0;
+                chain_at = -1;
             }
-            chain_singles++;
-            chain_letters |= (sh_class[s[i - 1]] & SH_LETTER) != 0;
-            spaced_until = i - 1;
+            last_single = p;
         }
+        if (t & SH_LF) last_lf = i;
         if (!(t & (SH_DIGIT | SH_LF | SH_DOTSEP))) continue;
         if (t & SH_LF) {
             if (i + 1 < n && short_line_pair(s, n, i + 1) && hint_push(&b, 4, i + 1) < 0) goto fail;

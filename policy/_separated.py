@@ -10,10 +10,12 @@ one call. Three forms, each limited by the evidence it needs, because joining ch
 separators is also how honest numbers (table columns, dates, decimals, counts) would turn into
 somebody's identifier:
 
-- **spaced characters**: four or more single letters or digits each followed by the same one
-  separator (space, NBSP, tab, `-`, `.`, `_`, `/`, `,`, `:`, `|`); a wider gap (`   ` from
-  `" ".join("Ann Lee")`, `- -` from `"-".join(...)`) is a word break. A match of digits alone
-  needs `MIN_GROUPED_DIGITS` digits (a printed `[1 2 3 4 5 6]` is not a hospital number);
+- **spaced characters**: four or more single letters or digits with the same separator between
+  each and the next: one character other than a line feed, or two to four that are not all
+  blank (`", ".join(v)`, `print(list(v))`'s `', '`); a wider gap (`   ` from
+  `" ".join("Ann Lee")`, `- -` from `"-".join(...)`) is a word break. Blanks alone wider than
+  one separate table columns, not characters. A match of digits alone needs
+  `MIN_GROUPED_DIGITS` digits (a printed `[1 2 3 4 5 6]` is not a hospital number);
 - **regrouped digits**: a word followed by digit groups joined by single separators (space,
   NBSP, `-`, `.`, `_`, `/`), read as the word and the digits joined (`MRN 5106 9856`), or digit
   groups alone joined by one repeated `.`, `_`, `/` or NBSP with `MIN_GROUPED_DIGITS` digits or
@@ -53,15 +55,15 @@ KIND = "encoded:separated+identifier"
 MAX_GROUPS = 16  # digit groups of one run looked at (a phone written a digit at a time: 11)
 MAX_DIGITS = 24  # longest run of joined digits looked up
 
-# One separator between two characters of a spaced run; a word break is the separator around
-# another character (`- -`, or ` - ` for the hyphen of `Heinz-Otto`) or two or three blanks.
-_SEP = r"[ \u00a0\t\-._/,:|]"
+# The separator between two characters of a spaced run: one character other than a line feed,
+# or two to four with one that is not blank (`", ".join(v)`, `list(v)` printed: `', '`); a word
+# break is the separator around another character (`- -`; ` - ` for the hyphen of
+# `Heinz-Otto`; `', ' ', '` in a printed list) or two or three blanks.
 _SPACED = re.compile(
-    r"(?<![^\W_])[^\W_](?P<s>" + _SEP + r")[^\W_]"
+    r"(?<![^\W_])[^\W_](?P<s>[^\w\n]{1,4}|_)[^\W_]"
     r"(?:(?:(?P=s)|(?P=s)[^\w\n](?P=s)|[ \u00a0\t]{2,3})[^\W_]){2,}(?![^\W_])"
 )
-_WIDE_GAP = re.compile(r"[\W_]{2,}")
-_NOT_ALNUM = re.compile(r"[\W_]")
+_GAPS = re.compile(r"[\W_]+")
 _GROUP_SEP = "[ \u00a0\\-._/]"
 # A word and the digit groups after it: `MRN 5106 9856`, `MRN51-069856`, `MRN-5-1-0-6-...`.
 _PREFIXED = re.compile(
@@ -171,7 +173,10 @@ def _spaced(text: str, hints: list[int] | None) -> Iterator[_Candidate]:
     else:
         matches = _hinted(text, hints)
     for m in matches:
-        form = _compact(m.group())
+        sep = m.group("s")
+        if len(sep) > 1 and sep.isspace():
+            continue  # blanks alone separate table columns (`1  2  3`), not a value's characters
+        form = _compact(m.group(), sep)
         # Digits alone: as many as a phone number has (a printed `[1 2 3 4 5 6]` is a list),
         # and no more than a value can have (a longer run is one token, matching nothing).
         if not form.isdigit() or MIN_GROUPED_DIGITS <= len(form) <= MAX_DIGITS:
@@ -188,7 +193,7 @@ def _hinted(text: str, hints: list[int]) -> Iterator[re.Match[str]]:
     for at in hints:
         if at < pos:
             continue  # inside the run matched last
-        m = _SPACED.search(text, at, at + 16)
+        m = _SPACED.search(text, at, at + 40)
         if m is not None:
             m = _SPACED.match(text, m.start())
         if m is not None:
@@ -196,9 +201,14 @@ def _hinted(text: str, hints: list[int]) -> Iterator[re.Match[str]]:
             pos = m.end()
 
 
-def _compact(run: str) -> str:
-    """A spaced run's characters joined, a gap wider than one character read as a space."""
-    return " ".join(_NOT_ALNUM.sub("", word) for word in _WIDE_GAP.split(run))
+def _compact(run: str, sep: str) -> str:
+    """A spaced run's characters joined: a gap that is `sep` joins, any other is a word break."""
+    parts = _GAPS.split(run)
+    gaps = _GAPS.findall(run)
+    out = [parts[0]]
+    for gap, ch in zip(gaps, parts[1:], strict=True):
+        out.append(ch if gap == sep else " " + ch)
+    return "".join(out)
 
 
 def _prefixed(text: str, hints: list[int] | None) -> Iterator[_Candidate]:
