@@ -2016,10 +2016,10 @@ static PyObject *py_lower_utf8(PyObject *mod, PyObject *arg) {
  * Latin-1 replaced) the forms of `bedside.policy._separated` can start, found in one pass over
  * its bytes, so that a megabyte of prose or of a numeric table costs about a millisecond and
  * the regular expressions of `_separated` run only at these positions. Forms:
- * 1, two or more single letters or digits with one to four other characters (no line feed)
- *    between each and the next: the first's position (two: a word of a name spaced out may be
- *    that short, the run going on after a wider gap); a chain of more than `max_digits` digits
- *    alone is no hint;
+ * 1, two or more single letters or digits with one to nine other characters (no line feed)
+ *    between each and the next: the first's position, and form 5 after the chain's last (two:
+ *    a word of a name spaced out may be that short); a chain of more than `max_digits` digits
+ *    alone with one separator throughout is no hint (form 0);
  * 2, a word of letters followed (directly or after one of ` -._/` or NBSP) by digits, one of
  *    those and a digit, not a lone decimal after a blank (`loss 0.25`): the word's position;
  * 3, three or more digit groups joined by one repeated `.`, `_`, `/` or NBSP, with `min_digits`
@@ -2094,11 +2094,16 @@ static void sh_init(void) {
     }
 }
 
-/* A chain of single digits longer than `max_digits` (a printed array, `[0 1 1 0 ...]`) joins
- * into a number no value has: its hint is dropped (form 0), unless a letter is in it. */
-static void sh_chain_end(HintBuf *b, Py_ssize_t at, Py_ssize_t singles, int letters,
-                         Py_ssize_t max_digits) {
-    if (at >= 0 && !letters && singles > max_digits) b->v[at] = 0;
+/* The end of a chain of singles whose hint is b->v[at]: form 5 at its last single + 1. A chain
+ * of more than `max_digits` digits with one separator throughout (a printed array,
+ * `[0 1 1 0 ...]`) joins into a number no value has: its hint becomes form 0 (none). */
+static int sh_chain_end(HintBuf *b, Py_ssize_t at, Py_ssize_t singles, int letters, int mixed,
+                        Py_ssize_t max_digits, Py_ssize_t last) {
+    if (!letters && !mixed && singles > max_digits) {
+        b->v[at] = 0;
+        return 0;
+    }
+    return hint_push(b, 5, last + 1);
 }
 
 static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
@@ -2118,7 +2123,7 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
     HintBuf b = {NULL, 0, 0};
     Py_ssize_t last_single = -1, last_lf = -1; /* the last single character, line feed */
     Py_ssize_t chain_at = -1, chain_singles = 0; /* the open chain's hint (index in b), length */
-    int chain_letters = 0;
+    int chain_letters = 0, chain_mixed = 0, chain_sep = -1; /* its letters, separators */
     if (n && short_line_pair(s, n, 0) && hint_push(&b, 4, 0) < 0) goto fail;
     /* The last three bytes, a bit each (set: a letter or digit; before and after the text:
      * not). 010: a single character, the spaced form's only per-byte test. */
@@ -2128,19 +2133,26 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
         h = ((h << 1) | (t & SH_ALNUM)) & 7;
         if ((h & 7) == 2) {
             /* A single character at i - 1. A chain goes on while singles follow each other
-             * with one to four other characters, no line feed, between them. */
+             * with one to nine other characters, no line feed, between them (the widest gap
+             * of a run: a word break of a four-character separator, `', ' ', '`). */
             const Py_ssize_t p = i - 1, gap = p - last_single - 1;
-            if (last_single >= 0 && gap >= 1 && gap <= 4 && last_lf < last_single) {
+            if (last_single >= 0 && gap <= 9 && last_lf < last_single) {
                 if (chain_at < 0) {
                     if (hint_push(&b, 1, last_single) < 0) goto fail;
                     chain_at = b.n - 2;
                     chain_singles = 1;
                     chain_letters = (sh_class[s[last_single]] & SH_LETTER) != 0;
+                    chain_sep = -1;
+                    chain_mixed = 0;
                 }
                 chain_singles++;
                 chain_letters |= (sh_class[s[p]] & SH_LETTER) != 0;
-            } else {
-                sh_chain_end(&b, chain_at, chain_singles, chain_letters, max_digits);
+                if (gap > 1 || (chain_sep >= 0 && chain_sep != s[p - 1])) chain_mixed = 1;
+                chain_sep = s[p - 1];
+            } else if (chain_at >= 0) {
+                if (sh_chain_end(&b, chain_at, chain_singles, chain_letters, chain_mixed,
+                                 max_digits, last_single) < 0)
+                    goto fail;
                 chain_at = -1;
             }
             last_single = p;
@@ -2189,7 +2201,10 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
             if (groups >= 3 && digits >= min_digits && hint_push(&b, 3, w) < 0) goto fail;
         }
     }
-    sh_chain_end(&b, chain_at, chain_singles, chain_letters, max_digits);
+    if (chain_at >= 0 &&
+        sh_chain_end(&b, chain_at, chain_singles, chain_letters, chain_mixed, max_digits,
+                     last_single) < 0)
+        goto fail;
     PyObject *res = PyBytes_FromStringAndSize((const char *)b.v, b.n * (Py_ssize_t)sizeof(int64_t));
     free(b.v);
     return res;

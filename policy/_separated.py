@@ -14,8 +14,10 @@ somebody's identifier:
   each and the next: one character other than a line feed, or two to four that are not all
   blank (`", ".join(v)`, `print(list(v))`'s `', '`); a wider gap (`   ` from
   `" ".join("Ann Lee")`, `- -` from `"-".join(...)`) is a word break. Blanks alone wider than
-  one separate table columns, not characters. A match of digits alone needs
-  `MIN_GROUPED_DIGITS` digits (a printed `[1 2 3 4 5 6]` is not a hospital number);
+  one separate table columns, not characters. A run holding a letter is also read without up
+  to `TRIM` characters at either end (a word `a` before it joins its first token). A run of
+  digits alone is read whole, with `MIN_GROUPED_DIGITS` to `MAX_DIGITS` digits (a printed
+  `[1 2 3 4 5 6]` is not a hospital number, a longer run is one token no value has);
 - **regrouped digits**: a word followed by digit groups joined by single separators (space,
   NBSP, `-`, `.`, `_`, `/`), read as the word and the digits joined (`MRN 5106 9856`), or digit
   groups alone joined by one repeated `.`, `_`, `/` or NBSP with `MIN_GROUPED_DIGITS` digits or
@@ -32,11 +34,12 @@ Dates of birth are not looked for in these forms: a date alone is weak anyway (s
 shapes. Findings are reported over the whole separated span, as the decoded layers of
 `scan_text` are, with the kind `encoded:separated+identifier`.
 
-Cost: an ASCII text is mapped once to a string of character classes (`bytes.translate`), and
-the two shapes that can hold a spaced run or a one-line name part are looked for there by
-regular expressions with a literal first character; the text's own regular expressions run
-only where those hit (a megabyte of prose costs about a millisecond). The regrouped-digit forms
-run only on texts holding a digit.
+Cost: one pass of the compiled core (`_scanner.separated_hints`, over the text's bytes, or
+its Latin-1 rendering when it holds other characters) says where each form can start: chains
+of single characters, a word before digit groups, dotted digit groups, short lines. The regular
+expressions run only there (a megabyte of prose or of a numeric table costs 1-2 ms), and the
+regrouped-digit forms only on texts holding a digit. Without the core (not built) they run over
+the whole text, with the same results (tests/policy/test_separated.py).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from bedside.policy.identifiers import MIN_GROUPED_DIGITS, IdentifierIndex
 KIND = "encoded:separated+identifier"
 MAX_GROUPS = 16  # digit groups of one run looked at (a phone written a digit at a time: 11)
 MAX_DIGITS = 24  # longest run of joined digits looked up
+TRIM = 2  # characters of a spaced run not part of the value, at either end, looked past
 
 # The separator between two characters of a spaced run: one character other than a line feed,
 # or two to four with one that is not blank (`", ".join(v)`, `list(v)` printed: `', '`); a word
@@ -124,7 +128,7 @@ def _accept(rule: str, form: str, a: int, b: int, cut: int) -> bool:
 
 def _candidates(text: str) -> Iterator[_Candidate]:
     hints = _hints(text)
-    yield from _spaced(text, None if hints is None else hints[1])
+    yield from _spaced(text, None if hints is None else list(zip(hints[1], hints[5], strict=True)))
     if any(d in text for d in "0123456789"):
         if hints is None:
             yield from _prefixed(text, None)
@@ -149,7 +153,7 @@ def _hints(text: str) -> dict[int, list[int]] | None:
         latin = text.encode("latin-1", "replace").decode("latin-1")
         found = _scanner.separated_hints(latin, MIN_GROUPED_DIGITS, MAX_DIGITS)
     pairs = np.frombuffer(found, dtype=np.int64).reshape(-1, 2)
-    out: dict[int, list[int]] = {0: [], 1: [], 2: [], 3: [], 4: []}
+    out: dict[int, list[int]] = {0: [], 1: [], 2: [], 3: [], 4: [], 5: []}
     for form, at in pairs.tolist():
         out[form].append(at)
     return out
@@ -166,39 +170,44 @@ def _at(pattern: re.Pattern[str], text: str, hints: list[int] | None) -> Iterato
             yield m
 
 
-def _spaced(text: str, hints: list[int] | None) -> Iterator[_Candidate]:
-    """Runs of single characters between separators, compacted (word breaks as one space)."""
-    if hints is None:
-        matches: Iterator[re.Match[str]] = _SPACED.finditer(text)
+def _spaced(text: str, chains: list[tuple[int, int]] | None) -> Iterator[_Candidate]:
+    """Runs of single characters between separators, compacted (word breaks as one space).
+
+    A run lies within one chain of single characters (`chains`, from the core), so looking
+    for runs chain by chain finds what looking through the whole text does."""
+    if chains is None:
+        matches: Iterable[re.Match[str]] = _SPACED.finditer(text)
     else:
-        matches = _hinted(text, hints)
+        matches = itertools.chain.from_iterable(
+            _SPACED.finditer(text, start, end) for start, end in chains
+        )
     for m in matches:
         sep = m.group("s")
         if len(sep) > 1 and sep.isspace():
             continue  # blanks alone separate table columns (`1  2  3`), not a value's characters
         form = _compact(m.group(), sep)
-        # Digits alone: as many as a phone number has (a printed `[1 2 3 4 5 6]` is a list),
-        # and no more than a value can have (a longer run is one token, matching nothing).
-        if not form.isdigit() or MIN_GROUPED_DIGITS <= len(form) <= MAX_DIGITS:
-            yield m.start(), m.end(), form, "spaced", 0
+        if form.isdigit():
+            # Digits alone: as many as a phone number has (a printed `[1 2 3 4 5 6]` is a list),
+            # and no more than a value can have (a longer run is one token, matching nothing).
+            if MIN_GROUPED_DIGITS <= len(form) <= MAX_DIGITS:
+                yield m.start(), m.end(), form, "spaced", 0
+            continue
+        for trimmed in _trims(form):
+            yield m.start(), m.end(), trimmed, "spaced", 0
 
 
-def _hinted(text: str, hints: list[int]) -> Iterator[re.Match[str]]:
-    """`_SPACED.finditer(text)`, tried only at the chains of single characters of `hints`.
+def _trims(form: str) -> list[str]:
+    """`form` and `form` without up to `TRIM` characters at either end.
 
-    A run starts at a chain (a word of one character may be followed by a wider gap, the next
-    word's chain giving the run its four characters), so it is looked for a little past the
-    chain's start and matched again from where it starts, to its end, without that bound."""
-    pos = 0
-    for at in hints:
-        if at < pos:
-            continue  # inside the run matched last
-        m = _SPACED.search(text, at, at + 40)
-        if m is not None:
-            m = _SPACED.match(text, m.start())
-        if m is not None:
-            yield m
-            pos = m.end()
+    Joined, a character before or after the value that was spaced like it becomes part of
+    the value's first or last token (`a M R N 5 1 ...` in a sentence reads `aMRN51...`)."""
+    at = [k for k, ch in enumerate(form) if ch != " "]
+    out = [form]
+    for i in range(TRIM + 1):
+        for j in range(TRIM + 1):
+            if (i or j) and len(at) - i - j >= 4:
+                out.append(form[at[i] : at[len(at) - 1 - j] + 1])
+    return out
 
 
 def _compact(run: str, sep: str) -> str:

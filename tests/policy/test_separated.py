@@ -205,6 +205,26 @@ def test_hints_find_what_the_expressions_find(
         assert sorted(a) == sorted(b), text
 
 
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "a b-c d-e f-g h-i j-k l-m n-o p-q r-s t-u v-w x-y z ",  # a long chain, mixed separators
+        " ".join("1234567890" * 4) + "-",  # a long chain of digits, then another separator
+        "x, y, z ",
+        "this is a ",
+        "I ",
+    ],
+)
+def test_runs_after_other_single_characters(
+    prefix: str, row: dict[str, str], patient_index: IdentifierIndex
+) -> None:
+    for written in (spaced(row["mrn"]), spaced(row["phone"].replace(" ", ""), "-")):
+        assert separated(prefix + written + " end", patient_index), (prefix, written)
+    name = spaced(row["name"])
+    for text in (prefix + name, f"{prefix}{name} a", f"{prefix}{spaced(row['mrn'])} 1"):
+        assert separated(text, patient_index), text
+
+
 def test_no_index_no_layer() -> None:
     assert scan_text("M R N 1 2 3 4 5 6 7 8", None) == []
     assert S.separated_findings("", IdentifierIndex.build([])) == []
