@@ -2133,10 +2133,14 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
         h = ((h << 1) | (t & SH_ALNUM)) & 7;
         if ((h & 7) == 2) {
             /* A single character at i - 1. A chain goes on while singles follow each other
-             * with one to nine other characters, no line feed, between them (the widest gap
-             * of a run: a word break of a four-character separator, `', ' ', '`). */
+             * with one to nine other characters between them, none a line feed, letter or
+             * digit (nine: the widest gap of a run, the word break of a four-character
+             * separator, `', ' ', '`). */
             const Py_ssize_t p = i - 1, gap = p - last_single - 1;
-            if (last_single >= 0 && gap <= 9 && last_lf < last_single) {
+            int joined = last_single >= 0 && gap <= 9 && last_lf < last_single;
+            for (Py_ssize_t k = last_single + 1; joined && k < p; k++)
+                joined = !(sh_class[s[k]] & SH_ALNUM); /* no word between them */
+            if (joined) {
                 if (chain_at < 0) {
                     if (hint_push(&b, 1, last_single) < 0) goto fail;
                     chain_at = b.n - 2;
