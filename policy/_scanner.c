@@ -22,6 +22,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define LEN_SALT 0x9E3779B97F4A7C15ULL
 #define MUL1 0xBF58476D1CE4E5B9ULL
@@ -2128,7 +2131,46 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
     /* The last three bytes, a bit each (set: a letter or digit; before and after the text:
      * not). 010: a single character, the spaced form's only per-byte test. */
     unsigned h = 0;
+    Py_ssize_t scalar_until = 0; /* bytes before this are read one by one (SSE2 path) */
+    (void)scalar_until;
     for (Py_ssize_t i = 0; i <= n; i++) {
+#if defined(__SSE2__)
+        /* Sixteen bytes at a time where only line feeds can happen: no digit or non-ASCII
+         * byte, not after a digit, and no single character (one with no letter or digit on either side)
+         * from the byte before them to the last but one (the last's is seen at the next). */
+        while (i >= scalar_until && i + 16 <= n) {
+            const __m128i x = _mm_loadu_si128((const __m128i *)(s + i));
+            const __m128i flip = _mm_set1_epi8((char)0x80);
+            const __m128i d = _mm_xor_si128(_mm_sub_epi8(x, _mm_set1_epi8('0')), flip);
+            const __m128i digit = _mm_cmplt_epi8(d, _mm_set1_epi8((char)(0x80 + 10)));
+            const __m128i l = _mm_sub_epi8(_mm_or_si128(x, _mm_set1_epi8(0x20)), _mm_set1_epi8('a'));
+            const __m128i letter = _mm_cmplt_epi8(_mm_xor_si128(l, flip),
+                                                  _mm_set1_epi8((char)(0x80 + 26)));
+            /* (`._/` only matter after a digit: one in the block, or the byte before it.) */
+            if (_mm_movemask_epi8(digit) | _mm_movemask_epi8(x) /* x: non-ASCII */ ||
+                (i > 0 && SEP_DIGIT(s[i - 1]))) {
+                scalar_until = i + 16; /* these sixteen one by one */
+                break;
+            }
+            /* Bit k: byte i - 2 + k is a letter or digit (the two before from `h`). */
+            const uint32_t m = ((h >> 1) & 1) | ((h & 1) << 1) |
+                               ((uint32_t)_mm_movemask_epi8(_mm_or_si128(digit, letter)) << 2);
+            if (m & ~(m << 1) & ~(m >> 1) & 0x1fffeu) {
+                scalar_until = i + 16;
+                break;
+            }
+            /* Line feeds: a short line may start after each. */
+            for (unsigned lf = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8('\n')));
+                 lf; lf &= lf - 1) {
+                last_lf = i + __builtin_ctz(lf);
+                if (last_lf + 1 < n && short_line_pair(s, n, last_lf + 1) &&
+                    hint_push(&b, 4, last_lf + 1) < 0)
+                    goto fail;
+            }
+            h = (((m >> 15) & 1) << 2) | (((m >> 16) & 1) << 1) | ((m >> 17) & 1);
+            i += 16;
+        }
+#endif
         const uint8_t t = i < n ? sh_class[s[i]] : 0;
         h = ((h << 1) | (t & SH_ALNUM)) & 7;
         if ((h & 7) == 2) {

@@ -38,7 +38,7 @@ Cost: one pass of the compiled core (`_scanner.separated_hints`, over the text's
 its Latin-1 rendering when it holds other characters) says where each form can start: chains
 of single characters, a word before digit groups, dotted digit groups, short lines. The regular
 expressions run only there (a megabyte of prose or of a numeric table costs 1-2 ms), and the
-regrouped-digit forms only on texts holding a digit. Without the core (not built) they run over
+regrouped-digit forms only where digits are. Without the core (not built) they run over
 the whole text, with the same results (tests/policy/test_separated.py).
 """
 
@@ -128,16 +128,18 @@ def _accept(rule: str, form: str, a: int, b: int, cut: int) -> bool:
 
 def _candidates(text: str) -> Iterator[_Candidate]:
     hints = _hints(text)
-    yield from _spaced(text, None if hints is None else list(zip(hints[1], hints[5], strict=True)))
-    if any(d in text for d in "0123456789"):
-        if hints is None:
+    if hints is None:
+        yield from _spaced(text, None)
+        if any(d in text for d in "0123456789"):
             yield from _prefixed(text, None)
             yield from _dotted(text, None)
-        else:
-            yield from _prefixed(text, hints[2])
-            yield from _dotted(text, hints[3])
-    if "\n" in text:
-        yield from _line_pairs(text, None if hints is None else hints[4])
+        if "\n" in text:
+            yield from _line_pairs(text, None)
+        return
+    yield from _spaced(text, list(zip(hints[1], hints[5], strict=True)))
+    yield from _prefixed(text, hints[2])
+    yield from _dotted(text, hints[3])
+    yield from _line_pairs(text, hints[4])
 
 
 def _hints(text: str) -> dict[int, list[int]] | None:

@@ -197,6 +197,11 @@ def test_hints_find_what_the_expressions_find(
     for _ in range(300):
         noise = "".join(rnd.choice(alphabet) for _ in range(rnd.randrange(1, 60)))
         texts.append(noise + rnd.choice(pieces) + noise[::-1])
+    # Long plain words around them, at every offset of a 16-byte block (the core skips such
+    # blocks whole where it can).
+    words = "lorem ipsum dolor sit amet consectetur adipiscing "
+    for shift in range(34):
+        texts.append(words * 3 + "x" * shift + " " + rnd.choice(pieces) + " " + words * 2)
     assert S._scanner is not None
     with_hints = [list(S._candidates(t)) for t in texts]
     monkeypatch.setattr(S, "_scanner", None)
