@@ -2019,12 +2019,13 @@ static PyObject *py_lower_utf8(PyObject *mod, PyObject *arg) {
  * Latin-1 replaced) the forms of `bedside.policy._separated` can start, found in one pass over
  * its bytes, so that a megabyte of prose or of a numeric table costs about a millisecond and
  * the regular expressions of `_separated` run only at these positions. Forms:
- * 1, two or more single letters or digits with one to nine other characters (no line feed)
- *    between each and the next: the first's position, and form 5 after the chain's last (two:
- *    a word of a name spaced out may be that short); a chain of more than `max_digits` digits
- *    alone with one separator throughout is no hint (form 0);
+ * 1, four or more single letters or digits with one to nine other characters (no line feed,
+ *    letter or digit) between each and the next: the first's position, and form 5 after the
+ *    chain's last; a chain of more than `max_digits` digits alone with one separator throughout
+ *    is no hint (form 0);
  * 2, a word of letters followed (directly or after one of ` -._/` or NBSP) by digits, one of
- *    those and a digit, not a lone decimal after a blank (`loss 0.25`): the word's position;
+ *    those and a digit, not two groups joined by a point after the word or a blank
+ *    (`loss 0.25`, `I63.9`): the word's position, and form 6 at the word's end;
  * 3, three or more digit groups joined by one repeated `.`, `_`, `/` or NBSP, with `min_digits`
  *    digits in all, not after a `.`: the first digit's position;
  * 4, a line of one to three words of letters (a hyphen or apostrophe inside; a space or tab
@@ -2099,7 +2100,7 @@ static void sh_init(void) {
 
 /* The end of a chain of singles whose hint is b->v[at]: form 5 at its last single + 1. A chain
  * of more than `max_digits` digits with one separator throughout (a printed array,
- * `[0 1 1 0 ...]`) joins into a number no value has: its hint becomes form 0 (none). */
+ * `[0 1 1 0 ...]`, joins into a number no value has) is no hint: it becomes form 0. */
 static int sh_chain_end(HintBuf *b, Py_ssize_t at, Py_ssize_t singles, int letters, int mixed,
                         Py_ssize_t max_digits, Py_ssize_t last) {
     if (!letters && !mixed && singles > max_digits) {
@@ -2125,7 +2126,8 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
     const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     HintBuf b = {NULL, 0, 0};
     Py_ssize_t last_single = -1, last_lf = -1; /* the last single character, line feed */
-    Py_ssize_t chain_at = -1, chain_singles = 0; /* the open chain's hint (index in b), length */
+    Py_ssize_t chain_start = -1, chain_singles = 0; /* the open chain's first single, length */
+    Py_ssize_t chain_at = -1; /* its hint (index in b) once it has four singles */
     int chain_letters = 0, chain_mixed = 0, chain_sep = -1; /* its letters, separators */
     if (n && short_line_pair(s, n, 0) && hint_push(&b, 4, 0) < 0) goto fail;
     /* The last three bytes, a bit each (set: a letter or digit; before and after the text:
@@ -2183,9 +2185,8 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
             for (Py_ssize_t k = last_single + 1; joined && k < p; k++)
                 joined = !(sh_class[s[k]] & SH_ALNUM); /* no word between them */
             if (joined) {
-                if (chain_at < 0) {
-                    if (hint_push(&b, 1, last_single) < 0) goto fail;
-                    chain_at = b.n - 2;
+                if (chain_start < 0) {
+                    chain_start = last_single;
                     chain_singles = 1;
                     chain_letters = (sh_class[s[last_single]] & SH_LETTER) != 0;
                     chain_sep = -1;
@@ -2195,26 +2196,37 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
                 chain_letters |= (sh_class[s[p]] & SH_LETTER) != 0;
                 if (gap > 1 || (chain_sep >= 0 && chain_sep != s[p - 1])) chain_mixed = 1;
                 chain_sep = s[p - 1];
-            } else if (chain_at >= 0) {
-                if (sh_chain_end(&b, chain_at, chain_singles, chain_letters, chain_mixed,
-                                 max_digits, last_single) < 0)
+                /* A run has four singles at least: shorter chains (`F,85,0,0` in a CSV row)
+                 * are never reported. */
+                if (chain_singles == 4) {
+                    if (hint_push(&b, 1, chain_start) < 0) goto fail;
+                    chain_at = b.n - 2;
+                }
+            } else if (chain_start >= 0) {
+                if (chain_at >= 0 && sh_chain_end(&b, chain_at, chain_singles, chain_letters,
+                                                  chain_mixed, max_digits, last_single) < 0)
                     goto fail;
-                chain_at = -1;
+                chain_start = chain_at = -1;
             }
             last_single = p;
         }
         if (t & SH_LF) last_lf = i;
-        if (!(t & (SH_DIGIT | SH_LF | SH_DOTSEP))) continue;
+        /* Events: a line feed, the first digit of a run of digits, one of `._/` after one. */
+        const uint8_t prev = i > 0 ? sh_class[s[i - 1]] : 0;
+        if (!(t & (SH_DIGIT | SH_LF | SH_DOTSEP)) || ((t & SH_DIGIT) && (prev & SH_DIGIT)) ||
+            ((t & (SH_DOTSEP | SH_LF)) == SH_DOTSEP && !(prev & SH_DIGIT)))
+            continue;
         if (t & SH_LF) {
             if (i + 1 < n && short_line_pair(s, n, i + 1) && hint_push(&b, 4, i + 1) < 0) goto fail;
         } else if (t & SH_DIGIT) {
             /* A word of letters, maybe one group separator, then these digits. */
             Py_ssize_t w = i - 1;
-            int spaced = 0; /* a blank between the word and the digits */
+            int glued = 1; /* nothing or a blank between the word and the digits */
             if (w >= 1 && (sh_class[s[w]] & SH_GROUP) && (sh_class[s[w - 1]] & SH_LETTER)) {
-                spaced = s[w] == ' ' || s[w] == 0xa0;
+                glued = s[w] == ' ' || s[w] == 0xa0;
                 w--;
             }
+            const Py_ssize_t word_end = w + 1;
             if (w < 0 || !(sh_class[s[w]] & SH_LETTER)) continue;
             while (w > 0 && (sh_class[s[w - 1]] & SH_LETTER)) w--;
             if (w > 0 && (sh_class[s[w - 1]] & SH_ALNUM)) continue;
@@ -2222,14 +2234,15 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
             while (m < n && (sh_class[s[m]] & SH_DIGIT)) m++;
             if (m + 1 >= n || !(sh_class[s[m]] & SH_GROUP) || !(sh_class[s[m + 1]] & SH_DIGIT))
                 continue;
-            if (s[m] == '.' && spaced) {
-                /* `loss 0.1234`: a decimal after a word is not a number in groups. */
+            if (s[m] == '.' && glued) {
+                /* `loss 0.1234`, `I63.9`: a decimal after a word, or a code with one decimal
+                 * point, is not a number in groups (`MRN.5106.9856` is). */
                 Py_ssize_t e = m + 1;
                 while (e < n && (sh_class[s[e]] & SH_DIGIT)) e++;
                 if (e + 1 >= n || !(sh_class[s[e]] & SH_GROUP) || !(sh_class[s[e + 1]] & SH_DIGIT))
                     continue;
             }
-            if (hint_push(&b, 2, w) < 0) goto fail;
+            if (hint_push(&b, 2, w) < 0 || hint_push(&b, 6, word_end) < 0) goto fail;
         } else if (i > 0 && (sh_class[s[i - 1]] & SH_DIGIT)) {
             /* One of `._/` or NBSP after digits: digits, it, digits, it again, a digit, and
              * `min_digits` digits in the run (fewer are versions and dates, not a phone). */

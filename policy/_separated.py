@@ -71,7 +71,7 @@ _GAPS = re.compile(r"[\W_]+")
 _GROUP_SEP = "[ \u00a0\\-._/]"
 # A word and the digit groups after it: `MRN 5106 9856`, `MRN51-069856`, `MRN-5-1-0-6-...`.
 _PREFIXED = re.compile(
-    r"(?<![^\W_])(?P<word>[^\W\d_]+)(?:(?P<blank>[ \u00a0])|[\-._/])?"
+    r"(?<![^\W_])(?P<word>[^\W\d_]+)(?P<wsep>" + _GROUP_SEP + ")?"
     r"(?P<num>\d+(?:" + _GROUP_SEP + r"\d+)+)(?![^\W_])"
 )
 # Digit groups joined by one repeated separator that decimals and the index's regrouping (space,
@@ -79,6 +79,7 @@ _PREFIXED = re.compile(
 _DOTTED = re.compile(r"(?<![\w.])\d+(?P<d>[._/\u00a0])\d+(?:(?P=d)\d+)+(?![\w]|\.\d)")
 _DIGITS = re.compile(r"\d+")
 _DECIMAL = re.compile(r"\d+\.\d+")
+_GLUED = (None, " ", "\u00a0")  # what may stand between a word and a decimal after it
 _LINE_FEED = re.compile("\n")
 # A line of one to three words of letters only (a hyphen or apostrophe inside), then the first
 # words of the next line.
@@ -95,7 +96,7 @@ _Candidate = tuple[int, int, str, str, int]
 
 def separated_findings(text: str, index: IdentifierIndex) -> list[tuple[str, int, int, str]]:
     """(kind, start, end, column) of every identifier value written separated in `text`."""
-    candidates = list(_candidates(text))
+    candidates = list(_candidates(text, index.code_words))
     if not candidates:
         return []
     lines = [c[2] for c in candidates]
@@ -126,18 +127,20 @@ def _accept(rule: str, form: str, a: int, b: int, cut: int) -> bool:
     return a < cut < b
 
 
-def _candidates(text: str) -> Iterator[_Candidate]:
+def _candidates(text: str, code_words: frozenset[str]) -> Iterator[_Candidate]:
     hints = _hints(text)
     if hints is None:
         yield from _spaced(text, None)
         if any(d in text for d in "0123456789"):
-            yield from _prefixed(text, None)
+            yield from _prefixed(text, None, code_words)
             yield from _dotted(text, None)
         if "\n" in text:
             yield from _line_pairs(text, None)
         return
     yield from _spaced(text, list(zip(hints[1], hints[5], strict=True)))
-    yield from _prefixed(text, hints[2])
+    # Words before digit groups: only those that begin a value with digits are read further.
+    words = [a for a, b in zip(hints[2], hints[6], strict=True) if text[a:b].lower() in code_words]
+    yield from _prefixed(text, words, code_words)
     yield from _dotted(text, hints[3])
     yield from _line_pairs(text, hints[4])
 
@@ -155,7 +158,7 @@ def _hints(text: str) -> dict[int, list[int]] | None:
         latin = text.encode("latin-1", "replace").decode("latin-1")
         found = _scanner.separated_hints(latin, MIN_GROUPED_DIGITS, MAX_DIGITS)
     pairs = np.frombuffer(found, dtype=np.int64).reshape(-1, 2)
-    out: dict[int, list[int]] = {0: [], 1: [], 2: [], 3: [], 4: [], 5: []}
+    out: dict[int, list[int]] = {0: [], 1: [], 2: [], 3: [], 4: [], 5: [], 6: []}
     for form, at in pairs.tolist():
         out[form].append(at)
     return out
@@ -222,11 +225,18 @@ def _compact(run: str, sep: str) -> str:
     return "".join(out)
 
 
-def _prefixed(text: str, hints: list[int] | None) -> Iterator[_Candidate]:
-    """A word and its first digit groups joined: `MRN 5106 9856` as `MRN51069856`."""
+def _prefixed(
+    text: str, hints: list[int] | None, code_words: frozenset[str]
+) -> Iterator[_Candidate]:
+    """A word that begins a value with digits (`IdentifierIndex.code_words`) and its first
+    digit groups joined: `MRN 5106 9856` as `MRN51069856`."""
     for m in _at(_PREFIXED, text, hints):
-        if m.group("blank") and _DECIMAL.fullmatch(m.group("num")):
-            continue  # `loss 0.25`: a decimal after a word, not a number in groups
+        if m.group("word").lower() not in code_words:
+            continue
+        if m.group("wsep") in _GLUED and _DECIMAL.fullmatch(m.group("num")):
+            # `loss 0.25`, `I63.9`: a decimal after a word, or a code with one decimal point,
+            # not a number in groups (`MRN.5106.9856` is).
+            continue
         form = m.group("word")
         digits = 0
         groups = _DIGITS.finditer(text, m.start("num"), m.end())
