@@ -18,13 +18,15 @@ somebody's identifier:
   to `TRIM` characters at either end (a word `a` before it joins its first token). A run of
   digits alone is read whole, with `MIN_GROUPED_DIGITS` to `MAX_DIGITS` digits (a printed
   `[1 2 3 4 5 6]` is not a hospital number, a longer run is one token no value has);
-- **regrouped digits**: a word followed by digit groups joined by single separators (space,
-  NBSP, `-`, `.`, `_`, `/`), read as the word and the digits joined (`MRN 5106 9856`), or digit
+- **regrouped digits**: a word that begins a value holding digits (`IdentifierIndex.code_words`,
+  e.g. `mrn`) followed by digit groups joined by single separators (space, NBSP, `-`, `.`, `_`,
+  `/`), read as the word and the digits joined (`MRN 5106 9856`, `MRN51-069856`), or digit
   groups alone joined by one repeated `.`, `_`, `/` or NBSP with `MIN_GROUPED_DIGITS` digits or
-  more (`0733.103.5375`; a decimal such as `0.496714` has one dot and is never joined). Digits
-  split by spaces and dashes alone are the index's own regrouping (`_digit_groups`). A
-  compacted run counts only when a value fills it exactly (`mrn51069856`, not a value inside
-  `patient51069856`), so honest numbers joined by chance must equal a whole value;
+  more (`0733.103.5375`). Two groups joined by a point after the word or a blank are a decimal
+  (`loss 0.25`, `I63.9`) and are not joined. Digits split by spaces and dashes alone are the
+  index's own regrouping (`_digit_groups`). A compacted run counts only when a value fills it
+  exactly (`mrn51069856`, not a value inside `mrn510698567`), so honest numbers joined by chance
+  must equal a whole value;
 - **a name over two lines**: a line of one to three words of letters only, and the first
   words of the next line, read as one line; the match must cross the line break. Table rows
   are not joined: their lines hold numbers or more fields.

@@ -51,6 +51,9 @@ Tokens of one value must be separated by at most three characters on one line (`
 `12 / 03 / 1956`): numbers that merely follow each other across table rows are not a date.
 Limits: values shorter than `min_length` characters and purely numeric values with fewer than
 `min_digits` significant digits are not indexed; a value's first eight tokens are used.
+Values whose tokens are themselves cut apart (`M R N 5 1 0 ...`, `MRN 5106 9856`) are found by
+the separated layer of `scan.scan_text` (`_separated`), which reads digit groups after the
+words in `code_words` only.
 
 Dates of birth: at a million patients nearly every date of the last century is someone's
 birthday, so a match of a date column (`date_kinds`) is `weak` when it stands alone and `strong`
