@@ -2014,10 +2014,9 @@ static PyObject *py_lower_utf8(PyObject *mod, PyObject *arg) {
 
 /* ------------------------------------------------------------------ separated values
  *
- * separated_hints(text, min_digits, max_digits) -> bytes of int64 pairs (form, position): where in `text` (a
- * str of Latin-1 characters, one byte each; `_separated` passes others with the characters past
- * Latin-1 replaced) the forms of `bedside.policy._separated` can start, found in one pass over
- * its bytes, so that a megabyte of prose or of a numeric table costs about a millisecond and
+ * separated_hints(text, min_digits, max_digits) -> bytes of int64 pairs (form, position): where in
+ * `text` the forms of `bedside.policy._separated` can start, found in one pass over its
+ * characters (a text past Latin-1 is first read into a byte per character), so that a megabyte of prose or of a numeric table costs about a millisecond and
  * the regular expressions of `_separated` run only at these positions. Forms:
  * 1, four or more single letters or digits with one to nine other characters (no line feed,
  *    letter or digit) between each and the next: the first's position, and form 5 after the
@@ -2110,20 +2109,41 @@ static int sh_chain_end(HintBuf *b, Py_ssize_t at, Py_ssize_t singles, int lette
     return hint_push(b, 5, last + 1);
 }
 
+/* `h` before the byte at k of a block whose letter-or-digit bits are `a` (bit k + 3: byte k;
+ * bits 0-2: the three bytes before the block): bit 2, 1, 0 the bytes k - 3, k - 2, k - 1. */
+#define SH_HPRE(a, k) \
+    ((unsigned)((((a) >> (k)) & 1) << 2 | (((a) >> ((k) + 1)) & 1) << 1 | (((a) >> ((k) + 2)) & 1)))
+
 static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
     (void)mod;
     PyObject *text;
     Py_ssize_t min_digits, max_digits;
     if (!PyArg_ParseTuple(args, "Onn", &text, &min_digits, &max_digits)) return NULL;
-    if (!PyUnicode_Check(text) || PyUnicode_READY(text) < 0 ||
-        PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "separated_hints needs a str of Latin-1 characters");
+    if (!PyUnicode_Check(text) || PyUnicode_READY(text) < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "separated_hints needs a str");
         return NULL;
     }
     if (!sh_class['a']) sh_init();
-    const uint8_t *s = (const uint8_t *)PyUnicode_DATA(text);
     const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    uint8_t *proxy = NULL; /* a text with characters past Latin-1, a byte per character */
+    const uint8_t *s = (const uint8_t *)PyUnicode_DATA(text);
+    const int kind = PyUnicode_KIND(text);
+    if (kind != PyUnicode_1BYTE_KIND) {
+        /* Past Latin-1, a letter reads as `a`, a digit as `0`, anything else as `?` (no
+         * separator of these forms): what the regular expressions of `_separated` read as a
+         * letter, digit or other character. */
+        proxy = (uint8_t *)malloc(n ? (size_t)n : 1);
+        if (!proxy) return PyErr_NoMemory();
+        const void *data = PyUnicode_DATA(text);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            proxy[i] = c < 256 ? (uint8_t)c
+                       : Py_UNICODE_ISALPHA(c) ? 'a'
+                       : Py_UNICODE_ISDIGIT(c) ? '0'
+                                               : '?';
+        }
+        s = proxy;
+    }
     HintBuf b = {NULL, 0, 0};
     Py_ssize_t last_single = -1, last_lf = -1; /* the last single character, line feed */
     Py_ssize_t chain_start = -1, chain_singles = 0; /* the open chain's first single, length */
@@ -2133,45 +2153,71 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
     /* The last three bytes, a bit each (set: a letter or digit; before and after the text:
      * not). 010: a single character, the spaced form's only per-byte test. */
     unsigned h = 0;
-    Py_ssize_t scalar_until = 0; /* bytes before this are read one by one (SSE2 path) */
-    (void)scalar_until;
+#if defined(__SSE2__)
+    /* The block read with SSE2: its first byte, end, bits (see below), events not yet run. */
+    Py_ssize_t scalar_until = 0, block = 0, block_end = 0;
+    uint32_t mm = 0, pending = 0;
+#endif
     for (Py_ssize_t i = 0; i <= n; i++) {
 #if defined(__SSE2__)
-        /* Sixteen bytes at a time where only line feeds can happen: no digit or non-ASCII
-         * byte, not after a digit, and no single character (one with no letter or digit on either side)
-         * from the byte before them to the last but one (the last's is seen at the next). */
+        /* Sixteen bytes at a time: the positions where the loop below has something to do
+         * (a single character ends, a line feed, the first digit of a run, one of `._/` after
+         * a digit) are found with SSE2, and the loop runs at those only, `h` set for each from
+         * the block's bits. A block with a byte outside ASCII is read one by one. */
+        if (pending) {
+            const int k = __builtin_ctz(pending);
+            pending &= pending - 1;
+            i = block + k;
+            h = SH_HPRE(mm, k);
+            goto step;
+        }
+        if (block_end) {
+            i = block_end;
+            h = SH_HPRE(mm, 16);
+            block_end = 0;
+        }
         while (i >= scalar_until && i + 16 <= n) {
             const __m128i x = _mm_loadu_si128((const __m128i *)(s + i));
+            if (_mm_movemask_epi8(x)) { /* a byte outside ASCII */
+                scalar_until = i + 16;
+                break;
+            }
             const __m128i flip = _mm_set1_epi8((char)0x80);
             const __m128i d = _mm_xor_si128(_mm_sub_epi8(x, _mm_set1_epi8('0')), flip);
             const __m128i digit = _mm_cmplt_epi8(d, _mm_set1_epi8((char)(0x80 + 10)));
             const __m128i l = _mm_sub_epi8(_mm_or_si128(x, _mm_set1_epi8(0x20)), _mm_set1_epi8('a'));
             const __m128i letter = _mm_cmplt_epi8(_mm_xor_si128(l, flip),
                                                   _mm_set1_epi8((char)(0x80 + 26)));
-            /* (`._/` only matter after a digit: one in the block, or the byte before it.) */
-            if (_mm_movemask_epi8(digit) | _mm_movemask_epi8(x) /* x: non-ASCII */ ||
-                (i > 0 && SEP_DIGIT(s[i - 1]))) {
-                scalar_until = i + 16; /* these sixteen one by one */
-                break;
+            const __m128i dotsep = _mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('.')),
+                             _mm_cmpeq_epi8(x, _mm_set1_epi8('_'))),
+                _mm_cmpeq_epi8(x, _mm_set1_epi8('/')));
+            const uint32_t d16 = (uint32_t)_mm_movemask_epi8(digit);
+            const uint32_t lf16 = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8('\n')));
+            /* Bit k + 3: byte i + k is a letter or digit (the three before from `h`). */
+            const uint32_t a = ((h >> 2) & 1) | (((h >> 1) & 1) << 1) | ((h & 1) << 2) |
+                               ((uint32_t)_mm_movemask_epi8(_mm_or_si128(digit, letter)) << 3);
+            /* Bit k: byte i + k - 1 is a digit. */
+            const uint32_t dm = (i > 0 && SEP_DIGIT(s[i - 1])) | (d16 << 1);
+            const uint32_t single_end = ~(a >> 1) & (a >> 2) & ~(a >> 3);
+            const uint32_t events = (single_end | lf16 | (d16 & ~dm) |
+                                     ((uint32_t)_mm_movemask_epi8(dotsep) & dm)) & 0xffffu;
+            if (!events) {
+                h = SH_HPRE(a, 16);
+                i += 16;
+                continue;
             }
-            /* Bit k: byte i - 2 + k is a letter or digit (the two before from `h`). */
-            const uint32_t m = ((h >> 1) & 1) | ((h & 1) << 1) |
-                               ((uint32_t)_mm_movemask_epi8(_mm_or_si128(digit, letter)) << 2);
-            if (m & ~(m << 1) & ~(m >> 1) & 0x1fffeu) {
-                scalar_until = i + 16;
-                break;
-            }
-            /* Line feeds: a short line may start after each. */
-            for (unsigned lf = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8('\n')));
-                 lf; lf &= lf - 1) {
-                last_lf = i + __builtin_ctz(lf);
-                if (last_lf + 1 < n && short_line_pair(s, n, last_lf + 1) &&
-                    hint_push(&b, 4, last_lf + 1) < 0)
-                    goto fail;
-            }
-            h = (((m >> 15) & 1) << 2) | (((m >> 16) & 1) << 1) | ((m >> 17) & 1);
-            i += 16;
+            mm = a;
+            block = i;
+            block_end = i + 16;
+            pending = events;
+            const int k = __builtin_ctz(pending);
+            pending &= pending - 1;
+            i = block + k;
+            h = SH_HPRE(mm, k);
+            break;
         }
+    step:;
 #endif
         const uint8_t t = i < n ? sh_class[s[i]] : 0;
         h = ((h << 1) | (t & SH_ALNUM)) & 7;
@@ -2266,9 +2312,11 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
         goto fail;
     PyObject *res = PyBytes_FromStringAndSize((const char *)b.v, b.n * (Py_ssize_t)sizeof(int64_t));
     free(b.v);
+    free(proxy);
     return res;
 fail:
     free(b.v);
+    free(proxy);
     return PyErr_NoMemory();
 }
 

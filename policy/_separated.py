@@ -36,8 +36,7 @@ Dates of birth are not looked for in these forms: a date alone is weak anyway (s
 shapes. Findings are reported over the whole separated span, as the decoded layers of
 `scan_text` are, with the kind `encoded:separated+identifier`.
 
-Cost: one pass of the compiled core (`_scanner.separated_hints`, over the text's bytes, or
-its Latin-1 rendering when it holds other characters) says where each form can start: chains
+Cost: one pass of the compiled core (`_scanner.separated_hints`) over the text says where each form can start: chains
 of single characters, a word before digit groups, dotted digit groups, short lines. The regular
 expressions run only there (a megabyte of prose or of a numeric table costs 1-2 ms), and the
 regrouped-digit forms only where digits are. Without the core (not built) they run over
@@ -152,13 +151,7 @@ def _hints(text: str) -> dict[int, list[int]] | None:
     every position must be tried (the core not built)."""
     if _scanner is None:
         return None
-    try:
-        found = _scanner.separated_hints(text, MIN_GROUPED_DIGITS, MAX_DIGITS)
-    except ValueError:
-        # Characters past Latin-1 (one byte each in the core) read as "?", which is neither a
-        # letter nor a separator of these forms: the text keeps its length and offsets.
-        latin = text.encode("latin-1", "replace").decode("latin-1")
-        found = _scanner.separated_hints(latin, MIN_GROUPED_DIGITS, MAX_DIGITS)
+    found = _scanner.separated_hints(text, MIN_GROUPED_DIGITS, MAX_DIGITS)
     pairs = np.frombuffer(found, dtype=np.int64).reshape(-1, 2)
     out: dict[int, list[int]] = {0: [], 1: [], 2: [], 3: [], 4: [], 5: [], 6: []}
     for form, at in pairs.tolist():

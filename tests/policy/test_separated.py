@@ -192,16 +192,18 @@ def test_hints_find_what_the_expressions_find(
     tried) the candidates are the same, on phrasings, tables and noise."""
     rnd = random.Random(5)
     pieces = [p(row) for p in PHRASINGS.values()] + HONEST + _tables(patients)[:6]
-    alphabet = "aB3 .-_/\n\t,:|x7\u00a0\u00e9"
+    alphabet = [*"aB3 .-_/\n\t,:|x7\u00a0\u00e9\u0142\u2588'", "mrn", "0733", "Ann", "  "]
     texts = list(pieces)
     for _ in range(300):
-        noise = "".join(rnd.choice(alphabet) for _ in range(rnd.randrange(1, 60)))
+        noise = "".join(rnd.choice(alphabet) for _ in range(rnd.randrange(1, 120)))
         texts.append(noise + rnd.choice(pieces) + noise[::-1])
     # Long plain words around them, at every offset of a 16-byte block (the core skips such
     # blocks whole where it can).
     words = "lorem ipsum dolor sit amet consectetur adipiscing "
+    numbers = "12.5 0.25 3/4 1_2 7 x 2024-01-05 a1 b 9.9.9 \n"
     for shift in range(34):
         texts.append(words * 3 + "x" * shift + " " + rnd.choice(pieces) + " " + words * 2)
+        texts.append(numbers * 3 + "7" * shift + " " + rnd.choice(pieces) + " " + numbers * 2)
     assert S._scanner is not None
     words = frozenset({"mrn", "ab", "x"})
     with_hints = [list(S._candidates(t, words)) for t in texts]
