@@ -2014,7 +2014,7 @@ static PyObject *py_lower_utf8(PyObject *mod, PyObject *arg) {
 
 /* ------------------------------------------------------------------ separated values
  *
- * separated_hints(text, min_digits, max_digits) -> bytes of int64 pairs (form, position): where in
+ * separated_hints(text, min_digits, max_digits, max_word) -> bytes of int64 pairs (form, position): where in
  * `text` the forms of `bedside.policy._separated` can start, found in one pass over its
  * characters (a text past Latin-1 is first read into a byte per character), so that a megabyte of prose or of a numeric table costs about a millisecond and
  * the regular expressions of `_separated` run only at these positions. Forms:
@@ -2024,7 +2024,8 @@ static PyObject *py_lower_utf8(PyObject *mod, PyObject *arg) {
  *    is no hint (form 0);
  * 2, a word of letters followed (directly or after one of ` -._/` or NBSP) by digits, one of
  *    those and a digit, not two groups joined by a point after the word or a blank
- *    (`loss 0.25`, `I63.9`): the word's position, and form 6 at the word's end;
+ *    (`loss 0.25`, `I63.9`), a word of at most `max_word` letters: the word's position, and
+ *    form 6 at the word's end;
  * 3, three or more digit groups joined by one repeated `.`, `_`, `/` or NBSP, with `min_digits`
  *    digits in all, not after a `.`: the first digit's position;
  * 4, a line of one to three words of letters (a hyphen or apostrophe inside; a space or tab
@@ -2117,8 +2118,8 @@ static int sh_chain_end(HintBuf *b, Py_ssize_t at, Py_ssize_t singles, int lette
 static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
     (void)mod;
     PyObject *text;
-    Py_ssize_t min_digits, max_digits;
-    if (!PyArg_ParseTuple(args, "Onn", &text, &min_digits, &max_digits)) return NULL;
+    Py_ssize_t min_digits, max_digits, max_word;
+    if (!PyArg_ParseTuple(args, "Onnn", &text, &min_digits, &max_digits, &max_word)) return NULL;
     if (!PyUnicode_Check(text) || PyUnicode_READY(text) < 0) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "separated_hints needs a str");
         return NULL;
@@ -2276,6 +2277,7 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
             if (w < 0 || !(sh_class[s[w]] & SH_LETTER)) continue;
             while (w > 0 && (sh_class[s[w - 1]] & SH_LETTER)) w--;
             if (w > 0 && (sh_class[s[w - 1]] & SH_ALNUM)) continue;
+            if (word_end - w > max_word) continue; /* longer than any word that begins a code */
             Py_ssize_t m = i;
             while (m < n && (sh_class[s[m]] & SH_DIGIT)) m++;
             if (m + 1 >= n || !(sh_class[s[m]] & SH_GROUP) || !(sh_class[s[m + 1]] & SH_DIGIT))
@@ -2339,7 +2341,7 @@ static PyMethodDef module_methods[] = {
     {"lower_utf8", py_lower_utf8, METH_O,
      "lower_utf8(text) -> text.lower().encode() when only ASCII letters change, else None"},
     {"separated_hints", py_separated_hints, METH_VARARGS,
-     "separated_hints(text, min_digits, max_digits) -> where separated values can start (see the source)"},
+     "separated_hints(text, min_digits, max_digits, max_word) -> where separated values can start (see the source)"},
     {"alnum_table", py_alnum_table, METH_NOARGS, "alnum_table() -> the 65536-byte BMP table"},
     {NULL, NULL, 0, NULL},
 };

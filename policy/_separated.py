@@ -58,7 +58,7 @@ from bedside.policy.identifiers import MIN_GROUPED_DIGITS, IdentifierIndex
 
 KIND = "encoded:separated+identifier"
 MAX_GROUPS = 16  # digit groups of one run looked at (a phone written a digit at a time: 11)
-MAX_DIGITS = 24  # longest run of joined digits looked up
+MAX_DIGITS = 16  # longest run of joined digits looked up (a card number's; phones have 10-13)
 TRIM = 2  # characters of a spaced run not part of the value, at either end, looked past
 
 # The separator between two characters of a spaced run: one character other than a line feed,
@@ -130,7 +130,7 @@ def _accept(rule: str, form: str, a: int, b: int, cut: int) -> bool:
 
 
 def _candidates(text: str, code_words: frozenset[str]) -> Iterator[_Candidate]:
-    hints = _hints(text)
+    hints = _hints(text, max((len(w) for w in code_words), default=0))
     if hints is None:
         yield from _spaced(text, None)
         if any(d in text for d in "0123456789"):
@@ -147,12 +147,13 @@ def _candidates(text: str, code_words: frozenset[str]) -> Iterator[_Candidate]:
     yield from _line_pairs(text, hints[4])
 
 
-def _hints(text: str) -> dict[int, list[int]] | None:
-    """Where each form can start in `text` (`_scanner.separated_hints`), by form; None when
-    every position must be tried (the core not built)."""
+def _hints(text: str, max_word: int) -> dict[int, list[int]] | None:
+    """Where each form can start in `text` (`_scanner.separated_hints`), by form, words before
+    digit groups of at most `max_word` letters; None when every position must be tried (the
+    core not built)."""
     if _scanner is None:
         return None
-    found = _scanner.separated_hints(text, MIN_GROUPED_DIGITS, MAX_DIGITS)
+    found = _scanner.separated_hints(text, MIN_GROUPED_DIGITS, MAX_DIGITS, max_word)
     pairs = np.frombuffer(found, dtype=np.int64).reshape(-1, 2)
     out: dict[int, list[int]] = {0: [], 1: [], 2: [], 3: [], 4: [], 5: [], 6: []}
     for form, at in pairs.tolist():
