@@ -39,7 +39,7 @@ shapes. Findings are reported over the whole separated span, as the decoded laye
 Cost: one pass of the compiled core (`_scanner.separated_hints`, SSE2 where built) over the
 text says where each form can start: chains of single characters, a word before digit groups,
 dotted digit groups, short lines. The regular expressions run only there (a megabyte of prose
-costs about 0.2 ms, of a numeric table or a CSV 1-2 ms), and the
+costs about 0.3 ms, of a numeric table or a CSV 1-2 ms), and the
 regrouped-digit forms only where digits are. Without the core (not built) they run over
 the whole text, with the same results (tests/policy/test_separated.py).
 """
