@@ -22,6 +22,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define LEN_SALT 0x9E3779B97F4A7C15ULL
 #define MUL1 0xBF58476D1CE4E5B9ULL
@@ -2452,6 +2455,314 @@ static PyObject *py_markup_joins(PyObject *mod, PyObject *arg) {
     /* White space collapses only where the text is read as HTML (a known tag or a character
      * reference in it): a plain-text log holding a repr keeps its lines. */
     return PyBool_FromLong(joins || (html && spaces));
+/* ------------------------------------------------------------------ separated values
+ *
+ * separated_hints(text, min_digits, max_digits, max_word) -> bytes of int64 pairs (form, position): where in
+ * `text` the forms of `bedside.policy._separated` can start, found in one pass over its
+ * characters (a text past Latin-1 is first read into a byte per character), so that a megabyte of prose or of a numeric table costs about a millisecond and
+ * the regular expressions of `_separated` run only at these positions. Forms:
+ * 1, four or more single letters or digits with one to nine other characters (no line feed,
+ *    letter or digit) between each and the next: the first's position, and form 5 after the
+ *    chain's last; a chain of more than `max_digits` digits alone with one separator throughout
+ *    is no hint (form 0);
+ * 2, a word of letters followed (directly or after one of ` -._/` or NBSP) by digits, one of
+ *    those and a digit, not two groups joined by a point after the word or a blank
+ *    (`loss 0.25`, `I63.9`), a word of at most `max_word` letters: the word's position, and
+ *    form 6 at the word's end;
+ * 3, three or more digit groups joined by one repeated `.`, `_`, `/` or NBSP, with `min_digits`
+ *    digits in all, not after a `.`: the first digit's position;
+ * 4, a line of one to three words of letters (a hyphen or apostrophe inside; a space or tab
+ *    between, blanks around) followed by a line starting with a letter, maybe after blanks:
+ *    the line's position.
+ * A hint is a superset of the form's matches (for letters of Latin-1); the Python side confirms
+ * each. */
+#define SEP_DIGIT(c) ((c) >= '0' && (c) <= '9')
+#define SEP_LETTER(c) (((c) | 0x20) >= 'a' && ((c) | 0x20) <= 'z')
+#define SEP_BLANK(c) ((c) == ' ' || (c) == '\t')
+
+typedef struct {
+    int64_t *v;
+    Py_ssize_t n, cap;
+} HintBuf;
+
+static int hint_push(HintBuf *b, int64_t form, int64_t pos) {
+    if (b->n + 2 > b->cap) {
+        Py_ssize_t cap = b->cap ? b->cap * 2 : 64;
+        int64_t *v = (int64_t *)realloc(b->v, (size_t)cap * sizeof(int64_t));
+        if (!v) return -1;
+        b->v = v;
+        b->cap = cap;
+    }
+    b->v[b->n++] = form;
+    b->v[b->n++] = pos;
+    return 0;
+}
+
+static uint8_t sh_class[256];
+enum { SH_ALNUM = 1, SH_DIGIT = 2, SH_LETTER = 4, SH_LF = 8, SH_DOTSEP = 16, SH_GROUP = 32 };
+#define SH_IS_LETTER(c) (sh_class[(c)] & SH_LETTER)
+
+/* Whether the line starting at `i` is one to three words of letters followed by a line whose
+ * first non-blank character is a letter. */
+static int short_line_pair(const uint8_t *s, Py_ssize_t n, Py_ssize_t i) {
+    while (i < n && SEP_BLANK(s[i])) i++;
+    int words = 0;
+    while (i < n && SH_IS_LETTER(s[i])) {
+        if (++words > 3) return 0;
+        for (;;) { /* a word: letters, maybe joined by a hyphen or an apostrophe */
+            while (i < n && SH_IS_LETTER(s[i])) i++;
+            if (i + 1 < n && (s[i] == '-' || s[i] == '\'') && SH_IS_LETTER(s[i + 1])) i++;
+            else break;
+        }
+        if (i < n && SEP_BLANK(s[i]) && i + 1 < n && SH_IS_LETTER(s[i + 1])) i++;
+    }
+    if (!words) return 0;
+    while (i < n && SEP_BLANK(s[i])) i++;
+    if (i < n && s[i] == '\r') i++;
+    if (i >= n || s[i] != '\n') return 0;
+    i++;
+    while (i < n && SEP_BLANK(s[i])) i++;
+    return i < n && SH_IS_LETTER(s[i]);
+}
+
+/* Byte classes of `separated_hints`: a letter or digit, a digit, a letter, a line feed, one of
+ * `._/` (joins digit groups that are not a decimal's), one of ` -._/` (joins groups). */
+static void sh_init(void) {
+    for (int c = 0; c < 256; c++) {
+        uint8_t t = 0;
+        if (SEP_DIGIT(c)) t |= SH_ALNUM | SH_DIGIT;
+        /* Latin-1 letters too (a str of one byte per character is Latin-1). */
+        if ((c < 128 && SEP_LETTER(c)) || (c >= 0xc0 && c != 0xd7 && c != 0xf7))
+            t |= SH_ALNUM | SH_LETTER;
+        if (c == '\n') t |= SH_LF;
+        if (c == '.' || c == '_' || c == '/' || c == 0xa0) t |= SH_DOTSEP | SH_GROUP;
+        if (c == ' ' || c == '-') t |= SH_GROUP;
+        sh_class[c] = t;
+    }
+}
+
+/* The end of a chain of singles whose hint is b->v[at]: form 5 at its last single + 1. A chain
+ * of more than `max_digits` digits with one separator throughout (a printed array,
+ * `[0 1 1 0 ...]`, joins into a number no value has) is no hint: it becomes form 0. */
+static int sh_chain_end(HintBuf *b, Py_ssize_t at, Py_ssize_t singles, int letters, int mixed,
+                        Py_ssize_t max_digits, Py_ssize_t last) {
+    if (!letters && !mixed && singles > max_digits) {
+        b->v[at] = 0;
+        return 0;
+    }
+    return hint_push(b, 5, last + 1);
+}
+
+/* `h` before the byte at k of a block whose letter-or-digit bits are `a` (bit k + 3: byte k;
+ * bits 0-2: the three bytes before the block): bit 2, 1, 0 the bytes k - 3, k - 2, k - 1. */
+#define SH_HPRE(a, k) \
+    ((unsigned)((((a) >> (k)) & 1) << 2 | (((a) >> ((k) + 1)) & 1) << 1 | (((a) >> ((k) + 2)) & 1)))
+
+static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
+    (void)mod;
+    PyObject *text;
+    Py_ssize_t min_digits, max_digits, max_word;
+    if (!PyArg_ParseTuple(args, "Onnn", &text, &min_digits, &max_digits, &max_word)) return NULL;
+    if (!PyUnicode_Check(text) || PyUnicode_READY(text) < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "separated_hints needs a str");
+        return NULL;
+    }
+    if (!sh_class['a']) sh_init();
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    uint8_t *proxy = NULL; /* a text with characters past Latin-1, a byte per character */
+    const uint8_t *s = (const uint8_t *)PyUnicode_DATA(text);
+    const int kind = PyUnicode_KIND(text);
+    if (kind != PyUnicode_1BYTE_KIND) {
+        /* Past Latin-1, a letter reads as `a`, a digit as `0`, anything else as `?` (no
+         * separator of these forms): what the regular expressions of `_separated` read as a
+         * letter, digit or other character. */
+        proxy = (uint8_t *)malloc(n ? (size_t)n : 1);
+        if (!proxy) return PyErr_NoMemory();
+        const void *data = PyUnicode_DATA(text);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            proxy[i] = c < 256 ? (uint8_t)c
+                       : Py_UNICODE_ISALPHA(c) ? 'a'
+                       : Py_UNICODE_ISDIGIT(c) ? '0'
+                                               : '?';
+        }
+        s = proxy;
+    }
+    HintBuf b = {NULL, 0, 0};
+    Py_ssize_t last_single = -1, last_lf = -1; /* the last single character, line feed */
+    Py_ssize_t chain_start = -1, chain_singles = 0; /* the open chain's first single, length */
+    Py_ssize_t chain_at = -1; /* its hint (index in b) once it has four singles */
+    int chain_letters = 0, chain_mixed = 0, chain_sep = -1; /* its letters, separators */
+    if (n && short_line_pair(s, n, 0) && hint_push(&b, 4, 0) < 0) goto fail;
+    /* The last three bytes, a bit each (set: a letter or digit; before and after the text:
+     * not). 010: a single character, the spaced form's only per-byte test. */
+    unsigned h = 0;
+#if defined(__SSE2__)
+    /* The block read with SSE2: its first byte, end, bits (see below), events not yet run. */
+    Py_ssize_t scalar_until = 0, block = 0, block_end = 0;
+    uint32_t mm = 0, pending = 0;
+#endif
+    for (Py_ssize_t i = 0; i <= n; i++) {
+#if defined(__SSE2__)
+        /* Sixteen bytes at a time: the positions where the loop below has something to do
+         * (a single character ends, a line feed, the first digit of a run, one of `._/` after
+         * a digit) are found with SSE2, and the loop runs at those only, `h` set for each from
+         * the block's bits. A block with a byte outside ASCII is read one by one. */
+        if (pending) {
+            const int k = __builtin_ctz(pending);
+            pending &= pending - 1;
+            i = block + k;
+            h = SH_HPRE(mm, k);
+            goto step;
+        }
+        if (block_end) {
+            i = block_end;
+            h = SH_HPRE(mm, 16);
+            block_end = 0;
+        }
+        while (i >= scalar_until && i + 16 <= n) {
+            const __m128i x = _mm_loadu_si128((const __m128i *)(s + i));
+            if (_mm_movemask_epi8(x)) { /* a byte outside ASCII */
+                scalar_until = i + 16;
+                break;
+            }
+            const __m128i flip = _mm_set1_epi8((char)0x80);
+            const __m128i d = _mm_xor_si128(_mm_sub_epi8(x, _mm_set1_epi8('0')), flip);
+            const __m128i digit = _mm_cmplt_epi8(d, _mm_set1_epi8((char)(0x80 + 10)));
+            const __m128i l = _mm_sub_epi8(_mm_or_si128(x, _mm_set1_epi8(0x20)), _mm_set1_epi8('a'));
+            const __m128i letter = _mm_cmplt_epi8(_mm_xor_si128(l, flip),
+                                                  _mm_set1_epi8((char)(0x80 + 26)));
+            const __m128i dotsep = _mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('.')),
+                             _mm_cmpeq_epi8(x, _mm_set1_epi8('_'))),
+                _mm_cmpeq_epi8(x, _mm_set1_epi8('/')));
+            const uint32_t d16 = (uint32_t)_mm_movemask_epi8(digit);
+            const uint32_t lf16 = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8('\n')));
+            /* Bit k + 3: byte i + k is a letter or digit (the three before from `h`). */
+            const uint32_t a = ((h >> 2) & 1) | (((h >> 1) & 1) << 1) | ((h & 1) << 2) |
+                               ((uint32_t)_mm_movemask_epi8(_mm_or_si128(digit, letter)) << 3);
+            /* Bit k: byte i + k - 1 is a digit. */
+            const uint32_t dm = (i > 0 && SEP_DIGIT(s[i - 1])) | (d16 << 1);
+            const uint32_t single_end = ~(a >> 1) & (a >> 2) & ~(a >> 3);
+            const uint32_t events = (single_end | lf16 | (d16 & ~dm) |
+                                     ((uint32_t)_mm_movemask_epi8(dotsep) & dm)) & 0xffffu;
+            if (!events) {
+                h = SH_HPRE(a, 16);
+                i += 16;
+                continue;
+            }
+            mm = a;
+            block = i;
+            block_end = i + 16;
+            pending = events;
+            const int k = __builtin_ctz(pending);
+            pending &= pending - 1;
+            i = block + k;
+            h = SH_HPRE(mm, k);
+            break;
+        }
+    step:;
+#endif
+        const uint8_t t = i < n ? sh_class[s[i]] : 0;
+        h = ((h << 1) | (t & SH_ALNUM)) & 7;
+        if ((h & 7) == 2) {
+            /* A single character at i - 1. A chain goes on while singles follow each other
+             * with one to nine other characters between them, none a line feed, letter or
+             * digit (nine: the widest gap of a run, the word break of a four-character
+             * separator, `', ' ', '`). */
+            const Py_ssize_t p = i - 1, gap = p - last_single - 1;
+            int joined = last_single >= 0 && gap <= 9 && last_lf < last_single;
+            for (Py_ssize_t k = last_single + 1; joined && k < p; k++)
+                joined = !(sh_class[s[k]] & SH_ALNUM); /* no word between them */
+            if (joined) {
+                if (chain_start < 0) {
+                    chain_start = last_single;
+                    chain_singles = 1;
+                    chain_letters = (sh_class[s[last_single]] & SH_LETTER) != 0;
+                    chain_sep = -1;
+                    chain_mixed = 0;
+                }
+                chain_singles++;
+                chain_letters |= (sh_class[s[p]] & SH_LETTER) != 0;
+                if (gap > 1 || (chain_sep >= 0 && chain_sep != s[p - 1])) chain_mixed = 1;
+                chain_sep = s[p - 1];
+                /* A run has four singles at least: shorter chains (`F,85,0,0` in a CSV row)
+                 * are never reported. */
+                if (chain_singles == 4) {
+                    if (hint_push(&b, 1, chain_start) < 0) goto fail;
+                    chain_at = b.n - 2;
+                }
+            } else if (chain_start >= 0) {
+                if (chain_at >= 0 && sh_chain_end(&b, chain_at, chain_singles, chain_letters,
+                                                  chain_mixed, max_digits, last_single) < 0)
+                    goto fail;
+                chain_start = chain_at = -1;
+            }
+            last_single = p;
+        }
+        if (t & SH_LF) last_lf = i;
+        /* Events: a line feed, the first digit of a run of digits, one of `._/` after one. */
+        const uint8_t prev = i > 0 ? sh_class[s[i - 1]] : 0;
+        if (!(t & (SH_DIGIT | SH_LF | SH_DOTSEP)) || ((t & SH_DIGIT) && (prev & SH_DIGIT)) ||
+            ((t & (SH_DOTSEP | SH_LF)) == SH_DOTSEP && !(prev & SH_DIGIT)))
+            continue;
+        if (t & SH_LF) {
+            if (i + 1 < n && short_line_pair(s, n, i + 1) && hint_push(&b, 4, i + 1) < 0) goto fail;
+        } else if (t & SH_DIGIT) {
+            /* A word of letters, maybe one group separator, then these digits. */
+            Py_ssize_t w = i - 1;
+            int glued = 1; /* nothing or a blank between the word and the digits */
+            if (w >= 1 && (sh_class[s[w]] & SH_GROUP) && (sh_class[s[w - 1]] & SH_LETTER)) {
+                glued = s[w] == ' ' || s[w] == 0xa0;
+                w--;
+            }
+            const Py_ssize_t word_end = w + 1;
+            if (w < 0 || !(sh_class[s[w]] & SH_LETTER)) continue;
+            while (w > 0 && (sh_class[s[w - 1]] & SH_LETTER)) w--;
+            if (w > 0 && (sh_class[s[w - 1]] & SH_ALNUM)) continue;
+            if (word_end - w > max_word) continue; /* longer than any word that begins a code */
+            Py_ssize_t m = i;
+            while (m < n && (sh_class[s[m]] & SH_DIGIT)) m++;
+            if (m + 1 >= n || !(sh_class[s[m]] & SH_GROUP) || !(sh_class[s[m + 1]] & SH_DIGIT))
+                continue;
+            if (s[m] == '.' && glued) {
+                /* `loss 0.1234`, `I63.9`: a decimal after a word, or a code with one decimal
+                 * point, is not a number in groups (`MRN.5106.9856` is). */
+                Py_ssize_t e = m + 1;
+                while (e < n && (sh_class[s[e]] & SH_DIGIT)) e++;
+                if (e + 1 >= n || !(sh_class[s[e]] & SH_GROUP) || !(sh_class[s[e + 1]] & SH_DIGIT))
+                    continue;
+            }
+            if (hint_push(&b, 2, w) < 0 || hint_push(&b, 6, word_end) < 0) goto fail;
+        } else if (i > 0 && (sh_class[s[i - 1]] & SH_DIGIT)) {
+            /* One of `._/` or NBSP after digits: digits, it, digits, it again, a digit, and
+             * `min_digits` digits in the run (fewer are versions and dates, not a phone). */
+            Py_ssize_t w = i - 1;
+            while (w > 0 && (sh_class[s[w - 1]] & SH_DIGIT)) w--;
+            if (w > 0 && ((sh_class[s[w - 1]] & SH_ALNUM) || s[w - 1] == '.')) continue;
+            Py_ssize_t m = i, digits = i - w, groups = 1;
+            while (m + 1 < n && s[m] == s[i] && (sh_class[s[m + 1]] & SH_DIGIT)) {
+                Py_ssize_t e = m + 1;
+                while (e < n && (sh_class[s[e]] & SH_DIGIT)) e++;
+                digits += e - m - 1;
+                groups++;
+                m = e;
+            }
+            if (groups >= 3 && digits >= min_digits && hint_push(&b, 3, w) < 0) goto fail;
+        }
+    }
+    if (chain_at >= 0 &&
+        sh_chain_end(&b, chain_at, chain_singles, chain_letters, chain_mixed, max_digits,
+                     last_single) < 0)
+        goto fail;
+    PyObject *res = PyBytes_FromStringAndSize((const char *)b.v, b.n * (Py_ssize_t)sizeof(int64_t));
+    free(b.v);
+    free(proxy);
+    return res;
+fail:
+    free(b.v);
+    free(proxy);
+    return PyErr_NoMemory();
 }
 
 static PyMethodDef module_methods[] = {
@@ -2478,6 +2789,8 @@ static PyMethodDef module_methods[] = {
      "lower_utf8(text) -> text.lower().encode() when only ASCII letters change, else None"},
     {"dense_runs", py_dense_runs, METH_VARARGS,
      "dense_runs(text, min_len) -> runs of printable non-space ASCII with a capital"},
+    {"separated_hints", py_separated_hints, METH_VARARGS,
+     "separated_hints(text, min_digits, max_digits, max_word) -> where separated values can start (see the source)"},
     {"alnum_table", py_alnum_table, METH_NOARGS, "alnum_table() -> the 65536-byte BMP table"},
     {NULL, NULL, 0, NULL},
 };

@@ -57,6 +57,9 @@ Tokens of one value must be separated by at most three characters on one line (`
 `12 / 03 / 1956`): numbers that merely follow each other across table rows are not a date.
 Limits: values shorter than `min_length` characters and purely numeric values with fewer than
 `min_digits` significant digits are not indexed; a value's first eight tokens are used.
+Values whose tokens are themselves cut apart (`M R N 5 1 0 ...`, `MRN 5106 9856`) are found by
+the separated layer of `scan.scan_text` (`_separated`), which reads digit groups after the
+words in `code_words` only.
 
 Dates of birth: at a million patients nearly every date of the last century is someone's
 birthday, so a match of a date column (`date_kinds`) is `weak` when it stands alone and `strong`
@@ -243,6 +246,7 @@ class IdentifierIndex:
         min_length: int,
         min_digits: int,
         date_kinds: Sequence[str] = (),
+        code_words: Iterable[str] = (),
     ) -> None:
         # Sorted: the top 56 bits of each variant's hash, the column (kind) in the low byte.
         self._entries = entries
@@ -250,6 +254,7 @@ class IdentifierIndex:
         self._lengths = tuple(sorted({k for k in lengths if k >= 2}))
         self._n_values = n_values
         self._date_kinds = frozenset(date_kinds)
+        self._code_words = frozenset(code_words)
         self._weak_code = np.array(
             [k in self._date_kinds for k in self._kind_names] + [False], dtype=np.bool_
         )
@@ -325,6 +330,12 @@ class IdentifierIndex:
     def date_kinds(self) -> frozenset[str]:
         """Columns whose values are dates: their matches are weak alone (see `strengthen`)."""
         return self._date_kinds
+
+    @property
+    def code_words(self) -> frozenset[str]:
+        """The letters (lower case) that begin values holding digits (`mrn` of `MRN00012345`):
+        `_separated` joins digit groups written after one of these words only."""
+        return self._code_words
 
     @property
     def nbytes(self) -> int:
@@ -656,6 +667,7 @@ class _Builder:
         self.n_values = 0
         self.iso_count: dict[str, int] = {}
         self.value_count: dict[str, int] = {}
+        self.code_words: set[str] = set()
         self._titles = _word_hashes(_TITLES)
         self._suffixes = _word_hashes(_SUFFIXES)
         self._pending: list[T.U64] = []  # hashes of the column being added
@@ -671,6 +683,9 @@ class _Builder:
         arr = arr.filter(pc.greater(pc.utf8_length(arr), 0))
         iso = pc.sum(pc.match_substring_regex(arr, _ISO_DATE)).as_py() or 0
         self.iso_count[kind] = self.iso_count.get(kind, 0) + iso
+        # Letters that begin a code (`MRN00012345` -> `mrn`); few distinct per column.
+        words = pc.unique(pc.extract_regex(arr, r"^(?P<w>[^\W\d_]+)[\W_]?\d").field("w"))
+        self.code_words.update(w for w in words.to_pylist() if w)
         self.value_count[kind] = self.value_count.get(kind, 0) + len(arr)
         for offset in range(0, len(arr), _CHUNK):
             chunk = arr.slice(offset, _CHUNK)
@@ -848,6 +863,7 @@ class _Builder:
             self.n_values,
             min_length=self.min_length,
             min_digits=self.min_digits,
+            code_words=self.code_words,
             # A column is a date column when nearly all its values are dates.
             date_kinds=[
                 k for k, n in self.value_count.items() if n and self.iso_count.get(k, 0) >= 0.9 * n

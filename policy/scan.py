@@ -42,6 +42,7 @@ import numpy.typing as npt
 
 from bedside.policy import _encodings as _enc
 from bedside.policy._display import with_display_findings
+from bedside.policy._separated import separated_findings
 from bedside.policy._tokens import TextSpans, code_units, lower_bytes, text_spans
 from bedside.policy.identifiers import ROT13_PREFIX, STRONG, WEAK, IdentifierIndex, strengthen
 from bedside.policy.phi import scan_phi
@@ -561,6 +562,9 @@ def scan_text(
     for kind, column, a, b in reversed_hits:
         # The whole output reversed: offsets map back onto the output.
         found.append(("encoded:reversed+" + kind, n - b, n - a, column))
+    if decode and index is not None:
+        # Values whose characters are spaced out or regrouped (`_separated`).
+        found.extend(separated_findings(text, index))
     weak_at: list[bool] | None = None
     if index is not None and index.date_kinds:
         dates = index.date_kinds
