@@ -2455,6 +2455,8 @@ static PyObject *py_markup_joins(PyObject *mod, PyObject *arg) {
     /* White space collapses only where the text is read as HTML (a known tag or a character
      * reference in it): a plain-text log holding a repr keeps its lines. */
     return PyBool_FromLong(joins || (html && spaces));
+}
+
 /* ------------------------------------------------------------------ separated values
  *
  * separated_hints(text, min_digits, max_digits, max_word) -> bytes of int64 pairs (form, position): where in
