@@ -144,18 +144,6 @@ def _reversed_pass(index: IdentifierIndex, text: str, raw: bytes) -> list[tuple[
     return found
 
 
-def _printable(data: bytes) -> str | None:
-    """The UTF-8 text of `data` if it reads as text, else None."""
-    if len(data) < 3:
-        return None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    good = sum(1 for ch in text if ch.isprintable() or ch in "\n\r\t")
-    return text if good >= 0.9 * len(text) else None
-
-
 def _decode_base64(span: str) -> list[_enc.Reading] | None:
     compact = span.replace("\n", "").replace("\r", "") if "\n" in span else span
     if len(compact) < 12:
@@ -188,7 +176,7 @@ def _decode_hex(span: str) -> list[_enc.Reading] | None:
         return None
     if len(compact) in _DIGEST_HEX:
         # A digest (MD5, SHA-1, SHA-2): read only as text, not for the runs of its bytes.
-        text = _printable(data)
+        text = _enc.printable(data)
         return [("", text)] if text is not None else None
     readings: list[_enc.Reading] = _enc.bytes_readings(data, len(span))
     return readings
@@ -207,9 +195,9 @@ def _decode_percent(span: str) -> str | None:
 def _decode_int(span: str) -> str | None:
     value = int(span)
     size = (value.bit_length() + 7) // 8
-    text = _printable(value.to_bytes(size, "big"))
+    text: str | None = _enc.printable(value.to_bytes(size, "big"))
     if text is None:
-        text = _printable(value.to_bytes(size, "little"))
+        text = _enc.printable(value.to_bytes(size, "little"))
     return text
 
 
@@ -585,7 +573,9 @@ def scan_text(
         if column.startswith(ROT13_PREFIX):
             # The index holds the rot13 forms of values under columns of their own.
             column = column[len(ROT13_PREFIX) :]
-            k = k[: -len("identifier")] + "encoded:rot13+identifier"
+            # (inside another layer the kind reads "encoded:<enc>+rot13+identifier")
+            rot13 = "rot13+identifier" if k.startswith("encoded:") else "encoded:rot13+identifier"
+            k = k[: -len("identifier")] + rot13
         out.append(Finding(k, a, -minus_b, column, strength))
     if display:
 

@@ -22,18 +22,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _sentry_support import (  # noqa: E402
-    Client,
-    LeakOracle,
-    make_hospital,
-    make_patients,
-    notices,
-    start_sentry,
-)
+from _sentry_support import LeakOracle, make_patients, notices  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-LOAD = "import base64, binascii, codecs, pickle, zlib, pandas as pd\ndf = pd.read_parquet({path!r})"
 
 # (name, the expression the hostile cell prints (of `v`), the same encoding done here)
 CASES: list[tuple[str, str, Callable[[str], str]]] = [
@@ -74,21 +66,17 @@ CASES: list[tuple[str, str, Callable[[str], str]]] = [
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory):
-    frame = make_patients(400, seed=31)
-    root = tmp_path_factory.mktemp("encodings")
-    hospital = make_hospital(root / "hospital", frame=frame)
-    sentry = start_sentry(hospital, root / "run", kernel="plain")
-    client = None
-    try:
-        client = Client.connect(sentry)
-        reply, _ = client.execute(LOAD.format(path=str(hospital.data)))
-        assert reply["content"]["status"] == "ok", reply["content"]
-        yield client, LeakOracle(frame), frame
-    finally:
-        if client is not None:
-            client.close()
-        sentry.stop()
+def frame():
+    return make_patients(400, seed=31)
+
+
+@pytest.fixture(scope="module")
+def hostile(world, frame):
+    """The sentry in front of a plain ipykernel (conftest's `world`)."""
+    _, client = world
+    reply, _ = client.execute("import base64, binascii, codecs, pickle, zlib")
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return client, LeakOracle(frame), frame
 
 
 def _strings(obj: Any) -> Iterator[str]:

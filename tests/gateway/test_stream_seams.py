@@ -17,36 +17,23 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _sentry_support import (  # noqa: E402
-    Client,
-    LeakOracle,
-    make_hospital,
-    make_patients,
-    notices,
-    start_sentry,
-)
+from _sentry_support import LeakOracle, make_patients, notices  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-LOAD = "import sys, base64, pandas as pd\ndf = pd.read_parquet({path!r})"
+
+@pytest.fixture(scope="module")
+def frame():
+    return make_patients(400, seed=29)
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory):
-    frame = make_patients(400, seed=29)
-    root = tmp_path_factory.mktemp("seams")
-    hospital = make_hospital(root / "hospital", frame=frame)
-    sentry = start_sentry(hospital, root / "run", kernel="plain")
-    client = None
-    try:
-        client = Client.connect(sentry)
-        reply, _ = client.execute(LOAD.format(path=str(hospital.data)))
-        assert reply["content"]["status"] == "ok", reply["content"]
-        yield client, LeakOracle(frame), frame
-    finally:
-        if client is not None:
-            client.close()
-        sentry.stop()
+def hostile(world, frame):
+    """The sentry in front of a plain ipykernel (conftest's `world`)."""
+    _, client = world
+    reply, _ = client.execute("import sys, base64")
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return client, LeakOracle(frame), frame
 
 
 PIECES = {
