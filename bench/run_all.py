@@ -68,8 +68,16 @@ def ratios(doc: dict[str, Any]) -> dict[str, Any]:
             for key, value in node.items():
                 name = f"{prefix}{key}"
                 if "ratio" in key.lower() and isinstance(value, dict):
+                    # `ratios` names its entries itself; any other mapping of ratios (e.g.
+                    # `best_round_ratios_on_tuned_eg`) prefixes them with its own name. A group
+                    # of ratios (`{"bedside_vs_plain": {"trivial_cell": 1.1}}`) is one row each.
+                    head = prefix if key.lower() == "ratios" else f"{name}."
                     for k, v in value.items():
-                        out[f"{prefix}{k}"] = v
+                        if isinstance(v, dict):
+                            for k2, v2 in v.items():
+                                out[f"{head}{k}.{k2}"] = v2
+                        else:
+                            out[f"{head}{k}"] = v
                 elif "ratio" in key.lower() and isinstance(value, int | float):
                     out[name] = value
                 else:
