@@ -69,9 +69,11 @@ def test_messages_arriving_on_a_socket_that_is_sent_on_are_not_missed(pairs: Any
     # `a`'s arrival signal, so the loop must ask `a` before it sleeps.
     (a, a_peer), (b, b_peer) = pairs
     got: list[bytes] = []
+    asked: list[bytes] = []
     relay: Relay
 
     def on_b(frames: list[bytes]) -> None:
+        asked.append(frames[0])
         send_frames(a, [b"answer", frames[0]])
         relay.sent_on.add(a)
 
@@ -80,7 +82,9 @@ def test_messages_arriving_on_a_socket_that_is_sent_on_are_not_missed(pairs: Any
     for i in range(n):
         b_peer.send(b"q%d" % i)
         a_peer.send(b"m%d" % i)
-    run_until(relay, lambda: len(got) == n)
+    # Until both sockets are drained: `a` may well be done before every question on `b` has been
+    # answered (in CI it once was, and the answers below then never came).
+    run_until(relay, lambda: len(got) == n and len(asked) == n)
     assert got == [b"m%d" % i for i in range(n)]
     answers = []
     while len(answers) < n:
