@@ -2482,23 +2482,7 @@ static PyObject *py_markup_joins(PyObject *mod, PyObject *arg) {
 #define SEP_LETTER(c) (((c) | 0x20) >= 'a' && ((c) | 0x20) <= 'z')
 #define SEP_BLANK(c) ((c) == ' ' || (c) == '\t')
 
-typedef struct {
-    int64_t *v;
-    Py_ssize_t n, cap;
-} HintBuf;
-
-static int hint_push(HintBuf *b, int64_t form, int64_t pos) {
-    if (b->n + 2 > b->cap) {
-        Py_ssize_t cap = b->cap ? b->cap * 2 : 64;
-        int64_t *v = (int64_t *)realloc(b->v, (size_t)cap * sizeof(int64_t));
-        if (!v) return -1;
-        b->v = v;
-        b->cap = cap;
-    }
-    b->v[b->n++] = form;
-    b->v[b->n++] = pos;
-    return 0;
-}
+/* Hints are (form, position) pairs, kept in a `Pairs` (`pairs_push`). */
 
 static uint8_t sh_class[256];
 enum { SH_ALNUM = 1, SH_DIGIT = 2, SH_LETTER = 4, SH_LF = 8, SH_DOTSEP = 16, SH_GROUP = 32 };
@@ -2543,16 +2527,16 @@ static void sh_init(void) {
     }
 }
 
-/* The end of a chain of singles whose hint is b->v[at]: form 5 at its last single + 1. A chain
+/* The end of a chain of singles whose hint is b->data[at]: form 5 at its last single + 1. A chain
  * of more than `max_digits` digits with one separator throughout (a printed array,
  * `[0 1 1 0 ...]`, joins into a number no value has) is no hint: it becomes form 0. */
-static int sh_chain_end(HintBuf *b, Py_ssize_t at, Py_ssize_t singles, int letters, int mixed,
+static int sh_chain_end(Pairs *b, Py_ssize_t at, Py_ssize_t singles, int letters, int mixed,
                         Py_ssize_t max_digits, Py_ssize_t last) {
     if (!letters && !mixed && singles > max_digits) {
-        b->v[at] = 0;
+        b->data[at] = 0;
         return 0;
     }
-    return hint_push(b, 5, last + 1);
+    return pairs_push(b, 5, last + 1);
 }
 
 /* `h` before the byte at k of a block whose letter-or-digit bits are `a` (bit k + 3: byte k;
@@ -2590,12 +2574,12 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
         }
         s = proxy;
     }
-    HintBuf b = {NULL, 0, 0};
+    Pairs b = {NULL, 0, 0};
     Py_ssize_t last_single = -1, last_lf = -1; /* the last single character, line feed */
     Py_ssize_t chain_start = -1, chain_singles = 0; /* the open chain's first single, length */
     Py_ssize_t chain_at = -1; /* its hint (index in b) once it has four singles */
     int chain_letters = 0, chain_mixed = 0, chain_sep = -1; /* its letters, separators */
-    if (n && short_line_pair(s, n, 0) && hint_push(&b, 4, 0) < 0) goto fail;
+    if (n && short_line_pair(s, n, 0) && pairs_push(&b, 4, 0) < 0) goto fail;
     /* The last three bytes, a bit each (set: a letter or digit; before and after the text:
      * not). 010: a single character, the spaced form's only per-byte test. */
     unsigned h = 0;
@@ -2691,7 +2675,7 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
                 /* A run has four singles at least: shorter chains (`F,85,0,0` in a CSV row)
                  * are never reported. */
                 if (chain_singles == 4) {
-                    if (hint_push(&b, 1, chain_start) < 0) goto fail;
+                    if (pairs_push(&b, 1, chain_start) < 0) goto fail;
                     chain_at = b.n - 2;
                 }
             } else if (chain_start >= 0) {
@@ -2709,7 +2693,7 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
             ((t & (SH_DOTSEP | SH_LF)) == SH_DOTSEP && !(prev & SH_DIGIT)))
             continue;
         if (t & SH_LF) {
-            if (i + 1 < n && short_line_pair(s, n, i + 1) && hint_push(&b, 4, i + 1) < 0) goto fail;
+            if (i + 1 < n && short_line_pair(s, n, i + 1) && pairs_push(&b, 4, i + 1) < 0) goto fail;
         } else if (t & SH_DIGIT) {
             /* A word of letters, maybe one group separator, then these digits. */
             Py_ssize_t w = i - 1;
@@ -2735,7 +2719,7 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
                 if (e + 1 >= n || !(sh_class[s[e]] & SH_GROUP) || !(sh_class[s[e + 1]] & SH_DIGIT))
                     continue;
             }
-            if (hint_push(&b, 2, w) < 0 || hint_push(&b, 6, word_end) < 0) goto fail;
+            if (pairs_push(&b, 2, w) < 0 || pairs_push(&b, 6, word_end) < 0) goto fail;
         } else if (i > 0 && (sh_class[s[i - 1]] & SH_DIGIT)) {
             /* One of `._/` or NBSP after digits: digits, it, digits, it again, a digit, and
              * `min_digits` digits in the run (fewer are versions and dates, not a phone). */
@@ -2750,19 +2734,19 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
                 groups++;
                 m = e;
             }
-            if (groups >= 3 && digits >= min_digits && hint_push(&b, 3, w) < 0) goto fail;
+            if (groups >= 3 && digits >= min_digits && pairs_push(&b, 3, w) < 0) goto fail;
         }
     }
     if (chain_at >= 0 &&
         sh_chain_end(&b, chain_at, chain_singles, chain_letters, chain_mixed, max_digits,
                      last_single) < 0)
         goto fail;
-    PyObject *res = PyBytes_FromStringAndSize((const char *)b.v, b.n * (Py_ssize_t)sizeof(int64_t));
-    free(b.v);
+    PyObject *res = PyBytes_FromStringAndSize((const char *)b.data, b.n * (Py_ssize_t)sizeof(int64_t));
+    free(b.data);
     free(proxy);
     return res;
 fail:
-    free(b.v);
+    free(b.data);
     free(proxy);
     return PyErr_NoMemory();
 }
