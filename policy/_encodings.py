@@ -66,8 +66,13 @@ def printable(data: bytes) -> str | None:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return None
+    return text if reads_as_text(text) else None
+
+
+def reads_as_text(text: str) -> bool:
+    """Whether at least 90 % of `text` is printable characters, tabs and line breaks."""
     good = sum(1 for ch in text if ch.isprintable() or ch in "\n\r\t")
-    return text if good >= 0.9 * len(text) else None
+    return good >= 0.9 * len(text)
 
 
 # ---------------------------------------------------------------- what decoded bytes hold
@@ -148,8 +153,7 @@ def _wide_text(data: bytes) -> Reading | None:
             text = data.decode(codec)
         except UnicodeDecodeError:
             continue
-        good = sum(1 for ch in text if ch.isprintable() or ch in "\n\r\t")
-        if len(text) >= 3 and good >= 0.9 * len(text):
+        if len(text) >= 3 and reads_as_text(text):
             return "utf16+" if codec.startswith("utf-16") else "utf32+", text
     return None
 
@@ -232,6 +236,15 @@ _UU_CHARS = re.compile(r"[ -`]+")
 _ADOBE = re.compile(r"<~.*~>", re.DOTALL)
 
 
+def _digits(run: str) -> int:
+    return sum(map(run.count, "0123456789"))
+
+
+def _numbers(run: str, digits: int) -> bool:
+    """Whether `run` (holding `digits` digits) reads as numbers: over 40 % digits, with a '.'."""
+    return "." in run and digits * 5 > len(run) * 2
+
+
 def a85_body(span: str) -> str:
     """An Ascii85 span without its Adobe "<~ ~>"."""
     return span[2:-2] if len(span) >= 4 and _ADOBE.fullmatch(span) else span
@@ -243,11 +256,11 @@ def dense_kept(run: str) -> bool:
     numbers (digits over 40 % with a '.'); and in the alphabet of a decoder that can read it:
     base32; base85, or Ascii85 with no group of five starting with a lower-case letter, with a
     lower-case letter; uuencode (no lower case) with a character only it would have."""
-    digits = sum(map(run.count, "0123456789"))
+    digits = _digits(run)
     lower = _LOWER.search(run) is not None
     if not digits and lower and _WORD.fullmatch(run):
         return False
-    if "." in run and digits * 5 > len(run) * 2:
+    if _numbers(run, digits):
         return False
     if _B32.fullmatch(run):
         return True
@@ -315,9 +328,9 @@ def _try(decode: object, name: str, span: str, n: int) -> list[Reading]:
 
 
 # uuencoded lines: a length character (' ' + n, n <= 45), then 4 characters per 3 bytes, all in
-# ' '..'`'. They can hold spaces, so a dense run is widened to the characters of that class
-# around it on its line, and a line is tried from each place a length character can start.
-_UU_RUN = re.compile(r"[ -`]+")
+# ' '..'`' (`_UU_CHARS`). They can hold spaces, so a dense run is widened to the characters of
+# that class around it on its line, and a line is tried from each place a length character can
+# start.
 
 
 _UU_SHORT = re.compile(r"[ -`]{12,}")
@@ -341,7 +354,7 @@ def uu_window(text: str, start: int, end: int) -> tuple[int, int]:
     a = start
     while a > line_start and " " <= text[a - 1] <= "`":
         a -= 1
-    m = _UU_RUN.match(text, start)
+    m = _UU_CHARS.match(text, start)
     b = m.end() if m else end
     return a, max(b, end)
 
@@ -352,9 +365,7 @@ _UU_START = re.compile(r"(?:^|(?<= ))[!-M]")
 def decode_uu(chunk: str) -> list[Reading]:
     """uuencoded lines in `chunk` (one line's run of uuencode characters)."""
     out: list[Reading] = []
-    if _LOWER.search(chunk) or (
-        "." in chunk and sum(map(chunk.count, "0123456789")) * 5 > len(chunk) * 2
-    ):
+    if _LOWER.search(chunk) or _numbers(chunk, _digits(chunk)):
         return out  # not uuencode characters; or numbers
     for tried, m in enumerate(_UU_START.finditer(chunk)):
         if tried >= 8:
@@ -364,7 +375,6 @@ def decode_uu(chunk: str) -> list[Reading]:
         body = (size + 2) // 3 * 4
         if i + 1 + body > len(chunk):
             continue
-        tried += 1
         try:
             data = binascii.a2b_uu(chunk[i : i + 1 + body])
         except (binascii.Error, ValueError):
@@ -495,8 +505,7 @@ def decode_bits(chunk: str) -> list[Reading]:
     text = printable(bytes(codes)) if max(codes) < 256 else None
     if text is None and max(codes) <= 0x10FFFF:
         text = "".join(map(chr, codes))
-        good = sum(1 for ch in text if ch.isprintable() or ch in "\n\r\t")
-        if good < 0.9 * len(text):
+        if not reads_as_text(text):
             return []
     return [("", text)] if text is not None else []
 
