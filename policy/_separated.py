@@ -46,14 +46,13 @@ the whole text, with the same results (tests/policy/test_separated.py).
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import re
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from bedside.policy._tokens import _scanner, lower_bytes
+from bedside.policy._tokens import _scanner
 from bedside.policy.identifiers import MIN_GROUPED_DIGITS, IdentifierIndex
 
 KIND = "encoded:separated+identifier"
@@ -101,18 +100,13 @@ def separated_findings(text: str, index: IdentifierIndex) -> list[tuple[str, int
     candidates = list(_candidates(text, index.code_words))
     if not candidates:
         return []
-    lines = [c[2] for c in candidates]
-    offsets = list(itertools.accumulate((len(s) + 1 for s in lines), initial=0))
-    # One index pass over every compacted form, a line each (no form holds a line break).
-    joined = "\n".join(lines)
     out: list[tuple[str, int, int, str]] = []
     dates = index.date_kinds
-    for a, b, column in index._find_lowered(joined, lower_bytes(joined)):
+    # One index pass over every compacted form (no form holds a line break: `_find_each`).
+    for i, a, b, column in index._find_each([c[2] for c in candidates]):
         if column in dates:
             continue
-        i = bisect.bisect_right(offsets, a) - 1
         start, end, form, rule, cut = candidates[i]
-        a, b = a - offsets[i], b - offsets[i]
         if _accept(rule, form, a, b, cut):
             out.append((KIND, start, end, column))
     return out

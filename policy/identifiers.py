@@ -80,7 +80,9 @@ and the column name (the *kind*), never the value.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -356,6 +358,21 @@ class IdentifierIndex:
         else:
             s, e, kk = self._spans_reference(raw)
         return self._matches(text, raw, s, e, kk, limit)
+
+    def _find_each(self, texts: Sequence[str]) -> list[tuple[int, int, int, str]]:
+        """(which of `texts`, start, end, value_kind) of every value in each of `texts`, found
+        in one `_find_lowered` over them joined by newlines (no value spans a newline): a call
+        costs the same few dozen array operations whatever its size, so `scan_text` looks
+        through all its decoded texts, and the separated layer all its forms, in one."""
+        if not texts:
+            return []
+        offsets = list(itertools.accumulate((len(t) + 1 for t in texts), initial=0))
+        joined = "\n".join(texts) if len(texts) > 1 else texts[0]
+        out = []
+        for start, end, kind in self._find_lowered(joined, T.lower_bytes(joined)):
+            i = bisect.bisect_right(offsets, start) - 1
+            out.append((i, start - offsets[i], end - offsets[i], kind))
+        return out
 
     def _find_lowered(
         self, text: str | Callable[[], str], raw: bytes, backwards: bool = False

@@ -30,8 +30,6 @@ from __future__ import annotations
 import _thread
 import base64
 import binascii
-import bisect
-import itertools
 import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
@@ -504,30 +502,18 @@ def scan_text(
             found.append(("identifier", a, b, column))
         for a, b, column in backwards:
             reversed_hits.append(("identifier", column, a, b))
-        if distinct:
-            # One index pass over every decoded text, joined by newlines (no value spans a
-            # newline): a call costs the same few dozen array operations whatever its size.
-            texts = [layer[1] for layer in distinct]
-            offsets = list(itertools.accumulate((len(t) + 1 for t in texts), initial=0))
-            joined = "\n".join(texts)
-            for start, end, column in index._find_lowered(joined, lower_bytes(joined)):
-                i = bisect.bisect_right(offsets, start) - 1
-                a, b = start - offsets[i], end - offsets[i]
-                inner[i].append(("identifier", column, a, b))
-    elif index is not None:
-        # One index pass over the output and every decoded text, joined by newlines (no value
-        # spans a newline): a call costs the same few dozen array operations whatever its size.
-        texts = [text, *(layer[1] for layer in distinct)]
-        offsets = list(itertools.accumulate((len(t) + 1 for t in texts), initial=0))
-        joined = "\n".join(texts) if len(texts) > 1 else text
-        # The matches' strength is weighed below, over all findings together.
-        for start, end, column in index._find_lowered(joined, lower_bytes(joined)):
-            if start < n:
-                found.append(("identifier", start, end, column))
-                continue
-            i = bisect.bisect_right(offsets, start) - 2
-            a, b = start - offsets[i + 1], end - offsets[i + 1]
+        # One index pass over every decoded text (`_find_each`).
+        for i, a, b, column in index._find_each([layer[1] for layer in distinct]):
             inner[i].append(("identifier", column, a, b))
+    elif index is not None:
+        # One index pass over the output and every decoded text (`_find_each`). The matches'
+        # strength is weighed below, over all findings together.
+        texts = [text, *(layer[1] for layer in distinct)]
+        for i, a, b, column in index._find_each(texts):
+            if i == 0:
+                found.append(("identifier", a, b, column))
+            else:
+                inner[i - 1].append(("identifier", column, a, b))
     if phi:
         for layer, i in distinct.items():
             if not layer[2]:
