@@ -709,11 +709,7 @@ class _Builder:
             self.n_values += self._lines(chunk, variants=True)
             for extra in self._string_variants(chunk):
                 self._lines(extra, variants=False)
-            if self._pending:
-                h = np.concatenate(self._pending)
-                self.hashes.append(h)
-                self.kinds.append(np.full(len(h), code, dtype=np.uint8))
-            self._pending = []
+            self._take_pending(code)
         self._add_rot13(arr, kind)
 
     def _add_rot13(self, arr: pa.Array, kind: str) -> None:
@@ -732,11 +728,15 @@ class _Builder:
         code = self.kind_names.index(name)
         for offset in range(0, len(rot), _CHUNK):
             self._lines(rot.slice(offset, _CHUNK), variants=True)
-            if self._pending:
-                h = np.concatenate(self._pending)
-                self.hashes.append(h)
-                self.kinds.append(np.full(len(h), code, dtype=np.uint8))
-            self._pending = []
+            self._take_pending(code)
+
+    def _take_pending(self, code: int) -> None:
+        """File the hashes `_lines` left in `_pending` under column `code`."""
+        if self._pending:
+            h = np.concatenate(self._pending)
+            self.hashes.append(h)
+            self.kinds.append(np.full(len(h), code, dtype=np.uint8))
+        self._pending = []
 
     def _lines(self, arr: pa.Array, *, variants: bool) -> int:
         """Hash every value (one per line) of `arr` and its token-level variants.
