@@ -52,7 +52,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from bedside.policy._tokens import _scanner
+from bedside.policy._tokens import _scanner, has_ascii_digit
 from bedside.policy.identifiers import MIN_GROUPED_DIGITS, IdentifierIndex
 
 KIND = "encoded:separated+identifier"
@@ -127,7 +127,7 @@ def _candidates(text: str, code_words: frozenset[str]) -> Iterator[_Candidate]:
     hints = _hints(text, max((len(w) for w in code_words), default=0))
     if hints is None:
         yield from _spaced(text, None)
-        if any(d in text for d in "0123456789"):
+        if has_ascii_digit(text):
             yield from _prefixed(text, None, code_words)
             yield from _dotted(text, None)
         if "\n" in text:

@@ -102,6 +102,12 @@ def lower_bytes(text: str) -> bytes:
     return lowered.encode("utf-8", "surrogatepass").translate(_LOWER)
 
 
+def has_ascii_digit(text: str) -> bool:
+    """Whether `text` holds a digit 0-9: ten substring searches at memchr speed, far quicker on
+    a long text than any regex or per-character loop."""
+    return any(d in text for d in "0123456789")
+
+
 def code_units(text: str) -> U8:
     """One byte per character of `text` (characters above U+00FF become 0xFF), so byte-class
     tables can find runs at character offsets whatever the text's script."""
