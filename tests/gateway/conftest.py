@@ -3,7 +3,8 @@
 `world` is one sentry with a plain, unsandboxed ipykernel behind it (no in-kernel guard: the
 sentry alone is under test), started once per module on the module's own `frame` fixture (the
 patients table), with the table loaded as `df` in the kernel. Modules that need another chain
-(test_sandbox.py, test_sentry_guard.py) define their own `world`.
+(test_sandbox.py, test_sentry_guard.py) define their own `world`. `hostile` is `world`'s client
+with a leak oracle, for the tests that write values in pieces or encoded.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 
 import pandas as pd
 import pytest
-from _sentry_support import Client, RunningSentry, make_hospital, start_sentry
+from _sentry_support import Client, LeakOracle, RunningSentry, make_hospital, start_sentry
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +27,8 @@ def world(
     try:
         client = Client.connect(sentry)
         reply, _ = client.execute(
+            # (and what hostile cells use to write a value in pieces or encoded)
+            "import base64, binascii, codecs, pickle, sys, zlib\n"
             f"import pandas as pd, numpy as np\ndf = pd.read_parquet({str(hospital.data)!r})"
         )
         assert reply["content"]["status"] == "ok"
@@ -34,3 +37,14 @@ def world(
         if client is not None:
             client.close()
         sentry.stop()
+
+
+@pytest.fixture(scope="module")
+def hostile(
+    world: tuple[RunningSentry, Client], frame: pd.DataFrame
+) -> tuple[Client, LeakOracle, pd.DataFrame]:
+    """`world`'s client with a leak oracle for the module's patients: the sentry in front of a
+    kernel with no guard, which is what hostile code that switched the in-kernel guard off (or
+    wrote to the session itself) amounts to."""
+    _, client = world
+    return client, LeakOracle(frame), frame

@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _sentry_support import LeakOracle, make_patients, notices  # noqa: E402
+from _sentry_support import make_patients, notices  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -25,15 +25,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 @pytest.fixture(scope="module")
 def frame():
     return make_patients(400, seed=29)
-
-
-@pytest.fixture(scope="module")
-def hostile(world, frame):
-    """The sentry in front of a plain ipykernel (conftest's `world`)."""
-    _, client = world
-    reply, _ = client.execute("import sys, base64")
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return client, LeakOracle(frame), frame
 
 
 PIECES = {
