@@ -490,16 +490,23 @@ class SessionMirror:
         if gap is None or gap[0] != start or self.send is None:
             self._watch_gap()
             return
-        log.info("bedside: asking the hospital for entries %d..%d of %s", *gap, self.kernel_id)
         self._gap_asks += 1
+        if self.ask_entries(*gap):
+            self._watch_gap()  # asks again if the reply is lost too
+
+    def ask_entries(self, start: int, to: int) -> bool:
+        """Ask the hospital for entries `start` up to (not including) `to`: a gap, or entries
+        written at the hospital that no message has carried to us yet. The reply is staged
+        like receipts (`_fill`). False when there is no connection to ask on."""
+        if self.send is None:
+            return False
+        log.info("bedside: asking the hospital for entries %d..%d of %s", start, to, self.kernel_id)
         try:
-            self.send(
-                self.control_request("bedside_entries_request", {"from": gap[0], "to": gap[1]})
-            )
+            self.send(self.control_request("bedside_entries_request", {"from": start, "to": to}))
         except Exception as exc:  # noqa: BLE001 - the connection is gone; nothing to ask
             log.warning("bedside: cannot ask for missing entries: %s", exc)
-            return
-        self._watch_gap()  # asks again if the reply is lost too
+            return False
+        return True
 
     def _fill(self, msg: dict[str, Any], items: list[Any]) -> None:
         """Entries the sentry sent on request: staged like a receipt's, then proven by the

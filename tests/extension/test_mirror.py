@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bedside.extension import releases
 from bedside.extension.mirror import (
     ACTIVE,
     REFUSED,
@@ -283,6 +285,34 @@ def test_gap_left_by_a_message_we_never_see_is_fetched(pair) -> None:
     # caught up, the mirror cosigned the cell's checkpoint
     (cosign,) = sent
     assert mirror.observe_reply(hospital.cosign(cosign)).verified
+    assert mirror.ledger.root() == hospital.ledger.root()
+
+
+def test_release_check_asks_for_entries_no_message_has_carried(pair, monkeypatch) -> None:
+    """A release attestation names the hospital's ledger size, which counts entries the airlock
+    wrote after the last message we hold: their receipt may be a while coming, or go to a
+    connection we never see. The release check asks for them instead of waiting it out."""
+    mirror, hospital, sent = pair
+    hospital.message("control", "kernel_info_reply", {"status": "ok"}, {"msg_id": "nudge"})
+    assert mirror.ledger.size == 1 and hospital.ledger.size == 2
+    monkeypatch.setattr(releases, "GAP_GRACE", 0.01)
+
+    async def hospital_answers() -> None:
+        while not sent:
+            await asyncio.sleep(0.005)
+        (ask,) = sent
+        sent.clear()
+        assert ask["header"]["msg_type"] == "bedside_entries_request"
+        assert ask["content"] == {"from": 1, "to": 2}
+        assert mirror.observe_reply(hospital.entries(ask)).verified
+
+    async def check() -> None:
+        await asyncio.wait_for(
+            asyncio.gather(releases._caught_up(mirror, 2), hospital_answers()), timeout=10
+        )
+
+    asyncio.run(check())
+    assert mirror.ledger.size == 2
     assert mirror.ledger.root() == hospital.ledger.root()
 
 
