@@ -1017,6 +1017,129 @@ static inline __attribute__((always_inline)) int words_block(
 #endif
 }
 
+/* Whether the SSE2 paths below run (`set_simd`: the tests compare them with the scalar code on
+ * the same one-byte strings). SSE2 is part of x86-64, so no run-time check is needed. */
+static int use_simd = 1;
+
+#if defined(__SSE2__) && !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
+#define HAVE_WORDS64 1
+/* Bits of the 64 bytes at `p` (four SSE2 registers) for which `test` (of a register) holds. */
+#define SSE_MASK64(x, test)                                                                 \
+    ((uint64_t)(uint16_t)_mm_movemask_epi8(test((x)[0])) |                                  \
+     ((uint64_t)(uint16_t)_mm_movemask_epi8(test((x)[1])) << 16) |                          \
+     ((uint64_t)(uint16_t)_mm_movemask_epi8(test((x)[2])) << 32) |                          \
+     ((uint64_t)(uint16_t)_mm_movemask_epi8(test((x)[3])) << 48))
+
+/* For bytes below 0x80: those in [lo, hi] (the difference read unsigned: top bit flipped for
+ * a signed compare). */
+#define SSE_RANGE(v, lo, hi)                                                                \
+    _mm_cmplt_epi8(_mm_xor_si128(_mm_sub_epi8((v), _mm_set1_epi8((char)(lo))),                \
+                                 _mm_set1_epi8((char)0x80)),                                  \
+                   _mm_set1_epi8((char)(0x80 + ((hi) - (lo) + 1))))
+#define SSE_LETTER(v) SSE_RANGE(_mm_or_si128((v), _mm_set1_epi8(0x20)), 'a', 'z')
+#define SSE_HEXL(v) SSE_RANGE(_mm_or_si128((v), _mm_set1_epi8(0x20)), 'a', 'f')
+#define SSE_UP(v) SSE_RANGE((v), 'A', 'Z')
+#define SSE_SPACE(v) _mm_cmpeq_epi8((v), _mm_set1_epi8(' '))
+#define SSE_ID(v) (v)
+
+/* Whether `m` holds a run of `len` (10, 12 or 14) set bits. */
+static inline int bit_run(uint64_t m, int len) {
+    m &= m >> 1; /* runs of 2 */
+    m &= m >> 2; /* 4 */
+    m &= m >> 4; /* 8 */
+    if (len == 10) return (m & (m >> 2)) != 0;
+    m &= m >> 4; /* 12 */
+    if (len == 12) return m != 0;
+    return (m & (m >> 2)) != 0; /* 14 */
+}
+
+/* The bits strictly between bit `lo` and bit `hi` (lo <= hi <= 63). */
+static inline uint64_t between(int lo, int hi) {
+    return lo >= hi ? 0 : ((1ULL << hi) - 1) & ~((2ULL << lo) - 1);
+}
+#define WORDS_STEP 64
+
+/* `words_block` over 64 bytes (read with SSE2): the same shape (ASCII letters and single
+ * spaces, a letter last, the byte before them a letter) and the same effect on the base64, hex
+ * and spaced hex runs as taking the bytes one at a time. Unlike eight bytes, 64 can hold a
+ * whole run long enough to be kept (a word of 12 letters, ten of a-f, ...): such blocks are
+ * left to the smaller steps (returns 0, nothing done), so only the run that comes in is kept
+ * here, at the first byte that ends it, and the runs going out start after the last byte that
+ * ends them. A run coming in may also start in the block (at its first byte, when none was
+ * on): it is measured from there. */
+static inline __attribute__((always_inline)) int words_block64(
+    const uint8_t *p, Py_ssize_t at, Pairs *out, Py_ssize_t *b64, unsigned *b64k,
+    Py_ssize_t *hex, Py_ssize_t *shex, Py_ssize_t *shl, Py_ssize_t *shd, int *fail,
+    Py_ssize_t *retry) {
+    __m128i x[4];
+    for (int k = 0; k < 4; k++) x[k] = _mm_loadu_si128((const __m128i *)(p + 16 * k));
+    /* (A byte outside ASCII is neither a letter nor a space here.) */
+    const uint64_t letter = SSE_MASK64(x, SSE_LETTER), space = SSE_MASK64(x, SSE_SPACE);
+    const uint64_t bad = ~(letter | space) | (space & (space << 1));
+    if (bad) {
+        /* No block that holds this byte is of the shape: none is tried before it. */
+        *retry = at + __builtin_ctzll(bad) + 1;
+        return 0;
+    }
+    *retry = at + 8;
+    if (!(letter >> 63) || *b64 < 0) return 0;
+    const uint64_t up = SSE_MASK64(x, SSE_UP), hexl = SSE_MASK64(x, SSE_HEXL);
+    const uint64_t nonhex = letter & ~hexl, breaks = space | nonhex;
+    /* First and last of each kind of break (a break is there: the last byte is a letter, and
+     * a space or a letter outside a-f... or none: then these are not read). */
+    const int s0 = space ? __builtin_ctzll(space) : 0, s1 = space ? 63 - __builtin_clzll(space) : 0;
+    const int b0 = breaks ? __builtin_ctzll(breaks) : 0, b1 = breaks ? 63 - __builtin_clzll(breaks) : 0;
+    const int n0 = nonhex ? __builtin_ctzll(nonhex) : 0, n1 = nonhex ? 63 - __builtin_clzll(nonhex) : 0;
+    /* A run that begins and ends inside the block, long enough to be kept: the smaller steps. */
+    if (bit_run(~space & between(s0, s1), 12) || bit_run(~breaks & between(b0, b1), 10) ||
+        bit_run(~nonhex & between(n0, n1), 14))
+        return 0;
+#define CASES(m) ((((m) & up) ? (unsigned)C_UP : 0u) | (((m) & ~up) ? (unsigned)C_LOW : 0u))
+#define BELOW64(k) ((1ULL << (k)) - 1)
+#define ABOVE64(k) ((k) < 63 ? ~((2ULL << (k)) - 1) : 0ULL)
+    if (space) {
+        const unsigned before = *b64k | CASES(letter & BELOW64(s0));
+        const Py_ssize_t end = at + s0;
+        if (end - *b64 >= 12 && (before & (C_UP | C_LOW)) == (C_UP | C_LOW) &&
+            pairs_push(&out[0], *b64, end) < 0)
+            *fail = 1;
+        *b64 = at + s1 + 1;
+        *b64k = CASES(letter & ABOVE64(s1));
+    } else {
+        *b64k |= CASES(letter);
+    }
+    if (breaks) {
+        const Py_ssize_t start = *hex >= 0 ? *hex : at, end = at + b0;
+        if (end - start >= 10 && pairs_push(&out[1], start, end) < 0) *fail = 1;
+        *hex = b1 < 63 ? at + b1 + 1 : -1;
+    } else if (*hex < 0) {
+        *hex = at;
+    }
+    if (nonhex) {
+        const Py_ssize_t k = __builtin_popcountll(hexl & BELOW64(n0));
+        const Py_ssize_t start = *shex >= 0 ? *shex : at, end = at + n0;
+        const Py_ssize_t letters = (*shex >= 0 ? *shl : 0) + k, digits = (*shex >= 0 ? *shd : 0) + k;
+        if (end - start >= 14 && letters && digits >= 10 && pairs_push(&out[2], start, end) < 0)
+            *fail = 1;
+        if (n1 < 63) {
+            *shex = at + n1 + 1;
+            *shl = *shd = __builtin_popcountll(hexl & ABOVE64(n1));
+        } else {
+            *shex = -1;
+        }
+    } else {
+        if (*shex < 0) *shex = at, *shl = *shd = 0;
+        const Py_ssize_t k = __builtin_popcountll(hexl);
+        *shl += k;
+        *shd += k;
+    }
+#undef CASES
+#undef BELOW64
+#undef ABOVE64
+    return 1;
+}
+#endif
+
 /* The pass of text_spans over one string kind (a constant when inlined, so the reads are
  * direct). Returns -1 when out of memory. */
 static inline __attribute__((always_inline)) int spans_pass(const void *data, const int kind,
@@ -1034,6 +1157,9 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
     Py_ssize_t sep_end = -1; /* end of the separator run being passed through */
     int sep_joins = 0;       /* ... and whether it joins digit groups */
     int prev_letter = 0;
+#if defined(HAVE_WORDS64)
+    Py_ssize_t no32 = 0; /* no 64-byte step before this position (`words_block64`) */
+#endif
 
 #define END_RUN_AT(var, cond, list, end)                                     \
     do {                                                                       \
@@ -1137,6 +1263,18 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
         if (i < n && ch < 128 && (c & (C_UP | C_LOW))) {
             Py_ssize_t j = i + 1;
             for (; j < n; j++) {
+#if defined(HAVE_WORDS64)
+                /* Prose goes 64 bytes a step; after a block that is not of that shape, eight
+                 * bytes (or one) at a time until past the byte that ends the shape, or past
+                 * the block's first eight bytes. */
+                if (kind == PyUnicode_1BYTE_KIND && j + WORDS_STEP <= n && j >= no32 && use_simd) {
+                    if (words_block64((const uint8_t *)data + j, j, out, &b64, &b64k, &hex,
+                                      &shex, &shl, &shd, &fail, &no32)) {
+                        j += WORDS_STEP - 1; /* (and the loop's j++) */
+                        continue;
+                    }
+                }
+#endif
                 if (kind == PyUnicode_1BYTE_KIND && j + 8 <= n &&
                     words_block((const uint8_t *)data + j, j, out, &b64, &b64k, &hex, &shex,
                                 &shl, &shd, &fail)) {
@@ -2751,7 +2889,19 @@ fail:
     return PyErr_NoMemory();
 }
 
+/* set_simd(on) -> the previous setting: whether the SSE2 steps run (for the tests, which
+ * compare them with the scalar code on the same strings). */
+static PyObject *py_set_simd(PyObject *mod, PyObject *arg) {
+    (void)mod;
+    const int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    const int before = use_simd;
+    use_simd = on;
+    return PyBool_FromLong(before);
+}
+
 static PyMethodDef module_methods[] = {
+    {"set_simd", py_set_simd, METH_O, "set_simd(on) -> previous: whether the SSE2 steps run"},
     {"plain_display", py_plain_display, METH_O,
      "plain_display(text) -> bool: ASCII with no control (but tab, newline), '<' or '&'"},
     {"markup_joins", py_markup_joins, METH_O,
