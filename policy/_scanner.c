@@ -1505,6 +1505,30 @@ static PyObject *py_dense_runs(PyObject *mod, PyObject *args) {
         const uint8_t *p = (const uint8_t *)data;
         Py_ssize_t i = 0;
         while (i + 8 <= n && !fail) {
+#if defined(__SSE2__)
+            /* 32 bytes a step with SSE2 while no run could be kept: a run of 12 or more with
+             * a window of eight at one of the next eight positions (i, i + 4, ... i + 28)
+             * holds 12 dense bytes in a row within [i - 4, i + 40), so when [i - 12, i + 52)
+             * holds none the eight windows are all skipped, as the loop below would. */
+            if (use_simd && i >= 12 && i + 52 <= n) {
+                const __m128i flip = _mm_set1_epi8((char)0x80), lo = _mm_set1_epi8(0x21);
+                const __m128i width = _mm_set1_epi8((char)(0x80 + (0x7e - 0x21 + 1)));
+                uint64_t m = 0;
+                for (int k = 0; k < 4; k++) {
+                    const __m128i x = _mm_loadu_si128((const __m128i *)(p + i - 12 + 16 * k));
+                    const __m128i in = _mm_cmplt_epi8(_mm_xor_si128(_mm_sub_epi8(x, lo), flip), width);
+                    m |= (uint64_t)(uint16_t)_mm_movemask_epi8(in) << (16 * k);
+                }
+                m &= m >> 1;
+                m &= m >> 2;
+                m &= m >> 4;
+                m &= m >> 4; /* bit k: 12 dense bytes from k */
+                if (!m) {
+                    i += 32;
+                    continue;
+                }
+            }
+#endif
             uint64_t w;
             memcpy(&w, p + i, 8);
             if ((w & DENSE_TOPS) || BYTES_IN(w, 0x21, 0x7e) != DENSE_TOPS) {
@@ -2371,6 +2395,26 @@ static PyObject *py_plain_display(PyObject *mod, PyObject *arg) {
     const uint8_t *src = (const uint8_t *)PyUnicode_DATA(arg);
     const Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
     Py_ssize_t i = 0;
+#if defined(__SSE2__)
+    /* Sixty-four bytes a step with SSE2 (the bytes are ASCII: a signed compare reads them). A
+     * step with any of those bytes is left to the words below, which find it again. */
+    if (use_simd) {
+        const __m128i ctl = _mm_set1_epi8(0x20), tab = _mm_set1_epi8('\t'), lf = _mm_set1_epi8('\n');
+        const __m128i del = _mm_set1_epi8(0x7f), lt = _mm_set1_epi8('<'), amp = _mm_set1_epi8('&');
+        for (; i + 64 <= n; i += 64) {
+            __m128i any = _mm_setzero_si128();
+            for (int k = 0; k < 4; k++) {
+                const __m128i x = _mm_loadu_si128((const __m128i *)(src + i + 16 * k));
+                const __m128i control = _mm_andnot_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(x, tab), _mm_cmpeq_epi8(x, lf)),
+                    _mm_cmplt_epi8(x, ctl));
+                any = _mm_or_si128(any, _mm_or_si128(control, _mm_or_si128(
+                    _mm_cmpeq_epi8(x, del), _mm_or_si128(_mm_cmpeq_epi8(x, lt), _mm_cmpeq_epi8(x, amp)))));
+            }
+            if (_mm_movemask_epi8(any)) break;
+        }
+    }
+#endif
     const uint64_t ones = 0x0101010101010101ULL, tops = 0x8080808080808080ULL;
     for (; i + 8 <= n; i += 8) {
         uint64_t w;
