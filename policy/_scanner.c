@@ -321,12 +321,15 @@ static int probes_push(Probes *q, uint64_t h, int64_t start, int64_t end, int64_
 struct Scratch {
     Tokens tk;
     Probes maybe, seq;
+    uint8_t *rev; /* a backwards search's bytes, reversed */
+    Py_ssize_t revcap;
 };
 
 static void scratch_free(struct Scratch *sc) {
     free(sc->tk.tok);
     free(sc->maybe.p);
     free(sc->seq.p);
+    free(sc->rev);
     memset(sc, 0, sizeof(*sc));
 }
 
@@ -732,41 +735,46 @@ static PyObject *Matcher_find(Matcher *self, PyObject *args) {
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
     const uint8_t *buf = (const uint8_t *)view.buf;
     Py_ssize_t n = view.len;
-    uint8_t *reversed = NULL;
-    if (backwards && n) {
-        reversed = (uint8_t *)malloc((size_t)n);
-        if (!reversed) {
-            PyBuffer_Release(&view);
-            return PyErr_NoMemory();
-        }
-    }
     Out out = {NULL, 0, 0};
     struct Scratch local;
     memset(&local, 0, sizeof(local));
-    int rc;
+    int rc = 0;
     Py_BEGIN_ALLOW_THREADS
-    if (reversed) {
-        reverse_bytes(reversed, buf, n);
-        buf = reversed;
-    }
     int slot = -1;
     for (int k = 0; k < 2 && slot < 0; k++)
         if (PyThread_acquire_lock(self->pool_lock[k], NOWAIT_LOCK)) slot = k;
     struct Scratch *sc = slot >= 0 ? &self->pool[slot] : &local;
     sc->tk.n = sc->maybe.n = sc->seq.n = 0;
-    if (n > WINDOW_BYTES && !has_high_bytes(buf, n)) {
+    if (backwards && n) {
+        /* Reversed into the pooled scratch: a fresh megabyte would cost its page faults (a
+         * third of a millisecond) on every backwards search of a long output. */
+        if (sc->revcap < n) {
+            free(sc->rev);
+            sc->rev = (uint8_t *)malloc((size_t)n);
+            sc->revcap = sc->rev ? n : 0;
+        }
+        if (sc->rev) {
+            reverse_bytes(sc->rev, buf, n);
+            buf = sc->rev;
+        } else {
+            rc = -1;
+        }
+    }
+    if (rc < 0) {
+        /* (out of memory for the reversed bytes) */
+    } else if (n > WINDOW_BYTES && !has_high_bytes(buf, n)) {
         rc = match_windows(self, buf, n, sc, &out);
     } else {
         rc = tokenize(buf, n, &sc->tk);
         if (rc == 0) rc = match_into(self, buf, n, &sc->tk, &out, &sc->maybe, &sc->seq);
     }
     if (slot < 0 || rc < 0 ||
-        (size_t)sc->tk.cap * sizeof(Token) + (size_t)(sc->maybe.cap + sc->seq.cap) * sizeof(Probe) >
+        (size_t)sc->tk.cap * sizeof(Token) + (size_t)(sc->maybe.cap + sc->seq.cap) * sizeof(Probe) +
+                (size_t)sc->revcap >
             SCRATCH_KEEP)
         scratch_free(sc);
     if (slot >= 0) PyThread_release_lock(self->pool_lock[slot]);
     Py_END_ALLOW_THREADS
-    free(reversed);
     PyBuffer_Release(&view);
     if (rc < 0) {
         free(out.data);
