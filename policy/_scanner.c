@@ -2356,6 +2356,19 @@ static PyObject *py_lower_ascii(PyObject *mod, PyObject *arg) {
     if (!res) return NULL;
     uint8_t *o = (uint8_t *)PyBytes_AS_STRING(res);
     Py_ssize_t i = 0;
+#if defined(__SSE2__)
+    /* Sixteen bytes a step with SSE2: 0x20 added to each capital (the bytes are ASCII: a
+     * signed compare reads them). */
+    if (use_simd) {
+        const __m128i before_a = _mm_set1_epi8('A' - 1), after_z = _mm_set1_epi8('Z' + 1);
+        const __m128i bit = _mm_set1_epi8(0x20);
+        for (; i + 16 <= n; i += 16) {
+            const __m128i x = _mm_loadu_si128((const __m128i *)(src + i));
+            const __m128i up = _mm_and_si128(_mm_cmpgt_epi8(x, before_a), _mm_cmplt_epi8(x, after_z));
+            _mm_storeu_si128((__m128i *)(o + i), _mm_or_si128(x, _mm_and_si128(up, bit)));
+        }
+    }
+#endif
 #if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
     const uint64_t ones = 0x0101010101010101ULL, tops = 0x8080808080808080ULL;
     const uint64_t from = ones * (uint64_t)(0x80 - 'A'), past = ones * (uint64_t)(0x7f - 'Z');

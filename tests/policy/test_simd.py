@@ -1,13 +1,14 @@
 """The SSE2 steps of the compiled scanner (policy/_scanner.c) against its scalar code.
 
-`plain_display` reads 64 bytes a step, `dense_runs` skips 32 bytes a step where no run can
-be kept, and `separated_hints` passes 64 bytes at once where none holds a position it stops at
-(else 16 at a time, as without the step); `set_simd(False)` turns those steps off, so each
-result is compared with the scalar code's on the same string, and `dense_runs` also with the
-Python reference. Inputs: random texts over small alphabets (so that runs and the bytes that
-end them are dense), every character of interest put at each position around the 16-, 32-
-and 64-byte boundaries of a step, and strings of every kind (a character beyond ASCII or
-Latin-1 changes the loop taken). (`text_spans`'s 64-byte step: test_spans_words.py.)
+`lower_ascii` reads 16 bytes a step, `plain_display` 64, `dense_runs` skips 32 bytes a step
+where no run can be kept, and `separated_hints` passes 64 bytes at once where none holds a
+position it stops at (else 16 at a time, as without the step); `set_simd(False)` turns those
+steps off, so each result is compared with the scalar code's on the same string, and
+`dense_runs` also with the Python reference. Inputs: random texts over small alphabets (so
+that runs and the bytes that end them are dense), every character of interest put at each
+position around the 16-, 32- and 64-byte boundaries of a step, and strings of every kind (a
+character beyond ASCII or Latin-1 changes the loop taken). (`text_spans`'s 64-byte step:
+test_spans_words.py.)
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ def scalar(call: Callable[[], Any]) -> Any:
 
 
 def assert_agree(text: str) -> None:
+    if text.isascii():
+        lowered = _scanner.lower_ascii(text)
+        assert lowered == scalar(lambda: _scanner.lower_ascii(text)), text
+        assert lowered == text.lower().encode("ascii"), text
     assert _scanner.plain_display(text) == scalar(lambda: _scanner.plain_display(text)), text
     for min_len in (12, 20):
         got = _scanner.dense_runs(text, min_len)
