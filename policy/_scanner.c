@@ -1270,12 +1270,15 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
          * hex and number windows count them); prev_letter is clear. Spaces: see below. */
         if (i < n && ch < 128 && (c & (C_UP | C_LOW))) {
             Py_ssize_t j = i + 1;
+            int wide = 0; /* the last step was eight bytes or more: try 64 */
             for (; j < n; j++) {
 #if defined(HAVE_WORDS64)
-                /* Prose goes 64 bytes a step; after a block that is not of that shape, eight
-                 * bytes (or one) at a time until past the byte that ends the shape, or past
-                 * the block's first eight bytes. */
-                if (kind == PyUnicode_1BYTE_KIND && j + WORDS_STEP <= n && j >= no32 && use_simd) {
+                /* Prose goes 64 bytes a step, tried only after a step of eight (so that the
+                 * short letter runs of tables, JSON and code do not pay for a try each); after
+                 * a block that is not of that shape, eight bytes (or one) at a time until past
+                 * the byte that ends the shape, or past the block's first eight bytes. */
+                if (wide && kind == PyUnicode_1BYTE_KIND && j + WORDS_STEP <= n && j >= no32 &&
+                    use_simd) {
                     if (words_block64((const uint8_t *)data + j, j, out, &b64, &b64k, &hex,
                                       &shex, &shl, &shd, &fail, &no32)) {
                         j += WORDS_STEP - 1; /* (and the loop's j++) */
@@ -1287,8 +1290,10 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
                     words_block((const uint8_t *)data + j, j, out, &b64, &b64k, &hex, &shex,
                                 &shl, &shd, &fail)) {
                     j += 7; /* (and the loop's j++) */
+                    wide = 1;
                     continue;
                 }
+                wide = 0;
                 Py_UCS4 r = READ(j);
                 /* (A Latin-1 character has class 0 in latin1_class: it ends the loop below.) */
                 if (kind != PyUnicode_1BYTE_KIND && r >= 128) break;
@@ -1512,13 +1517,16 @@ static PyObject *py_dense_runs(PyObject *mod, PyObject *args) {
     if (kind == PyUnicode_1BYTE_KIND) {
         const uint8_t *p = (const uint8_t *)data;
         Py_ssize_t i = 0;
+#if defined(__SSE2__)
+        Py_ssize_t dense_retry = 0, dense_backoff = 32; /* no skip tried before dense_retry */
+#endif
         while (i + 8 <= n && !fail) {
 #if defined(__SSE2__)
             /* 32 bytes a step with SSE2 while no run could be kept: a run of 12 or more with
              * a window of eight at one of the next eight positions (i, i + 4, ... i + 28)
              * holds 12 dense bytes in a row within [i - 4, i + 40), so when [i - 12, i + 52)
              * holds none the eight windows are all skipped, as the loop below would. */
-            if (use_simd && i >= 12 && i + 52 <= n) {
+            if (use_simd && i >= dense_retry && i >= 12 && i + 52 <= n) {
                 const __m128i flip = _mm_set1_epi8((char)0x80), lo = _mm_set1_epi8(0x21);
                 const __m128i width = _mm_set1_epi8((char)(0x80 + (0x7e - 0x21 + 1)));
                 uint64_t m = 0;
@@ -1532,9 +1540,14 @@ static PyObject *py_dense_runs(PyObject *mod, PyObject *args) {
                 m &= m >> 4;
                 m &= m >> 4; /* bit k: 12 dense bytes from k */
                 if (!m) {
+                    dense_backoff = 32;
                     i += 32;
                     continue;
                 }
+                /* Dense text (CSV, JSON): the next try 32 bytes on, then 64, ... up to 512
+                 * while they fail. */
+                dense_retry = i + dense_backoff;
+                if (dense_backoff < 512) dense_backoff *= 2;
             }
 #endif
             uint64_t w;
@@ -2788,7 +2801,7 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
     unsigned h = 0;
 #if defined(__SSE2__)
     /* The block read with SSE2: its first byte, end, bits (see below), events not yet run. */
-    Py_ssize_t scalar_until = 0, block = 0, block_end = 0;
+    Py_ssize_t scalar_until = 0, block = 0, block_end = 0, retry64 = 0, backoff64 = 64;
     uint32_t mm = 0, pending = 0;
 #endif
     for (Py_ssize_t i = 0; i <= n; i++) {
@@ -2810,9 +2823,14 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
             block_end = 0;
         }
         while (i >= scalar_until && i + 16 <= n) {
-            if (use_simd && i + 64 <= n) {
+            if (use_simd && i >= retry64 && i + 64 <= n) {
                 /* Sixty-four bytes at once, the same tests as below over four registers: when
-                 * none of them has an event, the loop below would pass all four blocks. */
+                 * none of them has an event, the loop below would pass all four blocks. Where
+                 * one has, the next try is 64 bytes on, then 128, ... up to 1024 while they
+                 * fail (tables and logs stop every few bytes: the tries would cost them a
+                 * tenth of their time). */
+                retry64 = i + backoff64;
+                if (backoff64 < 1024) backoff64 *= 2;
                 const __m128i flip = _mm_set1_epi8((char)0x80);
                 uint64_t al = 0, dg = 0, lfs = 0, dots = 0;
                 int high = 0;
@@ -2846,6 +2864,7 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
                     if (!events) {
                         h = (unsigned)(((al >> 63) & 1) | (((al >> 62) & 1) << 1) |
                                        (((al >> 61) & 1) << 2));
+                        backoff64 = 64;
                         i += 64;
                         continue;
                     }
