@@ -1038,8 +1038,8 @@ static int use_simd = 1;
      ((uint64_t)(uint16_t)_mm_movemask_epi8(test((x)[2])) << 32) |                          \
      ((uint64_t)(uint16_t)_mm_movemask_epi8(test((x)[3])) << 48))
 
-/* For bytes below 0x80: those in [lo, hi] (the difference read unsigned: top bit flipped for
- * a signed compare). */
+/* The bytes in [lo, hi] (lo <= hi < 0x80): the difference compared unsigned, its top bit
+ * flipped for SSE2's signed compare (a byte from 0x80 up is never in range). */
 #define SSE_RANGE(v, lo, hi)                                                                \
     _mm_cmplt_epi8(_mm_xor_si128(_mm_sub_epi8((v), _mm_set1_epi8((char)(lo))),                \
                                  _mm_set1_epi8((char)0x80)),                                  \
@@ -1048,7 +1048,6 @@ static int use_simd = 1;
 #define SSE_HEXL(v) SSE_RANGE(_mm_or_si128((v), _mm_set1_epi8(0x20)), 'a', 'f')
 #define SSE_UP(v) SSE_RANGE((v), 'A', 'Z')
 #define SSE_SPACE(v) _mm_cmpeq_epi8((v), _mm_set1_epi8(' '))
-#define SSE_ID(v) (v)
 
 /* Whether `m` holds a run of `len` (10, 12 or 14) set bits. */
 static inline int bit_run(uint64_t m, int len) {
@@ -1074,7 +1073,8 @@ static inline uint64_t between(int lo, int hi) {
  * left to the smaller steps (returns 0, nothing done), so only the run that comes in is kept
  * here, at the first byte that ends it, and the runs going out start after the last byte that
  * ends them. A run coming in may also start in the block (at its first byte, when none was
- * on): it is measured from there. */
+ * on): it is measured from there. `retry` is set to where the next block may be tried: past
+ * the first byte that is no letter or single space, or eight bytes on. */
 static inline __attribute__((always_inline)) int words_block64(
     const uint8_t *p, Py_ssize_t at, Pairs *out, Py_ssize_t *b64, unsigned *b64k,
     Py_ssize_t *hex, Py_ssize_t *shex, Py_ssize_t *shl, Py_ssize_t *shd, int *fail,
@@ -1166,7 +1166,7 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
     int sep_joins = 0;       /* ... and whether it joins digit groups */
     int prev_letter = 0;
 #if defined(HAVE_WORDS64)
-    Py_ssize_t no32 = 0; /* no 64-byte step before this position (`words_block64`) */
+    Py_ssize_t no64 = 0; /* no 64-byte step tried before this position (`words_block64`) */
 #endif
 
 #define END_RUN_AT(var, cond, list, end)                                     \
@@ -1277,10 +1277,10 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
                  * short letter runs of tables, JSON and code do not pay for a try each); after
                  * a block that is not of that shape, eight bytes (or one) at a time until past
                  * the byte that ends the shape, or past the block's first eight bytes. */
-                if (wide && kind == PyUnicode_1BYTE_KIND && j + WORDS_STEP <= n && j >= no32 &&
+                if (wide && kind == PyUnicode_1BYTE_KIND && j + WORDS_STEP <= n && j >= no64 &&
                     use_simd) {
                     if (words_block64((const uint8_t *)data + j, j, out, &b64, &b64k, &hex,
-                                      &shex, &shl, &shd, &fail, &no32)) {
+                                      &shex, &shl, &shd, &fail, &no64)) {
                         j += WORDS_STEP - 1; /* (and the loop's j++) */
                         continue;
                     }
