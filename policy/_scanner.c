@@ -321,12 +321,15 @@ static int probes_push(Probes *q, uint64_t h, int64_t start, int64_t end, int64_
 struct Scratch {
     Tokens tk;
     Probes maybe, seq;
+    uint8_t *rev; /* a backwards search's bytes, reversed */
+    Py_ssize_t revcap;
 };
 
 static void scratch_free(struct Scratch *sc) {
     free(sc->tk.tok);
     free(sc->maybe.p);
     free(sc->seq.p);
+    free(sc->rev);
     memset(sc, 0, sizeof(*sc));
 }
 
@@ -732,41 +735,46 @@ static PyObject *Matcher_find(Matcher *self, PyObject *args) {
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
     const uint8_t *buf = (const uint8_t *)view.buf;
     Py_ssize_t n = view.len;
-    uint8_t *reversed = NULL;
-    if (backwards && n) {
-        reversed = (uint8_t *)malloc((size_t)n);
-        if (!reversed) {
-            PyBuffer_Release(&view);
-            return PyErr_NoMemory();
-        }
-    }
     Out out = {NULL, 0, 0};
     struct Scratch local;
     memset(&local, 0, sizeof(local));
-    int rc;
+    int rc = 0;
     Py_BEGIN_ALLOW_THREADS
-    if (reversed) {
-        reverse_bytes(reversed, buf, n);
-        buf = reversed;
-    }
     int slot = -1;
     for (int k = 0; k < 2 && slot < 0; k++)
         if (PyThread_acquire_lock(self->pool_lock[k], NOWAIT_LOCK)) slot = k;
     struct Scratch *sc = slot >= 0 ? &self->pool[slot] : &local;
     sc->tk.n = sc->maybe.n = sc->seq.n = 0;
-    if (n > WINDOW_BYTES && !has_high_bytes(buf, n)) {
+    if (backwards && n) {
+        /* Reversed into the pooled scratch: a fresh megabyte would cost its page faults (a
+         * third of a millisecond) on every backwards search of a long output. */
+        if (sc->revcap < n) {
+            free(sc->rev);
+            sc->rev = (uint8_t *)malloc((size_t)n);
+            sc->revcap = sc->rev ? n : 0;
+        }
+        if (sc->rev) {
+            reverse_bytes(sc->rev, buf, n);
+            buf = sc->rev;
+        } else {
+            rc = -1;
+        }
+    }
+    if (rc < 0) {
+        /* (out of memory for the reversed bytes) */
+    } else if (n > WINDOW_BYTES && !has_high_bytes(buf, n)) {
         rc = match_windows(self, buf, n, sc, &out);
     } else {
         rc = tokenize(buf, n, &sc->tk);
         if (rc == 0) rc = match_into(self, buf, n, &sc->tk, &out, &sc->maybe, &sc->seq);
     }
     if (slot < 0 || rc < 0 ||
-        (size_t)sc->tk.cap * sizeof(Token) + (size_t)(sc->maybe.cap + sc->seq.cap) * sizeof(Probe) >
+        (size_t)sc->tk.cap * sizeof(Token) + (size_t)(sc->maybe.cap + sc->seq.cap) * sizeof(Probe) +
+                (size_t)sc->revcap >
             SCRATCH_KEEP)
         scratch_free(sc);
     if (slot >= 0) PyThread_release_lock(self->pool_lock[slot]);
     Py_END_ALLOW_THREADS
-    free(reversed);
     PyBuffer_Release(&view);
     if (rc < 0) {
         free(out.data);
@@ -1017,6 +1025,129 @@ static inline __attribute__((always_inline)) int words_block(
 #endif
 }
 
+/* Whether the SSE2 paths below run (`set_simd`: the tests compare them with the scalar code on
+ * the same one-byte strings). SSE2 is part of x86-64, so no run-time check is needed. */
+static int use_simd = 1;
+
+#if defined(__SSE2__) && !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
+#define HAVE_WORDS64 1
+/* Bits of the 64 bytes at `p` (four SSE2 registers) for which `test` (of a register) holds. */
+#define SSE_MASK64(x, test)                                                                 \
+    ((uint64_t)(uint16_t)_mm_movemask_epi8(test((x)[0])) |                                  \
+     ((uint64_t)(uint16_t)_mm_movemask_epi8(test((x)[1])) << 16) |                          \
+     ((uint64_t)(uint16_t)_mm_movemask_epi8(test((x)[2])) << 32) |                          \
+     ((uint64_t)(uint16_t)_mm_movemask_epi8(test((x)[3])) << 48))
+
+/* The bytes in [lo, hi] (lo <= hi < 0x80): the difference compared unsigned, its top bit
+ * flipped for SSE2's signed compare (a byte from 0x80 up is never in range). */
+#define SSE_RANGE(v, lo, hi)                                                                \
+    _mm_cmplt_epi8(_mm_xor_si128(_mm_sub_epi8((v), _mm_set1_epi8((char)(lo))),                \
+                                 _mm_set1_epi8((char)0x80)),                                  \
+                   _mm_set1_epi8((char)(0x80 + ((hi) - (lo) + 1))))
+#define SSE_LETTER(v) SSE_RANGE(_mm_or_si128((v), _mm_set1_epi8(0x20)), 'a', 'z')
+#define SSE_HEXL(v) SSE_RANGE(_mm_or_si128((v), _mm_set1_epi8(0x20)), 'a', 'f')
+#define SSE_UP(v) SSE_RANGE((v), 'A', 'Z')
+#define SSE_SPACE(v) _mm_cmpeq_epi8((v), _mm_set1_epi8(' '))
+
+/* Whether `m` holds a run of `len` (10, 12 or 14) set bits. */
+static inline int bit_run(uint64_t m, int len) {
+    m &= m >> 1; /* runs of 2 */
+    m &= m >> 2; /* 4 */
+    m &= m >> 4; /* 8 */
+    if (len == 10) return (m & (m >> 2)) != 0;
+    m &= m >> 4; /* 12 */
+    if (len == 12) return m != 0;
+    return (m & (m >> 2)) != 0; /* 14 */
+}
+
+/* The bits strictly between bit `lo` and bit `hi` (lo <= hi <= 63). */
+static inline uint64_t between(int lo, int hi) {
+    return lo >= hi ? 0 : ((1ULL << hi) - 1) & ~((2ULL << lo) - 1);
+}
+#define WORDS_STEP 64
+
+/* `words_block` over 64 bytes (read with SSE2): the same shape (ASCII letters and single
+ * spaces, a letter last, the byte before them a letter) and the same effect on the base64, hex
+ * and spaced hex runs as taking the bytes one at a time. Unlike eight bytes, 64 can hold a
+ * whole run long enough to be kept (a word of 12 letters, ten of a-f, ...): such blocks are
+ * left to the smaller steps (returns 0, nothing done), so only the run that comes in is kept
+ * here, at the first byte that ends it, and the runs going out start after the last byte that
+ * ends them. A run coming in may also start in the block (at its first byte, when none was
+ * on): it is measured from there. `retry` is set to where the next block may be tried: past
+ * the first byte that is no letter or single space, or eight bytes on. */
+static inline __attribute__((always_inline)) int words_block64(
+    const uint8_t *p, Py_ssize_t at, Pairs *out, Py_ssize_t *b64, unsigned *b64k,
+    Py_ssize_t *hex, Py_ssize_t *shex, Py_ssize_t *shl, Py_ssize_t *shd, int *fail,
+    Py_ssize_t *retry) {
+    __m128i x[4];
+    for (int k = 0; k < 4; k++) x[k] = _mm_loadu_si128((const __m128i *)(p + 16 * k));
+    /* (A byte outside ASCII is neither a letter nor a space here.) */
+    const uint64_t letter = SSE_MASK64(x, SSE_LETTER), space = SSE_MASK64(x, SSE_SPACE);
+    const uint64_t bad = ~(letter | space) | (space & (space << 1));
+    if (bad) {
+        /* No block that holds this byte is of the shape: none is tried before it. */
+        *retry = at + __builtin_ctzll(bad) + 1;
+        return 0;
+    }
+    *retry = at + 8;
+    if (!(letter >> 63) || *b64 < 0) return 0;
+    const uint64_t up = SSE_MASK64(x, SSE_UP), hexl = SSE_MASK64(x, SSE_HEXL);
+    const uint64_t nonhex = letter & ~hexl, breaks = space | nonhex;
+    /* First and last of each kind of break (a break is there: the last byte is a letter, and
+     * a space or a letter outside a-f... or none: then these are not read). */
+    const int s0 = space ? __builtin_ctzll(space) : 0, s1 = space ? 63 - __builtin_clzll(space) : 0;
+    const int b0 = breaks ? __builtin_ctzll(breaks) : 0, b1 = breaks ? 63 - __builtin_clzll(breaks) : 0;
+    const int n0 = nonhex ? __builtin_ctzll(nonhex) : 0, n1 = nonhex ? 63 - __builtin_clzll(nonhex) : 0;
+    /* A run that begins and ends inside the block, long enough to be kept: the smaller steps. */
+    if (bit_run(~space & between(s0, s1), 12) || bit_run(~breaks & between(b0, b1), 10) ||
+        bit_run(~nonhex & between(n0, n1), 14))
+        return 0;
+#define CASES(m) ((((m) & up) ? (unsigned)C_UP : 0u) | (((m) & ~up) ? (unsigned)C_LOW : 0u))
+#define BELOW64(k) ((1ULL << (k)) - 1)
+#define ABOVE64(k) ((k) < 63 ? ~((2ULL << (k)) - 1) : 0ULL)
+    if (space) {
+        const unsigned before = *b64k | CASES(letter & BELOW64(s0));
+        const Py_ssize_t end = at + s0;
+        if (end - *b64 >= 12 && (before & (C_UP | C_LOW)) == (C_UP | C_LOW) &&
+            pairs_push(&out[0], *b64, end) < 0)
+            *fail = 1;
+        *b64 = at + s1 + 1;
+        *b64k = CASES(letter & ABOVE64(s1));
+    } else {
+        *b64k |= CASES(letter);
+    }
+    if (breaks) {
+        const Py_ssize_t start = *hex >= 0 ? *hex : at, end = at + b0;
+        if (end - start >= 10 && pairs_push(&out[1], start, end) < 0) *fail = 1;
+        *hex = b1 < 63 ? at + b1 + 1 : -1;
+    } else if (*hex < 0) {
+        *hex = at;
+    }
+    if (nonhex) {
+        const Py_ssize_t k = __builtin_popcountll(hexl & BELOW64(n0));
+        const Py_ssize_t start = *shex >= 0 ? *shex : at, end = at + n0;
+        const Py_ssize_t letters = (*shex >= 0 ? *shl : 0) + k, digits = (*shex >= 0 ? *shd : 0) + k;
+        if (end - start >= 14 && letters && digits >= 10 && pairs_push(&out[2], start, end) < 0)
+            *fail = 1;
+        if (n1 < 63) {
+            *shex = at + n1 + 1;
+            *shl = *shd = __builtin_popcountll(hexl & ABOVE64(n1));
+        } else {
+            *shex = -1;
+        }
+    } else {
+        if (*shex < 0) *shex = at, *shl = *shd = 0;
+        const Py_ssize_t k = __builtin_popcountll(hexl);
+        *shl += k;
+        *shd += k;
+    }
+#undef CASES
+#undef BELOW64
+#undef ABOVE64
+    return 1;
+}
+#endif
+
 /* The pass of text_spans over one string kind (a constant when inlined, so the reads are
  * direct). Returns -1 when out of memory. */
 static inline __attribute__((always_inline)) int spans_pass(const void *data, const int kind,
@@ -1034,6 +1165,9 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
     Py_ssize_t sep_end = -1; /* end of the separator run being passed through */
     int sep_joins = 0;       /* ... and whether it joins digit groups */
     int prev_letter = 0;
+#if defined(HAVE_WORDS64)
+    Py_ssize_t no64 = 0; /* no 64-byte step tried before this position (`words_block64`) */
+#endif
 
 #define END_RUN_AT(var, cond, list, end)                                     \
     do {                                                                       \
@@ -1136,13 +1270,30 @@ static inline __attribute__((always_inline)) int spans_pass(const void *data, co
          * hex and number windows count them); prev_letter is clear. Spaces: see below. */
         if (i < n && ch < 128 && (c & (C_UP | C_LOW))) {
             Py_ssize_t j = i + 1;
+            int wide = 0; /* the last step was eight bytes or more: try 64 */
             for (; j < n; j++) {
+#if defined(HAVE_WORDS64)
+                /* Prose goes 64 bytes a step, tried only after a step of eight (so that the
+                 * short letter runs of tables, JSON and code do not pay for a try each); after
+                 * a block that is not of that shape, eight bytes (or one) at a time until past
+                 * the byte that ends the shape, or past the block's first eight bytes. */
+                if (wide && kind == PyUnicode_1BYTE_KIND && j + WORDS_STEP <= n && j >= no64 &&
+                    use_simd) {
+                    if (words_block64((const uint8_t *)data + j, j, out, &b64, &b64k, &hex,
+                                      &shex, &shl, &shd, &fail, &no64)) {
+                        j += WORDS_STEP - 1; /* (and the loop's j++) */
+                        continue;
+                    }
+                }
+#endif
                 if (kind == PyUnicode_1BYTE_KIND && j + 8 <= n &&
                     words_block((const uint8_t *)data + j, j, out, &b64, &b64k, &hex, &shex,
                                 &shl, &shd, &fail)) {
                     j += 7; /* (and the loop's j++) */
+                    wide = 1;
                     continue;
                 }
+                wide = 0;
                 Py_UCS4 r = READ(j);
                 /* (A Latin-1 character has class 0 in latin1_class: it ends the loop below.) */
                 if (kind != PyUnicode_1BYTE_KIND && r >= 128) break;
@@ -1366,7 +1517,39 @@ static PyObject *py_dense_runs(PyObject *mod, PyObject *args) {
     if (kind == PyUnicode_1BYTE_KIND) {
         const uint8_t *p = (const uint8_t *)data;
         Py_ssize_t i = 0;
+#if defined(__SSE2__)
+        Py_ssize_t dense_retry = 0, dense_backoff = 32; /* no skip tried before dense_retry */
+#endif
         while (i + 8 <= n && !fail) {
+#if defined(__SSE2__)
+            /* 32 bytes a step with SSE2 while no run could be kept: a run of 12 or more with
+             * a window of eight at one of the next eight positions (i, i + 4, ... i + 28)
+             * holds 12 dense bytes in a row within [i - 4, i + 40), so when [i - 12, i + 52)
+             * holds none the eight windows are all skipped, as the loop below would. */
+            if (use_simd && i >= dense_retry && i >= 12 && i + 52 <= n) {
+                const __m128i flip = _mm_set1_epi8((char)0x80), lo = _mm_set1_epi8(0x21);
+                const __m128i width = _mm_set1_epi8((char)(0x80 + (0x7e - 0x21 + 1)));
+                uint64_t m = 0;
+                for (int k = 0; k < 4; k++) {
+                    const __m128i x = _mm_loadu_si128((const __m128i *)(p + i - 12 + 16 * k));
+                    const __m128i in = _mm_cmplt_epi8(_mm_xor_si128(_mm_sub_epi8(x, lo), flip), width);
+                    m |= (uint64_t)(uint16_t)_mm_movemask_epi8(in) << (16 * k);
+                }
+                m &= m >> 1;
+                m &= m >> 2;
+                m &= m >> 4;
+                m &= m >> 4; /* bit k: 12 dense bytes from k */
+                if (!m) {
+                    dense_backoff = 32;
+                    i += 32;
+                    continue;
+                }
+                /* Dense text (CSV, JSON): the next try 32 bytes on, then 64, ... up to 512
+                 * while they fail. */
+                dense_retry = i + dense_backoff;
+                if (dense_backoff < 512) dense_backoff *= 2;
+            }
+#endif
             uint64_t w;
             memcpy(&w, p + i, 8);
             if ((w & DENSE_TOPS) || BYTES_IN(w, 0x21, 0x7e) != DENSE_TOPS) {
@@ -2186,6 +2369,19 @@ static PyObject *py_lower_ascii(PyObject *mod, PyObject *arg) {
     if (!res) return NULL;
     uint8_t *o = (uint8_t *)PyBytes_AS_STRING(res);
     Py_ssize_t i = 0;
+#if defined(__SSE2__)
+    /* Sixteen bytes a step with SSE2: 0x20 added to each capital (the bytes are ASCII: a
+     * signed compare reads them). */
+    if (use_simd) {
+        const __m128i before_a = _mm_set1_epi8('A' - 1), after_z = _mm_set1_epi8('Z' + 1);
+        const __m128i bit = _mm_set1_epi8(0x20);
+        for (; i + 16 <= n; i += 16) {
+            const __m128i x = _mm_loadu_si128((const __m128i *)(src + i));
+            const __m128i up = _mm_and_si128(_mm_cmpgt_epi8(x, before_a), _mm_cmplt_epi8(x, after_z));
+            _mm_storeu_si128((__m128i *)(o + i), _mm_or_si128(x, _mm_and_si128(up, bit)));
+        }
+    }
+#endif
 #if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
     const uint64_t ones = 0x0101010101010101ULL, tops = 0x8080808080808080ULL;
     const uint64_t from = ones * (uint64_t)(0x80 - 'A'), past = ones * (uint64_t)(0x7f - 'Z');
@@ -2233,6 +2429,26 @@ static PyObject *py_plain_display(PyObject *mod, PyObject *arg) {
     const uint8_t *src = (const uint8_t *)PyUnicode_DATA(arg);
     const Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
     Py_ssize_t i = 0;
+#if defined(__SSE2__)
+    /* Sixty-four bytes a step with SSE2 (the bytes are ASCII: a signed compare reads them). A
+     * step with any of those bytes is left to the words below, which find it again. */
+    if (use_simd) {
+        const __m128i ctl = _mm_set1_epi8(0x20), tab = _mm_set1_epi8('\t'), lf = _mm_set1_epi8('\n');
+        const __m128i del = _mm_set1_epi8(0x7f), lt = _mm_set1_epi8('<'), amp = _mm_set1_epi8('&');
+        for (; i + 64 <= n; i += 64) {
+            __m128i any = _mm_setzero_si128();
+            for (int k = 0; k < 4; k++) {
+                const __m128i x = _mm_loadu_si128((const __m128i *)(src + i + 16 * k));
+                const __m128i control = _mm_andnot_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(x, tab), _mm_cmpeq_epi8(x, lf)),
+                    _mm_cmplt_epi8(x, ctl));
+                any = _mm_or_si128(any, _mm_or_si128(control, _mm_or_si128(
+                    _mm_cmpeq_epi8(x, del), _mm_or_si128(_mm_cmpeq_epi8(x, lt), _mm_cmpeq_epi8(x, amp)))));
+            }
+            if (_mm_movemask_epi8(any)) break;
+        }
+    }
+#endif
     const uint64_t ones = 0x0101010101010101ULL, tops = 0x8080808080808080ULL;
     for (; i + 8 <= n; i += 8) {
         uint64_t w;
@@ -2585,7 +2801,7 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
     unsigned h = 0;
 #if defined(__SSE2__)
     /* The block read with SSE2: its first byte, end, bits (see below), events not yet run. */
-    Py_ssize_t scalar_until = 0, block = 0, block_end = 0;
+    Py_ssize_t scalar_until = 0, block = 0, block_end = 0, retry64 = 0, backoff64 = 64;
     uint32_t mm = 0, pending = 0;
 #endif
     for (Py_ssize_t i = 0; i <= n; i++) {
@@ -2607,6 +2823,53 @@ static PyObject *py_separated_hints(PyObject *mod, PyObject *args) {
             block_end = 0;
         }
         while (i >= scalar_until && i + 16 <= n) {
+            if (use_simd && i >= retry64 && i + 64 <= n) {
+                /* Sixty-four bytes at once, the same tests as below over four registers: when
+                 * none of them has an event, the loop below would pass all four blocks. Where
+                 * one has, the next try is 64 bytes on, then 128, ... up to 1024 while they
+                 * fail (tables and logs stop every few bytes: the tries would cost them a
+                 * tenth of their time). */
+                retry64 = i + backoff64;
+                if (backoff64 < 1024) backoff64 *= 2;
+                const __m128i flip = _mm_set1_epi8((char)0x80);
+                uint64_t al = 0, dg = 0, lfs = 0, dots = 0;
+                int high = 0;
+                for (int k = 0; k < 4; k++) {
+                    const __m128i x = _mm_loadu_si128((const __m128i *)(s + i + 16 * k));
+                    high |= _mm_movemask_epi8(x);
+                    const __m128i digit = _mm_cmplt_epi8(
+                        _mm_xor_si128(_mm_sub_epi8(x, _mm_set1_epi8('0')), flip),
+                        _mm_set1_epi8((char)(0x80 + 10)));
+                    const __m128i letter = _mm_cmplt_epi8(
+                        _mm_xor_si128(_mm_sub_epi8(_mm_or_si128(x, _mm_set1_epi8(0x20)),
+                                                   _mm_set1_epi8('a')), flip),
+                        _mm_set1_epi8((char)(0x80 + 26)));
+                    const __m128i dotsep = _mm_or_si128(
+                        _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('.')),
+                                     _mm_cmpeq_epi8(x, _mm_set1_epi8('_'))),
+                        _mm_cmpeq_epi8(x, _mm_set1_epi8('/')));
+                    const int shift = 16 * k;
+                    dg |= (uint64_t)(uint16_t)_mm_movemask_epi8(digit) << shift;
+                    al |= (uint64_t)(uint16_t)_mm_movemask_epi8(_mm_or_si128(digit, letter)) << shift;
+                    dots |= (uint64_t)(uint16_t)_mm_movemask_epi8(dotsep) << shift;
+                    lfs |= (uint64_t)(uint16_t)_mm_movemask_epi8(
+                               _mm_cmpeq_epi8(x, _mm_set1_epi8('\n'))) << shift;
+                }
+                if (!high) {
+                    /* Bit k: byte i + k - 1 (- 2) is a letter or digit; a digit. */
+                    const uint64_t al1 = (al << 1) | (h & 1);
+                    const uint64_t al2 = (al << 2) | ((uint64_t)(h & 1) << 1) | ((h >> 1) & 1);
+                    const uint64_t dg1 = (dg << 1) | (uint64_t)(i > 0 && SEP_DIGIT(s[i - 1]));
+                    const uint64_t events = (~al2 & al1 & ~al) | lfs | (dg & ~dg1) | (dots & dg1);
+                    if (!events) {
+                        h = (unsigned)(((al >> 63) & 1) | (((al >> 62) & 1) << 1) |
+                                       (((al >> 61) & 1) << 2));
+                        backoff64 = 64;
+                        i += 64;
+                        continue;
+                    }
+                }
+            }
             const __m128i x = _mm_loadu_si128((const __m128i *)(s + i));
             if (_mm_movemask_epi8(x)) { /* a byte outside ASCII */
                 scalar_until = i + 16;
@@ -2751,7 +3014,19 @@ fail:
     return PyErr_NoMemory();
 }
 
+/* set_simd(on) -> the previous setting: whether the SSE2 steps run (for the tests, which
+ * compare them with the scalar code on the same strings). */
+static PyObject *py_set_simd(PyObject *mod, PyObject *arg) {
+    (void)mod;
+    const int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    const int before = use_simd;
+    use_simd = on;
+    return PyBool_FromLong(before);
+}
+
 static PyMethodDef module_methods[] = {
+    {"set_simd", py_set_simd, METH_O, "set_simd(on) -> previous: whether the SSE2 steps run"},
     {"plain_display", py_plain_display, METH_O,
      "plain_display(text) -> bool: ASCII with no control (but tab, newline), '<' or '&'"},
     {"markup_joins", py_markup_joins, METH_O,

