@@ -398,6 +398,11 @@ class Ledger:
         payload = canonical_json(e)
         if opening is not None:
             self._write_opening(index, kind, opening)
+            # The opening reaches the file before its entry can: the entry's record goes out
+            # whenever its bytes are asked for (`entry_bytes`) or the buffer fills, and a process
+            # killed then must not leave an entry whose opening's tail was still buffered (one
+            # write call per opening; the fsyncs keep their order in `flush`).
+            self._openings.fh.flush()
         record = encode_record(payload)
         self._fh.write(record)
         self._last = (index, payload)

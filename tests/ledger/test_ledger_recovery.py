@@ -144,6 +144,46 @@ def test_a_process_killed_mid_session_loses_only_unflushed_entries(tmp_path: Pat
         assert set(openings) <= set(range(ledger.size))
 
 
+READ_THEN_KILLED = textwrap.dedent(
+    """
+    import os, sys
+    from bedside.ledger import Ledger
+    from bedside.ledger.openings import Opening
+    from bedside.ledger import entries as E
+    from bedside.ledger.commitment import DOMAIN_OUTPUT
+    ledger = Ledger.create(sys.argv[1], session_id="s", origin="o/s")
+    ledger.append(E.header(session="s", origin="o/s", intent={}, policy_id="p",
+                           policy_digest="sha256:00", kernel_env="e", identities={}))
+    for i in range(6):
+        content = (b"%d" % i) * (300_000 if i % 2 else 300)
+        entry, opening = E.output_from_bytes(
+            session="s", msg_id=str(i), parent="p", channel="iopub", msg_type="stream",
+            committed=content, decision="released", rule="", layer="sentry")
+        if i % 3 == 0:
+            ledger.append(entry, opening=opening)
+        else:  # the raw form the researcher's mirror writes (several parts, one write call)
+            import base64
+            ledger.append(entry, opening=Opening(ledger.size, "content", DOMAIN_OUTPUT,
+                                                 base64.b64decode(opening["salt"]), content))
+        ledger.entry_bytes(ledger.size - 1)  # a receipt asked for it: it reaches the file
+    os._exit(0)                              # killed before any flush
+    """
+)
+
+
+def test_an_entry_never_reaches_the_file_before_its_opening(tmp_path: Path) -> None:
+    """Entries reach the file (for other readers) when their bytes are asked for, before any
+    flush; a process killed then must not leave an entry whose opening is torn or missing
+    (the opening's last bytes waiting in its file's buffer)."""
+    path = tmp_path / "read.ledger"
+    subprocess.run([sys.executable, "-c", READ_THEN_KILLED, str(path)], check=True, timeout=60)
+    with Ledger.open(path) as ledger:
+        assert ledger.size == 7
+        assert not ledger.recovered
+        openings = read_openings(openings_path(path))
+        assert set(openings) == set(range(1, 7))
+
+
 def test_create_refuses_an_existing_file_and_origin_must_be_one_line(tmp_path: Path) -> None:
     from bedside.errors import LedgerError
 
