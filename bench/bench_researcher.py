@@ -289,6 +289,7 @@ def mirror_cost(root: Path, cells: int = 200) -> dict[str, dict[str, float]]:
             parsed = Parsed(raw)
             mirror.observe_reply(parsed.msg)
             parsed.dumps()
+            mirror.settle()  # as the connection does once the message has gone on
 
         n = cells if label == "trivial" else 10
         for cell in range(n):

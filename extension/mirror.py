@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import hmac
 import json
 import logging
 import time
@@ -39,7 +40,10 @@ from bedside.ledger import (
     open_checkpoint,
     open_commitment,
 )
+from bedside.ledger import entries as E
+from bedside.ledger.commitment import commit
 from bedside.ledger.entries import output_committed_bytes
+from bedside.ledger.merkle import Frontier, hash_leaf
 from bedside.ledger.note import parse_note
 from bedside.ledger.openings import Opening, PreparedOpening
 
@@ -61,12 +65,16 @@ CONTROL_REPLIES = {
 #: server, the gateway and the sentry about as much CPU per cell as the cell's own messages.
 COSIGN_DELAY = 0.5
 
-#: Outputs at least this long have their opening's base64 and record hash made in a worker
-#: thread (`_OPENINGS`) while this one checks the receipt's digest and the commitment: hashlib
-#: lets go of the GIL on large buffers, so on two cores the two take the time of one.
+#: Outputs at least this long are checked and recorded off the path to the browser: their
+#: commitment's HMAC and their opening's base64 and record hash are made in worker threads
+#: (`_OPENINGS`) while this one checks the receipt's digest (hashlib lets go of the GIL on large
+#: buffers), and their ledger entry, with its opening, is written just after the message has
+#: gone on (`SessionMirror.settle`), its place in the tree checked before (`_defer`).
 PREPARE_MIN_BYTES = 256 * 1024
 
-#: One worker: a message's opening is prepared while the event loop thread checks that message.
+#: One worker: a large output's commitment HMAC while the event loop thread checks its digest,
+#: then its opening while the message goes on (two workers would make the three hashes
+#: compete for two cores on the path to the browser).
 _OPENINGS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bedside-opening")
 
 #: How long a gap in our copy may last before we ask the sentry for the missing entries.
@@ -137,6 +145,48 @@ class _ReceiptKey:
             raise SignatureError(f"signature by {self.custodian.name!r} does not verify") from exc
 
 
+class _PendingOpening:
+    """A large output's opening while a worker makes its base64 and record hash: what is
+    staged, resolved when the entry is appended (`SessionMirror._append`), so that waiting for
+    the worker is never on the path of the message to the browser."""
+
+    __slots__ = ("index", "salt", "committed", "future")
+
+    def __init__(
+        self, index: int, salt: bytes, committed: bytes, future: Future[PreparedOpening]
+    ) -> None:
+        self.index, self.salt, self.committed, self.future = index, salt, committed, future
+
+    def resolve(self) -> Opening:
+        try:
+            prepared = self.future.result()
+        except Exception:  # noqa: BLE001 - (memory) made here instead, the same bytes
+            return Opening(self.index, "content", DOMAIN_OUTPUT, self.salt, self.committed)
+        prepared.index, prepared.salt = self.index, self.salt
+        return prepared
+
+
+@dataclass
+class _Preparing:
+    """The work the workers do for one large message while its digest is checked: the
+    commitment HMAC for each salt its receipt carries, and the opening (taken once)."""
+
+    committed: bytes
+    macs: dict[bytes, Future[tuple[str, bytes]]]
+    opening: Future[PreparedOpening] | None
+
+
+@dataclass
+class _Deferred:
+    """An output checked and shown verified whose entry is written just after (`settle`)."""
+
+    index: int
+    entry: dict[str, Any]
+    opening: _PendingOpening
+    leaf: bytes  # the leaf hash `_defer` checked the hospital's root with
+    msg: dict[str, Any]  # header and channel, to name the message if writing it fails
+
+
 class _NotYet(Exception):
     """A checkpoint for entries that are still on their way."""
 
@@ -175,7 +225,10 @@ class SessionMirror:
         self.state = PENDING
         self.reason = ""
         self.session_id = ""
-        self.ledger: Ledger | None = None
+        self._ledger: Ledger | None = None
+        # the right edge of our copy's tree, to check a deferred entry's place (`_defer`)
+        self._frontier = Frontier()
+        self._deferred: _Deferred | None = None
         self.unverified = 0
         self.verified = 0
         self.last_checkpoint: str | None = None
@@ -193,15 +246,15 @@ class SessionMirror:
         self._due: str | None = None  # the newest checked checkpoint not yet cosigned
         self._cosign_armed = False  # a timer will call cosign_due
         self._receipt_keys: _ReceiptKey | None = None
-        # (committed bytes, their opening being prepared): see PREPARE_MIN_BYTES
-        self._preparing: tuple[bytes, Future[PreparedOpening]] | None = None
+        # the workers' HMACs and opening for a large message's committed bytes (PREPARE_MIN_BYTES)
+        self._preparing: _Preparing | None = None
         self._gap_watch: int | None = None
         self._gap_asks = 0
         self._code: dict[str, str] = {}
         self._sigs: dict[str, str] = {}
         self._pending_cells: set[str] = set()
         self._waiters: dict[str, Callable[[dict[str, Any]], None]] = {}
-        self._staged: dict[int, tuple[dict[str, Any], Opening | None]] = {}
+        self._staged: dict[int, tuple[dict[str, Any], Opening | _PendingOpening | None]] = {}
         self._heads: list[tuple[int, str]] = []
         self._notes: list[str] = []
         self._saved_at = 0.0
@@ -213,6 +266,42 @@ class SessionMirror:
         self._late_intent = False  # unmonitored only because the answer is late
         directory.mkdir(parents=True, exist_ok=True)
         self._save()
+
+    # -- the ledger copy -------------------------------------------------------------------
+
+    @property
+    def ledger(self) -> Ledger | None:
+        """Our copy of the session ledger, with every checked entry in it: an output that went
+        on to the browser before its entry was written (`_defer`) is written first."""
+        if self._deferred is not None:
+            self.settle()
+        return self._ledger
+
+    @ledger.setter
+    def ledger(self, ledger: Ledger | None) -> None:
+        self._ledger = ledger
+
+    def settle(self) -> None:
+        """Write the entry and opening of the large output checked last, if it is still to be
+        written (`_defer`); the connection calls this as soon as the message has gone on to
+        the browser, and every other use of the ledger copy does it first."""
+        deferred, self._deferred = self._deferred, None
+        if deferred is None:
+            return
+        try:
+            self._append(deferred.index, deferred.entry, deferred.opening)
+            ledger = self._ledger
+            if ledger is None or ledger.leaf_hash(deferred.index) != deferred.leaf:
+                # Only if the ledger wrote other bytes than `_defer` hashed (a bug, not the
+                # hospital): later receipts' roots will not match either, so say so now.
+                raise LedgerIntegrityError(
+                    "the entry was written with other bytes than its receipt was checked with",
+                    index=deferred.index,
+                )
+            self._drain()
+        except Error as exc:
+            log.error("bedside: kernel %s: a message shown verified: %s", self.kernel_id, exc)
+            self._record_unverified(deferred.msg, exc.diagnostics())
 
     # -- paths and persistence -------------------------------------------------------------
 
@@ -317,7 +406,12 @@ class SessionMirror:
     # -- hospital -> researcher ------------------------------------------------------------
 
     def observe_reply(self, msg: dict[str, Any]) -> Verdict:
-        """Check one message from the hospital; mark it and record what it carries."""
+        """Check one message from the hospital; mark it and record what it carries.
+
+        A large output may leave its entry to be written by `settle` (the connection calls it
+        once the message has gone on); everything else is recorded before this returns.
+        """
+        self.settle()
         header = msg.get("header") or {}
         msg_type = str(header.get("msg_type", ""))
         parent = str((msg.get("parent_header") or {}).get("msg_id", ""))
@@ -462,6 +556,7 @@ class SessionMirror:
     @property
     def settled(self) -> bool:
         """No entries waiting to be appended and no checkpoint waiting to be cosigned."""
+        self.settle()
         return not self._staged and not self._notes and self._due is None
 
     def gap(self) -> tuple[int, int] | None:
@@ -692,11 +787,8 @@ class SessionMirror:
         digest = receipt.get("digest")
         committed = output_committed_bytes(channel=channel, msg_type=msg_type, content=content)
         items = receipt.get("entries") or []
-        salted = any("salt" in item for item in items if type(item) is dict)
-        if salted and len(committed) >= PREPARE_MIN_BYTES:
-            # Only the bytes: the index and salt are set (and checked) when the entry is staged.
-            prepare = PreparedOpening, -1, "content", DOMAIN_OUTPUT, b"", committed
-            self._preparing = committed, _OPENINGS.submit(*prepare)
+        if len(committed) >= PREPARE_MIN_BYTES:
+            self._prepare(committed, items)
         if digest != "sha256:" + hashlib.sha256(committed).hexdigest():
             self._preparing = None
             raise LedgerIntegrityError("the message content does not match its receipt digest")
@@ -708,10 +800,87 @@ class SessionMirror:
                 self._stage(item, msg, committed)
         finally:
             self._preparing = None
-        self._heads.append((int(receipt.get("size", -1)), str(receipt.get("root", ""))))
-        if isinstance(receipt.get("checkpoint"), str):
-            self._notes.append(str(receipt["checkpoint"]))
+        head = (int(receipt.get("size", -1)), str(receipt.get("root", "")))
+        checkpoint = receipt.get("checkpoint")
+        if checkpoint is None and self._defer(head, msg):
+            return
+        self._heads.append(head)
+        if isinstance(checkpoint, str):
+            self._notes.append(checkpoint)
         self._drain()
+
+    def _prepare(self, committed: bytes, items: list[Any]) -> None:
+        """Start the workers on a large message's committed bytes: the commitment HMAC for
+        each salt in its receipt (checked against the entry when it is staged) and, if it has
+        one, its opening's base64 and record hash (only the bytes: index and salt are set when
+        the entry is staged)."""
+        macs: dict[bytes, Future[tuple[str, bytes]]] = {}
+        for item in items:
+            if type(item) is not dict or "salt" not in item:
+                continue
+            try:
+                salt = base64.b64decode(str(item["salt"]))
+            except ValueError:
+                continue  # `_opening` says what is wrong with it
+            if len(salt) == 32 and salt not in macs:
+                macs[salt] = _OPENINGS.submit(commit, DOMAIN_OUTPUT, committed, salt=salt)
+        if not macs:
+            return
+        prepare = PreparedOpening, -1, "content", DOMAIN_OUTPUT, b"", committed
+        self._preparing = _Preparing(committed, macs, _OPENINGS.submit(*prepare))
+
+    def _defer(self, head: tuple[int, str], msg: dict[str, Any]) -> bool:
+        """Leave the writing of this message's entry, a large output the receipt's root has
+        just been checked against, until the message has gone on to the browser (`settle`).
+
+        Only in the common case: the receipt brings the next entry of our copy, an output
+        whose opening a worker is making, and no checkpoint, and writing it would let nothing
+        else that waits through. The entry is completed and checked as `Ledger.append` would
+        (the same bytes), its leaf hashed into a copy of our tree's right edge, and the root
+        of that tree compared with the receipt's, as `_drain` would after writing it. Anything
+        else, including a root that does not match, takes the path that writes first and
+        reports what is wrong. Ledger order is kept: the entry and its opening are written
+        together, opening first, by `Ledger.append`, before any other use of the copy.
+        """
+        ledger = self._ledger
+        if ledger is None or ledger.sealed or self._notes:
+            return False
+        index = ledger.size
+        staged = self._staged.get(index)
+        if (
+            staged is None
+            or not isinstance(staged[1], _PendingOpening)
+            or head[0] != index + 1
+            or self._frontier.size != index
+            # Entries and tree heads that wait for others (a shell message that overtook this
+            # one) may stay waiting, but none that writing this entry would let through: their
+            # checks belong to the message that brought them.
+            or index + 1 in self._staged
+            or any(size <= index + 1 for size, _ in self._heads)
+        ):
+            return False
+        entry = staged[0]
+        e = {"v": E.VERSION, "session": ledger.session_id, **entry}
+        if (
+            e.get("kind") != E.OUTPUT
+            or "ts" not in e
+            or e.get("seq") != index
+            or e["session"] != ledger.session_id
+        ):
+            return False
+        try:
+            E.check_entry(e, index)
+        except Error:
+            return False
+        leaf = hash_leaf(canonical_json(e))
+        tree = self._frontier.copy()
+        tree.append(leaf)
+        if tree.root().hex() != head[1]:
+            return False
+        del self._staged[index]
+        msg_ref = {"header": msg.get("header") or {}, "channel": msg.get("channel")}
+        self._deferred = _Deferred(index, entry, staged[1], leaf, msg_ref)
+        return True
 
     def _receipt_key(self, custodian: Verifier) -> _ReceiptKey:
         key = self._receipt_keys
@@ -772,7 +941,9 @@ class SessionMirror:
                 self._notes.append(note)
         self._watch_gap()
 
-    def _append(self, index: int, entry: dict[str, Any], opening: Opening | None) -> None:
+    def _append(
+        self, index: int, entry: dict[str, Any], opening: Opening | _PendingOpening | None
+    ) -> None:
         if self.ledger is None:
             if index != 0 or entry.get("kind") != "header":
                 raise LedgerIntegrityError("the first entry must be the header", index=index)
@@ -784,8 +955,14 @@ class SessionMirror:
                 self.ledger = Ledger.create(
                     self.ledger_path, session_id=self.session_id, origin=origin
                 )
+            self._frontier = Frontier()
+            for i in range(self.ledger.size):
+                self._frontier.append(self.ledger.leaf_hash(i))
             self._check_header(entry)
+        if isinstance(opening, _PendingOpening):
+            opening = opening.resolve()
         self.ledger.append(entry, opening=opening)
+        self._frontier.append(self.ledger.leaf_hash(index))
         kind = entry.get("kind")
         if kind == "output" and entry.get("decision") != "released":
             by_layer = self.outputs_stopped.setdefault(str(entry.get("decision")), {})
@@ -835,7 +1012,7 @@ class SessionMirror:
         committed: bytes,
         *,
         fetched: bool = False,
-    ) -> Opening | None:
+    ) -> Opening | _PendingOpening | None:
         """The opening of a staged entry, checked against its commitment. `fetched`: the
         content came with the entry in an entries reply (checked the same way), not as the
         message the receipt rode on."""
@@ -864,24 +1041,34 @@ class SessionMirror:
             if not own:
                 raise LedgerIntegrityError("a salt for another message's output", index=index)
             salt = base64.b64decode(str(salt_b64))
-            open_commitment(DOMAIN_OUTPUT, committed, salt, str(entry["content"]), index=index)
-            prepared = self._prepared(committed)
-            if prepared is not None:
-                prepared.index, prepared.salt = index, salt
-                return prepared
+            self._open_output(committed, salt, str(entry["content"]), index)
+            preparing = self._preparing
+            if preparing is not None and preparing.committed is committed:
+                future, preparing.opening = preparing.opening, None  # taken once
+                if future is not None:
+                    return _PendingOpening(index, salt, committed, future)
             # Raw bytes: the ledger writes the base64 record itself, without a text copy or a
             # JSON escape pass over a message that may be megabytes long.
             return Opening(index, "content", DOMAIN_OUTPUT, salt, committed)
         return None
 
-    def _prepared(self, committed: bytes) -> PreparedOpening | None:
-        """The opening of `committed` made in the worker, if it was these very bytes (taken
-        once: a receipt names one output's salt)."""
+    def _open_output(self, committed: bytes, salt: bytes, commitment: str, index: int) -> None:
+        """`open_commitment` for an output, with the HMAC a worker made if it made one for
+        these very bytes and this salt (`_prepare`)."""
         preparing = self._preparing
-        if preparing is None or preparing[0] is not committed:
-            return None
-        self._preparing = None
-        try:
-            return preparing[1].result()
-        except Exception:  # noqa: BLE001 - (memory) made here instead, the same bytes
-            return None
+        future = None
+        if preparing is not None and preparing.committed is committed:
+            future = preparing.macs.get(salt)
+        mac = None
+        if future is not None:
+            try:
+                mac = future.result()[0]
+            except Exception:  # noqa: BLE001 - (memory) made here instead
+                mac = None
+        if mac is None:
+            open_commitment(DOMAIN_OUTPUT, committed, salt, commitment, index=index)
+        elif not hmac.compare_digest(mac, commitment):
+            raise LedgerIntegrityError(
+                f"opening does not match the {DOMAIN_OUTPUT} commitment {commitment[:16]}…",
+                index=index,
+            )
