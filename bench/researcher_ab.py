@@ -5,8 +5,11 @@ kernel): one loads the extension as it is in `--base` (copied out of git as the 
 the other this worktree's. They take turns, a block of cells each, so that a loaded machine's
 load falls on both alike; prints the median, quartile and best wall time of each and the CPU
 time of each jupyter_server per cell. Everything but the extension (the ledger, the gateway, the
-sentry) is this worktree's on both sides. Not part of `make bench` (a development A/B).
-Run: `.venv/bin/python bench/researcher_ab.py [--base main] [--blocks 12]`.
+sentry) is this worktree's on both sides. With `--local`, a third jupyter_server with this
+extension and a local kernel (no gateway, Nagle off: `local-nodelay` of bench_researcher.py)
+takes its turns too, and the ratios of each side to it are printed. Not part of `make bench`
+(a development A/B).
+Run: `.venv/bin/python bench/researcher_ab.py [--base main] [--blocks 12] [--local]`.
 """
 
 from __future__ import annotations
@@ -76,6 +79,11 @@ async def measure(probes: dict[str, b.Probe], blocks: int) -> dict[str, Any]:
                     cpu[name] += b.cpu_seconds(probe.pid) - before
             for name in probes:
                 w = sorted(walls[name])
+                if "local" in probes and name != "local":
+                    local = statistics.median(walls["local"])
+                    out[f"{label} {name}/local median ratio"] = round(
+                        statistics.median(w) / local, 3
+                    )
                 out[f"{label} {name}"] = {
                     "median_ms": round(statistics.median(w), 2),
                     "p25_ms": round(w[len(w) // 4], 2),
@@ -93,6 +101,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="main", help="git revision of the other extension")
     parser.add_argument("--blocks", type=int, default=12, help="turns of trivial cells each")
+    parser.add_argument("--local", action="store_true", help="also a local kernel, Nagle off")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="researcher-ab-") as tmp:
         root = Path(tmp)
@@ -115,6 +124,9 @@ def main() -> int:
                     server = BaseServer(**fields)
                     server.env["PYTHONPATH"] = str(root / "base")
                 probes[name] = b.Probe(stack.enter_context(server), "bedside", [])
+            if args.local:
+                server = b.server(root, "local", "", "", extension=True)
+                probes["local"] = b.Probe(stack.enter_context(server), "python3", [])
             result = asyncio.run(measure(probes, args.blocks))
     print(
         json.dumps({"benchmark": "researcher-ab", "base": args.base, "results": result}, indent=2)
