@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import hmac
 import json
 import logging
 import time
@@ -41,7 +40,6 @@ from bedside.ledger import (
     open_commitment,
 )
 from bedside.ledger import entries as E
-from bedside.ledger.commitment import commit
 from bedside.ledger.entries import output_committed_bytes
 from bedside.ledger.merkle import Frontier, hash_leaf
 from bedside.ledger.note import parse_note
@@ -65,16 +63,14 @@ CONTROL_REPLIES = {
 #: server, the gateway and the sentry about as much CPU per cell as the cell's own messages.
 COSIGN_DELAY = 0.5
 
-#: Outputs at least this long are checked and recorded off the path to the browser: their
-#: commitment's HMAC and their opening's base64 and record hash are made in worker threads
-#: (`_OPENINGS`) while this one checks the receipt's digest (hashlib lets go of the GIL on large
-#: buffers), and their ledger entry, with its opening, is written just after the message has
-#: gone on (`SessionMirror.settle`), its place in the tree checked before (`_defer`).
+#: Outputs at least this long have their opening's base64 and record hash made in a worker
+#: thread (`_OPENINGS`) while this one checks the receipt's digest and the commitment (hashlib
+#: lets go of the GIL on large buffers), and their ledger entry, with that opening, written
+#: just after the message has gone on to the browser (`SessionMirror.settle`), its place in
+#: the tree checked before (`SessionMirror._defer`).
 PREPARE_MIN_BYTES = 256 * 1024
 
-#: One worker: a large output's commitment HMAC while the event loop thread checks its digest,
-#: then its opening while the message goes on (two workers would make the three hashes
-#: compete for two cores on the path to the browser).
+#: One worker: a message's opening is prepared while the event loop thread checks that message.
 _OPENINGS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bedside-opening")
 
 #: How long a gap in our copy may last before we ask the sentry for the missing entries.
@@ -167,16 +163,6 @@ class _PendingOpening:
 
 
 @dataclass
-class _Preparing:
-    """The work the workers do for one large message while its digest is checked: the
-    commitment HMAC for each salt its receipt carries, and the opening (taken once)."""
-
-    committed: bytes
-    macs: dict[bytes, Future[tuple[str, bytes]]]
-    opening: Future[PreparedOpening] | None
-
-
-@dataclass
 class _Deferred:
     """An output checked and shown verified whose entry is written just after (`settle`)."""
 
@@ -246,8 +232,8 @@ class SessionMirror:
         self._due: str | None = None  # the newest checked checkpoint not yet cosigned
         self._cosign_armed = False  # a timer will call cosign_due
         self._receipt_keys: _ReceiptKey | None = None
-        # the workers' HMACs and opening for a large message's committed bytes (PREPARE_MIN_BYTES)
-        self._preparing: _Preparing | None = None
+        # (committed bytes, their opening being prepared): see PREPARE_MIN_BYTES
+        self._preparing: tuple[bytes, Future[PreparedOpening]] | None = None
         self._gap_watch: int | None = None
         self._gap_asks = 0
         self._code: dict[str, str] = {}
@@ -787,8 +773,11 @@ class SessionMirror:
         digest = receipt.get("digest")
         committed = output_committed_bytes(channel=channel, msg_type=msg_type, content=content)
         items = receipt.get("entries") or []
-        if len(committed) >= PREPARE_MIN_BYTES:
-            self._prepare(committed, items)
+        salted = any("salt" in item for item in items if type(item) is dict)
+        if salted and len(committed) >= PREPARE_MIN_BYTES:
+            # Only the bytes: the index and salt are set (and checked) when the entry is staged.
+            prepare = PreparedOpening, -1, "content", DOMAIN_OUTPUT, b"", committed
+            self._preparing = committed, _OPENINGS.submit(*prepare)
         if digest != "sha256:" + hashlib.sha256(committed).hexdigest():
             self._preparing = None
             raise LedgerIntegrityError("the message content does not match its receipt digest")
@@ -808,26 +797,6 @@ class SessionMirror:
         if isinstance(checkpoint, str):
             self._notes.append(checkpoint)
         self._drain()
-
-    def _prepare(self, committed: bytes, items: list[Any]) -> None:
-        """Start the workers on a large message's committed bytes: the commitment HMAC for
-        each salt in its receipt (checked against the entry when it is staged) and, if it has
-        one, its opening's base64 and record hash (only the bytes: index and salt are set when
-        the entry is staged)."""
-        macs: dict[bytes, Future[tuple[str, bytes]]] = {}
-        for item in items:
-            if type(item) is not dict or "salt" not in item:
-                continue
-            try:
-                salt = base64.b64decode(str(item["salt"]))
-            except ValueError:
-                continue  # `_opening` says what is wrong with it
-            if len(salt) == 32 and salt not in macs:
-                macs[salt] = _OPENINGS.submit(commit, DOMAIN_OUTPUT, committed, salt=salt)
-        if not macs:
-            return
-        prepare = PreparedOpening, -1, "content", DOMAIN_OUTPUT, b"", committed
-        self._preparing = _Preparing(committed, macs, _OPENINGS.submit(*prepare))
 
     def _defer(self, head: tuple[int, str], msg: dict[str, Any]) -> bool:
         """Leave the writing of this message's entry, a large output the receipt's root has
@@ -1041,34 +1010,12 @@ class SessionMirror:
             if not own:
                 raise LedgerIntegrityError("a salt for another message's output", index=index)
             salt = base64.b64decode(str(salt_b64))
-            self._open_output(committed, salt, str(entry["content"]), index)
+            open_commitment(DOMAIN_OUTPUT, committed, salt, str(entry["content"]), index=index)
             preparing = self._preparing
-            if preparing is not None and preparing.committed is committed:
-                future, preparing.opening = preparing.opening, None  # taken once
-                if future is not None:
-                    return _PendingOpening(index, salt, committed, future)
+            if preparing is not None and preparing[0] is committed:
+                self._preparing = None  # taken once: a receipt names one output's salt
+                return _PendingOpening(index, salt, committed, preparing[1])
             # Raw bytes: the ledger writes the base64 record itself, without a text copy or a
             # JSON escape pass over a message that may be megabytes long.
             return Opening(index, "content", DOMAIN_OUTPUT, salt, committed)
         return None
-
-    def _open_output(self, committed: bytes, salt: bytes, commitment: str, index: int) -> None:
-        """`open_commitment` for an output, with the HMAC a worker made if it made one for
-        these very bytes and this salt (`_prepare`)."""
-        preparing = self._preparing
-        future = None
-        if preparing is not None and preparing.committed is committed:
-            future = preparing.macs.get(salt)
-        mac = None
-        if future is not None:
-            try:
-                mac = future.result()[0]
-            except Exception:  # noqa: BLE001 - (memory) made here instead
-                mac = None
-        if mac is None:
-            open_commitment(DOMAIN_OUTPUT, committed, salt, commitment, index=index)
-        elif not hmac.compare_digest(mac, commitment):
-            raise LedgerIntegrityError(
-                f"opening does not match the {DOMAIN_OUTPUT} commitment {commitment[:16]}…",
-                index=index,
-            )
