@@ -5,14 +5,23 @@ kernel): one loads the extension as it is in `--base` (copied out of git as the 
 the other this worktree's. They take turns, a block of cells each, so that a loaded machine's
 load falls on both alike; prints the median, quartile and best wall time of each and the CPU
 time of each jupyter_server per cell. Everything but the extension (the ledger, the gateway, the
-sentry) is this worktree's on both sides. Not part of `make bench` (a development A/B).
-Run: `.venv/bin/python bench/researcher_ab.py [--base main] [--blocks 12]`.
+sentry) is this worktree's on both sides. With `--local`, a third jupyter_server with this
+extension and a local kernel (no gateway, Nagle off: `local-nodelay` of bench_researcher.py)
+takes its turns too, and the ratios of each side to it are printed. With `--in-process`, no
+servers: both extensions' mirrors take turns on the stand-in hospital's messages
+(tests/extension), and what is printed is, per message, the wall time until it could go on to
+the browser, the wall time with its ledger entry written, and the event loop thread's CPU.
+Not part of `make bench` (a development A/B).
+Run: `.venv/bin/python bench/researcher_ab.py [--base main] [--blocks 12] [--local]
+[--in-process]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
+import importlib
 import json
 import statistics
 import subprocess
@@ -76,6 +85,11 @@ async def measure(probes: dict[str, b.Probe], blocks: int) -> dict[str, Any]:
                     cpu[name] += b.cpu_seconds(probe.pid) - before
             for name in probes:
                 w = sorted(walls[name])
+                if "local" in probes and name != "local":
+                    local = statistics.median(walls["local"])
+                    out[f"{label} {name}/local median ratio"] = round(
+                        statistics.median(w) / local, 3
+                    )
                 out[f"{label} {name}"] = {
                     "median_ms": round(statistics.median(w), 2),
                     "p25_ms": round(w[len(w) // 4], 2),
@@ -89,11 +103,92 @@ async def measure(probes: dict[str, b.Probe], blocks: int) -> dict[str, Any]:
     return out
 
 
+def in_process(base: Path, cells: int) -> dict[str, Any]:
+    """Both extensions' mirrors in this process, in turn, on the same kinds of messages."""
+    sys.path.insert(0, str(ROOT / "tests" / "extension"))
+    sys.path.insert(0, str(base))
+    from conftest import StandInHospital  # the receipt-protocol stand-in of the unit tests
+
+    from bedside.ledger import Signer
+
+    sides = {
+        name: (
+            importlib.import_module(f"{pkg}.connection"),
+            importlib.import_module(f"{pkg}.mirror"),
+        )
+        for name, pkg in (("base", "oldext"), ("this", "bedside.extension"))
+    }
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="researcher-ab-") as tmp:
+        for label, text in (("trivial", "2\n"), ("one_mb", "x" * 1_000_000 + "\n")):
+            runs = {}
+            for name, (conn, mir) in sides.items():
+                d = Path(tmp) / f"{label}-{name}"
+                d.mkdir()
+                hospital = StandInHospital(d)
+                mirror = mir.SessionMirror(
+                    kernel_id=name, directory=d / "r", signer=Signer.generate("r"),
+                    intent={"purpose": "bench", "policy_id": "demo"},
+                )  # fmt: skip
+                mirror.send = lambda msg: None
+                mirror.observe_reply(hospital.intent(mirror.intent_request()))
+                runs[name] = (conn, mir, hospital, mirror)
+            got: dict[str, dict[str, list[float]]] = {
+                k: {
+                    "to_browser": [],
+                    "written": [],
+                    "main_cpu_to_browser": [],
+                    "main_cpu": [],
+                    "process_cpu": [],
+                }
+                for k in runs
+            }
+            for cell in range(cells):
+                for name, (conn, mir, hospital, mirror) in runs.items():
+                    request = mir.new_message("execute_request", {"code": "print(2)"}, session="b")
+                    mirror.observe_request(request)
+                    raws = [json.dumps(m) for m in hospital.execute(copy.deepcopy(request), text)]
+                    settle = getattr(mirror, "settle", lambda: None)
+                    for raw in raws:
+                        c, t, pc = time.thread_time(), time.perf_counter(), time.process_time()
+                        parsed = conn.Parsed(raw)
+                        verdict = mirror.observe_reply(parsed.msg)
+                        parsed.dumps()
+                        t1, c1 = time.perf_counter(), time.thread_time()
+                        settle()
+                        if getattr(mirror, "_preparing", None) is None and hasattr(
+                            mir, "_OPENINGS"
+                        ):
+                            mir._OPENINGS.submit(int).result()  # the worker's work is counted
+                        t2, c2, pc2 = time.perf_counter(), time.thread_time(), time.process_time()
+                        assert verdict.verified, verdict.reason
+                        if cell >= 3 and (label == "trivial" or len(raw) > 100_000):
+                            got[name]["to_browser"].append((t1 - t) * 1000)
+                            got[name]["written"].append((t2 - t) * 1000)
+                            got[name]["main_cpu_to_browser"].append((c1 - c) * 1000)
+                            got[name]["main_cpu"].append((c2 - c) * 1000)
+                            got[name]["process_cpu"].append((pc2 - pc) * 1000)
+            for name, series in got.items():
+                out[f"{label} {name}"] = {
+                    f"{k}_median_ms": round(statistics.median(v), 3) for k, v in series.items()
+                } | {"messages": len(series["to_browser"])}
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="main", help="git revision of the other extension")
     parser.add_argument("--blocks", type=int, default=12, help="turns of trivial cells each")
+    parser.add_argument("--local", action="store_true", help="also a local kernel, Nagle off")
+    parser.add_argument("--in-process", action="store_true", help="the mirrors only, no servers")
     args = parser.parse_args()
+    if args.in_process:
+        with tempfile.TemporaryDirectory(prefix="researcher-ab-") as tmp:
+            base_extension(args.base, Path(tmp) / "base")
+            result = in_process(Path(tmp) / "base", max(args.blocks, 12))
+        doc = {"benchmark": "researcher-ab-in-process", "base": args.base, "results": result}
+        print(json.dumps(doc, indent=2))
+        return 0
     with tempfile.TemporaryDirectory(prefix="researcher-ab-") as tmp:
         root = Path(tmp)
         root.chmod(0o755)
@@ -115,6 +210,9 @@ def main() -> int:
                     server = BaseServer(**fields)
                     server.env["PYTHONPATH"] = str(root / "base")
                 probes[name] = b.Probe(stack.enter_context(server), "bedside", [])
+            if args.local:
+                server = b.server(root, "local", "", "", extension=True)
+                probes["local"] = b.Probe(stack.enter_context(server), "python3", [])
             result = asyncio.run(measure(probes, args.blocks))
     print(
         json.dumps({"benchmark": "researcher-ab", "base": args.base, "results": result}, indent=2)

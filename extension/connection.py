@@ -308,10 +308,15 @@ class BedsideWebSocketConnection(GatewayWebSocketConnection):
             self._decided(mirror)
         elif was_awaiting and not mirror.awaiting_intent:
             log.info("bedside: session of kernel %s is %s", self.kernel_id, mirror.state)
-        if verdict.consumed:
-            return
-        # orjson's UTF-8 bytes: tornado's write_message sends them as they are, as the text frame
-        super().handle_outgoing_message(parsed.dumps(), *args)  # type: ignore[arg-type]
+        try:
+            if not verdict.consumed:
+                # orjson's UTF-8 bytes: tornado's write_message sends them as they are, as the
+                # text frame
+                super().handle_outgoing_message(parsed.dumps(), *args)  # type: ignore[arg-type]
+        finally:
+            # a large output checked and marked but not yet written to our ledger copy: now
+            # that it is on its way to the browser (SessionMirror._defer)
+            mirror.settle()
 
     async def _read_messages(self) -> None:
         await super()._read_messages()

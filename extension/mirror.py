@@ -39,7 +39,9 @@ from bedside.ledger import (
     open_checkpoint,
     open_commitment,
 )
+from bedside.ledger import entries as E
 from bedside.ledger.entries import output_committed_bytes
+from bedside.ledger.merkle import Frontier, hash_leaf
 from bedside.ledger.note import parse_note
 from bedside.ledger.openings import Opening, PreparedOpening
 
@@ -62,8 +64,10 @@ CONTROL_REPLIES = {
 COSIGN_DELAY = 0.5
 
 #: Outputs at least this long have their opening's base64 and record hash made in a worker
-#: thread (`_OPENINGS`) while this one checks the receipt's digest and the commitment: hashlib
-#: lets go of the GIL on large buffers, so on two cores the two take the time of one.
+#: thread (`_OPENINGS`) while this one checks the receipt's digest and the commitment (hashlib
+#: lets go of the GIL on large buffers), and their ledger entry, with that opening, written
+#: just after the message has gone on to the browser (`SessionMirror.settle`), its place in
+#: the tree checked before (`SessionMirror._defer`).
 PREPARE_MIN_BYTES = 256 * 1024
 
 #: One worker: a message's opening is prepared while the event loop thread checks that message.
@@ -137,6 +141,38 @@ class _ReceiptKey:
             raise SignatureError(f"signature by {self.custodian.name!r} does not verify") from exc
 
 
+class _PendingOpening:
+    """A large output's opening while a worker makes its base64 and record hash: what is
+    staged, resolved when the entry is appended (`SessionMirror._append`), so that waiting for
+    the worker is never on the path of the message to the browser."""
+
+    __slots__ = ("index", "salt", "committed", "future")
+
+    def __init__(
+        self, index: int, salt: bytes, committed: bytes, future: Future[PreparedOpening]
+    ) -> None:
+        self.index, self.salt, self.committed, self.future = index, salt, committed, future
+
+    def resolve(self) -> Opening:
+        try:
+            prepared = self.future.result()
+        except Exception:  # noqa: BLE001 - (memory) made here instead, the same bytes
+            return Opening(self.index, "content", DOMAIN_OUTPUT, self.salt, self.committed)
+        prepared.index, prepared.salt = self.index, self.salt
+        return prepared
+
+
+@dataclass
+class _Deferred:
+    """An output checked and shown verified whose entry is written just after (`settle`)."""
+
+    index: int
+    entry: dict[str, Any]
+    opening: _PendingOpening
+    leaf: bytes  # the leaf hash `_defer` checked the hospital's root with
+    msg: dict[str, Any]  # header and channel, to name the message if writing it fails
+
+
 class _NotYet(Exception):
     """A checkpoint for entries that are still on their way."""
 
@@ -175,7 +211,10 @@ class SessionMirror:
         self.state = PENDING
         self.reason = ""
         self.session_id = ""
-        self.ledger: Ledger | None = None
+        self._ledger: Ledger | None = None
+        # the right edge of our copy's tree, to check a deferred entry's place (`_defer`)
+        self._frontier = Frontier()
+        self._deferred: _Deferred | None = None
         self.unverified = 0
         self.verified = 0
         self.last_checkpoint: str | None = None
@@ -201,7 +240,7 @@ class SessionMirror:
         self._sigs: dict[str, str] = {}
         self._pending_cells: set[str] = set()
         self._waiters: dict[str, Callable[[dict[str, Any]], None]] = {}
-        self._staged: dict[int, tuple[dict[str, Any], Opening | None]] = {}
+        self._staged: dict[int, tuple[dict[str, Any], Opening | _PendingOpening | None]] = {}
         self._heads: list[tuple[int, str]] = []
         self._notes: list[str] = []
         self._saved_at = 0.0
@@ -213,6 +252,42 @@ class SessionMirror:
         self._late_intent = False  # unmonitored only because the answer is late
         directory.mkdir(parents=True, exist_ok=True)
         self._save()
+
+    # -- the ledger copy -------------------------------------------------------------------
+
+    @property
+    def ledger(self) -> Ledger | None:
+        """Our copy of the session ledger, with every checked entry in it: an output that went
+        on to the browser before its entry was written (`_defer`) is written first."""
+        if self._deferred is not None:
+            self.settle()
+        return self._ledger
+
+    @ledger.setter
+    def ledger(self, ledger: Ledger | None) -> None:
+        self._ledger = ledger
+
+    def settle(self) -> None:
+        """Write the entry and opening of the large output checked last, if it is still to be
+        written (`_defer`); the connection calls this as soon as the message has gone on to
+        the browser, and every other use of the ledger copy does it first."""
+        deferred, self._deferred = self._deferred, None
+        if deferred is None:
+            return
+        try:
+            self._append(deferred.index, deferred.entry, deferred.opening)
+            ledger = self._ledger
+            if ledger is None or ledger.leaf_hash(deferred.index) != deferred.leaf:
+                # Only if the ledger wrote other bytes than `_defer` hashed (a bug, not the
+                # hospital): later receipts' roots will not match either, so say so now.
+                raise LedgerIntegrityError(
+                    "the entry was written with other bytes than its receipt was checked with",
+                    index=deferred.index,
+                )
+            self._drain()
+        except Error as exc:
+            log.error("bedside: kernel %s: a message shown verified: %s", self.kernel_id, exc)
+            self._record_unverified(deferred.msg, exc.diagnostics())
 
     # -- paths and persistence -------------------------------------------------------------
 
@@ -317,7 +392,12 @@ class SessionMirror:
     # -- hospital -> researcher ------------------------------------------------------------
 
     def observe_reply(self, msg: dict[str, Any]) -> Verdict:
-        """Check one message from the hospital; mark it and record what it carries."""
+        """Check one message from the hospital; mark it and record what it carries.
+
+        A large output may leave its entry to be written by `settle` (the connection calls it
+        once the message has gone on); everything else is recorded before this returns.
+        """
+        self.settle()
         header = msg.get("header") or {}
         msg_type = str(header.get("msg_type", ""))
         parent = str((msg.get("parent_header") or {}).get("msg_id", ""))
@@ -462,6 +542,7 @@ class SessionMirror:
     @property
     def settled(self) -> bool:
         """No entries waiting to be appended and no checkpoint waiting to be cosigned."""
+        self.settle()
         return not self._staged and not self._notes and self._due is None
 
     def gap(self) -> tuple[int, int] | None:
@@ -708,10 +789,67 @@ class SessionMirror:
                 self._stage(item, msg, committed)
         finally:
             self._preparing = None
-        self._heads.append((int(receipt.get("size", -1)), str(receipt.get("root", ""))))
-        if isinstance(receipt.get("checkpoint"), str):
-            self._notes.append(str(receipt["checkpoint"]))
+        head = (int(receipt.get("size", -1)), str(receipt.get("root", "")))
+        checkpoint = receipt.get("checkpoint")
+        if checkpoint is None and self._defer(head, msg):
+            return
+        self._heads.append(head)
+        if isinstance(checkpoint, str):
+            self._notes.append(checkpoint)
         self._drain()
+
+    def _defer(self, head: tuple[int, str], msg: dict[str, Any]) -> bool:
+        """Leave the writing of this message's entry, a large output the receipt's root has
+        just been checked against, until the message has gone on to the browser (`settle`).
+
+        Only in the common case: the receipt brings the next entry of our copy, an output
+        whose opening a worker is making, and no checkpoint, and writing it would let nothing
+        else that waits through. The entry is completed and checked as `Ledger.append` would
+        (the same bytes), its leaf hashed into a copy of our tree's right edge, and the root
+        of that tree compared with the receipt's, as `_drain` would after writing it. Anything
+        else, including a root that does not match, takes the path that writes first and
+        reports what is wrong. Ledger order is kept: the entry and its opening are written
+        together, opening first, by `Ledger.append`, before any other use of the copy.
+        """
+        ledger = self._ledger
+        if ledger is None or ledger.sealed or self._notes:
+            return False
+        index = ledger.size
+        staged = self._staged.get(index)
+        if (
+            staged is None
+            or not isinstance(staged[1], _PendingOpening)
+            or head[0] != index + 1
+            or self._frontier.size != index
+            # Entries and tree heads that wait for others (a shell message that overtook this
+            # one) may stay waiting, but none that writing this entry would let through: their
+            # checks belong to the message that brought them.
+            or index + 1 in self._staged
+            or any(size <= index + 1 for size, _ in self._heads)
+        ):
+            return False
+        entry = staged[0]
+        e = {"v": E.VERSION, "session": ledger.session_id, **entry}
+        if (
+            e.get("kind") != E.OUTPUT
+            or "ts" not in e
+            or e.get("seq") != index
+            or e["session"] != ledger.session_id
+        ):
+            return False
+        try:
+            E.check_entry(e, index)
+        except Error:
+            return False
+        leaf = hash_leaf(canonical_json(e))
+        tree = self._frontier.copy()
+        tree.append(leaf)
+        if tree.root().hex() != head[1]:
+            return False
+        del self._staged[index]
+        msg_ref = {"header": msg.get("header") or {}, "channel": msg.get("channel")}
+        self._deferred = _Deferred(index, entry, staged[1], leaf, msg_ref)
+        return True
 
     def _receipt_key(self, custodian: Verifier) -> _ReceiptKey:
         key = self._receipt_keys
@@ -772,7 +910,9 @@ class SessionMirror:
                 self._notes.append(note)
         self._watch_gap()
 
-    def _append(self, index: int, entry: dict[str, Any], opening: Opening | None) -> None:
+    def _append(
+        self, index: int, entry: dict[str, Any], opening: Opening | _PendingOpening | None
+    ) -> None:
         if self.ledger is None:
             if index != 0 or entry.get("kind") != "header":
                 raise LedgerIntegrityError("the first entry must be the header", index=index)
@@ -784,8 +924,14 @@ class SessionMirror:
                 self.ledger = Ledger.create(
                     self.ledger_path, session_id=self.session_id, origin=origin
                 )
+            self._frontier = Frontier()
+            for i in range(self.ledger.size):
+                self._frontier.append(self.ledger.leaf_hash(i))
             self._check_header(entry)
+        if isinstance(opening, _PendingOpening):
+            opening = opening.resolve()
         self.ledger.append(entry, opening=opening)
+        self._frontier.append(self.ledger.leaf_hash(index))
         kind = entry.get("kind")
         if kind == "output" and entry.get("decision") != "released":
             by_layer = self.outputs_stopped.setdefault(str(entry.get("decision")), {})
@@ -835,7 +981,7 @@ class SessionMirror:
         committed: bytes,
         *,
         fetched: bool = False,
-    ) -> Opening | None:
+    ) -> Opening | _PendingOpening | None:
         """The opening of a staged entry, checked against its commitment. `fetched`: the
         content came with the entry in an entries reply (checked the same way), not as the
         message the receipt rode on."""
@@ -865,23 +1011,11 @@ class SessionMirror:
                 raise LedgerIntegrityError("a salt for another message's output", index=index)
             salt = base64.b64decode(str(salt_b64))
             open_commitment(DOMAIN_OUTPUT, committed, salt, str(entry["content"]), index=index)
-            prepared = self._prepared(committed)
-            if prepared is not None:
-                prepared.index, prepared.salt = index, salt
-                return prepared
+            preparing = self._preparing
+            if preparing is not None and preparing[0] is committed:
+                self._preparing = None  # taken once: a receipt names one output's salt
+                return _PendingOpening(index, salt, committed, preparing[1])
             # Raw bytes: the ledger writes the base64 record itself, without a text copy or a
             # JSON escape pass over a message that may be megabytes long.
             return Opening(index, "content", DOMAIN_OUTPUT, salt, committed)
         return None
-
-    def _prepared(self, committed: bytes) -> PreparedOpening | None:
-        """The opening of `committed` made in the worker, if it was these very bytes (taken
-        once: a receipt names one output's salt)."""
-        preparing = self._preparing
-        if preparing is None or preparing[0] is not committed:
-            return None
-        self._preparing = None
-        try:
-            return preparing[1].result()
-        except Exception:  # noqa: BLE001 - (memory) made here instead, the same bytes
-            return None
