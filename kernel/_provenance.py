@@ -267,6 +267,9 @@ class ProvenanceTracker:
         self._group_cache: list[tuple[tuple[Any, ...], Any]] = []  # see `_grouped`
         self._cells_cache: list[tuple[tuple[Any, ...], Any]] = []  # see `_cells`
         self._held: tuple[Any, set[int], Any] | None = None  # see `remembers`
+        # Set by the output guard: the object an aggregate's text rendering (`to_string`, which
+        # `print` calls, `to_csv`, ...) is made of, i.e. its redacted copy (see `wrap_render`).
+        self.render_judge: Callable[[Any], Any] | None = None
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -1161,6 +1164,11 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
         def render(self: Any, *a: Any, **kw: Any) -> Any:
             if not tracker.busy and tag_of(self) is not None:
                 note_extraction(tracker, self)
+                judge = tracker.render_judge
+                if judge is not None and tag_of(self)[0] == "agg":  # type: ignore[index]
+                    # An aggregate written as text (`print(t)`, `t.to_csv()`) is judged as its
+                    # display would be: the text is that of the redacted copy.
+                    self = judge(self)
             return orig(self, *a, **kw)
 
         setattr(cls, name, render)

@@ -205,6 +205,10 @@ class OutputGuard:
         self._muted_streams: set[str] = set()
         self._lock = threading.RLock()
         self.sequences = SequenceGuard(sequence_log(tracker))  # row-order runs, any cardinality
+        # Decisions on aggregates the cell wrote as text (`judge_rendered`), attached to the
+        # cell's outputs that carry no decision of their own.
+        self._text_notes: list[Decision] = []
+        tracker.render_judge = self.judge_rendered
 
     # -- cells ---------------------------------------------------------------------------------
     def begin_cell(self, code: str, msg_id: str) -> None:
@@ -213,6 +217,7 @@ class OutputGuard:
             self.code = code
             self.cell_id = msg_id
             self.cell_block = None
+            self._text_notes.clear()
             self._stream_tail.clear()
             self._muted_streams.clear()
 
@@ -260,6 +265,33 @@ class OutputGuard:
                                     d.advice), obj  # fmt: skip
                 return worst, obj
         return None, obj
+
+    def judge_rendered(self, obj: Any) -> Any:
+        """The object an aggregate's text is written from (`print(t)`, `t.to_csv()`,
+        `t.to_json()`, ...): judged as its display would be, so the text carries the same
+        suppressed cells. A table of which every cell fails is written all `suppressed` and the
+        cell's outputs are withheld; a table that only has its counts rounded is written as is
+        (its text releases nothing the rules forbid)."""
+        with self._lock:
+            decision, target = self.judge_object(obj)
+            if decision is None or decision.action is Action.RELEASED:
+                return obj
+            if decision.rule == dr.ROUNDING:
+                return obj
+            if decision.blocked:
+                if self.cell_block is None:
+                    self.cell_block = Decision.block(
+                        decision.rule, f"a table written as text: {decision.reason}",
+                        decision.advice, details=decision.details)  # fmt: skip
+                frame = _Grid.of(obj)
+                out = np.full((len(frame.index), len(frame.columns)), SUPPRESSED, dtype=object)
+                blank: Any = pd.DataFrame(out, index=frame.index, columns=frame.columns)
+                if isinstance(obj, pd.Series):
+                    blank = blank.iloc[:, 0].rename(obj.name)
+                blank.attrs.clear()
+                return blank
+            self._text_notes.append(decision)
+            return target
 
     def _extracted(self, obj: Any) -> Decision | None:
         """A list or array taken from protected rows in record order (`tolist`, `.values`)."""
@@ -601,6 +633,8 @@ class OutputGuard:
                 # digit in it: the sentry scans metadata with the content, and a digit anywhere
                 # in a megabyte of words costs its PHI patterns a pass over all of it (~5 ms).
                 decision = Decision.release(SENTRY_SCAN_RULE, SENTRY_SCAN_REASON)
+        if decision is None and not prior and self._text_notes and msg_type in OUTPUT_TYPES:
+            decision = self._text_notes[0]  # the cell wrote a redacted table as text
         if decision is None:
             if prior:
                 meta["bedside"] = prior
