@@ -84,6 +84,32 @@ class ReductionEvent:
     fails: tuple[str, ...] = ()
 
 
+# The statistics a column label names (`agg(['mean', 'count'])`, `describe()`'s columns).
+LABEL_STATS = frozenset({"count", "size", "sum", "mean", "std", "var", "sem", "median", "min",
+                         "max", "nunique"})  # fmt: skip
+
+
+def label_statistic(ann: Annotation, label: Any) -> str:
+    """The statistic of a result column: the annotation's per-column map (a column of several
+    levels, `(value, 'mean')`, also by its last level), else the annotation's statistic. A
+    column of `describe()` or of a list of aggfuncs says its statistic in its label (`'min'`,
+    `'75%'`: the percentile is written `q75%`)."""
+    stat = ann.column_stats.get(label)
+    last = label[-1] if isinstance(label, tuple) and label else label
+    if stat is None and last is not label:
+        stat = ann.column_stats.get(last)
+    if stat is None:
+        stat = ann.statistic
+    if stat in ("mixed", "describe"):
+        name = str(last)
+        if name in LABEL_STATS:
+            return name
+        if stat == "describe" and name.endswith("%"):
+            return "q" + name
+        return "mean" if stat == "mixed" else stat
+    return str(stat)
+
+
 def tag_of(obj: object) -> tuple[str, Any] | None:
     if isinstance(obj, NDFrame):
         attrs = obj.__dict__.get("_attrs") or {}
@@ -147,6 +173,9 @@ def _same(a: Any, b: Any) -> bool:
             return False
         if a.is_(b):
             return True
+        if isinstance(a, pd.MultiIndex) or isinstance(b, pd.MultiIndex):
+            # (no single backing array: `.array` raises; the labels of two or more keys)
+            return type(a) is type(b) and a.equals(b)
         pa_a, pa_b = getattr(a.array, "_pa_array", None), getattr(b.array, "_pa_array", None)
         if pa_a is not None and pa_b is not None:  # pyarrow labels: one comparison in arrow
             return type(a) is type(b) and a.dtype == b.dtype and bool(pa_a.equals(pa_b))
@@ -1273,6 +1302,82 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
         return result
 
     NDFrame.describe = describe  # type: ignore[method-assign,unused-ignore]
+
+    # -- a grouped result reshaped into a table ------------------------------------------------
+    def wrap_unstack(cls: Any) -> None:
+        orig = cls.unstack
+
+        @functools.wraps(orig)
+        def unstack(self: Any, *a: Any, **kw: Any) -> Any:
+            result = orig(self, *a, **kw)
+            ann = None if tracker.busy else _raw_annotation(tracker, self)
+            if ann is None or not isinstance(result, pd.DataFrame):
+                return result
+            try:
+                with tracker.quiet():
+                    new = unstacked(ann.resolve(tracker), self, result, a, kw)
+            except Exception:  # noqa: BLE001 - records behind the cells unknown: fail closed
+                new = Annotation(ann.table, ann.kind, pd.Series(dtype=float), ann.statistic)
+            return tracker.annotate(result, new)
+
+        cls.unstack = unstack
+
+    def unstacked(ann: Annotation, src: Any, result: pd.DataFrame, a: tuple[Any, ...],
+                  kw: dict[str, Any]) -> Annotation:  # fmt: skip
+        """`groupby([a, b]).size().unstack()`: the annotation of the groups, per cell of the
+        table (pandas does not carry `attrs` through unstack). A combination no record has
+        (NaN, or `fill_value`) stands on 0 records."""
+        labels = src.index
+        # where each row of the source lands: unstack the row positions the same way
+        where = pd.Series(np.arange(len(labels), dtype=float), index=labels)
+        where = pd.Series.unstack(where, *a, **{k: v for k, v in kw.items() if k != "fill_value"})
+        counts = ann.counts
+        if not isinstance(counts, pd.Series):
+            raise TypeError("per-cell counts of an unstacked table")
+        aligned = counts.index.equals(labels)
+        top = ann.top
+        pos = ann.positives
+        frame = isinstance(src, pd.DataFrame)
+        cnt = pd.DataFrame(0.0, index=result.index, columns=result.columns)
+        positives = pd.DataFrame(np.nan, index=result.index, columns=result.columns)
+        cell_top: dict[tuple[Any, Any], tuple[float, float, float]] = {}
+        cell_records: dict[tuple[Any, Any], np.ndarray] = {}
+        column_stats: dict[Any, str] = {}
+        wcols = list(where.columns)
+        levels = where.columns.nlevels
+        for j, col in enumerate(result.columns):
+            value_col, part = None, col
+            if frame:  # columns (source column..., unstacked label...)
+                value_col = col[:-levels] if len(col) - levels > 1 else col[0]
+                part = col[-levels:] if levels > 1 else col[-1]
+                column_stats[col] = label_statistic(ann, value_col)
+            k = wcols.index(part)
+            for i, row in enumerate(result.index):
+                p = where.iat[i, k]
+                if pd.isna(p):
+                    continue  # nobody: 0 records
+                p = int(p)
+                label = labels[p]
+                n = counts.iloc[p] if aligned else counts.get(label, 0)
+                cnt.iat[i, j] = float(0 if pd.isna(n) else n)
+                if isinstance(pos, pd.Series):
+                    positives.iat[i, j] = pos.get(label, np.nan)
+                elif isinstance(pos, pd.DataFrame) and value_col in pos.columns:
+                    positives.iat[i, j] = pos.at[label, value_col]
+                if top is not None and label in top.index:
+                    t = top.loc[label]
+                    cell_top[(row, col)] = (float(t["top1"]), float(t["top2"]),
+                                            float(t["total"]))  # fmt: skip
+                if ann.records is not None and label in ann.records:
+                    cell_records[(row, col)] = ann.records[label]
+        return Annotation(
+            ann.table, ann.kind, cnt, ann.statistic, column_stats,
+            positives if positives.notna().to_numpy().any() else None,
+            value_name=ann.value_name, cell_top=cell_top or None,
+            cell_records=cell_records or None)  # fmt: skip
+
+    wrap_unstack(pd.Series)
+    wrap_unstack(pd.DataFrame)
 
     # -- per-cell records and contributions of crosstab / pivot_table ---------------------------
     import pandas.core.reshape.pivot as pivot_mod

@@ -31,6 +31,7 @@ from bedside.kernel._provenance import (
     Annotation,
     ProvenanceTracker,
     _same,
+    label_statistic,
     sequence_log,
     tag_of,
 )
@@ -418,6 +419,9 @@ class OutputGuard:
                         rules.extremes == "suppress"
                     ):
                         fails.append(dr.EXTREMES)
+                    elif stat[:1] == "q" and stat[-1:] == "%" and _extreme_percentile(
+                            stat, n, rules):  # fmt: skip
+                        fails.append(dr.EXTREMES)  # a group's describe(): 25% of 21 records
                     if stat in ("mean", "sum"):
                         pos = (_count(pos_rows.get(row), None) if pos_rows is not None
                                else _positives(ann, row, col))  # fmt: skip
@@ -449,10 +453,7 @@ class OutputGuard:
                 elif (ann.kind == "frequency" or stat in ("count", "size")) and _is_count(value):
                     out[i, j] = dr.round_count(value, rules.round_counts_to)
                     changed = True
-        rounded = ann.kind == "frequency" or any(
-            ann.column_stats.get(c, ann.statistic) in ("count", "size") or str(c) == "count"
-            for c in frame.columns
-        )
+        rounded = ann.kind == "frequency" or any(s in ("count", "size") for s in stats)
         decision = dr.verdict_decision(masks, rules, rounded=rounded)
         if not decision.blocked:
             self._log_released(to_log)
@@ -894,10 +895,16 @@ def _family(stat: Any) -> str:
 
 
 def _column_stat(ann: Annotation, col: Any) -> Any:
-    stat = ann.column_stats.get(col, ann.statistic)
-    if stat == "mixed":
-        stat = str(col) if str(col) in ("count", "size", "sum", "mean") else "mean"
-    return stat
+    return label_statistic(ann, col)
+
+
+def _extreme_percentile(stat: str, n: int, rules: dr.DisclosureRules) -> bool:
+    """`q75%` over n records: fewer than `min_cell_count` records above or below it."""
+    try:
+        q = float(stat[1:-1]) / 100
+    except ValueError:
+        return False
+    return rules.extremes == "suppress" and min(q, 1.0 - q) * n < rules.min_cell_count
 
 
 def _labels(index: Any) -> list[Any]:
