@@ -520,6 +520,104 @@ def summarise(n: int, seed: int, safe: list[dict[str, Any]], leaks: list[dict[st
     }
 
 
+# ---------------------------------------------------------------------------- the wider check
+
+WIDE_SEEDS = tuple(range(1, 9))
+
+
+def _flags(decision: str, rule: str) -> bool:
+    """Does the guard withhold anything of the table (a cell suppressed, the output blocked)?"""
+    return decision in ("blocked", "redacted") and rule != "rounding"
+
+
+def measure_wide(seeds: tuple[int, ...] = WIDE_SEEDS, *, acro: bool = True) -> dict[str, Any]:
+    """`bench/unseen_wide.py`: per seed a new table and ~30 aggregates in three phrasings
+    (display, print, to_csv) through a guarded kernel, against ACRO's crosstab / pivot_table."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
+    import unseen_wide as uw
+
+    from tests.kernel._client import Session, start
+
+    t0 = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    for seed in seeds:
+        gen = uw.generate(seed)
+        schema = gen["schema"]
+        ops = uw.operations(schema)
+        with tempfile.TemporaryDirectory(prefix="bedside-wide-") as tmp:
+            work = Path(tmp)
+            policy = uw.write(work, gen)
+            csv = work / f"{schema.table}.acro.csv"
+            verdicts = (uw.acro_verdicts(ACRO_PY, csv, ops) if acro and ACRO_PY.exists()
+                        else [None] * len(ops))  # fmt: skip
+            km, kc = start(work / "spec", "bedside-wide", policy)
+            try:
+                session = Session(kc)
+                setup = session.request(lambda s=schema: kc.execute(
+                    f"import pandas as pd, numpy as np\n{uw.ALIAS} = hospital.load({s.table!r})"))
+                if decision_of(setup)[0] == "error":
+                    raise RuntimeError(f"setup failed: {setup.shown()[-2000:]}")
+                for op, verdict in zip(ops, verdicts, strict=True):
+                    for phrase, template in uw.PHRASINGS.items():
+                        cell = f"X = {op.code}\n{template}"
+                        reply = session.request(lambda c=cell: kc.execute(c))
+                        decision, rule = decision_of(reply)
+                        rows.append({
+                            "seed": seed, "table": schema.table, "op": op.name,
+                            "phrasing": phrase, "decision": decision, "rule": rule,
+                            "acro_flags": uw.acro_flags(verdict),
+                            "acro": None if verdict is None else {
+                                k: verdict.get(k) for k in ("flags", "status", "error")},
+                        })  # fmt: skip
+            finally:
+                kc.stop_channels()
+                km.shutdown_kernel(now=True)
+    return summarise_wide(rows, seeds, time.monotonic() - t0)
+
+
+def summarise_wide(rows: list[dict[str, Any]], seeds: tuple[int, ...],
+                   seconds: float) -> dict[str, Any]:  # fmt: skip
+    compared = [r for r in rows if r["acro_flags"] is not None]
+    flagged = [r for r in compared if r["acro_flags"]]
+    passing = [r for r in compared if not r["acro_flags"]]
+    misses = [r for r in flagged if not _flags(r["decision"], r["rule"])]
+    false_blocks = [r for r in passing if _flags(r["decision"], r["rule"])]
+    errors = [r for r in rows if r["decision"] == "error"]
+    agree = len(compared) - len(misses) - len(false_blocks)
+
+    def line(r: dict[str, Any]) -> str:
+        acro = r["acro"] or {}
+        return (f"seed {r['seed']} {r['op']}/{r['phrasing']}: guard {r['decision']} "
+                f"({r['rule']}), ACRO {acro.get('flags')}")  # fmt: skip
+
+    return {
+        "seeds": list(seeds),
+        "seconds": round(seconds, 1),
+        "ratios": {
+            "acro_agreement_wide": round(agree / len(compared), 4) if compared else None,
+            "acro_miss_rate_wide": round(len(misses) / len(flagged), 4) if flagged else None,
+            "acro_false_block_rate_wide": (round(len(false_blocks) / len(passing), 4)
+                                           if passing else None),  # fmt: skip
+        },
+        "counts": {
+            "outputs": len(rows),
+            "compared_with_acro": len(compared),
+            "acro_flags": len(flagged),
+            "acro_passes": len(passing),
+            "agreeing": agree,
+            "misses": len(misses),
+            "false_blocks": len(false_blocks),
+            "errors": len(errors),
+            "no_acro_equivalent": len(rows) - len(compared),
+        },
+        "misses": [line(r) for r in misses],
+        "false_blocks": [line(r) for r in false_blocks],
+        "errors": [line(r) for r in errors],
+        "rows": rows,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=1_000_000)

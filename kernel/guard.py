@@ -413,7 +413,9 @@ class OutputGuard:
                     elif n < rules.min_cell_count:
                         fails.append(dr.THRESHOLD)
                 else:
-                    if n < rules.min_cell_count:
+                    if n < rules.min_cell_count or (
+                        stat in dr.DISPERSION_STATISTICS and n - 1 < rules.min_cell_count
+                    ):
                         fails.append(dr.THRESHOLD)
                     if (row in ann.suppress_rows or stat in ("min", "max")) and (
                         rules.extremes == "suppress"
