@@ -525,6 +525,9 @@ def summarise(n: int, seed: int, safe: list[dict[str, Any]], leaks: list[dict[st
 WIDE_SEEDS = tuple(range(1, 9))
 
 
+dr_extremes = "extremes"
+
+
 def _flags(decision: str, rule: str) -> bool:
     """Does the guard withhold anything of the table (a cell suppressed, the output blocked)?"""
     return decision in ("blocked", "redacted") and rule != "rounding"
@@ -563,10 +566,14 @@ def measure_wide(seeds: tuple[int, ...] = WIDE_SEEDS, *, acro: bool = True) -> d
                         cell = f"X = {op.code}\n{template}"
                         reply = session.request(lambda c=cell: kc.execute(c))
                         decision, rule = decision_of(reply)
+                        cells: dict[str, int] = {}
+                        if phrase == "display" and verdict is not None:
+                            shown = session.request(lambda: kc.execute(uw.MASK_CODE))
+                            cells = uw.cell_misses(verdict, _mask_of(shown))
                         rows.append({
                             "seed": seed, "table": schema.table, "op": op.name,
                             "phrasing": phrase, "decision": decision, "rule": rule,
-                            "acro_flags": uw.acro_flags(verdict),
+                            "acro_flags": uw.acro_flags(verdict), "cells": cells,
                             "acro": None if verdict is None else {
                                 k: verdict.get(k) for k in ("flags", "status", "error")},
                         })  # fmt: skip
@@ -574,6 +581,13 @@ def measure_wide(seeds: tuple[int, ...] = WIDE_SEEDS, *, acro: bool = True) -> d
                 kc.stop_channels()
                 km.shutdown_kernel(now=True)
     return summarise_wide(rows, seeds, time.monotonic() - t0)
+
+
+def _mask_of(reply: Any) -> dict[str, Any] | None:
+    for line in reversed(reply.shown().splitlines()):
+        if line.startswith('{"blocked"'):
+            return json.loads(line)  # type: ignore[no-any-return]
+    return None
 
 
 def summarise_wide(rows: list[dict[str, Any]], seeds: tuple[int, ...],
@@ -585,6 +599,11 @@ def summarise_wide(rows: list[dict[str, Any]], seeds: tuple[int, ...],
     false_blocks = [r for r in passing if _flags(r["decision"], r["rule"])]
     errors = [r for r in rows if r["decision"] == "error"]
     agree = len(compared) - len(misses) - len(false_blocks)
+    # stricter than ACRO by design: ACRO has no rule for extremes (a min or max is one record's
+    # value) nor for class disclosure (a 0/1 rate of 0% or 100%)
+    by_design = [r for r in false_blocks if r["rule"] in (dr_extremes, "class-disclosure")]
+    acro_cells = sum(r["cells"].get("acro_cells", 0) for r in rows)
+    cell_missed = [r for r in rows if r["cells"].get("missed")]
 
     def line(r: dict[str, Any]) -> str:
         acro = r["acro"] or {}
@@ -599,6 +618,12 @@ def summarise_wide(rows: list[dict[str, Any]], seeds: tuple[int, ...],
             "acro_miss_rate_wide": round(len(misses) / len(flagged), 4) if flagged else None,
             "acro_false_block_rate_wide": (round(len(false_blocks) / len(passing), 4)
                                            if passing else None),  # fmt: skip
+            "acro_false_block_rate_wide_not_by_design": (
+                round((len(false_blocks) - len(by_design)) / len(passing), 4)
+                if passing else None),  # fmt: skip
+            "acro_cell_miss_rate_wide": (
+                round(sum(r["cells"]["missed"] for r in cell_missed) / acro_cells, 4)
+                if acro_cells else None),  # fmt: skip
         },
         "counts": {
             "outputs": len(rows),
@@ -608,11 +633,17 @@ def summarise_wide(rows: list[dict[str, Any]], seeds: tuple[int, ...],
             "agreeing": agree,
             "misses": len(misses),
             "false_blocks": len(false_blocks),
+            "false_blocks_by_design": len(by_design),
+            "acro_flagged_cells_compared": acro_cells,
+            "acro_flagged_cells_shown": sum(r["cells"]["missed"] for r in cell_missed),
+            "cells_suppressed_acro_passes": sum(r["cells"].get("stricter", 0) for r in rows),
             "errors": len(errors),
             "no_acro_equivalent": len(rows) - len(compared),
         },
         "misses": [line(r) for r in misses],
-        "false_blocks": [line(r) for r in false_blocks],
+        "false_blocks": [line(r) + (" [by design]" if r in by_design else "")
+                         for r in false_blocks],  # fmt: skip
+        "cell_misses": [f"{line(r)}: {r['cells']}" for r in cell_missed],
         "errors": [line(r) for r in errors],
         "rows": rows,
     }
@@ -627,6 +658,9 @@ def main() -> int:
                         help="birth years of the patients (a narrow range makes a small "
                         "hospital's birth dates as dense as a million patients')")  # fmt: skip
     parser.add_argument("--no-acro", action="store_true", help="skip the ACRO comparison")
+    parser.add_argument("--wide-seeds", type=int, nargs="*", default=list(WIDE_SEEDS),
+                        help="seeds of bench/unseen_wide.py's tables (none: skip the wider "
+                        "comparison)")  # fmt: skip
     parser.add_argument("--out", type=Path)
     parser.add_argument("--acro-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -655,6 +689,21 @@ def main() -> int:
     for key in ("false_positives", "disagreements", "leaks_not_stopped"):
         for line in result[key]:
             print(f"  {key}: {line}", file=sys.stderr)
+    if args.wide_seeds:
+        wide = measure_wide(tuple(args.wide_seeds), acro=not args.no_acro)
+        result["wide"] = wide
+        result["ratios"].update(wide["ratios"])
+        w, wc = wide["ratios"], wide["counts"]
+        print(f"  wider check ({len(args.wide_seeds)} unseen tables, {wc['outputs']} outputs, "
+              f"{wide['seconds']} s): agreement with ACRO {wc['agreeing']}/"
+              f"{wc['compared_with_acro']} = {w['acro_agreement_wide']}, misses "
+              f"{wc['misses']}/{wc['acro_flags']} = {w['acro_miss_rate_wide']}, false blocks "
+              f"{wc['false_blocks']}/{wc['acro_passes']} ({wc['false_blocks_by_design']} by "
+              f"design), ACRO-flagged cells shown {wc['acro_flagged_cells_shown']}/"
+              f"{wc['acro_flagged_cells_compared']}", file=sys.stderr)  # fmt: skip
+        for key in ("misses", "false_blocks", "cell_misses", "errors"):
+            for line in wide[key]:
+                print(f"  wide {key}: {line}", file=sys.stderr)
     doc = json.dumps(result, indent=2, default=str)
     if args.out:
         args.out.write_text(doc + "\n")

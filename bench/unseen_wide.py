@@ -264,6 +264,38 @@ PHRASINGS = {
 }
 
 
+# The cells the guard suppresses in `X` as displayed, by their labels (run in the kernel after
+# the display: the guard's own verdict, read through the kernel object, for the per-cell
+# comparison only).
+MASK_CODE = """\
+import json as _json
+_d, _t = get_ipython().kernel.guard.judge_object(X)
+_f = _t.to_frame() if isinstance(_t, pd.Series) else _t
+_all = _d is not None and _d.blocked
+print(_json.dumps({"blocked": bool(_all), "ncols": int(_f.shape[1]),
+    "cells": [[str(r), str(c)] for r in _f.index for c in _f.columns
+              if _all or str(_f.at[r, c]) == "suppressed"],
+    "shown": [[str(r), str(c)] for r in _f.index for c in _f.columns]}))
+"""
+
+
+def cell_misses(acro: dict[str, Any] | None, mask: dict[str, Any] | None) -> dict[str, int]:
+    """ACRO's flagged cells against the guard's suppressed ones, matched by labels (by row
+    label alone when either table has one column: a Series against ACRO's one-column table)."""
+    if not acro or "labelled" not in acro or not mask:
+        return {}
+    one = mask["ncols"] == 1 or (acro.get("shape") or [0, 0])[1] == 1
+
+    def key(cell: list[str]) -> tuple[str, ...]:
+        return (cell[0],) if one else (cell[0], cell[1])
+
+    shown = {key(c) for c in mask["shown"]}
+    hidden = {key(c) for c in mask["cells"]}
+    flagged = {key(c) for c in acro["labelled"]} & shown
+    return {"acro_cells": len(flagged), "missed": len(flagged - hidden),
+            "stricter": len(hidden - flagged)}
+
+
 # ---------------------------------------------------------------------------- ACRO
 
 # ACRO's cell checks under its default rules: threshold, zeros, N-K, p-ratio. Its degrees-of-
@@ -325,8 +357,18 @@ def _acro_call(acro: Any, frame: pd.DataFrame, spec: dict[str, Any]) -> dict[str
         return {"error": f"{type(exc).__name__}: {exc}"}
     record = list(acro.results.results.values())[-1]
     cells = {k: v for k, v in record.sdc.get("cells", {}).items() if v}
+    # The flagged cells by their labels (row, column), from ACRO's per-cell outcome table (the
+    # positions in `cells` index ACRO's table of counts, which can differ from its output).
+    table = record.outcome if isinstance(record.outcome, pd.DataFrame) else None
+    labelled: list[list[str]] = []
+    if table is not None:
+        for r in table.index:
+            for c in table.columns:
+                if any(check in str(table.at[r, c]) for check in ACRO_FLAGS):
+                    labelled.append([str(r), str(c)])
     return {"flags": {k: len(v) for k, v in cells.items()}, "status": record.status,
-            "cells": cells}  # fmt: skip
+            "cells": cells, "labelled": labelled,
+            "shape": None if table is None else list(table.shape)}  # fmt: skip
 
 
 def acro_flags(result: dict[str, Any] | None) -> bool | None:
