@@ -557,18 +557,19 @@ def measure_wide(seeds: tuple[int, ...] = WIDE_SEEDS, *, acro: bool = True) -> d
             km, kc = start(work / "spec", "bedside-wide", policy)
             try:
                 session = Session(kc)
-                setup = session.request(lambda s=schema: kc.execute(
-                    f"import pandas as pd, numpy as np\n{uw.ALIAS} = hospital.load({s.table!r})"))
+                table = schema.table
+                load = f"import pandas as pd, numpy as np\n{uw.ALIAS} = hospital.load({table!r})"
+                setup = session.request(lambda k=kc, c=load: k.execute(c))
                 if decision_of(setup)[0] == "error":
                     raise RuntimeError(f"setup failed: {setup.shown()[-2000:]}")
                 for op, verdict in zip(ops, verdicts, strict=True):
                     for phrase, template in uw.PHRASINGS.items():
                         cell = f"X = {op.code}\n{template}"
-                        reply = session.request(lambda c=cell: kc.execute(c))
+                        reply = session.request(lambda k=kc, c=cell: k.execute(c))
                         decision, rule = decision_of(reply)
                         cells: dict[str, int] = {}
                         if phrase == "display" and verdict is not None:
-                            shown = session.request(lambda: kc.execute(uw.MASK_CODE))
+                            shown = session.request(lambda k=kc: k.execute(uw.MASK_CODE))
                             cells = uw.cell_misses(verdict, _mask_of(shown))
                         rows.append({
                             "seed": seed, "table": schema.table, "op": op.name,
@@ -616,14 +617,17 @@ def summarise_wide(rows: list[dict[str, Any]], seeds: tuple[int, ...],
         "ratios": {
             "acro_agreement_wide": round(agree / len(compared), 4) if compared else None,
             "acro_miss_rate_wide": round(len(misses) / len(flagged), 4) if flagged else None,
-            "acro_false_block_rate_wide": (round(len(false_blocks) / len(passing), 4)
-                                           if passing else None),  # fmt: skip
+            "acro_false_block_rate_wide": (
+                round(len(false_blocks) / len(passing), 4) if passing else None
+            ),  # fmt: skip
             "acro_false_block_rate_wide_not_by_design": (
-                round((len(false_blocks) - len(by_design)) / len(passing), 4)
-                if passing else None),  # fmt: skip
+                round((len(false_blocks) - len(by_design)) / len(passing), 4) if passing else None
+            ),  # fmt: skip
             "acro_cell_miss_rate_wide": (
                 round(sum(r["cells"]["missed"] for r in cell_missed) / acro_cells, 4)
-                if acro_cells else None),  # fmt: skip
+                if acro_cells
+                else None
+            ),  # fmt: skip
         },
         "counts": {
             "outputs": len(rows),
@@ -641,8 +645,9 @@ def summarise_wide(rows: list[dict[str, Any]], seeds: tuple[int, ...],
             "no_acro_equivalent": len(rows) - len(compared),
         },
         "misses": [line(r) for r in misses],
-        "false_blocks": [line(r) + (" [by design]" if r in by_design else "")
-                         for r in false_blocks],  # fmt: skip
+        "false_blocks": [
+            line(r) + (" [by design]" if r in by_design else "") for r in false_blocks
+        ],  # fmt: skip
         "cell_misses": [f"{line(r)}: {r['cells']}" for r in cell_missed],
         "errors": [line(r) for r in errors],
         "rows": rows,

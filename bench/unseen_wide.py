@@ -44,14 +44,46 @@ CATEGORY_WORDS = [
     ("entlassart", "mode de sortie"), ("destino", "esito"), ("ontslag", "discharge to"),
 ]  # fmt: skip
 VALUE_NAMES = {
-    "dominant": ["patient_total", "Kosten EUR", "coût total", "importe", "costo_totale",
-                 "kosten", "charges", "TotalCharge"],
-    "zeros": ["record_count", "Liegetage", "jours réa", "dias_uci", "giorni_ti", "ic dagen",
-              "icu days", "ventDays"],
-    "normal": ["Hämoglobin", "créatinine", "glucosa", "emoglobina", "hemoglobine", "crp_mg_l",
-               "systolic", "BMIwert"],
-    "flag": ["verstorben", "décès", "fallecido", "deceduto", "overleden", "readmitted",
-             "reingreso", "Wiederaufnahme"],
+    "dominant": [
+        "patient_total",
+        "Kosten EUR",
+        "coût total",
+        "importe",
+        "costo_totale",
+        "kosten",
+        "charges",
+        "TotalCharge",
+    ],
+    "zeros": [
+        "record_count",
+        "Liegetage",
+        "jours réa",
+        "dias_uci",
+        "giorni_ti",
+        "ic dagen",
+        "icu days",
+        "ventDays",
+    ],
+    "normal": [
+        "Hämoglobin",
+        "créatinine",
+        "glucosa",
+        "emoglobina",
+        "hemoglobine",
+        "crp_mg_l",
+        "systolic",
+        "BMIwert",
+    ],
+    "flag": [
+        "verstorben",
+        "décès",
+        "fallecido",
+        "deceduto",
+        "overleden",
+        "readmitted",
+        "reingreso",
+        "Wiederaufnahme",
+    ],
 }
 ID_NAMES = ["Fallnummer", "n dossier", "num_historia", "cartella", "patientnummer", "PatientId",
             "record_no", "pid"]  # fmt: skip
@@ -197,62 +229,106 @@ def operations(s: Schema) -> list[Operation]:
     col = lambda x: f"{ALIAS}[{x!r}]"  # noqa: E731
     ct = lambda idx, cols, **kw: {"fn": "crosstab", "index": idx, "columns": cols, **kw}  # noqa: E731
     pv = lambda idx, cols, val, agg, **kw: {  # noqa: E731
-        "fn": "pivot_table", "index": idx, "columns": cols, "values": val, "aggfunc": agg, **kw}
+        "fn": "pivot_table",
+        "index": idx,
+        "columns": cols,
+        "values": val,
+        "aggfunc": agg,
+        **kw,
+    }
     ops = [
         Operation("crosstab", f"pd.crosstab({col(a)}, {col(b)})", ct([a], [b])),
-        Operation("crosstab_margins", f"pd.crosstab({col(b)}, {col(c)}, margins=True)",
-                  ct([b], [c], margins=True)),
-        Operation("crosstab_norm_index", f"pd.crosstab({col(a)}, {col(b)}, normalize='index')",
-                  ct([a], [b], normalize="index")),
-        Operation("crosstab_norm_all", f"pd.crosstab({col(b)}, {col(c)}, normalize='all')",
-                  ct([b], [c], normalize="all")),
+        Operation(
+            "crosstab_margins",
+            f"pd.crosstab({col(b)}, {col(c)}, margins=True)",
+            ct([b], [c], margins=True),
+        ),
+        Operation(
+            "crosstab_norm_index",
+            f"pd.crosstab({col(a)}, {col(b)}, normalize='index')",
+            ct([a], [b], normalize="index"),
+        ),
+        Operation(
+            "crosstab_norm_all",
+            f"pd.crosstab({col(b)}, {col(c)}, normalize='all')",
+            ct([b], [c], normalize="all"),
+        ),
     ]
     for agg in ("mean", "sum", "std", "median", "min", "max", "count"):
         val = d if agg in ("sum", "mean") else v
-        ops.append(Operation(
-            f"crosstab_{agg}", f"pd.crosstab({col(b)}, {col(c)}, values={col(val)}, "
-            f"aggfunc={agg!r})", ct([b], [c], values=val, aggfunc=agg)))
+        ops.append(
+            Operation(
+                f"crosstab_{agg}",
+                f"pd.crosstab({col(b)}, {col(c)}, values={col(val)}, aggfunc={agg!r})",
+                ct([b], [c], values=val, aggfunc=agg),
+            )
+        )
     ops += [
-        Operation("pivot_mean_fill",
-                  f"{ALIAS}.pivot_table(index={r(b)}, columns={r(c)}, values={r(v)}, "
-                  "aggfunc='mean', fill_value=0)", pv([b], [c], v, "mean", fill_value=0)),
-        Operation("pivot_sum_dominant",
-                  f"{ALIAS}.pivot_table(index={r(a)}, values={r(d)}, aggfunc='sum')",
-                  pv([a], [], d, "sum")),
-        Operation("pivot_two_rows",
-                  f"{ALIAS}.pivot_table(index=[{r(b)}, {r(c)}], values={r(v)}, aggfunc='mean')",
-                  pv([b, c], [], v, "mean")),
-        Operation("pivot_aggfuncs",
-                  f"{ALIAS}.pivot_table(index={r(b)}, values={r(z)}, "
-                  "aggfunc=['mean', 'median', 'count'])",
-                  pv([b], [], z, ["mean", "median", "count"])),
-        Operation("groupby_named_agg",
-                  f"{ALIAS}.groupby({r(a)}).agg(n=({r(v)}, 'count'), "
-                  f"mittel=({r(v)}, 'mean'), spread=({r(v)}, 'std'))",
-                  pv([a], [], v, ["count", "mean", "std"])),
-        Operation("groupby_sum_dominant", f"{ALIAS}.groupby({r(b)})[{r(d)}].sum()",
-                  pv([b], [], d, "sum")),
-        Operation("groupby_flag_rate", f"{ALIAS}.groupby({r(a)})[{r(f)}].mean()",
-                  pv([a], [], f, "mean")),
-        Operation("groupby_zeros_mean", f"{ALIAS}.groupby({r(c)})[{r(z)}].mean()",
-                  pv([c], [], z, "mean")),
-        Operation("value_counts_norm", f"{col(a)}.value_counts(normalize=True)",
-                  ct([a], [CONST], normalize="all")),
+        Operation(
+            "pivot_mean_fill",
+            f"{ALIAS}.pivot_table(index={r(b)}, columns={r(c)}, values={r(v)}, "
+            "aggfunc='mean', fill_value=0)",
+            pv([b], [c], v, "mean", fill_value=0),
+        ),
+        Operation(
+            "pivot_sum_dominant",
+            f"{ALIAS}.pivot_table(index={r(a)}, values={r(d)}, aggfunc='sum')",
+            pv([a], [], d, "sum"),
+        ),
+        Operation(
+            "pivot_two_rows",
+            f"{ALIAS}.pivot_table(index=[{r(b)}, {r(c)}], values={r(v)}, aggfunc='mean')",
+            pv([b, c], [], v, "mean"),
+        ),
+        Operation(
+            "pivot_aggfuncs",
+            f"{ALIAS}.pivot_table(index={r(b)}, values={r(z)}, "
+            "aggfunc=['mean', 'median', 'count'])",
+            pv([b], [], z, ["mean", "median", "count"]),
+        ),
+        Operation(
+            "groupby_named_agg",
+            f"{ALIAS}.groupby({r(a)}).agg(n=({r(v)}, 'count'), "
+            f"mittel=({r(v)}, 'mean'), spread=({r(v)}, 'std'))",
+            pv([a], [], v, ["count", "mean", "std"]),
+        ),
+        Operation(
+            "groupby_sum_dominant", f"{ALIAS}.groupby({r(b)})[{r(d)}].sum()", pv([b], [], d, "sum")
+        ),
+        Operation(
+            "groupby_flag_rate", f"{ALIAS}.groupby({r(a)})[{r(f)}].mean()", pv([a], [], f, "mean")
+        ),
+        Operation(
+            "groupby_zeros_mean", f"{ALIAS}.groupby({r(c)})[{r(z)}].mean()", pv([c], [], z, "mean")
+        ),
+        Operation(
+            "value_counts_norm",
+            f"{col(a)}.value_counts(normalize=True)",
+            ct([a], [CONST], normalize="all"),
+        ),
         Operation("value_counts", f"{col(b)}.value_counts()", ct([b], [CONST])),
-        Operation("size_unstack", f"{ALIAS}.groupby([{r(a)}, {r(c)}]).size().unstack()",
-                  ct([a], [c])),
-        Operation("size_unstack_fill",
-                  f"{ALIAS}.groupby([{r(b)}, {r(c)}]).size().unstack(fill_value=0)",
-                  ct([b], [c])),
-        Operation("percent_by_hand",
-                  f"({ALIAS}.groupby({r(a)}).size() / len({ALIAS}) * 100).round(1)",
-                  ct([a], [CONST], normalize="all")),
+        Operation(
+            "size_unstack", f"{ALIAS}.groupby([{r(a)}, {r(c)}]).size().unstack()", ct([a], [c])
+        ),
+        Operation(
+            "size_unstack_fill",
+            f"{ALIAS}.groupby([{r(b)}, {r(c)}]).size().unstack(fill_value=0)",
+            ct([b], [c]),
+        ),
+        Operation(
+            "percent_by_hand",
+            f"({ALIAS}.groupby({r(a)}).size() / len({ALIAS}) * 100).round(1)",
+            ct([a], [CONST], normalize="all"),
+        ),
         Operation("rounded_counts", f"{col(b)}.value_counts().round(-1)", ct([b], [CONST])),
         Operation("describe", f"{col(v)}.describe()", None),
         Operation("group_describe", f"{ALIAS}.groupby({r(b)})[{r(v)}].describe()", None),
         Operation("quantiles", f"{col(v)}.quantile([0.25, 0.5, 0.75])", None),
-        Operation("group_quantiles", f"{ALIAS}.groupby({r(a)})[{r(v)}].quantile(0.5)",
-                  pv([a], [], v, "median")),
+        Operation(
+            "group_quantiles",
+            f"{ALIAS}.groupby({r(a)})[{r(v)}].quantile(0.5)",
+            pv([a], [], v, "median"),
+        ),
     ]
     return ops
 
@@ -292,8 +368,11 @@ def cell_misses(acro: dict[str, Any] | None, mask: dict[str, Any] | None) -> dic
     shown = {key(c) for c in mask["shown"]}
     hidden = {key(c) for c in mask["cells"]}
     flagged = {key(c) for c in acro["labelled"]} & shown
-    return {"acro_cells": len(flagged), "missed": len(flagged - hidden),
-            "stricter": len(hidden - flagged)}
+    return {
+        "acro_cells": len(flagged),
+        "missed": len(flagged - hidden),
+        "stricter": len(hidden - flagged),
+    }
 
 
 # ---------------------------------------------------------------------------- ACRO
