@@ -298,7 +298,7 @@ class ProvenanceTracker:
         self._held: tuple[Any, set[int], Any] | None = None  # see `remembers`
         # Set by the output guard: the object an aggregate's text rendering (`to_string`, which
         # `print` calls, `to_csv`, ...) is made of, i.e. its redacted copy (see `wrap_render`).
-        self.render_judge: Callable[[Any], Any] | None = None
+        self.render_judge: Callable[..., Any] | None = None
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -868,6 +868,9 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
 # Row-order extractions, extremes by other phrasings, per-cell records of crosstab / pivot_table.
 # Installed after the patches above (they wrap some of the wrappers), by `install_gap_hooks`.
 
+# Render methods whose first argument is a file or buffer to write to (None: return the text).
+WRITERS = frozenset({"to_string", "to_csv", "to_json", "to_markdown", "to_html", "to_latex",
+                     "to_xml"})  # fmt: skip
 RENDER_METHODS = ("to_string", "to_csv", "to_json", "to_dict", "to_markdown", "to_html",
                   "to_latex", "to_records", "to_xml", "itertuples", "iterrows")  # fmt: skip
 
@@ -1196,8 +1199,16 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
                 judge = tracker.render_judge
                 if judge is not None and tag_of(self)[0] == "agg":  # type: ignore[index]
                     # An aggregate written as text (`print(t)`, `t.to_csv()`) is judged as its
-                    # display would be: the text is that of the redacted copy.
-                    self = judge(self)
+                    # display would be: the text is that of the redacted copy. Written to a
+                    # file inside the hospital (`to_csv(path)`), the file holds that copy and
+                    # no output of the cell is withheld for it.
+                    to_file = name in WRITERS and (
+                        (a and a[0] is not None)
+                        or any(
+                            kw.get(k) is not None for k in ("path_or_buf", "buf", "path_or_buffer")
+                        )
+                    )
+                    self = judge(self, to_file=bool(to_file))
             return orig(self, *a, **kw)
 
         setattr(cls, name, render)

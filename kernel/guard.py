@@ -267,12 +267,13 @@ class OutputGuard:
                 return worst, obj
         return None, obj
 
-    def judge_rendered(self, obj: Any) -> Any:
+    def judge_rendered(self, obj: Any, *, to_file: bool = False) -> Any:
         """The object an aggregate's text is written from (`print(t)`, `t.to_csv()`,
         `t.to_json()`, ...): judged as its display would be, so the text carries the same
         suppressed cells. A table of which every cell fails is written all `suppressed` and the
         cell's outputs are withheld; a table that only has its counts rounded is written as is
-        (its text releases nothing the rules forbid)."""
+        (its text releases nothing the rules forbid). `to_file`: written to a file or buffer,
+        not returned; the cell's outputs are not marked for it."""
         with self._lock:
             decision, target = self.judge_object(obj)
             if decision is None or decision.action is Action.RELEASED:
@@ -280,7 +281,7 @@ class OutputGuard:
             if decision.rule == dr.ROUNDING:
                 return obj
             if decision.blocked:
-                if self.cell_block is None:
+                if self.cell_block is None and not to_file:
                     self.cell_block = Decision.block(
                         decision.rule, f"a table written as text: {decision.reason}",
                         decision.advice, details=decision.details)  # fmt: skip
@@ -291,7 +292,8 @@ class OutputGuard:
                     blank = blank.iloc[:, 0].rename(obj.name)
                 blank.attrs.clear()
                 return blank
-            self._text_notes.append(decision)
+            if not to_file:
+                self._text_notes.append(decision)
             return target
 
     def _extracted(self, obj: Any) -> Decision | None:

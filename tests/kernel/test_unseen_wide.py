@@ -190,3 +190,20 @@ def test_std_needs_one_record_more_than_a_mean(hospitals: dict[int, Any]) -> Non
     v = hospitals[1][0]["schema"].normal
     assert _decision(session.execute(code.format(v=v, stat="mean")))[0] == "released"
     assert _decision(session.execute(code.format(v=v, stat="std")))[0] == "blocked"
+
+
+def test_failing_table_written_to_a_file_is_suppressed_not_the_cell(
+    hospitals: dict[int, Any], tmp_path: Path
+) -> None:
+    """Printed, a table whose every cell fails withholds the cell's outputs; written to a file
+    inside the hospital, the file holds the suppressed copy and the cell's other outputs pass."""
+    gen, session = hospitals[1]
+    a = gen["schema"].cats[0]
+    table = f"X = df[df[{a!r}] == 'Solo'].groupby({a!r}).size()\n"
+    printed = session.execute(table + "print(X.to_csv())")
+    assert _decision(printed)[0] == "blocked"
+    path = tmp_path / "solo.csv"
+    written = session.execute(table + f"X.to_csv({str(path)!r})\nprint('written')")
+    assert _decision(written)[0] == "released"
+    assert "written" in written.shown()
+    assert "suppressed" in path.read_text()
