@@ -321,6 +321,17 @@ def operations(s: Schema) -> list[Operation]:
             ct([a], [CONST], normalize="all"),
         ),
         Operation("rounded_counts", f"{col(b)}.value_counts().round(-1)", ct([b], [CONST])),
+        Operation("crosstab_T", f"pd.crosstab({col(b)}, {col(c)}).T", ct([c], [b])),
+        Operation(
+            "size_reset_index",
+            f"{ALIAS}.groupby([{r(a)}, {r(c)}]).size().reset_index(name='n')",
+            ct([a], [c]),
+        ),
+        Operation(
+            "agg_list_T",
+            f"{ALIAS}.groupby({r(b)})[{r(v)}].agg(['mean', 'count']).T",
+            pv([b], [], v, ["mean", "count"]),
+        ),
         Operation("describe", f"{col(v)}.describe()", None),
         Operation("group_describe", f"{ALIAS}.groupby({r(b)})[{r(v)}].describe()", None),
         Operation("quantiles", f"{col(v)}.quantile([0.25, 0.5, 0.75])", None),

@@ -1100,6 +1100,42 @@ def cells_of(
                  cell_top or None, cell_records or None)  # fmt: skip
 
 
+def _transposed_per_column(ann: Annotation, src: pd.DataFrame,
+                           rules: dr.DisclosureRules) -> Annotation | None:  # fmt: skip
+    """`groupby(g).agg(['mean', 'max']).T`, `groupby(g).describe().T`: a column's statistic
+    becomes a row's. A row of extremes (min, max, a percentile too close to either end for the
+    smallest group) is suppressed whole; each cell counts the records of its group."""
+    counts = ann.counts
+    if not isinstance(counts, pd.Series):
+        return None
+    per_row = counts if counts.index.equals(src.index) else counts.reindex(src.index)
+    per_row = per_row.fillna(0).to_numpy(dtype=float)
+    smallest = int(per_row.min()) if per_row.size else 0
+    extremes = list(ann.suppress_rows)
+    for col in src.columns:
+        stat = label_statistic(ann, col)
+        if stat in dr.EXTREME_STATISTICS or stat == "quantile":
+            extremes.append(col)
+        elif stat[:1] == "q" and stat[-1:] == "%":
+            try:
+                q = float(stat[1:-1]) / 100
+            except ValueError:
+                q = 0.0
+            if _extreme_q(q, smallest, rules):
+                extremes.append(col)
+    cells = pd.DataFrame(np.repeat(per_row[:, None], src.shape[1], axis=1), index=src.index,
+                         columns=src.columns)  # fmt: skip
+    stat = "mean" if ann.statistic in ("mixed", "describe") else ann.statistic
+    return Annotation(
+        ann.table,
+        "magnitude",
+        cells.T,
+        stat,
+        suppress_rows=tuple(dict.fromkeys(extremes)),
+        value_name=ann.value_name,
+    )
+
+
 def _factorize_first(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Group number of each value (in order of first appearance) and each group's first row."""
     codes, uniques = pd.factorize(values)
@@ -1389,6 +1425,99 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
 
     wrap_unstack(pd.Series)
     wrap_unstack(pd.DataFrame)
+
+    def wrap_reshape(cls: Any, name: str, remap: Callable[..., Annotation | None]) -> None:
+        orig = getattr(cls, name)
+
+        @functools.wraps(orig)
+        def reshaped(self: Any, *a: Any, **kw: Any) -> Any:
+            result = orig(self, *a, **kw)
+            ann = None if tracker.busy else _raw_annotation(tracker, self)
+            if ann is None or not isinstance(result, NDFrame) or result is self:
+                return result
+            try:
+                with tracker.quiet():
+                    new = remap(ann.resolve(tracker), self, result, a, kw)
+            except Exception:  # noqa: BLE001 - the coarser annotation pandas carried stays
+                new = None
+            return result if new is None else tracker.annotate(result, new)
+
+        setattr(cls, name, reshaped)
+
+    def reset(ann: Annotation, src: Any, result: Any, a: tuple[Any, ...],
+              kw: dict[str, Any]) -> Annotation | None:  # fmt: skip
+        """`groupby([a, b]).size().reset_index(name='n')`: the rows keep their order, the
+        group labels become columns (judged with their row, never rounded)."""
+        counts = ann.counts
+        if a or kw.get("level") is not None or not isinstance(counts, pd.Series):
+            return None
+        if len(result) != len(src) or not isinstance(result.index, pd.RangeIndex):
+            return None
+        labels = src.index
+        counts = counts if counts.index.equals(labels) else counts.reindex(labels)
+
+        def moved(part: Any) -> Any:
+            if part is None:
+                return None
+            part = part if part.index.equals(labels) else part.reindex(labels)
+            return part.set_axis(result.index, axis=0)
+
+        stats: dict[Any, str] = {}
+        if isinstance(result, pd.DataFrame):
+            n_labels = 0 if kw.get("drop") else labels.nlevels
+            for i, col in enumerate(result.columns):
+                if i < n_labels:
+                    stats[col] = "label"
+                elif isinstance(src, pd.Series):
+                    stats[col] = ann.statistic
+                else:
+                    stats[col] = label_statistic(ann, col)
+        return Annotation(
+            ann.table, "magnitude" if stats else ann.kind, moved(counts), ann.statistic,
+            stats or dict(ann.column_stats), moved(ann.positives), moved(ann.top),
+            value_name=ann.value_name)  # fmt: skip
+
+    def transposed(ann: Annotation, src: Any, result: Any, a: tuple[Any, ...],
+                   kw: dict[str, Any]) -> Annotation | None:  # fmt: skip
+        """`crosstab(a, b).T`: every cell keeps its records, at (column, row)."""
+        if not isinstance(src, pd.DataFrame):
+            return None
+        counts = ann.counts
+        if ann.column_stats or ann.statistic == "describe":
+            return _transposed_per_column(ann, src, tracker.rules)
+        # rows that are extremes (describe()'s min and max) become columns of extremes
+        stats = {r: "max" for r in ann.suppress_rows if r in src.index}
+        if isinstance(counts, pd.Series):  # per row: each cell of the row
+            per_row = counts if counts.index.equals(src.index) else counts.reindex(src.index)
+            counts = pd.DataFrame(np.repeat(per_row.to_numpy(dtype=float)[:, None],
+                                            src.shape[1], axis=1),
+                                  index=src.index, columns=src.columns)  # fmt: skip
+            cell_top = None
+            if ann.top is not None:
+                top = ann.top
+                cell_top = {(c, r): (float(top.at[r, "top1"]), float(top.at[r, "top2"]),
+                                     float(top.at[r, "total"]))
+                            for r in src.index if r in top.index for c in src.columns}  # fmt: skip
+            positives = None
+            if isinstance(ann.positives, pd.Series):
+                pos = ann.positives.reindex(src.index).to_numpy(dtype=float)
+                positives = pd.DataFrame(np.repeat(pos[:, None], src.shape[1], axis=1),
+                                         index=src.index, columns=src.columns).T  # fmt: skip
+            elif ann.positives is not None:
+                positives = ann.positives.T
+        else:
+            cell_top = ({(c, r): v for (r, c), v in ann.cell_top.items()}
+                        if ann.cell_top is not None else None)  # fmt: skip
+            positives = ann.positives.T if isinstance(ann.positives, pd.DataFrame) else None
+        records = ({(c, r): v for (r, c), v in ann.cell_records.items()}
+                   if ann.cell_records is not None else None)  # fmt: skip
+        return Annotation(ann.table, ann.kind, counts.T, ann.statistic, stats, positives,
+                          value_name=ann.value_name, cell_top=cell_top,
+                          cell_records=records)  # fmt: skip
+
+    wrap_reshape(pd.Series, "reset_index", reset)
+    wrap_reshape(pd.DataFrame, "reset_index", reset)
+    wrap_reshape(pd.DataFrame, "transpose", transposed)
 
     # -- per-cell records and contributions of crosstab / pivot_table ---------------------------
     import pandas.core.reshape.pivot as pivot_mod

@@ -52,6 +52,8 @@ ACRO_FROZEN: dict[int, dict[str, bool]] = {
         "size_unstack_fill": True,
         "percent_by_hand": True,
         "value_counts": False,
+        "crosstab_T": True,
+        "size_reset_index": True,
     },
     2: {
         "crosstab": False,
@@ -65,6 +67,9 @@ ACRO_FROZEN: dict[int, dict[str, bool]] = {
         "size_unstack": False,
         "size_unstack_fill": False,
         "percent_by_hand": False,
+        "crosstab_T": False,
+        "size_reset_index": False,
+        "agg_list_T": False,
     },
 }
 
@@ -207,3 +212,33 @@ def test_failing_table_written_to_a_file_is_suppressed_not_the_cell(
     assert _decision(written)[0] == "released"
     assert "written" in written.shown()
     assert "suppressed" in path.read_text()
+
+
+@pytest.mark.parametrize(
+    "shape", ["describe().T", "agg(['mean', 'max']).T", "agg(['mean', 'max']).reset_index()"]
+)
+def test_extremes_stay_hidden_when_the_table_is_turned(
+    hospitals: dict[int, Any], shape: str
+) -> None:
+    """A group's maximum is hidden whether the table is transposed or its index reset."""
+    gen, session = hospitals[2]
+    s, frame = gen["schema"], gen["frame"]
+    reply = session.execute(f"df.groupby({s.cats[1]!r})[{s.normal!r}].{shape}")
+    assert _decision(reply)[0] in ("redacted", "blocked")
+    shown = reply.shown()
+    for x in frame.groupby(s.cats[1])[s.normal].max():
+        assert not re.search(rf"(?<![\d.]){re.escape(f'{x:g}')}(?![\d])", shown), (shape, x)
+
+
+def test_turned_tables_suppress_cells_not_the_table(hospitals: dict[int, Any]) -> None:
+    """`crosstab(...).T` and `size().reset_index()` of a table with some small cells keep the
+    others (they were blocked whole)."""
+    gen, session = hospitals[1]
+    s = gen["schema"]
+    b, c = s.cats[1], s.cats[2]
+    turned = (
+        f"pd.crosstab(df[{b!r}], df[{c!r}]).T",
+        f"df.groupby([{b!r}, {c!r}]).size().reset_index(name='n')",
+    )
+    for code in turned:
+        assert _decision(session.execute(code)) == ("redacted", "threshold"), code
