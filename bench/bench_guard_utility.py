@@ -520,6 +520,140 @@ def summarise(n: int, seed: int, safe: list[dict[str, Any]], leaks: list[dict[st
     }
 
 
+# ---------------------------------------------------------------------------- the wider check
+
+WIDE_SEEDS = tuple(range(1, 9))
+
+
+dr_extremes = "extremes"
+
+
+def _flags(decision: str, rule: str) -> bool:
+    """Does the guard withhold anything of the table (a cell suppressed, the output blocked)?"""
+    return decision in ("blocked", "redacted") and rule != "rounding"
+
+
+def measure_wide(seeds: tuple[int, ...] = WIDE_SEEDS, *, acro: bool = True) -> dict[str, Any]:
+    """`bench/unseen_wide.py`: per seed a new table and ~30 aggregates in three phrasings
+    (display, print, to_csv) through a guarded kernel, against ACRO's crosstab / pivot_table."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
+    import unseen_wide as uw
+
+    from tests.kernel._client import Session, start
+
+    t0 = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    for seed in seeds:
+        gen = uw.generate(seed)
+        schema = gen["schema"]
+        ops = uw.operations(schema)
+        with tempfile.TemporaryDirectory(prefix="bedside-wide-") as tmp:
+            work = Path(tmp)
+            policy = uw.write(work, gen)
+            csv = work / f"{schema.table}.acro.csv"
+            verdicts = (uw.acro_verdicts(ACRO_PY, csv, ops) if acro and ACRO_PY.exists()
+                        else [None] * len(ops))  # fmt: skip
+            km, kc = start(work / "spec", "bedside-wide", policy)
+            try:
+                session = Session(kc)
+                table = schema.table
+                load = f"import pandas as pd, numpy as np\n{uw.ALIAS} = hospital.load({table!r})"
+                setup = session.request(lambda k=kc, c=load: k.execute(c))
+                if decision_of(setup)[0] == "error":
+                    raise RuntimeError(f"setup failed: {setup.shown()[-2000:]}")
+                for op, verdict in zip(ops, verdicts, strict=True):
+                    for phrase, template in uw.PHRASINGS.items():
+                        cell = f"X = {op.code}\n{template}"
+                        reply = session.request(lambda k=kc, c=cell: k.execute(c))
+                        decision, rule = decision_of(reply)
+                        cells: dict[str, int] = {}
+                        if phrase == "display" and verdict is not None:
+                            shown = session.request(lambda k=kc: k.execute(uw.MASK_CODE))
+                            cells = uw.cell_misses(verdict, _mask_of(shown))
+                        rows.append({
+                            "seed": seed, "table": schema.table, "op": op.name,
+                            "phrasing": phrase, "decision": decision, "rule": rule,
+                            "acro_flags": uw.acro_flags(verdict), "cells": cells,
+                            "acro": None if verdict is None else {
+                                k: verdict.get(k) for k in ("flags", "status", "error")},
+                        })  # fmt: skip
+            finally:
+                kc.stop_channels()
+                km.shutdown_kernel(now=True)
+    return summarise_wide(rows, seeds, time.monotonic() - t0)
+
+
+def _mask_of(reply: Any) -> dict[str, Any] | None:
+    for line in reversed(reply.shown().splitlines()):
+        if line.startswith('{"blocked"'):
+            return json.loads(line)  # type: ignore[no-any-return]
+    return None
+
+
+def summarise_wide(rows: list[dict[str, Any]], seeds: tuple[int, ...],
+                   seconds: float) -> dict[str, Any]:  # fmt: skip
+    compared = [r for r in rows if r["acro_flags"] is not None]
+    flagged = [r for r in compared if r["acro_flags"]]
+    passing = [r for r in compared if not r["acro_flags"]]
+    misses = [r for r in flagged if not _flags(r["decision"], r["rule"])]
+    false_blocks = [r for r in passing if _flags(r["decision"], r["rule"])]
+    errors = [r for r in rows if r["decision"] == "error"]
+    agree = len(compared) - len(misses) - len(false_blocks)
+    # stricter than ACRO by design: ACRO has no rule for extremes (a min or max is one record's
+    # value) nor for class disclosure (a 0/1 rate of 0% or 100%)
+    by_design = [r for r in false_blocks if r["rule"] in (dr_extremes, "class-disclosure")]
+    acro_cells = sum(r["cells"].get("acro_cells", 0) for r in rows)
+    cell_missed = [r for r in rows if r["cells"].get("missed")]
+
+    def line(r: dict[str, Any]) -> str:
+        acro = r["acro"] or {}
+        return (f"seed {r['seed']} {r['op']}/{r['phrasing']}: guard {r['decision']} "
+                f"({r['rule']}), ACRO {acro.get('flags')}")  # fmt: skip
+
+    return {
+        "seeds": list(seeds),
+        "seconds": round(seconds, 1),
+        "ratios": {
+            "acro_agreement_wide": round(agree / len(compared), 4) if compared else None,
+            "acro_miss_rate_wide": round(len(misses) / len(flagged), 4) if flagged else None,
+            "acro_false_block_rate_wide": (
+                round(len(false_blocks) / len(passing), 4) if passing else None
+            ),  # fmt: skip
+            "acro_false_block_rate_wide_not_by_design": (
+                round((len(false_blocks) - len(by_design)) / len(passing), 4) if passing else None
+            ),  # fmt: skip
+            "acro_cell_miss_rate_wide": (
+                round(sum(r["cells"]["missed"] for r in cell_missed) / acro_cells, 4)
+                if acro_cells
+                else None
+            ),  # fmt: skip
+        },
+        "counts": {
+            "outputs": len(rows),
+            "compared_with_acro": len(compared),
+            "acro_flags": len(flagged),
+            "acro_passes": len(passing),
+            "agreeing": agree,
+            "misses": len(misses),
+            "false_blocks": len(false_blocks),
+            "false_blocks_by_design": len(by_design),
+            "acro_flagged_cells_compared": acro_cells,
+            "acro_flagged_cells_shown": sum(r["cells"]["missed"] for r in cell_missed),
+            "cells_suppressed_acro_passes": sum(r["cells"].get("stricter", 0) for r in rows),
+            "errors": len(errors),
+            "no_acro_equivalent": len(rows) - len(compared),
+        },
+        "misses": [line(r) for r in misses],
+        "false_blocks": [
+            line(r) + (" [by design]" if r in by_design else "") for r in false_blocks
+        ],  # fmt: skip
+        "cell_misses": [f"{line(r)}: {r['cells']}" for r in cell_missed],
+        "errors": [line(r) for r in errors],
+        "rows": rows,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=1_000_000)
@@ -529,6 +663,9 @@ def main() -> int:
                         help="birth years of the patients (a narrow range makes a small "
                         "hospital's birth dates as dense as a million patients')")  # fmt: skip
     parser.add_argument("--no-acro", action="store_true", help="skip the ACRO comparison")
+    parser.add_argument("--wide-seeds", type=int, nargs="*", default=list(WIDE_SEEDS),
+                        help="seeds of bench/unseen_wide.py's tables (none: skip the wider "
+                        "comparison)")  # fmt: skip
     parser.add_argument("--out", type=Path)
     parser.add_argument("--acro-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -557,6 +694,22 @@ def main() -> int:
     for key in ("false_positives", "disagreements", "leaks_not_stopped"):
         for line in result[key]:
             print(f"  {key}: {line}", file=sys.stderr)
+    if args.wide_seeds:
+        wide = measure_wide(tuple(args.wide_seeds), acro=not args.no_acro)
+        # (its per-output rows stay out of the kept JSON: 768 of them)
+        result["wide"] = {k: v for k, v in wide.items() if k != "rows"}
+        result["ratios"].update(wide["ratios"])
+        w, wc = wide["ratios"], wide["counts"]
+        print(f"  wider check ({len(args.wide_seeds)} unseen tables, {wc['outputs']} outputs, "
+              f"{wide['seconds']} s): agreement with ACRO {wc['agreeing']}/"
+              f"{wc['compared_with_acro']} = {w['acro_agreement_wide']}, misses "
+              f"{wc['misses']}/{wc['acro_flags']} = {w['acro_miss_rate_wide']}, false blocks "
+              f"{wc['false_blocks']}/{wc['acro_passes']} ({wc['false_blocks_by_design']} by "
+              f"design), ACRO-flagged cells shown {wc['acro_flagged_cells_shown']}/"
+              f"{wc['acro_flagged_cells_compared']}", file=sys.stderr)  # fmt: skip
+        for key in ("misses", "false_blocks", "cell_misses", "errors"):
+            for line in wide[key]:
+                print(f"  wide {key}: {line}", file=sys.stderr)
     doc = json.dumps(result, indent=2, default=str)
     if args.out:
         args.out.write_text(doc + "\n")

@@ -84,6 +84,32 @@ class ReductionEvent:
     fails: tuple[str, ...] = ()
 
 
+# The statistics a column label names (`agg(['mean', 'count'])`, `describe()`'s columns).
+LABEL_STATS = frozenset({"count", "size", "sum", "mean", "std", "var", "sem", "median", "min",
+                         "max", "nunique"})  # fmt: skip
+
+
+def label_statistic(ann: Annotation, label: Any) -> str:
+    """The statistic of a result column: the annotation's per-column map (a column of several
+    levels, `(value, 'mean')`, also by its last level), else the annotation's statistic. A
+    column of `describe()` or of a list of aggfuncs says its statistic in its label (`'min'`,
+    `'75%'`: the percentile is written `q75%`)."""
+    stat = ann.column_stats.get(label)
+    last = label[-1] if isinstance(label, tuple) and label else label
+    if stat is None and last is not label:
+        stat = ann.column_stats.get(last)
+    if stat is None:
+        stat = ann.statistic
+    if stat in ("mixed", "describe"):
+        name = str(last)
+        if name in LABEL_STATS:
+            return name
+        if stat == "describe" and name.endswith("%"):
+            return "q" + name
+        return "mean" if stat == "mixed" else stat
+    return str(stat)
+
+
 def tag_of(obj: object) -> tuple[str, Any] | None:
     if isinstance(obj, NDFrame):
         attrs = obj.__dict__.get("_attrs") or {}
@@ -147,6 +173,9 @@ def _same(a: Any, b: Any) -> bool:
             return False
         if a.is_(b):
             return True
+        if isinstance(a, pd.MultiIndex) or isinstance(b, pd.MultiIndex):
+            # (no single backing array: `.array` raises; the labels of two or more keys)
+            return type(a) is type(b) and a.equals(b)
         pa_a, pa_b = getattr(a.array, "_pa_array", None), getattr(b.array, "_pa_array", None)
         if pa_a is not None and pa_b is not None:  # pyarrow labels: one comparison in arrow
             return type(a) is type(b) and a.dtype == b.dtype and bool(pa_a.equals(pa_b))
@@ -267,6 +296,9 @@ class ProvenanceTracker:
         self._group_cache: list[tuple[tuple[Any, ...], Any]] = []  # see `_grouped`
         self._cells_cache: list[tuple[tuple[Any, ...], Any]] = []  # see `_cells`
         self._held: tuple[Any, set[int], Any] | None = None  # see `remembers`
+        # Set by the output guard: the object an aggregate's text rendering (`to_string`, which
+        # `print` calls, `to_csv`, ...) is made of, i.e. its redacted copy (see `wrap_render`).
+        self.render_judge: Callable[..., Any] | None = None
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -836,6 +868,9 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
 # Row-order extractions, extremes by other phrasings, per-cell records of crosstab / pivot_table.
 # Installed after the patches above (they wrap some of the wrappers), by `install_gap_hooks`.
 
+# Render methods whose first argument is a file or buffer to write to (None: return the text).
+WRITERS = frozenset({"to_string", "to_csv", "to_json", "to_markdown", "to_html", "to_latex",
+                     "to_xml"})  # fmt: skip
 RENDER_METHODS = ("to_string", "to_csv", "to_json", "to_dict", "to_markdown", "to_html",
                   "to_latex", "to_records", "to_xml", "itertuples", "iterrows")  # fmt: skip
 
@@ -1065,6 +1100,42 @@ def cells_of(
                  cell_top or None, cell_records or None)  # fmt: skip
 
 
+def _transposed_per_column(ann: Annotation, src: pd.DataFrame,
+                           rules: dr.DisclosureRules) -> Annotation | None:  # fmt: skip
+    """`groupby(g).agg(['mean', 'max']).T`, `groupby(g).describe().T`: a column's statistic
+    becomes a row's. A row of extremes (min, max, a percentile too close to either end for the
+    smallest group) is suppressed whole; each cell counts the records of its group."""
+    counts = ann.counts
+    if not isinstance(counts, pd.Series):
+        return None
+    per_row = counts if counts.index.equals(src.index) else counts.reindex(src.index)
+    per_row = per_row.fillna(0).to_numpy(dtype=float)
+    smallest = int(per_row.min()) if per_row.size else 0
+    extremes = list(ann.suppress_rows)
+    for col in src.columns:
+        stat = label_statistic(ann, col)
+        if stat in dr.EXTREME_STATISTICS or stat == "quantile":
+            extremes.append(col)
+        elif stat[:1] == "q" and stat[-1:] == "%":
+            try:
+                q = float(stat[1:-1]) / 100
+            except ValueError:
+                q = 0.0
+            if _extreme_q(q, smallest, rules):
+                extremes.append(col)
+    cells = pd.DataFrame(np.repeat(per_row[:, None], src.shape[1], axis=1), index=src.index,
+                         columns=src.columns)  # fmt: skip
+    stat = "mean" if ann.statistic in ("mixed", "describe") else ann.statistic
+    return Annotation(
+        ann.table,
+        "magnitude",
+        cells.T,
+        stat,
+        suppress_rows=tuple(dict.fromkeys(extremes)),
+        value_name=ann.value_name,
+    )
+
+
 def _factorize_first(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Group number of each value (in order of first appearance) and each group's first row."""
     codes, uniques = pd.factorize(values)
@@ -1161,6 +1232,19 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
         def render(self: Any, *a: Any, **kw: Any) -> Any:
             if not tracker.busy and tag_of(self) is not None:
                 note_extraction(tracker, self)
+                judge = tracker.render_judge
+                if judge is not None and tag_of(self)[0] == "agg":  # type: ignore[index]
+                    # An aggregate written as text (`print(t)`, `t.to_csv()`) is judged as its
+                    # display would be: the text is that of the redacted copy. Written to a
+                    # file inside the hospital (`to_csv(path)`), the file holds that copy and
+                    # no output of the cell is withheld for it.
+                    to_file = name in WRITERS and (
+                        (a and a[0] is not None)
+                        or any(
+                            kw.get(k) is not None for k in ("path_or_buf", "buf", "path_or_buffer")
+                        )
+                    )
+                    self = judge(self, to_file=bool(to_file))
             return orig(self, *a, **kw)
 
         setattr(cls, name, render)
@@ -1265,6 +1349,175 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
         return result
 
     NDFrame.describe = describe  # type: ignore[method-assign,unused-ignore]
+
+    # -- a grouped result reshaped into a table ------------------------------------------------
+    def wrap_unstack(cls: Any) -> None:
+        orig = cls.unstack
+
+        @functools.wraps(orig)
+        def unstack(self: Any, *a: Any, **kw: Any) -> Any:
+            result = orig(self, *a, **kw)
+            ann = None if tracker.busy else _raw_annotation(tracker, self)
+            if ann is None or not isinstance(result, pd.DataFrame):
+                return result
+            try:
+                with tracker.quiet():
+                    new = unstacked(ann.resolve(tracker), self, result, a, kw)
+            except Exception:  # noqa: BLE001 - records behind the cells unknown: fail closed
+                new = Annotation(ann.table, ann.kind, pd.Series(dtype=float), ann.statistic)
+            return tracker.annotate(result, new)
+
+        cls.unstack = unstack
+
+    def unstacked(ann: Annotation, src: Any, result: pd.DataFrame, a: tuple[Any, ...],
+                  kw: dict[str, Any]) -> Annotation:  # fmt: skip
+        """`groupby([a, b]).size().unstack()`: the annotation of the groups, per cell of the
+        table (pandas does not carry `attrs` through unstack). A combination no record has
+        (NaN, or `fill_value`) stands on 0 records."""
+        labels = src.index
+        # where each row of the source lands: unstack the row positions the same way
+        where = pd.Series(np.arange(len(labels), dtype=float), index=labels)
+        where = pd.Series.unstack(where, *a, **{k: v for k, v in kw.items() if k != "fill_value"})
+        counts = ann.counts
+        if not isinstance(counts, pd.Series):
+            raise TypeError("per-cell counts of an unstacked table")
+        aligned = counts.index.equals(labels)
+        top = ann.top
+        pos = ann.positives
+        frame = isinstance(src, pd.DataFrame)
+        cnt = pd.DataFrame(0.0, index=result.index, columns=result.columns)
+        positives = pd.DataFrame(np.nan, index=result.index, columns=result.columns)
+        cell_top: dict[tuple[Any, Any], tuple[float, float, float]] = {}
+        cell_records: dict[tuple[Any, Any], np.ndarray] = {}
+        column_stats: dict[Any, str] = {}
+        wcols = list(where.columns)
+        levels = where.columns.nlevels
+        for j, col in enumerate(result.columns):
+            value_col, part = None, col
+            if frame:  # columns (source column..., unstacked label...)
+                value_col = col[:-levels] if len(col) - levels > 1 else col[0]
+                part = col[-levels:] if levels > 1 else col[-1]
+                column_stats[col] = label_statistic(ann, value_col)
+            k = wcols.index(part)
+            for i, row in enumerate(result.index):
+                p = where.iat[i, k]
+                if pd.isna(p):
+                    continue  # nobody: 0 records
+                p = int(p)
+                label = labels[p]
+                n = counts.iloc[p] if aligned else counts.get(label, 0)
+                cnt.iat[i, j] = float(0 if pd.isna(n) else n)
+                if isinstance(pos, pd.Series):
+                    positives.iat[i, j] = pos.get(label, np.nan)
+                elif isinstance(pos, pd.DataFrame) and value_col in pos.columns:
+                    positives.iat[i, j] = pos.at[label, value_col]
+                if top is not None and label in top.index:
+                    t = top.loc[label]
+                    cell_top[(row, col)] = (float(t["top1"]), float(t["top2"]),
+                                            float(t["total"]))  # fmt: skip
+                if ann.records is not None and label in ann.records:
+                    cell_records[(row, col)] = ann.records[label]
+        return Annotation(
+            ann.table, ann.kind, cnt, ann.statistic, column_stats,
+            positives if positives.notna().to_numpy().any() else None,
+            value_name=ann.value_name, cell_top=cell_top or None,
+            cell_records=cell_records or None)  # fmt: skip
+
+    wrap_unstack(pd.Series)
+    wrap_unstack(pd.DataFrame)
+
+    def wrap_reshape(cls: Any, name: str, remap: Callable[..., Annotation | None]) -> None:
+        orig = getattr(cls, name)
+
+        @functools.wraps(orig)
+        def reshaped(self: Any, *a: Any, **kw: Any) -> Any:
+            result = orig(self, *a, **kw)
+            ann = None if tracker.busy else _raw_annotation(tracker, self)
+            if ann is None or not isinstance(result, NDFrame) or result is self:
+                return result
+            try:
+                with tracker.quiet():
+                    new = remap(ann.resolve(tracker), self, result, a, kw)
+            except Exception:  # noqa: BLE001 - the coarser annotation pandas carried stays
+                new = None
+            return result if new is None else tracker.annotate(result, new)
+
+        setattr(cls, name, reshaped)
+
+    def reset(ann: Annotation, src: Any, result: Any, a: tuple[Any, ...],
+              kw: dict[str, Any]) -> Annotation | None:  # fmt: skip
+        """`groupby([a, b]).size().reset_index(name='n')`: the rows keep their order, the
+        group labels become columns (judged with their row, never rounded)."""
+        counts = ann.counts
+        if a or kw.get("level") is not None or not isinstance(counts, pd.Series):
+            return None
+        if len(result) != len(src) or not isinstance(result.index, pd.RangeIndex):
+            return None
+        labels = src.index
+        counts = counts if counts.index.equals(labels) else counts.reindex(labels)
+
+        def moved(part: Any) -> Any:
+            if part is None:
+                return None
+            part = part if part.index.equals(labels) else part.reindex(labels)
+            return part.set_axis(result.index, axis=0)
+
+        stats: dict[Any, str] = {}
+        if isinstance(result, pd.DataFrame):
+            n_labels = 0 if kw.get("drop") else labels.nlevels
+            for i, col in enumerate(result.columns):
+                if i < n_labels:
+                    stats[col] = "label"
+                elif isinstance(src, pd.Series):
+                    stats[col] = ann.statistic
+                else:
+                    stats[col] = label_statistic(ann, col)
+        return Annotation(
+            ann.table, "magnitude" if stats else ann.kind, moved(counts), ann.statistic,
+            stats or dict(ann.column_stats), moved(ann.positives), moved(ann.top),
+            value_name=ann.value_name)  # fmt: skip
+
+    def transposed(ann: Annotation, src: Any, result: Any, a: tuple[Any, ...],
+                   kw: dict[str, Any]) -> Annotation | None:  # fmt: skip
+        """`crosstab(a, b).T`: every cell keeps its records, at (column, row)."""
+        if not isinstance(src, pd.DataFrame):
+            return None
+        counts = ann.counts
+        if ann.column_stats or ann.statistic == "describe":
+            return _transposed_per_column(ann, src, tracker.rules)
+        # rows that are extremes (describe()'s min and max) become columns of extremes
+        stats = {r: "max" for r in ann.suppress_rows if r in src.index}
+        if isinstance(counts, pd.Series):  # per row: each cell of the row
+            per_row = counts if counts.index.equals(src.index) else counts.reindex(src.index)
+            counts = pd.DataFrame(np.repeat(per_row.to_numpy(dtype=float)[:, None],
+                                            src.shape[1], axis=1),
+                                  index=src.index, columns=src.columns)  # fmt: skip
+            cell_top = None
+            if ann.top is not None:
+                top = ann.top
+                cell_top = {(c, r): (float(top.at[r, "top1"]), float(top.at[r, "top2"]),
+                                     float(top.at[r, "total"]))
+                            for r in src.index if r in top.index for c in src.columns}  # fmt: skip
+            positives = None
+            if isinstance(ann.positives, pd.Series):
+                pos = ann.positives.reindex(src.index).to_numpy(dtype=float)
+                positives = pd.DataFrame(np.repeat(pos[:, None], src.shape[1], axis=1),
+                                         index=src.index, columns=src.columns).T  # fmt: skip
+            elif ann.positives is not None:
+                positives = ann.positives.T
+        else:
+            cell_top = ({(c, r): v for (r, c), v in ann.cell_top.items()}
+                        if ann.cell_top is not None else None)  # fmt: skip
+            positives = ann.positives.T if isinstance(ann.positives, pd.DataFrame) else None
+        records = ({(c, r): v for (r, c), v in ann.cell_records.items()}
+                   if ann.cell_records is not None else None)  # fmt: skip
+        return Annotation(ann.table, ann.kind, counts.T, ann.statistic, stats, positives,
+                          value_name=ann.value_name, cell_top=cell_top,
+                          cell_records=records)  # fmt: skip
+
+    wrap_reshape(pd.Series, "reset_index", reset)
+    wrap_reshape(pd.DataFrame, "reset_index", reset)
+    wrap_reshape(pd.DataFrame, "transpose", transposed)
 
     # -- per-cell records and contributions of crosstab / pivot_table ---------------------------
     import pandas.core.reshape.pivot as pivot_mod

@@ -31,6 +31,7 @@ from bedside.kernel._provenance import (
     Annotation,
     ProvenanceTracker,
     _same,
+    label_statistic,
     sequence_log,
     tag_of,
 )
@@ -205,6 +206,10 @@ class OutputGuard:
         self._muted_streams: set[str] = set()
         self._lock = threading.RLock()
         self.sequences = SequenceGuard(sequence_log(tracker))  # row-order runs, any cardinality
+        # Decisions on aggregates the cell wrote as text (`judge_rendered`), attached to the
+        # cell's outputs that carry no decision of their own.
+        self._text_notes: list[Decision] = []
+        tracker.render_judge = self.judge_rendered
 
     # -- cells ---------------------------------------------------------------------------------
     def begin_cell(self, code: str, msg_id: str) -> None:
@@ -213,6 +218,7 @@ class OutputGuard:
             self.code = code
             self.cell_id = msg_id
             self.cell_block = None
+            self._text_notes.clear()
             self._stream_tail.clear()
             self._muted_streams.clear()
 
@@ -260,6 +266,35 @@ class OutputGuard:
                                     d.advice), obj  # fmt: skip
                 return worst, obj
         return None, obj
+
+    def judge_rendered(self, obj: Any, *, to_file: bool = False) -> Any:
+        """The object an aggregate's text is written from (`print(t)`, `t.to_csv()`,
+        `t.to_json()`, ...): judged as its display would be, so the text carries the same
+        suppressed cells. A table of which every cell fails is written all `suppressed` and the
+        cell's outputs are withheld; a table that only has its counts rounded is written as is
+        (its text releases nothing the rules forbid). `to_file`: written to a file or buffer,
+        not returned; the cell's outputs are not marked for it."""
+        with self._lock:
+            decision, target = self.judge_object(obj)
+            if decision is None or decision.action is Action.RELEASED:
+                return obj
+            if decision.rule == dr.ROUNDING:
+                return obj
+            if decision.blocked:
+                if self.cell_block is None and not to_file:
+                    self.cell_block = Decision.block(
+                        decision.rule, f"a table written as text: {decision.reason}",
+                        decision.advice, details=decision.details)  # fmt: skip
+                frame = _Grid.of(obj)
+                out = np.full((len(frame.index), len(frame.columns)), SUPPRESSED, dtype=object)
+                blank: Any = pd.DataFrame(out, index=frame.index, columns=frame.columns)
+                if isinstance(obj, pd.Series):
+                    blank = blank.iloc[:, 0].rename(obj.name)
+                blank.attrs.clear()
+                return blank
+            if not to_file:
+                self._text_notes.append(decision)
+            return target
 
     def _extracted(self, obj: Any) -> Decision | None:
         """A list or array taken from protected rows in record order (`tolist`, `.values`)."""
@@ -380,12 +415,17 @@ class OutputGuard:
                     elif n < rules.min_cell_count:
                         fails.append(dr.THRESHOLD)
                 else:
-                    if n < rules.min_cell_count:
+                    if n < rules.min_cell_count or (
+                        stat in dr.DISPERSION_STATISTICS and n - 1 < rules.min_cell_count
+                    ):
                         fails.append(dr.THRESHOLD)
                     if (row in ann.suppress_rows or stat in ("min", "max")) and (
                         rules.extremes == "suppress"
                     ):
                         fails.append(dr.EXTREMES)
+                    elif stat[:1] == "q" and stat[-1:] == "%" and _extreme_percentile(
+                            stat, n, rules):  # fmt: skip
+                        fails.append(dr.EXTREMES)  # a group's describe(): 25% of 21 records
                     if stat in ("mean", "sum"):
                         pos = (_count(pos_rows.get(row), None) if pos_rows is not None
                                else _positives(ann, row, col))  # fmt: skip
@@ -417,10 +457,7 @@ class OutputGuard:
                 elif (ann.kind == "frequency" or stat in ("count", "size")) and _is_count(value):
                     out[i, j] = dr.round_count(value, rules.round_counts_to)
                     changed = True
-        rounded = ann.kind == "frequency" or any(
-            ann.column_stats.get(c, ann.statistic) in ("count", "size") or str(c) == "count"
-            for c in frame.columns
-        )
+        rounded = ann.kind == "frequency" or any(s in ("count", "size") for s in stats)
         decision = dr.verdict_decision(masks, rules, rounded=rounded)
         if not decision.blocked:
             self._log_released(to_log)
@@ -601,6 +638,8 @@ class OutputGuard:
                 # digit in it: the sentry scans metadata with the content, and a digit anywhere
                 # in a megabyte of words costs its PHI patterns a pass over all of it (~5 ms).
                 decision = Decision.release(SENTRY_SCAN_RULE, SENTRY_SCAN_REASON)
+        if decision is None and not prior and self._text_notes and msg_type in OUTPUT_TYPES:
+            decision = self._text_notes[0]  # the cell wrote a redacted table as text
         if decision is None:
             if prior:
                 meta["bedside"] = prior
@@ -860,10 +899,16 @@ def _family(stat: Any) -> str:
 
 
 def _column_stat(ann: Annotation, col: Any) -> Any:
-    stat = ann.column_stats.get(col, ann.statistic)
-    if stat == "mixed":
-        stat = str(col) if str(col) in ("count", "size", "sum", "mean") else "mean"
-    return stat
+    return label_statistic(ann, col)
+
+
+def _extreme_percentile(stat: str, n: int, rules: dr.DisclosureRules) -> bool:
+    """`q75%` over n records: fewer than `min_cell_count` records above or below it."""
+    try:
+        q = float(stat[1:-1]) / 100
+    except ValueError:
+        return False
+    return rules.extremes == "suppress" and min(q, 1.0 - q) * n < rules.min_cell_count
 
 
 def _labels(index: Any) -> list[Any]:

@@ -34,6 +34,9 @@ ROUNDING = "rounding"
 FREQUENCY_STATISTICS = frozenset({"count", "size", "frequency", "nunique"})
 MAGNITUDE_STATISTICS = frozenset({"sum", "mean"})
 EXTREME_STATISTICS = frozenset({"min", "max", "first", "last"})
+# A standard deviation (variance, standard error) needs `min_cell_count` degrees of freedom,
+# n - 1, as ACRO's `safe_dof_threshold` (10) asks: one record more than a mean.
+DISPERSION_STATISTICS = frozenset({"std", "var", "sem"})
 
 ADVICE = {
     THRESHOLD: "Group into fewer, larger categories (for example age bands) so every cell has "
@@ -157,7 +160,9 @@ def check_cells(
             elif n < rules.min_cell_count:
                 fails.append(THRESHOLD)
         else:
-            if n < rules.min_cell_count:
+            if n < rules.min_cell_count or (
+                statistic in DISPERSION_STATISTICS and n - 1 < rules.min_cell_count
+            ):
                 fails.append(THRESHOLD)
             if statistic in EXTREME_STATISTICS and rules.extremes == "suppress":
                 fails.append(EXTREMES)
