@@ -1233,16 +1233,15 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
             if not tracker.busy and tag_of(self) is not None:
                 note_extraction(tracker, self)
                 judge = tracker.render_judge
-                if judge is not None and tag_of(self)[0] == "agg":  # type: ignore[index]
+                if judge is not None and name in WRITERS and tag_of(self)[0] == "agg":  # type: ignore[index]
                     # An aggregate written as text (`print(t)`, `t.to_csv()`) is judged as its
                     # display would be: the text is that of the redacted copy. Written to a
                     # file inside the hospital (`to_csv(path)`), the file holds that copy and
-                    # no output of the cell is withheld for it.
-                    to_file = name in WRITERS and (
-                        (a and a[0] is not None)
-                        or any(
-                            kw.get(k) is not None for k in ("path_or_buf", "buf", "path_or_buffer")
-                        )
+                    # no output of the cell is withheld for it. `to_dict`, `to_records` and the
+                    # row iterators keep the true values: code computes with them (class
+                    # weights from counts), and a string in place of a number would break it.
+                    to_file = (a and a[0] is not None) or any(
+                        kw.get(k) is not None for k in ("path_or_buf", "buf", "path_or_buffer")
                     )
                     self = judge(self, to_file=bool(to_file))
             return orig(self, *a, **kw)
