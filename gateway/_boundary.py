@@ -20,6 +20,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bedside.policy.decision import Action, Decision, Layer
@@ -104,6 +105,12 @@ class Verdict:
 
 # A kernel-claimed rule name is recorded in the ledger as is, so keep it short.
 MAX_CLAIMED_RULE = 64
+# What a name the kernel chose must look like to be repeated in a notice or an entry.
+_PLAIN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.+/:-]{0,63}$")
+# How old a reply's `started` time may be and still leave (`BoundaryGuard._shown_time`).
+STARTED_WINDOW = timedelta(days=2)
+# The largest execution count a notice repeats (the scanner skips counts below it).
+MAX_EXECUTION_COUNT = 1_000_000
 
 
 def kernel_claim(metadata: Any) -> Decision | None:
@@ -124,20 +131,38 @@ def kernel_claim(metadata: Any) -> Decision | None:
     return Decision(action, rule, layer=Layer.KERNEL)
 
 
+def _small_count(count: Any) -> bool:
+    return type(count) is int and 0 <= count < MAX_EXECUTION_COUNT
+
+
+def _count(count: Any) -> int | None:
+    """An execution count a notice may repeat (a larger one could carry a phone number)."""
+    return count if _small_count(count) else None
+
+
 def iter_text(obj: Any, images: list[str] | None = None) -> Iterator[str]:
-    """Every string, key and number in a JSON value, depth first.
+    """Every string, key and number in a JSON value, depth first, and the short items of each
+    array and nested object joined (`_joined`).
 
     A small `execution_count` is structure, not text. With `images`, base64 PNG values of MIME
     bundles are set aside there (read by `png_text`) instead of being scanned as text.
     """
     stack = [obj]
+    top = True
     while stack:
         value = stack.pop()
         if isinstance(value, str):
             yield value
         elif isinstance(value, dict):
+            yield from _joined(
+                item
+                for key, item in value.items()
+                if not (key == "execution_count" and _small_count(item))
+            )
+            if not top:
+                yield from _joined(value.keys())
             for key, item in value.items():
-                if key == "execution_count" and type(item) is int and 0 <= item < 1_000_000:
+                if key == "execution_count" and _small_count(item):
                     continue
                 if key == "image/png" and images is not None and isinstance(item, str):
                     images.append(item)
@@ -145,11 +170,77 @@ def iter_text(obj: Any, images: list[str] | None = None) -> Iterator[str]:
                 yield str(key)
                 stack.append(item)
         elif isinstance(value, list | tuple):
+            yield from _joined(value)
             stack.extend(value)
         elif isinstance(value, bool) or value is None:
             continue
         elif isinstance(value, int | float):
             yield str(value)
+        top = False
+
+
+def _short_values(obj: Any) -> Iterator[str | int | float]:
+    """The strings and numbers of a JSON value, keys left out, in the order a client receives
+    them: the sentry sends content with its keys sorted (RFC 8785). A small
+    `execution_count` and long strings (read whole anyway) are left out. Iterative: the
+    nesting is the kernel's to choose."""
+    stack: list[Iterator[Any]] = [iter((obj,))]
+    while stack:
+        for value in stack[-1]:
+            if isinstance(value, str):
+                if len(value) <= JOIN_ITEM_CHARS:
+                    yield value
+            elif isinstance(value, dict):
+                stack.append(
+                    iter(
+                        [
+                            value[key]
+                            for key in sorted(value, key=str)
+                            if not (key == "execution_count" and _small_count(value[key]))
+                        ]
+                    )
+                )
+                break
+            elif isinstance(value, list | tuple):
+                stack.append(iter(value))
+                break
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                yield value
+        else:
+            stack.pop()
+
+
+# Items of an array or object up to this long are also read joined (`_joined`).
+JOIN_ITEM_CHARS = 64
+
+
+def _joined(items: Any) -> Iterator[str]:
+    """A container's short strings and numbers in order, joined as a client may show them:
+    with nothing and with a space between, and three whole numbers (or runs of digits) as a
+    date (`y-m-d`).
+
+    A value written as a list of characters (`list(mrn)` as JSON), a name as a list of its
+    parts, a record number split over two fields of an object or two keys, a date of birth as
+    `[y, m, d]` is then read whole. Only containers of two or more such items get joins, and
+    the protocol's own words (`stdout`, `ok`, ...) are left out, so a trivial message
+    (`{"name": "stdout", "text": "2"}`) costs nothing more.
+    """
+    texts: list[str] = []
+    numbers = 0
+    for item in items:
+        if isinstance(item, str):
+            if len(item) <= JOIN_ITEM_CHARS and item not in _PROTOCOL_WORDS:
+                texts.append(item)
+                numbers += item.isdigit()
+        elif isinstance(item, int | float) and not isinstance(item, bool):
+            texts.append(str(item))
+            numbers += type(item) is int
+    if len(texts) < 2:
+        return
+    yield "".join(texts)
+    yield " ".join(texts)
+    if len(texts) == 3 and numbers == 3:
+        yield "-".join(texts)
 
 
 # Words of the Jupyter protocol's own field names and values (split at "_" and "/").
@@ -481,8 +572,50 @@ class BoundaryGuard:
         self.notice_suffix = notice_suffix
         # Without a scanner that reports positions, any finding in the joined text counts.
         self.seams = StreamSeams(scan_seam or (lambda text, _seam: scan(text)))
+        # Kernel-chosen names (and `started` days) already judged: name -> may leave.
+        self._names: dict[str, bool] = {}
 
     # -- scanning -----------------------------------------------------------------------------
+
+    def kernel_claim(self, metadata: Any) -> Decision | None:
+        """`kernel_claim` with a rule name that may leave: the ledger entry that records the
+        claim reaches the researcher in receipts, so a name the scanner does not pass (or that
+        is not a plain rule name) is recorded as `withheld`."""
+        claim = kernel_claim(metadata)
+        if claim is None or claim.rule == "unnamed" or self._plain_name(claim.rule):
+            return claim
+        return Decision(claim.action, "withheld", layer=claim.layer)
+
+    def _plain_name(self, name: str) -> bool:
+        """Whether a name the kernel chose (a rule, a MIME type) may be repeated to the client:
+        a plain name in which the scanner finds nothing. Verdicts are remembered (the same few
+        names come again and again)."""
+        known = self._names.get(name)
+        if known is None:
+            known = bool(_PLAIN_NAME.match(name)) and self.scan_value(name) is None
+            if len(self._names) >= 1024:
+                self._names.clear()
+            self._names[name] = known
+        return known
+
+    def _shown_time(self, value: str) -> bool:
+        """Whether a reply's `started` time may leave as the kernel wrote it: a time of the
+        last two days (or a minute ahead of the sentry's clock) whose date is no identifier
+        value (a patient born today or yesterday). Otherwise it is dropped, not blocked."""
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return False
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        now = datetime.now(UTC)
+        if not now - STARTED_WINDOW <= when <= now + timedelta(minutes=1):
+            return False
+        day = value[:10]
+        known = self._names.get(day)
+        if known is None:
+            known = self._names[day] = self.scan_value(day) is None
+        return known
 
     def scan_value(self, *values: Any) -> Finding | None:
         """The first finding in all text of `values` (the scanner also reads encoded text).
@@ -492,6 +625,9 @@ class BoundaryGuard:
         """
         images: list[str] = []
         parts = [t for v in values for t in iter_text(v, images)]
+        # A value split between containers (a field of the content and one of the metadata,
+        # two nested objects) is read whole in the order a client receives the fields.
+        parts.extend(_joined(_short_values(values)))
         for image in images:
             carried = png_text(image)
             parts.append(image if carried is None else carried)
@@ -584,8 +720,15 @@ class BoundaryGuard:
         metadata: dict[str, Any],
         buffers: list[bytes],
         size: int,
+        *,
+        reply_type: str = "",
     ) -> Verdict:
-        """The verdict for one message coming from the kernel on `channel`."""
+        """The verdict for one message coming from the kernel on `channel`.
+
+        `reply_type` is the type of a reply to the request this message answers: a reply of a
+        type not expected on its channel leaves as a notice of that type, since the kernel's
+        own type name could carry anything.
+        """
         if msg_type == "status":
             verdict = None if buffers else status_verdict(content)
             if verdict is not None:
@@ -603,13 +746,19 @@ class BoundaryGuard:
 
         known = {"iopub": IOPUB_TYPES, "stdin": STDIN_TYPES}.get(channel, REPLY_TYPES)
         if msg_type not in known:
+            # Neither the notice nor its type repeats the kernel's type name.
+            # On stdin it becomes a prompt showing the notice; a reply, one to its request.
+            if channel == "stdin":
+                msg_type = "input_request"
+            elif channel != "iopub":
+                msg_type = reply_type or "execute_reply"
             return self.notice(
                 channel,
                 msg_type,
-                content,
+                {},
                 Decision.block(
                     "unknown_msg_type",
-                    f"message type {msg_type!r} is not expected on the {channel} channel",
+                    f"a message of a type not expected on the {channel} channel",
                     "Only standard Jupyter messages leave the hospital.",
                     layer=Layer.SENTRY,
                 ),
@@ -634,6 +783,7 @@ class BoundaryGuard:
         if msg_type in DISPLAY_TYPES or msg_type == "inspect_reply":
             content, dropped = self._filter_bundle(content)
             if msg_type in DISPLAY_TYPES and not content.get("data"):
+                dropped = self._names_shown(dropped)
                 return self.notice(
                     channel,
                     msg_type,
@@ -651,6 +801,8 @@ class BoundaryGuard:
             dropped.extend(more)
 
         safe_meta, metadata = split_protocol_metadata(metadata)
+        if "started" in safe_meta and not self._shown_time(safe_meta["started"]):
+            del safe_meta["started"]
         hit = self.scan_value(content, metadata)
         if safe_meta:
             metadata = {**safe_meta, **metadata}
@@ -662,12 +814,13 @@ class BoundaryGuard:
                 return self.notice(channel, msg_type, content, buffer_block)
 
         if dropped:
+            dropped = self._names_shown(dropped)
             decision = Decision.redact(
                 "mime_allow",
-                f"dropped MIME types not allowed by the policy: {', '.join(sorted(set(dropped)))}",
+                f"dropped MIME types not allowed by the policy: {', '.join(dropped)}",
                 f"Allowed types: {', '.join(self.mime_allow)}.",
                 layer=Layer.SENTRY,
-                details={"dropped": sorted(set(dropped))},
+                details={"dropped": dropped},
             )
         marked = self._mark_kernel_notice(msg_type, content, metadata)
         if marked is not None:
@@ -680,6 +833,11 @@ class BoundaryGuard:
             list(buffers),
             changed=bool(dropped) or marked is not None,
         )
+
+    def _names_shown(self, names: list[str]) -> list[str]:
+        """Kernel-chosen names (dropped MIME types) as a notice may list them, sorted and once:
+        one that is not a plain name, or in which the scanner finds something, is withheld."""
+        return sorted({n if self._plain_name(n) else "[withheld]" for n in names})
 
     def _mark_kernel_notice(
         self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any]
@@ -783,8 +941,7 @@ class BoundaryGuard:
         elif msg_type in DISPLAY_TYPES:
             new = {"data": self.notice_bundle(decision), "metadata": {}}
             if msg_type == "execute_result":
-                count = content.get("execution_count")
-                new["execution_count"] = count if isinstance(count, int) else None
+                new["execution_count"] = _count(content.get("execution_count"))
             else:
                 new["transient"] = {}
                 if msg_type == "update_display_data":
@@ -817,8 +974,7 @@ class BoundaryGuard:
             ename = self._safe_ename(content) if content.get("status") == "error" else ""
             new.update(ename=ename or "BedsideBlocked", evalue=notice, traceback=[notice])
         if msg_type == "execute_reply":
-            count = content.get("execution_count")
-            new["execution_count"] = count if isinstance(count, int) else None
+            new["execution_count"] = _count(content.get("execution_count"))
             new["payload"] = []
             expressions = content.get("user_expressions")
             new["user_expressions"] = {
