@@ -634,10 +634,19 @@ def test_input_and_getpass_work(kit):
 def test_history_works(kit):
     client, _ = kit
     client.execute("history_marker = 'ward totals'")
+    # (a search: the tail may hold a hostile probe's entry, which the sentry rightly blocks)
     reply = client.request(
-        "history_request", {"hist_access_type": "tail", "n": 10, "output": False, "raw": True}
+        "history_request",
+        {
+            "hist_access_type": "search",
+            "pattern": "history_marker*",
+            "n": 5,
+            "unique": True,
+            "output": False,
+            "raw": True,
+        },
     )
-    assert reply["content"]["status"] == "ok"
+    assert reply["content"]["status"] == "ok", reply["content"]
     assert any("history_marker" in item[2] for item in reply["content"]["history"])
 
 
