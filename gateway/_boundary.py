@@ -16,6 +16,7 @@ import fnmatch
 import html
 import logging
 import re
+import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -107,8 +108,6 @@ class Verdict:
 MAX_CLAIMED_RULE = 64
 # What a name the kernel chose must look like to be repeated in a notice or an entry.
 _PLAIN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.+/:-]{0,63}$")
-# How old a reply's `started` time may be and still leave (`BoundaryGuard._shown_time`).
-STARTED_WINDOW = timedelta(days=2)
 # The largest execution count a notice repeats (the scanner skips counts below it).
 MAX_EXECUTION_COUNT = 1_000_000
 
@@ -141,42 +140,64 @@ def _count(count: Any) -> int | None:
 
 
 def iter_text(obj: Any, images: list[str] | None = None) -> Iterator[str]:
-    """Every string, key and number in a JSON value, depth first, and the short items of each
-    array and nested object joined (`_joined`).
+    """Every string, key and number in a JSON value and the short items of its arrays and
+    objects joined (`message_texts`)."""
+    return iter(message_texts((obj,), images))
+
+
+def message_texts(values: tuple[Any, ...], images: list[str] | None = None) -> list[str]:
+    """Every string, key and number of `values` (a message's content, its metadata), depth
+    first, and what a client may show joined: the short items of each array and object
+    (`_joined`), and all short values of the message in the order the client receives them,
+    so that a value split between two fields or containers is read whole.
 
     A small `execution_count` is structure, not text. With `images`, base64 PNG values of MIME
-    bundles are set aside there (read by `png_text`) instead of being scanned as text.
+    bundles are set aside there (read by `png_text`) instead of being scanned as text. The keys
+    of the top-level objects are the protocol's, not joined.
     """
-    stack = [obj]
-    top = True
+    parts: list[str] = []
+    # Short values other than protocol words: with fewer than two there is nothing to join,
+    # and a trivial message (`{"name": "stdout", "text": "2"}`) costs one set lookup more.
+    shorts = 0
+    stack = list(values)
+    tops = {id(v) for v in values}
     while stack:
         value = stack.pop()
         if isinstance(value, str):
-            yield value
+            parts.append(value)
+            if len(value) <= JOIN_ITEM_CHARS and value not in _PROTOCOL_WORDS:
+                shorts += 1
         elif isinstance(value, dict):
-            yield from _joined(
-                item
-                for key, item in value.items()
-                if not (key == "execution_count" and _small_count(item))
-            )
-            if not top:
-                yield from _joined(value.keys())
+            if len(value) > 1:
+                parts.extend(
+                    _joined(
+                        item
+                        for key, item in value.items()
+                        if not (key == "execution_count" and _small_count(item))
+                    )
+                )
+                if id(value) not in tops:
+                    parts.extend(_joined(value))
             for key, item in value.items():
                 if key == "execution_count" and _small_count(item):
                     continue
                 if key == "image/png" and images is not None and isinstance(item, str):
                     images.append(item)
                     continue
-                yield str(key)
+                parts.append(str(key))
                 stack.append(item)
         elif isinstance(value, list | tuple):
-            yield from _joined(value)
+            if len(value) > 1:
+                parts.extend(_joined(value))
             stack.extend(value)
         elif isinstance(value, bool) or value is None:
             continue
         elif isinstance(value, int | float):
-            yield str(value)
-        top = False
+            parts.append(str(value))
+            shorts += 1
+    if shorts > 1:
+        parts.extend(_joined(_short_values(values)))
+    return parts
 
 
 def _short_values(obj: Any) -> Iterator[str | int | float]:
@@ -214,7 +235,7 @@ def _short_values(obj: Any) -> Iterator[str | int | float]:
 JOIN_ITEM_CHARS = 64
 
 
-def _joined(items: Any) -> Iterator[str]:
+def _joined(items: Any) -> list[str]:
     """A container's short strings and numbers in order, joined as a client may show them:
     with nothing and with a space between, and three whole numbers (or runs of digits) as a
     date (`y-m-d`).
@@ -236,11 +257,11 @@ def _joined(items: Any) -> Iterator[str]:
             texts.append(str(item))
             numbers += type(item) is int
     if len(texts) < 2:
-        return
-    yield "".join(texts)
-    yield " ".join(texts)
+        return []
+    joins = ["".join(texts), " ".join(texts)]
     if len(texts) == 3 and numbers == 3:
-        yield "-".join(texts)
+        joins.append("-".join(texts))
+    return joins
 
 
 # Words of the Jupyter protocol's own field names and values (split at "_" and "/").
@@ -574,6 +595,9 @@ class BoundaryGuard:
         self.seams = StreamSeams(scan_seam or (lambda text, _seam: scan(text)))
         # Kernel-chosen names (and `started` days) already judged: name -> may leave.
         self._names: dict[str, bool] = {}
+        # The days a `started` time may name, and until when (epoch seconds) they hold.
+        self._days: set[str] = set()
+        self._days_until = 0.0
 
     # -- scanning -----------------------------------------------------------------------------
 
@@ -599,19 +623,18 @@ class BoundaryGuard:
         return known
 
     def _shown_time(self, value: str) -> bool:
-        """Whether a reply's `started` time may leave as the kernel wrote it: a time of the
-        last two days (or a minute ahead of the sentry's clock) whose date is no identifier
-        value (a patient born today or yesterday). Otherwise it is dropped, not blocked."""
-        try:
-            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return False
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        now = datetime.now(UTC)
-        if not now - STARTED_WINDOW <= when <= now + timedelta(minutes=1):
-            return False
+        """Whether a reply's `started` time may leave as the kernel wrote it: one of the days
+        around the sentry's own (yesterday, today, tomorrow in UTC, so any time zone's today
+        passes) whose date is no identifier value (a patient born that day). Otherwise it is
+        dropped, not blocked: a date of birth must not ride in a timestamp."""
         day = value[:10]
+        now = time.time()
+        if now >= self._days_until:
+            today = datetime.fromtimestamp(now, UTC).date()
+            self._days = {str(today + timedelta(days=d)) for d in (-1, 0, 1)}
+            self._days_until = (now // 86400 + 1) * 86400
+        if day not in self._days:
+            return False
         known = self._names.get(day)
         if known is None:
             known = self._names[day] = self.scan_value(day) is None
@@ -624,10 +647,7 @@ class BoundaryGuard:
         under image/png that is not a PNG is scanned as text.
         """
         images: list[str] = []
-        parts = [t for v in values for t in iter_text(v, images)]
-        # A value split between containers (a field of the content and one of the metadata,
-        # two nested objects) is read whole in the order a client receives the fields.
-        parts.extend(_joined(_short_values(values)))
+        parts = message_texts(values, images)
         for image in images:
             carried = png_text(image)
             parts.append(image if carried is None else carried)
