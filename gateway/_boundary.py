@@ -178,6 +178,10 @@ def message_texts(values: tuple[Any, ...], images: list[str] | None = None) -> l
                 )
                 if id(value) not in tops:
                     parts.extend(_joined(value))
+                    if all(isinstance(key, str) and key.isdigit() for key in value):
+                        # A browser walks keys that are whole numbers in numeric order.
+                        order = sorted(value, key=int)
+                        parts.extend(_joined(value[key] for key in order))
             for key, item in value.items():
                 if key == "execution_count" and _small_count(item):
                     continue

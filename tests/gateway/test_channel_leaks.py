@@ -680,3 +680,28 @@ def test_the_debugger_answers(kit):
     assert reply.get("success"), reply
     _collect(client)
     assert not _blocked(client.received[before:])
+
+
+def test_started_times_keep_only_days_around_now_that_name_no_patient():
+    from datetime import UTC, datetime, timedelta
+
+    from bedside.gateway._boundary import BoundaryGuard
+
+    today = datetime.now(UTC)
+    born = (today - timedelta(days=1)).strftime("%Y-%m-%d")
+    guard = BoundaryGuard(
+        lambda text: ("identifier", "dob") if born in text else None,
+        mime_allow=["text/plain"],
+        max_output_bytes=10**6,
+    )
+    reply = {"status": "ok", "execution_count": 1, "user_expressions": {}, "payload": []}
+
+    def started(value: str) -> str | None:
+        verdict = guard.check("shell", "execute_reply", reply, {"started": value}, [], 10)
+        assert not verdict.blocked
+        return verdict.metadata.get("started")
+
+    now = today.isoformat().replace("+00:00", "Z")
+    assert started(now) == now
+    assert started((today - timedelta(days=3)).isoformat()) is None
+    assert started(born + "T10:00:00Z") is None
