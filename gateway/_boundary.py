@@ -146,82 +146,120 @@ def iter_text(obj: Any, images: list[str] | None = None) -> Iterator[str]:
 
 
 def message_texts(values: tuple[Any, ...], images: list[str] | None = None) -> list[str]:
-    """Every string, key and number of `values` (a message's content, its metadata), depth
-    first, and what a client may show joined: the short items of each array and object
-    (`_joined`), and all short values of the message in the order the client receives them,
-    so that a value split between two fields or containers is read whole.
+    """Every string, key and number of `values` (a message's content, its metadata) and what a
+    client may show joined (`MessageTexts`)."""
+    texts = MessageTexts.read(values, images)
+    return texts.parts + texts.joins()
 
-    A small `execution_count` is structure, not text. With `images`, base64 PNG values of MIME
-    bundles are set aside there (read by `png_text`) instead of being scanned as text. The keys
-    of the top-level objects are the protocol's, not joined.
+
+@dataclass(slots=True)
+class MessageTexts:
+    """The texts of a message the scanner reads: `parts`, every string, key and number, depth
+    first; and `joins()`, what a client may show joined: the short items of each array and
+    object (`_joined`), and all short values of the message in the order the client receives
+    them (the execution count, shown beside an output, at both ends), so that a value split
+    between two fields or containers is read whole.
+
+    A top-level `execution_count` below 1,000,000 is structure: not in `parts`. The keys of the
+    top-level objects are the protocol's, not joined. With `images`, base64 PNG values of MIME
+    bundles are set aside there (read by `png_text`) instead of being scanned as text.
     """
-    parts: list[str] = []
-    # Short values other than protocol words: with fewer than two there is nothing to join,
-    # and a trivial message (`{"name": "stdout", "text": "2"}`) costs one set lookup more.
-    shorts = 0
-    stack = list(values)
-    tops = {id(v) for v in values}
-    while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            parts.append(value)
-            if len(value) <= JOIN_ITEM_CHARS and value not in _PROTOCOL_WORDS:
-                shorts += 1
-        elif isinstance(value, dict):
-            if len(value) > 1:
-                parts.extend(
-                    _joined(
-                        item
-                        for key, item in value.items()
-                        if not (key == "execution_count" and _small_count(item))
-                    )
-                )
-                if id(value) not in tops:
-                    parts.extend(_joined(value))
-                    if all(isinstance(key, str) and key.isdigit() for key in value):
-                        # A browser walks keys that are whole numbers in numeric order.
-                        order = sorted(value, key=int)
-                        parts.extend(_joined(value[key] for key in order))
-            for key, item in value.items():
+
+    values: tuple[Any, ...]
+    parts: list[str]
+    containers: list[str]
+    # Short values other than protocol words, and the top-level execution count.
+    shorts: int
+    count: int | None
+
+    @classmethod
+    def read(cls, values: tuple[Any, ...], images: list[str] | None = None) -> MessageTexts:
+        parts: list[str] = []
+        containers: list[str] = []
+        count = None
+        stack: list[Any] = []
+        for root in values:
+            if not isinstance(root, dict):
+                stack.append(root)
+                continue
+            # The top level: the protocol's fields, whose keys are not joined.
+            items = []
+            for key, item in root.items():
                 if key == "execution_count" and _small_count(item):
+                    count = item
                     continue
                 if key == "image/png" and images is not None and isinstance(item, str):
                     images.append(item)
                     continue
                 parts.append(str(key))
                 stack.append(item)
-        elif isinstance(value, list | tuple):
-            if len(value) > 1:
-                parts.extend(_joined(value))
-            stack.extend(value)
-        elif isinstance(value, bool) or value is None:
-            continue
-        elif isinstance(value, int | float):
-            parts.append(str(value))
-            shorts += 1
-    if shorts > 1:
-        parts.extend(_joined(_short_values(values)))
-    return parts
+                items.append(item)
+            if len(items) > 1:
+                containers.extend(_joined(items))
+        shorts = count is not None
+        while stack:
+            value = stack.pop()
+            if isinstance(value, str):
+                parts.append(value)
+                if len(value) <= JOIN_ITEM_CHARS and value not in _PROTOCOL_WORDS:
+                    shorts += 1
+            elif isinstance(value, dict):
+                if len(value) > 1:
+                    containers.extend(_joined(value.values()))
+                    containers.extend(_joined(value))
+                    if all(isinstance(key, str) and key.isdigit() for key in value):
+                        # A browser walks keys that are whole numbers in numeric order.
+                        order = sorted(value, key=int)
+                        containers.extend(_joined(value[key] for key in order))
+                for key, item in value.items():
+                    if key == "image/png" and images is not None and isinstance(item, str):
+                        images.append(item)
+                        continue
+                    parts.append(str(key))
+                    stack.append(item)
+            elif isinstance(value, list | tuple):
+                if len(value) > 1:
+                    containers.extend(_joined(value))
+                stack.extend(value)
+            elif isinstance(value, bool) or value is None:
+                continue
+            elif isinstance(value, int | float):
+                parts.append(str(value))
+                shorts += 1
+        return cls(values, parts, containers, shorts, count)
+
+    def joins(self) -> list[str]:
+        """The joined texts (made only when asked: a message whose parts are trivially clean
+        cannot spell an identifier by joining them, `BoundaryGuard.scan_value`)."""
+        if self.shorts < 2:
+            return self.containers
+        ordered: list[Any] = list(_short_values(self.values, self.count is not None))
+        if self.count is not None:
+            ordered = [self.count, *ordered, self.count]
+        return self.containers + _joined(ordered)
 
 
-def _short_values(obj: Any) -> Iterator[str | int | float]:
+def _short_values(obj: Any, skip_count: bool = False) -> Iterator[str | int | float]:
     """The strings and numbers of a JSON value, keys left out, in the order a client receives
-    them: the sentry sends content with its keys sorted (RFC 8785). A small
-    `execution_count` and long strings (read whole anyway) are left out. Iterative: the
+    them: the sentry sends content with its keys sorted (RFC 8785). Long strings (read whole
+    anyway) are left out, and with `skip_count` the top-level execution counts. Iterative: the
     nesting is the kernel's to choose."""
-    stack: list[Iterator[Any]] = [iter((obj,))]
+    roots = obj if isinstance(obj, tuple) else (obj,)
+    tops = {id(v) for v in roots}
+    stack: list[Iterator[Any]] = [iter(roots)]
     while stack:
         for value in stack[-1]:
             if isinstance(value, str):
                 if len(value) <= JOIN_ITEM_CHARS:
                     yield value
             elif isinstance(value, dict):
+                top = skip_count and id(value) in tops
                 stack.append(
                     iter(
                         [
                             value[key]
                             for key in sorted(value, key=str)
-                            if not (key == "execution_count" and _small_count(value[key]))
+                            if not (top and key == "execution_count")
                         ]
                     )
                 )
@@ -651,14 +689,20 @@ class BoundaryGuard:
         under image/png that is not a PNG is scanned as text.
         """
         images: list[str] = []
-        parts = message_texts(values, images)
+        texts = MessageTexts.read(values, images)
+        parts = texts.parts
         for image in images:
             carried = png_text(image)
             parts.append(image if carried is None else carried)
         # A break between fields, so no decoder joins the end of one with the next.
         text = _LINE_BREAK.join(parts)
         if not text or trivially_clean(text):
+            # Joined, protocol words and at most two numbers of two digits (beside the
+            # execution count) make no identifier either.
             return None
+        joins = texts.joins()
+        if joins:
+            text += _LINE_BREAK + _LINE_BREAK.join(joins)
         try:
             return self.scan(text)
         except Exception as exc:  # noqa: BLE001 - fail closed: a scanner fault blocks

@@ -528,6 +528,16 @@ PROBES: list[tuple[str, str, tuple[str, str, dict[str, Any]] | None]] = [
         None,
     ),
     (
+        "execution counts",
+        "_iopub('execute_result', {'data': {'text/plain': mrn[:5]}, 'metadata': {},"
+        " 'execution_count': int(mrn[5:])})\n"
+        "_iopub('execute_result', {'data': {'text/plain': dob[4:]}, 'metadata': {},"
+        " 'execution_count': int(dob[:4])})\n"
+        "_iopub('comm_msg', {'comm_id': 'c6', 'data': {'a': mrn[:5],"
+        " 'execution_count': int(mrn[5:])}})",
+        None,
+    ),
+    (
         "deep nesting",
         'n = 100_000\nraw = (\'{"data": {"text/plain": "ok"}, "metadata": {}, "x": \''
         " + '[' * n + _json.dumps(mrn) + ']' * n + '}').encode()\n"
