@@ -867,6 +867,9 @@ class BoundaryGuard:
         if msg_type == "execute_reply" and content.get("payload"):
             content, more = self._filter_payload(content)
             dropped.extend(more)
+        withheld: Decision | None = None
+        if msg_type == "debug_reply":
+            content, withheld = self._withhold_variables(content)
 
         safe_meta, metadata = split_protocol_metadata(metadata)
         if "started" in safe_meta and not self._shown_time(safe_meta["started"]):
@@ -881,7 +884,9 @@ class BoundaryGuard:
             if buffer_block is not None:
                 return self.notice(channel, msg_type, content, buffer_block)
 
-        if dropped:
+        if withheld is not None:
+            decision = withheld
+        elif dropped:
             dropped = self._names_shown(dropped)
             decision = Decision.redact(
                 "mime_allow",
@@ -899,8 +904,52 @@ class BoundaryGuard:
             content,
             metadata,
             list(buffers),
-            changed=bool(dropped) or marked is not None,
+            changed=bool(dropped) or withheld is not None or marked is not None,
         )
+
+    def _withhold_variables(
+        self, content: dict[str, Any]
+    ) -> tuple[dict[str, Any], Decision | None]:
+        """A debugger's variables reply with each variable that holds an identifier value
+        replaced by a notice entry, and the decision that says so (None if none was).
+
+        A researcher's namespace almost always holds the patient table, whose value the
+        variable explorer shows: blocking the whole reply would leave the debugger with no
+        variables at all. The rest of the reply is scanned as a whole afterwards, so values
+        split over several variables still block it.
+        """
+        body = content.get("body")
+        variables = body.get("variables") if isinstance(body, dict) else None
+        if not isinstance(variables, list):
+            return content, None
+        kept: list[Any] = []
+        first: Finding | None = None
+        for item in variables:
+            hit = self.scan_value(item)
+            if hit is None:
+                kept.append(item)
+                continue
+            first = first or hit
+            name = item.get("name") if isinstance(item, dict) else None
+            kept.append(
+                {
+                    "name": name if isinstance(name, str) and self._plain_name(name) else "?",
+                    "value": f"[bedside] withheld by the hospital sentry (rule: {hit[0]})",
+                    "type": "",
+                    "variablesReference": 0,
+                }
+            )
+        if first is None:
+            return content, None
+        found = self._finding_decision(first)
+        decision = Decision.redact(
+            found.rule,
+            "variables holding patient identifier values or personal data were withheld",
+            found.advice,
+            layer=Layer.SENTRY,
+            details=found.details,
+        )
+        return {**content, "body": {**body, "variables": kept}}, decision
 
     def _names_shown(self, names: list[str]) -> list[str]:
         """Kernel-chosen names (dropped MIME types) as a notice may list them, sorted and once:
@@ -1061,4 +1110,16 @@ class BoundaryGuard:
             new.update(found=False, data={}, metadata={})
         elif msg_type == "history_reply":
             new["history"] = []
+        elif msg_type == "debug_reply":
+            # The debugger reads a DAP response: a failed one with the notice as its message.
+            command = content.get("command")
+            seq = content.get("request_seq")
+            new.update(
+                type="response",
+                success=False,
+                command=command if isinstance(command, str) and self._plain_name(command) else "",
+                request_seq=seq if _small_count(seq) else 0,
+                message=notice,
+                body={},
+            )
         return new

@@ -686,10 +686,39 @@ def test_the_debugger_answers(kit):
     assert reply.get("success"), reply
     info = debug("debugInfo", {})
     assert info.get("success") and "tmpFilePrefix" in info["body"], info
+    # The variable explorer: the patient table's entry is withheld, the rest is shown.
+    client.execute("honest_total = 42")
+    reply = debug("inspectVariables", {})
+    assert reply.get("success"), reply
+    shown = {v["name"]: v for v in reply["body"]["variables"]}
+    assert shown["honest_total"]["value"] == "42"
+    assert shown["df"]["value"].startswith("[bedside] withheld")
     reply = debug("disconnect", {"restart": False, "terminateDebuggee": False})
     assert reply.get("success"), reply
     _collect(client)
     assert not _blocked(client.received[before:])
+
+
+def test_a_blocked_debug_reply_is_a_failed_dap_response():
+    from bedside.gateway._boundary import BoundaryGuard
+
+    guard = BoundaryGuard(
+        lambda text: ("identifier", "mrn") if "MRN123" in text else None,
+        mime_allow=["text/plain"],
+        max_output_bytes=10**6,
+    )
+    reply = {
+        "type": "response",
+        "request_seq": 7,
+        "success": True,
+        "command": "evaluate",
+        "body": {"result": "MRN12345678"},
+    }
+    verdict = guard.check("control", "debug_reply", reply, {}, [], 100)
+    assert verdict.blocked
+    assert verdict.content["type"] == "response" and verdict.content["success"] is False
+    assert verdict.content["command"] == "evaluate" and verdict.content["request_seq"] == 7
+    assert "MRN123" not in str(verdict.content)
 
 
 def test_started_times_keep_only_days_around_now_that_name_no_patient():
