@@ -157,7 +157,8 @@ class MessageTexts:
     """The texts of a message the scanner reads: `parts`, every string, key and number, depth
     first; and `joins()`, what a client may show joined: the short items of each array and
     object (`_joined`), and all short values of the message in the order the client receives
-    them (the execution count, shown beside an output, at both ends), so that a value split
+    them (also with the execution count, shown beside an output, before and after them), so
+    that a value split
     between two fields or containers is read whole.
 
     A top-level `execution_count` below 1,000,000 is structure: not in `parts`. The keys of the
@@ -234,9 +235,10 @@ class MessageTexts:
         if self.shorts < 2:
             return self.containers
         ordered: list[Any] = list(_short_values(self.values, self.count is not None))
-        if self.count is not None:
-            ordered = [self.count, *ordered, self.count]
-        return self.containers + _joined(ordered)
+        if self.count is None:
+            return self.containers + _joined(ordered)
+        # JupyterLab shows `[count]:` before an output; a terminal may print it after.
+        return self.containers + _joined([self.count, *ordered]) + _joined([*ordered, self.count])
 
 
 def _short_values(obj: Any, skip_count: bool = False) -> Iterator[str | int | float]:
@@ -272,6 +274,10 @@ def _short_values(obj: Any, skip_count: bool = False) -> Iterator[str | int | fl
         else:
             stack.pop()
 
+
+# What an execution count joined to at most two short numbers can spell that could be an
+# identifier: a run of nine digits or more, or a date.
+_COUNTED = re.compile(r"\d{9}|\d{4}\D{1,3}\d{1,2}\D{1,3}\d{1,2}|\d{1,2}\D{1,3}\d{1,2}\D{1,3}\d{4}")
 
 # Items of an array or object up to this long are also read joined (`_joined`).
 JOIN_ITEM_CHARS = 64
@@ -696,13 +702,22 @@ class BoundaryGuard:
             parts.append(image if carried is None else carried)
         # A break between fields, so no decoder joins the end of one with the next.
         text = _LINE_BREAK.join(parts)
-        if not text or trivially_clean(text):
-            # Joined, protocol words and at most two numbers of two digits (beside the
-            # execution count) make no identifier either.
+        if not text:
             return None
-        joins = texts.joins()
+        if trivially_clean(text):
+            # Joined, protocol words and at most two numbers of two digits make no identifier
+            # either; with an execution count of four to six digits beside them, they can
+            # spell a run of nine digits or a date (`[2007]: -07-23`), which is then scanned.
+            if texts.count is None or texts.count < 1000 or texts.shorts < 2:
+                return None
+            joins = texts.joins()
+            if not any(_COUNTED.search(join) for join in joins):
+                return None
+            text = ""
+        else:
+            joins = texts.joins()
         if joins:
-            text += _LINE_BREAK + _LINE_BREAK.join(joins)
+            text = _LINE_BREAK.join([text, *joins]) if text else _LINE_BREAK.join(joins)
         try:
             return self.scan(text)
         except Exception as exc:  # noqa: BLE001 - fail closed: a scanner fault blocks

@@ -86,7 +86,8 @@ class ChannelOracle:
     as a list of characters. Besides each value
     it looks for a name or postcode without its spaces, a phone's digits (also as a JSON
     number, which drops the leading zero) and a date of birth as three numbers.
-    A record number's digits alone are not looked for (a documented limit of the sentry).
+    A message with an execution count is also read with the count first, as JupyterLab shows
+    it. A record number's digits alone are not looked for (a documented limit of the sentry).
     Long random-looking tokens (signatures, salts, digests, ids) are left out of the joins;
     `LeakOracle` still reads them, and their base64.
     """
@@ -121,10 +122,16 @@ class ChannelOracle:
         for msg in messages:
             parts = {k: msg.get(k) for k in _PARTS}
             found |= self._find("\n".join(t for t in _leaves(parts) if not _TOKEN.match(t)))
+            count = (msg.get("content") or {}).get("execution_count")
             for part in ("all", "values", "keys"):
                 leaves = [t for t in _leaves(parts, part) if not _TOKEN.match(t)]
                 found |= self._find("".join(leaves))
                 found |= self._find(" ".join(leaves))
+                if isinstance(count, int) and part == "values":
+                    # JupyterLab shows `[count]:` right before the output.
+                    content = [t for t in _leaves(msg.get("content"), part) if t != str(count)]
+                    found |= self._find(f"{count}" + "".join(content))
+                    found |= self._find(f"{count} " + " ".join(content))
         return sorted(found)
 
 
