@@ -751,3 +751,22 @@ def test_started_times_keep_only_days_around_now_that_name_no_patient():
     assert started(now) == now
     assert started((today - timedelta(days=3)).isoformat()) is None
     assert started(born + "T10:00:00Z") is None
+
+
+def test_the_heartbeat_lets_out_only_echoes_of_pings(tmp_path, frame):
+    """What the kernel writes on its heartbeat socket reaches the client only as the exact
+    echo of a ping the client sent (the sentry as its relay runs it, sockets captured)."""
+    from _sentry_support import in_process_sentry, make_hospital
+
+    hospital = make_hospital(tmp_path / "hospital", frame=frame.head(50))
+    sentry, _, _ = in_process_sentry(hospital, tmp_path, guard=False)
+    try:
+        value = str(frame.mrn.iloc[3]).encode()
+        sentry._hb_from_kernel([value])
+        sentry._hb_from_client([b"ping-1"])
+        sentry._hb_from_kernel([b"ping-1", value])
+        sentry._hb_from_kernel([b"ping-1"])
+        sentry._hb_from_kernel([b"ping-1"])
+        assert sentry._sockets["outer_hb"].sent == [[b"ping-1"]]
+    finally:
+        sentry.ledger.close()
