@@ -277,7 +277,9 @@ def _short_values(obj: Any, skip_count: bool = False) -> Iterator[str | int | fl
 
 # What an execution count joined to at most two short numbers can spell that could be an
 # identifier: a run of nine digits or more, or a date.
-_COUNTED = re.compile(r"\d{9}|\d{4}\D{1,3}\d{1,2}\D{1,3}\d{1,2}|\d{1,2}\D{1,3}\d{1,2}\D{1,3}\d{4}")
+# (nine digits however separated; dates as the scanner reads them: one separator of `-`, `/`
+# or `.`, used twice).
+_COUNTED = re.compile(r"(?:\d\D*){9}|\d{4}([-/.])\d{1,2}\1\d{1,2}|\d{1,2}([-/.])\d{1,2}\2\d{4}")
 
 # Items of an array or object up to this long are also read joined (`_joined`).
 JOIN_ITEM_CHARS = 64
@@ -707,7 +709,7 @@ class BoundaryGuard:
         if trivially_clean(text):
             # Joined, protocol words and at most two numbers of two digits make no identifier
             # either; with an execution count of four to six digits beside them, they can
-            # spell a run of nine digits or a date (`[2007]: -07-23`), which is then scanned.
+            # spell nine digits or a date (`[2007]: -07-23`), which is then scanned.
             if texts.count is None or texts.count < 1000 or texts.shorts < 2:
                 return None
             joins = texts.joins()
