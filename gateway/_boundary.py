@@ -172,6 +172,8 @@ class MessageTexts:
     # Short values other than protocol words, and the top-level execution count.
     shorts: int
     count: int | None
+    # Whether a short value holds a date's separator (`-`, `/`, `.`).
+    dated: bool
 
     @classmethod
     def read(cls, values: tuple[Any, ...], images: list[str] | None = None) -> MessageTexts:
@@ -198,12 +200,14 @@ class MessageTexts:
             if len(items) > 1:
                 containers.extend(_joined(items))
         shorts = count is not None
+        dated = False
         while stack:
             value = stack.pop()
             if isinstance(value, str):
                 parts.append(value)
                 if len(value) <= JOIN_ITEM_CHARS and value not in _PROTOCOL_WORDS:
                     shorts += 1
+                    dated = dated or "-" in value or "/" in value or "." in value
             elif isinstance(value, dict):
                 if len(value) > 1:
                     containers.extend(_joined(value.values()))
@@ -227,7 +231,7 @@ class MessageTexts:
             elif isinstance(value, int | float):
                 parts.append(str(value))
                 shorts += 1
-        return cls(values, parts, containers, shorts, count)
+        return cls(values, parts, containers, shorts, count, dated)
 
     def joins(self) -> list[str]:
         """The joined texts (made only when asked: a message whose parts are trivially clean
@@ -710,7 +714,12 @@ class BoundaryGuard:
             # Joined, protocol words and at most two numbers of two digits make no identifier
             # either; with an execution count of four to six digits beside them, they can
             # spell nine digits or a date (`[2007]: -07-23`), which is then scanned.
-            if texts.count is None or texts.count < 1000 or texts.shorts < 2:
+            count = texts.count
+            if count is None or texts.shorts < 2:
+                return None
+            # Nine digits need a count of five (the text holds four at most); a date a count
+            # of four and a separator in the text.
+            if count < 10_000 and not (count >= 1000 and texts.dated):
                 return None
             joins = texts.joins()
             if not any(_COUNTED.search(join) for join in joins):
