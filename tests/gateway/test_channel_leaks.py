@@ -6,12 +6,15 @@ kernel can send: chosen header and parent-header fields, metadata, `transient`, 
 binary buffers, comm traffic, stdin prompts, replies to real requests (completion, inspection,
 history, is_complete, kernel_info, comm_info, usage, debug, interrupt) with identifier values in
 any field, execute-reply payloads, errors, unknown message types, duplicated keys, numbers,
-lists of characters and deep nesting. Everything the client receives, on every channel, in any
-part of any message (header, parent header, metadata with its receipt, content, buffers), is
-judged by `ChannelOracle`, written for this test and independent of `bedside.policy`.
+lists of characters, values split over fields or beside an execution count, deep nesting and
+many tiny messages. Everything the client receives, on every channel, in any part of any
+message (header, parent header, metadata with its receipt, content, buffers), is judged by
+`ChannelOracle`, written for this test and independent of `bedside.policy`. The heartbeat is
+probed on a sentry run in-process (what it sends is what the client gets).
 
 The second half checks that honest use of the same channels still works: completion,
-inspection, widgets' comm traffic, input(), history and the debugger.
+inspection, widgets' comm traffic, input(), history and the debugger (its variable explorer
+with the patient table loaded), and that an honest reply keeps its `started` time.
 """
 
 from __future__ import annotations
