@@ -359,6 +359,11 @@ PROBES: list[tuple[str, str, tuple[str, str, dict[str, Any]] | None]] = [
         ("shell", "inspect_request", {"code": "obj", "cursor_pos": 3, "detail_level": 0}),
     ),
     (
+        "inspect a table",
+        "t = df.head(3)",
+        ("shell", "inspect_request", {"code": "t", "cursor_pos": 1, "detail_level": 0}),
+    ),
+    (
         "inspect source",
         "exec(f'def secret():\\n    return {pc!r}\\n', globals())",
         ("shell", "inspect_request", {"code": "secret", "cursor_pos": 6, "detail_level": 1}),
@@ -461,6 +466,21 @@ PROBES: list[tuple[str, str, tuple[str, str, dict[str, Any]] | None]] = [
                 "silent": False,
                 "store_history": True,
                 "user_expressions": {},
+                "allow_stdin": False,
+            },
+        ),
+    ),
+    (
+        "user expressions",
+        "pass",
+        (
+            "shell",
+            "execute_request",
+            {
+                "code": "1",
+                "silent": False,
+                "store_history": True,
+                "user_expressions": {"a": "mrn", "b": "list(name)", "c": "{pc: phone}"},
                 "allow_stdin": False,
             },
         ),
