@@ -797,3 +797,30 @@ def test_the_heartbeat_lets_out_only_echoes_of_pings(tmp_path, frame):
         assert sentry._sockets["outer_hb"].sent == [[b"ping-1"]]
     finally:
         sentry.ledger.close()
+
+
+def test_a_shutdown_reply_with_extra_fields_leaks_nothing(tmp_path, frame):
+    """On a sentry of its own: the shutdown request ends the session of the one it reaches."""
+    from _sentry_support import make_hospital, start_sentry
+
+    hospital = make_hospital(tmp_path / "hospital", frame=frame)
+    sentry = start_sentry(hospital, tmp_path / "run")
+    client = None
+    try:
+        client = Client.connect(sentry)
+        setup = f"import pandas as pd\ndf = pd.read_parquet({str(hospital.data)!r})\n{KIT}"
+        reply, _ = client.execute(setup)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        cell = (
+            "mrn, name, dob, pc, phone = _row(5)\n"
+            "_answer('shutdown_request', 'shutdown_reply', {'status': 'ok', 'restart': False,"
+            " 'who': mrn, 'when': {'born': dob}})"
+        )
+        received = probe(client, cell, ("control", "shutdown_request", {"restart": False}))
+        replies = [m for ch, m in received if ch == "control"]
+        assert replies and replies[-1]["msg_type"] == "shutdown_reply"
+        assert not ChannelOracle(frame).leaks(received)
+    finally:
+        if client is not None:
+            client.close()
+        sentry.stop()
