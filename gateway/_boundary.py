@@ -155,20 +155,22 @@ def message_texts(values: tuple[Any, ...], images: list[str] | None = None) -> l
 @dataclass(slots=True)
 class MessageTexts:
     """The texts of a message the scanner reads: `parts`, every string, key and number, depth
-    first; and `joins()`, what a client may show joined: the short items of each array and
-    object (`_joined`), and all short values of the message in the order the client receives
-    them (also with the execution count, shown beside an output, before and after them), so
-    that a value split
-    between two fields or containers is read whole.
+    first; and `joins()`, what a client may show joined, so that a value split over fields,
+    keys or list items is read whole: all short values of the message in the order the client
+    receives them (also with the execution count, shown beside an output, before and after
+    them), joined with nothing and with a space between (`_joined_runs`); the keys of each
+    nested object joined; an object whose keys are whole numbers in numeric order (a
+    browser's); three whole numbers of an array as a date (`y-m-d`).
 
-    A top-level `execution_count` below 1,000,000 is structure: not in `parts`. The keys of the
-    top-level objects are the protocol's, not joined. With `images`, base64 PNG values of MIME
-    bundles are set aside there (read by `png_text`) instead of being scanned as text.
+    A top-level `execution_count` below 1,000,000 is structure: not in `parts`. With `images`,
+    base64 PNG values of MIME bundles are set aside there (read by `png_text`) instead of
+    being scanned as text.
     """
 
     values: tuple[Any, ...]
     parts: list[str]
-    containers: list[str]
+    # Joins of single containers (keys, numeric-key order, dates), without repeats.
+    containers: dict[str, None]
     # Short values other than protocol words, and the top-level execution count.
     shorts: int
     count: int | None
@@ -178,7 +180,7 @@ class MessageTexts:
     @classmethod
     def read(cls, values: tuple[Any, ...], images: list[str] | None = None) -> MessageTexts:
         parts: list[str] = []
-        containers: list[str] = []
+        containers: dict[str, None] = {}
         count = None
         stack: list[Any] = []
         for root in values:
@@ -186,7 +188,6 @@ class MessageTexts:
                 stack.append(root)
                 continue
             # The top level: the protocol's fields, whose keys are not joined.
-            items = []
             for key, item in root.items():
                 if key == "execution_count" and _small_count(item):
                     count = item
@@ -196,9 +197,6 @@ class MessageTexts:
                     continue
                 parts.append(str(key))
                 stack.append(item)
-                items.append(item)
-            if len(items) > 1:
-                containers.extend(_joined(items))
         shorts = count is not None
         dated = False
         while stack:
@@ -209,13 +207,12 @@ class MessageTexts:
                     shorts += 1
                     dated = dated or "-" in value or "/" in value or "." in value
             elif isinstance(value, dict):
-                if len(value) > 1:
-                    containers.extend(_joined(value.values()))
-                    containers.extend(_joined(value))
+                if 1 < len(value) <= JOIN_ITEMS:
+                    containers.update(dict.fromkeys(_joined_runs(list(value))))
                     if all(isinstance(key, str) and key.isdigit() for key in value):
                         # A browser walks keys that are whole numbers in numeric order.
                         order = sorted(value, key=int)
-                        containers.extend(_joined(value[key] for key in order))
+                        containers.update(dict.fromkeys(_joined_runs([value[k] for k in order])))
                 for key, item in value.items():
                     if key == "image/png" and images is not None and isinstance(item, str):
                         images.append(item)
@@ -223,8 +220,8 @@ class MessageTexts:
                     parts.append(str(key))
                     stack.append(item)
             elif isinstance(value, list | tuple):
-                if len(value) > 1:
-                    containers.extend(_joined(value))
+                if len(value) == 3 and all(_whole(item) for item in value):
+                    containers["-".join(map(str, value))] = None
                 stack.extend(value)
             elif isinstance(value, bool) or value is None:
                 continue
@@ -236,85 +233,84 @@ class MessageTexts:
     def joins(self) -> list[str]:
         """The joined texts (made only when asked: a message whose parts are trivially clean
         cannot spell an identifier by joining them, `BoundaryGuard.scan_value`)."""
+        joins = list(self.containers)
         if self.shorts < 2:
-            return self.containers
+            return joins
         ordered: list[Any] = list(_short_values(self.values, self.count is not None))
         if self.count is None:
-            return self.containers + _joined(ordered)
+            return joins + _joined_runs(ordered)
         # JupyterLab shows `[count]:` before an output; a terminal may print it after.
-        return self.containers + _joined([self.count, *ordered]) + _joined([*ordered, self.count])
+        return joins + _joined_runs([self.count, *ordered]) + _joined_runs([*ordered, self.count])
 
 
-def _short_values(obj: Any, skip_count: bool = False) -> Iterator[str | int | float]:
-    """The strings and numbers of a JSON value, keys left out, in the order a client receives
-    them: the sentry sends content with its keys sorted (RFC 8785). Long strings (read whole
-    anyway) are left out, and with `skip_count` the top-level execution counts. Iterative: the
-    nesting is the kernel's to choose."""
-    roots = obj if isinstance(obj, tuple) else (obj,)
-    tops = {id(v) for v in roots}
-    stack: list[Iterator[Any]] = [iter(roots)]
-    while stack:
-        for value in stack[-1]:
-            if isinstance(value, str):
-                if len(value) <= JOIN_ITEM_CHARS:
+def _whole(item: Any) -> bool:
+    """A whole number, or a short run of digits (a part of a date)."""
+    return type(item) is int or (isinstance(item, str) and len(item) <= 4 and item.isdigit())
+
+
+def _short_values(values: tuple[Any, ...], skip_count: bool = False) -> Iterator[Any]:
+    """The strings and numbers of `values` (content, metadata), keys left out, in the order a
+    client receives them: the sentry sends content with its keys sorted (RFC 8785) and the
+    rest as the kernel ordered it. Long strings (read whole anyway) and protocol words are left
+    out, and with `skip_count` the top-level execution counts. Iterative: the nesting is the
+    kernel's to choose."""
+    for number, root in enumerate(values):
+        stack: list[Iterator[Any]] = [iter((root,))]
+        while stack:
+            for value in stack[-1]:
+                if isinstance(value, str):
+                    if len(value) <= JOIN_ITEM_CHARS and value not in _PROTOCOL_WORDS:
+                        yield value
+                elif isinstance(value, dict):
+                    keys = sorted(value, key=str) if number == 0 else list(value)
+                    if skip_count and value is root:
+                        keys = [k for k in keys if k != "execution_count"]
+                    stack.append(iter([value[key] for key in keys]))
+                    break
+                elif isinstance(value, list | tuple):
+                    stack.append(iter(value))
+                    break
+                elif isinstance(value, int | float) and not isinstance(value, bool):
                     yield value
-            elif isinstance(value, dict):
-                top = skip_count and id(value) in tops
-                stack.append(
-                    iter(
-                        [
-                            value[key]
-                            for key in sorted(value, key=str)
-                            if not (top and key == "execution_count")
-                        ]
-                    )
-                )
-                break
-            elif isinstance(value, list | tuple):
-                stack.append(iter(value))
-                break
-            elif isinstance(value, int | float) and not isinstance(value, bool):
-                yield value
-        else:
-            stack.pop()
+            else:
+                stack.pop()
 
 
 # What an execution count joined to at most two short numbers can spell that could be an
-# identifier: a run of nine digits or more, or a date.
-# (nine digits however separated; dates as the scanner reads them: one separator of `-`, `/`
-# or `.`, used twice).
+# identifier (nine digits however separated; dates as the scanner reads them: one separator of
+# `-`, `/` or `.`, used twice).
 _COUNTED = re.compile(r"(?:\d\D*){9}|\d{4}([-/.])\d{1,2}\1\d{1,2}|\d{1,2}([-/.])\d{1,2}\2\d{4}")
 
-# Items of an array or object up to this long are also read joined (`_joined`).
+# Items up to this long are read joined to their neighbours (`_joined_runs`).
 JOIN_ITEM_CHARS = 64
+# A joined text holds at most this many items; the next begins `JOIN_OVERLAP` items before
+# its end, so that any value of up to that many pieces lies whole in one of them. (A value
+# split into more pieces than that is a value spread out, which the index does not match.)
+JOIN_ITEMS = 64
+JOIN_OVERLAP = 16
 
 
-def _joined(items: Any) -> list[str]:
-    """A container's short strings and numbers in order, joined as a client may show them:
-    with nothing and with a space between, and three whole numbers (or runs of digits) as a
-    date (`y-m-d`).
+def _joined_runs(items: list[Any]) -> list[str]:
+    """Short strings and numbers in order, joined as a client may show them: with nothing and
+    with a space between, in runs of `JOIN_ITEMS` overlapping by `JOIN_OVERLAP` (a joined run
+    of digits stays within what the decoders convert; a long array costs about twice its text).
 
     A value written as a list of characters (`list(mrn)` as JSON), a name as a list of its
-    parts, a record number split over two fields of an object or two keys, a date of birth as
-    `[y, m, d]` is then read whole. Only containers of two or more such items get joins, and
-    the protocol's own words (`stdout`, `ok`, ...) are left out, so a trivial message
-    (`{"name": "stdout", "text": "2"}`) costs nothing more.
+    parts, a record number split over two fields or two keys is then read whole.
     """
-    texts: list[str] = []
-    numbers = 0
-    for item in items:
-        if isinstance(item, str):
-            if len(item) <= JOIN_ITEM_CHARS and item not in _PROTOCOL_WORDS:
-                texts.append(item)
-                numbers += item.isdigit()
-        elif isinstance(item, int | float) and not isinstance(item, bool):
-            texts.append(str(item))
-            numbers += type(item) is int
+    texts = [
+        item if isinstance(item, str) else str(item)
+        for item in items
+        if (isinstance(item, str) and len(item) <= JOIN_ITEM_CHARS)
+        or (isinstance(item, int | float) and not isinstance(item, bool))
+    ]
     if len(texts) < 2:
         return []
-    joins = ["".join(texts), " ".join(texts)]
-    if len(texts) == 3 and numbers == 3:
-        joins.append("-".join(texts))
+    joins = []
+    step = JOIN_ITEMS - JOIN_OVERLAP
+    for start in range(0, max(1, len(texts) - JOIN_OVERLAP), step):
+        run = texts[start : start + JOIN_ITEMS]
+        joins += ["".join(run), " ".join(run)]
     return joins
 
 

@@ -824,3 +824,20 @@ def test_a_shutdown_reply_with_extra_fields_leaks_nothing(tmp_path, frame):
         if client is not None:
             client.close()
         sentry.stop()
+
+
+def test_long_honest_arrays_are_not_blocked(kit):
+    """Joined, 10,000 class labels would make one run of 10,000 digits (more than the decoders
+    convert: the scanner failed, and failing closed blocked the output); runs are bounded."""
+    client, _ = kit
+    _collect(client)
+    code = (
+        "labels = np.random.default_rng(0).integers(0, 10, 10_000).tolist()\n"
+        "costs = np.random.default_rng(1).normal(5000, 900, 2_000).round(2).tolist()\n"
+        "display({'text/plain': 'arrays', 'application/json': {'labels': labels,"
+        " 'costs': costs}}, raw=True)"
+    )
+    _, outputs = client.execute(code)
+    shown = [m for m in outputs if m["msg_type"] == "display_data"]
+    assert shown and shown[0]["content"]["data"]["application/json"]["labels"][:3]
+    assert not notices(outputs), notices(outputs)
