@@ -16,10 +16,12 @@ import fnmatch
 import html
 import logging
 import re
+import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bedside.policy.decision import Action, Decision, Layer
@@ -104,6 +106,10 @@ class Verdict:
 
 # A kernel-claimed rule name is recorded in the ledger as is, so keep it short.
 MAX_CLAIMED_RULE = 64
+# What a name the kernel chose must look like to be repeated in a notice or an entry.
+_PLAIN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.+/:-]{0,63}$")
+# The largest execution count a notice repeats (the scanner skips counts below it).
+MAX_EXECUTION_COUNT = 1_000_000
 
 
 def kernel_claim(metadata: Any) -> Decision | None:
@@ -124,32 +130,188 @@ def kernel_claim(metadata: Any) -> Decision | None:
     return Decision(action, rule, layer=Layer.KERNEL)
 
 
-def iter_text(obj: Any, images: list[str] | None = None) -> Iterator[str]:
-    """Every string, key and number in a JSON value, depth first.
+def _small_count(count: Any) -> bool:
+    return type(count) is int and 0 <= count < MAX_EXECUTION_COUNT
 
-    A small `execution_count` is structure, not text. With `images`, base64 PNG values of MIME
-    bundles are set aside there (read by `png_text`) instead of being scanned as text.
+
+def _count(count: Any) -> int | None:
+    """An execution count a notice may repeat (a larger one could carry a phone number)."""
+    return count if _small_count(count) else None
+
+
+def iter_text(obj: Any, images: list[str] | None = None) -> Iterator[str]:
+    """Every string, key and number in a JSON value and the short items of its arrays and
+    objects joined (`message_texts`)."""
+    return iter(message_texts((obj,), images))
+
+
+def message_texts(values: tuple[Any, ...], images: list[str] | None = None) -> list[str]:
+    """Every string, key and number of `values` (a message's content, its metadata) and what a
+    client may show joined (`MessageTexts`)."""
+    texts = MessageTexts.read(values, images)
+    return texts.parts + texts.joins()
+
+
+@dataclass(slots=True)
+class MessageTexts:
+    """The texts of a message the scanner reads: `parts`, every string, key and number, depth
+    first; and `joins()`, what a client may show joined, so that a value split over fields,
+    keys or list items is read whole: all short values of the message in the order the client
+    receives them (also with the execution count, shown beside an output, before and after
+    them), joined with nothing and with a space between (`_joined_runs`); the keys of each
+    nested object joined; an object whose keys are whole numbers in numeric order (a
+    browser's); three whole numbers of an array as a date (`y-m-d`).
+
+    A top-level `execution_count` below 1,000,000 is structure: not in `parts`. With `images`,
+    base64 PNG values of MIME bundles are set aside there (read by `png_text`) instead of
+    being scanned as text.
     """
-    stack = [obj]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            yield value
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                if key == "execution_count" and type(item) is int and 0 <= item < 1_000_000:
+
+    values: tuple[Any, ...]
+    parts: list[str]
+    # Joins of single containers (keys, numeric-key order, dates), without repeats.
+    containers: dict[str, None]
+    # Short values other than protocol words, and the top-level execution count.
+    shorts: int
+    count: int | None
+    # Whether a short value holds a date's separator (`-`, `/`, `.`).
+    dated: bool
+
+    @classmethod
+    def read(cls, values: tuple[Any, ...], images: list[str] | None = None) -> MessageTexts:
+        parts: list[str] = []
+        containers: dict[str, None] = {}
+        count = None
+        stack: list[Any] = []
+        for root in values:
+            if not isinstance(root, dict):
+                stack.append(root)
+                continue
+            # The top level: the protocol's fields, whose keys are not joined.
+            for key, item in root.items():
+                if key == "execution_count" and _small_count(item):
+                    count = item
                     continue
                 if key == "image/png" and images is not None and isinstance(item, str):
                     images.append(item)
                     continue
-                yield str(key)
+                parts.append(str(key))
                 stack.append(item)
-        elif isinstance(value, list | tuple):
-            stack.extend(value)
-        elif isinstance(value, bool) or value is None:
-            continue
-        elif isinstance(value, int | float):
-            yield str(value)
+        shorts = count is not None
+        dated = False
+        while stack:
+            value = stack.pop()
+            if isinstance(value, str):
+                parts.append(value)
+                if len(value) <= JOIN_ITEM_CHARS and value not in _PROTOCOL_WORDS:
+                    shorts += 1
+                    dated = dated or "-" in value or "/" in value or "." in value
+            elif isinstance(value, dict):
+                if 1 < len(value) <= JOIN_ITEMS:
+                    containers.update(dict.fromkeys(_joined_runs(list(value))))
+                    if all(isinstance(key, str) and key.isdigit() for key in value):
+                        # A browser walks keys that are whole numbers in numeric order.
+                        order = sorted(value, key=int)
+                        containers.update(dict.fromkeys(_joined_runs([value[k] for k in order])))
+                for key, item in value.items():
+                    if key == "image/png" and images is not None and isinstance(item, str):
+                        images.append(item)
+                        continue
+                    parts.append(str(key))
+                    stack.append(item)
+            elif isinstance(value, list | tuple):
+                if len(value) == 3 and all(_whole(item) for item in value):
+                    containers["-".join(map(str, value))] = None
+                stack.extend(value)
+            elif isinstance(value, bool) or value is None:
+                continue
+            elif isinstance(value, int | float):
+                parts.append(str(value))
+                shorts += 1
+        return cls(values, parts, containers, shorts, count, dated)
+
+    def joins(self) -> list[str]:
+        """The joined texts (made only when asked: a message whose parts are trivially clean
+        cannot spell an identifier by joining them, `BoundaryGuard.scan_value`)."""
+        joins = list(self.containers)
+        if self.shorts < 2:
+            return joins
+        ordered: list[Any] = list(_short_values(self.values, self.count is not None))
+        if self.count is None:
+            return joins + _joined_runs(ordered)
+        # JupyterLab shows `[count]:` before an output; a terminal may print it after.
+        return joins + _joined_runs([self.count, *ordered]) + _joined_runs([*ordered, self.count])
+
+
+def _whole(item: Any) -> bool:
+    """A whole number, or a short run of digits (a part of a date)."""
+    return type(item) is int or (isinstance(item, str) and len(item) <= 4 and item.isdigit())
+
+
+def _short_values(values: tuple[Any, ...], skip_count: bool = False) -> Iterator[Any]:
+    """The strings and numbers of `values` (content, metadata), keys left out, in the order a
+    client receives them: the sentry sends content with its keys sorted (RFC 8785) and the
+    rest as the kernel ordered it. Long strings (read whole anyway) and protocol words are left
+    out, and with `skip_count` the top-level execution counts. Iterative: the nesting is the
+    kernel's to choose."""
+    for number, root in enumerate(values):
+        stack: list[Iterator[Any]] = [iter((root,))]
+        while stack:
+            for value in stack[-1]:
+                if isinstance(value, str):
+                    if len(value) <= JOIN_ITEM_CHARS and value not in _PROTOCOL_WORDS:
+                        yield value
+                elif isinstance(value, dict):
+                    keys = sorted(value, key=str) if number == 0 else list(value)
+                    if skip_count and value is root:
+                        keys = [k for k in keys if k != "execution_count"]
+                    stack.append(iter([value[key] for key in keys]))
+                    break
+                elif isinstance(value, list | tuple):
+                    stack.append(iter(value))
+                    break
+                elif isinstance(value, int | float) and not isinstance(value, bool):
+                    yield value
+            else:
+                stack.pop()
+
+
+# What an execution count joined to at most two short numbers can spell that could be an
+# identifier (nine digits however separated; dates as the scanner reads them: one separator of
+# `-`, `/` or `.`, used twice).
+_COUNTED = re.compile(r"(?:\d\D*){9}|\d{4}([-/.])\d{1,2}\1\d{1,2}|\d{1,2}([-/.])\d{1,2}\2\d{4}")
+
+# Items up to this long are read joined to their neighbours (`_joined_runs`).
+JOIN_ITEM_CHARS = 64
+# A joined text holds at most this many items; the next begins `JOIN_OVERLAP` items before
+# its end, so that any value of up to that many pieces lies whole in one of them. (A value
+# split into more pieces than that is a value spread out, which the index does not match.)
+JOIN_ITEMS = 64
+JOIN_OVERLAP = 16
+
+
+def _joined_runs(items: list[Any]) -> list[str]:
+    """Short strings and numbers in order, joined as a client may show them: with nothing and
+    with a space between, in runs of `JOIN_ITEMS` overlapping by `JOIN_OVERLAP` (a joined run
+    of digits stays within what the decoders convert; a long array costs about twice its text).
+
+    A value written as a list of characters (`list(mrn)` as JSON), a name as a list of its
+    parts, a record number split over two fields or two keys is then read whole.
+    """
+    texts = [
+        item if isinstance(item, str) else str(item)
+        for item in items
+        if (isinstance(item, str) and len(item) <= JOIN_ITEM_CHARS)
+        or (isinstance(item, int | float) and not isinstance(item, bool))
+    ]
+    if len(texts) < 2:
+        return []
+    joins = []
+    step = JOIN_ITEMS - JOIN_OVERLAP
+    for start in range(0, max(1, len(texts) - JOIN_OVERLAP), step):
+        run = texts[start : start + JOIN_ITEMS]
+        joins += ["".join(run), " ".join(run)]
+    return joins
 
 
 # Words of the Jupyter protocol's own field names and values (split at "_" and "/").
@@ -481,8 +643,52 @@ class BoundaryGuard:
         self.notice_suffix = notice_suffix
         # Without a scanner that reports positions, any finding in the joined text counts.
         self.seams = StreamSeams(scan_seam or (lambda text, _seam: scan(text)))
+        # Kernel-chosen names (and `started` days) already judged: name -> may leave.
+        self._names: dict[str, bool] = {}
+        # The days a `started` time may name, and until when (epoch seconds) they hold.
+        self._days: set[str] = set()
+        self._days_until = 0.0
 
     # -- scanning -----------------------------------------------------------------------------
+
+    def kernel_claim(self, metadata: Any) -> Decision | None:
+        """`kernel_claim` with a rule name that may leave: the ledger entry that records the
+        claim reaches the researcher in receipts, so a name the scanner does not pass (or that
+        is not a plain rule name) is recorded as `withheld`."""
+        claim = kernel_claim(metadata)
+        if claim is None or claim.rule == "unnamed" or self._plain_name(claim.rule):
+            return claim
+        return Decision(claim.action, "withheld", layer=claim.layer)
+
+    def _plain_name(self, name: str) -> bool:
+        """Whether a name the kernel chose (a rule, a MIME type) may be repeated to the client:
+        a plain name in which the scanner finds nothing. Verdicts are remembered (the same few
+        names come again and again)."""
+        known = self._names.get(name)
+        if known is None:
+            known = bool(_PLAIN_NAME.match(name)) and self.scan_value(name) is None
+            if len(self._names) >= 1024:
+                self._names.clear()
+            self._names[name] = known
+        return known
+
+    def _shown_time(self, value: str) -> bool:
+        """Whether a reply's `started` time may leave as the kernel wrote it: one of the days
+        around the sentry's own (yesterday, today, tomorrow in UTC, so any time zone's today
+        passes) whose date is no identifier value (a patient born that day). Otherwise it is
+        dropped, not blocked: a date of birth must not ride in a timestamp."""
+        day = value[:10]
+        now = time.time()
+        if now >= self._days_until:
+            today = datetime.fromtimestamp(now, UTC).date()
+            self._days = {str(today + timedelta(days=d)) for d in (-1, 0, 1)}
+            self._days_until = (now // 86400 + 1) * 86400
+        if day not in self._days:
+            return False
+        known = self._names.get(day)
+        if known is None:
+            known = self._names[day] = self.scan_value(day) is None
+        return known
 
     def scan_value(self, *values: Any) -> Finding | None:
         """The first finding in all text of `values` (the scanner also reads encoded text).
@@ -491,14 +697,34 @@ class BoundaryGuard:
         under image/png that is not a PNG is scanned as text.
         """
         images: list[str] = []
-        parts = [t for v in values for t in iter_text(v, images)]
+        texts = MessageTexts.read(values, images)
+        parts = texts.parts
         for image in images:
             carried = png_text(image)
             parts.append(image if carried is None else carried)
         # A break between fields, so no decoder joins the end of one with the next.
         text = _LINE_BREAK.join(parts)
-        if not text or trivially_clean(text):
+        if not text:
             return None
+        if trivially_clean(text):
+            # Joined, protocol words and at most two numbers of two digits make no identifier
+            # either; with an execution count of four to six digits beside them, they can
+            # spell nine digits or a date (`[2007]: -07-23`), which is then scanned.
+            count = texts.count
+            if count is None or texts.shorts < 2:
+                return None
+            # Nine digits need a count of five (the text holds four at most); a date a count
+            # of four and a separator in the text.
+            if count < 10_000 and not (count >= 1000 and texts.dated):
+                return None
+            joins = texts.joins()
+            if not any(_COUNTED.search(join) for join in joins):
+                return None
+            text = ""
+        else:
+            joins = texts.joins()
+        if joins:
+            text = _LINE_BREAK.join([text, *joins]) if text else _LINE_BREAK.join(joins)
         try:
             return self.scan(text)
         except Exception as exc:  # noqa: BLE001 - fail closed: a scanner fault blocks
@@ -584,8 +810,15 @@ class BoundaryGuard:
         metadata: dict[str, Any],
         buffers: list[bytes],
         size: int,
+        *,
+        reply_type: str = "",
     ) -> Verdict:
-        """The verdict for one message coming from the kernel on `channel`."""
+        """The verdict for one message coming from the kernel on `channel`.
+
+        `reply_type` is the type of a reply to the request this message answers: a reply of a
+        type not expected on its channel leaves as a notice of that type, since the kernel's
+        own type name could carry anything.
+        """
         if msg_type == "status":
             verdict = None if buffers else status_verdict(content)
             if verdict is not None:
@@ -603,13 +836,19 @@ class BoundaryGuard:
 
         known = {"iopub": IOPUB_TYPES, "stdin": STDIN_TYPES}.get(channel, REPLY_TYPES)
         if msg_type not in known:
+            # Neither the notice nor its type repeats the kernel's type name.
+            # On stdin it becomes a prompt showing the notice; a reply, one to its request.
+            if channel == "stdin":
+                msg_type = "input_request"
+            elif channel != "iopub":
+                msg_type = reply_type or "execute_reply"
             return self.notice(
                 channel,
                 msg_type,
-                content,
+                {},
                 Decision.block(
                     "unknown_msg_type",
-                    f"message type {msg_type!r} is not expected on the {channel} channel",
+                    f"a message of a type not expected on the {channel} channel",
                     "Only standard Jupyter messages leave the hospital.",
                     layer=Layer.SENTRY,
                 ),
@@ -634,6 +873,7 @@ class BoundaryGuard:
         if msg_type in DISPLAY_TYPES or msg_type == "inspect_reply":
             content, dropped = self._filter_bundle(content)
             if msg_type in DISPLAY_TYPES and not content.get("data"):
+                dropped = self._names_shown(dropped)
                 return self.notice(
                     channel,
                     msg_type,
@@ -649,8 +889,13 @@ class BoundaryGuard:
         if msg_type == "execute_reply" and content.get("payload"):
             content, more = self._filter_payload(content)
             dropped.extend(more)
+        withheld: Decision | None = None
+        if msg_type == "debug_reply":
+            content, withheld = self._withhold_variables(content)
 
         safe_meta, metadata = split_protocol_metadata(metadata)
+        if "started" in safe_meta and not self._shown_time(safe_meta["started"]):
+            del safe_meta["started"]
         hit = self.scan_value(content, metadata)
         if safe_meta:
             metadata = {**safe_meta, **metadata}
@@ -661,13 +906,16 @@ class BoundaryGuard:
             if buffer_block is not None:
                 return self.notice(channel, msg_type, content, buffer_block)
 
-        if dropped:
+        if withheld is not None:
+            decision = withheld
+        elif dropped:
+            dropped = self._names_shown(dropped)
             decision = Decision.redact(
                 "mime_allow",
-                f"dropped MIME types not allowed by the policy: {', '.join(sorted(set(dropped)))}",
+                f"dropped MIME types not allowed by the policy: {', '.join(dropped)}",
                 f"Allowed types: {', '.join(self.mime_allow)}.",
                 layer=Layer.SENTRY,
-                details={"dropped": sorted(set(dropped))},
+                details={"dropped": dropped},
             )
         marked = self._mark_kernel_notice(msg_type, content, metadata)
         if marked is not None:
@@ -678,8 +926,57 @@ class BoundaryGuard:
             content,
             metadata,
             list(buffers),
-            changed=bool(dropped) or marked is not None,
+            changed=bool(dropped) or withheld is not None or marked is not None,
         )
+
+    def _withhold_variables(
+        self, content: dict[str, Any]
+    ) -> tuple[dict[str, Any], Decision | None]:
+        """A debugger's variables reply with each variable that holds an identifier value
+        replaced by a notice entry, and the decision that says so (None if none was).
+
+        A researcher's namespace almost always holds the patient table, whose value the
+        variable explorer shows: blocking the whole reply would leave the debugger with no
+        variables at all. The rest of the reply is scanned as a whole afterwards, so values
+        split over several variables still block it.
+        """
+        body = content.get("body")
+        variables = body.get("variables") if isinstance(body, dict) else None
+        if not isinstance(variables, list):
+            return content, None
+        kept: list[Any] = []
+        first: Finding | None = None
+        for item in variables:
+            hit = self.scan_value(item)
+            if hit is None:
+                kept.append(item)
+                continue
+            first = first or hit
+            name = item.get("name") if isinstance(item, dict) else None
+            kept.append(
+                {
+                    "name": name if isinstance(name, str) and self._plain_name(name) else "?",
+                    "value": f"[bedside] withheld by the hospital sentry (rule: {hit[0]})",
+                    "type": "",
+                    "variablesReference": 0,
+                }
+            )
+        if first is None:
+            return content, None
+        found = self._finding_decision(first)
+        decision = Decision.redact(
+            found.rule,
+            "variables holding patient identifier values or personal data were withheld",
+            found.advice,
+            layer=Layer.SENTRY,
+            details=found.details,
+        )
+        return {**content, "body": {**body, "variables": kept}}, decision
+
+    def _names_shown(self, names: list[str]) -> list[str]:
+        """Kernel-chosen names (dropped MIME types) as a notice may list them, sorted and once:
+        one that is not a plain name, or in which the scanner finds something, is withheld."""
+        return sorted({n if self._plain_name(n) else "[withheld]" for n in names})
 
     def _mark_kernel_notice(
         self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any]
@@ -783,8 +1080,7 @@ class BoundaryGuard:
         elif msg_type in DISPLAY_TYPES:
             new = {"data": self.notice_bundle(decision), "metadata": {}}
             if msg_type == "execute_result":
-                count = content.get("execution_count")
-                new["execution_count"] = count if isinstance(count, int) else None
+                new["execution_count"] = _count(content.get("execution_count"))
             else:
                 new["transient"] = {}
                 if msg_type == "update_display_data":
@@ -817,8 +1113,7 @@ class BoundaryGuard:
             ename = self._safe_ename(content) if content.get("status") == "error" else ""
             new.update(ename=ename or "BedsideBlocked", evalue=notice, traceback=[notice])
         if msg_type == "execute_reply":
-            count = content.get("execution_count")
-            new["execution_count"] = count if isinstance(count, int) else None
+            new["execution_count"] = _count(content.get("execution_count"))
             new["payload"] = []
             expressions = content.get("user_expressions")
             new["user_expressions"] = {
@@ -837,4 +1132,16 @@ class BoundaryGuard:
             new.update(found=False, data={}, metadata={})
         elif msg_type == "history_reply":
             new["history"] = []
+        elif msg_type == "debug_reply":
+            # The debugger reads a DAP response: a failed one with the notice as its message.
+            command = content.get("command")
+            seq = content.get("request_seq")
+            new.update(
+                type="response",
+                success=False,
+                command=command if isinstance(command, str) and self._plain_name(command) else "",
+                request_seq=seq if _small_count(seq) else 0,
+                message=notice,
+                body={},
+            )
         return new

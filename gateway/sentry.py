@@ -826,8 +826,15 @@ class Sentry:
                     ahead = self._prepare_pool().submit(
                         prepare_release, channel, msg_type, msg.content, []
                     )
+            answered = request.msg_type if request is not None and channel != "iopub" else ""
             verdict = self.guard.check(
-                channel, msg_type, msg.content, msg.metadata, msg.buffers, size
+                channel,
+                msg_type,
+                msg.content,
+                msg.metadata,
+                msg.buffers,
+                size,
+                reply_type=answered.removesuffix("_request") + "_reply" if answered else "",
             )
         if channel == "iopub" and verdict.msg_type in EGRESS_COUNTED and not verdict.blocked:
             verdict = self._egress(verdict, channel, size)
@@ -875,11 +882,18 @@ class Sentry:
             verdict.buffers,
             parent=parent,
             decision=verdict.decision,
-            kernel=kernel_claim(msg.metadata) if msg_type != "status" else None,
+            kernel=None if msg_type == "status" else self._kernel_claim(msg.metadata),
             blocked_original=blocked_original,
             end_of_cell=end_of_cell,
             prepared=prepared,
         )
+
+    def _kernel_claim(self, metadata: Any) -> Decision | None:
+        """The in-kernel guard's claim as the ledger may record it (a rule name that could carry
+        a value is withheld: entries reach the researcher in receipts)."""
+        if self._guard_open:
+            return self.guard.kernel_claim(metadata)
+        return kernel_claim(metadata)
 
     def _release_ahead(
         self, header: dict[str, Any], content: dict[str, Any], size: int
