@@ -84,18 +84,14 @@ def _load(name: str) -> ModuleType:
 
 
 uw = _load("unseen_wide")
+gu = _load("bench_guard_utility")
 
 
 def _decision(reply: Any) -> tuple[str, str]:
-    order = {"released": 0, "redacted": 1, "blocked": 2}
-    best = ("released", "")
-    for _, m in reply.messages:
-        for meta in (m.get("metadata") or {}, (m.get("content") or {}).get("metadata") or {}):
-            b = meta.get("bedside") if isinstance(meta, dict) else None
-            if isinstance(b, dict) and order.get(b.get("decision"), 0) > order[best[0]]:
-                best = (b["decision"], str(b.get("rule", "")))
+    """The bench's reading of what the client received (its strictest decision), no error."""
     assert not any(m["header"]["msg_type"] == "error" for _, m in reply.messages), reply.shown()
-    return best
+    decision: tuple[str, str] = gu.decision_of(reply)
+    return decision
 
 
 def _withholds(decision: tuple[str, str]) -> bool:
