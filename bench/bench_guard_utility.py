@@ -696,8 +696,9 @@ def main() -> int:
             print(f"  {key}: {line}", file=sys.stderr)
     if args.wide_seeds:
         wide = measure_wide(tuple(args.wide_seeds), acro=not args.no_acro)
-        # (its per-output rows stay out of the kept JSON: 768 of them)
-        result["wide"] = {k: v for k, v in wide.items() if k != "rows"}
+        # (its per-output rows stay out of the kept JSON: 768 of them; its ratios are kept
+        # once, in `ratios`)
+        result["wide"] = {k: v for k, v in wide.items() if k not in ("rows", "ratios")}
         result["ratios"].update(wide["ratios"])
         w, wc = wide["ratios"], wide["counts"]
         print(f"  wider check ({len(args.wide_seeds)} unseen tables, {wc['outputs']} outputs, "
