@@ -243,6 +243,15 @@ def probe(
     return client.received[before:]
 
 
+def _execute_one(user_expressions: dict[str, str] | None = None) -> tuple[str, str, dict[str, Any]]:
+    """A client's `execute_request` of `1`, for probes that answer it themselves."""
+    content = {"code": "1", "silent": False, "store_history": True, "allow_stdin": False}
+    return "shell", "execute_request", {**content, "user_expressions": user_expressions or {}}
+
+
+_EXECUTE_ONE = _execute_one()
+
+
 # (id, hostile cell; `mrn, name, dob, pc, phone = _row(i)` comes first, request or None)
 PROBES: list[tuple[str, str, tuple[str, str, dict[str, Any]] | None]] = [
     # -- header, parent header, metadata, transient, buffers (iopub)
@@ -458,32 +467,12 @@ PROBES: list[tuple[str, str, tuple[str, str, dict[str, Any]] | None]] = [
         "_answer('execute_request', 'execute_reply', {'status': 'ok', 'execution_count': 5,"
         " 'user_expressions': {}, 'payload': []}, metadata={'started': dob + 'T00:00:00Z',"
         " 'dependencies_met': True, 'status': 'ok'})",
-        (
-            "shell",
-            "execute_request",
-            {
-                "code": "1",
-                "silent": False,
-                "store_history": True,
-                "user_expressions": {},
-                "allow_stdin": False,
-            },
-        ),
+        _EXECUTE_ONE,
     ),
     (
         "user expressions",
         "pass",
-        (
-            "shell",
-            "execute_request",
-            {
-                "code": "1",
-                "silent": False,
-                "store_history": True,
-                "user_expressions": {"a": "mrn", "b": "list(name)", "c": "{pc: phone}"},
-                "allow_stdin": False,
-            },
-        ),
+        _execute_one(user_expressions={"a": "mrn", "b": "list(name)", "c": "{pc: phone}"}),
     ),
     (
         "error names",
@@ -494,17 +483,7 @@ PROBES: list[tuple[str, str, tuple[str, str, dict[str, Any]] | None]] = [
         "error reply forged",
         "_answer('execute_request', 'execute_reply', {'status': 'error', 'execution_count': 6,"
         " 'ename': mrn, 'evalue': name, 'traceback': [dob], 'user_expressions': {pc: 1}})",
-        (
-            "shell",
-            "execute_request",
-            {
-                "code": "1",
-                "silent": False,
-                "store_history": True,
-                "user_expressions": {},
-                "allow_stdin": False,
-            },
-        ),
+        _EXECUTE_ONE,
     ),
     # -- unusual shapes
     (
