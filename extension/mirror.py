@@ -79,6 +79,13 @@ _OPENINGS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bedside-openin
 #: kernel_info "nudge" channels), and it would otherwise stall our copy for good.
 GAP_GRACE = 0.5
 
+
+def ask_delay(asks: int) -> float:
+    """How long to wait before asking the hospital for missing entries after `asks` asks (a
+    reply may be lost too): 0.5 s, 1 s, 2 s, ... at most 8 s."""
+    return GAP_GRACE * 2 ** min(asks, 4)
+
+
 # Session states, as the REST API and the headless runner report them.
 PENDING = "pending-intent"
 ACTIVE = "active"
@@ -562,8 +569,7 @@ class SessionMirror:
             self._gap_asks = 0
             return
         self._gap_watch = gap[0]
-        # asking again (a lost reply) backs off: 0.5 s, 1 s, 2 s, … at most 8 s
-        self.schedule(GAP_GRACE * 2 ** min(self._gap_asks, 4), self._check_gap)
+        self.schedule(ask_delay(self._gap_asks), self._check_gap)
 
     def _check_gap(self) -> None:
         start, self._gap_watch = self._gap_watch, None

@@ -36,7 +36,7 @@ from bedside.errors import Error, ReleaseError
 from bedside.ledger import Ledger
 from bedside.ledger.attestation import read_envelope, verify_release
 
-from .mirror import GAP_GRACE, SessionMirror
+from .mirror import SessionMirror, ask_delay
 
 RELEASES_DIR = "releases"
 ATTESTATION_SUFFIX = ".intoto.json"  # as the airlock names it beside a delivered artifact
@@ -375,16 +375,16 @@ async def _caught_up(mirror: SessionMirror, size: int) -> None:
     or fetched for a gap)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + CATCH_UP_TIMEOUT
-    wait = GAP_GRACE
-    ask_at = loop.time() + wait
+    asks = 0
+    ask_at = loop.time() + ask_delay(asks)
     while mirror.ledger is None or mirror.ledger.size < size:
         now = loop.time()
         if now >= ask_at and mirror.ledger is not None:
             # Entries the hospital wrote after the last message we hold (the airlock's records
             # of the decisions) ride on the next receipt, which may be a while coming: ask.
             mirror.ask_entries(mirror.ledger.size, size)
-            wait = min(wait * 2, 8.0)
-            ask_at = now + wait
+            asks += 1
+            ask_at = now + ask_delay(asks)
         if now > deadline:
             have = 0 if mirror.ledger is None else mirror.ledger.size
             raise ReleaseVerificationError(

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bedside.extension import mirror as mirror_module
 from bedside.extension import releases
 from bedside.extension.mirror import (
     ACTIVE,
@@ -295,7 +296,7 @@ def test_release_check_asks_for_entries_no_message_has_carried(pair, monkeypatch
     mirror, hospital, sent = pair
     hospital.message("control", "kernel_info_reply", {"status": "ok"}, {"msg_id": "nudge"})
     assert mirror.ledger.size == 1 and hospital.ledger.size == 2
-    monkeypatch.setattr(releases, "GAP_GRACE", 0.01)
+    monkeypatch.setattr(mirror_module, "GAP_GRACE", 0.01)
 
     async def hospital_answers() -> None:
         while not sent:
