@@ -571,9 +571,10 @@ class HospitalLedger:
         `FLUSH_AFTER` seconds after the first of them.
 
         The flush (two fsyncs: milliseconds, tens of them when the disk is busy) runs in a
-        thread of its own, so a message that arrives meanwhile is parsed and scanned without
-        waiting; only an append waits for it (the ledger's lock keeps the order of writes and
-        fsyncs what it was before). A flush that failed fails the next call, as it did inline.
+        thread of its own, so a message that arrives meanwhile is relayed without waiting: the
+        ledger holds its lock only while the flush hands the buffered records to the OS, not
+        during the fsyncs (`Ledger.flush`), so an append waits for a write, not for the disk.
+        A flush that failed fails the next call, as it did inline.
         """
         self._flushed()
         if self._dirty_since is None:

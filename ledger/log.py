@@ -238,6 +238,9 @@ class Ledger:
         self.recovered: list[Recovery] = []
         self._closed = False
         self._lock = threading.RLock()
+        # Held from a flush's write-out until its fsyncs are done (see `flush`): fsyncs stay in
+        # the order of their write-outs, and `close` does not close a file being synced.
+        self._sync_lock = threading.Lock()
         # The bytes of the entry appended last: the writer (the sentry's receipts) reads it back
         # at once, and from here that costs no read of the file.
         self._last: tuple[int, bytes] = (-1, b"")
@@ -337,9 +340,10 @@ class Ledger:
             if self._dirty:
                 self.flush()
         finally:
-            self._closed = True
-            self._file.close()
-            self._openings.close()
+            with self._sync_lock:
+                self._closed = True
+                self._file.close()
+                self._openings.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -465,16 +469,17 @@ class Ledger:
             E.checkpoint(session=self.session_id, note=note, size=cp.size, proof=proof), sync=sync
         )
 
-    def _flush_unlocked(self) -> None:
-        """Make every appended entry durable: write out, fsync openings, then the ledger."""
+    def _write_out_unlocked(self) -> tuple[int, int]:
+        """Hand every appended record to the OS (openings first) and take the sync lock;
+        returns the descriptors to fsync, openings first. The caller holds `_lock`."""
         if self._closed:
             raise LedgerError(f"{self.path}: the ledger is closed")
         ofh = self._openings.fh
         ofh.flush()
-        os.fsync(ofh.fileno())
         self._fh.flush()
-        os.fsync(self._fh.fileno())
         self._dirty = False
+        self._sync_lock.acquire()
+        return ofh.fileno(), self._fh.fileno()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -555,10 +560,23 @@ class Ledger:
     append_checkpoint.__doc__ = _append_checkpoint_unlocked.__doc__
 
     def flush(self) -> None:
-        with self._lock:
-            self._flush_unlocked()
+        """Make every entry appended before this call durable: write out, fsync the openings,
+        then the ledger.
 
-    flush.__doc__ = _flush_unlocked.__doc__
+        The fsyncs (milliseconds, tens of them on a busy disk) run after `_lock` is released:
+        an append from another thread (the sentry's relay, while its flusher thread syncs) waits
+        only for the write-out, not for the disk. What it appends meanwhile is not promised by
+        this flush (it is by the next); what was appended before is on disk when this returns,
+        its openings before its records, as when the lock was held throughout. A second flush
+        waits for the first's fsyncs (`_sync_lock`), so syncs keep the order of their writes.
+        """
+        with self._lock:
+            openings_fd, ledger_fd = self._write_out_unlocked()
+        try:
+            os.fsync(openings_fd)
+            os.fsync(ledger_fd)
+        finally:
+            self._sync_lock.release()
 
     def entry_bytes(self, index: int) -> bytes:
         with self._lock:

@@ -192,3 +192,126 @@ def test_create_refuses_an_existing_file_and_origin_must_be_one_line(tmp_path: P
         Ledger.create(tmp_path / "a.ledger", session_id=SESSION, origin=ORIGIN)
     with pytest.raises(LedgerError, match="one non-empty line"):
         Ledger.create(tmp_path / "b.ledger", session_id=SESSION, origin="a\nb")
+
+
+def _entry(i: int) -> tuple[dict, dict]:
+    return E.execute_request(session=SESSION, msg_id=f"c{i}", code=f"x = {i}", researcher_sig=None)
+
+
+def test_an_append_does_not_wait_for_a_flushs_fsync(
+    tmp_path: Path, custodian: Signer, researcher: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sentry flushes in a thread of its own while the relay appends: the relay's append
+    waits for the flush's write-out, not for its fsyncs (the disk)."""
+    import os
+    import threading
+
+    ledger = build_session(tmp_path / "f.ledger", custodian, researcher, cells=1, seal=False)
+    entry, opening = _entry(0)
+    ledger.append(entry, opening=opening)
+    in_fsync, appended = threading.Event(), threading.Event()
+    order: list[str] = []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        if not in_fsync.is_set():
+            in_fsync.set()
+            # The append below runs now; 30 s only keeps a broken lock from hanging the suite.
+            order.append("appended during fsync" if appended.wait(30) else "fsync first")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    flusher = threading.Thread(target=ledger.flush)
+    flusher.start()
+    assert in_fsync.wait(30)
+    entry, opening = _entry(1)
+    index = ledger.append(entry, opening=opening)
+    appended.set()
+    flusher.join(60)
+    assert order == ["appended during fsync"]
+    ledger.flush()
+    size = ledger.size
+    ledger.close()
+    with Ledger.open(tmp_path / "f.ledger") as reopened:
+        assert reopened.size == size and not reopened.recovered
+        assert reopened.entry(index)["msg_id"] == "c1"
+
+
+KILLED_DURING_FSYNC = textwrap.dedent(
+    """
+    import os, sys, threading
+    from bedside.ledger import Ledger
+    from bedside.ledger import entries as E
+    ledger = Ledger.create(sys.argv[1], session_id="s", origin="o/s")
+    ledger.append(E.header(session="s", origin="o/s", intent={}, policy_id="p",
+                           policy_digest="sha256:00", kernel_env="e", identities={}))
+    def cell(i):
+        entry, opening = E.execute_request(session="s", msg_id=str(i), code="x = %d" % i,
+                                           researcher_sig=None)
+        ledger.append(entry, opening=opening)
+        ledger.entry_bytes(ledger.size - 1)   # its receipt: the record reaches the file
+    for i in range(5):
+        cell(i)
+    stuck = threading.Event()
+    real_fsync = os.fsync
+    def fsync(fd):
+        stuck.set()
+        threading.Event().wait()              # the disk never answers
+    os.fsync = fsync
+    threading.Thread(target=ledger.flush, daemon=True).start()
+    stuck.wait()
+    for i in range(5, 10):                    # appended while the flush waits for the disk
+        cell(i)
+    os._exit(0)                               # killed mid-fsync
+    """
+)
+
+
+def test_a_process_killed_during_a_flushs_fsync_leaves_a_valid_ledger(tmp_path: Path) -> None:
+    path = tmp_path / "fsync.ledger"
+    subprocess.run([sys.executable, "-c", KILLED_DURING_FSYNC, str(path)], check=True, timeout=60)
+    with Ledger.open(path) as ledger:
+        assert ledger.size == 11
+        assert not ledger.recovered
+        assert [ledger.entry(i)["msg_id"] for i in range(1, 11)] == [str(i) for i in range(10)]
+        assert set(read_openings(openings_path(path))) == set(range(1, 11))
+
+
+def test_close_waits_for_a_flush_in_progress(
+    tmp_path: Path, custodian: Signer, researcher: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush syncs after letting go of the ledger's lock: `close` must not close the files
+    under it."""
+    import os
+    import threading
+
+    ledger = build_session(tmp_path / "c.ledger", custodian, researcher, cells=1, seal=False)
+    entry, opening = _entry(0)
+    ledger.append(entry, opening=opening)
+    in_fsync, release = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+    errors: list[BaseException] = []
+
+    def slow_fsync(fd: int) -> None:
+        in_fsync.set()
+        release.wait(30)
+        real_fsync(fd)
+
+    def flush() -> None:
+        try:
+            ledger.flush()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    flusher = threading.Thread(target=flush)
+    flusher.start()
+    assert in_fsync.wait(30)
+    closer = threading.Thread(target=ledger.close)
+    closer.start()
+    release.set()
+    flusher.join(60)
+    closer.join(60)
+    assert errors == []
+    with Ledger.open(tmp_path / "c.ledger") as reopened:
+        assert reopened.entry(reopened.size - 1)["msg_id"] == "c0"
