@@ -11,7 +11,11 @@ The guarded kernel skips ipykernel's 0.5 ms sleep before each execute_reply (ker
 the attribution runs include a plain ipykernel started with `--Kernel._execute_sleep=0`, and the
 ratio `bedside_vs_plain_nosleep_on_tuned_eg` against it is bedside's cost without that saving.
 
-Run: .venv/bin/python bench/bench_gateway.py [--out FILE] [--quick]
+Run: .venv/bin/python bench/bench_gateway.py [--out FILE] [--quick] [--base REV]
+With `--base REV` the tuned gateway also runs the chain whose sentry (`bedside.gateway` and
+`bedside.ledger`) is REV's, copied out of git (`tuned/bedside-base`, see bench/sentry_ab.py), in
+the same rounds: a before/after of the sentry on a shared machine (`bedside_vs_base_on_tuned_eg`).
+Its policy and kernel packages are this worktree's.
 Prints a table and writes the results as JSON, with the CPU time per trivial cell of each process
 (the gateway, the client, the kernel or sentry it launched, and what that started), read from
 /proc: unlike wall-clock medians it does not depend on how busy the machine is. It records
@@ -397,6 +401,7 @@ def main() -> int:
     parser.add_argument(
         "--only-tuned", action="store_true", help="skip the stock gateway (attribution runs)"
     )
+    parser.add_argument("--base", help="also the chain with this git revision's sentry")
     args = parser.parse_args()
     cells, big, starts = (20, 3, 2) if args.quick else (150, 12, 6)
     cells = args.cells or cells
@@ -435,6 +440,17 @@ def main() -> int:
             kernel="plain",
         )
         specs[label] = spec
+    if args.base:
+        from sentry_ab import base_tree
+
+        spec = sentry_kernelspec(
+            policy=hospital["policy"],
+            custodian_key=hospital["key"],
+            state_dir=hospital["state"],
+            sandbox=not args.no_sandbox,
+        )
+        spec["env"] = {**spec.get("env", {}), "PYTHONPATH": str(base_tree(args.base, work))}
+        specs["bedside-base"] = spec
     token_file = work / "token"
     token_file.write_text(secrets.token_urlsafe(32))
     results: dict[str, Any] = {
@@ -469,6 +485,8 @@ def main() -> int:
         if not args.no_attribution:
             for name in ("plain-nosleep", "sentry+plain", "sentry+plain-nosandbox"):
                 configs[f"tuned/{name}"] = (gateways["tuned"], name)
+        if args.base:
+            configs["tuned/bedside-base"] = (gateways["tuned"], "bedside-base")
         results["runs"] = measure_interleaved(configs, cells=cells, big=big, starts=starts)
     finally:
         for eg in gateways.values():
@@ -492,6 +510,9 @@ def main() -> int:
         "bedside_tuned_vs_plain_stock_eg": ("tuned/bedside", "stock/plain"),
         # Against a plain kernel that skips its pre-reply sleep too: bedside's own cost alone.
         "bedside_vs_plain_nosleep_on_tuned_eg": ("tuned/bedside", "tuned/plain-nosleep"),
+        # With --base: this worktree's sentry against the base revision's, same gateway.
+        "bedside_base_vs_plain_on_tuned_eg": ("tuned/bedside-base", "tuned/plain"),
+        "bedside_vs_base_on_tuned_eg": ("tuned/bedside", "tuned/bedside-base"),
     }.items():
         if num in runs and den in runs:
             ratios[label] = {m: runs[num][key] / runs[den][key] for m, key in metrics.items()}

@@ -3,9 +3,10 @@
 The machine is shared and its speed varies up to 3x within minutes, so a before/after comparison
 means something only when both sides run in turns under the same load. This copies `--base` out
 of git (with this worktree's compiled scanner, which git does not hold) and points the editable
-install's package map at it for the base side's processes (a `sitecustomize` on PYTHONPATH);
-the other side is this worktree. Each round runs, for each side in turn (the order alternating
-between rounds):
+install's package map for the sentry's packages (`bedside.gateway`, `bedside.ledger`) at it for
+the base side's processes (a `sitecustomize` on PYTHONPATH); the policy and kernel packages are
+this worktree's on both sides. The other side is this worktree. Each round runs, for each side
+in turn (the order alternating between rounds):
 
 - `bench/sentry_trace.py --cells N`: the replay of a trivial cell's wire trace through a real
   `Sentry` without sockets (relay thread CPU, process CPU and wall per cell, back to back);
@@ -40,13 +41,17 @@ from _report import emit
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
+# The sentry's own packages are the base's; `bedside`, its policy and its kernel stay this
+# worktree's, so that the sandbox (which binds the kernel packages where the sentry finds them)
+# holds what the kernel inside imports through the editable install.
+SENTRY_PACKAGES = ("bedside.gateway", "bedside.ledger")
 SITECUSTOMIZE = """\
 try:
     import __editable___bedside_0_1_0_finder as finder
 except ImportError:
     finder = None
 if finder is not None:
-    for name in list(finder.MAPPING):
+    for name in {packages!r}:
         finder.MAPPING[name] = finder.MAPPING[name].replace({root!r}, {tree!r})
 """
 
@@ -63,7 +68,8 @@ def base_tree(rev: str, into: Path) -> Path:
         shutil.copy2(built, tree / "policy" / built.name)
     pkg = into / "pkg"
     pkg.mkdir()
-    (pkg / "sitecustomize.py").write_text(SITECUSTOMIZE.format(root=str(ROOT), tree=str(tree)))
+    text = SITECUSTOMIZE.format(packages=SENTRY_PACKAGES, root=str(ROOT), tree=str(tree))
+    (pkg / "sitecustomize.py").write_text(text)
     return pkg
 
 
