@@ -152,9 +152,13 @@ def _collect_strings(obj: Any, out: list[str]) -> None:
                 out.append(k)
             tv = type(v)
             if tv is str:
+                if k == "image/png":
+                    # The text a PNG carries, as the sentry reads it: its base64 scanned as
+                    # text holds, by chance, every three-letter first name of a hospital.
+                    out.append(_png_text(v))
                 # (a long value is no protocol word: not hashed to find out, a 1 MB output's
                 # text would cost its hash, half a millisecond)
-                if len(v) > _PROTOCOL_LEN or v not in _PROTOCOL:
+                elif len(v) > _PROTOCOL_LEN or v not in _PROTOCOL:
                     out.append(v)
             elif tv is not int and tv is not bool and v is not None:
                 _collect_strings(v, out)
@@ -176,6 +180,15 @@ def _collect_strings(obj: Any, out: list[str]) -> None:
             _collect_strings(v, out)
     elif obj is not None and not isinstance(obj, (bool, int, float)):
         out.append(str(obj))
+
+
+def _png_text(value: str) -> str:
+    """The text chunks of a base64 PNG (the sentry's `png_text`), or `value` itself when it is
+    not one. Text drawn into the pixels is judged on the figure (`_judge_figure`)."""
+    from bedside.gateway._boundary import png_text
+
+    carried = png_text(value)
+    return value if carried is None else carried
 
 
 class OutputGuard:
@@ -500,7 +513,7 @@ class OutputGuard:
         from matplotlib.patches import Rectangle
         from matplotlib.text import Text
 
-        texts = "\n".join(t.get_text() for t in fig.findobj(Text) if t.get_text())
+        texts = "\n".join(_figure_texts(fig, Text))
         finding = self.scanner.scan(texts, structure=False)
         if finding:
             return self._finding_decision(finding, "figure text")
@@ -967,6 +980,22 @@ def _is_count(value: Any) -> bool:
         return float(value).is_integer()
     except (TypeError, ValueError):
         return False
+
+
+def _figure_texts(fig: Any, text_type: type) -> list[str]:
+    """Every text a figure draws: its Text artists (titles, labels, ticks, annotations,
+    legends) and the texts artists hold without listing them as children (a table's cells)."""
+    out: list[str] = []
+    for artist in fig.findobj():
+        get = getattr(artist, "get_text", None)
+        if get is None:
+            continue
+        text = get()
+        if isinstance(text, text_type):  # `Cell.get_text()` is the cell's Text
+            text = text.get_text()
+        if isinstance(text, str) and text:
+            out.append(text)
+    return out
 
 
 def _is_figure(obj: Any) -> bool:

@@ -81,6 +81,7 @@ and the column name (the *kind*), never the value.
 from __future__ import annotations
 
 import bisect
+import calendar
 import datetime as dt
 import itertools
 from collections.abc import Callable, Iterable, Sequence
@@ -104,6 +105,10 @@ MIN_GROUPED_DIGITS = 9  # regrouping is how phone numbers vary; shorter runs are
 _CHUNK = 200_000
 
 _TITLES = ("mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "dame", "rev", "lord", "lady")
+# A single word that is a month's or a weekday's name (`August`, `June`, `Friday`) is written by
+# every monthly series and calendar, whoever is named so: such a value is not indexed on its own.
+_CALENDAR_WORDS = tuple(w.lower() for w in (*calendar.month_name[1:], *calendar.day_name, "Sept"))
+MIN_WORD_LETTERS = 4  # a value of one shorter word (`Max`, `Eva`, `Lee`) is not indexed alone
 _SUFFIXES = ("jr", "sr", "md", "phd", "dds", "dvm", "ii", "iii", "iv", "obe", "mbe", "cbe", "esq")
 
 
@@ -686,6 +691,7 @@ class _Builder:
         self.value_count: dict[str, int] = {}
         self.code_words: set[str] = set()
         self._titles = _word_hashes(_TITLES)
+        self._calendar = _word_hashes(_CALENDAR_WORDS)
         self._suffixes = _word_hashes(_SUFFIXES)
         self._pending: list[T.U64] = []  # hashes of the column being added
 
@@ -769,6 +775,14 @@ class _Builder:
         all_digit = (digits == count) & (count > 0)
         letters = (digits == 0) & (count > 0)
         keep = ~bad & np.where(all_digit, sig >= self.min_digits, sig >= self.min_length)
+        # One word alone: a short one (`Max`, the label of every `describe()`, or three letters
+        # of a base64 run) or a month's or weekday's name names nobody; such words still count
+        # inside a value of several (`Max Weber`).
+        word = np.flatnonzero(letters & (count == 1) & keep)
+        if len(word):
+            h = tok.hash[first_tok[word]]
+            short = sig[word] < max(self.min_length, MIN_WORD_LETTERS)
+            keep[word[short | np.isin(h, self._calendar)]] = False
         indexed = 0
         for k in range(1, MAX_SEQ + 1):
             exact = count == k if k < MAX_SEQ else count >= k
@@ -842,6 +856,21 @@ class _Builder:
             pcs = chunk.filter(postcode)
             out.append(pc.replace_substring_regex(pcs, r"\s+", ""))
             out.append(pc.replace_substring_regex(pcs, r"^(\S+?)\s*(\d[a-z]{2})$", r"\1 \2"))
+        # Names written in ASCII: ß as `ss` (what `upper()` and `casefold()` make of it),
+        # umlauts as `ae`/`oe`/`ue` (the German ASCII spelling), other marks dropped
+        # (`José` -> `jose`, what an ASCII export or `unidecode` writes).
+        foreign = pc.invert(pc.string_is_ascii(chunk))
+        if pc.any(foreign).as_py():
+            x = chunk.filter(foreign)
+            ss = pc.replace_substring(x, "ß", "ss")
+            digraphs = ss
+            for mark, ascii_form in (("ä", "ae"), ("ö", "oe"), ("ü", "ue")):
+                digraphs = pc.replace_substring(digraphs, mark, ascii_form)
+            bare = pc.replace_substring_regex(pc.utf8_normalize(ss, "NFKD"), r"\p{M}+", "")
+            for form in (ss, digraphs, bare):
+                changed = pc.not_equal(form, x)
+                if pc.any(changed).as_py():
+                    out.append(form.filter(changed))
         # Values written in digit groups (phones, ISO dates) also match as one run of digits:
         # `02079460123`, `19560312`.
         joined: list[pa.Array] = []
