@@ -38,6 +38,7 @@ from bedside.kernel._provenance import (
 from bedside.kernel._scan import Finding, TextScanner, has_ascii_digit, numbers_in
 from bedside.kernel._sequences import SequenceGuard
 from bedside.policy import disclosure as dr
+from bedside.policy._encodings import DigestIndex
 from bedside.policy.decision import Action, Decision
 
 OUTPUT_TYPES = frozenset({"execute_result", "display_data", "update_display_data", "stream"})
@@ -223,6 +224,8 @@ class OutputGuard:
         # cell's outputs that carry no decision of their own.
         self._text_notes: list[Decision] = []
         tracker.render_judge = self.judge_rendered
+        # Digests of the loaded tables' identifiers, built on the first hex run (`DigestIndex`).
+        self._digests: tuple[int, DigestIndex] | None = None
 
     # -- cells ---------------------------------------------------------------------------------
     def begin_cell(self, code: str, msg_id: str) -> None:
@@ -639,6 +642,8 @@ class OutputGuard:
                 finding = self.scanner.scan(text)
             if finding is None and text:
                 finding = self._sequence_finding(text)
+            if finding is None and text and len(text) < SENTRY_SCAN_MIN_CHARS:
+                finding = self._digest_finding(text)
             if finding is not None:
                 decision = self._finding_decision(finding, channel)
             elif text and msg_type in OUTPUT_TYPES and self._extreme_in(text):
@@ -669,6 +674,16 @@ class OutputGuard:
         self.sequences.sync_tables(getattr(self.scanner, "_frames", []))
         what = self.sequences.scan(text)
         return Finding("row-level", what) if what else None
+
+    def _digest_finding(self, text: str) -> Finding | None:
+        """An unkeyed digest of an identifier value (`md5(pat_id)`, `sha256(name)[:12]`)."""
+        frames = getattr(self.scanner, "_frames", [])
+        if not frames:
+            return None
+        if self._digests is None or self._digests[0] != len(frames):
+            self._digests = (len(frames), DigestIndex(list(frames)))
+        column = self._digests[1].find(text)
+        return Finding("identifier", column, "digest") if column else None
 
     def _finding_decision(self, finding: Finding, channel: str) -> Decision:
         where = {"iopub": "output", "shell": "reply", "control": "reply",

@@ -56,7 +56,12 @@ give identical matches.
 Tokens of one value must be separated by at most three characters on one line (`Smith, John`,
 `12 / 03 / 1956`): numbers that merely follow each other across table rows are not a date.
 Limits: values shorter than `min_length` characters and purely numeric values with fewer than
-`min_digits` significant digits are not indexed; a value's first eight tokens are used.
+`min_digits` significant digits are not indexed; a value's first eight tokens are used. A value
+that is one word of fewer than `MIN_WORD_LETTERS` letters (`Max`, `Eva`, `Lee`) or a month's or
+weekday's name (`August`, `June`) is not indexed alone: `describe()` prints `max`, monthly series
+print month names, and three letters of any base64 run spell some first name; such words still
+count inside a value of several (`Max Weber`). Names are also indexed as ASCII writes them:
+`ß` as `ss` (what `upper()` makes of it), umlauts as `ae`/`oe`/`ue`, other marks dropped.
 Values whose tokens are themselves cut apart (`M R N 5 1 0 ...`, `MRN 5106 9856`) are found by
 the separated layer of `scan.scan_text` (`_separated`), which reads digit groups after the
 words in `code_words` only.
@@ -108,6 +113,7 @@ _TITLES = ("mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "dame", "rev", 
 # A single word that is a month's or a weekday's name (`August`, `June`, `Friday`) is written by
 # every monthly series and calendar, whoever is named so: such a value is not indexed on its own.
 _CALENDAR_WORDS = tuple(w.lower() for w in (*calendar.month_name[1:], *calendar.day_name, "Sept"))
+_OTHER_COUNTRY = r"^\s*(?:\+|00)\s*\d{1,3}(?:\s*\(0\)\s*|[\s./-]+)"
 MIN_WORD_LETTERS = 4  # a value of one shorter word (`Max`, `Eva`, `Lee`) is not indexed alone
 _SUFFIXES = ("jr", "sr", "md", "phd", "dds", "dvm", "ii", "iii", "iv", "obe", "mbe", "cbe", "esq")
 
@@ -845,6 +851,14 @@ class _Builder:
                 x = pc.replace_substring_regex(x, r"^\s*(?:\+|00)\s*44\s*(?:\(0\))?", "0")
                 x = pc.replace_substring_regex(x, r"^\s*(?:\+|00)\s*1\b", "")
                 out.append(x)
+            # Other countries (`+49 (0) 7346 468695`, `0033 1 ...`): the national form with its
+            # trunk `0`, when the country code is set apart (a separator or `(0)` after it).
+            other = pc.and_(
+                pc.invert(intl),
+                pc.match_substring_regex(ph, _OTHER_COUNTRY),
+            )
+            if pc.any(other).as_py():
+                out.append(pc.replace_substring_regex(ph.filter(other), _OTHER_COUNTRY, "0"))
             national = pc.match_substring_regex(ph, r"^\s*\(?0[1-9]")
             if pc.any(national).as_py():
                 x = ph.filter(national)

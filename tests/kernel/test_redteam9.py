@@ -121,6 +121,8 @@ class Judge:
         self.digests: set[str] = set()
         for row in frame.itertuples():
             dob = row.geb_datum.date()
+            # the national number's digits (`+49(0)9049 806115` -> `09049806115`)
+            national = re.sub(r"\D", "", re.sub(r"^\+49\s*(\(0\))?\s*", "0", row.telefon))
             forms = {
                 "pat_id": [row.pat_id, row.pat_id[1:]],
                 "surname": [
@@ -137,7 +139,7 @@ class Judge:
                     f"{(REF - dob).days} days",
                 ],
                 "zip": [f" {row.zip} ", f"'{row.zip}'", f'"{row.zip}"'],
-                "telefon": [row.telefon, re.sub(r"\D", "", row.telefon)],
+                "telefon": [row.telefon, re.sub(r"\D", "", row.telefon), " ".join(national)],
             }
             for column, values in forms.items():
                 for value in values:
@@ -302,15 +304,24 @@ LEAKS: dict[str, str] = {
     "set-next-input": "get_ipython().set_next_input(df.surname.iloc[27])",
     "phone-digits": "df.telefon.str.replace(r'\\D', '', regex=True).head(3)",
     "reversed-names": "df.surname.head(5).map(lambda s: s[::-1])",
+    "phone-national": "print(df.telefon.iloc[3].replace('+49(0)', '0').replace('+49 (0) ', '0'))",
     "dob-german-with-zip": "r = df.iloc[28]\nprint(f'geb. {r.geb_datum:%d.%m.%Y}, PLZ {r.zip}')",
 }
 
-# Leaks that reached the client before this round's fixes (kernel/guard.py, policy/identifiers.py).
+# Leaks that reached the client before this round's fixes (kernel/guard.py, policy/identifiers.py,
+# policy/_encodings.py).
 LEAKS_FIXED: dict[str, str] = {
     "upper-eszett": "print(df.surname.iloc[20:25].str.upper().tolist())",
     "ascii-export": "import unicodedata\nr = df.iloc[16]\nprint(unicodedata.normalize('NFKD', "
     "r.surname).encode('ascii', 'ignore').decode(), r.alter)",
     "digraph-export": "r = df.iloc[19]\nprint(r.surname.replace('ö', 'oe').upper(), r.liegedauer)",
+    "md5-pat-id": "print(hashlib.md5(df.pat_id.iloc[18].encode()).hexdigest())",
+    "md5-surname-table": "print(pd.DataFrame({'h': df.surname.head(3).map("
+    "lambda s: hashlib.md5(s.encode()).hexdigest()), 'a': df.alter.head(3)}))",
+    "sha-pseudonym-one": "print('pseudonym', hashlib.sha256(df.pat_id.iloc[41].encode())"
+    ".hexdigest()[:12])",
+    "phone-spaced": "print(' '.join(df.telefon.iloc[40].replace('+49(0)', '0')"
+    ".replace(' ', '')))",
     "mpl-table-names": "fig, ax = plt.subplots()\nax.axis('off')\n"
     "ax.table(cellText=[[n] for n in df.surname.head(3)], colLabels=['Name'])\nplt.show()",
 }
@@ -321,9 +332,6 @@ DRAWN = {"mpl-ticklabels", "mpl-annotate", "mpl-table", "mpl-table-names"}
 # Leaks still reaching the client, by design or not yet recognised (docs/data-scientist/guard.md,
 # "Honest limits"): pinned as strict xfails, so a fix shows up as an unexpected pass.
 LIMITS: dict[str, str] = {
-    "md5-pat-id": "print(hashlib.md5(df.pat_id.iloc[18].encode()).hexdigest())",
-    "md5-surname-table": "print(pd.DataFrame({'h': df.surname.head(3).map("
-    "lambda s: hashlib.md5(s.encode()).hexdigest()), 'a': df.alter.head(3)}))",
     "pid-digits": "print('case', df.pat_id.iloc[26][1:])",
     "age-days-zip": "print(df.assign(d=(REF - df.geb_datum).dt.days)[['d', 'zip']].head(3)"
     ".to_string(index=False))",
