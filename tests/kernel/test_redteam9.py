@@ -43,6 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gateway"))
 
 from _sentry_support import Client, start_sentry, write_hospital  # noqa: E402
 
+from bedside.policy import IdentifierIndex, scan_text  # noqa: E402
+from bedside.policy._encodings import DigestIndex  # noqa: E402
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
 N = 3000
@@ -320,8 +323,7 @@ LEAKS_FIXED: dict[str, str] = {
     "lambda s: hashlib.md5(s.encode()).hexdigest()), 'a': df.alter.head(3)}))",
     "sha-pseudonym-one": "print('pseudonym', hashlib.sha256(df.pat_id.iloc[41].encode())"
     ".hexdigest()[:12])",
-    "phone-spaced": "print(' '.join(df.telefon.iloc[40].replace('+49(0)', '0')"
-    ".replace(' ', '')))",
+    "phone-spaced": "print(' '.join(df.telefon.iloc[40].replace('+49(0)', '0').replace(' ', '')))",
     "mpl-table-names": "fig, ax = plt.subplots()\nax.axis('off')\n"
     "ax.table(cellText=[[n] for n in df.surname.head(3)], colLabels=['Name'])\nplt.show()",
 }
@@ -483,3 +485,41 @@ def test_honest_cell_comes_through(client: Client, name: str) -> None:
     assert shown, name
     errors = [m for m in messages if m.get("msg_type") == "error"]
     assert not errors, errors[0]["content"]["evalue"] if errors else ""
+
+
+# -- the rules behind the fixes, in-process --------------------------------------------------------
+
+
+def test_digests_are_built_lazily_and_match_from_ten_hex_digits() -> None:
+    frame = pd.DataFrame({"pid": ["P4100029", "P4100058"], "name": ["Weiß", "Koch"]})
+    digests = DigestIndex([(frame, ["pid", "name"])])
+    assert digests.find("n = 3000, mean 41.2, at 0x7f6ac4596550") is None
+    assert digests._keys is None  # no run of ten hex digits: nothing computed
+    md5 = hashlib.md5(b"P4100058").hexdigest()
+    assert digests.find(f"id {md5}") == "pid"
+    assert digests.find(md5[:10].upper()) == "pid"
+    assert digests.find(md5[:9]) is None
+    assert digests.find(hashlib.sha256("weiß".encode()).hexdigest()[:12]) == "name"
+    assert digests.find(hashlib.sha1(b"koch").hexdigest()) == "name"  # lower-cased value
+    assert digests.find(hashlib.md5(b"P4100087").hexdigest()) is None
+
+
+def test_index_spellings_and_words_alone() -> None:
+    frame = pd.DataFrame(
+        {
+            "surname": ["Weiß", "Müller", "Lee", "Ng Weber"],
+            "vorname": ["Max", "August", "Eva", "Johanna"],
+            "telefon": ["+49(0)9049 806115", "+33 1 45 67 89 01", "0711 123456", "030 9876543"],
+        }
+    )
+    index = IdentifierIndex.from_frames([(frame, list(frame.columns))])
+
+    def columns(text: str) -> set[str]:
+        return {f.column for f in scan_text(text, index) if f.strength == "strong"}
+
+    assert columns("WEISS") == columns("Mueller") == columns("Muller") == {"surname"}
+    # one short word, a month's name: not alone; inside a longer value or beside another: yes
+    assert not columns("count mean std min max") and not columns("August 120\nJune 95")
+    assert not columns("Lee") and columns("Ng Weber") == {"surname"}
+    assert columns("Johanna") == {"vorname"}
+    assert "telefon" in columns("09049 806115") and "telefon" in columns("01 45 67 89 01")
