@@ -308,6 +308,21 @@ LEAKS: dict[str, str] = {
     "phone-digits": "df.telefon.str.replace(r'\\D', '', regex=True).head(3)",
     "reversed-names": "df.surname.head(5).map(lambda s: s[::-1])",
     "phone-national": "print(df.telefon.iloc[3].replace('+49(0)', '0').replace('+49 (0) ', '0'))",
+    "to-latex": "print(df.head(3).to_latex())",
+    "idxmax-row": "df.loc[df.kosten.idxmax()]",
+    "to-dict-index": "display(df.head(2).to_dict('index'))",
+    "to-records": "df.head(2).to_records()",
+    "surname-unique": "df.surname.unique()[:10]",
+    "first-name-initial": "r = df.iloc[30]\n"
+    "print(f'{r.vorname} {r.surname[0]}., {r.alter} J., {r.station}')",
+    "full-name-upper": "r = df.iloc[31]\nprint(f'{r.vorname} {r.surname}'.upper())",
+    "name-in-dict-key": "{r.surname: r.kosten for r in df.head(3).itertuples()}",
+    "index-name": "s = df.groupby('station').size()\ns.index.name = df.surname.iloc[35]\ns",
+    "column-label": "df.groupby('station').kosten.mean().to_frame(df.pat_id.iloc[36])",
+    "plot-title": "df.alter.plot.hist(bins=10, title=df.surname.iloc[37])\nplt.show()",
+    "legend-label": "plt.hist(df.alter, bins=10, label=df.pat_id.iloc[38])\nplt.legend()\n"
+    "plt.show()",
+    "dob-strftime-list": "df.geb_datum.head(6).dt.strftime('%d. %B %Y').tolist()",
     "dob-german-with-zip": "r = df.iloc[28]\nprint(f'geb. {r.geb_datum:%d.%m.%Y}, PLZ {r.zip}')",
 }
 
@@ -334,6 +349,7 @@ DRAWN = {"mpl-ticklabels", "mpl-annotate", "mpl-table", "mpl-table-names"}
 # Leaks still reaching the client, by design or not yet recognised (docs/data-scientist/guard.md,
 # "Honest limits"): pinned as strict xfails, so a fix shows up as an unexpected pass.
 LIMITS: dict[str, str] = {
+    "glued-names": "print(df.surname.iloc[33], end='')\nprint(df.vorname.iloc[33])",
     "pid-digits": "print('case', df.pat_id.iloc[26][1:])",
     "age-days-zip": "print(df.assign(d=(REF - df.geb_datum).dt.days)[['d', 'zip']].head(3)"
     ".to_string(index=False))",
@@ -355,6 +371,14 @@ HONEST: dict[str, str] = {
     "logging.info('n=%d mean age=%.1f', len(df), df.alter.mean())",
     "birth-months": "df.groupby(df.geb_datum.dt.month_name()).size()",
     "weekday-names": "df.groupby(df.geb_datum.dt.day_name()).kosten.mean().round(0)",
+    "crosstab-norm": "pd.crosstab(df.station, df.geschlecht, normalize='index').round(3)",
+    "percentile": "np.percentile(df.alter, [25, 50, 75])",
+    "vorname-len": "round(df.vorname.str.len().mean(), 2), df.vorname.nunique()",
+    "surname-freq-summary": "df.surname.value_counts().describe().round(1)",
+    "boxplot": "df.boxplot(column='kosten', by='station')\nplt.show()",
+    "median-by-sex": "df.groupby('geschlecht')[['alter', 'kosten']].median()",
+    "rate-by-age-band": "df.groupby(pd.cut(df.alter, [17, 40, 60, 80, 100])).verstorben.mean()"
+    ".round(3)",
     "missing-counts": "print(df.isna().sum())",
     "counter-station": "Counter(df.station).most_common(3)",
     "zip-region": "df.zip.str[:1].value_counts().sort_index()",
