@@ -38,6 +38,7 @@ from bedside.kernel._provenance import (
 from bedside.kernel._scan import Finding, TextScanner, has_ascii_digit, numbers_in
 from bedside.kernel._sequences import SequenceGuard
 from bedside.policy import disclosure as dr
+from bedside.policy._encodings import DigestIndex
 from bedside.policy.decision import Action, Decision
 
 OUTPUT_TYPES = frozenset({"execute_result", "display_data", "update_display_data", "stream"})
@@ -152,9 +153,13 @@ def _collect_strings(obj: Any, out: list[str]) -> None:
                 out.append(k)
             tv = type(v)
             if tv is str:
+                if k == "image/png":
+                    # The text a PNG carries, as the sentry reads it: its base64 scanned as
+                    # text holds, by chance, every three-letter first name of a hospital.
+                    out.append(_png_text(v))
                 # (a long value is no protocol word: not hashed to find out, a 1 MB output's
                 # text would cost its hash, half a millisecond)
-                if len(v) > _PROTOCOL_LEN or v not in _PROTOCOL:
+                elif len(v) > _PROTOCOL_LEN or v not in _PROTOCOL:
                     out.append(v)
             elif tv is not int and tv is not bool and v is not None:
                 _collect_strings(v, out)
@@ -176,6 +181,15 @@ def _collect_strings(obj: Any, out: list[str]) -> None:
             _collect_strings(v, out)
     elif obj is not None and not isinstance(obj, (bool, int, float)):
         out.append(str(obj))
+
+
+def _png_text(value: str) -> str:
+    """The text chunks of a base64 PNG (the sentry's `png_text`), or `value` itself when it is
+    not one. Text drawn into the pixels is judged on the figure (`_judge_figure`)."""
+    from bedside.gateway._boundary import png_text
+
+    carried = png_text(value)
+    return value if carried is None else carried
 
 
 class OutputGuard:
@@ -210,6 +224,8 @@ class OutputGuard:
         # cell's outputs that carry no decision of their own.
         self._text_notes: list[Decision] = []
         tracker.render_judge = self.judge_rendered
+        # Digests of the loaded tables' identifiers, built on the first hex run (`DigestIndex`).
+        self._digests: tuple[int, DigestIndex] | None = None
 
     # -- cells ---------------------------------------------------------------------------------
     def begin_cell(self, code: str, msg_id: str) -> None:
@@ -500,7 +516,7 @@ class OutputGuard:
         from matplotlib.patches import Rectangle
         from matplotlib.text import Text
 
-        texts = "\n".join(t.get_text() for t in fig.findobj(Text) if t.get_text())
+        texts = "\n".join(_figure_texts(fig, Text))
         finding = self.scanner.scan(texts, structure=False)
         if finding:
             return self._finding_decision(finding, "figure text")
@@ -626,6 +642,8 @@ class OutputGuard:
                 finding = self.scanner.scan(text)
             if finding is None and text:
                 finding = self._sequence_finding(text)
+            if finding is None and text and len(text) < SENTRY_SCAN_MIN_CHARS:
+                finding = self._digest_finding(text)
             if finding is not None:
                 decision = self._finding_decision(finding, channel)
             elif text and msg_type in OUTPUT_TYPES and self._extreme_in(text):
@@ -656,6 +674,16 @@ class OutputGuard:
         self.sequences.sync_tables(getattr(self.scanner, "_frames", []))
         what = self.sequences.scan(text)
         return Finding("row-level", what) if what else None
+
+    def _digest_finding(self, text: str) -> Finding | None:
+        """An unkeyed digest of an identifier value (`md5(pat_id)`, `sha256(name)[:12]`)."""
+        frames = getattr(self.scanner, "_frames", [])
+        if not frames:
+            return None
+        if self._digests is None or self._digests[0] != len(frames):
+            self._digests = (len(frames), DigestIndex(list(frames)))
+        column = self._digests[1].find(text)
+        return Finding("identifier", column, "digest") if column else None
 
     def _finding_decision(self, finding: Finding, channel: str) -> Decision:
         where = {"iopub": "output", "shell": "reply", "control": "reply",
@@ -967,6 +995,22 @@ def _is_count(value: Any) -> bool:
         return float(value).is_integer()
     except (TypeError, ValueError):
         return False
+
+
+def _figure_texts(fig: Any, text_type: type) -> list[str]:
+    """Every text a figure draws: its Text artists (titles, labels, ticks, annotations,
+    legends) and the texts artists hold without listing them as children (a table's cells)."""
+    out: list[str] = []
+    for artist in fig.findobj():
+        get = getattr(artist, "get_text", None)
+        if get is None:
+            continue
+        text = get()
+        if isinstance(text, text_type):  # `Cell.get_text()` is the cell's Text
+            text = text.get_text()
+        if isinstance(text, str) and text:
+            out.append(text)
+    return out
 
 
 def _is_figure(obj: Any) -> bool:

@@ -513,3 +513,75 @@ def decode_bits(chunk: str) -> list[Reading]:
 def has_lower(text: str, start: int, end: int) -> bool:
     """Whether text[start:end] holds an ASCII lower-case letter (uuencode has none)."""
     return _LOWER.search(text, start, end) is not None
+
+
+# -- digests ------------------------------------------------------------------------------------
+
+DIGESTS = ("md5", "sha1", "sha256")
+DIGEST_HEX = 10  # leading hex digits of a digest compared: 40 bits, a `hexdigest()[:10]` too
+# Every ASCII hex digit as `h`, every other ASCII character as a space: a run of `DIGEST_HEX`
+# digits is then a substring search, ten times as fast as the regex on a text that has none.
+_HEX_MARKS = {c: "h" if chr(c) in "0123456789abcdefABCDEF" else " " for c in range(128)}
+_HEX_MARK_RUN = "h" * DIGEST_HEX
+_HEX_RUN = re.compile(rf"(?<![0-9A-Za-z])[0-9A-Fa-f]{{{DIGEST_HEX},128}}(?![0-9A-Za-z])")
+
+
+class DigestIndex:
+    """Unkeyed digests of identifier values (`hashlib.md5(mrn.encode()).hexdigest()`).
+
+    An identifier has few enough possible values (a record number's range, the surnames of a
+    country) that its unkeyed digest is a dictionary attack away from it, so a printed digest,
+    or its first `DIGEST_HEX` or more hex digits (a "pseudonym" `sha256(...)[:12]`), is the
+    value. The digests (md5, sha1, sha256 of each distinct value as stored and lower-cased,
+    UTF-8) are computed on the first text that holds a run of `DIGEST_HEX` or more hex digits,
+    not when the index is built: most sessions print none, and at a million patients they take
+    seconds. Only their first 40 bits are kept (a sorted array, 8 bytes a digest); a run of hex
+    digits matches by chance with probability about (digests) / 2^40, 1e-5 at a million
+    patients. Shorter prefixes are not recognised.
+    """
+
+    def __init__(self, frames: list[tuple[object, list[str]]]) -> None:
+        self._frames = frames
+        self._keys: np.ndarray | None = None
+        self._codes: np.ndarray | None = None
+        self._columns: list[str] = []
+
+    def _build(self) -> None:
+        import hashlib
+
+        keys: list[int] = []
+        codes: list[int] = []
+        for frame, identifiers in self._frames:
+            for column in identifiers:
+                if column not in self._columns:
+                    self._columns.append(column)
+                code = self._columns.index(column)
+                values = frame[column].dropna().astype(str).unique()  # type: ignore[attr-defined]
+                forms = set(values.tolist()) | {v.lower() for v in values.tolist()}
+                for form in forms:
+                    raw = form.encode("utf-8", "surrogatepass")
+                    for algo in DIGESTS:
+                        keys.append(int(hashlib.new(algo, raw).hexdigest()[:DIGEST_HEX], 16))
+                        codes.append(code)
+        key_arr = np.array(keys, dtype=np.uint64)
+        order = np.argsort(key_arr, kind="stable")
+        self._keys = key_arr[order]
+        self._codes = np.array(codes, dtype=np.uint16)[order]
+
+    def find(self, text: str) -> str | None:
+        """The column of the first identifier whose digest (or its leading hex digits) `text`
+        holds, or None."""
+        if _HEX_MARK_RUN not in text.translate(_HEX_MARKS):
+            return None
+        runs = _HEX_RUN.findall(text)
+        if not runs:
+            return None
+        if self._keys is None:
+            self._build()
+        assert self._keys is not None and self._codes is not None
+        if not len(self._keys):
+            return None
+        q = np.array([int(r[:DIGEST_HEX], 16) for r in runs], dtype=np.uint64)
+        at = np.minimum(np.searchsorted(self._keys, q), len(self._keys) - 1)
+        hit = np.flatnonzero(self._keys[at] == q)
+        return self._columns[int(self._codes[at[hit[0]]])] if len(hit) else None

@@ -56,7 +56,12 @@ give identical matches.
 Tokens of one value must be separated by at most three characters on one line (`Smith, John`,
 `12 / 03 / 1956`): numbers that merely follow each other across table rows are not a date.
 Limits: values shorter than `min_length` characters and purely numeric values with fewer than
-`min_digits` significant digits are not indexed; a value's first eight tokens are used.
+`min_digits` significant digits are not indexed; a value's first eight tokens are used. A value
+that is one word of fewer than `MIN_WORD_LETTERS` letters (`Max`, `Eva`, `Lee`) or a month's or
+weekday's name (`August`, `June`) is not indexed alone: `describe()` prints `max`, monthly series
+print month names, and three letters of any base64 run spell some first name; such words still
+count inside a value of several (`Max Weber`). Names are also indexed as ASCII writes them:
+`ß` as `ss` (what `upper()` makes of it), umlauts as `ae`/`oe`/`ue`, other marks dropped.
 Values whose tokens are themselves cut apart (`M R N 5 1 0 ...`, `MRN 5106 9856`) are found by
 the separated layer of `scan.scan_text` (`_separated`), which reads digit groups after the
 words in `code_words` only.
@@ -81,6 +86,7 @@ and the column name (the *kind*), never the value.
 from __future__ import annotations
 
 import bisect
+import calendar
 import datetime as dt
 import itertools
 from collections.abc import Callable, Iterable, Sequence
@@ -104,6 +110,11 @@ MIN_GROUPED_DIGITS = 9  # regrouping is how phone numbers vary; shorter runs are
 _CHUNK = 200_000
 
 _TITLES = ("mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "dame", "rev", "lord", "lady")
+# A single word that is a month's or a weekday's name (`August`, `June`, `Friday`) is written by
+# every monthly series and calendar, whoever is named so: such a value is not indexed on its own.
+_CALENDAR_WORDS = tuple(w.lower() for w in (*calendar.month_name[1:], *calendar.day_name, "Sept"))
+_OTHER_COUNTRY = r"^\s*(?:\+|00)\s*\d{1,3}(?:\s*\(0\)\s*|[\s./-]+)"
+MIN_WORD_LETTERS = 4  # a value of one shorter word (`Max`, `Eva`, `Lee`) is not indexed alone
 _SUFFIXES = ("jr", "sr", "md", "phd", "dds", "dvm", "ii", "iii", "iv", "obe", "mbe", "cbe", "esq")
 
 
@@ -686,6 +697,7 @@ class _Builder:
         self.value_count: dict[str, int] = {}
         self.code_words: set[str] = set()
         self._titles = _word_hashes(_TITLES)
+        self._calendar = _word_hashes(_CALENDAR_WORDS)
         self._suffixes = _word_hashes(_SUFFIXES)
         self._pending: list[T.U64] = []  # hashes of the column being added
 
@@ -769,6 +781,14 @@ class _Builder:
         all_digit = (digits == count) & (count > 0)
         letters = (digits == 0) & (count > 0)
         keep = ~bad & np.where(all_digit, sig >= self.min_digits, sig >= self.min_length)
+        # One word alone: a short one (`Max`, the label of every `describe()`, or three letters
+        # of a base64 run) or a month's or weekday's name names nobody; such words still count
+        # inside a value of several (`Max Weber`).
+        word = np.flatnonzero(letters & (count == 1) & keep)
+        if len(word):
+            h = tok.hash[first_tok[word]]
+            short = sig[word] < max(self.min_length, MIN_WORD_LETTERS)
+            keep[word[short | np.isin(h, self._calendar)]] = False
         indexed = 0
         for k in range(1, MAX_SEQ + 1):
             exact = count == k if k < MAX_SEQ else count >= k
@@ -831,6 +851,14 @@ class _Builder:
                 x = pc.replace_substring_regex(x, r"^\s*(?:\+|00)\s*44\s*(?:\(0\))?", "0")
                 x = pc.replace_substring_regex(x, r"^\s*(?:\+|00)\s*1\b", "")
                 out.append(x)
+            # Other countries (`+49 (0) 7346 468695`, `0033 1 ...`): the national form with its
+            # trunk `0`, when the country code is set apart (a separator or `(0)` after it).
+            other = pc.and_(
+                pc.invert(intl),
+                pc.match_substring_regex(ph, _OTHER_COUNTRY),
+            )
+            if pc.any(other).as_py():
+                out.append(pc.replace_substring_regex(ph.filter(other), _OTHER_COUNTRY, "0"))
             national = pc.match_substring_regex(ph, r"^\s*\(?0[1-9]")
             if pc.any(national).as_py():
                 x = ph.filter(national)
@@ -842,6 +870,21 @@ class _Builder:
             pcs = chunk.filter(postcode)
             out.append(pc.replace_substring_regex(pcs, r"\s+", ""))
             out.append(pc.replace_substring_regex(pcs, r"^(\S+?)\s*(\d[a-z]{2})$", r"\1 \2"))
+        # Names written in ASCII: ß as `ss` (what `upper()` and `casefold()` make of it),
+        # umlauts as `ae`/`oe`/`ue` (the German ASCII spelling), other marks dropped
+        # (`José` -> `jose`, what an ASCII export or `unidecode` writes).
+        foreign = pc.invert(pc.string_is_ascii(chunk))
+        if pc.any(foreign).as_py():
+            x = chunk.filter(foreign)
+            ss = pc.replace_substring(x, "ß", "ss")
+            digraphs = ss
+            for mark, ascii_form in (("ä", "ae"), ("ö", "oe"), ("ü", "ue")):
+                digraphs = pc.replace_substring(digraphs, mark, ascii_form)
+            bare = pc.replace_substring_regex(pc.utf8_normalize(ss, "NFKD"), r"\p{M}+", "")
+            for form in (ss, digraphs, bare):
+                changed = pc.not_equal(form, x)
+                if pc.any(changed).as_py():
+                    out.append(form.filter(changed))
         # Values written in digit groups (phones, ISO dates) also match as one run of digits:
         # `02079460123`, `19560312`.
         joined: list[pa.Array] = []
