@@ -10,7 +10,7 @@ records behind a fit, whichever library made it, at the few points every fit pas
   `fittedvalues`, `resid`, `predict` of a pandas frame), whichever way the model was built
   (a formula on a protected frame, `sm.OLS(y, X)` on protected Series or on their `.values`);
   `SurvfuncRight` (Kaplan-Meier tables);
-- scikit-learn: the check every estimator makes of its input (`_check_n_features`), which
+- scikit-learn: the check every estimator makes of its input (`_check_feature_names`), which
   names the estimator and the records at fit time; the estimator's prediction methods are then
   followed for that estimator class (`predict`, `predict_proba`, ...);
 - scipy.stats: every public function (tests, correlations), by the sizes of its protected
@@ -65,7 +65,7 @@ _NOT_LEARNT = frozenset({"n_features_in_", "n_iter_", "classes_", "feature_names
                          "n_outputs_", "n_classes_", "n_samples_seen_"})  # fmt: skip
 # The modules whose entry points are wrapped, as soon as they are imported.
 MODULES = ("statsmodels.base.model", "statsmodels.base.data", "statsmodels.duration.survfunc",
-           "sklearn.utils.validation", "scipy.stats")  # fmt: skip
+           "statsmodels.tsa.tsatools", "sklearn.utils.validation", "scipy.stats")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,14 @@ class ModelGuard:
             if tag_of(out) is None:
                 out.attrs["bedside"] = ("rows", src.table)
         elif isinstance(out, np.ndarray) and out.ndim >= 1 and len(out) == len(src.index):
-            self.log.add_array(out, src.table, src.index, ("model", key, len(out)))
+            key = ("model", key, len(out))
+            self.log.add_array(out, src.table, src.index, key)
+            # now, not when the log settles: a slice printed at once (`print(pred[:30])`)
+            # outlives the array it was cut from only until the print returns
+            if out.dtype.kind in "biuf" and self.tracker.is_record_axis(src.index, src.table):
+                cols = out.reshape(len(out), -1)
+                for j in range(min(cols.shape[1], 8)):
+                    self.log.add_values((key, j), cols[:, j])
         return out
 
     # -- outputs ---------------------------------------------------------------------------
@@ -231,6 +238,7 @@ class ModelGuard:
             "statsmodels.base.model": _patch_statsmodels_results,
             "statsmodels.base.data": _patch_statsmodels_data,
             "statsmodels.duration.survfunc": _patch_survfunc,
+            "statsmodels.tsa.tsatools": _patch_tsatools,
             "sklearn.utils.validation": _patch_sklearn,
             "scipy.stats": _patch_scipy_stats,
         }[name]
@@ -357,6 +365,17 @@ def _fit_numbers(res: Any) -> Iterable[Any]:
 
 
 def _patch_statsmodels_results(guard: ModelGuard, module: types.ModuleType) -> None:
+    model_init = module.Model.__init__
+
+    @functools.wraps(model_init)
+    def model__init__(self: Any, *a: Any, **kw: Any) -> None:
+        # statsmodels checks its data as it builds a model (the range of a 0/1 outcome, a
+        # constant column): reductions of the library's own, not outputs of the researcher,
+        # which would otherwise count as statistics shown (differencing between two subsets)
+        with guard.tracker.quiet():
+            model_init(self, *a, **kw)
+
+    module.Model.__init__ = model__init__
     cls = module.Results
     orig = cls.__init__
 
@@ -380,6 +399,19 @@ def _patch_statsmodels_results(guard: ModelGuard, module: types.ModuleType) -> N
                            lambda: _fit_numbers(ref), self)  # fmt: skip
 
     cls.__init__ = __init__
+
+
+def _patch_tsatools(guard: ModelGuard, module: types.ModuleType) -> None:
+    orig = module.add_trend
+
+    @functools.wraps(orig)
+    def add_trend(*a: Any, **kw: Any) -> Any:
+        # `sm.add_constant` looks for a constant column by each column's range: the library's
+        # own reductions, not statistics the researcher shows (see `model__init__`)
+        with guard.tracker.quiet():
+            return orig(*a, **kw)
+
+    module.add_trend = add_trend
 
 
 def _patch_statsmodels_data(guard: ModelGuard, module: types.ModuleType) -> None:
@@ -454,7 +486,7 @@ def _estimator_numbers(est: Any, x: Any) -> Iterable[Any]:
 
 
 def _patch_sklearn(guard: ModelGuard, module: types.ModuleType) -> None:
-    orig = module._check_n_features
+    orig = module._check_feature_names
     wrapped: set[type] = set()
 
     def follow_predictions(cls: type) -> None:
@@ -483,9 +515,11 @@ def _patch_sklearn(guard: ModelGuard, module: types.ModuleType) -> None:
             except (AttributeError, TypeError):
                 continue
 
+    # `validate_data` names the estimator and the caller's own X (a protected frame, before it
+    # is converted) to this check first, at fit time with reset=True
     @functools.wraps(orig)
-    def _check_n_features(estimator: Any, X: Any, reset: bool) -> Any:
-        out = orig(estimator, X, reset)
+    def _check_feature_names(estimator: Any, X: Any, *, reset: bool) -> Any:
+        out = orig(estimator, X, reset=reset)
         if reset and not guard.busy:
             src = guard.source(X)
             if src is not None:
@@ -505,7 +539,7 @@ def _patch_sklearn(guard: ModelGuard, module: types.ModuleType) -> None:
                     )
         return out
 
-    module._check_n_features = _check_n_features
+    module._check_feature_names = _check_feature_names
 
 
 # -- scipy.stats and numpy -------------------------------------------------------------------
