@@ -38,7 +38,7 @@ import sys
 import threading
 import types
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +65,9 @@ _NOT_LEARNT = frozenset({"n_features_in_", "n_iter_", "classes_", "feature_names
                          "n_outputs_", "n_classes_", "n_samples_seen_"})  # fmt: skip
 # The modules whose entry points are wrapped, as soon as they are imported.
 MODULES = ("statsmodels.base.model", "statsmodels.base.data", "statsmodels.duration.survfunc",
-           "statsmodels.tsa.tsatools", "sklearn.utils.validation", "scipy.stats")  # fmt: skip
+           "statsmodels.tsa.tsatools", "statsmodels.stats.outliers_influence",
+           "statsmodels.regression._prediction", "statsmodels.base._prediction_inference",
+           "sklearn.utils.validation", "scipy.stats")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,10 @@ class ModelGuard:
         self.watched: deque[Watched] = deque(maxlen=WATCHED_FITS)
         self._local = threading.local()
         self._installed: set[str] = set()
+        # The record labels of the recent fits on protected rows, and their table: a frame of
+        # one row per record built from them (influence, prediction intervals) is rows.
+        self.fitted_rows: deque[tuple[pd.Index, str]] = deque(maxlen=WATCHED_FITS)
+        self._noted: OrderedDict[Any, None] = OrderedDict()  # per-row arrays already logged
 
     # -- provenance ------------------------------------------------------------------------
     def source(self, obj: Any) -> Source | None:
@@ -180,7 +186,12 @@ class ModelGuard:
             if tag_of(out) is None:
                 out.attrs["bedside"] = ("rows", src.table)
         elif isinstance(out, np.ndarray) and out.ndim >= 1 and len(out) == len(src.index):
-            key = ("model", key, len(out))
+            key = ("model", key, len(out), id(out))
+            if key in self._noted:  # (influence measures are read many times as they compute)
+                return out
+            self._noted[key] = None
+            while len(self._noted) > 256:
+                self._noted.popitem(last=False)
             self.log.add_array(out, src.table, src.index, key)
             # now, not when the log settles: a slice printed at once (`print(pred[:30])`)
             # outlives the array it was cut from only until the print returns
@@ -212,7 +223,7 @@ class ModelGuard:
             return None
         with self.tracker.quiet(), self._inside():
             numbers = _printed_numbers(text)
-            if not numbers:
+            if not numbers[0].size:
                 return None
             for w in reversed(self.watched):
                 vals = w.sorted_values()
@@ -239,6 +250,9 @@ class ModelGuard:
             "statsmodels.base.data": _patch_statsmodels_data,
             "statsmodels.duration.survfunc": _patch_survfunc,
             "statsmodels.tsa.tsatools": _patch_tsatools,
+            "statsmodels.stats.outliers_influence": _patch_row_frames,
+            "statsmodels.regression._prediction": _patch_row_frames,
+            "statsmodels.base._prediction_inference": _patch_row_frames,
             "sklearn.utils.validation": _patch_sklearn,
             "scipy.stats": _patch_scipy_stats,
         }[name]
@@ -291,39 +305,39 @@ def _a(noun: str) -> str:
 # -- numbers in text -------------------------------------------------------------------------
 
 
-def _printed_numbers(text: str) -> list[tuple[float, float, int]]:
-    """(value, half of its last printed digit, significant digits) of each decimal number."""
-    out = []
+def _printed_numbers(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each decimal number of at least `PAIR_DIGITS` significant digits in the text: its value,
+    half of its last printed digit (how far the value it was printed from can be) and its
+    significant digits."""
+    values, halves, sig = [], [], []
     for m in _NUMBER.finditer(text[:2_000_000]):
         whole, frac, exp = m.group(1), m.group(2) or "", m.group(3)
         # trailing zeros of a fraction are padding (`1.000000`), not digits that identify
         digits = (whole + frac.rstrip("0")).strip("0") if frac else whole.lstrip("0")
-        sig = len(digits)
-        if sig < PAIR_DIGITS - 1:
+        if len(digits) < PAIR_DIGITS:
             continue
         e = int(exp) if exp else 0
         if abs(e) > 300:
             continue
-        value = float(m.group(0))
-        out.append((value, 0.5 * 10.0 ** (e - len(frac)), sig))
-    return out
+        values.append(float(m.group(0)))
+        halves.append(0.5 * 10.0 ** (e - len(frac)))
+        sig.append(len(digits))
+    return np.array(values), np.array(halves), np.array(sig, dtype=int)
 
 
-def _shows(numbers: list[tuple[float, float, int]], values: np.ndarray) -> bool:
-    found: set[float] = set()
-    for x, half, sig in numbers:
-        tol = half * (1 + 1e-9) + 1e-12 * abs(x)
-        lo = np.searchsorted(values, x - tol, side="left")
-        hi = np.searchsorted(values, x + tol, side="right")
-        if hi <= lo:
-            continue
-        if sig >= SURE_DIGITS:
-            return True
-        if sig >= PAIR_DIGITS:
-            found.add(float(values[lo]))
-            if len(found) >= 2:
-                return True
-    return False
+def _shows(numbers: tuple[np.ndarray, np.ndarray, np.ndarray], values: np.ndarray) -> bool:
+    """True when a number printed with `SURE_DIGITS` digits, or two distinct ones with
+    `PAIR_DIGITS`, equal watched values to their last printed digit."""
+    x, half, sig = numbers
+    tol = half * (1 + 1e-9) + 1e-12 * np.abs(x)
+    lo = np.searchsorted(values, x - tol, side="left")
+    hi = np.searchsorted(values, x + tol, side="right")
+    hit = hi > lo
+    if not hit.any():
+        return False
+    if (sig[hit] >= SURE_DIGITS).any():
+        return True
+    return np.unique(lo[hit]).size >= 2
 
 
 # -- statsmodels -----------------------------------------------------------------------------
@@ -388,6 +402,8 @@ def _patch_statsmodels_results(guard: ModelGuard, module: types.ModuleType) -> N
             src = _model_source(guard, model)
             if src is None:
                 return
+            if src.index is not None:
+                guard.fitted_rows.append((src.index, src.table))
             nobs = float(getattr(model, "nobs", src.n) or src.n)
             dof = getattr(self, "df_resid", None)
             if dof is None:
@@ -399,6 +415,54 @@ def _patch_statsmodels_results(guard: ModelGuard, module: types.ModuleType) -> N
                            lambda: _fit_numbers(ref), self)  # fmt: skip
 
     cls.__init__ = __init__
+
+
+def _patch_row_frames(guard: ModelGuard, module: types.ModuleType) -> None:
+    """`summary_frame()` of influence measures and predictions: one row per record."""
+    for cls in list(vars(module).values()):
+        if not isinstance(cls, type) or "summary_frame" not in vars(cls):
+            continue
+        orig = vars(cls)["summary_frame"]
+
+        def summary_frame(self: Any, *a: Any, _orig: Any = orig, **kw: Any) -> Any:
+            out = _orig(self, *a, **kw)
+            if guard.busy or not isinstance(out, pd.DataFrame) or tag_of(out) is not None:
+                return out
+            with guard._inside():
+                for index, table in reversed(guard.fitted_rows):
+                    if out.index is index or guard.tracker.is_record_axis(out.index, table):
+                        guard.note_rows(out, Source(table, len(out), out.index),
+                                        ("summary_frame", id(self)))  # fmt: skip
+                        break
+            return out
+
+        cls.summary_frame = functools.wraps(orig)(summary_frame)
+    base = getattr(module, "_BaseInfluenceMixin", None)
+    if isinstance(base, type):
+        _follow_influence(guard, base)
+
+
+def _follow_influence(guard: ModelGuard, cls: type) -> None:
+    """Influence measures (`hat_matrix_diag`, `cooks_distance`, `resid_studentized`, ...): an
+    array with one value per record of a fit on protected rows is rows."""
+    orig = cls.__getattribute__
+
+    def __getattribute__(self: Any, name: str) -> Any:
+        value = orig(self, name)
+        if name.startswith("_") or guard.busy:
+            return value
+        first = value[0] if isinstance(value, tuple) and value else value
+        if isinstance(first, np.ndarray) and first.ndim >= 1:
+            with guard._inside():
+                results = orig(self, "results")
+                src = _model_source(guard, getattr(results, "model", None))
+                if src is not None and src.index is not None:
+                    for arr in value if isinstance(value, tuple) else (value,):
+                        if isinstance(arr, np.ndarray) and len(arr) == len(src.index):
+                            guard.note_rows(arr, src, ("influence", name, id(self)))
+        return value
+
+    cls.__getattribute__ = __getattribute__  # type: ignore[method-assign]
 
 
 def _patch_tsatools(guard: ModelGuard, module: types.ModuleType) -> None:

@@ -154,6 +154,24 @@ LEAKS = {
     "corrcoef_3_rows": ("np.corrcoef(small.age.head(3), small.cost.head(3))",
                         "degrees-of-freedom"),
     "survival_8_rows": ("SurvfuncRight(small.los_days, small.died).summary()", "threshold"),
+    "bse_to_dict": (
+        'smf.ols("cost ~ age + los_days", data=small).fit().bse.to_dict()',
+        "degrees-of-freedom",
+    ),
+    "summary2": ('smf.ols("cost ~ age + los_days", data=small).fit().summary2()',
+                 "degrees-of-freedom"),
+    "mixedlm_12_rows": (
+        'print(smf.mixedlm("cost ~ age", data=df.head(12), groups=df.head(12).sex).fit().params)',
+        "degrees-of-freedom",
+    ),
+    "influence_frame": ('smf.ols("cost ~ age", data=df).fit().get_influence().summary_frame()',
+                        "row-level"),
+    "leverage_array": ('smf.ols("cost ~ age", data=df).fit().get_influence().hat_matrix_diag',
+                       "row-level"),
+    "prediction_frame": (
+        'smf.ols("cost ~ age", data=df).fit().get_prediction().summary_frame().head()',
+        "row-level",
+    ),
     "big_fit_fittedvalues": ('smf.ols("cost ~ age", data=df).fit().fittedvalues', "row-level"),
     "big_fit_resid_list": (
         'print(smf.ols("cost ~ age", data=df).fit().resid.tolist()[:20])', "row-level"),
