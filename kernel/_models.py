@@ -143,7 +143,8 @@ class ModelGuard:
         if isinstance(obj, (np.ndarray, list)):
             src = self.log.source_of(obj)
             if src is not None:
-                return Source(src[0], len(obj), src[1])
+                # the records it was taken from (a transposed or sliced view has another length)
+                return Source(src[0], len(src[1]), src[1])
         return None
 
     def sources(self, args: Iterable[Any]) -> list[Source]:
@@ -239,6 +240,7 @@ class ModelGuard:
                 self._patch(name)
         if not all(m in self._installed for m in MODULES):
             sys.meta_path.insert(0, _Finder(self))
+        _patch_pandas(self)
 
     def _patch(self, name: str) -> None:
         if name in self._installed:
@@ -635,10 +637,12 @@ def _statistic(
 
     @functools.wraps(fn)
     def statistic(*a: Any, **kw: Any) -> Any:
-        out = fn(*a, **kw)
         if guard.busy:
-            return out
+            return fn(*a, **kw)
         with guard._inside():
+            # (inside: the functions it calls, `np.cov` under `DataFrame.cov`, are not judged
+            # again on their intermediate arrays)
+            out = fn(*a, **kw)
             srcs = guard.sources([*a, *kw.values()])
             if not srcs:
                 return out
@@ -667,6 +671,18 @@ def _patch_scipy_stats(guard: ModelGuard, module: types.ModuleType) -> None:
         fn = getattr(module, name, None)
         if isinstance(fn, types.FunctionType) and not getattr(fn, "_bedside", False):
             setattr(module, name, _statistic(guard, f"scipy.stats.{name}", fn))
+
+
+def _patch_pandas(guard: ModelGuard) -> None:
+    """`corr`, `cov` of protected rows: a correlation over a few records, like `np.corrcoef`."""
+    for cls, name, dof in ((pd.DataFrame, "corr", 2), (pd.DataFrame, "cov", 1),
+                           (pd.DataFrame, "corrwith", 2), (pd.Series, "corr", 2),
+                           (pd.Series, "cov", 1)):  # fmt: skip
+        fn = getattr(cls, name)
+        if not getattr(fn, "_bedside", False):
+            lost = dof
+            setattr(cls, name, _statistic(guard, f"{cls.__name__}.{name}", fn,
+                                          lambda n, a, lost=lost: n - lost))  # fmt: skip
 
 
 def _patch_numpy(guard: ModelGuard) -> None:

@@ -172,6 +172,8 @@ LEAKS = {
         'smf.ols("cost ~ age", data=df).fit().get_prediction().summary_frame().head()',
         "row-level",
     ),
+    "corr_8_rows": ('small[["age", "cost"]].corr()', "degrees-of-freedom"),
+    "series_corr_8_rows": ("print(small.age.corr(small.cost))", "degrees-of-freedom"),
     "big_fit_fittedvalues": ('smf.ols("cost ~ age", data=df).fit().fittedvalues', "row-level"),
     "big_fit_resid_list": (
         'print(smf.ols("cost ~ age", data=df).fit().resid.tolist()[:20])', "row-level"),
@@ -217,6 +219,8 @@ HONEST = {
     "chi2_passing_table": "st.chi2_contingency(pd.crosstab(df.sex, df.died))",
     "polyfit_all": "np.polyfit(df.age, df.cost, 1)",
     "corrcoef_all": "np.corrcoef(df.age, df.cost)",
+    "corr_all": 'df[["age", "los_days", "cost"]].corr()',
+    "cov_30_rows": 'df.head(30)[["age", "cost"]].cov()',
     "sklearn_coef": "lr = LinearRegression().fit(df[['age', 'los_days']], df.cost)\n"
     "print(lr.coef_, lr.intercept_)",
     "classification_report": (
