@@ -30,6 +30,7 @@ text watch needs, but a fit computed by hand with numpy is not followed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.abc
 import importlib.machinery
@@ -47,7 +48,7 @@ import numpy as np
 import pandas as pd
 from pandas.core.generic import NDFrame
 
-from bedside.kernel._provenance import ProvenanceTracker, sequence_log, tag_of
+from bedside.kernel._provenance import ProvenanceTracker, ReductionEvent, sequence_log, tag_of
 from bedside.policy import disclosure as dr
 from bedside.policy.decision import Decision
 
@@ -648,6 +649,25 @@ def _statistic(
                 return out
             small = min(srcs, key=lambda s: s.n)
             least = guard.rules.min_cell_count
+            rows = next((s for s in srcs if s.index is not None and not s.cells), None)
+            minmax = getattr(out, "minmax", None)
+            if (
+                rows is not None
+                and isinstance(minmax, tuple)
+                and guard.rules.extremes == "suppress"
+            ):
+                # `scipy.stats.describe`: the minimum and maximum are single patients' values,
+                # withheld from the cell's outputs as `df.age.max()` is
+                for stat, value in zip(("min", "max"), minmax, strict=False):
+                    with contextlib.suppress(TypeError, ValueError):
+                        guard.tracker.cell_events.append(ReductionEvent(
+                            rows.table, name, stat, np.empty(0, np.uint64), 0,
+                            float(np.min(value) if stat == "min" else np.max(value)),
+                            (dr.EXTREMES,)))  # fmt: skip
+            if rows is not None and dof is None:
+                # one value per record (`zscore`, `rankdata`, `boxcox`): rows themselves
+                for part in out if isinstance(out, tuple) else (out,):
+                    guard.note_rows(part, rows, (name, id(part)))
 
             def numbers() -> Iterable[Any]:
                 return _result_numbers(out)

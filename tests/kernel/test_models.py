@@ -174,6 +174,9 @@ LEAKS = {
     ),
     "corr_8_rows": ('small[["age", "cost"]].corr()', "degrees-of-freedom"),
     "series_corr_8_rows": ("print(small.age.corr(small.cost))", "degrees-of-freedom"),
+    "zscore_per_row": ("st.zscore(df.age)", "row-level"),
+    "zscore_printed": ("print(st.zscore(df.cost.to_numpy())[:30])", "row-level"),
+    "scipy_describe_extremes": ("st.describe(df.age)", "extremes"),
     "big_fit_fittedvalues": ('smf.ols("cost ~ age", data=df).fit().fittedvalues', "row-level"),
     "big_fit_resid_list": (
         'print(smf.ols("cost ~ age", data=df).fit().resid.tolist()[:20])', "row-level"),
@@ -215,6 +218,7 @@ HONEST = {
     "print(m.params)\nprint(m.conf_int())",
     "logit_summary": 'smf.logit("died ~ age + C(sex)", data=df).fit(disp=0).summary()',
     "arrays_ols": "sm.OLS(df.cost, sm.add_constant(df[['age', 'los_days']])).fit().params",
+    "ttest_1samp": "st.ttest_1samp(df.cost, 4000)",
     "ttest_large_groups": 'st.ttest_ind(df[df.sex == "F"].cost, df[df.sex == "M"].cost)',
     "chi2_passing_table": "st.chi2_contingency(pd.crosstab(df.sex, df.died))",
     "polyfit_all": "np.polyfit(df.age, df.cost, 1)",
