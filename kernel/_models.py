@@ -418,6 +418,27 @@ def _patch_statsmodels_results(guard: ModelGuard, module: types.ModuleType) -> N
                            lambda: _fit_numbers(ref), self)  # fmt: skip
 
     cls.__init__ = __init__
+    predict_orig = cls.predict
+
+    @functools.wraps(predict_orig)
+    def predict(self: Any, exog: Any = None, *a: Any, **kw: Any) -> Any:
+        out = predict_orig(self, exog, *a, **kw)
+        if guard.busy:
+            return out
+        with guard._inside():
+            # predictions for protected rows (the training rows, or others of the table) are
+            # one value per record; for a grid you made up, they are not
+            src = guard.source(exog) if exog is not None else None
+            if exog is None:
+                src = _model_source(guard, self.model)
+            if src is not None and not src.cells:
+                index = getattr(out, "index", None)
+                if isinstance(index, pd.Index) and len(index) == len(out):
+                    src = Source(src.table, len(out), index)
+                guard.note_rows(out, src, ("statsmodels.predict", id(self)))
+        return out
+
+    cls.predict = predict
 
 
 def _patch_row_frames(guard: ModelGuard, module: types.ModuleType) -> None:

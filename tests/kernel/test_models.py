@@ -177,6 +177,8 @@ LEAKS = {
     "zscore_per_row": ("st.zscore(df.age)", "row-level"),
     "zscore_printed": ("print(st.zscore(df.cost.to_numpy())[:30])", "row-level"),
     "scipy_describe_extremes": ("st.describe(df.age)", "extremes"),
+    "big_fit_predict_rows": ('smf.ols("cost ~ age", data=df).fit().predict(df.head(20))',
+                             "row-level"),
     "big_fit_fittedvalues": ('smf.ols("cost ~ age", data=df).fit().fittedvalues', "row-level"),
     "big_fit_resid_list": (
         'print(smf.ols("cost ~ age", data=df).fit().resid.tolist()[:20])', "row-level"),
@@ -218,6 +220,14 @@ HONEST = {
     "print(m.params)\nprint(m.conf_int())",
     "logit_summary": 'smf.logit("died ~ age + C(sex)", data=df).fit(disp=0).summary()',
     "arrays_ols": "sm.OLS(df.cost, sm.add_constant(df[['age', 'los_days']])).fit().params",
+    "predict_on_a_grid": (
+        'm = smf.ols("cost ~ age + los_days", data=df).fit()\n'
+        'm.predict(pd.DataFrame({"age": [30, 40, 50], "los_days": [2, 3, 4]}))'
+    ),
+    "sklearn_predict_on_a_grid": (
+        "lr = LinearRegression().fit(df[['age', 'los_days']], df.cost)\n"
+        "lr.predict(pd.DataFrame({'age': [30, 40, 50], 'los_days': [2, 3, 4]}))"
+    ),
     "ttest_1samp": "st.ttest_1samp(df.cost, 4000)",
     "ttest_large_groups": 'st.ttest_ind(df[df.sex == "F"].cost, df[df.sex == "M"].cost)',
     "chi2_passing_table": "st.chi2_contingency(pd.crosstab(df.sex, df.died))",
