@@ -4,7 +4,8 @@ real guarded kernel, against ACRO's verdicts on the same fits.
 ACRO (acro 1.0.2, `.venv-acro`, its default `safe_dof_threshold: 10`) refuses a regression whose
 residual degrees of freedom are below 10 (`MinimumDoFCheck`). Its verdicts below are frozen; they
 were obtained on this module's hospital (`tests/kernel/_data.py`, `write_hospital`, the
-`patients` table written to CSV) with
+`patients` table written to CSV) by `tests/kernel/_acro_models.py` (its docstring says how to
+run it), i.e.
 
     acro = ACRO(suppress=False)
     acro.ols(d.cost, add_constant(d[["age", "los_days"]]))   # and acro.olsr("cost ~ age +
