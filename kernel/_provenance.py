@@ -522,6 +522,11 @@ class ProvenanceTracker:
             return
         self._patched = True
         _install_patches(self)
+        # Model fits and tests (statsmodels, scikit-learn, scipy.stats), wrapped when imported.
+        from bedside.kernel._models import ModelGuard
+
+        self.models = ModelGuard(self)
+        self.models.install()
 
 
 def _remembered(

@@ -261,6 +261,10 @@ class OutputGuard:
     def judge_object(self, obj: Any) -> tuple[Decision | None, Any]:
         """(decision, object to format). None decision = not protected, format as is."""
         with self.tracker.quiet():
+            models = self.tracker.__dict__.get("models")
+            fit = None if models is None else models.judge_object(obj)
+            if fit is not None:
+                return fit, obj
             if isinstance(obj, (pd.DataFrame, pd.Series)):
                 return self._judge_pandas(obj)
             if _is_figure(obj):
@@ -650,6 +654,8 @@ class OutputGuard:
                 decision = Decision.block(
                     dr.EXTREMES, "it shows the minimum or maximum of a protected column",
                     dr.ADVICE[dr.EXTREMES])  # fmt: skip
+            elif text and (fit := self._model_finding(text)) is not None:
+                decision = fit
             elif delegated and decision is None and not prior:
                 # Said in the kernel's claim, which the sentry records in the ledger
                 # (`kernel_rule`): this layer did not look for identifiers in this text. No
@@ -669,6 +675,11 @@ class OutputGuard:
         if decision.blocked or not prior:
             meta["bedside"] = decision.to_metadata()
         return msg
+
+    def _model_finding(self, text: str) -> Decision | None:
+        """Numbers of a fit or test on too few records (`bedside.kernel._models`)."""
+        models = self.tracker.__dict__.get("models")
+        return None if models is None else models.judge_text(text)
 
     def _sequence_finding(self, text: str) -> Finding | None:
         self.sequences.sync_tables(getattr(self.scanner, "_frames", []))

@@ -30,6 +30,9 @@ CLASS = "class-disclosure"
 EXTREMES = "extremes"
 DIFFERENCING = "differencing"
 ROUNDING = "rounding"
+# A model fit with fewer residual degrees of freedom than `min_degrees_of_freedom` (ACRO's
+# `safe_dof_threshold`, its MinimumDoFCheck).
+DEGREES_OF_FREEDOM = "degrees-of-freedom"
 
 FREQUENCY_STATISTICS = frozenset({"count", "size", "frequency", "nunique"})
 MAGNITUDE_STATISTICS = frozenset({"sum", "mean"})
@@ -51,6 +54,9 @@ ADVICE = {
     "each member; merge groups or report the overall rate.",
     EXTREMES: "Minimum and maximum are single patients' values; report percentiles "
     "(e.g. quantile([0.05, 0.95])) instead.",
+    DEGREES_OF_FREEDOM: "Estimated from so few records, these numbers reproduce them: fit on "
+    "at least {dof} more records than the model has parameters (a wider selection, fewer "
+    "terms), and show coefficients and tests, not fitted values or residuals.",
     DIFFERENCING: "This result differs from an earlier one by fewer than {min} records, so "
     "subtracting them would reveal those records; widen the selection.",
 }

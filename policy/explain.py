@@ -93,6 +93,12 @@ def explain(policy: Policy) -> str:
         )
     else:
         lines.append("  - Extremes: minimum and maximum values may be released.")
+    lines.append(
+        f"  - Model fits (regressions, GLMs, correlations) with fewer than"
+        f" {d.min_degrees_of_freedom} residual degrees of freedom (records minus parameters),"
+        " and tests over groups under the threshold; fitted values, residuals and predictions"
+        " on protected rows count as rows."
+    )
     differencing = (
         "  - Differencing: an aggregate whose records differ from an earlier released one by"
         f" fewer than {d.min_cell_count} persons is refused."

@@ -86,9 +86,12 @@ class DisclosureRules:
     p_ratio: float = 0.1
     zeros_disclosive: bool = True
     extremes: str = "suppress"
+    # ACRO's `safe_dof_threshold`: a model fit (regression, GLM, ...) needs at least this many
+    # residual degrees of freedom to be released.
+    min_degrees_of_freedom: int = 10
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "min_cell_count": self.min_cell_count,
             "round_counts_to": self.round_counts_to,
             "dominance": {"n": self.dominance_n, "k": self.dominance_k},
@@ -96,6 +99,11 @@ class DisclosureRules:
             "zeros_disclosive": self.zeros_disclosive,
             "extremes": self.extremes,
         }
+        # Written only when set: the digests of policies (and the ledgers bound to them) from
+        # before this key existed stay what they were.
+        if self.min_degrees_of_freedom != DisclosureRules.min_degrees_of_freedom:
+            out["min_degrees_of_freedom"] = self.min_degrees_of_freedom
+        return out
 
 
 @dataclass(frozen=True)
@@ -463,6 +471,7 @@ _DISCLOSURE_KEYS = (
     "p_ratio",
     "zeros_disclosive",
     "extremes",
+    "min_degrees_of_freedom",
 )
 _OUTPUT_KEYS = ("mime_allow", "max_output_bytes", "session_egress_bytes")
 _LIMIT_KEYS = ("memory_mb", "cpu_seconds", "processes", "wall_seconds")
@@ -677,6 +686,9 @@ def _read_disclosure(top: _Reader) -> DisclosureRules:
         p_ratio=reader.number("p_ratio", d.p_ratio, minimum=0.0, maximum=1.0),
         zeros_disclosive=reader.boolean("zeros_disclosive", d.zeros_disclosive),
         extremes=reader.choice("extremes", ("suppress", "allow"), d.extremes),
+        min_degrees_of_freedom=_int(
+            reader.integer("min_degrees_of_freedom", d.min_degrees_of_freedom, minimum=1)
+        ),
     )
     return rules
 

@@ -49,6 +49,7 @@ def test_explain_is_plain_language(policy_dir: Path, capsys: pytest.CaptureFixtu
         "largest 2 contributors",
         "90%",
         "Extremes",
+        "fewer than 10 residual degrees of freedom",
         "text/plain, text/html, image/png, application/json",
         "1,000,000 bytes",
         "50,000,000 bytes",

@@ -74,6 +74,23 @@ def test_digest_ignores_key_order_comments_and_defaults_spelled_out(policy_dir: 
     assert load_policy(policy_dir / "changed.yaml").digest != base
 
 
+def test_degrees_of_freedom_setting_keeps_default_digests(policy_dir: Path) -> None:
+    """`min_degrees_of_freedom` (ACRO's safe_dof_threshold, default 10) is read, and written to
+    the normalised policy only when set otherwise: older policies keep their digests."""
+    base = load_policy(policy_dir / "policy.yaml")
+    assert base.disclosure.min_degrees_of_freedom == 10
+    assert "min_degrees_of_freedom" not in base.to_dict()["disclosure"]
+    for value, same in ((10, True), (20, False)):
+        (policy_dir / "dof.yaml").write_text(
+            MINIMAL.replace(
+                "min_cell_count: 10", f"min_cell_count: 10\n  min_degrees_of_freedom: {value}"
+            )
+        )
+        loaded = load_policy(policy_dir / "dof.yaml")
+        assert loaded.disclosure.min_degrees_of_freedom == value
+        assert (loaded.digest == base.digest) is same
+
+
 def test_digest_does_not_depend_on_where_the_policy_lives(
     policy_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -133,6 +150,14 @@ MALFORMED = [
         "at least",
     ),
     ("dominance k", "{n: 2, k: 0.9}", "{n: 2, k: 0}", "dominance", "greater than", ""),
+    (
+        "zero degrees of freedom",
+        "min_cell_count: 10",
+        "min_cell_count: 10\n  min_degrees_of_freedom: 0",
+        "min_degrees_of_freedom",
+        "below the minimum",
+        "at least",
+    ),
     (
         "bad choice",
         "extremes: suppress",
