@@ -11,9 +11,11 @@ takes its turns too, and the ratios of each side to it are printed. With `--in-p
 servers: both extensions' mirrors take turns on the stand-in hospital's messages
 (tests/extension), and what is printed is, per message, the wall time until it could go on to
 the browser, the wall time with its ledger entry written, and the event loop thread's CPU.
+With `--stages`, both servers also load bench/_ext_stages.py, which times each large output's
+way through the server (receipt checks, the write to the browser, the deferred ledger entry).
 Not part of `make bench` (a development A/B).
 Run: `.venv/bin/python bench/researcher_ab.py [--base main] [--blocks 12] [--local]
-[--in-process]`.
+[--in-process] [--stages]`.
 """
 
 from __future__ import annotations
@@ -48,8 +50,46 @@ class BaseServer(ResearcherServer):
     def config(self) -> dict[str, Any]:
         config = super().config()
         extensions = config["ServerApp"]["jpserver_extensions"]
-        extensions["oldext"] = extensions.pop("bedside.extension")
+        extensions["oldext"] = extensions["bedside.extension"]
+        # off, not just left out: the installed package enables itself by default
+        # (jupyter-config/.../bedside.json), and the base server then loaded both extensions
+        extensions["bedside.extension"] = False
         return config
+
+
+def staged(server: ResearcherServer, out: Path, package: str) -> ResearcherServer:
+    """`server` with bench/_ext_stages.py loaded too, writing its stage lines to `out`."""
+    config = server.config
+
+    def with_stages() -> dict[str, Any]:
+        doc = config()
+        doc["ServerApp"]["jpserver_extensions"]["_ext_stages"] = True
+        return doc
+
+    server.config = with_stages  # type: ignore[method-assign]
+    paths = [p for p in (server.env.get("PYTHONPATH"), str(Path(__file__).parent)) if p]
+    server.env["PYTHONPATH"] = ":".join(paths)
+    server.env["BEDSIDE_STAGES_OUT"] = str(out)
+    server.env["BEDSIDE_STAGES_PKG"] = package
+    return server
+
+
+def stage_summary(out: Path) -> dict[str, Any]:
+    """Medians of the stage lines of bench/_ext_stages.py (large outputs only)."""
+    lines = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    rows = [line for line in lines if "check_ms" in line]
+    drained = [line["drained_ms"] for line in lines if "drained_ms" in line]
+    summary: dict[str, Any] = {"messages": len(rows)}
+    if rows:
+        for key in rows[0]:
+            if key.endswith("_ms"):
+                summary[f"{key[:-3]}_median_ms"] = round(
+                    statistics.median(row[key] for row in rows), 3
+                )
+        summary["written_at_once"] = sum(1 for row in rows if not row["unsent_bytes"])
+    if drained:
+        summary["drained_median_ms"] = round(statistics.median(drained), 3)
+    return summary
 
 
 def base_extension(rev: str, into: Path) -> None:
@@ -74,8 +114,13 @@ async def measure(probes: dict[str, b.Probe], blocks: int) -> dict[str, Any]:
         for label, code in (("trivial", b.TRIVIAL), ("one_mb", b.ONE_MB)):
             walls: dict[str, list[float]] = {k: [] for k in probes}
             cpu = dict.fromkeys(probes, 0.0)
-            for _ in range(blocks if label == "trivial" else max(2, blocks // 2)):
-                for name, probe in probes.items():
+            names = list(probes)
+            for turn in range(blocks if label == "trivial" else max(2, blocks // 2)):
+                # Each side starts a turn in its turn: with a fixed order, two copies of the
+                # same extension differed by 10-20% on a 1 MB cell (the one after the local
+                # kernel's turn slower) on a loaded machine.
+                for name in names[turn % len(names) :] + names[: turn % len(names)]:
+                    probe = probes[name]
                     await probe.client.execute(code)  # not measured (see bench_researcher)
                     before = b.cpu_seconds(probe.pid)
                     for _ in range(BLOCK[label]):
@@ -181,6 +226,11 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, default=12, help="turns of trivial cells each")
     parser.add_argument("--local", action="store_true", help="also a local kernel, Nagle off")
     parser.add_argument("--in-process", action="store_true", help="the mirrors only, no servers")
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="also time each large output's stages in both servers (bench/_ext_stages.py)",
+    )
     args = parser.parse_args()
     if args.in_process:
         with tempfile.TemporaryDirectory(prefix="researcher-ab-") as tmp:
@@ -209,11 +259,17 @@ def main() -> int:
                     fields.pop("_tmp", None)
                     server = BaseServer(**fields)
                     server.env["PYTHONPATH"] = str(root / "base")
+                if args.stages:
+                    package = "oldext" if name == "base" else "bedside.extension"
+                    server = staged(server, root / f"stages-{name}.jsonl", package)
                 probes[name] = b.Probe(stack.enter_context(server), "bedside", [])
             if args.local:
                 server = b.server(root, "local", "", "", extension=True)
                 probes["local"] = b.Probe(stack.enter_context(server), "python3", [])
             result = asyncio.run(measure(probes, args.blocks))
+            if args.stages:
+                for name in ("base", "this"):
+                    result[f"stages {name}"] = stage_summary(root / f"stages-{name}.jsonl")
     print(
         json.dumps({"benchmark": "researcher-ab", "base": args.base, "results": result}, indent=2)
     )

@@ -161,6 +161,12 @@ class _PendingOpening:
         self.index, self.salt, self.committed, self.future = index, salt, committed, future
 
     def resolve(self) -> Opening:
+        if self.future.cancel():
+            # The worker has not even started on it (on a loaded machine it may wait for a core
+            # longer than this thread took to check the message and send it on): waiting would
+            # add that wait to the path of the cell's next messages, so the ledger writes the
+            # record from the raw bytes here instead, the same bytes as the worker's.
+            return Opening(self.index, "content", DOMAIN_OUTPUT, self.salt, self.committed)
         try:
             prepared = self.future.result()
         except Exception:  # noqa: BLE001 - (memory) made here instead, the same bytes

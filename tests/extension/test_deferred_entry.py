@@ -14,14 +14,20 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bedside.extension import mirror as mirror_module
 from bedside.extension.connection import Parsed
 from bedside.extension.mirror import SessionMirror, new_message
 from bedside.ledger import Ledger, Signer, canonical_json, verify_ledger
+from bedside.ledger.log import openings_path
+from bedside.ledger.openings import iter_openings
 
 BIG = "x" * 300_000 + "\n"  # above PREPARE_MIN_BYTES (256 KiB): the deferred path
 INTENT = {"purpose": "t", "cohort": "all", "model_job": "none", "policy_id": "demo"}
@@ -240,3 +246,89 @@ def test_a_server_killed_around_a_deferred_entry_leaves_a_valid_ledger(
     )
     assert report.openings_missing_count == 0
     assert os.path.getsize(ledger_path.with_suffix(".openings")) > 300_000
+
+
+MB = "x" * 1_000_000 + "\n"
+
+
+@contextmanager
+def _worker_busy() -> Iterator[None]:
+    """The openings worker held by another job, as on a loaded machine where it waits for a
+    core: a megabyte's opening is then still queued when its entry is written."""
+    release = threading.Event()
+    started = threading.Event()
+
+    def hold() -> None:
+        started.set()
+        release.wait(30)
+
+    held = mirror_module._OPENINGS.submit(hold)
+    started.wait(30)
+    try:
+        yield
+    finally:
+        release.set()
+        held.result(30)
+
+
+def test_a_queued_opening_is_written_by_the_event_loop_thread(tmp_path: Path, standin: Any) -> None:
+    """The worker has not started on a megabyte's opening when its entry is written: the job is
+    cancelled and the ledger writes the record from the raw bytes, the same as the hospital's;
+    the copy verifies and nothing is left for the worker."""
+    hospital, mirror, sent = _session(tmp_path, standin)
+    with _worker_busy():
+        busy, stream, reply, idle = _cell(mirror, hospital, MB)
+        assert _deliver(mirror, busy)[0].verified
+        verdict, seen = _deliver(mirror, stream)
+        assert verdict.verified, verdict.reason
+        assert seen["metadata"]["bedside"]["verified"] is True
+        assert seen["content"] == stream["content"]
+        deferred = mirror._deferred
+        assert deferred is not None
+        mirror.settle()  # as the connection does once the message has gone on
+        assert deferred.opening.future.cancelled()
+        for msg in (reply, idle):
+            assert _deliver(mirror, msg)[0].verified
+            mirror.settle()
+    for cosign in sent:
+        assert mirror.observe_reply(hospital.cosign(cosign)).verified
+    mirror.close()
+    keys = [hospital.signer.verifier_key, mirror.signer.verifier_key]
+    verify_ledger(mirror.ledger_path, keys, openings=mirror.openings_path)
+    hospital.ledger.flush()
+    theirs = {o.index: o for o in iter_openings(openings_path(hospital.ledger.path))}
+    ours = list(iter_openings(mirror.openings_path))
+    assert any(len(o.content) > len(MB) for o in ours)
+    for opening in ours:
+        assert opening == theirs[opening.index]
+
+
+@pytest.mark.parametrize("tamper", ["digest", "commitment", "no-receipt"])
+def test_a_tampered_megabyte_is_unverified_with_the_worker_busy(
+    tmp_path: Path, standin: Any, tamper: str
+) -> None:
+    """From the browser's side, with the openings worker busy: a megabyte changed after it was
+    signed, one whose commitment does not open, and one without a receipt are each shown
+    unverified and logged, never forwarded as verified, and leave nothing to write."""
+    hospital, mirror, _ = _session(tmp_path, standin)
+    with _worker_busy():
+        busy, stream, _, _ = _cell(mirror, hospital, MB)
+        assert _deliver(mirror, busy)[0].verified
+        size = mirror.ledger.size if mirror.ledger else 0
+        if tamper == "digest":
+            stream["content"] = {**stream["content"], "text": MB.replace("x", "y", 1)}
+        elif tamper == "commitment":
+            item = stream["metadata"]["bedside"]["receipt"]["entries"][0]
+            item["entry"] = {**item["entry"], "content": "ab" * 32}
+            _resign(hospital, stream)
+        else:
+            del stream["metadata"]["bedside"]["receipt"]
+        verdict, seen = _deliver(mirror, stream)
+        mirror.settle()
+    assert not verdict.verified
+    assert seen["metadata"]["bedside"]["verified"] is False
+    assert seen["metadata"]["bedside"]["unverified_reason"]
+    assert mirror._deferred is None
+    assert mirror.ledger is not None and mirror.ledger.size == size
+    logged = [json.loads(line) for line in mirror.unverified_log.read_text().splitlines()]
+    assert logged[-1]["msg_id"] == stream["header"]["msg_id"]
