@@ -26,8 +26,9 @@ and the CPU per thread name of the launched process. All clocks are the machine'
 the processes run on one host. The marks cost a few tens of microseconds per traced message and
 are off unless the kernelspec sets `BEDSIDE_START_TRACE=1`, as this script does.
 
-`--base main` adds the chain with main's sentry (PYTHONPATH to main's files), interleaved with
-the others: a before/after of the sentry in one run.
+`--base main` adds the chain with main's code (PYTHONPATH to main's files, for the sentry and the
+kernel behind it), interleaved with the others: a before/after in one run. It runs every chain
+without the sandbox, which would give the kernel its own environment.
 
 Run: .venv/bin/python bench/mb_timeline.py [--rounds 15] [--base main] [--out FILE]
 """
@@ -188,6 +189,11 @@ def main() -> int:
     )
     args = parser.parse_args()
 
+    if args.base:
+        # The sandbox gives the kernel an environment of its own and binds the packages the
+        # sentry imports: a sentry of `--base` would leave its kernel without this checkout's.
+        # Without the sandbox the kernel inherits PYTHONPATH, so the whole chain is `--base`'s.
+        args.no_sandbox = True
     work = Path(tempfile.mkdtemp(prefix="bedside-mb-timeline-"))
     hospital = make_hospital(work / "hospital")
     common = {"policy": hospital["policy"], "custodian_key": hospital["key"],
@@ -202,8 +208,7 @@ def main() -> int:
     for spec in specs.values():  # Enterprise Gateway passes a kernelspec's env to the kernel
         spec["env"] = {TRACE_ENV: "1"}
     if args.base:
-        # The same chain with the sentry's code of `--base` (the sandboxed kernel behind it is
-        # this checkout's either way: the sandbox gives it its own environment).
+        # The same chain (sentry and guarded kernel) with the code of `--base`.
         label = f"bedside@{args.base}"
         specs[label] = sentry_kernelspec(**common)
         specs[label]["env"] = {
@@ -306,6 +311,15 @@ def main() -> int:
         result.setdefault("launched_threads_cpu_ms", {})[name] = mine
         used = "  ".join(f"{c} {v:.2f}" for c, v in sorted(mine.items(), key=lambda kv: -kv[1]))
         print(f"  the launched process's threads, CPU ms per cell (median): {used}")
+    # The chain's CPU per cell (gateway, launched process and what it started): on a machine
+    # whose two cores the whole chain shares, the wall time cannot fall much below it / 2.
+    chain = {n: sum(v for p, v in c.items() if not p.endswith("_runqueue"))
+             for n, c in result["cpu_ms"].items()}  # fmt: skip
+    result["chain_cpu_ms"] = chain
+    for name in chain:
+        if name != "plain":
+            result[f"cpu_ratio_{name}_vs_plain"] = chain[name] / chain["plain"]
+    print("\nthe chain's CPU ms per cell: " + "  ".join(f"{n} {v:.1f}" for n, v in chain.items()))
     idle = {n: r["client.idle"] for n, r in result["runs"].items()}
     result["ratio_bedside_vs_plain"] = idle["bedside"] / idle["plain"]
     result["ratio_sentry_plain_vs_plain"] = idle["sentry+plain"] / idle["plain"]
