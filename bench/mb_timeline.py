@@ -1,9 +1,9 @@
 """Benchmark: where the wall time of one 1 MB output goes, bedside against a plain ipykernel.
 
 Runs `print(TEXT)` (the 1,000,000 characters of `bench/bench_gateway.py`) through the tuned
-Enterprise Gateway, round-robin over a plain ipykernel, the sentry in front of a plain ipykernel
-(sandboxed) and the whole chain (sentry → bubblewrap → guarded kernel), and prints for each the
-median time of every step after the client sent the execute_request:
+Enterprise Gateway on a plain ipykernel, the sentry in front of a plain ipykernel (sandboxed) and
+the whole chain (sentry → bubblewrap → guarded kernel), one cell of each per round in a shuffled
+order, and prints for each the median time of every step after the client sent the request:
 
   kernel.print / kernel.flushed  the cell's own clock around `print(TEXT); sys.stdout.flush()`
                                  (read back through `user_expressions`): the flush returns once
@@ -28,15 +28,17 @@ are off unless the kernelspec sets `BEDSIDE_START_TRACE=1`, as this script does.
 
 `--base main` adds the chain with main's code (PYTHONPATH to main's files, for the sentry and the
 kernel behind it), interleaved with the others: a before/after in one run. It runs every chain
-without the sandbox, which would give the kernel its own environment.
+without the sandbox, which would give the kernel its own environment. `--untraced` adds the chain
+without the marks (what they cost).
 
-Run: .venv/bin/python bench/mb_timeline.py [--rounds 15] [--base main] [--out FILE]
+Run: .venv/bin/python bench/mb_timeline.py [--rounds 15] [--base main] [--untraced] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import secrets
 import select
 import shutil
@@ -182,6 +184,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--no-sandbox", action="store_true")
+    parser.add_argument("--untraced", action="store_true",
+                        help="also run the chain without the trace, interleaved")  # fmt: skip
     parser.add_argument("--base", default=None, help="also run the chain with this git "
                         "revision's sentry (e.g. main), interleaved")  # fmt: skip
     parser.add_argument(
@@ -207,14 +211,15 @@ def main() -> int:
     }
     for spec in specs.values():  # Enterprise Gateway passes a kernelspec's env to the kernel
         spec["env"] = {TRACE_ENV: "1"}
+    if args.untraced:
+        # The chain without the marks: what they cost (its timeline has the client's marks only).
+        specs["bedside-untraced"] = sentry_kernelspec(**common)
     if args.base:
         # The same chain (sentry and guarded kernel) with the code of `--base`.
         label = f"bedside@{args.base}"
-        specs[label] = sentry_kernelspec(**common)
-        specs[label]["env"] = {
-            TRACE_ENV: "1",
-            "PYTHONPATH": str(base_package(args.base, work / "base")),
-        }
+        base = sentry_kernelspec(**common)
+        base["env"] = {TRACE_ENV: "1", "PYTHONPATH": str(base_package(args.base, work / "base"))}
+        specs[label] = base
     token_file = work / "token"
     token_file.write_text(secrets.token_urlsafe(32))
     settings = GatewaySettings(token_file=token_file, kernelspecs=specs, default_kernel="bedside",
@@ -253,8 +258,12 @@ def main() -> int:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             time.sleep(0.5)
-        for r in range(args.rounds):
-            order = list(specs)[r % len(specs) :] + list(specs)[: r % len(specs)]
+        # Each round in a shuffled order (fixed seed): a rotation keeps the cyclic order, so
+        # each configuration would always follow the same one and inherit its after-cell work.
+        shuffle = random.Random(7).shuffle
+        for _ in range(args.rounds):
+            order = list(specs)
+            shuffle(order)
             for name in order:
                 time.sleep(0.15)  # the sentry's ledger flush after the last cell
                 offset = eg.log_file.stat().st_size
