@@ -209,13 +209,7 @@ class Wire:
                 raise MalformedMessage("header lacks msg_type or msg_id")
             parent = _load_dict(raw_parent, "parent header")
             metadata = _load_dict(raw_metadata, "metadata")
-            if apart is not None and apart.cancel():
-                # The pool's thread has not even started on it (on a busy machine a woken
-                # thread can wait milliseconds for a core): read it here instead of waiting,
-                # and leave `ahead` to the caller (`extra` has no "ahead").
-                body = _load_dict(raw_content, "content")
-                apart = None
-            elif apart is not None:
+            if apart is not None:
                 wait([read, apart], return_when=FIRST_COMPLETED)
                 if not read.done() and apart.cancelled():  # the pool shut down meanwhile
                     body = _load_dict(raw_content, "content")

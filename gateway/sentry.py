@@ -1146,9 +1146,7 @@ class Sentry:
         if self.ledger.append_ahead(ahead):
             if self._tracing:
                 _mark("mb.sentry.appended")
-            # Signed here instead when the worker has not started on it yet (woken, it may
-            # wait for a core on a busy machine): the same HMAC over the same frames.
-            signature = None if signing is None or signing.cancel() else signing.result()
+            signature = signing.result() if signing is not None else None
             if self._tracing:
                 _mark("mb.sentry.signed")
         else:

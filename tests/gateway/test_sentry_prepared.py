@@ -248,30 +248,3 @@ def test_the_release_is_prepared_as_soon_as_the_json_is_read(relay, used, monkey
     comm = kernel.msg("comm_msg", {"comm_id": "c", "data": {"text": text}})
     sentry._from_kernel("iopub", [b"kernel.x.comm_msg", *kernel.serialize(comm)])
     assert calls == []
-
-
-def test_a_signature_the_worker_has_not_started_on_is_made_by_the_relay(relay, used, monkeypatch):
-    """If the worker thread has not started signing a large release by the time its entry is
-    appended (on a busy machine a woken thread can wait for a core), the relay's thread takes
-    that work back and signs the same frames itself: the client gets a message its key checks,
-    with the receipt made ahead."""
-    from concurrent.futures import Future
-
-    sentry, client, kernel, _ = relay
-    real = sentry._prepare_pool()
-    pending: list[Future] = []
-
-    class Pool:
-        def submit(self, fn, *args):
-            if fn == sentry.outer.sign:
-                future: Future = Future()  # never started
-                pending.append(future)
-                return future
-            return real.submit(fn, *args)
-
-    monkeypatch.setattr(sentry, "_prepare_pool", lambda: Pool())
-    text = " ".join(WORDS[i % len(WORDS)] for i in range(40_000))
-    got = _cell(sentry, client, kernel, text)  # the client's Wire checks the signature
-    assert got["parsed"].content == {"name": "stdout", "text": text}
-    assert used == [True] and len(pending) == 1 and pending[0].cancelled()
-    _receipt_names_the_ledger(sentry, _receipt_checks(sentry, got))

@@ -143,83 +143,12 @@ def test_a_large_message_checked_beside_its_parse_reads_as_inline():
         Wire(b"other", name="kernel").parse(frames, pool=pool)
 
 
-class _StartedPool:
-    """A one-thread pool whose `submit` returns once its thread has started on the work: the
-    work can no longer be cancelled, so `Wire.parse` waits for what the pool reads."""
-
-    def __init__(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._pool = ThreadPoolExecutor(1)
-
-    def submit(self, fn, *args):
-        import threading
-
-        started = threading.Event()
-
-        def run():
-            started.set()
-            return fn(*args)
-
-        future = self._pool.submit(run)
-        started.wait(10)
-        return future
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._pool.shutdown(wait=True)
-
-
-class _IdlePool:
-    """A pool whose thread never gets to the work (a busy machine, at the extreme): what it is
-    given stays pending until cancelled."""
-
-    def __init__(self) -> None:
-        from concurrent.futures import Future
-
-        self.given: list[Future] = []
-
-    def submit(self, fn, *args):
-        from concurrent.futures import Future
-
-        future: Future = Future()
-        self.given.append(future)
-        return future
-
-
-def test_a_large_content_the_pool_has_not_started_on_is_read_here():
-    """When the pool's thread has not started reading a large content by the time the signature
-    is checked, `parse` takes that work back and reads it itself: the same message, the same
-    refusals, and nothing made ahead (the caller then prepares what it needs itself)."""
-    from bedside.gateway._wire import CHECK_APART_BYTES
-
-    big = "cohort analysis " * (CHECK_APART_BYTES // 16 + 1)
-    session = Session(key=b"k", signature_scheme="hmac-sha256")
-    frames = session.serialize(session.msg("stream", {"name": "stdout", "text": big}))
-    pool = _IdlePool()
-    seen: list[str] = []
-    wire = Wire(b"k", name="kernel")
-    msg = wire.parse(frames, pool=pool, ahead=lambda h, c, n: seen.append("ran"))
-    assert msg.content == {"name": "stdout", "text": big} and msg.extra == {}
-    assert seen == [] and all(f.cancelled() for f in pool.given)
-    with pytest.raises(MalformedMessage, match="replayed"):
-        wire.parse(frames, pool=pool)
-    with pytest.raises(MalformedMessage, match="bad HMAC"):
-        Wire(b"other", name="kernel").parse(frames, pool=pool)
-    broken = _signed_with_content(b'{"text": "' + big.encode() + b'"')
-    with pytest.raises(MalformedMessage, match="content is not"):
-        Wire(b"k", name="kernel").parse(broken, pool=pool)
-    with pytest.raises(MalformedMessage, match="bad HMAC"):
-        Wire(b"other", name="kernel").parse(broken, pool=pool)
-    assert all(f.cancelled() for f in pool.given)
-
-
 def test_work_on_a_large_content_starts_in_the_pool_and_counts_only_once_signed():
     """`ahead(header, content, size)` runs in the pool on the content read there; the future of
     its result is in `extra["ahead"]` (None if it raised), and a message whose signature fails
     returns nothing at all."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from bedside.gateway._wire import CHECK_APART_BYTES
 
     big = "cohort analysis " * (CHECK_APART_BYTES // 16 + 1)
@@ -233,7 +162,7 @@ def test_work_on_a_large_content_starts_in_the_pool_and_counts_only_once_signed(
     def broken(header: dict, content: dict, size: int) -> str:
         raise ValueError("cannot")
 
-    with _StartedPool() as pool:
+    with ThreadPoolExecutor(1) as pool:
         frames = session.serialize(session.msg("stream", {"name": "stdout", "text": big}))
         msg = Wire(b"k", name="kernel").parse(frames, pool=pool, ahead=ahead)
         assert msg.extra["ahead"].result() == "made ahead"
