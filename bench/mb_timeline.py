@@ -28,9 +28,9 @@ are off unless the kernelspec sets `BEDSIDE_START_TRACE=1`, as this script does.
 
 `--base main` adds the chain with main's code (PYTHONPATH to main's files, for the sentry and the
 kernel behind it), interleaved with the others: a before/after in one run (any revision: main
-moves as other branches merge, so a branch's own before is `git merge-base main HEAD`). It runs every chain
-without the sandbox, which would give the kernel its own environment. `--untraced` adds the chain
-without the marks (what they cost).
+moves as other branches merge, so a branch's own before is `git merge-base main HEAD`). It runs
+every chain without the sandbox, which would give the kernel its own environment. `--untraced`
+adds the chain without the marks (what they cost).
 
 Run: .venv/bin/python bench/mb_timeline.py [--rounds 15] [--base main] [--untraced] [--out FILE]
 """
