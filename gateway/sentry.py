@@ -122,6 +122,23 @@ _MAX_REQUESTS = 10_000
 # release in a worker thread while the guard scans them (`_kernel_msg`).
 PREPARE_MIN_BYTES = 64 * 1024
 PREPARED_TYPES = frozenset({"stream", "display_data", "update_display_data", "execute_result"})
+# With BEDSIDE_START_TRACE=1 (`bedside._starttrace`, off by default: one flag test per kernel
+# message), each iopub message from the kernel with a frame this large leaves a timestamp at each
+# step of its way through the sentry (`mb.sentry.*`), read by `bench/mb_timeline.py`.
+_TRACE = _starttrace.enabled()
+_TRACE_MIN_BYTES = 64 * 1024
+
+
+def _mark(label: str) -> None:
+    """`_starttrace.mark` with the relay thread's own CPU time (where the process's would mix in
+    the worker's and the scan's threads)."""
+    line = f"bedside-start-trace {label} {time.time():.6f} {os.getpid()} {time.thread_time():.6f}\n"
+    try:
+        os.write(_starttrace._stderr(), line.encode())
+    except OSError:
+        pass
+
+
 # Quiet time after which appended ledger entries are flushed to disk.
 QUIET_MS = 30
 # How often the airlock looks for new release requests and queued custodian decisions: when the
@@ -228,6 +245,8 @@ class Sentry:
         # in order (client requests, kernel messages), and passes the EARLY_* kinds.
         self._guard_open = False
         self._relayed_any = False
+        # Whether the kernel message being handled is traced (`_TRACE`).
+        self._tracing = False
         self._held_client: list[tuple[str, Message]] = []
         self._held_kernel: list[tuple[str, Message]] = []
         self._guard_error: BaseException | None = None
@@ -528,6 +547,8 @@ class Sentry:
         sock = self._sockets[name]
         send_frames(sock, frames)
         self._sent_on.add(sock)
+        if self._tracing:
+            _mark("mb.sentry.sent")
 
     def _launcher_gone(self, launcher: int) -> None:
         """The process that started this kernel died: record the interruption and stop."""
@@ -749,11 +770,25 @@ class Sentry:
     # -- kernel -> client ---------------------------------------------------------------------
 
     def _from_kernel(self, channel: str, frames: list[bytes]) -> None:
+        if _TRACE and channel == "iopub" and max(map(len, frames)) >= _TRACE_MIN_BYTES:
+            _mark("mb.sentry.received")
+            self._tracing = True
+            try:
+                self._from_kernel_checked(channel, frames)
+            finally:
+                self._tracing = False
+                _mark("mb.sentry.done")
+            return
+        self._from_kernel_checked(channel, frames)
+
+    def _from_kernel_checked(self, channel: str, frames: list[bytes]) -> None:
         try:
             # A large message's JSON is read in the worker thread while its signature is checked
             # here; a large output's release is then prepared there at once (`_release_ahead`).
             ahead = self._release_ahead if channel == "iopub" and self._guard_open else None
             msg = self.inner.parse(frames, pool=self._prepare_pool(), ahead=ahead)
+            if self._tracing:
+                _mark("mb.sentry.parsed")
         except MalformedMessage as exc:
             self.dropped += 1
             log.warning("dropped a message from the kernel on %s: %s", channel, exc)
@@ -839,11 +874,15 @@ class Sentry:
                 size,
                 reply_type=answered.removesuffix("_request") + "_reply" if answered else "",
             )
+            if self._tracing:
+                _mark("mb.sentry.checked")
         if channel == "iopub" and verdict.msg_type in EGRESS_COUNTED and not verdict.blocked:
             verdict = self._egress(verdict, channel, size)
         if self._guard_open:
             verdict = self.guard.joined(channel, msg.parent_id, verdict)
         prepared = self._prepared(ahead, msg, verdict) if ahead is not None else None
+        if self._tracing:
+            _mark("mb.sentry.prepared")
         if verdict.blocked:
             log.info(
                 "blocked a %s on %s (rule %s: %s)",
@@ -1105,8 +1144,14 @@ class Sentry:
             signing: Future[bytes] | None = self._prepare_pool().submit(self.outer.sign, signed)
         except RuntimeError:  # the pool is shut down: the sentry is closing
             signing = None
+        if self._tracing:
+            _mark("mb.sentry.receipt")
         if self.ledger.append_ahead(ahead):
+            if self._tracing:
+                _mark("mb.sentry.appended")
             signature = signing.result() if signing is not None else None
+            if self._tracing:
+                _mark("mb.sentry.signed")
         else:
             # Not what the receipt named (cannot happen while only this thread appends): the
             # receipt of what the ledger holds, signed here.

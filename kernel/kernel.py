@@ -30,7 +30,7 @@ from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
 from traitlets import DottedObjectName, Float
 
-from bedside import __version__
+from bedside import __version__, _starttrace
 from bedside.errors import GuardError, PolicyError
 from bedside.kernel import BEHIND_SENTRY_ENV
 from bedside.policy.decision import Decision
@@ -133,6 +133,16 @@ class Hospital:
     def __repr__(self) -> str:
         names = ", ".join(sorted(self._kernel.policy.datasets))
         return f"<hospital: tables {names}; hospital.tables() for schemas, hospital.load(name)>"
+
+
+# With BEDSIDE_START_TRACE=1 (off by default), a large stream output leaves timestamps as the
+# guard takes it, passes it and sends it (`mb.kernel.*`, for `bench/mb_timeline.py`).
+_TRACE = _starttrace.enabled()
+
+
+def _large_stream(msg: dict[str, Any]) -> bool:
+    text = msg.get("content", {}).get("text") if msg["header"]["msg_type"] == "stream" else None
+    return isinstance(text, str) and len(text) >= 64 * 1024
 
 
 class GuardedOutStream(OutStream):
@@ -274,11 +284,19 @@ class GuardedKernel(IPythonKernel):
                 return original(stream, msg, ident=ident, buffers=buffers, track=track)
             if buffers:
                 msg["buffers"] = list(buffers)
+            traced = _TRACE and _large_stream(msg)
+            if traced:
+                _starttrace.mark("mb.kernel.guard")
             checked = self.guard.check(msg, self._channel_of(stream, msg))
             if checked is None:
                 return None
+            if traced:
+                _starttrace.mark("mb.kernel.checked")
             out_buffers = checked.pop("buffers", None) if buffers else buffers
-            return original(stream, checked, ident=ident, buffers=out_buffers, track=track)
+            sent = original(stream, checked, ident=ident, buffers=out_buffers, track=track)
+            if traced:
+                _starttrace.mark("mb.kernel.sent")
+            return sent
 
         session.send = send  # type: ignore[method-assign]
 
