@@ -12,12 +12,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 import rfc8785
-from _sentry_support import CaptureSocket, in_process_sentry, make_hospital, make_patients
+from _sentry_support import CaptureSocket
 from jupyter_client.session import Session
 
 from bedside.gateway import sentry as sentry_module
@@ -30,17 +29,6 @@ from bedside.ledger.log import openings_path
 from bedside.ledger.openings import iter_openings
 
 WORDS = "cohort analysis survival model baseline outcome ward median interval".split()
-
-
-@pytest.fixture
-def relay(tmp_path: Path):
-    frame = make_patients(300)
-    hospital = make_hospital(tmp_path / "h", frame=frame, max_output_bytes=2_000_000)
-    sentry, client, kernel = in_process_sentry(hospital, tmp_path)
-    yield sentry, client, kernel, frame
-    if sentry._preparer is not None:
-        sentry._preparer.shutdown(wait=True)
-    sentry.ledger.close()
 
 
 @pytest.fixture

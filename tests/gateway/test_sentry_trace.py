@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
-from _sentry_support import in_process_sentry, make_hospital, make_patients
 
 from bedside import _starttrace
 from bedside.gateway import sentry as sentry_module
@@ -30,17 +28,6 @@ RELEASED_STEPS = [
     "mb.sentry.sent",
     "mb.sentry.done",
 ]
-
-
-@pytest.fixture
-def relay(tmp_path: Path):
-    frame = make_patients(300)
-    hospital = make_hospital(tmp_path / "h", frame=frame, max_output_bytes=2_000_000)
-    sentry, client, kernel = in_process_sentry(hospital, tmp_path)
-    yield sentry, client, kernel, frame
-    if sentry._preparer is not None:
-        sentry._preparer.shutdown(wait=True)
-    sentry.ledger.close()
 
 
 @pytest.fixture
