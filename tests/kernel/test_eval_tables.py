@@ -59,9 +59,7 @@ LEAKS = {
     "confusion_12_result": "confusion_matrix(small_y, small_pred)",
     "confusion_kept_then_printed": "cm = confusion_matrix(small_y, small_pred)\nprint('x')",
     "confusion_frame_later": "pd.DataFrame(cm)",
-    "confusion_rare_class_print": (
-        "cmr = confusion_matrix(ward_true, ward_guess)\nprint(cmr)"
-    ),
+    "confusion_rare_class_print": ("cmr = confusion_matrix(ward_true, ward_guess)\nprint(cmr)"),
 }
 EXPECT = {"confusion_kept_then_printed": False}  # nothing shown: nothing to block
 
