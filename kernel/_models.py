@@ -942,7 +942,10 @@ def _patch_metrics(guard: ModelGuard, module: types.ModuleType) -> None:
                 src = _label_source(guard, a, kw)
                 if src is None:
                     return out
-                return _judged_report(guard, fn, a, kw, out)
+                try:
+                    return _judged_report(guard, fn, a, kw, out)
+                except (TypeError, ValueError):  # multilabel indicators: not followed (docs)
+                    return out
 
         wrapper._bedside = True  # type: ignore[attr-defined]
         return wrapper
