@@ -57,6 +57,14 @@ LEAKS = {
     "report_dict_12": "print(classification_report(small_y, small_pred, output_dict=True))",
     "confusion_12_print": "print(confusion_matrix(small_y, small_pred))",
     "confusion_12_result": "confusion_matrix(small_y, small_pred)",
+    "report_keywords_names_digits": (
+        "print(classification_report(y_true=small_y.to_numpy(), y_pred=small_pred, "
+        "target_names=['female', 'male'], digits=3))"
+    ),
+    "confusion_module_attribute": (
+        "import sklearn.metrics as skm\n"
+        "print(skm.confusion_matrix(y_pred=small_pred, y_true=small_y))"
+    ),
     "confusion_kept_then_printed": "cm = confusion_matrix(small_y, small_pred)\nprint('x')",
     "confusion_frame_later": "pd.DataFrame(cm)",
     "confusion_rare_class_print": ("cmr = confusion_matrix(ward_true, ward_guess)\nprint(cmr)"),
@@ -102,6 +110,8 @@ HONEST = {
     "report_held_out": "print(classification_report(yte, pred))",
     "report_dict_held_out": "classification_report(yte, pred, output_dict=True)['F']",
     "confusion_held_out": "print(confusion_matrix(yte, pred))",
+    "report_names_digits": "print(classification_report(yte, pred, digits=3, "
+    "target_names=['female', 'male']))",
     "crosstab_held_out": "pd.crosstab(yte, pred)",
     "scores": "print(round(accuracy_score(yte, pred), 3), round(f1_score(yte, pred, "
     "pos_label='F'), 3), round(roc_auc_score(yte == 'F', clf.predict_proba(Xte)[:, 0]), 3))",
