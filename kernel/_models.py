@@ -50,7 +50,7 @@ from pandas.core.generic import NDFrame
 
 from bedside.kernel._provenance import ProvenanceTracker, ReductionEvent, sequence_log, tag_of
 from bedside.policy import disclosure as dr
-from bedside.policy.decision import Decision
+from bedside.policy.decision import Action, Decision
 
 WATCHED_FITS = 32  # the fits and tests whose numbers later outputs are compared with
 # A number printed with this many significant digits that equals a watched value to its last
@@ -68,7 +68,7 @@ _NOT_LEARNT = frozenset({"n_features_in_", "n_iter_", "classes_", "feature_names
 MODULES = ("statsmodels.base.model", "statsmodels.base.data", "statsmodels.duration.survfunc",
            "statsmodels.tsa.tsatools", "statsmodels.stats.outliers_influence",
            "statsmodels.regression._prediction", "statsmodels.base._prediction_inference",
-           "sklearn.utils.validation", "scipy.stats")  # fmt: skip
+           "sklearn.utils.validation", "sklearn.metrics", "scipy.stats")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,10 @@ class ModelGuard:
         # one row per record built from them (influence, prediction intervals) is rows.
         self.fitted_rows: deque[tuple[pd.Index, str]] = deque(maxlen=WATCHED_FITS)
         self._noted: OrderedDict[Any, None] = OrderedDict()  # per-row arrays already logged
+        # Confusion matrices of protected labels (their display, and their text when a cell
+        # fails), and the decisions on the reports made in this cell (`_patch_metrics`).
+        self.eval_tables: deque[EvalTable] = deque(maxlen=WATCHED_FITS)
+        self.cell_notes: list[Decision] = []
 
     # -- provenance ------------------------------------------------------------------------
     def source(self, obj: Any) -> Source | None:
@@ -210,7 +214,12 @@ class ModelGuard:
         return Decision.block(w.rule, w.reason, advice, details={"table": w.table, "what": w.what})
 
     def judge_object(self, obj: Any) -> Decision | None:
-        """Blocked when `obj` is a watched fit or test result (or wraps one)."""
+        """Blocked when `obj` is a watched fit or test result (or wraps one); the decision on a
+        confusion matrix of protected labels (shown as `shown_instead` says)."""
+        if self.eval_tables and isinstance(obj, np.ndarray):
+            for t in reversed(self.eval_tables):
+                if t.ref() is obj:
+                    return t.decision
         if not self.watched:
             return None
         inner = getattr(obj, "_results", None) if not isinstance(obj, NDFrame) else None
@@ -219,8 +228,26 @@ class ModelGuard:
                 return self._decision(w)
         return None
 
+    def shown_instead(self, obj: Any) -> Any:
+        """What a confusion matrix of protected labels is displayed as (else `obj` itself)."""
+        if self.eval_tables and isinstance(obj, np.ndarray):
+            for t in reversed(self.eval_tables):
+                if t.ref() is obj:
+                    return t.shown
+        return obj
+
     def judge_text(self, text: str) -> Decision | None:
-        """Blocked when the text shows numbers of a watched fit or test."""
+        """Blocked when the text shows numbers of a watched fit or test, or the counts of a
+        confusion matrix with a failing cell."""
+        failing = [t for t in self.eval_tables if t.decision.action is not Action.RELEASED
+                   and t.decision.rule != dr.ROUNDING]  # fmt: skip
+        if failing and any(c.isdigit() for c in text[:200_000]):
+            ints = [int(m) for m in _INTEGER.findall(text[:200_000])]
+            for t in reversed(failing):
+                if t.in_text(ints):
+                    return Decision.block(t.decision.rule, "it shows the counts of a confusion "
+                                          "matrix with cells that fail the disclosure rules",
+                                          t.decision.advice)  # fmt: skip
         if not self.watched or not any(c.isdigit() for c in text[:1_000_000]):
             return None
         with self.tracker.quiet(), self._inside():
@@ -257,6 +284,7 @@ class ModelGuard:
             "statsmodels.regression._prediction": _patch_row_frames,
             "statsmodels.base._prediction_inference": _patch_row_frames,
             "sklearn.utils.validation": _patch_sklearn,
+            "sklearn.metrics": _patch_metrics,
             "scipy.stats": _patch_scipy_stats,
         }[name]
         patch(self, module)
@@ -736,3 +764,245 @@ def _patch_numpy(guard: ModelGuard) -> None:
         fn = getattr(owner, name)
         if not getattr(fn, "_bedside", False):
             setattr(owner, name, _statistic(guard, f"np.{name}", fn, dof))
+
+
+# -- scikit-learn's evaluation tables --------------------------------------------------------
+
+# The functions of `sklearn.metrics` whose results are frequency tables of patients.
+EVAL_TABLES = ("confusion_matrix", "classification_report")
+EVAL_ADVICE = (
+    "Evaluate on a larger held-out set, so that every class has at least {min} patients in "
+    "each cell, or merge rare classes; single scores over the whole set (accuracy, AUC, F1) "
+    "are released. `display(cm)` shows a confusion matrix with its small cells suppressed."
+)
+_INTEGER = re.compile(r"(?<![\w.])\d+(?![\w]|\.\d)")
+
+
+@dataclass
+class EvalTable:
+    """A confusion matrix of protected labels with cells that fail the rules."""
+
+    ref: weakref.ref[Any]
+    decision: Decision
+    shown: np.ndarray  # as displayed: failing cells `suppressed`, passing counts rounded
+    rows: list[list[int]]  # the counts, row by row, as a printed matrix shows them
+
+    def in_text(self, ints: list[int]) -> bool:
+        """True when the text's whole numbers hold the matrix's rows in order (with at most two
+        labels between them: a frame's row labels)."""
+        k = len(self.rows[0]) if self.rows else 0
+        if k == 0 or len(self.rows) * k < 4:
+            return False
+        first = self.rows[0]
+        for start in range(len(ints) - k + 1):
+            if ints[start : start + k] != first:
+                continue
+            pos, ok = start + k, True
+            for row in self.rows[1:]:
+                at = next((pos + g for g in range(3) if ints[pos + g : pos + g + k] == row), None)
+                if at is None:
+                    ok = False
+                    break
+                pos = at + k
+            if ok:
+                return True
+        return False
+
+
+def _label_source(guard: ModelGuard, a: tuple[Any, ...], kw: dict[str, Any]) -> Source | None:
+    """The protected records behind a metric's labels (`y_true`, `y_pred`): a Series of the
+    table's rows, or an array taken from them or predicted for them."""
+    args = [*a[:2], kw.get("y_true"), kw.get("y_pred")]
+    srcs = [s for s in map(guard.source, (x for x in args if x is not None)) if s is not None]
+    rows = [s for s in srcs if not s.cells]
+    return rows[0] if rows else None
+
+
+def _eval_decision(guard: ModelGuard, mask: list[tuple[str, ...]], what: str) -> Decision:
+    rules = guard.rules
+    failing = [m for m in mask if m]
+    fired = sorted({r for m in failing for r in m})
+    advice = EVAL_ADVICE.format(min=rules.min_cell_count)
+    if failing and len(failing) == len(mask):
+        why = f"every cell of this {what} fails the disclosure rules ({', '.join(fired)})"
+        return Decision.block(fired[0], why, advice, details={"rules": fired})
+    if failing:
+        return Decision.redact(fired[0], f"{len(failing)} of {len(mask)} cells of this {what} "
+                               f"suppressed ({', '.join(fired)})", advice,
+                               details={"rules": fired})  # fmt: skip
+    return Decision.release("disclosure")
+
+
+def _cell_mask(counts: Iterable[int], rules: dr.DisclosureRules) -> list[tuple[str, ...]]:
+    return dr.check_cells([int(c) for c in counts], rules=rules, statistic="count").mask
+
+
+def _report_mask(cm: np.ndarray, keys: list[str], n: int,
+                 rules: dr.DisclosureRules) -> dict[str, dict[str, tuple[str, ...]]]:  # fmt: skip
+    """Per row of a classification report and per column, the rules the cell fails.
+
+    Each class's support is a count of patients; its recall is `tp` of `support` patients and
+    its precision `tp` of the patients predicted as it, so both are 0/1 rates judged like any
+    (`binary_class_fails`: the patients with and without must each meet the threshold); its
+    F1 score combines them. The averages and the accuracy could give back a class's suppressed
+    score from the others, so a column failing for any class fails in them too.
+    """
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    tp = np.diag(cm)
+    out: dict[str, dict[str, tuple[str, ...]]] = {}
+    for i, key in enumerate(keys):
+        s = _cell_mask([support[i]], rules)[0]
+        recall = tuple(
+            dict.fromkeys((*s, *dr.binary_class_fails(int(tp[i]), int(support[i]), rules)))
+        )
+        p = _cell_mask([predicted[i]], rules)[0] if predicted[i] else ()
+        precision = tuple(
+            dict.fromkeys((*p, *dr.binary_class_fails(int(tp[i]), int(predicted[i]), rules)))
+        )
+        out[key] = {
+            "precision": precision,
+            "recall": recall,
+            "f1-score": tuple(dict.fromkeys((*precision, *recall))),
+            "support": s,
+        }
+    column_fails = {c: tuple(dict.fromkeys(r for row in out.values() for r in row[c]))
+                    for c in ("precision", "recall", "f1-score")}  # fmt: skip
+    total = _cell_mask([n], rules)[0]
+    for avg in ("macro avg", "weighted avg", "micro avg", "samples avg"):
+        out[avg] = {**column_fails, "support": total}
+    acc = dr.binary_class_fails(int(tp.sum()), n, rules)
+    out["accuracy"] = {"f1-score": tuple(dict.fromkeys((*acc, *column_fails["recall"]))),
+                       "support": total}  # fmt: skip
+    return out
+
+
+def _redact_report_text(text: str, order: list[str],
+                        fails: dict[str, dict[str, tuple[str, ...]]]) -> str | None:  # fmt: skip
+    """The report as sklearn writes it, with failing cells `suppressed` (its rows end in four
+    fields of ten characters: a space and nine right-aligned). None if the layout differs."""
+    columns = ("precision", "recall", "f1-score", "support")
+    lines = text.split("\n")
+    body = [i for i, line in enumerate(lines[1:], 1) if line.strip()]
+    if len(body) != len(order):
+        return None
+    for i, key in zip(body, order, strict=True):
+        line = lines[i]
+        if len(line) < 40:
+            return None
+        head, fields = line[:-40], [line[-40 + 10 * j : -30 + 10 * j or None] for j in range(4)]
+        row = fails.get(key, {})
+        for j, col in enumerate(columns):
+            if row.get(col) and fields[j].strip():
+                fields[j] = f" {'suppr.':>9}"
+        lines[i] = head + "".join(fields)
+    return "\n".join(lines)
+
+
+def _patch_metrics(guard: ModelGuard, module: types.ModuleType) -> None:
+    """`confusion_matrix` and `classification_report` of protected labels: frequency tables of
+    patients, judged cell by cell like a crosstab."""
+    rules = guard.rules
+
+    def confusion_matrix(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            out = fn(*a, **kw)
+            if guard.busy or kw.get("normalize") is not None or kw.get("sample_weight") is not None:
+                return out
+            with guard._inside(), guard.tracker.quiet():
+                src = _label_source(guard, a, kw)
+                if src is None or not isinstance(out, np.ndarray) or out.ndim != 2:
+                    return out
+                mask = _cell_mask(out.ravel(), rules)
+                decision = _eval_decision(guard, mask, "confusion matrix")
+                if decision.action is Action.RELEASED and rules.round_counts_to > 1:
+                    decision = Decision.redact(dr.ROUNDING, "counts rounded to the nearest "
+                                               f"{rules.round_counts_to}",
+                                               details={"base": rules.round_counts_to})  # fmt: skip
+                shown = np.array([dr.round_count(int(v), rules.round_counts_to) if not m
+                                  else "suppressed" for v, m in zip(out.ravel(), mask,
+                                                                    strict=True)],
+                                 dtype=object).reshape(out.shape)  # fmt: skip
+                if decision.action is not Action.RELEASED:
+                    guard.eval_tables.append(EvalTable(weakref.ref(out), decision, shown,
+                                                       out.astype(int).tolist()))  # fmt: skip
+            return out
+
+        wrapper._bedside = True  # type: ignore[attr-defined]
+        return wrapper
+
+    def classification_report(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            out = fn(*a, **kw)
+            if guard.busy or kw.get("sample_weight") is not None:
+                return out
+            with guard._inside(), guard.tracker.quiet():
+                src = _label_source(guard, a, kw)
+                if src is None:
+                    return out
+                try:
+                    return _judged_report(guard, fn, a, kw, out)
+                except (TypeError, ValueError):  # multilabel indicators: not followed (docs)
+                    return out
+
+        wrapper._bedside = True  # type: ignore[attr-defined]
+        return wrapper
+
+    for name, wrap in (("confusion_matrix", confusion_matrix),
+                       ("classification_report", classification_report)):  # fmt: skip
+        fn = getattr(module, name, None)
+        if callable(fn) and not getattr(fn, "_bedside", False):
+            setattr(module, name, wrap(fn))
+
+
+def _judged_report(guard: ModelGuard, fn: Callable[..., Any], a: tuple[Any, ...],
+                   kw: dict[str, Any], out: Any) -> Any:  # fmt: skip
+    """The report with the cells that fail suppressed (the text, or the dict's values), and
+    the cell's outputs marked (or blocked, when every cell fails)."""
+    import warnings
+
+    from sklearn.metrics import _classification as cls_mod
+    from sklearn.utils.multiclass import unique_labels
+
+    rules = guard.rules
+    y_true = a[0] if a else kw.get("y_true")
+    y_pred = a[1] if len(a) > 1 else kw.get("y_pred")
+    labels = kw.get("labels", a[2] if len(a) > 2 else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        as_dict = fn(*a, **{**kw, "output_dict": True}) if not isinstance(out, dict) else out
+        labels = unique_labels(y_true, y_pred) if labels is None else np.asarray(labels)
+        cm = np.asarray(cls_mod.confusion_matrix(y_true, y_pred, labels=labels))
+    order = list(as_dict)
+    keys = order[: len(labels)]
+    n = int(cm.sum())
+    fails = _report_mask(cm, keys, n, rules)
+    mask = [f for key in order for col, f in fails.get(key, {}).items()
+            if not (isinstance(as_dict[key], dict) and col not in as_dict[key])]  # fmt: skip
+    decision = _eval_decision(guard, mask, "classification report")
+    if not decision.blocked and all(all(fails[k].values()) for k in keys):
+        # every class's cells fail: what is left (the total, `len(y_true)`) is no report
+        decision = Decision.block(decision.rule, "every class's cells of this classification "
+                                  f"report fail the disclosure rules ({decision.rule})",
+                                  decision.advice, details=decision.details)  # fmt: skip
+    if decision.action is Action.RELEASED:
+        return out
+    guard.cell_notes.append(decision)
+    if isinstance(out, dict):
+        red: dict[str, Any] = {}
+        for key, value in out.items():
+            row = fails.get(key, {})
+            if isinstance(value, dict):
+                red[key] = {c: ("suppressed" if row.get(c) else v) for c, v in value.items()}
+            else:
+                red[key] = "suppressed" if row.get("f1-score") else value
+        return red
+    text = _redact_report_text(str(out), order, fails)
+    if text is None or decision.blocked:
+        # a layout it cannot rewrite, or nothing to show: no report at all
+        guard.cell_notes[-1] = Decision.block(decision.rule, decision.reason, decision.advice,
+                                              details=decision.details)  # fmt: skip
+        return "classification report suppressed: " + decision.reason
+    return text

@@ -18,6 +18,7 @@ import copy
 import functools
 import itertools
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -299,6 +300,9 @@ class ProvenanceTracker:
         # Set by the output guard: the object an aggregate's text rendering (`to_string`, which
         # `print` calls, `to_csv`, ...) is made of, i.e. its redacted copy (see `wrap_render`).
         self.render_judge: Callable[..., Any] | None = None
+        # The missing-value masks (`isna`, `notna`) of protected data, by id: their sums are
+        # counts of records, not rates of a patient's 0/1 attribute (`record_reduction`).
+        self._missing: OrderedDict[int, weakref.ref[Any]] = OrderedDict()
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -400,6 +404,16 @@ class ProvenanceTracker:
         pos[pos >= hashes.size] = 0
         return bool(hashes.size and (hashes[pos] == probe).all())
 
+    def note_missing(self, mask: Any) -> None:
+        """`mask` is a missing-value mask (`isna`/`notna`) of protected data."""
+        self._missing[id(mask)] = weakref.ref(mask)
+        while len(self._missing) > 64:
+            self._missing.popitem(last=False)
+
+    def is_missing_mask(self, obj: Any) -> bool:
+        ref = self._missing.get(id(obj))
+        return ref is not None and ref() is obj
+
     # -- events ----------------------------------------------------------------------------
     def record_reduction(self, series: pd.Series, name: str, result: Any) -> None:
         table = table_of(series, self)
@@ -415,7 +429,10 @@ class ProvenanceTracker:
             fails: list[str] = []
             rules = self.rules
             binary = _is_binary(values[notna]) if n else False
-            if name in ("sum", "mean") and binary:
+            if name in ("sum", "mean") and binary and self.is_missing_mask(series):
+                # a count of missing values is a count of records (see `note_missing`)
+                fails.extend(dr.record_count_fails(int(values[notna].sum()), n, rules))
+            elif name in ("sum", "mean") and binary:
                 fails.extend(dr.binary_class_fails(int(values[notna].sum()), n, rules))
             elif n < rules.min_cell_count:
                 fails.append(dr.THRESHOLD)
@@ -738,6 +755,54 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
         return result
 
     pd.DataFrame._reduce = frame_reduce  # type: ignore[method-assign]
+
+    def wrap_missing(cls: type, name: str) -> None:
+        orig = getattr(cls, name)
+
+        @functools.wraps(orig)
+        def missing(self: Any, *a: Any, **kw: Any) -> Any:
+            out = orig(self, *a, **kw)
+            if not tracker.busy and tag_of(self) is not None:
+                tracker.note_missing(out)
+            return out
+
+        setattr(cls, name, missing)
+
+    for cls in (pd.Series, pd.DataFrame):
+        for name in ("isna", "isnull", "notna", "notnull"):
+            wrap_missing(cls, name)
+
+    def wrap_missing_count(name: str) -> None:
+        orig = getattr(pd.DataFrame, name)
+
+        @functools.wraps(orig)
+        def counted(self: pd.DataFrame, *a: Any, **kw: Any) -> Any:
+            result = orig(self, *a, **kw)
+            if (
+                tracker.busy
+                or not isinstance(result, pd.Series)
+                or not tracker.is_missing_mask(self)
+                or kw.get("axis", a[0] if a else 0) not in (0, None, "index")
+            ):
+                return result
+            table = table_of(self, tracker)
+            if table is None:
+                return result
+            # per column a count of missing values (or its rate), judged as counts of records
+            # (`dr.record_count_fails`) like the scalar `df.col.isna().sum()`
+            with tracker.quiet():
+                ones = self.sum().reindex(result.index)
+                n = self.notna().sum().reindex(result.index).fillna(0)
+            result = tracker.annotate_summary(table, result, n, positives=ones)
+            ann = tracker.annotation_of(result)
+            if ann is not None:
+                ann.statistic = dr.MISSING
+            return result
+
+        setattr(pd.DataFrame, name, counted)
+
+    for name in ("sum", "mean"):
+        wrap_missing_count(name)
 
     def wrap_groupby(cls: type, method: str) -> None:
         orig = getattr(cls, method)

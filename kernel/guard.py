@@ -235,10 +235,17 @@ class OutputGuard:
             self.cell_id = msg_id
             self.cell_block = None
             self._text_notes.clear()
+            models = self.tracker.__dict__.get("models")
+            if models is not None:
+                models.cell_notes.clear()
             self._stream_tail.clear()
             self._muted_streams.clear()
 
     def _cell_events_block(self) -> Decision | None:
+        models = self.tracker.__dict__.get("models")
+        for note in models.cell_notes if models is not None else ():
+            if note.blocked:  # an evaluation table of which every cell fails
+                return note
         for ev in self.tracker.cell_events:
             fails = [f for f in ev.fails if f != dr.EXTREMES]
             if fails:
@@ -264,7 +271,7 @@ class OutputGuard:
             models = self.tracker.__dict__.get("models")
             fit = None if models is None else models.judge_object(obj)
             if fit is not None:
-                return fit, obj
+                return fit, models.shown_instead(obj)
             if isinstance(obj, (pd.DataFrame, pd.Series)):
                 return self._judge_pandas(obj)
             if _is_figure(obj):
@@ -446,6 +453,10 @@ class OutputGuard:
                     elif stat[:1] == "q" and stat[-1:] == "%" and _extreme_percentile(
                             stat, n, rules):  # fmt: skip
                         fails.append(dr.EXTREMES)  # a group's describe(): 25% of 21 records
+                    if stat == dr.MISSING and pos_rows is not None:
+                        pos = _count(pos_rows.get(row), None)
+                        if pos is not None:
+                            fails.extend(dr.record_count_fails(pos, n, rules))
                     if stat in ("mean", "sum"):
                         pos = (_count(pos_rows.get(row), None) if pos_rows is not None
                                else _positives(ann, row, col))  # fmt: skip
@@ -662,8 +673,9 @@ class OutputGuard:
                 # digit in it: the sentry scans metadata with the content, and a digit anywhere
                 # in a megabyte of words costs its PHI patterns a pass over all of it (~5 ms).
                 decision = Decision.release(SENTRY_SCAN_RULE, SENTRY_SCAN_REASON)
-        if decision is None and not prior and self._text_notes and msg_type in OUTPUT_TYPES:
-            decision = self._text_notes[0]  # the cell wrote a redacted table as text
+        notes = self._text_notes or getattr(self.tracker.__dict__.get("models"), "cell_notes", [])
+        if decision is None and not prior and notes and msg_type in OUTPUT_TYPES:
+            decision = notes[0]  # the cell wrote a redacted table (or report) as text
         if decision is None:
             if prior:
                 meta["bedside"] = prior

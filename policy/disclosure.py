@@ -34,6 +34,8 @@ ROUNDING = "rounding"
 # `safe_dof_threshold`, its MinimumDoFCheck).
 DEGREES_OF_FREEDOM = "degrees-of-freedom"
 
+# The statistic of a count of missing values per column (`df.isna().sum()`): `record_count_fails`.
+MISSING = "missing"
 FREQUENCY_STATISTICS = frozenset({"count", "size", "frequency", "nunique"})
 MAGNITUDE_STATISTICS = frozenset({"sum", "mean"})
 EXTREME_STATISTICS = frozenset({"min", "max", "first", "last"})
@@ -138,6 +140,19 @@ def binary_class_fails(positives: int, count: int, rules: DisclosureRules) -> tu
                 fails.append(CLASS)
         elif part < rules.min_cell_count:
             fails.append(THRESHOLD)
+    return tuple(dict.fromkeys(fails))
+
+
+def record_count_fails(count: int, total: int, rules: DisclosureRules) -> tuple[str, ...]:
+    """A count of records with a property that is not a patient's attribute (a missing value):
+    judged like any count, as ACRO judges a one-cell frequency table without its zeros rule.
+
+    A non-zero count below the threshold fails, and so does its complement (the table's size is
+    shown by `len(df)`, so `total - count` is as good as printed). Zero passes: that no record
+    lacks a value says nothing of any patient, unlike nobody in a group having a diagnosis
+    (`binary_class_fails`).
+    """
+    fails = [THRESHOLD for part in (count, total - count) if 0 < part < rules.min_cell_count]
     return tuple(dict.fromkeys(fails))
 
 

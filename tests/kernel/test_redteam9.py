@@ -420,13 +420,12 @@ HONEST_FIXED: dict[str, str] = {
     "    ax.annotate(f'{v:.0f}', (i, v))\nplt.xticks(rotation=45)\nplt.show()",
     "name-length-summary": "df.surname.str.len().describe().round(2)",
     "describe-max": "df.kosten.describe().round(1)",
-}
-
-# Honest cells still blocked (decided outside this round's files): strict xfails; what passes
-# instead is in HONEST (`df.isna().sum()`).
-HONEST_LIMITS: dict[str, str] = {
+    # a count of missing values is a count of records (0 here), no longer class disclosure
     "warnings-summary": "warnings.warn(f'{int(df.kosten.isna().sum())} missing costs')",
 }
+
+# Honest cells still blocked (decided outside this round's files): strict xfails.
+HONEST_LIMITS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -498,7 +497,7 @@ def test_leak_reaches_no_client(client: Client, judge: Judge, name: str) -> None
 
 @pytest.mark.parametrize(
     "name",
-    [*sorted(HONEST), *sorted(HONEST_FIXED), *_xfail(HONEST_LIMITS, "class-disclosure of isna")],
+    [*sorted(HONEST), *sorted(HONEST_FIXED), *_xfail(HONEST_LIMITS, "still blocked")],
 )
 def test_honest_cell_comes_through(client: Client, name: str) -> None:
     messages = _run(client, {**HONEST, **HONEST_FIXED, **HONEST_LIMITS}[name])
