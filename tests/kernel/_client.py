@@ -107,6 +107,10 @@ class Reply:
                     out.append(meta["bedside"]["decision"])
         return out
 
+    def blocked(self) -> bool:
+        """Whether a message of this reply carries the guard's `blocked` decision."""
+        return "blocked" in self.decisions()
+
     def text(self) -> str:
         return "\n".join(
             json.dumps({"c": m.get("content"), "m": m.get("metadata")}, default=str)
@@ -171,6 +175,12 @@ class Session:
 
     def execute(self, code: str, **kw: Any) -> Reply:
         return self.request(lambda: self.kc.execute(code, **kw))
+
+    def set_up(self, code: str) -> Session:
+        """Run a module's setup cell, failing the test with what the kernel said if it errs."""
+        r = self.execute(code)
+        assert r.reply["content"]["status"] == "ok", r.shown()
+        return self
 
 
 _MSG_ID = re.compile(r"[0-9a-f]{8}(?:-?[0-9a-f]{4}){3}-?[0-9a-f]{12}_\d+_\d+")

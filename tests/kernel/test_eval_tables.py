@@ -16,7 +16,7 @@ import re
 
 import pytest
 
-from tests.kernel._client import Reply, Session
+from tests.kernel._client import Session
 
 SETUP = """
 import warnings
@@ -41,13 +41,7 @@ ward_guess = ward_true.sample(frac=1, random_state=1).to_numpy()
 
 @pytest.fixture(scope="module")
 def session(guarded: Session) -> Session:
-    r = guarded.execute(SETUP)
-    assert r.reply["content"]["status"] == "ok", r.shown()
-    return guarded
-
-
-def _blocked(r: Reply) -> bool:
-    return "blocked" in r.decisions()
+    return guarded.set_up(SETUP)
 
 
 # Each must fail on main: the small cells reach the client there.
@@ -78,20 +72,20 @@ def test_small_evaluation_table_is_withheld(session: Session, name: str) -> None
     assert r.reply["content"]["status"] == "ok", r.shown()
     if not EXPECT.get(name, True):
         return
-    assert _blocked(r), (name, r.shown())
+    assert r.blocked(), (name, r.shown())
     assert "instead:" in r.shown()
 
 
 def test_small_confusion_matrix_shows_no_counts(session: Session) -> None:
     r = session.execute("confusion_matrix(small_y, small_pred).tolist()")
     # `tolist()` of the matrix is a new list: its text is still recognised as the matrix
-    assert _blocked(r), r.shown()
+    assert r.blocked(), r.shown()
 
 
 def test_report_with_a_rare_class_suppresses_its_cells(session: Session) -> None:
     """The rare class (2 patients) has its row suppressed; the other classes come through."""
     r = session.execute("print(classification_report(ward_true, ward_guess))")
-    assert not _blocked(r), r.shown()
+    assert not r.blocked(), r.shown()
     assert "redacted" in r.decisions(), r.decisions()
     shown = r.shown()
     rare = next(line for line in shown.splitlines() if line.strip().startswith("rare"))
@@ -102,7 +96,7 @@ def test_report_with_a_rare_class_suppresses_its_cells(session: Session) -> None
 
 def test_confusion_matrix_displayed_with_small_cells_suppressed(session: Session) -> None:
     r = session.execute("display(cmr)")
-    assert not _blocked(r), r.shown()
+    assert not r.blocked(), r.shown()
     assert "suppressed" in r.shown() and "redacted" in r.decisions()
 
 
@@ -125,13 +119,13 @@ HONEST = {
 def test_honest_evaluation_is_released(session: Session, name: str) -> None:
     r = session.execute(HONEST[name])
     assert r.reply["content"]["status"] in ("ok",), r.shown()
-    assert not _blocked(r), (name, r.shown())
+    assert not r.blocked(), (name, r.shown())
     assert re.search(r"\d", r.shown()), r.shown()
 
 
 def test_displayed_confusion_matrix_is_rounded(session: Session) -> None:
     r = session.execute("confusion_matrix(yte, pred)")
-    assert not _blocked(r), r.shown()
+    assert not r.blocked(), r.shown()
     nums = [int(x) for x in re.findall(r"\d+", r.shown().split("array", 1)[-1])]
     assert nums and all(x % 5 == 0 for x in nums), r.shown()
 
@@ -154,7 +148,7 @@ def test_small_missing_count_is_judged_as_a_count(session: Session, name: str) -
     shown = r.shown()
     if name == "frame":
         # the column with 3 missing is suppressed; the others (0 missing) come through
-        assert not _blocked(r), shown
+        assert not r.blocked(), shown
         assert re.search(r"cost\s+suppressed", shown) and re.search(r"age\s+0", shown), shown
     else:
-        assert _blocked(r), shown
+        assert r.blocked(), shown

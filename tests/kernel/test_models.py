@@ -83,13 +83,7 @@ small = df.head(8)
 
 @pytest.fixture(scope="module")
 def session(guarded: Session) -> Session:
-    r = guarded.execute(SETUP)
-    assert r.reply["content"]["status"] == "ok", r.shown()
-    return guarded
-
-
-def _blocked(r: Reply) -> bool:
-    return "blocked" in r.decisions()
+    return guarded.set_up(SETUP)
 
 
 @pytest.mark.parametrize("key", sorted(ACRO_FAILS))
@@ -100,13 +94,13 @@ def test_fit_params_follow_acro(session: Session, key: tuple[str, str]) -> None:
     r = session.execute(code)
     assert r.reply["content"]["status"] == "ok", r.shown()
     if ACRO_FAILS[key]:
-        assert _blocked(r), (key, r.shown())
+        assert r.blocked(), (key, r.shown())
         assert "degrees-of-freedom" in r.text()
         assert "instead:" in r.shown()
         # no coefficient in what the client received
         assert not re.search(r"Intercept|const\s+-?\d", r.shown()), r.shown()
     else:
-        assert not _blocked(r), (key, r.shown())
+        assert not r.blocked(), (key, r.shown())
         assert re.search(r"(Intercept|const)\s+-?\d", r.shown()), r.shown()
 
 
@@ -196,7 +190,7 @@ def test_small_fit_or_test_is_withheld(session: Session, name: str) -> None:
     code, rule = LEAKS[name]
     r = session.execute(code)
     assert r.reply["content"]["status"] == "ok", r.shown()
-    assert _blocked(r), (name, r.shown())
+    assert r.blocked(), (name, r.shown())
     rules = _rules(r)
     assert rules, r.text()
     if rule is not None:
@@ -258,7 +252,7 @@ HONEST = {
 def test_honest_fits_and_tests_are_released(session: Session, name: str) -> None:
     r = session.execute(HONEST[name])
     assert r.reply["content"]["status"] == "ok", r.shown()
-    assert not _blocked(r), (name, r.shown())
+    assert not r.blocked(), (name, r.shown())
     assert re.search(r"\d\.\d", r.shown()), r.shown()
 
 
@@ -267,7 +261,7 @@ def test_survival_table_suppresses_steps_with_few_at_risk(session: Session) -> N
     last steps, with fewer than 10 patients still at risk, are suppressed."""
     r = session.execute("SurvfuncRight(df.head(400).los_days, df.head(400).died).summary()")
     assert r.reply["content"]["status"] == "ok", r.shown()
-    assert not _blocked(r), r.shown()
+    assert not r.blocked(), r.shown()
     assert "redacted" in r.decisions(), r.decisions()
     shown = r.shown()
     assert re.search(r"\b390\b", shown) and "suppressed" in shown, shown
@@ -276,6 +270,6 @@ def test_survival_table_suppresses_steps_with_few_at_risk(session: Session) -> N
 def test_policy_threshold_is_the_dof_setting(session: Any) -> None:
     """The default is ACRO's safe_dof_threshold: 12 rows, one regressor = 10 dof, released."""
     r = session.execute('smf.ols("cost ~ age", data=df.head(12)).fit().params')
-    assert not _blocked(r), r.shown()
+    assert not r.blocked(), r.shown()
     r = session.execute('smf.ols("cost ~ age", data=df.head(11)).fit().params')
-    assert _blocked(r), r.shown()
+    assert r.blocked(), r.shown()
