@@ -656,6 +656,10 @@ def _contributions(
 
 
 _TOP_COLUMNS = pd.Index(["top1", "top2", "total"])
+# DataFrame methods whose Series result pandas finalizes from the frame after `_reduce`.
+_FRAME_REDUCTIONS = frozenset({"sum", "prod", "product", "mean", "median", "std", "var", "sem",
+                               "min", "max", "skew", "kurt", "kurtosis", "count", "nunique",
+                               "any", "all", "idxmin", "idxmax"})  # fmt: skip
 
 
 def _statistic_of(method: str, args: tuple, kwargs: dict) -> tuple[str, dict[Any, str]]:
@@ -695,7 +699,14 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
     orig_finalize = NDFrame.__finalize__
 
     def __finalize__(self: NDFrame, other: Any, method: str | None = None, **kw: Any) -> Any:
+        # pandas 3 finalizes a frame reduction's result from the frame (`DataFrame.sum` ends with
+        # `result.__finalize__(self, method="sum")`), after `frame_reduce` below has annotated
+        # it: the frame's attrs would replace the aggregate's tag, and `small[["cost"]].sum()`
+        # would leave unjudged. An aggregate's tag is kept.
+        kept = tag_of(self) if method in _FRAME_REDUCTIONS else None
         out = orig_finalize(self, other, method, **kw)
+        if kept is not None and kept[0] == "agg":
+            self.attrs[TAG] = kept
         if not tracker.touched and tag_of(other) is not None:
             tracker.touched = True
         return out
