@@ -888,6 +888,38 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
 
     NDFrame.describe = describe  # type: ignore[method-assign]
 
+    # `df[cols].agg(["sum", "mean"])` (or a dict of lists): a table of statistics by column, which
+    # pandas builds from each column's reductions and returns untagged. Judged like `describe()`:
+    # each cell by its column's records, the rows of extremes suppressed.
+    orig_frame_agg = pd.DataFrame.aggregate
+
+    @functools.wraps(orig_frame_agg)
+    def frame_aggregate(self: pd.DataFrame, func: Any = None, axis: Any = 0, *a: Any,
+                        **kw: Any) -> Any:  # fmt: skip
+        table = None if tracker.busy else table_of(self, tracker)
+        if table is None or axis not in (0, "index") or not isinstance(func, (list, tuple, dict)):
+            return orig_frame_agg(self, func, axis, *a, **kw)
+        with tracker.quiet():
+            result = orig_frame_agg(self, func, axis, *a, **kw)
+            n = self.notna().sum()
+        tracker.touched = True
+        if isinstance(result, pd.Series):  # a dict of one statistic per column
+            return tracker.annotate_summary(table, result, n.reindex(result.index).fillna(0))
+        if not isinstance(result, pd.DataFrame):
+            return result
+        counts = pd.DataFrame(
+            {c: [int(n.get(c, len(self)))] * len(result.index) for c in result.columns},
+            index=result.index,
+        )
+        extremes = tuple(r for r in ("min", "max") if r in result.index)
+        return tracker.annotate(
+            result,
+            Annotation(table, "summary", counts, "mean", {}, suppress_rows=extremes),
+        )
+
+    pd.DataFrame.aggregate = frame_aggregate  # type: ignore[method-assign]
+    pd.DataFrame.agg = frame_aggregate  # type: ignore[method-assign]
+
     import pandas.core.reshape.pivot as pivot_mod
 
     orig_crosstab = pivot_mod.crosstab

@@ -2,8 +2,10 @@
 
 pandas 3 finalizes such a result from the frame after the guard's reduction hook has annotated
 it (`DataFrame.sum` ends with `result.__finalize__(self, method="sum")`): the frame's tag used to
-replace the aggregate's, and the sum of three patients' costs left the kernel unjudged. Each
-case in SMALL was released on the commit before the fix.
+replace the aggregate's, and the sum of three patients' costs left the kernel unjudged. A table of
+statistics by column (`df[cols].agg(["sum", "mean"])`) came back untagged and was not judged
+either. Each of the sums, means, medians, deviations and `agg` lists in SMALL was released
+before these fixes.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ SMALL = {
     "std": 'small[["cost", "age"]].std()',
     "filtered": 'one_ward[["cost"]].sum()',
     "max-whole-table": 'df[["cost", "age"]].max()',
+    "agg-list": 'small[["cost", "age"]].agg(["sum", "mean"])',
+    "agg-list-printed": 'print(small[["cost", "age"]].agg(["sum", "mean"]))',
+    "agg-dict": 'small[["cost", "age"]].agg({"cost": "sum", "age": "mean"})',
+    "agg-dict-of-lists": 'small.agg({"cost": ["sum"], "age": ["mean"]})',
 }
 
 WHOLE = {
@@ -36,7 +42,16 @@ WHOLE = {
     "std": 'df[["cost", "age"]].std()',
     "missing": "df.isna().sum()",
     "missing-rate": "df.isna().mean()",
+    "agg-list": 'df[["cost", "age"]].agg(["sum", "mean"])',
+    "agg-dict": 'df[["cost", "age"]].agg({"cost": "sum", "age": "mean"})',
 }
+
+
+def test_extremes_row_of_a_statistics_table_is_suppressed(session: Session) -> None:
+    r = session.execute('df[["cost", "age"]].agg(["mean", "max"])')
+    assert "redacted" in r.decisions() and not r.blocked(), (r.decisions(), r.shown())
+    row = next(line for line in r.shown().splitlines() if line.startswith("max"))
+    assert row.split()[1:] == ["suppressed", "suppressed"], r.shown()
 
 
 @pytest.fixture(scope="module")
