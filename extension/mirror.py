@@ -73,6 +73,11 @@ PREPARE_MIN_BYTES = 256 * 1024
 #: One worker: a message's opening is prepared while the event loop thread checks that message.
 _OPENINGS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bedside-opening")
 
+#: The highest receipt version this side reads, asked for with the intent. Version 2 leaves out
+#: the digest of the message's committed bytes when the receipt carries the message's own output
+#: entry with its salt: opening that commitment with the same bytes binds them (`_check_receipt`).
+RECEIPTS = 2
+
 #: How long a gap in our copy may last before we ask the sentry for the missing entries.
 #: Receipts on iopub and shell overtake each other by milliseconds; a gap that outlives this
 #: is an entry whose receipt went to a connection we do not hold (Enterprise Gateway's own
@@ -184,6 +189,22 @@ class _Deferred:
     opening: _PendingOpening
     leaf: bytes  # the leaf hash `_defer` checked the hospital's root with
     msg: dict[str, Any]  # header and channel, to name the message if writing it fails
+
+
+def _own_output(items: list[Any], msg_id: object) -> bool:
+    """Whether a receipt's entries hold the output entry of message `msg_id` with its salt
+    (whose commitment `SessionMirror._opening` then opens with the message's bytes)."""
+    for item in items:
+        entry = item.get("entry") if type(item) is dict else None
+        if (
+            type(entry) is dict
+            and isinstance(item.get("salt"), str)
+            and item["salt"]
+            and entry.get("kind") == E.OUTPUT
+            and entry.get("msg_id") == msg_id
+        ):
+            return True
+    return False
 
 
 class _NotYet(Exception):
@@ -378,7 +399,8 @@ class SessionMirror:
         # Signed inside the intent, so the ledger header (entry 0) carries the signature.
         intent["researcher_sig"] = _b64(self.signer.sign(canonical_json(intent)))
         self._signed_intent = intent
-        content = {"intent": intent}
+        # `receipts` beside the intent, not in it: the header records the intent as signed.
+        content = {"intent": intent, "receipts": RECEIPTS}
         msg = new_message("bedside_intent_request", content, session=self.client_session)
         self.intent_msg_id = msg["header"]["msg_id"]
         self._intent_request = msg
@@ -525,7 +547,7 @@ class SessionMirror:
 
         The sentry sends the header entry with the receipt of its first answer; an answer given
         again (that first one went to a connection the browser dropped) carries it only in its
-        content, which the receipt's digest covers.
+        content, which the receipt binds (its digest, or its own output entry's commitment).
         """
         header = (msg.get("content") or {}).get("header")
         if self.ledger is not None or 0 in self._staged or not isinstance(header, dict):
@@ -782,15 +804,29 @@ class SessionMirror:
         channel = str(msg.get("channel", ""))
         msg_type = str(header.get("msg_type", ""))
         content = msg.get("content") or {}
-        digest = receipt.get("digest")
-        committed = output_committed_bytes(channel=channel, msg_type=msg_type, content=content)
         items = receipt.get("entries") or []
+        if not isinstance(items, list):
+            raise LedgerIntegrityError("the receipt's entries are not a list")
+        digest = receipt.get("digest")
+        # What binds the message's content to the signed receipt: its `digest` (version 1, and
+        # version 2 when it has one), or in version 2 without it, this message's own output
+        # entry with its salt, whose commitment `_opening` opens with the same committed bytes
+        # (or the receipt is refused). A receipt with neither binds nothing and is refused.
+        version = receipt.get("v")
+        if version not in (1, 2) or type(version) is not int:
+            raise SignatureError(f"receipt version {version!r} is not one this extension reads")
+        if digest is None and (version == 1 or not _own_output(items, header.get("msg_id"))):
+            raise LedgerIntegrityError(
+                "the receipt binds no content: it has no digest and no salted output entry "
+                "of this message"
+            )
+        committed = output_committed_bytes(channel=channel, msg_type=msg_type, content=content)
         salted = any("salt" in item for item in items if type(item) is dict)
         if salted and len(committed) >= PREPARE_MIN_BYTES:
             # Only the bytes: the index and salt are set (and checked) when the entry is staged.
             prepare = PreparedOpening, -1, "content", DOMAIN_OUTPUT, b"", committed
             self._preparing = committed, _OPENINGS.submit(*prepare)
-        if digest != "sha256:" + hashlib.sha256(committed).hexdigest():
+        if digest is not None and digest != "sha256:" + hashlib.sha256(committed).hexdigest():
             self._preparing = None
             raise LedgerIntegrityError("the message content does not match its receipt digest")
         # Iopub and shell travel on different sockets through the gateway, so receipts can

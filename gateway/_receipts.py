@@ -43,6 +43,20 @@ def _jstr(value: str) -> bytes:
     return _str(value).encode("utf-8")
 
 
+#: The receipt versions: 1 always carries `digest`; 2 leaves it out when the receipt's entries
+#: hold this message's own output entry with its salt, whose commitment binds the same bytes
+#: (docs/dev/contracts.md, "the receipt"). The sentry writes 2 only to a researcher side that
+#: asked for it with its intent (`bedside_intent_request` `"receipts": 2`).
+RECEIPTS = 2
+
+
+def receipt_version(asked: object) -> int:
+    """The receipt version for a researcher side that reads up to `asked` (1 when not said)."""
+    if isinstance(asked, int) and not isinstance(asked, bool) and asked >= 1:
+        return min(asked, RECEIPTS)
+    return 1
+
+
 # How long appended entries may wait before they are made durable (fsync) when messages keep
 # flowing; the sentry flushes as soon as the relay is quiet, and a header, seal, checkpoint or
 # interruption is durable at once. One fsync per message would double a trivial cell's time.
@@ -124,7 +138,6 @@ class Prepared:
     raw_content: bytes  # canonical_content(content): the content frame sent
     committed: bytes  # the committed bytes around it
     commitment: tuple[str, bytes]  # commit(DOMAIN_OUTPUT, committed): (hex, fresh salt)
-    digest: str  # sha256 hex of the committed bytes (the receipt's digest)
     opening: PreparedOpening  # its index is filled in at the append
 
 
@@ -144,7 +157,7 @@ class Ahead:
 def prepare_release(
     channel: str, msg_type: str, content: dict[str, Any], buffers: list[bytes]
 ) -> Prepared:
-    """Encode, commit, hash and base64 one output ahead of its verdict (see `Prepared`).
+    """Encode and commit one output ahead of its verdict (see `Prepared`).
 
     hashlib and hmac let go of the GIL on large inputs, so this runs on the other core while
     the relay's thread scans the same content (the compiled scanner lets go of it too)."""
@@ -152,9 +165,8 @@ def prepare_release(
     committed = committed_from_content(channel, msg_type, raw, buffers, content)
     salt = RANDOM.take(SALT_SIZE)
     commitment = commit(DOMAIN_OUTPUT, committed, salt=salt)
-    digest = hashlib.sha256(committed).hexdigest()
     opening = PreparedOpening(-1, "content", DOMAIN_OUTPUT, salt, committed)
-    return Prepared(raw, committed, commitment, digest, opening)
+    return Prepared(raw, committed, commitment, opening)
 
 
 class HospitalLedger:
@@ -169,6 +181,10 @@ class HospitalLedger:
         self.ledger = Ledger.create(path, session_id=session_id, origin=origin)
         # Entries appended since the last receipt: (index, the entry's bytes as written, salt).
         self._pending: list[tuple[int, bytes, str | None]] = []
+        # The receipt version the researcher side reads (`receipt_version`), and the output
+        # entry appended last with its salt for the receipt: (index, msg_id, committed bytes).
+        self.receipts = 1
+        self._released: tuple[int, str, bytes] | None = None
         self.last_checkpoint: str | None = None
         # Ledger size right after the latest checkpoint entry (nothing unsigned beyond it).
         self.last_signed_size = 0
@@ -294,7 +310,10 @@ class HospitalLedger:
             kernel=kernel,
             prepared=prepared,
         )
-        return self.append(entry, opening=opening, public=not decision.blocked)
+        index = self.append(entry, opening=opening, public=not decision.blocked)
+        if not decision.blocked:
+            self._released = (index, msg_id, committed)
+        return index
 
     def _output_entry(
         self,
@@ -381,7 +400,9 @@ class HospitalLedger:
         after.append(hash_leaf(payload))
         salt = b64(opening.salt)
         pending = [*self._pending, (index, payload, salt)]
-        receipt = self._receipt(pending, msg_id, prepared.digest, after.root(), index + 1, None)
+        # this message's own salted entry is in it: version 2 needs no digest
+        digest = hashlib.sha256(prepared.committed).hexdigest() if self.receipts < 2 else None
+        receipt = self._receipt(pending, msg_id, digest, after.root(), index + 1, None)
         return Ahead(entry, opening, index, payload, after.root(), salt, receipt)
 
     def append_ahead(self, ahead: Ahead) -> bool:
@@ -398,6 +419,8 @@ class HospitalLedger:
         )
         if held:
             self._pending = []
+        else:
+            self._released = (index, str(ahead.entry["msg_id"]), ahead.opening.content)
         return held
 
     def interrupted(self, reason: str, msg_id: str | None) -> int:
@@ -512,14 +535,14 @@ class HospitalLedger:
         return value
 
     def receipt_bytes(
-        self,
-        msg_id: str,
-        committed: bytes,
-        *,
-        checkpoint: str | None = None,
-        digest: str | None = None,
+        self, msg_id: str, committed: bytes, *, checkpoint: str | None = None
     ) -> bytes:
         """The signed receipt for one message leaving, as JSON bytes ready for the wire.
+
+        `committed` are the bytes of the message as it leaves. Version 2 (when the researcher
+        side reads it) leaves the digest of them out if the entries it carries hold the output
+        entry just appended for this very message and bytes, with its salt: the researcher
+        opens that commitment with these bytes, which binds them as the digest would.
 
         `sig` is over rfc8785 of the receipt without it. That text is spliced here in RFC 8785's
         key order from the entries' own canonical bytes as the ledger wrote them, so no entry is
@@ -527,18 +550,27 @@ class HospitalLedger:
         not matter to the reader, which drops it and canonicalises the rest).
         """
         pending, self._pending = self._pending, []
-        digest = digest or hashlib.sha256(committed).hexdigest()
+        own = self._released
+        bound = (
+            self.receipts >= 2
+            and own is not None
+            and own[1] == msg_id
+            and (own[2] is committed or own[2] == committed)
+            and any(index == own[0] and salt is not None for index, _, salt in pending)
+        )
+        digest = None if bound else hashlib.sha256(committed).hexdigest()
         return self._receipt(pending, msg_id, digest, self.ledger.root(), self.size, checkpoint)
 
     def _receipt(
         self,
         pending: list[tuple[int, bytes, str | None]],
         msg_id: str,
-        digest: str,
+        digest: str | None,
         root: bytes,
         size: int,
         checkpoint: str | None,
     ) -> bytes:
+        """The receipt's bytes: version 1 with `digest`, version 2 without (`receipt_bytes`)."""
         entries_json = b",".join(
             b'{"entry":'
             + raw
@@ -549,14 +581,15 @@ class HospitalLedger:
             for index, raw, salt in pending
         )
         parts = [
-            b'"digest":"sha256:' + digest.encode() + b'"',
             b'"entries":[' + entries_json + b"]",
             b'"key":' + _jstr(self.key),
             b'"msg_id":' + _jstr(msg_id),
             b'"root":"' + root.hex().encode() + b'"',
             b'"size":' + str(size).encode(),
-            b'"v":1',
+            b'"v":1' if digest is not None else b'"v":2',
         ]
+        if digest is not None:
+            parts.insert(0, b'"digest":"sha256:' + digest.encode() + b'"')
         if checkpoint is not None:
             parts.insert(0, b'"checkpoint":' + _jstr(checkpoint))
         body = b"{" + b",".join(parts) + b"}"

@@ -60,6 +60,7 @@ from bedside.gateway._receipts import (
     committed_bytes,
     committed_from_content,
     prepare_release,
+    receipt_version,
 )
 from bedside.gateway._session import (
     Budget,
@@ -1093,12 +1094,7 @@ class Sentry:
         note = None
         if (end_of_cell or checkpoint) and self.ledger.has_header:
             note = self.ledger.sign_checkpoint()
-        receipt = self.ledger.receipt_bytes(
-            header["msg_id"],
-            committed,
-            checkpoint=note,
-            digest=prepared.digest if prepared is not None else None,
-        )
+        receipt = self.ledger.receipt_bytes(header["msg_id"], committed, checkpoint=note)
         raw_metadata = _metadata_with_receipt(metadata, receipt)
         raw_header = dumps(header)
         if channel == "iopub":
@@ -1156,8 +1152,7 @@ class Sentry:
             # Not what the receipt named (cannot happen while only this thread appends): the
             # receipt of what the ledger holds, signed here.
             log.warning("a receipt made ahead did not match the ledger; made again")
-            receipt = self.ledger.receipt_bytes(header["msg_id"], prepared.committed,
-                                                digest=prepared.digest)  # fmt: skip
+            receipt = self.ledger.receipt_bytes(header["msg_id"], prepared.committed)
             raw_metadata = _metadata_with_receipt(metadata, receipt)
             signature = None
         topic = f"kernel.{self.session_id}.{msg_type}".encode()
@@ -1311,6 +1306,7 @@ class Sentry:
                 "environment_digest": env,
             }, False
         self.budget = budget
+        self.ledger.receipts = receipt_version(msg.content.get("receipts"))
         self.intent = intent.raw
         self.researcher_key = intent.researcher_key
         index, entry = self.ledger.header(

@@ -35,6 +35,8 @@ class StandInHospital:
         self._header: dict[str, Any] = {}
         # {index: (salt, content)} of the openings a receipt made public, as the sentry keeps
         self.public: dict[int, tuple[str, str]] = {}
+        # the receipt version the researcher asked for with its intent (1 until it asks)
+        self.receipts = 1
 
     def _append(self, entry: dict[str, Any], opening: dict[str, Any] | None, salt: str | None):
         index = self.ledger.append(entry, opening=opening)
@@ -81,6 +83,10 @@ class StandInHospital:
             "root": self.ledger.root().hex(),
             "key": self.signer.verifier_key,
         }
+        if record and self.receipts >= 2:
+            # as the sentry: this message's own salted entry binds the bytes, no digest
+            receipt["v"] = 2
+            del receipt["digest"]
         if checkpoint:
             receipt["checkpoint"] = self.ledger.sign_checkpoint(self.signer)
         self.pending = []
@@ -109,6 +115,7 @@ class StandInHospital:
                 "shell", "bedside_intent_reply", content, request["header"], record=False
             )
         self.researcher_key = intent["researcher_key"]
+        self.receipts = min(int(request["content"].get("receipts", 1)), 2)
         header = entries.header(
             session=self.session,
             origin=self.origin,

@@ -169,8 +169,12 @@ def test_seal_takes_the_due_cosign_first(pair) -> None:
         assert open_checkpoint(note, [hospital.signer.verifier])[0].size == mirror.ledger.size
 
 
-def test_tampered_output_is_unverified_and_logged(pair) -> None:
+@pytest.mark.parametrize("receipts", [1, 2])
+def test_tampered_output_is_unverified_and_logged(pair, receipts: int) -> None:
+    """Content changed after the custodian signed it: in version 1 the digest catches it, in
+    version 2 (no digest) the output's own commitment does."""
     mirror, hospital, sent = pair
+    hospital.receipts = receipts
     request = _execute(mirror, "print(2)")
     busy, stream, reply, idle = hospital.execute(request, "2\n")
     assert mirror.observe_reply(busy).verified
@@ -178,7 +182,7 @@ def test_tampered_output_is_unverified_and_logged(pair) -> None:
     verdict = mirror.observe_reply(stream)
     assert not verdict.verified
     assert stream["metadata"]["bedside"]["verified"] is False
-    assert "digest" in verdict.reason
+    assert ("digest" if receipts == 1 else "commitment") in verdict.reason
     lines = mirror.unverified_log.read_text().splitlines()
     assert json.loads(lines[-1])["msg_id"] == stream["header"]["msg_id"]
     assert mirror.status()["unverified_messages"] == 1

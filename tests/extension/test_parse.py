@@ -1,7 +1,7 @@
 """The gateway message parser of the websocket path and the receipt check on what it read: the
 same values as `json.loads` (orjson's only where they are exactly those), written out again
 with the same values, committed bytes identical to the reference RFC 8785 encoder, and a text
-that is not what the receipt signed is still caught (the digest decides)."""
+that is not what the receipt signed is still caught (its commitment decides)."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def test_receipts_checked_on_what_arrived(tmp_path: Path, standin, monkeypatch) 
     stream = next(m for m in replies if m["header"]["msg_type"] == "stream")
     verdict, seen = deliver(stream, tamper=True)
     assert not verdict.verified
-    assert "digest" in verdict.reason
+    assert "commitment" in verdict.reason  # version 2: the output's own commitment decides
     assert seen["metadata"]["bedside"]["verified"] is False
     assert mirror._preparing is None
     # the verified cells are in our copy with openings the reference encoder's bytes open

@@ -75,3 +75,31 @@ def test_intent_with_a_bad_researcher_signature_is_refused(tmp_path) -> None:
     forged = {**content["intent"], "budget": {"cells": 4}}  # changed after signing
     with pytest.raises(IntentRefused, match="researcher_sig does not verify"):
         _check_intent_signature(forged, signer.verifier)
+
+
+@pytest.mark.parametrize("asked", [2, None])
+def test_the_receipt_version_follows_what_the_intent_asked(client, tmp_path, asked) -> None:
+    """The real sentry: a researcher side that asks for version 2 gets receipts without a
+    digest for the outputs whose own salted entry they carry (400 kB on the prepared path
+    too, and the reply and status messages); one that does not ask keeps getting digests. Every
+    receipt still binds the bytes received (`check_receipt` opens the commitment with them)."""
+    from _sentry_support import check_receipt
+
+    content = signed_intent(tmp_path, Signer.generate("researcher"))
+    if asked is None:
+        del content["receipts"]
+    else:
+        assert content["receipts"] == asked
+    reply = client.request("bedside_intent_request", content)
+    assert reply["content"]["status"] == "ok"
+    key = reply["metadata"]["bedside"]["receipt"]["key"]
+    # the intent reply is recorded after the header it carries: its own entry binds it too
+    assert check_receipt("shell", reply, key)["v"] == (asked or 1)
+    execute_reply, outputs = client.execute("print('x' * 400_000)")
+    assert any(len(m["content"].get("text", "")) > 300_000 for m in outputs)
+    for channel, msg in [*(("iopub", m) for m in outputs), ("shell", execute_reply)]:
+        receipt = check_receipt(channel, msg, key)
+        if asked == 2:
+            assert receipt["v"] == 2 and "digest" not in receipt, msg["msg_type"]
+        else:
+            assert receipt["v"] == 1 and receipt["digest"].startswith("sha256:")

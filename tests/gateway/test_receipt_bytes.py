@@ -328,3 +328,60 @@ def test_the_deferred_flush_runs_beside_the_relay_and_fails_loudly(ledger, monke
     book._flushing.exception(10)
     with pytest.raises(OSError, match="No space"):
         book.flush_if_due()
+
+
+def test_version_2_leaves_the_digest_out_only_where_an_own_salted_entry_binds(ledger):
+    """`receipts = 2` (the researcher asked for it): no digest exactly when the receipt carries
+    the output entry just appended for this message and these bytes, with its salt. A blocked
+    output (no salt), another message's entry, other bytes, or no entry keep the digest."""
+    book, signer = ledger
+    book.receipts = 2
+    book.header(
+        intent={},
+        policy_id="p",
+        policy_digest="sha256:" + "0" * 64,
+        environment_digest="sha256:" + "1" * 64,
+        researcher_key=None,
+    )
+    before = _check(book.receipt_bytes("m0", b"{}"), signer)  # entries, but no output
+    assert before["v"] == 1 and "digest" in before
+
+    def out(msg_id: str, text: str, decision: Decision) -> bytes:
+        committed = committed_bytes("iopub", "stream", {"name": "stdout", "text": text}, [])
+        book.output(
+            msg_id=msg_id,
+            parent="req",
+            channel="iopub",
+            msg_type="stream",
+            committed=committed,
+            decision=decision,
+        )
+        return committed
+
+    released = Decision.release(layer=Layer.SENTRY)
+    sent = out("out-1", "2\n", released)
+    receipt = _check(book.receipt_bytes("out-1", sent), signer)
+    assert receipt["v"] == 2 and "digest" not in receipt
+    (item,) = receipt["entries"]
+    assert item["entry"]["msg_id"] == "out-1" and "salt" in item
+    # the entry of out-2, and a receipt for another message: the digest stays
+    sent = out("out-2", "3\n", released)
+    assert "digest" in _check(book.receipt_bytes("out-9", sent), signer)
+    # bytes other than the entry's: the digest stays (and is of the bytes that leave)
+    sent = out("out-3", "4\n", released)
+    other = committed_bytes("iopub", "stream", {"name": "stdout", "text": "5\n"}, [])
+    receipt = _check(book.receipt_bytes("out-3", other), signer)
+    assert receipt["digest"] == "sha256:" + hashlib.sha256(other).hexdigest()
+    # a blocked output: its salt stays at the hospital, the notice's receipt has a digest
+    out("out-4", "MRN", Decision.block("identifier", "x", layer=Layer.SENTRY))
+    notice = committed_bytes("iopub", "stream", {"name": "stderr", "text": "blocked"}, [])
+    receipt = _check(book.receipt_bytes("out-4", notice), signer)
+    assert receipt["v"] == 1 and "salt" not in receipt["entries"][0]
+    # the entry already went with an earlier receipt: none to bind with, the digest stays
+    sent = out("out-5", "6\n", released)
+    _check(book.receipt_bytes("other", b"{}"), signer)
+    assert "digest" in _check(book.receipt_bytes("out-5", sent), signer)
+    # a researcher side that did not ask: always version 1
+    book.receipts = 1
+    sent = out("out-6", "7\n", released)
+    assert _check(book.receipt_bytes("out-6", sent), signer)["v"] == 1
