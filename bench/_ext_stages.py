@@ -7,7 +7,7 @@ hospital of at least `MIN_CHARS`, writes one JSON line to the file named by
 of each stage: `check` (parse, receipt signature, digest, commitment, schema, tree root),
 `write` (tornado's websocket write to the browser, with the bytes it could not send at once),
 `settle` (the deferred ledger entry and opening) and `drained` (wall until the browser's socket
-took the last byte, when that was not at once). Never loaded by the product.
+took the last byte, when that was not at once), and whether the message went on marked verified. Never loaded by the product.
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
             stock(self, message, *args)
             return
         marks["w0"], marks["cw0"] = time.perf_counter(), time.thread_time()
+        tail = message[-16384:] if isinstance(message, bytes) else message[-16384:].encode()
+        head = message[:16384] if isinstance(message, bytes) else message[:16384].encode()
+        marks["verified"] = b'"verified":true' in head + tail
         future = self.websocket_handler.write_message(message)
         marks["w1"], marks["cw1"] = time.perf_counter(), time.thread_time()
         stream = self.websocket_handler.ws_connection.stream
@@ -75,6 +78,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
             "write_ms": (marks["w1"] - marks["w0"]) * ms,
             "write_cpu_ms": (marks["cw1"] - marks["cw0"]) * ms,
             "unsent_bytes": marks["unsent"],
+            "verified": marks["verified"],
             "settle_ms": (t1 - marks["w1"]) * ms,
             "settle_cpu_ms": (c1 - marks["cw1"]) * ms,
         }

@@ -87,6 +87,8 @@ def stage_summary(out: Path) -> dict[str, Any]:
                     statistics.median(row[key] for row in rows), 3
                 )
         summary["written_at_once"] = sum(1 for row in rows if not row["unsent_bytes"])
+        # an A/B of a check that fails is no A/B: say how many went on unverified
+        summary["unverified"] = sum(1 for row in rows if row.get("verified") is False)
     if drained:
         summary["drained_median_ms"] = round(statistics.median(drained), 3)
     return summary

@@ -138,6 +138,7 @@ class Prepared:
     raw_content: bytes  # canonical_content(content): the content frame sent
     committed: bytes  # the committed bytes around it
     commitment: tuple[str, bytes]  # commit(DOMAIN_OUTPUT, committed): (hex, fresh salt)
+    digest: str | None  # sha256 hex of the committed bytes, for a version 1 receipt (if asked)
     opening: PreparedOpening  # its index is filled in at the append
 
 
@@ -155,9 +156,15 @@ class Ahead:
 
 
 def prepare_release(
-    channel: str, msg_type: str, content: dict[str, Any], buffers: list[bytes]
+    channel: str,
+    msg_type: str,
+    content: dict[str, Any],
+    buffers: list[bytes],
+    *,
+    digest: bool = True,
 ) -> Prepared:
-    """Encode and commit one output ahead of its verdict (see `Prepared`).
+    """Encode and commit one output ahead of its verdict (see `Prepared`), and hash it with
+    `digest` (for a researcher side that reads version 1 receipts only: `receipt_version`).
 
     hashlib and hmac let go of the GIL on large inputs, so this runs on the other core while
     the relay's thread scans the same content (the compiled scanner lets go of it too)."""
@@ -165,8 +172,9 @@ def prepare_release(
     committed = committed_from_content(channel, msg_type, raw, buffers, content)
     salt = RANDOM.take(SALT_SIZE)
     commitment = commit(DOMAIN_OUTPUT, committed, salt=salt)
+    hashed = hashlib.sha256(committed).hexdigest() if digest else None
     opening = PreparedOpening(-1, "content", DOMAIN_OUTPUT, salt, committed)
-    return Prepared(raw, committed, commitment, opening)
+    return Prepared(raw, committed, commitment, hashed, opening)
 
 
 class HospitalLedger:
@@ -401,7 +409,9 @@ class HospitalLedger:
         salt = b64(opening.salt)
         pending = [*self._pending, (index, payload, salt)]
         # this message's own salted entry is in it: version 2 needs no digest
-        digest = hashlib.sha256(prepared.committed).hexdigest() if self.receipts < 2 else None
+        digest = None
+        if self.receipts < 2:
+            digest = prepared.digest or hashlib.sha256(prepared.committed).hexdigest()
         receipt = self._receipt(pending, msg_id, digest, after.root(), index + 1, None)
         return Ahead(entry, opening, index, payload, after.root(), salt, receipt)
 

@@ -863,7 +863,12 @@ class Sentry:
                     ahead = _made_for(early, msg_type)
                 else:
                     ahead = self._prepare_pool().submit(
-                        prepare_release, channel, msg_type, msg.content, []
+                        prepare_release,
+                        channel,
+                        msg_type,
+                        msg.content,
+                        [],
+                        digest=self.ledger.receipts < 2,
                     )
             answered = request.msg_type if request is not None and channel != "iopub" else ""
             verdict = self.guard.check(
@@ -949,7 +954,8 @@ class Sentry:
         msg_type = header.get("msg_type")
         if msg_type not in PREPARED_TYPES or size > self.guard.max_output_bytes:
             return None
-        return msg_type, prepare_release("iopub", msg_type, content, [])
+        digest = self.ledger.receipts < 2
+        return msg_type, prepare_release("iopub", msg_type, content, [], digest=digest)
 
     def _prepare_pool(self) -> ThreadPoolExecutor:
         if self._preparer is None:

@@ -216,9 +216,9 @@ def test_the_release_is_prepared_as_soon_as_the_json_is_read(relay, used, monkey
     calls: list[tuple[str, str]] = []
     original = sentry_module.prepare_release
 
-    def spy(channel, msg_type, content, buffers):
+    def spy(channel, msg_type, content, buffers, **kwargs):
         calls.append((msg_type, threading.current_thread().name))
-        return original(channel, msg_type, content, buffers)
+        return original(channel, msg_type, content, buffers, **kwargs)
 
     monkeypatch.setattr(sentry_module, "prepare_release", spy)
     text = " ".join(WORDS[i % len(WORDS)] for i in range(40_000))
