@@ -38,7 +38,8 @@ class Parsed:
     Read by orjson (several times faster than json for a small message, and for a megabyte
     output at about memory speed) whenever that gives exactly `json.loads`'s value (`holds_float`),
     else by json. The mirror encodes the committed bytes from this value (`canonical_json`, by
-    orjson too) and the receipt's digest decides whether they are the ones the hospital signed.
+    orjson too) and the receipt (its digest, or the message's own output commitment) decides
+    whether they are the ones the hospital signed.
     """
 
     def __init__(self, text: str | bytes) -> None:

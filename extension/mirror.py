@@ -64,8 +64,8 @@ CONTROL_REPLIES = {
 COSIGN_DELAY = 0.5
 
 #: Outputs at least this long have their opening's base64 and record hash made in a worker
-#: thread (`_OPENINGS`) while this one checks the receipt's digest and the commitment (hashlib
-#: lets go of the GIL on large buffers), and their ledger entry, with that opening, written
+#: thread (`_OPENINGS`) while this one checks the receipt's digest (version 1) and the
+#: commitment (hashlib lets go of the GIL on large buffers), and their ledger entry, with that opening, written
 #: just after the message has gone on to the browser (`SessionMirror.settle`), its place in
 #: the tree checked before (`SessionMirror._defer`).
 PREPARE_MIN_BYTES = 256 * 1024
