@@ -7,7 +7,8 @@ hospital of at least `MIN_CHARS`, writes one JSON line to the file named by
 of each stage: `check` (parse, receipt signature, digest, commitment, schema, tree root),
 `write` (tornado's websocket write to the browser, with the bytes it could not send at once),
 `settle` (the deferred ledger entry and opening) and `drained` (wall until the browser's socket
-took the last byte, when that was not at once), and whether the message went on marked verified. Never loaded by the product.
+took the last byte, when that was not at once), and whether the message went on marked
+verified. Never loaded by the product.
 """
 
 from __future__ import annotations

@@ -65,9 +65,9 @@ COSIGN_DELAY = 0.5
 
 #: Outputs at least this long have their opening's base64 and record hash made in a worker
 #: thread (`_OPENINGS`) while this one checks the receipt's digest (version 1) and the
-#: commitment (hashlib lets go of the GIL on large buffers), and their ledger entry, with that opening, written
-#: just after the message has gone on to the browser (`SessionMirror.settle`), its place in
-#: the tree checked before (`SessionMirror._defer`).
+#: commitment (hashlib lets go of the GIL on large buffers), and their ledger entry, with that
+#: opening, written just after the message has gone on to the browser (`SessionMirror.settle`),
+#: its place in the tree checked before (`SessionMirror._defer`).
 PREPARE_MIN_BYTES = 256 * 1024
 
 #: One worker: a message's opening is prepared while the event loop thread checks that message.
