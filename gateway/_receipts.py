@@ -560,7 +560,8 @@ class HospitalLedger:
         not matter to the reader, which drops it and canonicalises the rest).
         """
         pending, self._pending = self._pending, []
-        own = self._released
+        # (taken once: its entry goes with this receipt, and the bytes are not kept beyond it)
+        own, self._released = self._released, None
         bound = (
             self.receipts >= 2
             and own is not None
