@@ -71,17 +71,18 @@ _ORDS = re.compile(
 
 MAX_DEPTH = 2  # decode an encoded span at most twice (e.g. hex inside base64)
 _ASCII_FAST = True  # see scan_text; the tests turn it off to compare with the general path
-# An ASCII output at least this long has its two index passes (forwards and reversed) run in
-# threads while this one runs the PHI patterns and decodes spans: the compiled matcher releases
-# the GIL, so on a 1 MB output the passes overlap on another core instead of following each
-# other (a thread costs ~0.1 ms to start, nothing next to the ~4 ms a pass takes on a megabyte).
-# 0 turns it off (the tests compare both).
+# An ASCII output at least this long has its index pass (forwards and reversed, `_find_both`)
+# run in two threads, each over half of the text, while this one runs the PHI patterns and
+# decodes spans: the compiled matcher releases the GIL, so on a 1 MB output the halves overlap
+# on another core instead of following each other (a thread costs ~0.1 ms to start, nothing
+# next to the ~1.7 ms a half takes on a megabyte). 0 turns it off (the tests compare both).
 PARALLEL_MIN_CHARS = 256 * 1024
 
 
 class _Pass:
-    """One `_find_lowered` call in a thread of its own (fork-safe: nothing kept between calls):
-    over `text`, or with `backwards` over its reversal (see `_reversed_pass`).
+    """The core's forward and reversed matches of one part of an ASCII output's lower-cased bytes
+    (`IdentifierIndex._both_part`), found in a thread of its own (fork-safe: nothing kept
+    between calls).
 
     The thread is started without waiting for it to run (`threading.Thread.start` waits until
     the new thread has taken the GIL once, which on a busy machine costs the caller a
@@ -90,9 +91,9 @@ class _Pass:
     the caller's thread when its result is asked for; an error in the thread is raised there.
     """
 
-    def __init__(self, index: IdentifierIndex, text: str, raw: bytes, backwards: bool) -> None:
-        self._work: tuple[IdentifierIndex, str, bytes, bool] = (index, text, raw, backwards)
-        self._result: list[tuple[int, int, str]] | None = None
+    def __init__(self, index: IdentifierIndex, raw: bytes, start: int, stop: int) -> None:
+        self._work: tuple[IdentifierIndex, bytes, int, int] = (index, raw, start, stop)
+        self._result: tuple[bytes, bytes] | None = None
         self._error: BaseException | None = None
         self._done = _thread.allocate_lock()
         self._done.acquire()
@@ -113,15 +114,12 @@ class _Pass:
 
     def run(self) -> None:
         try:
-            index, text, raw, backwards = self._work
-            if backwards:
-                self._result = _reversed_pass(index, text, raw)
-            else:
-                self._result = index._find_lowered(text, raw)
+            index, raw, start, stop = self._work
+            self._result = index._both_part(raw, start, stop)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             self._error = exc
 
-    def result(self) -> list[tuple[int, int, str]]:
+    def result(self) -> tuple[bytes, bytes]:
         if not self._running:
             self.run()
         else:
@@ -131,15 +129,6 @@ class _Pass:
             raise self._error
         assert self._result is not None
         return self._result
-
-
-def _reversed_pass(index: IdentifierIndex, text: str, raw: bytes) -> list[tuple[int, int, str]]:
-    """`index._find_lowered(text[::-1], raw[::-1])` for an ASCII `text` whose lower-cased bytes
-    are `raw` (the reversed bytes are the reversed text's). The core reverses the bytes itself,
-    and the reversed text is made only when they hold a match: almost no output holds a value
-    written backwards, and each reversal of a megabyte costs a twentieth of the scan."""
-    found: list[tuple[int, int, str]] = index._find_lowered(lambda: text[::-1], raw, backwards=True)
-    return found
 
 
 def _decode_base64(span: str) -> list[_enc.Reading] | None:
@@ -470,8 +459,9 @@ def scan_text(
     raw = b""
     if ascii_fast and PARALLEL_MIN_CHARS and n >= PARALLEL_MIN_CHARS:
         assert index is not None
-        raw = lower_bytes(text)
-        passes = (_Pass(index, text, raw, False), _Pass(index, text, raw, True))
+        if index._matcher is not None:
+            raw = lower_bytes(text)
+            passes = (_Pass(index, raw, 0, n // 2), _Pass(index, raw, n // 2, n))
     spans = text_spans(text) if phi or decode else None
     if phi:
         for p in scan_phi(text, kinds, spans=spans):
@@ -493,11 +483,10 @@ def scan_text(
     inner: list[list[tuple[str, str, int, int]]] = [[] for _ in distinct]
     if index is not None and ascii_fast:
         if passes is not None:
-            forwards, backwards = passes[0].result(), passes[1].result()
+            parts = [passes[0].result(), passes[1].result()]
+            forwards, backwards = index._find_both(text, raw, parts)
         else:
-            raw = lower_bytes(text)
-            forwards = index._find_lowered(text, raw)
-            backwards = _reversed_pass(index, text, raw)
+            forwards, backwards = index._find_both(text, lower_bytes(text))
         for a, b, column in forwards:
             found.append(("identifier", a, b, column))
         for a, b, column in backwards:
