@@ -227,6 +227,12 @@ static Py_ssize_t tokenize_ascii_window(const uint8_t *buf, Py_ssize_t n, Py_ssi
 
 static int has_high_bytes(const uint8_t *buf, Py_ssize_t n) {
     Py_ssize_t i = 0;
+    /* Four words a test: a megabyte's check is a twentieth of a millisecond, not a tenth. */
+    for (; i + 32 <= n; i += 32) {
+        uint64_t w[4];
+        memcpy(w, buf + i, 32);
+        if ((w[0] | w[1] | w[2] | w[3]) & 0x8080808080808080ULL) return 1;
+    }
     for (; i + 8 <= n; i += 8) {
         uint64_t w;
         memcpy(&w, buf + i, 8);
@@ -346,7 +352,7 @@ static int probes_push(Probes *q, uint64_t h, int64_t start, int64_t end, int64_
 
 struct Scratch {
     Tokens tk;
-    Tokens rk; /* a window's tokens as the reversed text has them (`reversed_tokens`) */
+    Tokens rk; /* a window's tokens as the reversed text has them (`tokenize_window_both`) */
     Probes maybe, seq;
     uint8_t *rev; /* a backwards search's bytes, reversed */
     Py_ssize_t revcap;
@@ -538,7 +544,7 @@ static inline int gap_ok(const uint8_t *buf, const Token *t, Py_ssize_t i) {
 }
 
 /* Byte j of the text the tokens are of: `buf` itself, or with `rev` `buf` reversed (the tokens
- * of `reversed_tokens`, whose offsets are the reversed text's). */
+ * of `tokenize_window_both`, whose offsets are the reversed text's). */
 static inline uint8_t view_byte(const uint8_t *buf, Py_ssize_t n, int rev, Py_ssize_t j) {
     return rev ? buf[n - 1 - j] : buf[j];
 }
@@ -605,7 +611,7 @@ static inline uint8_t probe_kinds(const Matcher *m, const uint8_t *buf, const To
 #define BLOCK 2048
 
 /* Every match in the tokens, as (start, end, kind * 2 + rank) triples in `out`. With `rev`, the
- * tokens are those of `buf` reversed (`reversed_tokens`), and so are their offsets. */
+ * tokens are those of `buf` reversed (`tokenize_window_both`), and so are their offsets. */
 static int match_into(const Matcher *m, const uint8_t *buf, Py_ssize_t n, int rev, Tokens *tk,
                       Out *out, Probes *maybe, Probes *seq) {
     Token *t = tk->tok;
@@ -765,36 +771,78 @@ static int match_windows(const Matcher *m, const uint8_t *buf, Py_ssize_t n, str
     }
 }
 
-/* The tokens of a window `fw` of an ASCII buffer as the reversed buffer has them: in reverse
- * order, offsets mirrored, each hashed over its bytes read backwards (a digit token's significant
- * bytes then end before its trailing zeros, which are the reversed token's leading ones), and the
- * gap after each the gap before it in `fw` (the window's first token's is unknown: 0, as a
- * tokenization of the reversed bytes leaves the gap after its last token). Tokenizing the
- * reversed bytes gives these same tokens, for twice the cost (`find_both`). */
-static int reversed_tokens(const uint8_t *buf, Py_ssize_t n, const Tokens *fw, Tokens *rv) {
-    Py_ssize_t nt = fw->n;
-    if (rv->cap < nt) {
-        Token *grown = (Token *)realloc(rv->tok, (size_t)nt * sizeof(Token));
-        if (!grown) return -1;
-        rv->tok = grown;
-        rv->cap = nt;
-    }
-    for (Py_ssize_t i = 0; i < nt; i++) {
-        const Token *f = &fw->tok[nt - 1 - i];
-        Token *r = &rv->tok[i];
-        int64_t hend = f->end;
-        if (f->digit)
-            while (hend - f->start > 1 && buf[hend - 1] == '0') hend--;
-        r->start = n - f->end;
-        r->end = n - f->start;
-        r->sig = (int32_t)((hend - f->start) > INT32_MAX ? INT32_MAX : (hend - f->start));
-        r->digit = f->digit;
-        r->pair = 0;
-        r->gap = i + 1 < nt ? fw->tok[nt - 2 - i].gap : 0;
-        r->hash = token_hash_reversed(buf + f->start, hend - f->start, buf);
-    }
-    rv->n = nt;
+static int tokens_reserve(Tokens *t, Py_ssize_t cap) {
+    if (t->cap >= cap) return 0;
+    Token *grown = (Token *)realloc(t->tok, (size_t)cap * sizeof(Token));
+    if (!grown) return -1;
+    t->tok = grown;
+    t->cap = cap;
     return 0;
+}
+
+#define SIG(len) ((int32_t)((len) > INT32_MAX ? INT32_MAX : (len)))
+
+/* `tokenize_ascii_window` into `fw`, and the same tokens as the reversed buffer has them into the
+ * last `fw->n` slots of `rv` (`rv->tok + most - fw->n`, ascending): in reverse order, offsets
+ * mirrored, each hashed over its bytes read backwards (a digit token's significant bytes then end
+ * before its trailing zeros, which are the reversed token's leading ones), and the gap after each
+ * the gap before it forwards (the window's first token's is unknown: 0, as a tokenization of the
+ * reversed bytes leaves the gap after its last token). Tokenizing the reversed bytes gives these
+ * same tokens, for twice the cost (`find_both`). */
+static Py_ssize_t tokenize_window_both(const uint8_t *buf, Py_ssize_t n, Py_ssize_t from,
+                                       Py_ssize_t most, Tokens *fw, Tokens *rv) {
+    if (tokens_reserve(fw, most) < 0 || tokens_reserve(rv, most) < 0) return -1;
+    const uint8_t *T = ascii_token_class;
+    Token *f = fw->tok, *r = rv->tok + most - 1; /* token k reversed at r[-k] */
+    Py_ssize_t nt = 0, i = from, ret;
+    int64_t prev_end = 0; /* (kept here: read back from the token, it waits on its store) */
+    for (;;) {
+        while (i < n && !T[buf[i]]) i++;
+        if (i >= n) {
+            ret = n;
+            break;
+        }
+        const int64_t start = i;
+        const int digit = T[buf[i]] == 1;
+        i = digit ? ascii_run_end(buf, i + 1, n, '0', '9') : ascii_run_end(buf, i + 1, n, 'a', 'z');
+        uint8_t gap = 0;
+        if (nt) {
+            int ok = start - prev_end <= 3;
+            for (int64_t q = prev_end; ok && q < start; q++) ok = buf[q] != '\n' && buf[q] != '\r';
+            gap = (uint8_t)ok;
+            f[nt - 1].gap = gap;
+        }
+        int64_t hs = start, re = i;
+        if (digit) {
+            /* Leading zeros are dropped, keeping one digit (`tokens_push`); reversed, the
+             * trailing ones. */
+            while (i - hs > 1 && buf[hs] == '0') hs++;
+            while (re - start > 1 && buf[re - 1] == '0') re--;
+        }
+        Token *k = &f[nt];
+        k->start = start;
+        k->end = i;
+        k->hash = token_hash(buf + hs, i - hs, buf + n);
+        k->sig = SIG(i - hs);
+        k->digit = (uint8_t)digit;
+        k->pair = 0;
+        k->gap = 0;
+        Token *x = r - nt;
+        x->start = n - i;
+        x->end = n - start;
+        x->hash = token_hash_reversed(buf + start, re - start, buf);
+        x->sig = SIG(re - start);
+        x->digit = (uint8_t)digit;
+        x->pair = 0;
+        x->gap = gap;
+        prev_end = i;
+        if (++nt >= most) {
+            ret = i;
+            break;
+        }
+    }
+    fw->n = rv->n = nt;
+    return ret;
 }
 
 /* The first offset at or after p where tokenizing may start in an ASCII buffer: not inside a
@@ -808,7 +856,7 @@ static Py_ssize_t token_boundary(const uint8_t *buf, Py_ssize_t n, Py_ssize_t p)
 
 /* find_both(buf, start=0, stop=-1) -> (forwards, backwards): `find(buf)` and `find(buf, True)`
  * of an ASCII buffer from one tokenization, a window at a time (`match_windows`): each window's
- * tokens are matched, then turned into the reversed text's (`reversed_tokens`) and matched again.
+ * tokens are made with the reversed text's (`tokenize_window_both`), and both are matched.
  *
  * `start` and `stop` (byte offsets, moved forward to a token boundary) give the part of the
  * matches found: those whose first token (forwards) starts in [start, stop) at least, and more
@@ -843,15 +891,15 @@ static PyObject *Matcher_find_both(Matcher *self, PyObject *args) {
         Py_ssize_t until = stop < 0 || stop > n ? n : token_boundary(buf, n, stop);
         while (from < until) {
             sc->tk.n = sc->maybe.n = sc->seq.n = 0;
-            Py_ssize_t end = tokenize_ascii_window(buf, n, from, WINDOW_TOKENS, &sc->tk);
-            if (end < 0 ||
-                match_into(self, buf, n, 0, &sc->tk, &fwd, &sc->maybe, &sc->seq) < 0 ||
-                reversed_tokens(buf, n, &sc->tk, &sc->rk) < 0) {
+            Py_ssize_t end =
+                tokenize_window_both(buf, n, from, WINDOW_TOKENS, &sc->tk, &sc->rk);
+            if (end < 0 || match_into(self, buf, n, 0, &sc->tk, &fwd, &sc->maybe, &sc->seq) < 0) {
                 rc = -1;
                 break;
             }
             sc->maybe.n = sc->seq.n = 0;
-            if (match_into(self, buf, n, 1, &sc->rk, &bwd, &sc->maybe, &sc->seq) < 0) {
+            Tokens reversed = {sc->rk.tok + WINDOW_TOKENS - sc->rk.n, sc->rk.n, sc->rk.n};
+            if (match_into(self, buf, n, 1, &reversed, &bwd, &sc->maybe, &sc->seq) < 0) {
                 rc = -1;
                 break;
             }

@@ -71,12 +71,15 @@ _ORDS = re.compile(
 
 MAX_DEPTH = 2  # decode an encoded span at most twice (e.g. hex inside base64)
 _ASCII_FAST = True  # see scan_text; the tests turn it off to compare with the general path
-# An ASCII output at least this long has its index pass (forwards and reversed, `_find_both`)
-# run in two threads, each over half of the text, while this one runs the PHI patterns and
-# decodes spans: the compiled matcher releases the GIL, so on a 1 MB output the halves overlap
-# on another core instead of following each other (a thread costs ~0.1 ms to start, nothing
-# next to the ~1.7 ms a half takes on a megabyte). 0 turns it off (the tests compare both).
+# An ASCII output at least this long has the first `THREAD_SHARE` of its index pass (forwards
+# and reversed, `IdentifierIndex._find_both`) run in a thread of its own while this one runs the
+# PHI patterns, decodes spans and then takes the rest of the pass: the compiled matcher releases
+# the GIL, so on a 1 MB output the two overlap on two cores instead of following each other (a
+# thread costs ~0.1 ms to start, nothing next to the ~3 ms the whole pass takes on a megabyte).
+# The share balances the thread with the ~1 ms of other work this one does first. 0 turns it
+# off (the tests compare both).
 PARALLEL_MIN_CHARS = 256 * 1024
+THREAD_SHARE = 0.6
 
 
 class _Pass:
@@ -455,13 +458,14 @@ def scan_text(
     n = len(text)
     want_reversed = index is not None
     ascii_fast = _ASCII_FAST and index is not None and text.isascii()
-    passes: tuple[_Pass, _Pass] | None = None
+    thread: _Pass | None = None
     raw = b""
+    cut = int(n * THREAD_SHARE)
     if ascii_fast and PARALLEL_MIN_CHARS and n >= PARALLEL_MIN_CHARS:
         assert index is not None
         if index._matcher is not None:
             raw = lower_bytes(text)
-            passes = (_Pass(index, raw, 0, n // 2), _Pass(index, raw, n // 2, n))
+            thread = _Pass(index, raw, 0, cut)
     spans = text_spans(text) if phi or decode else None
     if phi:
         for p in scan_phi(text, kinds, spans=spans):
@@ -482,9 +486,9 @@ def scan_text(
         distinct.setdefault(layer, len(distinct))
     inner: list[list[tuple[str, str, int, int]]] = [[] for _ in distinct]
     if index is not None and ascii_fast:
-        if passes is not None:
-            parts = [passes[0].result(), passes[1].result()]
-            forwards, backwards = index._find_both(text, raw, parts)
+        if thread is not None:
+            rest = index._both_part(raw, cut, n)
+            forwards, backwards = index._find_both(text, raw, [thread.result(), rest])
         else:
             forwards, backwards = index._find_both(text, lower_bytes(text))
         for a, b, column in forwards:
