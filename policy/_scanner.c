@@ -635,6 +635,7 @@ static int match_into(const Matcher *m, const uint8_t *buf, Py_ssize_t n, int re
 
         /* Single tokens and the pair prefilter: a bitmap probe for each token long enough to
          * be indexed alone and for each that can start a sequence, prefetched ahead. */
+        int digits = 0; /* digit tokens in the block: none, and the third pass has nothing */
         for (Py_ssize_t i = b0; i < b1; i++) {
             Py_ssize_t j = i + PREFETCH;
             if (j < nt) {
@@ -648,6 +649,7 @@ static int match_into(const Matcher *m, const uint8_t *buf, Py_ssize_t n, int re
             }
             const Token *x = &t[i];
             uint8_t f = x->pair;
+            digits |= x->digit;
             if ((f & 1) && bit_set(bits, m->shift, x->hash) &&
                 probes_push(maybe, x->hash, x->start, x->end, 0) < 0) {
                 rc = -1;
@@ -680,7 +682,13 @@ static int match_into(const Matcher *m, const uint8_t *buf, Py_ssize_t n, int re
         }
         if (rc) break;
 
-        /* Numbers whose digit groups are split differently from the indexed value. */
+        /* Numbers whose digit groups are split differently from the indexed value. A block
+         * without a digit token has none (and the run of joinable pairs it would reset is reset
+         * by the next block's first token, which no digit token precedes). */
+        if (!digits) {
+            run = 0;
+            continue;
+        }
         for (Py_ssize_t l = b0 > 1 ? b0 : 1; l < b1 && rc == 0; l++) {
             run = joinable(buf, n, rev, t, l - 1) ? run + 1 : 0;
             if (!run) continue;
