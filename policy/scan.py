@@ -15,14 +15,15 @@ over the text (`_tokens.text_spans`, shared with the PHI patterns; the vectorise
 `_spans_reference` serve when it is not built and are what it is tested against); each distinct
 span is decoded once per call (long outputs repeat ids, hashes and rows), each distinct decoded
 text is scanned once, and the output, its reversal and all decoded texts go through the
-identifier index in one call (an ASCII output is lower-cased once and searched on its bytes
-and on its reversed bytes, which are its reversal's, without joining a second copy). The PHI
-patterns and the character-code pattern run only on windows where they can match (see `phi`
-and `_spans`). Identifier matches are taken without `find`'s strength and match objects: the
-strength of every finding is weighed once, together, at the end. On an ASCII output of
-`PARALLEL_MIN_CHARS` or more, the two index passes run in threads of their own while the PHI
-patterns run (the compiled matcher releases the GIL), so a megabyte's scan takes the longest of
-the three rather than their sum.
+identifier index (an ASCII output is lower-cased once and searched forwards and reversed from
+one tokenization, `IdentifierIndex._find_both`: the reversal's tokens are the output's read
+backwards, so neither the reversed text nor its tokens are made again). The PHI patterns and
+the character-code pattern run only on windows where they can match (see `phi` and `_spans`).
+Identifier matches are taken without `find`'s strength and match objects: the strength of every
+finding is weighed once, together, at the end. On an ASCII output of `PARALLEL_MIN_CHARS` or
+more, the first `THREAD_SHARE` of the index pass runs in a thread of its own while this thread
+runs the PHI patterns and decoders and then the rest of the pass (the compiled matcher releases
+the GIL), so a megabyte's scan keeps two cores busy rather than one.
 """
 
 from __future__ import annotations
