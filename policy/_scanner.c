@@ -106,6 +106,32 @@ static inline uint64_t token_hash(const uint8_t *p, Py_ssize_t len, const uint8_
     return h ^ (h >> 29);
 }
 
+/* `token_hash` of the `len` bytes at p read backwards (p[len - 1] first): the hash the same
+ * token has in the reversed text, without reversing its bytes. Chunk j of the reversed token is
+ * the `c` bytes ending 8j bytes before p + len, byte-swapped: one unaligned load of the eight
+ * bytes ending there when they are in the buffer (`begin` is its first byte). */
+static inline uint64_t token_hash_reversed(const uint8_t *p, Py_ssize_t len,
+                                           const uint8_t *begin) {
+    if (len > MAX_TOKEN) return mix((uint64_t)len ^ LONG_SALT);
+    uint64_t h = (uint64_t)len * LEN_SALT;
+    for (Py_ssize_t j = 0; j < len; j += 8) {
+        Py_ssize_t c = len - j < 8 ? len - j : 8;
+        const uint8_t *e = p + len - j; /* the chunk is e[-c .. -1], read from e[-1] down */
+        uint64_t w;
+#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
+        if (e - begin >= 8) {
+            memcpy(&w, e - 8, 8);
+            w = __builtin_bswap64(w);
+            if (c < 8) w &= (1ULL << (8 * c)) - 1;
+        } else
+#endif
+            w = __builtin_bswap64(load_le(e - c, c)) >> (8 * (8 - c));
+        h = j ? (h * MUL1) ^ w : h ^ w;
+    }
+    h *= MUL2;
+    return h ^ (h >> 29);
+}
+
 static inline __attribute__((always_inline)) int tokens_push(Tokens *t, int64_t start,
                                                              int64_t end, const uint8_t *buf,
                                                              Py_ssize_t n, int digit) {
@@ -201,6 +227,12 @@ static Py_ssize_t tokenize_ascii_window(const uint8_t *buf, Py_ssize_t n, Py_ssi
 
 static int has_high_bytes(const uint8_t *buf, Py_ssize_t n) {
     Py_ssize_t i = 0;
+    /* Four words a test: a megabyte's check is a twentieth of a millisecond, not a tenth. */
+    for (; i + 32 <= n; i += 32) {
+        uint64_t w[4];
+        memcpy(w, buf + i, 32);
+        if ((w[0] | w[1] | w[2] | w[3]) & 0x8080808080808080ULL) return 1;
+    }
     for (; i + 8 <= n; i += 8) {
         uint64_t w;
         memcpy(&w, buf + i, 8);
@@ -320,6 +352,7 @@ static int probes_push(Probes *q, uint64_t h, int64_t start, int64_t end, int64_
 
 struct Scratch {
     Tokens tk;
+    Tokens rk; /* a window's tokens as the reversed text has them (`tokenize_window_both`) */
     Probes maybe, seq;
     uint8_t *rev; /* a backwards search's bytes, reversed */
     Py_ssize_t revcap;
@@ -327,6 +360,7 @@ struct Scratch {
 
 static void scratch_free(struct Scratch *sc) {
     free(sc->tk.tok);
+    free(sc->rk.tok);
     free(sc->maybe.p);
     free(sc->seq.p);
     free(sc->rev);
@@ -509,12 +543,19 @@ static inline int gap_ok(const uint8_t *buf, const Token *t, Py_ssize_t i) {
     return t[i].gap;
 }
 
+/* Byte j of the text the tokens are of: `buf` itself, or with `rev` `buf` reversed (the tokens
+ * of `tokenize_window_both`, whose offsets are the reversed text's). */
+static inline uint8_t view_byte(const uint8_t *buf, Py_ssize_t n, int rev, Py_ssize_t j) {
+    return rev ? buf[n - 1 - j] : buf[j];
+}
+
 /* Are tokens i and i + 1 digit groups of one written number (see `_tokens.group_gaps_ok`)? */
-static inline int joinable(const uint8_t *buf, Py_ssize_t n, const Token *t, Py_ssize_t i) {
+static inline int joinable(const uint8_t *buf, Py_ssize_t n, int rev, const Token *t,
+                           Py_ssize_t i) {
     const Token *x = &t[i], *y = &t[i + 1];
     if (!x->digit || !y->digit || x->end - x->start < 2 || y->end - y->start < 2) return 0;
     int64_t g = x->end, width = y->start - g;
-    uint8_t c1 = buf[g], c2 = buf[g + 1 < n ? g + 1 : n - 1];
+    uint8_t c1 = view_byte(buf, n, rev, g), c2 = view_byte(buf, n, rev, g + 1 < n ? g + 1 : n - 1);
     if (width == 1) return c1 == ' ' || c1 == '-';
     if (width == 2)
         return (c1 == ')' || c2 == '(') && (c1 == ' ' || c1 == ')') && (c2 == ' ' || c2 == '(');
@@ -569,9 +610,10 @@ static inline uint8_t probe_kinds(const Matcher *m, const uint8_t *buf, const To
  * numbers) three times over. */
 #define BLOCK 2048
 
-/* Every match in the tokens, as (start, end, kind * 2 + rank) triples in `out`. */
-static int match_into(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens *tk, Out *out,
-                      Probes *maybe, Probes *seq) {
+/* Every match in the tokens, as (start, end, kind * 2 + rank) triples in `out`. With `rev`, the
+ * tokens are those of `buf` reversed (`tokenize_window_both`), and so are their offsets. */
+static int match_into(const Matcher *m, const uint8_t *buf, Py_ssize_t n, int rev, Tokens *tk,
+                      Out *out, Probes *maybe, Probes *seq) {
     Token *t = tk->tok;
     Py_ssize_t nt = tk->n;
     const uint64_t *bits = (const uint64_t *)m->bits.buf;
@@ -593,6 +635,7 @@ static int match_into(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens
 
         /* Single tokens and the pair prefilter: a bitmap probe for each token long enough to
          * be indexed alone and for each that can start a sequence, prefetched ahead. */
+        int digits = 0; /* digit tokens in the block: none, and the third pass has nothing */
         for (Py_ssize_t i = b0; i < b1; i++) {
             Py_ssize_t j = i + PREFETCH;
             if (j < nt) {
@@ -606,6 +649,7 @@ static int match_into(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens
             }
             const Token *x = &t[i];
             uint8_t f = x->pair;
+            digits |= x->digit;
             if ((f & 1) && bit_set(bits, m->shift, x->hash) &&
                 probes_push(maybe, x->hash, x->start, x->end, 0) < 0) {
                 rc = -1;
@@ -638,9 +682,15 @@ static int match_into(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens
         }
         if (rc) break;
 
-        /* Numbers whose digit groups are split differently from the indexed value. */
+        /* Numbers whose digit groups are split differently from the indexed value. A block
+         * without a digit token has none (and the run of joinable pairs it would reset is reset
+         * by the next block's first token, which no digit token precedes). */
+        if (!digits) {
+            run = 0;
+            continue;
+        }
         for (Py_ssize_t l = b0 > 1 ? b0 : 1; l < b1 && rc == 0; l++) {
-            run = joinable(buf, n, t, l - 1) ? run + 1 : 0;
+            run = joinable(buf, n, rev, t, l - 1) ? run + 1 : 0;
             if (!run) continue;
             int64_t total = t[l].end - t[l].start;
             for (int k = 2; k <= MAX_DIGIT_GROUPS && k - 1 <= run; k++) {
@@ -662,8 +712,12 @@ static int match_into(const Matcher *m, const uint8_t *buf, Py_ssize_t n, Tokens
                 }
                 Py_ssize_t len = 0;
                 for (Py_ssize_t j = f; j <= l; j++) {
-                    memcpy(dst + len, buf + t[j].start, (size_t)(t[j].end - t[j].start));
-                    len += t[j].end - t[j].start;
+                    if (rev) {
+                        for (int64_t q = t[j].start; q < t[j].end; q++) dst[len++] = buf[n - 1 - q];
+                    } else {
+                        memcpy(dst + len, buf + t[j].start, (size_t)(t[j].end - t[j].start));
+                        len += t[j].end - t[j].start;
+                    }
                 }
                 Py_ssize_t z = 0;
                 while (len - z > 1 && dst[z] == '0') z++;
@@ -718,11 +772,172 @@ static int match_windows(const Matcher *m, const uint8_t *buf, Py_ssize_t n, str
         sc->tk.n = sc->maybe.n = sc->seq.n = 0;
         Py_ssize_t end = tokenize_ascii_window(buf, n, from, WINDOW_TOKENS, &sc->tk);
         if (end < 0) return -1;
-        if (match_into(m, buf, n, &sc->tk, out, &sc->maybe, &sc->seq) < 0) return -1;
+        if (match_into(m, buf, n, 0, &sc->tk, out, &sc->maybe, &sc->seq) < 0) return -1;
         if (end >= n) return 0;
         /* (WINDOW_TOKENS tokens were pushed, far more than `overlap`.) */
         from = sc->tk.tok[sc->tk.n - overlap].start;
     }
+}
+
+static int tokens_reserve(Tokens *t, Py_ssize_t cap) {
+    if (t->cap >= cap) return 0;
+    Token *grown = (Token *)realloc(t->tok, (size_t)cap * sizeof(Token));
+    if (!grown) return -1;
+    t->tok = grown;
+    t->cap = cap;
+    return 0;
+}
+
+#define SIG(len) ((int32_t)((len) > INT32_MAX ? INT32_MAX : (len)))
+
+/* `tokenize_ascii_window` into `fw`, and the same tokens as the reversed buffer has them into the
+ * last `fw->n` slots of `rv` (`rv->tok + most - fw->n`, ascending): in reverse order, offsets
+ * mirrored, each hashed over its bytes read backwards (a digit token's significant bytes then end
+ * before its trailing zeros, which are the reversed token's leading ones), and the gap after each
+ * the gap before it forwards (the window's first token's is unknown: 0, as a tokenization of the
+ * reversed bytes leaves the gap after its last token). Tokenizing the reversed bytes gives these
+ * same tokens, for twice the cost (`find_both`). */
+static Py_ssize_t tokenize_window_both(const uint8_t *buf, Py_ssize_t n, Py_ssize_t from,
+                                       Py_ssize_t most, Tokens *fw, Tokens *rv) {
+    if (tokens_reserve(fw, most) < 0 || tokens_reserve(rv, most) < 0) return -1;
+    const uint8_t *T = ascii_token_class;
+    Token *f = fw->tok, *r = rv->tok + most - 1; /* token k reversed at r[-k] */
+    Py_ssize_t nt = 0, i = from, ret;
+    int64_t prev_end = 0; /* (kept here: read back from the token, it waits on its store) */
+    for (;;) {
+        while (i < n && !T[buf[i]]) i++;
+        if (i >= n) {
+            ret = n;
+            break;
+        }
+        const int64_t start = i;
+        const int digit = T[buf[i]] == 1;
+        i = digit ? ascii_run_end(buf, i + 1, n, '0', '9') : ascii_run_end(buf, i + 1, n, 'a', 'z');
+        uint8_t gap = 0;
+        if (nt) {
+            int ok = start - prev_end <= 3;
+            for (int64_t q = prev_end; ok && q < start; q++) ok = buf[q] != '\n' && buf[q] != '\r';
+            gap = (uint8_t)ok;
+            f[nt - 1].gap = gap;
+        }
+        int64_t hs = start, re = i;
+        if (digit) {
+            /* Leading zeros are dropped, keeping one digit (`tokens_push`); reversed, the
+             * trailing ones. */
+            while (i - hs > 1 && buf[hs] == '0') hs++;
+            while (re - start > 1 && buf[re - 1] == '0') re--;
+        }
+        Token *k = &f[nt];
+        k->start = start;
+        k->end = i;
+        k->hash = token_hash(buf + hs, i - hs, buf + n);
+        k->sig = SIG(i - hs);
+        k->digit = (uint8_t)digit;
+        k->pair = 0;
+        k->gap = 0;
+        Token *x = r - nt;
+        x->start = n - i;
+        x->end = n - start;
+        x->hash = token_hash_reversed(buf + start, re - start, buf);
+        x->sig = SIG(re - start);
+        x->digit = (uint8_t)digit;
+        x->pair = 0;
+        x->gap = gap;
+        prev_end = i;
+        if (++nt >= most) {
+            ret = i;
+            break;
+        }
+    }
+    fw->n = rv->n = nt;
+    return ret;
+}
+
+/* The first offset at or after p where tokenizing may start in an ASCII buffer: not inside a
+ * token (the byte before is of another class, or the byte at p is no token's). */
+static Py_ssize_t token_boundary(const uint8_t *buf, Py_ssize_t n, Py_ssize_t p) {
+    const uint8_t *T = ascii_token_class;
+    if (p <= 0) return 0;
+    while (p < n && T[buf[p]] && T[buf[p]] == T[buf[p - 1]]) p++;
+    return p < n ? p : n;
+}
+
+/* find_both(buf, start=0, stop=-1) -> (forwards, backwards): `find(buf)` and `find(buf, True)`
+ * of an ASCII buffer from one tokenization, a window at a time (`match_windows`): each window's
+ * tokens are made with the reversed text's (`tokenize_window_both`), and both are matched.
+ *
+ * `start` and `stop` (byte offsets, moved forward to a token boundary) give the part of the
+ * matches found: those whose first token (forwards) starts in [start, stop) at least, and more
+ * near the ends; two calls on [0, m) and [m, n) find every match between them (in threads: the
+ * core releases the GIL), a match near m possibly twice. The windows of a part start at `start`
+ * and end once the next would start at or after `stop`: a match beginning before that lies whole
+ * in some window (see `match_windows`), and one beginning after it is the next part's. */
+static PyObject *Matcher_find_both(Matcher *self, PyObject *args) {
+    Py_buffer view;
+    PyObject *arg;
+    Py_ssize_t start = 0, stop = -1;
+    if (!PyArg_ParseTuple(args, "O|nn:find_both", &arg, &start, &stop)) return NULL;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    const uint8_t *buf = (const uint8_t *)view.buf;
+    Py_ssize_t n = view.len;
+    Out fwd = {NULL, 0, 0}, bwd = {NULL, 0, 0};
+    struct Scratch local;
+    memset(&local, 0, sizeof(local));
+    int rc = 0, ascii = 1;
+    Py_BEGIN_ALLOW_THREADS
+    if (has_high_bytes(buf, n)) {
+        ascii = 0;
+    } else {
+        int slot = -1;
+        for (int k = 0; k < 2 && slot < 0; k++)
+            if (PyThread_acquire_lock(self->pool_lock[k], NOWAIT_LOCK)) slot = k;
+        struct Scratch *sc = slot >= 0 ? &self->pool[slot] : &local;
+        Py_ssize_t overlap = MAX_DIGIT_GROUPS;
+        if (self->nlengths && self->lengths[self->nlengths - 1] > overlap)
+            overlap = self->lengths[self->nlengths - 1];
+        Py_ssize_t from = token_boundary(buf, n, start < 0 ? 0 : start);
+        Py_ssize_t until = stop < 0 || stop > n ? n : token_boundary(buf, n, stop);
+        while (from < until) {
+            sc->tk.n = sc->maybe.n = sc->seq.n = 0;
+            Py_ssize_t end =
+                tokenize_window_both(buf, n, from, WINDOW_TOKENS, &sc->tk, &sc->rk);
+            if (end < 0 || match_into(self, buf, n, 0, &sc->tk, &fwd, &sc->maybe, &sc->seq) < 0) {
+                rc = -1;
+                break;
+            }
+            sc->maybe.n = sc->seq.n = 0;
+            Tokens reversed = {sc->rk.tok + WINDOW_TOKENS - sc->rk.n, sc->rk.n, sc->rk.n};
+            if (match_into(self, buf, n, 1, &reversed, &bwd, &sc->maybe, &sc->seq) < 0) {
+                rc = -1;
+                break;
+            }
+            if (end >= n) break;
+            /* (WINDOW_TOKENS tokens were pushed, far more than `overlap`.) */
+            from = sc->tk.tok[sc->tk.n - overlap].start;
+        }
+        if (slot < 0 || rc < 0 ||
+            (size_t)(sc->tk.cap + sc->rk.cap) * sizeof(Token) +
+                    (size_t)(sc->maybe.cap + sc->seq.cap) * sizeof(Probe) + (size_t)sc->revcap >
+                SCRATCH_KEEP)
+            scratch_free(sc);
+        if (slot >= 0) PyThread_release_lock(self->pool_lock[slot]);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    PyObject *res = NULL;
+    if (!ascii) {
+        PyErr_SetString(PyExc_ValueError, "find_both needs an ASCII buffer");
+    } else if (rc < 0) {
+        PyErr_NoMemory();
+    } else {
+        res = Py_BuildValue("(y#y#)", fwd.data ? (const char *)fwd.data : "",
+                            (Py_ssize_t)(fwd.n * sizeof(int64_t)),
+                            bwd.data ? (const char *)bwd.data : "",
+                            (Py_ssize_t)(bwd.n * sizeof(int64_t)));
+    }
+    free(fwd.data);
+    free(bwd.data);
+    return res;
 }
 
 /* find(buf, backwards=False): with `backwards`, the matches in the bytes of `buf` reversed
@@ -766,7 +981,7 @@ static PyObject *Matcher_find(Matcher *self, PyObject *args) {
         rc = match_windows(self, buf, n, sc, &out);
     } else {
         rc = tokenize(buf, n, &sc->tk);
-        if (rc == 0) rc = match_into(self, buf, n, &sc->tk, &out, &sc->maybe, &sc->seq);
+        if (rc == 0) rc = match_into(self, buf, n, 0, &sc->tk, &out, &sc->maybe, &sc->seq);
     }
     if (slot < 0 || rc < 0 ||
         (size_t)sc->tk.cap * sizeof(Token) + (size_t)(sc->maybe.cap + sc->seq.cap) * sizeof(Probe) +
@@ -791,6 +1006,10 @@ static PyMethodDef Matcher_methods[] = {
      "find(buf, backwards=False) -> bytes of int64 triples (start, end, kind * 2 + rank), in "
      "emission order (of buf reversed with backwards); a long ASCII buffer's matches in the "
      "overlap of two windows come twice"},
+    {"find_both", (PyCFunction)Matcher_find_both, METH_VARARGS,
+     "find_both(buf, start=0, stop=-1) -> (find(buf), find(buf, True)) of an ASCII buffer from "
+     "one tokenization, the matches of the part [start, stop) of it (and possibly more, and "
+     "some twice)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -46,12 +46,19 @@ the probes a token needs (one long enough to be indexed alone; one whose gap to 
 value can have), and each Matcher keeps two scratch buffers between calls, so a megabyte's scan
 neither allocates nor faults in megabytes of fresh memory (~10 MB per buffer for a 1 MB output,
 kept while the index lives). It reads the arrays numpy built, so the index, its build and its
-memory are unchanged (plus a 4-byte directory slot per 8 entries). Why not numba: the kernel
-runs in a read-only sandbox under a fresh uid, so its JIT cache could not be written there and
-every kernel and sentry start would compile again, while kernel start is already the slowest
-path; gcc and the Python headers are on every machine that runs `make venv`. The numpy path
-still serves when the extension is not built, and tests/policy/test_native.py checks that both
-give identical matches.
+memory are unchanged (plus a 4-byte directory slot per 8 entries). `scan_text` also looks for
+values written backwards: `find_both` makes each window's tokens and, in the same pass, the
+tokens the reversed text has (the same runs in reverse order, each hashed over its bytes read
+backwards), and matches both, so the reversal costs a second match but no second tokenization
+(on a megabyte of words, 3.6 -> 3.1 ms of CPU for both). Indexing every value reversed would
+spare the second match too, but double the index (128 MB at a million patients) and its build,
+and the rules of `_matching` would then read the output where they now read its reversal. Why
+not numba: the kernel runs in a read-only sandbox under a fresh uid, so its JIT cache could not
+be written there and every kernel and sentry start would compile again, while kernel start is
+already the slowest path; gcc and the Python headers are on every machine that runs `make
+venv`. The numpy path still serves when the extension is not built, and
+tests/policy/test_native.py checks that both give identical matches (tests/policy/test_find_both.py
+that `find_both` finds what `find` finds on the text and on its reversed bytes).
 
 Tokens of one value must be separated by at most three characters on one line (`Smith, John`,
 `12 / 03 / 1956`): numbers that merely follow each other across table rows are not a date.
@@ -422,6 +429,51 @@ class IdentifierIndex:
             (a, b, names[c]) for a, b, c in zip(s.tolist(), e.tolist(), kk.tolist(), strict=True)
         ]
 
+    def _find_both(
+        self, text: str, raw: bytes, parts: Sequence[tuple[bytes, bytes]] | None = None
+    ) -> tuple[list[tuple[int, int, str]], list[tuple[int, int, str]]]:
+        """`_find_lowered(text, raw)` and `_find_lowered(lambda: text[::-1], raw, backwards=True)`
+        of an ASCII `text`, from one tokenization of `raw` (`_scanner.Matcher.find_both`: the
+        reversed text's tokens are the text's, read backwards, so they need not be found again).
+
+        `parts` are the records of `_both_part` calls that together cover `raw` (made in threads
+        by `scan_text`); without them, one call over the whole of it."""
+        if self._matcher is None or not raw or not len(self._entries):
+            return (
+                self._find_lowered(text, raw),
+                self._find_lowered(lambda: text[::-1], raw, backwards=True),
+            )
+        if parts is None:
+            parts = [self._both_part(raw)]
+        forwards = self._found(text, raw, b"".join(p[0] for p in parts), False)
+        backwards = self._found(text, raw, b"".join(p[1] for p in parts), True)
+        return forwards, backwards
+
+    def _both_part(self, raw: bytes, start: int = 0, stop: int = -1) -> tuple[bytes, bytes]:
+        """The core's forward and backward match records of the part [start, stop) of `raw` (an
+        ASCII text's lower-cased bytes; see `_find_both`). Releases the GIL."""
+        assert self._matcher is not None
+        both: tuple[bytes, bytes] = self._matcher.find_both(raw, start, stop)
+        return both
+
+    def _found(
+        self, text: str, raw: bytes, records: bytes, backwards: bool
+    ) -> list[tuple[int, int, str]]:
+        """`_find_lowered`'s result from the core's records of an ASCII `text` (backwards: of
+        its reversal, made only when a record is there)."""
+        s, e, kk = self._records_spans(records)
+        if not len(s):
+            return []
+        if backwards:
+            text = text[::-1]
+        keep = self._keep(text, s, e, self._weak_code[kk])
+        if not keep.all():
+            s, e, kk = s[keep], e[keep], kk[keep]
+        names = self._kind_names
+        return [
+            (a, b, names[c]) for a, b, c in zip(s.tolist(), e.tolist(), kk.tolist(), strict=True)
+        ]
+
     def _find_reference(self, text: str, limit: int | None = None) -> list[IdentifierMatch]:
         """`find` by the numpy reference path (what the compiled core must agree with)."""
         if not text or not len(self._entries):
@@ -434,7 +486,13 @@ class IdentifierIndex:
         """Byte spans and kind codes of every match, by the compiled core; sorted, distinct
         (with `backwards`, in `raw` reversed)."""
         assert self._matcher is not None
-        rec = np.frombuffer(self._matcher.find(raw, backwards), dtype=np.int64).reshape(-1, 3)
+        return self._records_spans(self._matcher.find(raw, backwards))
+
+    @staticmethod
+    def _records_spans(records: bytes) -> tuple[T.I64, T.I64, T.U8]:
+        """Sorted, distinct byte spans and kind codes from the core's (start, end, kind * 2 +
+        rank) records, in any order and with repeats (windows overlap, parts are joined)."""
+        rec = np.frombuffer(records, dtype=np.int64).reshape(-1, 3)
         if not len(rec):
             return rec[:, 0], rec[:, 1], np.empty(0, dtype=np.uint8)
         s, e, code = rec[:, 0], rec[:, 1], rec[:, 2]

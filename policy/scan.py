@@ -15,14 +15,15 @@ over the text (`_tokens.text_spans`, shared with the PHI patterns; the vectorise
 `_spans_reference` serve when it is not built and are what it is tested against); each distinct
 span is decoded once per call (long outputs repeat ids, hashes and rows), each distinct decoded
 text is scanned once, and the output, its reversal and all decoded texts go through the
-identifier index in one call (an ASCII output is lower-cased once and searched on its bytes
-and on its reversed bytes, which are its reversal's, without joining a second copy). The PHI
-patterns and the character-code pattern run only on windows where they can match (see `phi`
-and `_spans`). Identifier matches are taken without `find`'s strength and match objects: the
-strength of every finding is weighed once, together, at the end. On an ASCII output of
-`PARALLEL_MIN_CHARS` or more, the two index passes run in threads of their own while the PHI
-patterns run (the compiled matcher releases the GIL), so a megabyte's scan takes the longest of
-the three rather than their sum.
+identifier index (an ASCII output is lower-cased once and searched forwards and reversed from
+one tokenization, `IdentifierIndex._find_both`: the reversal's tokens are the output's read
+backwards, so neither the reversed text nor its tokens are made again). The PHI patterns and
+the character-code pattern run only on windows where they can match (see `phi` and `_spans`).
+Identifier matches are taken without `find`'s strength and match objects: the strength of every
+finding is weighed once, together, at the end. On an ASCII output of `PARALLEL_MIN_CHARS` or
+more, the first `THREAD_SHARE` of the index pass runs in a thread of its own while this thread
+runs the PHI patterns and decoders and then the rest of the pass (the compiled matcher releases
+the GIL), so a megabyte's scan keeps two cores busy rather than one.
 """
 
 from __future__ import annotations
@@ -71,17 +72,21 @@ _ORDS = re.compile(
 
 MAX_DEPTH = 2  # decode an encoded span at most twice (e.g. hex inside base64)
 _ASCII_FAST = True  # see scan_text; the tests turn it off to compare with the general path
-# An ASCII output at least this long has its two index passes (forwards and reversed) run in
-# threads while this one runs the PHI patterns and decodes spans: the compiled matcher releases
-# the GIL, so on a 1 MB output the passes overlap on another core instead of following each
-# other (a thread costs ~0.1 ms to start, nothing next to the ~4 ms a pass takes on a megabyte).
-# 0 turns it off (the tests compare both).
+# An ASCII output at least this long has the first `THREAD_SHARE` of its index pass (forwards
+# and reversed, `IdentifierIndex._find_both`) run in a thread of its own while this one runs the
+# PHI patterns, decodes spans and then takes the rest of the pass: the compiled matcher releases
+# the GIL, so on a 1 MB output the two overlap on two cores instead of following each other (a
+# thread costs ~0.1 ms to start, nothing next to the ~3 ms the whole pass takes on a megabyte).
+# The share balances the thread with the ~1 ms of other work this one does first. 0 turns it
+# off (the tests compare both).
 PARALLEL_MIN_CHARS = 256 * 1024
+THREAD_SHARE = 0.6
 
 
 class _Pass:
-    """One `_find_lowered` call in a thread of its own (fork-safe: nothing kept between calls):
-    over `text`, or with `backwards` over its reversal (see `_reversed_pass`).
+    """The core's forward and reversed matches of one part of an ASCII output's lower-cased bytes
+    (`IdentifierIndex._both_part`), found in a thread of its own (fork-safe: nothing kept
+    between calls).
 
     The thread is started without waiting for it to run (`threading.Thread.start` waits until
     the new thread has taken the GIL once, which on a busy machine costs the caller a
@@ -90,9 +95,9 @@ class _Pass:
     the caller's thread when its result is asked for; an error in the thread is raised there.
     """
 
-    def __init__(self, index: IdentifierIndex, text: str, raw: bytes, backwards: bool) -> None:
-        self._work: tuple[IdentifierIndex, str, bytes, bool] = (index, text, raw, backwards)
-        self._result: list[tuple[int, int, str]] | None = None
+    def __init__(self, index: IdentifierIndex, raw: bytes, start: int, stop: int) -> None:
+        self._work: tuple[IdentifierIndex, bytes, int, int] = (index, raw, start, stop)
+        self._result: tuple[bytes, bytes] | None = None
         self._error: BaseException | None = None
         self._done = _thread.allocate_lock()
         self._done.acquire()
@@ -113,15 +118,12 @@ class _Pass:
 
     def run(self) -> None:
         try:
-            index, text, raw, backwards = self._work
-            if backwards:
-                self._result = _reversed_pass(index, text, raw)
-            else:
-                self._result = index._find_lowered(text, raw)
+            index, raw, start, stop = self._work
+            self._result = index._both_part(raw, start, stop)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             self._error = exc
 
-    def result(self) -> list[tuple[int, int, str]]:
+    def result(self) -> tuple[bytes, bytes]:
         if not self._running:
             self.run()
         else:
@@ -131,15 +133,6 @@ class _Pass:
             raise self._error
         assert self._result is not None
         return self._result
-
-
-def _reversed_pass(index: IdentifierIndex, text: str, raw: bytes) -> list[tuple[int, int, str]]:
-    """`index._find_lowered(text[::-1], raw[::-1])` for an ASCII `text` whose lower-cased bytes
-    are `raw` (the reversed bytes are the reversed text's). The core reverses the bytes itself,
-    and the reversed text is made only when they hold a match: almost no output holds a value
-    written backwards, and each reversal of a megabyte costs a twentieth of the scan."""
-    found: list[tuple[int, int, str]] = index._find_lowered(lambda: text[::-1], raw, backwards=True)
-    return found
 
 
 def _decode_base64(span: str) -> list[_enc.Reading] | None:
@@ -466,12 +459,14 @@ def scan_text(
     n = len(text)
     want_reversed = index is not None
     ascii_fast = _ASCII_FAST and index is not None and text.isascii()
-    passes: tuple[_Pass, _Pass] | None = None
+    thread: _Pass | None = None
     raw = b""
+    cut = int(n * THREAD_SHARE)
     if ascii_fast and PARALLEL_MIN_CHARS and n >= PARALLEL_MIN_CHARS:
         assert index is not None
-        raw = lower_bytes(text)
-        passes = (_Pass(index, text, raw, False), _Pass(index, text, raw, True))
+        if index._matcher is not None:
+            raw = lower_bytes(text)
+            thread = _Pass(index, raw, 0, cut)
     spans = text_spans(text) if phi or decode else None
     if phi:
         for p in scan_phi(text, kinds, spans=spans):
@@ -492,12 +487,11 @@ def scan_text(
         distinct.setdefault(layer, len(distinct))
     inner: list[list[tuple[str, str, int, int]]] = [[] for _ in distinct]
     if index is not None and ascii_fast:
-        if passes is not None:
-            forwards, backwards = passes[0].result(), passes[1].result()
+        if thread is not None:
+            rest = index._both_part(raw, cut, n)
+            forwards, backwards = index._find_both(text, raw, [thread.result(), rest])
         else:
-            raw = lower_bytes(text)
-            forwards = index._find_lowered(text, raw)
-            backwards = _reversed_pass(index, text, raw)
+            forwards, backwards = index._find_both(text, lower_bytes(text))
         for a, b, column in forwards:
             found.append(("identifier", a, b, column))
         for a, b, column in backwards:

@@ -1,8 +1,8 @@
 """A long ASCII text is matched a window of tokens at a time (`match_windows` in
 policy/_scanner.c), each window starting a few tokens before the end of the one before: a value
 that straddles the end of a window (a name, a phone number in digit groups, a date, the longest
-sequence an index holds) must be found as the reference path finds it, forwards and backwards,
-wherever it falls.
+sequence an index holds) must be found as the reference path finds it, forwards and backwards
+(also by `find_both`, which reverses each window's tokens), wherever it falls.
 """
 
 from __future__ import annotations
@@ -36,6 +36,11 @@ def _agree(index: IdentifierIndex, text: str) -> None:
         assert index._find_lowered(text, raw) == forwards
         assert index._find_lowered(text[::-1], raw, backwards=True) == backwards
     assert forwards or backwards  # the value is there, one way or the other
+    # Both from one tokenization (`find_both`), whole and in two parts.
+    assert index._find_both(text, raw) == (forwards, backwards)
+    for cut in (len(raw) // 3, len(raw) // 2):
+        parts = [index._both_part(raw, 0, cut), index._both_part(raw, cut, len(raw))]
+        assert index._find_both(text, raw, parts) == (forwards, backwards)
 
 
 def _values(patients: pd.DataFrame) -> list[str]:

@@ -473,10 +473,10 @@ def test_an_error_in_a_scan_thread_reaches_the_caller(
     # A pass that fails must fail the scan (the guards then block), never return no findings.
     text = _long_output(patients, 3, scan_mod.PARALLEL_MIN_CHARS)
 
-    def broken(*args: object) -> list[tuple[int, int, str]]:
+    def broken(*args: object) -> tuple[bytes, bytes]:
         raise MemoryError("scan pass")
 
-    monkeypatch.setattr(IdentifierIndex, "_find_lowered", broken)
+    monkeypatch.setattr(IdentifierIndex, "_both_part", broken)
     with pytest.raises(MemoryError, match="scan pass"):
         scan_text(text, patient_index)
 
