@@ -54,7 +54,6 @@ from bedside.gateway._boundary import (
 )
 from bedside.gateway._loop import Relay, send_frames
 from bedside.gateway._receipts import (
-    Ahead,
     HospitalLedger,
     Prepared,
     canonical_content,
@@ -846,7 +845,6 @@ class Sentry:
                     pass
         size = len(msg.raw_content) + sum(len(b) for b in msg.buffers)
         ahead: Future[Prepared] | None = None
-        made: Future[ReleaseMade] | None = None
         if early is not None:
             verdict = early
         else:
@@ -866,7 +864,6 @@ class Sentry:
                     ahead = self._prepare_pool().submit(
                         prepare_release, channel, msg_type, msg.content, []
                     )
-                made = self._make_release_ahead(ahead, msg, request)
             answered = request.msg_type if request is not None and channel != "iopub" else ""
             verdict = self.guard.check(
                 channel,
@@ -884,7 +881,6 @@ class Sentry:
         if self._guard_open:
             verdict = self.guard.joined(channel, msg.parent_id, verdict)
         prepared = self._prepared(ahead, msg, verdict) if ahead is not None else None
-        release = _release_made(made, prepared) if made is not None else None
         if self._tracing:
             _mark("mb.sentry.prepared")
         if verdict.blocked:
@@ -932,7 +928,6 @@ class Sentry:
             blocked_original=blocked_original,
             end_of_cell=end_of_cell,
             prepared=prepared,
-            release=release,
         )
 
     def _kernel_claim(self, metadata: Any) -> Decision | None:
@@ -954,56 +949,6 @@ class Sentry:
         if msg_type not in PREPARED_TYPES or size > self.guard.max_output_bytes:
             return None
         return msg_type, prepare_release("iopub", msg_type, content, [])
-
-    def _make_release_ahead(
-        self, ahead: Future[Prepared], msg: Message, request: Request | None
-    ) -> Future[ReleaseMade] | None:
-        """The rest of a large output's release made in the worker thread too, right after its
-        `prepare_release` and while the guard still scans: its header, ledger entry, receipt
-        and signature, as they will be if the verdict is a plain release of the content as it
-        came with the kernel's metadata (`ReleaseMade.fits` checks that before any of it is
-        used). The relay would otherwise do this after the scan, on the message's path (a
-        megabyte's HMAC alone is ~0.7 ms). The relay appends nothing to the ledger until it
-        has this future's result (`_release_made`): the worker reads the ledger while nothing
-        writes it."""
-        if not self._recording() or request is None:
-            return None
-        parent = (request.raw_header, msg.parent_id)
-        kernel = self._kernel_claim(msg.metadata)
-        try:
-            return self._prepare_pool().submit(
-                self._make_release, ahead, msg.msg_type, msg.metadata, parent, kernel
-            )
-        except RuntimeError:  # the pool is shut down: the sentry is closing
-            return None
-
-    def _make_release(
-        self,
-        ahead: Future[Prepared],
-        msg_type: str,
-        metadata: dict[str, Any],
-        parent: tuple[bytes, str],
-        kernel: Decision | None,
-    ) -> ReleaseMade:
-        """In the worker thread: see `_make_release_ahead`."""
-        prepared = ahead.result()
-        header = new_header(msg_type, self.session_id)
-        decision = Decision.release(layer=Layer.SENTRY)
-        made = self.ledger.released_ahead(
-            msg_id=header["msg_id"],
-            parent=parent[1],
-            channel="iopub",
-            msg_type=msg_type,
-            prepared=prepared,
-            decision=decision,
-            kernel=kernel,
-        )
-        raw_header = dumps(header)
-        raw_metadata = _metadata_with_receipt(metadata, made.receipt)
-        signature = self.outer.sign([raw_header, parent[0], raw_metadata, prepared.raw_content])
-        return ReleaseMade(
-            prepared, header, parent, decision, kernel, made, raw_header, raw_metadata, signature
-        )
 
     def _prepare_pool(self) -> ThreadPoolExecutor:
         if self._preparer is None:
@@ -1088,13 +1033,11 @@ class Sentry:
         end_of_cell: bool = False,
         checkpoint: bool = False,
         prepared: Prepared | None = None,
-        release: ReleaseMade | None = None,
     ) -> None:
         """Commit, receipt, sign and send one message to the client side.
 
         `kernel` is the in-kernel guard's claim about the message, recorded beside `decision`.
-        `prepared` is this content's release computed ahead (`prepare_release`), `release` the
-        whole message made from it ahead (`_make_release`).
+        `prepared` is this content's release computed ahead (`prepare_release`).
         """
         header = new_header(msg_type, self.session_id)
         try:
@@ -1132,11 +1075,6 @@ class Sentry:
             and not (end_of_cell or checkpoint)
             and self._recording()
         ):
-            if release is not None and release.fits(
-                prepared, msg_type, metadata, parent, decision, kernel
-            ):
-                self._send_released_made(release, metadata)
-                return
             self._emit_released_ahead(
                 channel, header, raw_content, metadata, parent, decision, kernel, prepared
             )
@@ -1227,37 +1165,6 @@ class Sentry:
             [topic], raw_header, parent[0], raw_metadata, raw_content, signature=signature
         )
         self._send(f"outer_{channel}", frames)
-
-    def _send_released_made(self, release: ReleaseMade, metadata: dict[str, Any]) -> None:
-        """Append the entry of a release made whole ahead (`_make_release`) and send it, with
-        the receipt and signature made for it; if the ledger did not write what its receipt
-        names (cannot happen while only this thread appends), the receipt of what it holds."""
-        prepared, header = release.prepared, release.header
-        msg_type = header["msg_type"]
-        raw_metadata = release.raw_metadata
-        signature: bytes | None = release.signature
-        if self._tracing:
-            _mark("mb.sentry.receipt")
-        if self.ledger.append_ahead(release.ahead):
-            if self._tracing:
-                _mark("mb.sentry.appended")
-                _mark("mb.sentry.signed")
-        else:
-            log.warning("a receipt made ahead did not match the ledger; made again")
-            receipt = self.ledger.receipt_bytes(header["msg_id"], prepared.committed,
-                                                digest=prepared.digest)  # fmt: skip
-            raw_metadata = _metadata_with_receipt(metadata, receipt)
-            signature = None
-        topic = f"kernel.{self.session_id}.{msg_type}".encode()
-        frames = self.outer.frames(
-            [topic],
-            release.raw_header,
-            release.parent[0],
-            raw_metadata,
-            prepared.raw_content,
-            signature=signature,
-        )
-        self._send("outer_iopub", frames)
 
     def _recording(self) -> bool:
         """Whether messages leaving now get ledger entries (after the header, before the seal).
@@ -1762,55 +1669,6 @@ class Sentry:
                 ledger.close()
         if self._private_dir is not None:
             shutil.rmtree(self._private_dir, ignore_errors=True)
-
-
-@dataclass(frozen=True)
-class ReleaseMade:
-    """A large output's message made whole in the worker thread before its verdict
-    (`Sentry._make_release`): used only if the verdict is what it assumed (`fits`)."""
-
-    prepared: Prepared
-    header: dict[str, Any]
-    parent: tuple[bytes, str]
-    decision: Decision
-    kernel: Decision | None
-    ahead: Ahead
-    raw_header: bytes
-    raw_metadata: bytes
-    signature: bytes
-
-    def fits(
-        self,
-        prepared: Prepared,
-        msg_type: str,
-        metadata: dict[str, Any],
-        parent: tuple[bytes, str],
-        decision: Decision,
-        kernel: Decision | None,
-    ) -> bool:
-        """Whether the message the relay is about to send is the one made: the same prepared
-        content, type, parent, decision and kernel claim, and metadata that encodes to the
-        same bytes around the receipt."""
-        return (
-            prepared is self.prepared
-            and msg_type == self.header["msg_type"]
-            and parent == self.parent
-            and decision == self.decision
-            and kernel == self.kernel
-            and _metadata_with_receipt(metadata, self.ahead.receipt) == self.raw_metadata
-        )
-
-
-def _release_made(made: Future[ReleaseMade], prepared: Prepared | None) -> ReleaseMade | None:
-    """The release made ahead, once the worker is done with it (the relay must not append to
-    the ledger while the worker reads it); None if it is not needed or could not be made."""
-    if prepared is None and made.cancel():
-        return None
-    try:
-        release = made.result()
-    except Exception:  # noqa: BLE001 - e.g. content that cannot be encoded: _emit decides
-        return None
-    return release if prepared is not None else None
 
 
 def _made_for(early: Future[Any], msg_type: str) -> Future[Prepared]:
