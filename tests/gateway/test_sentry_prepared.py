@@ -242,3 +242,64 @@ def test_the_release_is_prepared_as_soon_as_the_json_is_read(relay, used, monkey
     comm = kernel.msg("comm_msg", {"comm_id": "c", "data": {"text": text}})
     sentry._from_kernel("iopub", [b"kernel.x.comm_msg", *kernel.serialize(comm)])
     assert calls == []
+
+
+def test_a_release_prepared_ahead_is_not_used_when_the_joined_verdict_blocks(relay, used):
+    """A large output the guard releases alone but blocks joined to the text before it on its
+    stream (a value split across two messages) leaves as a notice: the release prepared for it
+    is dropped, the ledger records the block, and the receipts name what the ledger holds."""
+    sentry, client, kernel, frame = relay
+    mrn = str(frame["mrn"].iloc[11])
+    words = " ".join(WORDS[i % len(WORDS)] for i in range(40_000))
+    request = client.msg("execute_request", {"code": "print(TEXT)", "silent": False})
+    sentry._from_client("shell", [b"client", *client.serialize(request)])
+    out: CaptureSocket = sentry._sockets["outer_iopub"]  # type: ignore[assignment]
+    wire = Wire(client.key, name="client")
+    first = kernel.msg("stream", {"name": "stdout", "text": f"ward {mrn[:4]}"},
+                       parent=request["header"])  # fmt: skip
+    sentry._from_kernel("iopub", [b"kernel.x.stream", *kernel.serialize(first)])
+    assert wire.parse(out.sent[-1]).content["text"] == f"ward {mrn[:4]}"
+    second = kernel.msg("stream", {"name": "stdout", "text": f"{mrn[4:]} {words}"},
+                        parent=request["header"])  # fmt: skip
+    sentry._from_kernel("iopub", [b"kernel.x.stream", *kernel.serialize(second)])
+    got = wire.parse(out.sent[-1])
+    assert mrn[4:] not in got.content["text"] and "blocked" in got.content["text"]
+    assert got.metadata["bedside"]["decision"] == "blocked"
+    assert used == [False]
+    receipt = got.metadata["bedside"]["receipt"]
+    _receipt_names_the_ledger(sentry, receipt)
+    outputs = [sentry.ledger.ledger.entry(i) for i in range(sentry.ledger.size)]
+    assert [e["decision"] for e in outputs if e["kind"] == "output"] == ["released", "blocked"]
+    # The next large output is prepared and released as usual, its receipt going on from the
+    # block's.
+    got = _cell(sentry, client, kernel, words)
+    assert used == [False, True] and got["parsed"].content["text"] == words
+    _receipt_names_the_ledger(sentry, _receipt_checks(sentry, got))
+
+
+def test_a_prepared_release_carries_the_metadata_the_guard_let_out(relay, used, monkeypatch):
+    """A large release prepared ahead still carries the metadata of the verdict: when the guard
+    lets out other metadata than the kernel sent (here it is made to drop a key), the kernel's
+    key does not leave, and the receipt names what the ledger holds."""
+    import dataclasses
+
+    sentry, client, kernel, _ = relay
+    original = type(sentry.guard).check
+
+    def check(self, channel, msg_type, content, metadata, *args, **kwargs):
+        verdict = original(self, channel, msg_type, content, metadata, *args, **kwargs)
+        kept = {k: v for k, v in verdict.metadata.items() if k != "trace"}
+        return dataclasses.replace(verdict, metadata=kept)
+
+    monkeypatch.setattr(type(sentry.guard), "check", check)
+    text = " ".join(WORDS[i % len(WORDS)] for i in range(40_000))
+    request = client.msg("execute_request", {"code": "print(TEXT)", "silent": False})
+    sentry._from_client("shell", [b"client", *client.serialize(request)])
+    msg = kernel.msg("stream", {"name": "stdout", "text": text}, parent=request["header"])
+    msg["metadata"] = {"trace": "the kernel's own", "kept": 1}
+    out: CaptureSocket = sentry._sockets["outer_iopub"]  # type: ignore[assignment]
+    sentry._from_kernel("iopub", [b"kernel.x.stream", *kernel.serialize(msg)])
+    got = Wire(client.key, name="client").parse(out.sent[-1])
+    assert used == [True] and got.content["text"] == text
+    assert "trace" not in got.metadata and got.metadata["kept"] == 1
+    _receipt_names_the_ledger(sentry, _receipt_checks(sentry, {"parsed": got}))
