@@ -556,7 +556,7 @@ class DigestIndex:
                 if column not in self._columns:
                     self._columns.append(column)
                 code = self._columns.index(column)
-                values = frame[column].dropna().astype(str).unique()  # type: ignore[attr-defined]
+                values = frame[column].dropna().astype(str).unique()  # type: ignore[index]
                 forms = set(values.tolist()) | {v.lower() for v in values.tolist()}
                 for form in forms:
                     raw = form.encode("utf-8", "surrogatepass")

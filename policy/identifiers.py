@@ -421,13 +421,7 @@ class IdentifierIndex:
                 raise ValueError("a backwards search needs an ASCII text")
         else:
             s, e = _char_offsets(text, raw, s, e)
-        keep = self._keep(text, s, e, self._weak_code[kk])
-        if not keep.all():
-            s, e, kk = s[keep], e[keep], kk[keep]
-        names = self._kind_names
-        return [
-            (a, b, names[c]) for a, b, c in zip(s.tolist(), e.tolist(), kk.tolist(), strict=True)
-        ]
+        return self._kept(text, s, e, kk)
 
     def _find_both(
         self, text: str, raw: bytes, parts: Sequence[tuple[bytes, bytes]] | None = None
@@ -466,6 +460,12 @@ class IdentifierIndex:
             return []
         if backwards:
             text = text[::-1]
+        return self._kept(text, s, e, kk)
+
+    def _kept(
+        self, text: str, s: np.ndarray, e: np.ndarray, kk: np.ndarray
+    ) -> list[tuple[int, int, str]]:
+        """The spans of `text` that `_keep` keeps, with their kinds' names."""
         keep = self._keep(text, s, e, self._weak_code[kk])
         if not keep.all():
             s, e, kk = s[keep], e[keep], kk[keep]
