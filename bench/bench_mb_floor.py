@@ -22,7 +22,7 @@ no hand-over between threads, and the guarded kernel's own check left out. It is
 on what the sentry adds, not an estimate of it. bench_gateway's bedside p50 minus the plain p50
 is what it adds in fact.
 
-Run: .venv/bin/python bench/bench_mb_floor.py (also part of `make bench`) [--rounds 12] [--out FILE]
+Run: .venv/bin/python bench/bench_mb_floor.py [--rounds 12] [--out FILE]   (also run by `make bench`)
 """
 
 from __future__ import annotations
