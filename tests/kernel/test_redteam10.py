@@ -383,3 +383,52 @@ def test_honest_cell_comes_through(client: Client, name: str) -> None:
     assert shown, name
     errors = [m for m in messages if m.get("msg_type") == "error"]
     assert not errors, errors[0]["content"]["evalue"] if errors else ""
+
+
+# -- ACRO on this table ---------------------------------------------------------------------------
+
+# ACRO 1.0.2's crosstab on `claims()` (its default rules), frozen: the cells it flags for any
+# check. Re-derived by `test_acro_verdicts_are_current` when `.venv-acro` exists.
+ACRO_TABLES = {
+    "counts": ("icd10", "payer", None, None),
+    "mean-by-readmit": ("icd10", "readmit", "charge_usd", "mean"),
+    "sum-by-state": ("state", "payer", "charge_usd", "sum"),
+}
+ACRO_FLAGGED: dict[str, set[tuple[str, str]]] = {
+    "counts": {(RARE_ONE, p) for p in PAYERS} | {(RARE_THREE, p) for p in PAYERS},
+    "mean-by-readmit": {(RARE_ONE, "0"), (RARE_ONE, "1"), (RARE_THREE, "0"), (RARE_THREE, "1")},
+    "sum-by-state": set(),
+}
+ACRO_PY = Path(__file__).resolve().parents[2] / ".venv-acro" / "bin" / "python"
+
+
+def test_acro_verdicts_are_current(frame: pd.DataFrame) -> None:
+    if not ACRO_PY.exists():
+        pytest.skip(".venv-acro is absent: run `make acro-venv` to re-derive ACRO's verdicts")
+    import subprocess
+
+    cases = [
+        {"a": frame[a].astype(str).tolist(), "b": frame[b].astype(str).tolist(),
+         "v": None if v is None else frame[v].tolist(), "aggfunc": f}
+        for a, b, v, f in ACRO_TABLES.values()
+    ]  # fmt: skip
+    runner = Path(__file__).with_name("_acro_runner.py")
+    proc = subprocess.run([str(ACRO_PY), str(runner)], input=json.dumps(cases), text=True,
+                          capture_output=True, timeout=240, check=True)  # fmt: skip
+    for name, got in zip(ACRO_TABLES, json.loads(proc.stdout), strict=True):
+        flagged = {(got["rows"][r], got["cols"][c]) for cells in got["cells"].values()
+                   for r, c in cells}  # fmt: skip
+        assert flagged == ACRO_FLAGGED[name], name
+
+
+@pytest.mark.parametrize("name", sorted(ACRO_TABLES))
+def test_guard_suppresses_what_acro_flags(client: Client, name: str) -> None:
+    """The crosstab as written to JSON on the client: its `suppressed` cells are ACRO's."""
+    a, b, v, f = ACRO_TABLES[name]
+    values = "" if v is None else f", values=df.{v}, aggfunc={f!r}"
+    messages = _run(client, f"print(pd.crosstab(df.{a}, df.{b}.astype(str){values}).to_json())")
+    out = [m["content"] for m in messages if m.get("msg_type") == "stream"]
+    text = "".join(str(c.get("text", "")) for c in out if c.get("name") == "stdout")
+    table, _ = json.JSONDecoder().raw_decode(text.strip())  # (the sandbox warning follows)
+    suppressed = {(r, c) for c, col in table.items() for r, x in col.items() if x == "suppressed"}
+    assert suppressed == ACRO_FLAGGED[name], (name, suppressed ^ ACRO_FLAGGED[name])
