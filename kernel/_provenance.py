@@ -287,6 +287,9 @@ class ProvenanceTracker:
         self.annotations: OrderedDict[int, Annotation] = OrderedDict()
         self.cell_events: list[ReductionEvent] = []
         self.cell_aggregates: list[weakref.ref[Any]] = []
+        # fractional values of fewer than `min_cell_count` protected rows iterated in this cell
+        # (`for _, r in df[df.code == x].iterrows(): print(r.cost)`), see `_note_few_rows`
+        self.few_rows: list[float] = []
         self.history: list[ReductionEvent] = []
         self.touched = False
         self._local = threading.local()
@@ -320,6 +323,7 @@ class ProvenanceTracker:
         del self.history[:-64]  # the differencing log keeps the recent record sets
         self.cell_events = []
         self.cell_aggregates = []
+        self.few_rows = []
         self.touched = False
 
     def protect(self, name: str, frame: pd.DataFrame) -> pd.DataFrame:
@@ -712,6 +716,22 @@ def _record_over_rows(
     tracker.record_reduction(rows, name, result)
 
 
+def _note_few_rows(tracker: ProvenanceTracker, frame: Any) -> None:
+    """The values with a fraction of a few protected rows iterated one by one: too few to be
+    recognised as a run in record order, each is one patient's value (whole numbers are common
+    in any output and are not kept)."""
+    if not isinstance(frame, pd.DataFrame) or len(frame) == 0:
+        return
+    tag = tag_of(frame)
+    if tag is None or tag[0] != "rows" or len(frame) >= tracker.rules.min_cell_count:
+        return
+    with tracker.quiet():
+        numbers = frame.select_dtypes("number").to_numpy(dtype=float).ravel()
+    numbers = numbers[np.isfinite(numbers) & (numbers != np.round(numbers))]
+    tracker.few_rows.extend(numbers[:256].tolist())
+    del tracker.few_rows[:-256]
+
+
 def _note_picked_mask(tracker: ProvenanceTracker, part: Any, mask: Any) -> None:
     """`part`, finalized from the missing-value mask `mask`, is one when it holds only its
     booleans: a column of it, or some of its rows or columns."""
@@ -862,10 +882,10 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
         @functools.wraps(orig)
         def missing(obj: Any) -> Any:
             out = orig(obj)
-            if (not tracker.busy and isinstance(obj, NDFrame) and isinstance(out, NDFrame)
-                    and tag_of(obj) is not None):  # fmt: skip
+            tag = tag_of(obj) if isinstance(obj, NDFrame) and not tracker.busy else None
+            if tag is not None and tag[0] == "rows" and isinstance(out, NDFrame):
                 if tag_of(out) is None:
-                    out.attrs[TAG] = obj.attrs[TAG]
+                    out.attrs[TAG] = tag
                 tracker.note_missing(out)
             return out
 
@@ -1436,6 +1456,8 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
         def render(self: Any, *a: Any, **kw: Any) -> Any:
             if not tracker.busy and tag_of(self) is not None:
                 note_extraction(tracker, self)
+                if name in ("iterrows", "itertuples"):
+                    _note_few_rows(tracker, self)
                 judge = tracker.render_judge
                 if judge is not None and name in WRITERS and tag_of(self)[0] == "agg":  # type: ignore[index]
                     # An aggregate written as text (`print(t)`, `t.to_csv()`) is judged as its

@@ -269,6 +269,19 @@ class OutputGuard:
             nums = np.concatenate([nums, np.array(grouped, dtype=float)])
         return any(bool(np.isclose(nums, v, rtol=1e-6, atol=0.5).any()) for v in values)
 
+    def _few_rows_in(self, text: str) -> bool:
+        values = self.tracker.few_rows
+        if not values:
+            return False
+        nums = numbers_in(text)
+        if "," in text:
+            grouped = [float(m.replace(",", "")) for m in _GROUPED.findall(text[:200_000])]
+            nums = np.concatenate([nums, np.array(grouped, dtype=float)])
+        nums = nums[:20_000]
+        return bool(nums.size) and bool(
+            np.isclose(nums[:, None], np.array(values)[None, :], rtol=1e-9, atol=5e-3).any()
+        )
+
     # -- objects at display time -------------------------------------------------------------
     def judge_object(self, obj: Any) -> tuple[Decision | None, Any]:
         """(decision, object to format). None decision = not protected, format as is."""
@@ -706,6 +719,11 @@ class OutputGuard:
                 decision = Decision.block(
                     dr.EXTREMES, "it shows the minimum or maximum of a protected column",
                     dr.ADVICE[dr.EXTREMES])  # fmt: skip
+            elif text and msg_type in OUTPUT_TYPES and self._few_rows_in(text):
+                decision = Decision.block(
+                    "row-level", f"it shows a value of one of fewer than "
+                    f"{self.rules.min_cell_count} protected records iterated in this cell",
+                    ADVICE["row-level"])  # fmt: skip
             elif text and (fit := self._model_finding(text)) is not None:
                 decision = fit
             elif delegated and decision is None and not prior:

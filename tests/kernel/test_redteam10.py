@@ -127,6 +127,7 @@ def _secrets(frame: pd.DataFrame) -> dict[str, float]:
         "one-los": float(frame.los_days[frame.icd10 == RARE_ONE].iloc[0]),
         "three-mean": float(three.charge_usd.mean()),
         "three-sum": float(three.charge_usd.sum()),
+        "three-one": float(three.charge_usd.iloc[0]),
         "max-charge": float(frame.charge_usd.max()),
         "second-charge": float(frame.charge_usd.nlargest(2).iloc[1]),
     }
@@ -249,6 +250,38 @@ LEAKS: dict[str, tuple[str, tuple[str, ...]]] = {
         (),
     ),
     "three-sum-np": ("print(np.sum(df[df.icd10 == RARE_THREE][['charge_usd']]))", ("three-sum",)),
+    "npi-max": ("df.groupby('npi').charge_usd.max()", ("max-charge",)),
+    "crosstab-margins": (
+        "pd.crosstab(df.icd10, df.payer, values=df.charge_usd, aggfunc='sum', margins=True)",
+        ("one-charge",),
+    ),
+    "iterrows-print": (
+        "for _, r in df[df.icd10 == RARE_ONE].iterrows():\n    print(r.icd10, r.charge_usd)",
+        ("one-charge",),
+    ),
+    "query-agg": (
+        "df.query('icd10 == @RARE_THREE').charge_usd.agg(['mean', 'sum'])",
+        ("three-mean", "three-sum"),
+    ),  # fmt: skip
+    "transform-dedup": (
+        "df.assign(m=df.groupby('icd10').charge_usd.transform('mean'))"
+        ".drop_duplicates('icd10')[['icd10', 'm']]",
+        ("one-charge", "three-mean"),
+    ),
+    "apply-lambda": (
+        "df.groupby('icd10').charge_usd.apply(lambda s: s.mean())",
+        ("one-charge", "three-mean"),
+    ),  # fmt: skip
+    "agg-lambda": (
+        "df.groupby('icd10').charge_usd.agg(lambda s: s.sum())",
+        ("one-charge", "three-sum"),
+    ),  # fmt: skip
+    "itertuples-fstring": (
+        "for r in df[df.icd10 == RARE_THREE].itertuples():\n"
+        "    print(f'{r.icd10} {r.payer} ${r.charge_usd:,.2f}')",
+        ("three-one",),
+    ),
+    "value-counts-icd-charge": ("df[df.charge_usd > 150000].icd10.value_counts()", ()),
     # names, dates of birth, notes and rows
     "names-upper": ("df.family.str.upper().head(5).tolist()", ()),
     "initial-family": ("(df.given.str[0] + '. ' + df.family).head(4)", ()),
@@ -279,6 +312,11 @@ DRAWN = {"bar-annotated", "name-annotate"}
 LIMITS: dict[str, tuple[str, tuple[str, ...]]] = {
     # a record number's digits without its letters are not indexed alone (policy/identifiers.py)
     "member-digits": ("print('member', df.member_no.iloc[9][2:])", ()),
+    # numpy on an array taken out of a few rows: followed by the text scans only
+    "np-mean-values": (
+        "print(np.mean(df[df.icd10 == RARE_THREE].charge_usd.values))",
+        ("three-mean",),
+    ),  # fmt: skip
 }
 
 HONEST: dict[str, str] = {
