@@ -592,6 +592,9 @@ class OutputGuard:
         if not bars or not self.tracker.cell_aggregates:
             return None
         lengths = np.asarray(bars, dtype=float)
+        lengths = lengths[lengths != 0]  # an empty bin draws nothing of a cell
+        if not lengths.size:
+            return None
         for ref in self.tracker.cell_aggregates:
             obj = ref()
             if not isinstance(obj, (pd.Series, pd.DataFrame)):
@@ -611,7 +614,7 @@ class OutputGuard:
                     x = float(v)
                 except (TypeError, ValueError):
                     continue
-                if np.isfinite(x) and bool(np.isclose(lengths, x, rtol=1e-9, atol=1e-9).any()):
+                if x and np.isfinite(x) and bool(np.isclose(lengths, x, rtol=1e-9, atol=0).any()):
                     return Decision.block(
                         decision.rule, "a bar draws a cell that fails the disclosure rules",
                         decision.advice)  # fmt: skip

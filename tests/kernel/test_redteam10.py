@@ -334,6 +334,10 @@ HONEST: dict[str, str] = {
     ".value_counts().sort_index()",
     "npi-count": "print(df.npi.nunique(), 'providers')",
     "hist": "plt.hist(df.los_days, bins=range(0, 35, 5))\nplt.show()",
+    # a failing aggregate in the same cell (the one-member code's readmission rate, 0 or 1)
+    # and a histogram with empty bins: nothing of the aggregate is drawn
+    "hist-beside-small-groups": "r = df.groupby('icd10').readmit.mean()\n"
+    "plt.hist(df.los_days, bins=range(0, 60, 5))\nplt.show()",
     "ols-whole": "smf.ols('charge_usd ~ los_days + C(payer)', data=df).fit().params.round(1)",
     "missing": "df.isna().sum()",
     "fstring-summary": "print(f'{len(df):,} claims, mean ${df.charge_usd.mean():,.0f}')",
