@@ -128,6 +128,13 @@ class ModelGuard:
         # fails), and the decisions on the reports made in this cell (`_patch_metrics`).
         self.eval_tables: deque[EvalTable] = deque(maxlen=WATCHED_FITS)
         self.cell_notes: list[Decision] = []
+        self.cell = 0  # the number of the cell running (`begin_cell`)
+        self.code = ""
+
+    def begin_cell(self, code: str) -> None:
+        self.cell += 1
+        self.code = code
+        self.cell_notes.clear()
 
     # -- provenance ------------------------------------------------------------------------
     def source(self, obj: Any) -> Source | None:
@@ -244,7 +251,13 @@ class ModelGuard:
         if failing and any(c.isdigit() for c in text[:200_000]):
             ints = [int(m) for m in _INTEGER.findall(text[:200_000])]
             for t in reversed(failing):
-                if t.in_text(ints):
+                if t.rates:
+                    if self._taken_apart(t):
+                        return Decision.block(t.decision.rule, "it may show the rates or scores "
+                                              "of an evaluation table with cells that fail the "
+                                              "disclosure rules", t.decision.advice)  # fmt: skip
+                    continue
+                if t.in_text(ints) or (t.failing.intersection(ints) and self._taken_apart(t)):
                     return Decision.block(t.decision.rule, "it shows the counts of a confusion "
                                           "matrix with cells that fail the disclosure rules",
                                           t.decision.advice)  # fmt: skip
@@ -259,6 +272,20 @@ class ModelGuard:
                 if vals.size and _shows(numbers, vals):
                     return self._decision(w)
         return None
+
+    def _taken_apart(self, t: EvalTable) -> bool:
+        """Whether this cell made the matrix `t` or names a variable holding it: its counts may
+        be printed one by one there (`tn, fp, fn, tp = cm.ravel()`, `cm[1, 1]`)."""
+        if t.cell == self.cell:
+            return True
+        matrix = t.ref()
+        if matrix is None:
+            return False
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        ns = getattr(shell, "user_ns", None) or {}
+        return any(ns.get(name) is matrix for name in set(_NAME.findall(self.code)))
 
     # -- installation ----------------------------------------------------------------------
     def install(self) -> None:
@@ -759,11 +786,18 @@ def _patch_numpy(guard: ModelGuard) -> None:
         deg = int(a[2]) if len(a) > 2 and np.isscalar(a[2]) else 1
         return n - deg - 1
 
+    def lstsq_dof(n: int, a: tuple[Any, ...]) -> int:
+        # a fit by hand: its coefficients are as disclosive as `sm.OLS`'s on the same rows
+        shape: tuple[int, ...] = np.shape(a[0]) if a else ()
+        return n - (shape[1] if len(shape) == 2 else 1)
+
     for owner, name, dof in ((np, "polyfit", polyfit_dof), (np, "corrcoef", lambda n, a: n - 2),
-                             (np, "cov", lambda n, a: n - 1)):  # fmt: skip
+                             (np, "cov", lambda n, a: n - 1),
+                             (np.linalg, "lstsq", lstsq_dof)):  # fmt: skip
         fn = getattr(owner, name)
         if not getattr(fn, "_bedside", False):
-            setattr(owner, name, _statistic(guard, f"np.{name}", fn, dof))
+            prefix = "np.linalg" if owner is np.linalg else "np"
+            setattr(owner, name, _statistic(guard, f"{prefix}.{name}", fn, dof))
 
 
 # -- scikit-learn's evaluation tables --------------------------------------------------------
@@ -776,6 +810,7 @@ EVAL_ADVICE = (
     "are released. `display(cm)` shows a confusion matrix with its small cells suppressed."
 )
 _INTEGER = re.compile(r"(?<![\w.])\d+(?![\w]|\.\d)")
+_NAME = re.compile(r"(?<![\w.])[A-Za-z_]\w*+(?![\w'\"])")  # a name, not a string's prefix
 
 
 @dataclass
@@ -786,6 +821,11 @@ class EvalTable:
     decision: Decision
     shown: np.ndarray  # as displayed: failing cells `suppressed`, passing counts rounded
     rows: list[list[int]]  # the counts, row by row, as a printed matrix shows them
+    failing: frozenset[int] = frozenset()  # the counts of the cells that fail
+    cell: int = 0  # the cell that made it
+    # rates or scores (a normalised matrix, `precision_recall_fscore_support`), too few digits
+    # to be told in text: withheld from any output with a number in a cell that names it
+    rates: bool = False
 
     def in_text(self, ints: list[int]) -> bool:
         """True when the text's whole numbers hold the matrix's rows in order (with at most two
@@ -908,14 +948,45 @@ def _patch_metrics(guard: ModelGuard, module: types.ModuleType) -> None:
         @functools.wraps(fn)
         def wrapper(*a: Any, **kw: Any) -> Any:
             out = fn(*a, **kw)
-            if guard.busy or kw.get("normalize") is not None or kw.get("sample_weight") is not None:
+            if guard.busy:
                 return out
             with guard._inside(), guard.tracker.quiet():
                 src = _label_source(guard, a, kw)
                 if src is None or not isinstance(out, np.ndarray) or out.ndim != 2:
                     return out
-                mask = _cell_mask(out.ravel(), rules)
+                counts = out
+                weighted = kw.get("normalize") is not None or kw.get("sample_weight") is not None
+                if weighted:
+                    # rates or weighted counts: judged by the patients behind each cell (with a
+                    # cell's row or column total, its count is a division away)
+                    plain = {k: v for k, v in kw.items() if k not in ("normalize", "sample_weight")}
+                    counts = np.asarray(fn(*a, **plain))
+                    if counts.shape != out.shape:
+                        return out
+                mask = _cell_mask(counts.ravel(), rules)
                 decision = _eval_decision(guard, mask, "confusion matrix")
+                if weighted:
+                    if decision.action is not Action.RELEASED:
+                        shown = np.array([v if not m else "suppressed" for v, m in
+                                          zip(out.ravel(), mask, strict=True)],
+                                         dtype=object).reshape(out.shape)  # fmt: skip
+                        failing = frozenset(int(c) for c, m in zip(counts.ravel(), mask,
+                                                                   strict=True) if m)  # fmt: skip
+                        guard.eval_tables.append(EvalTable(
+                            weakref.ref(out), decision, shown, counts.astype(int).tolist(),
+                            failing, guard.cell, rates=True))  # fmt: skip
+                        why = (
+                            f"a {kw.get('normalize') and 'normalised' or 'weighted'} "
+                            "confusion matrix with cells that fail the disclosure rules"
+                        )
+                        guard.watch("confusion matrix", src.table, decision.rule, why,
+                                    lambda: [out], None)  # fmt: skip
+                        # its rates have too few digits to be told in text: the cell's outputs
+                        # are withheld (`display(cm)` in a later cell shows it suppressed)
+                        guard.cell_notes.append(Decision.block(
+                            decision.rule, f"it shows {why}", decision.advice,
+                            details=decision.details))  # fmt: skip
+                    return out
                 if decision.action is Action.RELEASED and rules.round_counts_to > 1:
                     decision = Decision.redact(dr.ROUNDING, "counts rounded to the nearest "
                                                f"{rules.round_counts_to}",
@@ -925,8 +996,11 @@ def _patch_metrics(guard: ModelGuard, module: types.ModuleType) -> None:
                                                                     strict=True)],
                                  dtype=object).reshape(out.shape)  # fmt: skip
                 if decision.action is not Action.RELEASED:
+                    failing = frozenset(int(c) for c, m in zip(out.ravel(), mask, strict=True)
+                                        if m)  # fmt: skip
                     guard.eval_tables.append(EvalTable(weakref.ref(out), decision, shown,
-                                                       out.astype(int).tolist()))  # fmt: skip
+                                                       out.astype(int).tolist(), failing,
+                                                       guard.cell))  # fmt: skip
             return out
 
         wrapper._bedside = True  # type: ignore[attr-defined]
@@ -950,8 +1024,28 @@ def _patch_metrics(guard: ModelGuard, module: types.ModuleType) -> None:
         wrapper._bedside = True  # type: ignore[attr-defined]
         return wrapper
 
+    def scores(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            out = fn(*a, **kw)
+            if guard.busy:
+                return out
+            with guard._inside(), guard.tracker.quiet():
+                src = _label_source(guard, a, kw)
+                if src is None:
+                    return out
+                try:
+                    _judge_scores(guard, src, a, kw, out)
+                except (TypeError, ValueError):  # multilabel indicators: not followed (docs)
+                    pass
+            return out
+
+        wrapper._bedside = True  # type: ignore[attr-defined]
+        return wrapper
+
     for name, wrap in (("confusion_matrix", confusion_matrix),
-                       ("classification_report", classification_report)):  # fmt: skip
+                       ("classification_report", classification_report),
+                       ("precision_recall_fscore_support", scores)):  # fmt: skip
         fn = getattr(module, name, None)
         if callable(fn) and not getattr(fn, "_bedside", False):
             setattr(module, name, wrap(fn))
@@ -1006,3 +1100,42 @@ def _judged_report(guard: ModelGuard, fn: Callable[..., Any], a: tuple[Any, ...]
                                               details=decision.details)  # fmt: skip
         return "classification report suppressed: " + decision.reason
     return text
+
+
+def _judge_scores(guard: ModelGuard, src: Source, a: tuple[Any, ...], kw: dict[str, Any],
+                  out: Any) -> None:  # fmt: skip
+    """`precision_recall_fscore_support`: the numbers of a classification report without its
+    layout. When a class's cells fail as they would in the report, the cell's outputs are
+    withheld and the scores are watched in later outputs (arrays cannot show `suppressed`)."""
+    from sklearn.metrics import _classification as cls_mod
+    from sklearn.utils.multiclass import unique_labels
+
+    y_true = a[0] if a else kw.get("y_true")
+    y_pred = a[1] if len(a) > 1 else kw.get("y_pred")
+    labels = kw.get("labels")
+    labels = unique_labels(y_true, y_pred) if labels is None else np.asarray(labels)
+    cm = np.asarray(cls_mod.confusion_matrix(y_true, y_pred, labels=labels))
+    keys = [str(k) for k in labels]
+    fails = _report_mask(cm, keys, int(cm.sum()), guard.rules)
+    fired = sorted({r for k in keys for cell in fails[k].values() for r in cell})
+    if not fired:
+        return
+    why = (f"per-class scores or supports of {len(cm)} classes with cells that fail the "
+           f"disclosure rules ({', '.join(fired)})")  # fmt: skip
+    advice = EVAL_ADVICE.format(min=guard.rules.min_cell_count)
+    guard.cell_notes.append(Decision.block(fired[0], f"it shows {why}", advice,
+                                           details={"rules": fired}))  # fmt: skip
+    parts = [p for p in (out if isinstance(out, tuple) else (out,)) if p is not None]
+    guard.watch(
+        "precision_recall_fscore_support",
+        src.table,
+        fired[0],
+        f"it shows {why}",
+        lambda: parts,
+        out,
+    )
+    decision = guard.cell_notes[-1]
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            guard.eval_tables.append(EvalTable(weakref.ref(part), decision, part, [],
+                                               cell=guard.cell, rates=True))  # fmt: skip

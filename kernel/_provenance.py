@@ -14,6 +14,7 @@ attrs or rebuilds frames from `.values` loses the tag and falls back on the text
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import itertools
@@ -285,6 +286,10 @@ class ProvenanceTracker:
         self._label_hashes: dict[str, np.ndarray] = {}
         self.annotations: OrderedDict[int, Annotation] = OrderedDict()
         self.cell_events: list[ReductionEvent] = []
+        self.cell_aggregates: list[weakref.ref[Any]] = []
+        # fractional values of fewer than `min_cell_count` protected rows iterated in this cell
+        # (`for _, r in df[df.code == x].iterrows(): print(r.cost)`), see `_note_few_rows`
+        self.few_rows: list[float] = []
         self.history: list[ReductionEvent] = []
         self.touched = False
         self._local = threading.local()
@@ -317,6 +322,8 @@ class ProvenanceTracker:
         self.history.extend(self.cell_events)
         del self.history[:-64]  # the differencing log keeps the recent record sets
         self.cell_events = []
+        self.cell_aggregates = []
+        self.few_rows = []
         self.touched = False
 
     def protect(self, name: str, frame: pd.DataFrame) -> pd.DataFrame:
@@ -331,6 +338,10 @@ class ProvenanceTracker:
             while len(self.annotations) > 128:
                 self.annotations.popitem(last=False)
             obj.attrs[TAG] = ("agg", key)
+            # this cell's aggregates, for what a figure draws from them (`_judge_figure`)
+            with contextlib.suppress(TypeError):
+                self.cell_aggregates.append(weakref.ref(obj))
+                del self.cell_aggregates[:-32]
         return obj
 
     def annotation_of(self, obj: object) -> Annotation | None:
@@ -690,6 +701,50 @@ def _any_protected(tracker: ProvenanceTracker, *objs: Any) -> str | None:
     return None
 
 
+def _record_over_rows(
+    tracker: ProvenanceTracker, frame: pd.DataFrame, name: str, result: Any
+) -> None:
+    """A reduction of a whole protected frame to one number, logged as the same reduction of
+    its rows' totals: the records are its rows with a value."""
+    with tracker.quiet():
+        numeric = frame.select_dtypes("number")
+        if numeric.shape[1] == 0:
+            return
+        rows = numeric.sum(axis=1, min_count=1)
+        rows.name = "+".join(map(str, numeric.columns[:8]))
+        rows.attrs[TAG] = frame.attrs[TAG]
+    tracker.record_reduction(rows, name, result)
+
+
+def _note_few_rows(tracker: ProvenanceTracker, frame: Any) -> None:
+    """The values with a fraction of a few protected rows iterated one by one: too few to be
+    recognised as a run in record order, each is one patient's value (whole numbers are common
+    in any output and are not kept)."""
+    if not isinstance(frame, pd.DataFrame) or len(frame) == 0:
+        return
+    tag = tag_of(frame)
+    if tag is None or tag[0] != "rows" or len(frame) >= tracker.rules.min_cell_count:
+        return
+    with tracker.quiet():
+        numbers = frame.select_dtypes("number").to_numpy(dtype=float).ravel()
+    numbers = numbers[np.isfinite(numbers) & (numbers != np.round(numbers))]
+    tracker.few_rows.extend(numbers[:256].tolist())
+    del tracker.few_rows[:-256]
+
+
+def _note_picked_mask(tracker: ProvenanceTracker, part: Any, mask: Any) -> None:
+    """`part`, finalized from the missing-value mask `mask`, is one when it holds only its
+    booleans: a column of it, or some of its rows or columns."""
+    if isinstance(part, pd.Series):
+        ok = part.dtype.kind == "b" and isinstance(mask, pd.DataFrame) and part.name in mask.columns
+    elif isinstance(part, pd.DataFrame):
+        ok = all(t.kind == "b" for t in part.dtypes) and bool(part.columns.isin(mask.columns).all())
+    else:
+        ok = False
+    if ok:
+        tracker.note_missing(part)
+
+
 def _install_patches(tracker: ProvenanceTracker) -> None:
     from pandas.core.groupby.groupby import GroupBy
 
@@ -707,6 +762,10 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
         out = orig_finalize(self, other, method, **kw)
         if kept is not None and kept[0] == "agg":
             self.attrs[TAG] = kept
+        if method is None and tracker._missing and tracker.is_missing_mask(other):
+            # a column or rows picked from a missing-value mask (`df.isna()["cost"]`,
+            # `df.isna().loc[:, cols]`) are a missing-value mask too
+            _note_picked_mask(tracker, self, other)
         if not tracker.touched and tag_of(other) is not None:
             tracker.touched = True
         return out
@@ -763,9 +822,41 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
                 ann = tracker.annotation_of(result)
                 if ann is not None:
                     ann.statistic = name
+        elif table is not None and kw.get("axis", 0) is None and name in EVENT_STATS:
+            # one number over every cell (`np.sum(small[cols])`, `small.sum(axis=None)`): judged
+            # like a column's reduction, each record contributing its row
+            _record_over_rows(tracker, self, name, result)
         return result
 
     pd.DataFrame._reduce = frame_reduce  # type: ignore[method-assign]
+
+    def wrap_cumulative(cls: type, name: str, statistic: str) -> None:
+        orig = getattr(cls, name)
+
+        @functools.wraps(orig)
+        def cumulative(self: Any, *a: Any, **kw: Any) -> Any:
+            out = orig(self, *a, **kw)
+            tag = None if tracker.busy else tag_of(self)
+            if tag is None or tag[0] != "rows":
+                return out
+            # its last row is the column's total (or extreme) over every record before it
+            # (`small[cols].cumsum().iloc[-1]`): judged as that reduction is
+            if kw.get("axis", a[0] if a else 0) not in (0, None, "index"):
+                return out
+            parts = [self] if isinstance(self, pd.Series) else [self[c] for c in self.columns[:64]]
+            for part in parts:
+                if isinstance(part, pd.Series) and part.dtype.kind in "biuf":
+                    with tracker.quiet():
+                        total = getattr(part, statistic)()
+                    tracker.record_reduction(part, statistic, total)
+            return out
+
+        setattr(cls, name, cumulative)
+
+    for cls in (pd.Series, pd.DataFrame):
+        for name, statistic in (("cumsum", "sum"), ("cummax", "max"), ("cummin", "min"),
+                                ("cumprod", "prod")):  # fmt: skip
+            wrap_cumulative(cls, name, statistic)
 
     def wrap_missing(cls: type, name: str) -> None:
         orig = getattr(cls, name)
@@ -782,6 +873,26 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
     for cls in (pd.Series, pd.DataFrame):
         for name in ("isna", "isnull", "notna", "notnull"):
             wrap_missing(cls, name)
+
+    def wrap_missing_function(name: str) -> None:
+        # `pd.isna(df.cost)` builds its Series without pandas' finalize: the mask would carry
+        # no tag, and its sum, a count of records, would leave unjudged
+        orig = getattr(pd, name)
+
+        @functools.wraps(orig)
+        def missing(obj: Any) -> Any:
+            out = orig(obj)
+            tag = tag_of(obj) if isinstance(obj, NDFrame) and not tracker.busy else None
+            if tag is not None and tag[0] == "rows" and isinstance(out, NDFrame):
+                if tag_of(out) is None:
+                    out.attrs[TAG] = tag
+                tracker.note_missing(out)
+            return out
+
+        setattr(pd, name, missing)
+
+    for name in ("isna", "isnull", "notna", "notnull"):
+        wrap_missing_function(name)
 
     def wrap_missing_count(name: str) -> None:
         orig = getattr(pd.DataFrame, name)
@@ -1345,6 +1456,8 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
         def render(self: Any, *a: Any, **kw: Any) -> Any:
             if not tracker.busy and tag_of(self) is not None:
                 note_extraction(tracker, self)
+                if name in ("iterrows", "itertuples"):
+                    _note_few_rows(tracker, self)
                 judge = tracker.render_judge
                 if judge is not None and name in WRITERS and tag_of(self)[0] == "agg":  # type: ignore[index]
                     # An aggregate written as text (`print(t)`, `t.to_csv()`) is judged as its

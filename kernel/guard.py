@@ -71,6 +71,7 @@ VERDICT_MEMO = 4  # verdicts remembered (each holds the record sets of its cells
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _QUOTED = re.compile(r"(['\"])(.*?)\1")
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,:/-]\d+)*")
+_GROUPED = re.compile(r"(?<![\w.])\d{1,3}(?:[,_]\d{3})+(?:\.\d+)?")  # 187,654.32
 
 ADVICE = {
     "identifier": "Outputs may not contain identifier values. Work with aggregates "
@@ -237,7 +238,7 @@ class OutputGuard:
             self._text_notes.clear()
             models = self.tracker.__dict__.get("models")
             if models is not None:
-                models.cell_notes.clear()
+                models.begin_cell(code)
             self._stream_tail.clear()
             self._muted_streams.clear()
 
@@ -262,7 +263,24 @@ class OutputGuard:
         if not values:
             return False
         nums = numbers_in(text)
+        if "," in text or "_" in text:
+            # thousands written with separators (`f"{x:,.2f}"` gives `187,654.32`)
+            grouped = [float(re.sub(r"[,_]", "", m)) for m in _GROUPED.findall(text[:200_000])]
+            nums = np.concatenate([nums, np.array(grouped, dtype=float)])
         return any(bool(np.isclose(nums, v, rtol=1e-6, atol=0.5).any()) for v in values)
+
+    def _few_rows_in(self, text: str) -> bool:
+        values = self.tracker.few_rows
+        if not values:
+            return False
+        nums = numbers_in(text)
+        if "," in text:
+            grouped = [float(m.replace(",", "")) for m in _GROUPED.findall(text[:200_000])]
+            nums = np.concatenate([nums, np.array(grouped, dtype=float)])
+        nums = nums[:20_000]
+        return bool(nums.size) and bool(
+            np.isclose(nums[:, None], np.array(values)[None, :], rtol=1e-9, atol=5e-3).any()
+        )
 
     # -- objects at display time -------------------------------------------------------------
     def judge_object(self, obj: Any) -> tuple[Decision | None, Any]:
@@ -553,6 +571,10 @@ class OutputGuard:
                             ADVICE["figure-points"])  # fmt: skip
             heights = [p.get_height() for p in ax.patches if isinstance(p, Rectangle)]
             heights = [h for h in heights if np.isfinite(h)]
+            widths = [p.get_width() for p in ax.patches if isinstance(p, Rectangle)]
+            drawn = self._drawn_failing_cell([*heights, *(w for w in widths if np.isfinite(w))])
+            if drawn is not None:
+                return drawn
             if heights and all(float(h).is_integer() for h in heights):
                 small = [h for h in heights if 0 < h < self.rules.min_cell_count]
                 if small and self.tracker.touched:
@@ -561,6 +583,41 @@ class OutputGuard:
                         f"{len(small)} bars or bins count fewer than "
                         f"{self.rules.min_cell_count} records",
                         "Use wider bins or merge categories.")  # fmt: skip
+        return None
+
+    def _drawn_failing_cell(self, bars: list[float]) -> Decision | None:
+        """Blocked when a bar is as long as a cell that fails the rules in an aggregate this cell
+        computed (`m = df.groupby(k).cost.mean(); ax.bar(m.index, m.values)`): drawn from its
+        values, the bars have no provenance, and a group of one patient is that patient's value."""
+        if not bars or not self.tracker.cell_aggregates:
+            return None
+        lengths = np.asarray(bars, dtype=float)
+        lengths = lengths[lengths != 0]  # an empty bin draws nothing of a cell
+        if not lengths.size:
+            return None
+        for ref in self.tracker.cell_aggregates:
+            obj = ref()
+            if not isinstance(obj, (pd.Series, pd.DataFrame)):
+                continue
+            decision, shown = self._judge_pandas(obj)
+            if decision is None or decision.action is Action.RELEASED:
+                continue
+            values = np.asarray(obj, dtype=object).ravel()
+            marks = np.asarray(shown, dtype=object).ravel() if shown is not obj else None
+            for i, v in enumerate(values):
+                failing = decision.blocked or (
+                    marks is not None and i < marks.size and isinstance(marks[i], str)
+                )
+                if not failing or isinstance(v, (str, bytes)) or v is None:
+                    continue
+                try:
+                    x = float(v)
+                except (TypeError, ValueError):
+                    continue
+                if x and np.isfinite(x) and bool(np.isclose(lengths, x, rtol=1e-9, atol=0).any()):
+                    return Decision.block(
+                        decision.rule, "a bar draws a cell that fails the disclosure rules",
+                        decision.advice)  # fmt: skip
         return None
 
     # -- messages at send time ----------------------------------------------------------------
@@ -665,6 +722,11 @@ class OutputGuard:
                 decision = Decision.block(
                     dr.EXTREMES, "it shows the minimum or maximum of a protected column",
                     dr.ADVICE[dr.EXTREMES])  # fmt: skip
+            elif text and msg_type in OUTPUT_TYPES and self._few_rows_in(text):
+                decision = Decision.block(
+                    "row-level", f"it shows a value of one of fewer than "
+                    f"{self.rules.min_cell_count} protected records iterated in this cell",
+                    ADVICE["row-level"])  # fmt: skip
             elif text and (fit := self._model_finding(text)) is not None:
                 decision = fit
             elif delegated and decision is None and not prior:
