@@ -113,6 +113,7 @@ def faelle(n: int = N, seed: int = SEED) -> pd.DataFrame:
 
 _ESC = re.compile(r"(?:\\x[0-9a-fA-F]{2})+")
 _HEX = re.compile(r"[0-9a-f]{10,}")
+_HEXDIGIT = re.compile(r"[0-9a-fA-F]")
 _INVISIBLE = re.compile(r"[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]")
 
 
@@ -174,10 +175,12 @@ class Judge:
             # json.loads: JSON string escapes (\n, \u00fc) back to what a reader sees
             for view in self._views(text):
                 for end, (column, n, digits) in self.auto.iter(view):
-                    # a number's digits inside a longer number or a decimal are not the value
+                    # a number's digits inside a longer number, a decimal or a hex run (a
+                    # message id, a session id) are not the value
                     before = view[end - n] if end >= n else " "
                     after = view[end + 1] if end + 1 < len(view) else " "
-                    if not digits or not (before.isdigit() or before == "." or after.isdigit()):
+                    inside = _HEXDIGIT.match(before) or before == "." or _HEXDIGIT.match(after)
+                    if not digits or not inside:
                         found.add(column)
             for token in _HEX.findall(text.lower()):
                 if token[:10] in self.digests:
