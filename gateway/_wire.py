@@ -192,9 +192,11 @@ class Wire:
         signature, raw_header, raw_parent, raw_metadata, raw_content = parts[:5]
         signed = [raw_header, raw_parent, raw_metadata, raw_content]
         apart: Future[Any] | None = None
-        read: Future[dict[str, Any]] = Future()
         extra: dict[str, Any] = {}
         if content and pool is not None and len(raw_content) >= CHECK_APART_BYTES:
+            # (made only here: a Future builds a Condition and its lock, a few microseconds
+            # on every small message's path for nothing)
+            read: Future[dict[str, Any]] = Future()
             try:
                 apart = pool.submit(_load_apart, raw_content, raw_header, ahead, read)
             except RuntimeError:  # the pool is shut down: the sentry is closing

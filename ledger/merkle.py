@@ -134,9 +134,11 @@ class MerkleTree:
     def root(self, size: int | None = None) -> bytes:
         """Root of the tree over the first `size` leaves (all of them by default).
 
-        The prefix splits into the perfect subtrees of its size's set bits, largest first, each
-        already stored aligned in `_levels`; the root folds them from the right (as `Frontier`
-        does): O(popcount) hashes, no recursion. It runs for every receipt the sentry signs.
+        The prefix splits into the perfect subtrees of its size's set bits, each already stored
+        aligned in `_levels`; the root folds them from the right (as `Frontier` does), smallest
+        first: O(popcount) hashes, no recursion, no list. It runs for every receipt the sentry
+        signs. The subtree of bit k covers the leaves from `(n >> (k + 1)) << (k + 1)` on, which
+        is node `(n >> (k + 1)) << 1` of level k.
         """
         n = len(self) if size is None else size
         if n <= 0 or n > len(self):
@@ -144,16 +146,15 @@ class MerkleTree:
         if self._root[0] == n:
             return self._root[1]
         levels = self._levels
-        nodes = []
-        start = 0
-        for k in range(n.bit_length() - 1, -1, -1):
-            if n >> k & 1:
-                j = (start >> k) * HASH_SIZE
-                nodes.append(bytes(levels[k][j : j + HASH_SIZE]))
-                start += 1 << k
-        node = nodes.pop()
-        while nodes:
-            node = _sha256(b"\x01" + nodes.pop() + node).digest()
+        node = b""
+        k, m = 0, n
+        while m:
+            if m & 1:
+                j = (m >> 1) * 2 * HASH_SIZE
+                sub = levels[k][j : j + HASH_SIZE]
+                node = _sha256(b"\x01" + sub + node).digest() if node else bytes(sub)
+            m >>= 1
+            k += 1
         if n == len(self):
             self._root = (n, node)
         return node

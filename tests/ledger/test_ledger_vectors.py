@@ -13,6 +13,7 @@ import pytest
 from bedside.errors import SignatureError
 from bedside.ledger import Signer, Verifier, canonical_json, sign_note, verify_note
 from bedside.ledger.merkle import (
+    Frontier,
     MerkleTree,
     ProofError,
     hash_children,
@@ -95,6 +96,20 @@ def test_roots_and_node_hashes() -> None:
     assert hash_children(b"N123", b"N456").hex() == (
         "aa217fe888e47007fa15edab33c2b492a722cb106c64667fc2b044444de66bbb"
     )
+
+
+def test_tree_roots_agree_with_the_frontier_at_every_size() -> None:
+    # The tree folds its stored subtrees for a prefix's root; the frontier folds its own stack.
+    # Two independent folds, every size from 1 to 1,100 (sizes of every bit pattern up to 2^10,
+    # asked as a prefix of a larger tree and as the whole tree, which caches its root).
+    tree, frontier, roots = MerkleTree(), Frontier(), []
+    for i in range(1100):
+        leaf = hash_leaf(i.to_bytes(4, "big"))
+        tree.append(leaf)
+        frontier.append(leaf)
+        roots.append(frontier.root())
+        assert tree.root() == roots[-1]
+    assert [tree.root(n) for n in range(1, 1101)] == roots
 
 
 def test_generated_proofs_match_the_happy_path_vectors() -> None:
