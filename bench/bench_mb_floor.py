@@ -15,14 +15,17 @@ of the sentry can take off a released megabyte's path, and prints the two side b
                    the sentry (the kernel's signature checked, the commitment, the client-side
                    signature made)
   json             orjson's read of the content frame (the sentry must read what it scans)
+  write            the content's bytes written to a file (the opening must be in the hospital's
+                   openings file before the output is released, so that a sentry crash loses
+                   nothing; written raw here, where bedside writes it base64-encoded)
 
-The floor is `ipc hop + (scan CPU + 3 × hmac + json) / 2`: every byte's required work spread
+The floor is `ipc hop + (scan CPU + 3 × hmac + json + write) / 2`: every byte's required work spread
 perfectly over both cores while nothing else runs, no copies, no interpreter, no ledger write,
 no hand-over between threads, and the guarded kernel's own check left out. It is a lower bound
 on what the sentry adds, not an estimate of it. bench_gateway's bedside p50 minus the plain p50
 is what it adds in fact.
 
-Run: .venv/bin/python bench/bench_mb_floor.py [--rounds 12] [--out FILE]   (also run by `make bench`)
+Run: .venv/bin/python bench/bench_mb_floor.py [--rounds 12] [--out FILE]  (make bench runs it)
 """
 
 from __future__ import annotations
@@ -177,10 +180,19 @@ def main() -> int:
     scan_wall, scan_cpu = timed(lambda: scan(body), n)
     _, hmac_cpu = timed(lambda: hmac.new(key, frame, hashlib.sha256).digest(), n)
     _, json_cpu = timed(lambda: orjson.loads(frame), n)
+    openings = work / "openings"
+
+    def write() -> None:
+        with openings.open("ab") as f:
+            f.write(frame)
+        if openings.stat().st_size > 64_000_000:
+            openings.unlink()
+
+    write_wall, _ = timed(write, n)
 
     plain_ms = statistics.median(plain)
     hop_ms = statistics.median(hop)
-    floor = hop_ms + (scan_cpu + 3 * hmac_cpu + json_cpu) / 2
+    floor = hop_ms + (scan_cpu + 3 * hmac_cpu + json_cpu + write_wall) / 2
     allowed = (TARGET - 1) * plain_ms
     result = {
         "benchmark": "bench_mb_floor",
@@ -192,6 +204,7 @@ def main() -> int:
         "scan_cpu_ms": round(scan_cpu, 3),
         "hmac_1mb_ms": round(hmac_cpu, 3),
         "json_read_ms": round(json_cpu, 3),
+        "opening_write_ms": round(write_wall, 3),
         "floor_added_ms": round(floor, 2),
         "allowed_added_ms": round(allowed, 2),
         "floor_ratio": round((plain_ms + floor) / plain_ms, 3),
@@ -200,7 +213,8 @@ def main() -> int:
     print(
         f"plain 1 MB p50 {plain_ms:.2f} ms: the 1.3x target lets bedside add {allowed:.2f} ms\n"
         f"ipc hop {hop_ms:.2f} ms, scan {scan_cpu:.2f} ms CPU ({scan_wall:.2f} wall), "
-        f"HMAC {hmac_cpu:.2f} ms x3, JSON read {json_cpu:.2f} ms\n"
+        f"HMAC {hmac_cpu:.2f} ms x3, JSON read {json_cpu:.2f} ms, "
+        f"opening write {write_wall:.2f} ms\n"
         f"floor of what the sentry adds: {floor:.2f} ms -> at best {result['floor_ratio']:.2f}x "
         f"plain (target {TARGET}x)"
     )
