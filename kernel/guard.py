@@ -269,8 +269,8 @@ class OutputGuard:
             nums = np.concatenate([nums, np.array(grouped, dtype=float)])
         return any(bool(np.isclose(nums, v, rtol=1e-6, atol=0.5).any()) for v in values)
 
-    def _few_rows_in(self, text: str) -> bool:
-        values = self.tracker.few_rows
+    def _few_rows_in(self, text: str, values: list[float] | None = None) -> bool:
+        values = self.tracker.few_rows if values is None else values
         if not values:
             return False
         nums = numbers_in(text)
@@ -727,6 +727,13 @@ class OutputGuard:
                     "row-level", f"it shows a value of one of fewer than "
                     f"{self.rules.min_cell_count} protected records iterated in this cell",
                     ADVICE["row-level"])  # fmt: skip
+            elif (text and msg_type in OUTPUT_TYPES
+                  and self._few_rows_in(text, self.tracker.running_totals)):  # fmt: skip
+                decision = Decision.block(
+                    dr.THRESHOLD, "it shows a row part-way down a cumulative sum of protected "
+                    f"records: a total over fewer than {self.rules.min_cell_count} of them (or "
+                    "over all but fewer than that)", dr.ADVICE[dr.THRESHOLD].format(
+                        min=self.rules.min_cell_count))  # fmt: skip
             elif text and (fit := self._model_finding(text)) is not None:
                 decision = fit
             elif delegated and decision is None and not prior:
