@@ -886,6 +886,26 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
                                 ("cumprod", "prod")):  # fmt: skip
             wrap_cumulative(cls, name, statistic)
 
+    from pandas.core.window.expanding import Expanding
+
+    def wrap_expanding(name: str) -> None:
+        orig = getattr(Expanding, name)
+
+        @functools.wraps(orig)
+        def expanding(self: Any, *a: Any, **kw: Any) -> Any:
+            out = orig(self, *a, **kw)
+            obj = getattr(self, "obj", None)
+            tag = None if tracker.busy or obj is None else tag_of(obj)
+            if tag is not None and tag[0] == "rows" and getattr(self, "axis", 0) in (0, "index"):
+                # `df.cost.expanding().sum()`: a cumulative sum (mean, ...) by another name
+                _note_running_totals(tracker, out)
+            return out
+
+        setattr(Expanding, name, expanding)
+
+    for name in ("sum", "mean", "median", "max", "min", "std", "var"):
+        wrap_expanding(name)
+
     def wrap_missing(cls: type, name: str) -> None:
         orig = getattr(cls, name)
 

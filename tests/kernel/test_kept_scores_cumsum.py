@@ -54,6 +54,8 @@ LEAKS = {
     "cumsum-part-way-result": "df.cost.cumsum().iloc[2]",
     "cumsum-frame-row": 'print(df[["cost", "age"]].cumsum().iloc[4])',
     "cumsum-iat": "print(df.cost.cumsum().iat[3])",
+    "expanding-sum": "print(df.cost.expanding().sum().iloc[4])",
+    "expanding-mean-last-but-one": "print(df.cost.expanding().mean().iloc[-2])",
 }
 
 
@@ -113,6 +115,7 @@ HONEST = {
     "multilabel-cm-held-out": "print(multilabel_confusion_matrix(yte, pred))",
     "cumsum-last": "print(round(df.cost.cumsum().iloc[-1]))",
     "cumsum-half-way": "print(round(df.cost.cumsum().iloc[len(df) // 2]))",
+    "expanding-mean-last": "print(round(df.cost.expanding().mean().iloc[-1], 2))",
     "cumsum-plotted": "ax = df.cost.cumsum().plot()\nplt.show()\nprint(len(df))",
 }
 
