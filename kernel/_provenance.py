@@ -725,7 +725,7 @@ def _note_running_totals(tracker: ProvenanceTracker, out: Any) -> None:
     over fewer than `min_cell_count` records, or over all but fewer than that (the total
     minus a few patients' values): `df.cost.cumsum().iloc[4]` is the total of five patients.
     Their values with a fraction are kept for the session (whole numbers are common in any
-    output and are not); an output showing one is blocked (`running_total_in`)."""
+    output and are not); an output showing one is blocked (`OutputGuard._running_total_in`)."""
     k = tracker.rules.min_cell_count
     with tracker.quiet():
         frame = out.to_frame() if isinstance(out, pd.Series) else out
