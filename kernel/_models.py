@@ -292,10 +292,10 @@ class ModelGuard:
         return any(name in t.kept and ns.get(name) is t.kept[name] for name in names)
 
     def _keep_parts(self) -> None:
-        """At the end of a cell that made or took apart a failing evaluation table: the numbers
-        and arrays it bound to names (`tn, fp, fn, tp = cm.ravel()`, `tp = cm[1, 1]`), each a
-        part of the table that a later cell may print by its name. Kept while the name holds
-        that very object."""
+        """When the next cell begins, after a cell that made or took apart a failing evaluation
+        table: the numbers and arrays that cell bound to names (`tn, fp, fn, tp = cm.ravel()`,
+        `tp = cm[1, 1]`), each a part of the table that a later cell may print by its name.
+        Kept while the name holds that very object."""
         failing = [t for t in self.eval_tables if t.decision.action is not Action.RELEASED
                    and t.decision.rule != dr.ROUNDING]  # fmt: skip
         if not failing:
@@ -842,7 +842,9 @@ def _patch_numpy(guard: ModelGuard) -> None:
 # -- scikit-learn's evaluation tables --------------------------------------------------------
 
 # The functions of `sklearn.metrics` whose results are frequency tables of patients.
-EVAL_TABLES = ("confusion_matrix", "classification_report")
+EVAL_TABLES = ("confusion_matrix", "multilabel_confusion_matrix", "classification_report",
+               "precision_recall_fscore_support", "precision_score", "recall_score", "f1_score",
+               "fbeta_score")  # fmt: skip
 EVAL_ADVICE = (
     "Evaluate on a larger held-out set, so that every class has at least {min} patients in "
     "each cell, or merge rare classes; single scores over the whole set (accuracy, AUC, F1) "
@@ -1109,12 +1111,11 @@ def _patch_metrics(guard: ModelGuard, module: types.ModuleType) -> None:
         wrapper._bedside = True  # type: ignore[attr-defined]
         return wrapper
 
-    for name, wrap in (("confusion_matrix", confusion_matrix),
-                       ("multilabel_confusion_matrix", confusion_matrix),
-                       ("classification_report", classification_report),
-                       ("precision_recall_fscore_support", scores),
-                       ("precision_score", scores), ("recall_score", scores),
-                       ("f1_score", scores), ("fbeta_score", scores)):  # fmt: skip
+    wrappers = {"confusion_matrix": confusion_matrix,
+                "multilabel_confusion_matrix": confusion_matrix,
+                "classification_report": classification_report}  # fmt: skip
+    for name in EVAL_TABLES:
+        wrap = wrappers.get(name, scores)
         fn = getattr(module, name, None)
         if callable(fn) and not getattr(fn, "_bedside", False):
             setattr(module, name, wrap(fn))
