@@ -30,6 +30,7 @@ text watch needs, but a fit computed by hand with numpy is not followed.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import importlib.abc
@@ -41,7 +42,7 @@ import types
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -132,6 +133,8 @@ class ModelGuard:
         self.code = ""
 
     def begin_cell(self, code: str) -> None:
+        if self.eval_tables and self.code:
+            self._keep_parts()
         self.cell += 1
         self.code = code
         self.cell_notes.clear()
@@ -274,18 +277,54 @@ class ModelGuard:
         return None
 
     def _taken_apart(self, t: EvalTable) -> bool:
-        """Whether this cell made the matrix `t` or names a variable holding it: its counts may
-        be printed one by one there (`tn, fp, fn, tp = cm.ravel()`, `cm[1, 1]`)."""
+        """Whether this cell made the matrix `t` or names a variable holding it, or holding a
+        part of it kept by an earlier cell (`tp` of `tn, fp, fn, tp = cm.ravel()`): its counts
+        may be printed one by one there (`tn, fp, fn, tp = cm.ravel()`, `cm[1, 1]`)."""
         if t.cell == self.cell:
             return True
         matrix = t.ref()
-        if matrix is None:
+        if matrix is None and not t.kept:
             return False
+        ns = _user_ns()
+        names = set(_NAME.findall(self.code))
+        if matrix is not None and any(ns.get(name) is matrix for name in names):
+            return True
+        return any(name in t.kept and ns.get(name) is t.kept[name] for name in names)
+
+    def _keep_parts(self) -> None:
+        """When the next cell begins, after a cell that made or took apart a failing evaluation
+        table: the numbers and arrays that cell bound to names (`tn, fp, fn, tp = cm.ravel()`,
+        `tp = cm[1, 1]`), each a part of the table that a later cell may print by its name.
+        Kept while the name holds that very object."""
+        failing = [t for t in self.eval_tables if t.decision.action is not Action.RELEASED
+                   and t.decision.rule != dr.ROUNDING]  # fmt: skip
+        if not failing:
+            return
+        taken = [t for t in failing if self._taken_apart(t)]
+        if not taken:
+            return
         from IPython import get_ipython
 
         shell = get_ipython()
-        ns = getattr(shell, "user_ns", None) or {}
-        return any(ns.get(name) is matrix for name in set(_NAME.findall(self.code)))
+        try:
+            code = shell.transform_cell(self.code) if shell is not None else self.code
+            tree = ast.parse(code)
+        except (SyntaxError, ValueError):  # not Python: its assignments are not followed
+            return
+        bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)
+                 and isinstance(n.ctx, ast.Store)}  # fmt: skip
+        ns = _user_ns()
+        parts = {name: ns[name] for name in bound if isinstance(
+            ns.get(name), (np.ndarray, np.number, int, float)) and not isinstance(
+            ns[name], (bool, np.bool_))}  # fmt: skip
+        for t in taken:
+            matrix = t.ref()
+            values = matrix if matrix is not None else np.asarray(t.rows, dtype=float)
+            for name, part in parts.items():
+                if part is not matrix and _part_of(part, values):
+                    t.kept[name] = part
+            while len(t.kept) > 64:
+                t.kept.pop(next(iter(t.kept)))
 
     # -- installation ----------------------------------------------------------------------
     def install(self) -> None:
@@ -803,7 +842,9 @@ def _patch_numpy(guard: ModelGuard) -> None:
 # -- scikit-learn's evaluation tables --------------------------------------------------------
 
 # The functions of `sklearn.metrics` whose results are frequency tables of patients.
-EVAL_TABLES = ("confusion_matrix", "classification_report")
+EVAL_TABLES = ("confusion_matrix", "multilabel_confusion_matrix", "classification_report",
+               "precision_recall_fscore_support", "precision_score", "recall_score", "f1_score",
+               "fbeta_score")  # fmt: skip
 EVAL_ADVICE = (
     "Evaluate on a larger held-out set, so that every class has at least {min} patients in "
     "each cell, or merge rare classes; single scores over the whole set (accuracy, AUC, F1) "
@@ -826,6 +867,8 @@ class EvalTable:
     # rates or scores (a normalised matrix, `precision_recall_fscore_support`), too few digits
     # to be told in text: withheld from any output with a number in a cell that names it
     rates: bool = False
+    # names bound by a cell that took it apart, and the part each held (`_keep_parts`)
+    kept: dict[str, Any] = field(default_factory=dict)
 
     def in_text(self, ints: list[int]) -> bool:
         """True when the text's whole numbers hold the matrix's rows in order (with at most two
@@ -847,6 +890,25 @@ class EvalTable:
             if ok:
                 return True
         return False
+
+
+def _part_of(part: Any, values: Any) -> bool:
+    """Whether `part` is a number of `values` (an evaluation table), or an array of at most as
+    many numbers, each one of them: a count or score taken out of it, not a new result."""
+    try:
+        vals = np.unique(np.asarray(values, dtype=float).ravel())
+        arr = np.asarray(part, dtype=float).ravel()
+    except (TypeError, ValueError):
+        return False
+    if not arr.size or not vals.size or arr.size > max(vals.size, 64):
+        return False
+    return bool(np.isclose(arr[:, None], vals[None, :], rtol=1e-12, atol=0).any(axis=1).all())
+
+
+def _user_ns() -> dict[str, Any]:
+    from IPython import get_ipython
+
+    return getattr(get_ipython(), "user_ns", None) or {}
 
 
 def _label_source(guard: ModelGuard, a: tuple[Any, ...], kw: dict[str, Any]) -> Source | None:
@@ -952,7 +1014,8 @@ def _patch_metrics(guard: ModelGuard, module: types.ModuleType) -> None:
                 return out
             with guard._inside(), guard.tracker.quiet():
                 src = _label_source(guard, a, kw)
-                if src is None or not isinstance(out, np.ndarray) or out.ndim != 2:
+                # a matrix, or `multilabel_confusion_matrix`'s 2x2 matrix per class
+                if src is None or not isinstance(out, np.ndarray) or out.ndim not in (2, 3):
                     return out
                 counts = out
                 weighted = kw.get("normalize") is not None or kw.get("sample_weight") is not None
@@ -973,8 +1036,8 @@ def _patch_metrics(guard: ModelGuard, module: types.ModuleType) -> None:
                         failing = frozenset(int(c) for c, m in zip(counts.ravel(), mask,
                                                                    strict=True) if m)  # fmt: skip
                         guard.eval_tables.append(EvalTable(
-                            weakref.ref(out), decision, shown, counts.astype(int).tolist(),
-                            failing, guard.cell, rates=True))  # fmt: skip
+                            weakref.ref(out), decision, shown, _rows(counts), failing,
+                            guard.cell, rates=True))  # fmt: skip
                         why = (
                             f"a {kw.get('normalize') and 'normalised' or 'weighted'} "
                             "confusion matrix with cells that fail the disclosure rules"
@@ -999,7 +1062,7 @@ def _patch_metrics(guard: ModelGuard, module: types.ModuleType) -> None:
                     failing = frozenset(int(c) for c, m in zip(out.ravel(), mask, strict=True)
                                         if m)  # fmt: skip
                     guard.eval_tables.append(EvalTable(weakref.ref(out), decision, shown,
-                                                       out.astype(int).tolist(), failing,
+                                                       _rows(out), failing,
                                                        guard.cell))  # fmt: skip
             return out
 
@@ -1025,17 +1088,22 @@ def _patch_metrics(guard: ModelGuard, module: types.ModuleType) -> None:
         return wrapper
 
     def scores(fn: Callable[..., Any]) -> Callable[..., Any]:
+        # `precision_score`, `recall_score`, `f1_score`, `fbeta_score` are judged only with
+        # `average=None` (their per-class arrays); their single numbers are released
+        per_class_only = fn.__name__ != "precision_recall_fscore_support"
+
         @functools.wraps(fn)
         def wrapper(*a: Any, **kw: Any) -> Any:
             out = fn(*a, **kw)
-            if guard.busy:
+            averaged = "average" not in kw or kw["average"] is not None
+            if guard.busy or (per_class_only and averaged):
                 return out
             with guard._inside(), guard.tracker.quiet():
                 src = _label_source(guard, a, kw)
                 if src is None:
                     return out
                 try:
-                    _judge_scores(guard, src, a, kw, out)
+                    _judge_scores(guard, src, a, kw, out, fn.__name__)
                 except (TypeError, ValueError):  # multilabel indicators: not followed (docs)
                     pass
             return out
@@ -1043,9 +1111,11 @@ def _patch_metrics(guard: ModelGuard, module: types.ModuleType) -> None:
         wrapper._bedside = True  # type: ignore[attr-defined]
         return wrapper
 
-    for name, wrap in (("confusion_matrix", confusion_matrix),
-                       ("classification_report", classification_report),
-                       ("precision_recall_fscore_support", scores)):  # fmt: skip
+    wrappers = {"confusion_matrix": confusion_matrix,
+                "multilabel_confusion_matrix": confusion_matrix,
+                "classification_report": classification_report}  # fmt: skip
+    for name in EVAL_TABLES:
+        wrap = wrappers.get(name, scores)
         fn = getattr(module, name, None)
         if callable(fn) and not getattr(fn, "_bedside", False):
             setattr(module, name, wrap(fn))
@@ -1102,10 +1172,16 @@ def _judged_report(guard: ModelGuard, fn: Callable[..., Any], a: tuple[Any, ...]
     return text
 
 
+def _rows(counts: np.ndarray) -> list[list[int]]:
+    """A matrix's counts row by row as printed (a stack of matrices: each one's rows in turn)."""
+    return counts.reshape(-1, counts.shape[-1]).astype(int).tolist()
+
+
 def _judge_scores(guard: ModelGuard, src: Source, a: tuple[Any, ...], kw: dict[str, Any],
-                  out: Any) -> None:  # fmt: skip
-    """`precision_recall_fscore_support`: the numbers of a classification report without its
-    layout. When a class's cells fail as they would in the report, the cell's outputs are
+                  out: Any, what: str = "precision_recall_fscore_support") -> None:  # fmt: skip
+    """`precision_recall_fscore_support` (and the per-class arrays of `precision_score`,
+    `recall_score`, `f1_score`, `fbeta_score`): the numbers of a classification report without
+    its layout. When a class's cells fail as they would in the report, the cell's outputs are
     withheld and the scores are watched in later outputs (arrays cannot show `suppressed`)."""
     from sklearn.metrics import _classification as cls_mod
     from sklearn.utils.multiclass import unique_labels
@@ -1127,7 +1203,7 @@ def _judge_scores(guard: ModelGuard, src: Source, a: tuple[Any, ...], kw: dict[s
                                            details={"rules": fired}))  # fmt: skip
     parts = [p for p in (out if isinstance(out, tuple) else (out,)) if p is not None]
     guard.watch(
-        "precision_recall_fscore_support",
+        what,
         src.table,
         fired[0],
         f"it shows {why}",

@@ -37,6 +37,7 @@ TAG = "bedside"
 
 # Statistics whose scalar results the event log judges; any/all and friends are pandas plumbing.
 EVENT_STATS = frozenset({"sum", "mean", "median", "min", "max", "std", "var", "sem", "prod"})
+RUNNING_TOTALS = 4096  # the rows of cumulative sums over few records kept for the session
 GROUPBY_METHODS = (
     "mean", "sum", "size", "count", "median", "std", "var", "sem", "prod", "min", "max",
     "first", "last", "quantile", "describe", "nunique", "agg", "aggregate", "value_counts",
@@ -290,6 +291,9 @@ class ProvenanceTracker:
         # fractional values of fewer than `min_cell_count` protected rows iterated in this cell
         # (`for _, r in df[df.code == x].iterrows(): print(r.cost)`), see `_note_few_rows`
         self.few_rows: list[float] = []
+        # rows part-way down a cumulative sum over few records (kept for the session), see
+        # `_note_running_totals`
+        self.running_totals: list[float] = []
         self.history: list[ReductionEvent] = []
         self.touched = False
         self._local = threading.local()
@@ -716,6 +720,29 @@ def _record_over_rows(
     tracker.record_reduction(rows, name, result)
 
 
+def _note_running_totals(tracker: ProvenanceTracker, out: Any) -> None:
+    """The rows of a cumulative sum (maximum, minimum, product) of protected rows that stand
+    over fewer than `min_cell_count` records, or over all but fewer than that (the total
+    minus a few patients' values): `df.cost.cumsum().iloc[4]` is the total of five patients.
+    Their values with a fraction are kept for the session (whole numbers are common in any
+    output and are not); an output showing one is blocked (`OutputGuard._running_total_in`)."""
+    k = tracker.rules.min_cell_count
+    with tracker.quiet():
+        frame = out.to_frame() if isinstance(out, pd.Series) else out
+        if not isinstance(frame, pd.DataFrame) or len(frame) < 2 or k < 2:
+            return
+        numbers = frame.select_dtypes("number")
+        if numbers.shape[1] == 0:
+            return
+        n = len(numbers)
+        at = np.unique(np.r_[0 : min(k - 1, n), max(n - k, 0) : n - 1])
+        values = numbers.iloc[at, :64].to_numpy(dtype=float).ravel()
+    values = values[np.isfinite(values) & (values != np.round(values))]
+    if values.size:
+        tracker.running_totals.extend(values.tolist())
+        del tracker.running_totals[:-RUNNING_TOTALS]
+
+
 def _note_few_rows(tracker: ProvenanceTracker, frame: Any) -> None:
     """The values with a fraction of a few protected rows iterated one by one: too few to be
     recognised as a run in record order, each is one patient's value (whole numbers are common
@@ -849,6 +876,7 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
                     with tracker.quiet():
                         total = getattr(part, statistic)()
                     tracker.record_reduction(part, statistic, total)
+            _note_running_totals(tracker, out)
             return out
 
         setattr(cls, name, cumulative)
@@ -857,6 +885,26 @@ def _install_patches(tracker: ProvenanceTracker) -> None:
         for name, statistic in (("cumsum", "sum"), ("cummax", "max"), ("cummin", "min"),
                                 ("cumprod", "prod")):  # fmt: skip
             wrap_cumulative(cls, name, statistic)
+
+    from pandas.core.window.expanding import Expanding
+
+    def wrap_expanding(name: str) -> None:
+        orig = getattr(Expanding, name)
+
+        @functools.wraps(orig)
+        def expanding(self: Any, *a: Any, **kw: Any) -> Any:
+            out = orig(self, *a, **kw)
+            obj = getattr(self, "obj", None)
+            tag = None if tracker.busy or obj is None else tag_of(obj)
+            if tag is not None and tag[0] == "rows" and getattr(self, "axis", 0) in (0, "index"):
+                # `df.cost.expanding().sum()`: a cumulative sum (mean, ...) by another name
+                _note_running_totals(tracker, out)
+            return out
+
+        setattr(Expanding, name, expanding)
+
+    for name in ("sum", "mean", "median", "max", "min", "std", "var"):
+        wrap_expanding(name)
 
     def wrap_missing(cls: type, name: str) -> None:
         orig = getattr(cls, name)

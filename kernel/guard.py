@@ -269,6 +269,25 @@ class OutputGuard:
             nums = np.concatenate([nums, np.array(grouped, dtype=float)])
         return any(bool(np.isclose(nums, v, rtol=1e-6, atol=0.5).any()) for v in values)
 
+    def _running_total_in(self, text: str) -> bool:
+        """Whether the text shows a row of a cumulative sum over few records (kept for the
+        session, up to `RUNNING_TOTALS` values: found by a sorted search, not pair by pair)."""
+        totals = self.tracker.running_totals
+        if not totals:
+            return False
+        nums = numbers_in(text)
+        if "," in text:
+            grouped = [float(m.replace(",", "")) for m in _GROUPED.findall(text[:200_000])]
+            nums = np.concatenate([nums, np.array(grouped, dtype=float)])
+        nums = nums[np.isfinite(nums)]
+        if not nums.size:
+            return False
+        vals = np.sort(np.asarray(totals, dtype=float))
+        at = np.searchsorted(vals, nums)
+        near = np.minimum(np.abs(nums - vals[np.clip(at - 1, 0, vals.size - 1)]),
+                          np.abs(nums - vals[np.clip(at, 0, vals.size - 1)]))  # fmt: skip
+        return bool((near <= np.maximum(5e-3, 1e-9 * np.abs(nums))).any())
+
     def _few_rows_in(self, text: str) -> bool:
         values = self.tracker.few_rows
         if not values:
@@ -727,6 +746,12 @@ class OutputGuard:
                     "row-level", f"it shows a value of one of fewer than "
                     f"{self.rules.min_cell_count} protected records iterated in this cell",
                     ADVICE["row-level"])  # fmt: skip
+            elif text and msg_type in OUTPUT_TYPES and self._running_total_in(text):
+                decision = Decision.block(
+                    dr.THRESHOLD, "it shows a row part-way down a cumulative sum of protected "
+                    f"records: a total over fewer than {self.rules.min_cell_count} of them (or "
+                    "over all but fewer than that)", dr.ADVICE[dr.THRESHOLD].format(
+                        min=self.rules.min_cell_count))  # fmt: skip
             elif text and (fit := self._model_finding(text)) is not None:
                 decision = fit
             elif delegated and decision is None and not prior:
