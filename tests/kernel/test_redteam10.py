@@ -38,9 +38,9 @@ from faker import Faker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gateway"))
 
-from _sentry_support import Client, start_sentry, write_hospital  # noqa: E402
+from _sentry_support import Client  # noqa: E402
 
-from tests.kernel.test_redteam9 import _contains_run, _runs  # noqa: E402
+from tests.kernel._redteam import contains_run, decisions, record_runs, run_cell, sentry_client  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
@@ -154,7 +154,9 @@ class Judge:
                     self.auto.add_word(value.casefold(), (column, len(value)))
         self.auto.make_automaton()
         self.secrets = _secrets(frame)
-        self.runs = {c: _runs(frame[c].to_numpy(dtype=float)) for c in ("charge_usd", "los_days")}
+        self.runs = {
+            c: record_runs(frame[c].to_numpy(dtype=float)) for c in ("charge_usd", "los_days")
+        }
 
     def leaks(self, messages: list[dict[str, Any]], secrets: tuple[str, ...] = ()) -> list[str]:
         text = "\n".join(json.dumps(m, default=str, ensure_ascii=False) for m in messages)
@@ -180,7 +182,7 @@ class Judge:
                 found.add(f"secret:{name}")
         arr = np.array(nums[:5000])
         for column, runs in self.runs.items():
-            if arr.size >= 5 and _contains_run(arr, runs):
+            if arr.size >= 5 and contains_run(arr, runs):
                 found.add(f"rows:{column}")
         return sorted(found)
 
@@ -353,40 +355,13 @@ def frame() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def client(frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    root = tmp_path_factory.mktemp("redteam10")
-    hospital = write_hospital(root / "hospital", frame, POLICY)
-    sentry = start_sentry(hospital, root / "run", kernel="guarded")
-    c = None
-    try:
-        c = Client.connect(sentry)
-        reply, outputs = c.execute(SETUP)
-        assert reply["content"]["status"] == "ok", (reply["content"], outputs)
+    with sentry_client(frame, POLICY, SETUP, tmp_path_factory.mktemp("redteam10")) as c:
         yield c
-    finally:
-        if c is not None:
-            c.close()
-        sentry.stop()
 
 
 @pytest.fixture(scope="module")
 def judge(frame: pd.DataFrame) -> Judge:
     return Judge(frame)
-
-
-def _run(client: Client, code: str) -> list[dict[str, Any]]:
-    before = len(client.received)
-    client.execute(code)
-    client.drain()
-    return [m for _, m in client.received[before:]]
-
-
-def _decisions(messages: list[dict[str, Any]]) -> list[str]:
-    out = []
-    for m in messages:
-        for meta in (m.get("metadata") or {}, (m.get("content") or {}).get("metadata") or {}):
-            if isinstance(meta, dict) and isinstance(meta.get("bedside"), dict):
-                out.append(meta["bedside"].get("decision", ""))
-    return out
 
 
 def test_the_judge_sees_the_raw_leaks(frame: pd.DataFrame, judge: Judge) -> None:
@@ -407,18 +382,18 @@ def _xfail(names: dict[str, Any], reason: str) -> list[Any]:
 @pytest.mark.parametrize("name", [*sorted(LEAKS), *_xfail(LIMITS, "a documented limit")])
 def test_leak_reaches_no_client(client: Client, judge: Judge, name: str) -> None:
     code, secrets = {**LEAKS, **LIMITS}[name]
-    messages = _run(client, code)
+    messages = run_cell(client, code)
     assert not judge.leaks(messages, secrets), name
     if name in DRAWN:
-        assert "blocked" in _decisions(messages), name
+        assert "blocked" in decisions(messages), name
     errors = [m["content"]["ename"] for m in messages if m.get("msg_type") == "error"]
     assert not errors, (name, errors)  # the cell ran: a probe that fails proves nothing
 
 
 @pytest.mark.parametrize("name", sorted(HONEST))
 def test_honest_cell_comes_through(client: Client, name: str) -> None:
-    messages = _run(client, HONEST[name])
-    assert "blocked" not in _decisions(messages), name
+    messages = run_cell(client, HONEST[name])
+    assert "blocked" not in decisions(messages), name
     shown = [
         m for m in messages if m.get("msg_type") in ("stream", "execute_result", "display_data")
     ]
@@ -468,7 +443,7 @@ def test_guard_suppresses_what_acro_flags(client: Client, name: str) -> None:
     """The crosstab as written to JSON on the client: its `suppressed` cells are ACRO's."""
     a, b, v, f = ACRO_TABLES[name]
     values = "" if v is None else f", values=df.{v}, aggfunc={f!r}"
-    messages = _run(client, f"print(pd.crosstab(df.{a}, df.{b}.astype(str){values}).to_json())")
+    messages = run_cell(client, f"print(pd.crosstab(df.{a}, df.{b}.astype(str){values}).to_json())")
     out = [m["content"] for m in messages if m.get("msg_type") == "stream"]
     text = "".join(str(c.get("text", "")) for c in out if c.get("name") == "stdout")
     table, _ = json.JSONDecoder().raw_decode(text.strip())  # (the sandbox warning follows)

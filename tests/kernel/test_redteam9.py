@@ -41,10 +41,11 @@ from faker import Faker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gateway"))
 
-from _sentry_support import Client, start_sentry, write_hospital  # noqa: E402
+from _sentry_support import Client  # noqa: E402
 
 from bedside.policy import IdentifierIndex, scan_text  # noqa: E402
 from bedside.policy._encodings import DigestIndex  # noqa: E402
+from tests.kernel._redteam import contains_run, decisions, record_runs, run_cell, sentry_client  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
@@ -154,7 +155,7 @@ class Judge:
                 for algo in ("md5", "sha1", "sha256"):
                     self.digests.add(hashlib.new(algo, value.encode()).hexdigest()[:10])
         self.auto.make_automaton()
-        self.runs = {c: _runs(frame[c].to_numpy(dtype=float)) for c in ("kosten", "alter")}
+        self.runs = {c: record_runs(frame[c].to_numpy(dtype=float)) for c in ("kosten", "alter")}
 
     def _views(self, text: str) -> list[str]:
         views = [text, html.unescape(text), unquote(text)]
@@ -190,7 +191,7 @@ class Judge:
         )
         nums = np.array([float(x) for x in re.findall(r"(?<![\w.])-?\d+(?:\.\d+)?", shown)[:5000]])
         for column, runs in self.runs.items():
-            if nums.size >= 5 and _contains_run(nums, runs):
+            if nums.size >= 5 and contains_run(nums, runs):
                 found.add(f"rows:{column}")
         return sorted(found)
 
@@ -214,23 +215,6 @@ def _unescape_bytes(m: re.Match[str]) -> str:
 def _fold(text: str) -> str:
     text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
     return text.casefold().replace("ß", "ss")
-
-
-def _runs(col: np.ndarray, k: int = 5) -> set[tuple[float, ...]]:
-    vals = np.round(col[:400], 2).tolist()
-    return {
-        tuple(vals[i : i + k]) for i in range(len(vals) - k + 1) if len(set(vals[i : i + k])) > 1
-    }
-
-
-def _contains_run(nums: np.ndarray, runs: set[tuple[float, ...]], k: int = 5) -> bool:
-    vals = np.round(nums, 2).tolist()
-    for stride in range(1, 4):
-        for off in range(stride):
-            seq = vals[off::stride]
-            if any(tuple(seq[i : i + k]) in runs for i in range(len(seq) - k + 1)):
-                return True
-    return False
 
 
 # -- the cells ------------------------------------------------------------------------------------
@@ -438,40 +422,13 @@ def frame() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def client(frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    root = tmp_path_factory.mktemp("redteam9")
-    hospital = write_hospital(root / "hospital", frame, POLICY)
-    sentry = start_sentry(hospital, root / "run", kernel="guarded")
-    c = None
-    try:
-        c = Client.connect(sentry)
-        reply, outputs = c.execute(SETUP)
-        assert reply["content"]["status"] == "ok", (reply["content"], outputs)
+    with sentry_client(frame, POLICY, SETUP, tmp_path_factory.mktemp("redteam9")) as c:
         yield c
-    finally:
-        if c is not None:
-            c.close()
-        sentry.stop()
 
 
 @pytest.fixture(scope="module")
 def judge(frame: pd.DataFrame) -> Judge:
     return Judge(frame)
-
-
-def _run(client: Client, code: str) -> list[dict[str, Any]]:
-    before = len(client.received)
-    client.execute(code)
-    client.drain()
-    return [m for _, m in client.received[before:]]
-
-
-def _decisions(messages: list[dict[str, Any]]) -> list[str]:
-    out = []
-    for m in messages:
-        for meta in (m.get("metadata") or {}, (m.get("content") or {}).get("metadata") or {}):
-            if isinstance(meta, dict) and isinstance(meta.get("bedside"), dict):
-                out.append(meta["bedside"].get("decision", ""))
-    return out
 
 
 def test_the_judge_sees_the_raw_leaks(frame: pd.DataFrame, judge: Judge) -> None:
@@ -489,10 +446,10 @@ def _xfail(names: dict[str, str], reason: str) -> list[Any]:
 )
 def test_leak_reaches_no_client(client: Client, judge: Judge, name: str) -> None:
     code = {**LEAKS, **LEAKS_FIXED, **LIMITS}[name]
-    messages = _run(client, code)
+    messages = run_cell(client, code)
     assert not judge.leaks(messages), name
     if name in DRAWN:
-        assert "blocked" in _decisions(messages), name
+        assert "blocked" in decisions(messages), name
     errors = [m["content"]["ename"] for m in messages if m.get("msg_type") == "error"]
     # the cell ran (a leak hidden by a mistake in the probe proves nothing)
     assert set(errors) <= {"AssertionError", "ValueError", "RuntimeError"}, (name, errors)
@@ -503,8 +460,8 @@ def test_leak_reaches_no_client(client: Client, judge: Judge, name: str) -> None
     [*sorted(HONEST), *sorted(HONEST_FIXED), *_xfail(HONEST_LIMITS, "still blocked")],
 )
 def test_honest_cell_comes_through(client: Client, name: str) -> None:
-    messages = _run(client, {**HONEST, **HONEST_FIXED, **HONEST_LIMITS}[name])
-    assert "blocked" not in _decisions(messages), name
+    messages = run_cell(client, {**HONEST, **HONEST_FIXED, **HONEST_LIMITS}[name])
+    assert "blocked" not in decisions(messages), name
     shown = [
         m for m in messages if m.get("msg_type") in ("stream", "execute_result", "display_data")
     ]
