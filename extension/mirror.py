@@ -270,6 +270,10 @@ class SessionMirror:
         self._preparing: tuple[bytes, Future[PreparedOpening]] | None = None
         self._gap_watch: int | None = None
         self._gap_asks = 0
+        # Our execute requests' code and signature, by msg_id, kept until the receipt (or
+        # entries reply) that carries the request's entry has been checked against them and
+        # its code opening made (`_opening`): not dropped with the cell's reply, which can
+        # overtake that receipt (shell and iopub take different sockets through the gateway).
         self._code: dict[str, str] = {}
         self._sigs: dict[str, str] = {}
         self._pending_cells: set[str] = set()
@@ -463,8 +467,10 @@ class SessionMirror:
             self._on_control_reply(msg_type, msg)
         elif msg_type == "execute_reply" and parent in self._pending_cells:
             self._pending_cells.discard(parent)
-            self._code.pop(parent, None)
-            self._sigs.pop(parent, None)
+            if self.state == UNMONITORED and not self._late_intent:
+                # no receipt will bring the request's entry to this copy
+                self._code.pop(parent, None)
+                self._sigs.pop(parent, None)
             content = msg.get("content") or {}
             rule = ((msg.get("metadata") or {}).get("bedside") or {}).get("rule")
             if content.get("status") == "error" and rule == "session_budget":
@@ -921,6 +927,13 @@ class SessionMirror:
             ):
                 raise LedgerIntegrityError("the hospital rewrote an entry", index=index)
             return  # already appended (a receipt resent after reconnecting)
+        staged = self._staged.get(index)
+        if staged is not None and staged[1] is not None and opening is None:
+            # staged twice before it is appended: keep the opening the first one made (an
+            # execute request's code is let go of once its opening is made)
+            if canonical_json(staged[0]) != canonical_json(entry):
+                raise LedgerIntegrityError("the hospital rewrote an entry", index=index)
+            return
         self._staged[index] = (entry, opening)
 
     def _drain(self) -> None:
@@ -1051,6 +1064,9 @@ class SessionMirror:
                 salt = base64.b64decode(str(salt_b64))
                 raw = code.encode("utf-8")
                 open_commitment(DOMAIN_CODE, raw, salt, str(entry["code"]), index=index)
+                # the request's entry is checked and opened: its code and signature are done
+                self._code.pop(msg_id, None)
+                self._sigs.pop(msg_id, None)
                 return Opening(index, "code", DOMAIN_CODE, salt, raw)
             return None
         if kind == "output" and salt_b64:

@@ -267,6 +267,55 @@ def test_receipts_out_of_order_are_staged(pair) -> None:
     assert mirror.ledger.root() == hospital.ledger.root()
 
 
+def test_reply_that_overtakes_the_request_entry_keeps_its_code_opening(pair) -> None:
+    """The cell's reply (shell) overtakes the output (iopub) whose receipt carries the cell's
+    execute request entry: the code and signature the mirror keeps for that entry must outlive
+    the reply, or the entry is written without its opening and its signature unchecked (what
+    CI saw in test_dropped_websocket_then_seal_without_a_browser: "1 released entries have
+    no opening", the entry being a cell's execute request)."""
+    mirror, hospital, sent = pair
+    request = _execute(mirror, "print(2)")
+    busy, stream, reply, idle = hospital.execute(request, "2\n")
+    for msg in (reply, busy, stream, idle):
+        verdict = mirror.observe_reply(msg)
+        assert verdict.verified, verdict.reason
+    for cosign in sent:
+        assert mirror.observe_reply(hospital.cosign(cosign)).verified
+    assert mirror.ledger.root() == hospital.ledger.root()
+    assert mirror.status()["cells_in_flight"] == []
+    mirror.close()
+    keys = [hospital.signer.verifier_key, mirror.signer.verifier_key]
+    report = verify_ledger(mirror.ledger_path, keys, openings=mirror.openings_path)
+    assert report.openings_missing_count == 0, report.summary()
+    assert report.researcher_sigs_checked == 1
+
+
+def test_an_entry_staged_again_keeps_the_opening_made_first(pair) -> None:
+    """A receipt seen twice while its entries wait behind a gap: the execute request's code,
+    let go of once its opening is made, is not there the second time, and the entry staged
+    first (with its opening) is kept, not replaced by one without."""
+    mirror, hospital, sent = pair
+    timers: list[Any] = []
+    mirror.schedule = lambda delay, callback: timers.append(callback)
+    hospital.message("control", "kernel_info_reply", {"status": "ok"}, {"msg_id": "nudge"})
+    request = _execute(mirror, "print(2)")
+    busy, stream, reply, idle = hospital.execute(request, "2\n")
+    for msg in (busy, busy, stream, reply, idle):
+        assert mirror.observe_reply(msg).verified
+    assert mirror.gap() == (1, 2)
+    timers.pop()()
+    (ask,) = sent
+    sent.clear()
+    assert mirror.observe_reply(hospital.entries(ask)).verified
+    for cosign in sent:
+        assert mirror.observe_reply(hospital.cosign(cosign)).verified
+    assert mirror.ledger.root() == hospital.ledger.root()
+    mirror.close()
+    keys = [hospital.signer.verifier_key, mirror.signer.verifier_key]
+    report = verify_ledger(mirror.ledger_path, keys, openings=mirror.openings_path)
+    assert report.openings_missing_count == 0, report.summary()
+
+
 def test_gap_left_by_a_message_we_never_see_is_fetched(pair) -> None:
     """Enterprise Gateway's own kernel_info "nudge" channels get replies whose receipts carry
     ledger entries: the mirror asks the hospital for them instead of stalling for good."""
