@@ -73,6 +73,17 @@ _QUOTED = re.compile(r"(['\"])(.*?)\1")
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,:/-]\d+)*")
 _GROUPED = re.compile(r"(?<![\w.])\d{1,3}(?:[,_]\d{3})+(?:\.\d+)?")  # 187,654.32
 
+
+def _numbers_shown(text: str) -> np.ndarray:
+    """The numbers a text shows, also those written with thousands separators
+    (`f"{x:,.2f}"` gives `187,654.32`, `f"{x:_}"` gives `187_654`)."""
+    nums = numbers_in(text)
+    if "," in text or "_" in text:
+        grouped = [float(re.sub(r"[,_]", "", m)) for m in _GROUPED.findall(text[:200_000])]
+        nums = np.concatenate([nums, np.array(grouped, dtype=float)])
+    return nums
+
+
 ADVICE = {
     "identifier": "Outputs may not contain identifier values. Work with aggregates "
     "(counts, means by group) instead of individual records.",
@@ -262,11 +273,7 @@ class OutputGuard:
                   if dr.EXTREMES in ev.fails and ev.value is not None]  # fmt: skip
         if not values:
             return False
-        nums = numbers_in(text)
-        if "," in text or "_" in text:
-            # thousands written with separators (`f"{x:,.2f}"` gives `187,654.32`)
-            grouped = [float(re.sub(r"[,_]", "", m)) for m in _GROUPED.findall(text[:200_000])]
-            nums = np.concatenate([nums, np.array(grouped, dtype=float)])
+        nums = _numbers_shown(text)
         return any(bool(np.isclose(nums, v, rtol=1e-6, atol=0.5).any()) for v in values)
 
     def _running_total_in(self, text: str) -> bool:
@@ -275,10 +282,7 @@ class OutputGuard:
         totals = self.tracker.running_totals
         if not totals:
             return False
-        nums = numbers_in(text)
-        if "," in text:
-            grouped = [float(m.replace(",", "")) for m in _GROUPED.findall(text[:200_000])]
-            nums = np.concatenate([nums, np.array(grouped, dtype=float)])
+        nums = _numbers_shown(text)
         nums = nums[np.isfinite(nums)]
         if not nums.size:
             return False
@@ -292,10 +296,7 @@ class OutputGuard:
         values = self.tracker.few_rows
         if not values:
             return False
-        nums = numbers_in(text)
-        if "," in text:
-            grouped = [float(m.replace(",", "")) for m in _GROUPED.findall(text[:200_000])]
-            nums = np.concatenate([nums, np.array(grouped, dtype=float)])
+        nums = _numbers_shown(text)
         nums = nums[:20_000]
         return bool(nums.size) and bool(
             np.isclose(nums[:, None], np.array(values)[None, :], rtol=1e-9, atol=5e-3).any()
