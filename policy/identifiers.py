@@ -12,7 +12,8 @@ boundaries, and robust to the reformattings a value commonly takes:
 - names in any case and spacing, `Smith, John`, without a title or suffix (`Dr`, `Jr`), and
   without a middle name;
 - codes with or without leading zeros, prefix case or a separator: `MRN00012345`,
-  `mrn-12345`, `MRN 00012345`;
+  `mrn-12345`, `MRN 00012345`, and a code's digits alone (`51069856` of `MRN51069856`, what
+  `value[3:]` prints), under the rule of purely numeric values (`min_digits`);
 - the rot13 form of every value with a letter (`codecs.encode(v, "rot13")`), under a column
   `rot13:<column>` of its own (`ROT13_PREFIX`; `kinds` leaves these out, and `scan_text`
   reports their matches as `encoded:rot13+identifier` of the column): the one pass over an
@@ -776,7 +777,7 @@ class _Builder:
         self.value_count[kind] = self.value_count.get(kind, 0) + len(arr)
         for offset in range(0, len(arr), _CHUNK):
             chunk = arr.slice(offset, _CHUNK)
-            self.n_values += self._lines(chunk, variants=True)
+            self.n_values += self._lines(chunk, variants=True, codes=True)
             for extra in self._string_variants(chunk):
                 self._lines(extra, variants=False)
             self._take_pending(code)
@@ -808,8 +809,9 @@ class _Builder:
             self.kinds.append(np.full(len(h), code, dtype=np.uint8))
         self._pending = []
 
-    def _lines(self, arr: pa.Array, *, variants: bool) -> int:
-        """Hash every value (one per line) of `arr` and its token-level variants.
+    def _lines(self, arr: pa.Array, *, variants: bool, codes: bool = False) -> int:
+        """Hash every value (one per line) of `arr` and its token-level variants (and with
+        `codes`, the digits of the values that are codes: `_emit_code_digits`).
 
         Returns how many values were indexed.
         """
@@ -847,6 +849,8 @@ class _Builder:
             h = tok.hash[first_tok[word]]
             short = sig[word] < max(self.min_length, MIN_WORD_LETTERS)
             keep[word[short | np.isin(h, self._calendar)]] = False
+        if codes:
+            self._emit_code_digits(tok, first_tok[np.flatnonzero((count == 2) & ~bad)])
         indexed = 0
         for k in range(1, MAX_SEQ + 1):
             exact = count == k if k < MAX_SEQ else count >= k
@@ -863,6 +867,19 @@ class _Builder:
                     if len(n):
                         self._emit_names(seqs[:, n])
         return indexed
+
+    def _emit_code_digits(self, tok: T.Tokens, first: T.I64) -> None:
+        """A code's digits without its letters (`51069856` of `MRN51069856` or `XJ-51069856`,
+        what `value[3:]` prints), for the two-token values at `first` that are letters then
+        digits: indexed as a number of its own, so the rule of purely numeric values holds (fewer
+        than `min_digits` significant digits are not indexed: they would match ordinary counts).
+        The token is hashed already; tokenising the digits again cost the build of a million
+        record numbers a second."""
+        digits = first + 1
+        code = ~tok.is_digit[first] & tok.is_digit[digits]
+        code &= tok.significant[digits] >= self.min_digits
+        if code.any():
+            self._pending.append(tok.hash[digits[code]])
 
     def _emit_seq(self, seqs: T.U64) -> None:
         """Hash token sequences (k x n array of token hashes)."""

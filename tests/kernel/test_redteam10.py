@@ -292,6 +292,7 @@ LEAKS: dict[str, tuple[str, tuple[str, ...]]] = {
         "print(pd.to_datetime(df.dob.head(6), format='mixed').dt.strftime('%b %d, %Y').tolist())",
         (),
     ),
+    "member-digits": ("print('member', df.member_no.iloc[9][2:])", ()),
     "notes-head": ("df.note.head(3).tolist()", ()),
     "note-extract": ("df.note.str.extract(r'Pt (\\w+ \\w+) seen').head(4)", ()),
     "note-one": ("print(df.note.iloc[40])", ()),
@@ -312,8 +313,6 @@ DRAWN = {"bar-annotated", "name-annotate"}
 
 # Leaks still reaching the client (each a documented limit): strict xfails.
 LIMITS: dict[str, tuple[str, tuple[str, ...]]] = {
-    # a record number's digits without its letters are not indexed alone (policy/identifiers.py)
-    "member-digits": ("print('member', df.member_no.iloc[9][2:])", ()),
     # numpy on an array taken out of a few rows: followed by the text scans only
     "np-mean-values": (
         "print(np.mean(df[df.icd10 == RARE_THREE].charge_usd.values))",

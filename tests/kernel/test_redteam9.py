@@ -326,6 +326,7 @@ LEAKS_FIXED: dict[str, str] = {
     "sha-pseudonym-one": "print('pseudonym', hashlib.sha256(df.pat_id.iloc[41].encode())"
     ".hexdigest()[:12])",
     "phone-spaced": "print(' '.join(df.telefon.iloc[40].replace('+49(0)', '0').replace(' ', '')))",
+    "pid-digits": "print('case', df.pat_id.iloc[26][1:])",
     "mpl-table-names": "fig, ax = plt.subplots()\nax.axis('off')\n"
     "ax.table(cellText=[[n] for n in df.surname.head(3)], colLabels=['Name'])\nplt.show()",
 }
@@ -337,7 +338,6 @@ DRAWN = {"mpl-ticklabels", "mpl-annotate", "mpl-table", "mpl-table-names"}
 # "Honest limits"): pinned as strict xfails, so a fix shows up as an unexpected pass.
 LIMITS: dict[str, str] = {
     "glued-names": "print(df.surname.iloc[33], end='')\nprint(df.vorname.iloc[33])",
-    "pid-digits": "print('case', df.pat_id.iloc[26][1:])",
     "age-days-zip": "print(df.assign(d=(REF - df.geb_datum).dt.days)[['d', 'zip']].head(3)"
     ".to_string(index=False))",
 }

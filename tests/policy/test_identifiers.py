@@ -123,6 +123,16 @@ def test_short_and_numeric_values_are_not_indexed() -> None:
     assert index.find("id 987654") != []
 
 
+def test_a_codes_digits_alone_are_found_when_a_number_would_be() -> None:
+    # `value[3:]` prints the record number without its letters: its digits are indexed as a
+    # numeric value is, so with fewer than `min_digits` significant digits they are not.
+    index = IdentifierIndex.build(["MRN51069856", "XJ-123456789", "P4100754", "MRN00012345"])
+    for text in ("case 51069856", "123456789", "id=4100754,", "51069856.0"):
+        assert index.find(text) != [], text
+    for text in ("12345", "00012345", "0.51069856", "510698560", "1069856"):
+        assert index.find(text) == [], text
+
+
 def test_build_and_first(index: IdentifierIndex) -> None:
     assert index.first("nothing here") is None
     m = index.first("a then John Smith then 1956-03-12")
