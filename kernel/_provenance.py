@@ -294,6 +294,9 @@ class ProvenanceTracker:
         # rows part-way down a cumulative sum over few records (kept for the session), see
         # `_note_running_totals`
         self.running_totals: list[float] = []
+        # statistics of arrays taken out of few records (kept for the session), see
+        # `_note_few_extracted`
+        self.few_stats: list[float] = []
         self.history: list[ReductionEvent] = []
         self.touched = False
         self._local = threading.local()
@@ -410,6 +413,12 @@ class ProvenanceTracker:
         base = self.tables.get(table)
         if base is None or len(labels) == 0 or isinstance(labels, pd.MultiIndex):
             return False
+        if isinstance(base, pd.RangeIndex) and labels.dtype.kind in "iu":
+            # the common case (a table read from a file): arithmetic, where hashing the labels
+            # as objects costs a third of a millisecond, on every extraction
+            at = np.asarray(labels, dtype=np.int64) - base.start
+            pos = at // base.step
+            return bool(((at % base.step == 0) & (pos >= 0) & (pos < len(base))).all())
         hashes = self._label_hashes.get(table)
         if hashes is None:
             hashes = self._label_hashes[table] = _label_hashes(base)
@@ -757,6 +766,50 @@ def _note_few_rows(tracker: ProvenanceTracker, frame: Any) -> None:
     numbers = numbers[np.isfinite(numbers) & (numbers != np.round(numbers))]
     tracker.few_rows.extend(numbers[:256].tolist())
     del tracker.few_rows[:-256]
+
+
+def _note_few_extracted(tracker: ProvenanceTracker, obj: pd.Series | pd.DataFrame) -> None:
+    """An array taken out of fewer than `min_cell_count` protected rows (`.values`,
+    `.to_numpy()`): numpy computes with it where the guard does not follow
+    (`np.mean(df[df.code == x].cost.values)`), so the statistics numpy would give of each
+    numeric column (sum, mean, median, standard deviation and variance with either
+    denominator) are kept for the session beside the running totals, and an output showing one
+    is blocked (`OutputGuard._few_stats_in`). Whole numbers are common in any output and are
+    not kept; nor are the row values themselves (the sequence log and `_note_few_rows` judge
+    those)."""
+    if not 0 < len(obj) < tracker.rules.min_cell_count:
+        return
+    src = _rows_of(tracker, obj)
+    if src is None or not tracker.is_record_axis(src[1], src[0]):
+        return  # not records: an aggregate's rows, or labels of the guard's own making
+    with tracker.quiet():
+        if isinstance(obj, pd.Series):  # the common case, without a frame's machinery
+            if obj.dtype.kind not in "iuf":
+                return
+            numbers = np.asarray(obj._values, dtype=float)[:, None]
+        else:
+            cols = [c._values for _, c in obj.items() if c.dtype.kind in "iuf"][:64]
+            if not cols:
+                return
+            numbers = np.column_stack([np.asarray(c, dtype=float) for c in cols])
+    if not numbers.size:
+        return
+    # What numpy's sum, mean, median, var and std give (to rounding), in one pass of few values:
+    # numpy's own calls and their warnings cost ten times as much, on every extraction.
+    n = len(numbers)
+    total = numbers.sum(0)
+    mean = total / n
+    ordered = np.sort(numbers, 0)
+    median = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+    squares = ((numbers - mean) ** 2).sum(0)
+    stats = [total, mean, median, squares / n, np.sqrt(squares / n)]
+    if n > 1:
+        stats += [squares / (n - 1), np.sqrt(squares / (n - 1))]
+    values = np.concatenate(stats)
+    values = values[np.isfinite(values) & (values != np.round(values))]
+    if values.size:
+        tracker.few_stats.extend(values.tolist())
+        del tracker.few_stats[:-RUNNING_TOTALS]
 
 
 def _note_picked_mask(tracker: ProvenanceTracker, part: Any, mask: Any) -> None:
@@ -1450,7 +1503,8 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
         first = next(it, _END)
         if first is _END:
             return
-        note_extraction(tracker, series)
+        if note_extraction(tracker, series) is not None:
+            _note_few_extracted(tracker, series)
         log_extremes(tracker, series, integers=False)
         yield first
         yield from it
@@ -1472,6 +1526,7 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
             src = note_extraction(tracker, self)
             if src is not None:
                 sequence_log(tracker).add_list(out, *src)
+                _note_few_extracted(tracker, self)
         return out
 
     setattr(pd.Series, "tolist", tolist)  # noqa: B010 - one wrapper for both names
@@ -1489,6 +1544,7 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
                 if src is not None and len(self):
                     key = _extraction_key(tracker, src[0], self)
                     sequence_log(tracker).add_array(out, src[0], src[1], key)
+                    _note_few_extracted(tracker, self)
             return out
 
         setattr(cls, name, property(get) if is_prop else functools.wraps(orig)(get))
@@ -1496,6 +1552,23 @@ def install_gap_hooks(tracker: ProvenanceTracker) -> None:
     for cls in (pd.Series, pd.DataFrame):
         wrap_array(cls, "values")
         wrap_array(cls, "to_numpy")
+
+    # `np.asarray(s)`, `np.mean(np.array(s))`: numpy asks the object for its array. Only the
+    # statistics of few records are noted here (numpy and pandas call `__array__` often).
+    def wrap_dunder_array(cls: type) -> None:
+        orig = cls.__array__
+
+        @functools.wraps(orig)
+        def array(self: Any, *a: Any, **kw: Any) -> Any:
+            out = orig(self, *a, **kw)
+            if not tracker.busy and len(self) < tracker.rules.min_cell_count:
+                _note_few_extracted(tracker, self)
+            return out
+
+        setattr(cls, "__array__", array)  # noqa: B010 - a special method on the class
+
+    for cls in (pd.Series, pd.DataFrame):
+        wrap_dunder_array(cls)
 
     def wrap_render(cls: type, name: str) -> None:
         orig = getattr(cls, name)

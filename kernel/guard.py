@@ -84,6 +84,30 @@ def _numbers_shown(text: str) -> np.ndarray:
     return nums
 
 
+PRECISE_DIGITS = 5  # significant digits a number needs to be compared with kept statistics
+_PRECISE = re.compile(r"(?<![\w.])(-?)(\d{1,3}(?:[,_]\d{3})+|\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?")
+
+
+def _precise_numbers(text: str, limit: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+    """The numbers a text shows with at least `PRECISE_DIGITS` significant digits (thousands
+    separators read), and for each the half unit of its last digit: a value rounded to what
+    was printed lies within it."""
+    values: list[float] = []
+    tolerance: list[float] = []
+    for sign, whole, frac, exp in _PRECISE.findall(text[:limit]):
+        digits = whole.replace(",", "").replace("_", "")
+        if len((digits + frac).lstrip("0")) < PRECISE_DIGITS:
+            continue
+        shift = int(exp) if exp else 0
+        try:
+            value = float(f"{sign}{digits}.{frac or 0}e{shift}")
+        except (ValueError, OverflowError):
+            continue
+        values.append(value)
+        tolerance.append(0.5 * 10.0 ** (shift - len(frac)) + 1e-9 * abs(value))
+    return np.array(values, dtype=float), np.array(tolerance, dtype=float)
+
+
 ADVICE = {
     "identifier": "Outputs may not contain identifier values. Work with aggregates "
     "(counts, means by group) instead of individual records.",
@@ -277,16 +301,37 @@ class OutputGuard:
         return any(bool(np.isclose(nums, v, rtol=1e-6, atol=0.5).any()) for v in values)
 
     def _running_total_in(self, text: str) -> bool:
-        """Whether the text shows a row of a cumulative sum over few records (kept for the
-        session, up to `RUNNING_TOTALS` values: found by a sorted search, not pair by pair)."""
-        totals = self.tracker.running_totals
-        if not totals:
+        """Whether the text shows a row of a cumulative sum over few records."""
+        return self._kept_number_in(self.tracker.running_totals, text)
+
+    def _few_stats_in(self, text: str) -> bool:
+        """Whether the text shows what numpy makes of an array of few records' values, to the
+        precision it is written with and with at least `PRECISE_DIGITS` significant digits:
+        such statistics are kept whatever their size (a rate of 0/1 values over three patients
+        is 0.333), and a short number is in every output."""
+        kept = self.tracker.few_stats
+        if not kept:
+            return False
+        shown, tolerance = _precise_numbers(text)
+        if not shown.size:
+            return False
+        vals = np.sort(np.asarray(kept, dtype=float))
+        at = np.searchsorted(vals, shown)
+        near = np.minimum(np.abs(shown - vals[np.clip(at - 1, 0, vals.size - 1)]),
+                          np.abs(shown - vals[np.clip(at, 0, vals.size - 1)]))  # fmt: skip
+        return bool((near <= tolerance).any())
+
+    @staticmethod
+    def _kept_number_in(kept: list[float], text: str) -> bool:
+        """Whether the text shows one of the numbers kept for the session (up to
+        `RUNNING_TOTALS`: found by a sorted search, not pair by pair)."""
+        if not kept:
             return False
         nums = _numbers_shown(text)
         nums = nums[np.isfinite(nums)]
         if not nums.size:
             return False
-        vals = np.sort(np.asarray(totals, dtype=float))
+        vals = np.sort(np.asarray(kept, dtype=float))
         at = np.searchsorted(vals, nums)
         near = np.minimum(np.abs(nums - vals[np.clip(at - 1, 0, vals.size - 1)]),
                           np.abs(nums - vals[np.clip(at, 0, vals.size - 1)]))  # fmt: skip
@@ -755,6 +800,11 @@ class OutputGuard:
                         min=self.rules.min_cell_count))  # fmt: skip
             elif text and (fit := self._model_finding(text)) is not None:
                 decision = fit
+            elif text and msg_type in OUTPUT_TYPES and self._few_stats_in(text):
+                decision = Decision.block(
+                    dr.THRESHOLD, "it shows a statistic of an array taken out of fewer than "
+                    f"{self.rules.min_cell_count} protected records (`.values`, `.to_numpy()`)",
+                    dr.ADVICE[dr.THRESHOLD].format(min=self.rules.min_cell_count))  # fmt: skip
             elif delegated and decision is None and not prior:
                 # Said in the kernel's claim, which the sentry records in the ledger
                 # (`kernel_rule`): this layer did not look for identifiers in this text. No

@@ -127,6 +127,8 @@ def _secrets(frame: pd.DataFrame) -> dict[str, float]:
         "one-los": float(frame.los_days[frame.icd10 == RARE_ONE].iloc[0]),
         "three-mean": float(three.charge_usd.mean()),
         "three-sum": float(three.charge_usd.sum()),
+        "three-median": float(three.charge_usd.median()),
+        "three-std": float(three.charge_usd.std(ddof=0)),
         "three-one": float(three.charge_usd.iloc[0]),
         "max-charge": float(frame.charge_usd.max()),
         "second-charge": float(frame.charge_usd.nlargest(2).iloc[1]),
@@ -293,6 +295,28 @@ LEAKS: dict[str, tuple[str, tuple[str, ...]]] = {
         (),
     ),
     "member-digits": ("print('member', df.member_no.iloc[9][2:])", ()),
+    # numpy on an array taken out of a few rows (its statistics are kept when it is taken)
+    "np-mean-values": (
+        "print(np.mean(df[df.icd10 == RARE_THREE].charge_usd.values))",
+        ("three-mean",),
+    ),  # fmt: skip
+    "np-median-asarray": (
+        "print(np.median(np.asarray(df[df.icd10 == RARE_THREE].charge_usd)))",
+        ("three-median",),
+    ),  # fmt: skip
+    "np-std-to-numpy": (
+        "a = df.loc[df.icd10 == RARE_THREE, ['charge_usd', 'los_days']].to_numpy()\n"
+        "print('spread', a[:, 0].std())",
+        ("three-std",),
+    ),  # fmt: skip
+    "statistics-mean-list": (
+        "import statistics\nprint(statistics.mean(df[df.icd10 == RARE_THREE].charge_usd.tolist()))",
+        ("three-mean",),
+    ),  # fmt: skip
+    "builtin-sum-iter": (
+        "print(round(sum(df[df.icd10 == RARE_THREE].charge_usd), 2))",
+        ("three-sum",),
+    ),  # fmt: skip
     "notes-head": ("df.note.head(3).tolist()", ()),
     "note-extract": ("df.note.str.extract(r'Pt (\\w+ \\w+) seen').head(4)", ()),
     "note-one": ("print(df.note.iloc[40])", ()),
@@ -312,13 +336,7 @@ LEAKS: dict[str, tuple[str, tuple[str, ...]]] = {
 DRAWN = {"bar-annotated", "name-annotate"}
 
 # Leaks still reaching the client (each a documented limit): strict xfails.
-LIMITS: dict[str, tuple[str, tuple[str, ...]]] = {
-    # numpy on an array taken out of a few rows: followed by the text scans only
-    "np-mean-values": (
-        "print(np.mean(df[df.icd10 == RARE_THREE].charge_usd.values))",
-        ("three-mean",),
-    ),  # fmt: skip
-}
+LIMITS: dict[str, tuple[str, tuple[str, ...]]] = {}
 
 HONEST: dict[str, str] = {
     "state-means": "df.groupby('state').charge_usd.mean().round(0)",
