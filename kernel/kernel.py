@@ -415,3 +415,11 @@ class GuardedKernelApp(IPKernelApp):
 
     name = "bedside-kernel"
     outstream_class = DottedObjectName("bedside.kernel.kernel.GuardedOutStream")
+
+    def init_kernel(self) -> None:
+        # IPython keeps every session's code in one sqlite file under the profile, and a
+        # history_request reads it back across sessions: a researcher would be shown cells
+        # (and any value typed into them) from other sessions on the same host. The session
+        # ledger is the record; the kernel's history lives and dies with the session.
+        self.config.HistoryManager.hist_file = ":memory:"
+        super().init_kernel()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 import pytest
 
-from tests.kernel._client import LeakJudge, Session
+from tests.kernel._client import LeakJudge, Session, running
 
 SETUP = 'import pandas as pd, numpy as np\ndf = hospital.load("patients")'
 
@@ -107,6 +108,22 @@ def test_inspect_and_history_replies(session: Session, judge: LeakJudge) -> None
     assert not judge.leaks(got.text()) and "blocked" in got.decisions()
     got = session.request(lambda: session.kc.history(hist_access_type="tail", n=50, output=True))
     assert not judge.leaks(got.text())
+
+
+def test_history_is_the_sessions_own(
+    session: Session, hospital: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A history_request answers with this session's cells only: IPython's default keeps every
+    session's code in one sqlite file, which another researcher's kernel would read back."""
+    marker = f"other_session_{uuid.uuid4().hex}"
+    with running(tmp_path_factory.mktemp("other"), "bedside-other", hospital[0]) as other:
+        assert other.execute(f"{marker} = 1").reply["content"]["status"] == "ok"
+    mine = f"own_session_{uuid.uuid4().hex}"
+    session.execute(f"{mine} = 1")
+    got = session.request(lambda: session.kc.history(hist_access_type="tail", n=1000))
+    text = got.text()
+    assert mine in text, text[-2000:]
+    assert marker not in text
 
 
 def test_subprocess_writing_to_fd_1(session: Session, judge: LeakJudge, tmp_path: Any) -> None:
